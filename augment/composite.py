@@ -1,0 +1,246 @@
+"""Put cutouts on a background: one composite scene with its instance mask.
+
+Sampling and applying are kept apart as in albumentations: every random choice is
+drawn from the row's ``numpy.random.Generator`` and recorded in ``params``;
+:func:`compose_scene` given those params (and no generator) replays the row exactly.
+Choices that depend on the pixels (where an object fits without covering others
+too much) are recorded as their outcome, so replay needs no retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from augment.config import CompositionConfig
+from augment.cutouts import Cutout
+from augment.distortions import Distortion, DistortionConfig, apply_chain, sample_chain
+from augment.imageio import read_image
+from augment.superpixels import resize_labels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneObject:
+    instance_id: int  # value in the instance mask
+    cutout_id: str
+    category: str
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) of the visible mask
+    visible_fraction: float
+
+
+@dataclass
+class Scene:
+    image: np.ndarray  # H×W×3 uint8 RGB
+    instances: np.ndarray  # H×W uint8 instance ids, 0 = background
+    objects: list[SceneObject]
+    params: dict[str, Any]
+
+
+class BackgroundStore:
+    """Backgrounds decoded on first use and kept in a bounded LRU cache (per process)."""
+
+    def __init__(self, paths: list[Path], max_shorter_side: int, cache_bytes: int = 1 << 30):
+        self.paths = [Path(p) for p in paths]
+        self.max_shorter_side = max_shorter_side
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def get(self, index: int) -> np.ndarray:
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        image = read_image(self.paths[index], "rgb")
+        shorter = min(image.shape[:2])
+        if shorter > self.max_shorter_side:  # no need to keep more pixels than a crop can use
+            factor = self.max_shorter_side / shorter
+            size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        self._cache[index] = image
+        self._cached_bytes += image.nbytes
+        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
+            _, evicted = self._cache.popitem(last=False)
+            self._cached_bytes -= evicted.nbytes
+        return image
+
+
+def split_distortions(config: DistortionConfig) -> tuple[list[Distortion], list[Distortion]]:
+    """The config's distortions in order, as (object level, scene level)."""
+    chain = [getattr(config, f.name) for f in dataclasses.fields(config)]
+    return [d for d in chain if d.level == "object"], [d for d in chain if d.level == "scene"]
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def _sample_background(rng: np.random.Generator, index: int, shape: tuple[int, int], config: CompositionConfig) -> dict:
+    height, width = shape
+    aspect = config.width / config.height
+    side = rng.uniform(*config.background_crop) * min(height, width / aspect)
+    crop_w, crop_h = max(1, min(width, round(side * aspect))), max(1, min(height, round(side)))
+    x0 = int(rng.integers(0, width - crop_w + 1))
+    y0 = int(rng.integers(0, height - crop_h + 1))
+    return {"index": index, "crop": [x0, y0, x0 + crop_w, y0 + crop_h]}
+
+
+def _object_size(cutout: Cutout, scale: float, config: CompositionConfig) -> tuple[int, int]:
+    height, width = cutout.rgba.shape[:2]
+    longer = scale * min(config.width, config.height)
+    factor = longer / max(height, width)
+    return max(4, round(width * factor)), max(4, round(height * factor))
+
+
+def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Shrink an object that distortions made larger than the frame (deterministic, so replay matches)."""
+    height, width = mask.shape
+    factor = min(1.0, config.width / width, config.height / height)
+    if factor >= 1.0:
+        return rgba, mask
+    size = (max(1, int(width * factor)), max(1, int(height * factor)))
+    return cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+
+
+def _place(rng: np.random.Generator, mask: np.ndarray, instances: np.ndarray, config: CompositionConfig) -> list[int] | None:
+    """Top-left corner where the object covers at most ``max_overlap`` of itself over earlier objects."""
+    height, width = mask.shape
+    area = max(1, int(np.count_nonzero(mask)))
+    for _ in range(config.placement_tries):
+        x = int(rng.integers(0, config.width - width + 1))
+        y = int(rng.integers(0, config.height - height + 1))
+        covered = np.count_nonzero(instances[y : y + height, x : x + width][mask > 0])
+        if covered / area <= config.max_overlap:
+            return [x, y]
+    return None
+
+
+def _blend_alpha(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -> np.ndarray:
+    """Blending weight in [0, 1]; zero outside the label mask, so pixels change only where the labels say."""
+    alpha = rgba[:, :, 3] * (mask > 0).astype(np.uint8)
+    if config.blend == "feather" and config.feather_px > 0:
+        kernel = 2 * config.feather_px + 1
+        # Blurring and taking the minimum only softens the inside of the edge: nothing leaks outside.
+        alpha = np.minimum(alpha, cv2.GaussianBlur(alpha, (kernel, kernel), 0))
+    return alpha.astype(np.float32) * (1.0 / 255.0)
+
+
+def _paste(canvas: np.ndarray, rgba: np.ndarray, alpha: np.ndarray, mask: np.ndarray, position: list[int], config: CompositionConfig) -> None:
+    x, y = position
+    height, width = mask.shape
+    region = canvas[y : y + height, x : x + width]
+    if config.blend == "poisson" and min(x, y) > 0 and x + width < config.width and y + height < config.height:
+        center = (x + width // 2, y + height // 2)
+        src = cv2.cvtColor(np.ascontiguousarray(rgba[:, :, :3]), cv2.COLOR_RGB2BGR)
+        dst = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
+        cloned = cv2.seamlessClone(src, dst, (mask > 0).astype(np.uint8) * 255, center, cv2.NORMAL_CLONE)
+        canvas[y : y + height, x : x + width][mask > 0] = cv2.cvtColor(cloned, cv2.COLOR_BGR2RGB)[y : y + height, x : x + width][mask > 0]
+        return
+    weight = alpha[:, :, None]
+    blended = region.astype(np.float32) * (1.0 - weight) + rgba[:, :, :3].astype(np.float32) * weight
+    region[...] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def compose_scene(
+    cutouts: list[Cutout],
+    backgrounds: BackgroundStore,
+    config: CompositionConfig,
+    distortions: DistortionConfig,
+    rng: np.random.Generator | None = None,
+    params: dict[str, Any] | None = None,
+) -> Scene:
+    """Sample (with ``rng``) or replay (with ``params``) one composite scene."""
+    if (rng is None) == (params is None):
+        raise ValueError("pass exactly one of rng (to sample) or params (to replay)")
+    replay = params is not None
+    object_chain, scene_chain = split_distortions(distortions)
+    by_id = {c.cutout_id: c for c in cutouts}
+    record: dict[str, Any] = {"background": None, "objects": [], "scene": [], "dropped": []}
+
+    # Background: a random crop of the output's aspect ratio, resized to the output size.
+    if replay:
+        background_params = params["background"]
+        background = backgrounds.get(background_params["index"])
+    else:
+        index = int(rng.integers(len(backgrounds)))
+        background = backgrounds.get(index)
+        background_params = _sample_background(rng, index, background.shape[:2], config)
+    record["background"] = {**background_params, "name": backgrounds.paths[background_params["index"]].name}
+    x0, y0, x1, y1 = background_params["crop"]
+    canvas = _resize(background[y0:y1, x0:x1], config.width, config.height)
+    instances = np.zeros((config.height, config.width), np.uint8)
+
+    # Objects, back to front: later ones occlude earlier ones.
+    placed: list[dict[str, Any]] = []
+    pasted_area: dict[int, int] = {}
+    object_plans = params["objects"] if replay else range(int(rng.integers(config.min_objects, config.max_objects + 1)))
+    for plan in object_plans:
+        if replay:
+            cutout = by_id[plan["cutout_id"]]
+            scale, steps = plan["scale"], plan["steps"]
+        else:
+            chosen = [p["cutout_id"] for p in record["objects"]]
+            if chosen and rng.random() < config.repeat_probability:
+                cutout = by_id[chosen[int(rng.integers(len(chosen)))]]
+            else:
+                cutout = cutouts[int(rng.integers(len(cutouts)))]
+            scale = float(rng.uniform(*config.object_scale))
+        width, height = _object_size(cutout, scale, config)
+        if not replay:
+            steps = sample_chain(object_chain, rng, height, width)
+        rgba = _resize(cutout.rgba, width, height)
+        mask = (rgba[:, :, 3] >= 128).astype(np.uint8)
+        superpixels = resize_labels(cutout.superpixels, height, width)
+        rgba, mask = apply_chain(steps, rgba, mask, superpixels)
+        rgba, mask = _fit_inside(rgba, mask, config)
+        position = plan["position"] if replay else (_place(rng, mask, instances, config) if mask.any() else None)
+        entry = {"cutout_id": cutout.cutout_id, "scale": scale, "size": [width, height], "steps": steps, "position": position}
+        record["objects"].append(entry)
+        if position is None:
+            continue  # no room without covering others too much (or nothing left of it): left out
+        instance_id = len(placed) + 1
+        entry["instance_id"] = instance_id
+        _paste(canvas, rgba, _blend_alpha(rgba, mask, config), mask, position, config)
+        x, y = position
+        instances[y : y + mask.shape[0], x : x + mask.shape[1]][mask > 0] = instance_id
+        pasted_area[instance_id] = int(np.count_nonzero(mask))
+        placed.append({"cutout": cutout, "instance_id": instance_id})
+
+    # Occlusion bookkeeping: what later objects hide no longer belongs to earlier ones.
+    visible = np.bincount(instances.ravel(), minlength=len(placed) + 1)
+    relabel = np.zeros(max(256, len(placed) + 1), np.uint8)
+    kept: list[tuple[dict[str, Any], float]] = []
+    for item in placed:
+        fraction = visible[item["instance_id"]] / max(1, pasted_area[item["instance_id"]])
+        if fraction < config.min_visible:
+            record["dropped"].append(item["instance_id"])
+            continue
+        kept.append((item, float(fraction)))
+        relabel[item["instance_id"]] = len(kept)
+    instances = relabel[instances]
+
+    # Scene-level distortions (blur, noise, pillar-box, ...) act on the whole frame and its mask.
+    scene_steps = params["scene"] if replay else sample_chain(scene_chain, rng, config.height, config.width)
+    record["scene"] = scene_steps
+    canvas, instances = apply_chain(scene_steps, canvas, instances)
+
+    objects = []
+    for new_id, (item, fraction) in enumerate(kept, 1):
+        region = (instances == new_id).astype(np.uint8)
+        x, y, w, h = cv2.boundingRect(region)
+        if w == 0 or h == 0:
+            continue
+        objects.append(SceneObject(new_id, item["cutout"].cutout_id, item["cutout"].category, (x, y, x + w, y + h), fraction))
+    return Scene(np.ascontiguousarray(canvas), instances, objects, record)

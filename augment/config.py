@@ -1,0 +1,169 @@
+"""Configuration of `synth expand`: dataclasses with documented defaults, loaded from YAML.
+
+Every field's comment is its documentation; ``configs/expand.yaml`` is the commented
+example and ``synth expand --help`` points to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from augment.distortions import DistortionConfig
+from augment.imageio import InputError
+
+SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map")
+BLEND_MODES = ("feather", "hard", "poisson")
+
+
+@dataclass
+class SourceConfig:
+    """How objects are read from the SOURCE folders."""
+
+    format: str = "auto"  # auto | mask_pairs | rgba | coco | label_map; auto detects from the folder's contents
+    min_area: int = 600  # objects (connected regions for label maps) with fewer mask pixels are skipped
+    keep_labels: list[str] = field(default_factory=list)  # label/category names to keep; empty keeps all
+    drop_labels: list[str] = field(default_factory=list)  # label/category names to drop (label 0 is always background)
+    max_cutout_side: int = 384  # cutouts are stored downscaled so their longer side is at most this
+    superpixel_max_side: int = 128  # mean-shift superpixels are computed once per cutout at this size
+    limit: int = 0  # read at most this many source images (0 = all); handy for quick trials
+
+
+@dataclass
+class CompositionConfig:
+    """How scenes are put together."""
+
+    width: int = 512  # output width in pixels
+    height: int = 512  # output height in pixels
+    min_objects: int = 1  # objects placed per scene: uniform in [min_objects, max_objects]
+    max_objects: int = 4
+    repeat_probability: float = 0.25  # chance that each object after the first repeats a cutout already in the scene
+    object_scale: tuple[float, float] = (0.15, 0.55)  # object's longer side / output's shorter side
+    max_overlap: float = 0.5  # a new object may cover at most this fraction of its pixels over earlier objects
+    min_visible: float = 0.3  # objects left with a smaller visible fraction are dropped from the labels
+    placement_tries: int = 8  # positions tried before an object that overlaps too much is left out
+    background_crop: tuple[float, float] = (0.5, 1.0)  # background crop side / background's shorter side
+    blend: str = "feather"  # feather (soft alpha edge) | hard | poisson (cv2.seamlessClone; slow)
+    feather_px: int = 2  # width of the soft edge for feather blending
+
+
+@dataclass
+class OutputConfig:
+    """How shards are written."""
+
+    split: str = "train"  # shard names are {split}-{index:05d}.parquet
+    shard_rows: int = 1000  # rows per shard at most
+    shard_bytes: int = 256 * 1024 * 1024  # shards are sized to stay under this at a conservative bytes-per-row estimate
+    row_group_rows: int = 32  # rows per Parquet row group: the unit of streaming and of parallel work
+    jpeg_quality: int = 90  # composite images are JPEG at this quality; masks are lossless PNG
+
+
+@dataclass
+class ExpandConfig:
+    """Everything that decides the content of the shards (workers and paths do not)."""
+
+    seed: int = 0  # run seed: row i is generated from SeedSequence([seed, i]) alone
+    num: int = 1000  # composites to make
+    sources: SourceConfig = field(default_factory=SourceConfig)
+    composition: CompositionConfig = field(default_factory=CompositionConfig)
+    distortions: DistortionConfig = field(default_factory=DistortionConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["distortions"] = self.distortions.to_dict()
+        return data
+
+    def content_hash(self) -> str:
+        """Hash of what decides a row's content; ``num`` only decides how many rows."""
+        data = self.to_dict()
+        data.pop("num")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "config") -> "ExpandConfig":
+        data = dict(data or {})
+        config = cls()
+        sections = {"sources": SourceConfig, "composition": CompositionConfig, "output": OutputConfig}
+        for key, value in data.items():
+            if key in sections:
+                setattr(config, key, _build_section(sections[key], value, f"{origin}: {key}"))
+            elif key == "distortions":
+                try:
+                    config.distortions = DistortionConfig.from_dict(value or {})
+                except (ValueError, TypeError) as error:
+                    raise InputError(f"{origin}: distortions: {error}") from None
+            elif key in ("seed", "num"):
+                if not isinstance(value, int) or value < 0:
+                    raise InputError(f"{origin}: {key} must be a non-negative integer, got {value!r}")
+                setattr(config, key, value)
+            else:
+                raise InputError(f"{origin}: unknown key {key!r} (known: seed, num, sources, composition, distortions, output)")
+        config.validate(origin)
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: Path | str) -> "ExpandConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        if data is not None and not isinstance(data, dict):
+            raise InputError(f"{path}: expected a mapping at the top level")
+        return cls.from_dict(data or {}, origin=str(path))
+
+    def validate(self, origin: str = "config") -> None:
+        c, s, o = self.composition, self.sources, self.output
+        checks = [
+            (s.format in SOURCE_FORMATS, f"sources.format must be one of {', '.join(SOURCE_FORMATS)}"),
+            (c.blend in BLEND_MODES, f"composition.blend must be one of {', '.join(BLEND_MODES)}"),
+            (c.width >= 32 and c.height >= 32, "composition.width and height must be at least 32"),
+            (1 <= c.min_objects <= c.max_objects, "need 1 <= composition.min_objects <= max_objects"),
+            (0 < c.object_scale[0] <= c.object_scale[1] <= 1.0, "composition.object_scale must be 0 < lo <= hi <= 1"),
+            (0 < c.background_crop[0] <= c.background_crop[1] <= 1.0, "composition.background_crop must be 0 < lo <= hi <= 1"),
+            (0.0 <= c.max_overlap <= 1.0 and 0.0 <= c.min_visible <= 1.0, "max_overlap and min_visible must lie in [0, 1]"),
+            (0.0 <= c.repeat_probability <= 1.0, "composition.repeat_probability must lie in [0, 1]"),
+            (o.shard_rows >= 1 and o.row_group_rows >= 1, "output.shard_rows and row_group_rows must be positive"),
+            (1 <= o.jpeg_quality <= 100, "output.jpeg_quality must lie in [1, 100]"),
+            (s.min_area >= 1 and s.max_cutout_side >= 16, "sources.min_area >= 1 and max_cutout_side >= 16"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(f"{origin}: {message}")
+
+
+def _build_section(section_type: type, values: Any, origin: str) -> Any:
+    if values is None:
+        return section_type()
+    if not isinstance(values, dict):
+        raise InputError(f"{origin}: expected a mapping")
+    known = {f.name: f for f in dataclasses.fields(section_type)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise InputError(f"{origin}: unknown key {key!r} (known: {', '.join(known)})")
+        default = getattr(section_type(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or len(value) != len(default):
+                raise InputError(f"{origin}.{key}: expected a pair like {list(default)}")
+            value = tuple(float(v) for v in value)
+        elif isinstance(default, bool) or isinstance(default, list):
+            if type(value) is not type(default):
+                raise InputError(f"{origin}.{key}: expected {type(default).__name__}, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise InputError(f"{origin}.{key}: expected a number, got {value!r}")
+            value = type(default)(value)
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise InputError(f"{origin}.{key}: expected a string, got {value!r}")
+        kwargs[key] = value
+    return section_type(**kwargs)

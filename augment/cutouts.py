@@ -1,0 +1,168 @@
+"""Cutouts: objects cut from the sources, written once to ``objects.parquet``.
+
+Composites refer to cutouts by id (a content hash), so the clean object can be
+fetched later, e.g. as a training query. Mean-shift superpixels are costly, so each
+cutout's are computed here once and stored beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from augment.config import SourceConfig
+from augment.imageio import InputError, atomic_path, decode_image, encode_png
+from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
+from augment.sources import Skip, SourceObject, read_source
+from augment.superpixels import compute_superpixels
+
+log = logging.getLogger(__name__)
+
+INPUTS_HASH_KEY = b"synth_inputs_hash"
+
+
+@dataclass
+class Cutout:
+    """A cutout in memory, ready for compositing."""
+
+    cutout_id: str
+    category: str
+    rgba: np.ndarray  # H×W×4 uint8
+    superpixels: np.ndarray  # int32 labels at reduced size, 0 = outside the object
+    area: int
+
+
+def cutout_id(rgba: np.ndarray, category: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(category.encode())
+    digest.update(np.asarray(rgba.shape, np.int64).tobytes())
+    digest.update(np.ascontiguousarray(rgba).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def sources_fingerprint(sources: Iterable[Path], config: SourceConfig) -> str:
+    """Changes when a source file is added, removed or modified, or the source config changes."""
+    digest = hashlib.sha256(json.dumps(config.__dict__, sort_keys=True, default=list).encode())
+    for source in sources:
+        source = Path(source).resolve()
+        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+        for path in files:
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _superpixels_png(args: tuple[bytes, int]) -> bytes:
+    rgba_png, max_side = args
+    rgba = decode_image(rgba_png)
+    labels = compute_superpixels(rgba, max_side=max_side)
+    return encode_png(labels.astype(np.uint16))
+
+
+def build_objects_table(
+    sources: list[Path],
+    config: SourceConfig,
+    out_dir: Path,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Path, list[Skip], int]:
+    """Write ``out_dir/objects.parquet`` unless an up-to-date one is there.
+
+    Returns its path, the skipped inputs, and how many cutouts it holds.
+    """
+    out_path = Path(out_dir) / OBJECTS_FILE
+    fingerprint = sources_fingerprint(sources, config)
+    skips_path = Path(out_dir) / ".objects-skips.json"
+    if out_path.exists() and skips_path.exists():
+        metadata = pq.read_schema(out_path).metadata or {}
+        if metadata.get(INPUTS_HASH_KEY, b"").decode() == fingerprint:
+            log.info("%s is up to date with the sources; reusing it", out_path)
+            skips = [Skip(**s) for s in json.loads(skips_path.read_text())]
+            return out_path, skips, pq.read_metadata(out_path).num_rows
+
+    objects: list[SourceObject] = []
+    skips: list[Skip] = []
+    seen: set[str] = set()
+    rows: list[dict] = []
+    for source in sources:
+        for item in read_source(Path(source), config):
+            if isinstance(item, Skip):
+                log.info("skipped %s: %s", item.path, item.reason)
+                skips.append(item)
+                continue
+            identity = cutout_id(item.rgba, item.category)
+            if identity in seen:
+                continue  # the same object twice (e.g. a duplicated file) adds nothing
+            seen.add(identity)
+            objects.append(item)
+            alpha = item.rgba[:, :, 3]
+            rows.append(
+                {
+                    "cutout_id": identity,
+                    "category": item.category,
+                    "source": item.source,
+                    "box": list(item.box),
+                    "image": {"bytes": encode_png(item.rgba, 3), "path": f"{identity}.png"},
+                    "width": int(item.rgba.shape[1]),
+                    "height": int(item.rgba.shape[0]),
+                    "area": int(np.count_nonzero(alpha)),
+                }
+            )
+    if not rows:
+        raise InputError(f"{', '.join(map(str, sources))}: no usable objects found ({len(skips)} inputs skipped)")
+
+    jobs = [(row["image"]["bytes"], config.superpixel_max_side) for row in rows]
+    superpixels: list[bytes] = []
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            for done, png in enumerate(pool.map(_superpixels_png, jobs, chunksize=8), 1):
+                superpixels.append(png)
+                if progress:
+                    progress(done, len(jobs))
+    else:
+        for done, job in enumerate(jobs, 1):
+            superpixels.append(_superpixels_png(job))
+            if progress:
+                progress(done, len(jobs))
+    for row, png in zip(rows, superpixels):
+        row["superpixels"] = {"bytes": png, "path": f"{row['cutout_id']}.superpixels.png"}
+
+    schema = OBJECTS_SCHEMA.with_metadata({**OBJECTS_SCHEMA.metadata, INPUTS_HASH_KEY: fingerprint.encode()})
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic_path(out_path) as temporary:
+        pq.write_table(table, temporary, compression="zstd", row_group_size=256)
+    with atomic_path(skips_path) as temporary:
+        temporary.write_text(json.dumps([s.__dict__ for s in skips]))
+    log.info("wrote %d cutouts to %s (%d inputs skipped)", len(rows), out_path, len(skips))
+    return out_path, skips, len(rows)
+
+
+def load_cutouts(objects_path: Path) -> list[Cutout]:
+    """Decode every cutout of an objects table, in table order."""
+    objects_path = Path(objects_path)
+    if not objects_path.exists():
+        raise InputError(f"{objects_path}: objects table not found")
+    try:
+        table = pq.read_table(objects_path, columns=["cutout_id", "category", "image", "superpixels", "area"])
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"{objects_path}: not a readable objects table ({error})") from None
+    cutouts = []
+    for row in table.to_pylist():
+        rgba = decode_image(row["image"]["bytes"], name=f"{objects_path}:{row['cutout_id']}")
+        labels = decode_image(row["superpixels"]["bytes"], name=f"{objects_path}:{row['cutout_id']}").astype(np.int32)
+        cutouts.append(Cutout(row["cutout_id"], row["category"], rgba, labels, int(row["area"])))
+    return cutouts
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))

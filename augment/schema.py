@@ -1,0 +1,101 @@
+"""Arrow schemas of the two tables `synth expand` writes.
+
+``objects.parquet``: one row per cutout (the clean object, fetchable later as a query).
+``{split}-{index:05d}.parquet``: one row per composite scene.
+
+Images follow the Hugging Face ``datasets`` Image convention (a struct of
+``bytes`` and ``path``) and the schema carries the ``huggingface`` metadata key,
+so ``datasets.load_dataset("parquet", ...)`` decodes them as images.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+IMAGE_STRUCT = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+
+OBJECT_STRUCT = pa.struct(
+    [
+        pa.field("instance_id", pa.int32()),  # value of this instance in the mask PNG
+        pa.field("cutout_id", pa.string()),  # row of objects.parquet
+        pa.field("category", pa.string()),
+        pa.field("box", pa.list_(pa.int32(), 4)),  # x0, y0, x1, y1 (exclusive) of the visible mask
+        pa.field("visible_fraction", pa.float32()),  # visible pixels / pixels of the pasted object
+    ]
+)
+
+
+def _hf_metadata(features: dict) -> dict[bytes, bytes]:
+    return {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+
+
+COMPOSITE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        pa.field("image", IMAGE_STRUCT),  # JPEG, RGB
+        pa.field("mask", IMAGE_STRUCT),  # PNG, 8-bit (16-bit past 255 instances) instance ids, 0 = background
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("objects", pa.list_(OBJECT_STRUCT)),
+        pa.field("params", pa.string()),  # JSON of every sampled parameter: replays the row exactly
+        pa.field("seed", pa.int64()),  # row seed = SeedSequence([run seed, row index])
+        pa.field("config_hash", pa.string()),
+    ],
+    metadata=_hf_metadata(
+        {
+            "id": {"dtype": "string", "_type": "Value"},
+            "image": {"_type": "Image"},
+            "mask": {"_type": "Image"},
+            "width": {"dtype": "int32", "_type": "Value"},
+            "height": {"dtype": "int32", "_type": "Value"},
+            "objects": [
+                {
+                    "instance_id": {"dtype": "int32", "_type": "Value"},
+                    "cutout_id": {"dtype": "string", "_type": "Value"},
+                    "category": {"dtype": "string", "_type": "Value"},
+                    "box": {"feature": {"dtype": "int32", "_type": "Value"}, "length": 4, "_type": "Sequence"},
+                    "visible_fraction": {"dtype": "float32", "_type": "Value"},
+                }
+            ],
+            "params": {"dtype": "string", "_type": "Value"},
+            "seed": {"dtype": "int64", "_type": "Value"},
+            "config_hash": {"dtype": "string", "_type": "Value"},
+        }
+    ),
+)
+
+OBJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("cutout_id", pa.string()),  # content hash of the RGBA crop and category
+        pa.field("category", pa.string()),
+        pa.field("source", pa.string()),  # the source image file
+        pa.field("box", pa.list_(pa.int32(), 4)),  # x0, y0, x1, y1 of the crop in the source image
+        pa.field("image", IMAGE_STRUCT),  # PNG, RGBA: alpha is the object's mask
+        pa.field("superpixels", IMAGE_STRUCT),  # PNG, 16-bit mean-shift superpixel labels (may be smaller)
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("area", pa.int64()),  # mask pixels
+    ],
+    metadata=_hf_metadata(
+        {
+            "cutout_id": {"dtype": "string", "_type": "Value"},
+            "category": {"dtype": "string", "_type": "Value"},
+            "source": {"dtype": "string", "_type": "Value"},
+            "box": {"feature": {"dtype": "int32", "_type": "Value"}, "length": 4, "_type": "Sequence"},
+            "image": {"_type": "Image"},
+            "superpixels": {"_type": "Image"},
+            "width": {"dtype": "int32", "_type": "Value"},
+            "height": {"dtype": "int32", "_type": "Value"},
+            "area": {"dtype": "int64", "_type": "Value"},
+        }
+    ),
+)
+
+OBJECTS_FILE = "objects.parquet"
+MANIFEST_FILE = "manifest.json"
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:05d}.parquet"

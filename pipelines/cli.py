@@ -1,0 +1,200 @@
+"""The `synth` command line: expand, show, export (and train/search commands registered from their modules)."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from augment.imageio import InputError
+
+app = typer.Typer(
+    name="synth",
+    help="Find a query object in images and videos, and manufacture the training data to do it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def sample_data_dir() -> Path:
+    """sample_data/ of the working directory, else the one beside the installed package."""
+    local = Path("sample_data")
+    return local if local.is_dir() else REPO_ROOT / "sample_data"
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a user error as one line and exit non-zero."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def run_guarded(function, *args, **kwargs):
+    """Call ``function``; a user's mistake becomes one line on stderr, not a traceback."""
+    try:
+        return function(*args, **kwargs)
+    except InputError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail("interrupted; rerun the same command to resume", 130)
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
+    setup_logging(verbose)
+
+
+@app.command()
+def expand(
+    sources: Optional[list[Path]] = typer.Argument(
+        None, help="Source folders (or COCO .json files). Default: sample_data/objects."
+    ),
+    backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", "-b", help="Folder of background images. Default: sample_data/backgrounds."),
+    out: Path = typer.Option(Path("expanded/sample"), "--out", "-o", help="Output folder for shards, objects.parquet and manifest.json."),
+    num: Optional[int] = typer.Option(None, "--num", "-n", help="Composites to make (default: the config's num, 1000)."),
+    config_file: Optional[Path] = typer.Option(
+        None, "--config", "-c", help="YAML config; every option and its default is documented in configs/expand.yaml."
+    ),
+    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per CPU core)."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Run seed (default: the config's seed, 0)."),
+    source_format: Optional[str] = typer.Option(
+        None, "--source-format", help="auto | mask_pairs | rgba | coco | label_map (default: the config's, auto)."
+    ),
+) -> None:
+    """Cut objects from SOURCES and composite them onto backgrounds with distortions, into Parquet shards.
+
+    Rerunning the same command resumes: finished shards are kept, the rest are made.
+    The same seed gives byte-identical shards whatever the number of workers.
+    """
+    from augment.config import ExpandConfig
+    from augment.cutouts import default_workers
+    from augment.expand import run_expand
+
+    config = run_guarded(ExpandConfig.from_yaml, config_file) if config_file else ExpandConfig()
+    if num is not None:
+        config.num = num
+    if seed is not None:
+        config.seed = seed
+    if source_format is not None:
+        config.sources.format = source_format
+    run_guarded(config.validate, "--source-format" if source_format else "config")
+    if config.num < 1:
+        fail("--num must be at least 1")
+    sources = sources or [sample_data_dir() / "objects"]
+    backgrounds = backgrounds or sample_data_dir() / "backgrounds"
+    workers = workers or default_workers()
+
+    with make_progress() as progress:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total, rate="")
+            task = progress.tasks[tasks[stage]]
+            speed = f"{task.speed:.0f} /s" if task.speed else ""
+            progress.update(tasks[stage], completed=done, total=total, rate=speed)
+
+        result = run_guarded(run_expand, sources, backgrounds, out, config, workers, report)
+
+    manifest = result.manifest
+    made = result.rows_written
+    table = Table(title=f"synth expand → {out}", show_header=False)
+    table.add_row("composites", f"{manifest['num_rows']} ({made} made now, {result.shards_skipped_as_done} shards already done)")
+    table.add_row("shards", str(len(manifest["shards"])))
+    table.add_row("cutouts", str(manifest["objects"]["cutouts"]))
+    table.add_row("backgrounds", str(manifest["backgrounds"]["count"]))
+    table.add_row("workers", str(workers))
+    table.add_row("time", f"{result.seconds:.1f} s ({made / max(result.seconds, 1e-9):.0f} composites/s overall)")
+    reasons = collections.Counter(_reason_kind(s.reason) for s in result.skips)
+    table.add_row("skipped inputs", f"{len(result.skips)}" + "".join(f"\n  {n} × {r}" for r, n in reasons.most_common(5)))
+    Console().print(table)
+
+
+def _reason_kind(reason: str) -> str:
+    """Group skip reasons for the summary (drop the file name and numbers)."""
+    text = reason.split(": ", 1)[-1] if reason.startswith("/") else reason
+    return "".join("N" if ch.isdigit() else ch for ch in text)[:80]
+
+
+@app.command()
+def show(
+    shards: list[Path] = typer.Argument(..., help="Shard files or folders."),
+    out: Path = typer.Option(Path("sheet.png"), "--out", "-o", help="Contact sheet image to write."),
+    rows: int = typer.Option(4, help="Rows of the grid."),
+    columns: int = typer.Option(4, help="Columns of the grid."),
+    tile: int = typer.Option(256, help="Tile size in pixels."),
+    seed: int = typer.Option(0, help="Which random rows to show."),
+) -> None:
+    """Write a contact sheet of random composites with instance masks and boxes drawn."""
+    from augment.contact_sheet import contact_sheet
+
+    drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
+    Console().print(f"wrote {out} ({drawn} composites)")
+
+
+@app.command()
+def export(
+    shards: list[Path] = typer.Argument(..., help="Shard files or folders."),
+    format: str = typer.Option("coco", "--format", "-f", help="Export format (coco)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+) -> None:
+    """Export shards to another format: COCO = images/ plus annotations.json with RLE masks."""
+    from augment.coco_export import export_coco
+
+    if format != "coco":
+        fail(f"--format {format!r} is not supported (supported: coco)")
+    counts = run_guarded(export_coco, shards, out)
+    Console().print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
+
+
+def _register_optional_commands() -> None:
+    """Commands of the train and search stages live beside their code."""
+    import importlib
+
+    for module_name in ("pipelines.train_commands", "pipelines.search_commands"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        module.register(app)
+
+
+_register_optional_commands()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

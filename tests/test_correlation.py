@@ -1,0 +1,88 @@
+"""Tests for the batched normalised cross-correlation (train/correlation.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from train.correlation import FeatureProjection, correlate, correlate_looped
+
+
+@pytest.fixture()
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+def test_grouped_matches_looped(gen: torch.Generator, padding: str, normalize: bool,
+                                masked: bool) -> None:
+    query = torch.randn(4, 8, 5, 4, generator=gen)
+    medium = torch.randn(4, 8, 13, 11, generator=gen)
+    mask = torch.rand(4, 1, 5, 4, generator=gen) if masked else None
+    fast = correlate(query, medium, mask, padding=padding, normalize=normalize)
+    ref = correlate_looped(query, medium, mask, padding=padding, normalize=normalize)
+    expected_hw = (13, 11) if padding == "same" else (13 - 5 + 1, 11 - 4 + 1)
+    assert fast.shape == (4, 1, *expected_hw)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_scores_are_cosines(gen: torch.Generator, masked: bool) -> None:
+    query = torch.randn(3, 6, 4, 4, generator=gen)
+    medium = torch.randn(3, 6, 10, 10, generator=gen)
+    mask = torch.rand(3, 1, 4, 4, generator=gen) if masked else None
+    score = correlate(query, medium, mask)
+    assert score.min() >= -1.0 - 1e-5 and score.max() <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_crop_scores_one_at_its_location(gen: torch.Generator, masked: bool) -> None:
+    medium = torch.randn(2, 16, 20, 24, generator=gen)
+    tops, lefts, u, v = [3, 11], [7, 2], 5, 6
+    query = torch.stack([medium[i, :, t:t + u, l:l + v] for i, (t, l) in
+                         enumerate(zip(tops, lefts))])
+    mask = torch.rand(2, 1, u, v, generator=gen) + 0.1 if masked else None
+    score = correlate(query, medium, mask, padding="same")
+    assert score.shape == (2, 1, 20, 24)
+    for i, (t, l) in enumerate(zip(tops, lefts)):
+        # 'same' output (y, x) is centred: window top-left = (y - (u-1)//2, x - (v-1)//2).
+        flat = int(score[i, 0].argmax())
+        y, x = divmod(flat, 24)
+        assert (y - (u - 1) // 2, x - (v - 1) // 2) == (t, l)
+        assert abs(float(score[i, 0, y, x]) - 1.0) < 1e-5
+
+
+def test_mask_ignores_features_outside_it(gen: torch.Generator) -> None:
+    query = torch.randn(1, 4, 3, 3, generator=gen)
+    medium = torch.randn(1, 4, 9, 9, generator=gen)
+    mask = torch.zeros(1, 1, 3, 3)
+    mask[..., 1, :] = 1.0  # only the middle row of the query counts
+    changed_query = query.clone()
+    changed_query[..., 0, :] = torch.randn(1, 4, 3, generator=gen)
+    changed_query[..., 2, :] = 100.0
+    torch.testing.assert_close(correlate(query, medium, mask), correlate(changed_query, medium, mask))
+    # The medium under the masked-out rows must not matter either: perturb rows that only ever
+    # fall under the query's top/bottom rows for output row 3 ('valid' window rows 3..5).
+    valid = correlate(query, medium, mask, padding="valid")
+    perturbed = medium.clone()
+    perturbed[..., 3, :] += 50.0
+    perturbed[..., 5, :] -= 50.0
+    torch.testing.assert_close(valid[..., 3, :],
+                               correlate(query, perturbed, mask, padding="valid")[..., 3, :])
+
+
+def test_zero_window_gives_zero_not_nan() -> None:
+    score = correlate(torch.ones(1, 2, 3, 3), torch.zeros(1, 2, 5, 5))
+    assert torch.isfinite(score).all() and float(score.abs().max()) == 0.0
+
+
+def test_projection_shapes_and_grad(gen: torch.Generator) -> None:
+    proj = FeatureProjection(8, 4)
+    query = proj(torch.randn(2, 8, 4, 4, generator=gen))
+    medium = proj(torch.randn(2, 8, 12, 12, generator=gen))
+    score = correlate(query, medium)
+    score.sum().backward()
+    assert score.shape == (2, 1, 12, 12)
+    assert proj.proj[0].weight.grad is not None and proj.proj[0].weight.grad.abs().sum() > 0

@@ -1,0 +1,121 @@
+"""Training checkpoints: written atomically, loaded safely, checked against the run's config.
+
+A checkpoint holds everything needed to continue a run bit for bit: model, optimizer, the step
+(the learning-rate schedule is a pure function of it), the config and its hash, the RNG states
+(Python, NumPy, torch, CUDA) and the data stream's position (epoch and, per DDP rank and loader
+worker, the last row consumed). It contains only tensors and plain Python values, so it loads
+with ``torch.load(weights_only=True)``: opening a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from augment.imageio import InputError, atomic_path
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside ``torch.compile`` and ``DistributedDataParallel`` wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+                  "pos": int(numpy_state["state"]["pos"]), "has_gauss": int(numpy_state["has_gauss"]),
+                  "gauss": float(numpy_state["gauss"])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    numpy_state = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+                         "has_gauss": numpy_state["has_gauss"], "gauss": numpy_state["gauss"]})
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path | str, *, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
+                    config: dict[str, Any], config_hash: str, data_state: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically: a crash mid-write leaves the previous one intact."""
+    state = {
+        "format": FORMAT_VERSION,
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "step": step,
+        "config": config,
+        "config_hash": config_hash,
+        "rng": rng_state(),
+        "data": data_state or {},
+    }
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+    logger.info("wrote checkpoint %s (step %d)", path, step)
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU; anything that is not one becomes an :class:`InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a bad file; all mean "not a checkpoint"
+        raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise InputError(f"{path}: not a synth training checkpoint (format {FORMAT_VERSION})")
+    return state
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return [d for key in sorted(set(saved) | set(current))
+                for d in _differences(saved.get(key), current.get(key), f"{prefix}{key}.")]
+    saved = list(saved) if isinstance(saved, tuple) else saved
+    current = list(current) if isinstance(current, tuple) else current
+    return [] if saved == current else [f"{prefix.rstrip('.')} {saved!r} -> {current!r}"]
+
+
+def check_compatible(state: dict[str, Any], config_hash: str, identity: dict[str, Any], path: Path | str) -> None:
+    """Refuse to resume from a checkpoint that another config (architecture, loss, data...) wrote."""
+    if state["config_hash"] == config_hash:
+        return
+    saved = state["config"].get("identity", {})
+    changed = _differences(saved, identity)
+    detail = "; ".join(changed[:4]) + (" ..." if len(changed) > 4 else "") if changed else "hash differs"
+    raise InputError(f"{path}: checkpoint was written with a different config ({detail}); "
+                     "use the same config or start a new run folder")
+
+
+def load_model_state(model: nn.Module, state: dict[str, Any], path: Path | str) -> None:
+    """Load weights strictly, turning an architecture mismatch into a one-line error."""
+    try:
+        unwrap(model).load_state_dict(state["model"], strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise InputError(f"{path}: checkpoint does not fit this model ({first[0] if first else 'shape mismatch'})") from None

@@ -1,0 +1,132 @@
+"""Normalised cross-correlation of a query feature map (the kernel) over a medium feature map.
+
+For a query R1 (C x U x V) and medium R2 (C x H x W) the score at (x, y) is
+
+    out(x, y) = sum_{l,m,c} R1(l, m, c) * R2(x+l, y+m, c) / (||R1|| * ||R2 window at (x, y)||)
+
+i.e. the cosine between the query and the medium window it covers. With a query mask M (values in
+[0, 1], e.g. the object's alpha on the feature grid) both sides are masked before the cosine:
+
+    out = <R1*M, W*M> / (||R1*M|| * ||W*M||)
+
+so the numerator's kernel is R1*M^2 and the window norm is sqrt(conv(sum_c R2^2, M^2)). For a
+binary mask that is the plain masked cosine; for any mask the score stays within [-1, 1].
+
+All N samples are correlated in one grouped convolution: the medium is reshaped to
+1 x (N*C) x H x W and the N query maps are the weight (N x C x U x V, groups=N).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Padding = Literal["same", "valid"]
+
+# Added to the denominator so empty windows (all-zero padding) give 0 instead of NaN.
+EPS = 1e-6
+
+
+def _same_pad(x: torch.Tensor, kernel_hw: tuple[int, int]) -> torch.Tensor:
+    """Zero-pad so a stride-1 correlation with a U x V kernel keeps x's H x W."""
+    u, v = kernel_hw
+    return F.pad(x, ((v - 1) // 2, v // 2, (u - 1) // 2, u // 2))
+
+
+def _check(query: torch.Tensor, medium: torch.Tensor, mask: torch.Tensor | None) -> None:
+    if query.dim() != 4 or medium.dim() != 4:
+        raise ValueError("query and medium features must be N x C x H x W")
+    if query.shape[:2] != medium.shape[:2]:
+        raise ValueError(f"query {tuple(query.shape)} and medium {tuple(medium.shape)} must share "
+                         "batch size and channels")
+    if mask is not None and (mask.shape[0] != query.shape[0] or mask.shape[1] != 1
+                             or mask.shape[-2:] != query.shape[-2:]):
+        raise ValueError(f"query_mask {tuple(mask.shape)} must be N x 1 x U x V matching "
+                         f"the query {tuple(query.shape)}")
+
+
+def correlate(query_feats: torch.Tensor, medium_feats: torch.Tensor,
+              query_mask: torch.Tensor | None = None, padding: Padding = "same",
+              normalize: bool = True) -> torch.Tensor:
+    """Correlate each query map over its medium map; returns N x 1 x H' x W'.
+
+    ``padding="same"`` keeps the medium's H x W (zero padding: (U-1)//2 top, U//2 bottom, same for
+    the width); ``"valid"`` gives (H-U+1) x (W-V+1). With ``normalize`` the score is a cosine in
+    [-1, 1]; otherwise the raw (masked) dot product. Always computed in float32, also under AMP,
+    because sums of squares over large windows lose too much precision in bf16.
+    """
+    _check(query_feats, medium_feats, query_mask)
+    # Python ints, so ONNX tracing sees constant shapes (it needs the kernel's static shape).
+    n, c, u, v = (int(d) for d in query_feats.shape)
+    with torch.autocast(device_type=medium_feats.device.type, enabled=False):
+        q = query_feats.float()
+        r = medium_feats.float()
+        m2 = None if query_mask is None else query_mask.float().square()
+        if m2 is not None:
+            q = q * m2
+        # No-op reshape to constant sizes: the ONNX exporter must know the kernel's static shape
+        # and loses it through the backbone's Pad nodes.
+        q = q.reshape(n, c, u, v)
+        if padding == "same":
+            r = _same_pad(r, (u, v))
+        elif padding != "valid":
+            raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+        h, w = int(r.shape[-2]), int(r.shape[-1])
+        out_h, out_w = h - u + 1, w - v + 1
+        score = F.conv2d(r.reshape(1, n * c, h, w), q, groups=n).reshape(n, 1, out_h, out_w)
+        if not normalize:
+            return score
+        # ||R1*M||: q already holds R1*M^2, so use R1*M directly for the norm.
+        q_masked = query_feats.float() if m2 is None else query_feats.float() * query_mask.float()
+        q_norm = q_masked.flatten(1).norm(dim=1).reshape(n, 1, 1, 1)
+        sq = r.square().sum(dim=1, keepdim=True).reshape(1, n, h, w)
+        window_kernel = (torch.ones(n, 1, u, v, dtype=r.dtype, device=r.device)
+                         if m2 is None else m2)
+        window_sq = F.conv2d(sq, window_kernel, groups=n).reshape(n, 1, out_h, out_w)
+        window_norm = window_sq.clamp_min(0.0).sqrt()
+        return score / (q_norm * window_norm + EPS)
+
+
+def correlate_looped(query_feats: torch.Tensor, medium_feats: torch.Tensor,
+                     query_mask: torch.Tensor | None = None, padding: Padding = "same",
+                     normalize: bool = True) -> torch.Tensor:
+    """Reference implementation of :func:`correlate`, one plain convolution per sample."""
+    _check(query_feats, medium_feats, query_mask)
+    outs = []
+    for i in range(query_feats.shape[0]):
+        q = query_feats[i:i + 1].float()
+        r = medium_feats[i:i + 1].float()
+        m = None if query_mask is None else query_mask[i:i + 1].float()
+        u, v = q.shape[-2:]
+        if padding == "same":
+            r = _same_pad(r, (u, v))
+        kernel = q if m is None else q * m * m
+        score = F.conv2d(r, kernel)
+        if normalize:
+            q_norm = (q if m is None else q * m).norm()
+            ones = torch.ones(1, 1, u, v, dtype=r.dtype) if m is None else m * m
+            window = F.conv2d(r.square().sum(1, keepdim=True), ones).clamp_min(0.0).sqrt()
+            score = score / (q_norm * window + EPS)
+        outs.append(score)
+    return torch.cat(outs, dim=0)
+
+
+class FeatureProjection(nn.Module):
+    """Learned 1x1 conv (+BN+ReLU) applied to query and medium features before correlating.
+
+    Sharing one projection between both sides keeps the correlation a comparison in one space.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, activation: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 1, bias=False),
+                                   nn.BatchNorm2d(out_channels)]
+        if activation:
+            layers.append(nn.ReLU(inplace=True))
+        self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)

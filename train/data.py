@@ -1,0 +1,327 @@
+"""Training pairs streamed from the Parquet shards that `synth expand` writes.
+
+A pair is what the search network sees at inference time:
+
+* **query**: the clean cutout of one object (from ``objects.parquet``), lightly augmented (flip,
+  scale, colour jitter) and centred on a plain background with a margin, like a catalogue photo;
+  ``query_mask`` is its alpha.
+* **medium**: a composite scene that contains it, resized to ``medium_size``×``medium_size``. The
+  aspect ratio is *not* kept: composites are square by default and a plain resize keeps every
+  pixel of the target, where a letterbox would waste input on padding.
+* **target**: the union of the visible masks of *all* instances of that cutout in the composite.
+
+With probability ``negative_fraction`` the query is instead a cutout absent from the composite and
+the target is all zero.
+
+Hold-out is by cutout: :func:`cutout_split` hashes the cutout id, so a cutout is in the same split
+in every shard set and evaluation queries are objects never used as training queries (they may
+still appear as distractors in training media).
+
+Streaming: :class:`ShardPairs` is an ``IterableDataset`` whose unit of work is one Parquet row
+group. Units are shuffled per epoch (same order on every process) and unit ``u`` goes to global
+slot ``u mod (world_size · num_workers)``, slot = ``rank · num_workers + worker``, so every row is
+read exactly once per epoch across DDP ranks and DataLoader workers. Each slot streams its rows
+through a seeded shuffle buffer and decodes them inside the worker. Every sample carries the slot's
+``worker`` id and its ``position`` in that slot's stream, which is what a checkpoint stores to
+resume the stream exactly (:meth:`ShardPairs.resume`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from augment.imageio import InputError, decode_image
+from augment.schema import OBJECTS_FILE
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "eval", "all")
+_COMPOSITE_COLUMNS = ["id", "image", "mask", "objects"]
+
+
+def cutout_split(cutout_id: str, eval_fraction: float) -> str:
+    """``"eval"`` for a stable ``eval_fraction`` of cutout ids, ``"train"`` for the rest.
+
+    A hash rather than Python's ``hash()``: the latter is salted per process, and every DataLoader
+    worker and DDP rank must agree.
+    """
+    digest = hashlib.sha1(cutout_id.encode("utf-8")).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") / 2.0**64 < eval_fraction else "train"
+
+
+def in_split(cutout_id: str, split: str, eval_fraction: float) -> bool:
+    return split == "all" or cutout_split(cutout_id, eval_fraction) == split
+
+
+def list_shards(folder: Path | str) -> list[Path]:
+    """Composite shards in ``folder`` (sorted), checking that ``objects.parquet`` is beside them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such shard folder")
+    shards = sorted(p for p in folder.glob("*.parquet") if p.name != OBJECTS_FILE and not p.name.startswith("."))
+    if not shards:
+        raise InputError(f"{folder}: no composite shards (*.parquet) found")
+    if not (folder / OBJECTS_FILE).is_file():
+        raise InputError(f"{folder}: no {OBJECTS_FILE} beside the shards (queries come from it)")
+    return shards
+
+
+@dataclass
+class PairConfig:
+    """How training pairs are made."""
+
+    query_size: int = 128  # query side in pixels (square)
+    medium_size: int = 256  # medium side in pixels (square; composites are resized, not letterboxed)
+    negative_fraction: float = 0.25  # chance that a pair's query is absent from the medium (all-zero target)
+    eval_fraction: float = 0.1  # fraction of cutout ids held out for evaluation (by hash of the id)
+    query_fill: tuple[float, float] = (0.6, 0.9)  # object's longer side / query side: the rest is margin
+    colour_jitter: float = 0.1  # brightness, contrast and saturation change by up to ± this fraction
+    shuffle_buffer: int = 256  # rows held per worker for shuffling (raw bytes: decoding happens after)
+
+
+class CutoutLibrary:
+    """Clean cutouts of ``objects.parquet``, looked up by id; decoded lazily with a small LRU cache."""
+
+    def __init__(self, path: Path, cache_size: int = 512) -> None:
+        table = pq.read_table(path, columns=["cutout_id", "image"], memory_map=True)
+        self._images = table.column("image")
+        self._row = {cid: i for i, cid in enumerate(table.column("cutout_id").to_pylist())}
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    def __contains__(self, cutout_id: str) -> bool:
+        return cutout_id in self._row
+
+    def ids(self) -> list[str]:
+        return sorted(self._row)
+
+    def rgba(self, cutout_id: str) -> np.ndarray:
+        """The cutout as H×W×4 uint8 RGBA (alpha = mask)."""
+        if cutout_id in self._cache:
+            self._cache.move_to_end(cutout_id)
+            return self._cache[cutout_id]
+        data = self._images[self._row[cutout_id]].as_py()["bytes"]
+        image = decode_image(data, cv2.IMREAD_UNCHANGED, f"cutout {cutout_id}")
+        if image.ndim == 2 or image.shape[2] == 3:  # no alpha stored: the whole crop is the object
+            rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
+            image = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+        self._cache[cutout_id] = image
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return image
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def _jitter_colour(rgb: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast and saturation jitter, each by a factor in [1 - amount, 1 + amount]."""
+    if amount <= 0:
+        return rgb
+    brightness, contrast, saturation = rng.uniform(1 - amount, 1 + amount, 3)
+    x = rgb.astype(np.float32) * brightness
+    x = (x - x.mean()) * contrast + x.mean()
+    grey = x.mean(axis=2, keepdims=True)
+    x = (x - grey) * saturation + grey
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tuple[float, float] = (0.6, 0.9),
+                 colour_jitter: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Place a cutout on a plain background like a catalogue photo.
+
+    Returns the size×size×3 RGB query and its size×size alpha (uint8, 255 = object).
+    """
+    alpha = rgba[:, :, 3]
+    ys, xs = np.nonzero(alpha)
+    if len(xs):  # crop to the object so ``fill`` means the same thing for every cutout
+        rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    if rng.random() < 0.5:
+        rgba = rgba[:, ::-1]
+    rgb = _jitter_colour(np.ascontiguousarray(rgba[:, :, :3]), colour_jitter, rng)
+    h, w = rgba.shape[:2]
+    scale = rng.uniform(*fill) * size / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    rgb = _resize(rgb, new_w, new_h)
+    alpha = _resize(np.ascontiguousarray(rgba[:, :, 3]), new_w, new_h)
+    kind = rng.random()  # white, light grey or a random flat colour, as product shots are
+    background = (np.full(3, 255.0) if kind < 0.4 else np.full(3, rng.uniform(190, 240)) if kind < 0.7
+                  else rng.uniform(0, 255, 3))
+    canvas = np.empty((size, size, 3), np.float32)
+    canvas[:] = background
+    mask = np.zeros((size, size), np.uint8)
+    x0, y0 = int(rng.integers(0, size - new_w + 1)), int(rng.integers(0, size - new_h + 1))
+    a = alpha.astype(np.float32)[:, :, None] / 255.0
+    region = canvas[y0:y0 + new_h, x0:x0 + new_w]
+    canvas[y0:y0 + new_h, x0:x0 + new_w] = region * (1 - a) + rgb.astype(np.float32) * a
+    mask[y0:y0 + new_h, x0:x0 + new_w] = alpha
+    return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), mask
+
+
+def _shuffled(rows: Iterator[tuple], size: int, rng: np.random.Generator) -> Iterator[tuple]:
+    """A shuffle buffer: hold ``size`` rows and emit a random one as each new row arrives."""
+    buffer: list[tuple] = []
+    for row in rows:
+        if len(buffer) < size:
+            buffer.append(row)
+            continue
+        j = int(rng.integers(size))
+        yield buffer[j]
+        buffer[j] = row
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class ShardPairs(IterableDataset):
+    """(query, query_mask, medium, target) pairs from a folder of composite shards.
+
+    ``split``: ``train`` / ``eval`` keep queries whose cutout is in that hold-out split; ``all``
+    keeps every cutout. ``rank`` / ``world_size`` shard the stream across DDP processes (the
+    dataset does it itself; no ``DistributedSampler``).
+
+    Samples are dicts of uint8 tensors (``query`` 3×q×q, ``query_mask`` 1×q×q, ``medium`` 3×M×M,
+    ``target`` 1×M×M in {0, 1}; conversion to float happens on the training device, which keeps
+    worker-to-main transfers 4× smaller), ``positive`` (bool) and the bookkeeping ints ``worker``,
+    ``position`` and ``corrupt`` (rows this worker skipped as undecodable so far in the epoch).
+    """
+
+    def __init__(self, folder: Path | str, config: PairConfig, split: str = "train", seed: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        self.folder = Path(folder)
+        self.shards = list_shards(self.folder)
+        self.config = config
+        self.split = split
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._skip: dict[int, int] = {}
+        self._skip_epoch = -1
+        self._library: CutoutLibrary | None = None
+        # One unit of work per row group. Reading only the footers keeps this cheap.
+        self.units: list[tuple[Path, int]] = [
+            (path, group) for path in self.shards for group in range(pq.ParquetFile(path).num_row_groups)]
+        # Counters of the current process (num_workers=0); with workers, read ``corrupt`` off the samples.
+        self.stats = {"rows": 0, "samples": 0, "corrupt": 0, "no_query": 0}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: it seeds the unit order, the shuffle buffers and the augmentation."""
+        self.epoch = epoch
+
+    def resume(self, epoch: int, positions: dict[int, int]) -> None:
+        """Continue ``epoch`` after row ``positions[worker]`` of each worker's stream (later epochs start afresh)."""
+        self.epoch = epoch
+        self._skip_epoch = epoch
+        self._skip = {int(k): int(v) for k, v in positions.items()}
+
+    def _cutouts(self) -> CutoutLibrary:
+        if self._library is None:  # opened lazily, so each worker maps the file itself
+            self._library = CutoutLibrary(self.folder / OBJECTS_FILE)
+        return self._library
+
+    def _rows(self, units: list[int]) -> Iterator[tuple]:
+        for unit in units:
+            path, group = self.units[unit]
+            table = pq.ParquetFile(path).read_row_group(group, columns=_COMPOSITE_COLUMNS)
+            for index, (cid, image, mask, objects) in enumerate(zip(*(table.column(c).to_pylist()
+                                                                       for c in _COMPOSITE_COLUMNS))):
+                yield unit, index, cid, image["bytes"], mask["bytes"], objects
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        slot, slots = self.rank * workers + worker, self.world_size * workers
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.units))
+        mine = [int(unit) for u, unit in enumerate(order) if u % slots == slot]
+        skip = self._skip.get(worker, -1) if self.epoch == self._skip_epoch else -1
+        cutouts = self._cutouts()
+        pool = [cid for cid in cutouts.ids() if in_split(cid, self.split, self.config.eval_fraction)]
+        corrupt = 0
+        rows = _shuffled(self._rows(mine), self.config.shuffle_buffer,
+                         np.random.default_rng([self.seed, self.epoch, slot, slots]))
+        for position, (unit, index, composite_id, image, mask, objects) in enumerate(rows):
+            if position <= skip:
+                continue
+            self.stats["rows"] += 1
+            # Seeded by the row itself, so a sample is the same whatever the worker count or resume point.
+            rng = np.random.default_rng([self.seed, self.epoch, unit, index])
+            try:
+                sample = self._pair(image, mask, objects, composite_id, cutouts, pool, rng)
+            except InputError as error:
+                corrupt += 1
+                self.stats["corrupt"] += 1
+                logger.warning("skipping corrupt row %s of %s: %s", composite_id, self.units[unit][0].name, error)
+                continue
+            if sample is None:
+                self.stats["no_query"] += 1
+                continue
+            self.stats["samples"] += 1
+            sample.update(worker=torch.tensor(worker), position=torch.tensor(position), corrupt=torch.tensor(corrupt))
+            yield sample
+
+    def _pair(self, image_bytes: bytes, mask_bytes: bytes, objects: list[dict], composite_id: str,
+              cutouts: CutoutLibrary, pool: list[str], rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
+        """Make one pair from a composite row; ``None`` when the row has no query of this split."""
+        config = self.config
+        present = {o["cutout_id"] for o in objects}
+        candidates = sorted(c for c in present if c in cutouts and in_split(c, self.split, config.eval_fraction))
+        query_id = None
+        if rng.random() < config.negative_fraction and pool:
+            for _ in range(16):  # rejection sampling: a composite holds only a handful of cutouts
+                pick = pool[int(rng.integers(len(pool)))]
+                if pick not in present:
+                    query_id = pick
+                    break
+        positive = query_id is None
+        if positive:
+            if not candidates:
+                return None
+            query_id = candidates[int(rng.integers(len(candidates)))]
+        image = decode_image(image_bytes, cv2.IMREAD_COLOR, f"composite {composite_id} image")
+        ids = decode_image(mask_bytes, cv2.IMREAD_UNCHANGED, f"composite {composite_id} mask")
+        if ids.ndim != 2 or ids.shape != image.shape[:2]:
+            raise InputError(f"composite {composite_id}: mask {ids.shape} does not match image {image.shape[:2]}")
+        size = config.medium_size
+        medium = _resize(image, size, size)
+        if positive:
+            instances = [o["instance_id"] for o in objects if o["cutout_id"] == query_id]
+            target = _resize(np.isin(ids, instances).astype(np.float32), size, size) >= 0.5
+        else:
+            target = np.zeros((size, size), bool)
+        query, query_mask = render_query(cutouts.rgba(query_id), config.query_size, rng, config.query_fill,
+                                         config.colour_jitter)
+        return {
+            "query": torch.from_numpy(query).permute(2, 0, 1).contiguous(),
+            "query_mask": torch.from_numpy(query_mask)[None],
+            "medium": torch.from_numpy(medium).permute(2, 0, 1).contiguous(),
+            "target": torch.from_numpy(target.astype(np.uint8))[None],
+            "positive": torch.tensor(positive),
+        }
+
+
+def make_loader(dataset: ShardPairs, batch_size: int, num_workers: int, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over ``dataset``; each worker batches its own stream and drops its last partial batch.
+
+    Dropping keeps every batch the same shape (``torch.compile`` and bf16 kernels like that); the
+    rows lost are at most ``batch_size - 1`` per worker per epoch.
+    """
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=True,
+                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)

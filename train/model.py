@@ -1,0 +1,329 @@
+"""Multi-scale query search network.
+
+Pipeline: a (siamese by default) backbone encodes the query and the medium; for each feature level
+and each (query_scale, medium_scale) pair the query map is correlated over the medium map
+(:func:`train.correlation.correlate`, cosine scores); all score maps are resized to the medium's
+stride-8 grid, concatenated and turned into per-pixel logits at full resolution by a small
+conversion network that also sees the medium's own stride-8 features (and, optionally, a light
+stride-4 path from the raw image for sharp edges).
+
+The conversion network starts as a fixed monotone readout of the mean correlation plus residual
+branches whose last layers are zero, so an untrained network (pretrained backbone + correlation)
+is already a usable baseline and training only has to learn corrections.
+
+Inputs are float RGB in [0, 1], N x 3 x H x W (see :mod:`train.backbones`). Nothing in the forward
+pass branches on tensor values, so the model works with ``torch.compile``, bf16 autocast (the
+correlation itself runs in float32), ``channels_last`` and ONNX export at fixed input sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.backbones import SameConv2d, create_backbone
+from train.correlation import FeatureProjection, correlate
+
+# Stride of the common grid the score maps are resized to (the backbone's first feature level).
+GRID_STRIDE = 8
+
+
+@dataclass
+class SearchNetConfig:
+    """Hyper-parameters of :class:`QuerySearchNet`.
+
+    ``scale_pairs`` are (query_scale, medium_scale): query_scale resizes the query feature map
+    (at least 1 x 1), medium_scale=2.0 bilinearly up-samples the medium features, i.e. zooms in on
+    small objects. ``projection_channels`` = 0 correlates raw backbone features. ``box_head``
+    predicts the query's box in the medium as normalised (x0, y0, x1, y1); ``num_label_classes`` > 0
+    adds a coarse label classifier.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    shared_backbone: bool = True
+    feature_strides: tuple[int, ...] = (8, 16)
+    scale_pairs: tuple[tuple[float, float], ...] = ((1.0, 1.0), (0.5, 1.0), (1.0, 2.0), (2.0, 1.0))
+    projection_channels: int = 0
+    conversion_width: int = 32
+    conversion_layers: int = 3
+    skip_channels: int = 16
+    edge_path: bool = True
+    edge_channels: int = 16
+    # Initial readout: logits = gain * (mean correlation - offset).
+    readout_gain: float = 10.0
+    readout_offset: float = 0.5
+    box_head: bool = False
+    num_label_classes: int = 0
+    freeze_backbone: bool = False
+
+    def __post_init__(self) -> None:
+        # Configs loaded from YAML/JSON arrive as lists; normalise so the dataclass stays hashable.
+        self.feature_strides = tuple(int(s) for s in self.feature_strides)
+        self.scale_pairs = tuple((float(q), float(m)) for q, m in self.scale_pairs)
+        if not self.feature_strides or not self.scale_pairs:
+            raise ValueError("feature_strides and scale_pairs must not be empty")
+
+    @property
+    def num_score_maps(self) -> int:
+        return len(self.feature_strides) * len(self.scale_pairs)
+
+
+class QueryFeatures(NamedTuple):
+    """Per-level query feature maps and masks; compute once per query, reuse for many media."""
+
+    feats: list[torch.Tensor]
+    masks: list[torch.Tensor] | None
+
+
+class MediumFeatures(NamedTuple):
+    """Everything :meth:`QuerySearchNet.search` needs from one batch of media."""
+
+    feats: list[torch.Tensor]  # per configured level, projected if projection is on
+    skip: torch.Tensor  # raw stride-8 backbone features (conversion-net skip input)
+    edge: torch.Tensor | None  # stride-4 features of the raw image (edge path) or None
+    size: tuple[int, int]  # medium H, W in pixels
+
+
+def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    conv: nn.Conv2d = (SameConv2d(in_ch, out_ch, kernel, stride=stride) if stride > 1 else
+                       nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False))
+    return nn.Sequential(conv, nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
+def _zero_conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def _hw(x: torch.Tensor) -> tuple[int, int]:
+    """Spatial size as Python ints (the ONNX tracer hands out shape entries as tensors)."""
+    return int(x.shape[-2]), int(x.shape[-1])
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear",
+                         align_corners=False)
+
+
+class ConversionNet(nn.Module):
+    """Score maps (+ medium skip features) -> logits at stride 8 and a feature map for heads.
+
+    ``logits = readout(scores) + residual(trunk(scores, skip))`` with the readout initialised to
+    ``gain * (mean(scores) - offset)`` and the residual's last conv zero-initialised.
+    """
+
+    def __init__(self, num_scores: int, skip_in: int, cfg: SearchNetConfig) -> None:
+        super().__init__()
+        self.readout = nn.Conv2d(num_scores, 1, 1)
+        nn.init.constant_(self.readout.weight, cfg.readout_gain / num_scores)
+        nn.init.constant_(self.readout.bias, -cfg.readout_gain * cfg.readout_offset)
+        self.skip_proj = _conv_bn_relu(skip_in, cfg.skip_channels, kernel=1)
+        layers = [_conv_bn_relu(num_scores + cfg.skip_channels, cfg.conversion_width)]
+        layers += [_conv_bn_relu(cfg.conversion_width, cfg.conversion_width)
+                   for _ in range(cfg.conversion_layers - 1)]
+        self.trunk = nn.Sequential(*layers)
+        self.residual = _zero_conv(cfg.conversion_width, 1, 3)
+
+    def forward(self, scores: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        trunk = self.trunk(torch.cat([scores, self.skip_proj(skip).to(scores.dtype)], dim=1))
+        return self.readout(scores) + self.residual(trunk), trunk
+
+
+class EdgeRefiner(nn.Module):
+    """Light stride-4 path from the raw image that sharpens the up-sampled logits' edges."""
+
+    def __init__(self, trunk_channels: int, edge_channels: int) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(_conv_bn_relu(3, edge_channels, stride=2),
+                                     _conv_bn_relu(edge_channels, edge_channels, stride=2))
+        self.fuse = _conv_bn_relu(trunk_channels + edge_channels + 1, edge_channels)
+        self.residual = _zero_conv(edge_channels, 1, 3)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encoder(image)
+
+    def forward(self, logits: torch.Tensor, trunk: torch.Tensor,
+                edge: torch.Tensor) -> torch.Tensor:
+        size = _hw(edge)
+        logits = _resize(logits, size)
+        x = torch.cat([_resize(trunk, size), edge.to(trunk.dtype), logits], dim=1)
+        return logits + self.residual(self.fuse(x))
+
+
+class PooledHeads(nn.Module):
+    """Box (normalised x0, y0, x1, y1) and/or label heads on logit-attention-pooled features."""
+
+    def __init__(self, channels: int, box: bool, num_labels: int, hidden: int = 64) -> None:
+        super().__init__()
+        in_features = 2 * channels + 2
+        self.box = (nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, 4)) if box else None)
+        self.label = nn.Linear(in_features, num_labels) if num_labels > 0 else None
+
+    def forward(self, trunk: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        n, c, h, w = trunk.shape
+        attn = logits.float().flatten(1).softmax(dim=1).to(trunk.dtype)  # N x HW
+        feats = trunk.flatten(2)  # N x C x HW
+        attended = torch.einsum("nck,nk->nc", feats, attn)
+        ys = (torch.arange(h, device=trunk.device, dtype=trunk.dtype) + 0.5) / h
+        xs = (torch.arange(w, device=trunk.device, dtype=trunk.dtype) + 0.5) / w
+        grid_y = ys[:, None].expand(h, w).reshape(1, h * w)
+        grid_x = xs[None, :].expand(h, w).reshape(1, h * w)
+        centre = torch.stack([(attn * grid_x).sum(1), (attn * grid_y).sum(1)], dim=1)
+        pooled = torch.cat([attended, feats.mean(dim=2), centre], dim=1)
+        out: dict[str, torch.Tensor] = {}
+        if self.box is not None:
+            out["box"] = self.box(pooled).sigmoid()
+        if self.label is not None:
+            out["label_logits"] = self.label(pooled)
+        return out
+
+
+class QuerySearchNet(nn.Module):
+    """Finds a query object in media; see the module docstring for the architecture.
+
+    Output dict of :meth:`forward` / :meth:`search`:
+      ``logits``        N x 1 x H x W at the medium's input resolution (sigmoid -> probability),
+      ``correlation``   N x S x h x w raw cosine maps on the stride-8 grid, S = levels x pairs,
+                        ordered level-major (all pairs of the first level first),
+      ``box``           N x 4 normalised (x0, y0, x1, y1), when ``cfg.box_head``,
+      ``label_logits``  N x num_label_classes, when ``cfg.num_label_classes`` > 0.
+    """
+
+    def __init__(self, cfg: SearchNetConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or SearchNetConfig()
+        self.backbone = create_backbone(cfg.backbone, pretrained=cfg.pretrained)
+        self.query_backbone = (None if cfg.shared_backbone else
+                               create_backbone(cfg.backbone, pretrained=cfg.pretrained))
+        strides: list[int] = list(self.backbone.feature_strides)
+        channels: list[int] = list(self.backbone.feature_channels)
+        if strides[0] != GRID_STRIDE:
+            raise ValueError(f"backbone's first feature stride must be {GRID_STRIDE}")
+        missing = [s for s in cfg.feature_strides if s not in strides]
+        if missing:
+            raise ValueError(f"feature strides {missing} not offered by {cfg.backbone} ({strides})")
+        self.level_indices = [strides.index(s) for s in cfg.feature_strides]
+        self.max_stride = max(cfg.feature_strides)
+        self.projections = (nn.ModuleList(FeatureProjection(channels[i], cfg.projection_channels)
+                                          for i in self.level_indices)
+                            if cfg.projection_channels > 0 else None)
+        self.conversion = ConversionNet(cfg.num_score_maps, channels[0], cfg)
+        self.edge = EdgeRefiner(cfg.conversion_width, cfg.edge_channels) if cfg.edge_path else None
+        self.heads = (PooledHeads(cfg.conversion_width, cfg.box_head, cfg.num_label_classes)
+                      if cfg.box_head or cfg.num_label_classes > 0 else None)
+        if cfg.freeze_backbone:
+            for backbone in self._backbones():
+                backbone.requires_grad_(False)
+
+    def _backbones(self) -> list[nn.Module]:
+        return [self.backbone] + ([self.query_backbone] if self.query_backbone is not None else [])
+
+    def train(self, mode: bool = True) -> "QuerySearchNet":
+        """Like ``nn.Module.train`` but a frozen backbone keeps its BatchNorm statistics."""
+        super().train(mode)
+        if self.cfg.freeze_backbone:
+            for backbone in self._backbones():
+                backbone.eval()
+        return self
+
+    def _backbone_features(self, backbone: nn.Module, image: torch.Tensor,
+                           max_stride: int) -> list[torch.Tensor]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_backbone):
+            return backbone.forward_features(image, max_stride=max_stride)
+
+    def _project(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        levels = [feats[i] for i in self.level_indices]
+        if self.projections is None:
+            return levels
+        return [proj(f) for proj, f in zip(self.projections, levels)]
+
+    def encode_query(self, query: torch.Tensor,
+                     query_mask: torch.Tensor | None = None) -> QueryFeatures:
+        """Encode N query images (and optional N x 1 x Hq x Wq masks in [0, 1]) once."""
+        backbone = self.query_backbone if self.query_backbone is not None else self.backbone
+        feats = self._project(self._backbone_features(backbone, query, self.max_stride))
+        masks = None
+        if query_mask is not None:
+            # Area-average the alpha onto each feature grid: the fraction of a cell that is object.
+            masks = [F.adaptive_avg_pool2d(query_mask.to(f.dtype), _hw(f)) for f in feats]
+        return QueryFeatures(feats, masks)
+
+    def encode_medium(self, medium: torch.Tensor) -> MediumFeatures:
+        """Encode N media (also usable once per video frame batch)."""
+        raw = self._backbone_features(self.backbone, medium, self.max_stride)
+        edge = self.edge.encode(medium) if self.edge is not None else None
+        return MediumFeatures(self._project(raw), raw[0], edge, _hw(medium))
+
+    @staticmethod
+    def _broadcast(query: QueryFeatures, batch: int) -> QueryFeatures:
+        """Expand a single query (N=1) over a batch of media."""
+        if query.feats[0].shape[0] == batch:
+            return query
+        if query.feats[0].shape[0] != 1:
+            raise ValueError(f"query batch {query.feats[0].shape[0]} does not match medium batch "
+                             f"{batch} and is not 1")
+        feats = [f.expand(batch, -1, -1, -1) for f in query.feats]
+        masks = None if query.masks is None else [m.expand(batch, -1, -1, -1) for m in query.masks]
+        return QueryFeatures(feats, masks)
+
+    @staticmethod
+    def _scale_query(feat: torch.Tensor, mask: torch.Tensor | None,
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if scale == 1.0:
+            return feat, mask
+        h, w = _hw(feat)
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        feat = _resize(feat, size)
+        mask = None if mask is None else _resize(mask, size).clamp(0.0, 1.0)
+        return feat, mask
+
+    def correlation_maps(self, query: QueryFeatures, medium: MediumFeatures) -> torch.Tensor:
+        """All (level, scale pair) cosine maps on the stride-8 grid, N x S x h x w."""
+        grid = _hw(medium.skip)
+        maps: list[torch.Tensor] = []
+        for level, (q_feat, m_feat) in enumerate(zip(query.feats, medium.feats)):
+            q_mask = None if query.masks is None else query.masks[level]
+            zoomed: dict[float, torch.Tensor] = {}
+            for q_scale, m_scale in self.cfg.scale_pairs:
+                if m_scale not in zoomed:
+                    h, w = _hw(m_feat)
+                    zoomed[m_scale] = m_feat if m_scale == 1.0 else _resize(
+                        m_feat, (round(h * m_scale), round(w * m_scale)))
+                kernel, mask = self._scale_query(q_feat, q_mask, q_scale)
+                score = correlate(kernel, zoomed[m_scale], mask, padding="same")
+                maps.append(score if _hw(score) == grid else _resize(score, grid))
+        return torch.cat(maps, dim=1)
+
+    def search(self, query_features: QueryFeatures,
+               medium: MediumFeatures | torch.Tensor,
+               medium_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Search encoded queries in media (raw images or :meth:`encode_medium` output).
+
+        ``medium_size`` (H, W) sets the logits' resolution; default the medium's input size.
+        """
+        if isinstance(medium, torch.Tensor):
+            medium = self.encode_medium(medium)
+        query = self._broadcast(query_features, medium.skip.shape[0])
+        scores = self.correlation_maps(query, medium)
+        dtype = medium.skip.dtype  # follow autocast / the backbone's dtype downstream
+        logits, trunk = self.conversion(scores.to(dtype), medium.skip)
+        out: dict[str, torch.Tensor] = {"correlation": scores}
+        if self.heads is not None:
+            out.update(self.heads(trunk, logits))
+        if self.edge is not None:
+            logits = self.edge(logits, trunk, medium.edge)
+        out["logits"] = _resize(logits, medium_size or medium.size)
+        return out
+
+    def forward(self, query: torch.Tensor, medium: torch.Tensor,
+                query_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Encode queries (N or 1) and media (N) and search; see the class docstring."""
+        return self.search(self.encode_query(query, query_mask), self.encode_medium(medium))
