@@ -127,7 +127,7 @@ class ExpandConfig:
             (s.format in SOURCE_FORMATS, f"sources.format must be one of {', '.join(SOURCE_FORMATS)}"),
             (c.blend in BLEND_MODES, f"composition.blend must be one of {', '.join(BLEND_MODES)}"),
             (c.width >= 32 and c.height >= 32, "composition.width and height must be at least 32"),
-            (1 <= c.min_objects <= c.max_objects, "need 1 <= composition.min_objects <= max_objects"),
+            (1 <= c.min_objects <= c.max_objects <= 255, "need 1 <= composition.min_objects <= max_objects <= 255 (8-bit instance masks)"),
             (0 < c.object_scale[0] <= c.object_scale[1] <= 1.0, "composition.object_scale must be 0 < lo <= hi <= 1"),
             (0 < c.background_crop[0] <= c.background_crop[1] <= 1.0, "composition.background_crop must be 0 < lo <= hi <= 1"),
             (0.0 <= c.max_overlap <= 1.0 and 0.0 <= c.min_visible <= 1.0, "max_overlap and min_visible must lie in [0, 1]"),

@@ -1,0 +1,226 @@
+"""`synth expand` end to end: shards, manifest, determinism across workers, resume, bad input, show, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from augment.config import ExpandConfig
+from augment.expand import run_expand
+from augment.imageio import InputError, decode_image
+from augment.schema import COMPOSITE_SCHEMA
+from pipelines.cli import app
+from sources_factory import make_backgrounds, make_label_map, make_rgba_source
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_config(num: int = 20) -> ExpandConfig:
+    config = ExpandConfig.from_dict(
+        {
+            "num": num,
+            "seed": 5,
+            "sources": {"min_area": 50},
+            "composition": {"width": 96, "height": 80, "min_objects": 2, "max_objects": 4},
+            "output": {"shard_rows": 8, "row_group_rows": 4},
+        }
+    )
+    return config
+
+
+@pytest.fixture()
+def inputs(tmp_path) -> tuple[Path, Path]:
+    return make_rgba_source(tmp_path / "objects"), make_backgrounds(tmp_path / "backgrounds")
+
+
+def read_rows(out: Path) -> list[dict]:
+    rows = []
+    for shard in sorted(out.glob("train-*.parquet")):
+        rows.extend(pq.read_table(shard).to_pylist())
+    return rows
+
+
+def test_expand_writes_shards_objects_and_manifest(inputs, tmp_path):
+    objects, backgrounds = inputs
+    out = tmp_path / "out"
+    result = run_expand([objects], backgrounds, out, small_config(), workers=1)
+    shards = sorted(p.name for p in out.glob("train-*.parquet"))
+    assert shards == ["train-00000.parquet", "train-00001.parquet", "train-00002.parquet"]
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == [f"train-{i:08d}" for i in range(20)]
+    assert pq.read_schema(out / shards[0]).remove_metadata().equals(COMPOSITE_SCHEMA.remove_metadata())
+    assert b"huggingface" in pq.read_schema(out / shards[0]).metadata
+    assert pq.ParquetFile(out / shards[0]).metadata.row_group(0).num_rows == 4
+
+    cutout_ids = set(pq.read_table(out / "objects.parquet", columns=["cutout_id"]).column(0).to_pylist())
+    for row in rows:
+        image = decode_image(row["image"]["bytes"])
+        mask = decode_image(row["mask"]["bytes"])
+        assert image.shape == (80, 96, 3) and mask.shape == (80, 96)
+        assert set(np.unique(mask)) - {0} == {o["instance_id"] for o in row["objects"]}
+        assert {o["cutout_id"] for o in row["objects"]} <= cutout_ids
+        params = json.loads(row["params"])
+        assert params["background"]["name"].startswith("background_")
+        assert row["config_hash"] == result.manifest["config_hash"]
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_rows"] == 20 and sum(s["rows"] for s in manifest["shards"]) == 20
+    assert manifest["objects"]["cutouts"] == 4 and manifest["config"]["seed"] == 5
+    assert "numpy" in manifest["versions"]
+
+
+def test_same_seed_gives_identical_shards_on_one_and_two_workers(inputs, tmp_path):
+    objects, backgrounds = inputs
+    run_expand([objects], backgrounds, tmp_path / "one", small_config(), workers=1)
+    run_expand([objects], backgrounds, tmp_path / "two", small_config(), workers=2)
+    names = sorted(p.name for p in (tmp_path / "one").glob("train-*.parquet"))
+    assert names
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    other = small_config()
+    other.seed = 6
+    run_expand([objects], backgrounds, tmp_path / "other", other, workers=1)
+    assert (tmp_path / "other" / names[0]).read_bytes() != (tmp_path / "one" / names[0]).read_bytes()
+
+
+def test_rerun_skips_finished_shards_and_more_rows_extend_the_run(inputs, tmp_path):
+    objects, backgrounds = inputs
+    out = tmp_path / "out"
+    run_expand([objects], backgrounds, out, small_config(), workers=1)
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("train-*.parquet")}
+    again = run_expand([objects], backgrounds, out, small_config(), workers=1)
+    assert again.rows_written == 0 and again.shards_skipped_as_done == 3
+    more = run_expand([objects], backgrounds, out, small_config(num=30), workers=1)
+    # The last shard held 4 of 8 rows: it is redone with 8, then one more shard of 6.
+    assert more.shards_skipped_as_done == 2 and more.rows_written == 14
+    assert [r["id"] for r in read_rows(out)] == [f"train-{i:08d}" for i in range(30)]
+    assert all(first[name] == (out / name).stat().st_mtime_ns for name in ("train-00000.parquet", "train-00001.parquet"))
+
+
+def test_resume_after_a_run_killed_mid_shard(inputs, tmp_path):
+    objects, backgrounds = inputs
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(
+        "num: 400\nseed: 5\nsources: {min_area: 50}\n"
+        "composition: {width: 160, height: 160, min_objects: 3, max_objects: 5}\n"
+        "output: {shard_rows: 50, row_group_rows: 5}\n"
+    )
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "pipelines.cli", "expand", str(objects), "-b", str(backgrounds), "-o", str(out), "-c", str(config_path), "-w", "1"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(out.glob("train-00001.parquet")):
+        time.sleep(0.02)
+    time.sleep(0.1)  # into the middle of the next shard
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = sorted(out.glob("train-*.parquet"))
+    assert 1 <= len(finished) < 8, "the run should have been killed part-way"
+    for shard in finished:  # whatever is there under a final name is complete
+        assert pq.read_metadata(shard).num_rows == 50
+
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == [f"train-{i:08d}" for i in range(400)]  # none missing, none twice
+    assert not list(out.glob(".*.tmp"))
+
+    clean = tmp_path / "clean"
+    subprocess.run([*command[:-5], str(clean), *command[-4:]], cwd=REPO, check=True, capture_output=True, timeout=300)
+    for shard in sorted(clean.glob("train-*.parquet")):
+        assert shard.read_bytes() == (out / shard.name).read_bytes(), shard.name
+
+
+def test_label_map_source_end_to_end(tmp_path):
+    source = make_label_map(tmp_path / "ccp_like")
+    out = tmp_path / "out"
+    result = run_expand([source], make_backgrounds(tmp_path / "bg"), out, small_config(num=6), workers=1)
+    assert result.manifest["objects"]["cutouts"] == 3
+    categories = {o["category"] for r in read_rows(out) for o in r["objects"]}
+    assert categories <= {"jacket", "skirt"} and categories
+
+
+def test_loads_with_huggingface_datasets_when_installed(inputs, tmp_path):
+    datasets = pytest.importorskip("datasets", reason="the `datasets` package is not installed")
+    objects, backgrounds = inputs
+    out = tmp_path / "out"
+    run_expand([objects], backgrounds, out, small_config(num=6), workers=1)
+    loaded = datasets.load_dataset("parquet", data_files=str(out / "train-*.parquet"), split="train", cache_dir=str(tmp_path / "cache"))
+    assert len(loaded) == 6
+    assert loaded[0]["image"].size == (96, 80) and loaded[0]["mask"].size == (96, 80)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_inputs_are_clear_errors_or_counted_skips(inputs, tmp_path):
+    objects, backgrounds = inputs
+    (backgrounds / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
+    (backgrounds / "readme.txt").write_text("hello")
+    result = run_expand([objects], backgrounds, tmp_path / "out", small_config(num=4), workers=1)
+    skipped = {Path(s["path"]).name for s in result.manifest["skipped"]}
+    assert skipped == {"broken.jpg", "readme.txt"}
+    assert result.manifest["backgrounds"]["count"] == 3
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no usable background images"):
+        run_expand([objects], empty, tmp_path / "out2", small_config(num=4), workers=1)
+    with pytest.raises(InputError, match="missing: no such file or directory"):
+        run_expand([tmp_path / "missing"], backgrounds, tmp_path / "out3", small_config(num=4), workers=1)
+
+
+def run_cli(*args: str) -> "CliRunner.Result":
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_reports_user_errors_in_one_line(inputs, tmp_path):
+    objects, backgrounds = inputs
+    result = run_cli("expand", str(tmp_path / "nope"), "-b", str(backgrounds), "-o", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "nope: no such file or directory" in result.output and "Traceback" not in result.output
+
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("composition:\n  widht: 3\n")
+    result = run_cli("expand", str(objects), "-b", str(backgrounds), "-o", str(tmp_path / "o"), "-c", str(bad_config))
+    assert result.exit_code == 2 and "unknown key 'widht'" in result.output
+
+    result = run_cli("show", str(tmp_path / "nothing-here"), "--out", str(tmp_path / "s.png"))
+    assert result.exit_code == 2 and "no such file or directory" in result.output
+
+
+def test_cli_expand_show_and_coco_export(inputs, tmp_path):
+    from pycocotools.coco import COCO
+
+    objects, backgrounds = inputs
+    out = tmp_path / "out"
+    config = tmp_path / "c.yaml"
+    config.write_text("sources: {min_area: 50}\ncomposition: {width: 96, height: 96}\noutput: {shard_rows: 5}\n")
+    result = run_cli("expand", str(objects), "-b", str(backgrounds), "-o", str(out), "-n", "12", "-w", "2", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    assert "composites" in result.output
+
+    result = run_cli("show", str(out), "--out", str(tmp_path / "sheet.png"), "--rows", "2", "--columns", "3", "--tile", "64")
+    assert result.exit_code == 0, result.output
+    sheet = decode_image((tmp_path / "sheet.png").read_bytes())
+    assert sheet.shape == (128, 192, 3) and sheet.std() > 10
+
+    result = run_cli("export", str(out), "--format", "coco", "--out", str(tmp_path / "coco"))
+    assert result.exit_code == 0, result.output
+    coco = COCO(str(tmp_path / "coco" / "annotations.json"))
+    assert len(coco.getImgIds()) == 12
+    rows = read_rows(out)
+    annotations = coco.loadAnns(coco.getAnnIds(imgIds=[1]))
+    mask = decode_image(rows[0]["mask"]["bytes"])
+    assert len(annotations) == len(rows[0]["objects"])
+    for annotation, obj in zip(annotations, rows[0]["objects"]):
+        np.testing.assert_array_equal(coco.annToMask(annotation), (mask == obj["instance_id"]).astype(np.uint8))
+    assert (tmp_path / "coco" / "images" / f"{rows[0]['id']}.jpg").read_bytes() == rows[0]["image"]["bytes"]
