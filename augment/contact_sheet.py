@@ -17,7 +17,7 @@ def instance_colour(instance_id: int) -> tuple[int, int, int]:
     return int(bgr[0]), int(bgr[1]), int(bgr[2])
 
 
-def draw_annotations(image: np.ndarray, instances: np.ndarray, objects: list[dict], opacity: float = 0.45) -> np.ndarray:
+def draw_annotations(image: np.ndarray, instances: np.ndarray, objects: list[dict], opacity: float = 0.3) -> np.ndarray:
     """Tint each instance's visible mask, outline it, and draw its box and category."""
     out = image.copy()
     for obj in objects:

@@ -29,11 +29,14 @@ from augment.config import ExpandConfig
 from augment.cutouts import Cutout, build_objects_table, load_cutouts
 from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, list_images, read_image
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
+from augment.system import tune_malloc
 from augment.sources import Skip
 
 log = logging.getLogger(__name__)
 
 RUN_HASH_KEY = b"synth_run_hash"
+# JPEG and PNG bytes do not compress further: zstd only where it pays (objects, params).
+SHARD_COMPRESSION = {name: ("none" if name in ("image", "mask") else "zstd") for name in COMPOSITE_SCHEMA.names}
 # Conservative bytes per pixel of a JPEG q90 composite plus its PNG mask, to size shards by bytes.
 ESTIMATED_BYTES_PER_PIXEL = 1.2
 
@@ -192,6 +195,7 @@ def run_expand(
     ``progress(stage, done, total)`` is called as cutouts and rows are finished.
     """
     started = time.perf_counter()
+    tune_malloc()
     out_dir = Path(out_dir)
     sources = [Path(s) for s in sources]
     for source in sources:
@@ -277,7 +281,7 @@ def _write_shard(path: Path, groups: Iterator[list[dict]], schema: pa.Schema, gr
     """Write the row groups to a temporary file, yielding each group's row count; rename when complete."""
     temporary = path.with_name(f".{path.name}.tmp")
     try:
-        with pq.ParquetWriter(temporary, schema, compression="zstd", write_statistics=["id", "width", "height", "seed"]) as writer:
+        with pq.ParquetWriter(temporary, schema, compression=SHARD_COMPRESSION, write_statistics=["id", "width", "height", "seed"]) as writer:
             for rows in groups:
                 writer.write_table(pa.Table.from_pylist(rows, schema=schema), row_group_size=group_rows)
                 yield len(rows)

@@ -29,6 +29,7 @@ from augment.config import ExpandConfig  # noqa: E402
 from augment.cutouts import build_objects_table, load_cutouts  # noqa: E402
 from augment.expand import collect_backgrounds, row_seed, run_expand  # noqa: E402
 from augment.imageio import encode_jpeg, encode_png  # noqa: E402
+from augment.system import tune_malloc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--backgrounds", type=Path, default=ROOT / "sample_data" / "backgrounds")
     args = parser.parse_args()
     config = benchmark_config(args.num)
+    tune_malloc()
 
     with tempfile.TemporaryDirectory() as tmp:
         objects_path, _, count = build_objects_table([args.sources], config.sources, Path(tmp), workers=2)

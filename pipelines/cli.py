@@ -92,16 +92,20 @@ def expand(
     source_format: Optional[str] = typer.Option(
         None, "--source-format", help="auto | mask_pairs | rgba | coco | label_map (default: the config's, auto)."
     ),
+    print_config: bool = typer.Option(False, "--print-config", help="Print every option with its default and meaning, then exit."),
 ) -> None:
     """Cut objects from SOURCES and composite them onto backgrounds with distortions, into Parquet shards.
 
     Rerunning the same command resumes: finished shards are kept, the rest are made.
     The same seed gives byte-identical shards whatever the number of workers.
     """
-    from augment.config import ExpandConfig
+    from augment.config import ExpandConfig, example_yaml
     from augment.cutouts import default_workers
     from augment.expand import run_expand
 
+    if print_config:
+        typer.echo(example_yaml(), nl=False)
+        raise typer.Exit(0)
     config = run_guarded(ExpandConfig.from_yaml, config_file) if config_file else ExpandConfig()
     if num is not None:
         config.num = num

@@ -62,7 +62,8 @@ def test_mask_ignores_features_outside_it(gen: torch.Generator) -> None:
     changed_query = query.clone()
     changed_query[..., 0, :] = torch.randn(1, 4, 3, generator=gen)
     changed_query[..., 2, :] = 100.0
-    torch.testing.assert_close(correlate(query, medium, mask), correlate(changed_query, medium, mask))
+    torch.testing.assert_close(correlate(query, medium, mask),
+                               correlate(changed_query, medium, mask))
     # The medium under the masked-out rows must not matter either: perturb rows that only ever
     # fall under the query's top/bottom rows for output row 3 ('valid' window rows 3..5).
     valid = correlate(query, medium, mask, padding="valid")

@@ -224,3 +224,12 @@ def test_cli_expand_show_and_coco_export(inputs, tmp_path):
     for annotation, obj in zip(annotations, rows[0]["objects"]):
         np.testing.assert_array_equal(coco.annToMask(annotation), (mask == obj["instance_id"]).astype(np.uint8))
     assert (tmp_path / "coco" / "images" / f"{rows[0]['id']}.jpg").read_bytes() == rows[0]["image"]["bytes"]
+
+
+def test_example_config_documents_every_default():
+    from augment.config import example_yaml
+
+    text = (REPO / "configs" / "expand.yaml").read_text()
+    assert text == example_yaml(), "configs/expand.yaml is stale: regenerate with `synth expand --print-config`"
+    assert ExpandConfig.from_yaml(REPO / "configs" / "expand.yaml").to_dict() == ExpandConfig().to_dict()
+    assert ExpandConfig.from_yaml(REPO / "configs" / "ccp.yaml").sources.format == "label_map"

@@ -56,7 +56,7 @@ class SearchNetConfig:
     edge_channels: int = 16
     # Initial readout: logits = gain * (mean correlation - offset).
     readout_gain: float = 10.0
-    readout_offset: float = 0.5
+    readout_offset: float = 0.3
     box_head: bool = False
     num_label_classes: int = 0
     freeze_backbone: bool = False
@@ -131,7 +131,8 @@ class ConversionNet(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.residual = _zero_conv(cfg.conversion_width, 1, 3)
 
-    def forward(self, scores: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, scores: torch.Tensor,
+                skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         trunk = self.trunk(torch.cat([scores, self.skip_proj(skip).to(scores.dtype)], dim=1))
         return self.readout(scores) + self.residual(trunk), trunk
 
@@ -168,7 +169,7 @@ class PooledHeads(nn.Module):
         self.label = nn.Linear(in_features, num_labels) if num_labels > 0 else None
 
     def forward(self, trunk: torch.Tensor, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        n, c, h, w = trunk.shape
+        h, w = _hw(trunk)
         attn = logits.float().flatten(1).softmax(dim=1).to(trunk.dtype)  # N x HW
         feats = trunk.flatten(2)  # N x C x HW
         attended = torch.einsum("nck,nk->nc", feats, attn)
@@ -320,7 +321,8 @@ class QuerySearchNet(nn.Module):
             out.update(self.heads(trunk, logits))
         if self.edge is not None:
             logits = self.edge(logits, trunk, medium.edge)
-        out["logits"] = _resize(logits, medium_size or medium.size)
+        # float32 so losses/sigmoid stay precise when the body ran under bf16 autocast.
+        out["logits"] = _resize(logits, medium_size or medium.size).float()
         return out
 
     def forward(self, query: torch.Tensor, medium: torch.Tensor,
