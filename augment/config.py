@@ -34,6 +34,8 @@ class SourceConfig:
     drop_labels: list[str] = field(default_factory=list)  # label/category names to drop (label 0 is always background)
     max_cutout_side: int = 384  # cutouts are stored downscaled so their longer side is at most this
     superpixel_max_side: int = 128  # mean-shift superpixels are computed once per cutout at this size
+    include: list[str] = field(default_factory=list)  # glob patterns on file names without extension (e.g. "0[0-5]*"); empty = all
+    exclude: list[str] = field(default_factory=list)  # glob patterns on file names without extension to leave out (e.g. held-out photos)
     limit: int = 0  # read at most this many source images (0 = all); handy for quick trials
 
 

@@ -16,6 +16,7 @@ Formats:
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from dataclasses import dataclass
@@ -120,7 +121,16 @@ def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path
     return SourceObject(np.ascontiguousarray(rgba), category, str(source), (x, y, x + w, y + h))
 
 
-def _limited(paths: list[Path], config: SourceConfig) -> list[Path]:
+def _limited(paths: list, config: SourceConfig) -> list:
+    """Apply include/exclude (globs on the file's stem) and limit; items may be paths or (path, ...) tuples."""
+
+    def stem(item) -> str:
+        return Path(item[0] if isinstance(item, tuple) else item).stem
+
+    if config.include:
+        paths = [p for p in paths if any(fnmatch.fnmatchcase(stem(p), pattern) for pattern in config.include)]
+    if config.exclude:
+        paths = [p for p in paths if not any(fnmatch.fnmatchcase(stem(p), pattern) for pattern in config.exclude)]
     return paths[: config.limit] if config.limit else paths
 
 
@@ -225,7 +235,8 @@ def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     by_image: dict[int, list[dict]] = {}
     for annotation in annotations:
         by_image.setdefault(annotation.get("image_id"), []).append(annotation)
-    for image_id in _limited(sorted(by_image, key=lambda i: (i is None, i or 0)), config):
+    ordered = [(str(images.get(i, {}).get("file_name", i)), i) for i in sorted(by_image, key=lambda i: (not isinstance(i, int), str(i)))]
+    for _, image_id in _limited(ordered, config):
         info = images.get(image_id) if isinstance(image_id, int) else None
         if info is None:
             yield Skip(str(json_path), f"annotations refer to unknown image id {image_id!r}")

@@ -150,3 +150,12 @@ def test_all_distortions_keep_labels_consistent(cutouts, backgrounds):
 def test_sample_or_replay_not_both(cutouts, backgrounds):
     with pytest.raises(ValueError):
         compose_scene(cutouts, backgrounds, composition(), no_distortions())
+
+
+def test_poisson_blending_changes_pixels_only_inside_the_labels(cutouts, backgrounds):
+    config = composition(min_objects=2, max_objects=3, blend="poisson", max_overlap=0.0)
+    for seed in range(4):
+        scene = compose_scene(cutouts, backgrounds, config, no_distortions(), rng=np.random.default_rng(seed))
+        changed = (scene.image != 128).any(axis=2)
+        assert not (changed & (scene.instances == 0)).any()
+        assert changed[scene.instances > 0].mean() > 0.5  # the objects did get pasted

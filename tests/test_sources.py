@@ -135,3 +135,13 @@ def test_label_map_unknown_label_is_skipped(tmp_path):
 def test_missing_source_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no such file or directory"):
         read_all(tmp_path / "nope")
+
+
+def test_include_and_exclude_select_files_by_stem(tmp_path):
+    source = make_rgba_source(tmp_path, count=4)
+    objects, _ = read_all(source, include=["object_[01]"])
+    assert sorted(o.source.rsplit("/", 1)[-1] for o in objects) == ["object_0.png", "object_1.png"]
+    objects, _ = read_all(source, exclude=["object_0", "object_3"])
+    assert sorted(o.source.rsplit("/", 1)[-1] for o in objects) == ["object_1.png", "object_2.png"]
+    coco = make_coco(tmp_path / "coco")
+    assert len(read_all(coco, exclude=["scene"])[0]) == 0 and len(read_all(coco, include=["sc*"])[0]) == 2
