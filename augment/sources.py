@@ -134,7 +134,8 @@ def _limited(paths: list, config: SourceConfig) -> list:
     return paths[: config.limit] if config.limit else paths
 
 
-def _load_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray] | Skip:
+def _load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.ndarray, np.ndarray, list[int]] | Skip:
+    """An image, its mask, and the mask's non-zero values; or why the pair can't be used."""
     try:
         image = read_image(image_path, "rgb")
         mask = read_mask(mask_path)
@@ -142,7 +143,10 @@ def _load_pair(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarra
         return Skip(str(image_path), str(error))
     if mask.shape[:2] != image.shape[:2]:
         return Skip(str(mask_path), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
-    return image, mask
+    values = [int(v) for v in np.unique(mask) if v != 0]
+    if not values:
+        return Skip(str(mask_path), empty_reason)
+    return image, mask, values
 
 
 # ---------------------------------------------------------------- mask pairs
@@ -165,15 +169,11 @@ def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]
         if mask_path is None or not mask_path.exists():
             yield Skip(str(image_path), "no mask found for this image")
             continue
-        loaded = _load_pair(image_path, mask_path)
+        loaded = _load_pair(image_path, mask_path, "empty mask")
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image, mask = loaded
-        values = [int(v) for v in np.unique(mask) if v != 0]
-        if not values:
-            yield Skip(str(mask_path), "empty mask")
-            continue
+        image, mask, values = loaded
         if len(values) == 1 and not names:  # binary mask: the whole foreground is one object
             if _category_allowed("object", config):
                 yield crop_object(image, mask > 0, "object", image_path, config)
@@ -300,15 +300,11 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
         if photo is None:
             yield Skip(str(label_path), "no photo with this name")
             continue
-        loaded = _load_pair(photo, label_path)
+        loaded = _load_pair(photo, label_path, "empty label map")
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image, labels = loaded
-        present = [int(v) for v in np.unique(labels) if v != 0]
-        if not present:
-            yield Skip(str(label_path), "empty label map")
-            continue
+        image, labels, present = loaded
         for value in present:
             if value not in names:
                 yield Skip(str(label_path), f"unknown label value {value}")
