@@ -86,7 +86,8 @@ def correlate(query_feats: torch.Tensor, medium_feats: torch.Tensor,
         window_kernel = (torch.ones(n, 1, u, v, dtype=r.dtype, device=r.device)
                          if m2 is None else m2)
         window_sq = F.conv2d(sq, window_kernel, groups=n).reshape(n, 1, out_h, out_w)
-        window_norm = window_sq.clamp_min(0.0).sqrt()
+        # Clamped away from 0: windows over zero padding would give sqrt an infinite gradient (NaN).
+        window_norm = window_sq.clamp_min(EPS * EPS).sqrt()
         return score / (q_norm * window_norm + EPS)
 
 
@@ -108,7 +109,7 @@ def correlate_looped(query_feats: torch.Tensor, medium_feats: torch.Tensor,
         if normalize:
             q_norm = (q if m is None else q * m).norm()
             ones = torch.ones(1, 1, u, v, dtype=r.dtype) if m is None else m * m
-            window = F.conv2d(r.square().sum(1, keepdim=True), ones).clamp_min(0.0).sqrt()
+            window = F.conv2d(r.square().sum(1, keepdim=True), ones).clamp_min(EPS * EPS).sqrt()
             score = score / (q_norm * window + EPS)
         outs.append(score)
     return torch.cat(outs, dim=0)

@@ -22,8 +22,8 @@ group. Units are shuffled per epoch (same order on every process) and unit ``u``
 slot ``u mod (world_size · num_workers)``, slot = ``rank · num_workers + worker``, so every row is
 read exactly once per epoch across DDP ranks and DataLoader workers. Each slot streams its rows
 through a seeded shuffle buffer and decodes them inside the worker. Every sample carries the slot's
-``worker`` id and its ``position`` in that slot's stream, which is what a checkpoint stores to
-resume the stream exactly (:meth:`ShardPairs.resume`).
+``worker`` id and a ``position`` in that slot's stream (the last row accounted for up to that
+sample), which is what a checkpoint stores to resume the stream exactly (:meth:`ShardPairs.resume`).
 """
 
 from __future__ import annotations
@@ -195,7 +195,9 @@ class ShardPairs(IterableDataset):
     Samples are dicts of uint8 tensors (``query`` 3×q×q, ``query_mask`` 1×q×q, ``medium`` 3×M×M,
     ``target`` 1×M×M in {0, 1}; conversion to float happens on the training device, which keeps
     worker-to-main transfers 4× smaller), ``positive`` (bool) and the bookkeeping ints ``worker``,
-    ``position`` and ``corrupt`` (rows this worker skipped as undecodable so far in the epoch).
+    ``position``, ``corrupt`` (rows this worker skipped as undecodable so far in the epoch or since
+    a resume, including those right after this sample), and
+    ``unit`` / ``row`` (row group in :attr:`units` and row within it: where the medium came from).
     """
 
     def __init__(self, folder: Path | str, config: PairConfig, split: str = "train", seed: int = 0,
@@ -215,6 +217,7 @@ class ShardPairs(IterableDataset):
         self.epoch = 0
         self._skip: dict[int, int] = {}
         self._skip_epoch = -1
+        self._first_worker = 0
         self._library: CutoutLibrary | None = None
         # One unit of work per row group. Reading only the footers keeps this cheap.
         self.units: list[tuple[Path, int]] = [
@@ -226,11 +229,17 @@ class ShardPairs(IterableDataset):
         """Select the epoch: it seeds the unit order, the shuffle buffers and the augmentation."""
         self.epoch = epoch
 
-    def resume(self, epoch: int, positions: dict[int, int]) -> None:
-        """Continue ``epoch`` after row ``positions[worker]`` of each worker's stream (later epochs start afresh)."""
+    def resume(self, epoch: int, positions: dict[int, int], first_worker: int = 0) -> None:
+        """Continue ``epoch`` after row ``positions[w]`` of each worker ``w``'s stream.
+
+        DataLoader worker 0 takes the role of worker ``first_worker`` (the one whose batch was due
+        next), worker 1 of the one after, and so on, so the loader's round-robin yields batches in
+        the order of the uninterrupted run. Later epochs start afresh.
+        """
         self.epoch = epoch
         self._skip_epoch = epoch
         self._skip = {int(k): int(v) for k, v in positions.items()}
+        self._first_worker = first_worker
 
     def _cutouts(self) -> CutoutLibrary:
         if self._library is None:  # opened lazily, so each worker maps the file itself
@@ -248,13 +257,21 @@ class ShardPairs(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        resuming = self.epoch == self._skip_epoch
+        if resuming:
+            worker = (worker + self._first_worker) % workers
         slot, slots = self.rank * workers + worker, self.world_size * workers
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.units))
         mine = [int(unit) for u, unit in enumerate(order) if u % slots == slot]
-        skip = self._skip.get(worker, -1) if self.epoch == self._skip_epoch else -1
+        skip = self._skip.get(worker, -1) if resuming else -1
         cutouts = self._cutouts()
         pool = [cid for cid in cutouts.ids() if in_split(cid, self.split, self.config.eval_fraction)]
         corrupt = 0
+        # A sample is held back until the next good row (or the stream's end), so the rows skipped
+        # after it are accounted for in its ``position`` and ``corrupt``: a resume after it then
+        # neither re-reads nor re-counts them, and trailing corrupt rows are still reported.
+        held: dict[str, torch.Tensor] | None = None
+        position = -1
         rows = _shuffled(self._rows(mine), self.config.shuffle_buffer,
                          np.random.default_rng([self.seed, self.epoch, slot, slots]))
         for position, (unit, index, composite_id, image, mask, objects) in enumerate(rows):
@@ -274,8 +291,12 @@ class ShardPairs(IterableDataset):
                 self.stats["no_query"] += 1
                 continue
             self.stats["samples"] += 1
-            sample.update(worker=torch.tensor(worker), position=torch.tensor(position), corrupt=torch.tensor(corrupt))
-            yield sample
+            sample.update(worker=torch.tensor(worker), unit=torch.tensor(unit), row=torch.tensor(index))
+            if held is not None:
+                yield {**held, "position": torch.tensor(position - 1), "corrupt": torch.tensor(corrupt)}
+            held = sample
+        if held is not None:
+            yield {**held, "position": torch.tensor(position), "corrupt": torch.tensor(corrupt)}
 
     def _pair(self, image_bytes: bytes, mask_bytes: bytes, objects: list[dict], composite_id: str,
               cutouts: CutoutLibrary, pool: list[str], rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
@@ -295,6 +316,8 @@ class ShardPairs(IterableDataset):
             if not candidates:
                 return None
             query_id = candidates[int(rng.integers(len(candidates)))]
+        if not image_bytes or not mask_bytes:  # rows that only reference files by path are not supported
+            raise InputError(f"composite {composite_id}: image or mask bytes missing")
         image = decode_image(image_bytes, cv2.IMREAD_COLOR, f"composite {composite_id} image")
         ids = decode_image(mask_bytes, cv2.IMREAD_UNCHANGED, f"composite {composite_id} mask")
         if ids.ndim != 2 or ids.shape != image.shape[:2]:

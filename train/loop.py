@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -102,7 +103,7 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         try:
             SearchNetConfig(**self.model)
-        except TypeError as error:
+        except (TypeError, ValueError) as error:
             raise InputError(f"model: {error}") from None
 
     @classmethod
@@ -286,12 +287,15 @@ class MetricMeter:
             pair = self.sums.setdefault(name, [torch.zeros((), device=total.device)] * 2)
             self.sums[name] = [pair[0] + total.detach().float(), pair[1] + count.detach().float()]
 
-    def means(self) -> dict[str, float]:
-        result = {}
-        for name, (total, count) in self.sums.items():
-            count = float(count)
-            result[name] = float(total) / count if count else float("nan")
-        return result
+    def means(self, all_ranks: bool = False) -> dict[str, float]:
+        """Means over everything added; with ``all_ranks``, over every DDP process (a collective)."""
+        if not self.sums:
+            return {}
+        totals = torch.stack([torch.stack(pair) for pair in self.sums.values()])  # metrics x (sum, count)
+        if all_ranks:
+            dist.all_reduce(totals)
+        return {name: total / count if count else float("nan")
+                for name, (total, count) in zip(self.sums, totals.tolist())}
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
@@ -317,22 +321,24 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 class BatchStream:
     """Endless batches over epochs that remembers where it is, so a checkpoint can resume it exactly.
 
-    The position is the epoch plus, per loader worker, the last stream position consumed; rows a
-    worker had prefetched but the loop had not yet used are read again after a resume.
+    The position is the epoch, per loader worker the last stream position consumed, and the worker
+    whose batch is due next; rows a worker had prefetched but the loop had not yet used are read
+    again after a resume.
     """
 
-    def __init__(self, dataset: ShardPairs, loader: DataLoader, epoch: int = 0,
-                 positions: dict[int, int] | None = None) -> None:
+    def __init__(self, dataset: ShardPairs, loader: DataLoader, state: dict[str, Any] | None = None) -> None:
         self.dataset, self.loader = dataset, loader
-        self.epoch = epoch
-        self.positions: dict[int, int] = dict(positions or {})
-        self.corrupt: dict[int, int] = {}
-        self.corrupt_total = 0  # corrupt rows of finished epochs
+        state = state or {}
+        self.epoch: int = state.get("epoch", 0)
+        self.positions: dict[int, int] = dict(state.get("positions", {}))
+        self.next_worker: int = state.get("next_worker", 0)  # whose batch the loader's round-robin yields next
+        self.corrupt: dict[int, int] = {}  # per worker, rows decoded in this epoch (since a resume)
+        self.corrupt_total: int = state.get("corrupt", 0)  # everything counted before that
         self._iterator: Iterator | None = None
 
     def _start_epoch(self) -> None:
         if self.positions:
-            self.dataset.resume(self.epoch, self.positions)
+            self.dataset.resume(self.epoch, self.positions, self.next_worker)
         else:
             self.dataset.set_epoch(self.epoch)
         self._iterator = iter(self.loader)
@@ -349,10 +355,11 @@ class BatchStream:
                     raise InputError(f"{self.dataset.folder}: no {self.dataset.split} pairs for a batch of "
                                      f"{self.loader.batch_size} (too few rows or hold-out cutouts)") from None
                 self.corrupt_total += sum(self.corrupt.values())
-                self.epoch, self.positions, self.corrupt = self.epoch + 1, {}, {}
+                self.epoch, self.positions, self.corrupt, self.next_worker = self.epoch + 1, {}, {}, 0
                 self._start_epoch()
         worker = int(batch["worker"][0])  # a batch comes from a single worker
         self.positions[worker] = int(batch["position"].max())
+        self.next_worker = (worker + 1) % max(1, self.loader.num_workers)
         self.corrupt[worker] = int(batch["corrupt"].max())
         return batch
 
@@ -361,7 +368,8 @@ class BatchStream:
         return self.corrupt_total + sum(self.corrupt.values())
 
     def state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "positions": dict(self.positions)}
+        return {"epoch": self.epoch, "positions": dict(self.positions), "next_worker": self.next_worker,
+                "corrupt": self.corrupt_rows}
 
 
 @torch.no_grad()
@@ -389,8 +397,8 @@ def evaluate(model: nn.Module, task: Task, loader: DataLoader, device: torch.dev
 @dataclass
 class TrainResult:
     step: int
-    losses: list[float]  # per step taken in this call (rank 0's losses under DDP)
-    metrics: dict[str, float]  # last logged training metrics
+    losses: list[float]  # per step taken in this call (this rank's batches under DDP)
+    metrics: dict[str, float]  # last logged training metrics (over all ranks)
     eval_metrics: dict[str, float]  # last evaluation (empty if none ran)
     corrupt_rows: int
     checkpoint: Path | None
@@ -433,12 +441,17 @@ def _train(config: TrainConfig, shards: Path, out: Path, eval_shards: Path, resu
     # Data: this rank's share of the training stream; evaluation on held-out cutouts (rank 0 only).
     train_data = task.dataset(shards, "train", info.rank, info.world_size)
     train_loader = make_loader(train_data, config.batch_size, config.num_workers, pin_memory=device.type == "cuda")
+    slots = info.world_size * max(1, config.num_workers)
+    if len(train_data.units) < info.world_size:  # checked on every rank alike, so none is left waiting
+        raise InputError(f"{shards}: {len(train_data.units)} row groups cannot feed {info.world_size} processes")
+    if len(train_data.units) < slots and info.is_main:
+        logger.warning("%d row groups for %d loader workers in all: some workers will idle", len(train_data.units), slots)
     eval_loader = None
     if info.is_main and config.eval_every > 0:
         eval_loader = make_loader(task.dataset(eval_shards, "eval"), config.batch_size, config.num_workers)
 
     # Resume: weights, optimizer, step, RNG states and the data stream's position.
-    step, epoch, positions = 0, 0, {}
+    step, data_state = 0, None
     if resume:
         state = load_checkpoint(checkpoint_path)
         check_compatible(state, config.hash(), config.identity(), checkpoint_path)
@@ -448,19 +461,25 @@ def _train(config: TrainConfig, shards: Path, out: Path, eval_shards: Path, resu
         restore_rng_state(state["rng"])
         ranks = state["data"].get("ranks", [])
         if len(ranks) == info.world_size:
-            epoch, positions = ranks[info.rank]["epoch"], ranks[info.rank]["positions"]
+            data_state = ranks[info.rank]
         else:  # another world size shards the data differently: continue at the next epoch
-            epoch = max((r["epoch"] for r in ranks), default=-1) + 1
+            data_state = {"epoch": max((r["epoch"] for r in ranks), default=-1) + 1}
             logger.warning("checkpoint has data positions for %d ranks, not %d: starting epoch %d afresh",
-                           len(ranks), info.world_size, epoch)
+                           len(ranks), info.world_size, data_state["epoch"])
         if info.is_main:
             logger.info("resumed from %s at step %d", checkpoint_path, step)
     elif checkpoint_path.exists():
         raise InputError(f"{checkpoint_path}: a run is already there; pass --resume or choose another --out")
-    stream = BatchStream(train_data, train_loader, epoch, positions)
+    stream = BatchStream(train_data, train_loader, data_state)
+    if step >= config.steps and info.is_main:
+        logger.warning("%s is already at step %d of %d: pass --steps to train longer", checkpoint_path, step,
+                       config.steps)
 
     if info.enabled:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # static_graph: the backbone's classifier and the blocks past the deepest correlated level never
+        # get gradients; DDP learns that set in the first step instead of searching for it every step.
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                    static_graph=True)
     train_model = torch.compile(model) if config.compile else model
     writer = None
     if info.is_main:
@@ -498,13 +517,12 @@ def _train(config: TrainConfig, shards: Path, out: Path, eval_shards: Path, resu
             step += 1
             samples += batch["target"].shape[0]
             pending.append(loss.detach())
-            meter.add(task.metrics(outputs, batch))
+            meter.add({"loss": (loss.detach(), torch.ones((), device=device)), **task.metrics(outputs, batch)})
 
             if step % config.log_every == 0 or step == config.steps:
                 losses.extend(torch.stack(pending).float().tolist())
-                window_loss = sum(losses[-len(pending):]) / len(pending)
                 pending = []
-                train_metrics = {"loss": window_loss, **meter.means()}
+                train_metrics = meter.means(all_ranks=info.enabled)  # every rank calls it: a collective
                 meter = MetricMeter()
                 elapsed = time.perf_counter() - clock
                 if info.is_main:
@@ -515,13 +533,14 @@ def _train(config: TrainConfig, shards: Path, out: Path, eval_shards: Path, resu
                     writer.add_scalar("train/samples_per_s", rate, step)
                     writer.add_scalar("data/corrupt_rows", stream.corrupt_rows, step)
                     progress.update(bar, completed=step, info=(
-                        f"loss {window_loss:.4f} iou {train_metrics['iou']:.3f} hit {train_metrics['hit_rate']:.3f} "
+                        f"loss {train_metrics['loss']:.4f} iou {train_metrics['iou']:.3f} hit {train_metrics['hit_rate']:.3f} "
                         f"lr {lr:.2e} {rate:.1f}/s"))
                     logger.info("step %d %s lr %.2e %.1f samples/s corrupt rows %d", step,
                                 " ".join(f"{k} {v:.4f}" for k, v in train_metrics.items()), lr, rate,
                                 stream.corrupt_rows)
                 samples, clock = 0, time.perf_counter()
 
+            pause = time.perf_counter()  # evaluation and checkpoints are left out of samples/s
             if eval_loader is not None and (step % config.eval_every == 0 or step == config.steps):
                 try:
                     eval_metrics = evaluate(unwrap(model), task, eval_loader, device, config, config.eval_batches)
@@ -539,9 +558,8 @@ def _train(config: TrainConfig, shards: Path, out: Path, eval_shards: Path, resu
                     save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, step=step,
                                     config=config.to_dict(), config_hash=config.hash(), data_state=data_state)
                     saved = checkpoint_path
+            clock += time.perf_counter() - pause
 
-    if pending:
-        losses.extend(torch.stack(pending).float().tolist())
     if writer is not None:
         writer.close()
     return TrainResult(step=step, losses=losses, metrics=train_metrics, eval_metrics=eval_metrics,

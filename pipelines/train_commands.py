@@ -1,0 +1,140 @@
+"""`synth train`, `synth eval` and `synth export-onnx`, registered onto the main typer app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from augment.imageio import InputError
+
+_console = Console(stderr=True)
+
+
+def _guarded(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``function``; a user error becomes one line on stderr and exit code 2, not a traceback."""
+    try:
+        return function(*args, **kwargs)
+    except (InputError, FileNotFoundError) as error:
+        _console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        _console.print("[bold red]error:[/] interrupted; rerun with --resume to continue", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def _config(config_path: Optional[Path], resume_from: Optional[Path] = None, **overrides: Any):
+    """The run's config: --config FILE, else the one saved in the checkpoint being resumed, else defaults."""
+    from train.checkpoint import load_checkpoint
+    from train.loop import TrainConfig
+
+    if config_path is not None:
+        return TrainConfig.from_yaml(config_path, **overrides)
+    if resume_from is not None:
+        values = TrainConfig.from_checkpoint(load_checkpoint(resume_from)).__dict__.copy()
+    else:
+        values = TrainConfig().__dict__.copy()
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values)
+
+
+def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the training commands to ``app``."""
+
+    @app.command()
+    def train(
+        shards: Path = typer.Option(..., "--shards", help="Folder of shards written by `synth expand`."),
+        out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.yaml, tb/ (TensorBoard)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/train_cpu.yaml); "
+                                              "default: the resumed checkpoint's, else built-in defaults."),
+        resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoint.pt."),
+        steps: Optional[int] = typer.Option(None, "--steps", help="Total steps (overrides the config)."),
+        eval_shards: Optional[Path] = typer.Option(None, "--eval-shards",
+                                                   help="Shards for periodic evaluation (default: --shards); "
+                                                   "queries are always held-out cutouts."),
+        device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (overrides the config)."),
+    ) -> None:
+        """Train the query search network; run under `torchrun --nproc_per_node=N` for DDP."""
+        from train.checkpoint import CHECKPOINT_FILE
+        from train.loop import train as train_run
+
+        def run() -> None:
+            run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device)
+            result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
+            if result.checkpoint is not None:
+                _console.print(_metrics_table(f"step {result.step}: last training window", result.metrics))
+                if result.eval_metrics:
+                    _console.print(_metrics_table("held-out evaluation", result.eval_metrics))
+                _console.print(f"checkpoint: {result.checkpoint}; corrupt rows skipped: {result.corrupt_rows}")
+
+        _guarded(run)
+
+    @app.command("eval")
+    def evaluate_command(
+        shards: Path = typer.Option(..., "--shards", help="Folder of shards written by `synth expand`."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of a training run."),
+        untrained: bool = typer.Option(False, "--untrained", help="Evaluate the untrained network "
+                                       "(pretrained backbone + correlation): the baseline."),
+        config: Optional[Path] = typer.Option(None, "--config", help="With --untrained: sizes and model config."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics as JSON to this file."),
+        split: str = typer.Option("eval", "--split", help="eval (held-out cutouts), train or all."),
+        batches: Optional[int] = typer.Option(None, "--batches", help="Evaluate this many batches (default: all)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        device: str = typer.Option("auto", "--device"),
+    ) -> None:
+        """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
+        from train.evaluate import evaluate_shards, load_trained, write_report
+
+        def run() -> None:
+            if (checkpoint is None) == (not untrained):
+                raise InputError("pass either --checkpoint CKPT or --untrained")
+            if split not in ("eval", "train", "all"):
+                raise InputError(f"--split must be eval, train or all, not {split!r}")
+            model, run_config = load_trained(checkpoint, _config(config) if untrained else None)
+            report = evaluate_shards(model, run_config, shards, split=split, batches=batches,
+                                     batch_size=batch_size, device=device)
+            report["checkpoint"] = str(checkpoint) if checkpoint else "untrained"
+            _console.print(_metrics_table(f"{report['checkpoint']} on {shards} ({split})", report["metrics"]))
+            if out is not None:
+                write_report(report, out)
+                _console.print(f"wrote {out}")
+
+        _guarded(run)
+
+    @app.command("export-onnx")
+    def export_command(
+        out: Path = typer.Option(..., "--out", help="The .onnx file to write."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt; without it the "
+                                                  "untrained network is exported."),
+        config: Optional[Path] = typer.Option(None, "--config", help="Without --checkpoint: the model config."),
+        query_size: Optional[int] = typer.Option(None, "--query-size", help="Default: the config's query_size."),
+        medium_size: Optional[int] = typer.Option(None, "--medium-size", help="Default: the config's medium_size."),
+        batch: int = typer.Option(1, "--batch", help="Batch size baked into the graph."),
+        check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime with PyTorch."),
+    ) -> None:
+        """Export the network (query, query_mask, medium -> heatmap) to ONNX at fixed sizes."""
+        from train.evaluate import load_trained
+        from train.export import export_onnx, max_difference
+
+        def run() -> None:
+            model, run_config = load_trained(checkpoint, _config(config) if checkpoint is None else None)
+            q_size, m_size = query_size or run_config.query_size, medium_size or run_config.medium_size
+            exported = export_onnx(model.eval(), out, q_size, m_size, batch)
+            _console.print(f"wrote {out} (query {q_size}, medium {m_size}, batch {batch})")
+            if check:
+                difference = max_difference(out, exported.model, q_size, m_size, batch)
+                _console.print(f"onnxruntime vs PyTorch: max |difference| {difference:.2e}")
+
+        _guarded(run)

@@ -1,0 +1,133 @@
+"""Training pairs and the streaming shard loader."""
+
+from __future__ import annotations
+
+import collections
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from augment.imageio import InputError, decode_image
+from shard_factory import make_shards
+from train.data import PairConfig, ShardPairs, cutout_split, make_loader
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("shards"), n_cutouts=10, n_composites=24, rows_per_group=3,
+                       rows_per_shard=12, size=SIZE, corrupt_rows=(5,))
+
+
+def _config(**overrides) -> PairConfig:
+    values = dict(query_size=48, medium_size=SIZE, negative_fraction=0.0, eval_fraction=0.3, shuffle_buffer=8)
+    values.update(overrides)
+    return PairConfig(**values)
+
+
+def _row(dataset: ShardPairs, unit: int, row: int) -> tuple[np.ndarray, list[dict]]:
+    path, group = dataset.units[unit]
+    table = pq.ParquetFile(path).read_row_group(group, columns=["mask", "objects"])
+    ids = decode_image(table.column("mask")[row].as_py()["bytes"], cv2.IMREAD_UNCHANGED)
+    return ids, table.column("objects")[row].as_py()
+
+
+def test_target_is_union_of_all_instances_of_the_query(shards):
+    dataset = ShardPairs(shards.folder, _config(), split="all")
+    repeated = 0
+    samples = list(dataset)
+    assert samples and all(bool(s["positive"]) for s in samples)
+    for sample in samples:
+        ids, objects = _row(dataset, int(sample["unit"]), int(sample["row"]))
+        target = sample["target"][0].numpy().astype(bool)
+        unions = {cid: np.isin(ids, [o["instance_id"] for o in objects if o["cutout_id"] == cid])
+                  for cid in {o["cutout_id"] for o in objects}}
+        matches = [cid for cid, union in unions.items() if np.array_equal(union, target)]
+        assert matches, "the target is not the union of one cutout's instances"
+        repeated += sum(o["cutout_id"] == matches[0] for o in objects) > 1
+        assert sample["query"].shape == (3, 48, 48) and sample["medium"].shape == (3, SIZE, SIZE)
+        assert sample["query_mask"].max() == 255  # the object's alpha is placed on the query canvas
+    assert repeated > 0  # some queries had two instances, and both were in the target
+
+
+def test_negatives_have_all_zero_targets(shards):
+    samples = list(ShardPairs(shards.folder, _config(negative_fraction=1.0), split="all"))
+    assert samples
+    assert not any(bool(s["positive"]) for s in samples)
+    assert all(int(s["target"].sum()) == 0 for s in samples)
+
+
+def test_holdout_split_is_disjoint_and_positives_respect_it(shards):
+    ids = [f"cutout-{i}" for i in range(2000)]
+    train = {c for c in ids if cutout_split(c, 0.2) == "train"}
+    held_out = {c for c in ids if cutout_split(c, 0.2) == "eval"}
+    assert not train & held_out and train | held_out == set(ids)
+    assert 0.15 < len(held_out) / len(ids) < 0.25
+    for split in ("train", "eval"):
+        dataset = ShardPairs(shards.folder, _config(), split=split)
+        for sample in dataset:
+            ids_map, objects = _row(dataset, int(sample["unit"]), int(sample["row"]))
+            target = sample["target"][0].numpy().astype(bool)
+            owners = {o["cutout_id"] for o in objects if target[ids_map == o["instance_id"]].any()}
+            assert owners and all(cutout_split(c, 0.3) == split for c in owners)
+
+
+def test_every_row_once_across_two_workers_and_two_ranks(shards):
+    seen = []
+    for rank in range(2):
+        dataset = ShardPairs(shards.folder, _config(), split="all", seed=3, rank=rank, world_size=2)
+        dataset.set_epoch(1)
+        for batch in make_loader(dataset, batch_size=1, num_workers=2):
+            seen.append((int(batch["unit"]), int(batch["row"])))
+    expected = [(u, r) for u, (path, group) in enumerate(dataset.units)
+                for r in range(pq.ParquetFile(path).metadata.row_group(group).num_rows)]
+    corrupt = 1
+    assert len(seen) == len(set(seen)) == len(expected) - corrupt
+    assert set(seen) <= set(expected)
+
+
+def test_shuffle_is_seeded_by_seed_and_epoch(shards):
+    def order(seed: int, epoch: int) -> list[tuple[int, int]]:
+        dataset = ShardPairs(shards.folder, _config(), split="all", seed=seed)
+        dataset.set_epoch(epoch)
+        return [(int(s["unit"]), int(s["row"])) for s in dataset]
+
+    assert order(0, 0) == order(0, 0)
+    assert order(0, 0) != order(0, 1)
+    assert sorted(order(0, 0)) == sorted(order(0, 1))
+
+
+def test_resume_continues_the_stream(shards):
+    dataset = ShardPairs(shards.folder, _config(negative_fraction=0.3), split="all", seed=1)
+    full = list(dataset)
+    for cut in (3, 7):  # one resume point on each side of the corrupt row
+        dataset.resume(0, {0: int(full[cut - 1]["position"])})
+        rest = list(dataset)
+        assert len(rest) == len(full) - cut
+        for a, b in zip(full[cut:], rest):  # ``corrupt`` counts only rows decoded since the resume
+            assert all(torch.equal(a[k], b[k]) for k in a if k != "corrupt")
+            assert int(b["corrupt"]) == int(a["corrupt"]) - int(full[cut - 1]["corrupt"])
+
+
+def test_corrupt_row_is_skipped_and_counted(shards, caplog):
+    dataset = ShardPairs(shards.folder, _config(), split="all")
+    samples = list(dataset)
+    assert len(samples) == 23 and dataset.stats["corrupt"] == 1
+    assert any("corrupt" in r.message and shards.corrupt_ids[0] in r.message for r in caplog.records)
+    # With workers, each sample carries its worker's running count.
+    last = collections.defaultdict(int)
+    for batch in make_loader(ShardPairs(shards.folder, _config(), split="all"), batch_size=1, num_workers=2):
+        last[int(batch["worker"])] = max(last[int(batch["worker"])], int(batch["corrupt"]))
+    assert sum(last.values()) == 1
+
+
+def test_missing_or_empty_shard_folder_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no such shard folder") as error:
+        ShardPairs(tmp_path / "nowhere", _config())
+    assert str(tmp_path / "nowhere") in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(InputError, match="no composite shards"):
+        ShardPairs(tmp_path, _config())

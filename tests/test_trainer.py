@@ -1,0 +1,139 @@
+"""The training loop: exact resume, config checks, DDP on CPU and the CLI commands."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+import typer
+from typer.testing import CliRunner
+
+from augment.imageio import InputError
+from pipelines.train_commands import register
+from shard_factory import make_shards
+from train.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from train.loop import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MODEL = dict(pretrained=False, feature_strides=[8], scale_pairs=[[1.0, 1.0]], edge_path=False,
+                  conversion_width=8, conversion_layers=1, skip_channels=8)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    values = dict(model=TINY_MODEL, query_size=32, medium_size=64, batch_size=2, steps=6, num_workers=0,
+                  warmup_steps=2, log_every=2, eval_every=0, checkpoint_every=3, shuffle_buffer=8,
+                  eval_fraction=0.3, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return make_shards(tmp_path_factory.mktemp("shards"), n_cutouts=8, n_composites=12, rows_per_group=3,
+                       rows_per_shard=6, size=64, corrupt_rows=(4,)).folder
+
+
+def test_training_losses_stay_finite_with_a_trainable_backbone(shards, tmp_path):
+    losses = train(tiny_config(), shards, tmp_path, show_progress=False).losses
+    assert all(math.isfinite(x) for x in losses), (
+        f"losses {losses}: NaN gradients, e.g. from sqrt at 0 in train.correlation's window norm "
+        "(a masked window that covers only zero padding)")
+
+
+def test_resume_reproduces_the_uninterrupted_run(shards, tmp_path):
+    # Twelve rows, batch 2: six steps span two epochs, so the resume also crosses an epoch boundary.
+    full = train(tiny_config(), shards, tmp_path / "full", show_progress=False)
+    assert len(full.losses) == 6
+    # Same schedule (decay over 6 steps), stopped after 3, then resumed to 6.
+    first = train(tiny_config(steps=3, decay_steps=6), shards, tmp_path / "split", show_progress=False)
+    second = train(tiny_config(steps=6, decay_steps=6), shards, tmp_path / "split", resume=True, show_progress=False)
+    # Bit-identical; array_equal also counts NaN == NaN, so this test is about resuming only.
+    np.testing.assert_array_equal(first.losses, full.losses[:3])
+    np.testing.assert_array_equal(second.losses, full.losses[3:])
+    assert full.corrupt_rows == second.corrupt_rows == 1
+    state = load_checkpoint(tmp_path / "split" / CHECKPOINT_FILE)
+    assert state["step"] == 6 and state["data"]["ranks"][0]["epoch"] >= 1
+
+
+def test_resume_with_loader_workers_keeps_the_batch_order(shards, tmp_path):
+    # Batch 1 and two workers: steps alternate between the workers, and the resume point (step 3)
+    # falls where worker 1's batch is due, which DataLoader worker 0 must then play.
+    config = dict(batch_size=1, num_workers=2, decay_steps=6)
+    full = train(tiny_config(**config), shards, tmp_path / "full", show_progress=False)
+    train(tiny_config(steps=3, **config), shards, tmp_path / "split", show_progress=False)
+    second = train(tiny_config(**config), shards, tmp_path / "split", resume=True, show_progress=False)
+    np.testing.assert_array_equal(second.losses, full.losses[3:])
+
+
+def test_checkpoint_of_another_config_is_a_clear_error(shards, tmp_path):
+    train(tiny_config(steps=2, decay_steps=6), shards, tmp_path, show_progress=False)
+    other = tiny_config(steps=4, model={**TINY_MODEL, "conversion_width": 16})
+    with pytest.raises(InputError, match="different config .*conversion_width 8 -> 16") as error:
+        train(other, shards, tmp_path, resume=True, show_progress=False)
+    assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match="already there"):
+        train(tiny_config(), shards, tmp_path, show_progress=False)
+
+
+def test_yaml_configs_load_and_unknown_keys_are_errors(tmp_path):
+    for name in ("train_cpu.yaml", "train_gpu.yaml"):
+        TrainConfig.from_yaml(REPO / "configs" / name)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 5\nlearning_rate: 0.1\n")
+    with pytest.raises(InputError, match="unknown config key.*learning_rate"):
+        TrainConfig.from_yaml(bad)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, shards: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train(tiny_config(steps=2, checkpoint_every=0), Path(shards), Path(out), show_progress=False)
+
+
+def test_two_process_ddp_on_cpu_writes_one_checkpoint(shards, tmp_path):
+    mp.spawn(_ddp_worker, args=(_free_port(), str(shards), str(tmp_path)), nprocs=2, join=True)
+    assert [p.name for p in tmp_path.glob("*.pt")] == [CHECKPOINT_FILE]
+    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert state["step"] == 2 and len(state["data"]["ranks"]) == 2
+
+
+def test_cli_train_eval_and_user_errors(shards, tmp_path):
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    config = tmp_path / "tiny.yaml"
+    config.write_text("\n".join([
+        "model: {pretrained: false, feature_strides: [8], scale_pairs: [[1.0, 1.0]], edge_path: false,"
+        " conversion_width: 8, conversion_layers: 1, skip_channels: 8}",
+        "query_size: 32", "medium_size: 64", "batch_size: 2", "steps: 2", "num_workers: 0", "warmup_steps: 1",
+        "log_every: 1", "eval_every: 2", "eval_batches: 1", "eval_fraction: 0.3", "shuffle_buffer: 4",
+        "device: cpu"]) + "\n")
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--shards", str(shards), "--out", str(run), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert (run / CHECKPOINT_FILE).is_file() and any((run / "tb").iterdir())
+    report = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", "--checkpoint", str(run / CHECKPOINT_FILE), "--shards", str(shards),
+                                 "--split", "all", "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    assert "hit_rate" in report.read_text()
+    # User errors: one line, exit code 2, no traceback.
+    for args in (["train", "--shards", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"), "--config", str(config)],
+                 ["eval", "--checkpoint", str(tmp_path / "nope.pt"), "--shards", str(shards)],
+                 ["train", "--shards", str(shards), "--out", str(run), "--config", str(config)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output and "error:" in result.output

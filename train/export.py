@@ -1,0 +1,74 @@
+"""ONNX export of the search network at fixed input sizes.
+
+The graph takes ``query`` (B×3×q×q), ``query_mask`` (B×1×q×q) and ``medium`` (B×3×M×M), all float
+in [0, 1], and returns ``heatmap`` (B×1×M×M, the probability that each medium pixel belongs to the
+query object). Shapes are fixed: the correlation is a grouped convolution whose group count is the
+batch size, and the 'same' padding amounts are derived from the input size, so both are baked in.
+BatchNorm is folded into the convolutions first.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from augment.imageio import atomic_path
+from train.backbones import fold_batchnorm
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+class HeatmapModel(nn.Module):
+    """Wraps :class:`train.model.QuerySearchNet` to output a probability map instead of a dict."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, query: torch.Tensor, query_mask: torch.Tensor, medium: torch.Tensor) -> torch.Tensor:
+        return self.model(query, medium, query_mask)["logits"].sigmoid()
+
+
+def example_inputs(query_size: int, medium_size: int, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    query = torch.rand(batch, 3, query_size, query_size, generator=generator)
+    mask = torch.zeros(batch, 1, query_size, query_size)
+    margin = query_size // 6
+    mask[:, :, margin:-margin, margin:-margin] = 1.0
+    medium = torch.rand(batch, 3, medium_size, medium_size, generator=generator)
+    return query, mask, medium
+
+
+def export_onnx(model: nn.Module, path: Path | str, query_size: int, medium_size: int, batch: int = 1) -> nn.Module:
+    """Write ``model`` as ONNX to ``path`` (atomically); returns the folded module that was exported."""
+    wrapped = HeatmapModel(fold_batchnorm(model)).eval()
+    with atomic_path(path) as temporary, torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript-based exporter is the one that needs no extra packages; silence its notices.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Constant folding")
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)  # fixed shapes are the intent
+        torch.onnx.export(wrapped, example_inputs(query_size, medium_size, batch), str(temporary), dynamo=False,
+                          input_names=["query", "query_mask", "medium"], output_names=["heatmap"],
+                          opset_version=OPSET, do_constant_folding=True)
+    logger.info("exported %s (query %d, medium %d, batch %d)", path, query_size, medium_size, batch)
+    return wrapped
+
+
+def max_difference(onnx_path: Path | str, model: nn.Module, query_size: int, medium_size: int,
+                   batch: int = 1) -> float:
+    """Largest absolute difference between onnxruntime's and PyTorch's heat maps on random inputs."""
+    import onnxruntime  # optional dependency: only needed to check an export
+
+    inputs = example_inputs(query_size, medium_size, batch, seed=1)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (ours,) = session.run(None, {name: x.numpy() for name, x in zip(["query", "query_mask", "medium"], inputs)})
+    with torch.no_grad():
+        reference = HeatmapModel(model).eval()(*inputs).numpy()
+    return float(np.abs(ours - reference).max())
