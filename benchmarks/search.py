@@ -1,0 +1,183 @@
+"""Speed and threshold calibration of `synth search` (pipelines/search.py).
+
+Speed (default): frames/s of the whole search at 640x480, the backbone's forward pass alone on
+the same frames, and their ratio (target: search <= 1.5x the backbone):
+
+    python benchmarks/search.py [--device cpu|cuda] [--batch 4] [--scales 0.5 1 2]
+
+Calibration (--calibrate): the F1-maximising heat threshold (detections at IoU >= 0.5) of a model
+over generated cases (skimage photos pasted 0-2 times at 0.3-3x the query's size, partly occluded,
+into other photos); this is how DEFAULT_THRESHOLD in pipelines/search.py was chosen:
+
+    python benchmarks/search.py --calibrate [--cases 120] [--checkpoint CKPT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  # noqa: E402
+                              calibrate_threshold, configure_malloc)
+
+
+def _photos() -> dict[str, np.ndarray]:
+    from skimage import data
+
+    photos = {name: getattr(data, name)() for name in (
+        "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
+        "colorwheel")}
+    for name in ("camera", "brick", "grass", "gravel", "moon", "coins"):
+        photos[name] = np.dstack([getattr(data, name)()] * 3)
+    return photos
+
+
+def _crop(image: np.ndarray, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    y = int(rng.integers(0, image.shape[0] - height + 1))
+    x = int(rng.integers(0, image.shape[1] - width + 1))
+    return image[y:y + height, x:x + width]
+
+
+def generated_cases(count: int, seed: int = 0, size: tuple[int, int] = (240, 320)
+                    ) -> list[CalibrationCase]:
+    """Queries cut from one skimage photo, pasted 0-2 times into a scene cut from another."""
+    rng = np.random.default_rng(seed)
+    photos = _photos()
+    names = sorted(photos)
+    colour = [n for n in names if photos[n].std(axis=2).mean() > 5]
+    height, width = size
+    cases = []
+    for _ in range(count):
+        query_name = colour[int(rng.integers(len(colour)))]
+        scene_name = names[int(rng.integers(len(names)))]
+        while scene_name == query_name:
+            scene_name = names[int(rng.integers(len(names)))]
+        side = int(rng.integers(56, 104))
+        aspect = float(rng.uniform(0.7, 1.4))
+        qh, qw = side, int(side * aspect)
+        query = _crop(photos[query_name], min(qh, photos[query_name].shape[0]),
+                      min(qw, photos[query_name].shape[1]), rng).copy()
+        scene = cv2.resize(_crop(photos[scene_name], min(photos[scene_name].shape[:2]),
+                                 min(photos[scene_name].shape[:2]), rng), (width, height),
+                           interpolation=cv2.INTER_AREA).copy()
+        mask = None
+        if rng.random() < 0.5:  # an object silhouette: a filled ellipse as the query's alpha
+            mask = np.zeros(query.shape[:2], np.uint8)
+            cv2.ellipse(mask, (query.shape[1] // 2, query.shape[0] // 2),
+                        (query.shape[1] // 2 - 1, query.shape[0] // 2 - 1), 0, 0, 360, 255, -1)
+        boxes: list[tuple[float, float, float, float]] = []
+        for _ in range(int(rng.choice([0, 1, 1, 2]))):
+            scale = float(np.exp(rng.uniform(np.log(0.3), np.log(3.0))))
+            scale = min(scale, 0.9 * height / query.shape[0], 0.9 * width / query.shape[1])
+            ph, pw = max(8, round(query.shape[0] * scale)), max(8, round(query.shape[1] * scale))
+            for _attempt in range(20):
+                x, y = int(rng.integers(0, width - pw + 1)), int(rng.integers(0, height - ph + 1))
+                box = (x, y, x + pw, y + ph)
+                if all(min(b[2], box[2]) <= max(b[0], box[0]) or min(b[3], box[3]) <= max(b[1], box[1])
+                       for b in boxes):
+                    break
+            else:
+                continue
+            patch = cv2.resize(query, (pw, ph), interpolation=cv2.INTER_AREA)
+            keep = np.ones((ph, pw), bool) if mask is None else cv2.resize(mask, (pw, ph)) >= 128
+            region = scene[y:y + ph, x:x + pw]
+            region[keep] = patch[keep]
+            if rng.random() < 0.3:  # occlude up to a quarter of the instance
+                oh, ow = int(ph * rng.uniform(0.2, 0.5)), int(pw * rng.uniform(0.2, 0.5))
+                region[:oh, :ow] = rng.integers(0, 256, 3, dtype=np.uint8)
+            boxes.append(box)
+        query_rgba = np.dstack([query, mask if mask is not None else
+                                np.full(query.shape[:2], 255, np.uint8)])
+        cases.append(CalibrationCase(query_rgba, scene, boxes))
+    return cases
+
+
+def calibrate(args: argparse.Namespace) -> None:
+    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales)
+    cases = generated_cases(args.cases, seed=args.seed)
+    start = time.perf_counter()
+    result = calibrate_threshold(searcher, cases)
+    print(f"{len(cases)} cases, {sum(len(c.boxes) for c in cases)} instances, "
+          f"{time.perf_counter() - start:.1f} s")
+    for row in result.table:
+        print(f"  threshold {row['threshold']:.2f}  F1 {row['f1']:.3f}  "
+              f"precision {row['precision']:.3f}  recall {row['recall']:.3f}")
+    print(f"best threshold {result.threshold:.2f}: F1 {result.f1:.3f} "
+          f"(precision {result.precision:.3f}, recall {result.recall:.3f})")
+
+
+def _timed(function, repeats: int, device: torch.device) -> float:
+    """Seconds per call: the fastest of ``repeats`` calls after a warm-up (the minimum is the
+    figure least disturbed by other processes sharing the CPU)."""
+    function()  # warm-up: allocations, cuDNN algorithm choice, query features
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        function()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def speed(args: argparse.Namespace) -> None:
+    configure_malloc()
+    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
+    query = searcher.prepare(rng.integers(0, 256, (args.query_size, args.query_size, 3),
+                                          dtype=np.uint8))
+    model, device = searcher.model, searcher.device
+    batch = torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float() / 255
+    if searcher.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+
+    def backbone() -> None:
+        with torch.inference_mode(), searcher._autocast():
+            model.backbone.forward_features(batch, max_stride=model.max_stride)
+
+    def search() -> None:
+        searcher.find_many(query, frames)
+
+    t_backbone = _timed(backbone, args.repeats, device)
+    t_search = _timed(search, args.repeats, device)
+    print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 640x480, "
+          f"query {args.query_size}px, query scales {searcher.query_scales}")
+    print(f"backbone forward alone: {t_backbone / args.batch * 1000:.1f} ms/frame "
+          f"({args.batch / t_backbone:.1f} frames/s)")
+    print(f"whole search:           {t_search / args.batch * 1000:.1f} ms/frame "
+          f"({args.batch / t_search:.1f} frames/s)")
+    print(f"ratio search / backbone: {t_search / t_backbone:.2f}x (target <= 1.5x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_QUERY_SCALES))
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--query-size", type=int, default=96)
+    parser.add_argument("--calibrate", action="store_true")
+    parser.add_argument("--cases", type=int, default=120)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.calibrate:
+        calibrate(args)
+    else:
+        speed(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""`synth search` and `synth calibrate`, registered onto the main typer app.
+
+The writing of outputs lives here too (:func:`run_search`), so it can be driven from Python:
+per image ``<name>.heat.png`` and ``<name>.highlight.jpg``, per video ``<name>.highlight.mp4``
+(and with ``save_heatmaps`` ``<name>.heat/<frame>.png``), and ``detections.jsonl`` with one line
+per image, frame or failed input, in input order. Media sharing a name get ``-2``, ``-3`` ...
+suffixes instead of overwriting each other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import typer
+
+from augment.imageio import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_write_text,
+                             list_images, read_image, save_image)
+
+logger = logging.getLogger(__name__)
+
+DETECTIONS_FILE = "detections.jsonl"
+
+
+@dataclass
+class SearchJob:
+    """One query searched in one medium (image or video); ``error`` set when the job is invalid."""
+
+    query: Path | None
+    medium: Path | None
+    query_mask: Path | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunSummary:
+    images: int = 0
+    frames: int = 0
+    detections: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def expand_media(paths: list[Path]) -> list[Path]:
+    """Files as given; folders become their images and videos (sorted, recursive)."""
+    media: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            images, others = list_images(path)
+            videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
+            found = sorted(images + videos)
+            if not found:
+                raise InputError(f"{path}: no images or videos in this folder")
+            media.extend(found)
+        else:
+            media.append(path)
+    return media
+
+
+def read_pairs(path: Path) -> list[SearchJob]:
+    """Jobs of a JSONL file of {"query": path, "medium": path[, "query_mask": path]} lines.
+
+    Relative paths are taken from the file's folder. A bad line becomes a job with ``error``.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: no such pairs file")
+    jobs: list[SearchJob] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("query"), str) \
+                    or not isinstance(entry.get("medium"), str):
+                raise ValueError('expected {"query": path, "medium": path}')
+        except ValueError as error:
+            jobs.append(SearchJob(None, None, error=f"{path}:{number}: {error}"))
+            continue
+        resolve = (lambda p: p if p.is_absolute() else path.parent / p)
+        mask = entry.get("query_mask")
+        jobs.append(SearchJob(resolve(Path(entry["query"])), resolve(Path(entry["medium"])),
+                              resolve(Path(mask)) if isinstance(mask, str) else None))
+    if not jobs:
+        raise InputError(f"{path}: no pairs in this file")
+    return jobs
+
+
+class OutputNames:
+    """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def take(self, medium: Path) -> str:
+        stem, k = medium.stem, 2
+        name = stem
+        while name.lower() in self.used:
+            name, k = f"{stem}-{k}", k + 1
+        self.used.add(name.lower())
+        return name
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def count_work(jobs: list[SearchJob]) -> int:
+    """Images plus declared video frames, for the progress bar (unreadable videos count 0)."""
+    from pipelines.video import probe
+
+    total = 0
+    for job in jobs:
+        if job.error or job.medium is None:
+            continue
+        if _is_video(job.medium):
+            try:
+                total += probe(job.medium).frame_count
+            except InputError:
+                continue
+        else:
+            total += 1
+    return total
+
+
+def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps: bool = False,
+               batch: int = 4, advance: Callable[[int], None] | None = None) -> RunSummary:
+    """Search every job, write the outputs into ``out``; errors are recorded, not raised.
+
+    ``searcher`` is a :class:`pipelines.search.Searcher`; ``advance(n)`` is called after every
+    n images/frames searched (progress display).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    names = OutputNames()
+    queries: dict[tuple[Path, Path | None], Any] = {}
+    lines: list[dict[str, Any]] = []
+    summary = RunSummary()
+    start = time.perf_counter()
+    advance = advance or (lambda n: None)
+    for job in jobs:
+        if job.error is not None:
+            summary.errors.append(job.error)
+            lines.append({"source": None, "query": None, "frame": None, "error": job.error})
+            continue
+        assert job.query is not None and job.medium is not None
+        base = {"source": str(job.medium), "query": str(job.query), "frame": None}
+        try:
+            key = (job.query, job.query_mask)
+            if key not in queries:  # each query's pixels and features are prepared once
+                queries[key] = searcher.prepare(job.query, job.query_mask)
+            prepared = queries[key]
+            if _is_video(job.medium):
+                for line in _search_video(searcher, prepared, job.medium, out, names, save_heatmaps,
+                                          batch, advance, summary):
+                    lines.append(line)
+            else:
+                lines.append(_search_image(searcher, prepared, job.medium, out, names, summary))
+                advance(1)
+        except InputError as error:
+            summary.errors.append(str(error))
+            lines.append({**base, "error": str(error)})
+    atomic_write_text(out / DETECTIONS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _search_image(searcher: Any, prepared: Any, medium: Path, out: Path, names: OutputNames,
+                  summary: RunSummary) -> dict[str, Any]:
+    if medium.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise InputError(f"{medium}: not an image or video file (unknown suffix "
+                         f"{medium.suffix or '(none)'!r})")
+    image = read_image(medium, "rgb")
+    result = searcher.find_many(prepared, [image], sources=[str(medium)])[0]
+    name = names.take(medium)
+    save_image(out / f"{name}.heat.png", result.heat_png())
+    save_image(out / f"{name}.highlight.jpg", result.highlight())
+    summary.images += 1
+    summary.detections += len(result.detections)
+    return {**result.to_json(), "highlight": f"{name}.highlight.jpg"}
+
+
+def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: OutputNames,
+                  save_heatmaps: bool, batch: int, advance: Callable[[int], None],
+                  summary: RunSummary) -> Iterator[dict[str, Any]]:
+    from pipelines.video import FrameReader, VideoWriter
+
+    reader = FrameReader(medium, batch_size=batch)
+    name = names.take(medium)
+    writer = VideoWriter(out / f"{name}.highlight.mp4", reader.info.fps, reader.info.width,
+                         reader.info.height)
+    try:
+        for indices, frames in reader:
+            results = searcher.find_many(prepared, frames, sources=[str(medium)] * len(frames),
+                                         frames=indices)
+            for result in results:
+                writer.write(result.highlight())
+                if save_heatmaps:
+                    save_image(out / f"{name}.heat" / f"{result.frame:06d}.png", result.heat_png())
+                summary.detections += len(result.detections)
+                yield {**result.to_json(), "highlight": f"{name}.highlight.mp4"}
+            summary.frames += len(frames)
+            advance(len(frames))
+    finally:
+        reader.close()
+        writer.close(keep=True)  # frames before a break are kept
+    if reader.frames_read == 0:
+        raise InputError(f"{medium}: no frame could be decoded")
+    if reader.error is not None:
+        raise InputError(reader.error)
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise InputError(f"--scales must be comma-separated numbers, not {text!r}") from None
+    if not scales or any(s <= 0 for s in scales):
+        raise InputError(f"--scales must be positive numbers, not {text!r}")
+    return scales
+
+
+def shard_cases(shards: Path, count: int, seed: int = 0) -> list[Any]:
+    """Calibration cases from held-out pairs of ``synth expand`` shards (train/data.py pairs:
+    queries are held-out cutouts, a quarter of them absent); instance boxes are the connected
+    regions of the pair's target mask."""
+    import cv2
+    import numpy as np
+
+    from pipelines.search import CalibrationCase
+    from train.data import PairConfig, ShardPairs
+
+    dataset = ShardPairs(shards, PairConfig(), split="eval", seed=seed)
+    cases = []
+    for sample in dataset:
+        target = sample["target"].numpy().reshape(sample["target"].shape[-2:]) > 0.5
+        regions, _, stats, _ = cv2.connectedComponentsWithStats(target.astype(np.uint8))
+        boxes = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:regions]]
+        query = sample["query"].permute(1, 2, 0).numpy()
+        mask = sample["query_mask"].numpy().reshape(query.shape[:2])
+        cases.append(CalibrationCase(np.dstack([query, mask]), sample["medium"].permute(1, 2, 0).numpy(),
+                                     boxes))
+        if len(cases) == count:
+            break
+    if not cases:
+        raise InputError(f"{shards}: no held-out pairs in these shards")
+    return cases
+
+
+def register(app: typer.Typer) -> None:
+    """Add the search commands to ``app``."""
+
+    @app.command()
+    def search(
+        query: Optional[Path] = typer.Argument(None, help="Query image (an alpha channel marks the object)."),
+        media: Optional[list[Path]] = typer.Argument(None, help="Images, folders of images, videos (mp4, avi, mov)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of `synth train`; "
+                                                  "default: the untrained network (pretrained backbone + correlation)."),
+        query_mask: Optional[Path] = typer.Option(None, "--query-mask", help="Mask image of the query's object "
+                                                  "(non-zero = object)."),
+        threshold: Optional[float] = typer.Option(None, "--threshold", help="Heat threshold of a detection "
+                                                  "(default: the checkpoint's calibrated one, else the built-in)."),
+        pairs: Optional[Path] = typer.Option(None, "--pairs", help='JSONL of {"query": path, "medium": path[, "query_mask": path]} '
+                                             "lines (relative paths from the file's folder)."),
+        save_heatmaps: bool = typer.Option(False, "--save-heatmaps", help="Also write per-frame heat maps of videos."),
+        batch: int = typer.Option(4, "--batch", help="Video frames per forward pass."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
+        scales: str = typer.Option("0.5,1,2", "--scales", help="Object sizes searched, relative to the query's."),
+    ) -> None:
+        """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
+        from pipelines.cli import fail, make_progress, run_guarded
+        from pipelines.search import Searcher
+
+        if batch < 1:
+            fail("--batch must be at least 1")
+        if pairs is not None and (query is not None or media):
+            fail("pass either QUERY MEDIA... or --pairs FILE, not both")
+        if pairs is None and (query is None or not media):
+            fail("pass QUERY and at least one MEDIA (or --pairs FILE)")
+        if pairs is not None and query_mask is not None:
+            fail('--query-mask applies to QUERY; in --pairs give "query_mask" per line')
+
+        def prepare() -> tuple[Any, list[SearchJob]]:
+            if pairs is not None:
+                jobs = read_pairs(pairs)
+            else:
+                assert query is not None and media
+                jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media))]
+            searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
+                                query_scales=parse_scales(scales))
+            if pairs is None:
+                searcher.prepare(query, query_mask)  # a bad query fails here, before any output
+            return searcher, jobs
+
+        searcher, jobs = run_guarded(prepare)
+        with make_progress() as progress:
+            task = progress.add_task("search", total=count_work(jobs) or None, rate="")
+            started = time.perf_counter()
+            done = 0
+
+            def advance(n: int) -> None:
+                nonlocal done
+                done += n
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                progress.update(task, advance=n, rate=f"{rate:.1f} frames/s")
+
+            summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps,
+                                  batch=batch, advance=advance)
+        from pipelines.cli import console
+
+        console.print(f"searched {summary.images} images and {summary.frames} video frames in "
+                      f"{summary.seconds:.1f} s: {summary.detections} detections -> "
+                      f"{out / DETECTIONS_FILE}", highlight=False, soft_wrap=True)
+        if summary.errors:
+            for error in summary.errors:
+                console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+
+    @app.command()
+    def calibrate(
+        shards: Path = typer.Option(..., "--shards", help="Folder of shards written by `synth expand`."),
+        out: Path = typer.Option(..., "--out", "-o", help="JSON file for the threshold and its F1 table."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt; default: untrained."),
+        cases: int = typer.Option(200, "--cases", help="Held-out pairs to calibrate on."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        scales: str = typer.Option("0.5,1,2", "--scales", help="Object sizes searched, relative to the query's."),
+    ) -> None:
+        """Pick the heat threshold that maximises detection F1 (IoU >= 0.5) on held-out pairs.
+
+        Pass the result to `synth search --threshold`.
+        """
+        from pipelines.cli import console, run_guarded
+        from pipelines.search import Searcher, calibrate_threshold
+
+        def run() -> None:
+            searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales))
+            found = shard_cases(shards, cases)
+            result = calibrate_threshold(searcher, found)
+            report = {"threshold": result.threshold, "f1": result.f1, "precision": result.precision,
+                      "recall": result.recall, "cases": len(found),
+                      "checkpoint": str(checkpoint) if checkpoint else "untrained",
+                      "query_scales": list(searcher.query_scales), "table": result.table}
+            atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+            console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "
+                          f"{result.precision:.3f}, recall {result.recall:.3f}) over {len(found)} "
+                          f"held-out pairs -> {out}", highlight=False)
+
+        run_guarded(run)

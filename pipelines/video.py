@@ -1,0 +1,199 @@
+"""Video frames in and out on background threads, so decoding and encoding overlap the search.
+
+:class:`FrameReader` decodes batches of RGB frames ahead of the consumer; a video that cannot be
+opened is an :class:`InputError` at once, one that breaks mid-way ends the iteration early and
+leaves the reason in ``reader.error`` (the frames before the break are delivered).
+:class:`VideoWriter` encodes RGB frames to a temporary file beside the target and renames it into
+place on :meth:`VideoWriter.close` (atomic: a crash never leaves a half-written video under the
+final name).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from augment.imageio import InputError
+
+logger = logging.getLogger(__name__)
+
+# FourCC per output container; mp4v/MJPG are built into every OpenCV wheel (no system codecs).
+_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+_END = object()
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frame_count: int  # as the container declares it; 0 when unknown
+
+
+def probe(path: Path | str) -> VideoInfo:
+    """Open a video and decode its first frame; anything unreadable is an InputError."""
+    capture = _open(Path(path))
+    try:
+        return _info(capture)
+    finally:
+        capture.release()
+
+
+def _open(path: Path) -> cv2.VideoCapture:
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a video file")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise InputError(f"{path}: cannot open video (corrupt, truncated or unsupported format)")
+    return capture
+
+
+def _info(capture: cv2.VideoCapture) -> VideoInfo:
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return VideoInfo(width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                     height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     fps=float(fps) if fps and fps > 0 else 25.0,
+                     frame_count=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))))
+
+
+class FrameReader:
+    """Iterate over (frame indices, RGB frames) batches decoded by a background thread.
+
+    After the iteration ``frames_read`` holds the number of frames delivered and ``error`` a
+    one-line message naming the file if the video ended before its declared frame count.
+    """
+
+    def __init__(self, path: Path | str, batch_size: int = 4, prefetch: int = 4) -> None:
+        self.path = Path(path)
+        self.batch_size = max(1, int(batch_size))
+        self._capture = _open(self.path)
+        self.info = _info(self._capture)
+        self.frames_read = 0
+        self.error: str | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._decode, name=f"decode {self.path.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _decode(self) -> None:
+        indices: list[int] = []
+        frames: list[np.ndarray] = []
+        index = 0
+        try:
+            while not self._stop.is_set():
+                ok, frame = self._capture.read()
+                if not ok or frame is None:
+                    break
+                indices.append(index)
+                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                index += 1
+                if len(frames) == self.batch_size:
+                    self._put((indices, frames))
+                    indices, frames = [], []
+            if frames:
+                self._put((indices, frames))
+        except cv2.error as error:  # a decoder failure mid-stream: keep what was decoded
+            self.error = f"{self.path}: video breaks at frame {index} ({str(error).strip()[:80]})"
+            if frames:
+                self._put((indices, frames))
+        finally:
+            self._capture.release()
+            declared = self.info.frame_count
+            if self.error is None and not self._stop.is_set() and declared and index < declared:
+                self.error = (f"{self.path}: video breaks after {index} of {declared} frames "
+                              "(truncated or corrupt)")
+            self._put(_END)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                self._thread.join()
+                return
+            indices, frames = item
+            self.frames_read += len(frames)
+            yield indices, frames
+
+    def close(self) -> None:
+        """Stop decoding early (e.g. the consumer failed); safe to call twice."""
+        self._stop.set()
+        self._thread.join()
+
+
+class VideoWriter:
+    """Encode RGB frames on a background thread; the file appears under ``path`` on close()."""
+
+    def __init__(self, path: Path | str, fps: float, width: int, height: int,
+                 prefetch: int = 8) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in _FOURCC:
+            raise InputError(f"{self.path}: cannot write video with suffix {suffix!r} "
+                             f"(supported: {', '.join(sorted(_FOURCC))})")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary keeps the suffix: OpenCV picks the container from it.
+        handle, temporary = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=suffix,
+                                             dir=self.path.parent)
+        os.close(handle)
+        self._temporary = Path(temporary)
+        self.size = (int(width), int(height))
+        self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*_FOURCC[suffix]),
+                                       float(fps), self.size)
+        if not self._writer.isOpened():
+            self._temporary.unlink(missing_ok=True)
+            raise InputError(f"{self.path}: OpenCV cannot write this video format")
+        self.frames_written = 0
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._thread = threading.Thread(target=self._encode, name=f"encode {self.path.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _encode(self) -> None:
+        while True:
+            frame = self._queue.get()
+            if frame is _END:
+                return
+            self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            self.frames_written += 1
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        if frame_rgb.shape[1::-1] != self.size:
+            frame_rgb = cv2.resize(frame_rgb, self.size, interpolation=cv2.INTER_AREA)
+        self._queue.put(frame_rgb)
+
+    def close(self, keep: bool = True) -> None:
+        """Finish encoding; ``keep`` renames the file into place, else it is deleted."""
+        self._queue.put(_END)
+        self._thread.join()
+        self._writer.release()
+        if keep and self.frames_written:
+            os.replace(self._temporary, self.path)
+        else:
+            self._temporary.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.close(keep=exc_type is None)

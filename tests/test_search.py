@@ -1,0 +1,223 @@
+"""Search API and CLI on generated media, with the untrained default model (the required baseline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+from typer.testing import CliRunner
+
+from augment.imageio import save_image
+from pipelines.cli import app
+from pipelines.search import Searcher, box_iou, find
+
+QUERY_SIDE = 80
+SIZE = (240, 320)  # medium height, width
+
+
+def _query() -> np.ndarray:
+    """A distinctive textured patch: the astronaut's helmet and face."""
+    return cv2.resize(data.astronaut()[30:190, 150:310], (QUERY_SIDE, QUERY_SIDE),
+                      interpolation=cv2.INTER_AREA)
+
+
+def _background() -> np.ndarray:
+    return cv2.resize(data.coffee(), SIZE[::-1], interpolation=cv2.INTER_AREA)
+
+
+def _paste(medium: np.ndarray, patch: np.ndarray, x: int, y: int, scale: float) -> tuple[int, ...]:
+    h, w = patch.shape[:2]
+    scaled = cv2.resize(patch, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    medium[y:y + scaled.shape[0], x:x + scaled.shape[1]] = scaled
+    return (x, y, x + scaled.shape[1], y + scaled.shape[0])
+
+
+def _scene() -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """Two instances: 1x, with a grey occluder over ~16% of it, and 0.6x."""
+    medium = _background()
+    big = _paste(medium, _query(), 30, 40, 1.0)
+    small = _paste(medium, _query(), 220, 150, 0.6)
+    medium[40:70, 30:65] = (90, 90, 90)
+    return medium, [big, small]
+
+
+@pytest.fixture(scope="module")
+def searcher() -> Searcher:
+    return Searcher(device="cpu")
+
+
+def _matched(detections, boxes) -> list[float]:
+    return [max((box_iou(d.box, box) for d in detections), default=0.0) for box in boxes]
+
+
+def test_finds_both_instances_at_different_scales_one_occluded(searcher: Searcher) -> None:
+    medium, boxes = _scene()
+    result = searcher.find(_query(), medium)
+    assert min(_matched(result.detections, boxes)) >= 0.5, result.detections
+    assert len(result.detections) == 2
+    assert result.heatmap.shape == SIZE and 0.0 <= result.heatmap.min() <= result.heatmap.max() <= 1.0
+    scores = [d.score for d in result.detections]
+    assert scores == sorted(scores, reverse=True)
+    line = result.to_json()
+    assert (line["width"], line["height"]) == (SIZE[1], SIZE[0]) and len(line["detections"]) == 2
+    assert result.highlight().shape == medium.shape
+
+
+def test_absent_query_gives_no_detection(searcher: Searcher) -> None:
+    assert searcher.find(_query(), _background()).detections == []
+
+
+def test_alpha_mask_limits_the_kernel(searcher: Searcher, tmp_path: Path) -> None:
+    """A catalogue-style query (object on white, alpha marks the object) is found by its object."""
+    medium, boxes = _scene()
+    query = np.full((QUERY_SIDE + 40, QUERY_SIDE + 40, 4), 255, np.uint8)
+    query[20:-20, 20:-20, :3] = _query()
+    query[:, :, 3] = 0
+    query[20:-20, 20:-20, 3] = 255
+    path = tmp_path / "query.png"
+    save_image(path, query)
+    result = find(path, medium, device="cpu")
+    assert min(_matched(result.detections, boxes)) >= 0.5, result.detections
+
+
+def _write_video(path: Path, frames: int = 12) -> list[tuple[int, ...]]:
+    """The query (0.6x) moving right over the coffee scene, 160x120."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*("mp4v" if path.suffix == ".mp4" else "MJPG")),
+                             10.0, (160, 120))
+    patch = cv2.resize(_query(), (48, 48), interpolation=cv2.INTER_AREA)
+    background = cv2.resize(data.coffee(), (160, 120), interpolation=cv2.INTER_AREA)
+    boxes = []
+    for k in range(frames):
+        frame = background.copy()
+        boxes.append(_paste(frame, patch, 8 + 8 * k, 36, 1.0))
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return boxes
+
+
+def _lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+
+
+def test_video_round_trip(tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    boxes = _write_video(video)
+    query = tmp_path / "query.png"
+    save_image(query, _query())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["search", str(query), str(video), "--out", str(out),
+                                      "--device", "cpu", "--batch", "4", "--save-heatmaps"])
+    assert result.exit_code == 0, result.output
+    lines = _lines(out)
+    assert [line["frame"] for line in lines] == list(range(12))
+    hits = [bool(line["detections"]) and box_iou(line["detections"][0]["box"], box) >= 0.5
+            for line, box in zip(lines, boxes)]
+    assert sum(hits) >= 10, lines
+    capture = cv2.VideoCapture(str(out / "clip.highlight.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 120)
+    capture.release()
+    assert len(list((out / "clip.heat").glob("*.png"))) == 12
+
+
+def test_broken_video_keeps_frames_before_the_break(tmp_path: Path) -> None:
+    video = tmp_path / "clip.avi"
+    _write_video(video)
+    data_bytes = video.read_bytes()
+    video.write_bytes(data_bytes[:int(len(data_bytes) * 0.8)])
+    query = tmp_path / "query.png"
+    save_image(query, _query())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["search", str(query), str(video), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "clip.avi: video breaks after" in result.output and "Traceback" not in result.output
+    lines = _lines(out)
+    frames = [line for line in lines if "error" not in line]
+    assert 0 < len(frames) < 12 and lines[-1]["error"].startswith(str(video))
+    capture = cv2.VideoCapture(str(out / "clip.highlight.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(frames)
+    capture.release()
+
+
+def test_images_folders_pairs_and_name_clashes(tmp_path: Path) -> None:
+    medium, boxes = _scene()
+    for folder in ("a", "b"):
+        save_image(tmp_path / folder / "scene.jpg", medium, quality=95)
+    query = tmp_path / "query.png"
+    save_image(query, _query())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["search", str(query), str(tmp_path / "a"), str(tmp_path / "b" / "scene.jpg"),
+                                      "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "detections.jsonl", "scene-2.heat.png", "scene-2.highlight.jpg", "scene.heat.png", "scene.highlight.jpg"]
+    heat = cv2.imread(str(out / "scene.heat.png"), cv2.IMREAD_UNCHANGED)
+    assert heat.shape == SIZE and heat.dtype == np.uint8
+    for line in _lines(out):
+        assert min(_matched([type("D", (), {"box": d["box"]}) for d in line["detections"]], boxes)) >= 0.5
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps(p) for p in [
+        {"query": "query.png", "medium": "a/scene.jpg"},
+        {"query": "query.png", "medium": "missing.jpg"},
+        {"query": "query.png", "medium": "b/scene.jpg"}]) + "\n")
+    out = tmp_path / "pairs_out"
+    result = CliRunner().invoke(app, ["search", "--pairs", str(pairs), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "missing.jpg: no such file" in result.output
+    lines = _lines(out)
+    assert len(lines) == 3 and "error" in lines[1] and "missing.jpg" in lines[1]["error"]
+    assert all("error" not in lines[i] and len(lines[i]["detections"]) == 2 for i in (0, 2))
+
+
+def test_bad_queries_are_one_line_errors(tmp_path: Path) -> None:
+    medium = tmp_path / "scene.jpg"
+    save_image(medium, _background())
+    broken = tmp_path / "query.png"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["search", str(broken), str(medium), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "query.png" in result.output and "Traceback" not in result.output
+    assert not (out / "detections.jsonl").exists()
+
+    query = tmp_path / "good.png"
+    save_image(query, _query())
+    empty = tmp_path / "mask.png"
+    save_image(empty, np.zeros((QUERY_SIDE, QUERY_SIDE), np.uint8))
+    result = CliRunner().invoke(app, ["search", str(query), str(medium), "--out", str(out),
+                                      "--query-mask", str(empty)])
+    assert result.exit_code == 2
+    assert "mask.png: the query mask is empty" in result.output
+
+
+def test_query_larger_than_medium_is_shrunk(searcher: Searcher, caplog: pytest.LogCaptureFixture) -> None:
+    medium, boxes = _scene()
+    big_query = cv2.resize(_query(), (400, 400), interpolation=cv2.INTER_LINEAR)
+    with caplog.at_level("WARNING"):
+        result = searcher.find(big_query, medium[:, :200].copy())
+    assert "larger than the medium" in caplog.text
+    assert result.heatmap.shape == (SIZE[0], 200)
+
+
+def test_calibrate_threshold_and_command(searcher: Searcher, tmp_path: Path) -> None:
+    from pipelines.search import CalibrationCase, calibrate_threshold
+    from shard_factory import make_shards
+
+    medium, boxes = _scene()
+    cases = [CalibrationCase(_query(), medium, boxes), CalibrationCase(_query(), _background(), [])]
+    calibration = calibrate_threshold(searcher, cases, thresholds=[0.05, 0.4, 0.99])
+    assert calibration.threshold == 0.4 and calibration.f1 == 1.0
+    assert [row["threshold"] for row in calibration.table] == [0.05, 0.4, 0.99]
+
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8).folder
+    out = tmp_path / "calibration.json"
+    result = CliRunner().invoke(app, ["calibrate", "--shards", str(shards), "--out", str(out),
+                                      "--cases", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert 0.0 < report["threshold"] < 1.0 and report["cases"] >= 1
