@@ -4,7 +4,8 @@
     python benchmarks/train.py --device cuda [--config configs/train_gpu.yaml] [--compile]
 
 Prints, from one run (shared machines are noisy, so compare ratios):
-  (a) grouped vs looped correlation at batch 32 (forward + backward): the target is >= 5x;
+  (a) batched (grouped conv; batched matmul) vs looped correlation at batch 32, forward and
+      forward + backward, at the GPU and CPU configs' sizes: the target is >= 5x;
   (b) data-loader samples/s with 0, 1 and 2 workers, against training-step samples/s with the
       config's sizes, and the headroom ratio loader / step (> 1 means the step is the bottleneck);
   (c) with --device cuda: samples/s and peak GPU memory at batch 64, 384x384 media, bf16,
@@ -27,6 +28,7 @@ if __name__ == "__main__" and any(key not in os.environ for key in _MALLOC):
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
 import argparse  # noqa: E402
+from functools import partial  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -57,25 +59,36 @@ def _timed(function, repeats: int, device: torch.device) -> float:
     return best
 
 
+# (channels, query side, medium side): the GPU config's stride-8 level (query 128, medium 384), and
+# the CPU config's stride-8 and stride-16 levels (query 96, medium 192).
+CORRELATION_SIZES = ((40, 16, 48), (40, 12, 24), (112, 6, 12))
+
+
 def bench_correlation(device: torch.device, batch: int = 32) -> None:
-    """Query 128 px and medium 384 px at stride 8 (40 channels): 16x16 kernels over 48x48 maps."""
-    generator = torch.Generator().manual_seed(0)
-    query = torch.randn(batch, 40, 16, 16, generator=generator).to(device).requires_grad_()
-    medium = torch.randn(batch, 40, 48, 48, generator=generator).to(device).requires_grad_()
-    mask = torch.rand(batch, 1, 16, 16, generator=generator).to(device)
+    """Batched correlation (grouped conv, and batched matmul + shifted sums) against a per-sample loop."""
+    for channels, query_side, medium_side in CORRELATION_SIZES:
+        generator = torch.Generator().manual_seed(0)
+        query = torch.randn(batch, channels, query_side, query_side, generator=generator).to(device).requires_grad_()
+        medium = torch.randn(batch, channels, medium_side, medium_side, generator=generator).to(device).requires_grad_()
+        mask = torch.rand(batch, 1, query_side, query_side, generator=generator).to(device)
 
-    def forward(function) -> None:
-        with torch.no_grad():
-            function(query, medium, mask)
+        def forward(function) -> None:
+            with torch.no_grad():
+                function(query, medium, mask)
 
-    def forward_backward(function) -> None:
-        function(query, medium, mask).sum().backward()
+        def forward_backward(function) -> None:
+            function(query, medium, mask).sum().backward()
 
-    for name, run in (("fwd", forward), ("fwd+bwd", forward_backward)):
-        grouped = _timed(lambda: run(correlate), 5, device)
-        looped = _timed(lambda: run(correlate_looped), 5, device)
-        print(f"(a) correlation {name}, batch {batch}, 40x16x16 over 40x48x48: grouped {grouped * 1e3:.1f} ms, "
-              f"looped {looped * 1e3:.1f} ms -> grouped is {looped / grouped:.1f}x faster (target >= 5x)")
+        for name, run in (("fwd", forward), ("fwd+bwd", forward_backward)):
+            looped = _timed(lambda: run(correlate_looped), 5, device)
+            times = {m: _timed(lambda: run(partial(correlate, method=m)), 5, device) for m in ("grouped", "matmul")}
+            auto = "matmul" if device.type == "cpu" else "grouped"
+            print(
+                f"(a) correlation {name:7s} batch {batch}, {channels}x{query_side}x{query_side} over "
+                f"{channels}x{medium_side}x{medium_side}: looped {looped * 1e3:7.1f} ms | "
+                + " | ".join(f"{m} {t * 1e3:7.1f} ms = {looped / t:4.1f}x" for m, t in times.items())
+                + f"  (auto uses {auto}; target >= 5x)"
+            )
 
 
 def loader_rate(config: TrainConfig, shards: Path, workers: int, batches: int) -> float:

@@ -13,15 +13,16 @@ def gen() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
+@pytest.mark.parametrize("method", ["grouped", "matmul"])
 @pytest.mark.parametrize("padding", ["same", "valid"])
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("masked", [False, True])
-def test_grouped_matches_looped(gen: torch.Generator, padding: str, normalize: bool,
-                                masked: bool) -> None:
+def test_batched_matches_looped(gen: torch.Generator, padding: str, normalize: bool,
+                                masked: bool, method: str) -> None:
     query = torch.randn(4, 8, 5, 4, generator=gen)
     medium = torch.randn(4, 8, 13, 11, generator=gen)
     mask = torch.rand(4, 1, 5, 4, generator=gen) if masked else None
-    fast = correlate(query, medium, mask, padding=padding, normalize=normalize)
+    fast = correlate(query, medium, mask, padding=padding, normalize=normalize, method=method)
     ref = correlate_looped(query, medium, mask, padding=padding, normalize=normalize)
     expected_hw = (13, 11) if padding == "same" else (13 - 5 + 1, 11 - 4 + 1)
     assert fast.shape == (4, 1, *expected_hw)
@@ -72,6 +73,18 @@ def test_mask_ignores_features_outside_it(gen: torch.Generator) -> None:
     perturbed[..., 5, :] -= 50.0
     torch.testing.assert_close(valid[..., 3, :],
                                correlate(query, perturbed, mask, padding="valid")[..., 3, :])
+
+
+def test_matmul_and_grouped_gradients_agree(gen: torch.Generator) -> None:
+    grads = {}
+    for method in ("grouped", "matmul"):
+        query = torch.randn(3, 6, 4, 5, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        medium = torch.randn(3, 6, 9, 10, generator=torch.Generator().manual_seed(2)).requires_grad_()
+        mask = torch.rand(3, 1, 4, 5, generator=torch.Generator().manual_seed(3))
+        (correlate(query, medium, mask, method=method) * torch.arange(90.0).reshape(1, 1, 9, 10)).sum().backward()
+        grads[method] = (query.grad, medium.grad)
+    for grouped, matmul in zip(grads["grouped"], grads["matmul"]):
+        torch.testing.assert_close(matmul, grouped, atol=1e-4, rtol=1e-4)
 
 
 def test_zero_window_gives_zero_not_nan() -> None:

@@ -12,8 +12,18 @@ i.e. the cosine between the query and the medium window it covers. With a query 
 so the numerator's kernel is R1*M^2 and the window norm is sqrt(conv(sum_c R2^2, M^2)). For a
 binary mask that is the plain masked cosine; for any mask the score stays within [-1, 1].
 
-All N samples are correlated in one grouped convolution: the medium is reshaped to
-1 x (N*C) x H x W and the N query maps are the weight (N x C x U x V, groups=N).
+All N samples are correlated in one call, by one of two equivalent methods:
+
+- ``grouped``: the grouped-convolution trick. The medium is reshaped to 1 x (N*C) x H x W and the
+  N query maps are the weight (N x C x U x V, groups=N). Fastest where kernel launches are what
+  costs (GPUs), and what ONNX export uses.
+- ``matmul``: one batched matrix product over the channels gives, for every kernel offset (l, m),
+  the dot products with every medium position; an ``as_strided`` view then lines up the shifted
+  diagonals so one reduction sums them. Measured here on a 2-core CPU, 2-6x faster than a loop of
+  plain convolutions and 7-9x faster than the grouped convolution (whose CPU kernels are slow for
+  large kernels), forward and backward.
+
+``method="auto"`` picks matmul on the CPU and grouped elsewhere (and while exporting to ONNX).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 Padding = Literal["same", "valid"]
+Method = Literal["auto", "grouped", "matmul"]
 
 # Added to the denominator so empty windows (all-zero padding) give 0 instead of NaN.
 EPS = 1e-6
@@ -48,9 +59,37 @@ def _check(query: torch.Tensor, medium: torch.Tensor, mask: torch.Tensor | None)
                          f"the query {tuple(query.shape)}")
 
 
+def _resolve_method(method: Method, device: torch.device) -> str:
+    if method == "auto":
+        exporting = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+        return "matmul" if device.type == "cpu" and not exporting else "grouped"
+    if method not in ("grouped", "matmul"):
+        raise ValueError(f"method must be 'auto', 'grouped' or 'matmul', got {method!r}")
+    return method
+
+
+def batched_dot(medium: torch.Tensor, kernels: torch.Tensor, method: str) -> torch.Tensor:
+    """Valid cross-correlation of medium[i] (C x H x W) with kernels[i] (C x U x V) for every i.
+
+    Returns N x 1 x (H-U+1) x (W-V+1). ``method`` is ``grouped`` or ``matmul`` (see the module doc).
+    """
+    n, c, h, w = (int(d) for d in medium.shape)
+    u, v = int(kernels.shape[-2]), int(kernels.shape[-1])
+    out_h, out_w = h - u + 1, w - v + 1
+    if method == "grouped":
+        return F.conv2d(medium.reshape(1, n * c, h, w), kernels, groups=n).reshape(n, 1, out_h, out_w)
+    # products[i, l, m, y, x] = sum_c kernels[i, c, l, m] * medium[i, c, y, x]
+    products = torch.bmm(kernels.reshape(n, c, u * v).transpose(1, 2), medium.reshape(n, c, h * w))
+    products = products.reshape(n, u, v, h, w)
+    s_n, s_l, s_m, s_y, s_x = products.stride()
+    # shifted[i, l, m, y, x] = products[i, l, m, y + l, x + m]: summing over (l, m) is the correlation.
+    shifted = products.as_strided((n, u, v, out_h, out_w), (s_n, s_l + s_y, s_m + s_x, s_y, s_x))
+    return shifted.sum(dim=(1, 2)).unsqueeze(1)
+
+
 def correlate(query_feats: torch.Tensor, medium_feats: torch.Tensor,
               query_mask: torch.Tensor | None = None, padding: Padding = "same",
-              normalize: bool = True) -> torch.Tensor:
+              normalize: bool = True, method: Method = "auto") -> torch.Tensor:
     """Correlate each query map over its medium map; returns N x 1 x H' x W'.
 
     ``padding="same"`` keeps the medium's H x W (zero padding: (U-1)//2 top, U//2 bottom, same for
@@ -59,6 +98,7 @@ def correlate(query_feats: torch.Tensor, medium_feats: torch.Tensor,
     because sums of squares over large windows lose too much precision in bf16.
     """
     _check(query_feats, medium_feats, query_mask)
+    method = _resolve_method(method, medium_feats.device)
     # Python ints, so ONNX tracing sees constant shapes (it needs the kernel's static shape).
     n, c, u, v = (int(d) for d in query_feats.shape)
     with torch.autocast(device_type=medium_feats.device.type, enabled=False):
@@ -74,18 +114,18 @@ def correlate(query_feats: torch.Tensor, medium_feats: torch.Tensor,
             r = _same_pad(r, (u, v))
         elif padding != "valid":
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
-        h, w = int(r.shape[-2]), int(r.shape[-1])
-        out_h, out_w = h - u + 1, w - v + 1
-        score = F.conv2d(r.reshape(1, n * c, h, w), q, groups=n).reshape(n, 1, out_h, out_w)
+        score = batched_dot(r, q, method)
         if not normalize:
             return score
         # ||R1*M||: q already holds R1*M^2, so use R1*M directly for the norm.
         q_masked = query_feats.float() if m2 is None else query_feats.float() * query_mask.float()
         q_norm = q_masked.flatten(1).norm(dim=1).reshape(n, 1, 1, 1)
-        sq = r.square().sum(dim=1, keepdim=True).reshape(1, n, h, w)
+        sq = r.square().sum(dim=1, keepdim=True)
         window_kernel = (torch.ones(n, 1, u, v, dtype=r.dtype, device=r.device)
                          if m2 is None else m2)
-        window_sq = F.conv2d(sq, window_kernel, groups=n).reshape(n, 1, out_h, out_w)
+        # One channel: the grouped convolution is the cheap way here on every device (the matmul
+        # path would materialise U*V outer products for a single channel).
+        window_sq = batched_dot(sq, window_kernel, "grouped")
         # Clamped away from 0: windows over zero padding would give sqrt an infinite gradient (NaN).
         window_norm = window_sq.clamp_min(EPS * EPS).sqrt()
         return score / (q_norm * window_norm + EPS)
