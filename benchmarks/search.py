@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  # noqa: E402
-                              calibrate_threshold, configure_malloc)
+                              calibrate_threshold)
+from augment.system import tune_malloc  # noqa: E402
 
 
 def _photos() -> dict[str, np.ndarray]:
@@ -131,7 +132,7 @@ def _timed(function, repeats: int, device: torch.device) -> float:
 
 
 def speed(args: argparse.Namespace) -> None:
-    configure_malloc()
+    tune_malloc()
     searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]

@@ -23,11 +23,8 @@ larger than the (working size of the) medium is shrunk to fit, with a logged war
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
@@ -38,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from augment.imageio import InputError, read_image, read_mask
+from augment.system import tune_malloc
 from train.backbones import fold_batchnorm
 from train.model import GRID_STRIDE, QueryFeatures, QuerySearchNet, SearchNetConfig
 
@@ -73,29 +71,6 @@ PEAK_WINDOW_FRACTION = 0.5
 # Highlight: pixels outside the (dilated) detections keep this fraction of their brightness.
 DIM_FACTOR = 0.3
 OUTLINE_RGB = (255, 40, 40)
-
-_MALLOC_CONFIGURED = False
-
-
-def configure_malloc() -> None:
-    """Raise glibc's mmap/trim thresholds so large tensors stop page-faulting on every forward.
-
-    Equivalent to starting the process with MALLOC_MMAP_THRESHOLD_=64M MALLOC_TRIM_THRESHOLD_=256M:
-    by default glibc serves each big activation with a fresh mmap and returns it on free, so every
-    forward pass re-faults its memory. No-op where glibc's ``mallopt`` is unavailable.
-    """
-    global _MALLOC_CONFIGURED
-    if _MALLOC_CONFIGURED or not sys.platform.startswith("linux"):
-        return
-    _MALLOC_CONFIGURED = True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_mmap_threshold, 64 << 20)
-        libc.mallopt(m_trim_threshold, 256 << 20)
-    except (OSError, AttributeError):
-        logger.info("mallopt unavailable; keeping the default malloc thresholds")
-
 
 # ----------------------------------------------------------------------------------------------
 # Results
@@ -387,7 +362,7 @@ class Searcher:
                  threshold: float | None = None,
                  query_scales: Sequence[float] = DEFAULT_QUERY_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True) -> None:
-        configure_malloc()
+        tune_malloc()
         if not query_scales or any(s <= 0 for s in query_scales):
             raise InputError("query scales must be positive numbers")
         self.device = resolve_device(device)
