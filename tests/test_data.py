@@ -37,7 +37,9 @@ def _row(dataset: ShardPairs, unit: int, row: int) -> tuple[np.ndarray, list[dic
 
 
 def test_target_is_union_of_all_instances_of_the_query(shards):
-    dataset = ShardPairs(shards.folder, _config(), split="all")
+    dataset = ShardPairs(shards.folder, _config(categories=("shape0", "shape1")), split="all")
+    objects_table = pq.read_table(shards.folder / "objects.parquet", columns=["cutout_id", "category"]).to_pylist()
+    category = {row["cutout_id"]: row["category"] for row in objects_table}
     repeated = 0
     samples = list(dataset)
     assert samples and all(bool(s["positive"]) for s in samples)
@@ -49,6 +51,9 @@ def test_target_is_union_of_all_instances_of_the_query(shards):
         matches = [cid for cid, union in unions.items() if np.array_equal(union, target)]
         assert matches, "the target is not the union of one cutout's instances"
         repeated += sum(o["cutout_id"] == matches[0] for o in objects) > 1
+        # The label head's target: the query's category among the configured ones, -1 when not listed.
+        expected_label = {"shape0": 0, "shape1": 1}.get(category[matches[0]], -1)
+        assert int(sample["label"]) == expected_label
         assert sample["query"].shape == (3, 48, 48) and sample["medium"].shape == (3, SIZE, SIZE)
         assert sample["query_mask"].max() == 255  # the object's alpha is placed on the query canvas
     assert repeated > 0  # some queries had two instances, and both were in the target

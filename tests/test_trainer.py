@@ -137,3 +137,12 @@ def test_cli_train_eval_and_user_errors(shards, tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output and "error:" in result.output
+
+
+def test_label_head_trains_on_query_categories(shards, tmp_path):
+    config = tiny_config(model={**TINY_MODEL, "num_label_classes": 2}, label_categories=["shape0", "shape1"], steps=4)
+    result = train(config, shards, tmp_path, show_progress=False)
+    assert all(math.isfinite(x) for x in result.losses)
+    assert 0.0 <= result.metrics["label_accuracy"] <= 1.0
+    with pytest.raises(InputError, match="label_categories"):
+        tiny_config(model={**TINY_MODEL, "num_label_classes": 3}, label_categories=["shape0"])

@@ -88,15 +88,17 @@ class PairConfig:
     query_fill: tuple[float, float] = (0.6, 0.9)  # object's longer side / query side: the rest is margin
     colour_jitter: float = 0.1  # brightness, contrast and saturation change by up to ± this fraction
     shuffle_buffer: int = 256  # rows held per worker for shuffling (raw bytes: decoding happens after)
+    categories: tuple[str, ...] = ()  # label-head classes: a sample's label is its query's index here, or -1
 
 
 class CutoutLibrary:
     """Clean cutouts of ``objects.parquet``, looked up by id; decoded lazily with a small LRU cache."""
 
     def __init__(self, path: Path, cache_size: int = 512) -> None:
-        table = pq.read_table(path, columns=["cutout_id", "image"], memory_map=True)
+        table = pq.read_table(path, columns=["cutout_id", "category", "image"], memory_map=True)
         self._images = table.column("image")
         self._row = {cid: i for i, cid in enumerate(table.column("cutout_id").to_pylist())}
+        self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
 
@@ -105,6 +107,9 @@ class CutoutLibrary:
 
     def ids(self) -> list[str]:
         return sorted(self._row)
+
+    def category(self, cutout_id: str) -> str:
+        return self._category[cutout_id]
 
     def rgba(self, cutout_id: str) -> np.ndarray:
         """The cutout as H×W×4 uint8 RGBA (alpha = mask)."""
@@ -337,7 +342,12 @@ class ShardPairs(IterableDataset):
             "medium": torch.from_numpy(medium).permute(2, 0, 1).contiguous(),
             "target": torch.from_numpy(target.astype(np.uint8))[None],
             "positive": torch.tensor(positive),
+            "label": torch.tensor(_label_index(cutouts.category(query_id), config.categories)),
         }
+
+
+def _label_index(category: str, categories: tuple[str, ...]) -> int:
+    return categories.index(category) if category in categories else -1
 
 
 def make_loader(dataset: ShardPairs, batch_size: int, num_workers: int, pin_memory: bool = False) -> DataLoader:

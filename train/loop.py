@@ -56,6 +56,8 @@ class TrainConfig:
     loss: str = "bce+dice"
     loss_params: dict[str, float] = field(default_factory=dict)
     box_loss_weight: float = 1.0  # used when the model has a box head
+    label_categories: list[str] = field(default_factory=list)  # classes of the label head, in order (model.num_label_classes of them)
+    label_loss_weight: float = 0.2  # used when the model has a label head
     # data
     query_size: int = 128
     medium_size: int = 256
@@ -102,9 +104,13 @@ class TrainConfig:
         self.query_fill = tuple(self.query_fill)
         self.betas = tuple(self.betas)
         try:
-            SearchNetConfig(**self.model)
+            num_labels = SearchNetConfig(**self.model).num_label_classes
         except (TypeError, ValueError) as error:
             raise InputError(f"model: {error}") from None
+        self.label_categories = list(self.label_categories)
+        if num_labels != len(self.label_categories) and (num_labels or self.label_categories):
+            raise InputError(f"model.num_label_classes is {num_labels} but label_categories lists "
+                             f"{len(self.label_categories)} names: list the categories the label head predicts")
 
     @classmethod
     def from_yaml(cls, path: Path | str, **overrides: Any) -> "TrainConfig":
@@ -135,7 +141,7 @@ class TrainConfig:
         return PairConfig(query_size=self.query_size, medium_size=self.medium_size,
                           negative_fraction=self.negative_fraction, eval_fraction=self.eval_fraction,
                           query_fill=self.query_fill, colour_jitter=self.colour_jitter,
-                          shuffle_buffer=self.shuffle_buffer)
+                          shuffle_buffer=self.shuffle_buffer, categories=tuple(self.label_categories))
 
     def identity(self) -> dict[str, Any]:
         """The config minus runtime keys, with the model config resolved to all its fields."""
@@ -226,8 +232,6 @@ class QuerySearchTask:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.loss_fn = build_loss(config.loss, **config.loss_params)
-        if config.model_config().num_label_classes > 0:
-            raise InputError("model.num_label_classes: the query search task trains no label head; set it to 0")
 
     def build_model(self) -> nn.Module:
         return QuerySearchNet(self.config.model_config())
@@ -262,10 +266,26 @@ class QuerySearchTask:
         if "box" in outputs:
             loss = loss + self.config.box_loss_weight * box_loss(outputs["box"].float(), mask_box(target),
                                                                  batch["positive"])
+        if "label_logits" in outputs:
+            loss = loss + self.config.label_loss_weight * label_loss(outputs["label_logits"].float(), batch["label"],
+                                                                     batch["positive"])
         return loss, outputs
 
     def metrics(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> Metrics:
-        return heatmap_metrics(outputs["logits"], batch["target"], batch["positive"])
+        metrics = heatmap_metrics(outputs["logits"], batch["target"], batch["positive"])
+        if "label_logits" in outputs:
+            known = batch["positive"].bool() & (batch["label"] >= 0)
+            correct = (outputs["label_logits"].argmax(1) == batch["label"]) & known
+            metrics["label_accuracy"] = (correct.float().sum(), known.float().sum())
+        return metrics
+
+
+def label_loss(label_logits: torch.Tensor, labels: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the query's category, on positives whose category the head knows (label >= 0)."""
+    known = positive.bool() & (labels >= 0)
+    if not known.any():
+        return label_logits.sum() * 0.0  # keeps the graph (DDP) without a NaN from an empty mean
+    return F.cross_entropy(label_logits[known], labels[known])
 
 
 def build_task(config: TrainConfig) -> QuerySearchTask:
