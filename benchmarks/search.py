@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import best_time  # noqa: E402
 from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  # noqa: E402
                               calibrate_threshold)
 from augment.system import tune_malloc  # noqa: E402
@@ -115,22 +116,6 @@ def calibrate(args: argparse.Namespace) -> None:
           f"(precision {result.precision:.3f}, recall {result.recall:.3f})")
 
 
-def _timed(function, repeats: int, device: torch.device) -> float:
-    """Seconds per call: the fastest of ``repeats`` calls after a warm-up (the minimum is the
-    figure least disturbed by other processes sharing the CPU)."""
-    function()  # warm-up: allocations, cuDNN algorithm choice, query features
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def speed(args: argparse.Namespace) -> None:
     tune_malloc()
     searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales)
@@ -150,8 +135,8 @@ def speed(args: argparse.Namespace) -> None:
     def search() -> None:
         searcher.find_many(query, frames)
 
-    t_backbone = _timed(backbone, args.repeats, device)
-    t_search = _timed(search, args.repeats, device)
+    t_backbone = best_time(backbone, args.repeats, device)
+    t_search = best_time(search, args.repeats, device)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 640x480, "
           f"query {args.query_size}px, query scales {searcher.query_scales}")
     print(f"backbone forward alone: {t_backbone / args.batch * 1000:.1f} ms/frame "

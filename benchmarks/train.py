@@ -39,24 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from shard_factory import make_shards  # noqa: E402
+from timing import best_time  # noqa: E402
 from train.correlation import correlate, correlate_looped  # noqa: E402
 from train.data import make_loader  # noqa: E402
 from train.loop import TrainConfig, autocast, build_task, to_device  # noqa: E402
-
-
-def _timed(function, repeats: int, device: torch.device) -> float:
-    """Seconds per call, best of ``repeats`` after one warm-up call."""
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 # (channels, query side, medium side): the GPU config's stride-8 level (query 128, medium 384), and
@@ -80,8 +66,8 @@ def bench_correlation(device: torch.device, batch: int = 32) -> None:
             function(query, medium, mask).sum().backward()
 
         for name, run in (("fwd", forward), ("fwd+bwd", forward_backward)):
-            looped = _timed(lambda: run(correlate_looped), 5, device)
-            times = {m: _timed(lambda: run(partial(correlate, method=m)), 5, device) for m in ("grouped", "matmul")}
+            looped = best_time(lambda: run(correlate_looped), 5, device)
+            times = {m: best_time(lambda: run(partial(correlate, method=m)), 5, device) for m in ("grouped", "matmul")}
             auto = "matmul" if device.type == "cpu" else "grouped"
             print(
                 f"(a) correlation {name:7s} batch {batch}, {channels}x{query_side}x{query_side} over "
@@ -131,7 +117,7 @@ def step_rate(config: TrainConfig, shards: Path, device: torch.device, steps: in
         one_step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = sum(_timed(one_step, 1, device) for _ in range(steps)) / steps
+    seconds = sum(best_time(one_step, 1, device) for _ in range(steps)) / steps
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return config.batch_size / seconds, peak
 
