@@ -32,7 +32,7 @@ def test_output_shapes(net: QuerySearchNet) -> None:
         out = net(torch.rand(2, 3, 128, 128), torch.rand(2, 3, 256, 256),
                   query_mask=torch.ones(2, 1, 128, 128))
     s = net.cfg.num_score_maps
-    assert s == 8
+    assert s == len(net.cfg.scale_pairs) * len(net.cfg.feature_strides) == 6  # 3 scale pairs x strides 8, 16
     assert out["logits"].shape == (2, 1, 256, 256)
     assert out["correlation"].shape == (2, s, 32, 32)
     assert out["box"].shape == (2, 4) and out["label_logits"].shape == (2, 5)
