@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -59,5 +61,24 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
 
 
 def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group once every rank is done.
+
+    The barrier matters: a rank that tears down gloo while another still talks to it (rank 0
+    writing the last checkpoint, say) aborts the other with "terminate called without an active
+    exception".
+    """
+    if not (info.enabled and dist.is_initialized()):
+        return
+    # The DDP wrapper and its reducer hold the gloo process group; freed by a late garbage
+    # collection at interpreter exit, after the peers are gone, its threads abort the process.
+    gc.collect()
+    dist.barrier()
+    # Rank 0 hosts the TCP store; if it exits while another rank is still inside
+    # destroy_process_group, that rank aborts. So the others check in once they are out,
+    # and rank 0 keeps the store up until they have.
+    store = dist.distributed_c10d._get_default_store()
+    dist.destroy_process_group()
+    if info.rank == 0:
+        store.wait([f"synth/left/{rank}" for rank in range(1, info.world_size)], timedelta(seconds=60))
+    else:
+        store.set(f"synth/left/{info.rank}", "1")
