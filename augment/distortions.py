@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -57,7 +58,7 @@ def _seed(rng: np.random.Generator) -> int:
 
 
 @dataclass
-class Distortion:
+class Distortion(ABC):
     """Base class: ``p`` is the probability that :func:`sample_chain` switches it on."""
 
     name: ClassVar[str] = ""
@@ -76,15 +77,15 @@ class Distortion:
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"{self.name}.p: {self.p} is not a probability in [0, 1]")
 
+    @abstractmethod
     def sample(self, rng: np.random.Generator, height: int, width: int) -> dict:
         """Draw this distortion's parameters for an image of height×width (no pixels)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def apply(
         self, image: np.ndarray, mask: np.ndarray, params: dict, superpixels: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Apply recorded ``params``; returns new arrays and never modifies the inputs."""
-        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- helpers
