@@ -21,7 +21,7 @@ import numpy as np
 from augment.config import CompositionConfig
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
-from augment.imageio import read_image
+from augment.imageio import read_image, resize_image
 from augment.superpixels import resize_labels
 
 log = logging.getLogger(__name__)
@@ -73,11 +73,6 @@ class BackgroundStore:
             _, evicted = self._cache.popitem(last=False)
             self._cached_bytes -= evicted.nbytes
         return image
-
-
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    shrinking = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def _sample_background(rng: np.random.Generator, index: int, shape: tuple[int, int], config: CompositionConfig) -> dict:
@@ -171,7 +166,7 @@ def compose_scene(
         background_params = _sample_background(rng, index, background.shape[:2], config)
     record["background"] = {**background_params, "name": backgrounds.paths[background_params["index"]].name}
     x0, y0, x1, y1 = background_params["crop"]
-    canvas = _resize(background[y0:y1, x0:x1], config.width, config.height)
+    canvas = resize_image(background[y0:y1, x0:x1], config.width, config.height)
     instances = np.zeros((config.height, config.width), np.uint8)
 
     # Objects, back to front: later ones occlude earlier ones.
@@ -192,7 +187,7 @@ def compose_scene(
         width, height = _object_size(cutout, scale, config)
         if not replay:
             steps = sample_chain(object_chain, rng, height, width)
-        rgba = _resize(cutout.rgba, width, height)
+        rgba = resize_image(cutout.rgba, width, height)
         mask = (rgba[:, :, 3] >= 128).astype(np.uint8)
         superpixels = resize_labels(cutout.superpixels, height, width)
         rgba, mask = apply_chain(steps, rgba, mask, superpixels)

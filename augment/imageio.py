@@ -114,6 +114,12 @@ def read_mask(path: Path | str) -> np.ndarray:
     return mask
 
 
+def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize with area averaging when shrinking (no aliasing) and bilinear when enlarging."""
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 90) -> bytes:
     ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:

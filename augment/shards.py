@@ -18,7 +18,7 @@ def find_shards(paths: list[Path] | Path) -> list[Path]:
     shards: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            shards.extend(sorted(p for p in path.glob("*.parquet") if p.name != OBJECTS_FILE))
+            shards.extend(sorted(p for p in path.glob("*.parquet") if p.name != OBJECTS_FILE and not p.name.startswith(".")))
         elif path.is_file() and path.suffix == ".parquet":
             shards.append(path)
         elif not path.exists():
@@ -26,7 +26,7 @@ def find_shards(paths: list[Path] | Path) -> list[Path]:
         else:
             raise InputError(f"{path}: not a Parquet shard or a folder of shards")
     if not shards:
-        raise InputError(f"{', '.join(map(str, paths))}: no Parquet shards found")
+        raise InputError(f"{', '.join(map(str, paths))}: no composite shards (*.parquet) found")
     return shards
 
 

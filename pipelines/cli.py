@@ -53,10 +53,10 @@ def run_guarded(function, *args, **kwargs):
     """Call ``function``; a user's mistake becomes one line on stderr, not a traceback."""
     try:
         return function(*args, **kwargs)
-    except InputError as error:
+    except (InputError, FileNotFoundError) as error:
         fail(str(error))
     except KeyboardInterrupt:
-        fail("interrupted; rerun the same command to resume", 130)
+        fail("interrupted; rerun the same command to resume (`synth train` with --resume)", 130)
 
 
 def make_progress() -> Progress:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -12,18 +12,6 @@ from rich.table import Table
 from augment.imageio import InputError
 
 _console = Console(stderr=True)
-
-
-def _guarded(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run ``function``; a user error becomes one line on stderr and exit code 2, not a traceback."""
-    try:
-        return function(*args, **kwargs)
-    except (InputError, FileNotFoundError) as error:
-        _console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        _console.print("[bold red]error:[/] interrupted; rerun with --resume to continue", highlight=False)
-        raise typer.Exit(130) from None
 
 
 def _config(config_path: Optional[Path], resume_from: Optional[Path] = None, **overrides: Any):
@@ -52,6 +40,7 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
+    from pipelines.cli import run_guarded  # here: pipelines.cli imports this module
 
     @app.command()
     def train(
@@ -79,7 +68,7 @@ def register(app: typer.Typer) -> None:
                     _console.print(_metrics_table("held-out evaluation", result.eval_metrics))
                 _console.print(f"checkpoint: {result.checkpoint}; corrupt rows skipped: {result.corrupt_rows}")
 
-        _guarded(run)
+        run_guarded(run)
 
     @app.command("eval")
     def evaluate_command(
@@ -111,7 +100,7 @@ def register(app: typer.Typer) -> None:
                 write_report(report, out)
                 _console.print(f"wrote {out}")
 
-        _guarded(run)
+        run_guarded(run)
 
     @app.command("export-onnx")
     def export_command(
@@ -137,4 +126,4 @@ def register(app: typer.Typer) -> None:
                 difference = max_difference(out, exported.model, q_size, m_size, batch)
                 _console.print(f"onnxruntime vs PyTorch: max |difference| {difference:.2e}")
 
-        _guarded(run)
+        run_guarded(run)

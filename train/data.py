@@ -41,8 +41,9 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from augment.imageio import InputError, decode_image
+from augment.imageio import InputError, decode_image, resize_image
 from augment.schema import OBJECTS_FILE
+from augment.shards import find_shards
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,7 @@ def list_shards(folder: Path | str) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such shard folder")
-    shards = sorted(p for p in folder.glob("*.parquet") if p.name != OBJECTS_FILE and not p.name.startswith("."))
-    if not shards:
-        raise InputError(f"{folder}: no composite shards (*.parquet) found")
+    shards = find_shards(folder)
     if not (folder / OBJECTS_FILE).is_file():
         raise InputError(f"{folder}: no {OBJECTS_FILE} beside the shards (queries come from it)")
     return shards
@@ -127,11 +126,6 @@ class CutoutLibrary:
         return image
 
 
-def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    shrinking = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
 def _jitter_colour(rgb: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
     """Brightness, contrast and saturation jitter, each by a factor in [1 - amount, 1 + amount]."""
     if amount <= 0:
@@ -160,8 +154,8 @@ def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tu
     h, w = rgba.shape[:2]
     scale = rng.uniform(*fill) * size / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    rgb = _resize(rgb, new_w, new_h)
-    alpha = _resize(np.ascontiguousarray(rgba[:, :, 3]), new_w, new_h)
+    rgb = resize_image(rgb, new_w, new_h)
+    alpha = resize_image(np.ascontiguousarray(rgba[:, :, 3]), new_w, new_h)
     kind = rng.random()  # white, light grey or a random flat colour, as product shots are
     background = (np.full(3, 255.0) if kind < 0.4 else np.full(3, rng.uniform(190, 240)) if kind < 0.7
                   else rng.uniform(0, 255, 3))
@@ -328,10 +322,10 @@ class ShardPairs(IterableDataset):
         if ids.ndim != 2 or ids.shape != image.shape[:2]:
             raise InputError(f"composite {composite_id}: mask {ids.shape} does not match image {image.shape[:2]}")
         size = config.medium_size
-        medium = _resize(image, size, size)
+        medium = resize_image(image, size, size)
         if positive:
             instances = [o["instance_id"] for o in objects if o["cutout_id"] == query_id]
-            target = _resize(np.isin(ids, instances).astype(np.float32), size, size) >= 0.5
+            target = resize_image(np.isin(ids, instances).astype(np.float32), size, size) >= 0.5
         else:
             target = np.zeros((size, size), bool)
         query, query_mask = render_query(cutouts.rgba(query_id), config.query_size, rng, config.query_fill,
