@@ -42,7 +42,9 @@ from shard_factory import make_shards  # noqa: E402
 from timing import best_time  # noqa: E402
 from train.correlation import correlate, correlate_looped  # noqa: E402
 from train.data import make_loader  # noqa: E402
-from train.loop import TrainConfig, autocast, build_task, to_device  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.loop import autocast, to_device  # noqa: E402
+from train.tasks import build_task  # noqa: E402
 
 
 # (channels, query side, medium side): the GPU config's stride-8 level (query 128, medium 384), and

@@ -316,7 +316,7 @@ def load_model(checkpoint: Path | str | None) -> tuple[QuerySearchNet, float | N
     if checkpoint is None:
         return QuerySearchNet(SearchNetConfig()), None
     from train.checkpoint import load_checkpoint, load_model_state
-    from train.loop import TrainConfig
+    from train.config import TrainConfig
 
     state = load_checkpoint(checkpoint)
     config = TrainConfig.from_checkpoint(state)

@@ -17,7 +17,7 @@ _console = Console(stderr=True)
 def _config(config_path: Optional[Path], resume_from: Optional[Path] = None, **overrides: Any):
     """The run's config: --config FILE, else the one saved in the checkpoint being resumed, else defaults."""
     from train.checkpoint import load_checkpoint
-    from train.loop import TrainConfig
+    from train.config import TrainConfig
 
     if config_path is not None:
         return TrainConfig.from_yaml(config_path, **overrides)

@@ -18,7 +18,8 @@ from augment.imageio import InputError
 from pipelines.train_commands import register
 from shard_factory import make_shards
 from train.checkpoint import CHECKPOINT_FILE, load_checkpoint
-from train.loop import TrainConfig, train
+from train.config import TrainConfig
+from train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = dict(pretrained=False, feature_strides=[8], scale_pairs=[[1.0, 1.0]], edge_path=False,

@@ -12,7 +12,9 @@ from augment.imageio import atomic_write_text
 from train.checkpoint import load_checkpoint, load_model_state
 from train.data import make_loader
 from train.distributed import DistInfo
-from train.loop import TrainConfig, build_task, evaluate, resolve_device
+from train.config import TrainConfig
+from train.loop import evaluate, resolve_device
+from train.tasks import build_task
 
 
 def load_trained(checkpoint: Path | str | None, config: TrainConfig | None = None) -> tuple[nn.Module, TrainConfig]:

@@ -1,0 +1,136 @@
+"""The training run's configuration: one dataclass, loaded from YAML, hashed for resumption.
+
+``configs/train_*.yaml`` document every key. The keys a task reads (sizes, pair making, the
+model's fields) live here too, so one file describes one run; the task named by ``task`` decides
+which of them matter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from augment.imageio import InputError
+from train.data import PairConfig
+from train.model import SearchNetConfig
+
+TASK_NAMES = ("query_search",)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; ``configs/train_*.yaml`` document every key."""
+
+    task: str = "query_search"
+    model: dict[str, Any] = field(default_factory=dict)  # SearchNetConfig fields
+    loss: str = "bce+dice"
+    loss_params: dict[str, float] = field(default_factory=dict)
+    box_loss_weight: float = 1.0  # used when the model has a box head
+    label_categories: list[str] = field(default_factory=list)  # classes of the label head, in order (model.num_label_classes of them)
+    label_loss_weight: float = 0.2  # used when the model has a label head
+    # data
+    query_size: int = 128
+    medium_size: int = 256
+    negative_fraction: float = 0.25
+    eval_fraction: float = 0.1
+    query_fill: tuple[float, float] = (0.6, 0.9)
+    colour_jitter: float = 0.1
+    shuffle_buffer: int = 256
+    num_workers: int = 2
+    # optimisation
+    batch_size: int = 16
+    steps: int = 1000
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 100
+    decay_steps: int | None = None
+    grad_clip: float = 1.0
+    # speed
+    amp: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"
+    # cadence
+    log_every: int = 10
+    eval_every: int = 200
+    eval_batches: int = 20
+    checkpoint_every: int = 200
+    seed: int = 0
+
+    # Keys that may change between a run and its resumption: they do not change what is learned.
+    RUNTIME_KEYS = frozenset({"steps", "num_workers", "device", "compile", "log_every", "eval_every",
+                              "eval_batches", "checkpoint_every"})
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_NAMES:
+            raise InputError(f"unknown task {self.task!r} (known: {', '.join(TASK_NAMES)})")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise InputError(f"amp must be auto, bf16 or off, not {self.amp!r}")
+        if self.log_every < 1 or self.steps < 0 or self.batch_size < 1:
+            raise InputError("log_every and batch_size must be at least 1, steps at least 0")
+        self.query_fill = tuple(self.query_fill)
+        self.betas = tuple(self.betas)
+        try:
+            num_labels = SearchNetConfig(**self.model).num_label_classes
+        except (TypeError, ValueError) as error:
+            raise InputError(f"model: {error}") from None
+        self.label_categories = list(self.label_categories)
+        if num_labels != len(self.label_categories) and (num_labels or self.label_categories):
+            raise InputError(f"model.num_label_classes is {num_labels} but label_categories lists "
+                             f"{len(self.label_categories)} names: list the categories the label head predicts")
+
+    @classmethod
+    def from_yaml(cls, path: Path | str, **overrides: Any) -> "TrainConfig":
+        """Load a YAML config; unknown keys are an error naming the key, not a silent no-op."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such config file")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        if not isinstance(values, dict):
+            raise InputError(f"{path}: expected a mapping of config keys")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"{path}: unknown config key(s) {', '.join(unknown)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"{path}: {error}") from None
+
+    def model_config(self) -> SearchNetConfig:
+        return SearchNetConfig(**self.model)
+
+    def pair_config(self) -> PairConfig:
+        return PairConfig(query_size=self.query_size, medium_size=self.medium_size,
+                          negative_fraction=self.negative_fraction, eval_fraction=self.eval_fraction,
+                          query_fill=self.query_fill, colour_jitter=self.colour_jitter,
+                          shuffle_buffer=self.shuffle_buffer, categories=tuple(self.label_categories))
+
+    def identity(self) -> dict[str, Any]:
+        """The config minus runtime keys, with the model config resolved to all its fields."""
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_KEYS}
+        values["model"] = dataclasses.asdict(self.model_config())
+        return json.loads(json.dumps(values))  # tuples -> lists, so saved and fresh compare equal
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"values": json.loads(json.dumps(dataclasses.asdict(self))), "identity": self.identity()}
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> "TrainConfig":
+        return cls(**state["config"]["values"])
