@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from augment.imageio import InputError
+from augment.locking import BUSY_EXIT_CODE, BusyError
 
 app = typer.Typer(
     name="synth",
@@ -53,6 +54,8 @@ def run_guarded(function, *args, **kwargs):
     """Call ``function``; a user's mistake becomes one line on stderr, not a traceback."""
     try:
         return function(*args, **kwargs)
+    except BusyError as error:
+        fail(str(error), BUSY_EXIT_CODE)
     except (InputError, FileNotFoundError) as error:
         fail(str(error))
     except KeyboardInterrupt:

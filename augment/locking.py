@@ -1,0 +1,51 @@
+"""Exclusive locks on output folders, so two runs never write into one folder at once.
+
+A run holds an ``fcntl.flock`` on a lock file inside the folder it writes for its whole
+lifetime; the kernel drops the lock when the process dies (also on ``kill -9``), so a stale lock
+never needs cleaning up. A second run asking for the same folder fails at once with
+:class:`BusyError`, which the CLI turns into one line and exit code :data:`BUSY_EXIT_CODE`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterator
+
+from augment.imageio import InputError
+
+LOCK_FILE = ".synth.lock"
+# Exit code of a command that found its output folder locked by another run (documented in README):
+# distinct from 1 (some inputs failed) and 2 (a user error), so schedulers can tell "try later".
+BUSY_EXIT_CODE = 3
+
+
+class BusyError(InputError):
+    """Another process holds the lock on this folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) until the block ends.
+
+    Raises :class:`BusyError` at once (no waiting) when another process holds it. The lock file
+    records the holder's pid, for the error message only: the lock itself is the flock.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 64, 0).decode(errors="replace").strip() or "another process"
+            raise BusyError(f"{folder}: another {what} is writing here (pid {holder}); "
+                            "wait for it to finish or choose another folder") from None
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, str(os.getpid()).encode(), 0)
+        yield path
+    finally:
+        os.close(handle)  # closing the descriptor releases the flock
