@@ -150,7 +150,8 @@ def _load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np
 
 
 # ---------------------------------------------------------------- mask pairs
-def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+def _mask_pair_files(source: Path) -> tuple[dict[int, str], list[tuple[Path, Path | None]], list[Path]]:
+    """Category names by mask value, (image, mask or None) pairs, and non-image files."""
     names = _load_categories(source / "categories.json")
     if (source / "masks").is_dir():
         image_dir = source / "images" if (source / "images").is_dir() else source
@@ -160,6 +161,11 @@ def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]
     else:
         images, others = list_images(source)
         pairs = [(p, p.with_name(f"{p.stem}_mask.png")) for p in images if not p.stem.endswith("_mask")]
+    return names, pairs, others
+
+
+def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    names, pairs, others = _mask_pair_files(source)
     for other in others:
         if other.name != "categories.json":
             yield Skip(str(other), "not an image file")
@@ -218,9 +224,8 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
 
 
 # ---------------------------------------------------------------- COCO
-def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    from pycocotools import mask as mask_utils
-
+def _coco_index(source: Path) -> tuple[Path, dict[int, dict], dict[int, str], dict[int, list[dict]], list[Path]]:
+    """A COCO file's json path, images by id, category names, annotations by image id, image roots."""
     json_path = source if source.is_file() else next((p for p in sorted(source.glob("*.json")) if _looks_like_coco(p)), None)
     if json_path is None:
         raise InputError(f"{source}: no COCO instances .json found")
@@ -235,6 +240,12 @@ def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     by_image: dict[int, list[dict]] = {}
     for annotation in annotations:
         by_image.setdefault(annotation.get("image_id"), []).append(annotation)
+    return json_path, images, categories, by_image, roots
+
+
+def _coco_images(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list[dict], dict[int, str]] | Skip]:
+    """(image path, RGB pixels, its annotations, category names) per annotated image, or a Skip."""
+    json_path, images, categories, by_image, roots = _coco_index(source)
     ordered = [(str(images.get(i, {}).get("file_name", i)), i) for i in sorted(by_image, key=lambda i: (not isinstance(i, int), str(i)))]
     for _, image_id in _limited(ordered, config):
         info = images.get(image_id) if isinstance(image_id, int) else None
@@ -250,35 +261,59 @@ def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         except InputError as error:
             yield Skip(str(path), str(error))
             continue
-        height, width = image.shape[:2]
-        for annotation in by_image[image_id]:
-            category = categories.get(annotation.get("category_id"), str(annotation.get("category_id")))
-            if not _category_allowed(category, config):
-                continue
-            if annotation.get("iscrowd"):
-                yield Skip(str(path), f"annotation {annotation.get('id')} is a crowd region")
-                continue
-            try:
-                segmentation = annotation["segmentation"]
-                if isinstance(segmentation, list):
-                    rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-                elif isinstance(segmentation.get("counts"), list):
-                    rle = mask_utils.frPyObjects(segmentation, height, width)
-                else:
-                    rle = dict(segmentation)
-                    if isinstance(rle["counts"], str):
-                        rle["counts"] = rle["counts"].encode()
-                    if list(rle["size"]) != [height, width]:
-                        raise ValueError(f"RLE size {rle['size']} differs from the image's {[height, width]}")
-                mask = mask_utils.decode(rle)
-            except Exception as error:  # pycocotools raises bare Exceptions on malformed input
-                yield Skip(str(json_path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
-                continue
-            yield crop_object(image, mask > 0, category, path, config)
+        yield path, image, by_image[image_id], categories
+
+
+def _coco_mask(annotation: dict, height: int, width: int) -> np.ndarray:
+    """The annotation's mask (polygons or RLE) as an H×W uint8 array; raises on malformed input."""
+    from pycocotools import mask as mask_utils
+
+    segmentation = annotation["segmentation"]
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = dict(segmentation)
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode()
+        if list(rle["size"]) != [height, width]:
+            raise ValueError(f"RLE size {rle['size']} differs from the image's {[height, width]}")
+    return mask_utils.decode(rle)
+
+
+def _coco_objects(path: Path, image: np.ndarray, annotations: list[dict], categories: dict[int, str],
+                  config: SourceConfig) -> Iterator[tuple[str, np.ndarray] | Skip]:
+    """(category, mask) of each usable annotation of one image, or a Skip."""
+    height, width = image.shape[:2]
+    for annotation in annotations:
+        category = categories.get(annotation.get("category_id"), str(annotation.get("category_id")))
+        if not _category_allowed(category, config):
+            continue
+        if annotation.get("iscrowd"):
+            yield Skip(str(path), f"annotation {annotation.get('id')} is a crowd region")
+            continue
+        try:
+            mask = _coco_mask(annotation, height, width)
+        except Exception as error:  # pycocotools raises bare Exceptions on malformed input
+            yield Skip(str(path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
+            continue
+        yield category, mask > 0
+
+
+def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    for item in _coco_images(source, config):
+        if isinstance(item, Skip):
+            yield item
+            continue
+        path, image, annotations, categories = item
+        for found in _coco_objects(path, image, annotations, categories, config):
+            yield found if isinstance(found, Skip) else crop_object(image, found[1], found[0], path, config)
 
 
 # ---------------------------------------------------------------- label maps
-def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+def _label_map_files(source: Path) -> tuple[dict[int, str], list[Path], list[Path], dict[str, Path]]:
+    """Label names by value, label-map files, other files in labels/, and photos by stem."""
     list_path = source / "label_list.json"
     try:
         raw = json.loads(list_path.read_text())
@@ -292,9 +327,14 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
     if image_dir is None:
         raise InputError(f"{source}: label_map sources need a photos/ or images/ folder")
     label_files, others = list_images(label_dir)
+    photos = {p.stem: p for p in list_images(image_dir)[0]}
+    return names, label_files, others, photos
+
+
+def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    names, label_files, others, photos = _label_map_files(source)
     for other in others:
         yield Skip(str(other), "not an image file")
-    photos = {p.stem: p for p in list_images(image_dir)[0]}
     for label_path in _limited(label_files, config):
         photo = photos.get(label_path.stem)
         if photo is None:
@@ -317,3 +357,70 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
                 if stats[region, cv2.CC_STAT_AREA] < config.min_area:
                     continue  # specks of a label are normal in label maps: not worth a logged skip each
                 yield crop_object(image, regions == region, category, photo, config)
+
+
+# ---------------------------------------------------------------- whole labelled photos
+@dataclass
+class LabelledPhoto:
+    """A real photo with the masks of its objects, at the photo's size (not cropped)."""
+
+    path: Path
+    image: np.ndarray  # H×W×3 RGB uint8
+    objects: list[tuple[str, np.ndarray]]  # (category, H×W bool mask) per object
+
+
+def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto | Skip]:
+    """Whole photos and their object masks, for using real photos as media (not only as cutouts).
+
+    An object is what its format calls one: an annotation (COCO), an instance id (mask pairs), or
+    all pixels of one label (label maps: a garment split in two by an arm stays one object, where
+    cutouts take each connected region). Objects smaller than ``min_area`` are left out; ``rgba``
+    cutouts have no photos and are an error.
+    """
+    source = Path(source)
+    fmt = config.format if config.format != "auto" else detect_format(source)
+    if fmt == "rgba":
+        raise InputError(f"{source}: RGBA cutouts have no whole photos; real media need label maps, mask pairs or COCO")
+    if fmt == "label_map":
+        names, label_files, _, photos = _label_map_files(source)
+        pairs = [(photos.get(p.stem), p) for p in _limited(label_files, config)]
+    elif fmt == "mask_pairs":
+        pairs = None  # paired below
+    elif fmt == "coco":
+        for item in _coco_images(source, config):
+            if isinstance(item, Skip):
+                yield item
+                continue
+            path, image, annotations, categories = item
+            objects = [o for o in _coco_objects(path, image, annotations, categories, config) if not isinstance(o, Skip)]
+            yield LabelledPhoto(path, image, [(c, m) for c, m in objects if m.sum() >= config.min_area])
+        return
+    else:
+        raise InputError(f"{source}: unknown source format {fmt!r}")
+    if pairs is None:
+        names, all_pairs, _ = _mask_pair_files(source)
+        pairs = _limited(all_pairs, config)
+    for photo, label_path in pairs:
+        if photo is None or label_path is None or not label_path.exists():
+            yield Skip(str(label_path or photo), "no photo or mask to pair with")
+            continue
+        loaded = _load_pair(photo, label_path, "empty mask")
+        if isinstance(loaded, Skip):
+            yield loaded
+            continue
+        image, labels, present = loaded
+        objects = []
+        for value in present:
+            if fmt == "mask_pairs" and len(present) == 1 and not names:
+                category = "object"
+            elif value in names:
+                category = names[value]
+            elif fmt == "mask_pairs":
+                category = "object"
+            else:
+                yield Skip(str(label_path), f"unknown label value {value}")
+                continue
+            mask = labels == value
+            if _category_allowed(category, config) and mask.sum() >= config.min_area:
+                objects.append((category, mask))
+        yield LabelledPhoto(photo, image, objects)

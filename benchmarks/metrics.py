@@ -1,0 +1,72 @@
+"""Detection figures shared by the real-data benchmarks.
+
+Every method gives, per case, its best box and a score (no threshold). From those:
+
+- ``top1``: positives whose best box has IoU >= 0.5 with the truth;
+- ``hit_at_threshold`` / ``fpr_at_threshold``: positives whose best box is right and scores at least
+  the method's own threshold; negatives whose best score reaches it (a false alarm);
+- ``hit_at_fpr10``: the same at the threshold that lets at most 10% of negatives through;
+- ``auc``: ROC AUC of the score, correct positives against negatives (a positive whose best box
+  is wrong counts as scoring below every negative).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass
+class Outcome:
+    """A method's answer on one case."""
+
+    positive: bool
+    correct: bool  # positives: best box IoU >= 0.5 (negatives: False)
+    score: float  # best score; -inf when the method found nothing
+
+
+def box_iou(a: Sequence[float] | None, b: Sequence[float] | None) -> float:
+    if a is None or b is None:
+        return 0.0
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def threshold_at_fpr(outcomes: Sequence[Outcome], fpr: float) -> float:
+    """The lowest threshold letting at most ``fpr`` of negatives reach it (scores >= threshold pass)."""
+    negatives = np.sort([o.score for o in outcomes if not o.positive])[::-1]
+    if negatives.size == 0:
+        return -np.inf
+    allowed = int(np.floor(fpr * negatives.size))  # this many negatives may pass
+    if allowed >= negatives.size:
+        return -np.inf
+    return float(np.nextafter(negatives[allowed], np.inf))  # just above the first one that must not pass
+
+
+def auc(outcomes: Sequence[Outcome]) -> float:
+    good = np.array([o.score if o.correct else -np.inf for o in outcomes if o.positive])
+    bad = np.array([o.score for o in outcomes if not o.positive])
+    if good.size == 0 or bad.size == 0:
+        return float("nan")
+    greater = (good[:, None] > bad[None, :]).mean()
+    ties = (good[:, None] == bad[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def summarise(outcomes: Sequence[Outcome], threshold: float | None = None) -> dict[str, float]:
+    positives = [o for o in outcomes if o.positive]
+    negatives = [o for o in outcomes if not o.positive]
+    figures = {"positives": len(positives), "negatives": len(negatives),
+               "top1": float(np.mean([o.correct for o in positives])) if positives else float("nan")}
+    cut = threshold_at_fpr(outcomes, 0.10)
+    figures["hit_at_fpr10"] = float(np.mean([o.correct and o.score >= cut for o in positives])) if positives else float("nan")
+    figures["auc"] = auc(outcomes)
+    if threshold is not None:
+        figures["hit_at_threshold"] = float(np.mean([o.correct and o.score >= threshold for o in positives])) if positives else float("nan")
+        figures["fpr_at_threshold"] = float(np.mean([o.score >= threshold for o in negatives])) if negatives else float("nan")
+    return figures
