@@ -88,6 +88,7 @@ class PairConfig:
     colour_jitter: float = 0.1  # brightness, contrast and saturation change by up to ± this fraction
     shuffle_buffer: int = 256  # rows held per worker for shuffling (raw bytes: decoding happens after)
     categories: tuple[str, ...] = ()  # label-head classes: a sample's label is its query's index here, or -1
+    hard_negative_fraction: float = 0.0  # share of negatives whose query shares a category with an object in the medium
 
 
 class CutoutLibrary:
@@ -218,6 +219,7 @@ class ShardPairs(IterableDataset):
         self._skip_epoch = -1
         self._first_worker = 0
         self._library: CutoutLibrary | None = None
+        self._categories: dict[str, list[str]] | None = None
         # One unit of work per row group. Reading only the footers keeps this cheap.
         self.units: list[tuple[Path, int]] = [
             (path, group) for path in self.shards for group in range(pq.ParquetFile(path).num_row_groups)]
@@ -239,6 +241,14 @@ class ShardPairs(IterableDataset):
         self._skip_epoch = epoch
         self._skip = {int(k): int(v) for k, v in positions.items()}
         self._first_worker = first_worker
+
+    def _by_category(self, cutouts: CutoutLibrary, pool: list[str]) -> dict[str, list[str]]:
+        """The split's cutout ids per category (computed once per worker)."""
+        if self._categories is None:
+            self._categories = {}
+            for cid in pool:
+                self._categories.setdefault(cutouts.category(cid), []).append(cid)
+        return self._categories
 
     def _cutouts(self) -> CutoutLibrary:
         if self._library is None:  # opened lazily, so each worker maps the file itself
@@ -305,7 +315,14 @@ class ShardPairs(IterableDataset):
         candidates = sorted(c for c in present if c in cutouts and in_split(c, self.split, config.eval_fraction))
         query_id = None
         if rng.random() < config.negative_fraction and pool:
-            for _ in range(16):  # rejection sampling: a composite holds only a handful of cutouts
+            # A hard negative: another object of a category the medium holds (drawn only when asked
+            # for, so configs without them keep their exact samples).
+            hard = config.hard_negative_fraction > 0 and rng.random() < config.hard_negative_fraction
+            if hard:
+                alike = sorted({c for o in present if o in cutouts for c in self._by_category(cutouts, pool).get(
+                    cutouts.category(o), ())} - present)
+                query_id = alike[int(rng.integers(len(alike)))] if alike else None
+            for _ in range(0 if query_id is not None else 16):  # rejection sampling: a composite holds few cutouts
                 pick = pool[int(rng.integers(len(pool)))]
                 if pick not in present:
                     query_id = pick

@@ -22,6 +22,11 @@ class Task(Protocol):
 
     def dataset(self, shards: Path, split: str, rank: int = 0, world_size: int = 1) -> IterableDataset: ...
 
+    def train_datasets(self, shards: Path, rank: int = 0,
+                       world_size: int = 1) -> list[tuple[IterableDataset, float]]:
+        """The training streams and their shares of the batches (one: the whole stream)."""
+        ...
+
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]: ...
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
