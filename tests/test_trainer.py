@@ -83,7 +83,7 @@ def test_checkpoint_of_another_config_is_a_clear_error(shards, tmp_path):
 
 
 def test_yaml_configs_load_and_unknown_keys_are_errors(tmp_path):
-    for name in ("train_cpu.yaml", "train_gpu.yaml"):
+    for name in ("train_cpu.yaml", "train_gpu.yaml", "search_real_cpu.yaml"):
         TrainConfig.from_yaml(REPO / "configs" / name)
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: 5\nlearning_rate: 0.1\n")
