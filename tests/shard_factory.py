@@ -113,8 +113,13 @@ def make_shards(folder: Path | str, *, n_cutouts: int = 10, n_composites: int = 
                         "objects": visible, "params": json.dumps({"row": row}), "seed": seed * 100_000 + row,
                         "config_hash": "factory"})
         shard_set.rows.append({"id": composite_id, "objects": [(o["cutout_id"], o["instance_id"]) for o in visible]})
+    listed = []
     for shard_index, start in enumerate(range(0, n_composites, rows_per_shard)):
         table = pa.Table.from_pylist(records[start:start + rows_per_shard], schema=COMPOSITE_SCHEMA)
         pq.write_table(table, folder / shard_name(split, shard_index), row_group_size=rows_per_group)
-    (folder / MANIFEST_FILE).write_text(json.dumps({"rows": n_composites, "cutouts": n_cutouts, "factory": True}))
+        listed.append({"name": shard_name(split, shard_index), "rows": table.num_rows, "first_row": start})
+    # Readers take the shard list from the manifest, as from a finished `synth expand` run.
+    manifest = {"shards": listed, "num_rows": n_composites, "objects": {"file": OBJECTS_FILE, "cutouts": n_cutouts},
+                "config_hash": "factory", "factory": True}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     return shard_set
