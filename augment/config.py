@@ -107,7 +107,8 @@ class ExpandConfig:
                 try:
                     config.distortions = DistortionConfig.from_dict(value or {})
                 except (ValueError, TypeError) as error:
-                    raise InputError(f"{origin}: distortions: {error}") from None
+                    text = str(error) if str(error).startswith("distortions") else f"distortions.{error}"
+                    raise InputError(f"{origin}: {text}") from None
             elif key in ("seed", "num"):
                 if not is_int(value) or value < 0:
                     raise InputError(f"{origin}: {key} must be a non-negative integer, got {value!r}")

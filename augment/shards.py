@@ -25,6 +25,11 @@ from augment.schema import CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HAS
 
 log = logging.getLogger(__name__)
 
+def one_line(error: BaseException) -> str:
+    """An error's text on one line (Arrow's messages span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 # Columns without which a Parquet file is not a composite shard.
 COMPOSITE_COLUMNS = ("id", "image", "mask", "objects")
 
@@ -45,7 +50,7 @@ def open_shard(path: Path | str) -> pq.ParquetFile:
         if not head:
             what = "an empty file (0 bytes), not a Parquet shard"
         elif head.startswith(b"PAR1"):
-            what = f"a truncated or corrupt Parquet file ({error})"
+            what = f"a truncated or corrupt Parquet file ({one_line(error)})"
         elif looks_like_text(head):
             what = "a text file, not a Parquet shard"
         else:
@@ -63,7 +68,7 @@ def read_manifest(folder: Path | str) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as error:
-        raise InputError(f"{path}: not a readable manifest ({error})") from None
+        raise InputError(f"{path}: not a readable manifest ({one_line(error)})") from None
     entries = manifest.get("shards") if isinstance(manifest, dict) else None
     if not isinstance(entries, list) or not all(
             isinstance(e, dict) and is_safe_name(e.get("name")) and isinstance(e.get("rows"), int) for e in entries):
@@ -122,7 +127,7 @@ def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[
             try:
                 table = parquet.read_row_group(group, columns=columns)
             except (pa.ArrowException, OSError) as error:
-                raise InputError(f"{path}: row group {group} is unreadable ({error})") from None
+                raise InputError(f"{path}: row group {group} is unreadable ({one_line(error)})") from None
             for row in table.to_pylist():
                 yield path, row
 
@@ -148,7 +153,7 @@ def verify_shard(path: Path, expected_ids: list[str], run_hash: str) -> str | No
         for batch in parquet.iter_batches(batch_size=256):
             ids.extend(batch.column("id").to_pylist())
     except (pa.ArrowException, OSError, KeyError) as error:
-        return f"unreadable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        return f"unreadable ({one_line(error)})"
     if ids != expected_ids:
         return "holds other rows than planned"
     return None

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -52,24 +52,25 @@ def setup_logging(verbose: bool) -> None:
 
 def fail(message: str, code: int = 2) -> None:
     """Print a user error as one line and exit non-zero."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 INTERRUPTED_EXIT_CODE = 130
-# What to do after Ctrl-C, per command (the others have nothing to resume).
-RESUME_HINTS = {
-    "expand": "rerun the same `synth expand` command to resume (finished shards are kept)",
-    "train": "rerun the same `synth train` command with --resume to continue from the last checkpoint",
-}
+# What to do after Ctrl-C, for the commands that can resume.
+EXPAND_RESUME_HINT = "rerun the same `synth expand` command to resume (finished shards are kept)"
+TRAIN_RESUME_HINT = "rerun the same `synth train` command with --resume to continue from the last checkpoint"
 # File-system errors that are the environment's, not a bug: a read-only or full disk, a path that
 # is a file where a folder is needed. They get one line, like a user's mistake.
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR,
                       errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
 
 
-def run_guarded(function, *args, **kwargs):
-    """Call ``function``; a user's mistake becomes one line on stderr, not a traceback."""
+def run_guarded(function, *args, interrupt_hint: str | None = None, **kwargs):
+    """Call ``function``; a user's mistake becomes one line on stderr, not a traceback.
+
+    ``interrupt_hint`` follows "interrupted; " when Ctrl-C stops the call (how to resume, if one can).
+    """
     try:
         return function(*args, **kwargs)
     except BusyError as error:
@@ -81,9 +82,7 @@ def run_guarded(function, *args, **kwargs):
             raise
         fail(f"{error.filename or 'file system'}: {error.strerror or error}")
     except KeyboardInterrupt:
-        context = click.get_current_context(silent=True)
-        hint = RESUME_HINTS.get(context.info_name if context else "")
-        fail(f"interrupted; {hint}" if hint else "interrupted", INTERRUPTED_EXIT_CODE)
+        fail(f"interrupted; {interrupt_hint}" if interrupt_hint else "interrupted", INTERRUPTED_EXIT_CODE)
 
 
 def check_at_least(value: int | None, minimum: int, option: str) -> None:
@@ -172,7 +171,8 @@ def expand(
             speed = f"{task.speed:.0f} /s" if task.speed else ""
             progress.update(tasks[stage], completed=done, total=total, rate=speed)
 
-        result = run_guarded(run_expand, sources, backgrounds, out, config, workers, report, overwrite)
+        result = run_guarded(run_expand, sources, backgrounds, out, config, workers, report, overwrite,
+                             interrupt_hint=EXPAND_RESUME_HINT)
 
     manifest = result.manifest
     made = result.rows_written
@@ -236,7 +236,7 @@ def export(
     Console().print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
     if counts["skipped"]:
         reasons = ", ".join(f"{n} × {reason}" for reason, n in counts["skip_reasons"].items())
-        console.print(f"skipped {counts['skipped']} rows: {reasons}", highlight=False, soft_wrap=True)
+        console.print(f"skipped {counts['skipped']} rows: {escape(reasons)}", highlight=False, soft_wrap=True)
 
 
 def _register_optional_commands() -> None:

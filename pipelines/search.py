@@ -499,7 +499,9 @@ class Searcher:
         order = sorted(range(len(heights)), key=lambda i: heights[i])
         cosines = cosines[:, order]
         flat = cosines.flatten(2)
-        z = (cosines - flat.mean(dim=2)[..., None, None]) / (flat.std(dim=2)[..., None, None] + 1e-6)
+        # A medium as small as one grid cell has no spread to standardise by (std of one value is NaN).
+        spread = flat.std(dim=2) if flat.shape[2] > 1 else torch.zeros_like(flat[:, :, 0])
+        z = (cosines - flat.mean(dim=2)[..., None, None]) / (spread[..., None, None] + 1e-6)
         near_best = z >= z.amax(dim=1, keepdim=True) - self.scale_margin
         # The last True along the ascending scale axis: argmax of rank-weighted flags.
         ranks = torch.arange(1, len(order) + 1, device=z.device).view(1, -1, 1, 1)

@@ -279,7 +279,7 @@ def register(app: typer.Typer) -> None:
         """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
         from augment.outputs import check_output_folder
         from pipelines.cli import fail, make_progress, run_guarded
-        from pipelines.search import Searcher
+        from pipelines.search import Searcher, load_query
 
         if batch < 1:
             fail("--batch must be at least 1")
@@ -297,10 +297,9 @@ def register(app: typer.Typer) -> None:
             else:
                 assert query is not None and media
                 jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media))]
+                load_query(query, query_mask)  # a bad query fails here, before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
                                 query_scales=parse_scales(scales))
-            if pairs is None:
-                searcher.prepare(query, query_mask)  # a bad query fails here, before any output
             return searcher, jobs
 
         searcher, jobs = run_guarded(prepare)
@@ -317,6 +316,8 @@ def register(app: typer.Typer) -> None:
 
             summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps,
                                   batch=batch, advance=advance)
+        from rich.markup import escape
+
         from pipelines.cli import console
 
         console.print(f"searched {summary.images} images and {summary.frames} video frames in "
@@ -324,7 +325,7 @@ def register(app: typer.Typer) -> None:
                       f"{out / DETECTIONS_FILE}", highlight=False, soft_wrap=True)
         if summary.errors:
             for error in summary.errors:
-                console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
     @app.command()
@@ -342,12 +343,14 @@ def register(app: typer.Typer) -> None:
         """
         from augment.outputs import check_output_file
         from pipelines.cli import check_at_least, console, run_guarded
+        from train.data import list_shards
         from pipelines.search import Searcher, calibrate_threshold
 
         check_at_least(cases, 1, "--cases")
 
         def run() -> None:
             check_output_file(out)
+            list_shards(shards)  # unreadable shards: one line before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales))
             found = shard_cases(shards, cases)
             result = calibrate_threshold(searcher, found)

@@ -40,7 +40,7 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
-    from pipelines.cli import check_at_least, run_guarded  # here: pipelines.cli imports this module
+    from pipelines.cli import TRAIN_RESUME_HINT, check_at_least, run_guarded  # here: pipelines.cli imports this module
 
     @app.command()
     def train(
@@ -58,12 +58,15 @@ def register(app: typer.Typer) -> None:
         """Train the query search network; run under `torchrun --nproc_per_node=N` for DDP."""
         from augment.outputs import check_output_folder
         from train.checkpoint import CHECKPOINT_FILE
+        from train.data import list_shards
         from train.loop import train as train_run
 
         check_at_least(steps, 0, "--steps")
 
         def run() -> None:
             check_output_folder(out)
+            for folder in (shards, eval_shards or shards):  # unreadable shards: one line before the model loads
+                list_shards(folder)
             run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device)
             result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
             if result.checkpoint is not None:
@@ -72,7 +75,7 @@ def register(app: typer.Typer) -> None:
                     _console.print(_metrics_table("held-out evaluation", result.eval_metrics))
                 _console.print(f"checkpoint: {result.checkpoint}; corrupt rows skipped: {result.corrupt_rows}")
 
-        run_guarded(run)
+        run_guarded(run, interrupt_hint=TRAIN_RESUME_HINT)
 
     @app.command("eval")
     def evaluate_command(
@@ -89,6 +92,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
         from augment.outputs import check_output_file
+        from train.data import list_shards
         from train.evaluate import evaluate_shards, load_trained, write_report
 
         check_at_least(batches, 1, "--batches")
@@ -97,6 +101,7 @@ def register(app: typer.Typer) -> None:
         def run() -> None:
             if out is not None:
                 check_output_file(out)
+            list_shards(shards)
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
             if split not in ("eval", "train", "all"):

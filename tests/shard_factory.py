@@ -123,3 +123,18 @@ def make_shards(folder: Path | str, *, n_cutouts: int = 10, n_composites: int = 
                 "config_hash": "factory", "factory": True}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     return shard_set
+
+
+def rewrite_rows(shard: Path, changes: dict[int, dict], rows_per_group: int = 3) -> None:
+    """Rewrite rows of ``shard`` with some fields changed (row index -> new field values)."""
+    rows = pq.read_table(shard).to_pylist()
+    for index, change in changes.items():
+        rows[index].update(change)
+    pq.write_table(pa.Table.from_pylist(rows, schema=COMPOSITE_SCHEMA), shard, row_group_size=rows_per_group)
+
+
+def damage_pages(shard: Path) -> None:
+    """Zero the first pages' headers; the footer stays intact (listing the rows works, reading them fails)."""
+    data = bytearray(shard.read_bytes())
+    data[4:400] = bytes(396)
+    shard.write_bytes(bytes(data))

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from augment.imageio import InputError, decode_image, resize_image
 from augment.schema import OBJECTS_FILE
-from augment.shards import manifest_shards, open_shard
+from augment.shards import manifest_shards, one_line, open_shard
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +256,8 @@ class ShardPairs(IterableDataset):
             try:
                 table = parquet.read_row_group(group, columns=_COMPOSITE_COLUMNS)
             except (pa.ArrowException, OSError) as error:
-                logger.warning("%s: row group %d is unreadable (%s); its rows are skipped", path.name, group, error)
+                logger.warning("%s: row group %d is unreadable (%s); its rows are skipped", path.name, group,
+                               one_line(error))
                 for index in range(parquet.metadata.row_group(group).num_rows):
                     yield unit, index, f"{path.name}:{group}:{index}", None, None, []
                 continue
