@@ -33,12 +33,11 @@ import pyarrow.parquet as pq
 from augment.composite import BackgroundStore, Scene, compose_scene
 from augment.config import ExpandConfig
 from augment.cutouts import Cutout, build_objects_table, load_cutouts
-from augment.imageio import (InputError, atomic_write_text, encode_jpeg, encode_png, list_images, read_image,
-                             temporary_beside)
+from augment.imageio import InputError, encode_jpeg, encode_png, list_images, read_image, temporary_beside
 from augment.locking import claim_output_folder
 from augment.outputs import inside
-from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, MANIFEST_FILE, RUN_HASH_KEY, row_id, shard_name
-from augment.shards import check_other_run, clear_for_run, verify_shard
+from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, RUN_HASH_KEY, row_id, shard_name
+from augment.shards import check_other_run, clear_for_run, verify_shard, write_manifest
 from augment.sources import Skip
 from augment.system import ignore_interrupts, tune_malloc
 
@@ -267,7 +266,7 @@ def run_expand(
             "run_hash": run_hash,
             "versions": _package_versions(),
         }
-        atomic_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2))
+        write_manifest(out_dir, manifest)
     return ExpandResult(out_dir, manifest, rows_written, done_already, time.perf_counter() - started, skips)
 
 

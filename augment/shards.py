@@ -5,8 +5,9 @@ and writes it last, so readers (``train``, ``eval``, ``export``, ``show``, ``cal
 read a run that is still going, was killed, or left shards of an older run beside its own. A
 folder without a manifest is refused; a shard file named explicitly is read as it is.
 
-Writers use :func:`verify_shard` (is this file a finished shard of this run?) and
-:func:`check_other_run` / :func:`clear_for_run` (does the folder hold another run?).
+Writers (every engine of `synth expand`) use :func:`check_other_run` / :func:`clear_for_run` (does
+the folder hold another run?), :func:`verify_shard` (is this file a finished shard of this run?) and
+:func:`write_manifest` (the last write of a run), under :func:`augment.locking.claim_output_folder`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.imageio import InputError, looks_like_text
+from augment.imageio import InputError, atomic_write_text, looks_like_text
 from augment.outputs import inside, is_safe_name
 from augment.schema import CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
 
@@ -198,6 +199,18 @@ def check_other_run(folder: Path, config_hash: str, overwrite: bool = False) -> 
                          f"{len(others)} file(s) such as {others[0].name}); pass --overwrite to replace it, "
                          "or choose another --out")
     return others
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+    """Write ``folder/manifest.json`` last, atomically, after checking every shard it lists is there
+    with the listed rows: from then on readers read exactly these shards."""
+    for entry in manifest["shards"]:
+        rows = pq.read_metadata(inside(folder, folder / entry["name"])).num_rows
+        if rows != entry["rows"]:
+            raise RuntimeError(f"{entry['name']}: {rows} rows written, {entry['rows']} planned")
+    path = folder / MANIFEST_FILE
+    atomic_write_text(path, json.dumps(manifest, indent=2))
+    return path
 
 
 def clear_for_run(folder: Path, others: list[Path], planned: list[str]) -> None:

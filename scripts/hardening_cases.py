@@ -246,7 +246,8 @@ def out_case(kind: str, command: str) -> Callable[[Runner], Outcome]:
         args = {"expand": ["expand", objects, "-b", backgrounds, "-o", target, "-c", config, "-n", 4, "-w", 1],
                 "train": ["train", "--shards", folder, "--out", target, "--steps", 1, "--device", "cpu"],
                 "search": ["search", query, query, "--out", target, "--device", "cpu"],
-                "eval": ["eval", "--shards", folder, "--untrained", "--out", target, "--device", "cpu"],
+                "eval": ["eval", "--shards", folder, "--untrained", "--out", target, "--device", "cpu",
+                         "--split", "all", "--batch-size", 2],
                 "calibrate": ["calibrate", "--shards", folder, "--out", target, "--cases", 4, "--device", "cpu"],
                 "show": ["show", folder, "--out", target],
                 "export-onnx": ["export-onnx", "--out", target, "--no-check"]}[command]
@@ -352,7 +353,10 @@ def case_13_ctrl_c(r: Runner) -> Outcome:
     time.sleep(0.3)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
-    return Outcome(process.returncode, r.short(stderr))
+    outcome = Outcome(process.returncode, r.short(stderr))
+    workers = sum(1 for line in stderr.splitlines() if line.startswith("Process ForkPoolWorker"))
+    outcome.note = f"{workers} worker message(s) ('Process ForkPoolWorker-N:' and their tracebacks)"
+    return outcome
 
 
 def case_14_modes(r: Runner) -> Outcome:
@@ -448,7 +452,7 @@ CASES: list[tuple[str, str, Callable[[Runner], Outcome]]] = [
     ("16", "calibrate --cases 0", option_case("calibrate", "--shards", "SHARDS", "--out", "OUT:c.json", "--cases", 0,
                                               "--device", "cpu")),
     ("16", "eval --batches 0", option_case("eval", "--shards", "SHARDS", "--untrained", "--batches", 0,
-                                           "--device", "cpu")),
+                                           "--split", "all", "--batch-size", 2, "--device", "cpu")),
     ("16", "failed expand (no usable backgrounds)", case_16_empty_out),
     ("16", "search a video with a damaged header", case_16_ffmpeg),
 ]

@@ -93,8 +93,13 @@ class TrainConfig:
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
             default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
-            if default is None:  # decay_steps: None or a whole number
-                ok, expected = value is None or is_int(value), "a whole number or null"
+            if default is None:  # optional: None or a value of the annotated type (e.g. decay_steps: int | None)
+                kind = str(spec.type)
+                check, expected = ((is_int, "a whole number or null") if "int" in kind else
+                                   (is_number, "a number or null") if "float" in kind else
+                                   (lambda v: isinstance(v, str), "a string or null") if "str" in kind else
+                                   (lambda v: True, ""))
+                ok = value is None or check(value)
             elif isinstance(default, bool):
                 ok, expected = isinstance(value, bool), "true or false"
             elif isinstance(default, int):
