@@ -25,6 +25,7 @@ from augment.imageio import InputError, atomic_path, decode_image, encode_png
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
 from augment.sources import Skip, SourceObject, read_source
 from augment.superpixels import compute_superpixels
+from augment.system import ignore_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,14 @@ def build_objects_table(
     jobs = [(row["image"]["bytes"], config.superpixel_max_side) for row in rows]
     superpixels: list[bytes] = []
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        pool = ProcessPoolExecutor(workers, initializer=ignore_interrupts)
+        try:
             for done, png in enumerate(pool.map(_superpixels_png, jobs, chunksize=8), 1):
                 superpixels.append(png)
                 if progress:
                     progress(done, len(jobs))
+        finally:  # on Ctrl-C, drop the queued work instead of finishing it
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
         for done, job in enumerate(jobs, 1):
             superpixels.append(_superpixels_png(job))

@@ -3,8 +3,14 @@
 Row ``i`` is generated from ``SeedSequence([seed, i])`` alone and shards hold fixed
 row ranges, so the same seed gives byte-identical shards whatever the number of
 workers. Work is split in row groups across processes; the main process writes each
-shard to a temporary file and renames it when complete, so a killed run leaves no
-half-written shard and a rerun redoes only the shards that are not finished.
+shard to a temporary file of its own and renames it when complete, so a killed run leaves no
+half-written shard and a rerun redoes only the shards that are not finished (each kept shard is
+read back first: readable, the planned rows, this run's hash).
+
+The output folder is locked for the whole run (a second run into it stops at once with
+:class:`augment.locking.BusyError`); a folder holding another run's shards is refused unless
+``overwrite``; ``manifest.json`` is removed when the run starts changing the folder and written
+when it finishes, and it is the list of shards readers use (:mod:`augment.shards`).
 """
 
 from __future__ import annotations
@@ -27,14 +33,16 @@ import pyarrow.parquet as pq
 from augment.composite import BackgroundStore, Scene, compose_scene
 from augment.config import ExpandConfig
 from augment.cutouts import Cutout, build_objects_table, load_cutouts
-from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, list_images, read_image
-from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.system import tune_malloc
+from augment.imageio import InputError, encode_jpeg, encode_png, list_images, read_image, temporary_beside
+from augment.locking import claim_output_folder
+from augment.outputs import inside
+from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, RUN_HASH_KEY, row_id, shard_name
+from augment.shards import check_other_run, clear_for_run, verify_shard, write_manifest
 from augment.sources import Skip
+from augment.system import ignore_interrupts, tune_malloc
 
 log = logging.getLogger(__name__)
 
-RUN_HASH_KEY = b"synth_run_hash"
 # JPEG and PNG bytes do not compress further: zstd only where it pays (objects, params).
 SHARD_COMPRESSION = {name: ("none" if name in ("image", "mask") else "zstd") for name in COMPOSITE_SCHEMA.names}
 # Conservative bytes per pixel of a JPEG q90 composite plus its PNG mask, to size shards by bytes.
@@ -94,11 +102,11 @@ def render_row(index: int) -> dict[str, Any]:
 
 
 def scene_to_row(scene: Scene, index: int, seed: int, config: ExpandConfig, config_hash: str) -> dict[str, Any]:
-    row_id = f"{config.output.split}-{index:08d}"
+    name = row_id(config.output.split, index)
     return {
-        "id": row_id,
-        "image": {"bytes": encode_jpeg(scene.image, config.output.jpeg_quality), "path": f"{row_id}.jpg"},
-        "mask": {"bytes": encode_png(scene.instances, 1), "path": f"{row_id}.png"},
+        "id": name,
+        "image": {"bytes": encode_jpeg(scene.image, config.output.jpeg_quality), "path": f"{name}.jpg"},
+        "mask": {"bytes": encode_png(scene.instances, 1), "path": f"{name}.png"},
         "width": int(scene.image.shape[1]),
         "height": int(scene.image.shape[0]),
         "objects": [
@@ -137,7 +145,7 @@ def collect_backgrounds(folder: Path, workers: int) -> tuple[list[Path], list[Sk
     images, others = list_images(Path(folder))
     skips = [Skip(str(p), "not an image file") for p in others]
     if workers > 1 and len(images) > 32:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=ignore_interrupts) as pool:
             problems = pool.map(_check_background, images, chunksize=16)
     else:
         problems = [_check_background(p) for p in images]
@@ -161,14 +169,8 @@ def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Path]) 
     return digest.hexdigest()[:16]
 
 
-def _shard_is_done(path: Path, plan: ShardPlan, run_hash: str) -> bool:
-    if not path.exists():
-        return False
-    try:
-        meta = pq.read_metadata(path)
-    except (pa.ArrowException, OSError):
-        return False
-    return meta.num_rows == plan.stop - plan.start and (meta.metadata or {}).get(RUN_HASH_KEY, b"").decode() == run_hash
+def planned_ids(plan: ShardPlan, split: str) -> list[str]:
+    return [row_id(split, i) for i in range(plan.start, plan.stop)]
 
 
 def _package_versions() -> dict[str, str]:
@@ -189,68 +191,82 @@ def run_expand(
     config: ExpandConfig,
     workers: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> ExpandResult:
     """Expand ``sources`` into ``config.num`` composites under ``out_dir``.
 
-    ``progress(stage, done, total)`` is called as cutouts and rows are finished.
+    ``progress(stage, done, total)`` is called as cutouts and rows are finished. ``overwrite``
+    replaces another run's shards in ``out_dir`` instead of refusing to mix them in.
     """
     started = time.perf_counter()
     tune_malloc()
     out_dir = Path(out_dir)
     sources = [Path(s) for s in sources]
+    config.validate()
     for source in sources:
         if not source.exists():
             raise InputError(f"{source}: no such file or directory")
-    if not Path(backgrounds).exists():
+    if not Path(backgrounds).is_dir():
         raise InputError(f"{backgrounds}: no such directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.tmp"):  # left by a killed run
-        stale.unlink()
+    with claim_output_folder(out_dir, "synth expand"):
+        for stale in out_dir.glob(".*.tmp"):  # left by a killed run: only the lock holder writes here
+            stale.unlink()
+        config_hash = config.content_hash()
+        plans = plan_shards(config)
+        for plan in plans:
+            inside(out_dir, out_dir / plan.name)
+        others = check_other_run(out_dir, config_hash, overwrite)
+        background_paths, background_skips = collect_backgrounds(Path(backgrounds), workers)
+        clear_for_run(out_dir, others, [p.name for p in plans])  # the first change to the folder
+        objects_path, skips, _ = build_objects_table(
+            sources, config.sources, out_dir, workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
+        )
+        cutouts = load_cutouts(objects_path)
+        skips = skips + background_skips
+        for skip in background_skips:
+            log.info("skipped background %s: %s", skip.path, skip.reason)
 
-    objects_path, skips, _ = build_objects_table(
-        sources, config.sources, out_dir, workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
-    )
-    cutouts = load_cutouts(objects_path)
-    background_paths, background_skips = collect_backgrounds(Path(backgrounds), workers)
-    skips = skips + background_skips
-    for skip in background_skips:
-        log.info("skipped background %s: %s", skip.path, skip.reason)
+        run_hash = _run_hash(config_hash, cutouts, background_paths)
+        pending = []
+        for plan in plans:
+            problem = verify_shard(out_dir / plan.name, planned_ids(plan, config.output.split), run_hash)
+            if problem is not None:
+                if problem != "missing":
+                    log.info("%s: %s; making it again", plan.name, problem)
+                pending.append(plan)
+        done_already = len(plans) - len(pending)
+        if done_already:
+            log.info("%d of %d shards already finished; resuming with the rest", done_already, len(plans))
 
-    config_hash = config.content_hash()
-    run_hash = _run_hash(config_hash, cutouts, background_paths)
-    plans = plan_shards(config)
-    pending = [p for p in plans if not _shard_is_done(out_dir / p.name, p, run_hash)]
-    done_already = len(plans) - len(pending)
-    if done_already:
-        log.info("%d of %d shards already finished; resuming with the rest", done_already, len(plans))
+        _init_state(cutouts, background_paths, config, config_hash)
+        schema = COMPOSITE_SCHEMA.with_metadata(
+            {**COMPOSITE_SCHEMA.metadata, RUN_HASH_KEY: run_hash.encode(), CONFIG_HASH_KEY: config_hash.encode()})
+        rows_total = sum(p.stop - p.start for p in pending)
+        rows_written = 0
+        if progress:
+            progress("composites", 0, rows_total)
+        for plan, groups in _rendered_shards(pending, config.output.row_group_rows, workers):
+            for rows in _write_shard(out_dir / plan.name, groups, schema, config.output.row_group_rows):
+                rows_written += rows
+                if progress:
+                    progress("composites", rows_written, rows_total)
 
-    _init_state(cutouts, background_paths, config, config_hash)
-    schema = COMPOSITE_SCHEMA.with_metadata({**COMPOSITE_SCHEMA.metadata, RUN_HASH_KEY: run_hash.encode()})
-    rows_total = sum(p.stop - p.start for p in pending)
-    rows_written = 0
-    if progress:
-        progress("composites", 0, rows_total)
-    for plan, groups in _rendered_shards(pending, config.output.row_group_rows, workers):
-        for rows in _write_shard(out_dir / plan.name, groups, schema, config.output.row_group_rows):
-            rows_written += rows
-            if progress:
-                progress("composites", rows_written, rows_total)
-
-    manifest = {
-        "shards": [
-            {"name": p.name, "rows": p.stop - p.start, "first_row": p.start, "bytes": (out_dir / p.name).stat().st_size} for p in plans
-        ],
-        "num_rows": config.num,
-        "objects": {"file": objects_path.name, "cutouts": len(cutouts)},
-        "backgrounds": {"folder": str(backgrounds), "count": len(background_paths)},
-        "sources": [str(s) for s in sources],
-        "skipped": [{"path": s.path, "reason": s.reason} for s in skips],
-        "config": config.to_dict(),
-        "config_hash": config_hash,
-        "run_hash": run_hash,
-        "versions": _package_versions(),
-    }
-    atomic_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2))
+        manifest = {
+            "shards": [
+                {"name": p.name, "rows": p.stop - p.start, "first_row": p.start, "bytes": (out_dir / p.name).stat().st_size}
+                for p in plans
+            ],
+            "num_rows": config.num,
+            "objects": {"file": objects_path.name, "cutouts": len(cutouts)},
+            "backgrounds": {"folder": str(backgrounds), "count": len(background_paths)},
+            "sources": [str(s) for s in sources],
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skips],
+            "config": config.to_dict(),
+            "config_hash": config_hash,
+            "run_hash": run_hash,
+            "versions": _package_versions(),
+        }
+        write_manifest(out_dir, manifest)
     return ExpandResult(out_dir, manifest, rows_written, done_already, time.perf_counter() - started, skips)
 
 
@@ -258,7 +274,7 @@ def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> I
     """Yield each shard with an iterator over its rendered row groups, in order."""
     units = [(p, (s, min(s + group_rows, p.stop))) for p in plans for s in range(p.start, p.stop, group_rows)]
     if workers > 1 and units:
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=ignore_interrupts)
         results = pool.imap(_render_range, [bounds for _, bounds in units])  # ordered: deterministic output
     else:
         pool, results = None, map(_render_range, [bounds for _, bounds in units])
@@ -278,8 +294,11 @@ def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> I
 
 
 def _write_shard(path: Path, groups: Iterator[list[dict]], schema: pa.Schema, group_rows: int) -> Iterator[int]:
-    """Write the row groups to a temporary file, yielding each group's row count; rename when complete."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Write the row groups to a temporary file, yielding each group's row count; rename when complete.
+
+    The temporary's name is unique (``mkstemp``), so no two writers ever share one.
+    """
+    temporary = temporary_beside(path)
     try:
         with pq.ParquetWriter(temporary, schema, compression=SHARD_COMPRESSION, write_statistics=["id", "width", "height", "seed"]) as writer:
             for rows in groups:

@@ -11,6 +11,7 @@ so ``datasets.load_dataset("parquet", ...)`` decodes them as images.
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 
@@ -97,5 +98,18 @@ OBJECTS_FILE = "objects.parquet"
 MANIFEST_FILE = "manifest.json"
 
 
+# Footer metadata of a composite shard: which run wrote it (config, cutouts, backgrounds) and which
+# config (what decides the rows' content), so a rerun tells its own shards from another run's.
+RUN_HASH_KEY = b"synth_run_hash"
+CONFIG_HASH_KEY = b"synth_config_hash"
+# Names `synth expand` gives its shards; other .parquet files in a folder are not its business.
+SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*-\d{5}\.parquet")
+
+
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}.parquet"
+
+
+def row_id(split: str, index: int) -> str:
+    """The ``id`` of composite ``index`` of a run (also its file stem in exports)."""
+    return f"{split}-{index:08d}"

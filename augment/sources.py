@@ -224,37 +224,33 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
 
 
 # ---------------------------------------------------------------- COCO
-def _coco_index(source: Path) -> tuple[Path, dict[int, dict], dict[int, str], dict[int, list[dict]], list[Path]]:
-    """A COCO file's json path, images by id, category names, annotations by image id, image roots."""
+def _coco_images(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list[dict], dict[int, str]] | Skip]:
+    """(image path, RGB pixels, its annotations, category names) per annotated image, or a Skip."""
     json_path = source if source.is_file() else next((p for p in sorted(source.glob("*.json")) if _looks_like_coco(p)), None)
     if json_path is None:
         raise InputError(f"{source}: no COCO instances .json found")
-    try:
-        data = json.loads(json_path.read_text())
-        images = {int(im["id"]): im for im in data["images"]}
-        categories = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
-        annotations = data["annotations"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{json_path}: not a COCO instances file ({type(error).__name__}: {error})") from None
+    problems, images, categories, annotations = _load_coco(json_path)
+    yield from (Skip(str(json_path), reason) for reason in problems)
     roots = [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
     by_image: dict[int, list[dict]] = {}
-    for annotation in annotations:
-        by_image.setdefault(annotation.get("image_id"), []).append(annotation)
-    return json_path, images, categories, by_image, roots
-
-
-def _coco_images(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list[dict], dict[int, str]] | Skip]:
-    """(image path, RGB pixels, its annotations, category names) per annotated image, or a Skip."""
-    json_path, images, categories, by_image, roots = _coco_index(source)
-    ordered = [(str(images.get(i, {}).get("file_name", i)), i) for i in sorted(by_image, key=lambda i: (not isinstance(i, int), str(i)))]
-    for _, image_id in _limited(ordered, config):
-        info = images.get(image_id) if isinstance(image_id, int) else None
-        if info is None:
-            yield Skip(str(json_path), f"annotations refer to unknown image id {image_id!r}")
+    for number, annotation in enumerate(annotations):
+        if not isinstance(annotation, dict):
+            yield Skip(str(json_path), f"annotation #{number} is not an object: {str(annotation)[:40]}")
             continue
-        path = next((root / info["file_name"] for root in roots if (root / info["file_name"]).is_file()), None)
+        image_id = annotation.get("image_id")
+        if not isinstance(image_id, int) or image_id not in images:
+            yield Skip(str(json_path), f"annotation {annotation.get('id')} refers to unknown image id {image_id!r}")
+            continue
+        by_image.setdefault(image_id, []).append(annotation)
+    ordered = [(str(images[i].get("file_name", i)), i) for i in sorted(by_image)]
+    for _, image_id in _limited(ordered, config):
+        file_name = images[image_id].get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            yield Skip(str(json_path), f"image id {image_id} has no file_name")
+            continue
+        path = next((root / file_name for root in roots if (root / file_name).is_file()), None)
         if path is None:
-            yield Skip(str(json_path), f"image file {info['file_name']!r} not found")
+            yield Skip(str(json_path), f"image file {file_name!r} not found")
             continue
         try:
             image = read_image(path, "rgb")
@@ -287,7 +283,8 @@ def _coco_objects(path: Path, image: np.ndarray, annotations: list[dict], catego
     """(category, mask) of each usable annotation of one image, or a Skip."""
     height, width = image.shape[:2]
     for annotation in annotations:
-        category = categories.get(annotation.get("category_id"), str(annotation.get("category_id")))
+        category_id = annotation.get("category_id")
+        category = categories.get(category_id, str(category_id)) if isinstance(category_id, int) else str(category_id)
         if not _category_allowed(category, config):
             continue
         if annotation.get("iscrowd"):
@@ -309,6 +306,35 @@ def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         path, image, annotations, categories = item
         for found in _coco_objects(path, image, annotations, categories, config):
             yield found if isinstance(found, Skip) else crop_object(image, found[1], found[0], path, config)
+
+
+def _load_coco(json_path: Path) -> tuple[list[str], dict[int, dict], dict[int, str], list]:
+    """Problems with single entries (skipped), images by id, category names by id, and the annotations.
+
+    A file whose structure is not COCO's (not JSON, ``annotations`` not a list...) is an InputError.
+    """
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:
+        raise InputError(f"{json_path}: not a COCO instances file (not readable JSON: {error})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{json_path}: not a COCO instances file (the top level is not an object)")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise InputError(f'{json_path}: not a COCO instances file ("{key}" must be a list, '
+                             f"got {type(data.get(key)).__name__})")
+    if not isinstance(data.get("categories", []), list):
+        raise InputError(f'{json_path}: not a COCO instances file ("categories" must be a list)')
+    problems, images, categories = [], {}, {}
+    for number, entry in enumerate(data["images"]):
+        if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            images[entry["id"]] = entry
+        else:
+            problems.append(f"image entry #{number} is not an object with an integer id")
+    for entry in data.get("categories", []):
+        if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            categories[entry["id"]] = str(entry.get("name", entry["id"]))
+    return problems, images, categories, data["annotations"]
 
 
 # ---------------------------------------------------------------- label maps

@@ -59,6 +59,11 @@ DEFAULT_QUERY_SCALES: tuple[float, ...] = (0.5, 1.0, 2.0)
 DEFAULT_MAX_SIDE = 1024
 # Smallest query side in pixels worth correlating (two cells of the stride-8 grid).
 MIN_QUERY_SIDE = 16
+# A query object smaller than this on either side (after cropping to its mask) has no texture left to
+# match: refused with one line rather than searched with detections that mean nothing.
+MIN_QUERY_INPUT_SIDE = 8
+# Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
+MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
 # Boxes overlapping by this IoU, or the smaller one this much inside the larger, are one
 # instance (non-maximum suppression).
 NMS_IOU = 0.5
@@ -268,12 +273,20 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
         mask = rgba[:, :, 3].astype(np.float32) / 255.0
         source = f"{name} (alpha)"
     else:
+        _check_query_size(name, rgb.shape[1], rgb.shape[0])
         return rgb, None
     ys, xs = np.nonzero(mask > 0.5)
     if ys.size == 0:
         raise InputError(f"{source}: the query mask is empty (no object pixels)")
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    _check_query_size(name, x1 - x0, y1 - y0, " (its mask's extent)")
     return np.ascontiguousarray(rgb[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1])
+
+
+def _check_query_size(name: str, width: int, height: int, what: str = "") -> None:
+    if min(width, height) < MIN_QUERY_INPUT_SIDE:
+        raise InputError(f"{name}: query is {width}x{height} px{what}; at least {MIN_QUERY_INPUT_SIDE} px "
+                         "per side is needed to search for it")
 
 
 def _to_tensor(images: Sequence[np.ndarray], device: torch.device,
@@ -363,8 +376,9 @@ class Searcher:
                  query_scales: Sequence[float] = DEFAULT_QUERY_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True) -> None:
         tune_malloc()
-        if not query_scales or any(s <= 0 for s in query_scales):
-            raise InputError("query scales must be positive numbers")
+        if not query_scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in query_scales):
+            raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
+                             f"not {list(query_scales)}")
         self.device = resolve_device(device)
         model, stored = load_model(checkpoint)
         self.threshold = float(threshold if threshold is not None else
@@ -485,7 +499,9 @@ class Searcher:
         order = sorted(range(len(heights)), key=lambda i: heights[i])
         cosines = cosines[:, order]
         flat = cosines.flatten(2)
-        z = (cosines - flat.mean(dim=2)[..., None, None]) / (flat.std(dim=2)[..., None, None] + 1e-6)
+        # A medium as small as one grid cell has no spread to standardise by (std of one value is NaN).
+        spread = flat.std(dim=2) if flat.shape[2] > 1 else torch.zeros_like(flat[:, :, 0])
+        z = (cosines - flat.mean(dim=2)[..., None, None]) / (spread[..., None, None] + 1e-6)
         near_best = z >= z.amax(dim=1, keepdim=True) - self.scale_margin
         # The last True along the ascending scale axis: argmax of rank-weighted flags.
         ranks = torch.arange(1, len(order) + 1, device=z.device).view(1, -1, 1, 1)

@@ -40,7 +40,7 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
-    from pipelines.cli import run_guarded  # here: pipelines.cli imports this module
+    from pipelines.cli import TRAIN_RESUME_HINT, check_at_least, run_guarded  # here: pipelines.cli imports this module
 
     @app.command()
     def train(
@@ -56,10 +56,17 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (overrides the config)."),
     ) -> None:
         """Train the query search network; run under `torchrun --nproc_per_node=N` for DDP."""
+        from augment.outputs import check_output_folder
         from train.checkpoint import CHECKPOINT_FILE
+        from train.data import list_shards
         from train.loop import train as train_run
 
+        check_at_least(steps, 0, "--steps")
+
         def run() -> None:
+            check_output_folder(out)
+            for folder in (shards, eval_shards or shards):  # unreadable shards: one line before the model loads
+                list_shards(folder)
             run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device)
             result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
             if result.checkpoint is not None:
@@ -68,7 +75,7 @@ def register(app: typer.Typer) -> None:
                     _console.print(_metrics_table("held-out evaluation", result.eval_metrics))
                 _console.print(f"checkpoint: {result.checkpoint}; corrupt rows skipped: {result.corrupt_rows}")
 
-        run_guarded(run)
+        run_guarded(run, interrupt_hint=TRAIN_RESUME_HINT)
 
     @app.command("eval")
     def evaluate_command(
@@ -84,9 +91,17 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device"),
     ) -> None:
         """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
+        from augment.outputs import check_output_file
+        from train.data import list_shards
         from train.evaluate import evaluate_shards, load_trained, write_report
 
+        check_at_least(batches, 1, "--batches")
+        check_at_least(batch_size, 1, "--batch-size")
+
         def run() -> None:
+            if out is not None:
+                check_output_file(out)
+            list_shards(shards)
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
             if split not in ("eval", "train", "all"):
@@ -114,10 +129,17 @@ def register(app: typer.Typer) -> None:
         check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime with PyTorch."),
     ) -> None:
         """Export the network (query, query_mask, medium -> heatmap) to ONNX at fixed sizes."""
+        from augment.outputs import check_output_file
         from train.evaluate import load_trained
-        from train.export import export_onnx, max_difference
+        from train.export import check_onnx_installed, export_onnx, max_difference
+
+        check_at_least(batch, 1, "--batch")
+        check_at_least(query_size, 32, "--query-size")
+        check_at_least(medium_size, 32, "--medium-size")
 
         def run() -> None:
+            check_output_file(out)
+            check_onnx_installed(with_runtime=check)
             model, run_config = load_trained(checkpoint, _config(config) if checkpoint is None else None)
             q_size, m_size = query_size or run_config.query_size, medium_size or run_config.medium_size
             exported = export_onnx(model.eval(), out, q_size, m_size, batch)

@@ -37,13 +37,14 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from augment.imageio import InputError, decode_image, resize_image
 from augment.schema import OBJECTS_FILE
-from augment.shards import find_shards
+from augment.shards import manifest_shards, one_line, open_shard
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +67,14 @@ def in_split(cutout_id: str, split: str, eval_fraction: float) -> bool:
 
 
 def list_shards(folder: Path | str) -> list[Path]:
-    """Composite shards in ``folder`` (sorted), checking that ``objects.parquet`` is beside them."""
+    """The composite shards ``folder``'s manifest lists (checked readable), with ``objects.parquet`` beside them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such shard folder")
-    shards = find_shards(folder)
+    shards = manifest_shards(folder)
     if not (folder / OBJECTS_FILE).is_file():
         raise InputError(f"{folder}: no {OBJECTS_FILE} beside the shards (queries come from it)")
+    open_shard(folder / OBJECTS_FILE)
     return shards
 
 
@@ -220,7 +222,7 @@ class ShardPairs(IterableDataset):
         self._library: CutoutLibrary | None = None
         # One unit of work per row group. Reading only the footers keeps this cheap.
         self.units: list[tuple[Path, int]] = [
-            (path, group) for path in self.shards for group in range(pq.ParquetFile(path).num_row_groups)]
+            (path, group) for path in self.shards for group in range(open_shard(path).num_row_groups)]
         # Counters of the current process (num_workers=0); with workers, read ``corrupt`` off the samples.
         self.stats = {"rows": 0, "samples": 0, "corrupt": 0, "no_query": 0}
 
@@ -246,9 +248,19 @@ class ShardPairs(IterableDataset):
         return self._library
 
     def _rows(self, units: list[int]) -> Iterator[tuple]:
+        """(unit, row, id, image bytes, mask bytes, objects) per row; a row group whose pages cannot be
+        read gives its rows with ``None`` bytes, so they are counted as corrupt like undecodable rows."""
         for unit in units:
             path, group = self.units[unit]
-            table = pq.ParquetFile(path).read_row_group(group, columns=_COMPOSITE_COLUMNS)
+            parquet = pq.ParquetFile(path)
+            try:
+                table = parquet.read_row_group(group, columns=_COMPOSITE_COLUMNS)
+            except (pa.ArrowException, OSError) as error:
+                logger.warning("%s: row group %d is unreadable (%s); its rows are skipped", path.name, group,
+                               one_line(error))
+                for index in range(parquet.metadata.row_group(group).num_rows):
+                    yield unit, index, f"{path.name}:{group}:{index}", None, None, []
+                continue
             for index, (cid, image, mask, objects) in enumerate(zip(*(table.column(c).to_pylist()
                                                                        for c in _COMPOSITE_COLUMNS))):
                 yield unit, index, cid, image["bytes"], mask["bytes"], objects
@@ -280,6 +292,8 @@ class ShardPairs(IterableDataset):
             # Seeded by the row itself, so a sample is the same whatever the worker count or resume point.
             rng = np.random.default_rng([self.seed, self.epoch, unit, index])
             try:
+                if image is None:
+                    raise InputError(f"composite {composite_id}: in an unreadable row group")
                 sample = self._pair(image, mask, objects, composite_id, cutouts, pool, rng)
             except InputError as error:
                 corrupt += 1
