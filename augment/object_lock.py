@@ -166,18 +166,23 @@ class ObjectStoreLock:
                          "wait for it to finish or choose another folder")
 
     def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl / 4) and self.beat():
+            pass
+
+    def beat(self) -> bool:
+        """Renew the lease; False once it is lost (another run took it over)."""
         from botocore.exceptions import ClientError
 
-        while not self._stop.wait(self.ttl / 4):
-            self._beats += 1
-            try:
-                self.etag = self._put(IfMatch=self.etag)
-            except ClientError:
-                self.lost = "another run took over the lock (this run's heartbeats did not get through in time)"
-                log.error("%s: %s", self.folder, self.lost)
-                return
-            except StorageError as error:  # a missed beat; the next one may get through
-                log.warning("%s", error)
+        self._beats += 1
+        try:
+            self.etag = self._put(IfMatch=self.etag)
+        except ClientError:
+            self.lost = "another run took over the lock (this run's heartbeats did not get through in time)"
+            log.error("%s: %s", self.folder, self.lost)
+            return False
+        except StorageError as error:  # a missed beat; the next one may get through
+            log.warning("%s", error)
+        return True
 
     def check(self) -> None:
         """Raise :class:`BusyError` if the lock has been lost: call before each commit."""

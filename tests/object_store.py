@@ -6,6 +6,7 @@ data, boto3 for the lock's conditional writes): nothing on the client side is mo
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ def closed_port() -> int:
 @pytest.fixture(scope="module")
 def s3_server():
     moto_server = pytest.importorskip("moto.server", reason='moto[server] not installed (pip install -e ".[test]")')
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's request log is not the CLI's output
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -133,8 +133,9 @@ class RayEngine:
             if self.address:
                 ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
             else:
-                ray.init(num_cpus=self.workers or None, include_dashboard=False, logging_level=logging.WARNING,
-                         log_to_driver=False)
+                # "local": a new Ray of this machine's cores, never a cluster found running (that is --ray-address auto).
+                ray.init(address="local", num_cpus=self.workers or None, include_dashboard=False,
+                         logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
             raise InputError(f"--ray-address {self.address or '(local)'}: cannot start or join Ray "
                              f"({_one_line(error)})") from None
