@@ -51,6 +51,9 @@ TASK_RETRIES = 3
 # Row groups in flight per cluster CPU: enough to keep every CPU busy while a shard is being
 # written, few enough that rendered tables do not pile up in the object store.
 GROUPS_IN_FLIGHT_PER_CPU = 3
+# Storage settings the driver passes on to the cluster's workers (no secrets among them).
+FORWARDED_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                      "STORAGE_EMULATOR_HOST")
 
 # ----------------------------------------------------------------- tasks (run in Ray's worker processes)
 _worker_job: dict[str, Any] = {}
@@ -125,13 +128,16 @@ class RayEngine:
         self.stats: dict[str, Any] = {"engine": "ray"}
 
     def __enter__(self) -> "RayEngine":
-        if ray.is_initialized():  # a caller's own session (a test, a notebook): used as it is
-            return self._describe()
         if self.address:
             check_reachable(self.address)
+        if ray.is_initialized():  # a caller's own session (a test, a notebook): used as it is
+            return self._describe()
         try:
             if self.address:
-                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+                # Where the object store is, not who may use it: credentials come from each node's own environment.
+                settings = {name: os.environ[name] for name in FORWARDED_SETTINGS if os.environ.get(name)}
+                ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False,
+                         runtime_env={"env_vars": settings} if settings else None)
             else:
                 # "local": a new Ray of this machine's cores, never a cluster found running (that is --ray-address auto).
                 ray.init(address="local", num_cpus=self.workers or None, include_dashboard=False,
