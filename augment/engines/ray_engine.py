@@ -167,6 +167,8 @@ class RayEngine:
 
     def write(self, plans: list[ShardPlan], out_dir: Place, job: RenderJob,
               progress: Callable[[str, int, int], None] | None) -> int:
+        if not plans:
+            return 0
         output = job.config.output
         job_box = [ray.put(job)]  # the cutout table goes into the object store once
         self.stats["job_bytes"] = _object_size(job_box[0])
