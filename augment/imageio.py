@@ -118,14 +118,18 @@ def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
     ``unchanged`` (as stored: grey, RGB or RGBA, 8 or 16 bit), ``gray``.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    check_complete(data, str(path))
+    return image_from_bytes(_read_bytes(path), str(path), mode)
+
+
+def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
+    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` as in :func:`read_image`."""
+    check_complete(data, name)
     if mode == "gray":
-        image = decode_image(data, cv2.IMREAD_GRAYSCALE, str(path))
+        image = decode_image(data, cv2.IMREAD_GRAYSCALE, name)
     elif mode == "unchanged":
-        image = decode_image(data, cv2.IMREAD_UNCHANGED, str(path))
+        image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
     else:
-        image = decode_image(data, cv2.IMREAD_UNCHANGED, str(path))
+        image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
         if image.dtype != np.uint8:
             image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
         if image.ndim == 2:

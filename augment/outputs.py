@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from augment.imageio import InputError
+from augment.storage import Location
 
 # A file-name component that cannot climb out of its folder, hide itself or need quoting:
 # letters, digits, '_', '-', '.', starting with a letter or digit, at most 200 characters.
@@ -32,8 +33,13 @@ def check_safe_name(name: object, what: str) -> str:
     return name  # type: ignore[return-value]
 
 
-def inside(root: Path | str, path: Path | str) -> Path:
-    """``path``, after checking that it resolves to a place under ``root``."""
+def inside(root: Path | str | Location, path: Path | str | Location) -> Path | Location:
+    """``path``, after checking that it resolves to a place under ``root`` (both local paths, or both
+    object-store locations, whose keys hold no ``..``)."""
+    if isinstance(path, Location) or isinstance(root, Location):
+        if not (isinstance(path, Location) and isinstance(root, Location) and path.is_relative_to(root)):
+            raise InputError(f"{path}: would be written outside the output folder {root}")
+        return path
     root, path = Path(root).resolve(), Path(path)
     if not path.resolve().is_relative_to(root):
         raise InputError(f"{path}: would be written outside the output folder {root}")

@@ -5,6 +5,9 @@ and writes it last, so readers (``train``, ``eval``, ``export``, ``show``, ``cal
 read a run that is still going, was killed, or left shards of an older run beside its own. A
 folder without a manifest is refused; a shard file named explicitly is read as it is.
 
+Folders may be local paths or object-store prefixes (:class:`augment.storage.Location`, which
+answers the same path methods); Parquet files are opened through :func:`augment.storage.open_parquet`.
+
 Writers (every engine of `synth expand`) use :func:`check_other_run` / :func:`clear_for_run` (does
 the folder hold another run?), :func:`verify_shard` (is this file a finished shard of this run?) and
 :func:`write_manifest` (the last write of a run), under :func:`augment.locking.claim_output_folder`.
@@ -20,9 +23,10 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.imageio import InputError, atomic_write_text, looks_like_text
+from augment.imageio import InputError, looks_like_text
 from augment.outputs import inside, is_safe_name
 from augment.schema import CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
+from augment.storage import Place, as_place, open_parquet, read_head, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +40,17 @@ COMPOSITE_COLUMNS = ("id", "image", "mask", "objects")
 
 
 # ----------------------------------------------------------------- reading
-def open_shard(path: Path | str) -> pq.ParquetFile:
+def open_shard(path: Place | str) -> pq.ParquetFile:
     """Open a Parquet file; anything unreadable is one line naming the file and what it is."""
-    path = Path(path)
+    path = as_place(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a Parquet shard")
     try:
-        return pq.ParquetFile(path)
+        return open_parquet(path)
     except (pa.ArrowException, OSError) as error:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
+        head = read_head(path, 4096)
         if not head:
             what = "an empty file (0 bytes), not a Parquet shard"
         elif head.startswith(b"PAR1"):
@@ -59,9 +62,9 @@ def open_shard(path: Path | str) -> pq.ParquetFile:
         raise InputError(f"{path}: {what}") from None
 
 
-def read_manifest(folder: Path | str) -> dict[str, Any]:
+def read_manifest(folder: Place | str) -> dict[str, Any]:
     """``folder/manifest.json``, checked to list its shards as ``{"name", "rows"}`` entries."""
-    folder = Path(folder)
+    folder = as_place(folder)
     path = folder / MANIFEST_FILE
     if not path.is_file():
         raise InputError(f"{folder}: no {MANIFEST_FILE}, so not a finished `synth expand` output "
@@ -77,9 +80,9 @@ def read_manifest(folder: Path | str) -> dict[str, Any]:
     return manifest
 
 
-def manifest_shards(folder: Path | str) -> list[Path]:
+def manifest_shards(folder: Place | str) -> list[Place]:
     """The shards ``folder``'s manifest lists, each checked to be there, readable and of the listed size."""
-    folder = Path(folder)
+    folder = as_place(folder)
     shards = []
     for entry in read_manifest(folder)["shards"]:
         path = inside(folder, folder / entry["name"])
@@ -134,7 +137,7 @@ def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[
 
 
 # ----------------------------------------------------------------- writing runs
-def verify_shard(path: Path, expected_ids: list[str], run_hash: str) -> str | None:
+def verify_shard(path: Place, expected_ids: list[str], run_hash: str) -> str | None:
     """Why ``path`` is not a finished shard of run ``run_hash`` holding rows ``expected_ids``; None if it is.
 
     Every page is read (the images are stored uncompressed, so this is a sequential read and cheap
@@ -144,7 +147,7 @@ def verify_shard(path: Path, expected_ids: list[str], run_hash: str) -> str | No
     if not path.is_file():
         return "missing"
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = open_parquet(path)
         stored = (parquet.metadata.metadata or {}).get(RUN_HASH_KEY, b"").decode()
         if stored != run_hash:
             return "written by another run (other config or inputs)"
@@ -160,10 +163,10 @@ def verify_shard(path: Path, expected_ids: list[str], run_hash: str) -> str | No
     return None
 
 
-def shard_config_hash(path: Path) -> str | None:
+def shard_config_hash(path: Place) -> str | None:
     """The config hash of the run that wrote shard ``path`` (None when unreadable or not a composite shard)."""
     try:
-        parquet = pq.ParquetFile(path)
+        parquet = open_parquet(path)
         stored = (parquet.metadata.metadata or {}).get(CONFIG_HASH_KEY)
         if stored:
             return stored.decode()
@@ -175,7 +178,7 @@ def shard_config_hash(path: Path) -> str | None:
         return None
 
 
-def other_run_shards(folder: Path, config_hash: str) -> list[Path]:
+def other_run_shards(folder: Place, config_hash: str) -> list[Place]:
     """Shard files in ``folder`` that a run of ``config_hash`` did not write (unreadable ones included),
     and all of them when the folder's manifest belongs to another config."""
     shards = sorted(p for p in folder.iterdir() if SHARD_NAME.fullmatch(p.name) and p.is_file())
@@ -190,7 +193,7 @@ def other_run_shards(folder: Path, config_hash: str) -> list[Path]:
     return [p for p in shards if shard_config_hash(p) != config_hash]
 
 
-def check_other_run(folder: Path, config_hash: str, overwrite: bool = False) -> list[Path]:
+def check_other_run(folder: Place, config_hash: str, overwrite: bool = False) -> list[Place]:
     """Another run's shards in ``folder``: an :class:`InputError` (one line), or with ``overwrite``
     the list of files to remove (see :func:`clear_for_run`)."""
     others = other_run_shards(folder, config_hash)
@@ -201,19 +204,32 @@ def check_other_run(folder: Path, config_hash: str, overwrite: bool = False) -> 
     return others
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
+def footer_problem(path: Place, rows: int, run_hash: str | None) -> str | None:
+    """What is wrong with a just-committed shard by its footer alone (a cheap read, also remote), or None."""
+    metadata = open_parquet(path).metadata
+    if metadata.num_rows != rows:
+        return f"{metadata.num_rows} rows written, {rows} planned"
+    stored = (metadata.metadata or {}).get(RUN_HASH_KEY, b"").decode()
+    if run_hash is not None and stored != run_hash:
+        return (f"written by run {stored or '(none)'}, not this run ({run_hash}): another writer was in this "
+                "folder; rerun to redo it")
+    return None
+
+
+def write_manifest(folder: Place, manifest: dict[str, Any]) -> Place:
     """Write ``folder/manifest.json`` last, atomically, after checking every shard it lists is there
-    with the listed rows: from then on readers read exactly these shards."""
+    with the listed rows and (when the manifest names one) its footer carries the run's hash: from
+    then on readers read exactly these shards, and a shard another writer slipped in is caught here."""
     for entry in manifest["shards"]:
-        rows = pq.read_metadata(inside(folder, folder / entry["name"])).num_rows
-        if rows != entry["rows"]:
-            raise RuntimeError(f"{entry['name']}: {rows} rows written, {entry['rows']} planned")
+        problem = footer_problem(inside(folder, folder / entry["name"]), entry["rows"], manifest.get("run_hash"))
+        if problem is not None:
+            raise RuntimeError(f"{folder / entry['name']}: {problem}")
     path = folder / MANIFEST_FILE
-    atomic_write_text(path, json.dumps(manifest, indent=2))
+    write_text_atomic(path, json.dumps(manifest, indent=2))
     return path
 
 
-def clear_for_run(folder: Path, others: list[Path], planned: list[str]) -> None:
+def clear_for_run(folder: Place, others: list[Place], planned: list[str]) -> None:
     """Remove ``others`` (another run's files), shards this run does not plan (left by a larger ``num``)
     and the manifest, which the run writes again when it finishes: until then readers refuse the folder."""
     surplus = [p for p in folder.iterdir() if SHARD_NAME.fullmatch(p.name) and p.name not in planned]

@@ -110,16 +110,24 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every 
 
 @app.command()
 def expand(
-    sources: Optional[list[Path]] = typer.Argument(
-        None, help="Source folders (or COCO .json files). Default: sample_data/objects."
+    # Strings, not Paths: a Path would fold the '//' of an s3:// URI.
+    sources: Optional[list[str]] = typer.Argument(
+        None, help="Source folders (or COCO .json files), local or s3://, gs:// URIs. Default: sample_data/objects."
     ),
-    backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", "-b", help="Folder of background images. Default: sample_data/backgrounds."),
-    out: Path = typer.Option(Path("expanded/sample"), "--out", "-o", help="Output folder for shards, objects.parquet and manifest.json."),
+    backgrounds: Optional[str] = typer.Option(None, "--backgrounds", "-b", help="Folder (or s3://, gs:// prefix) of "
+                                              "background images. Default: sample_data/backgrounds."),
+    out: str = typer.Option("expanded/sample", "--out", "-o", help="Output folder (or s3://, gs:// prefix) for shards, "
+                            "objects.parquet and manifest.json."),
     num: Optional[int] = typer.Option(None, "--num", "-n", help="Composites to make (default: the config's num, 1000)."),
     config_file: Optional[Path] = typer.Option(
         None, "--config", "-c", help="YAML config; every option and its default is documented in configs/expand.yaml."
     ),
-    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per CPU core)."),
+    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per CPU core); with --engine ray "
+                                "and no --ray-address, the CPUs of the local Ray."),
+    engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray (a Ray cluster; "
+                               'pip install "synth[ray]").'),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: the cluster to join "
+                                              "(HOST:PORT of the head, or auto); default: start a local Ray."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Run seed (default: the config's seed, 0)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the shards of another run (other seed or "
                                    "config) found in --out, instead of refusing to mix them."),
@@ -142,11 +150,13 @@ def expand(
         typer.echo(example_yaml(), nl=False)
         raise typer.Exit(0)
     from augment.outputs import check_output_folder
+    from augment.storage import is_uri
 
     check_at_least(num, 1, "--num")
     check_at_least(seed, 0, "--seed")
     check_at_least(workers, 0, "--workers")
-    run_guarded(check_output_folder, out)
+    if not is_uri(out):
+        run_guarded(check_output_folder, out)
     config = run_guarded(ExpandConfig.from_yaml, config_file) if config_file else ExpandConfig()
     if num is not None:
         config.num = num
@@ -157,8 +167,8 @@ def expand(
     run_guarded(config.validate, "--source-format" if source_format else "config")
     if config.num < 1:
         fail("num must be at least 1")
-    sources = sources or [sample_data_dir() / "objects"]
-    backgrounds = backgrounds or sample_data_dir() / "backgrounds"
+    sources = sources or [str(sample_data_dir() / "objects")]
+    backgrounds = backgrounds or str(sample_data_dir() / "backgrounds")
     workers = workers or default_workers()
 
     with make_progress() as progress:
@@ -171,8 +181,8 @@ def expand(
             speed = f"{task.speed:.0f} /s" if task.speed else ""
             progress.update(tasks[stage], completed=done, total=total, rate=speed)
 
-        result = run_guarded(run_expand, sources, backgrounds, out, config, workers, report, overwrite,
-                             interrupt_hint=EXPAND_RESUME_HINT)
+        result = run_guarded(run_expand, sources, backgrounds, out, config, workers, report, overwrite, engine,
+                             ray_address, interrupt_hint=EXPAND_RESUME_HINT)
 
     manifest = result.manifest
     made = result.rows_written
@@ -181,7 +191,9 @@ def expand(
     table.add_row("shards", str(len(manifest["shards"])))
     table.add_row("cutouts", str(manifest["objects"]["cutouts"]))
     table.add_row("backgrounds", str(manifest["backgrounds"]["count"]))
-    table.add_row("workers", str(workers))
+    stats = result.engine_stats
+    table.add_row("engine", f"ray ({stats.get('cluster_cpus')} CPUs on {stats.get('nodes')} node(s), "
+                  f"{stats.get('render_tasks', 0)} render tasks)" if engine == "ray" else f"local, {workers} workers")
     table.add_row("time", f"{result.seconds:.1f} s ({made / max(result.seconds, 1e-9):.0f} composites/s overall)")
     reasons = collections.Counter(_reason_kind(s.reason) for s in result.skips)
     table.add_row("skipped inputs", f"{len(result.skips)}" + "".join(f"\n  {n} × {r}" for r, n in reasons.most_common(5)))

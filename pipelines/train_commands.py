@@ -44,13 +44,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        shards: Path = typer.Option(..., "--shards", help="Folder of shards written by `synth expand`."),
+        shards: str = typer.Option(..., "--shards", help="Folder (or s3://, gs:// prefix) of shards written by "
+                                   "`synth expand`."),
         out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.yaml, tb/ (TensorBoard)."),
         config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/train_cpu.yaml); "
                                               "default: the resumed checkpoint's, else built-in defaults."),
         resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoint.pt."),
         steps: Optional[int] = typer.Option(None, "--steps", help="Total steps (overrides the config)."),
-        eval_shards: Optional[Path] = typer.Option(None, "--eval-shards",
+        eval_shards: Optional[str] = typer.Option(None, "--eval-shards",
                                                    help="Shards for periodic evaluation (default: --shards); "
                                                    "queries are always held-out cutouts."),
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (overrides the config)."),
@@ -79,7 +80,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval")
     def evaluate_command(
-        shards: Path = typer.Option(..., "--shards", help="Folder of shards written by `synth expand`."),
+        shards: str = typer.Option(..., "--shards", help="Folder (or s3://, gs:// prefix) of shards written by "
+                                   "`synth expand`."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of a training run."),
         untrained: bool = typer.Option(False, "--untrained", help="Evaluate the untrained network "
                                        "(pretrained backbone + correlation): the baseline."),

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from augment.imageio import InputError, decode_image, resize_image
 from augment.schema import OBJECTS_FILE
 from augment.shards import manifest_shards, one_line, open_shard
+from augment.storage import Location, Place, as_place, open_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,12 @@ def in_split(cutout_id: str, split: str, eval_fraction: float) -> bool:
     return split == "all" or cutout_split(cutout_id, eval_fraction) == split
 
 
-def list_shards(folder: Path | str) -> list[Path]:
-    """The composite shards ``folder``'s manifest lists (checked readable), with ``objects.parquet`` beside them."""
-    folder = Path(folder)
+def list_shards(folder: Place | str) -> list[Place]:
+    """The composite shards ``folder``'s manifest lists (checked readable), with ``objects.parquet`` beside them.
+
+    ``folder`` may be an object-store URI (``s3://bucket/prefix``): row groups are then read with
+    ranged requests, each by the rank and worker it belongs to."""
+    folder = as_place(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such shard folder")
     shards = manifest_shards(folder)
@@ -95,8 +99,10 @@ class PairConfig:
 class CutoutLibrary:
     """Clean cutouts of ``objects.parquet``, looked up by id; decoded lazily with a small LRU cache."""
 
-    def __init__(self, path: Path, cache_size: int = 512) -> None:
-        table = pq.read_table(path, columns=["cutout_id", "category", "image"], memory_map=True)
+    def __init__(self, path: Place, cache_size: int = 512) -> None:
+        table = (pq.read_table(path.path, columns=["cutout_id", "category", "image"], filesystem=path.fs)
+                 if isinstance(path, Location) else
+                 pq.read_table(path, columns=["cutout_id", "category", "image"], memory_map=True))
         self._images = table.column("image")
         self._row = {cid: i for i, cid in enumerate(table.column("cutout_id").to_pylist())}
         self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
@@ -201,14 +207,14 @@ class ShardPairs(IterableDataset):
     ``unit`` / ``row`` (row group in :attr:`units` and row within it: where the medium came from).
     """
 
-    def __init__(self, folder: Path | str, config: PairConfig, split: str = "train", seed: int = 0,
+    def __init__(self, folder: Place | str, config: PairConfig, split: str = "train", seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of size {world_size}")
-        self.folder = Path(folder)
+        self.folder = as_place(folder)
         self.shards = list_shards(self.folder)
         self.config = config
         self.split = split
@@ -221,7 +227,7 @@ class ShardPairs(IterableDataset):
         self._first_worker = 0
         self._library: CutoutLibrary | None = None
         # One unit of work per row group. Reading only the footers keeps this cheap.
-        self.units: list[tuple[Path, int]] = [
+        self.units: list[tuple[Place, int]] = [
             (path, group) for path in self.shards for group in range(open_shard(path).num_row_groups)]
         # Counters of the current process (num_workers=0); with workers, read ``corrupt`` off the samples.
         self.stats = {"rows": 0, "samples": 0, "corrupt": 0, "no_query": 0}
@@ -252,7 +258,7 @@ class ShardPairs(IterableDataset):
         read gives its rows with ``None`` bytes, so they are counted as corrupt like undecodable rows."""
         for unit in units:
             path, group = self.units[unit]
-            parquet = pq.ParquetFile(path)
+            parquet = open_parquet(path)
             try:
                 table = parquet.read_row_group(group, columns=_COMPOSITE_COLUMNS)
             except (pa.ArrowException, OSError) as error:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from augment.imageio import InputError
+from augment.storage import Place, as_place
 from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint, load_model_state, restore_rng_state,
                               save_checkpoint, unwrap)
 from train.config import TrainConfig
@@ -142,15 +143,15 @@ def _progress(enabled: bool) -> Progress:
 def train(config: TrainConfig, shards: Path | str, out: Path | str, *, eval_shards: Path | str | None = None,
           resume: bool = False, show_progress: bool = True) -> TrainResult:
     """Train ``config`` on ``shards``, writing checkpoints and TensorBoard logs to ``out``."""
-    shards, out = Path(shards), Path(out)
+    shards, out = as_place(shards), Path(out)
     info = init_distributed(config.device)
     try:
-        return _train(config, shards, out, Path(eval_shards) if eval_shards else shards, resume, show_progress, info)
+        return _train(config, shards, out, as_place(eval_shards) if eval_shards else shards, resume, show_progress, info)
     finally:
         shutdown(info)
 
 
-def _train(config: TrainConfig, shards: Path, out: Path, eval_shards: Path, resume: bool, show_progress: bool,
+def _train(config: TrainConfig, shards: Place, out: Path, eval_shards: Place, resume: bool, show_progress: bool,
            info: DistInfo) -> TrainResult:
     device = resolve_device(config.device, info)
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
