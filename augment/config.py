@@ -20,7 +20,7 @@ import yaml
 from augment.distortions import DistortionConfig
 from augment.imageio import InputError
 
-SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map")
+SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map", "objects")
 BLEND_MODES = ("feather", "hard", "poisson")
 
 
@@ -28,7 +28,7 @@ BLEND_MODES = ("feather", "hard", "poisson")
 class SourceConfig:
     """How objects are read from the SOURCE folders."""
 
-    format: str = "auto"  # auto | mask_pairs | rgba | coco | label_map; auto detects from the folder's contents
+    format: str = "auto"  # auto | mask_pairs | rgba | coco | label_map | objects; auto detects from the folder's contents
     min_area: int = 600  # objects (connected regions for label maps) with fewer mask pixels are skipped
     keep_labels: list[str] = field(default_factory=list)  # label/category names to keep; empty keeps all
     drop_labels: list[str] = field(default_factory=list)  # label/category names to drop (label 0 is always background)

@@ -12,6 +12,8 @@ Formats:
 - ``coco``: a COCO instances JSON (polygons or RLE) and its images.
 - ``label_map``: ``label_list.json`` + ``labels/`` (8/16-bit label maps) + ``photos/``
   or ``images/``; one object per connected region of each label.
+- ``objects``: a folder holding an ``objects.parquet`` (what `synth extract` writes, or another
+  expansion's cutouts); its cutouts as they are, provenance included.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import cv2
 import numpy as np
 
 from augment.config import SourceConfig
-from augment.imageio import InputError, list_images, read_image, read_mask
+from augment.imageio import InputError, decode_image, list_images, read_image, read_mask
+from augment.schema import OBJECTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ class SourceObject:
     category: str
     source: str  # the image file it was cut from
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the crop in the source image
+    provenance: dict | None = None  # automatic cutouts (objects sources): source, model_id, round, confidence, stability
+    superpixels: bytes | None = None  # PNG of its superpixels when already computed (objects sources)
 
 
 @dataclass
@@ -59,6 +64,8 @@ def detect_format(source: Path) -> str:
         raise InputError(f"{source}: no such file or directory")
     if (source / "label_list.json").is_file():
         return "label_map"
+    if (source / OBJECTS_FILE).is_file():
+        return "objects"
     for candidate in sorted(source.glob("*.json")):
         if _looks_like_coco(candidate):
             return "coco"
@@ -87,7 +94,8 @@ def read_source(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
     log.info("%s: reading as %s", source, fmt)
-    readers = {"mask_pairs": _read_mask_pairs, "rgba": _read_rgba, "coco": _read_coco, "label_map": _read_label_maps}
+    readers = {"mask_pairs": _read_mask_pairs, "rgba": _read_rgba, "coco": _read_coco, "label_map": _read_label_maps,
+               "objects": _read_objects}
     if fmt not in readers:
         raise InputError(f"{source}: unknown source format {fmt!r}")
     if not source.exists():
@@ -121,7 +129,7 @@ def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path
     return SourceObject(np.ascontiguousarray(rgba), category, str(source), (x, y, x + w, y + h))
 
 
-def _limited(paths: list, config: SourceConfig) -> list:
+def limited(paths: list, config: SourceConfig) -> list:
     """Apply include/exclude (globs on the file's stem) and limit; items may be paths or (path, ...) tuples."""
 
     def stem(item) -> str:
@@ -134,7 +142,7 @@ def _limited(paths: list, config: SourceConfig) -> list:
     return paths[: config.limit] if config.limit else paths
 
 
-def _load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.ndarray, np.ndarray, list[int]] | Skip:
+def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.ndarray, np.ndarray, list[int]] | Skip:
     """An image, its mask, and the mask's non-zero values; or why the pair can't be used."""
     try:
         image = read_image(image_path, "rgb")
@@ -150,7 +158,8 @@ def _load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np
 
 
 # ---------------------------------------------------------------- mask pairs
-def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+def mask_pair_files(source: Path) -> tuple[dict[int, str], list[tuple[Path, Path | None]], list[Skip]]:
+    """Category names, (image, mask or None) pairs and the non-image files of a mask_pairs source."""
     names = _load_categories(source / "categories.json")
     if (source / "masks").is_dir():
         image_dir = source / "images" if (source / "images").is_dir() else source
@@ -160,16 +169,20 @@ def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]
     else:
         images, others = list_images(source)
         pairs = [(p, p.with_name(f"{p.stem}_mask.png")) for p in images if not p.stem.endswith("_mask")]
-    for other in others:
-        if other.name != "categories.json":
-            yield Skip(str(other), "not an image file")
+    skips = [Skip(str(other), "not an image file") for other in others if other.name != "categories.json"]
     if not pairs:
         raise InputError(f"{source}: no images with masks found")
-    for image_path, mask_path in _limited(pairs, config):
+    return names, pairs, skips
+
+
+def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    names, pairs, skips = mask_pair_files(source)
+    yield from skips
+    for image_path, mask_path in limited(pairs, config):
         if mask_path is None or not mask_path.exists():
             yield Skip(str(image_path), "no mask found for this image")
             continue
-        loaded = _load_pair(image_path, mask_path, "empty mask")
+        loaded = load_pair(image_path, mask_path, "empty mask")
         if isinstance(loaded, Skip):
             yield loaded
             continue
@@ -201,7 +214,7 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         yield Skip(str(other), "not an image file")
     if not images:
         raise InputError(f"{source}: no image files found")
-    for path in _limited(images, config):
+    for path in limited(images, config):
         try:
             rgba = read_image(path, "unchanged")
         except InputError as error:
@@ -218,9 +231,28 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
 
 
 # ---------------------------------------------------------------- COCO
-def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    from pycocotools import mask as mask_utils
+@dataclass
+class CocoIndex:
+    json_path: Path
+    images: dict[int, dict]
+    categories: dict[int, str]
+    by_image: dict[object, list[dict]]  # image id -> its annotations
+    roots: list[Path]  # folders searched for the image files
 
+    def ordered(self) -> list[tuple[str, object]]:
+        """(file name, image id) of annotated images, in a deterministic order."""
+        ids = sorted(self.by_image, key=lambda i: (not isinstance(i, int), str(i)))
+        return [(str(self.images.get(i, {}).get("file_name", i)), i) for i in ids]
+
+    def locate(self, image_id: object) -> Path | Skip:
+        info = self.images.get(image_id) if isinstance(image_id, int) else None
+        if info is None:
+            return Skip(str(self.json_path), f"annotations refer to unknown image id {image_id!r}")
+        path = next((root / info["file_name"] for root in self.roots if (root / info["file_name"]).is_file()), None)
+        return path if path is not None else Skip(str(self.json_path), f"image file {info['file_name']!r} not found")
+
+
+def load_coco_index(source: Path) -> CocoIndex:
     json_path = source if source.is_file() else next((p for p in sorted(source.glob("*.json")) if _looks_like_coco(p)), None)
     if json_path is None:
         raise InputError(f"{source}: no COCO instances .json found")
@@ -231,19 +263,37 @@ def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         annotations = data["annotations"]
     except (ValueError, KeyError, TypeError) as error:
         raise InputError(f"{json_path}: not a COCO instances file ({type(error).__name__}: {error})") from None
-    roots = [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
-    by_image: dict[int, list[dict]] = {}
+    by_image: dict[object, list[dict]] = {}
     for annotation in annotations:
         by_image.setdefault(annotation.get("image_id"), []).append(annotation)
-    ordered = [(str(images.get(i, {}).get("file_name", i)), i) for i in sorted(by_image, key=lambda i: (not isinstance(i, int), str(i)))]
-    for _, image_id in _limited(ordered, config):
-        info = images.get(image_id) if isinstance(image_id, int) else None
-        if info is None:
-            yield Skip(str(json_path), f"annotations refer to unknown image id {image_id!r}")
-            continue
-        path = next((root / info["file_name"] for root in roots if (root / info["file_name"]).is_file()), None)
-        if path is None:
-            yield Skip(str(json_path), f"image file {info['file_name']!r} not found")
+    roots = [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
+    return CocoIndex(json_path, images, categories, by_image, roots)
+
+
+def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarray:
+    """The annotation's mask (polygons, uncompressed or compressed RLE); ValueError and friends when broken."""
+    from pycocotools import mask as mask_utils
+
+    segmentation = annotation["segmentation"]
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = dict(segmentation)
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode()
+        if list(rle["size"]) != [height, width]:
+            raise ValueError(f"RLE size {rle['size']} differs from the image's {[height, width]}")
+    return mask_utils.decode(rle)
+
+
+def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    coco = load_coco_index(source)
+    for _, image_id in limited(coco.ordered(), config):
+        path = coco.locate(image_id)
+        if isinstance(path, Skip):
+            yield path
             continue
         try:
             image = read_image(path, "rgb")
@@ -251,34 +301,24 @@ def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
             yield Skip(str(path), str(error))
             continue
         height, width = image.shape[:2]
-        for annotation in by_image[image_id]:
-            category = categories.get(annotation.get("category_id"), str(annotation.get("category_id")))
+        for annotation in coco.by_image[image_id]:
+            category = coco.categories.get(annotation.get("category_id"), str(annotation.get("category_id")))
             if not _category_allowed(category, config):
                 continue
             if annotation.get("iscrowd"):
                 yield Skip(str(path), f"annotation {annotation.get('id')} is a crowd region")
                 continue
             try:
-                segmentation = annotation["segmentation"]
-                if isinstance(segmentation, list):
-                    rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-                elif isinstance(segmentation.get("counts"), list):
-                    rle = mask_utils.frPyObjects(segmentation, height, width)
-                else:
-                    rle = dict(segmentation)
-                    if isinstance(rle["counts"], str):
-                        rle["counts"] = rle["counts"].encode()
-                    if list(rle["size"]) != [height, width]:
-                        raise ValueError(f"RLE size {rle['size']} differs from the image's {[height, width]}")
-                mask = mask_utils.decode(rle)
+                mask = coco_annotation_mask(annotation, height, width)
             except Exception as error:  # pycocotools raises bare Exceptions on malformed input
-                yield Skip(str(json_path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
+                yield Skip(str(coco.json_path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
                 continue
             yield crop_object(image, mask > 0, category, path, config)
 
 
 # ---------------------------------------------------------------- label maps
-def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+def label_map_files(source: Path) -> tuple[dict[int, str], list[Path], dict[str, Path], list[Skip]]:
+    """Label names, label map files, photos by stem and the non-image files of a label_map source."""
     list_path = source / "label_list.json"
     try:
         raw = json.loads(list_path.read_text())
@@ -292,15 +332,19 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
     if image_dir is None:
         raise InputError(f"{source}: label_map sources need a photos/ or images/ folder")
     label_files, others = list_images(label_dir)
-    for other in others:
-        yield Skip(str(other), "not an image file")
     photos = {p.stem: p for p in list_images(image_dir)[0]}
-    for label_path in _limited(label_files, config):
+    return names, label_files, photos, [Skip(str(other), "not an image file") for other in others]
+
+
+def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    names, label_files, photos, skips = label_map_files(source)
+    yield from skips
+    for label_path in limited(label_files, config):
         photo = photos.get(label_path.stem)
         if photo is None:
             yield Skip(str(label_path), "no photo with this name")
             continue
-        loaded = _load_pair(photo, label_path, "empty label map")
+        loaded = load_pair(photo, label_path, "empty label map")
         if isinstance(loaded, Skip):
             yield loaded
             continue
@@ -317,3 +361,45 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
                 if stats[region, cv2.CC_STAT_AREA] < config.min_area:
                     continue  # specks of a label are normal in label maps: not worth a logged skip each
                 yield crop_object(image, regions == region, category, photo, config)
+
+
+# ---------------------------------------------------------------- objects tables
+def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = source / OBJECTS_FILE
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"{path}: not a readable objects table ({error})") from None
+    columns = set(table.column_names)
+    if not {"category", "image", "source", "box"} <= columns:
+        raise InputError(f"{path}: not an objects table (needs category, image, source and box columns)")
+    rows = table.to_pylist()
+    if not rows:
+        raise InputError(f"{path}: the objects table is empty")
+    for row in _limited_rows(rows, config):
+        if not _category_allowed(row["category"], config):
+            continue
+        name = f"{path}:{row.get('cutout_id', '?')}"
+        try:
+            rgba = decode_image(row["image"]["bytes"], name=name)
+        except (InputError, TypeError) as error:
+            yield Skip(name, str(error))
+            continue
+        if rgba.ndim != 3 or rgba.shape[2] != 4:
+            yield Skip(name, "cutout has no alpha channel")
+            continue
+        area = int(np.count_nonzero(rgba[:, :, 3]))
+        if area < config.min_area:
+            yield Skip(name, f"{row['category']!r} object of {area} px is below min_area {config.min_area}")
+            continue
+        superpixels = (row.get("superpixels") or {}).get("bytes")
+        yield SourceObject(rgba, row["category"], row["source"], tuple(row["box"]), row.get("provenance"), superpixels)
+
+
+def _limited_rows(rows: list[dict], config: SourceConfig) -> list[dict]:
+    """include, exclude and limit of an objects table apply to the stem of each cutout's source image."""
+    keyed = limited([(Path(row["source"]), index) for index, row in enumerate(rows)], config)
+    return [rows[index] for _, index in keyed]

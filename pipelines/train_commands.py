@@ -44,10 +44,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        shards: Path = typer.Option(..., "--shards", help="Folder of shards written by `synth expand`."),
+        shards: list[Path] = typer.Option(..., "--shards", help="Folder of shards written by `synth expand` "
+                                          "(task segment: repeat for labelled photos, composites, pseudo-labels)."),
         out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.yaml, tb/ (TensorBoard)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/train_cpu.yaml); "
-                                              "default: the resumed checkpoint's, else built-in defaults."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/train_cpu.yaml, "
+                                              "configs/segment_cpu.yaml); default: the resumed checkpoint's, else "
+                                              "built-in defaults."),
+        task: Optional[str] = typer.Option(None, "--task", help="query_search or segment (overrides the config)."),
         resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoint.pt."),
         steps: Optional[int] = typer.Option(None, "--steps", help="Total steps (overrides the config)."),
         eval_shards: Optional[Path] = typer.Option(None, "--eval-shards",
@@ -55,12 +58,13 @@ def register(app: typer.Typer) -> None:
                                                    "queries are always held-out cutouts."),
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (overrides the config)."),
     ) -> None:
-        """Train the query search network; run under `torchrun --nproc_per_node=N` for DDP."""
+        """Train the query search network or a segmenter (--task segment); `torchrun --nproc_per_node=N` for DDP."""
         from train.checkpoint import CHECKPOINT_FILE
         from train.loop import train as train_run
 
         def run() -> None:
-            run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device)
+            run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device,
+                                 task=task)
             result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
             if result.checkpoint is not None:
                 _console.print(_metrics_table(f"step {result.step}: last training window", result.metrics))
