@@ -4,7 +4,7 @@
 
 Split (configs/ccp_selftune.yaml, the one place it is fixed): 100 labelled photos to train on,
 200 held out and scored, the other 400 labelled photos used only by the ceiling. mIoU on the 200
-held-out photos (at 256 px on the short side) of segmenters trained with the same config and
+held-out photos (at 224 px on the short side) of segmenters trained with the same config and
 number of steps on:
 
   (a) the 100 labelled photos only;
@@ -68,7 +68,7 @@ def ceiling_stems(data: Path, config: dict) -> list[str]:
 
 
 def run_selftune(args: argparse.Namespace, state: Path, unlabeled: Path, rounds: int | None) -> None:
-    command = [sys.executable, "-m", "pipelines.cli", "selftune", "--state", str(state),
+    command = [sys.executable, "-m", "pipelines.cli", "--verbose", "selftune", "--state", str(state),
                "--labeled", str(args.data), "--unlabeled", str(unlabeled), "--backgrounds", str(unlabeled),
                "--config", str(args.config), "--workers", "2"]
     state_file = state / "selftune.json"
@@ -144,7 +144,7 @@ def main() -> None:
         results["c_best"] = {"round": best["round"], "miou": best["miou"], "per_class_iou": best["per_class_iou"]}
         results["c_last"] = {"round": later[-1]["round"], "miou": later[-1]["miou"]}
     gap = results["d"]["miou"] - results["a"]["miou"]
-    print("\nheld-out mIoU on 200 CCP photos (0101-0300), 256 px short side:")
+    print("\nheld-out mIoU on 200 CCP photos (0101-0300), 224 px short side:")
     for key, label in (("a", "(a) 100 labelled photos"), ("b", "(b) + composites (round 1)"),
                        ("c_best", "(c) + self-tuning, best round"), ("c_last", "(c) + self-tuning, last round"),
                        ("d", "(d) all 500 labelled photos")):

@@ -22,7 +22,7 @@ def _scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]
     mask = np.zeros((size, size), np.uint8)
     for value in (1, 2):
         x, y = (int(v) for v in rng.integers(size // 5, size - size // 5, 2))
-        r = int(rng.integers(size // 8, size // 5))
+        r = int(rng.integers(size // 5, size // 3))
         if value == 1:
             cv2.circle(mask, (x, y), r, 1, -1)
             colour = (230, 40, 40)
