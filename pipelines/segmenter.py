@@ -46,12 +46,13 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nda
     return tinted
 
 
-def file_digest(path: Path | str) -> str:
-    """Content hash of a file (the model id of a checkpoint)."""
+def weights_digest(model: torch.nn.Module) -> str:
+    """Content hash of a model's weights: its id in provenance (the checkpoint file's bytes also hold
+    optimizer and RNG state, and the archive's internal names, so they would not identify the model)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -85,7 +86,7 @@ class Segmenter:
         self.config = config
         self.segment = config.segment_config()
         self.classes: tuple[SegmentClass, ...] = self.segment.classes
-        self.model_id = file_digest(checkpoint)
+        self.model_id = weights_digest(model)
         self.amp = self.device.type == "cuda" and config.amp != "off"
         self.channels_last = config.channels_last
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import cv2
@@ -10,6 +12,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.multiprocessing as mp
+import yaml
 from typer.testing import CliRunner
 
 from augment.config import ExpandConfig, SourceConfig
@@ -27,6 +31,8 @@ from train.loop import train
 from train.segment_config import IGNORE_INDEX, ClassMap, parse_classes, read_classes, write_classes
 from train.segment_data import SegmentShards, mix_repeats
 from train.tasks.segment import confusion_metrics, mean_iou
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +243,47 @@ def test_provenance_of_auto_cutouts_is_carried_into_the_shards(data, tmp_path):
     assert {r["cutout_id"] for r in table if r["provenance"]} == set(auto_ids) & {r["cutout_id"] for r in table}
     state = load_checkpoint(data["checkpoint"])
     assert state["config"]["values"]["task"] == "segment"
+
+
+def _ddp_worker(rank: int, port: int, shards: list[str], out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train(TrainConfig(**tiny_train_values(steps=2, checkpoint_every=0)), [Path(s) for s in shards], Path(out),
+          show_progress=False)
+
+
+def test_two_process_ddp_segmentation_on_cpu(data, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, [str(data["photos"]), str(data["composites"])], str(tmp_path)), nprocs=2, join=True)
+    state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
+    assert state["step"] == 2 and len(state["data"]["ranks"]) == 2
+
+
+def test_cli_train_task_segment_and_eval(data, tmp_path):
+    config = tmp_path / "segment.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in tiny_train_values(steps=2).items() if k != "task"}))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--task", "segment", "--config", str(config), "--shards", str(data["photos"]),
+                                      "--shards", str(data["composites"]), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "miou" in result.output
+    result = CliRunner().invoke(app, ["eval", "--checkpoint", str(run / CHECKPOINT_FILE), "--shards", str(data["photos"]),
+                                      "--out", str(tmp_path / "eval.json"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval.json").read_text())["metrics"]
+    assert 0.0 <= metrics["miou"] <= 1.0 and set(k for k in metrics if k.startswith("iou/")) == {"iou/background", "iou/disc", "iou/box"}
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--shards", str(data["photos"]), "--out",
+                                      str(tmp_path / "other")])  # query_search (the default task) reads one folder only
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_shipped_segmentation_configs_load():
+    from pipelines import selftune_config
+
+    for name in ("segment_cpu.yaml", "ccp_segment.yaml"):
+        assert TrainConfig.from_yaml(REPO / "configs" / name).task == "segment"
+    resolved = selftune_config.load(REPO / "configs" / "ccp_selftune.yaml")
+    assert resolved["train"]["segment"]["classes"][0]["name"] == "background" and len(resolved["train"]["segment"]["classes"]) == 12
