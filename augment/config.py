@@ -114,16 +114,7 @@ class ExpandConfig:
 
     @classmethod
     def from_yaml(cls, path: Path | str) -> "ExpandConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if data is not None and not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(data or {}, origin=str(path))
+        return cls.from_dict(read_yaml_mapping(path), origin=str(path))
 
     def validate(self, origin: str = "config") -> None:
         c, s, o = self.composition, self.sources, self.output
@@ -143,6 +134,20 @@ class ExpandConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"{origin}: {message}")
+
+
+def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
+    """The mapping at the top of a YAML file ({} when empty); a missing or malformed file is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    return data or {}
 
 
 def _build_section(section_type: type, values: Any, origin: str) -> Any:

@@ -29,10 +29,10 @@ import pyarrow.parquet as pq
 
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
-from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, read_image, resize_image
+from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, resize_image
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.sources import (Skip, coco_annotation_mask, detect_format, label_map_files, limited, load_coco_index,
-                             load_pair, mask_pair_files)
+from augment.sources import (Skip, coco_annotation_mask, coco_images, detect_format, label_map_files, limited,
+                             load_coco_index, loaded_pairs, mask_pair_files)
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +57,21 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
     fmt = config.format if config.format != "auto" else detect_format(source)
     if fmt == "label_map":
         names, label_files, photos, skips = label_map_files(source)
-        yield from skips
-        pairs = [(photos.get(label.stem), label) for label in label_files]
+        pairs = [(photos.get(label.stem), label) for label in limited(label_files, config)]
     elif fmt == "mask_pairs":
         names, pairs, skips = mask_pair_files(source)
-        yield from skips
+        pairs = limited(pairs, config)
     elif fmt == "coco":
         yield from _coco_photos(source, config)
         return
     else:
         raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
-    for image_path, mask_path in limited([(image, mask) for image, mask in pairs if image is not None], config):
-        if mask_path is None or not mask_path.exists():
-            yield Skip(str(image_path), "no mask found for this image")
-            continue
-        loaded = load_pair(image_path, mask_path, "empty mask")
+    yield from skips
+    for loaded in loaded_pairs(pairs, "empty mask"):
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image, values, present = loaded
+        image_path, mask_path, image, values, present = loaded
         if fmt == "mask_pairs" and not names:  # a binary or unnamed instance mask: every object is "object"
             photo_names = {v: "object" for v in present}
         else:
@@ -83,23 +79,15 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
             for value in sorted(set(present) - set(photo_names)):
                 log.info("%s: label value %d has no name; its pixels carry no loss", mask_path, value)
         yield LabelledPhoto(image_path, image, values, photo_names, {"mask": str(mask_path)})
-    for image_path, mask_path in pairs:
-        if image_path is None:
-            yield Skip(str(mask_path), "no photo with this name")
 
 
 def _coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto | Skip]:
     coco = load_coco_index(source)
-    for _, image_id in limited(coco.ordered(), config):
-        path = coco.locate(image_id)
-        if isinstance(path, Skip):
-            yield path
+    for item in coco_images(coco, config):
+        if isinstance(item, Skip):
+            yield item
             continue
-        try:
-            image = read_image(path, "rgb")
-        except InputError as error:
-            yield Skip(str(path), str(error))
-            continue
+        image_id, path, image = item
         height, width = image.shape[:2]
         values = np.zeros((height, width), np.uint16)
         names: dict[int, str] = {}

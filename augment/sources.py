@@ -175,18 +175,29 @@ def mask_pair_files(source: Path) -> tuple[dict[int, str], list[tuple[Path, Path
     return names, pairs, skips
 
 
+LoadedPair = tuple[Path, Path, np.ndarray, np.ndarray, list[int]]  # image path, mask path, image, mask, its values
+
+
+def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str) -> Iterator[LoadedPair | Skip]:
+    """Each (image, mask) pair loaded, or why it can't be used (no photo, no mask, unreadable, empty...)."""
+    for image_path, mask_path in pairs:
+        if image_path is None:
+            yield Skip(str(mask_path), "no photo with this name")
+        elif mask_path is None or not mask_path.exists():
+            yield Skip(str(image_path), "no mask found for this image")
+        else:
+            loaded = load_pair(image_path, mask_path, empty_reason)
+            yield loaded if isinstance(loaded, Skip) else (image_path, mask_path, *loaded)
+
+
 def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     names, pairs, skips = mask_pair_files(source)
     yield from skips
-    for image_path, mask_path in limited(pairs, config):
-        if mask_path is None or not mask_path.exists():
-            yield Skip(str(image_path), "no mask found for this image")
-            continue
-        loaded = load_pair(image_path, mask_path, "empty mask")
+    for loaded in loaded_pairs(limited(pairs, config), "empty mask"):
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image, mask, values = loaded
+        image_path, _, image, mask, values = loaded
         if len(values) == 1 and not names:  # binary mask: the whole foreground is one object
             if _category_allowed("object", config):
                 yield crop_object(image, mask > 0, "object", image_path, config)
@@ -288,18 +299,26 @@ def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarra
     return mask_utils.decode(rle)
 
 
-def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    coco = load_coco_index(source)
+def coco_images(coco: CocoIndex, config: SourceConfig) -> Iterator[tuple[object, Path, np.ndarray] | Skip]:
+    """(image id, path, RGB image) of the annotated images picked by ``config``; unusable ones as Skip."""
     for _, image_id in limited(coco.ordered(), config):
         path = coco.locate(image_id)
         if isinstance(path, Skip):
             yield path
             continue
         try:
-            image = read_image(path, "rgb")
+            yield image_id, path, read_image(path, "rgb")
         except InputError as error:
             yield Skip(str(path), str(error))
+
+
+def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    coco = load_coco_index(source)
+    for item in coco_images(coco, config):
+        if isinstance(item, Skip):
+            yield item
             continue
+        image_id, path, image = item
         height, width = image.shape[:2]
         for annotation in coco.by_image[image_id]:
             category = coco.categories.get(annotation.get("category_id"), str(annotation.get("category_id")))
@@ -339,16 +358,12 @@ def label_map_files(source: Path) -> tuple[dict[int, str], list[Path], dict[str,
 def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     names, label_files, photos, skips = label_map_files(source)
     yield from skips
-    for label_path in limited(label_files, config):
-        photo = photos.get(label_path.stem)
-        if photo is None:
-            yield Skip(str(label_path), "no photo with this name")
-            continue
-        loaded = load_pair(photo, label_path, "empty label map")
+    pairs = [(photos.get(label.stem), label) for label in limited(label_files, config)]
+    for loaded in loaded_pairs(pairs, "empty label map"):
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image, labels, present = loaded
+        photo, label_path, image, labels, present = loaded
         for value in present:
             if value not in names:
                 yield Skip(str(label_path), f"unknown label value {value}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -161,8 +162,10 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     """Extract automatic masks of ``images`` into ``out`` (see the module's doc)."""
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    for stale in list(out.glob("pseudo-*.parquet")) + list(out.glob(".*.tmp")):
-        stale.unlink()  # an older run's pseudo-labels must not mix with these
+    # An older run's output must not mix with this one's; extract.json, written last, marks a complete folder.
+    for stale in [*out.glob("pseudo-*.parquet"), *out.glob(".*.tmp"), out / SUMMARY_FILE, out / OBJECTS_FILE]:
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(out / "previews", ignore_errors=True)
     names = [c.name for c in segmenter.classes]
     unknown = sorted(set(config.cut_classes) - set(names))
     if unknown:

@@ -118,21 +118,14 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, "--workers", help="Processes for the cutouts' superpixels."),
     ) -> None:
         """Automatic masks -> cutouts with provenance (a source for `synth expand`) and pseudo-labelled photos."""
-        import yaml
-
+        from augment.config import read_yaml_mapping
         from augment.locking import folder_lock
         from pipelines.cli import console, make_progress, run_guarded
         from pipelines.extract import ExtractConfig, run_extract, summary_counts
         from pipelines.segmenter import Segmenter
 
         def prepare():
-            values = {}
-            if config_file is not None:
-                if not config_file.is_file():
-                    raise InputError(f"{config_file}: no such config file")
-                values = yaml.safe_load(config_file.read_text()) or {}
-                if not isinstance(values, dict):
-                    raise InputError(f"{config_file}: expected a mapping of extract keys")
+            values = read_yaml_mapping(config_file) if config_file is not None else {}
             try:
                 config = ExtractConfig(**values)
             except (TypeError, ValueError) as error:

@@ -42,6 +42,7 @@ from augment.photo_shards import write_photo_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from pipelines import selftune_config
 from pipelines.selftune_report import write_report
+from train.checkpoint import config_differences
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class SelfTune:
         pending_path = self.dir / NEXT_CONFIG_FILE
         in_force = json.loads(pending_path.read_text()) if pending_path.is_file() else active
         if config is not None and config != in_force:
-            changed = selftune_config.differences(in_force, config)
+            changed = config_differences(in_force, config)
             if not force_config:
                 raise InputError(f"{self.dir}: made with another config ({'; '.join(changed[:3])}"
                                  f"{' ...' if len(changed) > 3 else ''}); pass --force-config to adopt the new one "

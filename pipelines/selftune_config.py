@@ -13,12 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from augment.config import ExpandConfig, SourceConfig
+from augment.config import ExpandConfig, SourceConfig, read_yaml_mapping
 from augment.imageio import InputError
 from pipelines.extract import ExtractConfig
-from train.checkpoint import config_differences as differences  # noqa: F401  (key-by-key comparison, re-exported)
 from train.config import TrainConfig
 
 STABILITY_VIEWS = ("flip", "previous_round")
@@ -130,19 +127,9 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
 
 def load(path: Path | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Resolve a YAML config file (None: the defaults, which lack a class map and so fail clearly)."""
-    values: dict[str, Any] = {}
-    folder = None
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such config file")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        folder = path.parent
-    values = {**_mapping(values, str(path or "config")), **(overrides or {})}
-    return resolve(values, str(path or "config"), folder)
+    values = read_yaml_mapping(path) if path is not None else {}
+    values = {**values, **(overrides or {})}
+    return resolve(values, str(path or "config"), Path(path).parent if path is not None else None)
 
 
 def config_hash(config: dict[str, Any]) -> str:
