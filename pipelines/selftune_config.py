@@ -22,7 +22,7 @@ STABILITY_VIEWS = ("flip", "previous_round")
 # Top-level keys and their defaults (``train_config`` is a path, resolved relative to the YAML file).
 DEFAULTS: dict[str, Any] = {
     "train_config": None,  # the segmenter's training config (task segment); its keys can be overridden under train:
-    "train": {},  # TrainConfig keys (over train_config's)
+    "train": {},  # TrainConfig keys over train_config's (in model: and segment:, key by key)
     "expand": {},  # ExpandConfig mapping: composites made each round (num, composition, distortions, sources filters)
     "extract": {},  # ExtractConfig keys: the filters of the automatic masks
     "labeled": {"include": [], "exclude": []},  # which photos of --labeled are the labelled training set (globs on stems)
@@ -60,12 +60,20 @@ def _globs(values: dict[str, Any], origin: str, defaults: dict[str, Any]) -> dic
     return resolved
 
 
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it; the keys of a section (model:, segment:) are replaced one by one."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
 def _train_config(values: dict[str, Any], base: Path | None, origin: str, task: str) -> TrainConfig:
     try:
         if base is not None:
-            config = TrainConfig.from_yaml(base, **values)
-        else:
-            config = TrainConfig(**{"task": task, **values})
+            TrainConfig.from_yaml(base)  # names the base file in its errors
+            values = _merged(read_yaml_mapping(base), values)
+        config = TrainConfig(**{"task": task, **values})
     except TypeError as error:
         raise InputError(f"{origin}: {error}") from None
     if config.task != task:

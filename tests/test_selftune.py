@@ -216,3 +216,17 @@ def test_search_option_retrains_the_search_network_each_round(inputs, tmp_path):
     line = json.loads((tmp_path / "state" / METRICS_FILE).read_text().splitlines()[0])
     assert set(line["search"]) >= {"loss", "iou", "hit_rate"}  # scored on the held-out cutouts of round 1's composites
     assert (tmp_path / "state" / "round-001" / "search" / "checkpoint.pt").is_file()
+
+
+def test_config_resolves_train_overrides_key_by_key_and_names_bad_keys(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    resolved = selftune_config.resolve({"train_config": str(repo / "configs" / "ccp_segment.yaml"),
+                                        "train": {"steps": 3, "segment": {"mix": {"photos": 1.0}}},
+                                        "held_out": {"include": ["02??"]}})
+    assert resolved["train"]["steps"] == 3 and resolved["train"]["segment"]["mix"] == {"photos": 1.0}
+    assert len(resolved["train"]["segment"]["classes"]) == 12  # the rest of segment: kept from the base file
+    for bad, message in (({"rounds": 3}, "unknown key.*rounds"), ({"extract": {"min_confidence": 2}}, "min_confidence"),
+                         ({"stability_view": "rotate"}, "stability_view"), ({"held_out": {}}, "held_out needs include")):
+        values = {"train": tiny_selftune_config()["train"], "held_out": {"include": ["x"]}, **bad}
+        with pytest.raises(InputError, match=message):
+            selftune_config.resolve(values)
