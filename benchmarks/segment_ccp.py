@@ -14,7 +14,11 @@ number of steps on:
   (d) all 500 labelled photos that are not held out (the ceiling).
 
 Self-tuning runs as a scheduler would run it: `synth selftune ... --rounds 1` once per round.
-Everything resumes: rerunning the script skips finished runs and continues unfinished ones.
+Everything resumes: rerunning the script skips finished runs and continues unfinished ones. (a)
+and (d) train on photos only, so they do not depend on the self-tuning settings of the config:
+another config's work folder can start from copies of ``a-real100/``, ``d-ceiling500/`` and
+``ceiling-photos/`` (same training keys otherwise) and only the rounds are run.
+configs/ccp_selftune_v1.yaml is the first configuration tried (README gives both results).
 Needs ../shared/data/ccp; exits with a message when it is absent. Torch runs on one thread
 (OMP_NUM_THREADS=1: on this shared 2-core machine two threads were 2-3x slower) at nice 10.
 """

@@ -86,7 +86,7 @@ class SelfTune:
         if not state_path.is_file():
             if config is None:
                 raise InputError(f"{self.dir}: no self-tuning state here yet; pass --config to start one")
-            if self.dir.is_dir() and any(p for p in self.dir.iterdir() if not p.name.startswith(".")):
+            if self.dir.is_dir() and any(p for p in self.dir.iterdir() if not p.name.startswith(".") and p.name != CONFIG_FILE):
                 raise InputError(f"{self.dir}: folder is not empty and holds no {STATE_FILE}; choose an empty --state")
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.dir / CONFIG_FILE, json.dumps(config, indent=2))
@@ -115,6 +115,14 @@ class SelfTune:
                                  "from the next round")
             atomic_write_text(pending_path, json.dumps(config, indent=2))
             logger.warning("config change adopted from the next round: %s", "; ".join(changed))
+            if state["finished"]:  # a finished run goes on: its last round extracts and expands, then the new config
+                state.update(finished=False, stop_reason=None)
+                if self.step_dir(state["round"], "expand").is_dir():
+                    state.update(round=state["round"] + 1, step="train")
+                    self._adopt_pending_config()
+                else:
+                    state["step"] = "extract"
+                self._save(state)
         return state
 
     def _save(self, state: dict[str, Any]) -> None:

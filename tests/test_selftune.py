@@ -165,14 +165,20 @@ def test_another_config_is_named_and_adopted_from_the_next_round_when_forced(inp
     config_path.write_text(yaml.safe_dump(tiny_selftune_config(max_rounds=1)))
     state = tmp_path / "state"
     assert _cli(inputs, state, config_path).exit_code == 0
+    assert json.loads((state / STATE_FILE).read_text())["finished"]  # max_rounds 1: round 1 ends after scoring
     changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(tiny_selftune_config(max_rounds=1, min_gain=0.25)))
+    changed.write_text(yaml.safe_dump(tiny_selftune_config(max_rounds=2, min_gain=-0.25)))
     result = _cli(inputs, state, changed)
-    assert result.exit_code == 2 and "min_gain -1.0 -> 0.25" in result.output and "--force-config" in result.output
-    assert "Traceback" not in result.output
-    result = _cli(inputs, state, changed, "--force-config")
+    assert result.exit_code == 2 and "max_rounds 1 -> 2" in result.output and "--force-config" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 3
+    # Forced: the finished run goes on. Round 1 extracts and expands under its own config; round 2 gets the new one.
+    result = _cli(inputs, state, changed, "--force-config", "--rounds", "1")
     assert result.exit_code == 0, result.output
-    assert json.loads((state / NEXT_CONFIG_FILE).read_text())["min_gain"] == 0.25  # waits for the next round
+    first = json.loads((state / METRICS_FILE).read_text().splitlines()[0])
+    assert first["round"] == 1 and "extract" in first and first["stopped"] is None
+    saved = json.loads((state / STATE_FILE).read_text())
+    assert (saved["round"], saved["step"], saved["finished"]) == (2, "train", False)
+    assert json.loads((state / "config.json").read_text())["min_gain"] == -0.25 and not (state / NEXT_CONFIG_FILE).exists()
     other = _cli(Inputs(inputs.labeled, inputs.backgrounds, inputs.backgrounds), state, None)
     assert other.exit_code == 2 and "--unlabeled" in other.output
 
