@@ -21,7 +21,7 @@ from augment.distortions import DistortionConfig
 from augment.imageio import InputError
 from augment.validation import is_int, is_number, is_pair
 
-SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map")
+SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map", "objects")
 # Split names become shard file names ({split}-{index:05d}.parquet): no separators, no dots.
 SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Largest image side a config may ask for (composites, cutouts): beyond it memory, not quality, grows.
@@ -33,7 +33,7 @@ BLEND_MODES = ("feather", "hard", "poisson")
 class SourceConfig:
     """How objects are read from the SOURCE folders."""
 
-    format: str = "auto"  # auto | mask_pairs | rgba | coco | label_map; auto detects from the folder's contents
+    format: str = "auto"  # auto | mask_pairs | rgba | coco | label_map | objects; auto detects from the folder's contents
     min_area: int = 600  # objects (connected regions for label maps) with fewer mask pixels are skipped
     keep_labels: list[str] = field(default_factory=list)  # label/category names to keep; empty keeps all
     drop_labels: list[str] = field(default_factory=list)  # label/category names to drop (label 0 is always background)
@@ -120,16 +120,7 @@ class ExpandConfig:
 
     @classmethod
     def from_yaml(cls, path: Path | str) -> "ExpandConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if data is not None and not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(data or {}, origin=str(path))
+        return cls.from_dict(read_yaml_mapping(path), origin=str(path))
 
     def validate(self, origin: str = "config") -> None:
         """Range-check every value; the first problem is an :class:`InputError` naming its key."""
@@ -169,6 +160,20 @@ class ExpandConfig:
 
 def _in_range(value: Any, low: int, high: int) -> bool:
     return is_int(value) and low <= value <= high
+
+
+def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
+    """The mapping at the top of a YAML file ({} when empty); a missing or malformed file is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    return data or {}
 
 
 def _build_section(section_type: type, values: Any, origin: str) -> Any:

@@ -129,7 +129,9 @@ _STATE: dict[str, Any] = {}
 
 def _init_state(cutouts: list[Cutout], background_paths: list[Place], config: ExpandConfig, config_hash: str) -> None:
     max_side = int(max(config.composition.width, config.composition.height) / config.composition.background_crop[0])
-    _STATE.update(cutouts=cutouts, backgrounds=BackgroundStore(background_paths, max_side), config=config, config_hash=config_hash)
+    provenance = {c.cutout_id: c.provenance for c in cutouts if c.provenance}
+    _STATE.update(cutouts=cutouts, backgrounds=BackgroundStore(background_paths, max_side), config=config, config_hash=config_hash,
+                  provenance=provenance)
 
 
 def render_row(index: int) -> dict[str, Any]:
@@ -137,10 +139,13 @@ def render_row(index: int) -> dict[str, Any]:
     config: ExpandConfig = _STATE["config"]
     seed = row_seed(config.seed, index)
     scene = compose_scene(_STATE["cutouts"], _STATE["backgrounds"], config.composition, config.distortions, rng=np.random.default_rng(seed))
-    return scene_to_row(scene, index, seed, config, _STATE["config_hash"])
+    return scene_to_row(scene, index, seed, config, _STATE["config_hash"], _STATE["provenance"])
 
 
-def scene_to_row(scene: Scene, index: int, seed: int, config: ExpandConfig, config_hash: str) -> dict[str, Any]:
+def scene_to_row(scene: Scene, index: int, seed: int, config: ExpandConfig, config_hash: str,
+                 provenance: dict[str, dict] | None = None) -> dict[str, Any]:
+    """A shard row; ``provenance`` (cutout id -> provenance of automatic cutouts) is carried into its objects."""
+    provenance = provenance or {}
     name = row_id(config.output.split, index)
     return {
         "id": name,
@@ -155,6 +160,7 @@ def scene_to_row(scene: Scene, index: int, seed: int, config: ExpandConfig, conf
                 "category": o.category,
                 "box": list(o.box),
                 "visible_fraction": o.visible_fraction,
+                "provenance": provenance.get(o.cutout_id),
             }
             for o in scene.objects
         ],

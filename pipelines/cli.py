@@ -252,10 +252,10 @@ def export(
 
 
 def _register_optional_commands() -> None:
-    """Commands of the train and search stages live beside their code."""
+    """Commands of the train, search and segmentation stages live beside their code."""
     import importlib
 
-    for module_name in ("pipelines.train_commands", "pipelines.search_commands"):
+    for module_name in ("pipelines.train_commands", "pipelines.search_commands", "pipelines.segment_commands"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:

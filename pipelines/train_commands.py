@@ -44,11 +44,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        shards: str = typer.Option(..., "--shards", help="Folder (or s3://, gs:// prefix) of shards written by "
-                                   "`synth expand`."),
+        shards: list[str] = typer.Option(..., "--shards", help="Folder (or s3://, gs:// prefix) of shards written by "
+                                         "`synth expand` (task segment: repeat for labelled photos, composites, "
+                                         "pseudo-labels)."),
         out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.yaml, tb/ (TensorBoard)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/train_cpu.yaml); "
-                                              "default: the resumed checkpoint's, else built-in defaults."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/train_cpu.yaml, "
+                                              "configs/segment_cpu.yaml); default: the resumed checkpoint's, else "
+                                              "built-in defaults."),
+        task: Optional[str] = typer.Option(None, "--task", help="query_search or segment (overrides the config)."),
         resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoint.pt."),
         steps: Optional[int] = typer.Option(None, "--steps", help="Total steps (overrides the config)."),
         eval_shards: Optional[str] = typer.Option(None, "--eval-shards",
@@ -56,8 +59,9 @@ def register(app: typer.Typer) -> None:
                                                    "queries are always held-out cutouts."),
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (overrides the config)."),
     ) -> None:
-        """Train the query search network; run under `torchrun --nproc_per_node=N` for DDP."""
+        """Train the query search network or a segmenter (--task segment); `torchrun --nproc_per_node=N` for DDP."""
         from augment.outputs import check_output_folder
+        from augment.shards import find_shards
         from train.checkpoint import CHECKPOINT_FILE
         from train.data import list_shards
         from train.loop import train as train_run
@@ -66,9 +70,12 @@ def register(app: typer.Typer) -> None:
 
         def run() -> None:
             check_output_folder(out)
-            for folder in (shards, eval_shards or shards):  # unreadable shards: one line before the model loads
-                list_shards(folder)
-            run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device)
+            run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device,
+                                 task=task)
+            # Unreadable shards: one line before the model loads.
+            check = (lambda f: find_shards([f])) if run_config.task == "segment" else list_shards
+            for folder in [*shards, eval_shards] if eval_shards else shards:
+                check(folder)
             result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
             if result.checkpoint is not None:
                 _console.print(_metrics_table(f"step {result.step}: last training window", result.metrics))

@@ -21,8 +21,10 @@ from augment.imageio import InputError
 from augment.validation import is_int, is_number, is_pair
 from train.data import PairConfig
 from train.model import SearchNetConfig
+from train.segment_config import SegmentConfig
+from train.segment_model import SegmentNetConfig
 
-TASK_NAMES = ("query_search",)
+TASK_NAMES = ("query_search", "segment")
 
 
 @dataclass
@@ -30,7 +32,8 @@ class TrainConfig:
     """Everything that defines a training run; ``configs/train_*.yaml`` document every key."""
 
     task: str = "query_search"
-    model: dict[str, Any] = field(default_factory=dict)  # SearchNetConfig fields
+    model: dict[str, Any] = field(default_factory=dict)  # SearchNetConfig fields (SegmentNetConfig for task segment)
+    segment: dict[str, Any] = field(default_factory=dict)  # task segment: SegmentConfig fields (classes, sizes, mix)
     loss: str = "bce+dice"
     loss_params: dict[str, float] = field(default_factory=dict)
     box_loss_weight: float = 1.0  # used when the model has a box head
@@ -79,6 +82,9 @@ class TrainConfig:
         self.query_fill = tuple(self.query_fill)
         self.betas = tuple(self.betas)
         self._check_ranges()
+        if self.task == "segment":
+            self._check_segment()
+            return
         try:
             num_labels = SearchNetConfig(**self.model).num_label_classes
         except (TypeError, ValueError) as error:
@@ -143,6 +149,21 @@ class TrainConfig:
             if not ok:
                 raise InputError(message)
 
+    def _check_segment(self) -> None:
+        try:
+            SegmentNetConfig(**self.model)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"model: {error}") from None
+        try:
+            segment = self.segment_config()
+        except (TypeError, ValueError) as error:
+            raise InputError(f"segment: {error}") from None
+        if not segment.classes:
+            raise InputError("segment.classes: task segment needs a class map (see configs/segment_cpu.yaml)")
+
+    def segment_config(self) -> SegmentConfig:
+        return SegmentConfig.from_dict(self.segment)
+
     @classmethod
     def from_yaml(cls, path: Path | str, **overrides: Any) -> "TrainConfig":
         """Load a YAML config; unknown keys are an error naming the key, not a silent no-op."""
@@ -165,8 +186,8 @@ class TrainConfig:
         except (TypeError, ValueError, InputError) as error:
             raise InputError(f"{path}: {error}") from None
 
-    def model_config(self) -> SearchNetConfig:
-        return SearchNetConfig(**self.model)
+    def model_config(self) -> SearchNetConfig | SegmentNetConfig:
+        return SegmentNetConfig(**self.model) if self.task == "segment" else SearchNetConfig(**self.model)
 
     def pair_config(self) -> PairConfig:
         return PairConfig(query_size=self.query_size, medium_size=self.medium_size,
@@ -178,6 +199,8 @@ class TrainConfig:
         """The config minus runtime keys, with the model config resolved to all its fields."""
         values = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_KEYS}
         values["model"] = dataclasses.asdict(self.model_config())
+        if self.task == "segment":
+            values["segment"] = self.segment_config().to_dict()
         return json.loads(json.dumps(values))  # tuples -> lists, so saved and fresh compare equal
 
     def hash(self) -> str:

@@ -215,7 +215,7 @@ class ShardPairs(IterableDataset):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of size {world_size}")
         self.folder = as_place(folder)
-        self.shards = list_shards(self.folder)
+        self.shards = self._find_shards()
         self.config = config
         self.split = split
         self.seed = seed
@@ -231,6 +231,10 @@ class ShardPairs(IterableDataset):
             (path, group) for path in self.shards for group in range(open_shard(path).num_row_groups)]
         # Counters of the current process (num_workers=0); with workers, read ``corrupt`` off the samples.
         self.stats = {"rows": 0, "samples": 0, "corrupt": 0, "no_query": 0}
+
+    def _find_shards(self) -> list[Path]:
+        """The shard files streamed (a subclass may read other folders)."""
+        return list_shards(self.folder)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: it seeds the unit order, the shuffle buffers and the augmentation."""
