@@ -1,30 +1,132 @@
-"""`synth export --format coco`: images plus a COCO instances JSON with RLE masks."""
+"""`synth export --format coco`: images plus a COCO instances JSON with RLE masks.
+
+The export is written whole or not at all: into a temporary folder beside ``--out``, renamed into
+place when complete. Every row is checked before it is written (its JPEG complete and decodable,
+its mask decodable and of the image's size, its id a safe file name not used before); bad rows are
+skipped and counted, never written as files holding bad bytes.
+"""
 
 from __future__ import annotations
 
+import collections
+import logging
 import json
+import os
+import shutil
 from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from augment.imageio import atomic_write_bytes, atomic_write_text, decode_image
+from augment.imageio import InputError, check_complete, decode_image, image_format, temporary_folder_beside
+from augment.outputs import check_output_folder, inside, is_safe_name
 from augment.shards import find_shards, iter_rows
 
+log = logging.getLogger(__name__)
 
-def export_coco(shard_paths: list[Path], out_dir: Path) -> dict[str, int]:
-    """Write ``out_dir/images/<id>.jpg`` (the stored JPEG bytes, not re-encoded) and ``annotations.json``."""
+ANNOTATIONS_FILE = "annotations.json"
+DESCRIPTION_PREFIX = "exported by synth from "
+
+
+def export_coco(shard_paths: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Write ``out_dir/images/<id>.jpg`` (the stored JPEG bytes, not re-encoded) and ``annotations.json``.
+
+    Returns the counts of images, annotations, categories and skipped rows, and ``skip_reasons``.
+    """
     shards = find_shards(shard_paths)
     out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    _check_target(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_folder_beside(out_dir)
+    try:
+        counts = _write_coco(shards, staging)
+        _replace_folder(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return counts
+
+
+def _check_target(out_dir: Path) -> None:
+    """``out_dir`` must be absent, empty, or an earlier export (which is replaced)."""
+    check_output_folder(out_dir)
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    entries = {p.name for p in out_dir.iterdir()}
+    try:
+        earlier = entries <= {"images", ANNOTATIONS_FILE} and json.loads(
+            (out_dir / ANNOTATIONS_FILE).read_text(encoding="utf-8"))["info"]["description"].startswith(DESCRIPTION_PREFIX)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        earlier = False
+    if not earlier:
+        raise InputError(f"{out_dir}: exists and holds other files; choose a new or empty folder "
+                         "(an earlier `synth export` there is replaced)")
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    if target.is_dir() and any(target.iterdir()):
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.rename(target, old)
+        os.rename(new, target)
+        shutil.rmtree(old)
+    else:
+        if target.is_dir():
+            target.rmdir()
+        os.rename(new, target)
+
+
+def _row_problem(row: dict[str, Any], used: set[str]) -> tuple[str | None, np.ndarray | None]:
+    """Why a row cannot be exported (a short reason, None if it can), and its instance-id mask."""
+    row_id = row.get("id")
+    if not is_safe_name(row_id):
+        return "id is not a safe file name", None
+    if row_id.lower() in used:
+        return "id seen before", None
+    image_bytes = (row.get("image") or {}).get("bytes") or b""
+    mask_bytes = (row.get("mask") or {}).get("bytes") or b""
+    try:
+        if image_format(image_bytes) != "JPEG":
+            raise InputError(f"{row_id}: image is not a JPEG")
+        check_complete(image_bytes, row_id)
+        image = decode_image(image_bytes, cv2.IMREAD_COLOR, row_id)
+    except InputError as error:
+        log.info("skipping row: %s", error)
+        return "image unreadable or not a complete JPEG", None
+    try:
+        instances = decode_image(mask_bytes, cv2.IMREAD_UNCHANGED, f"{row_id} mask")
+    except InputError as error:
+        log.info("skipping row: %s", error)
+        return "mask unreadable", None
+    if instances.ndim != 2 or instances.shape != image.shape[:2]:
+        return "mask size differs from the image's", None
+    if (row.get("height"), row.get("width")) != image.shape[:2]:
+        return "stored width/height differ from the image's", None
+    for obj in row.get("objects") or []:
+        box = obj.get("box")
+        if not (isinstance(obj.get("instance_id"), int) and isinstance(box, list) and len(box) == 4
+                and all(isinstance(v, int) for v in box)):
+            return "malformed object entry", None
+    return None, instances
+
+
+def _write_coco(shards: list[Path], folder: Path) -> dict[str, Any]:
+    (folder / "images").mkdir()
     images, annotations, categories = [], [], {}
+    skipped: collections.Counter[str] = collections.Counter()
+    used: set[str] = set()
     for _, row in iter_rows(shards):
+        problem, instances = _row_problem(row, used)
+        if problem is not None:
+            skipped[problem] += 1
+            continue
+        used.add(row["id"].lower())
         image_id = len(images) + 1
         file_name = f"{row['id']}.jpg"
-        atomic_write_bytes(out_dir / "images" / file_name, row["image"]["bytes"])
+        inside(folder / "images", folder / "images" / file_name).write_bytes(row["image"]["bytes"])
         images.append({"id": image_id, "file_name": file_name, "width": row["width"], "height": row["height"]})
-        instances = decode_image(row["mask"]["bytes"], name=row["id"])
-        for obj in row["objects"]:
+        for obj in row["objects"] or []:
             binary = np.asfortranarray((instances == obj["instance_id"]).astype(np.uint8))
             rle = mask_utils.encode(binary)
             area = float(mask_utils.area(rle))
@@ -46,10 +148,11 @@ def export_coco(shard_paths: list[Path], out_dir: Path) -> dict[str, int]:
                 }
             )
     coco = {
-        "info": {"description": "exported by synth from " + ", ".join(map(str, shards))},
+        "info": {"description": DESCRIPTION_PREFIX + ", ".join(map(str, shards))},
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i, "name": name, "supercategory": "object"} for name, i in categories.items()],
     }
-    atomic_write_text(out_dir / "annotations.json", json.dumps(coco))
-    return {"images": len(images), "annotations": len(annotations), "categories": len(categories)}
+    (folder / ANNOTATIONS_FILE).write_text(json.dumps(coco))
+    return {"images": len(images), "annotations": len(annotations), "categories": len(categories),
+            "skipped": sum(skipped.values()), "skip_reasons": dict(skipped)}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -21,7 +20,8 @@ import numpy as np
 from augment.config import CompositionConfig
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
-from augment.imageio import read_image, resize_image
+from augment.imageio import resize_image
+from augment.storage import Place, as_place, read_image
 from augment.superpixels import resize_labels
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ class Scene:
 class BackgroundStore:
     """Backgrounds decoded on first use and kept in a bounded LRU cache (per process)."""
 
-    def __init__(self, paths: list[Path], max_shorter_side: int, cache_bytes: int = 1 << 30):
-        self.paths = [Path(p) for p in paths]
+    def __init__(self, paths: list[Place], max_shorter_side: int, cache_bytes: int = 1 << 30):
+        self.paths = [as_place(p) for p in paths]  # local files or object-store locations
         self.max_shorter_side = max_shorter_side
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()

@@ -19,8 +19,13 @@ import yaml
 
 from augment.distortions import DistortionConfig
 from augment.imageio import InputError
+from augment.validation import is_int, is_number, is_pair
 
-SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map")
+SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map", "objects")
+# Split names become shard file names ({split}-{index:05d}.parquet): no separators, no dots.
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# Largest image side a config may ask for (composites, cutouts): beyond it memory, not quality, grows.
+MAX_SIDE = 16384
 BLEND_MODES = ("feather", "hard", "poisson")
 
 
@@ -28,7 +33,7 @@ BLEND_MODES = ("feather", "hard", "poisson")
 class SourceConfig:
     """How objects are read from the SOURCE folders."""
 
-    format: str = "auto"  # auto | mask_pairs | rgba | coco | label_map; auto detects from the folder's contents
+    format: str = "auto"  # auto | mask_pairs | rgba | coco | label_map | objects; auto detects from the folder's contents
     min_area: int = 600  # objects (connected regions for label maps) with fewer mask pixels are skipped
     keep_labels: list[str] = field(default_factory=list)  # label/category names to keep; empty keeps all
     drop_labels: list[str] = field(default_factory=list)  # label/category names to drop (label 0 is always background)
@@ -102,9 +107,10 @@ class ExpandConfig:
                 try:
                     config.distortions = DistortionConfig.from_dict(value or {})
                 except (ValueError, TypeError) as error:
-                    raise InputError(f"{origin}: distortions: {error}") from None
+                    text = str(error) if str(error).startswith("distortions") else f"distortions.{error}"
+                    raise InputError(f"{origin}: {text}") from None
             elif key in ("seed", "num"):
-                if not isinstance(value, int) or value < 0:
+                if not is_int(value) or value < 0:
                     raise InputError(f"{origin}: {key} must be a non-negative integer, got {value!r}")
                 setattr(config, key, value)
             else:
@@ -114,35 +120,60 @@ class ExpandConfig:
 
     @classmethod
     def from_yaml(cls, path: Path | str) -> "ExpandConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if data is not None and not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(data or {}, origin=str(path))
+        return cls.from_dict(read_yaml_mapping(path), origin=str(path))
 
     def validate(self, origin: str = "config") -> None:
+        """Range-check every value; the first problem is an :class:`InputError` naming its key."""
         c, s, o = self.composition, self.sources, self.output
         checks = [
+            (is_int(self.seed) and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed!r}"),
+            (is_int(self.num) and self.num >= 0, f"num must be a non-negative integer, got {self.num!r}"),
             (s.format in SOURCE_FORMATS, f"sources.format must be one of {', '.join(SOURCE_FORMATS)}"),
+            (is_int(s.min_area) and s.min_area >= 1, "sources.min_area must be at least 1"),
+            (_in_range(s.max_cutout_side, 16, MAX_SIDE), f"sources.max_cutout_side must lie in [16, {MAX_SIDE}]"),
+            (_in_range(s.superpixel_max_side, 16, 1024), "sources.superpixel_max_side must lie in [16, 1024]"),
+            (is_int(s.limit) and s.limit >= 0, "sources.limit must be 0 (all) or more"),
             (c.blend in BLEND_MODES, f"composition.blend must be one of {', '.join(BLEND_MODES)}"),
-            (c.width >= 32 and c.height >= 32, "composition.width and height must be at least 32"),
-            (1 <= c.min_objects <= c.max_objects <= 255, "need 1 <= composition.min_objects <= max_objects <= 255 (8-bit instance masks)"),
+            (_in_range(c.width, 32, MAX_SIDE) and _in_range(c.height, 32, MAX_SIDE),
+             f"composition.width and height must lie in [32, {MAX_SIDE}]"),
+            (is_int(c.min_objects) and is_int(c.max_objects) and 1 <= c.min_objects <= c.max_objects <= 255,
+             "need 1 <= composition.min_objects <= max_objects <= 255 (8-bit instance masks)"),
             (0 < c.object_scale[0] <= c.object_scale[1] <= 1.0, "composition.object_scale must be 0 < lo <= hi <= 1"),
             (0 < c.background_crop[0] <= c.background_crop[1] <= 1.0, "composition.background_crop must be 0 < lo <= hi <= 1"),
-            (0.0 <= c.max_overlap <= 1.0 and 0.0 <= c.min_visible <= 1.0, "max_overlap and min_visible must lie in [0, 1]"),
+            (0.0 <= c.max_overlap <= 1.0, "composition.max_overlap must lie in [0, 1]"),
+            (0.0 <= c.min_visible <= 1.0, "composition.min_visible must lie in [0, 1]"),
             (0.0 <= c.repeat_probability <= 1.0, "composition.repeat_probability must lie in [0, 1]"),
-            (o.shard_rows >= 1 and o.row_group_rows >= 1, "output.shard_rows and row_group_rows must be positive"),
-            (1 <= o.jpeg_quality <= 100, "output.jpeg_quality must lie in [1, 100]"),
-            (s.min_area >= 1 and s.max_cutout_side >= 16, "sources.min_area >= 1 and max_cutout_side >= 16"),
+            # Zero tries would place no object at all: every composite empty, silently.
+            (_in_range(c.placement_tries, 1, 1000), "composition.placement_tries must lie in [1, 1000]"),
+            (_in_range(c.feather_px, 0, 64), "composition.feather_px must lie in [0, 64]"),
+            (isinstance(o.split, str) and SPLIT_NAME.fullmatch(o.split) is not None,
+             f"output.split must be letters, digits, '_' or '-' (it names the shard files), got {o.split!r}"),
+            (is_int(o.shard_rows) and o.shard_rows >= 1, "output.shard_rows must be at least 1"),
+            (is_int(o.shard_bytes) and o.shard_bytes >= 1, "output.shard_bytes must be at least 1"),
+            (is_int(o.row_group_rows) and o.row_group_rows >= 1, "output.row_group_rows must be at least 1"),
+            (_in_range(o.jpeg_quality, 1, 100), "output.jpeg_quality must lie in [1, 100]"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InputError(f"{origin}: {message}")
+
+
+def _in_range(value: Any, low: int, high: int) -> bool:
+    return is_int(value) and low <= value <= high
+
+
+def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
+    """The mapping at the top of a YAML file ({} when empty); a missing or malformed file is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    return data or {}
 
 
 def _build_section(section_type: type, values: Any, origin: str) -> Any:
@@ -157,16 +188,23 @@ def _build_section(section_type: type, values: Any, origin: str) -> Any:
             raise InputError(f"{origin}: unknown key {key!r} (known: {', '.join(known)})")
         default = getattr(section_type(), key)
         if isinstance(default, tuple):
-            if not isinstance(value, (list, tuple)) or len(value) != len(default):
-                raise InputError(f"{origin}.{key}: expected a pair like {list(default)}")
+            if not is_pair(value):
+                raise InputError(f"{origin}.{key}: expected a pair of numbers like {list(default)}, got {value!r}")
             value = tuple(float(v) for v in value)
-        elif isinstance(default, bool) or isinstance(default, list):
-            if type(value) is not type(default):
-                raise InputError(f"{origin}.{key}: expected {type(default).__name__}, got {value!r}")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
+        elif isinstance(default, list):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InputError(f"{origin}.{key}: expected a list of strings, got {value!r} "
+                                 '(quote words YAML reads as other values: "null", "yes", "no", "1")')
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise InputError(f"{origin}.{key}: expected true or false, got {value!r}")
+        elif isinstance(default, int):
+            if not is_int(value):
+                raise InputError(f"{origin}.{key}: expected a whole number, got {value!r}")
+        elif isinstance(default, float):
+            if not is_number(value):
                 raise InputError(f"{origin}.{key}: expected a number, got {value!r}")
-            value = type(default)(value)
+            value = float(value)
         elif isinstance(default, str) and not isinstance(value, str):
             raise InputError(f"{origin}.{key}: expected a string, got {value!r}")
         kwargs[key] = value

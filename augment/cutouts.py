@@ -25,6 +25,7 @@ from augment.imageio import InputError, atomic_path, decode_image, encode_png
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
 from augment.sources import Skip, SourceObject, read_source
 from augment.superpixels import compute_superpixels
+from augment.system import ignore_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Cutout:
     rgba: np.ndarray  # H×W×4 uint8
     superpixels: np.ndarray  # int32 labels at reduced size, 0 = outside the object
     area: int
+    provenance: dict | None = None  # automatic cutouts: source, model_id, round, confidence, stability
 
 
 def cutout_id(rgba: np.ndarray, category: str) -> str:
@@ -90,7 +92,6 @@ def build_objects_table(
             skips = [Skip(**s) for s in json.loads(skips_path.read_text())]
             return out_path, skips, pq.read_metadata(out_path).num_rows
 
-    objects: list[SourceObject] = []
     skips: list[Skip] = []
     seen: set[str] = set()
     rows: list[dict] = []
@@ -100,51 +101,69 @@ def build_objects_table(
                 log.info("skipped %s: %s", item.path, item.reason)
                 skips.append(item)
                 continue
-            identity = cutout_id(item.rgba, item.category)
-            if identity in seen:
+            row = object_row(item)
+            if row["cutout_id"] in seen:
                 continue  # the same object twice (e.g. a duplicated file) adds nothing
-            seen.add(identity)
-            objects.append(item)
-            alpha = item.rgba[:, :, 3]
-            rows.append(
-                {
-                    "cutout_id": identity,
-                    "category": item.category,
-                    "source": item.source,
-                    "box": list(item.box),
-                    "image": {"bytes": encode_png(item.rgba, 3), "path": f"{identity}.png"},
-                    "width": int(item.rgba.shape[1]),
-                    "height": int(item.rgba.shape[0]),
-                    "area": int(np.count_nonzero(alpha)),
-                }
-            )
+            seen.add(row["cutout_id"])
+            rows.append(row)
     if not rows:
         raise InputError(f"{', '.join(map(str, sources))}: no usable objects found ({len(skips)} inputs skipped)")
 
-    jobs = [(row["image"]["bytes"], config.superpixel_max_side) for row in rows]
-    superpixels: list[bytes] = []
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for done, png in enumerate(pool.map(_superpixels_png, jobs, chunksize=8), 1):
-                superpixels.append(png)
-                if progress:
-                    progress(done, len(jobs))
-    else:
-        for done, job in enumerate(jobs, 1):
-            superpixels.append(_superpixels_png(job))
-            if progress:
-                progress(done, len(jobs))
-    for row, png in zip(rows, superpixels):
-        row["superpixels"] = {"bytes": png, "path": f"{row['cutout_id']}.superpixels.png"}
-
-    schema = OBJECTS_SCHEMA.with_metadata({**OBJECTS_SCHEMA.metadata, INPUTS_HASH_KEY: fingerprint.encode()})
-    table = pa.Table.from_pylist(rows, schema=schema)
-    with atomic_path(out_path) as temporary:
-        pq.write_table(table, temporary, compression="zstd", row_group_size=256)
+    add_superpixels(rows, config.superpixel_max_side, workers, progress)
+    write_objects_table(rows, out_path, fingerprint)
     with atomic_path(skips_path) as temporary:
         temporary.write_text(json.dumps([s.__dict__ for s in skips]))
     log.info("wrote %d cutouts to %s (%d inputs skipped)", len(rows), out_path, len(skips))
     return out_path, skips, len(rows)
+
+
+def object_row(item: SourceObject) -> dict:
+    """The objects-table row of a cutout (superpixels added by :func:`add_superpixels` unless known)."""
+    identity = cutout_id(item.rgba, item.category)
+    row = {
+        "cutout_id": identity,
+        "category": item.category,
+        "source": item.source,
+        "box": list(item.box),
+        "image": {"bytes": encode_png(item.rgba, 3), "path": f"{identity}.png"},
+        "width": int(item.rgba.shape[1]),
+        "height": int(item.rgba.shape[0]),
+        "area": int(np.count_nonzero(item.rgba[:, :, 3])),
+        "provenance": item.provenance,
+    }
+    if item.superpixels is not None:
+        row["superpixels"] = {"bytes": item.superpixels, "path": f"{identity}.superpixels.png"}
+    return row
+
+
+def add_superpixels(rows: list[dict], max_side: int, workers: int = 1,
+                    progress: Callable[[int, int], None] | None = None) -> None:
+    """Compute the superpixels of the rows that have none yet (in place), on ``workers`` processes."""
+    todo = [row for row in rows if "superpixels" not in row]
+    jobs = [(row["image"]["bytes"], max_side) for row in todo]
+    if workers > 1 and len(jobs) > 1:
+        pool = ProcessPoolExecutor(workers, initializer=ignore_interrupts)
+        try:
+            results = pool.map(_superpixels_png, jobs, chunksize=8)
+            for done, (row, png) in enumerate(zip(todo, results), 1):
+                row["superpixels"] = {"bytes": png, "path": f"{row['cutout_id']}.superpixels.png"}
+                if progress:
+                    progress(done, len(jobs))
+        finally:  # on Ctrl-C, drop the queued work instead of finishing it
+            pool.shutdown(wait=True, cancel_futures=True)
+        return
+    for done, (row, job) in enumerate(zip(todo, jobs), 1):
+        row["superpixels"] = {"bytes": _superpixels_png(job), "path": f"{row['cutout_id']}.superpixels.png"}
+        if progress:
+            progress(done, len(jobs))
+
+
+def write_objects_table(rows: list[dict], path: Path, fingerprint: str = "") -> None:
+    """Write ``objects.parquet`` atomically; ``fingerprint`` identifies the inputs it was made from."""
+    schema = OBJECTS_SCHEMA.with_metadata({**OBJECTS_SCHEMA.metadata, INPUTS_HASH_KEY: fingerprint.encode()})
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary, compression="zstd", row_group_size=256)
 
 
 def load_cutouts(objects_path: Path) -> list[Cutout]:
@@ -152,15 +171,18 @@ def load_cutouts(objects_path: Path) -> list[Cutout]:
     objects_path = Path(objects_path)
     if not objects_path.exists():
         raise InputError(f"{objects_path}: objects table not found")
+    columns = ["cutout_id", "category", "image", "superpixels", "area"]
     try:
-        table = pq.read_table(objects_path, columns=["cutout_id", "category", "image", "superpixels", "area"])
+        if "provenance" in pq.read_schema(objects_path).names:  # tables written before provenance have none
+            columns.append("provenance")
+        table = pq.read_table(objects_path, columns=columns)
     except (pa.ArrowException, OSError) as error:
         raise InputError(f"{objects_path}: not a readable objects table ({error})") from None
     cutouts = []
     for row in table.to_pylist():
         rgba = decode_image(row["image"]["bytes"], name=f"{objects_path}:{row['cutout_id']}")
         labels = decode_image(row["superpixels"]["bytes"], name=f"{objects_path}:{row['cutout_id']}").astype(np.int32)
-        cutouts.append(Cutout(row["cutout_id"], row["category"], rgba, labels, int(row["area"])))
+        cutouts.append(Cutout(row["cutout_id"], row["category"], rgba, labels, int(row["area"]), row.get("provenance")))
     return cutouts
 
 

@@ -35,6 +35,7 @@ from scipy.special import ndtri
 
 from augment.imageio import decode_image, encode_jpeg
 from augment.superpixels import resize_labels
+from augment.validation import is_number, is_pair
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ def _uniform(rng: np.random.Generator, bounds: Range) -> float:
     return float(rng.uniform(bounds[0], bounds[1]))
 
 
+def _shown(value: Any) -> str:
+    return repr(list(value) if isinstance(value, tuple) else value)
+
+
 def _seed(rng: np.random.Generator) -> int:
     # 31 bits: a plain JSON int every consumer (and every language) reads exactly.
     return int(rng.integers(0, 2**31 - 1))
@@ -65,17 +70,41 @@ class Distortion(ABC):
     level: ClassVar[str] = ""
     p: float = 0.0
 
+    # Allowed interval of each numeric setting (both ends of a range must lie in it); settings named
+    # ``p`` or ``*_p`` are probabilities in [0, 1] unless listed here.
+    limits: ClassVar[dict[str, tuple[float, float]]] = {}
+
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
             if isinstance(value, list):  # from YAML/JSON
                 value = tuple(value)
                 setattr(self, spec.name, value)
-            is_range = isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
-            if is_range and not value[0] <= value[1]:
-                raise ValueError(f"{self.name}.{spec.name}: range {list(value)} has low > high")
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"{self.name}.p: {self.p} is not a probability in [0, 1]")
+            self._check_setting(spec.name, spec.default, value)
+
+    def _check_setting(self, name: str, default: Any, value: Any) -> None:
+        """Type and range of one setting, judged by its default; a ValueError names ``distortion.setting``."""
+        where = f"{self.name}.{name}"
+        probability = name not in self.limits and (name == "p" or name.endswith("_p"))
+        low, high = (0.0, 1.0) if probability else self.limits.get(name, (-math.inf, math.inf))
+        if is_pair(default):
+            if not (isinstance(value, tuple) and is_pair(value)):
+                raise ValueError(f"{where}: expected a pair of numbers [low, high], got {_shown(value)}")
+            if not value[0] <= value[1]:
+                raise ValueError(f"{where}: range {list(value)} has low > high")
+            if not (low <= value[0] and value[1] <= high):
+                raise ValueError(f"{where}: range {list(value)} must lie within [{low:g}, {high:g}]")
+        elif isinstance(default, float):
+            if not is_number(value) or not low <= value <= high:
+                expected = "a probability" if probability else "a number"
+                raise ValueError(f"{where}: expected {expected} in [{low:g}, {high:g}], got {_shown(value)}")
+        elif isinstance(default, tuple) and all(isinstance(v, int) for v in default):  # an RGB colour
+            if not (isinstance(value, tuple) and len(value) == len(default)
+                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in value)):
+                raise ValueError(f"{where}: expected {len(default)} integers in [0, 255], got {_shown(value)}")
+        elif isinstance(default, tuple):  # names to choose from
+            if not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
+                raise ValueError(f"{where}: expected a list of names, got {_shown(value)}")
 
     @abstractmethod
     def sample(self, rng: np.random.Generator, height: int, width: int) -> dict:
@@ -163,6 +192,7 @@ class Affine(Distortion):
 
     name: ClassVar[str] = "affine"
     level: ClassVar[str] = "object"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"rotate": (-360, 360), "scale": (0.05, 20), "shear": (-80, 80)}
     p: float = 0.5  #: probability of applying (default 0.5)
     rotate: Range = (-30.0, 30.0)  #: rotation in degrees, counter-clockwise (default [-30, 30])
     scale: Range = (0.85, 1.15)  #: isotropic scale factor on the pasted size (default [0.85, 1.15])
@@ -201,6 +231,7 @@ class Tear(Distortion):
 
     name: ClassVar[str] = "tear"
     level: ClassVar[str] = "object"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"offset": (-1, 1), "jitter": (0, 1), "gap": (0, 1), "rotate": (-180, 180)}
     knots: ClassVar[int] = 8  # vertices of the jagged polyline
     p: float = 0.15  #: probability of applying (default 0.15)
     offset: Range = (-0.4, 0.4)  #: line position across the object, fraction of its half extent (default [-0.4, 0.4])
@@ -291,6 +322,7 @@ class SuperpixelOcclusion(Distortion):
 
     name: ClassVar[str] = "superpixel_occlusion"
     level: ClassVar[str] = "object"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"fraction": (0, 1), "remove_ratio": (0, 1), "darken": (0, 1)}
     p: float = 0.3  #: probability of applying (default 0.3)
     fraction: Range = (0.05, 0.3)  #: fraction of the object's superpixels affected (default [0.05, 0.3])
     remove_ratio: float = 0.5  #: chance that an affected superpixel is removed rather than darkened (default 0.5)
@@ -345,6 +377,7 @@ class Transparency(Distortion):
 
     name: ClassVar[str] = "transparency"
     level: ClassVar[str] = "object"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"factor": (0, 1)}
     p: float = 0.15  #: probability of applying (default 0.15)
     factor: Range = (0.4, 0.9)  #: alpha multiplier (default [0.4, 0.9])
 
@@ -377,6 +410,8 @@ class Lighting(Distortion):
 
     name: ClassVar[str] = "lighting"
     level: ClassVar[str] = "object"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"brightness": (-1, 1), "contrast": (0, 10), "gamma": (0.01, 10),
+                                                         "temperature": (-1, 1)}
     p: float = 0.5  #: probability of applying (default 0.5)
     brightness: Range = (-0.15, 0.15)  #: added to intensities in [0, 1] (default [-0.15, 0.15])
     contrast: Range = (0.75, 1.3)  #: stretch around mid-grey (default [0.75, 1.3])
@@ -419,6 +454,7 @@ class LensBlur(Distortion):
 
     name: ClassVar[str] = "lens_blur"
     level: ClassVar[str] = "scene"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"radius": (0, 50)}
     p: float = 0.2  #: probability of applying (default 0.2)
     radius: Range = (1.0, 3.0)  #: disc radius in pixels (default [1, 3]; cost grows with radius²)
 
@@ -447,6 +483,7 @@ class MotionBlur(Distortion):
 
     name: ClassVar[str] = "motion_blur"
     level: ClassVar[str] = "scene"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"length": (0, 200)}
     p: float = 0.2  #: probability of applying (default 0.2)
     length: Range = (3.0, 11.0)  #: streak length in pixels (default [3, 11])
 
@@ -492,6 +529,7 @@ class Noise(Distortion):
 
     name: ClassVar[str] = "noise"
     level: ClassVar[str] = "scene"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"sigma": (0, 255), "shot": (0, 255), "color": (0, 255)}
     p: float = 0.35  #: probability of applying (default 0.35)
     iso_p: float = 0.5  #: chance the noise is ISO-like rather than plain gaussian (default 0.5)
     sigma: Range = (2.0, 8.0)  #: gaussian std in grey levels (default [2, 8])
@@ -550,6 +588,7 @@ class PillarBox(Distortion):
 
     name: ClassVar[str] = "pillar_box"
     level: ClassVar[str] = "scene"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"content": (0.05, 1)}
     p: float = 0.1  #: probability of applying (default 0.1)
     letterbox_p: float = 0.5  #: chance of top/bottom bars instead of left/right (default 0.5)
     content: Range = (0.7, 0.95)  #: fraction of the barred dimension left to the content (default [0.7, 0.95])
@@ -592,6 +631,7 @@ class ResolutionLoss(Distortion):
 
     name: ClassVar[str] = "resolution_loss"
     level: ClassVar[str] = "scene"
+    limits: ClassVar[dict[str, tuple[float, float]]] = {"scale": (0.05, 1), "quality": (1, 100)}
     p: float = 0.3  #: probability of applying (default 0.3)
     scale: Range = (0.35, 0.8)  #: downscale factor before upscaling back (default [0.35, 0.8])
     #: upscaling methods to choose from uniformly (default all three: nearest, linear, cubic)

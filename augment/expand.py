@@ -2,41 +2,59 @@
 
 Row ``i`` is generated from ``SeedSequence([seed, i])`` alone and shards hold fixed
 row ranges, so the same seed gives byte-identical shards whatever the number of
-workers. Work is split in row groups across processes; the main process writes each
-shard to a temporary file and renames it when complete, so a killed run leaves no
-half-written shard and a rerun redoes only the shards that are not finished.
+workers or the engine. Work is split in row groups: across local processes (the ``local``
+engine, here) or across a Ray cluster (the ``ray`` engine, :mod:`augment.engines.ray_engine`).
+Each shard is written to a temporary file of its own, checked, and renamed or copied into place
+when complete (:mod:`augment.shard_writer`), so a killed run leaves no half-written shard and a
+rerun redoes only the shards that are not finished (each kept shard is read back first: readable,
+the planned rows, this run's hash).
+
+Sources, backgrounds and the output folder may be local paths or object-store URIs
+(:mod:`augment.storage`): remote sources are mirrored to a local cache to cut the objects out,
+remote backgrounds are read where they are needed, and shards are committed to the store.
+
+The output folder is locked for the whole run (a second run into it stops at once with
+:class:`augment.locking.BusyError`; an object-store folder by :mod:`augment.object_lock`); a folder holding another run's shards is refused unless
+``overwrite``; ``manifest.json`` is removed when the run starts changing the folder and written
+when it finishes, and it is the list of shards readers use (:mod:`augment.shards`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.pool
 import platform
 import time
+import uuid
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from augment.composite import BackgroundStore, Scene, compose_scene
 from augment.config import ExpandConfig
 from augment.cutouts import Cutout, build_objects_table, load_cutouts
-from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, list_images, read_image
-from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.system import tune_malloc
+from augment.imageio import InputError, encode_jpeg, encode_png
+from augment.object_lock import claim_output
+from augment.outputs import check_output_folder, inside
+from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
+from augment.shard_writer import write_shard
+from augment.shards import check_other_run, clear_for_run, verify_shard, write_manifest
 from augment.sources import Skip
+from augment.storage import (Location, Place, as_place, cache_root, file_size, list_images, publish_file, read_image,
+                             remove_temporaries, stage)
+from augment.system import ignore_interrupts, tune_malloc
 
 log = logging.getLogger(__name__)
 
-RUN_HASH_KEY = b"synth_run_hash"
-# JPEG and PNG bytes do not compress further: zstd only where it pays (objects, params).
-SHARD_COMPRESSION = {name: ("none" if name in ("image", "mask") else "zstd") for name in COMPOSITE_SCHEMA.names}
+ENGINES = ("local", "ray")
 # Conservative bytes per pixel of a JPEG q90 composite plus its PNG mask, to size shards by bytes.
 ESTIMATED_BYTES_PER_PIXEL = 1.2
 
@@ -51,12 +69,41 @@ class ShardPlan:
 
 @dataclass
 class ExpandResult:
-    out_dir: Path
+    out_dir: Place
     manifest: dict[str, Any]
     rows_written: int
     shards_skipped_as_done: int
     seconds: float
     skips: list[Skip] = field(default_factory=list)
+    engine_stats: dict[str, Any] = field(default_factory=dict)  # what the engine reports (tasks, transfers)
+
+
+@dataclass
+class RenderJob:
+    """Everything a worker needs to render rows; made once per run (the Ray engine ships it through
+    Ray's object store, so the cutouts and their superpixels are never recomputed by a worker)."""
+
+    cutouts: list[Cutout]
+    backgrounds: list[Place]
+    config: ExpandConfig
+    config_hash: str
+    schema: pa.Schema  # the composite schema with this run's hashes in its metadata
+    job_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def activate(self) -> None:
+        """Make this job the process's rendering state (once per process: a worker reuses its caches)."""
+        if _STATE.get("job_id") != self.job_id:
+            _init_state(self.cutouts, self.backgrounds, self.config, self.config_hash)
+            _STATE["job_id"] = self.job_id
+
+
+class Engine(Protocol):
+    """How the shards of a run are checked and made: local processes or a Ray cluster."""
+
+    def unfinished(self, plans: list[ShardPlan], out_dir: Place, split: str, run_hash: str) -> list[ShardPlan]: ...
+
+    def write(self, plans: list[ShardPlan], out_dir: Place, job: RenderJob,
+              progress: Callable[[str, int, int], None] | None) -> int: ...
 
 
 def row_seed(seed: int, index: int) -> int:
@@ -80,9 +127,11 @@ def plan_shards(config: ExpandConfig) -> list[ShardPlan]:
 _STATE: dict[str, Any] = {}
 
 
-def _init_state(cutouts: list[Cutout], background_paths: list[Path], config: ExpandConfig, config_hash: str) -> None:
+def _init_state(cutouts: list[Cutout], background_paths: list[Place], config: ExpandConfig, config_hash: str) -> None:
     max_side = int(max(config.composition.width, config.composition.height) / config.composition.background_crop[0])
-    _STATE.update(cutouts=cutouts, backgrounds=BackgroundStore(background_paths, max_side), config=config, config_hash=config_hash)
+    provenance = {c.cutout_id: c.provenance for c in cutouts if c.provenance}
+    _STATE.update(cutouts=cutouts, backgrounds=BackgroundStore(background_paths, max_side), config=config, config_hash=config_hash,
+                  provenance=provenance)
 
 
 def render_row(index: int) -> dict[str, Any]:
@@ -90,15 +139,18 @@ def render_row(index: int) -> dict[str, Any]:
     config: ExpandConfig = _STATE["config"]
     seed = row_seed(config.seed, index)
     scene = compose_scene(_STATE["cutouts"], _STATE["backgrounds"], config.composition, config.distortions, rng=np.random.default_rng(seed))
-    return scene_to_row(scene, index, seed, config, _STATE["config_hash"])
+    return scene_to_row(scene, index, seed, config, _STATE["config_hash"], _STATE["provenance"])
 
 
-def scene_to_row(scene: Scene, index: int, seed: int, config: ExpandConfig, config_hash: str) -> dict[str, Any]:
-    row_id = f"{config.output.split}-{index:08d}"
+def scene_to_row(scene: Scene, index: int, seed: int, config: ExpandConfig, config_hash: str,
+                 provenance: dict[str, dict] | None = None) -> dict[str, Any]:
+    """A shard row; ``provenance`` (cutout id -> provenance of automatic cutouts) is carried into its objects."""
+    provenance = provenance or {}
+    name = row_id(config.output.split, index)
     return {
-        "id": row_id,
-        "image": {"bytes": encode_jpeg(scene.image, config.output.jpeg_quality), "path": f"{row_id}.jpg"},
-        "mask": {"bytes": encode_png(scene.instances, 1), "path": f"{row_id}.png"},
+        "id": name,
+        "image": {"bytes": encode_jpeg(scene.image, config.output.jpeg_quality), "path": f"{name}.jpg"},
+        "mask": {"bytes": encode_png(scene.instances, 1), "path": f"{name}.png"},
         "width": int(scene.image.shape[1]),
         "height": int(scene.image.shape[0]),
         "objects": [
@@ -108,6 +160,7 @@ def scene_to_row(scene: Scene, index: int, seed: int, config: ExpandConfig, conf
                 "category": o.category,
                 "box": list(o.box),
                 "visible_fraction": o.visible_fraction,
+                "provenance": provenance.get(o.cutout_id),
             }
             for o in scene.objects
         ],
@@ -122,8 +175,13 @@ def _render_range(bounds: tuple[int, int]) -> tuple[int, list[dict[str, Any]]]:
     return start, [render_row(i) for i in range(start, stop)]
 
 
+def render_table(start: int, stop: int, schema: pa.Schema) -> pa.Table:
+    """Rows ``start``..``stop`` as one row group's table (uses the per-process state)."""
+    return pa.Table.from_pylist(_render_range((start, stop))[1], schema=schema)
+
+
 # ----------------------------------------------------------------- inputs
-def _check_background(path: Path) -> str | None:
+def _check_background(path: Place) -> str | None:
     try:
         image = read_image(path, "rgb")
     except InputError as error:
@@ -133,11 +191,16 @@ def _check_background(path: Path) -> str | None:
     return None
 
 
-def collect_backgrounds(folder: Path, workers: int) -> tuple[list[Path], list[Skip]]:
-    images, others = list_images(Path(folder))
+def collect_backgrounds(folder: Place, workers: int) -> tuple[list[Place], list[Skip]]:
+    """The usable background images under ``folder`` (local or an object-store prefix) and the skips."""
+    folder = as_place(folder)
+    images, others = list_images(folder)
     skips = [Skip(str(p), "not an image file") for p in others]
-    if workers > 1 and len(images) > 32:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+    if isinstance(folder, Location) and len(images) > 1:  # network-bound: threads, many requests in flight
+        with multiprocessing.pool.ThreadPool(min(32, 4 * max(1, workers))) as pool:
+            problems = pool.map(_check_background, images, chunksize=4)
+    elif workers > 1 and len(images) > 32:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=ignore_interrupts) as pool:
             problems = pool.map(_check_background, images, chunksize=16)
     else:
         problems = [_check_background(p) for p in images]
@@ -152,23 +215,17 @@ def collect_backgrounds(folder: Path, workers: int) -> tuple[list[Path], list[Sk
     return good, skips
 
 
-def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Path]) -> str:
+def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Place]) -> str:
     digest = hashlib.sha256(config_hash.encode())
     for cutout in cutouts:
         digest.update(cutout.cutout_id.encode())
-    for path in backgrounds:
-        digest.update(f"{path.name}:{path.stat().st_size}\n".encode())
+    for path in backgrounds:  # names and sizes: the same files give the same hash from a disk or a bucket
+        digest.update(f"{path.name}:{file_size(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 
-def _shard_is_done(path: Path, plan: ShardPlan, run_hash: str) -> bool:
-    if not path.exists():
-        return False
-    try:
-        meta = pq.read_metadata(path)
-    except (pa.ArrowException, OSError):
-        return False
-    return meta.num_rows == plan.stop - plan.start and (meta.metadata or {}).get(RUN_HASH_KEY, b"").decode() == run_hash
+def planned_ids(plan: ShardPlan, split: str) -> list[str]:
+    return [row_id(split, i) for i in range(plan.start, plan.stop)]
 
 
 def _package_versions() -> dict[str, str]:
@@ -183,82 +240,170 @@ def _package_versions() -> dict[str, str]:
 
 # ----------------------------------------------------------------- the run
 def run_expand(
-    sources: list[Path],
-    backgrounds: Path,
-    out_dir: Path,
+    sources: list[Place | str],
+    backgrounds: Place | str,
+    out_dir: Place | str,
     config: ExpandConfig,
     workers: int = 1,
     progress: Callable[[str, int, int], None] | None = None,
+    overwrite: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> ExpandResult:
     """Expand ``sources`` into ``config.num`` composites under ``out_dir``.
 
-    ``progress(stage, done, total)`` is called as cutouts and rows are finished.
+    ``progress(stage, done, total)`` is called as cutouts and rows are finished. ``overwrite``
+    replaces another run's shards in ``out_dir`` instead of refusing to mix them in. ``engine``:
+    ``local`` (``workers`` processes) or ``ray`` (the cluster at ``ray_address``, else a local Ray
+    with ``workers`` CPUs). Paths may be object-store URIs (``s3://``, ``gs://``).
     """
     started = time.perf_counter()
     tune_malloc()
-    out_dir = Path(out_dir)
-    sources = [Path(s) for s in sources]
+    out_dir, backgrounds = as_place(out_dir), as_place(backgrounds)
+    sources = [as_place(s) for s in sources]
+    config.validate()
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    # Every input and the output place are checked (an unreachable store is one line) before anything is written.
     for source in sources:
         if not source.exists():
             raise InputError(f"{source}: no such file or directory")
-    if not Path(backgrounds).exists():
+    if not backgrounds.is_dir():
         raise InputError(f"{backgrounds}: no such directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.tmp"):  # left by a killed run
-        stale.unlink()
+    if isinstance(out_dir, Location):
+        out_dir.check_bucket()
+    else:
+        check_output_folder(out_dir)
+    with open_engine(engine, workers, ray_address) as runner, claim_output(out_dir, "synth expand") as guard:
+        remove_temporaries(out_dir)  # left by a killed run: only the lock holder writes here
+        config_hash = config.content_hash()
+        plans = plan_shards(config)
+        for plan in plans:
+            inside(out_dir, out_dir / plan.name)
+        others = check_other_run(out_dir, config_hash, overwrite)
+        background_paths, background_skips = collect_backgrounds(backgrounds, workers)
+        local_sources = [stage(source) for source in sources]  # object-store sources: a local mirror
+        clear_for_run(out_dir, others, [p.name for p in plans])  # the first change to the folder
+        objects_path, skips, _ = build_objects_table(
+            local_sources, config.sources, work_folder(out_dir), workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
+        )
+        publish_file(objects_path, out_dir / OBJECTS_FILE)
+        cutouts = load_cutouts(objects_path)
+        skips = [_remote_name(skip, local_sources, sources) for skip in skips] + background_skips
+        for skip in background_skips:
+            log.info("skipped background %s: %s", skip.path, skip.reason)
 
-    objects_path, skips, _ = build_objects_table(
-        sources, config.sources, out_dir, workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
-    )
-    cutouts = load_cutouts(objects_path)
-    background_paths, background_skips = collect_backgrounds(Path(backgrounds), workers)
-    skips = skips + background_skips
-    for skip in background_skips:
-        log.info("skipped background %s: %s", skip.path, skip.reason)
+        run_hash = _run_hash(config_hash, cutouts, background_paths)
+        pending = runner.unfinished(plans, out_dir, config.output.split, run_hash)
+        done_already = len(plans) - len(pending)
+        if done_already:
+            log.info("%d of %d shards already finished; resuming with the rest", done_already, len(plans))
+        schema = COMPOSITE_SCHEMA.with_metadata(
+            {**COMPOSITE_SCHEMA.metadata, RUN_HASH_KEY: run_hash.encode(), CONFIG_HASH_KEY: config_hash.encode()})
+        job = RenderJob(cutouts, background_paths, config, config_hash, schema)
+        guard.check()
+        rows_written = runner.write(pending, out_dir, job, progress)
+        guard.check()
 
-    config_hash = config.content_hash()
-    run_hash = _run_hash(config_hash, cutouts, background_paths)
-    plans = plan_shards(config)
-    pending = [p for p in plans if not _shard_is_done(out_dir / p.name, p, run_hash)]
-    done_already = len(plans) - len(pending)
-    if done_already:
-        log.info("%d of %d shards already finished; resuming with the rest", done_already, len(plans))
+        manifest = {
+            "shards": [
+                {"name": p.name, "rows": p.stop - p.start, "first_row": p.start, "bytes": file_size(out_dir / p.name)}
+                for p in plans
+            ],
+            "num_rows": config.num,
+            "objects": {"file": OBJECTS_FILE, "cutouts": len(cutouts)},
+            "backgrounds": {"folder": str(backgrounds), "count": len(background_paths)},
+            "sources": [str(s) for s in sources],
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skips],
+            "config": config.to_dict(),
+            "config_hash": config_hash,
+            "run_hash": run_hash,
+            "versions": _package_versions(),
+        }
+        write_manifest(out_dir, manifest)
+    return ExpandResult(out_dir, manifest, rows_written, done_already, time.perf_counter() - started, skips,
+                        getattr(runner, "stats", {}))
 
-    _init_state(cutouts, background_paths, config, config_hash)
-    schema = COMPOSITE_SCHEMA.with_metadata({**COMPOSITE_SCHEMA.metadata, RUN_HASH_KEY: run_hash.encode()})
-    rows_total = sum(p.stop - p.start for p in pending)
-    rows_written = 0
-    if progress:
-        progress("composites", 0, rows_total)
-    for plan, groups in _rendered_shards(pending, config.output.row_group_rows, workers):
-        for rows in _write_shard(out_dir / plan.name, groups, schema, config.output.row_group_rows):
-            rows_written += rows
-            if progress:
-                progress("composites", rows_written, rows_total)
 
-    manifest = {
-        "shards": [
-            {"name": p.name, "rows": p.stop - p.start, "first_row": p.start, "bytes": (out_dir / p.name).stat().st_size} for p in plans
-        ],
-        "num_rows": config.num,
-        "objects": {"file": objects_path.name, "cutouts": len(cutouts)},
-        "backgrounds": {"folder": str(backgrounds), "count": len(background_paths)},
-        "sources": [str(s) for s in sources],
-        "skipped": [{"path": s.path, "reason": s.reason} for s in skips],
-        "config": config.to_dict(),
-        "config_hash": config_hash,
-        "run_hash": run_hash,
-        "versions": _package_versions(),
-    }
-    atomic_write_text(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2))
-    return ExpandResult(out_dir, manifest, rows_written, done_already, time.perf_counter() - started, skips)
+def open_engine(engine: str, workers: int, ray_address: str | None) -> ContextManager[Engine]:
+    """The engine, started (a Ray engine connects here: an unreachable cluster fails before any write)."""
+    if engine == "ray":
+        from augment.engines.ray_engine import RayEngine  # Ray is an optional extra, imported only when asked for
+
+        return RayEngine(ray_address, workers)
+    if ray_address:
+        raise InputError("--ray-address needs --engine ray")
+    return contextlib.nullcontext(LocalEngine(workers))
+
+
+def work_folder(out_dir: Place) -> Path:
+    """Where the objects table is built: ``out_dir`` itself, or a local cache folder for an object store."""
+    if isinstance(out_dir, Location):
+        folder = cache_root() / "expand" / hashlib.sha256(out_dir.uri.encode()).hexdigest()[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return out_dir
+
+
+def _remote_name(skip: Skip, local_sources: list[Path], sources: list[Place]) -> Skip:
+    """A skip in a mirrored source, named by its object-store URI rather than the cache path."""
+    for local, source in zip(local_sources, sources):
+        if isinstance(source, Location) and skip.path.startswith(str(local)):
+            return Skip(str(source) + skip.path[len(str(local)):], skip.reason)
+    return skip
+
+
+def unfinished_plans(plans: list[ShardPlan], problems: list[str | None]) -> list[ShardPlan]:
+    """The plans whose shard is not a finished shard of this run (``problems[k]``: why not, or None)."""
+    pending = []
+    for plan, problem in zip(plans, problems):
+        if problem is not None:
+            if problem != "missing":
+                log.info("%s: %s; making it again", plan.name, problem)
+            pending.append(plan)
+    return pending
+
+
+def present_shards(out_dir: Place) -> set[str]:
+    """Names of the files in ``out_dir`` (one listing, not a request per planned shard)."""
+    return {p.name for p in out_dir.iterdir()} if out_dir.exists() else set()
+
+
+class LocalEngine:
+    """Row groups rendered by a pool of forked processes; shards written by this process in order."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.stats: dict[str, Any] = {"engine": "local", "workers": workers}
+
+    def unfinished(self, plans: list[ShardPlan], out_dir: Place, split: str, run_hash: str) -> list[ShardPlan]:
+        present = present_shards(out_dir)
+        return unfinished_plans(plans, [verify_shard(out_dir / p.name, planned_ids(p, split), run_hash)
+                                        if p.name in present else "missing" for p in plans])
+
+    def write(self, plans: list[ShardPlan], out_dir: Place, job: RenderJob,
+              progress: Callable[[str, int, int], None] | None) -> int:
+        job.activate()  # before forking: the workers share the state copy-on-write
+        config = job.config
+        rows_total = sum(p.stop - p.start for p in plans)
+        rows_written = 0
+        if progress:
+            progress("composites", 0, rows_total)
+        for plan, groups in _rendered_shards(plans, config.output.row_group_rows, self.workers):
+            tables = (pa.Table.from_pylist(rows, schema=job.schema) for rows in groups)
+            for rows in write_shard(out_dir / plan.name, tables, job.schema, config.output.row_group_rows,
+                                    planned_ids(plan, config.output.split)):
+                rows_written += rows
+                if progress:
+                    progress("composites", rows_written, rows_total)
+        return rows_written
 
 
 def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> Iterator[tuple[ShardPlan, Iterator[list[dict]]]]:
     """Yield each shard with an iterator over its rendered row groups, in order."""
     units = [(p, (s, min(s + group_rows, p.stop))) for p in plans for s in range(p.start, p.stop, group_rows)]
     if workers > 1 and units:
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=ignore_interrupts)
         results = pool.imap(_render_range, [bounds for _, bounds in units])  # ordered: deterministic output
     else:
         pool, results = None, map(_render_range, [bounds for _, bounds in units])
@@ -275,17 +420,3 @@ def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> I
         if pool is not None:
             pool.terminate()
             pool.join()
-
-
-def _write_shard(path: Path, groups: Iterator[list[dict]], schema: pa.Schema, group_rows: int) -> Iterator[int]:
-    """Write the row groups to a temporary file, yielding each group's row count; rename when complete."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        with pq.ParquetWriter(temporary, schema, compression=SHARD_COMPRESSION, write_statistics=["id", "width", "height", "seed"]) as writer:
-            for rows in groups:
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema), row_group_size=group_rows)
-                yield len(rows)
-        temporary.replace(path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()

@@ -48,7 +48,7 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED, name: str = "<b
     buffer = np.frombuffer(data, dtype=np.uint8)
     image = cv2.imdecode(buffer, flags) if buffer.size else None
     if image is None:
-        raise InputError(f"{name}: not a readable image (corrupt, truncated or unknown format)")
+        raise InputError(describe_unreadable(data, name))
     if image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     elif image.ndim == 3 and image.shape[2] == 4:
@@ -68,12 +68,47 @@ def _read_bytes(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
-def _check_complete(data: bytes, path: Path) -> None:
+# Leading bytes of the formats OpenCV reads, to say what a file that fails to decode actually is.
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP", b"RIFF": "WebP",
+          b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def image_format(data: bytes) -> str | None:
+    """``JPEG``, ``PNG``, ``BMP``, ``WebP`` or ``TIFF`` by the leading bytes, else None."""
+    return next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
+
+
+def looks_like_text(data: bytes) -> bool:
+    """Whether the first 4 KiB are printable UTF-8 (a character cut at the end of the sample is fine)."""
+    sample = data[:4096]
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < len(sample) - 3:
+            return False
+        text = sample[:error.start].decode("utf-8")
+    return all(ch.isprintable() or ch in "\t\r\n\f" for ch in text)
+
+
+def describe_unreadable(data: bytes, name: str) -> str:
+    """One line saying why ``data`` is not an image: empty, text, or corrupt/unknown."""
+    if not data:
+        return f"{name}: empty file (0 bytes), not an image"
+    if image_format(data) is None and looks_like_text(data):
+        return f"{name}: a text file, not an image"
+    return f"{name}: not a readable image (corrupt, truncated or unknown format)"
+
+
+def check_complete(data: bytes, name: str) -> None:
+    """An InputError for bytes that are empty, text, or a JPEG/PNG cut short."""
     # libjpeg happily decodes a truncated JPEG into a grey-padded image; catch it here.
-    if path.suffix.lower() in {".jpg", ".jpeg"} and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise InputError(f"{path}: truncated JPEG (no end-of-image marker)")
-    if path.suffix.lower() == ".png" and b"IEND" not in data[-32:]:
-        raise InputError(f"{path}: truncated PNG (no IEND chunk)")
+    kind = image_format(data)
+    if kind == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise InputError(f"{name}: truncated JPEG (no end-of-image marker)")
+    if kind == "PNG" and b"IEND" not in data[-32:]:
+        raise InputError(f"{name}: truncated PNG (no IEND chunk)")
+    if kind is None and (not data or looks_like_text(data)):
+        raise InputError(describe_unreadable(data, name))
 
 
 def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
@@ -83,14 +118,18 @@ def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
     ``unchanged`` (as stored: grey, RGB or RGBA, 8 or 16 bit), ``gray``.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    _check_complete(data, path)
+    return image_from_bytes(_read_bytes(path), str(path), mode)
+
+
+def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
+    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` as in :func:`read_image`."""
+    check_complete(data, name)
     if mode == "gray":
-        image = decode_image(data, cv2.IMREAD_GRAYSCALE, str(path))
+        image = decode_image(data, cv2.IMREAD_GRAYSCALE, name)
     elif mode == "unchanged":
-        image = decode_image(data, cv2.IMREAD_UNCHANGED, str(path))
+        image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
     else:
-        image = decode_image(data, cv2.IMREAD_UNCHANGED, str(path))
+        image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
         if image.dtype != np.uint8:
             image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
         if image.ndim == 2:
@@ -139,14 +178,48 @@ def encode_png(image: np.ndarray, compression: int = 1) -> bytes:
     return buffer.tobytes()
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where /proc allows (os.umask alone must set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temporary_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
+    """A new, uniquely named hidden file beside ``final_path`` (made now, empty).
+
+    Its mode is what a plain ``open()`` gives (0666 less the umask): ``mkstemp`` makes 0600, which
+    would leave every output unreadable to other users and containers after the rename.
+    """
+    final_path = Path(final_path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=suffix, dir=final_path.parent)
+    try:
+        os.fchmod(handle, 0o666 & ~current_umask())
+    finally:
+        os.close(handle)
+    return Path(temporary)
+
+
+def temporary_folder_beside(final_path: Path | str) -> Path:
+    """A new, uniquely named hidden folder beside ``final_path``, with the mode ``mkdir`` would give."""
+    final_path = Path(final_path)
+    folder = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent))
+    os.chmod(folder, 0o777 & ~current_umask())
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(final_path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``final_path``; rename it into place only on success."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent)
-    os.close(handle)
-    temporary_path = Path(temporary)
+    temporary_path = temporary_beside(final_path)
     try:
         yield temporary_path
         os.replace(temporary_path, final_path)

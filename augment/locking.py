@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from augment.imageio import InputError
+from augment.outputs import check_output_folder
 
 LOCK_FILE = ".synth.lock"
 # Exit code of a command that found its output folder locked by another run (documented in README):
@@ -49,3 +50,23 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
         yield path
     finally:
         os.close(handle)  # closing the descriptor releases the flock
+
+
+@contextlib.contextmanager
+def claim_output_folder(folder: Path | str, what: str = "run") -> Iterator[Path]:
+    """Check ``folder`` is a usable output folder, create it and hold its lock until the block ends.
+
+    Raises :class:`InputError` before anything is written when the folder cannot be used, and
+    :class:`BusyError` when another run holds it. A run that fails (or is interrupted) before
+    writing anything removes the folder again if it made it, so mistakes leave no empty ``--out``.
+    """
+    folder = check_output_folder(folder)
+    created = not folder.exists()
+    with folder_lock(folder, what) as lock_path:
+        try:
+            yield folder
+        except BaseException:
+            if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+                lock_path.unlink()
+                folder.rmdir()
+            raise

@@ -11,10 +11,29 @@ so ``datasets.load_dataset("parquet", ...)`` decodes them as images.
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 
 IMAGE_STRUCT = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+
+# Where an automatic cutout came from (`synth extract`); null for cutouts of hand-made masks.
+PROVENANCE_STRUCT = pa.struct(
+    [
+        pa.field("source", pa.string()),  # "auto"
+        pa.field("model_id", pa.string()),  # content hash of the checkpoint that predicted the mask
+        pa.field("round", pa.int32()),  # self-tuning round (0 outside `synth selftune`)
+        pa.field("confidence", pa.float32()),  # mean class probability inside the region
+        pa.field("stability", pa.float32()),  # IoU of the region with the second view's prediction
+    ]
+)
+_PROVENANCE_FEATURES = {
+    "source": {"dtype": "string", "_type": "Value"},
+    "model_id": {"dtype": "string", "_type": "Value"},
+    "round": {"dtype": "int32", "_type": "Value"},
+    "confidence": {"dtype": "float32", "_type": "Value"},
+    "stability": {"dtype": "float32", "_type": "Value"},
+}
 
 OBJECT_STRUCT = pa.struct(
     [
@@ -23,6 +42,7 @@ OBJECT_STRUCT = pa.struct(
         pa.field("category", pa.string()),
         pa.field("box", pa.list_(pa.int32(), 4)),  # x0, y0, x1, y1 (exclusive) of the visible mask
         pa.field("visible_fraction", pa.float32()),  # visible pixels / pixels of the pasted object
+        pa.field("provenance", PROVENANCE_STRUCT),  # the cutout's provenance (null: a hand-made mask)
     ]
 )
 
@@ -57,6 +77,7 @@ COMPOSITE_SCHEMA = pa.schema(
                     "category": {"dtype": "string", "_type": "Value"},
                     "box": {"feature": {"dtype": "int32", "_type": "Value"}, "length": 4, "_type": "Sequence"},
                     "visible_fraction": {"dtype": "float32", "_type": "Value"},
+                    "provenance": _PROVENANCE_FEATURES,
                 }
             ],
             "params": {"dtype": "string", "_type": "Value"},
@@ -77,6 +98,7 @@ OBJECTS_SCHEMA = pa.schema(
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("area", pa.int64()),  # mask pixels
+        pa.field("provenance", PROVENANCE_STRUCT),  # automatic cutouts: source auto, model, round, scores
     ],
     metadata=_hf_metadata(
         {
@@ -89,6 +111,7 @@ OBJECTS_SCHEMA = pa.schema(
             "width": {"dtype": "int32", "_type": "Value"},
             "height": {"dtype": "int32", "_type": "Value"},
             "area": {"dtype": "int64", "_type": "Value"},
+            "provenance": _PROVENANCE_FEATURES,
         }
     ),
 )
@@ -97,5 +120,18 @@ OBJECTS_FILE = "objects.parquet"
 MANIFEST_FILE = "manifest.json"
 
 
+# Footer metadata of a composite shard: which run wrote it (config, cutouts, backgrounds) and which
+# config (what decides the rows' content), so a rerun tells its own shards from another run's.
+RUN_HASH_KEY = b"synth_run_hash"
+CONFIG_HASH_KEY = b"synth_config_hash"
+# Names `synth expand` gives its shards; other .parquet files in a folder are not its business.
+SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*-\d{5}\.parquet")
+
+
 def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:05d}.parquet"
+
+
+def row_id(split: str, index: int) -> str:
+    """The ``id`` of composite ``index`` of a run (also its file stem in exports)."""
+    return f"{split}-{index:08d}"

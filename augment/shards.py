@@ -1,40 +1,126 @@
-"""Finding and reading the composite shards that `synth expand` wrote."""
+"""The composite shards of a `synth expand` output folder: listing, checking and reading them.
+
+``manifest.json`` is the list of a folder's shards. A run removes it before it changes anything
+and writes it last, so readers (``train``, ``eval``, ``export``, ``show``, ``calibrate``) never
+read a run that is still going, was killed, or left shards of an older run beside its own. A
+folder without a manifest is refused; a shard file named explicitly is read as it is.
+
+Folders may be local paths or object-store prefixes (:class:`augment.storage.Location`, which
+answers the same path methods); Parquet files are opened through :func:`augment.storage.open_parquet`.
+
+Writers (every engine of `synth expand`) use :func:`check_other_run` / :func:`clear_for_run` (does
+the folder hold another run?), :func:`verify_shard` (is this file a finished shard of this run?) and
+:func:`write_manifest` (the last write of a run), under :func:`augment.locking.claim_output_folder`.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.imageio import InputError
-from augment.schema import OBJECTS_FILE
+from augment.imageio import InputError, looks_like_text
+from augment.outputs import inside, is_safe_name
+from augment.schema import CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
+from augment.storage import Place, as_place, open_parquet, read_head, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+def one_line(error: BaseException) -> str:
+    """An error's text on one line (Arrow's messages span several)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# Columns without which a Parquet file is not a composite shard.
+COMPOSITE_COLUMNS = ("id", "image", "mask", "objects")
+
+
+# ----------------------------------------------------------------- reading
+def open_shard(path: Place | str) -> pq.ParquetFile:
+    """Open a Parquet file; anything unreadable is one line naming the file and what it is."""
+    path = as_place(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a Parquet shard")
+    try:
+        return open_parquet(path)
+    except (pa.ArrowException, OSError) as error:
+        head = read_head(path, 4096)
+        if not head:
+            what = "an empty file (0 bytes), not a Parquet shard"
+        elif head.startswith(b"PAR1"):
+            what = f"a truncated or corrupt Parquet file ({one_line(error)})"
+        elif looks_like_text(head):
+            what = "a text file, not a Parquet shard"
+        else:
+            what = "not a Parquet file"
+        raise InputError(f"{path}: {what}") from None
+
+
+def read_manifest(folder: Place | str) -> dict[str, Any]:
+    """``folder/manifest.json``, checked to list its shards as ``{"name", "rows"}`` entries."""
+    folder = as_place(folder)
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise InputError(f"{folder}: no {MANIFEST_FILE}, so not a finished `synth expand` output "
+                         "(rerun the expand command to finish it, or name shard files one by one)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:
+        raise InputError(f"{path}: not a readable manifest ({one_line(error)})") from None
+    entries = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and is_safe_name(e.get("name")) and isinstance(e.get("rows"), int) for e in entries):
+        raise InputError(f'{path}: expected a "shards" list of {{"name": file, "rows": count}} entries')
+    return manifest
+
+
+def manifest_shards(folder: Place | str) -> list[Place]:
+    """The shards ``folder``'s manifest lists, each checked to be there, readable and of the listed size."""
+    folder = as_place(folder)
+    shards = []
+    for entry in read_manifest(folder)["shards"]:
+        path = inside(folder, folder / entry["name"])
+        rows = open_shard(path).metadata.num_rows
+        if rows != entry["rows"]:
+            raise InputError(f"{path}: holds {rows} rows but {MANIFEST_FILE} lists {entry['rows']} "
+                             "(changed after the run finished; rerun `synth expand`)")
+        shards.append(path)
+    if not shards:
+        raise InputError(f"{folder}: {MANIFEST_FILE} lists no shards")
+    return shards
+
+
+def check_composite_shard(path: Path | str) -> Path:
+    """``path`` after checking it is a readable Parquet file with the composite columns."""
+    names = set(open_shard(path).schema_arrow.names)
+    missing = [c for c in COMPOSITE_COLUMNS if c not in names]
+    if missing:
+        raise InputError(f"{path}: not a composite shard (no {', '.join(missing)} column)")
+    return Path(path)
 
 
 def find_shards(paths: list[Path] | Path) -> list[Path]:
-    """Composite shard files named by ``paths`` (folders are searched, objects.parquet excluded)."""
+    """Composite shards named by ``paths``: a folder gives the shards its manifest lists, a file itself."""
     paths = [paths] if isinstance(paths, (str, Path)) else paths
     shards: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            shards.extend(sorted(p for p in path.glob("*.parquet") if p.name != OBJECTS_FILE and not p.name.startswith(".")))
-        elif path.is_file() and path.suffix == ".parquet":
-            shards.append(path)
+            shards.extend(manifest_shards(path))
         elif not path.exists():
             raise InputError(f"{path}: no such file or directory")
+        elif path.name == OBJECTS_FILE:
+            raise InputError(f"{path}: is the cutouts table, not a composite shard")
         else:
-            raise InputError(f"{path}: not a Parquet shard or a folder of shards")
+            shards.append(check_composite_shard(path))
     if not shards:
-        raise InputError(f"{', '.join(map(str, paths))}: no composite shards (*.parquet) found")
+        raise InputError("no shards given")
     return shards
-
-
-def open_shard(path: Path) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as error:
-        raise InputError(f"{path}: not a readable Parquet file ({error})") from None
 
 
 def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[tuple[Path, dict]]:
@@ -42,5 +128,112 @@ def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[
     for path in shards:
         parquet = open_shard(path)
         for group in range(parquet.num_row_groups):
-            for row in parquet.read_row_group(group, columns=columns).to_pylist():
+            try:
+                table = parquet.read_row_group(group, columns=columns)
+            except (pa.ArrowException, OSError) as error:
+                raise InputError(f"{path}: row group {group} is unreadable ({one_line(error)})") from None
+            for row in table.to_pylist():
                 yield path, row
+
+
+# ----------------------------------------------------------------- writing runs
+def verify_shard(path: Place, expected_ids: list[str], run_hash: str) -> str | None:
+    """Why ``path`` is not a finished shard of run ``run_hash`` holding rows ``expected_ids``; None if it is.
+
+    Every page is read (the images are stored uncompressed, so this is a sequential read and cheap
+    next to making the rows): a file whose footer is intact but whose pages are damaged is redone,
+    not kept as done.
+    """
+    if not path.is_file():
+        return "missing"
+    try:
+        parquet = open_parquet(path)
+        stored = (parquet.metadata.metadata or {}).get(RUN_HASH_KEY, b"").decode()
+        if stored != run_hash:
+            return "written by another run (other config or inputs)"
+        if parquet.metadata.num_rows != len(expected_ids):
+            return f"holds {parquet.metadata.num_rows} rows, not {len(expected_ids)}"
+        ids: list[str] = []
+        for batch in parquet.iter_batches(batch_size=256):
+            ids.extend(batch.column("id").to_pylist())
+    except (pa.ArrowException, OSError, KeyError) as error:
+        return f"unreadable ({one_line(error)})"
+    if ids != expected_ids:
+        return "holds other rows than planned"
+    return None
+
+
+def shard_config_hash(path: Place) -> str | None:
+    """The config hash of the run that wrote shard ``path`` (None when unreadable or not a composite shard)."""
+    try:
+        parquet = open_parquet(path)
+        stored = (parquet.metadata.metadata or {}).get(CONFIG_HASH_KEY)
+        if stored:
+            return stored.decode()
+        if parquet.metadata.num_rows == 0 or "config_hash" not in parquet.schema_arrow.names:
+            return None
+        # Shards of older versions carry the hash only in their rows.
+        return parquet.read_row_group(0, columns=["config_hash"]).column(0)[0].as_py()
+    except (pa.ArrowException, OSError, IndexError):
+        return None
+
+
+def other_run_shards(folder: Place, config_hash: str) -> list[Place]:
+    """Shard files in ``folder`` that a run of ``config_hash`` did not write (unreadable ones included),
+    and all of them when the folder's manifest belongs to another config."""
+    shards = sorted(p for p in folder.iterdir() if SHARD_NAME.fullmatch(p.name) and p.is_file())
+    manifest_path = folder / MANIFEST_FILE
+    if manifest_path.is_file():
+        try:
+            manifest_hash = json.loads(manifest_path.read_text(encoding="utf-8")).get("config_hash")
+        except (ValueError, OSError, AttributeError):
+            manifest_hash = None
+        if manifest_hash != config_hash:
+            return shards or [manifest_path]
+    return [p for p in shards if shard_config_hash(p) != config_hash]
+
+
+def check_other_run(folder: Place, config_hash: str, overwrite: bool = False) -> list[Place]:
+    """Another run's shards in ``folder``: an :class:`InputError` (one line), or with ``overwrite``
+    the list of files to remove (see :func:`clear_for_run`)."""
+    others = other_run_shards(folder, config_hash)
+    if others and not overwrite:
+        raise InputError(f"{folder}: holds the output of another `synth expand` run (other seed or config; "
+                         f"{len(others)} file(s) such as {others[0].name}); pass --overwrite to replace it, "
+                         "or choose another --out")
+    return others
+
+
+def footer_problem(path: Place, rows: int, run_hash: str | None) -> str | None:
+    """What is wrong with a just-committed shard by its footer alone (a cheap read, also remote), or None."""
+    metadata = open_parquet(path).metadata
+    if metadata.num_rows != rows:
+        return f"{metadata.num_rows} rows written, {rows} planned"
+    stored = (metadata.metadata or {}).get(RUN_HASH_KEY, b"").decode()
+    if run_hash is not None and stored != run_hash:
+        return (f"written by run {stored or '(none)'}, not this run ({run_hash}): another writer was in this "
+                "folder; rerun to redo it")
+    return None
+
+
+def write_manifest(folder: Place, manifest: dict[str, Any]) -> Place:
+    """Write ``folder/manifest.json`` last, atomically, after checking every shard it lists is there
+    with the listed rows and (when the manifest names one) its footer carries the run's hash: from
+    then on readers read exactly these shards, and a shard another writer slipped in is caught here."""
+    for entry in manifest["shards"]:
+        problem = footer_problem(inside(folder, folder / entry["name"]), entry["rows"], manifest.get("run_hash"))
+        if problem is not None:
+            raise RuntimeError(f"{folder / entry['name']}: {problem}")
+    path = folder / MANIFEST_FILE
+    write_text_atomic(path, json.dumps(manifest, indent=2))
+    return path
+
+
+def clear_for_run(folder: Place, others: list[Place], planned: list[str]) -> None:
+    """Remove ``others`` (another run's files), shards this run does not plan (left by a larger ``num``)
+    and the manifest, which the run writes again when it finishes: until then readers refuse the folder."""
+    surplus = [p for p in folder.iterdir() if SHARD_NAME.fullmatch(p.name) and p.name not in planned]
+    for path in sorted(set(others) | set(surplus)):
+        log.info("removing %s (%s)", path, "another run's" if path in others else "beyond this run's num")
+        path.unlink(missing_ok=True)
+    (folder / MANIFEST_FILE).unlink(missing_ok=True)

@@ -12,6 +12,8 @@ Formats:
 - ``coco``: a COCO instances JSON (polygons or RLE) and its images.
 - ``label_map``: ``label_list.json`` + ``labels/`` (8/16-bit label maps) + ``photos/``
   or ``images/``; one object per connected region of each label.
+- ``objects``: a folder holding an ``objects.parquet`` (what `synth extract` writes, or another
+  expansion's cutouts); its cutouts as they are, provenance included.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import cv2
 import numpy as np
 
 from augment.config import SourceConfig
-from augment.imageio import InputError, list_images, read_image, read_mask
+from augment.imageio import InputError, decode_image, list_images, read_image, read_mask
+from augment.schema import OBJECTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ class SourceObject:
     category: str
     source: str  # the image file it was cut from
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the crop in the source image
+    provenance: dict | None = None  # automatic cutouts (objects sources): source, model_id, round, confidence, stability
+    superpixels: bytes | None = None  # PNG of its superpixels when already computed (objects sources)
 
 
 @dataclass
@@ -59,6 +64,8 @@ def detect_format(source: Path) -> str:
         raise InputError(f"{source}: no such file or directory")
     if (source / "label_list.json").is_file():
         return "label_map"
+    if (source / OBJECTS_FILE).is_file():
+        return "objects"
     for candidate in sorted(source.glob("*.json")):
         if _looks_like_coco(candidate):
             return "coco"
@@ -87,7 +94,8 @@ def read_source(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
     log.info("%s: reading as %s", source, fmt)
-    readers = {"mask_pairs": _read_mask_pairs, "rgba": _read_rgba, "coco": _read_coco, "label_map": _read_label_maps}
+    readers = {"mask_pairs": _read_mask_pairs, "rgba": _read_rgba, "coco": _read_coco, "label_map": _read_label_maps,
+               "objects": _read_objects}
     if fmt not in readers:
         raise InputError(f"{source}: unknown source format {fmt!r}")
     if not source.exists():
@@ -121,7 +129,7 @@ def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path
     return SourceObject(np.ascontiguousarray(rgba), category, str(source), (x, y, x + w, y + h))
 
 
-def _limited(paths: list, config: SourceConfig) -> list:
+def limited(paths: list, config: SourceConfig) -> list:
     """Apply include/exclude (globs on the file's stem) and limit; items may be paths or (path, ...) tuples."""
 
     def stem(item) -> str:
@@ -134,7 +142,7 @@ def _limited(paths: list, config: SourceConfig) -> list:
     return paths[: config.limit] if config.limit else paths
 
 
-def _load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.ndarray, np.ndarray, list[int]] | Skip:
+def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.ndarray, np.ndarray, list[int]] | Skip:
     """An image, its mask, and the mask's non-zero values; or why the pair can't be used."""
     try:
         image = read_image(image_path, "rgb")
@@ -150,8 +158,8 @@ def _load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np
 
 
 # ---------------------------------------------------------------- mask pairs
-def _mask_pair_files(source: Path) -> tuple[dict[int, str], list[tuple[Path, Path | None]], list[Path]]:
-    """Category names by mask value, (image, mask or None) pairs, and non-image files."""
+def mask_pair_files(source: Path) -> tuple[dict[int, str], list[tuple[Path, Path | None]], list[Skip]]:
+    """Category names, (image, mask or None) pairs and the non-image files of a mask_pairs source."""
     names = _load_categories(source / "categories.json")
     if (source / "masks").is_dir():
         image_dir = source / "images" if (source / "images").is_dir() else source
@@ -161,25 +169,35 @@ def _mask_pair_files(source: Path) -> tuple[dict[int, str], list[tuple[Path, Pat
     else:
         images, others = list_images(source)
         pairs = [(p, p.with_name(f"{p.stem}_mask.png")) for p in images if not p.stem.endswith("_mask")]
-    return names, pairs, others
+    skips = [Skip(str(other), "not an image file") for other in others if other.name != "categories.json"]
+    if not pairs:
+        raise InputError(f"{source}: no images with masks found")
+    return names, pairs, skips
+
+
+LoadedPair = tuple[Path, Path, np.ndarray, np.ndarray, list[int]]  # image path, mask path, image, mask, its values
+
+
+def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str) -> Iterator[LoadedPair | Skip]:
+    """Each (image, mask) pair loaded, or why it can't be used (no photo, no mask, unreadable, empty...)."""
+    for image_path, mask_path in pairs:
+        if image_path is None:
+            yield Skip(str(mask_path), "no photo with this name")
+        elif mask_path is None or not mask_path.exists():
+            yield Skip(str(image_path), "no mask found for this image")
+        else:
+            loaded = load_pair(image_path, mask_path, empty_reason)
+            yield loaded if isinstance(loaded, Skip) else (image_path, mask_path, *loaded)
 
 
 def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    names, pairs, others = _mask_pair_files(source)
-    for other in others:
-        if other.name != "categories.json":
-            yield Skip(str(other), "not an image file")
-    if not pairs:
-        raise InputError(f"{source}: no images with masks found")
-    for image_path, mask_path in _limited(pairs, config):
-        if mask_path is None or not mask_path.exists():
-            yield Skip(str(image_path), "no mask found for this image")
-            continue
-        loaded = _load_pair(image_path, mask_path, "empty mask")
+    names, pairs, skips = mask_pair_files(source)
+    yield from skips
+    for loaded in loaded_pairs(limited(pairs, config), "empty mask"):
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image, mask, values = loaded
+        image_path, _, image, mask, values = loaded
         if len(values) == 1 and not names:  # binary mask: the whole foreground is one object
             if _category_allowed("object", config):
                 yield crop_object(image, mask > 0, "object", image_path, config)
@@ -207,7 +225,7 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         yield Skip(str(other), "not an image file")
     if not images:
         raise InputError(f"{source}: no image files found")
-    for path in _limited(images, config):
+    for path in limited(images, config):
         try:
             rgba = read_image(path, "unchanged")
         except InputError as error:
@@ -224,48 +242,75 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
 
 
 # ---------------------------------------------------------------- COCO
-def _coco_index(source: Path) -> tuple[Path, dict[int, dict], dict[int, str], dict[int, list[dict]], list[Path]]:
-    """A COCO file's json path, images by id, category names, annotations by image id, image roots."""
+@dataclass
+class CocoIndex:
+    json_path: Path
+    images: dict[int, dict]
+    categories: dict[int, str]
+    by_image: dict[int, list[dict]]  # image id -> its annotations
+    roots: list[Path]  # folders searched for the image files
+    problems: list[Skip]  # single entries that cannot be used (counted, logged skips)
+
+    def ordered(self) -> list[tuple[str, int]]:
+        """(file name, image id) of annotated images, in a deterministic order."""
+        return [(str(self.images[i].get("file_name", i)), i) for i in sorted(self.by_image)]
+
+    def locate(self, image_id: int) -> Path | Skip:
+        file_name = self.images[image_id].get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            return Skip(str(self.json_path), f"image id {image_id} has no file_name")
+        path = next((root / file_name for root in self.roots if (root / file_name).is_file()), None)
+        return path if path is not None else Skip(str(self.json_path), f"image file {file_name!r} not found")
+
+
+def load_coco_index(source: Path) -> CocoIndex:
+    """A COCO instances file's images, categories and annotations by image; a file whose structure is
+    not COCO's (not JSON, ``annotations`` not a list...) is an InputError, a broken single entry a Skip."""
     json_path = source if source.is_file() else next((p for p in sorted(source.glob("*.json")) if _looks_like_coco(p)), None)
     if json_path is None:
         raise InputError(f"{source}: no COCO instances .json found")
     try:
-        data = json.loads(json_path.read_text())
-        images = {int(im["id"]): im for im in data["images"]}
-        categories = {int(c["id"]): str(c["name"]) for c in data.get("categories", [])}
-        annotations = data["annotations"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{json_path}: not a COCO instances file ({type(error).__name__}: {error})") from None
-    roots = [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:
+        raise InputError(f"{json_path}: not a COCO instances file (not readable JSON: {error})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{json_path}: not a COCO instances file (the top level is not an object)")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise InputError(f'{json_path}: not a COCO instances file ("{key}" must be a list, '
+                             f"got {type(data.get(key)).__name__})")
+    if not isinstance(data.get("categories", []), list):
+        raise InputError(f'{json_path}: not a COCO instances file ("categories" must be a list)')
+    problems, images, categories = [], {}, {}
+    for number, entry in enumerate(data["images"]):
+        if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            images[entry["id"]] = entry
+        else:
+            problems.append(Skip(str(json_path), f"image entry #{number} is not an object with an integer id"))
+    for entry in data.get("categories", []):
+        if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            categories[entry["id"]] = str(entry.get("name", entry["id"]))
     by_image: dict[int, list[dict]] = {}
-    for annotation in annotations:
-        by_image.setdefault(annotation.get("image_id"), []).append(annotation)
-    return json_path, images, categories, by_image, roots
-
-
-def _coco_images(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list[dict], dict[int, str]] | Skip]:
-    """(image path, RGB pixels, its annotations, category names) per annotated image, or a Skip."""
-    json_path, images, categories, by_image, roots = _coco_index(source)
-    ordered = [(str(images.get(i, {}).get("file_name", i)), i) for i in sorted(by_image, key=lambda i: (not isinstance(i, int), str(i)))]
-    for _, image_id in _limited(ordered, config):
-        info = images.get(image_id) if isinstance(image_id, int) else None
-        if info is None:
-            yield Skip(str(json_path), f"annotations refer to unknown image id {image_id!r}")
+    for number, annotation in enumerate(data["annotations"]):
+        if not isinstance(annotation, dict):
+            problems.append(Skip(str(json_path), f"annotation #{number} is not an object: {str(annotation)[:40]}"))
             continue
-        path = next((root / info["file_name"] for root in roots if (root / info["file_name"]).is_file()), None)
-        if path is None:
-            yield Skip(str(json_path), f"image file {info['file_name']!r} not found")
+        image_id = annotation.get("image_id")
+        if not isinstance(image_id, int) or image_id not in images:
+            problems.append(Skip(str(json_path), f"annotation {annotation.get('id')} refers to unknown image id {image_id!r}"))
             continue
-        try:
-            image = read_image(path, "rgb")
-        except InputError as error:
-            yield Skip(str(path), str(error))
-            continue
-        yield path, image, by_image[image_id], categories
+        by_image.setdefault(image_id, []).append(annotation)
+    roots = [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
+    return CocoIndex(json_path, images, categories, by_image, roots, problems)
 
 
-def _coco_mask(annotation: dict, height: int, width: int) -> np.ndarray:
-    """The annotation's mask (polygons or RLE) as an H×W uint8 array; raises on malformed input."""
+def coco_category(coco: CocoIndex, annotation: dict) -> str:
+    category_id = annotation.get("category_id")
+    return coco.categories.get(category_id, str(category_id)) if isinstance(category_id, int) else str(category_id)
+
+
+def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarray:
+    """The annotation's mask (polygons, uncompressed or compressed RLE); ValueError and friends when broken."""
     from pycocotools import mask as mask_utils
 
     segmentation = annotation["segmentation"]
@@ -282,19 +327,33 @@ def _coco_mask(annotation: dict, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle)
 
 
-def _coco_objects(path: Path, image: np.ndarray, annotations: list[dict], categories: dict[int, str],
-                  config: SourceConfig) -> Iterator[tuple[str, np.ndarray] | Skip]:
-    """(category, mask) of each usable annotation of one image, or a Skip."""
-    height, width = image.shape[:2]
-    for annotation in annotations:
-        category = categories.get(annotation.get("category_id"), str(annotation.get("category_id")))
+def coco_images(coco: CocoIndex, config: SourceConfig) -> Iterator[tuple[int, Path, np.ndarray] | Skip]:
+    """(image id, path, RGB image) of the annotated images picked by ``config``; unusable ones as Skip
+    (the index's broken entries first)."""
+    yield from coco.problems
+    for _, image_id in limited(coco.ordered(), config):
+        path = coco.locate(image_id)
+        if isinstance(path, Skip):
+            yield path
+            continue
+        try:
+            yield image_id, path, read_image(path, "rgb")
+        except InputError as error:
+            yield Skip(str(path), str(error))
+
+
+def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width: int,
+                 config: SourceConfig) -> Iterator[tuple[str, np.ndarray] | Skip]:
+    """(category, bool mask) of each usable, allowed, non-crowd annotation of one image, or a Skip."""
+    for annotation in coco.by_image[image_id]:
+        category = coco_category(coco, annotation)
         if not _category_allowed(category, config):
             continue
         if annotation.get("iscrowd"):
             yield Skip(str(path), f"annotation {annotation.get('id')} is a crowd region")
             continue
         try:
-            mask = _coco_mask(annotation, height, width)
+            mask = coco_annotation_mask(annotation, height, width)
         except Exception as error:  # pycocotools raises bare Exceptions on malformed input
             yield Skip(str(path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
             continue
@@ -302,18 +361,19 @@ def _coco_objects(path: Path, image: np.ndarray, annotations: list[dict], catego
 
 
 def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    for item in _coco_images(source, config):
+    coco = load_coco_index(source)
+    for item in coco_images(coco, config):
         if isinstance(item, Skip):
             yield item
             continue
-        path, image, annotations, categories = item
-        for found in _coco_objects(path, image, annotations, categories, config):
+        image_id, path, image = item
+        for found in coco_objects(coco, image_id, path, *image.shape[:2], config):
             yield found if isinstance(found, Skip) else crop_object(image, found[1], found[0], path, config)
 
 
 # ---------------------------------------------------------------- label maps
-def _label_map_files(source: Path) -> tuple[dict[int, str], list[Path], list[Path], dict[str, Path]]:
-    """Label names by value, label-map files, other files in labels/, and photos by stem."""
+def label_map_files(source: Path) -> tuple[dict[int, str], list[Path], dict[str, Path], list[Skip]]:
+    """Label names, label map files, photos by stem and the non-image files of a label_map source."""
     list_path = source / "label_list.json"
     try:
         raw = json.loads(list_path.read_text())
@@ -328,23 +388,18 @@ def _label_map_files(source: Path) -> tuple[dict[int, str], list[Path], list[Pat
         raise InputError(f"{source}: label_map sources need a photos/ or images/ folder")
     label_files, others = list_images(label_dir)
     photos = {p.stem: p for p in list_images(image_dir)[0]}
-    return names, label_files, others, photos
+    return names, label_files, photos, [Skip(str(other), "not an image file") for other in others]
 
 
 def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    names, label_files, others, photos = _label_map_files(source)
-    for other in others:
-        yield Skip(str(other), "not an image file")
-    for label_path in _limited(label_files, config):
-        photo = photos.get(label_path.stem)
-        if photo is None:
-            yield Skip(str(label_path), "no photo with this name")
-            continue
-        loaded = _load_pair(photo, label_path, "empty label map")
+    names, label_files, photos, skips = label_map_files(source)
+    yield from skips
+    pairs = [(photos.get(label.stem), label) for label in limited(label_files, config)]
+    for loaded in loaded_pairs(pairs, "empty label map"):
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image, labels, present = loaded
+        photo, label_path, image, labels, present = loaded
         for value in present:
             if value not in names:
                 yield Skip(str(label_path), f"unknown label value {value}")
@@ -357,6 +412,48 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
                 if stats[region, cv2.CC_STAT_AREA] < config.min_area:
                     continue  # specks of a label are normal in label maps: not worth a logged skip each
                 yield crop_object(image, regions == region, category, photo, config)
+
+
+# ---------------------------------------------------------------- objects tables
+def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = source / OBJECTS_FILE
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"{path}: not a readable objects table ({error})") from None
+    columns = set(table.column_names)
+    if not {"category", "image", "source", "box"} <= columns:
+        raise InputError(f"{path}: not an objects table (needs category, image, source and box columns)")
+    rows = table.to_pylist()
+    if not rows:
+        raise InputError(f"{path}: the objects table is empty")
+    for row in _limited_rows(rows, config):
+        if not _category_allowed(row["category"], config):
+            continue
+        name = f"{path}:{row.get('cutout_id', '?')}"
+        try:
+            rgba = decode_image(row["image"]["bytes"], name=name)
+        except (InputError, TypeError) as error:
+            yield Skip(name, str(error))
+            continue
+        if rgba.ndim != 3 or rgba.shape[2] != 4:
+            yield Skip(name, "cutout has no alpha channel")
+            continue
+        area = int(np.count_nonzero(rgba[:, :, 3]))
+        if area < config.min_area:
+            yield Skip(name, f"{row['category']!r} object of {area} px is below min_area {config.min_area}")
+            continue
+        superpixels = (row.get("superpixels") or {}).get("bytes")
+        yield SourceObject(rgba, row["category"], row["source"], tuple(row["box"]), row.get("provenance"), superpixels)
+
+
+def _limited_rows(rows: list[dict], config: SourceConfig) -> list[dict]:
+    """include, exclude and limit of an objects table apply to the stem of each cutout's source image."""
+    keyed = limited([(Path(row["source"]), index) for index, row in enumerate(rows)], config)
+    return [rows[index] for _, index in keyed]
 
 
 # ---------------------------------------------------------------- whole labelled photos
@@ -375,45 +472,36 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
     An object is what its format calls one: an annotation (COCO), an instance id (mask pairs), or
     all pixels of one label (label maps: a garment split in two by an arm stays one object, where
     cutouts take each connected region). Objects smaller than ``min_area`` are left out; ``rgba``
-    cutouts have no photos and are an error.
+    cutouts and ``objects`` tables have no photos and are an error.
     """
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
-    if fmt == "rgba":
-        raise InputError(f"{source}: RGBA cutouts have no whole photos; real media need label maps, mask pairs or COCO")
-    if fmt == "label_map":
-        names, label_files, _, photos = _label_map_files(source)
-        pairs = [(photos.get(p.stem), p) for p in _limited(label_files, config)]
-    elif fmt == "mask_pairs":
-        pairs = None  # paired below
-    elif fmt == "coco":
-        for item in _coco_images(source, config):
+    if fmt == "coco":
+        coco = load_coco_index(source)
+        for item in coco_images(coco, config):
             if isinstance(item, Skip):
                 yield item
                 continue
-            path, image, annotations, categories = item
-            objects = [o for o in _coco_objects(path, image, annotations, categories, config) if not isinstance(o, Skip)]
-            yield LabelledPhoto(path, image, [(c, m) for c, m in objects if m.sum() >= config.min_area])
+            image_id, path, image = item
+            found = [o for o in coco_objects(coco, image_id, path, *image.shape[:2], config) if not isinstance(o, Skip)]
+            yield LabelledPhoto(path, image, [(c, m) for c, m in found if m.sum() >= config.min_area])
         return
+    if fmt == "label_map":
+        names, label_files, photos, _ = label_map_files(source)
+        pairs = [(photos.get(p.stem), p) for p in limited(label_files, config)]
+    elif fmt == "mask_pairs":
+        names, all_pairs, _ = mask_pair_files(source)
+        pairs = limited(all_pairs, config)
     else:
-        raise InputError(f"{source}: unknown source format {fmt!r}")
-    if pairs is None:
-        names, all_pairs, _ = _mask_pair_files(source)
-        pairs = _limited(all_pairs, config)
-    for photo, label_path in pairs:
-        if photo is None or label_path is None or not label_path.exists():
-            yield Skip(str(label_path or photo), "no photo or mask to pair with")
-            continue
-        loaded = _load_pair(photo, label_path, "empty mask")
+        raise InputError(f"{source}: {fmt} sources have no whole photos; real media need label maps, mask pairs or COCO")
+    for loaded in loaded_pairs(pairs, "empty mask"):
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image, labels, present = loaded
+        photo, label_path, image, labels, present = loaded
         objects = []
         for value in present:
-            if fmt == "mask_pairs" and len(present) == 1 and not names:
-                category = "object"
-            elif value in names:
+            if value in names:
                 category = names[value]
             elif fmt == "mask_pairs":
                 category = "object"

@@ -7,6 +7,7 @@ Prints, from one run (these machines are noisy, so compare ratios):
   - rendering + encoding, in process (1 worker): composites/s
   - the encode floor: JPEG q90 of each image + PNG of each mask alone
   - the whole `run_expand` (rendering, encoding, Parquet writing) on 1 and 2 workers
+  - a rerun of the finished run: every shard read back end to end and verified before it is kept
 Targets: >= 100 composites/s per core, <= 10x the encode floor, near-linear 1 -> 2 workers.
 """
 
@@ -80,6 +81,10 @@ def main() -> None:
             started = time.perf_counter()
             run_expand([args.sources], args.backgrounds, out, config, workers=workers)
             runs[workers] = time.perf_counter() - started
+        started = time.perf_counter()
+        rerun = run_expand([args.sources], args.backgrounds, Path(tmp) / "out2", config, workers=2)
+        verify_seconds = time.perf_counter() - started
+        assert rerun.rows_written == 0
 
     per_image_ms = (render_seconds + encode_seconds) / args.num * 1e3
     floor_ms = encode_seconds / args.num * 1e3
@@ -92,6 +97,8 @@ def main() -> None:
         print(f"run_expand, {workers} worker(s)          : {args.num / seconds:7.1f} composites/s (whole run incl. cutouts and writing)")
     print(f"scaling 1 -> 2 workers          : {runs[1] / runs[2]:7.2f} x   (target ~2)")
     print(f"per core (2 workers)            : {args.num / runs[2] / 2:7.1f} composites/s   (target >= 100)")
+    print(f"rerun of the finished run       : {verify_seconds:7.2f} s = {verify_seconds / runs[2]:.1%} of making it "
+          "(every shard verified, none redone)")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
-"""The `synth` command line: expand, show, export (and train/search commands registered from their modules)."""
+"""The `synth` command line: expand, show, export (and train/search commands registered from their modules).
+
+Exit codes: 0 done; 1 done, but some inputs failed (each listed); 2 a user error, one line naming
+the file or key; 3 the output folder is busy (another run is writing it); 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -11,6 +16,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -46,20 +52,43 @@ def setup_logging(verbose: bool) -> None:
 
 def fail(message: str, code: int = 2) -> None:
     """Print a user error as one line and exit non-zero."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def run_guarded(function, *args, **kwargs):
-    """Call ``function``; a user's mistake becomes one line on stderr, not a traceback."""
+INTERRUPTED_EXIT_CODE = 130
+# What to do after Ctrl-C, for the commands that can resume.
+EXPAND_RESUME_HINT = "rerun the same `synth expand` command to resume (finished shards are kept)"
+TRAIN_RESUME_HINT = "rerun the same `synth train` command with --resume to continue from the last checkpoint"
+# File-system errors that are the environment's, not a bug: a read-only or full disk, a path that
+# is a file where a folder is needed. They get one line, like a user's mistake.
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR,
+                      errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
+
+
+def run_guarded(function, *args, interrupt_hint: str | None = None, **kwargs):
+    """Call ``function``; a user's mistake becomes one line on stderr, not a traceback.
+
+    ``interrupt_hint`` follows "interrupted; " when Ctrl-C stops the call (how to resume, if one can).
+    """
     try:
         return function(*args, **kwargs)
     except BusyError as error:
         fail(str(error), BUSY_EXIT_CODE)
-    except (InputError, FileNotFoundError) as error:
+    except InputError as error:
         fail(str(error))
+    except OSError as error:
+        if error.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        fail(f"{error.filename or 'file system'}: {error.strerror or error}")
     except KeyboardInterrupt:
-        fail("interrupted; rerun the same command to resume (`synth train` with --resume)", 130)
+        fail(f"interrupted; {interrupt_hint}" if interrupt_hint else "interrupted", INTERRUPTED_EXIT_CODE)
+
+
+def check_at_least(value: int | None, minimum: int, option: str) -> None:
+    """A numeric option below its minimum is one line (typer's own range errors are a box of text)."""
+    if value is not None and value < minimum:
+        fail(f"{option} must be at least {minimum}, got {value}")
 
 
 def make_progress() -> Progress:
@@ -81,17 +110,27 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every 
 
 @app.command()
 def expand(
-    sources: Optional[list[Path]] = typer.Argument(
-        None, help="Source folders (or COCO .json files). Default: sample_data/objects."
+    # Strings, not Paths: a Path would fold the '//' of an s3:// URI.
+    sources: Optional[list[str]] = typer.Argument(
+        None, help="Source folders (or COCO .json files), local or s3://, gs:// URIs. Default: sample_data/objects."
     ),
-    backgrounds: Optional[Path] = typer.Option(None, "--backgrounds", "-b", help="Folder of background images. Default: sample_data/backgrounds."),
-    out: Path = typer.Option(Path("expanded/sample"), "--out", "-o", help="Output folder for shards, objects.parquet and manifest.json."),
+    backgrounds: Optional[str] = typer.Option(None, "--backgrounds", "-b", help="Folder (or s3://, gs:// prefix) of "
+                                              "background images. Default: sample_data/backgrounds."),
+    out: str = typer.Option("expanded/sample", "--out", "-o", help="Output folder (or s3://, gs:// prefix) for shards, "
+                            "objects.parquet and manifest.json."),
     num: Optional[int] = typer.Option(None, "--num", "-n", help="Composites to make (default: the config's num, 1000)."),
     config_file: Optional[Path] = typer.Option(
         None, "--config", "-c", help="YAML config; every option and its default is documented in configs/expand.yaml."
     ),
-    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per CPU core)."),
+    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per CPU core); with --engine ray "
+                                "and no --ray-address, the CPUs of the local Ray."),
+    engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray (a Ray cluster; "
+                               'pip install "synth[ray]").'),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: the cluster to join "
+                                              "(HOST:PORT of the head, or auto); default: start a local Ray."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Run seed (default: the config's seed, 0)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the shards of another run (other seed or "
+                                   "config) found in --out, instead of refusing to mix them."),
     source_format: Optional[str] = typer.Option(
         None, "--source-format", help="auto | mask_pairs | rgba | coco | label_map (default: the config's, auto)."
     ),
@@ -101,6 +140,7 @@ def expand(
 
     Rerunning the same command resumes: finished shards are kept, the rest are made.
     The same seed gives byte-identical shards whatever the number of workers.
+    Exit codes: 0 done, 2 a user error (one line), 3 --out is busy with another run, 130 interrupted.
     """
     from augment.config import ExpandConfig, example_yaml
     from augment.cutouts import default_workers
@@ -109,6 +149,14 @@ def expand(
     if print_config:
         typer.echo(example_yaml(), nl=False)
         raise typer.Exit(0)
+    from augment.outputs import check_output_folder
+    from augment.storage import is_uri
+
+    check_at_least(num, 1, "--num")
+    check_at_least(seed, 0, "--seed")
+    check_at_least(workers, 0, "--workers")
+    if not is_uri(out):
+        run_guarded(check_output_folder, out)
     config = run_guarded(ExpandConfig.from_yaml, config_file) if config_file else ExpandConfig()
     if num is not None:
         config.num = num
@@ -118,9 +166,9 @@ def expand(
         config.sources.format = source_format
     run_guarded(config.validate, "--source-format" if source_format else "config")
     if config.num < 1:
-        fail("--num must be at least 1")
-    sources = sources or [sample_data_dir() / "objects"]
-    backgrounds = backgrounds or sample_data_dir() / "backgrounds"
+        fail("num must be at least 1")
+    sources = sources or [str(sample_data_dir() / "objects")]
+    backgrounds = backgrounds or str(sample_data_dir() / "backgrounds")
     workers = workers or default_workers()
 
     with make_progress() as progress:
@@ -133,7 +181,8 @@ def expand(
             speed = f"{task.speed:.0f} /s" if task.speed else ""
             progress.update(tasks[stage], completed=done, total=total, rate=speed)
 
-        result = run_guarded(run_expand, sources, backgrounds, out, config, workers, report)
+        result = run_guarded(run_expand, sources, backgrounds, out, config, workers, report, overwrite, engine,
+                             ray_address, interrupt_hint=EXPAND_RESUME_HINT)
 
     manifest = result.manifest
     made = result.rows_written
@@ -142,7 +191,9 @@ def expand(
     table.add_row("shards", str(len(manifest["shards"])))
     table.add_row("cutouts", str(manifest["objects"]["cutouts"]))
     table.add_row("backgrounds", str(manifest["backgrounds"]["count"]))
-    table.add_row("workers", str(workers))
+    stats = result.engine_stats
+    table.add_row("engine", f"ray ({stats.get('cluster_cpus')} CPUs on {stats.get('nodes')} node(s), "
+                  f"{stats.get('render_tasks', 0)} render tasks)" if engine == "ray" else f"local, {workers} workers")
     table.add_row("time", f"{result.seconds:.1f} s ({made / max(result.seconds, 1e-9):.0f} composites/s overall)")
     reasons = collections.Counter(_reason_kind(s.reason) for s in result.skips)
     table.add_row("skipped inputs", f"{len(result.skips)}" + "".join(f"\n  {n} × {r}" for r, n in reasons.most_common(5)))
@@ -153,6 +204,9 @@ def _reason_kind(reason: str) -> str:
     """Group skip reasons for the summary (drop the file name and numbers)."""
     text = reason.split(": ", 1)[-1] if reason.startswith("/") else reason
     return "".join("N" if ch.isdigit() else ch for ch in text)[:80]
+
+
+MAX_SHEET_PIXELS = 100_000_000  # a contact sheet past this is a typo, not a wish (300 MB of RGB)
 
 
 @app.command()
@@ -166,7 +220,15 @@ def show(
 ) -> None:
     """Write a contact sheet of random composites with instance masks and boxes drawn."""
     from augment.contact_sheet import contact_sheet
+    from augment.outputs import check_output_file
 
+    check_at_least(rows, 1, "--rows")
+    check_at_least(columns, 1, "--columns")
+    check_at_least(tile, 16, "--tile")
+    check_at_least(seed, 0, "--seed")
+    if rows * columns * tile * tile > MAX_SHEET_PIXELS:
+        fail(f"--rows x --columns x --tile² is {rows * columns * tile * tile} pixels; at most {MAX_SHEET_PIXELS}")
+    run_guarded(check_output_file, out)
     drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
     Console().print(f"wrote {out} ({drawn} composites)")
 
@@ -184,13 +246,16 @@ def export(
         fail(f"--format {format!r} is not supported (supported: coco)")
     counts = run_guarded(export_coco, shards, out)
     Console().print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
+    if counts["skipped"]:
+        reasons = ", ".join(f"{n} × {reason}" for reason, n in counts["skip_reasons"].items())
+        console.print(f"skipped {counts['skipped']} rows: {escape(reasons)}", highlight=False, soft_wrap=True)
 
 
 def _register_optional_commands() -> None:
-    """Commands of the train and search stages live beside their code."""
+    """Commands of the train, search and segmentation stages live beside their code."""
     import importlib
 
-    for module_name in ("pipelines.train_commands", "pipelines.search_commands"):
+    for module_name in ("pipelines.train_commands", "pipelines.search_commands", "pipelines.segment_commands"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:

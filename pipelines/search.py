@@ -38,9 +38,9 @@ from augment.system import tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
 from pipelines.detections import Detection, box_iou, detect, match_counts  # noqa: F401 (API)
 from pipelines.highlight import highlight, object_mask
-from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES, NetworkSearch,  # noqa: F401 (API)
-                                   PreparedQuery, SearchMaps, load_checkpoint_model, resolve_device,
-                                   untrained_model)
+from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES,  # noqa: F401 (API)
+                                   MAX_QUERY_SCALE, MIN_QUERY_SCALE, NetworkSearch, PreparedQuery, SearchMaps,
+                                   load_checkpoint_model, resolve_device, untrained_model)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ ImageLike = Union[str, Path, np.ndarray]
 # A shipped head and checkpoints carry their own calibrated thresholds.
 UNTRAINED_THRESHOLD = 0.34
 DEFAULT_THRESHOLD = UNTRAINED_THRESHOLD  # the name earlier releases exported
+# A query object smaller than this on either side (after cropping to its mask) has no texture left to
+# match: refused with one line rather than searched with detections that mean nothing.
+MIN_QUERY_INPUT_SIDE = 8
 # Heat peaks closer than this fraction of the smallest searched query side are one peak.
 PEAK_WINDOW_FRACTION = 0.5
 
@@ -145,12 +148,20 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
         mask = rgba[:, :, 3].astype(np.float32) / 255.0
         source = f"{name} (alpha)"
     else:
+        _check_query_size(name, rgb.shape[1], rgb.shape[0])
         return rgb, None
     ys, xs = np.nonzero(mask > 0.5)
     if ys.size == 0:
         raise InputError(f"{source}: the query mask is empty (no object pixels)")
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    _check_query_size(name, x1 - x0, y1 - y0, " (its mask's extent)")
     return np.ascontiguousarray(rgb[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1])
+
+
+def _check_query_size(name: str, width: int, height: int, what: str = "") -> None:
+    if min(width, height) < MIN_QUERY_INPUT_SIDE:
+        raise InputError(f"{name}: query is {width}x{height} px{what}; at least {MIN_QUERY_INPUT_SIDE} px "
+                         "per side is needed to search for it")
 
 
 def load_model(checkpoint: Path | str | None, untrained: bool = False) -> tuple[Any, float, str]:
@@ -186,8 +197,9 @@ class Searcher:
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, untrained: bool = False,
                  mirror: bool | None = None, **level_options: Any) -> None:
         tune_malloc()
-        if not query_scales or any(s <= 0 for s in query_scales):
-            raise InputError("query scales must be positive numbers")
+        if not query_scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in query_scales):
+            raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
+                             f"not {list(query_scales)}")
         model, stored, self.model_name = load_model(checkpoint, untrained)
         # A trained conversion net predicts the object's pixels, so its heat regions can box peaks.
         self.heat_boxes = self.model_name != "untrained"

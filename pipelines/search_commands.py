@@ -68,8 +68,12 @@ def read_pairs(path: Path) -> list[SearchJob]:
     """
     if not path.is_file():
         raise InputError(f"{path}: no such pairs file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a UTF-8 text file (byte {error.start}); expected JSON lines") from None
     jobs: list[SearchJob] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -244,12 +248,14 @@ def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: 
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
+    from pipelines.search import MAX_QUERY_SCALE, MIN_QUERY_SCALE
+
     try:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
         raise InputError(f"--scales must be comma-separated numbers, not {text!r}") from None
-    if not scales or any(s <= 0 for s in scales):
-        raise InputError(f"--scales must be positive numbers, not {text!r}")
+    if not scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in scales):
+        raise InputError(f"--scales must be numbers in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], not {text!r}")
     return scales
 
 
@@ -304,8 +310,9 @@ def register(app: typer.Typer) -> None:
         scales: str = typer.Option("0.5,1,2", "--scales", help="Object sizes searched, relative to the query's."),
     ) -> None:
         """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
+        from augment.outputs import check_output_folder
         from pipelines.cli import fail, make_progress, run_guarded
-        from pipelines.search import Searcher
+        from pipelines.search import Searcher, load_query
 
         if batch < 1:
             fail("--batch must be at least 1")
@@ -317,15 +324,15 @@ def register(app: typer.Typer) -> None:
             fail('--query-mask applies to QUERY; in --pairs give "query_mask" per line')
 
         def prepare() -> tuple[Any, list[SearchJob]]:
+            check_output_folder(out)
             if pairs is not None:
                 jobs = read_pairs(pairs)
             else:
                 assert query is not None and media
                 jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media))]
+                load_query(query, query_mask)  # a bad query fails here, before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
                                 query_scales=parse_scales(scales), untrained=untrained)
-            if pairs is None:
-                searcher.prepare(query, query_mask)  # a bad query fails here, before any output
             return searcher, jobs
 
         searcher, jobs = run_guarded(prepare)
@@ -342,6 +349,8 @@ def register(app: typer.Typer) -> None:
 
             summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps,
                                   batch=batch, advance=advance)
+        from rich.markup import escape
+
         from pipelines.cli import console
 
         console.print(f"searched {summary.images} images and {summary.frames} video frames in "
@@ -349,7 +358,7 @@ def register(app: typer.Typer) -> None:
                       f"{out / DETECTIONS_FILE}", highlight=False, soft_wrap=True)
         if summary.errors:
             for error in summary.errors:
-                console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+                console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
     @app.command()
@@ -380,13 +389,20 @@ def register(app: typer.Typer) -> None:
         others (--photos; the same transform as training and the benchmarks), or held-out pairs
         of shards (--shards). Pass the result to `synth search --threshold`.
         """
+        from augment.outputs import check_output_file
+        from pipelines.cli import check_at_least, console, run_guarded
         from pipelines.calibration import photo_cases
-        from pipelines.cli import console, run_guarded
         from pipelines.search import Searcher, calibrate_threshold
+        from train.data import list_shards
+
+        check_at_least(cases, 1, "--cases")
 
         def run() -> None:
             if (shards is None) == (not photos):
                 raise InputError("pass --photos SOURCE... (labelled photos) or --shards DIR, one of them")
+            check_output_file(out)
+            if shards is not None:
+                list_shards(shards)  # unreadable shards: one line before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
                                 untrained=untrained)
             if photos:

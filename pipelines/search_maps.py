@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 # Relative object sizes (object in the medium / query) searched as pyramid levels. The network's
 # scale pairs (0.5x-2x) fill the gaps, so the default covers about 0.25x-4x.
 DEFAULT_QUERY_SCALES: tuple[float, ...] = (0.5, 1.0, 2.0)
+# Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
+MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
 # Media are searched at most this many pixels on their longer side (the query shrinks alike).
 DEFAULT_MAX_SIDE = 1024
 # A level's kernel (the query at that level's size) spans at least this many pixels on its shorter
@@ -204,8 +206,9 @@ class NetworkSearch:
                  min_kernel_side: int = MIN_KERNEL_SIDE, max_kernel_side: int = MAX_KERNEL_SIDE,
                  max_zoom: float = MAX_ZOOM, max_tile_pixels: int = MAX_TILE_PIXELS,
                  scale_margin: float = 1.75) -> None:
-        if not query_scales or any(s <= 0 for s in query_scales):
-            raise InputError("query scales must be positive numbers")
+        if not query_scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in query_scales):
+            raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
+                             f"not {list(query_scales)}")
         if not 8 <= min_kernel_side <= max_kernel_side:
             raise InputError("kernel sides must satisfy 8 <= min_kernel_side <= max_kernel_side")
         self.device = device
@@ -355,7 +358,9 @@ class NetworkSearch:
         order = sorted(range(len(heights)), key=lambda i: heights[i])
         cosines = cosines[:, order]
         flat = cosines.flatten(2)
-        z = (cosines - flat.mean(dim=2)[..., None, None]) / (flat.std(dim=2)[..., None, None] + 1e-6)
+        # A medium as small as one grid cell has no spread to standardise by (std of one value is NaN).
+        spread = flat.std(dim=2) if flat.shape[2] > 1 else torch.zeros_like(flat[:, :, 0])
+        z = (cosines - flat.mean(dim=2)[..., None, None]) / (spread[..., None, None] + 1e-6)
         near_best = z >= z.amax(dim=1, keepdim=True) - self.scale_margin
         # The last True along the ascending scale axis: argmax of rank-weighted flags.
         ranks = torch.arange(1, len(order) + 1, device=z.device).view(1, -1, 1, 1)

@@ -40,27 +40,42 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
-    from pipelines.cli import run_guarded  # here: pipelines.cli imports this module
+    from pipelines.cli import TRAIN_RESUME_HINT, check_at_least, run_guarded  # here: pipelines.cli imports this module
 
     @app.command()
     def train(
-        shards: Path = typer.Option(..., "--shards", help="Folder of shards written by `synth expand`."),
+        shards: list[str] = typer.Option(..., "--shards", help="Folder (or s3://, gs:// prefix) of shards written by "
+                                         "`synth expand` (task segment: repeat for labelled photos, composites, "
+                                         "pseudo-labels)."),
         out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.yaml, tb/ (TensorBoard)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/train_cpu.yaml); "
-                                              "default: the resumed checkpoint's, else built-in defaults."),
+        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/train_cpu.yaml, "
+                                              "configs/segment_cpu.yaml); default: the resumed checkpoint's, else "
+                                              "built-in defaults."),
+        task: Optional[str] = typer.Option(None, "--task", help="query_search or segment (overrides the config)."),
         resume: bool = typer.Option(False, "--resume", help="Continue exactly from OUT/checkpoint.pt."),
         steps: Optional[int] = typer.Option(None, "--steps", help="Total steps (overrides the config)."),
-        eval_shards: Optional[Path] = typer.Option(None, "--eval-shards",
+        eval_shards: Optional[str] = typer.Option(None, "--eval-shards",
                                                    help="Shards for periodic evaluation (default: --shards); "
                                                    "queries are always held-out cutouts."),
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (overrides the config)."),
     ) -> None:
-        """Train the query search network; run under `torchrun --nproc_per_node=N` for DDP."""
+        """Train the query search network or a segmenter (--task segment); `torchrun --nproc_per_node=N` for DDP."""
+        from augment.outputs import check_output_folder
+        from augment.shards import find_shards
         from train.checkpoint import CHECKPOINT_FILE
+        from train.data import list_shards
         from train.loop import train as train_run
 
+        check_at_least(steps, 0, "--steps")
+
         def run() -> None:
-            run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device)
+            check_output_folder(out)
+            run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device,
+                                 task=task)
+            # Unreadable shards: one line before the model loads.
+            check = (lambda f: find_shards([f])) if run_config.task == "segment" else list_shards
+            for folder in [*shards, eval_shards] if eval_shards else shards:
+                check(folder)
             result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
             if result.checkpoint is not None:
                 _console.print(_metrics_table(f"step {result.step}: last training window", result.metrics))
@@ -68,11 +83,12 @@ def register(app: typer.Typer) -> None:
                     _console.print(_metrics_table("held-out evaluation", result.eval_metrics))
                 _console.print(f"checkpoint: {result.checkpoint}; corrupt rows skipped: {result.corrupt_rows}")
 
-        run_guarded(run)
+        run_guarded(run, interrupt_hint=TRAIN_RESUME_HINT)
 
     @app.command("eval")
     def evaluate_command(
-        shards: Path = typer.Option(..., "--shards", help="Folder of shards written by `synth expand`."),
+        shards: str = typer.Option(..., "--shards", help="Folder (or s3://, gs:// prefix) of shards written by "
+                                   "`synth expand`."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of a training run."),
         untrained: bool = typer.Option(False, "--untrained", help="Evaluate the untrained network "
                                        "(pretrained backbone + correlation): the baseline."),
@@ -84,9 +100,17 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device"),
     ) -> None:
         """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
+        from augment.outputs import check_output_file
+        from train.data import list_shards
         from train.evaluate import evaluate_shards, load_trained, write_report
 
+        check_at_least(batches, 1, "--batches")
+        check_at_least(batch_size, 1, "--batch-size")
+
         def run() -> None:
+            if out is not None:
+                check_output_file(out)
+            list_shards(shards)
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
             if split not in ("eval", "train", "all"):
@@ -149,10 +173,17 @@ def register(app: typer.Typer) -> None:
         check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime with PyTorch."),
     ) -> None:
         """Export the network (query, query_mask, medium -> heatmap) to ONNX at fixed sizes."""
+        from augment.outputs import check_output_file
         from train.evaluate import load_trained
-        from train.export import export_onnx, max_difference
+        from train.export import check_onnx_installed, export_onnx, max_difference
+
+        check_at_least(batch, 1, "--batch")
+        check_at_least(query_size, 32, "--query-size")
+        check_at_least(medium_size, 32, "--medium-size")
 
         def run() -> None:
+            check_output_file(out)
+            check_onnx_installed(with_runtime=check)
             model, run_config = load_trained(checkpoint, _config(config) if checkpoint is None else None)
             q_size, m_size = query_size or run_config.query_size, medium_size or run_config.medium_size
             exported = export_onnx(model.eval(), out, q_size, m_size, batch)

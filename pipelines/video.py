@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,14 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from augment.imageio import InputError
+from augment.imageio import InputError, temporary_beside
 
 logger = logging.getLogger(__name__)
+
+# FFmpeg inside OpenCV prints its own diagnostics ("moov atom not found") straight to stderr; a
+# broken video is reported as one line naming the file instead. OpenCV reads this when the first
+# capture opens; set OPENCV_FFMPEG_LOGLEVEL=32 (or higher) to see FFmpeg's messages when debugging.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 # FourCC per output container; mp4v/MJPG are built into every OpenCV wheel (no system codecs).
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
@@ -153,10 +157,7 @@ class VideoWriter:
                              f"(supported: {', '.join(sorted(_FOURCC))})")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The temporary keeps the suffix: OpenCV picks the container from it.
-        handle, temporary = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=suffix,
-                                             dir=self.path.parent)
-        os.close(handle)
-        self._temporary = Path(temporary)
+        self._temporary = temporary_beside(self.path, suffix=suffix)
         self.size = (int(width), int(height))
         self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*_FOURCC[suffix]),
                                        float(fps), self.size)

@@ -113,8 +113,28 @@ def make_shards(folder: Path | str, *, n_cutouts: int = 10, n_composites: int = 
                         "objects": visible, "params": json.dumps({"row": row}), "seed": seed * 100_000 + row,
                         "config_hash": "factory"})
         shard_set.rows.append({"id": composite_id, "objects": [(o["cutout_id"], o["instance_id"]) for o in visible]})
+    listed = []
     for shard_index, start in enumerate(range(0, n_composites, rows_per_shard)):
         table = pa.Table.from_pylist(records[start:start + rows_per_shard], schema=COMPOSITE_SCHEMA)
         pq.write_table(table, folder / shard_name(split, shard_index), row_group_size=rows_per_group)
-    (folder / MANIFEST_FILE).write_text(json.dumps({"rows": n_composites, "cutouts": n_cutouts, "factory": True}))
+        listed.append({"name": shard_name(split, shard_index), "rows": table.num_rows, "first_row": start})
+    # Readers take the shard list from the manifest, as from a finished `synth expand` run.
+    manifest = {"shards": listed, "num_rows": n_composites, "objects": {"file": OBJECTS_FILE, "cutouts": n_cutouts},
+                "config_hash": "factory", "factory": True}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
     return shard_set
+
+
+def rewrite_rows(shard: Path, changes: dict[int, dict], rows_per_group: int = 3) -> None:
+    """Rewrite rows of ``shard`` with some fields changed (row index -> new field values)."""
+    rows = pq.read_table(shard).to_pylist()
+    for index, change in changes.items():
+        rows[index].update(change)
+    pq.write_table(pa.Table.from_pylist(rows, schema=COMPOSITE_SCHEMA), shard, row_group_size=rows_per_group)
+
+
+def damage_pages(shard: Path) -> None:
+    """Zero the first pages' headers; the footer stays intact (listing the rows works, reading them fails)."""
+    data = bytearray(shard.read_bytes())
+    data[4:400] = bytes(396)
+    shard.write_bytes(bytes(data))

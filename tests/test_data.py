@@ -134,5 +134,5 @@ def test_missing_or_empty_shard_folder_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no such shard folder") as error:
         ShardPairs(tmp_path / "nowhere", _config())
     assert str(tmp_path / "nowhere") in str(error.value) and "\n" not in str(error.value)
-    with pytest.raises(InputError, match="no composite shards"):
+    with pytest.raises(InputError, match="no manifest.json"):
         ShardPairs(tmp_path, _config())

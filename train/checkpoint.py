@@ -92,10 +92,10 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     return state
 
 
-def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+def config_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     if isinstance(saved, dict) and isinstance(current, dict):
         return [d for key in sorted(set(saved) | set(current))
-                for d in _differences(saved.get(key), current.get(key), f"{prefix}{key}.")]
+                for d in config_differences(saved.get(key), current.get(key), f"{prefix}{key}.")]
     saved = list(saved) if isinstance(saved, tuple) else saved
     current = list(current) if isinstance(current, tuple) else current
     return [] if saved == current else [f"{prefix.rstrip('.')} {saved!r} -> {current!r}"]
@@ -106,7 +106,7 @@ def check_compatible(state: dict[str, Any], config_hash: str, identity: dict[str
     if state["config_hash"] == config_hash:
         return
     saved = state["config"].get("identity", {})
-    changed = _differences(saved, identity)
+    changed = config_differences(saved, identity)
     detail = "; ".join(changed[:4]) + (" ..." if len(changed) > 4 else "") if changed else "hash differs"
     raise InputError(f"{path}: checkpoint was written with a different config ({detail}); "
                      "use the same config or start a new run folder")

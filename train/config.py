@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,13 +18,16 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from augment.imageio import InputError
+from augment.validation import is_int, is_number, is_pair
 from train.data import PairConfig
 from train.model import SearchNetConfig
+from train.segment_config import SegmentConfig
+from train.segment_model import SegmentNetConfig
 
 if TYPE_CHECKING:
     from train.photo_data import PhotoMediaConfig
 
-TASK_NAMES = ("query_search",)
+TASK_NAMES = ("query_search", "segment")
 
 
 @dataclass
@@ -31,7 +35,8 @@ class TrainConfig:
     """Everything that defines a training run; ``configs/train_*.yaml`` document every key."""
 
     task: str = "query_search"
-    model: dict[str, Any] = field(default_factory=dict)  # SearchNetConfig fields
+    model: dict[str, Any] = field(default_factory=dict)  # SearchNetConfig fields (SegmentNetConfig for task segment)
+    segment: dict[str, Any] = field(default_factory=dict)  # task segment: SegmentConfig fields (classes, sizes, mix)
     loss: str = "bce+dice"
     loss_params: dict[str, float] = field(default_factory=dict)
     box_loss_weight: float = 1.0  # used when the model has a box head
@@ -89,12 +94,9 @@ class TrainConfig:
                               "eval_batches", "checkpoint_every"})
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.task not in TASK_NAMES:
             raise InputError(f"unknown task {self.task!r} (known: {', '.join(TASK_NAMES)})")
-        if self.amp not in ("auto", "bf16", "off"):
-            raise InputError(f"amp must be auto, bf16 or off, not {self.amp!r}")
-        if self.log_every < 1 or self.steps < 0 or self.batch_size < 1:
-            raise InputError("log_every and batch_size must be at least 1, steps at least 0")
         self.query_fill = tuple(self.query_fill)
         self.betas = tuple(self.betas)
         self.photo_medium = tuple(int(v) for v in self.photo_medium)
@@ -103,6 +105,13 @@ class TrainConfig:
             raise InputError("real_fraction and hard_negative_fraction must lie in [0, 1]")
         if self.real_fraction > 0 and not self.photo_sources:
             raise InputError("real_fraction > 0 needs photo_sources (labelled photos to make real media from)")
+        if self.photo_epoch_size < 1 or min(self.photo_medium) < 32 or min(self.photo_per_scene) < 1:
+            raise InputError("photo_epoch_size must be at least 1, photo_medium sides at least 32, "
+                             "photo_per_scene at least 1")
+        self._check_ranges()
+        if self.task == "segment":
+            self._check_segment()
+            return
         try:
             num_labels = SearchNetConfig(**self.model).num_label_classes
         except (TypeError, ValueError) as error:
@@ -111,6 +120,76 @@ class TrainConfig:
         if num_labels != len(self.label_categories) and (num_labels or self.label_categories):
             raise InputError(f"model.num_label_classes is {num_labels} but label_categories lists "
                              f"{len(self.label_categories)} names: list the categories the label head predicts")
+
+    def _check_types(self) -> None:
+        """Every value of the type its default has; one line naming the key otherwise."""
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+            if default is None:  # optional: None or a value of the annotated type (e.g. decay_steps: int | None)
+                kind = str(spec.type)
+                check, expected = ((is_int, "a whole number or null") if "int" in kind else
+                                   (is_number, "a number or null") if "float" in kind else
+                                   (lambda v: isinstance(v, str), "a string or null") if "str" in kind else
+                                   (lambda v: True, ""))
+                ok = value is None or check(value)
+            elif isinstance(default, bool):
+                ok, expected = isinstance(value, bool), "true or false"
+            elif isinstance(default, int):
+                ok, expected = is_int(value), "a whole number"
+            elif isinstance(default, float):
+                ok, expected = is_number(value), "a number"
+            elif isinstance(default, tuple):
+                ok = is_pair(value)
+                expected = f"a pair of numbers like {list(default)}"
+            elif isinstance(default, list):
+                ok, expected = isinstance(value, list) and all(isinstance(v, str) for v in value), "a list of names"
+            else:
+                ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
+            if not ok:
+                raise InputError(f"{spec.name}: expected {expected}, got {value!r}")
+
+    def _check_ranges(self) -> None:
+        """Every value in its range; one line naming the key otherwise."""
+        at_least = {"query_size": 32, "medium_size": 32, "shuffle_buffer": 1, "num_workers": 0, "batch_size": 1,
+                    "steps": 0, "min_lr": 0, "backbone_lr_scale": 0, "weight_decay": 0, "warmup_steps": 0,
+                    "decay_steps": 1, "grad_clip": 0, "box_loss_weight": 0, "label_loss_weight": 0, "log_every": 1,
+                    "eval_every": 0, "eval_batches": 1, "checkpoint_every": 0, "seed": 0}
+        for key, low in at_least.items():
+            value = getattr(self, key)
+            if value is not None and value < low:
+                raise InputError(f"{key} must be at least {low}, got {value!r}")
+        checks = [
+            (self.lr > 0, f"lr must be positive, got {self.lr!r}"),
+            (self.min_lr <= self.lr, f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})"),
+            (self.query_size <= 1024 and self.medium_size <= 4096, "query_size must be at most 1024 and medium_size at most 4096"),
+            (0.0 <= self.negative_fraction <= 1.0, "negative_fraction must lie in [0, 1]"),
+            (0.0 <= self.eval_fraction < 1.0, "eval_fraction must lie in [0, 1)"),
+            (0.0 <= self.colour_jitter <= 1.0, "colour_jitter must lie in [0, 1]"),
+            (0.0 < self.query_fill[0] <= self.query_fill[1] <= 1.0, "query_fill must be 0 < lo <= hi <= 1"),
+            (all(0.0 <= b < 1.0 for b in self.betas), "betas must lie in [0, 1)"),
+            (self.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, not {self.amp!r}"),
+            (re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+             f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+    def _check_segment(self) -> None:
+        try:
+            SegmentNetConfig(**self.model)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"model: {error}") from None
+        try:
+            segment = self.segment_config()
+        except (TypeError, ValueError) as error:
+            raise InputError(f"segment: {error}") from None
+        if not segment.classes:
+            raise InputError("segment.classes: task segment needs a class map (see configs/segment_cpu.yaml)")
+
+    def segment_config(self) -> SegmentConfig:
+        return SegmentConfig.from_dict(self.segment)
 
     @classmethod
     def from_yaml(cls, path: Path | str, **overrides: Any) -> "TrainConfig":
@@ -131,11 +210,11 @@ class TrainConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             return cls(**values)
-        except (TypeError, ValueError) as error:
+        except (TypeError, ValueError, InputError) as error:
             raise InputError(f"{path}: {error}") from None
 
-    def model_config(self) -> SearchNetConfig:
-        return SearchNetConfig(**self.model)
+    def model_config(self) -> SearchNetConfig | SegmentNetConfig:
+        return SegmentNetConfig(**self.model) if self.task == "segment" else SearchNetConfig(**self.model)
 
     def pair_config(self) -> PairConfig:
         return PairConfig(query_size=self.query_size, medium_size=self.medium_size,
@@ -159,6 +238,8 @@ class TrainConfig:
         """The config minus runtime keys, with the model config resolved to all its fields."""
         values = {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RUNTIME_KEYS}
         values["model"] = dataclasses.asdict(self.model_config())
+        if self.task == "segment":
+            values["segment"] = self.segment_config().to_dict()
         return json.loads(json.dumps(values))  # tuples -> lists, so saved and fresh compare equal
 
     def hash(self) -> str:

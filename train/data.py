@@ -37,13 +37,15 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from augment.imageio import InputError, decode_image, resize_image
 from augment.schema import OBJECTS_FILE
-from augment.shards import find_shards
+from augment.shards import manifest_shards, one_line, open_shard
+from augment.storage import Location, Place, as_place, open_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +67,18 @@ def in_split(cutout_id: str, split: str, eval_fraction: float) -> bool:
     return split == "all" or cutout_split(cutout_id, eval_fraction) == split
 
 
-def list_shards(folder: Path | str) -> list[Path]:
-    """Composite shards in ``folder`` (sorted), checking that ``objects.parquet`` is beside them."""
-    folder = Path(folder)
+def list_shards(folder: Place | str) -> list[Place]:
+    """The composite shards ``folder``'s manifest lists (checked readable), with ``objects.parquet`` beside them.
+
+    ``folder`` may be an object-store URI (``s3://bucket/prefix``): row groups are then read with
+    ranged requests, each by the rank and worker it belongs to."""
+    folder = as_place(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such shard folder")
-    shards = find_shards(folder)
+    shards = manifest_shards(folder)
     if not (folder / OBJECTS_FILE).is_file():
         raise InputError(f"{folder}: no {OBJECTS_FILE} beside the shards (queries come from it)")
+    open_shard(folder / OBJECTS_FILE)
     return shards
 
 
@@ -94,8 +100,10 @@ class PairConfig:
 class CutoutLibrary:
     """Clean cutouts of ``objects.parquet``, looked up by id; decoded lazily with a small LRU cache."""
 
-    def __init__(self, path: Path, cache_size: int = 512) -> None:
-        table = pq.read_table(path, columns=["cutout_id", "category", "image"], memory_map=True)
+    def __init__(self, path: Place, cache_size: int = 512) -> None:
+        table = (pq.read_table(path.path, columns=["cutout_id", "category", "image"], filesystem=path.fs)
+                 if isinstance(path, Location) else
+                 pq.read_table(path, columns=["cutout_id", "category", "image"], memory_map=True))
         self._images = table.column("image")
         self._row = {cid: i for i, cid in enumerate(table.column("cutout_id").to_pylist())}
         self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
@@ -200,15 +208,15 @@ class ShardPairs(IterableDataset):
     ``unit`` / ``row`` (row group in :attr:`units` and row within it: where the medium came from).
     """
 
-    def __init__(self, folder: Path | str, config: PairConfig, split: str = "train", seed: int = 0,
+    def __init__(self, folder: Place | str, config: PairConfig, split: str = "train", seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world of size {world_size}")
-        self.folder = Path(folder)
-        self.shards = list_shards(self.folder)
+        self.folder = as_place(folder)
+        self.shards = self._find_shards()
         self.config = config
         self.split = split
         self.seed = seed
@@ -221,10 +229,14 @@ class ShardPairs(IterableDataset):
         self._library: CutoutLibrary | None = None
         self._categories: dict[str, list[str]] | None = None
         # One unit of work per row group. Reading only the footers keeps this cheap.
-        self.units: list[tuple[Path, int]] = [
-            (path, group) for path in self.shards for group in range(pq.ParquetFile(path).num_row_groups)]
+        self.units: list[tuple[Place, int]] = [
+            (path, group) for path in self.shards for group in range(open_shard(path).num_row_groups)]
         # Counters of the current process (num_workers=0); with workers, read ``corrupt`` off the samples.
         self.stats = {"rows": 0, "samples": 0, "corrupt": 0, "no_query": 0}
+
+    def _find_shards(self) -> list[Path]:
+        """The shard files streamed (a subclass may read other folders)."""
+        return list_shards(self.folder)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: it seeds the unit order, the shuffle buffers and the augmentation."""
@@ -256,9 +268,19 @@ class ShardPairs(IterableDataset):
         return self._library
 
     def _rows(self, units: list[int]) -> Iterator[tuple]:
+        """(unit, row, id, image bytes, mask bytes, objects) per row; a row group whose pages cannot be
+        read gives its rows with ``None`` bytes, so they are counted as corrupt like undecodable rows."""
         for unit in units:
             path, group = self.units[unit]
-            table = pq.ParquetFile(path).read_row_group(group, columns=_COMPOSITE_COLUMNS)
+            parquet = open_parquet(path)
+            try:
+                table = parquet.read_row_group(group, columns=_COMPOSITE_COLUMNS)
+            except (pa.ArrowException, OSError) as error:
+                logger.warning("%s: row group %d is unreadable (%s); its rows are skipped", path.name, group,
+                               one_line(error))
+                for index in range(parquet.metadata.row_group(group).num_rows):
+                    yield unit, index, f"{path.name}:{group}:{index}", None, None, []
+                continue
             for index, (cid, image, mask, objects) in enumerate(zip(*(table.column(c).to_pylist()
                                                                        for c in _COMPOSITE_COLUMNS))):
                 yield unit, index, cid, image["bytes"], mask["bytes"], objects
@@ -290,6 +312,8 @@ class ShardPairs(IterableDataset):
             # Seeded by the row itself, so a sample is the same whatever the worker count or resume point.
             rng = np.random.default_rng([self.seed, self.epoch, unit, index])
             try:
+                if image is None:
+                    raise InputError(f"composite {composite_id}: in an unreadable row group")
                 sample = self._pair(image, mask, objects, composite_id, cutouts, pool, rng)
             except InputError as error:
                 corrupt += 1

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from augment.imageio import atomic_write_text
+from augment.storage import as_place
 from train.checkpoint import load_checkpoint, load_model_state
 from train.data import make_loader
 from train.distributed import DistInfo
@@ -38,7 +39,7 @@ def evaluate_shards(model: nn.Module, config: TrainConfig, shards: Path | str, *
     ``batches`` None evaluates one full pass over the split.
     """
     task = build_task(config)
-    dataset = task.dataset(Path(shards), split)
+    dataset = task.dataset(as_place(shards), split)
     loader = make_loader(dataset, batch_size or config.batch_size,
                          config.num_workers if num_workers is None else num_workers)
     target = resolve_device(device, DistInfo())

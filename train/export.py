@@ -9,6 +9,7 @@ BatchNorm is folded into the convolutions first.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from pathlib import Path
@@ -17,12 +18,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from augment.imageio import atomic_path
+from augment.imageio import InputError, atomic_path
 from train.backbones import fold_batchnorm
 
 logger = logging.getLogger(__name__)
 
 OPSET = 17
+
+
+def check_onnx_installed(with_runtime: bool = False) -> None:
+    """An InputError naming the extra to install when ``onnx`` (and, to check an export, ``onnxruntime``)
+    cannot be imported: asked before any work, so a missing package is one line, not two tracebacks."""
+    missing = []
+    for name in ("onnx", "onnxruntime") if with_runtime else ("onnx",):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise InputError(f"ONNX export needs {' and '.join(missing)}: pip install 'synth[onnx]'"
+                         + (" (or pass --no-check to skip the onnxruntime comparison)" if missing == ["onnxruntime"] else ""))
 
 
 class HeatmapModel(nn.Module):

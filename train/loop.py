@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from augment.imageio import InputError
+from augment.storage import Place, as_place
 from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint, load_model_state, restore_rng_state,
                               save_checkpoint, unwrap)
 from train.config import TrainConfig
@@ -96,6 +97,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def summarize(task: Task, means: dict[str, float]) -> dict[str, float]:
+    """The loss, then the metrics the task derives from the means (e.g. mIoU), then the means."""
+    derive = getattr(task, "summarize", None)
+    derived = derive(means) if derive is not None and means else {}
+    return {k: v for k, v in means.items() if k == "loss"} | derived | means
+
+
 
 
 @torch.no_grad()
@@ -117,7 +125,7 @@ def evaluate(model: nn.Module, task: Task, loader: DataLoader, device: torch.dev
     if not meter.sums:
         raise InputError(f"{loader.dataset.folder}: no {loader.dataset.split} pairs to evaluate "
                          f"(fewer than {loader.batch_size} per worker)")
-    return meter.means()
+    return summarize(task, meter.means())
 
 
 @dataclass
@@ -139,19 +147,21 @@ def _progress(enabled: bool) -> Progress:
 # The loop
 
 
-def train(config: TrainConfig, shards: Path | str, out: Path | str, *, eval_shards: Path | str | None = None,
-          resume: bool = False, show_progress: bool = True) -> TrainResult:
-    """Train ``config`` on ``shards``, writing checkpoints and TensorBoard logs to ``out``."""
-    shards, out = Path(shards), Path(out)
+def train(config: TrainConfig, shards: Place | str | list[Place | str], out: Path | str, *,
+          eval_shards: Place | str | None = None, resume: bool = False, show_progress: bool = True) -> TrainResult:
+    """Train ``config`` on ``shards`` (a folder or object-store prefix, or several for a task that
+    mixes them), writing checkpoints and TensorBoard logs to ``out``."""
+    shards = [as_place(s) for s in shards] if isinstance(shards, (list, tuple)) else as_place(shards)
+    out = Path(out)
     info = init_distributed(config.device)
     try:
-        return _train(config, shards, out, Path(eval_shards) if eval_shards else shards, resume, show_progress, info)
+        return _train(config, shards, out, as_place(eval_shards) if eval_shards else shards, resume, show_progress, info)
     finally:
         shutdown(info)
 
 
-def _train(config: TrainConfig, shards: Path, out: Path, eval_shards: Path, resume: bool, show_progress: bool,
-           info: DistInfo) -> TrainResult:
+def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_shards: Place | list[Place], resume: bool,
+           show_progress: bool, info: DistInfo) -> TrainResult:
     device = resolve_device(config.device, info)
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     task = build_task(config)
@@ -253,7 +263,7 @@ def _train(config: TrainConfig, shards: Path, out: Path, eval_shards: Path, resu
             if step % config.log_every == 0 or step == config.steps:
                 losses.extend(torch.stack(pending).float().tolist())
                 pending = []
-                train_metrics = meter.means(all_ranks=info.enabled)  # every rank calls it: a collective
+                train_metrics = summarize(task, meter.means(all_ranks=info.enabled))  # a collective: every rank calls it
                 meter = MetricMeter()
                 elapsed = time.perf_counter() - clock
                 if info.is_main:
@@ -263,9 +273,8 @@ def _train(config: TrainConfig, shards: Path, out: Path, eval_shards: Path, resu
                     writer.add_scalar("train/lr", lr, step)
                     writer.add_scalar("train/samples_per_s", rate, step)
                     writer.add_scalar("data/corrupt_rows", stream.corrupt_rows, step)
-                    progress.update(bar, completed=step, info=(
-                        f"loss {train_metrics['loss']:.4f} iou {train_metrics['iou']:.3f} hit {train_metrics['hit_rate']:.3f} "
-                        f"lr {lr:.2e} {rate:.1f}/s"))
+                    headline = " ".join(f"{k} {v:.3f}" for k, v in list(train_metrics.items())[:3])
+                    progress.update(bar, completed=step, info=f"{headline} lr {lr:.2e} {rate:.1f}/s")
                     logger.info("step %d %s lr %.2e %.1f samples/s corrupt rows %d", step,
                                 " ".join(f"{k} {v:.4f}" for k, v in train_metrics.items()), lr, rate,
                                 stream.corrupt_rows)

@@ -15,12 +15,11 @@ from torch import nn
 from torch.utils.data import IterableDataset
 
 from augment.imageio import InputError
-from train.checkpoint import unwrap
 from train.config import TrainConfig
 from train.data import ShardPairs
 from train.losses import box_loss, build_loss
 from train.model import QuerySearchNet
-from train.tasks import Metrics
+from train.tasks import Metrics, adamw_groups, single_folder
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +69,13 @@ class QuerySearchTask:
     def build_model(self) -> nn.Module:
         return QuerySearchNet(self.config.model_config())
 
-    def dataset(self, shards: Path, split: str, rank: int = 0, world_size: int = 1) -> ShardPairs:
+    def dataset(self, shards: Path | list[Path], split: str, rank: int = 0, world_size: int = 1) -> ShardPairs:
+        shards = single_folder(shards, self.config.task)
         return ShardPairs(shards, self.config.pair_config(), split=split, seed=self.config.seed, rank=rank,
                           world_size=world_size)
 
-    def train_datasets(self, shards: Path, rank: int = 0, world_size: int = 1) -> list[tuple[IterableDataset, float]]:
+    def train_datasets(self, shards: Path | list[Path], rank: int = 0,
+                       world_size: int = 1) -> list[tuple[IterableDataset, float]]:
         """The training streams and their shares of the batches: composites from the shards, and
         real media from labelled photos when ``real_fraction`` > 0."""
         config = self.config
@@ -96,15 +97,7 @@ class QuerySearchTask:
         return streams
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
-        """AdamW groups: weight decay on conv/linear weights only; the pretrained backbone at a lower lr."""
-        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-        for name, param in unwrap(model).named_parameters():
-            if param.requires_grad:
-                key = (name.startswith(("backbone.", "query_backbone.")), param.dim() >= 2)
-                groups.setdefault(key, []).append(param)
-        return [{"params": params, "weight_decay": self.config.weight_decay if decay else 0.0,
-                 "lr_scale": self.config.backbone_lr_scale if backbone else 1.0}
-                for (backbone, decay), params in sorted(groups.items())]
+        return adamw_groups(model, self.config, ("backbone.", "query_backbone."))
 
     @staticmethod
     def _inputs(batch: dict[str, torch.Tensor], channels_last: bool) -> tuple[torch.Tensor, ...]:

@@ -1,0 +1,1 @@
+"""Engines of `synth expand` beyond the local process pool (optional extras)."""

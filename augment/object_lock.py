@@ -1,0 +1,239 @@
+"""The output lock of a run that writes to an object store, where ``flock`` does not exist.
+
+A lease held in a lock object, ``<out>/.synth.lock``, made and kept with S3 conditional writes:
+
+* **take**: ``PUT`` with ``If-None-Match: *``. The store creates the object only if no object of
+  that key exists, atomically, so of two runs that start together exactly one gets it; the other
+  stops at once with :class:`~augment.locking.BusyError` (exit code 3) naming the holder.
+* **keep**: the holder rewrites the object every ``ttl / 4`` seconds with ``If-Match: <its ETag>``
+  (a heartbeat). If that fails with 412, another run has taken the lock over: the holder notes it
+  and stops before its next shard commit or manifest write (:meth:`ObjectStoreLock.check`).
+* **take over**: a lock whose last heartbeat is older than its ``ttl`` (timed by the store's own
+  clock: its ``Date`` header against the object's ``Last-Modified``), or whose holder is a dead
+  process on this same machine (a killed run, resumed at once), is replaced with ``If-Match: <the
+  stale ETag>``: of two runs taking over together, one wins.
+* **release**: ``DELETE`` with ``If-Match: <its ETag>``.
+
+What it guarantees, on a store that honours conditional writes (AWS S3, Google Cloud Storage's
+XML API, MinIO and Ceph releases of 2024 on; the lock checks this when it is taken and refuses a
+store that ignores them): two runs never hold the lock at once while the holder's heartbeats get
+through. What it does not: a holder stalled longer than ``ttl`` (a network partition, a stopped
+VM) can be taken over and may still commit the shard it was writing before it notices. That shard
+cannot be mistaken for the new run's: every shard's footer carries its run's hash and the new run
+checks each footer before it writes ``manifest.json``, so readers never see a mixed folder.
+``SYNTH_OBJECT_LOCK=off`` skips the lock (one writer at a time is then the user's rule; the
+run-hash check before the manifest still applies). The conditional writes are made with boto3
+(``pip install "synth[s3]"``): pyarrow's S3 client has no way to send ``If-None-Match``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from email.utils import parsedate_to_datetime
+from typing import Any, Iterator
+
+from augment.imageio import InputError
+from augment.locking import LOCK_FILE, BusyError, claim_output_folder
+from augment.storage import Location, Place, StorageError, describe_failure, s3_endpoint
+
+log = logging.getLogger(__name__)
+
+LOCK_TTL_S = 60.0  # a holder silent this long is presumed dead
+
+
+def _client():
+    try:
+        import boto3
+        from botocore.config import Config
+    except ModuleNotFoundError:
+        raise InputError('writing to s3:// needs boto3 for the output lock: pip install "synth[s3]" '
+                         "(or set SYNTH_OBJECT_LOCK=off to write without one)") from None
+    config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.client("s3", endpoint_url=s3_endpoint(), config=config,
+                        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+
+
+def _error_code(error: Exception) -> str:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", "")) or str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ObjectStoreLock:
+    """A lease on ``folder`` (an ``s3://`` prefix), held from :meth:`acquire` to :meth:`release`."""
+
+    def __init__(self, folder: Location, what: str = "run", ttl: float = LOCK_TTL_S) -> None:
+        self.folder, self.what, self.ttl = folder, what, ttl
+        self.key = f"{folder.path.split('/', 1)[1]}/{LOCK_FILE}" if "/" in folder.path else LOCK_FILE
+        self.run_id = uuid.uuid4().hex
+        self.etag: str | None = None
+        self.lost: str | None = None
+        self._client = _client()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._beats = 0
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.folder.bucket}/{self.key}"
+
+    # --- requests
+    def _body(self) -> bytes:
+        return json.dumps({"run_id": self.run_id, "what": self.what, "host": socket.gethostname(), "pid": os.getpid(),
+                           "ttl": self.ttl, "beats": self._beats}).encode()
+
+    def _request(self, action: str, call, **kwargs) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return call(Bucket=self.folder.bucket, Key=self.key, **kwargs)
+        except ClientError as error:
+            if _error_code(error) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                raise
+            raise StorageError(f"{self.uri}: {action} failed: {describe_failure(error)}") from None
+        except BotoCoreError as error:
+            raise StorageError(f"{self.uri}: {action} failed: {describe_failure(error)}") from None
+
+    def _put(self, **condition: str) -> str:
+        return self._request("writing the lock", self._client.put_object, Body=self._body(), **condition)["ETag"]
+
+    # --- taking and keeping
+    def acquire(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.etag = self._put(IfNoneMatch="*")
+        except ClientError:
+            self.etag = self._take_over()
+        self._check_store_honours_conditions()
+        self._thread = threading.Thread(target=self._heartbeat, name="synth-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _take_over(self) -> str:
+        from botocore.exceptions import ClientError
+
+        try:
+            current = self._request("reading the lock", self._client.get_object)
+        except ClientError:
+            raise self._busy("another run") from None
+        holder = json.loads(current["Body"].read() or b"{}")
+        now = parsedate_to_datetime(current["ResponseMetadata"]["HTTPHeaders"]["date"])
+        silent = (now - current["LastModified"]).total_seconds()
+        dead_here = holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", 0)))
+        who = f"pid {holder.get('pid')} on {holder.get('host')}"
+        if not dead_here and silent <= float(holder.get("ttl", self.ttl)):
+            raise self._busy(f"{who}, last heard of {silent:.0f} s ago; its lock lapses after "
+                             f"{float(holder.get('ttl', self.ttl)):.0f} s without a heartbeat")
+        try:
+            etag = self._put(IfMatch=current["ETag"])
+        except ClientError:
+            raise self._busy("another run that took over the stale lock at the same moment") from None
+        log.warning("%s: took over the lock of %s (%s)", self.folder, who,
+                    "a dead process" if dead_here else f"silent for {silent:.0f} s")
+        return etag
+
+    def _check_store_honours_conditions(self) -> None:
+        """A second create-if-absent must fail now; a store that accepts it would let two runs in."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.etag = self._put(IfNoneMatch="*")
+        except ClientError:
+            return
+        self.release()
+        raise InputError(f"{self.folder}: this object store ignores conditional writes (If-None-Match), so it cannot "
+                         "lock --out against a second run; set SYNTH_OBJECT_LOCK=off to write without a lock "
+                         "(then make sure only one run writes here)")
+
+    def _busy(self, holder: str) -> BusyError:
+        return BusyError(f"{self.folder}: another {self.what} is writing here ({holder}); "
+                         "wait for it to finish or choose another folder")
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl / 4) and self.beat():
+            pass
+
+    def beat(self) -> bool:
+        """Renew the lease; False once it is lost (another run took it over)."""
+        from botocore.exceptions import ClientError
+
+        self._beats += 1
+        try:
+            self.etag = self._put(IfMatch=self.etag)
+        except ClientError:
+            self.lost = "another run took over the lock (this run's heartbeats did not get through in time)"
+            log.error("%s: %s", self.folder, self.lost)
+            return False
+        except StorageError as error:  # a missed beat; the next one may get through
+            log.warning("%s", error)
+        return True
+
+    def check(self) -> None:
+        """Raise :class:`BusyError` if the lock has been lost: call before each commit."""
+        if self.lost:
+            raise BusyError(f"{self.folder}: {self.lost}; stopped before writing more")
+
+    def release(self) -> None:
+        from botocore.exceptions import ClientError
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self.etag is None or self.lost:
+            return
+        with contextlib.suppress(ClientError, StorageError):
+            self._request("removing the lock", self._client.delete_object, IfMatch=self.etag)
+
+
+class _NoLock:
+    """``SYNTH_OBJECT_LOCK=off``: the single-writer rule."""
+
+    def check(self) -> None:
+        """Nothing to check."""
+
+
+@contextlib.contextmanager
+def object_store_lock(folder: Location, what: str = "run") -> Iterator[ObjectStoreLock | _NoLock]:
+    """Hold the lock on an object-store output folder until the block ends (see the module's notes)."""
+    if os.environ.get("SYNTH_OBJECT_LOCK", "").lower() in ("off", "0", "false", "no"):
+        log.warning("%s: SYNTH_OBJECT_LOCK=off: writing without a lock", folder)
+        yield _NoLock()
+        return
+    if folder.scheme != "s3":
+        raise InputError(f"{folder}: no output lock for {folder.scheme}:// yet (pyarrow's client cannot make "
+                         "conditional writes there); write to s3:// (GCS serves it too, with HMAC keys), or set "
+                         "SYNTH_OBJECT_LOCK=off and make sure only one run writes here")
+    lock = ObjectStoreLock(folder, what, float(os.environ.get("SYNTH_LOCK_TTL", LOCK_TTL_S)))
+    lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def claim_output(folder: Place, what: str = "run") -> Iterator[ObjectStoreLock | _NoLock]:
+    """Hold ``folder`` for this run: ``flock`` on a local folder (:func:`augment.locking.claim_output_folder`),
+    the lock object on an object store. The guard's ``check()`` raises once the lock is lost."""
+    if isinstance(folder, Location):
+        with object_store_lock(folder, what) as lock:
+            yield lock
+    else:
+        with claim_output_folder(folder, what):
+            yield _NoLock()

@@ -1,0 +1,82 @@
+"""Where commands may write: output paths checked before any work, names that cannot escape ``--out``.
+
+Every command checks its output path first (an existing file where a folder is wanted, a folder
+where a file is wanted, a read-only place), so a mistake costs one line, not the minutes of work
+before the first write. Names that come from data (composite ids, split names) become file names
+only when they match :data:`SAFE_NAME`, and every path built from them is checked to stay under
+the output folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from augment.imageio import InputError
+from augment.storage import Location
+
+# A file-name component that cannot climb out of its folder, hide itself or need quoting:
+# letters, digits, '_', '-', '.', starting with a letter or digit, at most 200 characters.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def is_safe_name(name: object) -> bool:
+    return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None and ".." not in name
+
+
+def check_safe_name(name: object, what: str) -> str:
+    """``name`` itself, or an :class:`InputError` naming ``what`` when it is not a safe file name."""
+    if not is_safe_name(name):
+        raise InputError(f"{what}: {name!r} is not a safe name (letters, digits, '_', '-', '.'; "
+                         "starting with a letter or digit; no '..')")
+    return name  # type: ignore[return-value]
+
+
+def inside(root: Path | str | Location, path: Path | str | Location) -> Path | Location:
+    """``path``, after checking that it resolves to a place under ``root`` (both local paths, or both
+    object-store locations, whose keys hold no ``..``)."""
+    if isinstance(path, Location) or isinstance(root, Location):
+        if not (isinstance(path, Location) and isinstance(root, Location) and path.is_relative_to(root)):
+            raise InputError(f"{path}: would be written outside the output folder {root}")
+        return path
+    root, path = Path(root).resolve(), Path(path)
+    if not path.resolve().is_relative_to(root):
+        raise InputError(f"{path}: would be written outside the output folder {root}")
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable_place(path: Path, folder: Path, option: str) -> None:
+    """``folder`` (or, while it does not exist, its nearest existing ancestor) must be a writable folder."""
+    ancestor = _nearest_existing(folder)
+    if not ancestor.is_dir():
+        raise InputError(f"{path}: cannot write {option} here: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write {option} here: {ancestor} is read-only")
+
+
+def check_output_folder(path: Path | str, option: str = "--out") -> Path:
+    """A folder a command will write into: absent (it will be made) or an existing writable folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: {option} must be a folder, but a file of that name exists")
+    _check_writable_place(path, path, option)
+    return path
+
+
+def check_output_file(path: Path | str, option: str = "--out") -> Path:
+    """A file a command will write: not an existing folder, in a place that is (or can be made) writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: {option} must be a file name, but a folder of that name exists")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError(f"{path}: {option} exists and is read-only")
+    _check_writable_place(path, path.parent, option)  # atomic writes make a temporary file beside it
+    return path

@@ -1,0 +1,205 @@
+"""Whole labelled photos as shards, for training segmentation on real pixels.
+
+`synth photo-shards SOURCE... --out DIR` writes ``photos-{index:05d}.parquet`` in the composite
+schema of :mod:`augment.schema`, one row per photo: the photo (JPEG, scaled so its shorter side is
+at most ``short_side``), an instance-id mask and ``objects`` naming each id's category. Every pixel
+is named: id = source value + 1, so the source's value 0 becomes the category ``background`` and
+mask id 0 never occurs; pixels whose value no label names get no object (no loss in training).
+`synth extract` writes automatically labelled photos the same way (``pseudo-*.parquet``).
+
+Sources: ``label_map`` (value k = ``label_list.json[k]``), ``mask_pairs`` (value = instance, named by
+``categories.json``, else ``object``) and ``coco`` (annotations painted in order, crowd regions not
+used for training); ``rgba`` cutouts are not photos. ``include`` / ``exclude`` / ``limit`` of
+:class:`augment.config.SourceConfig` pick the photos, e.g. a held-out split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from augment.config import SourceConfig
+from augment.cutouts import sources_fingerprint
+from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, resize_image
+from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
+from augment.sources import (Skip, coco_annotation_mask, coco_images, detect_format, label_map_files, limited,
+                             load_coco_index, loaded_pairs, mask_pair_files)
+
+log = logging.getLogger(__name__)
+
+BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
+IGNORE_CATEGORY = "__ignore__"  # pixels that must carry no loss (crowd regions, untrusted automatic labels)
+PHOTO_ROWS_PER_GROUP = 16
+PHOTO_ROWS_PER_SHARD = 512
+
+
+@dataclass
+class LabelledPhoto:
+    path: Path
+    image: np.ndarray  # H×W×3 RGB
+    values: np.ndarray  # H×W label values, 0 = background
+    names: dict[int, str]  # value -> category
+    params: dict = field(default_factory=dict)  # recorded in the row's params JSON
+
+
+def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto | Skip]:
+    """The labelled photos of a source, in a deterministic order; unusable ones as :class:`Skip`."""
+    source = Path(source)
+    fmt = config.format if config.format != "auto" else detect_format(source)
+    if fmt == "label_map":
+        names, label_files, photos, skips = label_map_files(source)
+        pairs = [(photos.get(label.stem), label) for label in limited(label_files, config)]
+    elif fmt == "mask_pairs":
+        names, pairs, skips = mask_pair_files(source)
+        pairs = limited(pairs, config)
+    elif fmt == "coco":
+        yield from _coco_photos(source, config)
+        return
+    else:
+        raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
+    yield from skips
+    for loaded in loaded_pairs(pairs, "empty mask"):
+        if isinstance(loaded, Skip):
+            yield loaded
+            continue
+        image_path, mask_path, image, values, present = loaded
+        if fmt == "mask_pairs" and not names:  # a binary or unnamed instance mask: every object is "object"
+            photo_names = {v: "object" for v in present}
+        else:
+            photo_names = {v: names[v] for v in present if v in names}
+            for value in sorted(set(present) - set(photo_names)):
+                log.info("%s: label value %d has no name; its pixels carry no loss", mask_path, value)
+        yield LabelledPhoto(image_path, image, values, photo_names, {"mask": str(mask_path)})
+
+
+def _coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto | Skip]:
+    coco = load_coco_index(source)
+    for item in coco_images(coco, config):
+        if isinstance(item, Skip):
+            yield item
+            continue
+        image_id, path, image = item
+        height, width = image.shape[:2]
+        values = np.zeros((height, width), np.uint16)
+        names: dict[int, str] = {}
+        for number, annotation in enumerate(coco.by_image[image_id], start=1):
+            try:
+                mask = coco_annotation_mask(annotation, height, width) > 0
+            except Exception as error:  # pycocotools raises bare Exceptions on malformed input
+                yield Skip(str(coco.json_path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
+                continue
+            values[mask] = number
+            category = coco.categories.get(annotation.get("category_id"), str(annotation.get("category_id")))
+            names[number] = IGNORE_CATEGORY if annotation.get("iscrowd") else category
+        yield LabelledPhoto(path, image, values, names)
+
+
+def photo_row(row_id: str, photo: LabelledPhoto, short_side: int, jpeg_quality: int = 92) -> dict:
+    """A shard row (composite schema) of a labelled photo, scaled so its shorter side is at most ``short_side``."""
+    image, values = photo.image, photo.values
+    height, width = values.shape
+    factor = min(1.0, short_side / min(height, width))
+    if factor < 1.0:
+        new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
+        image = resize_image(image, new_w, new_h)
+        values = cv2.resize(values, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    wide = int(values.max()) >= 255
+    ids = values.astype(np.uint16 if wide else np.uint8) + 1  # value 0 -> id 1: no pixel keeps id 0
+    named = {0: BACKGROUND_CATEGORY, **{v: n for v, n in photo.names.items() if v != 0}}
+    objects = []
+    for value, category in sorted(named.items()):
+        ys, xs = np.nonzero(values == value)
+        if len(xs):
+            objects.append({"instance_id": value + 1, "cutout_id": "", "category": category,
+                            "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
+                            "visible_fraction": 1.0, "provenance": None})
+    return {
+        "id": row_id,
+        "image": {"bytes": encode_jpeg(image, jpeg_quality), "path": f"{row_id}.jpg"},
+        "mask": {"bytes": encode_png(ids, 1), "path": f"{row_id}.png"},
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+        "objects": objects,
+        "params": json.dumps({"kind": "photo", "source": str(photo.path), "scale": factor, **photo.params}),
+        "seed": 0,
+        "config_hash": "",
+    }
+
+
+def write_row_shards(rows: Iterable[dict], out_dir: Path, prefix: str, run_hash: str,
+                     progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Write rows to ``{prefix}-{index:05d}.parquet`` (atomically, each shard); returns the shard list."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    schema = COMPOSITE_SCHEMA.with_metadata({**COMPOSITE_SCHEMA.metadata, b"synth_run_hash": run_hash.encode()})
+    shards: list[dict] = []
+    batch: list[dict] = []
+    done = 0
+
+    def flush() -> None:
+        path = out_dir / shard_name(prefix, len(shards))
+        temporary = path.with_name(f".{path.name}.tmp")
+        pq.write_table(pa.Table.from_pylist(batch, schema=schema), temporary, row_group_size=PHOTO_ROWS_PER_GROUP,
+                       compression={name: ("none" if name in ("image", "mask") else "zstd") for name in schema.names})
+        temporary.replace(path)
+        shards.append({"name": path.name, "rows": len(batch)})
+        batch.clear()
+
+    for row in rows:
+        batch.append(row)
+        done += 1
+        if progress:
+            progress(done)
+        if len(batch) == PHOTO_ROWS_PER_SHARD:
+            flush()
+    if batch:
+        flush()
+    return shards
+
+
+def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig, short_side: int = 384,
+                       progress: Callable[[int], None] | None = None) -> dict:
+    """Labelled photos of ``sources`` → ``out_dir/photos-*.parquet`` and ``manifest.json``.
+
+    Reuses an up-to-date output (same sources, filters and size). Raises :class:`InputError` when
+    the sources hold no usable labelled photo.
+    """
+    out_dir = Path(out_dir)
+    fingerprint = hashlib.sha256(f"{sources_fingerprint(sources, config)}:{short_side}".encode()).hexdigest()[:16]
+    manifest_path = out_dir / MANIFEST_FILE
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            manifest = {}
+        if manifest.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in manifest["shards"]):
+            return manifest
+    for stale in list(out_dir.glob("photos-*.parquet")) + list(out_dir.glob(".*.tmp")):
+        stale.unlink()  # an older run's shards must not mix with these
+    skips: list[Skip] = []
+
+    def rows() -> Iterator[dict]:
+        for source in sources:
+            for item in read_labelled_photos(Path(source), config):
+                if isinstance(item, Skip):
+                    log.info("skipped %s: %s", item.path, item.reason)
+                    skips.append(item)
+                    continue
+                yield photo_row(item.path.stem, item, short_side)
+
+    shards = write_row_shards(rows(), out_dir, "photos", fingerprint, progress)
+    if not shards:
+        raise InputError(f"{', '.join(map(str, sources))}: no labelled photos found ({len(skips)} inputs skipped)")
+    manifest = {"kind": "photos", "shards": shards, "num_rows": sum(s["rows"] for s in shards),
+                "sources": [str(s) for s in sources], "short_side": short_side, "fingerprint": fingerprint,
+                "source_config": config.__dict__, "skipped": [{"path": s.path, "reason": s.reason} for s in skips]}
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=list))
+    return manifest

@@ -1,0 +1,405 @@
+"""Where data lives: local paths, or object-store URIs (``s3://bucket/key``, ``gs://bucket/key``).
+
+Object stores are reached through ``pyarrow.fs`` (S3FileSystem, GcsFileSystem): pyarrow is a core
+dependency already, its Parquet reader and writer take these file systems directly (a row group is
+read with ranged GETs, not by downloading the shard), and it needs no second HTTP stack.
+Credentials come from the environment as the cloud SDKs read them (``AWS_ACCESS_KEY_ID`` /
+``AWS_SECRET_ACCESS_KEY`` / ``AWS_PROFILE`` / an instance role; ``GOOGLE_APPLICATION_CREDENTIALS``);
+``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) points ``s3://`` at another S3-compatible
+server (MinIO, Ceph, a test server on loopback).
+
+A :class:`Location` is an object-store URI that answers the part of the :class:`pathlib.Path` API
+the shard code uses (``/``, ``name``, ``exists``, ``is_file``, ``iterdir``, ``read_text``,
+``unlink``...), so readers and writers handle a local folder and a bucket prefix alike; local paths
+stay :class:`pathlib.Path`. Every storage failure becomes a :class:`StorageError` of one line that
+names the URI (an unreachable endpoint, a missing bucket, denied credentials).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Iterator, Union
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from augment.imageio import IMAGE_EXTENSIONS, InputError, atomic_write_bytes, atomic_write_text, image_from_bytes
+from augment.imageio import list_images as list_local_images
+from augment.imageio import read_image as read_local_image
+
+URI = re.compile(r"([a-z][a-z0-9+.-]*)://(.*)")
+SCHEMES = ("s3", "gs")  # gcs:// is read as gs://
+TEMPORARY_SUFFIX = ".tmp"
+
+
+class StorageError(InputError):
+    """An object store could not be reached or refused a request (one line naming the URI)."""
+
+
+def is_uri(text: object) -> bool:
+    return isinstance(text, str) and URI.fullmatch(text) is not None
+
+
+# ----------------------------------------------------------------- file systems
+def s3_endpoint() -> str | None:
+    """The S3 endpoint URL from the environment (as the AWS SDKs read it), or None for AWS itself."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _make_filesystem(scheme: str) -> pafs.FileSystem:
+    if scheme == "s3":
+        options: dict = {"connect_timeout": 10.0, "request_timeout": 120.0,
+                         # Three tries, not the SDK's ten: an unreachable endpoint is reported in about a second.
+                         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
+        endpoint = s3_endpoint()
+        if endpoint:
+            parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+            options.update(endpoint_override=parsed.netloc, scheme=parsed.scheme or "https")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            options["region"] = region
+        return pafs.S3FileSystem(**options)
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")  # the GCS clients' convention for a local server
+    if emulator:
+        parsed = urlparse(emulator if "://" in emulator else f"http://{emulator}")
+        return pafs.GcsFileSystem(endpoint_override=parsed.netloc, scheme=parsed.scheme, anonymous=True)
+    return pafs.GcsFileSystem()
+
+
+_FILESYSTEMS: dict[tuple, pafs.FileSystem] = {}
+_SETTINGS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION", "STORAGE_EMULATOR_HOST")
+
+
+def filesystem(scheme: str) -> pafs.FileSystem:
+    """One file system per scheme, settings and process (made after a fork, not inherited: the SDKs'
+    clients hold threads and connections that a child process cannot use)."""
+    key = (os.getpid(), scheme, *(os.environ.get(name) for name in _SETTINGS))
+    if key not in _FILESYSTEMS:
+        _FILESYSTEMS[key] = _make_filesystem(scheme)
+    return _FILESYSTEMS[key]
+
+
+def describe_failure(error: BaseException) -> str:
+    """What went wrong with a storage request, in a few words (the SDKs' messages span lines)."""
+    text = " ".join(str(error).split())
+    if "NETWORK_CONNECTION" in text or "curlCode" in text or "Could not connect" in text or "Couldn't connect" in text:
+        endpoint = s3_endpoint() or "the default endpoint"
+        return f"cannot reach the object store at {endpoint} ({text.rsplit(': ', 1)[-1][:120]})"
+    if "ACCESS_DENIED" in text or "AccessDenied" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+        return "access denied (check the credentials in the environment)"
+    if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text:
+        return "no such bucket"
+    return text[:300]
+
+
+class Location:
+    """An object-store URI with the :class:`pathlib.Path` methods the shard code needs.
+
+    Pickled as its URI, so it travels to other processes and machines, where the file system is
+    made again from that machine's environment (credentials are never pickled).
+    """
+
+    __slots__ = ("uri", "scheme", "path", "size")
+
+    def __init__(self, uri: str, size: int | None = None) -> None:
+        match = URI.fullmatch(uri)
+        if match is None:
+            raise InputError(f"{uri}: not a URI (expected s3://bucket/key or gs://bucket/key)")
+        scheme, rest = match.group(1), match.group(2).strip("/")
+        scheme = "gs" if scheme == "gcs" else scheme
+        if scheme not in SCHEMES:
+            raise InputError(f"{uri}: unsupported scheme {scheme}:// (supported: s3://, gs://, local paths)")
+        if not rest or rest.split("/")[0] in ("", ".", ".."):
+            raise InputError(f"{uri}: no bucket named")
+        if any(part in (".", "..") for part in rest.split("/")):
+            raise InputError(f"{uri}: '.' and '..' are not allowed in object keys")
+        self.scheme, self.path = scheme, re.sub("/+", "/", rest)
+        self.uri = f"{scheme}://{self.path}"
+        self.size = size  # known from a listing; saves a request
+
+    # --- names
+    def __str__(self) -> str:
+        return self.uri
+
+    def __repr__(self) -> str:
+        return f"Location({self.uri!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Location) and other.uri == self.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    def __lt__(self, other: "Location") -> bool:
+        return self.uri < other.uri
+
+    def __reduce__(self):
+        return Location, (self.uri, self.size)
+
+    def __truediv__(self, name: str) -> "Location":
+        return Location(f"{self.uri}/{name}")
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> "Location":
+        return Location(f"{self.scheme}://{self.path.rsplit('/', 1)[0]}") if "/" in self.path else self
+
+    @property
+    def bucket(self) -> str:
+        return self.path.split("/")[0]
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        return filesystem(self.scheme)
+
+    def is_relative_to(self, other: "Location") -> bool:
+        return self.uri == other.uri or self.uri.startswith(other.uri + "/")
+
+    # --- queries
+    def _call(self, action: str, function, *args):
+        try:
+            return function(*args)
+        except OSError as error:
+            raise StorageError(f"{self.uri}: {action} failed: {describe_failure(error)}") from None
+
+    def info(self) -> pafs.FileInfo:
+        return self._call("looking it up", self.fs.get_file_info, self.path)
+
+    def exists(self) -> bool:
+        return self.info().type != pafs.FileType.NotFound
+
+    def is_file(self) -> bool:
+        # A size known from a listing means a file was there: no second request for it.
+        return self.size is not None or self.info().type == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        return self.info().type == pafs.FileType.Directory
+
+    def file_size(self) -> int:
+        if self.size is None:
+            self.size = self.info().size
+        return self.size
+
+    def listing(self, recursive: bool = False) -> list[pafs.FileInfo]:
+        selector = pafs.FileSelector(self.path, allow_not_found=True, recursive=recursive)
+        return sorted(self._call("listing it", self.fs.get_file_info, selector), key=lambda i: i.path)
+
+    def iterdir(self) -> Iterator["Location"]:
+        for info in self.listing():
+            yield Location(f"{self.scheme}://{info.path}", info.size if info.type == pafs.FileType.File else None)
+
+    def check_bucket(self) -> None:
+        """A one-line error now, before any work, when the endpoint or bucket cannot be reached."""
+        info = self._call("reaching its bucket", self.fs.get_file_info, self.bucket)
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"{self.uri}: no such bucket {self.bucket!r}")
+
+    # --- reading
+    def open_input(self) -> pafs.NativeFile:
+        return self._call("opening it", self.fs.open_input_file, self.path)
+
+    def read_bytes(self) -> bytes:
+        def read() -> bytes:
+            with self.fs.open_input_stream(self.path) as stream:
+                return stream.read()
+        info = self.info()
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(f"{self.uri}: no such file")
+        if info.type == pafs.FileType.Directory:
+            raise InputError(f"{self.uri}: is a folder, expected a file")
+        return self._call("reading it", read)
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    # --- writing
+    def write_bytes(self, data: bytes) -> None:
+        """One PUT of the whole object: readers see the old object or the new one, never a part."""
+        def write() -> None:
+            with self.fs.open_output_stream(self.path) as stream:
+                stream.write(data)
+        self._call("writing it", write)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(text.encode(encoding))
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.delete_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise InputError(f"{self.uri}: no such file") from None
+        except OSError as error:
+            raise StorageError(f"{self.uri}: deleting it failed: {describe_failure(error)}") from None
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to do: an object store's folders are the prefixes of its keys."""
+
+
+Place = Union[Path, Location]
+
+
+def as_place(value: str | Path | Location) -> Place:
+    """A local path, or a :class:`Location` for an object-store URI (``file://`` gives a local path)."""
+    if isinstance(value, (Path, Location)):
+        return value
+    if isinstance(value, str) and value.startswith("file://"):
+        return Path(value[len("file://"):])
+    return Location(value) if is_uri(value) else Path(value)
+
+
+def is_remote(place: object) -> bool:
+    return isinstance(place, Location)
+
+
+# ----------------------------------------------------------------- one API for both kinds of place
+def file_size(place: Place) -> int:
+    return place.file_size() if isinstance(place, Location) else Path(place).stat().st_size
+
+
+def open_parquet(place: Place) -> pq.ParquetFile:
+    """A Parquet file opened for random access (object stores: ranged reads of the parts needed)."""
+    if isinstance(place, Location):
+        return pq.ParquetFile(place.open_input())
+    return pq.ParquetFile(place)
+
+
+def read_head(place: Place, size: int) -> bytes:
+    if isinstance(place, Location):
+        with place.open_input() as handle:
+            return handle.read(size)
+    with open(place, "rb") as handle:
+        return handle.read(size)
+
+
+def read_image(place: Place, mode: str = "rgb") -> np.ndarray:
+    """An image from a local file or an object (same checks and messages as :func:`augment.imageio.read_image`)."""
+    if isinstance(place, Location):
+        return image_from_bytes(place.read_bytes(), str(place), mode)
+    return read_local_image(place, mode)
+
+
+def list_images(folder: Place) -> tuple[list[Place], list[Place]]:
+    """Image files under ``folder`` (sorted, recursive, hidden ones left out) and the other files."""
+    if not isinstance(folder, Location):
+        return list_local_images(folder)
+    info = folder.info()
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"{folder}: no such folder")
+    if info.type == pafs.FileType.File:
+        raise InputError(f"{folder}: not a folder")
+    images, others = [], []
+    for entry in folder.listing(recursive=True):
+        relative = entry.path[len(folder.path) + 1:]
+        if entry.type != pafs.FileType.File or any(part.startswith(".") for part in relative.split("/")):
+            continue
+        place = Location(f"{folder.scheme}://{entry.path}", entry.size)
+        (images if Path(entry.path).suffix.lower() in IMAGE_EXTENSIONS else others).append(place)
+    return images, others
+
+
+def write_text_atomic(place: Place, text: str) -> None:
+    if isinstance(place, Location):
+        place.write_text(text)
+    else:
+        atomic_write_text(place, text)
+
+
+def temporary_name(name: str) -> str:
+    """A hidden, unique name beside ``name`` for an object being written (cleared by the next run)."""
+    return f".{name}.{uuid.uuid4().hex[:12]}{TEMPORARY_SUFFIX}"
+
+
+def is_temporary_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
+
+
+def commit_file(local_file: Path, target: Place) -> None:
+    """Put the finished ``local_file`` at ``target`` in one step that readers cannot see half done.
+
+    Local: a rename (``local_file`` is made beside ``target``). Object store: an upload to a hidden
+    temporary key, a size check, then a server-side copy to the final key (a copy is atomic: the key
+    holds the old object or the whole new one), so an upload cut short never shows under the final
+    name, whatever the SDK does with a failed multipart upload.
+    """
+    if not isinstance(target, Location):
+        os.replace(local_file, target)
+        return
+    temporary = target.parent / temporary_name(target.name)
+    fs = target.fs
+    try:
+        with open(local_file, "rb") as source:
+            target._call("uploading it", _upload, fs, source, temporary.path)
+        uploaded = temporary.info().size
+        if uploaded != local_file.stat().st_size:
+            raise StorageError(f"{target}: upload incomplete ({uploaded} of {local_file.stat().st_size} bytes)")
+        target._call("moving it into place", fs.move, temporary.path, target.path)
+    finally:
+        try:
+            fs.delete_file(temporary.path)
+        except OSError:
+            pass  # moved already (or never made); a leftover is cleared by the next run
+
+
+def publish_file(local_file: Path, target: Place) -> None:
+    """Put a file made in a local work folder at ``target`` in an object store (a local ``target`` is
+    the file itself: nothing to do)."""
+    if isinstance(target, Location):
+        commit_file(local_file, target)
+
+
+def remove_temporaries(folder: Place) -> None:
+    """Remove the temporary files a killed writer left in ``folder`` (call only while holding its lock)."""
+    if not folder.exists():
+        return
+    for child in folder.iterdir():
+        if is_temporary_name(child.name) and child.is_file():
+            child.unlink(missing_ok=True)
+
+
+def _upload(fs: pafs.FileSystem, source, path: str, chunk: int = 8 << 20) -> None:
+    with fs.open_output_stream(path) as stream:
+        while block := source.read(chunk):
+            stream.write(block)
+
+
+# ----------------------------------------------------------------- local copies of remote inputs
+def cache_root() -> Path:
+    """Where remote sources are mirrored: ``$SYNTH_CACHE_DIR``, else ``~/.cache/synth``."""
+    return Path(os.environ.get("SYNTH_CACHE_DIR") or Path.home() / ".cache" / "synth")
+
+
+def stage(place: Place, purpose: str = "sources") -> Path:
+    """A local path holding ``place``: itself when local, else a mirror of the object or prefix.
+
+    The mirror lives under :func:`cache_root` at a folder named after the URI and keeps the
+    remote files' names, sizes and modification times, so a second run fetches only what changed.
+    """
+    if not isinstance(place, Location):
+        return Path(place)
+    root = cache_root() / purpose / hashlib.sha256(place.uri.encode()).hexdigest()[:16] / place.name
+    info = place.info()
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"{place}: no such file or folder")
+    entries = [info] if info.type == pafs.FileType.File else place.listing(recursive=True)
+    for entry in entries:
+        if entry.type != pafs.FileType.File:
+            continue
+        local = root if info.type == pafs.FileType.File else root / entry.path[len(place.path) + 1:]
+        mtime = entry.mtime_ns or 0
+        if local.is_file() and local.stat().st_size == entry.size and local.stat().st_mtime_ns == mtime:
+            continue
+        local.parent.mkdir(parents=True, exist_ok=True)
+        source = Location(f"{place.scheme}://{entry.path}")
+        atomic_write_bytes(local, source.read_bytes())
+        os.utime(local, ns=(mtime, mtime))
+    return root

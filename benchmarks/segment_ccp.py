@@ -1,0 +1,168 @@
+"""The real-data experiment of self-tuning on CCP: does it close the gap to the fully labelled ceiling?
+
+    python benchmarks/segment_ccp.py [--work runs/ccp-experiment] [--config configs/ccp_selftune.yaml] [--data DIR]
+
+Split (configs/ccp_selftune.yaml, the one place it is fixed): 100 labelled photos to train on,
+200 held out and scored, the other 400 labelled photos used only by the ceiling. mIoU on the 200
+held-out photos (at 224 px on the short side) of segmenters trained with the same config and
+number of steps on:
+
+  (a) the 100 labelled photos only;
+  (b) + composites expanded from their hand-made cutouts       = self-tuning round 1;
+  (c) + self-tuning rounds on the unlabeled pool (photos 1005-2098: automatic cutouts in the
+      composites, pseudo-labelled photos)                      = rounds 2.. (best and last);
+  (d) all 500 labelled photos that are not held out (the ceiling).
+
+Self-tuning runs as a scheduler would run it: `synth selftune ... --rounds 1` once per round.
+Everything resumes: rerunning the script skips finished runs and continues unfinished ones. (a)
+and (d) train on photos only, so they do not depend on the self-tuning settings of the config:
+another config's work folder can start from copies of ``a-real100/``, ``d-ceiling500/`` and
+``ceiling-photos/`` (same training keys otherwise) and only the rounds are run.
+configs/ccp_selftune_v1.yaml is the first configuration tried (README gives both results).
+Needs ../shared/data/ccp; exits with a message when it is absent. Torch runs on one thread
+(OMP_NUM_THREADS=1: on this shared 2-core machine two threads were 2-3x slower) at nice 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# PYTHONPATH: the `synth selftune` subprocesses import this copy of the code (the script can run from
+# a snapshot of the repository while the working tree changes).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+       "PYTHONPATH": str(ROOT)}
+if __name__ == "__main__" and os.environ.get("PYTHONPATH") != str(ROOT):
+    os.execve(sys.executable, [sys.executable, *sys.argv], ENV)  # the thread count is read at import
+
+sys.path.insert(0, str(ROOT))
+
+from augment.config import SourceConfig  # noqa: E402
+from augment.imageio import list_images  # noqa: E402
+from augment.photo_shards import write_photo_shards  # noqa: E402
+from augment.sources import limited  # noqa: E402
+from pipelines import selftune_config  # noqa: E402
+
+
+CCP = ROOT.parent / "shared" / "data" / "ccp"
+
+
+def link_unlabeled(data: Path, folder: Path) -> Path:
+    """A folder of links to the unlabeled photos (those of image_tags.json: no pixel labels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in sorted(json.loads((data / "image_tags.json").read_text())):
+        link = folder / f"{stem}.jpg"
+        if not link.exists():
+            link.symlink_to(data / "photos" / f"{stem}.jpg")
+    return folder
+
+
+def ceiling_stems(data: Path, config: dict) -> list[str]:
+    """Every labelled photo that the config does not hold out."""
+    held_out = config["held_out"]
+    labels = list_images(data / "labels")[0]
+    held = {p.stem for p in limited(labels, SourceConfig(include=held_out["include"], exclude=held_out["exclude"]))}
+    return [p.stem for p in labels if p.stem not in held]
+
+
+def run_selftune(args: argparse.Namespace, state: Path, unlabeled: Path, rounds: int | None) -> None:
+    command = [sys.executable, "-m", "pipelines.cli", "--verbose", "selftune", "--state", str(state),
+               "--labeled", str(args.data), "--unlabeled", str(unlabeled), "--backgrounds", str(unlabeled),
+               "--config", str(args.config), "--workers", "2"]
+    state_file = state / "selftune.json"
+    while not (state_file.is_file() and json.loads(state_file.read_text())["finished"]):
+        started = time.perf_counter()
+        subprocess.run([*command, "--rounds", "1"], check=True, env=ENV)
+        print(f"selftune round took {time.perf_counter() - started:.0f} s", flush=True)
+        if rounds is not None:
+            rounds -= 1
+            if rounds == 0:
+                return
+
+
+def train_baseline(name: str, shards: Path, held_out: Path, config: dict, work: Path) -> dict:
+    """Train with the self-tuning config's segmenter settings on photos only; score on the held-out photos."""
+    from train.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from train.config import TrainConfig
+    from train.evaluate import evaluate_shards, load_trained
+    from train.loop import train
+
+    values = dict(config["train"])
+    values["seed"] += 1  # as self-tuning round 1
+    values["segment"] = {**values["segment"], "mix": {"photos": 1.0}}
+    train_config = TrainConfig(**values)
+    out = work / name
+    checkpoint = out / CHECKPOINT_FILE
+    resume = checkpoint.is_file()
+    started = time.perf_counter()
+    if not resume or load_checkpoint(checkpoint)["step"] < train_config.steps:
+        train(train_config, [shards], out, resume=resume, show_progress=False)
+    seconds = time.perf_counter() - started
+    model, trained_config = load_trained(checkpoint)
+    metrics = evaluate_shards(model, trained_config, held_out, split="eval", num_workers=0)["metrics"]
+    return {"miou": metrics["miou"], "per_class_iou": {k[4:]: v for k, v in metrics.items() if k.startswith("iou/")},
+            "train_seconds_this_call": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "ccp-experiment")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ccp_selftune.yaml")
+    parser.add_argument("--data", type=Path, default=CCP, help="the CCP folder (default: ../shared/data/ccp)")
+    args = parser.parse_args()
+    args.data = args.data.resolve()
+    if not (args.data / "labels").is_dir():
+        print(f"skipped: {args.data} is absent (shared data not present)")
+        return
+    os.nice(10)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    config = selftune_config.load(args.config)
+    work = args.work
+    unlabeled = link_unlabeled(args.data, work / "unlabeled")
+    state = work / "selftune"
+
+    run_selftune(args, state, unlabeled, rounds=1)  # round 0 (the split's photo shards) and round 1 = (b)
+    held_out = state / "base" / "held_out"
+    results = {"a": train_baseline("a-real100", state / "base" / "labeled", held_out, config, work)}
+    print("(a)", json.dumps(results["a"]), flush=True)
+    ceiling = work / "ceiling-photos"
+    write_photo_shards([args.data], ceiling, selftune_config.source_config(config, ceiling_stems(args.data, config), []),
+                       config["train"]["segment"]["store_short_side"])
+    results["d"] = train_baseline("d-ceiling500", ceiling, held_out, config, work)
+    print("(d)", json.dumps(results["d"]), flush=True)
+    run_selftune(args, state, unlabeled, rounds=None)  # rounds 2.. = (c)
+
+    lines = [json.loads(x) for x in (state / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    results["b"] = {"miou": lines[0]["miou"], "per_class_iou": lines[0]["per_class_iou"]}
+    later = lines[1:]
+    if later:
+        best = max(later, key=lambda x: x["miou"])
+        results["c_best"] = {"round": best["round"], "miou": best["miou"], "per_class_iou": best["per_class_iou"]}
+        results["c_last"] = {"round": later[-1]["round"], "miou": later[-1]["miou"]}
+    gap = results["d"]["miou"] - results["a"]["miou"]
+    print("\nheld-out mIoU on 200 CCP photos (0101-0300), 224 px short side:")
+    for key, label in (("a", "(a) 100 labelled photos"), ("b", "(b) + composites (round 1)"),
+                       ("c_best", "(c) + self-tuning, best round"), ("c_last", "(c) + self-tuning, last round"),
+                       ("d", "(d) all 500 labelled photos")):
+        if key in results:
+            closed = (results[key]["miou"] - results["a"]["miou"]) / gap if gap > 0 else float("nan")
+            round_note = f" (round {results[key]['round']})" if "round" in results[key] else ""
+            print(f"  {label:32s} {results[key]['miou']:.4f}   gap closed {closed:+.0%}{round_note}")
+    for line in lines:
+        extract = line.get("extract")
+        counts = (f"{extract['masks']} masks, {extract['accepted']} accepted, rejected {extract['rejected']}"
+                  if extract else "no extraction (last round)")
+        print(f"  round {line['round']}: mIoU {line['miou']:.4f}; {counts}; seconds {line['seconds']}")
+    (work / "results.json").write_text(json.dumps({"results": results, "rounds": lines}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

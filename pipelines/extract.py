@@ -1,0 +1,259 @@
+"""`synth extract`: automatic masks from unlabeled photos, written as cutouts (and pseudo-labelled photos).
+
+Per photo, a trained segmenter (:class:`pipelines.segmenter.Segmenter`) predicts class
+probabilities for the photo and for a second view: its mirror image (default) or the photo under
+an earlier checkpoint (``reference``), as ST++ ranks pseudo-labels by the agreement of
+predictions. Every connected region of each class is then scored:
+
+* ``area``: its share of the photo (``min_area``);
+* ``confidence``: the mean probability of its class inside it (``min_confidence``);
+* ``stability``: the IoU of the region with the second view's regions of the same class that
+  overlap it (``min_stability``).
+
+A region failing a test is rejected for the first one it fails (``small``, ``low_confidence``,
+``unstable``). Accepted regions of the cut classes become cutouts in ``objects.parquet``, the same
+table hand-made masks give (:mod:`augment.cutouts`), with provenance ``{source: auto, model_id,
+round, confidence, stability}``; `synth expand` takes the folder as a source. With
+``pseudo_labels`` each photo is also written as a labelled photo (``pseudo-*.parquet``, the
+format of :mod:`augment.photo_shards`): accepted regions and confident background keep their
+class, every other pixel is ``__ignore__`` (no loss), so `synth train --task segment` can learn
+from it. ``extract.json`` counts the masks extracted, accepted and rejected (by reason) and lists
+the photos skipped as unreadable; ``previews/`` shows a few photos with accepted regions tinted
+and rejected ones outlined in red.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from augment.config import SourceConfig
+from augment.cutouts import add_superpixels, object_row, write_objects_table
+from augment.imageio import InputError, atomic_write_text, read_image, save_image
+from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, write_row_shards
+from augment.schema import OBJECTS_FILE
+from augment.sources import crop_object
+from pipelines.segmenter import Prediction, Segmenter, overlay
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "extract.json"
+REJECT_REASONS = ("small", "low_confidence", "unstable")
+
+
+@dataclass
+class ExtractConfig:
+    """Filters of `synth extract` (the ``extract:`` keys of a selftune config)."""
+
+    min_area: float = 0.002  # a region's share of the photo's pixels, at least
+    min_confidence: float = 0.75  # mean probability of the region's class inside it, at least
+    min_stability: float = 0.75  # IoU with the second view's prediction, at least
+    cut_classes: list[str] = field(default_factory=list)  # classes cut out as objects; empty = all but the background
+    pseudo_labels: bool = True  # also write the photos with their trusted pixels labelled (pseudo-*.parquet)
+    background_confidence: float = 0.9  # background pixels labelled in pseudo-labels where its probability is at least this
+    max_cutout_side: int = 384  # cutouts are stored downscaled so their longer side is at most this
+    superpixel_max_side: int = 128  # as `synth expand`'s sources.superpixel_max_side
+    previews: int = 6  # photos drawn into previews/
+
+    def __post_init__(self) -> None:
+        checks = [
+            (0.0 <= self.min_area < 1.0, "min_area must lie in [0, 1)"),
+            (0.0 <= self.min_confidence <= 1.0 and 0.0 <= self.min_stability <= 1.0,
+             "min_confidence and min_stability must lie in [0, 1]"),
+            (0.0 <= self.background_confidence <= 1.0, "background_confidence must lie in [0, 1]"),
+            (self.max_cutout_side >= 16 and self.superpixel_max_side >= 16, "max_cutout_side and superpixel_max_side >= 16"),
+            (self.previews >= 0, "previews must be at least 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass
+class Region:
+    class_index: int
+    area: float  # share of the photo
+    confidence: float
+    stability: float
+    mask: np.ndarray  # bool, working resolution
+    rejected: str | None  # None = accepted
+
+
+@dataclass
+class ExtractSummary:
+    images: int = 0
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
+    masks: int = 0
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=lambda: {reason: 0 for reason in REJECT_REASONS})
+    cutouts: int = 0
+    accepted_by_class: dict[str, int] = field(default_factory=dict)
+    pseudo_photos: int = 0
+    labelled_fraction: float = 0.0  # share of pseudo-labelled pixels that carry a label (not ignored)
+    model_id: str = ""
+    reference_model_id: str | None = None
+    round: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_regions(first: Prediction, second: Prediction, config: ExtractConfig) -> list[Region]:
+    """Connected regions of every non-background class in ``first``, scored against ``second``."""
+    labels = first.probabilities.argmax(0)
+    other = second.probabilities.argmax(0)
+    pixels = labels.size
+    regions: list[Region] = []
+    for index in range(1, first.probabilities.shape[0]):
+        present = labels == index
+        if not present.any():
+            continue
+        count, components = cv2.connectedComponents(present.astype(np.uint8), connectivity=8)
+        other_count, other_components = cv2.connectedComponents((other == index).astype(np.uint8), connectivity=8)
+        for component in range(1, count):
+            mask = components == component
+            area = float(mask.sum()) / pixels
+            confidence = float(first.probabilities[index][mask].mean())
+            touching = np.unique(other_components[mask])
+            matched = np.isin(other_components, touching[touching > 0]) if other_count > 1 else np.zeros_like(mask)
+            stability = float((mask & matched).sum() / max(1, (mask | matched).sum()))
+            rejected = ("small" if area < config.min_area else "low_confidence" if confidence < config.min_confidence
+                        else "unstable" if stability < config.min_stability else None)
+            regions.append(Region(index, area, confidence, stability, mask, rejected))
+    return regions
+
+
+def pseudo_label_values(prediction: Prediction, regions: list[Region], config: ExtractConfig) -> np.ndarray:
+    """Working-resolution label values: accepted regions' classes, confident background 0, the rest ignored."""
+    num_classes = prediction.probabilities.shape[0]
+    values = np.full(prediction.probabilities.shape[1:], num_classes, np.uint8)  # num_classes = "ignore"
+    values[(prediction.probabilities.argmax(0) == 0) & (prediction.probabilities[0] >= config.background_confidence)] = 0
+    for region in regions:
+        if region.rejected is None:
+            values[region.mask] = region.class_index
+    return values
+
+
+def _read_ahead(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray | InputError]]:
+    """Decode the next photo on a thread while the network runs on this one."""
+    def load(path: Path) -> np.ndarray | InputError:
+        try:
+            return read_image(path, "rgb")
+        except InputError as error:
+            return error
+
+    with ThreadPoolExecutor(1) as pool:
+        yield from zip(paths, pool.map(load, paths))
+
+
+def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: ExtractConfig, *, round_index: int = 0,
+                reference: Segmenter | None = None, workers: int = 1,
+                advance: Callable[[int], None] | None = None) -> ExtractSummary:
+    """Extract automatic masks of ``images`` into ``out`` (see the module's doc)."""
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    # An older run's output must not mix with this one's; extract.json, written last, marks a complete folder.
+    for stale in [*out.glob("pseudo-*.parquet"), *out.glob(".*.tmp"), out / SUMMARY_FILE, out / OBJECTS_FILE]:
+        stale.unlink(missing_ok=True)
+    shutil.rmtree(out / "previews", ignore_errors=True)
+    names = [c.name for c in segmenter.classes]
+    unknown = sorted(set(config.cut_classes) - set(names))
+    if unknown:
+        raise InputError(f"extract.cut_classes: {', '.join(unknown)} not among the checkpoint's classes ({', '.join(names)})")
+    cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))
+    cutter = SourceConfig(min_area=1, max_cutout_side=config.max_cutout_side)
+    summary = ExtractSummary(model_id=segmenter.model_id, round=round_index,
+                             reference_model_id=reference.model_id if reference else None)
+    rows: list[dict] = []
+    labelled = [0, 0]  # labelled pixels, all pixels of the pseudo-labels
+    advance = advance or (lambda n: None)
+    previews = out / "previews"
+
+    def pseudo_rows() -> Iterator[dict]:
+        for path, image in _read_ahead(images):
+            advance(1)
+            if isinstance(image, InputError):
+                summary.skipped.append({"path": str(path), "reason": str(image)})
+                logger.warning("skipped %s", image)
+                continue
+            summary.images += 1
+            first, second = segmenter.views(image)
+            if reference is not None:
+                second = reference.predict(image)
+            regions = score_regions(first, second, config)
+            summary.masks += len(regions)
+            for region in regions:
+                if region.rejected is not None:
+                    summary.rejected[region.rejected] += 1
+                    continue
+                summary.accepted += 1
+                name = names[region.class_index]
+                summary.accepted_by_class[name] = summary.accepted_by_class.get(name, 0) + 1
+                if region.class_index in cut:
+                    rows.append(_cutout_row(image, path, region, name, cutter, segmenter.model_id, round_index))
+            if summary.images <= config.previews:
+                save_image(previews / f"{path.stem}.jpg", _preview(image, first, regions))
+            if config.pseudo_labels:
+                values = pseudo_label_values(first, regions, config)
+                labelled[0] += int((values < len(names)).sum())
+                labelled[1] += values.size
+                full = cv2.resize(values, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+                photo = LabelledPhoto(path, image, full, {**dict(enumerate(names)), len(names): IGNORE_CATEGORY},
+                                      {"origin": "auto", "model_id": segmenter.model_id, "round": round_index})
+                summary.pseudo_photos += 1
+                yield photo_row(path.stem, photo, segmenter.segment.store_short_side)
+
+    shards = write_row_shards(pseudo_rows(), out, "pseudo", segmenter.model_id)  # drives the whole pass
+    if summary.images == 0:
+        raise InputError(f"no readable photo among the {len(images)} given ({len(summary.skipped)} skipped)")
+    add_superpixels(rows, config.superpixel_max_side, workers)
+    write_objects_table(rows, out / OBJECTS_FILE, segmenter.model_id)
+    summary.cutouts = len(rows)
+    summary.labelled_fraction = labelled[0] / labelled[1] if labelled[1] else 0.0
+    summary.seconds = time.perf_counter() - started
+    atomic_write_text(out / SUMMARY_FILE, json.dumps({**summary.to_dict(), "config": asdict(config),
+                                                      "shards": shards}, indent=2) + "\n")
+    return summary
+
+
+def _cutout_row(image: np.ndarray, path: Path, region: Region, category: str, cutter: SourceConfig, model_id: str,
+                round_index: int) -> dict:
+    height, width = image.shape[:2]
+    mask = cv2.resize(region.mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
+    item = crop_object(image, mask, category, path, cutter)
+    item.provenance = {"source": "auto", "model_id": model_id, "round": round_index,
+                       "confidence": region.confidence, "stability": region.stability}
+    return object_row(item)
+
+
+def _preview(image: np.ndarray, prediction: Prediction, regions: list[Region]) -> np.ndarray:
+    """Accepted regions tinted in their class colour, rejected ones outlined in red (working resolution)."""
+    height, width = prediction.probabilities.shape[1:]
+    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    labels = np.zeros((height, width), np.uint8)
+    for region in regions:
+        if region.rejected is None:
+            labels[region.mask] = region.class_index
+    picture = overlay(small, labels)
+    for region in regions:
+        if region.rejected is not None:
+            contours, _ = cv2.findContours(region.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(picture, contours, -1, (255, 0, 0), 1)
+    return picture
+
+
+def summary_counts(summary: dict) -> str:
+    """One line of counts for the CLI and the report."""
+    rejected = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in summary["rejected"].items())
+    return (f"{summary['images']} photos ({len(summary['skipped'])} skipped): {summary['masks']} masks, "
+            f"{summary['accepted']} accepted, rejected: {rejected}; {summary['cutouts']} cutouts")

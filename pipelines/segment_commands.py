@@ -1,0 +1,200 @@
+"""`synth photo-shards`, `synth segment`, `synth extract` and `synth selftune`, registered onto the typer app.
+
+Exit codes (README, deploy/README.md): 0 done; 1 done, but some inputs were skipped as unreadable
+(segment) or a step failed on an I/O error such as a full disk (selftune: rerun to redo that
+step); 2 a user error (bad path, config or file), one line naming it; 3 busy: another run holds
+the output or state folder's lock; 130 interrupted (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from augment.imageio import InputError, list_images
+
+IO_ERROR_EXIT_CODE = 1
+
+
+def images_of(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Image files as given; folders become their images. Missing paths and non-images are errors."""
+    images: list[Path] = []
+    errors: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            found, _ = list_images(path)
+            if not found:
+                raise InputError(f"{path}: no images in this folder")
+            images.extend(found)
+        elif not path.exists():
+            errors.append(f"{path}: no such file")
+        else:
+            images.append(path)
+    return images, errors
+
+
+def register(app: typer.Typer) -> None:
+    """Add the segmentation and self-tuning commands to ``app``."""
+
+    @app.command("photo-shards")
+    def photo_shards(
+        sources: list[Path] = typer.Argument(..., help="Labelled photo sources: label_map, mask_pairs or COCO folders."),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for photos-*.parquet and manifest.json."),
+        include: list[str] = typer.Option([], "--include", help="Glob on photo names (without extension) to keep; repeatable."),
+        exclude: list[str] = typer.Option([], "--exclude", help="Glob on photo names to leave out; repeatable."),
+        short_side: int = typer.Option(384, "--short-side", help="Photos are stored at most this size on the shorter side."),
+        source_format: str = typer.Option("auto", "--source-format", help="auto | label_map | mask_pairs | coco."),
+    ) -> None:
+        """Write whole labelled photos as shards, for `synth train --task segment` (labels and held-out sets)."""
+        from augment.config import SourceConfig
+        from augment.locking import folder_lock
+        from augment.photo_shards import write_photo_shards
+        from pipelines.cli import console, run_guarded
+
+        def run() -> dict:
+            if short_side < 32:
+                raise InputError("--short-side must be at least 32")
+            config = SourceConfig(format=source_format, include=list(include), exclude=list(exclude))
+            with folder_lock(out, "photo-shards run"):
+                return write_photo_shards(sources, out, config, short_side)
+
+        manifest = run_guarded(run)
+        console.print(f"wrote {manifest['num_rows']} labelled photos to {out} ({len(manifest['shards'])} shards, "
+                      f"{len(manifest['skipped'])} inputs skipped)", highlight=False)
+
+    @app.command()
+    def segment(
+        images: list[Path] = typer.Argument(..., help="Images or folders of images."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of `synth train --task segment`."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
+    ) -> None:
+        """Label every pixel: NAME.png (class index), NAME.confidence.png, NAME.overlay.jpg and classes.json."""
+        from augment.locking import folder_lock
+        from pipelines.cli import console, make_progress, run_guarded
+        from pipelines.segment_outputs import run_segment
+        from pipelines.segmenter import Segmenter
+
+        def prepare() -> tuple[Segmenter, list[Path], list[str]]:
+            return Segmenter(checkpoint, device), *images_of(list(images))
+
+        segmenter, paths, errors = run_guarded(prepare)
+        with make_progress() as progress:
+            task = progress.add_task("segment", total=len(paths), rate="")
+            started = time.perf_counter()
+
+            def advance(done: int) -> None:
+                progress.update(task, completed=done, rate=f"{done / max(time.perf_counter() - started, 1e-9):.1f} images/s")
+
+            def run():
+                with folder_lock(out, "segment run"):
+                    return run_segment(segmenter, paths, out, advance)
+
+            summary = run_guarded(run)
+        errors += summary.errors
+        console.print(f"segmented {summary.images} images in {summary.seconds:.1f} s -> {out} "
+                      f"({len(errors)} skipped)", highlight=False)
+        for error in errors:
+            console.print(f"[bold red]skipped:[/] {error}", highlight=False, soft_wrap=True)
+        if errors:
+            raise typer.Exit(1)
+
+    @app.command()
+    def extract(
+        images: list[Path] = typer.Argument(..., help="Unlabeled images or folders of them."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of `synth train --task segment`."),
+        out: Path = typer.Option(..., "--out", "-o", help="Objects folder: objects.parquet, pseudo-*.parquet, "
+                                 "extract.json, previews/."),
+        config_file: Optional[Path] = typer.Option(None, "--config", help="YAML of extract keys (min_area, "
+                                                   "min_confidence, min_stability, cut_classes, pseudo_labels...)."),
+        reference: Optional[Path] = typer.Option(None, "--reference", help="An earlier checkpoint as the second view "
+                                                 "of the stability filter (default: the mirrored photo)."),
+        round_index: int = typer.Option(0, "--round", help="Round recorded in the cutouts' provenance."),
+        device: str = typer.Option("auto", "--device"),
+        workers: int = typer.Option(1, "--workers", help="Processes for the cutouts' superpixels."),
+    ) -> None:
+        """Automatic masks -> cutouts with provenance (a source for `synth expand`) and pseudo-labelled photos."""
+        from augment.config import read_yaml_mapping
+        from augment.locking import folder_lock
+        from pipelines.cli import console, make_progress, run_guarded
+        from pipelines.extract import ExtractConfig, run_extract, summary_counts
+        from pipelines.segmenter import Segmenter
+
+        def prepare():
+            values = read_yaml_mapping(config_file) if config_file is not None else {}
+            try:
+                config = ExtractConfig(**values)
+            except (TypeError, ValueError) as error:
+                raise InputError(f"{config_file}: {error}") from None
+            paths, errors = images_of(list(images))
+            return (Segmenter(checkpoint, device), Segmenter(reference, device) if reference else None, paths, errors,
+                    config)
+
+        segmenter, second, paths, errors, config = run_guarded(prepare)
+        with make_progress() as progress:
+            task = progress.add_task("extract", total=len(paths), rate="")
+
+            def run():
+                with folder_lock(out, "extract run"):
+                    return run_extract(segmenter, paths, out, config, round_index=round_index, reference=second,
+                                       workers=workers, advance=lambda n: progress.advance(task, n))
+
+            summary = run_guarded(run)
+        console.print(summary_counts({**summary.to_dict(), "skipped": summary.skipped + errors}) + f" -> {out}",
+                      highlight=False)
+
+    @app.command()
+    def selftune(
+        state: Path = typer.Option(..., "--state", help="State folder (created on the first run)."),
+        labeled: Path = typer.Option(..., "--labeled", help="Labelled photos (label_map, mask_pairs or COCO)."),
+        unlabeled: Path = typer.Option(..., "--unlabeled", help="Folder of unlabeled photos."),
+        backgrounds: Path = typer.Option(..., "--backgrounds", help="Folder of background images for composites."),
+        rounds: Optional[int] = typer.Option(None, "--rounds", help="End after this many rounds (cron: 1); "
+                                             "default: until the stop rule or max_rounds."),
+        config_file: Optional[Path] = typer.Option(None, "--config", help="Self-tuning YAML (configs/ccp_selftune.yaml); "
+                                                   "default: the state's."),
+        force_config: bool = typer.Option(False, "--force-config", help="Adopt a changed --config from the next round."),
+        search: bool = typer.Option(False, "--search", help="Also retrain the search network on each round's composites."),
+        workers: int = typer.Option(1, "--workers", help="Processes for expansion and superpixels."),
+    ) -> None:
+        """Rounds of: train the segmenter -> score held-out photos -> extract automatic masks -> expand."""
+        from augment.locking import folder_lock
+        from pipelines import selftune_config
+        from pipelines.cli import console, fail, run_guarded
+        from pipelines.selftune import CONFIG_FILE, METRICS_FILE, Inputs, SelfTune
+
+        if rounds is not None and rounds < 1:
+            fail("--rounds must be at least 1")
+
+        def run() -> dict:
+            config = None
+            if config_file is not None:
+                config = selftune_config.load(config_file, {"search": True} if search else None)
+            elif search:  # the state's config, with the search retraining switched on
+                stored = state / CONFIG_FILE
+                if not stored.is_file():
+                    raise InputError("--search on a new state needs --config")
+                config = {**json.loads(stored.read_text()), "search": True}
+            with folder_lock(state, "selftune run"):
+                tuner = SelfTune(state, Inputs(labeled, unlabeled, backgrounds), config, force_config=force_config,
+                                 workers=workers, show_progress=True)
+                try:
+                    return tuner.run(rounds)
+                except OSError as error:  # a full disk, an I/O error: the step is redone on the next run
+                    if isinstance(error, FileNotFoundError):
+                        raise
+                    console.print(f"[bold red]error:[/] round {tuner.state['round']} step {tuner.state['step']}: "
+                                  f"{error}; rerun to redo this step", highlight=False, soft_wrap=True)
+                    raise typer.Exit(IO_ERROR_EXIT_CODE)
+
+        result = run_guarded(run)
+        metrics = state / METRICS_FILE
+        last = json.loads(metrics.read_text().splitlines()[-1]) if metrics.is_file() and metrics.read_text().strip() else None
+        where = "finished" if result["finished"] else f"next: round {result['round']} {result['step']}"
+        summary = f"; round {last['round']} held-out mIoU {last['miou']:.4f}" if last else ""
+        reason = f" ({result['stop_reason']})" if result["finished"] and result["stop_reason"] else ""
+        console.print(f"selftune {state}: {where}{reason}{summary}; report: {state / 'report.md'}", highlight=False)

@@ -1,0 +1,55 @@
+"""The outputs of `synth segment`: per image a label map, a confidence map and an overlay; classes.json.
+
+``NAME.png``: 8-bit, value = class index (classes.json gives the names, in index order);
+``NAME.confidence.png``: 8-bit, 255 x the winning class's probability; ``NAME.overlay.jpg``: the
+photo with each class tinted. Images sharing a name get ``-2``, ``-3`` ... suffixes. An unreadable
+image is skipped and reported, the others are written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from augment.imageio import InputError, is_image_path, read_image, save_image
+from pipelines.search_commands import OutputNames
+from pipelines.segmenter import Segmenter, overlay
+from train.segment_config import CLASSES_FILE, write_classes
+
+
+@dataclass
+class SegmentSummary:
+    images: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_segment(segmenter: Segmenter, images: list[Path], out: Path,
+                advance: Callable[[int], None] | None = None) -> SegmentSummary:
+    out.mkdir(parents=True, exist_ok=True)
+    write_classes(out / CLASSES_FILE, segmenter.classes)
+    names = OutputNames()
+    summary = SegmentSummary()
+    started = time.perf_counter()
+    for done, path in enumerate(images, 1):
+        try:
+            if not is_image_path(path):
+                raise InputError(f"{path}: not an image file (unknown suffix {path.suffix or '(none)'!r})")
+            image = read_image(path, "rgb")
+        except InputError as error:
+            summary.errors.append(str(error))
+        else:
+            labels, confidence = segmenter.predict(image).at_photo_size()
+            name = names.take(path)
+            save_image(out / f"{name}.png", labels)
+            save_image(out / f"{name}.confidence.png", np.clip(confidence * 255 + 0.5, 0, 255).astype(np.uint8))
+            save_image(out / f"{name}.overlay.jpg", overlay(image, labels))
+            summary.images += 1
+        if advance:
+            advance(done)
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,410 @@
+"""`synth selftune`: rounds of train → score → extract → expand, resumable, run by a scheduler.
+
+State folder (``--state DIR``)::
+
+    selftune.json        the state: round, next step, stop reason, inputs, config hash, step times
+    config.json          the resolved config in force (config.next.json: adopted at the next round)
+    metrics.jsonl        one line per finished round (held-out mIoU, per-class IoU, mask counts, times)
+    report.md, report.png
+    base/labeled/        the labelled photos (photos-*.parquet), base/held_out/ the scored ones,
+    base/composites/     composites of the hand-made cutouts (and their objects.parquet)
+    round-001/train/     the segmenter's run (checkpoint.pt, tb/), score/, extract/, composites/, search/
+
+Round 0 prepares ``base/``. Round k trains a segmenter on the labelled photos, the composites of
+round k-1 (hand-made + round k-1's automatic cutouts; round 0's are hand-made only) and, when
+``extract.pseudo_labels``, round k-1's pseudo-labelled photos; scores it on the held-out photos;
+stops when the gain over round k-1 is below ``min_gain`` (or at ``max_rounds``); otherwise
+extracts automatic masks from the unlabeled pool with it and expands the hand-made and the
+accepted automatic cutouts into round k's composites.
+
+Every step writes into ``NAME.partial/`` and renames it to ``NAME/`` when complete, and only
+then is the state advanced (atomically), so a job killed at any point redoes that step from
+scratch and never uses half-written output. The training step is the exception that keeps its
+partial folder: the loop's atomic checkpoints resume it exactly. Steps are deterministic given
+the config, so a resumed run reaches the same state and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from augment.config import ExpandConfig
+from augment.imageio import InputError, atomic_write_text, list_images
+from augment.photo_shards import write_photo_shards
+from augment.schema import MANIFEST_FILE, OBJECTS_FILE
+from pipelines import selftune_config
+from pipelines.selftune_report import write_report
+from train.checkpoint import config_differences
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "selftune.json"
+CONFIG_FILE = "config.json"
+NEXT_CONFIG_FILE = "config.next.json"
+METRICS_FILE = "metrics.jsonl"
+PREPARE_STEPS = ("labeled", "held_out", "composites")
+ROUND_STEPS = ("train", "score", "extract", "expand", "search", "report")
+STATE_VERSION = 1
+
+
+@dataclass
+class Inputs:
+    labeled: Path
+    unlabeled: Path
+    backgrounds: Path
+
+    def to_dict(self) -> dict[str, str]:
+        return {k: str(Path(v).resolve()) for k, v in self.__dict__.items()}
+
+
+class SelfTune:
+    """One state folder's self-tuning run. ``hook(round, step, moment)`` is called at the start
+    (``"begin"``) and at the end (``"written"``, output complete but not yet recorded) of every
+    step: tests raise from it to play a job killed there."""
+
+    def __init__(self, state_dir: Path, inputs: Inputs, config: dict[str, Any] | None, *, force_config: bool = False,
+                 workers: int = 1, hook: Callable[[int, str, str], None] | None = None,
+                 show_progress: bool = False) -> None:
+        self.dir = Path(state_dir)
+        self.inputs = inputs
+        self.workers = workers
+        self.hook = hook or (lambda r, s, m: None)
+        self.show_progress = show_progress
+        self.state = self._open(config, force_config)
+
+    # ------------------------------------------------------------------ state
+    def _open(self, config: dict[str, Any] | None, force_config: bool) -> dict[str, Any]:
+        state_path = self.dir / STATE_FILE
+        if not state_path.is_file():
+            if config is None:
+                raise InputError(f"{self.dir}: no self-tuning state here yet; pass --config to start one")
+            if self.dir.is_dir() and any(p for p in self.dir.iterdir() if not p.name.startswith(".") and p.name != CONFIG_FILE):
+                raise InputError(f"{self.dir}: folder is not empty and holds no {STATE_FILE}; choose an empty --state")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.dir / CONFIG_FILE, json.dumps(config, indent=2))
+            state = {"version": STATE_VERSION, "round": 0, "step": PREPARE_STEPS[0], "finished": False,
+                     "stop_reason": None, "inputs": self.inputs.to_dict(), "config_hash": selftune_config.config_hash(config),
+                     "times": {}}
+            self._save(state)
+            return state
+        try:
+            state = json.loads(state_path.read_text())
+            active = json.loads((self.dir / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"{self.dir}: unreadable self-tuning state ({error})") from None
+        if state.get("version") != STATE_VERSION:
+            raise InputError(f"{state_path}: state version {state.get('version')} is not {STATE_VERSION}")
+        for key, value in self.inputs.to_dict().items():
+            if state["inputs"][key] != value:
+                raise InputError(f"{self.dir}: this state was started with --{key} {state['inputs'][key]}, not {value}")
+        pending_path = self.dir / NEXT_CONFIG_FILE
+        in_force = json.loads(pending_path.read_text()) if pending_path.is_file() else active
+        if config is not None and config != in_force:
+            changed = config_differences(in_force, config)
+            if not force_config:
+                raise InputError(f"{self.dir}: made with another config ({'; '.join(changed[:3])}"
+                                 f"{' ...' if len(changed) > 3 else ''}); pass --force-config to adopt the new one "
+                                 "from the next round")
+            atomic_write_text(pending_path, json.dumps(config, indent=2))
+            logger.warning("config change adopted from the next round: %s", "; ".join(changed))
+            if state["finished"]:  # a finished run goes on: its last round extracts and expands, then the new config
+                state.update(finished=False, stop_reason=None)
+                if self.step_dir(state["round"], "expand").is_dir():
+                    state.update(round=state["round"] + 1, step="train")
+                    self._adopt_pending_config()
+                else:
+                    state["step"] = "extract"
+                self._save(state)
+        return state
+
+    def _save(self, state: dict[str, Any]) -> None:
+        atomic_write_text(self.dir / STATE_FILE, json.dumps(state, indent=2))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.dir / CONFIG_FILE).read_text())
+
+    def _advance(self, step_seconds: float) -> None:
+        state = dict(self.state)
+        round_index, step = state["round"], state["step"]
+        state["times"] = {**state["times"], f"{round_index}:{step}": round(step_seconds, 2)}
+        if round_index == 0:
+            position = PREPARE_STEPS.index(step)
+            if position + 1 < len(PREPARE_STEPS):
+                state["step"] = PREPARE_STEPS[position + 1]
+            else:
+                state.update(round=1, step="train")
+                self._adopt_pending_config()
+        elif step == "report":
+            if state["stop_reason"] is not None:
+                state["finished"] = True
+            else:
+                state.update(round=round_index + 1, step="train")
+                self._adopt_pending_config()
+        else:
+            state["step"] = self._next_round_step(round_index, step, state)
+        self._save(state)
+        self.state = state
+
+    def _next_round_step(self, round_index: int, step: str, state: dict[str, Any]) -> str:
+        config = self.config
+        if step == "score":
+            reason = self._stop_reason(round_index, config)
+            state["stop_reason"] = reason
+            if reason is not None:
+                return "report"
+        following = ROUND_STEPS[ROUND_STEPS.index(step) + 1]
+        if following == "search" and not config["search"]:
+            following = "report"
+        return following
+
+    def _adopt_pending_config(self) -> None:
+        pending = self.dir / NEXT_CONFIG_FILE
+        if pending.is_file():
+            pending.replace(self.dir / CONFIG_FILE)
+
+    def _stop_reason(self, round_index: int, config: dict[str, Any]) -> str | None:
+        if round_index >= 2:
+            gain = self._miou(round_index) - self._miou(round_index - 1)
+            if gain < config["min_gain"]:
+                return f"round {round_index} gained {gain:+.4f} mIoU, less than min_gain {config['min_gain']}"
+        if round_index >= config["max_rounds"]:
+            return f"max_rounds {config['max_rounds']} reached"
+        return None
+
+    # ------------------------------------------------------------------ paths
+    def round_dir(self, round_index: int) -> Path:
+        return self.dir / ("base" if round_index == 0 else f"round-{round_index:03d}")
+
+    def step_dir(self, round_index: int, step: str) -> Path:
+        return self.round_dir(round_index) / ("composites" if step == "expand" else step)
+
+    def _miou(self, round_index: int) -> float:
+        return self._score(round_index)["miou"]
+
+    def _score(self, round_index: int) -> dict[str, Any]:
+        return json.loads((self.step_dir(round_index, "score") / "score.json").read_text())
+
+    def _composites(self, round_index: int) -> Path:
+        return self.round_dir(round_index) / "composites"
+
+    # ------------------------------------------------------------------ running
+    def run(self, rounds: int | None = None) -> dict[str, Any]:
+        """Run until finished, or until ``rounds`` rounds have ended in this call; returns the state."""
+        self._check_inputs()
+        ended = 0
+        while not self.state["finished"] and (rounds is None or ended < rounds):
+            round_index, step = self.state["round"], self.state["step"]
+            logger.info("round %d: %s", round_index, step)
+            started = time.perf_counter()
+            self._run_step(round_index, step)
+            self._advance(time.perf_counter() - started)
+            ended += step == "report"
+        return self.state
+
+    def _check_inputs(self) -> None:
+        for name, path in self.inputs.__dict__.items():
+            if not Path(path).exists():
+                raise InputError(f"{path}: no such file or directory (--{name})")
+        if not self.unlabeled_images():
+            raise InputError(f"{self.inputs.unlabeled}: no images in the unlabeled folder")
+
+    def unlabeled_images(self) -> list[Path]:
+        return list_images(self.inputs.unlabeled)[0]
+
+    def _run_step(self, round_index: int, step: str) -> None:
+        target = self.step_dir(round_index, step)
+        partial = target.with_name(target.name + ".partial")
+        if step == "report":  # files at the top of the state folder, each written atomically
+            self.hook(round_index, step, "begin")
+            lines = self.record_metrics(round_index, self.step_seconds(round_index))
+            write_report(self.dir, lines, self.step_dir(round_index, "extract") / "previews")
+            self.hook(round_index, step, "written")
+            return
+        if step != "train" and partial.exists():  # a killed attempt's output is never used
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        self.hook(round_index, step, "begin")
+        getattr(self, f"_step_{step}")(round_index, partial)
+        self.hook(round_index, step, "written")
+        if target.exists():  # completed before, but the state was not saved: replaced by this attempt
+            shutil.rmtree(target)
+        partial.rename(target)
+
+    # ------------------------------------------------------------------ round 0
+    def _step_labeled(self, round_index: int, out: Path) -> None:
+        split = self.config["labeled"]
+        write_photo_shards([self.inputs.labeled], out, selftune_config.source_config(
+            self.config, split["include"], split["exclude"]), self._train_config().segment_config().store_short_side)
+
+    def _step_held_out(self, round_index: int, out: Path) -> None:
+        split = self.config["held_out"]
+        source = Path(split["source"]) if split["source"] else self.inputs.labeled
+        write_photo_shards([source], out, selftune_config.source_config(self.config, split["include"], split["exclude"]),
+                           self._train_config().segment_config().store_short_side)
+        labeled = _row_ids(self.step_dir(0, "labeled"))
+        overlap = sorted(labeled & _row_ids(out))
+        if overlap:
+            raise InputError(f"held-out photos are also labelled training photos: {', '.join(overlap[:5])}"
+                             f"{' ...' if len(overlap) > 5 else ''} (check labeled/held_out in the config)")
+
+    def _step_composites(self, round_index: int, out: Path) -> None:
+        split = self.config["labeled"]
+        expand = self._expand_config(0)
+        expand.sources.include, expand.sources.exclude = list(split["include"]), list(split["exclude"])
+        self._expand([self.inputs.labeled], out, expand)
+
+    # ------------------------------------------------------------------ rounds
+    def _train_config(self, round_index: int = 0, key: str = "train"):
+        from train.config import TrainConfig
+
+        values = dict(self.config[key])
+        values["seed"] = values["seed"] + round_index  # each round's network starts afresh, from its own seed
+        return TrainConfig(**values)
+
+    def training_shards(self, round_index: int) -> list[Path]:
+        shards = [self.step_dir(0, "labeled"), self._composites(round_index - 1)]
+        if round_index >= 2 and self.config["extract"]["pseudo_labels"]:
+            shards.append(self.step_dir(round_index - 1, "extract"))
+        return shards
+
+    def _step_train(self, round_index: int, out: Path) -> None:
+        from train.checkpoint import CHECKPOINT_FILE
+        from train.loop import train
+
+        config = self._train_config(round_index)
+        resume = (out / CHECKPOINT_FILE).is_file()
+        train(config, self.training_shards(round_index), out, eval_shards=self.step_dir(0, "held_out"), resume=resume,
+              show_progress=self.show_progress)
+
+    def _step_score(self, round_index: int, out: Path) -> None:
+        from train.evaluate import evaluate_shards, load_trained
+
+        model, config = load_trained(self.step_dir(round_index, "train") / "checkpoint.pt")
+        report = evaluate_shards(model, config, self.step_dir(0, "held_out"), split="eval", num_workers=0)
+        metrics = report["metrics"]
+        score = {"miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"], "loss": metrics["loss"],
+                 "per_class_iou": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("iou/")},
+                 "held_out_photos": json.loads((self.step_dir(0, "held_out") / MANIFEST_FILE).read_text())["num_rows"]}
+        atomic_write_text(out / "score.json", json.dumps(score, indent=2))
+
+    def round_images(self, round_index: int) -> list[Path]:
+        images = self.unlabeled_images()
+        count = self.config["unlabeled_per_round"]
+        if 0 < count < len(images):
+            picked = np.random.default_rng([self.config["seed"], round_index]).choice(len(images), count, replace=False)
+            images = [images[i] for i in sorted(picked)]
+        return images
+
+    def _step_extract(self, round_index: int, out: Path) -> None:
+        from pipelines.extract import ExtractConfig, run_extract
+        from pipelines.segmenter import Segmenter
+
+        config = self.config
+        device = config["train"]["device"]
+        segmenter = Segmenter(self.step_dir(round_index, "train") / "checkpoint.pt", device)
+        reference = None
+        if config["stability_view"] == "previous_round" and round_index >= 2:
+            reference = Segmenter(self.step_dir(round_index - 1, "train") / "checkpoint.pt", device)
+        run_extract(segmenter, self.round_images(round_index), out, ExtractConfig(**config["extract"]),
+                    round_index=round_index, reference=reference, workers=self.workers)
+
+    def _expand_config(self, round_index: int) -> ExpandConfig:
+        expand = ExpandConfig.from_dict(self.config["expand"], origin="expand")
+        expand.seed = expand.seed + round_index
+        return expand
+
+    def _step_expand(self, round_index: int, out: Path) -> None:
+        """Hand-made cutouts (round 0's objects table) and this round's accepted automatic ones."""
+        expand = self._expand_config(round_index)
+        expand.sources.format = "objects"
+        expand.sources.include, expand.sources.exclude, expand.sources.limit = [], [], 0
+        sources = [self._composites(0)]
+        extracted = self.step_dir(round_index, "extract")
+        if _table_rows(extracted / OBJECTS_FILE):
+            sources.append(extracted)
+        self._expand(sources, out, expand)
+
+    def _expand(self, sources: list[Path], out: Path, config: ExpandConfig) -> None:
+        from augment.expand import run_expand
+
+        run_expand(sources, self.inputs.backgrounds, out, config, workers=self.workers)
+
+    def _step_search(self, round_index: int, out: Path) -> None:
+        from train.evaluate import evaluate_shards, load_trained
+        from train.loop import train
+
+        composites = self._composites(round_index)
+        config = self._train_config(round_index, "search_train")
+        resume = (out / "checkpoint.pt").is_file()
+        train(config, composites, out, resume=resume, show_progress=self.show_progress)
+        model, config = load_trained(out / "checkpoint.pt")
+        report = evaluate_shards(model, config, composites, split="eval", num_workers=0)
+        atomic_write_text(out / "score.json", json.dumps(report["metrics"], indent=2))
+
+    # ------------------------------------------------------------------ what a round produced
+    def round_metrics(self, round_index: int) -> dict[str, Any]:
+        """The metrics.jsonl line of a round (times apart, a function of the round's outputs only)."""
+        score = self._score(round_index)
+        line: dict[str, Any] = {"round": round_index, "miou": score["miou"], "pixel_accuracy": score["pixel_accuracy"],
+                                "per_class_iou": score["per_class_iou"], "held_out_photos": score["held_out_photos"],
+                                "gain": score["miou"] - self._miou(round_index - 1) if round_index > 1 else None,
+                                "training_rows": _training_rows(self.training_shards(round_index))}
+        extract_dir = self.step_dir(round_index, "extract")
+        if (extract_dir / "extract.json").is_file():
+            summary = json.loads((extract_dir / "extract.json").read_text())
+            line["extract"] = {k: summary[k] for k in ("images", "masks", "accepted", "rejected", "cutouts",
+                                                        "accepted_by_class", "pseudo_photos", "labelled_fraction")}
+            line["extract"]["skipped"] = len(summary["skipped"])
+            line["extract"]["skipped_files"] = [s["path"] for s in summary["skipped"]]
+        composites = self._composites(round_index) / MANIFEST_FILE
+        if composites.is_file():
+            manifest = json.loads(composites.read_text())
+            line["composites"] = {"rows": manifest["num_rows"], "cutouts": manifest["objects"]["cutouts"]}
+        search = self.step_dir(round_index, "search") / "score.json"
+        if search.is_file():
+            line["search"] = json.loads(search.read_text())
+        line["stopped"] = self.state["stop_reason"]
+        return line
+
+    def step_seconds(self, round_index: int) -> dict[str, float]:
+        prefix = f"{round_index}:"
+        return {k[len(prefix):]: v for k, v in self.state["times"].items() if k.startswith(prefix)}
+
+    def record_metrics(self, round_index: int, seconds: dict[str, float]) -> list[dict[str, Any]]:
+        """Rewrite metrics.jsonl with this round's line (replacing one left by a killed attempt)."""
+        path = self.dir / METRICS_FILE
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+        lines = [x for x in lines if x["round"] < round_index]
+        lines.append({**self.round_metrics(round_index), "seconds": seconds})
+        atomic_write_text(path, "".join(json.dumps(x) + "\n" for x in lines))
+        return lines
+
+
+def _row_ids(folder: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    from augment.shards import find_shards
+
+    return {row_id for path in find_shards(folder) for row_id in pq.read_table(path, columns=["id"]).column("id").to_pylist()}
+
+
+def _table_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(path).num_rows if path.is_file() else 0
+
+
+def _training_rows(folders: list[Path]) -> dict[str, int]:
+    from augment.shards import find_shards
+    from train.segment_data import rows_by_kind
+
+    return rows_by_kind([path for folder in folders for path in find_shards(folder)])

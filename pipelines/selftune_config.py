@@ -1,0 +1,150 @@
+"""The configuration of `synth selftune`: one YAML file, resolved into one JSON-able mapping.
+
+``configs/ccp_selftune.yaml`` is the documented example. The resolved mapping (every key of the
+segmenter's training config, of `synth expand` and of `synth extract`, with defaults filled in)
+is what a state folder stores and what a later run is compared with, key by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from augment.config import ExpandConfig, SourceConfig, read_yaml_mapping
+from augment.imageio import InputError
+from pipelines.extract import ExtractConfig
+from train.config import TrainConfig
+
+STABILITY_VIEWS = ("flip", "previous_round")
+# Top-level keys and their defaults (``train_config`` is a path, resolved relative to the YAML file).
+DEFAULTS: dict[str, Any] = {
+    "train_config": None,  # the segmenter's training config (task segment); its keys can be overridden under train:
+    "train": {},  # TrainConfig keys over train_config's (in model: and segment:, key by key)
+    "expand": {},  # ExpandConfig mapping: composites made each round (num, composition, distortions, sources filters)
+    "extract": {},  # ExtractConfig keys: the filters of the automatic masks
+    "labeled": {"include": [], "exclude": []},  # which photos of --labeled are the labelled training set (globs on stems)
+    "held_out": {"source": None, "include": [], "exclude": []},  # photos scored each round (source default: --labeled)
+    "unlabeled_per_round": 0,  # photos of the unlabeled pool extracted per round (0 = all; a seeded sample otherwise)
+    "stability_view": "flip",  # second view of the stability filter: flip | previous_round (the last round's checkpoint)
+    "max_rounds": 5,  # stop after this many rounds
+    "min_gain": 0.005,  # stop when a round's held-out mIoU gains less than this over the previous round's
+    "search": False,  # also retrain the query-search network on each round's composites (--search)
+    "search_train": {},  # TrainConfig keys of that query-search training
+    "seed": 0,
+}
+
+
+def _mapping(value: Any, origin: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{origin}: expected a mapping, got {value!r}")
+    return value
+
+
+def _globs(values: dict[str, Any], origin: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise InputError(f"{origin}: unknown key(s) {', '.join(unknown)} (known: {', '.join(defaults)})")
+    resolved = {}
+    for key, default in defaults.items():
+        value = values.get(key, default)
+        if key in ("include", "exclude"):
+            value = value or []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InputError(f"{origin}.{key}: expected a list of glob patterns")
+        resolved[key] = value
+    return resolved
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it; the keys of a section (model:, segment:) are replaced one by one."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = {**merged[key], **value} if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _train_config(values: dict[str, Any], base: Path | None, origin: str, task: str) -> TrainConfig:
+    try:
+        if base is not None:
+            TrainConfig.from_yaml(base)  # names the base file in its errors
+            values = _merged(read_yaml_mapping(base), values)
+        config = TrainConfig(**{"task": task, **values})
+    except TypeError as error:
+        raise InputError(f"{origin}: {error}") from None
+    if config.task != task:
+        raise InputError(f"{origin}: task must be {task}, not {config.task}")
+    return config
+
+
+def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None = None) -> dict[str, Any]:
+    """Every key with its value (defaults filled in, sub-configs validated); raises InputError naming a bad key."""
+    values = _mapping(values, origin)
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise InputError(f"{origin}: unknown key(s) {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
+    merged = {**DEFAULTS, **values}
+    base = None
+    if merged["train_config"] is not None:
+        base = Path(merged["train_config"])
+        if not base.is_absolute() and folder is not None and (folder / base).is_file():
+            base = folder / base
+    train = _train_config(_mapping(merged["train"], f"{origin}: train"), base, f"{origin}: train", "segment")
+    expand = ExpandConfig.from_dict(_mapping(merged["expand"], f"{origin}: expand"), origin=f"{origin}: expand")
+    try:
+        extract = ExtractConfig(**_mapping(merged["extract"], f"{origin}: extract"))
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{origin}: extract: {error}") from None
+    search = _train_config(_mapping(merged["search_train"], f"{origin}: search_train"), None,
+                           f"{origin}: search_train", "query_search")
+    checks = [
+        (merged["stability_view"] in STABILITY_VIEWS, f"stability_view must be one of {', '.join(STABILITY_VIEWS)}"),
+        (isinstance(merged["max_rounds"], int) and merged["max_rounds"] >= 1, "max_rounds must be an integer >= 1"),
+        (isinstance(merged["min_gain"], (int, float)), "min_gain must be a number"),
+        (isinstance(merged["unlabeled_per_round"], int) and merged["unlabeled_per_round"] >= 0,
+         "unlabeled_per_round must be an integer >= 0"),
+        (isinstance(merged["search"], bool), "search must be true or false"),
+        (isinstance(merged["seed"], int), "seed must be an integer"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(f"{origin}: {message}")
+    held_out = _globs(_mapping(merged["held_out"], f"{origin}.held_out"), f"{origin}.held_out", DEFAULTS["held_out"])
+    if held_out["source"] is None and not held_out["include"]:
+        raise InputError(f"{origin}: held_out needs include patterns (photos of --labeled kept for scoring) or a source")
+    resolved = {
+        "train": train.to_dict()["values"],
+        "expand": expand.to_dict(),
+        "extract": dataclasses.asdict(extract),
+        "labeled": _globs(_mapping(merged["labeled"], f"{origin}.labeled"), f"{origin}.labeled", DEFAULTS["labeled"]),
+        "held_out": held_out,
+        "unlabeled_per_round": merged["unlabeled_per_round"],
+        "stability_view": merged["stability_view"],
+        "max_rounds": merged["max_rounds"],
+        "min_gain": float(merged["min_gain"]),
+        "search": merged["search"],
+        "search_train": search.to_dict()["values"],
+        "seed": merged["seed"],
+    }
+    return json.loads(json.dumps(resolved))  # tuples -> lists: what is stored compares equal to what is fresh
+
+
+def load(path: Path | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve a YAML config file (None: the defaults, which lack a class map and so fail clearly)."""
+    values = read_yaml_mapping(path) if path is not None else {}
+    values = {**values, **(overrides or {})}
+    return resolve(values, str(path or "config"), Path(path).parent if path is not None else None)
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def source_config(config: dict[str, Any], include: list[str], exclude: list[str]) -> SourceConfig:
+    """The expand config's source settings with a split's include/exclude patterns."""
+    values = {**config["expand"]["sources"], "include": list(include), "exclude": list(exclude)}
+    return SourceConfig(**values)
