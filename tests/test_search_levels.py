@@ -8,7 +8,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from skimage import data
 from typer.testing import CliRunner
 
@@ -137,8 +136,8 @@ def test_best_is_on_every_line_also_without_detections(tmp_path: Path):
     assert line["best"]["score"] < 0.99 and len(line["best"]["box"]) == 4
 
 
-@pytest.mark.parametrize("count", [3])
-def test_still_images_of_one_size_are_searched_as_a_batch(tmp_path: Path, count: int):
+def test_still_images_of_one_size_are_searched_as_a_batch(tmp_path: Path):
+    count = 3
     calls = []
     searcher = Searcher(device="cpu", untrained=True)
     original = searcher.find_many
