@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="Default: beside the model (see above).")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--features", choices=("network", "sift"), default=VerifyConfig().features,
+                        help="Feature source of the verification (to compare them; the search uses the default).")
     args = parser.parse_args()
     if not ccp.available():
         print(ccp.skip_message())
@@ -60,14 +62,20 @@ def main() -> None:
     searcher = Searcher(checkpoint=args.checkpoint, device=args.device, verify=False)
     cases = ccp.search_cases("calibrate")
     start = time.perf_counter()
-    candidates = collect(searcher, cases)
+    config = VerifyConfig(features=args.features)
+    candidates = collect(searcher, cases, config)
     name = "untrained" if args.checkpoint is None else str(args.checkpoint)
     first, last = ccp.SEARCH_SPLIT["calibrate"]
     model = fit_fusion(candidates, name, f"CCP calibration photos {first:04d}-{last:04d}: "
                        f"{sum(c.positive for c in cases)} positives, {sum(not c.positive for c in cases)} negatives",
-                       VerifyConfig().max_candidates)
+                       config.max_candidates)
     out = args.out or fusion_path(args.checkpoint)
     model.save(out)
+    positives = {c.case for c in candidates if c.correct and c.check.verified}
+    negatives = {c.case for c in candidates if not cases[c.case].positive and c.check.verified}
+    print(f"{args.features} features: the garment verified in {len(positives)} of "
+          f"{sum(c.positive for c in cases)} positives; a verified candidate in {len(negatives)} of "
+          f"{sum(not c.positive for c in cases)} negatives")
     print(f"fitted on {len(cases)} cases in {time.perf_counter() - start:.0f} s: weights "
           f"{dict(zip(('logit_heat', 'log_inliers', 'spread'), model.weights))}, bias {model.bias}, "
           f"pre-threshold {model.pre_threshold} ({model.figures}) -> {out}")
