@@ -90,10 +90,19 @@ class Detection:
     box: tuple[int, int, int, int]
     score: float
     area: int
+    # Verification (issue 13, pipelines/fusion.py): the heat at the peak (``score`` is then the
+    # fused score), whether the candidate was verified (None: not checked) and by how many inliers.
+    heat: float | None = None
+    verified: bool | None = None
+    inliers: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"box": [int(v) for v in self.box], "score": round(float(self.score), 4),
+        line = {"box": [int(v) for v in self.box], "score": round(float(self.score), 4),
                 "area": int(self.area)}
+        if self.heat is not None:  # issue 13: verification ran
+            line.update(heat=round(float(self.heat), 4), verified=self.verified,
+                        inliers=int(self.inliers))
+        return line
 
 
 @dataclass
@@ -346,6 +355,9 @@ class SearchMaps:
 
     heat: np.ndarray
     object_height: np.ndarray
+    # Issue 13: the media's raw stride-8 backbone features at the working size (N x C x h x w),
+    # reused by verification with the network's own features (None: no unzoomed level ran).
+    features: np.ndarray | None = None
 
 
 @dataclass
@@ -369,12 +381,15 @@ class Searcher:
 
     ``threshold`` None takes the checkpoint's calibrated threshold, else :data:`DEFAULT_THRESHOLD`.
     ``query_scales``: relative object sizes searched (see :data:`DEFAULT_QUERY_SCALES`).
+    ``verify``: check candidates geometrically and fuse the evidence into the score
+    (:mod:`pipelines.verify`, :mod:`pipelines.fusion`); False gives the heat map's detections alone.
     """
 
     def __init__(self, checkpoint: Path | str | None = None, device: str = "auto",
                  threshold: float | None = None,
                  query_scales: Sequence[float] = DEFAULT_QUERY_SCALES,
-                 max_side: int = DEFAULT_MAX_SIDE, amp: bool = True) -> None:
+                 max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, verify: bool = True,
+                 fusion: Path | str | None = None) -> None:
         tune_malloc()
         if not query_scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in query_scales):
             raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
@@ -394,6 +409,12 @@ class Searcher:
             model = model.to(memory_format=torch.channels_last)
         self.model: QuerySearchNet = model
         self.amp = amp and self.device.type == "cuda"
+        # Issue 13: candidates checked geometrically and scores fused (pipelines/fusion.py);
+        # ``fusion`` = a fusion model JSON other than the network's own.
+        self.verification = None
+        if verify:
+            from pipelines.fusion import VerificationStage
+            self.verification = VerificationStage.create(self, checkpoint, fusion)
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -486,7 +507,8 @@ class Searcher:
             size = self._object_height(torch.cat(cosines, dim=1), heights)
             size = F.interpolate(size, size=(height, width), mode="nearest")
         assert heat is not None
-        return SearchMaps(heat[:, 0].cpu().numpy(), size[:, 0].cpu().numpy())
+        features = encoded[1.0].skip.float().contiguous().cpu().numpy() if 1.0 in encoded else None
+        return SearchMaps(heat[:, 0].cpu().numpy(), size[:, 0].cpu().numpy(), features)
 
     def _object_height(self, cosines: torch.Tensor, heights: list[float]) -> torch.Tensor:
         """Per grid cell, the object height (pixels) of the best-matching scale, N x 1 x grid.
@@ -531,8 +553,11 @@ class Searcher:
         maps = self.maps(prepared, media)
         results = []
         for i, (heat, size) in enumerate(zip(maps.heat, maps.object_height)):
+            detections = (self.detect(prepared, heat, size) if self.verification is None else
+                          self.verification.detections(prepared, media[i], heat, size,  # issue 13
+                                                       maps.features, i))
             results.append(Result(
-                heatmap=heat, detections=self.detect(prepared, heat, size),
+                heatmap=heat, detections=detections,
                 threshold=self.threshold, image=media[i] if keep_images else None,
                 source=sources[i] if sources else None, query=prepared.name,
                 frame=frames[i] if frames else None, query_mask=prepared.mask))
