@@ -34,7 +34,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from email.utils import parsedate_to_datetime
 from typing import Any, Iterator

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from augment.imageio import InputError, looks_like_text
 from augment.outputs import inside, is_safe_name
 from augment.schema import CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
-from augment.storage import Place, as_place, open_parquet, read_head, write_text_atomic
+from augment.storage import Place, as_place, is_remote, open_parquet, read_head, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +105,13 @@ def check_composite_shard(path: Path | str) -> Path:
     return Path(path)
 
 
-def find_shards(paths: list[Path] | Path) -> list[Path]:
-    """Composite shards named by ``paths``: a folder gives the shards its manifest lists, a file itself."""
-    paths = [paths] if isinstance(paths, (str, Path)) else paths
-    shards: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
+def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
+    """Composite shards named by ``paths``: a folder (or object-store prefix) gives the shards its
+    manifest lists, a file itself."""
+    paths = paths if isinstance(paths, (list, tuple)) else [paths]
+    shards: list[Place] = []
+    for path in map(as_place, paths):
+        if is_remote(path) or path.is_dir():
             shards.extend(manifest_shards(path))
         elif not path.exists():
             raise InputError(f"{path}: no such file or directory")

@@ -1,8 +1,9 @@
 """Classical baselines the search is measured against, run on the same cases in the same benchmark.
 
-SIFT (OpenCV) matched from the query to the whole scene with Lowe's ratio test, a RANSAC similarity
-fit (``cv2.estimateAffinePartial2D``) for the query as given and mirrored; the box is the query's
-box mapped by the fit, the score the inlier count.
+SIFT alone: the verification stage's own SIFT matcher (:meth:`pipelines.verify.Verifier.verify_scene`)
+applied to the whole scene: RootSIFT, Lowe's ratio test, a RANSAC similarity fit for the query as
+given and mirrored; the box is the query's silhouette mapped by the fit, the score the inlier count.
+Template matching: OpenCV's normalised cross-correlation at many scales (small objects).
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-RATIO = 0.75
-MIN_INLIERS = 3
-RANSAC_PX = 5.0
+from pipelines.verify import Verifier, VerifyConfig
+
+MIN_INLIERS = 3  # a fit with fewer inliers is no answer at all
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
 
 
 @dataclass
@@ -23,55 +28,18 @@ class Found:
     score: float
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
-
-
 class SiftBaseline:
-    """``find(query_rgba, scene_rgb)`` -> the best similarity fit's box and inlier count."""
+    """``find(query_rgb_or_rgba, scene_rgb)`` -> the best similarity fit's box and inlier count."""
 
-    def __init__(self) -> None:
-        self.sift = cv2.SIFT_create()
-        self.matcher = cv2.BFMatcher(cv2.NORM_L2)
+    def __init__(self, config: VerifyConfig | None = None) -> None:
+        self.verifier = Verifier(config or VerifyConfig(features="sift"))
 
     def find(self, query: np.ndarray, scene: np.ndarray) -> Found:
-        mask = (query[..., 3] >= 128).astype(np.uint8) * 255 if query.shape[-1] == 4 else None
-        scene_kp, scene_desc = self.sift.detectAndCompute(_grey(scene), None)
-        best = Found(None, 0.0)
-        if scene_desc is None or len(scene_kp) < 2:
-            return best
-        h, w = query.shape[:2]
-        for mirrored in (False, True):
-            grey = _grey(query)
-            m = mask
-            if mirrored:
-                grey = np.ascontiguousarray(grey[:, ::-1])
-                m = None if mask is None else np.ascontiguousarray(mask[:, ::-1])
-            kp, desc = self.sift.detectAndCompute(grey, m)
-            if desc is None or len(kp) < 2:
-                continue
-            pairs = self.matcher.knnMatch(desc, scene_desc, k=2)
-            good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < RATIO * p[1].distance]
-            if len(good) < MIN_INLIERS:
-                continue
-            src = np.float32([kp[g.queryIdx].pt for g in good])
-            dst = np.float32([scene_kp[g.trainIdx].pt for g in good])
-            matrix, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                                          ransacReprojThreshold=RANSAC_PX)
-            if matrix is None or inliers is None:
-                continue
-            count = int(inliers.sum())
-            if count < MIN_INLIERS or count <= best.score:
-                continue
-            corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-            mapped = corners @ matrix[:, :2].T + matrix[:, 2]
-            x0, y0 = np.floor(mapped.min(0)).astype(int)
-            x1, y1 = np.ceil(mapped.max(0)).astype(int)
-            sh, sw = scene.shape[:2]
-            box = (max(0, int(x0)), max(0, int(y0)), min(sw, int(x1)), min(sh, int(y1)))
-            if box[2] > box[0] and box[3] > box[1]:
-                best = Found(box, float(count))
-        return best
+        mask = (query[..., 3] >= 128).astype(np.float32) if query.shape[-1] == 4 else None
+        check = self.verifier.verify_scene(np.ascontiguousarray(query[..., :3]), mask, scene)
+        if check.box is None or check.inliers < MIN_INLIERS:
+            return Found(None, 0.0)
+        return Found(check.box, float(check.inliers))
 
 
 class TemplateBaseline:

@@ -1,21 +1,27 @@
-"""Catalogue → scene search on real street photos (CCP, split fixed in benchmarks/ccp.py).
+"""Search on real photos and video, heat map alone, SIFT alone and fused, in one run.
 
-160 positives (a garment of a photo as a catalogue shot: mirrored, rescaled 0.6-1.4x, rotated up
-to 10 degrees, recoloured, on white; searched in that photo tiled with two other photos) and 60
-hard negatives (three photos without it, at least one holding a garment of its category). The
-``test`` split (photos 0601-0700, the default) is touched by no training or calibration; the
-``calibrate`` split (0501-0600) is where model and config decisions are made. Methods, same cases:
+Two case sets, no training or calibration touches either:
 
-- the search network: the untrained network (pretrained backbone + correlation), the head shipped
-  with synth (``shipped``, where one ships; none does yet), and each ``--checkpoint``;
-- SIFT + ratio test + RANSAC similarity (the classical baseline, benchmarks/baselines.py).
+- **CCP catalogue → scene** (test photos 0601-0700, see benchmarks/ccp.py): 160 positives (a
+  garment of a test photo as a catalogue shot: mirrored, rescaled 0.6-1.4x, rotated up to 10
+  degrees, recoloured, on white; searched in that photo tiled with two other test photos) and 60
+  hard negatives (three test photos without it, at least one holding a garment of its category);
+- **rendition pairs** (benchmarks/rendition.py): a target cut from an early frame of a real video,
+  searched 100-300 frames later (pose, light, background changed), and in other videos' frames.
 
-Each method answers with its best box and score per case (the network: ``Result.best``, the top
-peak whatever its score). Printed per method: top-1 hit (best box IoU >= 0.5, no threshold), hit
-and false-positive rate at the method's own threshold, hit at FPR <= 0.10, score AUC, best-box
-centre within 20 px, seconds per case (figures: benchmarks/metrics.py).
+Methods on the same cases:
 
-    python benchmarks/search_real.py [--split test|calibrate] [--checkpoint CKPT ...] [--limit N]
+- ``heat map``: the search network's strongest peak (untrained, and each ``--checkpoint``);
+- ``fused``: the same heat map's candidates verified geometrically and scored by the fitted fusion
+  (pipelines/verify.py, pipelines/fusion.py); its ``+verify`` column is the time verification adds
+  to the network's search, as a share of it, measured in this run;
+- ``SIFT alone``: the verification's SIFT matcher on the whole scene (benchmarks/baselines.py).
+
+Printed per method: top-1 hit (best box IoU >= 0.5, no threshold), hit and false-positive rate at
+the method's own threshold, hit at FPR <= 0.10, score AUC, seconds per case (benchmarks/metrics.py).
+
+    python benchmarks/search_real.py [--checkpoint CKPT ...] [--limit N] [--sets ccp,rendition]
+                                     [--json FILE] [--overlays DIR]
 """
 
 from __future__ import annotations
@@ -24,149 +30,152 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
 import ccp  # noqa: E402
+import rendition  # noqa: E402
 from baselines import SiftBaseline  # noqa: E402
-from metrics import Outcome, outcome, summarise  # noqa: E402
+from metrics import Outcome, box_iou, summarise  # noqa: E402
 
-from augment.photo_pairs import PhotoCase  # noqa: E402
-from pipelines.shipped import head_ships  # noqa: E402
-
-Answer = tuple[tuple[int, int, int, int] | None, float]
-Method = Callable[[PhotoCase], Answer]
+SIFT_THRESHOLD = 8.0  # inliers: the verification's own bar (VerifyConfig.min_inliers)
+OVERLAYS_PER_SET = 6
 
 
-def network_method(device: str, examples: Path | None = None, **searcher_options: Any) -> tuple[Method, float]:
-    """The search network's best peak (box, heat) per case, and its own threshold. With
-    ``examples``, the first cases' highlights (truth in green) are written there as PNGs."""
-    from pipelines.search import Searcher
+@dataclass
+class Tally:
+    """Outcomes and seconds of one method on one case set."""
 
-    searcher = Searcher(device=device, **searcher_options)
-    written = {True: 0, False: 0}
+    outcomes: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+    extra_seconds: float = 0.0  # fused: verification alone
 
-    def run(case: PhotoCase) -> Answer:
-        result = searcher.find_many(case.query, [case.scene], keep_images=examples is not None)[0]
-        if examples is not None and written[case.positive] < EXAMPLES:
-            written[case.positive] += 1
-            write_example(examples / f"{'positive' if case.positive else 'negative'}-{written[case.positive]}.png",
-                          case, result)
-        best = result.best
-        return (best.box, best.score) if best is not None else (None, 0.0)
-
-    return run, searcher.threshold
+    def add(self, positive: bool, truth: Any, box: Any, score: float) -> bool:
+        correct = bool(positive and box is not None and box_iou(box, truth) >= 0.5)
+        self.outcomes.append(Outcome(positive, correct, score if box is not None else -np.inf))
+        return correct
 
 
-EXAMPLES = 4
+def run_network(checkpoint: Path | None, device: str, cases: list[Any], set_name: str,
+                overlays: Path | None) -> tuple[Tally, Tally, float, float]:
+    """Heat map alone and fused, from one heat map per case; also their two thresholds.
 
-
-def write_example(path: Path, case: PhotoCase, result: Any) -> None:
-    """The highlight beside the query, the truth's box in green and the best peak's in blue."""
-    import cv2
-    import numpy as np
-
+    ``overlays``: the inlier matches of the fused answer on a few positives are drawn there, half
+    of them verified, half not.
+    """
     from augment.imageio import save_image
+    from pipelines.fusion import fuse
+    from pipelines.search import Searcher
+    from pipelines.verify import NOT_VERIFIED, draw_matches
 
-    picture = result.highlight()
-    for box, colour in ((case.boxes[0] if case.positive else None, (40, 220, 40)),
-                        (result.best.box if result.best else None, (40, 120, 255))):
-        if box is not None:
-            cv2.rectangle(picture, tuple(box[:2]), (box[2] - 1, box[3] - 1), colour, 2)
-    query = case.query[..., :3]
-    scale = picture.shape[0] / query.shape[0]
-    query = cv2.resize(query, (max(1, round(query.shape[1] * scale)), picture.shape[0]))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(path, np.concatenate([query, picture], axis=1))
+    searcher = Searcher(checkpoint=checkpoint, device=device, untrained=checkpoint is None)
+    stage = searcher.verification
+    assert stage is not None
+    heat_alone, fused = Tally(), Tally()
+    drawn = {True: 0, False: 0}
+    for k, case in enumerate(cases):
+        truth = case.boxes[0] if case.positive else None
+        start = time.perf_counter()
+        query = searcher.prepare(case.query)
+        maps = searcher.maps(query, [case.scene])
+        searched = time.perf_counter()
+        found, checks = stage.check(query, case.scene, maps.heat[0], maps.object_height[0],
+                                    features=maps.features)
+        fill = 1.0 if query.mask is None else float((query.mask >= 0.5).mean())
+        best = fuse(found, checks, stage.model, fill)[0]
+        done = time.perf_counter()
+        heat_alone.seconds += searched - start
+        fused.seconds += done - start
+        fused.extra_seconds += done - searched
+        heat_alone.add(case.positive, truth, found[0].box, found[0].score)
+        correct = fused.add(case.positive, truth, best.box, best.score)
+        if overlays is not None and case.positive and drawn[bool(best.verified)] < OVERLAYS_PER_SET // 2:
+            drawn[bool(best.verified)] += 1
+            check = next((c for c in checks if c is not None and c.verified and c.box == best.box),
+                         checks[0] or NOT_VERIFIED)
+            tag = ("verified" if best.verified else "unverified") + ("-right" if correct else "-wrong")
+            save_image(overlays / f"{set_name}-{k:03d}-{tag}.png",
+                       draw_matches(case.query, case.scene, check, truth, best.box))
+    return heat_alone, fused, searcher.threshold, stage.model.heat_score(searcher.threshold)
 
 
-def sift_method() -> Method:
+def run_sift(cases: list[Any]) -> Tally:
     sift = SiftBaseline()
-
-    def run(case: PhotoCase) -> Answer:
-        found = sift.find(case.query, case.scene)
-        return found.box, found.score
-
-    return run
-
-
-def evaluate(method: Method, cases: list[PhotoCase]) -> tuple[list[Outcome], float]:
-    outcomes = []
-    start = time.perf_counter()
+    tally = Tally()
     for case in cases:
-        box, score = method(case)
-        outcomes.append(outcome(case.positive, box, score, case.boxes[0] if case.positive else None))
-    return outcomes, (time.perf_counter() - start) / max(1, len(cases))
+        start = time.perf_counter()
+        found = sift.find(case.query, case.scene)
+        tally.seconds += time.perf_counter() - start
+        tally.add(case.positive, case.boxes[0] if case.positive else None, found.box, found.score)
+    return tally
 
 
-def limited(cases: list[PhotoCase], limit: int) -> list[PhotoCase]:
-    """The first ``limit`` positives and ``limit // 3`` negatives (quick looks)."""
-    if not limit:
-        return cases
-    positives = [c for c in cases if c.positive][:limit]
-    negatives = [c for c in cases if not c.positive][:max(1, limit // 3)]
-    return positives + negatives
-
-
-HEADER = (f"{'method':<28} {'top1':>6} {'hit@thr':>8} {'FPR@thr':>8} {'hit@FPR.1':>9} {'AUC':>6} "
-          f"{'<=20px':>7} {'s/case':>7}")
-
-
-def row(name: str, figures: dict[str, float]) -> str:
-    return (f"{name[-28:]:<28} {figures['top1']:>6.3f} {figures['hit_at_threshold']:>8.3f} "
-            f"{figures['fpr_at_threshold']:>8.3f} {figures['hit_at_fpr10']:>9.3f} {figures['auc']:>6.3f} "
-            f"{figures['precision20']:>7.3f} {figures['seconds_per_case']:>7.3f}")
+def case_sets(names: list[str], limit: int) -> list[tuple[str, list[Any], str]]:
+    sets = []
+    if "ccp" in names:
+        if ccp.available():
+            first, last = ccp.SEARCH_SPLIT["test"]
+            sets.append(("ccp", ccp.search_cases("test"), f"CCP catalogue -> scene, test photos {first:04d}-{last:04d}"))
+        else:
+            print(ccp.skip_message())
+    if "rendition" in names:
+        if rendition.available():
+            sets.append(("rendition", rendition.rendition_cases(), "rendition pairs, tracking videos (+100-300 frames)"))
+        else:
+            print(rendition.skip_message())
+    if limit:
+        sets = [(name, [c for c in cases if c.positive][:limit] + [c for c in cases if not c.positive][:max(1, limit // 3)], title)
+                for name, cases, title in sets]
+    return sets
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", choices=("test", "calibrate"), default="test")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[])
     parser.add_argument("--no-untrained", action="store_true")
-    parser.add_argument("--no-sift", action="store_true")
-    parser.add_argument("--mirror", action="store_true", help="Networks also search the query mirrored.")
-    parser.add_argument("--scales", type=float, nargs="+", default=None, help="Query scales of the networks.")
-    parser.add_argument("--limit", type=int, default=0, help="Use only the first N positives and N/3 negatives.")
+    parser.add_argument("--limit", type=int, default=0, help="Use only the first N positives and N/3 negatives (quick looks).")
+    parser.add_argument("--sets", default="ccp,rendition", help="Case sets: ccp, rendition (comma-separated).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
-    parser.add_argument("--examples", type=Path, default=None,
-                        help="Write the first positives' and negatives' highlights (the first network's) here.")
+    parser.add_argument("--overlays", type=Path, default=None, help="Write inlier overlays of a few positives here.")
     args = parser.parse_args()
-    if not ccp.available():
-        print(ccp.skip_message())
-        return
-    cases = limited(ccp.search_cases(args.split), args.limit)
-    first, last = ccp.SEARCH_SPLIT[args.split]
-    print(f"{sum(c.positive for c in cases)} positives, {sum(not c.positive for c in cases)} negatives "
-          f"(CCP {args.split} photos {first:04d}-{last:04d})")
-    options: dict[str, Any] = {"mirror": args.mirror}
-    if args.scales:
-        options["query_scales"] = tuple(args.scales)
-    networks: list[tuple[str, dict[str, Any]]] = []
-    if not args.no_untrained:
-        networks.append(("untrained", {"untrained": True}))
-    if head_ships():
-        networks.append(("shipped", {}))
-    networks += [(str(checkpoint), {"checkpoint": checkpoint}) for checkpoint in args.checkpoint]
-    methods: list[tuple[str, Callable[[], tuple[Method, float]]]] = [
-        (name, lambda k=k, first=i == 0: network_method(args.device, args.examples if first else None, **k, **options))
-        for i, (name, k) in enumerate(networks)]
-    if not args.no_sift:
-        methods.append(("SIFT+RANSAC", lambda: (sift_method(), 8.0)))
-    rows = {}
-    print(HEADER)
-    for name, make in methods:
-        method, threshold = make()
-        outcomes, seconds = evaluate(method, cases)
-        figures = summarise(outcomes, threshold)
-        figures.update(seconds_per_case=seconds, threshold=threshold)
-        rows[name] = figures
-        print(row(name, figures), flush=True)
+    networks: list[Path | None] = ([] if args.no_untrained else [None]) + list(args.checkpoint)
+    if args.overlays:
+        args.overlays.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, dict[str, Any]] = {}
+    for set_name, cases, title in case_sets(args.sets.split(","), args.limit):
+        print(f"\n{title}: {sum(c.positive for c in cases)} positives, {sum(not c.positive for c in cases)} negatives")
+        print(f"{'method':<30} {'top1':>6} {'hit@thr':>8} {'FPR@thr':>8} {'hit@FPR.1':>9} {'AUC':>6} {'s/case':>7} {'+verify':>8}")
+        rows: dict[str, tuple[Tally, float]] = {}
+        for checkpoint in networks:
+            name = "untrained" if checkpoint is None else str(checkpoint)[-18:]
+            heat_alone, fused, heat_threshold, fused_threshold = run_network(
+                checkpoint, args.device, cases, set_name, args.overlays)
+            rows[f"{name} heat map"] = (heat_alone, heat_threshold)
+            rows[f"{name} fused"] = (fused, fused_threshold)
+        rows["SIFT alone"] = (run_sift(cases), SIFT_THRESHOLD)
+        figures[set_name] = {}
+        for method, (tally, threshold) in rows.items():
+            result = summarise(tally.outcomes, threshold)
+            result["seconds_per_case"] = tally.seconds / max(1, len(cases))
+            result["threshold"] = threshold
+            added = ""
+            if tally.extra_seconds:
+                searched = tally.seconds - tally.extra_seconds
+                result["verify_share"] = tally.extra_seconds / searched
+                added = f"{100 * result['verify_share']:>7.1f}%"
+            figures[set_name][method] = result
+            print(f"{method:<30} {result['top1']:>6.3f} {result['hit_at_threshold']:>8.3f} "
+                  f"{result['fpr_at_threshold']:>8.3f} {result['hit_at_fpr10']:>9.3f} {result['auc']:>6.3f} "
+                  f"{result['seconds_per_case']:>7.3f} {added:>8}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
     for case in cases:
         prepared = searcher.prepare(case.query, case.query_mask)
         maps = searcher.maps(prepared, [load_rgb(case.medium)])
-        detections, _ = searcher.detect(prepared, maps.heat[0], maps.object_height[0], threshold=0.0)
+        detections = searcher.detect(prepared, maps.heat[0], maps.object_height[0], threshold=0.0)
         found.append((detections, list(case.boxes)))
     if not found:
         raise InputError("no calibration cases")

@@ -41,17 +41,26 @@ MAX_PEAKS = 256
 class Detection:
     """One instance: ``box`` = [x0, y0, x1, y1] (pixel edges, x1/y1 exclusive), ``score`` (the
     heat at its peak), ``area`` (its estimated object pixels), ``peak`` (x, y) and ``source`` of the
-    box: ``heat`` (the heat region) or ``scale`` (the matched scale)."""
+    box: ``heat`` (the heat region), ``scale`` (the matched scale) or ``verified`` (fitted by
+    geometric verification, :mod:`pipelines.fusion`)."""
 
     box: tuple[int, int, int, int]
     score: float
     area: int
     peak: tuple[int, int] = (0, 0)
     source: str = "scale"
+    # Verification (issue 13, pipelines/fusion.py): the heat at the peak (``score`` is then the
+    # fused score), whether the candidate was verified (None: not checked) and by how many inliers.
+    heat: float | None = None
+    verified: bool | None = None
+    inliers: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"box": [int(v) for v in self.box], "score": round(float(self.score), 4),
+        line = {"box": [int(v) for v in self.box], "score": round(float(self.score), 4),
                 "area": int(self.area), "peak": [int(v) for v in self.peak], "box_from": self.source}
+        if self.heat is not None:  # verification ran
+            line.update(heat=round(float(self.heat), 4), verified=self.verified, inliers=int(self.inliers))
+        return line
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -72,6 +81,13 @@ def pairwise_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
         iou = np.where(union > 0, inter / union, 0.0)
         contained = np.where(smaller > 0, inter / smaller, 0.0)
     return iou, contained
+
+
+def duplicate(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Same instance: boxes overlap by IoU >= NMS_IOU, or one mostly contains the other (the same
+    object seen at two pyramid levels gives nested boxes of different sizes)."""
+    iou, contained = pairwise_overlaps(np.asarray([a], float), np.asarray([b], float))
+    return bool(iou[0, 0] >= NMS_IOU or contained[0, 0] >= NMS_CONTAINMENT)
 
 
 def find_peaks(heat: np.ndarray, floor: float, window: int) -> tuple[np.ndarray, np.ndarray]:

@@ -40,7 +40,8 @@ from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
 from augment.imageio import InputError, atomic_write_text, read_image, save_image
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, write_row_shards
-from augment.schema import OBJECTS_FILE
+from augment.schema import MANIFEST_FILE, OBJECTS_FILE
+from augment.shards import write_manifest
 from augment.sources import crop_object
 from pipelines.segmenter import Prediction, Segmenter, overlay
 
@@ -163,7 +164,8 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     # An older run's output must not mix with this one's; extract.json, written last, marks a complete folder.
-    for stale in [*out.glob("pseudo-*.parquet"), *out.glob(".*.tmp"), out / SUMMARY_FILE, out / OBJECTS_FILE]:
+    for stale in [*out.glob("pseudo-*.parquet"), *out.glob(".*.tmp"), out / SUMMARY_FILE, out / OBJECTS_FILE,
+                  out / MANIFEST_FILE]:
         stale.unlink(missing_ok=True)
     shutil.rmtree(out / "previews", ignore_errors=True)
     names = [c.name for c in segmenter.classes]
@@ -218,6 +220,9 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
         raise InputError(f"no readable photo among the {len(images)} given ({len(summary.skipped)} skipped)")
     add_superpixels(rows, config.superpixel_max_side, workers)
     write_objects_table(rows, out / OBJECTS_FILE, segmenter.model_id)
+    if shards:  # the pseudo-labelled photos' shard list, as every shard folder has one (readers read only these)
+        write_manifest(out, {"kind": "pseudo", "shards": shards, "num_rows": sum(s["rows"] for s in shards),
+                             "run_hash": segmenter.model_id})
     summary.cutouts = len(rows)
     summary.labelled_fraction = labelled[0] / labelled[1] if labelled[1] else 0.0
     summary.seconds = time.perf_counter() - started

@@ -25,7 +25,7 @@ KEEP_LEVEL = 0.4
 
 def object_mask(heat: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
     """H x W uint8, 1 on the detected objects' pixels: per detection, its box's pixels whose heat
-    reaches ``KEEP_LEVEL`` of its score."""
+    reaches ``KEEP_LEVEL`` of its peak's heat (its score, unless verification fused the score)."""
     h, w = heat.shape
     if not detections:
         return np.zeros((h, w), np.uint8)
@@ -34,7 +34,8 @@ def object_mask(heat: np.ndarray, detections: Sequence[Detection]) -> np.ndarray
     for det in detections:
         x0, y0, x1, y1 = det.box
         region = level[y0:y1, x0:x1]
-        np.minimum(region, KEEP_LEVEL * det.score, out=region)
+        peak_heat = det.score if det.heat is None else det.heat
+        np.minimum(region, KEEP_LEVEL * peak_heat, out=region)
     return (heat >= level).astype(np.uint8)
 
 

@@ -187,15 +187,19 @@ class Searcher:
 
     ``checkpoint``: a ``synth train`` checkpoint; ``untrained``: the pretrained backbone with the
     conversion net's initial readout; neither: :func:`load_model`'s default. ``threshold`` None takes
-    the network's calibrated one. ``query_scales``: relative object sizes searched (see
-    :data:`DEFAULT_QUERY_SCALES`); ``mirror`` also searches the query mirrored.
+    the network's calibrated one (a heat level). ``query_scales``: relative object sizes searched
+    (see :data:`DEFAULT_QUERY_SCALES`); ``mirror`` also searches the query mirrored. ``verify``:
+    check candidates geometrically and fuse the evidence into the score (:mod:`pipelines.verify`,
+    :mod:`pipelines.fusion`; ``fusion`` = a fusion model JSON other than the network's own); False
+    gives the heat map's detections alone.
     """
 
     def __init__(self, checkpoint: Path | str | None = None, device: str = "auto",
                  threshold: float | None = None,
                  query_scales: Sequence[float] = DEFAULT_QUERY_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, untrained: bool = False,
-                 mirror: bool | None = None, **level_options: Any) -> None:
+                 mirror: bool | None = None, verify: bool = True, fusion: Path | str | None = None,
+                 **level_options: Any) -> None:
         tune_malloc()
         if not query_scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in query_scales):
             raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
@@ -208,6 +212,11 @@ class Searcher:
             raise InputError(f"threshold must be between 0 and 1, not {self.threshold}")
         self.network = NetworkSearch(model, resolve_device(device), query_scales, max_side, amp,
                                      mirror=bool(mirror), **level_options)
+        self.verification = None
+        if verify:
+            from pipelines.fusion import VerificationStage
+
+            self.verification = VerificationStage.create(self, checkpoint, fusion)
 
     # The network side, under the names earlier releases exposed.
     @property
@@ -228,6 +237,9 @@ class Searcher:
 
     def _autocast(self) -> Any:
         return self.network.autocast()
+
+    def working_size(self, height: int, width: int) -> tuple[int, int, float]:
+        return self.network.working_size(height, width)
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -251,8 +263,14 @@ class Searcher:
         return self.maps(self.prepare(query), media).heat
 
     def detect(self, query: PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
-               threshold: float | None = None) -> tuple[list[Detection], Detection]:
-        """(Instances above the threshold, the best peak) in one frame's maps (see :func:`detect`)."""
+               threshold: float | None = None) -> list[Detection]:
+        """The heat map's instances above the threshold in one frame's maps (no verification)."""
+        return self.peaks(query, heat, object_height, threshold)[0]
+
+    def peaks(self, query: PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
+              threshold: float | None = None) -> tuple[list[Detection], Detection]:
+        """(The heat map's instances above the threshold, its best peak whatever its score) in one
+        frame's maps (see :func:`pipelines.detections.detect`)."""
         qh, qw = query.size
         levels = self.network.levels(query, *heat.shape)
         smallest = min(min(l.query_size[0] / l.zoom, l.query_size[1] / l.zoom) for l in levels)
@@ -271,7 +289,10 @@ class Searcher:
         maps = self.maps(prepared, media)
         results = []
         for i, (heat, size) in enumerate(zip(maps.heat, maps.object_height)):
-            detections, best = self.detect(prepared, heat, size)
+            if self.verification is None:
+                detections, best = self.peaks(prepared, heat, size)
+            else:  # candidates checked geometrically, scores fused (issue 13)
+                detections, best = self.verification.results(prepared, media[i], heat, size, maps.features, i)
             results.append(Result(
                 heatmap=heat, detections=detections, threshold=self.threshold, best=best,
                 image=media[i] if keep_images else None, source=sources[i] if sources else None,

@@ -308,6 +308,10 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(4, "--batch", help="Video frames per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
         scales: str = typer.Option("0.5,1,2", "--scales", help="Object sizes searched, relative to the query's."),
+        no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
+                                       "of candidates, no fused score (issue 13)."),
+        fusion: Optional[Path] = typer.Option(None, "--fusion", help="Fusion model JSON (default: the model's "
+                                              "own: CKPT.fusion.json, or the untrained network's)."),
     ) -> None:
         """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
         from augment.outputs import check_output_folder
@@ -332,7 +336,8 @@ def register(app: typer.Typer) -> None:
                 jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media))]
                 load_query(query, query_mask)  # a bad query fails here, before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
-                                query_scales=parse_scales(scales), untrained=untrained)
+                                query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,
+                                fusion=fusion)
             return searcher, jobs
 
         searcher, jobs = run_guarded(prepare)

@@ -164,6 +164,10 @@ class SearchMaps:
 
     heat: np.ndarray
     object_height: np.ndarray
+    # The media's raw stride-8 backbone features at the working size (N x C x h x w), reused by
+    # verification with the network's own features (pipelines/verify.py); None where no level
+    # searched the medium unzoomed and whole.
+    features: np.ndarray | None = None
 
 
 @dataclass
@@ -277,10 +281,14 @@ class NetworkSearch:
         cosines: list[torch.Tensor] = []  # per (level, pair): N x 1 x grid cosine
         heights: list[float] = []  # the object height (original pixels) each one stands for
         pair_scales = [q / m for q, m in self.model.cfg.scale_pairs]
+        features = None
         with torch.inference_mode(), self.autocast():
             batch = to_tensor(frames, self.device, self.channels_last)
             for zoom, levels in by_zoom.items():
-                for probs, corr, level in self._zoom(query, batch, zoom, levels, grid):
+                found, skip = self._zoom(query, batch, zoom, levels, grid)
+                if skip is not None and zoom == 1.0:
+                    features = skip.float().contiguous().cpu().numpy()
+                for probs, corr, level in found:
                     heat = probs if heat is None else torch.maximum(heat, probs)
                     cosines.extend(corr.split(1, dim=1))
                     heights.extend(level.query_size[0] / level.zoom / factor * rel for rel in pair_scales)
@@ -289,18 +297,19 @@ class NetworkSearch:
             if (height, width) != (work_h, work_w):
                 heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
             size = F.interpolate(size, size=(height, width), mode="nearest")
-        return SearchMaps(heat[:, 0].clamp(0, 1).cpu().numpy(), size[:, 0].cpu().numpy())
+        return SearchMaps(heat[:, 0].clamp(0, 1).cpu().numpy(), size[:, 0].cpu().numpy(), features)
 
     def _zoom(self, query: PreparedQuery, batch: torch.Tensor, zoom: float, levels: list[Level],
-              grid: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor, Level]]:
+              grid: tuple[int, int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor, Level]], torch.Tensor | None]:
         """Per level of one zoom: (probabilities N x 1 x work size, per-pair cosines N x P x grid),
-        the medium encoded once (per tile where the zoomed medium is too large)."""
+        the medium encoded once (per tile where the zoomed medium is too large); and the medium's
+        raw stride-8 features where it was encoded whole (None when tiled)."""
         n, _, work_h, work_w = batch.shape
         overlap = math.ceil(max(max(l.query_size) for l in levels) / zoom) + 32
         windows = tiles(work_h, work_w, zoom, overlap=overlap, max_pixels=self.max_tile_pixels)
         if len(windows) == 1:
-            found = self._window(query, batch, zoom, levels, (work_h, work_w), grid)
-            return [(p, c, level) for (p, c), level in zip(found, levels)]
+            found, skip = self._window(query, batch, zoom, levels, (work_h, work_w), grid)
+            return [(p, c, level) for (p, c), level in zip(found, levels)], skip
         pairs = len(self.model.cfg.scale_pairs)
         probs = [batch.new_zeros((n, 1, work_h, work_w), dtype=torch.float32) for _ in levels]
         corr = [batch.new_zeros((n, pairs, *grid), dtype=torch.float32) for _ in levels]
@@ -308,8 +317,8 @@ class NetworkSearch:
         cols = sorted({(x0, x1) for _, _, x0, x1 in windows})
         for y0, y1, x0, x1 in windows:
             h, w = y1 - y0, x1 - x0
-            found = self._window(query, batch[:, :, y0:y1, x0:x1], zoom, levels, (h, w),
-                                 (-(-h // GRID_STRIDE), -(-w // GRID_STRIDE)))
+            found, _ = self._window(query, batch[:, :, y0:y1, x0:x1], zoom, levels, (h, w),
+                                    (-(-h // GRID_STRIDE), -(-w // GRID_STRIDE)))
             oy0, oy1 = _owned(y0, y1, work_h, rows)
             ox0, ox1 = _owned(x0, x1, work_w, cols)
             gy0, gy1 = oy0 // GRID_STRIDE, -(-oy1 // GRID_STRIDE)
@@ -318,11 +327,12 @@ class NetworkSearch:
                 probs[k][:, :, oy0:oy1, ox0:ox1] = p[:, :, oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0]
                 corr[k][:, :, gy0:gy1, gx0:gx1] = c[:, :, gy0 - y0 // GRID_STRIDE:gy1 - y0 // GRID_STRIDE,
                                                     gx0 - x0 // GRID_STRIDE:gx1 - x0 // GRID_STRIDE]
-        return list(zip(probs, corr, levels))
+        return list(zip(probs, corr, levels)), None
 
     def _window(self, query: PreparedQuery, batch: torch.Tensor, zoom: float, levels: list[Level],
-                size: tuple[int, int], grid: tuple[int, int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Search one (window of the) working medium at one zoom, for each of its levels."""
+                size: tuple[int, int], grid: tuple[int, int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Search one (window of the) working medium at one zoom, for each of its levels; also
+        the window's raw stride-8 features."""
         medium = batch
         if zoom != 1.0:
             zoomed = (max(8, round(size[0] * zoom)), max(8, round(size[1] * zoom)))
@@ -345,7 +355,7 @@ class NetworkSearch:
             if corr.shape[-2:] != grid:
                 corr = F.interpolate(corr, size=grid, mode="bilinear", align_corners=False)
             found.append((probs, corr))
-        return found
+        return found, encoded.skip
 
     def _object_height(self, cosines: torch.Tensor, heights: list[float]) -> torch.Tensor:
         """Per grid cell, the object height (pixels) of the best-matching scale, N x 1 x grid.

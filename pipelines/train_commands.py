@@ -38,6 +38,18 @@ def _metrics_table(title: str, metrics: dict[str, float]) -> Table:
     return table
 
 
+def _check_shards(task: str, folder: str | Path) -> None:
+    """The shards a task reads from ``folder`` are listed and readable: one line naming the problem otherwise.
+    Query search needs composites with their cutouts table; segmentation reads any shard folder."""
+    from augment.shards import find_shards
+    from train.data import list_shards
+
+    if task == "segment":
+        find_shards([Path(folder)])
+    else:
+        list_shards(folder)
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
     from pipelines.cli import TRAIN_RESUME_HINT, check_at_least, run_guarded  # here: pipelines.cli imports this module
@@ -61,9 +73,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the query search network or a segmenter (--task segment); `torchrun --nproc_per_node=N` for DDP."""
         from augment.outputs import check_output_folder
-        from augment.shards import find_shards
         from train.checkpoint import CHECKPOINT_FILE
-        from train.data import list_shards
         from train.loop import train as train_run
 
         check_at_least(steps, 0, "--steps")
@@ -72,10 +82,8 @@ def register(app: typer.Typer) -> None:
             check_output_folder(out)
             run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device,
                                  task=task)
-            # Unreadable shards: one line before the model loads.
-            check = (lambda f: find_shards([f])) if run_config.task == "segment" else list_shards
-            for folder in [*shards, eval_shards] if eval_shards else shards:
-                check(folder)
+            for folder in [*shards, eval_shards] if eval_shards else shards:  # unreadable: one line before the model loads
+                _check_shards(run_config.task, folder)
             result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
             if result.checkpoint is not None:
                 _console.print(_metrics_table(f"step {result.step}: last training window", result.metrics))
@@ -101,7 +109,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
         from augment.outputs import check_output_file
-        from train.data import list_shards
         from train.evaluate import evaluate_shards, load_trained, write_report
 
         check_at_least(batches, 1, "--batches")
@@ -110,12 +117,12 @@ def register(app: typer.Typer) -> None:
         def run() -> None:
             if out is not None:
                 check_output_file(out)
-            list_shards(shards)
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
             if split not in ("eval", "train", "all"):
                 raise InputError(f"--split must be eval, train or all, not {split!r}")
             model, run_config = load_trained(checkpoint, _config(config) if untrained else None)
+            _check_shards(run_config.task, shards)
             report = evaluate_shards(model, run_config, shards, split=split, batches=batches,
                                      batch_size=batch_size, device=device)
             report["checkpoint"] = str(checkpoint) if checkpoint else "untrained"

@@ -127,13 +127,15 @@ def test_best_is_on_every_line_also_without_detections(tmp_path: Path):
     scene = cv2.resize(data.coffee(), (160, 120), interpolation=cv2.INTER_AREA)
     save_image(tmp_path / "scene.jpg", scene, quality=95)
     save_image(tmp_path / "query.png", cv2.resize(data.astronaut()[30:190, 150:310], (48, 48)))
-    out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["search", str(tmp_path / "query.png"), str(tmp_path / "scene.jpg"),
-                                      "--out", str(out), "--device", "cpu", "--untrained", "--threshold", "0.99"])
-    assert result.exit_code == 0, result.output
-    (line,) = [json.loads(l) for l in (out / "detections.jsonl").read_text().splitlines()]
-    assert line["detections"] == [] and line["threshold"] == 0.99
-    assert line["best"]["score"] < 0.99 and len(line["best"]["box"]) == 4
+    for flags in (["--no-verify"], []):  # the heat map alone, and verified and fused (the default)
+        out = tmp_path / ("plain" if flags else "fused")
+        result = CliRunner().invoke(app, ["search", str(tmp_path / "query.png"), str(tmp_path / "scene.jpg"),
+                                          "--out", str(out), "--device", "cpu", "--untrained", "--threshold", "0.99",
+                                          *flags])
+        assert result.exit_code == 0, result.output
+        (line,) = [json.loads(l) for l in (out / "detections.jsonl").read_text().splitlines()]
+        assert line["detections"] == [] and line["threshold"] == 0.99 and len(line["best"]["box"]) == 4
+        assert (line["best"]["score"] if flags else line["best"]["heat"]) < 0.99
 
 
 def test_still_images_of_one_size_are_searched_as_a_batch(tmp_path: Path):

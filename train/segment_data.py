@@ -24,11 +24,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from augment.imageio import InputError, decode_image, resize_image
-from augment.shards import find_shards
+from augment.shards import find_shards, open_shard
+from augment.storage import Place, as_place
 from train.data import PairConfig, ShardPairs
 from train.segment_config import IGNORE_INDEX, PHOTO_KINDS, SegmentConfig
 
@@ -44,7 +44,7 @@ def rows_by_kind(shards: list[Path]) -> dict[str, int]:
     """Rows of each kind of shard (see :func:`shard_kind`)."""
     rows: dict[str, int] = {}
     for path in shards:
-        rows[shard_kind(path)] = rows.get(shard_kind(path), 0) + pq.read_metadata(path).num_rows
+        rows[shard_kind(path)] = rows.get(shard_kind(path), 0) + open_shard(path).metadata.num_rows
     return rows
 
 
@@ -148,7 +148,7 @@ class SegmentShards(ShardPairs):
 
     def __init__(self, folders: list[Path] | Path, config: SegmentConfig, split: str = "train", seed: int = 0,
                  rank: int = 0, world_size: int = 1, shuffle_buffer: int = 64) -> None:
-        self.folders = [Path(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
+        self.folders = [as_place(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
         if not self.folders:
             raise InputError("no shard folders given")
         self.segment = config
@@ -162,13 +162,8 @@ class SegmentShards(ShardPairs):
             self.units = [unit for unit in self.units for _ in range(repeats[shard_kind(unit[0])])]
             logger.info("segmentation rows per kind %s, row groups listed %s times per epoch", self.rows_by_kind, repeats)
 
-    def _find_shards(self) -> list[Path]:
-        shards: list[Path] = []
-        for folder in self.folders:
-            if not folder.is_dir():
-                raise InputError(f"{folder}: no such shard folder")
-            shards.extend(find_shards(folder))
-        return shards
+    def _find_shards(self) -> list[Place]:
+        return find_shards(self.folders)
 
     def _cutouts(self) -> _NoCutouts:  # type: ignore[override]
         return _NoCutouts()

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import IterableDataset
 
 from augment.imageio import InputError
+from augment.storage import Place, as_place
 from train.config import TrainConfig
 
 Metrics = dict[str, tuple[torch.Tensor, torch.Tensor]]  # name -> (sum, count), summed over batches
@@ -42,13 +43,13 @@ class Task(Protocol):
     # over per-class IoUs); the loop shows them first.
 
 
-def single_folder(shards: Path | list[Path], task: str) -> Path:
-    """The one shard folder of a task that reads one."""
+def single_folder(shards: Place | list[Place], task: str) -> Place:
+    """The one shard folder (or object-store prefix) of a task that reads one."""
     if isinstance(shards, (list, tuple)):
         if len(shards) != 1:
             raise InputError(f"task {task} trains on one shard folder, not {len(shards)}")
-        return Path(shards[0])
-    return Path(shards)
+        return as_place(shards[0])
+    return as_place(shards)
 
 
 def adamw_groups(model: nn.Module, config: TrainConfig,
