@@ -18,7 +18,6 @@ from frame 1 by its box; every later frame is searched whole, with no motion pri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 
 import ccp
+from rendition import RenditionCase as SmallCase  # the same fields: query (RGBA or RGB), scene, box, name
 from augment.catalogue import CatalogueConfig, CatalogueTransform
 from augment.config import SourceConfig
 from augment.imageio import read_image
@@ -42,22 +42,6 @@ PLAIN = CatalogueConfig(mirror_probability=0.0, scale=(1.0, 1.0), rotation=0.0, 
                         brightness=(1.0, 1.0), saturation=(1.0, 1.0), min_side=4)
 RECOLOURED = CatalogueConfig(mirror_probability=1.0, scale=(1.0, 1.0), rotation=0.0, hue_shift=12.0,
                              brightness=(0.85, 1.15), saturation=(0.85, 1.15), min_side=4)
-
-
-@dataclass
-class SmallCase:
-    query: np.ndarray  # RGBA (alpha = the object) or RGB
-    scene: np.ndarray  # RGB
-    box: tuple[int, int, int, int] | None  # the truth, None for a negative
-    name: str
-
-    @property
-    def positive(self) -> bool:
-        return self.box is not None
-
-    @property
-    def boxes(self) -> list[tuple[int, int, int, int]]:
-        return [] if self.box is None else [self.box]
 
 
 def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -23,12 +23,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, resize_image
 from augment.photo_pairs import CasePlan, PhotoIndex, PhotoPairConfig, PhotoPairSampler
-from train.data import PairConfig, render_query
+from train.data import PairConfig, ResumableStream, render_query
 from train.feature_cache import PhotoFeatureCache
 
 logger = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class PhotoMediaConfig:
                                query_categories=tuple(self.query_categories))
 
 
-class PhotoPairs(IterableDataset):
+class PhotoPairs(ResumableStream):
     """(query, query_mask, medium, target) pairs from labelled photos; the samples have the fields
     and conventions of :class:`train.data.ShardPairs` (uint8 tensors, ``positive``, ``label``, and
     the bookkeeping ``worker``, ``position``, ``corrupt``, ``unit``, ``row``)."""
@@ -70,9 +69,7 @@ class PhotoPairs(IterableDataset):
     def __init__(self, config: PhotoMediaConfig, pairs: PairConfig, seed: int = 0, rank: int = 0,
                  world_size: int = 1, index: PhotoIndex | None = None,
                  backbone: tuple[str, int] = ("efficientnet_lite0", 16)) -> None:
-        super().__init__()
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        super().__init__(rank, world_size)
         if config.epoch_size < 1:
             raise InputError("photo_epoch_size must be at least 1")
         self.config, self.pairs = config, pairs
@@ -80,36 +77,15 @@ class PhotoPairs(IterableDataset):
         self.split = "train"
         self.index = index or PhotoIndex.from_sources([Path(s) for s in config.sources], config.source_config())
         self.sampler = PhotoPairSampler(self.index, config.pair_config(pairs.negative_fraction))
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
-        self._skip: dict[int, int] = {}
-        self._skip_epoch = -1
-        self._first_worker = 0
+        self.seed = seed
         self.units = list(range(config.epoch_size))  # one unit per sample (the loop checks there are enough)
         self.cache: PhotoFeatureCache | None = None
         if config.cache_features:
             # Built before the loader forks, so workers share it copy-on-write.
             self.cache = PhotoFeatureCache(self.index, config.medium_hw[0], backbone[0], backbone[1])
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def resume(self, epoch: int, positions: dict[int, int], first_worker: int = 0) -> None:
-        """Continue ``epoch`` after sample ``positions[w]`` of each worker ``w``'s stream (see
-        :meth:`train.data.ShardPairs.resume`)."""
-        self.epoch = epoch
-        self._skip_epoch = epoch
-        self._skip = {int(k): int(v) for k, v in positions.items()}
-        self._first_worker = first_worker
-
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        resuming = self.epoch == self._skip_epoch
-        if resuming:
-            worker = (worker + self._first_worker) % workers
-        slot, slots = self.rank * workers + worker, self.world_size * workers
-        skip = self._skip.get(worker, -1) if resuming else -1
+        worker, slot, slots, skip = self._worker_slot()
         corrupt = 0
         for position, k in enumerate(range(slot, self.config.epoch_size, slots)):
             if position <= skip:
