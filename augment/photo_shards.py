@@ -31,8 +31,8 @@ from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, resize_image
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.sources import (Skip, coco_annotation_mask, coco_images, detect_format, label_map_files, limited,
-                             load_coco_index, loaded_pairs, mask_pair_files)
+from augment.sources import (Skip, coco_annotation_mask, coco_images, detect_format, load_coco_index, loaded_pairs,
+                             photo_mask_pairs)
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,10 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
     """The labelled photos of a source, in a deterministic order; unusable ones as :class:`Skip`."""
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
-    if fmt == "label_map":
-        names, label_files, photos, skips = label_map_files(source)
-        pairs = [(photos.get(label.stem), label) for label in limited(label_files, config)]
-    elif fmt == "mask_pairs":
-        names, pairs, skips = mask_pair_files(source)
-        pairs = limited(pairs, config)
-    elif fmt == "coco":
+    if fmt == "coco":
         yield from _coco_photos(source, config)
         return
-    else:
-        raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
+    names, pairs, skips = photo_mask_pairs(source, fmt, config)
     yield from skips
     for loaded in loaded_pairs(pairs, "empty mask"):
         if isinstance(loaded, Skip):

@@ -360,15 +360,25 @@ def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width:
         yield category, mask > 0
 
 
-def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+def _coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
+    """(path, RGB image, its (category, mask) objects and Skips) per annotated image, or a Skip."""
     coco = load_coco_index(source)
     for item in coco_images(coco, config):
         if isinstance(item, Skip):
             yield item
             continue
         image_id, path, image = item
-        for found in coco_objects(coco, image_id, path, *image.shape[:2], config):
-            yield found if isinstance(found, Skip) else crop_object(image, found[1], found[0], path, config)
+        yield path, image, list(coco_objects(coco, image_id, path, *image.shape[:2], config))
+
+
+def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    for item in _coco_photos(source, config):
+        if isinstance(item, Skip):
+            yield item
+            continue
+        path, image, found = item
+        for one in found:
+            yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
 
 
 # ---------------------------------------------------------------- label maps
@@ -456,6 +466,19 @@ def _limited_rows(rows: list[dict], config: SourceConfig) -> list[dict]:
     return [rows[index] for _, index in keyed]
 
 
+def photo_mask_pairs(source: Path, fmt: str, config: SourceConfig
+                     ) -> tuple[dict[int, str], list[tuple[Path | None, Path | None]], list[Skip]]:
+    """Value names, the (photo, mask) pairs ``config`` picks and the non-image files, of a source whose
+    masks are whole-photo maps (``label_map`` or ``mask_pairs``); other formats have no such pairs."""
+    if fmt == "label_map":
+        names, label_files, photos, skips = label_map_files(source)
+        return names, [(photos.get(p.stem), p) for p in limited(label_files, config)], skips
+    if fmt == "mask_pairs":
+        names, pairs, skips = mask_pair_files(source)
+        return names, limited(pairs, config), skips
+    raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
+
+
 # ---------------------------------------------------------------- whole labelled photos
 @dataclass
 class LabelledPhoto:
@@ -477,23 +500,14 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
     if fmt == "coco":
-        coco = load_coco_index(source)
-        for item in coco_images(coco, config):
+        for item in _coco_photos(source, config):
             if isinstance(item, Skip):
                 yield item
                 continue
-            image_id, path, image = item
-            found = [o for o in coco_objects(coco, image_id, path, *image.shape[:2], config) if not isinstance(o, Skip)]
-            yield LabelledPhoto(path, image, [(c, m) for c, m in found if m.sum() >= config.min_area])
+            path, image, found = item
+            yield LabelledPhoto(path, image, [o for o in found if not isinstance(o, Skip) and o[1].sum() >= config.min_area])
         return
-    if fmt == "label_map":
-        names, label_files, photos, _ = label_map_files(source)
-        pairs = [(photos.get(p.stem), p) for p in limited(label_files, config)]
-    elif fmt == "mask_pairs":
-        names, all_pairs, _ = mask_pair_files(source)
-        pairs = limited(all_pairs, config)
-    else:
-        raise InputError(f"{source}: {fmt} sources have no whole photos; real media need label maps, mask pairs or COCO")
+    names, pairs, _ = photo_mask_pairs(source, fmt, config)
     for loaded in loaded_pairs(pairs, "empty mask"):
         if isinstance(loaded, Skip):
             yield loaded

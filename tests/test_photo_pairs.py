@@ -52,7 +52,7 @@ def test_labelled_photos_from_every_format_with_masks(tmp_path, make):
 
 
 def test_rgba_cutouts_are_not_photos(tmp_path):
-    with pytest.raises(InputError, match="no whole photos"):
+    with pytest.raises(InputError, match="hold cutouts, not labelled photos"):
         list(read_labelled_photos(make_rgba_source(tmp_path / "rgba"), SourceConfig()))
 
 
