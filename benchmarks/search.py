@@ -139,7 +139,7 @@ def peak_costs(repeats: int) -> tuple[float, float]:
 def speed(args: argparse.Namespace) -> None:
     tune_malloc()
     searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales,
-                        untrained=args.untrained)
+                        untrained=args.untrained, verify=not args.no_verify)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
     query = searcher.prepare(rng.integers(0, 256, (args.query_size, args.query_size, 3),
@@ -159,7 +159,8 @@ def speed(args: argparse.Namespace) -> None:
     t_backbone = best_time(backbone, args.repeats, device)
     t_search = best_time(search, args.repeats, device)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 640x480, "
-          f"query {args.query_size}px, query scales {searcher.query_scales}")
+          f"query {args.query_size}px, query scales {searcher.query_scales}, "
+          f"verification {'off' if searcher.verification is None else 'on'}")
     print(f"backbone forward alone: {t_backbone / args.batch * 1000:.1f} ms/frame "
           f"({args.batch / t_backbone:.1f} frames/s)")
     print(f"whole search:           {t_search / args.batch * 1000:.1f} ms/frame "
@@ -176,6 +177,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--untrained", action="store_true", help="The untrained network (default: as synth search).")
+    parser.add_argument("--no-verify", action="store_true", help="Speed of the heat map alone (no verification).")
     parser.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_QUERY_SCALES))
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
