@@ -155,6 +155,24 @@ class PhotoCase:
         return [(int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)]
 
 
+@dataclass
+class CasePlan:
+    """The choices that make a case: the query's photo and object, the scene's photos left to right
+    (``position`` = where the query's photo is among them, -1 for a negative) and the catalogue
+    transform's parameters."""
+
+    photo: int
+    obj: int
+    category: str
+    tiles: list[int]
+    position: int
+    catalogue: dict[str, Any]
+
+    @property
+    def positive(self) -> bool:
+        return self.position >= 0
+
+
 class PhotoPairSampler:
     """Draws :class:`PhotoCase` s from a :class:`PhotoIndex`; a case is a function of its seed."""
 
@@ -170,29 +188,39 @@ class PhotoPairSampler:
                                 if self.config.query_categories else ""))
 
     def sample(self, rng: np.random.Generator, positive: bool | None = None) -> PhotoCase:
+        return self.render(self.plan(rng, positive))
+
+    def plan(self, rng: np.random.Generator, positive: bool | None = None) -> "CasePlan":
+        """What a case is made of (photos, object, catalogue parameters), without any pixels."""
         c = self.config
         if positive is None:
             positive = bool(rng.random() >= c.negative_fraction)
         photo, obj = self.queries[int(rng.integers(len(self.queries)))]
-        record = self.index.records[photo]
-        category = record.categories[obj]
+        category = self.index.records[photo].categories[obj]
         count = int(rng.integers(c.photos_per_scene[0], c.photos_per_scene[1] + 1))
-        others = self._other_photos(rng, photo, category, count - 1 if positive else count, hard=not positive)
-        tiles = others.copy()
+        tiles = self._other_photos(rng, photo, category, count - 1 if positive else count, hard=not positive)
         position = int(rng.integers(0, len(tiles) + 1)) if positive else -1
         if positive:
             tiles.insert(position, photo)
-        image = self.index.image(photo)
-        mask = record.mask(obj)
-        params = self.catalogue.sample(rng)
-        query = self.catalogue.apply(image, mask, params)
-        scene, placements = tile_photos([image if p == photo else self.index.image(p) for p in tiles], c.scene_height)
-        target = (place_mask(mask, placements[position], scene.shape[:2]) if positive
+        return CasePlan(photo, obj, category, tiles, position, self.catalogue.sample(rng))
+
+    def query_shot(self, plan: "CasePlan", image: np.ndarray | None = None) -> np.ndarray:
+        """The plan's catalogue shot (RGBA) of its object."""
+        image = self.index.image(plan.photo) if image is None else image
+        return self.catalogue.apply(image, self.index.records[plan.photo].mask(plan.obj), plan.catalogue)
+
+    def render(self, plan: "CasePlan") -> PhotoCase:
+        record = self.index.records[plan.photo]
+        image = self.index.image(plan.photo)
+        query = self.query_shot(plan, image)
+        scene, placements = tile_photos([image if p == plan.photo else self.index.image(p) for p in plan.tiles],
+                                        self.config.scene_height)
+        target = (place_mask(record.mask(plan.obj), placements[plan.position], scene.shape[:2]) if plan.positive
                   else np.zeros(scene.shape[:2], bool))
-        return PhotoCase(query, scene, target, category, {
-            "query_photo": str(record.path), "query_object": obj, "category": category,
-            "scene_photos": [str(self.index.records[p].path) for p in tiles],
-            "positive": positive, "catalogue": params})
+        return PhotoCase(query, scene, target, plan.category, {
+            "query_photo": str(record.path), "query_object": plan.obj, "category": plan.category,
+            "scene_photos": [str(self.index.records[p].path) for p in plan.tiles],
+            "positive": plan.positive, "catalogue": plan.catalogue})
 
     def _other_photos(self, rng: np.random.Generator, photo: int, category: str, count: int,
                       hard: bool) -> list[int]:

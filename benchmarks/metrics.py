@@ -7,7 +7,10 @@ Every method gives, per case, its best box and a score (no threshold). From thos
   the method's own threshold; negatives whose best score reaches it (a false alarm);
 - ``hit_at_fpr10``: the same at the threshold that lets at most 10% of negatives through;
 - ``auc``: ROC AUC of the score, correct positives against negatives (a positive whose best box
-  is wrong counts as scoring below every negative).
+  is wrong counts as scoring below every negative);
+- ``precision20`` and ``success_auc`` (OTB's measures of the best box over positives): the share
+  whose centre is within 20 px of the truth's, and the mean over IoU thresholds 0, 0.05 ... 1 of
+  the share whose IoU exceeds the threshold.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ class Outcome:
     positive: bool
     correct: bool  # positives: best box IoU >= 0.5 (negatives: False)
     score: float  # best score; -inf when the method found nothing
+    iou: float = 0.0  # positives: the best box's IoU with the truth
+    centre_error: float = float("inf")  # positives: px between the best box's centre and the truth's
 
 
 def box_iou(a: Sequence[float] | None, b: Sequence[float] | None) -> float:
@@ -35,6 +40,17 @@ def box_iou(a: Sequence[float] | None, b: Sequence[float] | None) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def outcome(positive: bool, box: Sequence[float] | None, score: float, truth: Sequence[float] | None) -> Outcome:
+    """A method's answer (best box and score, ``box`` None = nothing found) against the truth."""
+    if box is None:
+        return Outcome(positive, False, -np.inf)
+    if not positive or truth is None:
+        return Outcome(positive, False, score)
+    iou = box_iou(box, truth)
+    error = float(np.hypot((box[0] + box[2] - truth[0] - truth[2]) / 2, (box[1] + box[3] - truth[1] - truth[3]) / 2))
+    return Outcome(True, iou >= 0.5, score, iou, error)
 
 
 def threshold_at_fpr(outcomes: Sequence[Outcome], fpr: float) -> float:
@@ -66,6 +82,9 @@ def summarise(outcomes: Sequence[Outcome], threshold: float | None = None) -> di
     cut = threshold_at_fpr(outcomes, 0.10)
     figures["hit_at_fpr10"] = float(np.mean([o.correct and o.score >= cut for o in positives])) if positives else float("nan")
     figures["auc"] = auc(outcomes)
+    if positives:
+        figures["precision20"] = float(np.mean([o.centre_error <= 20 for o in positives]))
+        figures["success_auc"] = float(np.mean([[o.iou > t for o in positives] for t in np.linspace(0, 1, 21)]))
     if threshold is not None:
         figures["hit_at_threshold"] = float(np.mean([o.correct and o.score >= threshold for o in positives])) if positives else float("nan")
         figures["fpr_at_threshold"] = float(np.mean([o.score >= threshold for o in negatives])) if negatives else float("nan")

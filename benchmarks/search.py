@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timing import best_time  # noqa: E402
 from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  # noqa: E402
-                              calibrate_threshold)
+                              calibrate_threshold, detect)
 from augment.system import tune_malloc  # noqa: E402
 
 
@@ -103,7 +103,8 @@ def generated_cases(count: int, seed: int = 0, size: tuple[int, int] = (240, 320
 
 
 def calibrate(args: argparse.Namespace) -> None:
-    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales)
+    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales,
+                        untrained=args.untrained)
     cases = generated_cases(args.cases, seed=args.seed)
     start = time.perf_counter()
     result = calibrate_threshold(searcher, cases)
@@ -116,9 +117,29 @@ def calibrate(args: argparse.Namespace) -> None:
           f"(precision {result.precision:.3f}, recall {result.recall:.3f})")
 
 
+def peak_costs(repeats: int) -> tuple[float, float]:
+    """Seconds to turn a 640x480 frame's maps into detections with 1 and with 150 peaks."""
+    yy, xx = np.mgrid[:480, :640]
+    heights = np.full((480, 640), 24.0, np.float32)
+
+    def frame(centres: list[tuple[int, int]]) -> np.ndarray:
+        heat = np.zeros((480, 640), np.float32)
+        for x, y in centres:
+            heat = np.maximum(heat, 0.9 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 72.0)).astype(np.float32)
+        return heat
+
+    one = frame([(320, 240)])
+    many = frame([(20 + 42 * (k % 15), 24 + 46 * (k // 15)) for k in range(150)])
+    times = []
+    for heat in (one, many):
+        times.append(best_time(lambda h=heat: detect(h, heights, 1.0, 0.5, 16), repeats, torch.device("cpu")))
+    return times[0], times[1]
+
+
 def speed(args: argparse.Namespace) -> None:
     tune_malloc()
-    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales)
+    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales,
+                        untrained=args.untrained, verify=not args.no_verify)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
     query = searcher.prepare(rng.integers(0, 256, (args.query_size, args.query_size, 3),
@@ -138,12 +159,16 @@ def speed(args: argparse.Namespace) -> None:
     t_backbone = best_time(backbone, args.repeats, device)
     t_search = best_time(search, args.repeats, device)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 640x480, "
-          f"query {args.query_size}px, query scales {searcher.query_scales}")
+          f"query {args.query_size}px, query scales {searcher.query_scales}, "
+          f"verification {'off' if searcher.verification is None else 'on'}")
     print(f"backbone forward alone: {t_backbone / args.batch * 1000:.1f} ms/frame "
           f"({args.batch / t_backbone:.1f} frames/s)")
     print(f"whole search:           {t_search / args.batch * 1000:.1f} ms/frame "
           f"({args.batch / t_search:.1f} frames/s)")
     print(f"ratio search / backbone: {t_search / t_backbone:.2f}x (target <= 1.5x)")
+    one, many = peak_costs(args.repeats)
+    print(f"maps -> detections, 640x480: 1 peak {one * 1000:.1f} ms, 150 peaks {many * 1000:.1f} ms "
+          f"({many / one:.2f}x)")
 
 
 def main() -> None:
@@ -151,6 +176,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--untrained", action="store_true", help="The untrained network (default: as synth search).")
+    parser.add_argument("--no-verify", action="store_true", help="Speed of the heat map alone (no verification).")
     parser.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_QUERY_SCALES))
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)

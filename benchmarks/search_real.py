@@ -74,7 +74,7 @@ def run_network(checkpoint: Path | None, device: str, cases: list[Any], set_name
     from pipelines.search import Searcher
     from pipelines.verify import NOT_VERIFIED, draw_matches
 
-    searcher = Searcher(checkpoint=checkpoint, device=device)
+    searcher = Searcher(checkpoint=checkpoint, device=device, untrained=checkpoint is None)
     stage = searcher.verification
     assert stage is not None
     heat_alone, fused = Tally(), Tally()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -271,10 +271,23 @@ class VerificationStage:
         """Fused detections above the fused threshold: the heat ``threshold`` (default the
         searcher's) carried through the model, so unverified candidates pass exactly when their
         heat does."""
+        return self.results(query, medium, heat, object_height, features, index, threshold)[0]
+
+    def results(self, query: Any, medium: np.ndarray, heat: np.ndarray, object_height: np.ndarray,
+                features: np.ndarray | None = None, index: int = 0,
+                threshold: float | None = None) -> tuple[list[Any], Any]:
+        """(:meth:`detections`, the best candidate whatever its score): the top fused candidate,
+        or the heat map's top peak (unverified, its heat carried through the model) where no
+        candidate reached the verification floor."""
         threshold = self.searcher.threshold if threshold is None else threshold
         cut = self.model.heat_score(threshold)
-        return [d for d in self.fused(query, medium, heat, object_height, threshold, features, index)
-                if d.score >= cut]
+        fused = self.fused(query, medium, heat, object_height, threshold, features, index)
+        if fused:
+            best = fused[0]
+        else:
+            top = self.searcher.peaks(query, heat, object_height, threshold)[1]
+            best = replace(top, score=self.model.heat_score(top.score), heat=top.score)
+        return [d for d in fused if d.score >= cut], best
 
 
 def searcher_verifier(searcher: Any, config: Any = None) -> Any:
@@ -292,22 +305,22 @@ def fuse(found: Sequence[Any], checks: Sequence[Verification | None], model: Fus
          fill: float) -> list[Any]:
     """Fused :class:`~pipelines.search.Detection` s: score from heat and evidence, the fitted box
     where verified, then non-maximum suppression (highest score first)."""
-    from pipelines.search import Detection, _duplicate
+    from pipelines.detections import duplicate
 
     scored = []
     for det, check in zip(found, checks):
         if check is not None and check.verified and check.box is not None:
-            box = check.box
-            score = model.score(det.score, check)
+            box = tuple(int(v) for v in check.box)
             area = max(1, round((box[2] - box[0]) * (box[3] - box[1]) * fill))
-            scored.append(Detection(box, score, area, det.score, True, check.inliers))
+            scored.append(replace(det, box=box, score=model.score(det.score, check), area=area, source="verified",
+                                  heat=det.score, verified=True, inliers=check.inliers))
         else:
-            scored.append(Detection(det.box, model.heat_score(det.score), det.area, det.score,
-                                    False if check is not None else None,
-                                    check.inliers if check is not None else 0))
+            scored.append(replace(det, score=model.heat_score(det.score), heat=det.score,
+                                  verified=False if check is not None else None,
+                                  inliers=check.inliers if check is not None else 0))
     scored.sort(key=lambda d: -d.score)
     kept: list[Any] = []
     for det in scored:
-        if not any(_duplicate(det.box, k.box) for k in kept):
+        if not any(duplicate(det.box, k.box) for k in kept):
             kept.append(det)
     return kept

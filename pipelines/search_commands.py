@@ -144,8 +144,10 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     summary = RunSummary()
     start = time.perf_counter()
     advance = advance or (lambda n: None)
+    pending = ImageBatch(searcher, out, names, summary, lines, batch, advance)
     for job in jobs:
         if job.error is not None:
+            pending.flush()
             summary.errors.append(job.error)
             lines.append({"source": None, "query": None, "frame": None, "error": job.error})
             continue
@@ -157,33 +159,62 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                 queries[key] = searcher.prepare(job.query, job.query_mask)
             prepared = queries[key]
             if _is_video(job.medium):
+                pending.flush()
                 for line in _search_video(searcher, prepared, job.medium, out, names, save_heatmaps,
                                           batch, advance, summary):
                     lines.append(line)
             else:
-                lines.append(_search_image(searcher, prepared, job.medium, out, names, summary))
-                advance(1)
+                pending.add(prepared, job.medium, _read_still(job.medium))
         except InputError as error:
+            pending.flush()
             summary.errors.append(str(error))
             lines.append({**base, "error": str(error)})
+    pending.flush()
     atomic_write_text(out / DETECTIONS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def _search_image(searcher: Any, prepared: Any, medium: Path, out: Path, names: OutputNames,
-                  summary: RunSummary) -> dict[str, Any]:
+def _read_still(medium: Path) -> Any:
     if medium.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InputError(f"{medium}: not an image or video file (unknown suffix "
                          f"{medium.suffix or '(none)'!r})")
-    image = read_image(medium, "rgb")
-    result = searcher.find_many(prepared, [image], sources=[str(medium)])[0]
-    name = names.take(medium)
-    save_image(out / f"{name}.heat.png", result.heat_png())
-    save_image(out / f"{name}.highlight.jpg", result.highlight())
-    summary.images += 1
-    summary.detections += len(result.detections)
-    return {**result.to_json(), "highlight": f"{name}.highlight.jpg"}
+    return read_image(medium, "rgb")
+
+
+class ImageBatch:
+    """Consecutive still images of one query and one size, searched together in one batch like
+    video frames (the network's cost per image drops with the batch); lines keep input order."""
+
+    def __init__(self, searcher: Any, out: Path, names: OutputNames, summary: RunSummary,
+                 lines: list[dict[str, Any]], size: int, advance: Callable[[int], None]) -> None:
+        self.searcher, self.out, self.names, self.summary = searcher, out, names, summary
+        self.lines, self.size, self.advance = lines, max(1, size), advance
+        self.prepared: Any = None
+        self.items: list[tuple[Path, Any]] = []
+
+    def add(self, prepared: Any, medium: Path, image: Any) -> None:
+        if self.items and (prepared is not self.prepared or image.shape != self.items[0][1].shape):
+            self.flush()
+        self.prepared = prepared
+        self.items.append((medium, image))
+        if len(self.items) == self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        items, self.items = self.items, []
+        results = self.searcher.find_many(self.prepared, [image for _, image in items],
+                                          sources=[str(medium) for medium, _ in items])
+        for (medium, _), result in zip(items, results):
+            name = self.names.take(medium)
+            save_image(self.out / f"{name}.heat.png", result.heat_png())
+            save_image(self.out / f"{name}.highlight.jpg", result.highlight())
+            self.summary.images += 1
+            self.summary.detections += len(result.detections)
+            self.lines.append({**result.to_json(), "highlight": f"{name}.highlight.jpg"})
+        self.advance(len(items))
 
 
 def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: OutputNames,
@@ -264,7 +295,9 @@ def register(app: typer.Typer) -> None:
         media: Optional[list[Path]] = typer.Argument(None, help="Images, folders of images, videos (mp4, avi, mov)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of `synth train`; "
-                                                  "default: the untrained network (pretrained backbone + correlation)."),
+                                                  "default: the head shipped with synth if one ships (none does yet), else the untrained network."),
+        untrained: bool = typer.Option(False, "--untrained", help="The untrained network (pretrained backbone + "
+                                       "correlation): the baseline the shipped head is measured against."),
         query_mask: Optional[Path] = typer.Option(None, "--query-mask", help="Mask image of the query's object "
                                                   "(non-zero = object)."),
         threshold: Optional[float] = typer.Option(None, "--threshold", help="Heat threshold of a detection "
@@ -303,7 +336,8 @@ def register(app: typer.Typer) -> None:
                 jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media))]
                 load_query(query, query_mask)  # a bad query fails here, before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
-                                query_scales=parse_scales(scales), verify=not no_verify, fusion=fusion)
+                                query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,
+                                fusion=fusion)
             return searcher, jobs
 
         searcher, jobs = run_guarded(prepare)
@@ -334,37 +368,69 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def calibrate(
-        shards: Path = typer.Option(..., "--shards", help="Folder of shards written by `synth expand`."),
         out: Path = typer.Option(..., "--out", "-o", help="JSON file for the threshold and its F1 table."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt; default: untrained."),
-        cases: int = typer.Option(200, "--cases", help="Held-out pairs to calibrate on."),
+        photos: Optional[list[Path]] = typer.Option(None, "--photos", help="Labelled photos (label maps, mask "
+                                                    "pairs or COCO; repeatable): catalogue -> scene cases."),
+        shards: Optional[Path] = typer.Option(None, "--shards", help="Folder of shards written by `synth expand`."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt; default: as synth search."),
+        untrained: bool = typer.Option(False, "--untrained", help="Calibrate the untrained network."),
+        cases: int = typer.Option(200, "--cases", help="Cases to calibrate on (a quarter of photo cases are negatives)."),
+        include: Optional[list[str]] = typer.Option(None, "--include", help="With --photos: glob patterns on photo "
+                                                    "file stems to use (repeatable), e.g. photos no training saw."),
+        categories: Optional[str] = typer.Option(None, "--categories", help="With --photos: comma-separated "
+                                                 "categories used as queries (default: all)."),
+        drop_labels: Optional[str] = typer.Option(None, "--drop-labels", help="With --photos: comma-separated "
+                                                  "labels that are never objects (e.g. skin,hair)."),
+        source_format: str = typer.Option("auto", "--source-format", help="auto, label_map, mask_pairs or coco."),
+        min_area: int = typer.Option(600, "--min-area", help="With --photos: objects with fewer mask pixels are "
+                                     "neither queries nor look-alikes."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the photo cases."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         scales: str = typer.Option("0.5,1,2", "--scales", help="Object sizes searched, relative to the query's."),
     ) -> None:
-        """Pick the heat threshold that maximises detection F1 (IoU >= 0.5) on held-out pairs.
+        """Pick the heat threshold that maximises detection F1 (IoU >= 0.5).
 
-        Pass the result to `synth search --threshold`.
+        Cases are catalogue shots of labelled photos' objects searched in those photos tiled with
+        others (--photos; the same transform as training and the benchmarks), or held-out pairs
+        of shards (--shards). Pass the result to `synth search --threshold`.
         """
         from augment.outputs import check_output_file
         from pipelines.cli import check_at_least, console, run_guarded
-        from train.data import list_shards
+        from pipelines.calibration import photo_cases
         from pipelines.search import Searcher, calibrate_threshold
+        from train.data import list_shards
 
         check_at_least(cases, 1, "--cases")
 
         def run() -> None:
+            if (shards is None) == (not photos):
+                raise InputError("pass --photos SOURCE... (labelled photos) or --shards DIR, one of them")
             check_output_file(out)
-            list_shards(shards)  # unreadable shards: one line before the model loads
-            searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales))
-            found = shard_cases(shards, cases)
+            if shards is not None:
+                list_shards(shards)  # unreadable shards: one line before the model loads
+            searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
+                                untrained=untrained)
+            if photos:
+                found = photo_cases(list(photos), cases, seed=seed, source_format=source_format,
+                                    include=list(include or []), categories=_names(categories),
+                                    drop_labels=_names(drop_labels), min_area=min_area)
+                origin = {"photos": [str(p) for p in photos], "include": list(include or [])}
+            else:
+                assert shards is not None
+                found = shard_cases(shards, cases)
+                origin = {"shards": str(shards)}
             result = calibrate_threshold(searcher, found)
             report = {"threshold": result.threshold, "f1": result.f1, "precision": result.precision,
-                      "recall": result.recall, "cases": len(found),
-                      "checkpoint": str(checkpoint) if checkpoint else "untrained",
-                      "query_scales": list(searcher.query_scales), "table": result.table}
+                      "recall": result.recall, "cases": len(found), **origin,
+                      "model": searcher.model_name, "query_scales": list(searcher.query_scales),
+                      "table": result.table}
             atomic_write_text(out, json.dumps(report, indent=2) + "\n")
             console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "
                           f"{result.precision:.3f}, recall {result.recall:.3f}) over {len(found)} "
-                          f"held-out pairs -> {out}", highlight=False)
+                          f"cases -> {out}", highlight=False)
 
         run_guarded(run)
+
+
+def _names(text: Optional[str]) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]

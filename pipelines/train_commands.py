@@ -133,6 +133,41 @@ def register(app: typer.Typer) -> None:
 
         run_guarded(run)
 
+    @app.command("export-head")
+    def export_head_command(
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of the training run."),
+        calibration: Path = typer.Option(..., "--calibration", help="JSON written by `synth calibrate` for this "
+                                         "checkpoint: its threshold ships with the head."),
+        out: Path = typer.Option(..., "--out", help="Folder for search_head.pt and search_head.json "
+                                 "(pipelines/weights makes it the default of synth search)."),
+        made_by: str = typer.Option(..., "--made-by",
+                                    help="The command that reproduces this head (recorded in the manifest)."),
+    ) -> None:
+        """Write a trained network's head (not its pretrained backbone) with its calibrated threshold."""
+        import json
+
+        from pipelines.shipped import write_head
+        from pipelines.search_maps import load_checkpoint_model
+        from train.checkpoint import load_checkpoint
+
+        def run() -> None:
+            model, _ = load_checkpoint_model(checkpoint)
+            try:
+                report = json.loads(calibration.read_text(encoding="utf-8"))
+                threshold = float(report["threshold"])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise InputError(f"{calibration}: not a `synth calibrate` report ({error})") from None
+            state = load_checkpoint(checkpoint)
+            manifest = write_head(model, threshold, out, {
+                "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
+                "calibration": {k: report.get(k) for k in ("f1", "precision", "recall", "cases", "photos",
+                                                           "include")}},
+                trained_backbone_keys=model.trained_backbone_keys())
+            _console.print(f"wrote {out / manifest['file']} ({manifest['bytes'] / 2**20:.2f} MB, sha256 "
+                           f"{manifest['sha256'][:12]}...), threshold {threshold:.2f}")
+
+        run_guarded(run)
+
     @app.command("export-onnx")
     def export_command(
         out: Path = typer.Option(..., "--out", help="The .onnx file to write."),

@@ -104,3 +104,17 @@ def make_label_map(root: Path) -> Path:
     _save(root / "photos" / "0001.jpg", textured(120, 100, (180, 60, 60), 4))
     _save(root / "photos" / "0002.jpg", textured(120, 100, (60, 60, 180), 5))  # unlabelled photo: not used
     return root
+
+
+def make_street_photos(root: Path, count: int = 6) -> Path:
+    """Label-map photos, each a 'coat' (label 1) and, on even ones, a 'skirt' (label 2)."""
+    root.mkdir(parents=True)
+    (root / "label_list.json").write_text(json.dumps(["null", "coat", "skirt"]))
+    for i in range(count):
+        labels = np.zeros((160, 100), np.uint8)
+        labels[20:90, 20 + i * 5:70 + i * 5 // 2] = 1
+        if i % 2 == 0:
+            labels[100:150, 20:80] = 2
+        _save(root / "labels" / f"{i:04d}.png", labels)
+        _save(root / "photos" / f"{i:04d}.jpg", textured(160, 100, (40 * i % 255, 90, 160), 10 + i))
+    return root

@@ -182,3 +182,25 @@ def test_fold_batchnorm_whole_net(net: QuerySearchNet) -> None:
     with torch.no_grad():
         torch.testing.assert_close(folded(query, media)["logits"], net(query, media)["logits"],
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_residual_projection_starts_as_the_identity_and_only_the_last_blocks_train() -> None:
+    torch.manual_seed(0)
+    plain = QuerySearchNet(SearchNetConfig(pretrained=False, freeze_backbone=True, edge_path=False)).eval()
+    tuned = QuerySearchNet(SearchNetConfig(pretrained=False, freeze_backbone=True, edge_path=False,
+                                           residual_projection=True, trainable_blocks=2)).eval()
+    missing, _ = tuned.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(k.startswith("projections.") for k in missing)
+    query, media = torch.rand(1, 3, 64, 64), torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(tuned(query, media)["logits"], plain(query, media)["logits"])
+    tuned.train()
+    tuned(query, media)["logits"].mean().backward()
+    trained = set(tuned.trained_backbone_keys())
+    assert trained and all(k.startswith("backbone._blocks.") for k in trained)
+    for name, param in tuned.backbone.named_parameters():
+        if f"backbone.{name}" in trained:
+            assert param.grad is not None, name
+        else:
+            assert param.grad is None, name  # the frozen blocks run without a graph
+    assert tuned.projections[0].project.weight.grad.abs().sum() > 0

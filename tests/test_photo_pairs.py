@@ -12,7 +12,7 @@ from augment.config import SourceConfig
 from augment.imageio import InputError
 from augment.photo_pairs import PhotoIndex, PhotoPairConfig, PhotoPairSampler, make_cases
 from augment.sources import LabelledPhoto, read_labelled_photos
-from sources_factory import _save, make_coco, make_label_map, make_mask_pairs, make_rgba_source, textured
+from sources_factory import make_coco, make_label_map, make_mask_pairs, make_rgba_source, make_street_photos, textured
 
 
 def test_catalogue_shot_keeps_the_object_and_replays_from_its_params():
@@ -56,22 +56,8 @@ def test_rgba_cutouts_are_not_photos(tmp_path):
         list(read_labelled_photos(make_rgba_source(tmp_path / "rgba"), SourceConfig()))
 
 
-def _street_photos(root, count=6):
-    """Label-map photos, each a 'coat' (label 1) and, on even ones, a 'skirt' (label 2)."""
-    root.mkdir(parents=True)
-    (root / "label_list.json").write_text(json.dumps(["null", "coat", "skirt"]))
-    for i in range(count):
-        labels = np.zeros((160, 100), np.uint8)
-        labels[20:90, 20 + i * 5:70 + i * 5 // 2] = 1
-        if i % 2 == 0:
-            labels[100:150, 20:80] = 2
-        _save(root / "labels" / f"{i:04d}.png", labels)
-        _save(root / "photos" / f"{i:04d}.jpg", textured(160, 100, (40 * i % 255, 90, 160), 10 + i))
-    return root
-
-
 def test_cases_are_deterministic_and_their_targets_right(tmp_path):
-    index = PhotoIndex.from_sources([_street_photos(tmp_path / "ccp")], SourceConfig(min_area=50))
+    index = PhotoIndex.from_sources([make_street_photos(tmp_path / "ccp")], SourceConfig(min_area=50))
     sampler = PhotoPairSampler(index, PhotoPairConfig(scene_height=80, photos_per_scene=(3, 3),
                                                       query_categories=("skirt",)))
     cases = make_cases(sampler, 4, 3, seed=7)

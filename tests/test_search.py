@@ -1,4 +1,5 @@
-"""Search API and CLI on generated media, with the untrained default model (the required baseline)."""
+"""Search API and CLI on generated media, with the untrained network (the baseline: pretrained
+backbone + correlation), so these tests do not depend on what the shipped head learned."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def _scene() -> tuple[np.ndarray, list[tuple[int, ...]]]:
 
 @pytest.fixture(scope="module")
 def searcher() -> Searcher:
-    return Searcher(device="cpu")
+    return Searcher(device="cpu", untrained=True)
 
 
 def _matched(detections, boxes) -> list[float]:
@@ -64,11 +65,14 @@ def test_finds_both_instances_at_different_scales_one_occluded(searcher: Searche
     assert scores == sorted(scores, reverse=True)
     line = result.to_json()
     assert (line["width"], line["height"]) == (SIZE[1], SIZE[0]) and len(line["detections"]) == 2
+    assert line["best"] == line["detections"][0]
     assert result.highlight().shape == medium.shape
 
 
-def test_absent_query_gives_no_detection(searcher: Searcher) -> None:
-    assert searcher.find(_query(), _background()).detections == []
+def test_absent_query_gives_no_detection_but_a_best_peak(searcher: Searcher) -> None:
+    result = searcher.find(_query(), _background())
+    assert result.detections == [] and result.best is not None
+    assert result.best.heat < searcher.threshold and result.to_json()["best"]["score"] == round(result.best.score, 4)
 
 
 def test_alpha_mask_limits_the_kernel(searcher: Searcher, tmp_path: Path) -> None:
@@ -80,7 +84,7 @@ def test_alpha_mask_limits_the_kernel(searcher: Searcher, tmp_path: Path) -> Non
     query[20:-20, 20:-20, 3] = 255
     path = tmp_path / "query.png"
     save_image(path, query)
-    result = find(path, medium, device="cpu")
+    result = find(path, medium, device="cpu", untrained=True)
     assert min(_matched(result.detections, boxes)) >= 0.5, result.detections
 
 
@@ -110,7 +114,7 @@ def test_video_round_trip(tmp_path: Path) -> None:
     save_image(query, _query())
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["search", str(query), str(video), "--out", str(out),
-                                      "--device", "cpu", "--batch", "4", "--save-heatmaps"])
+                                      "--device", "cpu", "--batch", "4", "--save-heatmaps", "--untrained"])
     assert result.exit_code == 0, result.output
     lines = _lines(out)
     assert [line["frame"] for line in lines] == list(range(12))
@@ -132,7 +136,8 @@ def test_broken_video_keeps_frames_before_the_break(tmp_path: Path) -> None:
     query = tmp_path / "query.png"
     save_image(query, _query())
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["search", str(query), str(video), "--out", str(out), "--device", "cpu"])
+    result = CliRunner().invoke(app, ["search", str(query), str(video), "--out", str(out), "--device", "cpu",
+                                      "--untrained"])
     assert result.exit_code == 1
     assert "clip.avi: video breaks after" in result.output and "Traceback" not in result.output
     lines = _lines(out)
@@ -151,7 +156,7 @@ def test_images_folders_pairs_and_name_clashes(tmp_path: Path) -> None:
     save_image(query, _query())
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["search", str(query), str(tmp_path / "a"), str(tmp_path / "b" / "scene.jpg"),
-                                      "--out", str(out), "--device", "cpu"])
+                                      "--out", str(out), "--device", "cpu", "--untrained"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
         "detections.jsonl", "scene-2.heat.png", "scene-2.highlight.jpg", "scene.heat.png", "scene.highlight.jpg"]
@@ -166,7 +171,8 @@ def test_images_folders_pairs_and_name_clashes(tmp_path: Path) -> None:
         {"query": "query.png", "medium": "missing.jpg"},
         {"query": "query.png", "medium": "b/scene.jpg"}]) + "\n")
     out = tmp_path / "pairs_out"
-    result = CliRunner().invoke(app, ["search", "--pairs", str(pairs), "--out", str(out), "--device", "cpu"])
+    result = CliRunner().invoke(app, ["search", "--pairs", str(pairs), "--out", str(out), "--device", "cpu",
+                                      "--untrained"])
     assert result.exit_code == 1
     assert "missing.jpg: no such file" in result.output
     lines = _lines(out)
@@ -197,7 +203,7 @@ def test_bad_queries_are_one_line_errors(tmp_path: Path) -> None:
 
 def test_query_larger_than_medium_is_shrunk(searcher: Searcher, caplog: pytest.LogCaptureFixture) -> None:
     medium, boxes = _scene()
-    big_query = cv2.resize(_query(), (400, 400), interpolation=cv2.INTER_LINEAR)
+    big_query = cv2.resize(_query(), (600, 600), interpolation=cv2.INTER_LINEAR)  # 300 px at scale 0.5
     with caplog.at_level("WARNING"):
         result = searcher.find(big_query, medium[:, :200].copy())
     assert "larger than the medium" in caplog.text
@@ -217,7 +223,30 @@ def test_calibrate_threshold_and_command(searcher: Searcher, tmp_path: Path) -> 
     shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8).folder
     out = tmp_path / "calibration.json"
     result = CliRunner().invoke(app, ["calibrate", "--shards", str(shards), "--out", str(out),
-                                      "--cases", "4", "--device", "cpu"])
+                                      "--cases", "4", "--device", "cpu", "--untrained"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert 0.0 < report["threshold"] < 1.0 and report["cases"] >= 1
+
+
+def test_calibrate_on_labelled_photos(tmp_path: Path) -> None:
+    from pipelines.calibration import photo_cases
+    from sources_factory import make_street_photos
+
+    photos = make_street_photos(tmp_path / "photos", count=6)
+    cases = photo_cases([photos], 4, seed=2, categories=["skirt"], min_area=50)
+    assert sum(bool(c.boxes) for c in cases) == 3 and sum(not c.boxes for c in cases) == 1
+    for case in cases:
+        assert case.query.shape[2] == 4  # a catalogue shot: RGBA, the object in its alpha
+        for x0, y0, x1, y1 in case.boxes:  # the skirt: rows 100-150 of 160, in the lower part
+            assert 0 <= x0 < x1 <= case.medium.shape[1] and y0 >= 0.55 * case.medium.shape[0]
+    out = tmp_path / "calibration.json"
+    result = CliRunner().invoke(app, ["calibrate", "--photos", str(photos), "--out", str(out), "--cases", "4",
+                                      "--categories", "skirt", "--min-area", "50", "--device", "cpu",
+                                      "--untrained"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert 0.0 < report["threshold"] < 1.0 and report["cases"] == 4 and report["model"] == "untrained"
+    both = CliRunner().invoke(app, ["calibrate", "--photos", str(photos), "--shards", str(tmp_path),
+                                    "--out", str(out)])
+    assert both.exit_code == 2 and "one of them" in both.output

@@ -83,7 +83,7 @@ def test_checkpoint_of_another_config_is_a_clear_error(shards, tmp_path):
 
 
 def test_yaml_configs_load_and_unknown_keys_are_errors(tmp_path):
-    for name in ("train_cpu.yaml", "train_gpu.yaml"):
+    for name in ("train_cpu.yaml", "train_gpu.yaml", "search_real_cpu.yaml"):
         TrainConfig.from_yaml(REPO / "configs" / name)
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps: 5\nlearning_rate: 0.1\n")
@@ -147,3 +147,34 @@ def test_label_head_trains_on_query_categories(shards, tmp_path):
     assert 0.0 <= result.metrics["label_accuracy"] <= 1.0
     with pytest.raises(InputError, match="label_categories"):
         tiny_config(model={**TINY_MODEL, "num_label_classes": 3}, label_categories=["shape0"])
+
+
+def test_real_media_mixed_with_composites_train_and_export_a_head(shards, tmp_path):
+    from pipelines.shipped import load_shipped
+    from sources_factory import make_street_photos
+
+    photos = make_street_photos(tmp_path / "photos")
+    config = tiny_config(model={**TINY_MODEL, "residual_projection": True}, real_fraction=0.5,
+                         photo_sources=[str(photos)], photo_min_area=50, photo_medium=[64, 128],
+                         photo_per_scene=[2, 2], photo_epoch_size=8, hard_negative_fraction=0.5, steps=4)
+    result = train(config, shards, tmp_path / "run", show_progress=False)
+    assert len(result.losses) == 4 and all(math.isfinite(x) for x in result.losses)
+    state = load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)
+    assert len(state["data"]["ranks"][0]["streams"]) == 2  # composites and real media, each resumable
+    with pytest.raises(InputError, match="photo_sources"):
+        tiny_config(real_fraction=0.5)
+
+    app = typer.Typer()
+    register(app)
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text('{"threshold": 0.42, "f1": 0.5, "cases": 4}')
+    result = CliRunner().invoke(app, ["export-head", "--checkpoint", str(tmp_path / "run" / CHECKPOINT_FILE),
+                                      "--calibration", str(calibration), "--out", str(tmp_path / "head"),
+                                      "--made-by", "test"])
+    assert result.exit_code == 0, result.output
+    model, threshold, manifest = load_shipped(tmp_path / "head")
+    assert threshold == 0.42 and manifest["training_steps"] == 4 and manifest["made_by"] == "test"
+    trained = state["model"]
+    for key, tensor in model.state_dict().items():
+        if key.startswith("projections."):
+            assert torch.equal(tensor, trained[key])

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -23,6 +23,9 @@ from train.data import PairConfig
 from train.model import SearchNetConfig
 from train.segment_config import SegmentConfig
 from train.segment_model import SegmentNetConfig
+
+if TYPE_CHECKING:
+    from train.photo_data import PhotoMediaConfig
 
 TASK_NAMES = ("query_search", "segment")
 
@@ -48,6 +51,21 @@ class TrainConfig:
     colour_jitter: float = 0.1
     shuffle_buffer: int = 256
     num_workers: int = 2
+    hard_negative_fraction: float = 0.0  # composites: share of negatives whose query's category is in the medium
+    # real media: labelled photos as media, catalogue shots of their objects as queries (train/photo_data.py)
+    real_fraction: float = 0.0  # share of batches made from photo_sources (0 = composites only, 1 = photos only)
+    photo_sources: list[str] = field(default_factory=list)  # labelled photo folders/COCO files (any format with masks)
+    photo_format: str = "auto"
+    photo_include: list[str] = field(default_factory=list)  # glob patterns on photo stems: the training photos
+    photo_exclude: list[str] = field(default_factory=list)
+    photo_min_area: int = 2500  # objects with fewer pixels are neither queries nor look-alikes
+    photo_drop_labels: list[str] = field(default_factory=list)  # labels that are never objects (skin, hair ...)
+    photo_query_categories: list[str] = field(default_factory=list)  # categories used as queries; empty = all
+    photo_medium: tuple[int, int] = (192, 384)  # real medium height, width
+    photo_per_scene: tuple[int, int] = (2, 3)  # photos tiled into one medium
+    photo_look_alike: float = 0.5  # chance each other photo holds an object of the query's category
+    photo_epoch_size: int = 2000  # real pairs per epoch
+    photo_cache_features: bool = False  # encode each photo once (frozen backbone): most of a CPU step saved
     # optimisation
     batch_size: int = 16
     steps: int = 1000
@@ -81,6 +99,15 @@ class TrainConfig:
             raise InputError(f"unknown task {self.task!r} (known: {', '.join(TASK_NAMES)})")
         self.query_fill = tuple(self.query_fill)
         self.betas = tuple(self.betas)
+        self.photo_medium = tuple(int(v) for v in self.photo_medium)
+        self.photo_per_scene = tuple(int(v) for v in self.photo_per_scene)
+        if not 0.0 <= self.real_fraction <= 1.0 or not 0.0 <= self.hard_negative_fraction <= 1.0:
+            raise InputError("real_fraction and hard_negative_fraction must lie in [0, 1]")
+        if self.real_fraction > 0 and not self.photo_sources:
+            raise InputError("real_fraction > 0 needs photo_sources (labelled photos to make real media from)")
+        if self.photo_epoch_size < 1 or min(self.photo_medium) < 32 or min(self.photo_per_scene) < 1:
+            raise InputError("photo_epoch_size must be at least 1, photo_medium sides at least 32, "
+                             "photo_per_scene at least 1")
         self._check_ranges()
         if self.task == "segment":
             self._check_segment()
@@ -193,7 +220,19 @@ class TrainConfig:
         return PairConfig(query_size=self.query_size, medium_size=self.medium_size,
                           negative_fraction=self.negative_fraction, eval_fraction=self.eval_fraction,
                           query_fill=self.query_fill, colour_jitter=self.colour_jitter,
-                          shuffle_buffer=self.shuffle_buffer, categories=tuple(self.label_categories))
+                          shuffle_buffer=self.shuffle_buffer, categories=tuple(self.label_categories),
+                          hard_negative_fraction=self.hard_negative_fraction)
+
+    def photo_config(self) -> "PhotoMediaConfig":
+        from train.photo_data import PhotoMediaConfig
+
+        return PhotoMediaConfig(
+            sources=tuple(self.photo_sources), format=self.photo_format, include=tuple(self.photo_include),
+            exclude=tuple(self.photo_exclude), min_area=self.photo_min_area,
+            drop_labels=tuple(self.photo_drop_labels), query_categories=tuple(self.photo_query_categories),
+            medium_hw=self.photo_medium, photos_per_scene=self.photo_per_scene,
+            look_alike_probability=self.photo_look_alike, epoch_size=self.photo_epoch_size,
+            cache_features=self.photo_cache_features)
 
     def identity(self) -> dict[str, Any]:
         """The config minus runtime keys, with the model config resolved to all its fields."""

@@ -175,3 +175,22 @@ class FeatureProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
+
+
+class ResidualProjection(nn.Module):
+    """``x + W2 relu(W1 x)`` (1x1 convs, same channels) applied to query and medium features alike.
+
+    ``W2`` starts at zero, so the untrained network correlates the backbone's own features and
+    training learns which directions tell one instance from another of its kind.
+    """
+
+    def __init__(self, channels: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or channels
+        self.expand = nn.Conv2d(channels, hidden, 1)
+        self.project = nn.Conv2d(hidden, channels, 1)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.project(torch.relu(self.expand(x)))

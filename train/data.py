@@ -94,6 +94,7 @@ class PairConfig:
     colour_jitter: float = 0.1  # brightness, contrast and saturation change by up to ± this fraction
     shuffle_buffer: int = 256  # rows held per worker for shuffling (raw bytes: decoding happens after)
     categories: tuple[str, ...] = ()  # label-head classes: a sample's label is its query's index here, or -1
+    hard_negative_fraction: float = 0.0  # share of negatives whose query shares a category with an object in the medium
 
 
 class CutoutLibrary:
@@ -192,7 +193,50 @@ def _shuffled(rows: Iterator[tuple], size: int, rng: np.random.Generator) -> Ite
     yield from buffer
 
 
-class ShardPairs(IterableDataset):
+class ResumableStream(IterableDataset):
+    """Epochs and exact resumption of a stream split over DDP ranks and DataLoader workers (what
+    :class:`ShardPairs` and :class:`train.photo_data.PhotoPairs` share)."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self._skip: dict[int, int] = {}
+        self._skip_epoch = -1
+        self._first_worker = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: it seeds the unit order, the shuffle buffers and the augmentation."""
+        self.epoch = epoch
+
+    def resume(self, epoch: int, positions: dict[int, int], first_worker: int = 0) -> None:
+        """Continue ``epoch`` after position ``positions[w]`` of each worker ``w``'s stream.
+
+        DataLoader worker 0 takes the role of worker ``first_worker`` (the one whose batch was due
+        next), worker 1 of the one after, and so on, so the loader's round-robin yields batches in
+        the order of the uninterrupted run. Later epochs start afresh.
+        """
+        self.epoch = epoch
+        self._skip_epoch = epoch
+        self._skip = {int(k): int(v) for k, v in positions.items()}
+        self._first_worker = first_worker
+
+    def _worker_slot(self) -> tuple[int, int, int, int]:
+        """(worker, slot, slots, skip) of the calling loader worker: the worker role it plays (shifted
+        on a resume), its slot among all ranks' workers, their number, and the last position of its
+        stream already yielded before a resume (-1: none)."""
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        resuming = self.epoch == self._skip_epoch
+        if resuming:
+            worker = (worker + self._first_worker) % workers
+        skip = self._skip.get(worker, -1) if resuming else -1
+        return worker, self.rank * workers + worker, self.world_size * workers, skip
+
+
+class ShardPairs(ResumableStream):
     """(query, query_mask, medium, target) pairs from a folder of composite shards.
 
     ``split``: ``train`` / ``eval`` keep queries whose cutout is in that hold-out split; ``all``
@@ -209,23 +253,16 @@ class ShardPairs(IterableDataset):
 
     def __init__(self, folder: Place | str, config: PairConfig, split: str = "train", seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
-        super().__init__()
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        super().__init__(rank, world_size)
         self.folder = as_place(folder)
         self.shards = self._find_shards()
         self.config = config
         self.split = split
         self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self._skip: dict[int, int] = {}
-        self._skip_epoch = -1
-        self._first_worker = 0
         self._library: CutoutLibrary | None = None
+        self._categories: dict[str, list[str]] | None = None
         # One unit of work per row group. Reading only the footers keeps this cheap.
         self.units: list[tuple[Place, int]] = [
             (path, group) for path in self.shards for group in range(open_shard(path).num_row_groups)]
@@ -236,21 +273,13 @@ class ShardPairs(IterableDataset):
         """The shard files streamed (a subclass may read other folders)."""
         return list_shards(self.folder)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: it seeds the unit order, the shuffle buffers and the augmentation."""
-        self.epoch = epoch
-
-    def resume(self, epoch: int, positions: dict[int, int], first_worker: int = 0) -> None:
-        """Continue ``epoch`` after row ``positions[w]`` of each worker ``w``'s stream.
-
-        DataLoader worker 0 takes the role of worker ``first_worker`` (the one whose batch was due
-        next), worker 1 of the one after, and so on, so the loader's round-robin yields batches in
-        the order of the uninterrupted run. Later epochs start afresh.
-        """
-        self.epoch = epoch
-        self._skip_epoch = epoch
-        self._skip = {int(k): int(v) for k, v in positions.items()}
-        self._first_worker = first_worker
+    def _by_category(self, cutouts: CutoutLibrary, pool: list[str]) -> dict[str, list[str]]:
+        """The split's cutout ids per category (computed once per worker)."""
+        if self._categories is None:
+            self._categories = {}
+            for cid in pool:
+                self._categories.setdefault(cutouts.category(cid), []).append(cid)
+        return self._categories
 
     def _cutouts(self) -> CutoutLibrary:
         if self._library is None:  # opened lazily, so each worker maps the file itself
@@ -276,15 +305,9 @@ class ShardPairs(IterableDataset):
                 yield unit, index, cid, image["bytes"], mask["bytes"], objects
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        resuming = self.epoch == self._skip_epoch
-        if resuming:
-            worker = (worker + self._first_worker) % workers
-        slot, slots = self.rank * workers + worker, self.world_size * workers
+        worker, slot, slots, skip = self._worker_slot()
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.units))
         mine = [int(unit) for u, unit in enumerate(order) if u % slots == slot]
-        skip = self._skip.get(worker, -1) if resuming else -1
         cutouts = self._cutouts()
         pool = [cid for cid in cutouts.ids() if in_split(cid, self.split, self.config.eval_fraction)]
         corrupt = 0
@@ -329,7 +352,14 @@ class ShardPairs(IterableDataset):
         candidates = sorted(c for c in present if c in cutouts and in_split(c, self.split, config.eval_fraction))
         query_id = None
         if rng.random() < config.negative_fraction and pool:
-            for _ in range(16):  # rejection sampling: a composite holds only a handful of cutouts
+            # A hard negative: another object of a category the medium holds (drawn only when asked
+            # for, so configs without them keep their exact samples).
+            hard = config.hard_negative_fraction > 0 and rng.random() < config.hard_negative_fraction
+            if hard:
+                alike = sorted({c for o in present if o in cutouts for c in self._by_category(cutouts, pool).get(
+                    cutouts.category(o), ())} - present)
+                query_id = alike[int(rng.integers(len(alike)))] if alike else None
+            for _ in range(0 if query_id is not None else 16):  # rejection sampling: a composite holds few cutouts
                 pick = pool[int(rng.integers(len(pool)))]
                 if pick not in present:
                     query_id = pick

@@ -31,7 +31,7 @@ from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint
 from train.config import TrainConfig
 from train.data import make_loader
 from train.distributed import DistInfo, gather_objects, init_distributed, shutdown
-from train.stream import BatchStream
+from train.stream import make_stream, restart_state
 from train.tasks import Metrics, Task, build_task
 
 logger = logging.getLogger(__name__)
@@ -174,14 +174,19 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
     optimizer = torch.optim.AdamW(task.parameter_groups(model), lr=config.lr, betas=config.betas,
                                   fused=device.type == "cuda")
 
-    # Data: this rank's share of the training stream; evaluation on held-out cutouts (rank 0 only).
-    train_data = task.dataset(shards, "train", info.rank, info.world_size)
-    train_loader = make_loader(train_data, config.batch_size, config.num_workers, pin_memory=device.type == "cuda")
+    # Data: this rank's share of each training stream (composites, real media) mixed by their
+    # weights; evaluation on held-out cutouts (rank 0 only).
+    parts = []
     slots = info.world_size * max(1, config.num_workers)
-    if len(train_data.units) < info.world_size:  # checked on every rank alike, so none is left waiting
-        raise InputError(f"{shards}: {len(train_data.units)} row groups cannot feed {info.world_size} processes")
-    if len(train_data.units) < slots and info.is_main:
-        logger.warning("%d row groups for %d loader workers in all: some workers will idle", len(train_data.units), slots)
+    for train_data, weight in task.train_datasets(shards, info.rank, info.world_size):
+        if len(train_data.units) < info.world_size:  # checked on every rank alike, so none is left waiting
+            raise InputError(f"{train_data.folder}: {len(train_data.units)} units of work cannot feed "
+                             f"{info.world_size} processes")
+        if len(train_data.units) < slots and info.is_main:
+            logger.warning("%d units of work for %d loader workers in all: some workers will idle",
+                           len(train_data.units), slots)
+        loader = make_loader(train_data, config.batch_size, config.num_workers, pin_memory=device.type == "cuda")
+        parts.append((train_data, loader, weight))
     eval_loader = None
     if info.is_main and config.eval_every > 0:
         eval_loader = make_loader(task.dataset(eval_shards, "eval"), config.batch_size, config.num_workers)
@@ -199,14 +204,14 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         if len(ranks) == info.world_size:
             data_state = ranks[info.rank]
         else:  # another world size shards the data differently: continue at the next epoch
-            data_state = {"epoch": max((r["epoch"] for r in ranks), default=-1) + 1}
-            logger.warning("checkpoint has data positions for %d ranks, not %d: starting epoch %d afresh",
-                           len(ranks), info.world_size, data_state["epoch"])
+            data_state = restart_state(ranks)
+            logger.warning("checkpoint has data positions for %d ranks, not %d: starting the next epoch afresh",
+                           len(ranks), info.world_size)
         if info.is_main:
             logger.info("resumed from %s at step %d", checkpoint_path, step)
     elif checkpoint_path.exists():
         raise InputError(f"{checkpoint_path}: a run is already there; pass --resume or choose another --out")
-    stream = BatchStream(train_data, train_loader, data_state)
+    stream = make_stream(parts, config.seed, data_state)
     if step >= config.steps and info.is_main:
         logger.warning("%s is already at step %d of %d: pass --steps to train longer", checkpoint_path, step,
                        config.steps)

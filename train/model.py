@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.backbones import SameConv2d, create_backbone
-from train.correlation import FeatureProjection, correlate
+from train.correlation import FeatureProjection, ResidualProjection, correlate
 
 # Stride of the common grid the score maps are resized to (the backbone's first feature level).
 GRID_STRIDE = 8
@@ -63,6 +63,10 @@ class SearchNetConfig:
     box_head: bool = False
     num_label_classes: int = 0
     freeze_backbone: bool = False
+    # Learned residual 1x1 projection of each correlated level (starts as the identity).
+    residual_projection: bool = False
+    # With a frozen backbone: train its last this many blocks up to the deepest correlated level.
+    trainable_blocks: int = 0
 
     def __post_init__(self) -> None:
         # Configs loaded from YAML/JSON arrive as lists; normalise so the dataclass stays hashable.
@@ -216,16 +220,29 @@ class QuerySearchNet(nn.Module):
             raise ValueError(f"feature strides {missing} not offered by {cfg.backbone} ({strides})")
         self.level_indices = [strides.index(s) for s in cfg.feature_strides]
         self.max_stride = max(cfg.feature_strides)
-        self.projections = (nn.ModuleList(FeatureProjection(channels[i], cfg.projection_channels)
-                                          for i in self.level_indices)
-                            if cfg.projection_channels > 0 else None)
+        if cfg.residual_projection and cfg.projection_channels > 0:
+            raise ValueError("residual_projection and projection_channels > 0 are alternatives; pick one")
+        self.projections: nn.ModuleList | None = None
+        if cfg.projection_channels > 0:
+            self.projections = nn.ModuleList(FeatureProjection(channels[i], cfg.projection_channels)
+                                             for i in self.level_indices)
+        elif cfg.residual_projection:
+            self.projections = nn.ModuleList(ResidualProjection(channels[i]) for i in self.level_indices)
         self.conversion = ConversionNet(cfg.num_score_maps, channels[0], cfg)
         self.edge = EdgeRefiner(cfg.conversion_width, cfg.edge_channels) if cfg.edge_path else None
         self.heads = (PooledHeads(cfg.conversion_width, cfg.box_head, cfg.num_label_classes)
                       if cfg.box_head or cfg.num_label_classes > 0 else None)
+        self.first_trainable_block = None
         if cfg.freeze_backbone:
             for backbone in self._backbones():
                 backbone.requires_grad_(False)
+            if cfg.trainable_blocks > 0:
+                if not cfg.shared_backbone:
+                    raise ValueError("trainable_blocks needs the shared (siamese) backbone")
+                last = self.backbone.last_block(self.max_stride)
+                self.first_trainable_block = max(0, last + 1 - cfg.trainable_blocks)
+                for block in list(self.backbone._blocks)[self.first_trainable_block:last + 1]:
+                    block.requires_grad_(True)
 
     def _backbones(self) -> list[nn.Module]:
         return [self.backbone] + ([self.query_backbone] if self.query_backbone is not None else [])
@@ -240,8 +257,19 @@ class QuerySearchNet(nn.Module):
 
     def _backbone_features(self, backbone: nn.Module, image: torch.Tensor,
                            max_stride: int) -> list[torch.Tensor]:
+        if self.first_trainable_block is not None:  # frozen blocks without a graph, the last ones with
+            return backbone.forward_features(image, max_stride=max_stride,
+                                             grad_from=self.first_trainable_block)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_backbone):
             return backbone.forward_features(image, max_stride=max_stride)
+
+    def trained_backbone_keys(self) -> tuple[str, ...]:
+        """State-dict keys of the backbone tensors training changes (the fine-tuned blocks)."""
+        if self.first_trainable_block is None:
+            return ()
+        last = self.backbone.last_block(self.max_stride)
+        prefixes = tuple(f"backbone._blocks.{i}." for i in range(self.first_trainable_block, last + 1))
+        return tuple(k for k in self.state_dict() if k.startswith(prefixes))
 
     def _project(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         levels = [feats[i] for i in self.level_indices]
@@ -265,6 +293,13 @@ class QuerySearchNet(nn.Module):
         raw = self._backbone_features(self.backbone, medium, self.max_stride)
         edge = self.edge.encode(medium) if self.edge is not None else None
         return MediumFeatures(self._project(raw), raw[0], edge, _hw(medium))
+
+    def medium_from_backbone(self, raw: list[torch.Tensor], size: tuple[int, int]) -> MediumFeatures:
+        """Medium features from backbone features computed elsewhere (a frozen backbone's cache:
+        :mod:`train.feature_cache`); the raw image's edge path is not available then."""
+        if self.edge is not None:
+            raise ValueError("cached backbone features cannot feed the edge path; set edge_path: false")
+        return MediumFeatures(self._project(raw), raw[0], None, (int(size[0]), int(size[1])))
 
     @staticmethod
     def _broadcast(query: QueryFeatures, batch: int) -> QueryFeatures:
@@ -328,7 +363,15 @@ class QuerySearchNet(nn.Module):
         out["logits"] = _resize(logits, medium_size or medium.size).float()
         return out
 
-    def forward(self, query: torch.Tensor, medium: torch.Tensor,
-                query_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Encode queries (N or 1) and media (N) and search; see the class docstring."""
-        return self.search(self.encode_query(query, query_mask), self.encode_medium(medium))
+    def forward(self, query: torch.Tensor, medium: torch.Tensor | list[torch.Tensor],
+                query_mask: torch.Tensor | None = None,
+                medium_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Encode queries (N or 1) and media (N) and search; see the class docstring. ``medium`` may
+        also be the media's backbone features (a frozen backbone's cache) with their ``medium_size``."""
+        if isinstance(medium, (list, tuple)):
+            if medium_size is None:
+                raise ValueError("cached medium features need medium_size")
+            encoded = self.medium_from_backbone(list(medium), medium_size)
+        else:
+            encoded = self.encode_medium(medium)
+        return self.search(self.encode_query(query, query_mask), encoded)

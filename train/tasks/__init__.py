@@ -26,6 +26,11 @@ class Task(Protocol):
         """This rank's stream of samples from one shard folder (or several, where the task mixes them)."""
         ...
 
+    def train_datasets(self, shards: Path | list[Path], rank: int = 0,
+                       world_size: int = 1) -> list[tuple[IterableDataset, float]]:
+        """The training streams and their shares of the batches (one: the whole stream)."""
+        ...
+
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]: ...
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -5,18 +5,23 @@ Pairs come from :class:`train.data.ShardPairs`; the model is :class:`train.model
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import IterableDataset
 
+from augment.imageio import InputError
 from train.config import TrainConfig
 from train.data import ShardPairs
 from train.losses import box_loss, build_loss
 from train.model import QuerySearchNet
 from train.tasks import Metrics, adamw_groups, single_folder
+
+logger = logging.getLogger(__name__)
 
 
 def heatmap_metrics(logits: torch.Tensor, target: torch.Tensor, positive: torch.Tensor) -> Metrics:
@@ -69,6 +74,28 @@ class QuerySearchTask:
         return ShardPairs(shards, self.config.pair_config(), split=split, seed=self.config.seed, rank=rank,
                           world_size=world_size)
 
+    def train_datasets(self, shards: Path | list[Path], rank: int = 0,
+                       world_size: int = 1) -> list[tuple[IterableDataset, float]]:
+        """The training streams and their shares of the batches: composites from the shards, and
+        real media from labelled photos when ``real_fraction`` > 0."""
+        config = self.config
+        streams: list[tuple[IterableDataset, float]] = []
+        if config.real_fraction < 1.0:
+            streams.append((self.dataset(shards, "train", rank, world_size), 1.0 - config.real_fraction))
+        if config.real_fraction > 0.0:
+            from train.photo_data import PhotoPairs, describe_index
+
+            model = config.model_config()
+            if config.photo_cache_features and not (model.freeze_backbone and model.pretrained and
+                                                    model.trainable_blocks == 0 and not model.edge_path):
+                raise InputError("photo_cache_features needs a frozen pretrained backbone (no trainable_blocks) "
+                                 "and edge_path: false")
+            photos = PhotoPairs(config.photo_config(), config.pair_config(), seed=config.seed, rank=rank,
+                                world_size=world_size, backbone=(model.backbone, max(model.feature_strides)))
+            logger.info("real media from %s: %s", photos.folder, describe_index(photos.index))
+            streams.append((photos, config.real_fraction))
+        return streams
+
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         return adamw_groups(model, self.config, ("backbone.", "query_backbone."))
 
@@ -80,8 +107,15 @@ class QuerySearchTask:
         return query, medium, batch["query_mask"].float() / 255.0, batch["target"].float()
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        query, medium, query_mask, target = self._inputs(batch, self.config.channels_last)
-        outputs = model(query, medium, query_mask)
+        target = batch["target"].float()
+        if "medium_feats_0" in batch:  # real media as cached backbone features (train/feature_cache.py)
+            fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
+            query = (batch["query"].float() / 255.0).contiguous(memory_format=fmt)
+            raw = [batch[f"medium_feats_{i}"].float() for i in range(sum(k.startswith("medium_feats_") for k in batch))]
+            outputs = model(query, raw, batch["query_mask"].float() / 255.0, tuple(target.shape[-2:]))
+        else:
+            query, medium, query_mask, target = self._inputs(batch, self.config.channels_last)
+            outputs = model(query, medium, query_mask)
         logits = outputs["logits"].float()  # losses in float32, also under bf16 autocast
         loss = self.loss_fn(logits, target)
         if "box" in outputs:

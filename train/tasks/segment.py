@@ -63,6 +63,11 @@ class SegmentTask:
         return SegmentShards(shards, self.segment, split=split, seed=self.config.seed, rank=rank,
                              world_size=world_size, shuffle_buffer=self.config.shuffle_buffer)
 
+    def train_datasets(self, shards: Path | list[Path], rank: int = 0,
+                       world_size: int = 1) -> list[tuple[SegmentShards, float]]:
+        """One training stream: the shards' (their mix is SegmentShards' own)."""
+        return [(self.dataset(shards, "train", rank, world_size), 1.0)]
+
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         return adamw_groups(model, self.config)
 

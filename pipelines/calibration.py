@@ -1,0 +1,104 @@
+"""Choosing the heat threshold: F1 of detections over cases whose true boxes are known.
+
+Cases come from real labelled photos (:func:`photo_cases`: any source format with masks, through
+the catalogue transform of :mod:`augment.photo_pairs`, so calibration sees the catalogue → scene
+task itself) or from the held-out pairs of ``synth expand`` shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+
+import numpy as np
+
+from augment.imageio import InputError
+from pipelines.detections import Detection, match_counts
+
+if TYPE_CHECKING:
+    from pipelines.search import Searcher
+
+ImageLike = Union[str, Path, np.ndarray]
+
+
+@dataclass
+class CalibrationCase:
+    """A query, a medium and the true boxes of the query's instances in it (may be empty)."""
+
+    query: ImageLike
+    medium: ImageLike
+    boxes: list[tuple[float, float, float, float]]
+    query_mask: ImageLike | None = None
+
+
+@dataclass
+class Calibration:
+    threshold: float
+    f1: float
+    precision: float
+    recall: float
+    table: list[dict[str, float]]  # per candidate threshold: threshold, f1, precision, recall
+
+
+def candidate_thresholds() -> list[float]:
+    return [round(float(t), 2) for t in np.arange(0.1, 0.91, 0.02)]
+
+
+def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
+                        thresholds: Sequence[float] | None = None, iou: float = 0.5) -> Calibration:
+    """The heat threshold maximising F1 of detections (IoU >= ``iou``) over ``cases``.
+
+    Each case is searched once with every peak kept; a threshold keeps the detections scoring at
+    least it (suppression only ever removes a box for a higher-scoring one, so this is exactly
+    what searching at that threshold gives).
+    """
+    from pipelines.search import load_rgb
+
+    candidates = list(thresholds) if thresholds is not None else candidate_thresholds()
+    found: list[tuple[list[Detection], list]] = []
+    for case in cases:
+        prepared = searcher.prepare(case.query, case.query_mask)
+        maps = searcher.maps(prepared, [load_rgb(case.medium)])
+        detections = searcher.detect(prepared, maps.heat[0], maps.object_height[0], threshold=0.0)
+        found.append((detections, list(case.boxes)))
+    if not found:
+        raise InputError("no calibration cases")
+    table = []
+    for t in candidates:
+        tp = fp = fn = 0
+        for detections, boxes in found:
+            a, b, c = match_counts([d for d in detections if d.score >= t], boxes, iou)
+            tp, fp, fn = tp + a, fp + b, fn + c
+        precision = tp / (tp + fp) if tp + fp else 1.0
+        recall = tp / (tp + fn) if tp + fn else 1.0
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+        table.append({"threshold": float(t), "f1": f1, "precision": precision, "recall": recall})
+    best = max(table, key=lambda row: (row["f1"], -abs(row["threshold"] - 0.5)))
+    return Calibration(best["threshold"], best["f1"], best["precision"], best["recall"], table)
+
+
+def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negative_fraction: float = 0.25,
+                source_format: str = "auto", include: Sequence[str] = (), categories: Sequence[str] = (),
+                drop_labels: Sequence[str] = (), min_area: int = 600, config: Any = None) -> list[CalibrationCase]:
+    """Catalogue → scene cases from labelled photos (``count`` of them, a ``negative_fraction``
+    without the query, negatives with look-alikes), made by :mod:`augment.photo_pairs`.
+
+    ``include``: glob patterns on photo stems; ``categories``: the objects used as queries;
+    ``drop_labels``: labels that are never objects (a label map's skin or hair)."""
+    from augment.config import SourceConfig
+    from augment.photo_pairs import PhotoIndex, PhotoPairConfig, PhotoPairSampler, make_cases
+
+    if count < 1:
+        raise InputError("--cases must be at least 1")
+    source_config = SourceConfig(format=source_format, include=list(include), drop_labels=list(drop_labels),
+                                 min_area=min_area)
+    index = PhotoIndex.from_sources(list(sources), source_config)
+    pair_config = config or PhotoPairConfig(query_categories=tuple(categories))
+    most = max(1, len(index) - 1)  # a negative's scene is made of photos other than the query's
+    pair_config.photos_per_scene = (min(pair_config.photos_per_scene[0], most),
+                                    min(pair_config.photos_per_scene[1], most))
+    sampler = PhotoPairSampler(index, pair_config)
+    negatives = int(round(count * negative_fraction))
+    return [CalibrationCase(case.query, case.scene, case.boxes)
+            for case in make_cases(sampler, count - negatives, negatives, seed)]

@@ -1,0 +1,62 @@
+"""Drawing what a search found: the medium with the detected objects kept and the rest dimmed.
+
+The kept pixels are the heat map's own: inside each detection's box, the pixels whose heat is at
+least ``KEEP_LEVEL`` of that detection's score (what the network says is the object), slightly
+dilated. Everything for a frame is drawn in one pass, however many detections it has.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from pipelines.detections import Detection
+
+# Pixels outside the kept regions keep this fraction of their brightness.
+DIM_FACTOR = 0.3
+OUTLINE_RGB = (255, 40, 40)
+BOX_RGB = (255, 200, 40)
+# Inside a detection's box, pixels with heat >= KEEP_LEVEL x its score are kept (the object).
+KEEP_LEVEL = 0.4
+
+
+def object_mask(heat: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+    """H x W uint8, 1 on the detected objects' pixels: per detection, its box's pixels whose heat
+    reaches ``KEEP_LEVEL`` of its peak's heat (its score, unless verification fused the score)."""
+    h, w = heat.shape
+    if not detections:
+        return np.zeros((h, w), np.uint8)
+    # One "level" image: every pixel gets the lowest cut among the boxes covering it.
+    level = np.full((h, w), np.inf, np.float32)
+    for det in detections:
+        x0, y0, x1, y1 = det.box
+        region = level[y0:y1, x0:x1]
+        peak_heat = det.score if det.heat is None else det.heat
+        np.minimum(region, KEEP_LEVEL * peak_heat, out=region)
+    return (heat >= level).astype(np.uint8)
+
+
+def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+    """Keep the detected objects' pixels (dilated by ~1% of the diagonal), dim the rest, outline
+    the kept regions and draw each box thinly."""
+    h, w = image.shape[:2]
+    if heat.shape != (h, w):
+        heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
+    out = (image.astype(np.float32) * DIM_FACTOR).astype(np.uint8)
+    if not detections:
+        return out
+    radius = max(2, round(0.01 * math.hypot(h, w)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    region = cv2.dilate(object_mask(heat, detections), kernel)
+    keep = region.astype(bool)
+    out[keep] = image[keep]
+    thickness = max(1, radius // 2)
+    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, OUTLINE_RGB, thickness=thickness)
+    for det in detections:
+        x0, y0, x1, y1 = det.box
+        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), BOX_RGB, thickness=1)
+    return out

@@ -1,0 +1,384 @@
+"""The network-facing half of the search: pyramid levels, and heat and object-size maps per frame.
+
+Each query scale (relative object size, object in the medium / query) is one *level*: the query's
+pixels at that size become the correlation kernel, at least ``min_kernel_side`` on its shorter side
+and at most ``max_kernel_side`` on the geometric mean of its sides, by zooming the medium instead. A big query (a catalogue photo at full
+resolution) is thus searched with a kernel of about 12 x 12 feature cells at most in a shrunk medium,
+which costs a fraction of searching the full-size medium; a small query (a player of 34 x 81 px
+in a broadcast frame) is searched in the medium up-sampled (zoom > 1), so it spans enough cells of
+the stride-8 grid to be matched at all. A zoomed medium too large for memory is searched in
+overlapping tiles. The network's own (query, medium) scale pairs cover the gaps between levels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from augment.imageio import InputError
+from train.backbones import fold_batchnorm
+from train.model import GRID_STRIDE, QueryFeatures, QuerySearchNet, SearchNetConfig
+
+logger = logging.getLogger(__name__)
+
+# Relative object sizes (object in the medium / query) searched as pyramid levels. The network's
+# scale pairs (0.5x-2x) fill the gaps, so the default covers about 0.25x-4x.
+DEFAULT_QUERY_SCALES: tuple[float, ...] = (0.5, 1.0, 2.0)
+# Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
+MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
+# Media are searched at most this many pixels on their longer side (the query shrinks alike).
+DEFAULT_MAX_SIDE = 1024
+# A level's kernel (the query at that level's size) spans at least this many pixels on its shorter
+# side (6 cells of the stride-8 grid): a smaller object is searched in the medium up-sampled.
+MIN_KERNEL_SIDE = 48
+# ... and at most this many as the geometric mean of its sides (12 x 12 cells' worth): a larger
+# object is searched in the medium shrunk, which bounds the correlation's cost whatever the
+# query's resolution.
+MAX_KERNEL_SIDE = 96
+# Up-sampling the medium stops here (cost grows with its square).
+MAX_ZOOM = 4.0
+# Zoomed media above this many pixels are searched in overlapping tiles.
+MAX_TILE_PIXELS = 1600 * 1200
+# Zoom factors are rounded to quarter octaves so levels share encoded media.
+ZOOM_STEPS_PER_OCTAVE = 4
+# Smallest kernel side in pixels worth correlating (two cells of the stride-8 grid).
+MIN_QUERY_SIDE = 16
+
+
+@dataclass(frozen=True)
+class Level:
+    """One pyramid level: the relative object size it stands for, the query's pixel size there
+    (the kernel), and the zoom of the medium's working size it is searched at."""
+
+    scale: float
+    query_size: tuple[int, int]
+    zoom: float
+
+
+def plan_levels(query_hw: tuple[float, float], work_hw: tuple[int, int], scales: Sequence[float],
+                min_side: int = MIN_KERNEL_SIDE, max_side: int = MAX_KERNEL_SIDE,
+                max_zoom: float = MAX_ZOOM) -> list[Level]:
+    """Levels for a query of ``query_hw`` pixels (at the medium's working scale) in a medium of
+    ``work_hw`` pixels; one per distinct (kernel size, zoom).
+
+    Scales at which the object would be larger than the medium are left out (no such object can
+    be there, and a kernel nearly as large as the medium only matches padding); if that leaves
+    none, the object is searched as large as the medium fits."""
+    levels: list[Level] = []
+    largest = min(work_hw[0] / query_hw[0], work_hw[1] / query_hw[1])  # the scale that fills the medium
+    possible = [s for s in sorted(scales) if s <= largest * 1.01]
+    for scale in possible or [largest]:
+        oh, ow = query_hw[0] * scale, query_hw[1] * scale  # the object's size in the medium
+        short, mean_side = min(oh, ow), math.sqrt(oh * ow)
+        zoom = 1.0
+        if short < min_side:  # too few cells across: zoom in
+            zoom = min(max_zoom, min_side / short)
+        elif mean_side > max_side:  # more cells than needed: zoom out (the cost follows the area)
+            zoom = max(max_side / mean_side, MIN_QUERY_SIDE / short)
+        zoom = 2.0 ** (round(math.log2(zoom) * ZOOM_STEPS_PER_OCTAVE) / ZOOM_STEPS_PER_OCTAVE)
+        size = (round(oh * zoom), round(ow * zoom))
+        # The kernel must fit in the zoomed medium (same padding needs the object inside it).
+        fit = min(1.0, work_hw[0] * zoom / size[0], work_hw[1] * zoom / size[1])
+        size = (max(1, round(size[0] * fit)), max(1, round(size[1] * fit)))
+        if min(size) < MIN_QUERY_SIDE:
+            grow = MIN_QUERY_SIDE / min(size)
+            size = (round(size[0] * grow), round(size[1] * grow))
+        level = Level(float(scale), size, zoom)
+        if all((l.query_size, l.zoom) != (level.query_size, level.zoom) for l in levels):
+            levels.append(level)
+    return levels
+
+
+def tiles(height: int, width: int, zoom: float, overlap: int,
+          max_pixels: int = MAX_TILE_PIXELS) -> list[tuple[int, int, int, int]]:
+    """Windows (y0, y1, x0, x1) of the working medium whose zoomed size stays under
+    ``max_pixels``, overlapping by ``overlap`` working pixels; one window when it fits whole.
+    Window origins are multiples of the grid stride, so their grids line up with the frame's."""
+    if height * width * zoom * zoom <= max_pixels:
+        return [(0, height, 0, width)]
+    side = max(4 * GRID_STRIDE, int(math.sqrt(max_pixels) / zoom) // GRID_STRIDE * GRID_STRIDE)
+    step = max(GRID_STRIDE, (side - overlap) // GRID_STRIDE * GRID_STRIDE)
+
+    def spans(length: int) -> list[tuple[int, int]]:
+        if length <= side:
+            return [(0, length)]
+        starts = list(range(0, length - side, step)) + [max(0, (length - side) // GRID_STRIDE * GRID_STRIDE)]
+        return [(a, a + side) for a in starts[:-1]] + [(starts[-1], length)]  # the last one reaches the edge
+
+    return [(y0, y1, x0, x1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
+
+
+def _owned(start: int, end: int, length: int, others: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """The part of window [start, end) whose pixels it writes: halfway into each overlap."""
+    lo, hi = start, end
+    for a, b in others:
+        if a < start < b <= end:  # a window before this one overlaps its start
+            lo = max(lo, (start + b) // 2)
+        if start <= a < end < b:  # one after it overlaps its end
+            hi = min(hi, (a + end) // 2)
+    return lo, hi
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; asking for absent CUDA is an InputError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but CUDA is not available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
+
+
+def load_checkpoint_model(checkpoint: Path | str) -> tuple[QuerySearchNet, float | None]:
+    """A ``synth train`` checkpoint's network and its calibrated threshold (``search_threshold``
+    key; None = not stored)."""
+    from train.checkpoint import load_checkpoint, load_model_state
+    from train.config import TrainConfig
+
+    state = load_checkpoint(checkpoint)
+    config = TrainConfig.from_checkpoint(state)
+    model = QuerySearchNet(config.model_config())
+    load_model_state(model, state, checkpoint)
+    threshold = state.get("search_threshold")
+    return model, None if threshold is None else float(threshold)
+
+
+def untrained_model() -> QuerySearchNet:
+    """Pretrained backbone + normalised correlation + the conversion net's initial readout."""
+    return QuerySearchNet(SearchNetConfig())
+
+
+@dataclass
+class SearchMaps:
+    """Per medium of a batch: heat (N x H x W in [0, 1]) and the height in pixels of the object
+    that would explain the heat at each pixel (from the best-matching scale)."""
+
+    heat: np.ndarray
+    object_height: np.ndarray
+    # The media's raw stride-8 backbone features at the working size (N x C x h x w), reused by
+    # verification with the network's own features (pipelines/verify.py); None where no level
+    # searched the medium unzoomed and whole.
+    features: np.ndarray | None = None
+
+
+@dataclass
+class PreparedQuery:
+    """A query's pixels and its encoded features, cached per kernel size (computed once)."""
+
+    name: str
+    rgb: np.ndarray
+    mask: np.ndarray | None
+    # Features per (kernel size, mirrored); valid for the network that computed them.
+    features: dict[tuple[tuple[int, int], bool], QueryFeatures] = field(default_factory=dict)
+    warned_shrink: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.rgb.shape[0]), int(self.rgb.shape[1])
+
+
+def to_tensor(images: Sequence[np.ndarray], device: torch.device, channels_last: bool) -> torch.Tensor:
+    batch = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    return batch.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def resize_hw(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = height * width < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+class NetworkSearch:
+    """Runs the search network over pyramid levels; see the module docstring.
+
+    ``mirror`` also searches the query mirrored left-right (a catalogue shot need not face the way
+    the object does in the scene) and keeps the better match per pixel.
+    """
+
+    def __init__(self, model: QuerySearchNet, device: torch.device, query_scales: Sequence[float],
+                 max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, mirror: bool = False,
+                 min_kernel_side: int = MIN_KERNEL_SIDE, max_kernel_side: int = MAX_KERNEL_SIDE,
+                 max_zoom: float = MAX_ZOOM, max_tile_pixels: int = MAX_TILE_PIXELS,
+                 scale_margin: float = 1.75) -> None:
+        if not query_scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in query_scales):
+            raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
+                             f"not {list(query_scales)}")
+        if not 8 <= min_kernel_side <= max_kernel_side:
+            raise InputError("kernel sides must satisfy 8 <= min_kernel_side <= max_kernel_side")
+        self.device = device
+        self.query_scales = tuple(sorted(float(s) for s in query_scales))
+        self.max_side = int(max_side)
+        self.mirror = mirror
+        self.min_kernel_side, self.max_kernel_side, self.max_zoom = min_kernel_side, max_kernel_side, max_zoom
+        self.max_tile_pixels = max_tile_pixels
+        self.scale_margin = scale_margin
+        self.channels_last = device.type == "cpu"
+        model = fold_batchnorm(model).to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model: QuerySearchNet = model
+        self.amp = amp and device.type == "cuda"
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int, float]:
+        """(height, width, factor) the medium is searched at: the longer side at most max_side."""
+        factor = min(1.0, self.max_side / max(height, width))
+        return max(1, round(height * factor)), max(1, round(width * factor)), factor
+
+    def levels(self, query: PreparedQuery, height: int, width: int) -> list[Level]:
+        """The pyramid levels of ``query`` in a medium of ``height`` x ``width`` pixels."""
+        work_h, work_w, factor = self.working_size(height, width)
+        qh, qw = query.size[0] * factor, query.size[1] * factor
+        fit = min(work_h / (qh * self.query_scales[0]), work_w / (qw * self.query_scales[0]))
+        if fit < 1.0 and not query.warned_shrink:  # once per query, not once per video batch
+            query.warned_shrink = True
+            logger.warning("%s: query (%dx%d) at its smallest scale is larger than the medium; shrinking it by "
+                           "%.2f to fit", query.name, round(qw), round(qh), fit)
+        return plan_levels((qh, qw), (work_h, work_w), self.query_scales, self.min_kernel_side,
+                           self.max_kernel_side, self.max_zoom)
+
+    def query_features(self, query: PreparedQuery, size: tuple[int, int], mirrored: bool) -> QueryFeatures:
+        key = (size, mirrored)
+        if key not in query.features:
+            rgb = resize_hw(query.rgb, *size)
+            mask = None if query.mask is None else resize_hw(query.mask, *size)
+            if mirrored:
+                rgb = np.ascontiguousarray(rgb[:, ::-1])
+                mask = None if mask is None else np.ascontiguousarray(mask[:, ::-1])
+            with torch.inference_mode(), self.autocast():
+                tensor = to_tensor([rgb], self.device, self.channels_last)
+                mask_t = None if mask is None else torch.from_numpy(mask).to(self.device)[None, None]
+                query.features[key] = self.model.encode_query(tensor, mask_t)
+        return query.features[key]
+
+    def maps(self, query: PreparedQuery, media: Sequence[np.ndarray]) -> SearchMaps:
+        """Heat and object-size maps of one query in same-size RGB media (a batch of frames).
+
+        Per level the network's heat is taken; the per-pixel maximum over levels (and over the
+        mirrored query) is the heat map, and the winning level and scale pair give the object's size.
+        Levels sharing a zoom share one encoding of the medium.
+        """
+        height, width = media[0].shape[:2]
+        work_h, work_w, factor = self.working_size(height, width)
+        frames = [resize_hw(m, work_h, work_w) for m in media]
+        grid = (-(-work_h // GRID_STRIDE), -(-work_w // GRID_STRIDE))
+        by_zoom: dict[float, list[Level]] = {}
+        for level in self.levels(query, height, width):
+            by_zoom.setdefault(level.zoom, []).append(level)
+        heat: torch.Tensor | None = None
+        cosines: list[torch.Tensor] = []  # per (level, pair): N x 1 x grid cosine
+        heights: list[float] = []  # the object height (original pixels) each one stands for
+        pair_scales = [q / m for q, m in self.model.cfg.scale_pairs]
+        features = None
+        with torch.inference_mode(), self.autocast():
+            batch = to_tensor(frames, self.device, self.channels_last)
+            for zoom, levels in by_zoom.items():
+                found, skip = self._zoom(query, batch, zoom, levels, grid)
+                if skip is not None and zoom == 1.0:
+                    features = skip.float().contiguous().cpu().numpy()
+                for probs, corr, level in found:
+                    heat = probs if heat is None else torch.maximum(heat, probs)
+                    cosines.extend(corr.split(1, dim=1))
+                    heights.extend(level.query_size[0] / level.zoom / factor * rel for rel in pair_scales)
+            size = self._object_height(torch.cat(cosines, dim=1), heights)
+            assert heat is not None
+            if (height, width) != (work_h, work_w):
+                heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
+            size = F.interpolate(size, size=(height, width), mode="nearest")
+        return SearchMaps(heat[:, 0].clamp(0, 1).cpu().numpy(), size[:, 0].cpu().numpy(), features)
+
+    def _zoom(self, query: PreparedQuery, batch: torch.Tensor, zoom: float, levels: list[Level],
+              grid: tuple[int, int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor, Level]], torch.Tensor | None]:
+        """Per level of one zoom: (probabilities N x 1 x work size, per-pair cosines N x P x grid),
+        the medium encoded once (per tile where the zoomed medium is too large); and the medium's
+        raw stride-8 features where it was encoded whole (None when tiled)."""
+        n, _, work_h, work_w = batch.shape
+        overlap = math.ceil(max(max(l.query_size) for l in levels) / zoom) + 32
+        windows = tiles(work_h, work_w, zoom, overlap=overlap, max_pixels=self.max_tile_pixels)
+        if len(windows) == 1:
+            found, skip = self._window(query, batch, zoom, levels, (work_h, work_w), grid)
+            return [(p, c, level) for (p, c), level in zip(found, levels)], skip
+        pairs = len(self.model.cfg.scale_pairs)
+        probs = [batch.new_zeros((n, 1, work_h, work_w), dtype=torch.float32) for _ in levels]
+        corr = [batch.new_zeros((n, pairs, *grid), dtype=torch.float32) for _ in levels]
+        rows = sorted({(y0, y1) for y0, y1, _, _ in windows})
+        cols = sorted({(x0, x1) for _, _, x0, x1 in windows})
+        for y0, y1, x0, x1 in windows:
+            h, w = y1 - y0, x1 - x0
+            found, _ = self._window(query, batch[:, :, y0:y1, x0:x1], zoom, levels, (h, w),
+                                    (-(-h // GRID_STRIDE), -(-w // GRID_STRIDE)))
+            oy0, oy1 = _owned(y0, y1, work_h, rows)
+            ox0, ox1 = _owned(x0, x1, work_w, cols)
+            gy0, gy1 = oy0 // GRID_STRIDE, -(-oy1 // GRID_STRIDE)
+            gx0, gx1 = ox0 // GRID_STRIDE, -(-ox1 // GRID_STRIDE)
+            for k, (p, c) in enumerate(found):
+                probs[k][:, :, oy0:oy1, ox0:ox1] = p[:, :, oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0]
+                corr[k][:, :, gy0:gy1, gx0:gx1] = c[:, :, gy0 - y0 // GRID_STRIDE:gy1 - y0 // GRID_STRIDE,
+                                                    gx0 - x0 // GRID_STRIDE:gx1 - x0 // GRID_STRIDE]
+        return list(zip(probs, corr, levels)), None
+
+    def _window(self, query: PreparedQuery, batch: torch.Tensor, zoom: float, levels: list[Level],
+                size: tuple[int, int], grid: tuple[int, int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """Search one (window of the) working medium at one zoom, for each of its levels; also
+        the window's raw stride-8 features."""
+        medium = batch
+        if zoom != 1.0:
+            zoomed = (max(8, round(size[0] * zoom)), max(8, round(size[1] * zoom)))
+            medium = F.interpolate(batch, size=zoomed, mode="area" if zoom < 1 else "bilinear",
+                                   **({} if zoom < 1 else {"align_corners": False}))
+        encoded = self.model.encode_medium(medium)
+        num_pairs = len(self.model.cfg.scale_pairs)
+        found = []
+        for level in levels:
+            probs = corr = None
+            for mirrored in ((False, True) if self.mirror else (False,)):
+                out = self.model.search(self.query_features(query, level.query_size, mirrored), encoded,
+                                        medium_size=size)
+                p = out["logits"].float().sigmoid()
+                c = out["correlation"].float()
+                c = c.reshape(c.shape[0], -1, num_pairs, *c.shape[-2:]).mean(dim=1)
+                probs = p if probs is None else torch.maximum(probs, p)
+                corr = c if corr is None else torch.maximum(corr, c)
+            assert probs is not None and corr is not None
+            if corr.shape[-2:] != grid:
+                corr = F.interpolate(corr, size=grid, mode="bilinear", align_corners=False)
+            found.append((probs, corr))
+        return found, encoded.skip
+
+    def _object_height(self, cosines: torch.Tensor, heights: list[float]) -> torch.Tensor:
+        """Per grid cell, the object height (pixels) of the best-matching scale, N x 1 x grid.
+
+        Smaller kernels score higher cosines on any texture (less to match), so each scale's
+        cosine map is first standardised over the frame (how much the cell stands out at that
+        scale); of the scales within ``scale_margin`` standard deviations of the best, the largest
+        wins, since a larger kernel that matches nearly as well covers more of the object.
+        """
+        order = sorted(range(len(heights)), key=lambda i: heights[i])
+        cosines = cosines[:, order]
+        flat = cosines.flatten(2)
+        # A medium as small as one grid cell has no spread to standardise by (std of one value is NaN).
+        spread = flat.std(dim=2) if flat.shape[2] > 1 else torch.zeros_like(flat[:, :, 0])
+        z = (cosines - flat.mean(dim=2)[..., None, None]) / (spread[..., None, None] + 1e-6)
+        near_best = z >= z.amax(dim=1, keepdim=True) - self.scale_margin
+        # The last True along the ascending scale axis: argmax of rank-weighted flags.
+        ranks = torch.arange(1, len(order) + 1, device=z.device).view(1, -1, 1, 1)
+        largest = (near_best * ranks).argmax(dim=1, keepdim=True)
+        sizes = torch.tensor([heights[i] for i in order], device=z.device)
+        return sizes[largest]
+
+
+def describe(levels: Sequence[Level]) -> list[dict[str, Any]]:
+    """Levels as plain values (logged and benchmark output)."""
+    return [{"scale": l.scale, "kernel": list(l.query_size), "zoom": round(l.zoom, 3)} for l in levels]

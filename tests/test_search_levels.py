@@ -1,0 +1,166 @@
+"""Pyramid levels with zoom (pipelines/search_maps.py), detections from heat maps
+(pipelines/detections.py) and highlights (pipelines/highlight.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from skimage import data
+from typer.testing import CliRunner
+
+from augment.imageio import save_image
+from pipelines.cli import app
+from pipelines.detections import box_iou, detect, find_peaks
+from pipelines.highlight import highlight
+from pipelines.search import Searcher
+from pipelines.search_maps import plan_levels, tiles
+
+
+def test_levels_zoom_in_for_small_queries_and_out_for_large_ones():
+    small = plan_levels((40, 20), (480, 640), (1.0,))
+    assert small[0].zoom > 2 and min(small[0].query_size) >= 40  # 20 px wide: the medium is up-sampled
+    large = plan_levels((600, 300), (416, 832), (0.5, 1.0))
+    assert all(level.zoom < 1 for level in large)
+    assert all(np.sqrt(l.query_size[0] * l.query_size[1]) <= 110 for l in large)  # the kernel stays small
+    usual = plan_levels((96, 96), (480, 640), (0.5, 1.0, 2.0))
+    assert [(l.query_size, l.zoom) for l in usual] == [((48, 48), 1.0), ((96, 96), 1.0), ((96, 96), 0.5)]
+
+
+def test_tiles_cover_the_frame_and_line_up_with_the_grid():
+    windows = tiles(480, 640, zoom=4.0, overlap=40, max_pixels=800 * 800)
+    assert len(windows) > 1
+    covered = np.zeros((480, 640), bool)
+    for y0, y1, x0, x1 in windows:
+        assert y0 % 8 == 0 and x0 % 8 == 0 and (y1 - y0) * (x1 - x0) * 16 <= 800 * 800 * 1.1
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    assert tiles(480, 640, zoom=1.0, overlap=40) == [(0, 480, 0, 640)]
+
+
+def _small_object_scene() -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """A 20x40 px patch of the astronaut's face in a 640x480 coffee-and-rocket scene."""
+    scene = cv2.resize(data.coffee(), (640, 480), interpolation=cv2.INTER_AREA)
+    scene[250:450, 30:230] = cv2.resize(data.rocket(), (200, 200), interpolation=cv2.INTER_AREA)
+    patch = cv2.resize(data.astronaut()[40:200, 170:250], (20, 40), interpolation=cv2.INTER_AREA)
+    x, y = 412, 203
+    scene[y:y + 40, x:x + 20] = patch
+    return scene, patch, (x, y, x + 20, y + 40)
+
+
+def test_a_20x40_object_in_a_640x480_scene_is_found_by_zooming_in():
+    scene, patch, truth = _small_object_scene()
+    searcher = Searcher(device="cpu", untrained=True, query_scales=(1.0,))
+    levels = searcher.network.levels(searcher.prepare(patch), 480, 640)
+    assert levels[0].zoom > 1  # the medium is searched up-sampled
+    best = searcher.find(patch, scene).best
+    assert best is not None and box_iou(best.box, truth) >= 0.5, best
+
+
+def test_tiled_search_matches_the_whole_search():
+    scene, patch, truth = _small_object_scene()
+    whole = Searcher(device="cpu", untrained=True, query_scales=(1.0,))
+    # The zoomed 640x480 frame (about 1500x1150) is searched in tiles of at most 900x900.
+    tiled = Searcher(device="cpu", untrained=True, query_scales=(1.0,), max_tile_pixels=900 * 900)
+    query = whole.prepare(patch)
+    zoom = tiled.network.levels(query, 480, 640)[0].zoom
+    assert len(tiles(480, 640, zoom, 40, max_pixels=900 * 900)) > 1
+    heat_tiled = tiled.maps(query, [scene]).heat[0]
+    heat_whole = whole.maps(query, [scene]).heat[0]
+    y, x = np.unravel_index(heat_tiled.argmax(), heat_tiled.shape)
+    assert truth[0] <= x < truth[2] and truth[1] <= y < truth[3]
+    assert np.abs(heat_tiled - heat_whole)[truth[1]:truth[3], truth[0]:truth[2]].max() < 0.15
+
+
+def _blob_heat(centres: list[tuple[int, int]], size: tuple[int, int] = (480, 640), sigma: float = 6.0) -> np.ndarray:
+    heat = np.zeros(size, np.float32)
+    yy, xx = np.mgrid[:size[0], :size[1]]
+    for k, (x, y) in enumerate(centres):
+        heat = np.maximum(heat, (0.9 - 0.001 * k) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)))
+    return heat.astype(np.float32)
+
+
+def test_one_hundred_and_fifty_peaks_give_one_hundred_and_fifty_detections():
+    centres = [(20 + 42 * (k % 15), 24 + 46 * (k // 15)) for k in range(150)]
+    heat = _blob_heat(centres)
+    heights = np.full(heat.shape, 20.0, np.float32)
+    found, best = detect(heat, heights, aspect=1.0, threshold=0.5, peak_window=16)
+    assert len(found) == 150 and best == found[0]
+    peaks = {d.peak for d in found}
+    assert all(any(abs(px - x) <= 2 and abs(py - y) <= 2 for px, py in peaks) for x, y in centres)
+    ys, xs = find_peaks(np.zeros((40, 40), np.float32), 0.0, 8)
+    assert len(ys) == 1  # a flat map is one peak, not 1600
+
+
+def test_heat_region_boxes_are_tighter_than_scale_boxes():
+    """A generated case: the heat covers the object's pixels (a 30x60 px figure) while the matched
+    scale (the object-height map) overestimates its size by 60%."""
+    truth = (300, 200, 330, 260)
+    heat = np.zeros((480, 640), np.float32)
+    heat[truth[1]:truth[3], truth[0]:truth[2]] = 0.8
+    heat = cv2.GaussianBlur(heat, (0, 0), 2.0)
+    heat[230, 315] = 0.85  # the peak
+    heights = np.full(heat.shape, 96.0, np.float32)
+    found, best = detect(heat, heights, aspect=0.5, threshold=0.5, peak_window=16)
+    assert best.source == "heat"
+    scale_box = (315 - 24, 230 - 48, 315 + 24, 230 + 48)
+    assert box_iou(best.box, truth) >= 0.8 > box_iou(scale_box, truth) + 0.3
+    # A blob much smaller than the matched scale is a correlation peak, not the object: scale box.
+    dot = _blob_heat([(100, 100)], sigma=2.0)
+    _, dot_best = detect(dot, heights, aspect=0.5, threshold=0.5, peak_window=16)
+    assert dot_best.source == "scale" and dot_best.box[3] - dot_best.box[1] == 96
+
+
+def test_highlight_keeps_the_heat_maps_pixels():
+    image = np.full((100, 120, 3), 200, np.uint8)
+    heat = np.zeros((100, 120), np.float32)
+    heat[30:70, 40:60] = 0.9
+    found, _ = detect(heat, np.full(heat.shape, 40.0, np.float32), 0.5, 0.5, 8)
+    out = highlight(image, heat, found)
+    assert (out[50, 50] == 200).all() and out[5, 5].max() < 100  # the object is kept, far pixels dimmed
+    assert (out[50, 100] < 100).all()  # inside no box: dimmed even though the image is uniform
+
+
+def test_best_is_on_every_line_also_without_detections(tmp_path: Path):
+    scene = cv2.resize(data.coffee(), (160, 120), interpolation=cv2.INTER_AREA)
+    save_image(tmp_path / "scene.jpg", scene, quality=95)
+    save_image(tmp_path / "query.png", cv2.resize(data.astronaut()[30:190, 150:310], (48, 48)))
+    for flags in (["--no-verify"], []):  # the heat map alone, and verified and fused (the default)
+        out = tmp_path / ("plain" if flags else "fused")
+        result = CliRunner().invoke(app, ["search", str(tmp_path / "query.png"), str(tmp_path / "scene.jpg"),
+                                          "--out", str(out), "--device", "cpu", "--untrained", "--threshold", "0.99",
+                                          *flags])
+        assert result.exit_code == 0, result.output
+        (line,) = [json.loads(l) for l in (out / "detections.jsonl").read_text().splitlines()]
+        assert line["detections"] == [] and line["threshold"] == 0.99 and len(line["best"]["box"]) == 4
+        assert (line["best"]["score"] if flags else line["best"]["heat"]) < 0.99
+
+
+def test_still_images_of_one_size_are_searched_as_a_batch(tmp_path: Path):
+    count = 3
+    calls = []
+    searcher = Searcher(device="cpu", untrained=True)
+    original = searcher.find_many
+
+    def spy(query, media, **kwargs):
+        calls.append(len(media))
+        return original(query, media, **kwargs)
+
+    searcher.find_many = spy
+    from pipelines.search_commands import SearchJob, run_search
+
+    scene = cv2.resize(data.coffee(), (160, 120), interpolation=cv2.INTER_AREA)
+    for k in range(count):
+        save_image(tmp_path / f"s{k}.jpg", scene, quality=90)
+    save_image(tmp_path / "odd.jpg", cv2.resize(scene, (100, 80)), quality=90)
+    save_image(tmp_path / "query.png", cv2.resize(data.astronaut()[30:190, 150:310], (40, 40)))
+    jobs = [SearchJob(tmp_path / "query.png", tmp_path / f"s{k}.jpg") for k in range(count)]
+    jobs.insert(1, SearchJob(tmp_path / "query.png", tmp_path / "missing.jpg"))
+    jobs.append(SearchJob(tmp_path / "query.png", tmp_path / "odd.jpg"))
+    summary = run_search(searcher, jobs, tmp_path / "out", batch=4)
+    lines = [json.loads(l) for l in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
+    assert [Path(l["source"]).name if l["source"] else None for l in lines][0] == "s0.jpg"
+    assert "error" in lines[1] and [Path(l["source"]).name for l in lines[2:]] == ["s1.jpg", "s2.jpg", "odd.jpg"]
+    assert calls == [1, 2, 1] and summary.images == 4
