@@ -177,17 +177,32 @@ def detect(heatmap: np.ndarray, object_height: np.ndarray, aspect: float, thresh
     local_max = cv2.dilate(heatmap, cv2.getStructuringElement(cv2.MORPH_RECT, (window, window)))
     ys, xs = np.nonzero((heatmap >= threshold) & (heatmap >= local_max))
     order = np.argsort(-heatmap[ys, xs], kind="stable")
-    kept: list[Detection] = []
-    for i in order:
-        y, x = int(ys[i]), int(xs[i])
-        oh = float(object_height[y, x])
-        ow = oh * aspect
-        box = (max(0, round(x + 0.5 - ow / 2)), max(0, round(y + 0.5 - oh / 2)),
-               min(w, round(x + 0.5 + ow / 2)), min(h, round(y + 0.5 + oh / 2)))
-        if box[2] <= box[0] or box[3] <= box[1] or any(_duplicate(box, d.box) for d in kept):
+    ys, xs = ys[order], xs[order]
+    # All peaks' boxes at once (a frame can hold hundreds of peaks at a low threshold).
+    oh = object_height[ys, xs].astype(np.float64)
+    half_w, half_h = oh * aspect / 2, oh / 2
+    boxes = np.stack([np.maximum(0, np.round(xs + 0.5 - half_w)), np.maximum(0, np.round(ys + 0.5 - half_h)),
+                      np.minimum(w, np.round(xs + 0.5 + half_w)), np.minimum(h, np.round(ys + 0.5 + half_h))],
+                     axis=1)
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    kept_rows: list[int] = []
+    for i in np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])):
+        if kept_rows and _duplicates(boxes[i], areas[i], boxes[kept_rows], areas[kept_rows]).any():
             continue
-        kept.append(Detection(box, float(heatmap[y, x]), max(1, round(_area(box) * fill))))
-    return kept
+        kept_rows.append(int(i))
+    return [Detection(tuple(int(v) for v in boxes[i]), float(heatmap[ys[i], xs[i]]),
+                      max(1, round(float(areas[i]) * fill))) for i in kept_rows]
+
+
+def _duplicates(box: np.ndarray, area: float, kept: np.ndarray, kept_areas: np.ndarray) -> np.ndarray:
+    """:func:`_duplicate` of one box against many kept boxes (vectorised)."""
+    inter = (np.clip(np.minimum(box[2], kept[:, 2]) - np.maximum(box[0], kept[:, 0]), 0, None)
+             * np.clip(np.minimum(box[3], kept[:, 3]) - np.maximum(box[1], kept[:, 1]), 0, None))
+    union = area + kept_areas - inter
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    smaller = np.minimum(area, kept_areas)
+    contained = (smaller > 0) & (inter >= NMS_CONTAINMENT * np.where(smaller > 0, smaller, 1))
+    return (iou >= NMS_IOU) | contained
 
 
 def object_mask(size: tuple[int, int], detections: Sequence[Detection],
@@ -207,20 +222,27 @@ def object_mask(size: tuple[int, int], detections: Sequence[Detection],
 def highlight(image: np.ndarray, detections: Sequence[Detection],
               query_mask: np.ndarray | None = None) -> np.ndarray:
     """Keep the detected objects' pixels and those near them (dilated by ~2% of the diagonal),
-    dim the rest, and outline each instance."""
+    dim the rest, and outline each instance. Each instance is masked and dilated within its own
+    box plus the dilation radius, so the cost follows the boxes' area, not their number times
+    the frame's."""
     h, w = image.shape[:2]
     radius = max(2, round(0.02 * math.hypot(h, w)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     out = (image.astype(np.float32) * DIM_FACTOR).astype(np.uint8)
     thickness = max(1, radius // 3)
-    regions = []
+    keep = np.zeros((h, w), bool)
+    outlines = []
     for det in detections:
-        region = cv2.dilate(object_mask((h, w), [det], query_mask), kernel)
-        keep = region.astype(bool)
-        out[keep] = image[keep]
-        regions.append(region)
-    for region in regions:  # outlines last, so a neighbour's kept pixels do not cover them
-        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        x0, y0, x1, y1 = det.box
+        rx0, ry0, rx1, ry1 = max(0, x0 - radius), max(0, y0 - radius), min(w, x1 + radius), min(h, y1 + radius)
+        local = Detection((x0 - rx0, y0 - ry0, x1 - rx0, y1 - ry0), det.score, det.area)
+        region = cv2.dilate(object_mask((ry1 - ry0, rx1 - rx0), [local], query_mask), kernel)
+        keep[ry0:ry1, rx0:rx1] |= region.astype(bool)
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(rx0, ry0))
+        outlines.append(contours)
+    out[keep] = image[keep]
+    for contours in outlines:  # outlines last, so a neighbour's kept pixels do not cover them
         cv2.drawContours(out, contours, -1, OUTLINE_RGB, thickness=thickness)
     return out
 
