@@ -185,17 +185,21 @@ def detect(heatmap: np.ndarray, object_height: np.ndarray, aspect: float, thresh
                       np.minimum(w, np.round(xs + 0.5 + half_w)), np.minimum(h, np.round(ys + 0.5 + half_h))],
                      axis=1)
     areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    # Greedy NMS, highest first: each kept box suppresses its duplicates among all the rest at
+    # once (a duplicate of an earlier kept box is never kept: the same result as pairwise checks).
+    suppressed = ~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
     kept_rows: list[int] = []
-    for i in np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])):
-        if kept_rows and _duplicates(boxes[i], areas[i], boxes[kept_rows], areas[kept_rows]).any():
+    for i in range(len(boxes)):
+        if suppressed[i]:
             continue
-        kept_rows.append(int(i))
+        kept_rows.append(i)
+        suppressed[i + 1:] |= _duplicates(boxes[i], areas[i], boxes[i + 1:], areas[i + 1:])
     return [Detection(tuple(int(v) for v in boxes[i]), float(heatmap[ys[i], xs[i]]),
                       max(1, round(float(areas[i]) * fill))) for i in kept_rows]
 
 
 def _duplicates(box: np.ndarray, area: float, kept: np.ndarray, kept_areas: np.ndarray) -> np.ndarray:
-    """:func:`_duplicate` of one box against many kept boxes (vectorised)."""
+    """:func:`_duplicate` of one box against many boxes (vectorised)."""
     inter = (np.clip(np.minimum(box[2], kept[:, 2]) - np.maximum(box[0], kept[:, 0]), 0, None)
              * np.clip(np.minimum(box[3], kept[:, 3]) - np.maximum(box[1], kept[:, 1]), 0, None))
     union = area + kept_areas - inter
@@ -222,28 +226,20 @@ def object_mask(size: tuple[int, int], detections: Sequence[Detection],
 def highlight(image: np.ndarray, detections: Sequence[Detection],
               query_mask: np.ndarray | None = None) -> np.ndarray:
     """Keep the detected objects' pixels and those near them (dilated by ~2% of the diagonal),
-    dim the rest, and outline each instance. Each instance is masked and dilated within its own
-    box plus the dilation radius, so the cost follows the boxes' area, not their number times
-    the frame's."""
+    dim the rest, and outline them. Drawn once per frame whatever the number of instances: the
+    union of their shapes is dilated once (a distance transform: a disc of the radius), so
+    instances whose kept regions touch share one outline."""
     h, w = image.shape[:2]
     radius = max(2, round(0.02 * math.hypot(h, w)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     out = (image.astype(np.float32) * DIM_FACTOR).astype(np.uint8)
+    if not detections:
+        return out
     thickness = max(1, radius // 3)
-    keep = np.zeros((h, w), bool)
-    outlines = []
-    for det in detections:
-        x0, y0, x1, y1 = det.box
-        rx0, ry0, rx1, ry1 = max(0, x0 - radius), max(0, y0 - radius), min(w, x1 + radius), min(h, y1 + radius)
-        local = Detection((x0 - rx0, y0 - ry0, x1 - rx0, y1 - ry0), det.score, det.area)
-        region = cv2.dilate(object_mask((ry1 - ry0, rx1 - rx0), [local], query_mask), kernel)
-        keep[ry0:ry1, rx0:rx1] |= region.astype(bool)
-        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
-                                       offset=(rx0, ry0))
-        outlines.append(contours)
-    out[keep] = image[keep]
-    for contours in outlines:  # outlines last, so a neighbour's kept pixels do not cover them
-        cv2.drawContours(out, contours, -1, OUTLINE_RGB, thickness=thickness)
+    outside = 1 - object_mask((h, w), detections, query_mask)
+    region = (cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= radius)
+    out[region] = image[region]
+    contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, OUTLINE_RGB, thickness=thickness)
     return out
 
 
