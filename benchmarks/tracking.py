@@ -16,7 +16,7 @@ decoded beforehand, so only the search/tracker is timed; one run, one machine), 
 re-acquisitions. The temporal mode's levels and window were tuned on TUNED_ON only; the other
 sequences are reported apart as held out.
 
-    python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt]
+    python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt] [--threads 1]
 """
 
 from __future__ import annotations
@@ -151,6 +151,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: CSRT runs on one thread too, and on a shared 2-core "
+                             "machine more threads only contend)")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"tracking benchmark skipped: {DATA} absent (shared data)")
@@ -160,6 +163,7 @@ def main() -> None:
     from pipelines.search import Searcher
 
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     searcher = Searcher(device=args.device)
     names = args.sequences or sorted(p.name for p in DATA.iterdir() if (p / "groundtruth.txt").is_file())
     rows = []

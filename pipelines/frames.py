@@ -83,7 +83,7 @@ class FolderFrames:
                 for offset, item in enumerate(pool.map(self._read, chunk)):
                     if isinstance(item, str):
                         self.skipped.append(item)
-                        logger.warning("skipped frame: %s", item)
+                        logger.info("skipped frame: %s", item)
                         continue
                     indices.append(start + offset)
                     frames.append(item)

@@ -43,22 +43,24 @@ class TemporalConfig:
     """Window sampling, motion/scale prior and the lost / re-detect levels."""
 
     # The template's size (square root of its area, pixels) fed to the network; the window is
-    # resampled so the target appears at this size. 32 px = 4 x 4 cells of the stride-8 grid:
-    # 48-64 px centred a little better on Skating1 at 2-3x the time per frame.
-    template_side: int = 32
+    # resampled so the target appears at this size (48 px: 6 x 6 cells of the stride-8 grid; 32
+    # lost Skating1's skater among the others, 64 costs twice the time).
+    template_side: int = 48
     # Window side over the padded target side sqrt((w + p) (h + p)), p = (w + h) / 2 (SiamFC: 2).
     context: float = 2.0
     # Weight of the Hann window in the peak's score (the motion prior).
     window_influence: float = 0.3
     # Scales searched per frame: 1 / scale_step, 1, scale_step; off scales' heat is multiplied by
-    # scale_penalty; the size follows the winning scale by scale_rate (damping).
-    scale_step: float = 1.05
+    # scale_penalty; the size follows the winning scale by scale_rate (damping). Off (1.0) by
+    # default: with the untrained network's heat the size drifted (Skating1, first 150 frames:
+    # precision 0.55 with 1.03 vs 1.00 without); the size then changes only on re-detection.
+    scale_step: float = 1.0
     scale_penalty: float = 0.97
     scale_rate: float = 0.5
     # Target lost when the windowed peak is below lost_ratio x reference heat; re-acquired when a
     # whole-frame peak reaches reacquire_ratio x reference.
-    lost_ratio: float = 0.4
-    reacquire_ratio: float = 0.6
+    lost_ratio: float = 0.3
+    reacquire_ratio: float = 0.8
     # Relative sizes searched in the whole frame while lost (objects may change size meanwhile).
     redetect_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
     # Longest side of the frame when searched whole (the frame is resampled to template scale).
@@ -236,6 +238,7 @@ class TemporalSearcher:
         self.net = TemplateHeat(searcher, query.rgb, query.mask)
         self.scales = (1.0 / cfg.scale_step, 1.0, cfg.scale_step) if cfg.scale_step > 1 else (1.0,)
         self.prior = hann_window(self.window_side, self.window_side)
+        self.peak_offset = self._peak_offset()
         self.center: tuple[float, float] | None = None
         self.height = 0.0  # target height in frame pixels (width = height x aspect)
         self.reference: float | None = None
@@ -245,6 +248,22 @@ class TemporalSearcher:
         self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
         self._confident = 0
         self._running: np.ndarray | None = None
+
+    def _peak_offset(self) -> np.ndarray:
+        """Where the heat peaks, relative to the object's centre, in window pixels (x, y).
+
+        The network's heat comes from a stride-8 grid and even-sized kernels, so its peak sits a
+        few pixels off the object's centre; measured once on the template pasted in the middle of
+        a window of its own mean colour, and taken off every peak."""
+        th, tw = self.template_size
+        side = self.window_side
+        canvas = np.empty((side, side, 3), np.uint8)
+        canvas[:] = self.anchor_rgb.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+        y0, x0 = (side - th) // 2, (side - tw) // 2
+        canvas[y0:y0 + th, x0:x0 + tw] = cv2.resize(self.anchor_rgb, (tw, th), interpolation=cv2.INTER_AREA)
+        heat = self.net.heat(canvas, [self.template_size])[0]
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        return np.array([x + 0.5 - (x0 + tw / 2), y + 0.5 - (y0 + th / 2)])
 
     # -- one frame ------------------------------------------------------------------------------
 
@@ -294,8 +313,9 @@ class TemporalSearcher:
             self.reference = peak
         if peak < cfg.lost_ratio * self.reference:
             return None  # lost: the caller searches the whole frame
-        self.center = (self.center[0] + (x + 0.5 - side / 2) / zoom,
-                       self.center[1] + (y + 0.5 - side / 2) / zoom)
+        dx, dy = self.peak_offset * self.scales[s]
+        self.center = (self.center[0] + (x + 0.5 - dx - side / 2) / zoom,
+                       self.center[1] + (y + 0.5 - dy - side / 2) / zoom)
         # A larger template matching means the target looks larger in the window.
         self.height *= 1.0 + cfg.scale_rate * (self.scales[s] - 1.0)
         self.height = float(np.clip(self.height, 4.0, 4.0 * max(frame.shape[:2])))
@@ -323,7 +343,8 @@ class TemporalSearcher:
         heat = self.net.heat(medium, sizes)
         s, y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
         peak = float(heat[s, y, x])
-        center = ((x + 0.5) * w / out_w, (y + 0.5) * h / out_h)
+        dx, dy = self.peak_offset * sizes[s][0] / self.template_size[0]
+        center = ((x + 0.5 - dx) * w / out_w, (y + 0.5 - dy) * h / out_h)
         height = sizes[s][0] * h / out_h
         box = box_from(center, (height * self.aspect, height), w, h)
         level = self.reference * cfg.reacquire_ratio if self.reference is not None else None

@@ -180,7 +180,7 @@ def test_cli_sequence_skips_and_counts_unreadable_and_missized_frames(tmp_path: 
         result = run_cli("search", tmp_path / "query.png", folder, "--sequence", "--out", out, *mode)
         assert result.exit_code == 0, result.output
         assert [line["frame"] for line in _lines(out)] == [0, 1, 3, 5]
-        assert result.output.count("skipped frame:") == 2, result.output
+        assert result.output.count("skipped frame:") == 2, result.output  # one line each
         assert "0002.jpg" in result.output and "0004.jpg" in result.output
     summary = json.loads((tmp_path / "out0" / "frames.summary.json").read_text())
     assert summary["skipped"] == 2 and summary["frames"] == 4 and summary["lost"] == 0
