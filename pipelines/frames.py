@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -97,3 +98,32 @@ class FolderFrames:
 
     def close(self) -> None:
         """Nothing to release (kept for the FrameReader interface)."""
+
+
+def open_frames(medium: Path, batch: int) -> Any:
+    """A frame folder (``--sequence``) or a video file, as (indices, frames) batches."""
+    if medium.is_dir():
+        return FolderFrames(medium, batch_size=batch)
+    from pipelines.video import FrameReader
+
+    return FrameReader(medium, batch_size=batch)
+
+
+@contextmanager
+def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tuple[Any, Any]]:
+    """(reader, writer): ``medium``'s frames and a highlighted video written at its size and rate.
+
+    Both are closed however the block ends (the frames written before a failure are kept); a
+    medium that delivered no frame is an InputError after the block.
+    """
+    from pipelines.video import VideoWriter
+
+    reader = open_frames(medium, batch)
+    writer = VideoWriter(video, reader.info.fps, reader.info.width, reader.info.height)
+    try:
+        yield reader, writer
+    finally:
+        reader.close()
+        writer.close(keep=True)
+    if reader.frames_read == 0:
+        raise InputError(f"{medium}: no frame could be decoded")

@@ -210,14 +210,10 @@ def _search_image(searcher: Any, prepared: Any, medium: Path, out: Path, names: 
 def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: OutputNames,
                   save_heatmaps: bool, batch: int, advance: Callable[[int], None],
                   summary: RunSummary) -> Iterator[dict[str, Any]]:
-    from pipelines.temporal_run import open_frames
-    from pipelines.video import VideoWriter
+    from pipelines.frames import frames_and_highlights
 
-    reader = open_frames(medium, batch)
     name = names.take(medium)
-    writer = VideoWriter(out / f"{name}.highlight.mp4", reader.info.fps, reader.info.width,
-                         reader.info.height)
-    try:
+    with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
             results = searcher.find_many(prepared, frames, sources=[str(medium)] * len(frames),
                                          frames=indices)
@@ -229,11 +225,6 @@ def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: 
                 yield {**result.to_json(), "highlight": f"{name}.highlight.mp4"}
             summary.frames += len(frames)
             advance(len(frames))
-    finally:
-        reader.close()
-        writer.close(keep=True)  # frames before a break are kept
-    if reader.frames_read == 0:
-        raise InputError(f"{medium}: no frame could be decoded")
     if reader.error is not None:
         raise InputError(reader.error)
     summary.skipped.extend(getattr(reader, "skipped", []))  # a frame folder's unreadable/mis-sized files

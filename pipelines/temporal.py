@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -57,12 +58,17 @@ class TemporalConfig:
     scale_step: float = 1.0
     scale_penalty: float = 0.97
     scale_rate: float = 0.5
-    # Target lost when the windowed peak is below lost_ratio x reference heat; re-acquired when a
-    # whole-frame peak reaches reacquire_ratio x reference.
-    lost_ratio: float = 0.3
-    reacquire_ratio: float = 0.8
-    # Relative sizes searched in the whole frame while lost (objects may change size meanwhile).
-    redetect_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
+    # Target lost when the windowed peak is below lost_ratio x reference heat (the median peak of
+    # the last reference_frames frames held); re-acquired when a whole-frame peak reaches
+    # reacquire_ratio x reference.
+    lost_ratio: float = 0.5
+    reacquire_ratio: float = 0.9
+    reference_frames: int = 30
+    # Relative sizes searched in the whole frame: at the first acquisition (the query's pixel size
+    # is only a guess), and while lost (the last size: like the windowed search, since smaller
+    # templates out-score larger ones on anything, a choice of sizes shrank the box).
+    acquire_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
+    redetect_scales: tuple[float, ...] = (1.0,)
     # Longest side of the frame when searched whole (the frame is resampled to template scale).
     redetect_max_side: int = 1024
     # Running template: weight of the confident boxes' pixels blended into the query (0 = off,
@@ -241,7 +247,9 @@ class TemporalSearcher:
         self.peak_offset = self._peak_offset()
         self.center: tuple[float, float] | None = None
         self.height = 0.0  # target height in frame pixels (width = height x aspect)
-        self.reference: float | None = None
+        # Peak heats of the last frames held: their median is the reference the levels scale.
+        # (Not the first frame's alone: when the query was cut from it, it matches exactly.)
+        self.recent: deque[float] = deque(maxlen=cfg.reference_frames)
         self.scale_bias: np.ndarray | None = None  # per scale, set on the first windowed frame
         self.state = LOST
         self.index = 0
@@ -264,6 +272,10 @@ class TemporalSearcher:
         heat = self.net.heat(canvas, [self.template_size])[0]
         y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
         return np.array([x + 0.5 - (x0 + tw / 2), y + 0.5 - (y0 + th / 2)])
+
+    @property
+    def reference(self) -> float | None:
+        return float(np.median(self.recent)) if self.recent else None
 
     # -- one frame ------------------------------------------------------------------------------
 
@@ -309,10 +321,11 @@ class TemporalSearcher:
             + cfg.window_influence * self.prior[None]
         s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
         peak = float(heat[s, y, x])
-        if self.reference is None:
-            self.reference = peak
+        if not self.recent:
+            self.recent.append(peak)
         if peak < cfg.lost_ratio * self.reference:
             return None  # lost: the caller searches the whole frame
+        self.recent.append(peak)
         dx, dy = self.peak_offset * self.scales[s]
         self.center = (self.center[0] + (x + 0.5 - dx - side / 2) / zoom,
                        self.center[1] + (y + 0.5 - dy - side / 2) / zoom)
@@ -336,7 +349,7 @@ class TemporalSearcher:
         if self.center is None:  # the query's own pixel size is the first guess of the target's
             qh, qw = self.net.rgb.shape[:2]
             sizes = [(max(8, round(qh * zoom * s)), max(8, round(qw * zoom * s)))
-                     for s in cfg.redetect_scales]
+                     for s in cfg.acquire_scales]
         else:
             sizes = self._sizes(cfg.redetect_scales)
         sizes = [(min(sh, out_h), min(sw, out_w)) for sh, sw in sizes]
@@ -349,7 +362,7 @@ class TemporalSearcher:
         box = box_from(center, (height * self.aspect, height), w, h)
         level = self.reference * cfg.reacquire_ratio if self.reference is not None else None
         if level is None or peak >= level:
-            self.reference = self.reference if self.reference is not None else peak
+            self.recent.append(peak)
             self.center, self.height, self.state = center, height, REDETECTED
             return Track(index, REDETECTED, box, peak, heat[s], affine)
         self.state = LOST

@@ -16,20 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from augment.imageio import InputError, atomic_write_text, save_image
+from pipelines.frames import frames_and_highlights
 from pipelines.temporal import TemporalConfig, TemporalSearcher, TrackSummary, draw_track, frame_heat
 
 logger = logging.getLogger(__name__)
-
-
-def open_frames(medium: Path, batch: int) -> Any:
-    """A frame folder (``--sequence``) or a video file, as (indices, frames) batches."""
-    if medium.is_dir():
-        from pipelines.frames import FolderFrames
-
-        return FolderFrames(medium, batch_size=batch)
-    from pipelines.video import FrameReader
-
-    return FrameReader(medium, batch_size=batch)
 
 
 def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name: str, *,
@@ -42,15 +32,10 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
     After the iteration the summary is in ``<name>.summary.json`` (and appended to ``reports``).
     A medium with no decodable frame is an InputError.
     """
-    from pipelines.video import VideoWriter
-
-    reader = open_frames(medium, batch)
     tracker = TemporalSearcher(searcher, prepared, config)
     summary = TrackSummary()
-    writer = VideoWriter(out / f"{name}.highlight.mp4", reader.info.fps, reader.info.width,
-                         reader.info.height)
     base = {"source": str(medium), "query": prepared.name}
-    try:
+    with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
             for index, frame in zip(indices, frames):
                 track = tracker.step(frame)
@@ -64,11 +49,6 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
                 yield {**base, **track.to_json(), "width": frame.shape[1], "height": frame.shape[0],
                        "highlight": f"{name}.highlight.mp4"}
             advance(len(frames))
-    finally:
-        reader.close()
-        writer.close(keep=True)  # frames before a break are kept
-    if reader.frames_read == 0:
-        raise InputError(f"{medium}: no frame could be decoded")
     skipped = list(getattr(reader, "skipped", []))
     report = {**base, **summary.to_json(), "skipped": len(skipped), "skipped_files": skipped}
     atomic_write_text(out / f"{name}.summary.json", json.dumps(report, indent=1) + "\n")
