@@ -255,6 +255,7 @@ class TemporalSearcher:
         self.index = 0
         self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
         self._confident = 0
+        self._fresh = False  # the target was given by a box on this frame
         self._running: np.ndarray | None = None
 
     def _peak_offset(self) -> np.ndarray:
@@ -289,6 +290,7 @@ class TemporalSearcher:
             self.center = ((x0 + x1) / 2, (y0 + y1) / 2)
             self.height = max(2.0, math.sqrt((x1 - x0) * (y1 - y0) / self.aspect))
             self.state = TRACKING
+            self._fresh = True
         if self.center is not None and self.state != LOST:
             track = self._windowed(frame, index)
             if track is not None:
@@ -321,11 +323,16 @@ class TemporalSearcher:
             + cfg.window_influence * self.prior[None]
         s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
         peak = float(heat[s, y, x])
-        if not self.recent:
+        if self._fresh:
+            # The frame the target was found (or given) in: the query may have been cut from it,
+            # an exact match that would set the reference too high; the next frame sets it.
+            self._fresh = False
+        elif not self.recent:
             self.recent.append(peak)
-        if peak < cfg.lost_ratio * self.reference:
+        elif peak < cfg.lost_ratio * self.reference:
             return None  # lost: the caller searches the whole frame
-        self.recent.append(peak)
+        else:
+            self.recent.append(peak)
         dx, dy = self.peak_offset * self.scales[s]
         self.center = (self.center[0] + (x + 0.5 - dx - side / 2) / zoom,
                        self.center[1] + (y + 0.5 - dy - side / 2) / zoom)
@@ -362,7 +369,8 @@ class TemporalSearcher:
         box = box_from(center, (height * self.aspect, height), w, h)
         level = self.reference * cfg.reacquire_ratio if self.reference is not None else None
         if level is None or peak >= level:
-            self.recent.append(peak)
+            if level is not None:
+                self.recent.append(peak)
             self.center, self.height, self.state = center, height, REDETECTED
             return Track(index, REDETECTED, box, peak, heat[s], affine)
         self.state = LOST

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
 import pytest
+import torch
 from skimage import data
 
 from augment.imageio import save_image
@@ -62,6 +64,15 @@ def _lookalike_video() -> tuple[list[np.ndarray], list[tuple[float, float]]]:
         frames.append(frame)
         truth.append((tx, ty))
     return frames, truth
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: frames of a few hundred pixels gain nothing from two on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
