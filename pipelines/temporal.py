@@ -246,7 +246,9 @@ class TemporalSearcher:
         self.prior = hann_window(self.window_side, self.window_side)
         self.peak_offset = self._peak_offset()
         self.center: tuple[float, float] | None = None
-        self.height = 0.0  # target height in frame pixels (width = height x aspect)
+        # Target height in frame pixels (width = height x aspect); before the target is found, the
+        # query's own pixel height is the guess.
+        self.height = float(qh)
         # Peak heats of the last frames held: their median is the reference the levels scale.
         # (Not the first frame's alone: when the query was cut from it, it matches exactly.)
         self.recent: deque[float] = deque(maxlen=cfg.reference_frames)
@@ -346,19 +348,17 @@ class TemporalSearcher:
 
     def _whole(self, frame: np.ndarray, index: int, w: int, h: int) -> Track:
         cfg = self.config
-        # The frame at template scale for the last known size (or the query's own size at first).
-        zoom = self._zoom() if self.center is not None else 1.0
-        zoom = min(zoom, cfg.redetect_max_side / max(w, h))
+        # The frame resampled so the target, at its last known size (at first: the query's pixel
+        # size), appears at the template's size.
+        zoom = min(self._zoom(), cfg.redetect_max_side / max(w, h))
         out_w, out_h = max(32, round(w * zoom)), max(32, round(h * zoom))
         affine = np.array([[out_w / w, 0, 0], [0, out_h / h, 0]], np.float64)
         medium = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA if zoom < 1
                             else cv2.INTER_LINEAR)
-        if self.center is None:  # the query's own pixel size is the first guess of the target's
-            qh, qw = self.net.rgb.shape[:2]
-            sizes = [(max(8, round(qh * zoom * s)), max(8, round(qw * zoom * s)))
-                     for s in cfg.acquire_scales]
-        else:
-            sizes = self._sizes(cfg.redetect_scales)
+        sizes = self._sizes(cfg.acquire_scales if self.center is None else cfg.redetect_scales)
+        if zoom < self._zoom():  # the frame was capped at redetect_max_side: shrink the templates
+            sizes = [(max(8, round(sh * zoom / self._zoom())), max(8, round(sw * zoom / self._zoom())))
+                     for sh, sw in sizes]
         sizes = [(min(sh, out_h), min(sw, out_w)) for sh, sw in sizes]
         heat = self.net.heat(medium, sizes)
         s, y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
