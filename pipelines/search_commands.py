@@ -43,13 +43,18 @@ class RunSummary:
     detections: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    tracks: list[dict[str, Any]] = field(default_factory=list)  # temporal mode: one per video
+    skipped: list[str] = field(default_factory=list)  # frames of frame folders, with the reason
 
 
-def expand_media(paths: list[Path]) -> list[Path]:
-    """Files as given; folders become their images and videos (sorted, recursive)."""
+def expand_media(paths: list[Path], sequence: bool = False) -> list[Path]:
+    """Files as given; folders become their images and videos (sorted, recursive), or with
+    ``sequence`` stay one medium each (a folder of frames read as one video)."""
     media: list[Path] = []
     for path in paths:
-        if path.is_dir():
+        if path.is_dir() and sequence:
+            media.append(path)
+        elif path.is_dir():
             images, others = list_images(path)
             videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
             found = sorted(images + videos)
@@ -109,7 +114,8 @@ class OutputNames:
 
 
 def _is_video(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS
+    """A video file, or a folder of frames (only ever a medium with ``--sequence``)."""
+    return path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()
 
 
 def count_work(jobs: list[SearchJob]) -> int:
@@ -120,7 +126,9 @@ def count_work(jobs: list[SearchJob]) -> int:
     for job in jobs:
         if job.error or job.medium is None:
             continue
-        if _is_video(job.medium):
+        if job.medium.is_dir():
+            total += len(list_images(job.medium)[0]) if job.medium.exists() else 0
+        elif _is_video(job.medium):
             try:
                 total += probe(job.medium).frame_count
             except InputError:
@@ -131,11 +139,14 @@ def count_work(jobs: list[SearchJob]) -> int:
 
 
 def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps: bool = False,
-               batch: int = 4, advance: Callable[[int], None] | None = None) -> RunSummary:
+               batch: int = 4, advance: Callable[[int], None] | None = None,
+               temporal: bool = True) -> RunSummary:
     """Search every job, write the outputs into ``out``; errors are recorded, not raised.
 
     ``searcher`` is a :class:`pipelines.search.Searcher`; ``advance(n)`` is called after every
-    n images/frames searched (progress display).
+    n images/frames searched (progress display). Videos and frame folders are searched in the
+    temporal mode (pipelines/temporal.py: one target held) unless ``temporal`` is False (every
+    instance in every frame on its own).
     """
     out.mkdir(parents=True, exist_ok=True)
     names = OutputNames()
@@ -160,6 +171,17 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
             prepared = queries[key]
             if _is_video(job.medium):
                 pending.flush()
+            if _is_video(job.medium) and temporal:
+                from pipelines.temporal_run import search_temporal
+
+                for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
+                                            save_heatmaps=save_heatmaps, batch=batch,
+                                            advance=advance, reports=summary.tracks):
+                    summary.frames += 1
+                    summary.detections += len(line["detections"])
+                    lines.append(line)
+                summary.skipped.extend(summary.tracks[-1]["skipped_files"] if summary.tracks else [])
+            elif _is_video(job.medium):
                 for line in _search_video(searcher, prepared, job.medium, out, names, save_heatmaps,
                                           batch, advance, summary):
                     lines.append(line)
@@ -220,13 +242,10 @@ class ImageBatch:
 def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: OutputNames,
                   save_heatmaps: bool, batch: int, advance: Callable[[int], None],
                   summary: RunSummary) -> Iterator[dict[str, Any]]:
-    from pipelines.video import FrameReader, VideoWriter
+    from pipelines.frames import frames_and_highlights
 
-    reader = FrameReader(medium, batch_size=batch)
     name = names.take(medium)
-    writer = VideoWriter(out / f"{name}.highlight.mp4", reader.info.fps, reader.info.width,
-                         reader.info.height)
-    try:
+    with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
             results = searcher.find_many(prepared, frames, sources=[str(medium)] * len(frames),
                                          frames=indices)
@@ -238,13 +257,9 @@ def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: 
                 yield {**result.to_json(), "highlight": f"{name}.highlight.mp4"}
             summary.frames += len(frames)
             advance(len(frames))
-    finally:
-        reader.close()
-        writer.close(keep=True)  # frames before a break are kept
-    if reader.frames_read == 0:
-        raise InputError(f"{medium}: no frame could be decoded")
     if reader.error is not None:
         raise InputError(reader.error)
+    summary.skipped.extend(getattr(reader, "skipped", []))  # a frame folder's unreadable/mis-sized files
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -312,6 +327,11 @@ def register(app: typer.Typer) -> None:
                                        "of candidates, no fused score (issue 13)."),
         fusion: Optional[Path] = typer.Option(None, "--fusion", help="Fusion model JSON (default: the model's "
                                               "own: CKPT.fusion.json, or the untrained network's)."),
+        sequence: bool = typer.Option(False, "--sequence", help="Read each MEDIA folder as one video "
+                                      "(its frames in name order)."),
+        every_instance: bool = typer.Option(False, "--every-instance", help="Videos: every instance in "
+                                            "every frame on its own, instead of holding one target "
+                                            "(the temporal mode, default)."),
     ) -> None:
         """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
         from augment.outputs import check_output_folder
@@ -333,7 +353,7 @@ def register(app: typer.Typer) -> None:
                 jobs = read_pairs(pairs)
             else:
                 assert query is not None and media
-                jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media))]
+                jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media), sequence)]
                 load_query(query, query_mask)  # a bad query fails here, before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
                                 query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,
@@ -353,7 +373,7 @@ def register(app: typer.Typer) -> None:
                 progress.update(task, advance=n, rate=f"{rate:.1f} frames/s")
 
             summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps,
-                                  batch=batch, advance=advance)
+                                  batch=batch, advance=advance, temporal=not every_instance)
         from rich.markup import escape
 
         from pipelines.cli import console
@@ -361,6 +381,13 @@ def register(app: typer.Typer) -> None:
         console.print(f"searched {summary.images} images and {summary.frames} video frames in "
                       f"{summary.seconds:.1f} s: {summary.detections} detections -> "
                       f"{out / DETECTIONS_FILE}", highlight=False, soft_wrap=True)
+        for track in summary.tracks:
+            console.print(f"{escape(track['source'])}: target tracked in {track['tracked']}, "
+                          f"re-detected in {track['re_detected']}, lost in {track['lost']} of "
+                          f"{track['frames']} frames; {track['skipped']} frames skipped",
+                          highlight=False, soft_wrap=True)
+        for skipped in summary.skipped:
+            console.print(f"[yellow]skipped frame:[/] {escape(skipped)}", highlight=False, soft_wrap=True)
         if summary.errors:
             for error in summary.errors:
                 console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)

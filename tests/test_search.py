@@ -114,7 +114,8 @@ def test_video_round_trip(tmp_path: Path) -> None:
     save_image(query, _query())
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["search", str(query), str(video), "--out", str(out),
-                                      "--device", "cpu", "--batch", "4", "--save-heatmaps", "--untrained"])
+                                      "--device", "cpu", "--batch", "4", "--save-heatmaps", "--untrained",
+                                      "--every-instance"])  # per-frame search; the temporal mode: test_temporal.py
     assert result.exit_code == 0, result.output
     lines = _lines(out)
     assert [line["frame"] for line in lines] == list(range(12))

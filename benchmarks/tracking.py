@@ -1,0 +1,205 @@
+"""Video search that holds its target, on real single-object sequences (../shared/data/tracking).
+
+The query is the target cut from frame 1 by its box; frames 2..N are searched by
+(a) the temporal mode (pipelines/temporal.py, started from frame 1's box),
+(b) today's per-frame whole search (its top peak per frame, no threshold: `--every-instance`),
+(c) OpenCV's CSRT tracker from the same box, run in its own environment (opencv-contrib cannot
+    sit beside opencv-python in one): create it once with
+
+        python -m venv benchmarks/.venv-csrt && benchmarks/.venv-csrt/bin/pip install \
+            opencv-contrib-python-headless==5.0.0.93 numpy
+
+    (without it CSRT's rows are skipped with a message).
+
+Printed per sequence and on average: precision at 20 px, success AUC (OTB), frames/s (frames
+decoded beforehand, so only the search/tracker is timed; one run, one machine), frames lost and
+re-acquisitions. The temporal mode's levels and window were tuned on TUNED_ON only; the other
+sequences are reported apart as held out.
+
+    python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
+
+from metrics import box_iou  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "tracking"
+CSRT_PYTHON = ROOT / "benchmarks" / ".venv-csrt" / "bin" / "python"
+# Sequences the temporal mode's settings were chosen on; the rest are held out.
+TUNED_ON = ("Skating1", "VOT_bag")
+METHODS = ("temporal", "whole", "csrt")
+
+
+@dataclass
+class Sequence_:
+    name: str
+    frames: list[Path]
+    boxes: np.ndarray  # N x 4, x0 y0 x1 y1
+
+
+@dataclass
+class Run:
+    boxes: list  # per searched frame (frames 2..N): [x0, y0, x1, y1] or None
+    seconds: float
+    lost: int = 0
+    reacquired: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def load_sequence(folder: Path, limit: int | None) -> Sequence_:
+    frames = sorted((folder / "img").glob("*.jpg"))
+    rows = [[float(v) for v in line.replace("\t", ",").split(",")]
+            for line in (folder / "groundtruth.txt").read_text().splitlines() if line.strip()]
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in rows], np.float64)
+    count = min(len(frames), len(boxes), limit or len(frames))
+    return Sequence_(folder.name, frames[:count], boxes[:count])
+
+
+def precision_and_auc(predicted: list, truth: np.ndarray) -> tuple[float, float]:
+    """OTB precision at 20 px and success AUC; a frame without a box is a miss."""
+    hits, ious = [], []
+    for box, true in zip(predicted, truth):
+        if box is None:
+            hits.append(False)
+            ious.append(-1.0)
+            continue
+        dx = (box[0] + box[2]) / 2 - (true[0] + true[2]) / 2
+        dy = (box[1] + box[3]) / 2 - (true[1] + true[3]) / 2
+        hits.append(float(np.hypot(dx, dy)) <= 20.0)
+        ious.append(box_iou(box, true))
+    thresholds = np.arange(0.0, 1.0001, 0.05)
+    iou = np.array(ious)
+    return float(np.mean(hits)), float(np.mean([(iou > t).mean() for t in thresholds]))
+
+
+def read_frames(sequence: Sequence_) -> list[np.ndarray]:
+    from augment.imageio import read_image
+
+    return [read_image(path, "rgb") for path in sequence.frames]
+
+
+def query_of(frames: list[np.ndarray], box: np.ndarray) -> np.ndarray:
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    return np.ascontiguousarray(frames[0][max(0, y0):y1, max(0, x0):x1])
+
+
+def run_temporal(searcher, frames: list[np.ndarray], box: np.ndarray) -> Run:
+    from pipelines.temporal import LOST, REDETECTED, TemporalSearcher
+
+    tracker = TemporalSearcher(searcher, searcher.prepare(query_of(frames, box)), initial_box=box)
+    tracker.step(frames[0])  # frame 1: the given box sets the reference heat
+    boxes, lost, reacquired = [], 0, 0
+    start = time.perf_counter()
+    for frame in frames[1:]:
+        track = tracker.step(frame)
+        boxes.append(track.best_box)
+        lost += track.state == LOST
+        reacquired += track.state == REDETECTED
+    return Run(boxes, time.perf_counter() - start, lost, reacquired)
+
+
+def run_whole(searcher, frames: list[np.ndarray], box: np.ndarray) -> Run:
+    """Today's search, every frame on its own: the top peak's box (no threshold)."""
+    query = searcher.prepare(query_of(frames, box))
+    boxes, below = [], 0
+    start = time.perf_counter()
+    for frame in frames[1:]:
+        maps = searcher.maps(query, [frame])
+        heat = maps.heat[0]
+        peaks = searcher.detect(query, heat, maps.object_height[0], threshold=float(heat.max()))
+        boxes.append(peaks[0].box if peaks else None)
+        below += float(heat.max()) < searcher.threshold
+    # "lost": frames whose top peak is under the default threshold (nothing reported there).
+    return Run(boxes, time.perf_counter() - start, below, 0)
+
+
+def run_csrt(sequence: Sequence_) -> Run | str:
+    if not CSRT_PYTHON.exists():
+        return (f"CSRT skipped: {CSRT_PYTHON} absent (python -m venv benchmarks/.venv-csrt && "
+                "benchmarks/.venv-csrt/bin/pip install opencv-contrib-python-headless==5.0.0.93 numpy)")
+    x0, y0, x1, y1 = sequence.boxes[0]
+    command = [str(CSRT_PYTHON), str(ROOT / "benchmarks" / "csrt_worker.py"),
+               *map(str, sequence.frames), "--box", f"{x0},{y0},{x1 - x0},{y1 - y0}"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"CSRT failed: {done.stderr.strip()[-300:]}"
+    result = json.loads(done.stdout)
+    boxes = result["boxes"]
+    lost = sum(b is None for b in boxes)
+    reacquired = sum(1 for prev, cur in zip(boxes, boxes[1:]) if prev is None and cur is not None)
+    return Run(boxes, result["seconds"], lost, reacquired)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=int, default=None, help="first N frames of each sequence")
+    parser.add_argument("--sequences", nargs="*", default=None)
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: CSRT runs on one thread too, and on a shared 2-core "
+                             "machine more threads only contend)")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        print(f"tracking benchmark skipped: {DATA} absent (shared data)")
+        return
+    import torch
+
+    from pipelines.search import Searcher
+
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    searcher = Searcher(device=args.device)
+    names = args.sequences or sorted(p.name for p in DATA.iterdir() if (p / "groundtruth.txt").is_file())
+    rows = []
+    print(f"{'sequence':10} {'method':9} {'frames':>6} {'prec@20':>8} {'AUC':>6} {'fps':>6} "
+          f"{'lost':>5} {'re-acq':>6}")
+    for name in names:
+        sequence = load_sequence(DATA / name, args.limit)
+        frames = read_frames(sequence)
+        for method in args.methods:
+            if method == "temporal":
+                run = run_temporal(searcher, frames, sequence.boxes[0])
+            elif method == "whole":
+                run = run_whole(searcher, frames, sequence.boxes[0])
+            else:
+                run = run_csrt(sequence)
+                if isinstance(run, str):
+                    print(f"{name:10} {method:9} {run}")
+                    continue
+            precision, auc = precision_and_auc(run.boxes, sequence.boxes[1:])
+            row = {"sequence": name, "method": method, "frames": len(run.boxes),
+                   "precision20": precision, "auc": auc,
+                   "fps": len(run.boxes) / max(run.seconds, 1e-9), "lost": run.lost,
+                   "reacquired": run.reacquired, "held_out": name not in TUNED_ON}
+            rows.append(row)
+            print(f"{name:10} {method:9} {row['frames']:6d} {precision:8.3f} {auc:6.3f} "
+                  f"{row['fps']:6.1f} {run.lost:5d} {run.reacquired:6d}", flush=True)
+    for label, keep in (("mean, all", lambda r: True), ("mean, held out", lambda r: r["held_out"]),
+                        ("mean, tuned on", lambda r: not r["held_out"])):
+        for method in args.methods:
+            chosen = [r for r in rows if r["method"] == method and keep(r)]
+            if chosen:
+                print(f"{label:15} {method:9} {len(chosen):2d} seq {np.mean([r['precision20'] for r in chosen]):8.3f} "
+                      f"{np.mean([r['auc'] for r in chosen]):6.3f} {np.mean([r['fps'] for r in chosen]):6.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

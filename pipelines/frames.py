@@ -1,0 +1,129 @@
+"""A folder of frames read as one video (``synth search --sequence``), in name order.
+
+:class:`FolderFrames` yields (frame indices, RGB frames) batches like
+:class:`pipelines.video.FrameReader`, decoding ahead on a background thread. A file that cannot be
+read, or whose size differs from the first readable frame's, is skipped, counted and logged
+(``skipped``: one line per file, naming it) and the sequence goes on; frame indices are the files'
+positions in name order, so a skipped file leaves a gap. A folder with no readable frame is an
+:class:`InputError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from augment.imageio import InputError, list_images, read_image
+
+logger = logging.getLogger(__name__)
+
+# Frame rate written into the highlighted video of a frame folder (a folder has none of its own).
+SEQUENCE_FPS = 25.0
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+
+
+class FolderFrames:
+    """Iterate over a frame folder's (indices, RGB frames) batches; see the module docstring."""
+
+    def __init__(self, folder: Path | str, batch_size: int = 4, prefetch: int = 8) -> None:
+        self.path = Path(folder)
+        images, _ = list_images(self.path)
+        self.files = sorted(images, key=lambda p: str(p.relative_to(self.path)))
+        if not self.files:
+            raise InputError(f"{self.path}: no image frames in this folder")
+        self.batch_size = max(1, int(batch_size))
+        self.prefetch = max(1, int(prefetch))
+        self.skipped: list[str] = []
+        self.frames_read = 0
+        self.error: str | None = None
+        self._size: tuple[int, int] | None = None
+        first = self._first_readable()
+        self.info = SequenceInfo(first.shape[1], first.shape[0], SEQUENCE_FPS, len(self.files))
+
+    def _first_readable(self) -> np.ndarray:
+        for path in self.files:
+            try:
+                frame = read_image(path, "rgb")
+            except InputError:
+                continue
+            self._size = frame.shape[:2]
+            return frame
+        raise InputError(f"{self.path}: none of its {len(self.files)} image files could be read")
+
+    def _read(self, path: Path) -> np.ndarray | str:
+        try:
+            frame = read_image(path, "rgb")
+        except InputError as error:
+            return str(error)
+        if frame.shape[:2] != self._size:
+            assert self._size is not None
+            return (f"{path}: frame is {frame.shape[1]}x{frame.shape[0]}, the sequence is "
+                    f"{self._size[1]}x{self._size[0]}")
+        return frame
+
+    def __iter__(self) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        indices: list[int] = []
+        frames: list[np.ndarray] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="frames") as pool:
+            # map() reads ahead; the window bounds memory to about prefetch frames.
+            for start in range(0, len(self.files), self.prefetch):
+                chunk = self.files[start:start + self.prefetch]
+                for offset, item in enumerate(pool.map(self._read, chunk)):
+                    if isinstance(item, str):
+                        self.skipped.append(item)
+                        logger.info("skipped frame: %s", item)
+                        continue
+                    indices.append(start + offset)
+                    frames.append(item)
+                    if len(frames) == self.batch_size:
+                        self.frames_read += len(frames)
+                        yield indices, frames
+                        indices, frames = [], []
+        if frames:
+            self.frames_read += len(frames)
+            yield indices, frames
+
+    def close(self) -> None:
+        """Nothing to release (kept for the FrameReader interface)."""
+
+
+def open_frames(medium: Path, batch: int) -> Any:
+    """A frame folder (``--sequence``) or a video file, as (indices, frames) batches."""
+    if medium.is_dir():
+        return FolderFrames(medium, batch_size=batch)
+    from pipelines.video import FrameReader
+
+    return FrameReader(medium, batch_size=batch)
+
+
+@contextmanager
+def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tuple[Any, Any]]:
+    """(reader, writer): ``medium``'s frames and a highlighted video written at its size and rate.
+
+    Both are closed however the block ends (the frames written before a failure are kept); a
+    medium that delivered no frame is an InputError after the block.
+    """
+    from pipelines.video import VideoWriter
+
+    reader = open_frames(medium, batch)
+    writer = VideoWriter(video, reader.info.fps, reader.info.width, reader.info.height)
+    try:
+        yield reader, writer
+    finally:
+        reader.close()
+        writer.close(keep=True)
+    if reader.frames_read == 0:
+        raise InputError(f"{medium}: no frame could be decoded")

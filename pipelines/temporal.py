@@ -1,0 +1,430 @@
+"""Temporal search: hold one target through a video, re-detect it in the whole frame when lost.
+
+Each frame is searched in a *window* around where the target is expected (the previous box's
+centre, a few times its size, resampled so the target appears at the template's size), at three
+nearby scales in one forward pass of the medium, with a prior that favours small moves (a Hann
+window blended into the heat, as SiamFC does) and small scale changes (a penalty on the off
+scales, a damped size update). The box keeps the query's aspect.
+
+When the windowed peak's heat falls below ``lost_ratio`` times the reference heat (the peak on
+the first frame the target was held), the target counts as *lost*: the same frame, and every
+frame after it, is searched whole at several scales until a peak reaches ``reacquire_ratio`` of
+the reference (hysteresis: re-acquiring asks more than holding), which is *re-detected*; the
+windowed search then takes over again. The query's own template stays the anchor: an optional
+running template (``template_rate`` > 0) blends the last confident boxes' pixels into it, never
+more than half.
+
+Usage::
+
+    tracker = TemporalSearcher(searcher, searcher.prepare("query.png"))
+    for frame in frames:                      # RGB uint8, same size
+        track = tracker.step(frame)           # .best (box, score) .state .heat_window ...
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+TRACKING, LOST, REDETECTED = "tracking", "lost", "re-detected"
+STATES = (TRACKING, LOST, REDETECTED)
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """Window sampling, motion/scale prior and the lost / re-detect levels."""
+
+    # The template's size (square root of its area, pixels) fed to the network; the window is
+    # resampled so the target appears at this size (48 px: 6 x 6 cells of the stride-8 grid; 32
+    # lost Skating1's skater among the others, 64 costs twice the time).
+    template_side: int = 48
+    # Window side over the padded target side sqrt((w + p) (h + p)), p = (w + h) / 2 (SiamFC: 2).
+    context: float = 2.0
+    # Weight of the Hann window in the peak's score (the motion prior).
+    window_influence: float = 0.3
+    # Scales searched per frame: 1 / scale_step, 1, scale_step; off scales' heat is multiplied by
+    # scale_penalty; the size follows the winning scale by scale_rate (damping). Off (1.0) by
+    # default: with the untrained network's heat the size drifted (Skating1, first 150 frames:
+    # precision 0.55 with 1.03 vs 1.00 without); the size then changes only on re-detection.
+    scale_step: float = 1.0
+    scale_penalty: float = 0.97
+    scale_rate: float = 0.5
+    # Target lost when the windowed peak is below lost_ratio x reference heat (the median peak of
+    # the last reference_frames frames held); re-acquired when a whole-frame peak reaches
+    # reacquire_ratio x reference.
+    lost_ratio: float = 0.5
+    reacquire_ratio: float = 0.9
+    reference_frames: int = 30
+    # Relative sizes searched in the whole frame: at the first acquisition (the query's pixel size
+    # is only a guess), and while lost (the last size: like the windowed search, since smaller
+    # templates out-score larger ones on anything, a choice of sizes shrank the box).
+    acquire_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
+    redetect_scales: tuple[float, ...] = (1.0,)
+    # Longest side of the frame when searched whole (the frame is resampled to template scale).
+    redetect_max_side: int = 1024
+    # Running template: weight of the confident boxes' pixels blended into the query (0 = off,
+    # at most 0.5: the query stays the anchor), updated every template_every confident frames.
+    template_rate: float = 0.0
+    template_every: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.template_rate <= 0.5:
+            raise ValueError(f"template_rate must lie in [0, 0.5], not {self.template_rate}")
+        if not 0.0 < self.lost_ratio <= self.reacquire_ratio:
+            raise ValueError("need 0 < lost_ratio <= reacquire_ratio")
+        if self.scale_step < 1.0 or not 0.0 <= self.window_influence < 1.0:
+            raise ValueError("scale_step must be >= 1 and window_influence in [0, 1)")
+
+
+@dataclass
+class Track:
+    """What the temporal search decided in one frame (boxes are [x0, y0, x1, y1] frame pixels)."""
+
+    frame: int
+    state: str
+    best_box: tuple[int, int, int, int] | None
+    best_score: float
+    # The heat that was searched, and the affine (2 x 3) mapping frame pixels to its pixels.
+    heat: np.ndarray | None = field(default=None, repr=False)
+    heat_affine: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def held(self) -> bool:
+        return self.state != LOST
+
+    def to_json(self) -> dict[str, Any]:
+        best = None if self.best_box is None else {
+            "box": [int(v) for v in self.best_box], "score": round(float(self.best_score), 4)}
+        return {"frame": self.frame, "state": self.state, "best": best,
+                "detections": [best] if self.held and best is not None else []}
+
+
+@dataclass
+class TrackSummary:
+    frames: int = 0
+    tracked: int = 0
+    lost: int = 0
+    reacquired: int = 0  # re-detected frames (each ends a loss, or is the first acquisition)
+
+    def add(self, track: Track) -> None:
+        self.frames += 1
+        self.tracked += track.state == TRACKING
+        self.lost += track.state == LOST
+        self.reacquired += track.state == REDETECTED
+
+    def to_json(self) -> dict[str, int]:
+        return {"frames": self.frames, "tracked": self.tracked, "lost": self.lost,
+                "re_detected": self.reacquired}
+
+
+# ----------------------------------------------------------------------------------------------
+# The network on windows: one medium encoding, several template sizes
+
+
+class TemplateHeat:
+    """Heat maps of one template at several sizes in a medium, encoding the medium once.
+
+    Uses the search network of a :class:`pipelines.search.Searcher` (its model, device, autocast);
+    template features are cached per size.
+    """
+
+    def __init__(self, searcher: Any, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+        network = searcher.network  # pipelines.search_maps.NetworkSearch: the folded model, device, autocast
+        self.model = network.model
+        self.device: torch.device = network.device
+        self.amp: bool = network.amp
+        self.channels_last: bool = network.channels_last
+        self.set_template(rgb, mask)
+
+    def set_template(self, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+        self.rgb, self.mask = rgb, mask
+        self._features: dict[tuple[int, int], Any] = {}
+
+    def _tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        return batch.contiguous(memory_format=torch.channels_last if self.channels_last else
+                                torch.contiguous_format)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def features(self, size: tuple[int, int]) -> Any:
+        if size not in self._features:
+            rgb = cv2.resize(self.rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            with torch.inference_mode(), self._autocast():
+                mask = None
+                if self.mask is not None:
+                    mask = torch.from_numpy(cv2.resize(self.mask, (size[1], size[0]),
+                                                       interpolation=cv2.INTER_LINEAR))
+                    mask = mask.to(self.device)[None, None]
+                self._features[size] = self.model.encode_query(self._tensor([rgb]), mask)
+        return self._features[size]
+
+    def heat(self, medium: np.ndarray, sizes: Sequence[tuple[int, int]]) -> np.ndarray:
+        """S x H x W heat (sigmoid of the network's logits) of each template size in ``medium``."""
+        with torch.inference_mode(), self._autocast():
+            encoded = self.model.encode_medium(self._tensor([medium]))
+            maps = [self.model.search(self.features(size), encoded)["logits"].float().sigmoid()
+                    for size in sizes]
+        return torch.cat(maps, dim=0)[:, 0].cpu().numpy()
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+
+
+def crop_affine(center: tuple[float, float], zoom: float, out_w: int, out_h: int) -> np.ndarray:
+    """2 x 3 affine taking frame pixels to a window of out_w x out_h centred on ``center``,
+    magnified by ``zoom`` (pixel centres at +0.5)."""
+    cx, cy = center
+    return np.array([[zoom, 0.0, out_w / 2 - zoom * cx + 0.5 * (zoom - 1)],
+                     [0.0, zoom, out_h / 2 - zoom * cy + 0.5 * (zoom - 1)]], np.float64)
+
+
+def sample_window(frame: np.ndarray, affine: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """The window an affine from :func:`crop_affine` describes; outside the frame, edge pixels."""
+    shrink = affine[0, 0] < 1.0
+    if shrink:  # area-average first, so a large target's window does not alias
+        small = cv2.resize(frame, None, fx=affine[0, 0], fy=affine[1, 1], interpolation=cv2.INTER_AREA)
+        ratio_x, ratio_y = small.shape[1] / frame.shape[1], small.shape[0] / frame.shape[0]
+        inner = affine.copy()
+        inner[0, 0] /= ratio_x
+        inner[1, 1] /= ratio_y
+        return cv2.warpAffine(small, inner, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(frame, affine, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def box_from(center: tuple[float, float], size: tuple[float, float],
+             frame_w: int, frame_h: int) -> tuple[int, int, int, int]:
+    """[x0, y0, x1, y1] of a centre and (w, h), clipped to the frame."""
+    cx, cy = center
+    w, h = size
+    return (max(0, round(cx - w / 2)), max(0, round(cy - h / 2)),
+            min(frame_w, round(cx + w / 2)), min(frame_h, round(cy + h / 2)))
+
+
+def hann_window(height: int, width: int) -> np.ndarray:
+    return np.outer(np.hanning(height + 2)[1:-1], np.hanning(width + 2)[1:-1]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# The state machine
+
+
+class TemporalSearcher:
+    """Holds one query's target through a sequence of same-size frames (see the module docstring).
+
+    ``initial_box`` ([x0, y0, x1, y1]) starts tracking at once on the first frame (e.g. the box the
+    query was cut from); without it the first frame is searched whole.
+    """
+
+    def __init__(self, searcher: Any, query: Any, config: TemporalConfig | None = None,
+                 initial_box: Sequence[float] | None = None) -> None:
+        self.config = config or TemporalConfig()
+        cfg = self.config
+        qh, qw = query.size
+        grow = cfg.template_side / math.sqrt(qh * qw)
+        self.template_size = (max(16, round(qh * grow)), max(16, round(qw * grow)))
+        self.aspect = qw / qh
+        th, tw = self.template_size
+        pad = (tw + th) / 2
+        side = cfg.context * math.sqrt((tw + pad) * (th + pad))
+        self.window_side = max(32, int(math.ceil(side / 8)) * 8)
+        self.anchor_rgb, self.mask = query.rgb, query.mask
+        self.net = TemplateHeat(searcher, query.rgb, query.mask)
+        self.scales = (1.0 / cfg.scale_step, 1.0, cfg.scale_step) if cfg.scale_step > 1 else (1.0,)
+        self.prior = hann_window(self.window_side, self.window_side)
+        self.peak_offset = self._peak_offset()
+        self.center: tuple[float, float] | None = None
+        # Target height in frame pixels (width = height x aspect); before the target is found, the
+        # query's own pixel height is the guess.
+        self.height = float(qh)
+        # Peak heats of the last frames held: their median is the reference the levels scale.
+        # (Not the first frame's alone: when the query was cut from it, it matches exactly.)
+        self.recent: deque[float] = deque(maxlen=cfg.reference_frames)
+        self.scale_bias: np.ndarray | None = None  # per scale, set on the first windowed frame
+        self.state = LOST
+        self.index = 0
+        self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
+        self._confident = 0
+        self._fresh = False  # the target was given by a box on this frame
+        self._running: np.ndarray | None = None
+
+    def _peak_offset(self) -> np.ndarray:
+        """Where the heat peaks, relative to the object's centre, in window pixels (x, y).
+
+        The network's heat comes from a stride-8 grid and even-sized kernels, so its peak sits a
+        few pixels off the object's centre; measured once on the template pasted in the middle of
+        a window of its own mean colour, and taken off every peak."""
+        th, tw = self.template_size
+        side = self.window_side
+        canvas = np.empty((side, side, 3), np.uint8)
+        canvas[:] = self.anchor_rgb.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+        y0, x0 = (side - th) // 2, (side - tw) // 2
+        canvas[y0:y0 + th, x0:x0 + tw] = cv2.resize(self.anchor_rgb, (tw, th), interpolation=cv2.INTER_AREA)
+        heat = self.net.heat(canvas, [self.template_size])[0]
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        return np.array([x + 0.5 - (x0 + tw / 2), y + 0.5 - (y0 + th / 2)])
+
+    @property
+    def reference(self) -> float | None:
+        return float(np.median(self.recent)) if self.recent else None
+
+    # -- one frame ------------------------------------------------------------------------------
+
+    def step(self, frame: np.ndarray) -> Track:
+        """Search one RGB frame; returns the frame's :class:`Track`."""
+        index, self.index = self.index, self.index + 1
+        h, w = frame.shape[:2]
+        if self._initial is not None:
+            x0, y0, x1, y1 = self._initial
+            self._initial = None
+            self.center = ((x0 + x1) / 2, (y0 + y1) / 2)
+            self.height = max(2.0, math.sqrt((x1 - x0) * (y1 - y0) / self.aspect))
+            self.state = TRACKING
+            self._fresh = True
+        if self.center is not None and self.state != LOST:
+            track = self._windowed(frame, index)
+            if track is not None:
+                return track
+        return self._whole(frame, index, w, h)
+
+    def _zoom(self) -> float:
+        """Frame → window magnification: the target at the template's size."""
+        return self.template_size[0] / self.height
+
+    def _sizes(self, scales: Sequence[float]) -> list[tuple[int, int]]:
+        th, tw = self.template_size
+        return [(max(8, round(th * s)), max(8, round(tw * s))) for s in scales]
+
+    def _windowed(self, frame: np.ndarray, index: int) -> Track | None:
+        cfg = self.config
+        assert self.center is not None
+        side, zoom = self.window_side, self._zoom()
+        affine = crop_affine(self.center, zoom, side, side)
+        window = sample_window(frame, affine, side, side)
+        heat = self.net.heat(window, self._sizes(self.scales))
+        if self.scale_bias is None:
+            # Smaller templates score higher on anything (less to match). On the first frame the
+            # true scale is 1, so each scale's excess peak there is its bias, divided out after.
+            peaks = heat.reshape(len(self.scales), -1).max(axis=1)
+            self.scale_bias = (peaks[self.scales.index(1.0)] / np.maximum(peaks, 1e-6)).astype(np.float32)
+        penalty = np.array([1.0 if s == 1.0 else cfg.scale_penalty for s in self.scales], np.float32)
+        heat = heat * self.scale_bias[:, None, None]
+        score = (1 - cfg.window_influence) * heat * penalty[:, None, None] \
+            + cfg.window_influence * self.prior[None]
+        s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+        peak = float(heat[s, y, x])
+        if self._fresh:
+            # The frame the target was found (or given) in: the query may have been cut from it,
+            # an exact match that would set the reference too high; the next frame sets it.
+            self._fresh = False
+        elif not self.recent:
+            self.recent.append(peak)
+        elif peak < cfg.lost_ratio * self.reference:
+            return None  # lost: the caller searches the whole frame
+        else:
+            self.recent.append(peak)
+        dx, dy = self.peak_offset * self.scales[s]
+        self.center = (self.center[0] + (x + 0.5 - dx - side / 2) / zoom,
+                       self.center[1] + (y + 0.5 - dy - side / 2) / zoom)
+        # A larger template matching means the target looks larger in the window.
+        self.height *= 1.0 + cfg.scale_rate * (self.scales[s] - 1.0)
+        self.height = float(np.clip(self.height, 4.0, 4.0 * max(frame.shape[:2])))
+        self.state = TRACKING
+        box = box_from(self.center, (self.height * self.aspect, self.height), *frame.shape[1::-1])
+        self._update_template(frame, box, peak)
+        return Track(index, TRACKING, box, peak, heat[s], affine)
+
+    def _whole(self, frame: np.ndarray, index: int, w: int, h: int) -> Track:
+        cfg = self.config
+        # The frame resampled so the target, at its last known size (at first: the query's pixel
+        # size), appears at the template's size.
+        zoom = min(self._zoom(), cfg.redetect_max_side / max(w, h))
+        out_w, out_h = max(32, round(w * zoom)), max(32, round(h * zoom))
+        affine = np.array([[out_w / w, 0, 0], [0, out_h / h, 0]], np.float64)
+        medium = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA if zoom < 1
+                            else cv2.INTER_LINEAR)
+        sizes = self._sizes(cfg.acquire_scales if self.center is None else cfg.redetect_scales)
+        if zoom < self._zoom():  # the frame was capped at redetect_max_side: shrink the templates
+            sizes = [(max(8, round(sh * zoom / self._zoom())), max(8, round(sw * zoom / self._zoom())))
+                     for sh, sw in sizes]
+        sizes = [(min(sh, out_h), min(sw, out_w)) for sh, sw in sizes]
+        heat = self.net.heat(medium, sizes)
+        s, y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        peak = float(heat[s, y, x])
+        dx, dy = self.peak_offset * sizes[s][0] / self.template_size[0]
+        center = ((x + 0.5 - dx) * w / out_w, (y + 0.5 - dy) * h / out_h)
+        height = sizes[s][0] * h / out_h
+        box = box_from(center, (height * self.aspect, height), w, h)
+        level = self.reference * cfg.reacquire_ratio if self.reference is not None else None
+        if level is None or peak >= level:
+            if level is not None:
+                self.recent.append(peak)
+            self.center, self.height, self.state = center, height, REDETECTED
+            return Track(index, REDETECTED, box, peak, heat[s], affine)
+        self.state = LOST
+        return Track(index, LOST, box, peak, heat[s], affine)
+
+    # -- running template -----------------------------------------------------------------------
+
+    def _update_template(self, frame: np.ndarray, box: tuple[int, int, int, int], peak: float) -> None:
+        """Blend confident boxes' pixels into the template; the query keeps >= 1 - rate weight."""
+        cfg = self.config
+        if cfg.template_rate <= 0 or self.reference is None or peak < cfg.reacquire_ratio * self.reference:
+            return
+        x0, y0, x1, y1 = box
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            return
+        qh, qw = self.anchor_rgb.shape[:2]
+        crop = cv2.resize(frame[y0:y1, x0:x1], (qw, qh), interpolation=cv2.INTER_AREA).astype(np.float32)
+        self._running = crop if self._running is None else 0.8 * self._running + 0.2 * crop
+        self._confident += 1
+        if self._confident % cfg.template_every == 0:
+            blend = (1 - cfg.template_rate) * self.anchor_rgb + cfg.template_rate * self._running
+            self.net.set_template(np.clip(blend + 0.5, 0, 255).astype(np.uint8), self.mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Drawing
+
+STATE_RGB = {TRACKING: (40, 220, 40), REDETECTED: (255, 200, 0), LOST: (255, 40, 40)}
+
+
+def frame_heat(track: Track, width: int, height: int) -> np.ndarray:
+    """The heat that was searched, in frame pixels (0 outside the searched window)."""
+    if track.heat is None or track.heat_affine is None:
+        return np.zeros((height, width), np.float32)
+    return cv2.warpAffine(track.heat, track.heat_affine, (width, height),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def draw_track(frame: np.ndarray, track: Track, heat_alpha: float = 0.35) -> np.ndarray:
+    """The frame with the searched heat overlaid (where it was searched), the held box outlined in
+    the state's colour (thin while lost: the best guess), and the state written in a corner."""
+    h, w = frame.shape[:2]
+    heat = frame_heat(track, w, h)
+    colour = cv2.applyColorMap(np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8),
+                               cv2.COLORMAP_JET)[:, :, ::-1]
+    weight = (heat_alpha * heat)[..., None]
+    out = (frame * (1 - weight) + colour * weight).astype(np.uint8)
+    thickness = max(1, round(0.004 * math.hypot(h, w)))
+    if track.best_box is not None:
+        x0, y0, x1, y1 = track.best_box
+        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), STATE_RGB[track.state],
+                      thickness if track.held else 1, cv2.LINE_AA)
+    cv2.putText(out, f"{track.state} {track.best_score:.2f}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX,
+                0.5, STATE_RGB[track.state], 1, cv2.LINE_AA)
+    return out

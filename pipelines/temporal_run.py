@@ -1,0 +1,58 @@
+"""Outputs of the temporal mode for one video or frame folder (used by ``synth search``).
+
+Per frame a line for ``detections.jsonl`` (``best`` box and score, ``state`` tracking / lost /
+re-detected, ``detections``: the held target, empty while lost), the highlighted video
+``<name>.highlight.mp4`` (heat where it was searched, the box in the state's colour), with
+``save_heatmaps`` the heat per frame, and ``<name>.summary.json``: frames tracked / lost /
+re-detected and frames skipped. Decoding and encoding run on background threads, overlapping
+the search.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from augment.imageio import InputError, atomic_write_text, save_image
+from pipelines.frames import frames_and_highlights
+from pipelines.temporal import TemporalConfig, TemporalSearcher, TrackSummary, draw_track, frame_heat
+
+logger = logging.getLogger(__name__)
+
+
+def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name: str, *,
+                    save_heatmaps: bool = False, batch: int = 4,
+                    advance: Callable[[int], None] = lambda n: None,
+                    config: TemporalConfig | None = None,
+                    reports: list[dict[str, Any]] | None = None) -> Iterator[dict[str, Any]]:
+    """Hold ``prepared``'s target through ``medium``; yields one detections.jsonl line per frame.
+
+    After the iteration the summary is in ``<name>.summary.json`` (and appended to ``reports``).
+    A medium with no decodable frame is an InputError.
+    """
+    tracker = TemporalSearcher(searcher, prepared, config)
+    summary = TrackSummary()
+    base = {"source": str(medium), "query": prepared.name}
+    with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
+        for indices, frames in reader:
+            for index, frame in zip(indices, frames):
+                track = tracker.step(frame)
+                track.frame = index
+                summary.add(track)
+                writer.write(draw_track(frame, track))
+                if save_heatmaps:
+                    heat = frame_heat(track, frame.shape[1], frame.shape[0])
+                    save_image(out / f"{name}.heat" / f"{index:06d}.png",
+                               (heat * 255 + 0.5).clip(0, 255).astype("uint8"))
+                yield {**base, **track.to_json(), "width": frame.shape[1], "height": frame.shape[0],
+                       "highlight": f"{name}.highlight.mp4"}
+            advance(len(frames))
+    skipped = list(getattr(reader, "skipped", []))
+    report = {**base, **summary.to_json(), "skipped": len(skipped), "skipped_files": skipped}
+    atomic_write_text(out / f"{name}.summary.json", json.dumps(report, indent=1) + "\n")
+    if reports is not None:
+        reports.append(report)
+    if reader.error is not None:
+        raise InputError(reader.error)

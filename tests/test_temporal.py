@@ -1,0 +1,216 @@
+"""Temporal mode (pipelines/temporal.py) on generated video: the target held past a look-alike,
+lost while hidden and re-detected, found again after a cut; the CLI's video and --sequence paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from augment.imageio import save_image
+from pipelines.search import Searcher
+from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalSearcher, Track
+from tests.cli_checks import run_cli
+
+SIZE = (240, 320)  # frame height, width
+SIDE = 48  # the target's side in pixels
+
+
+def _target() -> np.ndarray:
+    """A distinctive textured patch: the astronaut's helmet and face."""
+    return cv2.resize(data.astronaut()[30:190, 150:310], (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+
+
+def _scene(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, SIZE[::-1], interpolation=cv2.INTER_AREA)
+
+
+def _paste(frame: np.ndarray, patch: np.ndarray, cx: float, cy: float) -> None:
+    """Paste centred on (cx, cy), clipped to the frame."""
+    x0, y0 = round(cx - patch.shape[1] / 2), round(cy - patch.shape[0] / 2)
+    fx0, fy0 = max(0, x0), max(0, y0)
+    fx1, fy1 = min(frame.shape[1], x0 + patch.shape[1]), min(frame.shape[0], y0 + patch.shape[0])
+    if fx1 > fx0 and fy1 > fy0:
+        frame[fy0:fy1, fx0:fx1] = patch[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+
+
+def _centre(box: tuple[int, int, int, int] | None) -> np.ndarray:
+    assert box is not None
+    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+
+
+def _track(searcher: Searcher, frames: list[np.ndarray]) -> list[Track]:
+    tracker = TemporalSearcher(searcher, searcher.prepare(_target()))
+    return [tracker.step(frame) for frame in frames]
+
+
+def _lookalike_video() -> tuple[list[np.ndarray], list[tuple[float, float]]]:
+    """The target crosses left to right; an identical copy enters from the top (after the target
+    was found) and crosses its path behind it, partly covered by it, at t = 12."""
+    background, target = _scene(data.coffee()), _target()
+    frames, truth = [], []
+    for t in range(24):
+        frame = background.copy()
+        tx, ty = 50 + 9 * t, 110.0
+        lx, ly = 180.0, -40.0 + 12.5 * t  # at t = 12 (target at x 158, y 110): 22 px to its right
+        _paste(frame, target, lx, ly)
+        _paste(frame, target, tx, ty)  # the target in front
+        frames.append(frame)
+        truth.append((tx, ty))
+    return frames, truth
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: frames of a few hundred pixels gain nothing from two on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def searcher() -> Searcher:
+    return Searcher(device="cpu")
+
+
+def test_holds_the_target_while_a_lookalike_crosses_its_path(searcher: Searcher) -> None:
+    frames, truth = _lookalike_video()
+    tracks = _track(searcher, frames)
+    errors = [float(np.linalg.norm(_centre(t.best_box) - np.array(c))) for t, c in zip(tracks, truth)]
+    assert max(errors) <= 12, errors
+    assert tracks[0].state == REDETECTED and {t.state for t in tracks[1:]} == {TRACKING}
+
+
+def test_results_identical_run_to_run(searcher: Searcher) -> None:
+    frames, _ = _lookalike_video()
+    first = [t.to_json() for t in _track(searcher, frames[:8])]
+    again = [t.to_json() for t in _track(searcher, frames[:8])]
+    assert first == again
+
+
+def test_hidden_for_ten_frames_then_back_elsewhere_is_lost_then_redetected(searcher: Searcher) -> None:
+    background, target = _scene(data.coffee()), _target()
+    frames, truth = [], []
+    for t in range(30):
+        frame = background.copy()
+        if t < 10:
+            centre = (60 + 6 * t, 80.0)
+        elif t < 20:
+            centre = None  # hidden
+        else:
+            centre = (250.0, 180 - 3 * (t - 20))  # back on the other side of the frame
+        if centre is not None:
+            _paste(frame, target, *centre)
+        frames.append(frame)
+        truth.append(centre)
+    tracks = _track(searcher, frames)
+    states = [t.state for t in tracks]
+    assert states[1:10] == [TRACKING] * 9, states
+    assert states[10:20] == [LOST] * 10, states
+    back = next(i for i in range(20, 30) if states[i] == REDETECTED)
+    assert back - 20 < 5, states
+    for track, centre in zip(tracks[back:], truth[back:]):
+        assert track.state != LOST
+        assert np.linalg.norm(_centre(track.best_box) - np.array(centre)) <= 12
+
+
+def test_cut_to_a_new_scene_holding_the_target(searcher: Searcher) -> None:
+    scenes = [_scene(data.coffee()), _scene(data.chelsea())]
+    target = _target()
+    frames, truth = [], []
+    for t in range(24):
+        frame = scenes[t >= 12].copy()
+        centre = (70 + 4 * t, 70.0) if t < 12 else (230.0, 170 - 2 * (t - 12))
+        _paste(frame, target, *centre)
+        frames.append(frame)
+        truth.append(centre)
+    tracks = _track(searcher, frames)
+    found = [np.linalg.norm(_centre(t.best_box) - np.array(c)) <= 12 and t.state != LOST
+             for t, c in zip(tracks, truth)]
+    assert all(found[:12]), found
+    assert found.index(True, 12) < 12 + 5 and all(found[17:]), [t.state for t in tracks]
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+def _write_video(path: Path, frames: list[np.ndarray]) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def _lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+
+
+def test_cli_video_is_temporal_by_default_and_every_instance_on_request(tmp_path: Path) -> None:
+    frames, truth = _lookalike_video()
+    video = tmp_path / "clip.avi"
+    _write_video(video, frames[:6])
+    save_image(tmp_path / "query.png", _target())
+    result = run_cli("search", tmp_path / "query.png", video, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    lines = _lines(tmp_path / "out")
+    assert [line["frame"] for line in lines] == list(range(6))
+    assert [line["state"] for line in lines] == [REDETECTED] + [TRACKING] * 5
+    for line, centre in zip(lines, truth):
+        assert np.linalg.norm(_centre(line["best"]["box"]) - np.array(centre)) <= 12
+        assert line["detections"] == [line["best"]]
+    summary = json.loads((tmp_path / "out" / "clip.summary.json").read_text())
+    assert (summary["frames"], summary["tracked"], summary["re_detected"], summary["lost"]) == (6, 5, 1, 0)
+    assert (tmp_path / "out" / "clip.highlight.mp4").stat().st_size > 0
+    assert "target tracked in 5, re-detected in 1, lost in 0 of 6 frames" in result.output
+
+    result = run_cli("search", tmp_path / "query.png", video, "--out", tmp_path / "every",
+                     "--every-instance")
+    assert result.exit_code == 0, result.output
+    lines = _lines(tmp_path / "every")
+    assert len(lines) == 6 and all("state" not in line for line in lines)
+    assert all(line["detections"] for line in lines)  # every instance, no held target
+
+
+def test_cli_sequence_skips_and_counts_unreadable_and_missized_frames(tmp_path: Path) -> None:
+    frames, _ = _lookalike_video()
+    folder = tmp_path / "frames"
+    for i, frame in enumerate(frames[:6]):
+        save_image(folder / f"{i:04d}.jpg", frame)
+    (folder / "0002.jpg").write_bytes(b"not a jpeg")
+    save_image(folder / "0004.jpg", frames[4][:100, :100])
+    save_image(tmp_path / "query.png", _target())
+    for mode in ([], ["--every-instance"]):
+        out = tmp_path / f"out{len(mode)}"
+        result = run_cli("search", tmp_path / "query.png", folder, "--sequence", "--out", out, *mode)
+        assert result.exit_code == 0, result.output
+        assert [line["frame"] for line in _lines(out)] == [0, 1, 3, 5]
+        assert result.output.count("skipped frame:") == 2, result.output  # one line each
+        assert "0002.jpg" in result.output and "0004.jpg" in result.output
+    summary = json.loads((tmp_path / "out0" / "frames.summary.json").read_text())
+    assert summary["skipped"] == 2 and summary["frames"] == 4 and summary["lost"] == 0
+
+
+def test_cli_bad_video_and_oversized_query_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 2048)
+    save_image(tmp_path / "query.png", _target())
+    result = run_cli("search", tmp_path / "query.png", tmp_path / "broken.mp4", "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.mp4" in errors[0], result.output
+    assert _lines(tmp_path / "out")[0]["error"] == errors[0].removeprefix("error: ")
+
+    # A query larger than the frames: searched shrunk to fit, no traceback.
+    big = cv2.resize(_target(), (400, 400), interpolation=cv2.INTER_LINEAR)
+    save_image(tmp_path / "big.png", big)
+    frames, _ = _lookalike_video()
+    _write_video(tmp_path / "clip.avi", frames[:3])
+    result = run_cli("search", tmp_path / "big.png", tmp_path / "clip.avi", "--out", tmp_path / "big")
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert len(_lines(tmp_path / "big")) == 3
