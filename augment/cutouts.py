@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from augment.config import SourceConfig
 from augment.imageio import InputError, atomic_path, decode_image, encode_png
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
-from augment.sources import Skip, SourceObject, read_source
+from augment.sources import Skip, SourceObject, read_each, read_source
 from augment.superpixels import compute_superpixels
 from augment.system import ignore_interrupts
 
@@ -95,17 +95,12 @@ def build_objects_table(
     skips: list[Skip] = []
     seen: set[str] = set()
     rows: list[dict] = []
-    for source in sources:
-        for item in read_source(Path(source), config):
-            if isinstance(item, Skip):
-                log.info("skipped %s: %s", item.path, item.reason)
-                skips.append(item)
-                continue
-            row = object_row(item)
-            if row["cutout_id"] in seen:
-                continue  # the same object twice (e.g. a duplicated file) adds nothing
-            seen.add(row["cutout_id"])
-            rows.append(row)
+    for item in read_each(sources, read_source, config, skips):
+        row = object_row(item)
+        if row["cutout_id"] in seen:
+            continue  # the same object twice (e.g. a duplicated file) adds nothing
+        seen.add(row["cutout_id"])
+        rows.append(row)
     if not rows:
         raise InputError(f"{', '.join(map(str, sources))}: no usable objects found ({len(skips)} inputs skipped)")
 

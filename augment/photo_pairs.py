@@ -24,7 +24,7 @@ import numpy as np
 from augment.catalogue import CatalogueConfig, CatalogueTransform, place_mask, tile_photos
 from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, encode_png, read_image
-from augment.sources import Skip, read_labelled_photos
+from augment.sources import Skip, read_each, read_labelled_photos
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +93,14 @@ class PhotoIndex:
         """Read every labelled photo of ``sources`` once (any format with whole photos and masks)."""
         config = config or SourceConfig()
         records, skips = [], []
-        for source in sources:
-            for item in read_labelled_photos(Path(source), config):
-                if isinstance(item, Skip):
-                    log.info("skipped %s: %s", item.path, item.reason)
-                    skips.append(item)
-                    continue
-                if not item.objects:
-                    continue
-                total = float(item.image.shape[0] * item.image.shape[1])
-                records.append(PhotoRecord(
-                    item.path, item.image.shape[:2], [c for c, _ in item.objects],
-                    [float(m.sum()) / total for _, m in item.objects],
-                    [encode_png(m.astype(np.uint8), 1) for _, m in item.objects]))
+        for item in read_each(sources, read_labelled_photos, config, skips):
+            if not item.objects:
+                continue
+            total = float(item.image.shape[0] * item.image.shape[1])
+            records.append(PhotoRecord(
+                item.path, item.image.shape[:2], [c for c, _ in item.objects],
+                [float(m.sum()) / total for _, m in item.objects],
+                [encode_png(m.astype(np.uint8), 1) for _, m in item.objects]))
         if not records:
             raise InputError(f"{', '.join(map(str, sources))}: no labelled photos with objects "
                              f"({len(skips)} inputs skipped)")

@@ -32,7 +32,7 @@ from augment.cutouts import sources_fingerprint
 from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, resize_image
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
 from augment.sources import (Skip, coco_annotation_mask, coco_images, detect_format, load_coco_index, loaded_pairs,
-                             photo_mask_pairs)
+                             photo_mask_pairs, read_each)
 
 log = logging.getLogger(__name__)
 
@@ -179,16 +179,9 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
         stale.unlink()  # an older run's shards must not mix with these
     skips: list[Skip] = []
 
-    def rows() -> Iterator[dict]:
-        for source in sources:
-            for item in read_labelled_photos(Path(source), config):
-                if isinstance(item, Skip):
-                    log.info("skipped %s: %s", item.path, item.reason)
-                    skips.append(item)
-                    continue
-                yield photo_row(item.path.stem, item, short_side)
-
-    shards = write_row_shards(rows(), out_dir, "photos", fingerprint, progress)
+    rows = (photo_row(item.path.stem, item, short_side)
+            for item in read_each(sources, read_labelled_photos, config, skips))
+    shards = write_row_shards(rows, out_dir, "photos", fingerprint, progress)
     if not shards:
         raise InputError(f"{', '.join(map(str, sources))}: no labelled photos found ({len(skips)} inputs skipped)")
     manifest = {"kind": "photos", "shards": shards, "num_rows": sum(s["rows"] for s in shards),

@@ -23,7 +23,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Callable, Iterable, Iterator, TypeVar, Union
 
 import cv2
 import numpy as np
@@ -52,6 +52,7 @@ class Skip:
 
 
 SourceItem = Union[SourceObject, Skip]
+T = TypeVar("T")
 
 
 def detect_format(source: Path) -> str:
@@ -477,6 +478,18 @@ def photo_mask_pairs(source: Path, fmt: str, config: SourceConfig
         names, pairs, skips = mask_pair_files(source)
         return names, limited(pairs, config), skips
     raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
+
+
+def read_each(sources: Iterable[Path | str], reader: Callable[[Path, SourceConfig], Iterator[T | Skip]],
+              config: SourceConfig, skips: list[Skip]) -> Iterator[T]:
+    """What ``reader`` gives for each source in turn; its Skips are logged and appended to ``skips``."""
+    for source in sources:
+        for item in reader(Path(source), config):
+            if isinstance(item, Skip):
+                log.info("skipped %s: %s", item.path, item.reason)
+                skips.append(item)
+                continue
+            yield item
 
 
 # ---------------------------------------------------------------- whole labelled photos

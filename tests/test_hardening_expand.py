@@ -179,7 +179,7 @@ def _read_only(out: Path) -> list[str]:
         os.chmod(out, 0o555)
         return []
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
-        pytest.skip("running as root without `unshare -m`: a read-only folder cannot be made for root")
+        pytest.skip(reason="running as root without `unshare -m`: a read-only folder cannot be made for root")
     return ["unshare", "-m", "sh", "-c", 'mount -t tmpfs -o ro,size=64k tmpfs "$0" && exec "$@"', str(out)]
 
 
