@@ -127,13 +127,14 @@ def run_whole(searcher, frames: list[np.ndarray], box: np.ndarray) -> Run:
     return Run(boxes, time.perf_counter() - start, below, 0)
 
 
-def run_csrt(sequence: Sequence_) -> Run | str:
+def run_csrt(sequence: Sequence_, threads: int) -> Run | str:
     if not CSRT_PYTHON.exists():
         return (f"CSRT skipped: {CSRT_PYTHON} absent (python -m venv benchmarks/.venv-csrt && "
                 "benchmarks/.venv-csrt/bin/pip install opencv-contrib-python-headless==5.0.0.93 numpy)")
     x0, y0, x1, y1 = sequence.boxes[0]
     command = [str(CSRT_PYTHON), str(ROOT / "benchmarks" / "csrt_worker.py"),
-               *map(str, sequence.frames), "--box", f"{x0},{y0},{x1 - x0},{y1 - y0}"]
+               *map(str, sequence.frames), "--box", f"{x0},{y0},{x1 - x0},{y1 - y0}",
+               "--threads", str(threads)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         return f"CSRT failed: {done.stderr.strip()[-300:]}"
@@ -152,8 +153,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: CSRT runs on one thread too, and on a shared 2-core "
-                             "machine more threads only contend)")
+                        help="threads of the search (torch) and of CSRT (OpenCV) alike (1: on a "
+                             "shared 2-core machine more threads only contend)")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"tracking benchmark skipped: {DATA} absent (shared data)")
@@ -178,7 +179,7 @@ def main() -> None:
             elif method == "whole":
                 run = run_whole(searcher, frames, sequence.boxes[0])
             else:
-                run = run_csrt(sequence)
+                run = run_csrt(sequence, args.threads)
                 if isinstance(run, str):
                     print(f"{name:10} {method:9} {run}")
                     continue

@@ -6,6 +6,12 @@ nearby scales in one forward pass of the medium, with a prior that favours small
 window blended into the heat, as SiamFC does) and small scale changes (a penalty on the off
 scales, a damped size update). The box keeps the query's aspect.
 
+Two classical trackers' strengths are borrowed. An online correlation filter learned on the
+window's own stride-8 features (pipelines/online_filter.py; MOSSE/DSST form, taught on confident
+frames) re-ranks the places the siamese heat finds query-like, telling the target from look-alikes
+near it; its response is gated by the heat so that it cannot hold on to a static background. A
+1-D scale filter on gradient cells (pipelines/scale_filter.py, DSST) follows the target's size.
+
 When the windowed peak's heat falls below ``lost_ratio`` times the reference heat (the peak on
 the first frame the target was held), the target counts as *lost*: the same frame, and every
 frame after it, is searched whole at several scales until a peak reaches ``reacquire_ratio`` of
@@ -33,10 +39,15 @@ import cv2
 import numpy as np
 import torch
 
+from pipelines.online_filter import CorrelationFilter, FilterConfig
+from pipelines.scale_filter import ScaleConfig, ScaleFilter
+from pipelines.window_geometry import box_from, crop_affine, hann_window, sample_window, shift_map
+
 logger = logging.getLogger(__name__)
 
 TRACKING, LOST, REDETECTED = "tracking", "lost", "re-detected"
 STATES = (TRACKING, LOST, REDETECTED)
+GRID = 8  # the stride of the features the online filter learns on
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,15 @@ class TemporalConfig:
     # at most 0.5: the query stays the anchor), updated every template_every confident frames.
     template_rate: float = 0.0
     template_every: int = 10
+    # Online discriminative filter on the window's stride-8 features (pipelines/online_filter.py):
+    # its weight against the siamese heat in the appearance score (0 = off), and the level of the
+    # reference heat above which a frame teaches it.
+    filter_weight: float = 0.5
+    filter_update_ratio: float = 0.7
+    # The target's size from a 1-D scale filter on gradient cells (pipelines/scale_filter.py, DSST);
+    # None leaves the size to the options above.
+    scale_filter: ScaleConfig | None = field(default_factory=ScaleConfig)
+    online_filter: FilterConfig = field(default_factory=FilterConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.template_rate <= 0.5:
@@ -171,51 +191,17 @@ class TemplateHeat:
 
     def heat(self, medium: np.ndarray, sizes: Sequence[tuple[int, int]]) -> np.ndarray:
         """S x H x W heat (sigmoid of the network's logits) of each template size in ``medium``."""
+        return self.heat_and_features(medium, sizes)[0]
+
+    def heat_and_features(self, medium: np.ndarray, sizes: Sequence[tuple[int, int]]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """The heat of :meth:`heat` and the medium's raw stride-8 features (C x h x w, float32)."""
         with torch.inference_mode(), self._autocast():
             encoded = self.model.encode_medium(self._tensor([medium]))
             maps = [self.model.search(self.features(size), encoded)["logits"].float().sigmoid()
                     for size in sizes]
-        return torch.cat(maps, dim=0)[:, 0].cpu().numpy()
-
-
-# ----------------------------------------------------------------------------------------------
-# Geometry
-
-
-def crop_affine(center: tuple[float, float], zoom: float, out_w: int, out_h: int) -> np.ndarray:
-    """2 x 3 affine taking frame pixels to a window of out_w x out_h centred on ``center``,
-    magnified by ``zoom`` (pixel centres at +0.5)."""
-    cx, cy = center
-    return np.array([[zoom, 0.0, out_w / 2 - zoom * cx + 0.5 * (zoom - 1)],
-                     [0.0, zoom, out_h / 2 - zoom * cy + 0.5 * (zoom - 1)]], np.float64)
-
-
-def sample_window(frame: np.ndarray, affine: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
-    """The window an affine from :func:`crop_affine` describes; outside the frame, edge pixels."""
-    shrink = affine[0, 0] < 1.0
-    if shrink:  # area-average first, so a large target's window does not alias
-        small = cv2.resize(frame, None, fx=affine[0, 0], fy=affine[1, 1], interpolation=cv2.INTER_AREA)
-        ratio_x, ratio_y = small.shape[1] / frame.shape[1], small.shape[0] / frame.shape[0]
-        inner = affine.copy()
-        inner[0, 0] /= ratio_x
-        inner[1, 1] /= ratio_y
-        return cv2.warpAffine(small, inner, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
-    return cv2.warpAffine(frame, affine, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-
-
-def box_from(center: tuple[float, float], size: tuple[float, float],
-             frame_w: int, frame_h: int) -> tuple[int, int, int, int]:
-    """[x0, y0, x1, y1] of a centre and (w, h), clipped to the frame."""
-    cx, cy = center
-    w, h = size
-    return (max(0, round(cx - w / 2)), max(0, round(cy - h / 2)),
-            min(frame_w, round(cx + w / 2)), min(frame_h, round(cy + h / 2)))
-
-
-def hann_window(height: int, width: int) -> np.ndarray:
-    return np.outer(np.hanning(height + 2)[1:-1], np.hanning(width + 2)[1:-1]).astype(np.float32)
+            features = encoded.skip[0].float().contiguous().cpu().numpy()
+        return torch.cat(maps, dim=0)[:, 0].cpu().numpy(), features
 
 
 # ----------------------------------------------------------------------------------------------
@@ -260,6 +246,8 @@ class TemporalSearcher:
         self._confident = 0
         self._fresh = False  # the target was given by a box on this frame
         self._running: np.ndarray | None = None
+        self.filter: CorrelationFilter | None = None
+        self.sizer: ScaleFilter | None = None
 
     def _peak_offset(self) -> np.ndarray:
         """Where the heat peaks, relative to the object's centre, in window pixels (x, y).
@@ -314,7 +302,7 @@ class TemporalSearcher:
         side, zoom = self.window_side, self._zoom()
         affine = crop_affine(self.center, zoom, side, side)
         window = sample_window(frame, affine, side, side)
-        heat = self.net.heat(window, self._sizes(self.scales))
+        heat, features = self.net.heat_and_features(window, self._sizes(self.scales))
         if self.scale_bias is None:
             # Smaller templates score higher on anything (less to match). On the first frame the
             # true scale is 1, so each scale's excess peak there is its bias, divided out after.
@@ -322,10 +310,20 @@ class TemporalSearcher:
             self.scale_bias = (peaks[self.scales.index(1.0)] / np.maximum(peaks, 1e-6)).astype(np.float32)
         penalty = np.array([1.0 if s == 1.0 else cfg.scale_penalty for s in self.scales], np.float32)
         heat = heat * self.scale_bias[:, None, None]
-        score = (1 - cfg.window_influence) * heat * penalty[:, None, None] \
-            + cfg.window_influence * self.prior[None]
+        # Centre each scale's heat on the object (its peak sits peak_offset off), so that it agrees
+        # with the filter's response and the argmax is the object's centre.
+        heat = np.stack([shift_map(h, -self.peak_offset * scale) for h, scale in zip(heat, self.scales)])
+        appearance = heat * penalty[:, None, None]
+        if self.filter is not None and cfg.filter_weight > 0:
+            response = cv2.resize(self.filter.response(features), (side, side), interpolation=cv2.INTER_LINEAR)
+            # The filter re-ranks what the siamese heat finds query-like (gated by the heat
+            # relative to its peak): alone, it could hold on to a static background it learned.
+            gate = np.sqrt(heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6))
+            appearance = (1 - cfg.filter_weight) * appearance + cfg.filter_weight * np.clip(response, 0, 1)[None] * gate
+        score = (1 - cfg.window_influence) * appearance + cfg.window_influence * self.prior[None]
         s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
         peak = float(heat[s, y, x])
+        fresh = self._fresh
         if self._fresh:
             # The frame the target was found (or given) in: the query may have been cut from it,
             # an exact match that would set the reference too high; the next frame sets it.
@@ -336,11 +334,16 @@ class TemporalSearcher:
             return None  # lost: the caller searches the whole frame
         else:
             self.recent.append(peak)
-        dx, dy = self.peak_offset * self.scales[s]
+        dx = dy = 0.0
+        if fresh:  # the box is given (or just found whole): the target sits in the window's middle
+            dx, dy = x + 0.5 - side / 2, y + 0.5 - side / 2
+        cell = ((y + 0.5 - dy) / GRID, (x + 0.5 - dx) / GRID)
+        self._teach(features, cell[0], cell[1], peak, fresh)
         self.center = (self.center[0] + (x + 0.5 - dx - side / 2) / zoom,
                        self.center[1] + (y + 0.5 - dy - side / 2) / zoom)
         # A larger template matching means the target looks larger in the window.
         self.height *= 1.0 + cfg.scale_rate * (self.scales[s] - 1.0)
+        self._rescale(frame, peak, fresh)
         self.height = float(np.clip(self.height, 4.0, 4.0 * max(frame.shape[:2])))
         self.state = TRACKING
         box = box_from(self.center, (self.height * self.aspect, self.height), *frame.shape[1::-1])
@@ -377,6 +380,37 @@ class TemporalSearcher:
         self.state = LOST
         return Track(index, LOST, box, peak, heat[s], affine)
 
+    def _rescale(self, frame: np.ndarray, peak: float, fresh: bool) -> None:
+        """Follow the target's size with the scale filter; teach it on confident frames."""
+        cfg = self.config
+        if cfg.scale_filter is None:
+            return
+        assert self.center is not None
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+        if self.sizer is None or fresh:
+            self.sizer = ScaleFilter((self.height * self.aspect, self.height), cfg.scale_filter)
+        else:
+            self.height *= self.sizer.estimate(gray, self.center, (self.height * self.aspect, self.height))
+            if self.reference is None or peak < cfg.filter_update_ratio * self.reference:
+                return
+        self.sizer.update(gray, self.center, (self.height * self.aspect, self.height))
+
+    def _teach(self, features: np.ndarray, y: float, x: float, peak: float, fresh: bool) -> None:
+        """Teach the online filter the target at cell (y, x) of this window's features: at once on
+        the frame the target was given or found, then on confident frames only."""
+        cfg = self.config
+        if cfg.filter_weight <= 0:
+            return
+        if self.filter is None or fresh:
+            cells = self.window_side / GRID
+            th, tw = self.template_size
+            if self.filter is None:
+                self.filter = CorrelationFilter((features.shape[1], features.shape[2]), (cells / 2, cells / 2),
+                                                (th / GRID, tw / GRID), cfg.online_filter)
+            self.filter.update(features, (y, x), rate=None if self.filter.trained else 1.0)
+        elif self.reference is not None and peak >= cfg.filter_update_ratio * self.reference:
+            self.filter.update(features, (y, x))
+
     # -- running template -----------------------------------------------------------------------
 
     def _update_template(self, frame: np.ndarray, box: tuple[int, int, int, int], peak: float) -> None:
@@ -394,37 +428,3 @@ class TemporalSearcher:
         if self._confident % cfg.template_every == 0:
             blend = (1 - cfg.template_rate) * self.anchor_rgb + cfg.template_rate * self._running
             self.net.set_template(np.clip(blend + 0.5, 0, 255).astype(np.uint8), self.mask)
-
-
-# ----------------------------------------------------------------------------------------------
-# Drawing
-
-STATE_RGB = {TRACKING: (40, 220, 40), REDETECTED: (255, 200, 0), LOST: (255, 40, 40)}
-
-
-def frame_heat(track: Track, width: int, height: int) -> np.ndarray:
-    """The heat that was searched, in frame pixels (0 outside the searched window)."""
-    if track.heat is None or track.heat_affine is None:
-        return np.zeros((height, width), np.float32)
-    return cv2.warpAffine(track.heat, track.heat_affine, (width, height),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def draw_track(frame: np.ndarray, track: Track, heat_alpha: float = 0.35) -> np.ndarray:
-    """The frame with the searched heat overlaid (where it was searched), the held box outlined in
-    the state's colour (thin while lost: the best guess), and the state written in a corner."""
-    h, w = frame.shape[:2]
-    heat = frame_heat(track, w, h)
-    colour = cv2.applyColorMap(np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8),
-                               cv2.COLORMAP_JET)[:, :, ::-1]
-    weight = (heat_alpha * heat)[..., None]
-    out = (frame * (1 - weight) + colour * weight).astype(np.uint8)
-    thickness = max(1, round(0.004 * math.hypot(h, w)))
-    if track.best_box is not None:
-        x0, y0, x1, y1 = track.best_box
-        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), STATE_RGB[track.state],
-                      thickness if track.held else 1, cv2.LINE_AA)
-    cv2.putText(out, f"{track.state} {track.best_score:.2f}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX,
-                0.5, STATE_RGB[track.state], 1, cv2.LINE_AA)
-    return out

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator
 
 from augment.imageio import InputError, atomic_write_text, save_image
 from pipelines.frames import frames_and_highlights
-from pipelines.temporal import TemporalConfig, TemporalSearcher, TrackSummary, draw_track, frame_heat
+from pipelines.temporal import TemporalConfig, TemporalSearcher, TrackSummary
+from pipelines.temporal_draw import draw_track, frame_heat
 
 logger = logging.getLogger(__name__)
 

@@ -129,6 +129,26 @@ def test_video_round_trip(tmp_path: Path) -> None:
     assert len(list((out / "clip.heat").glob("*.png"))) == 12
 
 
+def test_video_temporal_mode_follows_the_moving_query(tmp_path: Path) -> None:
+    """The default for a video: the temporal mode finds the query whole in frame 0 (0.6x its
+    size, so the first box is too large) and then follows it as it moves right; every line has a
+    state and a best box."""
+    video = tmp_path / "clip.mp4"
+    boxes = _write_video(video)
+    query = tmp_path / "query.png"
+    save_image(query, _query())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["search", str(query), str(video), "--out", str(out),
+                                      "--device", "cpu", "--untrained"])
+    assert result.exit_code == 0, result.output
+    lines = _lines(out)
+    assert [line["state"] for line in lines] == ["re-detected"] + ["tracking"] * 11
+    errors = [np.hypot((line["best"]["box"][0] + line["best"]["box"][2] - box[0] - box[2]) / 2,
+                       (line["best"]["box"][1] + line["best"]["box"][3] - box[1] - box[3]) / 2)
+              for line, box in zip(lines, boxes)]
+    assert max(errors) <= 16, errors  # the object moves 8 px a frame, 88 px in all
+
+
 def test_broken_video_keeps_frames_before_the_break(tmp_path: Path) -> None:
     video = tmp_path / "clip.avi"
     _write_video(video)

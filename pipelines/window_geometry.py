@@ -1,0 +1,68 @@
+"""Windows of a frame for the temporal mode: the affine that takes frame pixels to a window around
+the target, sampling it (only the part of the frame it covers), boxes, the Hann prior, shifting a
+map by a sub-pixel offset."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+
+
+
+def crop_affine(center: tuple[float, float], zoom: float, out_w: int, out_h: int) -> np.ndarray:
+    """2 x 3 affine taking frame pixels to a window of out_w x out_h centred on ``center``,
+    magnified by ``zoom`` (pixel centres at +0.5)."""
+    cx, cy = center
+    return np.array([[zoom, 0.0, out_w / 2 - zoom * cx + 0.5 * (zoom - 1)],
+                     [0.0, zoom, out_h / 2 - zoom * cy + 0.5 * (zoom - 1)]], np.float64)
+
+
+def sample_window(frame: np.ndarray, affine: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """The window an affine from :func:`crop_affine` describes; outside the frame, edge pixels."""
+    # Only the part of the frame the window covers (plus a pixel) is resampled.
+    zoom = affine[0, 0]
+    x0 = max(0, int(math.floor(-affine[0, 2] / zoom)) - 1)
+    y0 = max(0, int(math.floor(-affine[1, 2] / affine[1, 1])) - 1)
+    x1 = min(frame.shape[1], int(math.ceil((out_w - affine[0, 2]) / zoom)) + 2)
+    y1 = min(frame.shape[0], int(math.ceil((out_h - affine[1, 2]) / affine[1, 1])) + 2)
+    if x1 - x0 >= 2 and y1 - y0 >= 2 and (x0, y0, x1, y1) != (0, 0, *frame.shape[1::-1]):
+        affine = affine.copy()
+        affine[0, 2] += zoom * x0
+        affine[1, 2] += affine[1, 1] * y0
+        frame = frame[y0:y1, x0:x1]
+    shrink = affine[0, 0] < 1.0
+    if shrink:  # area-average first, so a large target's window does not alias
+        small = cv2.resize(frame, None, fx=affine[0, 0], fy=affine[1, 1], interpolation=cv2.INTER_AREA)
+        ratio_x, ratio_y = small.shape[1] / frame.shape[1], small.shape[0] / frame.shape[0]
+        inner = affine.copy()
+        inner[0, 0] /= ratio_x
+        inner[1, 1] /= ratio_y
+        return cv2.warpAffine(small, inner, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(frame, affine, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def box_from(center: tuple[float, float], size: tuple[float, float],
+             frame_w: int, frame_h: int) -> tuple[int, int, int, int]:
+    """[x0, y0, x1, y1] of a centre and (w, h), clipped to the frame."""
+    cx, cy = center
+    w, h = size
+    return (max(0, round(cx - w / 2)), max(0, round(cy - h / 2)),
+            min(frame_w, round(cx + w / 2)), min(frame_h, round(cy + h / 2)))
+
+
+def shift_map(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """``image`` moved by ``offset`` (x, y) pixels (sub-pixel, edges replicated)."""
+    affine = np.array([[1.0, 0.0, float(offset[0])], [0.0, 1.0, float(offset[1])]])
+    return cv2.warpAffine(image, affine, image.shape[1::-1], flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def hann_window(height: int, width: int) -> np.ndarray:
+    return np.outer(np.hanning(height + 2)[1:-1], np.hanning(width + 2)[1:-1]).astype(np.float32)
+
+
