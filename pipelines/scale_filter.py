@@ -70,6 +70,7 @@ class ScaleFilter:
         self.model_wh = (max(cfg.cell * 2, round(w * shrink)), max(cfg.cell * 2, round(h * shrink)))
         self.numerator: np.ndarray | None = None
         self.denominator: np.ndarray | None = None
+        self._last: tuple[np.ndarray, tuple, np.ndarray] | None = None  # (frame, place, spectrum)
 
     def _samples(self, gray: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> np.ndarray:
         """D x S: each scale's patch described, times the scale window, along the scale axis."""
@@ -92,9 +93,17 @@ class ScaleFilter:
         columns = gradient_cells(np.stack(patches), self.config.cell, self.config.orientations)
         return columns.T * self.window[None]
 
+    def _spectrum(self, gray: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> np.ndarray:
+        """The samples' Fourier transform along the scale axis; the last one is kept, since an
+        update at the size the estimate kept (the usual case) describes the same patches."""
+        key = (tuple(center), tuple(size_wh))
+        if self._last is None or self._last[0] is not gray or self._last[1] != key:
+            self._last = (gray, key, np.fft.fft(self._samples(gray, center, size_wh), axis=1))
+        return self._last[2]
+
     def update(self, gray: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> None:
         """Learn the target's appearance across scales at ``center`` with size ``size_wh``."""
-        spectrum = np.fft.fft(self._samples(gray, center, size_wh), axis=1)
+        spectrum = self._spectrum(gray, center, size_wh)
         numerator = self.label_f[None] * np.conj(spectrum)
         denominator = (spectrum * np.conj(spectrum)).real.sum(axis=0)
         if self.numerator is None or self.denominator is None:
@@ -108,7 +117,7 @@ class ScaleFilter:
         """The size change (factor) at which the target at ``center`` best matches what was learned."""
         if self.numerator is None or self.denominator is None:
             return 1.0
-        spectrum = np.fft.fft(self._samples(gray, center, size_wh), axis=1)
+        spectrum = self._spectrum(gray, center, size_wh)
         joint = (self.numerator * spectrum).sum(axis=0) / (self.denominator + self.config.regularisation)
         response = np.fft.ifft(joint).real
         return float(self.factors[int(np.argmax(response))])
