@@ -138,6 +138,26 @@ def test_cut_to_a_new_scene_holding_the_target(searcher: Searcher) -> None:
     assert found.index(True, 12) < 12 + 5 and all(found[17:]), [t.state for t in tracks]
 
 
+def test_box_follows_the_target_growing_and_shrinking(searcher: Searcher) -> None:
+    """The size comes from the scale filter: the target grows from 40 to 64 px while it moves, then
+    shrinks back to 48; started from its first box, the box's height follows within 15%."""
+    background = _scene(data.coffee())
+    sides = [40 + t for t in range(25)] + [64 - 2 * t for t in range(1, 9)]
+    frames, truth = [], []
+    for t, side in enumerate(sides):
+        frame = background.copy()
+        centre = (90 + 3 * t, 110.0 + t)
+        _paste(frame, cv2.resize(_target(), (side, side), interpolation=cv2.INTER_AREA), *centre)
+        frames.append(frame)
+        truth.append((centre, side))
+    tracker = TemporalSearcher(searcher, searcher.prepare(_target()), initial_box=(70, 90, 110, 130))
+    tracks = [tracker.step(frame) for frame in frames]
+    for track, (centre, side) in list(zip(tracks, truth))[5:]:
+        x0, y0, x1, y1 = track.best_box
+        assert abs((y1 - y0) / side - 1) <= 0.15, [(t.best_box, s) for t, (_, s) in zip(tracks, truth)]
+        assert np.linalg.norm(_centre(track.best_box) - np.array(centre)) <= 6
+
+
 # -- the CLI ---------------------------------------------------------------------------------
 
 
