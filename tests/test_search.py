@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -107,15 +108,21 @@ def _lines(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
 
 
-def test_video_round_trip(tmp_path: Path) -> None:
+def _search_clip(tmp_path: Path, *options: str) -> tuple[list[tuple[int, ...]], Path, Any]:
+    """The moving-query clip searched by the CLI with ``options``: (true boxes, out, result)."""
     video = tmp_path / "clip.mp4"
     boxes = _write_video(video)
     query = tmp_path / "query.png"
     save_image(query, _query())
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["search", str(query), str(video), "--out", str(out),
-                                      "--device", "cpu", "--batch", "4", "--save-heatmaps", "--untrained",
-                                      "--every-instance"])  # per-frame search; the temporal mode: test_temporal.py
+                                      "--device", "cpu", "--untrained", *options])
+    return boxes, out, result
+
+
+def test_video_round_trip(tmp_path: Path) -> None:
+    # The per-frame search; the temporal mode: the next test and test_temporal.py.
+    boxes, out, result = _search_clip(tmp_path, "--batch", "4", "--save-heatmaps", "--every-instance")
     assert result.exit_code == 0, result.output
     lines = _lines(out)
     assert [line["frame"] for line in lines] == list(range(12))
@@ -133,13 +140,7 @@ def test_video_temporal_mode_follows_the_moving_query(tmp_path: Path) -> None:
     """The default for a video: the temporal mode finds the query whole in frame 0 (0.6x its
     size, so the first box is too large) and then follows it as it moves right; every line has a
     state and a best box."""
-    video = tmp_path / "clip.mp4"
-    boxes = _write_video(video)
-    query = tmp_path / "query.png"
-    save_image(query, _query())
-    out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["search", str(query), str(video), "--out", str(out),
-                                      "--device", "cpu", "--untrained"])
+    boxes, out, result = _search_clip(tmp_path)
     assert result.exit_code == 0, result.output
     lines = _lines(out)
     assert [line["state"] for line in lines] == ["re-detected"] + ["tracking"] * 11
