@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,13 +141,14 @@ def count_work(jobs: list[SearchJob]) -> int:
 
 def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps: bool = False,
                batch: int = 4, advance: Callable[[int], None] | None = None,
-               temporal: bool = True) -> RunSummary:
+               temporal: bool = True, initial_box: tuple[float, float, float, float] | None = None) -> RunSummary:
     """Search every job, write the outputs into ``out``; errors are recorded, not raised.
 
     ``searcher`` is a :class:`pipelines.search.Searcher`; ``advance(n)`` is called after every
     n images/frames searched (progress display). Videos and frame folders are searched in the
     temporal mode (pipelines/temporal.py: one target held) unless ``temporal`` is False (every
-    instance in every frame on its own).
+    instance in every frame on its own); ``initial_box`` (x0, y0, x1, y1) is the target's box in
+    each video's first frame (the temporal mode then starts from it instead of searching).
     """
     out.mkdir(parents=True, exist_ok=True)
     names = OutputNames()
@@ -176,7 +178,8 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
 
                 for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
                                             save_heatmaps=save_heatmaps, batch=batch,
-                                            advance=advance, reports=summary.tracks):
+                                            advance=advance, reports=summary.tracks,
+                                            initial_box=initial_box):
                     summary.frames += 1
                     summary.detections += len(line["detections"])
                     lines.append(line)
@@ -274,6 +277,18 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``X,Y,W,H`` (pixels; W, H > 0) as (x0, y0, x1, y1)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[2] <= 0 or values[3] <= 0:
+        raise InputError(f"--box must be X,Y,W,H: four numbers, W and H above 0, not {text!r}")
+    x, y, w, h = values
+    return (x, y, x + w, y + h)
+
+
 def shard_cases(shards: Path, count: int, seed: int = 0) -> list[Any]:
     """Calibration cases from held-out pairs of ``synth expand`` shards (train/data.py pairs:
     queries are held-out cutouts, a quarter of them absent); instance boxes are the connected
@@ -332,6 +347,9 @@ def register(app: typer.Typer) -> None:
         every_instance: bool = typer.Option(False, "--every-instance", help="Videos: every instance in "
                                             "every frame on its own, instead of holding one target "
                                             "(the temporal mode, default)."),
+        box: Optional[str] = typer.Option(None, "--box", help="Videos: the target's box X,Y,W,H in the "
+                                          "first frame (pixels); the temporal mode starts from it "
+                                          "instead of finding the query there."),
     ) -> None:
         """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
         from augment.outputs import check_output_folder
@@ -346,6 +364,9 @@ def register(app: typer.Typer) -> None:
             fail("pass QUERY and at least one MEDIA (or --pairs FILE)")
         if pairs is not None and query_mask is not None:
             fail('--query-mask applies to QUERY; in --pairs give "query_mask" per line')
+        if box is not None and every_instance:
+            fail("--box starts the temporal mode; it does not apply with --every-instance")
+        initial_box = run_guarded(parse_box, box) if box is not None else None
 
         def prepare() -> tuple[Any, list[SearchJob]]:
             check_output_folder(out)
@@ -373,7 +394,8 @@ def register(app: typer.Typer) -> None:
                 progress.update(task, advance=n, rate=f"{rate:.1f} frames/s")
 
             summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps,
-                                  batch=batch, advance=advance, temporal=not every_instance)
+                                  batch=batch, advance=advance, temporal=not every_instance,
+                                  initial_box=initial_box)
         from rich.markup import escape
 
         from pipelines.cli import console

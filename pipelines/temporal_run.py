@@ -27,18 +27,24 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
                     save_heatmaps: bool = False, batch: int = 4,
                     advance: Callable[[int], None] = lambda n: None,
                     config: TemporalConfig | None = None,
-                    reports: list[dict[str, Any]] | None = None) -> Iterator[dict[str, Any]]:
+                    reports: list[dict[str, Any]] | None = None,
+                    initial_box: tuple[float, float, float, float] | None = None) -> Iterator[dict[str, Any]]:
     """Hold ``prepared``'s target through ``medium``; yields one detections.jsonl line per frame.
 
-    After the iteration the summary is in ``<name>.summary.json`` (and appended to ``reports``).
-    A medium with no decodable frame is an InputError.
+    ``initial_box`` (x0, y0, x1, y1): the target's box in the first frame (else it is searched
+    for there). After the iteration the summary is in ``<name>.summary.json`` (and appended to
+    ``reports``). A medium with no decodable frame, or a box outside its frames, is an InputError.
     """
-    tracker = TemporalSearcher(searcher, prepared, config)
+    tracker = TemporalSearcher(searcher, prepared, config, initial_box=initial_box)
+    checked = initial_box is None
     summary = TrackSummary()
     base = {"source": str(medium), "query": prepared.name}
     with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
             for index, frame in zip(indices, frames):
+                if not checked:
+                    _check_box(initial_box, frame.shape[1], frame.shape[0], medium)
+                    checked = True
                 track = tracker.step(frame)
                 track.frame = index
                 summary.add(track)
@@ -57,3 +63,10 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
         reports.append(report)
     if reader.error is not None:
         raise InputError(reader.error)
+
+
+def _check_box(box: Any, width: int, height: int, medium: Path) -> None:
+    x0, y0, x1, y1 = box
+    if min(x1, width) - max(x0, 0) < 2 or min(y1, height) - max(y0, 0) < 2:
+        raise InputError(f"{medium}: --box {x0:g},{y0:g},{x1 - x0:g},{y1 - y0:g} lies outside its "
+                         f"{width}x{height} frames")

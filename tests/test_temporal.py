@@ -14,7 +14,7 @@ import torch
 from skimage import data
 
 from augment.imageio import save_image
-from pipelines.search import Searcher
+from pipelines.search import Searcher, box_iou
 from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalSearcher, Track
 from tests.cli_checks import run_cli
 
@@ -234,3 +234,37 @@ def test_cli_bad_video_and_oversized_query_are_one_line(tmp_path: Path) -> None:
     result = run_cli("search", tmp_path / "big.png", tmp_path / "clip.avi", "--out", tmp_path / "big")
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert len(_lines(tmp_path / "big")) == 3
+
+
+def test_cli_box_starts_the_track_from_the_given_box(tmp_path: Path) -> None:
+    """--box X,Y,W,H: the first frame is not searched; the track starts from the box (its size
+    too: here the target is drawn 0.75x the query, which a whole-frame start would not know)."""
+    background, frames, truth = _scene(data.coffee()), [], []
+    small = cv2.resize(_target(), (36, 36), interpolation=cv2.INTER_AREA)
+    for t in range(8):
+        frame = background.copy()
+        _paste(frame, small, 60 + 8 * t, 100.0)
+        frames.append(frame)
+        truth.append((60 + 8 * t - 18, 100 - 18, 60 + 8 * t + 18, 100 + 18))
+    _write_video(tmp_path / "clip.avi", frames)
+    save_image(tmp_path / "query.png", _target())
+    result = run_cli("search", tmp_path / "query.png", tmp_path / "clip.avi", "--out", tmp_path / "out",
+                     "--box", "42,82,36,36")
+    assert result.exit_code == 0, result.output
+    lines = _lines(tmp_path / "out")
+    assert [line["state"] for line in lines] == [TRACKING] * 8
+    ious = [box_iou(line["best"]["box"], box) for line, box in zip(lines, truth)]
+    assert min(ious) >= 0.6, ious
+
+
+@pytest.mark.parametrize("box, message", [("1,2,3", "--box must be X,Y,W,H"), ("1,2,0,5", "--box must be X,Y,W,H"),
+                                          ("a,b,c,d", "--box must be X,Y,W,H"), ("900,900,20,20", "lies outside")])
+def test_cli_bad_box_is_one_line(tmp_path: Path, box: str, message: str) -> None:
+    frames, _ = _lookalike_video()
+    _write_video(tmp_path / "clip.avi", frames[:2])
+    save_image(tmp_path / "query.png", _target())
+    result = run_cli("search", tmp_path / "query.png", tmp_path / "clip.avi", "--out", tmp_path / "out",
+                     "--box", box)
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
