@@ -224,6 +224,10 @@ class NetworkSearch:
         self.scale_margin = scale_margin
         self.channels_last = device.type == "cpu"
         model = fold_batchnorm(model).to(device)
+        # The untrained network's residual branches add exactly 0: not run (same heat maps).
+        skipped = model.skip_inert_branches()
+        if skipped:
+            logger.debug("inert branches skipped: %s", ", ".join(skipped))
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model: QuerySearchNet = model
