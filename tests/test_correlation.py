@@ -131,3 +131,16 @@ def test_auto_uses_the_fft_only_for_large_kernels_without_gradients(gen: torch.G
         assert _resolve_method("auto", cpu, FFT_MIN_CELLS) == "fft"
         assert _resolve_method("auto", cpu, FFT_MIN_CELLS - 1) == "matmul"
     assert _resolve_method("auto", cpu, FFT_MIN_CELLS) == "matmul"  # training keeps its path
+
+
+def test_cached_query_transforms_give_the_same_scores(gen: torch.Generator) -> None:
+    """One query searched in two frame batches: the second reuses the first's kernel transforms."""
+    queries = [(torch.randn(1, 8, 9, 7, generator=gen), torch.rand(1, 1, 9, 7, generator=gen)),
+               (torch.randn(1, 8, 4, 3, generator=gen), None)]
+    cache: dict = {}
+    for _ in range(2):
+        medium = torch.randn(2, 8, 15, 19, generator=gen)
+        fresh = correlate_sizes(queries, medium, method="fft")
+        for cached, score in zip(correlate_sizes(queries, medium, method="fft", cache=cache), fresh):
+            torch.testing.assert_close(cached, score, atol=0, rtol=0)
+    assert len(cache) == 1  # one medium size

@@ -40,7 +40,7 @@ better. At 16x16 kernels over 48x48 maps the matmul path already runs near this 
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -157,7 +157,8 @@ def correlate(query_feats: torch.Tensor, medium_feats: torch.Tensor,
 
 
 def correlate_sizes(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
-                    medium_feats: torch.Tensor, method: Method = "auto") -> list[torch.Tensor]:
+                    medium_feats: torch.Tensor, method: Method = "auto",
+                    cache: dict[Any, Any] | None = None) -> list[torch.Tensor]:
     """:func:`correlate` (same padding, normalised) of several query maps, e.g. one query at several
     sizes, over one medium map, each N x 1 x H x W.
 
@@ -166,7 +167,8 @@ def correlate_sizes(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
     placed in a zero kernel of the largest size at the offset that lines its 'same' window up with
     the largest one's, so one padding, one transform of the medium, one stack of kernel transforms
     and one convolution for the windows' norms serve every query. Equal to one :func:`correlate`
-    per query up to float rounding; otherwise it is exactly that.
+    per query up to float rounding; otherwise it is exactly that. ``cache``: a dict kept with these
+    queries (one query searched in many frame batches), where their transforms are kept per medium size.
     """
     for query, mask in queries:
         _check(query, medium_feats, mask)
@@ -178,27 +180,35 @@ def correlate_sizes(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
     n_query = max(int(q.shape[0]) for q, _ in queries)
     with torch.autocast(device_type=medium_feats.device.type, enabled=False):
         r = _same_pad(medium_feats.float(), (big_u, big_v)).contiguous()
-        kernels = r.new_zeros((n_query, len(queries), c, big_u, big_v))
-        windows = r.new_zeros((n_query, len(queries), big_u, big_v))
-        norms = []
-        for k, (query, mask) in enumerate(queries):
-            u, v = int(query.shape[-2]), int(query.shape[-1])
-            top, left = (big_u - 1) // 2 - (u - 1) // 2, (big_v - 1) // 2 - (v - 1) // 2
-            kernels[:, k, :, top:top + u, left:left + v] = _masked_kernel(query, mask)
-            windows[:, k, top:top + u, left:left + v] = 1.0 if mask is None else mask.float().square()[:, 0]
-            masked = query.float() if mask is None else query.float() * mask.float()
-            norms.append(masked.flatten(1).norm(dim=1))
         size = (_fft_size(int(r.shape[-2])), _fft_size(int(r.shape[-1])))
-        spectrum = torch.fft.rfft2(r, s=size).unsqueeze(1) * torch.fft.rfft2(kernels, s=size).conj()
+        key = (size, big_u, big_v)
+        if cache is None or key not in cache:
+            kernels = r.new_zeros((n_query, len(queries), c, big_u, big_v))
+            windows = r.new_zeros((n_query, len(queries), big_u, big_v))
+            norms = []
+            for k, (query, mask) in enumerate(queries):
+                u, v = int(query.shape[-2]), int(query.shape[-1])
+                top, left = (big_u - 1) // 2 - (u - 1) // 2, (big_v - 1) // 2 - (v - 1) // 2
+                kernels[:, k, :, top:top + u, left:left + v] = _masked_kernel(query, mask)
+                windows[:, k, top:top + u, left:left + v] = 1.0 if mask is None else mask.float().square()[:, 0]
+                masked = query.float() if mask is None else query.float() * mask.float()
+                norms.append(masked.flatten(1).norm(dim=1))
+            transforms = (torch.fft.rfft2(kernels, s=size).conj(), torch.fft.rfft2(windows, s=size).conj(),
+                          torch.stack(norms, dim=1).reshape(-1, len(queries), 1, 1))
+            if cache is not None:
+                cache[key] = transforms
+        else:
+            transforms = cache[key]
+        kernel_spectra, window_spectra, q_norm = transforms
+        spectrum = torch.fft.rfft2(r, s=size).unsqueeze(1) * kernel_spectra
         # Valid correlations of the padded medium: the top-left H x W of the circular ones. The
         # windows' squared norms likewise (one channel: the medium's squared norms).
         scores = torch.fft.irfft2(spectrum.sum(dim=2), s=size)[..., :h, :w]
         sq = torch.fft.rfft2(r.square().sum(dim=1, keepdim=True), s=size)
-        window_sq = torch.fft.irfft2(sq * torch.fft.rfft2(windows, s=size).conj(), s=size)[..., :h, :w]
+        window_sq = torch.fft.irfft2(sq * window_spectra, s=size)[..., :h, :w]
         # As in correlate: clamped away from 0 (windows over zero padding; FFT rounding can also
         # leave a hair below it).
         window_norm = window_sq.clamp_min(EPS * EPS).sqrt()
-        q_norm = torch.stack(norms, dim=1).reshape(-1, len(queries), 1, 1)
         cosines = scores / (q_norm * window_norm + EPS)
         return list(cosines.split(1, dim=1))
 

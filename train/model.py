@@ -19,7 +19,7 @@ correlation itself runs in float32), ``channels_last`` and ONNX export at fixed 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -85,6 +85,9 @@ class QueryFeatures(NamedTuple):
 
     feats: list[torch.Tensor]
     masks: list[torch.Tensor] | None
+    # The correlation's transforms of these maps, per level and medium size (inference: one query,
+    # many frame batches); see train.correlation.correlate_sizes.
+    cache: dict[Any, Any] | None = None
 
 
 class MediumFeatures(NamedTuple):
@@ -306,7 +309,7 @@ class QuerySearchNet(nn.Module):
         if query_mask is not None:
             # Area-average the alpha onto each feature grid: the fraction of a cell that is object.
             masks = [F.adaptive_avg_pool2d(query_mask.to(f.dtype), _hw(f)) for f in feats]
-        return QueryFeatures(feats, masks)
+        return QueryFeatures(feats, masks, {})
 
     def encode_medium(self, medium: torch.Tensor) -> MediumFeatures:
         """Encode N media (also usable once per video frame batch)."""
@@ -353,7 +356,8 @@ class QuerySearchNet(nn.Module):
                 zoomed = m_feat if m_scale == 1.0 else _resize(m_feat, (round(h * m_scale), round(w * m_scale)))
                 pairs = [k for k, (_, m) in enumerate(self.cfg.scale_pairs) if m == m_scale]
                 kernels = [self._scale_query(q_feat, q_mask, self.cfg.scale_pairs[k][0]) for k in pairs]
-                scores.update(zip(pairs, correlate_sizes(kernels, zoomed)))
+                cache = None if query.cache is None else query.cache.setdefault((level, m_scale), {})
+                scores.update(zip(pairs, correlate_sizes(kernels, zoomed, cache=cache)))
             for k in range(len(self.cfg.scale_pairs)):
                 maps.append(scores[k] if _hw(scores[k]) == grid else _resize(scores[k], grid))
         return torch.cat(maps, dim=1)
