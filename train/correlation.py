@@ -32,6 +32,8 @@ All N samples are correlated in one call, by one of two equivalent methods:
 ``method="auto"`` picks matmul on the CPU and grouped elsewhere (and while exporting to ONNX); on the
 CPU, kernels of at least :data:`FFT_MIN_CELLS` cells go through the FFT when no gradient is needed
 (inference: the search), so training runs keep the matmul path they were measured with.
+:func:`correlate_sizes` correlates one query at several sizes over one medium map with one
+transform of the medium (the search's scale pairs).
 On a CPU the per-sample loop is not slow for the reason the grouped trick addresses (launch
 overhead): each convolution is compute-bound, so one call can only win by doing the arithmetic
 better. At 16x16 kernels over 48x48 maps the matmul path already runs near this 2-core CPU's peak
@@ -50,7 +52,8 @@ Padding = Literal["same", "valid"]
 Method = Literal["auto", "grouped", "matmul", "fft"]
 
 # Kernels of at least this many feature cells are correlated through the FFT on the CPU at inference
-# (method="auto"); below it the matmul path is as fast or faster (benchmarks/search.py).
+# (method="auto"). The default pyramid's 18 maps for a batch of four 640x480 frames took, on one
+# core here, 282 ms all by matmul, 162 ms with the FFT from 256 cells, 133 ms from 64, 131 ms from 30.
 FFT_MIN_CELLS = 64
 
 # Added to the denominator so empty windows (all-zero padding) give 0 instead of NaN.
