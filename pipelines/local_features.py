@@ -142,6 +142,13 @@ def mutual_matches(query: Keypoints, medium: Keypoints, ratio: float = 1.0) -> t
         return np.zeros(0, int), np.zeros(0, int)
     similarity = query.descriptors @ medium.descriptors.T
     best_medium = similarity.argmax(axis=1)
-    best_query = similarity.argmax(axis=0)
-    q = np.nonzero(best_query[best_medium] == np.arange(len(query)))[0]
+    # The best query of each medium keypoint as argmax(axis=0) gives it, without that call: numpy
+    # reduces a column-wise argmax one strided column at a time (20x slower than max(axis=0) at
+    # 3000 x 4800, most of verification's time). A column's first maximal row is its argmax.
+    column_max = similarity.max(axis=0)
+    at_max = similarity == column_max
+    if np.count_nonzero(at_max) == len(medium):  # no ties: each column's maximum is at one row
+        q = np.nonzero(at_max[np.arange(len(query)), best_medium])[0]
+    else:
+        q = np.nonzero(at_max.argmax(axis=0)[best_medium] == np.arange(len(query)))[0]
     return q, best_medium[q]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.correlation import FeatureProjection, correlate, correlate_looped
+from train.correlation import FeatureProjection, correlate, correlate_looped, correlate_sizes
 
 
 @pytest.fixture()
@@ -100,3 +100,47 @@ def test_projection_shapes_and_grad(gen: torch.Generator) -> None:
     score.sum().backward()
     assert score.shape == (2, 1, 12, 12)
     assert proj.proj[0].weight.grad is not None and proj.proj[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("query_batch", [1, 3])
+def test_fft_and_shared_sizes_match_the_direct_correlation(gen: torch.Generator, masked: bool,
+                                                           query_batch: int) -> None:
+    """The search's path (one query at several sizes over one medium, through the FFT) equals one
+    direct correlation per size, also for one query searched in a batch of media."""
+    medium = torch.randn(3, 8, 17, 23, generator=gen)
+    queries = []
+    for u, v in ((3, 2), (6, 5), (12, 10)):  # odd and even sides: the 'same' offsets differ
+        query = torch.randn(query_batch, 8, u, v, generator=gen)
+        queries.append((query, torch.rand(query_batch, 1, u, v, generator=gen) if masked else None))
+    for method in ("fft", "matmul"):
+        shared = correlate_sizes(queries, medium, method=method)
+        for (query, mask), score in zip(queries, shared):
+            direct = correlate(query, medium, mask, method="matmul")
+            assert score.shape == direct.shape == (3, 1, 17, 23)
+            torch.testing.assert_close(score, direct, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(correlate(query, medium, mask, method="fft"), direct, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(direct, correlate_looped(query, medium, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_auto_uses_the_fft_only_for_large_kernels_without_gradients(gen: torch.Generator) -> None:
+    from train.correlation import FFT_MIN_CELLS, _resolve_method
+
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        assert _resolve_method("auto", cpu, FFT_MIN_CELLS) == "fft"
+        assert _resolve_method("auto", cpu, FFT_MIN_CELLS - 1) == "matmul"
+    assert _resolve_method("auto", cpu, FFT_MIN_CELLS) == "matmul"  # training keeps its path
+
+
+def test_cached_query_transforms_give_the_same_scores(gen: torch.Generator) -> None:
+    """One query searched in two frame batches: the second reuses the first's kernel transforms."""
+    queries = [(torch.randn(1, 8, 9, 7, generator=gen), torch.rand(1, 1, 9, 7, generator=gen)),
+               (torch.randn(1, 8, 4, 3, generator=gen), None)]
+    cache: dict = {}
+    for _ in range(2):
+        medium = torch.randn(2, 8, 15, 19, generator=gen)
+        fresh = correlate_sizes(queries, medium, method="fft")
+        for cached, score in zip(correlate_sizes(queries, medium, method="fft", cache=cache), fresh):
+            torch.testing.assert_close(cached, score, atol=0, rtol=0)
+    assert len(cache) == 1  # one medium size

@@ -204,3 +204,23 @@ def test_residual_projection_starts_as_the_identity_and_only_the_last_blocks_tra
         else:
             assert param.grad is None, name  # the frozen blocks run without a graph
     assert tuned.projections[0].project.weight.grad.abs().sum() > 0
+
+
+def test_skipping_inert_branches_keeps_the_logits_to_the_bit() -> None:
+    """The untrained network's zero residual branches are not run at inference; a trained one's are."""
+    torch.manual_seed(0)
+    full = fold_batchnorm(QuerySearchNet(SearchNetConfig())).eval()
+    lean = fold_batchnorm(full)
+    assert lean.skip_inert_branches() == ["edge", "conversion"]
+    query, media = torch.rand(1, 3, 64, 48), torch.rand(2, 3, 122, 150)  # odd stride-4 sizes
+    with torch.inference_mode():
+        expected = full.search(full.encode_query(query), full.encode_medium(media))
+        encoded = lean.encode_medium(media)
+        got = lean.search(lean.encode_query(query), encoded)
+    assert encoded.edge is None  # the edge path's image encoder did not run
+    assert torch.equal(got["logits"], expected["logits"])
+    assert torch.equal(got["correlation"], expected["correlation"])
+    trained = fold_batchnorm(full)
+    with torch.no_grad():
+        trained.conversion.residual.weight.fill_(0.01)
+    assert trained.skip_inert_branches() == ["edge"]  # the conversion trunk still runs

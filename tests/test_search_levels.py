@@ -164,3 +164,14 @@ def test_still_images_of_one_size_are_searched_as_a_batch(tmp_path: Path):
     assert [Path(l["source"]).name if l["source"] else None for l in lines][0] == "s0.jpg"
     assert "error" in lines[1] and [Path(l["source"]).name for l in lines[2:]] == ["s1.jpg", "s2.jpg", "odd.jpg"]
     assert calls == [1, 2, 1] and summary.images == 4
+
+
+def test_halving_the_medium_by_average_pool_equals_area_resizing():
+    """NetworkSearch halves a medium with a 2 x 2 average pool where the area resize it replaces
+    gives the same values."""
+    import torch
+    import torch.nn.functional as F
+
+    batch = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    batch = batch.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(F.avg_pool2d(batch, 2), F.interpolate(batch, size=(24, 32), mode="area"))

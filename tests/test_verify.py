@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from augment.imageio import InputError, save_image
 from pipelines.cli import app
 from pipelines.fusion import (DEFAULT_FUSION, FusionModel, fit_logistic, fusion_path, load_fusion)
-from pipelines.local_features import NetworkFeatures, backbone_encoder
+from pipelines.local_features import Keypoints, NetworkFeatures, backbone_encoder, mutual_matches
 from pipelines.search import Searcher
 from pipelines.verify import TRUTH_RGB, VERIFIED_RGB, Verifier, VerifyConfig, draw_matches
 
@@ -215,3 +215,23 @@ def test_search_command_records_verification_and_no_verify(tmp_path: Path) -> No
     assert lines[False][0]["verified"] is True and lines[False][0]["inliers"] >= 20
     assert all("verified" not in d and "inliers" not in d for d in lines[True])
     assert not math.isclose(lines[False][0]["score"], lines[True][0]["score"])
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_mutual_matches_equal_the_two_argmaxes(ties: bool) -> None:
+    """Mutual nearest neighbours as the straightforward argmax both ways gives them (the first
+    maximal row wins a tied column)."""
+    rng = np.random.default_rng(0)
+    query, medium = rng.standard_normal((300, 16)), rng.standard_normal((500, 16))
+    if ties:  # repeated descriptors and integer ones make tied similarities
+        query[7], medium[9] = query[3], medium[2]
+        query, medium = np.round(query), np.round(medium)
+    query, medium = query.astype(np.float32), medium.astype(np.float32)
+    similarity = query @ medium.T
+    best_medium, best_query = similarity.argmax(axis=1), similarity.argmax(axis=0)
+    expected = np.nonzero(best_query[best_medium] == np.arange(len(query)))[0]
+    q, m = mutual_matches(Keypoints(np.zeros((300, 2), np.float32), query),
+                          Keypoints(np.zeros((500, 2), np.float32), medium))
+    assert len(expected) > 10
+    np.testing.assert_array_equal(q, expected)
+    np.testing.assert_array_equal(m, best_medium[expected])

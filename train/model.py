@@ -19,14 +19,14 @@ correlation itself runs in float32), ``channels_last`` and ONNX export at fixed 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from train.backbones import SameConv2d, create_backbone
-from train.correlation import FeatureProjection, ResidualProjection, correlate
+from train.correlation import FeatureProjection, ResidualProjection, correlate_sizes
 
 # Stride of the common grid the score maps are resized to (the backbone's first feature level).
 GRID_STRIDE = 8
@@ -85,6 +85,9 @@ class QueryFeatures(NamedTuple):
 
     feats: list[torch.Tensor]
     masks: list[torch.Tensor] | None
+    # The correlation's transforms of these maps, per level and medium size (inference: one query,
+    # many frame batches); see train.correlation.correlate_sizes.
+    cache: dict[Any, Any] | None = None
 
 
 class MediumFeatures(NamedTuple):
@@ -107,6 +110,10 @@ def _zero_conv(in_ch: int, out_ch: int, kernel: int) -> nn.Conv2d:
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
     return conv
+
+
+def _is_zero(conv: nn.Conv2d) -> bool:
+    return not bool(conv.weight.any()) and (conv.bias is None or not bool(conv.bias.any()))
 
 
 def _hw(x: torch.Tensor) -> tuple[int, int]:
@@ -137,9 +144,13 @@ class ConversionNet(nn.Module):
                    for _ in range(cfg.conversion_layers - 1)]
         self.trunk = nn.Sequential(*layers)
         self.residual = _zero_conv(cfg.conversion_width, 1, 3)
+        # Set by QuerySearchNet.skip_inert_branches (inference only): the residual adds exactly 0.
+        self.readout_only = False
 
     def forward(self, scores: torch.Tensor,
-                skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.readout_only:
+            return self.readout(scores), None
         trunk = self.trunk(torch.cat([scores, self.skip_proj(skip).to(scores.dtype)], dim=1))
         return self.readout(scores) + self.residual(trunk), trunk
 
@@ -153,12 +164,24 @@ class EdgeRefiner(nn.Module):
                                      _conv_bn_relu(edge_channels, edge_channels, stride=2))
         self.fuse = _conv_bn_relu(trunk_channels + edge_channels + 1, edge_channels)
         self.residual = _zero_conv(edge_channels, 1, 3)
+        # Set by QuerySearchNet.skip_inert_branches (inference only): the residual adds exactly 0,
+        # so the logits are only resized to the stride-4 grid and the image is not encoded.
+        self.resize_only = False
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         return self.encoder(image)
 
-    def forward(self, logits: torch.Tensor, trunk: torch.Tensor,
-                edge: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def grid_size(image_size: tuple[int, int]) -> tuple[int, int]:
+        """The encoder's output size for an image of ``image_size``: two stride-2 'same' convs."""
+        return -(-image_size[0] // 4), -(-image_size[1] // 4)
+
+    def forward(self, logits: torch.Tensor, trunk: torch.Tensor | None, edge: torch.Tensor | None,
+                image_size: tuple[int, int]) -> torch.Tensor:
+        if self.resize_only:
+            return _resize(logits, self.grid_size(image_size))
+        if edge is None or trunk is None:
+            raise ValueError("the edge path needs the conversion trunk and the image's edge features")
         size = _hw(edge)
         logits = _resize(logits, size)
         x = torch.cat([_resize(trunk, size), edge.to(trunk.dtype), logits], dim=1)
@@ -286,12 +309,12 @@ class QuerySearchNet(nn.Module):
         if query_mask is not None:
             # Area-average the alpha onto each feature grid: the fraction of a cell that is object.
             masks = [F.adaptive_avg_pool2d(query_mask.to(f.dtype), _hw(f)) for f in feats]
-        return QueryFeatures(feats, masks)
+        return QueryFeatures(feats, masks, {})
 
     def encode_medium(self, medium: torch.Tensor) -> MediumFeatures:
         """Encode N media (also usable once per video frame batch)."""
         raw = self._backbone_features(self.backbone, medium, self.max_stride)
-        edge = self.edge.encode(medium) if self.edge is not None else None
+        edge = self.edge.encode(medium) if self.edge is not None and not self.edge.resize_only else None
         return MediumFeatures(self._project(raw), raw[0], edge, _hw(medium))
 
     def medium_from_backbone(self, raw: list[torch.Tensor], size: tuple[int, int]) -> MediumFeatures:
@@ -302,16 +325,12 @@ class QuerySearchNet(nn.Module):
         return MediumFeatures(self._project(raw), raw[0], None, (int(size[0]), int(size[1])))
 
     @staticmethod
-    def _broadcast(query: QueryFeatures, batch: int) -> QueryFeatures:
-        """Expand a single query (N=1) over a batch of media."""
-        if query.feats[0].shape[0] == batch:
-            return query
-        if query.feats[0].shape[0] != 1:
+    def _check_query_batch(query: QueryFeatures, batch: int) -> None:
+        """A query batch must match the media's, or be a single query searched in every medium
+        (correlated as one kernel over the batch, not copied per medium)."""
+        if query.feats[0].shape[0] not in (1, batch):
             raise ValueError(f"query batch {query.feats[0].shape[0]} does not match medium batch "
                              f"{batch} and is not 1")
-        feats = [f.expand(batch, -1, -1, -1) for f in query.feats]
-        masks = None if query.masks is None else [m.expand(batch, -1, -1, -1) for m in query.masks]
-        return QueryFeatures(feats, masks)
 
     @staticmethod
     def _scale_query(feat: torch.Tensor, mask: torch.Tensor | None,
@@ -330,15 +349,17 @@ class QuerySearchNet(nn.Module):
         maps: list[torch.Tensor] = []
         for level, (q_feat, m_feat) in enumerate(zip(query.feats, medium.feats)):
             q_mask = None if query.masks is None else query.masks[level]
-            zoomed: dict[float, torch.Tensor] = {}
-            for q_scale, m_scale in self.cfg.scale_pairs:
-                if m_scale not in zoomed:
-                    h, w = _hw(m_feat)
-                    zoomed[m_scale] = m_feat if m_scale == 1.0 else _resize(
-                        m_feat, (round(h * m_scale), round(w * m_scale)))
-                kernel, mask = self._scale_query(q_feat, q_mask, q_scale)
-                score = correlate(kernel, zoomed[m_scale], mask, padding="same")
-                maps.append(score if _hw(score) == grid else _resize(score, grid))
+            scores: dict[int, torch.Tensor] = {}
+            # The pairs zooming the medium alike share one padded (and transformed) medium map.
+            for m_scale in dict.fromkeys(m for _, m in self.cfg.scale_pairs):
+                h, w = _hw(m_feat)
+                zoomed = m_feat if m_scale == 1.0 else _resize(m_feat, (round(h * m_scale), round(w * m_scale)))
+                pairs = [k for k, (_, m) in enumerate(self.cfg.scale_pairs) if m == m_scale]
+                kernels = [self._scale_query(q_feat, q_mask, self.cfg.scale_pairs[k][0]) for k in pairs]
+                cache = None if query.cache is None else query.cache.setdefault((level, m_scale), {})
+                scores.update(zip(pairs, correlate_sizes(kernels, zoomed, cache=cache)))
+            for k in range(len(self.cfg.scale_pairs)):
+                maps.append(scores[k] if _hw(scores[k]) == grid else _resize(scores[k], grid))
         return torch.cat(maps, dim=1)
 
     def search(self, query_features: QueryFeatures,
@@ -350,18 +371,35 @@ class QuerySearchNet(nn.Module):
         """
         if isinstance(medium, torch.Tensor):
             medium = self.encode_medium(medium)
-        query = self._broadcast(query_features, medium.skip.shape[0])
-        scores = self.correlation_maps(query, medium)
+        self._check_query_batch(query_features, medium.skip.shape[0])
+        scores = self.correlation_maps(query_features, medium)
         dtype = medium.skip.dtype  # follow autocast / the backbone's dtype downstream
         logits, trunk = self.conversion(scores.to(dtype), medium.skip)
         out: dict[str, torch.Tensor] = {"correlation": scores}
         if self.heads is not None:
             out.update(self.heads(trunk, logits))
         if self.edge is not None:
-            logits = self.edge(logits, trunk, medium.edge)
+            logits = self.edge(logits, trunk, medium.edge, medium.size)
         # float32 so losses/sigmoid stay precise when the body ran under bf16 autocast.
         out["logits"] = _resize(logits, medium_size or medium.size).float()
         return out
+
+    def skip_inert_branches(self) -> list[str]:
+        """For inference copies (never while training: the zero convs' gradients need the trunk).
+
+        The conversion net's and the edge path's residual branches end in a zero-initialised conv;
+        while it still holds zeros (the untrained network) the branch adds exactly 0 to the logits,
+        so its convolutions (and the edge path's image encoder) are skipped. The logits are the
+        same to the bit. Returns the names of the branches skipped."""
+        skipped = []
+        if self.edge is not None and _is_zero(self.edge.residual):
+            self.edge.resize_only = True
+            skipped.append("edge")
+        trunk_used = self.heads is not None or (self.edge is not None and not self.edge.resize_only)
+        if not trunk_used and _is_zero(self.conversion.residual):
+            self.conversion.readout_only = True
+            skipped.append("conversion")
+        return skipped
 
     def forward(self, query: torch.Tensor, medium: torch.Tensor | list[torch.Tensor],
                 query_mask: torch.Tensor | None = None,
