@@ -4,6 +4,7 @@ Speed (default): frames/s of the whole search at 640x480, the backbone's forward
 the same frames, and their ratio (target: search <= 1.5x the backbone):
 
     python benchmarks/search.py [--device cpu|cuda] [--batch 4] [--scales 0.5 1 2]
+    python benchmarks/search.py --photos 20      # real CCP catalogue -> scene cases, verification on and off
 
 Calibration (--calibrate): the F1-maximising heat threshold (detections at IoU >= 0.5) of a model
 over generated cases (skimage photos pasted 0-2 times at 0.3-3x the query's size, partly occluded,
@@ -29,6 +30,7 @@ from timing import best_time  # noqa: E402
 from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  # noqa: E402
                               calibrate_threshold, detect)
 from augment.system import tune_malloc  # noqa: E402
+from pipelines.search_maps import to_tensor  # noqa: E402
 
 
 def _photos() -> dict[str, np.ndarray]:
@@ -171,6 +173,39 @@ def speed(args: argparse.Namespace) -> None:
           f"({many / one:.2f}x)")
 
 
+def speed_on_photos(args: argparse.Namespace) -> None:
+    """The default search (verification on) and the heat map alone, per real CCP catalogue → scene
+    case (the first ``--photos`` test cases of benchmarks/ccp.py), over the backbone on the same
+    scene; random-noise frames are verification's worst case, these are what users search."""
+    import ccp
+
+    if not ccp.available():
+        print(ccp.skip_message())
+        return
+    verified = Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained)
+    heat_only = Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained, verify=False)
+    totals = {"backbone": 0.0, "heat map": 0.0, "verified (default)": 0.0}
+    cases = ccp.search_cases("test")[:args.photos]
+    for case in cases:
+        queries = [s.prepare(case.query[..., :3], case.query[..., 3]) for s in (verified, heat_only)]
+        batch = to_tensor([case.scene], verified.device, verified.channels_last)
+
+        def backbone() -> None:
+            with torch.inference_mode(), verified._autocast():
+                verified.model.backbone.forward_features(batch, max_stride=verified.model.max_stride)
+
+        totals["backbone"] += best_time(backbone, args.repeats, verified.device)
+        totals["heat map"] += best_time(lambda: heat_only.find_many(queries[1], [case.scene]), args.repeats,
+                                        verified.device)
+        totals["verified (default)"] += best_time(lambda: verified.find_many(queries[0], [case.scene]),
+                                                  args.repeats, verified.device)
+    print(f"{len(cases)} CCP catalogue -> scene cases (scenes ~416x830), one at a time, "
+          f"threads {torch.get_num_threads()}")
+    for name, seconds in totals.items():
+        print(f"{name:20} {seconds / len(cases) * 1000:7.1f} ms/scene  "
+              f"{seconds / totals['backbone']:.2f}x the backbone")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,9 +220,13 @@ def main() -> None:
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--cases", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--photos", type=int, default=0,
+                        help="Speed on this many real CCP catalogue -> scene cases instead of noise frames.")
     args = parser.parse_args()
     if args.calibrate:
         calibrate(args)
+    elif args.photos > 0:
+        speed_on_photos(args)
     else:
         speed(args)
 
