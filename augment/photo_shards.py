@@ -31,8 +31,8 @@ from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, resize_image
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.sources import (Skip, coco_annotation_mask, coco_images, detect_format, load_coco_index, loaded_pairs,
-                             photo_mask_pairs, read_each)
+from augment.sources import (Skip, coco_annotation_mask, coco_category, coco_images, detect_format,
+                             load_coco_index, loaded_pairs, photo_mask_pairs, read_each)
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,7 @@ def _coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto |
                 yield Skip(str(coco.json_path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
                 continue
             values[mask] = number
-            category = coco.categories.get(annotation.get("category_id"), str(annotation.get("category_id")))
-            names[number] = IGNORE_CATEGORY if annotation.get("iscrowd") else category
+            names[number] = IGNORE_CATEGORY if annotation.get("iscrowd") else coco_category(coco, annotation)
         yield LabelledPhoto(path, image, values, names)
 
 

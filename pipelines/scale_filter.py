@@ -72,38 +72,46 @@ class ScaleFilter:
         self.denominator: np.ndarray | None = None
         self._last: tuple[np.ndarray, tuple, np.ndarray] | None = None  # (frame, place, spectrum)
 
-    def _samples(self, gray: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> np.ndarray:
-        """D x S: each scale's patch described, times the scale window, along the scale axis."""
+    def _samples(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> np.ndarray:
+        """D x S: each scale's patch described, times the scale window, along the scale axis.
+        ``image``: an RGB uint8 frame (only the part the samples cover is made grey) or a grey
+        float image in [0, 1]."""
+        largest = size_wh[0] * self.factors[-1], size_wh[1] * self.factors[-1]
+        x0 = max(0, int(center[0] - largest[0] / 2) - 1)
+        y0 = max(0, int(center[1] - largest[1] / 2) - 1)
+        x1 = min(image.shape[1], int(math.ceil(center[0] + largest[0] / 2)) + 2)
+        y1 = min(image.shape[0], int(math.ceil(center[1] + largest[1] / 2)) + 2)
+        if x1 - x0 < 2 or y1 - y0 < 2:  # the target left the frame: nothing to describe
+            return np.zeros((self._dimensions(), len(self.factors)), np.float32)
+        region = image[y0:y1, x0:x1]
+        if region.ndim == 3:
+            region = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         patches = []
-        frame_h, frame_w = gray.shape
         for factor in self.factors:
             w, h = size_wh[0] * factor, size_wh[1] * factor
-            x0, y0 = center[0] - w / 2, center[1] - h / 2
             sx, sy = self.model_wh[0] / w, self.model_wh[1] / h
-            # Only the patch's part of the frame is resampled to the model shape.
-            cx0, cy0 = max(0, int(x0) - 1), max(0, int(y0) - 1)
-            cx1, cy1 = min(frame_w, int(math.ceil(x0 + w)) + 1), min(frame_h, int(math.ceil(y0 + h)) + 1)
-            if cx1 - cx0 < 2 or cy1 - cy0 < 2:
-                patches.append(np.zeros(self.model_wh[::-1], np.float32))
-                continue
-            affine = np.array([[sx, 0, -sx * (x0 - cx0)], [0, sy, -sy * (y0 - cy0)]], np.float32)
-            patches.append(cv2.warpAffine(gray[cy0:cy1, cx0:cx1], affine, self.model_wh,
-                                          flags=cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR,
+            left, top = center[0] - w / 2 - x0, center[1] - h / 2 - y0
+            affine = np.array([[sx, 0, -sx * left], [0, sy, -sy * top]], np.float32)
+            patches.append(cv2.warpAffine(region, affine, self.model_wh, flags=cv2.INTER_LINEAR,
                                           borderMode=cv2.BORDER_REPLICATE))
         columns = gradient_cells(np.stack(patches), self.config.cell, self.config.orientations)
         return columns.T * self.window[None]
 
-    def _spectrum(self, gray: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> np.ndarray:
+    def _dimensions(self) -> int:
+        w, h = self.model_wh
+        return (self.config.orientations + 1) * (h // self.config.cell) * (w // self.config.cell)
+
+    def _spectrum(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> np.ndarray:
         """The samples' Fourier transform along the scale axis; the last one is kept, since an
         update at the size the estimate kept (the usual case) describes the same patches."""
         key = (tuple(center), tuple(size_wh))
-        if self._last is None or self._last[0] is not gray or self._last[1] != key:
-            self._last = (gray, key, np.fft.fft(self._samples(gray, center, size_wh), axis=1))
+        if self._last is None or self._last[0] is not image or self._last[1] != key:
+            self._last = (image, key, np.fft.fft(self._samples(image, center, size_wh), axis=1))
         return self._last[2]
 
-    def update(self, gray: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> None:
+    def update(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> None:
         """Learn the target's appearance across scales at ``center`` with size ``size_wh``."""
-        spectrum = self._spectrum(gray, center, size_wh)
+        spectrum = self._spectrum(image, center, size_wh)
         numerator = self.label_f[None] * np.conj(spectrum)
         denominator = (spectrum * np.conj(spectrum)).real.sum(axis=0)
         if self.numerator is None or self.denominator is None:
@@ -113,11 +121,11 @@ class ScaleFilter:
         self.numerator = (1 - rate) * self.numerator + rate * numerator
         self.denominator = (1 - rate) * self.denominator + rate * denominator
 
-    def estimate(self, gray: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> float:
+    def estimate(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> float:
         """The size change (factor) at which the target at ``center`` best matches what was learned."""
         if self.numerator is None or self.denominator is None:
             return 1.0
-        spectrum = self._spectrum(gray, center, size_wh)
+        spectrum = self._spectrum(image, center, size_wh)
         joint = (self.numerator * spectrum).sum(axis=0) / (self.denominator + self.config.regularisation)
         response = np.fft.ifft(joint).real
         return float(self.factors[int(np.argmax(response))])

@@ -340,7 +340,7 @@ class TemporalSearcher:
         if fresh:  # the box is given (or just found whole): the target sits in the window's middle
             dx, dy = x + 0.5 - side / 2, y + 0.5 - side / 2
         cell = ((y + 0.5 - dy) / GRID, (x + 0.5 - dx) / GRID)
-        self._teach(features, cell[0], cell[1], peak, fresh)
+        self._teach(features, cell[0], cell[1], peak)
         self.center = (self.center[0] + (x + 0.5 - dx - side / 2) / zoom,
                        self.center[1] + (y + 0.5 - dy - side / 2) / zoom)
         # A larger template matching means the target looks larger in the window.
@@ -388,30 +388,26 @@ class TemporalSearcher:
         if cfg.scale_filter is None:
             return
         assert self.center is not None
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         if self.sizer is None or fresh:
             self.sizer = ScaleFilter((self.height * self.aspect, self.height), cfg.scale_filter)
         else:
-            self.height *= self.sizer.estimate(gray, self.center, (self.height * self.aspect, self.height))
+            self.height *= self.sizer.estimate(frame, self.center, (self.height * self.aspect, self.height))
             if self.reference is None or peak < cfg.filter_update_ratio * self.reference:
                 return
-        self.sizer.update(gray, self.center, (self.height * self.aspect, self.height))
+        self.sizer.update(frame, self.center, (self.height * self.aspect, self.height))
 
-    def _teach(self, features: np.ndarray, y: float, x: float, peak: float, fresh: bool) -> None:
+    def _teach(self, features: np.ndarray, y: float, x: float, peak: float) -> None:
         """Teach the online filter the target at cell (y, x) of this window's features: at once on
-        the frame the target was given or found, then on confident frames only."""
+        the first windowed frame (the target given or just found), then on confident frames only."""
         cfg = self.config
         if cfg.filter_weight <= 0:
             return
-        if self.filter is None or fresh:
-            cells = self.window_side / GRID
+        if self.filter is None:
             th, tw = self.template_size
-            if self.filter is None:
-                self.filter = CorrelationFilter((features.shape[1], features.shape[2]), (cells / 2, cells / 2),
-                                                (th / GRID, tw / GRID), cfg.online_filter)
-            self.filter.update(features, (y, x), rate=None if self.filter.trained else 1.0)
-        elif self.reference is not None and peak >= cfg.filter_update_ratio * self.reference:
-            self.filter.update(features, (y, x))
+            self.filter = CorrelationFilter(features.shape[1:], (th / GRID, tw / GRID), cfg.online_filter)
+        elif self.reference is None or peak < cfg.filter_update_ratio * self.reference:
+            return
+        self.filter.update(features, (y, x))
 
     # -- running template -----------------------------------------------------------------------
 

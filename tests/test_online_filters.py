@@ -32,8 +32,8 @@ def test_filter_follows_the_target_not_the_lookalike_it_learned_as_background() 
     first = background.copy()
     _place(first, target, 13, 13)
     _place(first, lookalike, 13, 20)
-    cf = CorrelationFilter(GRID, (13.5, 13.5), (5, 5))
-    cf.update(first, (13.5, 13.5), rate=1.0)
+    cf = CorrelationFilter(GRID, (5, 5))
+    cf.update(first, (13.5, 13.5))
     # Next frame: the target moved a little, the look-alike came closer to where it was.
     later = 0.2 * rng.normal(size=(16, *GRID)).astype(np.float32)
     _place(later, target, 14, 11)
@@ -49,8 +49,8 @@ def test_filter_learns_at_the_given_place_and_blends_updates() -> None:
     target = _blob(rng)
     features = 0.1 * rng.normal(size=(16, *GRID)).astype(np.float32)
     _place(features, target, 8, 17)
-    cf = CorrelationFilter(GRID, (13.5, 13.5), (5, 5))
-    cf.update(features, (8.5, 17.5), rate=1.0)  # the target off-centre, taught where it is
+    cf = CorrelationFilter(GRID, (5, 5))
+    cf.update(features, (8.5, 17.5))  # the target off-centre, taught where it is
     before = cf.numerator.copy()
     response = cf.response(features)
     assert np.unravel_index(int(np.argmax(response)), response.shape) == (8, 17)
