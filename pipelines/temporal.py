@@ -12,13 +12,21 @@ frames) re-ranks the places the siamese heat finds query-like, telling the targe
 near it; its response is gated by the heat so that it cannot hold on to a static background. A
 1-D scale filter on gradient cells (pipelines/scale_filter.py, DSST) follows the target's size.
 
-When the windowed peak's heat falls below ``lost_ratio`` times the reference heat (the peak on
-the first frame the target was held), the target counts as *lost*: the same frame, and every
-frame after it, is searched whole at several scales until a peak reaches ``reacquire_ratio`` of
-the reference (hysteresis: re-acquiring asks more than holding), which is *re-detected*; the
-windowed search then takes over again. The query's own template stays the anchor: an optional
-running template (``template_rate`` > 0) blends the last confident boxes' pixels into it, never
-more than half.
+The target counts as *lost* when the windowed peak's heat falls below ``lost_ratio`` of the
+reference heat (the median peak of the last frames held), or when the online filter's response
+there falls below ``filter_lost_ratio`` of its own reference while the heat is not sure either
+(under ``reacquire_ratio``): a covering object keeps much of the siamese heat but little of the
+filter's response, and the filter alone could have learned a background. While lost (the
+long-term trackers' re-detection, LCT-style), each frame searches a window at the last place and,
+on every ``redetect_every``-th frame, windows at the whole frame's highest peaks, all in one
+batch; the window the filter finds most like the target is *re-detected* where its response
+reaches ``filter_reacquire_ratio`` of the reference (hysteresis: re-acquiring asks more than
+holding). Until then the box coasts on the best evidence near the last place, and nothing is
+learned. The filters learn only from confident frames. Without an online filter the
+lost target is searched in the whole frame until a peak reaches ``reacquire_ratio``.
+
+The query's own template stays the anchor: an optional running template (``template_rate`` > 0)
+blends the last confident boxes' pixels into it, never more than half.
 
 Usage::
 
@@ -33,14 +41,14 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
-import torch
 
 from pipelines.online_filter import CorrelationFilter, FilterConfig
 from pipelines.scale_filter import ScaleConfig, ScaleFilter
+from pipelines.template_heat import TemplateHeat
 from pipelines.window_geometry import box_from, crop_affine, hann_window, sample_window, shift_map
 
 logger = logging.getLogger(__name__)
@@ -77,6 +85,18 @@ class TemporalConfig:
     lost_ratio: float = 0.5
     reacquire_ratio: float = 0.9
     reference_frames: int = 30
+    # With the online filter, its response where the target is chosen is the better witness (the
+    # siamese heat of a covering background patch stays at 0.6-0.8 of the target's; the filter's
+    # drops to 0.2-0.45): lost below filter_lost_ratio x its reference (the median of the last
+    # reference_frames confident frames), re-detected at filter_reacquire_ratio x it. While lost,
+    # the last place and the filter_candidates highest peaks of the whole frame are each searched
+    # in a window (one batch), and the filter picks among them (see _search_lost).
+    filter_lost_ratio: float = 0.5
+    filter_reacquire_ratio: float = 0.7
+    filter_candidates: int = 4
+    # While lost, the whole frame is searched on the first lost frame and every redetect_every-th
+    # after it (its cost is many windows'); the last place every frame.
+    redetect_every: int = 3
     # Relative sizes searched in the whole frame: at the first acquisition (the query's pixel size
     # is only a guess), and while lost (the last size: like the windowed search, since smaller
     # templates out-score larger ones on anything, a choice of sizes shrank the box).
@@ -103,6 +123,10 @@ class TemporalConfig:
             raise ValueError(f"template_rate must lie in [0, 0.5], not {self.template_rate}")
         if not 0.0 < self.lost_ratio <= self.reacquire_ratio:
             raise ValueError("need 0 < lost_ratio <= reacquire_ratio")
+        if not 0.0 < self.filter_lost_ratio <= self.filter_reacquire_ratio:
+            raise ValueError("need 0 < filter_lost_ratio <= filter_reacquire_ratio")
+        if self.filter_candidates < 0 or self.redetect_every < 1:
+            raise ValueError("filter_candidates must be >= 0 and redetect_every >= 1")
         if self.scale_step < 1.0 or not 0.0 <= self.window_influence < 1.0:
             raise ValueError("scale_step must be >= 1 and window_influence in [0, 1)")
 
@@ -131,6 +155,36 @@ class Track:
 
 
 @dataclass
+class Look:
+    """One window searched: where its score peaks (scale s, window pixel y, x), the siamese heat
+    there and the online filter's raw response there (None before the filter exists)."""
+
+    center: tuple[float, float]  # the frame point the window was centred on
+    affine: np.ndarray = field(repr=False)
+    heat: np.ndarray = field(repr=False)  # S x side x side, shifted onto the object
+    features: np.ndarray = field(repr=False)
+    s: int
+    y: int
+    x: int
+    peak: float
+    confidence: float | None
+
+
+def _top_peaks(heat: np.ndarray, count: int, radius: float) -> list[tuple[int, int]]:
+    """(y, x) of the ``count`` highest peaks of a map, each ``radius`` px from the others."""
+    heat = heat.copy()
+    yy, xx = np.ogrid[:heat.shape[0], :heat.shape[1]]
+    found = []
+    for _ in range(count):
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        if not np.isfinite(heat[y, x]):
+            break
+        found.append((int(y), int(x)))
+        heat[(yy - y) ** 2 + (xx - x) ** 2 <= radius ** 2] = -np.inf
+    return found
+
+
+@dataclass
 class TrackSummary:
     frames: int = 0
     tracked: int = 0
@@ -146,64 +200,6 @@ class TrackSummary:
     def to_json(self) -> dict[str, int]:
         return {"frames": self.frames, "tracked": self.tracked, "lost": self.lost,
                 "re_detected": self.reacquired}
-
-
-# ----------------------------------------------------------------------------------------------
-# The network on windows: one medium encoding, several template sizes
-
-
-class TemplateHeat:
-    """Heat maps of one template at several sizes in a medium, encoding the medium once.
-
-    Uses the search network of a :class:`pipelines.search.Searcher` (its model, device, autocast);
-    template features are cached per size.
-    """
-
-    def __init__(self, searcher: Any, rgb: np.ndarray, mask: np.ndarray | None) -> None:
-        network = searcher.network  # pipelines.search_maps.NetworkSearch: the folded model, device, autocast
-        self.model = network.model
-        self.device: torch.device = network.device
-        self.amp: bool = network.amp
-        self.channels_last: bool = network.channels_last
-        self.set_template(rgb, mask)
-
-    def set_template(self, rgb: np.ndarray, mask: np.ndarray | None) -> None:
-        self.rgb, self.mask = rgb, mask
-        self._features: dict[tuple[int, int], Any] = {}
-
-    def _tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        return batch.contiguous(memory_format=torch.channels_last if self.channels_last else
-                                torch.contiguous_format)
-
-    def _autocast(self) -> torch.autocast:
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
-
-    def features(self, size: tuple[int, int]) -> Any:
-        if size not in self._features:
-            rgb = cv2.resize(self.rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-            with torch.inference_mode(), self._autocast():
-                mask = None
-                if self.mask is not None:
-                    mask = torch.from_numpy(cv2.resize(self.mask, (size[1], size[0]),
-                                                       interpolation=cv2.INTER_LINEAR))
-                    mask = mask.to(self.device)[None, None]
-                self._features[size] = self.model.encode_query(self._tensor([rgb]), mask)
-        return self._features[size]
-
-    def heat(self, medium: np.ndarray, sizes: Sequence[tuple[int, int]]) -> np.ndarray:
-        """S x H x W heat (sigmoid of the network's logits) of each template size in ``medium``."""
-        return self.heat_and_features(medium, sizes)[0]
-
-    def heat_and_features(self, medium: np.ndarray, sizes: Sequence[tuple[int, int]]
-                          ) -> tuple[np.ndarray, np.ndarray]:
-        """The heat of :meth:`heat` and the medium's raw stride-8 features (C x h x w, float32)."""
-        with torch.inference_mode(), self._autocast():
-            encoded = self.model.encode_medium(self._tensor([medium]))
-            maps = [self.model.search(self.features(size), encoded)["logits"].float().sigmoid()
-                    for size in sizes]
-            features = encoded.skip[0].float().contiguous().cpu().numpy()
-        return torch.cat(maps, dim=0)[:, 0].cpu().numpy(), features
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,11 +237,15 @@ class TemporalSearcher:
         # Peak heats of the last frames held: their median is the reference the levels scale.
         # (Not the first frame's alone: when the query was cut from it, it matches exactly.)
         self.recent: deque[float] = deque(maxlen=cfg.reference_frames)
+        # The online filter's responses where the target was held: the same for the filter.
+        self.recent_confidence: deque[float] = deque(maxlen=cfg.reference_frames)
+        self._whole_affine = np.eye(2, 3)
+        self._lost_frames = 0  # frames since the target was lost
         self.scale_bias: np.ndarray | None = None  # per scale, set on the first windowed frame
         self.state = LOST
         self.index = 0
         self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
-        self._confident = 0
+        self._confident_frames = 0
         self._fresh = False  # the target was given by a box on this frame
         self._running: np.ndarray | None = None
         self.filter: CorrelationFilter | None = None
@@ -271,6 +271,10 @@ class TemporalSearcher:
     def reference(self) -> float | None:
         return float(np.median(self.recent)) if self.recent else None
 
+    @property
+    def filter_reference(self) -> float | None:
+        return float(np.median(self.recent_confidence)) if self.recent_confidence else None
+
     # -- one frame ------------------------------------------------------------------------------
 
     def step(self, frame: np.ndarray) -> Track:
@@ -284,10 +288,14 @@ class TemporalSearcher:
             self.height = max(2.0, math.sqrt((x1 - x0) * (y1 - y0) / self.aspect))
             self.state = TRACKING
             self._fresh = True
+        near = None
         if self.center is not None and self.state != LOST:
-            track = self._windowed(frame, index)
+            near = self._look(frame, [self.center])[0]
+            track = self._windowed(frame, index, near)
             if track is not None:
                 return track
+        if self.center is not None and self.filter_reference is not None:
+            return self._search_lost(frame, index, near)
         return self._whole(frame, index, w, h)
 
     def _zoom(self) -> float:
@@ -298,89 +306,178 @@ class TemporalSearcher:
         th, tw = self.template_size
         return [(max(8, round(th * s)), max(8, round(tw * s))) for s in scales]
 
-    def _windowed(self, frame: np.ndarray, index: int) -> Track | None:
+    def _look(self, frame: np.ndarray, centers: Sequence[tuple[float, float]]) -> list[Look]:
+        """Windows around ``centers`` searched in one batch: where each one's score peaks."""
         cfg = self.config
-        assert self.center is not None
         side, zoom = self.window_side, self._zoom()
-        affine = crop_affine(self.center, zoom, side, side)
-        window = sample_window(frame, affine, side, side)
-        heat, features = self.net.heat_and_features(window, self._sizes(self.scales))
+        affines = [crop_affine(center, zoom, side, side) for center in centers]
+        windows = [sample_window(frame, affine, side, side) for affine in affines]
+        heats, features = self.net.heat_and_features_many(windows, self._sizes(self.scales))
         if self.scale_bias is None:
             # Smaller templates score higher on anything (less to match). On the first frame the
             # true scale is 1, so each scale's excess peak there is its bias, divided out after.
-            peaks = heat.reshape(len(self.scales), -1).max(axis=1)
+            peaks = heats[0].reshape(len(self.scales), -1).max(axis=1)
             self.scale_bias = (peaks[self.scales.index(1.0)] / np.maximum(peaks, 1e-6)).astype(np.float32)
         penalty = np.array([1.0 if s == 1.0 else cfg.scale_penalty for s in self.scales], np.float32)
-        heat = heat * self.scale_bias[:, None, None]
-        # Centre each scale's heat on the object (its peak sits peak_offset off), so that it agrees
-        # with the filter's response and the argmax is the object's centre.
-        heat = np.stack([shift_map(h, -self.peak_offset * scale) for h, scale in zip(heat, self.scales)])
-        appearance = heat * penalty[:, None, None]
-        if self.filter is not None and cfg.filter_weight > 0:
-            response = cv2.resize(self.filter.response(features), (side, side), interpolation=cv2.INTER_LINEAR)
-            # The filter re-ranks what the siamese heat finds query-like (gated by the heat
-            # relative to its peak): alone, it could hold on to a static background it learned.
-            gate = np.sqrt(heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6))
-            appearance = (1 - cfg.filter_weight) * appearance + cfg.filter_weight * np.clip(response, 0, 1)[None] * gate
-        score = (1 - cfg.window_influence) * appearance + cfg.window_influence * self.prior[None]
-        s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
-        peak = float(heat[s, y, x])
+        looks = []
+        for center, affine, heat, feature in zip(centers, affines, heats, features):
+            heat = heat * self.scale_bias[:, None, None]
+            # Centre each scale's heat on the object (its peak sits peak_offset off), so that it
+            # agrees with the filter's response and the argmax is the object's centre.
+            heat = np.stack([shift_map(h, -self.peak_offset * scale) for h, scale in zip(heat, self.scales)])
+            appearance = heat * penalty[:, None, None]
+            response = None
+            if self.filter is not None and cfg.filter_weight > 0:
+                response = cv2.resize(self.filter.response(feature), (side, side), interpolation=cv2.INTER_LINEAR)
+                # The filter re-ranks what the siamese heat finds query-like (gated by the heat
+                # relative to its peak): alone, it could hold on to a static background it learned.
+                gate = np.sqrt(heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6))
+                appearance = (1 - cfg.filter_weight) * appearance + cfg.filter_weight * np.clip(response, 0, 1)[None] * gate
+            score = (1 - cfg.window_influence) * appearance + cfg.window_influence * self.prior[None]
+            s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+            looks.append(Look(center, affine, heat, feature, int(s), int(y), int(x), float(heat[s, y, x]),
+                              None if response is None else float(response[y, x])))
+        return looks
+
+    def _windowed(self, frame: np.ndarray, index: int, look: Look) -> Track | None:
+        """The target held in the window around its last place, or None where it is lost there."""
         fresh = self._fresh
         if self._fresh:
             # The frame the target was found (or given) in: the query may have been cut from it,
             # an exact match that would set the reference too high; the next frame sets it.
             self._fresh = False
-        elif not self.recent:
-            self.recent.append(peak)
-        elif peak < cfg.lost_ratio * self.reference:
-            return None  # lost: the caller searches the whole frame
+        elif self.reference is not None and self._lost(look):
+            return None  # lost: the caller searches on
         else:
-            self.recent.append(peak)
+            self._remember(look)
+        return self._hold(frame, index, look, TRACKING, fresh)
+
+    def _lost(self, look: Look) -> bool:
+        cfg = self.config
+        assert self.reference is not None
+        if look.peak < cfg.lost_ratio * self.reference:
+            return True
+        # The filter's doubt counts where the query's own heat is not sure either: the filter can
+        # drift (learn a background), the query cannot.
+        level = self.filter_reference
+        return (level is not None and look.confidence is not None
+                and look.confidence < cfg.filter_lost_ratio * level
+                and look.peak < cfg.reacquire_ratio * self.reference)
+
+    def _is_confident(self, look: Look) -> bool:
+        """Both witnesses at least ``filter_update_ratio`` of their references: a frame to learn
+        from (a partly covered target would teach the filters the cover, and lower the levels)."""
+        ratio = self.config.filter_update_ratio
+        if self.reference is None or look.peak < ratio * self.reference:
+            return False
+        level = self.filter_reference
+        return level is None or look.confidence is None or look.confidence >= ratio * level
+
+    def _remember(self, look: Look) -> None:
+        """The look's heat (and filter response) join the references."""
+        self.recent.append(look.peak)
+        if look.confidence is not None:
+            self.recent_confidence.append(look.confidence)
+
+    def _hold(self, frame: np.ndarray, index: int, look: Look, state: str, fresh: bool) -> Track:
+        """Move the target to where ``look`` peaks; teach the filters on confident frames."""
+        cfg = self.config
+        side, zoom = self.window_side, self._zoom()
+        y, x, peak = look.y, look.x, look.peak
         dx = dy = 0.0
         if fresh:  # the box is given (or just found whole): the target sits in the window's middle
             dx, dy = x + 0.5 - side / 2, y + 0.5 - side / 2
-        cell = ((y + 0.5 - dy) / GRID, (x + 0.5 - dx) / GRID)
-        self._teach(features, cell[0], cell[1], peak)
-        self.center = (self.center[0] + (x + 0.5 - dx - side / 2) / zoom,
-                       self.center[1] + (y + 0.5 - dy - side / 2) / zoom)
+        if state == TRACKING:
+            self._teach(look.features, (y + 0.5 - dy) / GRID, (x + 0.5 - dx) / GRID, self._is_confident(look))
+        self.center = (look.center[0] + (x + 0.5 - dx - side / 2) / zoom,
+                       look.center[1] + (y + 0.5 - dy - side / 2) / zoom)
         # A larger template matching means the target looks larger in the window.
-        self.height *= 1.0 + cfg.scale_rate * (self.scales[s] - 1.0)
+        self.height *= 1.0 + cfg.scale_rate * (self.scales[look.s] - 1.0)
         self._rescale(frame, peak, fresh)
         self.height = float(np.clip(self.height, 4.0, 4.0 * max(frame.shape[:2])))
-        self.state = TRACKING
+        self.state = state
         box = box_from(self.center, (self.height * self.aspect, self.height), *frame.shape[1::-1])
-        self._update_template(frame, box, peak)
-        return Track(index, TRACKING, box, peak, heat[s], affine)
+        if state == TRACKING:
+            self._update_template(frame, box, peak)
+        return Track(index, state, box, peak, look.heat[look.s], look.affine)
 
-    def _whole(self, frame: np.ndarray, index: int, w: int, h: int) -> Track:
+    def _search_lost(self, frame: np.ndarray, index: int, near: Look | None) -> Track:
+        """While lost (long-term trackers' re-detection): the last place and the highest peaks of
+        the whole frame are each searched in a window, and the one the online filter finds most
+        like the target is re-detected if the filter's response there reaches
+        ``filter_reacquire_ratio`` of its reference (and the heat ``lost_ratio`` of its own).
+        Else the target stays lost, the box coasting near its last place."""
         cfg = self.config
-        # The frame resampled so the target, at its last known size (at first: the query's pixel
-        # size), appears at the template's size.
+        assert self.center is not None and self.reference is not None and self.filter_reference is not None
+        h, w = frame.shape[:2]
+        centers = [] if near is not None else [self.center]
+        self._lost_frames = 0 if self.state != LOST else self._lost_frames + 1
+        if cfg.filter_candidates and self._lost_frames % cfg.redetect_every == 0:
+            heat, sizes, to_frame = self._whole_heat(frame, cfg.redetect_scales)
+            radius = max(sizes[0]) / 2
+            level = cfg.lost_ratio * self.reference  # weaker peaks cannot be re-detected
+            for y, x in _top_peaks(heat.max(axis=0), cfg.filter_candidates, radius):
+                if heat[:, y, x].max() >= level:
+                    centers.append(to_frame(x, y, sizes[0][0]))
+        looks = ([near] if near is not None else []) + (self._look(frame, centers) if centers else [])
+        best = max(looks, key=lambda look: (look.confidence or 0.0, look.peak))
+        if ((best.confidence or 0.0) >= cfg.filter_reacquire_ratio * self.filter_reference
+                and best.peak >= cfg.lost_ratio * self.reference):
+            return self._hold(frame, index, best, REDETECTED, False)
+        # Not re-detected: follow the best evidence near the last place (as a tracker coasts), but
+        # learn nothing from it; a covered target comes back there, a changed one may be kept.
+        here = looks[0]
+        side, zoom = self.window_side, self._zoom()
+        self.center = (here.center[0] + (here.x + 0.5 - side / 2) / zoom,
+                       here.center[1] + (here.y + 0.5 - side / 2) / zoom)
+        self.state = LOST
+        box = box_from(self.center, (self.height * self.aspect, self.height), w, h)
+        return Track(index, LOST, box, here.peak, here.heat[here.s], here.affine)
+
+    def _whole_heat(self, frame: np.ndarray, scales: Sequence[float]
+                    ) -> tuple[np.ndarray, list[tuple[int, int]], Callable[[float, float, int], tuple[float, float]]]:
+        """Heat of the whole frame resampled so the target, at its last known size (at first: the
+        query's pixel size), appears at the template's size: (S x H x W heat, template sizes, a
+        function (x, y, template height) of the heat's pixels -> the object's centre in the frame)."""
+        cfg = self.config
+        h, w = frame.shape[:2]
         zoom = min(self._zoom(), cfg.redetect_max_side / max(w, h))
         out_w, out_h = max(32, round(w * zoom)), max(32, round(h * zoom))
-        affine = np.array([[out_w / w, 0, 0], [0, out_h / h, 0]], np.float64)
         medium = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA if zoom < 1
                             else cv2.INTER_LINEAR)
-        sizes = self._sizes(cfg.acquire_scales if self.center is None else cfg.redetect_scales)
+        sizes = self._sizes(scales)
         if zoom < self._zoom():  # the frame was capped at redetect_max_side: shrink the templates
             sizes = [(max(8, round(sh * zoom / self._zoom())), max(8, round(sw * zoom / self._zoom())))
                      for sh, sw in sizes]
         sizes = [(min(sh, out_h), min(sw, out_w)) for sh, sw in sizes]
         heat = self.net.heat(medium, sizes)
+
+        def to_frame(x: float, y: float, template_height: int) -> tuple[float, float]:
+            dx, dy = self.peak_offset * template_height / self.template_size[0]
+            return (x + 0.5 - dx) * w / out_w, (y + 0.5 - dy) * h / out_h
+
+        self._whole_affine = np.array([[out_w / w, 0, 0], [0, out_h / h, 0]], np.float64)
+        return heat, sizes, to_frame
+
+    def _whole(self, frame: np.ndarray, index: int, w: int, h: int) -> Track:
+        """The whole frame searched for its highest peak: the first acquisition, and re-detection
+        when no online filter is there to tell the target from look-alikes."""
+        cfg = self.config
+        heat, sizes, to_frame = self._whole_heat(
+            frame, cfg.acquire_scales if self.center is None else cfg.redetect_scales)
         s, y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
         peak = float(heat[s, y, x])
-        dx, dy = self.peak_offset * sizes[s][0] / self.template_size[0]
-        center = ((x + 0.5 - dx) * w / out_w, (y + 0.5 - dy) * h / out_h)
-        height = sizes[s][0] * h / out_h
+        center = to_frame(x, y, sizes[s][0])
+        height = sizes[s][0] * h / heat.shape[1]
         box = box_from(center, (height * self.aspect, height), w, h)
         level = self.reference * cfg.reacquire_ratio if self.reference is not None else None
         if level is None or peak >= level:
             if level is not None:
                 self.recent.append(peak)
             self.center, self.height, self.state = center, height, REDETECTED
-            return Track(index, REDETECTED, box, peak, heat[s], affine)
+            return Track(index, REDETECTED, box, peak, heat[s], self._whole_affine)
         self.state = LOST
-        return Track(index, LOST, box, peak, heat[s], affine)
+        return Track(index, LOST, box, peak, heat[s], self._whole_affine)
 
     def _rescale(self, frame: np.ndarray, peak: float, fresh: bool) -> None:
         """Follow the target's size with the scale filter; teach it on confident frames."""
@@ -396,7 +493,7 @@ class TemporalSearcher:
                 return
         self.sizer.update(frame, self.center, (self.height * self.aspect, self.height))
 
-    def _teach(self, features: np.ndarray, y: float, x: float, peak: float) -> None:
+    def _teach(self, features: np.ndarray, y: float, x: float, confident: bool) -> None:
         """Teach the online filter the target at cell (y, x) of this window's features: at once on
         the first windowed frame (the target given or just found), then on confident frames only."""
         cfg = self.config
@@ -405,7 +502,7 @@ class TemporalSearcher:
         if self.filter is None:
             th, tw = self.template_size
             self.filter = CorrelationFilter(features.shape[1:], (th / GRID, tw / GRID), cfg.online_filter)
-        elif self.reference is None or peak < cfg.filter_update_ratio * self.reference:
+        elif not confident:
             return
         self.filter.update(features, (y, x))
 
@@ -422,7 +519,7 @@ class TemporalSearcher:
         qh, qw = self.anchor_rgb.shape[:2]
         crop = cv2.resize(frame[y0:y1, x0:x1], (qw, qh), interpolation=cv2.INTER_AREA).astype(np.float32)
         self._running = crop if self._running is None else 0.8 * self._running + 0.2 * crop
-        self._confident += 1
-        if self._confident % cfg.template_every == 0:
+        self._confident_frames += 1
+        if self._confident_frames % cfg.template_every == 0:
             blend = (1 - cfg.template_rate) * self.anchor_rgb + cfg.template_rate * self._running
             self.net.set_template(np.clip(blend + 0.5, 0, 255).astype(np.uint8), self.mask)

@@ -121,6 +121,40 @@ def test_hidden_for_ten_frames_then_back_elsewhere_is_lost_then_redetected(searc
         assert np.linalg.norm(_centre(track.best_box) - np.array(centre)) <= 12
 
 
+def test_covered_by_the_scene_while_a_lookalike_waits_is_not_swapped(searcher: Searcher) -> None:
+    """The target is covered by a patch of the scene for 10 frames while a look-alike (mirrored,
+    hue-shifted) stands elsewhere: lost while covered, the look-alike never taken for it, the
+    target re-acquired within 5 frames of coming back where it was hidden."""
+    background, target = _scene(data.coffee()), _target()
+    hsv = cv2.cvtColor(target[:, ::-1], cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = (hsv[..., 0].astype(int) + 12) % 180
+    lookalike = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    frames, truth = [], []
+    for t in range(32):
+        frame = background.copy()
+        centre = (70 + 2 * t, 90.0)
+        _paste(frame, lookalike, 240.0, 170.0)
+        _paste(frame, target, *centre)
+        if 12 <= t < 22:  # covered by the scene's own pixels from elsewhere
+            x0, y0 = round(centre[0] - SIDE / 2) - 4, round(centre[1] - SIDE / 2) - 4
+            frame[y0:y0 + SIDE + 8, x0:x0 + SIDE + 8] = background[150:150 + SIDE + 8, 20:20 + SIDE + 8]
+        frames.append(frame)
+        truth.append(centre)
+    x, y = truth[0]
+    tracker = TemporalSearcher(searcher, searcher.prepare(_target()),
+                               initial_box=(x - SIDE / 2, y - SIDE / 2, x + SIDE / 2, y + SIDE / 2))
+    tracks = [tracker.step(frame) for frame in frames]
+    states = [t.state for t in tracks]
+    assert states[:12] == [TRACKING] * 12, states
+    assert states.count(LOST) >= 5 and all(s == LOST for s in states[14:22]), states
+    far = [float(np.linalg.norm(_centre(t.best_box) - np.array((240.0, 170.0)))) for t in tracks]
+    assert min(far) > 60, far  # never on the look-alike
+    back = next(i for i in range(22, 32) if states[i] != LOST)
+    assert back - 22 < 5, states
+    for track, centre in zip(tracks[back:], truth[back:]):
+        assert track.state != LOST and np.linalg.norm(_centre(track.best_box) - np.array(centre)) <= 8
+
+
 def test_cut_to_a_new_scene_holding_the_target(searcher: Searcher) -> None:
     scenes = [_scene(data.coffee()), _scene(data.chelsea())]
     target = _target()

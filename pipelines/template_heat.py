@@ -1,0 +1,72 @@
+"""The search network on the temporal mode's windows: one medium encoding (or a batch of same-size
+windows), the query's template at several sizes (their features cached), the heat of each and
+the medium's raw stride-8 features (which the online filter learns on)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+
+class TemplateHeat:
+    """Heat maps of one template at several sizes in a medium, encoding the medium once.
+
+    Uses the search network of a :class:`pipelines.search.Searcher` (its model, device, autocast);
+    template features are cached per size.
+    """
+
+    def __init__(self, searcher: Any, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+        network = searcher.network  # pipelines.search_maps.NetworkSearch: the folded model, device, autocast
+        self.model = network.model
+        self.device: torch.device = network.device
+        self.amp: bool = network.amp
+        self.channels_last: bool = network.channels_last
+        self.set_template(rgb, mask)
+
+    def set_template(self, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+        self.rgb, self.mask = rgb, mask
+        self._features: dict[tuple[int, int], Any] = {}
+
+    def _tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        batch = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        return batch.contiguous(memory_format=torch.channels_last if self.channels_last else
+                                torch.contiguous_format)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def features(self, size: tuple[int, int]) -> Any:
+        if size not in self._features:
+            rgb = cv2.resize(self.rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+            with torch.inference_mode(), self._autocast():
+                mask = None
+                if self.mask is not None:
+                    mask = torch.from_numpy(cv2.resize(self.mask, (size[1], size[0]),
+                                                       interpolation=cv2.INTER_LINEAR))
+                    mask = mask.to(self.device)[None, None]
+                self._features[size] = self.model.encode_query(self._tensor([rgb]), mask)
+        return self._features[size]
+
+    def heat(self, medium: np.ndarray, sizes: Sequence[tuple[int, int]]) -> np.ndarray:
+        """S x H x W heat (sigmoid of the network's logits) of each template size in ``medium``."""
+        return self.heat_and_features(medium, sizes)[0]
+
+    def heat_and_features(self, medium: np.ndarray, sizes: Sequence[tuple[int, int]]
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """The heat of :meth:`heat` and the medium's raw stride-8 features (C x h x w, float32)."""
+        heat, features = self.heat_and_features_many([medium], sizes)
+        return heat[0], features[0]
+
+    def heat_and_features_many(self, media: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]
+                               ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`heat_and_features` of same-size media in one batch: N x S x H x W heat and
+        N x C x h x w features."""
+        with torch.inference_mode(), self._autocast():
+            encoded = self.model.encode_medium(self._tensor(media))
+            maps = [self.model.search(self.features(size), encoded)["logits"].float().sigmoid()
+                    for size in sizes]
+            features = encoded.skip.float().contiguous().cpu().numpy()
+        return torch.cat(maps, dim=1).cpu().numpy(), features
