@@ -3,6 +3,7 @@
 The query is the target cut from frame 1 by its box; frames 2..N are searched by
 (a) the temporal mode (pipelines/temporal.py, started from frame 1's box),
 (b) today's per-frame whole search (its top peak per frame, no threshold: `--every-instance`),
+    and ``verified``: the default still-image search (candidates verified, scores fused) per frame,
 (c) OpenCV's CSRT tracker from the same box, run in its own environment (opencv-contrib cannot
     sit beside opencv-python in one): create it once with
 
@@ -50,7 +51,7 @@ DATA = ROOT.parent / "shared" / "data" / "tracking"
 CSRT_PYTHON = ROOT / "benchmarks" / ".venv-csrt" / "bin" / "python"
 # Sequences the temporal mode's settings were chosen on; the rest are held out.
 TUNED_ON = ("Skating1", "VOT_bag")
-METHODS = ("temporal", "whole", "csrt")
+METHODS = ("temporal", "whole", "verified", "csrt")
 
 
 @dataclass
@@ -136,6 +137,19 @@ def run_whole(searcher, frames: list[np.ndarray], box: np.ndarray) -> Run:
     return Run(boxes, time.perf_counter() - start, below, 0)
 
 
+def run_verified(searcher, frames: list[np.ndarray], box: np.ndarray) -> Run:
+    """The default still-image search (heat map, candidates verified geometrically, scores fused)
+    on every frame on its own: its ``best`` box, no threshold, no motion prior."""
+    query = searcher.prepare(query_of(frames, box))
+    boxes, below = [], 0
+    start = time.perf_counter()
+    for frame in frames[1:]:
+        best = searcher.find_many(query, [frame], keep_images=False)[0].best
+        boxes.append(best.box if best is not None else None)
+        below += best is None or best.score < searcher.threshold
+    return Run(boxes, time.perf_counter() - start, below, 0)
+
+
 def run_csrt(sequence: Sequence_, threads: int, frames: list[np.ndarray] | None = None) -> Run | str:
     """CSRT in its own environment on the sequence's files, or on ``frames`` (events applied)
     written losslessly to a temporary folder."""
@@ -167,7 +181,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="first N frames of each sequence")
     parser.add_argument("--sequences", nargs="*", default=None)
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="*", default=["temporal", "whole", "csrt"], choices=METHODS,
+                        help="verified (the default still-image search per frame) is slow: on request")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--threads", type=int, default=1,
@@ -206,6 +221,8 @@ def main() -> None:
                 run = run_temporal(searcher, frames, sequence.boxes[0])
             elif method == "whole":
                 run = run_whole(searcher, frames, sequence.boxes[0])
+            elif method == "verified":
+                run = run_verified(searcher, frames, sequence.boxes[0])
             else:
                 run = run_csrt(sequence, args.threads, frames if events else None)
                 if isinstance(run, str):
