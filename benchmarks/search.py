@@ -161,7 +161,8 @@ def speed(args: argparse.Namespace) -> None:
     t_backbone = best_time(backbone, args.repeats, device)
     t_search = best_time(search, args.repeats, device)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 640x480, "
-          f"query {args.query_size}px, query scales {searcher.query_scales}, "
+          f"query {args.query_size}px, query scales "
+          f"{searcher.network.scales(query, 480, 640)}{' (automatic)' if searcher.auto_scales else ''}, "
           f"verification {'off' if searcher.verification is None else 'on'}")
     print(f"backbone forward alone: {t_backbone / args.batch * 1000:.1f} ms/frame "
           f"({args.batch / t_backbone:.1f} frames/s)")
@@ -213,7 +214,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--untrained", action="store_true", help="The untrained network (default: as synth search).")
     parser.add_argument("--no-verify", action="store_true", help="Speed of the heat map alone (no verification).")
-    parser.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_QUERY_SCALES))
+    parser.add_argument("--scales", type=float, nargs="+", default=None,
+                        help=f"Query scales (default: automatic, from {list(DEFAULT_QUERY_SCALES)}).")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--query-size", type=int, default=96)
