@@ -40,6 +40,10 @@ DEFAULT_QUERY_SCALES: tuple[float, ...] = (0.5, 1.0, 2.0)
 AUTO_MIN_OBJECT_FRACTION = 1.0 / 16.0
 # ... with at most this many levels (from 1/16 to the whole medium is five octaves).
 AUTO_MAX_LEVELS = 5
+# The heat of an added level is multiplied by this per octave below the base range: a prior that the
+# object is near the query's size, so that more levels (more chances for a look-alike to match at
+# some size) do not outvote the base range where it holds the object.
+AUTO_OCTAVE_PRIOR = 0.9
 # Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
 MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
 # Media are searched at most this many pixels on their longer side (the query shrinks alike).
@@ -111,19 +115,21 @@ def auto_scales(query_hw: tuple[float, float], work_hw: tuple[int, int],
     """The relative sizes searched when none are given, for a query of ``query_hw`` pixels in a
     medium of ``work_hw`` (both at the medium's working scale).
 
-    An object fills at most the medium and, to be found, spans at least ``min_fraction`` of its
-    shorter side. The ``base`` scales where the object fits are kept (the query is often cut from
-    media like the searched one, at its instance's size); below them octaves are added down to the
-    smallest one at which the object's longer side is still ``min_fraction`` of the medium's
-    shorter side, at most ``max_levels`` in all (those nearest the base kept). So with the
-    defaults a query whose longer side is under a quarter of the medium's shorter side gets the
-    base alone, and a large one (a catalogue photo at full resolution searched in a street scene)
-    is also searched shrunk 4x, 8x, ... Scales above the base are not added: a query is seldom a
+    Plausible objects fill at most the medium and span at least ``min_fraction`` of its shorter
+    side (longer side against shorter side) -- or the query's own size where that is smaller: the
+    user's query shows the object can be that small. Searched: the ``base`` scales within these
+    bounds (a query is often cut from media like the searched one, at its instance's size), then
+    octaves below the base down to the lower bound, at most ``max_levels`` in all (those nearest
+    the base kept). With the defaults a query whose longer side is under a quarter of the
+    medium's shorter side gets the base alone (less its 0.5 where that object would be under
+    1/16 of the medium: a 20 x 12 px object in a 640 x 480 frame, up-sampled 4x to be matched at
+    all), and a large one (a catalogue photo at full resolution searched in a street scene) is
+    also searched shrunk 4x, 8x, ... Scales above the base are not added: a query is seldom a
     thumbnail of its instance, and each level costs an encoding of the medium.
     """
     fits = min(work_hw[0] / query_hw[0], work_hw[1] / query_hw[1])  # the object as large as the medium
-    smallest = min_fraction * min(work_hw) / max(query_hw)
-    scales = [s for s in sorted(base) if s <= fits * 1.01]
+    smallest = min(1.0, min_fraction * min(work_hw) / max(query_hw))
+    scales = [s for s in sorted(base) if smallest * 0.99 <= s <= fits * 1.01]
     # Octaves from the base's smallest down (a level's scale pairs reach half an octave and more
     # below it, so the last one need not go under ``smallest``).
     scale = min(base) / 2
@@ -131,7 +137,7 @@ def auto_scales(query_hw: tuple[float, float], work_hw: tuple[int, int],
         if scale <= fits * 1.01:
             scales.append(scale)
         scale /= 2
-    return tuple(sorted(scales)) if scales else (fits,)
+    return tuple(sorted(scales)) if scales else (min(1.0, fits),)
 
 
 def tiles(height: int, width: int, zoom: float, overlap: int,
@@ -259,7 +265,7 @@ class NetworkSearch:
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, mirror: bool = False,
                  min_kernel_side: int = MIN_KERNEL_SIDE, max_kernel_side: int = MAX_KERNEL_SIDE,
                  max_zoom: float = MAX_ZOOM, max_tile_pixels: int = MAX_TILE_PIXELS,
-                 scale_margin: float = 1.75) -> None:
+                 scale_margin: float = 1.75, octave_prior: float = AUTO_OCTAVE_PRIOR) -> None:
         check_scales(query_scales)
         if not 8 <= min_kernel_side <= max_kernel_side:
             raise InputError("kernel sides must satisfy 8 <= min_kernel_side <= max_kernel_side")
@@ -272,6 +278,9 @@ class NetworkSearch:
         self.min_kernel_side, self.max_kernel_side, self.max_zoom = min_kernel_side, max_kernel_side, max_zoom
         self.max_tile_pixels = max_tile_pixels
         self.scale_margin = scale_margin
+        if not 0.0 < octave_prior <= 1.0:
+            raise InputError(f"octave_prior must be in (0, 1], not {octave_prior}")
+        self.octave_prior = octave_prior
         self.channels_last = device.type == "cpu"
         model = fold_batchnorm(model).to(device)
         # The untrained network's residual branches add exactly 0: not run (same heat maps).
@@ -290,6 +299,13 @@ class NetworkSearch:
         """(height, width, factor) the medium is searched at: the longer side at most max_side."""
         factor = min(1.0, self.max_side / max(height, width))
         return max(1, round(height * factor)), max(1, round(width * factor)), factor
+
+    def level_prior(self, scale: float) -> float:
+        """The weight of a level's heat: 1 for given scales and the automatic range's base,
+        ``octave_prior`` per octave below the base for the levels the automatic range adds."""
+        if not self.auto_scales or scale >= self.query_scales[0]:
+            return 1.0
+        return float(self.octave_prior ** math.log2(self.query_scales[0] / scale))
 
     def scales(self, query: PreparedQuery, height: int, width: int) -> tuple[float, ...]:
         """The relative sizes searched for ``query`` in a medium of ``height`` x ``width`` pixels:
@@ -356,6 +372,8 @@ class NetworkSearch:
                 if skip is not None and zoom == 1.0:
                     features = skip.float().contiguous().cpu().numpy()
                 for probs, corr, level in found:
+                    weight = self.level_prior(level.scale)
+                    probs = probs if weight == 1.0 else probs * weight
                     heat = probs if heat is None else torch.maximum(heat, probs)
                     cosines.extend(corr.split(1, dim=1))
                     heights.extend(level.query_size[0] / level.zoom / factor * rel for rel in pair_scales)
