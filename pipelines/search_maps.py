@@ -265,7 +265,8 @@ class NetworkSearch:
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, mirror: bool = False,
                  min_kernel_side: int = MIN_KERNEL_SIDE, max_kernel_side: int = MAX_KERNEL_SIDE,
                  max_zoom: float = MAX_ZOOM, max_tile_pixels: int = MAX_TILE_PIXELS,
-                 scale_margin: float = 1.75, octave_prior: float = AUTO_OCTAVE_PRIOR) -> None:
+                 scale_margin: float = 1.75, octave_prior: float = AUTO_OCTAVE_PRIOR,
+                 min_object_fraction: float = AUTO_MIN_OBJECT_FRACTION) -> None:
         check_scales(query_scales)
         if not 8 <= min_kernel_side <= max_kernel_side:
             raise InputError("kernel sides must satisfy 8 <= min_kernel_side <= max_kernel_side")
@@ -281,6 +282,11 @@ class NetworkSearch:
         if not 0.0 < octave_prior <= 1.0:
             raise InputError(f"octave_prior must be in (0, 1], not {octave_prior}")
         self.octave_prior = octave_prior
+        # The automatic range's smallest object against the medium's shorter side: each halving
+        # adds an octave of levels, up-sampled ones (the cost) for a large query.
+        if not 0.0 < min_object_fraction <= 1.0:
+            raise InputError(f"min_object_fraction must be in (0, 1], not {min_object_fraction}")
+        self.min_object_fraction = min_object_fraction
         self.channels_last = device.type == "cpu"
         model = fold_batchnorm(model).to(device)
         # The untrained network's residual branches add exactly 0: not run (same heat maps).
@@ -313,7 +319,8 @@ class NetworkSearch:
         if not self.auto_scales:
             return self.query_scales
         work_h, work_w, factor = self.working_size(height, width)
-        return auto_scales((query.size[0] * factor, query.size[1] * factor), (work_h, work_w), self.query_scales)
+        return auto_scales((query.size[0] * factor, query.size[1] * factor), (work_h, work_w), self.query_scales,
+                           self.min_object_fraction)
 
     def levels(self, query: PreparedQuery, height: int, width: int) -> list[Level]:
         """The pyramid levels of ``query`` in a medium of ``height`` x ``width`` pixels."""

@@ -223,5 +223,7 @@ def test_explicit_scales_are_searched_as_given():
     assert searcher.network.scales(prepared, 480, 640) == (0.5, 1.0)
     assert [level.scale for level in searcher.network.levels(prepared, 480, 640)] == [0.5, 1.0]
     assert searcher.network.level_prior(0.125) == 1.0  # no prior on levels the user asked for
+    cheaper = Searcher(device="cpu", untrained=True, verify=False, min_object_fraction=1 / 4)
+    assert cheaper.network.scales(prepared, 480, 640) == (0.5, 1.0)  # 120 px objects at the least
     auto = Searcher(device="cpu", untrained=True, verify=False)
     assert auto.network.level_prior(0.5) == 1.0 and auto.network.level_prior(0.125) < auto.network.level_prior(0.25) < 1.0
