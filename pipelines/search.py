@@ -193,8 +193,8 @@ class Searcher:
     the network's calibrated one (a heat level). ``query_scales``: relative object sizes searched,
     as given; None (default) chooses them per query and medium size (:func:`auto_scales`, from
     :data:`DEFAULT_QUERY_SCALES`; the keyword ``min_object_fraction``, default 1/16, is the smallest
-    object it covers against the medium's shorter side: 1/8 searches a large query's smaller sizes
-    at about a third of the cost); ``mirror`` also searches the query mirrored. ``verify``:
+    object it covers against the medium's shorter side: 1/8 encodes about a third of the pixels
+    for a large query, and misses more small instances); ``mirror`` also searches the query mirrored. ``verify``:
     check candidates geometrically and fuse the evidence into the score (:mod:`pipelines.verify`,
     :mod:`pipelines.fusion`; ``fusion`` = a fusion model JSON other than the network's own); False
     gives the heat map's detections alone.
