@@ -19,7 +19,7 @@ Python API; the ``synth search`` command is a thin layer over it::
 An alpha channel in the query (or ``query_mask=``) limits the search kernel to the object's pixels,
 so a catalogue photo's white background does not match white walls. Objects from
 ``min(query_scales)`` to ``max(query_scales)`` times the query's size are found (the network's own
-(query, medium) scale pairs cover the gaps between pyramid levels); without ``query_scales`` they
+(query, medium) scale pairs cover the gaps between pyramid levels); with ``query_scales=None`` they
 are chosen per query and medium size (0.5, 1, 2, and for a query large against the medium smaller
 octaves down to an object 1/16 of the medium's shorter side: :func:`pipelines.search_maps.auto_scales`); small queries are searched in
 the medium up-sampled, large ones in the medium shrunk (:mod:`pipelines.search_maps`). Maps become
@@ -191,8 +191,9 @@ class Searcher:
     ``checkpoint``: a ``synth train`` checkpoint; ``untrained``: the pretrained backbone with the
     conversion net's initial readout; neither: :func:`load_model`'s default. ``threshold`` None takes
     the network's calibrated one (a heat level). ``query_scales``: relative object sizes searched,
-    as given; None (default) chooses them per query and medium size (:func:`auto_scales`, from
-    :data:`DEFAULT_QUERY_SCALES`; the keyword ``min_object_fraction``, default 1/16, is the smallest
+    as given (default :data:`DEFAULT_QUERY_SCALES`); None chooses them per query and medium size
+    (:func:`auto_scales`, from :data:`DEFAULT_QUERY_SCALES`: slower for a query large against the
+    medium, whose small sizes are searched in the medium up-sampled; the keyword ``min_object_fraction``, default 1/16, is the smallest
     object it covers against the medium's shorter side: 1/8 encodes about a third of the pixels
     for a large query, and misses more small instances); ``mirror`` also searches the query mirrored. ``verify``:
     check candidates geometrically and fuse the evidence into the score (:mod:`pipelines.verify`,
@@ -202,7 +203,7 @@ class Searcher:
 
     def __init__(self, checkpoint: Path | str | None = None, device: str = "auto",
                  threshold: float | None = None,
-                 query_scales: Sequence[float] | None = None,
+                 query_scales: Sequence[float] | None = DEFAULT_QUERY_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, untrained: bool = False,
                  mirror: bool | None = None, verify: bool = True, fusion: Path | str | None = None,
                  **level_options: Any) -> None:

@@ -265,9 +265,9 @@ def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: 
     summary.skipped.extend(getattr(reader, "skipped", []))  # a frame folder's unreadable/mis-sized files
 
 
-SCALES_HELP = ("Object sizes searched, relative to the query's, e.g. 0.25,0.5,1 (as given). Default "
-               "(or 'auto'): 0.5,1,2, and for a query large against the medium smaller sizes down to "
-               "an object 1/16 of the medium's shorter side.")
+SCALES_HELP = ("Object sizes searched, relative to the query's, e.g. 0.25,0.5,1 (as given). 'auto': "
+               "0.5,1,2, and for a query large against the medium smaller sizes down to an object 1/16 "
+               "of the medium's shorter side (slower for large queries).")
 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | None:
@@ -346,7 +346,7 @@ def register(app: typer.Typer) -> None:
         save_heatmaps: bool = typer.Option(False, "--save-heatmaps", help="Also write per-frame heat maps of videos."),
         batch: int = typer.Option(4, "--batch", help="Video frames per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
-        scales: Optional[str] = typer.Option(None, "--scales", help=SCALES_HELP),
+        scales: str = typer.Option("0.5,1,2", "--scales", help=SCALES_HELP),
         no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
                                        "of candidates, no fused score (issue 13)."),
         fusion: Optional[Path] = typer.Option(None, "--fusion", help="Fusion model JSON (default: the model's "
@@ -444,7 +444,7 @@ def register(app: typer.Typer) -> None:
                                      "neither queries nor look-alikes."),
         seed: int = typer.Option(0, "--seed", help="Seed of the photo cases."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        scales: Optional[str] = typer.Option(None, "--scales", help=SCALES_HELP),
+        scales: str = typer.Option("0.5,1,2", "--scales", help=SCALES_HELP),
     ) -> None:
         """Pick the heat threshold that maximises detection F1 (IoU >= 0.5).
 

@@ -203,9 +203,9 @@ def _large_query_scene() -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, i
     return query, scene, (x, y, x + 40, y + 50)
 
 
-def test_a_large_query_6x_smaller_in_the_scene_is_found_without_scales():
+def test_a_large_query_6x_smaller_in_the_scene_is_found_with_automatic_scales():
     query, scene, truth = _large_query_scene()
-    searcher = Searcher(device="cpu", untrained=True, verify=False)
+    searcher = Searcher(device="cpu", untrained=True, verify=False, query_scales=None)
     assert searcher.auto_scales
     prepared = searcher.prepare(query)
     assert min(searcher.network.scales(prepared, 480, 640)) <= 1 / 6  # 6x smaller is covered
@@ -223,7 +223,15 @@ def test_explicit_scales_are_searched_as_given():
     assert searcher.network.scales(prepared, 480, 640) == (0.5, 1.0)
     assert [level.scale for level in searcher.network.levels(prepared, 480, 640)] == [0.5, 1.0]
     assert searcher.network.level_prior(0.125) == 1.0  # no prior on levels the user asked for
-    cheaper = Searcher(device="cpu", untrained=True, verify=False, min_object_fraction=1 / 4)
+    cheaper = Searcher(device="cpu", untrained=True, verify=False, query_scales=None, min_object_fraction=1 / 4)
     assert cheaper.network.scales(prepared, 480, 640) == (0.5, 1.0)  # 120 px objects at the least
-    auto = Searcher(device="cpu", untrained=True, verify=False)
+    auto = Searcher(device="cpu", untrained=True, verify=False, query_scales=None)
     assert auto.network.level_prior(0.5) == 1.0 and auto.network.level_prior(0.125) < auto.network.level_prior(0.25) < 1.0
+
+
+def test_scales_option_parses_auto_and_lists():
+    from pipelines.search_commands import parse_scales
+
+    assert parse_scales("auto") is None and parse_scales(" AUTO ") is None
+    assert parse_scales("0.25,0.5,1") == (0.25, 0.5, 1.0)
+    assert Searcher(device="cpu", untrained=True, verify=False).query_scales == (0.5, 1.0, 2.0)
