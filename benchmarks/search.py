@@ -105,7 +105,7 @@ def generated_cases(count: int, seed: int = 0, size: tuple[int, int] = (240, 320
 
 
 def calibrate(args: argparse.Namespace) -> None:
-    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales,
+    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=None if args.auto_scales else args.scales,
                         untrained=args.untrained)
     cases = generated_cases(args.cases, seed=args.seed)
     start = time.perf_counter()
@@ -140,7 +140,7 @@ def peak_costs(repeats: int) -> tuple[float, float]:
 
 def speed(args: argparse.Namespace) -> None:
     tune_malloc()
-    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=args.scales,
+    searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=None if args.auto_scales else args.scales,
                         untrained=args.untrained, verify=not args.no_verify)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
@@ -161,7 +161,8 @@ def speed(args: argparse.Namespace) -> None:
     t_backbone = best_time(backbone, args.repeats, device)
     t_search = best_time(search, args.repeats, device)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 640x480, "
-          f"query {args.query_size}px, query scales {searcher.query_scales}, "
+          f"query {args.query_size}px, query scales "
+          f"{searcher.network.scales(query, 480, 640)}{' (automatic)' if searcher.auto_scales else ''}, "
           f"verification {'off' if searcher.verification is None else 'on'}")
     print(f"backbone forward alone: {t_backbone / args.batch * 1000:.1f} ms/frame "
           f"({args.batch / t_backbone:.1f} frames/s)")
@@ -213,7 +214,9 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--untrained", action="store_true", help="The untrained network (default: as synth search).")
     parser.add_argument("--no-verify", action="store_true", help="Speed of the heat map alone (no verification).")
-    parser.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_QUERY_SCALES))
+    parser.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_QUERY_SCALES),
+                        help="Query scales (as synth search's default).")
+    parser.add_argument("--auto-scales", action="store_true", help="Automatic scales (synth search --scales auto).")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--query-size", type=int, default=96)

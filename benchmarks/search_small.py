@@ -51,6 +51,9 @@ def methods(args: argparse.Namespace) -> list[tuple[str, Callable[[SmallCase], A
     found: list[tuple[str, Callable[[SmallCase], Answer], float]] = []
     if not args.no_untrained:
         found.append(("untrained", *network(untrained=True)))
+        # synth search --scales auto: sizes chosen per query and medium (an original-resolution
+        # query is also searched 4-16x smaller).
+        found.append(("untrained, --scales auto", *network(untrained=True, query_scales=None)))
     if head_ships():
         found.append(("shipped", *network()))
     for checkpoint in args.checkpoint:

@@ -19,7 +19,9 @@ Python API; the ``synth search`` command is a thin layer over it::
 An alpha channel in the query (or ``query_mask=``) limits the search kernel to the object's pixels,
 so a catalogue photo's white background does not match white walls. Objects from
 ``min(query_scales)`` to ``max(query_scales)`` times the query's size are found (the network's own
-(query, medium) scale pairs cover the gaps between pyramid levels); small queries are searched in
+(query, medium) scale pairs cover the gaps between pyramid levels); with ``query_scales=None`` they
+are chosen per query and medium size (0.5, 1, 2, and for a query large against the medium smaller
+octaves down to an object 1/16 of the medium's shorter side: :func:`pipelines.search_maps.auto_scales`); small queries are searched in
 the medium up-sampled, large ones in the medium shrunk (:mod:`pipelines.search_maps`). Maps become
 detections in :mod:`pipelines.detections`; highlights are drawn by :mod:`pipelines.highlight`.
 """
@@ -40,7 +42,8 @@ from pipelines.detections import Detection, box_iou, detect, match_counts  # noq
 from pipelines.highlight import highlight, object_mask
 from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES,  # noqa: F401 (API)
                                    MAX_QUERY_SCALE, MIN_QUERY_SCALE, NetworkSearch, PreparedQuery, SearchMaps,
-                                   load_checkpoint_model, resolve_device, untrained_model)
+                                   auto_scales, check_scales, load_checkpoint_model, resolve_device,
+                                   untrained_model)
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +190,12 @@ class Searcher:
 
     ``checkpoint``: a ``synth train`` checkpoint; ``untrained``: the pretrained backbone with the
     conversion net's initial readout; neither: :func:`load_model`'s default. ``threshold`` None takes
-    the network's calibrated one (a heat level). ``query_scales``: relative object sizes searched
-    (see :data:`DEFAULT_QUERY_SCALES`); ``mirror`` also searches the query mirrored. ``verify``:
+    the network's calibrated one (a heat level). ``query_scales``: relative object sizes searched,
+    as given (default :data:`DEFAULT_QUERY_SCALES`); None chooses them per query and medium size
+    (:func:`auto_scales`, from :data:`DEFAULT_QUERY_SCALES`: slower for a query large against the
+    medium, whose small sizes are searched in the medium up-sampled; the keyword ``min_object_fraction``, default 1/16, is the smallest
+    object it covers against the medium's shorter side: 1/8 encodes about a third of the pixels
+    for a large query, and misses more small instances); ``mirror`` also searches the query mirrored. ``verify``:
     check candidates geometrically and fuse the evidence into the score (:mod:`pipelines.verify`,
     :mod:`pipelines.fusion`; ``fusion`` = a fusion model JSON other than the network's own); False
     gives the heat map's detections alone.
@@ -196,14 +203,12 @@ class Searcher:
 
     def __init__(self, checkpoint: Path | str | None = None, device: str = "auto",
                  threshold: float | None = None,
-                 query_scales: Sequence[float] = DEFAULT_QUERY_SCALES,
+                 query_scales: Sequence[float] | None = DEFAULT_QUERY_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, untrained: bool = False,
                  mirror: bool | None = None, verify: bool = True, fusion: Path | str | None = None,
                  **level_options: Any) -> None:
         tune_malloc()
-        if not query_scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in query_scales):
-            raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
-                             f"not {list(query_scales)}")
+        check_scales(query_scales)
         model, stored, self.model_name = load_model(checkpoint, untrained)
         # A trained conversion net predicts the object's pixels, so its heat regions can box peaks.
         self.heat_boxes = self.model_name != "untrained"
@@ -229,7 +234,13 @@ class Searcher:
 
     @property
     def query_scales(self) -> tuple[float, ...]:
+        """The given scales, or the automatic range's base (see :attr:`auto_scales`)."""
         return self.network.query_scales
+
+    @property
+    def auto_scales(self) -> bool:
+        """True when the scales are chosen per query and medium size (none were given)."""
+        return self.network.auto_scales
 
     @property
     def channels_last(self) -> bool:

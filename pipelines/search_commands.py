@@ -265,9 +265,18 @@ def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: 
     summary.skipped.extend(getattr(reader, "skipped", []))  # a frame folder's unreadable/mis-sized files
 
 
-def parse_scales(text: str) -> tuple[float, ...]:
+SCALES_HELP = ("Object sizes searched, relative to the query's, e.g. 0.25,0.5,1 (as given). 'auto': "
+               "0.5,1,2, and for a query large against the medium smaller sizes down to an object 1/16 "
+               "of the medium's shorter side (slower for large queries).")
+
+
+def parse_scales(text: str | None) -> tuple[float, ...] | None:
+    """``--scales``: comma-separated relative sizes, searched as given; None or ``auto``: chosen per
+    query and medium size (pipelines.search_maps.auto_scales)."""
     from pipelines.search import MAX_QUERY_SCALE, MIN_QUERY_SCALE
 
+    if text is None or text.strip().lower() == "auto":
+        return None
     try:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
@@ -337,7 +346,7 @@ def register(app: typer.Typer) -> None:
         save_heatmaps: bool = typer.Option(False, "--save-heatmaps", help="Also write per-frame heat maps of videos."),
         batch: int = typer.Option(4, "--batch", help="Video frames per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
-        scales: str = typer.Option("0.5,1,2", "--scales", help="Object sizes searched, relative to the query's."),
+        scales: str = typer.Option("0.5,1,2", "--scales", help=SCALES_HELP),
         no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
                                        "of candidates, no fused score (issue 13)."),
         fusion: Optional[Path] = typer.Option(None, "--fusion", help="Fusion model JSON (default: the model's "
@@ -435,7 +444,7 @@ def register(app: typer.Typer) -> None:
                                      "neither queries nor look-alikes."),
         seed: int = typer.Option(0, "--seed", help="Seed of the photo cases."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        scales: str = typer.Option("0.5,1,2", "--scales", help="Object sizes searched, relative to the query's."),
+        scales: str = typer.Option("0.5,1,2", "--scales", help=SCALES_HELP),
     ) -> None:
         """Pick the heat threshold that maximises detection F1 (IoU >= 0.5).
 
@@ -471,7 +480,8 @@ def register(app: typer.Typer) -> None:
             result = calibrate_threshold(searcher, found)
             report = {"threshold": result.threshold, "f1": result.f1, "precision": result.precision,
                       "recall": result.recall, "cases": len(found), **origin,
-                      "model": searcher.model_name, "query_scales": list(searcher.query_scales),
+                      "model": searcher.model_name,
+                      "query_scales": "auto" if searcher.auto_scales else list(searcher.query_scales),
                       "table": result.table}
             atomic_write_text(out, json.dumps(report, indent=2) + "\n")
             console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "

@@ -30,8 +30,20 @@ from train.model import GRID_STRIDE, QueryFeatures, QuerySearchNet, SearchNetCon
 logger = logging.getLogger(__name__)
 
 # Relative object sizes (object in the medium / query) searched as pyramid levels. The network's
-# scale pairs (0.5x-2x) fill the gaps, so the default covers about 0.25x-4x.
+# scale pairs (0.5x-2x) fill the gaps, so these cover about 0.25x-4x. Without explicit scales they
+# are the base of the automatic range (:func:`auto_scales`).
 DEFAULT_QUERY_SCALES: tuple[float, ...] = (0.5, 1.0, 2.0)
+# The automatic range extends the base downwards, an octave a level, to the smallest octave at which
+# the object's longer side still spans this fraction of the medium's shorter side: smaller objects
+# are a few cells of the stride-8 grid even zoomed in. A query cut at a catalogue photo's resolution
+# is often 4-10x larger than its instance in a street scene, which the base range never reaches.
+AUTO_MIN_OBJECT_FRACTION = 1.0 / 16.0
+# ... with at most this many levels (from 1/16 to the whole medium is five octaves).
+AUTO_MAX_LEVELS = 5
+# The heat of an added level is multiplied by this per octave below the base range: a prior that the
+# object is near the query's size, so that more levels (more chances for a look-alike to match at
+# some size) do not outvote the base range where it holds the object.
+AUTO_OCTAVE_PRIOR = 0.9
 # Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
 MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
 # Media are searched at most this many pixels on their longer side (the query shrinks alike).
@@ -97,6 +109,37 @@ def plan_levels(query_hw: tuple[float, float], work_hw: tuple[int, int], scales:
     return levels
 
 
+def auto_scales(query_hw: tuple[float, float], work_hw: tuple[int, int],
+                base: Sequence[float] = DEFAULT_QUERY_SCALES,
+                min_fraction: float = AUTO_MIN_OBJECT_FRACTION, max_levels: int = AUTO_MAX_LEVELS) -> tuple[float, ...]:
+    """The relative sizes searched when none are given, for a query of ``query_hw`` pixels in a
+    medium of ``work_hw`` (both at the medium's working scale).
+
+    Plausible objects fill at most the medium and span at least ``min_fraction`` of its shorter
+    side (longer side against shorter side) -- or the query's own size where that is smaller: the
+    user's query shows the object can be that small. Searched: the ``base`` scales within these
+    bounds (a query is often cut from media like the searched one, at its instance's size), then
+    octaves below the base down to the lower bound, at most ``max_levels`` in all (those nearest
+    the base kept). With the defaults a query whose longer side is under a quarter of the
+    medium's shorter side gets the base alone (less its 0.5 where that object would be under
+    1/16 of the medium: a 20 x 12 px object in a 640 x 480 frame, up-sampled 4x to be matched at
+    all), and a large one (a catalogue photo at full resolution searched in a street scene) is
+    also searched shrunk 4x, 8x, ... Scales above the base are not added: a query is seldom a
+    thumbnail of its instance, and each level costs an encoding of the medium.
+    """
+    fits = min(work_hw[0] / query_hw[0], work_hw[1] / query_hw[1])  # the object as large as the medium
+    smallest = min(1.0, min_fraction * min(work_hw) / max(query_hw))
+    scales = [s for s in sorted(base) if smallest * 0.99 <= s <= fits * 1.01]
+    # Octaves from the base's smallest down (a level's scale pairs reach half an octave and more
+    # below it, so the last one need not go under ``smallest``).
+    scale = min(base) / 2
+    while scale >= smallest * 0.99 and len(scales) < max_levels:
+        if scale <= fits * 1.01:
+            scales.append(scale)
+        scale /= 2
+    return tuple(sorted(scales)) if scales else (min(1.0, fits),)
+
+
 def tiles(height: int, width: int, zoom: float, overlap: int,
           max_pixels: int = MAX_TILE_PIXELS) -> list[tuple[int, int, int, int]]:
     """Windows (y0, y1, x0, x1) of the working medium whose zoomed size stays under
@@ -125,6 +168,15 @@ def _owned(start: int, end: int, length: int, others: Sequence[tuple[int, int]])
         if start <= a < end < b:  # one after it overlaps its end
             hi = min(hi, (a + end) // 2)
     return lo, hi
+
+
+def check_scales(scales: Sequence[float] | None) -> None:
+    """Given query scales must be some, each in [MIN_QUERY_SCALE, MAX_QUERY_SCALE]; None = automatic."""
+    if scales is None:
+        return
+    if not scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in scales):
+        raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
+                         f"not {list(scales)}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,6 +232,8 @@ class PreparedQuery:
     # Features per (kernel size, mirrored); valid for the network that computed them.
     features: dict[tuple[tuple[int, int], bool], QueryFeatures] = field(default_factory=dict)
     warned_shrink: bool = False
+    # Medium sizes whose automatic scales were logged (once per size, not per frame).
+    logged_scales: set[tuple[int, int]] = field(default_factory=set)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -202,26 +256,37 @@ class NetworkSearch:
     """Runs the search network over pyramid levels; see the module docstring.
 
     ``mirror`` also searches the query mirrored left-right (a catalogue shot need not face the way
-    the object does in the scene) and keeps the better match per pixel.
+    the object does in the scene) and keeps the better match per pixel. ``query_scales`` None
+    chooses them per query and medium size (:func:`auto_scales` from :data:`DEFAULT_QUERY_SCALES`);
+    given scales are searched as they are.
     """
 
-    def __init__(self, model: QuerySearchNet, device: torch.device, query_scales: Sequence[float],
+    def __init__(self, model: QuerySearchNet, device: torch.device, query_scales: Sequence[float] | None,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, mirror: bool = False,
                  min_kernel_side: int = MIN_KERNEL_SIDE, max_kernel_side: int = MAX_KERNEL_SIDE,
                  max_zoom: float = MAX_ZOOM, max_tile_pixels: int = MAX_TILE_PIXELS,
-                 scale_margin: float = 1.75) -> None:
-        if not query_scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in query_scales):
-            raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
-                             f"not {list(query_scales)}")
+                 scale_margin: float = 1.75, octave_prior: float = AUTO_OCTAVE_PRIOR,
+                 min_object_fraction: float = AUTO_MIN_OBJECT_FRACTION) -> None:
+        check_scales(query_scales)
         if not 8 <= min_kernel_side <= max_kernel_side:
             raise InputError("kernel sides must satisfy 8 <= min_kernel_side <= max_kernel_side")
         self.device = device
-        self.query_scales = tuple(sorted(float(s) for s in query_scales))
+        # Automatic scales: the base range, extended per query and medium size.
+        self.auto_scales = query_scales is None
+        self.query_scales = tuple(sorted(float(s) for s in (query_scales or DEFAULT_QUERY_SCALES)))
         self.max_side = int(max_side)
         self.mirror = mirror
         self.min_kernel_side, self.max_kernel_side, self.max_zoom = min_kernel_side, max_kernel_side, max_zoom
         self.max_tile_pixels = max_tile_pixels
         self.scale_margin = scale_margin
+        if not 0.0 < octave_prior <= 1.0:
+            raise InputError(f"octave_prior must be in (0, 1], not {octave_prior}")
+        self.octave_prior = octave_prior
+        # The automatic range's smallest object against the medium's shorter side: each halving
+        # adds an octave of levels, up-sampled ones (the cost) for a large query.
+        if not 0.0 < min_object_fraction <= 1.0:
+            raise InputError(f"min_object_fraction must be in (0, 1], not {min_object_fraction}")
+        self.min_object_fraction = min_object_fraction
         self.channels_last = device.type == "cpu"
         model = fold_batchnorm(model).to(device)
         # The untrained network's residual branches add exactly 0: not run (same heat maps).
@@ -241,16 +306,37 @@ class NetworkSearch:
         factor = min(1.0, self.max_side / max(height, width))
         return max(1, round(height * factor)), max(1, round(width * factor)), factor
 
+    def level_prior(self, scale: float) -> float:
+        """The weight of a level's heat: 1 for given scales and the automatic range's base,
+        ``octave_prior`` per octave below the base for the levels the automatic range adds."""
+        if not self.auto_scales or scale >= self.query_scales[0]:
+            return 1.0
+        return float(self.octave_prior ** math.log2(self.query_scales[0] / scale))
+
+    def scales(self, query: PreparedQuery, height: int, width: int) -> tuple[float, ...]:
+        """The relative sizes searched for ``query`` in a medium of ``height`` x ``width`` pixels:
+        the given ones, or the automatic range for this query and medium size."""
+        if not self.auto_scales:
+            return self.query_scales
+        work_h, work_w, factor = self.working_size(height, width)
+        return auto_scales((query.size[0] * factor, query.size[1] * factor), (work_h, work_w), self.query_scales,
+                           self.min_object_fraction)
+
     def levels(self, query: PreparedQuery, height: int, width: int) -> list[Level]:
         """The pyramid levels of ``query`` in a medium of ``height`` x ``width`` pixels."""
         work_h, work_w, factor = self.working_size(height, width)
         qh, qw = query.size[0] * factor, query.size[1] * factor
-        fit = min(work_h / (qh * self.query_scales[0]), work_w / (qw * self.query_scales[0]))
+        scales = self.scales(query, height, width)
+        fit = min(work_h / (qh * scales[0]), work_w / (qw * scales[0]))
         if fit < 1.0 and not query.warned_shrink:  # once per query, not once per video batch
             query.warned_shrink = True
             logger.warning("%s: query (%dx%d) at its smallest scale is larger than the medium; shrinking it by "
                            "%.2f to fit", query.name, round(qw), round(qh), fit)
-        return plan_levels((qh, qw), (work_h, work_w), self.query_scales, self.min_kernel_side,
+        if self.auto_scales and (height, width) not in query.logged_scales:
+            query.logged_scales.add((height, width))
+            logger.debug("%s: searching relative sizes %s in %dx%d media", query.name,
+                        ", ".join(f"{s:g}" for s in scales), width, height)
+        return plan_levels((qh, qw), (work_h, work_w), scales, self.min_kernel_side,
                            self.max_kernel_side, self.max_zoom)
 
     def query_features(self, query: PreparedQuery, size: tuple[int, int], mirrored: bool) -> QueryFeatures:
@@ -293,6 +379,8 @@ class NetworkSearch:
                 if skip is not None and zoom == 1.0:
                     features = skip.float().contiguous().cpu().numpy()
                 for probs, corr, level in found:
+                    weight = self.level_prior(level.scale)
+                    probs = probs if weight == 1.0 else probs * weight
                     heat = probs if heat is None else torch.maximum(heat, probs)
                     cosines.extend(corr.split(1, dim=1))
                     heights.extend(level.query_size[0] / level.zoom / factor * rel for rel in pair_scales)

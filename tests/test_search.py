@@ -226,10 +226,19 @@ def test_bad_queries_are_one_line_errors(tmp_path: Path) -> None:
 def test_query_larger_than_medium_is_shrunk(searcher: Searcher, caplog: pytest.LogCaptureFixture) -> None:
     medium, boxes = _scene()
     big_query = cv2.resize(_query(), (600, 600), interpolation=cv2.INTER_LINEAR)  # 300 px at scale 0.5
+    narrow = medium[:, :200].copy()
+    given = Searcher(device="cpu", untrained=True, verify=False, query_scales=(0.5, 1.0, 2.0))
     with caplog.at_level("WARNING"):
-        result = searcher.find(big_query, medium[:, :200].copy())
-    assert "larger than the medium" in caplog.text
+        result = given.find(big_query, narrow)
+    assert "larger than the medium" in caplog.text  # given scales: the smallest is shrunk to fit
     assert result.heatmap.shape == (SIZE[0], 200)
+    caplog.clear()
+    auto = Searcher(device="cpu", untrained=True, verify=False, query_scales=None)
+    with caplog.at_level("WARNING"):  # automatic scales: only sizes at which the object fits
+        result = auto.find(big_query, narrow)
+        scales = auto.network.scales(auto.prepare(big_query), *narrow.shape[:2])
+    assert "larger than the medium" not in caplog.text
+    assert max(scales) * 600 <= 200 and result.heatmap.shape == (SIZE[0], 200)
 
 
 def test_calibrate_threshold_and_command(searcher: Searcher, tmp_path: Path) -> None:

@@ -175,3 +175,63 @@ def test_halving_the_medium_by_average_pool_equals_area_resizing():
     batch = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(0))
     batch = batch.contiguous(memory_format=torch.channels_last)
     assert torch.equal(F.avg_pool2d(batch, 2), F.interpolate(batch, size=(24, 32), mode="area"))
+
+
+def test_automatic_scales_extend_down_for_a_query_large_against_the_medium():
+    from pipelines.search_maps import AUTO_MAX_LEVELS, DEFAULT_QUERY_SCALES, auto_scales
+
+    # A query under a quarter of the medium's shorter side: the base range alone.
+    assert auto_scales((96, 96), (480, 640)) == DEFAULT_QUERY_SCALES
+    # ... less 0.5 where that object would be under 1/16 of the medium's shorter side (20 < 30 px).
+    assert auto_scales((40, 20), (480, 640)) == (1.0, 2.0)
+    assert auto_scales((20, 10), (480, 640)) == (1.0, 2.0)  # the query's own size is always searched
+    # A 300-px query in a 640x480 medium: octaves down to an object of 480/16 = 30 px (0.125 x 300 = 37 px).
+    assert auto_scales((300, 200), (480, 640)) == (0.125, 0.25, 0.5, 1.0)  # 2x would not fit
+    # A query larger than the medium: only sizes at which the object fits, down to 1/16 of it.
+    huge = auto_scales((2000, 1500), (480, 640))
+    assert max(huge) * 2000 <= 480 and min(huge) * 2000 >= 480 / 16 * 0.99 and len(huge) <= AUTO_MAX_LEVELS
+    assert auto_scales((600, 400), (416, 832), min_fraction=1 / 64, max_levels=4) == (0.0625, 0.125, 0.25, 0.5)
+
+
+def _large_query_scene() -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """A 300x240 px query (the astronaut's face and suit) appearing 6x smaller (50x40 px) in a
+    640x480 coffee scene."""
+    query = np.ascontiguousarray(data.astronaut()[20:320, 140:380])
+    scene = cv2.resize(data.coffee(), (640, 480), interpolation=cv2.INTER_AREA)
+    x, y = 430, 150
+    scene[y:y + 50, x:x + 40] = cv2.resize(query, (40, 50), interpolation=cv2.INTER_AREA)
+    return query, scene, (x, y, x + 40, y + 50)
+
+
+def test_a_large_query_6x_smaller_in_the_scene_is_found_with_automatic_scales():
+    query, scene, truth = _large_query_scene()
+    searcher = Searcher(device="cpu", untrained=True, verify=False, query_scales=None)
+    assert searcher.auto_scales
+    prepared = searcher.prepare(query)
+    assert min(searcher.network.scales(prepared, 480, 640)) <= 1 / 6  # 6x smaller is covered
+    best = searcher.find(prepared, scene).best
+    assert best is not None
+    cx, cy = (best.box[0] + best.box[2]) / 2, (best.box[1] + best.box[3]) / 2
+    assert abs(cx - 450) <= 20 and abs(cy - 175) <= 20, best
+
+
+def test_explicit_scales_are_searched_as_given():
+    query, _, _ = _large_query_scene()
+    searcher = Searcher(device="cpu", untrained=True, verify=False, query_scales=(0.5, 1.0))
+    assert not searcher.auto_scales
+    prepared = searcher.prepare(query)
+    assert searcher.network.scales(prepared, 480, 640) == (0.5, 1.0)
+    assert [level.scale for level in searcher.network.levels(prepared, 480, 640)] == [0.5, 1.0]
+    assert searcher.network.level_prior(0.125) == 1.0  # no prior on levels the user asked for
+    cheaper = Searcher(device="cpu", untrained=True, verify=False, query_scales=None, min_object_fraction=1 / 4)
+    assert cheaper.network.scales(prepared, 480, 640) == (0.5, 1.0)  # 120 px objects at the least
+    auto = Searcher(device="cpu", untrained=True, verify=False, query_scales=None)
+    assert auto.network.level_prior(0.5) == 1.0 and auto.network.level_prior(0.125) < auto.network.level_prior(0.25) < 1.0
+
+
+def test_scales_option_parses_auto_and_lists():
+    from pipelines.search_commands import parse_scales
+
+    assert parse_scales("auto") is None and parse_scales(" AUTO ") is None
+    assert parse_scales("0.25,0.5,1") == (0.25, 0.5, 1.0)
+    assert Searcher(device="cpu", untrained=True, verify=False).query_scales == (0.5, 1.0, 2.0)
