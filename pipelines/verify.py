@@ -322,10 +322,13 @@ class Verifier:
         the object anyway gives its size and place for a second try."""
         qh, qw = query_rgb.shape[:2]
         zooms = [math.sqrt(max(1.0, (b[2] - b[0]) * (b[3] - b[1])) / (qh * qw)) for b in boxes]
+        lo, hi = self.config.scale_range
         checks = self._dense_attempts(query_rgb, query_mask, list(zip(boxes, zooms)), grid, dense, size)
+        # No second try at a size no verified fit may have (on noise frames such fits asked for the
+        # query at 16x, a 36864-cell view: most of the search's time for nothing).
         retry = [i for i, (check, zoom) in enumerate(zip(checks, zooms))
                  if not (check.verified or check.box is None or check.inliers < RETRY_MIN_INLIERS
-                         or abs(math.log2(check.scale / zoom)) < 0.5)]
+                         or abs(math.log2(check.scale / zoom)) < 0.5 or not lo <= check.scale <= hi)]
         plans = [(checks[i].box, checks[i].scale) for i in retry]
         for i, check in zip(retry, self._dense_attempts(query_rgb, query_mask, plans, grid, dense, size)):
             if (check.verified, check.inliers) > (checks[i].verified, checks[i].inliers):
