@@ -68,6 +68,14 @@ def match_windows(query: Keypoints, grid: CellGrid,
     if len(query) == 0 or not used:
         return [empty] * len(windows)
     union = (min(w[0] for w in used), max(w[1] for w in used), min(w[2] for w in used), max(w[3] for w in used))
+    if len(used) > 1 and _area(union) > sum(_area(w) for w in used):  # apart: one block each
+        return [_match_block(query, grid, w, [w])[0] if _area(w) else empty for w in windows]
+    return _match_block(query, grid, union, windows)
+
+
+def _match_block(query: Keypoints, grid: CellGrid, union: CellRange,
+                 windows: list[CellRange]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`match_windows` for windows inside ``union``, from one similarity block."""
     uh, uw = union[1] - union[0], union[3] - union[2]
     medium = grid.cells.descriptors[grid.indices(union)]
     similarity = query.descriptors @ medium.T  # query cells x the union's cells
@@ -76,17 +84,21 @@ def match_windows(query: Keypoints, grid: CellGrid,
     at_max = similarity == column_max
     # A column's first maximal row; only needed where some column has tied maxima (numpy's
     # column-wise argmax is slow: it reduces one strided column at a time).
-    first_row = None if np.count_nonzero(at_max) == uw * uh else at_max.argmax(axis=0)
+    first_row = None if np.count_nonzero(at_max) == uh * uw else at_max.argmax(axis=0)
     blocks = similarity.reshape(len(query), uh, uw)
     out = []
     for y0, y1, x0, x1 in windows:
         if y1 <= y0 or x1 <= x0:
-            out.append(empty)
+            out.append((np.zeros(0, int), np.zeros(0, int)))
             continue
-        ay, ax = y0 - union[0], x0 - union[2]
-        inside = blocks[:, ay:ay + y1 - y0, ax:ax + x1 - x0].reshape(len(query), -1)
-        best = inside.argmax(axis=1)  # per query cell, its best cell in the window
-        column = (best // (x1 - x0) + ay) * uw + best % (x1 - x0) + ax  # ... as a union column
+        ay, ax, wh, ww = y0 - union[0], x0 - union[2], y1 - y0, x1 - x0
+        if (wh, ww) == (uh, uw):
+            best = similarity.argmax(axis=1)  # per query cell, its best cell in the window
+        else:  # the same first maximum in row-major order, without copying the window out
+            inside = blocks[:, ay:ay + wh, ax:ax + ww]
+            y = inside.max(axis=2).argmax(axis=1)  # the first window row holding a row's maximum
+            best = y * ww + blocks[rows[:, None], (ay + y)[:, None], ax + np.arange(ww)].argmax(axis=1)
+        column = (best // ww + ay) * uw + best % ww + ax  # ... as a union column
         if first_row is None:
             q = np.nonzero(similarity[rows, column] == column_max[column])[0]
         else:
