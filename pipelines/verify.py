@@ -35,9 +35,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from pipelines.dense_matching import CellGrid, match_windows
 from pipelines.local_features import (DenseMap, Keypoints, NetworkFeatures, SiftFeatures,
-                                      ratio_matches)
+                                      mutual_matches, ratio_matches)
 
 logger = logging.getLogger(__name__)
 
@@ -294,9 +293,9 @@ class Verifier:
             if dense is None:
                 small, factor = _shrink(medium, self.config.max_side)
                 dense = DenseMap(self.network.encode(small[None])[0], factor)
-            _, rows, cols = dense.features.shape
-            grid = CellGrid(self.network.cells(dense.features), rows, cols, self.network.stride)
-            return self._dense_checks(query_rgb, query_mask, candidates, grid, dense, size)
+            scene = self.network.cells(dense.features)
+            return [self._dense_check(query_rgb, query_mask, box, scene, dense, size)
+                    for box in candidates]
         views = self.sift_views(query_rgb, query_mask)
         if all(len(v.keypoints) < self.config.min_inliers for v in views):
             return [NOT_VERIFIED] * len(candidates)  # a flat query: nothing to check with
@@ -314,48 +313,30 @@ class Verifier:
                               medium.shape[:2], self._ratio, self.config.ransac_px,
                               self.config.min_inliers)
 
-    def _dense_checks(self, query_rgb: np.ndarray, query_mask: np.ndarray | None,
-                      boxes: Sequence[Box], grid: CellGrid, dense: DenseMap,
-                      size: tuple[int, int]) -> list[Verification]:
-        """Network features in the window of each box, the query at the box's size; where that
+    def _dense_check(self, query_rgb: np.ndarray, query_mask: np.ndarray | None, box: Box,
+                     scene: Keypoints, dense: DenseMap, size: tuple[int, int]) -> Verification:
+        """Network features in the window of ``box``, the query at the box's size; where that
         misjudged the size (the heat map's estimate can be off by 2x and more), a fit that found
         the object anyway gives its size and place for a second try."""
         qh, qw = query_rgb.shape[:2]
-        zooms = [math.sqrt(max(1.0, (b[2] - b[0]) * (b[3] - b[1])) / (qh * qw)) for b in boxes]
-        lo, hi = self.config.scale_range
-        checks = self._dense_attempts(query_rgb, query_mask, list(zip(boxes, zooms)), grid, dense, size)
-        # No second try at a size no verified fit may have (on noise frames such fits asked for the
-        # query at 16x, a 36864-cell view: most of the search's time for nothing).
-        retry = [i for i, (check, zoom) in enumerate(zip(checks, zooms))
-                 if not (check.verified or check.box is None or check.inliers < RETRY_MIN_INLIERS
-                         or abs(math.log2(check.scale / zoom)) < 0.5 or not lo <= check.scale <= hi)]
-        plans = [(checks[i].box, checks[i].scale) for i in retry]
-        for i, check in zip(retry, self._dense_attempts(query_rgb, query_mask, plans, grid, dense, size)):
-            if (check.verified, check.inliers) > (checks[i].verified, checks[i].inliers):
-                checks[i] = check
-        return checks
-
-    def _dense_attempts(self, query_rgb: np.ndarray, query_mask: np.ndarray | None,
-                        plans: Sequence[tuple[Box, float]], grid: CellGrid, dense: DenseMap,
-                        size: tuple[int, int]) -> list[Verification]:
-        """The best fit per (box, zoom): the query's views at that zoom matched in the box's
-        window; candidates sharing a view are matched against it together (pipelines/dense_matching.py)."""
-        groups: dict[int, tuple[list[QueryView], list[int]]] = {}
-        for i, (_, zoom) in enumerate(plans):
+        zoom = math.sqrt(max(1.0, (box[2] - box[0]) * (box[3] - box[1])) / (qh * qw))
+        check = NOT_VERIFIED
+        for attempt in range(2):
             views = self.network_views(query_rgb, query_mask, zoom * dense.factor)
-            groups.setdefault(id(views), (views, []))[1].append(i)
-        best = [NOT_VERIFIED] * len(plans)
-        for views, members in groups.values():
-            windows = [grid.cell_range(self.window(plans[i][0], size, dense.factor)) for i in members]
-            for view in views:  # as given, then mirrored: the better fit wins (verified first)
-                matches = match_windows(view.keypoints, grid, windows)
-                for i, window, (q, m) in zip(members, windows, matches):
-                    points = grid.cells.points[grid.indices(window)[m]]
-                    found = self._fit(view, view.keypoints.points[q], points, dense.factor, size,
-                                      self.config.dense_ransac_px, self.config.dense_min_inliers)
-                    if (found.verified, found.inliers) > (best[i].verified, best[i].inliers):
-                        best[i] = found
-        return best
+            found = self._best_fit(views, scene.inside(self.window(box, size, dense.factor)),
+                                   dense.factor, size, mutual_matches, self.config.dense_ransac_px,
+                                   self.config.dense_min_inliers)
+            if (found.verified, found.inliers) > (check.verified, check.inliers):
+                check = found
+            # No second try at a size no verified fit may have: on noise frames such fits asked
+            # for the query at 16x (a 36864-cell view), most of the search's time for nothing.
+            if (attempt or check.verified or check.box is None
+                    or check.inliers < RETRY_MIN_INLIERS
+                    or abs(math.log2(check.scale / zoom)) < 0.5
+                    or not self.config.scale_range[0] <= check.scale <= self.config.scale_range[1]):
+                break
+            box, zoom = check.box, check.scale
+        return check
 
     def window(self, box: Sequence[float], size: tuple[int, int], factor: float = 1.0) -> Box:
         """The region matched around a candidate: its box grown by ``window_margin`` each way,
