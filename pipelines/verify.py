@@ -328,9 +328,12 @@ class Verifier:
                                    self.config.dense_min_inliers)
             if (found.verified, found.inliers) > (check.verified, check.inliers):
                 check = found
+            # No second try at a size no verified fit may have: on noise frames such fits asked
+            # for the query at 16x (a 36864-cell view), most of the search's time for nothing.
             if (attempt or check.verified or check.box is None
                     or check.inliers < RETRY_MIN_INLIERS
-                    or abs(math.log2(check.scale / zoom)) < 0.5):
+                    or abs(math.log2(check.scale / zoom)) < 0.5
+                    or not self.config.scale_range[0] <= check.scale <= self.config.scale_range[1]):
                 break
             box, zoom = check.box, check.scale
         return check

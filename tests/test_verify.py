@@ -19,7 +19,7 @@ from pipelines.cli import app
 from pipelines.fusion import (DEFAULT_FUSION, FusionModel, fit_logistic, fusion_path, load_fusion)
 from pipelines.local_features import Keypoints, NetworkFeatures, backbone_encoder, mutual_matches
 from pipelines.search import Searcher
-from pipelines.verify import TRUTH_RGB, VERIFIED_RGB, Verifier, VerifyConfig, draw_matches
+from pipelines.verify import TRUTH_RGB, VERIFIED_RGB, Verification, Verifier, VerifyConfig, draw_matches
 
 SCENE = (300, 400)  # height, width
 
@@ -235,3 +235,21 @@ def test_mutual_matches_equal_the_two_argmaxes(ties: bool) -> None:
     assert len(expected) > 10
     np.testing.assert_array_equal(q, expected)
     np.testing.assert_array_equal(m, best_medium[expected])
+
+
+@pytest.mark.parametrize("scale, attempts", [(2.0, 2), (16.0, 1)])
+def test_second_try_only_at_a_size_a_verified_fit_may_have(searcher: Searcher, monkeypatch: pytest.MonkeyPatch,
+                                                          scale: float, attempts: int) -> None:
+    """An unverified fit at another size gives a second try there, unless that size lies outside
+    scale_range (no fit at it could be verified; on noise frames it meant 36864-cell query views)."""
+    verifier = Verifier(VerifyConfig(), NetworkFeatures(backbone_encoder(searcher.model)))
+    tries: list[float] = []
+    fit = Verification(False, inliers=10, matches=30, box=(40, 40, 120, 140), scale=scale)
+
+    def best_fit(views, scene, *args):  # type: ignore[no-untyped-def]
+        tries.append(views[0].scale)
+        return fit
+
+    monkeypatch.setattr(verifier, "_best_fit", best_fit)
+    check = verifier.verify(_query(), None, _background(), [(100, 100, 196, 220)])[0]
+    assert len(tries) == attempts and check == fit  # zoom 1 first (the box is the query's size)
