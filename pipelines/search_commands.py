@@ -280,7 +280,7 @@ def parse_scales(text: str | None) -> tuple[float, ...] | None:
     try:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise InputError(f"--scales must be comma-separated numbers, not {text!r}") from None
+        raise InputError(f"--scales must be comma-separated numbers or 'auto', not {text!r}") from None
     if not scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in scales):
         raise InputError(f"--scales must be numbers in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], not {text!r}")
     return scales
