@@ -22,7 +22,7 @@ on every ``redetect_every``-th frame, windows at the whole frame's highest peaks
 batch; the window the filter finds most like the target is *re-detected* where its response
 reaches ``filter_reacquire_ratio`` of the reference (hysteresis: re-acquiring asks more than
 holding). Until then the box coasts on the best evidence near the last place, and nothing is
-learned. The filters learn only from confident frames. Without an online filter the
+learned. The online filter learns only from confident frames. Without it the
 lost target is searched in the whole frame until a peak reaches ``reacquire_ratio``.
 
 The query's own template stays the anchor: an optional running template (``template_rate`` > 0)
@@ -41,7 +41,7 @@ import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -88,7 +88,7 @@ class TemporalConfig:
     # With the online filter, its response where the target is chosen is the better witness (the
     # siamese heat of a covering background patch stays at 0.6-0.8 of the target's; the filter's
     # drops to 0.2-0.45): lost below filter_lost_ratio x its reference (the median of the last
-    # reference_frames confident frames), re-detected at filter_reacquire_ratio x it. While lost,
+    # reference_frames frames held), re-detected at filter_reacquire_ratio x it. While lost,
     # the last place and the filter_candidates highest peaks of the whole frame are each searched
     # in a window (one batch), and the filter picks among them (see _search_lost).
     filter_lost_ratio: float = 0.5
@@ -239,7 +239,6 @@ class TemporalSearcher:
         self.recent: deque[float] = deque(maxlen=cfg.reference_frames)
         # The online filter's responses where the target was held: the same for the filter.
         self.recent_confidence: deque[float] = deque(maxlen=cfg.reference_frames)
-        self._whole_affine = np.eye(2, 3)
         self._lost_frames = 0  # frames since the target was lost
         self.scale_bias: np.ndarray | None = None  # per scale, set on the first windowed frame
         self.state = LOST
@@ -382,15 +381,14 @@ class TemporalSearcher:
     def _hold(self, frame: np.ndarray, index: int, look: Look, state: str, fresh: bool) -> Track:
         """Move the target to where ``look`` peaks; teach the filters on confident frames."""
         cfg = self.config
-        side, zoom = self.window_side, self._zoom()
+        side = self.window_side
         y, x, peak = look.y, look.x, look.peak
         dx = dy = 0.0
         if fresh:  # the box is given (or just found whole): the target sits in the window's middle
             dx, dy = x + 0.5 - side / 2, y + 0.5 - side / 2
         if state == TRACKING:
             self._teach(look.features, (y + 0.5 - dy) / GRID, (x + 0.5 - dx) / GRID, self._is_confident(look))
-        self.center = (look.center[0] + (x + 0.5 - dx - side / 2) / zoom,
-                       look.center[1] + (y + 0.5 - dy - side / 2) / zoom)
+        self.center = self._frame_point(look, dx, dy)
         # A larger template matching means the target looks larger in the window.
         self.height *= 1.0 + cfg.scale_rate * (self.scales[look.s] - 1.0)
         self._rescale(frame, peak, fresh)
@@ -400,6 +398,12 @@ class TemporalSearcher:
         if state == TRACKING:
             self._update_template(frame, box, peak)
         return Track(index, state, box, peak, look.heat[look.s], look.affine)
+
+    def _frame_point(self, look: Look, dx: float = 0.0, dy: float = 0.0) -> tuple[float, float]:
+        """The frame point where ``look`` peaks, less (dx, dy) window pixels."""
+        half, zoom = self.window_side / 2, self._zoom()
+        return (look.center[0] + (look.x + 0.5 - dx - half) / zoom,
+                look.center[1] + (look.y + 0.5 - dy - half) / zoom)
 
     def _search_lost(self, frame: np.ndarray, index: int, near: Look | None) -> Track:
         """While lost (long-term trackers' re-detection): the last place and the highest peaks of
@@ -413,12 +417,12 @@ class TemporalSearcher:
         centers = [] if near is not None else [self.center]
         self._lost_frames = 0 if self.state != LOST else self._lost_frames + 1
         if cfg.filter_candidates and self._lost_frames % cfg.redetect_every == 0:
-            heat, sizes, to_frame = self._whole_heat(frame, cfg.redetect_scales)
+            heat, sizes, affine = self._whole_heat(frame, cfg.redetect_scales)
             radius = max(sizes[0]) / 2
             level = cfg.lost_ratio * self.reference  # weaker peaks cannot be re-detected
             for y, x in _top_peaks(heat.max(axis=0), cfg.filter_candidates, radius):
                 if heat[:, y, x].max() >= level:
-                    centers.append(to_frame(x, y, sizes[0][0]))
+                    centers.append(self._whole_point(affine, x, y, sizes[0][0]))
         looks = ([near] if near is not None else []) + (self._look(frame, centers) if centers else [])
         best = max(looks, key=lambda look: (look.confidence or 0.0, look.peak))
         if ((best.confidence or 0.0) >= cfg.filter_reacquire_ratio * self.filter_reference
@@ -427,18 +431,16 @@ class TemporalSearcher:
         # Not re-detected: follow the best evidence near the last place (as a tracker coasts), but
         # learn nothing from it; a covered target comes back there, a changed one may be kept.
         here = looks[0]
-        side, zoom = self.window_side, self._zoom()
-        self.center = (here.center[0] + (here.x + 0.5 - side / 2) / zoom,
-                       here.center[1] + (here.y + 0.5 - side / 2) / zoom)
+        self.center = self._frame_point(here)
         self.state = LOST
         box = box_from(self.center, (self.height * self.aspect, self.height), w, h)
         return Track(index, LOST, box, here.peak, here.heat[here.s], here.affine)
 
     def _whole_heat(self, frame: np.ndarray, scales: Sequence[float]
-                    ) -> tuple[np.ndarray, list[tuple[int, int]], Callable[[float, float, int], tuple[float, float]]]:
+                    ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
         """Heat of the whole frame resampled so the target, at its last known size (at first: the
-        query's pixel size), appears at the template's size: (S x H x W heat, template sizes, a
-        function (x, y, template height) of the heat's pixels -> the object's centre in the frame)."""
+        query's pixel size), appears at the template's size: (S x H x W heat, template sizes, the
+        2 x 3 affine from frame pixels to the heat's)."""
         cfg = self.config
         h, w = frame.shape[:2]
         zoom = min(self._zoom(), cfg.redetect_max_side / max(w, h))
@@ -450,34 +452,34 @@ class TemporalSearcher:
             sizes = [(max(8, round(sh * zoom / self._zoom())), max(8, round(sw * zoom / self._zoom())))
                      for sh, sw in sizes]
         sizes = [(min(sh, out_h), min(sw, out_w)) for sh, sw in sizes]
-        heat = self.net.heat(medium, sizes)
+        affine = np.array([[out_w / w, 0, 0], [0, out_h / h, 0]], np.float64)
+        return self.net.heat(medium, sizes), sizes, affine
 
-        def to_frame(x: float, y: float, template_height: int) -> tuple[float, float]:
-            dx, dy = self.peak_offset * template_height / self.template_size[0]
-            return (x + 0.5 - dx) * w / out_w, (y + 0.5 - dy) * h / out_h
-
-        self._whole_affine = np.array([[out_w / w, 0, 0], [0, out_h / h, 0]], np.float64)
-        return heat, sizes, to_frame
+    def _whole_point(self, affine: np.ndarray, x: int, y: int, template_height: int) -> tuple[float, float]:
+        """The object's centre in the frame for a whole-frame heat peak at (x, y) of a template
+        ``template_height`` tall (its peak sits peak_offset, scaled, off the centre)."""
+        dx, dy = self.peak_offset * template_height / self.template_size[0]
+        return (x + 0.5 - dx) / affine[0, 0], (y + 0.5 - dy) / affine[1, 1]
 
     def _whole(self, frame: np.ndarray, index: int, w: int, h: int) -> Track:
         """The whole frame searched for its highest peak: the first acquisition, and re-detection
         when no online filter is there to tell the target from look-alikes."""
         cfg = self.config
-        heat, sizes, to_frame = self._whole_heat(
+        heat, sizes, affine = self._whole_heat(
             frame, cfg.acquire_scales if self.center is None else cfg.redetect_scales)
         s, y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
         peak = float(heat[s, y, x])
-        center = to_frame(x, y, sizes[s][0])
-        height = sizes[s][0] * h / heat.shape[1]
+        center = self._whole_point(affine, x, y, sizes[s][0])
+        height = sizes[s][0] / affine[1, 1]
         box = box_from(center, (height * self.aspect, height), w, h)
         level = self.reference * cfg.reacquire_ratio if self.reference is not None else None
         if level is None or peak >= level:
             if level is not None:
                 self.recent.append(peak)
             self.center, self.height, self.state = center, height, REDETECTED
-            return Track(index, REDETECTED, box, peak, heat[s], self._whole_affine)
+            return Track(index, REDETECTED, box, peak, heat[s], affine)
         self.state = LOST
-        return Track(index, LOST, box, peak, heat[s], self._whole_affine)
+        return Track(index, LOST, box, peak, heat[s], affine)
 
     def _rescale(self, frame: np.ndarray, peak: float, fresh: bool) -> None:
         """Follow the target's size with the scale filter; teach it on confident frames."""
