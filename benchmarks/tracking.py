@@ -214,7 +214,7 @@ def main() -> None:
         events = []
         if args.events:
             events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every,
-                                 length=args.length)
+                                 length=args.length, boxes=sequence.boxes)
             frames, sequence.boxes = apply_events(frames, sequence.boxes, events)
         for method in args.methods:
             if method == "temporal":
