@@ -185,10 +185,12 @@ def speed_on_photos(args: argparse.Namespace) -> None:
         return
     verified = Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained)
     heat_only = Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained, verify=False)
-    totals = {"backbone": 0.0, "heat map": 0.0, "verified (default)": 0.0}
+    as_given = Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained, verify=False,
+                        mirror=False)
+    totals = {"backbone": 0.0, "heat map, as given": 0.0, "heat map": 0.0, "verified (default)": 0.0}
     cases = ccp.search_cases("test")[:args.photos]
     for case in cases:
-        queries = [s.prepare(case.query[..., :3], case.query[..., 3]) for s in (verified, heat_only)]
+        queries = [s.prepare(case.query[..., :3], case.query[..., 3]) for s in (verified, heat_only, as_given)]
         batch = to_tensor([case.scene], verified.device, verified.channels_last)
 
         def backbone() -> None:
@@ -196,6 +198,8 @@ def speed_on_photos(args: argparse.Namespace) -> None:
                 verified.model.backbone.forward_features(batch, max_stride=verified.model.max_stride)
 
         totals["backbone"] += best_time(backbone, args.repeats, verified.device)
+        totals["heat map, as given"] += best_time(lambda: as_given.find_many(queries[2], [case.scene]),
+                                                  args.repeats, verified.device)
         totals["heat map"] += best_time(lambda: heat_only.find_many(queries[1], [case.scene]), args.repeats,
                                         verified.device)
         totals["verified (default)"] += best_time(lambda: verified.find_many(queries[0], [case.scene]),

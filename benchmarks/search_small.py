@@ -101,7 +101,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("mosaic", "tracking"), default=None)
     parser.add_argument("--checkpoint", type=Path, action="append", default=[])
     parser.add_argument("--no-untrained", action="store_true")
-    parser.add_argument("--mirror", action="store_true", help="Networks also search the query mirrored.")
+    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
+                        help="Networks do not also search the query mirrored (the default does).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()

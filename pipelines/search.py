@@ -195,7 +195,9 @@ class Searcher:
     (:func:`auto_scales`, from :data:`DEFAULT_QUERY_SCALES`: slower for a query large against the
     medium, whose small sizes are searched in the medium up-sampled; the keyword ``min_object_fraction``, default 1/16, is the smallest
     object it covers against the medium's shorter side: 1/8 encodes about a third of the pixels
-    for a large query, and misses more small instances); ``mirror`` also searches the query mirrored. ``verify``:
+    for a large query, and misses more small instances); ``mirror`` (default) also searches the query
+    mirrored: a garment faces either way in a scene (CCP calibration photos, heat map alone: top-1
+    0.467 -> 0.833, hit at FPR <= 0.1 0.350 -> 0.683, for ~20% more time). ``verify``:
     check candidates geometrically and fuse the evidence into the score (:mod:`pipelines.verify`,
     :mod:`pipelines.fusion`; ``fusion`` = a fusion model JSON other than the network's own); False
     gives the heat map's detections alone.
@@ -205,7 +207,7 @@ class Searcher:
                  threshold: float | None = None,
                  query_scales: Sequence[float] | None = DEFAULT_QUERY_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, untrained: bool = False,
-                 mirror: bool | None = None, verify: bool = True, fusion: Path | str | None = None,
+                 mirror: bool = True, verify: bool = True, fusion: Path | str | None = None,
                  **level_options: Any) -> None:
         tune_malloc()
         check_scales(query_scales)
@@ -216,7 +218,7 @@ class Searcher:
         if not 0.0 < self.threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1, not {self.threshold}")
         self.network = NetworkSearch(model, resolve_device(device), query_scales, max_side, amp,
-                                     mirror=bool(mirror), **level_options)
+                                     mirror=mirror, **level_options)
         self.verification = None
         if verify:
             from pipelines.fusion import VerificationStage

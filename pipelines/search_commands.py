@@ -349,6 +349,8 @@ def register(app: typer.Typer) -> None:
         scales: str = typer.Option("0.5,1,2", "--scales", help=SCALES_HELP),
         no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
                                        "of candidates, no fused score (issue 13)."),
+        no_mirror: bool = typer.Option(False, "--no-mirror", help="Search the query only as given, not also "
+                                       "mirrored (faster; misses objects facing the other way)."),
         fusion: Optional[Path] = typer.Option(None, "--fusion", help="Fusion model JSON (default: the model's "
                                               "own: CKPT.fusion.json, or the untrained network's)."),
         sequence: bool = typer.Option(False, "--sequence", help="Read each MEDIA folder as one video "
@@ -387,7 +389,7 @@ def register(app: typer.Typer) -> None:
                 load_query(query, query_mask)  # a bad query fails here, before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
                                 query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,
-                                fusion=fusion)
+                                fusion=fusion, mirror=not no_mirror)
             return searcher, jobs
 
         searcher, jobs = run_guarded(prepare)
@@ -445,6 +447,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the photo cases."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         scales: str = typer.Option("0.5,1,2", "--scales", help=SCALES_HELP),
+        no_mirror: bool = typer.Option(False, "--no-mirror", help="Calibrate the search of the query only as "
+                                       "given (as `synth search --no-mirror`)."),
     ) -> None:
         """Pick the heat threshold that maximises detection F1 (IoU >= 0.5).
 
@@ -467,7 +471,7 @@ def register(app: typer.Typer) -> None:
             if shards is not None:
                 list_shards(shards)  # unreadable shards: one line before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
-                                untrained=untrained)
+                                untrained=untrained, mirror=not no_mirror)
             if photos:
                 found = photo_cases(list(photos), cases, seed=seed, source_format=source_format,
                                     include=list(include or []), categories=_names(categories),
@@ -482,6 +486,7 @@ def register(app: typer.Typer) -> None:
                       "recall": result.recall, "cases": len(found), **origin,
                       "model": searcher.model_name,
                       "query_scales": "auto" if searcher.auto_scales else list(searcher.query_scales),
+                      "mirror": searcher.network.mirror,
                       "table": result.table}
             atomic_write_text(out, json.dumps(report, indent=2) + "\n")
             console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "
