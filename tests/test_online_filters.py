@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 from skimage import data
 
 from pipelines.online_filter import CorrelationFilter
-from pipelines.scale_filter import ScaleFilter
+from pipelines.scale_filter import ScaleConfig, ScaleFilter
 
 GRID = (26, 26)
 
@@ -79,3 +80,36 @@ def test_scale_filter_reads_growth_and_shrinkage() -> None:
     shrunk, _ = _scene_with(0.9)
     assert sizer.estimate(grown, center, (40.0, 40.0)) > 1.04
     assert sizer.estimate(shrunk, center, (40.0, 40.0)) < 0.96
+
+
+def _rescaled(image: np.ndarray, center: tuple[float, float], factor: float) -> np.ndarray:
+    """The whole picture magnified by ``factor`` about ``center`` (the same size)."""
+    affine = np.array([[factor, 0, center[0] * (1 - factor)], [0, factor, center[1] * (1 - factor)]], np.float32)
+    return cv2.warpAffine(image, affine, image.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def test_scale_filter_reads_a_rescaled_photo_and_clamps_the_change() -> None:
+    """A whole photo (no object on a plain ground: the target's surroundings change with scale too)
+    magnified by 1.2 or 0.85: the filter reads the direction and most of the amount (before the
+    features' mean over the scales was taken off, it answered 1.0 to both), the default config
+    clamps the change per frame at 1.1, and without the clamp it reads the amount within 5%."""
+    for photo, size in ((data.astronaut(), (60.0, 80.0)), (data.chelsea(), (120.0, 100.0))):
+        h, w = photo.shape[:2]
+        center = (w / 2, h / 2)
+        for config, tolerance in ((ScaleConfig(), None), (ScaleConfig(max_change=None), 0.05)):
+            sizer = ScaleFilter(size, config)
+            sizer.update(photo, center, size)
+            assert sizer.estimate(photo, center, size) == 1.0
+            for factor in (1.2, 0.85):
+                estimate = sizer.estimate(_rescaled(photo, center, factor), center, size)
+                if tolerance is None:
+                    assert estimate == pytest.approx(1.1 if factor > 1 else 1 / 1.1, abs=0.025), (factor, estimate)
+                else:
+                    assert abs(estimate / factor - 1) <= tolerance, (factor, estimate)
+
+
+def test_scale_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError):
+        ScaleConfig(max_change=0.9)
+    with pytest.raises(ValueError):
+        ScaleConfig(step=1.0)
