@@ -50,7 +50,7 @@ class SceneCells:
     def __init__(self, network: NetworkFeatures, medium: np.ndarray | None,
                  whole: np.ndarray | None = None) -> None:
         if (medium is None) == (whole is None):
-            raise ValueError("SceneCells needs the medium or its whole feature map, not both")
+            raise ValueError("SceneCells needs either the medium or its whole feature map")
         self.network = network
         self.medium = medium
         if medium is not None:
