@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,6 +35,8 @@ COLLECT_FLOOR = 0.05
 
 def collect(searcher, cases, config: VerifyConfig | None = None) -> list[Candidate]:
     """Labelled, verified candidates of ``cases`` (PhotoCase-like: query, scene, boxes)."""
+    # Every candidate checked (no stop at a verified one): the fit needs them all labelled.
+    config = replace(config or VerifyConfig(), enough_inliers=0)
     stage = VerificationStage(searcher, FusionModel([1.0, 0.0, 0.0], 0.0, COLLECT_FLOOR),
                               searcher_verifier(searcher, config))
     candidates: list[Candidate] = []

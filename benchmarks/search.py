@@ -221,6 +221,8 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_QUERY_SCALES),
                         help="Query scales (as synth search's default).")
     parser.add_argument("--auto-scales", action="store_true", help="Automatic scales (synth search --scales auto).")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads of torch (0: its default); 1 steadies figures on a shared machine.")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--query-size", type=int, default=96)
@@ -230,6 +232,8 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=0,
                         help="Speed on this many real CCP catalogue -> scene cases instead of noise frames.")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     if args.calibrate:
         calibrate(args)
     elif args.photos > 0:

@@ -215,8 +215,9 @@ class VerificationStage:
     """Turns one medium's heat-map candidates into fused detections (the Searcher's hook).
 
     Candidates are the heat map's peaks down to ``min(pre_threshold, threshold)``; the strongest
-    ``max_candidates`` at or above ``pre_threshold`` are verified; each gets the fused score, the
-    fitted box when verified, and non-maximum suppression runs again on the new boxes.
+    ``max_candidates`` at or above ``pre_threshold`` are verified, highest heat first until one
+    is (see :meth:`check`); each gets the fused score, the fitted box when verified, and
+    non-maximum suppression runs again on the new boxes.
     """
 
     def __init__(self, searcher: Any, model: FusionModel, verifier: Any) -> None:
@@ -236,7 +237,9 @@ class VerificationStage:
 
         Candidates are the heat peaks down to ``min(pre_threshold, threshold)`` (``threshold``
         None: down to the pre-threshold); the top peak and the others at or above the
-        pre-threshold are verified, at most ``max_candidates``. ``features[index]`` is the
+        pre-threshold are verified, at most ``max_candidates``, highest heat first until one is
+        verified with the verifier's ``enough_inliers`` (those after it stay unchecked, None:
+        their heat-map detections stand). ``features[index]`` is the
         medium's stride-8 feature map from the search (:class:`~pipelines.search.SearchMaps`),
         reused by network-feature verification.
         """

@@ -13,7 +13,9 @@ Two feature sources, chosen by :attr:`VerifyConfig.features`:
   keypoints only, so a look-alike elsewhere in the medium does not veto a match;
 - ``"network"``: the search network's own stride-8 backbone features as dense descriptors, the
   query resized to the candidate's estimated size, mutual nearest neighbours between the query's
-  cells and the window's.
+  cells and the window's. Candidates are checked highest heat first until one is verified
+  (:attr:`VerifyConfig.enough_inliers`); the medium is encoded only around the windows checked
+  (:mod:`pipelines.scene_cells`) where the search has not encoded it whole.
 
 :meth:`Verifier.verify_scene` matches the query against a whole medium (no candidate): the
 classical SIFT baseline of the benchmarks is this one function.
@@ -37,6 +39,7 @@ import numpy as np
 
 from pipelines.local_features import (DenseMap, Keypoints, NetworkFeatures, SiftFeatures,
                                       mutual_matches, ratio_matches)
+from pipelines.scene_cells import SceneCells
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,10 @@ class VerifyConfig:
     scale_range: tuple[float, float] = (0.1, 4.0)  # object size / query size accepted from a fit
     window_margin: float = 0.5  # the candidate's box grown by this share of its side, each way
     max_candidates: int = 8  # candidates verified per medium (highest heat first)
+    # Network features: a candidate verified with at least this many inliers ends the checks of
+    # those with less heat (0: check them all; the default, dense_min_inliers, stops at the first
+    # verified one). See Verifier.verify.
+    enough_inliers: int = 16
     max_side: int = 1024  # media are matched at most this many pixels on their longer side
 
     def validate(self) -> None:
@@ -77,6 +84,7 @@ class VerifyConfig:
             (self.dense_ransac_px > 0 and self.sift_zoom > 0, "dense_ransac_px and sift_zoom must be positive"),
             (0.0 < self.scale_range[0] < self.scale_range[1], "scale_range must be 0 < lo < hi"),
             (self.max_candidates >= 1, "max_candidates must be at least 1"),
+            (self.enough_inliers >= 0, "enough_inliers must be 0 (check all) or more"),
         ]
         for ok, message in checks:
             if not ok:
@@ -279,11 +287,16 @@ class Verifier:
     # -- candidates ---------------------------------------------------------------------------------
 
     def verify(self, query_rgb: np.ndarray, query_mask: np.ndarray | None, medium: np.ndarray,
-               candidates: Sequence[Box], dense: DenseMap | None = None) -> list[Verification]:
-        """One :class:`Verification` per candidate box (medium pixels), in order.
+               candidates: Sequence[Box], dense: DenseMap | None = None) -> list[Verification | None]:
+        """One :class:`Verification` per candidate box (medium pixels, highest heat first), in
+        order; None for those not checked.
 
-        ``dense``: the medium's network features if already computed (the search's own), else
-        they are computed here (network features only).
+        Network features: candidates are checked in order until one is verified with at least
+        ``enough_inliers`` inliers; those after it are left unchecked (their heat-map detections
+        stand), which on a photo holding the object spares most of the matching and, with the
+        medium encoded only around the windows checked (:class:`SceneCells`), most of its
+        encoding. ``dense``: the medium's network features if already computed (the search's
+        own), else they are computed here where needed.
         """
         if not candidates:
             return []
@@ -292,10 +305,21 @@ class Verifier:
             assert self.network is not None
             if dense is None:
                 small, factor = _shrink(medium, self.config.max_side)
-                dense = DenseMap(self.network.encode(small[None])[0], factor)
-            scene = self.network.cells(dense.features)
-            return [self._dense_check(query_rgb, query_mask, box, scene, dense, size)
-                    for box in candidates]
+                scene = SceneCells(self.network, small)
+            else:
+                scene, factor = SceneCells(self.network, None, dense.features), dense.factor
+            windows = [self.window(box, size, factor) for box in candidates]
+            enough = self.config.enough_inliers
+            # The top candidate's window alone first where it may settle it, else all at once.
+            scene.prepare(windows[:1] if enough else windows)
+            checks: list[Verification | None] = [None] * len(candidates)
+            for i, box in enumerate(candidates):
+                if i == 1:
+                    scene.prepare(windows[1:])
+                checks[i] = check = self._dense_check(query_rgb, query_mask, box, scene, factor, size)
+                if enough and check.verified and check.inliers >= enough:
+                    break
+            return checks
         views = self.sift_views(query_rgb, query_mask)
         if all(len(v.keypoints) < self.config.min_inliers for v in views):
             return [NOT_VERIFIED] * len(candidates)  # a flat query: nothing to check with
@@ -314,7 +338,7 @@ class Verifier:
                               self.config.min_inliers)
 
     def _dense_check(self, query_rgb: np.ndarray, query_mask: np.ndarray | None, box: Box,
-                     scene: Keypoints, dense: DenseMap, size: tuple[int, int]) -> Verification:
+                     scene: SceneCells, factor: float, size: tuple[int, int]) -> Verification:
         """Network features in the window of ``box``, the query at the box's size; where that
         misjudged the size (the heat map's estimate can be off by 2x and more), a fit that found
         the object anyway gives its size and place for a second try."""
@@ -322,9 +346,9 @@ class Verifier:
         zoom = math.sqrt(max(1.0, (box[2] - box[0]) * (box[3] - box[1])) / (qh * qw))
         check = NOT_VERIFIED
         for attempt in range(2):
-            views = self.network_views(query_rgb, query_mask, zoom * dense.factor)
-            found = self._best_fit(views, scene.inside(self.window(box, size, dense.factor)),
-                                   dense.factor, size, mutual_matches, self.config.dense_ransac_px,
+            views = self.network_views(query_rgb, query_mask, zoom * factor)
+            found = self._best_fit(views, scene.inside(self.window(box, size, factor)),
+                                   factor, size, mutual_matches, self.config.dense_ransac_px,
                                    self.config.dense_min_inliers)
             if (found.verified, found.inliers) > (check.verified, check.inliers):
                 check = found

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -93,15 +94,37 @@ def test_look_alike_with_another_texture_is_not_verified(verifier: Verifier) -> 
     assert not check.verified and check.inliers <= 0.6 * _bar(verifier), check
 
 
-def test_several_instances_are_each_checked(verifier: Verifier) -> None:
+def _two_instances() -> tuple[np.ndarray, list[tuple[int, ...]], tuple[tuple[int, int, int, int], ...]]:
     scene = _background()
     first = _place(scene, _query(), (90, 90), angle=0, scale=0.8, mirror=False)
     second = _place(scene, _query(), (300, 200), angle=-8, scale=0.6, mirror=True)
-    checks = verifier.verify(_query(), None, scene, [_rough(first), _rough(second), (150, 220, 230, 300)])
+    return scene, [_rough(first), _rough(second), (150, 220, 230, 300)], (first, second)
+
+
+def test_several_instances_are_each_checked(verifier: Verifier) -> None:
+    scene, candidates, truths = _two_instances()
+    every = Verifier(replace(verifier.config, enough_inliers=0), verifier.network)
+    checks = every.verify(_query(), None, scene, candidates)
     assert [c.verified for c in checks] == [True, True, False]
-    for check, truth in zip(checks, (first, second)):
+    for check, truth in zip(checks, truths):
         assert max(abs(a - b) for a, b in zip(check.box, truth)) <= 5
     assert [c.mirrored for c in checks[:2]] == [False, True]
+
+
+def test_a_strongly_verified_candidate_ends_the_checks(searcher: Searcher) -> None:
+    """Network features: the top candidate verified with enough inliers leaves the others
+    unchecked (None), and its own check is the one checking every candidate gives."""
+    scene, candidates, _ = _two_instances()
+    network = NetworkFeatures(backbone_encoder(searcher.model))
+    every = Verifier(VerifyConfig(enough_inliers=0), network).verify(_query(), None, scene, candidates)
+    early = Verifier(VerifyConfig(), network).verify(_query(), None, scene, candidates)
+    assert every[0].inliers >= VerifyConfig().enough_inliers
+    assert early[1:] == [None, None]
+    assert (early[0].verified, early[0].inliers, early[0].box) == (every[0].verified, every[0].inliers, every[0].box)
+    # A bar above the top candidate's inliers checks the rest as before.
+    high = Verifier(VerifyConfig(enough_inliers=every[0].inliers + 1), network)
+    rest = high.verify(_query(), None, scene, candidates)
+    assert [(c.verified, c.inliers, c.box) for c in rest] == [(c.verified, c.inliers, c.box) for c in every]
 
 
 def test_query_mask_outline_gives_the_object_box(verifier: Verifier) -> None:
