@@ -41,3 +41,39 @@ def ignore_interrupts() -> None:
     """Initializer of worker processes: Ctrl-C reaches the whole process group, but only the parent
     should react (it stops the pool and prints one line); workers would each print a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# Setters of the thread count in the OpenBLAS builds numpy (scipy-openblas) and OpenCV bundle.
+_BLAS_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                 "openblas_set_num_threads64_", "openblas_set_num_threads")
+
+
+def limit_blas_threads(threads: int = 1) -> int:
+    """Set the thread count of every OpenBLAS loaded in this process (numpy's, OpenCV's); returns
+    how many libraries were set.
+
+    The search mixes torch (its own OpenMP threads) with numpy products (verification's feature
+    matching). OpenBLAS threads that keep spinning after a product take the cores torch's next
+    layer needs: measured on a 2-core machine (`benchmarks/search.py --photos 20`, 2 torch threads),
+    the verified search took 131 ms a scene with numpy's default threads and 67 ms with one.
+    Works whatever was imported first (unlike OPENBLAS_NUM_THREADS, read only at numpy's import);
+    Linux only (reads /proc/self/maps), a no-op elsewhere."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()})
+    except OSError:
+        return 0
+    done = 0
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in _BLAS_SETTERS:
+            setter = getattr(library, name, None)
+            if setter is not None:
+                setter(ctypes.c_int(threads))
+                done += 1
+                break
+    log.debug("OpenBLAS threads set to %d in %d libraries", threads, done)
+    return done

@@ -36,7 +36,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from augment.imageio import InputError, read_image, read_mask
-from augment.system import tune_malloc
+from augment.system import limit_blas_threads, tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
 from pipelines.detections import Detection, box_iou, detect, match_counts  # noqa: F401 (API)
 from pipelines.highlight import highlight, object_mask
@@ -210,6 +210,7 @@ class Searcher:
                  mirror: bool = True, verify: bool = True, fusion: Path | str | None = None,
                  **level_options: Any) -> None:
         tune_malloc()
+        limit_blas_threads(1)  # numpy's products between torch's layers: see limit_blas_threads
         check_scales(query_scales)
         model, stored, self.model_name = load_model(checkpoint, untrained)
         # A trained conversion net predicts the object's pixels, so its heat regions can box peaks.

@@ -281,3 +281,21 @@ def test_calibrate_on_labelled_photos(tmp_path: Path) -> None:
     both = CliRunner().invoke(app, ["calibrate", "--photos", str(photos), "--shards", str(tmp_path),
                                     "--out", str(out)])
     assert both.exit_code == 2 and "one of them" in both.output
+
+
+def test_numpy_blas_is_limited_to_one_thread() -> None:
+    """The search sets numpy's OpenBLAS to one thread (its spinning threads starve torch's)."""
+    import ctypes
+
+    from augment.system import limit_blas_threads
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # OpenBLAS loaded and started
+    paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()}
+    numpy_blas = [p for p in paths if "scipy_openblas" in p]
+    if not numpy_blas:
+        pytest.skip("numpy is not linked against a bundled scipy-openblas here")
+    assert limit_blas_threads(1) >= 1
+    getter = getattr(ctypes.CDLL(numpy_blas[0]), "scipy_openblas_get_num_threads64_", None)
+    if getter is None:
+        pytest.skip("this scipy-openblas has no 64-bit-interface thread getter")
+    assert getter() == 1
