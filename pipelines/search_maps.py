@@ -49,11 +49,12 @@ MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
 # Media are searched at most this many pixels on their longer side (the query shrinks alike).
 DEFAULT_MAX_SIDE = 1024
 # A level's kernel (the query at that level's size) spans at least this many pixels on its shorter
-# side (9 cells of the stride-8 grid): a smaller object is searched in the medium up-sampled. 72
-# rather than 48 (6 cells): on crowd mosaics of CCP calibration photos (0501-0600, 60 cases, query
-# at the photo's resolution, --scales auto) the top peak within 20 px 0.800 -> 0.833, succAUC
-# 0.452 -> 0.609 (with the size margin below); more cells tell the garment from its look-alikes.
-MIN_KERNEL_SIDE = 72
+# side (6 cells of the stride-8 grid): a smaller object is searched in the medium up-sampled. 72
+# (9 cells) was tried at stop 18: crowd mosaics of CCP calibration photos gained (--scales auto,
+# mirrored: prec@20 0.750 -> 0.800, succAUC 0.467 -> 0.569) but the thin pedestrian of the Crossing
+# sequence, searched whole per frame, was lost (every 5th frame: prec@20 0.292 -> 0.042; its
+# 17-px-wide query zoomed 4x); CCP calibration photos were the same (heat top-1 0.900 vs 0.917).
+MIN_KERNEL_SIDE = 48
 # ... and at most this many as the geometric mean of its sides (12 x 12 cells' worth): a larger
 # object is searched in the medium shrunk, which bounds the correlation's cost whatever the
 # query's resolution.
@@ -62,8 +63,9 @@ MAX_KERNEL_SIDE = 96
 MAX_ZOOM = 4.0
 # The object's size at a place is the largest scale whose standardised cosine is within this many
 # standard deviations of the best (NetworkSearch._object_height). 0.75, not 1.75: the wider margin
-# boxed small garments 2-3x too large (CCP calibration, heat map alone with the mirror: top-1 0.867
-# -> 0.917; crowd mosaics succAUC 0.528 -> 0.569); 0 lost a fused case on CCP calibration.
+# boxed small garments 2-3x too large (CCP calibration, heat map alone with the mirror and 72-px
+# kernels: top-1 0.867 -> 0.917; crowd mosaics succAUC 0.528 -> 0.569); 0 lost a fused case on CCP
+# calibration.
 SCALE_MARGIN = 0.75
 # Zoomed media above this many pixels are searched in overlapping tiles.
 MAX_TILE_PIXELS = 1600 * 1200

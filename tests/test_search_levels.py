@@ -25,11 +25,10 @@ def test_levels_zoom_in_for_small_queries_and_out_for_large_ones():
     large = plan_levels((600, 300), (416, 832), (0.5, 1.0))
     assert all(level.zoom < 1 for level in large)
     assert all(np.sqrt(l.query_size[0] * l.query_size[1]) <= 110 for l in large)  # the kernel stays small
-    usual = plan_levels((96, 96), (480, 640), (0.5, 1.0, 2.0), min_side=48)
+    usual = plan_levels((96, 96), (480, 640), (0.5, 1.0, 2.0))
     assert [(l.query_size, l.zoom) for l in usual] == [((48, 48), 1.0), ((96, 96), 1.0), ((96, 96), 0.5)]
-    # The default asks for more cells across (MIN_KERNEL_SIDE 72): a 48 px object is searched in the
-    # medium up-sampled by the nearest quarter octave, 2 ** 0.5.
-    (zoomed,) = plan_levels((96, 96), (480, 640), (0.5,))
+    # Asking for more cells across zooms a 48 px object in by the nearest quarter octave.
+    (zoomed,) = plan_levels((96, 96), (480, 640), (0.5,), min_side=72)
     assert zoomed.zoom == 2 ** 0.5 and zoomed.query_size == (68, 68)
 
 
