@@ -284,18 +284,30 @@ def test_calibrate_on_labelled_photos(tmp_path: Path) -> None:
 
 
 def test_numpy_blas_is_limited_to_one_thread() -> None:
-    """The search sets numpy's OpenBLAS to one thread (its spinning threads starve torch's)."""
-    import ctypes
-
-    from augment.system import limit_blas_threads
+    """The search sets numpy's OpenBLAS (and OpenCV's) to one thread: its spinning threads starve
+    torch's. numpy's wheels bundle scipy-openblas, which reports its thread count."""
+    from augment.system import blas_threads, limit_blas_threads
 
     np.ones((64, 64)) @ np.ones((64, 64))  # OpenBLAS loaded and started
-    paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()}
-    numpy_blas = [p for p in paths if "scipy_openblas" in p]
-    if not numpy_blas:
-        pytest.skip("numpy is not linked against a bundled scipy-openblas here")
     assert limit_blas_threads(1) >= 1
-    getter = getattr(ctypes.CDLL(numpy_blas[0]), "scipy_openblas_get_num_threads64_", None)
-    if getter is None:
-        pytest.skip("this scipy-openblas has no 64-bit-interface thread getter")
-    assert getter() == 1
+    counts = blas_threads()
+    assert any("openblas" in path for path in counts)
+    assert set(counts.values()) == {1}
+
+
+def test_a_mirrored_instance_is_found_by_default_not_with_mirror_off(searcher: Searcher) -> None:
+    """The query is searched as given and mirrored (a garment faces either way): the heat over a
+    mirrored instance is the as-given query's over an upright one; searching as given only, the
+    mirrored instance heats less."""
+    medium = _background()
+    box = _paste(medium, np.ascontiguousarray(_query()[:, ::-1]), 120, 60, 1.0)
+    as_given = Searcher(device="cpu", untrained=True, verify=False, mirror=False)
+    x0, y0, x1, y1 = box
+    mirrored_heat = searcher.maps(searcher.prepare(_query()), [medium]).heat[0][y0:y1, x0:x1].max()
+    plain_heat = as_given.maps(as_given.prepare(_query()), [medium]).heat[0][y0:y1, x0:x1].max()
+    upright = _background()
+    _paste(upright, _query(), 120, 60, 1.0)
+    upright_heat = as_given.maps(as_given.prepare(_query()), [upright]).heat[0][y0:y1, x0:x1].max()
+    assert mirrored_heat > 1.1 * plain_heat, (mirrored_heat, plain_heat)
+    assert mirrored_heat == pytest.approx(upright_heat, rel=0.1)
+    assert box_iou(searcher.find(_query(), medium).best.box, box) >= 0.5
