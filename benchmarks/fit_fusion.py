@@ -3,7 +3,8 @@
 Photos 0501-0600 only (benchmarks/ccp.py): 160 catalogue → scene positives and 60 hard negatives.
 Every case's heat-map candidates are verified with a low pre-threshold, labelled by whether the box
 the fusion would report is right, and a logistic model with non-negative evidence weights is fitted;
-the pre-threshold keeps 97% of the correct candidates. Written beside the model:
+the pre-threshold keeps 97% of the correct candidates; then the fused search's detection threshold
+is calibrated (F1, IoU >= 0.5) on the same cases. Written beside the model:
 
     python benchmarks/fit_fusion.py                        # the untrained network -> pipelines/fusion_untrained.json
     python benchmarks/fit_fusion.py --checkpoint CKPT      # a trained one -> CKPT.fusion.json (found by `synth search --checkpoint CKPT`)
@@ -26,6 +27,7 @@ import ccp  # noqa: E402
 
 from pipelines.fusion import (Candidate, FusionModel, VerificationStage, fit_fusion,  # noqa: E402
                               fusion_path, label_candidates, searcher_verifier)
+from pipelines.calibration import CalibrationCase, calibrate_threshold  # noqa: E402
 from pipelines.verify import VerifyConfig  # noqa: E402
 
 # Candidates are gathered down to this heat (and the top peak always), before the fit sets the
@@ -74,6 +76,15 @@ def main() -> None:
                        config.max_candidates)
     out = args.out or fusion_path(args.checkpoint)
     model.save(out)
+    # The fused search's threshold, calibrated as it searches (stopping at the first verified
+    # candidate) on the same calibration cases, with the model just fitted.
+    fused = Searcher(checkpoint=args.checkpoint, device=args.device, fusion=out)
+    calibration = calibrate_threshold(fused, [CalibrationCase(c.query[..., :3], c.scene, list(c.boxes),
+                                                              c.query[..., 3]) for c in cases])
+    model = replace(model, threshold=calibration.threshold)
+    model.save(out)
+    print(f"fused search threshold {calibration.threshold:.2f} (heat level): F1 {calibration.f1:.3f}, "
+          f"precision {calibration.precision:.3f}, recall {calibration.recall:.3f}")
     positives = {c.case for c in candidates if c.correct and c.check.verified}
     negatives = {c.case for c in candidates if not cases[c.case].positive and c.check.verified}
     print(f"{args.features} features: the garment verified in {len(positives)} of "

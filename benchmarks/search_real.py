@@ -102,7 +102,7 @@ def run_network(checkpoint: Path | None, device: str, cases: list[Any], set_name
             tag = ("verified" if best.verified else "unverified") + ("-right" if correct else "-wrong")
             save_image(overlays / f"{set_name}-{k:03d}-{tag}.png",
                        draw_matches(case.query, case.scene, check, truth, best.box))
-    return heat_alone, fused, searcher.threshold, stage.model.heat_score(searcher.threshold)
+    return heat_alone, fused, searcher.heat_map_threshold, searcher.score_threshold
 
 
 def run_sift(cases: list[Any]) -> Tally:

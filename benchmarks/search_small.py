@@ -46,7 +46,7 @@ def methods(args: argparse.Namespace) -> list[tuple[str, Callable[[SmallCase], A
             best = searcher.find_many(case.query, [case.scene], keep_images=False)[0].best
             return (best.box, best.score) if best is not None else (None, 0.0)
 
-        return run, searcher.threshold
+        return run, searcher.score_threshold
 
     found: list[tuple[str, Callable[[SmallCase], Answer], float]] = []
     if not args.no_untrained:

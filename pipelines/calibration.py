@@ -47,28 +47,36 @@ def candidate_thresholds() -> list[float]:
 
 def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
                         thresholds: Sequence[float] | None = None, iou: float = 0.5) -> Calibration:
-    """The heat threshold maximising F1 of detections (IoU >= ``iou``) over ``cases``.
+    """The heat threshold maximising F1 of ``searcher``'s detections (IoU >= ``iou``) over ``cases``.
 
     Each case is searched once with every peak kept; a threshold keeps the detections scoring at
     least it (suppression only ever removes a box for a higher-scoring one, so this is exactly
-    what searching at that threshold gives).
+    what searching at that threshold gives). A searcher that verifies is calibrated as it
+    searches: on its fused detections, a heat threshold ``t`` keeping those whose fused score
+    reaches ``t`` carried through the fusion model (:meth:`pipelines.fusion.FusionModel.heat_score`).
     """
     from pipelines.search import load_rgb
 
     candidates = list(thresholds) if thresholds is not None else candidate_thresholds()
+    stage = searcher.verification
     found: list[tuple[list[Detection], list]] = []
     for case in cases:
         prepared = searcher.prepare(case.query, case.query_mask)
-        maps = searcher.maps(prepared, [load_rgb(case.medium)])
-        detections = searcher.detect(prepared, maps.heat[0], maps.object_height[0], threshold=0.0)
+        medium = load_rgb(case.medium)
+        maps = searcher.maps(prepared, [medium])
+        if stage is None:
+            detections = searcher.detect(prepared, maps.heat[0], maps.object_height[0], threshold=0.0)
+        else:
+            detections = stage.fused(prepared, medium, maps.heat[0], maps.object_height[0], 0.0, maps.features)
         found.append((detections, list(case.boxes)))
     if not found:
         raise InputError("no calibration cases")
     table = []
     for t in candidates:
+        cut = t if stage is None else stage.model.heat_score(t)
         tp = fp = fn = 0
         for detections, boxes in found:
-            a, b, c = match_counts([d for d in detections if d.score >= t], boxes, iou)
+            a, b, c = match_counts([d for d in detections if d.score >= cut], boxes, iou)
             tp, fp, fn = tp + a, fp + b, fn + c
         precision = tp / (tp + fp) if tp + fp else 1.0
         recall = tp / (tp + fn) if tp + fn else 1.0

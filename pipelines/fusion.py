@@ -62,7 +62,9 @@ def features(heat: float, check: Verification) -> list[float]:
 class FusionModel:
     """The fitted weights (one per :data:`FEATURES`), the bias, and the heat level below which a
     candidate is not verified at all (``pre_threshold``: a small, fitted share of the correct
-    candidates lies below it)."""
+    candidates lies below it); ``threshold``: the heat threshold of the fused search (carried
+    through the model, see :meth:`heat_score`), calibrated on the same cases, which the search
+    uses by default in place of the network's heat-map threshold (None: the network's)."""
 
     weights: list[float]
     bias: float
@@ -70,6 +72,7 @@ class FusionModel:
     model: str = "untrained"  # which search network it was fitted for
     fitted_on: str = ""  # the cases it was fitted on
     figures: dict[str, Any] = field(default_factory=dict)  # fit diagnostics, for the record
+    threshold: float | None = None
 
     def score(self, heat: float, check: Verification) -> float:
         x = features(heat, check)
@@ -93,11 +96,14 @@ class FusionModel:
                 raise ValueError(f"features {data.get('features')} are not {list(FEATURES)}")
             model = cls(weights=[float(w) for w in data["weights"]], bias=float(data["bias"]),
                         pre_threshold=float(data["pre_threshold"]), model=str(data.get("model", "")),
-                        fitted_on=str(data.get("fitted_on", "")), figures=dict(data.get("figures", {})))
+                        fitted_on=str(data.get("fitted_on", "")), figures=dict(data.get("figures", {})),
+                        threshold=None if data.get("threshold") is None else float(data["threshold"]))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InputError(f"{path}: not a fusion model ({error})") from None
         if model.weights[0] <= 0:
             raise InputError(f"{path}: the heat weight must be positive")
+        if model.threshold is not None and not 0.0 < model.threshold < 1.0:
+            raise InputError(f"{path}: threshold must be between 0 and 1, not {model.threshold}")
         return model
 
 

@@ -49,11 +49,13 @@ logger = logging.getLogger(__name__)
 
 ImageLike = Union[str, Path, np.ndarray]
 
-# Heat threshold of the untrained network. Calibrated with `python benchmarks/search.py
-# --calibrate` (F1 of detections at IoU >= 0.5 over 120 generated cases: crops of skimage photos
-# pasted 0-2 times at 0.3-3x the query's size into other skimage photos, 30% partly occluded).
-# A shipped head and checkpoints carry their own calibrated thresholds.
-UNTRAINED_THRESHOLD = 0.34
+# Heat threshold of the untrained network's heat map alone (`--no-verify`): F1 of detections at
+# IoU >= 0.5 over 200 catalogue -> scene cases of CCP calibration photos (F1 0.715), from
+# `synth calibrate --photos ../shared/data/ccp --include '05[0-9][0-9]' --categories coat,dress,skirt
+# --untrained --no-verify` (0.34 before stop 19, from generated cases). The default, verified search
+# takes its fusion model's own threshold (pipelines/fusion_untrained.json). A shipped head and
+# checkpoints carry their own calibrated thresholds.
+UNTRAINED_THRESHOLD = 0.36
 DEFAULT_THRESHOLD = UNTRAINED_THRESHOLD  # the name earlier releases exported
 # A query object smaller than this on either side (after cropping to its mask) has no texture left to
 # match: refused with one line rather than searched with detections that mean nothing.
@@ -216,16 +218,33 @@ class Searcher:
         model, stored, self.model_name = load_model(checkpoint, untrained)
         # A trained conversion net predicts the object's pixels, so its heat regions can box peaks.
         self.heat_boxes = self.model_name != "untrained"
-        self.threshold = float(threshold if threshold is not None else stored)
-        if not 0.0 < self.threshold < 1.0:
-            raise InputError(f"threshold must be between 0 and 1, not {self.threshold}")
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise InputError(f"threshold must be between 0 and 1, not {threshold}")
         self.network = NetworkSearch(model, resolve_device(device), query_scales, max_side, amp,
                                      mirror=mirror, **level_options)
+        # The heat map's own threshold (searches without verification; benchmarks' heat-map rows).
+        self.heat_map_threshold = float(threshold if threshold is not None else stored)
         self.verification = None
         if verify:
             from pipelines.fusion import VerificationStage
 
             self.verification = VerificationStage.create(self, checkpoint, fusion)
+            # The fused search's own calibrated threshold, where its fusion model has one: verified
+            # candidates outscore the heat map's, so its best cut is not the heat map's.
+            # (Not a fallback: a network searched with another network's fusion keeps its own.)
+            fusion_model = self.verification.model
+            if fusion_model.threshold is not None and \
+                    (fusion_model.model == "untrained") == (self.model_name == "untrained"):
+                stored = fusion_model.threshold
+        self.threshold = float(threshold if threshold is not None else stored)
+
+    @property
+    def score_threshold(self) -> float:
+        """The cut on detections' scores: the threshold itself for the heat map alone, carried
+        through the fusion model for the verified search (whose scores are fused)."""
+        if self.verification is None:
+            return self.threshold
+        return self.verification.model.heat_score(self.threshold)
 
     # The network side, under the names earlier releases exposed.
     @property

@@ -449,6 +449,8 @@ def register(app: typer.Typer) -> None:
         scales: str = typer.Option("0.5,1,2", "--scales", help=SCALES_HELP),
         no_mirror: bool = typer.Option(False, "--no-mirror", help="Calibrate the search of the query only as "
                                        "given (as `synth search --no-mirror`)."),
+        no_verify: bool = typer.Option(False, "--no-verify", help="Calibrate the heat map alone (as `synth "
+                                       "search --no-verify`); by default the fused, verified search."),
     ) -> None:
         """Pick the heat threshold that maximises detection F1 (IoU >= 0.5).
 
@@ -471,7 +473,7 @@ def register(app: typer.Typer) -> None:
             if shards is not None:
                 list_shards(shards)  # unreadable shards: one line before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
-                                untrained=untrained, mirror=not no_mirror)
+                                untrained=untrained, mirror=not no_mirror, verify=not no_verify)
             if photos:
                 found = photo_cases(list(photos), cases, seed=seed, source_format=source_format,
                                     include=list(include or []), categories=_names(categories),
@@ -486,7 +488,7 @@ def register(app: typer.Typer) -> None:
                       "recall": result.recall, "cases": len(found), **origin,
                       "model": searcher.model_name,
                       "query_scales": "auto" if searcher.auto_scales else list(searcher.query_scales),
-                      "mirror": searcher.network.mirror,
+                      "mirror": searcher.network.mirror, "verify": searcher.verification is not None,
                       "table": result.table}
             atomic_write_text(out, json.dumps(report, indent=2) + "\n")
             console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "

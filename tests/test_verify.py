@@ -276,3 +276,39 @@ def test_second_try_only_at_a_size_a_verified_fit_may_have(searcher: Searcher, m
     monkeypatch.setattr(verifier, "_best_fit", best_fit)
     check = verifier.verify(_query(), None, _background(), [(100, 100, 196, 220)])[0]
     assert len(tries) == attempts and check == fit  # zoom 1 first (the box is the query's size)
+
+
+def test_verified_search_takes_its_fusion_models_threshold(searcher: Searcher, tmp_path: Path) -> None:
+    from pipelines.search import UNTRAINED_THRESHOLD
+
+    model = load_fusion(None)
+    assert model.threshold is not None and 0.0 < model.threshold < 1.0
+    assert searcher.threshold == model.threshold and searcher.heat_map_threshold == UNTRAINED_THRESHOLD
+    assert searcher.score_threshold == model.heat_score(model.threshold)
+    plain = Searcher(device="cpu", verify=False)
+    assert plain.threshold == plain.score_threshold == UNTRAINED_THRESHOLD
+    assert Searcher(device="cpu", threshold=0.3).threshold == 0.3  # given: taken as it is
+    # A fusion model without a threshold, or fitted for another network, leaves the network's own.
+    for name, fields in (("none", {"threshold": None}), ("other", {"model": "runs/other.pt"})):
+        path = tmp_path / f"{name}.fusion.json"
+        replace(model, **fields).save(path)
+        assert Searcher(device="cpu", fusion=path).threshold == UNTRAINED_THRESHOLD
+    (tmp_path / "bad.fusion.json").write_text(json.dumps({**model.to_json(), "threshold": 1.5}))
+    with pytest.raises(InputError, match="bad.fusion.json: threshold must be between 0 and 1"):
+        FusionModel.load(tmp_path / "bad.fusion.json")
+
+
+def test_calibration_of_the_verified_search_counts_its_fused_scores(searcher: Searcher) -> None:
+    """A verified instance scores above any heat level's cut, so at a heat threshold the heat map
+    alone misses it at, the verified search still finds it: calibrated as each one searches."""
+    from pipelines.calibration import CalibrationCase, calibrate_threshold
+
+    scene = _background()
+    box = _place(scene, _query(), (230, 160), angle=10, scale=0.7, mirror=True)
+    cases = [CalibrationCase(_query(), scene, [box])]
+    plain = Searcher(device="cpu", verify=False)
+    heat = float(plain.find(_query(), scene).heatmap.max())
+    above = round(min(0.98, heat + 0.05), 2)  # a threshold over every heat in the scene
+    fused = calibrate_threshold(searcher, cases, thresholds=[above])
+    alone = calibrate_threshold(plain, cases, thresholds=[above])
+    assert fused.recall == 1.0 and alone.recall == 0.0
