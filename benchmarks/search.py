@@ -20,11 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import augment  # noqa: E402,F401  (before torch: OpenMP's wait policy, as synth sets it)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from timing import best_time  # noqa: E402
 from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  # noqa: E402

@@ -295,6 +295,24 @@ def test_numpy_blas_is_limited_to_one_thread() -> None:
     assert set(counts.values()) == {1}
 
 
+@pytest.mark.parametrize("package", ["augment", "train.model", "pipelines.search"])
+def test_openmp_waits_passively_whichever_package_loads_first(package: str) -> None:
+    """Spinning OpenMP threads slow the search 10x on a shared CPU: every synth package sets the
+    passive wait policy before torch loads; a policy the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"import {package}, os, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    root = str(Path(__file__).resolve().parents[1])
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "PASSIVE"
+    run = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, cwd=root,
+                         capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "ACTIVE"
+
+
 def test_a_mirrored_instance_is_found_by_default_not_with_mirror_off(searcher: Searcher) -> None:
     """The query is searched as given and mirrored (a garment faces either way): the heat over a
     mirrored instance is the as-given query's over an upright one; searching as given only, the
