@@ -448,9 +448,10 @@ class NetworkSearch:
         found = []
         for level in levels:
             probs = corr = None
-            for mirrored in ((False, True) if self.mirror else (False,)):
-                out = self.model.search(self.query_features(query, level.query_size, mirrored), encoded,
-                                        medium_size=size)
+            # The query as given and mirrored, correlated together (one transform of the medium).
+            kernels = [self.query_features(query, level.query_size, mirrored)
+                       for mirrored in ((False, True) if self.mirror else (False,))]
+            for out in self.model.search_many(kernels, encoded, medium_size=size):
                 p = out["logits"].float().sigmoid()
                 c = out["correlation"].float()
                 c = c.reshape(c.shape[0], -1, num_pairs, *c.shape[-2:]).mean(dim=1)

@@ -62,6 +62,26 @@ def test_encode_query_once_then_search_equals_forward(net: QuerySearchNet) -> No
     assert from_features["logits"].shape == (2, 1, 80, 96)
 
 
+def test_queries_searched_together_equal_each_searched_alone(net: QuerySearchNet) -> None:
+    """search_many (the search's query as given and mirrored) shares the medium's transform and
+    caches the pair's kernels apart from the first query's own: the same maps as one at a time,
+    with kernels large enough for the FFT path (>= 64 cells) and with small ones."""
+    media = torch.rand(2, 3, 192, 256)
+    with torch.inference_mode():
+        medium = net.encode_medium(media)
+        for side in (96, 160):  # 12 x 12 cells at stride 8 (the FFT); 6 x 6 below it at stride 16
+            query = torch.rand(1, 3, side, side)
+            given = net.encode_query(query)._replace(cache={})
+            mirrored = net.encode_query(query.flip(-1))._replace(cache={})
+            alone = [net.search(q, medium)["logits"] for q in (given, mirrored)]
+            for _ in range(2):  # the second time from the cached kernel transforms
+                together = [out["logits"] for out in net.search_many([given, mirrored], medium)]
+                for a, b in zip(alone, together):
+                    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+            assert not torch.allclose(alone[0], alone[1])
+            assert net.search(given, medium)["logits"].equal(alone[0])  # its own cache untouched
+
+
 @pytest.mark.parametrize("freeze", [False, True])
 def test_gradients(freeze: bool) -> None:
     torch.manual_seed(0)

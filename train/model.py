@@ -345,22 +345,34 @@ class QuerySearchNet(nn.Module):
 
     def correlation_maps(self, query: QueryFeatures, medium: MediumFeatures) -> torch.Tensor:
         """All (level, scale pair) cosine maps on the stride-8 grid, N x S x h x w."""
+        return self.correlation_maps_many([query], medium)[0]
+
+    def correlation_maps_many(self, queries: Sequence[QueryFeatures], medium: MediumFeatures) -> list[torch.Tensor]:
+        """:meth:`correlation_maps` of several queries (e.g. one as given and mirrored) over one
+        medium: where the FFT correlates, the medium is transformed once for all of them. The
+        first query's cache keeps the others' transforms too, so a first query must always come
+        with the same others."""
         grid = _hw(medium.skip)
-        maps: list[torch.Tensor] = []
-        for level, (q_feat, m_feat) in enumerate(zip(query.feats, medium.feats)):
-            q_mask = None if query.masks is None else query.masks[level]
-            scores: dict[int, torch.Tensor] = {}
+        maps: list[list[torch.Tensor]] = [[] for _ in queries]
+        for level, m_feat in enumerate(medium.feats):
+            scores: list[dict[int, torch.Tensor]] = [{} for _ in queries]
             # The pairs zooming the medium alike share one padded (and transformed) medium map.
             for m_scale in dict.fromkeys(m for _, m in self.cfg.scale_pairs):
                 h, w = _hw(m_feat)
                 zoomed = m_feat if m_scale == 1.0 else _resize(m_feat, (round(h * m_scale), round(w * m_scale)))
                 pairs = [k for k, (_, m) in enumerate(self.cfg.scale_pairs) if m == m_scale]
-                kernels = [self._scale_query(q_feat, q_mask, self.cfg.scale_pairs[k][0]) for k in pairs]
-                cache = None if query.cache is None else query.cache.setdefault((level, m_scale), {})
-                scores.update(zip(pairs, correlate_sizes(kernels, zoomed, cache=cache)))
-            for k in range(len(self.cfg.scale_pairs)):
-                maps.append(scores[k] if _hw(scores[k]) == grid else _resize(scores[k], grid))
-        return torch.cat(maps, dim=1)
+                kernels = [self._scale_query(query.feats[level], None if query.masks is None else query.masks[level],
+                                             self.cfg.scale_pairs[k][0]) for query in queries for k in pairs]
+                first = queries[0].cache
+                key = (level, m_scale) if len(queries) == 1 else (level, m_scale, len(queries))
+                cache = None if first is None else first.setdefault(key, {})
+                found = correlate_sizes(kernels, zoomed, cache=cache)
+                for i in range(len(queries)):
+                    scores[i].update(zip(pairs, found[i * len(pairs):(i + 1) * len(pairs)]))
+            for i in range(len(queries)):
+                for k in range(len(self.cfg.scale_pairs)):
+                    maps[i].append(scores[i][k] if _hw(scores[i][k]) == grid else _resize(scores[i][k], grid))
+        return [torch.cat(m, dim=1) for m in maps]
 
     def search(self, query_features: QueryFeatures,
                medium: MediumFeatures | torch.Tensor,
@@ -369,20 +381,29 @@ class QuerySearchNet(nn.Module):
 
         ``medium_size`` (H, W) sets the logits' resolution; default the medium's input size.
         """
+        return self.search_many([query_features], medium, medium_size)[0]
+
+    def search_many(self, queries: Sequence[QueryFeatures], medium: MediumFeatures | torch.Tensor,
+                    medium_size: tuple[int, int] | None = None) -> list[dict[str, torch.Tensor]]:
+        """:meth:`search` of several encoded queries in the same media, correlated together
+        (:meth:`correlation_maps_many`); one output per query."""
         if isinstance(medium, torch.Tensor):
             medium = self.encode_medium(medium)
-        self._check_query_batch(query_features, medium.skip.shape[0])
-        scores = self.correlation_maps(query_features, medium)
-        dtype = medium.skip.dtype  # follow autocast / the backbone's dtype downstream
-        logits, trunk = self.conversion(scores.to(dtype), medium.skip)
-        out: dict[str, torch.Tensor] = {"correlation": scores}
-        if self.heads is not None:
-            out.update(self.heads(trunk, logits))
-        if self.edge is not None:
-            logits = self.edge(logits, trunk, medium.edge, medium.size)
-        # float32 so losses/sigmoid stay precise when the body ran under bf16 autocast.
-        out["logits"] = _resize(logits, medium_size or medium.size).float()
-        return out
+        for query in queries:
+            self._check_query_batch(query, medium.skip.shape[0])
+        outputs = []
+        for scores in self.correlation_maps_many(queries, medium):
+            dtype = medium.skip.dtype  # follow autocast / the backbone's dtype downstream
+            logits, trunk = self.conversion(scores.to(dtype), medium.skip)
+            out: dict[str, torch.Tensor] = {"correlation": scores}
+            if self.heads is not None:
+                out.update(self.heads(trunk, logits))
+            if self.edge is not None:
+                logits = self.edge(logits, trunk, medium.edge, medium.size)
+            # float32 so losses/sigmoid stay precise when the body ran under bf16 autocast.
+            out["logits"] = _resize(logits, medium_size or medium.size).float()
+            outputs.append(out)
+        return outputs
 
     def skip_inert_branches(self) -> list[str]:
         """For inference copies (never while training: the zero convs' gradients need the trunk).
