@@ -9,7 +9,8 @@ Two guards keep a look-alike from taking the target's place:
   skaters score as high as the skater herself: with one bar, a look-alike 240 px away was taken
   while she was covered, and kept);
 - *unless the scene cut*: consecutive frames whose thumbnails no longer correlate
-  (:func:`scene_cut`) drop the last place's claim, since after a cut the target may be anywhere.
+  (:func:`scene_cut`) drop the last place's claim, since after a cut the target may be anywhere,
+  and at another size: each candidate is then looked at for ``cut_sizes`` of the last size.
 """
 
 from __future__ import annotations
@@ -99,7 +100,12 @@ class LostSearch:
             for y, x in _top_peaks(heat.max(axis=0), cfg.filter_candidates, radius):
                 if heat[:, y, x].max() >= level:
                     centers.append(self._whole_point(affine, x, y, sizes[0][0]))
-        looks = ([near] if near is not None else []) + (self._look(frame, centers) if centers else [])
+        # After a scene cut the new shot may show the target at another size: each place is
+        # looked at in windows for a few sizes, and the filter picks among them all.
+        heights = [self.height * f for f in (cfg.cut_sizes if self._cut else (1.0,))]
+        places = [c for c in centers for _ in heights]
+        looks = ([near] if near is not None else []) + (
+            self._look(frame, places, heights * len(centers)) if centers else [])
         chosen = [look for look in looks if self._reacquires(look)]
         if chosen:
             best = max(chosen, key=lambda look: (look.confidence or 0.0, look.peak))

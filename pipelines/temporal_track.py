@@ -50,6 +50,7 @@ class Look:
     x: int
     peak: float
     confidence: float | None
+    height: float = 0.0  # the target height (frame pixels) the window was sampled for
 
 
 @dataclass

@@ -134,3 +134,26 @@ def test_a_scale_filter_walking_the_box_down_is_held_to_the_slow_average(
         assert track.best_box is not None and track.best_box[3] - track.best_box[1] >= 0.65 * SIDE
         assert np.linalg.norm(_centre(track.best_box) - np.array(centre)) <= 8
     assert all(t.state == LOST for t in unguarded[-10:]), [t.state for t in unguarded]
+
+
+@pytest.mark.parametrize("factor", [1.35, 0.75])
+def test_after_a_cut_the_target_is_found_at_another_size(searcher: Searcher, factor: float) -> None:
+    """A cut to another scene shows the target at ``factor`` times its size: re-acquired within 5
+    frames of the cut, at its new place and size."""
+    scenes = [_scene(data.coffee()), _scene(data.chelsea())]
+    big = cv2.resize(_target(), (round(SIDE * factor),) * 2, interpolation=cv2.INTER_AREA)
+    frames, truth = [], []
+    for t in range(24):
+        frame = scenes[t >= 12].copy()
+        centre = (70 + 4 * t, 70.0) if t < 12 else (220.0, 150 - 2 * (t - 12))
+        _paste(frame, _target() if t < 12 else big, *centre)
+        frames.append(frame)
+        truth.append(centre)
+    tracker = _tracker(searcher, truth[0])
+    tracks = [tracker.step(frame) for frame in frames]
+    found = [t.state != LOST and np.linalg.norm(_centre(t.best_box) - np.array(c)) <= 8
+             for t, c in zip(tracks, truth)]
+    assert all(found[:12]), found
+    assert found.index(True, 12) < 12 + 5 and all(found[17:]), [t.state for t in tracks]
+    heights = [t.best_box[3] - t.best_box[1] for t in tracks[17:] if t.best_box is not None]
+    assert all(abs(h / (SIDE * factor) - 1) <= 0.15 for h in heights), heights
