@@ -125,7 +125,9 @@ class LostSearch:
         filter_ratio, heat_ratio = cfg.filter_reacquire_ratio, cfg.lost_ratio
         if cfg.far_reacquire_ratio > 0 and self._lost_center is not None:
             point = self._frame_point(look)
-            if math.dist(point, self._lost_center) > cfg.far_radius * self.height:
+            # The target moves while unseen: the radius grows with the frames it has been lost.
+            radius = (cfg.far_radius + cfg.far_growth * self._lost_frames) * self.height
+            if math.dist(point, self._lost_center) > radius:
                 filter_ratio = max(filter_ratio, cfg.far_reacquire_ratio)
         return ((look.confidence or 0.0) >= filter_ratio * self.filter_reference
                 and look.peak >= heat_ratio * self.reference)
