@@ -54,8 +54,9 @@ def scene_cut(thumb: np.ndarray, previous: np.ndarray | None, level: float) -> b
 
 
 class LostSearch:
-    """Re-detection for :class:`pipelines.temporal.TemporalSearcher` (which sets the attributes
-    and the window search ``_look`` / ``_hold`` / ``_frame_point`` these methods use)."""
+    """Re-detection for :class:`pipelines.temporal.TemporalSearcher`, which sets the attributes
+    named here and has the window search (``_look``, ``_hold``, ``_frame_point``) and the levels
+    (its ``reference`` and ``filter_reference`` properties) these methods use."""
 
     config: Any
     center: tuple[float, float] | None
@@ -63,8 +64,6 @@ class LostSearch:
     aspect: float
     state: str
     recent: Any
-    reference: float | None
-    filter_reference: float | None
     template_size: tuple[int, int]
     peak_offset: np.ndarray
     net: Any
