@@ -111,11 +111,14 @@ class TemporalConfig:
     # drops the last place's claim (the target may come back anywhere). Measured on Skating1 and
     # VOT_bag: within a shot 0.56-0.99, across the benchmark's cuts -0.37 to -0.08.
     cut_correlation: float = 0.2
-    # After a cut, each place the lost search looks at is searched for these sizes (relative to
-    # the last; one window each). Skating1 with cuts: precision 0.767 -> 0.830, back within 5
-    # frames 4/6 -> 5/6 (its box was 0.65x the skater at the 5th cut). The same sizes at every
-    # loss let look-alikes of other sizes win (Skating1 with occlusions 0.697 -> 0.383).
-    cut_sizes: tuple[float, ...] = (1 / 1.3, 1.0, 1.3)
+    # After a cut, each place the whole-frame search picks is looked at for these sizes (relative
+    # to the last; one window each), e.g. (1 / 1.3, 1.0, 1.3) for shots that change the zoom.
+    # Off by default: on the tuning sequences with cuts it helped (Skating1 precision 0.767 ->
+    # 0.830, back within 5 frames 4/6 -> 5/6, its box 0.65x the skater at the 5th cut), but the
+    # held-out confirmation went the other way (Soccer with cuts 0.340 -> 0.220, Crossing's and
+    # Soccer's frames/s 53 / 55 -> 40 / 39). The same sizes at every loss let look-alikes of other
+    # sizes win (Skating1 with occlusions 0.697 -> 0.383).
+    cut_sizes: tuple[float, ...] = (1.0,)
     # While lost, the whole frame is searched on the first lost frame and every redetect_every-th
     # after it (its cost is many windows'); the last place every frame.
     redetect_every: int = 3

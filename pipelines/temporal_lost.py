@@ -10,7 +10,7 @@ Two guards keep a look-alike from taking the target's place:
   while she was covered, and kept);
 - *unless the scene cut*: consecutive frames whose thumbnails no longer correlate
   (:func:`scene_cut`) drop the last place's claim, since after a cut the target may be anywhere,
-  and at another size: each candidate is then looked at for ``cut_sizes`` of the last size.
+  and (with ``cut_sizes``) at another size.
 """
 
 from __future__ import annotations
