@@ -136,8 +136,10 @@ class TemporalConfig:
     # The size is kept within size_band of a slow average of itself (updated by size_rate a
     # frame; 1.0 = off): the scale filter can walk the box down under changing light (Skating1's
     # red LED wall: 137 -> 42 px in 40 frames, true 150-180), the band slows that walk to the
-    # average's pace (there: 137 -> 99 px). Skating1 + VOT_bag precision / AUC 0.912 / 0.645 ->
-    # 0.919 / 0.662 (1.2-1.4 and rates 0.03-0.1 within +-0.02 of it).
+    # average's pace (there: 137 -> 99 px). Skating1 + VOT_bag started at 4 frames each (0, 100,
+    # 200, 300 / 0, 50, 100, 150): precision / AUC 0.701 / 0.477 without, 0.693 / 0.525 with
+    # (Skating1 from frame 300: AUC 0.372 -> 0.612); rate 0.05: 0.700 / 0.523, band 1.4: 0.704 /
+    # 0.485. From frame 1 only: 0.912 / 0.645 -> 0.919 / 0.662.
     size_band: float = 1.25
     size_rate: float = 0.03
     # Online discriminative filter on the window's stride-8 features (pipelines/online_filter.py):
