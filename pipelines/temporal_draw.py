@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 
-from pipelines.temporal import LOST, REDETECTED, TRACKING, Track
+from pipelines.temporal_track import LOST, REDETECTED, TRACKING, Track
 
 
 STATE_RGB = {TRACKING: (40, 220, 40), REDETECTED: (255, 200, 0), LOST: (255, 40, 40)}
