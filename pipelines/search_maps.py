@@ -2,7 +2,7 @@
 
 Each query scale (relative object size, object in the medium / query) is one *level*: the query's
 pixels at that size become the correlation kernel, at least ``min_kernel_side`` on its shorter side
-and ``min_kernel_mean`` on the geometric mean of its sides, at most ``max_kernel_side`` on that
+and (for a query smaller than that) ``min_kernel_mean`` on the geometric mean of its sides, at most ``max_kernel_side`` on that
 mean, by zooming the medium instead. A big query (a catalogue photo at full resolution) is thus
 searched with a kernel of about 12 x 12 feature cells at most in a shrunk medium, which costs a
 fraction of searching the full-size medium; a small query (a player of 34 x 81 px in a broadcast
@@ -56,16 +56,19 @@ DEFAULT_MAX_SIDE = 1024
 # sequence, searched whole per frame, was lost (every 5th frame: prec@20 0.292 -> 0.042; its
 # 17-px-wide query zoomed 4x); CCP calibration photos were the same (heat top-1 0.900 vs 0.917).
 MIN_KERNEL_SIDE = 48
-# ... and at least this many as the geometric mean of its sides (9 x 9 cells' worth): a compact
-# object gets the 72-px kernel that helped the crowd mosaics, an elongated one (aspect over 2.25)
-# keeps the 48-px shorter side, so the Crossing pedestrian (17 x 50, aspect 2.9) is zoomed as
-# before. Stop 19, CCP calibration photos, 20 crowd cases per row, heat map alone; 48 -> this 72:
+# ... and at least this many as the geometric mean of its sides (9 x 9 cells' worth) where the query
+# itself is smaller than that (cut as coarse as the medium, like a player cropped from a frame): a
+# compact one gets the 72-px kernel that helped the crowd mosaics, an elongated one (aspect over
+# 2.25) keeps the 48-px shorter side, so the Crossing pedestrian (17 x 50, aspect 2.9) is zoomed as
+# before. Stop 19, CCP calibration photos, 20 crowd cases per row, heat map alone, 48 -> this 72:
 # mosaic-cut default scales prec@20 0.750 -> 0.850, succAUC 0.550 -> 0.686, --scales auto 0.900 ->
-# 0.900, 0.681 -> 0.736; original-resolution --scales auto 0.700 -> 0.850, 0.407 -> 0.536 (a
-# 72-px shorter side: 0.850/0.724, 0.900/0.769, 0.800/0.564, 2.2x the time on the last); Crossing
-# whole every 5th frame the same (0.292); CCP calibration (30 + 10 cases) the same, heat top-1 0.867,
-# fused 1.000. 84 lost on the mosaic cuts (default 0.800/0.645, auto 0.850/0.698); 96, or 56 on the
-# shorter side, lost Crossing (0.000): it is found only at its present zoom (2.83x).
+# 0.900, 0.681 -> 0.736 (a 72-px shorter side: 0.850/0.724, 0.900/0.769); Crossing whole every 5th
+# frame the same (0.292); CCP calibration the same. 84 lost on the mosaic cuts (default
+# 0.800/0.645, auto 0.850/0.698); 96, or 56 on the shorter side, lost Crossing (0.000): it is found
+# only at its present zoom (2.83x). Held to it, larger queries (original-resolution cuts, auto)
+# gained too (0.700/0.407 -> 0.850/0.536), but the sharp query shrunk against the medium up-sampled
+# lowered the heat of a 0.6x instance in tests/test_search.py from 0.575 to 0.439, under the fused
+# search's threshold 0.52 (main at stop 19), and the test lost it.
 MIN_KERNEL_MEAN = 72.0
 # ... and at most this many as the geometric mean of its sides (12 x 12 cells' worth): a larger
 # object is searched in the medium shrunk, which bounds the correlation's cost whatever the
@@ -109,6 +112,11 @@ def plan_levels(query_hw: tuple[float, float], work_hw: tuple[int, int], scales:
     levels: list[Level] = []
     largest = min(work_hw[0] / query_hw[0], work_hw[1] / query_hw[1])  # the scale that fills the medium
     possible = [s for s in sorted(scales) if s <= largest * 1.01]
+    # The mean-side minimum holds for a query no larger than it (cut as coarse as the medium): a
+    # larger, sharper query shrunk to the kernel would be matched against an up-sampled, blurred
+    # medium, which lowers the heat of its instances (see MIN_KERNEL_MEAN).
+    if math.sqrt(query_hw[0] * query_hw[1]) >= min_mean:
+        min_mean = 0.0
     for scale in possible or [largest]:
         oh, ow = query_hw[0] * scale, query_hw[1] * scale  # the object's size in the medium
         short, mean_side = min(oh, ow), math.sqrt(oh * ow)

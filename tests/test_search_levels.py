@@ -25,8 +25,8 @@ def test_levels_zoom_in_for_small_queries_and_out_for_large_ones():
     large = plan_levels((600, 300), (416, 832), (0.5, 1.0))
     assert all(level.zoom < 1 for level in large)
     assert all(np.sqrt(l.query_size[0] * l.query_size[1]) <= 110 for l in large)  # the kernel stays small
-    usual = plan_levels((96, 96), (480, 640), (0.5, 1.0, 2.0))  # 48 px at 0.5: under the 72-px mean
-    assert [(l.query_size, l.zoom) for l in usual] == [((68, 68), 2 ** 0.5), ((96, 96), 1.0), ((96, 96), 0.5)]
+    usual = plan_levels((96, 96), (480, 640), (0.5, 1.0, 2.0))
+    assert [(l.query_size, l.zoom) for l in usual] == [((48, 48), 1.0), ((96, 96), 1.0), ((96, 96), 0.5)]
     # Asking for more cells across zooms a 48 px object in by the nearest quarter octave.
     (zoomed,) = plan_levels((96, 96), (480, 640), (0.5,), min_side=72)
     assert zoomed.zoom == 2 ** 0.5 and zoomed.query_size == (68, 68)
@@ -47,6 +47,10 @@ def test_compact_queries_get_a_larger_kernel_than_thin_ones():
     # Between them the mean binds up to an aspect of (72 / 48)^2 = 2.25: a 36 x 24 one is zoomed more.
     (mid,) = plan_levels((36, 24), (480, 640), (1.0,))
     assert mid.zoom == 2 ** 1.25 and plan_levels((36, 24), (480, 640), (1.0,), min_mean=48)[0].zoom == 2.0
+    # A query larger than the mean-side minimum is not held to it: shrunk to 40 x 40 (scale 0.5),
+    # it keeps the 48-px shorter side (a sharp query against a blurred, up-sampled medium heats less).
+    (large_query,) = plan_levels((80, 80), (240, 320), (0.5,))
+    assert large_query.query_size == (48, 48) and large_query.zoom == 2 ** 0.25
 
 
 def test_tiles_cover_the_frame_and_line_up_with_the_grid():
