@@ -3,11 +3,11 @@
 Each query scale (relative object size, object in the medium / query) is one *level*: the query's
 pixels at that size become the correlation kernel, at least ``min_kernel_side`` on its shorter side
 and (for a query smaller than that) ``min_kernel_mean`` on the geometric mean of its sides, at most
-``max_kernel_side`` on that mean, by zooming the medium instead. A big query (a catalogue photo at full resolution) is thus
-searched with a kernel of about 12 x 12 feature cells at most in a shrunk medium, which costs a
-fraction of searching the full-size medium; a small query (a player of 34 x 81 px in a broadcast
-frame) is searched in the medium up-sampled (zoom > 1), so it spans enough cells of
-the stride-8 grid to be matched at all. A zoomed medium too large for memory is searched in
+``max_kernel_side`` on that mean, by zooming the medium instead. A big query (a catalogue photo at
+full resolution) is thus searched with a kernel of about 12 x 12 feature cells at most in a shrunk
+medium, which costs a fraction of searching the full-size medium; a small query (a player of 34 x 81
+px in a broadcast frame) is searched in the medium up-sampled (zoom > 1), so it spans enough cells
+of the stride-8 grid to be matched at all. A zoomed medium too large for memory is searched in
 overlapping tiles. The network's own (query, medium) scale pairs cover the gaps between levels.
 """
 
