@@ -2,11 +2,12 @@
 
 Each query scale (relative object size, object in the medium / query) is one *level*: the query's
 pixels at that size become the correlation kernel, at least ``min_kernel_side`` on its shorter side
-and at most ``max_kernel_side`` on the geometric mean of its sides, by zooming the medium instead. A big query (a catalogue photo at full
-resolution) is thus searched with a kernel of about 12 x 12 feature cells at most in a shrunk medium,
-which costs a fraction of searching the full-size medium; a small query (a player of 34 x 81 px
-in a broadcast frame) is searched in the medium up-sampled (zoom > 1), so it spans enough cells of
-the stride-8 grid to be matched at all. A zoomed medium too large for memory is searched in
+and (for a query smaller than that) ``min_kernel_mean`` on the geometric mean of its sides, at most
+``max_kernel_side`` on that mean, by zooming the medium instead. A big query (a catalogue photo at
+full resolution) is thus searched with a kernel of about 12 x 12 feature cells at most in a shrunk
+medium, which costs a fraction of searching the full-size medium; a small query (a player of 34 x 81
+px in a broadcast frame) is searched in the medium up-sampled (zoom > 1), so it spans enough cells
+of the stride-8 grid to be matched at all. A zoomed medium too large for memory is searched in
 overlapping tiles. The network's own (query, medium) scale pairs cover the gaps between levels.
 """
 
@@ -55,6 +56,20 @@ DEFAULT_MAX_SIDE = 1024
 # sequence, searched whole per frame, was lost (every 5th frame: prec@20 0.292 -> 0.042; its
 # 17-px-wide query zoomed 4x); CCP calibration photos were the same (heat top-1 0.900 vs 0.917).
 MIN_KERNEL_SIDE = 48
+# ... and at least this many as the geometric mean of its sides (9 x 9 cells' worth) where the query
+# itself is smaller than that (cut as coarse as the medium, like a player cropped from a frame): a
+# compact one gets the 72-px kernel that helped the crowd mosaics, an elongated one (aspect over
+# 2.25) keeps the 48-px shorter side, so the Crossing pedestrian (17 x 50, aspect 2.9) is zoomed as
+# before. Stop 19, CCP calibration photos, 20 crowd cases per row, heat map alone, 48 -> this 72:
+# mosaic-cut default scales prec@20 0.750 -> 0.850, succAUC 0.550 -> 0.686, --scales auto 0.900 ->
+# 0.900, 0.681 -> 0.736 (a 72-px shorter side: 0.850/0.724, 0.900/0.769); Crossing whole every 5th
+# frame the same (0.292); CCP calibration the same. 84 lost on the mosaic cuts (default
+# 0.800/0.645, auto 0.850/0.698); 96, or 56 on the shorter side, lost Crossing (0.000): it is found
+# only at its present zoom (2.83x). Held to it, larger queries (original-resolution cuts, auto)
+# gained too (0.700/0.407 -> 0.850/0.536), but the sharp query shrunk against the medium up-sampled
+# lowered the heat of a 0.6x instance in tests/test_search.py from 0.575 to 0.439, under the fused
+# search's threshold 0.52 (main at stop 19), and the test lost it.
+MIN_KERNEL_MEAN = 72.0
 # ... and at most this many as the geometric mean of its sides (12 x 12 cells' worth): a larger
 # object is searched in the medium shrunk, which bounds the correlation's cost whatever the
 # query's resolution.
@@ -87,7 +102,7 @@ class Level:
 
 def plan_levels(query_hw: tuple[float, float], work_hw: tuple[int, int], scales: Sequence[float],
                 min_side: int = MIN_KERNEL_SIDE, max_side: int = MAX_KERNEL_SIDE,
-                max_zoom: float = MAX_ZOOM) -> list[Level]:
+                max_zoom: float = MAX_ZOOM, min_mean: float = MIN_KERNEL_MEAN) -> list[Level]:
     """Levels for a query of ``query_hw`` pixels (at the medium's working scale) in a medium of
     ``work_hw`` pixels; one per distinct (kernel size, zoom).
 
@@ -97,12 +112,17 @@ def plan_levels(query_hw: tuple[float, float], work_hw: tuple[int, int], scales:
     levels: list[Level] = []
     largest = min(work_hw[0] / query_hw[0], work_hw[1] / query_hw[1])  # the scale that fills the medium
     possible = [s for s in sorted(scales) if s <= largest * 1.01]
+    # The mean-side minimum holds for a query no larger than it (cut as coarse as the medium): a
+    # larger, sharper query shrunk to the kernel would be matched against an up-sampled, blurred
+    # medium, which lowers the heat of its instances (see MIN_KERNEL_MEAN).
+    if math.sqrt(query_hw[0] * query_hw[1]) >= min_mean:
+        min_mean = 0.0
     for scale in possible or [largest]:
         oh, ow = query_hw[0] * scale, query_hw[1] * scale  # the object's size in the medium
         short, mean_side = min(oh, ow), math.sqrt(oh * ow)
         zoom = 1.0
-        if short < min_side:  # too few cells across: zoom in
-            zoom = min(max_zoom, min_side / short)
+        if short < min_side or mean_side < min_mean:  # too few cells across: zoom in
+            zoom = min(max_zoom, max(min_side / short, min_mean / mean_side))
         elif mean_side > max_side:  # more cells than needed: zoom out (the cost follows the area)
             zoom = max(max_side / mean_side, MIN_QUERY_SIDE / short)
         zoom = 2.0 ** (round(math.log2(zoom) * ZOOM_STEPS_PER_OCTAVE) / ZOOM_STEPS_PER_OCTAVE)
@@ -276,10 +296,13 @@ class NetworkSearch:
                  min_kernel_side: int = MIN_KERNEL_SIDE, max_kernel_side: int = MAX_KERNEL_SIDE,
                  max_zoom: float = MAX_ZOOM, max_tile_pixels: int = MAX_TILE_PIXELS,
                  scale_margin: float = SCALE_MARGIN, octave_prior: float = AUTO_OCTAVE_PRIOR,
-                 min_object_fraction: float = AUTO_MIN_OBJECT_FRACTION) -> None:
+                 min_object_fraction: float = AUTO_MIN_OBJECT_FRACTION,
+                 min_kernel_mean: float = MIN_KERNEL_MEAN) -> None:
         check_scales(query_scales)
         if not 8 <= min_kernel_side <= max_kernel_side:
             raise InputError("kernel sides must satisfy 8 <= min_kernel_side <= max_kernel_side")
+        if not 8 <= min_kernel_mean <= max_kernel_side:
+            raise InputError("kernel sides must satisfy 8 <= min_kernel_mean <= max_kernel_side")
         self.device = device
         # Automatic scales: the base range, extended per query and medium size.
         self.auto_scales = query_scales is None
@@ -287,6 +310,7 @@ class NetworkSearch:
         self.max_side = int(max_side)
         self.mirror = mirror
         self.min_kernel_side, self.max_kernel_side, self.max_zoom = min_kernel_side, max_kernel_side, max_zoom
+        self.min_kernel_mean = float(min_kernel_mean)
         self.max_tile_pixels = max_tile_pixels
         self.scale_margin = scale_margin
         if not 0.0 < octave_prior <= 1.0:
@@ -347,7 +371,7 @@ class NetworkSearch:
             logger.debug("%s: searching relative sizes %s in %dx%d media", query.name,
                         ", ".join(f"{s:g}" for s in scales), width, height)
         return plan_levels((qh, qw), (work_h, work_w), scales, self.min_kernel_side,
-                           self.max_kernel_side, self.max_zoom)
+                           self.max_kernel_side, self.max_zoom, self.min_kernel_mean)
 
     def query_features(self, query: PreparedQuery, size: tuple[int, int], mirrored: bool) -> QueryFeatures:
         key = (size, mirrored)

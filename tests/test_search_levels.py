@@ -32,6 +32,27 @@ def test_levels_zoom_in_for_small_queries_and_out_for_large_ones():
     assert zoomed.zoom == 2 ** 0.5 and zoomed.query_size == (68, 68)
 
 
+def test_compact_queries_get_a_larger_kernel_than_thin_ones():
+    # A compact 20 x 20 garment: its mean side (the shorter one too) is zoomed to about 72 px
+    # (3.36x, the nearest quarter octave to 3.6x), more than the 48-px shorter side alone asks.
+    (square,) = plan_levels((20, 20), (480, 640), (1.0,))
+    assert square.zoom == 2 ** 1.75 and square.query_size == (67, 67)
+    (square_48,) = plan_levels((20, 20), (480, 640), (1.0,), min_mean=48)
+    assert square_48.zoom == 2 ** 1.25
+    # A thin 50 x 17 pedestrian (the Crossing sequence) keeps the zoom of its 48-px shorter side:
+    # its mean side is then 82 px, past the 72-px minimum; zoomed further it is lost.
+    (thin,) = plan_levels((50, 17), (240, 360), (1.0,))
+    assert thin.zoom == 2 ** 1.5 and thin.query_size == (141, 48)
+    assert thin == plan_levels((50, 17), (240, 360), (1.0,), min_mean=48)[0]
+    # Between them the mean binds up to an aspect of (72 / 48)^2 = 2.25: a 36 x 24 one is zoomed more.
+    (mid,) = plan_levels((36, 24), (480, 640), (1.0,))
+    assert mid.zoom == 2 ** 1.25 and plan_levels((36, 24), (480, 640), (1.0,), min_mean=48)[0].zoom == 2.0
+    # A query larger than the mean-side minimum is not held to it: shrunk to 40 x 40 (scale 0.5),
+    # it keeps the 48-px shorter side (a sharp query against a blurred, up-sampled medium heats less).
+    (large_query,) = plan_levels((80, 80), (240, 320), (0.5,))
+    assert large_query.query_size == (48, 48) and large_query.zoom == 2 ** 0.25
+
+
 def test_tiles_cover_the_frame_and_line_up_with_the_grid():
     windows = tiles(480, 640, zoom=4.0, overlap=40, max_pixels=800 * 800)
     assert len(windows) > 1
