@@ -40,7 +40,7 @@ from augment.system import limit_blas_threads, tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
 from pipelines.detections import Detection, box_iou, detect, match_counts  # noqa: F401 (API)
 from pipelines.highlight import highlight, object_mask
-from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES,  # noqa: F401 (API)
+from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES, DEFAULT_SCALES,  # noqa: F401 (API)
                                    MAX_QUERY_SCALE, MIN_QUERY_SCALE, NetworkSearch, PreparedQuery, SearchMaps,
                                    auto_scales, check_scales, load_checkpoint_model, resolve_device,
                                    untrained_model)
@@ -193,7 +193,8 @@ class Searcher:
     ``checkpoint``: a ``synth train`` checkpoint; ``untrained``: the pretrained backbone with the
     conversion net's initial readout; neither: :func:`load_model`'s default. ``threshold`` None takes
     the network's calibrated one (a heat level). ``query_scales``: relative object sizes searched,
-    as given (default :data:`DEFAULT_QUERY_SCALES`); None chooses them per query and medium size
+    as given; the default, :data:`DEFAULT_SCALES`, is :data:`DEFAULT_QUERY_SCALES` less the sizes at
+    which the object would be under 1/16 of the medium (and smaller than the query); None chooses them per query and medium size
     (:func:`auto_scales`, from :data:`DEFAULT_QUERY_SCALES`: slower for a query large against the
     medium, whose small sizes are searched in the medium up-sampled; the keyword ``min_object_fraction``, default 1/16, is the smallest
     object it covers against the medium's shorter side: 1/8 encodes about a third of the pixels
@@ -208,7 +209,7 @@ class Searcher:
 
     def __init__(self, checkpoint: Path | str | None = None, device: str = "auto",
                  threshold: float | None = None,
-                 query_scales: Sequence[float] | None = DEFAULT_QUERY_SCALES,
+                 query_scales: Sequence[float] | str | None = DEFAULT_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, untrained: bool = False,
                  mirror: bool = True, verify: bool = True, fusion: Path | str | None = None,
                  **level_options: Any) -> None:

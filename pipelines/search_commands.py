@@ -265,18 +265,22 @@ def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: 
     summary.skipped.extend(getattr(reader, "skipped", []))  # a frame folder's unreadable/mis-sized files
 
 
-SCALES_HELP = ("Object sizes searched, relative to the query's, e.g. 0.25,0.5,1 (as given). 'auto': "
-               "0.5,1,2, and for a query large against the medium smaller sizes down to an object 1/16 "
-               "of the medium's shorter side (slower for large queries).")
+SCALES_HELP = ("Object sizes searched, relative to the query's, e.g. 0.25,0.5,1 (as given). 'default': "
+               "0.5,1,2 less the sizes at which the object would be under 1/16 of the medium's shorter "
+               "side (and smaller than the query). 'auto': 0.5,1,2, and for a query large against the "
+               "medium smaller sizes down to that bound (slower for large queries).")
 
 
-def parse_scales(text: str | None) -> tuple[float, ...] | None:
+def parse_scales(text: str | None) -> tuple[float, ...] | str | None:
     """``--scales``: comma-separated relative sizes, searched as given; None or ``auto``: chosen per
-    query and medium size (pipelines.search_maps.auto_scales)."""
-    from pipelines.search import MAX_QUERY_SCALE, MIN_QUERY_SCALE
+    query and medium size (pipelines.search_maps.auto_scales); ``default``: the default sizes less
+    the implausibly small (pipelines.search_maps.DEFAULT_SCALES)."""
+    from pipelines.search import DEFAULT_SCALES, MAX_QUERY_SCALE, MIN_QUERY_SCALE
 
     if text is None or text.strip().lower() == "auto":
         return None
+    if text.strip().lower() == DEFAULT_SCALES:
+        return DEFAULT_SCALES
     try:
         scales = tuple(float(s) for s in text.split(",") if s.strip())
     except ValueError:
@@ -346,7 +350,7 @@ def register(app: typer.Typer) -> None:
         save_heatmaps: bool = typer.Option(False, "--save-heatmaps", help="Also write per-frame heat maps of videos."),
         batch: int = typer.Option(4, "--batch", help="Video frames per forward pass."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
-        scales: str = typer.Option("0.5,1,2", "--scales", help=SCALES_HELP),
+        scales: str = typer.Option("default", "--scales", help=SCALES_HELP),
         no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
                                        "of candidates, no fused score (issue 13)."),
         no_mirror: bool = typer.Option(False, "--no-mirror", help="Search the query only as given, not also "
@@ -446,7 +450,7 @@ def register(app: typer.Typer) -> None:
                                      "neither queries nor look-alikes."),
         seed: int = typer.Option(0, "--seed", help="Seed of the photo cases."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        scales: str = typer.Option("0.5,1,2", "--scales", help=SCALES_HELP),
+        scales: str = typer.Option("default", "--scales", help=SCALES_HELP),
         no_mirror: bool = typer.Option(False, "--no-mirror", help="Calibrate the search of the query only as "
                                        "given (as `synth search --no-mirror`)."),
         no_verify: bool = typer.Option(False, "--no-verify", help="Calibrate the heat map alone (as `synth "
@@ -487,7 +491,8 @@ def register(app: typer.Typer) -> None:
             report = {"threshold": result.threshold, "f1": result.f1, "precision": result.precision,
                       "recall": result.recall, "cases": len(found), **origin,
                       "model": searcher.model_name,
-                      "query_scales": "auto" if searcher.auto_scales else list(searcher.query_scales),
+                      "query_scales": ("auto" if searcher.auto_scales else "default" if searcher.network.default_scales
+                                       else list(searcher.query_scales)),
                       "mirror": searcher.network.mirror, "verify": searcher.verification is not None,
                       "table": result.table}
             atomic_write_text(out, json.dumps(report, indent=2) + "\n")

@@ -259,3 +259,26 @@ def test_scales_option_parses_auto_and_lists():
     assert parse_scales("auto") is None and parse_scales(" AUTO ") is None
     assert parse_scales("0.25,0.5,1") == (0.25, 0.5, 1.0)
     assert Searcher(device="cpu", untrained=True, verify=False).query_scales == (0.5, 1.0, 2.0)
+
+
+def test_default_scales_leave_out_implausibly_small_objects():
+    """The default searches 0.5x, 1x and 2x the query's size, less the sizes at which the object
+    would be under 1/16 of the medium's shorter side and smaller than the query: a 40-px query in a
+    640 x 480 frame is not also searched at 20 px; given scales stay exactly as given."""
+    import pytest
+
+    from augment.imageio import InputError
+    from pipelines.search_commands import parse_scales
+
+    searcher = Searcher(device="cpu", untrained=True, verify=False)
+    assert searcher.network.default_scales and not searcher.auto_scales
+    small = searcher.prepare(np.zeros((40, 32, 3), np.uint8))
+    assert searcher.network.scales(small, 480, 640) == (1.0, 2.0)  # 20 px < 480 / 16 = 30 px
+    assert [level.scale for level in searcher.network.levels(small, 480, 640)] == [1.0, 2.0]
+    larger = searcher.prepare(np.zeros((80, 64, 3), np.uint8))
+    assert searcher.network.scales(larger, 480, 640) == (0.5, 1.0, 2.0)  # 40 px: plausible
+    given = Searcher(device="cpu", untrained=True, verify=False, query_scales=(0.5, 1.0, 2.0))
+    assert given.network.scales(small, 480, 640) == (0.5, 1.0, 2.0)
+    assert parse_scales("default") == parse_scales(" Default ") == "default"
+    with pytest.raises(InputError, match="not 'often'"):
+        Searcher(device="cpu", untrained=True, verify=False, query_scales="often")
