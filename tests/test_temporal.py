@@ -45,6 +45,25 @@ def _centre(box: tuple[int, int, int, int] | None) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
 
 
+def _covered_video(other: np.ndarray, other_from: int = 0) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
+    """32 frames of a scene: the target moving right, covered by the scene's own pixels from
+    elsewhere in frames 12-21; ``other`` stands at (240, 170) from frame ``other_from`` on."""
+    background, target = _scene(data.coffee()), _target()
+    frames, truth = [], []
+    for t in range(32):
+        frame = background.copy()
+        centre = (70 + 2 * t, 90.0)
+        if t >= other_from:
+            _paste(frame, other, 240.0, 170.0)
+        _paste(frame, target, *centre)
+        if 12 <= t < 22:
+            x0, y0 = round(centre[0] - SIDE / 2) - 4, round(centre[1] - SIDE / 2) - 4
+            frame[y0:y0 + SIDE + 8, x0:x0 + SIDE + 8] = background[150:150 + SIDE + 8, 20:20 + SIDE + 8]
+        frames.append(frame)
+        truth.append(centre)
+    return frames, truth
+
+
 def _track(searcher: Searcher, frames: list[np.ndarray]) -> list[Track]:
     tracker = TemporalSearcher(searcher, searcher.prepare(_target()))
     return [tracker.step(frame) for frame in frames]
@@ -125,21 +144,9 @@ def test_covered_by_the_scene_while_a_lookalike_waits_is_not_swapped(searcher: S
     """The target is covered by a patch of the scene for 10 frames while a look-alike (mirrored,
     hue-shifted) stands elsewhere: lost while covered, the look-alike never taken for it, the
     target re-acquired within 5 frames of coming back where it was hidden."""
-    background, target = _scene(data.coffee()), _target()
-    hsv = cv2.cvtColor(target[:, ::-1], cv2.COLOR_RGB2HSV)
+    hsv = cv2.cvtColor(_target()[:, ::-1], cv2.COLOR_RGB2HSV)
     hsv[..., 0] = (hsv[..., 0].astype(int) + 12) % 180
-    lookalike = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    frames, truth = [], []
-    for t in range(32):
-        frame = background.copy()
-        centre = (70 + 2 * t, 90.0)
-        _paste(frame, lookalike, 240.0, 170.0)
-        _paste(frame, target, *centre)
-        if 12 <= t < 22:  # covered by the scene's own pixels from elsewhere
-            x0, y0 = round(centre[0] - SIDE / 2) - 4, round(centre[1] - SIDE / 2) - 4
-            frame[y0:y0 + SIDE + 8, x0:x0 + SIDE + 8] = background[150:150 + SIDE + 8, 20:20 + SIDE + 8]
-        frames.append(frame)
-        truth.append(centre)
+    frames, truth = _covered_video(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))
     x, y = truth[0]
     tracker = TemporalSearcher(searcher, searcher.prepare(_target()),
                                initial_box=(x - SIDE / 2, y - SIDE / 2, x + SIDE / 2, y + SIDE / 2))

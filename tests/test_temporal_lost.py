@@ -4,12 +4,9 @@ shot, and a scale filter walking the box down is held to the size's slow average
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import cv2
 import numpy as np
 import pytest
-import torch
 from skimage import data
 
 from pipelines.scale_filter import ScaleFilter
@@ -17,39 +14,10 @@ from pipelines.search import Searcher
 from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalConfig, TemporalSearcher
 from pipelines.temporal_lost import scene_cut, thumbnail
 
-SIZE = (240, 320)  # frame height, width
-SIDE = 48
-
-
-def _target() -> np.ndarray:
-    return cv2.resize(data.astronaut()[30:190, 150:310], (SIDE, SIDE), interpolation=cv2.INTER_AREA)
-
-
-def _scene(image: np.ndarray) -> np.ndarray:
-    return cv2.resize(image, SIZE[::-1], interpolation=cv2.INTER_AREA)
-
-
-def _paste(frame: np.ndarray, patch: np.ndarray, cx: float, cy: float) -> None:
-    x0, y0 = round(cx - patch.shape[1] / 2), round(cy - patch.shape[0] / 2)
-    frame[y0:y0 + patch.shape[0], x0:x0 + patch.shape[1]] = patch
-
-
-def _centre(box: tuple[int, int, int, int] | None) -> np.ndarray:
-    assert box is not None
-    return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def searcher() -> Searcher:
-    return Searcher(device="cpu")
+# The generated video's pieces and the module fixtures (one torch thread, one Searcher) are
+# test_temporal's.
+from tests.test_temporal import (SIDE, SIZE, _centre, _covered_video, _paste, _scene,  # noqa: F401
+                                 _target, one_thread, searcher)
 
 
 def _tracker(searcher: Searcher, centre: tuple[float, float], config: TemporalConfig | None = None
@@ -77,19 +45,7 @@ def test_a_copy_elsewhere_is_not_taken_while_the_target_is_covered(searcher: Sea
     """An exact copy of the target appears far away just as the target is covered for 10 frames:
     the copy is never taken for it (with one re-detection bar everywhere it was, for all the 20
     frames it was there), and the target is re-acquired where it comes back."""
-    background, target = _scene(data.coffee()), _target()
-    frames, truth = [], []
-    for t in range(32):
-        frame = background.copy()
-        centre = (70 + 2 * t, 90.0)
-        if t >= 12:
-            _paste(frame, target, 240.0, 170.0)
-        _paste(frame, target, *centre)
-        if 12 <= t < 22:  # covered by the scene's own pixels from elsewhere
-            x0, y0 = round(centre[0] - SIDE / 2) - 4, round(centre[1] - SIDE / 2) - 4
-            frame[y0:y0 + SIDE + 8, x0:x0 + SIDE + 8] = background[150:150 + SIDE + 8, 20:20 + SIDE + 8]
-        frames.append(frame)
-        truth.append(centre)
+    frames, truth = _covered_video(_target(), other_from=12)  # an exact copy appears as it is covered
     tracker = _tracker(searcher, truth[0])
     tracks = [tracker.step(frame) for frame in frames]
     states = [t.state for t in tracks]
