@@ -125,9 +125,6 @@ class TemporalConfig:
     # While lost, the whole frame is searched on the first lost frame and every redetect_every-th
     # after it (its cost is many windows'); the last place every frame.
     redetect_every: int = 3
-    # While lost, the box coasts where the online filter's response peaks (with the motion prior)
-    # rather than where the heat and the filter together do (pipelines/temporal_lost.py, _coast).
-    coast_on_filter: bool = False
     # Relative sizes searched in the whole frame: at the first acquisition (the query's pixel size
     # is only a guess), and while lost (the last size: like the windowed search, since smaller
     # templates out-score larger ones on anything, a choice of sizes shrank the box).
