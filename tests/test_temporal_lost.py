@@ -1,6 +1,7 @@
 """The temporal mode's guards on generated video: a copy of the target elsewhere is not taken for
 it while it is covered (pipelines/temporal_lost.py), a scene cut is told from motion within a
-shot, and a scale filter walking the box down is held to the size's slow average."""
+shot, a scale filter walking the box down is held to the size's slow average, and a look-alike
+stepping in beside the covered target is not taken for it."""
 
 from __future__ import annotations
 
@@ -114,3 +115,36 @@ def test_after_a_cut_the_target_is_found_at_another_size(searcher: Searcher, fac
     assert found.index(True, 12) < 12 + 5 and all(found[17:]), [t.state for t in tracks]
     heights = [t.best_box[3] - t.best_box[1] for t in tracks[17:] if t.best_box is not None]
     assert all(abs(h / (SIDE * factor) - 1) <= 0.15 for h in heights), heights
+
+
+def test_a_lookalike_stepping_in_beside_the_covered_target_is_not_taken(searcher: Searcher) -> None:
+    """A copy of the target appears 1.5 heights from where the target is covered (10 frames): with
+    the far bar beyond 0.5 heights at 0.85 of the filter's reference it is not taken, and the
+    target is re-acquired where it comes back; with the former bar (beyond 1 height, 0.8) the copy
+    was taken once the radius had grown past it, and kept."""
+    background, target = _scene(data.coffee()), _target()
+    copy_at = np.array((94.0, 162.0))  # below where the target is covered (at x = 94)
+    frames, truth = [], []
+    for t in range(32):
+        frame = background.copy()
+        centre = (70 + 2 * t, 90.0)
+        if t >= 12:
+            _paste(frame, target, *copy_at)
+        _paste(frame, target, *centre)
+        if 12 <= t < 22:
+            x0, y0 = round(centre[0] - SIDE / 2) - 4, round(centre[1] - SIDE / 2) - 4
+            frame[y0:y0 + SIDE + 8, x0:x0 + SIDE + 8] = background[150:150 + SIDE + 8, 20:20 + SIDE + 8]
+        frames.append(frame)
+        truth.append(centre)
+
+    def run(config: TemporalConfig) -> list:
+        tracker = _tracker(searcher, truth[0], config)
+        return [tracker.step(frame) for frame in frames]
+
+    tracks = run(TemporalConfig())
+    assert min(float(np.linalg.norm(_centre(t.best_box) - copy_at)) for t in tracks) > 40
+    assert [t.state for t in tracks[12:22]] == [LOST] * 10
+    for track, centre in zip(tracks[22:], truth[22:]):
+        assert track.state != LOST and np.linalg.norm(_centre(track.best_box) - np.array(centre)) <= 8
+    former = run(TemporalConfig(far_radius=1.0, far_reacquire_ratio=0.8))
+    assert np.linalg.norm(_centre(former[-1].best_box) - copy_at) <= 8  # the control: taken
