@@ -45,16 +45,17 @@ def _centre(box: tuple[int, int, int, int] | None) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
 
 
-def _covered_video(other: np.ndarray, other_from: int = 0) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
+def _covered_video(other: np.ndarray, other_from: int = 0, other_at: tuple[float, float] = (240.0, 170.0)
+                   ) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
     """32 frames of a scene: the target moving right, covered by the scene's own pixels from
-    elsewhere in frames 12-21; ``other`` stands at (240, 170) from frame ``other_from`` on."""
+    elsewhere in frames 12-21; ``other`` stands at ``other_at`` from frame ``other_from`` on."""
     background, target = _scene(data.coffee()), _target()
     frames, truth = [], []
     for t in range(32):
         frame = background.copy()
         centre = (70 + 2 * t, 90.0)
         if t >= other_from:
-            _paste(frame, other, 240.0, 170.0)
+            _paste(frame, other, *other_at)
         _paste(frame, target, *centre)
         if 12 <= t < 22:
             x0, y0 = round(centre[0] - SIDE / 2) - 4, round(centre[1] - SIDE / 2) - 4

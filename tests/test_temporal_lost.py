@@ -122,20 +122,8 @@ def test_a_lookalike_stepping_in_beside_the_covered_target_is_not_taken(searcher
     the far bar beyond 0.5 heights at 0.85 of the filter's reference it is not taken, and the
     target is re-acquired where it comes back; with the former bar (beyond 1 height, 0.8) the copy
     was taken once the radius had grown past it, and kept."""
-    background, target = _scene(data.coffee()), _target()
     copy_at = np.array((94.0, 162.0))  # below where the target is covered (at x = 94)
-    frames, truth = [], []
-    for t in range(32):
-        frame = background.copy()
-        centre = (70 + 2 * t, 90.0)
-        if t >= 12:
-            _paste(frame, target, *copy_at)
-        _paste(frame, target, *centre)
-        if 12 <= t < 22:
-            x0, y0 = round(centre[0] - SIDE / 2) - 4, round(centre[1] - SIDE / 2) - 4
-            frame[y0:y0 + SIDE + 8, x0:x0 + SIDE + 8] = background[150:150 + SIDE + 8, 20:20 + SIDE + 8]
-        frames.append(frame)
-        truth.append(centre)
+    frames, truth = _covered_video(_target(), other_from=12, other_at=(94.0, 162.0))
 
     def run(config: TemporalConfig) -> list:
         tracker = _tracker(searcher, truth[0], config)
