@@ -132,8 +132,8 @@ def run_whole(searcher, frames: list[np.ndarray], box: np.ndarray) -> Run:
         heat = maps.heat[0]
         peaks = searcher.detect(query, heat, maps.object_height[0], threshold=float(heat.max()))
         boxes.append(peaks[0].box if peaks else None)
-        below += float(heat.max()) < searcher.threshold
-    # "lost": frames whose top peak is under the default threshold (nothing reported there).
+        below += float(heat.max()) < searcher.heat_map_threshold
+    # "lost": frames whose top peak is under the heat map's threshold (nothing reported there).
     return Run(boxes, time.perf_counter() - start, below, 0)
 
 
