@@ -344,7 +344,8 @@ def register(app: typer.Typer) -> None:
         query_mask: Optional[Path] = typer.Option(None, "--query-mask", help="Mask image of the query's object "
                                                   "(non-zero = object)."),
         threshold: Optional[float] = typer.Option(None, "--threshold", help="Heat threshold of a detection "
-                                                  "(default: the checkpoint's calibrated one, else the built-in)."),
+                                                  "(default: the verified search's calibrated one, from its fusion "
+                                                  "model; with --no-verify the network's own)."),
         pairs: Optional[Path] = typer.Option(None, "--pairs", help='JSONL of {"query": path, "medium": path[, "query_mask": path]} '
                                              "lines (relative paths from the file's folder)."),
         save_heatmaps: bool = typer.Option(False, "--save-heatmaps", help="Also write per-frame heat maps of videos."),
