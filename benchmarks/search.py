@@ -8,7 +8,8 @@ the same frames, and their ratio (target: search <= 1.5x the backbone):
 
 Calibration (--calibrate): the F1-maximising heat threshold (detections at IoU >= 0.5) of a model
 over generated cases (skimage photos pasted 0-2 times at 0.3-3x the query's size, partly occluded,
-into other photos); this is how DEFAULT_THRESHOLD in pipelines/search.py was chosen:
+into other photos), which chose the untrained threshold until stop 19 (since then: real CCP calibration
+photos, `synth calibrate --photos`, see UNTRAINED_THRESHOLD in pipelines/search.py):
 
     python benchmarks/search.py --calibrate [--cases 120] [--checkpoint CKPT]
 """

@@ -21,7 +21,7 @@ so a catalogue photo's white background does not match white walls. Objects from
 ``min(query_scales)`` to ``max(query_scales)`` times the query's size are found (the network's own
 (query, medium) scale pairs cover the gaps between pyramid levels); with ``query_scales=None`` they
 are chosen per query and medium size (0.5, 1, 2, and for a query large against the medium smaller
-octaves down to an object 1/16 of the medium's shorter side: :func:`pipelines.search_maps.auto_scales`); small queries are searched in
+octaves down to an object 1/16 of the medium's shorter side: :func:`pipelines.search_levels.auto_scales`); small queries are searched in
 the medium up-sampled, large ones in the medium shrunk (:mod:`pipelines.search_maps`). Maps become
 detections in :mod:`pipelines.detections`; highlights are drawn by :mod:`pipelines.highlight`.
 """
@@ -56,7 +56,7 @@ ImageLike = Union[str, Path, np.ndarray]
 # takes its fusion model's own threshold (pipelines/fusion_untrained.json). A shipped head and
 # checkpoints carry their own calibrated thresholds.
 UNTRAINED_THRESHOLD = 0.36
-DEFAULT_THRESHOLD = UNTRAINED_THRESHOLD  # the name earlier releases exported
+DEFAULT_THRESHOLD = UNTRAINED_THRESHOLD  # the name earlier releases exported (the heat map's threshold)
 # A query object smaller than this on either side (after cropping to its mask) has no texture left to
 # match: refused with one line rather than searched with detections that mean nothing.
 MIN_QUERY_INPUT_SIDE = 8

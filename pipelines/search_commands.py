@@ -273,8 +273,8 @@ SCALES_HELP = ("Object sizes searched, relative to the query's, e.g. 0.25,0.5,1 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | str | None:
     """``--scales``: comma-separated relative sizes, searched as given; None or ``auto``: chosen per
-    query and medium size (pipelines.search_maps.auto_scales); ``default``: the default sizes less
-    the implausibly small (pipelines.search_maps.DEFAULT_SCALES)."""
+    query and medium size (pipelines.search_levels.auto_scales); ``default``: the default sizes less
+    the implausibly small (pipelines.search_levels.DEFAULT_SCALES)."""
     from pipelines.search import DEFAULT_SCALES, MAX_QUERY_SCALE, MIN_QUERY_SCALE
 
     if text is None or text.strip().lower() == "auto":

@@ -1,14 +1,7 @@
-"""The network-facing half of the search: pyramid levels, and heat and object-size maps per frame.
-
-Each query scale (relative object size, object in the medium / query) is one *level*: the query's
-pixels at that size become the correlation kernel, at least ``min_kernel_side`` on its shorter side
-and (for a query smaller than that) ``min_kernel_mean`` on the geometric mean of its sides, at most
-``max_kernel_side`` on that mean, by zooming the medium instead. A big query (a catalogue photo at
-full resolution) is thus searched with a kernel of about 12 x 12 feature cells at most in a shrunk
-medium, which costs a fraction of searching the full-size medium; a small query (a player of 34 x 81
-px in a broadcast frame) is searched in the medium up-sampled (zoom > 1), so it spans enough cells
-of the stride-8 grid to be matched at all. A zoomed medium too large for memory is searched in
-overlapping tiles. The network's own (query, medium) scale pairs cover the gaps between levels.
+"""The network-facing half of the search: heat and object-size maps per frame, over the pyramid
+levels of :mod:`pipelines.search_levels` (a kernel per relative object size, the medium zoomed
+so that the kernel spans enough cells of the stride-8 grid, in overlapping tiles where a zoomed
+medium is too large). The network's own (query, medium) scale pairs cover the gaps between levels.
 """
 
 from __future__ import annotations
@@ -25,204 +18,23 @@ import torch
 import torch.nn.functional as F
 
 from augment.imageio import InputError
+from pipelines.search_levels import (AUTO_MAX_LEVELS, AUTO_MIN_OBJECT_FRACTION, AUTO_OCTAVE_PRIOR,  # noqa: F401
+                                     DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES, DEFAULT_SCALES, MAX_KERNEL_SIDE,
+                                     MAX_QUERY_SCALE, MAX_TILE_PIXELS, MAX_ZOOM, MIN_KERNEL_MEAN,
+                                     MIN_KERNEL_SIDE, MIN_QUERY_SCALE, MIN_QUERY_SIDE,
+                                     ZOOM_STEPS_PER_OCTAVE, Level, _owned, auto_scales, check_scales,
+                                     describe, plan_levels, smallest_plausible_scale, tiles)
 from train.backbones import fold_batchnorm
 from train.model import GRID_STRIDE, QueryFeatures, QuerySearchNet, SearchNetConfig
 
 logger = logging.getLogger(__name__)
 
-# Relative object sizes (object in the medium / query) searched as pyramid levels. The network's
-# scale pairs (0.5x-2x) fill the gaps, so these cover about 0.25x-4x. Without explicit scales they
-# are the base of the automatic range (:func:`auto_scales`).
-DEFAULT_QUERY_SCALES: tuple[float, ...] = (0.5, 1.0, 2.0)
-# ``query_scales`` of the default search: DEFAULT_QUERY_SCALES less those at which the object would be
-# implausibly small (under the automatic range's lower bound, :func:`smallest_plausible_scale`); no
-# octaves added. A 30-60 px query cut from a crowd mosaic is then not also searched at half its size
-# (look-alikes match small kernels): calibration mosaics prec@20 / succAUC 0.850 / 0.686 -> 0.900 /
-# 0.736 (heat map alone, 20 cases); the Crossing and Skating1 whole-frame queries keep all three.
-DEFAULT_SCALES = "default"
-# The automatic range extends the base downwards, an octave a level, to the smallest octave at which
-# the object's longer side still spans this fraction of the medium's shorter side: smaller objects
-# are a few cells of the stride-8 grid even zoomed in. A query cut at a catalogue photo's resolution
-# is often 4-10x larger than its instance in a street scene, which the base range never reaches.
-AUTO_MIN_OBJECT_FRACTION = 1.0 / 16.0
-# ... with at most this many levels (from 1/16 to the whole medium is five octaves).
-AUTO_MAX_LEVELS = 5
-# The heat of an added level is multiplied by this per octave below the base range: a prior that the
-# object is near the query's size, so that more levels (more chances for a look-alike to match at
-# some size) do not outvote the base range where it holds the object.
-AUTO_OCTAVE_PRIOR = 0.9
-# Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
-MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
-# Media are searched at most this many pixels on their longer side (the query shrinks alike).
-DEFAULT_MAX_SIDE = 1024
-# A level's kernel (the query at that level's size) spans at least this many pixels on its shorter
-# side (6 cells of the stride-8 grid): a smaller object is searched in the medium up-sampled. 72
-# (9 cells) was tried at stop 18: crowd mosaics of CCP calibration photos gained (--scales auto,
-# mirrored: prec@20 0.750 -> 0.800, succAUC 0.467 -> 0.569) but the thin pedestrian of the Crossing
-# sequence, searched whole per frame, was lost (every 5th frame: prec@20 0.292 -> 0.042; its
-# 17-px-wide query zoomed 4x); CCP calibration photos were the same (heat top-1 0.900 vs 0.917).
-MIN_KERNEL_SIDE = 48
-# ... and at least this many as the geometric mean of its sides (9 x 9 cells' worth) where the query
-# itself is smaller than that (cut as coarse as the medium, like a player cropped from a frame): a
-# compact one gets the 72-px kernel that helped the crowd mosaics, an elongated one (aspect over
-# 2.25) keeps the 48-px shorter side, so the Crossing pedestrian (17 x 50, aspect 2.9) is zoomed as
-# before. Stop 19, CCP calibration photos, 20 crowd cases per row, heat map alone, 48 -> this 72:
-# mosaic-cut default scales prec@20 0.750 -> 0.850, succAUC 0.550 -> 0.686, --scales auto 0.900 ->
-# 0.900, 0.681 -> 0.736 (a 72-px shorter side: 0.850/0.724, 0.900/0.769); Crossing whole every 5th
-# frame the same (0.292); CCP calibration the same. 84 lost on the mosaic cuts (default
-# 0.800/0.645, auto 0.850/0.698); 96, or 56 on the shorter side, lost Crossing (0.000): it is found
-# only at its present zoom (2.83x). Held to it, larger queries (original-resolution cuts, auto)
-# gained too (0.700/0.407 -> 0.850/0.536), but the sharp query shrunk against the medium up-sampled
-# lowered the heat of a 0.6x instance in tests/test_search.py from 0.575 to 0.439, under the fused
-# search's threshold 0.52 (main at stop 19), and the test lost it.
-MIN_KERNEL_MEAN = 72.0
-# ... and at most this many as the geometric mean of its sides (12 x 12 cells' worth): a larger
-# object is searched in the medium shrunk, which bounds the correlation's cost whatever the
-# query's resolution.
-MAX_KERNEL_SIDE = 96
-# Up-sampling the medium stops here (cost grows with its square).
-MAX_ZOOM = 4.0
 # The object's size at a place is the largest scale whose standardised cosine is within this many
 # standard deviations of the best (NetworkSearch._object_height). 0.75, not 1.75: the wider margin
 # boxed small garments 2-3x too large (CCP calibration, heat map alone with the mirror and 72-px
 # kernels: top-1 0.867 -> 0.917; crowd mosaics succAUC 0.528 -> 0.569); 0 lost a fused case on CCP
 # calibration.
 SCALE_MARGIN = 0.75
-# Zoomed media above this many pixels are searched in overlapping tiles.
-MAX_TILE_PIXELS = 1600 * 1200
-# Zoom factors are rounded to quarter octaves so levels share encoded media.
-ZOOM_STEPS_PER_OCTAVE = 4
-# Smallest kernel side in pixels worth correlating (two cells of the stride-8 grid).
-MIN_QUERY_SIDE = 16
-
-
-@dataclass(frozen=True)
-class Level:
-    """One pyramid level: the relative object size it stands for, the query's pixel size there
-    (the kernel), and the zoom of the medium's working size it is searched at."""
-
-    scale: float
-    query_size: tuple[int, int]
-    zoom: float
-
-
-def plan_levels(query_hw: tuple[float, float], work_hw: tuple[int, int], scales: Sequence[float],
-                min_side: int = MIN_KERNEL_SIDE, max_side: int = MAX_KERNEL_SIDE,
-                max_zoom: float = MAX_ZOOM, min_mean: float = MIN_KERNEL_MEAN) -> list[Level]:
-    """Levels for a query of ``query_hw`` pixels (at the medium's working scale) in a medium of
-    ``work_hw`` pixels; one per distinct (kernel size, zoom).
-
-    Scales at which the object would be larger than the medium are left out (no such object can
-    be there, and a kernel nearly as large as the medium only matches padding); if that leaves
-    none, the object is searched as large as the medium fits."""
-    levels: list[Level] = []
-    largest = min(work_hw[0] / query_hw[0], work_hw[1] / query_hw[1])  # the scale that fills the medium
-    possible = [s for s in sorted(scales) if s <= largest * 1.01]
-    # The mean-side minimum holds for a query no larger than it (cut as coarse as the medium): a
-    # larger, sharper query shrunk to the kernel would be matched against an up-sampled, blurred
-    # medium, which lowers the heat of its instances (see MIN_KERNEL_MEAN).
-    if math.sqrt(query_hw[0] * query_hw[1]) >= min_mean:
-        min_mean = 0.0
-    for scale in possible or [largest]:
-        oh, ow = query_hw[0] * scale, query_hw[1] * scale  # the object's size in the medium
-        short, mean_side = min(oh, ow), math.sqrt(oh * ow)
-        zoom = 1.0
-        if short < min_side or mean_side < min_mean:  # too few cells across: zoom in
-            zoom = min(max_zoom, max(min_side / short, min_mean / mean_side))
-        elif mean_side > max_side:  # more cells than needed: zoom out (the cost follows the area)
-            zoom = max(max_side / mean_side, MIN_QUERY_SIDE / short)
-        zoom = 2.0 ** (round(math.log2(zoom) * ZOOM_STEPS_PER_OCTAVE) / ZOOM_STEPS_PER_OCTAVE)
-        size = (round(oh * zoom), round(ow * zoom))
-        # The kernel must fit in the zoomed medium (same padding needs the object inside it).
-        fit = min(1.0, work_hw[0] * zoom / size[0], work_hw[1] * zoom / size[1])
-        size = (max(1, round(size[0] * fit)), max(1, round(size[1] * fit)))
-        if min(size) < MIN_QUERY_SIDE:
-            grow = MIN_QUERY_SIDE / min(size)
-            size = (round(size[0] * grow), round(size[1] * grow))
-        level = Level(float(scale), size, zoom)
-        if all((l.query_size, l.zoom) != (level.query_size, level.zoom) for l in levels):
-            levels.append(level)
-    return levels
-
-
-def smallest_plausible_scale(query_hw: tuple[float, float], work_hw: tuple[int, int],
-                             min_fraction: float = AUTO_MIN_OBJECT_FRACTION) -> float:
-    """The smallest relative size of a plausible object: its longer side ``min_fraction`` of the
-    medium's shorter side, or the query's own size where that is smaller."""
-    return min(1.0, min_fraction * min(work_hw) / max(query_hw))
-
-
-def auto_scales(query_hw: tuple[float, float], work_hw: tuple[int, int],
-                base: Sequence[float] = DEFAULT_QUERY_SCALES,
-                min_fraction: float = AUTO_MIN_OBJECT_FRACTION, max_levels: int = AUTO_MAX_LEVELS) -> tuple[float, ...]:
-    """The relative sizes searched when none are given, for a query of ``query_hw`` pixels in a
-    medium of ``work_hw`` (both at the medium's working scale).
-
-    Plausible objects fill at most the medium and span at least ``min_fraction`` of its shorter
-    side (longer side against shorter side) -- or the query's own size where that is smaller: the
-    user's query shows the object can be that small. Searched: the ``base`` scales within these
-    bounds (a query is often cut from media like the searched one, at its instance's size), then
-    octaves below the base down to the lower bound, at most ``max_levels`` in all (those nearest
-    the base kept). With the defaults a query whose longer side is under a quarter of the
-    medium's shorter side gets the base alone (less its 0.5 where that object would be under
-    1/16 of the medium: a 20 x 12 px object in a 640 x 480 frame, up-sampled 4x to be matched at
-    all), and a large one (a catalogue photo at full resolution searched in a street scene) is
-    also searched shrunk 4x, 8x, ... Scales above the base are not added: a query is seldom a
-    thumbnail of its instance, and each level costs an encoding of the medium.
-    """
-    fits = min(work_hw[0] / query_hw[0], work_hw[1] / query_hw[1])  # the object as large as the medium
-    smallest = smallest_plausible_scale(query_hw, work_hw, min_fraction)
-    scales = [s for s in sorted(base) if smallest * 0.99 <= s <= fits * 1.01]
-    # Octaves from the base's smallest down (a level's scale pairs reach half an octave and more
-    # below it, so the last one need not go under ``smallest``).
-    scale = min(base) / 2
-    while scale >= smallest * 0.99 and len(scales) < max_levels:
-        if scale <= fits * 1.01:
-            scales.append(scale)
-        scale /= 2
-    return tuple(sorted(scales)) if scales else (min(1.0, fits),)
-
-
-def tiles(height: int, width: int, zoom: float, overlap: int,
-          max_pixels: int = MAX_TILE_PIXELS) -> list[tuple[int, int, int, int]]:
-    """Windows (y0, y1, x0, x1) of the working medium whose zoomed size stays under
-    ``max_pixels``, overlapping by ``overlap`` working pixels; one window when it fits whole.
-    Window origins are multiples of the grid stride, so their grids line up with the frame's."""
-    if height * width * zoom * zoom <= max_pixels:
-        return [(0, height, 0, width)]
-    side = max(4 * GRID_STRIDE, int(math.sqrt(max_pixels) / zoom) // GRID_STRIDE * GRID_STRIDE)
-    step = max(GRID_STRIDE, (side - overlap) // GRID_STRIDE * GRID_STRIDE)
-
-    def spans(length: int) -> list[tuple[int, int]]:
-        if length <= side:
-            return [(0, length)]
-        starts = list(range(0, length - side, step)) + [max(0, (length - side) // GRID_STRIDE * GRID_STRIDE)]
-        return [(a, a + side) for a in starts[:-1]] + [(starts[-1], length)]  # the last one reaches the edge
-
-    return [(y0, y1, x0, x1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
-
-
-def _owned(start: int, end: int, length: int, others: Sequence[tuple[int, int]]) -> tuple[int, int]:
-    """The part of window [start, end) whose pixels it writes: halfway into each overlap."""
-    lo, hi = start, end
-    for a, b in others:
-        if a < start < b <= end:  # a window before this one overlaps its start
-            lo = max(lo, (start + b) // 2)
-        if start <= a < end < b:  # one after it overlaps its end
-            hi = min(hi, (a + end) // 2)
-    return lo, hi
-
-
-def check_scales(scales: Sequence[float] | str | None) -> None:
-    """Given query scales must be some, each in [MIN_QUERY_SCALE, MAX_QUERY_SCALE]; None = automatic,
-    :data:`DEFAULT_SCALES` = the default."""
-    if scales is None or (isinstance(scales, str) and scales == DEFAULT_SCALES):
-        return
-    if isinstance(scales, str):
-        raise InputError(f"query scales must be numbers, None (automatic) or {DEFAULT_SCALES!r}, not {scales!r}")
-    if not scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in scales):
-        raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
-                         f"not {list(scales)}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -531,8 +343,3 @@ class NetworkSearch:
         largest = (near_best * ranks).argmax(dim=1, keepdim=True)
         sizes = torch.tensor([heights[i] for i in order], device=z.device)
         return sizes[largest]
-
-
-def describe(levels: Sequence[Level]) -> list[dict[str, Any]]:
-    """Levels as plain values (logged and benchmark output)."""
-    return [{"scale": l.scale, "kernel": list(l.query_size), "zoom": round(l.zoom, 3)} for l in levels]

@@ -1,4 +1,4 @@
-"""Pyramid levels with zoom (pipelines/search_maps.py), detections from heat maps
+"""Pyramid levels with zoom (pipelines/search_levels.py, pipelines/search_maps.py), detections from heat maps
 (pipelines/detections.py) and highlights (pipelines/highlight.py)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pipelines.cli import app
 from pipelines.detections import box_iou, detect, find_peaks
 from pipelines.highlight import highlight
 from pipelines.search import Searcher
-from pipelines.search_maps import plan_levels, tiles
+from pipelines.search_levels import plan_levels, tiles
 
 
 def test_levels_zoom_in_for_small_queries_and_out_for_large_ones():
@@ -202,7 +202,7 @@ def test_halving_the_medium_by_average_pool_equals_area_resizing():
 
 
 def test_automatic_scales_extend_down_for_a_query_large_against_the_medium():
-    from pipelines.search_maps import AUTO_MAX_LEVELS, DEFAULT_QUERY_SCALES, auto_scales
+    from pipelines.search_levels import AUTO_MAX_LEVELS, DEFAULT_QUERY_SCALES, auto_scales
 
     # A query under a quarter of the medium's shorter side: the base range alone.
     assert auto_scales((96, 96), (480, 640)) == DEFAULT_QUERY_SCALES
