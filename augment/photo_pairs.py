@@ -199,6 +199,12 @@ class PhotoPairSampler:
             tiles.insert(position, photo)
         return CasePlan(photo, obj, category, tiles, position, self.catalogue.sample(rng))
 
+    def hard_negative_plan(self, rng: np.random.Generator, plan: "CasePlan") -> "CasePlan":
+        """The same query (photo, object, catalogue shot) in a scene of as many other photos, at
+        least one holding its category where any does: the negative a ranking loss needs."""
+        tiles = self._other_photos(rng, plan.photo, plan.category, len(plan.tiles), hard=True)
+        return CasePlan(plan.photo, plan.obj, plan.category, tiles, -1, plan.catalogue)
+
     def query_shot(self, plan: "CasePlan", image: np.ndarray | None = None) -> np.ndarray:
         """The plan's catalogue shot (RGBA) of its object."""
         image = self.index.image(plan.photo) if image is None else image

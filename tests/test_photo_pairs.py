@@ -76,3 +76,17 @@ def test_cases_are_deterministic_and_their_targets_right(tmp_path):
         assert case.params["query_photo"] not in case.params["scene_photos"]
         holders = {str(index.records[p].path) for p in index.photos_with("skirt")}
         assert holders & set(case.params["scene_photos"])  # a hard negative: another skirt is there
+
+
+def test_hard_negative_plan_keeps_the_query_and_drops_its_photo(tmp_path):
+    index = PhotoIndex.from_sources([make_street_photos(tmp_path / "ccp")], SourceConfig(min_area=50))
+    sampler = PhotoPairSampler(index, PhotoPairConfig(scene_height=80, photos_per_scene=(3, 3),
+                                                      query_categories=("skirt",)))
+    rng = np.random.default_rng(3)
+    plan = sampler.plan(rng, positive=True)
+    negative = sampler.hard_negative_plan(rng, plan)
+    positive_case, negative_case = sampler.render(plan), sampler.render(negative)
+    np.testing.assert_array_equal(positive_case.query, negative_case.query)  # the same catalogue shot
+    assert positive_case.positive and not negative_case.positive
+    assert len(negative.tiles) == len(plan.tiles) and plan.photo not in negative.tiles
+    assert set(negative.tiles) & set(index.photos_with("skirt"))  # another skirt is there
