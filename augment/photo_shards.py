@@ -27,12 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from augment.coco_source import coco_annotation_mask, coco_category, coco_images, load_coco_index
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, resize_image
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.sources import (Skip, coco_annotation_mask, coco_category, coco_images, detect_format,
-                             load_coco_index, loaded_pairs, photo_mask_pairs, read_each)
+from augment.sources import Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each
 
 log = logging.getLogger(__name__)
 

@@ -9,49 +9,39 @@ Formats:
   ``x_mask.png``); a binary mask is one object, an instance-id mask one object per id
   (names from an optional ``categories.json`` mapping id → name).
 - ``rgba``: PNG cutouts whose alpha is the mask; the category is the sub-folder's name.
-- ``coco``: a COCO instances JSON (polygons or RLE) and its images.
+- ``coco``: a COCO instances JSON (polygons or RLE) and its images (read by
+  :mod:`augment.coco_source`).
 - ``label_map``: ``label_list.json`` + ``labels/`` (8/16-bit label maps) + ``photos/``
   or ``images/``; one object per connected region of each label.
 - ``objects``: a folder holding an ``objects.parquet`` (what `synth extract` writes, or another
   expansion's cutouts); its cutouts as they are, provenance included.
+
+The items and the steps every reader shares (cropping, include/exclude, labels) are in
+:mod:`augment.source_items`; those names and the COCO ones are re-exported here.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar, Union
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import cv2
 import numpy as np
 
+from augment.coco_source import (CocoIndex, _coco_photos, _looks_like_coco, _read_coco,  # noqa: F401
+                                 coco_annotation_mask, coco_category, coco_images, coco_objects,
+                                 load_coco_index)
 from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, list_images, read_image, read_mask
 from augment.schema import OBJECTS_FILE
+from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
+                                  crop_object, limited)
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class SourceObject:
-    rgba: np.ndarray  # H×W×4 uint8 crop; alpha 255 on the object, 0 elsewhere
-    category: str
-    source: str  # the image file it was cut from
-    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the crop in the source image
-    provenance: dict | None = None  # automatic cutouts (objects sources): source, model_id, round, confidence, stability
-    superpixels: bytes | None = None  # PNG of its superpixels when already computed (objects sources)
-
-
-@dataclass
-class Skip:
-    path: str
-    reason: str
-
-
-SourceItem = Union[SourceObject, Skip]
 T = TypeVar("T")
 
 
@@ -81,15 +71,6 @@ def detect_format(source: Path) -> str:
     )
 
 
-def _looks_like_coco(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(1 << 16).decode("utf-8", "ignore")
-    except OSError:
-        return False
-    return '"annotations"' in head or ('"images"' in head and '"categories"' in head)
-
-
 def read_source(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     """Objects of one source, in a deterministic order."""
     source = Path(source)
@@ -102,45 +83,6 @@ def read_source(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     if not source.exists():
         raise InputError(f"{source}: no such file or directory")
     yield from readers[fmt](source, config)
-
-
-def _category_allowed(name: str, config: SourceConfig) -> bool:
-    if config.keep_labels and name not in config.keep_labels:
-        return False
-    return name not in config.drop_labels
-
-
-def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path, config: SourceConfig) -> SourceItem:
-    """Cut the masked pixels out of ``image`` as an RGBA crop, downscaled to ``max_cutout_side``."""
-    area = int(np.count_nonzero(mask))
-    if area == 0:
-        return Skip(str(source), f"empty mask for {category!r}")
-    if area < config.min_area:
-        return Skip(str(source), f"{category!r} object of {area} px is below min_area {config.min_area}")
-    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
-    alpha = (mask[y : y + h, x : x + w] > 0).astype(np.uint8) * 255
-    rgba = np.dstack([image[y : y + h, x : x + w, :3], alpha])
-    longer = max(w, h)
-    if longer > config.max_cutout_side:
-        factor = config.max_cutout_side / longer
-        size = (max(1, round(w * factor)), max(1, round(h * factor)))
-        rgb = cv2.resize(rgba[:, :, :3], size, interpolation=cv2.INTER_AREA)
-        alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
-        rgba = np.dstack([rgb, np.where(alpha >= 128, 255, 0).astype(np.uint8)])
-    return SourceObject(np.ascontiguousarray(rgba), category, str(source), (x, y, x + w, y + h))
-
-
-def limited(paths: list, config: SourceConfig) -> list:
-    """Apply include/exclude (globs on the file's stem) and limit; items may be paths or (path, ...) tuples."""
-
-    def stem(item) -> str:
-        return Path(item[0] if isinstance(item, tuple) else item).stem
-
-    if config.include:
-        paths = [p for p in paths if any(fnmatch.fnmatchcase(stem(p), pattern) for pattern in config.include)]
-    if config.exclude:
-        paths = [p for p in paths if not any(fnmatch.fnmatchcase(stem(p), pattern) for pattern in config.exclude)]
-    return paths[: config.limit] if config.limit else paths
 
 
 def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.ndarray, np.ndarray, list[int]] | Skip:
@@ -240,146 +182,6 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         category = path.parent.name if path.parent != source else "object"
         if _category_allowed(category, config):
             yield crop_object(rgba[:, :, :3], rgba[:, :, 3] >= 128, category, path, config)
-
-
-# ---------------------------------------------------------------- COCO
-@dataclass
-class CocoIndex:
-    json_path: Path
-    images: dict[int, dict]
-    categories: dict[int, str]
-    by_image: dict[int, list[dict]]  # image id -> its annotations
-    roots: list[Path]  # folders searched for the image files
-    problems: list[Skip]  # single entries that cannot be used (counted, logged skips)
-
-    def ordered(self) -> list[tuple[str, int]]:
-        """(file name, image id) of annotated images, in a deterministic order."""
-        return [(str(self.images[i].get("file_name", i)), i) for i in sorted(self.by_image)]
-
-    def locate(self, image_id: int) -> Path | Skip:
-        file_name = self.images[image_id].get("file_name")
-        if not isinstance(file_name, str) or not file_name:
-            return Skip(str(self.json_path), f"image id {image_id} has no file_name")
-        path = next((root / file_name for root in self.roots if (root / file_name).is_file()), None)
-        return path if path is not None else Skip(str(self.json_path), f"image file {file_name!r} not found")
-
-
-def load_coco_index(source: Path) -> CocoIndex:
-    """A COCO instances file's images, categories and annotations by image; a file whose structure is
-    not COCO's (not JSON, ``annotations`` not a list...) is an InputError, a broken single entry a Skip."""
-    json_path = source if source.is_file() else next((p for p in sorted(source.glob("*.json")) if _looks_like_coco(p)), None)
-    if json_path is None:
-        raise InputError(f"{source}: no COCO instances .json found")
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as error:
-        raise InputError(f"{json_path}: not a COCO instances file (not readable JSON: {error})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{json_path}: not a COCO instances file (the top level is not an object)")
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise InputError(f'{json_path}: not a COCO instances file ("{key}" must be a list, '
-                             f"got {type(data.get(key)).__name__})")
-    if not isinstance(data.get("categories", []), list):
-        raise InputError(f'{json_path}: not a COCO instances file ("categories" must be a list)')
-    problems, images, categories = [], {}, {}
-    for number, entry in enumerate(data["images"]):
-        if isinstance(entry, dict) and isinstance(entry.get("id"), int):
-            images[entry["id"]] = entry
-        else:
-            problems.append(Skip(str(json_path), f"image entry #{number} is not an object with an integer id"))
-    for entry in data.get("categories", []):
-        if isinstance(entry, dict) and isinstance(entry.get("id"), int):
-            categories[entry["id"]] = str(entry.get("name", entry["id"]))
-    by_image: dict[int, list[dict]] = {}
-    for number, annotation in enumerate(data["annotations"]):
-        if not isinstance(annotation, dict):
-            problems.append(Skip(str(json_path), f"annotation #{number} is not an object: {str(annotation)[:40]}"))
-            continue
-        image_id = annotation.get("image_id")
-        if not isinstance(image_id, int) or image_id not in images:
-            problems.append(Skip(str(json_path), f"annotation {annotation.get('id')} refers to unknown image id {image_id!r}"))
-            continue
-        by_image.setdefault(image_id, []).append(annotation)
-    roots = [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
-    return CocoIndex(json_path, images, categories, by_image, roots, problems)
-
-
-def coco_category(coco: CocoIndex, annotation: dict) -> str:
-    category_id = annotation.get("category_id")
-    return coco.categories.get(category_id, str(category_id)) if isinstance(category_id, int) else str(category_id)
-
-
-def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarray:
-    """The annotation's mask (polygons, uncompressed or compressed RLE); ValueError and friends when broken."""
-    from pycocotools import mask as mask_utils
-
-    segmentation = annotation["segmentation"]
-    if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode()
-        if list(rle["size"]) != [height, width]:
-            raise ValueError(f"RLE size {rle['size']} differs from the image's {[height, width]}")
-    return mask_utils.decode(rle)
-
-
-def coco_images(coco: CocoIndex, config: SourceConfig) -> Iterator[tuple[int, Path, np.ndarray] | Skip]:
-    """(image id, path, RGB image) of the annotated images picked by ``config``; unusable ones as Skip
-    (the index's broken entries first)."""
-    yield from coco.problems
-    for _, image_id in limited(coco.ordered(), config):
-        path = coco.locate(image_id)
-        if isinstance(path, Skip):
-            yield path
-            continue
-        try:
-            yield image_id, path, read_image(path, "rgb")
-        except InputError as error:
-            yield Skip(str(path), str(error))
-
-
-def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width: int,
-                 config: SourceConfig) -> Iterator[tuple[str, np.ndarray] | Skip]:
-    """(category, bool mask) of each usable, allowed, non-crowd annotation of one image, or a Skip."""
-    for annotation in coco.by_image[image_id]:
-        category = coco_category(coco, annotation)
-        if not _category_allowed(category, config):
-            continue
-        if annotation.get("iscrowd"):
-            yield Skip(str(path), f"annotation {annotation.get('id')} is a crowd region")
-            continue
-        try:
-            mask = coco_annotation_mask(annotation, height, width)
-        except Exception as error:  # pycocotools raises bare Exceptions on malformed input
-            yield Skip(str(path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
-            continue
-        yield category, mask > 0
-
-
-def _coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
-    """(path, RGB image, its (category, mask) objects and Skips) per annotated image, or a Skip."""
-    coco = load_coco_index(source)
-    for item in coco_images(coco, config):
-        if isinstance(item, Skip):
-            yield item
-            continue
-        image_id, path, image = item
-        yield path, image, list(coco_objects(coco, image_id, path, *image.shape[:2], config))
-
-
-def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    for item in _coco_photos(source, config):
-        if isinstance(item, Skip):
-            yield item
-            continue
-        path, image, found = item
-        for one in found:
-            yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
 
 
 # ---------------------------------------------------------------- label maps

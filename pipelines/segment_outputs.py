@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from augment.imageio import InputError, is_image_path, read_image, save_image
-from pipelines.search_commands import OutputNames
+from pipelines.search_outputs import OutputNames
 from pipelines.segmenter import Segmenter, overlay
 from train.segment_config import CLASSES_FILE, write_classes
 

@@ -24,6 +24,9 @@ classical SIFT baseline of the benchmarks is this one function.
     checks = verifier.verify(query_rgb, query_mask, medium_rgb, [det.box for det in detections])
     for check in checks:
         print(check.verified, check.inliers, check.box)
+
+The fit's geometry (RANSAC similarity, silhouettes, mapped boxes) is :mod:`pipelines.verify_geometry`;
+the overlay of a check, :func:`draw_matches`, is :mod:`pipelines.verify_draw` (re-exported here).
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ import numpy as np
 from pipelines.local_features import (DenseMap, Keypoints, NetworkFeatures, SiftFeatures,
                                       mutual_matches, ratio_matches)
 from pipelines.scene_cells import SceneCells
+from pipelines.verify_draw import ANSWER_RGB, TRUTH_RGB, UNVERIFIED_RGB, VERIFIED_RGB, draw_matches  # noqa: F401
+from pipelines.verify_geometry import Box, _shrink, _spread, _unshrink, fit_similarity, map_box, silhouette
 
 logger = logging.getLogger(__name__)
 
-Box = tuple[int, int, int, int]
 
 # ----------------------------------------------------------------------------------------------
 # Settings
@@ -142,76 +146,6 @@ class QueryView:
     scale: float
     outline: np.ndarray
     area: float
-
-
-# ----------------------------------------------------------------------------------------------
-# Geometry
-
-
-def _shrink(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    factor = min(1.0, max_side / max(image.shape[:2]))
-    if factor >= 1.0:
-        return image, 1.0
-    size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
-
-
-# Coordinates follow OpenCV's keypoints: pixel (i, j)'s centre is the point (i, j), so an image
-# spans [-0.5, w - 0.5]; boxes are pixel edges (x1/y1 exclusive), i.e. those points + 0.5.
-_PIXEL_CORNERS = np.float32([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
-
-
-def silhouette(mask: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    """The object's outline in a query of ``shape``: the corners of the pixels on its convex hull
-    (x/y, pixel-centre coordinates), or the query's corners without a mask."""
-    h, w = shape
-    if mask is not None:
-        points = cv2.findNonZero((mask >= 0.5).astype(np.uint8))
-        if points is not None:
-            hull = cv2.convexHull(points).reshape(-1, 1, 2).astype(np.float32)
-            return (hull + _PIXEL_CORNERS[None]).reshape(-1, 2)
-    return np.float32([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
-
-
-def map_box(matrix: np.ndarray, outline: np.ndarray, size: tuple[int, int]) -> Box | None:
-    """The box (pixel edges) of ``outline`` mapped by a 2 x 3 transform, clipped to a medium of
-    ``size`` (h, w)."""
-    mapped = outline @ matrix[:, :2].T + matrix[:, 2] + 0.5
-    x0, y0 = np.round(mapped.min(axis=0))
-    x1, y1 = np.round(mapped.max(axis=0))
-    h, w = size
-    box = (max(0, int(x0)), max(0, int(y0)), min(w, int(x1)), min(h, int(y1)))
-    return box if box[2] > box[0] and box[3] > box[1] else None
-
-
-def _unshrink(matrix: np.ndarray, factor: float) -> np.ndarray:
-    """A transform into a medium shrunk by ``factor`` as one into the medium itself."""
-    out = matrix / factor
-    out[:, 2] += 0.5 / factor - 0.5
-    return out
-
-
-def fit_similarity(src: np.ndarray, dst: np.ndarray,
-                   threshold: float) -> tuple[np.ndarray | None, np.ndarray]:
-    """RANSAC similarity (rotation, uniform scale, shift) from ``src`` to ``dst`` points.
-
-    OpenCV's RANSAC seeds its own generator per call, so the fit is the same run to run.
-    """
-    if len(src) < 3:
-        return None, np.zeros(len(src), bool)
-    matrix, inliers = cv2.estimateAffinePartial2D(
-        src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC,
-        ransacReprojThreshold=threshold, maxIters=2000, confidence=0.995, refineIters=10)
-    if matrix is None or inliers is None:
-        return None, np.zeros(len(src), bool)
-    return matrix, inliers.ravel().astype(bool)
-
-
-def _spread(points: np.ndarray, area: float) -> float:
-    if len(points) < 3 or area <= 0:
-        return 0.0
-    hull = cv2.convexHull(points.astype(np.float32))
-    return float(min(1.0, math.sqrt(cv2.contourArea(hull) / area)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,48 +365,3 @@ def _view(keypoints: Keypoints, rgb: np.ndarray, mask: np.ndarray | None, factor
     """A query view from its (possibly mirrored) pixels, resized by ``factor``, and features."""
     area = float((mask >= 0.5).sum()) if mask is not None else float(rgb.shape[0] * rgb.shape[1])
     return QueryView(keypoints, mirrored, factor, silhouette(mask, rgb.shape[:2]), area)
-
-
-# ----------------------------------------------------------------------------------------------
-# Overlays
-
-
-VERIFIED_RGB = (0, 230, 0)
-UNVERIFIED_RGB = (255, 150, 0)
-TRUTH_RGB = (40, 90, 255)
-ANSWER_RGB = (255, 0, 0)
-
-
-def draw_matches(query: np.ndarray, medium: np.ndarray, check: Verification,
-                 truth: Sequence[int] | None = None, answer: Sequence[int] | None = None) -> np.ndarray:
-    """The query (mirrored if the fit was) left of the medium, the fit's inlier pairs joined by
-    lines and its box, green if verified, orange if not; the true box in blue and the reported
-    one (``answer``, if other than the fit's) in red."""
-    q = np.ascontiguousarray(query[..., :3])
-    if check.mirrored:
-        q = np.ascontiguousarray(q[:, ::-1])
-    scale = min(1.0, medium.shape[0] / q.shape[0])
-    q = cv2.resize(q, (max(1, round(q.shape[1] * scale)), max(1, round(q.shape[0] * scale))),
-                   interpolation=cv2.INTER_AREA)
-    canvas = np.full((max(q.shape[0], medium.shape[0]), q.shape[1] + medium.shape[1], 3), 255,
-                     np.uint8)
-    canvas[:q.shape[0], :q.shape[1]] = q
-    canvas[:medium.shape[0], q.shape[1]:] = medium[..., :3]
-    shift = q.shape[1]
-    colour = VERIFIED_RGB if check.verified else UNVERIFIED_RGB
-
-    def rectangle(box: Sequence[int], rgb: tuple[int, int, int]) -> None:
-        cv2.rectangle(canvas, (int(box[0]) + shift, int(box[1])), (int(box[2]) + shift - 1, int(box[3]) - 1),
-                      rgb, 2)
-
-    if truth is not None:
-        rectangle(truth, TRUTH_RGB)
-    if answer is not None and tuple(answer) != check.box:
-        rectangle(answer, ANSWER_RGB)
-    if check.box is not None:
-        rectangle(check.box, colour)
-    for (qx, qy), (mx, my) in zip((check.query_points + 0.5) * scale - 0.5, check.medium_points):
-        end = (round(float(mx)) + shift, round(float(my)))
-        cv2.line(canvas, (round(float(qx)), round(float(qy))), end, colour, 1, cv2.LINE_AA)
-        cv2.circle(canvas, end, 2, colour, -1)
-    return canvas

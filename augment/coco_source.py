@@ -1,0 +1,166 @@
+"""Read COCO instances files: the index of images, categories and annotations by image
+(:func:`load_coco_index`), each annotation's mask (polygons or RLE), and the ``coco`` source format
+of :mod:`augment.sources` (objects cut from the annotated images). :mod:`augment.photo_shards`
+reads whole annotated photos through the same index.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from augment.config import SourceConfig
+from augment.imageio import InputError, read_image
+from augment.source_items import Skip, SourceItem, _category_allowed, crop_object, limited
+
+
+def _looks_like_coco(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16).decode("utf-8", "ignore")
+    except OSError:
+        return False
+    return '"annotations"' in head or ('"images"' in head and '"categories"' in head)
+
+
+@dataclass
+class CocoIndex:
+    json_path: Path
+    images: dict[int, dict]
+    categories: dict[int, str]
+    by_image: dict[int, list[dict]]  # image id -> its annotations
+    roots: list[Path]  # folders searched for the image files
+    problems: list[Skip]  # single entries that cannot be used (counted, logged skips)
+
+    def ordered(self) -> list[tuple[str, int]]:
+        """(file name, image id) of annotated images, in a deterministic order."""
+        return [(str(self.images[i].get("file_name", i)), i) for i in sorted(self.by_image)]
+
+    def locate(self, image_id: int) -> Path | Skip:
+        file_name = self.images[image_id].get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            return Skip(str(self.json_path), f"image id {image_id} has no file_name")
+        path = next((root / file_name for root in self.roots if (root / file_name).is_file()), None)
+        return path if path is not None else Skip(str(self.json_path), f"image file {file_name!r} not found")
+
+
+def load_coco_index(source: Path) -> CocoIndex:
+    """A COCO instances file's images, categories and annotations by image; a file whose structure is
+    not COCO's (not JSON, ``annotations`` not a list...) is an InputError, a broken single entry a Skip."""
+    json_path = source if source.is_file() else next((p for p in sorted(source.glob("*.json")) if _looks_like_coco(p)), None)
+    if json_path is None:
+        raise InputError(f"{source}: no COCO instances .json found")
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:
+        raise InputError(f"{json_path}: not a COCO instances file (not readable JSON: {error})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{json_path}: not a COCO instances file (the top level is not an object)")
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise InputError(f'{json_path}: not a COCO instances file ("{key}" must be a list, '
+                             f"got {type(data.get(key)).__name__})")
+    if not isinstance(data.get("categories", []), list):
+        raise InputError(f'{json_path}: not a COCO instances file ("categories" must be a list)')
+    problems, images, categories = [], {}, {}
+    for number, entry in enumerate(data["images"]):
+        if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            images[entry["id"]] = entry
+        else:
+            problems.append(Skip(str(json_path), f"image entry #{number} is not an object with an integer id"))
+    for entry in data.get("categories", []):
+        if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            categories[entry["id"]] = str(entry.get("name", entry["id"]))
+    by_image: dict[int, list[dict]] = {}
+    for number, annotation in enumerate(data["annotations"]):
+        if not isinstance(annotation, dict):
+            problems.append(Skip(str(json_path), f"annotation #{number} is not an object: {str(annotation)[:40]}"))
+            continue
+        image_id = annotation.get("image_id")
+        if not isinstance(image_id, int) or image_id not in images:
+            problems.append(Skip(str(json_path), f"annotation {annotation.get('id')} refers to unknown image id {image_id!r}"))
+            continue
+        by_image.setdefault(image_id, []).append(annotation)
+    roots = [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
+    return CocoIndex(json_path, images, categories, by_image, roots, problems)
+
+
+def coco_category(coco: CocoIndex, annotation: dict) -> str:
+    category_id = annotation.get("category_id")
+    return coco.categories.get(category_id, str(category_id)) if isinstance(category_id, int) else str(category_id)
+
+
+def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarray:
+    """The annotation's mask (polygons, uncompressed or compressed RLE); ValueError and friends when broken."""
+    from pycocotools import mask as mask_utils
+
+    segmentation = annotation["segmentation"]
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = dict(segmentation)
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode()
+        if list(rle["size"]) != [height, width]:
+            raise ValueError(f"RLE size {rle['size']} differs from the image's {[height, width]}")
+    return mask_utils.decode(rle)
+
+
+def coco_images(coco: CocoIndex, config: SourceConfig) -> Iterator[tuple[int, Path, np.ndarray] | Skip]:
+    """(image id, path, RGB image) of the annotated images picked by ``config``; unusable ones as Skip
+    (the index's broken entries first)."""
+    yield from coco.problems
+    for _, image_id in limited(coco.ordered(), config):
+        path = coco.locate(image_id)
+        if isinstance(path, Skip):
+            yield path
+            continue
+        try:
+            yield image_id, path, read_image(path, "rgb")
+        except InputError as error:
+            yield Skip(str(path), str(error))
+
+
+def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width: int,
+                 config: SourceConfig) -> Iterator[tuple[str, np.ndarray] | Skip]:
+    """(category, bool mask) of each usable, allowed, non-crowd annotation of one image, or a Skip."""
+    for annotation in coco.by_image[image_id]:
+        category = coco_category(coco, annotation)
+        if not _category_allowed(category, config):
+            continue
+        if annotation.get("iscrowd"):
+            yield Skip(str(path), f"annotation {annotation.get('id')} is a crowd region")
+            continue
+        try:
+            mask = coco_annotation_mask(annotation, height, width)
+        except Exception as error:  # pycocotools raises bare Exceptions on malformed input
+            yield Skip(str(path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
+            continue
+        yield category, mask > 0
+
+
+def _coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
+    """(path, RGB image, its (category, mask) objects and Skips) per annotated image, or a Skip."""
+    coco = load_coco_index(source)
+    for item in coco_images(coco, config):
+        if isinstance(item, Skip):
+            yield item
+            continue
+        image_id, path, image = item
+        yield path, image, list(coco_objects(coco, image_id, path, *image.shape[:2], config))
+
+
+def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    for item in _coco_photos(source, config):
+        if isinstance(item, Skip):
+            yield item
+            continue
+        path, image, found = item
+        for one in found:
+            yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)

@@ -1,0 +1,77 @@
+"""What every source reader of :mod:`augment.sources` yields, and the steps all readers share.
+
+A reader yields :class:`SourceObject` (an RGBA crop whose alpha is the object's mask) or
+:class:`Skip` (a counted, logged reason an input was not used); :func:`crop_object` cuts one object
+out of a photo, :func:`limited` applies a source's include/exclude/limit and
+:func:`_category_allowed` its keep/drop labels.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+from augment.config import SourceConfig
+
+
+@dataclass
+class SourceObject:
+    rgba: np.ndarray  # H×W×4 uint8 crop; alpha 255 on the object, 0 elsewhere
+    category: str
+    source: str  # the image file it was cut from
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the crop in the source image
+    provenance: dict | None = None  # automatic cutouts (objects sources): source, model_id, round, confidence, stability
+    superpixels: bytes | None = None  # PNG of its superpixels when already computed (objects sources)
+
+
+@dataclass
+class Skip:
+    path: str
+    reason: str
+
+
+SourceItem = Union[SourceObject, Skip]
+
+
+def _category_allowed(name: str, config: SourceConfig) -> bool:
+    if config.keep_labels and name not in config.keep_labels:
+        return False
+    return name not in config.drop_labels
+
+
+def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path, config: SourceConfig) -> SourceItem:
+    """Cut the masked pixels out of ``image`` as an RGBA crop, downscaled to ``max_cutout_side``."""
+    area = int(np.count_nonzero(mask))
+    if area == 0:
+        return Skip(str(source), f"empty mask for {category!r}")
+    if area < config.min_area:
+        return Skip(str(source), f"{category!r} object of {area} px is below min_area {config.min_area}")
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))
+    alpha = (mask[y : y + h, x : x + w] > 0).astype(np.uint8) * 255
+    rgba = np.dstack([image[y : y + h, x : x + w, :3], alpha])
+    longer = max(w, h)
+    if longer > config.max_cutout_side:
+        factor = config.max_cutout_side / longer
+        size = (max(1, round(w * factor)), max(1, round(h * factor)))
+        rgb = cv2.resize(rgba[:, :, :3], size, interpolation=cv2.INTER_AREA)
+        alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
+        rgba = np.dstack([rgb, np.where(alpha >= 128, 255, 0).astype(np.uint8)])
+    return SourceObject(np.ascontiguousarray(rgba), category, str(source), (x, y, x + w, y + h))
+
+
+def limited(paths: list, config: SourceConfig) -> list:
+    """Apply include/exclude (globs on the file's stem) and limit; items may be paths or (path, ...) tuples."""
+
+    def stem(item) -> str:
+        return Path(item[0] if isinstance(item, tuple) else item).stem
+
+    if config.include:
+        paths = [p for p in paths if any(fnmatch.fnmatchcase(stem(p), pattern) for pattern in config.include)]
+    if config.exclude:
+        paths = [p for p in paths if not any(fnmatch.fnmatchcase(stem(p), pattern) for pattern in config.exclude)]
+    return paths[: config.limit] if config.limit else paths

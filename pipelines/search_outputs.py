@@ -1,0 +1,259 @@
+"""The outputs of `synth search`: every job searched and written (:func:`run_search`), so it can be
+driven from Python as well as from the command line (:mod:`pipelines.search_commands`).
+
+Per image ``<name>.heat.png`` and ``<name>.highlight.jpg``, per video ``<name>.highlight.mp4``
+(and with ``save_heatmaps`` ``<name>.heat/<frame>.png``), and ``detections.jsonl`` with one line
+per image, frame or failed input, in input order. Media sharing a name get ``-2``, ``-3`` ...
+suffixes instead of overwriting each other.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from augment.imageio import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_write_text,
+                             list_images, read_image, save_image)
+
+DETECTIONS_FILE = "detections.jsonl"
+
+
+@dataclass
+class SearchJob:
+    """One query searched in one medium (image or video); ``error`` set when the job is invalid."""
+
+    query: Path | None
+    medium: Path | None
+    query_mask: Path | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunSummary:
+    images: int = 0
+    frames: int = 0
+    detections: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    tracks: list[dict[str, Any]] = field(default_factory=list)  # temporal mode: one per video
+    skipped: list[str] = field(default_factory=list)  # frames of frame folders, with the reason
+
+
+def expand_media(paths: list[Path], sequence: bool = False) -> list[Path]:
+    """Files as given; folders become their images and videos (sorted, recursive), or with
+    ``sequence`` stay one medium each (a folder of frames read as one video)."""
+    media: list[Path] = []
+    for path in paths:
+        if path.is_dir() and sequence:
+            media.append(path)
+        elif path.is_dir():
+            images, others = list_images(path)
+            videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
+            found = sorted(images + videos)
+            if not found:
+                raise InputError(f"{path}: no images or videos in this folder")
+            media.extend(found)
+        else:
+            media.append(path)
+    return media
+
+
+def read_pairs(path: Path) -> list[SearchJob]:
+    """Jobs of a JSONL file of {"query": path, "medium": path[, "query_mask": path]} lines.
+
+    Relative paths are taken from the file's folder. A bad line becomes a job with ``error``.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: no such pairs file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a UTF-8 text file (byte {error.start}); expected JSON lines") from None
+    jobs: list[SearchJob] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("query"), str) \
+                    or not isinstance(entry.get("medium"), str):
+                raise ValueError('expected {"query": path, "medium": path}')
+        except ValueError as error:
+            jobs.append(SearchJob(None, None, error=f"{path}:{number}: {error}"))
+            continue
+        resolve = (lambda p: p if p.is_absolute() else path.parent / p)
+        mask = entry.get("query_mask")
+        jobs.append(SearchJob(resolve(Path(entry["query"])), resolve(Path(entry["medium"])),
+                              resolve(Path(mask)) if isinstance(mask, str) else None))
+    if not jobs:
+        raise InputError(f"{path}: no pairs in this file")
+    return jobs
+
+
+class OutputNames:
+    """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def take(self, medium: Path) -> str:
+        stem, k = medium.stem, 2
+        name = stem
+        while name.lower() in self.used:
+            name, k = f"{stem}-{k}", k + 1
+        self.used.add(name.lower())
+        return name
+
+
+def _is_video(path: Path) -> bool:
+    """A video file, or a folder of frames (only ever a medium with ``--sequence``)."""
+    return path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()
+
+
+def count_work(jobs: list[SearchJob]) -> int:
+    """Images plus declared video frames, for the progress bar (unreadable videos count 0)."""
+    from pipelines.video import probe
+
+    total = 0
+    for job in jobs:
+        if job.error or job.medium is None:
+            continue
+        if job.medium.is_dir():
+            total += len(list_images(job.medium)[0]) if job.medium.exists() else 0
+        elif _is_video(job.medium):
+            try:
+                total += probe(job.medium).frame_count
+            except InputError:
+                continue
+        else:
+            total += 1
+    return total
+
+
+def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps: bool = False,
+               batch: int = 4, advance: Callable[[int], None] | None = None,
+               temporal: bool = True, initial_box: tuple[float, float, float, float] | None = None) -> RunSummary:
+    """Search every job, write the outputs into ``out``; errors are recorded, not raised.
+
+    ``searcher`` is a :class:`pipelines.search.Searcher`; ``advance(n)`` is called after every
+    n images/frames searched (progress display). Videos and frame folders are searched in the
+    temporal mode (pipelines/temporal.py: one target held) unless ``temporal`` is False (every
+    instance in every frame on its own); ``initial_box`` (x0, y0, x1, y1) is the target's box in
+    each video's first frame (the temporal mode then starts from it instead of searching).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    names = OutputNames()
+    queries: dict[tuple[Path, Path | None], Any] = {}
+    lines: list[dict[str, Any]] = []
+    summary = RunSummary()
+    start = time.perf_counter()
+    advance = advance or (lambda n: None)
+    pending = ImageBatch(searcher, out, names, summary, lines, batch, advance)
+    for job in jobs:
+        if job.error is not None:
+            pending.flush()
+            summary.errors.append(job.error)
+            lines.append({"source": None, "query": None, "frame": None, "error": job.error})
+            continue
+        assert job.query is not None and job.medium is not None
+        base = {"source": str(job.medium), "query": str(job.query), "frame": None}
+        try:
+            key = (job.query, job.query_mask)
+            if key not in queries:  # each query's pixels and features are prepared once
+                queries[key] = searcher.prepare(job.query, job.query_mask)
+            prepared = queries[key]
+            if _is_video(job.medium):
+                pending.flush()
+            if _is_video(job.medium) and temporal:
+                from pipelines.temporal_run import search_temporal
+
+                for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
+                                            save_heatmaps=save_heatmaps, batch=batch,
+                                            advance=advance, reports=summary.tracks,
+                                            initial_box=initial_box):
+                    summary.frames += 1
+                    summary.detections += len(line["detections"])
+                    lines.append(line)
+                summary.skipped.extend(summary.tracks[-1]["skipped_files"] if summary.tracks else [])
+            elif _is_video(job.medium):
+                for line in _search_video(searcher, prepared, job.medium, out, names, save_heatmaps,
+                                          batch, advance, summary):
+                    lines.append(line)
+            else:
+                pending.add(prepared, job.medium, _read_still(job.medium))
+        except InputError as error:
+            pending.flush()
+            summary.errors.append(str(error))
+            lines.append({**base, "error": str(error)})
+    pending.flush()
+    atomic_write_text(out / DETECTIONS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _read_still(medium: Path) -> Any:
+    if medium.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise InputError(f"{medium}: not an image or video file (unknown suffix "
+                         f"{medium.suffix or '(none)'!r})")
+    return read_image(medium, "rgb")
+
+
+class ImageBatch:
+    """Consecutive still images of one query and one size, searched together in one batch like
+    video frames (the network's cost per image drops with the batch); lines keep input order."""
+
+    def __init__(self, searcher: Any, out: Path, names: OutputNames, summary: RunSummary,
+                 lines: list[dict[str, Any]], size: int, advance: Callable[[int], None]) -> None:
+        self.searcher, self.out, self.names, self.summary = searcher, out, names, summary
+        self.lines, self.size, self.advance = lines, max(1, size), advance
+        self.prepared: Any = None
+        self.items: list[tuple[Path, Any]] = []
+
+    def add(self, prepared: Any, medium: Path, image: Any) -> None:
+        if self.items and (prepared is not self.prepared or image.shape != self.items[0][1].shape):
+            self.flush()
+        self.prepared = prepared
+        self.items.append((medium, image))
+        if len(self.items) == self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        items, self.items = self.items, []
+        results = self.searcher.find_many(self.prepared, [image for _, image in items],
+                                          sources=[str(medium) for medium, _ in items])
+        for (medium, _), result in zip(items, results):
+            name = self.names.take(medium)
+            save_image(self.out / f"{name}.heat.png", result.heat_png())
+            save_image(self.out / f"{name}.highlight.jpg", result.highlight())
+            self.summary.images += 1
+            self.summary.detections += len(result.detections)
+            self.lines.append({**result.to_json(), "highlight": f"{name}.highlight.jpg"})
+        self.advance(len(items))
+
+
+def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: OutputNames,
+                  save_heatmaps: bool, batch: int, advance: Callable[[int], None],
+                  summary: RunSummary) -> Iterator[dict[str, Any]]:
+    from pipelines.frames import frames_and_highlights
+
+    name = names.take(medium)
+    with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
+        for indices, frames in reader:
+            results = searcher.find_many(prepared, frames, sources=[str(medium)] * len(frames),
+                                         frames=indices)
+            for result in results:
+                writer.write(result.highlight())
+                if save_heatmaps:
+                    save_image(out / f"{name}.heat" / f"{result.frame:06d}.png", result.heat_png())
+                summary.detections += len(result.detections)
+                yield {**result.to_json(), "highlight": f"{name}.highlight.mp4"}
+            summary.frames += len(frames)
+            advance(len(frames))
+    if reader.error is not None:
+        raise InputError(reader.error)
+    summary.skipped.extend(getattr(reader, "skipped", []))  # a frame folder's unreadable/mis-sized files
