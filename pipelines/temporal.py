@@ -24,7 +24,10 @@ batch; the window the filter finds most like the target is *re-detected* where i
 reaches ``filter_reacquire_ratio`` of the reference (hysteresis: re-acquiring asks more than
 holding), or ``far_reacquire_ratio`` far from where it was lost unless the scene cut since
 (pipelines/temporal_lost.py). Until then the box coasts on the best evidence near the last
-place, and nothing is learned. The online filter learns only from confident frames. Without it the
+place, and nothing is learned. With ``probation_frames`` (off by default), for that many frames
+after a re-detection holding the target asks the filter for the re-detection bar, not the looser
+lost bar: a wrong re-detection (a look-alike, a covering patch) is dropped within a few frames
+instead of held. The online filter learns only from confident frames. Without it the
 lost target is searched in the whole frame until a peak reaches ``reacquire_ratio``.
 
 The query's own template stays the anchor: an optional running template (``template_rate`` > 0)
@@ -102,6 +105,7 @@ class TemporalSearcher(LostSearch):
         self._lost_center: tuple[float, float] | None = None  # where it was lost
         self._thumb: np.ndarray | None = None  # the last frame's thumbnail (scene cuts)
         self._cut = False  # a scene cut since the target was last held
+        self._probation = 0  # frames of probation left after a re-detection (probation_frames)
         self._slow_height: float | None = None  # the size's slow average (size_band)
         self.scale_bias: np.ndarray | None = None  # per scale, set on the first windowed frame
         self.state = LOST
@@ -220,6 +224,7 @@ class TemporalSearcher(LostSearch):
             return None  # lost: the caller searches on
         else:
             self._remember(look)
+            self._probation = max(0, self._probation - 1)
         return self._hold(frame, index, look, TRACKING, fresh)
 
     def _lost(self, look: Look) -> bool:
@@ -228,10 +233,11 @@ class TemporalSearcher(LostSearch):
         if look.peak < cfg.lost_ratio * self.reference:
             return True
         # The filter's doubt counts where the query's own heat is not sure either: the filter can
-        # drift (learn a background), the query cannot.
+        # drift (learn a background), the query cannot. On probation the bar is re-detection's.
         level = self.filter_reference
+        ratio = cfg.filter_reacquire_ratio if self._probation > 0 else cfg.filter_lost_ratio
         return (level is not None and look.confidence is not None
-                and look.confidence < cfg.filter_lost_ratio * level
+                and look.confidence < ratio * level
                 and look.peak < cfg.reacquire_ratio * self.reference)
 
     def _is_confident(self, look: Look) -> bool:
@@ -257,6 +263,8 @@ class TemporalSearcher(LostSearch):
         dx = dy = 0.0
         if fresh:  # the box is given (or just found whole): the target sits in the window's middle
             dx, dy = x + 0.5 - side / 2, y + 0.5 - side / 2
+        if state == REDETECTED:
+            self._probation = cfg.probation_frames
         if state == TRACKING:
             self._teach(look.features, (y + 0.5 - dy) / GRID, (x + 0.5 - dx) / GRID, self._is_confident(look))
         self.center = self._frame_point(look, dx, dy)
