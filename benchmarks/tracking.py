@@ -18,7 +18,7 @@ re-acquisitions. The temporal mode's levels and window were tuned on TUNED_ON on
 sequences are reported apart as held out.
 
     python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt] [--threads 1]
-    python benchmarks/tracking.py --events occlude|cut [--every 60] [--length 10]
+    python benchmarks/tracking.py --events occlude|cut [--every 60] [--length 10] [--first 40] [--seed 0]
 
 ``--events`` puts occlusions (the target covered by a patch of its own frame for ``--length``
 frames) or cuts (the picture shifted circularly by 25-45%) into the footage every ``--every``
@@ -193,6 +193,12 @@ def main() -> None:
                              "report re-acquisition after each")
     parser.add_argument("--every", type=int, default=60, help="frames between events")
     parser.add_argument("--length", type=int, default=10, help="frames an occlusion lasts")
+    parser.add_argument("--first", type=int, default=40,
+                        help="frame of the first event (other placements: e.g. --first 60 --seed 1)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the events' draws (cut offsets, cover patches); one placement "
+                             "moves events by +-2 of 18 on the tuning sequences, so compare rules on "
+                             "several")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"tracking benchmark skipped: {DATA} absent (shared data)")
@@ -213,9 +219,9 @@ def main() -> None:
         frames = read_frames(sequence)
         events = []
         if args.events:
-            events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every,
-                                 length=args.length, boxes=sequence.boxes)
-            frames, sequence.boxes = apply_events(frames, sequence.boxes, events)
+            events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every, first=args.first,
+                                 length=args.length, seed=args.seed, boxes=sequence.boxes)
+            frames, sequence.boxes = apply_events(frames, sequence.boxes, events, seed=args.seed)
         for method in args.methods:
             if method == "temporal":
                 run = run_temporal(searcher, frames, sequence.boxes[0])
