@@ -194,7 +194,11 @@ class Searcher:
     conversion net's initial readout; neither: :func:`load_model`'s default. ``threshold`` None takes
     the network's calibrated one (a heat level). ``query_scales``: relative object sizes searched,
     as given; the default, :data:`DEFAULT_SCALES`, is :data:`DEFAULT_QUERY_SCALES` less the sizes at
-    which the object would be under 1/16 of the medium (and smaller than the query); None chooses them per query and medium size
+    which the object would be under 1/16 of the medium (and smaller than the query), plus, for a query
+    large against the medium in a frame where these find nothing (best heat under
+    :data:`pipelines.search_levels.DEFAULT_EXTEND_HEAT`), the object 8x smaller than the query (a
+    catalogue garment on a person in a crowd; keywords ``extend_heat``, None: off,
+    ``extend_max_zoom``, ``extend_probe_ratio``); None chooses them per query and medium size
     (:func:`auto_scales`, from :data:`DEFAULT_QUERY_SCALES`: slower for a query large against the
     medium, whose small sizes are searched in the medium up-sampled; the keyword ``min_object_fraction``, default 1/16, is the smallest
     object it covers against the medium's shorter side: 1/8 encodes about a third of the pixels

@@ -43,6 +43,38 @@ AUTO_MAX_LEVELS = 5
 # object is near the query's size, so that more levels (more chances for a look-alike to match at
 # some size) do not outvote the base range where it holds the object.
 AUTO_OCTAVE_PRIOR = 0.9
+# The default search's second pass: where the best heat of a frame's default levels stays under
+# this, and the query is large against the medium, the frame is searched again for the object
+# EXTEND_OCTAVES smaller than the default's smallest size (:func:`smaller_scales`, its heat
+# weighted by AUTO_OCTAVE_PRIOR per octave). A garment cut at its catalogue photo's resolution is
+# 4-8x larger than that garment on a person in a crowd; the default levels (0.5x-2x) then match only
+# look-alikes, weakly, while where they hold the object its heat is higher and the costlier small
+# level is not run. Chosen on CCP calibration photos (benchmarks/crowd.py, split "calibrate"; fused
+# search): every one of 30 crowd mosaics with an original-resolution query stays under 0.28 (the
+# highest 0.264), 7 of 160 catalogue -> scene positives (and 34 of 60 negatives) do too.
+# Test (benchmarks/search_small.py --mosaics 10 --negatives 4 --only mosaic, stop 20): original-
+# resolution queries prec@20 / succAUC 0.100 / 0.010 -> 0.900 / 0.557 (0.75 -> 1.47 s a case; --scales
+# auto 0.800 / 0.471 in 2.5-3.1 s), mosaic-cut queries and tracking sequences unchanged; CCP
+# catalogue -> scene top-1 unchanged, but 1 of the 20 scenes of benchmarks/search.py --photos 20 takes
+# the second pass: the verified search went from 1.39-1.58x to 1.54-1.76x the backbone (loaded machine).
+DEFAULT_EXTEND_HEAT = 0.28
+# ... two octaves (0.125x the query): the default's 0.5x level reaches 0.25x with its (0.5, 1) scale
+# pair and this level covers 0.0625x-0.25x with its own. Calibration crowd mosaics (30, fused),
+# prec@20 / succAUC: the default 0.000 / 0.002; 0.25x and 0.125x levels 0.800 / 0.505 (the medium up
+# to 4x up-sampled) or 0.800 / 0.544 (at most 2x); 0.125x alone, at most 2x, 0.833 / 0.565 in 0.7 s
+# a case instead of 1.2-1.6 s; automatic scales' octaves (0.0625x for a 480-px query, 4x up-sampled)
+# 0.733 / 0.454.
+EXTEND_OCTAVES = 2
+# ... its level up-samples the medium at most this much (a 20-px-wide object is matched with a 40-px
+# kernel, not 48): a quarter of MAX_ZOOM's cost and better boxes (above); 1.41x lost (0.733 / 0.444).
+EXTEND_MAX_ZOOM = 2.0
+# The up-sampled level runs only where the same level without up-sampling (a probe: one encoding of
+# the medium as it is) scores at least this fraction of the default levels' best heat (both
+# weighted as they are merged). On calibration photos the probe passes in all 30 crowd mosaics
+# (the closest 0.217 against 0.219) but in 3 of the 8 catalogue -> scene positives under
+# DEFAULT_EXTEND_HEAT, whose instance the default levels had found: these pay about one backbone
+# pass instead of four. The probe's heat is not merged (it found a false 0.683 in one of them).
+EXTEND_PROBE_RATIO = 0.9
 # Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
 MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
 # Media are searched at most this many pixels on their longer side (the query shrinks alike).
@@ -167,6 +199,20 @@ def auto_scales(query_hw: tuple[float, float], work_hw: tuple[int, int],
             scales.append(scale)
         scale /= 2
     return tuple(sorted(scales)) if scales else (min(1.0, fits),)
+
+
+def smaller_scales(query_hw: tuple[float, float], work_hw: tuple[int, int],
+                   base: Sequence[float] = DEFAULT_QUERY_SCALES, octaves: int = EXTEND_OCTAVES) -> tuple[float, ...]:
+    """The relative size of the default search's second pass (:data:`DEFAULT_EXTEND_HEAT`):
+    ``octaves`` below the smallest of ``base``, for a query large against the medium. None where
+    that object's longer side would be under half :data:`AUTO_MIN_OBJECT_FRACTION` of the medium's
+    shorter side (the automatic range's bound, less the half octave its scale pairs reach below
+    it): a 30-60 px query cut from a crowd, or a tracked person, is not searched at 4-8 px."""
+    scale = min(base) / 2 ** octaves
+    fits = min(work_hw[0] / query_hw[0], work_hw[1] / query_hw[1])
+    if max(query_hw) * scale < AUTO_MIN_OBJECT_FRACTION / 2 * min(work_hw) * 0.99 or scale > fits * 1.01:
+        return ()
+    return (scale,)
 
 
 def tiles(height: int, width: int, zoom: float, overlap: int,

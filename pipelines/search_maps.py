@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 from augment.imageio import InputError
 from pipelines.search_levels import (AUTO_MAX_LEVELS, AUTO_MIN_OBJECT_FRACTION, AUTO_OCTAVE_PRIOR,  # noqa: F401
-                                     DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES, DEFAULT_SCALES, MAX_KERNEL_SIDE,
+                                     DEFAULT_EXTEND_HEAT, DEFAULT_MAX_SIDE, EXTEND_MAX_ZOOM, EXTEND_OCTAVES, EXTEND_PROBE_RATIO,
+                                     DEFAULT_QUERY_SCALES, DEFAULT_SCALES, MAX_KERNEL_SIDE,
                                      MAX_QUERY_SCALE, MAX_TILE_PIXELS, MAX_ZOOM, MIN_KERNEL_MEAN,
                                      MIN_KERNEL_SIDE, MIN_QUERY_SCALE, MIN_QUERY_SIDE,
                                      ZOOM_STEPS_PER_OCTAVE, Level, _owned, auto_scales, check_scales,
-                                     describe, plan_levels, smallest_plausible_scale, tiles)
+                                     describe, plan_levels, smaller_scales, smallest_plausible_scale, tiles)
 from train.backbones import fold_batchnorm
 from train.model import GRID_STRIDE, QueryFeatures, QuerySearchNet, SearchNetConfig
 
@@ -116,8 +117,9 @@ class NetworkSearch:
     ``mirror`` also searches the query mirrored left-right (a catalogue shot need not face the way
     the object does in the scene) and keeps the better match per pixel. ``query_scales`` None
     chooses them per query and medium size (:func:`auto_scales` from :data:`DEFAULT_QUERY_SCALES`);
-    :data:`DEFAULT_SCALES` searches DEFAULT_QUERY_SCALES less the implausibly small ones; given
-    scales are searched as they are.
+    :data:`DEFAULT_SCALES` searches DEFAULT_QUERY_SCALES less the implausibly small ones, and a frame
+    where none of these reaches ``extend_heat`` again for a smaller object
+    (:meth:`smaller_levels`; None: never); given scales are searched as they are.
     """
 
     def __init__(self, model: QuerySearchNet, device: torch.device, query_scales: Sequence[float] | str | None,
@@ -126,7 +128,9 @@ class NetworkSearch:
                  max_zoom: float = MAX_ZOOM, max_tile_pixels: int = MAX_TILE_PIXELS,
                  scale_margin: float = SCALE_MARGIN, octave_prior: float = AUTO_OCTAVE_PRIOR,
                  min_object_fraction: float = AUTO_MIN_OBJECT_FRACTION,
-                 min_kernel_mean: float = MIN_KERNEL_MEAN) -> None:
+                 min_kernel_mean: float = MIN_KERNEL_MEAN,
+                 extend_heat: float | None = DEFAULT_EXTEND_HEAT, extend_octaves: int = EXTEND_OCTAVES,
+                 extend_max_zoom: float = EXTEND_MAX_ZOOM, extend_probe_ratio: float = EXTEND_PROBE_RATIO) -> None:
         check_scales(query_scales)
         if not 8 <= min_kernel_side <= max_kernel_side:
             raise InputError("kernel sides must satisfy 8 <= min_kernel_side <= max_kernel_side")
@@ -152,6 +156,14 @@ class NetworkSearch:
         if not 0.0 < min_object_fraction <= 1.0:
             raise InputError(f"min_object_fraction must be in (0, 1], not {min_object_fraction}")
         self.min_object_fraction = min_object_fraction
+        if extend_heat is not None and not 0.0 < extend_heat <= 1.0:
+            raise InputError(f"extend_heat must be in (0, 1] or None, not {extend_heat}")
+        self.extend_heat = extend_heat
+        if extend_octaves < 1:
+            raise InputError(f"extend_octaves must be at least 1, not {extend_octaves}")
+        self.extend_octaves = int(extend_octaves)
+        self.extend_max_zoom = min(max_zoom, extend_max_zoom)
+        self.extend_probe_ratio = float(extend_probe_ratio)
         self.channels_last = device.type == "cpu"
         model = fold_batchnorm(model).to(device)
         # The untrained network's residual branches add exactly 0: not run (same heat maps).
@@ -173,8 +185,9 @@ class NetworkSearch:
 
     def level_prior(self, scale: float) -> float:
         """The weight of a level's heat: 1 for given scales and the automatic range's base,
-        ``octave_prior`` per octave below the base for the levels the automatic range adds."""
-        if not self.auto_scales or scale >= self.query_scales[0]:
+        ``octave_prior`` per octave below the base for the levels the automatic range (or the
+        default's second pass, :meth:`smaller_levels`) adds."""
+        if not (self.auto_scales or self.default_scales) or scale >= self.query_scales[0]:
             return 1.0
         return float(self.octave_prior ** math.log2(self.query_scales[0] / scale))
 
@@ -209,6 +222,24 @@ class NetworkSearch:
         return plan_levels((qh, qw), (work_h, work_w), scales, self.min_kernel_side,
                            self.max_kernel_side, self.max_zoom, self.min_kernel_mean)
 
+    def smaller_levels(self, query: PreparedQuery, height: int, width: int,
+                       max_zoom: float | None = None) -> list[Level]:
+        """The levels of the default search's second pass (see :data:`DEFAULT_EXTEND_HEAT`): the
+        object ``extend_octaves`` smaller than the default scales' smallest, the medium up-sampled
+        at most ``extend_max_zoom`` (or ``max_zoom``), less levels the first pass searched; none for
+        given or automatic scales, or a query small against the medium."""
+        if not self.default_scales or self.extend_heat is None:
+            return []
+        work_h, work_w, factor = self.working_size(height, width)
+        qh, qw = query.size[0] * factor, query.size[1] * factor
+        scales = smaller_scales((qh, qw), (work_h, work_w), self.query_scales, self.extend_octaves)
+        if not scales:
+            return []
+        first = {(l.query_size, l.zoom) for l in self.levels(query, height, width)}
+        levels = plan_levels((qh, qw), (work_h, work_w), scales, self.min_kernel_side, self.max_kernel_side,
+                             self.extend_max_zoom if max_zoom is None else max_zoom, self.min_kernel_mean)
+        return [l for l in levels if (l.query_size, l.zoom) not in first]
+
     def query_features(self, query: PreparedQuery, size: tuple[int, int], mirrored: bool) -> QueryFeatures:
         key = (size, mirrored)
         if key not in query.features:
@@ -228,38 +259,74 @@ class NetworkSearch:
 
         Per level the network's heat is taken; the per-pixel maximum over levels (and over the
         mirrored query) is the heat map, and the winning level and scale pair give the object's size.
-        Levels sharing a zoom share one encoding of the medium.
+        Levels sharing a zoom share one encoding of the medium. Frames whose best heat stays under
+        ``extend_heat`` are searched again at :meth:`smaller_levels` (the default scales only).
         """
         height, width = media[0].shape[:2]
         work_h, work_w, factor = self.working_size(height, width)
         frames = [resize_hw(m, work_h, work_w) for m in media]
         grid = (-(-work_h // GRID_STRIDE), -(-work_w // GRID_STRIDE))
+        with torch.inference_mode(), self.autocast():
+            batch = to_tensor(frames, self.device, self.channels_last)
+            heat, cosines, heights, features = self._search(query, batch, self.levels(query, height, width),
+                                                            grid, factor)
+            size = self._object_height(cosines, heights)
+            smaller = self.smaller_levels(query, height, width)
+            if smaller:
+                assert self.extend_heat is not None
+                best = heat.flatten(1).amax(dim=1)
+                weak = (best < self.extend_heat).nonzero().flatten()
+                probe = self.smaller_levels(query, height, width, max_zoom=1.0)
+                if len(weak) and probe and probe != smaller:  # the up-sampled level where its probe scores
+                    found = self._search(query, self._frames(batch, weak), probe, grid, factor, second_pass=True)[0]
+                    weak = weak[found.flatten(1).amax(dim=1) >= self.extend_probe_ratio * best[weak]]
+                if len(weak):
+                    logger.debug("%s: %d of %d frames searched again at relative size %s", query.name, len(weak),
+                                 len(frames), ", ".join(f"{l.scale:g} (zoom {l.zoom:g})" for l in smaller))
+                    more, more_cosines, more_heights, _ = self._search(query, self._frames(batch, weak), smaller,
+                                                                          grid, factor, second_pass=True)
+                    heat[weak] = torch.maximum(heat[weak], more)
+                    size[weak] = self._object_height(torch.cat([cosines[weak], more_cosines], dim=1),
+                                                     heights + more_heights)
+            if (height, width) != (work_h, work_w):
+                heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
+            size = F.interpolate(size, size=(height, width), mode="nearest")
+        return SearchMaps(heat[:, 0].clamp(0, 1).cpu().numpy(), size[:, 0].cpu().numpy(), features)
+
+    def _frames(self, batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The frames ``index`` of ``batch`` (all of it where that is all), in its memory format."""
+        if len(index) == len(batch):
+            return batch
+        return batch[index].contiguous(memory_format=torch.channels_last if self.channels_last
+                                       else torch.contiguous_format)
+
+    def _search(self, query: PreparedQuery, batch: torch.Tensor, levels: list[Level], grid: tuple[int, int],
+                factor: float, second_pass: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, list[float], np.ndarray | None]:
+        """Over ``levels`` of the working media ``batch``: the heat (N x 1 x work size, each level's
+        weighted by :meth:`level_prior` for automatic scales and the default's ``second_pass``), the per-(level, pair) cosines (N x P x grid), the object
+        height (original pixels) each cosine stands for, and the raw features where a level searched
+        the media unzoomed and whole."""
         by_zoom: dict[float, list[Level]] = {}
-        for level in self.levels(query, height, width):
+        for level in levels:
             by_zoom.setdefault(level.zoom, []).append(level)
         heat: torch.Tensor | None = None
         cosines: list[torch.Tensor] = []  # per (level, pair): N x 1 x grid cosine
         heights: list[float] = []  # the object height (original pixels) each one stands for
         pair_scales = [q / m for q, m in self.model.cfg.scale_pairs]
         features = None
-        with torch.inference_mode(), self.autocast():
-            batch = to_tensor(frames, self.device, self.channels_last)
-            for zoom, levels in by_zoom.items():
-                found, skip = self._zoom(query, batch, zoom, levels, grid)
-                if skip is not None and zoom == 1.0:
-                    features = skip.float().contiguous().cpu().numpy()
-                for probs, corr, level in found:
-                    weight = self.level_prior(level.scale)
-                    probs = probs if weight == 1.0 else probs * weight
-                    heat = probs if heat is None else torch.maximum(heat, probs)
-                    cosines.extend(corr.split(1, dim=1))
-                    heights.extend(level.query_size[0] / level.zoom / factor * rel for rel in pair_scales)
-            size = self._object_height(torch.cat(cosines, dim=1), heights)
-            assert heat is not None
-            if (height, width) != (work_h, work_w):
-                heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
-            size = F.interpolate(size, size=(height, width), mode="nearest")
-        return SearchMaps(heat[:, 0].clamp(0, 1).cpu().numpy(), size[:, 0].cpu().numpy(), features)
+        for zoom, zoom_levels in by_zoom.items():
+            found, skip = self._zoom(query, batch, zoom, zoom_levels, grid)
+            if skip is not None and zoom == 1.0:
+                features = skip.float().contiguous().cpu().numpy()
+            for probs, corr, level in found:
+                weight = self.level_prior(level.scale) if self.auto_scales or second_pass else 1.0
+                probs = probs if weight == 1.0 else probs * weight
+                heat = probs if heat is None else torch.maximum(heat, probs)
+                cosines.extend(corr.split(1, dim=1))
+                heights.extend(level.query_size[0] / level.zoom / factor * rel for rel in pair_scales)
+        assert heat is not None
+        return heat, torch.cat(cosines, dim=1), heights, features
 
     def _zoom(self, query: PreparedQuery, batch: torch.Tensor, zoom: float, levels: list[Level],
               grid: tuple[int, int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor, Level]], torch.Tensor | None]:

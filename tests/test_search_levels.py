@@ -282,3 +282,86 @@ def test_default_scales_leave_out_implausibly_small_objects():
     assert parse_scales("default") == parse_scales(" Default ") == "default"
     with pytest.raises(InputError, match="not 'often'"):
         Searcher(device="cpu", untrained=True, verify=False, query_scales="often")
+
+
+def test_second_pass_scale_is_two_octaves_below_the_default_for_a_query_large_against_the_medium():
+    from pipelines.search_levels import smaller_scales
+
+    # A 300-px query in a 640x480 medium: 0.125x (37 px), two octaves below 0.5x.
+    assert smaller_scales((300, 200), (480, 640)) == (0.125,)
+    assert smaller_scales((130, 80), (480, 640)) == (0.125,)  # 16 px: over 480/32 = 15 px
+    # A query cut as small as the medium's objects: none (0.125 x 100 px is under 15 px) ...
+    assert smaller_scales((60, 40), (480, 640)) == ()
+    assert smaller_scales((100, 80), (480, 640)) == ()
+    assert smaller_scales((50, 17), (240, 360)) == ()  # ... nor the Crossing pedestrian, tracked whole
+    assert smaller_scales((84, 34), (360, 640)) == ()  # ... nor the Skating1 skater
+    assert smaller_scales((480, 200), (480, 640), octaves=3) == (0.0625,)
+
+
+def _spy_levels(searcher: Searcher, monkeypatch) -> list[list[float]]:
+    """The (scale, zoom) of the levels of each pass of ``searcher``'s network (one list per pass)."""
+    calls: list[list[float]] = []
+    network = searcher.network
+    search = network._search
+
+    def spy(query, batch, levels, *args, **kwargs):
+        calls.append([(level.scale, level.zoom) for level in levels])
+        return search(query, batch, levels, *args, **kwargs)
+
+    monkeypatch.setattr(network, "_search", spy)
+    return calls
+
+
+def test_default_search_looks_smaller_where_its_scales_find_nothing(monkeypatch):
+    """A 300x240 query 6x smaller in the scene: the default scales (0.5x-1x) match it weakly, so the
+    frame is probed for an object 8x smaller than the query in the medium as it is, then searched for
+    it in the medium up-sampled and the instance is found; without the second pass, or where the
+    probe does not score, it is not."""
+    query, scene, truth = _large_query_scene()
+    searcher = Searcher(device="cpu", untrained=True, verify=False)
+    calls = _spy_levels(searcher, monkeypatch)
+    result = searcher.find(query, scene)
+    assert [[scale for scale, _ in call] for call in calls] == [[0.5, 1.0], [0.125], [0.125]]
+    assert calls[1][0][1] == 1.0 and calls[2][0][1] > 1.0  # the probe, then the up-sampled level
+    assert result.best is not None and box_iou(result.best.box, truth) >= 0.3, result.best
+    first_pass = Searcher(device="cpu", untrained=True, verify=False, extend_heat=None)
+    best = first_pass.find(query, scene).best
+    assert best is None or box_iou(best.box, truth) < 0.3, best
+    strict = Searcher(device="cpu", untrained=True, verify=False, extend_probe_ratio=10.0)
+    calls = _spy_levels(strict, monkeypatch)
+    best = strict.find(query, scene).best
+    assert len(calls) == 2 and (best is None or box_iou(best.box, truth) < 0.3), best
+
+
+def test_second_pass_only_for_frames_whose_default_scales_find_nothing(monkeypatch):
+    """In a batch of two frames, the one holding the query at its own size is not searched again;
+    the one holding it 6x smaller is (alone)."""
+    query, small_scene, truth = _large_query_scene()
+    scene = cv2.resize(data.coffee(), (640, 480), interpolation=cv2.INTER_AREA)
+    scene[100:400, 200:440] = query
+    searcher = Searcher(device="cpu", untrained=True, verify=False)
+    sizes: list[int] = []
+    network = searcher.network
+    search = network._search
+
+    def spy(query, batch, levels, *args, **kwargs):
+        sizes.append(len(batch))
+        return search(query, batch, levels, *args, **kwargs)
+
+    monkeypatch.setattr(network, "_search", spy)
+    large, small = searcher.find_many(query, [scene, small_scene])
+    assert sizes == [2, 1, 1]  # the probe and the second pass searched one frame
+    assert large.best is not None and box_iou(large.best.box, (200, 100, 440, 400)) >= 0.5
+    assert small.best is not None and box_iou(small.best.box, truth) >= 0.3
+    assert large.heatmap.max() >= searcher.network.extend_heat
+
+
+def test_given_and_small_queries_get_no_second_pass(monkeypatch):
+    query, scene, _ = _large_query_scene()
+    given = Searcher(device="cpu", untrained=True, verify=False, query_scales=(0.5, 1.0))
+    calls = _spy_levels(given, monkeypatch)
+    given.find(query, scene)
+    assert [[scale for scale, _ in call] for call in calls] == [[0.5, 1.0]]
+    default = Searcher(device="cpu", untrained=True, verify=False)
+    small = default.prepare(np.ascontiguousarray(query[::5, ::5]))  # 60 x 48: 0.25x would be 15 x 12 px
+    assert default.network.smaller_levels(small, 480, 640) == []
