@@ -7,7 +7,8 @@ the backbone frozen and its features cached, only a map applied to the correlate
 untrained readout kept, so at step 0 it IS the untrained search):
 
 - ``residual``: the network's ResidualProjection (x + W2 relu(W1 x), W2 = 0 at the start);
-- ``channels``: a per-channel weight (exp(w), w = 0 at the start) — 152 numbers.
+- ``channels``: a per-channel weight (exp(w), w = 0 at the start) — 152 numbers;
+- ``conversion``: instead, the conversion net after the correlation (readout + residual branch).
 
 on catalogue → scene cases of the TRAIN photos (0001-0500) made exactly as the benchmark makes
 them (benchmarks/ccp.py), each with a hard-negative scene for the same query. The search's own
@@ -17,15 +18,19 @@ term across the batch (softplus(negative scene's max - object's peak + 1) over e
 cut that hit@FPR makes across queries. Evaluated with ``Searcher`` (heat map alone) on the
 CALIBRATION photos (0501-0600), before training and every ``--eval-every`` steps.
 
-    python benchmarks/rank_head.py [--cases 400] [--steps 300] [--kind residual|channels]
+    python benchmarks/rank_head.py [--cases 400] [--steps 300] [--kind residual|channels|conversion]
 
-Measured at stop 20 (2-core CPU beside other jobs, 400 cases, batch 8, calibration 60 + 20 cases):
+Measured at stop 20 (2-core CPU beside other jobs, 400 cases, batch 8, the 160 + 60 calibration cases):
 ``--kind residual`` (the default command): step 0 top-1 0.869, hit@FPR<=0.1 0.744, AUC 0.823;
 step 75 0.787 / 0.537 / 0.645; step 150 0.806 / 0.506 / 0.679; step 300 0.812 / 0.487 / 0.691,
 worse throughout. ``--kind channels`` (a prototype of this script, same cases and loss, lr 1e-2,
 stopped at step 150 of 300): step 75 0.856 / 0.762 / 0.818, step 150 0.850 / 0.719 / 0.793, no
 better than step 0. The training loss hardly falls (InfoNCE 3.4 -> 2.4-3.0, noisy): re-weighting
 the pretrained features does not separate a garment from others of its kind here.
+``--kind conversion`` (the conversion net: trunk over the score maps and the medium's features, its
+zero residual trained; lr 1e-3): the training loss falls to ~0.1 (InfoNCE 0.03-0.17), calibration
+collapses: step 75 0.138 / 0.000 / 0.083, step 150 0.150 / 0.000 / 0.103, steps 225 and 300 0.000:
+with the medium's own features it learns the 400 training scenes, not the query.
 """
 
 from __future__ import annotations
@@ -132,7 +137,8 @@ class CachedCases:
                 out[(size, mirrored)] = (feats, masks)
         return out
 
-    def logits(self, scene: dict[str, Any], query: dict[Any, Any], maps: nn.ModuleList) -> torch.Tensor:
+    def logits(self, scene: dict[str, Any], query: dict[Any, Any], maps: nn.ModuleList,
+               conversion: nn.Module | None = None) -> torch.Tensor:
         """The search's grid logits replayed: max over levels and the mirrored query of the
         untrained readout of the mapped features' correlation."""
         best = None
@@ -146,7 +152,8 @@ class CachedCases:
             kernels = [QueryFeatures([m(f.float()) for m, f in zip(maps, query[(size, mirrored)][0])],
                                      query[(size, mirrored)][1], None) for mirrored in (False, True)]
             for scores in self.model.correlation_maps_many(kernels, encoded[zoom]):
-                logits = self.model.conversion.readout(scores)
+                logits = (self.model.conversion.readout(scores) if conversion is None else
+                          conversion(scores, encoded[zoom].skip)[0])
                 if logits.shape[-2:] != scene["grid"]:
                     logits = F.interpolate(logits, size=scene["grid"], mode="bilinear", align_corners=False)
                 best = logits if best is None else torch.maximum(best, logits)
@@ -154,11 +161,14 @@ class CachedCases:
         return best[0, 0]
 
 
-def evaluate(maps: nn.ModuleList | None, limit: int | None) -> dict[str, float]:
+def evaluate(maps: nn.ModuleList | None, limit: int | None, conversion: nn.Module | None = None) -> dict[str, float]:
     """Heat map alone on the calibration photos, with ``maps`` applied to the correlated features."""
     searcher = Searcher(device="cpu", untrained=True, verify=False)
     if maps is not None:  # the search network's own hook for a projection of the correlated levels
         searcher.network.model.projections = copy.deepcopy(maps).eval()
+    if conversion is not None:  # the whole conversion net, its residual branch run
+        searcher.network.model.conversion = copy.deepcopy(conversion).eval()
+        searcher.network.model.conversion.readout_only = False
     cases = ccp.search_cases("calibrate")
     positives = [c for c in cases if c.positive][:limit]
     negatives = [c for c in cases if not c.positive][:None if limit is None else max(1, limit // 3)]
@@ -179,7 +189,7 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=400, help="Training cases (train photos 0001-0500).")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--kind", choices=("residual", "channels"), default="residual")
+    parser.add_argument("--kind", choices=("residual", "channels", "conversion"), default="residual")
     parser.add_argument("--lr", type=float, default=None, help="Default 1e-3 (residual), 1e-2 (channels).")
     parser.add_argument("--rank-weight", type=float, default=1.0)
     parser.add_argument("--eval-every", type=int, default=75)
@@ -195,9 +205,19 @@ def main() -> int:
     cases = CachedCases(Searcher(device="cpu", untrained=True, verify=False), args.cases)
     print(f"cached {args.cases} training cases in {time.perf_counter() - start:.0f} s", flush=True)
     channels = [f.shape[1] for f in cases.cases[0]["query"][next(iter(cases.cases[0]["query"]))][0]]
-    maps = nn.ModuleList((ResidualProjection(c) if args.kind == "residual" else ChannelWeights(c)) for c in channels)
-    lr = args.lr or (1e-3 if args.kind == "residual" else 1e-2)
-    optimizer = torch.optim.AdamW(maps.parameters(), lr=lr, weight_decay=1e-4)
+    conversion = None
+    if args.kind == "conversion":  # the search network's conversion net (readout + zero residual) trained
+        maps = nn.ModuleList(nn.Identity() for _ in channels)
+        conversion = copy.deepcopy(cases.model.conversion).train()
+        conversion.readout_only = False
+        conversion.requires_grad_(True)
+        trained = conversion
+    else:
+        maps = nn.ModuleList((ResidualProjection(c) if args.kind == "residual" else ChannelWeights(c))
+                             for c in channels)
+        trained = maps
+    lr = args.lr or (1e-2 if args.kind == "channels" else 1e-3)
+    optimizer = torch.optim.AdamW(trained.parameters(), lr=lr, weight_decay=1e-4)
     print(f"step 0 (the untrained network), calibration photos: {shown(evaluate(None, args.limit))}", flush=True)
     rng = np.random.default_rng(0)
     order: list[int] = []
@@ -210,8 +230,8 @@ def main() -> int:
         nce, peaks, negative_max = [], [], []
         for i in batch:
             case = cases.cases[i]
-            positive = cases.logits(case["scenes"][0], case["query"], maps)
-            negative = cases.logits(case["scenes"][1], case["query"], maps)
+            positive = cases.logits(case["scenes"][0], case["query"], maps, conversion)
+            negative = cases.logits(case["scenes"][1], case["query"], maps, conversion)
             target = positive[case["scenes"][0]["cells"]]
             nce.append(torch.logsumexp(torch.cat([positive.flatten(), negative.flatten()]), 0)
                        - torch.logsumexp(target, 0))
@@ -221,13 +241,13 @@ def main() -> int:
         loss = torch.stack(nce).mean() + args.rank_weight * rank
         optimizer.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(maps.parameters(), 1.0)
+        nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
         optimizer.step()
         if step % 10 == 0:
             print(f"step {step}: loss {loss.item():.3f} (InfoNCE {torch.stack(nce).mean().item():.3f}, "
                   f"rank {rank.item():.3f}), {time.perf_counter() - start:.0f} s", flush=True)
         if step % args.eval_every == 0 or step == args.steps:
-            print(f"step {step}, calibration photos: {shown(evaluate(maps, args.limit))}", flush=True)
+            print(f"step {step}, calibration photos: {shown(evaluate(maps, args.limit, conversion))}", flush=True)
     return 0
 
 
