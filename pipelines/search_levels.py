@@ -53,10 +53,10 @@ AUTO_OCTAVE_PRIOR = 0.9
 # search): every one of 30 crowd mosaics with an original-resolution query stays under 0.28 (the
 # highest 0.264), 7 of 160 catalogue -> scene positives (and 34 of 60 negatives) do too.
 # Test (benchmarks/search_small.py --mosaics 10 --negatives 4 --only mosaic, stop 20): original-
-# resolution queries prec@20 / succAUC 0.100 / 0.010 -> 0.900 / 0.557 (0.75 -> 1.47 s a case; --scales
-# auto 0.800 / 0.471 in 2.5-3.1 s), mosaic-cut queries and tracking sequences unchanged; CCP
-# catalogue -> scene top-1 unchanged, but 1 of the 20 scenes of benchmarks/search.py --photos 20 takes
-# the second pass: the verified search went from 1.39-1.58x to 1.54-1.76x the backbone (loaded machine).
+# resolution queries prec@20 / succAUC 0.100 / 0.010 -> 0.900 / 0.557 (--scales auto 0.800 / 0.471 at
+# ~1.7x the time), mosaic-cut queries and tracking sequences unchanged; CCP catalogue -> scene
+# unchanged; benchmarks/search.py --photos 20 --threads 1: the verified search 1.36-1.41x -> 1.51-1.52x
+# the backbone (93-94 -> 95-97 ms a scene, alternated in one session).
 DEFAULT_EXTEND_HEAT = 0.28
 # ... two octaves (0.125x the query): the default's 0.5x level reaches 0.25x with its (0.5, 1) scale
 # pair and this level covers 0.0625x-0.25x with its own. Calibration crowd mosaics (30, fused),
