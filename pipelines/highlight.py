@@ -2,7 +2,9 @@
 
 The kept pixels are the heat map's own: inside each detection's box, the pixels whose heat is at
 least ``KEEP_LEVEL`` of that detection's score (what the network says is the object), slightly
-dilated. Everything for a frame is drawn in one pass, however many detections it has.
+dilated. Everything for a frame is drawn in one pass, however many detections it has. Where nothing
+passed the threshold, the best peak's box is drawn thinly with its score ("best guess"), so the
+picture answers "where is it most likely" as ``best`` in detections.jsonl does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pipelines.detections import Detection
 DIM_FACTOR = 0.3
 OUTLINE_RGB = (255, 40, 40)
 BOX_RGB = (255, 200, 40)
+GUESS_RGB = (80, 220, 255)  # the best peak's box where nothing passed the threshold
 # Inside a detection's box, pixels with heat >= KEEP_LEVEL x its score are kept (the object).
 KEEP_LEVEL = 0.4
 
@@ -39,14 +42,21 @@ def object_mask(heat: np.ndarray, detections: Sequence[Detection]) -> np.ndarray
     return (heat >= level).astype(np.uint8)
 
 
-def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detection]) -> np.ndarray:
+def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detection],
+              best: Detection | None = None) -> np.ndarray:
     """Keep the detected objects' pixels (dilated by ~1% of the diagonal), dim the rest, outline
-    the kept regions and draw each box thinly."""
+    the kept regions and draw each box thinly; with no detection, ``best`` (the top peak, under the
+    threshold) is drawn as a thin box labelled with its score."""
     h, w = image.shape[:2]
     if heat.shape != (h, w):
         heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
     out = (image.astype(np.float32) * DIM_FACTOR).astype(np.uint8)
     if not detections:
+        if best is not None:
+            x0, y0, x1, y1 = best.box
+            cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), GUESS_RGB, 1)
+            cv2.putText(out, f"best guess {best.score:.2f}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.4, GUESS_RGB, 1, cv2.LINE_AA)
         return out
     radius = max(2, round(0.01 * math.hypot(h, w)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

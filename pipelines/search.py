@@ -96,11 +96,12 @@ class Result:
         return object_mask(self.heatmap, self.detections)
 
     def highlight(self, image: np.ndarray | None = None) -> np.ndarray:
-        """The medium with detected objects kept, the rest dimmed and each instance outlined."""
+        """The medium with detected objects kept, the rest dimmed and each instance outlined (with
+        none, the best peak's box thinly, as the best guess)."""
         image = self.image if image is None else image
         if image is None:
             raise ValueError("no medium image kept in this Result; pass image=")
-        return highlight(image, self.heatmap, self.detections)
+        return highlight(image, self.heatmap, self.detections, self.best)
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "query": self.query, "frame": self.frame,

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from augment.imageio import save_image
 from pipelines.cli import app
 from pipelines.detections import box_iou, detect, find_peaks
-from pipelines.highlight import highlight
+from pipelines.highlight import GUESS_RGB, highlight
 from pipelines.search import Searcher
 from pipelines.search_levels import plan_levels, tiles
 
@@ -145,6 +145,20 @@ def test_highlight_keeps_the_heat_maps_pixels():
     out = highlight(image, heat, found)
     assert (out[50, 50] == 200).all() and out[5, 5].max() < 100  # the object is kept, far pixels dimmed
     assert (out[50, 100] < 100).all()  # inside no box: dimmed even though the image is uniform
+
+
+def test_highlight_without_detections_draws_the_best_guess():
+    image = np.full((100, 120, 3), 200, np.uint8)
+    heat = np.zeros((100, 120), np.float32)
+    heat[30:70, 40:60] = 0.3
+    found, best = detect(heat, np.full(heat.shape, 40.0, np.float32), 0.5, 0.5, 8)
+    assert not found and best is not None
+    dimmed = highlight(image, heat, found)
+    assert (dimmed == 60).all()  # no best given: everything dimmed alike
+    out = highlight(image, heat, found, best)
+    x0, y0, x1, y1 = best.box
+    assert tuple(out[y0, (x0 + x1) // 2]) == GUESS_RGB  # the box's top edge in the guess colour
+    assert (out[(y0 + y1) // 2, (x0 + x1) // 2] == 60).all()  # its inside stays dimmed: not a detection
 
 
 def test_best_is_on_every_line_also_without_detections(tmp_path: Path):
