@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 SCALES_HELP = ("Object sizes searched, relative to the query's, e.g. 0.25,0.5,1 (as given). 'default': "
                "0.5,1,2 less the sizes at which the object would be under 1/16 of the medium's shorter "
-               "side (and smaller than the query). 'auto': 0.5,1,2, and for a query large against the "
+               "side (and smaller than the query), and, where these find nothing and the query is large "
+               "against the medium, the object 8x smaller than the query. 'auto': 0.5,1,2, and for a query large against the "
                "medium smaller sizes down to that bound (slower for large queries).")
 
 
