@@ -57,7 +57,7 @@ from metrics import Outcome, box_iou, summarise  # noqa: E402
 
 from augment.photo_pairs import PhotoIndex, PhotoPairSampler  # noqa: E402
 from pipelines.search import Searcher  # noqa: E402
-from pipelines.search_maps import PreparedQuery, resize_hw, to_tensor  # noqa: E402
+from pipelines.search_maps import PreparedQuery, resize_hw, to_tensor, zoom_media  # noqa: E402
 from train.correlation import ResidualProjection  # noqa: E402
 from train.model import MediumFeatures, QueryFeatures  # noqa: E402
 
@@ -109,11 +109,7 @@ class CachedCases:
         zooms: dict[float, list[torch.Tensor]] = {}
         for level in levels:
             if level.zoom not in zooms:
-                size = (max(8, round(work_h * level.zoom)), max(8, round(work_w * level.zoom)))
-                zoomed = batch if level.zoom == 1.0 else F.interpolate(
-                    batch, size=size, mode="area" if level.zoom < 1 else "bilinear",
-                    **({} if level.zoom < 1 else {"align_corners": False}))
-                zooms[level.zoom] = self._raw(zoomed)
+                zooms[level.zoom] = self._raw(zoom_media(batch, (work_h, work_w), level.zoom))
         cells = None
         if target is not None:
             cover = F.adaptive_avg_pool2d(torch.from_numpy(resize_hw(target.astype(np.float32), work_h, work_w))[None, None],

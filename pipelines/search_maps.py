@@ -111,6 +111,18 @@ def resize_hw(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def zoom_media(batch: torch.Tensor, size: tuple[int, int], zoom: float) -> torch.Tensor:
+    """A batch of ``size`` (H, W) media resampled by ``zoom``: area-averaged down, bilinear up."""
+    if zoom == 1.0:
+        return batch
+    zoomed = (max(8, round(size[0] * zoom)), max(8, round(size[1] * zoom)))
+    if zoomed[0] * 2 == size[0] and zoomed[1] * 2 == size[1]:
+        # Area-averaging by exactly 2 is a 2 x 2 average pool: the same values, 1.6x faster.
+        return F.avg_pool2d(batch, 2)
+    return F.interpolate(batch, size=zoomed, mode="area" if zoom < 1 else "bilinear",
+                         **({} if zoom < 1 else {"align_corners": False}))
+
+
 class NetworkSearch:
     """Runs the search network over pyramid levels; see the module docstring.
 
@@ -222,12 +234,12 @@ class NetworkSearch:
         return plan_levels((qh, qw), (work_h, work_w), scales, self.min_kernel_side,
                            self.max_kernel_side, self.max_zoom, self.min_kernel_mean)
 
-    def smaller_levels(self, query: PreparedQuery, height: int, width: int,
+    def smaller_levels(self, query: PreparedQuery, height: int, width: int, searched: Sequence[Level] = (),
                        max_zoom: float | None = None) -> list[Level]:
         """The levels of the default search's second pass (see :data:`DEFAULT_EXTEND_HEAT`): the
         object ``extend_octaves`` smaller than the default scales' smallest, the medium up-sampled
-        at most ``extend_max_zoom`` (or ``max_zoom``), less levels the first pass searched; none for
-        given or automatic scales, or a query small against the medium."""
+        at most ``extend_max_zoom`` (or ``max_zoom``), less the ``searched`` ones (the first pass's);
+        none for given or automatic scales, or a query small against the medium."""
         if not self.default_scales or self.extend_heat is None:
             return []
         work_h, work_w, factor = self.working_size(height, width)
@@ -235,7 +247,7 @@ class NetworkSearch:
         scales = smaller_scales((qh, qw), (work_h, work_w), self.query_scales, self.extend_octaves)
         if not scales:
             return []
-        first = {(l.query_size, l.zoom) for l in self.levels(query, height, width)}
+        first = {(l.query_size, l.zoom) for l in searched}
         levels = plan_levels((qh, qw), (work_h, work_w), scales, self.min_kernel_side, self.max_kernel_side,
                              self.extend_max_zoom if max_zoom is None else max_zoom, self.min_kernel_mean)
         return [l for l in levels if (l.query_size, l.zoom) not in first]
@@ -268,30 +280,42 @@ class NetworkSearch:
         grid = (-(-work_h // GRID_STRIDE), -(-work_w // GRID_STRIDE))
         with torch.inference_mode(), self.autocast():
             batch = to_tensor(frames, self.device, self.channels_last)
-            heat, cosines, heights, features = self._search(query, batch, self.levels(query, height, width),
-                                                            grid, factor)
+            levels = self.levels(query, height, width)
+            heat, cosines, heights, features = self._search(query, batch, levels, grid, factor)
             size = self._object_height(cosines, heights)
-            smaller = self.smaller_levels(query, height, width)
-            if smaller:
-                assert self.extend_heat is not None
-                best = heat.flatten(1).amax(dim=1)
-                weak = (best < self.extend_heat).nonzero().flatten()
-                probe = self.smaller_levels(query, height, width, max_zoom=1.0)
-                if len(weak) and probe and probe != smaller:  # the up-sampled level where its probe scores
-                    found = self._search(query, self._frames(batch, weak), probe, grid, factor, second_pass=True)[0]
-                    weak = weak[found.flatten(1).amax(dim=1) >= self.extend_probe_ratio * best[weak]]
-                if len(weak):
-                    logger.debug("%s: %d of %d frames searched again at relative size %s", query.name, len(weak),
-                                 len(frames), ", ".join(f"{l.scale:g} (zoom {l.zoom:g})" for l in smaller))
-                    more, more_cosines, more_heights, _ = self._search(query, self._frames(batch, weak), smaller,
-                                                                          grid, factor, second_pass=True)
-                    heat[weak] = torch.maximum(heat[weak], more)
-                    size[weak] = self._object_height(torch.cat([cosines[weak], more_cosines], dim=1),
-                                                     heights + more_heights)
+            if self.default_scales and self.extend_heat is not None:
+                self._second_pass(query, batch, levels, (height, width), grid, factor, heat, size, cosines, heights)
             if (height, width) != (work_h, work_w):
                 heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
             size = F.interpolate(size, size=(height, width), mode="nearest")
         return SearchMaps(heat[:, 0].clamp(0, 1).cpu().numpy(), size[:, 0].cpu().numpy(), features)
+
+    def _second_pass(self, query: PreparedQuery, batch: torch.Tensor, searched: list[Level], medium_hw: tuple[int, int],
+                     grid: tuple[int, int], factor: float, heat: torch.Tensor, size: torch.Tensor,
+                     cosines: torch.Tensor, heights: list[float]) -> None:
+        """The frames whose best heat stays under ``extend_heat`` searched again at
+        :meth:`smaller_levels` (where the probe, that level in the medium as it is, scores),
+        merged into ``heat`` and ``size`` in place."""
+        assert self.extend_heat is not None
+        best = heat.flatten(1).amax(dim=1)
+        weak = (best < self.extend_heat).nonzero().flatten()
+        if not len(weak):
+            return
+        smaller = self.smaller_levels(query, *medium_hw, searched)
+        if not smaller:
+            return
+        probe = self.smaller_levels(query, *medium_hw, searched, max_zoom=1.0)
+        if probe and probe != smaller:  # the up-sampled level only where its probe scores
+            found = self._search(query, self._frames(batch, weak), probe, grid, factor, second_pass=True)[0]
+            weak = weak[found.flatten(1).amax(dim=1) >= self.extend_probe_ratio * best[weak]]
+            if not len(weak):
+                return
+        logger.debug("%s: %d of %d frames searched again at relative size %s", query.name, len(weak),
+                     len(batch), ", ".join(f"{l.scale:g} (zoom {l.zoom:g})" for l in smaller))
+        more, more_cosines, more_heights, _ = self._search(query, self._frames(batch, weak), smaller, grid, factor,
+                                                              second_pass=True)
+        heat[weak] = torch.maximum(heat[weak], more)
+        size[weak] = self._object_height(torch.cat([cosines[weak], more_cosines], dim=1), heights + more_heights)
 
     def _frames(self, batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The frames ``index`` of ``batch`` (all of it where that is all), in its memory format."""
@@ -362,15 +386,7 @@ class NetworkSearch:
                 size: tuple[int, int], grid: tuple[int, int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         """Search one (window of the) working medium at one zoom, for each of its levels; also
         the window's raw stride-8 features."""
-        medium = batch
-        if zoom != 1.0:
-            zoomed = (max(8, round(size[0] * zoom)), max(8, round(size[1] * zoom)))
-            halved = zoomed[0] * 2 == size[0] and zoomed[1] * 2 == size[1]
-            # Area-averaging by exactly 2 is a 2 x 2 average pool: the same values, 1.6x faster.
-            medium = (F.avg_pool2d(batch, 2) if halved else
-                      F.interpolate(batch, size=zoomed, mode="area" if zoom < 1 else "bilinear",
-                                    **({} if zoom < 1 else {"align_corners": False})))
-        encoded = self.model.encode_medium(medium)
+        encoded = self.model.encode_medium(zoom_media(batch, size, zoom))
         num_pairs = len(self.model.cfg.scale_pairs)
         found = []
         for level in levels:
