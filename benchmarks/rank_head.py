@@ -57,7 +57,7 @@ from metrics import Outcome, box_iou, summarise  # noqa: E402
 
 from augment.photo_pairs import PhotoIndex, PhotoPairSampler  # noqa: E402
 from pipelines.search import Searcher  # noqa: E402
-from pipelines.search_maps import PreparedQuery, resize_hw, to_tensor, zoom_media  # noqa: E402
+from pipelines.search_inputs import PreparedQuery, resize_hw, to_tensor, zoom_media  # noqa: E402
 from train.correlation import ResidualProjection  # noqa: E402
 from train.model import MediumFeatures, QueryFeatures  # noqa: E402
 

@@ -32,7 +32,7 @@ from timing import best_time  # noqa: E402
 from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  # noqa: E402
                               calibrate_threshold, detect)
 from augment.system import tune_malloc  # noqa: E402
-from pipelines.search_maps import to_tensor  # noqa: E402
+from pipelines.search_inputs import to_tensor  # noqa: E402
 
 
 def _photos() -> dict[str, np.ndarray]:

@@ -40,10 +40,10 @@ from augment.system import limit_blas_threads, tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
 from pipelines.detections import Detection, box_iou, detect, match_counts  # noqa: F401 (API)
 from pipelines.highlight import highlight, object_mask
+from pipelines.search_inputs import (PreparedQuery, SearchMaps, load_checkpoint_model,  # noqa: F401 (API)
+                                     resolve_device, untrained_model)
 from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES, DEFAULT_SCALES,  # noqa: F401 (API)
-                                   MAX_QUERY_SCALE, MIN_QUERY_SCALE, NetworkSearch, PreparedQuery, SearchMaps,
-                                   auto_scales, check_scales, load_checkpoint_model, resolve_device,
-                                   untrained_model)
+                                   MAX_QUERY_SCALE, MIN_QUERY_SCALE, NetworkSearch, auto_scales, check_scales)
 
 logger = logging.getLogger(__name__)
 

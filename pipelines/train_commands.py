@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from pipelines.shipped import write_head
-        from pipelines.search_maps import load_checkpoint_model
+        from pipelines.search_inputs import load_checkpoint_model
         from train.checkpoint import load_checkpoint
 
         def run() -> None:
