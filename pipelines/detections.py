@@ -83,13 +83,6 @@ def pairwise_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndar
     return iou, contained
 
 
-def duplicate(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Same instance: boxes overlap by IoU >= NMS_IOU, or one mostly contains the other (the same
-    object seen at two pyramid levels gives nested boxes of different sizes)."""
-    iou, contained = pairwise_overlaps(np.asarray([a], float), np.asarray([b], float))
-    return bool(iou[0, 0] >= NMS_IOU or contained[0, 0] >= NMS_CONTAINMENT)
-
-
 def find_peaks(heat: np.ndarray, floor: float, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Local maxima of ``heat`` at or above ``floor``, highest first, as (ys, xs).
 
@@ -186,17 +179,25 @@ def _suppress(boxes: np.ndarray, scores: np.ndarray) -> list[int]:
     """Greedy non-maximum suppression by score over one pairwise-overlap matrix."""
     valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     order = [int(i) for i in np.argsort(-scores, kind="stable") if valid[i]]
-    if len(order) <= 1:
-        return order
+    return [order[i] for i in first_unique(boxes[order])]
+
+
+def first_unique(boxes: np.ndarray) -> list[int]:
+    """Indices of ``boxes`` (n x 4, best first) kept by greedy suppression: each box that does not
+    duplicate one kept before it, from one pairwise-overlap matrix. Duplicates are the same instance:
+    boxes overlapping by IoU >= NMS_IOU, or one mostly containing the other (the same object seen at
+    two pyramid levels gives nested boxes of different sizes)."""
+    if len(boxes) <= 1:
+        return list(range(len(boxes)))
     iou, contained = pairwise_overlaps(boxes, boxes)
-    duplicate = (iou >= NMS_IOU) | (contained >= NMS_CONTAINMENT)
+    duplicates = (iou >= NMS_IOU) | (contained >= NMS_CONTAINMENT)
     suppressed = np.zeros(len(boxes), bool)
     keep = []
-    for i in order:
+    for i in range(len(boxes)):
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= duplicate[i]
+        suppressed |= duplicates[i]
     return keep
 
 

@@ -314,7 +314,7 @@ def fuse(found: Sequence[Any], checks: Sequence[Verification | None], model: Fus
          fill: float) -> list[Any]:
     """Fused :class:`~pipelines.search.Detection` s: score from heat and evidence, the fitted box
     where verified, then non-maximum suppression (highest score first)."""
-    from pipelines.detections import duplicate
+    from pipelines.detections import first_unique
 
     scored = []
     for det, check in zip(found, checks):
@@ -328,8 +328,4 @@ def fuse(found: Sequence[Any], checks: Sequence[Verification | None], model: Fus
                                   verified=False if check is not None else None,
                                   inliers=check.inliers if check is not None else 0))
     scored.sort(key=lambda d: -d.score)
-    kept: list[Any] = []
-    for det in scored:
-        if not any(duplicate(det.box, k.box) for k in kept):
-            kept.append(det)
-    return kept
+    return [scored[i] for i in first_unique(np.asarray([d.box for d in scored], float).reshape(-1, 4))]

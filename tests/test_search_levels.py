@@ -215,6 +215,44 @@ def test_halving_the_medium_by_average_pool_equals_area_resizing():
     assert torch.equal(F.avg_pool2d(batch, 2), F.interpolate(batch, size=(24, 32), mode="area"))
 
 
+def test_cpu_area_zoom_averages_whole_blocks_and_keeps_the_memory_format():
+    """The OpenCV area resize the CPU search shrinks media with gives the block means where the
+    factor is whole (1/3 here), partial-pixel weights otherwise, and the batch's memory format."""
+    import torch
+    import torch.nn.functional as F
+
+    from pipelines.search_inputs import zoom_media
+
+    batch = torch.rand(2, 3, 48, 63, generator=torch.Generator().manual_seed(0))
+    for layout in (torch.channels_last, torch.contiguous_format):
+        media = batch.contiguous(memory_format=layout)
+        third = zoom_media(media, (48, 63), 1 / 3)
+        assert third.shape == (2, 3, 16, 21) and third.is_contiguous(memory_format=layout)
+        assert torch.allclose(third, F.avg_pool2d(batch, 3), atol=1e-6)
+    # 63 -> 44 columns: each output column covers 1.43 input columns; the means stay in range and
+    # the image's overall mean is kept (area weights sum to one per output pixel).
+    shrunk = zoom_media(batch, (48, 63), 0.7)
+    assert shrunk.shape == (2, 3, 34, 44)
+    assert abs(float(shrunk.mean() - batch.mean())) < 0.01
+
+
+def test_greedy_suppression_keeps_boxes_that_duplicate_no_earlier_kept_one():
+    """first_unique (one overlap matrix) keeps what pairwise greedy checks keep."""
+    from pipelines.detections import NMS_CONTAINMENT, NMS_IOU, first_unique, pairwise_overlaps
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        xy = rng.uniform(0, 100, (30, 2))
+        boxes = np.hstack([xy, xy + rng.uniform(0, 40, (30, 2))])
+        boxes[rng.integers(0, 30)] = [5, 5, 5, 9]  # an empty box duplicates nothing
+        kept: list[int] = []
+        for i, box in enumerate(boxes):
+            iou, contained = pairwise_overlaps(box[None], boxes[kept].reshape(-1, 4))
+            if not ((iou >= NMS_IOU) | (contained >= NMS_CONTAINMENT)).any():
+                kept.append(i)
+        assert first_unique(boxes) == kept and 1 < len(kept) < 30
+
+
 def test_automatic_scales_extend_down_for_a_query_large_against_the_medium():
     from pipelines.search_levels import AUTO_MAX_LEVELS, DEFAULT_QUERY_SCALES, auto_scales
 
