@@ -115,6 +115,10 @@ MAX_ZOOM = 4.0
 MAX_TILE_PIXELS = 1600 * 1200
 # Zoom factors are rounded to quarter octaves so levels share encoded media.
 ZOOM_STEPS_PER_OCTAVE = 4
+# A level zoomed out is searched at the next finer zoom of the same search where that is at most
+# this many octaves finer (:func:`share_zooms`): a larger kernel costs less than another encoding
+# of the medium (a 0.84x zoom alone is 0.71 backbone passes).
+SHARE_ZOOM_OCTAVES = 0.5
 # Smallest kernel side in pixels worth correlating (two cells of the stride-8 grid).
 MIN_QUERY_SIDE = 16
 
@@ -155,17 +159,38 @@ def plan_levels(query_hw: tuple[float, float], work_hw: tuple[int, int], scales:
         elif mean_side > max_side:  # more cells than needed: zoom out (the cost follows the area)
             zoom = max(max_side / mean_side, MIN_QUERY_SIDE / short)
         zoom = 2.0 ** (round(math.log2(zoom) * ZOOM_STEPS_PER_OCTAVE) / ZOOM_STEPS_PER_OCTAVE)
-        size = (round(oh * zoom), round(ow * zoom))
-        # The kernel must fit in the zoomed medium (same padding needs the object inside it).
-        fit = min(1.0, work_hw[0] * zoom / size[0], work_hw[1] * zoom / size[1])
-        size = (max(1, round(size[0] * fit)), max(1, round(size[1] * fit)))
-        if min(size) < MIN_QUERY_SIDE:
-            grow = MIN_QUERY_SIDE / min(size)
-            size = (round(size[0] * grow), round(size[1] * grow))
-        level = Level(float(scale), size, zoom)
+        level = _level(query_hw, work_hw, scale, zoom)
         if all((l.query_size, l.zoom) != (level.query_size, level.zoom) for l in levels):
             levels.append(level)
     return levels
+
+
+def _level(query_hw: tuple[float, float], work_hw: tuple[int, int], scale: float, zoom: float) -> Level:
+    """The level of relative size ``scale`` searched at ``zoom``: its kernel the object's size there."""
+    size = (round(query_hw[0] * scale * zoom), round(query_hw[1] * scale * zoom))
+    # The kernel must fit in the zoomed medium (same padding needs the object inside it).
+    fit = min(1.0, work_hw[0] * zoom / size[0], work_hw[1] * zoom / size[1])
+    size = (max(1, round(size[0] * fit)), max(1, round(size[1] * fit)))
+    if min(size) < MIN_QUERY_SIDE:
+        grow = MIN_QUERY_SIDE / min(size)
+        size = (round(size[0] * grow), round(size[1] * grow))
+    return Level(float(scale), size, zoom)
+
+
+def share_zooms(levels: Sequence[Level], query_hw: tuple[float, float], work_hw: tuple[int, int],
+                octaves: float = SHARE_ZOOM_OCTAVES) -> list[Level]:
+    """``levels`` with each one that was zoomed out moved to the next finer zoom another level is
+    searched at, where that is at most ``octaves`` finer: its kernel grows by up to 2**octaves (past
+    MAX_KERNEL_SIDE), but the medium is encoded once less (see SHARE_ZOOM_OCTAVES)."""
+    zooms = sorted({l.zoom for l in levels})
+    shared: list[Level] = []
+    for level in levels:
+        finer = [z for z in zooms if level.zoom < z <= level.zoom * 2.0 ** octaves * 1.001]
+        if level.zoom < 1.0 and finer:
+            level = _level(query_hw, work_hw, level.scale, max(finer))
+        if all((l.query_size, l.zoom) != (level.query_size, level.zoom) for l in shared):
+            shared.append(level)
+    return shared
 
 
 def smallest_plausible_scale(query_hw: tuple[float, float], work_hw: tuple[int, int],

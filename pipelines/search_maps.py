@@ -21,8 +21,8 @@ from pipelines.search_levels import (AUTO_MAX_LEVELS, AUTO_MIN_OBJECT_FRACTION, 
                                      DEFAULT_QUERY_SCALES, DEFAULT_SCALES, MAX_KERNEL_SIDE,
                                      MAX_QUERY_SCALE, MAX_TILE_PIXELS, MAX_ZOOM, MIN_KERNEL_MEAN,
                                      MIN_KERNEL_SIDE, MIN_QUERY_SCALE, MIN_QUERY_SIDE,
-                                     ZOOM_STEPS_PER_OCTAVE, Level, _owned, auto_scales, check_scales,
-                                     describe, plan_levels, smaller_scales, smallest_plausible_scale, tiles)
+                                     SHARE_ZOOM_OCTAVES, ZOOM_STEPS_PER_OCTAVE, Level, _owned, auto_scales, check_scales,
+                                     describe, plan_levels, share_zooms, smaller_scales, smallest_plausible_scale, tiles)
 from pipelines.search_inputs import (PreparedQuery, SearchMaps, load_checkpoint_model, resize_hw,  # noqa: F401 (API)
                                      resolve_device, to_tensor, untrained_model, zoom_media)
 from train.backbones import fold_batchnorm
@@ -57,7 +57,8 @@ class NetworkSearch:
                  min_object_fraction: float = AUTO_MIN_OBJECT_FRACTION,
                  min_kernel_mean: float = MIN_KERNEL_MEAN,
                  extend_heat: float | None = DEFAULT_EXTEND_HEAT, extend_octaves: int = EXTEND_OCTAVES,
-                 extend_max_zoom: float = EXTEND_MAX_ZOOM, extend_probe_ratio: float = EXTEND_PROBE_RATIO) -> None:
+                 extend_max_zoom: float = EXTEND_MAX_ZOOM, extend_probe_ratio: float = EXTEND_PROBE_RATIO,
+                 share_zoom_octaves: float = SHARE_ZOOM_OCTAVES) -> None:
         check_scales(query_scales)
         if not 8 <= min_kernel_side <= max_kernel_side:
             raise InputError("kernel sides must satisfy 8 <= min_kernel_side <= max_kernel_side")
@@ -91,6 +92,7 @@ class NetworkSearch:
         self.extend_octaves = int(extend_octaves)
         self.extend_max_zoom = min(max_zoom, extend_max_zoom)
         self.extend_probe_ratio = float(extend_probe_ratio)
+        self.share_zoom_octaves = float(share_zoom_octaves)
         self.channels_last = device.type == "cpu"
         model = fold_batchnorm(model).to(device)
         # The untrained network's residual branches add exactly 0: not run (same heat maps).
@@ -146,8 +148,9 @@ class NetworkSearch:
             query.logged_scales.add((height, width))
             logger.debug("%s: searching relative sizes %s in %dx%d media", query.name,
                         ", ".join(f"{s:g}" for s in scales), width, height)
-        return plan_levels((qh, qw), (work_h, work_w), scales, self.min_kernel_side,
-                           self.max_kernel_side, self.max_zoom, self.min_kernel_mean)
+        levels = plan_levels((qh, qw), (work_h, work_w), scales, self.min_kernel_side,
+                             self.max_kernel_side, self.max_zoom, self.min_kernel_mean)
+        return share_zooms(levels, (qh, qw), (work_h, work_w), self.share_zoom_octaves)
 
     def smaller_levels(self, query: PreparedQuery, height: int, width: int, searched: Sequence[Level] = (),
                        max_zoom: float | None = None) -> list[Level]:

@@ -16,7 +16,7 @@ from pipelines.cli import app
 from pipelines.detections import box_iou, detect, find_peaks
 from pipelines.highlight import GUESS_RGB, highlight
 from pipelines.search import Searcher
-from pipelines.search_levels import plan_levels, tiles
+from pipelines.search_levels import plan_levels, share_zooms, tiles
 
 
 def test_levels_zoom_in_for_small_queries_and_out_for_large_ones():
@@ -30,6 +30,21 @@ def test_levels_zoom_in_for_small_queries_and_out_for_large_ones():
     # Asking for more cells across zooms a 48 px object in by the nearest quarter octave.
     (zoomed,) = plan_levels((96, 96), (480, 640), (0.5,), min_side=72)
     assert zoomed.zoom == 2 ** 0.5 and zoomed.query_size == (68, 68)
+
+
+def test_a_level_zoomed_out_shares_a_finer_zoom_within_half_an_octave():
+    """A 156 x 99 query in a 416 x 823 scene: its 1x level (a 124-px kernel mean) would be searched
+    at 0.84x, a second encoding of the medium; it moves to the 0.5x level's zoom 1 with the
+    object's own size as the kernel. The 2x level (0.42x) has no zoom within half an octave."""
+    planned = plan_levels((156, 99), (416, 823), (0.5, 1.0, 2.0))
+    assert [round(l.zoom, 2) for l in planned] == [1.0, 0.84, 0.42]
+    shared = share_zooms(planned, (156, 99), (416, 823))
+    assert [(l.scale, l.query_size, round(l.zoom, 2)) for l in shared] == [
+        (0.5, (78, 50), 1.0), (1.0, (156, 99), 1.0), (2.0, (131, 83), 0.42)]
+    assert share_zooms(planned, (156, 99), (416, 823), octaves=0.0) == planned
+    # Zooms further apart than half an octave keep their own encodings.
+    apart = plan_levels((293, 201), (416, 828), (0.5, 1.0))
+    assert share_zooms(apart, (293, 201), (416, 828)) == apart
 
 
 def test_compact_queries_get_a_larger_kernel_than_thin_ones():
