@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Protocol
+from typing import Any, Callable, ContextManager, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -45,8 +45,7 @@ from augment.imageio import InputError, encode_jpeg, encode_png
 from augment.object_lock import claim_output
 from augment.outputs import check_output_folder, inside
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
-from augment.shard_writer import write_shard
-from augment.shards import check_other_run, clear_for_run, verify_shard, write_manifest
+from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip
 from augment.storage import (Location, Place, as_place, cache_root, file_size, list_images, publish_file, read_image,
                              remove_temporaries, stage)
@@ -333,6 +332,8 @@ def open_engine(engine: str, workers: int, ray_address: str | None) -> ContextMa
         return RayEngine(ray_address, workers)
     if ray_address:
         raise InputError("--ray-address needs --engine ray")
+    from augment.engines.local_engine import LocalEngine  # imports this module's worker functions
+
     return contextlib.nullcontext(LocalEngine(workers))
 
 
@@ -367,56 +368,3 @@ def unfinished_plans(plans: list[ShardPlan], problems: list[str | None]) -> list
 def present_shards(out_dir: Place) -> set[str]:
     """Names of the files in ``out_dir`` (one listing, not a request per planned shard)."""
     return {p.name for p in out_dir.iterdir()} if out_dir.exists() else set()
-
-
-class LocalEngine:
-    """Row groups rendered by a pool of forked processes; shards written by this process in order."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self.stats: dict[str, Any] = {"engine": "local", "workers": workers}
-
-    def unfinished(self, plans: list[ShardPlan], out_dir: Place, split: str, run_hash: str) -> list[ShardPlan]:
-        present = present_shards(out_dir)
-        return unfinished_plans(plans, [verify_shard(out_dir / p.name, planned_ids(p, split), run_hash)
-                                        if p.name in present else "missing" for p in plans])
-
-    def write(self, plans: list[ShardPlan], out_dir: Place, job: RenderJob,
-              progress: Callable[[str, int, int], None] | None) -> int:
-        job.activate()  # before forking: the workers share the state copy-on-write
-        config = job.config
-        rows_total = sum(p.stop - p.start for p in plans)
-        rows_written = 0
-        if progress:
-            progress("composites", 0, rows_total)
-        for plan, groups in _rendered_shards(plans, config.output.row_group_rows, self.workers):
-            tables = (pa.Table.from_pylist(rows, schema=job.schema) for rows in groups)
-            for rows in write_shard(out_dir / plan.name, tables, job.schema, config.output.row_group_rows,
-                                    planned_ids(plan, config.output.split)):
-                rows_written += rows
-                if progress:
-                    progress("composites", rows_written, rows_total)
-        return rows_written
-
-
-def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> Iterator[tuple[ShardPlan, Iterator[list[dict]]]]:
-    """Yield each shard with an iterator over its rendered row groups, in order."""
-    units = [(p, (s, min(s + group_rows, p.stop))) for p in plans for s in range(p.start, p.stop, group_rows)]
-    if workers > 1 and units:
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=ignore_interrupts)
-        results = pool.imap(_render_range, [bounds for _, bounds in units])  # ordered: deterministic output
-    else:
-        pool, results = None, map(_render_range, [bounds for _, bounds in units])
-    try:
-        for plan in plans:
-            count = sum(1 for p, _ in units if p is plan)
-
-            def groups(count: int = count) -> Iterator[list[dict]]:
-                for _ in range(count):
-                    yield next(results)[1]
-
-            yield plan, groups()
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()

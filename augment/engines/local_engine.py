@@ -1,0 +1,70 @@
+"""`synth expand`'s default engine: row groups rendered by a pool of forked local processes (the
+per-process state and ``render_row`` of :mod:`augment.expand`), shards written in order by the
+parent, so a run's output is the same whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any, Callable, Iterator
+
+import pyarrow as pa
+
+from augment.expand import RenderJob, ShardPlan, _render_range, planned_ids, present_shards, unfinished_plans
+from augment.shard_writer import write_shard
+from augment.shards import verify_shard
+from augment.storage import Place
+from augment.system import ignore_interrupts
+
+
+class LocalEngine:
+    """Row groups rendered by a pool of forked processes; shards written by this process in order."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.stats: dict[str, Any] = {"engine": "local", "workers": workers}
+
+    def unfinished(self, plans: list[ShardPlan], out_dir: Place, split: str, run_hash: str) -> list[ShardPlan]:
+        present = present_shards(out_dir)
+        return unfinished_plans(plans, [verify_shard(out_dir / p.name, planned_ids(p, split), run_hash)
+                                        if p.name in present else "missing" for p in plans])
+
+    def write(self, plans: list[ShardPlan], out_dir: Place, job: RenderJob,
+              progress: Callable[[str, int, int], None] | None) -> int:
+        job.activate()  # before forking: the workers share the state copy-on-write
+        config = job.config
+        rows_total = sum(p.stop - p.start for p in plans)
+        rows_written = 0
+        if progress:
+            progress("composites", 0, rows_total)
+        for plan, groups in _rendered_shards(plans, config.output.row_group_rows, self.workers):
+            tables = (pa.Table.from_pylist(rows, schema=job.schema) for rows in groups)
+            for rows in write_shard(out_dir / plan.name, tables, job.schema, config.output.row_group_rows,
+                                    planned_ids(plan, config.output.split)):
+                rows_written += rows
+                if progress:
+                    progress("composites", rows_written, rows_total)
+        return rows_written
+
+
+def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> Iterator[tuple[ShardPlan, Iterator[list[dict]]]]:
+    """Yield each shard with an iterator over its rendered row groups, in order."""
+    units = [(p, (s, min(s + group_rows, p.stop))) for p in plans for s in range(p.start, p.stop, group_rows)]
+    if workers > 1 and units:
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=ignore_interrupts)
+        results = pool.imap(_render_range, [bounds for _, bounds in units])  # ordered: deterministic output
+    else:
+        pool, results = None, map(_render_range, [bounds for _, bounds in units])
+    try:
+        for plan in plans:
+            count = sum(1 for p, _ in units if p is plan)
+
+            def groups(count: int = count) -> Iterator[list[dict]]:
+                for _ in range(count):
+                    yield next(results)[1]
+
+            yield plan, groups()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
