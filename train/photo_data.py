@@ -27,7 +27,8 @@ import torch
 from augment.config import SourceConfig
 from augment.imageio import InputError, resize_image
 from augment.photo_pairs import CasePlan, PhotoIndex, PhotoPairConfig, PhotoPairSampler
-from train.data import PairConfig, ResumableStream, render_query
+from train.data import PairConfig, ResumableStream
+from train.queries import render_query
 from train.feature_cache import PhotoFeatureCache
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,96 @@
+"""Queries for training pairs: the clean cutouts of an expansion's ``objects.parquet``
+(:class:`CutoutLibrary`, decoded lazily) and a cutout turned into a catalogue-style shot on a
+plain background (:func:`render_query`)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+
+from augment.imageio import decode_image, resize_image
+from augment.storage import Location, Place
+
+
+class CutoutLibrary:
+    """Clean cutouts of ``objects.parquet``, looked up by id; decoded lazily with a small LRU cache."""
+
+    def __init__(self, path: Place, cache_size: int = 512) -> None:
+        table = (pq.read_table(path.path, columns=["cutout_id", "category", "image"], filesystem=path.fs)
+                 if isinstance(path, Location) else
+                 pq.read_table(path, columns=["cutout_id", "category", "image"], memory_map=True))
+        self._images = table.column("image")
+        self._row = {cid: i for i, cid in enumerate(table.column("cutout_id").to_pylist())}
+        self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    def __contains__(self, cutout_id: str) -> bool:
+        return cutout_id in self._row
+
+    def ids(self) -> list[str]:
+        return sorted(self._row)
+
+    def category(self, cutout_id: str) -> str:
+        return self._category[cutout_id]
+
+    def rgba(self, cutout_id: str) -> np.ndarray:
+        """The cutout as H×W×4 uint8 RGBA (alpha = mask)."""
+        if cutout_id in self._cache:
+            self._cache.move_to_end(cutout_id)
+            return self._cache[cutout_id]
+        data = self._images[self._row[cutout_id]].as_py()["bytes"]
+        image = decode_image(data, cv2.IMREAD_UNCHANGED, f"cutout {cutout_id}")
+        if image.ndim == 2 or image.shape[2] == 3:  # no alpha stored: the whole crop is the object
+            rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image
+            image = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+        self._cache[cutout_id] = image
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return image
+
+
+def _jitter_colour(rgb: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast and saturation jitter, each by a factor in [1 - amount, 1 + amount]."""
+    if amount <= 0:
+        return rgb
+    brightness, contrast, saturation = rng.uniform(1 - amount, 1 + amount, 3)
+    x = rgb.astype(np.float32) * brightness
+    x = (x - x.mean()) * contrast + x.mean()
+    grey = x.mean(axis=2, keepdims=True)
+    x = (x - grey) * saturation + grey
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tuple[float, float] = (0.6, 0.9),
+                 colour_jitter: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Place a cutout on a plain background like a catalogue photo.
+
+    Returns the size×size×3 RGB query and its size×size alpha (uint8, 255 = object).
+    """
+    alpha = rgba[:, :, 3]
+    ys, xs = np.nonzero(alpha)
+    if len(xs):  # crop to the object so ``fill`` means the same thing for every cutout
+        rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    if rng.random() < 0.5:
+        rgba = rgba[:, ::-1]
+    rgb = _jitter_colour(np.ascontiguousarray(rgba[:, :, :3]), colour_jitter, rng)
+    h, w = rgba.shape[:2]
+    scale = rng.uniform(*fill) * size / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    rgb = resize_image(rgb, new_w, new_h)
+    alpha = resize_image(np.ascontiguousarray(rgba[:, :, 3]), new_w, new_h)
+    kind = rng.random()  # white, light grey or a random flat colour, as product shots are
+    background = (np.full(3, 255.0) if kind < 0.4 else np.full(3, rng.uniform(190, 240)) if kind < 0.7
+                  else rng.uniform(0, 255, 3))
+    canvas = np.empty((size, size, 3), np.float32)
+    canvas[:] = background
+    mask = np.zeros((size, size), np.uint8)
+    x0, y0 = int(rng.integers(0, size - new_w + 1)), int(rng.integers(0, size - new_h + 1))
+    a = alpha.astype(np.float32)[:, :, None] / 255.0
+    region = canvas[y0:y0 + new_h, x0:x0 + new_w]
+    canvas[y0:y0 + new_h, x0:x0 + new_w] = region * (1 - a) + rgb.astype(np.float32) * a
+    mask[y0:y0 + new_h, x0:x0 + new_w] = alpha
+    return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), mask
