@@ -44,7 +44,7 @@ from augment.imageio import InputError, decode_image, resize_image
 from augment.schema import OBJECTS_FILE
 from augment.shards import manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
-from train.queries import CutoutLibrary, render_query  # noqa: F401 (render_query: API)
+from train.queries import CutoutLibrary, render_query
 
 logger = logging.getLogger(__name__)
 
