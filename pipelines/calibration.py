@@ -110,3 +110,28 @@ def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negati
     negatives = int(round(count * negative_fraction))
     return [CalibrationCase(case.query, case.scene, case.boxes)
             for case in make_cases(sampler, count - negatives, negatives, seed)]
+
+
+def shard_cases(shards: Path, count: int, seed: int = 0) -> list[CalibrationCase]:
+    """Calibration cases from held-out pairs of ``synth expand`` shards (train/data.py pairs:
+    queries are held-out cutouts, a quarter of them absent); instance boxes are the connected
+    regions of the pair's target mask."""
+    import cv2
+
+    from train.data import PairConfig, ShardPairs
+
+    dataset = ShardPairs(shards, PairConfig(), split="eval", seed=seed)
+    cases = []
+    for sample in dataset:
+        target = sample["target"].numpy().reshape(sample["target"].shape[-2:]) > 0.5
+        regions, _, stats, _ = cv2.connectedComponentsWithStats(target.astype(np.uint8))
+        boxes = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:regions]]
+        query = sample["query"].permute(1, 2, 0).numpy()
+        mask = sample["query_mask"].numpy().reshape(query.shape[:2])
+        cases.append(CalibrationCase(np.dstack([query, mask]), sample["medium"].permute(1, 2, 0).numpy(),
+                                     boxes))
+        if len(cases) == count:
+            break
+    if not cases:
+        raise InputError(f"{shards}: no held-out pairs in these shards")
+    return cases

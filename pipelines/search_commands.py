@@ -59,33 +59,6 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return (x, y, x + w, y + h)
 
 
-def shard_cases(shards: Path, count: int, seed: int = 0) -> list[Any]:
-    """Calibration cases from held-out pairs of ``synth expand`` shards (train/data.py pairs:
-    queries are held-out cutouts, a quarter of them absent); instance boxes are the connected
-    regions of the pair's target mask."""
-    import cv2
-    import numpy as np
-
-    from pipelines.search import CalibrationCase
-    from train.data import PairConfig, ShardPairs
-
-    dataset = ShardPairs(shards, PairConfig(), split="eval", seed=seed)
-    cases = []
-    for sample in dataset:
-        target = sample["target"].numpy().reshape(sample["target"].shape[-2:]) > 0.5
-        regions, _, stats, _ = cv2.connectedComponentsWithStats(target.astype(np.uint8))
-        boxes = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:regions]]
-        query = sample["query"].permute(1, 2, 0).numpy()
-        mask = sample["query_mask"].numpy().reshape(query.shape[:2])
-        cases.append(CalibrationCase(np.dstack([query, mask]), sample["medium"].permute(1, 2, 0).numpy(),
-                                     boxes))
-        if len(cases) == count:
-            break
-    if not cases:
-        raise InputError(f"{shards}: no held-out pairs in these shards")
-    return cases
-
-
 def register(app: typer.Typer) -> None:
     """Add the search commands to ``app``."""
 
@@ -222,7 +195,7 @@ def register(app: typer.Typer) -> None:
         """
         from augment.outputs import check_output_file
         from pipelines.cli import check_at_least, console, run_guarded
-        from pipelines.calibration import photo_cases
+        from pipelines.calibration import photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
         from train.data import list_shards
 
