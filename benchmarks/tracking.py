@@ -19,6 +19,7 @@ sequences are reported apart as held out.
 
     python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt] [--threads 1]
     python benchmarks/tracking.py --events occlude|cut [--every 60] [--length 10] [--first 40] [--seed 0]
+    python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set band_trust=0.7
 
 ``--events`` puts occlusions (the target covered by a patch of its own frame for ``--length``
 frames) or cuts (the picture shifted circularly by 25-45%) into the footage every ``--every``
@@ -107,10 +108,33 @@ def query_of(frames: list[np.ndarray], box: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[0][max(0, y0):y1, max(0, x0):x1])
 
 
-def run_temporal(searcher, frames: list[np.ndarray], box: np.ndarray) -> Run:
+def temporal_config(settings: list[str]):
+    """A TemporalConfig with ``name=value`` settings (numbers) over its defaults; a bad one exits
+    with one line."""
+    from dataclasses import fields
+
+    from pipelines.temporal_config import TemporalConfig
+
+    numeric = {f.name: f.type for f in fields(TemporalConfig) if f.type in ("int", "float")}
+    values = {}
+    for setting in settings:
+        name, _, text = setting.partition("=")
+        if name not in numeric:
+            raise SystemExit(f"--set {setting}: not a numeric TemporalConfig field ({', '.join(sorted(numeric))})")
+        try:
+            values[name] = int(text) if numeric[name] == "int" else float(text)
+        except ValueError:
+            raise SystemExit(f"--set {setting}: {text!r} is not a number") from None
+    try:
+        return TemporalConfig(**values)
+    except ValueError as error:
+        raise SystemExit(f"--set: {error}") from None
+
+
+def run_temporal(searcher, frames: list[np.ndarray], box: np.ndarray, config=None) -> Run:
     from pipelines.temporal import LOST, REDETECTED, TemporalSearcher
 
-    tracker = TemporalSearcher(searcher, searcher.prepare(query_of(frames, box)), initial_box=box)
+    tracker = TemporalSearcher(searcher, searcher.prepare(query_of(frames, box)), config, initial_box=box)
     tracker.step(frames[0])  # frame 1: the given box sets the reference heat
     boxes, lost, reacquired = [], 0, 0
     start = time.perf_counter()
@@ -199,7 +223,10 @@ def main() -> None:
                         help="seed of the events' draws (cut offsets, cover patches); one placement "
                              "moves events by +-2 of 18 on the tuning sequences, so compare rules on "
                              "several")
+    parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="the temporal mode's numeric settings (TemporalConfig fields), e.g. band_trust=0.7")
     args = parser.parse_args()
+    config = temporal_config(args.set)
     if not DATA.is_dir():
         print(f"tracking benchmark skipped: {DATA} absent (shared data)")
         return
@@ -224,7 +251,7 @@ def main() -> None:
             frames, sequence.boxes = apply_events(frames, sequence.boxes, events, seed=args.seed)
         for method in args.methods:
             if method == "temporal":
-                run = run_temporal(searcher, frames, sequence.boxes[0])
+                run = run_temporal(searcher, frames, sequence.boxes[0], config)
             elif method == "whole":
                 run = run_whole(searcher, frames, sequence.boxes[0])
             elif method == "verified":

@@ -100,6 +100,8 @@ class ScaleFilter:
         self.model_wh = (max(cfg.cell * 2, round(w * shrink)), max(cfg.cell * 2, round(h * shrink)))
         self.numerator: np.ndarray | None = None
         self.denominator: np.ndarray | None = None
+        # The last estimate's response peak: how sure the filter was (TemporalConfig.band_trust).
+        self.peak: float | None = None
         self._last: tuple[np.ndarray, tuple, np.ndarray] | None = None  # (frame, place, spectrum)
 
     def _samples(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> np.ndarray:
@@ -160,6 +162,8 @@ class ScaleFilter:
         spectrum = self._spectrum(image, center, size_wh)
         joint = (self.numerator * spectrum).sum(axis=0) / (self.denominator + self.config.regularisation)
         response = np.fft.ifft(joint).real
-        factor = float(self.factors[int(np.argmax(response))])
+        best = int(np.argmax(response))
+        self.peak = float(response[best])
+        factor = float(self.factors[best])
         limit = self.config.max_change
         return factor if limit is None else float(np.clip(factor, 1.0 / limit, limit))

@@ -11,7 +11,8 @@ window's own stride-8 features (pipelines/online_filter.py; MOSSE/DSST form, tau
 frames) re-ranks the places the siamese heat finds query-like, telling the target from look-alikes
 near it; its response is gated by the heat so that it cannot hold on to a static background. A
 1-D scale filter on gradient cells (pipelines/scale_filter.py, DSST) follows the target's size,
-within a band around a slow average of it.
+within a band around a slow average of it (with ``band_trust``, the band moves with the size
+where the scale filter is sure of it: a steady zoom outruns the slow average).
 
 The target counts as *lost* when the windowed peak's heat falls below ``lost_ratio`` of the
 reference heat (the median peak of the last frames held), or when the online filter's response
@@ -59,6 +60,11 @@ from pipelines.template_heat import TemplateHeat
 from pipelines.window_geometry import box_from, crop_affine, hann_window, sample_window, shift_map
 
 logger = logging.getLogger(__name__)
+
+# band_trust: the scale filter's reference level is the median response peak of at most
+# SCALE_MEMORY confident frames since the target was given (a long memory: a slow fall of the
+# response is not followed), and counts once SCALE_WARMUP frames have set it.
+SCALE_WARMUP, SCALE_MEMORY = 5, 1000
 
 __all__ = ["LOST", "REDETECTED", "STATES", "TRACKING", "Look", "TemporalConfig", "TemporalSearcher",
            "Track", "TrackSummary"]
@@ -116,6 +122,10 @@ class TemporalSearcher(LostSearch):
         self._running: np.ndarray | None = None
         self.filter: CorrelationFilter | None = None
         self.sizer: ScaleFilter | None = None
+        # The scale filter's response peaks on confident frames, and whether this frame's estimate
+        # reached band_trust of their median (a sure size change: see band_trust).
+        self._scale_peaks: deque[float] = deque(maxlen=SCALE_MEMORY)
+        self._scale_sure = False
 
     def _peak_offset(self) -> np.ndarray:
         """Where the heat peaks, relative to the object's centre, in window pixels (x, y).
@@ -274,7 +284,9 @@ class TemporalSearcher(LostSearch):
         self._rescale(frame, peak, fresh)
         self.height = float(np.clip(self.height, 4.0, 4.0 * max(frame.shape[:2])))
         if cfg.size_band > 1.0:  # within the band around the slow average (see size_band)
-            if fresh or self._slow_height is None:
+            if fresh or self._slow_height is None or self._scale_sure:
+                # A sure estimate (band_trust) moves the band with it: a zoom is followed at the
+                # scale filter's pace, not the slow average's.
                 self._slow_height = self.height
             self.height = float(np.clip(self.height, self._slow_height / cfg.size_band,
                                         self._slow_height * cfg.size_band))
@@ -297,13 +309,26 @@ class TemporalSearcher(LostSearch):
         if cfg.scale_filter is None:
             return
         assert self.center is not None
+        self._scale_sure = False
         if self.sizer is None or fresh:
             self.sizer = ScaleFilter((self.height * self.aspect, self.height), cfg.scale_filter)
+            self._scale_peaks.clear()
         else:
             self.height *= self.sizer.estimate(frame, self.center, (self.height * self.aspect, self.height))
+            self._scale_sure = self._sure_of_scale()
             if self.reference is None or peak < cfg.filter_update_ratio * self.reference:
                 return
+            if self.sizer.peak is not None:
+                self._scale_peaks.append(self.sizer.peak)
         self.sizer.update(frame, self.center, (self.height * self.aspect, self.height))
+
+    def _sure_of_scale(self) -> bool:
+        """Whether the scale filter's last response peak reaches ``band_trust`` of its reference
+        (the median peak of the confident frames so far; at least SCALE_WARMUP of them)."""
+        trust = self.config.band_trust
+        if trust <= 0 or self.sizer is None or self.sizer.peak is None or len(self._scale_peaks) < SCALE_WARMUP:
+            return False
+        return self.sizer.peak >= trust * float(np.median(self._scale_peaks))
 
     def _teach(self, features: np.ndarray, y: float, x: float, confident: bool) -> None:
         """Teach the online filter the target at cell (y, x) of this window's features: at once on

@@ -111,6 +111,20 @@ class TemporalConfig:
     # 0.485. From frame 1 only: 0.912 / 0.645 -> 0.919 / 0.662.
     size_band: float = 1.25
     size_rate: float = 0.03
+    # Where the scale filter is sure (its response peak at least band_trust x the median peak of
+    # the confident frames since the target was given), the band's average is moved to the new
+    # size, so that a steady zoom is followed at the filter's pace; the band holds the size only
+    # where the filter is unsure (0 = the band everywhere). Generated video (tests/
+    # test_temporal_scale.py), box height / true at the end: target shrinking 2x in 40 frames
+    # 1.32 -> 1.05, growing 2x 0.78 -> 0.89 (in 20 frames 0.69 -> 0.93), the camera zooming out
+    # 2x 1.32 -> 1.00 (0.5-0.85 alike). Off by default: on the tuning sequences it does not help,
+    # since under Skating1's LED wall the filter is as sure of its walk down as of a zoom. 0.7 from
+    # frame 1: Skating1 0.875 / 0.669 -> 0.897 / 0.676, VOT_bag 0.964 / 0.655 -> 0.938 / 0.649;
+    # started at 4 frames each (as size_band) 0.693 / 0.525 -> 0.704 / 0.488 (Skating1 from frame
+    # 300: AUC 0.61 -> 0.44); cuts 0.860 / 0.609 -> 0.827 / 0.585, occlusions 0.777 / 0.565 ->
+    # 0.766 / 0.566 (benchmarks/tracking.py --events, first 40, seed 0). A level relative to the
+    # last 30 frames' peaks (not since the start) did no better (0.912 / 0.648 from frame 1).
+    band_trust: float = 0.0
     # Online discriminative filter on the window's stride-8 features (pipelines/online_filter.py):
     # its weight against the siamese heat in the appearance score (0 = off), and the level of the
     # reference heat above which a frame teaches it.
@@ -134,6 +148,8 @@ class TemporalConfig:
             raise ValueError("scale_step must be >= 1 and window_influence in [0, 1)")
         if not self.cut_sizes or min(self.cut_sizes) <= 0:
             raise ValueError("cut_sizes must be positive factors")
+        if self.band_trust < 0.0:
+            raise ValueError(f"band_trust must be >= 0, not {self.band_trust}")
         if self.size_band < 1.0 or not 0.0 < self.size_rate <= 1.0:
             raise ValueError("need size_band >= 1 and size_rate in (0, 1]")
         if self.far_radius <= 0.0 or self.far_growth < 0.0 or not 0.0 <= self.far_reacquire_ratio <= 2.0:
