@@ -23,6 +23,8 @@ from pipelines.search_levels import (AUTO_MAX_LEVELS, AUTO_MIN_OBJECT_FRACTION, 
                                      MIN_KERNEL_SIDE, MIN_QUERY_SCALE, MIN_QUERY_SIDE,
                                      SHARE_ZOOM_OCTAVES, ZOOM_STEPS_PER_OCTAVE, Level, _owned, auto_scales, check_scales,
                                      describe, plan_levels, share_zooms, smaller_scales, smallest_plausible_scale, tiles)
+from pipelines.alignment import kernel_offset, translate
+from pipelines.object_size import object_height
 from pipelines.search_inputs import (PreparedQuery, SearchMaps, load_checkpoint_model, resize_hw,  # noqa: F401 (API)
                                      resolve_device, to_tensor, untrained_model, zoom_media)
 from train.backbones import fold_batchnorm
@@ -34,7 +36,8 @@ logger = logging.getLogger(__name__)
 # standard deviations of the best (NetworkSearch._object_height). 0.75, not 1.75: the wider margin
 # boxed small garments 2-3x too large (CCP calibration, heat map alone with the mirror and 72-px
 # kernels: top-1 0.867 -> 0.917; crowd mosaics succAUC 0.528 -> 0.569); 0 lost a fused case on CCP
-# calibration.
+# calibration. With pipelines/object_size.py's penalty (then on every resampled pair) and refinement,
+# 0.35 did as 0.75 on calibration photos (crowd succAUC 0.597 / mosaic-cut 0.690, CCP heat top-1 0.990).
 SCALE_MARGIN = 0.75
 
 
@@ -321,26 +324,19 @@ class NetworkSearch:
             assert probs is not None and corr is not None
             if corr.shape[-2:] != grid:
                 corr = F.interpolate(corr, size=grid, mode="bilinear", align_corners=False)
+            # Even kernels peak half a cell up-left of the object (pipelines/alignment.py).
+            dy, dx = kernel_offset([tuple(f.shape[-2:]) for f in kernels[0].feats], self.model.cfg.feature_strides,
+                                   self.model.cfg.scale_pairs)
+            probs = translate(probs, dy / zoom, dx / zoom, whole=True)  # working pixels
+            corr = translate(corr, dy / zoom / GRID_STRIDE, dx / zoom / GRID_STRIDE)  # grid cells
             found.append((probs, corr))
         return found, encoded.skip
 
     def _object_height(self, cosines: torch.Tensor, heights: list[float]) -> torch.Tensor:
-        """Per grid cell, the object height (pixels) of the best-matching scale, N x 1 x grid.
-
-        Smaller kernels score higher cosines on any texture (less to match), so each scale's
-        cosine map is first standardised over the frame (how much the cell stands out at that
-        scale); of the scales within ``scale_margin`` standard deviations of the best, the largest
-        wins, since a larger kernel that matches nearly as well covers more of the object.
-        """
-        order = sorted(range(len(heights)), key=lambda i: heights[i])
-        cosines = cosines[:, order]
-        flat = cosines.flatten(2)
-        # A medium as small as one grid cell has no spread to standardise by (std of one value is NaN).
-        spread = flat.std(dim=2) if flat.shape[2] > 1 else torch.zeros_like(flat[:, :, 0])
-        z = (cosines - flat.mean(dim=2)[..., None, None]) / (spread[..., None, None] + 1e-6)
-        near_best = z >= z.amax(dim=1, keepdim=True) - self.scale_margin
-        # The last True along the ascending scale axis: argmax of rank-weighted flags.
-        ranks = torch.arange(1, len(order) + 1, device=z.device).view(1, -1, 1, 1)
-        largest = (near_best * ranks).argmax(dim=1, keepdim=True)
-        sizes = torch.tensor([heights[i] for i in order], device=z.device)
-        return sizes[largest]
+        """Per grid cell, the object height (pixels) of the best-matching size, N x 1 x grid
+        (:func:`pipelines.object_size.object_height`). ``heights`` come per level in the order of
+        the network's scale pairs (:meth:`_search`), so a height's pair is its index modulo theirs."""
+        pairs = self.model.cfg.scale_pairs
+        assert len(heights) % len(pairs) == 0
+        resampled = [pairs[i % len(pairs)] != (1.0, 1.0) for i in range(len(heights))]
+        return object_height(cosines, heights, resampled, self.scale_margin)
