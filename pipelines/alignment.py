@@ -51,9 +51,9 @@ def translate(x: torch.Tensor, dy: float, dx: float, whole: bool = False) -> tor
             shift = round(shift)
         if shift <= 0.0 or x.shape[dim] < 2:
             continue
-        whole = math.floor(shift)
-        moved = _move(x, whole, dim)
-        x = moved if shift == whole else torch.lerp(moved, _move(x, whole + 1, dim), shift - whole)
+        pixels = math.floor(shift)
+        moved = _move(x, pixels, dim)
+        x = moved if shift == pixels else torch.lerp(moved, _move(x, pixels + 1, dim), shift - pixels)
     return x
 
 

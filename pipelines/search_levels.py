@@ -160,9 +160,14 @@ def plan_levels(query_hw: tuple[float, float], work_hw: tuple[int, int], scales:
             zoom = max(max_side / mean_side, MIN_QUERY_SIDE / short)
         zoom = 2.0 ** (round(math.log2(zoom) * ZOOM_STEPS_PER_OCTAVE) / ZOOM_STEPS_PER_OCTAVE)
         level = _level(query_hw, work_hw, scale, zoom)
-        if all((l.query_size, l.zoom) != (level.query_size, level.zoom) for l in levels):
-            levels.append(level)
+        _add_distinct(levels, level)
     return levels
+
+
+def _add_distinct(levels: list[Level], level: Level) -> None:
+    """Append ``level`` unless one of the same kernel size and zoom is there (the same search)."""
+    if all((l.query_size, l.zoom) != (level.query_size, level.zoom) for l in levels):
+        levels.append(level)
 
 
 def _level(query_hw: tuple[float, float], work_hw: tuple[int, int], scale: float, zoom: float) -> Level:
@@ -188,8 +193,7 @@ def share_zooms(levels: Sequence[Level], query_hw: tuple[float, float], work_hw:
         finer = [z for z in zooms if level.zoom < z <= level.zoom * 2.0 ** octaves * 1.001]
         if level.zoom < 1.0 and finer:
             level = _level(query_hw, work_hw, level.scale, max(finer))
-        if all((l.query_size, l.zoom) != (level.query_size, level.zoom) for l in shared):
-            shared.append(level)
+        _add_distinct(shared, level)
     return shared
 
 

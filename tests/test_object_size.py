@@ -70,6 +70,9 @@ def test_translate_moves_the_content_down_and_right():
     edge = torch.arange(6.0).view(1, 1, 6, 1).expand(1, 1, 6, 6)
     assert translate(edge, 1.0, 0.0)[0, 0, :, 0].tolist() == [0.0, 0.0, 1.0, 2.0, 3.0, 4.0]  # first row repeated
     assert torch.equal(translate(x, 0.4, 0.0, whole=True), x)
+    # A whole-pixel move down does not make the move right whole too: 0.5 px stays interpolated.
+    both = translate(x, 1.0, 0.5)
+    assert both[0, 0, 3, 2] == pytest.approx(0.5) and both[0, 0, 3, 3] == pytest.approx(0.5)
 
 
 def test_a_large_query_found_6x_smaller_gets_a_box_close_to_the_object():
