@@ -47,8 +47,8 @@ from augment.outputs import check_output_folder, inside
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
 from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip
-from augment.storage import (Location, Place, as_place, cache_root, file_size, list_images, publish_file, read_image,
-                             remove_temporaries, stage)
+from augment.storage import Location, Place, as_place, file_size, list_images, read_image
+from augment.store_writes import cache_root, publish_file, remove_temporaries, stage
 from augment.system import ignore_interrupts, tune_malloc
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Every engine of `synth expand` writes its shards here: the row groups go to a temporary file of its
 own (beside the shard for a local folder, in the machine's temporary folder for an object store),
 the finished file is read back and checked (this run's hash, the planned row ids, every page
-readable), and only then is it renamed or copied into place (:func:`augment.storage.commit_file`).
+readable), and only then is it renamed or copied into place (:func:`augment.store_writes.commit_file`).
 A writer killed at any moment leaves no shard under the final name; a retried writer makes the same
 bytes again, so a shard lands exactly once whatever the retries.
 """
@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 from augment.imageio import temporary_beside
 from augment.schema import COMPOSITE_SCHEMA, RUN_HASH_KEY
 from augment.shards import verify_shard
-from augment.storage import Place, commit_file, is_remote
+from augment.storage import Place, is_remote
+from augment.store_writes import commit_file
 
 # JPEG and PNG bytes do not compress further: zstd only where it pays (objects, params).
 SHARD_COMPRESSION = {name: ("none" if name in ("image", "mask") else "zstd") for name in COMPOSITE_SCHEMA.names}

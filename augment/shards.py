@@ -26,7 +26,8 @@ import pyarrow.parquet as pq
 from augment.imageio import InputError, looks_like_text
 from augment.outputs import inside, is_safe_name
 from augment.schema import CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
-from augment.storage import Place, as_place, is_remote, open_parquet, read_head, write_text_atomic
+from augment.storage import Place, as_place, is_remote, open_parquet, read_head
+from augment.store_writes import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -41,6 +41,7 @@ from augment.imageio import InputError, atomic_write_text, list_images
 from augment.photo_shards import write_photo_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from pipelines import selftune_config
+from pipelines.selftune_metrics import METRICS_FILE, record_metrics  # noqa: F401  (METRICS_FILE: the CLI's)
 from pipelines.selftune_report import write_report
 from train.checkpoint import config_differences
 
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "selftune.json"
 CONFIG_FILE = "config.json"
 NEXT_CONFIG_FILE = "config.next.json"
-METRICS_FILE = "metrics.jsonl"
 PREPARE_STEPS = ("labeled", "held_out", "composites")
 ROUND_STEPS = ("train", "score", "extract", "expand", "search", "report")
 STATE_VERSION = 1
@@ -173,7 +173,7 @@ class SelfTune:
 
     def _stop_reason(self, round_index: int, config: dict[str, Any]) -> str | None:
         if round_index >= 2:
-            gain = self._miou(round_index) - self._miou(round_index - 1)
+            gain = self.round_miou(round_index) - self.round_miou(round_index - 1)
             if gain < config["min_gain"]:
                 return f"round {round_index} gained {gain:+.4f} mIoU, less than min_gain {config['min_gain']}"
         if round_index >= config["max_rounds"]:
@@ -187,13 +187,13 @@ class SelfTune:
     def step_dir(self, round_index: int, step: str) -> Path:
         return self.round_dir(round_index) / ("composites" if step == "expand" else step)
 
-    def _miou(self, round_index: int) -> float:
-        return self._score(round_index)["miou"]
+    def round_miou(self, round_index: int) -> float:
+        return self.round_score(round_index)["miou"]
 
-    def _score(self, round_index: int) -> dict[str, Any]:
+    def round_score(self, round_index: int) -> dict[str, Any]:
         return json.loads((self.step_dir(round_index, "score") / "score.json").read_text())
 
-    def _composites(self, round_index: int) -> Path:
+    def composites_dir(self, round_index: int) -> Path:
         return self.round_dir(round_index) / "composites"
 
     # ------------------------------------------------------------------ running
@@ -225,7 +225,7 @@ class SelfTune:
         partial = target.with_name(target.name + ".partial")
         if step == "report":  # files at the top of the state folder, each written atomically
             self.hook(round_index, step, "begin")
-            lines = self.record_metrics(round_index, self.step_seconds(round_index))
+            lines = record_metrics(self, round_index, self.step_seconds(round_index))
             write_report(self.dir, lines, self.step_dir(round_index, "extract") / "previews")
             self.hook(round_index, step, "written")
             return
@@ -271,7 +271,7 @@ class SelfTune:
         return TrainConfig(**values)
 
     def training_shards(self, round_index: int) -> list[Path]:
-        shards = [self.step_dir(0, "labeled"), self._composites(round_index - 1)]
+        shards = [self.step_dir(0, "labeled"), self.composites_dir(round_index - 1)]
         if round_index >= 2 and self.config["extract"]["pseudo_labels"]:
             shards.append(self.step_dir(round_index - 1, "extract"))
         return shards
@@ -327,7 +327,7 @@ class SelfTune:
         expand = self._expand_config(round_index)
         expand.sources.format = "objects"
         expand.sources.include, expand.sources.exclude, expand.sources.limit = [], [], 0
-        sources = [self._composites(0)]
+        sources = [self.composites_dir(0)]
         extracted = self.step_dir(round_index, "extract")
         if _table_rows(extracted / OBJECTS_FILE):
             sources.append(extracted)
@@ -342,7 +342,7 @@ class SelfTune:
         from train.evaluate import evaluate_shards, load_trained
         from train.loop import train
 
-        composites = self._composites(round_index)
+        composites = self.composites_dir(round_index)
         config = self._train_config(round_index, "search_train")
         resume = (out / "checkpoint.pt").is_file()
         train(config, composites, out, resume=resume, show_progress=self.show_progress)
@@ -350,44 +350,9 @@ class SelfTune:
         report = evaluate_shards(model, config, composites, split="eval", num_workers=0)
         atomic_write_text(out / "score.json", json.dumps(report["metrics"], indent=2))
 
-    # ------------------------------------------------------------------ what a round produced
-    def round_metrics(self, round_index: int) -> dict[str, Any]:
-        """The metrics.jsonl line of a round (times apart, a function of the round's outputs only)."""
-        score = self._score(round_index)
-        line: dict[str, Any] = {"round": round_index, "miou": score["miou"], "pixel_accuracy": score["pixel_accuracy"],
-                                "per_class_iou": score["per_class_iou"], "held_out_photos": score["held_out_photos"],
-                                "gain": score["miou"] - self._miou(round_index - 1) if round_index > 1 else None,
-                                "training_rows": _training_rows(self.training_shards(round_index))}
-        extract_dir = self.step_dir(round_index, "extract")
-        if (extract_dir / "extract.json").is_file():
-            summary = json.loads((extract_dir / "extract.json").read_text())
-            line["extract"] = {k: summary[k] for k in ("images", "masks", "accepted", "rejected", "cutouts",
-                                                        "accepted_by_class", "pseudo_photos", "labelled_fraction")}
-            line["extract"]["skipped"] = len(summary["skipped"])
-            line["extract"]["skipped_files"] = [s["path"] for s in summary["skipped"]]
-        composites = self._composites(round_index) / MANIFEST_FILE
-        if composites.is_file():
-            manifest = json.loads(composites.read_text())
-            line["composites"] = {"rows": manifest["num_rows"], "cutouts": manifest["objects"]["cutouts"]}
-        search = self.step_dir(round_index, "search") / "score.json"
-        if search.is_file():
-            line["search"] = json.loads(search.read_text())
-        line["stopped"] = self.state["stop_reason"]
-        return line
-
     def step_seconds(self, round_index: int) -> dict[str, float]:
         prefix = f"{round_index}:"
         return {k[len(prefix):]: v for k, v in self.state["times"].items() if k.startswith(prefix)}
-
-    def record_metrics(self, round_index: int, seconds: dict[str, float]) -> list[dict[str, Any]]:
-        """Rewrite metrics.jsonl with this round's line (replacing one left by a killed attempt)."""
-        path = self.dir / METRICS_FILE
-        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
-        lines = [x for x in lines if x["round"] < round_index]
-        lines.append({**self.round_metrics(round_index), "seconds": seconds})
-        atomic_write_text(path, "".join(json.dumps(x) + "\n" for x in lines))
-        return lines
-
 
 def _row_ids(folder: Path) -> set[str]:
     import pyarrow.parquet as pq
@@ -401,10 +366,3 @@ def _table_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
     return pq.read_metadata(path).num_rows if path.is_file() else 0
-
-
-def _training_rows(folders: list[Path]) -> dict[str, int]:
-    from augment.shards import find_shards
-    from train.segment_data import rows_by_kind
-
-    return rows_by_kind([path for folder in folders for path in find_shards(folder)])

@@ -1,0 +1,114 @@
+"""Writing into a place (local path or object-store URI) so that readers never see half a file,
+and local mirrors of remote inputs. Places and their file systems: :mod:`augment.storage`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from augment.imageio import InputError, atomic_write_bytes, atomic_write_text
+from augment.storage import Location, Place, StorageError
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def write_text_atomic(place: Place, text: str) -> None:
+    if isinstance(place, Location):
+        place.write_text(text)
+    else:
+        atomic_write_text(place, text)
+
+
+def temporary_name(name: str) -> str:
+    """A hidden, unique name beside ``name`` for an object being written (cleared by the next run)."""
+    return f".{name}.{uuid.uuid4().hex[:12]}{TEMPORARY_SUFFIX}"
+
+
+def is_temporary_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
+
+
+def commit_file(local_file: Path, target: Place) -> None:
+    """Put the finished ``local_file`` at ``target`` in one step that readers cannot see half done.
+
+    Local: a rename (``local_file`` is made beside ``target``). Object store: an upload to a hidden
+    temporary key, a size check, then a server-side copy to the final key (a copy is atomic: the key
+    holds the old object or the whole new one), so an upload cut short never shows under the final
+    name, whatever the SDK does with a failed multipart upload.
+    """
+    if not isinstance(target, Location):
+        os.replace(local_file, target)
+        return
+    temporary = target.parent / temporary_name(target.name)
+    fs = target.fs
+    try:
+        with open(local_file, "rb") as source:
+            target._call("uploading it", _upload, fs, source, temporary.path)
+        uploaded = temporary.info().size
+        if uploaded != local_file.stat().st_size:
+            raise StorageError(f"{target}: upload incomplete ({uploaded} of {local_file.stat().st_size} bytes)")
+        target._call("moving it into place", fs.move, temporary.path, target.path)
+    finally:
+        try:
+            fs.delete_file(temporary.path)
+        except OSError:
+            pass  # moved already (or never made); a leftover is cleared by the next run
+
+
+def publish_file(local_file: Path, target: Place) -> None:
+    """Put a file made in a local work folder at ``target`` in an object store (a local ``target`` is
+    the file itself: nothing to do)."""
+    if isinstance(target, Location):
+        commit_file(local_file, target)
+
+
+def remove_temporaries(folder: Place) -> None:
+    """Remove the temporary files a killed writer left in ``folder`` (call only while holding its lock)."""
+    if not folder.exists():
+        return
+    for child in folder.iterdir():
+        if is_temporary_name(child.name) and child.is_file():
+            child.unlink(missing_ok=True)
+
+
+def _upload(fs: pafs.FileSystem, source, path: str, chunk: int = 8 << 20) -> None:
+    with fs.open_output_stream(path) as stream:
+        while block := source.read(chunk):
+            stream.write(block)
+
+
+# ----------------------------------------------------------------- local copies of remote inputs
+def cache_root() -> Path:
+    """Where remote sources are mirrored: ``$SYNTH_CACHE_DIR``, else ``~/.cache/synth``."""
+    return Path(os.environ.get("SYNTH_CACHE_DIR") or Path.home() / ".cache" / "synth")
+
+
+def stage(place: Place, purpose: str = "sources") -> Path:
+    """A local path holding ``place``: itself when local, else a mirror of the object or prefix.
+
+    The mirror lives under :func:`cache_root` at a folder named after the URI and keeps the
+    remote files' names, sizes and modification times, so a second run fetches only what changed.
+    """
+    if not isinstance(place, Location):
+        return Path(place)
+    root = cache_root() / purpose / hashlib.sha256(place.uri.encode()).hexdigest()[:16] / place.name
+    info = place.info()
+    if info.type == pafs.FileType.NotFound:
+        raise InputError(f"{place}: no such file or folder")
+    entries = [info] if info.type == pafs.FileType.File else place.listing(recursive=True)
+    for entry in entries:
+        if entry.type != pafs.FileType.File:
+            continue
+        local = root if info.type == pafs.FileType.File else root / entry.path[len(place.path) + 1:]
+        mtime = entry.mtime_ns or 0
+        if local.is_file() and local.stat().st_size == entry.size and local.stat().st_mtime_ns == mtime:
+            continue
+        local.parent.mkdir(parents=True, exist_ok=True)
+        source = Location(f"{place.scheme}://{entry.path}")
+        atomic_write_bytes(local, source.read_bytes())
+        os.utime(local, ns=(mtime, mtime))
+    return root
