@@ -63,6 +63,11 @@ class TemporalConfig:
     # drops the last place's claim (the target may come back anywhere). Measured on Skating1 and
     # VOT_bag: within a shot 0.56-0.99, across the benchmark's cuts -0.37 to -0.08.
     cut_correlation: float = 0.2
+    # On a cut seen while the target is held, the window at the last place is not trusted to hold
+    # it (the lost bar, half the reference, let a look-alike that happened to sit there be held
+    # through the cut): that window competes with the whole frame's peaks at the re-detection
+    # bar, as on a lost frame. Skating1 + VOT_bag with cuts placed 3 ways: see README (stop 22).
+    cut_redetect: bool = True
     # After a cut, each place the whole-frame search picks is looked at for these sizes (relative
     # to the last; one window each), e.g. (1 / 1.3, 1.0, 1.3) for shots that change the zoom.
     # Off by default: on the tuning sequences with cuts it helped (Skating1 precision 0.767 ->
