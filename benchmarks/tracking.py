@@ -115,12 +115,17 @@ def temporal_config(settings: list[str]):
 
     from pipelines.temporal_config import TemporalConfig
 
-    numeric = {f.name: f.type for f in fields(TemporalConfig) if f.type in ("int", "float")}
-    values = {}
+    numeric = {f.name: f.type for f in fields(TemporalConfig) if f.type in ("int", "float", "bool")}
+    values: dict = {}
     for setting in settings:
         name, _, text = setting.partition("=")
         if name not in numeric:
             raise SystemExit(f"--set {setting}: not a numeric TemporalConfig field ({', '.join(sorted(numeric))})")
+        if numeric[name] == "bool":  # 0 / 1
+            if text not in ("0", "1"):
+                raise SystemExit(f"--set {setting}: {text!r} is not 0 or 1")
+            values[name] = text == "1"
+            continue
         try:
             values[name] = int(text) if numeric[name] == "int" else float(text)
         except ValueError:
@@ -224,7 +229,7 @@ def main() -> None:
                              "moves events by +-2 of 18 on the tuning sequences, so compare rules on "
                              "several")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                        help="the temporal mode's numeric settings (TemporalConfig fields), e.g. band_trust=0.7")
+                        help="the temporal mode's numeric settings (TemporalConfig fields; 0 / 1 for a switch), e.g. band_trust=0.7")
     args = parser.parse_args()
     config = temporal_config(args.set)
     if not DATA.is_dir():

@@ -165,12 +165,17 @@ class TemporalSearcher(LostSearch):
             self.state = TRACKING
             self._fresh = True
         thumb = thumbnail(frame)
-        self._cut = self._cut or scene_cut(thumb, self._thumb, self.config.cut_correlation)
+        cut = scene_cut(thumb, self._thumb, self.config.cut_correlation)
+        self._cut = self._cut or cut
         self._thumb = thumb
         near = None
         if self.center is not None and self.state != LOST:
             near = self._look(frame, [self.center])[0]
-            track = self._windowed(frame, index, near)
+            # On a cut the last place says nothing of where the target is: its window only
+            # competes with the whole frame's peaks, at the re-detection bar (see cut_redetect).
+            held = not (cut and self.config.cut_redetect and not self._fresh
+                        and self.filter_reference is not None)
+            track = self._windowed(frame, index, near) if held else None
             if track is not None:
                 return track
         if self.center is not None and self.filter_reference is not None:

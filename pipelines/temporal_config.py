@@ -63,6 +63,16 @@ class TemporalConfig:
     # drops the last place's claim (the target may come back anywhere). Measured on Skating1 and
     # VOT_bag: within a shot 0.56-0.99, across the benchmark's cuts -0.37 to -0.08.
     cut_correlation: float = 0.2
+    # On a cut seen while the target is held, the window at the last place is not trusted to hold
+    # it (at the lost bar, half the reference, whatever sits there after the cut can be held:
+    # Skating1, cut at frame 340, a background patch at 0.92 of the heat's reference was tracked
+    # 264 px from the skater): that window competes with the whole frame's peaks at the
+    # re-detection bar, as on a lost frame (tests/test_temporal_lost.py: a look-alike left at the
+    # last place is held without it, the target re-detected at once with it). Neutral on the
+    # benchmark: Skating1 + VOT_bag with cuts placed 5 ways back within 5 frames 39 of 45 with
+    # and without (at 340 the skater, her box 0.57x too small, is not among the 4 peaks; with 8
+    # peaks she is, 40 of 45, but -1 on another placement: noise, and slower while lost).
+    cut_redetect: bool = True
     # After a cut, each place the whole-frame search picks is looked at for these sizes (relative
     # to the last; one window each), e.g. (1 / 1.3, 1.0, 1.3) for shots that change the zoom.
     # Off by default: on the tuning sequences with cuts it helped (Skating1 precision 0.767 ->

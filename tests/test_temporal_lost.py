@@ -198,3 +198,44 @@ def test_a_lookalike_held_after_a_redetection_is_dropped_on_probation(searcher: 
 def test_probation_frames_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="probation_frames"):
         TemporalConfig(probation_frames=-1)
+
+
+def _cut_onto_a_lookalike_video() -> tuple[list[np.ndarray], Points]:
+    """24 frames: the target moving right over one scene; from frame 12 (a cut) another scene, a
+    mirrored copy of the target (a look-alike the online filter scores between its lost and its
+    re-detection bars) standing where the target was last seen, the target itself elsewhere."""
+    scenes = [_scene(data.coffee()), _scene(data.chelsea())]
+    target = _target()
+    mirrored = np.ascontiguousarray(target[:, ::-1])
+    frames, truth = [], []
+    for t in range(24):
+        frame = scenes[t >= 12].copy()
+        centre = (70 + 4 * t, 80.0) if t < 12 else (250.0, 180 - 2 * (t - 12))
+        if t >= 12:
+            _paste(frame, mirrored, 70 + 4 * 11, 80.0)
+        _paste(frame, target, *centre)
+        frames.append(frame)
+        truth.append(centre)
+    return frames, truth
+
+
+def test_a_cut_onto_a_lookalike_at_the_last_place_is_searched_whole(searcher: Searcher) -> None:
+    """After a cut, a look-alike stands where the target was last seen: the cut frame's window
+    there competes with the whole frame's peaks at the re-detection bar (cut_redetect), so the
+    target is re-detected where it now is within 5 frames and held; with the window trusted
+    through the cut (cut_redetect off, the former rule) the look-alike is held to the end."""
+    frames, truth = _cut_onto_a_lookalike_video()
+    copy_at = np.array((70.0 + 4 * 11, 80.0))
+
+    def run(config: TemporalConfig) -> list:
+        tracker = _tracker(searcher, truth[0], config)
+        return [tracker.step(frame) for frame in frames]
+
+    tracks = run(TemporalConfig())
+    found = [t.state != LOST and np.linalg.norm(_centre(t.best_box) - np.array(c)) <= 8
+             for t, c in zip(tracks, truth)]
+    assert all(found[:12]), found
+    assert found.index(True, 12) < 12 + 5 and all(found[17:]), [t.state for t in tracks]
+    former = run(TemporalConfig(cut_redetect=False))  # the control: the look-alike is held
+    assert all(t.state != LOST for t in former[12:]), [t.state for t in former]
+    assert all(np.linalg.norm(_centre(t.best_box) - copy_at) <= 12 for t in former[12:])

@@ -1,0 +1,38 @@
+"""benchmarks/tracking.py's ``--set NAME=VALUE``: numbers and 0 / 1 switches of TemporalConfig,
+a bad one is one line (SystemExit with a message), never a traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tracking():
+    spec = importlib.util.spec_from_file_location("tracking_benchmark", ROOT / "benchmarks" / "tracking.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_numbers_and_switches_are_set() -> None:
+    config = _tracking().temporal_config(["filter_candidates=8", "far_growth=0.05", "cut_redetect=0"])
+    assert (config.filter_candidates, config.far_growth, config.cut_redetect) == (8, 0.05, False)
+    assert _tracking().temporal_config([]).cut_redetect is True
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("cut_redetect=yes", "is not 0 or 1"),
+    ("filter_candidates=many", "is not a number"),
+    ("nonsense=1", "not a numeric TemporalConfig field"),
+    ("redetect_every=0", "redetect_every"),
+])
+def test_a_bad_setting_is_one_line(setting: str, message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        _tracking().temporal_config([setting])
