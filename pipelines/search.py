@@ -222,12 +222,14 @@ class Searcher:
         limit_blas_threads(1)  # numpy's products between torch's layers: see limit_blas_threads
         check_scales(query_scales)
         model, stored, self.model_name = load_model(checkpoint, untrained)
-        # A trained conversion net predicts the object's pixels, so its heat regions can box peaks.
-        self.heat_boxes = self.model_name != "untrained"
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1, not {threshold}")
         self.network = NetworkSearch(model, resolve_device(device), query_scales, max_side, amp,
                                      mirror=mirror, **level_options)
+        # A trained conversion net predicts the object's pixels, so its heat regions can box peaks;
+        # one whose residual is still zero (a head that trained only the projections, the readout
+        # or the backbone's last stage) reads out correlation as the untrained network does.
+        self.heat_boxes = self.model_name != "untrained" and not self.network.model.conversion.readout_only
         # The heat map's own threshold (searches without verification; benchmarks' heat-map rows).
         self.heat_map_threshold = float(threshold if threshold is not None else stored)
         self.verification = None

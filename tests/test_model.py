@@ -226,6 +226,21 @@ def test_residual_projection_starts_as_the_identity_and_only_the_last_blocks_tra
     assert tuned.projections[0].project.weight.grad.abs().sum() > 0
 
 
+def test_residual_hidden_sets_the_projections_rank_and_still_starts_as_the_identity() -> None:
+    torch.manual_seed(0)
+    plain = QuerySearchNet(SearchNetConfig(pretrained=False, edge_path=False)).eval()
+    low = QuerySearchNet(SearchNetConfig(pretrained=False, edge_path=False, residual_projection=True,
+                                         residual_hidden=8)).eval()
+    low.load_state_dict(plain.state_dict(), strict=False)
+    assert [p.expand.out_channels for p in low.projections] == [8, 8]
+    assert [p.project.out_channels for p in low.projections] == list(low.backbone.feature_channels[:2])
+    query, media = torch.rand(1, 3, 64, 64), torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(low(query, media)["logits"], plain(query, media)["logits"])
+        torch.nn.init.normal_(low.projections[1].project.weight)
+        assert not torch.allclose(low(query, media)["logits"], plain(query, media)["logits"])
+
+
 def test_skipping_inert_branches_keeps_the_logits_to_the_bit() -> None:
     """The untrained network's zero residual branches are not run at inference; a trained one's are."""
     torch.manual_seed(0)

@@ -17,10 +17,12 @@ from pipelines.shipped import HEAD_FILE, MANIFEST_FILE, head_state, load_head, l
 from train.model import QuerySearchNet, SearchNetConfig
 
 
-def _trained_head(folder: Path) -> QuerySearchNet:
+def _trained_head(folder: Path, conversion: bool = False) -> QuerySearchNet:
     model = QuerySearchNet(SearchNetConfig(pretrained=False, residual_projection=True, edge_path=False))
     torch.manual_seed(0)
     torch.nn.init.normal_(model.projections[0].project.weight)
+    if conversion:  # a trained conversion net: its residual branch predicts the object's pixels
+        torch.nn.init.normal_(model.conversion.residual.weight, std=0.01)
     write_head(model, 0.42, folder, {"made_by": "test", "calibration": {"cases": 0}})
     return model
 
@@ -60,5 +62,8 @@ def test_the_default_network_is_the_shipped_head_only_where_one_ships(tmp_path: 
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)
     _trained_head(tmp_path)
     searcher = Searcher(device="cpu")
-    assert searcher.model_name.startswith("shipped") and searcher.threshold == 0.42 and searcher.heat_boxes
+    # Its conversion net is untrained (zero residual): peaks are boxed by scale, as untrained.
+    assert searcher.model_name.startswith("shipped") and searcher.threshold == 0.42 and not searcher.heat_boxes
     assert Searcher(device="cpu", untrained=True).model_name == "untrained"
+    _trained_head(tmp_path, conversion=True)  # heat regions box peaks only where the heat was trained
+    assert Searcher(device="cpu").heat_boxes

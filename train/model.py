@@ -67,6 +67,8 @@ class SearchNetConfig:
     freeze_backbone: bool = False
     # Learned residual 1x1 projection of each correlated level (starts as the identity).
     residual_projection: bool = False
+    # Its hidden width (0: as many as the level's channels); a few make it a low-rank correction.
+    residual_hidden: int = 0
     # With a frozen backbone: train its last this many blocks up to the deepest correlated level.
     trainable_blocks: int = 0
 
@@ -134,7 +136,8 @@ class QuerySearchNet(nn.Module):
             self.projections = nn.ModuleList(FeatureProjection(channels[i], cfg.projection_channels)
                                              for i in self.level_indices)
         elif cfg.residual_projection:
-            self.projections = nn.ModuleList(ResidualProjection(channels[i]) for i in self.level_indices)
+            self.projections = nn.ModuleList(ResidualProjection(channels[i], cfg.residual_hidden or None)
+                                             for i in self.level_indices)
         self.conversion = ConversionNet(cfg.num_score_maps, channels[0], cfg)
         self.edge = EdgeRefiner(cfg.conversion_width, cfg.edge_channels) if cfg.edge_path else None
         self.heads = (PooledHeads(cfg.conversion_width, cfg.box_head, cfg.num_label_classes)
