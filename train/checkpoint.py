@@ -93,8 +93,12 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
 
 
 def config_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """The settings that differ between two config identities, as "key old -> new" lines. A key
+    the saved identity lacks was added to the config after it was written, when the code behaved
+    as its off value does (None, 0, False, empty): it differs only when set to something else."""
     if isinstance(saved, dict) and isinstance(current, dict):
         return [d for key in sorted(set(saved) | set(current))
+                if key in saved or current[key] not in (None, 0, False, "", [], (), {})
                 for d in config_differences(saved.get(key), current.get(key), f"{prefix}{key}.")]
     saved = list(saved) if isinstance(saved, tuple) else saved
     current = list(current) if isinstance(current, tuple) else current
@@ -107,6 +111,8 @@ def check_compatible(state: dict[str, Any], config_hash: str, identity: dict[str
         return
     saved = state["config"].get("identity", {})
     changed = config_differences(saved, identity)
+    if saved and not changed:
+        return  # only options added since, left off
     detail = "; ".join(changed[:4]) + (" ..." if len(changed) > 4 else "") if changed else "hash differs"
     raise InputError(f"{path}: checkpoint was written with a different config ({detail}); "
                      "use the same config or start a new run folder")
