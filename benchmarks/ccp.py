@@ -12,6 +12,7 @@ Self-tuning (issue 9) uses its own split of the labelled photos, also fixed here
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from augment.config import SourceConfig
 from augment.photo_pairs import PhotoCase, PhotoIndex, PhotoPairConfig, PhotoPairSampler, make_cases
@@ -63,3 +64,16 @@ def search_cases(split: str = "test") -> list[PhotoCase]:
     if split == "calibrate":
         return make_cases(sampler, CALIBRATION_POSITIVES, CALIBRATION_NEGATIVES, CALIBRATION_SEED)
     return make_cases(sampler, TEST_POSITIVES, TEST_NEGATIVES, TEST_SEED)
+
+
+def best_outcomes(searcher: Any, cases: list[PhotoCase]) -> list[Any]:
+    """Each case's ``best`` answer from ``searcher`` (a :class:`pipelines.search.Searcher`) against
+    its truth, as :class:`metrics.Outcome` s."""
+    from metrics import outcome
+
+    answers = []
+    for case in cases:
+        best = searcher.find_many(case.query, [case.scene], keep_images=False)[0].best
+        answers.append(outcome(case.positive, None if best is None else best.box,
+                               -1.0 if best is None else best.score, case.boxes[0] if case.positive else None))
+    return answers

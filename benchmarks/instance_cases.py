@@ -259,5 +259,3 @@ def proxy_eval(head: Head, bank: Bank, cases: list[tuple[Shot, list[int], bool]]
     return summarise(outcomes)
 
 
-def shown(f: dict[str, float]) -> str:
-    return f"top-1 {f['top1']:.3f}, hit@FPR<=0.1 {f['hit_at_fpr10']:.3f}, AUC {f['auc']:.3f}"

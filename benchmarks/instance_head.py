@@ -84,10 +84,9 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import ccp  # noqa: E402
-from metrics import Outcome, summarise  # noqa: E402
+from metrics import Outcome, shown, summarise  # noqa: E402
 
-from instance_cases import (Bank, Head, Photo, Shot, pooled, proxy_cases, proxy_eval, roi_covers,  # noqa: E402
-                            shown)
+from instance_cases import Bank, Head, Photo, Shot, pooled, proxy_cases, proxy_eval, roi_covers  # noqa: E402
 from train.model import MediumFeatures, QueryFeatures, QuerySearchNet, SearchNetConfig  # noqa: E402
 
 SEED = 20261204
@@ -265,18 +264,12 @@ def write_checkpoint(head: Head, hidden: int, step: int, path: Path, readout: nn
 
 def searcher_eval(checkpoint: Path | None, heat_boxes: bool | None = None) -> dict[str, float]:
     """The real search's heat map alone (no verification) on the 160 + 60 calibration cases."""
-    from metrics import box_iou
     from pipelines.search import Searcher
 
     searcher = Searcher(checkpoint=checkpoint, device="cpu", untrained=checkpoint is None, verify=False)
     if heat_boxes is not None:
         searcher.heat_boxes = heat_boxes
-    outcomes = []
-    for case in ccp.search_cases("calibrate"):
-        best = searcher.find_many(case.query, [case.scene], keep_images=False)[0].best
-        correct = bool(case.positive and best is not None and box_iou(best.box, case.boxes[0]) >= 0.5)
-        outcomes.append(Outcome(case.positive, correct, best.score if best is not None else -np.inf))
-    return summarise(outcomes)
+    return summarise(ccp.best_outcomes(searcher, ccp.search_cases("calibrate")))
 
 
 def case_loss(head: Head, bank: Bank, batch: list[Shot], negatives: int, rng: np.random.Generator,

@@ -53,6 +53,11 @@ def outcome(positive: bool, box: Sequence[float] | None, score: float, truth: Se
     return Outcome(True, iou >= 0.5, score, iou, error)
 
 
+def shown(figures: dict[str, float]) -> str:
+    """Top-1, hit at FPR <= 0.1 and AUC of :func:`summarise`'s figures, in one line."""
+    return f"top-1 {figures['top1']:.3f}, hit@FPR<=0.1 {figures['hit_at_fpr10']:.3f}, AUC {figures['auc']:.3f}"
+
+
 def threshold_at_fpr(outcomes: Sequence[Outcome], fpr: float) -> float:
     """The lowest threshold letting at most ``fpr`` of negatives reach it (scores >= threshold pass)."""
     negatives = np.sort([o.score for o in outcomes if not o.positive])[::-1]

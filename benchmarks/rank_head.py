@@ -59,7 +59,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import ccp  # noqa: E402
-from metrics import Outcome, box_iou, summarise  # noqa: E402
+from metrics import shown, summarise  # noqa: E402
 
 from augment.photo_pairs import PhotoIndex, PhotoPairSampler  # noqa: E402
 from pipelines.search import Searcher  # noqa: E402
@@ -174,16 +174,7 @@ def evaluate(maps: nn.ModuleList | None, limit: int | None, conversion: nn.Modul
     cases = ccp.search_cases("calibrate")
     positives = [c for c in cases if c.positive][:limit]
     negatives = [c for c in cases if not c.positive][:None if limit is None else max(1, limit // 3)]
-    outcomes = []
-    for case in positives + negatives:
-        best = searcher.find_many(case.query, [case.scene], keep_images=False)[0].best
-        correct = bool(case.positive and best is not None and box_iou(best.box, case.boxes[0]) >= 0.5)
-        outcomes.append(Outcome(case.positive, correct, best.score if best is not None else -np.inf))
-    return summarise(outcomes)
-
-
-def shown(figures: dict[str, float]) -> str:
-    return f"top-1 {figures['top1']:.3f}, hit@FPR<=0.1 {figures['hit_at_fpr10']:.3f}, AUC {figures['auc']:.3f}"
+    return summarise(ccp.best_outcomes(searcher, positives + negatives))
 
 
 def main() -> int:

@@ -165,7 +165,8 @@ def register(app: typer.Typer) -> None:
         from augment.locking import folder_lock
         from pipelines import selftune_config
         from pipelines.cli import console, fail, run_guarded
-        from pipelines.selftune import CONFIG_FILE, METRICS_FILE, Inputs, SelfTune
+        from pipelines.selftune import CONFIG_FILE, Inputs, SelfTune
+        from pipelines.selftune_metrics import METRICS_FILE
 
         if rounds is not None and rounds < 1:
             fail("--rounds must be at least 1")

@@ -41,7 +41,7 @@ from augment.imageio import InputError, atomic_write_text, list_images
 from augment.photo_shards import write_photo_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from pipelines import selftune_config
-from pipelines.selftune_metrics import METRICS_FILE, record_metrics  # noqa: F401  (METRICS_FILE: the CLI's)
+from pipelines.selftune_metrics import record_metrics
 from pipelines.selftune_report import write_report
 from train.checkpoint import config_differences
 

@@ -19,7 +19,8 @@ from augment.locking import BUSY_EXIT_CODE
 from augment.shards import find_shards
 from pipelines import selftune_config
 from pipelines.cli import app
-from pipelines.selftune import METRICS_FILE, NEXT_CONFIG_FILE, STATE_FILE, Inputs, SelfTune
+from pipelines.selftune import NEXT_CONFIG_FILE, STATE_FILE, Inputs, SelfTune
+from pipelines.selftune_metrics import METRICS_FILE
 from segment_factory import make_noise_backgrounds, make_scene_photos, make_unlabeled, tiny_selftune_config
 
 
