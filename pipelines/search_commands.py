@@ -80,6 +80,9 @@ def register(app: typer.Typer) -> None:
                                              "lines (relative paths from the file's folder)."),
         save_heatmaps: bool = typer.Option(False, "--save-heatmaps", help="Also write per-frame heat maps of videos."),
         batch: int = typer.Option(4, "--batch", help="Video frames per forward pass."),
+        workers: int = typer.Option(0, "--workers", help="CPU: still images and --every-instance video "
+                                    "frames searched this many at a time, one torch thread each (0: one "
+                                    "per CPU thread; 1: one at a time on all threads)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
         scales: str = typer.Option("default", "--scales", help=SCALES_HELP),
         no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
@@ -104,6 +107,8 @@ def register(app: typer.Typer) -> None:
 
         if batch < 1:
             fail("--batch must be at least 1")
+        if workers < 0:
+            fail("--workers must be 0 (one per CPU thread) or more")
         if pairs is not None and (query is not None or media):
             fail("pass either QUERY MEDIA... or --pairs FILE, not both")
         if pairs is None and (query is None or not media):
@@ -141,7 +146,7 @@ def register(app: typer.Typer) -> None:
 
             summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps,
                                   batch=batch, advance=advance, temporal=not every_instance,
-                                  initial_box=initial_box)
+                                  initial_box=initial_box, workers=workers or None)
         from rich.markup import escape
 
         from pipelines.cli import console

@@ -135,7 +135,8 @@ def count_work(jobs: list[SearchJob]) -> int:
 
 def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps: bool = False,
                batch: int = 4, advance: Callable[[int], None] | None = None,
-               temporal: bool = True, initial_box: tuple[float, float, float, float] | None = None) -> RunSummary:
+               temporal: bool = True, initial_box: tuple[float, float, float, float] | None = None,
+               workers: int | None = None) -> RunSummary:
     """Search every job, write the outputs into ``out``; errors are recorded, not raised.
 
     ``searcher`` is a :class:`pipelines.search.Searcher`; ``advance(n)`` is called after every
@@ -143,7 +144,11 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     temporal mode (pipelines/temporal.py: one target held) unless ``temporal`` is False (every
     instance in every frame on its own); ``initial_box`` (x0, y0, x1, y1) is the target's box in
     each video's first frame (the temporal mode then starts from it instead of searching).
+    Still images and the frames of ``temporal=False`` videos are searched ``workers`` at a time
+    (pipelines/search_workers.py; None: one per CPU thread, one on CUDA).
     """
+    from pipelines.search_workers import SearchWorkers
+
     out.mkdir(parents=True, exist_ok=True)
     names = OutputNames()
     queries: dict[tuple[Path, Path | None], Any] = {}
@@ -151,7 +156,19 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     summary = RunSummary()
     start = time.perf_counter()
     advance = advance or (lambda n: None)
-    pending = ImageBatch(searcher, out, names, summary, lines, batch, advance)
+    with SearchWorkers(searcher, workers) as side_by_side:
+        _run_jobs(searcher, side_by_side, jobs, out, names, queries, lines, summary, save_heatmaps,
+                  batch, advance, temporal, initial_box)
+    atomic_write_text(out / DETECTIONS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run_jobs(searcher: Any, side_by_side: Any, jobs: list[SearchJob], out: Path, names: OutputNames,
+              queries: dict[tuple[Path, Path | None], Any], lines: list[dict[str, Any]],
+              summary: RunSummary, save_heatmaps: bool, batch: int, advance: Callable[[int], None],
+              temporal: bool, initial_box: tuple[float, float, float, float] | None) -> None:
+    pending = ImageBatch(side_by_side, out, names, summary, lines, batch, advance)
     for job in jobs:
         if job.error is not None:
             pending.flush()
@@ -179,7 +196,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                     lines.append(line)
                 summary.skipped.extend(summary.tracks[-1]["skipped_files"] if summary.tracks else [])
             elif _is_video(job.medium):
-                for line in _search_video(searcher, prepared, job.medium, out, names, save_heatmaps,
+                for line in _search_video(side_by_side, prepared, job.medium, out, names, save_heatmaps,
                                           batch, advance, summary):
                     lines.append(line)
             else:
@@ -189,9 +206,6 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
             summary.errors.append(str(error))
             lines.append({**base, "error": str(error)})
     pending.flush()
-    atomic_write_text(out / DETECTIONS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
-    summary.seconds = time.perf_counter() - start
-    return summary
 
 
 def _read_still(medium: Path) -> Any:
@@ -202,21 +216,18 @@ def _read_still(medium: Path) -> Any:
 
 
 class ImageBatch:
-    """Consecutive still images of one query and one size, searched together in one batch like
-    video frames (the network's cost per image drops with the batch); lines keep input order."""
+    """Consecutive still images searched together: side by side on the CPU's workers (any
+    queries and sizes), else consecutive images of one query and one size in one batch like video
+    frames (on CUDA the network's cost per image drops with the batch); lines keep input order."""
 
-    def __init__(self, searcher: Any, out: Path, names: OutputNames, summary: RunSummary,
+    def __init__(self, workers: Any, out: Path, names: OutputNames, summary: RunSummary,
                  lines: list[dict[str, Any]], size: int, advance: Callable[[int], None]) -> None:
-        self.searcher, self.out, self.names, self.summary = searcher, out, names, summary
-        self.lines, self.size, self.advance = lines, max(1, size), advance
-        self.prepared: Any = None
-        self.items: list[tuple[Path, Any]] = []
+        self.workers, self.out, self.names, self.summary = workers, out, names, summary
+        self.lines, self.size, self.advance = lines, max(1, size, workers.workers), advance
+        self.items: list[tuple[Any, Path, Any]] = []
 
     def add(self, prepared: Any, medium: Path, image: Any) -> None:
-        if self.items and (prepared is not self.prepared or image.shape != self.items[0][1].shape):
-            self.flush()
-        self.prepared = prepared
-        self.items.append((medium, image))
+        self.items.append((prepared, medium, image))
         if len(self.items) == self.size:
             self.flush()
 
@@ -224,9 +235,10 @@ class ImageBatch:
         if not self.items:
             return
         items, self.items = self.items, []
-        results = self.searcher.find_many(self.prepared, [image for _, image in items],
-                                          sources=[str(medium) for medium, _ in items])
-        for (medium, _), result in zip(items, results):
+        results = self.workers.find_pairs([prepared for prepared, _, _ in items],
+                                          [image for _, _, image in items],
+                                          sources=[str(medium) for _, medium, _ in items])
+        for (_, medium, _), result in zip(items, results):
             name = self.names.take(medium)
             save_image(self.out / f"{name}.heat.png", result.heat_png())
             save_image(self.out / f"{name}.highlight.jpg", result.highlight())
@@ -236,7 +248,7 @@ class ImageBatch:
         self.advance(len(items))
 
 
-def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: OutputNames,
+def _search_video(workers: Any, prepared: Any, medium: Path, out: Path, names: OutputNames,
                   save_heatmaps: bool, batch: int, advance: Callable[[int], None],
                   summary: RunSummary) -> Iterator[dict[str, Any]]:
     from pipelines.frames import frames_and_highlights
@@ -244,8 +256,8 @@ def _search_video(searcher: Any, prepared: Any, medium: Path, out: Path, names: 
     name = names.take(medium)
     with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
-            results = searcher.find_many(prepared, frames, sources=[str(medium)] * len(frames),
-                                         frames=indices)
+            results = workers.find_each(prepared, frames, sources=[str(medium)] * len(frames),
+                                        frames=indices)
             for result in results:
                 writer.write(result.highlight())
                 if save_heatmaps:

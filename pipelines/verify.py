@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -169,6 +170,9 @@ class Verifier:
         self.sift = SiftFeatures(self.config.sift_zoom)
         self.network = network
         self._cache: OrderedDict[tuple[int, int, object], tuple[object, object, list[QueryView]]] = OrderedDict()
+        # Frames may be verified side by side (pipelines/search_workers.py): the cache's reordering
+        # and eviction must not interleave.
+        self._cache_lock = threading.Lock()
 
     # -- the query ----------------------------------------------------------------------------------
 
@@ -176,15 +180,16 @@ class Verifier:
                 make: Callable[[], list[QueryView]]) -> list[QueryView]:
         """Views of one query array, kept while the array is (its id cannot be reused then)."""
         full = (id(rgb), id(mask), key)
-        hit = self._cache.get(full)
-        if hit is not None and hit[0] is rgb and hit[1] is mask:
-            self._cache.move_to_end(full)
-            return hit[2]
-        views = make()
-        self._cache[full] = (rgb, mask, views)
-        while len(self._cache) > QUERY_CACHE:
-            self._cache.popitem(last=False)
-        return views
+        with self._cache_lock:
+            hit = self._cache.get(full)
+            if hit is not None and hit[0] is rgb and hit[1] is mask:
+                self._cache.move_to_end(full)
+                return hit[2]
+            views = make()
+            self._cache[full] = (rgb, mask, views)
+            while len(self._cache) > QUERY_CACHE:
+                self._cache.popitem(last=False)
+            return views
 
     def sift_views(self, rgb: np.ndarray, mask: np.ndarray | None) -> list[QueryView]:
         """SIFT keypoints of the query as given and mirrored, at most ``query_max_side`` px."""

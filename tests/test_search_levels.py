@@ -192,6 +192,7 @@ def test_best_is_on_every_line_also_without_detections(tmp_path: Path):
 
 
 def test_still_images_of_one_size_are_searched_as_a_batch(tmp_path: Path):
+    """With one worker (as on CUDA) consecutive stills of one size share a batch."""
     count = 3
     calls = []
     searcher = Searcher(device="cpu", untrained=True)
@@ -212,7 +213,7 @@ def test_still_images_of_one_size_are_searched_as_a_batch(tmp_path: Path):
     jobs = [SearchJob(tmp_path / "query.png", tmp_path / f"s{k}.jpg") for k in range(count)]
     jobs.insert(1, SearchJob(tmp_path / "query.png", tmp_path / "missing.jpg"))
     jobs.append(SearchJob(tmp_path / "query.png", tmp_path / "odd.jpg"))
-    summary = run_search(searcher, jobs, tmp_path / "out", batch=4)
+    summary = run_search(searcher, jobs, tmp_path / "out", batch=4, workers=1)
     lines = [json.loads(l) for l in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
     assert [Path(l["source"]).name if l["source"] else None for l in lines][0] == "s0.jpg"
     assert "error" in lines[1] and [Path(l["source"]).name for l in lines[2:]] == ["s1.jpg", "s2.jpg", "odd.jpg"]

@@ -1,0 +1,112 @@
+"""Still images and video frames searched side by side on the CPU: one medium per worker thread,
+each worker on one torch thread, instead of one medium at a time on all of them.
+
+Why: on a 2-core CPU the backbone's large convolutions use a second thread well (about 1.6-1.8x
+one thread), the rest of the search does not (the zoomed media's smaller encodings, the
+correlations, the verification windows, OpenCV and numpy between them: about 1.1x), so the
+default search took 1.9x the backbone's time at two threads against 1.35x at one. Two media at
+once, one thread each, keep both cores busy through all of it (`python benchmarks/search.py
+--photos 20`, README "Speed"). Each medium is searched exactly as alone; which worker takes it
+does not change its result. On CUDA, or with one worker, media go to
+:meth:`pipelines.search.Searcher.find_many` as one batch, as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+_local = threading.local()
+
+
+def default_workers(device: torch.device) -> int:
+    """Side-by-side media on the CPU: one per torch thread (its default: one per core)."""
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+
+
+def _one_thread() -> None:
+    """Set once per worker thread: torch's intra-op thread count is per thread once it has run."""
+    if not getattr(_local, "single", False):
+        torch.set_num_threads(1)
+        _local.single = True
+
+
+class SearchWorkers:
+    """Searches lists of media with ``workers`` threads; results in input order.
+
+    ``searcher`` is a :class:`pipelines.search.Searcher`. Use as a context manager (or call
+    :meth:`close`) so the threads end with the job.
+    """
+
+    def __init__(self, searcher: Any, workers: int | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.searcher = searcher
+        self.workers = default_workers(searcher.device) if workers is None else workers
+        self._pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="search")
+                      if self.workers > 1 else None)
+        self._threads = torch.get_num_threads()
+
+    def find_each(self, query: Any, media: Sequence[np.ndarray],
+                  sources: Sequence[str | None] | None = None,
+                  frames: Sequence[int | None] | None = None) -> list[Any]:
+        """One query searched in each of ``media`` (any sizes), as
+        :meth:`pipelines.search.Searcher.find_many` would one at a time; results in input order."""
+        prepared = self.searcher.prepare(query)
+        return self.find_pairs([prepared] * len(media), media, sources, frames)
+
+    def find_pairs(self, queries: Sequence[Any], media: Sequence[np.ndarray],
+                   sources: Sequence[str | None] | None = None,
+                   frames: Sequence[int | None] | None = None) -> list[Any]:
+        """``queries[i]`` searched in ``media[i]``. With one worker, consecutive media of one
+        query and one size are one batch of ``find_many``."""
+        if len(queries) != len(media):
+            raise ValueError(f"{len(queries)} queries for {len(media)} media")
+        if self._pool is None or len(media) < 2:
+            return [result for run in _runs(queries, media)
+                    for result in self._find(queries[run.start], media, sources, frames, run)]
+        futures = [self._pool.submit(self._worker, queries[i], media, sources, frames, i)
+                   for i in range(len(media))]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            # A worker's first torch call set the process-wide count to 1; this thread keeps its own.
+            torch.set_num_threads(self._threads)
+
+    def _find(self, query: Any, media: Sequence[np.ndarray], sources: Sequence[str | None] | None,
+              frames: Sequence[int | None] | None, run: range) -> list[Any]:
+        return self.searcher.find_many(query, [media[i] for i in run],
+                                       sources=[sources[i] for i in run] if sources else None,
+                                       frames=[frames[i] for i in run] if frames else None)
+
+    def _worker(self, query: Any, media: Sequence[np.ndarray], sources: Sequence[str | None] | None,
+                frames: Sequence[int | None] | None, i: int) -> Any:
+        _one_thread()
+        with torch.inference_mode():
+            return self._find(query, media, sources, frames, range(i, i + 1))[0]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> "SearchWorkers":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def _runs(queries: Sequence[Any], media: Sequence[np.ndarray]) -> list[range]:
+    """Index ranges of consecutive media sharing one query (the same object) and one size."""
+    runs: list[range] = []
+    start = 0
+    for i in range(1, len(media) + 1):
+        if i == len(media) or queries[i] is not queries[start] or media[i].shape != media[start].shape:
+            runs.append(range(start, i))
+            start = i
+    return runs
