@@ -28,7 +28,7 @@ from pipelines.object_size import object_height
 from pipelines.search_inputs import (PreparedQuery, SearchMaps, load_checkpoint_model, resize_hw,  # noqa: F401 (API)
                                      resolve_device, to_tensor, untrained_model, zoom_media)
 from train.backbones import fold_batchnorm
-from train.model import GRID_STRIDE, QueryFeatures, QuerySearchNet
+from train.model import GRID_STRIDE, MediumFeatures, QueryFeatures, QuerySearchNet
 
 logger = logging.getLogger(__name__)
 
@@ -202,10 +202,14 @@ class NetworkSearch:
         with torch.inference_mode(), self.autocast():
             batch = to_tensor(frames, self.device, self.channels_last)
             levels = self.levels(query, height, width)
-            heat, cosines, heights, features = self._search(query, batch, levels, grid, factor)
+            # The media encoded whole per zoom, for the second pass's probe (often at zoom 1, which
+            # the first pass may have encoded already: one backbone pass saved).
+            encoded: dict[float, MediumFeatures] = {}
+            heat, cosines, heights, features = self._search(query, batch, levels, grid, factor, encoded=encoded)
             size = self._object_height(cosines, heights)
             if self.default_scales and self.extend_heat is not None:
-                self._second_pass(query, batch, levels, (height, width), grid, factor, heat, size, cosines, heights)
+                self._second_pass(query, batch, levels, (height, width), grid, factor, heat, size, cosines, heights,
+                                  encoded)
             if (height, width) != (work_h, work_w):
                 heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
             size = F.interpolate(size, size=(height, width), mode="nearest")
@@ -213,10 +217,12 @@ class NetworkSearch:
 
     def _second_pass(self, query: PreparedQuery, batch: torch.Tensor, searched: list[Level], medium_hw: tuple[int, int],
                      grid: tuple[int, int], factor: float, heat: torch.Tensor, size: torch.Tensor,
-                     cosines: torch.Tensor, heights: list[float]) -> None:
+                     cosines: torch.Tensor, heights: list[float],
+                     encoded: dict[float, MediumFeatures] | None = None) -> None:
         """The frames whose best heat stays under ``extend_heat`` searched again at
         :meth:`smaller_levels` (where the probe, that level in the medium as it is, scores),
-        merged into ``heat`` and ``size`` in place."""
+        merged into ``heat`` and ``size`` in place. ``encoded``: the first pass's encodings of the
+        whole batch per zoom (reused where every frame is searched again)."""
         assert self.extend_heat is not None
         best = heat.flatten(1).amax(dim=1)
         weak = (best < self.extend_heat).nonzero().flatten()
@@ -227,7 +233,8 @@ class NetworkSearch:
             return
         probe = self.smaller_levels(query, *medium_hw, searched, max_zoom=1.0)
         if probe and probe != smaller:  # the up-sampled level only where its probe scores
-            found = self._search(query, self._frames(batch, weak), probe, grid, factor, second_pass=True)[0]
+            found = self._search(query, self._frames(batch, weak), probe, grid, factor, second_pass=True,
+                                 encoded=encoded if len(weak) == len(batch) else None)[0]
             weak = weak[found.flatten(1).amax(dim=1) >= self.extend_probe_ratio * best[weak]]
             if not len(weak):
                 return
@@ -246,12 +253,13 @@ class NetworkSearch:
                                        else torch.contiguous_format)
 
     def _search(self, query: PreparedQuery, batch: torch.Tensor, levels: list[Level], grid: tuple[int, int],
-                factor: float, second_pass: bool = False
+                factor: float, second_pass: bool = False, encoded: dict[float, MediumFeatures] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, list[float], np.ndarray | None]:
         """Over ``levels`` of the working media ``batch``: the heat (N x 1 x work size, each level's
         weighted by :meth:`level_prior` for automatic scales and the default's ``second_pass``), the per-(level, pair) cosines (N x P x grid), the object
         height (original pixels) each cosine stands for, and the raw features where a level searched
-        the media unzoomed and whole."""
+        the media unzoomed and whole. ``encoded`` (zoom -> the whole batch's encoding) is read and
+        filled where a zoom's medium is encoded whole."""
         by_zoom: dict[float, list[Level]] = {}
         for level in levels:
             by_zoom.setdefault(level.zoom, []).append(level)
@@ -261,7 +269,7 @@ class NetworkSearch:
         pair_scales = [q / m for q, m in self.model.cfg.scale_pairs]
         features = None
         for zoom, zoom_levels in by_zoom.items():
-            found, skip = self._zoom(query, batch, zoom, zoom_levels, grid)
+            found, skip = self._zoom(query, batch, zoom, zoom_levels, grid, encoded)
             if skip is not None and zoom == 1.0:
                 features = skip.float().contiguous().cpu().numpy()
             for probs, corr, level in found:
@@ -274,7 +282,8 @@ class NetworkSearch:
         return heat, torch.cat(cosines, dim=1), heights, features
 
     def _zoom(self, query: PreparedQuery, batch: torch.Tensor, zoom: float, levels: list[Level],
-              grid: tuple[int, int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor, Level]], torch.Tensor | None]:
+              grid: tuple[int, int], encoded: dict[float, MediumFeatures] | None = None
+              ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, Level]], torch.Tensor | None]:
         """Per level of one zoom: (probabilities N x 1 x work size, per-pair cosines N x P x grid),
         the medium encoded once (per tile where the zoomed medium is too large); and the medium's
         raw stride-8 features where it was encoded whole (None when tiled)."""
@@ -282,7 +291,7 @@ class NetworkSearch:
         overlap = math.ceil(max(max(l.query_size) for l in levels) / zoom) + 32
         windows = tiles(work_h, work_w, zoom, overlap=overlap, max_pixels=self.max_tile_pixels)
         if len(windows) == 1:
-            found, skip = self._window(query, batch, zoom, levels, (work_h, work_w), grid)
+            found, skip = self._window(query, batch, zoom, levels, (work_h, work_w), grid, encoded)
             return [(p, c, level) for (p, c), level in zip(found, levels)], skip
         pairs = len(self.model.cfg.scale_pairs)
         probs = [batch.new_zeros((n, 1, work_h, work_w), dtype=torch.float32) for _ in levels]
@@ -304,10 +313,15 @@ class NetworkSearch:
         return list(zip(probs, corr, levels)), None
 
     def _window(self, query: PreparedQuery, batch: torch.Tensor, zoom: float, levels: list[Level],
-                size: tuple[int, int], grid: tuple[int, int]) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+                size: tuple[int, int], grid: tuple[int, int], cache: dict[float, MediumFeatures] | None = None
+                ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
         """Search one (window of the) working medium at one zoom, for each of its levels; also
-        the window's raw stride-8 features."""
-        encoded = self.model.encode_medium(zoom_media(batch, size, zoom))
+        the window's raw stride-8 features. ``cache``: encodings of this whole medium per zoom."""
+        encoded = cache.get(zoom) if cache is not None else None
+        if encoded is None:
+            encoded = self.model.encode_medium(zoom_media(batch, size, zoom))
+            if cache is not None:
+                cache[zoom] = encoded
         num_pairs = len(self.model.cfg.scale_pairs)
         found = []
         for level in levels:
