@@ -4,7 +4,7 @@ Speed (default): frames/s of the whole search at 640x480, the backbone's forward
 the same frames, and their ratio (target: search <= 1.5x the backbone):
 
     python benchmarks/search.py [--device cpu|cuda] [--batch 4] [--scales 0.5 1 2]
-    python benchmarks/search.py --photos 20      # real CCP catalogue -> scene cases, verification on and off
+    python benchmarks/search.py --photos 20 [--negatives 20]  # real CCP catalogue -> scene cases with and without the object
 
 Calibration (--calibrate): the F1-maximising heat threshold (detections at IoU >= 0.5) of a model
 over generated cases (skimage photos pasted 0-2 times at 0.3-3x the query's size, partly occluded,
@@ -33,6 +33,7 @@ from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  
                               calibrate_threshold, detect)
 from augment.system import tune_malloc  # noqa: E402
 from pipelines.search_inputs import to_tensor  # noqa: E402
+from pipelines.search_workers import SearchWorkers  # noqa: E402
 
 
 def _photos() -> dict[str, np.ndarray]:
@@ -162,6 +163,8 @@ def speed(args: argparse.Namespace) -> None:
 
     t_backbone = best_time(backbone, args.repeats, device)
     t_search = best_time(search, args.repeats, device)
+    with SearchWorkers(searcher) as workers:
+        t_side = best_time(lambda: workers.find_each(query, frames), args.repeats, device)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 640x480, "
           f"query {args.query_size}px, query scales "
           f"{searcher.network.scales(query, 480, 640)}{' (automatic)' if searcher.auto_scales else ''}, "
@@ -171,6 +174,9 @@ def speed(args: argparse.Namespace) -> None:
     print(f"whole search:           {t_search / args.batch * 1000:.1f} ms/frame "
           f"({args.batch / t_search:.1f} frames/s)")
     print(f"ratio search / backbone: {t_search / t_backbone:.2f}x (target <= 1.5x)")
+    print(f"the frames searched {workers.workers} side by side, one thread each (synth search's default on "
+          f"CPU for --every-instance video): {t_side / args.batch * 1000:.1f} ms/frame, "
+          f"{t_side / t_backbone:.2f}x the backbone")
     one, many = peak_costs(args.repeats)
     print(f"maps -> detections, 640x480: 1 peak {one * 1000:.1f} ms, 150 peaks {many * 1000:.1f} ms "
           f"({many / one:.2f}x)")
@@ -178,39 +184,101 @@ def speed(args: argparse.Namespace) -> None:
 
 def speed_on_photos(args: argparse.Namespace) -> None:
     """The default search (verification on) and the heat map alone, per real CCP catalogue → scene
-    case (the first ``--photos`` test cases of benchmarks/ccp.py), over the backbone on the same
-    scene; random-noise frames are verification's worst case, these are what users search."""
+    case (the first ``--photos`` positive and ``--negatives`` negative test cases of
+    benchmarks/ccp.py), over the backbone on the same scene, for positives, negatives and both;
+    random-noise frames are verification's worst case, these are what users search. A scene
+    without the object costs more than one with it (the smaller object searched again in the
+    medium up-sampled, every candidate verified and none confirmed): a folder search mostly
+    holds such scenes."""
     import ccp
 
     if not ccp.available():
         print(ccp.skip_message())
         return
-    verified = Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained)
-    heat_only = Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained, verify=False)
-    as_given = Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained, verify=False,
-                        mirror=False)
-    totals = {"backbone": 0.0, "heat map, as given": 0.0, "heat map": 0.0, "verified (default)": 0.0}
-    cases = ccp.search_cases("test")[:args.photos]
+    searchers = {
+        "heat map, as given": Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained,
+                                       verify=False, mirror=False),
+        "heat map": Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained, verify=False),
+        "verified": Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained),
+    }
+    cases = ccp.search_cases("test")
+    groups = {"positives": [c for c in cases if c.positive][:args.photos],
+              "negatives": [c for c in cases if not c.positive][:args.negatives]}
+    groups = {name: group for name, group in groups.items() if group}
+    workers = SearchWorkers(searchers["verified"])
+    print(f"CCP catalogue -> scene test cases (scenes ~416x830), threads {torch.get_num_threads()}; one at a "
+          f"time on all threads, or {workers.workers} side by side on one thread each (synth search's "
+          f"default for stills: pipelines/search_workers.py)")
+    every: dict[str, float] = {}
+    for name, group in groups.items():
+        totals = _photo_totals(group, searchers, workers, args.repeats)
+        _print_totals(f"{len(group)} {name}", totals, len(group))
+        every = {k: every.get(k, 0.0) + v for k, v in totals.items()}
+    if len(groups) > 1:
+        _print_totals(f"all {sum(map(len, groups.values()))}", every, sum(map(len, groups.values())))
+    workers.close()
+
+
+def _photo_totals(cases: list, searchers: dict[str, Searcher], workers: SearchWorkers,
+                  repeats: int) -> dict[str, float]:
+    """Seconds over ``cases``: the backbone and each searcher one case at a time, and (with more
+    than one worker) the backbone and the verified search side by side."""
+    verified = searchers["verified"]
+    totals = {"backbone": 0.0, **{name: 0.0 for name in searchers}}
+    if workers.workers > 1:
+        totals.update({"backbone, side by side": 0.0, "verified, side by side": 0.0})
+        _side_by_side(verified, workers, cases, totals, repeats)
     for case in cases:
-        queries = [s.prepare(case.query[..., :3], case.query[..., 3]) for s in (verified, heat_only, as_given)]
+        queries = {name: s.prepare(case.query[..., :3], case.query[..., 3]) for name, s in searchers.items()}
         batch = to_tensor([case.scene], verified.device, verified.channels_last)
 
         def backbone() -> None:
             with torch.inference_mode(), verified._autocast():
                 verified.model.backbone.forward_features(batch, max_stride=verified.model.max_stride)
 
-        totals["backbone"] += best_time(backbone, args.repeats, verified.device)
-        totals["heat map, as given"] += best_time(lambda: as_given.find_many(queries[2], [case.scene]),
-                                                  args.repeats, verified.device)
-        totals["heat map"] += best_time(lambda: heat_only.find_many(queries[1], [case.scene]), args.repeats,
-                                        verified.device)
-        totals["verified (default)"] += best_time(lambda: verified.find_many(queries[0], [case.scene]),
-                                                  args.repeats, verified.device)
-    print(f"{len(cases)} CCP catalogue -> scene cases (scenes ~416x830), one at a time, "
-          f"threads {torch.get_num_threads()}")
+        totals["backbone"] += best_time(backbone, repeats, verified.device)
+        for name, searcher in searchers.items():
+            totals[name] += best_time(lambda: searcher.find_many(queries[name], [case.scene]), repeats,
+                                      verified.device)
+    return totals
+
+
+def _print_totals(title: str, totals: dict[str, float], count: int) -> None:
+    print(title)
     for name, seconds in totals.items():
-        print(f"{name:20} {seconds / len(cases) * 1000:7.1f} ms/scene  "
-              f"{seconds / totals['backbone']:.2f}x the backbone")
+        against = "backbone, side by side" if name.endswith("side by side") else "backbone"
+        print(f"  {name:24} {seconds / count * 1000:7.1f} ms/scene  "
+              f"{seconds / totals['backbone']:.2f}x the backbone one at a time"
+              + (f", {seconds / totals[against]:.2f}x side by side" if against != "backbone" else ""))
+
+
+def _side_by_side(searcher: Searcher, workers: SearchWorkers, cases: list, totals: dict[str, float],
+                  repeats: int) -> None:
+    """Consecutive scenes searched ``workers.workers`` at a time (each with its own query), and
+    the backbone alone on them the same way; seconds added to ``totals`` (the whole group's time,
+    so per scene it sums to time / scenes like the rows one at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one_thread_backbone(scene: np.ndarray) -> None:
+        torch.set_num_threads(1)
+        with torch.inference_mode(), searcher._autocast():
+            searcher.model.backbone.forward_features(to_tensor([scene], searcher.device, searcher.channels_last),
+                                                     max_stride=searcher.model.max_stride)
+
+    threads = torch.get_num_threads()
+    queries = [searcher.prepare(c.query[..., :3], c.query[..., 3]) for c in cases]
+    with ThreadPoolExecutor(workers.workers) as pool:
+        for start in range(0, len(cases), workers.workers):
+            group = range(start, min(start + workers.workers, len(cases)))
+            scenes = [cases[i].scene for i in group]
+
+            def backbones() -> None:
+                list(pool.map(one_thread_backbone, scenes))
+                torch.set_num_threads(threads)
+
+            totals["backbone, side by side"] += best_time(backbones, repeats, searcher.device)
+            totals["verified, side by side"] += best_time(
+                lambda: workers.find_pairs([queries[i] for i in group], scenes), repeats, searcher.device)
 
 
 def main() -> None:
@@ -232,10 +300,14 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--photos", type=int, default=0,
-                        help="Speed on this many real CCP catalogue -> scene cases instead of noise frames.")
+                        help="Speed on this many real CCP catalogue -> scene positive cases instead of noise frames.")
+    parser.add_argument("--negatives", type=int, default=None,
+                        help="... and this many negative cases (scenes without the object; default: as --photos).")
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.negatives is None:
+        args.negatives = args.photos
     if args.calibrate:
         calibrate(args)
     elif args.photos > 0:
