@@ -433,3 +433,20 @@ def test_given_and_small_queries_get_no_second_pass(monkeypatch):
     default = Searcher(device="cpu", untrained=True, verify=False)
     small = default.prepare(np.ascontiguousarray(query[::5, ::5]))  # 60 x 48: 0.25x would be 15 x 12 px
     assert default.network.smaller_levels(small, 480, 640) == []
+
+
+def test_the_probe_reads_the_first_passs_encoding_of_the_medium_as_it_is(monkeypatch):
+    """A 160x128 query in a scene without it: the first pass searches a level at zoom 1, the frame
+    stays weak, and the second pass's probe (zoom 1) reuses that encoding instead of a second one."""
+    query = cv2.resize(np.ascontiguousarray(data.astronaut()[20:320, 140:380]), (128, 160),
+                       interpolation=cv2.INTER_AREA)
+    scene = cv2.resize(data.coffee(), (640, 480), interpolation=cv2.INTER_AREA)
+    searcher = Searcher(device="cpu", untrained=True, verify=False)
+    calls = _spy_levels(searcher, monkeypatch)
+    encoded: list[tuple[int, ...]] = []
+    encode = searcher.model.encode_medium
+    monkeypatch.setattr(searcher.model, "encode_medium", lambda m: encoded.append(tuple(m.shape)) or encode(m))
+    result = searcher.find(query, scene)
+    assert result.heatmap.max() < searcher.network.extend_heat
+    assert (1.0, 1.0) in [(scale, zoom) for scale, zoom in calls[0]] and calls[1] == [(0.125, 1.0)]
+    assert encoded.count((1, 3, 480, 640)) == 1, encoded
