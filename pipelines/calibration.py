@@ -56,11 +56,12 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
     reaches ``t`` carried through the fusion model (:meth:`pipelines.fusion.FusionModel.heat_score`).
     """
     from pipelines.search import load_rgb
+    from pipelines.search_workers import SearchWorkers
 
     candidates = list(thresholds) if thresholds is not None else candidate_thresholds()
     stage = searcher.verification
-    found: list[tuple[list[Detection], list]] = []
-    for case in cases:
+
+    def searched(case: CalibrationCase) -> tuple[list[Detection], list]:
         prepared = searcher.prepare(case.query, case.query_mask)
         medium = load_rgb(case.medium)
         maps = searcher.maps(prepared, [medium])
@@ -68,7 +69,10 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
             detections = searcher.detect(prepared, maps.heat[0], maps.object_height[0], threshold=0.0)
         else:
             detections = stage.fused(prepared, medium, maps.heat[0], maps.object_height[0], 0.0, maps.features)
-        found.append((detections, list(case.boxes)))
+        return detections, list(case.boxes)
+
+    with SearchWorkers(searcher) as workers:  # cases side by side on the CPU's threads
+        found = workers.map(searched, list(cases))
     if not found:
         raise InputError("no calibration cases")
     table = []

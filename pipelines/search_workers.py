@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 _local = threading.local()
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def default_workers(device: torch.device) -> int:
@@ -69,11 +71,26 @@ class SearchWorkers:
         if self._pool is None or len(media) < 2:
             return [result for run in _runs(queries, media)
                     for result in self._find(queries[run.start], media, sources, frames, run)]
-        futures = [self._pool.submit(self._worker, queries[i], media, sources, frames, i)
-                   for i in range(len(media))]
+        return self.map(lambda i: self._find(queries[i], media, sources, frames, range(i, i + 1))[0],
+                        range(len(media)))
+
+    def map(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``function`` of each item, on the workers (one torch thread each; in this thread with
+        one worker); results in input order, the first error raised."""
+        if self._pool is None:
+            return [function(item) for item in items]
+
+        def run(item: T) -> R:
+            _one_thread()
+            with torch.inference_mode():
+                return function(item)
+
+        futures = [self._pool.submit(run, item) for item in items]
         try:
             return [future.result() for future in futures]
         finally:
+            for future in futures:
+                future.cancel()
             # A worker's first torch call set the process-wide count to 1; this thread keeps its own.
             torch.set_num_threads(self._threads)
 
@@ -82,12 +99,6 @@ class SearchWorkers:
         return self.searcher.find_many(query, [media[i] for i in run],
                                        sources=[sources[i] for i in run] if sources else None,
                                        frames=[frames[i] for i in run] if frames else None)
-
-    def _worker(self, query: Any, media: Sequence[np.ndarray], sources: Sequence[str | None] | None,
-                frames: Sequence[int | None] | None, i: int) -> Any:
-        _one_thread()
-        with torch.inference_mode():
-            return self._find(query, media, sources, frames, range(i, i + 1))[0]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -104,3 +104,21 @@ def test_a_negative_worker_count_is_one_error_line(tmp_path: Path):
                                       "--out", str(tmp_path / "out"), "--workers", "-1"])
     assert result.exit_code != 0 and "--workers must be 0" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_map_keeps_input_order_runs_on_one_torch_thread_and_raises_the_first_error():
+    searcher = Searcher(device="cpu", untrained=True)
+    threads = torch.get_num_threads()
+    with SearchWorkers(searcher, workers=2) as workers:
+        seen = workers.map(lambda k: (k, torch.get_num_threads()), range(6))
+        assert [k for k, _ in seen] == list(range(6)) and {n for _, n in seen} == {1}
+        assert torch.get_num_threads() == threads
+
+        def fails(k: int) -> int:
+            if k == 3:
+                raise ValueError("case 3 is bad")
+            return k
+
+        with pytest.raises(ValueError, match="case 3"):
+            workers.map(fails, range(6))
+    assert torch.get_num_threads() == threads
