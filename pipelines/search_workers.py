@@ -1,13 +1,15 @@
 """Still images and video frames searched side by side on the CPU: one medium per worker thread,
-each worker on one torch thread, instead of one medium at a time on all of them.
+the CPU's torch threads shared out among the workers (one each on a 2-core machine), instead of
+one medium at a time on all of them.
 
 Why: on a 2-core CPU the backbone's large convolutions use a second thread well (about 1.6-1.8x
 one thread), the rest of the search does not (the zoomed media's smaller encodings, the
-correlations, the verification windows, OpenCV and numpy between them: about 1.1x), so the
-default search took 1.9x the backbone's time at two threads against 1.35x at one. Two media at
-once, one thread each, keep both cores busy through all of it (`python benchmarks/search.py
---photos 20`, README "Speed"). Each medium is searched exactly as alone; which worker takes it
-does not change its result. On CUDA, or with one worker, media go to
+correlations, the verification windows, OpenCV and numpy between them), so the default search
+took 1.9x the backbone's time at two threads against 1.35x at one. Two media at once, one thread
+each, keep both cores busy through all of it (`python benchmarks/search.py --photos 20`, README
+"Speed at two threads, stop 23"). Each medium's result is the one it gets searched alone (up to
+float rounding between thread counts; tests/test_search_workers.py: the same detections.jsonl),
+whichever worker takes it. On CUDA, or with one worker, media go to
 :meth:`pipelines.search.Searcher.find_many` as one batch, as before.
 """
 
@@ -25,20 +27,27 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+# Default workers at most: each holds a search's memory (~0.3 GB at 1024 px), and past a few the
+# threads are better spent inside each search (many cores: 4 workers of cores / 4 threads).
+MAX_DEFAULT_WORKERS = 4
+
+
 def default_workers(device: torch.device) -> int:
-    """Side-by-side media on the CPU: one per torch thread (its default: one per core)."""
-    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+    """Side-by-side media on the CPU: one per torch thread (its default: one per core), at most
+    :data:`MAX_DEFAULT_WORKERS`; one on CUDA."""
+    return min(MAX_DEFAULT_WORKERS, max(1, torch.get_num_threads())) if device.type == "cpu" else 1
 
 
-def _one_thread() -> None:
+def _worker_threads(threads: int) -> None:
     """Set once per worker thread: torch's intra-op thread count is per thread once it has run."""
-    if not getattr(_local, "single", False):
-        torch.set_num_threads(1)
-        _local.single = True
+    if getattr(_local, "threads", None) != threads:
+        torch.set_num_threads(threads)
+        _local.threads = threads
 
 
 class SearchWorkers:
-    """Searches lists of media with ``workers`` threads; results in input order.
+    """Searches lists of media with ``workers`` threads (``threads_each`` torch threads each);
+    results in input order.
 
     ``searcher`` is a :class:`pipelines.search.Searcher`. Use as a context manager (or call
     :meth:`close`) so the threads end with the job.
@@ -52,6 +61,8 @@ class SearchWorkers:
         self._pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="search")
                       if self.workers > 1 else None)
         self._threads = torch.get_num_threads()
+        # The CPU's threads shared out among the workers (one each on a 2-core machine).
+        self.threads_each = max(1, self._threads // self.workers)
 
     def find_each(self, query: Any, media: Sequence[np.ndarray],
                   sources: Sequence[str | None] | None = None,
@@ -75,13 +86,13 @@ class SearchWorkers:
                         range(len(media)))
 
     def map(self, function: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """``function`` of each item, on the workers (one torch thread each; in this thread with
-        one worker); results in input order, the first error raised."""
+        """``function`` of each item, on the workers (``threads_each`` torch threads each; in this
+        thread with one worker); results in input order, the first error raised."""
         if self._pool is None:
             return [function(item) for item in items]
 
         def run(item: T) -> R:
-            _one_thread()
+            _worker_threads(self.threads_each)
             with torch.inference_mode():
                 return function(item)
 
