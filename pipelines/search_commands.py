@@ -81,8 +81,8 @@ def register(app: typer.Typer) -> None:
         save_heatmaps: bool = typer.Option(False, "--save-heatmaps", help="Also write per-frame heat maps of videos."),
         batch: int = typer.Option(4, "--batch", help="Video frames per forward pass."),
         workers: int = typer.Option(0, "--workers", help="CPU: still images and --every-instance video "
-                                    "frames searched this many at a time, one torch thread each (0: one "
-                                    "per CPU thread; 1: one at a time on all threads)."),
+                                    "frames searched this many at a time, the CPU threads shared among "
+                                    "them (0: one per CPU thread, at most 4; 1: one at a time on all threads)."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
         scales: str = typer.Option("default", "--scales", help=SCALES_HELP),
         no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
