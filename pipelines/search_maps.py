@@ -208,8 +208,11 @@ class NetworkSearch:
             heat, cosines, heights, features = self._search(query, batch, levels, grid, factor, encoded=encoded)
             size = self._object_height(cosines, heights)
             if self.default_scales and self.extend_heat is not None:
-                self._second_pass(query, batch, levels, (height, width), grid, factor, heat, size, cosines, heights,
-                                  encoded)
+                probed = self._second_pass(query, batch, levels, (height, width), grid, factor, heat, size, cosines,
+                                           heights, encoded)
+                # The probe's encoding of the medium as it is serves verification where the first
+                # pass had none (it would encode those cells again).
+                features = probed if features is None else features
             if (height, width) != (work_h, work_w):
                 heat = F.interpolate(heat, size=(height, width), mode="bilinear", align_corners=False)
             size = F.interpolate(size, size=(height, width), mode="nearest")
@@ -218,32 +221,37 @@ class NetworkSearch:
     def _second_pass(self, query: PreparedQuery, batch: torch.Tensor, searched: list[Level], medium_hw: tuple[int, int],
                      grid: tuple[int, int], factor: float, heat: torch.Tensor, size: torch.Tensor,
                      cosines: torch.Tensor, heights: list[float],
-                     encoded: dict[float, MediumFeatures] | None = None) -> None:
+                     encoded: dict[float, MediumFeatures] | None = None) -> np.ndarray | None:
         """The frames whose best heat stays under ``extend_heat`` searched again at
         :meth:`smaller_levels` (where the probe, that level in the medium as it is, scores),
         merged into ``heat`` and ``size`` in place. ``encoded``: the first pass's encodings of the
-        whole batch per zoom (reused where every frame is searched again)."""
+        whole batch per zoom (reused where every frame is searched again). Returns the probe's raw
+        stride-8 features of the whole batch where it encoded them (else None)."""
         assert self.extend_heat is not None
         best = heat.flatten(1).amax(dim=1)
         weak = (best < self.extend_heat).nonzero().flatten()
         if not len(weak):
-            return
+            return None
         smaller = self.smaller_levels(query, *medium_hw, searched)
         if not smaller:
-            return
+            return None
         probe = self.smaller_levels(query, *medium_hw, searched, max_zoom=1.0)
+        features = None
         if probe and probe != smaller:  # the up-sampled level only where its probe scores
-            found = self._search(query, self._frames(batch, weak), probe, grid, factor, second_pass=True,
-                                 encoded=encoded if len(weak) == len(batch) else None)[0]
+            whole = len(weak) == len(batch)
+            found, _, _, features = self._search(query, self._frames(batch, weak), probe, grid, factor,
+                                                 second_pass=True, encoded=encoded if whole else None)
+            features = features if whole else None
             weak = weak[found.flatten(1).amax(dim=1) >= self.extend_probe_ratio * best[weak]]
             if not len(weak):
-                return
+                return features
         logger.debug("%s: %d of %d frames searched again at relative size %s", query.name, len(weak),
                      len(batch), ", ".join(f"{l.scale:g} (zoom {l.zoom:g})" for l in smaller))
-        more, more_cosines, more_heights, _ = self._search(query, self._frames(batch, weak), smaller, grid, factor,
-                                                              second_pass=True)
+        more, more_cosines, more_heights, more_features = self._search(query, self._frames(batch, weak), smaller,
+                                                                       grid, factor, second_pass=True)
         heat[weak] = torch.maximum(heat[weak], more)
         size[weak] = self._object_height(torch.cat([cosines[weak], more_cosines], dim=1), heights + more_heights)
+        return features if features is not None or len(weak) < len(batch) else more_features
 
     def _frames(self, batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The frames ``index`` of ``batch`` (all of it where that is all), in its memory format."""

@@ -450,3 +450,20 @@ def test_the_probe_reads_the_first_passs_encoding_of_the_medium_as_it_is(monkeyp
     assert result.heatmap.max() < searcher.network.extend_heat
     assert (1.0, 1.0) in [(scale, zoom) for scale, zoom in calls[0]] and calls[1] == [(0.125, 1.0)]
     assert encoded.count((1, 3, 480, 640)) == 1, encoded
+
+
+def test_verification_reads_the_probes_cells_where_the_first_pass_had_none(monkeypatch):
+    """The 300x240 query 6x smaller: the first pass searches the medium shrunk only, the probe
+    encodes it as it is; verification matches candidates in those cells instead of encoding them."""
+    import pipelines.scene_cells as scene_cells
+
+    query, scene, truth = _large_query_scene()
+    searcher = Searcher(device="cpu", untrained=True)
+    calls = _spy_levels(searcher, monkeypatch)
+    encoded: list[tuple[int, int, int, int]] = []
+    encode = scene_cells.SceneCells._encode
+    monkeypatch.setattr(scene_cells.SceneCells, "_encode",
+                        lambda cells, region: encoded.append(region) or encode(cells, region))
+    result = searcher.find(query, scene)
+    assert all(zoom < 1.0 for _, zoom in calls[0]) and calls[1] == [(0.125, 1.0)]
+    assert encoded == [] and result.best is not None and box_iou(result.best.box, truth) >= 0.3
