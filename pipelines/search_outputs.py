@@ -223,7 +223,10 @@ class ImageBatch:
     def __init__(self, workers: Any, out: Path, names: OutputNames, summary: RunSummary,
                  lines: list[dict[str, Any]], size: int, advance: Callable[[int], None]) -> None:
         self.workers, self.out, self.names, self.summary = workers, out, names, summary
-        self.lines, self.size, self.advance = lines, max(1, size, workers.workers), advance
+        # Side by side, a few media per worker: one slow medium (a scene without the object is
+        # searched again for a smaller one) does not leave the other workers idle for long.
+        self.lines, self.advance = lines, advance
+        self.size = max(1, size) if workers.workers == 1 else max(size, 4 * workers.workers)
         self.items: list[tuple[Any, Path, Any]] = []
 
     def add(self, prepared: Any, medium: Path, image: Any) -> None:
