@@ -51,10 +51,12 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from pipelines.camera_motion import CameraPrior
 from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
 from pipelines.temporal_config import TemporalConfig
 from pipelines.temporal_lost import LostSearch, scene_cut, thumbnail
+from pipelines.temporal_refine import refine_peak
 from pipelines.temporal_track import GRID, LOST, REDETECTED, STATES, TRACKING, Look, Track, TrackSummary
 from pipelines.template_heat import TemplateHeat
 from pipelines.window_geometry import box_from, crop_affine, hann_window, sample_window, shift_map
@@ -118,6 +120,7 @@ class TemporalSearcher(LostSearch):
         self.index = 0
         self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
         self._confident_frames = 0
+        self.motion = CameraPrior(cfg.camera_frames) if cfg.camera_motion else None
         self._fresh = False  # the target was given by a box on this frame
         self._running: np.ndarray | None = None
         self.filter: CorrelationFilter | None = None
@@ -168,6 +171,13 @@ class TemporalSearcher(LostSearch):
         cut = scene_cut(thumb, self._thumb, self.config.cut_correlation)
         self._cut = self._cut or cut
         self._thumb = thumb
+        if self.motion is not None:  # the camera's shift, as far as the target shares it
+            fresh = self._fresh
+            moved = self.motion.predict(frame, None if fresh else self.center, cut)
+            self.center = self.center if fresh else moved
+            if self._lost_center is not None:
+                self._lost_center = (self._lost_center[0] + self.motion.move[0],
+                                     self._lost_center[1] + self.motion.move[1])
         near = None
         if self.center is not None and self.state != LOST:
             near = self._look(frame, [self.center])[0]
@@ -215,17 +225,19 @@ class TemporalSearcher(LostSearch):
             # agrees with the filter's response and the argmax is the object's centre.
             heat = np.stack([shift_map(h, -self.peak_offset * scale) for h, scale in zip(heat, self.scales)])
             appearance = heat * penalty[:, None, None]
-            response = None
+            response = raw = None
             if self.filter is not None and cfg.filter_weight > 0:
-                response = cv2.resize(self.filter.response(feature), (side, side), interpolation=cv2.INTER_LINEAR)
+                raw = self.filter.response(feature)
+                response = cv2.resize(raw, (side, side), interpolation=cv2.INTER_LINEAR)
                 # The filter re-ranks what the siamese heat finds query-like (gated by the heat
                 # relative to its peak): alone, it could hold on to a static background it learned.
                 gate = np.sqrt(heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6))
                 appearance = (1 - cfg.filter_weight) * appearance + cfg.filter_weight * np.clip(response, 0, 1)[None] * gate
             score = (1 - cfg.window_influence) * appearance + cfg.window_influence * self.prior[None]
             s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+            fine = None if raw is None or cfg.refine_radius <= 0 else refine_peak(raw, y, x, cfg.refine_radius, GRID)
             looks.append(Look(center, affine, heat, feature, int(s), int(y), int(x), float(heat[s, y, x]),
-                              None if response is None else float(response[y, x]), height))
+                              None if response is None else float(response[y, x]), height, fine))
         return looks
 
     def _windowed(self, frame: np.ndarray, index: int, look: Look) -> Track | None:
@@ -274,7 +286,7 @@ class TemporalSearcher(LostSearch):
         """Move the target to where ``look`` peaks; teach the filters on confident frames."""
         cfg = self.config
         side = self.window_side
-        y, x, peak = look.y, look.x, look.peak
+        (y, x), peak = look.point, look.peak
         dx = dy = 0.0
         if fresh:  # the box is given (or just found whole): the target sits in the window's middle
             dx, dy = x + 0.5 - side / 2, y + 0.5 - side / 2
@@ -297,6 +309,8 @@ class TemporalSearcher(LostSearch):
                                         self._slow_height * cfg.size_band))
             self._slow_height += cfg.size_rate * (self.height - self._slow_height)
         self.state, self._cut = state, False
+        if self.motion is not None and state == TRACKING and not fresh:
+            self.motion.observe(self.center)
         box = box_from(self.center, (self.height * self.aspect, self.height), *frame.shape[1::-1])
         if state == TRACKING:
             self._update_template(frame, box, peak)
@@ -305,8 +319,9 @@ class TemporalSearcher(LostSearch):
     def _frame_point(self, look: Look, dx: float = 0.0, dy: float = 0.0) -> tuple[float, float]:
         """The frame point where ``look`` peaks, less (dx, dy) window pixels."""
         half, zoom = self.window_side / 2, self.template_size[0] / look.height
-        return (look.center[0] + (look.x + 0.5 - dx - half) / zoom,
-                look.center[1] + (look.y + 0.5 - dy - half) / zoom)
+        y, x = look.point
+        return (look.center[0] + (x + 0.5 - dx - half) / zoom,
+                look.center[1] + (y + 0.5 - dy - half) / zoom)
 
     def _rescale(self, frame: np.ndarray, peak: float, fresh: bool) -> None:
         """Follow the target's size with the scale filter; teach it on confident frames."""

@@ -140,6 +140,31 @@ class TemporalConfig:
     # reference heat above which a frame teaches it.
     filter_weight: float = 0.5
     filter_update_ratio: float = 0.7
+    # The centre placed on the online filter's own response peak within refine_radius grid cells
+    # of the score's peak, refined between cells (pipelines/temporal_refine.py; 0 = the score's
+    # peak). Diagnosed on Skating1 frame by frame: from frame ~230 the score's peak sat on her
+    # lower body (the query's heat alone peaks 8-18 px below her centre there) and lagged her
+    # moves by 20-30 px (frames 280-290, 334-344), while the filter's own peak stayed within a
+    # few px (open loop, frames 230-400: within 20 px 0.725 -> 0.874 of frames). Skating1 + VOT_bag
+    # from frame 1: precision / AUC 0.919 / 0.662 -> 0.997 / 0.609 (Skating1 0.875 / 0.669 -> 1.000
+    # / 0.711, VOT_bag 0.964 / 0.655 -> 0.995 / 0.507); started at 4 frames each (as size_band)
+    # 0.693 / 0.525 -> 0.938 / 0.597; radius 0.75, 1.5, 2: the same within 0.01. VOT_bag's AUC
+    # falls because its box grows: the scale filter over-sizes the deforming bag where the centre
+    # is right (benchmarks/scale_drift.py, VOT_bag: size error 0.198 tracked, 0.305 at the true
+    # centre); the score's peak was off the bag's centre and kept the box smaller. Events (first
+    # 40 / 60 / 50, seeds 0 / 1 / 2; Skating1 + VOT_bag): occlusions back within 5 frames 20 -> 22
+    # of 27, cuts 23 -> 20 of 27 (noise: +-2 a placement). Tried and not kept (started at 4 frames
+    # each): the scale filter at the score's peak, the box at the refined centre 0.944 / 0.611
+    # (from frame 1 0.618 AUC); teaching the filter at the score's peak 0.935 / 0.577; half way
+    # between the two peaks 0.905 / 0.582.
+    refine_radius: float = 1.0
+    # Camera motion (pipelines/camera_motion.py): before each frame is searched, the expected
+    # centre moves by the camera's shift (phase correlation of small grey copies) times how much
+    # the target was seen to share it over the last camera_frames frames held (a least-squares
+    # fit in [0, 1]: ~1 under a handheld camera's shake, ~0 under a pan that follows the target).
+    # Measured below.
+    camera_motion: bool = False
+    camera_frames: int = 30
     # The target's size from a 1-D scale filter on gradient cells (pipelines/scale_filter.py, DSST);
     # None leaves the size to the options above.
     scale_filter: ScaleConfig | None = field(default_factory=ScaleConfig)
@@ -158,6 +183,10 @@ class TemporalConfig:
             raise ValueError("scale_step must be >= 1 and window_influence in [0, 1)")
         if not self.cut_sizes or min(self.cut_sizes) <= 0:
             raise ValueError("cut_sizes must be positive factors")
+        if self.camera_frames < 1:
+            raise ValueError(f"camera_frames must be >= 1, not {self.camera_frames}")
+        if self.refine_radius < 0.0:
+            raise ValueError(f"refine_radius must be >= 0, not {self.refine_radius}")
         if self.band_trust < 0.0:
             raise ValueError(f"band_trust must be >= 0, not {self.band_trust}")
         if self.size_band < 1.0 or not 0.0 < self.size_rate <= 1.0:

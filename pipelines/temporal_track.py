@@ -51,6 +51,14 @@ class Look:
     peak: float
     confidence: float | None
     height: float = 0.0  # the target height (frame pixels) the window was sampled for
+    # The centre's window pixel (y, x) refined between pixels (TemporalConfig.refine_radius);
+    # None: (y, x) itself.
+    fine: tuple[float, float] | None = None
+
+    @property
+    def point(self) -> tuple[float, float]:
+        """The window pixel (y, x) taken as the target's centre."""
+        return (float(self.y), float(self.x)) if self.fine is None else self.fine
 
 
 @dataclass
