@@ -91,7 +91,8 @@ class CameraPrior:
         self._before: tuple[float, float] | None = None
 
     def predict(self, frame: np.ndarray, center: tuple[float, float] | None, cut: bool) -> tuple[float, float] | None:
-        """``center`` moved by this frame's expected move (see the class docstring)."""
+        """``center`` moved by this frame's expected move (see the class docstring); ``frame``
+        RGB or grey."""
         shift = self.camera.shift(frame)  # also keeps this frame for the next one
         self._shift = (0.0, 0.0) if cut else shift
         beta = self.follows.beta

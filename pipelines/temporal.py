@@ -167,13 +167,14 @@ class TemporalSearcher(LostSearch):
             self.height = max(2.0, math.sqrt((x1 - x0) * (y1 - y0) / self.aspect))
             self.state = TRACKING
             self._fresh = True
-        thumb = thumbnail(frame)
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame  # made once
+        thumb = thumbnail(grey)
         cut = scene_cut(thumb, self._thumb, self.config.cut_correlation)
         self._cut = self._cut or cut
         self._thumb = thumb
         if self.motion is not None:  # the camera's shift, as far as the target shares it
             fresh = self._fresh
-            moved = self.motion.predict(frame, None if fresh else self.center, cut)
+            moved = self.motion.predict(grey, None if fresh else self.center, cut)
             self.center = self.center if fresh else moved
             if self._lost_center is not None:
                 self._lost_center = (self._lost_center[0] + self.motion.move[0],
