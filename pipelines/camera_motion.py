@@ -54,11 +54,14 @@ class FollowsCamera:
     [0, 1]. A handheld camera over a still target gives about 1 (the picture, target included,
     shakes); a camera panning to follow its target about 0 (the target stays put in the picture
     while the background slides: Skating1's camera follows the skater, and compensating for its
-    pan would move the window off her). Until the camera has moved ``min_motion`` px in all, 0."""
+    pan would move the window off her). Until the camera has moved ``min_motion`` px in all, 0;
+    ``prior`` (px^2) is added to the camera's power, shrinking the fit toward 0 where the camera
+    barely moved (Skating1's small pans fitted 0-1 without it)."""
 
-    def __init__(self, frames: int = 30, min_motion: float = 20.0) -> None:
+    def __init__(self, frames: int = 30, min_motion: float = 20.0, prior: float = 0.0) -> None:
         self.frames = frames
         self.min_motion = min_motion
+        self.prior = prior
         self._pairs: list[tuple[float, float, float, float]] = []  # camera (x, y), target (x, y)
 
     @property
@@ -70,7 +73,7 @@ class FollowsCamera:
         power = float((camera ** 2).sum())
         if float(np.abs(camera).sum()) < self.min_motion or power <= 0:
             return 0.0
-        return float(np.clip((camera * target).sum() / power, 0.0, 1.0))
+        return float(np.clip((camera * target).sum() / (power + self.prior), 0.0, 1.0))
 
     def observe(self, camera: tuple[float, float], target: tuple[float, float]) -> None:
         """One frame held: the camera's shift and the target's move in the picture."""
@@ -83,9 +86,9 @@ class CameraPrior:
     by ``beta`` times the camera's shift (nothing on a scene cut); after a frame held, the
     target's move in the picture is observed against the shift."""
 
-    def __init__(self, frames: int = 30, min_motion: float = 20.0) -> None:
+    def __init__(self, frames: int = 30, min_motion: float = 20.0, prior: float = 0.0) -> None:
         self.camera = CameraMotion()
-        self.follows = FollowsCamera(frames, min_motion)
+        self.follows = FollowsCamera(frames, min_motion, prior)
         self.move = (0.0, 0.0)  # this frame's expected move of the target (frame px)
         self._shift = (0.0, 0.0)
         self._before: tuple[float, float] | None = None

@@ -43,6 +43,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -120,7 +121,7 @@ class TemporalSearcher(LostSearch):
         self.index = 0
         self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
         self._confident_frames = 0
-        self.motion = CameraPrior(cfg.camera_frames) if cfg.camera_motion else None
+        self.motion = CameraPrior(cfg.camera_frames, prior=cfg.camera_prior) if cfg.camera_motion else None
         self._fresh = False  # the target was given by a box on this frame
         self._running: np.ndarray | None = None
         self.filter: CorrelationFilter | None = None
@@ -237,8 +238,13 @@ class TemporalSearcher(LostSearch):
             score = (1 - cfg.window_influence) * appearance + cfg.window_influence * self.prior[None]
             s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
             fine = None if raw is None or cfg.refine_radius <= 0 else refine_peak(raw, y, x, cfg.refine_radius, GRID)
+            shown = fine
+            if fine is not None and cfg.refine_feedback:  # only where the heat agrees (refine_heat)
+                fy, fx = (min(side - 1, max(0, round(v))) for v in fine)
+                fine = fine if heat[s, fy, fx] >= cfg.refine_heat * heat[s, y, x] else None
             looks.append(Look(center, affine, heat, feature, int(s), int(y), int(x), float(heat[s, y, x]),
-                              None if response is None else float(response[y, x]), height, fine))
+                              None if response is None else float(response[y, x]), height,
+                              fine if cfg.refine_feedback else None, shown))
         return looks
 
     def _windowed(self, frame: np.ndarray, index: int, look: Look) -> Track | None:
@@ -312,7 +318,12 @@ class TemporalSearcher(LostSearch):
         self.state, self._cut = state, False
         if self.motion is not None and state == TRACKING and not fresh:
             self.motion.observe(self.center)
-        box = box_from(self.center, (self.height * self.aspect, self.height), *frame.shape[1::-1])
+        # The box shown: centred on the refined point (refine_radius), whether or not the search
+        # goes on from it (refine_feedback); the given box as given.
+        shown = self.center
+        if look.shown is not None and not fresh:
+            shown = self._frame_point(dataclasses.replace(look, fine=look.shown), dx, dy)
+        box = box_from(shown, (self.height * self.aspect, self.height), *frame.shape[1::-1])
         if state == TRACKING:
             self._update_template(frame, box, peak)
         return Track(index, state, box, peak, look.heat[look.s], look.affine)

@@ -75,6 +75,15 @@ def test_how_much_the_target_shares_the_cameras_shift() -> None:
     assert shaken.beta > 0.9 and followed.beta < 0.15, (shaken.beta, followed.beta)
     still.observe((2.0, 1.0), (2.0, 1.0))  # 3 px of camera motion: too little to say
     assert still.beta == 0.0
+    # A camera that barely moves (1 px a frame) with the target's own moves alike by chance: the
+    # prior keeps the fit low; a shaking one (5 px) is still followed.
+    small, shaking = FollowsCamera(prior=200.0), FollowsCamera(prior=200.0)
+    for _ in range(30):
+        camera = tuple(rng.normal(0, 1, 2))
+        small.observe(camera, camera)
+        camera = tuple(rng.normal(0, 5, 2))
+        shaking.observe(camera, camera)
+    assert small.beta < 0.4 and shaking.beta > 0.8, (small.beta, shaking.beta)
 
 
 def test_a_shaking_camera_does_not_send_the_window_to_a_lookalike(searcher: Searcher) -> None:
@@ -108,6 +117,7 @@ def test_a_camera_following_its_target_keeps_the_window_on_it(searcher: Searcher
     assert tracker.motion is not None and tracker.motion.follows.beta < 0.2
 
 
-def test_camera_frames_must_be_positive() -> None:
+@pytest.mark.parametrize("settings", [{"camera_frames": 0}, {"camera_prior": -1.0}])
+def test_bad_camera_settings_are_refused(settings: dict) -> None:
     with pytest.raises(ValueError, match="camera_frames"):
-        TemporalConfig(camera_frames=0)
+        TemporalConfig(**settings)
