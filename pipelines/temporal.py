@@ -43,6 +43,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -51,10 +52,12 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from pipelines.camera_motion import CameraPrior
 from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
 from pipelines.temporal_config import TemporalConfig
 from pipelines.temporal_lost import LostSearch, scene_cut, thumbnail
+from pipelines.temporal_refine import refine_peak
 from pipelines.temporal_track import GRID, LOST, REDETECTED, STATES, TRACKING, Look, Track, TrackSummary
 from pipelines.template_heat import TemplateHeat
 from pipelines.window_geometry import box_from, crop_affine, hann_window, sample_window, shift_map
@@ -118,6 +121,7 @@ class TemporalSearcher(LostSearch):
         self.index = 0
         self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
         self._confident_frames = 0
+        self.motion = CameraPrior(cfg.camera_frames, prior=cfg.camera_prior) if cfg.camera_motion else None
         self._fresh = False  # the target was given by a box on this frame
         self._running: np.ndarray | None = None
         self.filter: CorrelationFilter | None = None
@@ -164,10 +168,18 @@ class TemporalSearcher(LostSearch):
             self.height = max(2.0, math.sqrt((x1 - x0) * (y1 - y0) / self.aspect))
             self.state = TRACKING
             self._fresh = True
-        thumb = thumbnail(frame)
+        grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame  # made once
+        thumb = thumbnail(grey)
         cut = scene_cut(thumb, self._thumb, self.config.cut_correlation)
         self._cut = self._cut or cut
         self._thumb = thumb
+        if self.motion is not None:  # the camera's shift, as far as the target shares it
+            fresh = self._fresh
+            moved = self.motion.predict(grey, None if fresh else self.center, cut)
+            self.center = self.center if fresh else moved
+            if self._lost_center is not None:
+                self._lost_center = (self._lost_center[0] + self.motion.move[0],
+                                     self._lost_center[1] + self.motion.move[1])
         near = None
         if self.center is not None and self.state != LOST:
             near = self._look(frame, [self.center])[0]
@@ -215,17 +227,24 @@ class TemporalSearcher(LostSearch):
             # agrees with the filter's response and the argmax is the object's centre.
             heat = np.stack([shift_map(h, -self.peak_offset * scale) for h, scale in zip(heat, self.scales)])
             appearance = heat * penalty[:, None, None]
-            response = None
+            response = raw = None
             if self.filter is not None and cfg.filter_weight > 0:
-                response = cv2.resize(self.filter.response(feature), (side, side), interpolation=cv2.INTER_LINEAR)
+                raw = self.filter.response(feature)
+                response = cv2.resize(raw, (side, side), interpolation=cv2.INTER_LINEAR)
                 # The filter re-ranks what the siamese heat finds query-like (gated by the heat
                 # relative to its peak): alone, it could hold on to a static background it learned.
                 gate = np.sqrt(heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6))
                 appearance = (1 - cfg.filter_weight) * appearance + cfg.filter_weight * np.clip(response, 0, 1)[None] * gate
             score = (1 - cfg.window_influence) * appearance + cfg.window_influence * self.prior[None]
             s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+            fine = None if raw is None or cfg.refine_radius <= 0 else refine_peak(raw, y, x, cfg.refine_radius, GRID)
+            shown = fine
+            if fine is not None and cfg.refine_feedback:  # only where the heat agrees (refine_heat)
+                fy, fx = (min(side - 1, max(0, round(v))) for v in fine)
+                fine = fine if heat[s, fy, fx] >= cfg.refine_heat * heat[s, y, x] else None
             looks.append(Look(center, affine, heat, feature, int(s), int(y), int(x), float(heat[s, y, x]),
-                              None if response is None else float(response[y, x]), height))
+                              None if response is None else float(response[y, x]), height,
+                              fine if cfg.refine_feedback else None, shown))
         return looks
 
     def _windowed(self, frame: np.ndarray, index: int, look: Look) -> Track | None:
@@ -274,7 +293,7 @@ class TemporalSearcher(LostSearch):
         """Move the target to where ``look`` peaks; teach the filters on confident frames."""
         cfg = self.config
         side = self.window_side
-        y, x, peak = look.y, look.x, look.peak
+        (y, x), peak = look.point, look.peak
         dx = dy = 0.0
         if fresh:  # the box is given (or just found whole): the target sits in the window's middle
             dx, dy = x + 0.5 - side / 2, y + 0.5 - side / 2
@@ -297,7 +316,14 @@ class TemporalSearcher(LostSearch):
                                         self._slow_height * cfg.size_band))
             self._slow_height += cfg.size_rate * (self.height - self._slow_height)
         self.state, self._cut = state, False
-        box = box_from(self.center, (self.height * self.aspect, self.height), *frame.shape[1::-1])
+        if self.motion is not None and state == TRACKING and not fresh:
+            self.motion.observe(self.center)
+        # The box shown: centred on the refined point (refine_radius), whether or not the search
+        # goes on from it (refine_feedback); the given box as given.
+        shown = self.center
+        if look.shown is not None and not fresh:
+            shown = self._frame_point(dataclasses.replace(look, fine=look.shown), dx, dy)
+        box = box_from(shown, (self.height * self.aspect, self.height), *frame.shape[1::-1])
         if state == TRACKING:
             self._update_template(frame, box, peak)
         return Track(index, state, box, peak, look.heat[look.s], look.affine)
@@ -305,8 +331,9 @@ class TemporalSearcher(LostSearch):
     def _frame_point(self, look: Look, dx: float = 0.0, dy: float = 0.0) -> tuple[float, float]:
         """The frame point where ``look`` peaks, less (dx, dy) window pixels."""
         half, zoom = self.window_side / 2, self.template_size[0] / look.height
-        return (look.center[0] + (look.x + 0.5 - dx - half) / zoom,
-                look.center[1] + (look.y + 0.5 - dy - half) / zoom)
+        y, x = look.point
+        return (look.center[0] + (x + 0.5 - dx - half) / zoom,
+                look.center[1] + (y + 0.5 - dy - half) / zoom)
 
     def _rescale(self, frame: np.ndarray, peak: float, fresh: bool) -> None:
         """Follow the target's size with the scale filter; teach it on confident frames."""

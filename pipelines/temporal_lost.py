@@ -15,6 +15,7 @@ Two guards keep a look-alike from taking the target's place:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
@@ -114,8 +115,11 @@ class LostSearch:
             return self._hold(frame, index, best, REDETECTED, False)
         # Not re-detected: follow the best evidence near the last place (as a tracker coasts), but
         # learn nothing from it; a covered target comes back there, a changed one may be kept.
+        # The score's own peak, not the filter's (refine_radius): on a cover the filter's response
+        # is noise, and following it walked the box off (generated video: 40 px off after 10
+        # frames covered against 17, the target's return then re-detected a frame late).
         here = looks[0]
-        self.center = self._frame_point(here)
+        self.center = self._frame_point(dataclasses.replace(here, fine=None))
         self.state = LOST
         box = box_from(self.center, (self.height * self.aspect, self.height), w, h)
         return Track(index, LOST, box, here.peak, here.heat[here.s], here.affine)

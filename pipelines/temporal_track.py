@@ -51,6 +51,16 @@ class Look:
     peak: float
     confidence: float | None
     height: float = 0.0  # the target height (frame pixels) the window was sampled for
+    # The centre's window pixel (y, x) refined between pixels (TemporalConfig.refine_radius): where
+    # the search goes on from (with refine_feedback; None: (y, x) itself), and where the box shown
+    # is centred (None: at the search's centre).
+    fine: tuple[float, float] | None = None
+    shown: tuple[float, float] | None = None
+
+    @property
+    def point(self) -> tuple[float, float]:
+        """The window pixel (y, x) taken as the target's centre."""
+        return (float(self.y), float(self.x)) if self.fine is None else self.fine
 
 
 @dataclass
