@@ -254,31 +254,28 @@ def _print_totals(title: str, totals: dict[str, float], count: int) -> None:
 
 def _side_by_side(searcher: Searcher, workers: SearchWorkers, cases: list, totals: dict[str, float],
                   repeats: int) -> None:
-    """Consecutive scenes searched ``workers.workers`` at a time (each with its own query), and
-    the backbone alone on them the same way; seconds added to ``totals`` (the whole group's time,
-    so per scene it sums to time / scenes like the rows one at a time)."""
+    """All ``cases`` handed to the workers at once, each searched with its own query, as `synth
+    search` hands out a folder's images (pipelines/search_outputs.py ImageBatch), and the backbone
+    alone on them the same way; seconds added to ``totals``."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one_thread_backbone(scene: np.ndarray) -> None:
-        torch.set_num_threads(1)
+        torch.set_num_threads(workers.threads_each)
         with torch.inference_mode(), searcher._autocast():
             searcher.model.backbone.forward_features(to_tensor([scene], searcher.device, searcher.channels_last),
                                                      max_stride=searcher.model.max_stride)
 
     threads = torch.get_num_threads()
     queries = [searcher.prepare(c.query[..., :3], c.query[..., 3]) for c in cases]
+    scenes = [c.scene for c in cases]
     with ThreadPoolExecutor(workers.workers) as pool:
-        for start in range(0, len(cases), workers.workers):
-            group = range(start, min(start + workers.workers, len(cases)))
-            scenes = [cases[i].scene for i in group]
+        def backbones() -> None:
+            list(pool.map(one_thread_backbone, scenes))
+            torch.set_num_threads(threads)
 
-            def backbones() -> None:
-                list(pool.map(one_thread_backbone, scenes))
-                torch.set_num_threads(threads)
-
-            totals["backbone, side by side"] += best_time(backbones, repeats, searcher.device)
-            totals["verified, side by side"] += best_time(
-                lambda: workers.find_pairs([queries[i] for i in group], scenes), repeats, searcher.device)
+        totals["backbone, side by side"] += best_time(backbones, repeats, searcher.device)
+    totals["verified, side by side"] += best_time(lambda: workers.find_pairs(queries, scenes), repeats,
+                                                  searcher.device)
 
 
 def main() -> None:
