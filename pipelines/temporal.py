@@ -222,8 +222,9 @@ class TemporalSearcher(LostSearch):
                 for center, height, affine, heat, feature in zip(centers, heights, affines, heats, features)]
 
     def _score(self, center: tuple[float, float], height: float, affine: np.ndarray, heat: np.ndarray,
-               feature: np.ndarray) -> Look:
-        """Where one window's score peaks (its S x side x side heat, its stride-8 features)."""
+               feature: np.ndarray, prior: np.ndarray | None = None) -> Look:
+        """Where one window's score peaks (its S x side x side heat, its stride-8 features; the
+        motion prior, default centred on the window)."""
         cfg = self.config
         side = self.window_side
         assert self.scale_bias is not None
@@ -241,7 +242,7 @@ class TemporalSearcher(LostSearch):
             # relative to its peak): alone, it could hold on to a static background it learned.
             gate = np.sqrt(heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6))
             appearance = (1 - cfg.filter_weight) * appearance + cfg.filter_weight * np.clip(response, 0, 1)[None] * gate
-        score = (1 - cfg.window_influence) * appearance + cfg.window_influence * self.prior[None]
+        score = (1 - cfg.window_influence) * appearance + cfg.window_influence * (self.prior if prior is None else prior)[None]
         s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
         fine = None if raw is None or cfg.refine_radius <= 0 else refine_peak(raw, y, x, cfg.refine_radius, GRID)
         shown = fine

@@ -107,11 +107,15 @@ class TemporalConfig:
     # Profiled on Skating1 with occlusions (one thread): a lost frame cost 37 ms against ~15 held,
     # the network's encoding nearly all of it, and the up to 5 windows more pixels than the whole
     # frame itself (5 x 160^2 against ~270 x 150). Not exact (a window cut from the whole frame
-    # sees its context, not edge pixels, and sits on the stride-8 grid, up to 4 px off the
-    # peak), so judged on Skating1 + VOT_bag with events placed 3 ways (first 40 / 60 / 50, seeds
-    # 0 / 1 / 2), without -> with: occlusions back within 5 frames 19 -> 19 of 27, precision
-    # (mean of 6 runs) 0.764 -> 0.770; cuts 20 -> 21 of 27, 0.898 -> 0.897; Skating1's frames/s
-    # with occlusions 50 / 46 / 55 -> 61 / 56 / 62 (one thread, runs not alternated).
+    # sees its context, not edge pixels, and sits on the stride-8 grid, up to 4 px off the peak;
+    # the motion prior is moved back onto the peak), so judged on Skating1 + VOT_bag with events
+    # placed 3 ways (first 40 / 60 / 50, seeds 0 / 1 / 2), without -> with: occlusions back
+    # within 5 frames 19 -> 18 of 27, precision (mean of 6 runs) 0.764 -> 0.760; cuts 20 -> 23
+    # of 27, 0.897 -> 0.915 (with the prior left on the window's centre: 19 / 0.770, 21 / 0.897).
+    # All four sequences, frames/s before -> after (CSRT), occlusions 48.6 -> 56.2 (46.9), cuts
+    # 49.2 -> 58.3 (54.8) with the window's-centre prior; Crossing's whole frame (the target
+    # magnified 1.6x: 590 x 390 px) still costs it under CSRT while lost. Held out, that variant:
+    # Soccer with occlusions 0.545 -> 0.414, Crossing with cuts 0.782 -> 0.605 (see README).
     lost_crops: bool = True
     # Relative sizes searched in the whole frame: at the first acquisition (the query's pixel size
     # is only a guess), and while lost (the last size: like the windowed search, since smaller

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from pipelines.temporal_track import GRID, LOST, REDETECTED, Look, Track
-from pipelines.window_geometry import box_from
+from pipelines.window_geometry import box_from, shift_map
 
 
 def _top_peaks(heat: np.ndarray, count: int, radius: float) -> list[tuple[int, int]]:
@@ -79,6 +79,7 @@ class LostSearch:
     _look: Callable[..., list[Look]]
     _score: Callable[..., Look]
     window_side: int
+    prior: np.ndarray
     scales: tuple[float, ...]
     scale_bias: np.ndarray | None
     _hold: Callable[..., Track]
@@ -168,7 +169,8 @@ class LostSearch:
                    center: tuple[float, float]) -> Look:
         """The window around ``center`` cut from the whole frame's heat (S x H x W) and stride-8
         features (C x h x w), edges replicated: its corner on the feature grid (the window's centre
-        within 4 heat pixels of ``center``), scored as a sampled window is."""
+        within 4 heat pixels of ``center``), scored as a sampled window is, with the motion prior
+        moved onto ``center`` (as a window sampled around it has it)."""
         side = self.window_side
         half = side / 2
         ax, ay = affine[0, 0], affine[1, 1]
@@ -179,7 +181,8 @@ class LostSearch:
         # The window's affine (frame -> window pixels) and centre, as crop_affine's convention.
         window_affine = np.array([[ax, 0.0, 0.5 * (ax - 1) - x0], [0.0, ay, 0.5 * (ay - 1) - y0]])
         window_center = ((x0 + half) / ax, (y0 + half) / ay)
-        return self._score(window_center, self.height, window_affine, window_heat, window_features)
+        prior = shift_map(self.prior, np.array([center[0] * ax - half - x0, center[1] * ay - half - y0]))
+        return self._score(window_center, self.height, window_affine, window_heat, window_features, prior)
 
     def _whole_heat(self, frame: np.ndarray, scales: Sequence[float]
                     ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray, np.ndarray]:
