@@ -112,10 +112,14 @@ class TemporalConfig:
     # placed 3 ways (first 40 / 60 / 50, seeds 0 / 1 / 2), without -> with: occlusions back
     # within 5 frames 19 -> 18 of 27, precision (mean of 6 runs) 0.764 -> 0.760; cuts 20 -> 23
     # of 27, 0.897 -> 0.915 (with the prior left on the window's centre: 19 / 0.770, 21 / 0.897).
-    # All four sequences, frames/s before -> after (CSRT), occlusions 48.6 -> 56.2 (46.9), cuts
-    # 49.2 -> 58.3 (54.8) with the window's-centre prior; Crossing's whole frame (the target
-    # magnified 1.6x: 590 x 390 px) still costs it under CSRT while lost. Held out, that variant:
-    # Soccer with occlusions 0.545 -> 0.414, Crossing with cuts 0.782 -> 0.605 (see README).
+    # All four sequences (benchmarks/tracking.py --threads 1 --methods temporal csrt, before and
+    # after alternated, 2 runs), mean frames/s before -> after (CSRT): occlusions 48.6 / 51.3 ->
+    # 58.8 / 64.3 (46.7 / 48.6), cuts 52.3 / 53.7 -> 58.3 / 60.5 (53.9 / 52.9), plain 65.4 / 67.5
+    # -> 67.4 / 71.6 (Soccer, lost most of the time, 39 -> 54). Still under CSRT: Crossing with
+    # events (its whole frame, the target magnified 1.6x: 590 x 390 px, every 3rd lost frame) and
+    # Skating1 with cuts (CSRT, lost, runs at 82). Held out, precision: Crossing unchanged, Soccer
+    # plain 0.573 -> 0.540, occlusions 0.545 -> 0.437, cuts 0.225 -> 0.292 (back within 5 frames
+    # unchanged: 3 / 6, 1 / 6). False gives main's figures to the bit.
     lost_crops: bool = True
     # Relative sizes searched in the whole frame: at the first acquisition (the query's pixel size
     # is only a guess), and while lost (the last size: like the windowed search, since smaller
