@@ -207,7 +207,6 @@ class TemporalSearcher(LostSearch):
         """Windows around ``centers`` searched in one batch, each sampled so that a target of its
         height (default: the current one) appears at the template's size: where each one's score
         peaks."""
-        cfg = self.config
         side = self.window_side
         heights = [self.height] * len(centers) if heights is None else list(heights)
         affines = [crop_affine(center, self.template_size[0] / height, side, side)
@@ -219,33 +218,40 @@ class TemporalSearcher(LostSearch):
             # true scale is 1, so each scale's excess peak there is its bias, divided out after.
             peaks = heats[0].reshape(len(self.scales), -1).max(axis=1)
             self.scale_bias = (peaks[self.scales.index(1.0)] / np.maximum(peaks, 1e-6)).astype(np.float32)
+        return [self._score(center, height, affine, heat, feature)
+                for center, height, affine, heat, feature in zip(centers, heights, affines, heats, features)]
+
+    def _score(self, center: tuple[float, float], height: float, affine: np.ndarray, heat: np.ndarray,
+               feature: np.ndarray, prior: np.ndarray | None = None) -> Look:
+        """Where one window's score peaks (its S x side x side heat, its stride-8 features; the
+        motion prior, default centred on the window)."""
+        cfg = self.config
+        side = self.window_side
+        assert self.scale_bias is not None
         penalty = np.array([1.0 if s == 1.0 else cfg.scale_penalty for s in self.scales], np.float32)
-        looks = []
-        for center, height, affine, heat, feature in zip(centers, heights, affines, heats, features):
-            heat = heat * self.scale_bias[:, None, None]
-            # Centre each scale's heat on the object (its peak sits peak_offset off), so that it
-            # agrees with the filter's response and the argmax is the object's centre.
-            heat = np.stack([shift_map(h, -self.peak_offset * scale) for h, scale in zip(heat, self.scales)])
-            appearance = heat * penalty[:, None, None]
-            response = raw = None
-            if self.filter is not None and cfg.filter_weight > 0:
-                raw = self.filter.response(feature)
-                response = cv2.resize(raw, (side, side), interpolation=cv2.INTER_LINEAR)
-                # The filter re-ranks what the siamese heat finds query-like (gated by the heat
-                # relative to its peak): alone, it could hold on to a static background it learned.
-                gate = np.sqrt(heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6))
-                appearance = (1 - cfg.filter_weight) * appearance + cfg.filter_weight * np.clip(response, 0, 1)[None] * gate
-            score = (1 - cfg.window_influence) * appearance + cfg.window_influence * self.prior[None]
-            s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
-            fine = None if raw is None or cfg.refine_radius <= 0 else refine_peak(raw, y, x, cfg.refine_radius, GRID)
-            shown = fine
-            if fine is not None and cfg.refine_feedback:  # only where the heat agrees (refine_heat)
-                fy, fx = (min(side - 1, max(0, round(v))) for v in fine)
-                fine = fine if heat[s, fy, fx] >= cfg.refine_heat * heat[s, y, x] else None
-            looks.append(Look(center, affine, heat, feature, int(s), int(y), int(x), float(heat[s, y, x]),
-                              None if response is None else float(response[y, x]), height,
-                              fine if cfg.refine_feedback else None, shown))
-        return looks
+        heat = heat * self.scale_bias[:, None, None]
+        # Centre each scale's heat on the object (its peak sits peak_offset off), so that it
+        # agrees with the filter's response and the argmax is the object's centre.
+        heat = np.stack([shift_map(h, -self.peak_offset * scale) for h, scale in zip(heat, self.scales)])
+        appearance = heat * penalty[:, None, None]
+        response = raw = None
+        if self.filter is not None and cfg.filter_weight > 0:
+            raw = self.filter.response(feature)
+            response = cv2.resize(raw, (side, side), interpolation=cv2.INTER_LINEAR)
+            # The filter re-ranks what the siamese heat finds query-like (gated by the heat
+            # relative to its peak): alone, it could hold on to a static background it learned.
+            gate = np.sqrt(heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6))
+            appearance = (1 - cfg.filter_weight) * appearance + cfg.filter_weight * np.clip(response, 0, 1)[None] * gate
+        score = (1 - cfg.window_influence) * appearance + cfg.window_influence * (self.prior if prior is None else prior)[None]
+        s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+        fine = None if raw is None or cfg.refine_radius <= 0 else refine_peak(raw, y, x, cfg.refine_radius, GRID)
+        shown = fine
+        if fine is not None and cfg.refine_feedback:  # only where the heat agrees (refine_heat)
+            fy, fx = (min(side - 1, max(0, round(v))) for v in fine)
+            fine = fine if heat[s, fy, fx] >= cfg.refine_heat * heat[s, y, x] else None
+        return Look(center, affine, heat, feature, int(s), int(y), int(x), float(heat[s, y, x]),
+                    None if response is None else float(response[y, x]), height,
+                    fine if cfg.refine_feedback else None, shown)
 
     def _windowed(self, frame: np.ndarray, index: int, look: Look) -> Track | None:
         """The target held in the window around its last place, or None where it is lost there."""

@@ -101,6 +101,26 @@ class TemporalConfig:
     # While lost, the whole frame is searched on the first lost frame and every redetect_every-th
     # after it (its cost is many windows'); the last place every frame.
     redetect_every: int = 3
+    # On those frames the windows (the last place's, each peak's) are cut from the whole frame's
+    # own heat and features (pipelines/temporal_lost.py) instead of each sampled and encoded again
+    # (where the whole frame was searched at the windows' zoom: not capped by redetect_max_side).
+    # Profiled on Skating1 with occlusions (one thread): a lost frame cost 37 ms against ~15 held,
+    # the network's encoding nearly all of it, and the up to 5 windows more pixels than the whole
+    # frame itself (5 x 160^2 against ~270 x 150). Not exact (a window cut from the whole frame
+    # sees its context, not edge pixels, and sits on the stride-8 grid, up to 4 px off the peak;
+    # the motion prior is moved back onto the peak), so judged on Skating1 + VOT_bag with events
+    # placed 3 ways (first 40 / 60 / 50, seeds 0 / 1 / 2), without -> with: occlusions back
+    # within 5 frames 19 -> 18 of 27, precision (mean of 6 runs) 0.764 -> 0.760; cuts 20 -> 23
+    # of 27, 0.897 -> 0.915 (with the prior left on the window's centre: 19 / 0.770, 21 / 0.897).
+    # All four sequences (benchmarks/tracking.py --threads 1 --methods temporal csrt, before and
+    # after alternated, 2 runs), mean frames/s before -> after (CSRT): occlusions 48.6 / 51.3 ->
+    # 58.8 / 64.3 (46.7 / 48.6), cuts 52.3 / 53.7 -> 58.3 / 60.5 (53.9 / 52.9), plain 65.4 / 67.5
+    # -> 67.4 / 71.6 (Soccer, lost most of the time, 39 -> 54). Still under CSRT: Crossing with
+    # events (its whole frame, the target magnified 1.6x: 590 x 390 px, every 3rd lost frame) and
+    # Skating1 with cuts (CSRT, lost, runs at 82). Held out, precision: Crossing unchanged, Soccer
+    # plain 0.573 -> 0.540, occlusions 0.545 -> 0.437, cuts 0.225 -> 0.292 (back within 5 frames
+    # unchanged: 3 / 6, 1 / 6). False gives main's figures to the bit.
+    lost_crops: bool = True
     # Relative sizes searched in the whole frame: at the first acquisition (the query's pixel size
     # is only a guess), and while lost (the last size: like the windowed search, since smaller
     # templates out-score larger ones on anything, a choice of sizes shrank the box).

@@ -22,8 +22,8 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from pipelines.temporal_track import LOST, REDETECTED, Look, Track
-from pipelines.window_geometry import box_from
+from pipelines.temporal_track import GRID, LOST, REDETECTED, Look, Track
+from pipelines.window_geometry import box_from, shift_map
 
 
 def _top_peaks(heat: np.ndarray, count: int, radius: float) -> list[tuple[int, int]]:
@@ -38,6 +38,14 @@ def _top_peaks(heat: np.ndarray, count: int, radius: float) -> list[tuple[int, i
         found.append((int(y), int(x)))
         heat[(yy - y) ** 2 + (xx - x) ** 2 <= radius ** 2] = -np.inf
     return found
+
+
+def _crop(maps: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
+    """``side`` x ``side`` of a (... x H x W) array's last two axes from (y0, x0), edges replicated
+    outside it (as sample_window replicates the frame's edge pixels)."""
+    rows = np.clip(np.arange(y0, y0 + side), 0, maps.shape[-2] - 1)
+    cols = np.clip(np.arange(x0, x0 + side), 0, maps.shape[-1] - 1)
+    return np.ascontiguousarray(maps[..., rows[:, None], cols[None, :]])
 
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
@@ -69,6 +77,11 @@ class LostSearch:
     peak_offset: np.ndarray
     net: Any
     _look: Callable[..., list[Look]]
+    _score: Callable[..., Look]
+    window_side: int
+    prior: np.ndarray
+    scales: tuple[float, ...]
+    scale_bias: np.ndarray | None
     _hold: Callable[..., Track]
     _frame_point: Callable[..., tuple[float, float]]
     _zoom: Callable[[], float]
@@ -95,7 +108,7 @@ class LostSearch:
             self._lost_center = None
         whole = cfg.filter_candidates and self._lost_frames % cfg.redetect_every == 0
         if whole:
-            heat, sizes, affine = self._whole_heat(frame, cfg.redetect_scales)
+            heat, sizes, affine, features = self._whole_heat(frame, cfg.redetect_scales)
             radius = max(sizes[0]) / 2
             level = cfg.lost_ratio * self.reference  # weaker peaks cannot be re-detected
             for y, x in _top_peaks(heat.max(axis=0), cfg.filter_candidates, radius):
@@ -107,8 +120,13 @@ class LostSearch:
         # and Soccer with cuts at 37 and 31 frames/s instead of 53 and 55).
         heights = [self.height * f for f in (cfg.cut_sizes if self._cut and whole else (1.0,))]
         places = [c for c in centers for _ in heights]
-        looks = ([near] if near is not None else []) + (
-            self._look(frame, places, heights * len(centers)) if centers else [])
+        if whole and cfg.lost_crops and self._can_crop(affine, sizes, heights):
+            # The windows cut from the whole frame's maps: no encoding beyond the whole frame's.
+            looks = ([near] if near is not None else []) + [
+                self._crop_look(heat, features, affine, center) for center in centers]
+        else:
+            looks = ([near] if near is not None else []) + (
+                self._look(frame, places, heights * len(centers)) if centers else [])
         chosen = [look for look in looks if self._reacquires(look)]
         if chosen:
             best = max(chosen, key=lambda look: (look.confidence or 0.0, look.peak))
@@ -138,11 +156,39 @@ class LostSearch:
         return ((look.confidence or 0.0) >= filter_ratio * self.filter_reference
                 and look.peak >= heat_ratio * self.reference)
 
+    def _can_crop(self, affine: np.ndarray, sizes: list[tuple[int, int]], heights: list[float]) -> bool:
+        """Whether the whole frame's maps were made as the windows' would be (the same zoom, within
+        the rounding of the frame's resampled size; the same template sizes), so that windows can
+        be cut from them (lost_crops)."""
+        zoom = self.template_size[0] / self.height
+        return (self.scale_bias is not None and heights == [self.height]
+                and sizes == self._sizes(self.scales)
+                and abs(affine[0, 0] / zoom - 1) < 0.01 and abs(affine[1, 1] / zoom - 1) < 0.01)
+
+    def _crop_look(self, heat: np.ndarray, features: np.ndarray, affine: np.ndarray,
+                   center: tuple[float, float]) -> Look:
+        """The window around ``center`` cut from the whole frame's heat (S x H x W) and stride-8
+        features (C x h x w), edges replicated: its corner on the feature grid (the window's centre
+        within 4 heat pixels of ``center``), scored as a sampled window is, with the motion prior
+        moved onto ``center`` (as a window sampled around it has it)."""
+        side = self.window_side
+        half = side / 2
+        ax, ay = affine[0, 0], affine[1, 1]
+        x0 = GRID * round((center[0] * ax - half) / GRID)
+        y0 = GRID * round((center[1] * ay - half) / GRID)
+        window_heat = _crop(heat, y0, x0, side)
+        window_features = _crop(features, y0 // GRID, x0 // GRID, side // GRID)
+        # The window's affine (frame -> window pixels) and centre, as crop_affine's convention.
+        window_affine = np.array([[ax, 0.0, 0.5 * (ax - 1) - x0], [0.0, ay, 0.5 * (ay - 1) - y0]])
+        window_center = ((x0 + half) / ax, (y0 + half) / ay)
+        prior = shift_map(self.prior, np.array([center[0] * ax - half - x0, center[1] * ay - half - y0]))
+        return self._score(window_center, self.height, window_affine, window_heat, window_features, prior)
+
     def _whole_heat(self, frame: np.ndarray, scales: Sequence[float]
-                    ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
+                    ) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray, np.ndarray]:
         """Heat of the whole frame resampled so the target, at its last known size (at first: the
         query's pixel size), appears at the template's size: (S x H x W heat, template sizes, the
-        2 x 3 affine from frame pixels to the heat's)."""
+        2 x 3 affine from frame pixels to the heat's, the C x h x w stride-8 features)."""
         cfg = self.config
         h, w = frame.shape[:2]
         zoom = min(self._zoom(), cfg.redetect_max_side / max(w, h))
@@ -155,7 +201,8 @@ class LostSearch:
                      for sh, sw in sizes]
         sizes = [(min(sh, out_h), min(sw, out_w)) for sh, sw in sizes]
         affine = np.array([[out_w / w, 0, 0], [0, out_h / h, 0]], np.float64)
-        return self.net.heat(medium, sizes), sizes, affine
+        heat, features = self.net.heat_and_features(medium, sizes)
+        return heat, sizes, affine, features
 
     def _whole_point(self, affine: np.ndarray, x: int, y: int, template_height: int) -> tuple[float, float]:
         """The object's centre in the frame for a whole-frame heat peak at (x, y) of a template
@@ -167,7 +214,7 @@ class LostSearch:
         """The whole frame searched for its highest peak: the first acquisition, and re-detection
         when no online filter is there to tell the target from look-alikes."""
         cfg = self.config
-        heat, sizes, affine = self._whole_heat(
+        heat, sizes, affine, _ = self._whole_heat(
             frame, cfg.acquire_scales if self.center is None else cfg.redetect_scales)
         s, y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
         peak = float(heat[s, y, x])
