@@ -257,23 +257,15 @@ def _side_by_side(searcher: Searcher, workers: SearchWorkers, cases: list, total
     """All ``cases`` handed to the workers at once, each searched with its own query, as `synth
     search` hands out a folder's images (pipelines/search_outputs.py ImageBatch), and the backbone
     alone on them the same way; seconds added to ``totals``."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one_thread_backbone(scene: np.ndarray) -> None:
-        torch.set_num_threads(workers.threads_each)
-        with torch.inference_mode(), searcher._autocast():
+    def backbone(scene: np.ndarray) -> None:
+        with searcher._autocast():
             searcher.model.backbone.forward_features(to_tensor([scene], searcher.device, searcher.channels_last),
                                                      max_stride=searcher.model.max_stride)
 
-    threads = torch.get_num_threads()
     queries = [searcher.prepare(c.query[..., :3], c.query[..., 3]) for c in cases]
     scenes = [c.scene for c in cases]
-    with ThreadPoolExecutor(workers.workers) as pool:
-        def backbones() -> None:
-            list(pool.map(one_thread_backbone, scenes))
-            torch.set_num_threads(threads)
-
-        totals["backbone, side by side"] += best_time(backbones, repeats, searcher.device)
+    totals["backbone, side by side"] += best_time(lambda: workers.map(backbone, scenes), repeats,
+                                                  searcher.device)
     totals["verified, side by side"] += best_time(lambda: workers.find_pairs(queries, scenes), repeats,
                                                   searcher.device)
 

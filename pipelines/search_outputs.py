@@ -157,55 +157,48 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     start = time.perf_counter()
     advance = advance or (lambda n: None)
     with SearchWorkers(searcher, workers) as side_by_side:
-        _run_jobs(searcher, side_by_side, jobs, out, names, queries, lines, summary, save_heatmaps,
-                  batch, advance, temporal, initial_box)
+        pending = ImageBatch(side_by_side, out, names, summary, lines, batch, advance)
+        for job in jobs:
+            if job.error is not None:
+                pending.flush()
+                summary.errors.append(job.error)
+                lines.append({"source": None, "query": None, "frame": None, "error": job.error})
+                continue
+            assert job.query is not None and job.medium is not None
+            base = {"source": str(job.medium), "query": str(job.query), "frame": None}
+            try:
+                key = (job.query, job.query_mask)
+                if key not in queries:  # each query's pixels and features are prepared once
+                    queries[key] = searcher.prepare(job.query, job.query_mask)
+                prepared = queries[key]
+                if _is_video(job.medium):
+                    pending.flush()
+                if _is_video(job.medium) and temporal:
+                    from pipelines.temporal_run import search_temporal
+
+                    for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
+                                                save_heatmaps=save_heatmaps, batch=batch,
+                                                advance=advance, reports=summary.tracks,
+                                                initial_box=initial_box):
+                        summary.frames += 1
+                        summary.detections += len(line["detections"])
+                        lines.append(line)
+                    summary.skipped.extend(summary.tracks[-1]["skipped_files"] if summary.tracks else [])
+                elif _is_video(job.medium):
+                    for line in _search_video(side_by_side, prepared, job.medium, out, names, save_heatmaps,
+                                              batch, advance, summary):
+                        lines.append(line)
+                else:
+                    pending.add(prepared, job.medium, _read_still(job.medium))
+            except InputError as error:
+                pending.flush()
+                summary.errors.append(str(error))
+                lines.append({**base, "error": str(error)})
+        pending.flush()
+
     atomic_write_text(out / DETECTIONS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
     summary.seconds = time.perf_counter() - start
     return summary
-
-
-def _run_jobs(searcher: Any, side_by_side: Any, jobs: list[SearchJob], out: Path, names: OutputNames,
-              queries: dict[tuple[Path, Path | None], Any], lines: list[dict[str, Any]],
-              summary: RunSummary, save_heatmaps: bool, batch: int, advance: Callable[[int], None],
-              temporal: bool, initial_box: tuple[float, float, float, float] | None) -> None:
-    pending = ImageBatch(side_by_side, out, names, summary, lines, batch, advance)
-    for job in jobs:
-        if job.error is not None:
-            pending.flush()
-            summary.errors.append(job.error)
-            lines.append({"source": None, "query": None, "frame": None, "error": job.error})
-            continue
-        assert job.query is not None and job.medium is not None
-        base = {"source": str(job.medium), "query": str(job.query), "frame": None}
-        try:
-            key = (job.query, job.query_mask)
-            if key not in queries:  # each query's pixels and features are prepared once
-                queries[key] = searcher.prepare(job.query, job.query_mask)
-            prepared = queries[key]
-            if _is_video(job.medium):
-                pending.flush()
-            if _is_video(job.medium) and temporal:
-                from pipelines.temporal_run import search_temporal
-
-                for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
-                                            save_heatmaps=save_heatmaps, batch=batch,
-                                            advance=advance, reports=summary.tracks,
-                                            initial_box=initial_box):
-                    summary.frames += 1
-                    summary.detections += len(line["detections"])
-                    lines.append(line)
-                summary.skipped.extend(summary.tracks[-1]["skipped_files"] if summary.tracks else [])
-            elif _is_video(job.medium):
-                for line in _search_video(side_by_side, prepared, job.medium, out, names, save_heatmaps,
-                                          batch, advance, summary):
-                    lines.append(line)
-            else:
-                pending.add(prepared, job.medium, _read_still(job.medium))
-        except InputError as error:
-            pending.flush()
-            summary.errors.append(str(error))
-            lines.append({**base, "error": str(error)})
-    pending.flush()
 
 
 def _read_still(medium: Path) -> Any:

@@ -43,7 +43,6 @@ Usage::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections import deque
@@ -324,15 +323,17 @@ class TemporalSearcher(LostSearch, Adaptation):
         # goes on from it (refine_feedback); the given box as given.
         shown = self.center
         if look.shown is not None and not fresh:
-            shown = self._frame_point(dataclasses.replace(look, fine=look.shown), dx, dy)
+            shown = self._frame_point(look, dx, dy, point=look.shown)
         box = box_from(shown, (self.height * self.aspect, self.height), *frame.shape[1::-1])
         if state == TRACKING:
             self._update_template(frame, box, peak)
         return Track(index, state, box, peak, look.heat[look.s], look.affine)
 
-    def _frame_point(self, look: Look, dx: float = 0.0, dy: float = 0.0) -> tuple[float, float]:
-        """The frame point where ``look`` peaks, less (dx, dy) window pixels."""
+    def _frame_point(self, look: Look, dx: float = 0.0, dy: float = 0.0,
+                     point: tuple[float, float] | None = None) -> tuple[float, float]:
+        """The frame point of ``look``'s window pixel ``point`` (default where it peaks,
+        ``look.point``), less (dx, dy) window pixels."""
         half, zoom = self.window_side / 2, self.template_size[0] / look.height
-        y, x = look.point
+        y, x = look.point if point is None else point
         return (look.center[0] + (x + 0.5 - dx - half) / zoom,
                 look.center[1] + (y + 0.5 - dy - half) / zoom)

@@ -15,7 +15,6 @@ Two guards keep a look-alike from taking the target's place:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
@@ -137,7 +136,7 @@ class LostSearch:
         # is noise, and following it walked the box off (generated video: 40 px off after 10
         # frames covered against 17, the target's return then re-detected a frame late).
         here = looks[0]
-        self.center = self._frame_point(dataclasses.replace(here, fine=None))
+        self.center = self._frame_point(here, point=(here.y, here.x))
         self.state = LOST
         box = box_from(self.center, (self.height * self.aspect, self.height), w, h)
         return Track(index, LOST, box, here.peak, here.heat[here.s], here.affine)
