@@ -21,9 +21,10 @@ there falls below ``filter_lost_ratio`` of its own reference while the heat is n
 filter's response, and the filter alone could have learned a background. While lost (the
 long-term trackers' re-detection, LCT-style), each frame searches a window at the last place and,
 on every ``redetect_every``-th frame, windows at the whole frame's highest peaks, all in one
-batch; the window the filter finds most like the target is *re-detected* where its response
-reaches ``filter_reacquire_ratio`` of the reference (hysteresis: re-acquiring asks more than
-holding), or ``far_reacquire_ratio`` far from where it was lost unless the scene cut since
+batch (a peak whose window, cut from the whole frame's own maps, scores far under the filter's
+reference is not sampled again: ``candidate_screen``); the window the filter finds most like the
+target is *re-detected* where its response reaches ``filter_reacquire_ratio`` of the reference
+(hysteresis: re-acquiring asks more than holding), or ``far_reacquire_ratio`` far from where it was lost unless the scene cut since
 (pipelines/temporal_lost.py). Until then the box coasts on the best evidence near the last
 place, and nothing is learned. With ``probation_frames`` (off by default), for that many frames
 after a re-detection holding the target asks the filter for the re-detection bar, not the looser

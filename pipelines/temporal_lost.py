@@ -118,8 +118,11 @@ class LostSearch:
         # filter picks among them all (on every lost frame, a loss after a cut cost 3x: Crossing
         # and Soccer with cuts at 37 and 31 frames/s instead of 53 and 55).
         heights = [self.height * f for f in (cfg.cut_sizes if self._cut and whole else (1.0,))]
+        croppable = whole and self._can_crop(affine, sizes, heights)
+        if croppable and cfg.candidate_screen > 0 and not cfg.lost_crops:
+            centers = self._screen(centers, 0 if near is not None else 1, heat, features, affine)
         places = [c for c in centers for _ in heights]
-        if whole and cfg.lost_crops and self._can_crop(affine, sizes, heights):
+        if croppable and cfg.lost_crops:
             # The windows cut from the whole frame's maps: no encoding beyond the whole frame's.
             looks = ([near] if near is not None else []) + [
                 self._crop_look(heat, features, affine, center) for center in centers]
@@ -154,6 +157,16 @@ class LostSearch:
                 filter_ratio = max(filter_ratio, cfg.far_reacquire_ratio)
         return ((look.confidence or 0.0) >= filter_ratio * self.filter_reference
                 and look.peak >= heat_ratio * self.reference)
+
+    def _screen(self, centers: list[tuple[float, float]], keep: int, heat: np.ndarray,
+                features: np.ndarray, affine: np.ndarray) -> list[tuple[float, float]]:
+        """``centers`` less the peaks (after the first ``keep``: the last place, whose window the box
+        coasts on) whose window cut from the whole frame's maps scores under ``candidate_screen`` of
+        the filter's reference: those are not sampled and encoded again (see candidate_screen)."""
+        assert self.filter_reference is not None
+        bar = self.config.candidate_screen * self.filter_reference
+        return centers[:keep] + [center for center in centers[keep:]
+                                 if (self._crop_look(heat, features, affine, center).confidence or 0.0) >= bar]
 
     def _can_crop(self, affine: np.ndarray, sizes: list[tuple[int, int]], heights: list[float]) -> bool:
         """Whether the whole frame's maps were made as the windows' would be (the same zoom, within
