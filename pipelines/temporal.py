@@ -18,15 +18,15 @@ The target counts as *lost* when the windowed peak's heat falls below ``lost_rat
 reference heat (the median peak of the last frames held), or when the online filter's response
 there falls below ``filter_lost_ratio`` of its own reference while the heat is not sure either
 (under ``reacquire_ratio``): a covering object keeps much of the siamese heat but little of the
-filter's response, and the filter alone could have learned a background. While lost (the
-long-term trackers' re-detection, LCT-style), each frame searches a window at the last place and,
-on every ``redetect_every``-th frame, windows at the whole frame's highest peaks, all in one
-batch (a peak whose window, cut from the whole frame's own maps, scores far under the filter's
-reference is not sampled again: ``candidate_screen``); the window the filter finds most like the
-target is *re-detected* where its response reaches ``filter_reacquire_ratio`` of the reference
-(hysteresis: re-acquiring asks more than holding), or ``far_reacquire_ratio`` far from where it was lost unless the scene cut since
-(pipelines/temporal_lost.py). Until then the box coasts on the best evidence near the last
-place, and nothing is learned. With ``probation_frames`` (off by default), for that many frames
+filter's response, and the filter alone could have learned a background. While lost (the long-term
+trackers' re-detection, LCT-style), each frame searches a window at the last place and, on every
+``redetect_every``-th frame, windows at the whole frame's highest peaks, all in one batch (a peak
+whose window, cut from the whole frame's own maps, scores far under the filter's reference is not
+sampled again: ``candidate_screen``); the window the filter finds most like the target is
+*re-detected* where its response reaches ``filter_reacquire_ratio`` of the reference (hysteresis:
+re-acquiring asks more than holding), or ``far_reacquire_ratio`` far from where it was lost unless
+the scene cut since (pipelines/temporal_lost.py). Until then the box coasts on the best evidence
+near the last place, and nothing is learned. With ``probation_frames`` (off by default), for that many frames
 after a re-detection holding the target asks the filter for the re-detection bar, not the looser
 lost bar: a wrong re-detection (a look-alike, a covering patch) is dropped within a few frames
 instead of held. The online filter learns only from confident frames. Without it the
@@ -59,7 +59,8 @@ from pipelines.temporal_config import TemporalConfig
 from pipelines.temporal_adapt import SCALE_MEMORY, Adaptation
 from pipelines.temporal_lost import LostSearch, scene_cut, thumbnail
 from pipelines.temporal_refine import refine_peak
-from pipelines.temporal_track import GRID, LOST, REDETECTED, STATES, TRACKING, Look, Track, TrackSummary
+from pipelines.temporal_track import (GRID, LOST, REDETECTED, STATES, TRACKING, Look, RecentLevels, Track,
+                                      TrackSummary)
 from pipelines.template_heat import TemplateHeat
 from pipelines.window_geometry import box_from, crop_affine, hann_window, sample_window, shift_map
 
@@ -103,9 +104,9 @@ class TemporalSearcher(LostSearch, Adaptation):
         self.height = float(qh)
         # Peak heats of the last frames held: their median is the reference the levels scale.
         # (Not the first frame's alone: when the query was cut from it, it matches exactly.)
-        self.recent: deque[float] = deque(maxlen=cfg.reference_frames)
+        self.recent = RecentLevels(cfg.reference_frames)
         # The online filter's responses where the target was held: the same for the filter.
-        self.recent_confidence: deque[float] = deque(maxlen=cfg.reference_frames)
+        self.recent_confidence = RecentLevels(cfg.reference_frames)
         self._lost_frames = 0  # frames since the target was lost
         self._lost_center: tuple[float, float] | None = None  # where it was lost
         self._thumb: np.ndarray | None = None  # the last frame's thumbnail (scene cuts)
@@ -145,11 +146,11 @@ class TemporalSearcher(LostSearch, Adaptation):
 
     @property
     def reference(self) -> float | None:
-        return float(np.median(self.recent)) if self.recent else None
+        return self.recent.median
 
     @property
     def filter_reference(self) -> float | None:
-        return float(np.median(self.recent_confidence)) if self.recent_confidence else None
+        return self.recent_confidence.median
 
     # -- one frame ------------------------------------------------------------------------------
 

@@ -125,27 +125,26 @@ class TemporalConfig:
     # benchmark). False gives the figures of the code before it, to the bit.
     lost_crops: bool = False
     # Candidate screen: on the frames the whole frame is searched while lost, each peak's window is
-    # first cut from the whole frame's own maps (as lost_crops: no encoding), and only the peaks
-    # whose cut window's filter response reaches candidate_screen x the filter's reference are
-    # sampled and encoded again; the decision stays the sampled windows' (the last place's window,
-    # the box's coasting, is always sampled). A re-detection needs filter_reacquire_ratio (0.7) of
-    # the reference on the sampled window; on the tuning sequences with events placed 3 ways
-    # (810 candidate windows) a cut window's response was within -0.15 / +0.25 of the sampled
-    # one's (1st / 99th percentile), the 55 re-detecting windows' cut responses 0.40-1.25 (2 under
-    # 0.5; of all the windows sampled there, the last place's included, 64% cut under 0.5). Profiled on Skating1 with
-    # occlusions (one thread): a lost frame 38 ms against 14 held; on whole-frame frames the
-    # whole frame ~33 ms and the up to 5 windows ~41 ms in one batch (batching already saves the
-    # per-call cost: 8 ms a window in a batch of 5 against 9.6 alone). Skating1 + VOT_bag with
-    # occlusions and cuts placed 3 ways (first 40 / 60 / 50, seeds 0 / 1 / 2): every figure the
-    # same with 0 (off), 0.4 and 0.5 (precision / AUC occlusions 0.764 / 0.555, back within 5
-    # frames 19 of 27; cuts 0.897 / 0.643, 20 of 27). All four sequences with CSRT in the same run
-    # (benchmarks/tracking.py --threads 1 --methods temporal csrt --events ..., off and 0.5
-    # alternated, twice, load 3.0-3.4 on 2 cores): mean frames/s temporal / CSRT, occlusions
-    # 48.5 / 47.2 and 50.0 / 46.7 -> 51.5 / 45.7 and 54.1 / 46.1; cuts 48.3 / 52.1 and 49.8 / 52.8
-    # -> 54.5 / 53.2 and 52.7 / 53.6 (Soccer, lost in 353-359 of 391 frames: 34-39 -> 43-46; the
-    # rest is held frames: Skating1 with cuts 59 against CSRT's 83, CSRT lost and fast). Held
-    # out, confirmed once: Crossing and Soccer precision, AUC and re-acquisition unchanged to the
-    # third decimal. 0 = off (the code before it, to the bit).
+    # first cut from the whole frame's own maps (as lost_crops: no encoding), and only the peaks whose
+    # cut window's filter response reaches candidate_screen x the filter's reference are sampled and
+    # encoded again; the decision stays the sampled windows' (the last place's window, the box's
+    # coasting, is always sampled). A re-detection needs filter_reacquire_ratio (0.7) of the reference
+    # on the sampled window; on the tuning sequences with events placed 3 ways (810 candidate windows)
+    # a cut window's response was within -0.15 / +0.25 of the sampled one's (1st / 99th percentile),
+    # the 55 re-detecting windows' cut responses 0.40-1.25 (2 under 0.5; of all the windows sampled
+    # there, the last place's included, 64% cut under 0.5). Profiled on Skating1 with occlusions (one
+    # thread): a lost frame 38 ms against 14 held; on whole-frame frames the whole frame ~33 ms and
+    # the up to 5 windows ~41 ms in one batch (batching already saves the per-call cost: 8 ms a window
+    # in a batch of 5 against 9.6 alone). Skating1 + VOT_bag with occlusions and cuts placed 3 ways
+    # (first 40 / 60 / 50, seeds 0 / 1 / 2): every figure the same with 0 (off), 0.4 and 0.5
+    # (precision / AUC occlusions 0.764 / 0.555, back within 5 frames 19 of 27; cuts 0.897 / 0.643, 20
+    # of 27). All four sequences with CSRT in the same run (benchmarks/tracking.py --threads 1
+    # --methods temporal csrt --events ..., off and 0.5 alternated, twice, load 3.0-3.4 on 2 cores):
+    # mean frames/s temporal / CSRT, occlusions 48.5 / 47.2 and 50.0 / 46.7 -> 51.5 / 45.7 and 54.1 /
+    # 46.1; cuts 48.3 / 52.1 and 49.8 / 52.8 -> 54.5 / 53.2 and 52.7 / 53.6 (Soccer, lost in 353-359
+    # of 391 frames: 34-39 -> 43-46; the rest is held frames: Skating1 with cuts 59 against CSRT's 83,
+    # CSRT lost and fast). Held out, confirmed once: Crossing and Soccer precision, AUC and
+    # re-acquisition unchanged to the third decimal. 0 = off (the code before it, to the bit).
     candidate_screen: float = 0.5
     # Relative sizes searched in the whole frame: at the first acquisition (the query's pixel size
     # is only a guess), and while lost (the last size: like the windowed search, since smaller

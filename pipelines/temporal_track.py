@@ -1,16 +1,45 @@
 """What the temporal mode decides per frame (:class:`Track`), what one searched window shows
-(:class:`Look`), the run's counts (:class:`TrackSummary`) and the states (pipelines/temporal.py)."""
+(:class:`Look`), the run's counts (:class:`TrackSummary`), the levels' running medians
+(:class:`RecentLevels`) and the states (pipelines/temporal.py)."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 TRACKING, LOST, REDETECTED = "tracking", "lost", "re-detected"
 STATES = (TRACKING, LOST, REDETECTED)
 GRID = 8  # the stride of the features the online filter learns on
+
+
+class RecentLevels:
+    """The last ``size`` values of a level (peak heats, filter responses) and their median,
+    computed once per change: the median is read about 7 times a frame (VOT_bag profiled: 0.38 ms
+    a frame of 14.6 when recomputed at each read)."""
+
+    def __init__(self, size: int) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self._median: float | None = None
+
+    def append(self, value: float) -> None:
+        self._values.append(value)
+        self._median = None
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._values)
+
+    @property
+    def median(self) -> float | None:
+        """The values' median (None while there are none)."""
+        if self._median is None and self._values:
+            self._median = float(np.median(self._values))
+        return self._median
 
 
 @dataclass

@@ -16,6 +16,7 @@ from skimage import data
 from augment.imageio import save_image
 from pipelines.search import Searcher, box_iou
 from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalSearcher, Track
+from pipelines.temporal_track import RecentLevels
 from tests.cli_checks import run_cli
 
 SIZE = (240, 320)  # frame height, width
@@ -310,3 +311,15 @@ def test_cli_bad_box_is_one_line(tmp_path: Path, box: str, message: str) -> None
     assert result.exit_code in (1, 2) and "Traceback" not in result.output, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.output
+
+
+def test_recent_levels_median_follows_the_last_values() -> None:
+    """The levels' cached median (read several times a frame) is the median of the last ``size``
+    values after every append, None before the first."""
+    levels = RecentLevels(4)
+    assert levels.median is None and len(levels) == 0
+    values = [0.9, 0.2, 0.5, 0.7, 0.1, 0.8, 0.3]
+    for i, value in enumerate(values):
+        levels.append(value)
+        assert levels.median == float(np.median(values[max(0, i - 3):i + 1])), i
+    assert list(levels) == values[-4:]
