@@ -11,7 +11,8 @@ config, steps and seed on:
   (e) the same photos + composites made by `synth expand` with the garments cut out of those 100
       photos pasted onto those same 100 labelled photos (backgrounds.format label_map): every pixel
       of a composite is labelled, by a visible garment or by the background photo's own labels.
-      One arm per entry of ``arms`` in the config (its segment.mix).
+      One arm per entry of ``arms`` in the config: its segment.mix and, optionally, changes to the
+      expand config (such an arm gets composites of its own).
 
 ``--seeds 0 1`` trains every arm again with the training seed + 1 (the noise check). ``--base``
 reuses photo shards of the split written before (``labeled/`` and ``held_out/``, as
@@ -26,6 +27,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +44,22 @@ from benchmarks.segment_ccp import CCP, train_baseline  # noqa: E402
 from pipelines import selftune_config  # noqa: E402
 
 
-def load(path: Path) -> tuple[dict, ExpandConfig, dict[str, dict[str, float]]]:
-    """The self-tuning config (split, training), the expand config with the split's photos, the arms."""
+@dataclass
+class Arm:
+    mix: dict[str, float]
+    expand: ExpandConfig
+    composites: str  # folder name under the work folder
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load(path: Path) -> tuple[dict, dict[str, Arm]]:
+    """The self-tuning config (split, training) and the arms (mix, expand config with the split's photos)."""
     values = read_yaml_mapping(path)
     unknown = set(values) - {"selftune_config", "expand", "arms"}
     if unknown or "selftune_config" not in values:
@@ -55,10 +71,16 @@ def load(path: Path) -> tuple[dict, ExpandConfig, dict[str, dict[str, float]]]:
     expand["sources"] = {**source.__dict__, **(expand.get("sources") or {})}
     expand["backgrounds"] = {**(expand.get("backgrounds") or {}), "include": list(labeled["include"]),
                              "exclude": list(labeled["exclude"])}
-    arms = values.get("arms") or {}
-    if not arms or not all(isinstance(mix, dict) for mix in arms.values()):
-        raise InputError(f"{path}: arms must map names to segment.mix mappings")
-    return config, ExpandConfig.from_dict(expand, f"{path}: expand"), arms
+    arms: dict[str, Arm] = {}
+    for name, entry in (values.get("arms") or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("mix"), dict) or set(entry) - {"mix", "expand"}:
+            raise InputError(f"{path}: arms.{name} must hold mix (a segment.mix mapping) and optionally expand")
+        changes = entry.get("expand") or {}
+        arms[name] = Arm(entry["mix"], ExpandConfig.from_dict(_merged(expand, changes), f"{path}: arms.{name}.expand"),
+                         f"composites-{name}" if changes else "composites")
+    if not arms:
+        raise InputError(f"{path}: no arms")
+    return config, arms
 
 
 def main() -> None:
@@ -79,7 +101,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        config, expand, arms = load(args.config)
+        config, arms = load(args.config)
     except InputError as error:
         sys.exit(f"error: {error}")
     work = args.work
@@ -91,14 +113,19 @@ def main() -> None:
             write_photo_shards([args.data], base / name,
                                selftune_config.source_config(config, split["include"], split["exclude"]), store)
     chosen = args.arms if args.arms is not None else ["a", *arms]
-    composites = work / "composites"
-    if any(arm != "a" for arm in chosen) and not (composites / "manifest.json").is_file():
-        from augment.expand import run_expand
+    unknown = [arm for arm in chosen if arm != "a" and arm not in arms]
+    if unknown:
+        sys.exit(f"error: no arm {unknown[0]!r} in {args.config} (arms: a, {', '.join(arms)})")
+    for arm in dict.fromkeys(arms[a].composites for a in chosen if a != "a"):
+        composites = work / arm
+        if not (composites / "manifest.json").is_file():
+            from augment.expand import run_expand
 
-        started = time.perf_counter()
-        result = run_expand([args.data], args.data, composites, expand, workers=args.workers)
-        print(f"expand: {result.rows_written} composites, {result.manifest['objects']['cutouts']} cutouts, "
-              f"{result.manifest['backgrounds']['count']} backgrounds in {time.perf_counter() - started:.0f} s", flush=True)
+            started = time.perf_counter()
+            expand = next(x.expand for x in arms.values() if x.composites == arm)
+            result = run_expand([args.data], args.data, composites, expand, workers=args.workers)
+            print(f"expand {arm}: {result.rows_written} composites, {result.manifest['objects']['cutouts']} cutouts, "
+                  f"{result.manifest['backgrounds']['count']} backgrounds in {time.perf_counter() - started:.0f} s", flush=True)
 
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
@@ -109,11 +136,9 @@ def main() -> None:
                 continue
             if arm == "a":
                 result = train_baseline(key, base / "labeled", base / "held_out", config, work, seed_offset=seed)
-            elif arm in arms:
-                result = train_baseline(key, base / "labeled", base / "held_out", config, work, more=(composites,),
-                                        mix=arms[arm], seed_offset=seed)
             else:
-                sys.exit(f"error: no arm {arm!r} in {args.config} (arms: a, {', '.join(arms)})")
+                result = train_baseline(key, base / "labeled", base / "held_out", config, work,
+                                        more=(work / arms[arm].composites,), mix=arms[arm].mix, seed_offset=seed)
             results[key] = result
             print(key, json.dumps(result), flush=True)
             results_path.write_text(json.dumps(results, indent=2))

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from augment.composite import BackgroundStore, _scene_chain, compose_scene
-from augment.config import BackgroundConfig, CompositionConfig, ExpandConfig
+from augment.config import BackgroundConfig, CompositionConfig, ExpandConfig, SourceConfig
 from augment.cutouts import Cutout, cutout_id
 from augment.distortions import REGISTRY, DistortionConfig, apply_chain, sample_chain
 from augment.expand import run_expand
@@ -234,3 +234,19 @@ def test_expand_rows_and_the_loaders_target(tmp_path):
         row = rows[int(dataset.units[int(sample["unit"])][1]) * 3 + int(sample["row"])]
         ids = decode_image(row["mask"]["bytes"], cv2.IMREAD_UNCHANGED)
         assert (sample["target"].numpy()[ids == 0] == IGNORE_INDEX).all() and (sample["target"].numpy()[ids > 0] < 4).all()
+
+
+def test_shipped_copy_paste_config_pastes_only_the_labelled_split():
+    from augment.sources import limited
+    from benchmarks.segment_copy_paste import load
+
+    config, arms = load(Path(__file__).resolve().parents[1] / "configs" / "ccp_copy_paste.yaml")
+    stems = [Path(f"{i:04d}.png") for i in range(1, 701)]
+    held = {p.stem for p in limited(stems, SourceConfig(include=config["held_out"]["include"], exclude=config["held_out"]["exclude"]))}
+    assert len(held) == 200
+    for arm in arms.values():
+        b, s = arm.expand.backgrounds, arm.expand.sources
+        assert b.format == "label_map" and s.format == "label_map"
+        for picked in (limited(stems, SourceConfig(include=b.include, exclude=b.exclude)), limited(stems, s)):
+            assert [p.stem for p in picked] == [f"{i:04d}" for i in range(1, 101)] and not held & {p.stem for p in picked}
+    assert arms["e"].mix == {"photos": 0.5, "composites": 0.5} and arms["e"].composites == "composites"
