@@ -1,5 +1,9 @@
 """Put cutouts on a background: one composite scene with its instance mask.
 
+A labelled background (:mod:`augment.labelled_backgrounds`) gives the scene its label ids too,
+cropped and resized (nearest) and distorted with the canvas, so every pixel of the scene is labelled:
+by a visible pasted object or by the background photo's own labels.
+
 Sampling and applying are kept apart as in albumentations: every random choice is
 drawn from the row's ``numpy.random.Generator`` and recorded in ``params``;
 :func:`compose_scene` given those params (and no generator) replays the row exactly.
@@ -21,6 +25,7 @@ from augment.config import CompositionConfig
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
 from augment.imageio import resize_image
+from augment.labelled_backgrounds import LabelledBackground, read_background
 from augment.storage import Place, as_place, read_image
 from augment.superpixels import resize_labels
 
@@ -42,37 +47,62 @@ class Scene:
     instances: np.ndarray  # H×W uint8 instance ids, 0 = background
     objects: list[SceneObject]
     params: dict[str, Any]
+    # A labelled background's label ids where it shows (0 = no label) and their categories; None otherwise.
+    background_labels: np.ndarray | None = None
+    background_categories: dict[int, str] | None = None
 
 
 class BackgroundStore:
-    """Backgrounds decoded on first use and kept in a bounded LRU cache (per process)."""
+    """Backgrounds decoded on first use and kept in a bounded LRU cache (per process).
 
-    def __init__(self, paths: list[Place], max_shorter_side: int, cache_bytes: int = 1 << 30):
-        self.paths = [as_place(p) for p in paths]  # local files or object-store locations
+    Entries are image places (local files or object-store locations) or labelled photos, whose
+    label ids are kept beside the image at the same size.
+    """
+
+    def __init__(self, paths: list[Place | LabelledBackground], max_shorter_side: int, cache_bytes: int = 1 << 30):
+        self.paths = [p if isinstance(p, LabelledBackground) else as_place(p) for p in paths]
         self.max_shorter_side = max_shorter_side
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def get(self, index: int) -> np.ndarray:
+        return self._load(index)[0]
+
+    def labels(self, index: int) -> np.ndarray | None:
+        """Label ids of background ``index`` (the size of :meth:`get`'s image); None for a plain image."""
+        return self._load(index)[1]
+
+    def categories(self, index: int) -> dict[int, str] | None:
+        entry = self.paths[index]
+        return entry.categories if isinstance(entry, LabelledBackground) else None
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
         if index in self._cache:
             self._cache.move_to_end(index)
             return self._cache[index]
-        image = read_image(self.paths[index], "rgb")
+        entry = self.paths[index]
+        labels = None
+        if isinstance(entry, LabelledBackground):
+            image, labels = read_background(entry)
+        else:
+            image = read_image(entry, "rgb")
         shorter = min(image.shape[:2])
         if shorter > self.max_shorter_side:  # no need to keep more pixels than a crop can use
             factor = self.max_shorter_side / shorter
             size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        self._cache[index] = image
-        self._cached_bytes += image.nbytes
+            if labels is not None:
+                labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+        self._cache[index] = (image, labels)
+        self._cached_bytes += image.nbytes + (labels.nbytes if labels is not None else 0)
         while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
-            _, evicted = self._cache.popitem(last=False)
-            self._cached_bytes -= evicted.nbytes
-        return image
+            _, (old_image, old_labels) = self._cache.popitem(last=False)
+            self._cached_bytes -= old_image.nbytes + (old_labels.nbytes if old_labels is not None else 0)
+        return image, labels
 
 
 def _sample_background(rng: np.random.Generator, index: int, shape: tuple[int, int], config: CompositionConfig) -> dict:
@@ -167,6 +197,9 @@ def compose_scene(
     record["background"] = {**background_params, "name": backgrounds.paths[background_params["index"]].name}
     x0, y0, x1, y1 = background_params["crop"]
     canvas = resize_image(background[y0:y1, x0:x1], config.width, config.height)
+    background_labels = backgrounds.labels(background_params["index"])
+    labels = None if background_labels is None else cv2.resize(
+        background_labels[y0:y1, x0:x1], (config.width, config.height), interpolation=cv2.INTER_NEAREST)
     instances = np.zeros((config.height, config.width), np.uint8)
 
     # Objects, back to front: later ones occlude earlier ones.
@@ -216,12 +249,15 @@ def compose_scene(
             continue
         kept.append((item, float(fraction)))
         relabel[item["instance_id"]] = len(kept)
+    if labels is not None and record["dropped"]:
+        # A dropped object's visible pixels show neither it (no longer labelled) nor the background.
+        labels[np.isin(instances, record["dropped"])] = 0
     instances = cv2.LUT(instances, relabel)
 
     # Scene-level distortions (blur, noise, pillar-box, ...) act on the whole frame and its mask.
     scene_steps = params["scene"] if replay else sample_chain(scene_chain, rng, config.height, config.width)
     record["scene"] = scene_steps
-    canvas, instances = apply_chain(scene_steps, canvas, instances)
+    canvas, instances, labels = _scene_chain(scene_steps, canvas, instances, labels)
 
     objects = []
     for new_id, (item, fraction) in enumerate(kept, 1):
@@ -230,4 +266,24 @@ def compose_scene(
         if w == 0 or h == 0:
             continue
         objects.append(SceneObject(new_id, item["cutout"].cutout_id, item["cutout"].category, (x, y, x + w, y + h), fraction))
-    return Scene(np.ascontiguousarray(canvas), instances, objects, record)
+    if labels is None:
+        return Scene(np.ascontiguousarray(canvas), instances, objects, record)
+    table = backgrounds.categories(background_params["index"]) or {}
+    present = {int(v) for v in np.unique(labels) if v}
+    return Scene(np.ascontiguousarray(canvas), instances, objects, record, labels,
+                 {k: v for k, v in sorted(table.items()) if k in present})
+
+
+def _scene_chain(steps: list[dict], canvas: np.ndarray, instances: np.ndarray, labels: np.ndarray | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Scene distortions on the canvas, its instance ids and (when labelled) its background label ids."""
+    if labels is None:
+        canvas, instances = apply_chain(steps, canvas, instances)
+        return canvas, instances, None
+    if labels.dtype == np.uint8:
+        # One uint16 map moves both with the same nearest-neighbour sampling, in one pass of the chain.
+        packed = (labels.astype(np.uint16) << 8) | instances
+        canvas, packed = apply_chain(steps, canvas, packed)
+        return canvas, (packed & 0xFF).astype(np.uint8), (packed >> 8).astype(np.uint8)
+    distorted, instances = apply_chain(steps, canvas, instances)  # apply never modifies its inputs
+    return distorted, instances, apply_chain(steps, canvas, labels)[1]

@@ -27,6 +27,8 @@ SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Largest image side a config may ask for (composites, cutouts): beyond it memory, not quality, grows.
 MAX_SIDE = 16384
 BLEND_MODES = ("feather", "hard", "poisson")
+# Background formats: plain images (no labels), or labelled photos whose labels composites carry.
+BACKGROUND_FORMATS = ("images", "auto", "label_map", "mask_pairs")
 
 
 @dataclass
@@ -63,6 +65,20 @@ class CompositionConfig:
 
 
 @dataclass
+class BackgroundConfig:
+    """What the BACKGROUNDS folder holds."""
+
+    format: str = "images"  # images (no labels) | auto | label_map | mask_pairs: labelled photos whose labels every composite carries (copy-paste)
+    include: list[str] = field(default_factory=list)  # glob patterns on file names without extension; empty = all
+    exclude: list[str] = field(default_factory=list)  # glob patterns on file names without extension to leave out (e.g. held-out photos)
+    limit: int = 0  # use at most this many backgrounds (0 = all)
+
+    @property
+    def labelled(self) -> bool:
+        return self.format != "images"
+
+
+@dataclass
 class OutputConfig:
     """How shards are written."""
 
@@ -83,6 +99,7 @@ class ExpandConfig:
     composition: CompositionConfig = field(default_factory=CompositionConfig)
     distortions: DistortionConfig = field(default_factory=DistortionConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    backgrounds: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -93,13 +110,16 @@ class ExpandConfig:
         """Hash of what decides a row's content; ``num`` only decides how many rows."""
         data = self.to_dict()
         data.pop("num")
+        if self.backgrounds == BackgroundConfig():
+            data.pop("backgrounds")  # the hashes of runs made before the section existed stay valid
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "config") -> "ExpandConfig":
         data = dict(data or {})
         config = cls()
-        sections = {"sources": SourceConfig, "composition": CompositionConfig, "output": OutputConfig}
+        sections = {"sources": SourceConfig, "composition": CompositionConfig, "output": OutputConfig,
+                    "backgrounds": BackgroundConfig}
         for key, value in data.items():
             if key in sections:
                 setattr(config, key, _build_section(sections[key], value, f"{origin}: {key}"))
@@ -114,7 +134,7 @@ class ExpandConfig:
                     raise InputError(f"{origin}: {key} must be a non-negative integer, got {value!r}")
                 setattr(config, key, value)
             else:
-                raise InputError(f"{origin}: unknown key {key!r} (known: seed, num, sources, composition, distortions, output)")
+                raise InputError(f"{origin}: unknown key {key!r} (known: seed, num, sources, composition, distortions, output, backgrounds)")
         config.validate(origin)
         return config
 
@@ -124,7 +144,7 @@ class ExpandConfig:
 
     def validate(self, origin: str = "config") -> None:
         """Range-check every value; the first problem is an :class:`InputError` naming its key."""
-        c, s, o = self.composition, self.sources, self.output
+        c, s, o, b = self.composition, self.sources, self.output, self.backgrounds
         checks = [
             (is_int(self.seed) and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed!r}"),
             (is_int(self.num) and self.num >= 0, f"num must be a non-negative integer, got {self.num!r}"),
@@ -133,6 +153,8 @@ class ExpandConfig:
             (_in_range(s.max_cutout_side, 16, MAX_SIDE), f"sources.max_cutout_side must lie in [16, {MAX_SIDE}]"),
             (_in_range(s.superpixel_max_side, 16, 1024), "sources.superpixel_max_side must lie in [16, 1024]"),
             (is_int(s.limit) and s.limit >= 0, "sources.limit must be 0 (all) or more"),
+            (b.format in BACKGROUND_FORMATS, f"backgrounds.format must be one of {', '.join(BACKGROUND_FORMATS)}"),
+            (is_int(b.limit) and b.limit >= 0, "backgrounds.limit must be 0 (all) or more"),
             (c.blend in BLEND_MODES, f"composition.blend must be one of {', '.join(BLEND_MODES)}"),
             (_in_range(c.width, 32, MAX_SIDE) and _in_range(c.height, 32, MAX_SIDE),
              f"composition.width and height must lie in [32, {MAX_SIDE}]"),

@@ -39,14 +39,15 @@ import numpy as np
 import pyarrow as pa
 
 from augment.composite import BackgroundStore, Scene, compose_scene
-from augment.config import ExpandConfig
+from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
 from augment.cutouts import Cutout, build_objects_table, load_cutouts
 from augment.imageio import InputError, encode_jpeg, encode_png
+from augment.labelled_backgrounds import LabelledBackground, collect_labelled_backgrounds
 from augment.object_lock import claim_output
 from augment.outputs import check_output_folder, inside
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
 from augment.shards import check_other_run, clear_for_run, write_manifest
-from augment.sources import Skip
+from augment.sources import Skip, limited
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image
 from augment.store_writes import cache_root, publish_file, remove_temporaries, stage
 from augment.system import ignore_interrupts, tune_malloc
@@ -83,7 +84,7 @@ class RenderJob:
     Ray's object store, so the cutouts and their superpixels are never recomputed by a worker)."""
 
     cutouts: list[Cutout]
-    backgrounds: list[Place]
+    backgrounds: list[Place | LabelledBackground]
     config: ExpandConfig
     config_hash: str
     schema: pa.Schema  # the composite schema with this run's hashes in its metadata
@@ -126,7 +127,7 @@ def plan_shards(config: ExpandConfig) -> list[ShardPlan]:
 _STATE: dict[str, Any] = {}
 
 
-def _init_state(cutouts: list[Cutout], background_paths: list[Place], config: ExpandConfig, config_hash: str) -> None:
+def _init_state(cutouts: list[Cutout], background_paths: list[Place | LabelledBackground], config: ExpandConfig, config_hash: str) -> None:
     max_side = int(max(config.composition.width, config.composition.height) / config.composition.background_crop[0])
     provenance = {c.cutout_id: c.provenance for c in cutouts if c.provenance}
     _STATE.update(cutouts=cutouts, backgrounds=BackgroundStore(background_paths, max_side), config=config, config_hash=config_hash,
@@ -166,7 +167,16 @@ def scene_to_row(scene: Scene, index: int, seed: int, config: ExpandConfig, conf
         "params": json.dumps(scene.params, separators=(",", ":")),
         "seed": seed,
         "config_hash": config_hash,
+        **background_columns(scene, name),
     }
+
+
+def background_columns(scene: Scene, name: str) -> dict[str, Any]:
+    """The row's background label columns (null on a plain background)."""
+    if scene.background_labels is None:
+        return {"background_labels": None, "background_categories": None}
+    return {"background_labels": {"bytes": encode_png(scene.background_labels, 1), "path": f"{name}-background.png"},
+            "background_categories": [{"id": k, "category": v} for k, v in sorted((scene.background_categories or {}).items())]}
 
 
 def _render_range(bounds: tuple[int, int]) -> tuple[int, list[dict[str, Any]]]:
@@ -190,10 +200,23 @@ def _check_background(path: Place) -> str | None:
     return None
 
 
-def collect_backgrounds(folder: Place, workers: int) -> tuple[list[Place], list[Skip]]:
-    """The usable background images under ``folder`` (local or an object-store prefix) and the skips."""
+def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | None = None
+                        ) -> tuple[list[Place | LabelledBackground], list[Skip]]:
+    """The usable backgrounds under ``folder`` (local or an object-store prefix) and the skips.
+
+    ``config`` picks them (include/exclude/limit) and says whether they are plain images or labelled
+    photos (a local ``label_map`` or ``mask_pairs`` source, :mod:`augment.labelled_backgrounds`).
+    """
     folder = as_place(folder)
+    config = config or BackgroundConfig()
+    if config.labelled:
+        if isinstance(folder, Location):
+            raise InputError(f"{folder}: labelled backgrounds are read from a local folder (backgrounds.format {config.format})")
+        return collect_labelled_backgrounds(folder, config)  # type: ignore[return-value]
     images, others = list_images(folder)
+    if config.include or config.exclude or config.limit:
+        images = [p for _, p in limited([(Path(p.name), p) for p in images],
+                                        SourceConfig(include=config.include, exclude=config.exclude, limit=config.limit))]
     skips = [Skip(str(p), "not an image file") for p in others]
     if isinstance(folder, Location) and len(images) > 1:  # network-bound: threads, many requests in flight
         with multiprocessing.pool.ThreadPool(min(32, 4 * max(1, workers))) as pool:
@@ -214,12 +237,15 @@ def collect_backgrounds(folder: Place, workers: int) -> tuple[list[Place], list[
     return good, skips
 
 
-def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Place]) -> str:
+def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Place | LabelledBackground]) -> str:
     digest = hashlib.sha256(config_hash.encode())
     for cutout in cutouts:
         digest.update(cutout.cutout_id.encode())
     for path in backgrounds:  # names and sizes: the same files give the same hash from a disk or a bucket
-        digest.update(f"{path.name}:{file_size(path)}\n".encode())
+        if isinstance(path, LabelledBackground):
+            digest.update(f"{path.image.name}:{file_size(path.image)}:{path.labels.name}:{file_size(path.labels)}\n".encode())
+        else:
+            digest.update(f"{path.name}:{file_size(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -280,7 +306,7 @@ def run_expand(
         for plan in plans:
             inside(out_dir, out_dir / plan.name)
         others = check_other_run(out_dir, config_hash, overwrite)
-        background_paths, background_skips = collect_backgrounds(backgrounds, workers)
+        background_paths, background_skips = collect_backgrounds(backgrounds, workers, config.backgrounds)
         local_sources = [stage(source) for source in sources]  # object-store sources: a local mirror
         clear_for_run(out_dir, others, [p.name for p in plans])  # the first change to the folder
         objects_path, skips, _ = build_objects_table(
@@ -311,7 +337,7 @@ def run_expand(
             ],
             "num_rows": config.num,
             "objects": {"file": OBJECTS_FILE, "cutouts": len(cutouts)},
-            "backgrounds": {"folder": str(backgrounds), "count": len(background_paths)},
+            "backgrounds": {"folder": str(backgrounds), "count": len(background_paths), "format": config.backgrounds.format},
             "sources": [str(s) for s in sources],
             "skipped": [{"path": s.path, "reason": s.reason} for s in skips],
             "config": config.to_dict(),

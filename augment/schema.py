@@ -47,6 +47,10 @@ OBJECT_STRUCT = pa.struct(
 )
 
 
+# The categories of a labelled background's label ids (see augment.labelled_backgrounds).
+LABEL_STRUCT = pa.struct([pa.field("id", pa.int32()), pa.field("category", pa.string())])
+
+
 def _hf_metadata(features: dict) -> dict[bytes, bytes]:
     return {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
 
@@ -62,6 +66,11 @@ COMPOSITE_SCHEMA = pa.schema(
         pa.field("params", pa.string()),  # JSON of every sampled parameter: replays the row exactly
         pa.field("seed", pa.int64()),  # row seed = SeedSequence([run seed, row index])
         pa.field("config_hash", pa.string()),
+        # Composites on labelled backgrounds (copy-paste): the background's label ids where it shows,
+        # after the same crop, resize and scene distortions (PNG, 8- or 16-bit, 0 = no label), and the
+        # category of each id present. Null for composites on plain images and for photo rows.
+        pa.field("background_labels", IMAGE_STRUCT),
+        pa.field("background_categories", pa.list_(LABEL_STRUCT)),
     ],
     metadata=_hf_metadata(
         {
@@ -83,6 +92,10 @@ COMPOSITE_SCHEMA = pa.schema(
             "params": {"dtype": "string", "_type": "Value"},
             "seed": {"dtype": "int64", "_type": "Value"},
             "config_hash": {"dtype": "string", "_type": "Value"},
+            "background_labels": {"_type": "Image"},
+            "background_categories": [
+                {"id": {"dtype": "int32", "_type": "Value"}, "category": {"dtype": "string", "_type": "Value"}}
+            ],
         }
     ),
 )

@@ -25,7 +25,8 @@ from augment.storage import Place, is_remote
 from augment.store_writes import commit_file
 
 # JPEG and PNG bytes do not compress further: zstd only where it pays (objects, params).
-SHARD_COMPRESSION = {name: ("none" if name in ("image", "mask") else "zstd") for name in COMPOSITE_SCHEMA.names}
+SHARD_COMPRESSION = {name: ("none" if name in ("image", "mask", "background_labels") else "zstd")
+                     for name in COMPOSITE_SCHEMA.names}
 STATISTICS_COLUMNS = ["id", "width", "height", "seed"]
 
 

@@ -86,23 +86,28 @@ def run_selftune(args: argparse.Namespace, state: Path, unlabeled: Path, rounds:
                 return
 
 
-def train_baseline(name: str, shards: Path, held_out: Path, config: dict, work: Path) -> dict:
-    """Train with the self-tuning config's segmenter settings on photos only; score on the held-out photos."""
+def train_baseline(name: str, shards: Path, held_out: Path, config: dict, work: Path,
+                   more: tuple[Path, ...] = (), mix: dict[str, float] | None = None, seed_offset: int = 0) -> dict:
+    """Train with the self-tuning config's segmenter settings on photos only; score on the held-out photos.
+
+    ``more`` shard folders (e.g. composites) are streamed beside the photos in the ``mix``
+    proportions; ``seed_offset`` is added to the training seed (a second seed of the same arm).
+    """
     from train.checkpoint import CHECKPOINT_FILE, load_checkpoint
     from train.config import TrainConfig
     from train.evaluate import evaluate_shards, load_trained
     from train.loop import train
 
     values = dict(config["train"])
-    values["seed"] += 1  # as self-tuning round 1
-    values["segment"] = {**values["segment"], "mix": {"photos": 1.0}}
+    values["seed"] += 1 + seed_offset  # as self-tuning round 1
+    values["segment"] = {**values["segment"], "mix": dict(mix or {"photos": 1.0})}
     train_config = TrainConfig(**values)
     out = work / name
     checkpoint = out / CHECKPOINT_FILE
     resume = checkpoint.is_file()
     started = time.perf_counter()
     if not resume or load_checkpoint(checkpoint)["step"] < train_config.steps:
-        train(train_config, [shards], out, resume=resume, show_progress=False)
+        train(train_config, [shards, *more], out, resume=resume, show_progress=False)
     seconds = time.perf_counter() - started
     model, trained_config = load_trained(checkpoint)
     metrics = evaluate_shards(model, trained_config, held_out, split="eval", num_workers=0)["metrics"]

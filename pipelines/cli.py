@@ -115,7 +115,8 @@ def expand(
         None, help="Source folders (or COCO .json files), local or s3://, gs:// URIs. Default: sample_data/objects."
     ),
     backgrounds: Optional[str] = typer.Option(None, "--backgrounds", "-b", help="Folder (or s3://, gs:// prefix) of "
-                                              "background images. Default: sample_data/backgrounds."),
+                                              "background images, or a labelled source (label_map, mask_pairs) with the "
+                                              "config's backgrounds.format (copy-paste). Default: sample_data/backgrounds."),
     out: str = typer.Option("expanded/sample", "--out", "-o", help="Output folder (or s3://, gs:// prefix) for shards, "
                             "objects.parquet and manifest.json."),
     num: Optional[int] = typer.Option(None, "--num", "-n", help="Composites to make (default: the config's num, 1000)."),

@@ -32,7 +32,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -203,23 +203,28 @@ class ShardPairs(ResumableStream):
             self._library = CutoutLibrary(self.folder / OBJECTS_FILE)
         return self._library
 
+    # Optional columns a subclass reads where a shard has them; _pair gets them as ``extra``.
+    extra_columns: tuple[str, ...] = ()
+
     def _rows(self, units: list[int]) -> Iterator[tuple]:
-        """(unit, row, id, image bytes, mask bytes, objects) per row; a row group whose pages cannot be
-        read gives its rows with ``None`` bytes, so they are counted as corrupt like undecodable rows."""
+        """(unit, row, id, image bytes, mask bytes, objects, extra) per row; a row group whose pages cannot
+        be read gives its rows with ``None`` bytes, so they are counted as corrupt like undecodable rows."""
         for unit in units:
             path, group = self.units[unit]
             parquet = open_parquet(path)
+            extra = [c for c in self.extra_columns if c in parquet.schema_arrow.names]
             try:
-                table = parquet.read_row_group(group, columns=_COMPOSITE_COLUMNS)
+                table = parquet.read_row_group(group, columns=_COMPOSITE_COLUMNS + extra)
             except (pa.ArrowException, OSError) as error:
                 logger.warning("%s: row group %d is unreadable (%s); its rows are skipped", path.name, group,
                                one_line(error))
                 for index in range(parquet.metadata.row_group(group).num_rows):
-                    yield unit, index, f"{path.name}:{group}:{index}", None, None, []
+                    yield unit, index, f"{path.name}:{group}:{index}", None, None, [], {}
                 continue
+            extras = {c: table.column(c).to_pylist() for c in extra}
             for index, (cid, image, mask, objects) in enumerate(zip(*(table.column(c).to_pylist()
                                                                        for c in _COMPOSITE_COLUMNS))):
-                yield unit, index, cid, image["bytes"], mask["bytes"], objects
+                yield unit, index, cid, image["bytes"], mask["bytes"], objects, {c: v[index] for c, v in extras.items()}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker, slot, slots, skip = self._worker_slot()
@@ -235,7 +240,7 @@ class ShardPairs(ResumableStream):
         position = -1
         rows = _shuffled(self._rows(mine), self.config.shuffle_buffer,
                          np.random.default_rng([self.seed, self.epoch, slot, slots]))
-        for position, (unit, index, composite_id, image, mask, objects) in enumerate(rows):
+        for position, (unit, index, composite_id, image, mask, objects, extra) in enumerate(rows):
             if position <= skip:
                 continue
             self.stats["rows"] += 1
@@ -244,7 +249,7 @@ class ShardPairs(ResumableStream):
             try:
                 if image is None:
                     raise InputError(f"composite {composite_id}: in an unreadable row group")
-                sample = self._pair(image, mask, objects, composite_id, cutouts, pool, rng)
+                sample = self._pair(image, mask, objects, composite_id, cutouts, pool, rng, extra)
             except InputError as error:
                 corrupt += 1
                 self.stats["corrupt"] += 1
@@ -262,7 +267,8 @@ class ShardPairs(ResumableStream):
             yield {**held, "position": torch.tensor(position), "corrupt": torch.tensor(corrupt)}
 
     def _pair(self, image_bytes: bytes, mask_bytes: bytes, objects: list[dict], composite_id: str,
-              cutouts: CutoutLibrary, pool: list[str], rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
+              cutouts: CutoutLibrary, pool: list[str], rng: np.random.Generator,
+              extra: dict[str, Any] | None = None) -> dict[str, torch.Tensor] | None:
         """Make one pair from a composite row; ``None`` when the row has no query of this split."""
         config = self.config
         present = {o["cutout_id"] for o in objects}

@@ -2,8 +2,9 @@
 
 Every row has the composite schema of :mod:`augment.schema`: an image and an instance-id mask whose
 ids the row's ``objects`` name with a category. :class:`train.segment_config.ClassMap` turns that
-into a class map; id 0 is a composite's background (``composite_background``: its class or no
-loss). Labelled photos (``photos-*.parquet``, written by :mod:`augment.photo_shards`) and
+into a class map; id 0 is a composite's background: on a labelled background (copy-paste, the
+``background_labels`` columns of :mod:`augment.labelled_backgrounds`) the background photo's own
+labels through the same class map, else ``composite_background`` (its class or no loss). Labelled photos (``photos-*.parquet``, written by :mod:`augment.photo_shards`) and
 automatically labelled ones (``pseudo-*.parquet``, written by `synth extract`) label every pixel
 through their objects, background included, so the rule for id 0 never touches them.
 
@@ -162,6 +163,8 @@ class SegmentShards(ShardPairs):
             self.units = [unit for unit in self.units for _ in range(repeats[shard_kind(unit[0])])]
             logger.info("segmentation rows per kind %s, row groups listed %s times per epoch", self.rows_by_kind, repeats)
 
+    extra_columns = ("background_labels", "background_categories")
+
     def _find_shards(self) -> list[Place]:
         return find_shards(self.folders)
 
@@ -169,7 +172,8 @@ class SegmentShards(ShardPairs):
         return _NoCutouts()
 
     def _pair(self, image_bytes: bytes, mask_bytes: bytes, objects: list[dict], composite_id: str,  # type: ignore[override]
-              cutouts: Any, pool: list[str], rng: np.random.Generator) -> dict[str, torch.Tensor] | None:
+              cutouts: Any, pool: list[str], rng: np.random.Generator,
+              extra: dict[str, Any] | None = None) -> dict[str, torch.Tensor] | None:
         """One sample from a row; ``None`` when the row is not in this split."""
         if not row_in_split(composite_id, self.split, self.segment.eval_fraction):
             return None
@@ -179,8 +183,13 @@ class SegmentShards(ShardPairs):
         ids = decode_image(mask_bytes, cv2.IMREAD_UNCHANGED, f"row {composite_id} mask")
         if ids.ndim != 2 or ids.shape != image.shape[:2]:
             raise InputError(f"row {composite_id}: mask {ids.shape} does not match image {image.shape[:2]}")
-        background = 0 if self.segment.composite_background == "background" else IGNORE_INDEX
-        target = self.class_map.target(ids, objects or [], background)
+        labels = (extra or {}).get("background_labels")
+        if labels and labels.get("bytes"):
+            target = self._copy_paste_target(ids, objects or [], labels["bytes"], extra.get("background_categories") or [],
+                                             composite_id)
+        else:
+            background = 0 if self.segment.composite_background == "background" else IGNORE_INDEX
+            target = self.class_map.target(ids, objects or [], background)
         if self.split == "train":
             image, target = self.augment.apply(image, target, self.augment.sample(rng))
         else:
@@ -189,3 +198,13 @@ class SegmentShards(ShardPairs):
             target = cv2.resize(target, (width, height), interpolation=cv2.INTER_NEAREST)
         return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
                 "target": torch.from_numpy(target)}
+
+    def _copy_paste_target(self, ids: np.ndarray, objects: list[dict], label_bytes: bytes, categories: list[dict],
+                           composite_id: str) -> np.ndarray:
+        """A composite on a labelled background: its labels' classes, overwritten by the visible objects'."""
+        labels = decode_image(label_bytes, cv2.IMREAD_UNCHANGED, f"row {composite_id} background labels")
+        if labels.ndim != 2 or labels.shape != ids.shape:
+            raise InputError(f"row {composite_id}: background labels {labels.shape} do not match mask {ids.shape}")
+        named = [{"instance_id": c["id"], "category": c["category"]} for c in categories]
+        background = self.class_map.target(labels, named, IGNORE_INDEX)  # label id 0: no label, no loss
+        return np.where(ids > 0, self.class_map.target(ids, objects, IGNORE_INDEX), background).astype(np.uint8)
