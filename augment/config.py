@@ -57,9 +57,7 @@ class CompositionConfig:
     max_objects: int = 4
     repeat_probability: float = 0.25  # chance that each object after the first repeats a cutout already in the scene
     object_scale: tuple[float, float] = (0.15, 0.55)  # object's longer side / output's shorter side (mode output)
-    # output: object_scale sets each object's size whatever its real size; source: the object keeps its size
-    # relative to the photo it was cut from (Ghiasi et al. 2021), times a jitter from source_scale_jitter.
-    object_scale_mode: str = "output"
+    object_scale_mode: str = "output"  # output: object_scale whatever its real size | source: its size relative to its photo (Simple Copy-Paste)
     source_scale_jitter: tuple[float, float] = (0.8, 1.25)  # mode source: factor on the object's size relative to its photo
     max_overlap: float = 0.5  # a new object may cover at most this fraction of its pixels over earlier objects
     min_visible: float = 0.3  # objects left with a smaller visible fraction are dropped from the labels
