@@ -24,7 +24,7 @@ import numpy as np
 from augment.config import CompositionConfig
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
-from augment.imageio import resize_image
+from augment.imageio import InputError, resize_image
 from augment.labelled_backgrounds import LabelledBackground, read_background
 from augment.storage import Place, as_place, read_image
 from augment.superpixels import resize_labels
@@ -116,10 +116,27 @@ def _sample_background(rng: np.random.Generator, index: int, shape: tuple[int, i
 
 
 def _object_size(cutout: Cutout, scale: float, config: CompositionConfig) -> tuple[int, int]:
+    """The pasted size; ``scale`` is object_scale's draw (mode output) or source_scale_jitter's (mode source)."""
     height, width = cutout.rgba.shape[:2]
-    longer = scale * min(config.width, config.height)
-    factor = longer / max(height, width)
+    if config.object_scale_mode == "source":
+        # The object's size in its photo (the box: the crop may have been shrunk to max_cutout_side), carried
+        # over at the composite's scale: shorter side to shorter side, so a shoe stays shoe-sized.
+        x0, y0, x1, y1 = cutout.box
+        factor = scale * min(config.width, config.height) / min(cutout.source_size) * max(x1 - x0, y1 - y0) / max(height, width)
+    else:
+        longer = scale * min(config.width, config.height)
+        factor = longer / max(height, width)
     return max(4, round(width * factor)), max(4, round(height * factor))
+
+
+def check_source_sizes(cutouts: list[Cutout], config: CompositionConfig) -> None:
+    """Mode source needs each cutout's box and source image size; refuse (one line) tables without them."""
+    if config.object_scale_mode != "source":
+        return
+    missing = sum(1 for c in cutouts if c.box is None or not c.source_size)
+    if missing:
+        raise InputError(f"composition.object_scale_mode source: {missing} of {len(cutouts)} cutouts do not record "
+                         "their source image's size (objects table written before it was recorded: remove it to rebuild)")
 
 
 def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +233,8 @@ def compose_scene(
                 cutout = by_id[chosen[int(rng.integers(len(chosen)))]]
             else:
                 cutout = cutouts[int(rng.integers(len(cutouts)))]
-            scale = float(rng.uniform(*config.object_scale))
+            scale_range = config.source_scale_jitter if config.object_scale_mode == "source" else config.object_scale
+            scale = float(rng.uniform(*scale_range))
         width, height = _object_size(cutout, scale, config)
         if not replay:
             steps = sample_chain(object_chain, rng, height, width)

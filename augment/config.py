@@ -27,6 +27,7 @@ SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Largest image side a config may ask for (composites, cutouts): beyond it memory, not quality, grows.
 MAX_SIDE = 16384
 BLEND_MODES = ("feather", "hard", "poisson")
+OBJECT_SCALE_MODES = ("output", "source")
 # Background formats: plain images (no labels), or labelled photos whose labels composites carry.
 BACKGROUND_FORMATS = ("images", "auto", "label_map", "mask_pairs")
 
@@ -55,7 +56,9 @@ class CompositionConfig:
     min_objects: int = 1  # objects placed per scene: uniform in [min_objects, max_objects]
     max_objects: int = 4
     repeat_probability: float = 0.25  # chance that each object after the first repeats a cutout already in the scene
-    object_scale: tuple[float, float] = (0.15, 0.55)  # object's longer side / output's shorter side
+    object_scale: tuple[float, float] = (0.15, 0.55)  # object's longer side / output's shorter side (mode output)
+    object_scale_mode: str = "output"  # output: object_scale whatever its real size | source: its size relative to its photo (Simple Copy-Paste)
+    source_scale_jitter: tuple[float, float] = (0.8, 1.25)  # mode source: factor on the object's size relative to its photo
     max_overlap: float = 0.5  # a new object may cover at most this fraction of its pixels over earlier objects
     min_visible: float = 0.3  # objects left with a smaller visible fraction are dropped from the labels
     placement_tries: int = 8  # positions tried before an object that overlaps too much is left out
@@ -112,6 +115,9 @@ class ExpandConfig:
         data.pop("num")
         if self.backgrounds == BackgroundConfig():
             data.pop("backgrounds")  # the hashes of runs made before the section existed stay valid
+        if self.composition.object_scale_mode == "output":  # as above, for the keys added with the source mode
+            data["composition"].pop("object_scale_mode")
+            data["composition"].pop("source_scale_jitter")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
@@ -161,6 +167,10 @@ class ExpandConfig:
             (is_int(c.min_objects) and is_int(c.max_objects) and 1 <= c.min_objects <= c.max_objects <= 255,
              "need 1 <= composition.min_objects <= max_objects <= 255 (8-bit instance masks)"),
             (0 < c.object_scale[0] <= c.object_scale[1] <= 1.0, "composition.object_scale must be 0 < lo <= hi <= 1"),
+            (c.object_scale_mode in OBJECT_SCALE_MODES,
+             f"composition.object_scale_mode must be one of {', '.join(OBJECT_SCALE_MODES)}, got {c.object_scale_mode!r}"),
+            (0 < c.source_scale_jitter[0] <= c.source_scale_jitter[1] <= 10.0,
+             "composition.source_scale_jitter must be 0 < lo <= hi <= 10"),
             (0 < c.background_crop[0] <= c.background_crop[1] <= 1.0, "composition.background_crop must be 0 < lo <= hi <= 1"),
             (0.0 <= c.max_overlap <= 1.0, "composition.max_overlap must lie in [0, 1]"),
             (0.0 <= c.min_visible <= 1.0, "composition.min_visible must lie in [0, 1]"),

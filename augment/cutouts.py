@@ -42,6 +42,8 @@ class Cutout:
     superpixels: np.ndarray  # int32 labels at reduced size, 0 = outside the object
     area: int
     provenance: dict | None = None  # automatic cutouts: source, model_id, round, confidence, stability
+    box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in its source image (object_scale_mode source)
+    source_size: tuple[int, int] | None = None  # width, height of that image; None when the table predates it
 
 
 def cutout_id(rgba: np.ndarray, category: str) -> str:
@@ -125,6 +127,7 @@ def object_row(item: SourceObject) -> dict:
         "height": int(item.rgba.shape[0]),
         "area": int(np.count_nonzero(item.rgba[:, :, 3])),
         "provenance": item.provenance,
+        "source_size": list(item.source_size) if item.source_size else None,
     }
     if item.superpixels is not None:
         row["superpixels"] = {"bytes": item.superpixels, "path": f"{identity}.superpixels.png"}
@@ -168,8 +171,9 @@ def load_cutouts(objects_path: Path) -> list[Cutout]:
         raise InputError(f"{objects_path}: objects table not found")
     columns = ["cutout_id", "category", "image", "superpixels", "area"]
     try:
-        if "provenance" in pq.read_schema(objects_path).names:  # tables written before provenance have none
-            columns.append("provenance")
+        names = pq.read_schema(objects_path).names
+        # Tables written before these columns have none.
+        columns += [name for name in ("provenance", "box", "source_size") if name in names]
         table = pq.read_table(objects_path, columns=columns)
     except (pa.ArrowException, OSError) as error:
         raise InputError(f"{objects_path}: not a readable objects table ({error})") from None
@@ -177,7 +181,9 @@ def load_cutouts(objects_path: Path) -> list[Cutout]:
     for row in table.to_pylist():
         rgba = decode_image(row["image"]["bytes"], name=f"{objects_path}:{row['cutout_id']}")
         labels = decode_image(row["superpixels"]["bytes"], name=f"{objects_path}:{row['cutout_id']}").astype(np.int32)
-        cutouts.append(Cutout(row["cutout_id"], row["category"], rgba, labels, int(row["area"]), row.get("provenance")))
+        box, size = row.get("box"), row.get("source_size")
+        cutouts.append(Cutout(row["cutout_id"], row["category"], rgba, labels, int(row["area"]), row.get("provenance"),
+                              tuple(box) if box else None, tuple(size) if size else None))
     return cutouts
 
 

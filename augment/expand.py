@@ -38,7 +38,7 @@ from typing import Any, Callable, ContextManager, Protocol
 import numpy as np
 import pyarrow as pa
 
-from augment.composite import BackgroundStore, Scene, compose_scene
+from augment.composite import BackgroundStore, Scene, check_source_sizes, compose_scene
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
 from augment.cutouts import Cutout, build_objects_table, load_cutouts
 from augment.imageio import InputError, encode_jpeg, encode_png
@@ -314,6 +314,7 @@ def run_expand(
         )
         publish_file(objects_path, out_dir / OBJECTS_FILE)
         cutouts = load_cutouts(objects_path)
+        check_source_sizes(cutouts, config.composition)
         skips = [_remote_name(skip, local_sources, sources) for skip in skips] + background_skips
         for skip in background_skips:
             log.info("skipped background %s: %s", skip.path, skip.reason)

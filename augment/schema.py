@@ -112,6 +112,7 @@ OBJECTS_SCHEMA = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("area", pa.int64()),  # mask pixels
         pa.field("provenance", PROVENANCE_STRUCT),  # automatic cutouts: source auto, model, round, scores
+        pa.field("source_size", pa.list_(pa.int32(), 2)),  # width, height of the source image (box's frame); null if unknown
     ],
     metadata=_hf_metadata(
         {
@@ -125,6 +126,7 @@ OBJECTS_SCHEMA = pa.schema(
             "height": {"dtype": "int32", "_type": "Value"},
             "area": {"dtype": "int64", "_type": "Value"},
             "provenance": _PROVENANCE_FEATURES,
+            "source_size": {"feature": {"dtype": "int32", "_type": "Value"}, "length": 2, "_type": "Sequence"},
         }
     ),
 )

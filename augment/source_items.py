@@ -27,6 +27,7 @@ class SourceObject:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the crop in the source image
     provenance: dict | None = None  # automatic cutouts (objects sources): source, model_id, round, confidence, stability
     superpixels: bytes | None = None  # PNG of its superpixels when already computed (objects sources)
+    source_size: tuple[int, int] | None = None  # width, height of the source image (box's frame); None when unknown
 
 
 @dataclass
@@ -61,7 +62,8 @@ def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path
         rgb = cv2.resize(rgba[:, :, :3], size, interpolation=cv2.INTER_AREA)
         alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
         rgba = np.dstack([rgb, np.where(alpha >= 128, 255, 0).astype(np.uint8)])
-    return SourceObject(np.ascontiguousarray(rgba), category, str(source), (x, y, x + w, y + h))
+    return SourceObject(np.ascontiguousarray(rgba), category, str(source), (x, y, x + w, y + h),
+                        source_size=(int(image.shape[1]), int(image.shape[0])))
 
 
 def limited(paths: list, config: SourceConfig) -> list:

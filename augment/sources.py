@@ -260,7 +260,9 @@ def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
             yield Skip(name, f"{row['category']!r} object of {area} px is below min_area {config.min_area}")
             continue
         superpixels = (row.get("superpixels") or {}).get("bytes")
-        yield SourceObject(rgba, row["category"], row["source"], tuple(row["box"]), row.get("provenance"), superpixels)
+        size = row.get("source_size")  # tables written before the column have none
+        yield SourceObject(rgba, row["category"], row["source"], tuple(row["box"]), row.get("provenance"), superpixels,
+                           tuple(size) if size else None)
 
 
 def _limited_rows(rows: list[dict], config: SourceConfig) -> list[dict]:
