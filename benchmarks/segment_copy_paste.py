@@ -16,7 +16,7 @@ config, steps and seed on:
 
 ``--seeds 0 1`` trains every arm again with the training seed + 1 (the noise check). ``--base``
 reuses photo shards of the split written before (``labeled/`` and ``held_out/``, as
-benchmarks/segment_ccp.py or /work/notes/s24/seg_a.py write them). Everything resumes: finished
+benchmarks/segment_ccp.py writes them under ``selftune/base/``). Everything resumes: finished
 runs are read back, not trained again. Torch runs on one thread at nice 10 (as segment_ccp.py).
 """
 
