@@ -42,7 +42,7 @@ from augment.composite import BackgroundStore, Scene, check_source_sizes, compos
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
 from augment.cutouts import Cutout, build_objects_table, load_cutouts
 from augment.imageio import InputError, encode_jpeg, encode_png
-from augment.labelled_backgrounds import LabelledBackground, collect_labelled_backgrounds
+from augment.labelled_backgrounds import MIN_SIDE, LabelledBackground, collect_labelled_backgrounds
 from augment.object_lock import claim_output
 from augment.outputs import check_output_folder, inside
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
@@ -195,7 +195,7 @@ def _check_background(path: Place) -> str | None:
         image = read_image(path, "rgb")
     except InputError as error:
         return str(error)
-    if min(image.shape[:2]) < 16:
+    if min(image.shape[:2]) < MIN_SIDE:
         return f"{path}: too small to use as a background ({image.shape[1]}x{image.shape[0]})"
     return None
 

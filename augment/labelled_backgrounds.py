@@ -21,10 +21,10 @@ import numpy as np
 
 from augment.config import BackgroundConfig, SourceConfig
 from augment.imageio import InputError
+from augment.photo_shards import BACKGROUND_CATEGORY
 from augment.sources import Skip, detect_format, load_pair, photo_mask_pairs
 
-BACKGROUND_CATEGORY = "background"  # value 0 of a source (as augment.photo_shards)
-MIN_SIDE = 16  # as plain backgrounds: smaller photos are skipped
+MIN_SIDE = 16  # backgrounds (plain or labelled) with a shorter side under this are skipped
 
 
 @dataclass(frozen=True)

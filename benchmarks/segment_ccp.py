@@ -88,7 +88,7 @@ def run_selftune(args: argparse.Namespace, state: Path, unlabeled: Path, rounds:
 
 def train_baseline(name: str, shards: Path, held_out: Path, config: dict, work: Path,
                    more: tuple[Path, ...] = (), mix: dict[str, float] | None = None, seed_offset: int = 0) -> dict:
-    """Train with the self-tuning config's segmenter settings on photos only; score on the held-out photos.
+    """Train with the self-tuning config's segmenter settings (on photos only by default); score on the held-out photos.
 
     ``more`` shard folders (e.g. composites) are streamed beside the photos in the ``mix``
     proportions; ``seed_offset`` is added to the training seed (a second seed of the same arm).
