@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines.first_views import ViewsConfig
 from pipelines.online_filter import FilterConfig
 from pipelines.scale_filter import ScaleConfig
 
@@ -236,6 +237,9 @@ class TemporalConfig:
     # None leaves the size to the options above.
     scale_filter: ScaleConfig | None = field(default_factory=ScaleConfig)
     online_filter: FilterConfig = field(default_factory=FilterConfig)
+    # The online filter set from the first frame's window and first_views.count distorted views
+    # of it (pipelines/first_views.py; MOSSE / ATOM's expanded first frame), 0 = the frame alone.
+    first_views: ViewsConfig = field(default_factory=ViewsConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.template_rate <= 0.5:
