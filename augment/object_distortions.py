@@ -114,18 +114,25 @@ class Affine(Distortion):
             "vflip": bool(rng.random() < self.vflip_p),
         }
 
-    def apply(
-        self, image: np.ndarray, mask: np.ndarray, params: dict, superpixels: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def linear(params: dict) -> np.ndarray:
+        """The 2 x 2 matrix of recorded ``params`` (image coordinates, y down); also used by the
+        temporal mode's first-frame views (pipelines/first_views.py), which warp a window of the
+        frame instead of a cutout."""
         angle, shear = math.radians(params["angle"]), math.radians(params["shear"])
         # Image coordinates have y pointing down, so negate the angle for a counter-clockwise turn on screen.
         cos, sin = math.cos(-angle), math.sin(-angle)
-        linear = (
+        return (
             np.array([[cos, -sin], [sin, cos]])
             @ np.array([[1.0, math.tan(shear)], [0.0, 1.0]])
             @ np.diag([-1.0 if params["hflip"] else 1.0, -1.0 if params["vflip"] else 1.0])
             * params["scale"]
         )
+
+    def apply(
+        self, image: np.ndarray, mask: np.ndarray, params: dict, superpixels: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        linear = self.linear(params)
         (matrix,), size = _fit_canvas([np.hstack([linear, np.zeros((2, 1))])], *mask.shape)
         return _warp_object(image, mask, matrix, size)
 

@@ -20,6 +20,7 @@ sequences are reported apart as held out.
     python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt] [--threads 1]
     python benchmarks/tracking.py --events occlude|cut [--every 60] [--length 10] [--first 40] [--seed 0]
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set band_trust=0.7
+    python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set first_views.count=8
 
 ``--events`` puts occlusions (the target covered by a patch of its own frame for ``--length``
 frames) or cuts (the picture shifted circularly by 25-45%) into the footage every ``--every``
@@ -115,22 +116,30 @@ def temporal_config(settings: list[str]):
 
     from pipelines.temporal_config import TemporalConfig
 
+    from pipelines.first_views import ViewsConfig
+
     numeric = {f.name: f.type for f in fields(TemporalConfig) if f.type in ("int", "float", "bool")}
+    # The first frame's views (pipelines/first_views.py) by dotted name, e.g. first_views.count=8.
+    numeric.update({f"first_views.{f.name}": f.type for f in fields(ViewsConfig)})
     values: dict = {}
+    views: dict = {}
     for setting in settings:
         name, _, text = setting.partition("=")
         if name not in numeric:
             raise SystemExit(f"--set {setting}: not a numeric TemporalConfig field ({', '.join(sorted(numeric))})")
+        into, key = (views, name.partition(".")[2]) if name.startswith("first_views.") else (values, name)
         if numeric[name] == "bool":  # 0 / 1
             if text not in ("0", "1"):
                 raise SystemExit(f"--set {setting}: {text!r} is not 0 or 1")
-            values[name] = text == "1"
+            into[key] = text == "1"
             continue
         try:
-            values[name] = int(text) if numeric[name] == "int" else float(text)
+            into[key] = int(text) if numeric[name] == "int" else float(text)
         except ValueError:
             raise SystemExit(f"--set {setting}: {text!r} is not a number") from None
     try:
+        if views:
+            values["first_views"] = ViewsConfig(**views)
         return TemporalConfig(**values)
     except ValueError as error:
         raise SystemExit(f"--set: {error}") from None

@@ -17,6 +17,7 @@ the target was held with confidence; the response to new features Z is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -73,6 +74,26 @@ class CorrelationFilter:
         rate = self.config.learning_rate
         self.numerator = (1 - rate) * self.numerator + rate * numerator
         self.denominator = (1 - rate) * self.denominator + rate * denominator
+
+    def initialise(self, features: Sequence[np.ndarray], places: Sequence[tuple[float, float]],
+                   weights: Sequence[float] | None = None) -> None:
+        """Set the filter from several C x H x W feature maps at once (the first frame and its
+        synthetic views, pipelines/first_views.py), each with its target's centre: the numerator
+        and denominator are their (weighted) means (MOSSE's sum over perturbed first frames)."""
+        weights = [1.0] * len(features) if weights is None else list(weights)
+        if len(features) != len(places) or len(weights) != len(places) or not features:
+            raise ValueError("initialise needs one place (and weight) per feature map, and at least one")
+        numerator = denominator = None
+        for feature, at, weight in zip(features, places, weights):
+            spectrum = self._spectrum(feature)
+            num = weight * self._label(at)[None] * np.conj(spectrum)
+            den = weight * (spectrum * np.conj(spectrum)).real.sum(axis=0)
+            numerator = num if numerator is None else numerator + num
+            denominator = den if denominator is None else denominator + den
+        assert numerator is not None and denominator is not None
+        total = float(sum(weights))
+        self.numerator, self.denominator = numerator / total, denominator / total
+        self.lam = self.config.regularisation * float(self.denominator.mean())
 
     def response(self, features: np.ndarray) -> np.ndarray:
         """H x W response to C x H x W features (about 1 where the target is, 0 elsewhere)."""

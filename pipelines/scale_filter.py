@@ -155,6 +155,25 @@ class ScaleFilter:
         self.numerator = (1 - rate) * self.numerator + rate * numerator
         self.denominator = (1 - rate) * self.denominator + rate * denominator
 
+    def initialise(self, images: list[np.ndarray], center: tuple[float, float], size_wh: tuple[float, float],
+                   weights: list[float] | None = None) -> None:
+        """Set the filter from several same-place images at once (the first frame and photometric
+        views of it, pipelines/first_views.py): the numerator and denominator are their
+        (weighted) means."""
+        weights = [1.0] * len(images) if weights is None else list(weights)
+        if not images or len(weights) != len(images):
+            raise ValueError("initialise needs at least one image, and one weight per image")
+        numerator = denominator = None
+        for image, weight in zip(images, weights):
+            spectrum = self._spectrum(image, center, size_wh)
+            num = weight * self.label_f[None] * np.conj(spectrum)
+            den = weight * (spectrum * np.conj(spectrum)).real.sum(axis=0)
+            numerator = num if numerator is None else numerator + num
+            denominator = den if denominator is None else denominator + den
+        assert numerator is not None and denominator is not None
+        total = float(sum(weights))
+        self.numerator, self.denominator = numerator / total, denominator / total
+
     def estimate(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> float:
         """The size change (factor) at which the target at ``center`` best matches what was learned."""
         if self.numerator is None or self.denominator is None:

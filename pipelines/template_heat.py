@@ -70,3 +70,8 @@ class TemplateHeat:
                     for size in sizes]
             features = encoded.skip.float().contiguous().cpu().numpy()
         return torch.cat(maps, dim=1).cpu().numpy(), features
+
+    def features_many(self, media: Sequence[np.ndarray]) -> np.ndarray:
+        """The stride-8 features alone (N x C x h x w float32) of same-size media in one batch."""
+        with torch.inference_mode(), self._autocast():
+            return self.model.encode_medium(self._tensor(media)).skip.float().contiguous().cpu().numpy()

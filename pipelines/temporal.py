@@ -303,7 +303,8 @@ class TemporalSearcher(LostSearch, Adaptation):
         if state == REDETECTED:
             self._probation = cfg.probation_frames
         if state == TRACKING:
-            self._teach(look.features, (y + 0.5 - dy) / GRID, (x + 0.5 - dx) / GRID, self._is_confident(look))
+            self._teach(look.features, (y + 0.5 - dy) / GRID, (x + 0.5 - dx) / GRID, self._is_confident(look),
+                        (frame, look))
         self.center = self._frame_point(look, dx, dy)
         self.height = look.height  # a re-detection may have found the target at another size
         # A larger template matching means the target looks larger in the window.

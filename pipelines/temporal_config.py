@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines.first_views import ViewsConfig
 from pipelines.online_filter import FilterConfig
 from pipelines.scale_filter import ScaleConfig
 
@@ -236,6 +237,21 @@ class TemporalConfig:
     # None leaves the size to the options above.
     scale_filter: ScaleConfig | None = field(default_factory=ScaleConfig)
     online_filter: FilterConfig = field(default_factory=FilterConfig)
+    # The online filter set from the first frame's window and first_views.count distorted views
+    # of it (pipelines/first_views.py; MOSSE / ATOM's expanded first frame), the scale filter from
+    # first_views.scale_views photometric ones; 0 = the frame alone (the code before it, to the
+    # bit). Off: no gain measured. Skating1 + VOT_bag plain and with occlusions and cuts placed 3
+    # ways (14 runs; mean precision / AUC, back within 5 frames of 54 events): off 0.851 / 0.611,
+    # 39; 8 shifted views (shift 0.2, no rotation, scale or photometric) 0.866 / 0.601, 41, but
+    # the views' own seed moves that as much (seeds 0-3: 0.830-0.866 / 0.578-0.616, 39-44; mean
+    # 0.849 / 0.603, 41); 8 views with rotation 10 / scale 0.1 / augment's scene distortions 0.821
+    # / 0.596, 38; geometry only 0.850 / 0.588, 40 (4: 0.836 / 0.608, 16: 0.845 / 0.599; flips
+    # 0.847 / 0.542); photometric only 0.827 / 0.604, 42; 8 scale-filter views alone 0.834 /
+    # 0.617 and 0.833 / 0.597 (seeds 0, 1), 40. Held out once (8 shifted views): Crossing + Soccer
+    # plain 0.786 / 0.576 -> 0.784 / 0.583, occlusions 0.772 / 0.540 -> 0.775 / 0.548 (back 5 -> 6
+    # of 8), cuts 0.503 / 0.388 -> 0.531 / 0.407 (1 of 8 both). Cost at the first frame only: 11-12
+    # ms -> 55-68 ms with 8 views (one thread, load ~0.2), scale views +10 ms.
+    first_views: ViewsConfig = field(default_factory=ViewsConfig)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.template_rate <= 0.5:
