@@ -91,8 +91,10 @@ EXTEND_PROBE_RATIO = 1.05
 # calibration crowd mosaics (original-resolution queries; 0.71-1.00 on the test ones), so the ratio
 # sits under all of them. There the hot places cover most of a mosaic (searched whole: calibration
 # prec@20 / succAUC 0.800 / 0.592 either way); on CCP scenes without the object fewer: the 20
-# speed negatives took 316 -> 270 ms a scene at one thread (one answer of 20 changed). Not exact:
-# a window's cells see less context than the whole medium's (as tiles' do).
+# speed negatives' verified search 3.14-3.16x -> 2.80-2.86x the backbone at one thread
+# (benchmarks/search.py --photos 20 --negatives 20 --threads 1, alternated), one best answer of the
+# 20 moved; CCP test and crowd test figures unchanged. Not exact: a window's deep features see less
+# of the scene than the whole medium's (as tiles' do).
 EXTEND_WINDOW_RATIO = 0.45
 EXTEND_WINDOW_AREA = 0.6
 # Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
