@@ -39,17 +39,27 @@ SAME_SIZE = 1.06
 
 
 def object_height(cosines: torch.Tensor, heights: Sequence[float], resampled: Sequence[bool],
-                  margin: float, penalty: float = RESAMPLED_PENALTY) -> torch.Tensor:
+                  margin: float, penalty: float = RESAMPLED_PENALTY,
+                  valid: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
     """Per grid cell, the object height (pixels) that explains the cosines best, N x 1 x grid.
 
     ``cosines`` N x S x grid, one map per searched size; ``heights`` the object height each stands
-    for; ``resampled`` whether it came from a resampled scale pair. See the module docstring.
+    for; ``resampled`` whether it came from a resampled scale pair. ``valid``: per map, None or a
+    1 x 1 x grid bool of the cells it was computed on (a level searched only in windows), over
+    which alone it is standardised; the sizes hold where every map is valid. See the module
+    docstring.
     """
     order = sorted(range(len(heights)), key=lambda i: heights[i])
     flat = cosines.flatten(2)
     # A medium as small as one grid cell has no spread to standardise by (std of one value is NaN).
     spread = flat.std(dim=2) if flat.shape[2] > 1 else torch.zeros_like(flat[:, :, 0])
-    z = (cosines - flat.mean(dim=2)[..., None, None]) / (spread[..., None, None] + 1e-6)
+    mean = flat.mean(dim=2)
+    for i, cells in enumerate(valid or ()):
+        if cells is not None:
+            inside = flat[:, i][:, cells.flatten()]
+            mean[:, i] = inside.mean(dim=1)
+            spread[:, i] = inside.std(dim=1) if inside.shape[1] > 1 else 0.0
+    z = (cosines - mean[..., None, None]) / (spread[..., None, None] + 1e-6)
     # Group equal sizes (ascending): one score each, their best, less the penalty where only
     # resampled pairs stand for that size.
     groups: list[list[int]] = []

@@ -199,7 +199,8 @@ class Searcher:
     large against the medium in a frame where these find nothing (best heat under
     :data:`pipelines.search_levels.DEFAULT_EXTEND_HEAT`), the object 8x smaller than the query (a
     catalogue garment on a person in a crowd; keywords ``extend_heat``, None: off,
-    ``extend_max_zoom``, ``extend_probe_ratio``); None chooses them per query and medium size
+    ``extend_max_zoom``, ``extend_probe_ratio``, ``extend_window_ratio``: the up-sampled level only
+    around the probe's best places, None: over the whole medium); None chooses them per query and medium size
     (:func:`auto_scales`, from :data:`DEFAULT_QUERY_SCALES`: slower for a query large against the
     medium, whose small sizes are searched in the medium up-sampled; the keyword ``min_object_fraction``, default 1/16, is the smallest
     object it covers against the medium's shorter side: 1/8 encodes about a third of the pixels

@@ -19,6 +19,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import cv2
+import numpy as np
+
 from augment.imageio import InputError
 from train.model import GRID_STRIDE
 
@@ -80,6 +83,20 @@ EXTEND_MAX_ZOOM = 2.0
 # cost decided it; 1.15 (11 negatives) would lose tests' 6x-smaller astronaut (ratio 1.12).
 # The probe's heat is not merged (it found a false 0.683 in one case).
 EXTEND_PROBE_RATIO = 1.05
+# ... and is searched only around the places where the probe scores at least this fraction of its
+# best (coarse to fine: windows around those places, grown by the level's kernel and the
+# tiles' context, NetworkSearch._windows), not over the whole up-sampled medium, unless the windows
+# cover EXTEND_WINDOW_AREA of it (searched whole then). The probe is the same size in the medium as
+# it is, but a poor locator: the object's probe heat was 0.47-1.00 of the probe's best on the 30
+# calibration crowd mosaics (original-resolution queries; 0.71-1.00 on the test ones), so the ratio
+# sits under all of them. There the hot places cover most of a mosaic (searched whole: calibration
+# prec@20 / succAUC 0.800 / 0.592 either way); on CCP scenes without the object fewer: the 20
+# speed negatives' verified search 3.14-3.16x -> 2.80-2.86x the backbone at one thread
+# (benchmarks/search.py --photos 20 --negatives 20 --threads 1, alternated), one best answer of the
+# 20 moved; CCP test and crowd test figures unchanged. Not exact: a window's deep features see less
+# of the scene than the whole medium's (as tiles' do).
+EXTEND_WINDOW_RATIO = 0.45
+EXTEND_WINDOW_AREA = 0.6
 # Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
 MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
 # Media are searched at most this many pixels on their longer side (the query shrinks alike).
@@ -266,6 +283,62 @@ def tiles(height: int, width: int, zoom: float, overlap: int,
         return [(a, a + side) for a in starts[:-1]] + [(starts[-1], length)]  # the last one reaches the edge
 
     return [(y0, y1, x0, x1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
+
+
+def hot_windows(hot: np.ndarray, reach: tuple[int, int], context: int, max_area: float = EXTEND_WINDOW_AREA,
+                align: int = GRID_STRIDE) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] | None:
+    """Windows of a medium to search around its ``hot`` pixels (H x W bool, working pixels):
+    ((y0, y1, x0, x1) of the window, (y0, y1, x0, x1) of its core). Each core is the bounding box of
+    a group of hot pixels grown by ``reach`` (h, w) each way, the part whose maps the window
+    writes; the window is the core grown by ``context`` more (the tiles' context: the network sees
+    as far past the core as past a tile's owned part), its origin a multiple of ``align`` and its
+    size the medium's modulo ``align`` (or reaching the medium's edge). Windows that would
+    overlap are merged into one. None where they would cover ``max_area`` of the medium or more
+    (searched whole then), and where no pixel is hot."""
+    height, width = hot.shape
+    if not hot.any():
+        return None
+    count, _, stats, _ = cv2.connectedComponentsWithStats(hot.astype(np.uint8), connectivity=8)
+    cores = []
+    for x, y, w, h, _ in stats[1:count]:
+        cores.append((max(0, y - reach[0]), min(height, y + h + reach[0]),
+                      max(0, x - reach[1]), min(width, x + w + reach[1])))
+
+    def span(start: int, end: int, length: int) -> tuple[int, int]:
+        lo = max(0, (start - context) // align * align)
+        hi = min(length, end + context)
+        return lo, min(length, hi + (length - hi) % align)  # its size congruent to the medium's
+
+    def window(core: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        return (*span(core[0], core[1], height), *span(core[2], core[3], width))
+
+    merged = True
+    while merged:  # windows that overlap become one (their cores' bounding box)
+        merged = False
+        for i in range(len(cores)):
+            for j in range(i + 1, len(cores)):
+                a, b = window(cores[i]), window(cores[j])
+                if a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]:
+                    c, d = cores[i], cores[j]
+                    cores[i] = (min(c[0], d[0]), max(c[1], d[1]), min(c[2], d[2]), max(c[3], d[3]))
+                    del cores[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    found = [(window(core), core) for core in cores]
+    if sum((y1 - y0) * (x1 - x0) for (y0, y1, x0, x1), _ in found) >= max_area * height * width:
+        return None
+    return found
+
+
+def cores_on_grid(windows: Sequence[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]],
+                  grid: tuple[int, int]) -> np.ndarray:
+    """grid-shaped bool: the stride-8 cells the windows' cores write (as tiles' owned parts)."""
+    valid = np.zeros(grid, bool)
+    for _, (y0, y1, x0, x1) in windows:
+        valid[y0 // GRID_STRIDE:-(-y1 // GRID_STRIDE), x0 // GRID_STRIDE:-(-x1 // GRID_STRIDE)] = True
+    return valid
 
 
 def _owned(start: int, end: int, length: int, others: Sequence[tuple[int, int]]) -> tuple[int, int]:

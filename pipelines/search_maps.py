@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from augment.imageio import InputError
 from pipelines.search_levels import (AUTO_MAX_LEVELS, AUTO_MIN_OBJECT_FRACTION, AUTO_OCTAVE_PRIOR,  # noqa: F401
                                      DEFAULT_EXTEND_HEAT, DEFAULT_MAX_SIDE, EXTEND_MAX_ZOOM, EXTEND_OCTAVES, EXTEND_PROBE_RATIO,
+                                     EXTEND_WINDOW_AREA, EXTEND_WINDOW_RATIO,
                                      DEFAULT_QUERY_SCALES, DEFAULT_SCALES, MAX_KERNEL_SIDE,
                                      MAX_QUERY_SCALE, MAX_TILE_PIXELS, MAX_ZOOM, MIN_KERNEL_MEAN,
                                      MIN_KERNEL_SIDE, MIN_QUERY_SCALE, MIN_QUERY_SIDE,
                                      SHARE_ZOOM_OCTAVES, ZOOM_STEPS_PER_OCTAVE, Level, _owned, auto_scales, check_scales,
-                                     describe, plan_levels, share_zooms, smaller_scales, smallest_plausible_scale, tiles)
+                                     cores_on_grid, describe, hot_windows, plan_levels, share_zooms, smaller_scales, smallest_plausible_scale, tiles)
 from pipelines.alignment import kernel_offset, translate
 from pipelines.object_size import object_height
 from pipelines.search_inputs import (PreparedQuery, SearchMaps, load_checkpoint_model, resize_hw,  # noqa: F401 (API)
@@ -39,6 +40,9 @@ logger = logging.getLogger(__name__)
 # calibration. With pipelines/object_size.py's penalty (then on every resampled pair) and refinement,
 # 0.35 did as 0.75 on calibration photos (crowd succAUC 0.597 / mosaic-cut 0.690, CCP heat top-1 0.990).
 SCALE_MARGIN = 0.75
+# Origins and sizes (modulo) of the up-sampled level's windows, working pixels (NetworkSearch._windows).
+# With the grid stride's 8 instead, the generated 6x-smaller astronaut's box moved (IoU 0.68 -> 0.60).
+WINDOW_ALIGN = 32
 
 
 class NetworkSearch:
@@ -61,7 +65,9 @@ class NetworkSearch:
                  min_kernel_mean: float = MIN_KERNEL_MEAN,
                  extend_heat: float | None = DEFAULT_EXTEND_HEAT, extend_octaves: int = EXTEND_OCTAVES,
                  extend_max_zoom: float = EXTEND_MAX_ZOOM, extend_probe_ratio: float = EXTEND_PROBE_RATIO,
-                 share_zoom_octaves: float = SHARE_ZOOM_OCTAVES) -> None:
+                 share_zoom_octaves: float = SHARE_ZOOM_OCTAVES,
+                 extend_window_ratio: float | None = EXTEND_WINDOW_RATIO,
+                 extend_window_area: float = EXTEND_WINDOW_AREA) -> None:
         check_scales(query_scales)
         if not 8 <= min_kernel_side <= max_kernel_side:
             raise InputError("kernel sides must satisfy 8 <= min_kernel_side <= max_kernel_side")
@@ -95,6 +101,10 @@ class NetworkSearch:
         self.extend_octaves = int(extend_octaves)
         self.extend_max_zoom = min(max_zoom, extend_max_zoom)
         self.extend_probe_ratio = float(extend_probe_ratio)
+        if extend_window_ratio is not None and not 0.0 < extend_window_ratio <= 1.0:
+            raise InputError(f"extend_window_ratio must be in (0, 1] or None, not {extend_window_ratio}")
+        self.extend_window_ratio = extend_window_ratio  # None: the up-sampled level over the whole medium
+        self.extend_window_area = float(extend_window_area)
         self.share_zoom_octaves = float(share_zoom_octaves)
         self.channels_last = device.type == "cpu"
         model = fold_batchnorm(model).to(device)
@@ -237,21 +247,47 @@ class NetworkSearch:
             return None
         probe = self.smaller_levels(query, *medium_hw, searched, max_zoom=1.0)
         features = None
+        windows = None
         if probe and probe != smaller:  # the up-sampled level only where its probe scores
             whole = len(weak) == len(batch)
             found, _, _, features = self._search(query, self._frames(batch, weak), probe, grid, factor,
                                                  second_pass=True, encoded=encoded if whole else None)
             features = features if whole else None
-            weak = weak[found.flatten(1).amax(dim=1) >= self.extend_probe_ratio * best[weak]]
+            scores = found.flatten(1).amax(dim=1) >= self.extend_probe_ratio * best[weak]
+            weak, found = weak[scores], found[scores]
             if not len(weak):
                 return features
-        logger.debug("%s: %d of %d frames searched again at relative size %s", query.name, len(weak),
-                     len(batch), ", ".join(f"{l.scale:g} (zoom {l.zoom:g})" for l in smaller))
+            windows = self._windows(found, smaller)
+        logger.debug("%s: %d of %d frames searched again at relative size %s%s", query.name, len(weak),
+                     len(batch), ", ".join(f"{l.scale:g} (zoom {l.zoom:g})" for l in smaller),
+                     "" if windows is None else f" in {len(windows)} windows")
         more, more_cosines, more_heights, more_features = self._search(query, self._frames(batch, weak), smaller,
-                                                                       grid, factor, second_pass=True)
+                                                                       grid, factor, second_pass=True, windows=windows)
         heat[weak] = torch.maximum(heat[weak], more)
-        size[weak] = self._object_height(torch.cat([cosines[weak], more_cosines], dim=1), heights + more_heights)
+        valid = None if windows is None else torch.from_numpy(cores_on_grid(windows, grid)).to(more.device)[None, None]
+        merged = self._object_height(torch.cat([cosines[weak], more_cosines], dim=1), heights + more_heights,
+                                     None if valid is None else [None] * cosines.shape[1] + [valid] * more_cosines.shape[1])
+        # Outside the windows the up-sampled level was not searched: the first pass's sizes stand.
+        size[weak] = merged if valid is None else torch.where(valid, merged, size[weak])
         return features if features is not None or len(weak) < len(batch) else more_features
+
+    def _windows(self, probed: torch.Tensor, levels: list[Level]
+                 ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] | None:
+        """Where the up-sampled ``levels`` are searched (coarse to fine, :data:`EXTEND_WINDOW_RATIO`):
+        windows around the working pixels where the probe's heat ``probed`` (N x 1 x H x W) reaches
+        ``extend_window_ratio`` of its frame's best, in any of the frames; None: the whole medium."""
+        if self.extend_window_ratio is None:
+            return None
+        best = probed.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+        hot = (probed >= self.extend_window_ratio * best).any(dim=0)[0].cpu().numpy()
+        reach = (math.ceil(max(l.query_size[0] / l.zoom for l in levels)),
+                 math.ceil(max(l.query_size[1] / l.zoom for l in levels)))
+        # As much context past a core as a tile has past its owned part (_zoom's overlap, halved).
+        context = -(-(max(math.ceil(max(l.query_size) / l.zoom) for l in levels) + 32) // 2)
+        # Windows start on the grid of the backbone's coarsest stride (32 px) in the zoomed medium for
+        # zooms up to 2 and match its size modulo that stride, so every layer's grid lines up with
+        # the whole medium's (see pipelines/scene_cells.py); what differs is what lies past them.
+        return hot_windows(hot, reach, context, self.extend_window_area, align=WINDOW_ALIGN)
 
     def _frames(self, batch: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The frames ``index`` of ``batch`` (all of it where that is all), in its memory format."""
@@ -261,13 +297,15 @@ class NetworkSearch:
                                        else torch.contiguous_format)
 
     def _search(self, query: PreparedQuery, batch: torch.Tensor, levels: list[Level], grid: tuple[int, int],
-                factor: float, second_pass: bool = False, encoded: dict[float, MediumFeatures] | None = None
+                factor: float, second_pass: bool = False, encoded: dict[float, MediumFeatures] | None = None,
+                windows: list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, list[float], np.ndarray | None]:
         """Over ``levels`` of the working media ``batch``: the heat (N x 1 x work size, each level's
         weighted by :meth:`level_prior` for automatic scales and the default's ``second_pass``), the per-(level, pair) cosines (N x P x grid), the object
         height (original pixels) each cosine stands for, and the raw features where a level searched
         the media unzoomed and whole. ``encoded`` (zoom -> the whole batch's encoding) is read and
-        filled where a zoom's medium is encoded whole."""
+        filled where a zoom's medium is encoded whole. ``windows`` ((window, core) pairs, working
+        pixels): only these are searched, and only their cores' maps written (zero elsewhere)."""
         by_zoom: dict[float, list[Level]] = {}
         for level in levels:
             by_zoom.setdefault(level.zoom, []).append(level)
@@ -277,7 +315,7 @@ class NetworkSearch:
         pair_scales = [q / m for q, m in self.model.cfg.scale_pairs]
         features = None
         for zoom, zoom_levels in by_zoom.items():
-            found, skip = self._zoom(query, batch, zoom, zoom_levels, grid, encoded)
+            found, skip = self._zoom(query, batch, zoom, zoom_levels, grid, encoded, windows)
             if skip is not None and zoom == 1.0:
                 features = skip.float().contiguous().cpu().numpy()
             for probs, corr, level in found:
@@ -290,28 +328,31 @@ class NetworkSearch:
         return heat, torch.cat(cosines, dim=1), heights, features
 
     def _zoom(self, query: PreparedQuery, batch: torch.Tensor, zoom: float, levels: list[Level],
-              grid: tuple[int, int], encoded: dict[float, MediumFeatures] | None = None
+              grid: tuple[int, int], encoded: dict[float, MediumFeatures] | None = None,
+              windows: list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] | None = None
               ) -> tuple[list[tuple[torch.Tensor, torch.Tensor, Level]], torch.Tensor | None]:
         """Per level of one zoom: (probabilities N x 1 x work size, per-pair cosines N x P x grid),
-        the medium encoded once (per tile where the zoomed medium is too large); and the medium's
-        raw stride-8 features where it was encoded whole (None when tiled)."""
+        the medium encoded once (per tile where the zoomed medium is too large, or only ``windows``,
+        see :meth:`_search`); and the medium's raw stride-8 features where it was encoded whole
+        (None when tiled)."""
         n, _, work_h, work_w = batch.shape
-        overlap = math.ceil(max(max(l.query_size) for l in levels) / zoom) + 32
-        windows = tiles(work_h, work_w, zoom, overlap=overlap, max_pixels=self.max_tile_pixels)
-        if len(windows) == 1:
-            found, skip = self._window(query, batch, zoom, levels, (work_h, work_w), grid, encoded)
-            return [(p, c, level) for (p, c), level in zip(found, levels)], skip
+        if windows is None:
+            overlap = math.ceil(max(max(l.query_size) for l in levels) / zoom) + 32
+            parts = tiles(work_h, work_w, zoom, overlap=overlap, max_pixels=self.max_tile_pixels)
+            if len(parts) == 1:
+                found, skip = self._window(query, batch, zoom, levels, (work_h, work_w), grid, encoded)
+                return [(p, c, level) for (p, c), level in zip(found, levels)], skip
+            rows = sorted({(y0, y1) for y0, y1, _, _ in parts})
+            cols = sorted({(x0, x1) for _, _, x0, x1 in parts})
+            windows = [((y0, y1, x0, x1), (*_owned(y0, y1, work_h, rows), *_owned(x0, x1, work_w, cols)))
+                       for y0, y1, x0, x1 in parts]
         pairs = len(self.model.cfg.scale_pairs)
         probs = [batch.new_zeros((n, 1, work_h, work_w), dtype=torch.float32) for _ in levels]
         corr = [batch.new_zeros((n, pairs, *grid), dtype=torch.float32) for _ in levels]
-        rows = sorted({(y0, y1) for y0, y1, _, _ in windows})
-        cols = sorted({(x0, x1) for _, _, x0, x1 in windows})
-        for y0, y1, x0, x1 in windows:
+        for (y0, y1, x0, x1), (oy0, oy1, ox0, ox1) in windows:
             h, w = y1 - y0, x1 - x0
             found, _ = self._window(query, batch[:, :, y0:y1, x0:x1], zoom, levels, (h, w),
                                     (-(-h // GRID_STRIDE), -(-w // GRID_STRIDE)))
-            oy0, oy1 = _owned(y0, y1, work_h, rows)
-            ox0, ox1 = _owned(x0, x1, work_w, cols)
             gy0, gy1 = oy0 // GRID_STRIDE, -(-oy1 // GRID_STRIDE)
             gx0, gx1 = ox0 // GRID_STRIDE, -(-ox1 // GRID_STRIDE)
             for k, (p, c) in enumerate(found):
@@ -354,11 +395,13 @@ class NetworkSearch:
             found.append((probs, corr))
         return found, encoded.skip
 
-    def _object_height(self, cosines: torch.Tensor, heights: list[float]) -> torch.Tensor:
+    def _object_height(self, cosines: torch.Tensor, heights: list[float],
+                       valid: list[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Per grid cell, the object height (pixels) of the best-matching size, N x 1 x grid
         (:func:`pipelines.object_size.object_height`). ``heights`` come per level in the order of
         the network's scale pairs (:meth:`_search`), so a height's pair is its index modulo theirs."""
         pairs = self.model.cfg.scale_pairs
         assert len(heights) % len(pairs) == 0
         resampled = [pairs[i % len(pairs)] != (1.0, 1.0) for i in range(len(heights))]
-        return object_height(cosines, heights, resampled, self.scale_margin)
+        return object_height(cosines, heights, resampled, self.scale_margin, valid=valid)
+

@@ -88,3 +88,22 @@ def test_a_large_query_found_6x_smaller_gets_a_box_close_to_the_object():
     height = best.box[3] - best.box[1]
     assert 50 / 1.35 <= height <= 50 * 1.35, best
     assert box_iou(best.box, (x, y, x + 40, y + 50)) >= 0.62, best
+
+
+def test_a_size_computed_in_windows_is_standardised_over_its_windows_alone():
+    """A map valid on every cell gives the sizes it gives without ``valid``; a map computed only on
+    some cells (zero elsewhere) is standardised over those, so the zeros outside do not sink its
+    peak under the other size's."""
+    cosines = _cosines([0.45, 0.5])  # the 40-px size matches best
+    heights = [20.0, 40.0]
+    everywhere = [None, torch.ones((1, 1, 8, 8), dtype=torch.bool)]
+    assert torch.equal(object_height(cosines, heights, [False, False], 0.75),
+                       object_height(cosines, heights, [False, False], 0.75, valid=everywhere))
+    assert _height(cosines, heights, [False, False]) == pytest.approx(40.0)
+    inside = torch.zeros((1, 1, 8, 8), dtype=torch.bool)
+    inside[..., 1:8, 1:8] = True
+    windowed = cosines.clone()
+    windowed[:, 1][~inside[0]] = 0.0  # the 40-px map computed in a window only
+    assert _height(windowed, heights, [False, False]) == pytest.approx(20.0)  # standardised with the zeros
+    cells = object_height(windowed, heights, [False, False], 0.75, valid=[None, inside])
+    assert float(cells[0, 0, 4, 4]) == pytest.approx(40.0)

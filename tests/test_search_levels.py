@@ -467,3 +467,60 @@ def test_verification_reads_the_probes_cells_where_the_first_pass_had_none(monke
     result = searcher.find(query, scene)
     assert all(zoom < 1.0 for _, zoom in calls[0]) and calls[1] == [(0.125, 1.0)]
     assert encoded == [] and result.best is not None and box_iou(result.best.box, truth) >= 0.3
+
+
+def test_hot_windows_grow_each_hot_place_by_a_kernel_and_merge_those_that_overlap():
+    from pipelines.search_levels import hot_windows
+
+    hot = np.zeros((480, 640), bool)
+    hot[100:110, 100:120] = True  # one place: its core is grown by the reach, its window by the context
+    [(window, core)] = hot_windows(hot, reach=(30, 20), context=36)
+    assert core == (70, 140, 80, 140)
+    assert window[0] % 8 == 0 and window[2] % 8 == 0 and (480 - window[1]) % 8 == 0 and (640 - window[3]) % 8 == 0
+    assert window[0] <= 70 - 36 and window[1] == 140 + 36 and window[2] <= 80 - 36 and window[3] == 140 + 36
+    # Aligned to 32 px: its origin a multiple, its size the medium's modulo 32 (the grids line up).
+    [(aligned, _)] = hot_windows(hot, reach=(30, 20), context=36, align=32)
+    assert aligned[0] % 32 == 0 and aligned[2] % 32 == 0 and aligned[0] <= window[0] and aligned[2] <= window[2]
+    assert (480 - aligned[1]) % 32 == 0 and (640 - aligned[3]) % 32 == 0
+    hot[400:410, 600:610] = True  # a second place far away: a second window
+    assert len(hot_windows(hot, reach=(30, 20), context=36)) == 2
+    hot[150:160, 150:160] = True  # one near the first: the two become one window over both cores
+    windows = hot_windows(hot, reach=(30, 20), context=36)
+    assert len(windows) == 2 and (70, 190, 80, 180) in [core for _, core in windows]
+    assert hot_windows(np.zeros((480, 640), bool), (30, 20), 36) is None  # nothing hot
+    assert hot_windows(np.ones((480, 640), bool), (30, 20), 36) is None  # as good as the whole medium
+
+
+def test_the_up_sampled_level_is_searched_only_around_the_probes_best_places(monkeypatch):
+    """The 300x240 query 6x smaller: the up-sampled level encodes windows around the places where
+    the probe scores (not the whole medium up-sampled), still finds the instance, and outside its
+    windows the heat map is the first pass's own."""
+    query, scene, truth = _large_query_scene()
+    searcher = Searcher(device="cpu", untrained=True, verify=False)
+    whole = Searcher(device="cpu", untrained=True, verify=False, extend_window_ratio=None)
+    first_pass = Searcher(device="cpu", untrained=True, verify=False, extend_heat=None)
+    encoded: dict[str, list[tuple[int, ...]]] = {"windows": [], "whole": []}
+    for name, s in (("windows", searcher), ("whole", whole)):
+        encode = s.model.encode_medium
+        monkeypatch.setattr(s.model, "encode_medium",
+                            lambda m, encode=encode, name=name: encoded[name].append(tuple(m.shape)) or encode(m))
+    found: list = []
+    windows = searcher.network._windows
+    monkeypatch.setattr(searcher.network, "_windows", lambda *a: found.append(windows(*a)) or found[-1])
+    windowed = searcher.find(query, scene)
+    reference = whole.find(query, scene)
+    zoom = max(shape[2] / 480 for shape in encoded["whole"])
+    assert zoom > 1 and (1, 3, round(480 * zoom), round(640 * zoom)) in encoded["whole"]
+    upsampled = [shape for shape in encoded["windows"] if shape[2] * shape[3] > 480 * 640]
+    assert sum(h * w for _, _, h, w in upsampled) < 0.6 * 480 * 640 * zoom * zoom  # windows, not the whole
+    for result in (windowed, reference):
+        assert result.best is not None and box_iou(result.best.box, truth) >= 0.3, result.best
+    [cores] = [[core for _, core in w] for w in found]
+    assert any(y0 <= truth[1] and y1 >= truth[3] and x0 <= truth[0] and x1 >= truth[2] for y0, y1, x0, x1 in cores)
+    inside = np.zeros((480, 640), bool)
+    for y0, y1, x0, x1 in cores:
+        inside[y0:y1, x0:x1] = True
+    assert inside.mean() < 0.6
+    first = first_pass.find(query, scene).heatmap
+    changed = windowed.heatmap != first  # the up-sampled level's heat merged in: only in the cores
+    assert changed.any() and not (changed & ~inside).any()
