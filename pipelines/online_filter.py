@@ -83,16 +83,10 @@ class CorrelationFilter:
         weights = [1.0] * len(features) if weights is None else list(weights)
         if len(features) != len(places) or len(weights) != len(places) or not features:
             raise ValueError("initialise needs one place (and weight) per feature map, and at least one")
-        numerator = denominator = None
-        for feature, at, weight in zip(features, places, weights):
-            spectrum = self._spectrum(feature)
-            num = weight * self._label(at)[None] * np.conj(spectrum)
-            den = weight * (spectrum * np.conj(spectrum)).real.sum(axis=0)
-            numerator = num if numerator is None else numerator + num
-            denominator = den if denominator is None else denominator + den
-        assert numerator is not None and denominator is not None
-        total = float(sum(weights))
-        self.numerator, self.denominator = numerator / total, denominator / total
+        spectra = [self._spectrum(feature) for feature in features]
+        self.numerator, self.denominator = weighted_terms(
+            [(self._label(at)[None] * np.conj(spectrum), (spectrum * np.conj(spectrum)).real.sum(axis=0))
+             for spectrum, at in zip(spectra, places)], weights)
         self.lam = self.config.regularisation * float(self.denominator.mean())
 
     def response(self, features: np.ndarray) -> np.ndarray:
@@ -101,3 +95,13 @@ class CorrelationFilter:
         spectrum = self._spectrum(features)
         joint = (self.numerator * spectrum).sum(axis=0) / (self.denominator + self.lam)
         return np.fft.irfft2(joint, s=features.shape[-2:]).astype(np.float32)
+
+
+def weighted_terms(terms: Sequence[tuple[np.ndarray, np.ndarray]], weights: Sequence[float]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The weighted means of (numerator, denominator) pairs: a filter set from several samples at
+    once (MOSSE's mean over perturbed first frames; the scale filter's too)."""
+    total = float(sum(weights))
+    numerator = sum(weight * num for (num, _), weight in zip(terms, weights)) / total
+    denominator = sum(weight * den for (_, den), weight in zip(terms, weights)) / total
+    return numerator, denominator

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipelines.online_filter import weighted_terms
+
 
 @dataclass(frozen=True)
 class ScaleConfig:
@@ -163,16 +165,10 @@ class ScaleFilter:
         weights = [1.0] * len(images) if weights is None else list(weights)
         if not images or len(weights) != len(images):
             raise ValueError("initialise needs at least one image, and one weight per image")
-        numerator = denominator = None
-        for image, weight in zip(images, weights):
-            spectrum = self._spectrum(image, center, size_wh)
-            num = weight * self.label_f[None] * np.conj(spectrum)
-            den = weight * (spectrum * np.conj(spectrum)).real.sum(axis=0)
-            numerator = num if numerator is None else numerator + num
-            denominator = den if denominator is None else denominator + den
-        assert numerator is not None and denominator is not None
-        total = float(sum(weights))
-        self.numerator, self.denominator = numerator / total, denominator / total
+        spectra = [self._spectrum(image, center, size_wh) for image in images]
+        self.numerator, self.denominator = weighted_terms(
+            [(self.label_f[None] * np.conj(spectrum), (spectrum * np.conj(spectrum)).real.sum(axis=0))
+             for spectrum in spectra], weights)
 
     def estimate(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> float:
         """The size change (factor) at which the target at ``center`` best matches what was learned."""
