@@ -14,6 +14,11 @@ config, steps and seed on:
       One arm per entry of ``arms`` in the config: its segment.mix and, optionally, changes to the
       expand config (such an arm gets composites of its own).
 
+``--labeled GLOB...`` replaces the split's 100 labelled photos (globs on stems; ``'000?' '001?'
+'002[0-5]'``: the 25-photo regime, where copy-paste is said to help most): the photos and the
+composites' garments and backgrounds all come from those; the held-out photos stay. A work folder
+records its labelled photos and refuses another set (give each set its own ``--work``).
+
 ``--seeds 0 1`` trains every arm again with the training seed + 1 (the noise check). ``--base``
 reuses photo shards of the split written before (``labeled/`` and ``held_out/``, as
 benchmarks/segment_ccp.py writes them under ``selftune/base/``). Everything resumes: finished
@@ -58,13 +63,16 @@ def _merged(base: dict, changes: dict) -> dict:
     return out
 
 
-def load(path: Path) -> tuple[dict, dict[str, Arm]]:
-    """The self-tuning config (split, training) and the arms (mix, expand config with the split's photos)."""
+def load(path: Path, labeled_include: list[str] | None = None) -> tuple[dict, dict[str, Arm]]:
+    """The self-tuning config (split, training) and the arms (mix, expand config with the split's
+    photos); ``labeled_include`` replaces the split's labelled photos (globs on stems, no exclude)."""
     values = read_yaml_mapping(path)
     unknown = set(values) - {"selftune_config", "expand", "arms"}
     if unknown or "selftune_config" not in values:
         raise InputError(f"{path}: needs selftune_config, expand and arms (unknown: {sorted(unknown)})")
     config = selftune_config.load(path.parent / values["selftune_config"])
+    if labeled_include is not None:
+        config["labeled"] = {"include": list(labeled_include), "exclude": []}
     labeled = config["labeled"]
     source = selftune_config.source_config(config, labeled["include"], labeled["exclude"])  # as (b)'s cutouts
     expand = dict(values.get("expand") or {})
@@ -83,6 +91,33 @@ def load(path: Path) -> tuple[dict, dict[str, Arm]]:
     return config, arms
 
 
+def _check_split(data: Path, config: dict, work: Path) -> None:
+    """Exit with one line where the labelled photos match none or overlap the held-out ones, or where
+    ``work`` holds runs of another labelled set; else record this set there."""
+    from fnmatch import fnmatch
+
+    stems = sorted(p.stem for p in (data / "labels").iterdir())
+
+    def chosen(split: dict) -> set[str]:
+        return {s for s in stems if any(fnmatch(s, g) for g in split["include"])
+                and not any(fnmatch(s, g) for g in split["exclude"])}
+
+    labeled, held_out = chosen(config["labeled"]), chosen(config["held_out"])
+    if not labeled:
+        sys.exit(f"error: --labeled {' '.join(config['labeled']['include'])} matches no photo of {data / 'labels'}")
+    if labeled & held_out:
+        sys.exit(f"error: --labeled takes held-out photos ({', '.join(sorted(labeled & held_out)[:3])}...)")
+    record = work / "labeled.json"
+    wanted = {"include": config["labeled"]["include"], "photos": len(labeled)}
+    if record.is_file() and json.loads(record.read_text()) != wanted:
+        sys.exit(f"error: {work} holds runs of another labelled set ({record}); give --work another folder")
+    if not record.is_file() and (work / "results.json").is_file():
+        sys.exit(f"error: {work} holds runs of the config's split; give --work another folder")
+    work.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(wanted))
+    print(f"labelled photos: {len(labeled)} ({' '.join(wanted['include'])})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "ccp-copy-paste")
@@ -90,6 +125,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=CCP, help="the CCP folder (default: ../shared/data/ccp)")
     parser.add_argument("--base", type=Path, default=None, help="photo shards of the split written before (read only)")
     parser.add_argument("--arms", nargs="*", default=None, help="arms to run (default: a and every arm of the config)")
+    parser.add_argument("--labeled", nargs="+", default=None, metavar="GLOB",
+                        help="labelled training photos (globs on stems) instead of the config's split")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="training seed offsets (default: 0)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
@@ -101,10 +138,14 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        config, arms = load(args.config)
+        config, arms = load(args.config, args.labeled)
     except InputError as error:
         sys.exit(f"error: {error}")
     work = args.work
+    if args.labeled is not None:
+        if args.base is not None:
+            sys.exit("error: --labeled writes photo shards of its own split; drop --base")
+        _check_split(args.data, config, work)
     base = args.base or work / "base"
     if args.base is None:
         store = config["train"]["segment"]["store_short_side"]
