@@ -250,3 +250,35 @@ def test_shipped_copy_paste_config_pastes_only_the_labelled_split():
         for picked in (limited(stems, SourceConfig(include=b.include, exclude=b.exclude)), limited(stems, s)):
             assert [p.stem for p in picked] == [f"{i:04d}" for i in range(1, 101)] and not held & {p.stem for p in picked}
     assert arms["e"].mix == {"photos": 0.5, "composites": 0.5} and arms["e"].composites == "composites"
+
+
+def test_labeled_globs_replace_the_split_for_photos_cutouts_and_backgrounds(tmp_path):
+    """benchmarks/segment_copy_paste.py --labeled: the 25-photo regime pastes only photos 0001-0025,
+    onto them alone; a work folder of another labelled set is refused with one line."""
+    import subprocess
+    import sys
+
+    from augment.sources import limited
+    from benchmarks.segment_copy_paste import load
+
+    root = Path(__file__).resolve().parents[1]
+    config, arms = load(root / "configs" / "ccp_copy_paste.yaml", ["000?", "001?", "002[0-5]"])
+    stems = [Path(f"{i:04d}.png") for i in range(1, 701)]
+    assert [p.stem for p in limited(stems, SourceConfig(**config["labeled"]))] == [f"{i:04d}" for i in range(1, 26)]
+    for arm in arms.values():
+        b, s = arm.expand.backgrounds, arm.expand.sources
+        for picked in (limited(stems, SourceConfig(include=b.include, exclude=b.exclude)), limited(stems, s)):
+            assert [p.stem for p in picked] == [f"{i:04d}" for i in range(1, 26)]
+    data = tmp_path / "ccp"
+    (data / "labels").mkdir(parents=True)
+    for i in (1, 2, 101):
+        (data / "labels" / f"{i:04d}.png").write_bytes(b"")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "labeled.json").write_text('{"include": ["0002"], "photos": 1}')
+    for labeled, message in ((["0001"], "holds runs of another labelled set"), (["0101"], "takes held-out photos"),
+                             (["09??"], "matches no photo")):
+        done = subprocess.run([sys.executable, str(root / "benchmarks" / "segment_copy_paste.py"), "--data", str(data),
+                               "--work", str(work), "--labeled", *labeled, "--arms", "a"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
