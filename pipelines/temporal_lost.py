@@ -28,14 +28,17 @@ from pipelines.window_geometry import box_from, shift_map
 def _top_peaks(heat: np.ndarray, count: int, radius: float) -> list[tuple[int, int]]:
     """(y, x) of the ``count`` highest peaks of a map, each ``radius`` px from the others."""
     heat = heat.copy()
-    yy, xx = np.ogrid[:heat.shape[0], :heat.shape[1]]
     found = []
+    reach = int(math.floor(radius))  # the disc lies within this many px of its centre
     for _ in range(count):
         y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
         if not np.isfinite(heat[y, x]):
             break
         found.append((int(y), int(x)))
-        heat[(yy - y) ** 2 + (xx - x) ** 2 <= radius ** 2] = -np.inf
+        # The disc masked in its bounding box only (the same pixels as over the whole map).
+        y0, x0 = max(0, y - reach), max(0, x - reach)
+        yy, xx = np.ogrid[y0:min(heat.shape[0], y + reach + 1), x0:min(heat.shape[1], x + reach + 1)]
+        heat[y0:y0 + yy.shape[0], x0:x0 + xx.shape[1]][(yy - y) ** 2 + (xx - x) ** 2 <= radius ** 2] = -np.inf
     return found
 
 

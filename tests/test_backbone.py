@@ -82,3 +82,17 @@ def test_fold_batchnorm_equivalence(model: torch.nn.Module) -> None:
         torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
         for a, b in zip(folded.forward_features(x), model.forward_features(x)):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_inference_forward_in_place_relu6_equals_the_graph_keeping_one(model: torch.nn.Module) -> None:
+    """Without a graph ReLU6 runs in place (train/backbones.py's _relu6): the features must be the
+    very same as with the graph kept (the out-of-place ReLU6), bit for bit, folded or not."""
+    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    for net in (model, fold_batchnorm(create_backbone("efficientnet_lite0", pretrained=True).eval())):
+        with torch.enable_grad():
+            kept = [f.detach() for f in net.forward_features(x, max_stride=32)]
+        with torch.inference_mode():
+            fast = net.forward_features(x, max_stride=32)
+        assert len(kept) == len(fast) == 3
+        for a, b in zip(kept, fast):
+            assert torch.equal(a, b)

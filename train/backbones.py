@@ -94,6 +94,13 @@ class SameConv2d(nn.Conv2d):
         return self._conv_forward(x, self.weight, self.bias)
 
 
+def _relu6(x: torch.Tensor) -> torch.Tensor:
+    """ReLU6 of a fresh activation (a convolution's or batch norm's output, used nowhere else),
+    in place where no graph is kept: the same values without allocating and writing a second
+    tensor (at inference ~5-10% of a CPU forward pass went to ReLU6's copies)."""
+    return F.relu6(x, inplace=not torch.is_grad_enabled())
+
+
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
@@ -123,8 +130,8 @@ class MBConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         if self.has_expand:
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = _relu6(self._bn0(self._expand_conv(y)))
+        y = _relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return y + x if self.use_residual else y
 
@@ -199,7 +206,7 @@ class EfficientNetLite(nn.Module):
         return (x * 255.0 - 127.0) / 128.0
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu6(self._bn0(self._conv_stem(self.normalize_input(x))))
+        return _relu6(self._bn0(self._conv_stem(self.normalize_input(x))))
 
     def last_block(self, max_stride: int) -> int:
         """Index of the last block :meth:`forward_features` runs for ``max_stride``."""
