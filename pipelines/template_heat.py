@@ -24,7 +24,25 @@ class TemplateHeat:
         self.device: torch.device = network.device
         self.amp: bool = network.amp
         self.channels_last: bool = network.channels_last
+        # Medium sizes encoded by onnxruntime (pipelines/window_encoder.py): see use_onnx.
+        self._onnx: dict[tuple[int, int], Any] = {}
         self.set_template(rgb, mask)
+
+    def use_onnx(self, size: tuple[int, int]) -> bool:
+        """Encode media of ``size`` (H, W) with onnxruntime from now on (the temporal mode's
+        windows, TemporalConfig.onnx_windows); the graph is exported here, not on the first frame.
+        False (PyTorch keeps encoding) where it cannot: see window_encoder."""
+        from pipelines.window_encoder import window_encoder
+
+        encoder = None if self.amp else window_encoder(self.model, *size)
+        if encoder is not None:
+            self._onnx[tuple(size)] = encoder
+        return encoder is not None
+
+    def _encode(self, batch: torch.Tensor) -> Any:
+        """The media's MediumFeatures, by onnxruntime for a size use_onnx named, else PyTorch."""
+        encoder = self._onnx.get((int(batch.shape[-2]), int(batch.shape[-1])))
+        return encoder(batch) if encoder is not None else self.model.encode_medium(batch)
 
     def set_template(self, rgb: np.ndarray, mask: np.ndarray | None) -> None:
         self.rgb, self.mask = rgb, mask
@@ -65,7 +83,7 @@ class TemplateHeat:
         """:meth:`heat_and_features` of same-size media in one batch: N x S x H x W heat and
         N x C x h x w features."""
         with torch.inference_mode(), self._autocast():
-            encoded = self.model.encode_medium(self._tensor(media))
+            encoded = self._encode(self._tensor(media))
             maps = [self.model.search(self.features(size), encoded)["logits"].float().sigmoid()
                     for size in sizes]
             features = encoded.skip.float().contiguous().cpu().numpy()
@@ -74,4 +92,4 @@ class TemplateHeat:
     def features_many(self, media: Sequence[np.ndarray]) -> np.ndarray:
         """The stride-8 features alone (N x C x h x w float32) of same-size media in one batch."""
         with torch.inference_mode(), self._autocast():
-            return self.model.encode_medium(self._tensor(media)).skip.float().contiguous().cpu().numpy()
+            return self._encode(self._tensor(media)).skip.float().contiguous().cpu().numpy()
