@@ -24,25 +24,22 @@ class TemplateHeat:
         self.device: torch.device = network.device
         self.amp: bool = network.amp
         self.channels_last: bool = network.channels_last
-        # Medium sizes encoded by onnxruntime (pipelines/window_encoder.py): see use_onnx.
-        self._onnx: dict[tuple[int, int], Any] = {}
+        # The media encoded by onnxruntime (pipelines/onnx_backbone.py), once use_onnx is called.
+        self._onnx: Any = None
         self.set_template(rgb, mask)
 
-    def use_onnx(self, size: tuple[int, int]) -> bool:
-        """Encode media of ``size`` (H, W) with onnxruntime from now on (the temporal mode's
-        windows, TemporalConfig.onnx_windows); the graph is exported here, not on the first frame.
-        False (PyTorch keeps encoding) where it cannot: see window_encoder."""
-        from pipelines.window_encoder import window_encoder
+    def use_onnx(self) -> bool:
+        """Encode media with onnxruntime from now on (TemporalConfig.onnx_backbone); the graph is
+        exported here (once per process), not on the first frame. False (PyTorch keeps encoding)
+        where it cannot: see pipelines/onnx_backbone.py's medium_encoder."""
+        from pipelines.onnx_backbone import medium_encoder
 
-        encoder = None if self.amp else window_encoder(self.model, *size)
-        if encoder is not None:
-            self._onnx[tuple(size)] = encoder
-        return encoder is not None
+        self._onnx = None if self.amp else medium_encoder(self.model)
+        return self._onnx is not None
 
     def _encode(self, batch: torch.Tensor) -> Any:
-        """The media's MediumFeatures, by onnxruntime for a size use_onnx named, else PyTorch."""
-        encoder = self._onnx.get((int(batch.shape[-2]), int(batch.shape[-1])))
-        return encoder(batch) if encoder is not None else self.model.encode_medium(batch)
+        """The media's MediumFeatures, by onnxruntime after use_onnx, else PyTorch."""
+        return self._onnx(batch) if self._onnx is not None else self.model.encode_medium(batch)
 
     def set_template(self, rgb: np.ndarray, mask: np.ndarray | None) -> None:
         self.rgb, self.mask = rgb, mask

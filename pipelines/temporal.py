@@ -95,8 +95,8 @@ class TemporalSearcher(LostSearch, Adaptation):
         self.window_side = max(32, int(math.ceil(side / 8)) * 8)
         self.anchor_rgb, self.mask = query.rgb, query.mask
         self.net = TemplateHeat(searcher, query.rgb, query.mask)
-        if cfg.onnx_windows:  # the windows by onnxruntime (pipelines/window_encoder.py), if it is there
-            self.net.use_onnx((self.window_side, self.window_side))
+        if cfg.onnx_backbone:  # encoded by onnxruntime (pipelines/onnx_backbone.py), if it is there
+            self.net.use_onnx()
         self.scales = (1.0 / cfg.scale_step, 1.0, cfg.scale_step) if cfg.scale_step > 1 else (1.0,)
         self.prior = hann_window(self.window_side, self.window_side)
         self.peak_offset = self._peak_offset()

@@ -152,10 +152,12 @@ class TemporalConfig:
     # templates out-score larger ones on anything, a choice of sizes shrank the box).
     acquire_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
     redetect_scales: tuple[float, ...] = (1.0,)
-    # The windows (one size for the whole video) encoded by onnxruntime instead of PyTorch
-    # (pipelines/window_encoder.py; the whole frame stays PyTorch's, its size changes with the
-    # target's). Not PyTorch's values to the bit (|difference| ~3e-5); measured below (README, stop 26).
-    onnx_windows: bool = True
+    # The media (the windows, the whole frame while lost) encoded by onnxruntime instead of
+    # PyTorch (pipelines/onnx_backbone.py): ~35% less time per window, ~25% per whole frame on
+    # one AVX2 thread. Not PyTorch's values to the bit (|difference| ~3e-5); on Skating1 + VOT_bag
+    # with cuts and occlusions placed 3 ways precision, AUC and delays identical (README, stop 26).
+    # False: PyTorch encodes (the code before it, to the bit); also where onnxruntime is absent.
+    onnx_backbone: bool = True
     # Longest side of the frame when searched whole (the frame is resampled to template scale).
     redetect_max_side: int = 1024
     # Running template: weight of the confident boxes' pixels blended into the query (0 = off,

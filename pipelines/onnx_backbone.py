@@ -1,0 +1,131 @@
+"""The search network's medium encoding in onnxruntime, for media of any size and batch.
+
+The temporal mode encodes a window (or a batch of them) every frame and, while the target is
+lost, the whole frame resampled to the target's zoom (pipelines/template_heat.py). On this
+project's CPU machine (AMD EPYC, AVX2, one thread) PyTorch's oneDNN path, channels-last (the
+fastest of its layouts and flags there), spends ~7.5 ms on a 152 x 152 window of
+efficientnet_lite0 up to stride 16 and ~62 ms on Crossing's whole frame (590 x 394); onnxruntime
+~4.8 and ~46 ms on the same graph (its depthwise convolutions and padding cost less). The values
+are not PyTorch's to the bit (float32, another summation order: |difference| ~3e-5 on features of
+order 1), so the temporal mode uses it as an option (TemporalConfig.onnx_backbone) judged on the
+tracking benchmark.
+
+One graph serves every size: it is exported with the batch, height and width dynamic, the strided
+convolutions' TensorFlow 'same' padding written as the graph's own arithmetic on the input's size
+(:func:`_traceable_same_padding`) instead of the constants train/backbones.py's ``SameConv2d``
+traces to. It is exported once per (model, threads) and kept for the process (~1 s). Without
+onnx / onnxruntime (the optional ``onnx`` extra), for a model whose edge path encodes the raw
+image, or where the export fails, :func:`medium_encoder` answers None and PyTorch encodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+import weakref
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.backbones import SameConv2d
+from train.model import MediumFeatures
+
+logger = logging.getLogger(__name__)
+
+# model -> {threads: encoder, or None where it could not be made (not retried)}
+_ENCODERS: "weakref.WeakKeyDictionary[nn.Module, dict[int, OnnxMediumEncoder | None]]" = \
+    weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def _traceable_same_padding() -> Iterator[None]:
+    """While exporting: ``SameConv2d``'s strided convolutions pad by arithmetic on the traced
+    size, so that the graph pads right for any input size. For stride 2 and an odd kernel k,
+    'same' pads (k - 1) // 2 at the bottom (right) and (k - 3) // 2 + size % 2 at the top (left):
+    the same amounts as ``SameConv2d._pad_amount`` (an odd size pads one more at the top)."""
+    plain = SameConv2d.forward
+
+    def forward(self: SameConv2d, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        if sh == sw == 1 and kh % 2 == 1 and kw % 2 == 1:
+            return plain(self, x)  # symmetric padding inside the convolution: no size dependence
+        if not (sh == sw == 2 and kh % 2 == 1 and kw % 2 == 1):
+            raise NotImplementedError(f"dynamic 'same' padding for stride {self.stride}, kernel {self.kernel_size}")
+        top = (kh - 3) // 2 + x.shape[-2] % 2
+        left = (kw - 3) // 2 + x.shape[-1] % 2
+        return self._conv_forward(F.pad(x, [left, (kw - 1) // 2, top, (kh - 1) // 2]), self.weight, self.bias)
+
+    SameConv2d.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SameConv2d.forward = plain  # type: ignore[method-assign]
+
+
+class _Backbone(nn.Module):
+    """The part of ``encode_medium`` the export holds: the backbone's raw levels."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model._backbone_features(self.model.backbone, x, self.model.max_stride))
+
+
+class OnnxMediumEncoder:
+    """``model.encode_medium`` for N x 3 x H x W float RGB in [0, 1] (any N, H, W), run by
+    onnxruntime on ``threads`` threads; the features come back as float32 CPU tensors."""
+
+    def __init__(self, model: nn.Module, threads: int) -> None:
+        import onnxruntime  # optional dependency (the ``onnx`` extra)
+
+        self.model = model
+        buffer = io.BytesIO()
+        # An odd example size: nothing about it may be baked in (dynamic axes, traced padding).
+        example = torch.zeros(1, 3, 97, 130)
+        with warnings.catch_warnings(), torch.no_grad(), _traceable_same_padding():
+            warnings.simplefilter("ignore")  # the tracer's notes on traced shape arithmetic
+            torch.onnx.export(_Backbone(model).eval(), example, buffer, opset_version=17, dynamo=False,
+                              input_names=["medium"],
+                              dynamic_axes={"medium": {0: "batch", 2: "height", 3: "width"}})
+        options = onnxruntime.SessionOptions()
+        # One pool of `threads` (as torch.set_num_threads): more only contend on a shared machine.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # notes on unused initialisers are noise here
+        self.session = onnxruntime.InferenceSession(buffer.getvalue(), options,
+                                                    providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: torch.Tensor) -> MediumFeatures:
+        array = np.ascontiguousarray(batch.detach().float().cpu().numpy())
+        raw = [torch.from_numpy(level) for level in self.session.run(None, {self.input: array})]
+        size = (int(batch.shape[-2]), int(batch.shape[-1]))
+        return MediumFeatures(self.model._project(raw), raw[0], None, size)
+
+
+def medium_encoder(model: nn.Module) -> OnnxMediumEncoder | None:
+    """The (cached) onnxruntime encoder of ``model``'s media at torch's thread count, or None
+    where it cannot stand in for PyTorch's (no onnxruntime, a model on another device, an edge
+    path that encodes the raw image, a failed export: logged once)."""
+    edge: Any = getattr(model, "edge", None)
+    if edge is not None and not getattr(edge, "resize_only", False):
+        return None
+    if next(model.parameters()).device.type != "cpu":
+        return None
+    threads = torch.get_num_threads()
+    per_model = _ENCODERS.setdefault(model, {})
+    if threads not in per_model:
+        try:
+            per_model[threads] = OnnxMediumEncoder(model, threads)
+        except Exception as error:  # noqa: BLE001 - any failure falls back to PyTorch, once
+            logger.info("onnxruntime encoder unavailable (%s); PyTorch encodes", error)
+            per_model[threads] = None
+    return per_model[threads]
