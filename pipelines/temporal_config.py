@@ -160,6 +160,17 @@ class TemporalConfig:
     onnx_backbone: bool = True
     # Longest side of the frame when searched whole (the frame is resampled to template scale).
     redetect_max_side: int = 1024
+    # While lost, the whole frame is not searched magnified above redetect_max_zoom (0 = no cap):
+    # coarse to fine, as the still-image search's hot windows. Magnifying the frame adds no detail,
+    # but costs the square of the zoom; with the cap the templates shrink with it, and the highest
+    # peaks' windows are sampled at the windows' zoom (no candidate screen: the maps cannot be cut),
+    # so the online filter decides on the same windows as without it. Off by default: a cap of 1
+    # binds on none of the tuning sequences (Skating1 is searched at 0.89x, VOT_bag at 0.35x:
+    # the tuning grid is identical), and where it binds it missed the target: Crossing with cuts
+    # (its box shrunk after the first cut, the frame searched at 2.2x, 779 x 519) never re-detected
+    # it (precision 0.782 -> 0.328) for 45 -> 48 frames/s; in generated video a 0.6 cap (a 29 px
+    # template) missed it too, 0.8 did not.
+    redetect_max_zoom: float = 0.0
     # Running template: weight of the confident boxes' pixels blended into the query (0 = off,
     # at most 0.5: the query stays the anchor), updated every template_every confident frames.
     template_rate: float = 0.0
@@ -278,6 +289,8 @@ class TemporalConfig:
         if self.refine_radius < 0.0 or not 0.0 <= self.refine_heat <= 1.0:
             raise ValueError(f"need refine_radius >= 0 and refine_heat in [0, 1], not {self.refine_radius}, "
                              f"{self.refine_heat}")
+        if self.redetect_max_zoom < 0:
+            raise ValueError(f"redetect_max_zoom must be >= 0 (0: no cap), not {self.redetect_max_zoom}")
         if not 0.0 <= self.candidate_screen < 1.0:
             raise ValueError(f"candidate_screen must lie in [0, 1), not {self.candidate_screen}")
         if self.band_trust < 0.0:

@@ -207,11 +207,15 @@ class LostSearch:
         cfg = self.config
         h, w = frame.shape[:2]
         zoom = min(self._zoom(), cfg.redetect_max_side / max(w, h))
+        if cfg.redetect_max_zoom > 0 and self.center is not None:
+            # Re-detection: the frame no more magnified than redetect_max_zoom (coarse), the peaks'
+            # windows then sampled at the windows' zoom (fine; see TemporalConfig.redetect_max_zoom).
+            zoom = min(zoom, cfg.redetect_max_zoom)
         out_w, out_h = max(32, round(w * zoom)), max(32, round(h * zoom))
         medium = cv2.resize(frame, (out_w, out_h), interpolation=cv2.INTER_AREA if zoom < 1
                             else cv2.INTER_LINEAR)
         sizes = self._sizes(scales)
-        if zoom < self._zoom():  # the frame was capped at redetect_max_side: shrink the templates
+        if zoom < self._zoom():  # the frame was capped (redetect_max_side / _zoom): shrink the templates
             sizes = [(max(8, round(sh * zoom / self._zoom())), max(8, round(sw * zoom / self._zoom())))
                      for sh, sw in sizes]
         sizes = [(min(sh, out_h), min(sw, out_w)) for sh, sw in sizes]
