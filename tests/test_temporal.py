@@ -15,7 +15,8 @@ from skimage import data
 
 from augment.imageio import save_image
 from pipelines.search import Searcher, box_iou
-from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalSearcher, Track
+from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalConfig, TemporalSearcher, Track
+from pipelines.template_heat import TemplateHeat
 from pipelines.temporal_track import RecentLevels
 from tests.cli_checks import run_cli
 
@@ -69,6 +70,29 @@ def _covered_video(other: np.ndarray, other_from: int = 0, other_at: tuple[float
 def _track(searcher: Searcher, frames: list[np.ndarray]) -> list[Track]:
     tracker = TemporalSearcher(searcher, searcher.prepare(_target()))
     return [tracker.step(frame) for frame in frames]
+
+
+def _counted_run(searcher: Searcher, frames: list[np.ndarray], centre: tuple[float, float], config: TemporalConfig,
+                 monkeypatch: pytest.MonkeyPatch, windows: bool) -> tuple[list[Track], int]:
+    """The tracks started from the true box with ``config``, and the pixels of the media encoded
+    that were windows (``windows``) or that were not (the whole frame's)."""
+    real = TemplateHeat.heat_and_features_many
+    pixels = [0]
+    side: list[int] = []
+
+    def counting(self: TemplateHeat, media: list[np.ndarray], sizes: list) -> tuple:
+        if side and (media[0].shape[:2] == (side[0], side[0])) == windows:
+            pixels[0] += sum(m.shape[0] * m.shape[1] for m in media)
+        return real(self, media, sizes)
+
+    monkeypatch.setattr(TemplateHeat, "heat_and_features_many", counting)
+    x, y = centre
+    tracker = TemporalSearcher(searcher, searcher.prepare(_target()), config,
+                               initial_box=(x - SIDE / 2, y - SIDE / 2, x + SIDE / 2, y + SIDE / 2))
+    side.append(tracker.window_side)
+    tracks = [tracker.step(frame) for frame in frames]
+    monkeypatch.setattr(TemplateHeat, "heat_and_features_many", real)
+    return tracks, pixels[0]
 
 
 def _lookalike_video() -> tuple[list[np.ndarray], list[tuple[float, float]]]:

@@ -10,10 +10,9 @@ import pytest
 from skimage import data
 
 from pipelines.search import Searcher
-from pipelines.temporal import LOST, TemporalConfig, TemporalSearcher
-from pipelines.template_heat import TemplateHeat
+from pipelines.temporal import LOST, TemporalConfig
 
-from tests.test_temporal import SIDE, _centre, _paste, _scene, _target, one_thread, searcher  # noqa: F401
+from tests.test_temporal import SIDE, _counted_run, _centre, _paste, _scene, _target, one_thread, searcher  # noqa: F401
 
 CAP = 0.8  # the generated target (48 px) is searched at about 1x: the cap binds (at 0.6, its
 # 29 px template missed it in the whole frame of the hidden video: too coarse)
@@ -50,23 +49,8 @@ def _run(searcher: Searcher, frames: list[np.ndarray], centre: tuple[float, floa
          monkeypatch: pytest.MonkeyPatch) -> tuple[list, int]:
     """The tracks started from the true box, and the pixels of the media encoded that were not
     windows (the whole frame's)."""
-    real = TemplateHeat.heat_and_features_many
-    pixels = [0]
-    side: list[int] = []
-
-    def counting(self: TemplateHeat, media: list[np.ndarray], sizes: list) -> tuple:
-        if side and media[0].shape[:2] != (side[0], side[0]):
-            pixels[0] += sum(m.shape[0] * m.shape[1] for m in media)
-        return real(self, media, sizes)
-
-    monkeypatch.setattr(TemplateHeat, "heat_and_features_many", counting)
-    x, y = centre
-    tracker = TemporalSearcher(searcher, searcher.prepare(_target()), TemporalConfig(redetect_max_zoom=cap),
-                               initial_box=(x - SIDE / 2, y - SIDE / 2, x + SIDE / 2, y + SIDE / 2))
-    side.append(tracker.window_side)
-    tracks = [tracker.step(frame) for frame in frames]
-    monkeypatch.setattr(TemplateHeat, "heat_and_features_many", real)
-    return tracks, pixels[0]
+    return _counted_run(searcher, frames, centre, TemporalConfig(redetect_max_zoom=cap),
+                        monkeypatch, windows=False)
 
 
 def _back(tracks: list, truth: list, start: int) -> int:

@@ -12,10 +12,9 @@ import pytest
 from skimage import data
 
 from pipelines.search import Searcher
-from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalConfig, TemporalSearcher
-from pipelines.template_heat import TemplateHeat
+from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalConfig
 
-from tests.test_temporal import (SIDE, _centre, _covered_video, _paste, _scene, _target,  # noqa: F401
+from tests.test_temporal import (SIDE, _counted_run, _centre, _covered_video, _paste, _scene, _target,  # noqa: F401
                                  one_thread, searcher)
 
 
@@ -46,25 +45,10 @@ SCREEN = 0.6  # above the look-alike's cut window (0.52 of the reference), below
 
 def _run(searcher: Searcher, frames: list[np.ndarray], centre: tuple[float, float], screen: float,
          monkeypatch: pytest.MonkeyPatch) -> tuple[list, int]:
-    """The tracks (as JSON) started from the true box, and the pixels of the windows encoded on
-    the frames the whole frame was searched (those the screen can spare)."""
-    real = TemplateHeat.heat_and_features_many
-    pixels = [0]
-    side: list[int] = []
-
-    def counting(self: TemplateHeat, media: list[np.ndarray], sizes: list) -> tuple:
-        if side and media[0].shape[0] == side[0] and media[0].shape[1] == side[0]:
-            pixels[0] += sum(m.shape[0] * m.shape[1] for m in media)
-        return real(self, media, sizes)
-
-    monkeypatch.setattr(TemplateHeat, "heat_and_features_many", counting)
-    x, y = centre
-    tracker = TemporalSearcher(searcher, searcher.prepare(_target()), TemporalConfig(candidate_screen=screen),
-                               initial_box=(x - SIDE / 2, y - SIDE / 2, x + SIDE / 2, y + SIDE / 2))
-    side.append(tracker.window_side)
-    tracks = [tracker.step(frame) for frame in frames]
-    monkeypatch.setattr(TemplateHeat, "heat_and_features_many", real)
-    return tracks, pixels[0]
+    """The tracks started from the true box, and the pixels of the windows encoded on the frames
+    the whole frame was searched (those the screen can spare)."""
+    return _counted_run(searcher, frames, centre, TemporalConfig(candidate_screen=screen),
+                        monkeypatch, windows=True)
 
 
 def test_the_same_track_with_fewer_windows_encoded(searcher: Searcher, monkeypatch: pytest.MonkeyPatch) -> None:
