@@ -15,7 +15,8 @@ convolutions' TensorFlow 'same' padding written as the graph's own arithmetic on
 (:func:`_traceable_same_padding`) instead of the constants train/backbones.py's ``SameConv2d``
 traces to. It is exported once per (model, threads) and kept for the process (~1 s). Without
 onnx / onnxruntime (the optional ``onnx`` extra), for a model whose edge path encodes the raw
-image, or where the export fails, :func:`medium_encoder` answers None and PyTorch encodes.
+image or with a strided convolution the traced padding does not cover, or where the export fails,
+:func:`medium_encoder` answers None and PyTorch encodes.
 """
 
 from __future__ import annotations
@@ -52,11 +53,8 @@ def _traceable_same_padding() -> Iterator[None]:
 
     def forward(self: SameConv2d, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
-        sh, sw = self.stride
-        if sh == sw == 1 and kh % 2 == 1 and kw % 2 == 1:
+        if self.stride == (1, 1):
             return plain(self, x)  # symmetric padding inside the convolution: no size dependence
-        if not (sh == sw == 2 and kh % 2 == 1 and kw % 2 == 1):
-            raise NotImplementedError(f"dynamic 'same' padding for stride {self.stride}, kernel {self.kernel_size}")
         top = (kh - 3) // 2 + x.shape[-2] % 2
         left = (kw - 3) // 2 + x.shape[-1] % 2
         return self._conv_forward(F.pad(x, [left, (kw - 1) // 2, top, (kh - 1) // 2]), self.weight, self.bias)
@@ -66,6 +64,13 @@ def _traceable_same_padding() -> Iterator[None]:
         yield
     finally:
         SameConv2d.forward = plain  # type: ignore[method-assign]
+
+
+def _pads_traceably(model: nn.Module) -> bool:
+    """Whether every ``SameConv2d`` of ``model`` has an odd kernel and stride 1 or 2: the cases
+    :func:`_traceable_same_padding` writes (efficientnet_lite0 has no other)."""
+    return all(m.kernel_size[0] % 2 == 1 and m.kernel_size[1] % 2 == 1 and m.stride in ((1, 1), (2, 2))
+               for m in model.modules() if isinstance(m, SameConv2d))
 
 
 class _Backbone(nn.Module):
@@ -107,8 +112,7 @@ class OnnxMediumEncoder:
     def __call__(self, batch: torch.Tensor) -> MediumFeatures:
         array = np.ascontiguousarray(batch.detach().float().cpu().numpy())
         raw = [torch.from_numpy(level) for level in self.session.run(None, {self.input: array})]
-        size = (int(batch.shape[-2]), int(batch.shape[-1]))
-        return MediumFeatures(self.model._project(raw), raw[0], None, size)
+        return self.model.medium_from_backbone(raw, (int(batch.shape[-2]), int(batch.shape[-1])))
 
 
 def medium_encoder(model: nn.Module) -> OnnxMediumEncoder | None:
@@ -118,7 +122,7 @@ def medium_encoder(model: nn.Module) -> OnnxMediumEncoder | None:
     edge: Any = getattr(model, "edge", None)
     if edge is not None and not getattr(edge, "resize_only", False):
         return None
-    if next(model.parameters()).device.type != "cpu":
+    if next(model.parameters()).device.type != "cpu" or not _pads_traceably(model):
         return None
     threads = torch.get_num_threads()
     per_model = _ENCODERS.setdefault(model, {})

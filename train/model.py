@@ -206,8 +206,9 @@ class QuerySearchNet(nn.Module):
 
     def medium_from_backbone(self, raw: list[torch.Tensor], size: tuple[int, int]) -> MediumFeatures:
         """Medium features from backbone features computed elsewhere (a frozen backbone's cache:
-        :mod:`train.feature_cache`); the raw image's edge path is not available then."""
-        if self.edge is not None:
+        :mod:`train.feature_cache`, onnxruntime); the raw image's edge path is not available then
+        (an edge path that only resizes needs nothing of it, as in :meth:`encode_medium`)."""
+        if self.edge is not None and not self.edge.resize_only:
             raise ValueError("cached backbone features cannot feed the edge path; set edge_path: false")
         return MediumFeatures(self._project(raw), raw[0], None, (int(size[0]), int(size[1])))
 
