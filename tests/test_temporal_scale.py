@@ -5,12 +5,14 @@ it back; an unsure scale filter walking the box down is still held by the band."
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import pytest
 from skimage import data
 
-from pipelines.scale_filter import ScaleFilter
+from pipelines.scale_filter import ScaleFilter, gradient_cells
 from pipelines.search import Searcher
 from pipelines.temporal import TRACKING, TemporalConfig, TemporalSearcher, Track
 
@@ -134,3 +136,40 @@ def test_scale_filter_reports_its_response_peak() -> None:
 def test_band_trust_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="band_trust"):
         TemporalConfig(band_trust=-0.1)
+
+
+def _gradient_cells_reference(patches: np.ndarray, cell: int, orientations: int) -> np.ndarray:
+    """gradient_cells as first written (index arrays rebuilt each call): the cached-index version
+    must give the same bits."""
+    count, h, w = patches.shape
+    gx = np.zeros_like(patches)
+    gy = np.zeros_like(patches)
+    gx[:, :, 1:-1] = patches[:, :, 2:] - patches[:, :, :-2]
+    gy[:, 1:-1] = patches[:, 2:] - patches[:, :-2]
+    ch, cw = h // cell, w // cell
+    hh, ww = ch * cell, cw * cell
+    gx, gy, grey = gx[:, :hh, :ww], gy[:, :hh, :ww], patches[:, :hh, :ww]
+    magnitude = np.hypot(gx, gy)
+    position = (np.arctan2(gy, gx) % math.pi) / math.pi * orientations
+    low = np.floor(position)
+    high_weight = position - low
+    low = low.astype(np.int64) % orientations
+    cells = (np.arange(hh)[:, None] // cell * cw + np.arange(ww)[None] // cell)[None]
+    first = np.arange(count)[:, None, None] * (orientations + 1)
+    length = count * (orientations + 1) * ch * cw
+
+    def pool(channel: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        return np.bincount(((first + channel) * (ch * cw) + cells).ravel(), weight.ravel(), length)
+
+    pooled = (pool(low, magnitude * (1 - high_weight)) + pool((low + 1) % orientations, magnitude * high_weight)
+              + pool(np.full_like(low, orientations), grey)) / (cell * cell)
+    flat = pooled.reshape(count, -1)
+    return (flat / (np.linalg.norm(flat, axis=1, keepdims=True) + 1e-6)).astype(np.float32)
+
+
+def test_gradient_cells_matches_the_reference_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    for count, h, w in ((33, 20, 26), (33, 26, 19), (5, 8, 8), (33, 20, 26)):  # repeated: cached indices
+        patches = rng.random((count, h, w), dtype=np.float32)
+        patches[:, :3, :3] = 0.5  # flat areas: zero gradients, orientation bin 0
+        assert np.array_equal(gradient_cells(patches, 4, 9), _gradient_cells_reference(patches, 4, 9))
