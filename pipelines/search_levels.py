@@ -96,6 +96,18 @@ EXTEND_PROBE_RATIO = 1.05
 # 20 moved; CCP test and crowd test figures unchanged. Not exact: a window's deep features see less
 # of the scene than the whole medium's (as tiles' do).
 EXTEND_WINDOW_RATIO = 0.45
+# Tried at stop 27 (issue 8, negatives' cost), not kept: where the windows cover EXTEND_WINDOW_AREA,
+# searching the up-sampled level whole only where the probe's hot places grown by its kernel cover
+# at least 0.45 of the medium (crowds), else not at all. Calibration (CrowdMosaics("calibrate")
+# 30+10 per variant, ccp.search_cases("calibrate"), fused): the 27 original-resolution mosaics that
+# reach this level cover 0.55-1.00, 8 of the 14 CCP negatives searched whole 0.14-0.39; figures
+# unchanged. Test: a crowd mosaic (benchmarks/search_small.py --mosaics 10 --negatives 4 --only
+# mosaic, case 9) was cut and lost, prec@20 / succAUC 0.900 / 0.662 -> 0.800 / 0.576, and
+# benchmarks/search.py --photos 20 --negatives 20 --threads 1: negatives 2.87-2.97x -> 2.94-2.96x the
+# backbone (verified, main and the gate alternated twice): no gain there.
+# Nor did tiling that whole medium in equal tiles of <= 0.8 M px help (in the pipeline two 832x944
+# tiles took about as long as the whole 832x1670), though the backbone alone, best of 3, costs
+# 230-290 ns/px up to ~0.8 M px and 350-380 from ~0.85 M px at one thread.
 EXTEND_WINDOW_AREA = 0.6
 # Bounds of --scales: past them a level's query is under a pixel or larger than any medium.
 MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
