@@ -68,7 +68,7 @@ def gradient_cells(patches: np.ndarray, cell: int, orientations: int) -> np.ndar
     hh, ww = ch * cell, cw * cell
     gx, gy, grey = gx[:, :hh, :ww], gy[:, :hh, :ww], patches[:, :hh, :ww]
     magnitude = np.hypot(gx, gy)
-    position = (np.arctan2(gy, gx) % math.pi) / math.pi * orientations
+    position = _modulo_pi(np.arctan2(gy, gx)) / math.pi * orientations
     low = np.floor(position)
     high_weight = position - low
     low = low.astype(np.int64) % orientations
@@ -87,6 +87,17 @@ def gradient_cells(patches: np.ndarray, cell: int, orientations: int) -> np.ndar
               + np.bincount(grey_index, grey.ravel(), length)) / (cell * cell)
     flat = pooled.reshape(count, -1)
     return (flat / (np.linalg.norm(flat, axis=1, keepdims=True) + 1e-6)).astype(np.float32)
+
+
+def _modulo_pi(angles: np.ndarray) -> np.ndarray:
+    """``angles % math.pi`` for arctan2's angles (|a| <= pi as the array's float type rounds it), the
+    same bits as numpy's remainder (fmod, then the divisor added where the signs differ; an exact
+    zero where the angle is +-pi) at a sixth of its cost on float32 (whose fmod is slow)."""
+    divisor = angles.dtype.type(math.pi)
+    result = angles + angles.dtype.type(0)  # -0.0 becomes +0.0, as remainder makes it
+    np.add(result, divisor, where=angles < 0, out=result)
+    result[angles == divisor] = 0
+    return result
 
 
 @functools.lru_cache(maxsize=8)

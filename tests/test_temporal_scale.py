@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from pipelines.scale_filter import ScaleFilter, gradient_cells
+from pipelines.scale_filter import ScaleFilter, _modulo_pi, gradient_cells
 from pipelines.search import Searcher
 from pipelines.temporal import TRACKING, TemporalConfig, TemporalSearcher, Track
 
@@ -173,3 +173,28 @@ def test_gradient_cells_matches_the_reference_bit_for_bit() -> None:
         patches = rng.random((count, h, w), dtype=np.float32)
         patches[:, :3, :3] = 0.5  # flat areas: zero gradients, orientation bin 0
         assert np.array_equal(gradient_cells(patches, 4, 9), _gradient_cells_reference(patches, 4, 9))
+
+
+def test_gradient_cells_matches_the_reference_on_angles_at_the_bins_edges() -> None:
+    """Gradients pointing along -x (arctan2 = pi: bin 0 again), along +x and y, tiny negative angles
+    (pi less a hair, which rounds to pi) and zeros: the reference's bits."""
+    rng = np.random.default_rng(5)
+    ramp = np.tile(np.linspace(1.0, 0.0, 26, dtype=np.float32), (33, 20, 1))  # falls along x: angle pi
+    ramp[:, 10:] = ramp[:, 10:].transpose(0, 1, 2)[:, :, ::-1]  # rises along x below row 10: angle 0
+    ramp[:, :, 20:] = np.linspace(0.0, 1.0, 20, dtype=np.float32)[None, :, None]  # along y
+    ramp[:, 5] -= np.float32(1e-7) * rng.random((33, 26), dtype=np.float32)  # angles a hair off the axes
+    ramp[:, 15:, :4] = 0.25  # flat
+    assert np.array_equal(gradient_cells(ramp, 4, 9), _gradient_cells_reference(ramp, 4, 9))
+
+
+def test_modulo_pi_is_numpys_remainder_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    for dtype in (np.float32, np.float64):
+        pi = dtype(math.pi)
+        edges = np.array([0.0, -0.0, pi, -pi, np.nextafter(pi, 0), -np.nextafter(pi, 0), 1e-8, -1e-8,
+                          -1e-30, -np.finfo(dtype).tiny], dtype)
+        gy, gx = rng.standard_normal((2, 100_000)).astype(dtype)
+        gx[::5], gy[::7], gy[1::9] = 0.0, 0.0, -0.0
+        angles = np.concatenate([edges, np.arctan2(gy, gx)])
+        got, want = _modulo_pi(angles), angles % math.pi
+        assert got.dtype == want.dtype and np.array_equal(got.view(np.uint8), want.view(np.uint8))
