@@ -144,3 +144,27 @@ def test_cached_query_transforms_give_the_same_scores(gen: torch.Generator) -> N
         for cached, score in zip(correlate_sizes(queries, medium, method="fft", cache=cache), fresh):
             torch.testing.assert_close(cached, score, atol=0, rtol=0)
     assert len(cache) == 1  # one medium size
+
+
+@pytest.mark.parametrize("query_batch", [1, 2])
+def test_kept_query_terms_give_the_direct_correlation_to_the_bit(gen: torch.Generator, query_batch: int) -> None:
+    """Small kernels (the direct path) with a cache at inference: the queries' own terms (masked
+    kernel, norm, window kernel) are kept after the first medium, and every medium's maps are
+    :func:`correlate`'s, bit for bit; with gradients the cache is not touched."""
+    queries = [(torch.randn(query_batch, 8, 5, 2, generator=gen), torch.rand(query_batch, 1, 5, 2, generator=gen)),
+               (torch.randn(query_batch, 8, 2, 1, generator=gen), None),
+               (torch.randn(query_batch, 8, 4, 4, generator=gen), None)]
+    cache: dict = {}
+    with torch.no_grad():
+        for _ in range(3):
+            medium = torch.randn(2, 8, 10, 9, generator=gen)
+            kept = correlate_sizes(queries, medium, method="auto", cache=cache)
+            assert "kept" in cache and len(cache["kept"]) == 3
+            for (query, mask), score in zip(queries, kept):
+                direct = correlate(query, medium, mask, method="auto")
+                assert score.shape == direct.shape == (2, 1, 10, 9)
+                assert torch.equal(score, direct)
+    fresh: dict = {}
+    medium = torch.randn(2, 8, 10, 9, generator=gen, requires_grad=True)
+    scores = correlate_sizes(queries, medium, method="auto", cache=fresh)
+    assert fresh == {} and scores[0].requires_grad

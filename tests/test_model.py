@@ -82,6 +82,29 @@ def test_queries_searched_together_equal_each_searched_alone(net: QuerySearchNet
             assert net.search(given, medium)["logits"].equal(alone[0])  # its own cache untouched
 
 
+def test_a_query_searched_again_from_its_cache_gives_the_same_logits_to_the_bit(net: QuerySearchNet) -> None:
+    """At inference a query keeps its resized scale-pair kernels and its small kernels' terms in its
+    cache (a video's frames searched one after another): every medium's logits are those of the
+    same query searched without a cache, bit for bit, masked or not, with FFT-sized kernels and
+    small ones; with gradients nothing is kept."""
+    for side, masked in ((40, True), (160, False)):  # small kernels at both strides; FFT-sized ones
+        query = torch.rand(1, 3, side, side)
+        mask = torch.zeros(1, 1, side, side)
+        mask[..., 8:side - 8, 16:side - 16] = 1.0
+        with torch.inference_mode():
+            kept = net.encode_query(query, mask if masked else None)
+            bare = kept._replace(cache=None)
+            for _ in range(3):
+                medium = net.encode_medium(torch.rand(2, 3, 160, 192))
+                assert net.search(kept, medium)["logits"].equal(net.search(bare, medium)["logits"])
+            assert any(key[0] == "scaled" for key in kept.cache)
+            small = any("kept" in entry for entry in kept.cache.values() if isinstance(entry, dict))
+            assert small == (side == 40)
+    trained = net.encode_query(torch.rand(1, 3, 96, 96))
+    net.search(trained, torch.rand(1, 3, 128, 128))
+    assert trained.cache is not None and all(entry == {} for entry in trained.cache.values())  # nothing kept
+
+
 @pytest.mark.parametrize("freeze", [False, True])
 def test_gradients(freeze: bool) -> None:
     torch.manual_seed(0)

@@ -178,7 +178,9 @@ def correlate_sizes(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
     big_u = max(int(q.shape[-2]) for q, _ in queries)
     big_v = max(int(q.shape[-1]) for q, _ in queries)
     if _resolve_method(method, medium_feats.device, big_u * big_v) != "fft":
-        return [correlate(query, medium_feats, mask, method=method) for query, mask in queries]
+        if cache is None or torch.is_grad_enabled():
+            return [correlate(query, medium_feats, mask, method=method) for query, mask in queries]
+        return _correlate_kept(queries, medium_feats, method, cache)
     n, c, h, w = (int(d) for d in medium_feats.shape)
     n_query = max(int(q.shape[0]) for q, _ in queries)
     with torch.autocast(device_type=medium_feats.device.type, enabled=False):
@@ -214,6 +216,33 @@ def correlate_sizes(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
         window_norm = window_sq.clamp_min(EPS * EPS).sqrt()
         cosines = scores / (q_norm * window_norm + EPS)
         return list(cosines.split(1, dim=1))
+
+
+def _correlate_kept(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]], medium_feats: torch.Tensor,
+                    method: Method, cache: dict[Any, Any]) -> list[torch.Tensor]:
+    """:func:`correlate` (same padding, normalised) of each query over the medium, the queries' own
+    terms (masked kernel, norm, window kernel) kept in ``cache`` (inference: one query, many media):
+    the same operations on the same tensors as :func:`correlate`, so the same maps to the bit."""
+    if "kept" not in cache:
+        kept = []
+        for query, mask in queries:
+            n, c, u, v = (int(d) for d in query.shape)
+            q_masked = query.float() if mask is None else query.float() * mask.float()
+            kept.append((_masked_kernel(query, mask).reshape(n, c, u, v),
+                         q_masked.flatten(1).norm(dim=1).reshape(n, 1, 1, 1),
+                         torch.ones(n, 1, u, v, dtype=torch.float32, device=query.device) if mask is None
+                         else mask.float().square()))
+        cache["kept"] = kept
+    outs = []
+    with torch.autocast(device_type=medium_feats.device.type, enabled=False):
+        medium = medium_feats.float()
+        for kernel, q_norm, window_kernel in cache["kept"]:
+            u, v = int(kernel.shape[-2]), int(kernel.shape[-1])
+            r = _same_pad(medium, (u, v))
+            score = batched_dot(r, kernel, _resolve_method(method, medium.device, u * v))
+            window_sq = batched_dot(r.square().sum(dim=1, keepdim=True), window_kernel, "grouped")
+            outs.append(score / (q_norm * window_sq.clamp_min(EPS * EPS).sqrt() + EPS))
+    return outs
 
 
 def _masked_kernel(query_feats: torch.Tensor, query_mask: torch.Tensor | None) -> torch.Tensor:

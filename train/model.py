@@ -231,6 +231,20 @@ class QuerySearchNet(nn.Module):
         mask = None if mask is None else _resize(mask, size).clamp(0.0, 1.0)
         return feat, mask
 
+    def _scaled_query(self, query: QueryFeatures, level: int,
+                      pair: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The query's level-``level`` map (and mask) at scale pair ``pair``'s query scale. At
+        inference (no gradient) kept in the query's cache: a query searched in many media (a
+        video's frames) is resized once, not per medium (the same tensors, so the same maps)."""
+        mask = None if query.masks is None else query.masks[level]
+        scale = self.cfg.scale_pairs[pair][0]
+        if query.cache is None or torch.is_grad_enabled():
+            return self._scale_query(query.feats[level], mask, scale)
+        key = ("scaled", level, pair)
+        if key not in query.cache:
+            query.cache[key] = self._scale_query(query.feats[level], mask, scale)
+        return query.cache[key]
+
     def correlation_maps(self, query: QueryFeatures, medium: MediumFeatures) -> torch.Tensor:
         """All (level, scale pair) cosine maps on the stride-8 grid, N x S x h x w."""
         return self.correlation_maps_many([query], medium)[0]
@@ -249,8 +263,7 @@ class QuerySearchNet(nn.Module):
                 h, w = _hw(m_feat)
                 zoomed = m_feat if m_scale == 1.0 else _resize(m_feat, (round(h * m_scale), round(w * m_scale)))
                 pairs = [k for k, (_, m) in enumerate(self.cfg.scale_pairs) if m == m_scale]
-                kernels = [self._scale_query(query.feats[level], None if query.masks is None else query.masks[level],
-                                             self.cfg.scale_pairs[k][0]) for query in queries for k in pairs]
+                kernels = [self._scaled_query(query, level, k) for query in queries for k in pairs]
                 first = queries[0].cache
                 key = (level, m_scale) if len(queries) == 1 else (level, m_scale, len(queries))
                 cache = None if first is None else first.setdefault(key, {})
