@@ -34,6 +34,11 @@ class FilterConfig:
     learning_rate: float = 0.02
 
 
+# Feature maps whose spectra are kept (a lost frame scores up to about 10 windows, one of which
+# the filter may then learn from).
+SPECTRA_KEPT = 12
+
+
 class CorrelationFilter:
     """A filter over C x H x W feature maps (``grid`` = (H, W)) for a target of ``target_cells``
     (h, w) grid cells (which set the label's width). Places are in grid-cell coordinates: cell i
@@ -48,6 +53,9 @@ class CorrelationFilter:
         self.numerator: np.ndarray | None = None
         self.denominator: np.ndarray | None = None
         self.lam = 0.0
+        # The last feature maps transformed and their spectra: a window's response and the update
+        # that teaches the filter on it (the same frame) share one transform.
+        self._spectra: list[tuple[np.ndarray, np.ndarray]] = []
 
     def _label(self, at: tuple[float, float]) -> np.ndarray:
         """Fourier transform of a Gaussian peaked at ``at``. The filter learns the pattern relative
@@ -59,7 +67,14 @@ class CorrelationFilter:
         return np.fft.rfft2(label)
 
     def _spectrum(self, features: np.ndarray) -> np.ndarray:
-        return np.fft.rfft2(features.astype(np.float32) * self.window[None])
+        """The cosine-windowed features' 2-D transform; one of the last few maps given (the same
+        array object: the search never writes into its feature maps) is not transformed again."""
+        for seen, spectrum in self._spectra:
+            if seen is features:
+                return spectrum
+        spectrum = np.fft.rfft2(features.astype(np.float32, copy=False) * self.window[None])
+        self._spectra = [(features, spectrum), *self._spectra[:SPECTRA_KEPT - 1]]
+        return spectrum
 
     def update(self, features: np.ndarray, at: tuple[float, float]) -> None:
         """Learn from C x H x W features whose target's centre sits at ``at``: the first call sets

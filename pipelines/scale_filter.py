@@ -71,7 +71,8 @@ def gradient_cells(patches: np.ndarray, cell: int, orientations: int) -> np.ndar
     position = _modulo_pi(np.arctan2(gy, gx)) / math.pi * orientations
     low = np.floor(position)
     high_weight = position - low
-    low = low.astype(np.int64) % orientations
+    low = low.astype(np.int64)
+    low[low == orientations] = 0  # % orientations: the position reaches `orientations` at most
     # Pooled by one weighted count per (patch, channel, cell) instead of S x channels x H x W
     # one-hot maps (3x faster, the same sums); channel ``orientations`` is the intensity. The
     # index arrays depend only on the shape, so they are built once per shape (same counts, same
@@ -149,15 +150,21 @@ class ScaleFilter:
         region = image[y0:y1, x0:x1]
         if region.ndim == 3:
             region = cv2.cvtColor(region, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-        patches = []
-        for factor in self.factors:
-            w, h = size_wh[0] * factor, size_wh[1] * factor
-            sx, sy = self.model_wh[0] / w, self.model_wh[1] / h
-            left, top = center[0] - w / 2 - x0, center[1] - h / 2 - y0
-            affine = np.array([[sx, 0, -sx * left], [0, sy, -sy * top]], np.float32)
-            patches.append(cv2.warpAffine(region, affine, self.model_wh, flags=cv2.INTER_LINEAR,
-                                          borderMode=cv2.BORDER_REPLICATE))
-        columns = gradient_cells(np.stack(patches), self.config.cell, self.config.orientations).T
+        # Every scale's affine at once (the same float64 arithmetic per scale, then float32), each
+        # patch resampled straight into its slot of the stack.
+        w, h = size_wh[0] * self.factors, size_wh[1] * self.factors
+        sx, sy = self.model_wh[0] / w, self.model_wh[1] / h
+        left, top = center[0] - w / 2 - x0, center[1] - h / 2 - y0
+        affines = np.zeros((len(self.factors), 2, 3), np.float32)
+        affines[:, 0, 0], affines[:, 0, 2] = sx, -sx * left
+        affines[:, 1, 1], affines[:, 1, 2] = sy, -sy * top
+        patches = np.empty((len(self.factors), self.model_wh[1], self.model_wh[0]), region.dtype)
+        for affine, patch in zip(affines, patches):
+            done = cv2.warpAffine(region, affine, self.model_wh, dst=patch, flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            if not np.shares_memory(done, patch):  # a type OpenCV returns anew (float64 stays float64)
+                patch[...] = done
+        columns = gradient_cells(patches, self.config.cell, self.config.orientations).T
         # DC removal (see the module docstring): only how each feature changes with scale counts.
         return (columns - columns.mean(axis=1, keepdims=True)) * self.window[None]
 

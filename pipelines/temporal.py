@@ -99,6 +99,7 @@ class TemporalSearcher(LostSearch, Adaptation):
             self.net.use_onnx()
         self.scales = (1.0 / cfg.scale_step, 1.0, cfg.scale_step) if cfg.scale_step > 1 else (1.0,)
         self.prior = hann_window(self.window_side, self.window_side)
+        self._weighted_prior = cfg.window_influence * self.prior[None]  # the score's prior term
         self.peak_offset = self._peak_offset()
         self.center: tuple[float, float] | None = None
         # Target height in frame pixels (width = height x aspect); before the target is found, the
@@ -228,20 +229,34 @@ class TemporalSearcher(LostSearch, Adaptation):
         side = self.window_side
         assert self.scale_bias is not None
         penalty = np.array([1.0 if s == 1.0 else cfg.scale_penalty for s in self.scales], np.float32)
-        heat = heat * self.scale_bias[:, None, None]
+        # (Products by factors that are all exactly 1 are skipped: x * 1 is x to the bit. The
+        # blend below runs in place on arrays of its own, the same operations in the same order.)
+        if not np.all(self.scale_bias == 1):
+            heat = heat * self.scale_bias[:, None, None]
         # Centre each scale's heat on the object (its peak sits peak_offset off), so that it
         # agrees with the filter's response and the argmax is the object's centre.
         heat = np.stack([shift_map(h, -self.peak_offset * scale) for h, scale in zip(heat, self.scales)])
-        appearance = heat * penalty[:, None, None]
+        appearance = heat if np.all(penalty == 1) else heat * penalty[:, None, None]
         response = raw = None
         if self.filter is not None and cfg.filter_weight > 0:
             raw = self.filter.response(feature)
             response = cv2.resize(raw, (side, side), interpolation=cv2.INTER_LINEAR)
             # The filter re-ranks what the siamese heat finds query-like (gated by the heat
             # relative to its peak): alone, it could hold on to a static background it learned.
-            gate = np.sqrt(heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6))
-            appearance = (1 - cfg.filter_weight) * appearance + cfg.filter_weight * np.clip(response, 0, 1)[None] * gate
-        score = (1 - cfg.window_influence) * appearance + cfg.window_influence * (self.prior if prior is None else prior)[None]
+            # (1 - w) * appearance + w * clip(response, 0, 1) * sqrt(heat / its peak)
+            gate = heat / np.maximum(heat.max(axis=(1, 2), keepdims=True), 1e-6)
+            np.sqrt(gate, out=gate)
+            clipped = np.clip(response, 0, 1)
+            clipped *= cfg.filter_weight
+            gate *= clipped[None]
+            appearance = (1 - cfg.filter_weight) * appearance
+            appearance += gate
+        else:
+            appearance = appearance.copy()
+        # (1 - window_influence) * appearance + window_influence * prior
+        appearance *= 1 - cfg.window_influence
+        appearance += self._weighted_prior if prior is None else cfg.window_influence * prior[None]
+        score = appearance
         s, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
         fine = None if raw is None or cfg.refine_radius <= 0 else refine_peak(raw, y, x, cfg.refine_radius, GRID)
         shown = fine
