@@ -12,19 +12,35 @@ re-detect path is barely exercised by them. This module makes *events* on a real
   another place of the picture as after a camera cut. The offset is drawn so that the target's
   box stays whole (off the wrap's seam) in the frames up to the next event where it can: a target
   cut in two by the seam is not a cut a camera makes (an earlier version drew offsets blind: on 6
-  of the 17 cuts of the shared sequences the target came back split, for 23-60 frames).
+  of the 17 cuts of the shared sequences the target came back split, for 23-60 frames);
+- ``zoom``: a gradual camera zoom over ``length`` frames: each frame is rescaled about one pivot
+  (drawn once per seed in the frame's central half) by a factor that goes geometrically from 1 to
+  ``zoom_to`` (zooming out: the target shrinks, e.g. 2.5x at 0.4, as Soccer's face does from ~80
+  to ~30 px), is held there until the next event, which zooms back in to 1 (events alternate out
+  and in); the area the shrunken frame leaves is filled with the frame's mean colour (a border
+  reflected would show the target twice). The frame is blurred before it is shrunk (anti-aliased,
+  as a lens would). The true boxes are moved by the same affine, so frames and boxes agree. Zoom
+  events are spaced at least ``length`` + 20 frames apart (20 frames held between zooms), and
+  only whole zooms are placed;
+- ``zoom-occlude``: the same zooms, each with the target covered (as ``occlude``) for ``cover``
+  frames from a third of the way into the zoom: the target lost while its size changes steadily,
+  and back at another size than it was lost at (its "return" is the cover's end).
 
 Measured per event: the frames after the target's return until the predicted centre is within
-20 px again (``None`` when it never is before the next event), and whether that was within 5.
+20 px again (``None`` when it never is before the next event), and whether that was within 5. A
+zoom's "return" is its last frame: the frames after the zoom ends until the box is on the target.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("occlude", "cut")
+KINDS = ("occlude", "cut", "zoom", "zoom-occlude")
+ZOOMS = ("zoom", "zoom-occlude")
+ZOOM_GAP = 20  # frames held between two zooms
 
 
 @dataclass(frozen=True)
@@ -33,25 +49,55 @@ class Event:
     start: int  # index into the searched frames' list (frame 1 = index 0 is never touched)
     length: int  # frames the target is hidden (occlude) / 0 for a cut
     shift: tuple[int, int] = (0, 0)  # cut: the frames' offset from ``start`` on
+    # zoom: the frame's scale about ``pivot`` (x, y) goes from zoom[0] at ``start`` to zoom[1] at
+    # ``start + length`` (geometrically), and stays there until the next event
+    zoom: tuple[float, float] = (1.0, 1.0)
+    pivot: tuple[float, float] = (0.0, 0.0)
+    # zoom-occlude: the target covered from frame start + cover[0] for cover[1] frames
+    cover: tuple[int, int] = (0, 0)
 
     @property
     def returns(self) -> int:
-        """Index of the first frame where the target is visible again."""
+        """Index of the first frame where the target is visible again (a zoom: its last frame;
+        zoom-occlude: the cover's end)."""
+        if self.kind == "zoom-occlude":
+            return self.start + sum(self.cover)
         return self.start + self.length
+
+    @property
+    def covered(self) -> range:
+        """The frames where the target is covered."""
+        if self.kind == "occlude":
+            return range(self.start, self.start + self.length)
+        if self.kind == "zoom-occlude":
+            return range(self.start + self.cover[0], self.start + sum(self.cover))
+        return range(0)
 
 
 def plan_events(count: int, size: tuple[int, int], kind: str, every: int = 60, first: int = 40,
                 length: int = 10, seed: int = 0, boxes: np.ndarray | None = None,
-                tries: int = 64) -> list[Event]:
-    """Events every ``every`` frames from ``first`` on; cuts shift by 25-45% of the frame.
+                tries: int = 64, zoom_to: float = 0.4, cover: int = 20) -> list[Event]:
+    """Events every ``every`` frames from ``first`` on; cuts shift by 25-45% of the frame; zooms
+    (``length`` frames each, at least ``length`` + ZOOM_GAP apart) go to ``zoom_to`` and back.
 
     With ``boxes`` (the true boxes, N x 4, x0 y0 x1 y1), each cut's offset is the first of up to
     ``tries`` draws that keeps the target whole in every frame until the next event (else the
     draw that splits it in the fewest frames)."""
     if kind not in KINDS:
         raise ValueError(f"event kind must be one of {KINDS}, not {kind!r}")
+    if kind in ZOOMS and not (0.0 < zoom_to and length >= 1 and 0 <= cover <= length - length // 3):
+        raise ValueError(f"a zoom needs zoom_to > 0, length >= 1 and a cover within it, not {zoom_to}, "
+                         f"{length}, {cover}")
     rng = np.random.default_rng(seed)
     h, w = size
+    if kind in ZOOMS:
+        every = max(every, length + ZOOM_GAP)
+        covered = (length // 3, cover) if kind == "zoom-occlude" else (0, 0)
+        pivot = (float(rng.uniform(0.25, 0.75) * w), float(rng.uniform(0.25, 0.75) * h))
+        ends = (1.0, zoom_to)
+        return [Event(kind, start, length, zoom=(ends[number % 2], ends[1 - number % 2]), pivot=pivot,
+                      cover=covered)
+                for number, start in enumerate(range(first, count - length - 5, every))]
     starts = list(range(first, count - length - 5, every))
     events = []
     offset = np.zeros(2)
@@ -94,6 +140,13 @@ def apply_events(frames: list[np.ndarray], boxes: np.ndarray, events: list[Event
     frames = [f.copy() for f in frames]
     boxes = boxes.copy()
     h, w = frames[0].shape[:2]
+    zooms = [e for e in events if e.kind in ZOOMS]
+    if zooms:
+        for index in range(len(frames)):
+            scale = zoom_scale(zooms, index)
+            if scale != 1.0:
+                frames[index] = _zoomed(frames[index], scale, zooms[0].pivot)
+                boxes[index] = zoomed_box(boxes[index], scale, zooms[0].pivot)
     offset = np.zeros(2)
     cut_at = {e.start: e for e in events if e.kind == "cut"}
     for index in range(len(frames)):
@@ -103,11 +156,52 @@ def apply_events(frames: list[np.ndarray], boxes: np.ndarray, events: list[Event
             frames[index] = _shift(frames[index], int(offset[0]), int(offset[1]))
             boxes[index] = _shifted_box(boxes[index], offset, w, h)
     for event in events:
-        if event.kind != "occlude":
-            continue
-        for index in range(event.start, min(event.returns, len(frames))):
-            _cover(frames[index], boxes[index], margin, rng)
+        for index in event.covered:
+            if index < len(frames):
+                _cover(frames[index], boxes[index], margin, rng)
     return frames, boxes
+
+
+def zoom_scale(zooms: list[Event], index: int) -> float:
+    """The frame's scale at ``index`` under zoom events (sorted by start): 1 before the first, each
+    event's geometric ramp from its zoom[0] to its zoom[1], then held."""
+    scale = 1.0
+    for event in zooms:
+        if index < event.start:
+            break
+        start, end = event.zoom
+        progress = min(1.0, (index - event.start) / event.length)
+        scale = start * (end / start) ** progress
+    return scale
+
+
+def _zoom_affine(scale: float, pivot: tuple[float, float]) -> np.ndarray:
+    """Pixel-index affine (as cv2.warpAffine reads it) of a rescale by ``scale`` about the
+    continuous point ``pivot`` (pixel i covers [i, i + 1), its centre at i + 0.5)."""
+    # continuous c -> p + s (c - p); index i = c - 0.5 -> s i + (1 - s) (p - 0.5)
+    return np.array([[scale, 0.0, (1 - scale) * (pivot[0] - 0.5)],
+                     [0.0, scale, (1 - scale) * (pivot[1] - 0.5)]], np.float64)
+
+
+def _zoomed(frame: np.ndarray, scale: float, pivot: tuple[float, float]) -> np.ndarray:
+    """The frame rescaled about ``pivot`` (anti-aliased when shrunk), the rest filled with its mean."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    source = frame
+    if scale < 1.0:  # a Gaussian of ~half the new pixel's width, in source pixels
+        sigma = 0.5 * math.sqrt(1.0 / scale ** 2 - 1.0)
+        source = cv2.GaussianBlur(frame, (0, 0), sigma)
+    fill = tuple(float(v) for v in frame.reshape(-1, frame.shape[2] if frame.ndim == 3 else 1).mean(axis=0))
+    return cv2.warpAffine(source, _zoom_affine(scale, pivot), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def zoomed_box(box: np.ndarray, scale: float, pivot: tuple[float, float]) -> np.ndarray:
+    """A box (x0, y0, x1, y1, continuous) rescaled about ``pivot`` as :func:`_zoomed` moves pixels."""
+    px, py = pivot
+    return np.array([px + scale * (box[0] - px), py + scale * (box[1] - py),
+                     px + scale * (box[2] - px), py + scale * (box[3] - py)])
 
 
 def _shifted_box(box: np.ndarray, offset: np.ndarray, w: int, h: int) -> np.ndarray:

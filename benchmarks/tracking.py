@@ -19,6 +19,7 @@ sequences are reported apart as held out.
 
     python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt] [--threads 1]
     python benchmarks/tracking.py --events occlude|cut [--every 60] [--length 10] [--first 40] [--seed 0]
+    python benchmarks/tracking.py --events zoom|zoom-occlude [--length 100] [--zoom-to 0.4] [--cover 20] [--first 40] [--seed 0]
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set band_trust=0.7
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set first_views.count=8
 
@@ -27,6 +28,12 @@ frames) or cuts (the picture shifted circularly by 25-45%) into the footage ever
 frames (benchmarks/occlusion.py) and reports, per event, the frames from the target's return until
 the box is within 20 px again: the lost / re-detect path, which the shared sequences barely
 exercise, measured on real footage (on the tuning sequences, a design set that is not held out).
+``--events zoom`` rescales the frames (and boxes) about one point, 1 -> ``--zoom-to`` over
+``--length`` frames and back (a camera zooming out and in, the target shrinking 2.5x at 0.4, as
+Soccer's face does), and reports per zoom its frames' precision@20 and the box's height over the
+true one at its end; its "return" is the zoom's last frame. ``--events zoom-occlude`` also
+covers the target for ``--cover`` frames a third into each zoom (lost during a steady scale
+change; its return is the cover's end).
 """
 
 from __future__ import annotations
@@ -215,6 +222,22 @@ def run_csrt(sequence: Sequence_, threads: int, frames: list[np.ndarray] | None 
     return Run(boxes, result["seconds"], lost, reacquired)
 
 
+def zoom_figures(predicted: list, truth: np.ndarray, events: list) -> list[dict]:
+    """Per zoom event: precision@20 over its frames (start .. start + length, searched frames'
+    indices are one less) and the box's height over the true height at its last frame (None
+    where no box)."""
+    figures = []
+    for event in events:
+        end = event.start + event.length  # the zoom's last frame (a zoom-occlude's return is earlier)
+        first, last = event.start - 1, min(end, len(truth)) - 1  # predicted[i] is frame i + 1
+        precision, _ = precision_and_auc(predicted[first:last + 1], truth[first:last + 1])
+        box, true = predicted[last], truth[last]
+        size = None if box is None else round(float((box[3] - box[1]) / (true[3] - true[1])), 2)
+        figures.append({"start": event.start, "end": end, "from": event.zoom[0], "to": event.zoom[1],
+                        "precision20": precision, "size_at_end": size})
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="first N frames of each sequence")
@@ -230,7 +253,13 @@ def main() -> None:
                         help="put occlusions or cuts into the footage (benchmarks/occlusion.py) and "
                              "report re-acquisition after each")
     parser.add_argument("--every", type=int, default=60, help="frames between events")
-    parser.add_argument("--length", type=int, default=10, help="frames an occlusion lasts")
+    parser.add_argument("--length", type=int, default=None,
+                        help="frames an occlusion lasts (default 10) / a zoom takes (default 100)")
+    parser.add_argument("--zoom-to", type=float, default=0.4,
+                        help="zoom events: the frame's scale at the end of a zoom out (zooms alternate "
+                             "out to it and back in to 1; 0.4: the target shrinks 2.5x)")
+    parser.add_argument("--cover", type=int, default=20,
+                        help="zoom-occlude events: frames the target is covered, from a third into each zoom")
     parser.add_argument("--first", type=int, default=40,
                         help="frame of the first event (other placements: e.g. --first 60 --seed 1)")
     parser.add_argument("--seed", type=int, default=0,
@@ -241,6 +270,8 @@ def main() -> None:
                         help="the temporal mode's numeric settings (TemporalConfig fields; 0 / 1 for a switch), e.g. band_trust=0.7")
     args = parser.parse_args()
     config = temporal_config(args.set)
+    if args.length is None:
+        args.length = 100 if args.events in ("zoom", "zoom-occlude") else 10
     if not DATA.is_dir():
         print(f"tracking benchmark skipped: {DATA} absent (shared data)")
         return
@@ -261,7 +292,8 @@ def main() -> None:
         events = []
         if args.events:
             events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every, first=args.first,
-                                 length=args.length, seed=args.seed, boxes=sequence.boxes)
+                                 length=args.length, seed=args.seed, boxes=sequence.boxes,
+                                 zoom_to=args.zoom_to, cover=args.cover)
             frames, sequence.boxes = apply_events(frames, sequence.boxes, events, seed=args.seed)
         for method in args.methods:
             if method == "temporal":
@@ -286,6 +318,11 @@ def main() -> None:
                 row["events"], row["delays"] = args.events, delays
                 row["back_within_5"] = sum(d is not None and d <= 5 for d in delays) / len(delays)
                 extra = f"  {row['back_within_5']:7.2f}  {delays}"
+                if args.events in ("zoom", "zoom-occlude"):
+                    row["zoom"] = zoom_figures(run.boxes, sequence.boxes[1:], events)
+                    extra += "  zoom: " + "  ".join(
+                        f"[{z['start']}-{z['end']} {z['from']:.2f}->{z['to']:.2f}: p20 {z['precision20']:.2f}"
+                        f" size {z['size_at_end']}]" for z in row["zoom"])
             rows.append(row)
             print(f"{name:10} {method:9} {row['frames']:6d} {precision:8.3f} {auc:6.3f} "
                   f"{row['fps']:6.1f} {run.lost:5d} {run.reacquired:6d}{extra}", flush=True)

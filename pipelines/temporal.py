@@ -12,7 +12,8 @@ frames) re-ranks the places the siamese heat finds query-like, telling the targe
 near it; its response is gated by the heat so that it cannot hold on to a static background. A
 1-D scale filter on gradient cells (pipelines/scale_filter.py, DSST) follows the target's size,
 within a band around a slow average of it (with ``band_trust``, the band moves with the size
-where the scale filter is sure of it: a steady zoom outruns the slow average).
+where the scale filter is sure of it, or with ``band_follow`` with the size's steady trend: a
+steady zoom outruns the slow average).
 
 The target counts as *lost* when the windowed peak's heat falls below ``lost_ratio`` of the
 reference heat (the median peak of the last frames held), or when the online filter's response
@@ -116,6 +117,8 @@ class TemporalSearcher(LostSearch, Adaptation):
         self._cut = False  # a scene cut since the target was last held
         self._probation = 0  # frames of probation left after a re-detection (probation_frames)
         self._slow_height: float | None = None  # the size's slow average (size_band)
+        self._size_trend = 0.0  # the size's recent log change a frame (band_follow)
+        self._trend_height: float | None = None  # the last frame's height held (band_follow)
         self.scale_bias: np.ndarray | None = None  # per scale, set on the first windowed frame
         self.state = LOST
         self.index = 0
@@ -336,6 +339,15 @@ class TemporalSearcher(LostSearch, Adaptation):
             self.height = float(np.clip(self.height, self._slow_height / cfg.size_band,
                                         self._slow_height * cfg.size_band))
             self._slow_height += cfg.size_rate * (self.height - self._slow_height)
+            if cfg.band_follow > 0:  # the band follows the size's steady trend (see band_follow)
+                before = self._trend_height
+                if state == TRACKING and not fresh and before is not None:
+                    change = math.log(self.height / before)
+                    self._size_trend += 0.1 * (change - self._size_trend)
+                    self._slow_height *= math.exp(float(np.clip(self._size_trend, -cfg.band_follow, cfg.band_follow)))
+                elif fresh:
+                    self._size_trend = 0.0
+                self._trend_height = self.height
         self.state, self._cut = state, False
         if self.motion is not None and state == TRACKING and not fresh:
             self.motion.observe(self.center)

@@ -1,0 +1,106 @@
+"""benchmarks/occlusion.py's events, fast: a zoom rescales the frames and the true boxes alike
+(a bright square drawn at the box stays at the transformed box), alternates out and in, holds
+between zooms, and is the same for the same seed."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _occlusion():
+    spec = importlib.util.spec_from_file_location("occlusion_events", ROOT / "benchmarks" / "occlusion.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _video(count: int = 160, size: tuple[int, int] = (120, 160)) -> tuple[list[np.ndarray], np.ndarray]:
+    """A dark square background with a bright 40 x 30 box moving right 0.25 px a frame."""
+    h, w = size
+    frames, boxes = [], []
+    for t in range(count):
+        frame = np.full((h, w, 3), 20, np.uint8)
+        x0, y0 = 50 + t // 4, 40
+        frame[y0:y0 + 30, x0:x0 + 40] = 230
+        frames.append(frame)
+        boxes.append([x0, y0, x0 + 40, y0 + 30])
+    return frames, np.array(boxes, np.float64)
+
+
+def _bright_extent(frame: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """x0, y0, x1, y1 of the bright area within 4 px of ``near`` (the dark background around it,
+    not the mean-filled border), from its mass (sub-pixel: a blurred edge counts in part)."""
+    level = (frame[..., 0].astype(np.float64) - 20) / 210
+    ys, xs = np.mgrid[:frame.shape[0], :frame.shape[1]]
+    level[(xs < near[0] - 4) | (xs > near[2] + 4) | (ys < near[1] - 4) | (ys > near[3] + 4)] = 0
+    mass = level.sum()
+    cx, cy = (level * (xs + 0.5)).sum() / mass, (level * (ys + 0.5)).sum() / mass
+    # Width and height from the mass and the (known) aspect: area = mass.
+    aspect = 40 / 30
+    bh = np.sqrt(mass / aspect)
+    return np.array([cx - aspect * bh / 2, cy - bh / 2, cx + aspect * bh / 2, cy + bh / 2])
+
+
+def test_zoom_moves_frames_and_boxes_alike() -> None:
+    events_module = _occlusion()
+    frames, boxes = _video()
+    events = events_module.plan_events(len(frames), frames[0].shape[:2], "zoom", first=10, length=50, seed=3)
+    # Zooms alternate out and in, ZOOM_GAP frames held between them; only whole zooms.
+    assert [(e.start, e.zoom) for e in events] == [(10, (1.0, 0.4)), (80, (0.4, 1.0))]
+    zoomed, moved = events_module.apply_events(frames, boxes, events, seed=3)
+    scales = [events_module.zoom_scale(events, i) for i in range(len(frames))]
+    assert scales[10] == 1.0 and scales[60] == pytest.approx(0.4) and scales[79] == pytest.approx(0.4)
+    assert scales[130] == pytest.approx(1.0) and scales[35] == pytest.approx(0.4 ** 0.5)
+    for index in (0, 9, 20, 35, 60, 70, 100, 130, 159):
+        assert np.allclose(_bright_extent(zoomed[index], moved[index]), moved[index], atol=0.6), (index, moved[index])
+        true_h = (moved[index][3] - moved[index][1]) / (boxes[index][3] - boxes[index][1])
+        assert true_h == pytest.approx(scales[index])
+    assert np.array_equal(zoomed[5], frames[5]) and np.array_equal(moved[5], boxes[5])
+    # The area left by the shrunken frame is the frame's mean, not a reflected copy of the box.
+    mean = frames[60].reshape(-1, 3).mean(axis=0)
+    assert np.allclose(zoomed[60][0, 0], mean, atol=1)
+
+
+def test_zoom_is_the_same_for_a_seed_and_its_pivot_moves_with_it() -> None:
+    events_module = _occlusion()
+    frames, boxes = _video(80)
+    plan = [events_module.plan_events(80, (120, 160), "zoom", first=5, length=40, seed=s) for s in (0, 0, 1)]
+    assert plan[0] == plan[1] and plan[0][0].pivot != plan[2][0].pivot
+    one = events_module.apply_events(frames, boxes, plan[0], seed=0)
+    two = events_module.apply_events(frames, boxes, plan[1], seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(one[0], two[0])) and np.array_equal(one[1], two[1])
+    px, py = plan[2][0].pivot
+    assert 40 <= px <= 120 and 30 <= py <= 90  # in the frame's central half
+
+
+def test_a_bad_zoom_is_refused() -> None:
+    with pytest.raises(ValueError, match="zoom_to"):
+        _occlusion().plan_events(100, (120, 160), "zoom", zoom_to=0.0)
+
+
+def test_zoom_occlude_covers_the_target_a_third_into_each_zoom() -> None:
+    events_module = _occlusion()
+    frames, boxes = _video()
+    events = events_module.plan_events(len(frames), frames[0].shape[:2], "zoom-occlude", first=10, length=60,
+                                       seed=0, cover=12)
+    assert [(e.start, e.cover, e.returns) for e in events] == [(10, (20, 12), 42), (90, (20, 12), 122)]
+    zoomed, moved = events_module.apply_events(frames, boxes, events, seed=0)
+    zoom_only = events_module.apply_events(frames, boxes, [e.__class__("zoom", e.start, e.length, zoom=e.zoom,
+                                                                       pivot=e.pivot) for e in events])
+    assert np.array_equal(moved, zoom_only[1])  # the same boxes as the zoom alone
+    for index in range(len(frames)):
+        x0, y0, x1, y1 = (int(round(v)) for v in moved[index])
+        inside = zoomed[index][y0 + 1:y1 - 1, x0 + 1:x1 - 1, 0]
+        if index in range(30, 42) or index in range(110, 122):  # covered by the dark background
+            assert inside.mean() < 60, index
+        else:
+            assert np.array_equal(zoomed[index], zoom_only[0][index]), index
