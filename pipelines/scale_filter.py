@@ -59,14 +59,10 @@ def gradient_cells(patches: np.ndarray, cell: int, orientations: int) -> np.ndar
     """HOG-like description of grey patches (S x H x W): per ``cell`` x ``cell`` block, the
     gradient magnitude in each of ``orientations`` unsigned orientation bins (linearly shared
     between the two nearest), plus the mean intensity; each patch's vector has unit norm. S x D."""
-    count, h, w = patches.shape
-    gx = np.zeros_like(patches)
-    gy = np.zeros_like(patches)
-    gx[:, :, 1:-1] = patches[:, :, 2:] - patches[:, :, :-2]
-    gy[:, 1:-1] = patches[:, 2:] - patches[:, :-2]
-    ch, cw = h // cell, w // cell
-    hh, ww = ch * cell, cw * cell
-    gx, gy, grey = gx[:, :hh, :ww], gy[:, :hh, :ww], patches[:, :hh, :ww]
+    count = patches.shape[0]
+    gx, gy, grey = cell_gradients(patches, cell)
+    hh, ww = grey.shape[1:]
+    ch, cw = hh // cell, ww // cell
     magnitude = np.hypot(gx, gy)
     position = _modulo_pi(np.arctan2(gy, gx)) / math.pi * orientations
     low = np.floor(position)
@@ -88,6 +84,18 @@ def gradient_cells(patches: np.ndarray, cell: int, orientations: int) -> np.ndar
               + np.bincount(grey_index, grey.ravel(), length)) / (cell * cell)
     flat = pooled.reshape(count, -1)
     return (flat / (np.linalg.norm(flat, axis=1, keepdims=True) + 1e-6)).astype(np.float32)
+
+
+def cell_gradients(patches: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Central differences along x and y of S x H x W patches (zero at the borders) and the patches
+    themselves, each cropped to whole ``cell`` x ``cell`` blocks."""
+    _, h, w = patches.shape
+    gx = np.zeros_like(patches)
+    gy = np.zeros_like(patches)
+    gx[:, :, 1:-1] = patches[:, :, 2:] - patches[:, :, :-2]
+    gy[:, 1:-1] = patches[:, 2:] - patches[:, :-2]
+    hh, ww = h // cell * cell, w // cell * cell
+    return gx[:, :hh, :ww], gy[:, :hh, :ww], patches[:, :hh, :ww]
 
 
 def _modulo_pi(angles: np.ndarray) -> np.ndarray:

@@ -5,10 +5,6 @@ are one line, and with no views the track is the frame-alone filter's to the bit
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -18,12 +14,12 @@ from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
 from pipelines.search import Searcher
 from pipelines.temporal import TemporalConfig, TemporalSearcher
+from tests.benchmark_modules import load_benchmark
 
 # The generated video's pieces and the module fixtures (one torch thread, one Searcher) are
 # test_temporal's.
 from tests.test_temporal import SIDE, _lookalike_video, _target, one_thread, searcher  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
 GEOMETRY_ONLY = dict(lighting=0.0, motion_blur=0.0, lens_blur=0.0, resolution=0.0, noise=0.0)
 
 
@@ -154,12 +150,7 @@ def test_bad_view_settings_are_one_line(settings: dict, message: str) -> None:
 
 
 def _tracking():
-    spec = importlib.util.spec_from_file_location("tracking_benchmark", ROOT / "benchmarks" / "tracking.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("tracking", "tracking_benchmark")
 
 
 def test_benchmark_sets_views_by_dotted_name_and_refuses_bad_ones() -> None:

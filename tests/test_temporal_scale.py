@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from pipelines.scale_filter import ScaleFilter, _modulo_pi, gradient_cells
+from pipelines.scale_filter import ScaleFilter, _modulo_pi, cell_gradients, gradient_cells
 from pipelines.search import Searcher
 from pipelines.temporal import TRACKING, TemporalConfig, TemporalSearcher, Track
 
@@ -163,15 +163,11 @@ def test_band_trust_must_not_be_negative() -> None:
 
 def _gradient_cells_reference(patches: np.ndarray, cell: int, orientations: int) -> np.ndarray:
     """gradient_cells as first written (index arrays rebuilt each call): the cached-index version
-    must give the same bits."""
-    count, h, w = patches.shape
-    gx = np.zeros_like(patches)
-    gy = np.zeros_like(patches)
-    gx[:, :, 1:-1] = patches[:, :, 2:] - patches[:, :, :-2]
-    gy[:, 1:-1] = patches[:, 2:] - patches[:, :-2]
-    ch, cw = h // cell, w // cell
-    hh, ww = ch * cell, cw * cell
-    gx, gy, grey = gx[:, :hh, :ww], gy[:, :hh, :ww], patches[:, :hh, :ww]
+    must give the same bits (the central differences are shared; binning and pooling are not)."""
+    count = patches.shape[0]
+    gx, gy, grey = cell_gradients(patches, cell)
+    hh, ww = grey.shape[1:]
+    ch, cw = hh // cell, ww // cell
     magnitude = np.hypot(gx, gy)
     position = (np.arctan2(gy, gx) % math.pi) / math.pi * orientations
     low = np.floor(position)

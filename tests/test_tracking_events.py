@@ -4,23 +4,14 @@ between zooms, and is the same for the same seed."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_modules import load_benchmark
 
 
 def _occlusion():
-    spec = importlib.util.spec_from_file_location("occlusion_events", ROOT / "benchmarks" / "occlusion.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("occlusion", "occlusion_events")
 
 
 def _video(count: int = 160, size: tuple[int, int] = (120, 160)) -> tuple[list[np.ndarray], np.ndarray]:

@@ -3,22 +3,13 @@ a bad one is one line (SystemExit with a message), never a traceback."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_modules import load_benchmark
 
 
 def _tracking():
-    spec = importlib.util.spec_from_file_location("tracking_benchmark", ROOT / "benchmarks" / "tracking.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("tracking", "tracking_benchmark")
 
 
 def test_numbers_and_switches_are_set() -> None:
