@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
 from metrics import box_iou  # noqa: E402
-from occlusion import KINDS, apply_events, plan_events, reacquisition  # noqa: E402
+from occlusion import KINDS, ZOOMS, apply_events, plan_events, reacquisition  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tracking"
 CSRT_PYTHON = ROOT / "benchmarks" / ".venv-csrt" / "bin" / "python"
@@ -271,7 +271,7 @@ def main() -> None:
     args = parser.parse_args()
     config = temporal_config(args.set)
     if args.length is None:
-        args.length = 100 if args.events in ("zoom", "zoom-occlude") else 10
+        args.length = 100 if args.events in ZOOMS else 10
     if not DATA.is_dir():
         print(f"tracking benchmark skipped: {DATA} absent (shared data)")
         return
@@ -318,7 +318,7 @@ def main() -> None:
                 row["events"], row["delays"] = args.events, delays
                 row["back_within_5"] = sum(d is not None and d <= 5 for d in delays) / len(delays)
                 extra = f"  {row['back_within_5']:7.2f}  {delays}"
-                if args.events in ("zoom", "zoom-occlude"):
+                if args.events in ZOOMS:
                     row["zoom"] = zoom_figures(run.boxes, sequence.boxes[1:], events)
                     extra += "  zoom: " + "  ".join(
                         f"[{z['start']}-{z['end']} {z['from']:.2f}->{z['to']:.2f}: p20 {z['precision20']:.2f}"

@@ -76,20 +76,28 @@ def test_box_follows_a_steady_2x_size_change_where_the_scale_filter_is_sure(
     assert abs(np.log(ratios[-1])) < held_back - 0.1, (ratios[-1], held_back)
 
 
-def test_box_follows_the_camera_zooming_out(searcher: Searcher) -> None:
-    """The whole scene (background and target) shrinks 2x about the frame's centre over 40 frames,
-    as a camera zooming out: with band_trust the box ends within 10% of the target's side."""
+def _camera_zooming_out(count: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """An 80-px target at the centre of a textured scene, the whole picture shrinking 2x about the
+    frame's centre over ``count`` frames (a camera zooming out): the frames and the target's side."""
     h, w = SIZE
     scene = _scene(data.coffee())
     _paste(scene, _sized(80), w / 2, h / 2)
     frames, sides = [], []
-    for t in range(40):
-        zoom = 0.5 ** (t / 39)
+    for t in range(count):
+        zoom = 0.5 ** (t / (count - 1))
         affine = np.array([[zoom, 0, w / 2 * (1 - zoom)], [0, zoom, h / 2 * (1 - zoom)]], np.float32)
         frames.append(cv2.warpAffine(scene, affine, (w, h), borderMode=cv2.BORDER_REFLECT))
         sides.append(80 * zoom)
+    return frames, np.array(sides)
+
+
+def test_box_follows_the_camera_zooming_out(searcher: Searcher) -> None:
+    """The whole scene (background and target) shrinks 2x about the frame's centre over 40 frames,
+    as a camera zooming out: with band_trust the box ends within 10% of the target's side."""
+    h, w = SIZE
+    frames, sides = _camera_zooming_out(40)
     tracks = _run(searcher, frames, 80, (w / 2, h / 2), TRUST)
-    ratios = _height_ratios(tracks, np.array(sides))
+    ratios = _height_ratios(tracks, sides)
     assert abs(ratios[-1] - 1) <= 0.1, np.round(ratios, 2)
     assert all(t.state == TRACKING for t in tracks), [t.state for t in tracks]
 
@@ -99,20 +107,13 @@ def test_band_follow_keeps_the_band_up_with_a_steady_camera_zoom(searcher: Searc
     box change): by default the box ends held back (measured 1.16x the target's side); with
     band_follow the band follows the size's trend and the box ends within 5% (measured 0.99)."""
     h, w = SIZE
-    scene = _scene(data.coffee())
-    _paste(scene, _sized(80), w / 2, h / 2)
-    frames, sides = [], []
-    for t in range(60):
-        zoom = 0.5 ** (t / 59)
-        affine = np.array([[zoom, 0, w / 2 * (1 - zoom)], [0, zoom, h / 2 * (1 - zoom)]], np.float32)
-        frames.append(cv2.warpAffine(scene, affine, (w, h), borderMode=cv2.BORDER_REFLECT))
-        sides.append(80 * zoom)
+    frames, sides = _camera_zooming_out(60)
     followed = _run(searcher, frames, 80, (w / 2, h / 2), TemporalConfig(band_follow=0.02))
     banded = _run(searcher, frames, 80, (w / 2, h / 2), TemporalConfig())
-    ratios = _height_ratios(followed, np.array(sides))
+    ratios = _height_ratios(followed, sides)
     assert all(t.state == TRACKING for t in followed), [t.state for t in followed]
     assert abs(ratios[-1] - 1) <= 0.05, np.round(ratios, 2)
-    assert _height_ratios(banded, np.array(sides))[-1] >= 1.1  # held back by the band
+    assert _height_ratios(banded, sides)[-1] >= 1.1  # held back by the band
 
 
 @pytest.mark.parametrize("sure", [False, True])

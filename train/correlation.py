@@ -42,7 +42,7 @@ better. At 16x16 kernels over 48x48 maps the matmul path already runs near this 
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -146,17 +146,15 @@ def correlate(query_feats: torch.Tensor, medium_feats: torch.Tensor,
     method = _resolve_method(method, medium_feats.device, u * v)
     with torch.autocast(device_type=medium_feats.device.type, enabled=False):
         r = medium_feats.float()
-        # No-op reshape to constant sizes: the ONNX exporter must know the kernel's static shape
-        # and loses it through the backbone's Pad nodes.
-        q = _masked_kernel(query_feats, query_mask).reshape(n, c, u, v)
+        terms = _query_terms(query_feats, query_mask)
         if padding == "same":
             r = _same_pad(r, (u, v))
         elif padding != "valid":
             raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
-        score = batched_dot(r, q, method)
+        score = batched_dot(r, terms.kernel, method)
         if not normalize:
             return score
-        return _normalise(score, query_feats, query_mask, r.square().sum(dim=1, keepdim=True))
+        return _normalise(score, terms, r.square().sum(dim=1, keepdim=True))
 
 
 def correlate_sizes(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
@@ -194,10 +192,10 @@ def correlate_sizes(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
             for k, (query, mask) in enumerate(queries):
                 u, v = int(query.shape[-2]), int(query.shape[-1])
                 top, left = (big_u - 1) // 2 - (u - 1) // 2, (big_v - 1) // 2 - (v - 1) // 2
-                kernels[:, k, :, top:top + u, left:left + v] = _masked_kernel(query, mask)
-                windows[:, k, top:top + u, left:left + v] = 1.0 if mask is None else mask.float().square()[:, 0]
-                masked = query.float() if mask is None else query.float() * mask.float()
-                norms.append(masked.flatten(1).norm(dim=1))
+                terms = _query_terms(query, mask)
+                kernels[:, k, :, top:top + u, left:left + v] = terms.kernel
+                windows[:, k, top:top + u, left:left + v] = terms.window[:, 0]
+                norms.append(terms.norm.flatten())
             transforms = (torch.fft.rfft2(kernels, s=size).conj(), torch.fft.rfft2(windows, s=size).conj(),
                           torch.stack(norms, dim=1).reshape(-1, len(queries), 1, 1))
             if cache is not None:
@@ -223,25 +221,16 @@ def _correlate_kept(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
     """:func:`correlate` (same padding, normalised) of each query over the medium, the queries' own
     terms (masked kernel, norm, window kernel) kept in ``cache`` (inference: one query, many media):
     the same operations on the same tensors as :func:`correlate`, so the same maps to the bit."""
-    if "kept" not in cache:
-        kept = []
-        for query, mask in queries:
-            n, c, u, v = (int(d) for d in query.shape)
-            q_masked = query.float() if mask is None else query.float() * mask.float()
-            kept.append((_masked_kernel(query, mask).reshape(n, c, u, v),
-                         q_masked.flatten(1).norm(dim=1).reshape(n, 1, 1, 1),
-                         torch.ones(n, 1, u, v, dtype=torch.float32, device=query.device) if mask is None
-                         else mask.float().square()))
-        cache["kept"] = kept
     outs = []
     with torch.autocast(device_type=medium_feats.device.type, enabled=False):
+        if "kept" not in cache:
+            cache["kept"] = [_query_terms(query, mask) for query, mask in queries]
         medium = medium_feats.float()
-        for kernel, q_norm, window_kernel in cache["kept"]:
-            u, v = int(kernel.shape[-2]), int(kernel.shape[-1])
+        for terms in cache["kept"]:
+            u, v = int(terms.kernel.shape[-2]), int(terms.kernel.shape[-1])
             r = _same_pad(medium, (u, v))
-            score = batched_dot(r, kernel, _resolve_method(method, medium.device, u * v))
-            window_sq = batched_dot(r.square().sum(dim=1, keepdim=True), window_kernel, "grouped")
-            outs.append(score / (q_norm * window_sq.clamp_min(EPS * EPS).sqrt() + EPS))
+            score = batched_dot(r, terms.kernel, _resolve_method(method, medium.device, u * v))
+            outs.append(_normalise(score, terms, r.square().sum(dim=1, keepdim=True)))
     return outs
 
 
@@ -251,21 +240,37 @@ def _masked_kernel(query_feats: torch.Tensor, query_mask: torch.Tensor | None) -
     return q if query_mask is None else q * query_mask.float().square()
 
 
-def _normalise(score: torch.Tensor, query_feats: torch.Tensor, query_mask: torch.Tensor | None,
-               sq: torch.Tensor) -> torch.Tensor:
+class _QueryTerms(NamedTuple):
+    """What a cosine needs of one (masked) query map, float32: the numerator's kernel R1 * M^2
+    (n x c x u x v), ||R1 * M|| (n x 1 x 1 x 1) and the windows' kernel M^2 (ones without a mask,
+    n x 1 x u x v)."""
+
+    kernel: torch.Tensor
+    norm: torch.Tensor
+    window: torch.Tensor
+
+
+def _query_terms(query_feats: torch.Tensor, query_mask: torch.Tensor | None) -> _QueryTerms:
+    """The cosine's terms of one query map (N or 1 x C x U x V) and its mask (or None)."""
+    n, c, u, v = (int(d) for d in query_feats.shape)
+    masked = query_feats.float() if query_mask is None else query_feats.float() * query_mask.float()
+    # No-op reshape to constant sizes: the ONNX exporter must know the kernel's static shape and
+    # loses it through the backbone's Pad nodes.
+    return _QueryTerms(_masked_kernel(query_feats, query_mask).reshape(n, c, u, v),
+                       masked.flatten(1).norm(dim=1).reshape(n, 1, 1, 1),
+                       torch.ones(n, 1, u, v, dtype=torch.float32, device=query_feats.device)
+                       if query_mask is None else query_mask.float().square())
+
+
+def _normalise(score: torch.Tensor, terms: _QueryTerms, sq: torch.Tensor) -> torch.Tensor:
     """Dot products -> cosines: divided by ||R1*M|| and the masked norm of each medium window
     (``sq``: the padded medium's per-pixel squared norms, N x 1, whose valid windows are the score's)."""
-    n, _, u, v = (int(d) for d in query_feats.shape)
-    q_masked = query_feats.float() if query_mask is None else query_feats.float() * query_mask.float()
-    q_norm = q_masked.flatten(1).norm(dim=1).reshape(n, 1, 1, 1)
-    window_kernel = (torch.ones(n, 1, u, v, dtype=sq.dtype, device=sq.device) if query_mask is None
-                     else query_mask.float().square())
     # One channel: the (grouped) convolution is the cheap way here on every device (the matmul
     # path would materialise U*V outer products for a single channel).
-    window_sq = batched_dot(sq, window_kernel, "grouped")
+    window_sq = batched_dot(sq, terms.window, "grouped")
     # Clamped away from 0: windows over zero padding would give sqrt an infinite gradient (NaN).
     window_norm = window_sq.clamp_min(EPS * EPS).sqrt()
-    return score / (q_norm * window_norm + EPS)
+    return score / (terms.norm * window_norm + EPS)
 
 
 def correlate_looped(query_feats: torch.Tensor, medium_feats: torch.Tensor,
