@@ -20,8 +20,13 @@ sequences are reported apart as held out.
     python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt] [--threads 1]
     python benchmarks/tracking.py --events occlude|cut [--every 60] [--length 10] [--first 40] [--seed 0]
     python benchmarks/tracking.py --events zoom|zoom-occlude [--length 100] [--zoom-to 0.4] [--cover 20] [--first 40] [--seed 0]
+    python benchmarks/tracking.py --frame-step 5 [--shrink 0.4] --methods temporal csrt
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set band_trust=0.7
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set first_views.count=8
+
+``--frame-step K`` keeps every K-th frame (a lower frame rate: K times the motion, pose and size
+change between frames) and ``--shrink F`` scales the frames and boxes by F (a smaller target), both
+before any events: stresses of the footage itself, on every method alike.
 
 ``--events`` puts occlusions (the target covered by a patch of its own frame for ``--length``
 frames) or cuts (the picture shifted circularly by 25-45%) into the footage every ``--every``
@@ -116,6 +121,24 @@ def query_of(frames: list[np.ndarray], box: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[0][max(0, y0):y1, max(0, x0):x1])
 
 
+def resample(frames: list[np.ndarray], boxes: np.ndarray, step: int = 1, shrink: float = 1.0
+             ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every ``step``-th frame (from the first) and its box, frames and boxes scaled by ``shrink``
+    (area-averaged, as a camera farther away or of lower resolution would see them)."""
+    import cv2
+
+    if step < 1 or not 0.0 < shrink <= 1.0:
+        raise ValueError(f"need a frame step >= 1 and 0 < shrink <= 1, not {step}, {shrink}")
+    frames, boxes = frames[::step], boxes[::step]
+    if shrink != 1.0:
+        h, w = frames[0].shape[:2]
+        size = (max(1, round(w * shrink)), max(1, round(h * shrink)))
+        frames = [cv2.resize(frame, size, interpolation=cv2.INTER_AREA) for frame in frames]
+        # Scaled by the sizes' own ratios (the rounding of the frame's size included).
+        boxes = boxes * np.array([size[0] / w, size[1] / h, size[0] / w, size[1] / h])
+    return frames, boxes
+
+
 def temporal_config(settings: list[str]):
     """A TemporalConfig with ``name=value`` settings (numbers) over its defaults; a bad one exits
     with one line."""
@@ -196,7 +219,7 @@ def run_verified(searcher, frames: list[np.ndarray], box: np.ndarray) -> Run:
 
 
 def run_csrt(sequence: Sequence_, threads: int, frames: list[np.ndarray] | None = None) -> Run | str:
-    """CSRT in its own environment on the sequence's files, or on ``frames`` (events applied)
+    """CSRT in its own environment on the sequence's files, or on ``frames`` (resampled, events applied)
     written losslessly to a temporary folder."""
     if not CSRT_PYTHON.exists():
         return (f"CSRT skipped: {CSRT_PYTHON} absent (python -m venv benchmarks/.venv-csrt && "
@@ -249,6 +272,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="threads of the search (torch) and of CSRT (OpenCV) alike (1: on a "
                              "shared 2-core machine more threads only contend)")
+    parser.add_argument("--frame-step", type=int, default=1,
+                        help="keep every K-th frame: a lower frame rate (K times the change between frames)")
+    parser.add_argument("--shrink", type=float, default=1.0,
+                        help="scale frames and boxes by this factor (0 < F <= 1): a smaller target")
     parser.add_argument("--events", choices=KINDS, default=None,
                         help="put occlusions or cuts into the footage (benchmarks/occlusion.py) and "
                              "report re-acquisition after each")
@@ -270,6 +297,8 @@ def main() -> None:
                         help="the temporal mode's numeric settings (TemporalConfig fields; 0 / 1 for a switch), e.g. band_trust=0.7")
     args = parser.parse_args()
     config = temporal_config(args.set)
+    if args.frame_step < 1 or not 0.0 < args.shrink <= 1.0:
+        raise SystemExit(f"need --frame-step >= 1 and 0 < --shrink <= 1, not {args.frame_step}, {args.shrink}")
     if args.length is None:
         args.length = 100 if args.events in ZOOMS else 10
     if not DATA.is_dir():
@@ -277,6 +306,7 @@ def main() -> None:
         return
     import torch
 
+    from augment.imageio import InputError
     from pipelines.search import Searcher
 
     torch.manual_seed(0)
@@ -289,6 +319,9 @@ def main() -> None:
     for name in names:
         sequence = load_sequence(DATA / name, args.limit)
         frames = read_frames(sequence)
+        resampled = args.frame_step > 1 or args.shrink != 1.0
+        if resampled:
+            frames, sequence.boxes = resample(frames, sequence.boxes, args.frame_step, args.shrink)
         events = []
         if args.events:
             events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every, first=args.first,
@@ -296,14 +329,18 @@ def main() -> None:
                                  zoom_to=args.zoom_to, cover=args.cover)
             frames, sequence.boxes = apply_events(frames, sequence.boxes, events, seed=args.seed)
         for method in args.methods:
-            if method == "temporal":
-                run = run_temporal(searcher, frames, sequence.boxes[0], config)
-            elif method == "whole":
-                run = run_whole(searcher, frames, sequence.boxes[0])
-            elif method == "verified":
-                run = run_verified(searcher, frames, sequence.boxes[0])
-            else:
-                run = run_csrt(sequence, args.threads, frames if events else None)
+            try:
+                if method == "temporal":
+                    run = run_temporal(searcher, frames, sequence.boxes[0], config)
+                elif method == "whole":
+                    run = run_whole(searcher, frames, sequence.boxes[0])
+                elif method == "verified":
+                    run = run_verified(searcher, frames, sequence.boxes[0])
+            except InputError as error:  # e.g. --shrink leaving the query under 8 px a side
+                print(f"{name:10} {method:9} skipped: {error}")
+                continue
+            if method == "csrt":
+                run = run_csrt(sequence, args.threads, frames if events or resampled else None)
                 if isinstance(run, str):
                     print(f"{name:10} {method:9} {run}")
                     continue

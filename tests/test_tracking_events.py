@@ -95,3 +95,22 @@ def test_zoom_occlude_covers_the_target_a_third_into_each_zoom() -> None:
             assert inside.mean() < 60, index
         else:
             assert np.array_equal(zoomed[index], zoom_only[0][index]), index
+
+
+def test_resample_keeps_every_kth_frame_and_scales_boxes_with_the_frames():
+    tracking = load_benchmark("tracking", "tracking_resample")
+    frames, boxes = _video(count=10)
+    kept, kept_boxes = tracking.resample(frames, boxes, step=3, shrink=0.5)
+    assert len(kept) == len(kept_boxes) == 4  # frames 0, 3, 6, 9
+    assert kept[0].shape == (60, 80, 3)
+    for frame, box in zip(kept, kept_boxes):
+        # The bright square, shrunk, lies where its box says (area-averaged edges in part).
+        extent = _bright_extent(frame, box)
+        assert np.allclose(extent, box, atol=1.0)
+    assert np.allclose(kept_boxes[1], boxes[3] * 0.5)
+    unchanged, same_boxes = tracking.resample(frames, boxes)
+    assert unchanged == frames and np.array_equal(same_boxes, boxes)
+    with pytest.raises(ValueError):
+        tracking.resample(frames, boxes, step=0)
+    with pytest.raises(ValueError):
+        tracking.resample(frames, boxes, shrink=1.5)
