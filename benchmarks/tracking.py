@@ -121,14 +121,18 @@ def query_of(frames: list[np.ndarray], box: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[0][max(0, y0):y1, max(0, x0):x1])
 
 
+def check_resample(step: int, shrink: float) -> None:
+    if step < 1 or not 0.0 < shrink <= 1.0:
+        raise ValueError(f"need a frame step >= 1 and 0 < shrink <= 1, not {step}, {shrink}")
+
+
 def resample(frames: list[np.ndarray], boxes: np.ndarray, step: int = 1, shrink: float = 1.0
              ) -> tuple[list[np.ndarray], np.ndarray]:
     """Every ``step``-th frame (from the first) and its box, frames and boxes scaled by ``shrink``
     (area-averaged, as a camera farther away or of lower resolution would see them)."""
     import cv2
 
-    if step < 1 or not 0.0 < shrink <= 1.0:
-        raise ValueError(f"need a frame step >= 1 and 0 < shrink <= 1, not {step}, {shrink}")
+    check_resample(step, shrink)
     frames, boxes = frames[::step], boxes[::step]
     if shrink != 1.0:
         h, w = frames[0].shape[:2]
@@ -297,8 +301,11 @@ def main() -> None:
                         help="the temporal mode's numeric settings (TemporalConfig fields; 0 / 1 for a switch), e.g. band_trust=0.7")
     args = parser.parse_args()
     config = temporal_config(args.set)
-    if args.frame_step < 1 or not 0.0 < args.shrink <= 1.0:
-        raise SystemExit(f"need --frame-step >= 1 and 0 < --shrink <= 1, not {args.frame_step}, {args.shrink}")
+    try:
+        check_resample(args.frame_step, args.shrink)
+    except ValueError as error:
+        raise SystemExit(f"--frame-step / --shrink: {error}") from None
+    resampled = args.frame_step > 1 or args.shrink != 1.0
     if args.length is None:
         args.length = 100 if args.events in ZOOMS else 10
     if not DATA.is_dir():
@@ -319,7 +326,6 @@ def main() -> None:
     for name in names:
         sequence = load_sequence(DATA / name, args.limit)
         frames = read_frames(sequence)
-        resampled = args.frame_step > 1 or args.shrink != 1.0
         if resampled:
             frames, sequence.boxes = resample(frames, sequence.boxes, args.frame_step, args.shrink)
         events = []
@@ -336,14 +342,13 @@ def main() -> None:
                     run = run_whole(searcher, frames, sequence.boxes[0])
                 elif method == "verified":
                     run = run_verified(searcher, frames, sequence.boxes[0])
+                else:  # a line saying why where CSRT cannot run
+                    run = run_csrt(sequence, args.threads, frames if events or resampled else None)
             except InputError as error:  # e.g. --shrink leaving the query under 8 px a side
-                print(f"{name:10} {method:9} skipped: {error}")
+                run = f"skipped: {error}"
+            if isinstance(run, str):
+                print(f"{name:10} {method:9} {run}")
                 continue
-            if method == "csrt":
-                run = run_csrt(sequence, args.threads, frames if events or resampled else None)
-                if isinstance(run, str):
-                    print(f"{name:10} {method:9} {run}")
-                    continue
             precision, auc = precision_and_auc(run.boxes, sequence.boxes[1:])
             row = {"sequence": name, "method": method, "frames": len(run.boxes),
                    "precision20": precision, "auc": auc,
