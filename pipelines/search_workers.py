@@ -6,10 +6,10 @@ Why: on a 2-core CPU the backbone's large convolutions use a second thread well 
 one thread), the rest of the search does not (the zoomed media's smaller encodings, the
 correlations, the verification windows, OpenCV and numpy between them), so the default search
 took 1.9x the backbone's time at two threads against 1.35x at one. Two media at once, one thread
-each, keep both cores busy through all of it (`python benchmarks/search.py --photos 20`, README
-"Speed at two threads, stop 23"). Each medium's result is the one it gets searched alone (up to
-float rounding between thread counts; tests/test_search_workers.py: the same detections.jsonl),
-whichever worker takes it. On CUDA, or with one worker, media go to
+each, keep both cores busy through all of it (`python benchmarks/search.py --photos 20`,
+benchmarks/RESULTS.md "Speed at two threads, stop 23"). Each medium's result is the one it gets
+searched alone (up to float rounding between thread counts; tests/test_search_workers.py: the
+same detections.jsonl), whichever worker takes it. On CUDA, or with one worker, media go to
 :meth:`pipelines.search.Searcher.find_many` as one batch, as before.
 """
 

@@ -155,7 +155,8 @@ class TemporalConfig:
     # The media (the windows, the whole frame while lost) encoded by onnxruntime instead of
     # PyTorch (pipelines/onnx_backbone.py): ~35% less time per window, ~25% per whole frame on
     # one AVX2 thread. Not PyTorch's values to the bit (|difference| ~3e-5); on Skating1 + VOT_bag
-    # with cuts and occlusions placed 3 ways precision, AUC and delays identical (README, stop 26).
+    # with cuts and occlusions placed 3 ways precision, AUC and delays identical
+    # (benchmarks/RESULTS.md, stop 26).
     # False: PyTorch encodes (the code before it, to the bit); also where onnxruntime is absent.
     onnx_backbone: bool = True
     # Longest side of the frame when searched whole (the frame is resampled to template scale).
