@@ -153,6 +153,26 @@ def test_segment_training_resumes_exactly(data, tmp_path):
     assert "miou" in second.metrics and "iou/disc" in second.metrics
 
 
+def test_init_checkpoint_starts_from_its_weights_and_refuses_another_task(data, tmp_path):
+    """init_checkpoint (fine-tuning): the run starts from the trained weights (its first loss is the
+    trained model's, far under a fresh decoder's), with a fresh optimizer and step; a checkpoint of
+    another task or a missing file is one line naming it."""
+    shards = [data["photos"]]
+    values = tiny_train_values(steps=2, model={"pretrained": True, "decoder_channels": 8, "dropout": 0.0})
+    fresh = train(TrainConfig(**values), shards, tmp_path / "fresh", show_progress=False)
+    tuned = train(TrainConfig(**values, init_checkpoint=str(data["checkpoint"])), shards, tmp_path / "tuned",
+                  show_progress=False)
+    assert tuned.losses[0] < 0.7 * fresh.losses[0], (tuned.losses, fresh.losses)
+    assert load_checkpoint(tmp_path / "tuned" / CHECKPOINT_FILE)["step"] == 2
+    source = load_checkpoint(data["checkpoint"])
+    other = {**source, "config": {**source["config"], "values": {**source["config"]["values"], "task": "query_search"}}}
+    torch.save(other, tmp_path / "search.pt")
+    for path, message in ((tmp_path / "search.pt", "is a 'query_search' checkpoint"), (tmp_path / "none.pt", "no such checkpoint")):
+        with pytest.raises(InputError, match=message) as error:
+            train(TrainConfig(**values, init_checkpoint=str(path)), shards, tmp_path / path.stem, show_progress=False)
+        assert str(path) in str(error.value)
+
+
 def test_segment_config_errors_name_the_key():
     with pytest.raises(InputError, match="segment.classes"):
         TrainConfig(task="segment")

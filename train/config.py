@@ -88,6 +88,9 @@ class TrainConfig:
     eval_batches: int = 20
     checkpoint_every: int = 200
     seed: int = 0
+    # A checkpoint of the same model whose weights start this run (fine-tuning, e.g. on real photos
+    # after training on composites); the optimizer, schedule, step and data position start afresh.
+    init_checkpoint: str = ""
 
     # Keys that may change between a run and its resumption: they do not change what is learned.
     RUNTIME_KEYS = frozenset({"steps", "num_workers", "device", "compile", "log_every", "eval_every",

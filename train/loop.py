@@ -211,6 +211,14 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
             logger.info("resumed from %s at step %d", checkpoint_path, step)
     elif checkpoint_path.exists():
         raise InputError(f"{checkpoint_path}: a run is already there; pass --resume or choose another --out")
+    elif config.init_checkpoint:
+        state = load_checkpoint(config.init_checkpoint)
+        task_name = state["config"]["values"].get("task")
+        if task_name != config.task:
+            raise InputError(f"{config.init_checkpoint}: init_checkpoint is a {task_name!r} checkpoint, not {config.task!r}")
+        load_model_state(model, state, config.init_checkpoint)
+        if info.is_main:
+            logger.info("weights from %s (its step %d)", config.init_checkpoint, state["step"])
     stream = make_stream(parts, config.seed, data_state)
     if step >= config.steps and info.is_main:
         logger.warning("%s is already at step %d of %d: pass --steps to train longer", checkpoint_path, step,
