@@ -87,11 +87,13 @@ def run_selftune(args: argparse.Namespace, state: Path, unlabeled: Path, rounds:
 
 
 def train_baseline(name: str, shards: Path, held_out: Path, config: dict, work: Path,
-                   more: tuple[Path, ...] = (), mix: dict[str, float] | None = None, seed_offset: int = 0) -> dict:
+                   more: tuple[Path, ...] = (), mix: dict[str, float] | None = None, seed_offset: int = 0,
+                   overrides: dict | None = None) -> dict:
     """Train with the self-tuning config's segmenter settings (on photos only by default); score on the held-out photos.
 
     ``more`` shard folders (e.g. composites) are streamed beside the photos in the ``mix``
-    proportions; ``seed_offset`` is added to the training seed (a second seed of the same arm).
+    proportions; ``seed_offset`` is added to the training seed (a second seed of the same arm);
+    ``overrides`` replace training keys (e.g. steps, init_checkpoint).
     """
     from train.checkpoint import CHECKPOINT_FILE, load_checkpoint
     from train.config import TrainConfig
@@ -101,6 +103,7 @@ def train_baseline(name: str, shards: Path, held_out: Path, config: dict, work: 
     values = dict(config["train"])
     values["seed"] += 1 + seed_offset  # as self-tuning round 1
     values["segment"] = {**values["segment"], "mix": dict(mix or {"photos": 1.0})}
+    values.update(overrides or {})
     train_config = TrainConfig(**values)
     out = work / name
     checkpoint = out / CHECKPOINT_FILE

@@ -19,6 +19,13 @@ config, steps and seed on:
 composites' garments and backgrounds all come from those; the held-out photos stay. A work folder
 records its labelled photos and refuses another set (give each set its own ``--work``).
 
+An arm may also name ``pseudo: N``: N unlabeled photos (1005-2098, the seeded sample of
+self-tuning's round 1) labelled by `synth extract` with (a)'s first-seed checkpoint as the teacher
+and the self-tuning config's ``extract`` filters; its ``mix`` gives them the ``pseudo`` share
+(self-training, no composites: what self-tuning does without its expansion). ``init: ARM`` starts
+the arm from ARM's checkpoint of the same seed (train on composites, then fine-tune on the photos);
+``steps: N`` replaces the training steps (the same number of steps in all, for such a comparison).
+
 ``--seeds 0 1`` trains every arm again with the training seed + 1 (the noise check). ``--base``
 reuses photo shards of the split written before (``labeled/`` and ``held_out/``, as
 benchmarks/segment_ccp.py writes them under ``selftune/base/``). Everything resumes: finished
@@ -43,7 +50,7 @@ if __name__ == "__main__" and os.environ.get("PYTHONPATH") != str(ROOT):
 sys.path.insert(0, str(ROOT))
 
 from augment.config import ExpandConfig, read_yaml_mapping  # noqa: E402
-from augment.imageio import InputError  # noqa: E402
+from augment.imageio import InputError, atomic_write_text  # noqa: E402
 from augment.photo_shards import write_photo_shards  # noqa: E402
 from benchmarks.segment_ccp import CCP, train_baseline  # noqa: E402
 from pipelines import selftune_config  # noqa: E402
@@ -52,8 +59,15 @@ from pipelines import selftune_config  # noqa: E402
 @dataclass
 class Arm:
     mix: dict[str, float]
-    expand: ExpandConfig
-    composites: str  # folder name under the work folder
+    expand: ExpandConfig | None  # None: the arm trains on no composites
+    composites: str | None  # folder name under the work folder
+    pseudo: int = 0  # unlabeled photos labelled by (a)'s checkpoint (0: none)
+    init: str | None = None  # the arm whose checkpoint (same seed) starts this one
+    steps: int | None = None  # training steps instead of the config's
+
+    @property
+    def pseudo_folder(self) -> str:
+        return f"pseudo-{self.pseudo}"
 
 
 def _merged(base: dict, changes: dict) -> dict:
@@ -81,11 +95,28 @@ def load(path: Path, labeled_include: list[str] | None = None) -> tuple[dict, di
                              "exclude": list(labeled["exclude"])}
     arms: dict[str, Arm] = {}
     for name, entry in (values.get("arms") or {}).items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("mix"), dict) or set(entry) - {"mix", "expand"}:
-            raise InputError(f"{path}: arms.{name} must hold mix (a segment.mix mapping) and optionally expand")
+        if not isinstance(entry, dict) or not isinstance(entry.get("mix"), dict) or \
+                set(entry) - {"mix", "expand", "pseudo", "init", "steps"}:
+            raise InputError(f"{path}: arms.{name} must hold mix (a segment.mix mapping) and optionally expand, "
+                             "pseudo, init, steps")
+        pseudo = entry.get("pseudo", 0)
+        if not isinstance(pseudo, int) or isinstance(pseudo, bool) or pseudo < 0 or (pseudo > 0) != ("pseudo" in entry["mix"]):
+            raise InputError(f"{path}: arms.{name}.pseudo must be a photo count, given with a pseudo share in mix")
         changes = entry.get("expand") or {}
-        arms[name] = Arm(entry["mix"], ExpandConfig.from_dict(_merged(expand, changes), f"{path}: arms.{name}.expand"),
-                         f"composites-{name}" if changes else "composites")
+        if "composites" in entry["mix"]:
+            arms[name] = Arm(entry["mix"], ExpandConfig.from_dict(_merged(expand, changes), f"{path}: arms.{name}.expand"),
+                             f"composites-{name}" if changes else "composites", pseudo)
+        elif changes:
+            raise InputError(f"{path}: arms.{name} has expand changes but no composites share in mix")
+        else:
+            arms[name] = Arm(entry["mix"], None, None, pseudo)
+        steps = entry.get("steps")
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+            raise InputError(f"{path}: arms.{name}.steps must be a whole number of steps")
+        arms[name].init, arms[name].steps = entry.get("init"), steps
+    for name, arm in arms.items():
+        if arm.init is not None and (arm.init not in arms or arms[arm.init].init is not None):
+            raise InputError(f"{path}: arms.{name}.init must name another arm of the config (one without init)")
     if not arms:
         raise InputError(f"{path}: no arms")
     return config, arms
@@ -116,6 +147,31 @@ def _check_split(data: Path, config: dict, work: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(wanted))
     print(f"labelled photos: {len(labeled)} ({' '.join(wanted['include'])})", flush=True)
+
+
+def extract_pseudo(data: Path, work: Path, config: dict, count: int) -> None:
+    """Pseudo-labels of ``count`` unlabeled photos (self-tuning's round-1 sample) by (a)'s first seed, once."""
+    out = work / f"pseudo-{count}"
+    if (out / "extract.json").is_file():
+        return
+    import numpy as np
+
+    from augment.imageio import list_images
+    from benchmarks.segment_ccp import link_unlabeled
+    from pipelines.extract import ExtractConfig, run_extract
+    from pipelines.segmenter import Segmenter
+
+    if not (data / "image_tags.json").is_file():
+        sys.exit(f"error: {data / 'image_tags.json'} is absent: it lists the unlabeled photos the pseudo arms need")
+    images = list_images(link_unlabeled(data, work / "unlabeled"))[0]
+    if count < len(images):
+        picked = np.random.default_rng([config["seed"], 1]).choice(len(images), count, replace=False)
+        images = [images[i] for i in sorted(picked)]
+    started = time.perf_counter()
+    summary = run_extract(Segmenter(work / "a-seed0" / "checkpoint.pt", "cpu"), images, out,
+                          ExtractConfig(**config["extract"]), round_index=1, workers=2)
+    print(f"pseudo-{count}: {summary.pseudo_photos} photos, {summary.labelled_fraction:.0%} of their pixels labelled, "
+          f"{summary.accepted} of {summary.masks} regions accepted in {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -157,7 +213,9 @@ def main() -> None:
     unknown = [arm for arm in chosen if arm != "a" and arm not in arms]
     if unknown:
         sys.exit(f"error: no arm {unknown[0]!r} in {args.config} (arms: a, {', '.join(arms)})")
-    for arm in dict.fromkeys(arms[a].composites for a in chosen if a != "a"):
+    trained = [a for a in chosen if a != "a"]
+    trained += [arms[a].init for a in trained if arms[a].init]  # an arm started from another trains that one first
+    for arm in dict.fromkeys(arms[a].composites for a in trained if arms[a].composites):
         composites = work / arm
         if not (composites / "manifest.json").is_file():
             from augment.expand import run_expand
@@ -170,19 +228,34 @@ def main() -> None:
 
     results_path = work / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+
+    def run_arm(key: str, arm: str, seed: int) -> None:
+        if key in results:
+            return
+        if arm == "a":
+            result = train_baseline(key, base / "labeled", base / "held_out", config, work, seed_offset=seed)
+        else:
+            spec = arms[arm]
+            more = [work / spec.composites] if spec.composites else []
+            more += [work / spec.pseudo_folder] if spec.pseudo else []
+            overrides: dict = {"steps": spec.steps} if spec.steps else {}
+            if spec.init:
+                run_arm(f"{spec.init}-seed{seed}", spec.init, seed)
+                overrides["init_checkpoint"] = str(work / f"{spec.init}-seed{seed}" / "checkpoint.pt")
+            result = train_baseline(key, base / "labeled", base / "held_out", config, work, more=tuple(more),
+                                    mix=spec.mix, seed_offset=seed, overrides=overrides)
+        # Runs of other seeds may go on in another process: merge with what it wrote meanwhile.
+        results.update(json.loads(results_path.read_text()) if results_path.is_file() else {})
+        results[key] = result
+        print(key, json.dumps(result), flush=True)
+        atomic_write_text(results_path, json.dumps(results, indent=2))
+
+    for count in sorted({arms[a].pseudo for a in trained if arms[a].pseudo}):
+        run_arm("a-seed0", "a", 0)  # the teacher
+        extract_pseudo(args.data, work, config, count)
     for seed in args.seeds:
         for arm in chosen:
-            key = f"{arm}-seed{seed}"
-            if key in results:
-                continue
-            if arm == "a":
-                result = train_baseline(key, base / "labeled", base / "held_out", config, work, seed_offset=seed)
-            else:
-                result = train_baseline(key, base / "labeled", base / "held_out", config, work,
-                                        more=(work / arms[arm].composites,), mix=arms[arm].mix, seed_offset=seed)
-            results[key] = result
-            print(key, json.dumps(result), flush=True)
-            results_path.write_text(json.dumps(results, indent=2))
+            run_arm(f"{arm}-seed{seed}", arm, seed)
 
     print("\nheld-out mIoU on 200 CCP photos (0101-0300), 224 px short side:")
     names = sorted({k.rsplit("-seed", 1)[0] for k in results})

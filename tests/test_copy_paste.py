@@ -244,7 +244,7 @@ def test_shipped_copy_paste_config_pastes_only_the_labelled_split():
     stems = [Path(f"{i:04d}.png") for i in range(1, 701)]
     held = {p.stem for p in limited(stems, SourceConfig(include=config["held_out"]["include"], exclude=config["held_out"]["exclude"]))}
     assert len(held) == 200
-    for arm in arms.values():
+    for arm in (arm for arm in arms.values() if arm.expand is not None):  # arms with composites
         b, s = arm.expand.backgrounds, arm.expand.sources
         assert b.format == "label_map" and s.format == "label_map"
         for picked in (limited(stems, SourceConfig(include=b.include, exclude=b.exclude)), limited(stems, s)):
@@ -265,7 +265,7 @@ def test_labeled_globs_replace_the_split_for_photos_cutouts_and_backgrounds(tmp_
     config, arms = load(root / "configs" / "ccp_copy_paste.yaml", ["000?", "001?", "002[0-5]"])
     stems = [Path(f"{i:04d}.png") for i in range(1, 701)]
     assert [p.stem for p in limited(stems, SourceConfig(**config["labeled"]))] == [f"{i:04d}" for i in range(1, 26)]
-    for arm in arms.values():
+    for arm in (arm for arm in arms.values() if arm.expand is not None):  # arms with composites
         b, s = arm.expand.backgrounds, arm.expand.sources
         for picked in (limited(stems, SourceConfig(include=b.include, exclude=b.exclude)), limited(stems, s)):
             assert [p.stem for p in picked] == [f"{i:04d}" for i in range(1, 26)]
@@ -282,3 +282,28 @@ def test_labeled_globs_replace_the_split_for_photos_cutouts_and_backgrounds(tmp_
                                "--work", str(work), "--labeled", *labeled, "--arms", "a"],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode != 0 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_pseudo_label_arm_trains_on_photos_and_pseudo_labels_only(tmp_path):
+    """configs/ccp_copy_paste.yaml's self-training arm has no composites, 600 pseudo-labelled photos at
+    half of each epoch; the fine-tuning arms start from another arm's run; an arm whose pseudo count
+    and mix disagree, or whose init names no arm, is refused with one line."""
+    from augment.imageio import InputError
+    from benchmarks.segment_copy_paste import load
+
+    root = Path(__file__).resolve().parents[1]
+    config, arms = load(root / "configs" / "ccp_copy_paste.yaml", ["000?", "001?", "002[0-5]"])
+    p = arms["p"]
+    assert (p.expand, p.composites, p.pseudo, p.pseudo_folder) == (None, None, 600, "pseudo-600")
+    assert p.mix == {"photos": 0.5, "pseudo": 0.5} and config["extract"]["pseudo_labels"] is True
+    assert (arms["e_then_photos"].init, arms["p_then_photos"].init, arms["a_800"].steps) == ("e", "p", 800)
+    assert arms["e_then_photos"].mix == {"photos": 1.0} and arms["e_then_photos"].composites is None
+    for arm, message in (("{mix: {photos: 0.5, pseudo: 0.5}}", "arms.bad.pseudo must be a photo count"),
+                         ("{mix: {photos: 1.0}, pseudo: 10}", "arms.bad.pseudo must be a photo count"),
+                         ("{mix: {photos: 1.0}, expand: {num: 3}}", "expand changes but no composites"),
+                         ("{mix: {photos: 1.0}, init: e}", "arms.bad.init must name another arm"),
+                         ("{mix: {photos: 1.0}, steps: 0}", "arms.bad.steps must be a whole number")):
+        path = tmp_path / "arms.yaml"
+        path.write_text(f"selftune_config: {root / 'configs' / 'ccp_selftune.yaml'}\narms:\n  bad: {arm}\n")
+        with pytest.raises(InputError, match=message):
+            load(path)
