@@ -102,18 +102,17 @@ def load(path: Path, labeled_include: list[str] | None = None) -> tuple[dict, di
         pseudo = entry.get("pseudo", 0)
         if not isinstance(pseudo, int) or isinstance(pseudo, bool) or pseudo < 0 or (pseudo > 0) != ("pseudo" in entry["mix"]):
             raise InputError(f"{path}: arms.{name}.pseudo must be a photo count, given with a pseudo share in mix")
-        changes = entry.get("expand") or {}
-        if "composites" in entry["mix"]:
-            arms[name] = Arm(entry["mix"], ExpandConfig.from_dict(_merged(expand, changes), f"{path}: arms.{name}.expand"),
-                             f"composites-{name}" if changes else "composites", pseudo)
-        elif changes:
-            raise InputError(f"{path}: arms.{name} has expand changes but no composites share in mix")
-        else:
-            arms[name] = Arm(entry["mix"], None, None, pseudo)
         steps = entry.get("steps")
         if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
             raise InputError(f"{path}: arms.{name}.steps must be a whole number of steps")
-        arms[name].init, arms[name].steps = entry.get("init"), steps
+        changes = entry.get("expand") or {}
+        if changes and "composites" not in entry["mix"]:
+            raise InputError(f"{path}: arms.{name} has expand changes but no composites share in mix")
+        expand_config, composites = None, None
+        if "composites" in entry["mix"]:
+            expand_config = ExpandConfig.from_dict(_merged(expand, changes), f"{path}: arms.{name}.expand")
+            composites = f"composites-{name}" if changes else "composites"
+        arms[name] = Arm(entry["mix"], expand_config, composites, pseudo, entry.get("init"), steps)
     for name, arm in arms.items():
         if arm.init is not None and (arm.init not in arms or arms[arm.init].init is not None):
             raise InputError(f"{path}: arms.{name}.init must name another arm of the config (one without init)")
@@ -154,19 +153,15 @@ def extract_pseudo(data: Path, work: Path, config: dict, count: int) -> None:
     out = work / f"pseudo-{count}"
     if (out / "extract.json").is_file():
         return
-    import numpy as np
-
     from augment.imageio import list_images
     from benchmarks.segment_ccp import link_unlabeled
     from pipelines.extract import ExtractConfig, run_extract
     from pipelines.segmenter import Segmenter
+    from pipelines.selftune import round_sample
 
     if not (data / "image_tags.json").is_file():
         sys.exit(f"error: {data / 'image_tags.json'} is absent: it lists the unlabeled photos the pseudo arms need")
-    images = list_images(link_unlabeled(data, work / "unlabeled"))[0]
-    if count < len(images):
-        picked = np.random.default_rng([config["seed"], 1]).choice(len(images), count, replace=False)
-        images = [images[i] for i in sorted(picked)]
+    images = round_sample(list_images(link_unlabeled(data, work / "unlabeled"))[0], count, config["seed"], 1)
     started = time.perf_counter()
     summary = run_extract(Segmenter(work / "a-seed0" / "checkpoint.pt", "cpu"), images, out,
                           ExtractConfig(**config["extract"]), round_index=1, workers=2)

@@ -55,6 +55,14 @@ ROUND_STEPS = ("train", "score", "extract", "expand", "search", "report")
 STATE_VERSION = 1
 
 
+def round_sample(images: list[Path], count: int, seed: int, round_index: int) -> list[Path]:
+    """The unlabeled photos a round extracts from: a seeded sample of ``count`` (0: all), in order."""
+    if 0 < count < len(images):
+        picked = np.random.default_rng([seed, round_index]).choice(len(images), count, replace=False)
+        images = [images[i] for i in sorted(picked)]
+    return images
+
+
 @dataclass
 class Inputs:
     labeled: Path
@@ -297,12 +305,7 @@ class SelfTune:
         atomic_write_text(out / "score.json", json.dumps(score, indent=2))
 
     def round_images(self, round_index: int) -> list[Path]:
-        images = self.unlabeled_images()
-        count = self.config["unlabeled_per_round"]
-        if 0 < count < len(images):
-            picked = np.random.default_rng([self.config["seed"], round_index]).choice(len(images), count, replace=False)
-            images = [images[i] for i in sorted(picked)]
-        return images
+        return round_sample(self.unlabeled_images(), self.config["unlabeled_per_round"], self.config["seed"], round_index)
 
     def _step_extract(self, round_index: int, out: Path) -> None:
         from pipelines.extract import ExtractConfig, run_extract
