@@ -13,6 +13,9 @@ number of steps on:
       composites, pseudo-labelled photos)                      = rounds 2.. (best and last);
   (d) all 500 labelled photos that are not held out (the ceiling).
 
+(a) and (d) train for as many steps as a round's segmenter: ``train.steps`` + ``finetune_steps``
+(a round that fine-tunes is compared with the photos alone for the same total; their folders are
+then named ``a-real100-{N}steps`` and ``d-ceiling500-{N}steps``).
 Self-tuning runs as a scheduler would run it: `synth selftune ... --rounds 1` once per round.
 Everything resumes: rerunning the script skips finished runs and continues unfinished ones. (a)
 and (d) train on photos only, so they do not depend on the self-tuning settings of the config:
@@ -139,12 +142,15 @@ def main() -> None:
 
     run_selftune(args, state, unlabeled, rounds=1)  # round 0 (the split's photo shards) and round 1 = (b)
     held_out = state / "base" / "held_out"
-    results = {"a": train_baseline("a-real100", state / "base" / "labeled", held_out, config, work)}
+    steps = config["train"]["steps"] + config["finetune_steps"]  # a round's segmenter's: the baselines' too
+    suffix, overrides = (f"-{steps}steps", {"steps": steps}) if config["finetune_steps"] else ("", None)
+    results = {"a": train_baseline(f"a-real100{suffix}", state / "base" / "labeled", held_out, config, work,
+                                   overrides=overrides)}
     print("(a)", json.dumps(results["a"]), flush=True)
     ceiling = work / "ceiling-photos"
     write_photo_shards([args.data], ceiling, selftune_config.source_config(config, ceiling_stems(args.data, config), []),
                        config["train"]["segment"]["store_short_side"])
-    results["d"] = train_baseline("d-ceiling500", ceiling, held_out, config, work)
+    results["d"] = train_baseline(f"d-ceiling500{suffix}", ceiling, held_out, config, work, overrides=overrides)
     print("(d)", json.dumps(results["d"]), flush=True)
     run_selftune(args, state, unlabeled, rounds=None)  # rounds 2.. = (c)
 
@@ -156,7 +162,7 @@ def main() -> None:
         results["c_best"] = {"round": best["round"], "miou": best["miou"], "per_class_iou": best["per_class_iou"]}
         results["c_last"] = {"round": later[-1]["round"], "miou": later[-1]["miou"]}
     gap = results["d"]["miou"] - results["a"]["miou"]
-    print("\nheld-out mIoU on 200 CCP photos (0101-0300), 224 px short side:")
+    print(f"\nheld-out mIoU on 200 CCP photos (0101-0300), 224 px short side, {steps} training steps each:")
     for key, label in (("a", "(a) 100 labelled photos"), ("b", "(b) + composites (round 1)"),
                        ("c_best", "(c) + self-tuning, best round"), ("c_last", "(c) + self-tuning, last round"),
                        ("d", "(d) all 500 labelled photos")):

@@ -8,11 +8,15 @@ State folder (``--state DIR``)::
     report.md, report.png
     base/labeled/        the labelled photos (photos-*.parquet), base/held_out/ the scored ones,
     base/composites/     composites of the hand-made cutouts (and their objects.parquet)
-    round-001/train/     the segmenter's run (checkpoint.pt, tb/), score/, extract/, composites/, search/
+    round-001/train/     the segmenter's run (checkpoint.pt, tb/), finetune/ (its fine-tuning on the labelled
+                         photos alone, when ``finetune_steps``), score/, extract/, composites/, search/
 
 Round 0 prepares ``base/``. Round k trains a segmenter on the labelled photos, the composites of
 round k-1 (hand-made + round k-1's automatic cutouts; round 0's are hand-made only) and, when
-``extract.pseudo_labels``, round k-1's pseudo-labelled photos; scores it on the held-out photos;
+``extract.pseudo_labels``, round k-1's pseudo-labelled photos; with ``finetune_steps``, fine-tunes
+it from those weights on the labelled photos alone (pseudo-labels as a first stage, then the
+photos: above the same steps on the photos alone on every CCP seed, where mixing them in was
+below); scores the round's segmenter (the fine-tuned one if any) on the held-out photos;
 stops when the gain over round k-1 is below ``min_gain`` (or at ``max_rounds``); otherwise
 extracts automatic masks from the unlabeled pool with it and expands the hand-made and the
 accepted automatic cutouts into round k's composites.
@@ -20,7 +24,7 @@ accepted automatic cutouts into round k's composites.
 Every step writes into ``NAME.partial/`` and renames it to ``NAME/`` when complete, and only
 then is the state advanced (atomically), so a job killed at any point redoes that step from
 scratch and never uses half-written output. The training step is the exception that keeps its
-partial folder: the loop's atomic checkpoints resume it exactly. Steps are deterministic given
+partial folder (as does fine-tuning): the loop's atomic checkpoints resume it exactly. Steps are deterministic given
 the config, so a resumed run reaches the same state and metrics as an uninterrupted one.
 """
 
@@ -51,7 +55,8 @@ STATE_FILE = "selftune.json"
 CONFIG_FILE = "config.json"
 NEXT_CONFIG_FILE = "config.next.json"
 PREPARE_STEPS = ("labeled", "held_out", "composites")
-ROUND_STEPS = ("train", "score", "extract", "expand", "search", "report")
+ROUND_STEPS = ("train", "finetune", "score", "extract", "expand", "search", "report")
+TRAINING_STEPS = ("train", "finetune")  # resumed from their own checkpoints, not redone
 STATE_VERSION = 1
 
 
@@ -115,8 +120,8 @@ class SelfTune:
                 raise InputError(f"{self.dir}: this state was started with --{key} {state['inputs'][key]}, not {value}")
         pending_path = self.dir / NEXT_CONFIG_FILE
         in_force = json.loads(pending_path.read_text()) if pending_path.is_file() else active
-        if config is not None and config != in_force:
-            changed = config_differences(in_force, config)
+        changed = config_differences(in_force, config) if config is not None else []  # keys added since: off = same
+        if changed:
             if not force_config:
                 raise InputError(f"{self.dir}: made with another config ({'; '.join(changed[:3])}"
                                  f"{' ...' if len(changed) > 3 else ''}); pass --force-config to adopt the new one "
@@ -170,6 +175,8 @@ class SelfTune:
             if reason is not None:
                 return "report"
         following = ROUND_STEPS[ROUND_STEPS.index(step) + 1]
+        if following == "finetune" and not config.get("finetune_steps", 0):  # states made before the key existed
+            following = "score"
         if following == "search" and not config["search"]:
             following = "report"
         return following
@@ -194,6 +201,11 @@ class SelfTune:
 
     def step_dir(self, round_index: int, step: str) -> Path:
         return self.round_dir(round_index) / ("composites" if step == "expand" else step)
+
+    def round_checkpoint(self, round_index: int) -> Path:
+        """The round's segmenter: its fine-tuned weights when the round fine-tuned, else its training run's."""
+        finetuned = self.step_dir(round_index, "finetune")
+        return (finetuned if finetuned.is_dir() else self.step_dir(round_index, "train")) / "checkpoint.pt"
 
     def round_miou(self, round_index: int) -> float:
         return self.round_score(round_index)["miou"]
@@ -237,7 +249,7 @@ class SelfTune:
             write_report(self.dir, lines, self.step_dir(round_index, "extract") / "previews")
             self.hook(round_index, step, "written")
             return
-        if step != "train" and partial.exists():  # a killed attempt's output is never used
+        if step not in TRAINING_STEPS and partial.exists():  # a killed attempt's output is never used
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         self.hook(round_index, step, "begin")
@@ -293,10 +305,28 @@ class SelfTune:
         train(config, self.training_shards(round_index), out, eval_shards=self.step_dir(0, "held_out"), resume=resume,
               show_progress=self.show_progress)
 
+    def _finetune_config(self, round_index: int):
+        """The round's training config, from its trained weights, on the labelled photos alone."""
+        from train.checkpoint import CHECKPOINT_FILE
+        from train.config import TrainConfig
+
+        values = self._train_config(round_index).to_dict()["values"]
+        values.update(steps=self.config["finetune_steps"], segment={**values["segment"], "mix": {"photos": 1.0}},
+                      init_checkpoint=str((self.step_dir(round_index, "train") / CHECKPOINT_FILE).resolve()))
+        return TrainConfig(**values)
+
+    def _step_finetune(self, round_index: int, out: Path) -> None:
+        from train.checkpoint import CHECKPOINT_FILE
+        from train.loop import train
+
+        resume = (out / CHECKPOINT_FILE).is_file()
+        train(self._finetune_config(round_index), [self.step_dir(0, "labeled")], out,
+              eval_shards=self.step_dir(0, "held_out"), resume=resume, show_progress=self.show_progress)
+
     def _step_score(self, round_index: int, out: Path) -> None:
         from train.evaluate import evaluate_shards, load_trained
 
-        model, config = load_trained(self.step_dir(round_index, "train") / "checkpoint.pt")
+        model, config = load_trained(self.round_checkpoint(round_index))
         report = evaluate_shards(model, config, self.step_dir(0, "held_out"), split="eval", num_workers=0)
         metrics = report["metrics"]
         score = {"miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"], "loss": metrics["loss"],
@@ -313,10 +343,10 @@ class SelfTune:
 
         config = self.config
         device = config["train"]["device"]
-        segmenter = Segmenter(self.step_dir(round_index, "train") / "checkpoint.pt", device)
+        segmenter = Segmenter(self.round_checkpoint(round_index), device)
         reference = None
         if config["stability_view"] == "previous_round" and round_index >= 2:
-            reference = Segmenter(self.step_dir(round_index - 1, "train") / "checkpoint.pt", device)
+            reference = Segmenter(self.round_checkpoint(round_index - 1), device)
         run_extract(segmenter, self.round_images(round_index), out, ExtractConfig(**config["extract"]),
                     round_index=round_index, reference=reference, workers=self.workers)
 

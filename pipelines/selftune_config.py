@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {},  # TrainConfig keys over train_config's (in model: and segment:, key by key)
     "expand": {},  # ExpandConfig mapping: composites made each round (num, composition, distortions, sources filters)
     "extract": {},  # ExtractConfig keys: the filters of the automatic masks
+    "finetune_steps": 0,  # then fine-tune each round's segmenter on the labelled photos alone for this many steps
     "labeled": {"include": [], "exclude": []},  # which photos of --labeled are the labelled training set (globs on stems)
     "held_out": {"source": None, "include": [], "exclude": []},  # photos scored each round (source default: --labeled)
     "unlabeled_per_round": 0,  # photos of the unlabeled pool extracted per round (0 = all; a seeded sample otherwise)
@@ -107,6 +108,8 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
         (isinstance(merged["min_gain"], (int, float)), "min_gain must be a number"),
         (isinstance(merged["unlabeled_per_round"], int) and merged["unlabeled_per_round"] >= 0,
          "unlabeled_per_round must be an integer >= 0"),
+        (isinstance(merged["finetune_steps"], int) and merged["finetune_steps"] >= 0,
+         "finetune_steps must be an integer >= 0"),
         (isinstance(merged["search"], bool), "search must be true or false"),
         (isinstance(merged["seed"], int), "seed must be an integer"),
     ]
@@ -122,6 +125,7 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
         "extract": dataclasses.asdict(extract),
         "labeled": _globs(_mapping(merged["labeled"], f"{origin}.labeled"), f"{origin}.labeled", DEFAULTS["labeled"]),
         "held_out": held_out,
+        "finetune_steps": merged["finetune_steps"],
         "unlabeled_per_round": merged["unlabeled_per_round"],
         "stability_view": merged["stability_view"],
         "max_rounds": merged["max_rounds"],

@@ -23,7 +23,8 @@ def round_metrics(tune: "SelfTune", round_index: int) -> dict[str, Any]:
     line: dict[str, Any] = {"round": round_index, "miou": score["miou"], "pixel_accuracy": score["pixel_accuracy"],
                             "per_class_iou": score["per_class_iou"], "held_out_photos": score["held_out_photos"],
                             "gain": score["miou"] - tune.round_miou(round_index - 1) if round_index > 1 else None,
-                            "training_rows": _training_rows(tune.training_shards(round_index))}
+                            "training_rows": _training_rows(tune.training_shards(round_index)),
+                            "segmenter": tune.round_checkpoint(round_index).relative_to(tune.dir).as_posix()}
     extract_dir = tune.step_dir(round_index, "extract")
     if (extract_dir / "extract.json").is_file():
         summary = json.loads((extract_dir / "extract.json").read_text())

@@ -32,7 +32,7 @@ def markdown(lines: list[dict[str, Any]]) -> str:
            "next round's composites (and pseudo-labelled photos); rejected ones are counted by the first filter they",
            "failed. A round whose gain is below `min_gain` ends the run.", "",
            "| round | mIoU | gain | pixel acc. | trained on (photos / composites / pseudo) | masks | accepted | "
-           "rejected: small / low conf. / unstable | cutouts | skipped photos | seconds (train / extract / expand) |",
+           "rejected: small / low conf. / unstable | cutouts | skipped photos | seconds (train / fine-tune / extract / expand) |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in lines:
         rows = line["training_rows"]
@@ -44,7 +44,7 @@ def markdown(lines: list[dict[str, Any]]) -> str:
             f"{rows.get('photos', 0)} / {rows.get('composites', 0)} / {rows.get('pseudo', 0)} | "
             f"{extract['masks'] if extract else '–'} | {extract['accepted'] if extract else '–'} | {rejected} | "
             f"{extract['cutouts'] if extract else '–'} | {extract['skipped'] if extract else '–'} | "
-            f"{' / '.join(_fmt(seconds.get(k), '.0f') for k in ('train', 'extract', 'expand'))} |")
+            f"{' / '.join(_fmt(seconds.get(k), '.0f') for k in ('train', 'finetune', 'extract', 'expand'))} |")
     stopped = lines[-1].get("stopped") if lines else None
     if stopped:
         out += ["", f"Stopped: {stopped}."]

@@ -87,6 +87,7 @@ def tiny_selftune_config(**overrides) -> dict:
                     "previews": 2},
         "labeled": {"include": ["photo00[0-5]"]},
         "held_out": {"include": ["photo00[6-7]"]},
+        "finetune_steps": 4,
         "max_rounds": 2,
         "min_gain": -1.0,
     }

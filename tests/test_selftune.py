@@ -45,9 +45,9 @@ def _outcome(state_dir: Path) -> dict:
     lines = [json.loads(x) for x in (state_dir / METRICS_FILE).read_text().splitlines()]
     state = json.loads((state_dir / STATE_FILE).read_text())
     weights = {}
-    for checkpoint in sorted(state_dir.glob("round-*/train/checkpoint.pt")):
+    for checkpoint in sorted(state_dir.glob("round-*/*/checkpoint.pt")):
         model = torch.load(checkpoint, weights_only=True)["model"]
-        weights[checkpoint.parent.parent.name] = hashlib.sha256(b"".join(
+        weights[checkpoint.parent.relative_to(state_dir).as_posix()] = hashlib.sha256(b"".join(
             v.numpy().tobytes() for v in model.values())).hexdigest()
     # Content, not bytes: an objects table's metadata holds its sources' paths and modification times.
     shards = {str(p.relative_to(state_dir)): pq.read_table(p).to_pylist()
@@ -77,6 +77,33 @@ def test_two_rounds_produce_metrics_report_and_counts(uninterrupted, inputs, con
     assert extract["images"] == 6 and extract["masks"] == extract["accepted"] + sum(extract["rejected"].values())
     assert "extract" not in second  # the last round stops before extracting
     assert uninterrupted["leftovers"] == []
+    # Each round's segmenter is its training run fine-tuned on the labelled photos alone, and that is what is scored.
+    assert [x["segmenter"] for x in (first, second)] == [f"round-00{k}/finetune/checkpoint.pt" for k in (1, 2)]
+    assert set(uninterrupted["weights"]) == {f"round-00{k}/{step}" for k in (1, 2) for step in ("train", "finetune")}
+    assert uninterrupted["weights"]["round-001/train"] != uninterrupted["weights"]["round-001/finetune"]
+
+
+def test_finetune_starts_from_the_rounds_weights_on_photos_alone_and_is_optional(inputs, config, tmp_path):
+    tune = SelfTune(tmp_path / "state", inputs, config)
+    tune.run(rounds=1)
+    saved = torch.load(tmp_path / "state" / "round-001" / "finetune" / "checkpoint.pt", weights_only=True)
+    values = saved["config"]["values"]
+    assert values["init_checkpoint"] == str((tmp_path / "state" / "round-001" / "train" / "checkpoint.pt").resolve())
+    assert values["segment"]["mix"] == {"photos": 1.0} and values["steps"] == saved["step"] == 4
+    assert values["seed"] == config["train"]["seed"] + 1  # the round's own seed, as its training run
+    # A state made before finetune_steps existed (its config.json lacks the key) goes on without --force-config,
+    # and without the step; asking for fine-tuning is a config change, named.
+    off = selftune_config.resolve(tiny_selftune_config(finetune_steps=0, max_rounds=1))
+    old = tmp_path / "old"
+    SelfTune(old, inputs, off).run(rounds=0)
+    stored = json.loads((old / "config.json").read_text())
+    del stored["finetune_steps"]
+    (old / "config.json").write_text(json.dumps(stored))
+    assert SelfTune(old, inputs, off).run()["finished"]
+    assert not (old / "round-001" / "finetune").exists()
+    assert json.loads((old / METRICS_FILE).read_text())["segmenter"] == "round-001/train/checkpoint.pt"
+    with pytest.raises(InputError, match="finetune_steps None -> 4"):
+        SelfTune(old, inputs, selftune_config.resolve(tiny_selftune_config(max_rounds=1)))
 
 
 def test_killed_at_every_step_resumes_to_the_same_result(uninterrupted, inputs, config, tmp_path, monkeypatch):
@@ -89,13 +116,14 @@ def test_killed_at_every_step_resumes_to_the_same_result(uninterrupted, inputs, 
 
     def save_then_die(path, **kwargs):  # a kill right after a mid-training checkpoint
         real_save(path, **kwargs)
-        key = (int(Path(path).parent.parent.name.split("-")[1]), "train")
+        folder = Path(path).parent  # round-NNN/{train,finetune}.partial
+        key = (int(folder.parent.name.split("-")[1]), folder.name.split(".")[0])
         if kwargs["step"] == 2 and key not in kills:
             kills.append(key)
             raise Killed(key)
 
     def hook(round_index: int, step: str, moment: str) -> None:
-        if (round_index, step) in kills or step == "train" or moment != "written":
+        if (round_index, step) in kills or step in ("train", "finetune") or moment != "written":
             return
         kills.append((round_index, step))
         partial = state_dir / ("base" if round_index == 0 else f"round-{round_index:03d}")
@@ -115,8 +143,9 @@ def test_killed_at_every_step_resumes_to_the_same_result(uninterrupted, inputs, 
         except Killed:
             assert attempts < 30
     assert result["finished"]
-    assert kills == [(0, "labeled"), (0, "held_out"), (0, "composites"), (1, "train"), (1, "score"), (1, "extract"),
-                     (1, "expand"), (1, "report"), (2, "train"), (2, "score"), (2, "report")]
+    assert kills == [(0, "labeled"), (0, "held_out"), (0, "composites"), (1, "train"), (1, "finetune"), (1, "score"),
+                     (1, "extract"), (1, "expand"), (1, "report"), (2, "train"), (2, "finetune"), (2, "score"),
+                     (2, "report")]
     assert _outcome(state_dir) == uninterrupted
 
 
