@@ -8,9 +8,10 @@ held-out photos (at 224 px on the short side) of segmenters trained with the sam
 number of steps on:
 
   (a) the 100 labelled photos only;
-  (b) + composites expanded from their hand-made cutouts       = self-tuning round 1;
-  (c) + self-tuning rounds on the unlabeled pool (photos 1005-2098: automatic cutouts in the
-      composites, pseudo-labelled photos)                      = rounds 2.. (best and last);
+  (b) self-tuning round 1: the photos and, if the config's mix names them, composites
+      expanded from their hand-made cutouts (then fine-tuned on the photos, if it fine-tunes);
+  (c) self-tuning rounds 2.. (best and last) on the unlabeled pool (photos 1005-2098):
+      pseudo-labelled photos, automatic cutouts in the composites, as the mix says;
   (d) all 500 labelled photos that are not held out (the ceiling).
 
 (a) and (d) train for as many steps as a round's segmenter: ``train.steps`` + ``finetune_steps``
@@ -21,7 +22,7 @@ Everything resumes: rerunning the script skips finished runs and continues unfin
 and (d) train on photos only, so they do not depend on the self-tuning settings of the config:
 another config's work folder can start from copies of ``a-real100/``, ``d-ceiling500/`` and
 ``ceiling-photos/`` (same training keys otherwise) and only the rounds are run.
-configs/ccp_selftune_v1.yaml is the first configuration tried (README gives both results).
+configs/ccp_selftune_v1.yaml, _v2.yaml, _v3.yaml are the earlier configurations (README gives every result).
 Needs ../shared/data/ccp; exits with a message when it is absent. Torch runs on one thread
 (OMP_NUM_THREADS=1: on this shared 2-core machine two threads were 2-3x slower) at nice 10.
 """
@@ -163,7 +164,7 @@ def main() -> None:
         results["c_last"] = {"round": later[-1]["round"], "miou": later[-1]["miou"]}
     gap = results["d"]["miou"] - results["a"]["miou"]
     print(f"\nheld-out mIoU on 200 CCP photos (0101-0300), 224 px short side, {steps} training steps each:")
-    for key, label in (("a", "(a) 100 labelled photos"), ("b", "(b) + composites (round 1)"),
+    for key, label in (("a", "(a) 100 labelled photos"), ("b", "(b) self-tuning round 1"),
                        ("c_best", "(c) + self-tuning, best round"), ("c_last", "(c) + self-tuning, last round"),
                        ("d", "(d) all 500 labelled photos")):
         if key in results:

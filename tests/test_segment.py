@@ -305,5 +305,7 @@ def test_shipped_segmentation_configs_load():
 
     for name in ("segment_cpu.yaml", "ccp_segment.yaml"):
         assert TrainConfig.from_yaml(REPO / "configs" / name).task == "segment"
-    resolved = selftune_config.load(REPO / "configs" / "ccp_selftune.yaml")
-    assert resolved["train"]["segment"]["classes"][0]["name"] == "background" and len(resolved["train"]["segment"]["classes"]) == 12
+    for path in sorted((REPO / "configs").glob("ccp_selftune*.yaml")):  # the shipped one and the earlier versions
+        resolved = selftune_config.load(path)
+        assert resolved["train"]["segment"]["classes"][0]["name"] == "background"
+        assert len(resolved["train"]["segment"]["classes"]) == 12
