@@ -23,8 +23,8 @@ accepted automatic cutouts into round k's composites.
 
 Every step writes into ``NAME.partial/`` and renames it to ``NAME/`` when complete, and only
 then is the state advanced (atomically), so a job killed at any point redoes that step from
-scratch and never uses half-written output. The training step is the exception that keeps its
-partial folder (as does fine-tuning): the loop's atomic checkpoints resume it exactly. Steps are deterministic given
+scratch and never uses half-written output. Training and fine-tuning are the exceptions that keep
+their partial folders: the loop's atomic checkpoints resume them exactly. Steps are deterministic given
 the config, so a resumed run reaches the same state and metrics as an uninterrupted one.
 """
 
@@ -47,7 +47,7 @@ from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from pipelines import selftune_config
 from pipelines.selftune_metrics import record_metrics
 from pipelines.selftune_report import write_report
-from train.checkpoint import config_differences
+from train.checkpoint import CHECKPOINT_FILE, config_differences
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class SelfTune:
     def round_checkpoint(self, round_index: int) -> Path:
         """The round's segmenter: its fine-tuned weights when the round fine-tuned, else its training run's."""
         finetuned = self.step_dir(round_index, "finetune")
-        return (finetuned if finetuned.is_dir() else self.step_dir(round_index, "train")) / "checkpoint.pt"
+        return (finetuned if finetuned.is_dir() else self.step_dir(round_index, "train")) / CHECKPOINT_FILE
 
     def round_miou(self, round_index: int) -> float:
         return self.round_score(round_index)["miou"]
@@ -296,18 +296,18 @@ class SelfTune:
             shards.append(self.step_dir(round_index - 1, "extract"))
         return shards
 
-    def _step_train(self, round_index: int, out: Path) -> None:
-        from train.checkpoint import CHECKPOINT_FILE
+    def _train(self, config, shards: list[Path], out: Path, scored: bool = True) -> None:
+        """Train into ``out``, resuming from its checkpoint when a killed attempt left one."""
         from train.loop import train
 
-        config = self._train_config(round_index)
-        resume = (out / CHECKPOINT_FILE).is_file()
-        train(config, self.training_shards(round_index), out, eval_shards=self.step_dir(0, "held_out"), resume=resume,
-              show_progress=self.show_progress)
+        train(config, shards, out, eval_shards=self.step_dir(0, "held_out") if scored else None,
+              resume=(out / CHECKPOINT_FILE).is_file(), show_progress=self.show_progress)
+
+    def _step_train(self, round_index: int, out: Path) -> None:
+        self._train(self._train_config(round_index), self.training_shards(round_index), out)
 
     def _finetune_config(self, round_index: int):
         """The round's training config, from its trained weights, on the labelled photos alone."""
-        from train.checkpoint import CHECKPOINT_FILE
         from train.config import TrainConfig
 
         values = self._train_config(round_index).to_dict()["values"]
@@ -316,12 +316,7 @@ class SelfTune:
         return TrainConfig(**values)
 
     def _step_finetune(self, round_index: int, out: Path) -> None:
-        from train.checkpoint import CHECKPOINT_FILE
-        from train.loop import train
-
-        resume = (out / CHECKPOINT_FILE).is_file()
-        train(self._finetune_config(round_index), [self.step_dir(0, "labeled")], out,
-              eval_shards=self.step_dir(0, "held_out"), resume=resume, show_progress=self.show_progress)
+        self._train(self._finetune_config(round_index), [self.step_dir(0, "labeled")], out)
 
     def _step_score(self, round_index: int, out: Path) -> None:
         from train.evaluate import evaluate_shards, load_trained
@@ -373,13 +368,10 @@ class SelfTune:
 
     def _step_search(self, round_index: int, out: Path) -> None:
         from train.evaluate import evaluate_shards, load_trained
-        from train.loop import train
 
         composites = self.composites_dir(round_index)
-        config = self._train_config(round_index, "search_train")
-        resume = (out / "checkpoint.pt").is_file()
-        train(config, composites, out, resume=resume, show_progress=self.show_progress)
-        model, config = load_trained(out / "checkpoint.pt")
+        self._train(self._train_config(round_index, "search_train"), [composites], out, scored=False)
+        model, config = load_trained(out / CHECKPOINT_FILE)
         report = evaluate_shards(model, config, composites, split="eval", num_workers=0)
         atomic_write_text(out / "score.json", json.dumps(report["metrics"], indent=2))
 
