@@ -143,7 +143,7 @@ class SelfTune:
 
     @property
     def config(self) -> dict[str, Any]:
-        return json.loads((self.dir / CONFIG_FILE).read_text())
+        return selftune_config.with_added_defaults(json.loads((self.dir / CONFIG_FILE).read_text()))
 
     def _advance(self, step_seconds: float) -> None:
         state = dict(self.state)
@@ -175,7 +175,7 @@ class SelfTune:
             if reason is not None:
                 return "report"
         following = ROUND_STEPS[ROUND_STEPS.index(step) + 1]
-        if following == "finetune" and not config.get("finetune_steps", 0):  # states made before the key existed
+        if following == "finetune" and not config["finetune_steps"]:
             following = "score"
         if following == "search" and not config["search"]:
             following = "report"

@@ -144,6 +144,12 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> dict[str
     return resolve(values, str(path or "config"), Path(path).parent if path is not None else None)
 
 
+def with_added_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A state folder's stored config with the top-level keys added since it was written at their
+    defaults (the value that keeps the old behaviour), so older states run on."""
+    return {**{k: v for k, v in DEFAULTS.items() if k != "train_config"}, **stored}
+
+
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
