@@ -119,8 +119,10 @@ class SelfTune:
             if state["inputs"][key] != value:
                 raise InputError(f"{self.dir}: this state was started with --{key} {state['inputs'][key]}, not {value}")
         pending_path = self.dir / NEXT_CONFIG_FILE
-        in_force = json.loads(pending_path.read_text()) if pending_path.is_file() else active
-        changed = config_differences(in_force, config) if config is not None else []  # keys added since: off = same
+        in_force = selftune_config.with_added_defaults(
+            json.loads(pending_path.read_text()) if pending_path.is_file() else active)
+        # Top-level keys added since take their defaults; the training's, their off values.
+        changed = config_differences(in_force, config) if config is not None else []
         if changed:
             if not force_config:
                 raise InputError(f"{self.dir}: made with another config ({'; '.join(changed[:3])}"
@@ -288,6 +290,9 @@ class SelfTune:
 
         values = dict(self.config[key])
         values["seed"] = values["seed"] + round_index  # each round's network starts afresh, from its own seed
+        if key == "train" and self.config["finetune_steps"] and self.config["finetune_schedule"] == "continue":
+            # One schedule over both stages: the training stops part-way down it, the fine-tuning goes on.
+            values["decay_steps"] = values["decay_steps"] or values["steps"] + self.config["finetune_steps"]
         return TrainConfig(**values)
 
     def training_shards(self, round_index: int) -> list[Path]:
@@ -311,6 +316,8 @@ class SelfTune:
         from train.config import TrainConfig
 
         values = self._train_config(round_index).to_dict()["values"]
+        if self.config["finetune_schedule"] == "continue":  # the training's schedule and optimizer go on
+            values.update(schedule_offset=values["steps"], init_optimizer=True)
         values.update(steps=self.config["finetune_steps"], segment={**values["segment"], "mix": {"photos": 1.0}},
                       init_checkpoint=str((self.step_dir(round_index, "train") / CHECKPOINT_FILE).resolve()))
         return TrainConfig(**values)

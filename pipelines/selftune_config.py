@@ -19,6 +19,7 @@ from pipelines.extract import ExtractConfig
 from train.config import TrainConfig
 
 STABILITY_VIEWS = ("flip", "previous_round")
+FINETUNE_SCHEDULES = ("restart", "continue")
 # Top-level keys and their defaults (``train_config`` is a path, resolved relative to the YAML file).
 DEFAULTS: dict[str, Any] = {
     "train_config": None,  # the segmenter's training config (task segment); its keys can be overridden under train:
@@ -26,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     "expand": {},  # ExpandConfig mapping: composites made each round (num, composition, distortions, sources filters)
     "extract": {},  # ExtractConfig keys: the filters of the automatic masks
     "finetune_steps": 0,  # then fine-tune each round's segmenter on the labelled photos alone for this many steps
+    # restart: the fine-tuning's learning-rate schedule starts afresh (warm-up, then the full decay);
+    # continue: one schedule over training and fine-tuning (the training stops part-way down it,
+    # the fine-tuning goes on from there with the training's optimizer state)
+    "finetune_schedule": "restart",
     "labeled": {"include": [], "exclude": []},  # which photos of --labeled are the labelled training set (globs on stems)
     "held_out": {"source": None, "include": [], "exclude": []},  # photos scored each round (source default: --labeled)
     "unlabeled_per_round": 0,  # photos of the unlabeled pool extracted per round (0 = all; a seeded sample otherwise)
@@ -110,6 +115,8 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
          "unlabeled_per_round must be an integer >= 0"),
         (isinstance(merged["finetune_steps"], int) and merged["finetune_steps"] >= 0,
          "finetune_steps must be an integer >= 0"),
+        (merged["finetune_schedule"] in FINETUNE_SCHEDULES,
+         f"finetune_schedule must be one of {', '.join(FINETUNE_SCHEDULES)}"),
         (isinstance(merged["search"], bool), "search must be true or false"),
         (isinstance(merged["seed"], int), "seed must be an integer"),
     ]
@@ -126,6 +133,7 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
         "labeled": _globs(_mapping(merged["labeled"], f"{origin}.labeled"), f"{origin}.labeled", DEFAULTS["labeled"]),
         "held_out": held_out,
         "finetune_steps": merged["finetune_steps"],
+        "finetune_schedule": merged["finetune_schedule"],
         "unlabeled_per_round": merged["unlabeled_per_round"],
         "stability_view": merged["stability_view"],
         "max_rounds": merged["max_rounds"],

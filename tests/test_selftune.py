@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -102,8 +104,24 @@ def test_finetune_starts_from_the_rounds_weights_on_photos_alone_and_is_optional
     assert SelfTune(old, inputs, off).run()["finished"]
     assert not (old / "round-001" / "finetune").exists()
     assert json.loads((old / METRICS_FILE).read_text())["segmenter"] == "round-001/train/checkpoint.pt"
-    with pytest.raises(InputError, match="finetune_steps None -> 4"):
+    with pytest.raises(InputError, match="finetune_steps 0 -> 4"):
         SelfTune(old, inputs, selftune_config.resolve(tiny_selftune_config(max_rounds=1)))
+
+
+def test_finetune_can_continue_the_trainings_schedule_and_optimizer(inputs, tmp_path):
+    """finetune_schedule continue: one learning-rate schedule over both stages, the optimizer's moments carried."""
+    config = selftune_config.resolve(tiny_selftune_config(max_rounds=1, finetune_schedule="continue"))
+    SelfTune(tmp_path / "state", inputs, config).run()
+    trained, tuned = (torch.load(tmp_path / "state" / "round-001" / step / "checkpoint.pt", weights_only=False)
+                      for step in ("train", "finetune"))
+    steps = config["train"]["steps"]
+    assert trained["config"]["values"]["decay_steps"] == tuned["config"]["values"]["decay_steps"] == steps + 4
+    assert tuned["config"]["values"]["schedule_offset"] == steps and tuned["config"]["values"]["init_optimizer"]
+    # Adam's per-parameter step count goes on from the training's (restart: it would start at 0 again).
+    counts = {int(v["step"]) for v in tuned["optimizer"]["state"].values()}
+    assert counts == {steps + 4}
+    with pytest.raises(InputError, match="finetune_schedule must be one of restart, continue"):
+        selftune_config.resolve(tiny_selftune_config(finetune_schedule="resume"))
 
 
 def test_killed_at_every_step_resumes_to_the_same_result(uninterrupted, inputs, config, tmp_path, monkeypatch):
@@ -266,3 +284,17 @@ def test_config_resolves_train_overrides_key_by_key_and_names_bad_keys(tmp_path)
         values = {"train": tiny_selftune_config()["train"], "held_out": {"include": ["x"]}, **bad}
         with pytest.raises(InputError, match=message):
             selftune_config.resolve(values)
+
+
+def test_ccp_confirmation_photos_are_neither_trained_on_nor_held_out(tmp_path):
+    """benchmarks/segment_ccp.py re-scores on the photos only the ceiling trains on."""
+    from benchmark_modules import load_benchmark
+
+    segment_ccp = load_benchmark("segment_ccp", "segment_ccp_under_test")
+    (tmp_path / "labels").mkdir()
+    for index in range(1, 13):
+        cv2.imwrite(str(tmp_path / "labels" / f"{index:04d}.png"), np.zeros((4, 4), np.uint8))
+    config = {"labeled": {"include": ["000[1-3]"], "exclude": []},
+              "held_out": {"include": ["000[4-6]"], "exclude": []}}
+    assert segment_ccp.ceiling_stems(tmp_path, config) == ["0001", "0002", "0003"] + [f"{i:04d}" for i in range(7, 13)]
+    assert segment_ccp.confirmation_stems(tmp_path, config) == [f"{i:04d}" for i in range(7, 13)]

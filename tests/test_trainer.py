@@ -62,6 +62,25 @@ def test_resume_reproduces_the_uninterrupted_run(shards, tmp_path):
     assert state["step"] == 6 and state["data"]["ranks"][0]["epoch"] >= 1
 
 
+def test_a_run_can_continue_another_runs_schedule_and_optimizer(shards, tmp_path):
+    """init_checkpoint + init_optimizer + schedule_offset: a second stage (e.g. other data) that goes on
+    down the first stage's schedule with its Adam moments, not a restart with warm-up."""
+    from train.loop import learning_rate
+
+    whole = tiny_config(steps=6)
+    first, second = tiny_config(steps=3, decay_steps=6), tiny_config(steps=3, decay_steps=6, schedule_offset=3)
+    assert [learning_rate(s, first) for s in range(3)] + [learning_rate(s, second) for s in range(3)] == \
+        [learning_rate(s, whole) for s in range(6)]
+    train(first, shards, tmp_path / "a", show_progress=False)
+    init = str(tmp_path / "a" / CHECKPOINT_FILE)
+    train(tiny_config(steps=3, decay_steps=6, schedule_offset=3, init_checkpoint=init, init_optimizer=True),
+          shards, tmp_path / "b", show_progress=False)
+    moments = load_checkpoint(tmp_path / "b" / CHECKPOINT_FILE)["optimizer"]["state"]
+    assert {int(v["step"]) for v in moments.values()} == {6}  # Adam's bias correction goes on from step 3
+    with pytest.raises(InputError, match="init_optimizer needs an init_checkpoint"):
+        tiny_config(init_optimizer=True)
+
+
 def test_resume_with_loader_workers_keeps_the_batch_order(shards, tmp_path):
     # Batch 1 and two workers: steps alternate between the workers, and the resume point (step 3)
     # falls where worker 1's batch is due, which DataLoader worker 0 must then play.

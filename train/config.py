@@ -91,6 +91,11 @@ class TrainConfig:
     # A checkpoint of the same model whose weights start this run (fine-tuning, e.g. on real photos
     # after training on composites); the optimizer, schedule, step and data position start afresh.
     init_checkpoint: str = ""
+    # With init_checkpoint: also its optimizer's moments (the run continues that one's optimisation,
+    # e.g. on other data), and ``schedule_offset``: step s of this run takes the learning rate of
+    # step s + schedule_offset (0: the schedule starts afresh, warm-up included).
+    init_optimizer: bool = False
+    schedule_offset: int = 0
 
     # Keys that may change between a run and its resumption: they do not change what is learned.
     RUNTIME_KEYS = frozenset({"steps", "num_workers", "device", "compile", "log_every", "eval_every",
@@ -157,13 +162,14 @@ class TrainConfig:
         at_least = {"query_size": 32, "medium_size": 32, "shuffle_buffer": 1, "num_workers": 0, "batch_size": 1,
                     "steps": 0, "min_lr": 0, "backbone_lr_scale": 0, "weight_decay": 0, "warmup_steps": 0,
                     "decay_steps": 1, "grad_clip": 0, "box_loss_weight": 0, "label_loss_weight": 0, "log_every": 1,
-                    "eval_every": 0, "eval_batches": 1, "checkpoint_every": 0, "seed": 0}
+                    "eval_every": 0, "eval_batches": 1, "checkpoint_every": 0, "seed": 0, "schedule_offset": 0}
         for key, low in at_least.items():
             value = getattr(self, key)
             if value is not None and value < low:
                 raise InputError(f"{key} must be at least {low}, got {value!r}")
         checks = [
             (self.lr > 0, f"lr must be positive, got {self.lr!r}"),
+            (self.init_checkpoint or not self.init_optimizer, "init_optimizer needs an init_checkpoint"),
             (self.min_lr <= self.lr, f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})"),
             (self.query_size <= 1024 and self.medium_size <= 4096, "query_size must be at most 1024 and medium_size at most 4096"),
             (0.0 <= self.negative_fraction <= 1.0, "negative_fraction must lie in [0, 1]"),

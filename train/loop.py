@@ -38,7 +38,9 @@ logger = logging.getLogger(__name__)
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
-    """Linear warmup then cosine decay to ``min_lr`` over ``decay_steps`` (default: ``steps``)."""
+    """Linear warmup then cosine decay to ``min_lr`` over ``decay_steps`` (default: ``steps``), the
+    step counted from ``schedule_offset`` (a run that continues another's schedule)."""
+    step += config.schedule_offset
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
     horizon = config.decay_steps or config.steps
@@ -217,6 +219,11 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         if task_name != config.task:
             raise InputError(f"{config.init_checkpoint}: init_checkpoint is a {task_name!r} checkpoint, not {config.task!r}")
         load_model_state(model, state, config.init_checkpoint)
+        if config.init_optimizer:
+            try:
+                optimizer.load_state_dict(state["optimizer"])
+            except (KeyError, ValueError) as error:
+                raise InputError(f"{config.init_checkpoint}: its optimizer state does not fit this run ({error})") from None
         if info.is_main:
             logger.info("weights from %s (its step %d)", config.init_checkpoint, state["step"])
     stream = make_stream(parts, config.seed, data_state)
