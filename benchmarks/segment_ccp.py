@@ -14,8 +14,8 @@ number of steps on:
       pseudo-labelled photos, automatic cutouts in the composites, as the mix says;
   (d) all 500 labelled photos that are not held out (the ceiling).
 
-Then a confirmation: (a) and every round's segmenter scored again on the 400 labelled photos that
-only the ceiling trains on (0301-0700): every setting of the config was chosen on the 200 held-out
+Then a confirmation: (a) and every round's segmenter scored again on the labelled photos that
+only the ceiling trains on (0301-0700, 399 usable): every setting of the config was chosen on the 200 held-out
 photos, so a gain that holds here is not one of choosing.
 
 (a) and (d) train for as many steps as a round's segmenter: ``train.steps`` + ``finetune_steps``
@@ -89,13 +89,14 @@ def confirmation_stems(data: Path, config: dict) -> list[str]:
 
 
 def confirm(data: Path, config: dict, work: Path, checkpoints: dict[str, Path]) -> dict[str, float]:
-    """mIoU of each checkpoint on the confirmation photos (:func:`confirmation_stems`)."""
+    """mIoU of each checkpoint on the confirmation photos (:func:`confirmation_stems`; ``photos``:
+    how many were usable)."""
     from train.evaluate import evaluate_shards, load_trained
 
     photos = work / "confirm-photos"
-    write_photo_shards([data], photos, selftune_config.source_config(config, confirmation_stems(data, config), []),
-                       config["train"]["segment"]["store_short_side"])
-    scores = {}
+    manifest = write_photo_shards([data], photos, selftune_config.source_config(config, confirmation_stems(data, config), []),
+                                  config["train"]["segment"]["store_short_side"])
+    scores = {"photos": manifest["num_rows"]}
     for name, checkpoint in checkpoints.items():
         model, trained_config = load_trained(checkpoint)
         scores[name] = evaluate_shards(model, trained_config, photos, split="eval", num_workers=0)["metrics"]["miou"]
@@ -207,7 +208,7 @@ def main() -> None:
     checkpoints = {"a": work / f"a-real100{suffix}" / "checkpoint.pt"}
     checkpoints.update({f"round {x['round']}": state / x["segmenter"] for x in lines if x.get("segmenter")})
     confirmed = confirm(args.data, config, work, checkpoints)
-    print(f"\nconfirmation: mIoU on the {len(confirmation_stems(args.data, config))} labelled photos only the "
+    print(f"\nconfirmation: mIoU on the {confirmed.pop('photos')} labelled photos only the "
           "ceiling trains on (they chose no setting):")
     for name, miou in confirmed.items():
         print(f"  {name:10s} {miou:.4f}   over (a) {miou - confirmed['a']:+.4f}")
