@@ -88,19 +88,19 @@ def confirmation_stems(data: Path, config: dict) -> list[str]:
     return [stem for stem in ceiling_stems(data, config) if stem not in trained]
 
 
-def confirm(data: Path, config: dict, work: Path, checkpoints: dict[str, Path]) -> dict[str, float]:
-    """mIoU of each checkpoint on the confirmation photos (:func:`confirmation_stems`; ``photos``:
-    how many were usable)."""
+def confirm(data: Path, config: dict, work: Path, checkpoints: dict[str, Path]) -> tuple[dict[str, float], int]:
+    """mIoU of each checkpoint on the confirmation photos (:func:`confirmation_stems`), and how many
+    of them were usable."""
     from train.evaluate import evaluate_shards, load_trained
 
     photos = work / "confirm-photos"
     manifest = write_photo_shards([data], photos, selftune_config.source_config(config, confirmation_stems(data, config), []),
                                   config["train"]["segment"]["store_short_side"])
-    scores = {"photos": manifest["num_rows"]}
+    scores = {}
     for name, checkpoint in checkpoints.items():
         model, trained_config = load_trained(checkpoint)
         scores[name] = evaluate_shards(model, trained_config, photos, split="eval", num_workers=0)["metrics"]["miou"]
-    return scores
+    return scores, manifest["num_rows"]
 
 
 def run_selftune(args: argparse.Namespace, state: Path, unlabeled: Path, rounds: int | None) -> None:
@@ -207,8 +207,8 @@ def main() -> None:
     # The same segmenters on photos that chose no setting of the config (the ceiling trains on them).
     checkpoints = {"a": work / f"a-real100{suffix}" / "checkpoint.pt"}
     checkpoints.update({f"round {x['round']}": state / x["segmenter"] for x in lines if x.get("segmenter")})
-    confirmed = confirm(args.data, config, work, checkpoints)
-    print(f"\nconfirmation: mIoU on the {confirmed.pop('photos')} labelled photos only the "
+    confirmed, photos = confirm(args.data, config, work, checkpoints)
+    print(f"\nconfirmation: mIoU on the {photos} labelled photos only the "
           "ceiling trains on (they chose no setting):")
     for name, miou in confirmed.items():
         print(f"  {name:10s} {miou:.4f}   over (a) {miou - confirmed['a']:+.4f}")
