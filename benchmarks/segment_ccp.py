@@ -71,21 +71,23 @@ def link_unlabeled(data: Path, folder: Path) -> Path:
     return folder
 
 
+def _stems_outside(data: Path, *splits: dict) -> list[str]:
+    """The labelled photos (stems) that none of the config's ``splits`` (include / exclude globs) picks."""
+    labels = list_images(data / "labels")[0]
+    picked = {p.stem for split in splits
+              for p in limited(labels, SourceConfig(include=split["include"], exclude=split["exclude"]))}
+    return [p.stem for p in labels if p.stem not in picked]
+
+
 def ceiling_stems(data: Path, config: dict) -> list[str]:
     """Every labelled photo that the config does not hold out."""
-    held_out = config["held_out"]
-    labels = list_images(data / "labels")[0]
-    held = {p.stem for p in limited(labels, SourceConfig(include=held_out["include"], exclude=held_out["exclude"]))}
-    return [p.stem for p in labels if p.stem not in held]
+    return _stems_outside(data, config["held_out"])
 
 
 def confirmation_stems(data: Path, config: dict) -> list[str]:
     """The labelled photos neither held out nor trained on by (a) or the rounds (0301-0700): only the
     ceiling trains on them, so they never chose a self-tuning setting."""
-    labeled = config["labeled"]
-    labels = list_images(data / "labels")[0]
-    trained = {p.stem for p in limited(labels, SourceConfig(include=labeled["include"], exclude=labeled["exclude"]))}
-    return [stem for stem in ceiling_stems(data, config) if stem not in trained]
+    return _stems_outside(data, config["held_out"], config["labeled"])
 
 
 def confirm(data: Path, config: dict, work: Path, checkpoints: dict[str, Path]) -> tuple[dict[str, float], int]:

@@ -30,6 +30,7 @@ the config, so a resumed run reaches the same state and metrics as an uninterrup
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -290,10 +291,15 @@ class SelfTune:
 
         values = dict(self.config[key])
         values["seed"] = values["seed"] + round_index  # each round's network starts afresh, from its own seed
-        if key == "train" and self.config["finetune_steps"] and self.config["finetune_schedule"] == "continue":
-            # One schedule over both stages: the training stops part-way down it, the fine-tuning goes on.
-            values["decay_steps"] = values["decay_steps"] or values["steps"] + self.config["finetune_steps"]
         return TrainConfig(**values)
+
+    def _segmenter_config(self, round_index: int):
+        """The round's segmenter training; with ``finetune_schedule: continue`` its cosine decays over
+        training and fine-tuning together (the training stops part-way down it, the fine-tuning goes on)."""
+        config = self._train_config(round_index)
+        if self.config["finetune_steps"] and self.config["finetune_schedule"] == "continue" and not config.decay_steps:
+            config = dataclasses.replace(config, decay_steps=config.steps + self.config["finetune_steps"])
+        return config
 
     def training_shards(self, round_index: int) -> list[Path]:
         shards = [self.step_dir(0, "labeled"), self.composites_dir(round_index - 1)]
@@ -309,13 +315,13 @@ class SelfTune:
               resume=(out / CHECKPOINT_FILE).is_file(), show_progress=self.show_progress)
 
     def _step_train(self, round_index: int, out: Path) -> None:
-        self._train(self._train_config(round_index), self.training_shards(round_index), out)
+        self._train(self._segmenter_config(round_index), self.training_shards(round_index), out)
 
     def _finetune_config(self, round_index: int):
         """The round's training config, from its trained weights, on the labelled photos alone."""
         from train.config import TrainConfig
 
-        values = self._train_config(round_index).to_dict()["values"]
+        values = self._segmenter_config(round_index).to_dict()["values"]
         if self.config["finetune_schedule"] == "continue":  # the training's schedule and optimizer go on
             values.update(schedule_offset=values["steps"], init_optimizer=True)
         values.update(steps=self.config["finetune_steps"], segment={**values["segment"], "mix": {"photos": 1.0}},
