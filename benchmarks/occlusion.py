@@ -24,7 +24,12 @@ re-detect path is barely exercised by them. This module makes *events* on a real
   only whole zooms are placed;
 - ``zoom-occlude``: the same zooms, each with the target covered (as ``occlude``) for ``cover``
   frames from a third of the way into the zoom: the target lost while its size changes steadily,
-  and back at another size than it was lost at (its "return" is the cover's end).
+  and back at another size than it was lost at (its "return" is the cover's end);
+- ``relight``: from the event on, every frame takes a lasting colour cast (per-channel gains
+  0.45-1.3 and a gamma 0.7-1.4, drawn per event), as when stage lights change colour: the
+  target's appearance changes for good, nothing is hidden (its "return" is the event's frame);
+- ``blur``: for ``length`` frames, a linear motion blur (9-25 px at one angle, drawn per event),
+  as a shaking camera gives (its "return" is the first sharp frame).
 
 Measured per event: the frames after the target's return until the predicted centre is within
 20 px again (``None`` when it never is before the next event), and whether that was within 5. A
@@ -38,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KINDS = ("occlude", "cut", "zoom", "zoom-occlude")
+KINDS = ("occlude", "cut", "zoom", "zoom-occlude", "relight", "blur")
 ZOOMS = ("zoom", "zoom-occlude")
 ZOOM_GAP = 20  # frames held between two zooms
 
@@ -55,13 +60,18 @@ class Event:
     pivot: tuple[float, float] = (0.0, 0.0)
     # zoom-occlude: the target covered from frame start + cover[0] for cover[1] frames
     cover: tuple[int, int] = (0, 0)
+    # relight: (red, green, blue gains, gamma) from ``start`` on; blur: (kernel px, angle degrees)
+    light: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    blur: tuple[int, float] = (0, 0.0)
 
     @property
     def returns(self) -> int:
         """Index of the first frame where the target is visible again (a zoom: its last frame;
-        zoom-occlude: the cover's end)."""
+        zoom-occlude: the cover's end; relight: the event's own frame; blur: the first sharp one)."""
         if self.kind == "zoom-occlude":
             return self.start + sum(self.cover)
+        if self.kind == "relight":
+            return self.start
         return self.start + self.length
 
     @property
@@ -104,6 +114,13 @@ def plan_events(count: int, size: tuple[int, int], kind: str, every: int = 60, f
     for number, start in enumerate(starts):
         if kind == "occlude":
             events.append(Event(kind, start, length))
+            continue
+        if kind == "relight":
+            gains = rng.uniform(0.45, 1.3, 3)
+            events.append(Event(kind, start, 0, light=(*(float(g) for g in gains), float(rng.uniform(0.7, 1.4)))))
+            continue
+        if kind == "blur":
+            events.append(Event(kind, start, length, blur=(int(rng.integers(9, 26)), float(rng.uniform(0, 180)))))
             continue
         end = starts[number + 1] if number + 1 < len(starts) else count
         best, fewest = (0, 0), None
@@ -155,11 +172,44 @@ def apply_events(frames: list[np.ndarray], boxes: np.ndarray, events: list[Event
         if offset.any():
             frames[index] = _shift(frames[index], int(offset[0]), int(offset[1]))
             boxes[index] = _shifted_box(boxes[index], offset, w, h)
+    lights = [e for e in events if e.kind == "relight"]
+    for index in range(len(frames)):
+        light = next((e.light for e in reversed(lights) if e.start <= index), None)
+        if light is not None:
+            frames[index] = _relit(frames[index], light)
     for event in events:
+        if event.kind == "blur":
+            kernel = _motion_kernel(*event.blur)
+            for index in range(event.start, min(len(frames), event.start + event.length)):
+                frames[index] = _blurred(frames[index], kernel)
         for index in event.covered:
             if index < len(frames):
                 _cover(frames[index], boxes[index], margin, rng)
     return frames, boxes
+
+
+def _relit(frame: np.ndarray, light: tuple[float, float, float, float]) -> np.ndarray:
+    """The frame under a colour cast: each channel's gain after a gamma (clipped to uint8)."""
+    *gains, gamma = light
+    lifted = (frame.astype(np.float32) / 255.0) ** gamma * np.asarray(gains, np.float32)
+    return np.clip(lifted * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _motion_kernel(length: int, angle: float) -> np.ndarray:
+    """A normalised line of ``length`` px at ``angle`` degrees (linear motion blur)."""
+    import cv2
+
+    kernel = np.zeros((length, length), np.float32)
+    kernel[length // 2, :] = 1.0
+    turn = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), angle, 1.0)
+    kernel = cv2.warpAffine(kernel, turn, (length, length))
+    return kernel / kernel.sum()
+
+
+def _blurred(frame: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.filter2D(frame, -1, kernel, borderType=cv2.BORDER_REFLECT)
 
 
 def zoom_scale(zooms: list[Event], index: int) -> float:

@@ -20,6 +20,7 @@ sequences are reported apart as held out.
     python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt] [--threads 1]
     python benchmarks/tracking.py --events occlude|cut [--every 60] [--length 10] [--first 40] [--seed 0]
     python benchmarks/tracking.py --events zoom|zoom-occlude [--length 100] [--zoom-to 0.4] [--cover 20] [--first 40] [--seed 0]
+    python benchmarks/tracking.py --events relight|blur [--length 20] [--first 40] [--seed 0]
     python benchmarks/tracking.py --frame-step 5 [--shrink 0.4] --methods temporal csrt
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set band_trust=0.7
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set first_views.count=8
@@ -38,7 +39,9 @@ exercise, measured on real footage (on the tuning sequences, a design set that i
 Soccer's face does), and reports per zoom its frames' precision@20 and the box's height over the
 true one at its end; its "return" is the zoom's last frame. ``--events zoom-occlude`` also
 covers the target for ``--cover`` frames a third into each zoom (lost during a steady scale
-change; its return is the cover's end).
+change; its return is the cover's end). ``--events relight`` gives the frames a lasting colour
+cast from each event on (stage lights changing colour); ``--events blur`` blurs ``--length``
+frames (default 20) as a shaking camera does: appearance changes that hide nothing.
 """
 
 from __future__ import annotations
@@ -285,7 +288,7 @@ def main() -> None:
                              "report re-acquisition after each")
     parser.add_argument("--every", type=int, default=60, help="frames between events")
     parser.add_argument("--length", type=int, default=None,
-                        help="frames an occlusion lasts (default 10) / a zoom takes (default 100)")
+                        help="frames an occlusion lasts (default 10) / a zoom takes (default 100) / a blur lasts (default 20)")
     parser.add_argument("--zoom-to", type=float, default=0.4,
                         help="zoom events: the frame's scale at the end of a zoom out (zooms alternate "
                              "out to it and back in to 1; 0.4: the target shrinks 2.5x)")
@@ -307,7 +310,7 @@ def main() -> None:
         raise SystemExit(f"--frame-step / --shrink: {error}") from None
     resampled = args.frame_step > 1 or args.shrink != 1.0
     if args.length is None:
-        args.length = 100 if args.events in ZOOMS else 10
+        args.length = 100 if args.events in ZOOMS else 20 if args.events == "blur" else 10
     if not DATA.is_dir():
         print(f"tracking benchmark skipped: {DATA} absent (shared data)")
         return

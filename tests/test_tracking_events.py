@@ -114,3 +114,41 @@ def test_resample_keeps_every_kth_frame_and_scales_boxes_with_the_frames():
         tracking.resample(frames, boxes, step=0)
     with pytest.raises(ValueError):
         tracking.resample(frames, boxes, shrink=1.5)
+
+
+def test_relight_casts_a_lasting_colour_from_each_event_and_moves_no_box() -> None:
+    events_module = _occlusion()
+    frames, boxes = _video(count=100)
+    events = events_module.plan_events(len(frames), frames[0].shape[:2], "relight", every=30, first=20, seed=4)
+    assert [(e.start, e.returns) for e in events] == [(20, 20), (50, 50), (80, 80)]
+    assert events == events_module.plan_events(len(frames), frames[0].shape[:2], "relight", every=30, first=20,
+                                               seed=4)  # the same draws for a seed
+    lit, moved = events_module.apply_events(frames, boxes, events, seed=4)
+    assert np.array_equal(moved, boxes)
+    assert all(np.array_equal(lit[i], frames[i]) for i in range(20))
+    for start, end, event in zip((20, 50, 80), (50, 80, 100), events):
+        *gains, gamma = event.light
+        assert all(0.45 <= g <= 1.3 for g in gains) and 0.7 <= gamma <= 1.4
+        for index in (start, end - 1):  # the cast holds until the next event replaces it
+            x0, y0 = (int(v) for v in boxes[index][:2])
+            expected = np.clip((230 / 255) ** gamma * np.array(gains) * 255 + 0.5, 0, 255).astype(np.uint8)
+            assert np.array_equal(lit[index][y0 + 5, x0 + 5], expected), index
+
+
+def test_blur_smears_the_frames_of_each_event_only() -> None:
+    events_module = _occlusion()
+    frames, boxes = _video(count=100)
+    events = events_module.plan_events(len(frames), frames[0].shape[:2], "blur", every=40, first=10, length=15,
+                                       seed=2)
+    assert [(e.start, e.returns) for e in events] == [(10, 25), (50, 65)]
+    blurred, moved = events_module.apply_events(frames, boxes, events, seed=2)
+    assert np.array_equal(moved, boxes)
+    for index in range(len(frames)):
+        changed = not np.array_equal(blurred[index], frames[index])
+        assert changed == (10 <= index < 25 or 50 <= index < 65), index
+    # A blur spreads the bright box's edge but keeps its light: the mean is unchanged, the edge softened.
+    assert abs(float(blurred[12].mean()) - float(frames[12].mean())) < 1.0
+    length = events[0].blur[0]
+    assert 9 <= length <= 25
+    row = blurred[12][55].astype(int)
+    assert len(np.unique(row)) > 2  # intermediate values where the sharp frame has two
