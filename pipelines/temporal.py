@@ -19,7 +19,9 @@ The target counts as *lost* when the windowed peak's heat falls below ``lost_rat
 reference heat (the median peak of the last frames held), or when the online filter's response
 there falls below ``filter_lost_ratio`` of its own reference while the heat is not sure either
 (under ``reacquire_ratio``): a covering object keeps much of the siamese heat but little of the
-filter's response, and the filter alone could have learned a background. While lost (the long-term
+filter's response, and the filter alone could have learned a background. On that frame the last
+place is first looked at again with the box ``rescue_sizes`` larger, and a look there that meets
+the re-detection bars is held at its size (a box fallen behind a fast-growing target). While lost (the long-term
 trackers' re-detection, LCT-style), each frame searches a window at the last place and, on every
 ``redetect_every``-th frame, windows at the whole frame's highest peaks, all in one batch (a peak
 whose window, cut from the whole frame's own maps, scores far under the filter's reference is not
@@ -278,11 +280,29 @@ class TemporalSearcher(LostSearch, Adaptation):
             # an exact match that would set the reference too high; the next frame sets it.
             self._fresh = False
         elif self.reference is not None and self._lost(look):
-            return None  # lost: the caller searches on
+            rescued = self._rescued(frame, look)
+            if rescued is None:
+                return None  # lost: the caller searches on
+            look = rescued
+            self._remember(look)
         else:
             self._remember(look)
             self._probation = max(0, self._probation - 1)
         return self._hold(frame, index, look, TRACKING, fresh)
+
+    def _rescued(self, frame: np.ndarray, look: Look) -> Look | None:
+        """Where the held window was just counted lost: the last place looked at again with the box
+        at each of ``rescue_sizes``, and the best of those looks that meets the re-detection bars,
+        held at its size (a box fallen behind the target's growth loses the witnesses before the
+        scale filter catches up); else None."""
+        cfg = self.config
+        assert self.center is not None
+        if not cfg.rescue_sizes:
+            return None
+        looks = self._look(frame, [self.center] * len(cfg.rescue_sizes),
+                           [self.height * factor for factor in cfg.rescue_sizes])
+        held = [candidate for candidate in looks if self._meets_bars(candidate, cfg.filter_reacquire_ratio)]
+        return max(held, key=lambda candidate: candidate.peak) if held else None
 
     def _lost(self, look: Look) -> bool:
         cfg = self.config

@@ -151,15 +151,22 @@ class LostSearch:
         """Whether a look found while lost is the target again (see far_reacquire_ratio)."""
         cfg = self.config
         assert self.reference is not None and self.filter_reference is not None
-        filter_ratio, heat_ratio = cfg.filter_reacquire_ratio, cfg.lost_ratio
+        filter_ratio = cfg.filter_reacquire_ratio
         if cfg.far_reacquire_ratio > 0 and self._lost_center is not None:
             point = self._frame_point(look)
             # The target moves while unseen: the radius grows with the frames it has been lost.
             radius = (cfg.far_radius + cfg.far_growth * self._lost_frames) * self.height
             if math.dist(point, self._lost_center) > radius:
                 filter_ratio = max(filter_ratio, cfg.far_reacquire_ratio)
-        return ((look.confidence or 0.0) >= filter_ratio * self.filter_reference
-                and look.peak >= heat_ratio * self.reference)
+        return self._meets_bars(look, filter_ratio)
+
+    def _meets_bars(self, look: Look, filter_ratio: float) -> bool:
+        """Whether a look's heat reaches ``lost_ratio`` of its reference and the filter's response
+        ``filter_ratio`` of its own (where there is a filter)."""
+        assert self.reference is not None
+        if look.peak < self.config.lost_ratio * self.reference:
+            return False
+        return self.filter_reference is None or (look.confidence or 0.0) >= filter_ratio * self.filter_reference
 
     def _screen(self, centers: list[tuple[float, float]], keep: int, heat: np.ndarray,
                 features: np.ndarray, affine: np.ndarray) -> list[tuple[float, float]]:

@@ -14,7 +14,7 @@ from skimage import data
 
 from pipelines.scale_filter import ScaleFilter, _modulo_pi, cell_gradients, gradient_cells
 from pipelines.search import Searcher
-from pipelines.temporal import TRACKING, TemporalConfig, TemporalSearcher, Track
+from pipelines.temporal import LOST, TRACKING, TemporalConfig, TemporalSearcher, Track
 
 # The generated video's pieces and the module fixtures (one torch thread, one Searcher) are
 # test_temporal's.
@@ -74,6 +74,30 @@ def test_box_follows_a_steady_2x_size_change_where_the_scale_filter_is_sure(
         assert np.linalg.norm(_centre(track.best_box) - np.array(centre)) <= 6
     held_back = abs(np.log(_height_ratios(banded, sides)[-1]))
     assert abs(np.log(ratios[-1])) < held_back - 0.1, (ratios[-1], held_back)
+
+
+def test_a_box_left_behind_by_a_size_jump_is_rescued_at_another_size(searcher: Searcher) -> None:
+    """The target's side jumps 1.8x between two frames (a low frame rate, a fast approach): the held
+    window's filter response collapses and, without ``rescue_sizes``, the target is lost for good
+    (the lost search looks at the held size; measured: lost from the jump on, box 0.53x). Looking
+    at the last place again at 1.8x on the loss frame finds it there: held on every frame, the box
+    at least 0.65x the new side (measured 0.69-0.72; the size band lets it grow ~1.25x at once) and
+    its centre within 6 px."""
+    sides = np.array([40.0] * 6 + [72.0] * 8)
+    frames, centres = _moving_target(sides)
+    without = _run(searcher, frames, 40, centres[0], TemporalConfig(rescue_sizes=()))
+    rescued = _run(searcher, frames, 40, centres[0], TemporalConfig(rescue_sizes=(1.8,)))
+    assert all(t.state == TRACKING for t in without[:6]) and all(t.state == LOST for t in without[6:]), \
+        [t.state for t in without]
+    assert all(t.state == TRACKING for t in rescued), [t.state for t in rescued]
+    assert np.all(_height_ratios(rescued, sides)[6:] >= 0.65), np.round(_height_ratios(rescued, sides), 2)
+    for track, centre in zip(rescued, centres):
+        assert np.linalg.norm(_centre(track.best_box) - np.array(centre)) <= 6
+
+
+def test_rescue_sizes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="rescue_sizes"):
+        TemporalConfig(rescue_sizes=(1.3, 0.0))
 
 
 def _camera_zooming_out(count: int) -> tuple[list[np.ndarray], np.ndarray]:
