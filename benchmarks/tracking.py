@@ -19,6 +19,8 @@ sequences are reported apart as held out.
 
     python benchmarks/tracking.py [--limit N] [--sequences A B] [--methods temporal whole csrt] [--threads 1]
     python benchmarks/tracking.py --events occlude|cut [--every 60] [--length 10] [--first 40] [--seed 0]
+    python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --events occlude \
+        --first 40 60 50 45 55 35 30 65 42 --seed 0 1 2 3 4 5 6 7 8     # nine placements, 80 events
     python benchmarks/tracking.py --events zoom|zoom-occlude [--length 100] [--zoom-to 0.4] [--cover 20] [--first 40] [--seed 0]
     python benchmarks/tracking.py --events relight|blur [--length 20] [--first 40] [--seed 0]
     python benchmarks/tracking.py --frame-step 5 [--shrink 0.4] --methods temporal csrt
@@ -294,12 +296,13 @@ def main() -> None:
                              "out to it and back in to 1; 0.4: the target shrinks 2.5x)")
     parser.add_argument("--cover", type=int, default=20,
                         help="zoom-occlude events: frames the target is covered, from a third into each zoom")
-    parser.add_argument("--first", type=int, default=40,
-                        help="frame of the first event (other placements: e.g. --first 60 --seed 1)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the events' draws (cut offsets, cover patches); one placement "
-                             "moves events by +-2 of 18 on the tuning sequences, so compare rules on "
-                             "several")
+    parser.add_argument("--first", type=int, nargs="+", default=[40],
+                        help="frame of the first event; several (with as many --seed) run the events "
+                             "at each placement, e.g. --first 40 60 50 --seed 0 1 2")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="seed of the events' draws (cut offsets, cover patches), one per --first; "
+                             "one placement moves events by +-2 of 18 on the tuning sequences, so compare "
+                             "rules on several (the totals of events back within 5 frames are printed)")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="the temporal mode's numeric settings (TemporalConfig fields; 0 / 1 for a switch), e.g. band_trust=0.7")
     args = parser.parse_args()
@@ -308,6 +311,9 @@ def main() -> None:
         check_resample(args.frame_step, args.shrink)
     except ValueError as error:
         raise SystemExit(f"--frame-step / --shrink: {error}") from None
+    if len(args.first) != len(args.seed):
+        raise SystemExit(f"--first and --seed: one seed per placement, not {len(args.first)} and {len(args.seed)}")
+    placements = list(zip(args.first, args.seed)) if args.events else [(0, 0)]
     resampled = args.frame_step > 1 or args.shrink != 1.0
     if args.length is None:
         args.length = 100 if args.events in ZOOMS else 20 if args.events == "blur" else 10
@@ -324,19 +330,21 @@ def main() -> None:
     searcher = Searcher(device=args.device)
     names = args.sequences or sorted(p.name for p in DATA.iterdir() if (p / "groundtruth.txt").is_file())
     rows = []
-    print(f"{'sequence':10} {'method':9} {'frames':>6} {'prec@20':>8} {'AUC':>6} {'fps':>6} "
+    width = 10 if len(placements) == 1 else 16  # a name@first/seed per placement
+    print(f"{'sequence':{width}} {'method':9} {'frames':>6} {'prec@20':>8} {'AUC':>6} {'fps':>6} "
           f"{'lost':>5} {'re-acq':>6}" + ("  back<=5  delays" if args.events else ""))
-    for name in names:
+    for name, (first, seed) in ((n, p) for n in names for p in placements):
         sequence = load_sequence(DATA / name, args.limit)
         frames = read_frames(sequence)
         if resampled:
             frames, sequence.boxes = resample(frames, sequence.boxes, args.frame_step, args.shrink)
         events = []
+        label = name if len(placements) == 1 else f"{name}@{first}/{seed}"
         if args.events:
-            events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every, first=args.first,
-                                 length=args.length, seed=args.seed, boxes=sequence.boxes,
+            events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every, first=first,
+                                 length=args.length, seed=seed, boxes=sequence.boxes,
                                  zoom_to=args.zoom_to, cover=args.cover)
-            frames, sequence.boxes = apply_events(frames, sequence.boxes, events, seed=args.seed)
+            frames, sequence.boxes = apply_events(frames, sequence.boxes, events, seed=seed)
         for method in args.methods:
             try:
                 if method == "temporal":
@@ -350,18 +358,21 @@ def main() -> None:
             except InputError as error:  # e.g. --shrink leaving the query under 8 px a side
                 run = f"skipped: {error}"
             if isinstance(run, str):
-                print(f"{name:10} {method:9} {run}")
+                print(f"{label:{width}} {method:9} {run}")
                 continue
             precision, auc = precision_and_auc(run.boxes, sequence.boxes[1:])
             row = {"sequence": name, "method": method, "frames": len(run.boxes),
                    "precision20": precision, "auc": auc,
                    "fps": len(run.boxes) / max(run.seconds, 1e-9), "lost": run.lost,
                    "reacquired": run.reacquired, "held_out": name not in TUNED_ON}
+            if args.events:
+                row["first"], row["seed"] = first, seed
             extra = ""
             if events:
                 delays = reacquisition([sequence.boxes[0], *run.boxes], sequence.boxes, events)
                 row["events"], row["delays"] = args.events, delays
-                row["back_within_5"] = sum(d is not None and d <= 5 for d in delays) / len(delays)
+                row["back"] = sum(d is not None and d <= 5 for d in delays)
+                row["back_within_5"] = row["back"] / len(delays)
                 extra = f"  {row['back_within_5']:7.2f}  {delays}"
                 if args.events in ZOOMS:
                     row["zoom"] = zoom_figures(run.boxes, sequence.boxes[1:], events)
@@ -369,15 +380,19 @@ def main() -> None:
                         f"[{z['start']}-{z['end']} {z['from']:.2f}->{z['to']:.2f}: p20 {z['precision20']:.2f}"
                         f" size {z['size_at_end']}]" for z in row["zoom"])
             rows.append(row)
-            print(f"{name:10} {method:9} {row['frames']:6d} {precision:8.3f} {auc:6.3f} "
+            print(f"{label:{width}} {method:9} {row['frames']:6d} {precision:8.3f} {auc:6.3f} "
                   f"{row['fps']:6.1f} {run.lost:5d} {run.reacquired:6d}{extra}", flush=True)
     for label, keep in (("mean, all", lambda r: True), ("mean, held out", lambda r: r["held_out"]),
                         ("mean, tuned on", lambda r: not r["held_out"])):
         for method in args.methods:
             chosen = [r for r in rows if r["method"] == method and keep(r)]
             if chosen:
-                print(f"{label:15} {method:9} {len(chosen):2d} seq {np.mean([r['precision20'] for r in chosen]):8.3f} "
-                      f"{np.mean([r['auc'] for r in chosen]):6.3f} {np.mean([r['fps'] for r in chosen]):6.1f}")
+                back = ""
+                if args.events:  # every event of every run: back within 5 frames of its return
+                    back = (f"  back<=5 {sum(r['back'] for r in chosen)} of "
+                            f"{sum(len(r['delays']) for r in chosen)}")
+                print(f"{label:15} {method:9} {len(chosen):2d} run {np.mean([r['precision20'] for r in chosen]):8.3f} "
+                      f"{np.mean([r['auc'] for r in chosen]):6.3f} {np.mean([r['fps'] for r in chosen]):6.1f}{back}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -27,3 +27,10 @@ def test_numbers_and_switches_are_set() -> None:
 def test_a_bad_setting_is_one_line(setting: str, message: str) -> None:
     with pytest.raises(SystemExit, match=message):
         _tracking().temporal_config([setting])
+
+
+def test_placements_need_one_seed_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--first A B --seed S`` is one line, checked before any sequence is read."""
+    monkeypatch.setattr("sys.argv", ["tracking.py", "--events", "cut", "--first", "40", "60", "--seed", "0"])
+    with pytest.raises(SystemExit, match="one seed per placement, not 2 and 1"):
+        _tracking().main()
