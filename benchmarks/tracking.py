@@ -54,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -333,11 +333,17 @@ def main() -> None:
     width = 10 if len(placements) == 1 else 16  # a name@first/seed per placement
     print(f"{'sequence':{width}} {'method':9} {'frames':>6} {'prec@20':>8} {'AUC':>6} {'fps':>6} "
           f"{'lost':>5} {'re-acq':>6}" + ("  back<=5  delays" if args.events else ""))
+    loaded: dict = {}  # name -> (sequence, frames), read (and resampled) once for all placements
     for name, (first, seed) in ((n, p) for n in names for p in placements):
-        sequence = load_sequence(DATA / name, args.limit)
-        frames = read_frames(sequence)
-        if resampled:
-            frames, sequence.boxes = resample(frames, sequence.boxes, args.frame_step, args.shrink)
+        if name not in loaded:
+            loaded.clear()
+            sequence = load_sequence(DATA / name, args.limit)
+            frames = read_frames(sequence)
+            if resampled:
+                frames, sequence.boxes = resample(frames, sequence.boxes, args.frame_step, args.shrink)
+            loaded[name] = (sequence, frames)
+        sequence, frames = loaded[name]
+        sequence = replace(sequence)  # the events below give it other boxes; the frames are copied
         events = []
         label = name if len(placements) == 1 else f"{name}@{first}/{seed}"
         if args.events:
