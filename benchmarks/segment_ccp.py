@@ -90,14 +90,20 @@ def confirmation_stems(data: Path, config: dict) -> list[str]:
     return _stems_outside(data, config["held_out"], config["labeled"])
 
 
+def photo_shards(data: Path, config: dict, stems: list[str], folder: Path) -> dict:
+    """The labelled photos ``stems`` as photo shards in ``folder`` at the config's stored size (reused
+    when up to date); their manifest."""
+    return write_photo_shards([data], folder, selftune_config.source_config(config, stems, []),
+                              config["train"]["segment"]["store_short_side"])
+
+
 def confirm(data: Path, config: dict, work: Path, checkpoints: dict[str, Path]) -> tuple[dict[str, float], int]:
     """mIoU of each checkpoint on the confirmation photos (:func:`confirmation_stems`), and how many
     of them were usable."""
     from train.evaluate import evaluate_shards, load_trained
 
     photos = work / "confirm-photos"
-    manifest = write_photo_shards([data], photos, selftune_config.source_config(config, confirmation_stems(data, config), []),
-                                  config["train"]["segment"]["store_short_side"])
+    manifest = photo_shards(data, config, confirmation_stems(data, config), photos)
     scores = {}
     for name, checkpoint in checkpoints.items():
         model, trained_config = load_trained(checkpoint)
@@ -179,8 +185,7 @@ def main() -> None:
                                    overrides=overrides)}
     print("(a)", json.dumps(results["a"]), flush=True)
     ceiling = work / "ceiling-photos"
-    write_photo_shards([args.data], ceiling, selftune_config.source_config(config, ceiling_stems(args.data, config), []),
-                       config["train"]["segment"]["store_short_side"])
+    photo_shards(args.data, config, ceiling_stems(args.data, config), ceiling)
     results["d"] = train_baseline(f"d-ceiling500{suffix}", ceiling, held_out, config, work, overrides=overrides)
     print("(d)", json.dumps(results["d"]), flush=True)
     run_selftune(args, state, unlabeled, rounds=None)  # rounds 2.. = (c)
