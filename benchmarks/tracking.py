@@ -26,6 +26,7 @@ sequences are reported apart as held out.
     python benchmarks/tracking.py --frame-step 5 [--shrink 0.4] --methods temporal csrt
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set band_trust=0.7
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set first_views.count=8
+    python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set online_filter.learning_rate=0.04
 
 ``--frame-step K`` keeps every K-th frame (a lower frame rate: K times the motion, pose and size
 change between frames) and ``--shrink F`` scales the frames and boxes by F (a smaller target), both
@@ -153,20 +154,25 @@ def temporal_config(settings: list[str]):
     with one line."""
     from dataclasses import fields
 
+    from pipelines.first_views import ViewsConfig
+    from pipelines.online_filter import FilterConfig
     from pipelines.temporal_config import TemporalConfig
 
-    from pipelines.first_views import ViewsConfig
-
     numeric = {f.name: f.type for f in fields(TemporalConfig) if f.type in ("int", "float", "bool")}
-    # The first frame's views (pipelines/first_views.py) by dotted name, e.g. first_views.count=8.
-    numeric.update({f"first_views.{f.name}": f.type for f in fields(ViewsConfig)})
+    # Nested settings by dotted name: the first frame's views (pipelines/first_views.py), e.g.
+    # first_views.count=8, and the online filter (pipelines/online_filter.py), e.g.
+    # online_filter.learning_rate=0.04.
+    nested = {"first_views": ViewsConfig, "online_filter": FilterConfig}
+    for prefix, kind in nested.items():
+        numeric.update({f"{prefix}.{f.name}": f.type for f in fields(kind)})
     values: dict = {}
-    views: dict = {}
+    inner: dict[str, dict] = {prefix: {} for prefix in nested}
     for setting in settings:
         name, _, text = setting.partition("=")
         if name not in numeric:
             raise SystemExit(f"--set {setting}: not a numeric TemporalConfig field ({', '.join(sorted(numeric))})")
-        into, key = (views, name.partition(".")[2]) if name.startswith("first_views.") else (values, name)
+        prefix, dot, key = name.partition(".")
+        into, key = (inner[prefix], key) if dot else (values, name)
         if numeric[name] == "bool":  # 0 / 1
             if text not in ("0", "1"):
                 raise SystemExit(f"--set {setting}: {text!r} is not 0 or 1")
@@ -177,8 +183,9 @@ def temporal_config(settings: list[str]):
         except ValueError:
             raise SystemExit(f"--set {setting}: {text!r} is not a number") from None
     try:
-        if views:
-            values["first_views"] = ViewsConfig(**views)
+        for prefix, kind in nested.items():
+            if inner[prefix]:
+                values[prefix] = kind(**inner[prefix])
         return TemporalConfig(**values)
     except ValueError as error:
         raise SystemExit(f"--set: {error}") from None
@@ -304,7 +311,9 @@ def main() -> None:
                              "one placement moves events by +-2 of 18 on the tuning sequences, so compare "
                              "rules on several (the totals of events back within 5 frames are printed)")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                        help="the temporal mode's numeric settings (TemporalConfig fields; 0 / 1 for a switch), e.g. band_trust=0.7")
+                        help="the temporal mode's numeric settings (TemporalConfig fields; 0 / 1 for a switch), e.g. "
+                             "band_trust=0.7; nested ones by dotted name: online_filter.learning_rate=0.04, "
+                             "first_views.count=8")
     args = parser.parse_args()
     config = temporal_config(args.set)
     try:

@@ -33,6 +33,11 @@ class FilterConfig:
     # Weight of each new frame in the running numerator and denominator (KCF/DSST use ~0.01-0.025).
     learning_rate: float = 0.02
 
+    def __post_init__(self) -> None:
+        if self.sigma_factor <= 0 or self.regularisation <= 0 or not 0.0 < self.learning_rate <= 1.0:
+            raise ValueError("online filter: need sigma_factor > 0, regularisation > 0 and learning_rate "
+                             f"in (0, 1], not {self.sigma_factor}, {self.regularisation}, {self.learning_rate}")
+
 
 # Feature maps whose spectra are kept (a lost frame scores up to about 10 windows, one of which
 # the filter may then learn from).

@@ -18,11 +18,23 @@ def test_numbers_and_switches_are_set() -> None:
     assert _tracking().temporal_config([]).cut_redetect is True
 
 
+def test_nested_settings_are_set_by_dotted_name() -> None:
+    """The online filter's and the first frame's views' settings: ``online_filter.NAME=VALUE``,
+    ``first_views.NAME=VALUE``, the rest of each left at its defaults."""
+    config = _tracking().temporal_config(["online_filter.learning_rate=0.04", "first_views.count=3",
+                                          "filter_weight=0.4"])
+    assert config.online_filter.learning_rate == 0.04
+    assert config.online_filter.sigma_factor == _tracking().temporal_config([]).online_filter.sigma_factor
+    assert (config.first_views.count, config.filter_weight) == (3, 0.4)
+
+
 @pytest.mark.parametrize("setting, message", [
     ("cut_redetect=yes", "is not 0 or 1"),
     ("filter_candidates=many", "is not a number"),
     ("nonsense=1", "not a numeric TemporalConfig field"),
     ("redetect_every=0", "redetect_every"),
+    ("online_filter.learning_rate=0", "learning_rate"),
+    ("online_filter.nonsense=1", "not a numeric TemporalConfig field"),
 ])
 def test_a_bad_setting_is_one_line(setting: str, message: str) -> None:
     with pytest.raises(SystemExit, match=message):
