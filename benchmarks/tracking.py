@@ -66,6 +66,7 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchma
 
 from metrics import box_iou  # noqa: E402
 from occlusion import KINDS, ZOOMS, apply_events, plan_events, reacquisition  # noqa: E402
+from tracking_settings import temporal_config  # noqa: E402,F401  (--set; tests read it here too)
 
 DATA = ROOT.parent / "shared" / "data" / "tracking"
 CSRT_PYTHON = ROOT / "benchmarks" / ".venv-csrt" / "bin" / "python"
@@ -147,48 +148,6 @@ def resample(frames: list[np.ndarray], boxes: np.ndarray, step: int = 1, shrink:
         # Scaled by the sizes' own ratios (the rounding of the frame's size included).
         boxes = boxes * np.array([size[0] / w, size[1] / h, size[0] / w, size[1] / h])
     return frames, boxes
-
-
-def temporal_config(settings: list[str]):
-    """A TemporalConfig with ``name=value`` settings (numbers) over its defaults; a bad one exits
-    with one line."""
-    from dataclasses import fields
-
-    from pipelines.first_views import ViewsConfig
-    from pipelines.online_filter import FilterConfig
-    from pipelines.temporal_config import TemporalConfig
-
-    numeric = {f.name: f.type for f in fields(TemporalConfig) if f.type in ("int", "float", "bool")}
-    # Nested settings by dotted name: the first frame's views (pipelines/first_views.py), e.g.
-    # first_views.count=8, and the online filter (pipelines/online_filter.py), e.g.
-    # online_filter.learning_rate=0.04.
-    nested = {"first_views": ViewsConfig, "online_filter": FilterConfig}
-    for prefix, kind in nested.items():
-        numeric.update({f"{prefix}.{f.name}": f.type for f in fields(kind)})
-    values: dict = {}
-    inner: dict[str, dict] = {prefix: {} for prefix in nested}
-    for setting in settings:
-        name, _, text = setting.partition("=")
-        if name not in numeric:
-            raise SystemExit(f"--set {setting}: not a numeric TemporalConfig field ({', '.join(sorted(numeric))})")
-        prefix, dot, key = name.partition(".")
-        into, key = (inner[prefix], key) if dot else (values, name)
-        if numeric[name] == "bool":  # 0 / 1
-            if text not in ("0", "1"):
-                raise SystemExit(f"--set {setting}: {text!r} is not 0 or 1")
-            into[key] = text == "1"
-            continue
-        try:
-            into[key] = int(text) if numeric[name] == "int" else float(text)
-        except ValueError:
-            raise SystemExit(f"--set {setting}: {text!r} is not a number") from None
-    try:
-        for prefix, kind in nested.items():
-            if inner[prefix]:
-                values[prefix] = kind(**inner[prefix])
-        return TemporalConfig(**values)
-    except ValueError as error:
-        raise SystemExit(f"--set: {error}") from None
 
 
 def run_temporal(searcher, frames: list[np.ndarray], box: np.ndarray, config=None) -> Run:
