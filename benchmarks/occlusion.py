@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 KINDS = ("occlude", "cut", "zoom", "zoom-occlude", "relight", "blur")
@@ -197,8 +198,6 @@ def _relit(frame: np.ndarray, light: tuple[float, float, float, float]) -> np.nd
 
 def _motion_kernel(length: int, angle: float) -> np.ndarray:
     """A normalised line of ``length`` px at ``angle`` degrees (linear motion blur)."""
-    import cv2
-
     kernel = np.zeros((length, length), np.float32)
     kernel[length // 2, :] = 1.0
     turn = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), angle, 1.0)
@@ -207,8 +206,6 @@ def _motion_kernel(length: int, angle: float) -> np.ndarray:
 
 
 def _blurred(frame: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    import cv2
-
     return cv2.filter2D(frame, -1, kernel, borderType=cv2.BORDER_REFLECT)
 
 
@@ -235,8 +232,6 @@ def _zoom_affine(scale: float, pivot: tuple[float, float]) -> np.ndarray:
 
 def _zoomed(frame: np.ndarray, scale: float, pivot: tuple[float, float]) -> np.ndarray:
     """The frame rescaled about ``pivot`` (anti-aliased when shrunk), the rest filled with its mean."""
-    import cv2
-
     h, w = frame.shape[:2]
     source = frame
     if scale < 1.0:  # a Gaussian of ~half the new pixel's width, in source pixels

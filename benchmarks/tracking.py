@@ -301,61 +301,58 @@ def main() -> None:
     width = 10 if len(placements) == 1 else 16  # a name@first/seed per placement
     print(f"{'sequence':{width}} {'method':9} {'frames':>6} {'prec@20':>8} {'AUC':>6} {'fps':>6} "
           f"{'lost':>5} {'re-acq':>6}" + ("  back<=5  delays" if args.events else ""))
-    loaded: dict = {}  # name -> (sequence, frames), read (and resampled) once for all placements
-    for name, (first, seed) in ((n, p) for n in names for p in placements):
-        if name not in loaded:
-            loaded.clear()
-            sequence = load_sequence(DATA / name, args.limit)
-            frames = read_frames(sequence)
-            if resampled:
-                frames, sequence.boxes = resample(frames, sequence.boxes, args.frame_step, args.shrink)
-            loaded[name] = (sequence, frames)
-        sequence, frames = loaded[name]
-        sequence = replace(sequence)  # the events below give it other boxes; the frames are copied
-        events = []
-        label = name if len(placements) == 1 else f"{name}@{first}/{seed}"
-        if args.events:
-            events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every, first=first,
-                                 length=args.length, seed=seed, boxes=sequence.boxes,
-                                 zoom_to=args.zoom_to, cover=args.cover)
-            frames, sequence.boxes = apply_events(frames, sequence.boxes, events, seed=seed)
-        for method in args.methods:
-            try:
-                if method == "temporal":
-                    run = run_temporal(searcher, frames, sequence.boxes[0], config)
-                elif method == "whole":
-                    run = run_whole(searcher, frames, sequence.boxes[0])
-                elif method == "verified":
-                    run = run_verified(searcher, frames, sequence.boxes[0])
-                else:  # a line saying why where CSRT cannot run
-                    run = run_csrt(sequence, args.threads, frames if events or resampled else None)
-            except InputError as error:  # e.g. --shrink leaving the query under 8 px a side
-                run = f"skipped: {error}"
-            if isinstance(run, str):
-                print(f"{label:{width}} {method:9} {run}")
-                continue
-            precision, auc = precision_and_auc(run.boxes, sequence.boxes[1:])
-            row = {"sequence": name, "method": method, "frames": len(run.boxes),
-                   "precision20": precision, "auc": auc,
-                   "fps": len(run.boxes) / max(run.seconds, 1e-9), "lost": run.lost,
-                   "reacquired": run.reacquired, "held_out": name not in TUNED_ON}
+    for name in names:
+        whole = load_sequence(DATA / name, args.limit)
+        whole_frames = read_frames(whole)
+        if resampled:
+            whole_frames, whole.boxes = resample(whole_frames, whole.boxes, args.frame_step, args.shrink)
+        for first, seed in placements:  # the sequence read (and resampled) once for all placements
+            # The events below give each placement its own frames and boxes (apply_events copies).
+            sequence, frames = replace(whole), whole_frames
+            events = []
+            label = name if len(placements) == 1 else f"{name}@{first}/{seed}"
             if args.events:
-                row["first"], row["seed"] = first, seed
-            extra = ""
-            if events:
-                delays = reacquisition([sequence.boxes[0], *run.boxes], sequence.boxes, events)
-                row["events"], row["delays"] = args.events, delays
-                row["back"] = sum(d is not None and d <= 5 for d in delays)
-                row["back_within_5"] = row["back"] / len(delays)
-                extra = f"  {row['back_within_5']:7.2f}  {delays}"
-                if args.events in ZOOMS:
-                    row["zoom"] = zoom_figures(run.boxes, sequence.boxes[1:], events)
-                    extra += "  zoom: " + "  ".join(
-                        f"[{z['start']}-{z['end']} {z['from']:.2f}->{z['to']:.2f}: p20 {z['precision20']:.2f}"
-                        f" size {z['size_at_end']}]" for z in row["zoom"])
-            rows.append(row)
-            print(f"{label:{width}} {method:9} {row['frames']:6d} {precision:8.3f} {auc:6.3f} "
-                  f"{row['fps']:6.1f} {run.lost:5d} {run.reacquired:6d}{extra}", flush=True)
+                events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every, first=first,
+                                     length=args.length, seed=seed, boxes=sequence.boxes,
+                                     zoom_to=args.zoom_to, cover=args.cover)
+                frames, sequence.boxes = apply_events(frames, sequence.boxes, events, seed=seed)
+            for method in args.methods:
+                try:
+                    if method == "temporal":
+                        run = run_temporal(searcher, frames, sequence.boxes[0], config)
+                    elif method == "whole":
+                        run = run_whole(searcher, frames, sequence.boxes[0])
+                    elif method == "verified":
+                        run = run_verified(searcher, frames, sequence.boxes[0])
+                    else:  # a line saying why where CSRT cannot run
+                        run = run_csrt(sequence, args.threads, frames if events or resampled else None)
+                except InputError as error:  # e.g. --shrink leaving the query under 8 px a side
+                    run = f"skipped: {error}"
+                if isinstance(run, str):
+                    print(f"{label:{width}} {method:9} {run}")
+                    continue
+                precision, auc = precision_and_auc(run.boxes, sequence.boxes[1:])
+                row = {"sequence": name, "method": method, "frames": len(run.boxes),
+                       "precision20": precision, "auc": auc,
+                       "fps": len(run.boxes) / max(run.seconds, 1e-9), "lost": run.lost,
+                       "reacquired": run.reacquired, "held_out": name not in TUNED_ON}
+                if args.events:
+                    row["first"], row["seed"] = first, seed
+                extra = ""
+                if events:
+                    delays = reacquisition([sequence.boxes[0], *run.boxes], sequence.boxes, events)
+                    row["events"], row["delays"] = args.events, delays
+                    row["back"] = sum(d is not None and d <= 5 for d in delays)
+                    row["back_within_5"] = row["back"] / len(delays)
+                    extra = f"  {row['back_within_5']:7.2f}  {delays}"
+                    if args.events in ZOOMS:
+                        row["zoom"] = zoom_figures(run.boxes, sequence.boxes[1:], events)
+                        extra += "  zoom: " + "  ".join(
+                            f"[{z['start']}-{z['end']} {z['from']:.2f}->{z['to']:.2f}: p20 {z['precision20']:.2f}"
+                            f" size {z['size_at_end']}]" for z in row["zoom"])
+                rows.append(row)
+                print(f"{label:{width}} {method:9} {row['frames']:6d} {precision:8.3f} {auc:6.3f} "
+                      f"{row['fps']:6.1f} {run.lost:5d} {run.reacquired:6d}{extra}", flush=True)
     for label, keep in (("mean, all", lambda r: True), ("mean, held out", lambda r: r["held_out"]),
                         ("mean, tuned on", lambda r: not r["held_out"])):
         for method in args.methods:
