@@ -29,7 +29,14 @@ re-detect path is barely exercised by them. This module makes *events* on a real
   0.45-1.3 and a gamma 0.7-1.4, drawn per event), as when stage lights change colour: the
   target's appearance changes for good, nothing is hidden (its "return" is the event's frame);
 - ``blur``: for ``length`` frames, a linear motion blur (9-25 px at one angle, drawn per event),
-  as a shaking camera gives (its "return" is the first sharp frame).
+  as a shaking camera gives (its "return" is the first sharp frame);
+- ``rotate``: a camera roll over ``length`` frames: each frame is turned about one pivot (drawn
+  once per seed in the frame's central half) by an angle that goes linearly from 0 to
+  ``rotate_to`` degrees, is held there until the next event, which turns back to 0 (events
+  alternate, placed as zooms are); the corners the turn uncovers are filled with the frame's mean
+  colour. The true box becomes the upright box around the turned one (as VOT's upright boxes
+  enclose its rotated ones), so its centre is exact and its size an upper bound. Its "return" is
+  its last frame.
 
 Measured per event: the frames after the target's return until the predicted centre is within
 20 px again (``None`` when it never is before the next event), and whether that was within 5. A
@@ -44,8 +51,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-KINDS = ("occlude", "cut", "zoom", "zoom-occlude", "relight", "blur")
+KINDS = ("occlude", "cut", "zoom", "zoom-occlude", "relight", "blur", "rotate")
 ZOOMS = ("zoom", "zoom-occlude")
+RAMPS = ZOOMS + ("rotate",)  # a camera change over ``length`` frames, then held
 ZOOM_GAP = 20  # frames held between two zooms
 
 
@@ -64,11 +72,15 @@ class Event:
     # relight: (red, green, blue gains, gamma) from ``start`` on; blur: (kernel px, angle degrees)
     light: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     blur: tuple[int, float] = (0, 0.0)
+    # rotate: the frame's turn about ``pivot`` (degrees, counter-clockwise as cv2 draws it) goes
+    # from angle[0] at ``start`` to angle[1] at ``start + length`` (linearly), then stays
+    angle: tuple[float, float] = (0.0, 0.0)
 
     @property
     def returns(self) -> int:
-        """Index of the first frame where the target is visible again (a zoom: its last frame;
-        zoom-occlude: the cover's end; relight: the event's own frame; blur: the first sharp one)."""
+        """Index of the first frame where the target is visible again (a zoom or a rotation: its
+        last frame; zoom-occlude: the cover's end; relight: the event's own frame; blur: the first
+        sharp one)."""
         if self.kind == "zoom-occlude":
             return self.start + sum(self.cover)
         if self.kind == "relight":
@@ -87,7 +99,7 @@ class Event:
 
 def plan_events(count: int, size: tuple[int, int], kind: str, every: int = 60, first: int = 40,
                 length: int = 10, seed: int = 0, boxes: np.ndarray | None = None,
-                tries: int = 64, zoom_to: float = 0.4, cover: int = 20) -> list[Event]:
+                tries: int = 64, zoom_to: float = 0.4, cover: int = 20, rotate_to: float = 60.0) -> list[Event]:
     """Events every ``every`` frames from ``first`` on; cuts shift by 25-45% of the frame; zooms
     (``length`` frames each, at least ``length`` + ZOOM_GAP apart) go to ``zoom_to`` and back.
 
@@ -99,16 +111,24 @@ def plan_events(count: int, size: tuple[int, int], kind: str, every: int = 60, f
     if kind in ZOOMS and not (0.0 < zoom_to and length >= 1 and 0 <= cover <= length - length // 3):
         raise ValueError(f"a zoom needs zoom_to > 0, length >= 1 and a cover within it, not {zoom_to}, "
                          f"{length}, {cover}")
+    if kind == "rotate" and not (length >= 1 and math.isfinite(rotate_to) and abs(rotate_to) <= 180):
+        raise ValueError(f"a rotation needs length >= 1 and |rotate_to| <= 180 degrees, not {length}, {rotate_to}")
     rng = np.random.default_rng(seed)
     h, w = size
-    if kind in ZOOMS:
+    if kind in RAMPS:
         every = max(every, length + ZOOM_GAP)
         covered = (length // 3, cover) if kind == "zoom-occlude" else (0, 0)
         pivot = (float(rng.uniform(0.25, 0.75) * w), float(rng.uniform(0.25, 0.75) * h))
-        ends = (1.0, zoom_to)
-        return [Event(kind, start, length, zoom=(ends[number % 2], ends[1 - number % 2]), pivot=pivot,
-                      cover=covered)
-                for number, start in enumerate(range(first, count - length - 5, every))]
+        ramps = []
+        for number, start in enumerate(range(first, count - length - 5, every)):
+            out = number % 2 == 0  # zooms go out and back in, rotations to the angle and back
+            if kind == "rotate":
+                angle = (0.0, rotate_to) if out else (rotate_to, 0.0)
+                ramps.append(Event(kind, start, length, pivot=pivot, angle=angle))
+            else:
+                zoom = (1.0, zoom_to) if out else (zoom_to, 1.0)
+                ramps.append(Event(kind, start, length, zoom=zoom, pivot=pivot, cover=covered))
+        return ramps
     starts = list(range(first, count - length - 5, every))
     events = []
     offset = np.zeros(2)
@@ -165,6 +185,13 @@ def apply_events(frames: list[np.ndarray], boxes: np.ndarray, events: list[Event
             if scale != 1.0:
                 frames[index] = _zoomed(frames[index], scale, zooms[0].pivot)
                 boxes[index] = zoomed_box(boxes[index], scale, zooms[0].pivot)
+    turns = [e for e in events if e.kind == "rotate"]
+    if turns:
+        for index in range(len(frames)):
+            angle = rotation_angle(turns, index)
+            if angle != 0.0:
+                frames[index] = _turned(frames[index], angle, turns[0].pivot)
+                boxes[index] = turned_box(boxes[index], angle, turns[0].pivot)
     offset = np.zeros(2)
     cut_at = {e.start: e for e in events if e.kind == "cut"}
     for index in range(len(frames)):
@@ -247,6 +274,41 @@ def zoomed_box(box: np.ndarray, scale: float, pivot: tuple[float, float]) -> np.
     px, py = pivot
     return np.array([px + scale * (box[0] - px), py + scale * (box[1] - py),
                      px + scale * (box[2] - px), py + scale * (box[3] - py)])
+
+
+def rotation_angle(turns: list[Event], index: int) -> float:
+    """The frame's turn (degrees) at ``index`` under rotate events (sorted by start): 0 before the
+    first, each event's linear ramp from its angle[0] to its angle[1], then held."""
+    angle = 0.0
+    for event in turns:
+        if index < event.start:
+            break
+        start, end = event.angle
+        angle = start + (end - start) * min(1.0, (index - event.start) / event.length)
+    return angle
+
+
+def _turn_affine(angle: float, pivot: tuple[float, float]) -> np.ndarray:
+    """Pixel-index affine (as cv2.warpAffine reads it) of a turn by ``angle`` degrees about the
+    continuous point ``pivot`` (pixel i's centre at i + 0.5, as _zoom_affine)."""
+    return cv2.getRotationMatrix2D((pivot[0] - 0.5, pivot[1] - 0.5), angle, 1.0)
+
+
+def _turned(frame: np.ndarray, angle: float, pivot: tuple[float, float]) -> np.ndarray:
+    """The frame turned about ``pivot``, the corners it uncovers filled with its mean colour."""
+    h, w = frame.shape[:2]
+    fill = tuple(float(v) for v in frame.reshape(-1, frame.shape[2] if frame.ndim == 3 else 1).mean(axis=0))
+    return cv2.warpAffine(frame, _turn_affine(angle, pivot), (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
+
+
+def turned_box(box: np.ndarray, angle: float, pivot: tuple[float, float]) -> np.ndarray:
+    """The upright box around a box (x0, y0, x1, y1, continuous) turned as :func:`_turned` turns
+    pixels: its centre moves exactly, its size is the turned box's extent."""
+    turn = _turn_affine(angle, pivot)
+    corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]]) - 0.5
+    moved = corners @ turn[:, :2].T + turn[:, 2] + 0.5
+    return np.array([*moved.min(axis=0), *moved.max(axis=0)])
 
 
 def _shifted_box(box: np.ndarray, offset: np.ndarray, w: int, h: int) -> np.ndarray:

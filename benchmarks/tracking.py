@@ -23,6 +23,7 @@ sequences are reported apart as held out.
         --first 40 60 50 45 55 35 30 65 42 --seed 0 1 2 3 4 5 6 7 8     # nine placements, 80 events
     python benchmarks/tracking.py --events zoom|zoom-occlude [--length 100] [--zoom-to 0.4] [--cover 20] [--first 40] [--seed 0]
     python benchmarks/tracking.py --events relight|blur [--length 20] [--first 40] [--seed 0]
+    python benchmarks/tracking.py --events rotate [--length 60] [--rotate-to 60] [--first 40] [--seed 0]
     python benchmarks/tracking.py --frame-step 5 [--shrink 0.4] --methods temporal csrt
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set band_trust=0.7
     python benchmarks/tracking.py --sequences Skating1 VOT_bag --methods temporal --set first_views.count=8
@@ -45,6 +46,10 @@ covers the target for ``--cover`` frames a third into each zoom (lost during a s
 change; its return is the cover's end). ``--events relight`` gives the frames a lasting colour
 cast from each event on (stage lights changing colour); ``--events blur`` blurs ``--length``
 frames (default 20) as a shaking camera does: appearance changes that hide nothing.
+``--events rotate`` rolls the camera about one point, 0 -> ``--rotate-to`` degrees over
+``--length`` frames and back (in-plane rotation, which none of the shared sequences has much of),
+reported per turn as zooms are (precision@20 over its frames; the box's height over the upright
+box around the turned target at its end).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
 from metrics import box_iou  # noqa: E402
-from occlusion import KINDS, ZOOMS, apply_events, plan_events, reacquisition  # noqa: E402
+from occlusion import KINDS, RAMPS, ZOOMS, apply_events, plan_events, reacquisition  # noqa: E402
 from tracking_settings import temporal_config  # noqa: E402,F401  (--set; tests read it here too)
 
 DATA = ROOT.parent / "shared" / "data" / "tracking"
@@ -220,10 +225,10 @@ def run_csrt(sequence: Sequence_, threads: int, frames: list[np.ndarray] | None 
     return Run(boxes, result["seconds"], lost, reacquired)
 
 
-def zoom_figures(predicted: list, truth: np.ndarray, events: list) -> list[dict]:
-    """Per zoom event: precision@20 over its frames (start .. start + length, searched frames'
-    indices are one less) and the box's height over the true height at its last frame (None
-    where no box)."""
+def ramp_figures(predicted: list, truth: np.ndarray, events: list) -> list[dict]:
+    """Per zoom or rotate event: precision@20 over its frames (start .. start + length, searched
+    frames' indices are one less) and the box's height over the true height at its last frame
+    (None where no box)."""
     figures = []
     for event in events:
         end = event.start + event.length  # the zoom's last frame (a zoom-occlude's return is earlier)
@@ -231,7 +236,8 @@ def zoom_figures(predicted: list, truth: np.ndarray, events: list) -> list[dict]
         precision, _ = precision_and_auc(predicted[first:last + 1], truth[first:last + 1])
         box, true = predicted[last], truth[last]
         size = None if box is None else round(float((box[3] - box[1]) / (true[3] - true[1])), 2)
-        figures.append({"start": event.start, "end": end, "from": event.zoom[0], "to": event.zoom[1],
+        ends = event.angle if event.kind == "rotate" else event.zoom
+        figures.append({"start": event.start, "end": end, "from": ends[0], "to": ends[1],
                         "precision20": precision, "size_at_end": size})
     return figures
 
@@ -260,6 +266,9 @@ def main() -> None:
     parser.add_argument("--zoom-to", type=float, default=0.4,
                         help="zoom events: the frame's scale at the end of a zoom out (zooms alternate "
                              "out to it and back in to 1; 0.4: the target shrinks 2.5x)")
+    parser.add_argument("--rotate-to", type=float, default=60.0,
+                        help="rotate events: the camera's roll (degrees) at the end of a turn (turns "
+                             "alternate to it and back to 0)")
     parser.add_argument("--cover", type=int, default=20,
                         help="zoom-occlude events: frames the target is covered, from a third into each zoom")
     parser.add_argument("--first", type=int, nargs="+", default=[40],
@@ -284,7 +293,7 @@ def main() -> None:
     placements = list(zip(args.first, args.seed)) if args.events else [(0, 0)]
     resampled = args.frame_step > 1 or args.shrink != 1.0
     if args.length is None:
-        args.length = 100 if args.events in ZOOMS else 20 if args.events == "blur" else 10
+        args.length = {"blur": 20, "rotate": 60}.get(args.events, 100 if args.events in ZOOMS else 10)
     if not DATA.is_dir():
         print(f"tracking benchmark skipped: {DATA} absent (shared data)")
         return
@@ -314,7 +323,7 @@ def main() -> None:
             if args.events:
                 events = plan_events(len(frames), frames[0].shape[:2], args.events, args.every, first=first,
                                      length=args.length, seed=seed, boxes=sequence.boxes,
-                                     zoom_to=args.zoom_to, cover=args.cover)
+                                     zoom_to=args.zoom_to, cover=args.cover, rotate_to=args.rotate_to)
                 frames, sequence.boxes = apply_events(frames, sequence.boxes, events, seed=seed)
             for method in args.methods:
                 try:
@@ -345,9 +354,9 @@ def main() -> None:
                     row["back"] = sum(d is not None and d <= 5 for d in delays)
                     row["back_within_5"] = row["back"] / len(delays)
                     extra = f"  {row['back_within_5']:7.2f}  {delays}"
-                    if args.events in ZOOMS:
-                        row["zoom"] = zoom_figures(run.boxes, sequence.boxes[1:], events)
-                        extra += "  zoom: " + "  ".join(
+                    if args.events in RAMPS:
+                        row["zoom"] = ramp_figures(run.boxes, sequence.boxes[1:], events)
+                        extra += f"  {'turn' if args.events == 'rotate' else 'zoom'}: " + "  ".join(
                             f"[{z['start']}-{z['end']} {z['from']:.2f}->{z['to']:.2f}: p20 {z['precision20']:.2f}"
                             f" size {z['size_at_end']}]" for z in row["zoom"])
                 rows.append(row)

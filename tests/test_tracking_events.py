@@ -97,6 +97,35 @@ def test_zoom_occlude_covers_the_target_a_third_into_each_zoom() -> None:
             assert np.array_equal(zoomed[index], zoom_only[0][index]), index
 
 
+def test_rotate_turns_frames_about_the_pivot_and_boxes_enclose_the_turned_target() -> None:
+    events_module = _occlusion()
+    frames, boxes = _video()
+    events = events_module.plan_events(len(frames), frames[0].shape[:2], "rotate", first=10, length=40,
+                                       seed=2, rotate_to=30.0)
+    # Turns alternate to the angle and back, held ZOOM_GAP frames between them, as zooms.
+    assert [(e.start, e.angle, e.returns) for e in events] == [(10, (0.0, 30.0), 50), (70, (30.0, 0.0), 110)]
+    turned, moved = events_module.apply_events(frames, boxes, events, seed=2)
+    angles = [events_module.rotation_angle(events, i) for i in range(len(frames))]
+    assert angles[10] == 0.0 and angles[30] == pytest.approx(15.0) and angles[60] == pytest.approx(30.0)
+    assert angles[90] == pytest.approx(15.0) and angles[159] == 0.0
+    for index in (0, 20, 30, 60, 90, 120):
+        level = (turned[index][..., 0].astype(np.float64) - 20) / 210
+        x0, y0, x1, y1 = moved[index]
+        ys, xs = np.mgrid[:level.shape[0], :level.shape[1]]
+        near = (xs >= x0 - 2) & (xs <= x1 + 2) & (ys >= y0 - 2) & (ys <= y1 + 2)
+        # The bright target's centre of mass is the box's centre, and all of it lies in the box.
+        weight = np.where(near, level, 0)
+        centre = ((weight * (xs + 0.5)).sum() / weight.sum(), (weight * (ys + 0.5)).sum() / weight.sum())
+        assert np.allclose(centre, ((x0 + x1) / 2, (y0 + y1) / 2), atol=0.5), index
+        assert level[~near].max() < 0.1, index
+        # The enclosing box of a 40 x 30 box turned by a: 40 cos a + 30 sin a wide.
+        radians = np.radians(angles[index])
+        assert x1 - x0 == pytest.approx(40 * np.cos(radians) + 30 * np.sin(radians))
+    assert np.array_equal(turned[5], frames[5]) and np.array_equal(moved[5], boxes[5])
+    with pytest.raises(ValueError, match="rotat"):
+        events_module.plan_events(100, (120, 160), "rotate", rotate_to=200.0)
+
+
 def test_resample_keeps_every_kth_frame_and_scales_boxes_with_the_frames():
     tracking = load_benchmark("tracking", "tracking_resample")
     frames, boxes = _video(count=10)
