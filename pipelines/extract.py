@@ -29,7 +29,7 @@ import logging
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -43,6 +43,7 @@ from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, writ
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import write_manifest
 from augment.sources import crop_object
+from augment.validation import is_int, is_number
 from pipelines.segmenter import Prediction, Segmenter, overlay
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class ExtractConfig:
     previews: int = 6  # photos drawn into previews/
 
     def __post_init__(self) -> None:
+        self._check_types()
         checks = [
             (0.0 <= self.min_area < 1.0, "min_area must lie in [0, 1)"),
             (0.0 <= self.min_confidence <= 1.0 and 0.0 <= self.min_stability <= 1.0,
@@ -77,6 +79,19 @@ class ExtractConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def _check_types(self) -> None:
+        """Each value of its field's type: a string where a number belongs is one line naming the key,
+        not a failed comparison of the range checks."""
+        special = {"cut_classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+                                   "a list of class names"),
+                   "pseudo_labels": (lambda v: isinstance(v, bool), "true or false")}
+        for spec in fields(self):
+            check, expected = special.get(spec.name) or (
+                (is_int, "a whole number") if spec.type == "int" else (is_number, "a number"))
+            value = getattr(self, spec.name)
+            if not check(value):
+                raise ValueError(f"{spec.name}: expected {expected}, got {value!r}")
 
 
 @dataclass

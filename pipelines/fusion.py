@@ -92,6 +92,8 @@ class FusionModel:
     def load(cls, path: Path) -> "FusionModel":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
             if data.get("features") != list(FEATURES):
                 raise ValueError(f"features {data.get('features')} are not {list(FEATURES)}")
             model = cls(weights=[float(w) for w in data["weights"]], bias=float(data["bias"]),

@@ -37,6 +37,8 @@ def load_checkpoint_model(checkpoint: Path | str) -> tuple[QuerySearchNet, float
 
     state = load_checkpoint(checkpoint)
     config = TrainConfig.from_checkpoint(state)
+    if config.task != "query_search":  # a segmenter's config has none of the search network's keys
+        raise InputError(f"{checkpoint}: a {config.task} checkpoint, not a query search one (task query_search)")
     model = QuerySearchNet(config.model_config())
     load_model_state(model, state, checkpoint)
     threshold = state.get("search_threshold")

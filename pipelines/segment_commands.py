@@ -120,9 +120,12 @@ def register(app: typer.Typer) -> None:
         """Automatic masks -> cutouts with provenance (a source for `synth expand`) and pseudo-labelled photos."""
         from augment.config import read_yaml_mapping
         from augment.locking import folder_lock
-        from pipelines.cli import console, make_progress, run_guarded
+        from pipelines.cli import check_at_least, console, make_progress, run_guarded
         from pipelines.extract import ExtractConfig, run_extract, summary_counts
         from pipelines.segmenter import Segmenter
+
+        check_at_least(workers, 1, "--workers")
+        check_at_least(round_index, 0, "--round")
 
         def prepare():
             values = read_yaml_mapping(config_file) if config_file is not None else {}
@@ -164,12 +167,12 @@ def register(app: typer.Typer) -> None:
         """Rounds of: train the segmenter -> score held-out photos -> extract automatic masks -> expand."""
         from augment.locking import folder_lock
         from pipelines import selftune_config
-        from pipelines.cli import console, fail, run_guarded
+        from pipelines.cli import check_at_least, console, run_guarded
         from pipelines.selftune import CONFIG_FILE, Inputs, SelfTune
         from pipelines.selftune_metrics import METRICS_FILE
 
-        if rounds is not None and rounds < 1:
-            fail("--rounds must be at least 1")
+        check_at_least(rounds, 1, "--rounds")
+        check_at_least(workers, 1, "--workers")  # expansion takes 0 as "one per core"; here it is a count
 
         def run() -> dict:
             config = None

@@ -146,17 +146,21 @@ def register(app: typer.Typer) -> None:
         """Write a trained network's head (not its pretrained backbone) with its calibrated threshold."""
         import json
 
+        from augment.outputs import check_output_folder
         from pipelines.shipped import write_head
         from pipelines.search_inputs import load_checkpoint_model
         from train.checkpoint import load_checkpoint
 
         def run() -> None:
+            check_output_folder(out)
             model, _ = load_checkpoint_model(checkpoint)
             try:
                 report = json.loads(calibration.read_text(encoding="utf-8"))
                 threshold = float(report["threshold"])
             except (OSError, ValueError, KeyError, TypeError) as error:
                 raise InputError(f"{calibration}: not a `synth calibrate` report ({error})") from None
+            if not 0.0 < threshold < 1.0:  # synth search would refuse the shipped head at every run
+                raise InputError(f"{calibration}: threshold must be between 0 and 1, not {threshold}")
             state = load_checkpoint(checkpoint)
             manifest = write_head(model, threshold, out, {
                 "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
@@ -192,6 +196,9 @@ def register(app: typer.Typer) -> None:
             check_output_file(out)
             check_onnx_installed(with_runtime=check)
             model, run_config = load_trained(checkpoint, _config(config) if checkpoint is None else None)
+            if run_config.task != "query_search":  # a segmenter takes one image, not the graph's three inputs
+                raise InputError(f"{checkpoint}: a {run_config.task} checkpoint; export-onnx exports the query "
+                                 "search network (task query_search)")
             q_size, m_size = query_size or run_config.query_size, medium_size or run_config.medium_size
             exported = export_onnx(model.eval(), out, q_size, m_size, batch)
             _console.print(f"wrote {out} (query {q_size}, medium {m_size}, batch {batch})")

@@ -145,13 +145,30 @@ def test_8_outputs_of_the_wrong_kind_are_one_line_before_any_work(shards, tmp_pa
 
 # ----------------------------------------------------------------- 9: training values
 @pytest.mark.parametrize("line, key", [("lr: -1", "lr"), ("batch_size: eight", "batch_size"),
-                                       ("query_fill: [0.5, big]", "query_fill"), ("device: gpu", "device")])
+                                       ("query_fill: [0.5, big]", "query_fill"), ("device: gpu", "device"),
+                                       ("model: {backbone: resnet}", "model: unknown backbone 'resnet'"),
+                                       ("loss: focal", "loss: unknown loss 'focal'"),
+                                       ("loss_params: {margin: 1}", "loss: unexpected arguments for bce+dice"),
+                                       ("{loss: double_margin, loss_params: {high: x}}", "loss_params: expected numbers"),
+                                       ("{task: segment, model: {backbone: resnet}, segment: {classes: [{name: a}, "
+                                        "{name: b}]}}", "model: unknown backbone 'resnet'")])
 def test_9_bad_training_values_are_one_line_naming_the_key(shards, tmp_path, line, key):
     config = tmp_path / "train.yaml"
     config.write_text(line + "\n")
     result = run_cli("train", "--shards", shards, "--out", tmp_path / "run", "--config", config)
     assert_one_line_error(result, 2, str(config), key)
     assert "not supported" not in result.stderr
+
+
+def test_9_feature_strides_the_backbone_lacks_are_one_line_naming_the_key(shards, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("model: {feature_strides: [8, 64]}\n")
+    says = "model: feature strides [64] not offered by efficientnet_lite0"
+    for args in (["train", "--shards", shards, "--out", tmp_path / "run", "--steps", 1, "--device", "cpu"],
+                 ["eval", "--shards", shards, "--untrained", "--device", "cpu"],
+                 ["export-onnx", "--out", tmp_path / "net.onnx", "--no-check"]):
+        assert_one_line_error(run_cli(*args, "--config", config), 2, says)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shards", "train.yaml"]
 
 
 # ----------------------------------------------------------------- 11, 15: search inputs
@@ -203,3 +220,102 @@ def test_16_a_broken_video_gives_our_line_not_ffmpegs(tmp_path):
     foreign = [line for line in error_lines(result.stderr) if line.lstrip().startswith("[")]
     assert not foreign, result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------- checkpoints, models and reports of the wrong kind
+@pytest.fixture()
+def segment_checkpoint(tmp_path) -> Path:
+    """A segmenter's checkpoint (untrained weights): the wrong kind for the query search commands."""
+    from segment_factory import tiny_train_values
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+    from train.tasks import build_task
+
+    config = TrainConfig(**tiny_train_values())
+    path = tmp_path / "segment.pt"
+    save_checkpoint(path, model=build_task(config).build_model(), optimizer=None, step=0, config=config.to_dict(),
+                    config_hash=config.hash())
+    return path
+
+
+def test_a_segmentation_checkpoint_in_search_calibrate_export_head_and_export_onnx_is_one_line(
+        shards, tmp_path, segment_checkpoint):
+    query = tmp_path / "query.png"
+    save_image(query, np.random.default_rng(4).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    report = tmp_path / "calibration.json"
+    report.write_text('{"threshold": 0.5}')
+    says = f"{segment_checkpoint}: a segment checkpoint"
+    cases = [["search", query, query, "--out", tmp_path / "found", "--device", "cpu"],
+             ["calibrate", "--shards", shards, "--out", tmp_path / "cal.json", "--device", "cpu"],
+             ["export-head", "--calibration", report, "--out", tmp_path / "head", "--made-by", "test"],
+             ["export-onnx", "--out", tmp_path / "net.onnx", "--no-check"]]
+    for args in cases:
+        assert_one_line_error(run_cli(*args, "--checkpoint", segment_checkpoint), 2, says, "query search")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibration.json", "query.png", "segment.pt", "shards"]
+
+
+def test_a_fusion_file_that_is_not_a_json_object_is_one_line(tmp_path):
+    image = tmp_path / "scene.png"
+    save_image(image, np.random.default_rng(5).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    fusion = tmp_path / "fusion.json"
+    fusion.write_text("[1, 2]\n")
+    result = run_cli("search", image, image, "--out", tmp_path / "out", "--untrained", "--fusion", fusion,
+                     "--device", "cpu")
+    assert_one_line_error(result, 2, str(fusion), "not a fusion model (expected a JSON object, got list)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("threshold", ["7", "0", "NaN"])
+def test_export_head_refuses_a_calibrated_threshold_outside_0_1(tmp_path, threshold):
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+    from train.tasks import build_task
+
+    config = TrainConfig(model={"pretrained": False}, device="cpu")
+    checkpoint = tmp_path / "checkpoint.pt"
+    save_checkpoint(checkpoint, model=build_task(config).build_model(), optimizer=None, step=0,
+                    config=config.to_dict(), config_hash=config.hash())
+    report = tmp_path / "calibration.json"
+    report.write_text(f'{{"threshold": {threshold}}}')
+    out = tmp_path / "head"
+    result = run_cli("export-head", "--checkpoint", checkpoint, "--calibration", report, "--out", out,
+                     "--made-by", "test")
+    assert_one_line_error(result, 2, str(report), "threshold must be between 0 and 1")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("size", [40, 100])
+def test_export_onnx_of_a_query_size_the_exporter_cannot_trace_is_one_line(tmp_path, size):
+    out = tmp_path / "net.onnx"
+    result = run_cli("export-onnx", "--out", out, "--query-size", size, "--no-check")
+    assert_one_line_error(result, 2, f"query size {size} cannot be exported to ONNX", "use a multiple of 16")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------- extract and selftune values
+@pytest.mark.parametrize("line, says", [("min_confidence: high", "min_confidence: expected a number, got 'high'"),
+                                        ("max_cutout_side: 100.5", "max_cutout_side: expected a whole number"),
+                                        ("cut_classes: shoe", "cut_classes: expected a list of class names"),
+                                        ("pseudo_labels: 3", "pseudo_labels: expected true or false")])
+def test_extract_config_values_of_the_wrong_type_are_one_line_naming_the_key(tmp_path, segment_checkpoint, line, says):
+    image = tmp_path / "photo.png"
+    save_image(image, np.random.default_rng(6).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    config = tmp_path / "extract.yaml"
+    config.write_text(line + "\n")
+    out = tmp_path / "objects"
+    result = run_cli("extract", image, "--checkpoint", segment_checkpoint, "--out", out, "--config", config,
+                     "--device", "cpu")
+    assert_one_line_error(result, 2, str(config), says)
+    assert not out.exists()
+
+
+def test_extract_and_selftune_counts_below_their_minimum_are_one_line(tmp_path, segment_checkpoint):
+    image = tmp_path / "photo.png"
+    save_image(image, np.random.default_rng(7).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    extract = ["extract", image, "--checkpoint", segment_checkpoint, "--out", tmp_path / "objects"]
+    selftune = ["selftune", "--state", tmp_path / "state", "--labeled", tmp_path, "--unlabeled", tmp_path,
+                "--backgrounds", tmp_path]
+    for args, option, value, minimum in [(extract, "--workers", 0, 1), (extract, "--workers", -2, 1),
+                                         (extract, "--round", -1, 0), (selftune, "--workers", 0, 1)]:
+        assert_one_line_error(run_cli(*args, option, value), 2, f"{option} must be at least {minimum}, got {value}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "segment.pt"]

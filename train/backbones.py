@@ -51,10 +51,15 @@ def list_backbones() -> list[str]:
     return sorted(_BACKBONES)
 
 
-def create_backbone(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
-    """Build a registered backbone, optionally loading its pretrained weights (strict)."""
+def check_backbone_name(name: str) -> None:
+    """A ValueError naming the registered backbones when ``name`` is not one of them."""
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(list_backbones())}")
+
+
+def create_backbone(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
+    """Build a registered backbone, optionally loading its pretrained weights (strict)."""
+    check_backbone_name(name)
     model = _BACKBONES[name]()
     if pretrained:
         load_pretrained(model)

@@ -20,6 +20,7 @@ import yaml
 from augment.imageio import InputError
 from augment.validation import is_int, is_number, is_pair
 from train.data import PairConfig
+from train.losses import build_loss
 from train.model import SearchNetConfig
 from train.segment_config import SegmentConfig
 from train.segment_model import SegmentNetConfig
@@ -124,6 +125,14 @@ class TrainConfig:
             num_labels = SearchNetConfig(**self.model).num_label_classes
         except (TypeError, ValueError) as error:
             raise InputError(f"model: {error}") from None
+        not_numbers = sorted(key for key, value in self.loss_params.items() if not is_number(value))
+        if not_numbers:  # the loss would take them as they come and fail mid-step
+            listed = ", ".join(f"{key}: {self.loss_params[key]!r}" for key in not_numbers)
+            raise InputError(f"loss_params: expected numbers, got {listed}")
+        try:  # built here, not at the first step, so a typo is one line naming the key
+            build_loss(self.loss, **self.loss_params)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"loss: {error}") from None
         self.label_categories = list(self.label_categories)
         if num_labels != len(self.label_categories) and (num_labels or self.label_categories):
             raise InputError(f"model.num_label_classes is {num_labels} but label_categories lists "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import warnings
 from pathlib import Path
 
@@ -61,8 +62,22 @@ def example_inputs(query_size: int, medium_size: int, batch: int = 1, seed: int 
     return query, mask, medium
 
 
+def check_query_size(model: nn.Module, query_size: int) -> None:
+    """An InputError when the exporter cannot trace ``query_size``: ONNX pools the query mask onto
+    each correlated level's grid only when the grid's side divides the query's."""
+    strides = getattr(getattr(model, "cfg", None), "feature_strides", ())
+    for stride in strides:
+        cells = math.ceil(query_size / stride)
+        if query_size % cells:
+            step = max(strides)
+            raise InputError(f"query size {query_size} cannot be exported to ONNX (its stride-{stride} grid of "
+                             f"{cells} cells does not divide it); use a multiple of {step}, e.g. "
+                             f"{max(step * round(query_size / step), step)}")
+
+
 def export_onnx(model: nn.Module, path: Path | str, query_size: int, medium_size: int, batch: int = 1) -> nn.Module:
     """Write ``model`` as ONNX to ``path`` (atomically); returns the folded module that was exported."""
+    check_query_size(model, query_size)
     wrapped = HeatmapModel(fold_batchnorm(model)).eval()
     with atomic_path(path) as temporary, torch.no_grad(), warnings.catch_warnings():
         # The TorchScript-based exporter is the one that needs no extra packages; silence its notices.

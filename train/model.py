@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.backbones import create_backbone
+from train.backbones import check_backbone_name, create_backbone
 from train.correlation import FeatureProjection, ResidualProjection, correlate_sizes
 from train.model_heads import ConversionNet, EdgeRefiner, PooledHeads, _hw, _is_zero, _resize
 
@@ -78,6 +78,7 @@ class SearchNetConfig:
         self.scale_pairs = tuple((float(q), float(m)) for q, m in self.scale_pairs)
         if not self.feature_strides or not self.scale_pairs:
             raise ValueError("feature_strides and scale_pairs must not be empty")
+        check_backbone_name(self.backbone)
 
     @property
     def num_score_maps(self) -> int:

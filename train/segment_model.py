@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.backbones import create_backbone
+from train.backbones import check_backbone_name, create_backbone
 
 
 @dataclass
@@ -33,6 +33,7 @@ class SegmentNetConfig:
     #                         the high-resolution part of the backward pass is most of a CPU step
 
     def __post_init__(self) -> None:
+        check_backbone_name(self.backbone)
         if self.decoder_channels < 8:
             raise ValueError(f"decoder_channels must be at least 8, not {self.decoder_channels}")
         if self.frozen_blocks < 0:

@@ -67,7 +67,10 @@ class QuerySearchTask:
         self.loss_fn = build_loss(config.loss, **config.loss_params)
 
     def build_model(self) -> nn.Module:
-        return QuerySearchNet(self.config.model_config())
+        try:
+            return QuerySearchNet(self.config.model_config())
+        except ValueError as error:  # e.g. feature_strides the backbone does not offer: known only once it is built
+            raise InputError(f"model: {error}") from None
 
     def dataset(self, shards: Path | list[Path], split: str, rank: int = 0, world_size: int = 1) -> ShardPairs:
         shards = single_folder(shards, self.config.task)
