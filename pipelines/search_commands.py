@@ -101,6 +101,7 @@ def register(app: typer.Typer) -> None:
                                           "instead of finding the query there."),
     ) -> None:
         """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
+        from augment.locking import folder_lock
         from augment.outputs import check_output_folder
         from pipelines.cli import fail, make_progress, run_guarded
         from pipelines.search import Searcher, load_query
@@ -144,9 +145,14 @@ def register(app: typer.Typer) -> None:
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, advance=n, rate=f"{rate:.1f} frames/s")
 
-            summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps,
-                                  batch=batch, advance=advance, temporal=not every_instance,
-                                  initial_box=initial_box, workers=workers or None)
+            def run() -> RunSummary:
+                # Two searches into one folder would clear and overwrite each other's outputs.
+                with folder_lock(out, "search run"):
+                    return run_search(searcher, jobs, out, save_heatmaps=save_heatmaps, batch=batch,
+                                      advance=advance, temporal=not every_instance, initial_box=initial_box,
+                                      workers=workers or None)
+
+            summary = run_guarded(run)
         from rich.markup import escape
 
         from pipelines.cli import console

@@ -4,7 +4,8 @@ driven from Python as well as from the command line (:mod:`pipelines.search_comm
 Per image ``<name>.heat.png`` and ``<name>.highlight.jpg``, per video ``<name>.highlight.mp4``
 (and with ``save_heatmaps`` ``<name>.heat/<frame>.png``), and ``detections.jsonl`` with one line
 per image, frame or failed input, in input order. Media sharing a name get ``-2``, ``-3`` ...
-suffixes instead of overwriting each other.
+suffixes instead of overwriting each other. A run first removes what an earlier run wrote into the
+folder (:mod:`pipelines.output_record`), so the folder holds this run's outputs only.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from typing import Any, Callable, Iterator
 
 from augment.imageio import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_write_text,
                              list_images, read_image, save_image)
+from pipelines.output_record import OutputKinds, OutputRecord
 
 DETECTIONS_FILE = "detections.jsonl"
+# Everything a search writes (the summary: pipelines/temporal_run.py); an earlier run's are cleared.
+SEARCH_OUTPUTS = OutputKinds("search", (".heat.png", ".highlight.jpg", ".highlight.mp4", ".summary.json"),
+                             (DETECTIONS_FILE,), frame_folder=".heat")
 
 
 @dataclass
@@ -94,10 +99,12 @@ def read_pairs(path: Path) -> list[SearchJob]:
 
 
 class OutputNames:
-    """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``."""
+    """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``. ``record`` is
+    told each stem before anything is written under it (:class:`pipelines.output_record.OutputRecord`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: Callable[[str], None] | None = None) -> None:
         self.used: set[str] = set()
+        self.record = record
 
     def take(self, medium: Path) -> str:
         stem, k = medium.stem, 2
@@ -105,6 +112,8 @@ class OutputNames:
         while name.lower() in self.used:
             name, k = f"{stem}-{k}", k + 1
         self.used.add(name.lower())
+        if self.record is not None:
+            self.record(name)
         return name
 
 
@@ -149,14 +158,14 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     """
     from pipelines.search_workers import SearchWorkers
 
-    out.mkdir(parents=True, exist_ok=True)
-    names = OutputNames()
+    record = OutputRecord(out, SEARCH_OUTPUTS, [p for job in jobs for p in (job.query, job.medium, job.query_mask)])
+    names = OutputNames(record.add)
     queries: dict[tuple[Path, Path | None], Any] = {}
     lines: list[dict[str, Any]] = []
     summary = RunSummary()
     start = time.perf_counter()
     advance = advance or (lambda n: None)
-    with SearchWorkers(searcher, workers) as side_by_side:
+    with record, SearchWorkers(searcher, workers) as side_by_side:
         pending = ImageBatch(side_by_side, out, names, summary, lines, batch, advance)
         for job in jobs:
             if job.error is not None:

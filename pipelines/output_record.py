@@ -1,0 +1,141 @@
+"""What a run of `synth search` or `synth segment` wrote into ``--out``, so the next run of the same
+command into that folder removes it first and the folder holds one run's outputs only.
+
+Every output name (stem) a run takes (:class:`pipelines.search_outputs.OutputNames`) is appended to
+a hidden record, ``.synth-<command>-outputs``, before anything is written under it: the record also
+covers a run that was killed half-way. A command's outputs are each recorded stem plus the command's
+fixed suffixes (and the frames in a ``<stem>.heat/`` folder) and its fixed names
+(``detections.jsonl``, ``classes.json``). Nothing else is removed: not a file of the user's beside
+them, not a symbolic link, not an input of the new run. Use while holding the folder's lock
+(:func:`augment.locking.folder_lock`): the record and the clearing assume one writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Iterable
+
+logger = logging.getLogger(__name__)
+
+FRAME_NAME = re.compile(r"\d{6}\.png")  # a frame's heat map in a <stem>.heat/ folder
+# A temporary of augment.imageio.temporary_beside: ".<final name>.<8 random characters><suffix>".
+TEMPORARY_NAME = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}\.[A-Za-z0-9]+")
+
+
+@dataclass(frozen=True)
+class OutputKinds:
+    """The names one command writes into its output folder."""
+
+    command: str  # names the record, so two commands sharing a folder keep apart
+    suffixes: tuple[str, ...]  # appended to each output stem
+    fixed: tuple[str, ...] = ()  # written by every run under the same name
+    frame_folder: str | None = None  # suffix of a per-stem folder of FRAME_NAME files
+
+
+def _temporary_of(name: str) -> str | None:
+    """The final name whose temporary ``name`` is, or None."""
+    match = TEMPORARY_NAME.fullmatch(name)
+    return match["final"] if match else None
+
+
+def _usable_stem(stem: object) -> bool:
+    """A stem read back from a record names a file directly in the folder (a damaged record cannot
+    reach elsewhere)."""
+    return (isinstance(stem, str) and stem not in ("", ".", "..")
+            and not any(c in stem for c in "/\\\0"))
+
+
+class OutputRecord:
+    """Clears the previous run's outputs on entry, then records this run's stems (:meth:`add`)."""
+
+    def __init__(self, out: Path, kinds: OutputKinds, inputs: Iterable[Path | None] = ()) -> None:
+        self.out, self.kinds = Path(out), kinds
+        self.path = self.out / f".synth-{kinds.command}-outputs"
+        # An input of this run is never removed, even if an older run wrote it (a highlight searched again).
+        self._inputs = {Path(p).resolve() for p in inputs if p is not None}
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> "OutputRecord":
+        self.out.mkdir(parents=True, exist_ok=True)
+        cleared = self.clear()
+        if cleared:
+            logger.info("%s: cleared %d output file(s) of an earlier synth %s run", self.out, cleared,
+                        self.kinds.command)
+        # Truncated only now: a run killed while clearing leaves the old record for the next run to finish.
+        self._file = open(self.path, "w", encoding="utf-8")
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def add(self, stem: str) -> None:
+        """Record ``stem`` before any file is written under it."""
+        assert self._file is not None, "OutputRecord.add outside its with block"
+        self._file.write(json.dumps(stem) + "\n")
+        self._file.flush()  # on disk (page cache) before the outputs: a killed run's files stay findable
+
+    def clear(self) -> int:
+        """Remove the outputs the record names, the fixed names and the temporaries a killed write of
+        any of them left (:func:`augment.imageio.temporary_beside`); the number of outputs removed."""
+        stems = self._recorded()
+        names = {*self.kinds.fixed, *(f"{stem}{suffix}" for stem in stems for suffix in self.kinds.suffixes)}
+        folders = {f"{stem}{self.kinds.frame_folder}" for stem in stems} if self.kinds.frame_folder else set()
+        removed = 0
+        for child in list(self.out.iterdir()):  # one listing: a folder may hold thousands of outputs
+            if child.name in names:
+                removed += self._remove(child)
+            elif _temporary_of(child.name) in names:
+                self._remove(child)
+            elif child.name in folders:
+                removed += self._clear_frames(child)
+        return removed
+
+    def _recorded(self) -> list[str]:
+        if not self.path.is_file() or self.path.is_symlink():
+            return []
+        stems = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                stem = json.loads(line)
+            except ValueError:  # a line cut short by a kill
+                continue
+            if _usable_stem(stem):
+                stems.append(stem)
+        return stems
+
+    def _kept(self, path: Path) -> bool:
+        """An input, or inside an input folder (a --sequence of frames) that lies within --out: a folder
+        holding --out itself protects nothing, or --out under the photos searched would never clear."""
+        resolved, out = path.resolve(), self.out.resolve()
+        return resolved in self._inputs or any(parent in self._inputs for parent in resolved.parents
+                                               if parent != out and parent.is_relative_to(out))
+
+    def _remove(self, path: Path) -> int:
+        """Remove ``path`` if it is a regular file (not a link) and no input of this run; 1 if removed."""
+        if path.is_symlink() or not path.is_file() or self._kept(path):
+            return 0
+        path.unlink(missing_ok=True)
+        return 1
+
+    def _clear_frames(self, folder: Path) -> int:
+        if folder.is_symlink() or not folder.is_dir() or self._kept(folder):
+            return 0
+        removed = 0
+        for child in list(folder.iterdir()):
+            if FRAME_NAME.fullmatch(child.name):
+                removed += self._remove(child)
+            elif FRAME_NAME.fullmatch(_temporary_of(child.name) or ""):
+                self._remove(child)
+        try:
+            folder.rmdir()  # only when empty: a file of the user's keeps it
+        except OSError:
+            pass
+        return removed
