@@ -1,8 +1,12 @@
 """benchmarks/tracking.py's ``--set NAME=VALUE``: a TemporalConfig with numeric settings over its
-defaults, nested ones (the online filter's, the first frame's views') by dotted name; a bad one is
-one line (SystemExit with a message), never a traceback."""
+defaults (several numbers comma-separated, e.g. rescue_turns=15,-15), nested ones (the online
+filter's, the first frame's views') by dotted name; a bad one is one line (SystemExit with a
+message), never a traceback."""
 
 from __future__ import annotations
+
+
+SIZES = "tuple[float, ...]"  # a TemporalConfig field of several numbers (rescue_sizes=1.3,0.8)
 
 
 def temporal_config(settings: list[str]):
@@ -14,7 +18,7 @@ def temporal_config(settings: list[str]):
     from pipelines.online_filter import FilterConfig
     from pipelines.temporal_config import TemporalConfig
 
-    numeric = {f.name: f.type for f in fields(TemporalConfig) if f.type in ("int", "float", "bool")}
+    numeric = {f.name: f.type for f in fields(TemporalConfig) if f.type in ("int", "float", "bool", SIZES)}
     # Nested settings by dotted name: the first frame's views (pipelines/first_views.py), e.g.
     # first_views.count=8, and the online filter (pipelines/online_filter.py), e.g.
     # online_filter.learning_rate=0.04.
@@ -29,6 +33,12 @@ def temporal_config(settings: list[str]):
             raise SystemExit(f"--set {setting}: not a numeric TemporalConfig field ({', '.join(sorted(numeric))})")
         prefix, dot, key = name.partition(".")
         into, key = (inner[prefix], key) if dot else (values, name)
+        if numeric[name] == SIZES:  # comma-separated numbers; empty: ()
+            try:
+                into[key] = tuple(float(part) for part in text.split(",") if part.strip())
+            except ValueError:
+                raise SystemExit(f"--set {setting}: {text!r} is not comma-separated numbers") from None
+            continue
         if numeric[name] == "bool":  # 0 / 1
             if text not in ("0", "1"):
                 raise SystemExit(f"--set {setting}: {text!r} is not 0 or 1")

@@ -143,12 +143,17 @@ class ScaleFilter:
         self.peak: float | None = None
         self._last: tuple[np.ndarray, tuple, np.ndarray] | None = None  # (frame, place, spectrum)
 
-    def _samples(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> np.ndarray:
+    def _samples(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float],
+                 angle: float = 0.0) -> np.ndarray:
         """D x S: each scale's patch described, less each feature's mean over the scales, times the
-        scale window, along the scale axis.
+        scale window, along the scale axis. ``angle``: the target's turn (degrees), undone in
+        every patch (pipelines/window_geometry.py's convention).
         ``image``: an RGB uint8 frame (only the part the samples cover is made grey) or a grey
         float image in [0, 1]."""
+        turned = angle != 0.0
         largest = size_wh[0] * self.factors[-1], size_wh[1] * self.factors[-1]
+        if turned:  # a turned patch reaches as far as its half diagonal, any way
+            largest = (math.hypot(*largest),) * 2
         x0 = max(0, int(center[0] - largest[0] / 2) - 1)
         y0 = max(0, int(center[1] - largest[1] / 2) - 1)
         x1 = min(image.shape[1], int(math.ceil(center[0] + largest[0] / 2)) + 2)
@@ -164,8 +169,17 @@ class ScaleFilter:
         sx, sy = self.model_wh[0] / w, self.model_wh[1] / h
         left, top = center[0] - w / 2 - x0, center[1] - h / 2 - y0
         affines = np.zeros((len(self.factors), 2, 3), np.float32)
-        affines[:, 0, 0], affines[:, 0, 2] = sx, -sx * left
-        affines[:, 1, 1], affines[:, 1, 2] = sy, -sy * top
+        if turned:  # patch = S R(-turn) (region + 0.5 - centre) + model / 2 - 0.5
+            cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+            cx, cy = center[0] - x0 - 0.5, center[1] - y0 - 0.5
+            half_w, half_h = self.model_wh[0] / 2 - 0.5, self.model_wh[1] / 2 - 0.5
+            affines[:, 0, 0], affines[:, 0, 1] = sx * cos, -sx * sin
+            affines[:, 1, 0], affines[:, 1, 1] = sy * sin, sy * cos
+            affines[:, 0, 2] = half_w - sx * (cos * cx - sin * cy)
+            affines[:, 1, 2] = half_h - sy * (sin * cx + cos * cy)
+        else:
+            affines[:, 0, 0], affines[:, 0, 2] = sx, -sx * left
+            affines[:, 1, 1], affines[:, 1, 2] = sy, -sy * top
         patches = np.empty((len(self.factors), self.model_wh[1], self.model_wh[0]), region.dtype)
         for affine, patch in zip(affines, patches):
             done = cv2.warpAffine(region, affine, self.model_wh, dst=patch, flags=cv2.INTER_LINEAR,
@@ -180,17 +194,20 @@ class ScaleFilter:
         w, h = self.model_wh
         return (self.config.orientations + 1) * (h // self.config.cell) * (w // self.config.cell)
 
-    def _spectrum(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> np.ndarray:
+    def _spectrum(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float],
+                  angle: float = 0.0) -> np.ndarray:
         """The samples' Fourier transform along the scale axis; the last one is kept, since an
         update at the size the estimate kept (the usual case) describes the same patches."""
-        key = (tuple(center), tuple(size_wh))
+        key = (tuple(center), tuple(size_wh), angle)
         if self._last is None or self._last[0] is not image or self._last[1] != key:
-            self._last = (image, key, np.fft.fft(self._samples(image, center, size_wh), axis=1))
+            self._last = (image, key, np.fft.fft(self._samples(image, center, size_wh, angle), axis=1))
         return self._last[2]
 
-    def update(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> None:
-        """Learn the target's appearance across scales at ``center`` with size ``size_wh``."""
-        spectrum = self._spectrum(image, center, size_wh)
+    def update(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float],
+               angle: float = 0.0) -> None:
+        """Learn the target's appearance across scales at ``center`` with size ``size_wh`` (turned
+        by ``angle``)."""
+        spectrum = self._spectrum(image, center, size_wh, angle)
         numerator = self.label_f[None] * np.conj(spectrum)
         denominator = (spectrum * np.conj(spectrum)).real.sum(axis=0)
         if self.numerator is None or self.denominator is None:
@@ -213,11 +230,13 @@ class ScaleFilter:
             [(self.label_f[None] * np.conj(spectrum), (spectrum * np.conj(spectrum)).real.sum(axis=0))
              for spectrum in spectra], weights)
 
-    def estimate(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float]) -> float:
-        """The size change (factor) at which the target at ``center`` best matches what was learned."""
+    def estimate(self, image: np.ndarray, center: tuple[float, float], size_wh: tuple[float, float],
+                 angle: float = 0.0) -> float:
+        """The size change (factor) at which the target at ``center`` (turned by ``angle``) best
+        matches what was learned."""
         if self.numerator is None or self.denominator is None:
             return 1.0
-        spectrum = self._spectrum(image, center, size_wh)
+        spectrum = self._spectrum(image, center, size_wh, angle)
         joint = (self.numerator * spectrum).sum(axis=0) / (self.denominator + self.config.regularisation)
         response = np.fft.ifft(joint).real
         best = int(np.argmax(response))

@@ -65,7 +65,8 @@ from pipelines.temporal_refine import refine_peak
 from pipelines.temporal_track import (GRID, LOST, REDETECTED, STATES, TRACKING, Look, RecentLevels, Track,
                                       TrackSummary)
 from pipelines.template_heat import TemplateHeat
-from pipelines.window_geometry import box_from, crop_affine, hann_window, sample_window, shift_map
+from pipelines.window_geometry import (box_from, crop_affine, hann_window, sample_window, shift_map, turn_matrix,
+                                       turned_size)
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,10 @@ class TemporalSearcher(LostSearch, Adaptation):
         self._size_trend = 0.0  # the size's recent log change a frame (band_follow)
         self._trend_height: float | None = None  # the last frame's height held (band_follow)
         self.scale_bias: np.ndarray | None = None  # per scale, set on the first windowed frame
+        # The target's in-plane turn (degrees) against the query's, which the windows undo
+        # (TemporalConfig.rescue_turns).
+        self.angle = 0.0
+        self._returned = False  # a rescue found the target turned: the filter learns it afresh
         self.state = LOST
         self.index = 0
         self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
@@ -199,6 +204,10 @@ class TemporalSearcher(LostSearch, Adaptation):
             return self._search_lost(frame, index, near)
         return self._whole(frame, index, w, h)
 
+    def box_size(self) -> tuple[float, float]:
+        """(w, h) of the box shown: the upright box around the target turned by ``angle``."""
+        return turned_size(self.height * self.aspect, self.height, self.angle)
+
     def _zoom(self) -> float:
         """Frame → window magnification: the target at the template's size."""
         return self.template_size[0] / self.height
@@ -208,14 +217,15 @@ class TemporalSearcher(LostSearch, Adaptation):
         return [(max(8, round(th * s)), max(8, round(tw * s))) for s in scales]
 
     def _look(self, frame: np.ndarray, centers: Sequence[tuple[float, float]],
-              heights: Sequence[float] | None = None) -> list[Look]:
+              heights: Sequence[float] | None = None, angles: Sequence[float] | None = None) -> list[Look]:
         """Windows around ``centers`` searched in one batch, each sampled so that a target of its
-        height (default: the current one) appears at the template's size: where each one's score
-        peaks."""
+        height (default: the current one) turned by its angle (default: the current one) appears
+        upright at the template's size: where each one's score peaks."""
         side = self.window_side
         heights = [self.height] * len(centers) if heights is None else list(heights)
-        affines = [crop_affine(center, self.template_size[0] / height, side, side)
-                   for center, height in zip(centers, heights)]
+        angles = [self.angle] * len(centers) if angles is None else list(angles)
+        affines = [crop_affine(center, self.template_size[0] / height, side, side, angle)
+                   for center, height, angle in zip(centers, heights, angles)]
         windows = [sample_window(frame, affine, side, side) for affine in affines]
         heats, features = self.net.heat_and_features_many(windows, self._sizes(self.scales))
         if self.scale_bias is None:
@@ -223,11 +233,12 @@ class TemporalSearcher(LostSearch, Adaptation):
             # true scale is 1, so each scale's excess peak there is its bias, divided out after.
             peaks = heats[0].reshape(len(self.scales), -1).max(axis=1)
             self.scale_bias = (peaks[self.scales.index(1.0)] / np.maximum(peaks, 1e-6)).astype(np.float32)
-        return [self._score(center, height, affine, heat, feature)
-                for center, height, affine, heat, feature in zip(centers, heights, affines, heats, features)]
+        return [self._score(center, height, affine, heat, feature, angle=angle)
+                for center, height, affine, heat, feature, angle in zip(centers, heights, affines, heats, features,
+                                                                         angles)]
 
     def _score(self, center: tuple[float, float], height: float, affine: np.ndarray, heat: np.ndarray,
-               feature: np.ndarray, prior: np.ndarray | None = None) -> Look:
+               feature: np.ndarray, prior: np.ndarray | None = None, angle: float | None = None) -> Look:
         """Where one window's score peaks (its S x side x side heat, its stride-8 features; the
         motion prior, default centred on the window)."""
         cfg = self.config
@@ -270,7 +281,7 @@ class TemporalSearcher(LostSearch, Adaptation):
             fine = fine if heat[s, fy, fx] >= cfg.refine_heat * heat[s, y, x] else None
         return Look(center, affine, heat, feature, int(s), int(y), int(x), float(heat[s, y, x]),
                     None if response is None else float(response[y, x]), height,
-                    fine if cfg.refine_feedback else None, shown)
+                    fine if cfg.refine_feedback else None, shown, self.angle if angle is None else angle)
 
     def _windowed(self, frame: np.ndarray, index: int, look: Look) -> Track | None:
         """The target held in the window around its last place, or None where it is lost there."""
@@ -289,20 +300,6 @@ class TemporalSearcher(LostSearch, Adaptation):
             self._remember(look)
             self._probation = max(0, self._probation - 1)
         return self._hold(frame, index, look, TRACKING, fresh)
-
-    def _rescued(self, frame: np.ndarray, look: Look) -> Look | None:
-        """Where the held window was just counted lost: the last place looked at again with the box
-        at each of ``rescue_sizes``, and the best of those looks that meets the re-detection bars,
-        held at its size (a box fallen behind the target's growth loses the witnesses before the
-        scale filter catches up); else None."""
-        cfg = self.config
-        assert self.center is not None
-        if not cfg.rescue_sizes:
-            return None
-        looks = self._look(frame, [self.center] * len(cfg.rescue_sizes),
-                           [self.height * factor for factor in cfg.rescue_sizes])
-        held = [candidate for candidate in looks if self._meets_bars(candidate, cfg.filter_reacquire_ratio)]
-        return max(held, key=lambda candidate: candidate.peak) if held else None
 
     def _lost(self, look: Look) -> bool:
         cfg = self.config
@@ -337,12 +334,18 @@ class TemporalSearcher(LostSearch, Adaptation):
         cfg = self.config
         side = self.window_side
         (y, x), peak = look.point, look.peak
+        self.angle = (look.angle + 180.0) % 360.0 - 180.0  # a rescue may have found it turned
         dx = dy = 0.0
         if fresh:  # the box is given (or just found whole): the target sits in the window's middle
             dx, dy = x + 0.5 - side / 2, y + 0.5 - side / 2
         if state == REDETECTED:
             self._probation = cfg.probation_frames
-        if state == TRACKING:
+        if self._returned and self.filter is not None:
+            # Rescued turned: the filter set afresh from this window, its level rebuilt from here.
+            self._returned = False
+            self.filter.initialise([look.features], [((y + 0.5) / GRID, (x + 0.5) / GRID)])
+            self.recent_confidence = RecentLevels(cfg.reference_frames)
+        elif state == TRACKING:
             self._teach(look.features, (y + 0.5 - dy) / GRID, (x + 0.5 - dx) / GRID, self._is_confident(look),
                         (frame, look))
         self.center = self._frame_point(look, dx, dy)
@@ -376,7 +379,7 @@ class TemporalSearcher(LostSearch, Adaptation):
         shown = self.center
         if look.shown is not None and not fresh:
             shown = self._frame_point(look, dx, dy, point=look.shown)
-        box = box_from(shown, (self.height * self.aspect, self.height), *frame.shape[1::-1])
+        box = box_from(shown, self.box_size(), *frame.shape[1::-1])
         if state == TRACKING:
             self._update_template(frame, box, peak)
         return Track(index, state, box, peak, look.heat[look.s], look.affine)
@@ -387,5 +390,8 @@ class TemporalSearcher(LostSearch, Adaptation):
         ``look.point``), less (dx, dy) window pixels."""
         half, zoom = self.window_side / 2, self.template_size[0] / look.height
         y, x = look.point if point is None else point
+        if look.angle != 0.0:  # the window was turned back by the angle: turn the offset forward
+            offset = turn_matrix(look.angle) @ np.array([x + 0.5 - dx - half, y + 0.5 - dy - half]) / zoom
+            return look.center[0] + float(offset[0]), look.center[1] + float(offset[1])
         return (look.center[0] + (x + 0.5 - dx - half) / zoom,
                 look.center[1] + (y + 0.5 - dy - half) / zoom)

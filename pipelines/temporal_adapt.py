@@ -40,6 +40,7 @@ class Adaptation:
     mask: np.ndarray | None
     filter: CorrelationFilter | None
     sizer: ScaleFilter | None
+    angle: float
     _scale_peaks: deque[float]
     _scale_sure: bool
     _running: np.ndarray | None
@@ -60,13 +61,13 @@ class Adaptation:
                 self._scale_views(frame)
                 return
         else:
-            self.height *= self.sizer.estimate(frame, self.center, (self.height * self.aspect, self.height))
+            self.height *= self.sizer.estimate(frame, self.center, (self.height * self.aspect, self.height), self.angle)
             self._scale_sure = self._sure_of_scale()
             if self.reference is None or peak < cfg.filter_update_ratio * self.reference:
                 return
             if self.sizer.peak is not None:
                 self._scale_peaks.append(self.sizer.peak)
-        self.sizer.update(frame, self.center, (self.height * self.aspect, self.height))
+        self.sizer.update(frame, self.center, (self.height * self.aspect, self.height), self.angle)
 
     def _scale_views(self, frame: np.ndarray) -> None:
         """Set the scale filter from the frame's region around the target and photometric views of

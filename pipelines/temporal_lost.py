@@ -1,6 +1,7 @@
 """The temporal mode's search for a lost target (a mixin of pipelines/temporal.py's
-:class:`TemporalSearcher`): windows at the last place and at the whole frame's highest peaks,
-the online filter choosing among them, and the whole-frame search of the first acquisition.
+:class:`TemporalSearcher`): the rescue at the moment of loss (the last place at other sizes and
+turns), windows at the last place and at the whole frame's highest peaks, the online filter
+choosing among them, and the whole-frame search of the first acquisition.
 
 Two guards keep a look-alike from taking the target's place:
 - *where it went*: a candidate farther than ``far_radius`` target heights from where the target
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 
 from pipelines.temporal_track import GRID, LOST, REDETECTED, Look, Track
-from pipelines.window_geometry import box_from, shift_map
+from pipelines.window_geometry import box_from, shift_map, turned_size
 
 
 def _top_peaks(heat: np.ndarray, count: int, radius: float) -> list[tuple[int, int]]:
@@ -86,6 +87,9 @@ class LostSearch:
     scale_bias: np.ndarray | None
     _hold: Callable[..., Track]
     _frame_point: Callable[..., tuple[float, float]]
+    box_size: Callable[[], tuple[float, float]]
+    angle: float
+    _returned: bool
     _zoom: Callable[[], float]
     _sizes: Callable[[Sequence[float]], list[tuple[int, int]]]
     _lost_frames: int
@@ -144,8 +148,35 @@ class LostSearch:
         here = looks[0]
         self.center = self._frame_point(here, point=(here.y, here.x))
         self.state = LOST
-        box = box_from(self.center, (self.height * self.aspect, self.height), w, h)
+        box = box_from(self.center, self.box_size(), w, h)
         return Track(index, LOST, box, here.peak, here.heat[here.s], here.affine)
+
+    def _rescued(self, frame: np.ndarray, look: Look) -> Look | None:
+        """Where the held window was just counted lost: the last place looked at again with the box
+        at each of ``rescue_sizes`` and turned by each of ``rescue_turns``, and the best of those
+        looks that meets the re-detection bars, held at its size and turn (a box fallen behind the
+        target's growth, or a target turned away from the query, loses the witnesses before they
+        can follow); else None."""
+        cfg = self.config
+        assert self.center is not None
+        if not cfg.rescue_sizes and not cfg.rescue_turns:
+            return None
+        heights = [self.height * factor for factor in cfg.rescue_sizes] + [self.height] * len(cfg.rescue_turns)
+        angles = [self.angle] * len(cfg.rescue_sizes) + [self.angle + turn for turn in cfg.rescue_turns]
+        looks = self._look(frame, [self.center] * len(heights), heights, angles)
+        sized, turned = looks[:len(cfg.rescue_sizes)], looks[len(cfg.rescue_sizes):]
+        held = [candidate for candidate in sized if self._meets_bars(candidate, cfg.filter_reacquire_ratio)]
+        if held:
+            return max(held, key=lambda candidate: candidate.peak)
+        # A turn is judged by the siamese heat alone (the upright query cannot drift; the online
+        # filter learned the target's context as it stood, which a turned window turns too).
+        assert self.reference is not None
+        turned = [candidate for candidate in turned if candidate.peak >= cfg.turn_heat * self.reference
+                  and candidate.peak >= cfg.turn_margin * look.peak]
+        if not turned:
+            return None
+        self._returned = True  # the filter learns the turned target afresh (_hold)
+        return max(turned, key=lambda candidate: candidate.peak)
 
     def _reacquires(self, look: Look) -> bool:
         """Whether a look found while lost is the target again (see far_reacquire_ratio)."""
@@ -183,7 +214,7 @@ class LostSearch:
         the rounding of the frame's resampled size; the same template sizes), so that windows can
         be cut from them (lost_crops)."""
         zoom = self.template_size[0] / self.height
-        return (self.scale_bias is not None and heights == [self.height]
+        return (self.scale_bias is not None and heights == [self.height] and self.angle == 0.0
                 and sizes == self._sizes(self.scales)
                 and abs(affine[0, 0] / zoom - 1) < 0.01 and abs(affine[1, 1] / zoom - 1) < 0.01)
 
@@ -246,7 +277,7 @@ class LostSearch:
         peak = float(heat[s, y, x])
         center = self._whole_point(affine, x, y, sizes[s][0])
         height = sizes[s][0] / affine[1, 1]
-        box = box_from(center, (height * self.aspect, height), w, h)
+        box = box_from(center, turned_size(height * self.aspect, height, self.angle), w, h)
         level = self.reference * cfg.reacquire_ratio if self.reference is not None else None
         if level is None or peak >= level:
             if level is not None:

@@ -85,6 +85,7 @@ class Look:
     # is centred (None: at the search's centre).
     fine: tuple[float, float] | None = None
     shown: tuple[float, float] | None = None
+    angle: float = 0.0  # the target's turn (degrees) the window was sampled to undo
 
     @property
     def point(self) -> tuple[float, float]:

@@ -12,16 +12,40 @@ import numpy as np
 
 
 
-def crop_affine(center: tuple[float, float], zoom: float, out_w: int, out_h: int) -> np.ndarray:
+def crop_affine(center: tuple[float, float], zoom: float, out_w: int, out_h: int, angle: float = 0.0) -> np.ndarray:
     """2 x 3 affine taking frame pixels to a window of out_w x out_h centred on ``center``,
-    magnified by ``zoom`` (pixel centres at +0.5)."""
+    magnified by ``zoom`` (pixel centres at +0.5), and turned back by ``angle`` degrees: a target
+    turned by ``angle`` in the frame (counter-clockwise on screen, as cv2.getRotationMatrix2D
+    turns) stands upright in the window."""
     cx, cy = center
-    return np.array([[zoom, 0.0, out_w / 2 - zoom * cx + 0.5 * (zoom - 1)],
-                     [0.0, zoom, out_h / 2 - zoom * cy + 0.5 * (zoom - 1)]], np.float64)
+    if angle == 0.0:
+        return np.array([[zoom, 0.0, out_w / 2 - zoom * cx + 0.5 * (zoom - 1)],
+                         [0.0, zoom, out_h / 2 - zoom * cy + 0.5 * (zoom - 1)]], np.float64)
+    # window = zoom R (frame + 0.5 - centre) + out / 2 - 0.5, R undoing the turn
+    linear = zoom * turn_matrix(-angle)
+    shift = linear @ np.array([0.5 - cx, 0.5 - cy]) + np.array([out_w / 2 - 0.5, out_h / 2 - 0.5])
+    return np.hstack([linear, shift[:, None]])
+
+
+def turn_matrix(angle: float) -> np.ndarray:
+    """2 x 2 matrix turning image vectors (x right, y down) by ``angle`` degrees counter-clockwise
+    on screen, as cv2.getRotationMatrix2D(centre, angle, 1) turns pixels."""
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    return np.array([[c, s], [-s, c]])
+
+
+def turned_size(width: float, height: float, angle: float) -> tuple[float, float]:
+    """(w, h) of the upright box around a width x height box turned by ``angle`` degrees."""
+    if angle == 0.0:
+        return width, height
+    c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
+    return width * c + height * s, width * s + height * c
 
 
 def sample_window(frame: np.ndarray, affine: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
     """The window an affine from :func:`crop_affine` describes; outside the frame, edge pixels."""
+    if affine[0, 1] != 0.0 or affine[1, 0] != 0.0:
+        return _sample_turned(frame, affine, out_w, out_h)
     # Only the part of the frame the window covers (plus a pixel) is resampled.
     zoom = affine[0, 0]
     x0 = max(0, int(math.floor(-affine[0, 2] / zoom)) - 1)
@@ -66,3 +90,27 @@ def hann_window(height: int, width: int) -> np.ndarray:
     return np.outer(np.hanning(height + 2)[1:-1], np.hanning(width + 2)[1:-1]).astype(np.float32)
 
 
+
+
+def _sample_turned(frame: np.ndarray, affine: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """:func:`sample_window` for a turned window: only the frame's part under the window's corners
+    is resampled (area-averaged first where the window shrinks it)."""
+    inverse = cv2.invertAffineTransform(affine)
+    corners = np.array([[0, 0], [out_w, 0], [0, out_h], [out_w, out_h]], np.float64)
+    reach = corners @ inverse[:, :2].T + inverse[:, 2]
+    x0 = max(0, int(math.floor(reach[:, 0].min())) - 1)
+    y0 = max(0, int(math.floor(reach[:, 1].min())) - 1)
+    x1 = min(frame.shape[1], int(math.ceil(reach[:, 0].max())) + 2)
+    y1 = min(frame.shape[0], int(math.ceil(reach[:, 1].max())) + 2)
+    affine = affine.copy()
+    if x1 - x0 >= 2 and y1 - y0 >= 2:
+        affine[:, 2] += affine[:, :2] @ np.array([x0, y0], np.float64)
+        frame = frame[y0:y1, x0:x1]
+    zoom = math.sqrt(abs(float(np.linalg.det(affine[:, :2]))))
+    if zoom < 1.0:
+        small = cv2.resize(frame, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_AREA)
+        ratio_x, ratio_y = small.shape[1] / frame.shape[1], small.shape[0] / frame.shape[0]
+        affine[:, 0] /= ratio_x
+        affine[:, 1] /= ratio_y
+        frame = small
+    return cv2.warpAffine(frame, affine, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -52,9 +52,9 @@ def test_score_in_place_gives_the_plain_formulas_bits(searcher: Searcher, monkey
     real = TemporalSearcher._score
     checked = []
 
-    def both(self, center, height, affine, heat, feature, prior=None):  # type: ignore[no-untyped-def]
+    def both(self, center, height, affine, heat, feature, prior=None, angle=None):  # type: ignore[no-untyped-def]
         want_heat, _, want_point, want_fine = _score_reference(self, heat, feature, prior)
-        look = real(self, center, height, affine, heat, feature, prior)
+        look = real(self, center, height, affine, heat, feature, prior, angle)
         assert np.array_equal(look.heat, want_heat)
         assert (look.s, look.y, look.x) == want_point
         assert look.peak == float(want_heat[want_point])

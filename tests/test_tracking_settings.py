@@ -1,5 +1,5 @@
-"""benchmarks/tracking.py's ``--set NAME=VALUE``: numbers and 0 / 1 switches of TemporalConfig,
-a bad one is one line (SystemExit with a message), never a traceback."""
+"""benchmarks/tracking.py's ``--set NAME=VALUE``: numbers, comma-separated numbers and 0 / 1
+switches of TemporalConfig; a bad one is one line (SystemExit with a message), never a traceback."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ def test_numbers_and_switches_are_set() -> None:
     config = _tracking().temporal_config(["filter_candidates=8", "far_growth=0.05", "cut_redetect=0"])
     assert (config.filter_candidates, config.far_growth, config.cut_redetect) == (8, 0.05, False)
     assert _tracking().temporal_config([]).cut_redetect is True
+
+
+def test_several_numbers_are_comma_separated() -> None:
+    """Tuple settings (rescue_sizes, rescue_turns, cut_sizes, ...): comma-separated; empty is ()."""
+    config = _tracking().temporal_config(["rescue_turns=20,-20", "rescue_sizes=", "cut_sizes=1,0.5"])
+    assert (config.rescue_turns, config.rescue_sizes, config.cut_sizes) == ((20.0, -20.0), (), (1.0, 0.5))
 
 
 def test_nested_settings_are_set_by_dotted_name() -> None:
@@ -35,6 +41,8 @@ def test_nested_settings_are_set_by_dotted_name() -> None:
     ("redetect_every=0", "redetect_every"),
     ("online_filter.learning_rate=0", "learning_rate"),
     ("online_filter.nonsense=1", "not a numeric TemporalConfig field"),
+    ("rescue_turns=15,x", "is not comma-separated numbers"),
+    ("rescue_turns=0", "rescue_turns"),
 ])
 def test_a_bad_setting_is_one_line(setting: str, message: str) -> None:
     with pytest.raises(SystemExit, match=message):
