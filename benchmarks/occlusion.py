@@ -178,20 +178,16 @@ def apply_events(frames: list[np.ndarray], boxes: np.ndarray, events: list[Event
     frames = [f.copy() for f in frames]
     boxes = boxes.copy()
     h, w = frames[0].shape[:2]
-    zooms = [e for e in events if e.kind in ZOOMS]
-    if zooms:
-        for index in range(len(frames)):
-            scale = zoom_scale(zooms, index)
-            if scale != 1.0:
-                frames[index] = _zoomed(frames[index], scale, zooms[0].pivot)
-                boxes[index] = zoomed_box(boxes[index], scale, zooms[0].pivot)
-    turns = [e for e in events if e.kind == "rotate"]
-    if turns:
-        for index in range(len(frames)):
-            angle = rotation_angle(turns, index)
-            if angle != 0.0:
-                frames[index] = _turned(frames[index], angle, turns[0].pivot)
-                boxes[index] = turned_box(boxes[index], angle, turns[0].pivot)
+    # The camera's ramps (zooms, rolls): per frame the value its events reach, frames and boxes
+    # moved alike about the events' one pivot where it is not the identity.
+    for kinds, value_at, identity, frame_moved, box_moved in (
+            (ZOOMS, zoom_scale, 1.0, _zoomed, zoomed_box), (("rotate",), rotation_angle, 0.0, _turned, turned_box)):
+        ramp = [e for e in events if e.kind in kinds]
+        for index in range(len(frames) if ramp else 0):
+            value = value_at(ramp, index)
+            if value != identity:
+                frames[index] = frame_moved(frames[index], value, ramp[0].pivot)
+                boxes[index] = box_moved(boxes[index], value, ramp[0].pivot)
     offset = np.zeros(2)
     cut_at = {e.start: e for e in events if e.kind == "cut"}
     for index in range(len(frames)):

@@ -369,8 +369,9 @@ def main() -> None:
             if chosen:
                 back = ""
                 if args.events:  # every event of every run: back within 5 frames of its return
-                    back = (f"  back<=5 {sum(r['back'] for r in chosen)} of "
-                            f"{sum(len(r['delays']) for r in chosen)}")
+                    # (a placement too late for a whole event in a short sequence has none)
+                    back = (f"  back<=5 {sum(r.get('back', 0) for r in chosen)} of "
+                            f"{sum(len(r.get('delays', [])) for r in chosen)}")
                 print(f"{label:15} {method:9} {len(chosen):2d} run {np.mean([r['precision20'] for r in chosen]):8.3f} "
                       f"{np.mean([r['auc'] for r in chosen]):6.3f} {np.mean([r['fps'] for r in chosen]):6.1f}{back}")
     if args.json:

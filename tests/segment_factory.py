@@ -77,6 +77,19 @@ def tiny_train_values(**overrides) -> dict:
     return values
 
 
+def save_untrained_segmenter(path: Path) -> Path:
+    """A segmenter's checkpoint with untrained weights (what it labels does not matter; the wrong
+    kind of checkpoint for the query search commands)."""
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+    from train.tasks import build_task
+
+    config = TrainConfig(**tiny_train_values())
+    save_checkpoint(path, model=build_task(config).build_model(), optimizer=None, step=0, config=config.to_dict(),
+                    config_hash=config.hash())
+    return path
+
+
 def tiny_selftune_config(**overrides) -> dict:
     values = {
         "train": tiny_train_values(),

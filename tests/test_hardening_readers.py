@@ -226,16 +226,9 @@ def test_16_a_broken_video_gives_our_line_not_ffmpegs(tmp_path):
 @pytest.fixture()
 def segment_checkpoint(tmp_path) -> Path:
     """A segmenter's checkpoint (untrained weights): the wrong kind for the query search commands."""
-    from segment_factory import tiny_train_values
-    from train.checkpoint import save_checkpoint
-    from train.config import TrainConfig
-    from train.tasks import build_task
+    from segment_factory import save_untrained_segmenter
 
-    config = TrainConfig(**tiny_train_values())
-    path = tmp_path / "segment.pt"
-    save_checkpoint(path, model=build_task(config).build_model(), optimizer=None, step=0, config=config.to_dict(),
-                    config_hash=config.hash())
-    return path
+    return save_untrained_segmenter(tmp_path / "segment.pt")
 
 
 def test_a_segmentation_checkpoint_in_search_calibrate_export_head_and_export_onnx_is_one_line(

@@ -113,16 +113,9 @@ def test_a_killed_runs_outputs_and_temporaries_are_cleared_by_the_next(tmp_path)
 @pytest.fixture()
 def segment_checkpoint(tmp_path) -> Path:
     """A segmenter's checkpoint, untrained: what it labels does not matter here."""
-    from segment_factory import tiny_train_values
-    from train.checkpoint import save_checkpoint
-    from train.config import TrainConfig
-    from train.tasks import build_task
+    from segment_factory import save_untrained_segmenter
 
-    config = TrainConfig(**tiny_train_values())
-    path = tmp_path / "segment.pt"
-    save_checkpoint(path, model=build_task(config).build_model(), optimizer=None, step=0, config=config.to_dict(),
-                    config_hash=config.hash())
-    return path
+    return save_untrained_segmenter(tmp_path / "segment.pt")
 
 
 def test_a_second_segment_leaves_only_its_own_outputs(tmp_path, segment_checkpoint):
