@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from pipelines.online_filter import weighted_terms
+from pipelines.window_geometry import turn_matrix
 
 
 @dataclass(frozen=True)
@@ -169,14 +170,12 @@ class ScaleFilter:
         sx, sy = self.model_wh[0] / w, self.model_wh[1] / h
         left, top = center[0] - w / 2 - x0, center[1] - h / 2 - y0
         affines = np.zeros((len(self.factors), 2, 3), np.float32)
-        if turned:  # patch = S R(-turn) (region + 0.5 - centre) + model / 2 - 0.5
-            cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-            cx, cy = center[0] - x0 - 0.5, center[1] - y0 - 0.5
-            half_w, half_h = self.model_wh[0] / 2 - 0.5, self.model_wh[1] / 2 - 0.5
-            affines[:, 0, 0], affines[:, 0, 1] = sx * cos, -sx * sin
-            affines[:, 1, 0], affines[:, 1, 1] = sy * sin, sy * cos
-            affines[:, 0, 2] = half_w - sx * (cos * cx - sin * cy)
-            affines[:, 1, 2] = half_h - sy * (sin * cx + cos * cy)
+        if turned:  # patch = S R(-turn) (region + 0.5 - centre) + model / 2 - 0.5, S per scale
+            undo = turn_matrix(-angle)
+            linear = np.stack([sx, sy], axis=1)[:, :, None] * undo[None]  # S x 2 x 2
+            affines[:, :, :2] = linear
+            offset = np.array([center[0] - x0 - 0.5, center[1] - y0 - 0.5])
+            affines[:, :, 2] = np.array([self.model_wh[0] / 2 - 0.5, self.model_wh[1] / 2 - 0.5]) - linear @ offset
         else:
             affines[:, 0, 0], affines[:, 0, 2] = sx, -sx * left
             affines[:, 1, 1], affines[:, 1, 2] = sy, -sy * top

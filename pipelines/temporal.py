@@ -126,7 +126,6 @@ class TemporalSearcher(LostSearch, Adaptation):
         # The target's in-plane turn (degrees) against the query's, which the windows undo
         # (TemporalConfig.rescue_turns).
         self.angle = 0.0
-        self._returned = False  # a rescue found the target turned: the filter learns it afresh
         self.state = LOST
         self.index = 0
         self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
@@ -334,15 +333,15 @@ class TemporalSearcher(LostSearch, Adaptation):
         cfg = self.config
         side = self.window_side
         (y, x), peak = look.point, look.peak
-        self.angle = (look.angle + 180.0) % 360.0 - 180.0  # a rescue may have found it turned
+        angle = (look.angle + 180.0) % 360.0 - 180.0
+        turned, self.angle = angle != self.angle, angle  # only a turned rescue changes the angle
         dx = dy = 0.0
         if fresh:  # the box is given (or just found whole): the target sits in the window's middle
             dx, dy = x + 0.5 - side / 2, y + 0.5 - side / 2
         if state == REDETECTED:
             self._probation = cfg.probation_frames
-        if self._returned and self.filter is not None:
+        if turned and self.filter is not None:
             # Rescued turned: the filter set afresh from this window, its level rebuilt from here.
-            self._returned = False
             self.filter.initialise([look.features], [((y + 0.5) / GRID, (x + 0.5) / GRID)])
             self.recent_confidence = RecentLevels(cfg.reference_frames)
         elif state == TRACKING:

@@ -89,7 +89,6 @@ class LostSearch:
     _frame_point: Callable[..., tuple[float, float]]
     box_size: Callable[[], tuple[float, float]]
     angle: float
-    _returned: bool
     _zoom: Callable[[], float]
     _sizes: Callable[[Sequence[float]], list[tuple[int, int]]]
     _lost_frames: int
@@ -173,10 +172,8 @@ class LostSearch:
         assert self.reference is not None
         turned = [candidate for candidate in turned if candidate.peak >= cfg.turn_heat * self.reference
                   and candidate.peak >= cfg.turn_margin * look.peak]
-        if not turned:
-            return None
-        self._returned = True  # the filter learns the turned target afresh (_hold)
-        return max(turned, key=lambda candidate: candidate.peak)
+        # Held, a turned look sets the target's angle and the online filter afresh (_hold).
+        return max(turned, key=lambda candidate: candidate.peak) if turned else None
 
     def _reacquires(self, look: Look) -> bool:
         """Whether a look found while lost is the target again (see far_reacquire_ratio)."""

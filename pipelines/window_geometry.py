@@ -90,8 +90,6 @@ def hann_window(height: int, width: int) -> np.ndarray:
     return np.outer(np.hanning(height + 2)[1:-1], np.hanning(width + 2)[1:-1]).astype(np.float32)
 
 
-
-
 def _sample_turned(frame: np.ndarray, affine: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
     """:func:`sample_window` for a turned window: only the frame's part under the window's corners
     is resampled (area-averaged first where the window shrinks it)."""
