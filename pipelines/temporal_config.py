@@ -134,6 +134,13 @@ class TemporalConfig:
     rescue_turns: tuple[float, ...] = (15.0, -15.0, 30.0, -30.0)
     turn_margin: float = 1.2
     turn_heat: float = 0.6
+    # A turned look also needs the online filter's response at turn_filter of its reference: lower
+    # than re-detection's 0.7, since a turned window turns the context the filter learned, but
+    # enough to refuse a cover. Stop 36: on Skating1's LED wall a cover's -15 degree look had
+    # 0.77 of the heat's reference and 1.38x the upright look's, but 0.32 of the filter's (the
+    # rolled skater's turns taken: 0.61-0.77); at 0.5 that occlusion is back (9 placements: 53 ->
+    # 54 of 80) and every other tuning figure, the roll's included, is identical. 0 = off.
+    turn_filter: float = 0.5
     # While lost, the whole frame is searched on the first lost frame and every redetect_every-th
     # after it (its cost is many windows'); the last place every frame.
     redetect_every: int = 3
@@ -339,6 +346,8 @@ class TemporalConfig:
             raise ValueError(f"rescue_sizes must be positive factors, not {self.rescue_sizes}")
         if not all(math.isfinite(turn) and 0 < abs(turn) <= 180 for turn in self.rescue_turns):
             raise ValueError(f"rescue_turns must be non-zero angles within +-180 degrees, not {self.rescue_turns}")
+        if not 0.0 <= self.turn_filter <= 1.0:
+            raise ValueError(f"turn_filter must lie in [0, 1], not {self.turn_filter}")
         if self.turn_margin < 1.0 or self.turn_heat <= 0.0:
             raise ValueError(f"need turn_margin >= 1 and turn_heat > 0, not {self.turn_margin}, {self.turn_heat}")
         if self.camera_frames < 1 or self.camera_prior < 0.0:

@@ -171,7 +171,9 @@ class LostSearch:
         # filter learned the target's context as it stood, which a turned window turns too).
         assert self.reference is not None
         turned = [candidate for candidate in turned if candidate.peak >= cfg.turn_heat * self.reference
-                  and candidate.peak >= cfg.turn_margin * look.peak]
+                  and candidate.peak >= cfg.turn_margin * look.peak
+                  and (self.filter_reference is None
+                       or (candidate.confidence or 0.0) >= cfg.turn_filter * self.filter_reference)]
         # Held, a turned look sets the target's angle and the online filter afresh (_hold).
         return max(turned, key=lambda candidate: candidate.peak) if turned else None
 

@@ -105,8 +105,19 @@ def test_without_turned_rescues_the_upright_query_loses_it(searcher: Searcher) -
     assert max(_errors(tracks, centres)) > 25
 
 
+def test_a_turn_the_online_filter_refuses_is_not_taken(searcher: Searcher) -> None:
+    """``turn_filter``: a turned look needs the online filter's response too. At a bar no look
+    reaches, the same turning video is lost, as with the rescue off."""
+    frames, centres = _turning_video(ANGLES)
+    tracker, tracks = _run(searcher, frames, centres[0], TemporalConfig(turn_filter=1.0))
+    assert tracker.angle == 0.0
+    assert tracks[-1].state == "lost"
+
+
 def test_a_bad_turn_is_one_line() -> None:
     with pytest.raises(ValueError, match="rescue_turns"):
         TemporalConfig(rescue_turns=(0.0,))
     with pytest.raises(ValueError, match="rescue_turns"):
         TemporalConfig(rescue_turns=(math.inf,))
+    with pytest.raises(ValueError, match="turn_filter"):
+        TemporalConfig(turn_filter=1.5)
