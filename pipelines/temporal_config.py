@@ -118,9 +118,10 @@ class TemporalConfig:
     # The same rescue with the window also turned by each of rescue_turns (degrees, counter-
     # clockwise on screen): a target turning in the image plane (a rolling camera, a turning
     # object) loses the siamese heat against the upright query past ~30 degrees, and the online
-    # filter stops learning before that. A turned look is judged by the siamese heat alone (the
+    # filter stops learning before that. A turned look is judged mainly by the siamese heat (the
     # filter learned the target's context as it stood, which a turned window turns too): it needs
-    # turn_heat of the heat's reference and turn_margin times the upright look's peak; taken, the
+    # turn_heat of the heat's reference and turn_margin times the upright look's peak (and the
+    # filter's turn_filter, below); taken, the
     # angle is the target's from then on (the windows, the scale filter's samples undo it; the box
     # shown is the upright box around the turned one) and the online filter is set afresh from
     # that window. Only at the moment of loss, so footage that does not turn is searched as

@@ -167,8 +167,9 @@ class LostSearch:
         held = [candidate for candidate in sized if self._meets_bars(candidate, cfg.filter_reacquire_ratio)]
         if held:
             return max(held, key=lambda candidate: candidate.peak)
-        # A turn is judged by the siamese heat alone (the upright query cannot drift; the online
-        # filter learned the target's context as it stood, which a turned window turns too).
+        # A turn is judged mainly by the siamese heat (the upright query cannot drift); the online
+        # filter learned the target's context as it stood, which a turned window turns too, so it
+        # is asked only for the lower turn_filter bar.
         assert self.reference is not None
         turned = [candidate for candidate in turned if candidate.peak >= cfg.turn_heat * self.reference
                   and candidate.peak >= cfg.turn_margin * look.peak
