@@ -113,17 +113,23 @@ def open_frames(medium: Path, batch: int) -> Any:
 def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tuple[Any, Any]]:
     """(reader, writer): ``medium``'s frames and a highlighted video written at its size and rate.
 
-    Both are closed however the block ends (the frames written before a failure are kept); a
-    medium that delivered no frame is an InputError after the block.
+    Both are closed however the block ends. The frames written before a failure of this medium (an
+    exception: the run goes on and reports it) are kept; an interrupt (Ctrl-C, or the consumer
+    stopping early) removes the part-written video, which would otherwise pass for a complete one.
+    A medium that delivered no frame is an InputError after the block.
     """
     from pipelines.video import VideoWriter
 
     reader = open_frames(medium, batch)
     writer = VideoWriter(video, reader.info.fps, reader.info.width, reader.info.height)
+    keep = True
     try:
         yield reader, writer
+    except BaseException as error:
+        keep = isinstance(error, Exception)  # not KeyboardInterrupt, SystemExit, GeneratorExit
+        raise
     finally:
         reader.close()
-        writer.close(keep=True)
+        writer.close(keep=keep)
     if reader.frames_read == 0:
         raise InputError(f"{medium}: no frame could be decoded")

@@ -1,0 +1,67 @@
+"""`synth search` as a user meets it on videos and frame folders: interrupted runs, options that
+cannot apply, the one-line errors. Small generated videos; the untrained network on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from augment.imageio import save_image
+from cli_checks import run_cli
+
+STOPPED_AT = 2  # frames searched before the interrupt
+
+
+def _random(seed: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def _write_video(path: Path, frames: int = 6) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 72))
+    for k in range(frames):
+        writer.write(_random(10 + k, 72, 96))
+    writer.release()
+
+
+def _interrupt_after(monkeypatch, owner: object, name: str) -> None:
+    """``owner.name`` raises KeyboardInterrupt (a user's Ctrl-C) once it has run STOPPED_AT times."""
+    real, calls = getattr(owner, name), []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > STOPPED_AT:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, stopping)
+
+
+def _search(tmp_path: Path, *options: str):
+    query, video = tmp_path / "query.png", tmp_path / "clip.mp4"
+    save_image(query, _random(1, 24, 24))
+    _write_video(video)
+    return run_cli("search", query, video, "--out", tmp_path / "found", "--device", "cpu", "--untrained",
+                   "--no-verify", "--workers", 1, "--batch", 1, *options)
+
+
+def test_ctrl_c_in_the_temporal_mode_leaves_no_highlighted_video_as_if_complete(tmp_path, monkeypatch):
+    from pipelines.temporal import TemporalSearcher
+
+    _interrupt_after(monkeypatch, TemporalSearcher, "step")
+    result = _search(tmp_path)
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and "Traceback" not in result.output
+    left = sorted(p.name for p in (tmp_path / "found").iterdir())
+    assert not [name for name in left if "highlight" in name or name.endswith((".summary.json", ".jsonl"))], left
+
+
+def test_ctrl_c_with_every_instance_leaves_no_highlighted_video_as_if_complete(tmp_path, monkeypatch):
+    from pipelines.search_workers import SearchWorkers
+
+    _interrupt_after(monkeypatch, SearchWorkers, "find_each")
+    result = _search(tmp_path, "--every-instance")
+    assert result.exit_code == 130, result.output
+    left = sorted(p.name for p in (tmp_path / "found").iterdir())
+    assert not [name for name in left if "highlight" in name or name.endswith(".jsonl")], left
