@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
                 jobs = read_pairs(pairs)
             else:
                 assert query is not None and media
-                jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media), sequence)]
+                jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media), sequence, out)]
                 load_query(query, query_mask)  # a bad query fails here, before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
                                 query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,

@@ -47,9 +47,12 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)  # frames of frame folders, with the reason
 
 
-def expand_media(paths: list[Path], sequence: bool = False) -> list[Path]:
+def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = None) -> list[Path]:
     """Files as given; folders become their images and videos (sorted, recursive), or with
-    ``sequence`` stay one medium each (a folder of frames read as one video)."""
+    ``sequence`` stay one medium each (a folder of frames read as one video). A folder that holds
+    ``out`` leaves out what an earlier search wrote there (it is cleared, not searched again)."""
+    earlier = ({p.resolve() for p in OutputRecord(out, SEARCH_OUTPUTS).earlier_outputs()}
+               if out is not None else set())
     media: list[Path] = []
     for path in paths:
         if path.is_dir() and sequence:
@@ -57,7 +60,7 @@ def expand_media(paths: list[Path], sequence: bool = False) -> list[Path]:
         elif path.is_dir():
             images, others = list_images(path)
             videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
-            found = sorted(images + videos)
+            found = sorted(p for p in images + videos if not earlier or p.resolve() not in earlier)
             if not found:
                 raise InputError(f"{path}: no images or videos in this folder")
             media.extend(found)
