@@ -172,3 +172,15 @@ def test_a_search_of_the_folder_that_holds_out_does_not_search_the_earlier_runs_
     result = _search(query, [photos], out)
     assert result.exit_code == 0, result.output
     assert str(mine) in (out / "detections.jsonl").read_text()
+
+
+def test_a_segment_of_the_folder_that_holds_out_does_not_segment_the_earlier_runs_outputs(tmp_path,
+                                                                                         segment_checkpoint):
+    photos = tmp_path / "photos"
+    save_image(photos / "one.jpg", _random(1, 48, 64))
+    out = photos / "labelled"  # `synth segment photos/ --out photos/labelled`, run again
+    for _ in range(2):
+        result = run_cli("segment", photos, "--checkpoint", segment_checkpoint, "--out", out, "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        assert "segmented 1 images" in result.output
+        assert _listing(out) == ["classes.json", "one.confidence.png", "one.overlay.jpg", "one.png"]
