@@ -16,7 +16,8 @@ import typer
 
 from augment.imageio import InputError, atomic_write_text
 from pipelines.search_outputs import (DETECTIONS_FILE, ImageBatch, OutputNames, RunSummary,  # noqa: F401
-                                      SearchJob, count_work, expand_media, read_pairs, run_search)
+                                      SearchJob, count_work, expand_media, is_video, read_pairs,
+                                      run_search)
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,9 @@ def register(app: typer.Typer) -> None:
                 assert query is not None and media
                 jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media), sequence, out)]
                 load_query(query, query_mask)  # a bad query fails here, before the model loads
+            if initial_box is not None and not any(job.medium is not None and is_video(job.medium) for job in jobs):
+                raise InputError("--box gives the target's box in a video's first frame, but no MEDIA is a video "
+                                 "(or a folder with --sequence)")
             searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
                                 query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,
                                 fusion=fusion, mirror=not no_mirror)

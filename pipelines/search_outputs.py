@@ -120,7 +120,7 @@ class OutputNames:
         return name
 
 
-def _is_video(path: Path) -> bool:
+def is_video(path: Path) -> bool:
     """A video file, or a folder of frames (only ever a medium with ``--sequence``)."""
     return path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()
 
@@ -135,7 +135,7 @@ def count_work(jobs: list[SearchJob]) -> int:
             continue
         if job.medium.is_dir():
             total += len(list_images(job.medium)[0]) if job.medium.exists() else 0
-        elif _is_video(job.medium):
+        elif is_video(job.medium):
             try:
                 total += probe(job.medium).frame_count
             except InputError:
@@ -183,9 +183,9 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                 if key not in queries:  # each query's pixels and features are prepared once
                     queries[key] = searcher.prepare(job.query, job.query_mask)
                 prepared = queries[key]
-                if _is_video(job.medium):
+                if is_video(job.medium):
                     pending.flush()
-                if _is_video(job.medium) and temporal:
+                if is_video(job.medium) and temporal:
                     from pipelines.temporal_run import search_temporal
 
                     for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
@@ -196,7 +196,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                         summary.detections += len(line["detections"])
                         lines.append(line)
                     summary.skipped.extend(summary.tracks[-1]["skipped_files"] if summary.tracks else [])
-                elif _is_video(job.medium):
+                elif is_video(job.medium):
                     for line in _search_video(side_by_side, prepared, job.medium, out, names, save_heatmaps,
                                               batch, advance, summary):
                         lines.append(line)

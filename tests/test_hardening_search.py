@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from augment.imageio import save_image
-from cli_checks import run_cli
+from cli_checks import assert_one_line_error, run_cli
 
 STOPPED_AT = 2  # frames searched before the interrupt
 
@@ -65,3 +65,13 @@ def test_ctrl_c_with_every_instance_leaves_no_highlighted_video_as_if_complete(t
     assert result.exit_code == 130, result.output
     left = sorted(p.name for p in (tmp_path / "found").iterdir())
     assert not [name for name in left if "highlight" in name or name.endswith(".jsonl")], left
+
+
+def test_box_with_no_video_among_the_media_is_one_line_not_silently_ignored(tmp_path):
+    query, photo = tmp_path / "query.png", tmp_path / "photos" / "scene.jpg"
+    save_image(query, _random(1, 24, 24))
+    save_image(photo, _random(2, 72, 96))
+    result = run_cli("search", query, photo.parent, "--box", "10,10,20,20", "--out", tmp_path / "found",
+                     "--device", "cpu", "--untrained", "--no-verify")
+    assert_one_line_error(result, 2, "--box", "video")
+    assert not (tmp_path / "found").exists()
