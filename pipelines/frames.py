@@ -4,13 +4,15 @@
 :class:`pipelines.video.FrameReader`, decoding ahead on a background thread. A file that cannot be
 read, or whose size differs from the first readable frame's, is skipped, counted and logged
 (``skipped``: one line per file, naming it) and the sequence goes on; frame indices are the files'
-positions in name order, so a skipped file leaves a gap. A folder with no readable frame is an
+positions in name order (numbers in names compared as numbers: ``frame2`` before ``frame10``),
+so a skipped file leaves a gap. A folder with no readable frame is an
 :class:`InputError`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,13 +37,20 @@ class SequenceInfo:
     frame_count: int
 
 
+def name_order(name: str) -> tuple[tuple[Any, ...], str]:
+    """Sort key of a frame's name: runs of digits compared as numbers (``frame2`` before ``frame10``,
+    as ffmpeg's unpadded ``%d`` names need; zero-padded names keep their order), then the name."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(part) if index % 2 else part for index, part in enumerate(parts)), name
+
+
 class FolderFrames:
     """Iterate over a frame folder's (indices, RGB frames) batches; see the module docstring."""
 
     def __init__(self, folder: Path | str, batch_size: int = 4, prefetch: int = 8) -> None:
         self.path = Path(folder)
         images, _ = list_images(self.path)
-        self.files = sorted(images, key=lambda p: str(p.relative_to(self.path)))
+        self.files = sorted(images, key=lambda p: name_order(str(p.relative_to(self.path))))
         if not self.files:
             raise InputError(f"{self.path}: no image frames in this folder")
         self.batch_size = max(1, int(batch_size))

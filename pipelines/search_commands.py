@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         fusion: Optional[Path] = typer.Option(None, "--fusion", help="Fusion model JSON (default: the model's "
                                               "own: CKPT.fusion.json, or the untrained network's)."),
         sequence: bool = typer.Option(False, "--sequence", help="Read each MEDIA folder as one video "
-                                      "(its frames in name order)."),
+                                      "(its frames in name order, numbers compared as numbers: frame2 before frame10)."),
         every_instance: bool = typer.Option(False, "--every-instance", help="Videos: every instance in "
                                             "every frame on its own, instead of holding one target "
                                             "(the temporal mode, default)."),

@@ -75,3 +75,15 @@ def test_box_with_no_video_among_the_media_is_one_line_not_silently_ignored(tmp_
                      "--device", "cpu", "--untrained", "--no-verify")
     assert_one_line_error(result, 2, "--box", "video")
     assert not (tmp_path / "found").exists()
+
+
+def test_a_sequence_of_unpadded_frame_numbers_is_read_in_frame_order(tmp_path):
+    """ffmpeg's default ``frame%d.png``: frame2 comes before frame10, as a file manager shows them."""
+    from pipelines.frames import FolderFrames
+
+    folder = tmp_path / "frames"
+    for k in (1, 2, 3, 9, 10, 11, 20):
+        save_image(folder / f"frame{k}.png", np.full((8, 8, 3), k, np.uint8))
+    save_image(folder / "frame05.png", np.full((8, 8, 3), 5, np.uint8))  # zero-padded among them
+    frames = [int(frame[0, 0, 0]) for _, batch in FolderFrames(folder, batch_size=3) for frame in batch]
+    assert frames == [1, 2, 3, 5, 9, 10, 11, 20]
