@@ -87,3 +87,20 @@ def test_a_sequence_of_unpadded_frame_numbers_is_read_in_frame_order(tmp_path):
     save_image(folder / "frame05.png", np.full((8, 8, 3), 5, np.uint8))  # zero-padded among them
     frames = [int(frame[0, 0, 0]) for _, batch in FolderFrames(folder, batch_size=3) for frame in batch]
     assert frames == [1, 2, 3, 5, 9, 10, 11, 20]
+
+
+def test_a_box_beyond_the_frame_edge_is_clipped_to_an_ordered_box_not_inverted():
+    """--box 350,230,50,50 on 360x240 Crossing gave [364, 212, 360, 240] in detections.jsonl."""
+    from pipelines.window_geometry import box_from
+
+    for center in ((375.0, 255.0), (-30.0, -40.0), (180.0, 120.0), (400.0, -10.0)):
+        x0, y0, x1, y1 = box_from(center, (20.0, 30.0), 360, 240)
+        assert 0 <= x0 <= x1 <= 360 and 0 <= y0 <= y1 <= 240, (center, (x0, y0, x1, y1))
+    assert box_from((180.0, 120.0), (20.0, 30.0), 360, 240) == (170, 105, 190, 135)
+
+
+def test_a_box_inside_the_frames_but_under_two_pixels_is_not_said_to_lie_outside(tmp_path):
+    result = _search(tmp_path, "--box", "10,10,1,1")
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert "10,10,1,1" in message and "outside" not in message and "2 px" in message, message
