@@ -214,6 +214,8 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
 
 
 def _read_still(medium: Path) -> Any:
+    if medium.suffix.lower() not in IMAGE_EXTENSIONS and not medium.exists():  # e.g. a folder's name mistyped
+        raise InputError(f"{medium}: no such file or folder")
     if medium.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InputError(f"{medium}: not an image or video file (unknown suffix "
                          f"{medium.suffix or '(none)'!r})")

@@ -104,3 +104,14 @@ def test_a_box_inside_the_frames_but_under_two_pixels_is_not_said_to_lie_outside
     assert result.exit_code == 1, result.output
     message = " ".join(result.output.split())
     assert "10,10,1,1" in message and "outside" not in message and "2 px" in message, message
+
+
+def test_a_missing_folder_is_named_as_missing_not_as_an_unknown_suffix(tmp_path):
+    query = tmp_path / "query.png"
+    save_image(query, _random(1, 24, 24))
+    for options in ((), ("--sequence",)):
+        result = run_cli("search", query, tmp_path / "frames_typo", "--out", tmp_path / "found", "--device", "cpu",
+                         "--untrained", "--no-verify", *options)
+        assert result.exit_code == 1, result.output
+        message = " ".join(result.output.split())
+        assert "frames_typo: no such file or folder" in message and "suffix" not in message, message
