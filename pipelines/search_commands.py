@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
@@ -138,7 +139,11 @@ def register(app: typer.Typer) -> None:
             return searcher, jobs
 
         searcher, jobs = run_guarded(prepare)
-        with make_progress() as progress:
+        # Two searches into one folder would clear and overwrite each other's outputs; the lock is
+        # taken before the progress bar, so a busy --out is its one line alone.
+        with ExitStack() as held:
+            run_guarded(held.enter_context, folder_lock(out, "search run"))
+            progress = held.enter_context(make_progress())
             task = progress.add_task("search", total=count_work(jobs) or None, rate="")
             started = time.perf_counter()
             done = 0
@@ -149,14 +154,9 @@ def register(app: typer.Typer) -> None:
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, advance=n, rate=f"{rate:.1f} frames/s")
 
-            def run() -> RunSummary:
-                # Two searches into one folder would clear and overwrite each other's outputs.
-                with folder_lock(out, "search run"):
-                    return run_search(searcher, jobs, out, save_heatmaps=save_heatmaps, batch=batch,
-                                      advance=advance, temporal=not every_instance, initial_box=initial_box,
-                                      workers=workers or None)
-
-            summary = run_guarded(run)
+            summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps, batch=batch,
+                                  advance=advance, temporal=not every_instance, initial_box=initial_box,
+                                  workers=workers or None)
         from rich.markup import escape
 
         from pipelines.cli import console

@@ -115,3 +115,11 @@ def test_a_missing_folder_is_named_as_missing_not_as_an_unknown_suffix(tmp_path)
         assert result.exit_code == 1, result.output
         message = " ".join(result.output.split())
         assert "frames_typo: no such file or folder" in message and "suffix" not in message, message
+
+
+def test_a_busy_out_is_one_line_with_exit_code_3_and_no_progress_bar(tmp_path):
+    from augment.locking import BUSY_EXIT_CODE, folder_lock
+
+    with folder_lock(tmp_path / "found", "search run"):  # as another process's run would
+        result = _search(tmp_path)
+    assert_one_line_error(result, BUSY_EXIT_CODE, "found", "another search run is writing here")
