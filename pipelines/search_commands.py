@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
         """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
         from augment.locking import folder_lock
         from augment.outputs import check_output_folder
-        from pipelines.cli import fail, make_progress, run_guarded
+        from pipelines.cli import SEARCH_RESUME_HINT, fail, make_progress, run_guarded
         from pipelines.search import Searcher, load_query
 
         if batch < 1:
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
 
             summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps, batch=batch,
                                   advance=advance, temporal=not every_instance, initial_box=initial_box,
-                                  workers=workers or None)
+                                  workers=workers or None, interrupt_hint=SEARCH_RESUME_HINT)
         from rich.markup import escape
 
         from pipelines.cli import console

@@ -52,7 +52,8 @@ def test_ctrl_c_in_the_temporal_mode_leaves_no_highlighted_video_as_if_complete(
     _interrupt_after(monkeypatch, TemporalSearcher, "step")
     result = _search(tmp_path)
     assert result.exit_code == 130, result.output
-    assert "interrupted" in result.output and "Traceback" not in result.output
+    assert "Traceback" not in result.output
+    assert "interrupted; rerun the same `synth search` command" in " ".join(result.stderr.split())
     left = sorted(p.name for p in (tmp_path / "found").iterdir())
     assert not [name for name in left if "highlight" in name or name.endswith((".summary.json", ".jsonl"))], left
 
