@@ -2,10 +2,10 @@
 
 :class:`FolderFrames` yields (frame indices, RGB frames) batches like
 :class:`pipelines.video.FrameReader`, decoding ahead on a background thread. A file that cannot be
-read, or whose size differs from the first readable frame's, is skipped, counted and logged
-(``skipped``: one line per file, naming it) and the sequence goes on; frame indices are the files'
-positions in name order (numbers in names compared as numbers: ``frame2`` before ``frame10``),
-so a skipped file leaves a gap. A folder with no readable frame is an
+read, or whose size differs from the commonest among the first five readable frames', is skipped,
+counted and logged (``skipped``: one line per file, naming it) and the sequence goes on; frame
+indices are the files' positions in name order (numbers in names compared as numbers: ``frame2``
+before ``frame10``), so a skipped file leaves a gap. A folder with no readable frame is an
 :class:`InputError`.
 """
 
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Frame rate written into the highlighted video of a frame folder (a folder has none of its own).
 SEQUENCE_FPS = 25.0
+# Readable frames whose commonest size is the sequence's (the others are skipped as of another size).
+SIZE_SAMPLE = 5
 
 
 @dataclass(frozen=True)
@@ -58,19 +60,23 @@ class FolderFrames:
         self.skipped: list[str] = []
         self.frames_read = 0
         self.error: str | None = None
-        self._size: tuple[int, int] | None = None
-        first = self._first_readable()
-        self.info = SequenceInfo(first.shape[1], first.shape[0], SEQUENCE_FPS, len(self.files))
+        self._size = self._sequence_size()
+        self.info = SequenceInfo(self._size[1], self._size[0], SEQUENCE_FPS, len(self.files))
 
-    def _first_readable(self) -> np.ndarray:
+    def _sequence_size(self) -> tuple[int, int]:
+        """(height, width) of the frames: the commonest among the first SIZE_SAMPLE readable files (the
+        earliest on a tie), so a thumbnail or cover sorted first does not get every real frame skipped."""
+        sizes: list[tuple[int, int]] = []
         for path in self.files:
             try:
-                frame = read_image(path, "rgb")
+                sizes.append(read_image(path, "rgb").shape[:2])
             except InputError:
                 continue
-            self._size = frame.shape[:2]
-            return frame
-        raise InputError(f"{self.path}: none of its {len(self.files)} image files could be read")
+            if len(sizes) == SIZE_SAMPLE:
+                break
+        if not sizes:
+            raise InputError(f"{self.path}: none of its {len(self.files)} image files could be read")
+        return max(sizes, key=sizes.count)
 
     def _read(self, path: Path) -> np.ndarray | str:
         try:
@@ -78,7 +84,6 @@ class FolderFrames:
         except InputError as error:
             return str(error)
         if frame.shape[:2] != self._size:
-            assert self._size is not None
             return (f"{path}: frame is {frame.shape[1]}x{frame.shape[0]}, the sequence is "
                     f"{self._size[1]}x{self._size[0]}")
         return frame

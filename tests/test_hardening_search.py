@@ -124,3 +124,17 @@ def test_a_busy_out_is_one_line_with_exit_code_3_and_no_progress_bar(tmp_path):
     with folder_lock(tmp_path / "found", "search run"):  # as another process's run would
         result = _search(tmp_path)
     assert_one_line_error(result, BUSY_EXIT_CODE, "found", "another search run is writing here")
+
+
+def test_an_odd_sized_first_file_of_a_sequence_is_skipped_not_every_real_frame(tmp_path):
+    """A thumbnail sorted first (0000.jpg) set the sequence's size, and every real frame was skipped."""
+    from pipelines.frames import FolderFrames
+
+    folder = tmp_path / "frames"
+    save_image(folder / "0000.png", np.zeros((4, 6, 3), np.uint8))
+    for k in range(1, 7):
+        save_image(folder / f"{k:04d}.png", np.full((8, 8, 3), k, np.uint8))
+    reader = FolderFrames(folder, batch_size=4)
+    frames = [int(frame[0, 0, 0]) for _, batch in reader for frame in batch]
+    assert frames == [1, 2, 3, 4, 5, 6] and (reader.info.width, reader.info.height) == (8, 8)
+    assert len(reader.skipped) == 1 and "0000.png: frame is 6x4, the sequence is 8x8" in reader.skipped[0]
