@@ -138,3 +138,18 @@ def test_an_odd_sized_first_file_of_a_sequence_is_skipped_not_every_real_frame(t
     frames = [int(frame[0, 0, 0]) for _, batch in reader for frame in batch]
     assert frames == [1, 2, 3, 4, 5, 6] and (reader.info.width, reader.info.height) == (8, 8)
     assert len(reader.skipped) == 1 and "0000.png: frame is 6x4, the sequence is 8x8" in reader.skipped[0]
+
+
+def test_the_best_guess_label_of_a_box_at_the_right_edge_stays_inside_the_picture():
+    """Crossing, --every-instance: a best guess at the right edge was labelled 'bes'."""
+    from pipelines.detections import Detection
+    from pipelines.highlight import GUESS_RGB, highlight
+
+    image, heat = np.zeros((120, 200, 3), np.uint8), np.zeros((120, 200), np.float32)
+
+    def label_pixels(box: tuple[int, int, int, int]) -> int:
+        drawn = highlight(image, heat, [], Detection(box=box, score=0.12, area=1, peak=(0, 0)))
+        drawn[box[1]:box[3], box[0]:box[2]] = 0  # the box itself aside: the label's pixels only
+        return int((np.abs(drawn.astype(int) - GUESS_RGB).sum(axis=2) < 120).sum())
+
+    assert label_pixels((185, 60, 199, 100)) == label_pixels((10, 60, 24, 100)) > 0
