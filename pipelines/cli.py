@@ -60,6 +60,7 @@ INTERRUPTED_EXIT_CODE = 130
 # What to do after Ctrl-C, for the commands that can resume.
 EXPAND_RESUME_HINT = "rerun the same `synth expand` command to resume (finished shards are kept)"
 TRAIN_RESUME_HINT = "rerun the same `synth train` command with --resume to continue from the last checkpoint"
+SEARCH_RESUME_HINT = "rerun the same `synth search` command: it starts over and clears this run's outputs first"
 # File-system errors that are the environment's, not a bug: a read-only or full disk, a path that
 # is a file where a folder is needed. They get one line, like a user's mistake.
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR,

@@ -2,15 +2,17 @@
 
 :class:`FolderFrames` yields (frame indices, RGB frames) batches like
 :class:`pipelines.video.FrameReader`, decoding ahead on a background thread. A file that cannot be
-read, or whose size differs from the first readable frame's, is skipped, counted and logged
-(``skipped``: one line per file, naming it) and the sequence goes on; frame indices are the files'
-positions in name order, so a skipped file leaves a gap. A folder with no readable frame is an
+read, or whose size differs from the commonest among the first five readable frames', is skipped,
+counted and logged (``skipped``: one line per file, naming it) and the sequence goes on; frame
+indices are the files' positions in name order (numbers in names compared as numbers: ``frame2``
+before ``frame10``), so a skipped file leaves a gap. A folder with no readable frame is an
 :class:`InputError`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Frame rate written into the highlighted video of a frame folder (a folder has none of its own).
 SEQUENCE_FPS = 25.0
+# Readable frames whose commonest size is the sequence's (the others are skipped as of another size).
+SIZE_SAMPLE = 5
 
 
 @dataclass(frozen=True)
@@ -35,13 +39,20 @@ class SequenceInfo:
     frame_count: int
 
 
+def name_order(name: str) -> tuple[tuple[Any, ...], str]:
+    """Sort key of a frame's name: runs of digits compared as numbers (``frame2`` before ``frame10``,
+    as ffmpeg's unpadded ``%d`` names need; zero-padded names keep their order), then the name."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(part) if index % 2 else part for index, part in enumerate(parts)), name
+
+
 class FolderFrames:
     """Iterate over a frame folder's (indices, RGB frames) batches; see the module docstring."""
 
     def __init__(self, folder: Path | str, batch_size: int = 4, prefetch: int = 8) -> None:
         self.path = Path(folder)
         images, _ = list_images(self.path)
-        self.files = sorted(images, key=lambda p: str(p.relative_to(self.path)))
+        self.files = sorted(images, key=lambda p: name_order(str(p.relative_to(self.path))))
         if not self.files:
             raise InputError(f"{self.path}: no image frames in this folder")
         self.batch_size = max(1, int(batch_size))
@@ -49,19 +60,23 @@ class FolderFrames:
         self.skipped: list[str] = []
         self.frames_read = 0
         self.error: str | None = None
-        self._size: tuple[int, int] | None = None
-        first = self._first_readable()
-        self.info = SequenceInfo(first.shape[1], first.shape[0], SEQUENCE_FPS, len(self.files))
+        self._size = self._sequence_size()
+        self.info = SequenceInfo(self._size[1], self._size[0], SEQUENCE_FPS, len(self.files))
 
-    def _first_readable(self) -> np.ndarray:
+    def _sequence_size(self) -> tuple[int, int]:
+        """(height, width) of the frames: the commonest among the first SIZE_SAMPLE readable files (the
+        earliest on a tie), so a thumbnail or cover sorted first does not get every real frame skipped."""
+        sizes: list[tuple[int, int]] = []
         for path in self.files:
             try:
-                frame = read_image(path, "rgb")
+                sizes.append(read_image(path, "rgb").shape[:2])
             except InputError:
                 continue
-            self._size = frame.shape[:2]
-            return frame
-        raise InputError(f"{self.path}: none of its {len(self.files)} image files could be read")
+            if len(sizes) == SIZE_SAMPLE:
+                break
+        if not sizes:
+            raise InputError(f"{self.path}: none of its {len(self.files)} image files could be read")
+        return max(sizes, key=sizes.count)
 
     def _read(self, path: Path) -> np.ndarray | str:
         try:
@@ -69,7 +84,6 @@ class FolderFrames:
         except InputError as error:
             return str(error)
         if frame.shape[:2] != self._size:
-            assert self._size is not None
             return (f"{path}: frame is {frame.shape[1]}x{frame.shape[0]}, the sequence is "
                     f"{self._size[1]}x{self._size[0]}")
         return frame
@@ -113,17 +127,23 @@ def open_frames(medium: Path, batch: int) -> Any:
 def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tuple[Any, Any]]:
     """(reader, writer): ``medium``'s frames and a highlighted video written at its size and rate.
 
-    Both are closed however the block ends (the frames written before a failure are kept); a
-    medium that delivered no frame is an InputError after the block.
+    Both are closed however the block ends. The frames written before a failure of this medium (an
+    exception: the run goes on and reports it) are kept; an interrupt (Ctrl-C, or the consumer
+    stopping early) removes the part-written video, which would otherwise pass for a complete one.
+    A medium that delivered no frame is an InputError after the block.
     """
     from pipelines.video import VideoWriter
 
     reader = open_frames(medium, batch)
     writer = VideoWriter(video, reader.info.fps, reader.info.width, reader.info.height)
+    keep = True
     try:
         yield reader, writer
+    except BaseException as error:
+        keep = isinstance(error, Exception)  # not KeyboardInterrupt, SystemExit, GeneratorExit
+        raise
     finally:
         reader.close()
-        writer.close(keep=True)
+        writer.close(keep=keep)
     if reader.frames_read == 0:
         raise InputError(f"{medium}: no frame could be decoded")

@@ -55,8 +55,10 @@ def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detectio
         if best is not None:
             x0, y0, x1, y1 = best.box
             cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), GUESS_RGB, 1)
-            cv2.putText(out, f"best guess {best.score:.2f}", (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.4, GUESS_RGB, 1, cv2.LINE_AA)
+            label = f"best guess {best.score:.2f}"
+            (text_w, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+            x = max(0, min(x0, w - text_w - 1))  # a box at the right edge keeps its whole label
+            cv2.putText(out, label, (x, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, GUESS_RGB, 1, cv2.LINE_AA)
         return out
     radius = max(2, round(0.01 * math.hypot(h, w)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

@@ -82,12 +82,29 @@ class OutputRecord:
         self._file.write(json.dumps(stem) + "\n")
         self._file.flush()  # on disk (page cache) before the outputs: a killed run's files stay findable
 
-    def clear(self) -> int:
-        """Remove the outputs the record names, the fixed names and the temporaries a killed write of
-        any of them left (:func:`augment.imageio.temporary_beside`); the number of outputs removed."""
+    def earlier_outputs(self) -> set[Path]:
+        """The files an earlier run wrote, as the record names them (what :meth:`clear` removes, less
+        temporaries): a search of a folder that holds ``out`` leaves them out of its inputs."""
+        if not self.out.is_dir():
+            return set()
+        names, folders = self._names()
+        found = {self.out / name for name in names}
+        for folder in folders:
+            if (self.out / folder).is_dir() and not (self.out / folder).is_symlink():
+                found.update(child for child in (self.out / folder).iterdir() if FRAME_NAME.fullmatch(child.name))
+        return {path for path in found if path.is_file() and not path.is_symlink()}
+
+    def _names(self) -> tuple[set[str], set[str]]:
+        """(Output file names, per-stem frame folders) of the stems the record names."""
         stems = self._recorded()
         names = {*self.kinds.fixed, *(f"{stem}{suffix}" for stem in stems for suffix in self.kinds.suffixes)}
         folders = {f"{stem}{self.kinds.frame_folder}" for stem in stems} if self.kinds.frame_folder else set()
+        return names, folders
+
+    def clear(self) -> int:
+        """Remove the outputs the record names, the fixed names and the temporaries a killed write of
+        any of them left (:func:`augment.imageio.temporary_beside`); the number of outputs removed."""
+        names, folders = self._names()
         removed = 0
         for child in list(self.out.iterdir()):  # one listing: a folder may hold thousands of outputs
             if child.name in names:

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,7 +17,8 @@ import typer
 
 from augment.imageio import InputError, atomic_write_text
 from pipelines.search_outputs import (DETECTIONS_FILE, ImageBatch, OutputNames, RunSummary,  # noqa: F401
-                                      SearchJob, count_work, expand_media, read_pairs, run_search)
+                                      SearchJob, count_work, expand_media, is_video, read_pairs,
+                                      run_search)
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ def register(app: typer.Typer) -> None:
         fusion: Optional[Path] = typer.Option(None, "--fusion", help="Fusion model JSON (default: the model's "
                                               "own: CKPT.fusion.json, or the untrained network's)."),
         sequence: bool = typer.Option(False, "--sequence", help="Read each MEDIA folder as one video "
-                                      "(its frames in name order)."),
+                                      "(its frames in name order, numbers compared as numbers: frame2 before frame10)."),
         every_instance: bool = typer.Option(False, "--every-instance", help="Videos: every instance in "
                                             "every frame on its own, instead of holding one target "
                                             "(the temporal mode, default)."),
@@ -103,7 +105,7 @@ def register(app: typer.Typer) -> None:
         """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
         from augment.locking import folder_lock
         from augment.outputs import check_output_folder
-        from pipelines.cli import fail, make_progress, run_guarded
+        from pipelines.cli import SEARCH_RESUME_HINT, fail, make_progress, run_guarded
         from pipelines.search import Searcher, load_query
 
         if batch < 1:
@@ -126,15 +128,22 @@ def register(app: typer.Typer) -> None:
                 jobs = read_pairs(pairs)
             else:
                 assert query is not None and media
-                jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media), sequence)]
+                jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media), sequence, out)]
                 load_query(query, query_mask)  # a bad query fails here, before the model loads
+            if initial_box is not None and not any(job.medium is not None and is_video(job.medium) for job in jobs):
+                raise InputError("--box gives the target's box in a video's first frame, but no MEDIA is a video "
+                                 "(or a folder with --sequence)")
             searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
                                 query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,
                                 fusion=fusion, mirror=not no_mirror)
             return searcher, jobs
 
         searcher, jobs = run_guarded(prepare)
-        with make_progress() as progress:
+        # Two searches into one folder would clear and overwrite each other's outputs; the lock is
+        # taken before the progress bar, so a busy --out is its one line alone.
+        with ExitStack() as held:
+            run_guarded(held.enter_context, folder_lock(out, "search run"))
+            progress = held.enter_context(make_progress())
             task = progress.add_task("search", total=count_work(jobs) or None, rate="")
             started = time.perf_counter()
             done = 0
@@ -145,14 +154,9 @@ def register(app: typer.Typer) -> None:
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, advance=n, rate=f"{rate:.1f} frames/s")
 
-            def run() -> RunSummary:
-                # Two searches into one folder would clear and overwrite each other's outputs.
-                with folder_lock(out, "search run"):
-                    return run_search(searcher, jobs, out, save_heatmaps=save_heatmaps, batch=batch,
-                                      advance=advance, temporal=not every_instance, initial_box=initial_box,
-                                      workers=workers or None)
-
-            summary = run_guarded(run)
+            summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps, batch=batch,
+                                  advance=advance, temporal=not every_instance, initial_box=initial_box,
+                                  workers=workers or None, interrupt_hint=SEARCH_RESUME_HINT)
         from rich.markup import escape
 
         from pipelines.cli import console

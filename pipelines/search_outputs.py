@@ -47,9 +47,12 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)  # frames of frame folders, with the reason
 
 
-def expand_media(paths: list[Path], sequence: bool = False) -> list[Path]:
+def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = None) -> list[Path]:
     """Files as given; folders become their images and videos (sorted, recursive), or with
-    ``sequence`` stay one medium each (a folder of frames read as one video)."""
+    ``sequence`` stay one medium each (a folder of frames read as one video). A folder that holds
+    ``out`` leaves out what an earlier search wrote there (it is cleared, not searched again)."""
+    earlier = ({p.resolve() for p in OutputRecord(out, SEARCH_OUTPUTS).earlier_outputs()}
+               if out is not None else set())
     media: list[Path] = []
     for path in paths:
         if path.is_dir() and sequence:
@@ -57,7 +60,7 @@ def expand_media(paths: list[Path], sequence: bool = False) -> list[Path]:
         elif path.is_dir():
             images, others = list_images(path)
             videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
-            found = sorted(images + videos)
+            found = sorted(p for p in images + videos if not earlier or p.resolve() not in earlier)
             if not found:
                 raise InputError(f"{path}: no images or videos in this folder")
             media.extend(found)
@@ -117,7 +120,7 @@ class OutputNames:
         return name
 
 
-def _is_video(path: Path) -> bool:
+def is_video(path: Path) -> bool:
     """A video file, or a folder of frames (only ever a medium with ``--sequence``)."""
     return path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()
 
@@ -132,7 +135,7 @@ def count_work(jobs: list[SearchJob]) -> int:
             continue
         if job.medium.is_dir():
             total += len(list_images(job.medium)[0]) if job.medium.exists() else 0
-        elif _is_video(job.medium):
+        elif is_video(job.medium):
             try:
                 total += probe(job.medium).frame_count
             except InputError:
@@ -180,9 +183,9 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                 if key not in queries:  # each query's pixels and features are prepared once
                     queries[key] = searcher.prepare(job.query, job.query_mask)
                 prepared = queries[key]
-                if _is_video(job.medium):
+                if is_video(job.medium):
                     pending.flush()
-                if _is_video(job.medium) and temporal:
+                if is_video(job.medium) and temporal:
                     from pipelines.temporal_run import search_temporal
 
                     for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
@@ -193,7 +196,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                         summary.detections += len(line["detections"])
                         lines.append(line)
                     summary.skipped.extend(summary.tracks[-1]["skipped_files"] if summary.tracks else [])
-                elif _is_video(job.medium):
+                elif is_video(job.medium):
                     for line in _search_video(side_by_side, prepared, job.medium, out, names, save_heatmaps,
                                               batch, advance, summary):
                         lines.append(line)
@@ -211,6 +214,8 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
 
 
 def _read_still(medium: Path) -> Any:
+    if medium.suffix.lower() not in IMAGE_EXTENSIONS and not medium.exists():  # e.g. a folder's name mistyped
+        raise InputError(f"{medium}: no such file or folder")
     if medium.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InputError(f"{medium}: not an image or video file (unknown suffix "
                          f"{medium.suffix or '(none)'!r})")

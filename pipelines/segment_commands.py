@@ -20,13 +20,20 @@ from augment.imageio import InputError, list_images
 IO_ERROR_EXIT_CODE = 1
 
 
-def images_of(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Image files as given; folders become their images. Missing paths and non-images are errors."""
+def images_of(paths: list[Path], out: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Image files as given; folders become their images. Missing paths and non-images are errors.
+    A folder that holds ``out`` leaves out what an earlier `synth segment` wrote there."""
+    earlier: set[Path] = set()
+    if out is not None:
+        from pipelines.output_record import OutputRecord
+        from pipelines.segment_outputs import SEGMENT_OUTPUTS
+
+        earlier = {p.resolve() for p in OutputRecord(out, SEGMENT_OUTPUTS).earlier_outputs()}
     images: list[Path] = []
     errors: list[str] = []
     for path in paths:
         if path.is_dir():
-            found, _ = list_images(path)
+            found = [p for p in list_images(path)[0] if not earlier or p.resolve() not in earlier]
             if not found:
                 raise InputError(f"{path}: no images in this folder")
             images.extend(found)
@@ -80,7 +87,7 @@ def register(app: typer.Typer) -> None:
         from pipelines.segmenter import Segmenter
 
         def prepare() -> tuple[Segmenter, list[Path], list[str]]:
-            return Segmenter(checkpoint, device), *images_of(list(images))
+            return Segmenter(checkpoint, device), *images_of(list(images), out)
 
         segmenter, paths, errors = run_guarded(prepare)
         with make_progress() as progress:

@@ -67,6 +67,8 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
 
 def _check_box(box: Any, width: int, height: int, medium: Path) -> None:
     x0, y0, x1, y1 = box
-    if min(x1, width) - max(x0, 0) < 2 or min(y1, height) - max(y0, 0) < 2:
-        raise InputError(f"{medium}: --box {x0:g},{y0:g},{x1 - x0:g},{y1 - y0:g} lies outside its "
-                         f"{width}x{height} frames")
+    inside_w, inside_h = min(x1, width) - max(x0, 0), min(y1, height) - max(y0, 0)
+    if inside_w < 2 or inside_h < 2:
+        where = ("lies outside its" if inside_w <= 0 or inside_h <= 0 else
+                 f"covers {max(inside_w, 0):g}x{max(inside_h, 0):g} px (at least 2 px a side is needed) of its")
+        raise InputError(f"{medium}: --box {x0:g},{y0:g},{x1 - x0:g},{y1 - y0:g} {where} {width}x{height} frames")

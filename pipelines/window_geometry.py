@@ -72,11 +72,12 @@ def sample_window(frame: np.ndarray, affine: np.ndarray, out_w: int, out_h: int)
 
 def box_from(center: tuple[float, float], size: tuple[float, float],
              frame_w: int, frame_h: int) -> tuple[int, int, int, int]:
-    """[x0, y0, x1, y1] of a centre and (w, h), clipped to the frame."""
+    """[x0, y0, x1, y1] of a centre and (w, h), clipped to the frame (a box wholly beyond an edge
+    becomes an empty one on that edge, x0 <= x1 and y0 <= y1 always)."""
     cx, cy = center
     w, h = size
-    return (max(0, round(cx - w / 2)), max(0, round(cy - h / 2)),
-            min(frame_w, round(cx + w / 2)), min(frame_h, round(cy + h / 2)))
+    x0, y0 = min(max(0, round(cx - w / 2)), frame_w), min(max(0, round(cy - h / 2)), frame_h)
+    return x0, y0, max(x0, min(frame_w, round(cx + w / 2))), max(y0, min(frame_h, round(cy + h / 2)))
 
 
 def shift_map(image: np.ndarray, offset: np.ndarray) -> np.ndarray:

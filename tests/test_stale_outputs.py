@@ -151,3 +151,36 @@ def test_only_inputs_inside_out_are_kept_not_everything_under_an_input_folder(tm
         pass
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.name.startswith(".")) == [
         "frames.heat", "frames.heat/000000.png", "frames.heat/000001.png"]
+
+
+def test_a_search_of_the_folder_that_holds_out_does_not_search_the_earlier_runs_outputs(tmp_path):
+    query = tmp_path / "query.png"
+    save_image(query, _random(1, 40, 40))
+    photos = tmp_path / "photos"
+    save_image(photos / "one.jpg", _random(2, 72, 96))
+    _write_video(photos / "clip.avi")
+    out = photos / "found"  # `synth search query.png photos/ --out photos/found`, run again
+    for _ in range(2):
+        result = _search(query, [photos], out)
+        assert result.exit_code == 0, result.output
+        sources = {json.loads(line)["source"] for line in (out / "detections.jsonl").read_text().splitlines()}
+        assert sources == {str(photos / "clip.avi"), str(photos / "one.jpg")}
+        assert _listing(out) == ["clip.highlight.mp4", "clip.summary.json", "detections.jsonl", "one.heat.png",
+                                 "one.highlight.jpg"]
+    mine = out / "mine.highlight.jpg"  # a file of the user's named like an output is still searched
+    save_image(mine, _random(3, 72, 96))
+    result = _search(query, [photos], out)
+    assert result.exit_code == 0, result.output
+    assert str(mine) in (out / "detections.jsonl").read_text()
+
+
+def test_a_segment_of_the_folder_that_holds_out_does_not_segment_the_earlier_runs_outputs(tmp_path,
+                                                                                         segment_checkpoint):
+    photos = tmp_path / "photos"
+    save_image(photos / "one.jpg", _random(1, 48, 64))
+    out = photos / "labelled"  # `synth segment photos/ --out photos/labelled`, run again
+    for _ in range(2):
+        result = run_cli("segment", photos, "--checkpoint", segment_checkpoint, "--out", out, "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        assert "segmented 1 images" in result.output
+        assert _listing(out) == ["classes.json", "one.confidence.png", "one.overlay.jpg", "one.png"]

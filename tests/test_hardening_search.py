@@ -1,0 +1,155 @@
+"""`synth search` as a user meets it on videos and frame folders: interrupted runs, options that
+cannot apply, the one-line errors. Small generated videos; the untrained network on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from augment.imageio import save_image
+from cli_checks import assert_one_line_error, run_cli
+
+STOPPED_AT = 2  # frames searched before the interrupt
+
+
+def _random(seed: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def _write_video(path: Path, frames: int = 6) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 72))
+    for k in range(frames):
+        writer.write(_random(10 + k, 72, 96))
+    writer.release()
+
+
+def _interrupt_after(monkeypatch, owner: object, name: str) -> None:
+    """``owner.name`` raises KeyboardInterrupt (a user's Ctrl-C) once it has run STOPPED_AT times."""
+    real, calls = getattr(owner, name), []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > STOPPED_AT:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, stopping)
+
+
+def _search(tmp_path: Path, *options: str):
+    query, video = tmp_path / "query.png", tmp_path / "clip.mp4"
+    save_image(query, _random(1, 24, 24))
+    _write_video(video)
+    return run_cli("search", query, video, "--out", tmp_path / "found", "--device", "cpu", "--untrained",
+                   "--no-verify", "--workers", 1, "--batch", 1, *options)
+
+
+def test_ctrl_c_in_the_temporal_mode_leaves_no_highlighted_video_as_if_complete(tmp_path, monkeypatch):
+    from pipelines.temporal import TemporalSearcher
+
+    _interrupt_after(monkeypatch, TemporalSearcher, "step")
+    result = _search(tmp_path)
+    assert result.exit_code == 130, result.output
+    assert "Traceback" not in result.output
+    assert "interrupted; rerun the same `synth search` command" in " ".join(result.stderr.split())
+    left = sorted(p.name for p in (tmp_path / "found").iterdir())
+    assert not [name for name in left if "highlight" in name or name.endswith((".summary.json", ".jsonl"))], left
+
+
+def test_ctrl_c_with_every_instance_leaves_no_highlighted_video_as_if_complete(tmp_path, monkeypatch):
+    from pipelines.search_workers import SearchWorkers
+
+    _interrupt_after(monkeypatch, SearchWorkers, "find_each")
+    result = _search(tmp_path, "--every-instance")
+    assert result.exit_code == 130, result.output
+    left = sorted(p.name for p in (tmp_path / "found").iterdir())
+    assert not [name for name in left if "highlight" in name or name.endswith(".jsonl")], left
+
+
+def test_box_with_no_video_among_the_media_is_one_line_not_silently_ignored(tmp_path):
+    query, photo = tmp_path / "query.png", tmp_path / "photos" / "scene.jpg"
+    save_image(query, _random(1, 24, 24))
+    save_image(photo, _random(2, 72, 96))
+    result = run_cli("search", query, photo.parent, "--box", "10,10,20,20", "--out", tmp_path / "found",
+                     "--device", "cpu", "--untrained", "--no-verify")
+    assert_one_line_error(result, 2, "--box", "video")
+    assert not (tmp_path / "found").exists()
+
+
+def test_a_sequence_of_unpadded_frame_numbers_is_read_in_frame_order(tmp_path):
+    """ffmpeg's default ``frame%d.png``: frame2 comes before frame10, as a file manager shows them."""
+    from pipelines.frames import FolderFrames
+
+    folder = tmp_path / "frames"
+    for k in (1, 2, 3, 9, 10, 11, 20):
+        save_image(folder / f"frame{k}.png", np.full((8, 8, 3), k, np.uint8))
+    save_image(folder / "frame05.png", np.full((8, 8, 3), 5, np.uint8))  # zero-padded among them
+    frames = [int(frame[0, 0, 0]) for _, batch in FolderFrames(folder, batch_size=3) for frame in batch]
+    assert frames == [1, 2, 3, 5, 9, 10, 11, 20]
+
+
+def test_a_box_beyond_the_frame_edge_is_clipped_to_an_ordered_box_not_inverted():
+    """--box 350,230,50,50 on 360x240 Crossing gave [364, 212, 360, 240] in detections.jsonl."""
+    from pipelines.window_geometry import box_from
+
+    for center in ((375.0, 255.0), (-30.0, -40.0), (180.0, 120.0), (400.0, -10.0)):
+        x0, y0, x1, y1 = box_from(center, (20.0, 30.0), 360, 240)
+        assert 0 <= x0 <= x1 <= 360 and 0 <= y0 <= y1 <= 240, (center, (x0, y0, x1, y1))
+    assert box_from((180.0, 120.0), (20.0, 30.0), 360, 240) == (170, 105, 190, 135)
+
+
+def test_a_box_inside_the_frames_but_under_two_pixels_is_not_said_to_lie_outside(tmp_path):
+    result = _search(tmp_path, "--box", "10,10,1,1")
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert "10,10,1,1" in message and "outside" not in message and "2 px" in message, message
+
+
+def test_a_missing_folder_is_named_as_missing_not_as_an_unknown_suffix(tmp_path):
+    query = tmp_path / "query.png"
+    save_image(query, _random(1, 24, 24))
+    for options in ((), ("--sequence",)):
+        result = run_cli("search", query, tmp_path / "frames_typo", "--out", tmp_path / "found", "--device", "cpu",
+                         "--untrained", "--no-verify", *options)
+        assert result.exit_code == 1, result.output
+        message = " ".join(result.output.split())
+        assert "frames_typo: no such file or folder" in message and "suffix" not in message, message
+
+
+def test_a_busy_out_is_one_line_with_exit_code_3_and_no_progress_bar(tmp_path):
+    from augment.locking import BUSY_EXIT_CODE, folder_lock
+
+    with folder_lock(tmp_path / "found", "search run"):  # as another process's run would
+        result = _search(tmp_path)
+    assert_one_line_error(result, BUSY_EXIT_CODE, "found", "another search run is writing here")
+
+
+def test_an_odd_sized_first_file_of_a_sequence_is_skipped_not_every_real_frame(tmp_path):
+    """A thumbnail sorted first (0000.jpg) set the sequence's size, and every real frame was skipped."""
+    from pipelines.frames import FolderFrames
+
+    folder = tmp_path / "frames"
+    save_image(folder / "0000.png", np.zeros((4, 6, 3), np.uint8))
+    for k in range(1, 7):
+        save_image(folder / f"{k:04d}.png", np.full((8, 8, 3), k, np.uint8))
+    reader = FolderFrames(folder, batch_size=4)
+    frames = [int(frame[0, 0, 0]) for _, batch in reader for frame in batch]
+    assert frames == [1, 2, 3, 4, 5, 6] and (reader.info.width, reader.info.height) == (8, 8)
+    assert len(reader.skipped) == 1 and "0000.png: frame is 6x4, the sequence is 8x8" in reader.skipped[0]
+
+
+def test_the_best_guess_label_of_a_box_at_the_right_edge_stays_inside_the_picture():
+    """Crossing, --every-instance: a best guess at the right edge was labelled 'bes'."""
+    from pipelines.detections import Detection
+    from pipelines.highlight import GUESS_RGB, highlight
+
+    image, heat = np.zeros((120, 200, 3), np.uint8), np.zeros((120, 200), np.float32)
+
+    def label_pixels(box: tuple[int, int, int, int]) -> int:
+        drawn = highlight(image, heat, [], Detection(box=box, score=0.12, area=1, peak=(0, 0)))
+        drawn[box[1]:box[3], box[0]:box[2]] = 0  # the box itself aside: the label's pixels only
+        return int((np.abs(drawn.astype(int) - GUESS_RGB).sum(axis=2) < 120).sum())
+
+    assert label_pixels((185, 60, 199, 100)) == label_pixels((10, 60, 24, 100)) > 0
