@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -90,18 +91,17 @@ def register(app: typer.Typer) -> None:
             return Segmenter(checkpoint, device), *images_of(list(images), out)
 
         segmenter, paths, errors = run_guarded(prepare)
-        with make_progress() as progress:
+        # The lock is taken before the progress bar, so a busy --out is its one line alone.
+        with ExitStack() as held:
+            run_guarded(held.enter_context, folder_lock(out, "segment run"))
+            progress = held.enter_context(make_progress())
             task = progress.add_task("segment", total=len(paths), rate="")
             started = time.perf_counter()
 
             def advance(done: int) -> None:
                 progress.update(task, completed=done, rate=f"{done / max(time.perf_counter() - started, 1e-9):.1f} images/s")
 
-            def run():
-                with folder_lock(out, "segment run"):
-                    return run_segment(segmenter, paths, out, advance)
-
-            summary = run_guarded(run)
+            summary = run_guarded(run_segment, segmenter, paths, out, advance)
         errors += summary.errors
         console.print(f"segmented {summary.images} images in {summary.seconds:.1f} s -> {out} "
                       f"({len(errors)} skipped)", highlight=False)

@@ -184,3 +184,16 @@ def test_a_segment_of_the_folder_that_holds_out_does_not_segment_the_earlier_run
         assert result.exit_code == 0, result.output
         assert "segmented 1 images" in result.output
         assert _listing(out) == ["classes.json", "one.confidence.png", "one.overlay.jpg", "one.png"]
+
+
+def test_a_busy_out_is_one_segment_line_with_exit_code_3_and_no_progress_bar(tmp_path, segment_checkpoint):
+    """Another run writing into --out: one line (exit 3), without an empty progress bar after it."""
+    from cli_checks import assert_one_line_error
+
+    photo = tmp_path / "one.jpg"
+    save_image(photo, _random(1, 48, 64))
+    out = tmp_path / "labelled"
+    with folder_lock(out, "segment run"):  # as another process's run would
+        result = run_cli("segment", photo, "--checkpoint", segment_checkpoint, "--out", out, "--device", "cpu")
+    assert_one_line_error(result, BUSY_EXIT_CODE, "labelled", "another segment run is writing here")
+    assert "segment 0/1" not in result.output
