@@ -23,11 +23,19 @@ def frame_heat(track: Track, width: int, height: int) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def draw_track(frame: np.ndarray, track: Track, heat_alpha: float = 0.35) -> np.ndarray:
+def draw_track(frame: np.ndarray, track: Track, heat_alpha: float = 0.6) -> np.ndarray:
     """The frame with the searched heat overlaid (where it was searched), the held box outlined in
-    the state's colour (thin while lost: the best guess), and the state written in a corner."""
+    the state's colour (thin while lost: the best guess), and the state written in a corner.
+
+    The heat is shown from the searched pixels' median (clear) to its peak (red): scores are
+    ~0.1-0.4, and drawn as they are the overlay was near invisible. The score is written beside
+    the state."""
     h, w = frame.shape[:2]
     heat = frame_heat(track, w, h)
+    searched = heat[heat > 0]
+    if searched.size:
+        floor, peak = float(np.median(searched)), float(searched.max())
+        heat = np.clip((heat - floor) / max(peak - floor, 1e-6), 0.0, 1.0)
     colour = cv2.applyColorMap(np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8),
                                cv2.COLORMAP_JET)[:, :, ::-1]
     weight = (heat_alpha * heat)[..., None]
