@@ -99,6 +99,9 @@ class TemporalSearcher(LostSearch, Adaptation):
         self.window_side = max(32, int(math.ceil(side / 8)) * 8)
         self.anchor_rgb, self.mask = query.rgb, query.mask
         self.net = TemplateHeat(searcher, query.rgb, query.mask)
+        self.searcher, self.query = searcher, query  # the still-image search (acquire_every)
+        self._unacquired = 0  # frames searched before the first acquisition (acquire_every)
+        self._guess: tuple[tuple[int, ...], float] | None = None  # the still search's best guess (box, score)
         if cfg.onnx_backbone:  # encoded by onnxruntime (pipelines/onnx_backbone.py), if it is there
             self.net.use_onnx()
         self.scales = (1.0 / cfg.scale_step, 1.0, cfg.scale_step) if cfg.scale_step > 1 else (1.0,)

@@ -194,6 +194,16 @@ class TemporalConfig:
     # is only a guess), and while lost (the last size: like the windowed search, since smaller
     # templates out-score larger ones on anything, a choice of sizes shrank the box).
     acquire_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
+    # Without a box, the target is first acquired only where the still-image search (heat map,
+    # candidates verified geometrically, its calibrated threshold: `synth search` on a photo)
+    # reports the query in the frame, tried on the first frame and every acquire_every-th after
+    # it; until then the frames are lost, the box the still search's best guess. Why: the whole
+    # frame's highest peak was taken on the first frame whatever it scored, so a query absent from
+    # the video was "tracked" on whatever resembled it most (a dress in Crossing, all 60 frames).
+    # With the query cut from frame 1 the still search reports it there in each shared sequence;
+    # a query from another sequence is reported in none (24 pairs, frames 1 and 21). 0 = the
+    # highest peak, as before.
+    acquire_every: int = 10
     redetect_scales: tuple[float, ...] = (1.0,)
     # The media (the windows, the whole frame while lost) encoded by onnxruntime instead of
     # PyTorch (pipelines/onnx_backbone.py): ~35% less time per window, ~25% per whole frame on
@@ -357,6 +367,8 @@ class TemporalConfig:
         if self.refine_radius < 0.0 or not 0.0 <= self.refine_heat <= 1.0:
             raise ValueError(f"need refine_radius >= 0 and refine_heat in [0, 1], not {self.refine_radius}, "
                              f"{self.refine_heat}")
+        if self.acquire_every < 0:
+            raise ValueError(f"acquire_every must be >= 0 (0: the highest peak), not {self.acquire_every}")
         if self.redetect_max_zoom < 0:
             raise ValueError(f"redetect_max_zoom must be >= 0 (0: no cap), not {self.redetect_max_zoom}")
         if not 0.0 <= self.candidate_screen < 1.0:

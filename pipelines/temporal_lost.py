@@ -94,6 +94,10 @@ class LostSearch:
     _lost_frames: int
     _lost_center: tuple[float, float] | None
     _cut: bool
+    searcher: Any
+    query: Any
+    _unacquired: int
+    _guess: tuple[tuple[int, ...], float] | None
 
     def _search_lost(self, frame: np.ndarray, index: int, near: Look | None) -> Track:
         """While lost (long-term trackers' re-detection): the last place and the highest peaks of
@@ -267,10 +271,31 @@ class LostSearch:
         dx, dy = self.peak_offset * template_height / self.template_size[0]
         return (x + 0.5 - dx) / affine[0, 0], (y + 0.5 - dy) / affine[1, 1]
 
+    def _acquire(self, frame: np.ndarray, index: int, w: int, h: int) -> Track:
+        """The first acquisition without a box (acquire_every): where the still-image search reports
+        the query, its top detection is the target (re-detected); until then the frame is lost and
+        the box the still search's best guess."""
+        tried, self._unacquired = self._unacquired % self.config.acquire_every == 0, self._unacquired + 1
+        if tried:
+            result = self.searcher.find_many(self.query, [frame], keep_images=False)[0]
+            if result.detections:
+                found = result.detections[0]
+                x0, y0, x1, y1 = found.box
+                self.center = ((x0 + x1) / 2, (y0 + y1) / 2)
+                self.height = max(2.0, math.sqrt(max(1, (x1 - x0) * (y1 - y0)) / self.aspect))
+                self.state = REDETECTED
+                return Track(index, REDETECTED, box_from(self.center, self.box_size(), w, h), float(found.score))
+            best = result.best
+            self._guess = None if best is None else (tuple(int(v) for v in best.box), float(best.score))
+        box, score = self._guess if self._guess is not None else (None, 0.0)
+        return Track(index, LOST, box, score)
+
     def _whole(self, frame: np.ndarray, index: int, w: int, h: int) -> Track:
         """The whole frame searched for its highest peak: the first acquisition, and re-detection
         when no online filter is there to tell the target from look-alikes."""
         cfg = self.config
+        if self.center is None and cfg.acquire_every > 0:
+            return self._acquire(frame, index, w, h)
         heat, sizes, affine, _ = self._whole_heat(
             frame, cfg.acquire_scales if self.center is None else cfg.redetect_scales)
         s, y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)

@@ -1,0 +1,61 @@
+"""The first acquisition without a box (``TemporalConfig.acquire_every``): the target is taken
+only where the still-image search (verified, at its calibrated threshold) reports the query, so a
+query absent from the video is not "tracked" on whatever resembles it most, and a target that
+enters later is acquired when it does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from pipelines.search import Searcher
+from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalConfig, TemporalSearcher
+from tests.test_temporal import SIDE, _centre, _paste, _scene, _target, one_thread, searcher  # noqa: F401
+
+
+def _entering_video(enters: int) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
+    """20 frames of the coffee scene; the target shown from frame ``enters`` on, moving right."""
+    background = _scene(data.coffee())
+    frames, truth = [], []
+    for t in range(20):
+        frame = background.copy()
+        centre = (80.0 + 3 * t, 120.0)
+        if t >= enters:
+            _paste(frame, _target(), *centre)
+        frames.append(frame)
+        truth.append(centre)
+    return frames, truth
+
+
+def _states(searcher: Searcher, query: np.ndarray, frames: list[np.ndarray], config: TemporalConfig) -> list:
+    tracker = TemporalSearcher(searcher, searcher.prepare(query), config)
+    return [tracker.step(frame) for frame in frames]
+
+
+def test_a_query_absent_from_the_video_is_never_acquired(searcher: Searcher) -> None:
+    frames, _ = _entering_video(enters=99)  # never shown
+    tracks = _states(searcher, _target(), frames, TemporalConfig(acquire_every=5))
+    assert [t.state for t in tracks] == [LOST] * 20
+    assert all(t.to_json()["detections"] == [] for t in tracks)
+    # Before: the highest peak of the first frame was taken, and "tracked" from then on.
+    before = _states(searcher, _target(), frames, TemporalConfig(acquire_every=0))
+    assert before[0].state == REDETECTED and TRACKING in {t.state for t in before}
+
+
+def test_a_target_entering_later_is_acquired_at_the_next_try_and_held(searcher: Searcher) -> None:
+    frames, truth = _entering_video(enters=7)
+    tracks = _states(searcher, _target(), frames, TemporalConfig(acquire_every=5))
+    states = [t.state for t in tracks]
+    # Tried at frames 0 and 5 (absent), 10 (present): lost until then, found there, held after.
+    assert states[:10] == [LOST] * 10 and states[10] == REDETECTED, states
+    assert set(states[11:]) == {TRACKING}, states
+    errors = [float(np.linalg.norm(_centre(t.best_box) - np.array(c))) for t, c in zip(tracks[10:], truth[10:])]
+    assert max(errors) <= 8, np.round(errors, 1)
+    height = tracks[-1].best_box[3] - tracks[-1].best_box[1]
+    assert 0.75 * SIDE <= height <= 1.3 * SIDE, height
+
+
+def test_a_bad_acquire_every_is_one_line() -> None:
+    with pytest.raises(ValueError, match="acquire_every"):
+        TemporalConfig(acquire_every=-1)
