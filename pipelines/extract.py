@@ -172,11 +172,21 @@ def _read_ahead(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray | InputErr
         yield from zip(paths, pool.map(load, paths))
 
 
+def check_cut_classes(segmenter: Segmenter, config: ExtractConfig, origin: str) -> None:
+    """``config.cut_classes`` must be classes of the checkpoint (``origin`` starts the error line)."""
+    names = [c.name for c in segmenter.classes]
+    unknown = sorted(set(config.cut_classes) - set(names))
+    if unknown:
+        raise InputError(f"{origin}cut_classes: {', '.join(unknown)} not among the checkpoint's classes "
+                         f"({', '.join(names)})")
+
+
 def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: ExtractConfig, *, round_index: int = 0,
                 reference: Segmenter | None = None, workers: int = 1,
                 advance: Callable[[int], None] | None = None) -> ExtractSummary:
     """Extract automatic masks of ``images`` into ``out`` (see the module's doc)."""
     started = time.perf_counter()
+    check_cut_classes(segmenter, config, "extract.")  # before anything of an earlier run is removed
     out.mkdir(parents=True, exist_ok=True)
     # An older run's output must not mix with this one's; extract.json, written last, marks a complete folder.
     for stale in [*out.glob("pseudo-*.parquet"), *out.glob(".*.tmp"), out / SUMMARY_FILE, out / OBJECTS_FILE,
@@ -184,9 +194,6 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
         stale.unlink(missing_ok=True)
     shutil.rmtree(out / "previews", ignore_errors=True)
     names = [c.name for c in segmenter.classes]
-    unknown = sorted(set(config.cut_classes) - set(names))
-    if unknown:
-        raise InputError(f"extract.cut_classes: {', '.join(unknown)} not among the checkpoint's classes ({', '.join(names)})")
     cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))
     cutter = SourceConfig(min_area=1, max_cutout_side=config.max_cutout_side)
     summary = ExtractSummary(model_id=segmenter.model_id, round=round_index,

@@ -82,7 +82,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
     ) -> None:
         """Label every pixel: NAME.png (class index), NAME.confidence.png, NAME.overlay.jpg and classes.json."""
-        from augment.locking import folder_lock
+        from augment.locking import claim_output_folder
         from pipelines.cli import console, make_progress, run_guarded
         from pipelines.segment_outputs import run_segment
         from pipelines.segmenter import Segmenter
@@ -93,7 +93,7 @@ def register(app: typer.Typer) -> None:
         segmenter, paths, errors = run_guarded(prepare)
         # The lock is taken before the progress bar, so a busy --out is its one line alone.
         with ExitStack() as held:
-            run_guarded(held.enter_context, folder_lock(out, "segment run"))
+            run_guarded(held.enter_context, claim_output_folder(out, "segment run"))
             progress = held.enter_context(make_progress())
             task = progress.add_task("segment", total=len(paths), rate="")
             started = time.perf_counter()
@@ -126,9 +126,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Automatic masks -> cutouts with provenance (a source for `synth expand`) and pseudo-labelled photos."""
         from augment.config import read_yaml_mapping
-        from augment.locking import folder_lock
+        from augment.locking import claim_output_folder
+        from augment.outputs import check_output_folder
         from pipelines.cli import check_at_least, console, make_progress, run_guarded
-        from pipelines.extract import ExtractConfig, run_extract, summary_counts
+        from pipelines.extract import ExtractConfig, check_cut_classes, run_extract, summary_counts
         from pipelines.segmenter import Segmenter
 
         check_at_least(workers, 1, "--workers")
@@ -141,15 +142,19 @@ def register(app: typer.Typer) -> None:
             except (TypeError, ValueError) as error:
                 raise InputError(f"{config_file}: {error}") from None
             paths, errors = images_of(list(images))
-            return (Segmenter(checkpoint, device), Segmenter(reference, device) if reference else None, paths, errors,
-                    config)
+            if not paths:  # every path named is missing: nothing to extract from
+                raise InputError("; ".join(errors))
+            segmenter = Segmenter(checkpoint, device)
+            check_cut_classes(segmenter, config, f"{config_file}: ")
+            check_output_folder(out)
+            return segmenter, Segmenter(reference, device) if reference else None, paths, errors, config
 
         segmenter, second, paths, errors, config = run_guarded(prepare)
         with make_progress() as progress:
             task = progress.add_task("extract", total=len(paths), rate="")
 
             def run():
-                with folder_lock(out, "extract run"):
+                with claim_output_folder(out, "extract run"):
                     return run_extract(segmenter, paths, out, config, round_index=round_index, reference=second,
                                        workers=workers, advance=lambda n: progress.advance(task, n))
 

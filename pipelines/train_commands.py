@@ -161,6 +161,10 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"{calibration}: not a `synth calibrate` report ({error})") from None
             if not 0.0 < threshold < 1.0:  # synth search would refuse the shipped head at every run
                 raise InputError(f"{calibration}: threshold must be between 0 and 1, not {threshold}")
+            calibrated = report.get("model")
+            if isinstance(calibrated, str) and not _same_network(calibrated, checkpoint):
+                raise InputError(f"{calibration}: calibrates {calibrated}, not {checkpoint}; run `synth calibrate "
+                                 f"--checkpoint {checkpoint}` first")
             state = load_checkpoint(checkpoint)
             manifest = write_head(model, threshold, out, {
                 "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
@@ -207,3 +211,16 @@ def register(app: typer.Typer) -> None:
                 _console.print(f"onnxruntime vs PyTorch: max |difference| {difference:.2e}")
 
         run_guarded(run)
+
+
+def _same_network(calibrated: str, checkpoint: Path) -> bool:
+    """Whether a `synth calibrate` report's ``model`` (a checkpoint path, ``untrained`` or the shipped
+    head) is ``checkpoint``; a path that no longer exists (a moved run folder) cannot be told apart."""
+    import filecmp
+
+    if calibrated == "untrained" or calibrated.startswith("shipped head"):
+        return False
+    path = Path(calibrated)
+    if not path.is_file():
+        return True
+    return path.samefile(checkpoint) or filecmp.cmp(path, checkpoint, shallow=False)

@@ -312,3 +312,26 @@ def test_extract_and_selftune_counts_below_their_minimum_are_one_line(tmp_path, 
                                          (extract, "--round", -1, 0), (selftune, "--workers", 0, 1)]:
         assert_one_line_error(run_cli(*args, option, value), 2, f"{option} must be at least {minimum}, got {value}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "segment.pt"]
+
+
+@pytest.mark.parametrize("calibrated", ["untrained", "other"])
+def test_export_head_refuses_a_calibration_of_another_network(tmp_path, calibrated):
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+    from train.tasks import build_task
+
+    for name, seed in (("checkpoint.pt", 0), ("other.pt", 1)):
+        config = TrainConfig(model={"pretrained": False}, device="cpu", seed=seed)
+        save_checkpoint(tmp_path / name, model=build_task(config).build_model(), optimizer=None, step=seed,
+                        config=config.to_dict(), config_hash=config.hash())
+    model = "untrained" if calibrated == "untrained" else str(tmp_path / "other.pt")
+    report = tmp_path / "calibration.json"
+    report.write_text(json.dumps({"threshold": 0.4, "model": model}))
+    out = tmp_path / "head"
+    result = run_cli("export-head", "--checkpoint", tmp_path / "checkpoint.pt", "--calibration", report,
+                     "--out", out, "--made-by", "test")
+    assert_one_line_error(result, 2, str(report), f"calibrates {model}, not")
+    assert not out.exists()
+    report.write_text(json.dumps({"threshold": 0.4, "model": str(tmp_path / "checkpoint.pt")}))
+    assert run_cli("export-head", "--checkpoint", tmp_path / "checkpoint.pt", "--calibration", report,
+                   "--out", out, "--made-by", "test").exit_code == 0

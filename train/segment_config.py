@@ -23,6 +23,7 @@ import numpy as np
 
 from augment.imageio import InputError, atomic_write_text
 from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
+from augment.validation import is_int, is_number, is_pair
 
 IGNORE_INDEX = 255  # target value that carries no loss (and the cap on the number of classes)
 CLASSES_FILE = "classes.json"
@@ -123,6 +124,10 @@ def read_classes(path: Path | str) -> tuple[SegmentClass, ...]:
     return parse_classes(values, str(path))
 
 
+def _is_whole_pair(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(map(is_int, value))
+
+
 @dataclass
 class SegmentConfig:
     """The ``segment:`` keys of a training config (``task: segment``)."""
@@ -148,6 +153,7 @@ class SegmentConfig:
     def __post_init__(self) -> None:
         if self.classes:
             self.classes = parse_classes(list(self.classes))
+        self._check_types()
         self.scale_range = tuple(float(x) for x in self.scale_range)
         self.eval_size = tuple(int(x) for x in self.eval_size)
         checks = [
@@ -167,6 +173,23 @@ class SegmentConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def _check_types(self) -> None:
+        """Each value of its key's type, so a YAML slip is one line naming the key (not a failed comparison)."""
+        expected = {"short_side": (is_int, "a whole number"), "crop_size": (is_int, "a whole number"),
+                    "store_short_side": (is_int, "a whole number"),
+                    "scale_range": (is_pair, "a pair of numbers [low, high]"),
+                    "eval_size": (_is_whole_pair, "[height, width] in whole numbers"),
+                    "mix": (lambda v: isinstance(v, dict), "a mapping of kind -> share"),
+                    "composite_background": (lambda v: isinstance(v, str), "ignore or background"),
+                    "hflip": (lambda v: isinstance(v, bool), "true or false")}
+        for spec in dataclasses.fields(self):
+            if spec.name == "classes":
+                continue
+            check, what = expected.get(spec.name, (is_number, "a number"))
+            value = getattr(self, spec.name)
+            if not check(value):
+                raise ValueError(f"{spec.name}: expected {what}, got {value!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SegmentConfig":
