@@ -9,7 +9,10 @@ from __future__ import annotations
 import collections
 import errno
 import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -104,9 +107,26 @@ def make_progress() -> Progress:
     )
 
 
+_HANDLER_PID: int | None = None  # the process whose SIGTERM is an interrupt (not its forked workers)
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    if os.getpid() != _HANDLER_PID:  # a forked worker inherits the handler: it ends as SIGTERM ends it
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise KeyboardInterrupt
+
+
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
     setup_logging(verbose)
+    # A scheduler stops a run with SIGTERM (systemd, Kubernetes, `kill`): treated as Ctrl-C, so the
+    # run cleans up its part-written files and says how to resume, instead of dying mid-write.
+    global _HANDLER_PID
+    if threading.current_thread() is threading.main_thread():
+        _HANDLER_PID = os.getpid()
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
 
 
 @app.command()

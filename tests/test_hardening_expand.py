@@ -295,3 +295,27 @@ def test_16_a_failed_run_leaves_no_empty_out(inputs, tmp_path):
     result = run_cli("expand", objects, "-b", nothing, "-o", out, "-c", config, "-n", 2, "-w", 1)
     assert_one_line_error(result, 2, "no usable background images")
     assert not out.exists()
+
+
+def test_13b_sigterm_during_expand_is_an_interrupt_with_the_resume_line(inputs, tmp_path):
+    """A scheduler's stop (SIGTERM to the process, as `kill PID` and systemd send) is handled as
+    Ctrl-C: exit 130, one line saying how to resume, no temporary left; the rerun resumes."""
+    objects, backgrounds, _ = inputs
+    config = tmp_path / "slow.yaml"
+    config.write_text("sources: {min_area: 50}\ncomposition: {width: 160, height: 160, min_objects: 3, max_objects: 5}\n"
+                      "output: {shard_rows: 50, row_group_rows: 5}\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipelines.cli", "expand", objects, "-b", backgrounds, "-o", out, "-c", config,
+               "-n", "400", "-w", "1"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob(".train-00000.parquet*.tmp")):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    lines = [line for line in error_lines(stderr) if not re.match(r"\s*(cutouts|composites)\s", line)]
+    assert len(lines) == 1 and "rerun the same `synth expand`" in lines[0], stderr
+    assert not list(out.glob(".*.tmp"))
