@@ -92,12 +92,15 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
 
 def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negative_fraction: float = 0.25,
                 source_format: str = "auto", include: Sequence[str] = (), categories: Sequence[str] = (),
-                drop_labels: Sequence[str] = (), min_area: int = 600, config: Any = None) -> list[CalibrationCase]:
+                drop_labels: Sequence[str] = (), min_area: int = 600, config: Any = None,
+                skips: list[Any] | None = None) -> list[CalibrationCase]:
     """Catalogue → scene cases from labelled photos (``count`` of them, a ``negative_fraction``
     without the query, negatives with look-alikes), made by :mod:`augment.photo_pairs`.
 
     ``include``: glob patterns on photo stems; ``categories``: the objects used as queries;
-    ``drop_labels``: labels that are never objects (a label map's skin or hair)."""
+    ``drop_labels``: labels that are never objects (a label map's skin or hair); ``skips``, where
+    given, receives the inputs left out (unreadable photos, label maps of another size...:
+    ``augment.source_items.Skip``, path and reason)."""
     from augment.config import SourceConfig
     from augment.photo_pairs import PhotoIndex, PhotoPairConfig, PhotoPairSampler, make_cases
 
@@ -106,6 +109,8 @@ def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negati
     source_config = SourceConfig(format=source_format, include=list(include), drop_labels=list(drop_labels),
                                  min_area=min_area)
     index = PhotoIndex.from_sources(list(sources), source_config)
+    if skips is not None:
+        skips.extend(index.skips)
     pair_config = config or PhotoPairConfig(query_categories=tuple(categories))
     most = max(1, len(index) - 1)  # a negative's scene is made of photos other than the query's
     pair_config.photos_per_scene = (min(pair_config.photos_per_scene[0], most),

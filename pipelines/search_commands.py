@@ -224,11 +224,13 @@ def register(app: typer.Typer) -> None:
                 list_shards(shards)  # unreadable shards: one line before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
                                 untrained=untrained, mirror=not no_mirror, verify=not no_verify)
+            skipped: list[Any] = []
             if photos:
                 found = photo_cases(list(photos), cases, seed=seed, source_format=source_format,
                                     include=list(include or []), categories=_names(categories),
-                                    drop_labels=_names(drop_labels), min_area=min_area)
-                origin = {"photos": [str(p) for p in photos], "include": list(include or [])}
+                                    drop_labels=_names(drop_labels), min_area=min_area, skips=skipped)
+                origin = {"photos": [str(p) for p in photos], "include": list(include or []),
+                          "skipped": [f"{skip.path}: {skip.reason}" for skip in skipped]}
             else:
                 assert shards is not None
                 found = shard_cases(shards, cases)
@@ -245,6 +247,12 @@ def register(app: typer.Typer) -> None:
             console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "
                           f"{result.precision:.3f}, recall {result.recall:.3f}) over {len(found)} "
                           f"cases -> {out}", highlight=False)
+            if skipped:  # each one is logged (-v); the count and the first few always shown
+                for skip in skipped:
+                    logger.info("skipped %s: %s", skip.path, skip.reason)
+                shown = "; ".join(f"{skip.path}: {skip.reason}" for skip in skipped[:3])
+                console.print(f"{len(skipped)} input(s) skipped (all in {out}): {shown}"
+                              + (" ..." if len(skipped) > 3 else ""), highlight=False, soft_wrap=True)
 
         run_guarded(run)
 

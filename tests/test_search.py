@@ -283,6 +283,25 @@ def test_calibrate_on_labelled_photos(tmp_path: Path) -> None:
     assert both.exit_code == 2 and "one of them" in both.output
 
 
+def test_calibrate_on_labelled_photos_counts_and_names_what_it_skipped(tmp_path: Path) -> None:
+    """A truncated photo and a label map of another size are left out, counted on the console and
+    named in the report (they were dropped silently)."""
+    from sources_factory import make_street_photos
+
+    photos = make_street_photos(tmp_path / "photos", count=6)
+    data = (photos / "photos" / "0001.jpg").read_bytes()
+    (photos / "photos" / "0001.jpg").write_bytes(data[: len(data) // 3])  # truncated
+    cv2.imwrite(str(photos / "labels" / "0002.png"), np.zeros((40, 30), np.uint8))  # not the photo's size
+    out = tmp_path / "calibration.json"
+    result = CliRunner().invoke(app, ["calibrate", "--photos", str(photos), "--out", str(out), "--cases", "4",
+                                      "--categories", "skirt", "--min-area", "50", "--device", "cpu",
+                                      "--untrained"])
+    assert result.exit_code == 0, result.output
+    skipped = json.loads(out.read_text())["skipped"]
+    assert len(skipped) == 2 and any("0001" in line for line in skipped) and any("0002" in line for line in skipped)
+    assert "2 input(s) skipped" in " ".join(result.output.split())
+
+
 def test_numpy_blas_is_limited_to_one_thread() -> None:
     """The search sets numpy's OpenBLAS (and OpenCV's) to one thread: its spinning threads starve
     torch's. numpy's wheels bundle scipy-openblas, which reports its thread count."""
