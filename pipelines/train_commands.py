@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
@@ -72,6 +74,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda (overrides the config)."),
     ) -> None:
         """Train the query search network or a segmenter (--task segment); `torchrun --nproc_per_node=N` for DDP."""
+        from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from train.checkpoint import CHECKPOINT_FILE
         from train.loop import train as train_run
@@ -84,7 +87,12 @@ def register(app: typer.Typer) -> None:
                                  task=task)
             for folder in [*shards, eval_shards] if eval_shards else shards:  # unreadable: one line before the model loads
                 _check_shards(run_config.task, folder)
-            result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
+            with ExitStack() as held:
+                # Two runs into one folder would overwrite each other's checkpoints: the run folder is
+                # locked, by the first process only under torchrun (RANK 0; the others share its run).
+                if int(os.environ.get("RANK", "0")) == 0:
+                    held.enter_context(claim_output_folder(out, "train run"))
+                result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
             if result.checkpoint is not None:
                 _console.print(_metrics_table(f"step {result.step}: last training window", result.metrics))
                 if result.eval_metrics:

@@ -335,3 +335,17 @@ def test_export_head_refuses_a_calibration_of_another_network(tmp_path, calibrat
     report.write_text(json.dumps({"threshold": 0.4, "model": str(tmp_path / "checkpoint.pt")}))
     assert run_cli("export-head", "--checkpoint", tmp_path / "checkpoint.pt", "--calibration", report,
                    "--out", out, "--made-by", "test").exit_code == 0
+
+
+def test_a_train_run_into_a_folder_another_run_holds_is_one_line_exit_3(shards, tmp_path):
+    """Two `synth train` runs into one --out would overwrite each other's checkpoints."""
+    from augment.locking import BUSY_EXIT_CODE, folder_lock
+
+    run = tmp_path / "run"
+    with folder_lock(run, "train run"):  # as another process's run would
+        result = run_cli("train", "--shards", shards, "--out", run, "--steps", 1, "--device", "cpu")
+        assert_one_line_error(result, BUSY_EXIT_CODE, "another train run is writing here")
+        assert not (run / "checkpoint.pt").exists()
+    # Released: the next run gets past the lock (here to these tiny shards' own complaint).
+    after = run_cli("train", "--shards", shards, "--out", run, "--steps", 1, "--device", "cpu")
+    assert after.exit_code != BUSY_EXIT_CODE and "another train run" not in after.output, after.output
