@@ -79,8 +79,11 @@ def _train_config(values: dict[str, Any], base: Path | None, origin: str, task: 
         if base is not None:
             TrainConfig.from_yaml(base)  # names the base file in its errors
             values = _merged(read_yaml_mapping(base), values)
-        config = TrainConfig(**{"task": task, **values})
     except TypeError as error:
+        raise InputError(f"{origin}: {error}") from None
+    try:
+        config = TrainConfig(**{"task": task, **values})
+    except (TypeError, InputError) as error:  # TrainConfig names the key, not the file or section
         raise InputError(f"{origin}: {error}") from None
     if config.task != task:
         raise InputError(f"{origin}: task must be {task}, not {config.task}")

@@ -284,6 +284,12 @@ def test_config_resolves_train_overrides_key_by_key_and_names_bad_keys(tmp_path)
         values = {"train": tiny_selftune_config()["train"], "held_out": {"include": ["x"]}, **bad}
         with pytest.raises(InputError, match=message):
             selftune_config.resolve(values)
+    # A training key of the wrong type names the file and the section, not the key alone.
+    config_file = tmp_path / "selftune.yaml"
+    config_file.write_text(yaml.safe_dump({"train": {**tiny_selftune_config()["train"], "steps": "x"},
+                                           "held_out": {"include": ["x"]}}))
+    with pytest.raises(InputError, match=r"selftune\.yaml: train: steps: expected a whole number"):
+        selftune_config.load(config_file)
 
 
 def test_ccp_confirmation_photos_are_neither_trained_on_nor_held_out(tmp_path):
