@@ -57,6 +57,7 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
                        "highlight": f"{name}.highlight.mp4"}
             advance(len(frames))
     skipped = list(getattr(reader, "skipped", []))
+    advance(len(skipped))  # counted in the progress total (count_work) but never searched
     report = {**base, **summary.to_json(), "skipped": len(skipped), "skipped_files": skipped}
     atomic_write_text(out / f"{name}.summary.json", json.dumps(report, indent=1) + "\n")
     if reports is not None:
