@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
@@ -170,6 +170,19 @@ def _read_ahead(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray | InputErr
 
     with ThreadPoolExecutor(1) as pool:
         yield from zip(paths, pool.map(load, paths))
+
+
+def extract_config(values: dict[str, Any], origin: str) -> ExtractConfig:
+    """An :class:`ExtractConfig` from a YAML mapping; a bad key or value is one InputError line
+    starting with ``origin`` (the file, and the section where it is one)."""
+    known = [spec.name for spec in fields(ExtractConfig)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise InputError(f"{origin}: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    try:
+        return ExtractConfig(**values)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{origin}: {error}") from None
 
 
 def check_cut_classes(segmenter: Segmenter, config: ExtractConfig, origin: str) -> None:

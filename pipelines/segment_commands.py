@@ -129,7 +129,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from pipelines.cli import check_at_least, console, make_progress, run_guarded
-        from pipelines.extract import ExtractConfig, check_cut_classes, run_extract, summary_counts
+        from pipelines.extract import check_cut_classes, extract_config, run_extract, summary_counts
         from pipelines.segmenter import Segmenter
 
         check_at_least(workers, 1, "--workers")
@@ -137,10 +137,7 @@ def register(app: typer.Typer) -> None:
 
         def prepare():
             values = read_yaml_mapping(config_file) if config_file is not None else {}
-            try:
-                config = ExtractConfig(**values)
-            except (TypeError, ValueError) as error:
-                raise InputError(f"{config_file}: {error}") from None
+            config = extract_config(values, str(config_file))
             paths, errors = images_of(list(images))
             if not paths:  # every path named is missing: nothing to extract from
                 raise InputError("; ".join(errors))

@@ -15,7 +15,7 @@ from typing import Any
 
 from augment.config import ExpandConfig, SourceConfig, read_yaml_mapping
 from augment.imageio import InputError
-from pipelines.extract import ExtractConfig
+from pipelines.extract import extract_config
 from train.config import TrainConfig
 
 STABILITY_VIEWS = ("flip", "previous_round")
@@ -104,10 +104,7 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
             base = folder / base
     train = _train_config(_mapping(merged["train"], f"{origin}: train"), base, f"{origin}: train", "segment")
     expand = ExpandConfig.from_dict(_mapping(merged["expand"], f"{origin}: expand"), origin=f"{origin}: expand")
-    try:
-        extract = ExtractConfig(**_mapping(merged["extract"], f"{origin}: extract"))
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{origin}: extract: {error}") from None
+    extract = extract_config(_mapping(merged["extract"], f"{origin}: extract"), f"{origin}: extract")
     search = _train_config(_mapping(merged["search_train"], f"{origin}: search_train"), None,
                            f"{origin}: search_train", "query_search")
     checks = [

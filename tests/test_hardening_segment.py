@@ -73,3 +73,15 @@ def test_segment_into_a_file_is_one_line(segmenter_checkpoint, tmp_path):
     result = CliRunner().invoke(app, ["segment", str(photos), "--checkpoint", str(segmenter_checkpoint),
                                       "--out", str(taken), "--device", "cpu"])
     assert result.exit_code == 2 and "--out must be a folder" in result.output, result.output
+
+
+def test_extract_unknown_config_key_is_named_with_the_known_ones(segmenter_checkpoint, tmp_path):
+    photos = make_unlabeled(tmp_path / "photos", count=1)
+    config = tmp_path / "extract.yaml"
+    config.write_text("min_area: 0.01\nbogus: 3\n")
+    result = _extract(str(photos), "--checkpoint", str(segmenter_checkpoint), "--out", str(tmp_path / "o"),
+                      "--config", str(config))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    said = " ".join(result.output.split())
+    assert f"{config}: unknown key(s) bogus (known: min_area," in said, said
+    assert not (tmp_path / "o").exists()

@@ -280,6 +280,7 @@ def test_config_resolves_train_overrides_key_by_key_and_names_bad_keys(tmp_path)
     assert resolved["train"]["steps"] == 3 and resolved["train"]["segment"]["mix"] == {"photos": 1.0}
     assert len(resolved["train"]["segment"]["classes"]) == 12  # the rest of segment: kept from the base file
     for bad, message in (({"rounds": 3}, "unknown key.*rounds"), ({"extract": {"min_confidence": 2}}, "min_confidence"),
+                         ({"extract": {"bogus": 1}}, r"extract: unknown key\(s\) bogus"),
                          ({"stability_view": "rotate"}, "stability_view"), ({"held_out": {}}, "held_out needs include")):
         values = {"train": tiny_selftune_config()["train"], "held_out": {"include": ["x"]}, **bad}
         with pytest.raises(InputError, match=message):
