@@ -174,10 +174,8 @@ class TemporalSearcher(LostSearch, Adaptation):
         index, self.index = self.index, self.index + 1
         h, w = frame.shape[:2]
         if self._initial is not None:
-            x0, y0, x1, y1 = self._initial
+            self._place(self._initial)
             self._initial = None
-            self.center = ((x0 + x1) / 2, (y0 + y1) / 2)
-            self.height = max(2.0, math.sqrt((x1 - x0) * (y1 - y0) / self.aspect))
             self.state = TRACKING
             self._fresh = True
         grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if frame.ndim == 3 else frame  # made once
@@ -205,6 +203,13 @@ class TemporalSearcher(LostSearch, Adaptation):
         if self.center is not None and self.filter_reference is not None:
             return self._search_lost(frame, index, near)
         return self._whole(frame, index, w, h)
+
+    def _place(self, box: Sequence[float]) -> None:
+        """The target's centre and height from a box (x0, y0, x1, y1) of any aspect: the height of
+        the box of the query's aspect with the same area."""
+        x0, y0, x1, y1 = box
+        self.center = ((x0 + x1) / 2, (y0 + y1) / 2)
+        self.height = max(2.0, math.sqrt(max(0.0, (x1 - x0) * (y1 - y0)) / self.aspect))
 
     def box_size(self) -> tuple[float, float]:
         """(w, h) of the box shown: the upright box around the target turned by ``angle``."""

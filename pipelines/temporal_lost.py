@@ -86,6 +86,7 @@ class LostSearch:
     scales: tuple[float, ...]
     scale_bias: np.ndarray | None
     _hold: Callable[..., Track]
+    _place: Callable[[Sequence[float]], None]
     _frame_point: Callable[..., tuple[float, float]]
     box_size: Callable[[], tuple[float, float]]
     angle: float
@@ -280,9 +281,7 @@ class LostSearch:
             result = self.searcher.find_many(self.query, [frame], keep_images=False)[0]
             if result.detections:
                 found = result.detections[0]
-                x0, y0, x1, y1 = found.box
-                self.center = ((x0 + x1) / 2, (y0 + y1) / 2)
-                self.height = max(2.0, math.sqrt(max(1, (x1 - x0) * (y1 - y0)) / self.aspect))
+                self._place(found.box)
                 self.state = REDETECTED
                 return Track(index, REDETECTED, box_from(self.center, self.box_size(), w, h), float(found.score))
             best = result.best
