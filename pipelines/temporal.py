@@ -59,6 +59,7 @@ from pipelines.camera_motion import CameraPrior
 from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
 from pipelines.temporal_config import TemporalConfig
+from pipelines.temporal_acquire import Acquisition
 from pipelines.temporal_adapt import SCALE_MEMORY, Adaptation
 from pipelines.temporal_lost import LostSearch, scene_cut, thumbnail
 from pipelines.temporal_refine import refine_peak
@@ -78,7 +79,7 @@ __all__ = ["LOST", "REDETECTED", "STATES", "TRACKING", "Look", "TemporalConfig",
 # The state machine
 
 
-class TemporalSearcher(LostSearch, Adaptation):
+class TemporalSearcher(LostSearch, Adaptation, Acquisition):
     """Holds one query's target through a sequence of same-size frames (see the module docstring).
 
     ``initial_box`` ([x0, y0, x1, y1]) starts tracking at once on the first frame (e.g. the box the
@@ -102,6 +103,8 @@ class TemporalSearcher(LostSearch, Adaptation):
         self.searcher, self.query = searcher, query  # the still-image search (acquire_every)
         self._unacquired = 0  # frames searched before the first acquisition (acquire_every)
         self._guess: tuple[tuple[int, ...], float] | None = None  # the still search's best guess (box, score)
+        self._hypothesis: TemporalSearcher | None = None  # followed from that guess (acquire_confirm)
+        self._agreed = 0  # tries in a row the still search's best landed on the hypothesis
         if cfg.onnx_backbone:  # encoded by onnxruntime (pipelines/onnx_backbone.py), if it is there
             self.net.use_onnx()
         self.scales = (1.0 / cfg.scale_step, 1.0, cfg.scale_step) if cfg.scale_step > 1 else (1.0,)

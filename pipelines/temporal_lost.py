@@ -1,7 +1,7 @@
 """The temporal mode's search for a lost target (a mixin of pipelines/temporal.py's
 :class:`TemporalSearcher`): the rescue at the moment of loss (the last place at other sizes and
 turns), windows at the last place and at the whole frame's highest peaks, the online filter
-choosing among them, and the whole-frame search of the first acquisition.
+choosing among them (the first acquisition without a box: pipelines/temporal_acquire.py).
 
 Two guards keep a look-alike from taking the target's place:
 - *where it went*: a candidate farther than ``far_radius`` target heights from where the target
@@ -97,8 +97,6 @@ class LostSearch:
     _cut: bool
     searcher: Any
     query: Any
-    _unacquired: int
-    _guess: tuple[tuple[int, ...], float] | None
 
     def _search_lost(self, frame: np.ndarray, index: int, near: Look | None) -> Track:
         """While lost (long-term trackers' re-detection): the last place and the highest peaks of
@@ -271,23 +269,6 @@ class LostSearch:
         ``template_height`` tall (its peak sits peak_offset, scaled, off the centre)."""
         dx, dy = self.peak_offset * template_height / self.template_size[0]
         return (x + 0.5 - dx) / affine[0, 0], (y + 0.5 - dy) / affine[1, 1]
-
-    def _acquire(self, frame: np.ndarray, index: int, w: int, h: int) -> Track:
-        """The first acquisition without a box (acquire_every): where the still-image search reports
-        the query, its top detection is the target (re-detected); until then the frame is lost and
-        the box the still search's best guess."""
-        tried, self._unacquired = self._unacquired % self.config.acquire_every == 0, self._unacquired + 1
-        if tried:
-            result = self.searcher.find_many(self.query, [frame], keep_images=False)[0]
-            if result.detections:
-                found = result.detections[0]
-                self._place(found.box)
-                self.state = REDETECTED
-                return Track(index, REDETECTED, box_from(self.center, self.box_size(), w, h), float(found.score))
-            best = result.best
-            self._guess = None if best is None else (tuple(int(v) for v in best.box), float(best.score))
-        box, score = self._guess if self._guess is not None else (None, 0.0)
-        return Track(index, LOST, box, score)
 
     def _whole(self, frame: np.ndarray, index: int, w: int, h: int) -> Track:
         """The whole frame searched for its highest peak: the first acquisition, and re-detection

@@ -14,15 +14,19 @@ from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalConfig, Tempo
 from tests.test_temporal import SIDE, _centre, _paste, _scene, _target, one_thread, searcher  # noqa: F401
 
 
-def _entering_video(enters: int) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
-    """20 frames of the coffee scene; the target shown from frame ``enters`` on, moving right."""
+def _entering_video(enters: int, noise: float = 0.0) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
+    """20 frames of the coffee scene; the target shown from frame ``enters`` on, moving right;
+    with ``noise``, each frame's own Gaussian sensor noise (that standard deviation, seeded)."""
     background = _scene(data.coffee())
+    rng = np.random.default_rng(0)
     frames, truth = [], []
     for t in range(20):
         frame = background.copy()
         centre = (80.0 + 3 * t, 120.0)
         if t >= enters:
             _paste(frame, _target(), *centre)
+        if noise:
+            frame = np.clip(frame + rng.normal(0.0, noise, frame.shape), 0, 255).astype(np.uint8)
         frames.append(frame)
         truth.append(centre)
     return frames, truth
@@ -34,7 +38,10 @@ def _states(searcher: Searcher, query: np.ndarray, frames: list[np.ndarray], con
 
 
 def test_a_query_absent_from_the_video_is_never_acquired(searcher: Searcher) -> None:
-    frames, _ = _entering_video(enters=99)  # never shown
+    # Never shown. With sensor noise, as every camera's frames have: on the same noise-free frame
+    # repeated, the still search's best guess (on the same place at every try) has exactly
+    # acquire_inliers (8) inliers, and the hypothesis is confirmed (see TemporalConfig.acquire_confirm).
+    frames, _ = _entering_video(enters=99, noise=4.0)
     tracks = _states(searcher, _target(), frames, TemporalConfig(acquire_every=5))
     assert [t.state for t in tracks] == [LOST] * 20
     assert all(t.to_json()["detections"] == [] for t in tracks)
@@ -44,7 +51,7 @@ def test_a_query_absent_from_the_video_is_never_acquired(searcher: Searcher) -> 
 
 
 def test_a_target_entering_later_is_acquired_at_the_next_try_and_held(searcher: Searcher) -> None:
-    frames, truth = _entering_video(enters=7)
+    frames, truth = _entering_video(enters=7, noise=4.0)  # noise: see the test above
     tracks = _states(searcher, _target(), frames, TemporalConfig(acquire_every=5))
     states = [t.state for t in tracks]
     # Tried at frames 0 and 5 (absent), 10 (present): lost until then, found there, held after.
@@ -56,6 +63,27 @@ def test_a_target_entering_later_is_acquired_at_the_next_try_and_held(searcher: 
     assert 0.75 * SIDE <= height <= 1.3 * SIDE, height
 
 
+def test_a_target_the_still_search_never_reports_is_acquired_when_its_best_lands_on_it_twice(
+        searcher: Searcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on real footage, where the still search's fused score stays far under its threshold.
+    monkeypatch.setattr(searcher, "threshold", 0.999)
+    frames, truth = _entering_video(enters=0)
+    tracks = _states(searcher, _target(), frames, TemporalConfig(acquire_every=5))
+    states = [t.state for t in tracks]
+    # Tries at frames 0 (the hypothesis started at the best guess) and 5 (its best on it again).
+    assert states[:5] == [LOST] * 5 and states[5] == REDETECTED, states
+    assert set(states[6:]) == {TRACKING}, states
+    # While lost, the box follows the hypothesis (the object), not the first guess left behind.
+    errors = [float(np.linalg.norm(_centre(t.best_box) - np.array(c))) for t, c in zip(tracks, truth)]
+    assert max(errors) <= 8, np.round(errors, 1)
+    # Without the confirmation (the code before it): lost in every frame, the box left behind.
+    before = _states(searcher, _target(), frames, TemporalConfig(acquire_every=5, acquire_confirm=0))
+    assert [t.state for t in before] == [LOST] * 20
+    assert float(np.linalg.norm(_centre(before[4].best_box) - np.array(truth[4]))) >= 10
+
+
 def test_a_bad_acquire_every_is_one_line() -> None:
     with pytest.raises(ValueError, match="acquire_every"):
         TemporalConfig(acquire_every=-1)
+    with pytest.raises(ValueError, match="acquire_confirm"):
+        TemporalConfig(acquire_confirm=-1)
