@@ -67,7 +67,12 @@ PEAK_WINDOW_FRACTION = 0.5
 @dataclass
 class Result:
     """What a search found in one image or frame: ``detections`` above the threshold and ``best``,
-    the top peak whatever its score (where the query most likely is)."""
+    the top peak whatever its score (where the query most likely is).
+
+    ``threshold`` is the bar the detections' scores passed, on the scale of ``score_kind``'s scores
+    ("fused": heat and verification, :mod:`pipelines.fusion`; "heat": the heat map alone);
+    ``heat_threshold`` is the heat level it was carried from (the searcher's ``threshold``; the same
+    number for "heat")."""
 
     heatmap: np.ndarray  # float32 H x W in [0, 1]
     detections: list[Detection]
@@ -78,6 +83,8 @@ class Result:
     query: str | None = None
     frame: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # more fields for detections.jsonl
+    score_kind: str = "heat"
+    heat_threshold: float | None = None  # None: ``threshold`` (a heat score's bar is the heat level)
 
     @property
     def height(self) -> int:
@@ -106,6 +113,9 @@ class Result:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "query": self.query, "frame": self.frame,
                 "width": self.width, "height": self.height, "threshold": round(float(self.threshold), 4),
+                "score_kind": self.score_kind,
+                "heat_threshold": round(float(self.threshold if self.heat_threshold is None
+                                              else self.heat_threshold), 4),
                 "detections": [d.to_json() for d in self.detections],
                 "best": None if self.best is None else self.best.to_json(), **self.extra}
 
@@ -331,15 +341,19 @@ class Searcher:
         prepared = self.prepare(query)
         maps = self.maps(prepared, media)
         results = []
+        # Each line names the bar its scores were held to: fused scores pass the heat threshold
+        # carried through the fusion model, not the heat threshold itself.
+        kind = "heat" if self.verification is None else "fused"
         for i, (heat, size) in enumerate(zip(maps.heat, maps.object_height)):
             if self.verification is None:
                 detections, best = self.peaks(prepared, heat, size)
             else:  # candidates checked geometrically, scores fused (issue 13)
                 detections, best = self.verification.results(prepared, media[i], heat, size, maps.features, i)
             results.append(Result(
-                heatmap=heat, detections=detections, threshold=self.threshold, best=best,
+                heatmap=heat, detections=detections, threshold=self.score_threshold, best=best,
                 image=media[i] if keep_images else None, source=sources[i] if sources else None,
-                query=prepared.name, frame=frames[i] if frames else None))
+                query=prepared.name, frame=frames[i] if frames else None, score_kind=kind,
+                heat_threshold=self.threshold))
         return results
 
     def find(self, query: ImageLike | PreparedQuery, medium: ImageLike,

@@ -127,22 +127,42 @@ def is_video(path: Path) -> bool:
 
 def count_work(jobs: list[SearchJob]) -> int:
     """Images plus declared video frames, for the progress bar (unreadable videos count 0)."""
+    return sum(job_work(job) for job in jobs)
+
+
+def job_work(job: SearchJob) -> int:
+    """One job's share of :func:`count_work`: 1 for an image (readable or not), a video's declared
+    frames or a frame folder's images, 0 for a bad pairs line or an unreadable video."""
     from pipelines.video import probe
 
-    total = 0
-    for job in jobs:
-        if job.error or job.medium is None:
-            continue
-        if job.medium.is_dir():
-            total += len(list_images(job.medium)[0]) if job.medium.exists() else 0
-        elif is_video(job.medium):
-            try:
-                total += probe(job.medium).frame_count
-            except InputError:
-                continue
-        else:
-            total += 1
-    return total
+    if job.error or job.medium is None:
+        return 0
+    if job.medium.is_dir():
+        return len(list_images(job.medium)[0]) if job.medium.exists() else 0
+    if is_video(job.medium):
+        try:
+            return probe(job.medium).frame_count
+        except InputError:
+            return 0
+    return 1
+
+
+class JobProgress:
+    """One job's progress: passes on the work the job reports, and :meth:`finish` advances the rest
+    of its share of the total, so the bar ends full when a job fails (a missing or unreadable
+    medium or query) or is cut short (a broken video, a frame folder's skipped files)."""
+
+    def __init__(self, job: SearchJob, advance: Callable[[int], None]) -> None:
+        self.job, self.advance, self.done = job, advance, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        self.advance(n)
+
+    def finish(self) -> None:
+        rest = job_work(self.job) - self.done
+        if rest > 0:
+            self.advance(rest)
 
 
 def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps: bool = False,
@@ -178,6 +198,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                 continue
             assert job.query is not None and job.medium is not None
             base = {"source": str(job.medium), "query": str(job.query), "frame": None}
+            progress = JobProgress(job, advance)  # a still that is searched advances in its batch
             try:
                 key = (job.query, job.query_mask)
                 if key not in queries:  # each query's pixels and features are prepared once
@@ -190,7 +211,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
 
                     for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
                                                 save_heatmaps=save_heatmaps, batch=batch,
-                                                advance=advance, reports=summary.tracks,
+                                                advance=progress, reports=summary.tracks,
                                                 initial_box=initial_box):
                         summary.frames += 1
                         summary.detections += len(line["detections"])
@@ -198,12 +219,15 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                     summary.skipped.extend(summary.tracks[-1]["skipped_files"] if summary.tracks else [])
                 elif is_video(job.medium):
                     for line in _search_video(side_by_side, prepared, job.medium, out, names, save_heatmaps,
-                                              batch, advance, summary):
+                                              batch, progress, summary):
                         lines.append(line)
                 else:
                     pending.add(prepared, job.medium, _read_still(job.medium))
+                if is_video(job.medium):
+                    progress.finish()
             except InputError as error:
                 pending.flush()
+                progress.finish()
                 summary.errors.append(str(error))
                 lines.append({**base, "error": str(error)})
         pending.flush()

@@ -300,9 +300,11 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
             # The frame the target was found (or given) in: the query may have been cut from it,
             # an exact match that would set the reference too high; the next frame sets it.
             self._fresh = False
+        elif self._beyond_frame(look, frame):
+            return None  # the target left the frame: lost, however well the edge still matches
         elif self.reference is not None and self._lost(look):
             rescued = self._rescued(frame, look)
-            if rescued is None:
+            if rescued is None or self._beyond_frame(rescued, frame):
                 return None  # lost: the caller searches on
             look = rescued
             self._remember(look)

@@ -138,7 +138,7 @@ class LostSearch:
         else:
             looks = ([near] if near is not None else []) + (
                 self._look(frame, places, heights * len(centers)) if centers else [])
-        chosen = [look for look in looks if self._reacquires(look)]
+        chosen = [look for look in looks if self._reacquires(look) and not self._beyond_frame(look, frame)]
         if chosen:
             best = max(chosen, key=lambda look: (look.confidence or 0.0, look.peak))
             return self._hold(frame, index, best, REDETECTED, False)
@@ -180,6 +180,15 @@ class LostSearch:
                        or (candidate.confidence or 0.0) >= cfg.turn_filter * self.filter_reference)]
         # Held, a turned look sets the target's angle and the online filter afresh (_hold).
         return max(turned, key=lambda candidate: candidate.peak) if turned else None
+
+    def _beyond_frame(self, look: Look, frame: np.ndarray) -> bool:
+        """Whether the box ``look`` would hold lies wholly outside the frame (the target left it):
+        such a look is never held nor re-detected. Its window sees the frame's edge pixels
+        replicated, which can go on matching the query (a target of horizontal bands leaving
+        sideways kept 0.8 of its reference heat 40 px beyond the edge, "tracking" an empty box)."""
+        size = turned_size(look.height * self.aspect, look.height, look.angle)
+        x0, y0, x1, y1 = box_from(self._frame_point(look, point=look.shown), size, *frame.shape[1::-1])
+        return x1 <= x0 or y1 <= y0
 
     def _reacquires(self, look: Look) -> bool:
         """Whether a look found while lost is the target again (see far_reacquire_ratio)."""

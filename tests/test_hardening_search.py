@@ -3,6 +3,7 @@ cannot apply, the one-line errors. Small generated videos; the untrained network
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -153,3 +154,26 @@ def test_the_best_guess_label_of_a_box_at_the_right_edge_stays_inside_the_pictur
         return int((np.abs(drawn.astype(int) - GUESS_RGB).sum(axis=2) < 120).sum())
 
     assert label_pixels((185, 60, 199, 100)) == label_pixels((10, 60, 24, 100)) > 0
+
+
+def test_pairs_that_fail_still_advance_the_progress_to_its_total(tmp_path):
+    """--pairs: a missing or unreadable medium and an unreadable query are errors (counted, the run goes
+    on), and their share of the progress total (count_work, the bar's total) is advanced too: the bar
+    ends full instead of stopping short."""
+    from pipelines.search import Searcher
+    from pipelines.search_outputs import count_work, read_pairs, run_search
+
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    save_image(tmp_path / "scene.png", _random(2, 72, 96))
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    _write_video(tmp_path / "clip.mp4", frames=3)
+    pairs = [("query.png", "scene.png"), ("query.png", "missing.jpg"), ("query.png", "broken.jpg"),
+             ("bad.png", "clip.mp4"), ("query.png", "clip.mp4")]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"query": q, "medium": m}) + "\n" for q, m in pairs))
+    jobs = read_pairs(tmp_path / "pairs.jsonl")
+    advanced: list[int] = []
+    summary = run_search(Searcher(device="cpu", untrained=True, verify=False), jobs, tmp_path / "out",
+                         advance=advanced.append, workers=1)
+    assert len(summary.errors) == 3 and summary.images == 1 and summary.frames == 3, summary
+    assert sum(advanced) == count_work(jobs) == 3 + 3 + 3  # three images (two failed), two 3-frame videos

@@ -202,6 +202,33 @@ def test_images_folders_pairs_and_name_clashes(tmp_path: Path) -> None:
     assert all("error" not in lines[i] and len(lines[i]["detections"]) == 2 for i in (0, 2))
 
 
+def test_each_line_names_the_bar_its_scores_passed(tmp_path: Path) -> None:
+    """A line's ``threshold`` is the bar its detections' scores were compared with (fused scores by
+    default: the heat threshold carried through the fusion model, not the heat threshold itself),
+    for a folder's images and --every-instance video frames alike: every detection scores at
+    least it, and a line without detections has its best below it."""
+    medium, _ = _scene()  # its second instance is reported unverified, fused below the heat threshold
+    save_image(tmp_path / "media" / "scene.jpg", medium, quality=95)
+    save_image(tmp_path / "media" / "empty.jpg", _background(), quality=95)
+    _write_video(tmp_path / "clip.avi", frames=2)
+    save_image(tmp_path / "query.png", _query())
+    for flags, kind, heat_threshold in (([], "fused", 0.52), (["--no-verify"], "heat", 0.36)):
+        out = tmp_path / kind
+        result = CliRunner().invoke(app, ["search", str(tmp_path / "query.png"), str(tmp_path / "media"),
+                                          str(tmp_path / "clip.avi"), "--every-instance", "--out", str(out),
+                                          "--device", "cpu", "--untrained", *flags])
+        assert result.exit_code == 0, result.output
+        lines = _lines(out)
+        assert len(lines) == 4 and any(l["detections"] for l in lines) and any(not l["detections"] for l in lines)
+        for line in lines:
+            assert all(d["score"] >= line["threshold"] for d in line["detections"]), line
+            if not line["detections"]:
+                assert line["best"]["score"] < line["threshold"], line
+        for line in lines:  # which scores, and the heat level the bar was carried from
+            assert line["score_kind"] == kind and line["heat_threshold"] == heat_threshold, line
+            assert kind == "fused" or line["threshold"] == heat_threshold
+
+
 def test_bad_queries_are_one_line_errors(tmp_path: Path) -> None:
     medium = tmp_path / "scene.jpg"
     save_image(medium, _background())

@@ -187,8 +187,9 @@ def test_best_is_on_every_line_also_without_detections(tmp_path: Path):
                                           *flags])
         assert result.exit_code == 0, result.output
         (line,) = [json.loads(l) for l in (out / "detections.jsonl").read_text().splitlines()]
-        assert line["detections"] == [] and line["threshold"] == 0.99 and len(line["best"]["box"]) == 4
+        assert line["detections"] == [] and line["heat_threshold"] == 0.99 and len(line["best"]["box"]) == 4
         assert (line["best"]["score"] if flags else line["best"]["heat"]) < 0.99
+        assert line["best"]["score"] < line["threshold"]  # the bar its score was held to
 
 
 def test_still_images_of_one_size_are_searched_as_a_batch(tmp_path: Path):

@@ -239,3 +239,36 @@ def test_a_cut_onto_a_lookalike_at_the_last_place_is_searched_whole(searcher: Se
     former = run(TemporalConfig(cut_redetect=False))  # the control: the look-alike is held
     assert all(t.state != LOST for t in former[12:]), [t.state for t in former]
     assert all(np.linalg.norm(_centre(t.best_box) - copy_at) <= 12 for t in former[12:])
+
+
+def _banded_target() -> np.ndarray:
+    """Horizontal bands of colour: beyond the frame's right edge the window's replicated edge pixels
+    continue the bands, so the query still matches there."""
+    colours = np.array([(200, 30, 30), (240, 220, 40), (30, 60, 200), (20, 20, 20), (240, 240, 240), (30, 160, 60)],
+                       np.uint8)
+    return np.repeat(colours, SIDE // len(colours), axis=0)[:, None, :].repeat(SIDE, axis=1)
+
+
+def test_a_target_that_left_the_frame_is_lost_not_tracked(searcher: Searcher) -> None:
+    """The target moves out past the right edge: once its box would lie wholly beyond the frame, the
+    frame is lost (its box empty on the edge it left by), never "tracking" an empty box."""
+    background, target = _scene(data.coffee()), _banded_target()
+    frames, lefts = [], []
+    for t in range(26):  # in the frame until t = 15, wholly out from t = 18
+        frame = background.copy()
+        cx = 200.0 + 8 * t
+        _paste(frame, target, cx, 110.0)
+        frames.append(frame)
+        lefts.append(cx - SIDE / 2)
+    tracker = TemporalSearcher(searcher, searcher.prepare(target),
+                               initial_box=(200 - SIDE / 2, 110 - SIDE / 2, 200 + SIDE / 2, 110 + SIDE / 2))
+    tracks = [tracker.step(frame) for frame in frames]
+    states = [track.state for track in tracks]
+    assert states[:12] == [TRACKING] * 12, states  # wholly in the frame: held
+    for track in tracks:
+        x0, y0, x1, y1 = track.best_box
+        if track.state != LOST:
+            assert x1 > x0 and y1 > y0, (track.frame, track.state, track.best_box)  # held boxes are in the frame
+    gone = [track for track, left in zip(tracks, lefts) if left >= SIZE[1] + SIDE / 2]  # well past the edge
+    assert gone and all(track.state == LOST for track in gone), states
+    assert all(track.best_box[0] == track.best_box[2] == SIZE[1] for track in gone)  # on the right edge
