@@ -25,6 +25,12 @@ from pipelines.window_geometry import box_from
 _OWN = ("index", "_unacquired", "_guess", "_hypothesis", "_agreed")
 
 
+def _heat(detection: Any) -> float:
+    """A still-search detection's heat (its score is fused where verification ran): the temporal
+    mode's lines carry the heat on every frame, one scale."""
+    return float(detection.heat if detection.heat is not None else detection.score)
+
+
 def _centre(box: Sequence[float]) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
@@ -65,9 +71,9 @@ class Acquisition:
                 self._hypothesis = None
                 self._place(found.box)
                 self.state = REDETECTED
-                return Track(index, REDETECTED, box_from(self.center, self.box_size(), w, h), float(found.score))
+                return Track(index, REDETECTED, box_from(self.center, self.box_size(), w, h), _heat(found))
             best = result.best
-            self._guess = None if best is None else (tuple(int(v) for v in best.box), float(best.score))
+            self._guess = None if best is None else (tuple(int(v) for v in best.box), _heat(best))
             if best is not None and cfg.acquire_confirm > 0:
                 strong = best.inliers >= cfg.acquire_inliers
                 if followed is not None and followed.best_box is not None and lands_on(best.box, followed.best_box):

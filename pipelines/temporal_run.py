@@ -53,7 +53,9 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
                     heat = frame_heat(track, frame.shape[1], frame.shape[0])
                     save_image(out / f"{name}.heat" / f"{index:06d}.png",
                                (heat * 255 + 0.5).clip(0, 255).astype("uint8"))
-                yield {**base, **track.to_json(), "width": frame.shape[1], "height": frame.shape[0],
+                # score_kind: the siamese heat on every frame (the still search's own, on the frames
+                # it was tried before the first acquisition), as still lines name theirs.
+                yield {**base, **track.to_json(), "score_kind": "heat", "width": frame.shape[1], "height": frame.shape[0],
                        "highlight": f"{name}.highlight.mp4"}
             advance(len(frames))
     skipped = list(getattr(reader, "skipped", []))

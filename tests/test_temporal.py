@@ -249,6 +249,9 @@ def test_cli_video_is_temporal_by_default_and_every_instance_on_request(tmp_path
     lines = _lines(tmp_path / "out")
     assert [line["frame"] for line in lines] == list(range(6))
     assert [line["state"] for line in lines] == [REDETECTED] + [TRACKING] * 5
+    # One scale on every line: the acquisition's heat, not the still search's fused score (~1.0).
+    assert all(line["score_kind"] == "heat" for line in lines)
+    assert abs(lines[0]["best"]["score"] - lines[1]["best"]["score"]) < 0.25, [line["best"]["score"] for line in lines]
     for line, centre in zip(lines, truth):
         assert np.linalg.norm(_centre(line["best"]["box"]) - np.array(centre)) <= 12
         assert line["detections"] == [line["best"]]
