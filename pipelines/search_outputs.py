@@ -204,6 +204,8 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                     pending.add(prepared, job.medium, _read_still(job.medium))
             except InputError as error:
                 pending.flush()
+                if not is_video(job.medium):
+                    advance(1)  # counted in the progress total (count_work) but never searched
                 summary.errors.append(str(error))
                 lines.append({**base, "error": str(error)})
         pending.flush()
