@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import multiprocessing
 import multiprocessing.pool
 import platform
 import time
@@ -50,7 +49,7 @@ from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip, limited
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image
 from augment.store_writes import cache_root, publish_file, remove_temporaries, stage
-from augment.system import ignore_interrupts, tune_malloc
+from augment.system import fork_pool, tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +221,7 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
         with multiprocessing.pool.ThreadPool(min(32, 4 * max(1, workers))) as pool:
             problems = pool.map(_check_background, images, chunksize=4)
     elif workers > 1 and len(images) > 32:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=ignore_interrupts) as pool:
+        with fork_pool(workers) as pool:
             problems = pool.map(_check_background, images, chunksize=16)
     else:
         problems = [_check_background(p) for p in images]

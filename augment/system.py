@@ -40,8 +40,34 @@ def tune_malloc(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 20)
 
 def ignore_interrupts() -> None:
     """Initializer of worker processes: Ctrl-C reaches the whole process group, but only the parent
-    should react (it stops the pool and prints one line); workers would each print a traceback."""
+    should react (it stops the pool and prints one line); workers would each print a traceback.
+
+    SIGTERM is set back to the default (the process ends at once) and unblocked: a forked worker
+    inherits the CLI's Python-level handler, which runs only between bytecodes and loses a signal
+    that arrives before the child's interpreter is ready, so ``Pool.terminate()`` could leave a
+    worker waiting on the task queue's lock and ``join()`` hang for good (see :func:`fork_pool`).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def fork_pool(workers: int) -> Any:
+    """A ``multiprocessing`` pool of forked workers that ``terminate()`` always ends.
+
+    The workers (and the pool's own threads, which fork replacements) are made with SIGTERM
+    blocked, so a ``terminate()`` that comes before a worker has run :func:`ignore_interrupts`
+    stays pending until the default action is in place, then ends it. Without this, terminating a
+    pool while the CLI's SIGTERM handler was inherited could hang ``join()`` for good (seen with
+    ``synth expand``: all shards written, no manifest, the command never returning).
+    """
+    import multiprocessing
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        return multiprocessing.get_context("fork").Pool(workers, initializer=ignore_interrupts)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # Thread-count setters and getters of the OpenBLAS builds numpy (scipy-openblas) and OpenCV bundle.

@@ -147,14 +147,14 @@ def expand(
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per CPU core); with --engine ray "
                                 "and no --ray-address, the CPUs of the local Ray."),
     engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray (a Ray cluster; "
-                               'pip install "synth[ray]").'),
+                               'pip install "synth\\[ray]").'),  # \[: rich markup would eat [ray]
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --engine ray: the cluster to join "
                                               "(HOST:PORT of the head, or auto); default: start a local Ray."),
     seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Run seed (default: the config's seed, 0)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the shards of another run (other seed or "
                                    "config) found in --out, instead of refusing to mix them."),
     source_format: Optional[str] = typer.Option(
-        None, "--source-format", help="auto | mask_pairs | rgba | coco | label_map (default: the config's, auto)."
+        None, "--source-format", help="auto | mask_pairs | rgba | coco | label_map | objects (default: the config's, auto)."
     ),
     print_config: bool = typer.Option(False, "--print-config", help="Print every option with its default and meaning, then exit."),
 ) -> None:

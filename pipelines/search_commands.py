@@ -215,6 +215,8 @@ def register(app: typer.Typer) -> None:
         from train.data import list_shards
 
         check_at_least(cases, 1, "--cases")
+        check_at_least(seed, 0, "--seed")
+        check_at_least(min_area, 0, "--min-area")
 
         def run() -> None:
             if (shards is None) == (not photos):

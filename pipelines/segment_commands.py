@@ -60,12 +60,14 @@ def register(app: typer.Typer) -> None:
         """Write whole labelled photos as shards, for `synth train --task segment` (labels and held-out sets)."""
         from augment.config import SourceConfig
         from augment.locking import folder_lock
+        from augment.outputs import check_output_folder
         from augment.photo_shards import write_photo_shards
         from pipelines.cli import console, run_guarded
 
         def run() -> dict:
             if short_side < 32:
                 raise InputError("--short-side must be at least 32")
+            check_output_folder(out)
             config = SourceConfig(format=source_format, include=list(include), exclude=list(exclude))
             with folder_lock(out, "photo-shards run"):
                 return write_photo_shards(sources, out, config, short_side)
@@ -175,6 +177,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rounds of: train the segmenter -> score held-out photos -> extract automatic masks -> expand."""
         from augment.locking import folder_lock
+        from augment.outputs import check_output_folder
         from pipelines import selftune_config
         from pipelines.cli import check_at_least, console, run_guarded
         from pipelines.selftune import CONFIG_FILE, Inputs, SelfTune
@@ -184,6 +187,7 @@ def register(app: typer.Typer) -> None:
         check_at_least(workers, 1, "--workers")  # expansion takes 0 as "one per core"; here it is a count
 
         def run() -> dict:
+            check_output_folder(state, "--state")
             config = None
             if config_file is not None:
                 config = selftune_config.load(config_file, {"search": True} if search else None)

@@ -233,3 +233,13 @@ def test_example_config_documents_every_default():
     assert text == example_yaml(), "configs/expand.yaml is stale: regenerate with `synth expand --print-config`"
     assert ExpandConfig.from_yaml(REPO / "configs" / "expand.yaml").to_dict() == ExpandConfig().to_dict()
     assert ExpandConfig.from_yaml(REPO / "configs" / "ccp.yaml").sources.format == "label_map"
+
+
+def test_help_names_every_source_format_and_the_ray_extra():
+    from augment.config import SOURCE_FORMATS
+
+    result = CliRunner().invoke(app, ["expand", "--help"], env={"COLUMNS": "300"}, terminal_width=300)
+    assert result.exit_code == 0, result.output
+    source_format = next(line for line in result.output.splitlines() if "--source-format" in line)
+    assert all(name in source_format for name in SOURCE_FORMATS), source_format
+    assert 'pip install "synth[ray]"' in result.output  # rich markup took "[ray]" for a style tag

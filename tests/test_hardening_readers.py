@@ -195,6 +195,9 @@ def test_12_16_numeric_options_out_of_range_are_one_line(shards, tmp_path):
         (["show", shards, "--out", tmp_path / "s.png", "--tile", 0], "--tile"),
         (["export-onnx", "--out", tmp_path / "n.onnx", "--batch", 0], "--batch"),
         (["calibrate", "--shards", shards, "--out", tmp_path / "c.json", "--cases", 0], "--cases"),
+        # --seed -1 reached numpy's SeedSequence with --photos: a traceback
+        (["calibrate", "--shards", shards, "--out", tmp_path / "c.json", "--seed", -1], "--seed"),
+        (["calibrate", "--shards", shards, "--out", tmp_path / "c.json", "--min-area", -1], "--min-area"),
         (["eval", "--shards", shards, "--untrained", "--batches", 0], "--batches"),
     ]
     for args, option in cases:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from augment.imageio import InputError
 from pipelines.cli import app
-from segment_factory import CLASSES, make_unlabeled, save_untrained_segmenter, tiny_train_values
+from segment_factory import CLASSES, make_scene_photos, make_unlabeled, save_untrained_segmenter, tiny_train_values
 from train.config import TrainConfig
 
 
@@ -73,6 +73,18 @@ def test_segment_into_a_file_is_one_line(segmenter_checkpoint, tmp_path):
     result = CliRunner().invoke(app, ["segment", str(photos), "--checkpoint", str(segmenter_checkpoint),
                                       "--out", str(taken), "--device", "cpu"])
     assert result.exit_code == 2 and "--out must be a folder" in result.output, result.output
+
+
+def test_photo_shards_and_selftune_into_a_file_are_one_line_naming_the_option(tmp_path):
+    labeled = make_scene_photos(tmp_path / "labeled", count=1)
+    taken = tmp_path / "taken.txt"
+    taken.write_text("a file")
+    result = CliRunner().invoke(app, ["photo-shards", str(labeled), "--out", str(taken)])
+    assert result.exit_code == 2 and f"{taken}: --out must be a folder" in result.output, result.output
+    result = CliRunner().invoke(app, ["selftune", "--state", str(taken), "--labeled", str(labeled), "--unlabeled",
+                                      str(make_unlabeled(tmp_path / "u", count=1)), "--backgrounds", str(tmp_path)])
+    assert result.exit_code == 2 and f"{taken}: --state must be a folder" in result.output, result.output
+    assert taken.read_text() == "a file"
 
 
 def test_extract_unknown_config_key_is_named_with_the_known_ones(segmenter_checkpoint, tmp_path):

@@ -197,6 +197,7 @@ def test_images_folders_pairs_and_name_clashes(tmp_path: Path) -> None:
                                       "--untrained"])
     assert result.exit_code == 1
     assert "missing.jpg: no such file" in result.output
+    assert "3/3" in result.output, result.output  # the failed pair is counted in the progress total, and reached
     lines = _lines(out)
     assert len(lines) == 3 and "error" in lines[1] and "missing.jpg" in lines[1]["error"]
     assert all("error" not in lines[i] and len(lines[i]["detections"]) == 2 for i in (0, 2))

@@ -309,3 +309,22 @@ def test_shipped_segmentation_configs_load():
         resolved = selftune_config.load(path)
         assert resolved["train"]["segment"]["classes"][0]["name"] == "background"
         assert len(resolved["train"]["segment"]["classes"]) == 12
+
+
+def test_evaluation_scores_every_held_out_photo_whatever_the_batch_size(data):
+    """The 8 photos scored in one batch, in batches of 3 (a partial last batch) and in a batch larger
+    than the set give the same figures: evaluation drops no row (it dropped the partial batch, and a
+    set smaller than a batch was 'nothing to evaluate')."""
+    from train.evaluate import evaluate_shards, load_trained
+
+    model, config = load_trained(data["checkpoint"])
+
+    def scored(batch_size: int) -> dict:
+        return evaluate_shards(model, config, data["photos"], split="all", batch_size=batch_size, num_workers=0,
+                               device="cpu")["metrics"]
+
+    whole = scored(8)
+    for batch_size in (3, 16):
+        metrics = scored(batch_size)
+        for name in ("miou", "pixel_accuracy", "iou/disc", "iou/box"):
+            assert metrics[name] == pytest.approx(whole[name], abs=1e-5), (batch_size, name)

@@ -321,11 +321,14 @@ def _label_index(category: str, categories: tuple[str, ...]) -> int:
     return categories.index(category) if category in categories else -1
 
 
-def make_loader(dataset: ShardPairs, batch_size: int, num_workers: int, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over ``dataset``; each worker batches its own stream and drops its last partial batch.
+def make_loader(dataset: ShardPairs, batch_size: int, num_workers: int, pin_memory: bool = False,
+                drop_last: bool = True) -> DataLoader:
+    """A DataLoader over ``dataset``; each worker batches its own stream and (``drop_last``, for
+    training) drops its last partial batch.
 
-    Dropping keeps every batch the same shape (``torch.compile`` and bf16 kernels like that); the
-    rows lost are at most ``batch_size - 1`` per worker per epoch.
+    Dropping keeps every training batch the same shape (``torch.compile`` and bf16 kernels like
+    that); the rows lost are at most ``batch_size - 1`` per worker per epoch. Evaluation keeps them
+    (``drop_last=False``): a held-out set is scored whole, and one smaller than a batch at all.
     """
-    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=True,
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
                       pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)

@@ -41,7 +41,7 @@ def evaluate_shards(model: nn.Module, config: TrainConfig, shards: Path | str, *
     task = build_task(config)
     dataset = task.dataset(as_place(shards), split)
     loader = make_loader(dataset, batch_size or config.batch_size,
-                         config.num_workers if num_workers is None else num_workers)
+                         config.num_workers if num_workers is None else num_workers, drop_last=False)
     target = resolve_device(device, DistInfo())
     metrics = evaluate(model.to(target), task, loader, target, config, batches)
     return {"shards": str(shards), "split": split, "batches": batches, "metrics": metrics}

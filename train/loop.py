@@ -125,8 +125,7 @@ def evaluate(model: nn.Module, task: Task, loader: DataLoader, device: torch.dev
         meter.add({"loss": (loss.detach().float() * n, n), **task.metrics(outputs, batch)})
     model.train(was_training)
     if not meter.sums:
-        raise InputError(f"{loader.dataset.folder}: no {loader.dataset.split} pairs to evaluate "
-                         f"(fewer than {loader.batch_size} per worker)")
+        raise InputError(f"{loader.dataset.folder}: no {loader.dataset.split} pairs to evaluate")
     return summarize(task, meter.means())
 
 
@@ -191,7 +190,8 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         parts.append((train_data, loader, weight))
     eval_loader = None
     if info.is_main and config.eval_every > 0:
-        eval_loader = make_loader(task.dataset(eval_shards, "eval"), config.batch_size, config.num_workers)
+        eval_loader = make_loader(task.dataset(eval_shards, "eval"), config.batch_size, config.num_workers,
+                                  drop_last=False)
 
     # Resume: weights, optimizer, step, RNG states and the data stream's position.
     step, data_state = 0, None

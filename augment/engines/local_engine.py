@@ -5,7 +5,6 @@ parent, so a run's output is the same whatever the number of workers.
 
 from __future__ import annotations
 
-import multiprocessing
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
@@ -14,7 +13,7 @@ from augment.expand import RenderJob, ShardPlan, _render_range, planned_ids, pre
 from augment.shard_writer import write_shard
 from augment.shards import verify_shard
 from augment.storage import Place
-from augment.system import ignore_interrupts
+from augment.system import fork_pool
 
 
 class LocalEngine:
@@ -51,7 +50,7 @@ def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> I
     """Yield each shard with an iterator over its rendered row groups, in order."""
     units = [(p, (s, min(s + group_rows, p.stop))) for p in plans for s in range(p.start, p.stop, group_rows)]
     if workers > 1 and units:
-        pool = multiprocessing.get_context("fork").Pool(workers, initializer=ignore_interrupts)
+        pool = fork_pool(workers)
         results = pool.imap(_render_range, [bounds for _, bounds in units])  # ordered: deterministic output
     else:
         pool, results = None, map(_render_range, [bounds for _, bounds in units])
