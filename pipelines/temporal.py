@@ -33,7 +33,8 @@ near the last place, and nothing is learned. With ``probation_frames`` (off by d
 after a re-detection holding the target asks the filter for the re-detection bar, not the looser
 lost bar: a wrong re-detection (a look-alike, a covering patch) is dropped within a few frames
 instead of held. The online filter learns only from confident frames. Without it the
-lost target is searched in the whole frame until a peak reaches ``reacquire_ratio``.
+lost target is searched in the whole frame until a peak reaches ``reacquire_ratio``. Without a box
+the target is first acquired with the still-image search's help (pipelines/temporal_acquire.py).
 
 The query's own template stays the anchor: an optional running template (``template_rate`` > 0)
 blends the last confident boxes' pixels into it, never more than half.

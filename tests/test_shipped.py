@@ -67,3 +67,18 @@ def test_the_default_network_is_the_shipped_head_only_where_one_ships(tmp_path: 
     assert Searcher(device="cpu", untrained=True).model_name == "untrained"
     _trained_head(tmp_path, conversion=True)  # heat regions box peaks only where the heat was trained
     assert Searcher(device="cpu").heat_boxes
+
+
+def test_a_shipped_head_is_packaged() -> None:
+    """pyproject's package data carries a head placed in pipelines/weights (a wheel built without
+    it would silently fall back to the untrained network)."""
+    import fnmatch
+    import tomllib
+
+    from pipelines import shipped
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pipelines"]
+    folder = shipped.WEIGHTS_DIR.relative_to(root / "pipelines")
+    for name in (shipped.HEAD_FILE, shipped.MANIFEST_FILE):
+        assert any(fnmatch.fnmatch(str(folder / name), pattern) for pattern in patterns), (name, patterns)
