@@ -65,6 +65,22 @@ class TemplateHeat:
                 self._features[size] = self.model.encode_query(self._tensor([rgb]), mask)
         return self._features[size]
 
+    def peak_offset(self, size: tuple[int, int], side: int) -> np.ndarray:
+        """Where the heat of the template at ``size`` (h, w) peaks, relative to the object's
+        centre, in pixels (x, y) of a ``side`` x ``side`` window.
+
+        The network's heat comes from a stride-8 grid and even-sized kernels, so its peak sits a
+        few pixels off the object's centre; measured once on the template pasted in the middle of
+        a window of its own mean colour, and taken off every peak."""
+        th, tw = size
+        canvas = np.empty((side, side, 3), np.uint8)
+        canvas[:] = self.rgb.reshape(-1, 3).mean(axis=0).astype(np.uint8)
+        y0, x0 = (side - th) // 2, (side - tw) // 2
+        canvas[y0:y0 + th, x0:x0 + tw] = cv2.resize(self.rgb, (tw, th), interpolation=cv2.INTER_AREA)
+        heat = self.heat(canvas, [size])[0]
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        return np.array([x + 0.5 - (x0 + tw / 2), y + 0.5 - (y0 + th / 2)])
+
     def heat(self, medium: np.ndarray, sizes: Sequence[tuple[int, int]]) -> np.ndarray:
         """S x H x W heat (sigmoid of the network's logits) of each template size in ``medium``."""
         return self.heat_and_features(medium, sizes)[0]

@@ -111,7 +111,7 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         self.scales = (1.0 / cfg.scale_step, 1.0, cfg.scale_step) if cfg.scale_step > 1 else (1.0,)
         self.prior = hann_window(self.window_side, self.window_side)
         self._weighted_prior = cfg.window_influence * self.prior[None]  # the score's prior term
-        self.peak_offset = self._peak_offset()
+        self.peak_offset = self.net.peak_offset(self.template_size, self.window_side)
         self.center: tuple[float, float] | None = None
         # Target height in frame pixels (width = height x aspect); before the target is found, the
         # query's own pixel height is the guess.
@@ -146,22 +146,6 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         # reached band_trust of their median (a sure size change: see band_trust).
         self._scale_peaks: deque[float] = deque(maxlen=SCALE_MEMORY)
         self._scale_sure = False
-
-    def _peak_offset(self) -> np.ndarray:
-        """Where the heat peaks, relative to the object's centre, in window pixels (x, y).
-
-        The network's heat comes from a stride-8 grid and even-sized kernels, so its peak sits a
-        few pixels off the object's centre; measured once on the template pasted in the middle of
-        a window of its own mean colour, and taken off every peak."""
-        th, tw = self.template_size
-        side = self.window_side
-        canvas = np.empty((side, side, 3), np.uint8)
-        canvas[:] = self.anchor_rgb.reshape(-1, 3).mean(axis=0).astype(np.uint8)
-        y0, x0 = (side - th) // 2, (side - tw) // 2
-        canvas[y0:y0 + th, x0:x0 + tw] = cv2.resize(self.anchor_rgb, (tw, th), interpolation=cv2.INTER_AREA)
-        heat = self.net.heat(canvas, [self.template_size])[0]
-        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        return np.array([x + 0.5 - (x0 + tw / 2), y + 0.5 - (y0 + th / 2)])
 
     @property
     def reference(self) -> float | None:
