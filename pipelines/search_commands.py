@@ -169,6 +169,11 @@ def register(app: typer.Typer) -> None:
                           f"re-detected in {track['re_detected']}, lost in {track['lost']} of "
                           f"{track['frames']} frames; {track['skipped']} frames skipped",
                           highlight=False, soft_wrap=True)
+            if track['frames'] and not track['tracked'] and not track['re_detected'] and initial_box is None:
+                # Never acquired: the boxes drawn are best guesses; a known box starts tracking at once.
+                console.print(f"  the query was not found with confidence in {escape(track['source'])}; its "
+                              "boxes are best guesses. If it is there, pass --box X,Y,W,H (its box in the "
+                              "first frame) to track it from there.", highlight=False, soft_wrap=True)
         for skipped in summary.skipped:
             console.print(f"[yellow]skipped frame:[/] {escape(skipped)}", highlight=False, soft_wrap=True)
         if summary.errors:

@@ -5,13 +5,18 @@ enters later is acquired when it does."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from skimage import data
 
+from augment.imageio import save_image
 from pipelines.search import Searcher
 from pipelines.temporal import LOST, REDETECTED, TRACKING, TemporalConfig, TemporalSearcher
-from tests.test_temporal import SIDE, _centre, _paste, _scene, _target, one_thread, searcher  # noqa: F401
+from tests.cli_checks import run_cli
+from tests.test_temporal import (SIDE, _centre, _paste, _scene, _target, _write_video, one_thread,  # noqa: F401
+                                 searcher)
 
 
 def _entering_video(enters: int, noise: float = 0.0) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
@@ -80,6 +85,16 @@ def test_a_target_the_still_search_never_reports_is_acquired_when_its_best_lands
     before = _states(searcher, _target(), frames, TemporalConfig(acquire_every=5, acquire_confirm=0))
     assert [t.state for t in before] == [LOST] * 20
     assert float(np.linalg.norm(_centre(before[4].best_box) - np.array(truth[4]))) >= 10
+
+
+def test_the_cli_says_when_a_video_never_showed_the_query(tmp_path: Path) -> None:
+    frames, _ = _entering_video(enters=99, noise=4.0)
+    _write_video(tmp_path / "clip.avi", frames[:12])
+    save_image(tmp_path / "query.png", _target())
+    result = run_cli("search", tmp_path / "query.png", tmp_path / "clip.avi", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "lost in 12 of 12 frames" in result.output, result.output
+    assert "not found with confidence" in result.output and "--box X,Y,W,H" in result.output, result.output
 
 
 def test_a_bad_acquire_every_is_one_line() -> None:
