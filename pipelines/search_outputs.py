@@ -202,8 +202,13 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
             try:
                 key = (job.query, job.query_mask)
                 if key not in queries:  # each query's pixels and features are prepared once
-                    queries[key] = searcher.prepare(job.query, job.query_mask)
+                    try:
+                        queries[key] = searcher.prepare(job.query, job.query_mask)
+                    except InputError as error:  # a bad query fails each of its pairs, read once
+                        queries[key] = error
                 prepared = queries[key]
+                if isinstance(prepared, InputError):
+                    raise prepared
                 if is_video(job.medium):
                     pending.flush()
                 if is_video(job.medium) and temporal:

@@ -177,3 +177,32 @@ def test_pairs_that_fail_still_advance_the_progress_to_its_total(tmp_path):
                          advance=advanced.append, workers=1)
     assert len(summary.errors) == 3 and summary.images == 1 and summary.frames == 3, summary
     assert sum(advanced) == count_work(jobs) == 3 + 3 + 3  # three images (two failed), two 3-frame videos
+
+
+def test_an_unreadable_query_fails_each_of_its_pairs_but_is_read_once(tmp_path, monkeypatch):
+    """--pairs: a bad query is read once (a huge corrupt file is not decoded again for every pair);
+    each of its pairs still gets its error line, and the other query's pairs are searched."""
+    from pipelines.search import Searcher
+    from pipelines.search_outputs import read_pairs, run_search
+
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    save_image(tmp_path / "scene.png", _random(2, 72, 96))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    pairs = [("bad.png", "scene.png"), ("query.png", "scene.png"), ("bad.png", "scene.png"), ("bad.png", "scene.png")]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"query": q, "medium": m}) + "\n" for q, m in pairs))
+    searcher = Searcher(device="cpu", untrained=True, verify=False)
+    reads: list[str] = []
+    prepare = searcher.prepare
+
+    def counting(query, mask=None):
+        if isinstance(query, (str, Path)):  # a file read (the search prepares prepared queries again)
+            reads.append(str(query))
+        return prepare(query, mask)
+
+    monkeypatch.setattr(searcher, "prepare", counting)
+    summary = run_search(searcher, read_pairs(tmp_path / "pairs.jsonl"), tmp_path / "out", workers=1)
+    assert len(summary.errors) == 3 and summary.images == 1, summary
+    assert all("bad.png" in error for error in summary.errors)
+    assert sorted(Path(r).name for r in reads) == ["bad.png", "query.png"]  # each read once
+    lines = [json.loads(line) for line in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
+    assert [("error" in line) for line in lines] == [True, False, True, True]
