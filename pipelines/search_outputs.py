@@ -34,6 +34,9 @@ class SearchJob:
     medium: Path | None
     query_mask: Path | None = None
     error: str | None = None
+    # Its share of the progress total (job_work), measured once: the bar's total and the top-up of
+    # a failed or short job both use it (a video is probed, a frame folder listed, only once).
+    work: int | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -132,7 +135,14 @@ def count_work(jobs: list[SearchJob]) -> int:
 
 def job_work(job: SearchJob) -> int:
     """One job's share of :func:`count_work`: 1 for an image (readable or not), a video's declared
-    frames or a frame folder's images, 0 for a bad pairs line or an unreadable video."""
+    frames or a frame folder's images, 0 for a bad pairs line or an unreadable video (kept in
+    ``job.work``)."""
+    if job.work is None:
+        job.work = _measure_work(job)
+    return job.work
+
+
+def _measure_work(job: SearchJob) -> int:
     from pipelines.video import probe
 
     if job.error or job.medium is None:

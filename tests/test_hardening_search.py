@@ -206,3 +206,17 @@ def test_an_unreadable_query_fails_each_of_its_pairs_but_is_read_once(tmp_path, 
     assert sorted(Path(r).name for r in reads) == ["bad.png", "query.png"]  # each read once
     lines = [json.loads(line) for line in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
     assert [("error" in line) for line in lines] == [True, False, True, True]
+
+
+def test_each_video_is_probed_once_for_the_progress(tmp_path, monkeypatch):
+    """The bar's total and the top-up after a video share one probe of it (job_work keeps it)."""
+    import pipelines.video as video
+    from pipelines.search_outputs import SearchJob, count_work, job_work
+
+    _write_video(tmp_path / "clip.mp4", frames=3)
+    probes: list[str] = []
+    probe = video.probe
+    monkeypatch.setattr(video, "probe", lambda path: probes.append(str(path)) or probe(path))
+    job = SearchJob(tmp_path / "q.png", tmp_path / "clip.mp4")
+    assert count_work([job]) == 3 and job_work(job) == 3
+    assert len(probes) == 1
