@@ -85,6 +85,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     configs = {rule: temporal_config(args.set + extra) for rule, extra in RULES.items()}
     searcher = Searcher()
+    searcher.network.use_onnx()  # as `synth search` encodes a video's (a long job's) media: ONNX_MIN_WORK
     names = args.sequences or sorted(p.name for p in DATA.iterdir() if (p / "groundtruth.txt").is_file())
     sequences = {name: load_sequence(DATA / name, None) for name in names}
     frames = {name: read_frames(sequence) for name, sequence in sequences.items()}

@@ -6,6 +6,11 @@ the same frames, and their ratio (target: search <= 1.5x the backbone):
     python benchmarks/search.py [--device cpu|cuda] [--batch 4] [--scales 0.5 1 2]
     python benchmarks/search.py --photos 20 [--negatives 20]  # real CCP catalogue -> scene cases with and without the object
 
+The search encodes media in onnxruntime, as `synth search` does for a long job (a folder of 50+
+images, a video: pipelines/search_outputs.py ONNX_MIN_WORK); `--pytorch-backbone` times PyTorch's
+path (a short job's). "The backbone" is PyTorch's forward pass; the backbone in onnxruntime is
+timed beside it, and the search's ratio to each is printed.
+
 Calibration (--calibrate): the F1-maximising heat threshold (detections at IoU >= 0.5) of a model
 over generated cases (skimage photos pasted 0-2 times at 0.3-3x the query's size, partly occluded,
 into other photos), which chose the untrained threshold until stop 19 (since then: real CCP calibration
@@ -34,6 +39,7 @@ from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  
 from augment.system import tune_malloc  # noqa: E402
 from pipelines.search_inputs import to_tensor  # noqa: E402
 from pipelines.search_workers import SearchWorkers  # noqa: E402
+from pipelines.onnx_backbone import medium_encoder  # noqa: E402
 
 
 def _photos() -> dict[str, np.ndarray]:
@@ -145,6 +151,8 @@ def speed(args: argparse.Namespace) -> None:
     tune_malloc()
     searcher = Searcher(checkpoint=args.checkpoint, device=args.device, query_scales=None if args.auto_scales else args.scales,
                         untrained=args.untrained, verify=not args.no_verify)
+    if not args.pytorch_backbone:
+        searcher.network.use_onnx()
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.batch)]
     query = searcher.prepare(rng.integers(0, 256, (args.query_size, args.query_size, 3),
@@ -163,6 +171,8 @@ def speed(args: argparse.Namespace) -> None:
 
     t_backbone = best_time(backbone, args.repeats, device)
     t_search = best_time(search, args.repeats, device)
+    encoder = medium_encoder(model) if searcher.network.onnx else None
+    t_onnx = best_time(lambda: encoder(batch), args.repeats, device) if encoder is not None else None
     with SearchWorkers(searcher) as workers:
         t_side = best_time(lambda: workers.find_each(query, frames), args.repeats, device)
     print(f"device {device}, threads {torch.get_num_threads()}, batch {args.batch}, 640x480, "
@@ -174,6 +184,9 @@ def speed(args: argparse.Namespace) -> None:
     print(f"whole search:           {t_search / args.batch * 1000:.1f} ms/frame "
           f"({args.batch / t_search:.1f} frames/s)")
     print(f"ratio search / backbone: {t_search / t_backbone:.2f}x (target <= 1.5x)")
+    if t_onnx is not None:
+        print(f"media encoded by onnxruntime (as long jobs are): the backbone there {t_onnx / args.batch * 1000:.1f} "
+              f"ms/frame; search / that backbone {t_search / t_onnx:.2f}x")
     print(f"the frames searched {workers.workers} side by side, one thread each (synth search's default on "
           f"CPU for --every-instance video): {t_side / args.batch * 1000:.1f} ms/frame, "
           f"{t_side / t_backbone:.2f}x the backbone")
@@ -201,6 +214,9 @@ def speed_on_photos(args: argparse.Namespace) -> None:
         "heat map": Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained, verify=False),
         "verified": Searcher(checkpoint=args.checkpoint, device=args.device, untrained=args.untrained),
     }
+    if not args.pytorch_backbone:  # as `synth search` encodes a long job's media (ONNX_MIN_WORK)
+        for searcher in searchers.values():
+            searcher.network.use_onnx()
     cases = ccp.search_cases("test")
     groups = {"positives": [c for c in cases if c.positive][:args.photos],
               "negatives": [c for c in cases if not c.positive][:args.negatives]}
@@ -224,7 +240,9 @@ def _photo_totals(cases: list, searchers: dict[str, Searcher], workers: SearchWo
     """Seconds over ``cases``: the backbone and each searcher one case at a time, and (with more
     than one worker) the backbone and the verified search side by side."""
     verified = searchers["verified"]
-    totals = {"backbone": 0.0, **{name: 0.0 for name in searchers}}
+    encoder = medium_encoder(verified.model) if verified.network.onnx else None
+    totals = {"backbone": 0.0, **({"backbone, onnxruntime": 0.0} if encoder is not None else {}),
+              **{name: 0.0 for name in searchers}}
     if workers.workers > 1:
         totals.update({"backbone, side by side": 0.0, "verified, side by side": 0.0})
         _side_by_side(verified, workers, cases, totals, repeats)
@@ -237,6 +255,8 @@ def _photo_totals(cases: list, searchers: dict[str, Searcher], workers: SearchWo
                 verified.model.backbone.forward_features(batch, max_stride=verified.model.max_stride)
 
         totals["backbone"] += best_time(backbone, repeats, verified.device)
+        if encoder is not None:
+            totals["backbone, onnxruntime"] += best_time(lambda: encoder(batch), repeats, verified.device)
         for name, searcher in searchers.items():
             totals[name] += best_time(lambda: searcher.find_many(queries[name], [case.scene]), repeats,
                                       verified.device)
@@ -249,7 +269,9 @@ def _print_totals(title: str, totals: dict[str, float], count: int) -> None:
         against = "backbone, side by side" if name.endswith("side by side") else "backbone"
         print(f"  {name:24} {seconds / count * 1000:7.1f} ms/scene  "
               f"{seconds / totals['backbone']:.2f}x the backbone one at a time"
-              + (f", {seconds / totals[against]:.2f}x side by side" if against != "backbone" else ""))
+              + (f", {seconds / totals[against]:.2f}x side by side" if against != "backbone" else "")
+              + (f", {seconds / totals['backbone, onnxruntime']:.2f}x the backbone in onnxruntime"
+                 if "backbone, onnxruntime" in totals else ""))
 
 
 def _side_by_side(searcher: Searcher, workers: SearchWorkers, cases: list, totals: dict[str, float],
@@ -283,6 +305,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads of torch (0: its default); 1 steadies figures on a shared machine.")
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--pytorch-backbone", action="store_true",
+                        help="Encode media with PyTorch (a short job's path), not onnxruntime (a long one's).")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--query-size", type=int, default=96)
     parser.add_argument("--calibrate", action="store_true")

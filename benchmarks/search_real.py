@@ -63,7 +63,7 @@ class Tally:
 
 
 def run_network(checkpoint: Path | None, device: str, cases: list[Any], set_name: str,
-                overlays: Path | None) -> tuple[Tally, Tally, float, float]:
+                overlays: Path | None, onnx: bool = True) -> tuple[Tally, Tally, float, float]:
     """Heat map alone and fused, from one heat map per case; also their two thresholds.
 
     ``overlays``: the inlier matches of the fused answer on a few positives are drawn there, half
@@ -75,6 +75,8 @@ def run_network(checkpoint: Path | None, device: str, cases: list[Any], set_name
     from pipelines.verify import NOT_VERIFIED, draw_matches
 
     searcher = Searcher(checkpoint=checkpoint, device=device, untrained=checkpoint is None)
+    if onnx:  # as `synth search` encodes a long job's media (pipelines/search_outputs.py ONNX_MIN_WORK)
+        searcher.network.use_onnx()
     stage = searcher.verification
     assert stage is not None
     heat_alone, fused = Tally(), Tally()
@@ -144,6 +146,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     parser.add_argument("--overlays", type=Path, default=None, help="Write inlier overlays of a few positives here.")
+    parser.add_argument("--pytorch-backbone", action="store_true",
+                        help="Encode media with PyTorch (a short job's path), not onnxruntime (a long one's).")
     args = parser.parse_args()
     networks: list[Path | None] = ([] if args.no_untrained else [None]) + list(args.checkpoint)
     if args.overlays:
@@ -156,7 +160,7 @@ def main() -> None:
         for checkpoint in networks:
             name = "untrained" if checkpoint is None else str(checkpoint)[-18:]
             heat_alone, fused, heat_threshold, fused_threshold = run_network(
-                checkpoint, args.device, cases, set_name, args.overlays)
+                checkpoint, args.device, cases, set_name, args.overlays, onnx=not args.pytorch_backbone)
             rows[f"{name} heat map"] = (heat_alone, heat_threshold)
             rows[f"{name} fused"] = (fused, fused_threshold)
         rows["SIFT alone"] = (run_sift(cases), SIFT_THRESHOLD)

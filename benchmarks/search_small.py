@@ -41,6 +41,8 @@ def methods(args: argparse.Namespace) -> list[tuple[str, Callable[[SmallCase], A
 
     def network(**options: Any) -> tuple[Callable[[SmallCase], Answer], float]:
         searcher = Searcher(device=args.device, mirror=args.mirror, **options)
+        if not args.pytorch_backbone:  # as `synth search` encodes a long job's media (ONNX_MIN_WORK)
+            searcher.network.use_onnx()
 
         def run(case: SmallCase) -> Answer:
             best = searcher.find_many(case.query, [case.scene], keep_images=False)[0].best
@@ -104,6 +106,8 @@ def main() -> None:
     parser.add_argument("--no-mirror", dest="mirror", action="store_false",
                         help="Networks do not also search the query mirrored (the default does).")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--pytorch-backbone", action="store_true",
+                        help="Encode media with PyTorch (a short job's path), not onnxruntime (a long one's).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
     found = methods(args)

@@ -305,6 +305,8 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     searcher = Searcher(device=args.device)
+    if config.onnx_backbone:  # as `synth search` encodes a video (ONNX_MIN_WORK)
+        searcher.network.use_onnx()
     names = args.sequences or sorted(p.name for p in DATA.iterdir() if (p / "groundtruth.txt").is_file())
     rows = []
     width = 10 if len(placements) == 1 else 16  # a name@first/seed per placement

@@ -8,7 +8,9 @@ efficientnet_lite0 up to stride 16 and ~62 ms on Crossing's whole frame (590 x 3
 ~4.8 and ~46 ms on the same graph (its depthwise convolutions and padding cost less). The values
 are not PyTorch's to the bit (float32, another summation order: |difference| ~3e-5 on features of
 order 1), so the temporal mode uses it as an option (TemporalConfig.onnx_backbone) judged on the
-tracking benchmark.
+tracking benchmark. The still-image search encodes a long job's media here too
+(pipelines/search_outputs.py ONNX_MIN_WORK, NetworkSearch.use_onnx), judged on the real-photo
+benchmarks: the export (~1.3 s) would cost a one-image search more than it saves.
 
 One graph serves every size: it is exported with the batch, height and width dynamic, the strided
 convolutions' TensorFlow 'same' padding written as the graph's own arithmetic on the input's size
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import threading
 import warnings
 import weakref
 from typing import Any, Iterator
@@ -41,6 +44,7 @@ logger = logging.getLogger(__name__)
 # model -> {threads: encoder, or None where it could not be made (not retried)}
 _ENCODERS: "weakref.WeakKeyDictionary[nn.Module, dict[int, OnnxMediumEncoder | None]]" = \
     weakref.WeakKeyDictionary()
+_EXPORTING = threading.Lock()  # one export at a time: side-by-side workers share the result
 
 
 @contextlib.contextmanager
@@ -118,18 +122,34 @@ class OnnxMediumEncoder:
 def medium_encoder(model: nn.Module) -> OnnxMediumEncoder | None:
     """The (cached) onnxruntime encoder of ``model``'s media at torch's thread count, or None
     where it cannot stand in for PyTorch's (no onnxruntime, a model on another device, an edge
-    path that encodes the raw image, a failed export: logged once)."""
+    path that encodes the raw image, a failed export: logged once). Thread-safe: side-by-side
+    searches (pipelines/search_workers.py) export once per thread count, not once each."""
+    threads = torch.get_num_threads()
+    cached = _ENCODERS.get(model, {})
+    if threads in cached:
+        return cached[threads]
+    with _EXPORTING:
+        per_model = _ENCODERS.setdefault(model, {})
+        if threads not in per_model:
+            per_model[threads] = _new_encoder(model, threads)
+        return per_model[threads]
+
+
+def _new_encoder(model: nn.Module, threads: int) -> OnnxMediumEncoder | None:
     edge: Any = getattr(model, "edge", None)
     if edge is not None and not getattr(edge, "resize_only", False):
         return None
     if next(model.parameters()).device.type != "cpu" or not _pads_traceably(model):
         return None
-    threads = torch.get_num_threads()
-    per_model = _ENCODERS.setdefault(model, {})
-    if threads not in per_model:
-        try:
-            per_model[threads] = OnnxMediumEncoder(model, threads)
-        except Exception as error:  # noqa: BLE001 - any failure falls back to PyTorch, once
-            logger.info("onnxruntime encoder unavailable (%s); PyTorch encodes", error)
-            per_model[threads] = None
-    return per_model[threads]
+    try:
+        return OnnxMediumEncoder(model, threads)
+    except Exception as error:  # noqa: BLE001 - any failure falls back to PyTorch, once
+        logger.info("onnxruntime encoder unavailable (%s); PyTorch encodes", error)
+        return None
+
+
+def encode_medium(model: nn.Module, batch: torch.Tensor, onnx: bool) -> MediumFeatures:
+    """``model.encode_medium(batch)``, by onnxruntime where ``onnx`` and it can stand in
+    (:func:`medium_encoder`), else by PyTorch."""
+    encoder = medium_encoder(model) if onnx else None
+    return encoder(batch) if encoder is not None else model.encode_medium(batch)  # type: ignore[operator]

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import typer
 
 from augment.imageio import InputError, atomic_write_text
-from pipelines.search_outputs import (DETECTIONS_FILE, ImageBatch, OutputNames, RunSummary,  # noqa: F401
+from pipelines.search_outputs import (DETECTIONS_FILE, ONNX_MIN_WORK, ImageBatch, OutputNames, RunSummary,  # noqa: F401
                                       SearchJob, count_work, expand_media, is_video, read_pairs,
                                       run_search)
 
@@ -231,6 +231,8 @@ def register(app: typer.Typer) -> None:
                 list_shards(shards)  # unreadable shards: one line before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
                                 untrained=untrained, mirror=not no_mirror, verify=not no_verify)
+            if cases >= ONNX_MIN_WORK:  # as a long search job encodes its media
+                searcher.network.use_onnx()
             skipped: list[Any] = []
             if photos:
                 found = photo_cases(list(photos), cases, seed=seed, source_format=source_format,

@@ -175,6 +175,12 @@ class JobProgress:
             self.advance(rest)
 
 
+# Images plus frames from which a job's media are encoded by onnxruntime (pipelines/onnx_backbone.py):
+# ~27 ms less per scene with the object and ~42 without at one thread (CCP, benchmarks/search.py),
+# against ~1.3 s to export its graph once per process and thread count.
+ONNX_MIN_WORK = 50
+
+
 def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps: bool = False,
                batch: int = 4, advance: Callable[[int], None] | None = None,
                temporal: bool = True, initial_box: tuple[float, float, float, float] | None = None,
@@ -198,6 +204,8 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     summary = RunSummary()
     start = time.perf_counter()
     advance = advance or (lambda n: None)
+    if count_work(jobs) >= ONNX_MIN_WORK:
+        searcher.network.use_onnx()
     with record, SearchWorkers(searcher, workers) as side_by_side:
         pending = ImageBatch(side_by_side, out, names, summary, lines, batch, advance)
         for job in jobs:

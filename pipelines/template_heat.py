@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import torch
 
+from pipelines.onnx_backbone import encode_medium, medium_encoder
+
 
 class TemplateHeat:
     """Heat maps of one template at several sizes in a medium, encoding the medium once.
@@ -25,21 +27,19 @@ class TemplateHeat:
         self.amp: bool = network.amp
         self.channels_last: bool = network.channels_last
         # The media encoded by onnxruntime (pipelines/onnx_backbone.py), once use_onnx is called.
-        self._onnx: Any = None
+        self.onnx = False
         self.set_template(rgb, mask)
 
     def use_onnx(self) -> bool:
         """Encode media with onnxruntime from now on (TemporalConfig.onnx_backbone); the graph is
         exported here (once per process), not on the first frame. False (PyTorch keeps encoding)
         where it cannot: see pipelines/onnx_backbone.py's medium_encoder."""
-        from pipelines.onnx_backbone import medium_encoder
-
-        self._onnx = None if self.amp else medium_encoder(self.model)
-        return self._onnx is not None
+        self.onnx = not self.amp and medium_encoder(self.model) is not None
+        return self.onnx
 
     def _encode(self, batch: torch.Tensor) -> Any:
         """The media's MediumFeatures, by onnxruntime after use_onnx, else PyTorch."""
-        return self._onnx(batch) if self._onnx is not None else self.model.encode_medium(batch)
+        return encode_medium(self.model, batch, self.onnx)
 
     def set_template(self, rgb: np.ndarray, mask: np.ndarray | None) -> None:
         self.rgb, self.mask = rgb, mask
