@@ -1,0 +1,49 @@
+"""`synth search` robustness found by an audit as a demanding user: absurd option values, odd inputs.
+Small generated images and videos; the untrained network on the CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from augment.imageio import save_image
+from cli_checks import run_cli
+
+
+def _random(seed: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def _video(path: Path, frames: int = 3) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 72))
+    for k in range(frames):
+        writer.write(_random(10 + k, 72, 96))
+    writer.release()
+    return path
+
+
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def test_a_box_many_times_the_frame_is_one_line_not_a_cv2_traceback(tmp_path):
+    """--box 0,0,1e9,1e9 shrank the frame to nothing: cv2.resize's assertion as a traceback."""
+    query, video = tmp_path / "query.png", _video(tmp_path / "clip.avi")
+    save_image(query, _random(1, 24, 24))
+    for box in ("0,0,1e9,1e9", "0,0,1e300,1e300"):
+        result = run_cli("search", query, video, "--out", tmp_path / "found", "--device", "cpu", "--untrained",
+                         "--no-verify", "--batch", 1, "--box", box)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        errors = _error_lines(" ".join(result.output.split()).replace(" error:", "\nerror:"))
+        assert len(errors) == 1 and "--box 0,0,1e+" in errors[0] and "times the size" in errors[0], result.output
+
+
+def test_a_window_of_a_target_far_larger_than_the_frame_is_sampled_not_refused():
+    from pipelines.window_geometry import crop_affine, sample_window
+
+    frame = _random(3, 72, 96)
+    affine = crop_affine((48.0, 36.0), 1e-6, 64, 64, 0.0)
+    window = sample_window(frame, affine, 64, 64)
+    assert window.shape == (64, 64, 3)
