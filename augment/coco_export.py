@@ -9,6 +9,7 @@ skipped and counted, never written as files holding bad bytes.
 from __future__ import annotations
 
 import collections
+import glob
 import logging
 import json
 import os
@@ -21,6 +22,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from augment.imageio import InputError, check_complete, decode_image, image_format, temporary_folder_beside
+from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import check_output_folder, inside, is_safe_name
 from augment.shards import find_shards, iter_rows
 
@@ -39,14 +41,33 @@ def export_coco(shard_paths: list[Path], out_dir: Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     _check_target(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _clear_killed_exports(out_dir)
     staging = temporary_folder_beside(out_dir)
     try:
-        counts = _write_coco(shards, staging)
-        _replace_folder(staging, out_dir)
+        # Held while the export is written (and renamed into place with it): the lock tells a later
+        # export that this staging folder is alive, not left by a killed run.
+        with folder_lock(staging, "export run"):
+            counts = _write_coco(shards, staging)
+            _replace_folder(staging, out_dir)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return counts
+
+
+def _clear_killed_exports(out_dir: Path) -> None:
+    """Remove the staging folders beside ``out_dir`` of exports that were killed (SIGKILL, power
+    loss): a whole export's images each, which no later run would otherwise find. A live export
+    holds the lock in its own staging folder and is left alone."""
+    for leftover in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.tmp"):
+        if leftover.is_symlink() or not leftover.is_dir():
+            continue
+        try:
+            with folder_lock(leftover, "export run"):
+                shutil.rmtree(leftover)
+                log.info("%s: removed the staging folder of a killed export", leftover)
+        except BusyError:
+            continue
 
 
 def _check_target(out_dir: Path) -> None:
@@ -56,7 +77,7 @@ def _check_target(out_dir: Path) -> None:
         return
     entries = {p.name for p in out_dir.iterdir()}
     try:
-        earlier = entries <= {"images", ANNOTATIONS_FILE} and json.loads(
+        earlier = entries <= {"images", ANNOTATIONS_FILE, LOCK_FILE} and json.loads(
             (out_dir / ANNOTATIONS_FILE).read_text(encoding="utf-8"))["info"]["description"].startswith(DESCRIPTION_PREFIX)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         earlier = False

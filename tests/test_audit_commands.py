@@ -15,3 +15,33 @@ def test_eval_with_an_unknown_device_is_one_line_not_a_torch_traceback(tmp_path,
     make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
     result = run_cli("eval", "--shards", tmp_path / "shards", "--untrained", "--device", device, "--batches", 1)
     assert_one_line_error(result, 2, "--device", device)
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(tmp_path):
+    """A SIGKILLed export left .<out>.XXXXXXXX.tmp beside --out (a copy of every image) for good."""
+    from augment.coco_export import export_coco
+    from augment.imageio import temporary_folder_beside
+    from augment.locking import folder_lock
+
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    out = tmp_path / "exports" / "coco"
+    out.parent.mkdir()
+    killed = temporary_folder_beside(out)  # as a killed run leaves it: half its images written
+    (killed / "images").mkdir()
+    (killed / "images" / "train-00000000.jpg").write_bytes(b"\xff\xd8 half")
+    alive = temporary_folder_beside(out)
+    with folder_lock(alive, "export run"):  # another export, still running, is left alone
+        counts = export_coco([tmp_path / "shards"], out)
+        assert sorted(p.name for p in out.parent.iterdir()) == sorted(["coco", alive.name])
+    assert counts["images"] == 4
+
+
+def test_an_export_replaces_an_earlier_export_of_its_own(tmp_path):
+    from augment.coco_export import export_coco
+
+    make_shards(tmp_path / "many", n_composites=8, rows_per_shard=4)
+    make_shards(tmp_path / "few", n_composites=4, rows_per_shard=4, seed=1)
+    export_coco([tmp_path / "many"], tmp_path / "coco")
+    export_coco([tmp_path / "few"], tmp_path / "coco")
+    assert len(list((tmp_path / "coco" / "images").iterdir())) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "few", "many"]
