@@ -45,3 +45,12 @@ def test_an_export_replaces_an_earlier_export_of_its_own(tmp_path):
     export_coco([tmp_path / "few"], tmp_path / "coco")
     assert len(list((tmp_path / "coco" / "images").iterdir())) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "few", "many"]
+
+
+@pytest.mark.parametrize("name", ["sheet.txt", "sheet", "sheet.webp"])
+def test_show_refuses_a_sheet_name_whose_suffix_would_not_match_its_png_bytes(tmp_path, name):
+    """show --out sheet.txt wrote PNG bytes under that name and said 'wrote sheet.txt'."""
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    result = run_cli("show", tmp_path / "shards", "--out", tmp_path / name, "--tile", 32)
+    assert_one_line_error(result, 2, name, ".png or .jpg")
+    assert not (tmp_path / name).exists()
