@@ -54,3 +54,20 @@ def test_show_refuses_a_sheet_name_whose_suffix_would_not_match_its_png_bytes(tm
     result = run_cli("show", tmp_path / "shards", "--out", tmp_path / name, "--tile", 32)
     assert_one_line_error(result, 2, name, ".png or .jpg")
     assert not (tmp_path / name).exists()
+
+
+def test_a_failed_photo_shards_run_leaves_no_manifest_naming_the_older_runs_deleted_shards(tmp_path):
+    """A rerun that found no photos (--include typo) deleted the older run's shards but kept its
+    manifest.json: the folder read as a finished output whose shards were missing."""
+    from augment.config import SourceConfig
+    from augment.imageio import InputError
+    from augment.photo_shards import write_photo_shards
+    from segment_factory import make_scene_photos
+
+    labeled = make_scene_photos(tmp_path / "labeled", count=2)
+    out = tmp_path / "photos"
+    write_photo_shards([labeled], out, SourceConfig(), short_side=32)
+    assert (out / "manifest.json").is_file() and list(out.glob("photos-*.parquet"))
+    with pytest.raises(InputError, match="no labelled photos"):
+        write_photo_shards([labeled], out, SourceConfig(include=["no-such-photo"]), short_side=32)
+    assert not (out / "manifest.json").exists() and not list(out.glob("photos-*.parquet"))
