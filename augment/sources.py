@@ -281,7 +281,9 @@ def photo_mask_pairs(source: Path, fmt: str, config: SourceConfig
     if fmt == "mask_pairs":
         names, pairs, skips = mask_pair_files(source)
         return names, limited(pairs, config), skips
-    raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
+    if fmt in ("rgba", "objects"):
+        raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
+    raise InputError(f"{source}: unknown source format {fmt!r} (use auto, label_map, mask_pairs or coco)")
 
 
 def read_each(sources: Iterable[Path | str], reader: Callable[[Path, SourceConfig], Iterator[T | Skip]],

@@ -71,3 +71,13 @@ def test_a_failed_photo_shards_run_leaves_no_manifest_naming_the_older_runs_dele
     with pytest.raises(InputError, match="no labelled photos"):
         write_photo_shards([labeled], out, SourceConfig(include=["no-such-photo"]), short_side=32)
     assert not (out / "manifest.json").exists() and not list(out.glob("photos-*.parquet"))
+
+
+def test_an_unknown_source_format_is_named_as_unknown_not_as_cutouts(tmp_path):
+    """photo-shards --source-format foo said 'foo sources hold cutouts, not labelled photos'."""
+    from segment_factory import make_scene_photos
+
+    labeled = make_scene_photos(tmp_path / "labeled", count=1)
+    result = run_cli("photo-shards", labeled, "--out", tmp_path / "photos", "--source-format", "lable_map")
+    line = assert_one_line_error(result, 2, "unknown source format 'lable_map'")
+    assert "cutouts" not in line
