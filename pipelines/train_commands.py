@@ -154,6 +154,7 @@ def register(app: typer.Typer) -> None:
         """Write a trained network's head (not its pretrained backbone) with its calibrated threshold."""
         import json
 
+        from augment.locking import folder_lock
         from augment.outputs import check_output_folder
         from pipelines.shipped import write_head
         from pipelines.search_inputs import load_checkpoint_model
@@ -174,11 +175,13 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"{calibration}: calibrates {calibrated}, not {checkpoint}; run `synth calibrate "
                                  f"--checkpoint {checkpoint}` first")
             state = load_checkpoint(checkpoint)
-            manifest = write_head(model, threshold, out, {
-                "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
-                "calibration": {k: report.get(k) for k in ("f1", "precision", "recall", "cases", "photos",
-                                                           "include")}},
-                trained_backbone_keys=model.trained_backbone_keys())
+            # Two exports into one folder would pair one's head file with the other's manifest.
+            with folder_lock(out, "export-head run"):
+                manifest = write_head(model, threshold, out, {
+                    "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
+                    "calibration": {k: report.get(k) for k in ("f1", "precision", "recall", "cases", "photos",
+                                                               "include")}},
+                    trained_backbone_keys=model.trained_backbone_keys())
             _console.print(f"wrote {out / manifest['file']} ({manifest['bytes'] / 2**20:.2f} MB, sha256 "
                            f"{manifest['sha256'][:12]}...), threshold {threshold:.2f}")
 

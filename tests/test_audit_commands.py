@@ -81,3 +81,46 @@ def test_an_unknown_source_format_is_named_as_unknown_not_as_cutouts(tmp_path):
     result = run_cli("photo-shards", labeled, "--out", tmp_path / "photos", "--source-format", "lable_map")
     line = assert_one_line_error(result, 2, "unknown source format 'lable_map'")
     assert "cutouts" not in line
+
+
+def _checkpoint(tmp_path):
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+    from train.tasks import build_task
+
+    config = TrainConfig(model={"pretrained": False}, device="cpu")
+    checkpoint = tmp_path / "checkpoint.pt"
+    save_checkpoint(checkpoint, model=build_task(config).build_model(), optimizer=None, step=0,
+                    config=config.to_dict(), config_hash=config.hash())
+    report = tmp_path / "calibration.json"
+    report.write_text('{"threshold": 0.4}')
+    return checkpoint, report
+
+
+def test_export_head_into_a_folder_another_export_holds_is_one_line_exit_3(tmp_path):
+    """Two export-heads into one --out could pair one's search_head.pt with the other's manifest."""
+    from augment.locking import BUSY_EXIT_CODE, folder_lock
+
+    checkpoint, report = _checkpoint(tmp_path)
+    with folder_lock(tmp_path / "head", "export-head run"):
+        result = run_cli("export-head", "--checkpoint", checkpoint, "--calibration", report,
+                         "--out", tmp_path / "head", "--made-by", "test")
+    assert_one_line_error(result, BUSY_EXIT_CODE, "another export-head run is writing here")
+    assert not (tmp_path / "head" / "search_head.json").exists()
+
+
+def test_a_head_write_stopped_before_its_manifest_leaves_no_head_not_a_mismatched_pair(tmp_path, monkeypatch):
+    import pipelines.shipped as shipped
+    from train.model import QuerySearchNet, SearchNetConfig
+
+    model = QuerySearchNet(SearchNetConfig(pretrained=False))
+    shipped.write_head(model, 0.3, tmp_path, {"made_by": "older"})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shipped, "atomic_write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        shipped.write_head(QuerySearchNet(SearchNetConfig(pretrained=False, residual_projection=True)), 0.6,
+                           tmp_path, {"made_by": "newer"})
+    assert not shipped.head_ships(tmp_path)  # not the older manifest beside the newer head file
