@@ -124,3 +124,23 @@ def test_a_head_write_stopped_before_its_manifest_leaves_no_head_not_a_mismatche
         shipped.write_head(QuerySearchNet(SearchNetConfig(pretrained=False, residual_projection=True)), 0.6,
                            tmp_path, {"made_by": "newer"})
     assert not shipped.head_ships(tmp_path)  # not the older manifest beside the newer head file
+
+
+def test_a_huge_workers_count_forks_no_more_processes_than_there_is_work(tmp_path, monkeypatch):
+    """selftune/expand --workers 100000 forked 100000 processes for a handful of row groups."""
+    import augment.cutouts as cutouts
+    import augment.engines.local_engine as local_engine
+    from augment.config import ExpandConfig
+    from augment.expand import run_expand
+    from segment_factory import make_noise_backgrounds, make_scene_photos
+
+    asked: list[int] = []
+    real_pool, real_executor = local_engine.fork_pool, cutouts.ProcessPoolExecutor
+    monkeypatch.setattr(local_engine, "fork_pool", lambda n: asked.append(n) or real_pool(n))
+    monkeypatch.setattr(cutouts, "ProcessPoolExecutor", lambda n, **kw: asked.append(n) or real_executor(n, **kw))
+    config = ExpandConfig.from_dict({"num": 4, "composition": {"width": 48, "height": 48, "max_objects": 1},
+                                     "sources": {"min_area": 20, "superpixel_max_side": 32},
+                                     "output": {"row_group_rows": 2}})
+    run_expand([make_scene_photos(tmp_path / "labeled", count=2)], make_noise_backgrounds(tmp_path / "bg"),
+               tmp_path / "out", config, workers=500)
+    assert asked and max(asked) <= 2, asked  # two row groups; a few cutouts in one superpixel chunk
