@@ -144,3 +144,21 @@ def test_a_huge_workers_count_forks_no_more_processes_than_there_is_work(tmp_pat
     run_expand([make_scene_photos(tmp_path / "labeled", count=2)], make_noise_backgrounds(tmp_path / "bg"),
                tmp_path / "out", config, workers=500)
     assert asked and max(asked) <= 2, asked  # two row groups; a few cutouts in one superpixel chunk
+
+
+def test_an_unreadable_photo_or_mask_is_skipped_under_its_own_name_said_once(tmp_path):
+    """calibrate printed '/x/photos/0002.jpg: /x/photos/0002.jpg: truncated JPEG'; a zero-byte mask
+    was skipped under its photo's name."""
+    import cv2
+    import numpy as np
+
+    from augment.sources import load_pair
+
+    image, mask = tmp_path / "photo.jpg", tmp_path / "photo.png"
+    cv2.imwrite(str(image), np.full((16, 16, 3), 90, np.uint8))
+    mask.write_bytes(b"")
+    skip = load_pair(image, mask, "empty mask")
+    assert skip.path == str(mask) and str(mask) not in skip.reason and "empty file" in skip.reason
+    image.write_bytes(image.read_bytes()[:40])
+    skip = load_pair(image, mask, "empty mask")
+    assert skip.path == str(image) and str(image) not in skip.reason and "truncated" in skip.reason
