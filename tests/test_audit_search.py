@@ -3,6 +3,7 @@ Small generated images and videos; the untrained network on the CPU."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -47,3 +48,17 @@ def test_a_window_of_a_target_far_larger_than_the_frame_is_sampled_not_refused()
     affine = crop_affine((48.0, 36.0), 1e-6, 64, 64, 0.0)
     window = sample_window(frame, affine, 64, 64)
     assert window.shape == (64, 64, 3)
+
+
+def test_an_image_under_8_px_a_side_is_an_error_line_not_a_page_of_noise_detections(tmp_path):
+    """A 5000x1 image gave 132 'detections' of a query shrunk below a pixel (exit 0)."""
+    query, thin, photo = tmp_path / "query.png", tmp_path / "thin.png", tmp_path / "photo.png"
+    save_image(query, _random(1, 24, 24))
+    save_image(thin, _random(2, 1, 600))
+    save_image(photo, _random(3, 72, 96))
+    result = run_cli("search", query, thin, photo, "--out", tmp_path / "found", "--device", "cpu", "--untrained",
+                     "--no-verify", "--workers", 1)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "thin.png: image is 600x1 px; at least 8 px" in " ".join(result.output.split())
+    lines = [json.loads(line) for line in (tmp_path / "found" / "detections.jsonl").read_text().splitlines()]
+    assert "error" in lines[0] and "detections" not in lines[0] and "detections" in lines[1]
