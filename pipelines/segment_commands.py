@@ -208,7 +208,7 @@ def register(app: typer.Typer) -> None:
                                   f"{error}; rerun to redo this step", highlight=False, soft_wrap=True)
                     raise typer.Exit(IO_ERROR_EXIT_CODE)
 
-        result = run_guarded(run)
+        result = run_guarded(run, interrupt_hint="rerun the same `synth selftune` command to resume (finished steps are kept)")
         metrics = state / METRICS_FILE
         last = json.loads(metrics.read_text().splitlines()[-1]) if metrics.is_file() and metrics.read_text().strip() else None
         where = "finished" if result["finished"] else f"next: round {result['round']} {result['step']}"

@@ -162,3 +162,17 @@ def test_an_unreadable_photo_or_mask_is_skipped_under_its_own_name_said_once(tmp
     image.write_bytes(image.read_bytes()[:40])
     skip = load_pair(image, mask, "empty mask")
     assert skip.path == str(image) and str(image) not in skip.reason and "truncated" in skip.reason
+
+
+def test_an_interrupted_selftune_says_how_to_resume(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) in selftune said only 'interrupted', though rerunning resumes it."""
+    import pipelines.selftune as selftune
+
+    def stopped(self, rounds=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(selftune.SelfTune, "run", stopped)
+    monkeypatch.setattr(selftune.SelfTune, "__init__", lambda self, *args, **kwargs: None)
+    result = run_cli("selftune", "--state", tmp_path / "state", "--labeled", tmp_path, "--unlabeled", tmp_path,
+                     "--backgrounds", tmp_path)
+    assert_one_line_error(result, 130, "interrupted; rerun the same `synth selftune` command to resume")
