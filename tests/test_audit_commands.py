@@ -176,3 +176,21 @@ def test_an_interrupted_selftune_says_how_to_resume(tmp_path, monkeypatch):
     result = run_cli("selftune", "--state", tmp_path / "state", "--labeled", tmp_path, "--unlabeled", tmp_path,
                      "--backgrounds", tmp_path)
     assert_one_line_error(result, 130, "interrupted; rerun the same `synth selftune` command to resume")
+
+
+def test_gcs_requests_are_retried_for_seconds_not_the_clients_15_minutes(monkeypatch):
+    """eval --shards gs://... with no network sat silent (the GCS client's default retry: 15 minutes)."""
+    import datetime
+
+    import augment.storage as storage
+
+    made: list[dict] = []
+    monkeypatch.setattr(storage.pafs, "GcsFileSystem", lambda **kwargs: made.append(kwargs))
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    storage._make_filesystem("gs")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "localhost:4443")
+    storage._make_filesystem("gs")
+    assert [kwargs["retry_time_limit"] <= datetime.timedelta(minutes=1) for kwargs in made] == [True, True]
+    said = storage.describe_failure(OSError("google::cloud::Status(UNAVAILABLE: Retry policy exhausted ... "
+                                            "CURL error [6]=Could not resolve hostname)"))
+    assert said.startswith("cannot reach the object store")
