@@ -213,7 +213,7 @@ def register(app: typer.Typer) -> None:
         others (--photos; the same transform as training and the benchmarks), or held-out pairs
         of shards (--shards). Pass the result to `synth search --threshold`.
         """
-        from augment.outputs import check_output_file
+        from augment.outputs import check_report_file
         from pipelines.cli import check_at_least, console, run_guarded
         from pipelines.calibration import photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
@@ -226,7 +226,7 @@ def register(app: typer.Typer) -> None:
         def run() -> None:
             if (shards is None) == (not photos):
                 raise InputError("pass --photos SOURCE... (labelled photos) or --shards DIR, one of them")
-            check_output_file(out)
+            check_report_file(out, "calibrate", ("threshold", "table"))
             if shards is not None:
                 list_shards(shards)  # unreadable shards: one line before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),

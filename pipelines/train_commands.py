@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device"),
     ) -> None:
         """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
-        from augment.outputs import check_output_file
+        from augment.outputs import check_report_file
         from train.evaluate import evaluate_shards, load_trained, write_report
 
         check_at_least(batches, 1, "--batches")
@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
 
         def run() -> None:
             if out is not None:
-                check_output_file(out)
+                check_report_file(out, "eval", ("metrics", "checkpoint"))
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
             if split not in ("eval", "train", "all"):

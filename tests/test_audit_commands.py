@@ -194,3 +194,15 @@ def test_gcs_requests_are_retried_for_seconds_not_the_clients_15_minutes(monkeyp
     said = storage.describe_failure(OSError("google::cloud::Status(UNAVAILABLE: Retry policy exhausted ... "
                                             "CURL error [6]=Could not resolve hostname)"))
     assert said.startswith("cannot reach the object store")
+
+
+@pytest.mark.parametrize("command", ["calibrate", "eval"])
+def test_a_report_out_naming_an_input_file_is_refused_not_overwritten(tmp_path, command):
+    """calibrate --shards S --out S/manifest.json replaced the shard set's manifest with its report."""
+    shards = make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    manifest = tmp_path / "shards" / "manifest.json"
+    before = manifest.read_bytes()
+    options = ["--cases", 2] if command == "calibrate" else ["--batches", 1]
+    result = run_cli(command, "--shards", tmp_path / "shards", "--untrained", "--out", manifest, *options)
+    assert_one_line_error(result, 2, "manifest.json", f"not a `synth {command}` report")
+    assert manifest.read_bytes() == before and shards
