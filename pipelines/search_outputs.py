@@ -11,6 +11,7 @@ folder (:mod:`pipelines.output_record`), so the folder holds this run's outputs 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, Callable, Iterator
 from augment.imageio import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_write_text,
                              list_images, read_image, save_image)
 from pipelines.output_record import OutputKinds, OutputRecord
+
+logger = logging.getLogger(__name__)
 
 DETECTIONS_FILE = "detections.jsonl"
 # Everything a search writes (the summary: pipelines/temporal_run.py); an earlier run's are cleared.
@@ -63,6 +66,8 @@ def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = N
         elif path.is_dir():
             images, others = list_images(path)
             videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
+            _report_left_out([p for p in others if p.suffix.lower() not in VIDEO_EXTENSIONS
+                              and (not earlier or p.resolve() not in earlier)], path)
             found = sorted(p for p in images + videos if not earlier or p.resolve() not in earlier)
             if not found:
                 raise InputError(f"{path}: no images or videos in this folder")
@@ -70,6 +75,16 @@ def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = N
         else:
             media.append(path)
     return media
+
+
+def _report_left_out(files: list[Path], folder: Path) -> None:
+    """A folder's files that are neither images nor videos (a .gif, notes): counted on the console,
+    each one logged (-v), not silently dropped."""
+    for path in files:
+        logger.info("%s: neither an image nor a video; left out", path)
+    if files:
+        logger.warning("%s: %d file(s) that are neither images nor videos left out (%s%s)", folder, len(files),
+                       files[0].name, ", ..." if len(files) > 1 else "")
 
 
 def read_pairs(path: Path) -> list[SearchJob]:
