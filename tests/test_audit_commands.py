@@ -206,3 +206,14 @@ def test_a_report_out_naming_an_input_file_is_refused_not_overwritten(tmp_path, 
     result = run_cli(command, "--shards", tmp_path / "shards", "--untrained", "--out", manifest, *options)
     assert_one_line_error(result, 2, "manifest.json", f"not a `synth {command}` report")
     assert manifest.read_bytes() == before and shards
+
+
+def test_photo_shards_and_selftune_that_fail_leave_no_new_output_folder(tmp_path):
+    """A missing source (photo-shards) or a first selftune run without --config left an empty
+    --out / --state folder holding only .synth.lock."""
+    result = run_cli("photo-shards", tmp_path / "no-such-source", "--out", tmp_path / "photos")
+    assert_one_line_error(result, 2, "no-such-source")
+    result = run_cli("selftune", "--state", tmp_path / "state", "--labeled", tmp_path, "--unlabeled", tmp_path,
+                     "--backgrounds", tmp_path)
+    assert_one_line_error(result, 2, "pass --config")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
