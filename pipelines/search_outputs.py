@@ -93,7 +93,7 @@ def read_pairs(path: Path) -> list[SearchJob]:
     Relative paths are taken from the file's folder. A bad line becomes a job with ``error``.
     """
     if not path.is_file():
-        raise InputError(f"{path}: no such pairs file")
+        raise InputError(f"{path}: " + ("a folder; --pairs takes a JSONL file" if path.is_dir() else "no such pairs file"))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:

@@ -217,3 +217,12 @@ def test_photo_shards_and_selftune_that_fail_leave_no_new_output_folder(tmp_path
                      "--backgrounds", tmp_path)
     assert_one_line_error(result, 2, "pass --config")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_shard_file_given_as_shards_is_named_a_file_not_missing(tmp_path):
+    """eval --shards S/train-00000.parquet said 'no such shard folder' of a file that exists."""
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    shard = next((tmp_path / "shards").glob("*-00000.parquet"))
+    result = run_cli("eval", "--shards", shard, "--untrained")
+    line = assert_one_line_error(result, 2, str(shard), "a file; --shards takes the folder")
+    assert "no such" not in line
