@@ -127,6 +127,8 @@ def register(app: typer.Typer) -> None:
                 check_report_file(out, "eval", ("metrics", "checkpoint"))
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
+            if config is not None and not untrained:  # the checkpoint carries its own config
+                raise InputError("--config applies with --untrained; a checkpoint is evaluated with its own config")
             if split not in ("eval", "train", "all"):
                 raise InputError(f"--split must be eval, train or all, not {split!r}")
             model, run_config = load_trained(checkpoint, _config(config) if untrained else None)

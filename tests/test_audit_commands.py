@@ -226,3 +226,12 @@ def test_a_shard_file_given_as_shards_is_named_a_file_not_missing(tmp_path):
     result = run_cli("eval", "--shards", shard, "--untrained")
     line = assert_one_line_error(result, 2, str(shard), "a file; --shards takes the folder")
     assert "no such" not in line
+
+
+def test_eval_config_with_a_checkpoint_is_refused_not_silently_ignored(tmp_path):
+    checkpoint, _ = _checkpoint(tmp_path)
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    config = tmp_path / "sizes.yaml"
+    config.write_text("medium_size: 96\n")
+    result = run_cli("eval", "--shards", tmp_path / "shards", "--checkpoint", checkpoint, "--config", config)
+    assert_one_line_error(result, 2, "--config applies with --untrained")
