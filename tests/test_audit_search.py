@@ -79,3 +79,21 @@ def test_files_of_a_media_folder_that_are_neither_images_nor_videos_are_counted_
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "2 file(s) that are neither images nor videos" in warnings[0], warnings
     assert sum("animated.gif: neither" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_options_that_cannot_apply_are_refused_not_silently_ignored(tmp_path):
+    """search --no-verify --fusion F ignored F (not even read); calibrate --shards ignored the
+    --photos-only --include, --categories, --drop-labels, --source-format and --min-area."""
+    from cli_checks import assert_one_line_error
+    from shard_factory import make_shards
+
+    query = tmp_path / "query.png"
+    save_image(query, _random(1, 24, 24))
+    result = run_cli("search", query, query, "--out", tmp_path / "found", "--untrained", "--no-verify",
+                     "--fusion", tmp_path / "fusion.json")
+    assert_one_line_error(result, 2, "--fusion", "--no-verify")
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    result = run_cli("calibrate", "--shards", tmp_path / "shards", "--untrained", "--out", tmp_path / "cal.json",
+                     "--include", "photo1*", "--min-area", 50)
+    assert_one_line_error(result, 2, "--include, --min-area apply with --photos, not --shards")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["query.png", "shards"]
