@@ -188,6 +188,8 @@ def register(app: typer.Typer) -> None:
 
         def run() -> dict:
             check_output_folder(state, "--state")
+            if force_config and config_file is None:  # else silently a no-op
+                raise InputError("--force-config adopts a changed --config; pass the --config FILE to adopt")
             config = None
             if config_file is not None:
                 config = selftune_config.load(config_file, {"search": True} if search else None)

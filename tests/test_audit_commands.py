@@ -235,3 +235,9 @@ def test_eval_config_with_a_checkpoint_is_refused_not_silently_ignored(tmp_path)
     config.write_text("medium_size: 96\n")
     result = run_cli("eval", "--shards", tmp_path / "shards", "--checkpoint", checkpoint, "--config", config)
     assert_one_line_error(result, 2, "--config applies with --untrained")
+
+
+def test_selftune_force_config_without_a_config_is_one_line(tmp_path):
+    result = run_cli("selftune", "--state", tmp_path / "state", "--labeled", tmp_path, "--unlabeled", tmp_path,
+                     "--backgrounds", tmp_path, "--force-config")
+    assert_one_line_error(result, 2, "--force-config", "--config FILE")
