@@ -107,6 +107,8 @@ def read_pairs(path: Path) -> list[SearchJob]:
             if not isinstance(entry, dict) or not isinstance(entry.get("query"), str) \
                     or not isinstance(entry.get("medium"), str):
                 raise ValueError('expected {"query": path, "medium": path}')
+            if entry.get("query_mask") is not None and not isinstance(entry["query_mask"], str):
+                raise ValueError(f'"query_mask" must be a path, not {entry["query_mask"]!r}')  # else silently unmasked
         except ValueError as error:
             jobs.append(SearchJob(None, None, error=f"{path}:{number}: {error}"))
             continue

@@ -97,3 +97,14 @@ def test_options_that_cannot_apply_are_refused_not_silently_ignored(tmp_path):
                      "--include", "photo1*", "--min-area", 50)
     assert_one_line_error(result, 2, "--include, --min-area apply with --photos, not --shards")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["query.png", "shards"]
+
+
+def test_a_pairs_line_whose_query_mask_is_not_a_path_is_an_error_line_not_searched_unmasked(tmp_path):
+    from pipelines.search_outputs import read_pairs
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"query": "q.png", "medium": "m.png", "query_mask": 5}\n'
+                     '{"query": "q.png", "medium": "m.png", "query_mask": "mask.png"}\n')
+    bad, good = read_pairs(pairs)
+    assert bad.error is not None and "pairs.jsonl:1" in bad.error and "query_mask" in bad.error
+    assert good.error is None and good.query_mask == tmp_path / "mask.png"
