@@ -165,6 +165,11 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
     the sources hold no usable labelled photo.
     """
     out_dir = Path(out_dir)
+    seen: set[Path] = set()
+    for source in sources:  # twice would write every photo twice, under the same id
+        if Path(source).resolve() in seen:
+            raise InputError(f"{source}: source given twice")
+        seen.add(Path(source).resolve())
     fingerprint = hashlib.sha256(f"{sources_fingerprint(sources, config)}:{short_side}".encode()).hexdigest()[:16]
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():

@@ -241,3 +241,13 @@ def test_selftune_force_config_without_a_config_is_one_line(tmp_path):
     result = run_cli("selftune", "--state", tmp_path / "state", "--labeled", tmp_path, "--unlabeled", tmp_path,
                      "--backgrounds", tmp_path, "--force-config")
     assert_one_line_error(result, 2, "--force-config", "--config FILE")
+
+
+def test_photo_shards_of_one_source_given_twice_is_one_line_not_every_photo_twice(tmp_path):
+    """photo-shards SRC SRC wrote each photo twice under one id (an export then skipped half)."""
+    from segment_factory import make_scene_photos
+
+    labeled = make_scene_photos(tmp_path / "labeled", count=2)
+    result = run_cli("photo-shards", labeled, f"{labeled}/", "--out", tmp_path / "photos")
+    assert_one_line_error(result, 2, "source given twice")
+    assert not (tmp_path / "photos").exists()
