@@ -9,6 +9,7 @@ skipped and counted, never written as files holding bad bytes.
 from __future__ import annotations
 
 import collections
+import errno
 import glob
 import logging
 import json
@@ -87,15 +88,27 @@ def _check_target(out_dir: Path) -> None:
 
 
 def _replace_folder(new: Path, target: Path) -> None:
-    if target.is_dir() and any(target.iterdir()):
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.rename(target, old)
-        os.rename(new, target)
-        shutil.rmtree(old)
-    else:
-        if target.is_dir():
-            target.rmdir()
-        os.rename(new, target)
+    """Rename ``new`` into ``target``'s place; an earlier export there is moved aside, then removed.
+    Another export finishing at the same moment can put its folder there (or move it) in between: the
+    check is made again, so the later export replaces it instead of failing on a non-empty folder."""
+    for _ in range(10):
+        try:
+            if target.is_dir() and any(target.iterdir()):
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.rename(target, old)
+                try:
+                    os.rename(new, target)
+                finally:
+                    shutil.rmtree(old, ignore_errors=True)
+                return
+            if target.is_dir():
+                target.rmdir()
+            os.rename(new, target)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
+    os.rename(new, target)  # still contended: fail as the file system says
 
 
 def _row_problem(row: dict[str, Any], used: set[str]) -> tuple[str | None, np.ndarray | None]:

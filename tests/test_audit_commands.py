@@ -3,6 +3,8 @@ values out of range, wrong file types, two runs at once. Small generated shards,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cli_checks import assert_one_line_error, run_cli
@@ -251,3 +253,27 @@ def test_photo_shards_of_one_source_given_twice_is_one_line_not_every_photo_twic
     result = run_cli("photo-shards", labeled, f"{labeled}/", "--out", tmp_path / "photos")
     assert_one_line_error(result, 2, "source given twice")
     assert not (tmp_path / "photos").exists()
+
+
+def test_an_export_finishing_just_after_another_replaces_it_instead_of_failing(tmp_path, monkeypatch):
+    """Two exports into one fresh --out: the second's rename met the first's folder, just put in
+    place (ENOTEMPTY), and stopped with an OSError traceback."""
+    import os
+
+    import augment.coco_export as coco_export
+
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    out = tmp_path / "coco"
+    real_rename, raced = os.rename, []
+
+    def rename(source, target):
+        if Path(target) == out and not raced:  # the other export gets there first
+            raced.append(1)
+            (out / "images").mkdir(parents=True)
+            (out / "annotations.json").write_text("{}")
+        return real_rename(source, target)
+
+    monkeypatch.setattr(coco_export.os, "rename", rename)
+    counts = coco_export.export_coco([tmp_path / "shards"], out)
+    assert raced and counts["images"] == 4 and len(list((out / "images").iterdir())) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "shards"]
