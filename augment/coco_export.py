@@ -43,16 +43,20 @@ def export_coco(shard_paths: list[Path], out_dir: Path) -> dict[str, Any]:
     _check_target(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _clear_killed_exports(out_dir)
-    staging = temporary_folder_beside(out_dir)
+    fresh = temporary_folder_beside(out_dir, ".new")
+    staging = fresh.with_suffix(".tmp")
     try:
         # Held while the export is written (and renamed into place with it): the lock tells a later
-        # export that this staging folder is alive, not left by a killed run.
-        with folder_lock(staging, "export run"):
+        # export that this staging folder is alive, not left by a killed run. The folder takes the
+        # name such an export looks for only once locked, so it never finds one not yet locked.
+        with folder_lock(fresh, "export run"):
+            os.rename(fresh, staging)
             counts = _write_coco(shards, staging)
             _replace_folder(staging, out_dir)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        for leftover in (fresh, staging):
+            if leftover.exists():
+                shutil.rmtree(leftover)
     return counts
 
 

@@ -32,9 +32,10 @@ def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(tmp_path)
     (killed / "images").mkdir()
     (killed / "images" / "train-00000000.jpg").write_bytes(b"\xff\xd8 half")
     alive = temporary_folder_beside(out)
+    starting = temporary_folder_beside(out, ".new")  # another export's, made but not yet locked
     with folder_lock(alive, "export run"):  # another export, still running, is left alone
         counts = export_coco([tmp_path / "shards"], out)
-        assert sorted(p.name for p in out.parent.iterdir()) == sorted(["coco", alive.name])
+        assert sorted(p.name for p in out.parent.iterdir()) == sorted(["coco", alive.name, starting.name])
     assert counts["images"] == 4
 
 
@@ -277,3 +278,26 @@ def test_an_export_finishing_just_after_another_replaces_it_instead_of_failing(t
     counts = coco_export.export_coco([tmp_path / "shards"], out)
     assert raced and counts["images"] == 4 and len(list((out / "images").iterdir())) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coco", "shards"]
+
+
+def test_an_export_starting_beside_another_never_clears_its_not_yet_locked_staging(tmp_path, monkeypatch):
+    """Two exports started at once: one took the other's staging folder, made but not yet locked,
+    for a killed run's and removed it ('.coco.XXXX.tmp/images: No such file or directory')."""
+    import contextlib
+
+    import augment.coco_export as coco_export
+
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    out = tmp_path / "coco"
+    real_lock, other = coco_export.folder_lock, contextlib.ExitStack()
+
+    def other_export_clears_meanwhile(folder, what):
+        # The other export, clearing killed runs just before this one locks its staging folder: it
+        # holds the lock of each staging folder it finds while removing it.
+        for leftover in out.parent.glob(".coco.*.tmp"):
+            other.enter_context(real_lock(leftover, "export run"))
+        return real_lock(folder, what)
+
+    monkeypatch.setattr(coco_export, "folder_lock", other_export_clears_meanwhile)
+    with other:
+        assert coco_export.export_coco([tmp_path / "shards"], out)["images"] == 4
