@@ -9,6 +9,8 @@ skipped and counted, never written as files holding bad bytes.
 from __future__ import annotations
 
 import collections
+import errno
+import glob
 import logging
 import json
 import os
@@ -21,6 +23,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from augment.imageio import InputError, check_complete, decode_image, image_format, temporary_folder_beside
+from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import check_output_folder, inside, is_safe_name
 from augment.shards import find_shards, iter_rows
 
@@ -39,14 +42,37 @@ def export_coco(shard_paths: list[Path], out_dir: Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     _check_target(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = temporary_folder_beside(out_dir)
+    _clear_killed_exports(out_dir)
+    fresh = temporary_folder_beside(out_dir, ".new")
+    staging = fresh.with_suffix(".tmp")
     try:
-        counts = _write_coco(shards, staging)
-        _replace_folder(staging, out_dir)
+        # Held while the export is written (and renamed into place with it): the lock tells a later
+        # export that this staging folder is alive, not left by a killed run. The folder takes the
+        # name such an export looks for only once locked, so it never finds one not yet locked.
+        with folder_lock(fresh, "export run"):
+            os.rename(fresh, staging)
+            counts = _write_coco(shards, staging)
+            _replace_folder(staging, out_dir)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        for leftover in (fresh, staging):
+            if leftover.exists():
+                shutil.rmtree(leftover)
     return counts
+
+
+def _clear_killed_exports(out_dir: Path) -> None:
+    """Remove the staging folders beside ``out_dir`` of exports that were killed (SIGKILL, power
+    loss): a whole export's images each, which no later run would otherwise find. A live export
+    holds the lock in its own staging folder and is left alone."""
+    for leftover in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.tmp"):
+        if leftover.is_symlink() or not leftover.is_dir():
+            continue
+        try:
+            with folder_lock(leftover, "export run"):
+                shutil.rmtree(leftover)
+                log.info("%s: removed the staging folder of a killed export", leftover)
+        except BusyError:
+            continue
 
 
 def _check_target(out_dir: Path) -> None:
@@ -56,7 +82,7 @@ def _check_target(out_dir: Path) -> None:
         return
     entries = {p.name for p in out_dir.iterdir()}
     try:
-        earlier = entries <= {"images", ANNOTATIONS_FILE} and json.loads(
+        earlier = entries <= {"images", ANNOTATIONS_FILE, LOCK_FILE} and json.loads(
             (out_dir / ANNOTATIONS_FILE).read_text(encoding="utf-8"))["info"]["description"].startswith(DESCRIPTION_PREFIX)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         earlier = False
@@ -66,15 +92,27 @@ def _check_target(out_dir: Path) -> None:
 
 
 def _replace_folder(new: Path, target: Path) -> None:
-    if target.is_dir() and any(target.iterdir()):
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.rename(target, old)
-        os.rename(new, target)
-        shutil.rmtree(old)
-    else:
-        if target.is_dir():
-            target.rmdir()
-        os.rename(new, target)
+    """Rename ``new`` into ``target``'s place; an earlier export there is moved aside, then removed.
+    Another export finishing at the same moment can put its folder there (or move it) in between: the
+    check is made again, so the later export replaces it instead of failing on a non-empty folder."""
+    for _ in range(10):
+        try:
+            if target.is_dir() and any(target.iterdir()):
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.rename(target, old)
+                try:
+                    os.rename(new, target)
+                finally:
+                    shutil.rmtree(old, ignore_errors=True)
+                return
+            if target.is_dir():
+                target.rmdir()
+            os.rename(new, target)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                raise
+    os.rename(new, target)  # still contended: fail as the file system says
 
 
 def _row_problem(row: dict[str, Any], used: set[str]) -> tuple[str | None, np.ndarray | None]:

@@ -140,7 +140,7 @@ def add_superpixels(rows: list[dict], max_side: int, workers: int = 1,
     todo = [row for row in rows if "superpixels" not in row]
     jobs = [(row["image"]["bytes"], max_side) for row in todo]
     if workers > 1 and len(jobs) > 1:
-        pool = ProcessPoolExecutor(workers, initializer=ignore_interrupts)
+        pool = ProcessPoolExecutor(min(workers, -(-len(jobs) // 8)), initializer=ignore_interrupts)  # one per chunk at most
         try:
             results = pool.map(_superpixels_png, jobs, chunksize=8)
             for done, (row, png) in enumerate(zip(todo, results), 1):

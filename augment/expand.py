@@ -221,7 +221,7 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
         with multiprocessing.pool.ThreadPool(min(32, 4 * max(1, workers))) as pool:
             problems = pool.map(_check_background, images, chunksize=4)
     elif workers > 1 and len(images) > 32:
-        with fork_pool(workers) as pool:
+        with fork_pool(min(workers, -(-len(images) // 16))) as pool:  # a process per chunk at most
             problems = pool.map(_check_background, images, chunksize=16)
     else:
         problems = [_check_background(p) for p in images]

@@ -206,10 +206,10 @@ def temporary_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
     return Path(temporary)
 
 
-def temporary_folder_beside(final_path: Path | str) -> Path:
+def temporary_folder_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
     """A new, uniquely named hidden folder beside ``final_path``, with the mode ``mkdir`` would give."""
     final_path = Path(final_path)
-    folder = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent))
+    folder = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=suffix, dir=final_path.parent))
     os.chmod(folder, 0o777 & ~current_umask())
     return folder
 

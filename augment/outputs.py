@@ -9,6 +9,7 @@ the output folder.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -79,4 +80,24 @@ def check_output_file(path: Path | str, option: str = "--out") -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"{path}: {option} exists and is read-only")
     _check_writable_place(path, path.parent, option)  # atomic writes make a temporary file beside it
+    return path
+
+
+MAX_REPORT_BYTES = 50 * 2**20  # a file larger than this is no report of ours
+
+
+def check_report_file(path: Path | str, command: str, keys: tuple[str, ...], option: str = "--out") -> Path:
+    """A JSON report a command will write: as :func:`check_output_file`, and a file already there must be
+    an earlier report of ``synth command`` (a JSON object holding ``keys``). An --out that names an
+    input by mistake (a shard folder's manifest.json, a label_list.json) is refused, not overwritten."""
+    path = check_output_file(path, option)
+    if path.is_file():
+        try:
+            earlier = (json.loads(path.read_text(encoding="utf-8"))
+                       if path.stat().st_size <= MAX_REPORT_BYTES else None)
+        except (OSError, ValueError):  # a UnicodeDecodeError is a ValueError
+            earlier = None
+        if not (isinstance(earlier, dict) and all(key in earlier for key in keys)):
+            raise InputError(f"{path}: {option} exists and is not a `synth {command}` report; not overwriting "
+                             "it (remove it or choose another name)")
     return path

@@ -165,6 +165,11 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
     the sources hold no usable labelled photo.
     """
     out_dir = Path(out_dir)
+    seen: set[Path] = set()
+    for source in sources:  # twice would write every photo twice, under the same id
+        if Path(source).resolve() in seen:
+            raise InputError(f"{source}: source given twice")
+        seen.add(Path(source).resolve())
     fingerprint = hashlib.sha256(f"{sources_fingerprint(sources, config)}:{short_side}".encode()).hexdigest()[:16]
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():
@@ -174,6 +179,9 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
             manifest = {}
         if manifest.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in manifest["shards"]):
             return manifest
+    # The older run's manifest goes first: a run that fails or is killed from here on must not
+    # leave it naming shards that are gone, or that this run has rewritten under the same names.
+    manifest_path.unlink(missing_ok=True)
     for stale in list(out_dir.glob("photos-*.parquet")) + list(out_dir.glob(".*.tmp")):
         stale.unlink()  # an older run's shards must not mix with these
     skips: list[Skip] = []

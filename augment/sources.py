@@ -90,8 +90,10 @@ def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.
     try:
         image = read_image(image_path, "rgb")
         mask = read_mask(mask_path)
-    except InputError as error:
-        return Skip(str(image_path), str(error))
+    except InputError as error:  # the file it names, once (the message starts with that file's path)
+        message = str(error)
+        named = next((path for path in (image_path, mask_path) if message.startswith(f"{path}: ")), None)
+        return Skip(str(named), message[len(f"{named}: "):]) if named else Skip(str(image_path), message)
     if mask.shape[:2] != image.shape[:2]:
         return Skip(str(mask_path), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
     values = [int(v) for v in np.unique(mask) if v != 0]
@@ -281,7 +283,9 @@ def photo_mask_pairs(source: Path, fmt: str, config: SourceConfig
     if fmt == "mask_pairs":
         names, pairs, skips = mask_pair_files(source)
         return names, limited(pairs, config), skips
-    raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
+    if fmt in ("rgba", "objects"):
+        raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
+    raise InputError(f"{source}: unknown source format {fmt!r} (use auto, label_map, mask_pairs or coco)")
 
 
 def read_each(sources: Iterable[Path | str], reader: Callable[[Path, SourceConfig], Iterator[T | Skip]],

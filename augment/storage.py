@@ -17,6 +17,7 @@ names the URI (an unreachable endpoint, a missing bucket, denied credentials).
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from pathlib import Path
@@ -33,6 +34,7 @@ from augment.imageio import read_image as read_local_image
 
 URI = re.compile(r"([a-z][a-z0-9+.-]*)://(.*)")
 SCHEMES = ("s3", "gs")  # gcs:// is read as gs://
+GCS_RETRY_SECONDS = 20  # how long a failing GCS request is retried before it is reported
 
 
 class StorageError(InputError):
@@ -62,11 +64,14 @@ def _make_filesystem(scheme: str) -> pafs.FileSystem:
         if region:
             options["region"] = region
         return pafs.S3FileSystem(**options)
+    # The GCS client retries a failing request for 15 minutes by default: with no network or no
+    # credentials `synth eval --shards gs://...` sat silent that long. Transient errors still get retries.
+    retries = {"retry_time_limit": datetime.timedelta(seconds=GCS_RETRY_SECONDS)}
     emulator = os.environ.get("STORAGE_EMULATOR_HOST")  # the GCS clients' convention for a local server
     if emulator:
         parsed = urlparse(emulator if "://" in emulator else f"http://{emulator}")
-        return pafs.GcsFileSystem(endpoint_override=parsed.netloc, scheme=parsed.scheme, anonymous=True)
-    return pafs.GcsFileSystem()
+        return pafs.GcsFileSystem(endpoint_override=parsed.netloc, scheme=parsed.scheme, anonymous=True, **retries)
+    return pafs.GcsFileSystem(**retries)
 
 
 _FILESYSTEMS: dict[tuple, pafs.FileSystem] = {}
@@ -85,7 +90,8 @@ def filesystem(scheme: str) -> pafs.FileSystem:
 def describe_failure(error: BaseException) -> str:
     """What went wrong with a storage request, in a few words (the SDKs' messages span lines)."""
     text = " ".join(str(error).split())
-    if "NETWORK_CONNECTION" in text or "curlCode" in text or "Could not connect" in text or "Couldn't connect" in text:
+    if ("NETWORK_CONNECTION" in text or "curlCode" in text or "Could not connect" in text or "Couldn't connect" in text
+            or "Could not resolve" in text):
         endpoint = s3_endpoint() or "the default endpoint"
         return f"cannot reach the object store at {endpoint} ({text.rsplit(': ', 1)[-1][:120]})"
     if "ACCESS_DENIED" in text or "AccessDenied" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:

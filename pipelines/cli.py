@@ -229,6 +229,7 @@ def _reason_kind(reason: str) -> str:
 
 
 MAX_SHEET_PIXELS = 100_000_000  # a contact sheet past this is a typo, not a wish (300 MB of RGB)
+SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @app.command()
@@ -251,6 +252,8 @@ def show(
     if rows * columns * tile * tile > MAX_SHEET_PIXELS:
         fail(f"--rows x --columns x --tile² is {rows * columns * tile * tile} pixels; at most {MAX_SHEET_PIXELS}")
     run_guarded(check_output_file, out)
+    if out.suffix.lower() not in SHEET_SUFFIXES:  # save_image writes PNG bytes under any other name
+        fail(f"{out}: --out must end in .png or .jpg (a contact sheet image), not {out.suffix or '(no suffix)'!r}")
     drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
     Console().print(f"wrote {out} ({drawn} composites)")
 

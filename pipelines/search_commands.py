@@ -30,6 +30,9 @@ SCALES_HELP = ("Object sizes searched, relative to the query's, e.g. 0.25,0.5,1 
                "medium smaller sizes down to that bound (slower for large queries).")
 
 
+DEFAULT_MIN_AREA = 600  # calibrate --min-area: mask pixels of an object that may be a query or look-alike
+
+
 def parse_scales(text: str | None) -> tuple[float, ...] | str | None:
     """``--scales``: comma-separated relative sizes, searched as given; None or ``auto``: chosen per
     query and medium size (pipelines.search_levels.auto_scales); ``default``: the default sizes less
@@ -118,6 +121,8 @@ def register(app: typer.Typer) -> None:
             fail("pass QUERY and at least one MEDIA (or --pairs FILE)")
         if pairs is not None and query_mask is not None:
             fail('--query-mask applies to QUERY; in --pairs give "query_mask" per line')
+        if fusion is not None and no_verify:
+            fail("--fusion fuses the verified search's scores; it does not apply with --no-verify")
         if box is not None and every_instance:
             fail("--box starts the temporal mode; it does not apply with --every-instance")
         initial_box = run_guarded(parse_box, box) if box is not None else None
@@ -197,7 +202,7 @@ def register(app: typer.Typer) -> None:
         drop_labels: Optional[str] = typer.Option(None, "--drop-labels", help="With --photos: comma-separated "
                                                   "labels that are never objects (e.g. skin,hair)."),
         source_format: str = typer.Option("auto", "--source-format", help="auto, label_map, mask_pairs or coco."),
-        min_area: int = typer.Option(600, "--min-area", help="With --photos: objects with fewer mask pixels are "
+        min_area: int = typer.Option(DEFAULT_MIN_AREA, "--min-area", help="With --photos: objects with fewer mask pixels are "
                                      "neither queries nor look-alikes."),
         seed: int = typer.Option(0, "--seed", help="Seed of the photo cases."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -213,7 +218,7 @@ def register(app: typer.Typer) -> None:
         others (--photos; the same transform as training and the benchmarks), or held-out pairs
         of shards (--shards). Pass the result to `synth search --threshold`.
         """
-        from augment.outputs import check_output_file
+        from augment.outputs import check_report_file
         from pipelines.cli import check_at_least, console, run_guarded
         from pipelines.calibration import photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
@@ -226,7 +231,13 @@ def register(app: typer.Typer) -> None:
         def run() -> None:
             if (shards is None) == (not photos):
                 raise InputError("pass --photos SOURCE... (labelled photos) or --shards DIR, one of them")
-            check_output_file(out)
+            photo_only = [name for name, given in (("--include", include), ("--categories", categories),
+                                                   ("--drop-labels", drop_labels),
+                                                   ("--source-format", source_format != "auto"),
+                                                   ("--min-area", min_area != DEFAULT_MIN_AREA)) if given]
+            if shards is not None and photo_only:  # else silently ignored: the cases would not be the ones asked for
+                raise InputError(f"{', '.join(photo_only)} apply with --photos, not --shards")
+            check_report_file(out, "calibrate", ("threshold", "table"))
             if shards is not None:
                 list_shards(shards)  # unreadable shards: one line before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),

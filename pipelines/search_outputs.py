@@ -11,6 +11,7 @@ folder (:mod:`pipelines.output_record`), so the folder holds this run's outputs 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, Callable, Iterator
 from augment.imageio import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_write_text,
                              list_images, read_image, save_image)
 from pipelines.output_record import OutputKinds, OutputRecord
+
+logger = logging.getLogger(__name__)
 
 DETECTIONS_FILE = "detections.jsonl"
 # Everything a search writes (the summary: pipelines/temporal_run.py); an earlier run's are cleared.
@@ -63,6 +66,8 @@ def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = N
         elif path.is_dir():
             images, others = list_images(path)
             videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
+            _report_left_out([p for p in others if p.suffix.lower() not in VIDEO_EXTENSIONS
+                              and (not earlier or p.resolve() not in earlier)], path)
             found = sorted(p for p in images + videos if not earlier or p.resolve() not in earlier)
             if not found:
                 raise InputError(f"{path}: no images or videos in this folder")
@@ -72,13 +77,23 @@ def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = N
     return media
 
 
+def _report_left_out(files: list[Path], folder: Path) -> None:
+    """A folder's files that are neither images nor videos (a .gif, notes): counted on the console,
+    each one logged (-v), not silently dropped."""
+    for path in files:
+        logger.info("%s: neither an image nor a video; left out", path)
+    if files:
+        logger.warning("%s: %d file(s) that are neither images nor videos left out (%s%s)", folder, len(files),
+                       files[0].name, ", ..." if len(files) > 1 else "")
+
+
 def read_pairs(path: Path) -> list[SearchJob]:
     """Jobs of a JSONL file of {"query": path, "medium": path[, "query_mask": path]} lines.
 
     Relative paths are taken from the file's folder. A bad line becomes a job with ``error``.
     """
     if not path.is_file():
-        raise InputError(f"{path}: no such pairs file")
+        raise InputError(f"{path}: " + ("a folder; --pairs takes a JSONL file" if path.is_dir() else "no such pairs file"))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -92,6 +107,8 @@ def read_pairs(path: Path) -> list[SearchJob]:
             if not isinstance(entry, dict) or not isinstance(entry.get("query"), str) \
                     or not isinstance(entry.get("medium"), str):
                 raise ValueError('expected {"query": path, "medium": path}')
+            if entry.get("query_mask") is not None and not isinstance(entry["query_mask"], str):
+                raise ValueError(f'"query_mask" must be a path, not {entry["query_mask"]!r}')  # else silently unmasked
         except ValueError as error:
             jobs.append(SearchJob(None, None, error=f"{path}:{number}: {error}"))
             continue
@@ -266,7 +283,14 @@ def _read_still(medium: Path) -> Any:
     if medium.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InputError(f"{medium}: not an image or video file (unknown suffix "
                          f"{medium.suffix or '(none)'!r})")
-    return read_image(medium, "rgb")
+    from pipelines.search import MIN_QUERY_INPUT_SIDE
+
+    image = read_image(medium, "rgb")
+    height, width = image.shape[:2]
+    if min(width, height) < MIN_QUERY_INPUT_SIDE:  # a query shrunk below a pixel finds only noise
+        raise InputError(f"{medium}: image is {width}x{height} px; at least {MIN_QUERY_INPUT_SIDE} px per side "
+                         "is needed to search in it")
+    return image
 
 
 class ImageBatch:

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write whole labelled photos as shards, for `synth train --task segment` (labels and held-out sets)."""
         from augment.config import SourceConfig
-        from augment.locking import folder_lock
+        from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from augment.photo_shards import write_photo_shards
         from pipelines.cli import console, run_guarded
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError("--short-side must be at least 32")
             check_output_folder(out)
             config = SourceConfig(format=source_format, include=list(include), exclude=list(exclude))
-            with folder_lock(out, "photo-shards run"):
+            with claim_output_folder(out, "photo-shards run"):  # a run that writes nothing leaves no new folder
                 return write_photo_shards(sources, out, config, short_side)
 
         manifest = run_guarded(run)
@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, "--workers", help="Processes for expansion and superpixels."),
     ) -> None:
         """Rounds of: train the segmenter -> score held-out photos -> extract automatic masks -> expand."""
-        from augment.locking import folder_lock
+        from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from pipelines import selftune_config
         from pipelines.cli import check_at_least, console, run_guarded
@@ -188,6 +188,8 @@ def register(app: typer.Typer) -> None:
 
         def run() -> dict:
             check_output_folder(state, "--state")
+            if force_config and config_file is None:  # else silently a no-op
+                raise InputError("--force-config adopts a changed --config; pass the --config FILE to adopt")
             config = None
             if config_file is not None:
                 config = selftune_config.load(config_file, {"search": True} if search else None)
@@ -196,7 +198,7 @@ def register(app: typer.Typer) -> None:
                 if not stored.is_file():
                     raise InputError("--search on a new state needs --config")
                 config = {**json.loads(stored.read_text()), "search": True}
-            with folder_lock(state, "selftune run"):
+            with claim_output_folder(state, "selftune run"):  # a first run that fails leaves no empty state
                 tuner = SelfTune(state, Inputs(labeled, unlabeled, backgrounds), config, force_config=force_config,
                                  workers=workers, show_progress=True)
                 try:
@@ -208,7 +210,7 @@ def register(app: typer.Typer) -> None:
                                   f"{error}; rerun to redo this step", highlight=False, soft_wrap=True)
                     raise typer.Exit(IO_ERROR_EXIT_CODE)
 
-        result = run_guarded(run)
+        result = run_guarded(run, interrupt_hint="rerun the same `synth selftune` command to resume (finished steps are kept)")
         metrics = state / METRICS_FILE
         last = json.loads(metrics.read_text().splitlines()[-1]) if metrics.is_file() and metrics.read_text().strip() else None
         where = "finished" if result["finished"] else f"next: round {result['round']} {result['step']}"

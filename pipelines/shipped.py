@@ -105,9 +105,13 @@ def write_head(model: QuerySearchNet, threshold: float, folder: Path, provenance
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / HEAD_FILE
+    # An older head's manifest goes first: a run killed between the two files leaves no head, not
+    # the new head file under the old manifest (its hash, threshold and provenance).
+    (folder / MANIFEST_FILE).unlink(missing_ok=True)
     with atomic_path(path) as temporary:
         torch.save(head_state(model, trained_backbone_keys), temporary)
-    manifest = {"file": HEAD_FILE, "sha256": sha256_of(path), "bytes": path.stat().st_size,
+        digest, size = sha256_of(temporary), temporary.stat().st_size  # the bytes written, whatever follows
+    manifest = {"file": HEAD_FILE, "sha256": digest, "bytes": size,
                 "threshold": float(threshold), "model": json.loads(json.dumps(dataclasses.asdict(model.cfg))),
                 **provenance}
     atomic_write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")

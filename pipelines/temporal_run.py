@@ -68,8 +68,14 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
         raise InputError(reader.error)
 
 
+MAX_BOX_TO_FRAME = 4  # a --box this many times the frame's width or height is a typo, not a target
+
+
 def _check_box(box: Any, width: int, height: int, medium: Path) -> None:
     x0, y0, x1, y1 = box
+    if x1 - x0 > MAX_BOX_TO_FRAME * width or y1 - y0 > MAX_BOX_TO_FRAME * height:
+        raise InputError(f"{medium}: --box {x0:g},{y0:g},{x1 - x0:g},{y1 - y0:g} is more than "
+                         f"{MAX_BOX_TO_FRAME} times the size of its {width}x{height} frames")
     inside_w, inside_h = min(x1, width) - max(x0, 0), min(y1, height) - max(y0, 0)
     if inside_w < 2 or inside_h < 2:
         where = ("lies outside its" if inside_w <= 0 or inside_h <= 0 else

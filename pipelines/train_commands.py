@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device"),
     ) -> None:
         """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
-        from augment.outputs import check_output_file
+        from augment.outputs import check_report_file
         from train.evaluate import evaluate_shards, load_trained, write_report
 
         check_at_least(batches, 1, "--batches")
@@ -124,9 +124,11 @@ def register(app: typer.Typer) -> None:
 
         def run() -> None:
             if out is not None:
-                check_output_file(out)
+                check_report_file(out, "eval", ("metrics", "checkpoint"))
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
+            if config is not None and not untrained:  # the checkpoint carries its own config
+                raise InputError("--config applies with --untrained; a checkpoint is evaluated with its own config")
             if split not in ("eval", "train", "all"):
                 raise InputError(f"--split must be eval, train or all, not {split!r}")
             model, run_config = load_trained(checkpoint, _config(config) if untrained else None)
@@ -154,6 +156,7 @@ def register(app: typer.Typer) -> None:
         """Write a trained network's head (not its pretrained backbone) with its calibrated threshold."""
         import json
 
+        from augment.locking import folder_lock
         from augment.outputs import check_output_folder
         from pipelines.shipped import write_head
         from pipelines.search_inputs import load_checkpoint_model
@@ -174,11 +177,13 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"{calibration}: calibrates {calibrated}, not {checkpoint}; run `synth calibrate "
                                  f"--checkpoint {checkpoint}` first")
             state = load_checkpoint(checkpoint)
-            manifest = write_head(model, threshold, out, {
-                "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
-                "calibration": {k: report.get(k) for k in ("f1", "precision", "recall", "cases", "photos",
-                                                           "include")}},
-                trained_backbone_keys=model.trained_backbone_keys())
+            # Two exports into one folder would pair one's head file with the other's manifest.
+            with folder_lock(out, "export-head run"):
+                manifest = write_head(model, threshold, out, {
+                    "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
+                    "calibration": {k: report.get(k) for k in ("f1", "precision", "recall", "cases", "photos",
+                                                               "include")}},
+                    trained_backbone_keys=model.trained_backbone_keys())
             _console.print(f"wrote {out / manifest['file']} ({manifest['bytes'] / 2**20:.2f} MB, sha256 "
                            f"{manifest['sha256'][:12]}...), threshold {threshold:.2f}")
 

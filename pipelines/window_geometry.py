@@ -59,7 +59,11 @@ def sample_window(frame: np.ndarray, affine: np.ndarray, out_w: int, out_h: int)
         frame = frame[y0:y1, x0:x1]
     shrink = affine[0, 0] < 1.0
     if shrink:  # area-average first, so a large target's window does not alias
-        small = cv2.resize(frame, None, fx=affine[0, 0], fy=affine[1, 1], interpolation=cv2.INTER_AREA)
+        if min(frame.shape[1] * affine[0, 0], frame.shape[0] * affine[1, 1]) >= 1:
+            small = cv2.resize(frame, None, fx=affine[0, 0], fy=affine[1, 1], interpolation=cv2.INTER_AREA)
+        else:  # a target far larger than the frame (a --box of 1e9 px): a pixel a side, not nothing (refused)
+            small = cv2.resize(frame, (max(1, round(frame.shape[1] * affine[0, 0])),
+                                       max(1, round(frame.shape[0] * affine[1, 1]))), interpolation=cv2.INTER_AREA)
         ratio_x, ratio_y = small.shape[1] / frame.shape[1], small.shape[0] / frame.shape[0]
         inner = affine.copy()
         inner[0, 0] /= ratio_x

@@ -72,8 +72,9 @@ def list_shards(folder: Place | str) -> list[Place]:
     ``folder`` may be an object-store URI (``s3://bucket/prefix``): row groups are then read with
     ranged requests, each by the rank and worker it belongs to."""
     folder = as_place(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: no such shard folder")
+    if not folder.is_dir():  # a shard file named instead of its folder is told so, not called missing
+        raise InputError(f"{folder}: " + ("a file; --shards takes the folder `synth expand` wrote"
+                                          if folder.exists() else "no such shard folder"))
     shards = manifest_shards(folder)
     if not (folder / OBJECTS_FILE).is_file():
         raise InputError(f"{folder}: no {OBJECTS_FILE} beside the shards (queries come from it)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,9 @@ class MetricMeter:
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
+    """auto, cpu, cuda or cuda:N (``synth eval --device`` passes the user's text here unchecked)."""
+    if re.fullmatch(r"auto|cpu|cuda(:\d+)?", name) is None:
+        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, not {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":

@@ -50,7 +50,7 @@ def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> I
     """Yield each shard with an iterator over its rendered row groups, in order."""
     units = [(p, (s, min(s + group_rows, p.stop))) for p in plans for s in range(p.start, p.stop, group_rows)]
     if workers > 1 and units:
-        pool = fork_pool(workers)
+        pool = fork_pool(min(workers, len(units)))  # no idle processes: --workers 100000 forked 100000
         results = pool.imap(_render_range, [bounds for _, bounds in units])  # ordered: deterministic output
     else:
         pool, results = None, map(_render_range, [bounds for _, bounds in units])

@@ -1,0 +1,110 @@
+"""`synth search` robustness found by an audit as a demanding user: absurd option values, odd inputs.
+Small generated images and videos; the untrained network on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from augment.imageio import save_image
+from cli_checks import run_cli
+
+
+def _random(seed: int, height: int, width: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def _video(path: Path, frames: int = 3) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 72))
+    for k in range(frames):
+        writer.write(_random(10 + k, 72, 96))
+    writer.release()
+    return path
+
+
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def test_a_box_many_times_the_frame_is_one_line_not_a_cv2_traceback(tmp_path):
+    """--box 0,0,1e9,1e9 shrank the frame to nothing: cv2.resize's assertion as a traceback."""
+    query, video = tmp_path / "query.png", _video(tmp_path / "clip.avi")
+    save_image(query, _random(1, 24, 24))
+    for box in ("0,0,1e9,1e9", "0,0,1e300,1e300"):
+        result = run_cli("search", query, video, "--out", tmp_path / "found", "--device", "cpu", "--untrained",
+                         "--no-verify", "--batch", 1, "--box", box)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        errors = _error_lines(" ".join(result.output.split()).replace(" error:", "\nerror:"))
+        assert len(errors) == 1 and "--box 0,0,1e+" in errors[0] and "times the size" in errors[0], result.output
+
+
+def test_a_window_of_a_target_far_larger_than_the_frame_is_sampled_not_refused():
+    from pipelines.window_geometry import crop_affine, sample_window
+
+    frame = _random(3, 72, 96)
+    affine = crop_affine((48.0, 36.0), 1e-6, 64, 64, 0.0)
+    window = sample_window(frame, affine, 64, 64)
+    assert window.shape == (64, 64, 3)
+
+
+def test_an_image_under_8_px_a_side_is_an_error_line_not_a_page_of_noise_detections(tmp_path):
+    """A 5000x1 image gave 132 'detections' of a query shrunk below a pixel (exit 0)."""
+    query, thin, photo = tmp_path / "query.png", tmp_path / "thin.png", tmp_path / "photo.png"
+    save_image(query, _random(1, 24, 24))
+    save_image(thin, _random(2, 1, 600))
+    save_image(photo, _random(3, 72, 96))
+    result = run_cli("search", query, thin, photo, "--out", tmp_path / "found", "--device", "cpu", "--untrained",
+                     "--no-verify", "--workers", 1)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "thin.png: image is 600x1 px; at least 8 px" in " ".join(result.output.split())
+    lines = [json.loads(line) for line in (tmp_path / "found" / "detections.jsonl").read_text().splitlines()]
+    assert "error" in lines[0] and "detections" not in lines[0] and "detections" in lines[1]
+
+
+def test_files_of_a_media_folder_that_are_neither_images_nor_videos_are_counted_not_silently_dropped(tmp_path, caplog):
+    """A folder's .gif photos and notes were left out without a word (the rule: a counted, logged skip)."""
+    import logging
+
+    from pipelines.search_outputs import expand_media
+
+    folder = tmp_path / "media"
+    save_image(folder / "photo.png", _random(2, 32, 32))
+    (folder / "notes.txt").write_text("where I took these")
+    (folder / "animated.gif").write_bytes(b"GIF89a")
+    with caplog.at_level(logging.INFO, logger="pipelines.search_outputs"):
+        assert expand_media([folder]) == [folder / "photo.png"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 file(s) that are neither images nor videos" in warnings[0], warnings
+    assert sum("animated.gif: neither" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_options_that_cannot_apply_are_refused_not_silently_ignored(tmp_path):
+    """search --no-verify --fusion F ignored F (not even read); calibrate --shards ignored the
+    --photos-only --include, --categories, --drop-labels, --source-format and --min-area."""
+    from cli_checks import assert_one_line_error
+    from shard_factory import make_shards
+
+    query = tmp_path / "query.png"
+    save_image(query, _random(1, 24, 24))
+    result = run_cli("search", query, query, "--out", tmp_path / "found", "--untrained", "--no-verify",
+                     "--fusion", tmp_path / "fusion.json")
+    assert_one_line_error(result, 2, "--fusion", "--no-verify")
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    result = run_cli("calibrate", "--shards", tmp_path / "shards", "--untrained", "--out", tmp_path / "cal.json",
+                     "--include", "photo1*", "--min-area", 50)
+    assert_one_line_error(result, 2, "--include, --min-area apply with --photos, not --shards")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["query.png", "shards"]
+
+
+def test_a_pairs_line_whose_query_mask_is_not_a_path_is_an_error_line_not_searched_unmasked(tmp_path):
+    from pipelines.search_outputs import read_pairs
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"query": "q.png", "medium": "m.png", "query_mask": 5}\n'
+                     '{"query": "q.png", "medium": "m.png", "query_mask": "mask.png"}\n')
+    bad, good = read_pairs(pairs)
+    assert bad.error is not None and "pairs.jsonl:1" in bad.error and "query_mask" in bad.error
+    assert good.error is None and good.query_mask == tmp_path / "mask.png"
