@@ -6,22 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from augment.imageio import save_image
 from cli_checks import run_cli
-
-
-def _random(seed: int, height: int, width: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+from tests.test_hardening_search import _random, _write_video
 
 
 def _video(path: Path, frames: int = 3) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 72))
-    for k in range(frames):
-        writer.write(_random(10 + k, 72, 96))
-    writer.release()
+    _write_video(path, frames)
     return path
 
 
