@@ -164,20 +164,23 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
         mask = rgba[:, :, 3].astype(np.float32) / 255.0
         source = f"{name} (alpha)"
     else:
-        _check_query_size(name, rgb.shape[1], rgb.shape[0])
+        check_min_side(name, rgb.shape[1], rgb.shape[0])
         return rgb, None
     ys, xs = np.nonzero(mask > 0.5)
     if ys.size == 0:
         raise InputError(f"{source}: the query mask is empty (no object pixels)")
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    _check_query_size(name, x1 - x0, y1 - y0, " (its mask's extent)")
+    check_min_side(name, x1 - x0, y1 - y0, detail=" (its mask's extent)")
     return np.ascontiguousarray(rgb[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1])
 
 
-def _check_query_size(name: str, width: int, height: int, what: str = "") -> None:
+def check_min_side(name: str, width: int, height: int, what: str = "query", detail: str = "") -> None:
+    """A query or medium under MIN_QUERY_INPUT_SIDE px a side: one error line (shrunk to the
+    network's cells, it would find only noise)."""
     if min(width, height) < MIN_QUERY_INPUT_SIDE:
-        raise InputError(f"{name}: query is {width}x{height} px{what}; at least {MIN_QUERY_INPUT_SIDE} px "
-                         "per side is needed to search for it")
+        purpose = "for it" if what == "query" else "in it"
+        raise InputError(f"{name}: {what} is {width}x{height} px{detail}; at least {MIN_QUERY_INPUT_SIDE} px "
+                         f"per side is needed to search {purpose}")
 
 
 def load_model(checkpoint: Path | str | None, untrained: bool = False) -> tuple[Any, float, str]:

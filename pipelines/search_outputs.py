@@ -283,13 +283,10 @@ def _read_still(medium: Path) -> Any:
     if medium.suffix.lower() not in IMAGE_EXTENSIONS:
         raise InputError(f"{medium}: not an image or video file (unknown suffix "
                          f"{medium.suffix or '(none)'!r})")
-    from pipelines.search import MIN_QUERY_INPUT_SIDE
+    from pipelines.search import check_min_side
 
     image = read_image(medium, "rgb")
-    height, width = image.shape[:2]
-    if min(width, height) < MIN_QUERY_INPUT_SIDE:  # a query shrunk below a pixel finds only noise
-        raise InputError(f"{medium}: image is {width}x{height} px; at least {MIN_QUERY_INPUT_SIDE} px per side "
-                         "is needed to search in it")
+    check_min_side(str(medium), image.shape[1], image.shape[0], what="image")
     return image
 
 
