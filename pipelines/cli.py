@@ -95,6 +95,13 @@ def check_at_least(value: int | None, minimum: int, option: str) -> None:
         fail(f"{option} must be at least {minimum}, got {value}")
 
 
+def check_at_most(value: int | None, maximum: int, option: str, why: str) -> None:
+    """A numeric option above its maximum (one that bounds the memory a run takes) is one line,
+    saying ``why`` it is bounded."""
+    if value is not None and value > maximum:
+        fail(f"{option} must be at most {maximum} ({why}), got {value}")
+
+
 def make_progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),

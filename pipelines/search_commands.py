@@ -16,9 +16,9 @@ from typing import Any, Optional
 import typer
 
 from augment.imageio import InputError, atomic_write_text
-from pipelines.search_outputs import (DETECTIONS_FILE, ONNX_MIN_WORK, ImageBatch, OutputNames, RunSummary,  # noqa: F401
-                                      SearchJob, count_work, expand_media, is_video, read_pairs,
-                                      run_search)
+from pipelines.search_outputs import (DETECTIONS_FILE, MAX_BATCH, MAX_WORKERS, ONNX_MIN_WORK,  # noqa: F401
+                                      ImageBatch, OutputNames, RunSummary, SearchJob, check_batch_and_workers,
+                                      count_work, expand_media, is_video, read_pairs, run_search)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,11 @@ SCALES_HELP = ("Object sizes searched, relative to the query's, e.g. 0.25,0.5,1 
 
 
 DEFAULT_MIN_AREA = 600  # calibrate --min-area: mask pixels of an object that may be a query or look-alike
+# calibrate --cases at most: the cases are made up front and held decoded, ~1.3 MB each on the CCP
+# photos (1.7 MB at most: a 416-px-high scene of three photos and its query; --photos ccp --include
+# '05[0-4][0-9]', 20 cases), so 2000 cases are ~2.6-3.4 GB; ten times the default, and --cases 10**9
+# would have filled any memory before searching one.
+MAX_CASES = 2000
 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | str | None:
@@ -84,10 +89,11 @@ def register(app: typer.Typer) -> None:
         pairs: Optional[Path] = typer.Option(None, "--pairs", help='JSONL of {"query": path, "medium": path[, "query_mask": path]} '
                                              "lines (relative paths from the file's folder)."),
         save_heatmaps: bool = typer.Option(False, "--save-heatmaps", help="Also write per-frame heat maps of videos."),
-        batch: int = typer.Option(4, "--batch", help="Video frames per forward pass."),
+        batch: int = typer.Option(4, "--batch", help=f"Video frames per forward pass (at most {MAX_BATCH})."),
         workers: int = typer.Option(0, "--workers", help="CPU: still images and --every-instance video "
                                     "frames searched this many at a time, the CPU threads shared among "
-                                    "them (0: one per CPU thread, at most 4; 1: one at a time on all threads)."),
+                                    "them (0: one per CPU thread, at most 4; 1: one at a time on all threads; "
+                                    f"at most {MAX_WORKERS})."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
         scales: str = typer.Option("default", "--scales", help=SCALES_HELP),
         no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
@@ -111,10 +117,9 @@ def register(app: typer.Typer) -> None:
         from pipelines.cli import SEARCH_RESUME_HINT, fail, make_progress, run_guarded
         from pipelines.search import Searcher, load_query
 
-        if batch < 1:
-            fail("--batch must be at least 1")
         if workers < 0:
             fail("--workers must be 0 (one per CPU thread) or more")
+        run_guarded(check_batch_and_workers, batch, workers or None)  # one line, before the model loads
         if pairs is not None and (query is not None or media):
             fail("pass either QUERY MEDIA... or --pairs FILE, not both")
         if pairs is None and (query is None or not media):
@@ -194,7 +199,8 @@ def register(app: typer.Typer) -> None:
         shards: Optional[Path] = typer.Option(None, "--shards", help="Folder of shards written by `synth expand`."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt; default: as synth search."),
         untrained: bool = typer.Option(False, "--untrained", help="Calibrate the untrained network."),
-        cases: int = typer.Option(200, "--cases", help="Cases to calibrate on (a quarter of photo cases are negatives)."),
+        cases: int = typer.Option(200, "--cases", help="Cases to calibrate on (a quarter of photo cases are "
+                                  f"negatives; at most {MAX_CASES})."),
         include: Optional[list[str]] = typer.Option(None, "--include", help="With --photos: glob patterns on photo "
                                                     "file stems to use (repeatable), e.g. photos no training saw."),
         categories: Optional[str] = typer.Option(None, "--categories", help="With --photos: comma-separated "
@@ -219,12 +225,13 @@ def register(app: typer.Typer) -> None:
         of shards (--shards). Pass the result to `synth search --threshold`.
         """
         from augment.outputs import check_report_file
-        from pipelines.cli import check_at_least, console, run_guarded
+        from pipelines.cli import check_at_least, check_at_most, console, run_guarded
         from pipelines.calibration import photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
         from train.data import list_shards
 
         check_at_least(cases, 1, "--cases")
+        check_at_most(cases, MAX_CASES, "--cases", "the cases are held in memory, ~1.5 MB each")
         check_at_least(seed, 0, "--seed")
         check_at_least(min_area, 0, "--min-area")
 

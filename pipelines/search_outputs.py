@@ -192,6 +192,29 @@ class JobProgress:
             self.advance(rest)
 
 
+# Video frames per forward pass at most (--batch; on CUDA or with one worker, consecutive stills too):
+# that many frames are held decoded, and a video's reader keeps up to six batches in flight (four
+# queued, one being decoded, one searched: pipelines/video.py FrameReader). 64, 16 times the default
+# 4, is ~2.4 GB of RGB frames at 1080p, ~9.6 GB at 4K; --batch 100000 held a whole video at once.
+MAX_BATCH = 64
+# Workers at most (--workers; pipelines/search_workers.py): past the CPU's threads more workers run no
+# faster (each has one torch thread at least) and only hold more memory: each its search (~0.3 GB at
+# 1024 px) and four decoded stills waiting (ImageBatch), so --workers 100000 decoded a whole folder
+# before searching any of it. 32: one per thread on machines up to 32 threads, ~10 GB at most.
+MAX_WORKERS = 32
+
+
+def check_batch_and_workers(batch: int, workers: int | None) -> None:
+    """An InputError naming the option when ``batch`` (frames per forward pass) or ``workers`` (media
+    side by side; None: the default) is out of its range: both bound the media held in memory."""
+    if not 1 <= batch <= MAX_BATCH:
+        raise InputError(f"--batch must be between 1 and {MAX_BATCH} (video frames held and searched at "
+                         f"once), got {batch}")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"--workers must be between 1 and {MAX_WORKERS} (media searched side by side, "
+                         f"each holding its own search), got {workers}")
+
+
 # Images plus frames from which a job's media are encoded by onnxruntime (pipelines/onnx_backbone.py):
 # ~27 ms less per scene with the object and ~42 without at one thread (CCP, benchmarks/search.py),
 # against ~1.3 s to export its graph once per process and thread count.
@@ -210,10 +233,13 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     instance in every frame on its own); ``initial_box`` (x0, y0, x1, y1) is the target's box in
     each video's first frame (the temporal mode then starts from it instead of searching).
     Still images and the frames of ``temporal=False`` videos are searched ``workers`` at a time
-    (pipelines/search_workers.py; None: one per CPU thread, one on CUDA).
+    (pipelines/search_workers.py; None: one per CPU thread, one on CUDA). ``batch`` above
+    :data:`MAX_BATCH` or ``workers`` above :data:`MAX_WORKERS` is an InputError, raised before
+    anything is written.
     """
     from pipelines.search_workers import SearchWorkers
 
+    check_batch_and_workers(batch, workers)  # before an earlier run's outputs are cleared
     record = OutputRecord(out, SEARCH_OUTPUTS, [p for job in jobs for p in (job.query, job.medium, job.query_mask)])
     names = OutputNames(record.add)
     queries: dict[tuple[Path, Path | None], Any] = {}

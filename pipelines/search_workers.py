@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 import torch
 
+from pipelines.search_outputs import MAX_WORKERS
+
 _local = threading.local()
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,8 +56,8 @@ class SearchWorkers:
     """
 
     def __init__(self, searcher: Any, workers: int | None = None) -> None:
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
+        if workers is not None and not 1 <= workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, not {workers}")
         self.searcher = searcher
         self.workers = default_workers(searcher.device) if workers is None else workers
         self._pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="search")

@@ -15,6 +15,12 @@ from augment.imageio import InputError
 
 _console = Console(stderr=True)
 
+# eval --batch-size at most: a pair takes ~23 MB while evaluated on the CPU at the default sizes (256-px
+# medium, 128-px query; peak RSS of batches of 4 and 32 pairs), ~2.25 times that at 384 px, so 256 pairs
+# are ~6 GB (~13 GB at 384 px); four times the largest training batch shipped (configs/train_gpu.yaml:
+# 64). A --batch-size past the split's size collated the whole split into one batch.
+MAX_EVAL_BATCH_SIZE = 256
+
 
 def _config(config_path: Optional[Path], resume_from: Optional[Path] = None, **overrides: Any):
     """The run's config: --config FILE, else the one saved in the checkpoint being resumed, else defaults."""
@@ -54,7 +60,8 @@ def _check_shards(task: str, folder: str | Path) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
-    from pipelines.cli import TRAIN_RESUME_HINT, check_at_least, run_guarded  # here: pipelines.cli imports this module
+    from pipelines.cli import (TRAIN_RESUME_HINT, check_at_least, check_at_most,  # here: pipelines.cli imports this
+                               run_guarded)
 
     @app.command()
     def train(
@@ -112,7 +119,8 @@ def register(app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics as JSON to this file."),
         split: str = typer.Option("eval", "--split", help="eval (held-out cutouts), train or all."),
         batches: Optional[int] = typer.Option(None, "--batches", help="Evaluate this many batches (default: all)."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Pairs per batch (default: the "
+                                                 f"config's batch_size; at most {MAX_EVAL_BATCH_SIZE})."),
         device: str = typer.Option("auto", "--device"),
     ) -> None:
         """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
@@ -121,6 +129,7 @@ def register(app: typer.Typer) -> None:
 
         check_at_least(batches, 1, "--batches")
         check_at_least(batch_size, 1, "--batch-size")
+        check_at_most(batch_size, MAX_EVAL_BATCH_SIZE, "--batch-size", "the pairs of a batch are held in memory")
 
         def run() -> None:
             if out is not None:

@@ -301,3 +301,12 @@ def test_an_export_starting_beside_another_never_clears_its_not_yet_locked_stagi
     monkeypatch.setattr(coco_export, "folder_lock", other_export_clears_meanwhile)
     with other:
         assert coco_export.export_coco([tmp_path / "shards"], out)["images"] == 4
+
+
+# ----------------------------------------------------------------- option maxima that bound memory
+def test_eval_batch_size_past_its_maximum_is_one_line_not_the_whole_split_in_one_batch(tmp_path):
+    """--batch-size 1000000 had no bound: a batch past the split's size collated all of it at once."""
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    result = run_cli("eval", "--shards", tmp_path / "shards", "--untrained", "--batch-size", 1000000)
+    assert_one_line_error(result, 2, "--batch-size must be at most 256", "1000000")
+

@@ -99,3 +99,44 @@ def test_a_pairs_line_whose_query_mask_is_not_a_path_is_an_error_line_not_search
     bad, good = read_pairs(pairs)
     assert bad.error is not None and "pairs.jsonl:1" in bad.error and "query_mask" in bad.error
     assert good.error is None and good.query_mask == tmp_path / "mask.png"
+
+
+# ----------------------------------------------------------------- option maxima that bound memory
+def test_a_batch_or_workers_past_its_maximum_is_one_line_before_the_model_loads(tmp_path):
+    """--batch 100000 had no bound: a video's reader held up to six batches of decoded frames (the
+    whole video); --workers 100000 decoded four stills per worker (a whole folder) before searching."""
+    from cli_checks import assert_one_line_error
+
+    query, photo = tmp_path / "query.png", tmp_path / "photo.png"
+    save_image(query, _random(1, 24, 24))
+    save_image(photo, _random(2, 48, 64))
+    for option, value, maximum in (("--batch", 100000, 64), ("--workers", 100000, 32), ("--batch", 0, 64)):
+        result = run_cli("search", query, photo, "--out", tmp_path / "found", "--untrained", "--no-verify",
+                         option, value)
+        assert_one_line_error(result, 2, f"{option} must be between 1 and {maximum}", str(value))
+    result = run_cli("calibrate", "--shards", tmp_path / "no-shards", "--untrained", "--out", tmp_path / "c.json",
+                     "--cases", 10**9)
+    assert_one_line_error(result, 2, "--cases must be at most 2000", str(10**9))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "query.png"]
+
+
+def test_run_search_refuses_a_batch_or_workers_past_its_maximum_before_clearing_anything(tmp_path):
+    """The Python API has the same bounds as the options, checked before an earlier run's outputs go."""
+    import pytest
+
+    from augment.imageio import InputError
+    from pipelines.search_outputs import SearchJob, run_search
+    from pipelines.search_workers import SearchWorkers
+
+    out = tmp_path / "found"
+    out.mkdir()
+    (out / "detections.jsonl").write_text("earlier\n")
+    job = SearchJob(tmp_path / "query.png", tmp_path / "clip.avi")
+    with pytest.raises(InputError, match="--batch must be between 1 and 64"):
+        run_search(None, [job], out, batch=100000)
+    with pytest.raises(InputError, match="--workers must be between 1 and 32"):
+        run_search(None, [job], out, workers=100000)
+    assert (out / "detections.jsonl").read_text() == "earlier\n"
+    with pytest.raises(ValueError, match="between 1 and 32"):
+        SearchWorkers(None, workers=100000)
+
