@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from augment.imageio import InputError, check_complete, decode_image, image_format, temporary_folder_beside
+from augment.imageio import (InputError, check_complete, decode_image, image_format, orphaned_temporary,
+                             temporary_final_name, temporary_folder_beside)
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import check_output_folder, inside, is_safe_name
 from augment.shards import find_shards, iter_rows
@@ -63,7 +64,13 @@ def export_coco(shard_paths: list[Path], out_dir: Path) -> dict[str, Any]:
 def _clear_killed_exports(out_dir: Path) -> None:
     """Remove the staging folders beside ``out_dir`` of exports that were killed (SIGKILL, power
     loss): a whole export's images each, which no later run would otherwise find. A live export
-    holds the lock in its own staging folder and is left alone."""
+    holds the lock in its own staging folder and is left alone. A folder still named ``.new`` (an
+    export killed before it locked it) goes only once the process that made it is gone."""
+    for fresh in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.new"):
+        if (temporary_final_name(fresh.name) == out_dir.name and orphaned_temporary(fresh.name)
+                and fresh.is_dir() and not fresh.is_symlink()):
+            shutil.rmtree(fresh, ignore_errors=True)
+            log.info("%s: removed the folder of an export killed as it started", fresh)
     for leftover in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.tmp"):
         if leftover.is_symlink() or not leftover.is_dir():
             continue

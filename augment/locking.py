@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from augment.imageio import InputError
+from augment.imageio import InputError, remove_orphaned_temporaries
 from augment.outputs import check_output_folder
 
 LOCK_FILE = ".synth.lock"
@@ -32,7 +32,9 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if needed) until the block ends.
 
     Raises :class:`BusyError` at once (no waiting) when another process holds it. The lock file
-    records the holder's pid, for the error message only: the lock itself is the flock.
+    records the holder's pid, for the error message only: the lock itself is the flock. Once the
+    lock is held, the temporary files that killed writes left in ``folder`` are removed (those of
+    live writers are kept: :func:`augment.imageio.remove_orphaned_temporaries`).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,6 +49,7 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
                             "wait for it to finish or choose another folder") from None
         os.ftruncate(handle, 0)
         os.pwrite(handle, str(os.getpid()).encode(), 0)
+        remove_orphaned_temporaries(folder)
         yield path
     finally:
         os.close(handle)  # closing the descriptor releases the flock

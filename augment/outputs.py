@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from augment.imageio import InputError
+from augment.imageio import InputError, remove_orphaned_temporaries
 from augment.storage import Location
 
 # A file-name component that cannot climb out of its folder, hide itself or need quoting:
@@ -73,13 +73,19 @@ def check_output_folder(path: Path | str, option: str = "--out") -> Path:
 
 
 def check_output_file(path: Path | str, option: str = "--out") -> Path:
-    """A file a command will write: not an existing folder, in a place that is (or can be made) writable."""
+    """A file a command will write: not an existing folder, in a place that is (or can be made) writable.
+
+    The temporaries that killed writes left beside it are removed (those of live writers are kept:
+    :func:`augment.imageio.remove_orphaned_temporaries`): a command that writes one file holds no
+    folder lock that would clear them (:func:`augment.locking.folder_lock`).
+    """
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: {option} must be a file name, but a folder of that name exists")
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(f"{path}: {option} exists and is read-only")
     _check_writable_place(path, path.parent, option)  # atomic writes make a temporary file beside it
+    remove_orphaned_temporaries(path.parent)
     return path
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable
 
+from augment.imageio import temporary_final_name
+
 logger = logging.getLogger(__name__)
 
 FRAME_NAME = re.compile(r"\d{6}\.png")  # a frame's heat map in a <stem>.heat/ folder
-# A temporary of augment.imageio.temporary_beside: ".<final name>.<8 random characters><suffix>".
-TEMPORARY_NAME = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}\.[A-Za-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,8 @@ class OutputKinds:
 
 
 def _temporary_of(name: str) -> str | None:
-    """The final name whose temporary ``name`` is, or None."""
-    match = TEMPORARY_NAME.fullmatch(name)
-    return match["final"] if match else None
+    """The final name whose temporary (augment.imageio.temporary_beside) ``name`` is, or None."""
+    return temporary_final_name(name)
 
 
 def _usable_stem(stem: object) -> bool:

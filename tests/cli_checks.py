@@ -49,3 +49,29 @@ def files_under(root: Path, skip: Path | None = None) -> dict[str, tuple[int, in
             stat = path.stat()
             found[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
     return found
+
+
+_KILLED_WRITE = """
+import os, signal, sys
+from augment.imageio import atomic_path, temporary_folder_beside
+if sys.argv[2] == "folder":  # a staging folder made, its process gone before it was used
+    print(temporary_folder_beside(sys.argv[1], ".new"))
+    sys.exit(0)
+with atomic_path(sys.argv[1]) as temporary:
+    temporary.write_bytes(b"half written")
+    print(temporary, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_write(path: Path, kind: str = "file") -> Path:
+    """What a process of its own leaves beside ``path`` when it is killed (SIGKILL) while writing it
+    atomically (``kind`` file), or when it made a temporary folder beside it and ended (``folder``)."""
+    root = Path(__file__).resolve().parents[1]  # this checkout's package, not an installed one
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", _KILLED_WRITE, str(path), kind], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == (0 if kind == "folder" else -9), done.stderr
+    left = Path(done.stdout.strip())
+    assert left.exists() and left.parent == path.parent, done.stdout
+    return left

@@ -310,3 +310,90 @@ def test_eval_batch_size_past_its_maximum_is_one_line_not_the_whole_split_in_one
     result = run_cli("eval", "--shards", tmp_path / "shards", "--untrained", "--batch-size", 1000000)
     assert_one_line_error(result, 2, "--batch-size must be at most 256", "1000000")
 
+
+# ----------------------------------------------------------------- temporaries of killed writes
+def _writer_pid(temporary: Path) -> int:
+    from augment.imageio import TEMPORARY_NAME
+
+    return int(TEMPORARY_NAME.fullmatch(temporary.name)["pid"])
+
+
+def test_a_killed_writes_temporary_is_removed_by_the_next_run_and_a_live_writers_kept(tmp_path):
+    """A SIGKILL during an atomic write left its hidden temporary beside the file for good, and every
+    killed run one more. The next run writing there removes those whose process is gone; a temporary
+    another process is still writing, another machine's, one of an unknown format, a folder or a
+    file of the user's stay."""
+    from augment.imageio import machine_token, temporary_beside
+    from cli_checks import killed_write
+
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    sheets = tmp_path / "sheets"
+    sheets.mkdir()
+    dead = killed_write(sheets / "sheet.png")
+    assert dead.read_bytes() == b"half written" and dead.name.startswith(".sheet.png.")
+    pid = _writer_pid(dead)
+    live = temporary_beside(sheets / "sheet.png")  # this process's: a writer still at work
+    elsewhere = format(int(machine_token(), 16) ^ 1, "08x")  # the same pid on another machine
+    kept = [live, sheets / f".sheet.png.{elsewhere}-{pid}.abcdefgh.tmp", sheets / ".sheet.png.abcdefgh.tmp",
+            sheets / ".notes.tmp", sheets / f".sheet.png.{machine_token()}-{pid}.abcdefgh.txt.bak"]
+    for path in kept[1:]:
+        path.write_bytes(b"keep")
+    folder = sheets / f".sheet.png.{machine_token()}-{pid}.zzzzzzzz.tmp"  # named like one, but a folder
+    folder.mkdir()
+    result = run_cli("--verbose", "show", tmp_path / "shards", "--out", sheets / "sheet.png", "--tile", 32)
+    assert result.exit_code == 0, result.output
+    assert not dead.exists() and all(path.exists() for path in kept) and folder.is_dir()
+    assert "removed 1 temporary file(s)" in " ".join(result.output.split())
+    assert (sheets / "sheet.png").is_file()
+
+
+def test_a_temporary_of_a_name_too_long_for_its_suffixes_is_cut_not_an_error(tmp_path):
+    """The temporary is the final name plus ~30 characters: a 250-character name was ENAMETOOLONG."""
+    import os
+
+    from augment.imageio import (atomic_write_bytes, machine_token, orphaned_temporary, temporary_beside,
+                                 temporary_final_name)
+
+    final = tmp_path / ("x" * 246 + ".png")
+    atomic_write_bytes(final, b"data")
+    assert final.read_bytes() == b"data" and sorted(p.name for p in tmp_path.iterdir()) == [final.name]
+    temporary = temporary_beside(final)
+    writer = f".{machine_token()}-{os.getpid()}."
+    assert len(temporary.name) == 255
+    assert temporary_final_name(temporary.name) == "x" * (255 - 1 - len(writer) - 8 - len(".tmp"))
+    assert not orphaned_temporary(temporary.name)  # this process's, named like any other
+
+
+def test_an_exports_starting_folder_whose_process_is_gone_is_removed_by_the_next_export(tmp_path):
+    """An export killed before locking its staging folder left .<out>.XXXXXXXX.new beside --out."""
+    from augment.coco_export import export_coco
+    from augment.imageio import temporary_folder_beside
+    from cli_checks import killed_write
+
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    out = tmp_path / "exports" / "coco"
+    out.parent.mkdir()
+    gone = killed_write(out, "folder")
+    starting = temporary_folder_beside(out, ".new")  # another export's, made but not yet locked
+    export_coco([tmp_path / "shards"], out)
+    assert not gone.exists() and sorted(p.name for p in out.parent.iterdir()) == sorted(["coco", starting.name])
+
+
+def test_a_training_run_removes_the_checkpoint_temporary_of_a_killed_one_without_a_lock(tmp_path):
+    """selftune trains in its round folders with no lock of their own there; a kill while a checkpoint
+    was written left its temporary (a whole checkpoint's size) in the kept training folder."""
+    from cli_checks import killed_write
+    from test_trainer import TINY_MODEL
+    from train.config import TrainConfig
+    from train.loop import train
+
+    shards = make_shards(tmp_path / "shards", n_cutouts=8, n_composites=12, rows_per_group=3, rows_per_shard=6,
+                         size=64).folder
+    run = tmp_path / "round-001" / "train.partial"
+    run.mkdir(parents=True)
+    dead = killed_write(run / "checkpoint.pt")
+    config = TrainConfig(model=TINY_MODEL, query_size=32, medium_size=64, batch_size=2, steps=1, num_workers=0,
+                         warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=1, shuffle_buffer=8,
+                         eval_fraction=0.3, device="cpu")
+    train(config, shards, run, show_progress=False)
+    assert not dead.exists() and (run / "checkpoint.pt").is_file()

@@ -140,3 +140,23 @@ def test_run_search_refuses_a_batch_or_workers_past_its_maximum_before_clearing_
     with pytest.raises(ValueError, match="between 1 and 32"):
         SearchWorkers(None, workers=100000)
 
+
+# ----------------------------------------------------------------- temporaries of killed writes
+def test_a_search_removes_the_temporaries_killed_writes_left_in_out_and_keeps_a_live_writers(tmp_path):
+    """A write killed mid-way (here a `synth calibrate --out found/threshold.json`, SIGKILLed) left
+    its hidden temporary in the folder for good; another process still writing there keeps its own."""
+    from augment.imageio import temporary_beside
+    from cli_checks import killed_write
+
+    query, photo, out = tmp_path / "query.png", tmp_path / "photo.png", tmp_path / "found"
+    save_image(query, _random(1, 24, 24))
+    save_image(photo, _random(2, 48, 64))
+    out.mkdir()
+    dead = killed_write(out / "threshold.json")
+    live = temporary_beside(out / "threshold.json")  # this process: still writing
+    result = run_cli("search", query, photo, "--out", out, "--device", "cpu", "--untrained", "--no-verify",
+                     "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in out.iterdir() if p != live) == [
+        ".synth-search-outputs", ".synth.lock", "detections.jsonl", "photo.heat.png", "photo.highlight.jpg"]
