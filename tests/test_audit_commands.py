@@ -311,6 +311,46 @@ def test_eval_batch_size_past_its_maximum_is_one_line_not_the_whole_split_in_one
     assert_one_line_error(result, 2, "--batch-size must be at most 256", "1000000")
 
 
+@pytest.mark.parametrize("option, value, maximum", [("--batch", 100000, 64), ("--medium-size", 100000, 4096),
+                                                    ("--query-size", 100000, 1024)])
+def test_export_onnx_batch_or_size_past_its_maximum_is_one_line_before_the_model_loads(tmp_path, option, value,
+                                                                                      maximum):
+    """export-onnx --batch and --medium-size had no bound: the export traced that many items of that
+    size in memory at once (and --check ran them again in onnxruntime)."""
+    result = run_cli("export-onnx", "--out", tmp_path / "net.onnx", option, value)
+    assert_one_line_error(result, 2, f"{option} must be at most {maximum}", str(value))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_config_batch_size_past_its_maximum_is_one_line_naming_key_and_file(tmp_path, command):
+    """A config's batch_size had no bound (batch_size: 100000 went on to fill the memory at the first
+    step); it has eval --batch-size's maximum, and the error names the key and the config file."""
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    config = tmp_path / "huge.yaml"
+    config.write_text("batch_size: 100000\n")
+    args = (["train", "--out", tmp_path / "run"] if command == "train" else ["eval", "--untrained"])
+    result = run_cli(*args, "--shards", tmp_path / "shards", "--config", config)
+    assert_one_line_error(result, 2, str(config), "batch_size must be at most 256", "100000")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_trained_with_a_batch_past_the_maximum_still_loads():
+    """The maximum guards new runs: a config saved in a checkpoint before it loads, its hash unchanged."""
+    from pipelines.train_commands import MAX_EVAL_BATCH_SIZE
+    from train.config import MAX_BATCH_SIZE, TrainConfig
+
+    assert MAX_BATCH_SIZE == MAX_EVAL_BATCH_SIZE
+    from augment.imageio import InputError
+
+    values = {**TrainConfig().to_dict()["values"], "batch_size": 512}
+    with pytest.raises(InputError, match="batch_size must be at most 256"):
+        TrainConfig(**values)
+    loaded = TrainConfig.from_checkpoint({"config": {"values": values}})
+    assert loaded.batch_size == 512 and loaded.to_dict()["values"] == values
+    assert loaded.identity()["batch_size"] == 512
+
+
 # ----------------------------------------------------------------- temporaries of killed writes
 def _writer_pid(temporary: Path) -> int:
     from augment.imageio import TEMPORARY_NAME
