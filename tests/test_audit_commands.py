@@ -437,3 +437,67 @@ def test_a_training_run_removes_the_checkpoint_temporary_of_a_killed_one_without
                          eval_fraction=0.3, device="cpu")
     train(config, shards, run, show_progress=False)
     assert not dead.exists() and (run / "checkpoint.pt").is_file()
+
+
+def _temporaries_beside(out: Path, shard: str) -> tuple[Path, list[Path], list[Path]]:
+    """In ``out``: a killed writer's temporary of ``shard`` and a legacy fixed-name shard temporary
+    (both to go), and what must stay: a temporary another command (eval --out, which takes no folder
+    lock) is still writing there, and a hidden .tmp file of the user's."""
+    from augment.imageio import temporary_beside
+    from cli_checks import killed_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    dead = killed_write(out / shard)
+    legacy = out / f".{shard.replace('00000', '00003')}.tmp"
+    legacy.write_bytes(b"an older version's")
+    live = temporary_beside(out / "metrics.json")  # this process's: a writer still at work
+    notes = out / ".notes.tmp"
+    notes.write_bytes(b"the user's")
+    return live, [dead, legacy], [live, notes]
+
+
+def test_photo_shards_removes_only_the_temporaries_of_gone_writers_not_a_live_ones(tmp_path):
+    """photo-shards deleted every hidden .tmp of its folder: a live `eval --out` writing there (no folder
+    lock) lost its temporary and failed at its rename. Only killed writes' temporaries go now."""
+    from augment.config import SourceConfig
+    from augment.photo_shards import write_photo_shards
+    from segment_factory import make_scene_photos
+
+    labeled = make_scene_photos(tmp_path / "labeled", count=2)
+    out = tmp_path / "photos"
+    live, gone, kept = _temporaries_beside(out, "photos-00000.parquet")
+    write_photo_shards([labeled], out, SourceConfig(), short_side=32)
+    assert list(out.glob("photos-*.parquet")) and not any(p.exists() for p in gone)
+    assert all(p.exists() for p in kept)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == sorted(p.name for p in kept)
+
+
+def test_extract_removes_only_the_temporaries_of_gone_writers_not_a_live_ones(tmp_path):
+    from pipelines.extract import ExtractConfig, run_extract
+    from pipelines.segmenter import Segmenter
+    from segment_factory import make_unlabeled, save_untrained_segmenter
+
+    photos = make_unlabeled(tmp_path / "photos", count=2)
+    segmenter = Segmenter(save_untrained_segmenter(tmp_path / "segment.pt"), "cpu")
+    out = tmp_path / "objects"
+    live, gone, kept = _temporaries_beside(out, "pseudo-00000.parquet")
+    run_extract(segmenter, sorted(photos.iterdir()), out, ExtractConfig(min_confidence=0.0, min_stability=0.0))
+    assert (out / "pseudo-00000.parquet").is_file() and not any(p.exists() for p in gone)
+    assert all(p.exists() for p in kept)
+
+
+def test_expand_removes_only_the_temporaries_of_gone_writers_not_a_live_ones(tmp_path):
+    from augment.config import ExpandConfig
+    from augment.expand import run_expand
+    from sources_factory import make_backgrounds, make_rgba_source
+
+    config = ExpandConfig.from_dict({"num": 4, "seed": 5, "sources": {"min_area": 50},
+                                     "composition": {"width": 64, "height": 64, "min_objects": 1, "max_objects": 2},
+                                     "output": {"shard_rows": 4, "row_group_rows": 4}})
+    out = tmp_path / "out"
+    live, gone, kept = _temporaries_beside(out, "train-00000.parquet")
+    gone = gone[:1]  # expand never wrote fixed-name temporaries: an older version's is a file like any other
+    run_expand([make_rgba_source(tmp_path / "objects")], make_backgrounds(tmp_path / "backgrounds"), out, config)
+    assert (out / "train-00000.parquet").is_file() and not any(p.exists() for p in gone)
+    assert all(p.exists() for p in kept)
+
