@@ -501,3 +501,28 @@ def test_expand_removes_only_the_temporaries_of_gone_writers_not_a_live_ones(tmp
     assert (out / "train-00000.parquet").is_file() and not any(p.exists() for p in gone)
     assert all(p.exists() for p in kept)
 
+
+def test_a_shard_for_an_object_store_killed_mid_write_leaves_no_scratch_file_after_the_next_write(tmp_path,
+                                                                                                 monkeypatch):
+    """A shard bound for an object store is written to a scratch file in the temporary folder first;
+    a writer killed there (SIGKILL, the OOM killer) left it for good, a whole shard each time. It is
+    named after its writer now, and the next such write removes those of gone writers, not live ones."""
+    import os
+    import stat
+
+    from augment import shard_writer
+    from augment.imageio import temporary_beside
+    from cli_checks import killed_write
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("SYNTH_SCRATCH_DIR", str(scratch))
+    dead = killed_write(scratch / "train-00000.parquet")
+    live = temporary_beside(scratch / "train-00001.parquet")  # another shard of this process, being written
+    other = scratch / ".someone-elses.tmp"
+    other.write_bytes(b"keep")
+    made = shard_writer._scratch_file("train-00002.parquet")
+    assert made.parent == scratch and made.name.startswith(".train-00002.parquet.")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600  # shard bytes in a shared temporary folder: ours alone
+    assert not dead.exists() and live.exists() and other.exists()
+    assert f"-{os.getpid()}." in made.name
