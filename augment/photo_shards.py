@@ -142,7 +142,8 @@ def write_row_shards(rows: Iterable[dict], out_dir: Path, prefix: str, run_hash:
         path = out_dir / shard_name(prefix, len(shards))
         with atomic_path(path) as temporary:  # named after this process: a killed run's is told from a live one's
             pq.write_table(pa.Table.from_pylist(batch, schema=schema), temporary, row_group_size=PHOTO_ROWS_PER_GROUP,
-                           compression={name: ("none" if name in ("image", "mask") else "zstd") for name in schema.names})
+                           compression={name: ("none" if name in ("image", "mask") else "zstd")
+                                        for name in schema.names})
         shards.append({"name": path.name, "rows": len(batch)})
         batch.clear()
 
