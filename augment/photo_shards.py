@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -30,7 +31,8 @@ import pyarrow.parquet as pq
 from augment.coco_source import coco_annotation_mask, coco_category, coco_images, load_coco_index
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
-from augment.imageio import InputError, atomic_write_text, encode_jpeg, encode_png, resize_image
+from augment.imageio import (InputError, atomic_path, atomic_write_text, encode_jpeg, encode_png,
+                             remove_orphaned_temporaries, resize_image)
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
 from augment.sources import Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each
 
@@ -138,10 +140,10 @@ def write_row_shards(rows: Iterable[dict], out_dir: Path, prefix: str, run_hash:
 
     def flush() -> None:
         path = out_dir / shard_name(prefix, len(shards))
-        temporary = path.with_name(f".{path.name}.tmp")
-        pq.write_table(pa.Table.from_pylist(batch, schema=schema), temporary, row_group_size=PHOTO_ROWS_PER_GROUP,
-                       compression={name: ("none" if name in ("image", "mask") else "zstd") for name in schema.names})
-        temporary.replace(path)
+        with atomic_path(path) as temporary:  # named after this process: a killed run's is told from a live one's
+            pq.write_table(pa.Table.from_pylist(batch, schema=schema), temporary, row_group_size=PHOTO_ROWS_PER_GROUP,
+                           compression={name: ("none" if name in ("image", "mask") else "zstd")
+                                        for name in schema.names})
         shards.append({"name": path.name, "rows": len(batch)})
         batch.clear()
 
@@ -155,6 +157,23 @@ def write_row_shards(rows: Iterable[dict], out_dir: Path, prefix: str, run_hash:
     if batch:
         flush()
     return shards
+
+
+def remove_row_shards(out_dir: Path, prefix: str) -> None:
+    """Remove an older run's ``{prefix}-*.parquet`` shards from ``out_dir`` and the temporaries that
+    killed writes left there, before :func:`write_row_shards` writes new ones (under the folder's lock).
+
+    A temporary is removed only when its writer is gone (:func:`augment.imageio.remove_orphaned_temporaries`):
+    the lock keeps other runs of this command out, not a command that writes one file and takes no
+    lock (``synth eval --out``, ``calibrate``, ``show``, ``export-onnx``), whose temporary beside its file
+    here stays while it writes. The fixed names of the shard temporaries that runs made before writers
+    were recorded (``.{prefix}-00000.parquet.tmp``: only this command's lock holder wrote them) go too.
+    """
+    legacy = re.compile(rf"\.{re.escape(prefix)}-\d{{5}}\.parquet\.tmp")
+    for stale in [*out_dir.glob(f"{prefix}-*.parquet"),
+                  *(p for p in out_dir.glob(".*.tmp") if legacy.fullmatch(p.name) and not p.is_symlink())]:
+        stale.unlink(missing_ok=True)
+    remove_orphaned_temporaries(out_dir)
 
 
 def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig, short_side: int = 384,
@@ -182,8 +201,7 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
     # The older run's manifest goes first: a run that fails or is killed from here on must not
     # leave it naming shards that are gone, or that this run has rewritten under the same names.
     manifest_path.unlink(missing_ok=True)
-    for stale in list(out_dir.glob("photos-*.parquet")) + list(out_dir.glob(".*.tmp")):
-        stale.unlink()  # an older run's shards must not mix with these
+    remove_row_shards(out_dir, "photos")  # an older run's shards must not mix with these
     skips: list[Skip] = []
 
     rows = (photo_row(item.path.stem, item, short_side)

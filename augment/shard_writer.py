@@ -1,7 +1,8 @@
 """Writing one composite shard so that it lands whole or not at all, locally or in an object store.
 
 Every engine of `synth expand` writes its shards here: the row groups go to a temporary file of its
-own (beside the shard for a local folder, in the machine's temporary folder for an object store),
+own (beside the shard for a local folder, in the machine's temporary folder for an object store,
+named after its writer so that the next write there removes a killed writer's),
 the finished file is read back and checked (this run's hash, the planned row ids, every page
 readable), and only then is it renamed or copied into place (:func:`augment.store_writes.commit_file`).
 A writer killed at any moment leaves no shard under the final name; a retried writer makes the same
@@ -18,7 +19,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.imageio import temporary_beside
+from augment.imageio import remove_orphaned_temporaries, temporary_beside
 from augment.schema import COMPOSITE_SCHEMA, RUN_HASH_KEY
 from augment.shards import verify_shard
 from augment.storage import Place, is_remote
@@ -30,11 +31,27 @@ SHARD_COMPRESSION = {name: ("none" if name in ("image", "mask", "background_labe
 STATISTICS_COLUMNS = ["id", "width", "height", "seed"]
 
 
+def scratch_folder() -> Path:
+    """Where shards bound for an object store are written first: ``$SYNTH_SCRATCH_DIR``, else the
+    system's temporary folder."""
+    return Path(os.environ.get("SYNTH_SCRATCH_DIR") or tempfile.gettempdir())
+
+
 def _scratch_file(name: str) -> Path:
-    """A temporary local file for a shard bound for an object store."""
-    handle, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=os.environ.get("SYNTH_SCRATCH_DIR"))
-    os.close(handle)
-    return Path(path)
+    """A temporary local file for a shard bound for an object store, readable by this user alone.
+
+    It is named after its writer as the temporaries beside local outputs are
+    (:func:`augment.imageio.temporary_beside`): a writer killed before its ``finally`` ran (SIGKILL,
+    the OOM killer) left a whole shard in the scratch folder for good, and nothing of the next run
+    looks there. So each new scratch file first removes those whose writer is gone
+    (:func:`augment.imageio.remove_orphaned_temporaries`: one listing, only this format with this
+    machine's token and a dead pid; a live writer's, another machine's or any other file stays).
+    """
+    folder = scratch_folder()
+    remove_orphaned_temporaries(folder)
+    path = temporary_beside(folder / name)
+    os.chmod(path, 0o600)  # a shared /tmp: the shard's pixels are not everyone's to read
+    return path
 
 
 def write_shard(target: Place, groups: Iterable[pa.Table], schema: pa.Schema, group_rows: int,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from augment.imageio import InputError, atomic_write_bytes, atomic_write_text
+from augment.imageio import InputError, atomic_write_bytes, atomic_write_text, remove_orphaned_temporaries
 from augment.storage import Location, Place, StorageError
 
 TEMPORARY_SUFFIX = ".tmp"
@@ -28,8 +29,12 @@ def temporary_name(name: str) -> str:
     return f".{name}.{uuid.uuid4().hex[:12]}{TEMPORARY_SUFFIX}"
 
 
+_OBJECT_TEMPORARY = re.compile(rf"\..+\.[0-9a-f]{{12}}{re.escape(TEMPORARY_SUFFIX)}")
+
+
 def is_temporary_name(name: str) -> bool:
-    return name.startswith(".") and name.endswith(TEMPORARY_SUFFIX)
+    """Whether ``name`` is a :func:`temporary_name` (an object-store upload's), not any hidden file."""
+    return _OBJECT_TEMPORARY.fullmatch(name) is not None
 
 
 def commit_file(local_file: Path, target: Place) -> None:
@@ -67,7 +72,17 @@ def publish_file(local_file: Path, target: Place) -> None:
 
 
 def remove_temporaries(folder: Place) -> None:
-    """Remove the temporary files a killed writer left in ``folder`` (call only while holding its lock)."""
+    """Remove the temporary files a killed writer left in ``folder`` (call only while holding its lock).
+
+    A local folder: only those whose writer process is gone (:func:`augment.imageio.remove_orphaned_temporaries`;
+    the lock keeps other runs of the same kind out, not a command writing one file there without a
+    lock, such as ``synth eval --out``, whose temporary stays while it writes). An object store:
+    the upload temporaries of :func:`commit_file` (:func:`temporary_name`), which only the holder of
+    the store's lock writes; no pid tells a live uploader there, and any other hidden object stays.
+    """
+    if not isinstance(folder, Location):
+        remove_orphaned_temporaries(folder)
+        return
     if not folder.exists():
         return
     for child in folder.iterdir():

@@ -39,7 +39,7 @@ import numpy as np
 from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
 from augment.imageio import InputError, atomic_write_text, read_image, save_image
-from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, write_row_shards
+from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import write_manifest
 from augment.sources import crop_object
@@ -202,9 +202,9 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     check_cut_classes(segmenter, config, "extract.")  # before anything of an earlier run is removed
     out.mkdir(parents=True, exist_ok=True)
     # An older run's output must not mix with this one's; extract.json, written last, marks a complete folder.
-    for stale in [*out.glob("pseudo-*.parquet"), *out.glob(".*.tmp"), out / SUMMARY_FILE, out / OBJECTS_FILE,
-                  out / MANIFEST_FILE]:
+    for stale in [out / SUMMARY_FILE, out / OBJECTS_FILE, out / MANIFEST_FILE]:
         stale.unlink(missing_ok=True)
+    remove_row_shards(out, "pseudo")  # and the temporaries of killed writes, not those of live ones
     shutil.rmtree(out / "previews", ignore_errors=True)
     names = [c.name for c in segmenter.classes]
     cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))

@@ -19,7 +19,17 @@ _console = Console(stderr=True)
 # medium, 128-px query; peak RSS of batches of 4 and 32 pairs), ~2.25 times that at 384 px, so 256 pairs
 # are ~6 GB (~13 GB at 384 px); four times the largest training batch shipped (configs/train_gpu.yaml:
 # 64). A --batch-size past the split's size collated the whole split into one batch.
-MAX_EVAL_BATCH_SIZE = 256
+MAX_EVAL_BATCH_SIZE = 256  # the same as a config's batch_size (train/config.py MAX_BATCH_SIZE)
+# export-onnx: the export traces one forward pass of --batch items and --check runs it again in
+# onnxruntime, each holding the items' activations: ~23 MB an item at the default sizes (as eval's pairs
+# above), growing with the medium's pixels. --batch at most 64, the most video frames `synth search`
+# passes at once (pipelines/search_outputs.py MAX_BATCH; ~1.5 GB at the default sizes); --medium-size
+# and --query-size at most what a training config allows (train/config.py: 4096 and 1024; a 4096-px
+# medium is 256 times the default's pixels, some GB an item). --batch 100000 or --medium-size 100000
+# filled the memory while tracing instead of saying so.
+MAX_EXPORT_BATCH = 64
+MAX_EXPORT_MEDIUM_SIZE = 4096
+MAX_EXPORT_QUERY_SIZE = 1024
 
 
 def _config(config_path: Optional[Path], resume_from: Optional[Path] = None, **overrides: Any):
@@ -204,9 +214,11 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt; without it the "
                                                   "untrained network is exported."),
         config: Optional[Path] = typer.Option(None, "--config", help="Without --checkpoint: the model config."),
-        query_size: Optional[int] = typer.Option(None, "--query-size", help="Default: the config's query_size."),
-        medium_size: Optional[int] = typer.Option(None, "--medium-size", help="Default: the config's medium_size."),
-        batch: int = typer.Option(1, "--batch", help="Batch size baked into the graph."),
+        query_size: Optional[int] = typer.Option(None, "--query-size", help="Default: the config's query_size "
+                                                 f"(at most {MAX_EXPORT_QUERY_SIZE})."),
+        medium_size: Optional[int] = typer.Option(None, "--medium-size", help="Default: the config's medium_size "
+                                                  f"(at most {MAX_EXPORT_MEDIUM_SIZE})."),
+        batch: int = typer.Option(1, "--batch", help=f"Batch size baked into the graph (at most {MAX_EXPORT_BATCH})."),
         check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime with PyTorch."),
     ) -> None:
         """Export the network (query, query_mask, medium -> heatmap) to ONNX at fixed sizes."""
@@ -217,6 +229,10 @@ def register(app: typer.Typer) -> None:
         check_at_least(batch, 1, "--batch")
         check_at_least(query_size, 32, "--query-size")
         check_at_least(medium_size, 32, "--medium-size")
+        check_at_most(batch, MAX_EXPORT_BATCH, "--batch", "the items are traced and checked in memory at once")
+        check_at_most(query_size, MAX_EXPORT_QUERY_SIZE, "--query-size", "a training config's maximum")
+        check_at_most(medium_size, MAX_EXPORT_MEDIUM_SIZE, "--medium-size", "a training config's maximum; "
+                      "memory grows with its pixels")
 
         def run() -> None:
             check_output_file(out)

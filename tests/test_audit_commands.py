@@ -311,6 +311,46 @@ def test_eval_batch_size_past_its_maximum_is_one_line_not_the_whole_split_in_one
     assert_one_line_error(result, 2, "--batch-size must be at most 256", "1000000")
 
 
+@pytest.mark.parametrize("option, value, maximum", [("--batch", 100000, 64), ("--medium-size", 100000, 4096),
+                                                    ("--query-size", 100000, 1024)])
+def test_export_onnx_batch_or_size_past_its_maximum_is_one_line_before_the_model_loads(tmp_path, option, value,
+                                                                                      maximum):
+    """export-onnx --batch and --medium-size had no bound: the export traced that many items of that
+    size in memory at once (and --check ran them again in onnxruntime)."""
+    result = run_cli("export-onnx", "--out", tmp_path / "net.onnx", option, value)
+    assert_one_line_error(result, 2, f"{option} must be at most {maximum}", str(value))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_config_batch_size_past_its_maximum_is_one_line_naming_key_and_file(tmp_path, command):
+    """A config's batch_size had no bound (batch_size: 100000 went on to fill the memory at the first
+    step); it has eval --batch-size's maximum, and the error names the key and the config file."""
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    config = tmp_path / "huge.yaml"
+    config.write_text("batch_size: 100000\n")
+    args = (["train", "--out", tmp_path / "run"] if command == "train" else ["eval", "--untrained"])
+    result = run_cli(*args, "--shards", tmp_path / "shards", "--config", config)
+    assert_one_line_error(result, 2, str(config), "batch_size must be at most 256", "100000")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_trained_with_a_batch_past_the_maximum_still_loads():
+    """The maximum guards new runs: a config saved in a checkpoint before it loads, its hash unchanged."""
+    from pipelines.train_commands import MAX_EVAL_BATCH_SIZE
+    from train.config import MAX_BATCH_SIZE, TrainConfig
+
+    assert MAX_BATCH_SIZE == MAX_EVAL_BATCH_SIZE
+    from augment.imageio import InputError
+
+    values = {**TrainConfig().to_dict()["values"], "batch_size": 512}
+    with pytest.raises(InputError, match="batch_size must be at most 256"):
+        TrainConfig(**values)
+    loaded = TrainConfig.from_checkpoint({"config": {"values": values}})
+    assert loaded.batch_size == 512 and loaded.to_dict()["values"] == values
+    assert loaded.identity()["batch_size"] == 512
+
+
 # ----------------------------------------------------------------- temporaries of killed writes
 def _writer_pid(temporary: Path) -> int:
     from augment.imageio import TEMPORARY_NAME
@@ -397,3 +437,92 @@ def test_a_training_run_removes_the_checkpoint_temporary_of_a_killed_one_without
                          eval_fraction=0.3, device="cpu")
     train(config, shards, run, show_progress=False)
     assert not dead.exists() and (run / "checkpoint.pt").is_file()
+
+
+def _temporaries_beside(out: Path, shard: str) -> tuple[Path, list[Path], list[Path]]:
+    """In ``out``: a killed writer's temporary of ``shard`` and a legacy fixed-name shard temporary
+    (both to go), and what must stay: a temporary another command (eval --out, which takes no folder
+    lock) is still writing there, and a hidden .tmp file of the user's."""
+    from augment.imageio import temporary_beside
+    from cli_checks import killed_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    dead = killed_write(out / shard)
+    legacy = out / f".{shard.replace('00000', '00003')}.tmp"
+    legacy.write_bytes(b"an older version's")
+    live = temporary_beside(out / "metrics.json")  # this process's: a writer still at work
+    notes = out / ".notes.tmp"
+    notes.write_bytes(b"the user's")
+    return live, [dead, legacy], [live, notes]
+
+
+def test_photo_shards_removes_only_the_temporaries_of_gone_writers_not_a_live_ones(tmp_path):
+    """photo-shards deleted every hidden .tmp of its folder: a live `eval --out` writing there (no folder
+    lock) lost its temporary and failed at its rename. Only killed writes' temporaries go now."""
+    from augment.config import SourceConfig
+    from augment.photo_shards import write_photo_shards
+    from segment_factory import make_scene_photos
+
+    labeled = make_scene_photos(tmp_path / "labeled", count=2)
+    out = tmp_path / "photos"
+    live, gone, kept = _temporaries_beside(out, "photos-00000.parquet")
+    write_photo_shards([labeled], out, SourceConfig(), short_side=32)
+    assert list(out.glob("photos-*.parquet")) and not any(p.exists() for p in gone)
+    assert all(p.exists() for p in kept)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == sorted(p.name for p in kept)
+
+
+def test_extract_removes_only_the_temporaries_of_gone_writers_not_a_live_ones(tmp_path):
+    from pipelines.extract import ExtractConfig, run_extract
+    from pipelines.segmenter import Segmenter
+    from segment_factory import make_unlabeled, save_untrained_segmenter
+
+    photos = make_unlabeled(tmp_path / "photos", count=2)
+    segmenter = Segmenter(save_untrained_segmenter(tmp_path / "segment.pt"), "cpu")
+    out = tmp_path / "objects"
+    live, gone, kept = _temporaries_beside(out, "pseudo-00000.parquet")
+    run_extract(segmenter, sorted(photos.iterdir()), out, ExtractConfig(min_confidence=0.0, min_stability=0.0))
+    assert (out / "pseudo-00000.parquet").is_file() and not any(p.exists() for p in gone)
+    assert all(p.exists() for p in kept)
+
+
+def test_expand_removes_only_the_temporaries_of_gone_writers_not_a_live_ones(tmp_path):
+    from augment.config import ExpandConfig
+    from augment.expand import run_expand
+    from sources_factory import make_backgrounds, make_rgba_source
+
+    config = ExpandConfig.from_dict({"num": 4, "seed": 5, "sources": {"min_area": 50},
+                                     "composition": {"width": 64, "height": 64, "min_objects": 1, "max_objects": 2},
+                                     "output": {"shard_rows": 4, "row_group_rows": 4}})
+    out = tmp_path / "out"
+    live, gone, kept = _temporaries_beside(out, "train-00000.parquet")
+    gone = gone[:1]  # expand never wrote fixed-name temporaries: an older version's is a file like any other
+    run_expand([make_rgba_source(tmp_path / "objects")], make_backgrounds(tmp_path / "backgrounds"), out, config)
+    assert (out / "train-00000.parquet").is_file() and not any(p.exists() for p in gone)
+    assert all(p.exists() for p in kept)
+
+
+def test_a_shard_for_an_object_store_killed_mid_write_leaves_no_scratch_file_after_the_next_write(tmp_path,
+                                                                                                 monkeypatch):
+    """A shard bound for an object store is written to a scratch file in the temporary folder first;
+    a writer killed there (SIGKILL, the OOM killer) left it for good, a whole shard each time. It is
+    named after its writer now, and the next such write removes those of gone writers, not live ones."""
+    import os
+    import stat
+
+    from augment import shard_writer
+    from augment.imageio import temporary_beside
+    from cli_checks import killed_write
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("SYNTH_SCRATCH_DIR", str(scratch))
+    dead = killed_write(scratch / "train-00000.parquet")
+    live = temporary_beside(scratch / "train-00001.parquet")  # another shard of this process, being written
+    other = scratch / ".someone-elses.tmp"
+    other.write_bytes(b"keep")
+    made = shard_writer._scratch_file("train-00002.parquet")
+    assert made.parent == scratch and made.name.startswith(".train-00002.parquet.")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600  # shard bytes in a shared temporary folder: ours alone
+    assert not dead.exists() and live.exists() and other.exists()
+    assert f"-{os.getpid()}." in made.name

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from train.photo_data import PhotoMediaConfig
 
 TASK_NAMES = ("query_search", "segment")
+# batch_size at most: the pairs of a step are held in memory with their activations for the backward
+# pass, more than eval's ~23 MB a pair on the CPU at the default sizes (256-px medium, 128-px query;
+# ~2.25 times that at 384 px), so 256 pairs are upwards of ~6 GB; four times the largest batch shipped
+# (configs/train_gpu.yaml: 64) and the same as `synth eval --batch-size` (pipelines/train_commands.py
+# MAX_EVAL_BATCH_SIZE). batch_size: 100000 filled the memory at the first step instead of saying so.
+MAX_BATCH_SIZE = 256
 
 
 @dataclass
@@ -176,6 +182,9 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < low:
                 raise InputError(f"{key} must be at least {low}, got {value!r}")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise InputError(f"batch_size must be at most {MAX_BATCH_SIZE} (the pairs of a step are held in "
+                             f"memory), got {self.batch_size!r}")
         checks = [
             (self.lr > 0, f"lr must be positive, got {self.lr!r}"),
             (self.init_checkpoint or not self.init_optimizer, "init_optimizer needs an init_checkpoint"),
@@ -268,4 +277,12 @@ class TrainConfig:
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> "TrainConfig":
-        return cls(**state["config"]["values"])
+        """The config a checkpoint was trained with. A batch_size above :data:`MAX_BATCH_SIZE` (a run
+        saved before the maximum) still loads, unchanged (its hash too), for search and evaluation."""
+        values = state["config"]["values"]
+        batch_size = values.get("batch_size")
+        if not is_int(batch_size) or batch_size <= MAX_BATCH_SIZE:
+            return cls(**values)
+        config = cls(**{**values, "batch_size": MAX_BATCH_SIZE})
+        config.batch_size = batch_size
+        return config
