@@ -29,23 +29,18 @@ from tracking import DATA, load_sequence, query_of, read_frames  # noqa: E402
 
 
 def write_video(frames: list, path: Path, scale: float) -> list:
-    """``frames`` (RGB) scaled by ``scale`` into an mp4 at ``path``; the scaled frames as decoded
-    back (what the command will search)."""
+    """``frames`` (RGB) scaled by ``scale`` into an mp4 at ``path`` (the project's own writer, as the
+    highlighted video is written); the scaled frames as the command's reader decodes them back."""
     import cv2
+
+    from pipelines.video import FrameReader, VideoWriter
 
     h, w = frames[0].shape[:2]
     size = (round(w * scale), round(h * scale))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, size)
-    for frame in frames:
-        writer.write(cv2.cvtColor(cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2BGR))
-    writer.release()
-    capture, decoded = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        decoded.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-    return decoded
+    with VideoWriter(path, 25.0, *size) as writer:
+        for frame in frames:
+            writer.write(cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR))
+    return [frame for _, batch in FrameReader(path) for frame in batch]
 
 
 def main() -> None:

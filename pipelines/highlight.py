@@ -32,19 +32,23 @@ def object_mask(heat: np.ndarray, detections: Sequence[Detection]) -> np.ndarray
     h, w = heat.shape
     mask = np.zeros((h, w), np.uint8)
     span = _boxes_span(detections, w, h)
-    if span is None:
-        return mask
+    if span is not None:
+        x0, y0, x1, y1 = span
+        mask[y0:y1, x0:x1] = _mask_in(heat, detections, span)
+    return mask
+
+
+def _mask_in(heat: np.ndarray, detections: Sequence[Detection], span: tuple[int, int, int, int]) -> np.ndarray:
+    """:func:`object_mask` within ``span`` (x0, y0, x1, y1), a rectangle holding every box (outside
+    every box nothing is kept): one "level" image, each pixel the lowest cut among the boxes over it."""
     x0, y0, x1, y1 = span
-    # One "level" image over the boxes' span (outside every box nothing is kept): each pixel gets
-    # the lowest cut among the boxes covering it.
     level = np.full((y1 - y0, x1 - x0), np.inf, np.float32)
     for det in detections:
         bx0, by0, bx1, by1 = det.box
         region = level[max(by0, y0) - y0:max(by1, y0) - y0, max(bx0, x0) - x0:max(bx1, x0) - x0]
         peak_heat = det.score if det.heat is None else det.heat
         np.minimum(region, KEEP_LEVEL * peak_heat, out=region)
-    mask[y0:y1, x0:x1] = heat[y0:y1, x0:x1] >= level
-    return mask
+    return (heat[y0:y1, x0:x1] >= level).astype(np.uint8)
 
 
 def _boxes_span(detections: Sequence[Detection], width: int, height: int,
@@ -92,7 +96,7 @@ def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detectio
     span = _boxes_span(detections, w, h, margin=radius + 1)
     if span is not None:
         x0, y0, x1, y1 = span
-        region = cv2.dilate(object_mask(heat, detections)[y0:y1, x0:x1], kernel)
+        region = cv2.dilate(_mask_in(heat, detections, span), kernel)
         np.copyto(out[y0:y1, x0:x1], image[y0:y1, x0:x1], where=region.astype(bool)[..., None])
         contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))
         cv2.drawContours(out, contours, -1, OUTLINE_RGB, thickness=thickness)

@@ -37,11 +37,6 @@ class OutputKinds:
     frame_folder: str | None = None  # suffix of a per-stem folder of FRAME_NAME files
 
 
-def _temporary_of(name: str) -> str | None:
-    """The final name whose temporary (augment.imageio.temporary_beside) ``name`` is, or None."""
-    return temporary_final_name(name)
-
-
 def _usable_stem(stem: object) -> bool:
     """A stem read back from a record names a file directly in the folder (a damaged record cannot
     reach elsewhere)."""
@@ -108,7 +103,7 @@ class OutputRecord:
         for child in list(self.out.iterdir()):  # one listing: a folder may hold thousands of outputs
             if child.name in names:
                 removed += self._remove(child)
-            elif _temporary_of(child.name) in names:
+            elif temporary_final_name(child.name) in names:
                 self._remove(child)
             elif child.name in folders:
                 removed += self._clear_frames(child)
@@ -148,7 +143,7 @@ class OutputRecord:
         for child in list(folder.iterdir()):
             if FRAME_NAME.fullmatch(child.name):
                 removed += self._remove(child)
-            elif FRAME_NAME.fullmatch(_temporary_of(child.name) or ""):
+            elif FRAME_NAME.fullmatch(temporary_final_name(child.name) or ""):
                 self._remove(child)
         try:
             folder.rmdir()  # only when empty: a file of the user's keeps it
