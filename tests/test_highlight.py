@@ -58,3 +58,19 @@ def test_a_highlight_without_detections_dims_every_pixel_as_the_float_product_di
                       Detection((10, 10, 40, 40), 0.1, 1))
     assert tuple(guess[10, 20]) == GUESS_RGB  # the best guess's box, on the dimmed image
     assert tuple(guess[50, 70]) == (60, 60, 60)
+
+
+def test_heat_png_rounds_as_the_plain_formula() -> None:
+    """Result.heat_png (one scratch array) gives np.clip(heat * 255 + 0.5, 0, 255)'s bytes, halves
+    and the ends included, and leaves the heat map itself untouched."""
+    from pipelines.search import Result
+
+    rng = np.random.default_rng(0)
+    heat = rng.random((61, 83), dtype=np.float32)
+    heat[0, :6] = [0.0, 1.0, 0.5 / 255, 1.5 / 255, 254.5 / 255, 127.5 / 255]
+    kept = heat.copy()
+    grey = Result(heatmap=heat, detections=[], threshold=0.5).heat_png()
+    assert grey.dtype == np.uint8
+    np.testing.assert_array_equal(grey, np.clip(kept * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    np.testing.assert_array_equal(heat, kept)
+    assert grey[0, :6].tolist() == [0, 255, 1, 2, 255, 128]
