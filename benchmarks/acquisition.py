@@ -20,7 +20,7 @@ guess followed, and taken once the still search lands on it again) and with the 
 rule was chosen on TUNED_ON (benchmarks/tracking.py); the other sequences are reported apart.
 
     python benchmarks/acquisition.py [--sequences A B] [--starts 20 50 100] [--frames 60] [--ccp 8]
-    python benchmarks/acquisition.py --only present [--set acquire_inliers=9]
+    python benchmarks/acquisition.py --only present [--set acquire_inliers=9] [--rules confirm]
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--ccp", type=int, default=8, help="CCP catalogue queries searched as absent ones")
     parser.add_argument("--only", choices=("present", "absent"), default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rules", nargs="+", choices=tuple(RULES), default=list(RULES),
+                        help="the acquisition rules run (default: both)")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                         help="TemporalConfig settings over the defaults, for both rules (see tracking.py)")
     args = parser.parse_args()
@@ -83,7 +85,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    configs = {rule: temporal_config(args.set + extra) for rule, extra in RULES.items()}
+    configs = {rule: temporal_config(args.set + RULES[rule]) for rule in args.rules}
     searcher = Searcher()
     searcher.network.use_onnx()  # as `synth search` encodes a video's (a long job's) media: ONNX_MIN_WORK
     names = args.sequences or sorted(p.name for p in DATA.iterdir() if (p / "groundtruth.txt").is_file())
@@ -112,8 +114,9 @@ def main() -> None:
                     first = next((i for i, state in enumerate(states) if state != "lost"), None)
                     on = None if first is None else on_target(boxes[first], truth[first])
                     precision, auc = precision_and_auc(boxes, truth)
-                    total = totals.setdefault(("present", group, rule), [0, 0, 0, [], []])
+                    total = totals.setdefault(("present", group, rule), [0, 0, 0, [], [], 0.0])
                     total[0] += 1
+                    total[5] += seconds
                     total[1] += first is not None
                     total[2] += bool(on)
                     total[3].append(precision)
@@ -134,8 +137,9 @@ def main() -> None:
                     for rule, config in configs.items():
                         _, states, seconds = run(searcher, query, clip, config)
                         claimed = sum(state != "lost" for state in states)
-                        total = totals.setdefault(("absent", group, rule), [0, 0, 0])
+                        total = totals.setdefault(("absent", group, rule), [0, 0, 0, 0.0])
                         total[0] += 1
+                        total[3] += seconds
                         total[1] += claimed > 0
                         total[2] += claimed
                         print(f"{name:10} {query_name:9} {rule:14} {start:5d} {claimed:7d} {seconds:5.1f}", flush=True)
@@ -143,10 +147,10 @@ def main() -> None:
     for (kind, group, rule), total in sorted(totals.items()):
         if kind == "present":
             print(f"present, {group:8}, {rule:14}: acquired in {total[1]} of {total[0]} runs, on the target in "
-                  f"{total[2]}; prec@20 {np.mean(total[3]):.3f}, AUC {np.mean(total[4]):.3f}")
+                  f"{total[2]}; prec@20 {np.mean(total[3]):.3f}, AUC {np.mean(total[4]):.3f}; {total[5]:.1f} s")
         else:
             print(f"absent,  {group:8}, {rule:14}: false acquisitions in {total[1]} of {total[0]} runs "
-                  f"({total[2]} frames claimed)")
+                  f"({total[2]} frames claimed); {total[3]:.1f} s")
 
 
 if __name__ == "__main__":

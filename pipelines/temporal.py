@@ -106,6 +106,8 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         self._guess: tuple[tuple[int, ...], float] | None = None  # the still search's best guess (box, score)
         self._hypothesis: TemporalSearcher | None = None  # followed from that guess (acquire_confirm)
         self._agreed = 0  # tries in a row the still search's best landed on the hypothesis
+        self._blank_tries = 0  # tries in a row that found nothing strong (acquire_backoff)
+        self._until_try = 0  # frames until the still search is tried again (0: on this frame)
         if cfg.onnx_backbone:  # encoded by onnxruntime (pipelines/onnx_backbone.py), if it is there
             self.net.use_onnx()
         self.scales = (1.0 / cfg.scale_step, 1.0, cfg.scale_step) if cfg.scale_step > 1 else (1.0,)
@@ -171,6 +173,8 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         cut = scene_cut(thumb, self._thumb, self.config.cut_correlation)
         self._cut = self._cut or cut
         self._thumb = thumb
+        if cut and self.center is None:
+            self._acquire_after_cut()
         if self.motion is not None:  # the camera's shift, as far as the target shares it
             fresh = self._fresh
             moved = self.motion.predict(grey, None if fresh else self.center, cut)

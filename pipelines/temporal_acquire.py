@@ -7,7 +7,8 @@ top detection is the target. Where it does not, its best guess is followed as a 
 tracker of its own, started at that box, whose box is shown while the frames are still counted
 lost; the hypothesis becomes the target once the still search's best lands on it at
 ``acquire_confirm`` tries in a row, each with ``acquire_inliers`` geometric inliers. A best guess
-elsewhere starts a new hypothesis there.
+elsewhere starts a new hypothesis there. While the tries find nothing strong (an absent query), they
+back off (``acquire_patience``, ``acquire_backoff``); a scene cut brings a try at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pipelines.temporal_track import LOST, REDETECTED, Track
 from pipelines.window_geometry import box_from
 
 # Attributes the adopted hypothesis does not bring: the frame count and acquisition's own state.
-_OWN = ("index", "_unacquired", "_guess", "_hypothesis", "_agreed")
+_OWN = ("index", "_unacquired", "_guess", "_hypothesis", "_agreed", "_blank_tries", "_until_try")
 
 
 def _heat(detection: Any) -> float:
@@ -54,6 +55,8 @@ class Acquisition:
     _guess: tuple[tuple[int, ...], float] | None
     _hypothesis: Any  # a TemporalSearcher started at the still search's best guess, or None
     _agreed: int  # tries in a row the still search's best landed on the hypothesis
+    _blank_tries: int  # tries in a row with no report and no strong best guess (acquire_backoff)
+    _until_try: int  # frames until the still search is tried again
     _place: Callable[[Sequence[float]], None]
     box_size: Callable[[], tuple[float, float]]
 
@@ -61,7 +64,8 @@ class Acquisition:
         """One frame before the first acquisition (see the module docstring): the target found
         (re-detected), or the frame lost with the hypothesis's box (else the last best guess)."""
         cfg = self.config
-        tried, self._unacquired = self._unacquired % cfg.acquire_every == 0, self._unacquired + 1
+        tried, self._unacquired = self._until_try <= 0, self._unacquired + 1
+        self._until_try -= 1
         # The hypothesis follows its object between tries, as the target would be followed.
         followed = self._hypothesis.step(frame) if self._hypothesis is not None else None
         if tried:
@@ -74,6 +78,7 @@ class Acquisition:
                 return Track(index, REDETECTED, box_from(self.center, self.box_size(), w, h), _heat(found))
             best = result.best
             self._guess = None if best is None else (tuple(int(v) for v in best.box), _heat(best))
+            self._back_off(best is None or best.inliers < cfg.acquire_inliers)
             if best is not None and cfg.acquire_confirm > 0:
                 strong = best.inliers >= cfg.acquire_inliers
                 if followed is not None and followed.best_box is not None and lands_on(best.box, followed.best_box):
@@ -88,6 +93,20 @@ class Acquisition:
             return Track(index, LOST, followed.best_box, self._guess[1] if self._guess else 0.0)
         box, score = self._guess if self._guess is not None else (None, 0.0)
         return Track(index, LOST, box, score)
+
+    def _back_off(self, blank: bool) -> None:
+        """Schedule the next try after one that reported nothing: ``acquire_every`` frames on, that
+        gap doubled per blank try beyond ``acquire_patience`` in a row, at most ``acquire_backoff``
+        times."""
+        cfg = self.config
+        self._blank_tries = self._blank_tries + 1 if blank else 0
+        doublings = max(0, self._blank_tries - cfg.acquire_patience + 1)
+        self._until_try = cfg.acquire_every * min(cfg.acquire_backoff, 2 ** min(doublings, 30)) - 1
+
+    def _acquire_after_cut(self) -> None:
+        """A scene cut before the first acquisition: the new shot may hold the query, so the still
+        search is tried on this frame and the back-off starts afresh."""
+        self._blank_tries, self._until_try = 0, 0
 
     def _adopt(self, followed: Track, index: int) -> Track:
         """The hypothesis becomes the target: its place, size, levels and learned filters are this

@@ -217,6 +217,14 @@ class TemporalConfig:
     # detection acquires (the code before it).
     acquire_confirm: int = 2
     acquire_inliers: int = 8
+    # Back-off while the query is not in view: after acquire_patience *blank* tries in a row (no
+    # report, a best guess under acquire_inliers inliers: an absent query's every try, up to 7), the
+    # gap between tries doubles per further blank, up to acquire_backoff x acquire_every frames; a
+    # try with a strong best guess brings it back to acquire_every, a scene cut to a try at once. A
+    # try costs the still search, 0.2-3 s (a small query in a 1280 x 720 frame): 100 frames of
+    # Skating1 searched for Crossing's pedestrian took 33.7 s, 32.4 of them tries. 1 = off.
+    acquire_patience: int = 6
+    acquire_backoff: int = 8
     redetect_scales: tuple[float, ...] = (1.0,)
     # The media (the windows, the whole frame while lost) encoded by onnxruntime instead of
     # PyTorch (pipelines/onnx_backbone.py): ~35% less time per window, ~25% per whole frame on
@@ -382,6 +390,9 @@ class TemporalConfig:
                              f"{self.refine_heat}")
         if self.acquire_every < 0:
             raise ValueError(f"acquire_every must be >= 0 (0: the highest peak), not {self.acquire_every}")
+        if self.acquire_patience < 1 or self.acquire_backoff < 1:
+            raise ValueError(f"acquire_patience and acquire_backoff must be >= 1 (backoff 1: off), not "
+                             f"{self.acquire_patience}, {self.acquire_backoff}")
         if self.acquire_confirm < 0 or self.acquire_inliers < 0:
             raise ValueError(f"acquire_confirm and acquire_inliers must be >= 0, not {self.acquire_confirm}, "
                              f"{self.acquire_inliers}")

@@ -87,6 +87,61 @@ def test_a_target_the_still_search_never_reports_is_acquired_when_its_best_lands
     assert float(np.linalg.norm(_centre(before[4].best_box) - np.array(truth[4]))) >= 10
 
 
+def _tries(searcher: Searcher, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The frames (by call order) on which the still search is tried: a list the calls append to."""
+    tried: list[int] = []
+    find_many = searcher.find_many
+
+    def counted(*args, **kwargs):
+        tried.append(len(tried))
+        return find_many(*args, **kwargs)
+
+    monkeypatch.setattr(searcher, "find_many", counted)
+    return tried
+
+
+def test_tries_back_off_while_the_query_is_absent_and_a_cut_tries_at_once(
+        searcher: Searcher, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 46 noisy frames of one scene without the target, then 4 of another (a scene cut at frame 46).
+    rng = np.random.default_rng(1)
+    scenes = [_scene(data.coffee())] * 46 + [_scene(data.chelsea())] * 4
+    frames = [np.clip(scene + rng.normal(0.0, 4.0, scene.shape), 0, 255).astype(np.uint8) for scene in scenes]
+    config = TemporalConfig(acquire_every=5, acquire_patience=3)
+    tracker = TemporalSearcher(searcher, searcher.prepare(_target()), config)
+    tried_at = []
+    calls = _tries(searcher, monkeypatch)
+    for index, frame in enumerate(frames):
+        before = len(calls)
+        assert tracker.step(frame).state == LOST
+        if len(calls) > before:
+            tried_at.append(index)
+    # Every 5th frame for acquire_patience (here 3) blank tries, then gaps of 10, 20, 40 (at most 8 x 5);
+    # the cut tries at once and starts afresh (its next try 5 frames on, past the end).
+    assert tried_at == [0, 5, 10, 20, 40, 46], tried_at
+    # Off (acquire_backoff 1): every 5th frame, as before it, plus the cut's own try.
+    tracker = TemporalSearcher(searcher, searcher.prepare(_target()),
+                               TemporalConfig(acquire_every=5, acquire_patience=3, acquire_backoff=1))
+    calls.clear()
+    tried_at = []
+    for index, frame in enumerate(frames):
+        before = len(calls)
+        tracker.step(frame)
+        if len(calls) > before:
+            tried_at.append(index)
+    assert tried_at == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 46], tried_at
+
+
+def test_a_target_entering_after_the_back_off_is_acquired_at_the_next_try(searcher: Searcher) -> None:
+    frames, truth = _entering_video(enters=99, noise=4.0)
+    shown, _ = _entering_video(enters=0, noise=4.0)
+    # Absent for 25 frames (tries at 0, 5, 10, 20: the next at 40), then in view.
+    video = frames + frames[:5] + shown
+    tracks = _states(searcher, _target(), video, TemporalConfig(acquire_every=5, acquire_patience=3))
+    states = [t.state for t in tracks]
+    assert states[:40] == [LOST] * 40 and states[40] == REDETECTED, states
+    assert set(states[41:]) == {TRACKING}, states
+
+
 def test_the_cli_says_when_a_video_never_showed_the_query(tmp_path: Path) -> None:
     frames, _ = _entering_video(enters=99, noise=4.0)
     _write_video(tmp_path / "clip.avi", frames[:12])
@@ -102,3 +157,5 @@ def test_a_bad_acquire_every_is_one_line() -> None:
         TemporalConfig(acquire_every=-1)
     with pytest.raises(ValueError, match="acquire_confirm"):
         TemporalConfig(acquire_confirm=-1)
+    with pytest.raises(ValueError, match="acquire_backoff"):
+        TemporalConfig(acquire_backoff=0)
