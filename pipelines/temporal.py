@@ -102,7 +102,6 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         self.anchor_rgb, self.mask = query.rgb, query.mask
         self.net = TemplateHeat(searcher, query.rgb, query.mask)
         self.searcher, self.query = searcher, query  # the still-image search (acquire_every)
-        self._unacquired = 0  # frames searched before the first acquisition (acquire_every)
         self._guess: tuple[tuple[int, ...], float] | None = None  # the still search's best guess (box, score)
         self._hypothesis: TemporalSearcher | None = None  # followed from that guess (acquire_confirm)
         self._agreed = 0  # tries in a row the still search's best landed on the hypothesis

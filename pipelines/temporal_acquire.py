@@ -23,7 +23,7 @@ from pipelines.temporal_track import LOST, REDETECTED, Track
 from pipelines.window_geometry import box_from
 
 # Attributes the adopted hypothesis does not bring: the frame count and acquisition's own state.
-_OWN = ("index", "_unacquired", "_guess", "_hypothesis", "_agreed", "_blank_tries", "_until_try")
+_OWN = ("index", "_guess", "_hypothesis", "_agreed", "_blank_tries", "_until_try")
 
 
 def _heat(detection: Any) -> float:
@@ -51,7 +51,6 @@ class Acquisition:
     query: Any
     center: tuple[float, float] | None
     state: str
-    _unacquired: int
     _guess: tuple[tuple[int, ...], float] | None
     _hypothesis: Any  # a TemporalSearcher started at the still search's best guess, or None
     _agreed: int  # tries in a row the still search's best landed on the hypothesis
@@ -64,7 +63,7 @@ class Acquisition:
         """One frame before the first acquisition (see the module docstring): the target found
         (re-detected), or the frame lost with the hypothesis's box (else the last best guess)."""
         cfg = self.config
-        tried, self._unacquired = self._until_try <= 0, self._unacquired + 1
+        tried = self._until_try <= 0
         self._until_try -= 1
         # The hypothesis follows its object between tries, as the target would be followed.
         followed = self._hypothesis.step(frame) if self._hypothesis is not None else None
