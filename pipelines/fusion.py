@@ -307,7 +307,8 @@ def searcher_verifier(searcher: Any, config: Any = None) -> Any:
     from pipelines.verify import Verifier, VerifyConfig
 
     config = config or VerifyConfig()
-    network = (NetworkFeatures(backbone_encoder(searcher.model, searcher.device))
+    network = (NetworkFeatures(backbone_encoder(searcher.model, searcher.device,
+                                                onnx=lambda: bool(getattr(searcher.network, "onnx", False))))
                if config.features == "network" else None)
     return Verifier(config, network)
 

@@ -109,12 +109,22 @@ class NetworkFeatures:
         return Keypoints(points, descriptors)
 
 
-def backbone_encoder(model: object, device: object = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+def backbone_encoder(model: object, device: object = "cpu",
+                     onnx: Callable[[], bool] | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """``encode`` for :class:`NetworkFeatures` from a :class:`train.model.QuerySearchNet`: the
-    raw stride-8 backbone features, as its search correlates them."""
+    raw stride-8 backbone features, as its search correlates them. Where ``onnx()`` says so at the
+    call (the search encodes its media in onnxruntime: a long job), onnxruntime encodes them too,
+    from a graph of the backbone up to stride 8 (pipelines/onnx_backbone.py)."""
     import torch
 
     def encode(images: np.ndarray) -> np.ndarray:
+        if onnx is not None and onnx():
+            from pipelines.onnx_backbone import medium_encoder
+
+            encoder = medium_encoder(model, max_stride=8)  # type: ignore[arg-type]
+            if encoder is not None:
+                array = np.ascontiguousarray(images[..., :3]).transpose(0, 3, 1, 2).astype(np.float32)
+                return encoder.raw(array / np.float32(255.0))[0]
         with torch.inference_mode():
             tensor = torch.from_numpy(np.ascontiguousarray(images[..., :3])).to(device)
             tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)

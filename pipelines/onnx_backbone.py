@@ -41,8 +41,8 @@ from train.model import MediumFeatures
 
 logger = logging.getLogger(__name__)
 
-# model -> {threads: encoder, or None where it could not be made (not retried)}
-_ENCODERS: "weakref.WeakKeyDictionary[nn.Module, dict[int, OnnxMediumEncoder | None]]" = \
+# model -> {(threads, max_stride): encoder, or None where it could not be made (not retried)}
+_ENCODERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], OnnxMediumEncoder | None]]" = \
     weakref.WeakKeyDictionary()
 _EXPORTING = threading.Lock()  # one export at a time: side-by-side workers share the result
 
@@ -78,21 +78,24 @@ def _pads_traceably(model: nn.Module) -> bool:
 
 
 class _Backbone(nn.Module):
-    """The part of ``encode_medium`` the export holds: the backbone's raw levels."""
+    """The part of ``encode_medium`` the export holds: the backbone's raw levels up to
+    ``max_stride``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, max_stride: int) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.max_stride = model, max_stride
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model._backbone_features(self.model.backbone, x, self.model.max_stride))
+        return tuple(self.model._backbone_features(self.model.backbone, x, self.max_stride))
 
 
 class OnnxMediumEncoder:
     """``model.encode_medium`` for N x 3 x H x W float RGB in [0, 1] (any N, H, W), run by
-    onnxruntime on ``threads`` threads; the features come back as float32 CPU tensors."""
+    onnxruntime on ``threads`` threads; the features come back as float32 CPU tensors. With a
+    ``max_stride`` under the model's, only the raw levels up to it (:meth:`raw`: verification's
+    stride-8 cells)."""
 
-    def __init__(self, model: nn.Module, threads: int) -> None:
+    def __init__(self, model: nn.Module, threads: int, max_stride: int | None = None) -> None:
         import onnxruntime  # optional dependency (the ``onnx`` extra)
 
         self.model = model
@@ -101,8 +104,8 @@ class OnnxMediumEncoder:
         example = torch.zeros(1, 3, 97, 130)
         with warnings.catch_warnings(), torch.no_grad(), _traceable_same_padding():
             warnings.simplefilter("ignore")  # the tracer's notes on traced shape arithmetic
-            torch.onnx.export(_Backbone(model).eval(), example, buffer, opset_version=17, dynamo=False,
-                              input_names=["medium"],
+            graph = _Backbone(model, max_stride or model.max_stride).eval()
+            torch.onnx.export(graph, example, buffer, opset_version=17, dynamo=False, input_names=["medium"],
                               dynamic_axes={"medium": {0: "batch", 2: "height", 3: "width"}})
         options = onnxruntime.SessionOptions()
         # One pool of `threads` (as torch.set_num_threads): more only contend on a shared machine.
@@ -113,36 +116,40 @@ class OnnxMediumEncoder:
                                                     providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
 
+    def raw(self, array: np.ndarray) -> list[np.ndarray]:
+        """The backbone's raw levels (float32 arrays) of an N x 3 x H x W float32 array."""
+        return self.session.run(None, {self.input: np.ascontiguousarray(array, dtype=np.float32)})
+
     def __call__(self, batch: torch.Tensor) -> MediumFeatures:
-        array = np.ascontiguousarray(batch.detach().float().cpu().numpy())
-        raw = [torch.from_numpy(level) for level in self.session.run(None, {self.input: array})]
+        raw = [torch.from_numpy(level) for level in self.raw(batch.detach().float().cpu().numpy())]
         return self.model.medium_from_backbone(raw, (int(batch.shape[-2]), int(batch.shape[-1])))
 
 
-def medium_encoder(model: nn.Module) -> OnnxMediumEncoder | None:
-    """The (cached) onnxruntime encoder of ``model``'s media at torch's thread count, or None
-    where it cannot stand in for PyTorch's (no onnxruntime, a model on another device, an edge
-    path that encodes the raw image, a failed export: logged once). Thread-safe: side-by-side
-    searches (pipelines/search_workers.py) export once per thread count, not once each."""
-    threads = torch.get_num_threads()
+def medium_encoder(model: nn.Module, max_stride: int | None = None) -> OnnxMediumEncoder | None:
+    """The (cached) onnxruntime encoder of ``model``'s media at torch's thread count (its levels
+    up to ``max_stride``, default the model's), or None where it cannot stand in for PyTorch's (no
+    onnxruntime, a model on another device, an edge path that encodes the raw image, a failed
+    export: logged once). Thread-safe: side-by-side searches (pipelines/search_workers.py) export
+    once per thread count, not once each."""
+    key = (torch.get_num_threads(), max_stride or int(getattr(model, "max_stride", 0)))
     cached = _ENCODERS.get(model, {})
-    if threads in cached:
-        return cached[threads]
+    if key in cached:
+        return cached[key]
     with _EXPORTING:
         per_model = _ENCODERS.setdefault(model, {})
-        if threads not in per_model:
-            per_model[threads] = _new_encoder(model, threads)
-        return per_model[threads]
+        if key not in per_model:
+            per_model[key] = _new_encoder(model, *key)
+        return per_model[key]
 
 
-def _new_encoder(model: nn.Module, threads: int) -> OnnxMediumEncoder | None:
+def _new_encoder(model: nn.Module, threads: int, max_stride: int) -> OnnxMediumEncoder | None:
     edge: Any = getattr(model, "edge", None)
     if edge is not None and not getattr(edge, "resize_only", False):
         return None
     if next(model.parameters()).device.type != "cpu" or not _pads_traceably(model):
         return None
     try:
-        return OnnxMediumEncoder(model, threads)
+        return OnnxMediumEncoder(model, threads, max_stride)
     except Exception as error:  # noqa: BLE001 - any failure falls back to PyTorch, once
         logger.info("onnxruntime encoder unavailable (%s); PyTorch encodes", error)
         return None

@@ -39,6 +39,30 @@ def test_the_same_detections_as_pytorch() -> None:
     assert a.best is not None and b.best is not None and a.best.box == b.best.box
 
 
+def test_verification_cells_follow_the_search_into_onnxruntime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verification's stride-8 cells come from an onnxruntime graph of the backbone up to stride 8
+    once the search encodes in onnxruntime (a long job), within float32 rounding of PyTorch's; a
+    short job's stay PyTorch's."""
+    searcher = Searcher(device="cpu")
+    encode = searcher.verification.verifier.network.encode
+    image = np.random.default_rng(0).integers(0, 256, (2, 75, 98, 3), dtype=np.uint8)
+    asked: list[object] = []
+    plain_encoder = onnx_module.medium_encoder
+
+    def recorded(model: object, max_stride: int | None = None) -> object:
+        asked.append(max_stride)
+        return plain_encoder(model, max_stride)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(onnx_module, "medium_encoder", recorded)
+    plain = encode(image)
+    assert asked == []
+    searcher.network.use_onnx()
+    fast = encode(image)
+    assert asked == [8]
+    assert fast.shape == plain.shape == (2, 40, 10, 13) and fast.dtype == np.float32
+    assert np.abs(fast - plain).max() < 1e-4
+
+
 @pytest.mark.parametrize("images, onnx", [(2, True), (1, False)])
 def test_a_long_job_encodes_in_onnxruntime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                            images: int, onnx: bool) -> None:
