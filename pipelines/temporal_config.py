@@ -221,8 +221,9 @@ class TemporalConfig:
     # report, a best guess under acquire_inliers inliers: an absent query's every try, up to 7), the
     # gap between tries doubles per further blank, up to acquire_backoff x acquire_every frames; a
     # try with a strong best guess brings it back to acquire_every, a scene cut to a try at once. A
-    # try costs the still search, 0.2-3 s (a small query in a 1280 x 720 frame): 100 frames of
-    # Skating1 searched for Crossing's pedestrian took 33.7 s, 32.4 of them tries. 1 = off.
+    # try costs a still search, 0.2-3 s (most for a small query: the frame searched up-sampled):
+    # 100 frames of Skating1 searched for Crossing's pedestrian took 33.7 s, 32.4 of them tries.
+    # 300 frames of it 111.7 -> 38.5 s with the back-off (benchmarks/RESULTS.md, stop 40). 1 = off.
     acquire_patience: int = 6
     acquire_backoff: int = 8
     redetect_scales: tuple[float, ...] = (1.0,)
