@@ -117,8 +117,9 @@ def register(app: typer.Typer) -> None:
         from pipelines.cli import SEARCH_RESUME_HINT, fail, make_progress, run_guarded
         from pipelines.search import Searcher, load_query
 
-        if workers < 0:
-            fail("--workers must be 0 (one per CPU thread) or more")
+        if not 0 <= workers <= MAX_WORKERS:  # the option's own range: 0 is its default
+            fail(f"--workers must be between 0 (one per CPU thread) and {MAX_WORKERS} (media searched side "
+                 f"by side, each holding its own search), got {workers}")
         run_guarded(check_batch_and_workers, batch, workers or None)  # one line, before the model loads
         if pairs is not None and (query is not None or media):
             fail("pass either QUERY MEDIA... or --pairs FILE, not both")

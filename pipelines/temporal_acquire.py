@@ -94,9 +94,9 @@ class Acquisition:
         return Track(index, LOST, box, score)
 
     def _back_off(self, blank: bool) -> None:
-        """Schedule the next try after one that reported nothing: ``acquire_every`` frames on, that
-        gap doubled per blank try beyond ``acquire_patience`` in a row, at most ``acquire_backoff``
-        times."""
+        """Schedule the next try after one that reported nothing: ``acquire_every`` frames on, the
+        gap doubled with each blank try from the ``acquire_patience``-th in a row on, at most
+        ``acquire_backoff`` times."""
         cfg = self.config
         self._blank_tries = self._blank_tries + 1 if blank else 0
         doublings = max(0, self._blank_tries - cfg.acquire_patience + 1)

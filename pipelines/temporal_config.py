@@ -217,9 +217,9 @@ class TemporalConfig:
     # detection acquires (the code before it).
     acquire_confirm: int = 2
     acquire_inliers: int = 8
-    # Back-off while the query is not in view: after acquire_patience *blank* tries in a row (no
-    # report, a best guess under acquire_inliers inliers: an absent query's every try, up to 7), the
-    # gap between tries doubles per further blank, up to acquire_backoff x acquire_every frames; a
+    # Back-off while the query is not in view: from the acquire_patience-th *blank* try in a row on
+    # (no report, a best guess under acquire_inliers inliers: an absent query's every try, up to 7)
+    # the gap between tries doubles with each, up to acquire_backoff x acquire_every frames; a
     # try with a strong best guess brings it back to acquire_every, a scene cut to a try at once. A
     # try costs a still search, 0.2-3 s (most for a small query: the frame searched up-sampled):
     # 100 frames of Skating1 searched for Crossing's pedestrian took 33.7 s, 32.4 of them tries.

@@ -110,10 +110,11 @@ def test_a_batch_or_workers_past_its_maximum_is_one_line_before_the_model_loads(
     query, photo = tmp_path / "query.png", tmp_path / "photo.png"
     save_image(query, _random(1, 24, 24))
     save_image(photo, _random(2, 48, 64))
-    for option, value, maximum in (("--batch", 100000, 64), ("--workers", 100000, 32), ("--batch", 0, 64)):
+    for option, value, low, maximum in (("--batch", 100000, 1, 64), ("--workers", 100000, "0 (one per CPU thread)", 32),
+                                        ("--batch", 0, 1, 64), ("--workers", -1, "0 (one per CPU thread)", 32)):
         result = run_cli("search", query, photo, "--out", tmp_path / "found", "--untrained", "--no-verify",
                          option, value)
-        assert_one_line_error(result, 2, f"{option} must be between 1 and {maximum}", str(value))
+        assert_one_line_error(result, 2, f"{option} must be between {low} and {maximum}", str(value))
     result = run_cli("calibrate", "--shards", tmp_path / "no-shards", "--untrained", "--out", tmp_path / "c.json",
                      "--cases", 10**9)
     assert_one_line_error(result, 2, "--cases must be at most 2000", str(10**9))
