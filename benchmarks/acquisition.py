@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--rules", nargs="+", choices=tuple(RULES), default=list(RULES),
                         help="the acquisition rules run (default: both)")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                        help="TemporalConfig settings over the defaults, for both rules (see tracking.py)")
+                        help="TemporalConfig settings over the defaults, for each rule run (see tracking.py)")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"acquisition benchmark skipped: {DATA} absent (shared data)")

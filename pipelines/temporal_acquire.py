@@ -77,9 +77,9 @@ class Acquisition:
                 return Track(index, REDETECTED, box_from(self.center, self.box_size(), w, h), _heat(found))
             best = result.best
             self._guess = None if best is None else (tuple(int(v) for v in best.box), _heat(best))
-            self._back_off(best is None or best.inliers < cfg.acquire_inliers)
+            strong = best is not None and best.inliers >= cfg.acquire_inliers
+            self._back_off(blank=not strong)
             if best is not None and cfg.acquire_confirm > 0:
-                strong = best.inliers >= cfg.acquire_inliers
                 if followed is not None and followed.best_box is not None and lands_on(best.box, followed.best_box):
                     self._agreed = self._agreed + 1 if strong else 0
                 else:
