@@ -102,7 +102,7 @@ def test_a_negative_worker_count_is_one_error_line(tmp_path: Path):
     save_image(tmp_path / "scene.png", scenes[0])
     result = CliRunner().invoke(app, ["search", str(tmp_path / "query.png"), str(tmp_path / "scene.png"),
                                       "--out", str(tmp_path / "out"), "--workers", "-1"])
-    assert result.exit_code != 0 and "--workers must be 0" in result.output
+    assert result.exit_code != 0 and "--workers must be between 0 (one per CPU thread) and 32" in result.output
     assert not (tmp_path / "out").exists()
 
 
