@@ -123,8 +123,9 @@ def backbone_encoder(model: object, device: object = "cpu",
 
             encoder = medium_encoder(model, max_stride=8)  # type: ignore[arg-type]
             if encoder is not None:
-                array = np.ascontiguousarray(images[..., :3]).transpose(0, 3, 1, 2).astype(np.float32)
-                return encoder.raw(array / np.float32(255.0))[0]
+                array = images[..., :3].transpose(0, 3, 1, 2).astype(np.float32)  # a C-ordered copy
+                array /= np.float32(255.0)
+                return encoder.raw(array)[0]
         with torch.inference_mode():
             tensor = torch.from_numpy(np.ascontiguousarray(images[..., :3])).to(device)
             tensor = tensor.permute(0, 3, 1, 2).float().div_(255.0)

@@ -95,7 +95,7 @@ class OnnxMediumEncoder:
     ``max_stride`` under the model's, only the raw levels up to it (:meth:`raw`: verification's
     stride-8 cells)."""
 
-    def __init__(self, model: nn.Module, threads: int, max_stride: int | None = None) -> None:
+    def __init__(self, model: nn.Module, threads: int, max_stride: int) -> None:
         import onnxruntime  # optional dependency (the ``onnx`` extra)
 
         self.model = model
@@ -104,7 +104,7 @@ class OnnxMediumEncoder:
         example = torch.zeros(1, 3, 97, 130)
         with warnings.catch_warnings(), torch.no_grad(), _traceable_same_padding():
             warnings.simplefilter("ignore")  # the tracer's notes on traced shape arithmetic
-            graph = _Backbone(model, max_stride or model.max_stride).eval()
+            graph = _Backbone(model, max_stride).eval()
             torch.onnx.export(graph, example, buffer, opset_version=17, dynamo=False, input_names=["medium"],
                               dynamic_axes={"medium": {0: "batch", 2: "height", 3: "width"}})
         options = onnxruntime.SessionOptions()
@@ -131,7 +131,7 @@ def medium_encoder(model: nn.Module, max_stride: int | None = None) -> OnnxMediu
     onnxruntime, a model on another device, an edge path that encodes the raw image, a failed
     export: logged once). Thread-safe: side-by-side searches (pipelines/search_workers.py) export
     once per thread count, not once each."""
-    key = (torch.get_num_threads(), max_stride or int(getattr(model, "max_stride", 0)))
+    key = (torch.get_num_threads(), int(max_stride or model.max_stride))
     cached = _ENCODERS.get(model, {})
     if key in cached:
         return cached[key]
