@@ -14,6 +14,7 @@ back off (``acquire_patience``, ``acquire_backoff``); a scene cut brings a try a
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from typing import Any, Callable, Sequence
 
@@ -21,6 +22,8 @@ import numpy as np
 
 from pipelines.temporal_track import LOST, REDETECTED, Track
 from pipelines.window_geometry import box_from
+
+logger = logging.getLogger(__name__)
 
 # Attributes the adopted hypothesis does not bring: the frame count and acquisition's own state.
 _OWN = ("index", "_guess", "_hypothesis", "_agreed", "_blank_tries", "_until_try")
@@ -101,6 +104,9 @@ class Acquisition:
         self._blank_tries = self._blank_tries + 1 if blank else 0
         doublings = max(0, self._blank_tries - cfg.acquire_patience + 1)
         self._until_try = cfg.acquire_every * min(cfg.acquire_backoff, 2 ** min(doublings, 30)) - 1
+        if doublings:  # -v shows why the still search is tried more and more rarely
+            logger.debug("acquisition: %d blank tries in a row; the next in %d frames", self._blank_tries,
+                         self._until_try + 1)
 
     def _acquire_after_cut(self) -> None:
         """A scene cut before the first acquisition: the new shot may hold the query, so the still

@@ -5,6 +5,7 @@ enters later is acquired when it does."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ def _tries(searcher: Searcher, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_tries_back_off_while_the_query_is_absent_and_a_cut_tries_at_once(
-        searcher: Searcher, monkeypatch: pytest.MonkeyPatch) -> None:
+        searcher: Searcher, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # 46 noisy frames of one scene without the target, then 4 of another (a scene cut at frame 46).
     rng = np.random.default_rng(1)
     scenes = [_scene(data.coffee())] * 46 + [_scene(data.chelsea())] * 4
@@ -110,6 +111,7 @@ def test_tries_back_off_while_the_query_is_absent_and_a_cut_tries_at_once(
     tracker = TemporalSearcher(searcher, searcher.prepare(_target()), config)
     tried_at = []
     calls = _tries(searcher, monkeypatch)
+    caplog.set_level(logging.DEBUG, logger="pipelines.temporal_acquire")
     for index, frame in enumerate(frames):
         before = len(calls)
         assert tracker.step(frame).state == LOST
@@ -118,6 +120,10 @@ def test_tries_back_off_while_the_query_is_absent_and_a_cut_tries_at_once(
     # Every 5th frame for acquire_patience (here 3) blank tries, then gaps of 10, 20, 40 (at most 8 x 5);
     # the cut tries at once and starts afresh (its next try 5 frames on, past the end).
     assert tried_at == [0, 5, 10, 20, 40, 46], tried_at
+    # -v says why: each widened gap is logged with the count of blank tries behind it.
+    widened = [r.getMessage() for r in caplog.records if r.name == "pipelines.temporal_acquire"]
+    assert widened == [f"acquisition: {n} blank tries in a row; the next in {gap} frames"
+                       for n, gap in ((3, 10), (4, 20), (5, 40))], widened
     # Off (acquire_backoff 1): every 5th frame, as before it, plus the cut's own try.
     tracker = TemporalSearcher(searcher, searcher.prepare(_target()),
                                TemporalConfig(acquire_every=5, acquire_patience=3, acquire_backoff=1))
