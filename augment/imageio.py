@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import logging
 import os
 import re
@@ -118,18 +119,66 @@ def check_complete(data: bytes, name: str) -> None:
         raise InputError(describe_unreadable(data, name))
 
 
-def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
+def read_image(path: Path | str, mode: str = "rgb", upright: bool = False) -> np.ndarray:
     """Read an image file.
 
     mode: ``rgb`` (H×W×3), ``rgba`` (H×W×4, alpha 255 where the file has none),
     ``unchanged`` (as stored: grey, RGB or RGBA, 8 or 16 bit), ``gray``.
+    ``upright``: a JPEG's EXIF orientation applied (a phone photo as it is displayed), else the
+    pixels as stored.
     """
     path = Path(path)
-    return image_from_bytes(_read_bytes(path), str(path), mode)
+    return image_from_bytes(_read_bytes(path), str(path), mode, upright)
 
 
-def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
-    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` as in :func:`read_image`."""
+# EXIF orientation (1-8) -> the numpy steps that show the stored pixels upright, in order.
+_ORIENTATION_STEPS = {2: ("flip",), 3: ("rot180",), 4: ("flipud",), 5: ("transpose",), 6: ("rot_cw",),
+                      7: ("rot_ccw", "flip"), 8: ("rot_ccw",)}
+_EXIF_SCAN = 2 * 65536 + 64  # APP0 and APP1 (the EXIF block) lie within this many leading bytes
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of a JPEG's bytes; 1 (as stored) without one, or when the EXIF
+    block cannot be read."""
+    if image_format(data) != "JPEG" or b"Exif\x00\x00" not in data[:_EXIF_SCAN]:
+        return 1
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            value = image.getexif().get(0x0112, 1)
+    except Exception as error:  # a damaged EXIF block: the pixels are still readable, as stored
+        logger.debug("EXIF block unreadable (%s); orientation taken as stored", error)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` (stored pixels, any channels) turned upright for EXIF ``orientation`` (1-8)."""
+    for step in _ORIENTATION_STEPS.get(orientation, ()):
+        if step == "flip":
+            image = image[:, ::-1]
+        elif step == "flipud":
+            image = image[::-1]
+        elif step == "rot180":
+            image = image[::-1, ::-1]
+        elif step == "transpose":
+            image = image.swapaxes(0, 1)
+        elif step == "rot_cw":
+            image = np.rot90(image, -1)
+        elif step == "rot_ccw":
+            image = np.rot90(image, 1)
+    return np.ascontiguousarray(image)
+
+
+def image_from_bytes(data: bytes, name: str, mode: str = "rgb", upright: bool = False) -> np.ndarray:
+    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` and ``upright`` as in
+    :func:`read_image`."""
+    image = _decode_mode(data, name, mode)
+    return apply_orientation(image, exif_orientation(data)) if upright else image
+
+
+def _decode_mode(data: bytes, name: str, mode: str) -> np.ndarray:
     check_complete(data, name)
     if mode == "gray":
         image = decode_image(data, cv2.IMREAD_GRAYSCALE, name)
@@ -148,10 +197,10 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
     return image
 
 
-def read_mask(path: Path | str) -> np.ndarray:
-    """Read a single-channel mask or label map (8 or 16 bit) as stored."""
+def read_mask(path: Path | str, upright: bool = False) -> np.ndarray:
+    """Read a single-channel mask or label map (8 or 16 bit) as stored (``upright`` as in :func:`read_image`)."""
     path = Path(path)
-    mask = read_image(path, mode="unchanged")
+    mask = read_image(path, mode="unchanged", upright=upright)
     if mask.ndim == 3:
         channels = mask[:, :, :3]
         if not (np.array_equal(channels[:, :, 0], channels[:, :, 1]) and np.array_equal(channels[:, :, 0], channels[:, :, 2])):

@@ -69,7 +69,7 @@ class FolderFrames:
         sizes: list[tuple[int, int]] = []
         for path in self.files:
             try:
-                sizes.append(read_image(path, "rgb").shape[:2])
+                sizes.append(read_image(path, "rgb", upright=True).shape[:2])
             except InputError:
                 continue
             if len(sizes) == SIZE_SAMPLE:
@@ -80,7 +80,7 @@ class FolderFrames:
 
     def _read(self, path: Path) -> np.ndarray | str:
         try:
-            frame = read_image(path, "rgb")
+            frame = read_image(path, "rgb", upright=True)
         except InputError as error:
             return str(error)
         if frame.shape[:2] != self._size:

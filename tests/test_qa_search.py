@@ -1,0 +1,112 @@
+"""`synth search` on the inputs a user really has, found by QA as a demanding user: phone photos with
+an EXIF orientation, images past OpenCV's pixel limit, HEIC photos named .jpg, float TIFFs, media
+names as long as a file name may be, an earlier --out kept among the photos, folders in --pairs,
+videos too thin to search. Small generated images; the untrained network on the CPU."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from augment.imageio import NAME_MAX, InputError, read_image, save_image
+from cli_checks import run_cli
+from tests.test_hardening_search import _random
+
+OBJECT_BOX = (80, 30, 112, 78)  # x0, y0, x1, y1 of the object in the upright scene (128x96)
+
+
+def _scene_and_object() -> tuple[np.ndarray, np.ndarray]:
+    """A blocky 128x96 scene holding a smooth 32x48 object at OBJECT_BOX, and the object alone."""
+    rng = np.random.default_rng(0)
+    scene = cv2.resize(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), (128, 96), interpolation=cv2.INTER_NEAREST)
+    thing = cv2.resize(rng.integers(0, 255, (6, 4, 3), dtype=np.uint8), (32, 48), interpolation=cv2.INTER_CUBIC)
+    x0, y0, x1, y1 = OBJECT_BOX
+    scene[y0:y1, x0:x1] = thing
+    return scene, thing
+
+
+def _jpeg_with_orientation(path: Path, upright: np.ndarray, orientation: int) -> Path:
+    """``upright`` stored as a camera would for EXIF ``orientation`` (6: turned 90° counter-clockwise,
+    shown turned back), the tag written."""
+    from PIL import Image, ImageOps
+
+    stored = {1: upright, 3: np.rot90(upright, 2), 6: np.rot90(upright, 1), 8: np.rot90(upright, -1)}[orientation]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, "JPEG", quality=95, exif=exif.tobytes())
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    assert shown.shape == upright.shape  # the file is what a phone writes
+    return path
+
+
+def _iou(a, b) -> float:
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+def test_every_exif_orientation_is_read_upright_as_a_viewer_shows_it():
+    from PIL import Image, ImageOps
+
+    from augment.imageio import exif_orientation, image_from_bytes
+
+    blocks = np.kron(np.random.default_rng(1).integers(0, 255, (6, 9, 3)).astype(np.uint8), np.ones((8, 8, 1), np.uint8))
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        Image.fromarray(blocks).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+        data = buffer.getvalue()
+        shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+        assert exif_orientation(data) == orientation
+        upright = image_from_bytes(data, "photo.jpg", "rgb", upright=True)
+        assert upright.shape == shown.shape and np.array_equal(upright, shown), orientation
+        assert image_from_bytes(data, "photo.jpg", "rgb").shape == blocks.shape  # as stored, by default
+
+
+def test_a_phone_photo_with_an_exif_orientation_is_searched_upright_with_boxes_in_its_displayed_frame(tmp_path):
+    """A phone photo (EXIF orientation 6) was searched as stored, on its side: the upright query was not
+    found (0 detections on a CCP photo that is found upright) and boxes were in the sideways frame."""
+    scene, thing = _scene_and_object()
+    save_image(tmp_path / "query.png", thing)
+    _jpeg_with_orientation(tmp_path / "phone.jpg", scene, 6)
+    _jpeg_with_orientation(tmp_path / "query_phone.jpg", thing, 8)  # the query shot on a phone too
+    for query in ("query.png", "query_phone.jpg"):
+        out = tmp_path / f"found_{query}"
+        result = run_cli("search", tmp_path / query, tmp_path / "phone.jpg", "--out", out, "--device", "cpu",
+                         "--untrained", "--no-verify", "--workers", 1)
+        assert result.exit_code == 0, result.output
+        line = json.loads((out / "detections.jsonl").read_text())
+        assert (line["width"], line["height"]) == (128, 96), line
+        assert _iou(line["best"]["box"], OBJECT_BOX) > 0.5, line["best"]
+        assert read_image(out / "phone.highlight.jpg").shape == scene.shape
+
+
+def test_a_sequence_of_phone_frames_and_a_query_mask_are_read_upright(tmp_path):
+    from pipelines.frames import FolderFrames
+    from pipelines.search import load_query
+
+    scene, thing = _scene_and_object()
+    (tmp_path / "frames").mkdir()
+    for k in range(3):
+        _jpeg_with_orientation(tmp_path / "frames" / f"{k:03d}.jpg", scene, 6)
+    reader = FolderFrames(tmp_path / "frames")
+    assert (reader.info.width, reader.info.height) == (128, 96)
+    assert all(frame.shape == scene.shape for _, batch in reader for frame in batch) and not reader.skipped
+    # A mask drawn on the query as a viewer shows it: it fits the query read upright (as stored, the
+    # query was 48x32 against the mask's 32x48: a size mismatch).
+    _jpeg_with_orientation(tmp_path / "query.jpg", thing, 6)
+    mask = np.zeros((48, 32), np.uint8)
+    mask[8:40, 4:28] = 255
+    save_image(tmp_path / "mask.png", mask)
+    rgb, kept = load_query(tmp_path / "query.jpg", tmp_path / "mask.png")
+    assert rgb.shape[:2] == kept.shape == (32, 24)
