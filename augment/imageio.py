@@ -54,7 +54,14 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
 def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED, name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes; colour images come back as RGB or RGBA."""
     buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, flags) if buffer.size else None
+    try:
+        image = cv2.imdecode(buffer, flags) if buffer.size else None
+    except cv2.error as error:  # past OpenCV's pixel limit (a 40000x30000 PNG), or out of memory
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", f"{2 ** 30:,}")
+            raise InputError(f"{name}: image too large to decode (over OpenCV's limit of {limit} pixels, "
+                             "OPENCV_IO_MAX_IMAGE_PIXELS)") from None
+        raise InputError(f"{name}: cannot decode this image ({str(error).strip().splitlines()[-1][:80]})") from None
     if image is None:
         raise InputError(describe_unreadable(data, name))
     if image.ndim == 3 and image.shape[2] == 3:
@@ -79,6 +86,9 @@ def _read_bytes(path: Path) -> bytes:
 # Leading bytes of the formats OpenCV reads, to say what a file that fails to decode actually is.
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP", b"RIFF": "WebP",
           b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+# Brands of an ISO base media file ("....ftyp<brand>") that are still images: a phone's HEIC photo
+# (often renamed .jpg) or an AVIF, which OpenCV's wheels do not decode.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 
 
 def image_format(data: bytes) -> str | None:
@@ -104,6 +114,8 @@ def describe_unreadable(data: bytes, name: str) -> str:
         return f"{name}: empty file (0 bytes), not an image"
     if image_format(data) is None and looks_like_text(data):
         return f"{name}: a text file, not an image"
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return f"{name}: a HEIC/HEIF or AVIF image, which cannot be read here; convert it to JPEG or PNG"
     return f"{name}: not a readable image (corrupt, truncated or unknown format)"
 
 
@@ -186,8 +198,14 @@ def _decode_mode(data: bytes, name: str, mode: str) -> np.ndarray:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
     else:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
-        if image.dtype != np.uint8:
-            image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+        if image.dtype == np.uint16:
+            image = (image / 257).astype(np.uint8)
+        elif np.issubdtype(image.dtype, np.floating):  # a float TIFF: [0, 1] as float images are
+            # elsewhere (pipelines.search.load_rgb), else taken as 0-255; astype alone made [0, 1] black
+            scale = 255.0 if np.nanmax(image, initial=0.0) <= 1.0 else 1.0
+            image = np.clip(np.nan_to_num(image) * scale + 0.5, 0, 255).astype(np.uint8)
+        elif image.dtype != np.uint8:
+            image = image.astype(np.uint8)
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
         if mode == "rgb" and image.shape[2] == 4:

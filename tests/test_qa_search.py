@@ -110,3 +110,37 @@ def test_a_sequence_of_phone_frames_and_a_query_mask_are_read_upright(tmp_path):
     save_image(tmp_path / "mask.png", mask)
     rgb, kept = load_query(tmp_path / "query.jpg", tmp_path / "mask.png")
     assert rgb.shape[:2] == kept.shape == (32, 24)
+
+
+def test_an_image_past_opencvs_pixel_limit_is_one_error_line_not_a_cv2_traceback(tmp_path):
+    """A 40000x30000 PNG (1 MB of zeros) raised cv2.error (a traceback) past CV_IO_MAX_IMAGE_PIXELS;
+    the limit is lowered here so that a small image passes it."""
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    save_image(tmp_path / "huge.png", _random(2, 64, 64))
+    save_image(tmp_path / "scene.png", _random(3, 30, 30))
+    env = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "1000", "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "search", "query.png", "huge.png", "scene.png",
+                             "--out", "found", "--device", "cpu", "--untrained", "--no-verify", "--workers", "1"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "error: huge.png: image too large to decode (over OpenCV's limit of 1000 pixels" in result.stderr
+    lines = [json.loads(line) for line in (tmp_path / "found" / "detections.jsonl").read_text().splitlines()]
+    assert "error" in lines[0] and "detections" in lines[1]
+
+
+def test_a_heic_photo_named_jpg_says_what_it_is():
+    from augment.imageio import image_from_bytes
+
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(range(256)) * 8
+    with pytest.raises(InputError, match=r"^IMG_0001\.jpg: a HEIC/HEIF or AVIF image, .*convert it to JPEG or PNG$"):
+        image_from_bytes(heic, "IMG_0001.jpg")
+
+
+def test_a_float_tiff_in_0_1_is_read_as_its_picture_not_black(tmp_path):
+    """A float32 TIFF in [0, 1] was cast to uint8: all black (0 or 1), searched without a word."""
+    picture = _random(4, 20, 30)
+    bgr = cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)
+    assert cv2.imwrite(str(tmp_path / "unit.tif"), bgr.astype(np.float32) / 255)
+    assert cv2.imwrite(str(tmp_path / "full.tif"), bgr.astype(np.float32))
+    for name in ("unit.tif", "full.tif"):
+        assert np.abs(read_image(tmp_path / name).astype(int) - picture).max() <= 1, name
