@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable
 
-from augment.imageio import temporary_final_name
+from augment.imageio import NAME_MAX, temporary_final_name
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,12 @@ class OutputRecord:
         if not self.out.is_dir():
             return set()
         names, folders = self._names()
-        found = {self.out / name for name in names}
+        # A name past NAME_MAX (a long stem recorded before stems were cut to fit) is no file: is_file()
+        # would raise ENAMETOOLONG for it.
+        found = {self.out / name for name in names if len(os.fsencode(name)) <= NAME_MAX}
         for folder in folders:
+            if len(os.fsencode(folder)) > NAME_MAX:
+                continue
             if (self.out / folder).is_dir() and not (self.out / folder).is_symlink():
                 found.update(child for child in (self.out / folder).iterdir() if FRAME_NAME.fullmatch(child.name))
         return {path for path in found if path.is_file() and not path.is_symlink()}

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from augment.imageio import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_write_text,
+from augment.imageio import (IMAGE_EXTENSIONS, NAME_MAX, VIDEO_EXTENSIONS, InputError, atomic_write_text,
                              list_images, read_image, save_image)
 from pipelines.output_record import OutputKinds, OutputRecord
 
@@ -123,21 +124,31 @@ def read_pairs(path: Path) -> list[SearchJob]:
 
 class OutputNames:
     """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``. ``record`` is
-    told each stem before anything is written under it (:class:`pipelines.output_record.OutputRecord`)."""
+    told each stem before anything is written under it (:class:`pipelines.output_record.OutputRecord`).
+    A stem is cut so that it with each of ``suffixes`` is a legal file name (NAME_MAX bytes): a
+    medium's own name may be that long already."""
 
-    def __init__(self, record: Callable[[str], None] | None = None) -> None:
+    def __init__(self, record: Callable[[str], None] | None = None, suffixes: tuple[str, ...] = ()) -> None:
         self.used: set[str] = set()
         self.record = record
+        self.room = NAME_MAX - max((len(os.fsencode(s)) for s in suffixes), default=0)
 
     def take(self, medium: Path) -> str:
         stem, k = medium.stem, 2
-        name = stem
+        name = _cut_name(stem, self.room)
         while name.lower() in self.used:
-            name, k = f"{stem}-{k}", k + 1
+            name, k = f"{_cut_name(stem, self.room - len(f'-{k}'))}-{k}", k + 1
         self.used.add(name.lower())
         if self.record is not None:
             self.record(name)
         return name
+
+
+def _cut_name(name: str, limit: int) -> str:
+    """``name`` less its last characters until it takes at most ``limit`` bytes on disk."""
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return name
 
 
 def is_video(path: Path) -> bool:
@@ -241,7 +252,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
 
     check_batch_and_workers(batch, workers)  # before an earlier run's outputs are cleared
     record = OutputRecord(out, SEARCH_OUTPUTS, [p for job in jobs for p in (job.query, job.medium, job.query_mask)])
-    names = OutputNames(record.add)
+    names = OutputNames(record.add, (*SEARCH_OUTPUTS.suffixes, str(SEARCH_OUTPUTS.frame_folder)))
     queries: dict[tuple[Path, Path | None], Any] = {}
     lines: list[dict[str, Any]] = []
     summary = RunSummary()

@@ -144,3 +144,31 @@ def test_a_float_tiff_in_0_1_is_read_as_its_picture_not_black(tmp_path):
     assert cv2.imwrite(str(tmp_path / "full.tif"), bgr.astype(np.float32))
     for name in ("unit.tif", "full.tif"):
         assert np.abs(read_image(tmp_path / name).astype(int) - picture).max() <= 1, name
+
+
+def test_a_medium_whose_name_is_as_long_as_a_file_name_may_be_is_searched_not_the_runs_end(tmp_path):
+    """A 250-byte photo name (legal): its <name>.highlight.jpg was past NAME_MAX, so the whole run stopped
+    with exit 2 on 'File name too long' naming a temporary, the other photos' outputs and detections.jsonl
+    never written."""
+    from pipelines.output_record import OutputRecord
+    from pipelines.search_outputs import SEARCH_OUTPUTS
+
+    media = tmp_path / "media"
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    long_stem = "é" * 123  # 246 bytes; with a character more and .png, 251
+    for stem in ("a", long_stem + "1", long_stem + "2", "z"):
+        save_image(media / f"{stem}.png", _random(len(stem), 40, 40))
+    save_image(media / "sub" / f"{long_stem}1.png", _random(7, 40, 40))  # the same long name again
+    out = tmp_path / "found"
+    result = run_cli("search", tmp_path / "query.png", media, "--out", out, "--device", "cpu", "--untrained",
+                     "--no-verify", "--workers", 1)
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert all(len(os.fsencode(name)) <= NAME_MAX for name in names)
+    lines = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert len(lines) == 5 and all("error" not in line for line in lines)
+    highlights = [line["highlight"] for line in lines]
+    assert len(set(highlights)) == 5 and all((out / h).is_file() for h in highlights)
+    # A record naming a stem too long for its outputs (a run before the fix) does not break the next.
+    (out / ".synth-search-outputs").write_text(json.dumps("x" * 250) + "\n")
+    assert OutputRecord(out, SEARCH_OUTPUTS).earlier_outputs() == {out / "detections.jsonl"}
