@@ -46,13 +46,23 @@ def name_order(name: str) -> tuple[tuple[Any, ...], str]:
     return tuple(int(part) if index % 2 else part for index, part in enumerate(parts)), name
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """A frame folder's image files in frame order, less the heat maps and highlights earlier
+    searches wrote into output folders inside it (an ``--out`` kept beside the frames)."""
+    from pipelines.search_outputs import earlier_outputs_below
+
+    images, _ = list_images(folder)
+    earlier = earlier_outputs_below(folder)
+    kept = [path for path in images if not earlier or path.resolve() not in earlier]
+    return sorted(kept, key=lambda p: name_order(str(p.relative_to(folder))))
+
+
 class FolderFrames:
     """Iterate over a frame folder's (indices, RGB frames) batches; see the module docstring."""
 
     def __init__(self, folder: Path | str, batch_size: int = 4, prefetch: int = 8) -> None:
         self.path = Path(folder)
-        images, _ = list_images(self.path)
-        self.files = sorted(images, key=lambda p: name_order(str(p.relative_to(self.path))))
+        self.files = frame_files(self.path)
         if not self.files:
             raise InputError(f"{self.path}: no image frames in this folder")
         self.batch_size = max(1, int(batch_size))

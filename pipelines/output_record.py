@@ -93,6 +93,17 @@ class OutputRecord:
                 found.update(child for child in (self.out / folder).iterdir() if FRAME_NAME.fullmatch(child.name))
         return {path for path in found if path.is_file() and not path.is_symlink()}
 
+    @classmethod
+    def outputs_below(cls, folder: Path, kinds: OutputKinds) -> set[Path]:
+        """The files earlier runs of ``kinds.command`` wrote into output folders inside ``folder``
+        (below it, not ``folder`` itself), as their records name them, resolved: a search of
+        ``folder`` leaves them out, as it does an earlier run's outputs in its own ``--out``."""
+        found: set[Path] = set()
+        for record in Path(folder).rglob(f".synth-{kinds.command}-outputs"):
+            if record.parent != Path(folder) and record.is_file() and not record.is_symlink():
+                found.update(path.resolve() for path in cls(record.parent, kinds).earlier_outputs())
+        return found
+
     def _names(self) -> tuple[set[str], set[str]]:
         """(Output file names, per-stem frame folders) of the stems the record names."""
         stems = self._recorded()

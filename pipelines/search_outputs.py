@@ -57,15 +57,17 @@ class RunSummary:
 def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = None) -> list[Path]:
     """Files as given; folders become their images and videos (sorted, recursive), or with
     ``sequence`` stay one medium each (a folder of frames read as one video). A folder that holds
-    ``out`` leaves out what an earlier search wrote there (it is cleared, not searched again)."""
-    earlier = ({p.resolve() for p in OutputRecord(out, SEARCH_OUTPUTS).earlier_outputs()}
-               if out is not None else set())
+    ``out`` leaves out what an earlier search wrote there (it is cleared, not searched again), and
+    what earlier searches wrote into other output folders inside it (:func:`earlier_outputs_below`)."""
+    earlier_in_out = ({p.resolve() for p in OutputRecord(out, SEARCH_OUTPUTS).earlier_outputs()}
+                      if out is not None else set())
     media: list[Path] = []
     for path in paths:
         if path.is_dir() and sequence:
             media.append(path)
         elif path.is_dir():
             images, others = list_images(path)
+            earlier = earlier_in_out | earlier_outputs_below(path)
             videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
             _report_left_out([p for p in others if p.suffix.lower() not in VIDEO_EXTENSIONS
                               and (not earlier or p.resolve() not in earlier)], path)
@@ -76,6 +78,20 @@ def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = N
         else:
             media.append(path)
     return media
+
+
+def earlier_outputs_below(folder: Path) -> set[Path]:
+    """Heat maps, highlights and the rest that earlier searches wrote into output folders inside
+    ``folder`` (a ``--out`` kept among the photos), resolved: a search of ``folder`` (its images, or
+    its frames with ``--sequence``) leaves them out instead of searching them as photos or frames.
+    Each left out is logged (-v), their number once per folder."""
+    earlier = OutputRecord.outputs_below(folder, SEARCH_OUTPUTS)
+    for path in sorted(earlier):
+        logger.info("%s: written by an earlier synth search; left out", path)
+    if earlier:
+        logger.info("%s: %d file(s) written by earlier synth searches into folders inside it left out",
+                    folder, len(earlier))
+    return earlier
 
 
 def _report_left_out(files: list[Path], folder: Path) -> None:
@@ -176,7 +192,9 @@ def _measure_work(job: SearchJob) -> int:
     if job.error or job.medium is None:
         return 0
     if job.medium.is_dir():
-        return len(list_images(job.medium)[0]) if job.medium.exists() else 0
+        from pipelines.frames import frame_files
+
+        return len(frame_files(job.medium))
     if is_video(job.medium):
         try:
             return probe(job.medium).frame_count

@@ -172,3 +172,33 @@ def test_a_medium_whose_name_is_as_long_as_a_file_name_may_be_is_searched_not_th
     # A record naming a stem too long for its outputs (a run before the fix) does not break the next.
     (out / ".synth-search-outputs").write_text(json.dumps("x" * 250) + "\n")
     assert OutputRecord(out, SEARCH_OUTPUTS).earlier_outputs() == {out / "detections.jsonl"}
+
+
+def _earlier_search_output(folder: Path) -> set[Path]:
+    """What a search into ``folder`` writes for one photo, with its record."""
+    save_image(folder / "photo.heat.png", np.zeros((40, 40), np.uint8))
+    save_image(folder / "photo.highlight.jpg", _random(5, 40, 40))
+    (folder / "detections.jsonl").write_text("{}\n")
+    save_image(folder / "photo.heat" / "000000.png", np.zeros((40, 40), np.uint8))
+    (folder / ".synth-search-outputs").write_text(json.dumps("photo") + "\n")
+    return {folder / "photo.heat.png", folder / "photo.highlight.jpg", folder / "photo.heat" / "000000.png"}
+
+
+def test_an_earlier_searchs_out_kept_inside_the_searched_folder_is_not_searched_as_photos_or_frames(tmp_path):
+    """`search q photos --out photos/found` then `--out photos/found2`: the second searched found/'s heat
+    maps and highlights as photos; with --sequence they became frames (16 frames for 8)."""
+    from pipelines.frames import FolderFrames
+    from pipelines.search_outputs import expand_media
+
+    photos = tmp_path / "photos"
+    for k in range(3):
+        save_image(photos / f"{k:04d}.png", _random(k, 40, 40))
+    save_image(photos / "found" / "mine.png", _random(9, 40, 40))  # the user's own file stays in
+    _earlier_search_output(photos / "found")
+    assert expand_media([photos], out=photos / "found2") == [photos / "0000.png", photos / "0001.png",
+                                                              photos / "0002.png", photos / "found" / "mine.png"]
+    reader = FolderFrames(photos)
+    assert reader.files == [photos / "0000.png", photos / "0001.png", photos / "0002.png",
+                            photos / "found" / "mine.png"]
+    # A folder named as MEDIA that is itself an output folder means its files.
+    assert photos / "found" / "photo.highlight.jpg" in expand_media([photos / "found"], out=tmp_path / "again")
