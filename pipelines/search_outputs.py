@@ -138,6 +138,24 @@ def read_pairs(path: Path) -> list[SearchJob]:
     return jobs
 
 
+def expand_pair_media(jobs: list[SearchJob], sequence: bool = False, out: Path | None = None) -> list[SearchJob]:
+    """``--pairs`` jobs whose medium is a folder become one job per image and video in it, as a
+    MEDIA folder does (:func:`expand_media`); with ``sequence`` the folder stays one medium, its
+    frames read as one video. A folder with nothing to search is that line's error."""
+    expanded: list[SearchJob] = []
+    for job in jobs:
+        if sequence or job.error is not None or job.medium is None or not job.medium.is_dir():
+            expanded.append(job)
+            continue
+        try:
+            media = expand_media([job.medium], False, out)
+        except InputError as error:
+            expanded.append(SearchJob(job.query, job.medium, job.query_mask, error=str(error)))
+            continue
+        expanded.extend(SearchJob(job.query, medium, job.query_mask) for medium in media)
+    return expanded
+
+
 class OutputNames:
     """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``. ``record`` is
     told each stem before anything is written under it (:class:`pipelines.output_record.OutputRecord`).

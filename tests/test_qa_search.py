@@ -202,3 +202,29 @@ def test_an_earlier_searchs_out_kept_inside_the_searched_folder_is_not_searched_
                             photos / "found" / "mine.png"]
     # A folder named as MEDIA that is itself an output folder means its files.
     assert photos / "found" / "photo.highlight.jpg" in expand_media([photos / "found"], out=tmp_path / "again")
+
+
+def test_a_folder_in_pairs_is_its_images_as_a_media_folder_is_not_silently_a_sequence(tmp_path):
+    """A pairs line naming a folder read its photos as the frames of one video (one highlight.mp4, the
+    temporal mode), without --sequence; --sequence did nothing with --pairs."""
+    from pipelines.search_outputs import expand_pair_media, read_pairs
+
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    for name in ("a.png", "b.jpg"):
+        save_image(tmp_path / "shop" / name, _random(2, 40, 40))
+    (tmp_path / "empty").mkdir()
+    lines = [{"query": "query.png", "medium": "shop"}, {"query": "query.png", "medium": "empty"},
+             {"query": "query.png", "medium": "shop/a.png"}]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    jobs = expand_pair_media(read_pairs(tmp_path / "pairs.jsonl"), out=tmp_path / "found")
+    assert [(job.medium.relative_to(tmp_path).as_posix(), job.error is not None) for job in jobs] == [
+        ("shop/a.png", False), ("shop/b.jpg", False), ("empty", True), ("shop/a.png", False)]
+    assert "no images or videos in this folder" in jobs[2].error
+    sequences = expand_pair_media(read_pairs(tmp_path / "pairs.jsonl"), sequence=True)
+    assert [job.medium.name for job in sequences] == ["shop", "empty", "a.png"]
+    result = run_cli("search", "--pairs", tmp_path / "pairs.jsonl", "--out", tmp_path / "found", "--device", "cpu",
+                     "--untrained", "--no-verify", "--workers", 1)
+    assert result.exit_code == 1, result.output  # the empty folder's line
+    written = [json.loads(line) for line in (tmp_path / "found" / "detections.jsonl").read_text().splitlines()]
+    assert [line.get("highlight") for line in written] == ["a.highlight.jpg", "b.highlight.jpg", None,
+                                                           "a-2.highlight.jpg"]
