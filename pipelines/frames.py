@@ -140,12 +140,20 @@ def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tup
     Both are closed however the block ends. The frames written before a failure of this medium (an
     exception: the run goes on and reports it) are kept; an interrupt (Ctrl-C, or the consumer
     stopping early) removes the part-written video, which would otherwise pass for a complete one.
-    A medium that delivered no frame is an InputError after the block.
+    A medium that delivered no frame is an InputError after the block, one whose frames are under
+    8 px a side one before it (as a still image that small is: searched, it gives only noise).
     """
+    from pipelines.search import check_min_side
     from pipelines.video import VideoWriter
 
     reader = open_frames(medium, batch)
-    writer = VideoWriter(video, reader.info.fps, reader.info.width, reader.info.height)
+    try:
+        if reader.info.width > 0 and reader.info.height > 0:  # 0: a size the container does not declare
+            check_min_side(str(medium), reader.info.width, reader.info.height, what="video frame")
+        writer = VideoWriter(video, reader.info.fps, reader.info.width, reader.info.height)
+    except BaseException:
+        reader.close()
+        raise
     keep = True
     try:
         yield reader, writer

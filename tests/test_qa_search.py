@@ -228,3 +228,19 @@ def test_a_folder_in_pairs_is_its_images_as_a_media_folder_is_not_silently_a_seq
     written = [json.loads(line) for line in (tmp_path / "found" / "detections.jsonl").read_text().splitlines()]
     assert [line.get("highlight") for line in written] == ["a.highlight.jpg", "b.highlight.jpg", None,
                                                            "a-2.highlight.jpg"]
+
+
+@pytest.mark.parametrize("mode", [(), ("--every-instance",)])
+def test_a_video_too_thin_to_search_is_one_error_line_as_a_still_is(tmp_path, mode):
+    """A 96x4 video was 'searched' (exit 0, best-guess boxes and the advice to pass --box); a still of
+    that size is an error line."""
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    writer = cv2.VideoWriter(str(tmp_path / "thin.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 4))
+    for k in range(3):
+        writer.write(_random(k, 4, 96))
+    writer.release()
+    result = run_cli("search", tmp_path / "query.png", tmp_path / "thin.avi", "--out", tmp_path / "found",
+                     "--device", "cpu", "--untrained", "--no-verify", "--workers", 1, *mode)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "thin.avi: video frame is 96x4 px; at least 8 px per side" in " ".join(result.output.split())
+    assert sorted(p.name for p in (tmp_path / "found").iterdir() if not p.name.startswith(".")) == ["detections.jsonl"]
