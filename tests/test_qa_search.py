@@ -244,3 +244,21 @@ def test_a_video_too_thin_to_search_is_one_error_line_as_a_still_is(tmp_path, mo
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "thin.avi: video frame is 96x4 px; at least 8 px per side" in " ".join(result.output.split())
     assert sorted(p.name for p in (tmp_path / "found").iterdir() if not p.name.startswith(".")) == ["detections.jsonl"]
+
+
+def test_an_out_that_is_a_link_to_nowhere_says_so_not_file_exists(tmp_path):
+    """--out naming a symbolic link whose target is gone (or a folder below one) was 'error: out: File
+    exists' (mkdir's EEXIST); calibrate's --out file below one the same."""
+    from cli_checks import assert_one_line_error
+
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    save_image(tmp_path / "scene.png", _random(2, 40, 40))
+    (tmp_path / "out").symlink_to(tmp_path / "gone" / "found")
+    for out in (tmp_path / "out", tmp_path / "out" / "found"):
+        result = run_cli("search", tmp_path / "query.png", tmp_path / "scene.png", "--out", out, "--device", "cpu",
+                         "--untrained", "--no-verify")
+        assert_one_line_error(result, 2, f"{tmp_path / 'out'} is a symbolic link to {tmp_path / 'gone' / 'found'}, "
+                              "which does not exist")
+    result = run_cli("calibrate", "--shards", tmp_path, "--out", tmp_path / "out" / "threshold.json")
+    assert_one_line_error(result, 2, "is a symbolic link to", "which does not exist")
+    assert not (tmp_path / "gone").exists()
