@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import logging
 import os
 import re
@@ -53,7 +54,14 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
 def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED, name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes; colour images come back as RGB or RGBA."""
     buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, flags) if buffer.size else None
+    try:
+        image = cv2.imdecode(buffer, flags) if buffer.size else None
+    except cv2.error as error:  # past OpenCV's pixel limit (a 40000x30000 PNG), or out of memory
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(error):
+            limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", f"{2 ** 30:,}")
+            raise InputError(f"{name}: image too large to decode (over OpenCV's limit of {limit} pixels, "
+                             "OPENCV_IO_MAX_IMAGE_PIXELS)") from None
+        raise InputError(f"{name}: cannot decode this image ({str(error).strip().splitlines()[-1][:80]})") from None
     if image is None:
         raise InputError(describe_unreadable(data, name))
     if image.ndim == 3 and image.shape[2] == 3:
@@ -78,6 +86,9 @@ def _read_bytes(path: Path) -> bytes:
 # Leading bytes of the formats OpenCV reads, to say what a file that fails to decode actually is.
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP", b"RIFF": "WebP",
           b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+# Brands of an ISO base media file ("....ftyp<brand>") that are still images: a phone's HEIC photo
+# (often renamed .jpg) or an AVIF, which OpenCV's wheels do not decode.
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 
 
 def image_format(data: bytes) -> str | None:
@@ -103,6 +114,8 @@ def describe_unreadable(data: bytes, name: str) -> str:
         return f"{name}: empty file (0 bytes), not an image"
     if image_format(data) is None and looks_like_text(data):
         return f"{name}: a text file, not an image"
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return f"{name}: a HEIC/HEIF or AVIF image, which cannot be read here; convert it to JPEG or PNG"
     return f"{name}: not a readable image (corrupt, truncated or unknown format)"
 
 
@@ -118,18 +131,66 @@ def check_complete(data: bytes, name: str) -> None:
         raise InputError(describe_unreadable(data, name))
 
 
-def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
+def read_image(path: Path | str, mode: str = "rgb", upright: bool = False) -> np.ndarray:
     """Read an image file.
 
     mode: ``rgb`` (H×W×3), ``rgba`` (H×W×4, alpha 255 where the file has none),
     ``unchanged`` (as stored: grey, RGB or RGBA, 8 or 16 bit), ``gray``.
+    ``upright``: a JPEG's EXIF orientation applied (a phone photo as it is displayed), else the
+    pixels as stored.
     """
     path = Path(path)
-    return image_from_bytes(_read_bytes(path), str(path), mode)
+    return image_from_bytes(_read_bytes(path), str(path), mode, upright)
 
 
-def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
-    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` as in :func:`read_image`."""
+# EXIF orientation (1-8) -> the numpy steps that show the stored pixels upright, in order.
+_ORIENTATION_STEPS = {2: ("flip",), 3: ("rot180",), 4: ("flipud",), 5: ("transpose",), 6: ("rot_cw",),
+                      7: ("rot_ccw", "flip"), 8: ("rot_ccw",)}
+_EXIF_SCAN = 2 * 65536 + 64  # APP0 and APP1 (the EXIF block) lie within this many leading bytes
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of a JPEG's bytes; 1 (as stored) without one, or when the EXIF
+    block cannot be read."""
+    if image_format(data) != "JPEG" or b"Exif\x00\x00" not in data[:_EXIF_SCAN]:
+        return 1
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            value = image.getexif().get(0x0112, 1)
+    except Exception as error:  # a damaged EXIF block: the pixels are still readable, as stored
+        logger.debug("EXIF block unreadable (%s); orientation taken as stored", error)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` (stored pixels, any channels) turned upright for EXIF ``orientation`` (1-8)."""
+    for step in _ORIENTATION_STEPS.get(orientation, ()):
+        if step == "flip":
+            image = image[:, ::-1]
+        elif step == "flipud":
+            image = image[::-1]
+        elif step == "rot180":
+            image = image[::-1, ::-1]
+        elif step == "transpose":
+            image = image.swapaxes(0, 1)
+        elif step == "rot_cw":
+            image = np.rot90(image, -1)
+        elif step == "rot_ccw":
+            image = np.rot90(image, 1)
+    return np.ascontiguousarray(image)
+
+
+def image_from_bytes(data: bytes, name: str, mode: str = "rgb", upright: bool = False) -> np.ndarray:
+    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` and ``upright`` as in
+    :func:`read_image`."""
+    image = _decode_mode(data, name, mode)
+    return apply_orientation(image, exif_orientation(data)) if upright else image
+
+
+def _decode_mode(data: bytes, name: str, mode: str) -> np.ndarray:
     check_complete(data, name)
     if mode == "gray":
         image = decode_image(data, cv2.IMREAD_GRAYSCALE, name)
@@ -137,8 +198,14 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
     else:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
-        if image.dtype != np.uint8:
-            image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
+        if image.dtype == np.uint16:
+            image = (image / 257).astype(np.uint8)
+        elif np.issubdtype(image.dtype, np.floating):  # a float TIFF: [0, 1] as float images are
+            # elsewhere (pipelines.search.load_rgb), else taken as 0-255; astype alone made [0, 1] black
+            scale = 255.0 if np.nanmax(image, initial=0.0) <= 1.0 else 1.0
+            image = np.clip(np.nan_to_num(image) * scale + 0.5, 0, 255).astype(np.uint8)
+        elif image.dtype != np.uint8:
+            image = image.astype(np.uint8)
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
         if mode == "rgb" and image.shape[2] == 4:
@@ -148,10 +215,10 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
     return image
 
 
-def read_mask(path: Path | str) -> np.ndarray:
-    """Read a single-channel mask or label map (8 or 16 bit) as stored."""
+def read_mask(path: Path | str, upright: bool = False) -> np.ndarray:
+    """Read a single-channel mask or label map (8 or 16 bit) as stored (``upright`` as in :func:`read_image`)."""
     path = Path(path)
-    mask = read_image(path, mode="unchanged")
+    mask = read_image(path, mode="unchanged", upright=upright)
     if mask.ndim == 3:
         channels = mask[:, :, :3]
         if not (np.array_equal(channels[:, :, 0], channels[:, :, 1]) and np.array_equal(channels[:, :, 0], channels[:, :, 2])):

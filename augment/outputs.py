@@ -56,6 +56,12 @@ def _nearest_existing(path: Path) -> Path:
 
 def _check_writable_place(path: Path, folder: Path, option: str) -> None:
     """``folder`` (or, while it does not exist, its nearest existing ancestor) must be a writable folder."""
+    for place in (folder, *folder.parents):  # mkdir of a link to nowhere fails as 'File exists'
+        if place.exists():
+            break
+        if place.is_symlink():
+            raise InputError(f"{path}: cannot write {option} here: {place} is a symbolic link to "
+                             f"{os.readlink(place)}, which does not exist")
     ancestor = _nearest_existing(folder)
     if not ancestor.is_dir():
         raise InputError(f"{path}: cannot write {option} here: {ancestor} is a file, not a folder")

@@ -46,13 +46,23 @@ def name_order(name: str) -> tuple[tuple[Any, ...], str]:
     return tuple(int(part) if index % 2 else part for index, part in enumerate(parts)), name
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """A frame folder's image files in frame order, less the heat maps and highlights earlier
+    searches wrote into output folders inside it (an ``--out`` kept beside the frames)."""
+    from pipelines.search_outputs import earlier_outputs_below
+
+    images, _ = list_images(folder)
+    earlier = earlier_outputs_below(folder)
+    kept = [path for path in images if not earlier or path.resolve() not in earlier]
+    return sorted(kept, key=lambda p: name_order(str(p.relative_to(folder))))
+
+
 class FolderFrames:
     """Iterate over a frame folder's (indices, RGB frames) batches; see the module docstring."""
 
     def __init__(self, folder: Path | str, batch_size: int = 4, prefetch: int = 8) -> None:
         self.path = Path(folder)
-        images, _ = list_images(self.path)
-        self.files = sorted(images, key=lambda p: name_order(str(p.relative_to(self.path))))
+        self.files = frame_files(self.path)
         if not self.files:
             raise InputError(f"{self.path}: no image frames in this folder")
         self.batch_size = max(1, int(batch_size))
@@ -69,7 +79,7 @@ class FolderFrames:
         sizes: list[tuple[int, int]] = []
         for path in self.files:
             try:
-                sizes.append(read_image(path, "rgb").shape[:2])
+                sizes.append(read_image(path, "rgb", upright=True).shape[:2])
             except InputError:
                 continue
             if len(sizes) == SIZE_SAMPLE:
@@ -80,7 +90,7 @@ class FolderFrames:
 
     def _read(self, path: Path) -> np.ndarray | str:
         try:
-            frame = read_image(path, "rgb")
+            frame = read_image(path, "rgb", upright=True)
         except InputError as error:
             return str(error)
         if frame.shape[:2] != self._size:
@@ -130,12 +140,20 @@ def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tup
     Both are closed however the block ends. The frames written before a failure of this medium (an
     exception: the run goes on and reports it) are kept; an interrupt (Ctrl-C, or the consumer
     stopping early) removes the part-written video, which would otherwise pass for a complete one.
-    A medium that delivered no frame is an InputError after the block.
+    A medium that delivered no frame is an InputError after the block, one whose frames are under
+    8 px a side one before it (as a still image that small is: searched, it gives only noise).
     """
+    from pipelines.search import check_min_side
     from pipelines.video import VideoWriter
 
     reader = open_frames(medium, batch)
-    writer = VideoWriter(video, reader.info.fps, reader.info.width, reader.info.height)
+    try:
+        if reader.info.width > 0 and reader.info.height > 0:  # 0: a size the container does not declare
+            check_min_side(str(medium), reader.info.width, reader.info.height, what="video frame")
+        writer = VideoWriter(video, reader.info.fps, reader.info.width, reader.info.height)
+    except BaseException:
+        reader.close()
+        raise
     keep = True
     try:
         yield reader, writer

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable
 
-from augment.imageio import temporary_final_name
+from augment.imageio import NAME_MAX, temporary_final_name
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +83,26 @@ class OutputRecord:
         if not self.out.is_dir():
             return set()
         names, folders = self._names()
-        found = {self.out / name for name in names}
+        # A name past NAME_MAX (a long stem recorded before stems were cut to fit) is no file: is_file()
+        # would raise ENAMETOOLONG for it.
+        found = {self.out / name for name in names if len(os.fsencode(name)) <= NAME_MAX}
         for folder in folders:
+            if len(os.fsencode(folder)) > NAME_MAX:
+                continue
             if (self.out / folder).is_dir() and not (self.out / folder).is_symlink():
                 found.update(child for child in (self.out / folder).iterdir() if FRAME_NAME.fullmatch(child.name))
         return {path for path in found if path.is_file() and not path.is_symlink()}
+
+    @classmethod
+    def outputs_below(cls, folder: Path, kinds: OutputKinds) -> set[Path]:
+        """The files earlier runs of ``kinds.command`` wrote into output folders inside ``folder``
+        (below it, not ``folder`` itself), as their records name them, resolved: a search of
+        ``folder`` leaves them out, as it does an earlier run's outputs in its own ``--out``."""
+        found: set[Path] = set()
+        for record in Path(folder).rglob(f".synth-{kinds.command}-outputs"):
+            if record.parent != Path(folder) and record.is_file() and not record.is_symlink():
+                found.update(path.resolve() for path in cls(record.parent, kinds).earlier_outputs())
+        return found
 
     def _names(self) -> tuple[set[str], set[str]]:
         """(Output file names, per-stem frame folders) of the stems the record names."""

@@ -18,7 +18,8 @@ import typer
 from augment.imageio import InputError, atomic_write_text
 from pipelines.search_outputs import (DETECTIONS_FILE, MAX_BATCH, MAX_WORKERS, ONNX_MIN_WORK,  # noqa: F401
                                       ImageBatch, OutputNames, RunSummary, SearchJob, check_batch_and_workers,
-                                      count_work, expand_media, is_video, read_pairs, run_search)
+                                      count_work, expand_media, expand_pair_media, is_video, read_pairs,
+                                      run_search)
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def register(app: typer.Typer) -> None:
         def prepare() -> tuple[Any, list[SearchJob]]:
             check_output_folder(out)
             if pairs is not None:
-                jobs = read_pairs(pairs)
+                jobs = expand_pair_media(read_pairs(pairs), sequence, out)
             else:
                 assert query is not None and media
                 jobs = [SearchJob(query, m, query_mask) for m in expand_media(list(media), sequence, out)]

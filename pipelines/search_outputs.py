@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from augment.imageio import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, atomic_write_text,
+from augment.imageio import (IMAGE_EXTENSIONS, NAME_MAX, VIDEO_EXTENSIONS, InputError, atomic_write_text,
                              list_images, read_image, save_image)
 from pipelines.output_record import OutputKinds, OutputRecord
 
@@ -56,15 +57,17 @@ class RunSummary:
 def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = None) -> list[Path]:
     """Files as given; folders become their images and videos (sorted, recursive), or with
     ``sequence`` stay one medium each (a folder of frames read as one video). A folder that holds
-    ``out`` leaves out what an earlier search wrote there (it is cleared, not searched again)."""
-    earlier = ({p.resolve() for p in OutputRecord(out, SEARCH_OUTPUTS).earlier_outputs()}
-               if out is not None else set())
+    ``out`` leaves out what an earlier search wrote there (it is cleared, not searched again), and
+    what earlier searches wrote into other output folders inside it (:func:`earlier_outputs_below`)."""
+    earlier_in_out = ({p.resolve() for p in OutputRecord(out, SEARCH_OUTPUTS).earlier_outputs()}
+                      if out is not None else set())
     media: list[Path] = []
     for path in paths:
         if path.is_dir() and sequence:
             media.append(path)
         elif path.is_dir():
             images, others = list_images(path)
+            earlier = earlier_in_out | earlier_outputs_below(path)
             videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
             _report_left_out([p for p in others if p.suffix.lower() not in VIDEO_EXTENSIONS
                               and (not earlier or p.resolve() not in earlier)], path)
@@ -75,6 +78,20 @@ def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = N
         else:
             media.append(path)
     return media
+
+
+def earlier_outputs_below(folder: Path) -> set[Path]:
+    """Heat maps, highlights and the rest that earlier searches wrote into output folders inside
+    ``folder`` (a ``--out`` kept among the photos), resolved: a search of ``folder`` (its images, or
+    its frames with ``--sequence``) leaves them out instead of searching them as photos or frames.
+    Each left out is logged (-v), their number once per folder."""
+    earlier = OutputRecord.outputs_below(folder, SEARCH_OUTPUTS)
+    for path in sorted(earlier):
+        logger.info("%s: written by an earlier synth search; left out", path)
+    if earlier:
+        logger.info("%s: %d file(s) written by earlier synth searches into folders inside it left out",
+                    folder, len(earlier))
+    return earlier
 
 
 def _report_left_out(files: list[Path], folder: Path) -> None:
@@ -121,23 +138,51 @@ def read_pairs(path: Path) -> list[SearchJob]:
     return jobs
 
 
+def expand_pair_media(jobs: list[SearchJob], sequence: bool = False, out: Path | None = None) -> list[SearchJob]:
+    """``--pairs`` jobs whose medium is a folder become one job per image and video in it, as a
+    MEDIA folder does (:func:`expand_media`); with ``sequence`` the folder stays one medium, its
+    frames read as one video. A folder with nothing to search is that line's error."""
+    expanded: list[SearchJob] = []
+    for job in jobs:
+        if sequence or job.error is not None or job.medium is None or not job.medium.is_dir():
+            expanded.append(job)
+            continue
+        try:
+            media = expand_media([job.medium], False, out)
+        except InputError as error:
+            expanded.append(SearchJob(job.query, job.medium, job.query_mask, error=str(error)))
+            continue
+        expanded.extend(SearchJob(job.query, medium, job.query_mask) for medium in media)
+    return expanded
+
+
 class OutputNames:
     """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``. ``record`` is
-    told each stem before anything is written under it (:class:`pipelines.output_record.OutputRecord`)."""
+    told each stem before anything is written under it (:class:`pipelines.output_record.OutputRecord`).
+    A stem is cut so that it with each of ``suffixes`` is a legal file name (NAME_MAX bytes): a
+    medium's own name may be that long already."""
 
-    def __init__(self, record: Callable[[str], None] | None = None) -> None:
+    def __init__(self, record: Callable[[str], None] | None = None, suffixes: tuple[str, ...] = ()) -> None:
         self.used: set[str] = set()
         self.record = record
+        self.room = NAME_MAX - max((len(os.fsencode(s)) for s in suffixes), default=0)
 
     def take(self, medium: Path) -> str:
         stem, k = medium.stem, 2
-        name = stem
+        name = _cut_name(stem, self.room)
         while name.lower() in self.used:
-            name, k = f"{stem}-{k}", k + 1
+            name, k = f"{_cut_name(stem, self.room - len(f'-{k}'))}-{k}", k + 1
         self.used.add(name.lower())
         if self.record is not None:
             self.record(name)
         return name
+
+
+def _cut_name(name: str, limit: int) -> str:
+    """``name`` less its last characters until it takes at most ``limit`` bytes on disk."""
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return name
 
 
 def is_video(path: Path) -> bool:
@@ -165,7 +210,9 @@ def _measure_work(job: SearchJob) -> int:
     if job.error or job.medium is None:
         return 0
     if job.medium.is_dir():
-        return len(list_images(job.medium)[0]) if job.medium.exists() else 0
+        from pipelines.frames import frame_files
+
+        return len(frame_files(job.medium))
     if is_video(job.medium):
         try:
             return probe(job.medium).frame_count
@@ -241,7 +288,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
 
     check_batch_and_workers(batch, workers)  # before an earlier run's outputs are cleared
     record = OutputRecord(out, SEARCH_OUTPUTS, [p for job in jobs for p in (job.query, job.medium, job.query_mask)])
-    names = OutputNames(record.add)
+    names = OutputNames(record.add, (*SEARCH_OUTPUTS.suffixes, str(SEARCH_OUTPUTS.frame_folder)))
     queries: dict[tuple[Path, Path | None], Any] = {}
     lines: list[dict[str, Any]] = []
     summary = RunSummary()
@@ -311,7 +358,7 @@ def _read_still(medium: Path) -> Any:
                          f"{medium.suffix or '(none)'!r})")
     from pipelines.search import check_min_side
 
-    image = read_image(medium, "rgb")
+    image = read_image(medium, "rgb", upright=True)  # a phone photo as displayed: boxes in its frame
     check_min_side(str(medium), image.shape[1], image.shape[0], what="image")
     return image
 

@@ -36,7 +36,7 @@ def run_segment(segmenter: Segmenter, images: list[Path], out: Path,
                 advance: Callable[[int], None] | None = None) -> SegmentSummary:
     with OutputRecord(out, SEGMENT_OUTPUTS, images) as record:
         write_classes(out / CLASSES_FILE, segmenter.classes)
-        names = OutputNames(record.add)
+        names = OutputNames(record.add, SEGMENT_OUTPUTS.suffixes)
         summary = SegmentSummary()
         started = time.perf_counter()
         for done, path in enumerate(images, 1):
