@@ -128,15 +128,61 @@ def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
     return image_from_bytes(_read_bytes(path), str(path), mode)
 
 
+EXIF_ORIENTATION_TAG = 0x0112
+EXIF_SCAN_BYTES = 1 << 16  # a JPEG's APP1 and a PNG's eXIf chunk come before the pixels
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1..8) of an encoded image; 1 (upright) when it has none or it is unreadable."""
+    head = data[:EXIF_SCAN_BYTES]
+    if b"Exif" not in head and b"eXIf" not in head and image_format(data) != "TIFF":
+        return 1  # the common case, without parsing anything
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - metadata is a best effort: the pixels are decoded (and checked) by OpenCV
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` (stored pixels, H×W[×C]) turned as its EXIF ``orientation`` asks, i.e. as viewers show it."""
+    if orientation == 2:
+        image = image[:, ::-1]
+    elif orientation == 3:
+        image = image[::-1, ::-1]
+    elif orientation == 4:
+        image = image[::-1]
+    elif orientation == 5:
+        image = image.swapaxes(0, 1)
+    elif orientation == 6:
+        image = np.rot90(image, -1)
+    elif orientation == 7:
+        image = image[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:
+        image = np.rot90(image, 1)
+    else:
+        return image
+    return np.ascontiguousarray(image)
+
+
 def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
-    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` as in :func:`read_image`."""
+    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` as in :func:`read_image`.
+
+    A photo whose EXIF orientation says it is stored turned (a phone's) comes back upright, as viewers
+    and labelling tools show it, in every mode: its masks, drawn on what the user saw, line up with it.
+    """
     check_complete(data, name)
-    if mode == "gray":
-        image = decode_image(data, cv2.IMREAD_GRAYSCALE, name)
-    elif mode == "unchanged":
-        image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
+    if mode == "gray":  # OpenCV would turn it by itself in this mode only: one rule for all modes below
+        image = decode_image(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, name)
     else:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
+    image = apply_orientation(image, exif_orientation(data))
+    if mode not in ("gray", "unchanged"):
         if image.dtype != np.uint8:
             image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
         if image.ndim == 2:

@@ -4,11 +4,17 @@ re-runs that must not take an older run's output for the new one's. One test per
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image, ImageOps
+
+from augment.imageio import decode_image, image_from_bytes, save_image
 
 from cli_checks import assert_one_line_error, run_cli
 from sources_factory import make_backgrounds, make_rgba_source
@@ -55,3 +61,55 @@ def test_distortions_given_as_a_list_is_one_line_naming_the_key(inputs, tmp_path
     config.write_text("distortions: [affine]\n")
     result = run_cli("expand", objects, "-b", backgrounds, "-o", tmp_path / "out", "-c", config, "-n", 2)
     assert_one_line_error(result, 2, str(config), "distortions: expected a mapping")
+
+
+# ----------------------------------------------------------------- EXIF-rotated photos
+def _exif_jpeg(path: Path, upright: np.ndarray, orientation: int) -> Path:
+    """A JPEG holding ``upright`` stored turned, with the EXIF orientation that shows it upright (a phone's)."""
+    stored = {3: np.rot90(upright, 2), 6: np.rot90(upright, 1), 8: np.rot90(upright, -1)}[orientation]
+    image = Image.fromarray(np.ascontiguousarray(stored))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, exif=exif.tobytes(), quality=95)
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_photos_are_read_upright_as_their_exif_orientation_shows_them_in_every_mode(orientation):
+    base = np.random.default_rng(orientation).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    image = Image.fromarray(base)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", exif=exif.tobytes())
+    data = buffer.getvalue()
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    assert np.array_equal(image_from_bytes(data, "x.png", "rgb"), shown)
+    assert np.array_equal(image_from_bytes(data, "x.png", "unchanged"), shown)
+    assert image_from_bytes(data, "x.png", "gray").shape == shown.shape[:2]
+    assert image_from_bytes(data, "x.png", "rgba").shape == (*shown.shape[:2], 4)
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_a_mask_drawn_on_an_exif_rotated_photo_cuts_the_object_not_the_background(inputs, tmp_path, orientation):
+    """The mask was drawn on the photo as viewers show it: it must line up (orientation 6: it was
+    a size mismatch, every object skipped; 3: the cutout held the background's pixels, silently)."""
+    upright = np.zeros((160, 120, 3), np.uint8)
+    upright[:] = (200, 40, 40)  # red background
+    upright[10:70, 10:60] = (20, 20, 230)  # a blue object in the top left corner
+    mask = np.zeros((160, 120), np.uint8)
+    mask[10:70, 10:60] = 255
+    source = tmp_path / "pairs"
+    _exif_jpeg(source / "images" / "a.jpg", upright, orientation)
+    (source / "masks").mkdir()
+    save_image(source / "masks" / "a.png", mask)
+    _, backgrounds, config = inputs
+    out = tmp_path / "out"
+    result = run_cli("expand", source, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+    assert result.exit_code == 0, result.output
+    (row,) = pq.read_table(out / "objects.parquet").to_pylist()
+    cutout = decode_image(row["image"]["bytes"])
+    assert cutout.shape[:2] == (60, 50)
+    inside = cutout[cutout[:, :, 3] > 0][:, :3].mean(axis=0)
+    assert inside[2] > 200 and inside[0] < 60, inside  # blue: the object, not the red background
