@@ -194,10 +194,39 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
     return image
 
 
+PNG_PALETTE = 3  # the IHDR colour type of an indexed PNG
+
+
+def is_palette_png(data: bytes) -> bool:
+    """Whether ``data`` is an indexed (palette) PNG: its pixels are indices into a colour table."""
+    return image_format(data) == "PNG" and len(data) > 25 and data[25] == PNG_PALETTE
+
+
+def palette_indices(data: bytes, name: str) -> np.ndarray:
+    """The pixel indices (H×W uint8) of an indexed PNG, not the colours its palette gives them."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            indices = np.array(image.convert("P") if image.mode == "PA" else image)
+    except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+        raise InputError(describe_unreadable(data, name)) from None
+    if indices.ndim != 2:
+        raise InputError(f"{name}: not a readable image (an indexed PNG of mode {indices.shape})")
+    return apply_orientation(indices.astype(np.uint8), exif_orientation(data))
+
+
 def read_mask(path: Path | str) -> np.ndarray:
-    """Read a single-channel mask or label map (8 or 16 bit) as stored."""
+    """Read a single-channel mask or label map (8 or 16 bit) as stored; an indexed (palette) PNG, as
+    Pascal VOC's label maps are, gives its indices (the palette only colours them for viewing)."""
     path = Path(path)
-    mask = read_image(path, mode="unchanged")
+    data = _read_bytes(path)
+    if is_palette_png(data):
+        check_complete(data, str(path))
+        return palette_indices(data, str(path))
+    mask = image_from_bytes(data, str(path), "unchanged")
     if mask.ndim == 3:
         channels = mask[:, :, :3]
         if not (np.array_equal(channels[:, :, 0], channels[:, :, 1]) and np.array_equal(channels[:, :, 0], channels[:, :, 2])):

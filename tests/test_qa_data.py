@@ -5,6 +5,7 @@ re-runs that must not take an older run's output for the new one's. One test per
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 from pathlib import Path
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from augment.imageio import decode_image, image_from_bytes, save_image
+from augment.imageio import decode_image, image_from_bytes, read_mask, save_image
 
 from cli_checks import assert_one_line_error, run_cli
 from sources_factory import make_backgrounds, make_rgba_source
@@ -113,3 +114,38 @@ def test_a_mask_drawn_on_an_exif_rotated_photo_cuts_the_object_not_the_backgroun
     assert cutout.shape[:2] == (60, 50)
     inside = cutout[cutout[:, :, 3] > 0][:, :3].mean(axis=0)
     assert inside[2] > 200 and inside[0] < 60, inside  # blue: the object, not the red background
+
+
+# ----------------------------------------------------------------- palette masks
+def _palette_png(path: Path, indices: np.ndarray) -> Path:
+    """An indexed PNG as Pascal VOC writes its label maps: index k coloured by a palette, not grey k."""
+    image = Image.fromarray(indices.astype(np.uint8), "P")
+    image.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * (252 * 3))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def test_palette_png_masks_and_label_maps_give_their_indices_not_a_colour_skip(inputs, tmp_path):
+    _, backgrounds, config = inputs
+    pairs = tmp_path / "pairs"
+    save_image(pairs / "images" / "a.png", np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    ids = np.zeros((120, 160), np.uint8)
+    ids[10:60, 10:70] = 1
+    ids[70:115, 80:150] = 2
+    _palette_png(pairs / "masks" / "a.png", ids)
+    (pairs / "categories.json").write_text('{"1": "cup", "2": "bag"}')
+    assert np.array_equal(read_mask(pairs / "masks" / "a.png"), ids)
+
+    labelled = tmp_path / "labelled"
+    (labelled / "photos").mkdir(parents=True)
+    (labelled / "label_list.json").write_text('["null", "jacket", "skirt"]')
+    save_image(labelled / "photos" / "0001.png", np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    _palette_png(labelled / "labels" / "0001.png", ids)
+    for source, categories in ((pairs, ["bag", "cup"]), (labelled, ["jacket", "skirt"])):
+        out = tmp_path / f"out-{source.name}"
+        result = run_cli("expand", source, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["skipped"] == []
+        assert sorted(pq.read_table(out / "objects.parquet").column("category").to_pylist()) == categories
