@@ -149,3 +149,63 @@ def test_palette_png_masks_and_label_maps_give_their_indices_not_a_colour_skip(i
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["skipped"] == []
         assert sorted(pq.read_table(out / "objects.parquet").column("category").to_pylist()) == categories
+
+
+# ----------------------------------------------------------------- pairing by name in subfolders
+def _nested_pair(root: Path, photos: str, masks: str, sub: str, colour: tuple[int, int, int],
+                 box: tuple[int, int, int, int], value: int) -> None:
+    image = np.full((120, 160, 3), 128, np.uint8)
+    x0, y0, x1, y1 = box
+    image[y0:y1, x0:x1] = colour
+    mask = np.zeros((120, 160), np.uint8)
+    mask[y0:y1, x0:x1] = value
+    save_image(root / photos / sub / "0001.png", image)
+    save_image(root / masks / sub / "0001.png", mask)
+
+
+@pytest.mark.parametrize("layout", ["mask_pairs", "label_map"])
+def test_masks_in_subfolders_pair_with_the_photo_of_their_own_subfolder_not_a_namesake(inputs, tmp_path, layout):
+    """images/day1/0001 and images/day2/0001: each mask cut the other day's photo (or both the same)."""
+    source = tmp_path / layout
+    photos, masks, value = ("images", "masks", 255) if layout == "mask_pairs" else ("photos", "labels", 1)
+    if layout == "label_map":
+        source.mkdir()
+        (source / "label_list.json").write_text('["null", "coat"]')
+    _nested_pair(source, photos, masks, "day1", (230, 20, 20), (10, 10, 60, 50), value)
+    _nested_pair(source, photos, masks, "day2", (20, 230, 20), (70, 60, 150, 110), value)
+    _, backgrounds, config = inputs
+    out = tmp_path / "out"
+    result = run_cli("expand", source, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+    assert result.exit_code == 0, result.output
+    for row in pq.read_table(out / "objects.parquet").to_pylist():
+        cutout = decode_image(row["image"]["bytes"])
+        colour = cutout[cutout[:, :, 3] > 0][:, :3].mean(axis=0)
+        if "day1" in row["source"]:
+            assert row["box"] == [10, 10, 60, 50] and colour[0] > 200, (row["source"], row["box"], colour)
+        else:
+            assert row["box"] == [70, 60, 150, 110] and colour[1] > 200, (row["source"], row["box"], colour)
+    assert len(pq.read_table(out / "objects.parquet")) == 2
+
+
+def test_a_mask_without_its_image_is_a_counted_skip_and_namesakes_are_not_guessed(inputs, tmp_path):
+    source = tmp_path / "pairs"
+    _nested_pair(source, "images", "masks", "day1", (230, 20, 20), (10, 10, 60, 50), 255)
+    save_image(source / "images" / "day2" / "0001.png", np.full((120, 160, 3), 90, np.uint8))  # its mask is missing
+    save_image(source / "masks" / "orphan.png", np.full((40, 40), 255, np.uint8))
+    _, backgrounds, config = inputs
+    out = tmp_path / "out"
+    result = run_cli("expand", source, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+    assert result.exit_code == 0, result.output
+    skipped = {Path(s["path"]).relative_to(source).as_posix(): s["reason"]
+               for s in json.loads((out / "manifest.json").read_text())["skipped"]}
+    assert skipped == {"masks/orphan.png": "no image with this name (a mask without its image)",
+                       "images/day2/0001.png": "no mask found for this image"}
+    (row,) = pq.read_table(out / "objects.parquet").to_pylist()
+    assert "day1" in row["source"]
+    # Flat masks beside nested photos of one name: the one mask cannot belong to both, so neither takes it.
+    flat = tmp_path / "flat"
+    for sub in ("day1", "day2"):
+        save_image(flat / "images" / sub / "0001.png", np.full((120, 160, 3), 90, np.uint8))
+    save_image(flat / "masks" / "0001.png", np.full((120, 160), 255, np.uint8))
+    result = run_cli("expand", flat, "-b", backgrounds, "-o", tmp_path / "out-flat", "-c", config, "-n", 2, "-w", 1)
+    assert_one_line_error(result, 2, "no usable objects found")
