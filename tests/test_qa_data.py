@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from augment.imageio import decode_image, image_from_bytes, read_mask, save_image
 
 from cli_checks import assert_one_line_error, run_cli
-from sources_factory import make_backgrounds, make_rgba_source
+from sources_factory import make_backgrounds, make_coco, make_rgba_source
 
 TINY = "sources: {min_area: 50}\ncomposition: {width: 64, height: 64}\noutput: {shard_rows: 10, row_group_rows: 5}\n"
 
@@ -209,3 +209,73 @@ def test_a_mask_without_its_image_is_a_counted_skip_and_namesakes_are_not_guesse
     save_image(flat / "masks" / "0001.png", np.full((120, 160), 255, np.uint8))
     result = run_cli("expand", flat, "-b", backgrounds, "-o", tmp_path / "out-flat", "-c", config, "-n", 2, "-w", 1)
     assert_one_line_error(result, 2, "no usable objects found")
+
+
+# ----------------------------------------------------------------- COCO
+def _coco_with(source: Path, change) -> Path:
+    make_coco(source)
+    instances = source / "instances.json"
+    coco = json.loads(instances.read_text())
+    change(coco)
+    instances.write_text(json.dumps(coco))
+    return instances
+
+
+def test_an_image_added_after_a_coco_run_skipped_it_is_cut_out_by_the_rerun(inputs, tmp_path):
+    """The cutouts table was reused because only the .json's own size and time were fingerprinted."""
+    def add_missing(coco):
+        coco["images"].append({"id": 2, "file_name": "later.jpg", "width": 140, "height": 100})
+        coco["annotations"].append({"id": 3, "image_id": 2, "category_id": 1, "iscrowd": 0,
+                                    "segmentation": [[5, 5, 90, 5, 90, 80, 5, 80]]})
+
+    instances = _coco_with(tmp_path / "coco", add_missing)
+    _, backgrounds, config = inputs
+    out = tmp_path / "out"
+    assert run_cli("expand", instances, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1).exit_code == 0
+    assert len(pq.read_table(out / "objects.parquet")) == 2
+    save_image(tmp_path / "coco" / "images" / "later.jpg", np.random.default_rng(3).integers(0, 255, (100, 140, 3), np.uint8))
+    result = run_cli("expand", instances, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+    assert result.exit_code == 0, result.output
+    assert len(pq.read_table(out / "objects.parquet")) == 3
+    assert json.loads((out / "manifest.json").read_text())["skipped"] == []
+
+
+@pytest.mark.parametrize("segmentation, says", [
+    (None, "box-only annotation has no mask"),
+    ([], "box-only annotation has no mask"),
+    ([[10, 10, 60, 60]], "no polygon of 3 points or more"),  # pycocotools would read it as a box
+    ([[10, 10, 60, 10, 60]], "odd count of coordinates (5)"),
+    ([["a", "b", "c", "d", "e", "f"]], "polygons must be lists of numbers"),
+    ("abc", "a list of polygons or an RLE object, not str"),
+    ({"counts": [100, 50, 13850], "size": [50, 70]}, "RLE size [50, 70] differs from the image's [100, 140]"),
+    ({"counts": [100, 50], "size": [100, 140]}, "covering the image's 14000 pixels"),
+    ({"size": [100, 140]}, "needs counts and size"),
+])
+def test_broken_coco_segmentations_are_skips_that_say_what_is_wrong(inputs, tmp_path, segmentation, says):
+    def change(coco):
+        if segmentation is None:
+            coco["annotations"][0].pop("segmentation")
+            coco["annotations"][0]["bbox"] = [10, 10, 50, 50]
+        else:
+            coco["annotations"][0]["segmentation"] = segmentation
+
+    instances = _coco_with(tmp_path / "coco", change)
+    _, backgrounds, config = inputs
+    out = tmp_path / "out"
+    result = run_cli("expand", instances, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+    assert result.exit_code == 0, result.output
+    (skip,) = json.loads((out / "manifest.json").read_text())["skipped"]
+    assert skip["reason"].startswith("annotation 1: broken segmentation (") and says in skip["reason"], skip
+
+
+def test_a_degenerate_polygon_beside_good_ones_is_left_out_not_the_whole_annotation(inputs, tmp_path):
+    """A 2-point polygon first made pycocotools read the whole list as boxes, losing the annotation."""
+    def change(coco):
+        coco["annotations"][0]["segmentation"] = [[0, 0, 5, 5], [10, 10, 60, 10, 60, 60, 10, 60]]
+
+    instances = _coco_with(tmp_path / "coco", change)
+    _, backgrounds, config = inputs
+    out = tmp_path / "out"
+    assert run_cli("expand", instances, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1).exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["skipped"] == []
+    assert sorted(pq.read_table(out / "objects.parquet").column("category").to_pylist()) == ["shirt", "shoe"]
