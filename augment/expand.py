@@ -236,6 +236,17 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
     return good, skips
 
 
+def _check_not_an_input(out_dir: Path, sources: list[Place], backgrounds: Place) -> None:
+    """``out_dir`` is not a source or the backgrounds folder: a rerun would read this run's
+    ``objects.parquet`` as the source's objects (and its changed masks never), or list its files
+    among the backgrounds."""
+    target = Path(out_dir).resolve()
+    for place, option in [*((s, "source") for s in sources), (backgrounds, "--backgrounds")]:
+        if not isinstance(place, Location) and Path(place).is_dir() and Path(place).resolve() == target:
+            raise InputError(f"{out_dir}: --out is also a {option} folder (a rerun would read this run's "
+                             "output as its input); choose another --out")
+
+
 def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Place | LabelledBackground]) -> str:
     digest = hashlib.sha256(config_hash.encode())
     for cutout in cutouts:
@@ -298,6 +309,7 @@ def run_expand(
         out_dir.check_bucket()
     else:
         check_output_folder(out_dir)
+        _check_not_an_input(out_dir, sources, backgrounds)
     with open_engine(engine, workers, ray_address) as runner, claim_output(out_dir, "synth expand") as guard:
         remove_temporaries(out_dir)  # left by a killed run: only the lock holder writes here
         config_hash = config.content_hash()

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from augment.imageio import decode_image, image_from_bytes, read_mask, save_image
 
-from cli_checks import assert_one_line_error, run_cli
+from cli_checks import assert_one_line_error, files_under, run_cli
 from sources_factory import make_backgrounds, make_coco, make_rgba_source
 
 TINY = "sources: {min_area: 50}\ncomposition: {width: 64, height: 64}\noutput: {shard_rows: 10, row_group_rows: 5}\n"
@@ -279,3 +279,15 @@ def test_a_degenerate_polygon_beside_good_ones_is_left_out_not_the_whole_annotat
     assert run_cli("expand", instances, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1).exit_code == 0
     assert json.loads((out / "manifest.json").read_text())["skipped"] == []
     assert sorted(pq.read_table(out / "objects.parquet").column("category").to_pylist()) == ["shirt", "shoe"]
+
+
+# ----------------------------------------------------------------- --out among the inputs
+def test_expand_out_that_is_a_source_or_the_backgrounds_folder_is_refused_before_writing(inputs, tmp_path):
+    """`synth expand pairs/ -o pairs/`, rerun after a mask was fixed: the source was then read as its
+    own objects.parquet (format objects) and the fixed mask never."""
+    objects, backgrounds, config = inputs
+    before = files_under(tmp_path)
+    for out, option in ((objects, "source"), (backgrounds, "--backgrounds")):
+        result = run_cli("expand", objects, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+        assert_one_line_error(result, 2, str(out), f"--out is also a {option} folder")
+    assert files_under(tmp_path) == before
