@@ -49,6 +49,7 @@ from pipelines.segmenter import Prediction, Segmenter, overlay
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "extract.json"
+PREVIEWS_FOLDER = "previews"  # drawings of the first photos' regions
 REJECT_REASONS = ("small", "low_confidence", "unstable")
 
 
@@ -205,7 +206,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     for stale in [out / SUMMARY_FILE, out / OBJECTS_FILE, out / MANIFEST_FILE]:
         stale.unlink(missing_ok=True)
     remove_row_shards(out, "pseudo")  # and the temporaries of killed writes, not those of live ones
-    shutil.rmtree(out / "previews", ignore_errors=True)
+    shutil.rmtree(out / PREVIEWS_FOLDER, ignore_errors=True)
     names = [c.name for c in segmenter.classes]
     cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))
     cutter = SourceConfig(min_area=1, max_cutout_side=config.max_cutout_side)
@@ -214,7 +215,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     rows: list[dict] = []
     labelled = [0, 0]  # labelled pixels, all pixels of the pseudo-labels
     advance = advance or (lambda n: None)
-    previews = out / "previews"
+    previews = out / PREVIEWS_FOLDER
 
     def pseudo_rows() -> Iterator[dict]:
         for path, image in _read_ahead(images):

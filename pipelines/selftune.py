@@ -92,7 +92,19 @@ class SelfTune:
         self.workers = workers
         self.hook = hook or (lambda r, s, m: None)
         self.show_progress = show_progress
+        self._check_state_outside_inputs()
         self.state = self._open(config, force_config)
+
+    def _check_state_outside_inputs(self) -> None:
+        """The state folder is not under the unlabeled photos or the backgrounds, which are read as
+        folders of images (every image under them): its previews and report.png would be sampled as
+        unlabeled photos or pasted on as backgrounds in the next round."""
+        state = self.dir.resolve()
+        for name in ("unlabeled", "backgrounds"):
+            folder = Path(getattr(self.inputs, name)).resolve()
+            if state == folder or folder in state.parents:
+                raise InputError(f"{self.dir}: --state lies inside --{name} {getattr(self.inputs, name)} (its "
+                                 "previews and report would be read as input images); choose a --state outside it")
 
     # ------------------------------------------------------------------ state
     def _open(self, config: dict[str, Any] | None, force_config: bool) -> dict[str, Any]:

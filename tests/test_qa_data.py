@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from PIL import Image, ImageOps
 
 from augment.imageio import decode_image, image_from_bytes, read_mask, save_image
 
 from cli_checks import assert_one_line_error, files_under, run_cli
+from segment_factory import (make_noise_backgrounds, make_scene_photos, make_unlabeled, save_untrained_segmenter,
+                             tiny_selftune_config)
 from sources_factory import make_backgrounds, make_coco, make_rgba_source
 
 TINY = "sources: {min_area: 50}\ncomposition: {width: 64, height: 64}\noutput: {shard_rows: 10, row_group_rows: 5}\n"
@@ -291,3 +294,42 @@ def test_expand_out_that_is_a_source_or_the_backgrounds_folder_is_refused_before
         result = run_cli("expand", objects, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
         assert_one_line_error(result, 2, str(out), f"--out is also a {option} folder")
     assert files_under(tmp_path) == before
+
+
+@pytest.fixture()
+def segment_checkpoint(tmp_path) -> Path:
+    """A segmenter's checkpoint, untrained: what it labels does not matter here."""
+    return save_untrained_segmenter(tmp_path / "segment.pt")
+
+
+def test_extract_rerun_into_a_folder_inside_its_photos_does_not_read_the_earlier_previews(tmp_path, segment_checkpoint):
+    """`synth extract photos/ --out photos/auto`, run again: the earlier previews were listed as photos,
+    then removed before being read: three bogus 'no such file' skips (or, kept, previews labelled)."""
+    photos = make_unlabeled(tmp_path / "photos", count=3)
+    out = photos / "auto"
+    config = tmp_path / "extract.yaml"
+    config.write_text("min_area: 0.001\nmin_confidence: 0.0\nmin_stability: 0.0\npreviews: 3\n")
+    for _ in range(2):
+        result = run_cli("extract", photos, "--checkpoint", segment_checkpoint, "--out", out, "--config", config,
+                         "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        summary = json.loads((out / "extract.json").read_text())
+        assert summary["images"] == 3 and summary["skipped"] == [], summary
+        assert len(list((out / "previews").glob("*.jpg"))) == 3
+
+
+@pytest.mark.parametrize("inside", ["unlabeled", "backgrounds"])
+def test_a_selftune_state_inside_its_unlabeled_or_backgrounds_folder_is_refused(tmp_path, inside):
+    """Its previews and report.png were sampled as unlabeled photos (or pasted on as backgrounds) in
+    the next round: 6 unlabeled photos became 9 after one round."""
+    labeled = make_scene_photos(tmp_path / "labeled")
+    unlabeled = make_unlabeled(tmp_path / "unlabeled")
+    backgrounds = make_noise_backgrounds(tmp_path / "backgrounds")
+    config = tmp_path / "selftune.yaml"
+    config.write_text(yaml.safe_dump(tiny_selftune_config()))
+    state = {"unlabeled": unlabeled, "backgrounds": backgrounds}[inside] / "state"
+    before = files_under(tmp_path)
+    result = run_cli("selftune", "--state", state, "--labeled", labeled, "--unlabeled", unlabeled,
+                     "--backgrounds", backgrounds, "--config", config)
+    assert_one_line_error(result, 2, str(state), f"--state lies inside --{inside}")
+    assert files_under(tmp_path) == before and not state.exists()
