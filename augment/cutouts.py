@@ -24,7 +24,7 @@ from augment.config import SourceConfig
 from augment.coco_source import coco_image_roots
 from augment.imageio import InputError, atomic_path, decode_image, encode_png, is_image_path
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
-from augment.sources import Skip, SourceObject, read_each, read_source
+from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
 from augment.system import ignore_interrupts
 
@@ -113,7 +113,7 @@ def build_objects_table(
         seen.add(row["cutout_id"])
         rows.append(row)
     if not rows:
-        raise InputError(f"{', '.join(map(str, sources))}: no usable objects found ({len(skips)} inputs skipped)")
+        raise InputError(f"{', '.join(map(str, sources))}: no usable objects found ({skipped_summary(skips)})")
 
     add_superpixels(rows, config.superpixel_max_side, workers, progress)
     write_objects_table(rows, out_path, fingerprint)

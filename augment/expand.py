@@ -46,7 +46,7 @@ from augment.object_lock import claim_output
 from augment.outputs import check_output_folder, inside
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
 from augment.shards import check_other_run, clear_for_run, write_manifest
-from augment.sources import Skip, limited
+from augment.sources import Skip, limited, skipped_summary
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image
 from augment.store_writes import cache_root, publish_file, remove_temporaries, stage
 from augment.system import fork_pool, tune_malloc
@@ -232,7 +232,7 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
         else:
             good.append(path)
     if not good:
-        raise InputError(f"{folder}: no usable background images ({len(skips)} files skipped)")
+        raise InputError(f"{folder}: no usable background images ({skipped_summary(skips, 'files')})")
     return good, skips
 
 

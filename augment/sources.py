@@ -40,7 +40,7 @@ from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, list_images, read_image, read_mask
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
-                                  crop_object, limited)
+                                  crop_object, limited, skipped_summary)
 
 log = logging.getLogger(__name__)
 

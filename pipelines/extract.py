@@ -42,7 +42,7 @@ from augment.imageio import InputError, atomic_write_text, read_image, save_imag
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import write_manifest
-from augment.sources import crop_object
+from augment.sources import Skip, crop_object, skipped_summary
 from augment.validation import is_int, is_number
 from pipelines.segmenter import Prediction, Segmenter, overlay
 
@@ -253,7 +253,8 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
 
     shards = write_row_shards(pseudo_rows(), out, "pseudo", segmenter.model_id)  # drives the whole pass
     if summary.images == 0:
-        raise InputError(f"no readable photo among the {len(images)} given ({len(summary.skipped)} skipped)")
+        raise InputError(f"no readable photo among the {len(images)} given "
+                         f"({skipped_summary([Skip(**s) for s in summary.skipped], 'photos')})")
     add_superpixels(rows, config.superpixel_max_side, workers)
     write_objects_table(rows, out / OBJECTS_FILE, segmenter.model_id)
     if shards:  # the pseudo-labelled photos' shard list, as every shard folder has one (readers read only these)

@@ -21,7 +21,7 @@ from augment.imageio import decode_image, image_from_bytes, read_mask, save_imag
 from cli_checks import assert_one_line_error, files_under, run_cli
 from segment_factory import (make_noise_backgrounds, make_scene_photos, make_unlabeled, save_untrained_segmenter,
                              tiny_selftune_config)
-from sources_factory import make_backgrounds, make_coco, make_rgba_source
+from sources_factory import make_backgrounds, make_coco, make_label_map, make_rgba_source
 
 TINY = "sources: {min_area: 50}\ncomposition: {width: 64, height: 64}\noutput: {shard_rows: 10, row_group_rows: 5}\n"
 
@@ -333,3 +333,32 @@ def test_a_selftune_state_inside_its_unlabeled_or_backgrounds_folder_is_refused(
                      "--backgrounds", backgrounds, "--config", config)
     assert_one_line_error(result, 2, str(state), f"--state lies inside --{inside}")
     assert files_under(tmp_path) == before and not state.exists()
+
+
+# ----------------------------------------------------------------- nothing usable: say why
+def test_a_source_with_nothing_usable_says_why_not_only_how_many_were_skipped(inputs, tmp_path):
+    """A label map of another size than its photo: 'no usable objects found (1 inputs skipped)' and no reason."""
+    source = make_label_map(tmp_path / "labelled")
+    labels = source / "labels" / "0001.png"
+    save_image(labels, read_mask(labels)[:60, :50])
+    _, backgrounds, config = inputs
+    result = run_cli("expand", source, "-b", backgrounds, "-o", tmp_path / "out", "-c", config, "-n", 2, "-w", 1)
+    assert_one_line_error(result, 2, "no usable objects found (1 inputs skipped, e.g.", f"{labels}: mask is 50x60 but "
+                          "its image is 100x120")
+    result = run_cli("photo-shards", source, "--out", tmp_path / "photos")
+    assert_one_line_error(result, 2, "no labelled photos found (1 inputs skipped, e.g.", "mask is 50x60")
+    tiny = tmp_path / "tiny-backgrounds"
+    save_image(tiny / "small.png", np.zeros((10, 10, 3), np.uint8))
+    result = run_cli("expand", inputs[0], "-b", tiny, "-o", tmp_path / "out", "-c", config, "-n", 2, "-w", 1)
+    assert_one_line_error(result, 2, "no usable background images (1 files skipped, e.g.", "too small")
+
+
+def test_extract_of_unreadable_photos_only_names_one_and_why(tmp_path, segment_checkpoint):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"")
+    (photos / "b.png").write_text("notes\n")
+    result = run_cli("extract", photos, "--checkpoint", segment_checkpoint, "--out", tmp_path / "auto", "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"2 photos skipped, e.g. {photos / 'a.jpg'}: empty file (0 bytes)" in error
