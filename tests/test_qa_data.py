@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -362,3 +363,19 @@ def test_extract_of_unreadable_photos_only_names_one_and_why(tmp_path, segment_c
     assert result.exit_code == 2, result.output
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert f"2 photos skipped, e.g. {photos / 'a.jpg'}: empty file (0 bytes)" in error
+
+
+# ----------------------------------------------------------------- readers and the manifest's run
+def test_a_shard_of_another_run_copied_over_a_listed_one_is_refused_by_the_readers(inputs, tmp_path):
+    """Same name, same row count: show, export and train read it as the folder's own."""
+    objects, backgrounds, config = inputs
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out, seed in ((first, 0), (second, 1)):
+        result = run_cli("expand", objects, "-b", backgrounds, "-o", out, "-c", config, "-n", 4, "-w", 1, "--seed", seed)
+        assert result.exit_code == 0, result.output
+    shutil.copyfile(second / "train-00000.parquet", first / "train-00000.parquet")
+    for args in (["show", first, "--out", tmp_path / "sheet.png"], ["export", first, "--out", tmp_path / "coco"],
+                 ["train", "--shards", first, "--out", tmp_path / "run", "--steps", 1]):
+        assert_one_line_error(run_cli(*args), 2, f"{first / 'train-00000.parquet'}: written by run",
+                              "not the run manifest.json lists")
+    assert run_cli("show", second, "--out", tmp_path / "sheet.png").exit_code == 0
