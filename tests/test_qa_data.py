@@ -4,6 +4,7 @@ re-runs that must not take an older run's output for the new one's. One test per
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -22,6 +23,7 @@ from augment.imageio import decode_image, image_from_bytes, read_mask, save_imag
 from cli_checks import assert_one_line_error, files_under, run_cli
 from segment_factory import (make_noise_backgrounds, make_scene_photos, make_unlabeled, save_untrained_segmenter,
                              tiny_selftune_config)
+from shard_factory import make_shards
 from sources_factory import make_backgrounds, make_coco, make_label_map, make_rgba_source
 
 TINY = "sources: {min_area: 50}\ncomposition: {width: 64, height: 64}\noutput: {shard_rows: 10, row_group_rows: 5}\n"
@@ -379,3 +381,31 @@ def test_a_shard_of_another_run_copied_over_a_listed_one_is_refused_by_the_reade
         assert_one_line_error(run_cli(*args), 2, f"{first / 'train-00000.parquet'}: written by run",
                               "not the run manifest.json lists")
     assert run_cli("show", second, "--out", tmp_path / "sheet.png").exit_code == 0
+
+
+# ----------------------------------------------------------------- training runs
+def test_a_failed_write_of_a_resumed_runs_config_yaml_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    """config.yaml was written in place: a full disk (or a kill) mid-write left it cut short."""
+    shards = tmp_path / "shards"
+    make_shards(shards, n_composites=8, size=64)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"pretrained": False, "feature_strides": [8, 16], "scale_pairs": [[1.0, 1.0]], "conversion_width": 4,
+                  "conversion_layers": 1}, "query_size": 32, "medium_size": 64, "batch_size": 2, "steps": 1,
+        "num_workers": 0, "warmup_steps": 1, "log_every": 1, "eval_every": 0, "shuffle_buffer": 2, "device": "cpu"}))
+    run = tmp_path / "run"
+    assert run_cli("train", "--shards", shards, "--out", run, "--config", config).exit_code == 0
+    written = (run / "config.yaml").read_text()
+
+    def disk_full(self, data, *args, **kwargs):
+        with open(self, "wb") as handle:
+            handle.write((data.encode() if isinstance(data, str) else data)[:20])
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    result = run_cli("train", "--shards", shards, "--out", run, "--config", config, "--resume", "--steps", 2)
+    assert result.exit_code == 2 and "No space left on device" in result.output, result.output
+    monkeypatch.undo()
+    assert (run / "config.yaml").read_text() == written
+    assert sorted(p.name for p in run.iterdir() if p.name != "tb") == [".synth.lock", "checkpoint.pt", "config.yaml"]
