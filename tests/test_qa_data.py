@@ -22,7 +22,7 @@ from augment.imageio import decode_image, image_from_bytes, read_mask, save_imag
 
 from cli_checks import assert_one_line_error, files_under, run_cli
 from segment_factory import (make_noise_backgrounds, make_scene_photos, make_unlabeled, save_untrained_segmenter,
-                             tiny_selftune_config)
+                             tiny_selftune_config, tiny_train_values)
 from shard_factory import make_shards
 from sources_factory import make_backgrounds, make_coco, make_label_map, make_rgba_source
 
@@ -409,3 +409,18 @@ def test_a_failed_write_of_a_resumed_runs_config_yaml_leaves_the_earlier_one_who
     monkeypatch.undo()
     assert (run / "config.yaml").read_text() == written
     assert sorted(p.name for p in run.iterdir() if p.name != "tb") == [".synth.lock", "checkpoint.pt", "config.yaml"]
+
+
+def test_a_category_no_class_takes_is_warned_of_by_name_not_silently_left_without_loss(tmp_path):
+    """A misspelt source label in segment.classes: the category's pixels carried no loss, unsaid."""
+    photos = tmp_path / "photos"
+    assert run_cli("photo-shards", make_scene_photos(tmp_path / "labelled"), "--out", photos).exit_code == 0
+    values = tiny_train_values(steps=2, checkpoint_every=2)
+    values["segment"]["classes"][1] = {"name": "round", "source_labels": ["dsic"]}  # "disc" misspelt
+    config = tmp_path / "segment.yaml"
+    config.write_text(yaml.safe_dump(values))
+    result = run_cli("train", "--shards", photos, "--out", tmp_path / "run", "--config", config)
+    assert result.exit_code == 0, result.output
+    warned = " ".join(result.stderr.split())
+    assert "category 'disc' (first in row" in warned and "in no class of segment.classes" in warned, result.stderr
+    assert "'box'" not in warned and "'background'" not in warned
