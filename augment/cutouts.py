@@ -113,7 +113,9 @@ def build_objects_table(
         seen.add(row["cutout_id"])
         rows.append(row)
     if not rows:
-        raise InputError(f"{', '.join(map(str, sources))}: no usable objects found ({skipped_summary(skips)})")
+        filters = "sources.include/exclude/limit, keep_labels/drop_labels or min_area"  # what leaves nothing, unsaid
+        raise InputError(f"{', '.join(map(str, sources))}: no usable objects found "
+                         f"({skipped_summary(skips, filters=filters)})")
 
     add_superpixels(rows, config.superpixel_max_side, workers, progress)
     write_objects_table(rows, out_path, fingerprint)

@@ -232,7 +232,8 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
         else:
             good.append(path)
     if not good:
-        raise InputError(f"{folder}: no usable background images ({skipped_summary(skips, 'files')})")
+        picked = "backgrounds.include/exclude" if config.include or config.exclude else ""
+        raise InputError(f"{folder}: no usable background images ({skipped_summary(skips, 'files', picked)})")
     return good, skips
 
 
