@@ -118,6 +118,7 @@ def build_objects_table(
                          f"({skipped_summary(skips, filters=filters)})")
 
     add_superpixels(rows, config.superpixel_max_side, workers, progress)
+    skips_path.unlink(missing_ok=True)  # an older table's: with the new table, a run killed here reuses neither
     write_objects_table(rows, out_path, fingerprint)
     with atomic_path(skips_path) as temporary:
         temporary.write_text(json.dumps([s.__dict__ for s in skips]))

@@ -430,3 +430,30 @@ def test_a_category_no_class_takes_is_warned_of_by_name_not_silently_left_withou
     warned = " ".join(result.stderr.split())
     assert "category 'disc' (first in row" in warned and "in no class of segment.classes" in warned, result.stderr
     assert "'box'" not in warned and "'background'" not in warned
+
+
+def test_a_run_killed_between_the_cutouts_table_and_its_skips_does_not_reuse_an_older_runs_skips(inputs, tmp_path,
+                                                                                                  monkeypatch):
+    """Run 1 skips a text file; run 2 (the file gone) is killed after writing objects.parquet: run 3 reused the
+    new table with run 1's skip list, listing a file that is no longer there."""
+    import augment.cutouts as cutouts
+
+    objects, backgrounds, config = inputs
+    notes = objects / "notes.txt"
+    notes.write_text("not an image\n")
+    out = tmp_path / "out"
+    args = ("expand", objects, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+    assert run_cli(*args).exit_code == 0
+    notes.unlink()
+    written = cutouts.write_objects_table
+
+    def killed_after(*a, **k):
+        written(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cutouts, "write_objects_table", killed_after)
+    assert run_cli(*args).exit_code == 130
+    monkeypatch.undo()
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["skipped"] == []
