@@ -226,6 +226,8 @@ def read_mask(path: Path | str) -> np.ndarray:
     if is_palette_png(data):
         check_complete(data, str(path))
         return palette_indices(data, str(path))
+    if image_format(data) == "JPEG":
+        return _jpeg_mask(data, str(path))
     mask = image_from_bytes(data, str(path), "unchanged")
     if mask.ndim == 3:
         channels = mask[:, :, :3]
@@ -233,6 +235,20 @@ def read_mask(path: Path | str) -> np.ndarray:
             raise InputError(f"{path}: mask has colour channels that differ; expected a single-channel mask")
         mask = channels[:, :, 0].copy()
     return mask
+
+
+JPEG_MASK_CLEAR = 0.98  # share of a black-and-white JPEG mask's pixels that stay near 0 or 255 despite compression
+
+
+def _jpeg_mask(data: bytes, name: str) -> np.ndarray:
+    """A mask saved as JPEG: lossy compression blurs its values, so only a black-and-white one can be
+    read (as 0 and 255, split at 128); ids or label values would come back as specks of other values."""
+    grey = image_from_bytes(data, name, "gray")
+    clear = np.count_nonzero((grey < 32) | (grey > 223)) / max(grey.size, 1)
+    if clear < JPEG_MASK_CLEAR or 0 < grey.max() < 128:  # the latter: small ids or label values, all "black"
+        raise InputError(f"{name}: a JPEG mask whose values are not just black and white (lossy compression "
+                         "changes ids and label values; save the mask as PNG)")
+    return np.where(grey >= 128, 255, 0).astype(np.uint8)
 
 
 def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -457,3 +457,29 @@ def test_a_run_killed_between_the_cutouts_table_and_its_skips_does_not_reuse_an_
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "manifest.json").read_text())["skipped"] == []
+
+
+# ----------------------------------------------------------------- masks saved as JPEG
+def test_a_black_and_white_jpeg_mask_is_one_clean_object_and_a_jpeg_label_map_a_clear_skip(inputs, tmp_path):
+    """Compression blurred a JPEG mask's 255 into 250-254 and its edges into specks: read as an instance-id
+    mask, one object became a ring, a strip and a handful of below-min_area skips."""
+    _, backgrounds, config = inputs
+    source = tmp_path / "pairs"
+    save_image(source / "images" / "a.png", np.random.default_rng(0).integers(0, 255, (100, 120, 3), np.uint8))
+    mask = np.zeros((100, 120), np.uint8)
+    mask[20:80, 30:90] = 255
+    save_image(source / "masks" / "a.jpg", mask)
+    out = tmp_path / "out"
+    result = run_cli("expand", source, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+    assert result.exit_code == 0, result.output
+    (row,) = pq.read_table(out / "objects.parquet").to_pylist()
+    assert row["box"] == [30, 20, 90, 80] and row["area"] == 3600
+    assert json.loads((out / "manifest.json").read_text())["skipped"] == []
+
+    labelled = make_label_map(tmp_path / "labelled")
+    label_map = labelled / "labels" / "0001.png"
+    save_image(label_map.with_suffix(".jpg"), read_mask(label_map))
+    label_map.unlink()
+    result = run_cli("expand", labelled, "-b", backgrounds, "-o", tmp_path / "out2", "-c", config, "-n", 2, "-w", 1)
+    assert_one_line_error(result, 2, f"{label_map.with_suffix('.jpg')}: a JPEG mask whose values are not just black "
+                          "and white")
