@@ -19,7 +19,6 @@ import yaml
 from PIL import Image, ImageOps
 
 from augment.imageio import decode_image, image_from_bytes, read_mask, save_image
-
 from cli_checks import assert_one_line_error, files_under, run_cli
 from segment_factory import (make_noise_backgrounds, make_scene_photos, make_unlabeled, save_untrained_segmenter,
                              tiny_selftune_config, tiny_train_values)
@@ -37,7 +36,8 @@ def inputs(tmp_path) -> tuple[Path, Path, Path]:
 
 
 # ----------------------------------------------------------------- configs
-@pytest.mark.parametrize("content", [b"sources:\n  min_area: 50  # caf\xe9 (Latin-1)\n", b"\x7fELF\x02\x01\x01\x00\xd0\xff"])
+@pytest.mark.parametrize("content", [b"sources:\n  min_area: 50  # caf\xe9 (Latin-1)\n",
+                                     b"\x7fELF\x02\x01\x01\x00\xd0\xff"])
 def test_a_config_that_is_not_utf8_text_is_one_line_in_expand_and_train(inputs, tmp_path, content):
     objects, backgrounds, _ = inputs
     config = tmp_path / "latin1.yaml"
@@ -55,10 +55,10 @@ def test_a_config_that_is_a_folder_is_named_a_folder_and_a_pipe_is_read(inputs, 
     assert_one_line_error(result, 2, str(objects), "is a folder")
     fifo = tmp_path / "config.fifo"  # what `--config <(...)` hands over
     os.mkfifo(fifo)
-    writer = threading.Thread(target=lambda: fifo.write_text(config.read_text()))
+    writer = threading.Thread(target=lambda: fifo.write_text(config.read_text()), daemon=True)  # blocks until read
     writer.start()
     result = run_cli("expand", objects, "-b", backgrounds, "-o", tmp_path / "out", "-c", fifo, "-n", 2, "-w", 1)
-    writer.join()
+    writer.join(timeout=10)
     assert result.exit_code == 0, result.output
 
 
@@ -146,7 +146,7 @@ def test_palette_png_masks_and_label_maps_give_their_indices_not_a_colour_skip(i
     labelled = tmp_path / "labelled"
     (labelled / "photos").mkdir(parents=True)
     (labelled / "label_list.json").write_text('["null", "jacket", "skirt"]')
-    save_image(labelled / "photos" / "0001.png", np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    save_image(labelled / "photos" / "0001.png", np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8))
     _palette_png(labelled / "labels" / "0001.png", ids)
     for source, categories in ((pairs, ["bag", "cup"]), (labelled, ["jacket", "skirt"])):
         out = tmp_path / f"out-{source.name}"
@@ -239,7 +239,8 @@ def test_an_image_added_after_a_coco_run_skipped_it_is_cut_out_by_the_rerun(inpu
     out = tmp_path / "out"
     assert run_cli("expand", instances, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1).exit_code == 0
     assert len(pq.read_table(out / "objects.parquet")) == 2
-    save_image(tmp_path / "coco" / "images" / "later.jpg", np.random.default_rng(3).integers(0, 255, (100, 140, 3), np.uint8))
+    later = np.random.default_rng(3).integers(0, 255, (100, 140, 3), np.uint8)
+    save_image(tmp_path / "coco" / "images" / "later.jpg", later)
     result = run_cli("expand", instances, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
     assert result.exit_code == 0, result.output
     assert len(pq.read_table(out / "objects.parquet")) == 3
@@ -356,8 +357,8 @@ def test_a_source_with_nothing_usable_says_why_not_only_how_many_were_skipped(in
     assert_one_line_error(result, 2, "no usable background images (1 files skipped, e.g.", "too small")
     typo = tmp_path / "typo.yaml"  # a label to keep that no source has: nothing skipped, nothing kept
     typo.write_text("sources: {min_area: 50, keep_labels: [jackt]}\ncomposition: {width: 64, height: 64}\n")
-    result = run_cli("expand", make_label_map(tmp_path / "whole"), "-b", backgrounds, "-o", tmp_path / "out", "-c", typo,
-                     "-n", 2, "-w", 1)
+    whole = make_label_map(tmp_path / "whole")
+    result = run_cli("expand", whole, "-b", backgrounds, "-o", tmp_path / "out", "-c", typo, "-n", 2, "-w", 1)
     assert_one_line_error(result, 2, "no usable objects found (0 inputs skipped: sources.include/exclude/limit, "
                           "keep_labels/drop_labels or min_area left none)")
 
@@ -367,7 +368,8 @@ def test_extract_of_unreadable_photos_only_names_one_and_why(tmp_path, segment_c
     photos.mkdir()
     (photos / "a.jpg").write_bytes(b"")
     (photos / "b.png").write_text("notes\n")
-    result = run_cli("extract", photos, "--checkpoint", segment_checkpoint, "--out", tmp_path / "auto", "--device", "cpu")
+    result = run_cli("extract", photos, "--checkpoint", segment_checkpoint, "--out", tmp_path / "auto",
+                     "--device", "cpu")
     assert result.exit_code == 2, result.output
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert f"2 photos skipped, e.g. {photos / 'a.jpg'}: empty file (0 bytes)" in error
@@ -379,7 +381,8 @@ def test_a_shard_of_another_run_copied_over_a_listed_one_is_refused_by_the_reade
     objects, backgrounds, config = inputs
     first, second = tmp_path / "first", tmp_path / "second"
     for out, seed in ((first, 0), (second, 1)):
-        result = run_cli("expand", objects, "-b", backgrounds, "-o", out, "-c", config, "-n", 4, "-w", 1, "--seed", seed)
+        result = run_cli("expand", objects, "-b", backgrounds, "-o", out, "-c", config, "-n", 4, "-w", 1,
+                         "--seed", seed)
         assert result.exit_code == 0, result.output
     shutil.copyfile(second / "train-00000.parquet", first / "train-00000.parquet")
     for args in (["show", first, "--out", tmp_path / "sheet.png"], ["export", first, "--out", tmp_path / "coco"],
