@@ -4,6 +4,7 @@ re-runs that must not take an older run's output for the new one's. One test per
 
 from __future__ import annotations
 
+import copy
 import errno
 import io
 import json
@@ -424,7 +425,7 @@ def test_a_category_no_class_takes_is_warned_of_by_name_not_silently_left_withou
     """A misspelt source label in segment.classes: the category's pixels carried no loss, unsaid."""
     photos = tmp_path / "photos"
     assert run_cli("photo-shards", make_scene_photos(tmp_path / "labelled"), "--out", photos).exit_code == 0
-    values = tiny_train_values(steps=2, checkpoint_every=2)
+    values = copy.deepcopy(tiny_train_values(steps=2, checkpoint_every=2))  # its class map is the factory's own
     values["segment"]["classes"][1] = {"name": "round", "source_labels": ["dsic"]}  # "disc" misspelt
     config = tmp_path / "segment.yaml"
     config.write_text(yaml.safe_dump(values))
