@@ -16,6 +16,7 @@ import numpy as np
 from augment.config import SourceConfig
 from augment.imageio import InputError, read_image
 from augment.source_items import Skip, SourceItem, _category_allowed, crop_object, limited
+from augment.validation import is_number
 
 
 def _looks_like_coco(path: Path) -> bool:
@@ -85,8 +86,12 @@ def load_coco_index(source: Path) -> CocoIndex:
             problems.append(Skip(str(json_path), f"annotation {annotation.get('id')} refers to unknown image id {image_id!r}"))
             continue
         by_image.setdefault(image_id, []).append(annotation)
-    roots = [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
-    return CocoIndex(json_path, images, categories, by_image, roots, problems)
+    return CocoIndex(json_path, images, categories, by_image, coco_image_roots(json_path), problems)
+
+
+def coco_image_roots(json_path: Path) -> list[Path]:
+    """The folders where a COCO file's images are looked for, in order."""
+    return [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
 
 
 def coco_category(coco: CocoIndex, annotation: dict) -> str:
@@ -94,21 +99,45 @@ def coco_category(coco: CocoIndex, annotation: dict) -> str:
     return coco.categories.get(category_id, str(category_id)) if isinstance(category_id, int) else str(category_id)
 
 
+def _polygons(segmentation: list) -> list[list[float]]:
+    """The polygons of a COCO segmentation that have an area (3 points or more); a ValueError saying
+    what is wrong otherwise. A polygon of 2 points alone would be read by pycocotools as a box."""
+    if not all(isinstance(polygon, list) and all(is_number(v) for v in polygon) for polygon in segmentation):
+        raise ValueError("polygons must be lists of numbers x1, y1, x2, y2, ...")
+    odd = next((polygon for polygon in segmentation if len(polygon) % 2), None)
+    if odd is not None:
+        raise ValueError(f"a polygon has an odd count of coordinates ({len(odd)})")
+    polygons = [[float(v) for v in polygon] for polygon in segmentation if len(polygon) >= 6]
+    if not polygons:
+        raise ValueError("no polygon of 3 points or more" if segmentation else
+                         "missing: a box-only annotation has no mask to cut")
+    return polygons
+
+
 def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarray:
     """The annotation's mask (polygons, uncompressed or compressed RLE); ValueError and friends when broken."""
     from pycocotools import mask as mask_utils
 
-    segmentation = annotation["segmentation"]
+    segmentation = annotation.get("segmentation")
+    if segmentation is None:
+        raise ValueError("missing: a box-only annotation has no mask to cut")
+    if not isinstance(segmentation, (list, dict)):
+        raise ValueError(f"segmentation must be a list of polygons or an RLE object, not {type(segmentation).__name__}")
     if isinstance(segmentation, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    elif isinstance(segmentation.get("counts"), list):
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(_polygons(segmentation), height, width)))
+    if not {"counts", "size"} <= set(segmentation):
+        raise ValueError("an RLE segmentation needs counts and size")
+    if segmentation["size"] != [height, width]:
+        raise ValueError(f"RLE size {segmentation['size']} differs from the image's {[height, width]}")
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        if not all(is_number(c) for c in counts) or sum(counts) != height * width:
+            raise ValueError(f"RLE counts must be numbers covering the image's {height * width} pixels")
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:
         rle = dict(segmentation)
         if isinstance(rle["counts"], str):
             rle["counts"] = rle["counts"].encode()
-        if list(rle["size"]) != [height, width]:
-            raise ValueError(f"RLE size {rle['size']} differs from the image's {[height, width]}")
     return mask_utils.decode(rle)
 
 

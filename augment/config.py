@@ -194,13 +194,27 @@ def _in_range(value: Any, low: int, high: int) -> bool:
     return is_int(value) and low <= value <= high
 
 
+def read_config_text(path: Path | str) -> str:
+    """The text of a config file (a regular file, or a pipe such as ``--config <(...)``); a missing
+    file, a folder or bytes that are not UTF-8 text is an :class:`InputError` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: config file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a YAML config file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a YAML config file (not UTF-8 text: byte {error.start} is "
+                         f"{error.object[error.start:error.start + 1]!r})") from None
+
+
 def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
     """The mapping at the top of a YAML file ({} when empty); a missing or malformed file is an InputError."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: config file not found")
+    text = read_config_text(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if data is not None and not isinstance(data, dict):

@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augment.config import SourceConfig
-from augment.imageio import InputError, atomic_path, decode_image, encode_png
+from augment.coco_source import coco_image_roots
+from augment.imageio import InputError, atomic_path, decode_image, encode_png, is_image_path
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
-from augment.sources import Skip, SourceObject, read_each, read_source
+from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
 from augment.system import ignore_interrupts
 
@@ -54,13 +55,21 @@ def cutout_id(rgba: np.ndarray, category: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def _source_files(source: Path) -> list[Path]:
+    """The files a source reads: those of its folder, or a COCO file and the images where it finds them."""
+    if not source.is_file():
+        return sorted(p for p in source.rglob("*") if p.is_file())
+    images = {p for root in coco_image_roots(source) if root.is_dir() for p in root.rglob("*")
+              if p.is_file() and is_image_path(p)}
+    return [source, *sorted(images)]
+
+
 def sources_fingerprint(sources: Iterable[Path], config: SourceConfig) -> str:
-    """Changes when a source file is added, removed or modified, or the source config changes."""
+    """Changes when a source file is added, removed or modified, or the source config changes (a COCO
+    file's images included: one added after a run that skipped it as missing is cut out by the next)."""
     digest = hashlib.sha256(json.dumps(config.__dict__, sort_keys=True, default=list).encode())
     for source in sources:
-        source = Path(source).resolve()
-        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-        for path in files:
+        for path in _source_files(Path(source).resolve()):
             stat = path.stat()
             digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
@@ -104,9 +113,12 @@ def build_objects_table(
         seen.add(row["cutout_id"])
         rows.append(row)
     if not rows:
-        raise InputError(f"{', '.join(map(str, sources))}: no usable objects found ({len(skips)} inputs skipped)")
+        filters = "sources.include/exclude/limit, keep_labels/drop_labels or min_area"  # what leaves nothing, unsaid
+        raise InputError(f"{', '.join(map(str, sources))}: no usable objects found "
+                         f"({skipped_summary(skips, filters=filters)})")
 
     add_superpixels(rows, config.superpixel_max_side, workers, progress)
+    skips_path.unlink(missing_ok=True)  # an older table's: with the new table, a run killed here reuses neither
     write_objects_table(rows, out_path, fingerprint)
     with atomic_path(skips_path) as temporary:
         temporary.write_text(json.dumps([s.__dict__ for s in skips]))

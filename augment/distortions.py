@@ -102,6 +102,8 @@ class DistortionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DistortionConfig:
         """Defaults overridden by a nested dict ``{distortion: {field: value}}``; unknown keys raise ValueError."""
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"distortions: expected a mapping of distortion settings, got {data!r}")
         kwargs = {}
         for key, overrides in (data or {}).items():
             if key not in REGISTRY:

@@ -46,7 +46,7 @@ from augment.object_lock import claim_output
 from augment.outputs import check_output_folder, inside
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
 from augment.shards import check_other_run, clear_for_run, write_manifest
-from augment.sources import Skip, limited
+from augment.sources import Skip, limited, skipped_summary
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image
 from augment.store_writes import cache_root, publish_file, remove_temporaries, stage
 from augment.system import fork_pool, tune_malloc
@@ -232,8 +232,20 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
         else:
             good.append(path)
     if not good:
-        raise InputError(f"{folder}: no usable background images ({len(skips)} files skipped)")
+        picked = "backgrounds.include/exclude" if config.include or config.exclude else ""
+        raise InputError(f"{folder}: no usable background images ({skipped_summary(skips, 'files', picked)})")
     return good, skips
+
+
+def _check_not_an_input(out_dir: Path, sources: list[Place], backgrounds: Place) -> None:
+    """``out_dir`` is not a source or the backgrounds folder: a rerun would read this run's
+    ``objects.parquet`` as the source's objects (and its changed masks never), or list its files
+    among the backgrounds."""
+    target = Path(out_dir).resolve()
+    for place, option in [*((s, "source") for s in sources), (backgrounds, "--backgrounds")]:
+        if not isinstance(place, Location) and Path(place).is_dir() and Path(place).resolve() == target:
+            raise InputError(f"{out_dir}: --out is also a {option} folder (a rerun would read this run's "
+                             "output as its input); choose another --out")
 
 
 def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Place | LabelledBackground]) -> str:
@@ -298,6 +310,7 @@ def run_expand(
         out_dir.check_bucket()
     else:
         check_output_folder(out_dir)
+        _check_not_an_input(out_dir, sources, backgrounds)
     with open_engine(engine, workers, ray_address) as runner, claim_output(out_dir, "synth expand") as guard:
         remove_temporaries(out_dir)  # left by a killed run: only the lock holder writes here
         config_hash = config.content_hash()

@@ -131,73 +131,72 @@ def check_complete(data: bytes, name: str) -> None:
         raise InputError(describe_unreadable(data, name))
 
 
-def read_image(path: Path | str, mode: str = "rgb", upright: bool = False) -> np.ndarray:
-    """Read an image file.
+def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
+    """Read an image file, upright as its EXIF orientation shows it (:func:`image_from_bytes`).
 
     mode: ``rgb`` (H×W×3), ``rgba`` (H×W×4, alpha 255 where the file has none),
     ``unchanged`` (as stored: grey, RGB or RGBA, 8 or 16 bit), ``gray``.
-    ``upright``: a JPEG's EXIF orientation applied (a phone photo as it is displayed), else the
-    pixels as stored.
     """
     path = Path(path)
-    return image_from_bytes(_read_bytes(path), str(path), mode, upright)
+    return image_from_bytes(_read_bytes(path), str(path), mode)
 
 
-# EXIF orientation (1-8) -> the numpy steps that show the stored pixels upright, in order.
-_ORIENTATION_STEPS = {2: ("flip",), 3: ("rot180",), 4: ("flipud",), 5: ("transpose",), 6: ("rot_cw",),
-                      7: ("rot_ccw", "flip"), 8: ("rot_ccw",)}
-_EXIF_SCAN = 2 * 65536 + 64  # APP0 and APP1 (the EXIF block) lie within this many leading bytes
+EXIF_ORIENTATION_TAG = 0x0112
+EXIF_SCAN_BYTES = 1 << 16  # a JPEG's APP1 and a PNG's eXIf chunk come before the pixels
 
 
 def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation (1-8) of a JPEG's bytes; 1 (as stored) without one, or when the EXIF
-    block cannot be read."""
-    if image_format(data) != "JPEG" or b"Exif\x00\x00" not in data[:_EXIF_SCAN]:
-        return 1
+    """The EXIF orientation (1..8) of an encoded image; 1 (upright) when it has none or it is unreadable."""
+    head = data[:EXIF_SCAN_BYTES]
+    if b"Exif" not in head and b"eXIf" not in head and image_format(data) != "TIFF":
+        return 1  # the common case, without parsing anything
+    import io
+
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as image:
-            value = image.getexif().get(0x0112, 1)
-    except Exception as error:  # a damaged EXIF block: the pixels are still readable, as stored
+            value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception as error:  # noqa: BLE001 - metadata is a best effort: the pixels are decoded (and checked) by OpenCV
         logger.debug("EXIF block unreadable (%s); orientation taken as stored", error)
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """``image`` (stored pixels, any channels) turned upright for EXIF ``orientation`` (1-8)."""
-    for step in _ORIENTATION_STEPS.get(orientation, ()):
-        if step == "flip":
-            image = image[:, ::-1]
-        elif step == "flipud":
-            image = image[::-1]
-        elif step == "rot180":
-            image = image[::-1, ::-1]
-        elif step == "transpose":
-            image = image.swapaxes(0, 1)
-        elif step == "rot_cw":
-            image = np.rot90(image, -1)
-        elif step == "rot_ccw":
-            image = np.rot90(image, 1)
+    """``image`` (stored pixels, H×W[×C]) turned as its EXIF ``orientation`` asks, i.e. as viewers show it."""
+    if orientation == 2:
+        image = image[:, ::-1]
+    elif orientation == 3:
+        image = image[::-1, ::-1]
+    elif orientation == 4:
+        image = image[::-1]
+    elif orientation == 5:
+        image = image.swapaxes(0, 1)
+    elif orientation == 6:
+        image = np.rot90(image, -1)
+    elif orientation == 7:
+        image = image[::-1, ::-1].swapaxes(0, 1)
+    elif orientation == 8:
+        image = np.rot90(image, 1)
+    else:
+        return image
     return np.ascontiguousarray(image)
 
 
-def image_from_bytes(data: bytes, name: str, mode: str = "rgb", upright: bool = False) -> np.ndarray:
-    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` and ``upright`` as in
-    :func:`read_image`."""
-    image = _decode_mode(data, name, mode)
-    return apply_orientation(image, exif_orientation(data)) if upright else image
+def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
+    """Decode the bytes of an image file named ``name`` (for messages); ``mode`` as in :func:`read_image`.
 
-
-def _decode_mode(data: bytes, name: str, mode: str) -> np.ndarray:
+    A photo whose EXIF orientation says it is stored turned (a phone's) comes back upright, as viewers
+    and labelling tools show it, in every mode: its masks, drawn on what the user saw, line up with it.
+    """
     check_complete(data, name)
-    if mode == "gray":
-        image = decode_image(data, cv2.IMREAD_GRAYSCALE, name)
-    elif mode == "unchanged":
-        image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
+    if mode == "gray":  # OpenCV would turn it by itself in this mode only: one rule for all modes below
+        image = decode_image(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, name)
     else:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
+    image = apply_orientation(image, exif_orientation(data))
+    if mode not in ("gray", "unchanged"):
         if image.dtype == np.uint16:
             image = (image / 257).astype(np.uint8)
         elif np.issubdtype(image.dtype, np.floating):  # a float TIFF: [0, 1] as float images are
@@ -215,16 +214,61 @@ def _decode_mode(data: bytes, name: str, mode: str) -> np.ndarray:
     return image
 
 
-def read_mask(path: Path | str, upright: bool = False) -> np.ndarray:
-    """Read a single-channel mask or label map (8 or 16 bit) as stored (``upright`` as in :func:`read_image`)."""
+PNG_PALETTE = 3  # the IHDR colour type of an indexed PNG
+
+
+def is_palette_png(data: bytes) -> bool:
+    """Whether ``data`` is an indexed (palette) PNG: its pixels are indices into a colour table."""
+    return image_format(data) == "PNG" and len(data) > 25 and data[25] == PNG_PALETTE
+
+
+def palette_indices(data: bytes, name: str) -> np.ndarray:
+    """The pixel indices (H×W uint8) of an indexed PNG, not the colours its palette gives them."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            indices = np.array(image.convert("P") if image.mode == "PA" else image)
+    except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+        raise InputError(describe_unreadable(data, name)) from None
+    if indices.ndim != 2:
+        raise InputError(f"{name}: not a readable image (an indexed PNG of mode {indices.shape})")
+    return apply_orientation(indices.astype(np.uint8), exif_orientation(data))
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """Read a single-channel mask or label map (8 or 16 bit) as stored; an indexed (palette) PNG, as
+    Pascal VOC's label maps are, gives its indices (the palette only colours them for viewing)."""
     path = Path(path)
-    mask = read_image(path, mode="unchanged", upright=upright)
+    data = _read_bytes(path)
+    if is_palette_png(data):
+        check_complete(data, str(path))
+        return palette_indices(data, str(path))
+    if image_format(data) == "JPEG":
+        return _jpeg_mask(data, str(path))
+    mask = image_from_bytes(data, str(path), "unchanged")
     if mask.ndim == 3:
         channels = mask[:, :, :3]
         if not (np.array_equal(channels[:, :, 0], channels[:, :, 1]) and np.array_equal(channels[:, :, 0], channels[:, :, 2])):
             raise InputError(f"{path}: mask has colour channels that differ; expected a single-channel mask")
         mask = channels[:, :, 0].copy()
     return mask
+
+
+JPEG_MASK_CLEAR = 0.98  # share of a black-and-white JPEG mask's pixels that stay near 0 or 255 despite compression
+
+
+def _jpeg_mask(data: bytes, name: str) -> np.ndarray:
+    """A mask saved as JPEG: lossy compression blurs its values, so only a black-and-white one can be
+    read (as 0 and 255, split at 128); ids or label values would come back as specks of other values."""
+    grey = image_from_bytes(data, name, "gray")
+    clear = np.count_nonzero((grey < 32) | (grey > 223)) / max(grey.size, 1)
+    if clear < JPEG_MASK_CLEAR or 0 < grey.max() < 128:  # the latter: small ids or label values, all "black"
+        raise InputError(f"{name}: a JPEG mask whose values are not just black and white (lossy compression "
+                         "changes ids and label values; save the mask as PNG)")
+    return np.where(grey >= 128, 255, 0).astype(np.uint8)
 
 
 def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:

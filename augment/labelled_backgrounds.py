@@ -22,7 +22,7 @@ import numpy as np
 from augment.config import BackgroundConfig, SourceConfig
 from augment.imageio import InputError
 from augment.photo_shards import BACKGROUND_CATEGORY
-from augment.sources import Skip, detect_format, load_pair, photo_mask_pairs
+from augment.sources import Skip, detect_format, load_pair, photo_mask_pairs, skipped_summary
 
 MIN_SIDE = 16  # backgrounds (plain or labelled) with a shorter side under this are skipped
 
@@ -96,5 +96,5 @@ def collect_labelled_backgrounds(folder: Path, config: BackgroundConfig) -> tupl
         categories[1] = BACKGROUND_CATEGORY  # value 0, as a labelled photo's row names it
         good.append(LabelledBackground(image_path, label_path, categories))
     if not good:
-        raise InputError(f"{folder}: no usable labelled background photos ({len(skips)} files skipped)")
+        raise InputError(f"{folder}: no usable labelled background photos ({skipped_summary(skips, 'files')})")
     return good, skips

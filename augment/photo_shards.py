@@ -34,7 +34,7 @@ from augment.cutouts import sources_fingerprint
 from augment.imageio import (InputError, atomic_path, atomic_write_text, encode_jpeg, encode_png,
                              remove_orphaned_temporaries, resize_image)
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.sources import Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each
+from augment.sources import Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
             for item in read_each(sources, read_labelled_photos, config, skips))
     shards = write_row_shards(rows, out_dir, "photos", fingerprint, progress)
     if not shards:
-        raise InputError(f"{', '.join(map(str, sources))}: no labelled photos found ({len(skips)} inputs skipped)")
+        raise InputError(f"{', '.join(map(str, sources))}: no labelled photos found ({skipped_summary(skips)})")
     manifest = {"kind": "photos", "shards": shards, "num_rows": sum(s["rows"] for s in shards),
                 "sources": [str(s) for s in sources], "short_side": short_side, "fingerprint": fingerprint,
                 "source_config": config.__dict__, "skipped": [{"path": s.path, "reason": s.reason} for s in skips]}

@@ -82,15 +82,22 @@ def read_manifest(folder: Place | str) -> dict[str, Any]:
 
 
 def manifest_shards(folder: Place | str) -> list[Place]:
-    """The shards ``folder``'s manifest lists, each checked to be there, readable and of the listed size."""
+    """The shards ``folder``'s manifest lists, each checked to be there, readable, of the listed size and
+    (where the manifest names its run) written by that run."""
     folder = as_place(folder)
+    manifest = read_manifest(folder)
+    run_hash = manifest.get("run_hash")
     shards = []
-    for entry in read_manifest(folder)["shards"]:
+    for entry in manifest["shards"]:
         path = inside(folder, folder / entry["name"])
-        rows = open_shard(path).metadata.num_rows
-        if rows != entry["rows"]:
-            raise InputError(f"{path}: holds {rows} rows but {MANIFEST_FILE} lists {entry['rows']} "
+        metadata = open_shard(path).metadata
+        if metadata.num_rows != entry["rows"]:
+            raise InputError(f"{path}: holds {metadata.num_rows} rows but {MANIFEST_FILE} lists {entry['rows']} "
                              "(changed after the run finished; rerun `synth expand`)")
+        stored = (metadata.metadata or {}).get(RUN_HASH_KEY, b"").decode()
+        if isinstance(run_hash, str) and stored != run_hash:  # e.g. another folder's shard copied over it
+            raise InputError(f"{path}: written by run {stored or '(none)'}, not the run {MANIFEST_FILE} lists "
+                             f"({run_hash}): changed after the run finished; rerun `synth expand`")
         shards.append(path)
     if not shards:
         raise InputError(f"{folder}: {MANIFEST_FILE} lists no shards")

@@ -22,6 +22,8 @@ The items and the steps every reader shares (cropping, include/exclude, labels) 
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, list_images, read_image, read_mask
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
-                                  crop_object, limited)
+                                  crop_object, limited, skipped_summary)
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +104,62 @@ def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.
     return image, mask, values
 
 
+# ---------------------------------------------------------------- pairing files by name
+def name_key(path: Path, root: Path) -> str:
+    """``path`` under ``root`` without its suffix: ``day1/0001`` for ROOT/day1/0001.png."""
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+class FilesByName:
+    """The files of a folder looked up by their :func:`name_key`, else by their stem where one file
+    alone has it on either side (``askers``: the files that look up): a mask in masks/day1/ pairs with
+    images/day1/, never with images/day2/ because the file names match. Flat folders pair by stem, as
+    before; so does a flat folder beside a nested one while the names are unique."""
+
+    def __init__(self, files: list[Path], root: Path, askers: list[Path]) -> None:
+        self.by_key = {name_key(p, root): p for p in files}
+        self.by_stem: dict[str, list[Path]] = {}
+        for path in files:
+            self.by_stem.setdefault(path.stem, []).append(path)
+        self.asking = collections.Counter(p.stem for p in askers)
+
+    def find(self, key: str) -> Path | None:
+        found = self.by_key.get(key)
+        if found is not None:
+            return found
+        stem = key.rsplit("/", 1)[-1]
+        same = self.by_stem.get(stem, [])
+        # Several files of that name on either side: which one is meant cannot be told.
+        return same[0] if len(same) == 1 and self.asking[stem] <= 1 else None
+
+
 # ---------------------------------------------------------------- mask pairs
-def mask_pair_files(source: Path) -> tuple[dict[int, str], list[tuple[Path, Path | None]], list[Skip]]:
-    """Category names, (image, mask or None) pairs and the non-image files of a mask_pairs source."""
+def mask_pair_files(source: Path, config: SourceConfig | None = None
+                    ) -> tuple[dict[int, str], list[tuple[Path, Path | None]], list[Skip]]:
+    """Category names, (image, mask or None) pairs and the non-image files of a mask_pairs source, and
+    masks that no image has (those ``config``'s include/exclude keep) as skips."""
     names = _load_categories(source / "categories.json")
-    if (source / "masks").is_dir():
+    masks_dir = source / "masks"
+    if masks_dir.is_dir():
         image_dir = source / "images" if (source / "images").is_dir() else source
         images, others = list_images(image_dir)
-        masks = {p.stem: p for p in list_images(source / "masks")[0]}
-        pairs = [(p, masks.get(p.stem) or masks.get(f"{p.stem}_mask")) for p in images if p.parent != source / "masks"]
+        images = [p for p in images if masks_dir not in p.parents]
+        mask_files = list_images(masks_dir)[0]
+        masks = FilesByName(mask_files, masks_dir, images)
+        pairs = [(p, masks.find(name_key(p, image_dir)) or masks.find(f"{name_key(p, image_dir)}_mask"))
+                 for p in images]
     else:
         images, others = list_images(source)
+        mask_files = [p for p in images if p.stem.endswith("_mask")]
         pairs = [(p, p.with_name(f"{p.stem}_mask.png")) for p in images if not p.stem.endswith("_mask")]
     skips = [Skip(str(other), "not an image file") for other in others if other.name != "categories.json"]
     if not pairs:
         raise InputError(f"{source}: no images with masks found")
+    paired = {mask for _, mask in pairs}
+    unpaired = [p for p in mask_files if p not in paired]
+    if config is not None:
+        unpaired = limited(unpaired, dataclasses.replace(config, limit=0))
+    skips += [Skip(str(mask), "no image with this name (a mask without its image)") for mask in unpaired]
     return names, pairs, skips
 
 
@@ -136,7 +179,7 @@ def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str
 
 
 def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    names, pairs, skips = mask_pair_files(source)
+    names, pairs, skips = mask_pair_files(source, config)
     yield from skips
     for loaded in loaded_pairs(limited(pairs, config), "empty mask"):
         if isinstance(loaded, Skip):
@@ -187,8 +230,9 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
 
 
 # ---------------------------------------------------------------- label maps
-def label_map_files(source: Path) -> tuple[dict[int, str], list[Path], dict[str, Path], list[Skip]]:
-    """Label names, label map files, photos by stem and the non-image files of a label_map source."""
+def label_map_files(source: Path) -> tuple[dict[int, str], list[Path], Callable[[Path], Path | None], list[Skip]]:
+    """Label names, label map files, the photo of a label map file (None when it has none) and the
+    non-image files of a label_map source."""
     list_path = source / "label_list.json"
     try:
         raw = json.loads(list_path.read_text())
@@ -202,14 +246,15 @@ def label_map_files(source: Path) -> tuple[dict[int, str], list[Path], dict[str,
     if image_dir is None:
         raise InputError(f"{source}: label_map sources need a photos/ or images/ folder")
     label_files, others = list_images(label_dir)
-    photos = {p.stem: p for p in list_images(image_dir)[0]}
-    return names, label_files, photos, [Skip(str(other), "not an image file") for other in others]
+    photos = FilesByName(list_images(image_dir)[0], image_dir, label_files)
+    return (names, label_files, lambda label: photos.find(name_key(label, label_dir)),
+            [Skip(str(other), "not an image file") for other in others])
 
 
 def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    names, label_files, photos, skips = label_map_files(source)
+    names, label_files, photo_of, skips = label_map_files(source)
     yield from skips
-    pairs = [(photos.get(label.stem), label) for label in limited(label_files, config)]
+    pairs = [(photo_of(label), label) for label in limited(label_files, config)]
     for loaded in loaded_pairs(pairs, "empty label map"):
         if isinstance(loaded, Skip):
             yield loaded
@@ -278,10 +323,10 @@ def photo_mask_pairs(source: Path, fmt: str, config: SourceConfig
     """Value names, the (photo, mask) pairs ``config`` picks and the non-image files, of a source whose
     masks are whole-photo maps (``label_map`` or ``mask_pairs``); other formats have no such pairs."""
     if fmt == "label_map":
-        names, label_files, photos, skips = label_map_files(source)
-        return names, [(photos.get(p.stem), p) for p in limited(label_files, config)], skips
+        names, label_files, photo_of, skips = label_map_files(source)
+        return names, [(photo_of(p), p) for p in limited(label_files, config)], skips
     if fmt == "mask_pairs":
-        names, pairs, skips = mask_pair_files(source)
+        names, pairs, skips = mask_pair_files(source, config)
         return names, limited(pairs, config), skips
     if fmt in ("rgba", "objects"):
         raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")

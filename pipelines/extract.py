@@ -42,13 +42,14 @@ from augment.imageio import InputError, atomic_write_text, read_image, save_imag
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import write_manifest
-from augment.sources import crop_object
+from augment.sources import Skip, crop_object, skipped_summary
 from augment.validation import is_int, is_number
 from pipelines.segmenter import Prediction, Segmenter, overlay
 
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "extract.json"
+PREVIEWS_FOLDER = "previews"  # drawings of the first photos' regions
 REJECT_REASONS = ("small", "low_confidence", "unstable")
 
 
@@ -205,7 +206,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     for stale in [out / SUMMARY_FILE, out / OBJECTS_FILE, out / MANIFEST_FILE]:
         stale.unlink(missing_ok=True)
     remove_row_shards(out, "pseudo")  # and the temporaries of killed writes, not those of live ones
-    shutil.rmtree(out / "previews", ignore_errors=True)
+    shutil.rmtree(out / PREVIEWS_FOLDER, ignore_errors=True)
     names = [c.name for c in segmenter.classes]
     cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))
     cutter = SourceConfig(min_area=1, max_cutout_side=config.max_cutout_side)
@@ -214,7 +215,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     rows: list[dict] = []
     labelled = [0, 0]  # labelled pixels, all pixels of the pseudo-labels
     advance = advance or (lambda n: None)
-    previews = out / "previews"
+    previews = out / PREVIEWS_FOLDER
 
     def pseudo_rows() -> Iterator[dict]:
         for path, image in _read_ahead(images):
@@ -252,7 +253,8 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
 
     shards = write_row_shards(pseudo_rows(), out, "pseudo", segmenter.model_id)  # drives the whole pass
     if summary.images == 0:
-        raise InputError(f"no readable photo among the {len(images)} given ({len(summary.skipped)} skipped)")
+        raise InputError(f"no readable photo among the {len(images)} given "
+                         f"({skipped_summary([Skip(**s) for s in summary.skipped], 'photos')})")
     add_superpixels(rows, config.superpixel_max_side, workers)
     write_objects_table(rows, out / OBJECTS_FILE, segmenter.model_id)
     if shards:  # the pseudo-labelled photos' shard list, as every shard folder has one (readers read only these)

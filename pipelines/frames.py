@@ -79,7 +79,7 @@ class FolderFrames:
         sizes: list[tuple[int, int]] = []
         for path in self.files:
             try:
-                sizes.append(read_image(path, "rgb", upright=True).shape[:2])
+                sizes.append(read_image(path, "rgb").shape[:2])
             except InputError:
                 continue
             if len(sizes) == SIZE_SAMPLE:
@@ -90,7 +90,7 @@ class FolderFrames:
 
     def _read(self, path: Path) -> np.ndarray | str:
         try:
-            frame = read_image(path, "rgb", upright=True)
+            frame = read_image(path, "rgb")
         except InputError as error:
             return str(error)
         if frame.shape[:2] != self._size:

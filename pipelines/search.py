@@ -125,10 +125,10 @@ class Result:
 
 
 def load_rgb(image: ImageLike) -> np.ndarray:
-    """RGB uint8 H x W x 3 from a path (a JPEG upright as its EXIF orientation shows it) or an array
+    """RGB uint8 H x W x 3 from a path (upright as its EXIF orientation shows it) or an array
     (grey, RGB or RGBA; float arrays in [0, 1])."""
     if isinstance(image, (str, Path)):
-        return read_image(image, "rgb", upright=True)
+        return read_image(image, "rgb")
     return _as_uint8(image)[..., :3] if image.ndim == 3 else np.dstack([_as_uint8(image)] * 3)
 
 
@@ -145,10 +145,10 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
     """The query's RGB and object mask (float [0, 1], None = every pixel), cropped to the object.
 
     The mask is ``query_mask`` if given, else the query's alpha channel if it has a non-opaque one.
-    Files are read upright (a JPEG's EXIF orientation applied), as media are.
+    Files are read upright (their EXIF orientation applied), as media are.
     """
     name = name or (str(query) if isinstance(query, (str, Path)) else "query")
-    rgba = read_image(query, "rgba", upright=True) if isinstance(query, (str, Path)) else None
+    rgba = read_image(query, "rgba") if isinstance(query, (str, Path)) else None
     if rgba is None:
         array = _as_uint8(np.asarray(query))
         if array.ndim == 2:
@@ -158,7 +158,7 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
     rgb = np.ascontiguousarray(rgba[:, :, :3])
     if query_mask is not None:
         mask_name = str(query_mask) if isinstance(query_mask, (str, Path)) else "query mask"
-        raw = read_mask(query_mask, upright=True) if isinstance(query_mask, (str, Path)) else np.asarray(query_mask)
+        raw = read_mask(query_mask) if isinstance(query_mask, (str, Path)) else np.asarray(query_mask)
         if raw.ndim == 3:
             raw = raw[..., -1] if raw.shape[2] == 4 else raw[..., 0]
         if raw.shape[:2] != rgb.shape[:2]:

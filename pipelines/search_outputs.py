@@ -358,7 +358,7 @@ def _read_still(medium: Path) -> Any:
                          f"{medium.suffix or '(none)'!r})")
     from pipelines.search import check_min_side
 
-    image = read_image(medium, "rgb", upright=True)  # a phone photo as displayed: boxes in its frame
+    image = read_image(medium, "rgb")  # upright, as displayed: boxes in its frame
     check_min_side(str(medium), image.shape[1], image.shape[0], what="image")
     return image
 

@@ -21,20 +21,23 @@ from augment.imageio import InputError, list_images
 IO_ERROR_EXIT_CODE = 1
 
 
-def images_of(paths: list[Path], out: Path | None = None) -> tuple[list[Path], list[str]]:
+def images_of(paths: list[Path], out: Path | None = None, outputs: Path | None = None) -> tuple[list[Path], list[str]]:
     """Image files as given; folders become their images. Missing paths and non-images are errors.
-    A folder that holds ``out`` leaves out what an earlier `synth segment` wrote there."""
+    A folder that holds ``out`` leaves out what an earlier `synth segment` wrote there, and the images
+    under ``outputs`` (an earlier `synth extract`'s previews: the run removes them before it reads)."""
     earlier: set[Path] = set()
     if out is not None:
         from pipelines.output_record import OutputRecord
         from pipelines.segment_outputs import SEGMENT_OUTPUTS
 
         earlier = {p.resolve() for p in OutputRecord(out, SEGMENT_OUTPUTS).earlier_outputs()}
+    skipped = outputs.resolve() if outputs is not None else None
     images: list[Path] = []
     errors: list[str] = []
     for path in paths:
         if path.is_dir():
-            found = [p for p in list_images(path)[0] if not earlier or p.resolve() not in earlier]
+            found = [p for p in list_images(path)[0] if (not earlier or p.resolve() not in earlier)
+                     and (skipped is None or skipped not in p.resolve().parents)]
             if not found:
                 raise InputError(f"{path}: no images in this folder")
             images.extend(found)
@@ -131,7 +134,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from pipelines.cli import check_at_least, console, make_progress, run_guarded
-        from pipelines.extract import check_cut_classes, extract_config, run_extract, summary_counts
+        from pipelines.extract import PREVIEWS_FOLDER, check_cut_classes, extract_config, run_extract, summary_counts
         from pipelines.segmenter import Segmenter
 
         check_at_least(workers, 1, "--workers")
@@ -140,7 +143,7 @@ def register(app: typer.Typer) -> None:
         def prepare():
             values = read_yaml_mapping(config_file) if config_file is not None else {}
             config = extract_config(values, str(config_file))
-            paths, errors = images_of(list(images))
+            paths, errors = images_of(list(images), outputs=out / PREVIEWS_FOLDER)
             if not paths:  # every path named is missing: nothing to extract from
                 raise InputError("; ".join(errors))
             segmenter = Segmenter(checkpoint, device)

@@ -95,6 +95,17 @@ class SelfTune:
         self.state = self._open(config, force_config)
 
     # ------------------------------------------------------------------ state
+    def _check_state_outside_inputs(self) -> None:
+        """The state folder is not under the unlabeled photos or the backgrounds, which are read as
+        folders of images (every image under them): its previews and report.png would be sampled as
+        unlabeled photos or pasted on as backgrounds in the next round."""
+        state = self.dir.resolve()
+        for name in ("unlabeled", "backgrounds"):
+            folder = Path(getattr(self.inputs, name)).resolve()
+            if state == folder or folder in state.parents:
+                raise InputError(f"{self.dir}: --state lies inside --{name} {getattr(self.inputs, name)} (its "
+                                 "previews and report would be read as input images); choose a --state outside it")
+
     def _open(self, config: dict[str, Any] | None, force_config: bool) -> dict[str, Any]:
         state_path = self.dir / STATE_FILE
         if not state_path.is_file():
@@ -102,6 +113,7 @@ class SelfTune:
                 raise InputError(f"{self.dir}: no self-tuning state here yet; pass --config to start one")
             if self.dir.is_dir() and any(p for p in self.dir.iterdir() if not p.name.startswith(".") and p.name != CONFIG_FILE):
                 raise InputError(f"{self.dir}: folder is not empty and holds no {STATE_FILE}; choose an empty --state")
+            self._check_state_outside_inputs()
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.dir / CONFIG_FILE, json.dumps(config, indent=2))
             state = {"version": STATE_VERSION, "round": 0, "step": PREPARE_STEPS[0], "finished": False,
@@ -109,6 +121,7 @@ class SelfTune:
                      "times": {}}
             self._save(state)
             return state
+        self._check_state_outside_inputs()
         try:
             state = json.loads(state_path.read_text())
             active = json.loads((self.dir / CONFIG_FILE).read_text())

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from augment.config import read_config_text
 from augment.imageio import InputError
 from augment.validation import is_int, is_number, is_pair
 from train.data import PairConfig
@@ -222,10 +223,9 @@ class TrainConfig:
     def from_yaml(cls, path: Path | str, **overrides: Any) -> "TrainConfig":
         """Load a YAML config; unknown keys are an error naming the key, not a silent no-op."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: no such config file")
+        text = read_config_text(path)
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:
             raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
         if not isinstance(values, dict):

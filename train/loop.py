@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
-from augment.imageio import InputError, remove_orphaned_temporaries
+from augment.imageio import InputError, atomic_write_text, remove_orphaned_temporaries
 from augment.storage import Place, as_place
 from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint, load_model_state, restore_rng_state,
                               save_checkpoint, unwrap)
@@ -248,7 +248,7 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         out.mkdir(parents=True, exist_ok=True)
         # A killed run's checkpoint temporary: also where no lock clears them (selftune's training steps).
         remove_orphaned_temporaries(out)
-        (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict()["values"], sort_keys=False))
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict()["values"], sort_keys=False))
         writer = SummaryWriter(str(out / "tb"))
 
     losses: list[float] = []

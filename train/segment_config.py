@@ -8,7 +8,7 @@ Class 0 is the background. A pixel's class comes from its object's category (the
 cutout or a labelled photo region carries, or the class name an automatic mask carries): the class
 whose ``source_labels`` list it, else the class of that name. The category ``background`` always
 means class 0, ``__ignore__`` (automatic masks that were not trusted) always means "no loss here";
-any other unknown category is ignored too (and counted by the dataset).
+any other unknown category is ignored too (the dataset warns once of each, naming it).
 """
 
 from __future__ import annotations

@@ -154,6 +154,7 @@ class SegmentShards(ShardPairs):
             raise InputError("no shard folders given")
         self.segment = config
         self.class_map = config.class_map()
+        self.unknown_categories: set[str] = set()  # warned of, in this process
         self.augment = SegmentAugment(config)
         super().__init__(self.folders[0], PairConfig(eval_fraction=config.eval_fraction, shuffle_buffer=shuffle_buffer),
                          split=split, seed=seed, rank=rank, world_size=world_size)
@@ -183,8 +184,10 @@ class SegmentShards(ShardPairs):
         ids = decode_image(mask_bytes, cv2.IMREAD_UNCHANGED, f"row {composite_id} mask")
         if ids.ndim != 2 or ids.shape != image.shape[:2]:
             raise InputError(f"row {composite_id}: mask {ids.shape} does not match image {image.shape[:2]}")
+        self._warn_unknown(objects or [], composite_id)
         labels = (extra or {}).get("background_labels")
         if labels and labels.get("bytes"):
+            self._warn_unknown((extra or {}).get("background_categories") or [], composite_id)
             target = self._copy_paste_target(ids, objects or [], labels["bytes"], extra.get("background_categories") or [],
                                              composite_id)
         else:
@@ -198,6 +201,16 @@ class SegmentShards(ShardPairs):
             target = cv2.resize(target, (width, height), interpolation=cv2.INTER_NEAREST)
         return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
                 "target": torch.from_numpy(target)}
+
+    def _warn_unknown(self, objects: list[dict], composite_id: str) -> None:
+        """A warning, once per category (and process), for each category no class of the class map takes:
+        its pixels carry no loss, which a misspelt ``source_labels`` entry otherwise leaves unsaid."""
+        for obj in objects:
+            category = obj.get("category")
+            if isinstance(category, str) and category not in self.unknown_categories and not self.class_map.knows(category):
+                self.unknown_categories.add(category)
+                logger.warning("category %r (first in row %s) is in no class of segment.classes: its pixels carry "
+                               "no loss", category, composite_id)
 
     def _copy_paste_target(self, ids: np.ndarray, objects: list[dict], label_bytes: bytes, categories: list[dict],
                            composite_id: str) -> np.ndarray:
