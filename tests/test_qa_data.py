@@ -24,16 +24,8 @@ from cli_checks import assert_one_line_error, files_under, run_cli
 from segment_factory import (make_noise_backgrounds, make_scene_photos, make_unlabeled, save_untrained_segmenter,
                              tiny_selftune_config, tiny_train_values)
 from shard_factory import make_shards
-from sources_factory import make_backgrounds, make_coco, make_label_map, make_rgba_source
-
-TINY = "sources: {min_area: 50}\ncomposition: {width: 64, height: 64}\noutput: {shard_rows: 10, row_group_rows: 5}\n"
-
-
-@pytest.fixture()
-def inputs(tmp_path) -> tuple[Path, Path, Path]:
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
-    return make_rgba_source(tmp_path / "objects"), make_backgrounds(tmp_path / "backgrounds"), config
+from sources_factory import make_coco, make_label_map
+from test_hardening_expand import inputs  # noqa: F401  (the same tiny expansion inputs)
 
 
 # ----------------------------------------------------------------- configs
