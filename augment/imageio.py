@@ -45,9 +45,17 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
         raise InputError(f"{folder}: no such file or directory")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a directory")
-    images, others = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        (images if is_image_path(path) else others).append(path)
+    images, others, broken = [], [], []
+    for path in sorted(p for p in folder.rglob("*") if not p.name.startswith(".")):
+        if path.is_file():
+            (images if is_image_path(path) else others).append(path)
+        elif path.is_symlink() and not path.exists():  # a link to a moved or deleted file
+            broken.append(path)
+    for path in broken:
+        logger.info("%s: a symbolic link to %s, which does not exist; left out", path, os.readlink(path))
+    if broken:
+        logger.warning("%s: %d broken symbolic link(s) left out (%s%s)", folder, len(broken), broken[0].name,
+                       ", ..." if len(broken) > 1 else "")
     return images, others
 
 

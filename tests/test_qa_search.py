@@ -6,6 +6,7 @@ videos too thin to search. Small generated images; the untrained network on the 
 from __future__ import annotations
 
 import io
+import logging
 import json
 import os
 import subprocess
@@ -261,3 +262,18 @@ def test_an_out_that_is_a_link_to_nowhere_says_so_not_file_exists(tmp_path):
     result = run_cli("calibrate", "--shards", tmp_path, "--out", tmp_path / "out" / "threshold.json")
     assert_one_line_error(result, 2, "is a symbolic link to", "which does not exist")
     assert not (tmp_path / "gone").exists()
+
+
+def test_a_broken_symbolic_link_in_a_folder_is_counted_and_named_not_silently_dropped(tmp_path, caplog):
+    from augment.imageio import list_images
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    save_image(folder / "a.png", np.zeros((16, 16, 3), np.uint8))
+    (folder / "b.jpg").symlink_to(tmp_path / "moved_away.jpg")
+    caplog.set_level(logging.INFO, logger="augment.imageio")
+    images, others = list_images(folder)
+    assert images == [folder / "a.png"] and others == []
+    said = [r.getMessage() for r in caplog.records if r.name == "augment.imageio"]
+    assert any("b.jpg: a symbolic link to" in m and "does not exist" in m for m in said), said
+    assert any(m.endswith("1 broken symbolic link(s) left out (b.jpg)") for m in said), said
