@@ -158,8 +158,6 @@ def exif_orientation(data: bytes) -> int:
     head = data[:EXIF_SCAN_BYTES]
     if b"Exif" not in head and b"eXIf" not in head and image_format(data) != "TIFF":
         return 1  # the common case, without parsing anything
-    import io
-
     from PIL import Image
 
     try:
@@ -232,8 +230,6 @@ def is_palette_png(data: bytes) -> bool:
 
 def palette_indices(data: bytes, name: str) -> np.ndarray:
     """The pixel indices (H×W uint8) of an indexed PNG, not the colours its palette gives them."""
-    import io
-
     from PIL import Image
 
     try:
@@ -247,7 +243,8 @@ def palette_indices(data: bytes, name: str) -> np.ndarray:
 
 
 def read_mask(path: Path | str) -> np.ndarray:
-    """Read a single-channel mask or label map (8 or 16 bit) as stored; an indexed (palette) PNG, as
+    """Read a single-channel mask or label map (8 or 16 bit), upright as :func:`image_from_bytes` reads
+    photos (a mask drawn on the photo as shown lines up with it); an indexed (palette) PNG, as
     Pascal VOC's label maps are, gives its indices (the palette only colours them for viewing)."""
     path = Path(path)
     data = _read_bytes(path)
