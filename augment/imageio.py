@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import io
 import logging
 import os
 import re
@@ -93,14 +92,14 @@ def _read_bytes(path: Path) -> bytes:
 
 # Leading bytes of the formats OpenCV reads, to say what a file that fails to decode actually is.
 _MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP", b"RIFF": "WebP",
-          b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+          b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"GIF87a": "GIF", b"GIF89a": "GIF"}
 # Brands of an ISO base media file ("....ftyp<brand>") that are still images: a phone's HEIC photo
 # (often renamed .jpg) or an AVIF, which OpenCV's wheels do not decode.
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 
 
 def image_format(data: bytes) -> str | None:
-    """``JPEG``, ``PNG``, ``BMP``, ``WebP`` or ``TIFF`` by the leading bytes, else None."""
+    """``JPEG``, ``PNG``, ``BMP``, ``WebP``, ``TIFF`` or ``GIF`` by the leading bytes, else None."""
     return next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
 
 
@@ -158,10 +157,10 @@ def exif_orientation(data: bytes) -> int:
     head = data[:EXIF_SCAN_BYTES]
     if b"Exif" not in head and b"eXIf" not in head and image_format(data) != "TIFF":
         return 1  # the common case, without parsing anything
-    from PIL import Image
+    from augment.pixel_limit import open_header  # (it imports this module)
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_header(data) as image:  # not Image.open: its own pixel limit would warn or refuse
             value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
     except Exception as error:  # noqa: BLE001 - metadata is a best effort: the pixels are decoded (and checked) by OpenCV
         logger.debug("EXIF block unreadable (%s); orientation taken as stored", error)
@@ -197,6 +196,9 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
     and labelling tools show it, in every mode: its masks, drawn on what the user saw, line up with it.
     """
     check_complete(data, name)
+    from augment.pixel_limit import check_pixel_limit  # (it imports this module)
+
+    check_pixel_limit(data, name)  # from the header: an image too large to search is never decoded
     if mode == "gray":  # OpenCV would turn it by itself in this mode only: one rule for all modes below
         image = decode_image(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, name)
     else:
@@ -230,10 +232,10 @@ def is_palette_png(data: bytes) -> bool:
 
 def palette_indices(data: bytes, name: str) -> np.ndarray:
     """The pixel indices (H×W uint8) of an indexed PNG, not the colours its palette gives them."""
-    from PIL import Image
+    from augment.pixel_limit import open_header
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_header(data) as image:
             indices = np.array(image.convert("P") if image.mode == "PA" else image)
     except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
         raise InputError(describe_unreadable(data, name)) from None
@@ -249,7 +251,10 @@ def read_mask(path: Path | str) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     if is_palette_png(data):
+        from augment.pixel_limit import check_pixel_limit
+
         check_complete(data, str(path))
+        check_pixel_limit(data, str(path))
         return palette_indices(data, str(path))
     if image_format(data) == "JPEG":
         return _jpeg_mask(data, str(path))

@@ -128,6 +128,9 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
     setup_logging(verbose)
+    from augment.pixel_limit import max_megapixels
+
+    run_guarded(max_megapixels)  # a malformed SYNTH_MAX_MEGAPIXELS: one line now, not one per image read
     # A scheduler stops a run with SIGTERM (systemd, Kubernetes, `kill`): treated as Ctrl-C, so the
     # run cleans up its part-written files and says how to resume, instead of dying mid-write.
     global _HANDLER_PID

@@ -1,0 +1,107 @@
+"""The largest image synth reads, in megapixels, checked from the file's header before any pixel
+is decoded.
+
+Searching a medium takes about :data:`SEARCH_BYTES_PER_PIXEL` bytes of memory per pixel (the decoded
+image, heat and object-size maps at full size, the highlight), so an image just under OpenCV's own
+decode limit (2**30 pixels) needed ~30 GB and was killed by the kernel without a word. Every image
+file a command reads (:func:`augment.imageio.image_from_bytes`, :func:`augment.imageio.read_mask`)
+is held to :func:`max_megapixels`: over it, the read is one :class:`InputError` line naming the
+file, its size and how to proceed; ``expand`` and ``extract`` count such a file as a skip.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+import warnings
+from typing import TYPE_CHECKING
+
+from augment.imageio import InputError, image_format
+
+if TYPE_CHECKING:
+    import PIL.Image
+
+LIMIT_VARIABLE = "SYNTH_MAX_MEGAPIXELS"
+# ~3 GB to search at most; a 108-megapixel phone photo (12000x9000) passes.
+DEFAULT_MAX_MEGAPIXELS = 120.0
+SEARCH_BYTES_PER_PIXEL = 25  # measured: default search of 12 and 48 MP photos, peak memory per pixel
+
+
+def max_megapixels() -> float:
+    """The limit: ``SYNTH_MAX_MEGAPIXELS`` if set, else :data:`DEFAULT_MAX_MEGAPIXELS`; a value that is
+    not a positive number is an InputError naming the variable."""
+    text = os.environ.get(LIMIT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_MAX_MEGAPIXELS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{LIMIT_VARIABLE} must be a number of megapixels above 0, not {text!r}")
+    return value
+
+
+def open_header(data: bytes) -> "PIL.Image.Image":
+    """``data`` opened by Pillow, its header read and no pixel decoded. JPEG, PNG, TIFF and BMP are
+    opened by their format's own class: ``Image.open`` would also apply Pillow's own limit (a
+    warning on stderr past 89 megapixels, an error past 179), which :func:`max_megapixels` replaces."""
+    from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
+
+    readers = {"JPEG": JpegImagePlugin.JpegImageFile, "PNG": PngImagePlugin.PngImageFile,
+               "TIFF": TiffImagePlugin.TiffImageFile, "BMP": BmpImagePlugin.BmpImageFile}
+    reader = readers.get(image_format(data) or "")
+    if reader is not None:
+        return reader(io.BytesIO(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data))
+
+
+def image_dimensions(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a JPEG, PNG, GIF, BMP, WebP or TIFF; None when the header
+    cannot be read (the decoder then has the last word on the file)."""
+    kind = image_format(data)
+    try:
+        if kind == "GIF":  # the logical screen, which frames fill (Pillow's GIF reader applies its limit)
+            width, height = struct.unpack("<HH", data[6:10])
+        elif kind == "WebP":  # likewise
+            return _webp_dimensions(data)
+        elif kind is not None:
+            with open_header(data) as image:
+                width, height = image.size
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - a damaged header: OpenCV's decoder reports the file
+        return None
+    return int(width), int(height)
+
+
+def _webp_dimensions(data: bytes) -> tuple[int, int] | None:
+    """The canvas of a WebP: extended (VP8X), lossless (VP8L) or lossy (VP8) bitstream header."""
+    if data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if chunk == b"VP8L":
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 ":
+        return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
+    return None
+
+
+def check_pixel_limit(data: bytes, name: str) -> None:
+    """An InputError naming ``name`` when the image's header says it is over :func:`max_megapixels`."""
+    limit = max_megapixels()
+    size = image_dimensions(data)
+    if size is None or size[0] * size[1] <= limit * 1e6:
+        return
+    megapixels = size[0] * size[1] / 1e6
+    raise InputError(f"{name}: {size[0]}x{size[1]} px ({megapixels:.1f} megapixels) is over the limit of "
+                     f"{limit:g} megapixels on an image (a search takes ~{SEARCH_BYTES_PER_PIXEL} bytes of memory "
+                     f"per pixel, {megapixels * SEARCH_BYTES_PER_PIXEL / 1e3:.2g} GB for this one); shrink it, or "
+                     f"set {LIMIT_VARIABLE}={math.ceil(megapixels)} where the memory allows")
