@@ -20,7 +20,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+# A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
+# video (pipelines.video.is_animated_gif).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"})
 
 # OpenCV decodes in its own threads; the pipelines parallelise across processes instead.

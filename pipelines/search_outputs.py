@@ -95,7 +95,7 @@ def earlier_outputs_below(folder: Path) -> set[Path]:
 
 
 def _report_left_out(files: list[Path], folder: Path) -> None:
-    """A folder's files that are neither images nor videos (a .gif, notes): counted on the console,
+    """A folder's files that are neither images nor videos (notes, a RAW photo): counted on the console,
     each one logged (-v), not silently dropped."""
     for path in files:
         logger.info("%s: neither an image nor a video; left out", path)
@@ -186,8 +186,10 @@ def _cut_name(name: str, limit: int) -> str:
 
 
 def is_video(path: Path) -> bool:
-    """A video file, or a folder of frames (only ever a medium with ``--sequence``)."""
-    return path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir()
+    """A video file, an animated GIF, or a folder of frames (only ever a medium with ``--sequence``)."""
+    from pipelines.video import is_animated_gif
+
+    return path.suffix.lower() in VIDEO_EXTENSIONS or path.is_dir() or is_animated_gif(path)
 
 
 def count_work(jobs: list[SearchJob]) -> int:

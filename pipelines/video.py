@@ -10,10 +10,12 @@ final name).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -50,6 +52,34 @@ def probe(path: Path | str) -> VideoInfo:
         return _info(capture)
     finally:
         capture.release()
+
+
+def is_animated_gif(path: Path) -> bool:
+    """A .gif of more than one frame: a medium read as a video (VideoCapture decodes its frames as
+    it does a film's), where a still GIF is an image. Logged once per file; a GIF whose frames
+    cannot be counted is taken as a still (reading it then says what is wrong)."""
+    path = Path(path)
+    if path.suffix.lower() != ".gif" or not path.is_file():
+        return False
+    stat = path.stat()
+    return _gif_frames(str(path.resolve()), stat.st_size, stat.st_mtime_ns) > 1
+
+
+@functools.lru_cache(maxsize=256)
+def _gif_frames(path: str, size: int, mtime_ns: int) -> int:
+    """Frames of a GIF (size and time key the cache: a file replaced is counted again)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # Pillow's warning past 89 megapixels: synth's own limit applies
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                frames = int(getattr(image, "n_frames", 1))  # frame headers only: no frame is decoded
+    except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+        return 1
+    if frames > 1:
+        logger.info("%s: an animated GIF of %d frames; searched as a video", path, frames)
+    return frames
 
 
 def _open(path: Path) -> cv2.VideoCapture:

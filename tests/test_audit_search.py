@@ -56,7 +56,8 @@ def test_an_image_under_8_px_a_side_is_an_error_line_not_a_page_of_noise_detecti
 
 
 def test_files_of_a_media_folder_that_are_neither_images_nor_videos_are_counted_not_silently_dropped(tmp_path, caplog):
-    """A folder's .gif photos and notes were left out without a word (the rule: a counted, logged skip)."""
+    """A folder's notes and PDFs were left out without a word (the rule: a counted, logged skip); GIFs
+    are media now (tests/test_open_defects_search.py)."""
     import logging
 
     from pipelines.search_outputs import expand_media
@@ -64,12 +65,12 @@ def test_files_of_a_media_folder_that_are_neither_images_nor_videos_are_counted_
     folder = tmp_path / "media"
     save_image(folder / "photo.png", _random(2, 32, 32))
     (folder / "notes.txt").write_text("where I took these")
-    (folder / "animated.gif").write_bytes(b"GIF89a")
+    (folder / "scan.pdf").write_bytes(b"%PDF-1.4")
     with caplog.at_level(logging.INFO, logger="pipelines.search_outputs"):
         assert expand_media([folder]) == [folder / "photo.png"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "2 file(s) that are neither images nor videos" in warnings[0], warnings
-    assert sum("animated.gif: neither" in r.getMessage() for r in caplog.records) == 1
+    assert sum("scan.pdf: neither" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_options_that_cannot_apply_are_refused_not_silently_ignored(tmp_path):

@@ -1,5 +1,5 @@
 """Open defects of an audit, the reading side: an image too large to search ran out of memory without
-a word. Small generated images; the untrained network on the CPU."""
+a word; a GIF was a query but not a medium. Small generated images; the untrained network on the CPU."""
 
 from __future__ import annotations
 
@@ -86,3 +86,41 @@ def test_expand_counts_a_background_over_the_pixel_limit_as_a_skip_with_its_reas
     assert list(reasons) == ["panorama.jpg"], reasons
     assert "400x300 px (0.1 megapixels) is over the limit of 0.05 megapixels" in reasons["panorama.jpg"]
     assert manifest["backgrounds"]["count"] == 3
+
+
+# ----------------------------------------------------------------- 2: GIFs as media
+def _gifs(folder: Path, frames: int = 3) -> tuple[Path, Path, Path]:
+    """A query cut from the first frame, that frame as a still GIF, and an animated GIF of ``frames``."""
+    pictures = [_random(20 + k, 72, 96) for k in range(frames)]
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pictures[0][10:50, 20:60]).save(folder / "query.gif")
+    Image.fromarray(pictures[0]).save(folder / "still.gif")
+    animated = [Image.fromarray(p) for p in pictures]
+    animated[0].save(folder / "animated.gif", save_all=True, append_images=animated[1:], duration=100, loop=0)
+    return folder / "query.gif", folder / "still.gif", folder / "animated.gif"
+
+
+def test_a_still_gif_is_searched_as_an_image_and_an_animated_one_as_a_video(tmp_path):
+    """A GIF was read as a query but refused as a medium ("unknown suffix '.gif'", left out of folders)."""
+    query, still, animated = _gifs(tmp_path / "gifs")
+    result = run_cli("search", query, still, animated, "--out", tmp_path / "found", "--device", "cpu",
+                         "--untrained", "--no-verify", "--workers", 1)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (tmp_path / "found" / "detections.jsonl").read_text().splitlines()]
+    assert [(line["source"], line["frame"], line["highlight"]) for line in lines] == [
+        (str(still), None, "still.highlight.jpg"),
+        *((str(animated), k, "animated.highlight.mp4") for k in range(3))]
+    assert lines[0]["detections"] and (tmp_path / "found" / "animated.highlight.mp4").is_file()
+
+
+def test_a_folder_of_media_holds_its_gifs_and_an_animated_one_is_said_to_be_a_video(tmp_path, caplog):
+    from pipelines.search_outputs import expand_media, is_video
+
+    _, still, animated = _gifs(tmp_path / "gifs")
+    with caplog.at_level(logging.INFO, logger="pipelines.video"):
+        assert expand_media([tmp_path / "gifs"]) == [animated, tmp_path / "gifs" / "query.gif", still]
+        assert is_video(animated) and is_video(animated) and not is_video(still)
+    said = [r.getMessage() for r in caplog.records if "animated.gif" in r.getMessage()]
+    assert len(said) == 1 and "an animated GIF of 3 frames; searched as a video" in said[0], said
+    shown = np.asarray(Image.open(still).convert("RGB"))  # its palette's colours, as a viewer shows them
+    assert np.array_equal(image_from_bytes(still.read_bytes(), "still.gif"), shown)
