@@ -2,8 +2,8 @@
 
 A checkpoint holds everything needed to continue a run bit for bit: model, optimizer, the step
 (the learning-rate schedule is a pure function of it), the config and its hash, the RNG states
-(Python, NumPy, torch, CUDA) and the data stream's position (epoch and, per DDP rank and loader
-worker, the last row consumed). It contains only tensors and plain Python values, so it loads
+(Python, NumPy, torch, CUDA), the data stream's position (epoch and, per DDP rank and loader
+worker, the last row consumed) and the shards that position counts in (:mod:`train.shard_set`). It contains only tensors and plain Python values, so it loads
 with ``torch.load(weights_only=True)``: opening a checkpoint cannot run code.
 """
 
@@ -61,8 +61,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path | str, *, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
-                    config: dict[str, Any], config_hash: str, data_state: dict[str, Any] | None = None) -> None:
-    """Write a checkpoint atomically: a crash mid-write leaves the previous one intact."""
+                    config: dict[str, Any], config_hash: str, data_state: dict[str, Any] | None = None,
+                    shards: dict[str, Any] | None = None) -> None:
+    """Write a checkpoint atomically: a crash mid-write leaves the previous one intact. ``shards``: the
+    record of the shards trained on (:func:`train.shard_set.shard_set`), checked by ``--resume``."""
     state = {
         "format": FORMAT_VERSION,
         "model": unwrap(model).state_dict(),
@@ -72,6 +74,7 @@ def save_checkpoint(path: Path | str, *, model: nn.Module, optimizer: torch.opti
         "config_hash": config_hash,
         "rng": rng_state(),
         "data": data_state or {},
+        **({"shards": shards} if shards is not None else {}),
     }
     with atomic_path(path) as temporary:
         torch.save(state, temporary)

@@ -32,6 +32,7 @@ from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint
 from train.config import TrainConfig
 from train.data import make_loader
 from train.distributed import DistInfo, gather_objects, init_distributed, shutdown
+from train.shard_set import check_same_shards, shard_set
 from train.stream import make_stream, restart_state
 from train.tasks import Metrics, Task, build_task
 
@@ -199,9 +200,11 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
 
     # Resume: weights, optimizer, step, RNG states and the data stream's position.
     step, data_state = 0, None
+    shards_record = shard_set(shards)
     if resume:
         state = load_checkpoint(checkpoint_path)
         check_compatible(state, config.hash(), config.identity(), checkpoint_path)
+        check_same_shards(state, shards_record, checkpoint_path)
         load_model_state(model, state, checkpoint_path)
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
@@ -317,7 +320,8 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
                 data_state = {"ranks": gather_objects(stream.state(), info)}  # collective: all ranks call it
                 if info.is_main:
                     save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, step=step,
-                                    config=config.to_dict(), config_hash=config.hash(), data_state=data_state)
+                                    config=config.to_dict(), config_hash=config.hash(), data_state=data_state,
+                                    shards=shards_record)
                     saved = checkpoint_path
             clock += time.perf_counter() - pause
 
