@@ -1,8 +1,11 @@
-"""Exclusive locks on output folders, so two runs never write into one folder at once.
+"""Locks on folders, so two runs never write into one folder at once, nor one writes a folder of
+shards that a training run is reading.
 
 A run holds an ``fcntl.flock`` on a lock file inside the folder it writes for its whole
-lifetime; the kernel drops the lock when the process dies (also on ``kill -9``), so a stale lock
-never needs cleaning up. A second run asking for the same folder fails at once with
+lifetime, exclusive (:func:`folder_lock`); a training run holds a shared one on each folder of
+shards it reads (:func:`reading_lock`), so readers share a folder and a writer waits for none of
+them: it stops. The kernel drops a lock when its process dies (also on ``kill -9``), so a stale
+lock never needs cleaning up. A run that finds its folder held fails at once with
 :class:`BusyError`, which the CLI turns into one line and exit code :data:`BUSY_EXIT_CODE`.
 """
 
@@ -10,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 from pathlib import Path
 from typing import Iterator
 
 from augment.imageio import InputError, remove_orphaned_temporaries
 from augment.outputs import check_output_folder
+
+logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".synth.lock"
 # Exit code of a command that found its output folder locked by another run (documented in README):
@@ -44,15 +50,55 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(handle, 64, 0).decode(errors="replace").strip() or "another process"
-            raise BusyError(f"{folder}: another {what} is writing here (pid {holder}); "
-                            "wait for it to finish or choose another folder") from None
+            raise BusyError(_busy(handle, folder, what)) from None
         os.ftruncate(handle, 0)
         os.pwrite(handle, str(os.getpid()).encode(), 0)
         remove_orphaned_temporaries(folder)
         yield path
     finally:
         os.close(handle)  # closing the descriptor releases the flock
+
+
+def _busy(handle: int, folder: Path, what: str) -> str:
+    """Why ``folder``'s lock is not to be had: a writer holds it (its pid recorded), or only readers
+    do (a shared lock is then granted: it is given back at once)."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(handle, 64, 0).decode(errors="replace").strip() or "another process"
+        return f"{folder}: another {what} is writing here (pid {holder}); wait for it to finish or choose another folder"
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    return (f"{folder}: a `synth train` run is reading the shards here; wait for it to finish before writing "
+            "here, or choose another folder")
+
+
+@contextlib.contextmanager
+def reading_lock(folder: Path | str) -> Iterator[None]:
+    """Hold a shared lock on the shard folder ``folder`` while a run reads it: writers
+    (:func:`folder_lock`: ``synth expand``, ``extract``, ``photo-shards``) stop with :class:`BusyError`
+    meanwhile, and this raises it at once when one is writing there now. Nothing is written: the
+    lock file is made only where it is missing, and a folder where it cannot be made (read-only: no
+    run can write there either) is read without a lock."""
+    path = Path(folder) / LOCK_FILE
+    try:
+        handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:
+        try:
+            handle = os.open(path, os.O_RDONLY)
+        except OSError:
+            logger.info("%s: read without a lock (%s cannot be made here)", folder, LOCK_FILE)
+            yield
+            return
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(handle, 64, 0).decode(errors="replace").strip() or "another process"
+            raise BusyError(f"{folder}: a run is writing these shards (pid {holder}); wait for it to finish "
+                            "(its manifest.json marks it done) and start again") from None
+        yield
+    finally:
+        os.close(handle)
 
 
 @contextlib.contextmanager

@@ -5,15 +5,20 @@ Small generated shards and photos; tiny networks on the CPU."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from augment.imageio import InputError
-from cli_checks import assert_one_line_error, run_cli
+from augment.locking import LOCK_FILE
+from cli_checks import assert_one_line_error, files_under, run_cli
 from shard_factory import make_shards
-from test_trainer import tiny_config
+from test_hardening_expand import expand, inputs  # noqa: F401  (the same tiny expansion inputs)
+from test_trainer import REPO, tiny_config
 from train.checkpoint import CHECKPOINT_FILE
 from train.loop import train
 
@@ -48,3 +53,61 @@ def test_a_checkpoint_from_before_shard_sets_were_recorded_resumes_with_a_warnin
     with pytest.raises(InputError, match="the run was trained on --shards"):
         train(tiny_config(steps=3), make_shards(tmp_path / "b", n_composites=8, size=64, seed=2).folder, run,
               resume=True, show_progress=False)
+
+
+# ----------------------------------------------------------------- 4: writers and a training run's shards
+def test_expand_overwrite_into_shards_a_training_run_reads_is_refused_with_one_line(inputs, tmp_path):
+    from augment.locking import BUSY_EXIT_CODE
+    from train.shard_set import reading_shards
+
+    shards = make_shards(tmp_path / "shards", n_composites=8, size=64).folder
+    before = files_under(shards)
+    with reading_shards([shards]):  # as a training run holds it
+        result = expand(inputs, shards, "-n", 2, "--overwrite")
+        assert_one_line_error(result, BUSY_EXIT_CODE, f"{shards}: a `synth train` run is reading the shards here")
+        with reading_shards([shards / "train-00000.parquet"]):  # readers share the folder
+            pass
+    assert files_under(shards, skip=shards / LOCK_FILE) == {k: v for k, v in before.items() if k != LOCK_FILE}
+    assert expand(inputs, shards, "-n", 2, "--overwrite").exit_code == 0  # the run over, the folder is free
+
+
+def test_a_training_run_holds_its_shards_for_the_whole_run_and_refuses_a_folder_being_written(tmp_path, monkeypatch):
+    import train.loop as loop
+    from augment.locking import BusyError, folder_lock
+
+    shards = make_shards(tmp_path / "shards", n_composites=8, size=64).folder
+    tried, real_save = [], loop.save_checkpoint
+
+    def save_and_try_writing(*args, **kwargs):  # mid-run: a writer into the shards folder
+        try:
+            with folder_lock(shards, "synth expand"):
+                tried.append("written")
+        except BusyError as error:
+            tried.append(str(error))
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_and_try_writing)
+    train(tiny_config(steps=1), shards, tmp_path / "run", show_progress=False)
+    assert len(tried) == 1 and "a `synth train` run is reading the shards here" in tried[0], tried
+    with folder_lock(shards, "synth expand"):  # released with the run; a writer at work refuses a new run
+        with pytest.raises(BusyError, match=f"^{shards}: a run is writing these shards \\(pid {os.getpid()}\\)"):
+            train(tiny_config(steps=1), shards, tmp_path / "run2", show_progress=False)
+
+
+def test_the_reading_lock_of_a_killed_training_run_does_not_block_a_writer(tmp_path):
+    from augment.locking import folder_lock
+
+    shards = make_shards(tmp_path / "shards", n_composites=8, size=64).folder
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom train.shard_set import reading_shards\n"
+                               "with reading_shards(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)",
+                               str(shards)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.kill()  # SIGKILL: no cleanup ran
+        holder.wait(timeout=30)
+        with folder_lock(shards, "synth expand"):
+            pass
+    finally:
+        holder.kill()
+        holder.stdout.close()

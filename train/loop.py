@@ -32,7 +32,7 @@ from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint
 from train.config import TrainConfig
 from train.data import make_loader
 from train.distributed import DistInfo, gather_objects, init_distributed, shutdown
-from train.shard_set import check_same_shards, shard_set
+from train.shard_set import check_same_shards, reading_shards, shard_set
 from train.stream import make_stream, restart_state
 from train.tasks import Metrics, Task, build_task
 
@@ -161,7 +161,9 @@ def train(config: TrainConfig, shards: Place | str | list[Place | str], out: Pat
     out = Path(out)
     info = init_distributed(config.device)
     try:
-        return _train(config, shards, out, as_place(eval_shards) if eval_shards else shards, resume, show_progress, info)
+        with reading_shards(shards, eval_shards):  # no expand --overwrite swaps them meanwhile
+            return _train(config, shards, out, as_place(eval_shards) if eval_shards else shards, resume,
+                          show_progress, info)
     finally:
         shutdown(info)
 

@@ -6,21 +6,24 @@ data set at positions taken from the first, without a word. A shard set is known
 of what each ``--shards`` entry holds, in order: a folder's manifest (the run that wrote it and
 its shards' names, rows and sizes), a shard file's name, rows and run hash. The same data moved to
 another folder or bucket keeps its fingerprint; a folder that another ``synth expand`` run rewrote
-does not.
+does not. While a run trains, it holds a shared lock on each local folder it reads
+(:func:`reading_shards`), so ``synth expand --overwrite`` cannot swap the data under it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from augment.imageio import InputError
+from augment.locking import reading_lock
 from augment.schema import RUN_HASH_KEY
 from augment.shards import open_shard, read_manifest
-from augment.storage import Place, as_place, file_size, is_remote
+from augment.storage import Location, Place, as_place, file_size, is_remote
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +66,21 @@ def check_same_shards(state: dict[str, Any], current: dict[str, Any], path: Path
                          f"(fingerprint {saved['fingerprint']}), not on {now} ({current['fingerprint']}); resume "
                          "with the shards it started with, or start a new --out (init_checkpoint: PATH fine-tunes "
                          "its weights on other shards)")
+
+
+@contextlib.contextmanager
+def reading_shards(*entries: Place | str | list[Place | str] | None) -> Iterator[None]:
+    """Hold a shared lock (:func:`augment.locking.reading_lock`) on every local folder of shards in
+    ``entries`` (folders, shard files: their folder) until the block ends; object-store prefixes
+    have no shared lock and are read as they are."""
+    folders: dict[Path, Path] = {}
+    for entry in entries:
+        for place in entry if isinstance(entry, (list, tuple)) else [entry]:
+            if place is None or isinstance(as_place(place), Location):
+                continue
+            folder = Path(place) if Path(place).is_dir() else Path(place).parent
+            folders.setdefault(folder.resolve(), folder)
+    with contextlib.ExitStack() as held:
+        for folder in folders.values():
+            held.enter_context(reading_lock(folder))
+        yield
