@@ -41,6 +41,7 @@ from augment.composite import BackgroundStore, Scene, check_source_sizes, compos
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
 from augment.cutouts import Cutout, build_objects_table, load_cutouts
 from augment.imageio import InputError, encode_jpeg, encode_png
+from augment.label_names import check_label_names
 from augment.labelled_backgrounds import MIN_SIDE, LabelledBackground, collect_labelled_backgrounds
 from augment.object_lock import claim_output
 from augment.outputs import check_output_folder, inside
@@ -318,8 +319,9 @@ def run_expand(
         for plan in plans:
             inside(out_dir, out_dir / plan.name)
         others = check_other_run(out_dir, config_hash, overwrite)
-        background_paths, background_skips = collect_backgrounds(backgrounds, workers, config.backgrounds)
         local_sources = [stage(source) for source in sources]  # object-store sources: a local mirror
+        check_label_names(local_sources, config.sources)  # a misspelt keep_labels name: before any work
+        background_paths, background_skips = collect_backgrounds(backgrounds, workers, config.backgrounds)
         clear_for_run(out_dir, others, [p.name for p in plans])  # the first change to the folder
         objects_path, skips, _ = build_objects_table(
             local_sources, config.sources, work_folder(out_dir), workers, (lambda d, t: progress("cutouts", d, t)) if progress else None

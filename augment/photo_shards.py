@@ -33,6 +33,7 @@ from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.imageio import (InputError, atomic_path, atomic_write_text, encode_jpeg, encode_png,
                              remove_orphaned_temporaries, resize_image)
+from augment.label_names import check_label_names
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
 from augment.sources import Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary
 
@@ -189,6 +190,7 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
         if Path(source).resolve() in seen:
             raise InputError(f"{source}: source given twice")
         seen.add(Path(source).resolve())
+    check_label_names(sources, config)
     fingerprint = hashlib.sha256(f"{sources_fingerprint(sources, config)}:{short_side}".encode()).hexdigest()[:16]
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():

@@ -17,6 +17,7 @@ from augment.imageio import InputError
 from augment.locking import LOCK_FILE
 from cli_checks import assert_one_line_error, files_under, run_cli
 from shard_factory import make_shards
+from sources_factory import make_coco, make_label_map, make_mask_pairs, make_rgba_source
 from test_hardening_expand import expand, inputs  # noqa: F401  (the same tiny expansion inputs)
 from test_trainer import REPO, tiny_config
 from train.checkpoint import CHECKPOINT_FILE
@@ -111,3 +112,36 @@ def test_the_reading_lock_of_a_killed_training_run_does_not_block_a_writer(tmp_p
     finally:
         holder.kill()
         holder.stdout.close()
+
+
+# ----------------------------------------------------------------- 5: label names that no source has
+@pytest.mark.parametrize("make, real, known", [
+    (make_label_map, "jacket", "hat, jacket, null, skirt"),
+    (make_mask_pairs, "cup", "bag, cup, object"),
+    (make_coco, "shirt", "shirt, shoe"),
+    (make_rgba_source, "box", "box, disc"),
+])
+def test_a_misspelt_keep_labels_name_beside_a_real_one_is_one_line_naming_it_and_the_known(
+        inputs, tmp_path, make, real, known):
+    """keep_labels: [jacket, jaket] kept the jackets and silently nothing for the misspelt name."""
+    _, backgrounds, _ = inputs
+    source = make(tmp_path / "source")
+    config = tmp_path / "keep.yaml"
+    config.write_text(f"sources: {{min_area: 50, keep_labels: [{real}, jaket]}}\n"
+                      "composition: {width: 64, height: 64}\n")
+    out = tmp_path / "out"
+    result = run_cli("expand", source, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+    assert_one_line_error(result, 2, f"sources.keep_labels: 'jaket' not a label of the sources (known: {known})")
+    assert not out.exists()
+
+
+def test_a_drop_labels_name_no_source_has_is_warned_of_once(tmp_path, caplog):
+    from augment.config import SourceConfig
+    from augment.label_names import check_label_names
+
+    source = make_label_map(tmp_path / "source")
+    with caplog.at_level(logging.WARNING, logger="augment.label_names"):
+        check_label_names([source], SourceConfig(keep_labels=["jacket", "skirt"], drop_labels=["hat", "scarf"]))
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == ["sources.drop_labels: 'scarf' not a label of the sources, so nothing is dropped for it "
+                      "(known: hat, jacket, null, skirt)"], warned

@@ -1,0 +1,71 @@
+"""The label (category) names a source can give its objects, known before any photo is read, so that
+a ``keep_labels`` or ``drop_labels`` name that no source has is caught at once instead of matching
+nothing without a word (``keep_labels: [shirt, jaket]`` kept shirts and silently no jackets).
+
+Each format names its labels up front: a label map's ``label_list.json``, a mask pairs source's
+``categories.json`` (and ``object`` for values it does not name), an RGBA source's sub-folders
+(``object`` for files at its top), a COCO file's categories, an objects table's column. An unknown
+``keep_labels`` name is an :class:`InputError` naming the key, the name and the names known; an
+unknown ``drop_labels`` name is a warning (a drop list is often shared by configs of other data sets,
+where the labels it names are simply absent).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable
+
+from augment.config import SourceConfig
+from augment.imageio import InputError, list_images
+from augment.schema import OBJECTS_FILE
+
+log = logging.getLogger(__name__)
+
+
+def source_label_names(source: Path, config: SourceConfig) -> set[str]:
+    """Every label name ``source`` (read as ``config.format``) can give an object."""
+    from augment.coco_source import coco_category, load_coco_index
+    from augment.sources import _load_categories, detect_format, label_map_files
+
+    source = Path(source)
+    fmt = config.format if config.format != "auto" else detect_format(source)
+    if fmt == "label_map":
+        return set(label_map_files(source)[0].values())
+    if fmt == "mask_pairs":
+        return set(_load_categories(source / "categories.json").values()) | {"object"}
+    if fmt == "rgba":
+        return {p.parent.name if p.parent != source else "object" for p in list_images(source)[0]}
+    if fmt == "coco":
+        coco = load_coco_index(source)
+        return set(coco.categories.values()) | {coco_category(coco, a) for found in coco.by_image.values() for a in found}
+    if fmt == "objects":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = source / OBJECTS_FILE
+        try:
+            return {str(c) for c in pq.read_table(path, columns=["category"]).column(0).unique().to_pylist()}
+        except (pa.ArrowException, OSError, KeyError) as error:
+            raise InputError(f"{path}: not a readable objects table ({error})") from None
+    raise InputError(f"{source}: unknown source format {fmt!r}")
+
+
+def check_label_names(sources: Iterable[Path], config: SourceConfig, section: str = "sources") -> None:
+    """Every ``keep_labels`` name of ``config`` is a label of at least one of ``sources`` (else one
+    InputError line naming ``section``'s key, the unknown names and the known ones); a ``drop_labels``
+    name that none has is warned of, once."""
+    if not config.keep_labels and not config.drop_labels:
+        return
+    known: set[str] = set()
+    for source in sources:
+        known |= source_label_names(Path(source), config)
+    listed = ", ".join(sorted(known)) or "none"
+    unknown = [name for name in config.keep_labels if name not in known]
+    if unknown:
+        raise InputError(f"{section}.keep_labels: {', '.join(map(repr, unknown))} not a label of the sources "
+                         f"(known: {listed})")
+    unused = [name for name in config.drop_labels if name not in known]
+    if unused:
+        log.warning("%s.drop_labels: %s not a label of the sources, so nothing is dropped for %s (known: %s)",
+                    section, ", ".join(map(repr, unused)), "it" if len(unused) == 1 else "them", listed)
