@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from augment.config import SourceConfig
 from augment.coco_source import coco_image_roots
+from augment.excluded_folders import drop_excluded
 from augment.imageio import InputError, atomic_path, decode_image, encode_png, is_image_path
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
@@ -56,10 +57,12 @@ def cutout_id(rgba: np.ndarray, category: str) -> str:
 
 
 def _source_files(source: Path) -> list[Path]:
-    """The files a source reads: those of its folder, or a COCO file and the images where it finds them."""
+    """The files a source reads: those of its folder, or a COCO file and the images where it finds them;
+    not those of a run's output folder inside it (:mod:`augment.excluded_folders`), which would change
+    with every run."""
     if not source.is_file():
-        return sorted(p for p in source.rglob("*") if p.is_file())
-    images = {p for root in coco_image_roots(source) if root.is_dir() for p in root.rglob("*")
+        return sorted(p for p in drop_excluded(source.rglob("*"), source) if p.is_file())
+    images = {p for root in coco_image_roots(source) if root.is_dir() for p in drop_excluded(root.rglob("*"), root)
               if p.is_file() and is_image_path(p)}
     return [source, *sorted(images)]
 

@@ -40,6 +40,7 @@ import pyarrow as pa
 from augment.composite import BackgroundStore, Scene, check_source_sizes, compose_scene
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
 from augment.cutouts import Cutout, build_objects_table, load_cutouts
+from augment.excluded_folders import excluding
 from augment.imageio import InputError, encode_jpeg, encode_png
 from augment.label_names import check_label_names
 from augment.labelled_backgrounds import MIN_SIDE, LabelledBackground, collect_labelled_backgrounds
@@ -312,7 +313,9 @@ def run_expand(
     else:
         check_output_folder(out_dir)
         _check_not_an_input(out_dir, sources, backgrounds)
-    with open_engine(engine, workers, ray_address) as runner, claim_output(out_dir, "synth expand") as guard:
+    with open_engine(engine, workers, ray_address) as runner, claim_output(out_dir, "synth expand") as guard, \
+            (excluding(out_dir) if not isinstance(out_dir, Location) else contextlib.nullcontext()):
+        # (an --out inside a source or the backgrounds: not listed as input, nor in the sources' fingerprint)
         remove_temporaries(out_dir)  # left by a killed run: only the lock holder writes here
         config_hash = config.content_hash()
         plans = plan_shards(config)

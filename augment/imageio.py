@@ -20,6 +20,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from augment.excluded_folders import drop_excluded
+
 # A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
 # video (pipelines.video.is_animated_gif).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -40,14 +42,15 @@ def is_image_path(path: Path) -> bool:
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files in ``folder`` (sorted, recursive) and the other files found there."""
+    """Image files in ``folder`` (sorted, recursive) and the other files found there; a run's own
+    output folder inside it is left out (:mod:`augment.excluded_folders`)."""
     folder = Path(folder)
     if not folder.exists():
         raise InputError(f"{folder}: no such file or directory")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a directory")
     images, others, broken = [], [], []
-    for path in sorted(p for p in folder.rglob("*") if not p.name.startswith(".")):
+    for path in sorted(p for p in drop_excluded(folder.rglob("*"), folder) if not p.name.startswith(".")):
         if path.is_file():
             (images if is_image_path(path) else others).append(path)
         elif path.is_symlink() and not path.exists():  # a link to a moved or deleted file

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from augment.coco_source import coco_annotation_mask, coco_category, coco_images, load_coco_index
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
+from augment.excluded_folders import excluding
 from augment.imageio import (InputError, atomic_path, atomic_write_text, encode_jpeg, encode_png,
                              remove_orphaned_temporaries, resize_image)
 from augment.label_names import check_label_names
@@ -185,6 +186,12 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
     the sources hold no usable labelled photo.
     """
     out_dir = Path(out_dir)
+    with excluding(out_dir):  # an --out inside a source: neither read as photos nor in its fingerprint
+        return _write_photo_shards(sources, out_dir, config, short_side, progress)
+
+
+def _write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig, short_side: int,
+                        progress: Callable[[int], None] | None) -> dict:
     seen: set[Path] = set()
     for source in sources:  # twice would write every photo twice, under the same id
         if Path(source).resolve() in seen:

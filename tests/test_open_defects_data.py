@@ -4,6 +4,7 @@ Small generated shards and photos; tiny networks on the CPU."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -15,6 +16,7 @@ import torch
 
 from augment.imageio import InputError
 from augment.locking import LOCK_FILE
+from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from cli_checks import assert_one_line_error, files_under, run_cli
 from shard_factory import make_shards
 from sources_factory import make_coco, make_label_map, make_mask_pairs, make_rgba_source
@@ -145,3 +147,20 @@ def test_a_drop_labels_name_no_source_has_is_warned_of_once(tmp_path, caplog):
     warned = [r.getMessage() for r in caplog.records]
     assert warned == ["sources.drop_labels: 'scarf' not a label of the sources, so nothing is dropped for it "
                       "(known: hat, jacket, null, skirt)"], warned
+
+
+# ----------------------------------------------------------------- 6: an --out inside an input folder
+@pytest.mark.parametrize("inside", ["objects", "backgrounds"])
+def test_an_out_inside_a_source_or_the_backgrounds_is_not_read_as_input_and_a_rerun_reuses_the_table(inputs, inside):
+    """`synth expand objects -o objects/expanded`: the previous run's table, shards and manifest were
+    listed with the source, so each rerun cut the objects out again, and its files were skips."""
+    objects, backgrounds, _ = inputs
+    out = (objects if inside == "objects" else backgrounds) / "expanded"
+    runs = []
+    for _ in range(2):
+        result = expand(inputs, out, "-n", 2)
+        assert result.exit_code == 0, result.output
+        table = (out / OBJECTS_FILE).stat()
+        runs.append(((table.st_ino, table.st_mtime_ns), json.loads((out / MANIFEST_FILE).read_text())["skipped"]))
+    assert runs[1][0] == runs[0][0]  # the table of the first run, reused: not written again
+    assert runs[0][1] == runs[1][1] == []
