@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def search(
         query: Optional[Path] = typer.Argument(None, help="Query image (an alpha channel marks the object)."),
-        media: Optional[list[Path]] = typer.Argument(None, help="Images, folders of images, videos (mp4, avi, mov)."),
+        media: Optional[list[Path]] = typer.Argument(None, help="Images (a GIF: an animated one is a video), folders of images, videos (mp4, avi, mov)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of `synth train`; "
                                                   "default: the head shipped with synth if one ships (none does yet), else the untrained network."),

@@ -17,12 +17,8 @@ from augment.imageio import InputError, image_from_bytes, save_image
 from augment.schema import MANIFEST_FILE
 from cli_checks import assert_one_line_error, run_cli
 from test_hardening_expand import expand, inputs  # noqa: F401  (the same tiny expansion inputs)
+from tests.test_audit_search import _error_lines
 from tests.test_hardening_search import _random
-
-
-def _error_lines(output: str) -> list[str]:
-    return [line for line in " ".join(output.split()).replace(" error:", "\nerror:").splitlines()
-            if line.startswith("error:")]
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -59,7 +55,7 @@ def test_a_medium_over_the_pixel_limit_is_one_error_line_and_never_decoded(tmp_p
     result = run_cli("search", tmp_path / "query.png", tmp_path / "large.png", tmp_path / "scene.png",
                      "--out", tmp_path / "found", "--device", "cpu", "--untrained", "--no-verify", "--workers", 1)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    errors = _error_lines(result.output)
+    errors = _error_lines(" ".join(result.output.split()).replace(" error:", "\nerror:"))  # as Rich wrapped them
     assert len(errors) == 1, result.output
     assert "large.png: 300x200 px (0.1 megapixels) is over the limit of 0.01 megapixels" in errors[0]
     assert "SYNTH_MAX_MEGAPIXELS=1 " in errors[0]
