@@ -348,8 +348,9 @@ def test_a_source_with_nothing_usable_says_why_not_only_how_many_were_skipped(in
     save_image(tiny / "small.png", np.zeros((10, 10, 3), np.uint8))
     result = run_cli("expand", inputs[0], "-b", tiny, "-o", tmp_path / "out", "-c", config, "-n", 2, "-w", 1)
     assert_one_line_error(result, 2, "no usable background images (1 files skipped, e.g.", "too small")
-    typo = tmp_path / "typo.yaml"  # a label to keep that no source has: nothing skipped, nothing kept
-    typo.write_text("sources: {min_area: 50, keep_labels: [jackt]}\ncomposition: {width: 64, height: 64}\n")
+    typo = tmp_path / "typo.yaml"  # a pattern no photo matches: nothing skipped, nothing kept (a label name
+    # that no source has is refused by name: tests/test_open_defects_data.py)
+    typo.write_text("sources: {min_area: 50, include: [jackt]}\ncomposition: {width: 64, height: 64}\n")
     whole = make_label_map(tmp_path / "whole")
     result = run_cli("expand", whole, "-b", backgrounds, "-o", tmp_path / "out", "-c", typo, "-n", 2, "-w", 1)
     assert_one_line_error(result, 2, "no usable objects found (0 inputs skipped: sources.include/exclude/limit, "
