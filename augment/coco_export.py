@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from augment.imageio import (InputError, check_complete, decode_image, image_format, orphaned_temporary,
-                             temporary_final_name, temporary_folder_beside)
+from augment.atomic_files import orphaned_temporary, temporary_final_name, temporary_folder_beside
+from augment.imageio import InputError, check_complete, decode_image, image_format
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import check_output_folder, inside, is_safe_name
 from augment.shards import find_shards, iter_rows

@@ -20,10 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from augment.atomic_files import atomic_path
 from augment.config import SourceConfig
 from augment.coco_source import coco_image_roots
 from augment.excluded_folders import drop_excluded
-from augment.imageio import InputError, atomic_path, decode_image, encode_png, is_image_path
+from augment.imageio import InputError, decode_image, encode_png, is_image_path
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels

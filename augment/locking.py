@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from augment.imageio import InputError, remove_orphaned_temporaries
+from augment.atomic_files import remove_orphaned_temporaries
+from augment.imageio import InputError
 from augment.outputs import check_output_folder
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     Raises :class:`BusyError` at once (no waiting) when another process holds it. The lock file
     records the holder's pid, for the error message only: the lock itself is the flock. Once the
     lock is held, the temporary files that killed writes left in ``folder`` are removed (those of
-    live writers are kept: :func:`augment.imageio.remove_orphaned_temporaries`).
+    live writers are kept: :func:`augment.atomic_files.remove_orphaned_temporaries`).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,8 @@ import os
 import re
 from pathlib import Path
 
-from augment.imageio import InputError, remove_orphaned_temporaries
+from augment.atomic_files import remove_orphaned_temporaries
+from augment.imageio import InputError
 from augment.storage import Location
 
 # A file-name component that cannot climb out of its folder, hide itself or need quoting:
@@ -82,7 +83,7 @@ def check_output_file(path: Path | str, option: str = "--out") -> Path:
     """A file a command will write: not an existing folder, in a place that is (or can be made) writable.
 
     The temporaries that killed writes left beside it are removed (those of live writers are kept:
-    :func:`augment.imageio.remove_orphaned_temporaries`): a command that writes one file holds no
+    :func:`augment.atomic_files.remove_orphaned_temporaries`): a command that writes one file holds no
     folder lock that would clear them (:func:`augment.locking.folder_lock`).
     """
     path = Path(path)

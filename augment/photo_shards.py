@@ -28,12 +28,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from augment.atomic_files import atomic_path, atomic_write_text, remove_orphaned_temporaries
 from augment.coco_source import coco_annotation_mask, coco_category, coco_images, load_coco_index
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.excluded_folders import excluding
-from augment.imageio import (InputError, atomic_path, atomic_write_text, encode_jpeg, encode_png,
-                             remove_orphaned_temporaries, resize_image)
+from augment.imageio import InputError, encode_jpeg, encode_png, resize_image
 from augment.label_names import check_label_names
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
 from augment.sources import Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary
@@ -165,7 +165,7 @@ def remove_row_shards(out_dir: Path, prefix: str) -> None:
     """Remove an older run's ``{prefix}-*.parquet`` shards from ``out_dir`` and the temporaries that
     killed writes left there, before :func:`write_row_shards` writes new ones (under the folder's lock).
 
-    A temporary is removed only when its writer is gone (:func:`augment.imageio.remove_orphaned_temporaries`):
+    A temporary is removed only when its writer is gone (:func:`augment.atomic_files.remove_orphaned_temporaries`):
     the lock keeps other runs of this command out, not a command that writes one file and takes no
     lock (``synth eval --out``, ``calibrate``, ``show``, ``export-onnx``), whose temporary beside its file
     here stays while it writes. The fixed names of the shard temporaries that runs made before writers

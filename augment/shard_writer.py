@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.imageio import remove_orphaned_temporaries, temporary_beside
+from augment.atomic_files import remove_orphaned_temporaries, temporary_beside
 from augment.schema import COMPOSITE_SCHEMA, RUN_HASH_KEY
 from augment.shards import verify_shard
 from augment.storage import Place, is_remote
@@ -41,10 +41,10 @@ def _scratch_file(name: str) -> Path:
     """A temporary local file for a shard bound for an object store, readable by this user alone.
 
     It is named after its writer as the temporaries beside local outputs are
-    (:func:`augment.imageio.temporary_beside`): a writer killed before its ``finally`` ran (SIGKILL,
+    (:func:`augment.atomic_files.temporary_beside`): a writer killed before its ``finally`` ran (SIGKILL,
     the OOM killer) left a whole shard in the scratch folder for good, and nothing of the next run
     looks there. So each new scratch file first removes those whose writer is gone
-    (:func:`augment.imageio.remove_orphaned_temporaries`: one listing, only this format with this
+    (:func:`augment.atomic_files.remove_orphaned_temporaries`: one listing, only this format with this
     machine's token and a dead pid; a live writer's, another machine's or any other file stays).
     """
     folder = scratch_folder()

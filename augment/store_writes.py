@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from augment.imageio import InputError, atomic_write_bytes, atomic_write_text, remove_orphaned_temporaries
+from augment.atomic_files import atomic_write_bytes, atomic_write_text, remove_orphaned_temporaries
+from augment.imageio import InputError
 from augment.storage import Location, Place, StorageError
 
 TEMPORARY_SUFFIX = ".tmp"
@@ -74,7 +75,7 @@ def publish_file(local_file: Path, target: Place) -> None:
 def remove_temporaries(folder: Place) -> None:
     """Remove the temporary files a killed writer left in ``folder`` (call only while holding its lock).
 
-    A local folder: only those whose writer process is gone (:func:`augment.imageio.remove_orphaned_temporaries`;
+    A local folder: only those whose writer process is gone (:func:`augment.atomic_files.remove_orphaned_temporaries`;
     the lock keeps other runs of the same kind out, not a command writing one file there without a
     lock, such as ``synth eval --out``, whose temporary stays while it writes). An object store:
     the upload temporaries of :func:`commit_file` (:func:`temporary_name`), which only the holder of

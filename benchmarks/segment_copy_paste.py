@@ -49,8 +49,9 @@ if __name__ == "__main__" and os.environ.get("PYTHONPATH") != str(ROOT):
 
 sys.path.insert(0, str(ROOT))
 
+from augment.atomic_files import atomic_write_text  # noqa: E402
 from augment.config import ExpandConfig, read_yaml_mapping  # noqa: E402
-from augment.imageio import InputError, atomic_write_text  # noqa: E402
+from augment.imageio import InputError  # noqa: E402
 from augment.photo_shards import write_photo_shards  # noqa: E402
 from benchmarks.segment_ccp import CCP, train_baseline  # noqa: E402
 from pipelines import selftune_config  # noqa: E402

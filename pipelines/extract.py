@@ -36,9 +36,10 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
+from augment.atomic_files import atomic_write_text
 from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
-from augment.imageio import InputError, atomic_write_text, read_image, save_image
+from augment.imageio import InputError, read_image, save_image
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import write_manifest

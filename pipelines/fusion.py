@@ -30,7 +30,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from augment.imageio import InputError, atomic_write_text
+from augment.atomic_files import atomic_write_text
+from augment.imageio import InputError
 from pipelines.local_features import DenseMap
 from pipelines.verify import Verification
 

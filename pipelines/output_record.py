@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable
 
-from augment.imageio import NAME_MAX, temporary_final_name
+from augment.atomic_files import NAME_MAX, temporary_final_name
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class OutputRecord:
 
     def clear(self) -> int:
         """Remove the outputs the record names, the fixed names and the temporaries a killed write of
-        any of them left (:func:`augment.imageio.temporary_beside`); the number of outputs removed."""
+        any of them left (:func:`augment.atomic_files.temporary_beside`); the number of outputs removed."""
         names, folders = self._names()
         removed = 0
         for child in list(self.out.iterdir()):  # one listing: a folder may hold thousands of outputs

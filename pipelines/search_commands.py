@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 import typer
 
-from augment.imageio import InputError, atomic_write_text
+from augment.atomic_files import atomic_write_text
+from augment.imageio import InputError
 from pipelines.search_outputs import (DETECTIONS_FILE, MAX_BATCH, MAX_WORKERS, ONNX_MIN_WORK,  # noqa: F401
                                       ImageBatch, OutputNames, RunSummary, SearchJob, check_batch_and_workers,
                                       count_work, expand_media, expand_pair_media, is_video, read_pairs,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from augment.imageio import (IMAGE_EXTENSIONS, NAME_MAX, VIDEO_EXTENSIONS, InputError, atomic_write_text,
-                             list_images, read_image, save_image)
+from augment.atomic_files import NAME_MAX, atomic_write_text
+from augment.imageio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, InputError, list_images, read_image, save_image
 from pipelines.output_record import OutputKinds, OutputRecord
 
 logger = logging.getLogger(__name__)

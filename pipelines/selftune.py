@@ -41,8 +41,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from augment.atomic_files import atomic_write_text
 from augment.config import ExpandConfig
-from augment.imageio import InputError, atomic_write_text, list_images
+from augment.imageio import InputError, list_images
 from augment.photo_shards import write_photo_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from pipelines import selftune_config

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from augment.imageio import atomic_write_text
+from augment.atomic_files import atomic_write_text
 from augment.schema import MANIFEST_FILE
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from augment.imageio import atomic_write_text, list_images, read_image, save_image
+from augment.atomic_files import atomic_write_text
+from augment.imageio import list_images, read_image, save_image
 
 WHITE, GREY, INK = (255, 255, 255), (200, 200, 200), (40, 40, 40)
 BLUE, GREEN, RED = (31, 119, 180), (44, 160, 44), (214, 39, 40)

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from augment.imageio import InputError, atomic_path, atomic_write_text
+from augment.atomic_files import atomic_path, atomic_write_text
+from augment.imageio import InputError
 from train.model import QuerySearchNet, SearchNetConfig
 
 logger = logging.getLogger(__name__)

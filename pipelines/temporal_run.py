@@ -15,7 +15,8 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from augment.imageio import InputError, atomic_write_text, save_image
+from augment.atomic_files import atomic_write_text
+from augment.imageio import InputError, save_image
 from pipelines.frames import frames_and_highlights
 from pipelines.temporal import TemporalConfig, TemporalSearcher, TrackSummary
 from pipelines.temporal_draw import draw_track, frame_heat

@@ -23,7 +23,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from augment.imageio import InputError, temporary_beside
+from augment.atomic_files import temporary_beside
+from augment.imageio import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ def files_under(root: Path, skip: Path | None = None) -> dict[str, tuple[int, in
 
 _KILLED_WRITE = """
 import os, signal, sys
-from augment.imageio import atomic_path, temporary_folder_beside
+from augment.atomic_files import atomic_path, temporary_folder_beside
 if sys.argv[2] == "folder":  # a staging folder made, its process gone before it was used
     print(temporary_folder_beside(sys.argv[1], ".new"))
     sys.exit(0)

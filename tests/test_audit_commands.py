@@ -22,7 +22,7 @@ def test_eval_with_an_unknown_device_is_one_line_not_a_torch_traceback(tmp_path,
 def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(tmp_path):
     """A SIGKILLed export left .<out>.XXXXXXXX.tmp beside --out (a copy of every image) for good."""
     from augment.coco_export import export_coco
-    from augment.imageio import temporary_folder_beside
+    from augment.atomic_files import temporary_folder_beside
     from augment.locking import folder_lock
 
     make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
@@ -353,7 +353,7 @@ def test_a_checkpoint_trained_with_a_batch_past_the_maximum_still_loads():
 
 # ----------------------------------------------------------------- temporaries of killed writes
 def _writer_pid(temporary: Path) -> int:
-    from augment.imageio import TEMPORARY_NAME
+    from augment.atomic_files import TEMPORARY_NAME
 
     return int(TEMPORARY_NAME.fullmatch(temporary.name)["pid"])
 
@@ -363,7 +363,7 @@ def test_a_killed_writes_temporary_is_removed_by_the_next_run_and_a_live_writers
     killed run one more. The next run writing there removes those whose process is gone; a temporary
     another process is still writing, another machine's, one of an unknown format, a folder or a
     file of the user's stay."""
-    from augment.imageio import machine_token, temporary_beside
+    from augment.atomic_files import machine_token, temporary_beside
     from cli_checks import killed_write
 
     make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
@@ -391,8 +391,8 @@ def test_a_temporary_of_a_name_too_long_for_its_suffixes_is_cut_not_an_error(tmp
     """The temporary is the final name plus ~30 characters: a 250-character name was ENAMETOOLONG."""
     import os
 
-    from augment.imageio import (atomic_write_bytes, machine_token, orphaned_temporary, temporary_beside,
-                                 temporary_final_name)
+    from augment.atomic_files import (atomic_write_bytes, machine_token, orphaned_temporary, temporary_beside,
+                                      temporary_final_name)
 
     final = tmp_path / ("x" * 246 + ".png")
     atomic_write_bytes(final, b"data")
@@ -407,7 +407,7 @@ def test_a_temporary_of_a_name_too_long_for_its_suffixes_is_cut_not_an_error(tmp
 def test_an_exports_starting_folder_whose_process_is_gone_is_removed_by_the_next_export(tmp_path):
     """An export killed before locking its staging folder left .<out>.XXXXXXXX.new beside --out."""
     from augment.coco_export import export_coco
-    from augment.imageio import temporary_folder_beside
+    from augment.atomic_files import temporary_folder_beside
     from cli_checks import killed_write
 
     make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
@@ -443,7 +443,7 @@ def _temporaries_beside(out: Path, shard: str) -> tuple[Path, list[Path], list[P
     """In ``out``: a killed writer's temporary of ``shard`` and a legacy fixed-name shard temporary
     (both to go), and what must stay: a temporary another command (eval --out, which takes no folder
     lock) is still writing there, and a hidden .tmp file of the user's."""
-    from augment.imageio import temporary_beside
+    from augment.atomic_files import temporary_beside
     from cli_checks import killed_write
 
     out.mkdir(parents=True, exist_ok=True)
@@ -511,7 +511,7 @@ def test_a_shard_for_an_object_store_killed_mid_write_leaves_no_scratch_file_aft
     import stat
 
     from augment import shard_writer
-    from augment.imageio import temporary_beside
+    from augment.atomic_files import temporary_beside
     from cli_checks import killed_write
 
     scratch = tmp_path / "scratch"

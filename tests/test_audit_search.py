@@ -147,7 +147,7 @@ def test_run_search_refuses_a_batch_or_workers_past_its_maximum_before_clearing_
 def test_a_search_removes_the_temporaries_killed_writes_left_in_out_and_keeps_a_live_writers(tmp_path):
     """A write killed mid-way (here a `synth calibrate --out found/threshold.json`, SIGKILLed) left
     its hidden temporary in the folder for good; another process still writing there keeps its own."""
-    from augment.imageio import temporary_beside
+    from augment.atomic_files import temporary_beside
     from cli_checks import killed_write
 
     query, photo, out = tmp_path / "query.png", tmp_path / "photo.png", tmp_path / "found"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from augment.imageio import atomic_write_text
+from augment.atomic_files import atomic_write_text
 from augment.locking import BUSY_EXIT_CODE, LOCK_FILE
 from augment.schema import MANIFEST_FILE
 from cli_checks import assert_one_line_error, error_lines, files_under, run_cli

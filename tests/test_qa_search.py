@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from augment.imageio import NAME_MAX, InputError, read_image, save_image
+from augment.atomic_files import NAME_MAX
+from augment.imageio import InputError, read_image, save_image
 from cli_checks import run_cli
 from tests.test_hardening_search import _random
 

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from augment.imageio import save_image, temporary_beside
+from augment.atomic_files import temporary_beside
+from augment.imageio import save_image
 from augment.locking import BUSY_EXIT_CODE, LOCK_FILE, folder_lock
 from cli_checks import run_cli
 from pipelines.output_record import OutputRecord

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from augment.imageio import InputError, atomic_path
+from augment.atomic_files import atomic_path
+from augment.imageio import InputError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from augment.imageio import atomic_write_text
+from augment.atomic_files import atomic_write_text
 from augment.storage import as_place
 from train.checkpoint import load_checkpoint, load_model_state
 from train.data import make_loader

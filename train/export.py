@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from augment.imageio import InputError, atomic_path
+from augment.atomic_files import atomic_path
+from augment.imageio import InputError
 from train.backbones import fold_batchnorm
 
 logger = logging.getLogger(__name__)

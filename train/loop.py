@@ -25,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
-from augment.imageio import InputError, atomic_write_text, remove_orphaned_temporaries
+from augment.atomic_files import atomic_write_text, remove_orphaned_temporaries
+from augment.imageio import InputError
 from augment.storage import Place, as_place
 from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint, load_model_state, restore_rng_state,
                               save_checkpoint, unwrap)

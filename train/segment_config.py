@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from augment.imageio import InputError, atomic_write_text
+from augment.atomic_files import atomic_write_text
+from augment.imageio import InputError
 from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
 from augment.validation import is_int, is_number, is_pair
 

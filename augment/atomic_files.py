@@ -1,0 +1,179 @@
+"""Files written whole or not at all: a temporary beside the final name, renamed into place on success.
+
+A write killed by SIGKILL, the OOM killer or a power loss leaves only its hidden temporary, never a
+part-written file under the final name; the temporary names its writer, so the next run that writes
+into the folder removes the ones whose writer is gone (:func:`remove_orphaned_temporaries`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import re
+import socket
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+logger = logging.getLogger(__name__)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where /proc allows (os.umask alone must set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Temporaries (:func:`temporary_beside`, :func:`temporary_folder_beside`) are named
+# ".<final name>.<writer>.<8 random characters><suffix>", the writer "<machine>-<pid>": a write killed
+# by SIGKILL, the OOM killer or a power loss leaves its temporary behind, and the next run that
+# writes into the folder removes those whose writer is gone (:func:`remove_orphaned_temporaries`).
+# Temporaries named before the writer was recorded (".<final name>.<8 random characters><suffix>")
+# still parse, without a writer.
+TEMPORARY_NAME = re.compile(r"\.(?P<final>.+?)(?:\.(?P<machine>[0-9a-f]{8})-(?P<pid>[0-9]{1,10}))?"
+                            r"\.[a-z0-9_]{8}\.[A-Za-z0-9]+")
+NAME_MAX = 255  # bytes of a file name (Linux file systems): a long final name is cut in its temporary's
+
+
+@functools.lru_cache(maxsize=1)
+def machine_token() -> str:
+    """8 hex characters naming where this process's pids mean something: the host, its boot and the
+    pid namespace. Only a temporary carrying this token is judged by its pid; another machine's (a
+    shared NFS folder), another boot's or another container's with pids of its own (a shared volume)
+    is never removed, since its writer cannot be looked up from here."""
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    except OSError:
+        pass
+    try:
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+
+
+def _temporary_prefix(final_name: str, suffix: str) -> str:
+    """``.<final name>.<writer>.``, the final name cut (in bytes) so that the whole temporary's name,
+    with mkstemp's 8 random characters and ``suffix``, stays a legal file name."""
+    writer = f".{machine_token()}-{os.getpid()}."
+    room = NAME_MAX - 1 - len(writer) - 8 - len(os.fsencode(suffix))
+    encoded = os.fsencode(final_name)
+    if len(encoded) > room:
+        final_name = os.fsdecode(encoded[:max(1, room)])
+    return f".{final_name}{writer}"
+
+
+def temporary_final_name(name: str) -> str | None:
+    """The final name whose temporary ``name`` is (as written in it: a long one is cut), or None."""
+    match = TEMPORARY_NAME.fullmatch(name)
+    return match["final"] if match else None
+
+
+def orphaned_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary of ours whose writer process is gone: it carries this machine's
+    token (:func:`machine_token`) and a pid that no process of this machine has. A temporary of a live
+    process (this one, or another still writing), of another machine or container, of the format before
+    writers were recorded, or any other name is not."""
+    match = TEMPORARY_NAME.fullmatch(name)
+    if match is None or match["pid"] is None or match["machine"] != machine_token():
+        return False
+    pid = int(match["pid"])
+    if pid < 1 or pid == os.getpid():  # pid 0 would signal our own process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # PermissionError: alive, another user's; a pid out of range: not ours
+        return False
+    return False
+
+
+def remove_orphaned_temporaries(folder: Path | str) -> int:
+    """Remove the temporary files in ``folder`` whose writers were killed mid-write (see
+    :func:`orphaned_temporary`); the number removed, logged at INFO.
+
+    Called by a run as it starts writing into a folder (:func:`augment.locking.folder_lock`,
+    :func:`augment.outputs.check_output_file`). One listing of ``folder``, not of its subfolders;
+    only regular files are removed, never a folder or a link; a file that cannot be removed is left.
+    """
+    removed = 0
+    try:
+        entries = os.scandir(folder)
+    except OSError:  # absent (made later), or not listable: nothing to clear
+        return 0
+    with entries:
+        for entry in entries:
+            if not entry.name.startswith(".") or not orphaned_temporary(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove (a read-only folder)
+    if removed:
+        logger.info("%s: removed %d temporary file(s) left by writes that were killed", folder, removed)
+    return removed
+
+
+def temporary_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
+    """A new, uniquely named hidden file beside ``final_path`` (made now, empty), named after its
+    writer (see :data:`TEMPORARY_NAME`) so that the next run can tell a killed write's from a live one.
+
+    Its mode is what a plain ``open()`` gives (0666 less the umask): ``mkstemp`` makes 0600, which
+    would leave every output unreadable to other users and containers after the rename.
+    """
+    final_path = Path(final_path)
+    handle, temporary = tempfile.mkstemp(prefix=_temporary_prefix(final_path.name, suffix), suffix=suffix,
+                                         dir=final_path.parent)
+    try:
+        os.fchmod(handle, 0o666 & ~current_umask())
+    finally:
+        os.close(handle)
+    return Path(temporary)
+
+
+def temporary_folder_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
+    """A new, uniquely named hidden folder beside ``final_path``, with the mode ``mkdir`` would give,
+    named after its writer as :func:`temporary_beside`'s files are."""
+    final_path = Path(final_path)
+    folder = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final_path.name, suffix), suffix=suffix,
+                                   dir=final_path.parent))
+    os.chmod(folder, 0o777 & ~current_umask())
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(final_path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``final_path``; rename it into place only on success."""
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary_path = temporary_beside(final_path)
+    try:
+        yield temporary_path
+        os.replace(temporary_path, final_path)
+    finally:
+        if temporary_path.exists():
+            temporary_path.unlink()
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
