@@ -4,6 +4,8 @@ raising where the signal handler would."""
 
 from __future__ import annotations
 
+import importlib.abc
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +13,10 @@ import yaml
 
 import train.loop as loop
 from cli_checks import assert_one_line_error, run_cli
+from pipelines.onnx_backbone import medium_encoder
 from shard_factory import make_shards
 from test_trainer import tiny_config
+from train.tasks import build_task
 
 
 @pytest.fixture
@@ -55,3 +59,42 @@ def test_a_train_run_stopped_after_a_checkpoint_is_told_to_resume_and_resumes(tr
     assert_one_line_error(run_cli(*args), 130, "with --resume to continue from the last checkpoint")
     monkeypatch.undo()
     assert run_cli(*args, "--resume").exit_code == 0
+
+
+class _StoppedImport(importlib.abc.MetaPathFinder):
+    """Importing ``name`` fails as a pybind11 extension's initialisation does (onnxruntime's) when the
+    stop signal's handler raises in it: ImportError("initialization failed"), the interrupt its cause
+    (seen with SIGTERM sent to `python -c "import onnxruntime"` 5-20 ms after start)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as stop:
+            raise ImportError("initialization failed") from stop
+
+
+@pytest.fixture
+def onnxruntime_import_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_StoppedImport("onnxruntime"), *sys.meta_path])
+
+
+def test_a_stop_while_onnxruntime_loads_stops_export_onnx_not_blames_a_missing_package(onnxruntime_import_stopped,
+                                                                                     tmp_path):
+    """export-onnx stopped while importing onnxruntime said "needs onnxruntime: pip install" (exit 2)."""
+    result = run_cli("export-onnx", "--out", tmp_path / "net.onnx")
+    assert_one_line_error(result, 130, "interrupted")
+    assert not (tmp_path / "net.onnx").exists()
+
+
+def test_a_stop_while_onnxruntime_loads_stops_a_search_not_falls_back_to_pytorch(onnxruntime_import_stopped):
+    """A long search (or the temporal mode) stopped while its onnxruntime encoder was being made fell
+    back to PyTorch and searched on: the SIGTERM was lost."""
+    model = build_task(tiny_config()).build_model().eval()
+    with pytest.raises(KeyboardInterrupt):
+        medium_encoder(model)

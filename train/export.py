@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from augment.imageio import InputError, atomic_path
+from augment.system import raise_if_interrupted
 from train.backbones import fold_batchnorm
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def check_onnx_installed(with_runtime: bool = False) -> None:
     for name in ("onnx", "onnxruntime") if with_runtime else ("onnx",):
         try:
             importlib.import_module(name)
-        except ImportError:
+        except ImportError as error:
+            raise_if_interrupted(error)  # a stop during the import is no missing package
             missing.append(name)
     if missing:
         raise InputError(f"ONNX export needs {' and '.join(missing)}: pip install 'synth[onnx]'"
