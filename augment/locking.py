@@ -32,7 +32,8 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if needed) until the block ends.
 
     Raises :class:`BusyError` at once (no waiting) when another process holds it. The lock file
-    records the holder's pid, for the error message only: the lock itself is the flock. Once the
+    records the holder's pid and ``what`` it is, for the error message only (the lock itself is the
+    flock): one folder may be asked for by two commands (a search and a segment run). Once the
     lock is held, the temporary files that killed writes left in ``folder`` are removed (those of
     live writers are kept: :func:`augment.imageio.remove_orphaned_temporaries`).
     """
@@ -44,11 +45,12 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(handle, 64, 0).decode(errors="replace").strip() or "another process"
-            raise BusyError(f"{folder}: another {what} is writing here (pid {holder}); "
+            # "PID WHAT" (a lock file of an older version: the pid alone, its kind unknown).
+            pid, _, kind = os.pread(handle, 256, 0).decode(errors="replace").strip().partition(" ")
+            raise BusyError(f"{folder}: another {kind or what} is writing here (pid {pid or 'unknown'}); "
                             "wait for it to finish or choose another folder") from None
         os.ftruncate(handle, 0)
-        os.pwrite(handle, str(os.getpid()).encode(), 0)
+        os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
         remove_orphaned_temporaries(folder)
         yield path
     finally:

@@ -1,6 +1,6 @@
-"""Runs stopped (SIGTERM, Ctrl-C, SIGKILL) at awkward moments and rerun as their own message says, found
-by a kill-and-rerun sweep of every long command. One test per defect found; each plays the stop by
-raising where the signal handler would."""
+"""Runs stopped (SIGTERM, Ctrl-C, SIGKILL) at awkward moments and rerun as their own message says, or
+started twice on one folder, found by a kill-and-rerun sweep of every long command. One test per
+defect found; a stop is played by raising where the signal handler would."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 import yaml
 
 import train.loop as loop
+from augment.locking import BUSY_EXIT_CODE, folder_lock
 from cli_checks import assert_one_line_error, run_cli
 from pipelines.onnx_backbone import medium_encoder
+from segment_factory import make_unlabeled, save_untrained_segmenter
 from shard_factory import make_shards
 from test_trainer import tiny_config
 from train.tasks import build_task
@@ -98,3 +100,12 @@ def test_a_stop_while_onnxruntime_loads_stops_a_search_not_falls_back_to_pytorch
     model = build_task(tiny_config()).build_model().eval()
     with pytest.raises(KeyboardInterrupt):
         medium_encoder(model)
+
+
+def test_a_folder_busy_with_another_command_names_that_command_not_the_one_asking(tmp_path):
+    """A segment run into a folder a search was writing said "another segment run is writing here"."""
+    photos, out = make_unlabeled(tmp_path / "photos", count=1), tmp_path / "out"
+    checkpoint = save_untrained_segmenter(tmp_path / "segmenter.pt")
+    with folder_lock(out, "search run"):  # as another process's search would
+        result = run_cli("segment", photos, "--checkpoint", checkpoint, "--out", out, "--device", "cpu")
+    assert_one_line_error(result, BUSY_EXIT_CODE, "another search run is writing here")
