@@ -39,7 +39,8 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if needed) until the block ends.
 
     Raises :class:`BusyError` at once (no waiting) when another process holds it. The lock file
-    records the holder's pid, for the error message only: the lock itself is the flock. Once the
+    records the holder's pid and ``what`` it is, for the error message only (the lock itself is the
+    flock): one folder may be asked for by two commands (a search and a segment run). Once the
     lock is held, the temporary files that killed writes left in ``folder`` are removed (those of
     live writers are kept: :func:`augment.atomic_files.remove_orphaned_temporaries`).
     """
@@ -53,21 +54,28 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
         except BlockingIOError:
             raise BusyError(_busy(handle, folder, what)) from None
         os.ftruncate(handle, 0)
-        os.pwrite(handle, str(os.getpid()).encode(), 0)
+        os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
         remove_orphaned_temporaries(folder)
         yield path
     finally:
         os.close(handle)  # closing the descriptor releases the flock
 
 
+def _holder(handle: int, what: str) -> tuple[str, str]:
+    """The pid and the kind of run a lock file records ("PID WHAT"; a lock file of an older version
+    holds the pid alone, its kind then taken as ``what``)."""
+    pid, _, kind = os.pread(handle, 256, 0).decode(errors="replace").strip().partition(" ")
+    return pid or "unknown", kind or what
+
+
 def _busy(handle: int, folder: Path, what: str) -> str:
-    """Why ``folder``'s lock is not to be had: a writer holds it (its pid recorded), or only readers
-    do (a shared lock is then granted: it is given back at once)."""
+    """Why ``folder``'s lock is not to be had: a writer holds it (its pid and kind recorded), or only
+    readers do (a shared lock is then granted: it is given back at once)."""
     try:
         fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(handle, 64, 0).decode(errors="replace").strip() or "another process"
-        return f"{folder}: another {what} is writing here (pid {holder}); wait for it to finish or choose another folder"
+        pid, kind = _holder(handle, what)
+        return f"{folder}: another {kind} is writing here (pid {pid}); wait for it to finish or choose another folder"
     fcntl.flock(handle, fcntl.LOCK_UN)
     return (f"{folder}: a `synth train` run is reading the shards here; wait for it to finish before writing "
             "here, or choose another folder")
@@ -94,8 +102,8 @@ def reading_lock(folder: Path | str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(handle, 64, 0).decode(errors="replace").strip() or "another process"
-            raise BusyError(f"{folder}: a run is writing these shards (pid {holder}); wait for it to finish "
+            pid, kind = _holder(handle, "another run")
+            raise BusyError(f"{folder}: {kind} (pid {pid}) is writing these shards; wait for it to finish "
                             "(its manifest.json marks it done) and start again") from None
         yield
     finally:

@@ -38,6 +38,23 @@ def tune_malloc(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 20)
     return _tuned
 
 
+def raise_if_interrupted(error: BaseException) -> None:
+    """Raise KeyboardInterrupt if ``error`` stands for one (Ctrl-C, or SIGTERM as the CLI turns it).
+
+    An extension module's initialisation (pybind11's, as onnxruntime's) reports an exception raised
+    while it runs as ``ImportError("initialization failed")``, the interrupt only its cause: a caller
+    that reads an ImportError as "not installed", or falls back to another path on any Exception,
+    would carry on (or blame a missing package) instead of stopping as asked.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            raise KeyboardInterrupt from error
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+
+
 def ignore_interrupts() -> None:
     """Initializer of worker processes: Ctrl-C reaches the whole process group, but only the parent
     should react (it stops the pool and prints one line); workers would each print a traceback.

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
@@ -63,6 +63,9 @@ INTERRUPTED_EXIT_CODE = 130
 # What to do after Ctrl-C, for the commands that can resume.
 EXPAND_RESUME_HINT = "rerun the same `synth expand` command to resume (finished shards are kept)"
 TRAIN_RESUME_HINT = "rerun the same `synth train` command with --resume to continue from the last checkpoint"
+# Stopped before its first checkpoint, a run has nothing to resume from (`--resume` would be refused).
+TRAIN_RESTART_HINT = ("no checkpoint was written yet; rerun the same `synth train` command without --resume "
+                      "to start the run again")
 SEARCH_RESUME_HINT = "rerun the same `synth search` command: it starts over and clears this run's outputs first"
 # File-system errors that are the environment's, not a bug: a read-only or full disk, a path that
 # is a file where a folder is needed. They get one line, like a user's mistake.
@@ -70,10 +73,11 @@ ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errn
                       errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
 
 
-def run_guarded(function, *args, interrupt_hint: str | None = None, **kwargs):
+def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None = None, **kwargs):
     """Call ``function``; a user's mistake becomes one line on stderr, not a traceback.
 
-    ``interrupt_hint`` follows "interrupted; " when Ctrl-C stops the call (how to resume, if one can).
+    ``interrupt_hint`` follows "interrupted; " when Ctrl-C stops the call (how to resume, if one can);
+    a callable is asked only then, for a hint that depends on how far the run got.
     """
     try:
         return function(*args, **kwargs)
@@ -86,7 +90,8 @@ def run_guarded(function, *args, interrupt_hint: str | None = None, **kwargs):
             raise
         fail(f"{error.filename or 'file system'}: {error.strerror or error}")
     except KeyboardInterrupt:
-        fail(f"interrupted; {interrupt_hint}" if interrupt_hint else "interrupted", INTERRUPTED_EXIT_CODE)
+        hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
+        fail(f"interrupted; {hint}" if hint else "interrupted", INTERRUPTED_EXIT_CODE)
 
 
 def check_at_least(value: int | None, minimum: int, option: str) -> None:

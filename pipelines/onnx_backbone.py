@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augment.system import raise_if_interrupted
 from train.backbones import SameConv2d
 from train.model import MediumFeatures
 
@@ -151,6 +152,7 @@ def _new_encoder(model: nn.Module, threads: int, max_stride: int) -> OnnxMediumE
     try:
         return OnnxMediumEncoder(model, threads, max_stride)
     except Exception as error:  # noqa: BLE001 - any failure falls back to PyTorch, once
+        raise_if_interrupted(error)  # a stop during onnxruntime's import is no failure to fall back from
         logger.info("onnxruntime encoder unavailable (%s); PyTorch encodes", error)
         return None
 

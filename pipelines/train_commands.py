@@ -70,8 +70,8 @@ def _check_shards(task: str, folder: str | Path) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
-    from pipelines.cli import (TRAIN_RESUME_HINT, check_at_least, check_at_most,  # here: pipelines.cli imports this
-                               run_guarded)
+    from pipelines.cli import (TRAIN_RESTART_HINT, TRAIN_RESUME_HINT, check_at_least,  # here: pipelines.cli imports this
+                               check_at_most, run_guarded)
 
     @app.command()
     def train(
@@ -100,6 +100,11 @@ def register(app: typer.Typer) -> None:
 
         def run() -> None:
             check_output_folder(out)
+            if resume and not (out / CHECKPOINT_FILE).exists():
+                # A run killed before its first checkpoint left its folder (config.yaml, tb/) but nothing to
+                # resume: say what to do instead of only "no such checkpoint".
+                raise InputError(f"{out / CHECKPOINT_FILE}: no checkpoint to resume from; run the same command "
+                                 "without --resume to start the run")
             run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device,
                                  task=task)
             for folder in [*shards, eval_shards] if eval_shards else shards:  # unreadable: one line before the model loads
@@ -116,7 +121,12 @@ def register(app: typer.Typer) -> None:
                     _console.print(_metrics_table("held-out evaluation", result.eval_metrics))
                 _console.print(f"checkpoint: {result.checkpoint}; corrupt rows skipped: {result.corrupt_rows}")
 
-        run_guarded(run, interrupt_hint=TRAIN_RESUME_HINT)
+        def interrupt_hint() -> str:
+            # The checkpoint is only there once the run wrote its first one (a run into a folder holding
+            # one is refused without --resume): before that, --resume has nothing to continue from.
+            return TRAIN_RESUME_HINT if (out / CHECKPOINT_FILE).exists() else TRAIN_RESTART_HINT
+
+        run_guarded(run, interrupt_hint=interrupt_hint)
 
     @app.command("eval")
     def evaluate_command(

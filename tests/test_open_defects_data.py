@@ -93,7 +93,7 @@ def test_a_training_run_holds_its_shards_for_the_whole_run_and_refuses_a_folder_
     train(tiny_config(steps=1), shards, tmp_path / "run", show_progress=False)
     assert len(tried) == 1 and "a `synth train` run is reading the shards here" in tried[0], tried
     with folder_lock(shards, "synth expand"):  # released with the run; a writer at work refuses a new run
-        with pytest.raises(BusyError, match=f"^{shards}: a run is writing these shards \\(pid {os.getpid()}\\)"):
+        with pytest.raises(BusyError, match=f"^{shards}: synth expand \\(pid {os.getpid()}\\) is writing these shards"):
             train(tiny_config(steps=1), shards, tmp_path / "run2", show_progress=False)
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from augment.atomic_files import atomic_path
 from augment.imageio import InputError
+from augment.system import raise_if_interrupted
 from train.backbones import fold_batchnorm
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ def check_onnx_installed(with_runtime: bool = False) -> None:
     for name in ("onnx", "onnxruntime") if with_runtime else ("onnx",):
         try:
             importlib.import_module(name)
-        except ImportError:
+        except ImportError as error:
+            raise_if_interrupted(error)  # a stop during the import is no missing package
             missing.append(name)
     if missing:
         raise InputError(f"ONNX export needs {' and '.join(missing)}: pip install 'synth[onnx]'"

@@ -1,0 +1,111 @@
+"""Runs stopped (SIGTERM, Ctrl-C, SIGKILL) at awkward moments and rerun as their own message says, or
+started twice on one folder, found by a kill-and-rerun sweep of every long command. One test per
+defect found; a stop is played by raising where the signal handler would."""
+
+from __future__ import annotations
+
+import importlib.abc
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import train.loop as loop
+from augment.locking import BUSY_EXIT_CODE, folder_lock
+from cli_checks import assert_one_line_error, run_cli
+from pipelines.onnx_backbone import medium_encoder
+from segment_factory import make_unlabeled, save_untrained_segmenter
+from shard_factory import make_shards
+from test_trainer import tiny_config
+from train.tasks import build_task
+
+
+@pytest.fixture
+def train_run(tmp_path) -> tuple[list[object], Path]:
+    """The arguments of a two-step `synth train` with a checkpoint after every step, and its run folder."""
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(steps=2, checkpoint_every=1).to_dict()["values"]))
+    run = tmp_path / "run"
+    return ["train", "--shards", shards, "--out", run, "--config", config], run
+
+
+def _stop_at(monkeypatch: pytest.MonkeyPatch, stop_step: int) -> None:
+    """A SIGTERM (the CLI raises KeyboardInterrupt for it) as step ``stop_step`` begins."""
+    def learning_rate(step, config):
+        if step == stop_step:
+            raise KeyboardInterrupt
+        return original(step, config)
+
+    original = loop.learning_rate
+    monkeypatch.setattr(loop, "learning_rate", learning_rate)
+
+
+def test_a_train_run_stopped_before_its_first_checkpoint_is_told_to_start_again_not_to_resume(train_run, monkeypatch):
+    """Stopped before its first checkpoint, train said "rerun ... with --resume", and that rerun was
+    refused with only "no such checkpoint" (exit 2): a scheduler following the message never got going."""
+    args, run = train_run
+    _stop_at(monkeypatch, 0)
+    line = assert_one_line_error(run_cli(*args), 130, "interrupted", "without --resume")
+    assert not (run / "checkpoint.pt").exists() and (run / "config.yaml").exists()  # the killed run's folder
+    monkeypatch.undo()
+    # --resume there (a scheduler that always passes it) says what to do instead.
+    assert_one_line_error(run_cli(*args, "--resume"), 2, "no checkpoint to resume from", "without --resume")
+    assert "--resume to continue" not in line and run_cli(*args).exit_code == 0  # the message's command works
+
+
+def test_a_train_run_stopped_after_a_checkpoint_is_told_to_resume_and_resumes(train_run, monkeypatch):
+    args, run = train_run
+    _stop_at(monkeypatch, 1)  # step 1's checkpoint is written
+    assert_one_line_error(run_cli(*args), 130, "with --resume to continue from the last checkpoint")
+    monkeypatch.undo()
+    assert run_cli(*args, "--resume").exit_code == 0
+
+
+class _StoppedImport(importlib.abc.MetaPathFinder):
+    """Importing ``name`` fails as a pybind11 extension's initialisation does (onnxruntime's) when the
+    stop signal's handler raises in it: ImportError("initialization failed"), the interrupt its cause
+    (seen with SIGTERM sent to `python -c "import onnxruntime"` 5-20 ms after start)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as stop:
+            raise ImportError("initialization failed") from stop
+
+
+@pytest.fixture
+def onnxruntime_import_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_StoppedImport("onnxruntime"), *sys.meta_path])
+
+
+def test_a_stop_while_onnxruntime_loads_stops_export_onnx_not_blames_a_missing_package(onnxruntime_import_stopped,
+                                                                                     tmp_path):
+    """export-onnx stopped while importing onnxruntime said "needs onnxruntime: pip install" (exit 2)."""
+    result = run_cli("export-onnx", "--out", tmp_path / "net.onnx")
+    assert_one_line_error(result, 130, "interrupted")
+    assert not (tmp_path / "net.onnx").exists()
+
+
+def test_a_stop_while_onnxruntime_loads_stops_a_search_not_falls_back_to_pytorch(onnxruntime_import_stopped):
+    """A long search (or the temporal mode) stopped while its onnxruntime encoder was being made fell
+    back to PyTorch and searched on: the SIGTERM was lost."""
+    model = build_task(tiny_config()).build_model().eval()
+    with pytest.raises(KeyboardInterrupt):
+        medium_encoder(model)
+
+
+def test_a_folder_busy_with_another_command_names_that_command_not_the_one_asking(tmp_path):
+    """A segment run into a folder a search was writing said "another segment run is writing here"."""
+    photos, out = make_unlabeled(tmp_path / "photos", count=1), tmp_path / "out"
+    checkpoint = save_untrained_segmenter(tmp_path / "segmenter.pt")
+    with folder_lock(out, "search run"):  # as another process's search would
+        result = run_cli("segment", photos, "--checkpoint", checkpoint, "--out", out, "--device", "cpu")
+    assert_one_line_error(result, BUSY_EXIT_CODE, "another search run is writing here")
