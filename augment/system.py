@@ -1,11 +1,14 @@
-"""Process-wide settings: a faster allocator set-up on glibc machines, quiet worker processes."""
+"""Process-wide settings: a faster allocator set-up on glibc machines, quiet worker processes, stops
+held until a safe point (:class:`DeferredStop`)."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import logging
+import os
 import signal
+import threading
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -142,3 +145,50 @@ def limit_blas_threads(threads: int = 1) -> int:
             done += 1
     log.debug("OpenBLAS threads set to %d in %d libraries", threads, done)
     return done
+
+
+class DeferredStop:
+    """Ctrl-C and SIGTERM held until the caller reaches a point where stopping loses nothing.
+
+    Within the block, the first SIGINT or SIGTERM of this process is only recorded (:attr:`signal`);
+    the caller checks :attr:`requested` at its safe points (a training step's end, where a
+    checkpoint can be written) and stops there. A second one raises KeyboardInterrupt at once, as
+    before. Forked children that inherit the handler (data-loader workers) end as they would have:
+    SIGINT as KeyboardInterrupt, SIGTERM by its default action. Outside the main thread (no signal
+    handlers there) the block changes nothing and :attr:`requested` stays False.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._owner = 0
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def __enter__(self) -> "DeferredStop":
+        if threading.current_thread() is threading.main_thread():
+            self._owner = os.getpid()
+            self._previous = {number: signal.getsignal(number) for number in self.SIGNALS}
+            for number in self.SIGNALS:
+                signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._owner:  # a forked worker: end as it would have without this block
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if self.signal is not None:  # asked twice: stop now
+            raise KeyboardInterrupt
+        self.signal = signum

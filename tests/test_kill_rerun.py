@@ -5,10 +5,13 @@ defect found; a stop is played by raising where the signal handler would."""
 from __future__ import annotations
 
 import importlib.abc
+import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import train.loop as loop
@@ -18,6 +21,8 @@ from pipelines.onnx_backbone import medium_encoder
 from segment_factory import make_unlabeled, save_untrained_segmenter
 from shard_factory import make_shards
 from test_trainer import tiny_config
+from train.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from train.loop import train
 from train.tasks import build_task
 
 
@@ -109,3 +114,46 @@ def test_a_folder_busy_with_another_command_names_that_command_not_the_one_askin
     with folder_lock(out, "search run"):  # as another process's search would
         result = run_cli("segment", photos, "--checkpoint", checkpoint, "--out", out, "--device", "cpu")
     assert_one_line_error(result, BUSY_EXIT_CODE, "another search run is writing here")
+
+
+# ----------------------------------------------------------------- a stop held to its step's end
+def _signal_at(monkeypatch: pytest.MonkeyPatch, step_signals: dict[int, int]) -> None:
+    """SIGTERM sent to this process ``step_signals[step]`` times as that step begins (a scheduler's
+    stop arriving mid-step; the signal itself, not a raise standing for it)."""
+    original = loop.learning_rate
+
+    def learning_rate(step, config):
+        for _ in range(step_signals.get(step, 0)):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(step, config)
+
+    monkeypatch.setattr(loop, "learning_rate", learning_rate)
+
+
+def test_a_stop_is_held_to_its_steps_end_which_is_checkpointed_and_resumes_the_run_exactly(tmp_path, monkeypatch):
+    """A SIGTERM (or Ctrl-C) lost every step since the last periodic checkpoint (default: every 200);
+    a one-process run now finishes the step it is in, writes its checkpoint and stops, and
+    `--resume` from there ends bit for bit as the run that was never stopped."""
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=12, size=64).folder
+    config = tiny_config(steps=6, checkpoint_every=0)  # only the last step's checkpoint, periodically
+    reference = train(config, shards, tmp_path / "reference", show_progress=False)
+    before = signal.getsignal(signal.SIGTERM)
+    _signal_at(monkeypatch, {2: 1})
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, shards, run, show_progress=False)
+    assert signal.getsignal(signal.SIGTERM) is before  # the run's handler is given back
+    assert load_checkpoint(run / CHECKPOINT_FILE)["step"] == 3  # the step under way (its 3rd) was finished
+    monkeypatch.undo()
+    resumed = train(config, shards, run, resume=True, show_progress=False)
+    assert reference.losses[3:] == resumed.losses
+    weights, expected = (load_checkpoint(p / CHECKPOINT_FILE)["model"] for p in (run, tmp_path / "reference"))
+    assert all(torch.equal(weights[name], expected[name]) for name in expected)
+
+
+def test_a_second_stop_stops_at_once_without_a_checkpoint(tmp_path, monkeypatch):
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=12, size=64).folder
+    _signal_at(monkeypatch, {2: 2})
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(steps=6, checkpoint_every=0), shards, tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run" / CHECKPOINT_FILE).exists()

@@ -11,6 +11,7 @@ averages gradients, and only rank 0 logs, evaluates and writes checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 from augment.atomic_files import atomic_write_text, remove_orphaned_temporaries
 from augment.imageio import InputError
 from augment.storage import Place, as_place
+from augment.system import DeferredStop
 from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint, load_model_state, restore_rng_state,
                               save_checkpoint, unwrap)
 from train.config import TrainConfig
@@ -154,6 +156,12 @@ def _progress(enabled: bool) -> Progress:
 # The loop
 
 
+def _stop(stop: DeferredStop, step: int, checkpoint: Path | None) -> None:
+    """End a run that was asked to stop, its checkpoint written at ``step``: as the stop would have."""
+    logger.warning("stopped by signal %d after step %d; its checkpoint %s resumes it", stop.signal, step, checkpoint)
+    raise KeyboardInterrupt
+
+
 def train(config: TrainConfig, shards: Place | str | list[Place | str], out: Path | str, *,
           eval_shards: Place | str | None = None, resume: bool = False, show_progress: bool = True) -> TrainResult:
     """Train ``config`` on ``shards`` (a folder or object-store prefix, or several for a task that
@@ -266,7 +274,21 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
     samples = 0
     clock = time.perf_counter()
     train_model.train()
-    with _progress(show_progress and info.is_main) as progress:
+
+    def save() -> Path | None:
+        """The checkpoint at this step (written by the main rank; the path there, None elsewhere)."""
+        data_state = {"ranks": gather_objects(stream.state(), info)}  # collective: all ranks call it
+        if not info.is_main:
+            return None
+        save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, step=step, config=config.to_dict(),
+                        config_hash=config.hash(), data_state=data_state, shards=shards_record)
+        return checkpoint_path
+
+    # A stop (Ctrl-C, a scheduler's SIGTERM) of a one-process run is held to the end of its step,
+    # where a checkpoint is written: `--resume` then loses no steps. DDP ranks would each stop at
+    # another step, so they stop at once, as before.
+    stop = DeferredStop() if not info.enabled else contextlib.nullcontext()
+    with _progress(show_progress and info.is_main) as progress, stop:
         bar = progress.add_task("train", total=config.steps, completed=step, info="")
         while step < config.steps:
             # Learning rate of this step (the schedule is a function of the step, nothing to save).
@@ -274,7 +296,12 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
 
-            batch = to_device(next(stream), device)
+            try:
+                batch = to_device(next(stream), device)
+            except Exception:  # noqa: BLE001 - a stop's Ctrl-C also ends the loader's workers, which fails the fetch
+                if isinstance(stop, DeferredStop) and stop.requested:
+                    _stop(stop, step, save())
+                raise
             with autocast(device, config):
                 loss, outputs = task.step(train_model, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -319,13 +346,11 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
                         writer.add_scalar(f"eval/{name}", value, step)
                     logger.info("eval at step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
 
-            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps:
-                data_state = {"ranks": gather_objects(stream.state(), info)}  # collective: all ranks call it
-                if info.is_main:
-                    save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, step=step,
-                                    config=config.to_dict(), config_hash=config.hash(), data_state=data_state,
-                                    shards=shards_record)
-                    saved = checkpoint_path
+            stopping = isinstance(stop, DeferredStop) and stop.requested and step < config.steps
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps or stopping:
+                saved = save() or saved
+            if stopping:
+                _stop(stop, step, saved)
             clock += time.perf_counter() - pause
 
     if writer is not None:
