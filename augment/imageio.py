@@ -188,16 +188,22 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def check_before_decoding(data: bytes, name: str) -> None:
+    """What every image file's bytes pass before a decoder sees them: complete, and within the pixel
+    limit by their header (an image too large to search is never decoded)."""
+    from augment.pixel_limit import check_pixel_limit  # (it imports this module)
+
+    check_complete(data, name)
+    check_pixel_limit(data, name)
+
+
 def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
     """Decode the bytes of an image file named ``name`` (for messages); ``mode`` as in :func:`read_image`.
 
     A photo whose EXIF orientation says it is stored turned (a phone's) comes back upright, as viewers
     and labelling tools show it, in every mode: its masks, drawn on what the user saw, line up with it.
     """
-    check_complete(data, name)
-    from augment.pixel_limit import check_pixel_limit  # (it imports this module)
-
-    check_pixel_limit(data, name)  # from the header: an image too large to search is never decoded
+    check_before_decoding(data, name)
     if mode == "gray":  # OpenCV would turn it by itself in this mode only: one rule for all modes below
         image = decode_image(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, name)
     else:
@@ -250,10 +256,7 @@ def read_mask(path: Path | str) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     if is_palette_png(data):
-        from augment.pixel_limit import check_pixel_limit
-
-        check_complete(data, str(path))
-        check_pixel_limit(data, str(path))
+        check_before_decoding(data, str(path))
         return palette_indices(data, str(path))
     if image_format(data) == "JPEG":
         return _jpeg_mask(data, str(path))

@@ -26,14 +26,14 @@ log = logging.getLogger(__name__)
 def source_label_names(source: Path, config: SourceConfig) -> set[str]:
     """Every label name ``source`` (read as ``config.format``) can give an object."""
     from augment.coco_source import coco_category, load_coco_index
-    from augment.sources import _load_categories, detect_format, label_map_files
+    from augment.sources import detect_format, label_map_files, load_categories
 
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
     if fmt == "label_map":
         return set(label_map_files(source)[0].values())
     if fmt == "mask_pairs":
-        return set(_load_categories(source / "categories.json").values()) | {"object"}
+        return set(load_categories(source / "categories.json").values()) | {"object"}
     if fmt == "rgba":
         return {p.parent.name if p.parent != source else "object" for p in list_images(source)[0]}
     if fmt == "coco":

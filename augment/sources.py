@@ -138,7 +138,7 @@ def mask_pair_files(source: Path, config: SourceConfig | None = None
                     ) -> tuple[dict[int, str], list[tuple[Path, Path | None]], list[Skip]]:
     """Category names, (image, mask or None) pairs and the non-image files of a mask_pairs source, and
     masks that no image has (those ``config``'s include/exclude keep) as skips."""
-    names = _load_categories(source / "categories.json")
+    names = load_categories(source / "categories.json")
     masks_dir = source / "masks"
     if masks_dir.is_dir():
         image_dir = source / "images" if (source / "images").is_dir() else source
@@ -196,7 +196,7 @@ def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]
                 yield crop_object(image, mask == value, category, image_path, config)
 
 
-def _load_categories(path: Path) -> dict[int, str]:
+def load_categories(path: Path) -> dict[int, str]:
     if not path.is_file():
         return {}
     try:

@@ -155,12 +155,13 @@ class DeferredStop:
     checkpoint can be written) and stops there. A second one raises KeyboardInterrupt at once, as
     before. Forked children that inherit the handler (data-loader workers) end as they would have:
     SIGINT as KeyboardInterrupt, SIGTERM by its default action. Outside the main thread (no signal
-    handlers there) the block changes nothing and :attr:`requested` stays False.
+    handlers there), or where not ``enabled``, the block changes nothing and :attr:`requested` stays False.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled  # False: the block changes nothing (signals act at once, as outside it)
         self.signal: int | None = None
         self._owner = 0
         self._previous: dict[int, Any] = {}
@@ -170,7 +171,7 @@ class DeferredStop:
         return self.signal is not None
 
     def __enter__(self) -> "DeferredStop":
-        if threading.current_thread() is threading.main_thread():
+        if self.enabled and threading.current_thread() is threading.main_thread():
             self._owner = os.getpid()
             self._previous = {number: signal.getsignal(number) for number in self.SIGNALS}
             for number in self.SIGNALS:

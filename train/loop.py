@@ -11,7 +11,6 @@ averages gradients, and only rank 0 logs, evaluates and writes checkpoints.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import re
@@ -287,7 +286,7 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
     # A stop (Ctrl-C, a scheduler's SIGTERM) of a one-process run is held to the end of its step,
     # where a checkpoint is written: `--resume` then loses no steps. DDP ranks would each stop at
     # another step, so they stop at once, as before.
-    stop = DeferredStop() if not info.enabled else contextlib.nullcontext()
+    stop = DeferredStop(enabled=not info.enabled)
     with _progress(show_progress and info.is_main) as progress, stop:
         bar = progress.add_task("train", total=config.steps, completed=step, info="")
         while step < config.steps:
@@ -299,7 +298,7 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
             try:
                 batch = to_device(next(stream), device)
             except Exception:  # noqa: BLE001 - a stop's Ctrl-C also ends the loader's workers, which fails the fetch
-                if isinstance(stop, DeferredStop) and stop.requested:
+                if stop.requested:
                     _stop(stop, step, save())
                 raise
             with autocast(device, config):
@@ -346,7 +345,7 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
                         writer.add_scalar(f"eval/{name}", value, step)
                     logger.info("eval at step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
 
-            stopping = isinstance(stop, DeferredStop) and stop.requested and step < config.steps
+            stopping = stop.requested and step < config.steps
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps or stopping:
                 saved = save() or saved
             if stopping:
