@@ -35,7 +35,7 @@ BUSY_EXIT_CODE = 3
 
 
 class BusyError(InputError):
-    """Another process holds the lock on this folder."""
+    """Another process holds the lock on this folder (or output file)."""
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """The `synth` command line: expand, show, export (and train/search commands registered from their modules).
 
 Exit codes: 0 done; 1 done, but some inputs failed (each listed); 2 a user error, one line naming
-the file or key; 3 the output folder is busy (another run is writing it); 130 interrupted (Ctrl-C).
+the file or key; 3 the output folder or file is busy (another run is writing it); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
