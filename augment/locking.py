@@ -7,6 +7,10 @@ shards it reads (:func:`reading_lock`), so readers share a folder and a writer w
 them: it stops. The kernel drops a lock when its process dies (also on ``kill -9``), so a stale
 lock never needs cleaning up. A run that finds its folder held fails at once with
 :class:`BusyError`, which the CLI turns into one line and exit code :data:`BUSY_EXIT_CODE`.
+
+A command whose output is one file (``calibrate``, ``eval``, ``show``, ``export-onnx``) locks a hidden
+sibling, ``.<name>.synth.lock`` (:func:`file_lock`), not the file itself: the file is replaced by an
+atomic rename, which would leave a lock on the old inode.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from augment.atomic_files import remove_orphaned_temporaries
+from augment.atomic_files import NAME_MAX, remove_orphaned_temporaries
 from augment.imageio import InputError
 from augment.outputs import check_output_folder
 
@@ -31,7 +35,7 @@ BUSY_EXIT_CODE = 3
 
 
 class BusyError(InputError):
-    """Another process holds the lock on this folder."""
+    """Another process holds the lock on this folder (or output file)."""
 
 
 @contextlib.contextmanager
@@ -79,6 +83,87 @@ def _busy(handle: int, folder: Path, what: str) -> str:
     fcntl.flock(handle, fcntl.LOCK_UN)
     return (f"{folder}: a `synth train` run is reading the shards here; wait for it to finish before writing "
             "here, or choose another folder")
+
+
+def file_lock_path(path: Path | str) -> Path:
+    """The lock file of the single output file ``path``: ``.<name>.synth.lock`` beside it (the name
+    cut, in bytes, so that the lock's name stays a legal file name)."""
+    path = Path(path)
+    room = NAME_MAX - len(os.fsencode(LOCK_FILE)) - 1
+    name = os.fsencode(path.name)[:room].decode(errors="ignore")  # a cut multi-byte character is dropped
+    return path.with_name(f".{name}{LOCK_FILE}")
+
+
+@contextlib.contextmanager
+def file_lock(path: Path | str, what: str = "run") -> Iterator[Path]:
+    """Hold an exclusive lock on the single output file ``path`` until the block ends.
+
+    The lock is :func:`file_lock_path`'s sibling file, held with ``flock`` as :func:`folder_lock`'s is
+    (released by the kernel when the holder dies) and raising :class:`BusyError` at once when another
+    process holds it. Unlike a folder's, it is removed on release, so no hidden file is left beside a
+    report; a process that opened it just before that finds, once it holds the lock, that the name
+    now points elsewhere and takes it afresh (two processes never hold one name's lock). Folders
+    missing above ``path`` are made, and removed again when the block fails leaving them empty.
+    """
+    path = Path(path)
+    made = _make_folders(path.parent)
+    try:
+        lock_path = file_lock_path(path)
+        handle = _take_file_lock(lock_path, path, what)
+    except BaseException:
+        _remove_empty(made)
+        raise
+    done = False
+    try:
+        yield lock_path
+        done = True
+    finally:
+        with contextlib.suppress(OSError):  # still held: no one else may hold it until the close
+            os.unlink(lock_path)
+        os.close(handle)
+        if not done:
+            _remove_empty(made)
+
+
+def _take_file_lock(lock_path: Path, path: Path, what: str) -> int:
+    """The descriptor of ``lock_path``, locked exclusively and still the file under that name."""
+    while True:
+        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid, kind = _holder(handle, what)
+                raise BusyError(f"{path}: another {kind} is writing this file (pid {pid}); wait for it to "
+                                "finish or choose another name") from None
+            try:
+                current = os.path.samestat(os.fstat(handle), os.stat(lock_path))
+            except FileNotFoundError:
+                current = False
+        except BaseException:
+            os.close(handle)
+            raise
+        if current:
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+            return handle
+        os.close(handle)  # its holder removed it as we opened it: take the one under the name now
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Make ``folder`` and its missing parents; the ones made, deepest first."""
+    missing = [place for place in (folder, *folder.parents) if not place.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are empty: a failed run leaves no folder it made."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 @contextlib.contextmanager

@@ -6,7 +6,11 @@ image, heat and object-size maps at full size, the highlight), so an image just 
 decode limit (2**30 pixels) needed ~30 GB and was killed by the kernel without a word. Every image
 file a command reads (:func:`augment.imageio.image_from_bytes`, :func:`augment.imageio.read_mask`)
 is held to :func:`max_megapixels`: over it, the read is one :class:`InputError` line naming the
-file, its size and how to proceed; ``expand`` and ``extract`` count such a file as a skip.
+file, its size and how to proceed; ``expand`` and ``extract`` count such a file as a skip. So are a
+video's frames, from its header and first frame (:mod:`pipelines.video`), and the numpy arrays and
+PIL images given to the Python API (:func:`check_array_pixels`: ``Searcher``, ``Segmenter``,
+``TemporalSearcher``), before they are copied or converted. The error is a :class:`PixelLimitError`:
+an InputError for the command line, a ValueError for a caller of the API.
 """
 
 from __future__ import annotations
@@ -94,14 +98,44 @@ def _webp_dimensions(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+class PixelLimitError(InputError, ValueError):
+    """An image, video frame or array over :func:`max_megapixels`: one line on the command line (an
+    InputError), a ValueError (a bad argument) to a caller of the Python API."""
+
+
 def check_pixel_limit(data: bytes, name: str) -> None:
-    """An InputError naming ``name`` when the image's header says it is over :func:`max_megapixels`."""
-    limit = max_megapixels()
+    """A PixelLimitError naming ``name`` when the image's header says it is over :func:`max_megapixels`."""
     size = image_dimensions(data)
-    if size is None or size[0] * size[1] <= limit * 1e6:
+    if size is not None:
+        check_size(size[0], size[1], name)
+
+
+def check_size(width: int, height: int, name: str, what: str = "an image") -> None:
+    """A PixelLimitError naming ``name`` and its size when ``width`` x ``height`` is over
+    :func:`max_megapixels`; ``what`` it is ("an image", "a video frame") completes the message."""
+    limit = max_megapixels()
+    if width * height <= limit * 1e6:
         return
-    megapixels = size[0] * size[1] / 1e6
-    raise InputError(f"{name}: {size[0]}x{size[1]} px ({megapixels:.1f} megapixels) is over the limit of "
-                     f"{limit:g} megapixels on an image (a search takes ~{SEARCH_BYTES_PER_PIXEL} bytes of memory "
-                     f"per pixel, {megapixels * SEARCH_BYTES_PER_PIXEL / 1e3:.2g} GB for this one); shrink it, or "
-                     f"set {LIMIT_VARIABLE}={math.ceil(megapixels)} where the memory allows")
+    megapixels = width * height / 1e6
+    # One decimal, as the limit is usually set; below 0.05 (a test's tiny limit) two figures, not "0.0".
+    shown = f"{megapixels:.1f}" if megapixels >= 0.05 else f"{megapixels:.2g}"
+    raise PixelLimitError(f"{name}: {width}x{height} px ({shown} megapixels) is over the limit of {limit:g} "
+                          f"megapixels on {what} (a search takes ~{SEARCH_BYTES_PER_PIXEL} bytes of memory per "
+                          f"pixel, {megapixels * SEARCH_BYTES_PER_PIXEL / 1e3:.2g} GB for this one); shrink it, "
+                          f"or set {LIMIT_VARIABLE}={math.ceil(megapixels)} where the memory allows")
+
+
+def check_array_pixels(image: object, name: str) -> None:
+    """A PixelLimitError naming the argument ``name`` when ``image``, a numpy array (H x W [x C]) or a
+    PIL image given to the Python API, is over :func:`max_megapixels`. Checked from its shape or
+    size alone, before it is copied or converted (a PIL image opened lazily is not decoded);
+    anything else is left to the caller's own checks."""
+    size = getattr(image, "size", None)
+    shape = getattr(image, "shape", None)
+    if isinstance(size, tuple) and len(size) == 2 and shape is None:  # PIL: (width, height)
+        width, height = size
+    elif isinstance(shape, tuple) and len(shape) >= 2:
+        height, width = shape[:2]
+    else:
+        return
+    check_size(int(width), int(height), name)

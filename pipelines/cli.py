@@ -1,7 +1,7 @@
 """The `synth` command line: expand, show, export (and train/search commands registered from their modules).
 
 Exit codes: 0 done; 1 done, but some inputs failed (each listed); 2 a user error, one line naming
-the file or key; 3 the output folder is busy (another run is writing it); 130 interrupted (Ctrl-C).
+the file or key; 3 the output folder or file is busy (another run is writing it); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -258,6 +259,7 @@ def show(
 ) -> None:
     """Write a contact sheet of random composites with instance masks and boxes drawn."""
     from augment.contact_sheet import contact_sheet
+    from augment.locking import file_lock
     from augment.outputs import check_output_file
 
     check_at_least(rows, 1, "--rows")
@@ -269,7 +271,10 @@ def show(
     run_guarded(check_output_file, out)
     if out.suffix.lower() not in SHEET_SUFFIXES:  # save_image writes PNG bytes under any other name
         fail(f"{out}: --out must end in .png or .jpg (a contact sheet image), not {out.suffix or '(no suffix)'!r}")
-    drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
+    # A second `synth show` (or another command) writing this file stops at once with one line.
+    with ExitStack() as held:
+        run_guarded(held.enter_context, file_lock(out, "show run"))
+        drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
     Console().print(f"wrote {out} ({drawn} composites)")
 
 

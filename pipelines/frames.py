@@ -77,15 +77,18 @@ class FolderFrames:
         """(height, width) of the frames: the commonest among the first SIZE_SAMPLE readable files (the
         earliest on a tie), so a thumbnail or cover sorted first does not get every real frame skipped."""
         sizes: list[tuple[int, int]] = []
+        first_error: InputError | None = None
         for path in self.files:
             try:
                 sizes.append(read_image(path, "rgb").shape[:2])
-            except InputError:
+            except InputError as error:  # unreadable, or over the pixel limit (from its header)
+                first_error = first_error or error
                 continue
             if len(sizes) == SIZE_SAMPLE:
                 break
-        if not sizes:
-            raise InputError(f"{self.path}: none of its {len(self.files)} image files could be read")
+        if not sizes:  # why, from the first file: frames over the pixel limit are told apart from broken ones
+            raise InputError(f"{self.path}: none of its {len(self.files)} image files could be read "
+                             f"(the first: {first_error})")
         return max(sizes, key=sizes.count)
 
     def _read(self, path: Path) -> np.ndarray | str:

@@ -17,7 +17,9 @@ Python API; the ``synth search`` command is a thin layer over it::
     baseline = Searcher(untrained=True)          # pretrained backbone + correlation, no training
 
 An alpha channel in the query (or ``query_mask=``) limits the search kernel to the object's pixels,
-so a catalogue photo's white background does not match white walls. Objects from
+so a catalogue photo's white background does not match white walls. Arrays (and PIL images) are
+held to the pixel limit as files are (``SYNTH_MAX_MEGAPIXELS``, :mod:`augment.pixel_limit`): over
+it, a ValueError naming the argument and its size, before any copy. Objects from
 ``min(query_scales)`` to ``max(query_scales)`` times the query's size are found (the network's own
 (query, medium) scale pairs cover the gaps between pyramid levels); with ``query_scales=None`` they
 are chosen per query and medium size (0.5, 1, 2, and for a query large against the medium smaller
@@ -36,6 +38,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from augment.imageio import InputError, read_image, read_mask
+from augment.pixel_limit import check_array_pixels
 from augment.system import limit_blas_threads, tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
 from pipelines.detections import Detection, box_iou, detect, match_counts  # noqa: F401 (API)
@@ -124,11 +127,15 @@ class Result:
                 "best": None if self.best is None else self.best.to_json(), **self.extra}
 
 
-def load_rgb(image: ImageLike) -> np.ndarray:
+def load_rgb(image: ImageLike, name: str = "image") -> np.ndarray:
     """RGB uint8 H x W x 3 from a path (upright as its EXIF orientation shows it) or an array
-    (grey, RGB or RGBA; float arrays in [0, 1])."""
+    (grey, RGB or RGBA; float arrays in [0, 1]). A file or array over the pixel limit
+    (``SYNTH_MAX_MEGAPIXELS``) is a :class:`augment.pixel_limit.PixelLimitError` naming the file, or
+    the argument ``name``."""
     if isinstance(image, (str, Path)):
         return read_image(image, "rgb")
+    check_array_pixels(image, name)  # before the copies below: a huge array fails here, not in memory
+    image = np.asarray(image)
     return _as_uint8(image)[..., :3] if image.ndim == 3 else np.dstack([_as_uint8(image)] * 3)
 
 
@@ -150,6 +157,7 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
     name = name or (str(query) if isinstance(query, (str, Path)) else "query")
     rgba = read_image(query, "rgba") if isinstance(query, (str, Path)) else None
     if rgba is None:
+        check_array_pixels(query, name)  # the pixel limit, as a file's (before any copy)
         array = _as_uint8(np.asarray(query))
         if array.ndim == 2:
             array = np.dstack([array] * 3)
@@ -158,6 +166,8 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
     rgb = np.ascontiguousarray(rgba[:, :, :3])
     if query_mask is not None:
         mask_name = str(query_mask) if isinstance(query_mask, (str, Path)) else "query mask"
+        if not isinstance(query_mask, (str, Path)):
+            check_array_pixels(query_mask, "query_mask")
         raw = read_mask(query_mask) if isinstance(query_mask, (str, Path)) else np.asarray(query_mask)
         if raw.ndim == 3:
             raw = raw[..., -1] if raw.shape[2] == 4 else raw[..., 0]
@@ -317,7 +327,10 @@ class Searcher:
     # -- search ---------------------------------------------------------------------------------
 
     def maps(self, query: PreparedQuery, media: Sequence[np.ndarray]) -> SearchMaps:
-        """Heat and object-size maps of one query in same-size RGB media (a batch of frames)."""
+        """Heat and object-size maps of one query in same-size RGB media (a batch of frames); a
+        medium over the pixel limit is a :class:`augment.pixel_limit.PixelLimitError` naming it."""
+        for index, medium in enumerate(media):
+            check_array_pixels(medium, f"media[{index}]")
         return self.network.maps(query, media)
 
     def heatmaps(self, query: ImageLike | PreparedQuery, media: Sequence[np.ndarray]) -> np.ndarray:
@@ -369,7 +382,7 @@ class Searcher:
              query_mask: ImageLike | None = None) -> Result:
         """Search ``query`` (path, RGB(A) array or prepared query) in one image."""
         prepared = self.prepare(query, query_mask)
-        image = load_rgb(medium)
+        image = load_rgb(medium, "medium")
         source = str(medium) if isinstance(medium, (str, Path)) else None
         return self.find_many(prepared, [image], sources=[source])[0]
 

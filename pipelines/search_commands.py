@@ -227,6 +227,7 @@ def register(app: typer.Typer) -> None:
         others (--photos; the same transform as training and the benchmarks), or held-out pairs
         of shards (--shards). Pass the result to `synth search --threshold`.
         """
+        from augment.locking import file_lock
         from augment.outputs import check_report_file
         from pipelines.cli import check_at_least, check_at_most, console, run_guarded
         from pipelines.calibration import photo_cases, shard_cases
@@ -248,6 +249,12 @@ def register(app: typer.Typer) -> None:
             if shards is not None and photo_only:  # else silently ignored: the cases would not be the ones asked for
                 raise InputError(f"{', '.join(photo_only)} apply with --photos, not --shards")
             check_report_file(out, "calibrate", ("threshold", "table"))
+            # Two calibrations into one file would each replace the other's report: the second stops at
+            # once, before its model loads.
+            with file_lock(out, "calibrate run"):
+                calibrate_into_out()
+
+        def calibrate_into_out() -> None:
             if shards is not None:
                 list_shards(shards)  # unreadable shards: one line before the model loads
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),

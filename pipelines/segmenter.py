@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from augment.imageio import InputError, resize_image
+from augment.pixel_limit import check_array_pixels
 from pipelines.search import resolve_device
 from train.segment_config import SegmentClass
 
@@ -104,12 +105,14 @@ class Segmenter:
         return logits.float().softmax(1).cpu().numpy()
 
     def predict(self, image: np.ndarray) -> Prediction:
+        check_array_pixels(image, "image")  # the pixel limit, as on a file (its probabilities are float32)
         height, width = image.shape[:2]
         work_h, work_w = self.working_size(height, width)
         return Prediction(self._probabilities([resize_image(image, work_w, work_h)])[0], (height, width))
 
     def views(self, image: np.ndarray) -> tuple[Prediction, Prediction]:
         """The photo's prediction and its mirror image's (mirrored back), from one batch of two."""
+        check_array_pixels(image, "image")
         height, width = image.shape[:2]
         work_h, work_w = self.working_size(height, width)
         small = resize_image(image, work_w, work_h)

@@ -56,6 +56,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from augment.pixel_limit import check_array_pixels
 from pipelines.camera_motion import CameraPrior
 from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
@@ -159,7 +160,9 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
     # -- one frame ------------------------------------------------------------------------------
 
     def step(self, frame: np.ndarray) -> Track:
-        """Search one RGB frame; returns the frame's :class:`Track`."""
+        """Search one RGB frame; returns the frame's :class:`Track`. A frame over the pixel limit is a
+        :class:`augment.pixel_limit.PixelLimitError`, as a video's frames are."""
+        check_array_pixels(frame, "frame")
         index, self.index = self.index, self.index + 1
         h, w = frame.shape[:2]
         if self._initial is not None:

@@ -144,6 +144,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device"),
     ) -> None:
         """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
+        from augment.locking import file_lock
         from augment.outputs import check_report_file
         from train.evaluate import evaluate_shards, load_trained, write_report
 
@@ -154,6 +155,12 @@ def register(app: typer.Typer) -> None:
         def run() -> None:
             if out is not None:
                 check_report_file(out, "eval", ("metrics", "checkpoint"))
+            with ExitStack() as held:
+                if out is not None:  # a second eval into this file stops at once, before its model loads
+                    held.enter_context(file_lock(out, "eval run"))
+                evaluate_into_out()
+
+        def evaluate_into_out() -> None:
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
             if config is not None and not untrained:  # the checkpoint carries its own config
@@ -185,14 +192,19 @@ def register(app: typer.Typer) -> None:
         """Write a trained network's head (not its pretrained backbone) with its calibrated threshold."""
         import json
 
-        from augment.locking import folder_lock
-        from augment.outputs import check_output_folder
+        from augment.locking import claim_output_folder
         from pipelines.shipped import write_head
         from pipelines.search_inputs import load_checkpoint_model
         from train.checkpoint import load_checkpoint
 
         def run() -> None:
-            check_output_folder(out)
+            # Two exports into one folder would pair one's head file with the other's manifest: the
+            # second stops at once, before its checkpoint loads (a failed first export leaves no
+            # empty --out).
+            with claim_output_folder(out, "export-head run"):
+                export_head_into_out()
+
+        def export_head_into_out() -> None:
             model, _ = load_checkpoint_model(checkpoint)
             try:
                 report = json.loads(calibration.read_text(encoding="utf-8"))
@@ -206,13 +218,11 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"{calibration}: calibrates {calibrated}, not {checkpoint}; run `synth calibrate "
                                  f"--checkpoint {checkpoint}` first")
             state = load_checkpoint(checkpoint)
-            # Two exports into one folder would pair one's head file with the other's manifest.
-            with folder_lock(out, "export-head run"):
-                manifest = write_head(model, threshold, out, {
-                    "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
-                    "calibration": {k: report.get(k) for k in ("f1", "precision", "recall", "cases", "photos",
-                                                               "include")}},
-                    trained_backbone_keys=model.trained_backbone_keys())
+            manifest = write_head(model, threshold, out, {
+                "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
+                "calibration": {k: report.get(k) for k in ("f1", "precision", "recall", "cases", "photos",
+                                                           "include")}},
+                trained_backbone_keys=model.trained_backbone_keys())
             _console.print(f"wrote {out / manifest['file']} ({manifest['bytes'] / 2**20:.2f} MB, sha256 "
                            f"{manifest['sha256'][:12]}...), threshold {threshold:.2f}")
 
@@ -232,6 +242,7 @@ def register(app: typer.Typer) -> None:
         check: bool = typer.Option(True, "--check/--no-check", help="Compare onnxruntime with PyTorch."),
     ) -> None:
         """Export the network (query, query_mask, medium -> heatmap) to ONNX at fixed sizes."""
+        from augment.locking import file_lock
         from augment.outputs import check_output_file
         from train.evaluate import load_trained
         from train.export import check_onnx_installed, export_onnx, max_difference
@@ -246,6 +257,12 @@ def register(app: typer.Typer) -> None:
 
         def run() -> None:
             check_output_file(out)
+            # A second export into this file stops at once: two would each replace the other's graph
+            # and check theirs against what the other wrote.
+            with file_lock(out, "export-onnx run"):
+                export_to_out()
+
+        def export_to_out() -> None:
             check_onnx_installed(with_runtime=check)
             model, run_config = load_trained(checkpoint, _config(config) if checkpoint is None else None)
             if run_config.task != "query_search":  # a segmenter takes one image, not the graph's three inputs

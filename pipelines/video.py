@@ -2,7 +2,9 @@
 
 :class:`FrameReader` decodes batches of RGB frames ahead of the consumer; a video that cannot be
 opened is an :class:`InputError` at once, one that breaks mid-way ends the iteration early and
-leaves the reason in ``reader.error`` (the frames before the break are delivered).
+leaves the reason in ``reader.error`` (the frames before the break are delivered). A video whose
+frames are over the pixel limit (:mod:`augment.pixel_limit`) is an InputError as it opens: from the
+size its header declares, before any frame is decoded, and from its first frame where that differs.
 :class:`VideoWriter` encodes RGB frames to a temporary file beside the target and renames it into
 place on :meth:`VideoWriter.close` (atomic: a crash never leaves a half-written video under the
 final name).
@@ -10,6 +12,7 @@ final name).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -25,6 +28,7 @@ import numpy as np
 
 from augment.atomic_files import temporary_beside
 from augment.imageio import InputError
+from augment.pixel_limit import check_size
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +96,12 @@ def _open(path: Path) -> cv2.VideoCapture:
     if not capture.isOpened():
         capture.release()
         raise InputError(f"{path}: cannot open video (corrupt, truncated or unsupported format)")
+    try:  # the size the header declares (0 where it declares none: FrameReader checks the first frame)
+        check_size(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                   str(path), "a video frame")
+    except InputError:
+        capture.release()
+        raise
     return capture
 
 
@@ -117,11 +127,42 @@ class FrameReader:
         self.info = _info(self._capture)
         self.frames_read = 0
         self.error: str | None = None
+        self._first = self._first_frame()
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._decode, name=f"decode {self.path.name}",
                                         daemon=True)
         self._thread.start()
+
+    def _first_frame(self) -> tuple[bool, np.ndarray | None] | cv2.error:
+        """The first frame, decoded now: a header that declares no size, or another than the frames
+        have, would let frames over the pixel limit through. Its size, if it differs, is checked and
+        becomes :attr:`info`'s (the highlighted video is written at it); a decoder failure is kept
+        for the decoding thread to report as it would any frame's."""
+        try:
+            ok, frame = self._capture.read()
+        except cv2.error as error:
+            return error
+        if ok and frame is not None and frame.shape[1::-1] != (self.info.width, self.info.height):
+            height, width = frame.shape[:2]
+            try:
+                check_size(width, height, str(self.path), "a video frame")
+            except InputError:
+                self._capture.release()
+                raise
+            logger.info("%s: frames are %dx%d, its header says %dx%d", self.path, width, height,
+                        self.info.width, self.info.height)
+            self.info = dataclasses.replace(self.info, width=width, height=height)
+        return ok, frame
+
+    def _read(self) -> tuple[bool, np.ndarray | None]:
+        """The next frame: the first one, decoded by :meth:`_first_frame`, then the capture's."""
+        first, self._first = self._first, None
+        if first is None:
+            return self._capture.read()
+        if isinstance(first, cv2.error):
+            raise first
+        return first
 
     def _decode(self) -> None:
         indices: list[int] = []
@@ -129,7 +170,7 @@ class FrameReader:
         index = 0
         try:
             while not self._stop.is_set():
-                ok, frame = self._capture.read()
+                ok, frame = self._read()
                 if not ok or frame is None:
                     break
                 indices.append(index)

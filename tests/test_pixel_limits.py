@@ -1,0 +1,208 @@
+"""The pixel limit (SYNTH_MAX_MEGAPIXELS) beyond image files: arrays and PIL images given to the Python
+API, video frames (from the header, and the first frame where the header says nothing), animated
+GIFs and frame folders. Before, a huge array or video was searched until the memory ran out. Small
+generated media under a tiny limit; the untrained network on the CPU."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from augment.imageio import save_image
+from augment.pixel_limit import PixelLimitError
+from cli_checks import run_cli
+from tests.test_hardening_search import _random
+
+TINY = "0.01"  # megapixels: a 160x120 frame (0.019) is over it, a 96x72 one (0.0069) under
+OVER = "160x120 px (0.019 megapixels) is over the limit of 0.01 megapixels"
+OVER_RE = re.escape(OVER)  # for pytest.raises(match=)
+
+
+@pytest.fixture(scope="module")
+def searcher():
+    from pipelines.search import Searcher
+
+    return Searcher(device="cpu", untrained=True, verify=False)
+
+
+# ----------------------------------------------------------------- arrays given to the Python API
+def test_searcher_refuses_arrays_over_the_limit_naming_the_argument_and_its_size(searcher, monkeypatch):
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    small, large = _random(1, 24, 24), _random(2, 120, 160)
+    with pytest.raises(ValueError, match=f"^medium: {OVER_RE} on an image") as refused:
+        searcher.find(small, large)
+    assert isinstance(refused.value, PixelLimitError) and "SYNTH_MAX_MEGAPIXELS=1 " in str(refused.value)
+    with pytest.raises(ValueError, match=f"^query: {OVER_RE}"):
+        searcher.find(large, small)
+    with pytest.raises(ValueError, match=f"^query_mask: {OVER_RE}"):  # checked before its size is compared
+        searcher.find(small, small, query_mask=np.ones((120, 160), np.uint8))
+    with pytest.raises(ValueError, match=f"^media\\[1\\]: {OVER_RE}"):
+        searcher.find_many(small, [_random(3, 72, 96), large])
+    with pytest.raises(ValueError, match=f"^media\\[0\\]: {OVER_RE}"):
+        searcher.heatmaps(small, [large])
+    with pytest.raises(ValueError, match=f"^query: {OVER_RE}"):  # a PIL image, by its size
+        searcher.prepare(Image.fromarray(large))
+    assert searcher.find(small, _random(3, 72, 96)).heatmap.shape == (72, 96)  # under it: searched
+
+
+def test_a_huge_array_is_refused_by_the_default_limit_before_any_copy_of_it():
+    """A 30000x30000 view of one pixel (no memory of its own): refused from its shape, never copied."""
+    from pipelines.search import load_query, load_rgb
+
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (30000, 30000, 3))
+    with pytest.raises(ValueError, match=r"^medium: 30000x30000 px \(900.0 megapixels\) is over the limit of 120"):
+        load_rgb(huge, "medium")
+    with pytest.raises(ValueError, match="^query: 30000x30000 px"):
+        load_query(huge)
+
+
+def test_the_segmenter_and_the_temporal_search_refuse_frames_over_the_limit(searcher, tmp_path, monkeypatch):
+    from pipelines.segmenter import Segmenter
+    from pipelines.temporal import TemporalSearcher
+    from segment_factory import save_untrained_segmenter
+
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    segmenter = Segmenter(save_untrained_segmenter(tmp_path / "segmenter.pt"), device="cpu")
+    for label in (segmenter.predict, segmenter.views):
+        with pytest.raises(ValueError, match=f"^image: {OVER_RE}"):
+            label(_random(2, 120, 160))
+    tracker = TemporalSearcher(searcher, searcher.prepare(_random(1, 24, 24)))
+    with pytest.raises(ValueError, match=f"^frame: {OVER_RE}"):
+        tracker.step(_random(2, 120, 160))
+
+
+# ----------------------------------------------------------------- videos, GIFs and frame folders
+def _write_video(path: Path, width: int = 160, height: int = 120, frames: int = 3) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (width, height))
+    for k in range(frames):
+        writer.write(_random(10 + k, height, width))
+    writer.release()
+    return path
+
+
+def _counting_reads(monkeypatch, declared: tuple[int, int] | None = None) -> list[int]:
+    """Frames decoded by any capture opened from now on; with ``declared``, the size its header gives
+    (0, 0: a container that declares none)."""
+    reads: list[int] = []
+    real = cv2.VideoCapture
+
+    class Capture:  # a wrapper: a subclass of OpenCV's type crashed the garbage collector
+        def __init__(self, *args) -> None:
+            self.capture = real(*args)
+
+        def read(self, *args):
+            reads.append(1)
+            return self.capture.read(*args)
+
+        def get(self, prop):
+            if declared is not None and prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT):
+                return float(declared[0] if prop == cv2.CAP_PROP_FRAME_WIDTH else declared[1])
+            return self.capture.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Capture)
+    return reads
+
+
+def _search(tmp_path: Path, *media: Path, options: tuple[str, ...] = ()):
+    query = tmp_path / "query.png"
+    save_image(query, _random(1, 24, 24))
+    return run_cli("search", query, *media, "--out", tmp_path / "found", "--device", "cpu", "--untrained",
+                   "--no-verify", "--workers", 1, *options)
+
+
+def _errors(output: str) -> list[str]:
+    joined = " ".join(output.split()).replace(" error:", "\nerror:")  # as Rich may wrap them
+    return [line for line in joined.splitlines() if line.startswith("error:")]
+
+
+def _lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", [(), ("--every-instance",)], ids=["temporal", "every-instance"])
+def test_a_video_over_the_limit_is_one_error_line_from_its_header_and_the_other_media_are_searched(
+        tmp_path, monkeypatch, mode):
+    """A 4K video was decoded and searched frame after frame whatever the limit said."""
+    video, scene = _write_video(tmp_path / "clip.mp4"), tmp_path / "scene.png"
+    save_image(scene, _random(3, 72, 96))
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    reads = _counting_reads(monkeypatch)
+    result = _search(tmp_path, video, scene, options=mode)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = _errors(result.output)
+    assert len(errors) == 1 and f"clip.mp4: {OVER} on a video frame" in errors[0], result.output
+    assert not reads  # refused from the header: no frame decoded
+    lines = _lines(tmp_path / "found")
+    assert [line["source"] for line in lines] == [str(video), str(scene)]
+    assert "error" in lines[0] and "detections" in lines[1]
+    assert not (tmp_path / "found" / "clip.highlight.mp4").exists()
+
+
+def test_a_video_whose_header_gives_no_size_is_held_to_the_limit_by_its_first_frame(tmp_path, monkeypatch):
+    video = _write_video(tmp_path / "clip.mp4")
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    reads = _counting_reads(monkeypatch, declared=(0, 0))
+    result = _search(tmp_path, video)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = _errors(result.output)
+    assert len(errors) == 1 and f"clip.mp4: {OVER} on a video frame" in errors[0], result.output
+    assert len(reads) == 1  # the first frame only
+
+
+def test_a_video_whose_header_gives_no_size_is_searched_at_its_frames_size(tmp_path, monkeypatch):
+    """Under the limit, the first frame's size is the one the highlighted video is written at."""
+    video = _write_video(tmp_path / "clip.mp4", 96, 72)
+    _counting_reads(monkeypatch, declared=(0, 0))
+    result = _search(tmp_path, video)
+    assert result.exit_code == 0, result.output
+    assert [line["frame"] for line in _lines(tmp_path / "found")] == [0, 1, 2]
+    monkeypatch.undo()
+    written = cv2.VideoCapture(str(tmp_path / "found" / "clip.highlight.mp4"))
+    assert (written.get(cv2.CAP_PROP_FRAME_WIDTH), written.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (96, 72)
+
+
+def test_an_animated_gif_over_the_limit_is_one_error_line(tmp_path, monkeypatch):
+    frames = [Image.fromarray(_random(20 + k, 120, 160)) for k in range(3)]
+    gif = tmp_path / "animated.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    result = _search(tmp_path, gif)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = _errors(result.output)
+    assert len(errors) == 1 and f"animated.gif: {OVER} on a video frame" in errors[0], result.output
+    assert "error" in _lines(tmp_path / "found")[0]
+
+
+def test_a_frame_folder_over_the_limit_is_one_error_line_saying_why(tmp_path, monkeypatch):
+    """It said only "none of its 3 image files could be read", as of broken files."""
+    folder = tmp_path / "frames"
+    for k in range(3):
+        save_image(folder / f"{k:04d}.png", _random(30 + k, 120, 160))
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    result = _search(tmp_path, folder, options=("--sequence",))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = _errors(result.output)
+    assert len(errors) == 1 and "frames: none of its 3 image files could be read" in errors[0], result.output
+    assert f"0000.png: {OVER} on an image" in errors[0]
+
+
+def test_a_frame_over_the_limit_in_a_frame_folder_is_a_counted_skip(tmp_path, monkeypatch):
+    folder = tmp_path / "frames"
+    for k in range(3):
+        save_image(folder / f"{k:04d}.png", _random(30 + k, 72, 96))
+    save_image(folder / "0003.png", _random(40, 120, 160))
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    result = _search(tmp_path, folder, options=("--sequence",))
+    assert result.exit_code == 0, result.output
+    joined = " ".join(result.output.split())
+    assert joined.count("skipped frame:") == 1 and f"0003.png: {OVER}" in joined, result.output
+    assert [line["frame"] for line in _lines(tmp_path / "found")] == [0, 1, 2]
