@@ -13,6 +13,9 @@ A lease held in a lock object, ``<out>/.synth.lock``, made and kept with S3 cond
   process on this same machine (a killed run, resumed at once), is replaced with ``If-Match: <the
   stale ETag>``: of two runs taking over together, one wins.
 * **release**: ``DELETE`` with ``If-Match: <its ETag>``.
+* **readers**: once it holds the lock, a writer looks for the leases of runs reading the prefix
+  (``synth train``, ``synth eval``: :mod:`augment.reader_lease`) and, while one is fresh, gives the
+  lock back and stops with :class:`~augment.locking.BusyError` naming the reader.
 
 What it guarantees, on a store that honours conditional writes (AWS S3, Google Cloud Storage's
 XML API, MinIO and Ceph releases of 2024 on; the lock checks this when it is taken and refuses a
@@ -21,8 +24,9 @@ through. What it does not: a holder stalled longer than ``ttl`` (a network parti
 VM) can be taken over and may still commit the shard it was writing before it notices. That shard
 cannot be mistaken for the new run's: every shard's footer carries its run's hash and the new run
 checks each footer before it writes ``manifest.json``, so readers never see a mixed folder.
-``SYNTH_OBJECT_LOCK=off`` skips the lock (one writer at a time is then the user's rule; the
-run-hash check before the manifest still applies). The conditional writes are made with boto3 (``pip install "synth[s3]"``): pyarrow's S3
+``SYNTH_OBJECT_LOCK=off`` skips the lock and the readers' leases (one writer at a time, and none
+while a run reads, is then the user's rule; the run-hash check before the manifest still
+applies). The conditional writes are made with boto3 (``pip install "synth[s3]"``): pyarrow's S3
 client has no way to send ``If-None-Match``.
 """
 
@@ -210,6 +214,7 @@ class ObjectStoreLock(HeldObject):
         except ClientError:
             self.etag = self._take_over()
         self._check_store_honours_conditions()
+        self._refuse_if_read()
         self._start_heartbeat()
 
     def _take_over(self) -> str:
@@ -245,6 +250,23 @@ class ObjectStoreLock(HeldObject):
         raise InputError(f"{self.folder}: this object store ignores conditional writes (If-None-Match), so it cannot "
                          "lock --out against a second run; set SYNTH_OBJECT_LOCK=off to write without a lock "
                          "(then make sure only one run writes here)")
+
+    def _refuse_if_read(self) -> None:
+        """Stop (and give the lock back) while a reader's lease under the prefix is fresh. The lock
+        object is written first and the leases looked for after, as readers do the other way round,
+        so of a writer and a reader starting together at least one sees the other."""
+        from augment.reader_lease import fresh_readers  # that module builds on this one
+
+        try:
+            readers = fresh_readers(self._client, self.folder)
+            if readers:
+                more = f" and {len(readers) - 1} more" if len(readers) > 1 else ""
+                raise BusyError(f"{self.folder}: {readers[0].holder.get('what', 'a reader')} ({readers[0].who}, last "
+                                f"heard of {readers[0].silent:.0f} s ago){more} is reading the shards here; wait for "
+                                "it to finish before writing here, or choose another folder")
+        except BaseException:
+            self.release()
+            raise
 
     def _busy(self, holder: str) -> BusyError:
         return BusyError(f"{self.folder}: another {self.what} is writing here ({holder}); "
