@@ -1,12 +1,13 @@
 """Locks on folders, so two runs never write into one folder at once, nor one writes a folder of
-shards that a training run is reading.
+shards that a training or evaluation run is reading.
 
 A run holds an ``fcntl.flock`` on a lock file inside the folder it writes for its whole
-lifetime, exclusive (:func:`folder_lock`); a training run holds a shared one on each folder of
-shards it reads (:func:`reading_lock`), so readers share a folder and a writer waits for none of
-them: it stops. The kernel drops a lock when its process dies (also on ``kill -9``), so a stale
-lock never needs cleaning up. A run that finds its folder held fails at once with
-:class:`BusyError`, which the CLI turns into one line and exit code :data:`BUSY_EXIT_CODE`.
+lifetime, exclusive (:func:`folder_lock`); a training or evaluation run holds a shared one on each
+folder of shards it reads (:func:`reading_lock`), so readers share a folder and a writer waits for
+none of them: it stops (object-store prefixes: :mod:`augment.reader_lease`). The kernel drops a
+lock when its process dies (also on ``kill -9``), so a stale lock never needs cleaning up. A run
+that finds its folder held fails at once with :class:`BusyError`, which the CLI turns into one
+line and exit code :data:`BUSY_EXIT_CODE`.
 
 A command whose output is one file (``calibrate``, ``eval``, ``show``, ``export-onnx``) locks a hidden
 sibling, ``.<name>.synth.lock`` (:func:`file_lock`), not the file itself: the file is replaced by an
@@ -81,8 +82,8 @@ def _busy(handle: int, folder: Path, what: str) -> str:
         pid, kind = _holder(handle, what)
         return f"{folder}: another {kind} is writing here (pid {pid}); wait for it to finish or choose another folder"
     fcntl.flock(handle, fcntl.LOCK_UN)
-    return (f"{folder}: a `synth train` run is reading the shards here; wait for it to finish before writing "
-            "here, or choose another folder")
+    return (f"{folder}: a `synth train` or `synth eval` run is reading the shards here; wait for it to finish "
+            "before writing here, or choose another folder")
 
 
 def file_lock_path(path: Path | str) -> Path:

@@ -147,6 +147,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import file_lock
         from augment.outputs import check_report_file
         from train.evaluate import evaluate_shards, load_trained, write_report
+        from train.shard_set import reading_shards
 
         check_at_least(batches, 1, "--batches")
         check_at_least(batch_size, 1, "--batch-size")
@@ -169,8 +170,9 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"--split must be eval, train or all, not {split!r}")
             model, run_config = load_trained(checkpoint, _config(config) if untrained else None)
             _check_shards(run_config.task, shards)
-            report = evaluate_shards(model, run_config, shards, split=split, batches=batches,
-                                     batch_size=batch_size, device=device)
+            with reading_shards(shards, what="synth eval"):  # no expand --overwrite swaps them meanwhile
+                report = evaluate_shards(model, run_config, shards, split=split, batches=batches,
+                                         batch_size=batch_size, device=device)
             report["checkpoint"] = str(checkpoint) if checkpoint else "untrained"
             _console.print(_metrics_table(f"{report['checkpoint']} on {shards} ({split})", report["metrics"]))
             if out is not None:

@@ -104,6 +104,7 @@ def test_expand_from_and_to_s3_is_byte_identical_and_training_streams_from_there
     trained = run_cli("train", "--shards", out, "--out", tmp_path / "run", "--config", train_config)
     assert trained.exit_code == 0, trained.output
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert not [k for k in s3_server.keys("runs/cli/") if "/.synth.readers/" in k]  # its reader's lease is gone
 
 
 def test_every_rank_and_worker_reads_disjoint_row_groups_from_s3(s3_server, tmp_path):

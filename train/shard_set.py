@@ -6,8 +6,9 @@ data set at positions taken from the first, without a word. A shard set is known
 of what each ``--shards`` entry holds, in order: a folder's manifest (the run that wrote it and
 its shards' names, rows and sizes), a shard file's name, rows and run hash. The same data moved to
 another folder or bucket keeps its fingerprint; a folder that another ``synth expand`` run rewrote
-does not. While a run trains, it holds a shared lock on each local folder it reads
-(:func:`reading_shards`), so ``synth expand --overwrite`` cannot swap the data under it.
+does not. While a run trains, it holds a shared lock on each local folder it reads and a reader's
+lease on each object-store prefix (:func:`reading_shards`), so ``synth expand --overwrite`` cannot
+swap the data under it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Iterator
 
 from augment.imageio import InputError
 from augment.locking import reading_lock
+from augment.reader_lease import reader_lease
 from augment.schema import RUN_HASH_KEY
 from augment.shards import open_shard, read_manifest
 from augment.storage import Location, Place, as_place, file_size, is_remote
@@ -69,18 +71,28 @@ def check_same_shards(state: dict[str, Any], current: dict[str, Any], path: Path
 
 
 @contextlib.contextmanager
-def reading_shards(*entries: Place | str | list[Place | str] | None) -> Iterator[None]:
+def reading_shards(*entries: Place | str | list[Place | str] | None, what: str = "synth train") -> Iterator[None]:
     """Hold a shared lock (:func:`augment.locking.reading_lock`) on every local folder of shards in
-    ``entries`` (folders, shard files: their folder) until the block ends; object-store prefixes
-    have no shared lock and are read as they are."""
+    ``entries`` (folders, shard files: their folder), and a reader's lease
+    (:func:`augment.reader_lease.reader_lease`, naming ``what`` reads) on every object-store prefix,
+    until the block ends: writers into them stop meanwhile, and this stops while one writes there."""
     folders: dict[Path, Path] = {}
+    prefixes: dict[str, Location] = {}
     for entry in entries:
         for place in entry if isinstance(entry, (list, tuple)) else [entry]:
-            if place is None or isinstance(as_place(place), Location):
+            if place is None:
                 continue
-            folder = Path(place) if Path(place).is_dir() else Path(place).parent
+            place = as_place(place)
+            if isinstance(place, Location):
+                # A shard file named itself is leased by its prefix, where its writer's lock is.
+                prefix = place.parent if place.name.endswith(".parquet") else place
+                prefixes.setdefault(prefix.uri, prefix)
+                continue
+            folder = place if place.is_dir() else place.parent
             folders.setdefault(folder.resolve(), folder)
     with contextlib.ExitStack() as held:
         for folder in folders.values():
             held.enter_context(reading_lock(folder))
+        for prefix in prefixes.values():
+            held.enter_context(reader_lease(prefix, what))
         yield
