@@ -82,7 +82,7 @@ def _busy(handle: int, folder: Path, what: str) -> str:
         pid, kind = _holder(handle, what)
         return f"{folder}: another {kind} is writing here (pid {pid}); wait for it to finish or choose another folder"
     fcntl.flock(handle, fcntl.LOCK_UN)
-    return (f"{folder}: a `synth train` or `synth eval` run is reading the shards here; wait for it to finish "
+    return (f"{folder}: a `synth train`, `eval` or `calibrate` run is reading the shards here; wait for it to finish "
             "before writing here, or choose another folder")
 
 

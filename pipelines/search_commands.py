@@ -270,7 +270,10 @@ def register(app: typer.Typer) -> None:
                           "skipped": [f"{skip.path}: {skip.reason}" for skip in skipped]}
             else:
                 assert shards is not None
-                found = shard_cases(shards, cases)
+                from train.shard_set import reading_shards
+
+                with reading_shards(shards, what="synth calibrate"):  # no expand --overwrite swaps them meanwhile
+                    found = shard_cases(shards, cases)
                 origin = {"shards": str(shards)}
             result = calibrate_threshold(searcher, found)
             report = {"threshold": result.threshold, "f1": result.f1, "precision": result.precision,

@@ -124,3 +124,31 @@ def test_export_head_is_refused_a_busy_folder_before_it_loads_its_checkpoint(tmp
                      tmp_path / "missing.json", "--out", tmp_path / "new-head", "--made-by", "test")
     assert_one_line_error(result, 2, "missing.pt")
     assert not (tmp_path / "new-head").exists()  # a failed export leaves no empty --out
+
+
+def test_calibrate_on_shards_being_written_is_one_line_exit_3_and_holds_them_while_it_reads(tmp_path, monkeypatch):
+    """`calibrate --shards` read shards that an `expand --overwrite` could replace under it."""
+    import pipelines.calibration as calibration
+    from augment.locking import folder_lock
+
+    shards = make_shards(tmp_path / "shards", n_composites=8, size=64).folder
+    out = tmp_path / "threshold.json"
+    with folder_lock(shards, "synth expand"):  # a writer at work: calibrate does not start on its folder
+        result = run_cli("calibrate", "--shards", shards, "--untrained", "--out", out, "--cases", 2)
+    assert_one_line_error(result, BUSY_EXIT_CODE, f"{shards}: synth expand", "is writing these shards")
+    assert not out.exists()
+
+    tried, real_cases = [], calibration.shard_cases
+
+    def cases_while_a_writer_tries(*args, **kwargs):  # mid-read: a writer into the shards folder
+        try:
+            with folder_lock(shards, "synth expand"):
+                tried.append("written")
+        except BusyError as error:
+            tried.append(str(error))
+        return real_cases(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "shard_cases", cases_while_a_writer_tries)
+    result = run_cli("calibrate", "--shards", shards, "--untrained", "--out", out, "--cases", 2, "--no-verify")
+    assert result.exit_code == 0, result.output
+    assert len(tried) == 1 and "`calibrate` run is reading the shards here" in tried[0], tried
