@@ -49,7 +49,7 @@ def name_order(name: str) -> tuple[tuple[Any, ...], str]:
 def frame_files(folder: Path) -> list[Path]:
     """A frame folder's image files in frame order, less the heat maps and highlights earlier
     searches wrote into output folders inside it (an ``--out`` kept beside the frames)."""
-    from pipelines.search_outputs import earlier_outputs_below
+    from pipelines.search_jobs import earlier_outputs_below
 
     images, _ = list_images(folder)
     earlier = earlier_outputs_below(folder)

@@ -17,9 +17,9 @@ import typer
 
 from augment.atomic_files import atomic_write_text
 from augment.imageio import InputError
-from pipelines.search_outputs import (DETECTIONS_FILE, MAX_BATCH, MAX_WORKERS, ONNX_MIN_WORK,  # noqa: F401
-                                      ImageBatch, OutputNames, RunSummary, SearchJob, check_batch_and_workers,
-                                      count_work, expand_media, expand_pair_media, is_video, read_pairs,
+from pipelines.search_jobs import (DETECTIONS_FILE, SearchJob, count_work, expand_media,  # noqa: F401
+                                   expand_pair_media, is_video, read_pairs)
+from pipelines.search_outputs import (MAX_BATCH, MAX_WORKERS, ONNX_MIN_WORK, check_batch_and_workers,  # noqa: F401
                                       run_search)
 
 logger = logging.getLogger(__name__)

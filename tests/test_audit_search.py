@@ -60,13 +60,13 @@ def test_files_of_a_media_folder_that_are_neither_images_nor_videos_are_counted_
     are media now (tests/test_open_defects_search.py)."""
     import logging
 
-    from pipelines.search_outputs import expand_media
+    from pipelines.search_jobs import expand_media
 
     folder = tmp_path / "media"
     save_image(folder / "photo.png", _random(2, 32, 32))
     (folder / "notes.txt").write_text("where I took these")
     (folder / "scan.pdf").write_bytes(b"%PDF-1.4")
-    with caplog.at_level(logging.INFO, logger="pipelines.search_outputs"):
+    with caplog.at_level(logging.INFO, logger="pipelines.search_jobs"):
         assert expand_media([folder]) == [folder / "photo.png"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "2 file(s) that are neither images nor videos" in warnings[0], warnings
@@ -92,7 +92,7 @@ def test_options_that_cannot_apply_are_refused_not_silently_ignored(tmp_path):
 
 
 def test_a_pairs_line_whose_query_mask_is_not_a_path_is_an_error_line_not_searched_unmasked(tmp_path):
-    from pipelines.search_outputs import read_pairs
+    from pipelines.search_jobs import read_pairs
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"query": "q.png", "medium": "m.png", "query_mask": 5}\n'
@@ -127,7 +127,8 @@ def test_run_search_refuses_a_batch_or_workers_past_its_maximum_before_clearing_
     import pytest
 
     from augment.imageio import InputError
-    from pipelines.search_outputs import SearchJob, run_search
+    from pipelines.search_jobs import SearchJob
+    from pipelines.search_outputs import run_search
     from pipelines.search_workers import SearchWorkers
 
     out = tmp_path / "found"

@@ -161,7 +161,8 @@ def test_pairs_that_fail_still_advance_the_progress_to_its_total(tmp_path):
     on), and their share of the progress total (count_work, the bar's total) is advanced too: the bar
     ends full instead of stopping short."""
     from pipelines.search import Searcher
-    from pipelines.search_outputs import count_work, read_pairs, run_search
+    from pipelines.search_jobs import count_work, read_pairs
+    from pipelines.search_outputs import run_search
 
     save_image(tmp_path / "query.png", _random(1, 24, 24))
     save_image(tmp_path / "scene.png", _random(2, 72, 96))
@@ -183,7 +184,8 @@ def test_an_unreadable_query_fails_each_of_its_pairs_but_is_read_once(tmp_path, 
     """--pairs: a bad query is read once (a huge corrupt file is not decoded again for every pair);
     each of its pairs still gets its error line, and the other query's pairs are searched."""
     from pipelines.search import Searcher
-    from pipelines.search_outputs import read_pairs, run_search
+    from pipelines.search_jobs import read_pairs
+    from pipelines.search_outputs import run_search
 
     save_image(tmp_path / "query.png", _random(1, 24, 24))
     save_image(tmp_path / "scene.png", _random(2, 72, 96))
@@ -211,7 +213,7 @@ def test_an_unreadable_query_fails_each_of_its_pairs_but_is_read_once(tmp_path, 
 def test_each_video_is_probed_once_for_the_progress(tmp_path, monkeypatch):
     """The bar's total and the top-up after a video share one probe of it (job_work keeps it)."""
     import pipelines.video as video
-    from pipelines.search_outputs import SearchJob, count_work, job_work
+    from pipelines.search_jobs import SearchJob, count_work, job_work
 
     _write_video(tmp_path / "clip.mp4", frames=3)
     probes: list[str] = []

@@ -16,7 +16,8 @@ import pipelines.onnx_backbone as onnx_module
 import pipelines.search_outputs as search_outputs
 from augment.imageio import save_image
 from pipelines.search import Searcher
-from pipelines.search_outputs import SearchJob, run_search
+from pipelines.search_jobs import SearchJob
+from pipelines.search_outputs import run_search
 
 from tests.test_search import _query, _scene
 

@@ -110,7 +110,7 @@ def test_a_still_gif_is_searched_as_an_image_and_an_animated_one_as_a_video(tmp_
 
 
 def test_a_folder_of_media_holds_its_gifs_and_an_animated_one_is_said_to_be_a_video(tmp_path, caplog):
-    from pipelines.search_outputs import expand_media, is_video
+    from pipelines.search_jobs import expand_media, is_video
 
     _, still, animated = _gifs(tmp_path / "gifs")
     with caplog.at_level(logging.INFO, logger="pipelines.video"):

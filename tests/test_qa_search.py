@@ -152,7 +152,7 @@ def test_a_medium_whose_name_is_as_long_as_a_file_name_may_be_is_searched_not_th
     with exit 2 on 'File name too long' naming a temporary, the other photos' outputs and detections.jsonl
     never written."""
     from pipelines.output_record import OutputRecord
-    from pipelines.search_outputs import SEARCH_OUTPUTS
+    from pipelines.search_jobs import SEARCH_OUTPUTS
 
     media = tmp_path / "media"
     save_image(tmp_path / "query.png", _random(1, 24, 24))
@@ -189,7 +189,7 @@ def test_an_earlier_searchs_out_kept_inside_the_searched_folder_is_not_searched_
     """`search q photos --out photos/found` then `--out photos/found2`: the second searched found/'s heat
     maps and highlights as photos; with --sequence they became frames (16 frames for 8)."""
     from pipelines.frames import FolderFrames
-    from pipelines.search_outputs import expand_media
+    from pipelines.search_jobs import expand_media
 
     photos = tmp_path / "photos"
     for k in range(3):
@@ -208,7 +208,7 @@ def test_an_earlier_searchs_out_kept_inside_the_searched_folder_is_not_searched_
 def test_a_folder_in_pairs_is_its_images_as_a_media_folder_is_not_silently_a_sequence(tmp_path):
     """A pairs line naming a folder read its photos as the frames of one video (one highlight.mp4, the
     temporal mode), without --sequence; --sequence did nothing with --pairs."""
-    from pipelines.search_outputs import expand_pair_media, read_pairs
+    from pipelines.search_jobs import expand_pair_media, read_pairs
 
     save_image(tmp_path / "query.png", _random(1, 24, 24))
     for name in ("a.png", "b.jpg"):

@@ -16,7 +16,7 @@ from augment.imageio import save_image
 from augment.locking import BUSY_EXIT_CODE, LOCK_FILE, folder_lock
 from cli_checks import run_cli
 from pipelines.output_record import OutputRecord
-from pipelines.search_outputs import SEARCH_OUTPUTS
+from pipelines.search_jobs import SEARCH_OUTPUTS
 
 RECORDS = {LOCK_FILE, ".synth-search-outputs", ".synth-segment-outputs"}
 
