@@ -63,3 +63,28 @@ def test_the_search_example_finds_the_jacket_in_the_street(tmp_path: Path, monke
     assert abs((x0 + x1) / 2 - 190) < 20 and abs((y0 + y1) / 2 - 100) < 20, result.detections[0].box
     assert scope["heat"].shape == street.shape[:2] and scope["picture"].shape == street.shape
     assert str(result.detections[0].score) in printed.getvalue()  # the loop printed each detection
+
+
+def test_every_synth_command_line_in_readme_names_real_commands_and_options() -> None:
+    """Each `synth CMD --option` in README's shell examples is a command and an option it takes (a
+    renamed option left in README fails here, not in a newcomer's terminal)."""
+    import typer
+
+    from pipelines.cli import app
+
+    group = typer.main.get_command(app)
+    blocks = re.findall(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.S | re.M)
+    checked, problems = 0, []
+    for line in (line for block in blocks for line in block.splitlines()):
+        code = line.split("  #")[0]  # a comment may name options of other commands
+        for found in re.finditer(r"(?:^|\s|\()synth\s+([a-z][a-z-]*)((?:\s+[^\s#|&;]+)*)", code):
+            command = group.commands.get(found.group(1))  # type: ignore[attr-defined]
+            if command is None:
+                problems.append(f"{line.strip()}: no command {found.group(1)!r}")
+                continue
+            options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+            checked += 1
+            problems += [f"{line.strip()}: {found.group(1)} has no {option}"
+                         for option in re.findall(r"(?<![\w/])(--?[a-zA-Z][\w-]*)", found.group(2))
+                         if option not in options]
+    assert checked >= 20 and not problems, "\n".join(problems) or f"only {checked} command lines found"
