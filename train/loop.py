@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -285,9 +286,10 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
 
     # A stop (Ctrl-C, a scheduler's SIGTERM) of a one-process run is held to the end of its step,
     # where a checkpoint is written: `--resume` then loses no steps. DDP ranks would each stop at
-    # another step, so they stop at once, as before.
+    # another step, so they stop at once, as before. The TensorBoard writer is closed however the
+    # block ends, so the last scalars reach the disk.
     stop = DeferredStop(enabled=not info.enabled)
-    with _progress(show_progress and info.is_main) as progress, stop:
+    with _progress(show_progress and info.is_main) as progress, stop, writer or nullcontext():
         bar = progress.add_task("train", total=config.steps, completed=step, info="")
         while step < config.steps:
             # Learning rate of this step (the schedule is a function of the step, nothing to save).
@@ -352,7 +354,5 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
                 _stop(stop, step, saved)
             clock += time.perf_counter() - pause
 
-    if writer is not None:
-        writer.close()
     return TrainResult(step=step, losses=losses, metrics=train_metrics, eval_metrics=eval_metrics,
                        corrupt_rows=stream.corrupt_rows, checkpoint=saved)
