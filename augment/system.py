@@ -72,6 +72,20 @@ def ignore_interrupts() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """``worker_init_fn`` of DataLoader workers: they ignore Ctrl-C and SIGTERM, and end when their
+    loader shuts them down (or, its process gone, on their next look at it).
+
+    A stop often reaches every process of the group (Ctrl-C in a terminal, torchrun stopping a rank,
+    systemd), and a training run holds it to a step's end (:class:`DeferredStop`). A worker that
+    ended on it instead (PyTorch's own SIGTERM handler ends a worker, quietly if its parent sent the
+    signal) would fail the run's next batch, or its DataLoader's SIGCHLD handler would raise wherever
+    the run is: mid-step, not at the step's end where it can checkpoint.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def fork_pool(workers: int) -> Any:
     """A ``multiprocessing`` pool of forked workers that ``terminate()`` always ends.
 
@@ -153,9 +167,12 @@ class DeferredStop:
     Within the block, the first SIGINT or SIGTERM of this process is only recorded (:attr:`signal`);
     the caller checks :attr:`requested` at its safe points (a training step's end, where a
     checkpoint can be written) and stops there. A second one raises KeyboardInterrupt at once, as
-    before. Forked children that inherit the handler (data-loader workers) end as they would have:
-    SIGINT as KeyboardInterrupt, SIGTERM by its default action. Outside the main thread (no signal
-    handlers there), or where not ``enabled``, the block changes nothing and :attr:`requested` stays False.
+    before. Forked children that inherit the handler (data-loader workers) ignore both signals: the
+    caller ends them when it stops. They get them too when the whole process group is signalled
+    (Ctrl-C in a terminal, torchrun stopping a rank, systemd), and a worker that died of one would
+    fail the caller wherever it is (the DataLoader's SIGCHLD handler raises), not at its safe point.
+    Outside the main thread (no signal handlers there), or where not ``enabled``, the block changes
+    nothing and :attr:`requested` stays False.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -184,11 +201,7 @@ class DeferredStop:
         self._previous = {}
 
     def _handle(self, signum: int, frame: object) -> None:
-        if os.getpid() != self._owner:  # a forked worker: end as it would have without this block
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+        if os.getpid() != self._owner:  # a forked worker: its parent ends it at the safe point
             return
         if self.signal is not None:  # asked twice: stop now
             raise KeyboardInterrupt

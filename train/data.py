@@ -44,6 +44,7 @@ from augment.imageio import InputError, decode_image, resize_image
 from augment.schema import OBJECTS_FILE
 from augment.shards import manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
+from augment.system import ignore_stop_signals
 from train.queries import CutoutLibrary, render_query
 
 logger = logging.getLogger(__name__)
@@ -330,6 +331,10 @@ def make_loader(dataset: ShardPairs, batch_size: int, num_workers: int, pin_memo
     Dropping keeps every training batch the same shape (``torch.compile`` and bf16 kernels like
     that); the rows lost are at most ``batch_size - 1`` per worker per epoch. Evaluation keeps them
     (``drop_last=False``): a held-out set is scored whole, and one smaller than a batch at all.
+
+    The workers ignore Ctrl-C and SIGTERM (:func:`augment.system.ignore_stop_signals`): a stop is the
+    training loop's to take at a step's end, and the loader ends its workers when the loop lets it go.
     """
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
-                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)
+                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
+                      worker_init_fn=ignore_stop_signals)

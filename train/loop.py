@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +29,13 @@ from torch.utils.data import DataLoader
 from augment.atomic_files import atomic_write_text, remove_orphaned_temporaries
 from augment.imageio import InputError
 from augment.storage import Place, as_place
-from augment.system import DeferredStop
 from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint, load_model_state, restore_rng_state,
                               save_checkpoint, unwrap)
 from train.config import TrainConfig
 from train.data import make_loader
 from train.distributed import DistInfo, gather_objects, init_distributed, shutdown
 from train.shard_set import check_same_shards, reading_shards, shard_set
+from train.stop import AgreedStop, Stopped
 from train.stream import make_stream, restart_state
 from train.tasks import Metrics, Task, build_task
 
@@ -155,12 +156,6 @@ def _progress(enabled: bool) -> Progress:
 # The loop
 
 
-def _stop(stop: DeferredStop, step: int, checkpoint: Path | None) -> None:
-    """End a run that was asked to stop, its checkpoint written at ``step``: as the stop would have."""
-    logger.warning("stopped by signal %d after step %d; its checkpoint %s resumes it", stop.signal, step, checkpoint)
-    raise KeyboardInterrupt
-
-
 def train(config: TrainConfig, shards: Place | str | list[Place | str], out: Path | str, *,
           eval_shards: Place | str | None = None, resume: bool = False, show_progress: bool = True) -> TrainResult:
     """Train ``config`` on ``shards`` (a folder or object-store prefix, or several for a task that
@@ -172,8 +167,15 @@ def train(config: TrainConfig, shards: Place | str | list[Place | str], out: Pat
         with reading_shards(shards, eval_shards):  # no expand --overwrite swaps them meanwhile
             return _train(config, shards, out, as_place(eval_shards) if eval_shards else shards, resume,
                           show_progress, info)
+    except Stopped as stop:
+        # Caught here, not left to the caller: leaving this block frees the loop's frames, so that
+        # shutdown() frees the DDP wrapper before it leaves the process group, as after a normal end.
+        if info.is_main:
+            logger.warning("stopped by signal %d after step %d; its checkpoint %s resumes it", stop.signum,
+                           stop.step, stop.path)
     finally:
         shutdown(info)
+    raise KeyboardInterrupt  # only a stop gets here: the run ends as the interrupt would have
 
 
 def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_shards: Place | list[Place], resume: bool,
@@ -283,11 +285,11 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
                         config_hash=config.hash(), data_state=data_state, shards=shards_record)
         return checkpoint_path
 
-    # A stop (Ctrl-C, a scheduler's SIGTERM) of a one-process run is held to the end of its step,
-    # where a checkpoint is written: `--resume` then loses no steps. DDP ranks would each stop at
-    # another step, so they stop at once, as before.
-    stop = DeferredStop(enabled=not info.enabled)
-    with _progress(show_progress and info.is_main) as progress, stop:
+    # A stop (Ctrl-C, a scheduler's SIGTERM) is held to the end of the step under way, which every
+    # rank agrees on and which is checkpointed: `--resume` then loses no steps. The TensorBoard
+    # writer is closed however the block ends, so the last scalars reach the disk.
+    stop = AgreedStop(info)
+    with _progress(show_progress and info.is_main) as progress, stop, writer or nullcontext():
         bar = progress.add_task("train", total=config.steps, completed=step, info="")
         while step < config.steps:
             # Learning rate of this step (the schedule is a function of the step, nothing to save).
@@ -295,12 +297,7 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
 
-            try:
-                batch = to_device(next(stream), device)
-            except Exception:  # noqa: BLE001 - a stop's Ctrl-C also ends the loader's workers, which fails the fetch
-                if stop.requested:
-                    _stop(stop, step, save())
-                raise
+            batch = to_device(next(stream), device)
             with autocast(device, config):
                 loss, outputs = task.step(train_model, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -345,14 +342,14 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
                         writer.add_scalar(f"eval/{name}", value, step)
                     logger.info("eval at step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
 
-            stopping = stop.requested and step < config.steps
+            # Every rank takes the same branch: agreed() is a collective under DDP (skipped at the
+            # last step, which ends the run anyway), and its checkpoint is the periodic one's if both fall here.
+            stopping = step < config.steps and stop.agreed()
             if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps or stopping:
                 saved = save() or saved
             if stopping:
-                _stop(stop, step, saved)
+                raise Stopped(stop.signal, step, saved)
             clock += time.perf_counter() - pause
 
-    if writer is not None:
-        writer.close()
     return TrainResult(step=step, losses=losses, metrics=train_metrics, eval_metrics=eval_metrics,
                        corrupt_rows=stream.corrupt_rows, checkpoint=saved)
