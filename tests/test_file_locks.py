@@ -6,47 +6,24 @@ held here (or by a process of its own), as tests/test_locking.py does."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from augment.locking import BUSY_EXIT_CODE, BusyError, file_lock, file_lock_path
 from cli_checks import assert_one_line_error, run_cli
+from lock_checks import held_elsewhere, take_when_free, try_writing
 from shard_factory import make_shards
-
-HOLD = """
-import sys, time
-from augment.locking import file_lock
-with file_lock(sys.argv[1], "calibrate run"):
-    print("locked", flush=True)
-    time.sleep(60)
-"""
 
 
 def test_a_file_lock_is_refused_to_a_second_process_until_the_first_dies_and_leaves_nothing(tmp_path):
     out = tmp_path / "reports" / "threshold.json"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with held_elsewhere("file_lock", out, "calibrate run") as holder:
         with pytest.raises(BusyError, match=f"another calibrate run is writing this file \\(pid {holder.pid}\\)"):
             with file_lock(out, "eval run"):
                 pass
-    finally:
-        holder.kill()  # SIGKILL: no clean-up code runs, the kernel drops the flock
-        holder.wait()
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            with file_lock(out, "eval run") as lock:
-                assert lock == file_lock_path(out) == out.parent / ".threshold.json.synth.lock"
-                break
-        except BusyError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    lock = take_when_free(lambda: file_lock(out, "eval run"))
+    assert lock == file_lock_path(out) == out.parent / ".threshold.json.synth.lock"
     assert list(out.parent.iterdir()) == []  # released: the lock file goes with it
 
 
@@ -141,11 +118,7 @@ def test_calibrate_on_shards_being_written_is_one_line_exit_3_and_holds_them_whi
     tried, real_cases = [], calibration.shard_cases
 
     def cases_while_a_writer_tries(*args, **kwargs):  # mid-read: a writer into the shards folder
-        try:
-            with folder_lock(shards, "synth expand"):
-                tried.append("written")
-        except BusyError as error:
-            tried.append(str(error))
+        try_writing(shards, tried)
         return real_cases(*args, **kwargs)
 
     monkeypatch.setattr(calibration, "shard_cases", cases_while_a_writer_tries)

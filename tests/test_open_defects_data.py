@@ -18,6 +18,7 @@ from augment.imageio import InputError
 from augment.locking import LOCK_FILE
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from cli_checks import assert_one_line_error, files_under, run_cli
+from lock_checks import try_writing
 from shard_factory import make_shards
 from sources_factory import make_coco, make_label_map, make_mask_pairs, make_rgba_source
 from test_hardening_expand import expand, inputs  # noqa: F401  (the same tiny expansion inputs)
@@ -82,11 +83,7 @@ def test_a_training_run_holds_its_shards_for_the_whole_run_and_refuses_a_folder_
     tried, real_save = [], loop.save_checkpoint
 
     def save_and_try_writing(*args, **kwargs):  # mid-run: a writer into the shards folder
-        try:
-            with folder_lock(shards, "synth expand"):
-                tried.append("written")
-        except BusyError as error:
-            tried.append(str(error))
+        try_writing(shards, tried)
         return real_save(*args, **kwargs)
 
     monkeypatch.setattr(loop, "save_checkpoint", save_and_try_writing)
