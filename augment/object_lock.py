@@ -76,9 +76,15 @@ def client(purpose: str = "writing to s3:// needs boto3 for the output lock",
         from botocore.config import Config
     except ModuleNotFoundError:
         raise InputError(f'{purpose}: pip install "synth[s3]" (or set SYNTH_OBJECT_LOCK=off {off})') from None
+    from botocore.exceptions import BotoCoreError
+
     config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
-    return boto3.client("s3", endpoint_url=s3_endpoint(), config=config,
-                        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    try:
+        return boto3.client("s3", endpoint_url=s3_endpoint(), config=config,
+                            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    except (BotoCoreError, ValueError) as error:  # AWS_PROFILE naming no profile, a malformed endpoint: one line
+        raise StorageError(f"s3://: boto3 cannot make its S3 client ({describe_failure(error)}); check AWS_PROFILE, "
+                           "AWS_ENDPOINT_URL and the AWS configuration files") from None
 
 
 def _error_code(error: Exception) -> str:

@@ -73,17 +73,40 @@ def ignore_interrupts() -> None:
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:
-    """``worker_init_fn`` of DataLoader workers: they ignore Ctrl-C and SIGTERM, and end when their
-    loader shuts them down (or, its process gone, on their next look at it).
+    """``worker_init_fn`` of DataLoader workers: they ignore Ctrl-C, and SIGTERM from any process but
+    their loader's, and end when their loader shuts them down (or, its process gone, on their next
+    look at it).
 
     A stop often reaches every process of the group (Ctrl-C in a terminal, torchrun stopping a rank,
     systemd), and a training run holds it to a step's end (:class:`DeferredStop`). A worker that
     ended on it instead (PyTorch's own SIGTERM handler ends a worker, quietly if its parent sent the
     signal) would fail the run's next batch, or its DataLoader's SIGCHLD handler would raise wherever
     the run is: mid-step, not at the step's end where it can checkpoint.
+
+    The SIGTERM of the worker's own parent still ends it at once, quietly, as PyTorch's handler
+    does: it is how the loader ends a worker that does not end by itself, and how multiprocessing's
+    exit hook ends the workers of a loader still alive when the interpreter exits (a run failed
+    with a traceback: ``sys.last_traceback`` keeps its frames). Ignored, that hook's ``join()``
+    waited for good. A signal handler cannot tell who sent a signal, so SIGTERM is blocked and a
+    thread takes it with ``sigwaitinfo``, which can (where that call is missing, not on Linux,
+    SIGTERM is left to PyTorch's handler).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    # Blocked before any other thread starts here: the threads this worker starts inherit the mask,
+    # so every SIGTERM waits for the thread below.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_end_on_parents_sigterm, args=(os.getppid(),), name="synth-sigterm",
+                     daemon=True).start()
+
+
+def _end_on_parents_sigterm(parent: int) -> None:
+    """Take this process's SIGTERMs: one from ``parent`` ends it (exit code 0, which the loader's
+    SIGCHLD handler does not count as a failure), any other is ignored."""
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def fork_pool(workers: int) -> Any:

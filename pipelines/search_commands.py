@@ -255,8 +255,17 @@ def register(app: typer.Typer) -> None:
                 calibrate_into_out()
 
         def calibrate_into_out() -> None:
-            if shards is not None:
-                list_shards(shards)  # unreadable shards: one line before the model loads
+            with ExitStack() as held:
+                if shards is not None:
+                    from train.shard_set import reading_shards
+
+                    # Held from the check on (no expand --overwrite swaps them meanwhile): an expand at
+                    # work (no manifest.json yet) is busy, exit code 3, not a broken folder.
+                    held.enter_context(reading_shards(shards, what="synth calibrate"))
+                    list_shards(shards)  # unreadable shards: one line before the model loads
+                calibrate_with(held)
+
+        def calibrate_with(held: ExitStack) -> None:
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
                                 untrained=untrained, mirror=not no_mirror, verify=not no_verify)
             if cases >= ONNX_MIN_WORK:  # as a long search job encodes its media
@@ -270,10 +279,8 @@ def register(app: typer.Typer) -> None:
                           "skipped": [f"{skip.path}: {skip.reason}" for skip in skipped]}
             else:
                 assert shards is not None
-                from train.shard_set import reading_shards
-
-                with reading_shards(shards, what="synth calibrate"):  # no expand --overwrite swaps them meanwhile
-                    found = shard_cases(shards, cases)
+                found = shard_cases(shards, cases)
+                held.close()  # the cases are read: the shards are free again
                 origin = {"shards": str(shards)}
             result = calibrate_threshold(searcher, found)
             report = {"threshold": result.threshold, "f1": result.f1, "precision": result.precision,

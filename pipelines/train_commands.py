@@ -95,6 +95,7 @@ def register(app: typer.Typer) -> None:
         from augment.outputs import check_output_folder
         from train.checkpoint import CHECKPOINT_FILE
         from train.loop import train as train_run
+        from train.shard_set import reading_shards
 
         check_at_least(steps, 0, "--steps")
 
@@ -107,8 +108,11 @@ def register(app: typer.Typer) -> None:
                                  "without --resume to start the run")
             run_config = _config(config, out / CHECKPOINT_FILE if resume else None, steps=steps, device=device,
                                  task=task)
-            for folder in [*shards, eval_shards] if eval_shards else shards:  # unreadable: one line before the model loads
-                _check_shards(run_config.task, folder)
+            # Checked under the shards' reading lock (or lease): a folder that an expand is writing (no
+            # manifest.json until it ends) is busy, exit code 3 naming the writer, not a broken folder.
+            with reading_shards(shards, eval_shards):
+                for folder in [*shards, eval_shards] if eval_shards else shards:  # unreadable: one line before the model loads
+                    _check_shards(run_config.task, folder)
             with ExitStack() as held:
                 # Two runs into one folder would overwrite each other's checkpoints: the run folder is
                 # locked, by the first process only under torchrun (RANK 0; the others share its run).
@@ -169,8 +173,9 @@ def register(app: typer.Typer) -> None:
             if split not in ("eval", "train", "all"):
                 raise InputError(f"--split must be eval, train or all, not {split!r}")
             model, run_config = load_trained(checkpoint, _config(config) if untrained else None)
-            _check_shards(run_config.task, shards)
+            # Checked once held: an expand at work (no manifest.json yet) is busy, not a broken folder.
             with reading_shards(shards, what="synth eval"):  # no expand --overwrite swaps them meanwhile
+                _check_shards(run_config.task, shards)
                 report = evaluate_shards(model, run_config, shards, split=split, batches=batches,
                                          batch_size=batch_size, device=device)
             report["checkpoint"] = str(checkpoint) if checkpoint else "untrained"

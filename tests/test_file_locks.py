@@ -125,3 +125,22 @@ def test_calibrate_on_shards_being_written_is_one_line_exit_3_and_holds_them_whi
     result = run_cli("calibrate", "--shards", shards, "--untrained", "--out", out, "--cases", 2, "--no-verify")
     assert result.exit_code == 0, result.output
     assert len(tried) == 1 and "`calibrate` run is reading the shards here" in tried[0], tried
+
+
+@pytest.mark.parametrize("command", ["eval", "calibrate", "train"])
+def test_a_reader_on_shards_an_expand_is_rewriting_is_told_they_are_being_written(tmp_path, command):
+    """`synth expand` removes manifest.json as it starts changing a folder (an --overwrite too) and
+    writes it last. The readers checked the folder before they took its reading lock, so while an
+    expand was at work they stopped with exit code 2 and "no manifest.json ... rerun the expand
+    command to finish it", not exit code 3 (try later) naming the writer, as README's exit codes say."""
+    from augment.locking import folder_lock
+
+    shards = make_shards(tmp_path / "shards", n_composites=8, size=64).folder
+    (shards / "manifest.json").unlink()  # an expand --overwrite under way
+    args = {"eval": ["eval", "--shards", shards, "--untrained", "--batches", 1],
+            "calibrate": ["calibrate", "--shards", shards, "--untrained", "--out", tmp_path / "t.json", "--cases", 2],
+            "train": ["train", "--shards", shards, "--out", tmp_path / "run", "--steps", 1]}[command]
+    with folder_lock(shards, "synth expand"):
+        result = run_cli(*args)
+    assert_one_line_error(result, BUSY_EXIT_CODE, f"{shards}: synth expand", "is writing these shards")
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "run").exists()

@@ -203,3 +203,20 @@ def test_synth_object_lock_off_skips_leases(s3_server, sources, monkeypatch):
         monkeypatch.setenv("SYNTH_OBJECT_LOCK", "off")
         assert _expand(sources, out).exit_code == 0  # nor does a writer look for them
     assert _leases(s3_server, "leased/off") == []
+
+
+@pytest.mark.parametrize("command", ["eval", "expand"])
+def test_an_aws_profile_that_boto3_cannot_find_is_one_line(s3_server, shards, sources, tmp_path, monkeypatch, command):
+    """The reader's lease made `synth eval --shards s3://...` build a boto3 client where pyarrow alone
+    read the shards before: with credentials in the environment and an AWS_PROFILE naming no
+    profile (pyarrow reads on; boto3 refuses), the run ended in botocore's ProfileNotFound
+    traceback. The writer's lock (expand) built its client the same way."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(dict(model=TINY_MODEL, query_size=32, medium_size=64, batch_size=2,
+                                          steps=1, num_workers=0, device="cpu")))
+    monkeypatch.setenv("AWS_PROFILE", "nosuchprofile")
+    if command == "eval":
+        result = run_cli("eval", "--shards", shards, "--untrained", "--config", config, "--batches", 1)
+    else:
+        result = _expand(sources, s3_server.uri("leased/profile"))
+    assert_one_line_error(result, 2, "nosuchprofile")

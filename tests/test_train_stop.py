@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,8 +24,9 @@ from train.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from train.loop import train
 
 # What a rank does as a step begins (learning_rate is called first thing in each step):
-#   "group": SIGTERM to its own process group, itself and its loader workers (what torchrun does to
-#            each rank on a stop: every rank leads its own group there);
+#   "group": SIGTERM to its own process group, itself and its loader workers, sent by another process
+#            (what torchrun's agent does to each rank on a stop: every rank leads its own group there;
+#            a worker ends on a SIGTERM from its parent, the loader's own way to end it);
 #   "peer":  waits 0.5 s, by when the other rank is blocked in the step's gradient all-reduce
 #            waiting for this one, then sends SIGTERM to that rank only (a scheduler that signals one
 #            process).
@@ -42,7 +45,7 @@ def _rank(rank: int, port: int, shards: str, out: str, overrides: dict, plans: l
     def learning_rate(step, config):
         action = plans[rank].get(step)
         if action == "group":
-            os.killpg(0, signal.SIGTERM)
+            subprocess.run(["kill", "-TERM", "--", f"-{os.getpgid(0)}"], check=False)  # kill gets it too
         elif action == "peer":
             time.sleep(0.5)
             os.kill(int((record_dir / f"pid.{1 - rank}").read_text()), signal.SIGTERM)
@@ -161,3 +164,75 @@ def test_the_tensorboard_writer_is_closed_however_a_run_ends(shards, tmp_path, m
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     assert max(event.step for event in events.Scalars("train/loss")) == (3 if ending == "signal" else 2)
+
+
+# ------------------------------------------------------------------------------------ loader workers
+_KEPT_LOADER = """
+import sys, torch
+from torch.utils.data import IterableDataset
+from train.data import make_loader
+
+class Numbers(IterableDataset):
+    def __iter__(self):
+        return iter(torch.arange(10_000).float())
+
+def run():
+    batches = iter(make_loader(Numbers(), batch_size=2, num_workers=1))
+    next(batches)
+    print(batches._workers[0].pid, flush=True)
+    raise RuntimeError("a failure once the loader runs (a CUDA out-of-memory error, a bug)")
+
+run()
+"""
+
+
+def test_a_run_that_fails_with_a_traceback_ends_and_so_do_its_loader_workers(tmp_path):
+    """An uncaught exception (CUDA out of memory, a bug) keeps the loader's iterator alive until the
+    interpreter exits (sys.last_traceback holds its frame), so PyTorch leaves its workers to
+    multiprocessing's exit hook, which ends them with SIGTERM and then joins them. Workers that
+    ignored every SIGTERM made that join wait for good: `synth train` printed its traceback and hung
+    (a DDP rank so never ended, and torchrun never learnt of the failure)."""
+    script = tmp_path / "kept_loader.py"
+    script.write_text(_KEPT_LOADER)
+    run = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, start_new_session=True)
+    try:
+        out, err = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        pytest.fail("the process hung at its exit, joining a loader worker that ignores its SIGTERM")
+    assert run.returncode == 1 and "RuntimeError: a failure once the loader runs" in err
+    worker = int(out.split()[0])
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)
+
+
+def test_loader_workers_ignore_stops_sent_by_others_and_end_on_their_loaders_sigterm():
+    """A stop that reaches the whole process group (systemd, `kill -- -PGID`, torchrun's to a rank)
+    leaves the workers running, for the run to stop at its step's end; the SIGTERM their own loader
+    sends (Process.terminate(): the DataLoader's last resort, multiprocessing's at exit) ends them,
+    quietly (exit code 0, as PyTorch's own handler does)."""
+    from torch.utils.data import IterableDataset
+
+    from train.data import make_loader
+
+    class Numbers(IterableDataset):
+        def __iter__(self):
+            return iter(torch.arange(10_000).float())
+
+    batches = iter(make_loader(Numbers(), batch_size=2, num_workers=1))
+    try:
+        next(batches)
+        [worker] = batches._workers
+        for stop in ("INT", "TERM"):
+            subprocess.run(["kill", f"-{stop}", str(worker.pid)], check=True)  # sent by another process
+        time.sleep(0.5)
+        assert worker.is_alive()
+        assert next(batches).shape == (2,)
+        worker.terminate()  # SIGTERM from the worker's parent
+        worker.join(timeout=10)
+        assert worker.exitcode == 0
+    finally:
+        del batches

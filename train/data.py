@@ -332,8 +332,9 @@ def make_loader(dataset: ShardPairs, batch_size: int, num_workers: int, pin_memo
     that); the rows lost are at most ``batch_size - 1`` per worker per epoch. Evaluation keeps them
     (``drop_last=False``): a held-out set is scored whole, and one smaller than a batch at all.
 
-    The workers ignore Ctrl-C and SIGTERM (:func:`augment.system.ignore_stop_signals`): a stop is the
-    training loop's to take at a step's end, and the loader ends its workers when the loop lets it go.
+    The workers ignore Ctrl-C and any SIGTERM but their loader's (:func:`augment.system.ignore_stop_signals`):
+    a stop is the training loop's to take at a step's end, and the loader ends its workers when the
+    loop lets it go.
     """
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
                       pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
