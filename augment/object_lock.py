@@ -127,7 +127,12 @@ class Lease:
     etag: str
 
     def ttl(self, default: float) -> float:
-        return float(self.holder.get("ttl", default))
+        """The holder's own ttl; ``default`` where its record has none that is a positive number
+        (an object not written by synth is judged by its age alone, not a traceback)."""
+        value = self.holder.get("ttl", default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            return default
+        return float(value)
 
     @property
     def dead_here(self) -> bool:

@@ -220,3 +220,13 @@ def test_an_aws_profile_that_boto3_cannot_find_is_one_line(s3_server, shards, so
     else:
         result = _expand(sources, s3_server.uri("leased/profile"))
     assert_one_line_error(result, 2, "nosuchprofile")
+
+
+def test_a_lease_record_not_written_by_synth_is_judged_by_its_age_not_a_traceback():
+    from augment.object_lock import Lease
+
+    for odd in ("soon", None, [], {"s": 1}, True, -5, 0, float("nan"), float("inf")):
+        lease = Lease({"ttl": odd}, silent=30.0, etag='"e"')
+        assert lease.ttl(60.0) == 60.0 and not lease.stale(60.0), odd
+        assert Lease({"ttl": odd}, silent=90.0, etag='"e"').stale(60.0), odd
+    assert Lease({"ttl": 10}, silent=30.0, etag='"e"').stale(60.0)  # a holder's own ttl counts
