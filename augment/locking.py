@@ -141,13 +141,13 @@ def _take_file_lock(lock_path: Path, path: Path, what: str) -> int:
                 current = os.path.samestat(os.fstat(handle), os.stat(lock_path))
             except FileNotFoundError:
                 current = False
+            if current:  # the holder's record, for a second run's message (a full disk fails here too)
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+                return handle
         except BaseException:
             os.close(handle)
             raise
-        if current:
-            os.ftruncate(handle, 0)
-            os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
-            return handle
         os.close(handle)  # its holder removed it as we opened it: take the one under the name now
 
 

@@ -144,3 +144,21 @@ def test_a_reader_on_shards_an_expand_is_rewriting_is_told_they_are_being_writte
         result = run_cli(*args)
     assert_one_line_error(result, BUSY_EXIT_CODE, f"{shards}: synth expand", "is writing these shards")
     assert not (tmp_path / "t.json").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_lock_whose_record_cannot_be_written_fails_and_leaks_no_descriptor(tmp_path, monkeypatch):
+    """A full disk fails the holder's record: the error comes out, the descriptor is closed."""
+    import errno
+    import os
+
+    import augment.locking as locking
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(locking.os, "pwrite", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        with file_lock(tmp_path / "new" / "threshold.json", "calibrate run"):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == before
