@@ -72,7 +72,7 @@ def ignore_interrupts() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-def ignore_stop_signals(worker_id: int = 0) -> None:
+def ignore_stop_signals(worker_id: int = 0, loader_pid: int | None = None) -> None:
     """``worker_init_fn`` of DataLoader workers: they ignore Ctrl-C, and SIGTERM from any process but
     their loader's, and end when their loader shuts them down (or, its process gone, on their next
     look at it).
@@ -89,7 +89,9 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     with a traceback: ``sys.last_traceback`` keeps its frames). Ignored, that hook's ``join()``
     waited for good. A signal handler cannot tell who sent a signal, so SIGTERM is blocked and a
     thread takes it with ``sigwaitinfo``, which can (where that call is missing, not on Linux,
-    SIGTERM is left to PyTorch's handler).
+    SIGTERM is left to PyTorch's handler). ``loader_pid``: the process that made the loader (its
+    parent where workers are forked; with forkserver or spawn, Python 3.14's default on Linux, the
+    parent is a server process, and the loader's SIGTERM would be ignored); default the parent.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if not hasattr(signal, "sigwaitinfo"):
@@ -97,15 +99,15 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     # Blocked before any other thread starts here: the threads this worker starts inherit the mask,
     # so every SIGTERM waits for the thread below.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    threading.Thread(target=_end_on_parents_sigterm, args=(os.getppid(),), name="synth-sigterm",
+    threading.Thread(target=_end_on_loaders_sigterm, args=(loader_pid or os.getppid(),), name="synth-sigterm",
                      daemon=True).start()
 
 
-def _end_on_parents_sigterm(parent: int) -> None:
-    """Take this process's SIGTERMs: one from ``parent`` ends it (exit code 0, which the loader's
+def _end_on_loaders_sigterm(loader: int) -> None:
+    """Take this process's SIGTERMs: one from ``loader`` ends it (exit code 0, which the loader's
     SIGCHLD handler does not count as a failure), any other is ignored."""
     while True:
-        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == loader:
             os._exit(0)
 
 

@@ -236,3 +236,30 @@ def test_loader_workers_ignore_stops_sent_by_others_and_end_on_their_loaders_sig
         assert worker.exitcode == 0
     finally:
         del batches
+
+
+
+def test_forkserver_workers_end_on_their_loaders_sigterm_too():
+    """With forkserver (Python 3.14's default on Linux) or spawn, a worker's parent is a server
+    process, not the process that made the loader: the loader's SIGTERM (Process.terminate(), as
+    the DataLoader's last resort and multiprocessing's exit hook send it) must still end it, not be
+    ignored as a stranger's (a run failed with a traceback would hang at its exit). Such a worker has
+    threads before its worker_init_fn runs, so a group-wide stop can reach one of them and end the
+    worker as PyTorch's handler does: the step-end stop holds for forked workers only."""
+    from torch.utils.data import TensorDataset
+
+    from train.data import make_loader
+
+    loader = make_loader(TensorDataset(torch.arange(10_000).float()), batch_size=2, num_workers=1)
+    loader.multiprocessing_context = "forkserver"
+    batches = iter(loader)
+    try:
+        next(batches)
+        [worker] = batches._workers
+        worker.terminate()
+        worker.join(timeout=10)
+        # Ended: quietly where the worker's own thread takes the signal (its sender is the loader's
+        # process), or by PyTorch's handler where one of the threads the server's import started does.
+        assert worker.exitcode in (0, -signal.SIGTERM), "a forkserver worker ignored its loader's SIGTERM"
+    finally:
+        del batches

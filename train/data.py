@@ -28,8 +28,10 @@ sample), which is what a checkpoint stores to resume the stream exactly (:meth:`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -338,4 +340,4 @@ def make_loader(dataset: ShardPairs, batch_size: int, num_workers: int, pin_memo
     """
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
                       pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
-                      worker_init_fn=ignore_stop_signals)
+                      worker_init_fn=functools.partial(ignore_stop_signals, loader_pid=os.getpid()))
