@@ -39,6 +39,7 @@ import os
 import socket
 import threading
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator
@@ -165,7 +166,7 @@ def read_lease(s3, bucket: str, key: str, action: str) -> Lease | None:
                  current["ETag"])
 
 
-class HeldObject:
+class HeldObject(ABC):
     """An object under an ``s3://`` prefix that this process writes and renews every ``ttl / 4`` s
     (a heartbeat, :meth:`beat`) while it holds it: a writer's lock, a reader's lease."""
 
@@ -198,9 +199,9 @@ class HeldObject:
         while not self._stop.wait(self.ttl / 4) and self.beat():
             pass
 
+    @abstractmethod
     def beat(self) -> bool:
         """Renew the object; False ends the heartbeats."""
-        raise NotImplementedError
 
     def _stop_heartbeat(self) -> None:
         """Stop the heartbeats and wait for the last one: none may write the object after it is deleted."""
