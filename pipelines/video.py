@@ -4,7 +4,8 @@
 opened is an :class:`InputError` at once, one that breaks mid-way ends the iteration early and
 leaves the reason in ``reader.error`` (the frames before the break are delivered). A video whose
 frames are over the pixel limit (:mod:`augment.pixel_limit`) is an InputError as it opens: from the
-size its header declares, before any frame is decoded, and from its first frame where that differs.
+size its header declares, before any frame is decoded, and from its first frame where that differs;
+a later frame of another size over the limit ends the video there with ``reader.error`` naming it.
 :class:`VideoWriter` encodes RGB frames to a temporary file beside the target and renames it into
 place on :meth:`VideoWriter.close` (atomic: a crash never leaves a half-written video under the
 final name).
@@ -173,6 +174,8 @@ class FrameReader:
                 ok, frame = self._read()
                 if not ok or frame is None:
                     break
+                if frame.shape[1::-1] != (self.info.width, self.info.height) and self._over_limit(frame, index):
+                    break
                 indices.append(index)
                 frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
                 index += 1
@@ -192,6 +195,18 @@ class FrameReader:
                 self.error = (f"{self.path}: video breaks after {index} of {declared} frames "
                               "(truncated or corrupt)")
             self._put(_END)
+
+    def _over_limit(self, frame: np.ndarray, index: int) -> bool:
+        """A frame of another size than the first (a stream that changes resolution) is held to the
+        pixel limit too: over it, the video ends there with :attr:`error` naming the frame, so a
+        stream that grows mid-way cannot run the search out of memory."""
+        height, width = frame.shape[:2]
+        try:
+            check_size(width, height, f"{self.path} (frame {index})", "a video frame")
+        except InputError as error:
+            self.error = f"{error}; the video ends there"
+            return True
+        return False
 
     def _put(self, item: object) -> None:
         while not self._stop.is_set():

@@ -170,6 +170,39 @@ def test_a_video_whose_header_gives_no_size_is_searched_at_its_frames_size(tmp_p
     assert (written.get(cv2.CAP_PROP_FRAME_WIDTH), written.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (96, 72)
 
 
+@pytest.mark.parametrize("mode", [(), ("--every-instance",)], ids=["temporal", "every-instance"])
+def test_a_video_whose_frames_grow_over_the_limit_mid_way_ends_there_with_one_error_line(
+        tmp_path, monkeypatch, mode):
+    """Only the header and the first frame were checked: a stream that changed resolution after
+    them (a decoder hands over whatever each frame is) was searched at any size."""
+    video = _write_video(tmp_path / "clip.mp4", 96, 72, frames=4)
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    real = cv2.VideoCapture
+
+    class Growing:  # frames 2 and on decoded at 160x120, over the limit
+        def __init__(self, *args) -> None:
+            self.capture, self.reads = real(*args), 0
+
+        def read(self, *args):
+            ok, frame = self.capture.read(*args)
+            self.reads += 1
+            if ok and self.reads > 2:
+                frame = cv2.resize(frame, (160, 120))
+            return ok, frame
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Growing)
+    result = _search(tmp_path, video, options=mode)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    errors = _errors(result.output)
+    assert len(errors) == 1 and f"clip.mp4 (frame 2): {OVER} on a video frame" in errors[0], result.output
+    assert "the video ends there" in errors[0]
+    lines = _lines(tmp_path / "found")
+    assert [line["frame"] for line in lines if "error" not in line] == [0, 1]
+
+
 def test_an_animated_gif_over_the_limit_is_one_error_line(tmp_path, monkeypatch):
     frames = [Image.fromarray(_random(20 + k, 120, 160)) for k in range(3)]
     gif = tmp_path / "animated.gif"
