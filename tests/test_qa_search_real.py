@@ -1,7 +1,7 @@
 """`synth search`'s Python API (`Searcher`, `TemporalSearcher`) given the arrays a user really has,
 found by QA as a demanding user with real footage: 16-bit and float 0-255 arrays, channels-first
 tensors, batches, empty arrays, CMYK and palette PIL images, grey and RGBA video frames, frames
-whose size changes. Small generated images; the
+whose size changes; and the warning for a query larger than the medium. Small generated images; the
 untrained network on the CPU. The tests on real photos read ../shared/data and skip without it."""
 
 from __future__ import annotations
@@ -166,6 +166,27 @@ def test_a_temporal_frame_of_another_size_is_one_value_error_not_boxes_in_the_wr
         tracker.step(frame)
     with pytest.raises(ValueError, match=r"^frame 2: 64x48, but the frames before it are 128x96"):
         tracker.step(cv2.resize(frames[2], (64, 48)))
+
+
+# ----------------------------------------------------------------- the query larger than the medium
+def test_a_query_that_fits_within_the_searched_tolerance_is_not_said_to_be_shrunk(searcher, caplog):
+    """The warning fired for a query 0.4% larger than the medium at its smallest size, which is
+    searched as it is (plan_levels' 1% tolerance), saying 'shrinking it by 1.00 to fit'."""
+    scene, _ = _scene_and_object()
+    query = cv2.resize(scene, (257, 193))  # 0.5x: 128.5 x 96.5 in a 128 x 96 medium
+    with caplog.at_level(logging.WARNING, logger="pipelines.search_maps"):
+        searcher.find(query, scene)
+    assert not [r for r in caplog.records if "larger than the medium" in r.getMessage()]
+
+
+def test_a_query_larger_than_the_medium_is_warned_about_with_both_sizes_and_the_size_searched(searcher, caplog):
+    scene, _ = _scene_and_object()
+    query = cv2.resize(scene, (512, 384))  # 0.5x: 256 x 192, twice the medium
+    with caplog.at_level(logging.WARNING, logger="pipelines.search_maps"):
+        searcher.find(query, scene)
+    messages = [r.getMessage() for r in caplog.records if "larger than the medium" in r.getMessage()]
+    assert messages == ["query: the query (512x384 px) at its smallest searched size (0.5x) is larger than "
+                        "the medium (128x96 px); searched at 0.25x its size instead, the largest that fits"]
 
 
 # ----------------------------------------------------------------- real photos (../shared/data)
