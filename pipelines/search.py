@@ -5,7 +5,7 @@ Python API; the ``synth search`` command is a thin layer over it::
     from pipelines.search import Searcher, find
 
     searcher = Searcher()                        # the shipped head if one ships, else untrained
-    result = searcher.find("jacket.png", "street.jpg")   # paths or RGB uint8 arrays
+    result = searcher.find("jacket.png", "street.jpg")   # paths, arrays or PIL images (picture_array)
     for det in result.detections:                # above the threshold, highest score first
         print(det.box, det.score, det.area)      # box = [x0, y0, x1, y1] in medium pixels
     print(result.best)                           # the top peak, whatever its score
@@ -127,24 +127,79 @@ class Result:
                 "best": None if self.best is None else self.best.to_json(), **self.extra}
 
 
-def load_rgb(image: ImageLike, name: str = "image") -> np.ndarray:
-    """RGB uint8 H x W x 3 from a path (upright as its EXIF orientation shows it) or an array
-    (grey, RGB or RGBA; float arrays in [0, 1]). A file or array over the pixel limit
-    (``SYNTH_MAX_MEGAPIXELS``) is a :class:`augment.pixel_limit.PixelLimitError` naming the file, or
-    the argument ``name``."""
-    if isinstance(image, (str, Path)):
-        return read_image(image, "rgb")
+class ArrayInputError(InputError, ValueError):
+    """An array or PIL image given to the Python API that is not a picture (its shape or dtype): one
+    line naming the argument; a ValueError (a bad argument) to the caller, as a PixelLimitError is."""
+
+
+# PIL modes whose numbers are not grey, RGB or RGBA values: converted by PIL, as a file of that kind
+# is decoded (a CMYK photo's four channels are not RGBA; a palette image's are indices).
+_PIL_CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
+                "HSV": "RGB", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB"}
+
+
+def picture_array(image: Any, name: str) -> np.ndarray:
+    """uint8 H x W x 3 (RGB) or H x W x 4 (RGBA) from an array or PIL image given to the API.
+
+    Grey (H x W or H x W x 1) becomes RGB, grey + alpha (H x W x 2) RGBA. Values are read as an image
+    file's are (:func:`augment.imageio.image_from_bytes`): uint16 as 16-bit (0-65535), floats as [0, 1],
+    or as 0-255 where any is above 1, booleans as black and white. Anything else (channels first, a
+    batch, one row of numbers, no pixels) is an :class:`ArrayInputError` naming ``name`` and its shape;
+    one over the pixel limit a PixelLimitError, from its shape before any copy."""
     check_array_pixels(image, name)  # before the copies below: a huge array fails here, not in memory
-    image = np.asarray(image)
-    return _as_uint8(image)[..., :3] if image.ndim == 3 else np.dstack([_as_uint8(image)] * 3)
+    mode = getattr(image, "mode", None)
+    if isinstance(mode, str) and not isinstance(image, np.ndarray) and hasattr(image, "convert"):
+        target = _PIL_CONVERT.get(mode)
+        if mode == "P" and "transparency" in getattr(image, "info", {}):
+            target = "RGBA"
+        if target is not None:
+            image = image.convert(target)
+    try:
+        array = np.asarray(image)
+    except (TypeError, ValueError) as error:  # a ragged list
+        raise ArrayInputError(f"{name}: not an image array ({error})") from None
+    if array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
+        grey = array[:, :, 0]
+        array = np.dstack([grey] * 3 + ([array[:, :, 1]] if array.shape[2] == 2 else []))
+    elif array.ndim == 2:
+        array = np.dstack([array] * 3)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape:
+        raise ArrayInputError(f"{name}: an array of shape {tuple(array.shape)} is not an image; expected "
+                              "H x W (grey) or H x W x 3 / H x W x 4 (RGB / RGBA, channels last)")
+    return _as_uint8(array, name)
 
 
-def _as_uint8(image: np.ndarray) -> np.ndarray:
+def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
-    if np.issubdtype(image.dtype, np.floating):
-        return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return np.clip(image, 0, 255).astype(np.uint8)
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * np.uint8(255)
+    if image.dtype == np.uint16:  # as a 16-bit PNG or TIFF is read: clipping to 255 made it white
+        return (image / 257).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):  # [0, 1], else 0-255 (as a float TIFF is read)
+        scale = 255.0 if np.nanmax(image, initial=0.0) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(image) * scale + 0.5, 0, 255).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.integer):
+        return np.clip(image, 0, 255).astype(np.uint8)
+    raise ArrayInputError(f"{name}: an array of {image.dtype} is not an image; expected numbers "
+                          "(uint8 0-255, uint16, or floats in [0, 1])")
+
+
+def load_rgb(image: ImageLike, name: str = "image") -> np.ndarray:
+    """RGB uint8 H x W x 3 from a path (upright as its EXIF orientation shows it), an array or a PIL
+    image (see :func:`picture_array`: grey, RGB or RGBA; uint16 as 16-bit, floats in [0, 1]). A file
+    or array over the pixel limit (``SYNTH_MAX_MEGAPIXELS``) is a
+    :class:`augment.pixel_limit.PixelLimitError` naming the file, or the argument ``name``; an array
+    that is not a picture an :class:`ArrayInputError` naming ``name``."""
+    if isinstance(image, (str, Path)):
+        return read_image(image, "rgb")
+    return picture_array(image, name)[..., :3]
+
+
+def _media(media: Sequence[Any]) -> list[np.ndarray]:
+    """uint8 RGB arrays of a batch given to the API, each named by its place (as given where they
+    are uint8 RGB already: no copy)."""
+    return [load_rgb(medium, f"media[{index}]") for index, medium in enumerate(media)]
 
 
 def load_query(query: ImageLike, query_mask: ImageLike | None = None,
@@ -157,10 +212,7 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
     name = name or (str(query) if isinstance(query, (str, Path)) else "query")
     rgba = read_image(query, "rgba") if isinstance(query, (str, Path)) else None
     if rgba is None:
-        check_array_pixels(query, name)  # the pixel limit, as a file's (before any copy)
-        array = _as_uint8(np.asarray(query))
-        if array.ndim == 2:
-            array = np.dstack([array] * 3)
+        array = picture_array(query, name)  # the pixel limit (before any copy), shape and values
         rgba = array if array.shape[2] == 4 else np.dstack(
             [array, np.full(array.shape[:2], 255, np.uint8)])
     rgb = np.ascontiguousarray(rgba[:, :, :3])
@@ -172,8 +224,9 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
         if raw.ndim == 3:
             raw = raw[..., -1] if raw.shape[2] == 4 else raw[..., 0]
         if raw.shape[:2] != rgb.shape[:2]:
-            raise InputError(f"{mask_name}: mask is {raw.shape[1]}x{raw.shape[0]} but the query "
-                             f"{name} is {rgb.shape[1]}x{rgb.shape[0]}")
+            query_label = "the query" if name == "query" else f"the query {name}"  # not "the query query"
+            raise InputError(f"{mask_name}: mask is {raw.shape[1]}x{raw.shape[0]} but {query_label} "
+                             f"is {rgb.shape[1]}x{rgb.shape[0]}")
         mask = (raw > 0).astype(np.float32) if raw.dtype != np.float32 else np.clip(raw, 0, 1)
         source = mask_name
     elif rgba[:, :, 3].min() < 255:
@@ -327,11 +380,10 @@ class Searcher:
     # -- search ---------------------------------------------------------------------------------
 
     def maps(self, query: PreparedQuery, media: Sequence[np.ndarray]) -> SearchMaps:
-        """Heat and object-size maps of one query in same-size RGB media (a batch of frames); a
-        medium over the pixel limit is a :class:`augment.pixel_limit.PixelLimitError` naming it."""
-        for index, medium in enumerate(media):
-            check_array_pixels(medium, f"media[{index}]")
-        return self.network.maps(query, media)
+        """Heat and object-size maps of one query in same-size RGB media (a batch of frames; arrays
+        read as :func:`load_rgb` reads them); a medium over the pixel limit is a
+        :class:`augment.pixel_limit.PixelLimitError` naming it."""
+        return self.network.maps(query, _media(media))
 
     def heatmaps(self, query: ImageLike | PreparedQuery, media: Sequence[np.ndarray]) -> np.ndarray:
         """Heat maps (N x H x W float32 in [0, 1]) of one query in same-size RGB media."""
@@ -359,8 +411,10 @@ class Searcher:
                   sources: Sequence[str | None] | None = None,
                   frames: Sequence[int | None] | None = None,
                   keep_images: bool = True) -> list[Result]:
-        """Search one query in a batch of same-size RGB media (video frames, or still images)."""
+        """Search one query in a batch of same-size RGB media (video frames, or still images; arrays
+        read as :func:`load_rgb` reads them)."""
         prepared = self.prepare(query)
+        media = _media(media)
         maps = self.maps(prepared, media)
         results = []
         # Each line names the bar its scores were held to: fused scores pass the heat threshold
@@ -384,6 +438,8 @@ class Searcher:
         prepared = self.prepare(query, query_mask)
         image = load_rgb(medium, "medium")
         source = str(medium) if isinstance(medium, (str, Path)) else None
+        # As the command's media: an empty array was a ZeroDivisionError deep in the levels.
+        check_min_side(source or "medium", image.shape[1], image.shape[0], what="image")
         return self.find_many(prepared, [image], sources=[source])[0]
 
 

@@ -113,6 +113,9 @@ EXTEND_WINDOW_AREA = 0.6
 MIN_QUERY_SCALE, MAX_QUERY_SCALE = 0.05, 20.0
 # Media are searched at most this many pixels on their longer side (the query shrinks alike).
 DEFAULT_MAX_SIDE = 1024
+# A scale at which the object would be up to 1% larger than the medium is still searched as it is
+# (plan_levels); only past that is the query shrunk to fit.
+FIT_TOLERANCE = 1.01
 # A level's kernel (the query at that level's size) spans at least this many pixels on its shorter
 # side (6 cells of the stride-8 grid): a smaller object is searched in the medium up-sampled. 72
 # (9 cells) was tried at stop 18: crowd mosaics of CCP calibration photos gained (--scales auto,
@@ -173,7 +176,7 @@ def plan_levels(query_hw: tuple[float, float], work_hw: tuple[int, int], scales:
     none, the object is searched as large as the medium fits."""
     levels: list[Level] = []
     largest = min(work_hw[0] / query_hw[0], work_hw[1] / query_hw[1])  # the scale that fills the medium
-    possible = [s for s in sorted(scales) if s <= largest * 1.01]
+    possible = [s for s in sorted(scales) if s <= largest * FIT_TOLERANCE]
     # The mean-side minimum holds for a query no larger than it (cut as coarse as the medium): a
     # larger, sharper query shrunk to the kernel would be matched against an up-sampled, blurred
     # medium, which lowers the heat of its instances (see MIN_KERNEL_MEAN).

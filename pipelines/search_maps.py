@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from augment.imageio import InputError
 from pipelines.search_levels import (AUTO_MAX_LEVELS, AUTO_MIN_OBJECT_FRACTION, AUTO_OCTAVE_PRIOR,  # noqa: F401
-                                     DEFAULT_EXTEND_HEAT, DEFAULT_MAX_SIDE, EXTEND_MAX_ZOOM, EXTEND_OCTAVES, EXTEND_PROBE_RATIO,
+                                     DEFAULT_EXTEND_HEAT, DEFAULT_MAX_SIDE, EXTEND_MAX_ZOOM, FIT_TOLERANCE, EXTEND_OCTAVES, EXTEND_PROBE_RATIO,
                                      EXTEND_WINDOW_AREA, EXTEND_WINDOW_RATIO,
                                      DEFAULT_QUERY_SCALES, DEFAULT_SCALES, MAX_KERNEL_SIDE,
                                      MAX_QUERY_SCALE, MAX_TILE_PIXELS, MAX_ZOOM, MIN_KERNEL_MEAN,
@@ -162,10 +162,15 @@ class NetworkSearch:
         qh, qw = query.size[0] * factor, query.size[1] * factor
         scales = self.scales(query, height, width)
         fit = min(work_h / (qh * scales[0]), work_w / (qw * scales[0]))
-        if fit < 1.0 and not query.warned_shrink:  # once per query, not once per video batch
+        # plan_levels searches a scale up to 1% larger than the medium as it is (FIT_TOLERANCE): only
+        # beyond that is the query shrunk (the warning said "shrinking it by 1.00" for a fit of 0.996).
+        if fit * FIT_TOLERANCE < 1.0 and not query.warned_shrink:  # once per query, not once per video batch
             query.warned_shrink = True
-            logger.warning("%s: query (%dx%d) at its smallest scale is larger than the medium; shrinking it by "
-                           "%.2f to fit", query.name, round(qw), round(qh), fit)
+            # In the files' own pixels, and the size searched instead: "shrinking it by 1.00" (a fit
+            # of 0.996 rounded) and the query's full size called its smallest scale's misled.
+            logger.warning("%s: the query (%dx%d px) at its smallest searched size (%gx) is larger than the "
+                           "medium (%dx%d px); searched at %.3gx its size instead, the largest that fits",
+                           query.name, query.size[1], query.size[0], scales[0], width, height, scales[0] * fit)
         if self.auto_scales and (height, width) not in query.logged_scales:
             query.logged_scales.add((height, width))
             logger.debug("%s: searching relative sizes %s in %dx%d media", query.name,

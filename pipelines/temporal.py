@@ -43,7 +43,7 @@ Usage::
 
     tracker = TemporalSearcher(searcher, searcher.prepare("query.png"))
     for frame in frames:                      # RGB uint8, same size
-        track = tracker.step(frame)           # .best (box, score) .state .heat_window ...
+        track = tracker.step(frame)           # .best_box .best_score .state .heat ...
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from augment.pixel_limit import check_array_pixels
 from pipelines.camera_motion import CameraPrior
+from pipelines.search import ArrayInputError, load_rgb
 from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
 from pipelines.temporal_config import TemporalConfig
@@ -137,6 +137,7 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         self.angle = 0.0
         self.state = LOST
         self.index = 0
+        self._frame_size: tuple[int, int] | None = None  # (w, h) of the first frame; every frame's
         self._initial = None if initial_box is None else tuple(float(v) for v in initial_box)
         self._confident_frames = 0
         self.motion = CameraPrior(cfg.camera_frames, prior=cfg.camera_prior) if cfg.camera_motion else None
@@ -161,10 +162,19 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
 
     def step(self, frame: np.ndarray) -> Track:
         """Search one RGB frame; returns the frame's :class:`Track`. A frame over the pixel limit is a
-        :class:`augment.pixel_limit.PixelLimitError`, as a video's frames are."""
-        check_array_pixels(frame, "frame")
-        index, self.index = self.index, self.index + 1
+        :class:`augment.pixel_limit.PixelLimitError`, as a video's frames are. Frames are read as
+        :meth:`pipelines.search.Searcher.find` reads a medium (grey or RGBA, uint16 or float in [0, 1]
+        are converted; an array that is not a picture is a ValueError naming it), and must keep the
+        first frame's size: one of another size is a ValueError (its boxes would be the other size's)."""
+        frame = load_rgb(frame, "frame")  # uint8 RGB: as given, no copy
         h, w = frame.shape[:2]
+        if self._frame_size is None:
+            self._frame_size = (w, h)
+        elif self._frame_size != (w, h):
+            raise ArrayInputError(f"frame {self.index}: {w}x{h}, but the frames before it are "
+                                  f"{self._frame_size[0]}x{self._frame_size[1]} (one TemporalSearcher "
+                                  "holds one video of same-size frames)")
+        index, self.index = self.index, self.index + 1
         if self._initial is not None:
             self._place(self._initial)
             self._initial = None
