@@ -5,7 +5,9 @@ opened is an :class:`InputError` at once, one that breaks mid-way ends the itera
 leaves the reason in ``reader.error`` (the frames before the break are delivered). A video whose
 frames are over the pixel limit (:mod:`augment.pixel_limit`) is an InputError as it opens: from the
 size its header declares, before any frame is decoded, and from its first frame where that differs;
-a later frame of another size over the limit ends the video there with ``reader.error`` naming it.
+a later frame of another size over the limit ends the video there with ``reader.error`` naming it,
+and one under the limit is resized to the first frame's size (one size per video, as its boxes and
+highlighted video need).
 :class:`VideoWriter` encodes RGB frames to a temporary file beside the target and renames it into
 place on :meth:`VideoWriter.close` (atomic: a crash never leaves a half-written video under the
 final name).
@@ -129,6 +131,7 @@ class FrameReader:
         self.frames_read = 0
         self.error: str | None = None
         self._first = self._first_frame()
+        self._resize_logged = False
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._decode, name=f"decode {self.path.name}",
@@ -174,8 +177,10 @@ class FrameReader:
                 ok, frame = self._read()
                 if not ok or frame is None:
                     break
-                if frame.shape[1::-1] != (self.info.width, self.info.height) and self._over_limit(frame, index):
-                    break
+                if frame.shape[1::-1] != (self.info.width, self.info.height):
+                    if self._over_limit(frame, index):
+                        break
+                    frame = self._resized(frame, index)
                 indices.append(index)
                 frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
                 index += 1
@@ -207,6 +212,17 @@ class FrameReader:
             self.error = f"{error}; the video ends there"
             return True
         return False
+
+    def _resized(self, frame: np.ndarray, index: int) -> np.ndarray:
+        """A frame of another size than the first, under the limit, brought to the first's (as OpenCV
+        does for some streams itself): the search, the tracker's boxes and the highlighted video all
+        hold one size per video. Logged once per video."""
+        if not self._resize_logged:
+            self._resize_logged = True
+            logger.warning("%s: frame %d is %dx%d where the first is %dx%d; such frames are resized to the "
+                           "first's", self.path, index, frame.shape[1], frame.shape[0], self.info.width,
+                           self.info.height)
+        return cv2.resize(frame, (self.info.width, self.info.height), interpolation=cv2.INTER_AREA)
 
     def _put(self, item: object) -> None:
         while not self._stop.is_set():

@@ -203,6 +203,34 @@ def test_a_video_whose_frames_grow_over_the_limit_mid_way_ends_there_with_one_er
     assert [line["frame"] for line in lines if "error" not in line] == [0, 1]
 
 
+def test_a_video_whose_frames_change_size_under_the_limit_is_searched_at_the_first_frames_size(
+        tmp_path, monkeypatch):
+    """A frame of another size reached the tracker, which holds one video of same-size frames."""
+    video = _write_video(tmp_path / "clip.mp4", 96, 72, frames=4)
+    real = cv2.VideoCapture
+
+    class Shrinking:  # frames 2 and on decoded at 80x60
+        def __init__(self, *args) -> None:
+            self.capture, self.reads = real(*args), 0
+
+        def read(self, *args):
+            ok, frame = self.capture.read(*args)
+            self.reads += 1
+            if ok and self.reads > 2:
+                frame = cv2.resize(frame, (80, 60))
+            return ok, frame
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Shrinking)
+    result = _search(tmp_path, video)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "such frames are resized to the first's" in " ".join(result.output.split())
+    lines = _lines(tmp_path / "found")
+    assert [(line["frame"], line["width"], line["height"]) for line in lines] == [(k, 96, 72) for k in range(4)]
+
+
 def test_an_animated_gif_over_the_limit_is_one_error_line(tmp_path, monkeypatch):
     frames = [Image.fromarray(_random(20 + k, 120, 160)) for k in range(3)]
     gif = tmp_path / "animated.gif"
