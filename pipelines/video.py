@@ -268,6 +268,7 @@ class VideoWriter:
             self._temporary.unlink(missing_ok=True)
             raise InputError(f"{self.path}: OpenCV cannot write this video format")
         self.frames_written = 0
+        self.error: str | None = None  # the encoder's failure, one line naming the file
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
         self._thread = threading.Thread(target=self._encode, name=f"encode {self.path.name}",
                                         daemon=True)
@@ -278,23 +279,36 @@ class VideoWriter:
             frame = self._queue.get()
             if frame is _END:
                 return
-            self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if self.error is not None:  # failed: frames are taken and dropped, so write() never blocks
+                continue
+            try:
+                self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            except Exception as error:  # noqa: BLE001 - an encoder thread that died left write() waiting forever
+                self.error = f"{self.path}: cannot encode frame {self.frames_written} ({str(error).strip()[:80]})"
+                continue
             self.frames_written += 1
 
     def write(self, frame_rgb: np.ndarray) -> None:
+        """Queue an RGB frame (resized to the video's size where it differs); an InputError once the
+        encoder has failed."""
+        if self.error is not None:
+            raise InputError(self.error)
         if frame_rgb.shape[1::-1] != self.size:
             frame_rgb = cv2.resize(frame_rgb, self.size, interpolation=cv2.INTER_AREA)
         self._queue.put(frame_rgb)
 
     def close(self, keep: bool = True) -> None:
-        """Finish encoding; ``keep`` renames the file into place, else it is deleted."""
+        """Finish encoding; ``keep`` renames the file into place, else it is deleted. A video whose
+        encoder failed is deleted and its error raised (an InputError), where ``keep`` asked for it."""
         self._queue.put(_END)
         self._thread.join()
         self._writer.release()
-        if keep and self.frames_written:
+        if keep and self.frames_written and self.error is None:
             os.replace(self._temporary, self.path)
         else:
             self._temporary.unlink(missing_ok=True)
+        if keep and self.error is not None:
+            raise InputError(self.error)
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -1,0 +1,75 @@
+"""The highlighted video's encoder failing mid-way: its thread used to die with the error, and the
+search's next write() waited forever on the full queue (8 frames). Now write() and close() raise one
+InputError naming the file, nothing is left under the final name, and the command says so in a line."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from augment.imageio import InputError, save_image
+from cli_checks import run_cli
+from pipelines.video import VideoWriter
+from tests.test_hardening_search import _random
+
+
+def _failing_encoder(monkeypatch, after: int) -> None:
+    """cv2.VideoWriter whose write() raises from its ``after``-th frame on."""
+    real = cv2.VideoWriter
+
+    class Failing:
+        def __init__(self, *args) -> None:
+            self.writer, self.frames = real(*args), 0
+
+        def write(self, frame):
+            self.frames += 1
+            if self.frames > after:
+                raise cv2.error("encoder broke")
+            return self.writer.write(frame)
+
+        def __getattr__(self, name):
+            return getattr(self.writer, name)
+
+    monkeypatch.setattr(cv2, "VideoWriter", Failing)
+
+
+def test_a_failing_encoder_neither_hangs_the_writer_nor_leaves_a_video(tmp_path, monkeypatch):
+    _failing_encoder(monkeypatch, after=2)
+    target = tmp_path / "out.mp4"
+    writer = VideoWriter(target, 10.0, 32, 24, prefetch=2)
+    raised: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            for _ in range(40):  # far more than the queue holds
+                writer.write(np.zeros((24, 32, 3), np.uint8))
+        except InputError as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "write() blocked after the encoder failed"
+    assert raised and "out.mp4: cannot encode frame 2" in str(raised[0])
+    with pytest.raises(InputError, match="out.mp4: cannot encode frame 2"):
+        writer.close()
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_search_whose_highlighted_video_cannot_be_encoded_is_one_error_line(tmp_path, monkeypatch):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 72))
+    for k in range(30):
+        writer.write(_random(10 + k, 72, 96))
+    writer.release()
+    query = tmp_path / "query.png"
+    save_image(query, _random(1, 24, 24))
+    _failing_encoder(monkeypatch, after=3)
+    result = run_cli("search", query, video, "--out", tmp_path / "found", "--device", "cpu", "--untrained",
+                     "--no-verify", "--workers", 1)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "cannot encode frame 3" in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "found" / "clip.highlight.mp4").exists()
