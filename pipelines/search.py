@@ -37,7 +37,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from augment.imageio import InputError, read_image, read_mask
+from augment.imageio import VIDEO_EXTENSIONS, InputError, read_image, read_mask
 from augment.pixel_limit import check_array_pixels
 from augment.system import limit_blas_threads, tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
@@ -210,6 +210,10 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
     Files are read upright (their EXIF orientation applied), as media are.
     """
     name = name or (str(query) if isinstance(query, (str, Path)) else "query")
+    if isinstance(query, (str, Path)) and Path(query).suffix.lower() in VIDEO_EXTENSIONS:
+        # read_image said "not a readable image (corrupt ...)" of a good video given first by mistake
+        raise InputError(f"{query}: is a video; the query is an image of the object (cut it from a frame), "
+                         "and the video is a medium: synth search QUERY VIDEO [--box X,Y,W,H]")
     rgba = read_image(query, "rgba") if isinstance(query, (str, Path)) else None
     if rgba is None:
         array = picture_array(query, name)  # the pixel limit (before any copy), shape and values

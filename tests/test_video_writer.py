@@ -1,6 +1,9 @@
-"""The highlighted video's encoder failing mid-way: its thread used to die with the error, and the
+"""Videos where an image or a working encoder was expected.
+
+The highlighted video's encoder failing mid-way: its thread used to die with the error, and the
 search's next write() waited forever on the full queue (8 frames). Now write() and close() raise one
-InputError naming the file, nothing is left under the final name, and the command says so in a line."""
+InputError naming the file, nothing is left under the final name, and the command says so in a line.
+A video given as the query is told so, not called a corrupt image."""
 
 from __future__ import annotations
 
@@ -73,3 +76,19 @@ def test_a_search_whose_highlighted_video_cannot_be_encoded_is_one_error_line(tm
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert "cannot encode frame 3" in " ".join(result.output.split()), result.output
     assert not (tmp_path / "found" / "clip.highlight.mp4").exists()
+
+
+def test_a_video_given_as_the_query_is_told_so_in_one_line(tmp_path):
+    """It was "not a readable image (corrupt, truncated ...)" of a good video given first by mistake."""
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 72))
+    for k in range(3):
+        writer.write(_random(10 + k, 72, 96))
+    writer.release()
+    scene = tmp_path / "scene.png"
+    save_image(scene, _random(2, 72, 96))
+    result = run_cli("search", video, scene, "--out", tmp_path / "found", "--device", "cpu", "--untrained")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    joined = " ".join(result.output.split())
+    assert "clip.mp4: is a video; the query is an image of the object" in joined, result.output
+    assert "corrupt" not in joined
