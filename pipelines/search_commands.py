@@ -160,12 +160,14 @@ def register(app: typer.Typer) -> None:
             task = progress.add_task("search", total=count_work(jobs) or None, rate="")
             started = time.perf_counter()
             done = 0
+            # The rate's unit: images where no medium is a video (a photo folder is not "frames")
+            unit = "frames/s" if any(job.medium is not None and is_video(job.medium) for job in jobs) else "images/s"
 
             def advance(n: int) -> None:
                 nonlocal done
                 done += n
                 rate = done / max(time.perf_counter() - started, 1e-9)
-                progress.update(task, advance=n, rate=f"{rate:.1f} frames/s")
+                progress.update(task, advance=n, rate=f"{rate:.1f} {unit}")
 
             summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps, batch=batch,
                                   advance=advance, temporal=not every_instance, initial_box=initial_box,
@@ -174,8 +176,8 @@ def register(app: typer.Typer) -> None:
 
         from pipelines.cli import console
 
-        console.print(f"searched {summary.images} images and {summary.frames} video frames in "
-                      f"{summary.seconds:.1f} s: {summary.detections} detections -> "
+        console.print(f"searched {_count(summary.images, 'image')} and {_count(summary.frames, 'video frame')} in "
+                      f"{summary.seconds:.1f} s: {_count(summary.detections, 'detection')} -> "
                       f"{out / DETECTIONS_FILE}", highlight=False, soft_wrap=True)
         for track in summary.tracks:
             console.print(f"{escape(track['source'])}: target tracked in {track['tracked']}, "
@@ -306,3 +308,8 @@ def register(app: typer.Typer) -> None:
 
 def _names(text: Optional[str]) -> list[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def _count(number: int, noun: str) -> str:
+    """"1 image", "2 images" (the summary said "1 images", "1 detections")."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"

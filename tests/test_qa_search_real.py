@@ -215,3 +215,20 @@ def test_a_ccp_street_photo_as_a_16_bit_or_float_array_finds_its_jacket(searcher
     box = tuple(v // 2 for v in box)
     for medium in (scene, scene.astype(np.uint16) * 257, scene.astype(np.float32)):
         assert _iou(searcher.find(garment, medium).best.box, box) > 0.5
+
+
+# ----------------------------------------------------------------- the command's own words
+def test_the_summary_counts_in_the_singular_and_a_photo_search_reports_images_per_second(tmp_path):
+    """It said "searched 1 images ... 1 detections" and "frames/s" over a search of still photos."""
+    from augment.imageio import save_image
+    from cli_checks import run_cli
+
+    scene, thing = _scene_and_object()
+    save_image(tmp_path / "query.png", thing)
+    save_image(tmp_path / "scene.png", scene)
+    result = run_cli("search", tmp_path / "query.png", tmp_path / "scene.png", "--out", tmp_path / "found",
+                     "--device", "cpu", "--untrained", "--no-verify", "--workers", 1)
+    assert result.exit_code == 0, result.output
+    joined = " ".join(result.output.split())
+    assert "searched 1 image and 0 video frames in" in joined, result.output
+    assert "images/s" in joined and "frames/s" not in joined
