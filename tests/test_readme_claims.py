@@ -98,3 +98,21 @@ def test_extract_of_no_readable_photo_keeps_the_earlier_output(tmp_path):
     assert "no readable photo" in " ".join(result.output.split())
     assert _files(out) == before
     assert (out / "previews").is_dir()
+
+
+@pytest.mark.parametrize("where", ["option", "config"])
+def test_train_zero_steps_is_one_line_not_a_run_without_a_checkpoint(tmp_path, where):
+    """`synth train --steps 0` (or `steps: 0`) ended with exit 0, no checkpoint.pt and a warning about a
+    checkpoint that did not exist; README: a run always ends with its checkpoint, numeric options are
+    range-checked. It is now one line, before anything is written."""
+    from shard_factory import make_shards
+
+    shards = make_shards(tmp_path / "shards")
+    config = tmp_path / "train.yaml"
+    config.write_text("batch_size: 2\nquery_size: 32\nmedium_size: 64\nnum_workers: 0\ndevice: cpu\n"
+                      + ("steps: 0\n" if where == "config" else ""))
+    out = tmp_path / "run"
+    args = ["train", "--shards", shards, "--out", out, "--config", config] + (["--steps", 0] if where == "option" else [])
+    line = assert_one_line_error(_cli(*args), 2, "steps must be at least 1")
+    assert (str(config) in line) == (where == "config")
+    assert not out.exists()
