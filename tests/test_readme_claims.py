@@ -116,3 +116,28 @@ def test_train_zero_steps_is_one_line_not_a_run_without_a_checkpoint(tmp_path, w
     line = assert_one_line_error(_cli(*args), 2, "steps must be at least 1")
     assert (str(config) in line) == (where == "config")
     assert not out.exists()
+
+
+def test_selftune_stopped_in_round_0_takes_the_corrected_config(tmp_path):
+    """A first selftune run whose labeled.include matched no photo stopped (exit 2) in round 0; the
+    corrected config was then refused as 'made with another config', and --force-config did not help
+    either (it waits for round 1, which round 0 never reached): the state folder had to be deleted by hand."""
+    import yaml
+
+    from segment_factory import make_noise_backgrounds, tiny_selftune_config
+
+    labeled = make_scene_photos(tmp_path / "labeled", count=8)
+    unlabeled = make_unlabeled(tmp_path / "unlabeled", count=2)
+    backgrounds = make_noise_backgrounds(tmp_path / "backgrounds")
+    typo, fixed = tmp_path / "typo.yaml", tmp_path / "fixed.yaml"
+    typo.write_text(yaml.safe_dump(tiny_selftune_config(labeled={"include": ["foto00[0-5]"]}, max_rounds=1)))
+    fixed.write_text(yaml.safe_dump(tiny_selftune_config(max_rounds=1)))
+    state = tmp_path / "state"
+    common = ["--state", state, "--labeled", labeled, "--unlabeled", unlabeled, "--backgrounds", backgrounds]
+    first = _cli("selftune", *common, "--config", typo)
+    assert first.exit_code == 2 and "no labelled photos found" in first.output, first.output
+    second = _cli("selftune", *common, "--config", fixed)
+    assert second.exit_code == 0, second.output
+    saved = yaml.safe_load((state / "config.json").read_text())
+    assert saved["labeled"]["include"] == ["photo00[0-5]"]
+    assert (state / "metrics.jsonl").read_text().count("\n") == 1  # round 1 ran with the corrected config
