@@ -107,7 +107,7 @@ def test_train_zero_steps_is_one_line_not_a_run_without_a_checkpoint(tmp_path, w
     range-checked. It is now one line, before anything is written."""
     from shard_factory import make_shards
 
-    shards = make_shards(tmp_path / "shards")
+    shards = make_shards(tmp_path / "shards").folder
     config = tmp_path / "train.yaml"
     config.write_text("batch_size: 2\nquery_size: 32\nmedium_size: 64\nnum_workers: 0\ndevice: cpu\n"
                       + ("steps: 0\n" if where == "config" else ""))
@@ -141,3 +141,28 @@ def test_selftune_stopped_in_round_0_takes_the_corrected_config(tmp_path):
     saved = yaml.safe_load((state / "config.json").read_text())
     assert saved["labeled"]["include"] == ["photo00[0-5]"]
     assert (state / "metrics.jsonl").read_text().count("\n") == 1  # round 1 ran with the corrected config
+
+
+def test_eval_out_is_strict_json_when_a_metric_has_nothing_to_measure(tmp_path):
+    """`synth eval --out metrics.json` wrote `NaN` for a metric with nothing to measure (the false-alarm
+    rate without negatives; a segmenter's IoU of a class neither present nor predicted): not JSON
+    (JSON.parse, jq 1.6, json.loads with parse_constant rejecting it fail). It is null now."""
+    import json
+
+    from shard_factory import make_shards
+
+    shards = make_shards(tmp_path / "shards").folder
+    config = tmp_path / "train.yaml"
+    config.write_text("negative_fraction: 0.0\nbatch_size: 2\nquery_size: 32\nmedium_size: 64\nnum_workers: 0\n"
+                      "model: {pretrained: false}\n")
+    out = tmp_path / "metrics.json"
+    result = _cli("eval", "--untrained", "--config", config, "--shards", shards, "--split", "all", "--batches", 1,
+                  "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    metrics = json.loads(out.read_text(), parse_constant=refuse)["metrics"]
+    assert metrics["false_alarm"] is None
+    assert isinstance(metrics["hit_rate"], float)
