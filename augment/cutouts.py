@@ -33,6 +33,7 @@ from augment.system import ignore_interrupts
 log = logging.getLogger(__name__)
 
 INPUTS_HASH_KEY = b"synth_inputs_hash"
+SKIPS_FILE = ".objects-skips.json"  # the skipped inputs of the table beside it, for a rerun that reuses it
 
 
 @dataclass
@@ -86,26 +87,31 @@ def _superpixels_png(args: tuple[bytes, int]) -> bytes:
     return encode_png(labels.astype(np.uint16))
 
 
-def build_objects_table(
-    sources: list[Path],
-    config: SourceConfig,
-    out_dir: Path,
-    workers: int = 1,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[Path, list[Skip], int]:
-    """Write ``out_dir/objects.parquet`` unless an up-to-date one is there.
+@dataclass
+class ObjectsRead:
+    """What :func:`read_objects` found: an up-to-date table to reuse (``rows`` None) or the rows of a new one."""
 
-    Returns its path, the skipped inputs, and how many cutouts it holds.
+    path: Path
+    fingerprint: str
+    skips: list[Skip]
+    rows: list[dict] | None  # None: the table at ``path`` is up to date
+    count: int
+
+
+def read_objects(sources: list[Path], config: SourceConfig, out_dir: Path) -> ObjectsRead:
+    """Read the cutouts of ``sources`` without writing anything, or find ``out_dir/objects.parquet``
+    up to date with them. Raises :class:`InputError` when they give no usable object (an undetectable
+    format, a missing label list, every photo skipped), so a caller can stop before it changes ``out_dir``.
     """
     out_path = Path(out_dir) / OBJECTS_FILE
     fingerprint = sources_fingerprint(sources, config)
-    skips_path = Path(out_dir) / ".objects-skips.json"
+    skips_path = Path(out_dir) / SKIPS_FILE
     if out_path.exists() and skips_path.exists():
         metadata = pq.read_schema(out_path).metadata or {}
         if metadata.get(INPUTS_HASH_KEY, b"").decode() == fingerprint:
             log.info("%s is up to date with the sources; reusing it", out_path)
             skips = [Skip(**s) for s in json.loads(skips_path.read_text())]
-            return out_path, skips, pq.read_metadata(out_path).num_rows
+            return ObjectsRead(out_path, fingerprint, skips, None, pq.read_metadata(out_path).num_rows)
 
     skips: list[Skip] = []
     seen: set[str] = set()
@@ -120,14 +126,37 @@ def build_objects_table(
         filters = "sources.include/exclude/limit, keep_labels/drop_labels or min_area"  # what leaves nothing, unsaid
         raise InputError(f"{', '.join(map(str, sources))}: no usable objects found "
                          f"({skipped_summary(skips, filters=filters)})")
+    return ObjectsRead(out_path, fingerprint, skips, rows, len(rows))
 
-    add_superpixels(rows, config.superpixel_max_side, workers, progress)
+
+def write_objects(found: ObjectsRead, config: SourceConfig, workers: int = 1,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[Path, list[Skip], int]:
+    """Write what :func:`read_objects` read (superpixels added) to its ``objects.parquet``, unless it was
+    up to date. Returns its path, the skipped inputs, and how many cutouts it holds."""
+    if found.rows is None:
+        return found.path, found.skips, found.count
+    add_superpixels(found.rows, config.superpixel_max_side, workers, progress)
+    skips_path = found.path.parent / SKIPS_FILE
     skips_path.unlink(missing_ok=True)  # an older table's: with the new table, a run killed here reuses neither
-    write_objects_table(rows, out_path, fingerprint)
+    write_objects_table(found.rows, found.path, found.fingerprint)
     with atomic_path(skips_path) as temporary:
-        temporary.write_text(json.dumps([s.__dict__ for s in skips]))
-    log.info("wrote %d cutouts to %s (%d inputs skipped)", len(rows), out_path, len(skips))
-    return out_path, skips, len(rows)
+        temporary.write_text(json.dumps([s.__dict__ for s in found.skips]))
+    log.info("wrote %d cutouts to %s (%d inputs skipped)", found.count, found.path, len(found.skips))
+    return found.path, found.skips, found.count
+
+
+def build_objects_table(
+    sources: list[Path],
+    config: SourceConfig,
+    out_dir: Path,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Path, list[Skip], int]:
+    """Write ``out_dir/objects.parquet`` unless an up-to-date one is there.
+
+    Returns its path, the skipped inputs, and how many cutouts it holds.
+    """
+    return write_objects(read_objects(sources, config, out_dir), config, workers, progress)
 
 
 def object_row(item: SourceObject) -> dict:

@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from augment.composite import BackgroundStore, Scene, check_source_sizes, compose_scene
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
-from augment.cutouts import Cutout, build_objects_table, load_cutouts
+from augment.cutouts import Cutout, load_cutouts, read_objects, write_objects
 from augment.excluded_folders import excluding
 from augment.imageio import InputError, encode_jpeg, encode_png
 from augment.label_names import check_label_names
@@ -325,9 +325,12 @@ def run_expand(
         local_sources = [stage(source) for source in sources]  # object-store sources: a local mirror
         check_label_names(local_sources, config.sources)  # a misspelt keep_labels name: before any work
         background_paths, background_skips = collect_backgrounds(backgrounds, workers, config.backgrounds)
+        # Sources that give no object (an undetectable format, every photo skipped) stop the run here,
+        # before the folder changes: an earlier run's manifest and shards stay readable.
+        found = read_objects(local_sources, config.sources, work_folder(out_dir))
         clear_for_run(out_dir, others, [p.name for p in plans])  # the first change to the folder
-        objects_path, skips, _ = build_objects_table(
-            local_sources, config.sources, work_folder(out_dir), workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
+        objects_path, skips, _ = write_objects(
+            found, config.sources, workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
         )
         publish_file(objects_path, out_dir / OBJECTS_FILE)
         cutouts = load_cutouts(objects_path)

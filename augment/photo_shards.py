@@ -16,6 +16,7 @@ used for training); ``rgba`` cutouts are not photos. ``include`` / ``exclude`` /
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -207,17 +208,19 @@ def _write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig
             manifest = {}
         if manifest.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in manifest["shards"]):
             return manifest
+    skips: list[Skip] = []
+    rows = (photo_row(item.path.stem, item, short_side)
+            for item in read_each(sources, read_labelled_photos, config, skips))
+    # The first photo is read before anything is removed: sources that give none (a missing path, an
+    # undetectable format, filters that match nothing) stop here and leave an earlier run's output as it was.
+    first = next(rows, None)
+    if first is None:
+        raise InputError(f"{', '.join(map(str, sources))}: no labelled photos found ({skipped_summary(skips)})")
     # The older run's manifest goes first: a run that fails or is killed from here on must not
     # leave it naming shards that are gone, or that this run has rewritten under the same names.
     manifest_path.unlink(missing_ok=True)
     remove_row_shards(out_dir, "photos")  # an older run's shards must not mix with these
-    skips: list[Skip] = []
-
-    rows = (photo_row(item.path.stem, item, short_side)
-            for item in read_each(sources, read_labelled_photos, config, skips))
-    shards = write_row_shards(rows, out_dir, "photos", fingerprint, progress)
-    if not shards:
-        raise InputError(f"{', '.join(map(str, sources))}: no labelled photos found ({skipped_summary(skips)})")
+    shards = write_row_shards(itertools.chain([first], rows), out_dir, "photos", fingerprint, progress)
     manifest = {"kind": "photos", "shards": shards, "num_rows": sum(s["rows"] for s in shards),
                 "sources": [str(s) for s in sources], "short_side": short_side, "fingerprint": fingerprint,
                 "source_config": config.__dict__, "skipped": [{"path": s.path, "reason": s.reason} for s in skips]}

@@ -203,11 +203,6 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     started = time.perf_counter()
     check_cut_classes(segmenter, config, "extract.")  # before anything of an earlier run is removed
     out.mkdir(parents=True, exist_ok=True)
-    # An older run's output must not mix with this one's; extract.json, written last, marks a complete folder.
-    for stale in [out / SUMMARY_FILE, out / OBJECTS_FILE, out / MANIFEST_FILE]:
-        stale.unlink(missing_ok=True)
-    remove_row_shards(out, "pseudo")  # and the temporaries of killed writes, not those of live ones
-    shutil.rmtree(out / PREVIEWS_FOLDER, ignore_errors=True)
     names = [c.name for c in segmenter.classes]
     cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))
     cutter = SourceConfig(min_area=1, max_cutout_side=config.max_cutout_side)
@@ -226,6 +221,8 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
                 logger.warning("skipped %s", image)
                 continue
             summary.images += 1
+            if summary.images == 1:  # a readable photo: only now can this run replace an earlier one's output
+                _clear_earlier_output(out)
             first, second = segmenter.views(image)
             if reference is not None:
                 second = reference.predict(image)
@@ -267,6 +264,16 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     atomic_write_text(out / SUMMARY_FILE, json.dumps({**summary.to_dict(), "config": asdict(config),
                                                       "shards": shards}, indent=2) + "\n")
     return summary
+
+
+def _clear_earlier_output(out: Path) -> None:
+    """Remove an earlier run's output from ``out``: it must not mix with this one's (extract.json, written
+    last, marks a complete folder). Called at the first readable photo, so a run given none (exit 2)
+    leaves the earlier output as it was."""
+    for stale in [out / SUMMARY_FILE, out / OBJECTS_FILE, out / MANIFEST_FILE]:
+        stale.unlink(missing_ok=True)
+    remove_row_shards(out, "pseudo")  # and the temporaries of killed writes, not those of live ones
+    shutil.rmtree(out / PREVIEWS_FOLDER, ignore_errors=True)
 
 
 def _cutout_row(image: np.ndarray, path: Path, region: Region, category: str, cutter: SourceConfig, model_id: str,

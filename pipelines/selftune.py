@@ -138,6 +138,16 @@ class SelfTune:
             json.loads(pending_path.read_text()) if pending_path.is_file() else active)
         # Top-level keys added since take their defaults; the training's, their off values.
         changed = config_differences(in_force, config) if config is not None else []
+        if changed and state["round"] == 0:
+            # Round 0 has not ended: nothing was trained or scored with the stored config, and a run that
+            # stopped on it (labeled.include matching no photo) could never go on, not even with
+            # --force-config, whose config waits for round 1. The new one replaces it and round 0 starts over.
+            atomic_write_text(self.dir / CONFIG_FILE, json.dumps(config, indent=2))
+            pending_path.unlink(missing_ok=True)
+            logger.warning("config changed before round 0 ended: %s; round 0 starts over with it", "; ".join(changed))
+            state.update(step=PREPARE_STEPS[0], times={}, config_hash=selftune_config.config_hash(config))
+            self._save(state)
+            return state
         if changed:
             if not force_config:
                 raise InputError(f"{self.dir}: made with another config ({'; '.join(changed[:3])}"

@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
         from train.loop import train as train_run
         from train.shard_set import reading_shards
 
-        check_at_least(steps, 0, "--steps")
+        check_at_least(steps, 1, "--steps")  # 0 would end at once, with no checkpoint
 
         def run() -> None:
             check_output_folder(out)

@@ -176,7 +176,7 @@ class TrainConfig:
     def _check_ranges(self) -> None:
         """Every value in its range; one line naming the key otherwise."""
         at_least = {"query_size": 32, "medium_size": 32, "shuffle_buffer": 1, "num_workers": 0, "batch_size": 1,
-                    "steps": 0, "min_lr": 0, "backbone_lr_scale": 0, "weight_decay": 0, "warmup_steps": 0,
+                    "steps": 1, "min_lr": 0, "backbone_lr_scale": 0, "weight_decay": 0, "warmup_steps": 0,
                     "decay_steps": 1, "grad_clip": 0, "box_loss_weight": 0, "label_loss_weight": 0, "log_every": 1,
                     "eval_every": 0, "eval_batches": 1, "checkpoint_every": 0, "seed": 0, "schedule_offset": 0}
         for key, low in at_least.items():
