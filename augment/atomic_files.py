@@ -11,12 +11,13 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
 import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -177,3 +178,16 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 
 def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None: a metric with nothing to measure (the IoU of a
+    class absent from the held-out rows, the false-alarm rate without negatives) is null in the file,
+    which strict JSON readers take; ``NaN`` is not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

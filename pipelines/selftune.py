@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from augment.atomic_files import atomic_write_text
+from augment.atomic_files import atomic_write_text, json_safe
 from augment.config import ExpandConfig
 from augment.imageio import InputError, list_images
 from augment.photo_shards import write_photo_shards
@@ -364,7 +364,7 @@ class SelfTune:
         score = {"miou": metrics["miou"], "pixel_accuracy": metrics["pixel_accuracy"], "loss": metrics["loss"],
                  "per_class_iou": {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("iou/")},
                  "held_out_photos": json.loads((self.step_dir(0, "held_out") / MANIFEST_FILE).read_text())["num_rows"]}
-        atomic_write_text(out / "score.json", json.dumps(score, indent=2))
+        atomic_write_text(out / "score.json", json.dumps(json_safe(score), indent=2, allow_nan=False))
 
     def round_images(self, round_index: int) -> list[Path]:
         return round_sample(self.unlabeled_images(), self.config["unlabeled_per_round"], self.config["seed"], round_index)
@@ -410,7 +410,7 @@ class SelfTune:
         self._train(self._train_config(round_index, "search_train"), [composites], out, scored=False)
         model, config = load_trained(out / CHECKPOINT_FILE)
         report = evaluate_shards(model, config, composites, split="eval", num_workers=0)
-        atomic_write_text(out / "score.json", json.dumps(report["metrics"], indent=2))
+        atomic_write_text(out / "score.json", json.dumps(json_safe(report["metrics"]), indent=2, allow_nan=False))
 
     def step_seconds(self, round_index: int) -> dict[str, float]:
         prefix = f"{round_index}:"

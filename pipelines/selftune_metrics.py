@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from augment.atomic_files import atomic_write_text
+from augment.atomic_files import atomic_write_text, json_safe
 from augment.schema import MANIFEST_FILE
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def record_metrics(tune: "SelfTune", round_index: int, seconds: dict[str, float]
     lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
     lines = [x for x in lines if x["round"] < round_index]
     lines.append({**round_metrics(tune, round_index), "seconds": seconds})
-    atomic_write_text(path, "".join(json.dumps(x) + "\n" for x in lines))
+    atomic_write_text(path, "".join(json.dumps(json_safe(x), allow_nan=False) + "\n" for x in lines))
     return lines
 
 

@@ -166,3 +166,41 @@ def test_eval_out_is_strict_json_when_a_metric_has_nothing_to_measure(tmp_path):
     metrics = json.loads(out.read_text(), parse_constant=refuse)["metrics"]
     assert metrics["false_alarm"] is None
     assert isinstance(metrics["hit_rate"], float)
+
+
+def test_selftune_metrics_lines_are_strict_json_when_a_class_iou_has_nothing_to_measure(tmp_path):
+    """metrics.jsonl (and each round's score.json) wrote `NaN` for a class absent from the held-out
+    photos and never predicted, as `synth eval --out` did: null now."""
+    import json
+
+    from pipelines.selftune_metrics import METRICS_FILE, record_metrics
+
+    class Tune:  # the parts of SelfTune that record_metrics reads
+        dir = tmp_path
+        state = {"stop_reason": None}
+
+        def round_score(self, round_index):
+            return {"miou": 0.5, "pixel_accuracy": 0.9, "per_class_iou": {"background": 0.9, "hat": float("nan")},
+                    "held_out_photos": 2}
+
+        def round_miou(self, round_index):
+            return 0.4
+
+        def training_shards(self, round_index):
+            return []
+
+        def round_checkpoint(self, round_index):
+            return tmp_path / f"round-{round_index:03d}" / "checkpoint.pt"
+
+        def step_dir(self, round_index, step):
+            return tmp_path / f"round-{round_index:03d}" / step
+
+        def composites_dir(self, round_index):
+            return tmp_path / f"round-{round_index:03d}" / "composites"
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    record_metrics(Tune(), 1, {"train": 1.0})
+    line = json.loads((tmp_path / METRICS_FILE).read_text(), parse_constant=refuse)
+    assert line["per_class_iou"] == {"background": 0.9, "hat": None}

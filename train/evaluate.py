@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from augment.atomic_files import atomic_write_text
+from augment.atomic_files import atomic_write_text, json_safe
 from augment.storage import as_place
 from train.checkpoint import load_checkpoint, load_model_state
 from train.data import make_loader
@@ -48,18 +47,5 @@ def evaluate_shards(model: nn.Module, config: TrainConfig, shards: Path | str, *
     return {"shards": str(shards), "split": split, "batches": batches, "metrics": metrics}
 
 
-def _json_safe(value: Any) -> Any:
-    """``value`` with every NaN or infinite float as None: a metric with nothing to measure (the IoU of a
-    class absent from the held-out rows, the false-alarm rate without negatives) is null in the file,
-    which strict JSON readers take; ``NaN`` is not JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def write_report(report: dict[str, Any], path: Path | str) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
