@@ -204,3 +204,18 @@ def test_selftune_metrics_lines_are_strict_json_when_a_class_iou_has_nothing_to_
     record_metrics(Tune(), 1, {"train": 1.0})
     line = json.loads((tmp_path / METRICS_FILE).read_text(), parse_constant=refuse)
     assert line["per_class_iou"] == {"background": 0.9, "hat": None}
+
+
+@pytest.mark.parametrize("task", ["query_search", "segment"])
+def test_an_unknown_model_key_is_one_line_naming_it_and_the_known_ones(tmp_path, task):
+    """`model: {foo: 1}` said "SearchNetConfig.__init__() got an unexpected keyword argument 'foo'"."""
+    from augment.imageio import InputError
+    from train.config import TrainConfig
+
+    config = tmp_path / "train.yaml"
+    config.write_text(f"task: {task}\nmodel: {{foo: 1, pretrained: false}}\n")
+    with pytest.raises(InputError) as refused:
+        TrainConfig.from_yaml(config)
+    message = str(refused.value)
+    assert message.startswith(f"{config}: model: unknown key(s) foo for task {task} (known: ")
+    assert "pretrained" in message and "__init__" not in message

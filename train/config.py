@@ -128,6 +128,7 @@ class TrainConfig:
         if self.task == "segment":
             self._check_segment()
             return
+        self._check_model_keys(SearchNetConfig)
         try:
             num_labels = SearchNetConfig(**self.model).num_label_classes
         except (TypeError, ValueError) as error:
@@ -204,7 +205,19 @@ class TrainConfig:
             if not ok:
                 raise InputError(message)
 
+    def _check_model_keys(self, kind: type) -> None:
+        """``model``'s keys are the model config's fields: one line naming the unknown ones and the known,
+        not Python's "__init__() got an unexpected keyword argument"."""
+        if not isinstance(self.model, dict):
+            raise InputError(f"model: expected a mapping of {kind.__name__} fields, got {self.model!r}")
+        known = sorted(f.name for f in dataclasses.fields(kind))
+        unknown = sorted(str(key) for key in self.model if key not in known)
+        if unknown:
+            raise InputError(f"model: unknown key(s) {', '.join(unknown)} for task {self.task} "
+                             f"(known: {', '.join(known)})")
+
     def _check_segment(self) -> None:
+        self._check_model_keys(SegmentNetConfig)
         try:
             SegmentNetConfig(**self.model)
         except (TypeError, ValueError) as error:
