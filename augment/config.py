@@ -136,8 +136,10 @@ class ExpandConfig:
                     text = str(error) if str(error).startswith("distortions") else f"distortions.{error}"
                     raise InputError(f"{origin}: {text}") from None
             elif key in ("seed", "num"):
-                if not is_int(value) or value < 0:
-                    raise InputError(f"{origin}: {key} must be a non-negative integer, got {value!r}")
+                low = 1 if key == "num" else 0  # num 0 passed here and failed later without naming the file
+                if not is_int(value) or value < low:
+                    kind = "a positive" if low else "a non-negative"
+                    raise InputError(f"{origin}: {key} must be {kind} integer, got {value!r}")
                 setattr(config, key, value)
             else:
                 raise InputError(f"{origin}: unknown key {key!r} (known: seed, num, sources, composition, distortions, output, backgrounds)")
@@ -153,7 +155,7 @@ class ExpandConfig:
         c, s, o, b = self.composition, self.sources, self.output, self.backgrounds
         checks = [
             (is_int(self.seed) and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed!r}"),
-            (is_int(self.num) and self.num >= 0, f"num must be a non-negative integer, got {self.num!r}"),
+            (is_int(self.num) and self.num >= 1, f"num must be a positive integer, got {self.num!r}"),
             (s.format in SOURCE_FORMATS, f"sources.format must be one of {', '.join(SOURCE_FORMATS)}"),
             (is_int(s.min_area) and s.min_area >= 1, "sources.min_area must be at least 1"),
             (_in_range(s.max_cutout_side, 16, MAX_SIDE), f"sources.max_cutout_side must lie in [16, {MAX_SIDE}]"),

@@ -219,3 +219,20 @@ def test_an_unknown_model_key_is_one_line_naming_it_and_the_known_ones(tmp_path,
     message = str(refused.value)
     assert message.startswith(f"{config}: model: unknown key(s) foo for task {task} (known: ")
     assert "pretrained" in message and "__init__" not in message
+
+
+def test_num_0_in_an_expand_or_selftune_config_is_one_line_naming_the_file_and_key(tmp_path):
+    """`num: 0` passed the config's checks; expand then said "num must be at least 1" naming no file,
+    and selftune failed only in round 1 ("manifest.json lists no shards")."""
+    from augment.config import ExpandConfig
+    from augment.imageio import InputError
+    from pipelines import selftune_config
+
+    config = tmp_path / "expand.yaml"
+    config.write_text("num: 0\n")
+    with pytest.raises(InputError, match=f"^{config}: num must be a positive integer, got 0$"):
+        ExpandConfig.from_yaml(config)
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "ccp_selftune.yaml"
+    selftune_config.load(shipped)  # valid as shipped
+    with pytest.raises(InputError, match="expand: num must be a positive integer, got 0$"):
+        selftune_config.load(shipped, {"expand": {"num": 0}})
