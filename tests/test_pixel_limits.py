@@ -112,6 +112,28 @@ def _counting_reads(monkeypatch, declared: tuple[int, int] | None = None) -> lis
     return reads
 
 
+def _frames_from_the_third_at(monkeypatch, size: tuple[int, int]) -> None:
+    """Captures opened from now on decode their 3rd frame and later at ``size`` (width, height): a
+    stream that changes resolution mid-way."""
+    real = cv2.VideoCapture
+
+    class Resizing:  # a wrapper: a subclass of OpenCV's type crashed the garbage collector
+        def __init__(self, *args) -> None:
+            self.capture, self.reads = real(*args), 0
+
+        def read(self, *args):
+            ok, frame = self.capture.read(*args)
+            self.reads += 1
+            if ok and self.reads > 2:
+                frame = cv2.resize(frame, size)
+            return ok, frame
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Resizing)
+
+
 def _search(tmp_path: Path, *media: Path, options: tuple[str, ...] = ()):
     query = tmp_path / "query.png"
     save_image(query, _random(1, 24, 24))
@@ -177,23 +199,7 @@ def test_a_video_whose_frames_grow_over_the_limit_mid_way_ends_there_with_one_er
     them (a decoder hands over whatever each frame is) was searched at any size."""
     video = _write_video(tmp_path / "clip.mp4", 96, 72, frames=4)
     monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
-    real = cv2.VideoCapture
-
-    class Growing:  # frames 2 and on decoded at 160x120, over the limit
-        def __init__(self, *args) -> None:
-            self.capture, self.reads = real(*args), 0
-
-        def read(self, *args):
-            ok, frame = self.capture.read(*args)
-            self.reads += 1
-            if ok and self.reads > 2:
-                frame = cv2.resize(frame, (160, 120))
-            return ok, frame
-
-        def __getattr__(self, name):
-            return getattr(self.capture, name)
-
-    monkeypatch.setattr(cv2, "VideoCapture", Growing)
+    _frames_from_the_third_at(monkeypatch, (160, 120))  # over the limit
     result = _search(tmp_path, video, options=mode)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     errors = _errors(result.output)
@@ -207,23 +213,7 @@ def test_a_video_whose_frames_change_size_under_the_limit_is_searched_at_the_fir
         tmp_path, monkeypatch):
     """A frame of another size reached the tracker, which holds one video of same-size frames."""
     video = _write_video(tmp_path / "clip.mp4", 96, 72, frames=4)
-    real = cv2.VideoCapture
-
-    class Shrinking:  # frames 2 and on decoded at 80x60
-        def __init__(self, *args) -> None:
-            self.capture, self.reads = real(*args), 0
-
-        def read(self, *args):
-            ok, frame = self.capture.read(*args)
-            self.reads += 1
-            if ok and self.reads > 2:
-                frame = cv2.resize(frame, (80, 60))
-            return ok, frame
-
-        def __getattr__(self, name):
-            return getattr(self.capture, name)
-
-    monkeypatch.setattr(cv2, "VideoCapture", Shrinking)
+    _frames_from_the_third_at(monkeypatch, (80, 60))
     result = _search(tmp_path, video)
     assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     assert "such frames are resized to the first's" in " ".join(result.output.split())

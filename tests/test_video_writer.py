@@ -17,6 +17,7 @@ from augment.imageio import InputError, save_image
 from cli_checks import run_cli
 from pipelines.video import VideoWriter
 from tests.test_hardening_search import _random
+from tests.test_pixel_limits import _write_video
 
 
 def _failing_encoder(monkeypatch, after: int) -> None:
@@ -63,11 +64,7 @@ def test_a_failing_encoder_neither_hangs_the_writer_nor_leaves_a_video(tmp_path,
 
 
 def test_a_search_whose_highlighted_video_cannot_be_encoded_is_one_error_line(tmp_path, monkeypatch):
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 72))
-    for k in range(30):
-        writer.write(_random(10 + k, 72, 96))
-    writer.release()
+    video = _write_video(tmp_path / "clip.mp4", 96, 72, frames=30)
     query = tmp_path / "query.png"
     save_image(query, _random(1, 24, 24))
     _failing_encoder(monkeypatch, after=3)
@@ -80,11 +77,7 @@ def test_a_search_whose_highlighted_video_cannot_be_encoded_is_one_error_line(tm
 
 def test_a_video_given_as_the_query_is_told_so_in_one_line(tmp_path):
     """It was "not a readable image (corrupt, truncated ...)" of a good video given first by mistake."""
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 72))
-    for k in range(3):
-        writer.write(_random(10 + k, 72, 96))
-    writer.release()
+    video = _write_video(tmp_path / "clip.mp4", 96, 72)
     scene = tmp_path / "scene.png"
     save_image(scene, _random(2, 72, 96))
     result = run_cli("search", video, scene, "--out", tmp_path / "found", "--device", "cpu", "--untrained")
