@@ -1,11 +1,14 @@
 """`Segmenter`, `synth segment` and `synth extract` given what a user really has, found by QA: arrays
 of every picture kind (16-bit, float 0-1, grey, RGBA, CMYK and palette PIL images) read as the search
 reads them (:mod:`augment.picture_arrays`), arrays that are not pictures refused with one ValueError,
-paths read upright; a strip of pixels enlarged to gigabytes. Small generated images and an untrained
-segmenter on the CPU; the test on real photos reads ../shared/data/ccp and skips without it."""
+paths read upright; a strip of pixels enlarged to gigabytes; outputs that overwrote each other or an
+input; previews of photos sharing a name; a busy extract's progress bar. Small generated images and
+an untrained segmenter on the CPU; the test on real photos reads ../shared/data/ccp and skips
+without it."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -13,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from augment.imageio import read_image
+from augment.imageio import read_image, save_image
+from augment.locking import BUSY_EXIT_CODE, folder_lock
+from cli_checks import assert_one_line_error, run_cli
 from segment_factory import save_untrained_segmenter
 
 CCP = Path(__file__).resolve().parents[2] / "shared" / "data" / "ccp"
@@ -131,3 +136,61 @@ def test_a_ccp_street_photo_as_16_bit_0_1_float_or_cmyk_is_segmented_as_its_jpeg
         assert np.array_equal(segmenter.predict(given).probabilities, want)
     cmyk = Image.fromarray(photo).convert("CMYK")
     _same(segmenter, cmyk, np.asarray(cmyk.convert("RGB")))
+
+
+# ----------------------------------------------------------------- synth segment: no output overwrites another
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_photo_named_like_anothers_confidence_map_does_not_overwrite_it(tmp_path, checkpoint):
+    """a.jpg's confidence map and a.confidence.jpg's label map are both a.confidence.png: the second
+    overwrote the first (2 photos segmented, 5 files)."""
+    photos = tmp_path / "photos"
+    save_image(photos / "a.jpg", _photo(3))
+    save_image(photos / "a.confidence.jpg", _photo(4))
+    out = tmp_path / "labelled"
+    result = run_cli("segment", photos, "--checkpoint", checkpoint, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    outputs = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != "classes.json")
+    assert outputs == ["a-2.confidence.png", "a-2.overlay.jpg", "a-2.png", "a.confidence.confidence.png",
+                       "a.confidence.overlay.jpg", "a.confidence.png"]
+    assert cv2.imread(str(out / "a.confidence.png"), cv2.IMREAD_UNCHANGED).max() < 3  # a label map (3 classes)
+
+
+def test_a_png_photo_segmented_into_its_own_folder_is_not_overwritten_by_its_label_map(tmp_path, checkpoint):
+    """`synth segment photos/ --out photos/`: b.png's label map was written over the photo b.png."""
+    photos = tmp_path / "photos"
+    save_image(photos / "a.jpg", _photo(5))
+    save_image(photos / "b.png", _photo(6))
+    before = _digest(photos / "b.png")
+    for _ in range(2):  # and again: the earlier outputs are cleared, the photos kept
+        result = run_cli("segment", photos, "--checkpoint", checkpoint, "--out", photos, "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        assert "segmented 2 images" in result.output
+        assert _digest(photos / "b.png") == before
+        assert (photos / "b-2.png").is_file() and (photos / "b-2.overlay.jpg").is_file()
+        assert (photos / "a.png").is_file() and (photos / "a.jpg").is_file()
+
+
+# ----------------------------------------------------------------- synth extract
+def test_extract_previews_of_photos_sharing_a_name_are_both_kept(tmp_path, checkpoint):
+    """a/x.jpg and b/x.jpg both drew previews/x.jpg: one photo's preview was lost."""
+    photos = tmp_path / "photos"
+    save_image(photos / "a" / "x.jpg", _photo(7, 48, 64))
+    save_image(photos / "b" / "x.jpg", _photo(8, 48, 64))
+    out = tmp_path / "auto"
+    result = run_cli("extract", photos, "--checkpoint", checkpoint, "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "previews").iterdir()) == ["x-2.jpg", "x.jpg"]
+
+
+def test_a_busy_out_is_one_extract_line_with_exit_code_3_and_no_progress_bar(tmp_path, checkpoint):
+    """Another run writing into --out: one line (exit 3), as segment's, without an empty progress bar."""
+    photo = tmp_path / "one.jpg"
+    save_image(photo, _photo(9))
+    out = tmp_path / "auto"
+    with folder_lock(out, "extract run"):  # as another process's run would
+        result = run_cli("extract", photo, "--checkpoint", checkpoint, "--out", out, "--device", "cpu")
+    assert_one_line_error(result, BUSY_EXIT_CODE, "auto", "another extract run is writing here")
+    assert "0/1" not in result.output  # the progress bar: extract 0/1
