@@ -213,7 +213,7 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
         if image.dtype == np.uint16:
             image = (image / 257).astype(np.uint8)
         elif np.issubdtype(image.dtype, np.floating):  # a float TIFF: [0, 1] as float images are
-            # elsewhere (pipelines.search.load_rgb), else taken as 0-255; astype alone made [0, 1] black
+            # elsewhere (augment.picture_arrays.load_rgb), else taken as 0-255; astype alone made [0, 1] black
             scale = 255.0 if np.nanmax(image, initial=0.0) <= 1.0 else 1.0
             image = np.clip(np.nan_to_num(image) * scale + 0.5, 0, 255).astype(np.uint8)
         elif image.dtype != np.uint8:

@@ -45,6 +45,7 @@ from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import write_manifest
 from augment.sources import Skip, crop_object, skipped_summary
 from augment.validation import is_int, is_number
+from pipelines.search_outputs import OutputNames
 from pipelines.segmenter import Prediction, Segmenter, overlay
 
 logger = logging.getLogger(__name__)
@@ -212,6 +213,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     labelled = [0, 0]  # labelled pixels, all pixels of the pseudo-labels
     advance = advance or (lambda n: None)
     previews = out / PREVIEWS_FOLDER
+    preview_names = OutputNames(suffixes=(".jpg",))  # a/x.jpg and b/x.jpg: x.jpg and x-2.jpg, not one over the other
 
     def pseudo_rows() -> Iterator[dict]:
         for path, image in _read_ahead(images):
@@ -238,7 +240,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
                 if region.class_index in cut:
                     rows.append(_cutout_row(image, path, region, name, cutter, segmenter.model_id, round_index))
             if summary.images <= config.previews:
-                save_image(previews / f"{path.stem}.jpg", _preview(image, first, regions))
+                save_image(previews / f"{preview_names.take(path)}.jpg", _preview(image, first, regions))
             if config.pseudo_labels:
                 values = pseudo_label_values(first, regions, config)
                 labelled[0] += int((values < len(names)).sum())

@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from augment.atomic_files import NAME_MAX, atomic_write_text
 from augment.imageio import IMAGE_EXTENSIONS, InputError, read_image, save_image
@@ -42,19 +42,31 @@ class OutputNames:
     """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``. ``record`` is
     told each stem before anything is written under it (:class:`pipelines.output_record.OutputRecord`).
     A stem is cut so that it with each of ``suffixes`` is a legal file name (NAME_MAX bytes): a
-    medium's own name may be that long already."""
+    medium's own name may be that long already. A stem is also taken where one of its files would be
+    another stem's (`synth segment`'s ``a.confidence`` -> ``a.confidence.png`` is ``a``'s confidence
+    map) or one of ``existing``, the names already in the folder that are no output of this run (a
+    photo ``b.png`` segmented into its own folder): such a stem gets ``-2`` too, so no output
+    overwrites another or a file of the user's."""
 
-    def __init__(self, record: Callable[[str], None] | None = None, suffixes: tuple[str, ...] = ()) -> None:
+    def __init__(self, record: Callable[[str], None] | None = None, suffixes: tuple[str, ...] = (),
+                 existing: Iterable[str] = ()) -> None:
         self.used: set[str] = set()
+        # every output file name of the stems taken, and the names of files already there; lower case
+        self.files: set[str] = {name.lower() for name in existing}
+        self.suffixes = suffixes
         self.record = record
         self.room = NAME_MAX - max((len(os.fsencode(s)) for s in suffixes), default=0)
+
+    def _free(self, name: str) -> bool:
+        return name.lower() not in self.used and not any(f"{name}{s}".lower() in self.files for s in self.suffixes)
 
     def take(self, medium: Path) -> str:
         stem, k = medium.stem, 2
         name = _cut_name(stem, self.room)
-        while name.lower() in self.used:
+        while not self._free(name):
             name, k = f"{_cut_name(stem, self.room - len(f'-{k}'))}-{k}", k + 1
         self.used.add(name.lower())
+        self.files.update(f"{name}{s}".lower() for s in self.suffixes)
         if self.record is not None:
             self.record(name)
         return name

@@ -152,15 +152,13 @@ def register(app: typer.Typer) -> None:
             return segmenter, Segmenter(reference, device) if reference else None, paths, errors, config
 
         segmenter, second, paths, errors, config = run_guarded(prepare)
-        with make_progress() as progress:
+        # The lock is taken before the progress bar, so a busy --out is its one line alone (as segment's).
+        with ExitStack() as held:
+            run_guarded(held.enter_context, claim_output_folder(out, "extract run"))
+            progress = held.enter_context(make_progress())
             task = progress.add_task("extract", total=len(paths), rate="")
-
-            def run():
-                with claim_output_folder(out, "extract run"):
-                    return run_extract(segmenter, paths, out, config, round_index=round_index, reference=second,
-                                       workers=workers, advance=lambda n: progress.advance(task, n))
-
-            summary = run_guarded(run)
+            summary = run_guarded(run_extract, segmenter, paths, out, config, round_index=round_index,
+                                  reference=second, workers=workers, advance=lambda n: progress.advance(task, n))
         console.print(summary_counts({**summary.to_dict(), "skipped": summary.skipped + errors}) + f" -> {out}",
                       highlight=False)
 

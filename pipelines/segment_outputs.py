@@ -2,9 +2,11 @@
 
 ``NAME.png``: 8-bit, value = class index (classes.json gives the names, in index order);
 ``NAME.confidence.png``: 8-bit, 255 x the winning class's probability; ``NAME.overlay.jpg``: the
-photo with each class tinted. Images sharing a name get ``-2``, ``-3`` ... suffixes. An unreadable
-image is skipped and reported, the others are written. A run first removes what an earlier run
-wrote into the folder (:mod:`pipelines.output_record`), so the folder holds this run's outputs only.
+photo with each class tinted. Images sharing a name, or whose outputs would overwrite a file already
+in the folder that no earlier run wrote (a photo ``b.png`` segmented into its own folder), get ``-2``,
+``-3`` ... suffixes. An unreadable image is skipped and reported, the others are written. A run
+first removes what an earlier run wrote into the folder (:mod:`pipelines.output_record`), so the
+folder holds this run's outputs only.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def run_segment(segmenter: Segmenter, images: list[Path], out: Path,
                 advance: Callable[[int], None] | None = None) -> SegmentSummary:
     with OutputRecord(out, SEGMENT_OUTPUTS, images) as record:
         write_classes(out / CLASSES_FILE, segmenter.classes)
-        names = OutputNames(record.add, SEGMENT_OUTPUTS.suffixes)
+        # What is left in the folder once an earlier run's outputs are cleared is the user's (an input
+        # b.png segmented into its own folder): never overwritten, b's outputs are named b-2 instead.
+        names = OutputNames(record.add, SEGMENT_OUTPUTS.suffixes, (child.name for child in out.iterdir()))
         summary = SegmentSummary()
         started = time.perf_counter()
         for done, path in enumerate(images, 1):

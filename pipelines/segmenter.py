@@ -1,10 +1,14 @@
 """Inference of a trained segmentation checkpoint on photos: class probabilities, label maps, overlays.
 
 A photo is scaled so its shorter side is the training config's ``segment.short_side`` (the scale
-the network was trained and scored at), run through the network (bf16 autocast on CUDA), and
-the class probabilities are resized back to the photo's size for the outputs of `synth segment`.
-:meth:`Segmenter.views` also returns the mirrored view's probabilities, for `synth extract`'s
-stability filter.
+the network was trained and scored at; the longer side at most :data:`MAX_WORKING_ASPECT` times
+that), run through the network (bf16 autocast on CUDA), and the class probabilities are resized
+back to the photo's size for the outputs of `synth segment`. :meth:`Segmenter.views` also returns
+the mirrored view's probabilities, for `synth extract`'s stability filter. Both take a path (read
+upright, as `synth segment` reads it), a numpy array or a PIL image, read as
+:func:`augment.picture_arrays.load_rgb` reads them for the search: grey, RGB or RGBA (its alpha is
+dropped, as a file's), uint16 as 16-bit, floats in [0, 1] or 0-255; an array that is not a picture
+(channels first, a batch, no pixels) is a ValueError naming ``image``.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from augment.imageio import InputError, resize_image
-from augment.pixel_limit import check_array_pixels
+from augment.picture_arrays import ImageLike, load_rgb
 from pipelines.search import resolve_device
 from train.segment_config import SegmentClass
+
+# The network's input is at most this many times ``segment.short_side`` on its longer side: a photo
+# more elongated than 8:1 (a banner, a strip of pixels) is seen with a shorter short side, not
+# enlarged until its long side alone takes gigabytes.
+MAX_WORKING_ASPECT = 8
 
 # Overlay colours of classes 1.. (class 0, the background, is left uncoloured); cycled past 12.
 PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -92,7 +101,10 @@ class Segmenter:
         self.channels_last = config.channels_last
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
-        factor = self.segment.short_side / min(height, width)
+        """(height, width) the network sees: the shorter side at ``segment.short_side``, the longer at
+        most :data:`MAX_WORKING_ASPECT` times that (a 2 x 12000 px strip was 160 x 960000 px: 24 GB, killed)."""
+        factor = min(self.segment.short_side / min(height, width),
+                     self.segment.short_side * MAX_WORKING_ASPECT / max(height, width))
         return max(1, round(height * factor)), max(1, round(width * factor))
 
     @torch.no_grad()
@@ -104,15 +116,17 @@ class Segmenter:
             logits = self.model(batch)["logits"]
         return logits.float().softmax(1).cpu().numpy()
 
-    def predict(self, image: np.ndarray) -> Prediction:
-        check_array_pixels(image, "image")  # the pixel limit, as on a file (its probabilities are float32)
+    def predict(self, image: ImageLike) -> Prediction:
+        # the pixel limit (from the shape, before any copy), the shape and the values, as the search reads
+        # them: a uint16 or [0, 1] float array fed as it came was 257x too bright or all but black
+        image = load_rgb(image, "image")
         height, width = image.shape[:2]
         work_h, work_w = self.working_size(height, width)
         return Prediction(self._probabilities([resize_image(image, work_w, work_h)])[0], (height, width))
 
-    def views(self, image: np.ndarray) -> tuple[Prediction, Prediction]:
+    def views(self, image: ImageLike) -> tuple[Prediction, Prediction]:
         """The photo's prediction and its mirror image's (mirrored back), from one batch of two."""
-        check_array_pixels(image, "image")
+        image = load_rgb(image, "image")
         height, width = image.shape[:2]
         work_h, work_w = self.working_size(height, width)
         small = resize_image(image, work_w, work_h)

@@ -1,0 +1,90 @@
+"""Pictures given to the Python API as numpy arrays, PIL images or paths, read as image files of that
+kind are: one reader for every API that takes images (``Searcher``, ``TemporalSearcher``,
+``Segmenter``), so an array means the same picture to each of them.
+
+Grey (H x W or H x W x 1), RGB or RGBA, channels last; uint8, uint16 as 16-bit, floats in [0, 1]
+(0-255 where any value is above 1), booleans as black and white; a CMYK or palette PIL image in its
+colours. Anything else (channels first, a batch, no pixels) is an :class:`ArrayInputError` naming the
+argument and its shape; one over the pixel limit a PixelLimitError, from its shape before any copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from augment.imageio import InputError, read_image
+from augment.pixel_limit import check_array_pixels
+
+ImageLike = Union[str, Path, np.ndarray]
+
+
+class ArrayInputError(InputError, ValueError):
+    """An array or PIL image given to the Python API that is not a picture (its shape or dtype): one
+    line naming the argument; a ValueError (a bad argument) to the caller, as a PixelLimitError is."""
+
+
+# PIL modes whose numbers are not grey, RGB or RGBA values: converted by PIL, as a file of that kind
+# is decoded (a CMYK photo's four channels are not RGBA; a palette image's are indices).
+_PIL_CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
+                "HSV": "RGB", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB"}
+
+
+def picture_array(image: Any, name: str) -> np.ndarray:
+    """uint8 H x W x 3 (RGB) or H x W x 4 (RGBA) from an array or PIL image given to the API.
+
+    Grey (H x W or H x W x 1) becomes RGB, grey + alpha (H x W x 2) RGBA. Values are read as an image
+    file's are (:func:`augment.imageio.image_from_bytes`): uint16 as 16-bit (0-65535), floats as [0, 1],
+    or as 0-255 where any is above 1, booleans as black and white. Anything else (channels first, a
+    batch, one row of numbers, no pixels) is an :class:`ArrayInputError` naming ``name`` and its shape;
+    one over the pixel limit a PixelLimitError, from its shape before any copy."""
+    check_array_pixels(image, name)  # before the copies below: a huge array fails here, not in memory
+    mode = getattr(image, "mode", None)
+    if isinstance(mode, str) and not isinstance(image, np.ndarray) and hasattr(image, "convert"):
+        target = _PIL_CONVERT.get(mode)
+        if mode == "P" and "transparency" in getattr(image, "info", {}):
+            target = "RGBA"
+        if target is not None:
+            image = image.convert(target)
+    try:
+        array = np.asarray(image)
+    except (TypeError, ValueError) as error:  # a ragged list
+        raise ArrayInputError(f"{name}: not an image array ({error})") from None
+    if array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
+        grey = array[:, :, 0]
+        array = np.dstack([grey] * 3 + ([array[:, :, 1]] if array.shape[2] == 2 else []))
+    elif array.ndim == 2:
+        array = np.dstack([array] * 3)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape:
+        raise ArrayInputError(f"{name}: an array of shape {tuple(array.shape)} is not an image; expected "
+                              "H x W (grey) or H x W x 3 / H x W x 4 (RGB / RGBA, channels last)")
+    return _as_uint8(array, name)
+
+
+def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * np.uint8(255)
+    if image.dtype == np.uint16:  # as a 16-bit PNG or TIFF is read: clipping to 255 made it white
+        return (image / 257).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):  # [0, 1], else 0-255 (as a float TIFF is read)
+        scale = 255.0 if np.nanmax(image, initial=0.0) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(image) * scale + 0.5, 0, 255).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.integer):
+        return np.clip(image, 0, 255).astype(np.uint8)
+    raise ArrayInputError(f"{name}: an array of {image.dtype} is not an image; expected numbers "
+                          "(uint8 0-255, uint16, or floats in [0, 1])")
+
+
+def load_rgb(image: ImageLike, name: str = "image") -> np.ndarray:
+    """RGB uint8 H x W x 3 from a path (upright as its EXIF orientation shows it), an array or a PIL
+    image (see :func:`picture_array`: grey, RGB or RGBA; uint16 as 16-bit, floats in [0, 1]). A file
+    or array over the pixel limit (``SYNTH_MAX_MEGAPIXELS``) is a
+    :class:`augment.pixel_limit.PixelLimitError` naming the file, or the argument ``name``; an array
+    that is not a picture an :class:`ArrayInputError` naming ``name``."""
+    if isinstance(image, (str, Path)):
+        return read_image(image, "rgb")
+    return picture_array(image, name)[..., :3]
