@@ -40,7 +40,12 @@ def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = N
     """Files as given; folders become their images and videos (sorted, recursive), or with
     ``sequence`` stay one medium each (a folder of frames read as one video). A folder that holds
     ``out`` leaves out what an earlier search wrote there (it is cleared, not searched again), and
-    what earlier searches wrote into other output folders inside it (:func:`earlier_outputs_below`)."""
+    what earlier searches wrote into other output folders inside it (:func:`earlier_outputs_below`).
+    MEDIA that are all missing are one InputError (a typo in the only path must not clear ``out``)."""
+    missing = [path for path in paths if not path.exists()]
+    if paths and len(missing) == len(paths):  # refused before an earlier search's outputs are cleared
+        raise InputError("; ".join(f"{path}: no such file or folder" for path in missing[:3])
+                         + (f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""))
     earlier_in_out = ({p.resolve() for p in OutputRecord(out, SEARCH_OUTPUTS).earlier_outputs()}
                       if out is not None else set())
     media: list[Path] = []

@@ -93,7 +93,10 @@ def register(app: typer.Typer) -> None:
         from pipelines.segmenter import Segmenter
 
         def prepare() -> tuple[Segmenter, list[Path], list[str]]:
-            return Segmenter(checkpoint, device), *images_of(list(images), out)
+            paths, errors = images_of(list(images), out)
+            if not paths:  # every path named is missing: refused before an earlier run's outputs are cleared
+                raise InputError("; ".join(errors))
+            return Segmenter(checkpoint, device), paths, errors
 
         segmenter, paths, errors = run_guarded(prepare)
         # The lock is taken before the progress bar, so a busy --out is its one line alone.

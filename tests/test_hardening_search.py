@@ -114,7 +114,7 @@ def test_a_missing_folder_is_named_as_missing_not_as_an_unknown_suffix(tmp_path)
     for options in ((), ("--sequence",)):
         result = run_cli("search", query, tmp_path / "frames_typo", "--out", tmp_path / "found", "--device", "cpu",
                          "--untrained", "--no-verify", *options)
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output  # the only MEDIA missing: refused before --out is touched
         message = " ".join(result.output.split())
         assert "frames_typo: no such file or folder" in message and "suffix" not in message, message
 

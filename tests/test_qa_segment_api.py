@@ -194,3 +194,23 @@ def test_a_busy_out_is_one_extract_line_with_exit_code_3_and_no_progress_bar(tmp
         result = run_cli("extract", photo, "--checkpoint", checkpoint, "--out", out, "--device", "cpu")
     assert_one_line_error(result, BUSY_EXIT_CODE, "auto", "another extract run is writing here")
     assert "0/1" not in result.output  # the progress bar: extract 0/1
+
+
+def test_segment_and_search_given_only_missing_paths_refuse_and_leave_the_earlier_outputs(tmp_path, checkpoint):
+    """A typo in the only path cleared --out's earlier outputs and exited 1 with 0 images; extract
+    already refused (exit 2). One missing path among real ones is still a counted skip."""
+    photo = tmp_path / "one.jpg"
+    save_image(photo, _photo(10))
+    segmented, found = tmp_path / "labelled", tmp_path / "found"
+    assert run_cli("segment", photo, "--checkpoint", checkpoint, "--out", segmented, "--device", "cpu").exit_code == 0
+    assert run_cli("search", photo, photo, "--out", found, "--device", "cpu", "--untrained",
+                   "--no-verify", "--workers", 1).exit_code == 0
+    before = {folder: sorted(p.name for p in folder.iterdir()) for folder in (segmented, found)}
+    typo = tmp_path / "onee.jpg"
+    result = run_cli("segment", typo, "--checkpoint", checkpoint, "--out", segmented, "--device", "cpu")
+    assert_one_line_error(result, 2, "onee.jpg: no such file")
+    result = run_cli("search", photo, typo, "--out", found, "--device", "cpu", "--untrained", "--no-verify")
+    assert_one_line_error(result, 2, "onee.jpg: no such file or folder")
+    assert {folder: sorted(p.name for p in folder.iterdir()) for folder in (segmented, found)} == before
+    result = run_cli("segment", photo, typo, "--checkpoint", checkpoint, "--out", segmented, "--device", "cpu")
+    assert result.exit_code == 1 and "skipped: " in result.output and "segmented 1 images" in result.output

@@ -84,7 +84,7 @@ def test_a_search_into_a_folder_another_search_holds_is_refused_and_clears_nothi
     assert _search(query, [medium], out).exit_code == 0
     before = _listing(out)
     with folder_lock(out, "search run"):  # as another process's run would
-        result = _search(query, [tmp_path / "missing.jpg"], out)
+        result = _search(query, [medium], out)
     assert result.exit_code == BUSY_EXIT_CODE and "another search run is writing here" in result.output
     assert _listing(out) == before == ["detections.jsonl", "scene.heat.png", "scene.highlight.jpg"]
 
