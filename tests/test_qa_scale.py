@@ -195,3 +195,22 @@ def test_a_real_ray_clusters_address_passes_the_check():
         check_reachable(ray.get_runtime_context().gcs_address)
     finally:
         ray.shutdown()
+
+
+# ----------------------------------------------------------------- messages naming the right server
+def test_an_unreachable_gcs_is_not_blamed_on_the_s3_endpoint(monkeypatch):
+    """`-o gs://...` with no route to GCS said 'cannot reach the object store at $AWS_ENDPOINT_URL'."""
+    from augment.storage import Location, StorageError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+
+    def unreachable() -> None:
+        raise OSError("google::cloud::Status(UNAVAILABLE: PerformWork() - CURL error [6]=Could not resolve hostname)")
+
+    with pytest.raises(StorageError) as raised:
+        Location("gs://some-bucket/x")._call("reaching its bucket", unreachable)
+    assert "storage.googleapis.com" in str(raised.value) and "127.0.0.1:9" not in str(raised.value)
+    with pytest.raises(StorageError) as raised:
+        Location("s3://some-bucket/x")._call("reaching its bucket", unreachable)
+    assert "127.0.0.1:9" in str(raised.value)
