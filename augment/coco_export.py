@@ -27,6 +27,7 @@ from augment.imageio import InputError, check_complete, decode_image, image_form
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import check_output_folder, inside, is_safe_name
 from augment.shards import find_shards, iter_rows
+from augment.storage import Place
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ ANNOTATIONS_FILE = "annotations.json"
 DESCRIPTION_PREFIX = "exported by synth from "
 
 
-def export_coco(shard_paths: list[Path], out_dir: Path) -> dict[str, Any]:
+def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]:
     """Write ``out_dir/images/<id>.jpg`` (the stored JPEG bytes, not re-encoded) and ``annotations.json``.
 
     Returns the counts of images, annotations, categories and skipped rows, and ``skip_reasons``.
@@ -156,7 +157,7 @@ def _row_problem(row: dict[str, Any], used: set[str]) -> tuple[str | None, np.nd
     return None, instances
 
 
-def _write_coco(shards: list[Path], folder: Path) -> dict[str, Any]:
+def _write_coco(shards: list[Place], folder: Path) -> dict[str, Any]:
     (folder / "images").mkdir()
     images, annotations, categories = [], [], {}
     skipped: collections.Counter[str] = collections.Counter()

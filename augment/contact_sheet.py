@@ -9,6 +9,7 @@ import numpy as np
 
 from augment.imageio import decode_image, save_image
 from augment.shards import find_shards, open_shard
+from augment.storage import Place
 
 
 def instance_colour(instance_id: int) -> tuple[int, int, int]:
@@ -34,7 +35,7 @@ def draw_annotations(image: np.ndarray, instances: np.ndarray, objects: list[dic
     return out
 
 
-def contact_sheet(shard_paths: list[Path], out: Path, rows: int = 4, columns: int = 4, tile: int = 256, seed: int = 0) -> int:
+def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, columns: int = 4, tile: int = 256, seed: int = 0) -> int:
     """Write a grid of randomly chosen, annotated composites; returns how many were drawn."""
     shards = find_shards(shard_paths)
     index = [(path, group, row) for path in shards for group, count in enumerate(_group_sizes(path)) for row in range(count)]
@@ -56,6 +57,6 @@ def contact_sheet(shard_paths: list[Path], out: Path, rows: int = 4, columns: in
     return len(picks)
 
 
-def _group_sizes(path: Path) -> list[int]:
+def _group_sizes(path: Place) -> list[int]:
     metadata = open_shard(path).metadata
     return [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]

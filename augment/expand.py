@@ -250,6 +250,20 @@ def _check_not_an_input(out_dir: Path, sources: list[Place], backgrounds: Place)
                              "output as its input); choose another --out")
 
 
+def _check_remote_out(out_dir: Location, sources: list[Place], backgrounds: Place) -> None:
+    """An object-store ``out_dir`` is a prefix of its own: not an existing object (the shards would
+    land under ``KEY/`` beside it), nor a source or the backgrounds prefix or inside one (a rerun would
+    mirror this run's shards with the source and read its ``objects.parquet`` as the source's
+    objects, or list the shards among the backgrounds)."""
+    if out_dir.is_file():
+        raise InputError(f"{out_dir}: --out must be a prefix (a folder), but an object of that name exists")
+    for place, option in [*((s, "source") for s in sources), (backgrounds, "--backgrounds")]:
+        if isinstance(place, Location) and out_dir.is_relative_to(place):
+            where = "is also" if out_dir == place else "is inside"
+            raise InputError(f"{out_dir}: --out {where} the {option} prefix {place} (a rerun would read this run's "
+                             "output as its input); choose another --out")
+
+
 def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Place | LabelledBackground]) -> str:
     digest = hashlib.sha256(config_hash.encode())
     for cutout in cutouts:
@@ -310,6 +324,7 @@ def run_expand(
         raise InputError(f"{backgrounds}: no such directory")
     if isinstance(out_dir, Location):
         out_dir.check_bucket()
+        _check_remote_out(out_dir, sources, backgrounds)
     else:
         check_output_folder(out_dir)
         _check_not_an_input(out_dir, sources, backgrounds)

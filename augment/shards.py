@@ -104,13 +104,14 @@ def manifest_shards(folder: Place | str) -> list[Place]:
     return shards
 
 
-def check_composite_shard(path: Path | str) -> Path:
+def check_composite_shard(path: Place | str) -> Place:
     """``path`` after checking it is a readable Parquet file with the composite columns."""
+    path = as_place(path)
     names = set(open_shard(path).schema_arrow.names)
     missing = [c for c in COMPOSITE_COLUMNS if c not in names]
     if missing:
         raise InputError(f"{path}: not a composite shard (no {', '.join(missing)} column)")
-    return Path(path)
+    return path
 
 
 def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
@@ -119,7 +120,7 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
     paths = paths if isinstance(paths, (list, tuple)) else [paths]
     shards: list[Place] = []
     for path in map(as_place, paths):
-        if is_remote(path) or path.is_dir():
+        if path.is_dir() or (is_remote(path) and not path.exists()):  # a missing prefix: "no manifest.json"
             shards.extend(manifest_shards(path))
         elif not path.exists():
             raise InputError(f"{path}: no such file or directory")

@@ -87,12 +87,19 @@ def filesystem(scheme: str) -> pafs.FileSystem:
     return _FILESYSTEMS[key]
 
 
-def describe_failure(error: BaseException) -> str:
+def endpoint_of(scheme: str) -> str:
+    """The server a scheme's requests go to, for messages: the S3 endpoint, or GCS's (an emulator's)."""
+    if scheme == "gs":
+        return os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com"
+    return s3_endpoint() or "the default endpoint"
+
+
+def describe_failure(error: BaseException, scheme: str = "s3") -> str:
     """What went wrong with a storage request, in a few words (the SDKs' messages span lines)."""
     text = " ".join(str(error).split())
     if ("NETWORK_CONNECTION" in text or "curlCode" in text or "Could not connect" in text or "Couldn't connect" in text
-            or "Could not resolve" in text):
-        endpoint = s3_endpoint() or "the default endpoint"
+            or "Could not resolve" in text or "CURL error" in text):
+        endpoint = endpoint_of(scheme)
         return f"cannot reach the object store at {endpoint} ({text.rsplit(': ', 1)[-1][:120]})"
     if "ACCESS_DENIED" in text or "AccessDenied" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
         return "access denied (check the credentials in the environment)"
@@ -172,7 +179,7 @@ class Location:
         try:
             return function(*args)
         except OSError as error:
-            raise StorageError(f"{self.uri}: {action} failed: {describe_failure(error)}") from None
+            raise StorageError(f"{self.uri}: {action} failed: {describe_failure(error, self.scheme)}") from None
 
     def info(self) -> pafs.FileInfo:
         return self._call("looking it up", self.fs.get_file_info, self.path)
@@ -242,7 +249,7 @@ class Location:
             if not missing_ok:
                 raise InputError(f"{self.uri}: no such file") from None
         except OSError as error:
-            raise StorageError(f"{self.uri}: deleting it failed: {describe_failure(error)}") from None
+            raise StorageError(f"{self.uri}: deleting it failed: {describe_failure(error, self.scheme)}") from None
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to do: an object store's folders are the prefixes of its keys."""

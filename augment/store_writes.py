@@ -4,6 +4,7 @@ and local mirrors of remote inputs. Places and their file systems: :mod:`augment
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import uuid
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from augment.atomic_files import atomic_write_bytes, atomic_write_text, remove_orphaned_temporaries
+from augment.atomic_files import (atomic_write_bytes, atomic_write_text, remove_orphaned_temporaries,
+                                  temporary_final_name)
 from augment.imageio import InputError
 from augment.storage import Location, Place, StorageError
+
+log = logging.getLogger(__name__)
 
 TEMPORARY_SUFFIX = ".tmp"
 
@@ -116,6 +120,8 @@ def stage(place: Place, purpose: str = "sources") -> Path:
     if info.type == pafs.FileType.NotFound:
         raise InputError(f"{place}: no such file or folder")
     entries = [info] if info.type == pafs.FileType.File else place.listing(recursive=True)
+    if info.type != pafs.FileType.File:
+        _prune_mirror(root, {entry.path[len(place.path) + 1:] for entry in entries if entry.type == pafs.FileType.File})
     for entry in entries:
         if entry.type != pafs.FileType.File:
             continue
@@ -128,3 +134,22 @@ def stage(place: Place, purpose: str = "sources") -> Path:
         atomic_write_bytes(local, source.read_bytes())
         os.utime(local, ns=(mtime, mtime))
     return root
+
+
+def _prune_mirror(root: Path, remote: set[str]) -> None:
+    """Remove from the mirror ``root`` the files (and then empty folders) that are no longer in the
+    prefix it mirrors (``remote``: their paths relative to it): an object deleted from a source
+    (a bad photo, a held-out one) must not go on being cut out of the stale copy."""
+    if not root.is_dir():
+        if root.exists():  # the URI named one object before, a prefix now
+            root.unlink()
+        return
+    folders = {parent.as_posix() for name in remote for parent in Path(name).parents}
+    for local in sorted(root.rglob("*"), reverse=True):  # files before the folders holding them
+        relative = local.relative_to(root).as_posix()
+        if local.is_dir() and not local.is_symlink():
+            if relative not in folders and not any(local.iterdir()):  # e.g. an emptied masks/ would still tell the format
+                local.rmdir()
+        elif relative not in remote and temporary_final_name(local.name) is None:  # another run's write: its own
+            log.info("%s: no longer in the source prefix; removed from its local mirror", local)
+            local.unlink(missing_ok=True)

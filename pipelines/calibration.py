@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 import numpy as np
 
 from augment.imageio import InputError
+from augment.storage import Place
 from pipelines.detections import Detection, match_counts
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negati
             for case in make_cases(sampler, count - negatives, negatives, seed)]
 
 
-def shard_cases(shards: Path, count: int, seed: int = 0) -> list[CalibrationCase]:
+def shard_cases(shards: Place | str, count: int, seed: int = 0) -> list[CalibrationCase]:
     """Calibration cases from held-out pairs of ``synth expand`` shards (train/data.py pairs:
     queries are held-out cutouts, a quarter of them absent); instance boxes are the connected
     regions of the pair's target mask."""

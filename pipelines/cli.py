@@ -250,7 +250,7 @@ SHEET_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 @app.command()
 def show(
-    shards: list[Path] = typer.Argument(..., help="Shard files or folders."),
+    shards: list[str] = typer.Argument(..., help="Shard files or folders (or s3://, gs:// prefixes)."),
     out: Path = typer.Option(Path("sheet.png"), "--out", "-o", help="Contact sheet image to write."),
     rows: int = typer.Option(4, help="Rows of the grid."),
     columns: int = typer.Option(4, help="Columns of the grid."),
@@ -280,7 +280,7 @@ def show(
 
 @app.command()
 def export(
-    shards: list[Path] = typer.Argument(..., help="Shard files or folders."),
+    shards: list[str] = typer.Argument(..., help="Shard files or folders (or s3://, gs:// prefixes)."),
     format: str = typer.Option("coco", "--format", "-f", help="Export format (coco)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
 ) -> None:

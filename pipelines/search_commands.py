@@ -201,7 +201,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="JSON file for the threshold and its F1 table."),
         photos: Optional[list[Path]] = typer.Option(None, "--photos", help="Labelled photos (label maps, mask "
                                                     "pairs or COCO; repeatable): catalogue -> scene cases."),
-        shards: Optional[Path] = typer.Option(None, "--shards", help="Folder of shards written by `synth expand`."),
+        shards: Optional[str] = typer.Option(None, "--shards", help="Folder (or s3://, gs:// prefix) of shards "
+                                             "written by `synth expand`."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt; default: as synth search."),
         untrained: bool = typer.Option(False, "--untrained", help="Calibrate the untrained network."),
         cases: int = typer.Option(200, "--cases", help="Cases to calibrate on (a quarter of photo cases are "

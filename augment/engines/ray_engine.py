@@ -109,9 +109,47 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         raise InputError(f"--ray-address {address}: expected HOST:PORT (the head's GCS port, 6379 by default), "
                          "ray://HOST:PORT or auto")
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            answer = _http2_answer(connection, timeout)
     except OSError as error:
         raise InputError(f"--ray-address {address}: no Ray cluster reachable there ({error.strerror or error})") from None
+    if answer is not None and not _is_http2_settings(answer):
+        # Ray's own client would retry its gRPC connection for minutes, its C++ warnings on the terminal.
+        seen = f"it answered {answer[:16]!r}" if answer else "it closed the connection"
+        raise InputError(f"--ray-address {address}: something listens there but it is not a Ray cluster ({seen}); "
+                         "give the head's GCS port (6379 by default, `ray start --head --port`), ray://HOST:10001 "
+                         "for Ray Client, or auto; the dashboard's port (8265) is for `ray job submit`")
+
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # and an empty SETTINGS frame
+
+
+def _http2_answer(connection: socket.socket, timeout: float) -> bytes | None:
+    """The first bytes a server sends back to an HTTP/2 client preface (Ray's GCS and its client
+    server speak gRPC, which is HTTP/2), or None where it cannot tell: TLS (``RAY_USE_TLS``), where
+    the preface would be no handshake, or no answer in ``timeout`` seconds (a busy head gets the
+    benefit of the doubt)."""
+    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+        return None
+    connection.settimeout(timeout)
+    try:
+        connection.sendall(HTTP2_PREFACE)
+        answer = b""
+        while len(answer) < 9:  # a frame header
+            chunk = connection.recv(9 - len(answer))
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+    except socket.timeout:
+        return None
+    except OSError:  # reset by a server that refuses what it read
+        return b""
+
+
+def _is_http2_settings(answer: bytes) -> bool:
+    """Whether ``answer`` starts with an HTTP/2 frame header of type SETTINGS, a gRPC server's first words."""
+    return len(answer) == 9 and answer[3] == 0x04
 
 
 def _one_line(error: BaseException) -> str:
