@@ -98,9 +98,11 @@ class ObjectsRead:
     count: int
 
 
-def read_objects(sources: list[Path], config: SourceConfig, out_dir: Path) -> ObjectsRead:
+def read_objects(sources: list[Path], config: SourceConfig, out_dir: Path,
+                 source_name: Callable[[str], str] | None = None) -> ObjectsRead:
     """Read the cutouts of ``sources`` without writing anything, or find ``out_dir/objects.parquet``
-    up to date with them. Raises :class:`InputError` when they give no usable object (an undetectable
+    up to date with them. ``source_name`` maps the path an object was read from to the name its row
+    records as its ``source`` (a mirrored object-store file: its URI); default, the path itself. Raises :class:`InputError` when they give no usable object (an undetectable
     format, a missing label list, every photo skipped), so a caller can stop before it changes ``out_dir``.
     """
     out_path = Path(out_dir) / OBJECTS_FILE
@@ -118,6 +120,8 @@ def read_objects(sources: list[Path], config: SourceConfig, out_dir: Path) -> Ob
     rows: list[dict] = []
     for item in read_each(sources, read_source, config, skips):
         row = object_row(item)
+        if source_name is not None and row["source"]:
+            row["source"] = source_name(row["source"])
         if row["cutout_id"] in seen:
             continue  # the same object twice (e.g. a duplicated file) adds nothing
         seen.add(row["cutout_id"])

@@ -342,7 +342,8 @@ def run_expand(
         background_paths, background_skips = collect_backgrounds(backgrounds, workers, config.backgrounds)
         # Sources that give no object (an undetectable format, every photo skipped) stop the run here,
         # before the folder changes: an earlier run's manifest and shards stay readable.
-        found = read_objects(local_sources, config.sources, work_folder(out_dir))
+        found = read_objects(local_sources, config.sources, work_folder(out_dir),
+                             lambda path: _remote_path(path, local_sources, sources))
         clear_for_run(out_dir, others, [p.name for p in plans])  # the first change to the folder
         objects_path, skips, _ = write_objects(
             found, config.sources, workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
@@ -408,12 +409,18 @@ def work_folder(out_dir: Place) -> Path:
     return out_dir
 
 
+def _remote_path(path: str, local_sources: list[Path], sources: list[Place]) -> str:
+    """A path in a mirrored source, named by its object-store URI rather than the cache path;
+    any other path (a local source's file) as it is."""
+    for local, source in zip(local_sources, sources):
+        if isinstance(source, Location) and (path == str(local) or path.startswith(f"{local}/")):
+            return str(source) + path[len(str(local)):]
+    return path
+
+
 def _remote_name(skip: Skip, local_sources: list[Path], sources: list[Place]) -> Skip:
     """A skip in a mirrored source, named by its object-store URI rather than the cache path."""
-    for local, source in zip(local_sources, sources):
-        if isinstance(source, Location) and skip.path.startswith(str(local)):
-            return Skip(str(source) + skip.path[len(str(local)):], skip.reason)
-    return skip
+    return Skip(_remote_path(skip.path, local_sources, sources), skip.reason)
 
 
 def unfinished_plans(plans: list[ShardPlan], problems: list[str | None]) -> list[ShardPlan]:

@@ -168,15 +168,17 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def reading_lock(folder: Path | str) -> Iterator[None]:
+def reading_lock(folder: Path | str, create: bool = True) -> Iterator[None]:
     """Hold a shared lock on the shard folder ``folder`` while a run reads it: writers
     (:func:`folder_lock`: ``synth expand``, ``extract``, ``photo-shards``) stop with :class:`BusyError`
     meanwhile, and this raises it at once when one is writing there now. Nothing is written: the
     lock file is made only where it is missing, and a folder where it cannot be made (read-only: no
-    run can write there either) is read without a lock."""
+    run can write there either) is read without a lock. ``create=False`` (a short read, `synth show`
+    or `export`, that writes nothing beside the shards) makes none: a folder without one, where no
+    writer ever ran (a writer leaves its lock file), is read without a lock."""
     path = Path(folder) / LOCK_FILE
     try:
-        handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        handle = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0), 0o666)
     except OSError:
         try:
             handle = os.open(path, os.O_RDONLY)

@@ -271,9 +271,13 @@ def show(
     run_guarded(check_output_file, out)
     if out.suffix.lower() not in SHEET_SUFFIXES:  # save_image writes PNG bytes under any other name
         fail(f"{out}: --out must end in .png or .jpg (a contact sheet image), not {out.suffix or '(no suffix)'!r}")
-    # A second `synth show` (or another command) writing this file stops at once with one line.
+    from train.shard_set import reading_shards
+
+    # A second `synth show` (or another command) writing this file stops at once with one line; shards
+    # that an expand is writing now (no manifest.json yet) are busy, exit code 3, not a broken folder.
     with ExitStack() as held:
         run_guarded(held.enter_context, file_lock(out, "show run"))
+        run_guarded(held.enter_context, reading_shards(shards, what="synth show", create_locks=False))
         drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
     Console().print(f"wrote {out} ({drawn} composites)")
 
@@ -286,10 +290,14 @@ def export(
 ) -> None:
     """Export shards to another format: COCO = images/ plus annotations.json with RLE masks."""
     from augment.coco_export import export_coco
+    from train.shard_set import reading_shards
 
     if format != "coco":
         fail(f"--format {format!r} is not supported (supported: coco)")
-    counts = run_guarded(export_coco, shards, out)
+    # Shards that an expand is writing now (no manifest.json yet) are busy, exit code 3, not a broken folder.
+    with ExitStack() as held:
+        run_guarded(held.enter_context, reading_shards(shards, what="synth export", create_locks=False))
+        counts = run_guarded(export_coco, shards, out)
     Console().print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
     if counts["skipped"]:
         reasons = ", ".join(f"{n} × {reason}" for reason, n in counts["skip_reasons"].items())

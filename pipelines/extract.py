@@ -214,6 +214,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     advance = advance or (lambda n: None)
     previews = out / PREVIEWS_FOLDER
     preview_names = OutputNames(suffixes=(".jpg",))  # a/x.jpg and b/x.jpg: x.jpg and x-2.jpg, not one over the other
+    row_ids = OutputNames()  # so too the pseudo-label rows' ids: x and x-2, never one id twice (export skips one)
 
     def pseudo_rows() -> Iterator[dict]:
         for path, image in _read_ahead(images):
@@ -249,7 +250,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
                 photo = LabelledPhoto(path, image, full, {**dict(enumerate(names)), len(names): IGNORE_CATEGORY},
                                       {"origin": "auto", "model_id": segmenter.model_id, "round": round_index})
                 summary.pseudo_photos += 1
-                yield photo_row(path.stem, photo, segmenter.segment.store_short_side)
+                yield photo_row(row_ids.take(path), photo, segmenter.segment.store_short_side)
 
     shards = write_row_shards(pseudo_rows(), out, "pseudo", segmenter.model_id)  # drives the whole pass
     if summary.images == 0:

@@ -112,7 +112,11 @@ class FusionModel:
 
 def fusion_path(checkpoint: Path | str | None) -> Path:
     """Where the fusion model of a search network lives: beside the checkpoint, or the default."""
-    return DEFAULT_FUSION if checkpoint is None else Path(str(checkpoint) + ".fusion.json")
+    if checkpoint is None:
+        return DEFAULT_FUSION
+    from train.checkpoint import checkpoint_file  # a run's folder: beside its checkpoint.pt
+
+    return Path(str(checkpoint_file(checkpoint)) + ".fusion.json")
 
 
 def load_fusion(checkpoint: Path | str | None, path: Path | str | None = None) -> FusionModel:

@@ -82,9 +82,21 @@ def save_checkpoint(path: Path | str, *, model: nn.Module, optimizer: torch.opti
     logger.info("wrote checkpoint %s (step %d)", path, step)
 
 
-def load_checkpoint(path: Path | str) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU; anything that is not one becomes an :class:`InputError`."""
+def checkpoint_file(path: Path | str) -> Path:
+    """The checkpoint file ``path`` names: itself, or a training run's folder's :data:`CHECKPOINT_FILE`
+    (an :class:`InputError` when that folder holds none). Nothing is checked of another path."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / CHECKPOINT_FILE).is_file():
+            raise InputError(f"{path}: is a folder with no {CHECKPOINT_FILE}; give the checkpoint file")
+        return path / CHECKPOINT_FILE
+    return path
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU; anything that is not one becomes an :class:`InputError`.
+    ``path`` may be a training run's folder: its :data:`CHECKPOINT_FILE` is read."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint")
     try:

@@ -71,11 +71,13 @@ def check_same_shards(state: dict[str, Any], current: dict[str, Any], path: Path
 
 
 @contextlib.contextmanager
-def reading_shards(*entries: Place | str | list[Place | str] | None, what: str = "synth train") -> Iterator[None]:
+def reading_shards(*entries: Place | str | list[Place | str] | None, what: str = "synth train",
+                   create_locks: bool = True) -> Iterator[None]:
     """Hold a shared lock (:func:`augment.locking.reading_lock`) on every local folder of shards in
     ``entries`` (folders, shard files: their folder), and a reader's lease
     (:func:`augment.reader_lease.reader_lease`, naming ``what`` reads) on every object-store prefix,
-    until the block ends: writers into them stop meanwhile, and this stops while one writes there."""
+    until the block ends: writers into them stop meanwhile, and this stops while one writes there.
+    ``create_locks=False``: no lock file is made in a local folder that has none (no writer ran there)."""
     folders: dict[Path, Path] = {}
     prefixes: dict[str, Location] = {}
     for entry in entries:
@@ -92,7 +94,7 @@ def reading_shards(*entries: Place | str | list[Place | str] | None, what: str =
             folders.setdefault(folder.resolve(), folder)
     with contextlib.ExitStack() as held:
         for folder in folders.values():
-            held.enter_context(reading_lock(folder))
+            held.enter_context(reading_lock(folder, create=create_locks))
         for prefix in prefixes.values():
             held.enter_context(reader_lease(prefix, what))
         yield
