@@ -20,19 +20,13 @@ from augment.expand import run_expand
 from augment.imageio import InputError, save_image
 from cli_checks import assert_one_line_error, run_cli
 from lock_checks import held_elsewhere
-from object_store import s3_server  # noqa: F401 (a fixture)
+from object_store import cache, s3_server  # noqa: F401 (fixtures; cache: a private SYNTH_CACHE_DIR, autouse)
 from shard_factory import make_shards
 from sources_factory import make_backgrounds, make_rgba_source
 
 BUSY_EXIT_CODE = 3
 CONFIG = {"num": 4, "seed": 3, "sources": {"min_area": 50}, "composition": {"width": 64, "height": 64},
           "output": {"shard_rows": 4, "row_group_rows": 4}}
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 # ----------------------------------------------------------------- 1: provenance of s3:// sources

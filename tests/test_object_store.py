@@ -22,7 +22,7 @@ from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.storage import Location, StorageError, as_place
 from cli_checks import assert_one_line_error, run_cli
-from object_store import closed_port, s3_server  # noqa: F401 (a fixture)
+from object_store import closed_port, cache, s3_server  # noqa: F401 (fixtures; cache: a private SYNTH_CACHE_DIR, autouse)
 from shard_factory import make_shards
 from sources_factory import make_backgrounds, make_rgba_source
 from train.data import PairConfig, ShardPairs, list_shards, make_loader
@@ -47,12 +47,6 @@ def inputs(tmp_path_factory, s3_server):
     return {"objects": s3_server.upload_folder(objects, "inputs/objects"),
             "backgrounds": s3_server.upload_folder(backgrounds, "inputs/backgrounds"),
             "reference": reference, "config": _write(root / "expand.yaml", CONFIG)}
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 def _write(path: Path, values: dict) -> Path:

@@ -16,19 +16,13 @@ from augment.config import ExpandConfig
 from augment.expand import run_expand
 from augment.imageio import InputError
 from cli_checks import assert_one_line_error, run_cli
-from object_store import s3_server  # noqa: F401 (a fixture)
+from object_store import cache, s3_server  # noqa: F401 (fixtures; cache: a private SYNTH_CACHE_DIR, autouse)
 from sources_factory import make_backgrounds, make_rgba_source
 
 pytest.importorskip("boto3", reason='boto3 not installed (pip install -e ".[test]")')
 
 CONFIG = {"num": 24, "seed": 3, "sources": {"min_area": 50}, "composition": {"width": 64, "height": 64},
           "output": {"shard_rows": 6, "row_group_rows": 3}}
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import yaml
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.storage import Location
 from cli_checks import assert_one_line_error, run_cli
-from object_store import s3_server  # noqa: F401 (a fixture)
+from object_store import cache, s3_server  # noqa: F401 (fixtures; cache: a private SYNTH_CACHE_DIR, autouse)
 from shard_factory import make_shards
 from sources_factory import make_backgrounds, make_rgba_source
 from test_trainer import TINY_MODEL, tiny_config
@@ -42,11 +42,6 @@ def shards(tmp_path_factory, s3_server):
     """Tiny shards uploaded to a prefix: (its URI, the local copy)."""
     local = make_shards(tmp_path_factory.mktemp("shards"), n_cutouts=8, n_composites=8, size=64).folder
     return s3_server.upload_folder(local, "leased/shards")
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _expand(sources, out: str):
