@@ -197,3 +197,25 @@ def test_the_local_engine_never_imports_ray(tmp_path):
             "assert r.exit_code == 0, r.output; assert 'ray' not in sys.modules, 'ray imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("auth_mode", ["", "token"])
+def test_a_cluster_that_cannot_be_joined_by_address_hints_at_ray_token_authentication(monkeypatch, auth_mode):
+    """Ray 2.59+ starts clusters with token authentication: a driver joining by address without
+    RAY_AUTH_MODE=token is refused (measured with `ray start --head` and Ray 2.60), and Ray's only
+    word on why is a C++ warning; the one line now says what to set."""
+    from augment.engines import ray_engine
+    from augment.imageio import InputError
+
+    def refused(*args, **kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.9:6379")
+
+    monkeypatch.setattr(ray_engine, "check_reachable", lambda address: None)
+    monkeypatch.setattr(ray_engine.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_engine.ray, "init", refused)
+    monkeypatch.setenv("RAY_AUTH_MODE", auth_mode)
+    with pytest.raises(InputError) as failed:
+        ray_engine.RayEngine("10.0.0.9:6379").__enter__()
+    message = str(failed.value)
+    assert message.startswith("--ray-address 10.0.0.9:6379: cannot start or join Ray (Failed to connect")
+    assert ("RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in message) == (auth_mode != "token")

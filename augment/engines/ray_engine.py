@@ -152,6 +152,16 @@ def _is_http2_settings(answer: bytes) -> bool:
     return len(answer) == 9 and answer[3] == 0x04
 
 
+def _auth_hint(address: str | None) -> str:
+    """Why joining a cluster by its address may fail on Ray 2.59 and later: a cluster started with `ray start`
+    requires its token, which a driver sends only with RAY_AUTH_MODE=token (Ray's own message about it is a
+    C++ warning, "Authentication token is missing or incorrect", not the error raised)."""
+    if not address or address == "auto" or os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    return ("; if the cluster uses token authentication (Ray >= 2.59 starts clusters with it), set "
+            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the head's token (`ray get-auth-token` there)")
+
+
 def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
@@ -182,7 +192,7 @@ class RayEngine:
                          logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
             raise InputError(f"--ray-address {self.address or '(local)'}: cannot start or join Ray "
-                             f"({_one_line(error)})") from None
+                             f"({_one_line(error)}){_auth_hint(self.address)}") from None
         self._started = True
         return self._describe()
 
