@@ -197,6 +197,23 @@ def check_before_decoding(data: bytes, name: str) -> None:
     check_pixel_limit(data, name)
 
 
+def pixels_as_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit pixels of a decoded image or an array given to the API, one rule for both
+    (:mod:`augment.picture_arrays`): uint16 as 16-bit (0-65535), floats in [0, 1], or 0-255 where any
+    value is above 1 (astype alone made [0, 1] black), booleans as black and white, other integers
+    clipped to 0-255. uint8 comes back as it is, no copy."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * np.uint8(255)
+    if image.dtype == np.uint16:  # clipping to 255 made a 16-bit image white
+        return (image / 257).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):  # a float TIFF, a float array
+        scale = 255.0 if np.nanmax(image, initial=0.0) <= 1.0 else 1.0
+        return np.clip(np.nan_to_num(image) * scale + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
 def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
     """Decode the bytes of an image file named ``name`` (for messages); ``mode`` as in :func:`read_image`.
 
@@ -210,14 +227,7 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
     image = apply_orientation(image, exif_orientation(data))
     if mode not in ("gray", "unchanged"):
-        if image.dtype == np.uint16:
-            image = (image / 257).astype(np.uint8)
-        elif np.issubdtype(image.dtype, np.floating):  # a float TIFF: [0, 1] as float images are
-            # elsewhere (augment.picture_arrays.load_rgb), else taken as 0-255; astype alone made [0, 1] black
-            scale = 255.0 if np.nanmax(image, initial=0.0) <= 1.0 else 1.0
-            image = np.clip(np.nan_to_num(image) * scale + 0.5, 0, 255).astype(np.uint8)
-        elif image.dtype != np.uint8:
-            image = image.astype(np.uint8)
+        image = pixels_as_uint8(image)
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
         if mode == "rgb" and image.shape[2] == 4:

@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from augment.imageio import InputError, read_image
+from augment.imageio import InputError, pixels_as_uint8, read_image
 from augment.pixel_limit import check_array_pixels
 
 ImageLike = Union[str, Path, np.ndarray]
@@ -64,19 +64,13 @@ def picture_array(image: Any, name: str) -> np.ndarray:
 
 
 def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.bool_:
-        return image.astype(np.uint8) * np.uint8(255)
-    if image.dtype == np.uint16:  # as a 16-bit PNG or TIFF is read: clipping to 255 made it white
-        return (image / 257).astype(np.uint8)
-    if np.issubdtype(image.dtype, np.floating):  # [0, 1], else 0-255 (as a float TIFF is read)
-        scale = 255.0 if np.nanmax(image, initial=0.0) <= 1.0 else 1.0
-        return np.clip(np.nan_to_num(image) * scale + 0.5, 0, 255).astype(np.uint8)
-    if np.issubdtype(image.dtype, np.integer):
-        return np.clip(image, 0, 255).astype(np.uint8)
-    raise ArrayInputError(f"{name}: an array of {image.dtype} is not an image; expected numbers "
-                          "(uint8 0-255, uint16, or floats in [0, 1])")
+    """The values as an image file's are read (:func:`augment.imageio.pixels_as_uint8`); an array of
+    anything but numbers (objects, strings, complex) is an ArrayInputError naming ``name``."""
+    if not (image.dtype == np.bool_ or np.issubdtype(image.dtype, np.integer)
+            or np.issubdtype(image.dtype, np.floating)):
+        raise ArrayInputError(f"{name}: an array of {image.dtype} is not an image; expected numbers "
+                              "(uint8 0-255, uint16, or floats in [0, 1])")
+    return pixels_as_uint8(image)
 
 
 def load_rgb(image: ImageLike, name: str = "image") -> np.ndarray:

@@ -56,8 +56,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from augment.picture_arrays import ArrayInputError, load_rgb
 from pipelines.camera_motion import CameraPrior
-from pipelines.search import ArrayInputError, load_rgb
 from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
 from pipelines.temporal_config import TemporalConfig
