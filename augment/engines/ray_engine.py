@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any, Callable
 from urllib.parse import urlparse
 
@@ -54,6 +55,10 @@ GROUPS_IN_FLIGHT_PER_CPU = 3
 # Storage settings the driver passes on to the cluster's workers (no secrets among them).
 FORWARDED_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
                       "STORAGE_EMULATOR_HOST")
+# A cluster with no CPUs cannot run a task, and Ray waits for one without end or word (its nodes may be
+# an autoscaler's, still joining). The run waits this long, saying so, then stops with one line.
+NO_CPU_WAIT_S = 600.0
+CPU_POLL_S = 5.0
 
 # ----------------------------------------------------------------- tasks (run in Ray's worker processes)
 _worker_job: dict[str, Any] = {}
@@ -167,6 +172,34 @@ def _one_line(error: BaseException) -> str:
     return lines[-1] if lines else type(error).__name__
 
 
+class CpuWatch:
+    """Notices a cluster left with no CPUs (its worker nodes lost, or not joined yet): a warning at once,
+    and one line (:class:`InputError`) once it has lasted ``wait_s`` seconds. Polls Ray at most every
+    :data:`CPU_POLL_S` seconds."""
+
+    def __init__(self, address: str, wait_s: float) -> None:
+        self.address, self.wait_s = address, wait_s
+        self.since: float | None = None
+        self.next_poll = 0.0
+
+    def check(self, shards_done: int) -> None:
+        now = time.monotonic()
+        if now < self.next_poll:
+            return
+        self.next_poll = now + CPU_POLL_S
+        if ray.cluster_resources().get("CPU", 0) > 0:
+            self.since = None
+            return
+        if self.since is None:
+            self.since = now
+            log.warning("the Ray cluster at %s has no CPUs (its worker nodes were lost or have not joined yet); "
+                        "waiting up to %.0f s for some", self.address, self.wait_s)
+        elif now - self.since >= self.wait_s:
+            raise InputError(f"--ray-address {self.address}: the Ray cluster has had no CPUs for {self.wait_s:.0f} s "
+                             f"(its worker nodes were lost or never joined); {shards_done} shard(s) finished this run "
+                             "are kept: rerun to resume")
+
+
 class RayEngine:
     """Render and write shards on a Ray cluster; a context manager that connects and disconnects."""
 
@@ -209,7 +242,7 @@ class RayEngine:
         present = present_shards(out_dir)
         checks = {p.name: _verify_shard.remote(out_dir / p.name, planned_ids(p, split), run_hash)
                   for p in plans if p.name in present}
-        problems = self._get([checks[p.name] for p in plans if p.name in checks])
+        problems = self._get_all([checks[p.name] for p in plans if p.name in checks])
         found = dict(zip([p.name for p in plans if p.name in checks], problems))
         return unfinished_plans(plans, [found.get(p.name, "missing") for p in plans])
 
@@ -226,6 +259,8 @@ class RayEngine:
         writing: dict[Any, ShardPlan] = {}
         queue = list(plans)
         fetches, pids, tasks = 0, set(), 0
+        watch = CpuWatch(self.address or "local", NO_CPU_WAIT_S)
+        shards_done = 0
         if progress:
             progress("composites", 0, rows_total)
         try:
@@ -242,6 +277,8 @@ class RayEngine:
                                                  planned_ids(plan, output.split), *tables)
                     writing[writer] = plan
                 ready, _ = ray.wait([*rendering, *writing], num_returns=1, timeout=1.0, fetch_local=False)
+                if not ready:
+                    watch.check(shards_done)
                 for reference in ready:
                     if reference in rendering:
                         info = self._get(reference)
@@ -256,6 +293,7 @@ class RayEngine:
                         result = self._get(reference)
                         self._check_committed(out_dir / plan.name, plan, job)
                         rows_written += result["rows"]
+                        shards_done += 1
         except BaseException:  # a failed task or Ctrl-C: stop the rest of the run's tasks, wherever they run
             for reference in [*rendering, *writing]:
                 ray.cancel(reference, force=True)
@@ -273,6 +311,16 @@ class RayEngine:
         problem = footer_problem(target, plan.stop - plan.start, job.schema.metadata[RUN_HASH_KEY].decode())
         if problem is not None:
             raise RuntimeError(f"{target}: {problem}")
+
+    def _get_all(self, references: list[Any]) -> list[Any]:
+        """``_get`` of every reference, waiting as :meth:`write` does (a cluster without CPUs is said, then stopped)."""
+        watch = CpuWatch(self.address or "local", NO_CPU_WAIT_S)
+        while references:
+            ready, _ = ray.wait(references, num_returns=len(references), timeout=1.0, fetch_local=False)
+            if len(ready) == len(references):
+                break
+            watch.check(0)
+        return self._get(references)
 
     @staticmethod
     def _get(reference: Any) -> Any:
