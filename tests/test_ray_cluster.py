@@ -54,13 +54,24 @@ def assert_same_shards(out: Path, reference: Path) -> None:
     assert json.loads((out / "manifest.json").read_text()) == json.loads((reference / "manifest.json").read_text())
 
 
-def test_a_cluster_whose_head_runs_no_task_makes_the_local_engines_shards(cluster, reference, tmp_path):
+def test_a_cluster_whose_head_runs_no_task_makes_the_local_engines_shards_and_survives_a_lost_node(
+        cluster, reference, tmp_path):
+    second = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    lost = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if done > 0 and not lost:  # one worker node dies once rendering is under way: its tasks run again elsewhere
+            lost.append(done)
+            cluster.remove_node(second, allow_graceful=False)
+
     result = run_expand([OBJECTS], BACKGROUNDS, tmp_path / "out", CONFIG, workers=2, engine="ray",
-                        ray_address=cluster.address)
+                        ray_address=cluster.address, progress=progress)
+    assert lost and lost[0] < CONFIG.num
     assert_same_shards(tmp_path / "out", reference)
     stats = result.engine_stats
-    assert stats["nodes"] == 2 and stats["cluster_cpus"] == 2
-    # The job was put by the driver on the head's node and fetched by the worker node's processes.
+    assert stats["nodes"] == 3 and stats["cluster_cpus"] == 3
+    # The job was put by the driver on the head's node and fetched by the worker nodes' processes.
     assert stats["job_fetches"] == stats["render_processes"] >= 1 and stats["job_bytes"] > 100_000
 
 
