@@ -161,7 +161,9 @@ def register(app: typer.Typer) -> None:
             progress = held.enter_context(make_progress())
             task = progress.add_task("extract", total=len(paths), rate="")
             summary = run_guarded(run_extract, segmenter, paths, out, config, round_index=round_index,
-                                  reference=second, workers=workers, advance=lambda n: progress.advance(task, n))
+                                  reference=second, workers=workers, advance=lambda n: progress.advance(task, n),
+                                  interrupt_hint="rerun the same `synth extract` command to resume (its done "
+                                  "chunks of photos are kept)")
         console.print(summary_counts({**summary.to_dict(), "skipped": summary.skipped + errors}) + f" -> {out}",
                       highlight=False)
 
