@@ -214,8 +214,8 @@ def outside_lock(folder: Path | str, what: str, shared: bool) -> Iterator[None]:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             message = (_writing(handle, folder) if shared else
-                       f"{folder}: a `synth show` or `export` is reading the shards here; wait for it to finish "
-                       "before writing here, or choose another folder")
+                       f"{folder}: a `synth show`, `export` or other reader is reading the shards here; wait for it "
+                       "to finish before writing here, or choose another folder")
             os.close(handle)
             raise BusyError(message) from None
         try:

@@ -15,7 +15,6 @@ only when every chunk is done, so a run killed at any moment leaves no ``objects
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -29,6 +28,7 @@ from augment.atomic_files import atomic_write_text
 from augment.cutouts import write_objects_table
 from augment.schema import shard_name
 from augment.shards import verify_shard
+from pipelines.output_record import inputs_key
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +39,8 @@ CHUNK_PHOTOS = 64  # photos per resumable chunk (and per pseudo-label shard)
 
 def run_key(model_id: str, reference_id: str | None, config: Any, round_index: int, images: list[Path]) -> str:
     """What a run's output depends on: another key never resumes this one's chunks."""
-    digest = hashlib.sha256(json.dumps({"model": model_id, "reference": reference_id, "config": asdict(config),
-                                        "round": round_index}, sort_keys=True).encode())
-    for path in images:
-        try:
-            stat = path.stat()
-            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
-        except OSError:
-            digest.update(f"{path}:missing\n".encode())
-    return digest.hexdigest()[:16]
+    return inputs_key({"model": model_id, "reference": reference_id, "config": asdict(config), "round": round_index},
+                      images)
 
 
 class ExtractParts:

@@ -109,10 +109,13 @@ def register(app: typer.Typer) -> None:
             def advance(done: int) -> None:
                 progress.update(task, completed=done, rate=f"{done / max(time.perf_counter() - started, 1e-9):.1f} images/s")
 
-            summary = run_guarded(run_segment, segmenter, paths, out, advance)
+            summary = run_guarded(run_segment, segmenter, paths, out, advance,
+                                  interrupt_hint="rerun the same `synth segment` command to resume (the images "
+                                  "it finished are kept)")
         errors += summary.errors
+        kept = f", {summary.resumed} kept from the interrupted run" if summary.resumed else ""
         console.print(f"segmented {summary.images} images in {summary.seconds:.1f} s -> {out} "
-                      f"({len(errors)} skipped)", highlight=False)
+                      f"({len(errors)} skipped{kept})", highlight=False)
         for error in errors:
             console.print(f"[bold red]skipped:[/] {error}", highlight=False, soft_wrap=True)
         if errors:
