@@ -73,7 +73,7 @@ def _output(out):
     counts = {k: summary[k] for k in ("images", "masks", "accepted", "rejected", "cutouts", "pseudo_photos",
                                       "accepted_by_class", "labelled_fraction")}
     return [r["cutout_id"] for r in table], [r["superpixels"] is not None for r in table], ids, counts, \
-        sorted(p.name for p in (out / "previews").iterdir())
+        sorted(p.name for p in (out / "previews").iterdir()), table
 
 
 def test_killed_extract_leaves_no_complete_output_and_resumes(setup):
