@@ -198,6 +198,17 @@ def check_cut_classes(segmenter: Segmenter, config: ExtractConfig, origin: str) 
                          f"({', '.join(names)})")
 
 
+def check_reference(segmenter: Segmenter, reference: Segmenter | None, origin: str) -> None:
+    """The second view's checkpoint must have the checkpoint's classes, in order: its regions are matched
+    by class index (``origin``, the reference's name, starts the error line)."""
+    if reference is None:
+        return
+    names, other = [c.name for c in segmenter.classes], [c.name for c in reference.classes]
+    if names != other:
+        raise InputError(f"{origin}: its classes ({', '.join(other)}) are not the checkpoint's ({', '.join(names)}); "
+                         "the reference must be an earlier checkpoint of the same class map")
+
+
 def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: ExtractConfig, *, round_index: int = 0,
                 reference: Segmenter | None = None, workers: int = 1,
                 advance: Callable[[int], None] | None = None) -> ExtractSummary:
@@ -206,6 +217,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     (:mod:`pipelines.extract_parts`)."""
     started = time.perf_counter()
     check_cut_classes(segmenter, config, "extract.")  # before anything of an earlier run is removed
+    check_reference(segmenter, reference, "reference")
     out.mkdir(parents=True, exist_ok=True)
     names = [c.name for c in segmenter.classes]
     cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))

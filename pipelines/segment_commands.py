@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
                                   interrupt_hint="rerun the same `synth segment` command to resume (the images "
                                   "it finished are kept)")
         errors += summary.errors
-        kept = f", {summary.resumed} kept from the interrupted run" if summary.resumed else ""
+        kept = f", {summary.resumed} kept from an earlier run of these images" if summary.resumed else ""
         console.print(f"segmented {summary.images} images in {summary.seconds:.1f} s -> {out} "
                       f"({len(errors)} skipped{kept})", highlight=False)
         for error in errors:
@@ -140,7 +140,8 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from pipelines.cli import check_at_least, console, make_progress, run_guarded
-        from pipelines.extract import PREVIEWS_FOLDER, check_cut_classes, extract_config, run_extract, summary_counts
+        from pipelines.extract import (PREVIEWS_FOLDER, check_cut_classes, check_reference, extract_config, run_extract,
+                                       summary_counts)
         from pipelines.segmenter import Segmenter
 
         check_at_least(workers, 1, "--workers")
@@ -154,8 +155,10 @@ def register(app: typer.Typer) -> None:
                 raise InputError("; ".join(errors))
             segmenter = Segmenter(checkpoint, device)
             check_cut_classes(segmenter, config, f"{config_file}: ")
+            second = Segmenter(reference, device) if reference else None
+            check_reference(segmenter, second, f"--reference {reference}")
             check_output_folder(out)
-            return segmenter, Segmenter(reference, device) if reference else None, paths, errors, config
+            return segmenter, second, paths, errors, config
 
         segmenter, second, paths, errors, config = run_guarded(prepare)
         # The lock is taken before the progress bar, so a busy --out is its one line alone (as segment's).
