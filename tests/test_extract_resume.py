@@ -92,6 +92,9 @@ def test_killed_extract_leaves_no_complete_output_and_resumes(setup):
         run_extract(segmenter, images, out, config, advance=_kill_after(5))  # killed in its third chunk
     # Nothing a reader (expand's objects source, train's manifest, selftune) takes for a finished run.
     assert not any((out / name).exists() for name in (OBJECTS_FILE, MANIFEST_FILE, SUMMARY_FILE))
+    from cli_checks import assert_one_line_error, run_cli  # and the readers name the command to rerun, not expand alone
+    assert_one_line_error(run_cli("export", out, "-o", tmp_path / "coco"), 2, "not a finished output of",
+                          "`extract` (rerun the command that wrote it")
     Counting.calls = 0
     summary = run_extract(segmenter, images, out, config)
     assert Counting.calls == 4  # chunks 0 and 1 (4 photos) were kept: the other 4 photos only
