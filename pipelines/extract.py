@@ -229,7 +229,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     previews = out / PREVIEWS_FOLDER
     preview_names = OutputNames(suffixes=(".jpg",))  # a/x.jpg and b/x.jpg: x.jpg and x-2.jpg, not one over the other
     row_ids = OutputNames()  # so too the pseudo-label rows' ids: x and x-2, never one id twice (export skips one)
-    key = run_key(segmenter.model_id, summary.reference_model_id, config, round_index, images)
+    key = run_key(segmenter.model_id, summary.reference_model_id, config, round_index, images, CHUNK_PHOTOS)
     parts = ExtractParts(out, key)
     done = parts.done()
     if done:  # a killed run of the same key: its whole chunks stay, the rest is redone

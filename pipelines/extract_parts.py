@@ -5,8 +5,8 @@ A chunk of :data:`CHUNK_PHOTOS` photos writes its pseudo-labelled photos as one 
 the run's key in its footer), its cutouts (superpixels included) as ``.extract-parts/cutouts-NNNNN.parquet``
 and then, last, its counts as ``.extract-parts/chunk-NNNNN.json``: a chunk is done when that file is
 there and its shard is whole (:func:`augment.shards.verify_shard`). A rerun with the same key
-(:func:`run_key`: the checkpoint's model id, the reference's, the filters, the round and the photos
-given, each with its size and time of change) skips the done chunks; another key starts over. The
+(:func:`run_key`: the checkpoint's model id, the reference's, the filters, the round, the chunks'
+size and the photos given, each with its size and time of change) skips the done chunks; another key starts over. The
 folder's complete output (``objects.parquet``, ``manifest.json``, ``extract.json`` last) is written
 only when every chunk is done, so a run killed at any moment leaves no ``objects.parquet`` or
 ``manifest.json`` a reader would take for a finished one; ``.extract-parts/`` goes once
@@ -37,10 +37,12 @@ KEY_FILE = "key.json"
 CHUNK_PHOTOS = 64  # photos per resumable chunk (and per pseudo-label shard)
 
 
-def run_key(model_id: str, reference_id: str | None, config: Any, round_index: int, images: list[Path]) -> str:
-    """What a run's output depends on: another key never resumes this one's chunks."""
-    return inputs_key({"model": model_id, "reference": reference_id, "config": asdict(config), "round": round_index},
-                      images)
+def run_key(model_id: str, reference_id: str | None, config: Any, round_index: int, images: list[Path],
+            chunk: int) -> str:
+    """What a run's output depends on (and the chunks' size, which numbers them): another key never
+    resumes this one's chunks."""
+    return inputs_key({"model": model_id, "reference": reference_id, "config": asdict(config), "round": round_index,
+                       "chunk": chunk}, images)
 
 
 class ExtractParts:

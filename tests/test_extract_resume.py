@@ -76,7 +76,7 @@ def _output(out):
         sorted(p.name for p in (out / "previews").iterdir()), table
 
 
-def test_killed_extract_leaves_no_complete_output_and_resumes(setup):
+def test_killed_extract_leaves_no_complete_output_and_resumes(setup, monkeypatch):
     segmenter, images, tmp_path = setup
     config = ExtractConfig(**LENIENT)
     whole = tmp_path / "whole"
@@ -112,6 +112,12 @@ def test_killed_extract_leaves_no_complete_output_and_resumes(setup):
     Counting.calls = 0
     run_extract(segmenter, images[1:], out, config)
     assert Counting.calls == 7
+    with pytest.raises(Killed):  # another size of chunks numbers them otherwise: it starts over too
+        run_extract(segmenter, images, out, config, advance=_kill_after(5))
+    monkeypatch.setattr(extract_module, "CHUNK_PHOTOS", 3)
+    Counting.calls = 0
+    run_extract(segmenter, images, out, config)
+    assert Counting.calls == 8 and _output(out) == expected
 
 
 def test_a_damaged_chunk_is_redone(setup):
@@ -141,3 +147,46 @@ def test_an_interrupted_extract_says_a_rerun_resumes(setup, monkeypatch):
                      "--device", "cpu")
     assert result.exit_code == 130 and "Traceback" not in result.output
     assert "interrupted; rerun the same `synth extract` command to resume" in result.stderr
+
+
+KILLED_RUN = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import pipelines.extract as extract_module
+from pathlib import Path
+from pipelines.extract import ExtractConfig, run_extract
+from test_extract_resume import LENIENT, Counting
+extract_module.CHUNK_PHOTOS = 2
+
+def advance(n):
+    print("photo", flush=True)
+    time.sleep(0.2)  # killed (SIGKILL) by the test somewhere in here or in the next photo's work
+
+run_extract(Counting(sys.argv[2], "cpu"), [Path(p) for p in sys.argv[4:]], Path(sys.argv[3]), ExtractConfig(**LENIENT),
+            advance=advance)
+"""
+
+
+def test_a_sigkilled_extract_resumes_to_the_same_output(setup):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    segmenter, images, tmp_path = setup
+    out = tmp_path / "out"
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(Path(__file__).parent), str(tmp_path / "model.pt"),
+                               str(out), *map(str, images)], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(5):
+            assert killed.stdout is not None and killed.stdout.readline().strip() == "photo"
+    finally:
+        killed.kill()
+        killed.wait()
+    assert not any((out / name).exists() for name in (OBJECTS_FILE, MANIFEST_FILE, SUMMARY_FILE))
+    Counting.calls = 0
+    run_extract(segmenter, images, out, ExtractConfig(**LENIENT))
+    assert Counting.calls < len(images)  # whole chunks were kept
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    whole = tmp_path / "whole"
+    run_extract(segmenter, images, whole, ExtractConfig(**LENIENT))
+    assert _output(out) == _output(whole)
