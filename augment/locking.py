@@ -9,6 +9,11 @@ lock when its process dies (also on ``kill -9``), so a stale lock never needs cl
 that finds its folder held fails at once with :class:`BusyError`, which the CLI turns into one
 line and exit code :data:`BUSY_EXIT_CODE`.
 
+A reader that makes no lock file in the folder it reads (`synth show`, `export`: the folder may not be
+theirs, or read-only) shares a lock outside it with the writers instead (:func:`outside_lock`): one
+in the machine's temporary folder, named after the folder's device and inode, which every writer
+(:func:`folder_lock`) takes too.
+
 A command whose output is one file (``calibrate``, ``eval``, ``show``, ``export-onnx``) locks a hidden
 sibling, ``.<name>.synth.lock`` (:func:`file_lock`), not the file itself: the file is replaced by an
 atomic rename, which would leave a lock on the old inode.
@@ -20,6 +25,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -60,8 +67,9 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
             raise BusyError(_busy(handle, folder, what)) from None
         os.ftruncate(handle, 0)
         os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
-        remove_orphaned_temporaries(folder)
-        yield path
+        with outside_lock(folder, what, shared=False):  # a `show` or `export` reading here without a lock file
+            remove_orphaned_temporaries(folder)
+            yield path
     finally:
         os.close(handle)  # closing the descriptor releases the flock
 
@@ -167,15 +175,89 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
+OUTSIDE_LOCKS = "synth-locks"  # in the machine's temporary folder (tempfile.gettempdir())
+
+
+def outside_lock_path(folder: Path | str) -> Path | None:
+    """The lock outside ``folder`` (see the module's doc): ``<tmp>/synth-locks/DEVICE-INODE.lock``; None
+    where the folder or the locks' folder is not to be had."""
+    try:
+        info = os.stat(folder)
+        base = Path(tempfile.gettempdir()) / OUTSIDE_LOCKS
+        if not base.is_dir():
+            base.mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):  # every user's runs share it, as /tmp itself (sticky)
+                os.chmod(base, 0o777 | stat.S_ISVTX)
+    except OSError:
+        return None
+    return base / f"{info.st_dev}-{info.st_ino}.lock"
+
+
+@contextlib.contextmanager
+def outside_lock(folder: Path | str, what: str, shared: bool) -> Iterator[None]:
+    """Hold the lock outside ``folder``, shared (a reader) or exclusive (a writer, recording its pid and
+    ``what``) until the block ends; :class:`BusyError` at once when the other kind holds it. Where it
+    cannot be had (no temporary folder to write) the block runs without it. The last holder removes the
+    file; one who opened it just before that takes the one under the name afresh (as :func:`file_lock`)."""
+    path = outside_lock_path(folder)
+    handle = None
+    while path is not None:
+        try:
+            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # another user's lock file (0644): a read-only descriptor locks as well
+            try:
+                handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+            except OSError as error:
+                logger.info("%s: no lock outside it (%s)", folder, error)
+                break
+        try:
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            message = (_writing(handle, folder) if shared else
+                       f"{folder}: a `synth show`, `export` or other reader is reading the shards here; wait for it "
+                       "to finish before writing here, or choose another folder")
+            os.close(handle)
+            raise BusyError(message) from None
+        try:
+            current = os.path.samestat(os.fstat(handle), os.stat(path))
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(handle)  # its last holder removed it as we opened it: take the one under the name now
+        handle = None
+    try:
+        if handle is not None and not shared:
+            with contextlib.suppress(OSError):  # the record, for a reader's message only
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+        yield
+    finally:
+        if handle is not None:
+            try:  # the last holder (no other reader now) removes the file, still holding it
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+            except OSError:
+                pass
+            os.close(handle)
+
+
+def _writing(handle: int, folder: Path | str) -> str:
+    """A reader's line when a writer holds ``folder``'s lock (``handle``)."""
+    pid, kind = _holder(handle, "another run")
+    return (f"{folder}: {kind} (pid {pid}) is writing these shards; wait for it to finish "
+            "(its manifest.json marks it done) and start again")
+
+
 @contextlib.contextmanager
 def reading_lock(folder: Path | str, create: bool = True) -> Iterator[None]:
     """Hold a shared lock on the shard folder ``folder`` while a run reads it: writers
     (:func:`folder_lock`: ``synth expand``, ``extract``, ``photo-shards``) stop with :class:`BusyError`
-    meanwhile, and this raises it at once when one is writing there now. Nothing is written: the
-    lock file is made only where it is missing, and a folder where it cannot be made (read-only: no
-    run can write there either) is read without a lock. ``create=False`` (a short read, `synth show`
-    or `export`, that writes nothing beside the shards) makes none: a folder without one, where no
-    writer ever ran (a writer leaves its lock file), is read without a lock."""
+    meanwhile, and this raises it at once when one is writing there now. Nothing else is written: the
+    lock file is made only where it is missing; ``create=False`` (a short read, `synth show` or
+    `export`, that writes nothing beside the shards) makes none. A folder without one (no writer ever
+    ran there: a writer leaves its lock file) where none is made or can be made (read-only) is read
+    holding the lock outside it (:func:`outside_lock`), which every writer takes as well."""
     path = Path(folder) / LOCK_FILE
     try:
         handle = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0), 0o666)
@@ -183,16 +265,15 @@ def reading_lock(folder: Path | str, create: bool = True) -> Iterator[None]:
         try:
             handle = os.open(path, os.O_RDONLY)
         except OSError:
-            logger.info("%s: read without a lock (%s cannot be made here)", folder, LOCK_FILE)
-            yield
+            logger.info("%s: read holding the lock outside it (%s cannot be made here)", folder, LOCK_FILE)
+            with outside_lock(folder, "reader", shared=True):
+                yield
             return
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid, kind = _holder(handle, "another run")
-            raise BusyError(f"{folder}: {kind} (pid {pid}) is writing these shards; wait for it to finish "
-                            "(its manifest.json marks it done) and start again") from None
+            raise BusyError(_writing(handle, folder)) from None
         yield
     finally:
         os.close(handle)

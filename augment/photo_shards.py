@@ -133,8 +133,9 @@ def photo_row(row_id: str, photo: LabelledPhoto, short_side: int, jpeg_quality: 
 
 
 def write_row_shards(rows: Iterable[dict], out_dir: Path, prefix: str, run_hash: str,
-                     progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Write rows to ``{prefix}-{index:05d}.parquet`` (atomically, each shard); returns the shard list."""
+                     progress: Callable[[int], None] | None = None, first: int = 0) -> list[dict]:
+    """Write rows to ``{prefix}-{index:05d}.parquet`` (atomically, each shard; indices from ``first``);
+    returns the shard list."""
     out_dir.mkdir(parents=True, exist_ok=True)
     schema = COMPOSITE_SCHEMA.with_metadata({**COMPOSITE_SCHEMA.metadata, b"synth_run_hash": run_hash.encode()})
     shards: list[dict] = []
@@ -142,7 +143,7 @@ def write_row_shards(rows: Iterable[dict], out_dir: Path, prefix: str, run_hash:
     done = 0
 
     def flush() -> None:
-        path = out_dir / shard_name(prefix, len(shards))
+        path = out_dir / shard_name(prefix, first + len(shards))
         with atomic_path(path) as temporary:  # named after this process: a killed run's is told from a live one's
             pq.write_table(pa.Table.from_pylist(batch, schema=schema), temporary, row_group_size=PHOTO_ROWS_PER_GROUP,
                            compression={name: ("none" if name in ("image", "mask") else "zstd")

@@ -68,8 +68,8 @@ def read_manifest(folder: Place | str) -> dict[str, Any]:
     folder = as_place(folder)
     path = folder / MANIFEST_FILE
     if not path.is_file():
-        raise InputError(f"{folder}: no {MANIFEST_FILE}, so not a finished `synth expand` output "
-                         "(rerun the expand command to finish it, or name shard files one by one)")
+        raise InputError(f"{folder}: no {MANIFEST_FILE}, so not a finished output of `synth expand`, `photo-shards` or "
+                         "`extract` (rerun the command that wrote it to finish it, or name shard files one by one)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as error:

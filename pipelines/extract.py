@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from augment.atomic_files import atomic_write_text
+from augment.atomic_files import atomic_write_text, remove_orphaned_temporaries
 from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
 from augment.imageio import InputError, read_image, save_image
@@ -45,6 +45,7 @@ from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import write_manifest
 from augment.sources import Skip, crop_object, skipped_summary
 from augment.validation import is_int, is_number
+from pipelines.extract_parts import CHUNK_PHOTOS, ExtractParts, run_key
 from pipelines.search_outputs import OutputNames
 from pipelines.segmenter import Prediction, Segmenter, overlay
 
@@ -197,84 +198,166 @@ def check_cut_classes(segmenter: Segmenter, config: ExtractConfig, origin: str) 
                          f"({', '.join(names)})")
 
 
+def check_reference(segmenter: Segmenter, reference: Segmenter | None, origin: str) -> None:
+    """The second view's checkpoint must have the checkpoint's classes, in order: its regions are matched
+    by class index (``origin``, the reference's name, starts the error line)."""
+    if reference is None:
+        return
+    names, other = [c.name for c in segmenter.classes], [c.name for c in reference.classes]
+    if names != other:
+        raise InputError(f"{origin}: its classes ({', '.join(other)}) are not the checkpoint's ({', '.join(names)}); "
+                         "the reference must be an earlier checkpoint of the same class map")
+
+
 def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: ExtractConfig, *, round_index: int = 0,
                 reference: Segmenter | None = None, workers: int = 1,
                 advance: Callable[[int], None] | None = None) -> ExtractSummary:
-    """Extract automatic masks of ``images`` into ``out`` (see the module's doc)."""
+    """Extract automatic masks of ``images`` into ``out`` (see the module's doc). The photos are worked
+    in chunks kept as they are done, so a rerun of a killed run goes on from its last whole chunk
+    (:mod:`pipelines.extract_parts`)."""
     started = time.perf_counter()
     check_cut_classes(segmenter, config, "extract.")  # before anything of an earlier run is removed
+    check_reference(segmenter, reference, "reference")
     out.mkdir(parents=True, exist_ok=True)
     names = [c.name for c in segmenter.classes]
     cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))
     cutter = SourceConfig(min_area=1, max_cutout_side=config.max_cutout_side)
     summary = ExtractSummary(model_id=segmenter.model_id, round=round_index,
                              reference_model_id=reference.model_id if reference else None)
-    rows: list[dict] = []
     labelled = [0, 0]  # labelled pixels, all pixels of the pseudo-labels
     advance = advance or (lambda n: None)
     previews = out / PREVIEWS_FOLDER
     preview_names = OutputNames(suffixes=(".jpg",))  # a/x.jpg and b/x.jpg: x.jpg and x-2.jpg, not one over the other
     row_ids = OutputNames()  # so too the pseudo-label rows' ids: x and x-2, never one id twice (export skips one)
+    key = run_key(segmenter.model_id, summary.reference_model_id, config, round_index, images, CHUNK_PHOTOS)
+    parts = ExtractParts(out, key)
+    done = parts.done()
+    if done:  # a killed run of the same key: its whole chunks stay, the rest is redone
+        logger.info("%d of %d chunks of photos already done; resuming with the rest", len(done),
+                    -(-len(images) // CHUNK_PHOTOS))
+        _clear_complete_output(out)
+        parts.remove_unfinished_shards(done, "pseudo")
+        remove_orphaned_temporaries(out)
+        parts.begin()
+    state = {"images": 0, "cleared": bool(done)}
 
-    def pseudo_rows() -> Iterator[dict]:
-        for path, image in _read_ahead(images):
-            advance(1)
-            if isinstance(image, InputError):
-                summary.skipped.append({"path": str(path), "reason": str(image)})
-                logger.warning("skipped %s", image)
-                continue
-            summary.images += 1
-            if summary.images == 1:  # a readable photo: only now can this run replace an earlier one's output
-                _clear_earlier_output(out)
-            first, second = segmenter.views(image)
-            if reference is not None:
-                second = reference.predict(image)
-            regions = score_regions(first, second, config)
-            summary.masks += len(regions)
-            for region in regions:
-                if region.rejected is not None:
-                    summary.rejected[region.rejected] += 1
+    def take_names(path: Path) -> tuple[str, str | None]:
+        """The row id and preview name of the next readable photo (replayed for done chunks)."""
+        state["images"] += 1
+        return row_ids.take(path), preview_names.take(path) if state["images"] <= config.previews else None
+
+    def work(index: int, chunk: list[Path]) -> dict:
+        part = ExtractSummary()
+        rows: list[dict] = []
+        counts = [0, 0]
+        ids: list[str] = []
+        photos: list[str] = []
+
+        def pseudo_rows() -> Iterator[dict]:
+            for path, image in _read_ahead(chunk):
+                advance(1)
+                if isinstance(image, InputError):
+                    part.skipped.append({"path": str(path), "reason": str(image)})
+                    logger.warning("skipped %s", image)
                     continue
-                summary.accepted += 1
-                name = names[region.class_index]
-                summary.accepted_by_class[name] = summary.accepted_by_class.get(name, 0) + 1
-                if region.class_index in cut:
-                    rows.append(_cutout_row(image, path, region, name, cutter, segmenter.model_id, round_index))
-            if summary.images <= config.previews:
-                save_image(previews / f"{preview_names.take(path)}.jpg", _preview(image, first, regions))
-            if config.pseudo_labels:
-                values = pseudo_label_values(first, regions, config)
-                labelled[0] += int((values < len(names)).sum())
-                labelled[1] += values.size
-                full = cv2.resize(values, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-                photo = LabelledPhoto(path, image, full, {**dict(enumerate(names)), len(names): IGNORE_CATEGORY},
-                                      {"origin": "auto", "model_id": segmenter.model_id, "round": round_index})
-                summary.pseudo_photos += 1
-                yield photo_row(row_ids.take(path), photo, segmenter.segment.store_short_side)
+                if not state["cleared"]:  # a readable photo: only now can this run replace an earlier one's output
+                    _clear_earlier_output(out)
+                    parts.begin()
+                    state["cleared"] = True
+                part.images += 1
+                row_id, preview = take_names(path)
+                photos.append(str(path))
+                first, second = segmenter.views(image)
+                if reference is not None:
+                    second = reference.predict(image)
+                regions = score_regions(first, second, config)
+                part.masks += len(regions)
+                for region in regions:
+                    if region.rejected is not None:
+                        part.rejected[region.rejected] += 1
+                        continue
+                    part.accepted += 1
+                    name = names[region.class_index]
+                    part.accepted_by_class[name] = part.accepted_by_class.get(name, 0) + 1
+                    if region.class_index in cut:
+                        rows.append(_cutout_row(image, path, region, name, cutter, segmenter.model_id, round_index))
+                if preview is not None:
+                    save_image(previews / f"{preview}.jpg", _preview(image, first, regions))
+                if config.pseudo_labels:
+                    values = pseudo_label_values(first, regions, config)
+                    counts[0] += int((values < len(names)).sum())
+                    counts[1] += values.size
+                    full = cv2.resize(values, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+                    photo = LabelledPhoto(path, image, full, {**dict(enumerate(names)), len(names): IGNORE_CATEGORY},
+                                          {"origin": "auto", "model_id": segmenter.model_id, "round": round_index})
+                    part.pseudo_photos += 1
+                    ids.append(row_id)
+                    yield photo_row(row_id, photo, segmenter.segment.store_short_side)
 
-    shards = write_row_shards(pseudo_rows(), out, "pseudo", segmenter.model_id)  # drives the whole pass
+        shards = write_row_shards(pseudo_rows(), out, "pseudo", key, first=index)  # drives the chunk
+        add_superpixels(rows, config.superpixel_max_side, workers)
+        record = {"summary": part.to_dict(), "labelled": counts, "ids": ids, "photos": photos,
+                  "shard": shards[0] if shards else None}
+        if state["cleared"]:  # else no photo was readable yet, nothing is written, and the chunk is redone
+            parts.save(index, record, rows, segmenter.model_id)
+        return record
+
+    saved: dict[int, dict] = {}  # the records of the chunks kept in the parts folder
+    for index, start in enumerate(range(0, len(images), CHUNK_PHOTOS)):
+        chunk = images[start:start + CHUNK_PHOTOS]
+        record = done.get(index)
+        if record is None:
+            record = work(index, chunk)
+        else:
+            for path in record["photos"]:
+                take_names(Path(path))
+            advance(len(chunk))
+        if state["cleared"]:
+            saved[index] = record
+        _add_counts(summary, record["summary"])
+        labelled = [labelled[0] + record["labelled"][0], labelled[1] + record["labelled"][1]]
     if summary.images == 0:
         raise InputError(f"no readable photo among the {len(images)} given "
                          f"({skipped_summary([Skip(**s) for s in summary.skipped], 'photos')})")
-    add_superpixels(rows, config.superpixel_max_side, workers)
+    rows = [row for index in saved for row in parts.cutouts(index)]
     write_objects_table(rows, out / OBJECTS_FILE, segmenter.model_id)
+    shards = [record["shard"] for record in saved.values() if record["shard"]]
     if shards:  # the pseudo-labelled photos' shard list, as every shard folder has one (readers read only these)
         write_manifest(out, {"kind": "pseudo", "shards": shards, "num_rows": sum(s["rows"] for s in shards),
-                             "run_hash": segmenter.model_id})
+                             "run_hash": key})
     summary.cutouts = len(rows)
     summary.labelled_fraction = labelled[0] / labelled[1] if labelled[1] else 0.0
     summary.seconds = time.perf_counter() - started
     atomic_write_text(out / SUMMARY_FILE, json.dumps({**summary.to_dict(), "config": asdict(config),
                                                       "shards": shards}, indent=2) + "\n")
+    parts.remove()  # extract.json marks the folder complete: a rerun starts over
     return summary
+
+
+def _add_counts(summary: ExtractSummary, part: dict) -> None:
+    """Add a chunk's counts to the run's."""
+    summary.images += part["images"]
+    summary.skipped.extend(part["skipped"])
+    summary.masks += part["masks"]
+    summary.accepted += part["accepted"]
+    summary.pseudo_photos += part["pseudo_photos"]
+    for reason, count in part["rejected"].items():
+        summary.rejected[reason] += count
+    for name, count in part["accepted_by_class"].items():
+        summary.accepted_by_class[name] = summary.accepted_by_class.get(name, 0) + count
+
+
+def _clear_complete_output(out: Path) -> None:
+    """What marks a folder complete (extract.json, the objects table, the manifest): written again at the end."""
+    for stale in [out / SUMMARY_FILE, out / OBJECTS_FILE, out / MANIFEST_FILE]:
+        stale.unlink(missing_ok=True)
 
 
 def _clear_earlier_output(out: Path) -> None:
     """Remove an earlier run's output from ``out``: it must not mix with this one's (extract.json, written
     last, marks a complete folder). Called at the first readable photo, so a run given none (exit 2)
     leaves the earlier output as it was."""
-    for stale in [out / SUMMARY_FILE, out / OBJECTS_FILE, out / MANIFEST_FILE]:
-        stale.unlink(missing_ok=True)
+    _clear_complete_output(out)
     remove_row_shards(out, "pseudo")  # and the temporaries of killed writes, not those of live ones
     shutil.rmtree(out / PREVIEWS_FOLDER, ignore_errors=True)
 

@@ -12,6 +12,7 @@ them, not a symbolic link, not an input of the new run. Use while holding the fo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,19 @@ from augment.atomic_files import NAME_MAX, temporary_final_name
 logger = logging.getLogger(__name__)
 
 FRAME_NAME = re.compile(r"\d{6}\.png")  # a frame's heat map in a <stem>.heat/ folder
+
+
+def inputs_key(settings: dict, paths: list[Path]) -> str:
+    """A run's key: its ``settings`` (JSON) and its input files in order, each with its size and time
+    of change. A rerun of a killed run with the same key goes on where it stopped; another starts over."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in paths:
+        try:
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}:missing\n".encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -48,21 +62,24 @@ def _usable_stem(stem: object) -> bool:
 class OutputRecord:
     """Clears the previous run's outputs on entry, then records this run's stems (:meth:`add`)."""
 
-    def __init__(self, out: Path, kinds: OutputKinds, inputs: Iterable[Path | None] = ()) -> None:
-        self.out, self.kinds = Path(out), kinds
+    def __init__(self, out: Path, kinds: OutputKinds, inputs: Iterable[Path | None] = (), keep: bool = False) -> None:
+        """``keep``: a resumed run, which keeps the earlier (killed) run's outputs and adds to its record."""
+        self.out, self.kinds, self.keep = Path(out), kinds, keep
         self.path = self.out / f".synth-{kinds.command}-outputs"
         # An input of this run is never removed, even if an older run wrote it (a highlight searched again).
         self._inputs = {Path(p).resolve() for p in inputs if p is not None}
         self._file: IO[str] | None = None
+        self._stems: set[str] = set()
 
     def __enter__(self) -> "OutputRecord":
         self.out.mkdir(parents=True, exist_ok=True)
-        cleared = self.clear()
+        cleared = 0 if self.keep else self.clear()
         if cleared:
             logger.info("%s: cleared %d output file(s) of an earlier synth %s run", self.out, cleared,
                         self.kinds.command)
         # Truncated only now: a run killed while clearing leaves the old record for the next run to finish.
-        self._file = open(self.path, "w", encoding="utf-8")
+        self._file = open(self.path, "a" if self.keep else "w", encoding="utf-8")
+        self._stems = set(self._recorded()) if self.keep else set()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -74,6 +91,9 @@ class OutputRecord:
     def add(self, stem: str) -> None:
         """Record ``stem`` before any file is written under it."""
         assert self._file is not None, "OutputRecord.add outside its with block"
+        if stem in self._stems:  # a resumed run's photo the killed run recorded
+            return
+        self._stems.add(stem)
         self._file.write(json.dumps(stem) + "\n")
         self._file.flush()  # on disk (page cache) before the outputs: a killed run's files stay findable
 

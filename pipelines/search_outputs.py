@@ -60,11 +60,16 @@ class OutputNames:
     def _free(self, name: str) -> bool:
         return name.lower() not in self.used and not any(f"{name}{s}".lower() in self.files for s in self.suffixes)
 
-    def take(self, medium: Path) -> str:
+    def peek(self, medium: Path) -> str:
+        """The stem :meth:`take` would give ``medium`` now, not taken."""
         stem, k = medium.stem, 2
         name = _cut_name(stem, self.room)
         while not self._free(name):
             name, k = f"{_cut_name(stem, self.room - len(f'-{k}'))}-{k}", k + 1
+        return name
+
+    def take(self, medium: Path) -> str:
+        name = self.peek(medium)
         self.used.add(name.lower())
         self.files.update(f"{name}{s}".lower() for s in self.suffixes)
         if self.record is not None:

@@ -109,10 +109,13 @@ def register(app: typer.Typer) -> None:
             def advance(done: int) -> None:
                 progress.update(task, completed=done, rate=f"{done / max(time.perf_counter() - started, 1e-9):.1f} images/s")
 
-            summary = run_guarded(run_segment, segmenter, paths, out, advance)
+            summary = run_guarded(run_segment, segmenter, paths, out, advance,
+                                  interrupt_hint="rerun the same `synth segment` command to resume (the images "
+                                  "it finished are kept)")
         errors += summary.errors
+        kept = f", {summary.resumed} kept from an earlier run of these images" if summary.resumed else ""
         console.print(f"segmented {summary.images} images in {summary.seconds:.1f} s -> {out} "
-                      f"({len(errors)} skipped)", highlight=False)
+                      f"({len(errors)} skipped{kept})", highlight=False)
         for error in errors:
             console.print(f"[bold red]skipped:[/] {error}", highlight=False, soft_wrap=True)
         if errors:
@@ -137,7 +140,8 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from pipelines.cli import check_at_least, console, make_progress, run_guarded
-        from pipelines.extract import PREVIEWS_FOLDER, check_cut_classes, extract_config, run_extract, summary_counts
+        from pipelines.extract import (PREVIEWS_FOLDER, check_cut_classes, check_reference, extract_config, run_extract,
+                                       summary_counts)
         from pipelines.segmenter import Segmenter
 
         check_at_least(workers, 1, "--workers")
@@ -151,8 +155,10 @@ def register(app: typer.Typer) -> None:
                 raise InputError("; ".join(errors))
             segmenter = Segmenter(checkpoint, device)
             check_cut_classes(segmenter, config, f"{config_file}: ")
+            second = Segmenter(reference, device) if reference else None
+            check_reference(segmenter, second, f"--reference {reference}")
             check_output_folder(out)
-            return segmenter, Segmenter(reference, device) if reference else None, paths, errors, config
+            return segmenter, second, paths, errors, config
 
         segmenter, second, paths, errors, config = run_guarded(prepare)
         # The lock is taken before the progress bar, so a busy --out is its one line alone (as segment's).
@@ -161,7 +167,9 @@ def register(app: typer.Typer) -> None:
             progress = held.enter_context(make_progress())
             task = progress.add_task("extract", total=len(paths), rate="")
             summary = run_guarded(run_extract, segmenter, paths, out, config, round_index=round_index,
-                                  reference=second, workers=workers, advance=lambda n: progress.advance(task, n))
+                                  reference=second, workers=workers, advance=lambda n: progress.advance(task, n),
+                                  interrupt_hint="rerun the same `synth extract` command to resume (its done "
+                                  "chunks of photos are kept)")
         console.print(summary_counts({**summary.to_dict(), "skipped": summary.skipped + errors}) + f" -> {out}",
                       highlight=False)
 

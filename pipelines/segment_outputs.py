@@ -6,25 +6,30 @@ photo with each class tinted. Images sharing a name, or whose outputs would over
 in the folder that no earlier run wrote (a photo ``b.png`` segmented into its own folder), get ``-2``,
 ``-3`` ... suffixes. An unreadable image is skipped and reported, the others are written. A run
 first removes what an earlier run wrote into the folder (:mod:`pipelines.output_record`), so the
-folder holds this run's outputs only.
+folder holds this run's outputs only; but a rerun of a killed run with the same checkpoint and photos
+keeps the photos it finished (listed, after their files, in ``.synth-segment-progress``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable
 
 import numpy as np
 
 from augment.imageio import InputError, is_image_path, read_image, save_image
-from pipelines.output_record import OutputKinds, OutputRecord
+from pipelines.output_record import OutputKinds, OutputRecord, inputs_key
 from pipelines.search_outputs import OutputNames
 from pipelines.segmenter import Segmenter, overlay
 from train.segment_config import CLASSES_FILE, write_classes
 
 SEGMENT_OUTPUTS = OutputKinds("segment", (".png", ".confidence.png", ".overlay.jpg"), (CLASSES_FILE,))
+# A record beside .synth-segment-outputs: the run's key, then a line per photo done ({"path", "stem"});
+# a run of another key starts it afresh.
+PROGRESS_FILE = ".synth-segment-progress"
 
 
 @dataclass
@@ -32,32 +37,75 @@ class SegmentSummary:
     images: int = 0
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    resumed: int = 0  # images whose outputs a killed run of the same key had written: kept, not redone
+
+
+def done_photos(out: Path, key: str) -> dict[str, str]:
+    """Photo path -> stem of each photo a run of ``key`` finished in ``out`` (none for another key)."""
+    try:
+        lines = (out / PROGRESS_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    entries = []
+    for line in lines:
+        try:
+            entries.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    if not entries or not isinstance(entries[0], dict) or entries[0].get("key") != key:
+        return {}
+    return {e["path"]: e["stem"] for e in entries[1:]
+            if isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("stem"), str)}
 
 
 def run_segment(segmenter: Segmenter, images: list[Path], out: Path,
                 advance: Callable[[int], None] | None = None) -> SegmentSummary:
-    with OutputRecord(out, SEGMENT_OUTPUTS, images) as record:
+    """Segment ``images`` into ``out``. A rerun of a killed run (same checkpoint, same photos: their
+    paths, sizes and times of change) keeps the photos it finished and goes on with the rest."""
+    key = inputs_key({"model": segmenter.model_id}, images)
+    done = done_photos(out, key)
+    with OutputRecord(out, SEGMENT_OUTPUTS, images, keep=bool(done)) as record:
         write_classes(out / CLASSES_FILE, segmenter.classes)
-        # What is left in the folder once an earlier run's outputs are cleared is the user's (an input
-        # b.png segmented into its own folder): never overwritten, b's outputs are named b-2 instead.
-        names = OutputNames(record.add, SEGMENT_OUTPUTS.suffixes, (child.name for child in out.iterdir()))
+        # What is left in the folder once an earlier run's outputs are cleared (or, resuming, set aside) is
+        # the user's (an input b.png segmented into its own folder): never overwritten, b's outputs are
+        # named b-2 instead.
+        earlier = {p.name for p in record.earlier_outputs()} if done else set()
+        names = OutputNames(record.add, SEGMENT_OUTPUTS.suffixes,
+                            (child.name for child in out.iterdir() if child.name not in earlier))
         summary = SegmentSummary()
         started = time.perf_counter()
-        for done, path in enumerate(images, 1):
-            try:
-                if not is_image_path(path):
-                    raise InputError(f"{path}: not an image file (unknown suffix {path.suffix or '(none)'!r})")
-                image = read_image(path, "rgb")
-            except InputError as error:
-                summary.errors.append(str(error))
-            else:
-                labels, confidence = segmenter.predict(image).at_photo_size()
-                name = names.take(path)
-                save_image(out / f"{name}.png", labels)
-                save_image(out / f"{name}.confidence.png", np.clip(confidence * 255 + 0.5, 0, 255).astype(np.uint8))
-                save_image(out / f"{name}.overlay.jpg", overlay(image, labels))
-                summary.images += 1
-            if advance:
-                advance(done)
+        with open(out / PROGRESS_FILE, "a" if done else "w", encoding="utf-8") as progress:
+            if not done:
+                progress.write(json.dumps({"key": key}) + "\n")
+            for count, path in enumerate(images, 1):
+                stem = done.get(str(path))
+                if (stem is not None and names.peek(path) == stem
+                        and all((out / f"{stem}{suffix}").is_file() for suffix in SEGMENT_OUTPUTS.suffixes)):
+                    names.take(path)
+                    summary.images += 1
+                    summary.resumed += 1
+                else:
+                    _segment_one(segmenter, path, out, names, summary, progress)
+                if advance:
+                    advance(count)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _segment_one(segmenter: Segmenter, path: Path, out: Path, names: OutputNames, summary: SegmentSummary,
+                 progress: IO[str]) -> None:
+    try:
+        if not is_image_path(path):
+            raise InputError(f"{path}: not an image file (unknown suffix {path.suffix or '(none)'!r})")
+        image = read_image(path, "rgb")
+    except InputError as error:
+        summary.errors.append(str(error))
+        return
+    labels, confidence = segmenter.predict(image).at_photo_size()
+    name = names.take(path)
+    save_image(out / f"{name}.png", labels)
+    save_image(out / f"{name}.confidence.png", np.clip(confidence * 255 + 0.5, 0, 255).astype(np.uint8))
+    save_image(out / f"{name}.overlay.jpg", overlay(image, labels))
+    progress.write(json.dumps({"path": str(path), "stem": name}) + "\n")
+    progress.flush()  # after its files: a photo listed here is whole
+    summary.images += 1

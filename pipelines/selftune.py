@@ -23,8 +23,9 @@ accepted automatic cutouts into round k's composites.
 
 Every step writes into ``NAME.partial/`` and renames it to ``NAME/`` when complete, and only
 then is the state advanced (atomically), so a job killed at any point redoes that step from
-scratch and never uses half-written output. Training and fine-tuning are the exceptions that keep
-their partial folders: the loop's atomic checkpoints resume them exactly. Steps are deterministic given
+scratch and never uses half-written output. Training, fine-tuning and extraction are the exceptions that
+keep their partial folders: the loop's atomic checkpoints resume them exactly, and extract goes on from
+its whole chunks of photos (:mod:`pipelines.extract_parts`). Steps are deterministic given
 the config, so a resumed run reaches the same state and metrics as an uninterrupted one.
 """
 
@@ -59,6 +60,7 @@ NEXT_CONFIG_FILE = "config.next.json"
 PREPARE_STEPS = ("labeled", "held_out", "composites")
 ROUND_STEPS = ("train", "finetune", "score", "extract", "expand", "search", "report")
 TRAINING_STEPS = ("train", "finetune")  # resumed from their own checkpoints, not redone
+RESUMED_STEPS = (*TRAINING_STEPS, "extract")  # extract goes on from its done chunks (pipelines.extract_parts)
 STATE_VERSION = 1
 
 
@@ -276,7 +278,7 @@ class SelfTune:
             write_report(self.dir, lines, self.step_dir(round_index, "extract") / "previews")
             self.hook(round_index, step, "written")
             return
-        if step not in TRAINING_STEPS and partial.exists():  # a killed attempt's output is never used
+        if step not in RESUMED_STEPS and partial.exists():  # a killed attempt's output is never used
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         self.hook(round_index, step, "begin")

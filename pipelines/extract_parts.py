@@ -1,0 +1,104 @@
+"""Resuming `synth extract`: the photos are worked in chunks, each kept in ``--out`` when done.
+
+A chunk of :data:`CHUNK_PHOTOS` photos writes its pseudo-labelled photos as one shard
+(``pseudo-{chunk:05d}.parquet``, as :func:`augment.photo_shards.write_row_shards` writes them, with
+the run's key in its footer), its cutouts (superpixels included) as ``.extract-parts/cutouts-NNNNN.parquet``
+and then, last, its counts as ``.extract-parts/chunk-NNNNN.json``: a chunk is done when that file is
+there and its shard is whole (:func:`augment.shards.verify_shard`). A rerun with the same key
+(:func:`run_key`: the checkpoint's model id, the reference's, the filters, the round, the chunks'
+size and the photos given, each with its size and time of change) skips the done chunks; another key starts over. The
+folder's complete output (``objects.parquet``, ``manifest.json``, ``extract.json`` last) is written
+only when every chunk is done, so a run killed at any moment leaves no ``objects.parquet`` or
+``manifest.json`` a reader would take for a finished one; ``.extract-parts/`` goes once
+``extract.json`` is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from augment.atomic_files import atomic_write_text
+from augment.cutouts import write_objects_table
+from augment.schema import shard_name
+from augment.shards import verify_shard
+from pipelines.output_record import inputs_key
+
+logger = logging.getLogger(__name__)
+
+PARTS_FOLDER = ".extract-parts"
+KEY_FILE = "key.json"
+CHUNK_PHOTOS = 64  # photos per resumable chunk (and per pseudo-label shard)
+
+
+def run_key(model_id: str, reference_id: str | None, config: Any, round_index: int, images: list[Path],
+            chunk: int) -> str:
+    """What a run's output depends on (and the chunks' size, which numbers them): another key never
+    resumes this one's chunks."""
+    return inputs_key({"model": model_id, "reference": reference_id, "config": asdict(config), "round": round_index,
+                       "chunk": chunk}, images)
+
+
+class ExtractParts:
+    """The done chunks of run ``key`` in ``out`` (see the module's doc)."""
+
+    def __init__(self, out: Path, key: str) -> None:
+        self.out, self.key = out, key
+        self.dir = out / PARTS_FOLDER
+
+    def _stored_key(self) -> str | None:
+        try:
+            return json.loads((self.dir / KEY_FILE).read_text())["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def done(self) -> dict[int, dict]:
+        """Chunk index -> its record, for every chunk of this run that is whole on disk."""
+        if self._stored_key() != self.key:
+            return {}
+        found: dict[int, dict] = {}
+        for path in sorted(self.dir.glob("chunk-*.json")):
+            try:
+                record = json.loads(path.read_text())
+                index = int(record["index"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if record.get("key") != self.key or not (self.dir / f"cutouts-{index:05d}.parquet").is_file():
+                continue
+            shard = record.get("shard")
+            if shard and verify_shard(self.out / shard["name"], record["ids"], self.key) is not None:
+                continue  # its shard was damaged or replaced: the chunk is redone
+            found[index] = record
+        return found
+
+    def begin(self) -> None:
+        """This run's parts from here on: another run's are removed."""
+        if self._stored_key() != self.key:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.dir / KEY_FILE, json.dumps({"key": self.key}) + "\n")
+
+    def save(self, index: int, record: dict, cutouts: list[dict], model_id: str) -> None:
+        """Chunk ``index`` done: its cutouts, then its record (which marks it done)."""
+        write_objects_table(cutouts, self.dir / f"cutouts-{index:05d}.parquet", model_id)
+        atomic_write_text(self.dir / f"chunk-{index:05d}.json", json.dumps({**record, "index": index, "key": self.key}))
+
+    def cutouts(self, index: int) -> list[dict]:
+        return pq.read_table(self.dir / f"cutouts-{index:05d}.parquet").to_pylist()
+
+    def remove_unfinished_shards(self, done: dict[int, dict], prefix: str) -> None:
+        """Pseudo-label shards of chunks not done (a killed run's): redone or, where a chunk now has no
+        readable photo, gone."""
+        kept = {shard_name(prefix, index) for index in done}
+        for stale in self.out.glob(f"{prefix}-*.parquet"):
+            if stale.name not in kept:
+                stale.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
