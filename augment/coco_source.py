@@ -94,9 +94,14 @@ def coco_image_roots(json_path: Path) -> list[Path]:
     return [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
 
 
-def coco_category(coco: CocoIndex, annotation: dict) -> str:
+def coco_category(coco: CocoIndex, annotation: dict) -> str | Skip:
+    """The name of an annotation's category, or a Skip naming the file and the id when the file's
+    ``categories`` do not list it (it was named by its id, a category no config or class map knows)."""
     category_id = annotation.get("category_id")
-    return coco.categories.get(category_id, str(category_id)) if isinstance(category_id, int) else str(category_id)
+    if isinstance(category_id, int) and not isinstance(category_id, bool) and category_id in coco.categories:
+        return coco.categories[category_id]
+    return Skip(str(coco.json_path), f"annotation {annotation.get('id')}: category_id {category_id!r} "
+                                     "is not in the file's categories")
 
 
 def _polygons(segmentation: list) -> list[list[float]]:
@@ -161,6 +166,9 @@ def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width:
     """(category, bool mask) of each usable, allowed, non-crowd annotation of one image, or a Skip."""
     for annotation in coco.by_image[image_id]:
         category = coco_category(coco, annotation)
+        if isinstance(category, Skip):
+            yield category
+            continue
         if not _category_allowed(category, config):
             continue
         if annotation.get("iscrowd"):

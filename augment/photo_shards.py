@@ -4,7 +4,9 @@
 schema of :mod:`augment.schema`, one row per photo: the photo (JPEG, scaled so its shorter side is
 at most ``short_side``), an instance-id mask and ``objects`` naming each id's category. Every pixel
 is named: id = source value + 1, so the source's value 0 becomes the category ``background`` and
-mask id 0 never occurs; pixels whose value no label names get no object (no loss in training).
+mask id 0 never occurs; a label map's value that ``label_list.json`` does not name, and a COCO annotation
+whose category the file does not list, are counted skips as in `synth expand`, and their pixels get no
+object or ``__ignore__`` (no loss in training).
 `synth extract` writes automatically labelled photos the same way (``pseudo-*.parquet``).
 
 Sources: ``label_map`` (value k = ``label_list.json[k]``), ``mask_pairs`` (value = instance, named by
@@ -18,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,8 @@ from augment.excluded_folders import excluding
 from augment.imageio import InputError, encode_jpeg, encode_png, resize_image
 from augment.label_names import check_label_names
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.sources import Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary
-
-log = logging.getLogger(__name__)
+from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,
+                             value_category)
 
 BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
 IGNORE_CATEGORY = "__ignore__"  # pixels that must carry no loss (crowd regions, untrusted automatic labels)
@@ -70,12 +70,13 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
             yield loaded
             continue
         image_path, mask_path, image, values, present = loaded
-        if fmt == "mask_pairs" and not names:  # a binary or unnamed instance mask: every object is "object"
-            photo_names = {v: "object" for v in present}
-        else:
-            photo_names = {v: names[v] for v in present if v in names}
-            for value in sorted(set(present) - set(photo_names)):
-                log.info("%s: label value %d has no name; its pixels carry no loss", mask_path, value)
+        photo_names = {}
+        for value in present:
+            category = value_category(value, names, fmt, mask_path)
+            if isinstance(category, Skip):  # skipped as `synth expand` skips it; its pixels carry no loss
+                yield category
+            else:
+                photo_names[value] = category
         yield LabelledPhoto(image_path, image, values, photo_names, {"mask": str(mask_path)})
 
 
@@ -96,7 +97,10 @@ def _coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto |
                 yield Skip(str(coco.json_path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
                 continue
             values[mask] = number
-            names[number] = IGNORE_CATEGORY if annotation.get("iscrowd") else coco_category(coco, annotation)
+            category = coco_category(coco, annotation)
+            if isinstance(category, Skip):  # an object of no known category: its pixels carry no loss, not background's
+                yield category
+            names[number] = IGNORE_CATEGORY if annotation.get("iscrowd") or isinstance(category, Skip) else category
         yield LabelledPhoto(path, image, values, names)
 
 

@@ -104,6 +104,17 @@ def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.
     return image, mask, values
 
 
+def value_category(value: int, names: dict[int, str], fmt: str, mask_path: Path) -> str | Skip:
+    """The category of a (non-zero) value of a whole-photo mask, the same for every command that reads one:
+    its name; a ``mask_pairs`` value without one is an ``object`` (a binary or unnamed instance mask);
+    a ``label_map`` value that ``label_list.json`` does not list is a Skip naming the file and the value."""
+    if value in names:
+        return names[value]
+    if fmt == "mask_pairs":
+        return "object"
+    return Skip(str(mask_path), f"unknown label value {value}")
+
+
 # ---------------------------------------------------------------- pairing files by name
 def name_key(path: Path, root: Path) -> str:
     """``path`` under ``root`` without its suffix: ``day1/0001`` for ROOT/day1/0001.png."""
@@ -185,13 +196,13 @@ def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image_path, _, image, mask, values = loaded
+        image_path, mask_path, image, mask, values = loaded
         if len(values) == 1 and not names:  # binary mask: the whole foreground is one object
             if _category_allowed("object", config):
                 yield crop_object(image, mask > 0, "object", image_path, config)
             continue
         for value in values:
-            category = names.get(value, "object")
+            category = value_category(value, names, "mask_pairs", mask_path)
             if _category_allowed(category, config):
                 yield crop_object(image, mask == value, category, image_path, config)
 
@@ -261,10 +272,10 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
             continue
         photo, label_path, image, labels, present = loaded
         for value in present:
-            if value not in names:
-                yield Skip(str(label_path), f"unknown label value {value}")
+            category = value_category(value, names, "label_map", label_path)
+            if isinstance(category, Skip):
+                yield category
                 continue
-            category = names[value]
             if not _category_allowed(category, config):
                 continue
             count, regions, stats, _ = cv2.connectedComponentsWithStats((labels == value).astype(np.uint8), connectivity=8)
@@ -381,12 +392,9 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
         photo, label_path, image, labels, present = loaded
         objects = []
         for value in present:
-            if value in names:
-                category = names[value]
-            elif fmt == "mask_pairs":
-                category = "object"
-            else:
-                yield Skip(str(label_path), f"unknown label value {value}")
+            category = value_category(value, names, fmt, label_path)
+            if isinstance(category, Skip):
+                yield category
                 continue
             mask = labels == value
             if _category_allowed(category, config) and mask.sum() >= config.min_area:

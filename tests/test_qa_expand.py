@@ -1,0 +1,73 @@
+"""QA of `synth expand` / `synth photo-shards` sources: every command names a whole-photo mask's values
+and a COCO annotation's category the same way, and what it cannot name is a counted, logged skip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from augment.config import BackgroundConfig, SourceConfig
+from augment.imageio import InputError
+from augment.label_names import check_label_names
+from augment.labelled_backgrounds import collect_labelled_backgrounds
+from augment.photo_shards import IGNORE_CATEGORY, read_labelled_photos, write_photo_shards
+from augment.sources import Skip, read_source
+from sources_factory import _save, make_coco, make_label_map, make_mask_pairs
+
+
+def _skips(items) -> list[Skip]:
+    return [item for item in items if isinstance(item, Skip)]
+
+
+def test_a_coco_annotation_of_an_unlisted_category_is_a_skip_naming_the_file_and_the_id(tmp_path):
+    coco = make_coco(tmp_path / "coco")
+    data = json.loads((coco / "instances.json").read_text())
+    data["annotations"][1]["category_id"] = 7  # the file's categories are 1 (shirt) and 2 (shoe)
+    (coco / "instances.json").write_text(json.dumps(data))
+    says = "annotation 2: category_id 7 is not in the file's categories"
+
+    items = list(read_source(coco, SourceConfig()))  # synth expand's cutouts
+    assert [item.category for item in items if not isinstance(item, Skip)] == ["shirt"]  # not a category '7'
+    assert [(s.path, s.reason) for s in _skips(items)] == [(str(coco / "instances.json"), says)]
+
+    # synth photo-shards: the same skip, and the object's pixels carry no loss (not called background)
+    manifest = write_photo_shards([coco], tmp_path / "photos", SourceConfig())
+    assert manifest["skipped"] == [{"path": str(coco / "instances.json"), "reason": says}]
+    photo = next(item for item in read_labelled_photos(coco, SourceConfig()) if not isinstance(item, Skip))
+    assert sorted(photo.names.values()) == [IGNORE_CATEGORY, "shirt"]
+    with pytest.raises(InputError, match="'7' not a label of the sources"):
+        check_label_names([coco], SourceConfig(keep_labels=("7",)))
+
+
+def test_photo_shards_skip_an_unknown_label_value_as_expand_and_labelled_backgrounds_do(tmp_path):
+    source = make_label_map(tmp_path / "labelled")
+    (source / "label_list.json").write_text(json.dumps(["null", "jacket", "skirt"]))  # value 3 is in the map
+    skip = (str(source / "labels" / "0001.png"), "unknown label value 3")
+
+    expand_skips = _skips(read_source(source, SourceConfig()))
+    assert [(s.path, s.reason) for s in expand_skips] == [skip]
+    manifest = write_photo_shards([source], tmp_path / "photos", SourceConfig())
+    assert [(s["path"], s["reason"]) for s in manifest["skipped"]] == [skip]
+    photo = next(item for item in read_labelled_photos(source, SourceConfig()) if not isinstance(item, Skip))
+    assert photo.names == {1: "jacket", 2: "skirt"}  # value 3's pixels: no object, no loss
+    backgrounds, skips = collect_labelled_backgrounds(source, BackgroundConfig(format="label_map"))
+    assert [(s.path, s.reason) for s in skips] == [skip]
+    assert backgrounds[0].categories == {1: "background", 2: "jacket", 3: "skirt"}
+
+
+def test_a_mask_value_categories_json_does_not_name_is_an_object_in_photo_shards_as_in_expand(tmp_path):
+    source = make_mask_pairs(tmp_path / "pairs")
+    instances = np.zeros((120, 160), np.uint8)
+    instances[10:60, 10:70] = 1
+    instances[70:115, 80:150] = 3  # categories.json names 1 (cup) and 2 (bag)
+    _save(source / "masks" / "b.png", instances)
+
+    cutouts = [item for item in read_source(source, SourceConfig(include=("b",))) if not isinstance(item, Skip)]
+    assert sorted(item.category for item in cutouts) == ["cup", "object"]
+    photo = next(item for item in read_labelled_photos(source, SourceConfig(include=("b",))))
+    assert photo.names == {1: "cup", 3: "object"}  # was left without a name (and without loss)
+    backgrounds, _ = collect_labelled_backgrounds(source, BackgroundConfig(format="mask_pairs", include=("b",)))
+    assert backgrounds[0].categories == {1: "background", 2: "cup", 4: "object"}
