@@ -158,7 +158,7 @@ def coco_images(coco: CocoIndex, config: SourceConfig) -> Iterator[tuple[int, Pa
         try:
             yield image_id, path, read_image(path, "rgb")
         except InputError as error:
-            yield Skip(str(path), str(error))
+            yield Skip.of(error, path)
 
 
 def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width: int,

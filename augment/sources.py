@@ -93,9 +93,7 @@ def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.
         image = read_image(image_path, "rgb")
         mask = read_mask(mask_path)
     except InputError as error:  # the file it names, once (the message starts with that file's path)
-        message = str(error)
-        named = next((path for path in (image_path, mask_path) if message.startswith(f"{path}: ")), None)
-        return Skip(str(named), message[len(f"{named}: "):]) if named else Skip(str(image_path), message)
+        return Skip.of(error, image_path, mask_path)
     if mask.shape[:2] != image.shape[:2]:
         return Skip(str(mask_path), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
     values = [int(v) for v in np.unique(mask) if v != 0]
@@ -228,7 +226,7 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         try:
             rgba = read_image(path, "unchanged")
         except InputError as error:
-            yield Skip(str(path), str(error))
+            yield Skip.of(error, path)
             continue
         if rgba.ndim != 3 or rgba.shape[2] != 4:
             yield Skip(str(path), "no alpha channel (RGBA cutouts need one)")
@@ -308,7 +306,7 @@ def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         try:
             rgba = decode_image(row["image"]["bytes"], name=name)
         except (InputError, TypeError) as error:
-            yield Skip(name, str(error))
+            yield Skip.of(error, name)
             continue
         if rgba.ndim != 3 or rgba.shape[2] != 4:
             yield Skip(name, "cutout has no alpha channel")

@@ -71,3 +71,25 @@ def test_a_mask_value_categories_json_does_not_name_is_an_object_in_photo_shards
     assert photo.names == {1: "cup", 3: "object"}  # was left without a name (and without loss)
     backgrounds, _ = collect_labelled_backgrounds(source, BackgroundConfig(format="mask_pairs", include=("b",)))
     assert backgrounds[0].categories == {1: "background", 2: "cup", 4: "object"}
+
+
+def test_an_unreadable_cutout_or_coco_photo_is_a_skip_that_names_its_file_once(tmp_path):
+    """The skip's reason said its path again: 'x.png' / 'x.png: truncated PNG (no IEND chunk)'."""
+    from augment.expand import collect_backgrounds
+    from sources_factory import make_backgrounds, make_rgba_source
+
+    rgba = make_rgba_source(tmp_path / "rgba", 2)
+    whole = (rgba / "box" / "object_0.png").read_bytes()
+    (rgba / "box" / "object_0.png").write_bytes(whole[: len(whole) // 2])
+    coco = make_coco(tmp_path / "coco")
+    (coco / "images" / "scene.jpg").write_bytes(b"")
+    backgrounds = make_backgrounds(tmp_path / "backgrounds", 2)
+    (backgrounds / "background_0.jpg").write_bytes(b"not a picture")
+
+    skips = [*_skips(read_source(rgba, SourceConfig())), *_skips(read_source(coco, SourceConfig())),
+             *collect_backgrounds(backgrounds, 1)[1]]
+    assert [s.path for s in skips] == [str(rgba / "box" / "object_0.png"), str(coco / "images" / "scene.jpg"),
+                                       str(backgrounds / "background_0.jpg")]
+    for skip in skips:
+        assert skip.path not in skip.reason, skip
+    assert skips[0].reason.startswith("truncated PNG") and skips[1].reason.startswith("empty file")
