@@ -93,3 +93,26 @@ def test_an_unreadable_cutout_or_coco_photo_is_a_skip_that_names_its_file_once(t
     for skip in skips:
         assert skip.path not in skip.reason, skip
     assert skips[0].reason.startswith("truncated PNG") and skips[1].reason.startswith("empty file")
+
+
+def test_an_export_of_labelled_photos_has_no_background_object_and_marks_no_loss_pixels_as_crowd(tmp_path):
+    """Photo rows name every pixel: the export made 'background' an object (read back, expand cut it
+    out as one) and '__ignore__' (crowd, untrusted labels) an ordinary category."""
+    from augment.coco_export import export_coco
+
+    coco = make_coco(tmp_path / "coco")
+    data = json.loads((coco / "instances.json").read_text())
+    data["annotations"][1]["iscrowd"] = 1  # the shoe's RLE region: a crowd
+    (coco / "instances.json").write_text(json.dumps(data))
+    write_photo_shards([coco], tmp_path / "photos", SourceConfig())
+    export_coco([tmp_path / "photos"], tmp_path / "exported")
+
+    exported = json.loads((tmp_path / "exported" / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in exported["categories"]}
+    assert sorted((names[a["category_id"]], a["iscrowd"]) for a in exported["annotations"]) == [
+        (IGNORE_CATEGORY, 1), ("shirt", 0)]
+    items = list(read_source(tmp_path / "exported", SourceConfig()))  # read back: the shirt alone, the crowd a skip
+    assert [item.category for item in items if not isinstance(item, Skip)] == ["shirt"]
+    assert [s.reason for s in _skips(items)] == ["annotation 2 is a crowd region"]
+    photo = next(read_labelled_photos(tmp_path / "exported", SourceConfig()))
+    assert sorted(photo.names.values()) == [IGNORE_CATEGORY, "shirt"]
