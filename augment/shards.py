@@ -203,6 +203,25 @@ def other_run_shards(folder: Place, config_hash: str) -> list[Place]:
     return [p for p in shards if shard_config_hash(p) != config_hash]
 
 
+MANIFEST_WRITERS = {"expand": "synth expand", "photos": "synth photo-shards", "pseudo": "synth extract"}
+
+
+def check_manifest_kind(folder: Path, kind: str) -> None:
+    """A folder whose ``manifest.json`` another command wrote (``kind``: what the manifest's ``kind``
+    says; an expansion's has none) is one line: replacing that manifest would leave the other run's
+    shards unlisted, unreadable to every reader, and mixed with these. An unreadable manifest is let be."""
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(manifest, dict):
+        return
+    found = manifest.get("kind", "expand" if "config_hash" in manifest else None)
+    if found in MANIFEST_WRITERS and found != kind:
+        raise InputError(f"{folder}: holds the output of `{MANIFEST_WRITERS[found]}` ({MANIFEST_FILE}); "
+                         f"`{MANIFEST_WRITERS[kind]}` would leave its shards unlisted: choose another --out")
+
+
 def check_other_run(folder: Place, config_hash: str, overwrite: bool = False) -> list[Place]:
     """Another run's shards in ``folder``: an :class:`InputError` (one line), or with ``overwrite``
     the list of files to remove (see :func:`clear_for_run`)."""

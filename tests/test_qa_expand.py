@@ -116,3 +116,22 @@ def test_an_export_of_labelled_photos_has_no_background_object_and_marks_no_loss
     assert [s.reason for s in _skips(items)] == ["annotation 2 is a crowd region"]
     photo = next(read_labelled_photos(tmp_path / "exported", SourceConfig()))
     assert sorted(photo.names.values()) == [IGNORE_CATEGORY, "shirt"]
+
+
+def test_photo_shards_into_an_expansions_folder_is_one_line_and_leaves_it_whole(tmp_path):
+    """It removed the expansion's manifest.json and wrote its own: the expansion's shards, unlisted,
+    could no longer be read by anything."""
+    from augment.shards import find_shards
+    from shard_factory import make_shards
+
+    made = tmp_path / "expanded"
+    make_shards(made, n_composites=8, rows_per_shard=4)
+    before = {p.name: p.read_bytes() for p in made.iterdir()}
+    source = make_label_map(tmp_path / "labelled")
+    with pytest.raises(InputError, match=r"holds the output of `synth expand` \(manifest.json\)"):
+        write_photo_shards([source], made, SourceConfig())
+    assert {p.name: p.read_bytes() for p in made.iterdir()} == before
+    assert len(find_shards([made])) == 2
+
+    write_photo_shards([source], tmp_path / "photos", SourceConfig())  # its own earlier output is replaced, as before
+    assert write_photo_shards([source], tmp_path / "photos", SourceConfig(), short_side=64)["short_side"] == 64
