@@ -180,9 +180,13 @@ def _paste(canvas: np.ndarray, rgba: np.ndarray, alpha: np.ndarray, mask: np.nda
         center = (x + width // 2, y + height // 2)
         src = cv2.cvtColor(np.ascontiguousarray(rgba[:, :, :3]), cv2.COLOR_RGB2BGR)
         dst = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
-        cloned = cv2.seamlessClone(src, dst, (mask > 0).astype(np.uint8) * 255, center, cv2.NORMAL_CLONE)
-        canvas[y : y + height, x : x + width][mask > 0] = cv2.cvtColor(cloned, cv2.COLOR_BGR2RGB)[y : y + height, x : x + width][mask > 0]
-        return
+        try:
+            cloned = cv2.seamlessClone(src, dst, (mask > 0).astype(np.uint8) * 255, center, cv2.NORMAL_CLONE)
+        except cv2.error:  # a mask too thin or sparse for it (2 px high, a torn sliver): blended linearly below
+            cloned = None  # (the same inputs fail the same way, so a replay takes the same path)
+        if cloned is not None:
+            canvas[y : y + height, x : x + width][mask > 0] = cv2.cvtColor(cloned, cv2.COLOR_BGR2RGB)[y : y + height, x : x + width][mask > 0]
+            return
     # cv2.blendLinear is ~15x faster than the same arithmetic in numpy floats.
     region[...] = cv2.blendLinear(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), region, alpha, 1.0 - alpha)
 

@@ -135,3 +135,27 @@ def test_photo_shards_into_an_expansions_folder_is_one_line_and_leaves_it_whole(
 
     write_photo_shards([source], tmp_path / "photos", SourceConfig())  # its own earlier output is replaced, as before
     assert write_photo_shards([source], tmp_path / "photos", SourceConfig(), short_side=64)["short_side"] == 64
+
+
+@pytest.mark.parametrize("thin", [(2, 9), (9, 1)], ids=["2px-high", "1px-wide"])
+def test_poisson_blending_of_a_sliver_blends_it_linearly_instead_of_failing_the_run(thin):
+    """cv2.seamlessClone raises on a mask 1-2 px thin (a small or torn object: seen on CCP with
+    blend: poisson), which ended `synth expand` with OpenCV's traceback."""
+    from augment.composite import _paste
+    from augment.config import CompositionConfig
+
+    config = CompositionConfig(width=64, height=64, blend="poisson")
+    canvas = np.full((64, 64, 3), 40, np.uint8)
+    rgba = np.zeros((12, 12, 4), np.uint8)
+    rgba[:, :, :3] = 220
+    mask = np.zeros((12, 12), np.uint8)
+    mask[3:3 + thin[0], 2:2 + thin[1]] = 1
+    rgba[:, :, 3] = mask * 255
+    alpha = rgba[:, :, 3].astype(np.float32) / 255
+    before = canvas.copy()
+    _paste(canvas, rgba, alpha, mask, [20, 20], config)
+    changed = (canvas != before).any(axis=2)
+    expected = np.zeros((64, 64), bool)
+    expected[20:32, 20:32] = mask > 0
+    np.testing.assert_array_equal(changed, expected)  # the sliver's pixels, and only they
+    assert (canvas[expected] == 220).all()
