@@ -159,3 +159,25 @@ def test_poisson_blending_of_a_sliver_blends_it_linearly_instead_of_failing_the_
     expected[20:32, 20:32] = mask > 0
     np.testing.assert_array_equal(changed, expected)  # the sliver's pixels, and only they
     assert (canvas[expected] == 220).all()
+
+
+@pytest.mark.parametrize("box", [(5, 35, 0, 15), (10, 30, 20, 40), (3, 20, 7, 30), (0, 40, 0, 40)],
+                         ids=["left-edge", "right-edge", "off-centre", "whole-crop"])
+def test_poisson_blending_pastes_the_objects_pixels_under_its_label(box):
+    """seamlessClone centred the mask's bounding box on the crop's centre: an object off its crop's
+    centre (torn, rotated, partly removed) was pasted beside its label, its label over background."""
+    from augment.composite import _paste
+    from augment.config import CompositionConfig
+
+    top, bottom, left, right = box
+    canvas = np.full((100, 100, 3), 100, np.uint8)
+    rgba = np.full((40, 40, 4), 100, np.uint8)
+    marker = ((top + bottom) // 2, (left + right) // 2)
+    rgba[marker[0], marker[1], :3] = 250  # one bright pixel inside the object
+    mask = np.zeros((40, 40), np.uint8)
+    mask[top:bottom, left:right] = 1
+    rgba[:, :, 3] = mask * 255
+    _paste(canvas, rgba, rgba[:, :, 3] / 255.0, mask, [30, 30], CompositionConfig(width=100, height=100, blend="poisson"))
+    found = np.unravel_index(np.argmax(canvas[:, :, 0]), canvas.shape[:2])
+    assert tuple(map(int, found)) == (30 + marker[0], 30 + marker[1])
+    assert canvas[found][0] > 200
