@@ -4,9 +4,10 @@
 schema of :mod:`augment.schema`, one row per photo: the photo (JPEG, scaled so its shorter side is
 at most ``short_side``), an instance-id mask and ``objects`` naming each id's category. Every pixel
 is named: id = source value + 1, so the source's value 0 becomes the category ``background`` and
-mask id 0 never occurs; a label map's value that ``label_list.json`` does not name, and a COCO annotation
-whose category the file does not list, are counted skips as in `synth expand`, and their pixels get no
-object or ``__ignore__`` (no loss in training).
+mask id 0 never occurs. A label map's value that ``label_list.json`` does not name, and a COCO
+annotation whose category the file does not list, are counted skips as in `synth expand`, and their
+pixels get no object or ``__ignore__`` (no loss in training). A row's id is its photo's name
+(``NAME-2`` for a second photo of that name).
 `synth extract` writes automatically labelled photos the same way (``pseudo-*.parquet``).
 
 Sources: ``label_map`` (value k = ``label_list.json[k]``), ``mask_pairs`` (value = instance, named by
@@ -37,6 +38,7 @@ from augment.cutouts import sources_fingerprint
 from augment.excluded_folders import excluding
 from augment.imageio import InputError, encode_jpeg, encode_png, resize_image
 from augment.label_names import check_label_names
+from augment.outputs import OutputNames
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
 from augment.shards import check_manifest_kind
 from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,
@@ -215,7 +217,8 @@ def _write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig
         if manifest.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in manifest["shards"]):
             return manifest
     skips: list[Skip] = []
-    rows = (photo_row(item.path.stem, item, short_side)
+    row_ids = OutputNames()  # a/0001.jpg and b/0001.jpg: rows 0001 and 0001-2 (export kept one id once)
+    rows = (photo_row(row_ids.take(item.path), item, short_side)
             for item in read_each(sources, read_labelled_photos, config, skips))
     # The first photo is read before anything is removed: sources that give none (a missing path, an
     # undetectable format, filters that match nothing) stop here and leave an earlier run's output as it was.

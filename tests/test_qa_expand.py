@@ -181,3 +181,16 @@ def test_poisson_blending_pastes_the_objects_pixels_under_its_label(box):
     found = np.unravel_index(np.argmax(canvas[:, :, 0]), canvas.shape[:2])
     assert tuple(map(int, found)) == (30 + marker[0], 30 + marker[1])
     assert canvas[found][0] > 200
+
+
+def test_photo_shards_of_two_photos_of_one_name_give_two_row_ids_and_export_keeps_both(tmp_path):
+    """Both rows were '0001': `synth export` kept one ('id seen before'), as extract's did before its fix."""
+    import pyarrow.parquet as pq
+
+    from augment.coco_export import export_coco
+
+    sources = [make_label_map(tmp_path / "a"), make_label_map(tmp_path / "b")]
+    manifest = write_photo_shards(sources, tmp_path / "photos", SourceConfig())
+    ids = [i for s in manifest["shards"] for i in pq.read_table(tmp_path / "photos" / s["name"]).column("id").to_pylist()]
+    assert ids == ["0001", "0001-2"]
+    assert export_coco([tmp_path / "photos"], tmp_path / "coco")["images"] == 2
