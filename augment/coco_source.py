@@ -73,9 +73,11 @@ def load_coco_index(source: Path) -> CocoIndex:
             images[entry["id"]] = entry
         else:
             problems.append(Skip(str(json_path), f"image entry #{number} is not an object with an integer id"))
-    for entry in data.get("categories", []):
+    for number, entry in enumerate(data.get("categories", [])):
         if isinstance(entry, dict) and isinstance(entry.get("id"), int):
             categories[entry["id"]] = str(entry.get("name", entry["id"]))
+        else:  # said here: its annotations are skipped for a category_id not in the file's categories
+            problems.append(Skip(str(json_path), f"category entry #{number} is not an object with an integer id"))
     by_image: dict[int, list[dict]] = {}
     for number, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict):

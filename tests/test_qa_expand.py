@@ -41,6 +41,12 @@ def test_a_coco_annotation_of_an_unlisted_category_is_a_skip_naming_the_file_and
     with pytest.raises(InputError, match="'7' not a label of the sources"):
         check_label_names([coco], SourceConfig(keep_labels=("7",)))
 
+    data["categories"][0]["id"] = "1"  # a category entry with a string id: said, not silently dropped
+    (coco / "instances.json").write_text(json.dumps(data))
+    reasons = [s.reason for s in _skips(read_source(coco, SourceConfig()))]
+    assert reasons == ["category entry #0 is not an object with an integer id",
+                       "annotation 1: category_id 1 is not in the file's categories", says]
+
 
 def test_photo_shards_skip_an_unknown_label_value_as_expand_and_labelled_backgrounds_do(tmp_path):
     source = make_label_map(tmp_path / "labelled")
