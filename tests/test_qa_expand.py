@@ -200,3 +200,16 @@ def test_photo_shards_of_two_photos_of_one_name_give_two_row_ids_and_export_keep
     ids = [i for s in manifest["shards"] for i in pq.read_table(tmp_path / "photos" / s["name"]).column("id").to_pylist()]
     assert ids == ["0001", "0001-2"]
     assert export_coco([tmp_path / "photos"], tmp_path / "coco")["images"] == 2
+
+
+def test_expand_into_a_photo_shards_folder_names_photo_shards_as_its_writer(tmp_path):
+    """It said 'holds the output of another `synth expand` run (other seed or config...)'."""
+    from augment.config import ExpandConfig
+    from augment.expand import run_expand
+    from sources_factory import make_backgrounds, make_rgba_source
+
+    photos = tmp_path / "photos"
+    write_photo_shards([make_label_map(tmp_path / "labelled")], photos, SourceConfig())
+    with pytest.raises(InputError, match=r"holds the output of `synth photo-shards` \(1 file\(s\) such as photos-00000"):
+        run_expand([make_rgba_source(tmp_path / "rgba", 2)], make_backgrounds(tmp_path / "backgrounds", 1), photos,
+                   ExpandConfig(num=2))
