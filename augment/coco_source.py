@@ -176,12 +176,16 @@ def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width:
         if annotation.get("iscrowd"):
             yield Skip(str(path), f"annotation {annotation.get('id')} is a crowd region")
             continue
-        try:
-            mask = coco_annotation_mask(annotation, height, width)
-        except Exception as error:  # pycocotools raises bare Exceptions on malformed input
-            yield Skip(str(path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
-            continue
-        yield category, mask > 0
+        mask = annotation_mask_or_skip(annotation, path, height, width)
+        yield mask if isinstance(mask, Skip) else (category, mask)
+
+
+def annotation_mask_or_skip(annotation: dict, path: Path, height: int, width: int) -> np.ndarray | Skip:
+    """An annotation's bool mask on its image ``path``, or a Skip naming that image and what is broken."""
+    try:
+        return coco_annotation_mask(annotation, height, width) > 0
+    except Exception as error:  # pycocotools raises bare Exceptions on malformed input
+        return Skip(str(path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
 
 
 def _coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augment.atomic_files import atomic_path, atomic_write_text, remove_orphaned_temporaries
-from augment.coco_source import coco_annotation_mask, coco_category, coco_images, load_coco_index
+from augment.coco_source import annotation_mask_or_skip, coco_category, coco_images, load_coco_index
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.excluded_folders import excluding
@@ -94,10 +94,9 @@ def _coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto |
         values = np.zeros((height, width), np.uint16)
         names: dict[int, str] = {}
         for number, annotation in enumerate(coco.by_image[image_id], start=1):
-            try:
-                mask = coco_annotation_mask(annotation, height, width) > 0
-            except Exception as error:  # pycocotools raises bare Exceptions on malformed input
-                yield Skip(str(coco.json_path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
+            mask = annotation_mask_or_skip(annotation, path, height, width)  # a Skip naming the image, as expand's
+            if isinstance(mask, Skip):
+                yield mask
                 continue
             values[mask] = number
             category = coco_category(coco, annotation)

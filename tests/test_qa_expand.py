@@ -213,3 +213,15 @@ def test_expand_into_a_photo_shards_folder_names_photo_shards_as_its_writer(tmp_
     with pytest.raises(InputError, match=r"holds the output of `synth photo-shards` \(1 file\(s\) such as photos-00000"):
         run_expand([make_rgba_source(tmp_path / "rgba", 2)], make_backgrounds(tmp_path / "backgrounds", 1), photos,
                    ExpandConfig(num=2))
+
+
+def test_a_broken_coco_segmentation_is_the_same_skip_in_photo_shards_as_in_expand(tmp_path):
+    """photo-shards named the .json file, expand the image, for the same broken annotation."""
+    coco = make_coco(tmp_path / "coco")
+    data = json.loads((coco / "instances.json").read_text())
+    data["annotations"][0]["segmentation"] = [[10, 10, 60]]  # an odd count of coordinates
+    (coco / "instances.json").write_text(json.dumps(data))
+    expand_skips = [(s.path, s.reason) for s in _skips(read_source(coco, SourceConfig()))]
+    manifest = write_photo_shards([coco], tmp_path / "photos", SourceConfig())
+    assert [(s["path"], s["reason"]) for s in manifest["skipped"]] == expand_skips
+    assert expand_skips[0][0] == str(coco / "images" / "scene.jpg") and "broken segmentation" in expand_skips[0][1]
