@@ -4,6 +4,11 @@ The export is written whole or not at all: into a temporary folder beside ``--ou
 place when complete. Every row is checked before it is written (its JPEG complete and decodable,
 its mask decodable and of the image's size, its id a safe file name not used before); bad rows are
 skipped and counted, never written as files holding bad bytes.
+
+Rows of labelled photos (`synth photo-shards`, `synth extract`) name every pixel: their ``background``
+(the source's value 0) is no annotation, and their ``__ignore__`` pixels (crowd regions, untrusted
+automatic labels) are a crowd annotation (``iscrowd: 1``), as COCO marks regions left out of training
+and evaluation; read back as a source, `synth expand` skips them and `synth photo-shards` gives them no loss.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from augment.atomic_files import orphaned_temporary, temporary_final_name, tempo
 from augment.imageio import InputError, check_complete, decode_image, image_format
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import check_output_folder, inside, is_safe_name
+from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
 from augment.shards import find_shards, iter_rows
 from augment.storage import Place
 
@@ -173,6 +179,9 @@ def _write_coco(shards: list[Place], folder: Path) -> dict[str, Any]:
         inside(folder / "images", folder / "images" / file_name).write_bytes(row["image"]["bytes"])
         images.append({"id": image_id, "file_name": file_name, "width": row["width"], "height": row["height"]})
         for obj in row["objects"] or []:
+            photo_label = not obj["cutout_id"]  # a labelled photo's row (photo-shards, extract), not a pasted cutout
+            if photo_label and obj["category"] == BACKGROUND_CATEGORY:
+                continue  # its source's value 0: what is not an object
             binary = np.asfortranarray((instances == obj["instance_id"]).astype(np.uint8))
             rle = mask_utils.encode(binary)
             area = float(mask_utils.area(rle))
@@ -189,7 +198,7 @@ def _write_coco(shards: list[Place], folder: Path) -> dict[str, Any]:
                     "segmentation": rle,
                     "area": area,
                     "bbox": [x0, y0, x1 - x0, y1 - y0],
-                    "iscrowd": 0,
+                    "iscrowd": int(photo_label and obj["category"] == IGNORE_CATEGORY),  # pixels with no loss
                     "attributes": {"cutout_id": obj["cutout_id"], "visible_fraction": obj["visible_fraction"]},
                 }
             )

@@ -73,9 +73,11 @@ def load_coco_index(source: Path) -> CocoIndex:
             images[entry["id"]] = entry
         else:
             problems.append(Skip(str(json_path), f"image entry #{number} is not an object with an integer id"))
-    for entry in data.get("categories", []):
+    for number, entry in enumerate(data.get("categories", [])):
         if isinstance(entry, dict) and isinstance(entry.get("id"), int):
             categories[entry["id"]] = str(entry.get("name", entry["id"]))
+        else:  # said here: its annotations are skipped for a category_id not in the file's categories
+            problems.append(Skip(str(json_path), f"category entry #{number} is not an object with an integer id"))
     by_image: dict[int, list[dict]] = {}
     for number, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict):
@@ -94,9 +96,14 @@ def coco_image_roots(json_path: Path) -> list[Path]:
     return [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
 
 
-def coco_category(coco: CocoIndex, annotation: dict) -> str:
+def coco_category(coco: CocoIndex, annotation: dict) -> str | Skip:
+    """The name of an annotation's category, or a Skip naming the file and the id when the file's
+    ``categories`` do not list it (it was named by its id, a category no config or class map knows)."""
     category_id = annotation.get("category_id")
-    return coco.categories.get(category_id, str(category_id)) if isinstance(category_id, int) else str(category_id)
+    if isinstance(category_id, int) and not isinstance(category_id, bool) and category_id in coco.categories:
+        return coco.categories[category_id]
+    return Skip(str(coco.json_path), f"annotation {annotation.get('id')}: category_id {category_id!r} "
+                                     "is not in the file's categories")
 
 
 def _polygons(segmentation: list) -> list[list[float]]:
@@ -153,7 +160,7 @@ def coco_images(coco: CocoIndex, config: SourceConfig) -> Iterator[tuple[int, Pa
         try:
             yield image_id, path, read_image(path, "rgb")
         except InputError as error:
-            yield Skip(str(path), str(error))
+            yield Skip.of(error, path)
 
 
 def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width: int,
@@ -161,17 +168,24 @@ def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width:
     """(category, bool mask) of each usable, allowed, non-crowd annotation of one image, or a Skip."""
     for annotation in coco.by_image[image_id]:
         category = coco_category(coco, annotation)
+        if isinstance(category, Skip):
+            yield category
+            continue
         if not _category_allowed(category, config):
             continue
         if annotation.get("iscrowd"):
             yield Skip(str(path), f"annotation {annotation.get('id')} is a crowd region")
             continue
-        try:
-            mask = coco_annotation_mask(annotation, height, width)
-        except Exception as error:  # pycocotools raises bare Exceptions on malformed input
-            yield Skip(str(path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
-            continue
-        yield category, mask > 0
+        mask = annotation_mask_or_skip(annotation, path, height, width)
+        yield mask if isinstance(mask, Skip) else (category, mask)
+
+
+def annotation_mask_or_skip(annotation: dict, path: Path, height: int, width: int) -> np.ndarray | Skip:
+    """An annotation's bool mask on its image ``path``, or a Skip naming that image and what is broken."""
+    try:
+        return coco_annotation_mask(annotation, height, width) > 0
+    except Exception as error:  # pycocotools raises bare Exceptions on malformed input
+        return Skip(str(path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
 
 
 def _coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:

@@ -177,12 +177,23 @@ def _paste(canvas: np.ndarray, rgba: np.ndarray, alpha: np.ndarray, mask: np.nda
     height, width = mask.shape
     region = canvas[y : y + height, x : x + width]
     if config.blend == "poisson" and min(x, y) > 0 and x + width < config.width and y + height < config.height:
-        center = (x + width // 2, y + height // 2)
-        src = cv2.cvtColor(np.ascontiguousarray(rgba[:, :, :3]), cv2.COLOR_RGB2BGR)
+        # seamlessClone clears the mask's outer 1-px frame, then centres what is left's bounding box (not
+        # the crop) on ``center``: a mask off the crop's centre or touching its edge (a torn, rotated or
+        # partly removed object) had its pixels pasted beside its label. One px of padding keeps the frame.
+        binary = (mask > 0).astype(np.uint8) * 255
+        box_x, box_y, box_w, box_h = cv2.boundingRect(binary)
+        center = (x + box_x + box_w // 2, y + box_y + box_h // 2)
+        src = cv2.copyMakeBorder(cv2.cvtColor(np.ascontiguousarray(rgba[:, :, :3]), cv2.COLOR_RGB2BGR), 1, 1, 1, 1,
+                                 cv2.BORDER_REPLICATE)
         dst = cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)
-        cloned = cv2.seamlessClone(src, dst, (mask > 0).astype(np.uint8) * 255, center, cv2.NORMAL_CLONE)
-        canvas[y : y + height, x : x + width][mask > 0] = cv2.cvtColor(cloned, cv2.COLOR_BGR2RGB)[y : y + height, x : x + width][mask > 0]
-        return
+        try:
+            cloned = cv2.seamlessClone(src, dst, cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+                                       center, cv2.NORMAL_CLONE)
+        except cv2.error:  # a mask too thin or sparse for it (2 px high, a torn sliver): blended linearly below
+            cloned = None  # (the same inputs fail the same way, so a replay takes the same path)
+        if cloned is not None:
+            canvas[y : y + height, x : x + width][mask > 0] = cv2.cvtColor(cloned, cv2.COLOR_BGR2RGB)[y : y + height, x : x + width][mask > 0]
+            return
     # cv2.blendLinear is ~15x faster than the same arithmetic in numpy floats.
     region[...] = cv2.blendLinear(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), region, alpha, 1.0 - alpha)
 

@@ -230,7 +230,7 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
     good = []
     for path, problem in zip(images, problems):
         if problem:
-            skips.append(Skip(str(path), problem))
+            skips.append(Skip.of(problem, path))
         else:
             good.append(path)
     if not good:

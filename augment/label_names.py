@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def source_label_names(source: Path, config: SourceConfig) -> set[str]:
     """Every label name ``source`` (read as ``config.format``) can give an object."""
-    from augment.coco_source import coco_category, load_coco_index
+    from augment.coco_source import load_coco_index
     from augment.sources import detect_format, label_map_files, load_categories
 
     source = Path(source)
@@ -37,8 +37,7 @@ def source_label_names(source: Path, config: SourceConfig) -> set[str]:
     if fmt == "rgba":
         return {p.parent.name if p.parent != source else "object" for p in list_images(source)[0]}
     if fmt == "coco":
-        coco = load_coco_index(source)
-        return set(coco.categories.values()) | {coco_category(coco, a) for found in coco.by_image.values() for a in found}
+        return set(load_coco_index(source).categories.values())  # an annotation of another category is skipped
     if fmt == "objects":
         import pyarrow as pa
         import pyarrow.parquet as pq

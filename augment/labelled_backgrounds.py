@@ -22,7 +22,7 @@ import numpy as np
 from augment.config import BackgroundConfig, SourceConfig
 from augment.imageio import InputError
 from augment.photo_shards import BACKGROUND_CATEGORY
-from augment.sources import Skip, detect_format, load_pair, photo_mask_pairs, skipped_summary
+from augment.sources import Skip, detect_format, load_pair, photo_mask_pairs, skipped_summary, value_category
 
 MIN_SIDE = 16  # backgrounds (plain or labelled) with a shorter side under this are skipped
 
@@ -89,10 +89,13 @@ def collect_labelled_backgrounds(folder: Path, config: BackgroundConfig) -> tupl
         if min(image.shape[:2]) < MIN_SIDE:
             skips.append(Skip(str(image_path), f"too small to use as a background ({image.shape[1]}x{image.shape[0]})"))
             continue
-        if fmt == "mask_pairs" and not names:  # an unnamed instance mask: every object is "object"
-            categories = {v + 1: "object" for v in present}
-        else:
-            categories = {v + 1: names[v] for v in present if v in names}
+        categories = {}
+        for value in present:  # named as the object sources name them; an unknown label value is a skip
+            category = value_category(value, names, fmt, label_path)
+            if isinstance(category, Skip):
+                skips.append(category)
+            else:
+                categories[value + 1] = category
         categories[1] = BACKGROUND_CATEGORY  # value 0, as a labelled photo's row names it
         good.append(LabelledBackground(image_path, label_path, categories))
     if not good:

@@ -13,8 +13,9 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Callable, Iterable
 
-from augment.atomic_files import remove_orphaned_temporaries
+from augment.atomic_files import NAME_MAX, remove_orphaned_temporaries
 from augment.imageio import InputError
 from augment.storage import Location
 
@@ -114,3 +115,49 @@ def check_report_file(path: Path | str, command: str, keys: tuple[str, ...], opt
             raise InputError(f"{path}: {option} exists and is not a `synth {command}` report; not overwriting "
                              "it (remove it or choose another name)")
     return path
+
+
+class OutputNames:
+    """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``. ``record`` is
+    told each stem before anything is written under it (``pipelines.output_record.OutputRecord``).
+    A stem is cut so that it with each of ``suffixes`` is a legal file name (NAME_MAX bytes): a
+    medium's own name may be that long already. A stem is also taken where one of its files would be
+    another stem's (`synth segment`'s ``a.confidence`` -> ``a.confidence.png`` is ``a``'s confidence
+    map) or one of ``existing``, the names already in the folder that are no output of this run (a
+    photo ``b.png`` segmented into its own folder): such a stem gets ``-2`` too, so no output
+    overwrites another or a file of the user's."""
+
+    def __init__(self, record: Callable[[str], None] | None = None, suffixes: tuple[str, ...] = (),
+                 existing: Iterable[str] = ()) -> None:
+        self.used: set[str] = set()
+        # every output file name of the stems taken, and the names of files already there; lower case
+        self.files: set[str] = {name.lower() for name in existing}
+        self.suffixes = suffixes
+        self.record = record
+        self.room = NAME_MAX - max((len(os.fsencode(s)) for s in suffixes), default=0)
+
+    def _free(self, name: str) -> bool:
+        return name.lower() not in self.used and not any(f"{name}{s}".lower() in self.files for s in self.suffixes)
+
+    def peek(self, medium: Path) -> str:
+        """The stem :meth:`take` would give ``medium`` now, not taken."""
+        stem, k = medium.stem, 2
+        name = _cut_name(stem, self.room)
+        while not self._free(name):
+            name, k = f"{_cut_name(stem, self.room - len(f'-{k}'))}-{k}", k + 1
+        return name
+
+    def take(self, medium: Path) -> str:
+        name = self.peek(medium)
+        self.used.add(name.lower())
+        self.files.update(f"{name}{s}".lower() for s in self.suffixes)
+        if self.record is not None:
+            self.record(name)
+        return name
+
+
+def _cut_name(name: str, limit: int) -> str:
+    """``name`` less its last characters until it takes at most ``limit`` bytes on disk."""
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return name

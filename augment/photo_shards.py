@@ -4,7 +4,10 @@
 schema of :mod:`augment.schema`, one row per photo: the photo (JPEG, scaled so its shorter side is
 at most ``short_side``), an instance-id mask and ``objects`` naming each id's category. Every pixel
 is named: id = source value + 1, so the source's value 0 becomes the category ``background`` and
-mask id 0 never occurs; pixels whose value no label names get no object (no loss in training).
+mask id 0 never occurs. A label map's value that ``label_list.json`` does not name, and a COCO
+annotation whose category the file does not list, are counted skips as in `synth expand`, and their
+pixels get no object or ``__ignore__`` (no loss in training). A row's id is its photo's name
+(``NAME-2`` for a second photo of that name).
 `synth extract` writes automatically labelled photos the same way (``pseudo-*.parquet``).
 
 Sources: ``label_map`` (value k = ``label_list.json[k]``), ``mask_pairs`` (value = instance, named by
@@ -18,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +32,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augment.atomic_files import atomic_path, atomic_write_text, remove_orphaned_temporaries
-from augment.coco_source import coco_annotation_mask, coco_category, coco_images, load_coco_index
+from augment.coco_source import annotation_mask_or_skip, coco_category, coco_images, load_coco_index
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.excluded_folders import excluding
 from augment.imageio import InputError, encode_jpeg, encode_png, resize_image
 from augment.label_names import check_label_names
+from augment.outputs import OutputNames
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.sources import Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary
-
-log = logging.getLogger(__name__)
+from augment.shards import check_manifest_kind
+from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,
+                             value_category)
 
 BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
 IGNORE_CATEGORY = "__ignore__"  # pixels that must carry no loss (crowd regions, untrusted automatic labels)
@@ -70,12 +73,13 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
             yield loaded
             continue
         image_path, mask_path, image, values, present = loaded
-        if fmt == "mask_pairs" and not names:  # a binary or unnamed instance mask: every object is "object"
-            photo_names = {v: "object" for v in present}
-        else:
-            photo_names = {v: names[v] for v in present if v in names}
-            for value in sorted(set(present) - set(photo_names)):
-                log.info("%s: label value %d has no name; its pixels carry no loss", mask_path, value)
+        photo_names = {}
+        for value in present:
+            category = value_category(value, names, fmt, mask_path)
+            if isinstance(category, Skip):  # skipped as `synth expand` skips it; its pixels carry no loss
+                yield category
+            else:
+                photo_names[value] = category
         yield LabelledPhoto(image_path, image, values, photo_names, {"mask": str(mask_path)})
 
 
@@ -90,13 +94,15 @@ def _coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto |
         values = np.zeros((height, width), np.uint16)
         names: dict[int, str] = {}
         for number, annotation in enumerate(coco.by_image[image_id], start=1):
-            try:
-                mask = coco_annotation_mask(annotation, height, width) > 0
-            except Exception as error:  # pycocotools raises bare Exceptions on malformed input
-                yield Skip(str(coco.json_path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
+            mask = annotation_mask_or_skip(annotation, path, height, width)  # a Skip naming the image, as expand's
+            if isinstance(mask, Skip):
+                yield mask
                 continue
             values[mask] = number
-            names[number] = IGNORE_CATEGORY if annotation.get("iscrowd") else coco_category(coco, annotation)
+            category = coco_category(coco, annotation)
+            if isinstance(category, Skip):  # an object of no known category: its pixels carry no loss, not background's
+                yield category
+            names[number] = IGNORE_CATEGORY if annotation.get("iscrowd") or isinstance(category, Skip) else category
         yield LabelledPhoto(path, image, values, names)
 
 
@@ -200,6 +206,7 @@ def _write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig
             raise InputError(f"{source}: source given twice")
         seen.add(Path(source).resolve())
     check_label_names(sources, config)
+    check_manifest_kind(out_dir, "photos")  # an expansion's or extraction's folder: not taken over
     fingerprint = hashlib.sha256(f"{sources_fingerprint(sources, config)}:{short_side}".encode()).hexdigest()[:16]
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():
@@ -210,7 +217,8 @@ def _write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig
         if manifest.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in manifest["shards"]):
             return manifest
     skips: list[Skip] = []
-    rows = (photo_row(item.path.stem, item, short_side)
+    row_ids = OutputNames()  # a/0001.jpg and b/0001.jpg: rows 0001 and 0001-2 (export kept one id once)
+    rows = (photo_row(row_ids.take(item.path), item, short_side)
             for item in read_each(sources, read_labelled_photos, config, skips))
     # The first photo is read before anything is removed: sources that give none (a missing path, an
     # undetectable format, filters that match nothing) stop here and leave an earlier run's output as it was.

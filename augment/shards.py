@@ -203,14 +203,41 @@ def other_run_shards(folder: Place, config_hash: str) -> list[Place]:
     return [p for p in shards if shard_config_hash(p) != config_hash]
 
 
+MANIFEST_WRITERS = {"expand": "synth expand", "photos": "synth photo-shards", "pseudo": "synth extract"}
+
+
+def manifest_kind(folder: Place) -> str | None:
+    """Which command's output ``folder``'s ``manifest.json`` lists (a key of :data:`MANIFEST_WRITERS`:
+    the manifest's ``kind``; an expansion's has none), or None (no readable manifest of one of them)."""
+    try:
+        manifest = json.loads((as_place(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    found = manifest.get("kind", "expand" if "config_hash" in manifest else None)
+    return found if found in MANIFEST_WRITERS else None
+
+
+def check_manifest_kind(folder: Path, kind: str) -> None:
+    """A folder whose ``manifest.json`` another command wrote is one line: replacing that manifest would
+    leave the other run's shards unlisted, unreadable to every reader, and mixed with these."""
+    found = manifest_kind(folder)
+    if found is not None and found != kind:
+        raise InputError(f"{folder}: holds the output of `{MANIFEST_WRITERS[found]}` ({MANIFEST_FILE}); "
+                         f"`{MANIFEST_WRITERS[kind]}` would leave its shards unlisted: choose another --out")
+
+
 def check_other_run(folder: Place, config_hash: str, overwrite: bool = False) -> list[Place]:
     """Another run's shards in ``folder``: an :class:`InputError` (one line), or with ``overwrite``
     the list of files to remove (see :func:`clear_for_run`)."""
     others = other_run_shards(folder, config_hash)
     if others and not overwrite:
-        raise InputError(f"{folder}: holds the output of another `synth expand` run (other seed or config; "
-                         f"{len(others)} file(s) such as {others[0].name}); pass --overwrite to replace it, "
-                         "or choose another --out")
+        writer = manifest_kind(folder) or "expand"
+        run = ("another `synth expand` run (other seed or config; " if writer == "expand"
+               else f"`{MANIFEST_WRITERS[writer]}` (")
+        raise InputError(f"{folder}: holds the output of {run}{len(others)} file(s) such as {others[0].name}); "
+                         "pass --overwrite to replace it, or choose another --out")
     return others
 
 

@@ -35,6 +35,14 @@ class Skip:
     path: str
     reason: str
 
+    @classmethod
+    def of(cls, error: Exception | str, *paths: Path | str) -> "Skip":
+        """The skip of an error whose message starts with the file it names (one of ``paths``, else
+        the first), that file's path not said twice ("x.png: x.png: truncated PNG")."""
+        message = str(error)
+        named = next((str(path) for path in paths if message.startswith(f"{path}: ")), None)
+        return cls(named, message[len(named) + 2:]) if named else cls(str(paths[0]), message)
+
 
 SourceItem = Union[SourceObject, Skip]
 

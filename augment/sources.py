@@ -93,15 +93,24 @@ def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.
         image = read_image(image_path, "rgb")
         mask = read_mask(mask_path)
     except InputError as error:  # the file it names, once (the message starts with that file's path)
-        message = str(error)
-        named = next((path for path in (image_path, mask_path) if message.startswith(f"{path}: ")), None)
-        return Skip(str(named), message[len(f"{named}: "):]) if named else Skip(str(image_path), message)
+        return Skip.of(error, image_path, mask_path)
     if mask.shape[:2] != image.shape[:2]:
         return Skip(str(mask_path), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
     values = [int(v) for v in np.unique(mask) if v != 0]
     if not values:
         return Skip(str(mask_path), empty_reason)
     return image, mask, values
+
+
+def value_category(value: int, names: dict[int, str], fmt: str, mask_path: Path) -> str | Skip:
+    """The category of a (non-zero) value of a whole-photo mask, the same for every command that reads one:
+    its name; a ``mask_pairs`` value without one is an ``object`` (a binary or unnamed instance mask);
+    a ``label_map`` value that ``label_list.json`` does not list is a Skip naming the file and the value."""
+    if value in names:
+        return names[value]
+    if fmt == "mask_pairs":
+        return "object"
+    return Skip(str(mask_path), f"unknown label value {value}")
 
 
 # ---------------------------------------------------------------- pairing files by name
@@ -185,13 +194,13 @@ def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]
         if isinstance(loaded, Skip):
             yield loaded
             continue
-        image_path, _, image, mask, values = loaded
+        image_path, mask_path, image, mask, values = loaded
         if len(values) == 1 and not names:  # binary mask: the whole foreground is one object
             if _category_allowed("object", config):
                 yield crop_object(image, mask > 0, "object", image_path, config)
             continue
         for value in values:
-            category = names.get(value, "object")
+            category = value_category(value, names, "mask_pairs", mask_path)
             if _category_allowed(category, config):
                 yield crop_object(image, mask == value, category, image_path, config)
 
@@ -217,7 +226,7 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         try:
             rgba = read_image(path, "unchanged")
         except InputError as error:
-            yield Skip(str(path), str(error))
+            yield Skip.of(error, path)
             continue
         if rgba.ndim != 3 or rgba.shape[2] != 4:
             yield Skip(str(path), "no alpha channel (RGBA cutouts need one)")
@@ -261,10 +270,10 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
             continue
         photo, label_path, image, labels, present = loaded
         for value in present:
-            if value not in names:
-                yield Skip(str(label_path), f"unknown label value {value}")
+            category = value_category(value, names, "label_map", label_path)
+            if isinstance(category, Skip):
+                yield category
                 continue
-            category = names[value]
             if not _category_allowed(category, config):
                 continue
             count, regions, stats, _ = cv2.connectedComponentsWithStats((labels == value).astype(np.uint8), connectivity=8)
@@ -297,7 +306,7 @@ def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         try:
             rgba = decode_image(row["image"]["bytes"], name=name)
         except (InputError, TypeError) as error:
-            yield Skip(name, str(error))
+            yield Skip.of(error, name)
             continue
         if rgba.ndim != 3 or rgba.shape[2] != 4:
             yield Skip(name, "cutout has no alpha channel")
@@ -381,12 +390,9 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
         photo, label_path, image, labels, present = loaded
         objects = []
         for value in present:
-            if value in names:
-                category = names[value]
-            elif fmt == "mask_pairs":
-                category = "object"
-            else:
-                yield Skip(str(label_path), f"unknown label value {value}")
+            category = value_category(value, names, fmt, label_path)
+            if isinstance(category, Skip):
+                yield category
                 continue
             mask = labels == value
             if _category_allowed(category, config) and mask.sum() >= config.min_area:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
-from augment.atomic_files import NAME_MAX, atomic_write_text
+from augment.atomic_files import atomic_write_text
 from augment.imageio import IMAGE_EXTENSIONS, InputError, read_image, save_image
+from augment.outputs import OutputNames  # noqa: F401  (extract and segment import it from here too)
 from pipelines.output_record import OutputRecord
 from pipelines.search_jobs import DETECTIONS_FILE, SEARCH_OUTPUTS, JobProgress, SearchJob, count_work, is_video
 
@@ -36,52 +36,6 @@ class RunSummary:
     seconds: float = 0.0
     tracks: list[dict[str, Any]] = field(default_factory=list)  # temporal mode: one per video
     skipped: list[str] = field(default_factory=list)  # frames of frame folders, with the reason
-
-
-class OutputNames:
-    """Unique output stems in one folder: a second ``photo`` becomes ``photo-2``. ``record`` is
-    told each stem before anything is written under it (:class:`pipelines.output_record.OutputRecord`).
-    A stem is cut so that it with each of ``suffixes`` is a legal file name (NAME_MAX bytes): a
-    medium's own name may be that long already. A stem is also taken where one of its files would be
-    another stem's (`synth segment`'s ``a.confidence`` -> ``a.confidence.png`` is ``a``'s confidence
-    map) or one of ``existing``, the names already in the folder that are no output of this run (a
-    photo ``b.png`` segmented into its own folder): such a stem gets ``-2`` too, so no output
-    overwrites another or a file of the user's."""
-
-    def __init__(self, record: Callable[[str], None] | None = None, suffixes: tuple[str, ...] = (),
-                 existing: Iterable[str] = ()) -> None:
-        self.used: set[str] = set()
-        # every output file name of the stems taken, and the names of files already there; lower case
-        self.files: set[str] = {name.lower() for name in existing}
-        self.suffixes = suffixes
-        self.record = record
-        self.room = NAME_MAX - max((len(os.fsencode(s)) for s in suffixes), default=0)
-
-    def _free(self, name: str) -> bool:
-        return name.lower() not in self.used and not any(f"{name}{s}".lower() in self.files for s in self.suffixes)
-
-    def peek(self, medium: Path) -> str:
-        """The stem :meth:`take` would give ``medium`` now, not taken."""
-        stem, k = medium.stem, 2
-        name = _cut_name(stem, self.room)
-        while not self._free(name):
-            name, k = f"{_cut_name(stem, self.room - len(f'-{k}'))}-{k}", k + 1
-        return name
-
-    def take(self, medium: Path) -> str:
-        name = self.peek(medium)
-        self.used.add(name.lower())
-        self.files.update(f"{name}{s}".lower() for s in self.suffixes)
-        if self.record is not None:
-            self.record(name)
-        return name
-
-
-def _cut_name(name: str, limit: int) -> str:
-    """``name`` less its last characters until it takes at most ``limit`` bytes on disk."""
-    while len(os.fsencode(name)) > limit:
-        name = name[:-1]
-    return name
 
 
 # Video frames per forward pass at most (--batch; on CUDA or with one worker, consecutive stills too):
