@@ -128,8 +128,17 @@ class Result:
 
 def _media(media: Sequence[Any]) -> list[np.ndarray]:
     """uint8 RGB arrays of a batch given to the API, each named by its place (as given where they
-    are uint8 RGB already: no copy)."""
-    return [load_rgb(medium, f"media[{index}]") for index, medium in enumerate(media)]
+    are uint8 RGB already: no copy). An empty batch, or one of several sizes (each would be searched,
+    and its boxes given, at the first medium's size), is an ArrayInputError naming it."""
+    arrays = [load_rgb(medium, f"media[{index}]") for index, medium in enumerate(media)]
+    if not arrays:
+        raise ArrayInputError("media: an empty batch; give at least one image")
+    height, width = arrays[0].shape[:2]
+    for index, array in enumerate(arrays):
+        if array.shape[:2] != (height, width):
+            raise ArrayInputError(f"media[{index}]: {array.shape[1]}x{array.shape[0]}, but media[0] is {width}x{height} "
+                                  "(a batch holds media of one size; search the others in a batch of their own)")
+    return arrays
 
 
 def load_query(query: ImageLike, query_mask: ImageLike | None = None,
@@ -238,6 +247,8 @@ class Searcher:
         tune_malloc()
         limit_blas_threads(1)  # numpy's products between torch's layers: see limit_blas_threads
         check_scales(query_scales)
+        if not (isinstance(max_side, (int, np.integer)) and max_side >= MIN_QUERY_INPUT_SIDE):
+            raise InputError(f"max_side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {max_side!r}")
         model, stored, self.model_name = load_model(checkpoint, untrained)
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1, not {threshold}")
@@ -348,6 +359,11 @@ class Searcher:
         """Search one query in a batch of same-size RGB media (video frames, or still images; arrays
         read as :func:`load_rgb` reads them)."""
         prepared = self.prepare(query)
+        if len(media) == 0:  # a batch given as an array has no truth value
+            return []
+        for given, name in ((sources, "sources"), (frames, "frames")):
+            if given and len(given) != len(media):
+                raise ValueError(f"{name}: {len(given)} given for {len(media)} media (one per medium)")
         media = _media(media)
         maps = self.maps(prepared, media)
         results = []

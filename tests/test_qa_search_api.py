@@ -1,0 +1,85 @@
+"""The search's Python API (`Searcher`, `TemporalSearcher`) given odd arguments, found by QA as a
+demanding user: a batch of media of several sizes, an empty batch, sources of another length, a
+max_side of 0, a starting box that is no box or lies outside the frame, a query given as a path.
+Small generated images; the untrained network on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from augment.imageio import InputError
+from pipelines.search import Searcher
+from pipelines.temporal import TRACKING, TemporalSearcher
+from tests.test_qa_search import OBJECT_BOX, _scene_and_object
+
+
+@pytest.fixture(scope="module")
+def searcher() -> Searcher:
+    return Searcher(untrained=True, device="cpu")
+
+
+def test_a_batch_of_media_of_several_sizes_is_one_value_error_not_boxes_outside_the_smaller_one(searcher):
+    """find_many searched every medium at the first one's size: a 64x48 crop got a 128x96 heat map
+    and a best box outside its own pixels."""
+    scene, thing = _scene_and_object()
+    with pytest.raises(ValueError, match=r"media\[1\]: 64x48, but media\[0\] is 128x96"):
+        searcher.find_many(thing, [scene, scene[:48, :64]])
+    with pytest.raises(ValueError, match=r"media\[1\]"):
+        searcher.heatmaps(thing, [scene, scene[:48, :64]])
+
+
+def test_an_empty_batch_finds_nothing_and_sources_must_match_the_media(searcher):
+    """find_many([]) and heatmaps(q, []) were IndexErrors deep in the levels; a sources list
+    shorter than the media an IndexError after the search."""
+    scene, thing = _scene_and_object()
+    assert searcher.find_many(thing, []) == []
+    with pytest.raises(ValueError, match="empty batch"):
+        searcher.heatmaps(thing, [])
+    with pytest.raises(ValueError, match="sources: 1 given for 2 media"):
+        searcher.find_many(thing, [scene, scene], sources=["a"])
+    with pytest.raises(ValueError, match="frames: 3 given for 2 media"):
+        searcher.find_many(thing, [scene, scene], frames=[0, 1, 2])
+
+
+@pytest.mark.parametrize("max_side", [0, -5, 2.5])
+def test_a_max_side_under_the_smallest_medium_is_one_line_not_a_zero_division(max_side):
+    with pytest.raises(InputError, match="max_side must be a whole number of pixels"):
+        Searcher(untrained=True, device="cpu", max_side=max_side)
+
+
+@pytest.mark.parametrize("box, message", [
+    ((1, 2, 3), "initial_box must be four finite numbers"),
+    ((float("nan"),) * 4, "initial_box must be four finite numbers"),
+    ((50, 50, 10, 10), "x1 > x0 and y1 > y0"),  # X,Y,W,H given where x0, y0, x1, y1 is asked
+    ((50, 50, 50, 50), "x1 > x0 and y1 > y0"),
+])
+def test_a_starting_box_that_is_no_box_is_a_value_error_naming_it(searcher, box, message):
+    """It was a bare unpacking error, 'cannot convert float NaN to integer', or an inverted box
+    silently tracked as if it were the target."""
+    scene, thing = _scene_and_object()
+    with pytest.raises(ValueError, match=message):
+        TemporalSearcher(searcher, searcher.prepare(thing), initial_box=box)
+
+
+def test_a_starting_box_outside_the_first_frame_is_a_value_error_as_the_commands_box_is(searcher):
+    """The command refused --box outside the frames; the API tracked a box at (1000, 1000) in a
+    128x96 frame as 'tracking'."""
+    scene, thing = _scene_and_object()
+    tracker = TemporalSearcher(searcher, searcher.prepare(thing), initial_box=(1000, 1000, 1050, 1100))
+    with pytest.raises(ValueError, match=r"initial_box 1000,1000,50,100 \(X,Y,W,H\) lies outside the 128x96 frames"):
+        tracker.step(scene)
+    huge = TemporalSearcher(searcher, searcher.prepare(thing), initial_box=(0, 0, 1e6, 1e6))
+    with pytest.raises(ValueError, match="more than 4 times the size"):
+        huge.step(scene)
+
+
+def test_a_query_given_as_a_path_or_array_is_prepared_not_an_attribute_error(searcher, tmp_path):
+    """TemporalSearcher(searcher, 'query.png') was AttributeError: 'str' object has no attribute 'size'."""
+    from augment.imageio import save_image
+
+    scene, thing = _scene_and_object()
+    save_image(tmp_path / "thing.png", thing)
+    for query in (tmp_path / "thing.png", str(tmp_path / "thing.png"), thing):
+        track = TemporalSearcher(searcher, query, initial_box=OBJECT_BOX).step(scene)
+        assert track.state == TRACKING and track.best_box is not None
