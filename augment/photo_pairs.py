@@ -24,7 +24,7 @@ import numpy as np
 from augment.catalogue import CatalogueConfig, CatalogueTransform, place_mask, tile_photos
 from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, encode_png, read_image
-from augment.sources import Skip, read_each, read_labelled_photos
+from augment.sources import Skip, read_each, read_labelled_photos, skipped_summary
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class PhotoIndex:
                 [encode_png(m.astype(np.uint8), 1) for _, m in item.objects]))
         if not records:
             raise InputError(f"{', '.join(map(str, sources))}: no labelled photos with objects "
-                             f"({len(skips)} inputs skipped)")
+                             f"({skipped_summary(skips)})")
         return cls(records, skips)
 
     def __len__(self) -> int:

@@ -5,6 +5,8 @@ Small generated images; the untrained network on the CPU."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,49 @@ def test_a_query_given_as_a_path_or_array_is_prepared_not_an_attribute_error(sea
     for query in (tmp_path / "thing.png", str(tmp_path / "thing.png"), thing):
         track = TemporalSearcher(searcher, query, initial_box=OBJECT_BOX).step(scene)
         assert track.state == TRACKING and track.best_box is not None
+
+
+def test_coco_annotations_without_a_mask_are_counted_skips_of_labelled_photos(tmp_path):
+    """`synth calibrate --photos` (and every reader of whole labelled photos) dropped a COCO file's
+    box-only and crowd annotations without a word: 'no labelled photos with objects (0 inputs skipped)'."""
+    import json
+
+    from augment.config import SourceConfig
+    from augment.photo_pairs import PhotoIndex
+    from augment.sources import LabelledPhoto, Skip, read_labelled_photos
+    from tests.sources_factory import make_coco
+
+    source = make_coco(tmp_path / "coco")
+    coco = json.loads((source / "instances.json").read_text())
+    coco["annotations"].append({"id": 3, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20], "iscrowd": 0})
+    coco["annotations"].append({"id": 4, "image_id": 1, "category_id": 2, "iscrowd": 1,
+                                "segmentation": [[0, 0, 9, 0, 9, 9]]})
+    (source / "instances.json").write_text(json.dumps(coco))
+    items = list(read_labelled_photos(source, SourceConfig(min_area=50)))
+    skips = [item.reason for item in items if isinstance(item, Skip)]
+    assert any("annotation 3" in reason and "box-only" in reason for reason in skips)
+    assert any("annotation 4 is a crowd region" in reason for reason in skips)
+    assert [len(p.objects) for p in items if isinstance(p, LabelledPhoto)] == [2]  # the two with masks kept
+    for annotation in coco["annotations"][:2]:  # no mask left (3 box-only, 1 crowd): nothing to index, 4 skips
+        annotation.pop("segmentation")
+    (source / "instances.json").write_text(json.dumps(coco))
+    with pytest.raises(InputError, match=r"no labelled photos with objects \(4 inputs skipped, e\.g\. .*annotation 1: broken "
+                                             r"segmentation \(missing: a box-only annotation has no mask"):
+        PhotoIndex.from_sources([source], SourceConfig(min_area=50))
+
+
+def test_a_mask_without_its_image_is_a_counted_skip_of_labelled_photos(tmp_path):
+    """calibrate --photos on mask pairs dropped the pairing's own skips (a mask with no image), which
+    expand and photo-shards count."""
+    import shutil
+
+    from augment.config import SourceConfig
+    from augment.sources import Skip, read_labelled_photos
+    from tests.sources_factory import make_mask_pairs
+
+    source = make_mask_pairs(tmp_path / "pairs")
+    mask = next((source / "masks").rglob("*.png"))
+    shutil.copy(mask, mask.with_name("orphan.png"))
+    skips = [item for item in read_labelled_photos(source, SourceConfig(min_area=50)) if isinstance(item, Skip)]
+    assert [Path(skip.path).name for skip in skips] == ["orphan.png"]
+    assert "a mask without its image" in skips[0].reason
