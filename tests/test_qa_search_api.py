@@ -5,6 +5,7 @@ Small generated images; the untrained network on the CPU."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,55 @@ def test_a_mask_without_its_image_is_a_counted_skip_of_labelled_photos(tmp_path)
     skips = [item for item in read_labelled_photos(source, SourceConfig(min_area=50)) if isinstance(item, Skip)]
     assert [Path(skip.path).name for skip in skips] == ["orphan.png"]
     assert "a mask without its image" in skips[0].reason
+
+
+def _damage_frames(video: Path, frames: tuple[int, ...]) -> None:
+    """Zero the start of the JPEG payload of each of ``frames`` of an MJPEG video (a camera's
+    damaged frames): OpenCV fails on those and reads on past them."""
+    data = bytearray(video.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    for frame in frames:
+        data[starts[frame] + 2:starts[frame] + 602] = bytes(600)
+    video.write_bytes(bytes(data))
+
+
+def test_a_damaged_frame_of_a_video_is_a_counted_skip_and_the_video_goes_on(tmp_path):
+    """One undecodable frame ended the video there; a damaged first frame lost a whole video
+    ('no frame could be decoded') of which every other frame was fine."""
+    from pipelines.video import FrameReader
+    from tests.test_search import _write_video
+
+    video = tmp_path / "camera.avi"
+    _write_video(video, frames=12)
+    _damage_frames(video, (0, 5))
+    reader = FrameReader(video, batch_size=4)
+    indices = [i for batch, _ in reader for i in batch]
+    assert indices == [1, 2, 3, 4, 6, 7, 8, 9, 10, 11]
+    assert reader.skipped == [f"{video} (frame 0): could not be decoded", f"{video} (frame 5): could not be decoded"]
+    assert reader.error is None
+    truncated = tmp_path / "cut.avi"  # a video cut short still ends where it breaks, with its error
+    truncated.write_bytes(video.read_bytes()[:int(video.stat().st_size * 0.6)])
+    reader = FrameReader(truncated)
+    last = [i for batch, _ in reader for i in batch][-1]
+    assert reader.error is not None and f"video breaks after {last + 1} of 12 frames" in reader.error
+    assert 5 < last < 11 and len(reader.skipped) == 2  # frames 0 and 5; those past the cut are not 'skipped'
+
+
+def test_the_search_of_a_video_with_a_damaged_frame_reports_the_skip_in_its_summary(tmp_path):
+    from cli_checks import run_cli
+
+    from augment.imageio import save_image
+    from tests.test_search import _query, _write_video
+
+    video = tmp_path / "camera.avi"
+    _write_video(video, frames=6)
+    _damage_frames(video, (0,))
+    save_image(tmp_path / "query.png", _query())
+    result = run_cli("search", tmp_path / "query.png", video, "--out", tmp_path / "out",
+                     "--device", "cpu", "--untrained", "--no-verify")
+    assert result.exit_code == 0, result.output
+    assert "skipped frame:" in result.output and "(frame 0): could not be decoded" in result.output
+    summary = json.loads((tmp_path / "out" / "camera.summary.json").read_text())
+    assert summary["frames"] == 5 and summary["skipped"] == 1
+    frames = [json.loads(line)["frame"] for line in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
+    assert frames == [1, 2, 3, 4, 5]
