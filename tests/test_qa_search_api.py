@@ -184,3 +184,22 @@ def test_the_search_of_a_video_with_a_damaged_frame_reports_the_skip_in_its_summ
     assert summary["frames"] == 5 and summary["skipped"] == 1
     frames = [json.loads(line)["frame"] for line in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
     assert frames == [1, 2, 3, 4, 5]
+
+
+def test_every_instance_reports_a_videos_skipped_frames_also_when_it_breaks_later(tmp_path):
+    """--every-instance dropped the skipped frames of a video that then broke (they were added only
+    after a clean end)."""
+    from cli_checks import run_cli
+
+    from augment.imageio import save_image
+    from tests.test_search import _query, _write_video
+
+    video = tmp_path / "camera.avi"
+    _write_video(video, frames=8)
+    _damage_frames(video, (0,))
+    video.write_bytes(video.read_bytes()[:int(video.stat().st_size * 0.7)])
+    save_image(tmp_path / "query.png", _query())
+    result = run_cli("search", tmp_path / "query.png", video, "--out", tmp_path / "out", "--every-instance",
+                     "--device", "cpu", "--untrained", "--no-verify", "--workers", "1")
+    assert result.exit_code == 1, result.output
+    assert "(frame 0): could not be decoded" in result.output and "video breaks after" in result.output
