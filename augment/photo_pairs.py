@@ -89,8 +89,10 @@ class PhotoIndex:
                 self._by_category.setdefault(category, []).append(i)
 
     @classmethod
-    def from_sources(cls, sources: Sequence[Path | str], config: SourceConfig | None = None) -> "PhotoIndex":
-        """Read every labelled photo of ``sources`` once (any format with whole photos and masks)."""
+    def from_sources(cls, sources: Sequence[Path | str], config: SourceConfig | None = None,
+                     filters: str = "") -> "PhotoIndex":
+        """Read every labelled photo of ``sources`` once (any format with whole photos and masks).
+        ``filters``: the options that may have left nothing, named where nothing was skipped."""
         config = config or SourceConfig()
         records, skips = [], []
         for item in read_each(sources, read_labelled_photos, config, skips):
@@ -103,7 +105,7 @@ class PhotoIndex:
                 [encode_png(m.astype(np.uint8), 1) for _, m in item.objects]))
         if not records:
             raise InputError(f"{', '.join(map(str, sources))}: no labelled photos with objects "
-                             f"({skipped_summary(skips)})")
+                             f"({skipped_summary(skips, filters=filters)})")
         return cls(records, skips)
 
     def __len__(self) -> int:

@@ -109,7 +109,9 @@ def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negati
         raise InputError("--cases must be at least 1")
     source_config = SourceConfig(format=source_format, include=list(include), drop_labels=list(drop_labels),
                                  min_area=min_area)
-    index = PhotoIndex.from_sources(list(sources), source_config)
+    given = [name for name, value in (("--include", include), ("--drop-labels", drop_labels),
+                                      ("--min-area", min_area)) if value]
+    index = PhotoIndex.from_sources(list(sources), source_config, " or ".join(given))
     if skips is not None:
         skips.extend(index.skips)
     pair_config = config or PhotoPairConfig(query_categories=tuple(categories))

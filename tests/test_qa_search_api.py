@@ -203,3 +203,15 @@ def test_every_instance_reports_a_videos_skipped_frames_also_when_it_breaks_late
                      "--device", "cpu", "--untrained", "--no-verify", "--workers", "1")
     assert result.exit_code == 1, result.output
     assert "(frame 0): could not be decoded" in result.output and "video breaks after" in result.output
+
+
+def test_calibrate_photos_that_its_filters_leave_empty_name_the_filters(tmp_path):
+    """`synth calibrate --photos ccp --include zzz` said '(0 inputs skipped)' and no why."""
+    from pipelines.calibration import photo_cases
+    from tests.sources_factory import make_street_photos
+
+    source = make_street_photos(tmp_path / "street")
+    with pytest.raises(InputError, match=r"0 inputs skipped: --include or --min-area left none"):
+        photo_cases([source], 4, include=["zzz"], min_area=50)
+    with pytest.raises(InputError, match=r"0 inputs skipped: --min-area left none"):
+        photo_cases([source], 4, min_area=10**8)
