@@ -215,3 +215,12 @@ def test_calibrate_photos_that_its_filters_leave_empty_name_the_filters(tmp_path
         photo_cases([source], 4, include=["zzz"], min_area=50)
     with pytest.raises(InputError, match=r"0 inputs skipped: --min-area left none"):
         photo_cases([source], 4, min_area=10**8)
+
+
+def test_calibrate_on_one_labelled_photo_says_it_needs_two(tmp_path):
+    from pipelines.calibration import photo_cases
+    from tests.sources_factory import make_street_photos
+
+    source = make_street_photos(tmp_path / "street", count=1)
+    with pytest.raises(InputError, match=r"street: 1 labelled photo with objects; calibration needs at least 2"):
+        photo_cases([source], 4, min_area=50)
