@@ -317,6 +317,9 @@ class Searcher:
                 query_mask: ImageLike | None = None) -> PreparedQuery:
         """Read a query once; its features are computed on first use and then reused."""
         if isinstance(query, PreparedQuery):
+            if query_mask is not None:  # it was silently ignored: the prepared query keeps its own mask
+                raise ValueError(f"query_mask: {query.name} is prepared with its mask already; pass the mask "
+                                 "to prepare(), or the query as a path or array")
             return query
         name = str(query) if isinstance(query, (str, Path)) else "query"
         rgb, mask = load_query(query, query_mask, name)

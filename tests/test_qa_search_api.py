@@ -224,3 +224,13 @@ def test_calibrate_on_one_labelled_photo_says_it_needs_two(tmp_path):
     source = make_street_photos(tmp_path / "street", count=1)
     with pytest.raises(InputError, match=r"street: 1 labelled photo with objects; calibration needs at least 2"):
         photo_cases([source], 4, min_area=50)
+
+
+def test_a_mask_given_with_a_prepared_query_is_a_value_error_not_silently_ignored(searcher):
+    scene, thing = _scene_and_object()
+    prepared = searcher.prepare(thing)
+    mask = np.zeros(thing.shape[:2], np.uint8)
+    mask[10:40, 5:25] = 255
+    with pytest.raises(ValueError, match="query_mask: query is prepared with its mask already"):
+        searcher.find(prepared, scene, query_mask=mask)
+    assert searcher.prepare(prepared) is prepared
