@@ -111,10 +111,14 @@ class Result:
     def highlight(self, image: np.ndarray | None = None) -> np.ndarray:
         """The medium with detected objects kept, the rest dimmed and each instance outlined (with
         none, the best peak's box thinly, as the best guess)."""
-        image = self.image if image is None else image
-        if image is None:
+        if image is None and self.image is None:
             raise ValueError("no medium image kept in this Result; pass image=")
-        return highlight(image, self.heatmap, self.detections, self.best)
+        if image is not None:  # read as a medium is (grey, RGBA, floats...), and of the searched size
+            image = load_rgb(image, "image")
+            if image.shape[:2] != self.heatmap.shape:
+                raise ArrayInputError(f"image: {image.shape[1]}x{image.shape[0]}, but the medium searched is "
+                                      f"{self.width}x{self.height} (its boxes would be drawn elsewhere)")
+        return highlight(self.image if image is None else image, self.heatmap, self.detections, self.best)
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "query": self.query, "frame": self.frame,

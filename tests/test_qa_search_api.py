@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -234,3 +235,15 @@ def test_a_mask_given_with_a_prepared_query_is_a_value_error_not_silently_ignore
     with pytest.raises(ValueError, match="query_mask: query is prepared with its mask already"):
         searcher.find(prepared, scene, query_mask=mask)
     assert searcher.prepare(prepared) is prepared
+
+
+def test_a_result_highlighted_on_another_picture_reads_it_as_a_medium_and_checks_its_size(searcher):
+    """Result.highlight(image) drew a 128x96 search's boxes on a 10x10 picture without a word, and a
+    float picture was an OpenCV assertion."""
+    scene, thing = _scene_and_object()
+    result = searcher.find(thing, scene)
+    with pytest.raises(ValueError, match="image: 10x10, but the medium searched is 128x96"):
+        result.highlight(np.zeros((10, 10, 3), np.uint8))
+    drawn = result.highlight(scene.astype(np.float32) / 255)  # floats in [0, 1], as a medium may be given
+    assert drawn.shape == scene.shape and drawn.dtype == np.uint8
+    np.testing.assert_array_equal(result.highlight(cv2.cvtColor(scene, cv2.COLOR_RGB2RGBA)), result.highlight())
