@@ -96,6 +96,8 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         self._check_box = initial_box is not None and not box_checked
         if self._check_box:
             initial_box = check_start_box(initial_box, None, None)
+        if config is not None and not isinstance(config, TemporalConfig):  # a dict: an AttributeError later
+            raise TypeError(f"config must be a TemporalConfig (TemporalConfig(**options)), not {type(config).__name__}")
         self.config = config or TemporalConfig()
         cfg = self.config
         qh, qw = query.size

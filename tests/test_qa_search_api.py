@@ -247,3 +247,9 @@ def test_a_result_highlighted_on_another_picture_reads_it_as_a_medium_and_checks
     drawn = result.highlight(scene.astype(np.float32) / 255)  # floats in [0, 1], as a medium may be given
     assert drawn.shape == scene.shape and drawn.dtype == np.uint8
     np.testing.assert_array_equal(result.highlight(cv2.cvtColor(scene, cv2.COLOR_RGB2RGBA)), result.highlight())
+
+
+def test_a_temporal_config_given_as_a_dict_is_a_type_error_naming_the_class(searcher):
+    scene, thing = _scene_and_object()
+    with pytest.raises(TypeError, match=r"config must be a TemporalConfig \(TemporalConfig\(\*\*options\)\), not dict"):
+        TemporalSearcher(searcher, thing, {"acquire_every": 2})
