@@ -253,3 +253,15 @@ def test_a_temporal_config_given_as_a_dict_is_a_type_error_naming_the_class(sear
     scene, thing = _scene_and_object()
     with pytest.raises(TypeError, match=r"config must be a TemporalConfig \(TemporalConfig\(\*\*options\)\), not dict"):
         TemporalSearcher(searcher, thing, {"acquire_every": 2})
+
+
+def test_a_pairs_file_saved_with_a_byte_order_mark_reads_its_first_line(tmp_path):
+    """A pairs file saved by Notepad or Excel as UTF-8 starts with a BOM: its first line was an error
+    ('Unexpected UTF-8 BOM'), its pair never searched."""
+    from pipelines.search_jobs import read_pairs
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_bytes(b'\xef\xbb\xbf{"query": "q.png", "medium": "a.jpg"}\r\n{"query": "q.png", "medium": "b.jpg"}\r\n')
+    jobs = read_pairs(pairs)
+    assert [job.error for job in jobs] == [None, None]
+    assert [job.medium for job in jobs] == [tmp_path / "a.jpg", tmp_path / "b.jpg"]
