@@ -24,7 +24,7 @@ import numpy as np
 from augment.catalogue import CatalogueConfig, CatalogueTransform, place_mask, tile_photos
 from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, encode_png, read_image
-from augment.sources import Skip, read_each, read_labelled_photos
+from augment.sources import Skip, read_each, read_labelled_photos, skipped_summary
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,10 @@ class PhotoIndex:
                 self._by_category.setdefault(category, []).append(i)
 
     @classmethod
-    def from_sources(cls, sources: Sequence[Path | str], config: SourceConfig | None = None) -> "PhotoIndex":
-        """Read every labelled photo of ``sources`` once (any format with whole photos and masks)."""
+    def from_sources(cls, sources: Sequence[Path | str], config: SourceConfig | None = None,
+                     filters: str = "") -> "PhotoIndex":
+        """Read every labelled photo of ``sources`` once (any format with whole photos and masks).
+        ``filters``: the options that may have left nothing, named where nothing was skipped."""
         config = config or SourceConfig()
         records, skips = [], []
         for item in read_each(sources, read_labelled_photos, config, skips):
@@ -103,7 +105,7 @@ class PhotoIndex:
                 [encode_png(m.astype(np.uint8), 1) for _, m in item.objects]))
         if not records:
             raise InputError(f"{', '.join(map(str, sources))}: no labelled photos with objects "
-                             f"({len(skips)} inputs skipped)")
+                             f"({skipped_summary(skips, filters=filters)})")
         return cls(records, skips)
 
     def __len__(self) -> int:

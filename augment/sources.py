@@ -380,9 +380,13 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
                 yield item
                 continue
             path, image, found = item
+            # An annotation left out (box-only, crowd, broken) is a counted skip, as a mask pair's
+            # unknown label is: dropped here, calibrate said '(0 inputs skipped)' of box-only COCO.
+            yield from (o for o in found if isinstance(o, Skip))
             yield LabelledPhoto(path, image, [o for o in found if not isinstance(o, Skip) and o[1].sum() >= config.min_area])
         return
-    names, pairs, _ = photo_mask_pairs(source, fmt, config)
+    names, pairs, unpaired = photo_mask_pairs(source, fmt, config)
+    yield from unpaired  # a mask without its image: counted, as expand counts it
     for loaded in loaded_pairs(pairs, "empty mask"):
         if isinstance(loaded, Skip):
             yield loaded

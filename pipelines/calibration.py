@@ -109,9 +109,14 @@ def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negati
         raise InputError("--cases must be at least 1")
     source_config = SourceConfig(format=source_format, include=list(include), drop_labels=list(drop_labels),
                                  min_area=min_area)
-    index = PhotoIndex.from_sources(list(sources), source_config)
+    given = [name for name, value in (("--include", include), ("--drop-labels", drop_labels),
+                                      ("--min-area", min_area)) if value]
+    index = PhotoIndex.from_sources(list(sources), source_config, " or ".join(given))
     if skips is not None:
         skips.extend(index.skips)
+    if len(index) < 2:  # else 'a scene of 2 photos needs more labelled photos than the 1 indexed'
+        raise InputError(f"{', '.join(map(str, sources))}: 1 labelled photo with objects; calibration needs "
+                         "at least 2 (a case's scene tiles the query's photo with others)")
     pair_config = config or PhotoPairConfig(query_categories=tuple(categories))
     most = max(1, len(index) - 1)  # a negative's scene is made of photos other than the query's
     pair_config.photos_per_scene = (min(pair_config.photos_per_scene[0], most),

@@ -111,10 +111,14 @@ class Result:
     def highlight(self, image: np.ndarray | None = None) -> np.ndarray:
         """The medium with detected objects kept, the rest dimmed and each instance outlined (with
         none, the best peak's box thinly, as the best guess)."""
-        image = self.image if image is None else image
-        if image is None:
+        if image is None and self.image is None:
             raise ValueError("no medium image kept in this Result; pass image=")
-        return highlight(image, self.heatmap, self.detections, self.best)
+        if image is not None:  # read as a medium is (grey, RGBA, floats...), and of the searched size
+            image = load_rgb(image, "image")
+            if image.shape[:2] != self.heatmap.shape:
+                raise ArrayInputError(f"image: {image.shape[1]}x{image.shape[0]}, but the medium searched is "
+                                      f"{self.width}x{self.height} (its boxes would be drawn elsewhere)")
+        return highlight(self.image if image is None else image, self.heatmap, self.detections, self.best)
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "query": self.query, "frame": self.frame,
@@ -128,8 +132,17 @@ class Result:
 
 def _media(media: Sequence[Any]) -> list[np.ndarray]:
     """uint8 RGB arrays of a batch given to the API, each named by its place (as given where they
-    are uint8 RGB already: no copy)."""
-    return [load_rgb(medium, f"media[{index}]") for index, medium in enumerate(media)]
+    are uint8 RGB already: no copy). An empty batch, or one of several sizes (each would be searched,
+    and its boxes given, at the first medium's size), is an ArrayInputError naming it."""
+    arrays = [load_rgb(medium, f"media[{index}]") for index, medium in enumerate(media)]
+    if not arrays:
+        raise ArrayInputError("media: an empty batch; give at least one image")
+    height, width = arrays[0].shape[:2]
+    for index, array in enumerate(arrays):
+        if array.shape[:2] != (height, width):
+            raise ArrayInputError(f"media[{index}]: {array.shape[1]}x{array.shape[0]}, but media[0] is {width}x{height} "
+                                  "(a batch holds media of one size; search the others in a batch of their own)")
+    return arrays
 
 
 def load_query(query: ImageLike, query_mask: ImageLike | None = None,
@@ -238,6 +251,8 @@ class Searcher:
         tune_malloc()
         limit_blas_threads(1)  # numpy's products between torch's layers: see limit_blas_threads
         check_scales(query_scales)
+        if not (isinstance(max_side, (int, np.integer)) and max_side >= MIN_QUERY_INPUT_SIDE):
+            raise InputError(f"max_side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {max_side!r}")
         model, stored, self.model_name = load_model(checkpoint, untrained)
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1, not {threshold}")
@@ -306,6 +321,9 @@ class Searcher:
                 query_mask: ImageLike | None = None) -> PreparedQuery:
         """Read a query once; its features are computed on first use and then reused."""
         if isinstance(query, PreparedQuery):
+            if query_mask is not None:  # it was silently ignored: the prepared query keeps its own mask
+                raise ValueError(f"query_mask: {query.name} is prepared with its mask already; pass the mask "
+                                 "to prepare(), or the query as a path or array")
             return query
         name = str(query) if isinstance(query, (str, Path)) else "query"
         rgb, mask = load_query(query, query_mask, name)
@@ -348,6 +366,11 @@ class Searcher:
         """Search one query in a batch of same-size RGB media (video frames, or still images; arrays
         read as :func:`load_rgb` reads them)."""
         prepared = self.prepare(query)
+        if len(media) == 0:  # a batch given as an array has no truth value
+            return []
+        for given, name in ((sources, "sources"), (frames, "frames")):
+            if given and len(given) != len(media):
+                raise ValueError(f"{name}: {len(given)} given for {len(media)} media (one per medium)")
         media = _media(media)
         maps = self.maps(prepared, media)
         results = []

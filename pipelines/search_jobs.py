@@ -99,7 +99,7 @@ def read_pairs(path: Path) -> list[SearchJob]:
     if not path.is_file():
         raise InputError(f"{path}: " + ("a folder; --pairs takes a JSONL file" if path.is_dir() else "no such pairs file"))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Notepad's, Excel's) is no JSON: line 1 failed
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not a UTF-8 text file (byte {error.start}); expected JSON lines") from None
     jobs: list[SearchJob] = []

@@ -216,6 +216,6 @@ def _search_video(workers: Any, prepared: Any, medium: Path, out: Path, names: O
                 yield {**result.to_json(), "highlight": f"{name}.highlight.mp4"}
             summary.frames += len(frames)
             advance(len(frames))
+    summary.skipped.extend(getattr(reader, "skipped", []))  # unreadable frames (files), also of a video that breaks
     if reader.error is not None:
         raise InputError(reader.error)
-    summary.skipped.extend(getattr(reader, "skipped", []))  # a frame folder's unreadable/mis-sized files

@@ -68,8 +68,8 @@ from pipelines.temporal_refine import refine_peak
 from pipelines.temporal_track import (GRID, LOST, REDETECTED, STATES, TRACKING, Look, RecentLevels, Track,
                                       TrackSummary)
 from pipelines.template_heat import TemplateHeat
-from pipelines.window_geometry import (box_from, crop_affine, hann_window, sample_window, shift_map, turn_matrix,
-                                       turned_size)
+from pipelines.window_geometry import (box_from, check_start_box, crop_affine, hann_window, sample_window, shift_map,
+                                       turn_matrix, turned_size)
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +84,20 @@ __all__ = ["LOST", "REDETECTED", "STATES", "TRACKING", "Look", "TemporalConfig",
 class TemporalSearcher(LostSearch, Adaptation, Acquisition):
     """Holds one query's target through a sequence of same-size frames (see the module docstring).
 
-    ``initial_box`` ([x0, y0, x1, y1]) starts tracking at once on the first frame (e.g. the box the
-    query was cut from); without it the first frame is searched whole.
+    ``query``: prepared (``searcher.prepare``) or what ``prepare`` reads. ``initial_box`` ([x0, y0,
+    x1, y1]) starts tracking at once on the first frame (e.g. the box the query was cut from); without
+    it the first frame is searched whole. A box that is no box or lies outside the first frame is a
+    ValueError naming it (window_geometry.check_start_box; ``box_checked``: a still search's box).
     """
 
     def __init__(self, searcher: Any, query: Any, config: TemporalConfig | None = None,
-                 initial_box: Sequence[float] | None = None) -> None:
+                 initial_box: Sequence[float] | None = None, *, box_checked: bool = False) -> None:
+        query = searcher.prepare(query)  # a PreparedQuery as it is; a path or an array read once
+        self._check_box = initial_box is not None and not box_checked
+        if self._check_box:
+            initial_box = check_start_box(initial_box, None, None)
+        if config is not None and not isinstance(config, TemporalConfig):  # a dict: an AttributeError later
+            raise TypeError(f"config must be a TemporalConfig (TemporalConfig(**options)), not {type(config).__name__}")
         self.config = config or TemporalConfig()
         cfg = self.config
         qh, qw = query.size
@@ -169,6 +177,8 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         frame = load_rgb(frame, "frame")  # uint8 RGB: as given, no copy
         h, w = frame.shape[:2]
         if self._frame_size is None:
+            if self._check_box and self._initial is not None:  # where the first frame's size is known
+                check_start_box(self._initial, w, h)
             self._frame_size = (w, h)
         elif self._frame_size != (w, h):
             raise ArrayInputError(f"frame {self.index}: {w}x{h}, but the frames before it are "

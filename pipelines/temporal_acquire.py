@@ -86,7 +86,8 @@ class Acquisition:
                 if followed is not None and followed.best_box is not None and lands_on(best.box, followed.best_box):
                     self._agreed = self._agreed + 1 if strong else 0
                 else:
-                    self._hypothesis = type(self)(self.searcher, self.query, cfg, initial_box=best.box)
+                    self._hypothesis = type(self)(self.searcher, self.query, cfg, initial_box=best.box,
+                                                  box_checked=True)
                     followed = self._hypothesis.step(frame)
                     self._agreed = int(strong)
                 if self._agreed >= cfg.acquire_confirm:

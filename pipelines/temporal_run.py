@@ -20,6 +20,7 @@ from augment.imageio import InputError, save_image
 from pipelines.frames import frames_and_highlights
 from pipelines.temporal import TemporalConfig, TemporalSearcher, TrackSummary
 from pipelines.temporal_draw import draw_track, frame_heat
+from pipelines.window_geometry import check_start_box
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
     with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
             for index, frame in zip(indices, frames):
-                if not checked:
-                    _check_box(initial_box, frame.shape[1], frame.shape[0], medium)
+                if not checked:  # named as the command's option (the tracker checks it too)
+                    check_start_box(initial_box, frame.shape[1], frame.shape[0], f"{medium}: --box")
                     checked = True
                 track = tracker.step(frame)
                 track.frame = index
@@ -67,18 +68,3 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
         reports.append(report)
     if reader.error is not None:
         raise InputError(reader.error)
-
-
-MAX_BOX_TO_FRAME = 4  # a --box this many times the frame's width or height is a typo, not a target
-
-
-def _check_box(box: Any, width: int, height: int, medium: Path) -> None:
-    x0, y0, x1, y1 = box
-    if x1 - x0 > MAX_BOX_TO_FRAME * width or y1 - y0 > MAX_BOX_TO_FRAME * height:
-        raise InputError(f"{medium}: --box {x0:g},{y0:g},{x1 - x0:g},{y1 - y0:g} is more than "
-                         f"{MAX_BOX_TO_FRAME} times the size of its {width}x{height} frames")
-    inside_w, inside_h = min(x1, width) - max(x0, 0), min(y1, height) - max(y0, 0)
-    if inside_w < 2 or inside_h < 2:
-        where = ("lies outside its" if inside_w <= 0 or inside_h <= 0 else
-                 f"covers {max(inside_w, 0):g}x{max(inside_h, 0):g} px (at least 2 px a side is needed) of its")
-        raise InputError(f"{medium}: --box {x0:g},{y0:g},{x1 - x0:g},{y1 - y0:g} {where} {width}x{height} frames")

@@ -2,7 +2,8 @@
 
 :class:`FrameReader` decodes batches of RGB frames ahead of the consumer; a video that cannot be
 opened is an :class:`InputError` at once, one that breaks mid-way ends the iteration early and
-leaves the reason in ``reader.error`` (the frames before the break are delivered). A video whose
+leaves the reason in ``reader.error`` (the frames before the break are delivered); a frame that
+cannot be decoded with decodable ones after it is skipped (``reader.skipped``). A video whose
 frames are over the pixel limit (:mod:`augment.pixel_limit`) is an InputError as it opens: from the
 size its header declares, before any frame is decoded, and from its first frame where that differs;
 a later frame of another size over the limit ends the video there with ``reader.error`` naming it,
@@ -43,6 +44,11 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # FourCC per output container; mp4v/MJPG are built into every OpenCV wheel (no system codecs).
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 _END = object()
+# Frames in a row that may fail to decode, within the frame count the header declares, before the
+# video counts as ending there: a damaged frame (a camera's MJPEG with a corrupt JPEG) is skipped and
+# counted, as a frame folder's unreadable file is, and the frames after it are searched (OpenCV reads
+# on past it; the reader stopped there, and a damaged first frame lost the whole video).
+MAX_BAD_FRAMES_IN_A_ROW = 8
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,7 @@ class FrameReader:
         self.info = _info(self._capture)
         self.frames_read = 0
         self.error: str | None = None
+        self.skipped: list[str] = []  # frames that could not be decoded, the video going on past them
         self._first = self._first_frame()
         self._resize_logged = False
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
@@ -172,11 +179,19 @@ class FrameReader:
         indices: list[int] = []
         frames: list[np.ndarray] = []
         index = 0
+        failed = 0  # frames in a row, from ``index`` on, that could not be decoded
         try:
             while not self._stop.is_set():
                 ok, frame = self._read()
                 if not ok or frame is None:
-                    break
+                    failed += 1
+                    if failed >= MAX_BAD_FRAMES_IN_A_ROW or index + failed >= self.info.frame_count:
+                        break  # the end (declared or not), or a break past repair
+                    continue
+                for bad in range(index, index + failed):  # decodable frames follow: those were damaged
+                    self.skipped.append(f"{self.path} (frame {bad}): could not be decoded")
+                    logger.info("skipped frame: %s", self.skipped[-1])
+                index, failed = index + failed, 0
                 if frame.shape[1::-1] != (self.info.width, self.info.height):
                     if self._over_limit(frame, index):
                         break

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import cv2
 import numpy as np
 
+from augment.picture_arrays import ArrayInputError
 
 
 
@@ -82,6 +85,37 @@ def box_from(center: tuple[float, float], size: tuple[float, float],
     w, h = size
     x0, y0 = min(max(0, round(cx - w / 2)), frame_w), min(max(0, round(cy - h / 2)), frame_h)
     return x0, y0, max(x0, min(frame_w, round(cx + w / 2))), max(y0, min(frame_h, round(cy + h / 2)))
+
+
+MAX_BOX_TO_FRAME = 4  # a starting box this many times the frame's width or height is a typo, not a target
+
+
+def check_start_box(box: Any, width: int | None, height: int | None, name: str = "initial_box") -> tuple[float, ...]:
+    """A tracker's starting box (x0, y0, x1, y1) as four floats, or one line naming ``name``
+    (``synth search``'s ``--box``, the API's ``initial_box``): four finite numbers with x1 > x0 and
+    y1 > y0, and, with the frame's ``width`` and ``height``, at least 2 px a side of it inside the
+    frame and at most :data:`MAX_BOX_TO_FRAME` times its size. An ArrayInputError: a ValueError to
+    the API's caller, one line (exit 2) on the command line."""
+    try:
+        values = tuple(float(v) for v in box)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[2] <= values[0] \
+            or values[3] <= values[1]:
+        raise ArrayInputError(f"{name} must be four finite numbers x0, y0, x1, y1 with x1 > x0 and y1 > y0, "
+                              f"not {box!r}")
+    if width is None or height is None:
+        return values
+    x0, y0, x1, y1 = values
+    given = f"{name} {x0:g},{y0:g},{x1 - x0:g},{y1 - y0:g} (X,Y,W,H)"
+    if x1 - x0 > MAX_BOX_TO_FRAME * width or y1 - y0 > MAX_BOX_TO_FRAME * height:
+        raise ArrayInputError(f"{given} is more than {MAX_BOX_TO_FRAME} times the size of the {width}x{height} frames")
+    inside_w, inside_h = min(x1, width) - max(x0, 0), min(y1, height) - max(y0, 0)
+    if inside_w < 2 or inside_h < 2:
+        where = ("lies outside the" if inside_w <= 0 or inside_h <= 0 else
+                 f"covers {max(inside_w, 0):g}x{max(inside_h, 0):g} px (at least 2 px a side is needed) of the")
+        raise ArrayInputError(f"{given} {where} {width}x{height} frames")
+    return values
 
 
 def shift_map(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
