@@ -46,6 +46,12 @@ logger = logging.getLogger(__name__)
 _ENCODERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], OnnxMediumEncoder | None]]" = \
     weakref.WeakKeyDictionary()
 _EXPORTING = threading.Lock()  # one export at a time: side-by-side workers share the result
+# onnxruntime's CPU memory arena keeps what it allocated for every input shape it has seen: a folder of
+# photos of many sizes (each searched at several zooms, verification's windows of many sizes) grew a
+# search's memory without bound, 0.75 GB at its 5th CCP photo to 1.9 GB at its 30th and 3.9 GB at its
+# 200th, where without the arena it stays at ~0.9 GB (PyTorch's own path: ~1.0) for ~7% more time per
+# encoding (`python benchmarks/search_memory.py`).
+CPU_MEMORY_ARENA = False
 
 
 @contextlib.contextmanager
@@ -113,6 +119,7 @@ class OnnxMediumEncoder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # notes on unused initialisers are noise here
+        options.enable_cpu_mem_arena = CPU_MEMORY_ARENA
         self.session = onnxruntime.InferenceSession(buffer.getvalue(), options,
                                                     providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
