@@ -264,7 +264,10 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         # A killed run's checkpoint temporary: also where no lock clears them (selftune's training steps).
         remove_orphaned_temporaries(out)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict()["values"], sort_keys=False))
-        writer = SummaryWriter(str(out / "tb"))
+        # purge_step: TensorBoard hides what earlier writers logged past the step this run starts from
+        # (a killed run's steps after its last checkpoint, a run stopped before its first), so no step
+        # shows twice. Step s is logged as s + 1 once done: s's own (in the checkpoint) is kept.
+        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1)
 
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # detached losses, synced to floats only when logging
