@@ -3,13 +3,19 @@ runs and their logs, bad inputs and checkpoints. One test per defect found."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pyarrow.parquet as pq
 import pytest
+import yaml
 
 import train.loop as loop
+from cli_checks import assert_one_line_error, run_cli
 from shard_factory import make_shards
 from test_trainer import tiny_config
-from train.checkpoint import CHECKPOINT_FILE, load_checkpoint
+from train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from train.loop import train
+from train.tasks import build_task
 
 
 class Killed(BaseException):
@@ -25,6 +31,14 @@ def _killed_at(monkeypatch: pytest.MonkeyPatch, kill_step: int) -> None:
         return original(step, config)
 
     monkeypatch.setattr(loop, "learning_rate", learning_rate)
+
+
+def save_untrained_search(path: Path, **overrides) -> Path:
+    """A query search checkpoint of :func:`tiny_config` with untrained weights."""
+    config = tiny_config(**overrides)
+    save_checkpoint(path, model=build_task(config).build_model(), optimizer=None, step=0, config=config.to_dict(),
+                    config_hash=config.hash())
+    return path
 
 
 def _logged_steps(tb) -> list[int]:
@@ -51,3 +65,19 @@ def test_a_killed_runs_steps_past_its_checkpoint_are_not_logged_twice_in_tensorb
     train(config, shards, run, resume=resume, show_progress=False)
     assert load_checkpoint(run / CHECKPOINT_FILE)["step"] == 6
     assert _logged_steps(run / "tb") == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_a_manifests_shard_without_a_composite_column_is_one_line_naming_it(tmp_path, command):
+    """A shard of a folder's manifest with no ``objects`` column (an older or hand-edited schema) was a
+    pyarrow KeyError traceback mid-run; a shard named by itself was already refused in one line."""
+    folder = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    shard = folder / "train-00000.parquet"
+    pq.write_table(pq.read_table(shard).drop(["objects"]), shard, row_group_size=4)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(tiny_config().to_dict()["values"]))
+    checkpoint = save_untrained_search(tmp_path / "search.pt")
+    args = {"train": ["train", "--shards", folder, "--out", tmp_path / "run", "--config", config],
+            "eval": ["eval", "--shards", folder, "--checkpoint", checkpoint]}[command]
+    assert_one_line_error(run_cli(*args), 2, f"{shard}: not a composite shard (no objects column)")
+    assert not (tmp_path / "run").exists()
