@@ -81,3 +81,15 @@ def test_a_manifests_shard_without_a_composite_column_is_one_line_naming_it(tmp_
             "eval": ["eval", "--shards", folder, "--checkpoint", checkpoint]}[command]
     assert_one_line_error(run_cli(*args), 2, f"{shard}: not a composite shard (no objects column)")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_of_another_architecture_names_the_first_mismatch(tmp_path):
+    """An init_checkpoint (or --checkpoint) of another model width said only "checkpoint does not fit
+    this model (Error(s) in loading state_dict for QuerySearchNet:)": torch's header, not what differs."""
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    wide = save_untrained_search(tmp_path / "wide.pt", model={**tiny_config().model, "conversion_width": 16})
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(init_checkpoint=str(wide)).to_dict()["values"]))
+    line = assert_one_line_error(run_cli("train", "--shards", shards, "--out", tmp_path / "run", "--config", config),
+                                 2, f"{wide}: checkpoint does not fit this model (size mismatch for conversion.")
+    assert "Error(s) in loading" not in line and "more)" in line
