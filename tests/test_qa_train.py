@@ -3,6 +3,7 @@ runs and their logs, bad inputs and checkpoints. One test per defect found."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -93,3 +94,31 @@ def test_a_checkpoint_of_another_architecture_names_the_first_mismatch(tmp_path)
     line = assert_one_line_error(run_cli("train", "--shards", shards, "--out", tmp_path / "run", "--config", config),
                                  2, f"{wide}: checkpoint does not fit this model (size mismatch for conversion.")
     assert "Error(s) in loading" not in line and "more)" in line
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seed", -3, "seed must be an integer from 0 to 2**63 - 1"),  # a traceback in round 1's extract (numpy)
+    ("seed", 2**64, "seed must be an integer from 0 to 2**63 - 1"),
+    ("max_rounds", True, "max_rounds must be an integer >= 1"),  # YAML's true was taken for 1 round
+    ("finetune_steps", True, "finetune_steps must be an integer >= 0"),
+    ("unlabeled_per_round", True, "unlabeled_per_round must be an integer >= 0"),
+    ("min_gain", float("nan"), "min_gain must be a finite number"),  # a NaN never stopped a run on its gain
+    ("min_gain", True, "min_gain must be a finite number"),
+])
+def test_selftune_config_values_of_the_wrong_type_or_range_are_one_line_naming_the_key(key, value, message):
+    from augment.imageio import InputError
+    from pipelines import selftune_config
+    from segment_factory import tiny_selftune_config
+
+    with pytest.raises(InputError, match=f"^selftune.yaml: {re.escape(message)}$"):
+        selftune_config.resolve(tiny_selftune_config(**{key: value}), "selftune.yaml")
+
+
+def test_a_train_seed_beyond_torchs_range_is_one_line_not_a_traceback(tmp_path):
+    """seed: 99999999999999999999 passed the config's checks and failed in torch.manual_seed with a traceback."""
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({**tiny_config().to_dict()["values"], "seed": 10**20}))
+    assert_one_line_error(run_cli("train", "--shards", shards, "--out", tmp_path / "run", "--config", config), 2,
+                          f"{config}: seed must be at most 2**63 - 1")
+    assert not (tmp_path / "run").exists()

@@ -36,6 +36,8 @@ TASK_NAMES = ("query_search", "segment")
 # (configs/train_gpu.yaml: 64) and the same as `synth eval --batch-size` (pipelines/train_commands.py
 # MAX_EVAL_BATCH_SIZE). batch_size: 100000 filled the memory at the first step instead of saying so.
 MAX_BATCH_SIZE = 256
+# torch.manual_seed takes no larger seed (a larger one was a traceback as the run started).
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -189,6 +191,7 @@ class TrainConfig:
                              f"memory), got {self.batch_size!r}")
         checks = [
             (self.lr > 0, f"lr must be positive, got {self.lr!r}"),
+            (self.seed <= MAX_SEED, f"seed must be at most 2**63 - 1, got {self.seed!r}"),
             (self.init_checkpoint or not self.init_optimizer, "init_optimizer needs an init_checkpoint"),
             (self.min_lr <= self.lr, f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})"),
             (self.query_size <= 1024 and self.medium_size <= 4096, "query_size must be at most 1024 and medium_size at most 4096"),
