@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the query search network or a segmenter (--task segment); `torchrun --nproc_per_node=N` for DDP."""
         from augment.locking import claim_output_folder
-        from augment.outputs import check_output_folder
+        from augment.outputs import check_not_an_input, check_output_folder
         from train.checkpoint import CHECKPOINT_FILE
         from train.loop import train as train_run
         from train.shard_set import reading_shards
@@ -101,6 +101,10 @@ def register(app: typer.Typer) -> None:
 
         def run() -> None:
             check_output_folder(out)
+            # The run folder's lock would stop the run's own reading lock on it: "busy", blaming itself.
+            check_not_an_input(out, [*((s, "--shards") for s in shards), *([(eval_shards, "--eval-shards")]
+                                                                             if eval_shards else [])],
+                               "the run would write among the shards it reads")
             if resume and not (out / CHECKPOINT_FILE).exists():
                 # A run killed before its first checkpoint left its folder (config.yaml, tb/) but nothing to
                 # resume: say what to do instead of only "no such checkpoint".

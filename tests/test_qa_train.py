@@ -122,3 +122,19 @@ def test_a_train_seed_beyond_torchs_range_is_one_line_not_a_traceback(tmp_path):
     assert_one_line_error(run_cli("train", "--shards", shards, "--out", tmp_path / "run", "--config", config), 2,
                           f"{config}: seed must be at most 2**63 - 1")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option", ["--shards", "--eval-shards"])
+def test_train_into_its_own_shards_folder_is_a_user_error_not_busy_with_itself(tmp_path, option):
+    """train --shards X --out X said "train run (pid <its own>) is writing these shards; wait for it to
+    finish" (exit 3): its run-folder lock stopped its own reading lock."""
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(tiny_config().to_dict()["values"]))
+    args = ["train", "--shards", shards, "--out", shards, "--config", config]
+    if option == "--eval-shards":
+        args[2] = make_shards(tmp_path / "other", n_cutouts=6, n_composites=8, size=64).folder
+        args += ["--eval-shards", shards]
+    before = sorted(p.name for p in shards.iterdir())
+    line = assert_one_line_error(run_cli(*args), 2, f"{shards}: --out is also a {option} folder")
+    assert "pid" not in line and sorted(p.name for p in shards.iterdir()) == before
