@@ -256,7 +256,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import file_lock
         from augment.outputs import check_output_file
         from train.evaluate import load_trained
-        from train.export import check_onnx_installed, export_onnx, max_difference
+        from train.export import check_onnx_installed, check_replaceable_onnx, export_onnx, max_difference
 
         check_at_least(batch, 1, "--batch")
         check_at_least(query_size, 32, "--query-size")
@@ -275,6 +275,7 @@ def register(app: typer.Typer) -> None:
 
         def export_to_out() -> None:
             check_onnx_installed(with_runtime=check)
+            check_replaceable_onnx(out)
             model, run_config = load_trained(checkpoint, _config(config) if checkpoint is None else None)
             if run_config.task != "query_search":  # a segmenter takes one image, not the graph's three inputs
                 raise InputError(f"{checkpoint}: a {run_config.task} checkpoint; export-onnx exports the query "

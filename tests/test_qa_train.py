@@ -138,3 +138,20 @@ def test_train_into_its_own_shards_folder_is_a_user_error_not_busy_with_itself(t
     before = sorted(p.name for p in shards.iterdir())
     line = assert_one_line_error(run_cli(*args), 2, f"{shards}: --out is also a {option} folder")
     assert "pid" not in line and sorted(p.name for p in shards.iterdir()) == before
+
+
+def test_export_onnx_never_overwrites_a_file_that_is_not_an_onnx_model(tmp_path):
+    """export-onnx --out replaced any file: the very checkpoint it exported (the run's weights lost), a
+    shard folder's objects.parquet; eval --out already refused a file that was not its report."""
+    pytest.importorskip("onnx")
+    checkpoint = save_untrained_search(tmp_path / "run" / CHECKPOINT_FILE)
+    kept = (tmp_path / "notes.txt")
+    kept.write_text("my notes\n")
+    for out in (checkpoint, kept):
+        before = out.read_bytes()
+        assert_one_line_error(run_cli("export-onnx", "--checkpoint", checkpoint, "--out", out, "--no-check"), 2,
+                              f"{out}: --out exists and is not an ONNX model; not overwriting it")
+        assert out.read_bytes() == before
+    onnx_file = tmp_path / "search.onnx"
+    for _ in range(2):  # an earlier export is replaced
+        assert run_cli("export-onnx", "--checkpoint", checkpoint, "--out", onnx_file, "--no-check").exit_code == 0
