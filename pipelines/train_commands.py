@@ -68,6 +68,20 @@ def _check_shards(task: str, folder: str | Path) -> None:
         list_shards(folder)
 
 
+def _check_distinct(shards: list[str]) -> None:
+    """One line when a --shards folder is given twice (by the same or another spelling): its rows would
+    be trained on twice per epoch, as if it were two folders."""
+    from augment.storage import as_place, is_remote
+
+    seen: dict[str, str] = {}
+    for entry in shards:
+        place = as_place(entry)
+        key = str(place).rstrip("/") if is_remote(place) else str(Path(place).resolve())
+        if key in seen:
+            raise InputError(f"{entry}: given twice as --shards (also as {seen[key]}); name each folder once")
+        seen[key] = entry
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
     from pipelines.cli import (TRAIN_RESTART_HINT, TRAIN_RESUME_HINT, check_at_least,  # here: pipelines.cli imports this
@@ -101,6 +115,7 @@ def register(app: typer.Typer) -> None:
 
         def run() -> None:
             check_output_folder(out)
+            _check_distinct(shards)
             # The run folder's lock would stop the run's own reading lock on it: "busy", blaming itself.
             check_not_an_input(out, [*((s, "--shards") for s in shards), *([(eval_shards, "--eval-shards")]
                                                                              if eval_shards else [])],

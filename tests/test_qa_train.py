@@ -155,3 +155,15 @@ def test_export_onnx_never_overwrites_a_file_that_is_not_an_onnx_model(tmp_path)
     onnx_file = tmp_path / "search.onnx"
     for _ in range(2):  # an earlier export is replaced
         assert run_cli("export-onnx", "--checkpoint", checkpoint, "--out", onnx_file, "--no-check").exit_code == 0
+
+
+def test_a_shard_folder_given_twice_is_one_line_not_trained_on_twice(tmp_path):
+    """--task segment --shards X --shards X/ trained on X's rows twice an epoch, without a word."""
+    from segment_factory import tiny_train_values
+
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    config = tmp_path / "segment.yaml"
+    config.write_text(yaml.safe_dump(tiny_train_values(steps=1)))
+    result = run_cli("train", "--config", config, "--shards", shards, "--shards", f"{shards}/", "--out", tmp_path / "run")
+    assert_one_line_error(result, 2, f"{shards}/: given twice as --shards (also as {shards})")
+    assert not (tmp_path / "run").exists()
