@@ -85,7 +85,7 @@ def _check_distinct(shards: list[str]) -> None:
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
     from pipelines.cli import (TRAIN_RESTART_HINT, TRAIN_RESUME_HINT, check_at_least,  # here: pipelines.cli imports this
-                               check_at_most, run_guarded)
+                               check_at_most, fail, run_guarded)
 
     @app.command()
     def train(
@@ -108,10 +108,16 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_not_an_input, check_output_folder
         from train.checkpoint import CHECKPOINT_FILE
+        from train.config import TASK_NAMES, is_device_name
         from train.loop import train as train_run
         from train.shard_set import reading_shards
 
         check_at_least(steps, 1, "--steps")  # 0 would end at once, with no checkpoint
+        # Checked here, so the line names the option, not the --config file that does not hold the value.
+        if task is not None and task not in TASK_NAMES:
+            fail(f"--task must be {' or '.join(TASK_NAMES)}, not {task!r}")
+        if device is not None and not is_device_name(device):
+            fail(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
 
         def run() -> None:
             check_output_folder(out)

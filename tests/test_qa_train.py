@@ -167,3 +167,17 @@ def test_a_shard_folder_given_twice_is_one_line_not_trained_on_twice(tmp_path):
     result = run_cli("train", "--config", config, "--shards", shards, "--shards", f"{shards}/", "--out", tmp_path / "run")
     assert_one_line_error(result, 2, f"{shards}/: given twice as --shards (also as {shards})")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--task", "bogus", "--task must be query_search or segment, not 'bogus'"),
+    ("--device", "tpu", "--device must be auto, cpu, cuda or cuda:N, not 'tpu'"),
+])
+def test_a_bad_train_option_is_named_as_the_option_not_as_the_config_file(tmp_path, option, value, message):
+    """train --config c.yaml --device tpu said "c.yaml: device must be ...": the file holds no 'tpu'."""
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(tiny_config().to_dict()["values"]))
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    line = assert_one_line_error(run_cli("train", "--shards", shards, "--out", tmp_path / "run", "--config", config,
+                                         option, value), 2, message)
+    assert str(config) not in line and not (tmp_path / "run").exists()

@@ -40,6 +40,11 @@ MAX_BATCH_SIZE = 256
 MAX_SEED = 2**63 - 1
 
 
+def is_device_name(name: str) -> bool:
+    """auto, cpu, cuda or cuda:N: what a config's ``device`` and ``--device`` take."""
+    return re.fullmatch(r"auto|cpu|cuda(:\d+)?", name) is not None
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; ``configs/train_*.yaml`` document every key."""
@@ -201,8 +206,7 @@ class TrainConfig:
             (0.0 < self.query_fill[0] <= self.query_fill[1] <= 1.0, "query_fill must be 0 < lo <= hi <= 1"),
             (all(0.0 <= b < 1.0 for b in self.betas), "betas must lie in [0, 1)"),
             (self.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, not {self.amp!r}"),
-            (re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
-             f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}"),
+            (is_device_name(self.device), f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}"),
         ]
         for ok, message in checks:
             if not ok:
