@@ -181,3 +181,29 @@ def test_a_bad_train_option_is_named_as_the_option_not_as_the_config_file(tmp_pa
     line = assert_one_line_error(run_cli("train", "--shards", shards, "--out", tmp_path / "run", "--config", config,
                                          option, value), 2, message)
     assert str(config) not in line and not (tmp_path / "run").exists()
+
+
+def test_a_loader_worker_killed_under_a_run_is_one_line_saying_how_to_resume(tmp_path, monkeypatch):
+    """The OOM killer (or a kill -9) taking a DataLoader worker ended train with torch's traceback."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=12, size=64).folder
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(steps=8, checkpoint_every=2, num_workers=1).to_dict()["values"]))
+    original = loop.learning_rate
+
+    def learning_rate(step, config):
+        if step == 3:
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGKILL)
+            time.sleep(0.5)
+        return original(step, config)
+
+    monkeypatch.setattr(loop, "learning_rate", learning_rate)
+    run = tmp_path / "run"
+    line = assert_one_line_error(run_cli("train", "--shards", shards, "--out", run, "--config", config), 1,
+                                 "DataLoader worker (pid", "killed by signal", "--resume")
+    assert "Traceback" not in line and load_checkpoint(run / CHECKPOINT_FILE)["step"] == 2
