@@ -84,8 +84,8 @@ def check_not_an_input(out: Path | str, inputs: list[tuple[object, str]], why: s
     ``why`` that cannot be; object-store places and paths that are not folders are left out."""
     target = Path(out).resolve()
     for place, option in inputs:
-        if not isinstance(place, Location) and not str(place).startswith(("s3://", "gs://")) \
-                and Path(place).is_dir() and Path(place).resolve() == target:
+        # (an object-store prefix as text, "s3://b/k", is no local folder: Path makes it "s3:/b/k")
+        if not isinstance(place, Location) and Path(place).is_dir() and Path(place).resolve() == target:
             raise InputError(f"{out}: --out is also a {option} folder ({why}); choose another --out")
 
 
