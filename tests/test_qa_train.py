@@ -207,3 +207,40 @@ def test_a_loader_worker_killed_under_a_run_is_one_line_saying_how_to_resume(tmp
     line = assert_one_line_error(run_cli("train", "--shards", shards, "--out", run, "--config", config), 1,
                                  "DataLoader worker (pid", "killed by signal", "--resume")
     assert "Traceback" not in line and load_checkpoint(run / CHECKPOINT_FILE)["step"] == 2
+
+
+@pytest.fixture(scope="module")
+def finished_selftune(tmp_path_factory):
+    """A finished one-round self-tuning state, its inputs and config file."""
+    from pipelines import selftune_config
+    from pipelines.selftune import Inputs, SelfTune
+    from segment_factory import make_noise_backgrounds, make_scene_photos, make_unlabeled, tiny_selftune_config
+
+    root = tmp_path_factory.mktemp("selftune")
+    inputs = Inputs(make_scene_photos(root / "labeled"), make_unlabeled(root / "unlabeled"),
+                    make_noise_backgrounds(root / "backgrounds"))
+    values = tiny_selftune_config(max_rounds=1, finetune_steps=0)
+    (root / "selftune.yaml").write_text(yaml.safe_dump(values))
+    assert SelfTune(root / "state", inputs, selftune_config.resolve(values)).run()["finished"]
+    return root, inputs
+
+
+@pytest.mark.parametrize("file, text, named", [
+    ("selftune.json", "[1, 2]", "state"),  # AttributeError: 'list' object has no attribute 'get'
+    ("selftune.json", None, "selftune.json"),  # round "x": taken as it was
+    ("metrics.jsonl", '{"round": 1, "miou": 0.', "metrics.jsonl"),  # JSONDecodeError traceback
+])
+def test_a_damaged_selftune_state_file_is_one_line_naming_it(finished_selftune, tmp_path, file, text, named):
+    import json
+    import shutil
+
+    root, inputs = finished_selftune
+    state = tmp_path / "state"
+    shutil.copytree(root / "state", state)
+    if text is None:
+        text = json.dumps({**json.loads((state / file).read_text()), "round": "x"})
+    (state / file).write_text(text)
+    result = run_cli("selftune", "--state", state, "--labeled", inputs.labeled, "--unlabeled", inputs.unlabeled,
+                     "--backgrounds", inputs.backgrounds, "--config", root / "selftune.yaml")
+    line = assert_one_line_error(result, 2, str(state / named) if named != "state" else f"{state}: unreadable")
+    assert "Traceback" not in line
