@@ -45,7 +45,7 @@ from augment.imageio import InputError, encode_jpeg, encode_png
 from augment.label_names import check_label_names
 from augment.labelled_backgrounds import MIN_SIDE, LabelledBackground, collect_labelled_backgrounds
 from augment.object_lock import claim_output
-from augment.outputs import check_output_folder, inside
+from augment.outputs import check_not_an_input, check_output_folder, inside
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
 from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip, limited, skipped_summary
@@ -243,11 +243,8 @@ def _check_not_an_input(out_dir: Path, sources: list[Place], backgrounds: Place)
     """``out_dir`` is not a source or the backgrounds folder: a rerun would read this run's
     ``objects.parquet`` as the source's objects (and its changed masks never), or list its files
     among the backgrounds."""
-    target = Path(out_dir).resolve()
-    for place, option in [*((s, "source") for s in sources), (backgrounds, "--backgrounds")]:
-        if not isinstance(place, Location) and Path(place).is_dir() and Path(place).resolve() == target:
-            raise InputError(f"{out_dir}: --out is also a {option} folder (a rerun would read this run's "
-                             "output as its input); choose another --out")
+    check_not_an_input(out_dir, [*((s, "source") for s in sources), (backgrounds, "--backgrounds")],
+                       "a rerun would read this run's output as its input")
 
 
 def _check_remote_out(out_dir: Location, sources: list[Place], backgrounds: Place) -> None:

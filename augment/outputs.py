@@ -80,6 +80,16 @@ def check_output_folder(path: Path | str, option: str = "--out") -> Path:
     return path
 
 
+def check_not_an_input(out: Path | str, inputs: list[tuple[object, str]], why: str) -> None:
+    """An InputError when the local folder ``out`` is one of ``inputs`` (place, its option), saying
+    ``why`` that cannot be; object-store places and paths that are not folders are left out."""
+    target = Path(out).resolve()
+    for place, option in inputs:
+        # (an object-store prefix as text, "s3://b/k", is no local folder: Path makes it "s3:/b/k")
+        if not isinstance(place, Location) and Path(place).is_dir() and Path(place).resolve() == target:
+            raise InputError(f"{out}: --out is also a {option} folder ({why}); choose another --out")
+
+
 def check_output_file(path: Path | str, option: str = "--out") -> Path:
     """A file a command will write: not an existing folder, in a place that is (or can be made) writable.
 

@@ -10,7 +10,9 @@ file, its size and how to proceed; ``expand`` and ``extract`` count such a file 
 video's frames, from its header and first frame (:mod:`pipelines.video`), and the numpy arrays and
 PIL images given to the Python API (:func:`check_array_pixels`: ``Searcher``, ``Segmenter``,
 ``TemporalSearcher``), before they are copied or converted. The error is a :class:`PixelLimitError`:
-an InputError for the command line, a ValueError for a caller of the API.
+an InputError for the command line, a ValueError for a caller of the API. Its estimate of the memory
+the image would take is the search's, or, within :func:`pixel_work` (``synth segment``, ``synth
+extract``, :class:`pipelines.segmenter.Segmenter`), that of the work named there.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import math
 import os
 import struct
 import warnings
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
 
 from augment.imageio import InputError, image_format
 
@@ -31,6 +36,33 @@ LIMIT_VARIABLE = "SYNTH_MAX_MEGAPIXELS"
 # ~3 GB to search at most; a 108-megapixel phone photo (12000x9000) passes.
 DEFAULT_MAX_MEGAPIXELS = 120.0
 SEARCH_BYTES_PER_PIXEL = 27  # measured: peak memory per pixel of a default search of 12, 48 and 100 MP photos (21-27)
+# measured: peak memory per pixel of `synth segment` from 3 to 12 MP photos, 3 and 12 classes (61-63): the class
+# probabilities at the photo's size and the overlay's arithmetic
+SEGMENT_BYTES_PER_PIXEL = 62
+
+
+@dataclass(frozen=True)
+class PixelWork:
+    """What an image is read for, as the pixel limit's message names it, and its peak memory per pixel."""
+
+    name: str
+    bytes_per_pixel: int
+
+
+SEARCH_WORK = PixelWork("a search", SEARCH_BYTES_PER_PIXEL)
+SEGMENT_WORK = PixelWork("a segmentation", SEGMENT_BYTES_PER_PIXEL)
+_WORK: ContextVar[PixelWork] = ContextVar("pixel_work", default=SEARCH_WORK)
+
+
+@contextmanager
+def pixel_work(work: PixelWork) -> Iterator[None]:
+    """Within it, images over the limit are told what ``work`` would take of them, not a search's
+    memory (this thread only: a reading thread started within enters it itself)."""
+    token = _WORK.set(work)
+    try:
+        yield
+    finally:
+        _WORK.reset(token)
 
 
 def max_megapixels() -> float:
@@ -119,9 +151,10 @@ def check_size(width: int, height: int, name: str, what: str = "an image") -> No
     megapixels = width * height / 1e6
     # One decimal, as the limit is usually set; below 0.05 (a test's tiny limit) two figures, not "0.0".
     shown = f"{megapixels:.1f}" if megapixels >= 0.05 else f"{megapixels:.2g}"
+    work = _WORK.get()
     raise PixelLimitError(f"{name}: {width}x{height} px ({shown} megapixels) is over the limit of {limit:g} "
-                          f"megapixels on {what} (a search takes ~{SEARCH_BYTES_PER_PIXEL} bytes of memory per "
-                          f"pixel, {megapixels * SEARCH_BYTES_PER_PIXEL / 1e3:.2g} GB for this one); shrink it, "
+                          f"megapixels on {what} ({work.name} takes ~{work.bytes_per_pixel} bytes of memory per "
+                          f"pixel, {megapixels * work.bytes_per_pixel / 1e3:.2g} GB for this one); shrink it, "
                           f"or set {LIMIT_VARIABLE}={math.ceil(megapixels)} where the memory allows")
 
 

@@ -82,15 +82,17 @@ def read_manifest(folder: Place | str) -> dict[str, Any]:
 
 
 def manifest_shards(folder: Place | str) -> list[Place]:
-    """The shards ``folder``'s manifest lists, each checked to be there, readable, of the listed size and
-    (where the manifest names its run) written by that run."""
+    """The shards ``folder``'s manifest lists, each checked to be there, readable, with the composite
+    columns, of the listed size and (where the manifest names its run) written by that run."""
     folder = as_place(folder)
     manifest = read_manifest(folder)
     run_hash = manifest.get("run_hash")
     shards = []
     for entry in manifest["shards"]:
         path = inside(folder, folder / entry["name"])
-        metadata = open_shard(path).metadata
+        parquet = open_shard(path)
+        check_columns(parquet, path)
+        metadata = parquet.metadata
         if metadata.num_rows != entry["rows"]:
             raise InputError(f"{path}: holds {metadata.num_rows} rows but {MANIFEST_FILE} lists {entry['rows']} "
                              "(changed after the run finished; rerun `synth expand`)")
@@ -104,13 +106,19 @@ def manifest_shards(folder: Place | str) -> list[Place]:
     return shards
 
 
-def check_composite_shard(path: Place | str) -> Place:
-    """``path`` after checking it is a readable Parquet file with the composite columns."""
-    path = as_place(path)
-    names = set(open_shard(path).schema_arrow.names)
+def check_columns(parquet: pq.ParquetFile, path: Place) -> None:
+    """One line naming ``path`` when the open shard lacks a composite column (a Parquet file of
+    another kind, or of an older or hand-edited schema)."""
+    names = set(parquet.schema_arrow.names)
     missing = [c for c in COMPOSITE_COLUMNS if c not in names]
     if missing:
         raise InputError(f"{path}: not a composite shard (no {', '.join(missing)} column)")
+
+
+def check_composite_shard(path: Place | str) -> Place:
+    """``path`` after checking it is a readable Parquet file with the composite columns."""
+    path = as_place(path)
+    check_columns(open_shard(path), path)
     return path
 
 

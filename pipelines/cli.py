@@ -93,6 +93,15 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
     except KeyboardInterrupt:
         hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
         fail(f"interrupted; {hint}" if hint else "interrupted", INTERRUPTED_EXIT_CODE)
+    except RuntimeError as error:
+        # torch's word for a loader worker killed under the run (the kernel's OOM killer, a kill -9):
+        # not the user's mistake, but no traceback either; the run resumes as after a stop.
+        text = str(error).strip()
+        if not text.startswith("DataLoader worker (pid"):
+            raise
+        hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
+        fail(f"{text.splitlines()[0].rstrip('. ')} (out of memory? fewer num_workers, a smaller shuffle_buffer or "
+             f"batch_size take less)" + (f"; {hint}" if hint else ""), 1)
 
 
 def check_at_least(value: int | None, minimum: int, option: str) -> None:

@@ -40,6 +40,7 @@ from augment.atomic_files import atomic_write_text, remove_orphaned_temporaries
 from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
 from augment.imageio import InputError, read_image, save_image
+from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import write_manifest
@@ -168,7 +169,8 @@ def _read_ahead(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray | InputErr
     """Decode the next photo on a thread while the network runs on this one."""
     def load(path: Path) -> np.ndarray | InputError:
         try:
-            return read_image(path, "rgb")
+            with pixel_work(SEGMENT_WORK):
+                return read_image(path, "rgb")
         except InputError as error:
             return error
 

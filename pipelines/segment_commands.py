@@ -193,7 +193,7 @@ def register(app: typer.Typer) -> None:
         from pipelines import selftune_config
         from pipelines.cli import check_at_least, console, run_guarded
         from pipelines.selftune import CONFIG_FILE, Inputs, SelfTune
-        from pipelines.selftune_metrics import METRICS_FILE
+        from pipelines.selftune_metrics import METRICS_FILE, read_metrics
 
         check_at_least(rounds, 1, "--rounds")
         check_at_least(workers, 1, "--workers")  # expansion takes 0 as "one per core"; here it is a count
@@ -224,7 +224,7 @@ def register(app: typer.Typer) -> None:
 
         result = run_guarded(run, interrupt_hint="rerun the same `synth selftune` command to resume (finished steps are kept)")
         metrics = state / METRICS_FILE
-        last = json.loads(metrics.read_text().splitlines()[-1]) if metrics.is_file() and metrics.read_text().strip() else None
+        last = (run_guarded(read_metrics, metrics) or [None])[-1]
         where = "finished" if result["finished"] else f"next: round {result['round']} {result['step']}"
         summary = f"; round {last['round']} held-out mIoU {last['miou']:.4f}" if last else ""
         reason = f" ({result['stop_reason']})" if result["finished"] and result["stop_reason"] else ""

@@ -21,6 +21,7 @@ from typing import IO, Callable
 import numpy as np
 
 from augment.imageio import InputError, is_image_path, read_image, save_image
+from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from pipelines.output_record import OutputKinds, OutputRecord, inputs_key
 from pipelines.search_outputs import OutputNames
 from pipelines.segmenter import Segmenter, overlay
@@ -97,7 +98,8 @@ def _segment_one(segmenter: Segmenter, path: Path, out: Path, names: OutputNames
     try:
         if not is_image_path(path):
             raise InputError(f"{path}: not an image file (unknown suffix {path.suffix or '(none)'!r})")
-        image = read_image(path, "rgb")
+        with pixel_work(SEGMENT_WORK):
+            image = read_image(path, "rgb")
     except InputError as error:
         summary.errors.append(str(error))
         return

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from augment.imageio import InputError, resize_image
 from augment.picture_arrays import ImageLike, load_rgb
+from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from pipelines.search import resolve_device
 from train.segment_config import SegmentClass
 
@@ -119,14 +120,16 @@ class Segmenter:
     def predict(self, image: ImageLike) -> Prediction:
         # the pixel limit (from the shape, before any copy), the shape and the values, as the search reads
         # them: a uint16 or [0, 1] float array fed as it came was 257x too bright or all but black
-        image = load_rgb(image, "image")
+        with pixel_work(SEGMENT_WORK):
+            image = load_rgb(image, "image")
         height, width = image.shape[:2]
         work_h, work_w = self.working_size(height, width)
         return Prediction(self._probabilities([resize_image(image, work_w, work_h)])[0], (height, width))
 
     def views(self, image: ImageLike) -> tuple[Prediction, Prediction]:
         """The photo's prediction and its mirror image's (mirrored back), from one batch of two."""
-        image = load_rgb(image, "image")
+        with pixel_work(SEGMENT_WORK):
+            image = load_rgb(image, "image")
         height, width = image.shape[:2]
         work_h, work_w = self.working_size(height, width)
         small = resize_image(image, work_w, work_h)

@@ -130,10 +130,18 @@ class SelfTune:
             active = json.loads((self.dir / CONFIG_FILE).read_text())
         except (OSError, ValueError) as error:
             raise InputError(f"{self.dir}: unreadable self-tuning state ({error})") from None
+        if not (isinstance(state, dict) and isinstance(active, dict)):
+            raise InputError(f"{self.dir}: unreadable self-tuning state ({STATE_FILE} and {CONFIG_FILE} must each "
+                             "hold a JSON object)")
         if state.get("version") != STATE_VERSION:
             raise InputError(f"{state_path}: state version {state.get('version')} is not {STATE_VERSION}")
+        shapes = {"round": int, "step": str, "finished": bool, "inputs": dict, "config_hash": str}
+        wrong = [key for key, kind in shapes.items() if not isinstance(state.get(key), kind)]
+        if wrong or state["step"] not in (*PREPARE_STEPS, *ROUND_STEPS) or isinstance(state["round"], bool):
+            raise InputError(f"{state_path}: unreadable self-tuning state ({', '.join(wrong) or 'step'} missing or "
+                             "invalid); not a file synth wrote")
         for key, value in self.inputs.to_dict().items():
-            if state["inputs"][key] != value:
+            if state["inputs"].get(key) != value:
                 raise InputError(f"{self.dir}: this state was started with --{key} {state['inputs'][key]}, not {value}")
         pending_path = self.dir / NEXT_CONFIG_FILE
         in_force = selftune_config.with_added_defaults(

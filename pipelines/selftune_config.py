@@ -15,8 +15,9 @@ from typing import Any
 
 from augment.config import ExpandConfig, SourceConfig, read_yaml_mapping
 from augment.imageio import InputError
+from augment.validation import is_int, is_number
 from pipelines.extract import extract_config
-from train.config import TrainConfig
+from train.config import MAX_SEED, TrainConfig
 
 STABILITY_VIEWS = ("flip", "previous_round")
 FINETUNE_SCHEDULES = ("restart", "continue")
@@ -109,16 +110,16 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
                            f"{origin}: search_train", "query_search")
     checks = [
         (merged["stability_view"] in STABILITY_VIEWS, f"stability_view must be one of {', '.join(STABILITY_VIEWS)}"),
-        (isinstance(merged["max_rounds"], int) and merged["max_rounds"] >= 1, "max_rounds must be an integer >= 1"),
-        (isinstance(merged["min_gain"], (int, float)), "min_gain must be a number"),
-        (isinstance(merged["unlabeled_per_round"], int) and merged["unlabeled_per_round"] >= 0,
+        (is_int(merged["max_rounds"]) and merged["max_rounds"] >= 1, "max_rounds must be an integer >= 1"),
+        (is_number(merged["min_gain"]), "min_gain must be a finite number"),
+        (is_int(merged["unlabeled_per_round"]) and merged["unlabeled_per_round"] >= 0,
          "unlabeled_per_round must be an integer >= 0"),
-        (isinstance(merged["finetune_steps"], int) and merged["finetune_steps"] >= 0,
+        (is_int(merged["finetune_steps"]) and merged["finetune_steps"] >= 0,
          "finetune_steps must be an integer >= 0"),
         (merged["finetune_schedule"] in FINETUNE_SCHEDULES,
          f"finetune_schedule must be one of {', '.join(FINETUNE_SCHEDULES)}"),
         (isinstance(merged["search"], bool), "search must be true or false"),
-        (isinstance(merged["seed"], int), "seed must be an integer"),
+        (is_int(merged["seed"]) and 0 <= merged["seed"] <= MAX_SEED, "seed must be an integer from 0 to 2**63 - 1"),
     ]
     for ok, message in checks:
         if not ok:

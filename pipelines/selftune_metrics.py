@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from augment.atomic_files import atomic_write_text, json_safe
+from augment.imageio import InputError
 from augment.schema import MANIFEST_FILE
 
 if TYPE_CHECKING:
@@ -43,10 +44,29 @@ def round_metrics(tune: "SelfTune", round_index: int) -> dict[str, Any]:
     return line
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The lines of ``metrics.jsonl`` (none where it is absent); one not a round's JSON object (a hand
+    edit, a copy cut short: synth writes it whole) is one line naming the file and the line."""
+    if not path.is_file():
+        return []
+    lines = []
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+        except ValueError:
+            line = None
+        if not (isinstance(line, dict) and isinstance(line.get("round"), int)):
+            raise InputError(f"{path}: line {number} is not a round's JSON object; restore the file or remove that line")
+        lines.append(line)
+    return lines
+
+
 def record_metrics(tune: "SelfTune", round_index: int, seconds: dict[str, float]) -> list[dict[str, Any]]:
     """Rewrite metrics.jsonl with this round's line (replacing one left by a killed attempt)."""
     path = tune.dir / METRICS_FILE
-    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    lines = read_metrics(path)
     lines = [x for x in lines if x["round"] < round_index]
     lines.append({**round_metrics(tune, round_index), "seconds": seconds})
     atomic_write_text(path, "".join(json.dumps(json_safe(x), allow_nan=False) + "\n" for x in lines))

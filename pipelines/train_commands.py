@@ -68,10 +68,24 @@ def _check_shards(task: str, folder: str | Path) -> None:
         list_shards(folder)
 
 
+def _check_distinct(shards: list[str]) -> None:
+    """One line when a --shards folder is given twice (by the same or another spelling): its rows would
+    be trained on twice per epoch, as if it were two folders."""
+    from augment.storage import as_place, is_remote
+
+    seen: dict[str, str] = {}
+    for entry in shards:
+        place = as_place(entry)
+        key = str(place).rstrip("/") if is_remote(place) else str(Path(place).resolve())
+        if key in seen:
+            raise InputError(f"{entry}: given twice as --shards (also as {seen[key]}); name each folder once")
+        seen[key] = entry
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
     from pipelines.cli import (TRAIN_RESTART_HINT, TRAIN_RESUME_HINT, check_at_least,  # here: pipelines.cli imports this
-                               check_at_most, run_guarded)
+                               check_at_most, fail, run_guarded)
 
     @app.command()
     def train(
@@ -92,15 +106,26 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the query search network or a segmenter (--task segment); `torchrun --nproc_per_node=N` for DDP."""
         from augment.locking import claim_output_folder
-        from augment.outputs import check_output_folder
+        from augment.outputs import check_not_an_input, check_output_folder
         from train.checkpoint import CHECKPOINT_FILE
+        from train.config import TASK_NAMES, is_device_name
         from train.loop import train as train_run
         from train.shard_set import reading_shards
 
         check_at_least(steps, 1, "--steps")  # 0 would end at once, with no checkpoint
+        # Checked here, so the line names the option, not the --config file that does not hold the value.
+        if task is not None and task not in TASK_NAMES:
+            fail(f"--task must be {' or '.join(TASK_NAMES)}, not {task!r}")
+        if device is not None and not is_device_name(device):
+            fail(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
 
         def run() -> None:
             check_output_folder(out)
+            _check_distinct(shards)
+            # The run folder's lock would stop the run's own reading lock on it: "busy", blaming itself.
+            check_not_an_input(out, [*((s, "--shards") for s in shards), *([(eval_shards, "--eval-shards")]
+                                                                             if eval_shards else [])],
+                               "the run would write among the shards it reads")
             if resume and not (out / CHECKPOINT_FILE).exists():
                 # A run killed before its first checkpoint left its folder (config.yaml, tb/) but nothing to
                 # resume: say what to do instead of only "no such checkpoint".
@@ -252,7 +277,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import file_lock
         from augment.outputs import check_output_file
         from train.evaluate import load_trained
-        from train.export import check_onnx_installed, export_onnx, max_difference
+        from train.export import check_onnx_installed, check_replaceable_onnx, export_onnx, max_difference
 
         check_at_least(batch, 1, "--batch")
         check_at_least(query_size, 32, "--query-size")
@@ -271,6 +296,7 @@ def register(app: typer.Typer) -> None:
 
         def export_to_out() -> None:
             check_onnx_installed(with_runtime=check)
+            check_replaceable_onnx(out)
             model, run_config = load_trained(checkpoint, _config(config) if checkpoint is None else None)
             if run_config.task != "query_search":  # a segmenter takes one image, not the graph's three inputs
                 raise InputError(f"{checkpoint}: a {run_config.task} checkpoint; export-onnx exports the query "

@@ -77,6 +77,31 @@ def test_the_segmenter_and_the_temporal_search_refuse_frames_over_the_limit(sear
         tracker.step(_random(2, 120, 160))
 
 
+def test_the_segmentation_paths_refusal_quotes_a_segmentations_memory_not_a_searchs(searcher, tmp_path, monkeypatch):
+    """`synth segment`, `synth extract` and the Segmenter told an image over the limit what a search
+    would take of it (~27 bytes a pixel); a segmentation takes ~62 (class probabilities at the photo's size)."""
+    from augment.pixel_limit import SEARCH_BYTES_PER_PIXEL, SEGMENT_BYTES_PER_PIXEL
+    from pipelines.segmenter import Segmenter
+    from segment_factory import save_untrained_segmenter
+
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    checkpoint = save_untrained_segmenter(tmp_path / "segmenter.pt")
+    photo = tmp_path / "photos" / "large.png"
+    photo.parent.mkdir()
+    save_image(photo, _random(2, 120, 160))
+    segmentation = f"(a segmentation takes ~{SEGMENT_BYTES_PER_PIXEL} bytes of memory per pixel, 0.0012 GB for this one)"
+    segmenter = Segmenter(checkpoint, device="cpu")
+    for label in (segmenter.predict, segmenter.views):
+        with pytest.raises(ValueError, match=re.escape(segmentation)):
+            label(photo)
+    segmented = run_cli("segment", photo, "--checkpoint", checkpoint, "--out", tmp_path / "segmented")
+    assert segmented.exit_code == 1 and segmentation in segmented.output
+    extracted = run_cli("extract", photo.parent, "--checkpoint", checkpoint, "--out", tmp_path / "auto")
+    assert segmentation in extracted.output
+    with pytest.raises(ValueError, match=re.escape(f"(a search takes ~{SEARCH_BYTES_PER_PIXEL} bytes")):
+        searcher.find(photo, _random(3, 24, 24))  # the search's own figure, also after a segmentation
+
+
 # ----------------------------------------------------------------- videos, GIFs and frame folders
 def _write_video(path: Path, width: int = 160, height: int = 120, frames: int = 3) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (width, height))

@@ -139,5 +139,9 @@ def load_model_state(model: nn.Module, state: dict[str, Any], path: Path | str) 
     try:
         unwrap(model).load_state_dict(state["model"], strict=True)
     except RuntimeError as error:
-        first = str(error).strip().splitlines()
-        raise InputError(f"{path}: checkpoint does not fit this model ({first[0] if first else 'shape mismatch'})") from None
+        # torch's first line only says "Error(s) in loading state_dict for X:"; the first mismatch follows
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else "shape mismatch"
+        detail = detail if len(detail) <= 240 else detail[:237] + "..."
+        more = f"; {len(lines) - 2} more" if len(lines) > 2 else ""
+        raise InputError(f"{path}: checkpoint does not fit this model ({detail.rstrip('. ')}{more})") from None

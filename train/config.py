@@ -36,6 +36,13 @@ TASK_NAMES = ("query_search", "segment")
 # (configs/train_gpu.yaml: 64) and the same as `synth eval --batch-size` (pipelines/train_commands.py
 # MAX_EVAL_BATCH_SIZE). batch_size: 100000 filled the memory at the first step instead of saying so.
 MAX_BATCH_SIZE = 256
+# torch.manual_seed takes no larger seed (a larger one was a traceback as the run started).
+MAX_SEED = 2**63 - 1
+
+
+def is_device_name(name: str) -> bool:
+    """auto, cpu, cuda or cuda:N: what a config's ``device`` and ``--device`` take."""
+    return re.fullmatch(r"auto|cpu|cuda(:\d+)?", name) is not None
 
 
 @dataclass
@@ -189,6 +196,7 @@ class TrainConfig:
                              f"memory), got {self.batch_size!r}")
         checks = [
             (self.lr > 0, f"lr must be positive, got {self.lr!r}"),
+            (self.seed <= MAX_SEED, f"seed must be at most 2**63 - 1, got {self.seed!r}"),
             (self.init_checkpoint or not self.init_optimizer, "init_optimizer needs an init_checkpoint"),
             (self.min_lr <= self.lr, f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})"),
             (self.query_size <= 1024 and self.medium_size <= 4096, "query_size must be at most 1024 and medium_size at most 4096"),
@@ -198,8 +206,7 @@ class TrainConfig:
             (0.0 < self.query_fill[0] <= self.query_fill[1] <= 1.0, "query_fill must be 0 < lo <= hi <= 1"),
             (all(0.0 <= b < 1.0 for b in self.betas), "betas must lie in [0, 1)"),
             (self.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, not {self.amp!r}"),
-            (re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
-             f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}"),
+            (is_device_name(self.device), f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}"),
         ]
         for ok, message in checks:
             if not ok:

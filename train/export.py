@@ -44,6 +44,26 @@ def check_onnx_installed(with_runtime: bool = False) -> None:
                          + (" (or pass --no-check to skip the onnxruntime comparison)" if missing == ["onnxruntime"] else ""))
 
 
+MAX_ONNX_BYTES = 2 * 2**30  # protobuf's own limit on a model file without external data
+
+
+def check_replaceable_onnx(path: Path) -> None:
+    """A file already at ``path`` must be an ONNX model (an earlier export) to be replaced: an --out
+    naming the checkpoint being exported, a shard folder's objects.parquet or any other file by
+    mistake is refused in one line, not overwritten. Needs ``onnx`` (:func:`check_onnx_installed`)."""
+    if not path.is_file():
+        return
+    import onnx
+
+    try:
+        model = onnx.load_model(str(path), load_external_data=False) if path.stat().st_size < MAX_ONNX_BYTES else None
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends: not a model
+        model = None
+    if model is None or not len(model.graph.node):
+        raise InputError(f"{path}: --out exists and is not an ONNX model; not overwriting it (remove it or "
+                         "choose another name)")
+
+
 class HeatmapModel(nn.Module):
     """Wraps :class:`train.model.QuerySearchNet` to output a probability map instead of a dict."""
 

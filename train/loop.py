@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from augment.imageio import InputError
 from augment.storage import Place, as_place
 from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint, load_model_state, restore_rng_state,
                               save_checkpoint, unwrap)
-from train.config import TrainConfig
+from train.config import TrainConfig, is_device_name
 from train.data import make_loader
 from train.distributed import DistInfo, gather_objects, init_distributed, shutdown
 from train.shard_set import check_same_shards, reading_shards, shard_set
@@ -86,7 +85,7 @@ class MetricMeter:
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
     """auto, cpu, cuda or cuda:N (``synth eval --device`` passes the user's text here unchecked)."""
-    if re.fullmatch(r"auto|cpu|cuda(:\d+)?", name) is None:
+    if not is_device_name(name):
         raise InputError(f"--device must be auto, cpu, cuda or cuda:N, not {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -264,7 +263,10 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         # A killed run's checkpoint temporary: also where no lock clears them (selftune's training steps).
         remove_orphaned_temporaries(out)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(config.to_dict()["values"], sort_keys=False))
-        writer = SummaryWriter(str(out / "tb"))
+        # purge_step: TensorBoard hides what earlier writers logged past the step this run starts from
+        # (a killed run's steps after its last checkpoint, a run stopped before its first), so no step
+        # shows twice. Step s is logged as s + 1 once done: s's own (in the checkpoint) is kept.
+        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1)
 
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # detached losses, synced to floats only when logging
