@@ -42,7 +42,7 @@ from augment.cutouts import add_superpixels, object_row, write_objects_table
 from augment.imageio import InputError, read_image, save_image
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
-from augment.shards import write_manifest
+from augment.shards import check_manifest_kind, write_manifest
 from augment.sources import Skip, crop_object, skipped_summary
 from augment.validation import is_int, is_number
 from pipelines.extract_parts import CHUNK_PHOTOS, ExtractParts, run_key
@@ -218,6 +218,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     started = time.perf_counter()
     check_cut_classes(segmenter, config, "extract.")  # before anything of an earlier run is removed
     check_reference(segmenter, reference, "reference")
+    check_manifest_kind(out, "pseudo")  # an expansion's or photo-shards' folder: its manifest and objects kept
     out.mkdir(parents=True, exist_ok=True)
     names = [c.name for c in segmenter.classes]
     cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))

@@ -52,3 +52,49 @@ def test_a_yaml_config_and_a_pairs_file_with_a_byte_order_mark_share_the_reader(
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_bytes(BOM + b'{"query": "q.png", "medium": "a.jpg"}\n')
     assert [job.error for job in read_pairs(pairs)] == [None]
+
+
+# ------------------------------------------------- extract into another command's folder
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != ".synth.lock"}
+
+
+def test_extract_into_an_expansion_or_photo_shards_folder_is_refused_and_leaves_it(tmp_path):
+    """extract's start removed the folder's manifest.json and objects.parquet and wrote its own (a
+    takeover: the expansion's shards no longer listed); photo-shards already refused such folders."""
+    from segment_factory import make_unlabeled, save_untrained_segmenter
+    from test_hardening_expand import TINY
+    from sources_factory import make_backgrounds, make_rgba_source
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    expansion, photo_shards = tmp_path / "expansion", tmp_path / "photo_shards"
+    assert run_cli("expand", make_rgba_source(tmp_path / "objects"), "-b", make_backgrounds(tmp_path / "backgrounds"),
+                   "-o", expansion, "-c", config, "-w", 1, "-n", 2).exit_code == 0
+    assert run_cli("photo-shards", make_label_map(tmp_path / "labelled"), "-o", photo_shards).exit_code == 0
+    model = save_untrained_segmenter(tmp_path / "model.pt")
+    photos = make_unlabeled(tmp_path / "photos", count=2, size=48)
+    for folder, writer in ((expansion, "synth expand"), (photo_shards, "synth photo-shards")):
+        before = _files(folder)
+        result = run_cli("extract", photos, "--checkpoint", model, "--out", folder)
+        assert_one_line_error(result, 2, str(folder), writer)
+        assert _files(folder) == before
+        assert not (folder / "previews").exists()
+
+
+def test_run_extract_refuses_an_expansion_folder_itself(tmp_path):
+    """The library call (selftune's rounds call it too) checks as the CLI does."""
+    from augment.imageio import InputError
+    from augment.shards import write_manifest
+    from pipelines.extract import ExtractConfig, run_extract
+    from pipelines.segmenter import Segmenter
+    from segment_factory import make_unlabeled, save_untrained_segmenter
+
+    out = tmp_path / "expansion"
+    write_manifest(out.mkdir() or out, {"config_hash": "abc", "shards": [], "num_rows": 0})
+    (out / "objects.parquet").write_bytes(b"an expansion's objects")
+    before = _files(out)
+    images = sorted(make_unlabeled(tmp_path / "photos", count=1, size=48).glob("*.png"))
+    with pytest.raises(InputError, match="synth expand"):
+        run_extract(Segmenter(save_untrained_segmenter(tmp_path / "model.pt"), "cpu"), images, out, ExtractConfig())
+    assert _files(out) == before
