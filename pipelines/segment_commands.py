@@ -172,7 +172,9 @@ def register(app: typer.Typer) -> None:
                                   reference=second, workers=workers, advance=lambda n: progress.advance(task, n),
                                   interrupt_hint="rerun the same `synth extract` command to resume (its done "
                                   "chunks of photos are kept)")
-        console.print(summary_counts({**summary.to_dict(), "skipped": summary.skipped + errors}) + f" -> {out}",
+        kept = (" (kept: an earlier run of these photos with this checkpoint and config finished there; nothing "
+                "redone)" if summary.kept else "")
+        console.print(summary_counts({**summary.to_dict(), "skipped": summary.skipped + errors}) + f" -> {out}{kept}",
                       highlight=False)
 
     @app.command()

@@ -11,6 +11,7 @@ from augment.config import SourceConfig
 from augment.sources import read_source
 from cli_checks import assert_one_line_error, run_cli
 from sources_factory import make_coco, make_label_map, make_mask_pairs
+from segment_factory import make_unlabeled, save_untrained_segmenter
 
 BOM = b"\xef\xbb\xbf"
 
@@ -98,3 +99,41 @@ def test_run_extract_refuses_an_expansion_folder_itself(tmp_path):
     with pytest.raises(InputError, match="synth expand"):
         run_extract(Segmenter(save_untrained_segmenter(tmp_path / "model.pt"), "cpu"), images, out, ExtractConfig())
     assert _files(out) == before
+
+
+# ------------------------------------------------------ a finished extract rerun
+def test_a_finished_extract_rerun_keeps_its_output_and_another_key_redoes_it(tmp_path, monkeypatch):
+    """segment and expand keep a finished run's output when rerun with the same inputs; extract removed
+    its parts folder on completion, so a rerun extracted every photo again."""
+    import pipelines.extract as extract_module
+    from augment.schema import MANIFEST_FILE, OBJECTS_FILE
+    from pipelines.extract import SUMMARY_FILE, ExtractConfig, run_extract
+    from test_extract_resume import LENIENT, Counting
+
+    monkeypatch.setattr(extract_module, "CHUNK_PHOTOS", 2)
+    images = sorted(make_unlabeled(tmp_path / "photos", count=3, size=48).glob("*.png"))
+    segmenter = Counting(save_untrained_segmenter(tmp_path / "model.pt"), "cpu")
+    out = tmp_path / "out"
+    Counting.calls = 0
+    first = run_extract(segmenter, images, out, ExtractConfig(**LENIENT))
+    assert Counting.calls == 3 and not first.kept and first.cutouts > 0
+    complete = {name: (out / name).read_bytes() for name in (SUMMARY_FILE, OBJECTS_FILE, MANIFEST_FILE)}
+    again = run_extract(segmenter, images, out, ExtractConfig(**LENIENT))
+    assert Counting.calls == 3 and again.kept  # no photo segmented again
+    assert {k: v for k, v in again.to_dict().items() if k != "kept"} == \
+        {k: v for k, v in first.to_dict().items() if k != "kept"}
+    assert {name: (out / name).read_bytes() for name in complete} == complete
+
+    (out / OBJECTS_FILE).write_bytes(b"damaged since")  # a finished output no longer whole: redone
+    assert not run_extract(segmenter, images, out, ExtractConfig(**LENIENT)).kept and Counting.calls == 6
+    other = run_extract(segmenter, images, out, ExtractConfig(**{**LENIENT, "min_area": 0.001}))
+    assert not other.kept and Counting.calls == 9  # another config: extracted again
+
+
+def test_extract_cli_says_a_finished_run_was_kept(tmp_path):
+    model = save_untrained_segmenter(tmp_path / "model.pt")
+    photos = make_unlabeled(tmp_path / "photos", count=2, size=48)
+    first = run_cli("extract", photos, "--checkpoint", model, "--out", tmp_path / "out")
+    assert first.exit_code == 0 and "kept" not in first.output
+    again = run_cli("extract", photos, "--checkpoint", model, "--out", tmp_path / "out")
+    assert again.exit_code == 0 and "kept: an earlier run" in " ".join(again.output.split()), again.output
