@@ -8,7 +8,9 @@ import ctypes.util
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,36 @@ def ignore_interrupts() -> None:
     inherits the CLI's Python-level handler, which runs only between bytecodes and loses a signal
     that arrives before the child's interpreter is ready, so ``Pool.terminate()`` could leave a
     worker waiting on the task queue's lock and ``join()`` hang for good (see :func:`fork_pool`).
+
+    A worker whose parent is killed (SIGKILL, the OOM killer) ends quietly: see :func:`_end_quietly_if_orphaned`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    import multiprocessing.util
+
+    # Run as the worker exits, before multiprocessing prints what ended it (high priority: first).
+    multiprocessing.util.Finalize(None, _end_quietly_if_orphaned, args=(os.getppid(),), exitpriority=100)
+
+
+def _end_quietly_if_orphaned(parent: int, wait: float = 1.0) -> None:
+    """A pool worker that outlives its parent finishes the task it is on, then its result has nowhere to
+    go: sending it raises ``BrokenPipeError`` (the parent held the only reading end), which
+    multiprocessing prints as a traceback on the terminal the killed command shared, long after its
+    prompt came back. Such a worker ends here, at its exit, silently (it writes no output: results go
+    to the parent); any other end (the parent alive) goes on as multiprocessing's. A broken pipe can
+    be seen a moment before the kernel hands the worker to a new parent, hence the short ``wait``.
+
+    Not PR_SET_PDEATHSIG: it fires when the *thread* that forked the worker ends (a pool's own thread
+    forks replacement workers), not only when the parent process does.
+    """
+    broken = isinstance(sys.exc_info()[1], BrokenPipeError)
+    deadline = time.monotonic() + (wait if broken else 0.0)
+    while os.getppid() == parent:
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
+    os._exit(0)
 
 
 def ignore_stop_signals(worker_id: int = 0, loader_pid: int | None = None) -> None:

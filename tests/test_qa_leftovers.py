@@ -3,6 +3,11 @@ expand's and photo-shards', a finished extract rerun, and orphaned expand worker
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ from sources_factory import make_coco, make_label_map, make_mask_pairs
 from segment_factory import make_unlabeled, save_untrained_segmenter
 
 BOM = b"\xef\xbb\xbf"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _with_bom(path: Path) -> None:
@@ -137,3 +143,62 @@ def test_extract_cli_says_a_finished_run_was_kept(tmp_path):
     assert first.exit_code == 0 and "kept" not in first.output
     again = run_cli("extract", photos, "--checkpoint", model, "--out", tmp_path / "out")
     assert again.exit_code == 0 and "kept: an earlier run" in " ".join(again.output.split()), again.output
+
+
+# ------------------------------------------------------ orphaned expand workers
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_expand_workers_orphaned_by_a_sigkill_end_without_a_traceback(tmp_path):
+    """kill -9 of `synth expand --workers 2`: its pool workers finished their row group, then printed a
+    BrokenPipeError traceback (twice) on the terminal the command shared, after its prompt came back."""
+    from sources_factory import make_backgrounds, make_rgba_source
+
+    config = tmp_path / "slow.yaml"
+    config.write_text("sources: {min_area: 50}\ncomposition: {width: 384, height: 384}\n"
+                      "output: {shard_rows: 16, row_group_rows: 8}\n")
+    objects, backgrounds = make_rgba_source(tmp_path / "objects"), make_backgrounds(tmp_path / "bg", size=(400, 400))
+    out, stderr_path = tmp_path / "out", tmp_path / "stderr.txt"
+    with open(stderr_path, "w") as stderr:  # inherited by the workers: what they print lands here
+        process = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "expand", objects, "-b", backgrounds, "-o", out,
+                                    "-c", config, "-n", "4000", "-w", "2"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                   stderr=stderr, start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not list(out.glob("train-00001.parquet")):
+            assert process.poll() is None, stderr_path.read_text()
+            time.sleep(0.02)
+        workers = _children(process.pid)
+        assert len(workers) == 2 and process.poll() is None, "rendering should be under way"
+        time.sleep(0.5)  # workers mid-row-group and blocked sending one alike
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 60
+        while any(map(_running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_running, workers)), "the orphaned workers should end after their row group"
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # whatever of this test's own session is left
+        except ProcessLookupError:
+            pass
+    printed = stderr_path.read_text()
+    assert "Traceback" not in printed and "BrokenPipeError" not in printed, printed
+    assert not (out / "manifest.json").exists()  # killed: no finished output
