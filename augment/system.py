@@ -69,7 +69,8 @@ def ignore_interrupts() -> None:
     that arrives before the child's interpreter is ready, so ``Pool.terminate()`` could leave a
     worker waiting on the task queue's lock and ``join()`` hang for good (see :func:`fork_pool`).
 
-    A worker whose parent is killed (SIGKILL, the OOM killer) ends quietly: see :func:`_end_quietly_if_orphaned`.
+    A worker whose parent is killed (SIGKILL, the OOM killer) ends quietly: see :func:`_end_quietly_if_orphaned`
+    and :func:`_end_when_orphaned`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -77,7 +78,19 @@ def ignore_interrupts() -> None:
     import multiprocessing.util
 
     # Run as the worker exits, before multiprocessing prints what ended it (high priority: first).
-    multiprocessing.util.Finalize(None, _end_quietly_if_orphaned, args=(os.getppid(),), exitpriority=100)
+    parent = os.getppid()
+    multiprocessing.util.Finalize(None, _end_quietly_if_orphaned, args=(parent,), exitpriority=100)
+    threading.Thread(target=_end_when_orphaned, args=(parent,), name="synth-orphan", daemon=True).start()
+
+
+def _end_when_orphaned(parent: int, every: float = 0.5) -> None:
+    """End this worker once its parent is gone. A ``ProcessPoolExecutor`` worker keeps both ends of its
+    queues, so no broken pipe ever tells it: orphaned by a kill -9 of `synth extract`, it waited on its
+    next task, or on sending a result nobody reads, for good (memory and a process held until
+    reboot). It works for no one any more and writes nothing itself: ended at once."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(0)
 
 
 def _end_quietly_if_orphaned(parent: int, wait: float = 1.0) -> None:

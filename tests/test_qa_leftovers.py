@@ -202,3 +202,36 @@ def test_expand_workers_orphaned_by_a_sigkill_end_without_a_traceback(tmp_path):
     printed = stderr_path.read_text()
     assert "Traceback" not in printed and "BrokenPipeError" not in printed, printed
     assert not (out / "manifest.json").exists()  # killed: no finished output
+
+
+def test_process_pool_workers_orphaned_by_a_sigkill_end_instead_of_waiting_for_good(tmp_path):
+    """extract's superpixel workers (a ProcessPoolExecutor, with the same initializer as expand's pool)
+    keep both ends of their queues: after a kill -9 of the command no broken pipe told them, and they
+    waited for their next task, or to send a result, until reboot."""
+    script = ("import time\nfrom concurrent.futures import ProcessPoolExecutor\nfrom augment.system import ignore_interrupts\n"
+              "def slow(i):\n    time.sleep(0.3)\n    return b'x' * 200_000\n"
+              "pool = ProcessPoolExecutor(2, initializer=ignore_interrupts)\n"
+              "print(sum(len(r) for r in pool.map(slow, range(2))), flush=True)\n"
+              "for r in pool.map(slow, range(1000)):\n    pass\n")
+    (tmp_path / "pool.py").write_text(script)
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen([sys.executable, str(tmp_path / "pool.py")], cwd=tmp_path, stdout=subprocess.PIPE,
+                                   stderr=stderr, start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert process.stdout.readline().strip() == b"400000"  # both workers up and working
+        workers = _children(process.pid)
+        assert len(workers) == 2
+        time.sleep(1.0)  # results piling up in the pipe
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 5
+        while any(map(_running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(_running, workers)), "orphaned workers still waiting"
+    finally:
+        process.stdout.close()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
