@@ -94,8 +94,8 @@ def _end_when_orphaned(parent: int, every: float = 0.5) -> None:
 
 
 def _end_quietly_if_orphaned(parent: int, wait: float = 1.0) -> None:
-    """A pool worker that outlives its parent finishes the task it is on, then its result has nowhere to
-    go: sending it raises ``BrokenPipeError`` (the parent held the only reading end), which
+    """A pool worker sending its result as its parent dies (blocked on the full pipe, or done before
+    :func:`_end_when_orphaned` looked) gets ``BrokenPipeError`` (the parent held the only reading end), which
     multiprocessing prints as a traceback on the terminal the killed command shared, long after its
     prompt came back. Such a worker ends here, at its exit, silently (it writes no output: results go
     to the parent); any other end (the parent alive) goes on as multiprocessing's. A broken pipe can
