@@ -19,6 +19,7 @@ import yaml
 
 from augment.distortions import DistortionConfig
 from augment.imageio import InputError
+from augment.textfiles import read_user_text
 from augment.validation import is_int, is_number, is_pair
 
 SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map", "objects")
@@ -204,11 +205,7 @@ def read_config_text(path: Path | str) -> str:
         raise InputError(f"{path}: config file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a YAML config file")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not a YAML config file (not UTF-8 text: byte {error.start} is "
-                         f"{error.object[error.start:error.start + 1]!r})") from None
+    return read_user_text(path, "a YAML config file")
 
 
 def read_yaml_mapping(path: Path | str) -> dict[str, Any]:

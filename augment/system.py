@@ -8,7 +8,9 @@ import ctypes.util
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -66,10 +68,49 @@ def ignore_interrupts() -> None:
     inherits the CLI's Python-level handler, which runs only between bytecodes and loses a signal
     that arrives before the child's interpreter is ready, so ``Pool.terminate()`` could leave a
     worker waiting on the task queue's lock and ``join()`` hang for good (see :func:`fork_pool`).
+
+    A worker whose parent is killed (SIGKILL, the OOM killer) ends quietly: see :func:`_end_quietly_if_orphaned`
+    and :func:`_end_when_orphaned`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    import multiprocessing.util
+
+    # Run as the worker exits, before multiprocessing prints what ended it (high priority: first).
+    parent = os.getppid()
+    multiprocessing.util.Finalize(None, _end_quietly_if_orphaned, args=(parent,), exitpriority=100)
+    threading.Thread(target=_end_when_orphaned, args=(parent,), name="synth-orphan", daemon=True).start()
+
+
+def _end_when_orphaned(parent: int, every: float = 0.5) -> None:
+    """End this worker once its parent is gone. A ``ProcessPoolExecutor`` worker keeps both ends of its
+    queues, so no broken pipe ever tells it: orphaned by a kill -9 of `synth extract`, it waited on its
+    next task, or on sending a result nobody reads, for good (memory and a process held until
+    reboot). It works for no one any more and writes nothing itself: ended at once."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(0)
+
+
+def _end_quietly_if_orphaned(parent: int, wait: float = 1.0) -> None:
+    """A pool worker sending its result as its parent dies (blocked on the full pipe, or done before
+    :func:`_end_when_orphaned` looked) gets ``BrokenPipeError`` (the parent held the only reading end), which
+    multiprocessing prints as a traceback on the terminal the killed command shared, long after its
+    prompt came back. Such a worker ends here, at its exit, silently (it writes no output: results go
+    to the parent); any other end (the parent alive) goes on as multiprocessing's. A broken pipe can
+    be seen a moment before the kernel hands the worker to a new parent, hence the short ``wait``.
+
+    Not PR_SET_PDEATHSIG: it fires when the *thread* that forked the worker ends (a pool's own thread
+    forks replacement workers), not only when the parent process does.
+    """
+    broken = isinstance(sys.exc_info()[1], BrokenPipeError)
+    deadline = time.monotonic() + (wait if broken else 0.0)
+    while os.getppid() == parent:
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
+    os._exit(0)
 
 
 def ignore_stop_signals(worker_id: int = 0, loader_pid: int | None = None) -> None:

@@ -29,7 +29,7 @@ import logging
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -43,16 +43,15 @@ from augment.imageio import InputError, read_image, save_image
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
-from augment.shards import write_manifest
+from augment.shards import check_manifest_kind, write_manifest
 from augment.sources import Skip, crop_object, skipped_summary
 from augment.validation import is_int, is_number
-from pipelines.extract_parts import CHUNK_PHOTOS, ExtractParts, run_key
+from pipelines.extract_parts import CHUNK_PHOTOS, SUMMARY_FILE, ExtractParts, run_key  # noqa: F401 (SUMMARY_FILE)
 from pipelines.search_outputs import OutputNames
 from pipelines.segmenter import Prediction, Segmenter, overlay
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_FILE = "extract.json"
 PREVIEWS_FOLDER = "previews"  # drawings of the first photos' regions
 REJECT_REASONS = ("small", "low_confidence", "unstable")
 
@@ -124,9 +123,14 @@ class ExtractSummary:
     reference_model_id: str | None = None
     round: int = 0
     seconds: float = 0.0
+    kept: bool = False  # a finished run of the same key was in the folder: its output kept, nothing redone
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "ExtractSummary":
+        return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})
 
 
 def score_regions(first: Prediction, second: Prediction, config: ExtractConfig) -> list[Region]:
@@ -220,6 +224,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     started = time.perf_counter()
     check_cut_classes(segmenter, config, "extract.")  # before anything of an earlier run is removed
     check_reference(segmenter, reference, "reference")
+    check_manifest_kind(out, "pseudo")  # an expansion's or photo-shards' folder: its manifest and objects kept
     out.mkdir(parents=True, exist_ok=True)
     names = [c.name for c in segmenter.classes]
     cut = {names.index(n) for n in config.cut_classes} if config.cut_classes else set(range(1, len(names)))
@@ -233,6 +238,12 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     row_ids = OutputNames()  # so too the pseudo-label rows' ids: x and x-2, never one id twice (export skips one)
     key = run_key(segmenter.model_id, summary.reference_model_id, config, round_index, images, CHUNK_PHOTOS)
     parts = ExtractParts(out, key)
+    finished = parts.finished()
+    if finished is not None:  # a rerun of a finished run (same key): its output stays, as segment's and expand's
+        logger.info("%s: a finished extract of these photos with this checkpoint and config; kept", out)
+        parts.remove()  # left only by a kill between extract.json and their removal
+        advance(len(images))
+        return replace(ExtractSummary.from_dict(finished), kept=True)
     done = parts.done()
     if done:  # a killed run of the same key: its whole chunks stay, the rest is redone
         logger.info("%d of %d chunks of photos already done; resuming with the rest", len(done),
@@ -331,8 +342,8 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
     summary.labelled_fraction = labelled[0] / labelled[1] if labelled[1] else 0.0
     summary.seconds = time.perf_counter() - started
     atomic_write_text(out / SUMMARY_FILE, json.dumps({**summary.to_dict(), "config": asdict(config),
-                                                      "shards": shards}, indent=2) + "\n")
-    parts.remove()  # extract.json marks the folder complete: a rerun starts over
+                                                      "shards": shards, "run_key": key}, indent=2) + "\n")
+    parts.remove()  # extract.json marks the folder complete: a rerun of this key keeps it, another starts over
     return summary
 
 

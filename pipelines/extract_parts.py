@@ -10,7 +10,9 @@ size and the photos given, each with its size and time of change) skips the done
 folder's complete output (``objects.parquet``, ``manifest.json``, ``extract.json`` last) is written
 only when every chunk is done, so a run killed at any moment leaves no ``objects.parquet`` or
 ``manifest.json`` a reader would take for a finished one; ``.extract-parts/`` goes once
-``extract.json`` is written.
+``extract.json`` is written. ``extract.json`` keeps the key: a rerun of a finished run with the same
+key keeps its output as it is (:meth:`ExtractParts.finished`), as `synth segment` and `synth expand`
+keep theirs; another key starts over.
 """
 
 from __future__ import annotations
@@ -22,17 +24,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augment.atomic_files import atomic_write_text
 from augment.cutouts import write_objects_table
-from augment.schema import shard_name
-from augment.shards import verify_shard
+from augment.schema import MANIFEST_FILE, OBJECTS_FILE, shard_name
+from augment.shards import footer_problem, verify_shard
 from pipelines.output_record import inputs_key
 
 logger = logging.getLogger(__name__)
 
 PARTS_FOLDER = ".extract-parts"
+SUMMARY_FILE = "extract.json"  # written last: marks the folder complete
 KEY_FILE = "key.json"
 CHUNK_PHOTOS = 64  # photos per resumable chunk (and per pseudo-label shard)
 
@@ -57,6 +61,25 @@ class ExtractParts:
             return json.loads((self.dir / KEY_FILE).read_text())["key"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def finished(self) -> dict | None:
+        """The stored summary (``extract.json``) of a finished run of this key whose output is whole: its
+        objects table of the counted cutouts, its manifest listing its shards, each shard's footer of
+        this run. None otherwise (no finished run, another key's, or its output since damaged)."""
+        try:
+            summary = json.loads((self.out / SUMMARY_FILE).read_text(encoding="utf-8"))
+            if summary.get("run_key") != self.key:
+                return None
+            if pq.read_metadata(self.out / OBJECTS_FILE).num_rows != summary["cutouts"]:
+                return None
+            shards = summary["shards"]
+            if shards and json.loads((self.out / MANIFEST_FILE).read_text(encoding="utf-8"))["shards"] != shards:
+                return None
+            if any(footer_problem(self.out / shard["name"], shard["rows"], self.key) for shard in shards):
+                return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException):
+            return None
+        return summary
 
     def done(self) -> dict[int, dict]:
         """Chunk index -> its record, for every chunk of this run that is whole on disk."""

@@ -32,6 +32,7 @@ import numpy as np
 
 from augment.atomic_files import atomic_write_text
 from augment.imageio import InputError
+from augment.textfiles import read_user_text
 from pipelines.local_features import DenseMap
 from pipelines.verify import Verification
 
@@ -92,7 +93,7 @@ class FusionModel:
     @classmethod
     def load(cls, path: Path) -> "FusionModel":
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(read_user_text(path, "a fusion model (JSON)"))
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, got {type(data).__name__}")
             if data.get("features") != list(FEATURES):

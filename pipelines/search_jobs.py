@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from augment.imageio import VIDEO_EXTENSIONS, InputError, list_images
+from augment.textfiles import read_user_text
 from pipelines.output_record import OutputKinds, OutputRecord
 
 logger = logging.getLogger(__name__)
@@ -98,10 +99,7 @@ def read_pairs(path: Path) -> list[SearchJob]:
     """
     if not path.is_file():
         raise InputError(f"{path}: " + ("a folder; --pairs takes a JSONL file" if path.is_dir() else "no such pairs file"))
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Notepad's, Excel's) is no JSON: line 1 failed
-    except UnicodeDecodeError as error:
-        raise InputError(f"{path}: not a UTF-8 text file (byte {error.start}); expected JSON lines") from None
+    text = read_user_text(path, "JSON lines")  # a byte-order mark (Notepad's, Excel's) is no JSON: line 1 failed
     jobs: list[SearchJob] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

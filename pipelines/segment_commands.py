@@ -139,6 +139,7 @@ def register(app: typer.Typer) -> None:
         from augment.config import read_yaml_mapping
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
+        from augment.shards import check_manifest_kind
         from pipelines.cli import check_at_least, console, make_progress, run_guarded
         from pipelines.extract import (PREVIEWS_FOLDER, check_cut_classes, check_reference, extract_config, run_extract,
                                        summary_counts)
@@ -158,6 +159,7 @@ def register(app: typer.Typer) -> None:
             second = Segmenter(reference, device) if reference else None
             check_reference(segmenter, second, f"--reference {reference}")
             check_output_folder(out)
+            check_manifest_kind(out, "pseudo")  # as run_extract does, before the lock and the progress bar
             return segmenter, second, paths, errors, config
 
         segmenter, second, paths, errors, config = run_guarded(prepare)
@@ -170,7 +172,9 @@ def register(app: typer.Typer) -> None:
                                   reference=second, workers=workers, advance=lambda n: progress.advance(task, n),
                                   interrupt_hint="rerun the same `synth extract` command to resume (its done "
                                   "chunks of photos are kept)")
-        console.print(summary_counts({**summary.to_dict(), "skipped": summary.skipped + errors}) + f" -> {out}",
+        kept = (" (kept: an earlier run of these photos with this checkpoint and config finished there; nothing "
+                "redone)" if summary.kept else "")
+        console.print(summary_counts({**summary.to_dict(), "skipped": summary.skipped + errors}) + f" -> {out}{kept}",
                       highlight=False)
 
     @app.command()

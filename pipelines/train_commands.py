@@ -225,6 +225,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from augment.locking import claim_output_folder
+        from augment.textfiles import read_user_text
         from pipelines.shipped import write_head
         from pipelines.search_inputs import load_checkpoint_model
         from train.checkpoint import load_checkpoint
@@ -239,7 +240,7 @@ def register(app: typer.Typer) -> None:
         def export_head_into_out() -> None:
             model, _ = load_checkpoint_model(checkpoint)
             try:
-                report = json.loads(calibration.read_text(encoding="utf-8"))
+                report = json.loads(read_user_text(calibration, "a `synth calibrate` report (JSON)"))
                 threshold = float(report["threshold"])
             except (OSError, ValueError, KeyError, TypeError) as error:
                 raise InputError(f"{calibration}: not a `synth calibrate` report ({error})") from None

@@ -1,0 +1,26 @@
+"""Text files the user hands the CLI: a COCO ``.json``, ``categories.json``, ``label_list.json``, a
+``--pairs`` JSONL file, a YAML config, a fusion model or a calibration report.
+
+One reader for all of them, so each accepts what Notepad and Excel save as "UTF-8": a file that starts
+with a byte-order mark, which ``json.loads`` refuses ('Unexpected UTF-8 BOM').
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from augment.imageio import InputError
+
+
+def read_user_text(path: Path | str, expected: str) -> str:
+    """The text of a user's file, UTF-8 with or without a byte-order mark (the mark is dropped).
+
+    Bytes that are not UTF-8 are an :class:`InputError` naming the file, the first bad byte and what
+    was ``expected`` (e.g. "a YAML config file"); a missing file's ``OSError`` is the caller's.
+    """
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start:error.start + 1]!r}); "
+                         f"expected {expected}") from None
