@@ -322,6 +322,11 @@ def main() -> None:
           f"{'lost':>5} {'re-acq':>6}" + ("  back<=5  delays" if args.events else ""))
     for name in names:
         whole = load_sequence(DATA / name, args.limit)
+        kept = len(whole.frames[::args.frame_step])
+        if kept < 2:  # frame 1 gives the query: nothing would be searched (figures of no frames: nan)
+            print(f"{name:{width}} skipped: {kept} frame(s) with a box"
+                  + (f" at --frame-step {args.frame_step}" if args.frame_step > 1 else "") + "; at least 2 are needed")
+            continue
         whole_frames = read_frames(whole)
         if resampled:
             whole_frames, whole.boxes = resample(whole_frames, whole.boxes, args.frame_step, args.shrink)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -118,3 +119,28 @@ def test_search_small_skip_names_the_tracking_folder_in_full(
     monkeypatch.setattr(sys, "argv", ["search_small.py", "--only", "tracking"])
     bench.main()
     assert capsys.readouterr().out.strip() == f"skipped: {tmp_path / 'tracking'} is absent (no tracking sequences on this machine)"
+
+
+def test_tracking_skips_a_sequence_that_leaves_under_two_frames_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """--frame-step 30 on 20 frames kept one frame: a row of 0 frames, nan figures and numpy's
+    'Mean of empty slice' warning, in --json too."""
+    import cv2
+    import numpy as np
+
+    bench = load_benchmark("tracking", "tracking_short_bench")
+    data = fake_sequences(tmp_path / "t")
+    for index in (1, 2, 3):
+        cv2.imwrite(str(data / "Only" / "img" / f"{index:04d}.jpg"), np.zeros((16, 16, 3), np.uint8))
+    (data / "Only" / "groundtruth.txt").write_text("1,1,8,8\n" * 3)
+    monkeypatch.setattr(bench, "DATA", data)
+    searcher = SimpleNamespace(network=SimpleNamespace(use_onnx=lambda: None))  # never searched
+    monkeypatch.setattr("pipelines.search.Searcher", lambda **kwargs: searcher)
+    monkeypatch.setattr("torch.set_num_threads", lambda threads: None)  # this process's threads kept
+    monkeypatch.setattr(bench, "run_whole", Stop())
+    monkeypatch.setattr(sys, "argv", ["tracking.py", "--methods", "whole", "--frame-step", "3",
+                                      "--json", str(tmp_path / "rows.json")])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "Only       skipped: 1 frame(s) with a box at --frame-step 3; at least 2 are needed" in out
+    assert (tmp_path / "rows.json").read_text() == "[]\n"
