@@ -5,9 +5,10 @@ traceback after a long run (a negative --limit, --threads 0, a --json path in a 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 
 class Parser(argparse.ArgumentParser):
@@ -99,6 +100,14 @@ def output_file(text: str) -> Path:
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"{path.parent} is not a folder (create it first)")
     return path
+
+
+def write_json(path: Path, value: Any) -> None:
+    """``value`` as strict JSON at ``path`` (a figure with nothing to measure, NaN, is null: ``NaN``
+    is not JSON), written whole or not at all (augment.atomic_files, as the commands write)."""
+    from augment.atomic_files import atomic_write_text, json_safe
+
+    atomic_write_text(path, json.dumps(json_safe(value), indent=1, allow_nan=False) + "\n")
 
 
 def known_names(option: str, requested: list[str], available: list[str], where: Path) -> list[str]:

@@ -27,7 +27,6 @@ the method's own threshold, hit at FPR <= 0.10, score AUC, seconds per case (ben
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchma
 
 import ccp  # noqa: E402
 import rendition  # noqa: E402
-from bench_args import Parser, at_least, comma_names, output_file, output_folder  # noqa: E402
+from bench_args import Parser, at_least, comma_names, output_file, output_folder, write_json  # noqa: E402
 from baselines import SiftBaseline  # noqa: E402
 from metrics import Outcome, box_iou, summarise  # noqa: E402
 
@@ -181,7 +180,7 @@ def main() -> None:
                   f"{result['fpr_at_threshold']:>8.3f} {result['hit_at_fpr10']:>9.3f} {result['auc']:>6.3f} "
                   f"{result['seconds_per_case']:>7.3f} {added:>8}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+        write_json(args.json, figures)
 
 
 if __name__ == "__main__":

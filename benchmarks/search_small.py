@@ -17,7 +17,6 @@ negatives), and OTB's precision at 20 px and success AUC of the best box, second
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchma
 
 import ccp  # noqa: E402
 from baselines import SiftBaseline, TemplateBaseline  # noqa: E402
-from bench_args import Parser, at_least, output_file  # noqa: E402
+from bench_args import Parser, at_least, output_file, write_json  # noqa: E402
 from crowd import TRACKING, VARIANTS, CrowdMosaics, SmallCase, tracking_cases, tracking_sequences  # noqa: E402
 from metrics import outcome, summarise  # noqa: E402
 
@@ -129,7 +128,7 @@ def main() -> None:
             run_all(f"tracking {sequence.name} (every {args.every} frame(s), whole-frame search)",
                     tracking_cases(sequence, args.every), found, rows)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

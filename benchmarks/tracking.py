@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
-from bench_args import Parser, at_least, known_names, output_file  # noqa: E402
+from bench_args import Parser, at_least, known_names, output_file, write_json  # noqa: E402
 from metrics import box_iou  # noqa: E402
 from occlusion import KINDS, RAMPS, ZOOMS, apply_events, plan_events, reacquisition  # noqa: E402
 from tracking_settings import temporal_config  # noqa: E402,F401  (--set; tests read it here too)
@@ -390,7 +390,7 @@ def main() -> None:
                 print(f"{label:15} {method:9} {len(chosen):2d} run {np.mean([r['precision20'] for r in chosen]):8.3f} "
                       f"{np.mean([r['auc'] for r in chosen]):6.3f} {np.mean([r['fps'] for r in chosen]):6.1f}{back}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -144,3 +144,27 @@ def test_tracking_skips_a_sequence_that_leaves_under_two_frames_in_one_line(
     out = capsys.readouterr().out
     assert "Only       skipped: 1 frame(s) with a box at --frame-step 3; at least 2 are needed" in out
     assert (tmp_path / "rows.json").read_text() == "[]\n"
+
+
+def test_search_small_json_is_strict_json_with_null_for_figures_of_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A set without negatives has no false-alarm rate or AUC (NaN): --json wrote ``NaN``, which
+    jq, JavaScript and every strict reader refuse."""
+    import json
+
+    import numpy as np
+
+    bench = load_benchmark("search_small", "search_small_json_bench")
+    case = bench.SmallCase(np.zeros((8, 8, 3), np.uint8), np.zeros((32, 32, 3), np.uint8), (0, 0, 8, 8), "Only/0002")
+    monkeypatch.setattr(bench, "tracking_sequences", lambda: [tmp_path / "Only"])
+    monkeypatch.setattr(bench, "tracking_cases", lambda sequence, every: iter([case]))
+    monkeypatch.setattr(bench, "methods", lambda args: [("stub", lambda c: ((0, 0, 8, 8), 1.0), 0.5)])
+    out = tmp_path / "figures.json"
+    monkeypatch.setattr(sys, "argv", ["search_small.py", "--only", "tracking", "--json", str(out)])
+    bench.main()
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    figures = json.loads(out.read_text(), parse_constant=refuse)["tracking Only (every 1 frame(s), whole-frame search)"]["stub"]
+    assert figures["top1"] == 1.0 and figures["auc"] is None and figures["fpr_at_threshold"] is None
