@@ -108,7 +108,8 @@ def main() -> None:
         for name in names:
             group = "tuned on" if name in TUNED_ON else "held out"
             for start in args.starts:
-                if start + 1 >= len(frames[name]):
+                if start + 1 >= len(frames[name]):  # said, or a wrong --starts looks like a finished run
+                    print(f"{name:10} {'-':14} {start:5d} skipped: past the sequence's {len(frames[name])} frames")
                     continue
                 clip, truth = frames[name][start:start + args.frames], sequences[name].boxes[start:start + args.frames]
                 for rule, config in configs.items():
@@ -127,6 +128,8 @@ def main() -> None:
                           f"{seconds:5.1f}", flush=True)
     if args.only != "present":
         print(f"{'absent in':10} {'query':9} {'rule':14} {'start':>5} {'claimed':>7} {'s':>5}")
+        if len(queries) < 2:
+            print("absent runs skipped: no query but the sequence's own (name more --sequences, or --ccp N with CCP)")
         for name in names:
             group = "tuned on" if name in TUNED_ON else "held out"
             for query_name, query in queries.items():
@@ -135,6 +138,8 @@ def main() -> None:
                 for start in args.absent_starts:
                     clip = frames[name][start:start + args.absent_frames]
                     if not clip:
+                        print(f"{name:10} {query_name:9} {'-':14} {start:5d} skipped: past the sequence's "
+                              f"{len(frames[name])} frames")
                         continue
                     for rule, config in configs.items():
                         _, states, seconds = run(searcher, query, clip, config)

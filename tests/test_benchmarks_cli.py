@@ -168,3 +168,27 @@ def test_search_small_json_is_strict_json_with_null_for_figures_of_nothing(
 
     figures = json.loads(out.read_text(), parse_constant=refuse)["tracking Only (every 1 frame(s), whole-frame search)"]["stub"]
     assert figures["top1"] == 1.0 and figures["auc"] is None and figures["fpr_at_threshold"] is None
+
+
+def test_acquisition_says_which_runs_it_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A --starts past a sequence's end, or absent runs with one sequence and no CCP query, printed a
+    header and nothing: a run that did nothing looked like a finished one."""
+    import cv2
+    import numpy as np
+
+    bench = load_benchmark("acquisition", "acquisition_skips_bench")
+    data = fake_sequences(tmp_path / "t")
+    for index in (1, 2, 3):
+        cv2.imwrite(str(data / "Only" / "img" / f"{index:04d}.jpg"), np.zeros((16, 16, 3), np.uint8))
+    (data / "Only" / "groundtruth.txt").write_text("1,1,8,8\n" * 3)
+    monkeypatch.setattr(bench, "DATA", data)
+    searcher = SimpleNamespace(network=SimpleNamespace(use_onnx=lambda: None), prepare=lambda query: query)
+    monkeypatch.setattr("pipelines.search.Searcher", lambda **kwargs: searcher)
+    monkeypatch.setattr("torch.set_num_threads", lambda threads: None)  # this process's threads kept
+    monkeypatch.setattr(bench, "run", Stop())
+    monkeypatch.setattr(sys, "argv", ["acquisition.py", "--starts", "5", "--ccp", "0"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "Only       -                  5 skipped: past the sequence's 3 frames" in out
+    assert "absent runs skipped: no query but the sequence's own" in out
