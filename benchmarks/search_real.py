@@ -40,7 +40,8 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchma
 
 import ccp  # noqa: E402
 import rendition  # noqa: E402
-from bench_args import Parser, at_least, comma_names, output_file, output_folder, write_json  # noqa: E402
+from bench_args import (Parser, at_least, comma_names, existing_file, output_file, output_folder,  # noqa: E402
+                        write_json)
 from baselines import SiftBaseline  # noqa: E402
 from metrics import Outcome, box_iou, summarise  # noqa: E402
 
@@ -139,7 +140,7 @@ def case_sets(names: list[str], limit: int) -> list[tuple[str, list[Any], str]]:
 
 def main() -> None:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, action="append", default=[])
+    parser.add_argument("--checkpoint", type=existing_file, action="append", default=[])
     parser.add_argument("--no-untrained", action="store_true")
     parser.add_argument("--limit", type=at_least(0), default=0,
                         help="Use only the first N positives and N/3 negatives (quick looks; 0: all).")

@@ -27,7 +27,7 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchma
 
 import ccp  # noqa: E402
 from baselines import SiftBaseline, TemplateBaseline  # noqa: E402
-from bench_args import Parser, at_least, output_file, write_json  # noqa: E402
+from bench_args import Parser, at_least, existing_file, output_file, write_json  # noqa: E402
 from crowd import TRACKING, VARIANTS, CrowdMosaics, SmallCase, tracking_cases, tracking_sequences  # noqa: E402
 from metrics import outcome, summarise  # noqa: E402
 
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--negatives", type=at_least(0), default=40, help="Negative mosaic cases per variant.")
     parser.add_argument("--every", type=at_least(1), default=1, help="Search every K-th frame of the sequences.")
     parser.add_argument("--only", choices=("mosaic", "tracking"), default=None)
-    parser.add_argument("--checkpoint", type=Path, action="append", default=[])
+    parser.add_argument("--checkpoint", type=existing_file, action="append", default=[])
     parser.add_argument("--no-untrained", action="store_true")
     parser.add_argument("--no-mirror", dest="mirror", action="store_false",
                         help="Networks do not also search the query mirrored (the default does).")
