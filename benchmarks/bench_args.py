@@ -51,6 +51,18 @@ def above_zero(text: str) -> float:
     return value
 
 
+def device_option(text: str) -> str:
+    """An argparse ``type``: a torch device as `synth search --device` takes it (auto, cpu, cuda[:N];
+    pipelines.search_inputs.resolve_device), resolved: 'auto' is the device it picks."""
+    from augment.imageio import InputError
+    from pipelines.search_inputs import resolve_device
+
+    try:
+        return str(resolve_device(text))
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--device ")) from None
+
+
 def comma_names(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
     """An argparse ``type``: comma-separated names, each one of ``choices`` (an unknown one was
     silently left out, so a typo ran nothing)."""
@@ -58,7 +70,8 @@ def comma_names(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
         names = [name.strip() for name in text.split(",") if name.strip()]
         unknown = [name for name in names if name not in choices]
         if unknown or not names:
-            raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'nothing'} given; choose from {', '.join(choices)}")
+            raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'nothing'} given; "
+                                             f"choose from {', '.join(choices)}")
         return names
 
     parse.__name__ = "names"

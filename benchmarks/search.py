@@ -34,7 +34,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench_args import Parser, at_least, existing_file  # noqa: E402
+from bench_args import Parser, device_option, at_least, existing_file  # noqa: E402
 from timing import best_time  # noqa: E402
 from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  # noqa: E402
                               calibrate_threshold, detect)
@@ -297,7 +297,7 @@ def _side_by_side(searcher: Searcher, workers: SearchWorkers, cases: list, total
 def main() -> None:
     parser = Parser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device_option, default="cpu")
     parser.add_argument("--checkpoint", type=existing_file, default=None)
     parser.add_argument("--untrained", action="store_true", help="The untrained network (default: as synth search).")
     parser.add_argument("--no-verify", action="store_true", help="Speed of the heat map alone (no verification).")

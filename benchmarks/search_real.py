@@ -40,8 +40,8 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchma
 
 import ccp  # noqa: E402
 import rendition  # noqa: E402
-from bench_args import (Parser, at_least, comma_names, existing_file, output_file, output_folder,  # noqa: E402
-                        write_json)
+from bench_args import (Parser, at_least, comma_names, device_option, existing_file,  # noqa: E402
+                        output_file, output_folder, write_json)
 from baselines import SiftBaseline  # noqa: E402
 from metrics import Outcome, box_iou, summarise  # noqa: E402
 
@@ -146,7 +146,7 @@ def main() -> None:
                         help="Use only the first N positives and N/3 negatives (quick looks; 0: all).")
     parser.add_argument("--sets", type=comma_names(("ccp", "rendition")), default=["ccp", "rendition"],
                         help="Case sets: ccp, rendition (comma-separated).")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", type=device_option, default="auto")
     parser.add_argument("--json", type=output_file, default=None, help="Also write the figures here.")
     parser.add_argument("--overlays", type=output_folder, default=None,
                         help="Write inlier overlays of a few positives here.")

@@ -27,7 +27,7 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchma
 
 import ccp  # noqa: E402
 from baselines import SiftBaseline, TemplateBaseline  # noqa: E402
-from bench_args import Parser, at_least, existing_file, output_file, write_json  # noqa: E402
+from bench_args import Parser, device_option, at_least, existing_file, output_file, write_json  # noqa: E402
 from crowd import TRACKING, VARIANTS, CrowdMosaics, SmallCase, tracking_cases, tracking_sequences  # noqa: E402
 from metrics import outcome, summarise  # noqa: E402
 
@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--no-untrained", action="store_true")
     parser.add_argument("--no-mirror", dest="mirror", action="store_false",
                         help="Networks do not also search the query mirrored (the default does).")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", type=device_option, default="auto")
     parser.add_argument("--pytorch-backbone", action="store_true",
                         help="Encode media with PyTorch (a short job's path), not onnxruntime (a long one's).")
     parser.add_argument("--json", type=output_file, default=None, help="Also write the figures here.")

@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
-from bench_args import Parser, at_least, known_names, output_file, write_json  # noqa: E402
+from bench_args import Parser, device_option, at_least, known_names, output_file, write_json  # noqa: E402
 from metrics import box_iou  # noqa: E402
 from occlusion import KINDS, RAMPS, ZOOMS, apply_events, plan_events, reacquisition  # noqa: E402
 from tracking_settings import temporal_config  # noqa: E402,F401  (--set; tests read it here too)
@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--sequences", nargs="*", default=None, help="default: every sequence of the shared data")
     parser.add_argument("--methods", nargs="*", default=["temporal", "whole", "csrt"], choices=METHODS,
                         help="verified (the default still-image search per frame) is slow: on request")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device_option, default="cpu")
     parser.add_argument("--json", type=output_file, default=None, help="also write the rows here")
     parser.add_argument("--threads", type=at_least(1), default=1,
                         help="threads of the search (torch) and of CSRT (OpenCV) alike (1: on a "

@@ -50,6 +50,11 @@ CASES = [
     ("video_cli", ["--limit", "1"], "--limit", [], "absent"),
     ("video_cli", ["--scales", "0"], "--scales", [], "absent"),
     ("video_cli", ["--sequences", "Skating"], "Skating not in", ["Searcher"], "fake"),
+    ("tracking", ["--device", "gpu"], "--device: must be auto, cpu or cuda, not 'gpu'", [], "absent"),
+    ("search", ["--device", "bogus"], "--device", ["speed", "speed_on_photos", "calibrate"], None),
+    ("search_real", ["--device", "gpu"], "--device", ["case_sets"], None),
+    ("segment", ["--device", "bogus"], "--device", ["TrainConfig"], None),
+    ("train", ["--device", "bogus"], "--device", ["TrainConfig"], None),
     ("search", ["--photos", "-1"], "--photos", ["speed", "speed_on_photos", "calibrate"], None),
     ("search", ["--batch", "0"], "--batch", ["speed", "speed_on_photos", "calibrate"], None),
     ("search", ["--calibrate", "--cases", "0"], "--cases", ["speed", "speed_on_photos", "calibrate"], None),
@@ -121,7 +126,8 @@ def test_search_small_skip_names_the_tracking_folder_in_full(
     monkeypatch.setattr(bench, "methods", lambda args: {})
     monkeypatch.setattr(sys, "argv", ["search_small.py", "--only", "tracking"])
     bench.main()
-    assert capsys.readouterr().out.strip() == f"skipped: {tmp_path / 'tracking'} is absent (no tracking sequences on this machine)"
+    out = capsys.readouterr().out.strip()
+    assert out == f"skipped: {tmp_path / 'tracking'} is absent (no tracking sequences on this machine)"
 
 
 def test_tracking_skips_a_sequence_that_leaves_under_two_frames_in_one_line(
