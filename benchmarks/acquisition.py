@@ -25,7 +25,6 @@ rule was chosen on TUNED_ON (benchmarks/tracking.py); the other sequences are re
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from tracking import DATA, TUNED_ON, load_sequence, precision_and_auc, query_of, read_frames  # noqa: E402
+from bench_args import Parser, at_least  # noqa: E402
+from tracking import (DATA, TUNED_ON, load_sequence, precision_and_auc, query_of, read_frames,  # noqa: E402
+                      sequence_names)
 from tracking_settings import temporal_config  # noqa: E402
 
 RULES = {"confirm": [], "reported only": ["acquire_confirm=0"]}
@@ -62,15 +63,16 @@ def on_target(box, truth) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sequences", nargs="*", default=None)
-    parser.add_argument("--starts", type=int, nargs="+", default=[20, 50, 100], help="present: first frame index")
-    parser.add_argument("--frames", type=int, default=60, help="present: frames searched from each start")
-    parser.add_argument("--absent-starts", type=int, nargs="+", default=[20, 150])
-    parser.add_argument("--absent-frames", type=int, default=100)
-    parser.add_argument("--ccp", type=int, default=8, help="CCP catalogue queries searched as absent ones")
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sequences", nargs="*", default=None, help="default: every sequence of the shared data")
+    parser.add_argument("--starts", type=at_least(0), nargs="+", default=[20, 50, 100],
+                        help="present: first frame index")
+    parser.add_argument("--frames", type=at_least(1), default=60, help="present: frames searched from each start")
+    parser.add_argument("--absent-starts", type=at_least(0), nargs="+", default=[20, 150])
+    parser.add_argument("--absent-frames", type=at_least(1), default=100)
+    parser.add_argument("--ccp", type=at_least(0), default=8, help="CCP catalogue queries searched as absent ones")
     parser.add_argument("--only", choices=("present", "absent"), default=None)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=at_least(1), default=1)
     parser.add_argument("--rules", nargs="+", choices=tuple(RULES), default=list(RULES),
                         help="the acquisition rules run (default: both)")
     parser.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
@@ -79,6 +81,7 @@ def main() -> None:
     if not DATA.is_dir():
         print(f"acquisition benchmark skipped: {DATA} absent (shared data)")
         return
+    names = sequence_names(DATA, args.sequences)
     import torch
 
     from pipelines.search import Searcher
@@ -88,7 +91,6 @@ def main() -> None:
     configs = {rule: temporal_config(args.set + RULES[rule]) for rule in args.rules}
     searcher = Searcher()
     searcher.network.use_onnx()  # as `synth search` encodes a video's (a long job's) media: ONNX_MIN_WORK
-    names = args.sequences or sorted(p.name for p in DATA.iterdir() if (p / "groundtruth.txt").is_file())
     sequences = {name: load_sequence(DATA / name, None) for name in names}
     frames = {name: read_frames(sequence) for name, sequence in sequences.items()}
     queries = {name: searcher.prepare(query_of(frames[name], sequences[name].boxes[0])) for name in names}
@@ -106,7 +108,8 @@ def main() -> None:
         for name in names:
             group = "tuned on" if name in TUNED_ON else "held out"
             for start in args.starts:
-                if start + 1 >= len(frames[name]):
+                if start + 1 >= len(frames[name]):  # said, or a wrong --starts looks like a finished run
+                    print(f"{name:10} {'-':14} {start:5d} skipped: past the sequence's {len(frames[name])} frames")
                     continue
                 clip, truth = frames[name][start:start + args.frames], sequences[name].boxes[start:start + args.frames]
                 for rule, config in configs.items():
@@ -125,6 +128,8 @@ def main() -> None:
                           f"{seconds:5.1f}", flush=True)
     if args.only != "present":
         print(f"{'absent in':10} {'query':9} {'rule':14} {'start':>5} {'claimed':>7} {'s':>5}")
+        if len(queries) < 2:
+            print("absent runs skipped: no query but the sequence's own (name more --sequences, or --ccp N with CCP)")
         for name in names:
             group = "tuned on" if name in TUNED_ON else "held out"
             for query_name, query in queries.items():
@@ -133,6 +138,8 @@ def main() -> None:
                 for start in args.absent_starts:
                     clip = frames[name][start:start + args.absent_frames]
                     if not clip:
+                        print(f"{name:10} {query_name:9} {'-':14} {start:5d} skipped: past the sequence's "
+                              f"{len(frames[name])} frames")
                         continue
                     for rule, config in configs.items():
                         _, states, seconds = run(searcher, query, clip, config)

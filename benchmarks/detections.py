@@ -11,7 +11,6 @@ highlight) relative to the one-peak frame (target: at most 1.2x with 150 peaks).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
+from bench_args import Parser, at_least  # noqa: E402
 from timing import best_time  # noqa: E402
 
 FRAME = Path(__file__).resolve().parents[2] / "shared" / "data" / "tracking" / "Skating1" / "img" / "0001.jpg"
@@ -42,9 +42,9 @@ def frame_and_query() -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threshold", type=float, default=0.01)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threshold", type=float, default=0.01, help="heat threshold of the many-peak row")
+    parser.add_argument("--repeat", type=at_least(1), default=5, help="timed calls (the fastest kept)")
     args = parser.parse_args()
     from pipelines.highlight import highlight
     from pipelines.search import Searcher

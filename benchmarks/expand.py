@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
 from augment import expand as expand_module  # noqa: E402
+from bench_args import Parser, at_least, existing_folder  # noqa: E402
 from augment.composite import compose_scene  # noqa: E402
 from augment.config import ExpandConfig  # noqa: E402
 from augment.cutouts import build_objects_table, load_cutouts  # noqa: E402
@@ -43,10 +45,12 @@ def benchmark_config(num: int) -> ExpandConfig:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num", type=int, default=600)
-    parser.add_argument("--sources", type=Path, default=ROOT / "sample_data" / "objects")
-    parser.add_argument("--backgrounds", type=Path, default=ROOT / "sample_data" / "backgrounds")
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num", type=at_least(1), default=600, help="composites made (default 600)")
+    parser.add_argument("--sources", type=existing_folder, default=ROOT / "sample_data" / "objects",
+                        help="object sources (default: sample_data/objects)")
+    parser.add_argument("--backgrounds", type=existing_folder, default=ROOT / "sample_data" / "backgrounds",
+                        help="background images (default: sample_data/backgrounds)")
     args = parser.parse_args()
     config = benchmark_config(args.num)
     tune_malloc()

@@ -33,10 +33,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
 import ray  # noqa: E402
 
 from augment.expand import run_expand  # noqa: E402
+from bench_args import Parser, at_least, existing_folder  # noqa: E402
 from augment.system import tune_malloc  # noqa: E402
 from benchmarks.expand import benchmark_config  # noqa: E402
 
@@ -114,11 +116,13 @@ def same_shards(a: Path, b: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num", type=int, default=600)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--sources", type=Path, default=ROOT / "sample_data" / "objects")
-    parser.add_argument("--backgrounds", type=Path, default=ROOT / "sample_data" / "backgrounds")
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num", type=at_least(1), default=600, help="composites made per run (default 600)")
+    parser.add_argument("--repeats", type=at_least(1), default=2, help="runs per engine, the best kept (default 2)")
+    parser.add_argument("--sources", type=existing_folder, default=ROOT / "sample_data" / "objects",
+                        help="object sources (default: sample_data/objects)")
+    parser.add_argument("--backgrounds", type=existing_folder, default=ROOT / "sample_data" / "backgrounds",
+                        help="background images (default: sample_data/backgrounds)")
     args = parser.parse_args()
     tune_malloc()
     rows, cpu = {}, {}

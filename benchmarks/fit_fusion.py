@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
 import ccp  # noqa: E402
+from bench_args import Parser, device_option, existing_file, output_file  # noqa: E402
 
 from pipelines.fusion import (Candidate, FusionModel, VerificationStage, fit_fusion,  # noqa: E402
                               fusion_path, label_candidates, searcher_verifier)
@@ -52,10 +53,10 @@ def collect(searcher, cases, config: VerifyConfig | None = None) -> list[Candida
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None, help="Default: beside the model (see above).")
-    parser.add_argument("--device", default="auto")
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=existing_file, default=None)
+    parser.add_argument("--out", type=output_file, default=None, help="Default: beside the model (see above).")
+    parser.add_argument("--device", type=device_option, default="auto")
     parser.add_argument("--features", choices=("network", "sift"), default=VerifyConfig().features,
                         help="Feature source of the verification (to compare them; the search uses the default).")
     args = parser.parse_args()

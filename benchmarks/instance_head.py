@@ -84,6 +84,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import ccp  # noqa: E402
+from bench_args import Parser, at_least, output_file  # noqa: E402
 from metrics import Outcome, shown, summarise  # noqa: E402
 
 from instance_cases import Bank, Head, Photo, Shot, pooled, proxy_cases, proxy_eval, roi_covers  # noqa: E402
@@ -291,29 +292,29 @@ def case_loss(head: Head, bank: Bank, batch: list[Shot], negatives: int, rng: np
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=("residual", "finetune", "readout"), default="residual")
-    parser.add_argument("--readout-garments", type=int, default=300, help="Training cases of --kind readout.")
+    parser.add_argument("--readout-garments", type=at_least(1), default=300, help="Training cases of --kind readout.")
     parser.add_argument("--objective", choices=("heat", "pooled"), default="heat",
                         help="heat: InfoNCE + ranking on the replayed heat maps; pooled: instance "
                              "discrimination on pooled (masked) features.")
     parser.add_argument("--temperature", type=float, default=0.1)
-    parser.add_argument("--hidden", type=int, default=16, help="Residual projection's hidden width (0: none).")
-    parser.add_argument("--draws", type=int, default=3, help="Catalogue shots per training garment.")
-    parser.add_argument("--garments", type=int, default=None, help="Training garments (default all).")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--negatives", type=int, default=3)
+    parser.add_argument("--hidden", type=at_least(0), default=16, help="Residual projection's hidden width (0: none).")
+    parser.add_argument("--draws", type=at_least(1), default=3, help="Catalogue shots per training garment.")
+    parser.add_argument("--garments", type=at_least(1), default=None, help="Training garments (default all).")
+    parser.add_argument("--steps", type=at_least(1), default=400)
+    parser.add_argument("--batch", type=at_least(1), default=8)
+    parser.add_argument("--negatives", type=at_least(0), default=3)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument("--rank-weight", type=float, default=1.0)
-    parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--save", type=Path, default=None, help="Write the best head (validation) as a checkpoint.")
+    parser.add_argument("--eval-every", type=at_least(1), default=50)
+    parser.add_argument("--save", type=output_file, default=None, help="Write the best head (validation) as a checkpoint.")
     parser.add_argument("--cache", type=Path, default=None,
                         help="Folder for the cached features (reused by later runs with the same draws).")
     parser.add_argument("--searcher-eval", action="store_true",
                         help="After --save: the real search's heat map alone on the calibration cases.")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=at_least(1), default=1)
     args = parser.parse_args()
     if not ccp.available():
         print(ccp.skip_message())

@@ -41,7 +41,6 @@ instance discrimination, the stride-16 stage fine-tuned, learned readout shares)
 
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import sys
@@ -59,6 +58,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import ccp  # noqa: E402
+from bench_args import Parser, at_least  # noqa: E402
 from metrics import shown, summarise  # noqa: E402
 
 from augment.photo_pairs import PhotoIndex, PhotoPairSampler  # noqa: E402
@@ -178,16 +178,16 @@ def evaluate(maps: nn.ModuleList | None, limit: int | None, conversion: nn.Modul
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=400, help="Training cases (train photos 0001-0500).")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch", type=int, default=8)
+    parser = Parser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=at_least(1), default=400, help="Training cases (train photos 0001-0500).")
+    parser.add_argument("--steps", type=at_least(1), default=300)
+    parser.add_argument("--batch", type=at_least(1), default=8)
     parser.add_argument("--kind", choices=("residual", "channels", "conversion"), default="residual")
     parser.add_argument("--lr", type=float, default=None, help="Default 1e-3 (residual), 1e-2 (channels).")
     parser.add_argument("--rank-weight", type=float, default=1.0)
-    parser.add_argument("--eval-every", type=int, default=75)
-    parser.add_argument("--limit", type=int, default=None, help="Calibration positives evaluated (default all).")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-every", type=at_least(1), default=75)
+    parser.add_argument("--limit", type=at_least(1), default=None, help="Calibration positives evaluated (default all).")
+    parser.add_argument("--threads", type=at_least(1), default=1)
     args = parser.parse_args()
     if not ccp.available():
         print(ccp.skip_message())

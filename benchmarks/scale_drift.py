@@ -16,7 +16,6 @@ aspect; the truth's may change): printed as the mean of its absolute value, its 
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -27,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from tracking import DATA, TUNED_ON, load_sequence, query_of, read_frames  # noqa: E402
+from bench_args import Parser, at_least  # noqa: E402
+from tracking import DATA, TUNED_ON, load_sequence, query_of, read_frames, sequence_names  # noqa: E402
 
 
 def size_errors(boxes: list, truth: np.ndarray, near_only: bool) -> np.ndarray:
@@ -45,16 +45,17 @@ def size_errors(boxes: list, truth: np.ndarray, near_only: bool) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequences", nargs="*", default=list(TUNED_ON))
     parser.add_argument("--band-trust", type=float, default=None,
                         help="TemporalConfig.band_trust (default: its default)")
-    parser.add_argument("--late", type=int, default=230, help="frame from which the late figures count")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--late", type=at_least(1), default=230, help="frame from which the late figures count")
+    parser.add_argument("--threads", type=at_least(1), default=1)
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"scale drift benchmark skipped: {DATA} absent (shared data)")
         return
+    names = sequence_names(DATA, args.sequences)
     import torch
 
     from pipelines.search import Searcher
@@ -74,7 +75,7 @@ def main() -> None:
             return (x0 + x1) / 2, (y0 + y1) / 2
 
     print(f"{'sequence':10} {'run':14} {'frames':>6} {'|err|':>6} {'bias':>7} {'late |err|':>10} {'late bias':>9}")
-    for name in args.sequences:
+    for name in names:
         sequence = load_sequence(DATA / name, None)
         frames = read_frames(sequence)
         for label, kind in (("tracked", TemporalSearcher), ("true centre", TrueCentre)):

@@ -27,12 +27,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 import augment  # noqa: E402,F401  (before torch: OpenMP's wait policy, as synth sets it)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench_args import Parser, device_option, at_least, existing_file  # noqa: E402
 from timing import best_time  # noqa: E402
 from pipelines.search import (DEFAULT_QUERY_SCALES, CalibrationCase, Searcher,  # noqa: E402
                               calibrate_threshold, detect)
@@ -293,28 +295,28 @@ def _side_by_side(searcher: Searcher, workers: SearchWorkers, cases: list, total
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = Parser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--device", type=device_option, default="cpu")
+    parser.add_argument("--checkpoint", type=existing_file, default=None)
     parser.add_argument("--untrained", action="store_true", help="The untrained network (default: as synth search).")
     parser.add_argument("--no-verify", action="store_true", help="Speed of the heat map alone (no verification).")
     parser.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_QUERY_SCALES),
                         help="Query scales (as synth search's default).")
     parser.add_argument("--auto-scales", action="store_true", help="Automatic scales (synth search --scales auto).")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=at_least(0), default=0,
                         help="CPU threads of torch (0: its default); 1 steadies figures on a shared machine.")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=at_least(1), default=4, help="noise frames searched at once")
     parser.add_argument("--pytorch-backbone", action="store_true",
                         help="Encode media with PyTorch (a short job's path), not onnxruntime (a long one's).")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=at_least(1), default=5, help="timed calls (the fastest kept)")
     parser.add_argument("--query-size", type=int, default=96)
     parser.add_argument("--calibrate", action="store_true")
-    parser.add_argument("--cases", type=int, default=120)
+    parser.add_argument("--cases", type=at_least(1), default=120, help="--calibrate: generated cases")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--photos", type=int, default=0,
+    parser.add_argument("--photos", type=at_least(0), default=0,
                         help="Speed on this many real CCP catalogue -> scene positive cases instead of noise frames.")
-    parser.add_argument("--negatives", type=int, default=None,
+    parser.add_argument("--negatives", type=at_least(0), default=None,
                         help="... and this many negative cases (scenes without the object; default: as --photos).")
     args = parser.parse_args()
     if args.threads > 0:

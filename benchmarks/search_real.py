@@ -27,7 +27,6 @@ the method's own threshold, hit at FPR <= 0.10, score AUC, seconds per case (ben
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,8 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchma
 
 import ccp  # noqa: E402
 import rendition  # noqa: E402
+from bench_args import (Parser, at_least, comma_names, device_option, existing_file,  # noqa: E402
+                        output_file, output_folder, write_json)
 from baselines import SiftBaseline  # noqa: E402
 from metrics import Outcome, box_iou, summarise  # noqa: E402
 
@@ -138,22 +139,23 @@ def case_sets(names: list[str], limit: int) -> list[tuple[str, list[Any], str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, action="append", default=[])
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=existing_file, action="append", default=[])
     parser.add_argument("--no-untrained", action="store_true")
-    parser.add_argument("--limit", type=int, default=0, help="Use only the first N positives and N/3 negatives (quick looks).")
-    parser.add_argument("--sets", default="ccp,rendition", help="Case sets: ccp, rendition (comma-separated).")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
-    parser.add_argument("--overlays", type=Path, default=None, help="Write inlier overlays of a few positives here.")
+    parser.add_argument("--limit", type=at_least(0), default=0,
+                        help="Use only the first N positives and N/3 negatives (quick looks; 0: all).")
+    parser.add_argument("--sets", type=comma_names(("ccp", "rendition")), default=["ccp", "rendition"],
+                        help="Case sets: ccp, rendition (comma-separated).")
+    parser.add_argument("--device", type=device_option, default="auto")
+    parser.add_argument("--json", type=output_file, default=None, help="Also write the figures here.")
+    parser.add_argument("--overlays", type=output_folder, default=None,
+                        help="Write inlier overlays of a few positives here.")
     parser.add_argument("--pytorch-backbone", action="store_true",
                         help="Encode media with PyTorch (a short job's path), not onnxruntime (a long one's).")
     args = parser.parse_args()
     networks: list[Path | None] = ([] if args.no_untrained else [None]) + list(args.checkpoint)
-    if args.overlays:
-        args.overlays.mkdir(parents=True, exist_ok=True)
     figures: dict[str, dict[str, Any]] = {}
-    for set_name, cases, title in case_sets(args.sets.split(","), args.limit):
+    for set_name, cases, title in case_sets(args.sets, args.limit):
         print(f"\n{title}: {sum(c.positive for c in cases)} positives, {sum(not c.positive for c in cases)} negatives")
         print(f"{'method':<30} {'top1':>6} {'hit@thr':>8} {'FPR@thr':>8} {'hit@FPR.1':>9} {'AUC':>6} {'s/case':>7} {'+verify':>8}")
         rows: dict[str, tuple[Tally, float]] = {}
@@ -179,7 +181,7 @@ def main() -> None:
                   f"{result['fpr_at_threshold']:>8.3f} {result['hit_at_fpr10']:>9.3f} {result['auc']:>6.3f} "
                   f"{result['seconds_per_case']:>7.3f} {added:>8}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+        write_json(args.json, figures)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ negatives), and OTB's precision at 20 px and success AUC of the best box, second
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchma
 
 import ccp  # noqa: E402
 from baselines import SiftBaseline, TemplateBaseline  # noqa: E402
-from crowd import VARIANTS, CrowdMosaics, SmallCase, tracking_cases, tracking_sequences  # noqa: E402
+from bench_args import Parser, device_option, at_least, existing_file, output_file, write_json  # noqa: E402
+from crowd import TRACKING, VARIANTS, CrowdMosaics, SmallCase, tracking_cases, tracking_sequences  # noqa: E402
 from metrics import outcome, summarise  # noqa: E402
 
 from pipelines.shipped import head_ships  # noqa: E402
@@ -96,19 +96,19 @@ def run_all(name: str, cases: Iterable[SmallCase], found: list, rows: dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mosaics", type=int, default=100, help="Positive mosaic cases per variant.")
-    parser.add_argument("--negatives", type=int, default=40, help="Negative mosaic cases per variant.")
-    parser.add_argument("--every", type=int, default=1, help="Search every K-th frame of the sequences.")
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mosaics", type=at_least(0), default=100, help="Positive mosaic cases per variant.")
+    parser.add_argument("--negatives", type=at_least(0), default=40, help="Negative mosaic cases per variant.")
+    parser.add_argument("--every", type=at_least(1), default=1, help="Search every K-th frame of the sequences.")
     parser.add_argument("--only", choices=("mosaic", "tracking"), default=None)
-    parser.add_argument("--checkpoint", type=Path, action="append", default=[])
+    parser.add_argument("--checkpoint", type=existing_file, action="append", default=[])
     parser.add_argument("--no-untrained", action="store_true")
     parser.add_argument("--no-mirror", dest="mirror", action="store_false",
                         help="Networks do not also search the query mirrored (the default does).")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", type=device_option, default="auto")
     parser.add_argument("--pytorch-backbone", action="store_true",
                         help="Encode media with PyTorch (a short job's path), not onnxruntime (a long one's).")
-    parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
+    parser.add_argument("--json", type=output_file, default=None, help="Also write the figures here.")
     args = parser.parse_args()
     found = methods(args)
     rows: dict[str, Any] = {}
@@ -123,12 +123,12 @@ def main() -> None:
     if args.only != "mosaic":
         sequences = tracking_sequences()
         if not sequences:
-            print("skipped: ../shared/data/tracking is absent (no tracking sequences on this machine)")
+            print(f"skipped: {TRACKING} is absent (no tracking sequences on this machine)")
         for sequence in sequences:
             run_all(f"tracking {sequence.name} (every {args.every} frame(s), whole-frame search)",
                     tracking_cases(sequence, args.every), found, rows)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

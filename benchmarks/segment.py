@@ -1,6 +1,6 @@
 """Segmentation throughput: training samples/s and inference images/s on this machine.
 
-    python benchmarks/segment.py [--config configs/ccp_segment.yaml] [--device cpu|cuda] [--photos N]
+    python benchmarks/segment.py [--config configs/ccp_segment.yaml] [--device cpu|cuda] [--photos N] [--steps N]
 
 Prints, from one run (shared machines are noisy: compare the ratios):
   (a) training step samples/s (forward, backward, AdamW) at the config's crop and batch, with the
@@ -23,7 +23,6 @@ if __name__ == "__main__" and any(key not in os.environ for key in _MALLOC):
     os.environ.update({k: v for k, v in _MALLOC.items() if k not in os.environ})
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
-import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import importlib.util  # noqa: E402
 import tempfile  # noqa: E402
@@ -42,6 +41,7 @@ from augment.photo_shards import write_photo_shards  # noqa: E402
 from pipelines.extract import ExtractConfig, run_extract  # noqa: E402
 from pipelines.segmenter import Segmenter  # noqa: E402
 from segment_factory import make_scene_photos  # noqa: E402
+from bench_args import Parser, device_option, at_least, existing_file  # noqa: E402
 from timing import best_time  # noqa: E402
 from train.checkpoint import save_checkpoint  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
@@ -63,15 +63,13 @@ def photo_source(scratch: Path, count: int) -> tuple[Path, SourceConfig]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ccp_segment.yaml")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--photos", type=int, default=24, help="photos timed for inference and extraction")
-    parser.add_argument("--steps", type=int, default=3, help="timed training steps per setting")
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=existing_file, default=ROOT / "configs" / "ccp_segment.yaml")
+    parser.add_argument("--device", type=device_option, default="cpu")
+    parser.add_argument("--photos", type=at_least(1), default=24, help="photos timed for inference and extraction")
+    parser.add_argument("--steps", type=at_least(1), default=3, help="timed training steps per setting")
     args = parser.parse_args()
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: CUDA is not available on this machine")
     config = TrainConfig.from_yaml(args.config, device=args.device)
     if device.type == "cuda":
         config.amp, config.channels_last = "bf16", True

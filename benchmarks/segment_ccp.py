@@ -50,11 +50,13 @@ if __name__ == "__main__" and os.environ.get("PYTHONPATH") != str(ROOT):
     os.execve(sys.executable, [sys.executable, *sys.argv], ENV)  # the thread count is read at import
 
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))  # after the repo: benchmarks/train.py must not shadow train/
 
 from augment.config import SourceConfig  # noqa: E402
 from augment.imageio import list_images  # noqa: E402
 from augment.photo_shards import write_photo_shards  # noqa: E402
 from augment.sources import limited  # noqa: E402
+from bench_args import Parser, existing_file  # noqa: E402
 from pipelines import selftune_config  # noqa: E402
 
 
@@ -159,14 +161,14 @@ def train_baseline(name: str, shards: Path, held_out: Path, config: dict, work: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "ccp-experiment")
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ccp_selftune.yaml")
+    parser.add_argument("--config", type=existing_file, default=ROOT / "configs" / "ccp_selftune.yaml")
     parser.add_argument("--data", type=Path, default=CCP, help="the CCP folder (default: ../shared/data/ccp)")
     args = parser.parse_args()
     args.data = args.data.resolve()
     if not (args.data / "labels").is_dir():
-        print(f"skipped: {args.data} is absent (shared data not present)")
+        print(f"skipped: {args.data / 'labels'} is absent (shared data not present)")
         return
     os.nice(10)
     import logging

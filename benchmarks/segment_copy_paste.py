@@ -48,12 +48,14 @@ if __name__ == "__main__" and os.environ.get("PYTHONPATH") != str(ROOT):
     os.execve(sys.executable, [sys.executable, *sys.argv], ENV)  # the thread count is read at import
 
 sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))  # after the repo: benchmarks/train.py must not shadow train/
 
 from augment.atomic_files import atomic_write_text  # noqa: E402
 from augment.config import ExpandConfig, read_yaml_mapping  # noqa: E402
 from augment.imageio import InputError  # noqa: E402
 from augment.photo_shards import write_photo_shards  # noqa: E402
 from benchmarks.segment_ccp import CCP, train_baseline  # noqa: E402
+from bench_args import Parser, at_least, existing_file  # noqa: E402
 from pipelines import selftune_config  # noqa: E402
 
 
@@ -171,19 +173,19 @@ def extract_pseudo(data: Path, work: Path, config: dict, count: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "ccp-copy-paste")
-    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ccp_copy_paste.yaml")
+    parser.add_argument("--config", type=existing_file, default=ROOT / "configs" / "ccp_copy_paste.yaml")
     parser.add_argument("--data", type=Path, default=CCP, help="the CCP folder (default: ../shared/data/ccp)")
     parser.add_argument("--base", type=Path, default=None, help="photo shards of the split written before (read only)")
     parser.add_argument("--arms", nargs="*", default=None, help="arms to run (default: a and every arm of the config)")
     parser.add_argument("--labeled", nargs="+", default=None, metavar="GLOB",
                         help="labelled training photos (globs on stems) instead of the config's split")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="training seed offsets (default: 0)")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=at_least(1), default=2)
     args = parser.parse_args()
     if not (args.data / "labels").is_dir():
-        print(f"skipped: {args.data} is absent (shared data not present)")
+        print(f"skipped: {args.data / 'labels'} is absent (shared data not present)")
         return
     os.nice(10)
     import logging

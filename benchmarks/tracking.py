@@ -54,7 +54,6 @@ box around the turned target at its end).
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -69,6 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
+from bench_args import Parser, device_option, at_least, known_names, output_file, write_json  # noqa: E402
 from metrics import box_iou  # noqa: E402
 from occlusion import KINDS, RAMPS, ZOOMS, apply_events, plan_events, reacquisition  # noqa: E402
 from tracking_settings import temporal_config  # noqa: E402,F401  (--set; tests read it here too)
@@ -103,6 +103,13 @@ def load_sequence(folder: Path, limit: int | None) -> Sequence_:
     boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in rows], np.float64)
     count = min(len(frames), len(boxes), limit or len(frames))
     return Sequence_(folder.name, frames[:count], boxes[:count])
+
+
+def sequence_names(data: Path, requested: list[str] | None) -> list[str]:
+    """The sequences of ``data`` (folders with a groundtruth.txt) named by ``requested``, all of
+    them where it is empty; an unknown name is one line (exit 2) naming those there are."""
+    available = sorted(p.name for p in data.iterdir() if (p / "groundtruth.txt").is_file())
+    return known_names("--sequences", requested, available, data) if requested else available
 
 
 def precision_and_auc(predicted: list, truth: np.ndarray) -> tuple[float, float]:
@@ -243,14 +250,15 @@ def ramp_figures(predicted: list, truth: np.ndarray, events: list) -> list[dict]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, default=None, help="first N frames of each sequence")
-    parser.add_argument("--sequences", nargs="*", default=None)
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--limit", type=at_least(2), default=None,
+                        help="first N frames of each sequence (N >= 2: frame 1 gives the query)")
+    parser.add_argument("--sequences", nargs="*", default=None, help="default: every sequence of the shared data")
     parser.add_argument("--methods", nargs="*", default=["temporal", "whole", "csrt"], choices=METHODS,
                         help="verified (the default still-image search per frame) is slow: on request")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--device", type=device_option, default="cpu")
+    parser.add_argument("--json", type=output_file, default=None, help="also write the rows here")
+    parser.add_argument("--threads", type=at_least(1), default=1,
                         help="threads of the search (torch) and of CSRT (OpenCV) alike (1: on a "
                              "shared 2-core machine more threads only contend)")
     parser.add_argument("--frame-step", type=int, default=1,
@@ -260,8 +268,8 @@ def main() -> None:
     parser.add_argument("--events", choices=KINDS, default=None,
                         help="put occlusions or cuts into the footage (benchmarks/occlusion.py) and "
                              "report re-acquisition after each")
-    parser.add_argument("--every", type=int, default=60, help="frames between events")
-    parser.add_argument("--length", type=int, default=None,
+    parser.add_argument("--every", type=at_least(1), default=60, help="frames between events")
+    parser.add_argument("--length", type=at_least(1), default=None,
                         help="frames an occlusion lasts (default 10) / a zoom takes (default 100) / a blur lasts (default 20)")
     parser.add_argument("--zoom-to", type=float, default=0.4,
                         help="zoom events: the frame's scale at the end of a zoom out (zooms alternate "
@@ -297,6 +305,7 @@ def main() -> None:
     if not DATA.is_dir():
         print(f"tracking benchmark skipped: {DATA} absent (shared data)")
         return
+    names = sequence_names(DATA, args.sequences)
     import torch
 
     from augment.imageio import InputError
@@ -307,13 +316,17 @@ def main() -> None:
     searcher = Searcher(device=args.device)
     if config.onnx_backbone:  # as `synth search` encodes a video (ONNX_MIN_WORK)
         searcher.network.use_onnx()
-    names = args.sequences or sorted(p.name for p in DATA.iterdir() if (p / "groundtruth.txt").is_file())
     rows = []
     width = 10 if len(placements) == 1 else 16  # a name@first/seed per placement
     print(f"{'sequence':{width}} {'method':9} {'frames':>6} {'prec@20':>8} {'AUC':>6} {'fps':>6} "
           f"{'lost':>5} {'re-acq':>6}" + ("  back<=5  delays" if args.events else ""))
     for name in names:
         whole = load_sequence(DATA / name, args.limit)
+        kept = len(whole.frames[::args.frame_step])
+        if kept < 2:  # frame 1 gives the query: nothing would be searched (figures of no frames: nan)
+            print(f"{name:{width}} skipped: {kept} frame(s) with a box"
+                  + (f" at --frame-step {args.frame_step}" if args.frame_step > 1 else "") + "; at least 2 are needed")
+            continue
         whole_frames = read_frames(whole)
         if resampled:
             whole_frames, whole.boxes = resample(whole_frames, whole.boxes, args.frame_step, args.shrink)
@@ -377,7 +390,7 @@ def main() -> None:
                 print(f"{label:15} {method:9} {len(chosen):2d} run {np.mean([r['precision20'] for r in chosen]):8.3f} "
                       f"{np.mean([r['auc'] for r in chosen]):6.3f} {np.mean([r['fps'] for r in chosen]):6.1f}{back}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ if __name__ == "__main__" and any(key not in os.environ for key in _MALLOC):
     os.environ.update({k: v for k, v in _MALLOC.items() if k not in os.environ})
     os.execv(sys.executable, [sys.executable, *sys.argv])
 
-import argparse  # noqa: E402
 from functools import partial  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -37,8 +36,10 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.append(str(ROOT / "benchmarks"))  # after the repo: this file must not shadow train/
 
 from shard_factory import make_shards  # noqa: E402
+from bench_args import Parser, device_option, at_least, existing_file, existing_folder  # noqa: E402
 from timing import best_time  # noqa: E402
 from train.correlation import correlate, correlate_looped  # noqa: E402
 from train.data import make_loader  # noqa: E402
@@ -125,17 +126,15 @@ def step_rate(config: TrainConfig, shards: Path, device: torch.device, steps: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shards", type=Path, help="shard folder (default: generate small ones)")
-    parser.add_argument("--config", type=Path, help="training config (default: train_cpu / train_gpu by device)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser = Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shards", type=existing_folder, help="shard folder (default: generate small ones)")
+    parser.add_argument("--config", type=existing_file, help="training config (default: train_cpu / train_gpu by device)")
+    parser.add_argument("--device", type=device_option, default="cpu", help="cpu or cuda")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for (c)")
-    parser.add_argument("--steps", type=int, default=5, help="timed training steps")
-    parser.add_argument("--batches", type=int, default=8, help="timed loader batches per worker count")
+    parser.add_argument("--steps", type=at_least(1), default=5, help="timed training steps")
+    parser.add_argument("--batches", type=at_least(1), default=8, help="timed loader batches per worker count")
     args = parser.parse_args()
     device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: CUDA is not available on this machine")
     config_path = args.config or ROOT / "configs" / ("train_gpu.yaml" if device.type == "cuda" else "train_cpu.yaml")
     config = TrainConfig.from_yaml(config_path, device=args.device)
     config.compile = args.compile

@@ -16,7 +16,6 @@ the query cut from frame 1 by its box, and timed two ways in one run on the same
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from tracking import DATA, load_sequence, query_of, read_frames  # noqa: E402
+from bench_args import Parser, above_zero, at_least  # noqa: E402
+from tracking import DATA, load_sequence, query_of, read_frames, sequence_names  # noqa: E402
 
 
 def write_video(frames: list, path: Path, scale: float) -> list:
@@ -44,16 +44,18 @@ def write_video(frames: list, path: Path, scale: float) -> list:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequences", nargs="*", default=["Skating1"])
-    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0],
+    parser.add_argument("--scales", type=above_zero, nargs="+", default=[1.0, 2.0],
                         help="each sequence's frames scaled by these (2: 640x360 -> 1280x720)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--limit", type=int, default=None, help="first N frames of each sequence")
+    parser.add_argument("--threads", type=at_least(1), default=1)
+    parser.add_argument("--limit", type=at_least(2), default=None,
+                        help="first N frames of each sequence (N >= 2: frame 1 gives the query)")
     args = parser.parse_args()
     if not DATA.is_dir():
         print(f"video benchmark skipped: {DATA} absent (shared data)")
         return
+    names = sequence_names(DATA, args.sequences)
     import numpy as np
     import torch
 
@@ -67,7 +69,7 @@ def main() -> None:
     searcher.network.use_onnx()  # as `synth search` encodes a video (pipelines/search_outputs.py ONNX_MIN_WORK)
     print(f"{'sequence':10} {'size':>9} {'frames':>6} {'search fps':>10} {'command fps':>11} "
           f"{'draw ms':>8} {'command / search':>16}")
-    for name in args.sequences:
+    for name in names:
         sequence = load_sequence(DATA / name, args.limit)
         frames = read_frames(sequence)
         for scale in args.scales:
