@@ -5,9 +5,9 @@ searched at several zooms and verification encodes windows of many sizes, so the
 input shape at almost every call. This script searches ``--photos`` real street photos (CCP's unlabeled
 pool, ../shared/data/ccp/photos 1005 onwards; generated pictures of random sizes where it is absent) one
 after another, as the command does, and prints the process's resident memory after the first photo,
-the fifth and the last, with the time per photo, for onnxruntime's CPU memory arena off (synth's
-setting, pipelines/onnx_backbone.py CPU_MEMORY_ARENA) and on, each in a fresh process (one run, one
-machine: compare the two rows, not figures from other runs).
+the fifth and the last, with the time per photo, each in a fresh process (one run, one machine: compare
+the rows, not figures from other runs), with onnxruntime's CPU memory arena (synth's setting,
+pipelines/onnx_backbone.py CPU_MEMORY_ARENA) and without it.
 
     python benchmarks/search_memory.py [--photos 60] [--threads 1]
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench_args import Parser, at_least  # noqa: E402
 CCP_PHOTOS = REPO.parent / "shared" / "data" / "ccp" / "photos"
 FIRST_UNLABELED = 1005  # CCP photos from here on have no pixel labels: no benchmark's test or calibration case
 
@@ -53,15 +54,18 @@ def media(count: int) -> tuple[list, object]:
     return scenes, scenes[0][50:150, 60:140].copy()
 
 
-def measure(photos: int, threads: int, arena: bool) -> dict:
-    """In this process: search the photos one by one with the onnxruntime encoder, the arena as given."""
+SETTINGS = {"synth": "memory arena (synth)", "off": "no memory arena"}
+
+
+def measure(photos: int, threads: int, setting: str) -> dict:
+    """In this process: search the photos one by one with the onnxruntime encoder, its arena as ``setting``."""
     import torch
 
     import pipelines.onnx_backbone as onnx_backbone
     from pipelines.search import Searcher
 
     torch.set_num_threads(threads)
-    onnx_backbone.CPU_MEMORY_ARENA = arena
+    onnx_backbone.CPU_MEMORY_ARENA = setting != "off"
     scenes, query = media(photos)
     searcher = Searcher()
     searcher.network.use_onnx()  # as `synth search` does for a long job
@@ -71,28 +75,27 @@ def measure(photos: int, threads: int, arena: bool) -> dict:
         searcher.find(prepared, scene)
         if index in (1, 5, len(scenes)):
             marks[index] = round(resident_mb())
-    return {"arena": arena, "photos": len(scenes), "resident_mb": marks,
+    return {"setting": setting, "photos": len(scenes), "resident_mb": marks,
             "seconds_per_photo": (time.perf_counter() - start) / len(scenes)}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--worker", choices=["on", "off"], help=argparse.SUPPRESS)  # one measurement, in a child
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=at_least(5), default=60)
+    parser.add_argument("--threads", type=at_least(1), default=1)
+    parser.add_argument("--worker", choices=list(SETTINGS), help=argparse.SUPPRESS)  # one measurement, in a child
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.photos, args.threads, args.worker == "on")))
+        print(json.dumps(measure(args.photos, args.threads, args.worker)))
         return
     print(f"{args.photos} photos searched one by one, {args.threads} thread(s), media encoded by onnxruntime")
-    print(f"{'memory arena':<14}{'MB after 1':>11}{'after 5':>9}{'after last':>12}{'s/photo':>9}")
-    for setting in ("off", "on"):  # a fresh process each: memory is the process's
+    print(f"{'onnxruntime memory':<40}{'MB after 1':>11}{'after 5':>9}{'after last':>12}{'s/photo':>9}")
+    for setting in SETTINGS:  # a fresh process each: memory is the process's
         done = subprocess.run([sys.executable, __file__, "--photos", str(args.photos), "--threads", str(args.threads),
                                "--worker", setting], capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         marks = list(row["resident_mb"].values())
-        label = f"{setting}{' (synth)' if setting == 'off' else ''}"
-        print(f"{label:<14}{marks[0]:>11}{marks[1]:>9}{marks[-1]:>12}{row['seconds_per_photo']:>9.3f}")
+        print(f"{SETTINGS[setting]:<40}{marks[0]:>11}{marks[1]:>9}{marks[-1]:>12}{row['seconds_per_photo']:>9.3f}")
 
 
 if __name__ == "__main__":

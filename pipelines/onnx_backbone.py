@@ -46,12 +46,12 @@ logger = logging.getLogger(__name__)
 _ENCODERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], OnnxMediumEncoder | None]]" = \
     weakref.WeakKeyDictionary()
 _EXPORTING = threading.Lock()  # one export at a time: side-by-side workers share the result
-# onnxruntime's CPU memory arena keeps what it allocated for every input shape it has seen: a folder of
-# photos of many sizes (each searched at several zooms, verification's windows of many sizes) grew a
-# search's memory without bound, 0.75 GB at its 5th CCP photo to 1.9 GB at its 30th and 3.9 GB at its
-# 200th, where without the arena it stays at ~0.9 GB (PyTorch's own path: ~1.0) for ~7% more time per
-# encoding (`python benchmarks/search_memory.py`).
-CPU_MEMORY_ARENA = False
+# onnxruntime's CPU memory arena: on (its default). A long still-image search (many input shapes: photos
+# of many sizes at several zooms, verification's windows) holds ~0.4-0.8 GB more with it (1.13 -> 2.06 GB
+# from the 1st to the 60th CCP photo, against 0.67 -> 1.3 without), but without it every run allocates
+# afresh: 1.5x the encoding time, 2.48x -> 2.82-2.91x the backbone on scenes without the object. Making
+# the session (and arena) afresh every 64 runs gave back only ~0.2 GB. `python benchmarks/search_memory.py`
+CPU_MEMORY_ARENA = True
 
 
 @contextlib.contextmanager
