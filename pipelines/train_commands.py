@@ -222,10 +222,8 @@ def register(app: typer.Typer) -> None:
                                     help="The command that reproduces this head (recorded in the manifest)."),
     ) -> None:
         """Write a trained network's head (not its pretrained backbone) with its calibrated threshold."""
-        import json
-
         from augment.locking import claim_output_folder
-        from augment.textfiles import read_user_text
+        from pipelines.calibration import read_calibration, same_network
         from pipelines.shipped import write_head
         from pipelines.search_inputs import load_checkpoint_model
         from train.checkpoint import load_checkpoint
@@ -239,15 +237,10 @@ def register(app: typer.Typer) -> None:
 
         def export_head_into_out() -> None:
             model, _ = load_checkpoint_model(checkpoint)
-            try:
-                report = json.loads(read_user_text(calibration, "a `synth calibrate` report (JSON)"))
-                threshold = float(report["threshold"])
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                raise InputError(f"{calibration}: not a `synth calibrate` report ({error})") from None
-            if not 0.0 < threshold < 1.0:  # synth search would refuse the shipped head at every run
-                raise InputError(f"{calibration}: threshold must be between 0 and 1, not {threshold}")
+            report = read_calibration(calibration)
+            threshold = report["threshold"]
             calibrated = report.get("model")
-            if isinstance(calibrated, str) and not _same_network(calibrated, checkpoint):
+            if not same_network(calibrated, checkpoint, str(checkpoint)):
                 raise InputError(f"{calibration}: calibrates {calibrated}, not {checkpoint}; run `synth calibrate "
                                  f"--checkpoint {checkpoint}` first")
             state = load_checkpoint(checkpoint)
@@ -310,16 +303,3 @@ def register(app: typer.Typer) -> None:
                 _console.print(f"onnxruntime vs PyTorch: max |difference| {difference:.2e}")
 
         run_guarded(run)
-
-
-def _same_network(calibrated: str, checkpoint: Path) -> bool:
-    """Whether a `synth calibrate` report's ``model`` (a checkpoint path, ``untrained`` or the shipped
-    head) is ``checkpoint``; a path that no longer exists (a moved run folder) cannot be told apart."""
-    import filecmp
-
-    if calibrated == "untrained" or calibrated.startswith("shipped head"):
-        return False
-    path = Path(calibrated)
-    if not path.is_file():
-        return True
-    return path.samefile(checkpoint) or filecmp.cmp(path, checkpoint, shallow=False)
