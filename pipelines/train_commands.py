@@ -32,6 +32,12 @@ MAX_EXPORT_MEDIUM_SIZE = 4096
 MAX_EXPORT_QUERY_SIZE = 1024
 
 
+def _no_config_with_checkpoint(config: Optional[Path], checkpoint: Optional[Path], applies: str, verb: str) -> None:
+    """A checkpoint carries its own config: a --config beside it would be ignored without a word."""
+    if config is not None and checkpoint is not None:
+        raise InputError(f"--config applies {applies}; a checkpoint is {verb} with its own config")
+
+
 def _config(config_path: Optional[Path], resume_from: Optional[Path] = None, **overrides: Any):
     """The run's config: --config FILE, else the one saved in the checkpoint being resumed, else defaults."""
     from train.checkpoint import load_checkpoint
@@ -193,8 +199,7 @@ def register(app: typer.Typer) -> None:
         def evaluate_into_out() -> None:
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
-            if config is not None and not untrained:  # the checkpoint carries its own config
-                raise InputError("--config applies with --untrained; a checkpoint is evaluated with its own config")
+            _no_config_with_checkpoint(config, checkpoint, "with --untrained", "evaluated")
             if split not in ("eval", "train", "all"):
                 raise InputError(f"--split must be eval, train or all, not {split!r}")
             model, run_config = load_trained(checkpoint, _config(config) if untrained else None)
@@ -291,6 +296,7 @@ def register(app: typer.Typer) -> None:
         def export_to_out() -> None:
             check_onnx_installed(with_runtime=check)
             check_replaceable_onnx(out)
+            _no_config_with_checkpoint(config, checkpoint, "without --checkpoint", "exported")
             model, run_config = load_trained(checkpoint, _config(config) if checkpoint is None else None)
             if run_config.task != "query_search":  # a segmenter takes one image, not the graph's three inputs
                 raise InputError(f"{checkpoint}: a {run_config.task} checkpoint; export-onnx exports the query "
