@@ -20,3 +20,21 @@ def test_export_onnx_refuses_a_config_beside_a_checkpoint(tmp_path):
                      "--out", tmp_path / "net.onnx", "--no-check")
     assert_one_line_error(result, 2, "--config applies without --checkpoint", "exported with its own config")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "other.yaml"]
+
+
+def test_resume_on_its_own_shards_folder_rewritten_since_says_so(tmp_path):
+    """`trained on --shards X (fingerprint a), not on X (b)` named no difference: the folder was rewritten."""
+    import shutil
+
+    from shard_factory import make_shards
+    from test_trainer import tiny_config
+    from train.loop import train
+
+    shards = make_shards(tmp_path / "shards", n_composites=8, size=64, seed=0).folder
+    run = tmp_path / "run"
+    train(tiny_config(steps=1), shards, run, show_progress=False)
+    shutil.rmtree(shards)
+    make_shards(shards, n_composites=8, size=64, seed=1)  # an expand rerun with other inputs
+    result = run_cli("train", "--shards", shards, "--out", run, "--resume", "--steps", 2)
+    assert_one_line_error(result, 2, f"the shards in {shards} changed since the run was trained on them",
+                          "resume with the shards it started with")
