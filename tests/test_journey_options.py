@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
+from augment.imageio import decode_image
 from cli_checks import assert_one_line_error, run_cli
 
 
@@ -38,3 +42,25 @@ def test_resume_on_its_own_shards_folder_rewritten_since_says_so(tmp_path):
     result = run_cli("train", "--shards", shards, "--out", run, "--resume", "--steps", 2)
     assert_one_line_error(result, 2, f"the shards in {shards} changed since the run was trained on them",
                           "resume with the shards it started with")
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "photo.png"])
+def test_show_never_overwrites_an_image_that_is_no_contact_sheet(tmp_path, name):
+    """`synth show --out` replaced any .png/.jpg: a photo or a background named by mistake was lost;
+    eval, calibrate and export-onnx refuse a file that is not their own output."""
+    from augment.imageio import save_image
+    from shard_factory import make_shards
+
+    shards = make_shards(tmp_path / "shards", n_composites=4, size=64).folder
+    photo = tmp_path / name
+    save_image(photo, np.random.default_rng(0).integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    before = photo.read_bytes()
+    result = run_cli("show", shards, "--out", photo, "--rows", 1, "--columns", 2, "--tile", 32)
+    assert_one_line_error(result, 2, str(photo), "is not a contact sheet of `synth show`; not overwriting it")
+    assert photo.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["shards", name])
+    sheet = tmp_path / ("sheet" + photo.suffix)  # a sheet it wrote is replaced by the next run
+    for seed in (0, 1):
+        result = run_cli("show", shards, "--out", sheet, "--rows", 1, "--columns", 2, "--tile", 32, "--seed", seed)
+        assert result.exit_code == 0, result.output
+        assert decode_image(sheet.read_bytes()).shape == (32, 64, 3)
