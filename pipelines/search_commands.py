@@ -72,9 +72,9 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
 
 def parse_threshold(text: str, verify: bool) -> dict[str, Any]:
-    """``--threshold``: a number in (0, 1), or a ``synth calibrate`` report (a path) of the same
-    search, verified or heat map alone, as ``verify`` says; as a report, {"threshold": ...} for a
-    number."""
+    """``--threshold`` as a report: a number gives ``{"threshold": number}`` (its range is the
+    Searcher's check); a path, the ``synth calibrate`` report there, which must calibrate the same
+    search (verified, or the heat map alone) as ``verify`` says, with ``file`` added."""
     from pipelines.calibration import read_calibration
 
     try:
