@@ -64,3 +64,26 @@ def test_show_never_overwrites_an_image_that_is_no_contact_sheet(tmp_path, name)
         result = run_cli("show", shards, "--out", sheet, "--rows", 1, "--columns", 2, "--tile", 32, "--seed", seed)
         assert result.exit_code == 0, result.output
         assert decode_image(sheet.read_bytes()).shape == (32, 64, 3)
+
+
+def test_resume_with_steps_already_done_says_which_steps_would_train(tmp_path, caplog):
+    """`--resume --steps 1` on a run at step 2 said "pass --steps to train longer" to a user who had."""
+    import logging
+
+    import torch
+
+    from shard_factory import make_shards
+    from test_trainer import tiny_config
+    from train.checkpoint import CHECKPOINT_FILE
+    from train.loop import train
+
+    shards = make_shards(tmp_path / "shards", n_composites=8, size=64).folder
+    run = tmp_path / "run"
+    train(tiny_config(steps=2), shards, run, show_progress=False)
+    before = (run / CHECKPOINT_FILE).read_bytes()
+    with caplog.at_level(logging.WARNING, logger="train.loop"):
+        train(tiny_config(steps=1), shards, run, resume=True, show_progress=False)
+    warned = [r.getMessage() for r in caplog.records if "already at step" in r.getMessage()]
+    assert len(warned) == 1 and "already at step 2 of 1: nothing to train; pass --steps above 2" in warned[0], warned
+    assert (run / CHECKPOINT_FILE).read_bytes() == before
+    assert torch.load(run / CHECKPOINT_FILE, weights_only=True)["step"] == 2
