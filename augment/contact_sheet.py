@@ -2,14 +2,52 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from augment.imageio import decode_image, save_image
+from augment.atomic_files import atomic_write_bytes
+from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
 from augment.shards import find_shards, open_shard
 from augment.storage import Place
+
+
+# Written into every sheet (a PNG tEXt chunk, a JPEG comment) near its start: an existing --out is
+# replaced only when it carries it, so `synth show --out photo.jpg` never overwrites a photo.
+SHEET_MARK = b"synth show contact sheet"
+MARK_WITHIN = 4096  # bytes from the start where the mark is looked for
+
+
+def sheet_bytes(sheet: np.ndarray, suffix: str) -> bytes:
+    """The sheet encoded by ``suffix`` (.jpg/.jpeg: JPEG, else PNG), with :data:`SHEET_MARK` in it."""
+    if suffix.lower() in (".jpg", ".jpeg"):
+        data = encode_jpeg(sheet, 90)
+        at = 2  # after SOI; after the JFIF APP0 segment where there is one (it must come first)
+        if data[2:4] == b"\xff\xe0":
+            at = 4 + struct.unpack(">H", data[4:6])[0]
+        return data[:at] + b"\xff\xfe" + struct.pack(">H", len(SHEET_MARK) + 2) + SHEET_MARK + data[at:]
+    data = encode_png(sheet, 3)
+    text = b"Software\0" + SHEET_MARK
+    chunk = struct.pack(">I", len(text)) + b"tEXt" + text + struct.pack(">I", zlib.crc32(b"tEXt" + text))
+    return data[:33] + chunk + data[33:]  # after the signature (8 bytes) and IHDR (25)
+
+
+def check_replaceable_sheet(path: Path) -> None:
+    """A file already at ``path`` must be a contact sheet (an earlier ``synth show``) to be replaced:
+    an --out naming a photo, a background or any other image by mistake is one line, not overwritten."""
+    if not path.is_file():
+        return
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(MARK_WITHIN)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read --out ({error.strerror})") from None
+    if SHEET_MARK not in start:
+        raise InputError(f"{path}: --out exists and is not a contact sheet of `synth show`; not overwriting it "
+                         "(remove it or choose another name)")
 
 
 def instance_colour(instance_id: int) -> tuple[int, int, int]:
@@ -53,7 +91,7 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
         y, x = (slot // columns) * tile, (slot % columns) * tile
         sheet[y : y + drawn.shape[0], x : x + drawn.shape[1]] = drawn
         cv2.putText(sheet, record["id"], (x + 4, y + tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1, cv2.LINE_AA)
-    save_image(out, sheet)
+    atomic_write_bytes(out, sheet_bytes(sheet, out.suffix))
     return len(picks)
 
 

@@ -42,6 +42,46 @@ class Calibration:
     table: list[dict[str, float]]  # per candidate threshold: threshold, f1, precision, recall
 
 
+def read_calibration(path: Path | str) -> dict[str, Any]:
+    """A ``synth calibrate`` report (its ``threshold`` checked to be a number in (0, 1)); anything
+    else is an :class:`InputError` naming the file."""
+    import json
+
+    from augment.textfiles import read_user_text
+
+    path = Path(path)
+    try:
+        report = json.loads(read_user_text(path, "a `synth calibrate` report (JSON)"))
+        report["threshold"] = float(report["threshold"])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise InputError(f"{path}: not a `synth calibrate` report ({error})") from None
+    if not 0.0 < report["threshold"] < 1.0:  # synth search refuses such a threshold
+        raise InputError(f"{path}: threshold must be between 0 and 1, not {report['threshold']}")
+    return report
+
+
+def same_network(calibrated: Any, checkpoint: Path | str | None, model_name: str) -> bool:
+    """Whether a ``synth calibrate`` report's ``model`` (a checkpoint path or a run's folder,
+    ``untrained`` or a shipped head's name) is the network of ``checkpoint`` (None: the default
+    network, named ``model_name``). A checkpoint path that no longer exists (a moved run folder)
+    cannot be told apart and counts as the same."""
+    import filecmp
+
+    from train.checkpoint import checkpoint_file
+
+    if not isinstance(calibrated, str):
+        return True  # a report written before the record: nothing to compare
+    if checkpoint is None or calibrated == "untrained" or calibrated.startswith("shipped head"):
+        return calibrated == model_name
+    try:
+        path, wanted = checkpoint_file(calibrated), checkpoint_file(checkpoint)
+    except InputError:  # a run's folder that lost its checkpoint
+        return True
+    if not path.is_file():
+        return True
+    return path.samefile(wanted) or filecmp.cmp(path, wanted, shallow=False)
+
+
 def candidate_thresholds() -> list[float]:
     return [round(float(t), 2) for t in np.arange(0.1, 0.91, 0.02)]
 

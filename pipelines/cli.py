@@ -267,7 +267,7 @@ def show(
     seed: int = typer.Option(0, help="Which random rows to show."),
 ) -> None:
     """Write a contact sheet of random composites with instance masks and boxes drawn."""
-    from augment.contact_sheet import contact_sheet
+    from augment.contact_sheet import check_replaceable_sheet, contact_sheet
     from augment.locking import file_lock
     from augment.outputs import check_output_file
 
@@ -286,6 +286,7 @@ def show(
     # that an expand is writing now (no manifest.json yet) are busy, exit code 3, not a broken folder.
     with ExitStack() as held:
         run_guarded(held.enter_context, file_lock(out, "show run"))
+        run_guarded(check_replaceable_sheet, out)
         run_guarded(held.enter_context, reading_shards(shards, what="synth show", create_locks=False))
         drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
     Console().print(f"wrote {out} ({drawn} composites)")

@@ -71,6 +71,39 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return (x, y, x + w, y + h)
 
 
+def parse_threshold(text: str, verify: bool) -> dict[str, Any]:
+    """``--threshold`` as a report: a number gives ``{"threshold": number}`` (its range is the
+    Searcher's check); a path, the ``synth calibrate`` report there, which must calibrate the same
+    search (verified, or the heat map alone) as ``verify`` says, with ``file`` added."""
+    from pipelines.calibration import read_calibration
+
+    try:
+        return {"threshold": float(text)}
+    except ValueError:
+        pass
+    if not Path(text).is_file():
+        raise InputError(f"--threshold must be a number between 0 and 1 or a JSON file written by `synth "
+                         f"calibrate`, not {text!r} (no such file)")
+    report = read_calibration(text)
+    report["file"] = text
+    calibrated = report.get("verify")
+    if isinstance(calibrated, bool) and calibrated != verify:
+        search, option = ("the verified search", "without --no-verify") if calibrated else \
+            ("the heat map alone (--no-verify)", "with --no-verify")
+        raise InputError(f"{text}: calibrates {search}; search {option} as it was calibrated, or "
+                         f"calibrate this search")
+    return report
+
+
+def check_calibrated_network(report: dict[str, Any], checkpoint: Optional[Path], model_name: str) -> None:
+    """A ``--threshold`` report calibrates the network searched (its scale is that network's heat)."""
+    from pipelines.calibration import same_network
+
+    if "file" in report and not same_network(report.get("model"), checkpoint, model_name):
+        raise InputError(f"{report['file']}: calibrates {report['model']}, not {checkpoint or model_name}; "
+                         f"calibrate this network (`synth calibrate` with the same --checkpoint or --untrained)")
+
+
 def register(app: typer.Typer) -> None:
     """Add the search commands to ``app``."""
 
@@ -85,9 +118,10 @@ def register(app: typer.Typer) -> None:
                                        "correlation): the baseline the shipped head is measured against."),
         query_mask: Optional[Path] = typer.Option(None, "--query-mask", help="Mask image of the query's object "
                                                   "(non-zero = object)."),
-        threshold: Optional[float] = typer.Option(None, "--threshold", help="Heat threshold of a detection "
-                                                  "(default: the verified search's calibrated one, from its fusion "
-                                                  "model; with --no-verify the network's own)."),
+        threshold: Optional[str] = typer.Option(None, "--threshold", help="Heat threshold of a detection, "
+                                                "or the JSON `synth calibrate` wrote for this network and search "
+                                                "(default: the verified search's calibrated one, from its fusion "
+                                                "model; with --no-verify the network's own)."),
         pairs: Optional[Path] = typer.Option(None, "--pairs", help='JSONL of {"query": path, "medium": path[, "query_mask": path]} '
                                              "lines (relative paths from the file's folder)."),
         save_heatmaps: bool = typer.Option(False, "--save-heatmaps", help="Also write per-frame heat maps of videos."),
@@ -134,6 +168,7 @@ def register(app: typer.Typer) -> None:
         if box is not None and every_instance:
             fail("--box starts the temporal mode; it does not apply with --every-instance")
         initial_box = run_guarded(parse_box, box) if box is not None else None
+        calibration = run_guarded(parse_threshold, threshold, not no_verify) if threshold is not None else None
 
         def prepare() -> tuple[Any, list[SearchJob]]:
             check_output_folder(out)
@@ -146,9 +181,12 @@ def register(app: typer.Typer) -> None:
             if initial_box is not None and not any(job.medium is not None and is_video(job.medium) for job in jobs):
                 raise InputError("--box gives the target's box in a video's first frame, but no MEDIA is a video "
                                  "(or a folder with --sequence)")
-            searcher = Searcher(checkpoint=checkpoint, device=device, threshold=threshold,
+            searcher = Searcher(checkpoint=checkpoint, device=device,
+                                threshold=None if calibration is None else calibration["threshold"],
                                 query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,
                                 fusion=fusion, mirror=not no_mirror)
+            if calibration is not None:
+                check_calibrated_network(calibration, checkpoint, searcher.model_name)
             return searcher, jobs
 
         searcher, jobs = run_guarded(prepare)
@@ -228,7 +266,7 @@ def register(app: typer.Typer) -> None:
 
         Cases are catalogue shots of labelled photos' objects searched in those photos tiled with
         others (--photos; the same transform as training and the benchmarks), or held-out pairs
-        of shards (--shards). Pass the result to `synth search --threshold`.
+        of shards (--shards). Pass the JSON to `synth search --threshold` (the same --checkpoint and --no-verify).
         """
         from augment.locking import file_lock
         from augment.outputs import check_report_file

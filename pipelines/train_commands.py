@@ -32,6 +32,12 @@ MAX_EXPORT_MEDIUM_SIZE = 4096
 MAX_EXPORT_QUERY_SIZE = 1024
 
 
+def _no_config_with_checkpoint(config: Optional[Path], checkpoint: Optional[Path], applies: str, verb: str) -> None:
+    """A checkpoint carries its own config: a --config beside it would be ignored without a word."""
+    if config is not None and checkpoint is not None:
+        raise InputError(f"--config applies {applies}; a checkpoint is {verb} with its own config")
+
+
 def _config(config_path: Optional[Path], resume_from: Optional[Path] = None, **overrides: Any):
     """The run's config: --config FILE, else the one saved in the checkpoint being resumed, else defaults."""
     from train.checkpoint import load_checkpoint
@@ -193,8 +199,7 @@ def register(app: typer.Typer) -> None:
         def evaluate_into_out() -> None:
             if (checkpoint is None) == (not untrained):
                 raise InputError("pass either --checkpoint CKPT or --untrained")
-            if config is not None and not untrained:  # the checkpoint carries its own config
-                raise InputError("--config applies with --untrained; a checkpoint is evaluated with its own config")
+            _no_config_with_checkpoint(config, checkpoint, "with --untrained", "evaluated")
             if split not in ("eval", "train", "all"):
                 raise InputError(f"--split must be eval, train or all, not {split!r}")
             model, run_config = load_trained(checkpoint, _config(config) if untrained else None)
@@ -222,10 +227,8 @@ def register(app: typer.Typer) -> None:
                                     help="The command that reproduces this head (recorded in the manifest)."),
     ) -> None:
         """Write a trained network's head (not its pretrained backbone) with its calibrated threshold."""
-        import json
-
         from augment.locking import claim_output_folder
-        from augment.textfiles import read_user_text
+        from pipelines.calibration import read_calibration, same_network
         from pipelines.shipped import write_head
         from pipelines.search_inputs import load_checkpoint_model
         from train.checkpoint import load_checkpoint
@@ -239,15 +242,10 @@ def register(app: typer.Typer) -> None:
 
         def export_head_into_out() -> None:
             model, _ = load_checkpoint_model(checkpoint)
-            try:
-                report = json.loads(read_user_text(calibration, "a `synth calibrate` report (JSON)"))
-                threshold = float(report["threshold"])
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                raise InputError(f"{calibration}: not a `synth calibrate` report ({error})") from None
-            if not 0.0 < threshold < 1.0:  # synth search would refuse the shipped head at every run
-                raise InputError(f"{calibration}: threshold must be between 0 and 1, not {threshold}")
+            report = read_calibration(calibration)
+            threshold = report["threshold"]
             calibrated = report.get("model")
-            if isinstance(calibrated, str) and not _same_network(calibrated, checkpoint):
+            if not same_network(calibrated, checkpoint, str(checkpoint)):
                 raise InputError(f"{calibration}: calibrates {calibrated}, not {checkpoint}; run `synth calibrate "
                                  f"--checkpoint {checkpoint}` first")
             state = load_checkpoint(checkpoint)
@@ -298,6 +296,7 @@ def register(app: typer.Typer) -> None:
         def export_to_out() -> None:
             check_onnx_installed(with_runtime=check)
             check_replaceable_onnx(out)
+            _no_config_with_checkpoint(config, checkpoint, "without --checkpoint", "exported")
             model, run_config = load_trained(checkpoint, _config(config) if checkpoint is None else None)
             if run_config.task != "query_search":  # a segmenter takes one image, not the graph's three inputs
                 raise InputError(f"{checkpoint}: a {run_config.task} checkpoint; export-onnx exports the query "
@@ -310,16 +309,3 @@ def register(app: typer.Typer) -> None:
                 _console.print(f"onnxruntime vs PyTorch: max |difference| {difference:.2e}")
 
         run_guarded(run)
-
-
-def _same_network(calibrated: str, checkpoint: Path) -> bool:
-    """Whether a `synth calibrate` report's ``model`` (a checkpoint path, ``untrained`` or the shipped
-    head) is ``checkpoint``; a path that no longer exists (a moved run folder) cannot be told apart."""
-    import filecmp
-
-    if calibrated == "untrained" or calibrated.startswith("shipped head"):
-        return False
-    path = Path(calibrated)
-    if not path.is_file():
-        return True
-    return path.samefile(checkpoint) or filecmp.cmp(path, checkpoint, shallow=False)

@@ -11,6 +11,7 @@ out=${OUT:-runs/demo}
 steps=${STEPS:-200}
 
 "$synth" expand sample_data/objects --backgrounds sample_data/backgrounds --out "$out/shards" --num 600
+rm -f "$out/contact_sheet.png"  # one an older synth drew carries no mark of a sheet: show would not replace it
 "$synth" show "$out/shards" --out "$out/contact_sheet.png"
 
 rm -rf "$out/run"  # a fresh short run each time (use `synth train --resume` to continue one)

@@ -246,8 +246,8 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
             logger.info("weights from %s (its step %d)", config.init_checkpoint, state["step"])
     stream = make_stream(parts, config.seed, data_state)
     if step >= config.steps and info.is_main:
-        logger.warning("%s is already at step %d of %d: pass --steps to train longer", checkpoint_path, step,
-                       config.steps)
+        logger.warning("%s is already at step %d of %d: nothing to train; pass --steps above %d to train "
+                       "longer", checkpoint_path, step, config.steps, step)
 
     if info.enabled:
         # static_graph: the backbone's classifier and the blocks past the deepest correlated level never

@@ -1,0 +1,78 @@
+"""`synth calibrate`'s report is the threshold `synth search --threshold` takes (its help said "pass the
+result to synth search --threshold", which took only a number), checked to calibrate the same network
+and the same search; `synth export-head` tells a run's folder and its checkpoint.pt apart no more."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from augment.imageio import save_image
+from cli_checks import assert_one_line_error, run_cli
+
+
+@pytest.fixture
+def images(tmp_path) -> tuple[Path, Path]:
+    scene = cv2.resize(data.coffee(), (160, 120), interpolation=cv2.INTER_AREA)
+    save_image(tmp_path / "scene.jpg", scene, quality=95)
+    save_image(tmp_path / "query.png", cv2.resize(data.astronaut()[30:190, 150:310], (48, 48)))
+    return tmp_path / "query.png", tmp_path / "scene.jpg"
+
+
+def report(path: Path, **fields) -> Path:
+    path.write_text(json.dumps({"threshold": 0.97, "f1": 0.5, "model": "untrained", "verify": False,
+                                "table": [], **fields}))
+    return path
+
+
+def test_search_takes_calibrates_report_as_its_threshold(tmp_path, images):
+    calibration = report(tmp_path / "threshold.json")
+    out = tmp_path / "found"
+    result = run_cli("search", *images, "--out", out, "--untrained", "--no-verify", "--device", "cpu",
+                     "--threshold", calibration)
+    assert result.exit_code == 0, result.output
+    line = json.loads((out / "detections.jsonl").read_text().splitlines()[0])
+    assert line["heat_threshold"] == 0.97 and line["threshold"] == 0.97
+
+
+@pytest.mark.parametrize("fields, flags, says", [
+    ({"verify": True}, ["--no-verify"], "calibrates the verified search; search without --no-verify"),
+    ({"verify": False}, [], "calibrates the heat map alone (--no-verify); search with --no-verify"),
+    ({"model": "runs/other/checkpoint.pt"}, ["--no-verify"], "calibrates runs/other/checkpoint.pt, not untrained"),
+    ({"threshold": 1.5}, ["--no-verify"], "threshold must be between 0 and 1"),
+])
+def test_a_report_of_another_search_is_one_line(tmp_path, images, fields, flags, says):
+    calibration = report(tmp_path / "threshold.json", **fields)
+    out = tmp_path / "found"
+    result = run_cli("search", *images, "--out", out, "--untrained", "--device", "cpu", "--threshold",
+                     calibration, *flags)
+    assert_one_line_error(result, 2, str(calibration), says)
+    assert not out.exists()
+
+
+def test_a_threshold_that_is_neither_number_nor_file_is_one_line(tmp_path, images):
+    result = run_cli("search", *images, "--out", tmp_path / "found", "--untrained", "--threshold", "high")
+    assert_one_line_error(result, 2, "--threshold must be a number between 0 and 1 or a JSON file", "'high'")
+    assert not (tmp_path / "found").exists()
+
+
+def test_export_head_takes_a_calibration_of_the_runs_folder_or_its_checkpoint(tmp_path):
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+    from train.tasks import build_task
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig(model={"pretrained": False}, device="cpu")
+    save_checkpoint(run / "checkpoint.pt", model=build_task(config).build_model(), optimizer=None, step=0,
+                    config=config.to_dict(), config_hash=config.hash())
+    for n, (calibrated, given) in enumerate([(run / "checkpoint.pt", run), (run, run / "checkpoint.pt")]):
+        calibration = report(tmp_path / f"threshold{n}.json", model=str(calibrated), verify=True)
+        result = run_cli("export-head", "--checkpoint", given, "--calibration", calibration,
+                         "--out", tmp_path / f"head{n}", "--made-by", "test")
+        assert result.exit_code == 0, result.output
