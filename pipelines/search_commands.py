@@ -112,8 +112,8 @@ def register(app: typer.Typer) -> None:
         query: Optional[Path] = typer.Argument(None, help="Query image (an alpha channel marks the object)."),
         media: Optional[list[Path]] = typer.Argument(None, help="Images (a GIF: an animated one is a video), folders of images, videos (mp4, avi, mov)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of `synth train`; "
-                                                  "default: the head shipped with synth if one ships (none does yet), else the untrained network."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of `synth train`, or its run "
+                                                  "folder; default: the head shipped with synth if one ships (none does yet), else the untrained network."),
         untrained: bool = typer.Option(False, "--untrained", help="The untrained network (pretrained backbone + "
                                        "correlation): the baseline the shipped head is measured against."),
         query_mask: Optional[Path] = typer.Option(None, "--query-mask", help="Mask image of the query's object "
@@ -241,7 +241,8 @@ def register(app: typer.Typer) -> None:
                                                     "pairs or COCO; repeatable): catalogue -> scene cases."),
         shards: Optional[str] = typer.Option(None, "--shards", help="Folder (or s3://, gs:// prefix) of shards "
                                              "written by `synth expand`."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt; default: as synth search."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt, or its run folder; default: as "
+                                                  "synth search."),
         untrained: bool = typer.Option(False, "--untrained", help="Calibrate the untrained network."),
         cases: int = typer.Option(200, "--cases", help="Cases to calibrate on (a quarter of photo cases are "
                                   f"negatives; at most {MAX_CASES})."),
