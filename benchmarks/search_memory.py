@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO / "benchmarks"))  # after the repo: benchmarks/train.py must not shadow train/
 from bench_args import Parser, at_least  # noqa: E402
 CCP_PHOTOS = REPO.parent / "shared" / "data" / "ccp" / "photos"
 FIRST_UNLABELED = 1005  # CCP photos from here on have no pixel labels: no benchmark's test or calibration case

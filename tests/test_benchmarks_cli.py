@@ -80,6 +80,8 @@ CASES = [
     ("rank_head", ["--limit", "0"], "--limit", ["ccp"], None),
     ("segment_ccp", ["--config", "{tmp}/missing.yaml", "--data", "{tmp}"], "--config", [], None),
     ("segment_copy_paste", ["--workers", "0", "--data", "{tmp}"], "--workers", [], None),
+    ("search_memory", ["--photos", "2"], "--photos", ["measure"], None),
+    ("search_memory", ["--threads", "0"], "--threads", ["measure"], None),
 ]
 
 
