@@ -31,7 +31,7 @@ def _snippet(needle: str) -> str:
 
 
 def test_readme_has_the_python_examples_these_tests_run() -> None:
-    assert len(_snippets()) == 2, "a new Python example in README.md: add a test that runs it here"
+    assert len(_snippets()) == 3, "a new Python example in README.md: add a test that runs it here"
 
 
 def test_the_shard_reading_example_reads_an_expanded_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,6 +63,19 @@ def test_the_search_example_finds_the_jacket_in_the_street(tmp_path: Path, monke
     assert abs((x0 + x1) / 2 - 190) < 20 and abs((y0 + y1) / 2 - 100) < 20, result.detections[0].box
     assert scope["heat"].shape == street.shape[:2] and scope["picture"].shape == street.shape
     assert str(result.detections[0].score) in printed.getvalue()  # the loop printed each detection
+
+
+def test_the_onnx_example_runs_the_exported_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime", reason='onnxruntime not installed (pip install -e ".[test]")')
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("export-onnx", "--out", "search.onnx", "--query-size", 64, "--medium-size", 128, "--no-check")
+    assert result.exit_code == 0, result.output
+    shapes = {i.name: i.shape for i in onnxruntime.InferenceSession("search.onnx").get_inputs()}
+    rng = np.random.default_rng(0)
+    scope: dict = {name: rng.random(shapes[name], dtype=np.float32) for name in ("query", "medium")}
+    exec(_snippet("onnxruntime.InferenceSession"), scope)  # noqa: S102 - README's own example, run as a user would
+    heat = scope["heat"]
+    assert heat.shape == (1, 1, 128, 128) and 0.0 <= heat.min() <= heat.max() <= 1.0
 
 
 def test_every_synth_command_line_in_readme_names_real_commands_and_options() -> None:
