@@ -35,16 +35,52 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def walk_files(folder: Path) -> list[Path]:
+    """Everything but folders under ``folder`` (sorted, recursive), as a user's input folder is read.
+
+    A symbolic link to a folder is followed (``hats -> /data/hats`` is a category like any other;
+    ``Path.rglob`` left it out without a word), one back to a folder above it is not (a loop). Hidden
+    names (``.DS_Store``, macOS's ``._photo.jpg``, ``.git/``, ``.ipynb_checkpoints/``) and everything
+    in a hidden folder are left out, as the object-store listing leaves them out; so is a run's own
+    output folder inside it (:mod:`augment.excluded_folders`). Broken links are kept: callers say so.
+    """
+    folder = Path(folder)
+    found: list[Path] = []
+
+    def visit(directory: Path, above: frozenset[str]) -> None:
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError as error:
+            logger.warning("%s: cannot list this folder (%s); left out", directory, error.strerror or error)
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = directory / entry.name
+            if not entry.is_dir():  # files, broken links and link loops (is_dir is False for those)
+                found.append(path)
+                continue
+            real = os.path.realpath(path)
+            if real in above:
+                logger.warning("%s: a symbolic link to %s, a folder above it; not followed", path, os.readlink(path))
+                continue
+            visit(path, above | {real})
+
+    visit(folder, frozenset({os.path.realpath(folder)}))
+    return sorted(drop_excluded(found, folder))
+
+
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files in ``folder`` (sorted, recursive) and the other files found there; a run's own
-    output folder inside it is left out (:mod:`augment.excluded_folders`)."""
+    """Image files in ``folder`` (:func:`walk_files`: sorted, recursive, links to folders followed,
+    hidden names and a run's own output folder left out) and the other files found there."""
     folder = Path(folder)
     if not folder.exists():
         raise InputError(f"{folder}: no such file or directory")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a directory")
     images, others, broken = [], [], []
-    for path in sorted(p for p in drop_excluded(folder.rglob("*"), folder) if not p.name.startswith(".")):
+    for path in walk_files(folder):
         if path.is_file():
             (images if is_image_path(path) else others).append(path)
         elif path.is_symlink() and not path.exists():  # a link to a moved or deleted file

@@ -1,0 +1,55 @@
+"""Odd file and folder names in users' input folders: links to folders, link loops, hidden files."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from augment.cutouts import sources_fingerprint
+from augment.imageio import list_images
+from augment.config import SourceConfig
+
+
+def _png(path, side=8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((side, side, 3), 200, np.uint8))
+
+
+def test_a_link_to_a_folder_is_listed_and_a_loop_is_not_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "hats"
+    _png(elsewhere / "hat é.png")
+    source = tmp_path / "source"
+    _png(source / "shoe" / "shoe.png")
+    os.symlink(elsewhere, source / "hats")  # a category kept on another disk
+    os.symlink("..", source / "shoe" / "loop")  # a link back up: listed once, not forever
+    images, others = list_images(source)
+    assert [p.relative_to(source).as_posix() for p in images] == ["hats/hat é.png", "shoe/shoe.png"]
+    assert others == []
+
+
+def test_hidden_files_and_hidden_folders_are_left_out(tmp_path):
+    source = tmp_path / "source"
+    _png(source / "hat" / "hat.png")
+    _png(source / "hat" / "._hat.png")  # macOS resource fork beside it
+    _png(source / ".ipynb_checkpoints" / "hat.png")
+    _png(source / "__MACOSX" / "hat" / "._hat.png")
+    (source / ".DS_Store").write_bytes(b"\0")
+    images, others = list_images(source)
+    assert [p.relative_to(source).as_posix() for p in images] == ["hat/hat.png"]
+    assert others == []
+
+
+def test_fingerprint_sees_a_change_in_a_linked_folder_and_not_in_hidden_files(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    _png(elsewhere / "hat.png")
+    source = tmp_path / "source"
+    source.mkdir()
+    os.symlink(elsewhere, source / "hats")
+    config = SourceConfig()
+    before = sources_fingerprint([source], config)
+    (source / ".DS_Store").write_bytes(b"\0")
+    assert sources_fingerprint([source], config) == before
+    _png(elsewhere / "hat2.png")
+    assert sources_fingerprint([source], config) != before
