@@ -42,10 +42,12 @@ def walk_files(folder: Path) -> list[Path]:
     ``Path.rglob`` left it out without a word), one back to a folder above it is not (a loop). Hidden
     names (``.DS_Store``, macOS's ``._photo.jpg``, ``.git/``, ``.ipynb_checkpoints/``) and everything
     in a hidden folder are left out, as the object-store listing leaves them out; so is a run's own
-    output folder inside it (:mod:`augment.excluded_folders`). Broken links are kept: callers say so.
+    output folder inside it (:mod:`augment.excluded_folders`), and names that are not UTF-8 (one
+    warning naming them). Broken links are kept: callers say so.
     """
     folder = Path(folder)
     found: list[Path] = []
+    undecodable: list[Path] = []
 
     def visit(directory: Path, above: frozenset[str]) -> None:
         try:
@@ -58,6 +60,9 @@ def walk_files(folder: Path) -> list[Path]:
             if entry.name.startswith("."):
                 continue
             path = directory / entry.name
+            if not is_utf8(entry.name):  # its cutouts' categories, rows and JSON lines could not hold it
+                undecodable.append(path)
+                continue
             if not entry.is_dir():  # files, broken links and link loops (is_dir is False for those)
                 found.append(path)
                 continue
@@ -68,7 +73,26 @@ def walk_files(folder: Path) -> list[Path]:
             visit(path, above | {real})
 
     visit(folder, frozenset({os.path.realpath(folder)}))
+    undecodable = drop_excluded(undecodable, folder)
+    if undecodable:
+        logger.warning("%s: %d file(s) or folder(s) whose name is not UTF-8 left out (%s%s); rename them",
+                       folder, len(undecodable), shown_name(undecodable[0].name), ", ..." if len(undecodable) > 1 else "")
     return sorted(drop_excluded(found, folder))
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a file name read from the system is valid UTF-8 (Python keeps other bytes as lone
+    surrogates, which Parquet strings, strict JSON and the console cannot hold)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_name(name: str) -> str:
+    """A file name as it can be printed: bytes that are not UTF-8 as ``\\xe9``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:

@@ -14,7 +14,7 @@ from augment.config import SourceConfig
 
 def _png(path, side=8):
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.full((side, side, 3), 200, np.uint8))
+    path.write_bytes(cv2.imencode(".png", np.full((side, side, 3), 200, np.uint8))[1].tobytes())
 
 
 def test_a_link_to_a_folder_is_listed_and_a_loop_is_not_followed(tmp_path):
@@ -53,3 +53,15 @@ def test_fingerprint_sees_a_change_in_a_linked_folder_and_not_in_hidden_files(tm
     assert sources_fingerprint([source], config) == before
     _png(elsewhere / "hat2.png")
     assert sources_fingerprint([source], config) != before
+
+
+def test_names_that_are_not_utf8_are_one_warning_not_a_traceback(tmp_path, caplog):
+    source = tmp_path / "source"
+    _png(source / "hat" / "hat.png")
+    _png(source / os.fsdecode(b"caf\xe9") / "x.png")  # a Latin-1 folder name from an old archive
+    _png(source / "hat" / os.fsdecode(b"h\xe9.png"))
+    images, _ = list_images(source)
+    assert [p.relative_to(source).as_posix() for p in images] == ["hat/hat.png"]
+    assert "2 file(s) or folder(s) whose name is not UTF-8 left out" in caplog.text
+    assert "\\xe9" in caplog.text
+    sources_fingerprint([source], SourceConfig())  # hashed the names: UnicodeEncodeError
