@@ -65,3 +65,19 @@ def test_names_that_are_not_utf8_are_one_warning_not_a_traceback(tmp_path, caplo
     assert "2 file(s) or folder(s) whose name is not UTF-8 left out" in caplog.text
     assert "\\xe9" in caplog.text
     sources_fingerprint([source], SourceConfig())  # hashed the names: UnicodeEncodeError
+
+
+def test_segment_and_extract_count_the_files_they_leave_out_of_a_folder(tmp_path, caplog):
+    import logging
+
+    from pipelines.segment_commands import images_of
+
+    folder = tmp_path / "photos"
+    _png(folder / "photo.png")
+    (folder / "Thumbs.db").write_bytes(b"\0")  # Windows' thumbnail cache, copied with the photos
+    (folder / "notes.txt").write_text("where I took these")
+    with caplog.at_level(logging.INFO, logger="pipelines.search_jobs"):
+        assert images_of([folder]) == ([folder / "photo.png"], [])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{folder}: 2 file(s) that are not images left out (Thumbs.db, ...)"], warnings
+    assert sum("notes.txt: not an image; left out" in r.getMessage() for r in caplog.records) == 1
