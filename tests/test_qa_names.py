@@ -81,3 +81,17 @@ def test_segment_and_extract_count_the_files_they_leave_out_of_a_folder(tmp_path
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [f"{folder}: 2 file(s) that are not images left out (Thumbs.db, ...)"], warnings
     assert sum("notes.txt: not an image; left out" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_mask_saved_on_a_mac_pairs_with_its_photo_of_the_same_name(tmp_path):
+    import unicodedata
+
+    from augment.sources import mask_pair_files
+
+    source = tmp_path / "source"
+    _png(source / "images" / (unicodedata.normalize("NFC", "café") + ".png"))  # typed on Linux or Windows
+    _png(source / "masks" / (unicodedata.normalize("NFD", "café") + ".png"))  # e + combining accent (macOS)
+    _, pairs, skips = mask_pair_files(source)
+    assert [(image.name, mask is not None and mask.name) for image, mask in pairs] == [
+        (unicodedata.normalize("NFC", "café.png"), unicodedata.normalize("NFD", "café.png"))]
+    assert skips == []
