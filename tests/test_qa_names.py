@@ -95,3 +95,24 @@ def test_a_mask_saved_on_a_mac_pairs_with_its_photo_of_the_same_name(tmp_path):
     assert [(image.name, mask is not None and mask.name) for image, mask in pairs] == [
         (unicodedata.normalize("NFC", "café.png"), unicodedata.normalize("NFD", "café.png"))]
     assert skips == []
+
+
+def test_a_coco_file_from_windows_or_a_mac_finds_its_images(tmp_path):
+    import json
+    import unicodedata
+
+    from augment.coco_source import load_coco_index
+
+    root = tmp_path / "coco"
+    _png(root / "images" / "day 1" / "scene.png")
+    _png(root / "images" / (unicodedata.normalize("NFD", "café") + ".png"))  # as a Mac saved it
+    entries = [{"id": 1, "file_name": "day 1\\scene.png"},  # written on Windows
+               {"id": 2, "file_name": unicodedata.normalize("NFC", "café.png")}]
+    box = [[1, 1, 6, 1, 6, 6, 1, 6]]
+    (root / "instances.json").write_text(json.dumps({
+        "images": [dict(entry, width=8, height=8) for entry in entries],
+        "categories": [{"id": 1, "name": "shirt"}],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "segmentation": box, "iscrowd": 0} for i in (1, 2)]}))
+    index = load_coco_index(root)
+    assert index.locate(1) == root / "images" / "day 1" / "scene.png"
+    assert index.locate(2).name == unicodedata.normalize("NFD", "café.png")
