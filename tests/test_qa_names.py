@@ -116,3 +116,13 @@ def test_a_coco_file_from_windows_or_a_mac_finds_its_images(tmp_path):
     index = load_coco_index(root)
     assert index.locate(1) == root / "images" / "day 1" / "scene.png"
     assert index.locate(2).name == unicodedata.normalize("NFD", "café.png")
+
+
+def test_expand_names_a_file_given_as_backgrounds_as_a_file(tmp_path):
+    from tests.cli_checks import assert_one_line_error, run_cli
+
+    _png(tmp_path / "objects" / "hat" / "hat.png")
+    _png(tmp_path / "brick.png")
+    result = run_cli("expand", tmp_path / "objects", "-b", tmp_path / "brick.png", "-o", tmp_path / "out", "-n", 1)
+    assert_one_line_error(result, 2, "brick.png: --backgrounds must be a folder of images, not a file")
+    assert not (tmp_path / "out").exists()
