@@ -126,3 +126,27 @@ def test_expand_names_a_file_given_as_backgrounds_as_a_file(tmp_path):
     result = run_cli("expand", tmp_path / "objects", "-b", tmp_path / "brick.png", "-o", tmp_path / "out", "-n", 1)
     assert_one_line_error(result, 2, "brick.png: --backgrounds must be a folder of images, not a file")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_keeps_photos_whose_names_have_spaces_accents_or_a_leading_dash(tmp_path):
+    import json
+
+    from tests.cli_checks import run_cli
+
+    source = tmp_path / "photos"
+    names = ["IMG 0001", "café", "-front", "new\nline"]
+    for name in names:
+        image = np.zeros((16, 16, 3), np.uint8)
+        image[4:12, 4:12] = 200
+        label = np.zeros((16, 16), np.uint8)
+        label[4:12, 4:12] = 1
+        (source / "images").mkdir(parents=True, exist_ok=True)
+        (source / "masks").mkdir(exist_ok=True)
+        (source / "images" / f"{name}.png").write_bytes(cv2.imencode(".png", image)[1].tobytes())
+        (source / "masks" / f"{name}.png").write_bytes(cv2.imencode(".png", label * 255)[1].tobytes())
+    assert run_cli("photo-shards", source, "-o", tmp_path / "shards").exit_code == 0
+    result = run_cli("export", tmp_path / "shards", "-o", tmp_path / "coco")
+    assert result.exit_code == 0, result.output
+    files = sorted(image["file_name"] for image in json.loads((tmp_path / "coco" / "annotations.json").read_text())["images"])
+    assert files == ["IMG 0001.jpg", "_-front.jpg", "café.jpg", "new_line.jpg"]
+    assert sorted(p.name for p in (tmp_path / "coco" / "images").iterdir()) == files
