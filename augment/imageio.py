@@ -90,6 +90,15 @@ def is_utf8(name: str) -> bool:
     return True
 
 
+def opencv_path(path: Path) -> str:
+    """``path`` as OpenCV's video reader and writer take it; a path that is not UTF-8 (``caf\\xe9.mp4``)
+    crashed the process in OpenCV's binding (a segmentation fault), so it is an InputError."""
+    text = str(path)
+    if not is_utf8(text):
+        raise InputError(f"{shown_name(text)}: a name that is not UTF-8, which OpenCV cannot open; rename it")
+    return text
+
+
 def shown_name(name: str) -> str:
     """A file name as it can be printed: bytes that are not UTF-8 as ``\\xe9``."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

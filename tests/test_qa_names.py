@@ -150,3 +150,15 @@ def test_export_keeps_photos_whose_names_have_spaces_accents_or_a_leading_dash(t
     files = sorted(image["file_name"] for image in json.loads((tmp_path / "coco" / "annotations.json").read_text())["images"])
     assert files == ["IMG 0001.jpg", "_-front.jpg", "café.jpg", "new_line.jpg"]
     assert sorted(p.name for p in (tmp_path / "coco" / "images").iterdir()) == files
+
+
+def test_a_video_whose_name_is_not_utf8_is_one_line_not_a_crash(tmp_path):
+    from tests.cli_checks import error_lines, run_cli_process
+
+    _png(tmp_path / "query.png", side=16)
+    video = tmp_path / os.fsdecode(b"caf\xe9.mp4")  # OpenCV's binding crashed on it (segmentation fault)
+    video.write_bytes(b"\0" * 64)
+    result = run_cli_process(["search", tmp_path / "query.png", video, "-o", tmp_path / "out"], cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert error_lines(result.stderr)[-1].endswith("caf\\xe9.mp4: a name that is not UTF-8, which OpenCV cannot open; rename it")
+    assert "Traceback" not in result.stderr
