@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import cv2
@@ -158,7 +159,23 @@ def test_a_video_whose_name_is_not_utf8_is_one_line_not_a_crash(tmp_path):
     _png(tmp_path / "query.png", side=16)
     video = tmp_path / os.fsdecode(b"caf\xe9.mp4")  # OpenCV's binding crashed on it (segmentation fault)
     video.write_bytes(b"\0" * 64)
-    result = run_cli_process(["search", tmp_path / "query.png", video, "-o", tmp_path / "out"], cwd=tmp_path)
+    # named in a --pairs file (a name typed on the command line is refused before any work: below)
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"query": "query.png", "medium": video.name}) + "\n")
+    result = run_cli_process(["search", "--pairs", tmp_path / "pairs.jsonl", "-o", tmp_path / "out"], cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert error_lines(result.stderr)[-1].endswith("caf\\xe9.mp4: a name that is not UTF-8, which OpenCV cannot open; rename it")
     assert "Traceback" not in result.stderr
+
+
+def test_a_path_argument_that_is_not_utf8_is_one_line_before_any_work(tmp_path):
+    from tests.cli_checks import error_lines, run_cli_process
+
+    _png(tmp_path / "objects" / "hat" / "hat.png")
+    (tmp_path / "backgrounds").mkdir()
+    _png(tmp_path / "backgrounds" / "wall.png", side=64)
+    out = tmp_path / os.fsdecode(b"out\xe9")  # pyarrow's file system raised UnicodeEncodeError (a traceback)
+    result = run_cli_process(["expand", tmp_path / "objects", "-b", tmp_path / "backgrounds", "-o", out, "-n", 1],
+                             cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result.stderr) == [f"error: {tmp_path}/out\\xe9: a name that is not UTF-8; rename it"]
+    assert not out.exists()
