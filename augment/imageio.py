@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from augment.atomic_files import atomic_write_bytes
-from augment.excluded_folders import drop_excluded
+from augment.excluded_folders import drop_excluded, excluded
 
 # A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
 # video (pipelines.video.is_animated_gif).
@@ -67,6 +67,8 @@ def walk_files(folder: Path) -> list[Path]:
                 found.append(path)
                 continue
             real = os.path.realpath(path)
+            if entry.is_symlink() and excluded(real):  # a link to this run's own output folder
+                continue
             if real in above:
                 logger.warning("%s: a symbolic link to %s, a folder above it; not followed", path, os.readlink(path))
                 continue

@@ -179,3 +179,18 @@ def test_a_path_argument_that_is_not_utf8_is_one_line_before_any_work(tmp_path):
     assert result.returncode == 2, result.stderr
     assert error_lines(result.stderr) == [f"error: {tmp_path}/out\\xe9: a name that is not UTF-8; rename it"]
     assert not out.exists()
+
+
+def test_a_link_to_the_runs_own_output_folder_is_not_read_as_input(tmp_path):
+    from augment.excluded_folders import excluding
+
+    source = tmp_path / "source"
+    _png(source / "hat" / "hat.png")
+    out = tmp_path / "expanded"
+    _png(out / "previews" / "sheet.png")
+    (out / "manifest.json").write_text("{}")
+    os.symlink(out, source / "latest")  # a shortcut to the last run's output, kept among the sources
+    with excluding(out):
+        images, others = list_images(source)
+    assert [p.relative_to(source).as_posix() for p in images] == ["hat/hat.png"]
+    assert others == []
