@@ -30,7 +30,7 @@ from pycocotools import mask as mask_utils
 from augment.atomic_files import orphaned_temporary, temporary_final_name, temporary_folder_beside
 from augment.imageio import InputError, check_complete, decode_image, image_format
 from augment.locking import LOCK_FILE, BusyError, folder_lock
-from augment.outputs import check_output_folder, inside, is_safe_name
+from augment.outputs import OutputNames, check_output_folder, inside, is_safe_name
 from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
 from augment.shards import find_shards, iter_rows
 from augment.storage import Place
@@ -42,7 +42,7 @@ DESCRIPTION_PREFIX = "exported by synth from "
 
 
 def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]:
-    """Write ``out_dir/images/<id>.jpg`` (the stored JPEG bytes, not re-encoded) and ``annotations.json``.
+    """Write ``out_dir/images/<id>.jpg`` (:func:`file_stem`) (the stored JPEG bytes, not re-encoded) and ``annotations.json``.
 
     Returns the counts of images, annotations, categories and skipped rows, and ``skip_reasons``.
     """
@@ -129,11 +129,22 @@ def _replace_folder(new: Path, target: Path) -> None:
     os.rename(new, target)  # still contended: fail as the file system says
 
 
+def file_stem(row_id: str) -> str:
+    """The image file name (less ``.jpg``) of a row: its id where that is a plain name, else the id with
+    what a file name should not hold (control characters such as a newline, characters Windows refuses)
+    as ``_`` and a ``_`` before a leading ``-`` or ``.`` (an option, a hidden file). A photo-shards row
+    is named after its photo, and ``IMG 0001``, ``café`` or ``-front`` were skipped as unsafe."""
+    if is_safe_name(row_id):
+        return row_id
+    stem = "".join(c if c.isprintable() and c not in '<>:"|?*' else "_" for c in row_id)
+    return f"_{stem}" if stem[0] in "-." else stem
+
+
 def _row_problem(row: dict[str, Any], used: set[str]) -> tuple[str | None, np.ndarray | None]:
     """Why a row cannot be exported (a short reason, None if it can), and its instance-id mask."""
     row_id = row.get("id")
-    if not is_safe_name(row_id):
-        return "id is not a safe file name", None
+    if not isinstance(row_id, str) or not row_id.strip(". ") or any(c in row_id for c in "/\\\0"):
+        return "id is not a safe file name", None  # empty, or a path: '../x', '/abs' (a hand-edited shard)
     if row_id.lower() in used:
         return "id seen before", None
     image_bytes = (row.get("image") or {}).get("bytes") or b""
@@ -168,6 +179,7 @@ def _write_coco(shards: list[Place], folder: Path) -> dict[str, Any]:
     images, annotations, categories = [], [], {}
     skipped: collections.Counter[str] = collections.Counter()
     used: set[str] = set()
+    names = OutputNames(suffixes=(".jpg",))
     for _, row in iter_rows(shards):
         problem, instances = _row_problem(row, used)
         if problem is not None:
@@ -175,7 +187,7 @@ def _write_coco(shards: list[Place], folder: Path) -> dict[str, Any]:
             continue
         used.add(row["id"].lower())
         image_id = len(images) + 1
-        file_name = f"{row['id']}.jpg"
+        file_name = f"{names.take(Path(file_stem(row['id']) + '.jpg'))}.jpg"
         inside(folder / "images", folder / "images" / file_name).write_bytes(row["image"]["bytes"])
         images.append({"id": image_id, "file_name": file_name, "width": row["width"], "height": row["height"]})
         for obj in row["objects"] or []:

@@ -7,6 +7,7 @@ reads whole annotated photos through the same index.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -46,7 +47,8 @@ class CocoIndex:
         file_name = self.images[image_id].get("file_name")
         if not isinstance(file_name, str) or not file_name:
             return Skip(str(self.json_path), f"image id {image_id} has no file_name")
-        path = next((root / file_name for root in self.roots if (root / file_name).is_file()), None)
+        path = next((root / name for name in _spellings(file_name) for root in self.roots if (root / name).is_file()),
+                    None)
         return path if path is not None else Skip(str(self.json_path), f"image file {file_name!r} not found")
 
 
@@ -208,3 +210,12 @@ def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         path, image, found = item
         for one in found:
             yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
+
+
+def _spellings(file_name: str) -> list[str]:
+    """``file_name`` as written, then as a COCO file written on Windows means it (``images\\0001.jpg``),
+    then in each Unicode form (``café.jpg`` typed in the JSON, saved decomposed by a Mac): the names
+    under which its image may be found."""
+    names = [file_name, file_name.replace("\\", "/")]
+    names += [unicodedata.normalize(form, name) for name in names[:2] for form in ("NFC", "NFD")]
+    return list(dict.fromkeys(names))

@@ -23,8 +23,7 @@ import pyarrow.parquet as pq
 from augment.atomic_files import atomic_path
 from augment.config import SourceConfig
 from augment.coco_source import coco_image_roots
-from augment.excluded_folders import drop_excluded
-from augment.imageio import InputError, decode_image, encode_png, is_image_path
+from augment.imageio import InputError, decode_image, encode_png, is_image_path, walk_files
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
@@ -63,8 +62,8 @@ def _source_files(source: Path) -> list[Path]:
     not those of a run's output folder inside it (:mod:`augment.excluded_folders`), which would change
     with every run."""
     if not source.is_file():
-        return sorted(p for p in drop_excluded(source.rglob("*"), source) if p.is_file())
-    images = {p for root in coco_image_roots(source) if root.is_dir() for p in drop_excluded(root.rglob("*"), root)
+        return [p for p in walk_files(source) if p.is_file()]
+    images = {p for root in coco_image_roots(source) if root.is_dir() for p in walk_files(root)
               if p.is_file() and is_image_path(p)}
     return [source, *sorted(images)]
 

@@ -41,3 +41,9 @@ def drop_excluded(paths: Iterable[Path], folder: Path) -> list[Path]:
         if not any(resolved == excluded or excluded in resolved.parents for excluded in below):
             kept.append(path)
     return kept
+
+
+def excluded(real: str | Path) -> bool:
+    """Whether the resolved path ``real`` (a symbolic link's target) is an excluded folder or inside one."""
+    real = Path(real)
+    return any(real == folder or folder in real.parents for folder in _EXCLUDED.get())

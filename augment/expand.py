@@ -318,7 +318,8 @@ def run_expand(
         if not source.exists():
             raise InputError(f"{source}: no such file or directory")
     if not backgrounds.is_dir():
-        raise InputError(f"{backgrounds}: no such directory")
+        raise InputError(f"{backgrounds}: " + ("--backgrounds must be a folder of images, not a file" if backgrounds.exists()
+                                              else "no such directory"))
     if isinstance(out_dir, Location):
         out_dir.check_bucket()
         _check_remote_out(out_dir, sources, backgrounds)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from augment.atomic_files import atomic_write_bytes
-from augment.excluded_folders import drop_excluded
+from augment.excluded_folders import drop_excluded, excluded
 
 # A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
 # video (pipelines.video.is_animated_gif).
@@ -35,16 +35,87 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def walk_files(folder: Path) -> list[Path]:
+    """Everything but folders under ``folder`` (sorted, recursive), as a user's input folder is read.
+
+    A symbolic link to a folder is followed (``hats -> /data/hats`` is a category like any other;
+    ``Path.rglob`` left it out without a word), one back to a folder above it is not (a loop). Hidden
+    names (``.DS_Store``, macOS's ``._photo.jpg``, ``.git/``, ``.ipynb_checkpoints/``) and everything
+    in a hidden folder are left out, as the object-store listing leaves them out; so is a run's own
+    output folder inside it (:mod:`augment.excluded_folders`), and names that are not UTF-8 (one
+    warning naming them). Broken links are kept: callers say so.
+    """
+    folder = Path(folder)
+    found: list[Path] = []
+    undecodable: list[Path] = []
+
+    def visit(directory: Path, above: frozenset[str]) -> None:
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except OSError as error:
+            logger.warning("%s: cannot list this folder (%s); left out", directory, error.strerror or error)
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = directory / entry.name
+            if not is_utf8(entry.name):  # its cutouts' categories, rows and JSON lines could not hold it
+                undecodable.append(path)
+                continue
+            if not entry.is_dir():  # files, broken links and link loops (is_dir is False for those)
+                found.append(path)
+                continue
+            real = os.path.realpath(path)
+            if entry.is_symlink() and excluded(real):  # a link to this run's own output folder
+                continue
+            if real in above:
+                logger.warning("%s: a symbolic link to %s, a folder above it; not followed", path, os.readlink(path))
+                continue
+            visit(path, above | {real})
+
+    visit(folder, frozenset({os.path.realpath(folder)}))
+    undecodable = drop_excluded(undecodable, folder)
+    if undecodable:
+        logger.warning("%s: %d file(s) or folder(s) whose name is not UTF-8 left out (%s%s); rename them",
+                       folder, len(undecodable), shown_name(undecodable[0].name), ", ..." if len(undecodable) > 1 else "")
+    return sorted(drop_excluded(found, folder))
+
+
+def is_utf8(name: str) -> bool:
+    """Whether a file name read from the system is valid UTF-8 (Python keeps other bytes as lone
+    surrogates, which Parquet strings, strict JSON and the console cannot hold)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def opencv_path(path: Path) -> str:
+    """``path`` as OpenCV's video reader and writer take it; a path that is not UTF-8 (``caf\\xe9.mp4``)
+    crashed the process in OpenCV's binding (a segmentation fault), so it is an InputError."""
+    text = str(path)
+    if not is_utf8(text):
+        raise InputError(f"{shown_name(text)}: a name that is not UTF-8, which OpenCV cannot open; rename it")
+    return text
+
+
+def shown_name(name: str) -> str:
+    """A file name as it can be printed: bytes that are not UTF-8 as ``\\xe9``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files in ``folder`` (sorted, recursive) and the other files found there; a run's own
-    output folder inside it is left out (:mod:`augment.excluded_folders`)."""
+    """Image files in ``folder`` (:func:`walk_files`: sorted, recursive, links to folders followed,
+    hidden names and a run's own output folder left out) and the other files found there."""
     folder = Path(folder)
     if not folder.exists():
         raise InputError(f"{folder}: no such file or directory")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a directory")
     images, others, broken = [], [], []
-    for path in sorted(p for p in drop_excluded(folder.rglob("*"), folder) if not p.name.startswith(".")):
+    for path in walk_files(folder):
         if path.is_file():
             (images if is_image_path(path) else others).append(path)
         elif path.is_symlink() and not path.exists():  # a link to a moved or deleted file

@@ -26,6 +26,7 @@ import collections
 import dataclasses
 import json
 import logging
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -116,8 +117,10 @@ def value_category(value: int, names: dict[int, str], fmt: str, mask_path: Path)
 
 # ---------------------------------------------------------------- pairing files by name
 def name_key(path: Path, root: Path) -> str:
-    """``path`` under ``root`` without its suffix: ``day1/0001`` for ROOT/day1/0001.png."""
-    return path.relative_to(root).with_suffix("").as_posix()
+    """``path`` under ``root`` without its suffix: ``day1/0001`` for ROOT/day1/0001.png; in Unicode's
+    composed form (NFC), so ``café.png`` saved on a Mac (decomposed: e and a combining accent) pairs
+    with ``café.jpg`` typed elsewhere, as the two names look the same."""
+    return unicodedata.normalize("NFC", path.relative_to(root).with_suffix("").as_posix())
 
 
 class FilesByName:
@@ -130,8 +133,8 @@ class FilesByName:
         self.by_key = {name_key(p, root): p for p in files}
         self.by_stem: dict[str, list[Path]] = {}
         for path in files:
-            self.by_stem.setdefault(path.stem, []).append(path)
-        self.asking = collections.Counter(p.stem for p in askers)
+            self.by_stem.setdefault(unicodedata.normalize("NFC", path.stem), []).append(path)
+        self.asking = collections.Counter(unicodedata.normalize("NFC", p.stem) for p in askers)
 
     def find(self, key: str) -> Path | None:
         found = self.by_key.get(key)

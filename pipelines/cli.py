@@ -143,7 +143,15 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
     setup_logging(verbose)
+    from augment.imageio import is_utf8, shown_name
     from augment.pixel_limit import max_megapixels
+
+    # A path typed or globbed with a name that is not UTF-8 (caf\xe9 from an old archive): Parquet,
+    # JSON, pyarrow's file systems and OpenCV cannot hold it (tracebacks, a crash), so one line now.
+    # Names inside an input folder are warned about and left out (augment.imageio.walk_files).
+    for argument in sys.argv[1:]:
+        if not is_utf8(argument):
+            fail(f"{shown_name(argument)}: a name that is not UTF-8; rename it")
 
     run_guarded(max_megapixels)  # a malformed SYNTH_MAX_MEGAPIXELS: one line now, not one per image read
     # A scheduler stops a run with SIGTERM (systemd, Kubernetes, `kill`): treated as Ctrl-C, so the

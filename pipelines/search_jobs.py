@@ -57,7 +57,7 @@ def expand_media(paths: list[Path], sequence: bool = False, out: Path | None = N
             images, others = list_images(path)
             earlier = earlier_in_out | earlier_outputs_below(path)
             videos = [p for p in others if p.suffix.lower() in VIDEO_EXTENSIONS]
-            _report_left_out([p for p in others if p.suffix.lower() not in VIDEO_EXTENSIONS
+            report_left_out([p for p in others if p.suffix.lower() not in VIDEO_EXTENSIONS
                               and (not earlier or p.resolve() not in earlier)], path)
             found = sorted(p for p in images + videos if not earlier or p.resolve() not in earlier)
             if not found:
@@ -82,13 +82,15 @@ def earlier_outputs_below(folder: Path) -> set[Path]:
     return earlier
 
 
-def _report_left_out(files: list[Path], folder: Path) -> None:
-    """A folder's files that are neither images nor videos (notes, a RAW photo): counted on the console,
-    each one logged (-v), not silently dropped."""
+def report_left_out(files: list[Path], folder: Path, one: str = "neither an image nor a video",
+                    many: str = "neither images nor videos") -> None:
+    """A folder's files that the command does not read (notes, a RAW photo, Thumbs.db): counted on the
+    console, each one logged (-v), not silently dropped (`synth search`; `synth segment` and `extract`
+    say 'not images')."""
     for path in files:
-        logger.info("%s: neither an image nor a video; left out", path)
+        logger.info("%s: %s; left out", path, one)
     if files:
-        logger.warning("%s: %d file(s) that are neither images nor videos left out (%s%s)", folder, len(files),
+        logger.warning("%s: %d file(s) that are %s left out (%s%s)", folder, len(files), many,
                        files[0].name, ", ..." if len(files) > 1 else "")
 
 

@@ -17,6 +17,7 @@ from typing import Optional
 import typer
 
 from augment.imageio import InputError, list_images
+from pipelines.search_jobs import report_left_out
 
 IO_ERROR_EXIT_CODE = 1
 
@@ -32,12 +33,17 @@ def images_of(paths: list[Path], out: Path | None = None, outputs: Path | None =
 
         earlier = {p.resolve() for p in OutputRecord(out, SEGMENT_OUTPUTS).earlier_outputs()}
     skipped = outputs.resolve() if outputs is not None else None
+
+    def not_ours(path: Path) -> bool:
+        return (not earlier or path.resolve() not in earlier) and (skipped is None or skipped not in path.resolve().parents)
+
     images: list[Path] = []
     errors: list[str] = []
     for path in paths:
         if path.is_dir():
-            found = [p for p in list_images(path)[0] if (not earlier or p.resolve() not in earlier)
-                     and (skipped is None or skipped not in p.resolve().parents)]
+            listed, others = list_images(path)
+            found = [p for p in listed if not_ours(p)]
+            report_left_out([p for p in others if not_ours(p)], path, "not an image", "not images")
             if not found:
                 raise InputError(f"{path}: no images in this folder")
             images.extend(found)

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from augment.atomic_files import temporary_beside
-from augment.imageio import InputError
+from augment.imageio import InputError, opencv_path
 from augment.pixel_limit import check_size
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def _open(path: Path) -> cv2.VideoCapture:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a video file")
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(opencv_path(path))
     if not capture.isOpened():
         capture.release()
         raise InputError(f"{path}: cannot open video (corrupt, truncated or unsupported format)")
@@ -273,6 +273,7 @@ class VideoWriter:
         if suffix not in _FOURCC:
             raise InputError(f"{self.path}: cannot write video with suffix {suffix!r} "
                              f"(supported: {', '.join(sorted(_FOURCC))})")
+        opencv_path(self.path)  # before anything is created for it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # The temporary keeps the suffix: OpenCV picks the container from it.
         self._temporary = temporary_beside(self.path, suffix=suffix)
