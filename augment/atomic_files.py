@@ -158,13 +158,30 @@ def temporary_folder_beside(final_path: Path | str, suffix: str = ".tmp") -> Pat
 
 
 @contextlib.contextmanager
+def naming_errors(path: Path | str) -> Iterator[None]:
+    """An OSError raised inside that names no file (a write to an open file, pyarrow's writers: a full
+    disk's "Error writing bytes to file. Detail: [errno 28] ...") names ``path``, the output the user
+    knows (not its hidden temporary), with the system's own words for its errno."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+            if error.errno:
+                error.strerror = os.strerror(error.errno)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(final_path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``final_path``; rename it into place only on success."""
+    """Yield a temporary path beside ``final_path``; rename it into place only on success (an error
+    that names no file names ``final_path``: :func:`naming_errors`)."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     temporary_path = temporary_beside(final_path)
     try:
-        yield temporary_path
+        with naming_errors(final_path):
+            yield temporary_path
         os.replace(temporary_path, final_path)
     finally:
         if temporary_path.exists():

@@ -1,0 +1,68 @@
+"""A full disk, a read-only folder, a permission error under the writing commands: one line naming the
+output (not the hidden temporary, not "file system"), nothing half-written under its final name."""
+
+from __future__ import annotations
+
+import errno
+import pathlib
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from augment.photo_shards import write_row_shards
+from augment.schema import COMPOSITE_SCHEMA, RUN_HASH_KEY
+from augment.shard_writer import write_shard
+from tests.cli_checks import assert_one_line_error, run_cli
+from tests.shard_factory import make_shards
+
+# What pyarrow's writers raise on a full disk: an errno, no file name.
+PYARROW_FULL = OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(*PYARROW_FULL.args)
+
+
+def _only(folder: pathlib.Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name != ".synth.lock")
+
+
+def test_export_on_a_full_disk_names_its_out_folder(tmp_path, monkeypatch):
+    shards = make_shards(tmp_path / "shards", n_cutouts=3, n_composites=3).folder
+    out = tmp_path / "coco"
+
+    def full(self, data):  # Path.write_bytes on a full disk: the write to the open file names no file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    line = assert_one_line_error(run_cli("export", shards, "--format", "coco", "--out", out), 2,
+                                 "coco", "No space left on device")
+    assert "file system" not in line
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+
+
+def test_photo_shards_on_a_full_disk_name_the_shard(tmp_path, monkeypatch):
+    source = make_shards(tmp_path / "shards", n_cutouts=3, n_composites=2)
+    rows = pq.read_table(next(source.folder.glob("train-*.parquet"))).to_pylist()
+    out = tmp_path / "photos"
+    monkeypatch.setattr(pq, "write_table", _full_disk)
+    with pytest.raises(OSError) as caught:
+        write_row_shards(rows, out, "photos", "0" * 16)
+    assert caught.value.filename == str(out / "photos-00000.parquet")
+    assert caught.value.strerror == "No space left on device"
+    assert _only(out) == []
+
+
+def test_a_composite_shard_on_a_full_disk_is_named(tmp_path, monkeypatch):
+    source = make_shards(tmp_path / "shards", n_cutouts=3, n_composites=2)
+    table = pq.read_table(next(source.folder.glob("train-*.parquet")))
+    schema = COMPOSITE_SCHEMA.with_metadata({**COMPOSITE_SCHEMA.metadata, RUN_HASH_KEY: b"0" * 16})
+    table = pa.Table.from_pylist(table.to_pylist(), schema=schema)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", _full_disk)
+    with pytest.raises(OSError) as caught:
+        list(write_shard(out / "train-00000.parquet", [table], schema, 4, table.column("id").to_pylist()))
+    assert caught.value.filename == str(out / "train-00000.parquet")
+    assert _only(out) == []
