@@ -66,3 +66,25 @@ def test_a_composite_shard_on_a_full_disk_is_named(tmp_path, monkeypatch):
         list(write_shard(out / "train-00000.parquet", [table], schema, 4, table.column("id").to_pylist()))
     assert caught.value.filename == str(out / "train-00000.parquet")
     assert _only(out) == []
+
+
+@pytest.mark.skipif(not pathlib.Path("/dev/full").exists(), reason="needs /dev/full (a device every write to fails with ENOSPC)")
+def test_a_checkpoint_on_a_full_disk_is_the_systems_error_naming_it(tmp_path, monkeypatch):
+    """torch's own writer said "RuntimeError: [enforce fail at inline_container.cc] unexpected pos": a traceback."""
+    import contextlib
+
+    from torch import nn
+
+    from augment.atomic_files import naming_errors
+    from train import checkpoint
+
+    @contextlib.contextmanager
+    def onto_a_full_disk(final):
+        with naming_errors(final):
+            yield pathlib.Path("/dev/full")
+
+    monkeypatch.setattr(checkpoint, "atomic_path", onto_a_full_disk)
+    target = tmp_path / "checkpoint.pt"
+    with pytest.raises(OSError) as caught:
+        checkpoint.save_checkpoint(target, model=nn.Linear(2, 2), optimizer=None, step=1, config={}, config_hash="x")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
