@@ -88,3 +88,22 @@ def test_a_checkpoint_on_a_full_disk_is_the_systems_error_naming_it(tmp_path, mo
     with pytest.raises(OSError) as caught:
         checkpoint.save_checkpoint(target, model=nn.Linear(2, 2), optimizer=None, step=1, config={}, config_hash="x")
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+
+
+def test_an_output_files_lock_on_a_full_disk_is_named_and_removed(tmp_path, monkeypatch):
+    """eval --out, calibrate, show, export-onnx: the lock's record failed as "file system: No space left
+    on device" and left the hidden .NAME.synth.lock beside the output for good."""
+    from augment import locking
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(locking.os, "pwrite", full)
+    out = tmp_path / "metrics.json"
+    with pytest.raises(OSError) as caught, locking.file_lock(out, "eval run"):
+        pass
+    assert caught.value.filename == str(locking.file_lock_path(out))
+    assert sorted(tmp_path.iterdir()) == []
+    with pytest.raises(OSError) as caught, locking.folder_lock(tmp_path / "found", "search run"):
+        pass
+    assert caught.value.filename == str(tmp_path / "found" / locking.LOCK_FILE)
