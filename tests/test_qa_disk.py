@@ -107,3 +107,32 @@ def test_an_output_files_lock_on_a_full_disk_is_named_and_removed(tmp_path, monk
     with pytest.raises(OSError) as caught, locking.folder_lock(tmp_path / "found", "search run"):
         pass
     assert caught.value.filename == str(tmp_path / "found" / locking.LOCK_FILE)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_a_highlighted_video_cut_short_by_a_full_disk_is_not_kept(tmp_path, suffix):
+    """OpenCV's writer says nothing when its writes fail: search renamed the truncated file into place."""
+    import numpy as np
+
+    from augment.imageio import InputError
+    from pipelines.video import VideoWriter
+
+    target = tmp_path / f"clip.highlight{suffix}"
+    writer = VideoWriter(target, 10.0, 64, 48)
+    encoder, temporary = writer._writer, writer._temporary
+
+    class CutShort:  # the disk filled up under the encoder: its file ends where the space did
+        def write(self, frame):
+            encoder.write(frame)
+
+        def release(self):
+            encoder.release()
+            with open(temporary, "r+b") as file:
+                file.truncate(temporary.stat().st_size // 2)
+
+    writer._writer = CutShort()
+    for value in range(0, 250, 25):
+        writer.write(np.full((48, 64, 3), value, np.uint8))
+    with pytest.raises(InputError, match="clip.highlight"):
+        writer.close()
+    assert sorted(tmp_path.iterdir()) == []
