@@ -17,7 +17,7 @@ import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -165,11 +165,25 @@ def naming_errors(path: Path | str) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if error.filename is None:
-            error.filename = str(path)
-            if error.errno:
-                error.strerror = os.strerror(error.errno)
+        if error.filename is None and error.errno:  # (a decoder's OSError, "image file is truncated", has none)
+            error.filename, error.strerror = str(path), os.strerror(error.errno)
         raise
+
+
+@contextlib.contextmanager
+def record_file(path: Path | str, mode: str) -> Iterator[IO[str]]:
+    """A text file a run appends its record lines to (each written under :func:`naming_errors`): its
+    close names ``path`` too, and a close that fails once the block has failed (a full disk: it
+    flushes what the failed write left buffered) leaves the block's error, naming the file, raised."""
+    file = open(path, mode, encoding="utf-8")
+    try:
+        yield file
+    except BaseException:
+        with contextlib.suppress(OSError):
+            file.close()
+        raise
+    with naming_errors(path):
+        file.close()
 
 
 @contextlib.contextmanager

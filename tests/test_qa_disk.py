@@ -136,3 +136,76 @@ def test_a_highlighted_video_cut_short_by_a_full_disk_is_not_kept(tmp_path, suff
     with pytest.raises(InputError, match="clip.highlight"):
         writer.close()
     assert sorted(tmp_path.iterdir()) == []
+
+
+class _FullFile:
+    """A text file on a full disk: its writes land in the buffer, its flush and close fail (no file name)."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self):
+        self.real.close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _fill_disk_under(monkeypatch, name: str) -> None:
+    """Every text file named ``name`` opened from now on is on a full disk."""
+    import builtins
+
+    real_open = builtins.open
+
+    def opening(file, *args, **kwargs):
+        handle = real_open(file, *args, **kwargs)
+        return _FullFile(handle) if pathlib.Path(str(file)).name == name else handle
+
+    monkeypatch.setattr(builtins, "open", opening)
+
+
+def test_searchs_output_record_on_a_full_disk_is_named(tmp_path, monkeypatch):
+    """search said "file system: No space left on device": the record's write and then its close named no file."""
+    from pipelines.output_record import OutputRecord
+    from pipelines.search_jobs import SEARCH_OUTPUTS
+
+    _fill_disk_under(monkeypatch, ".synth-search-outputs")
+    record = OutputRecord(tmp_path / "found", SEARCH_OUTPUTS)
+    with pytest.raises(OSError) as caught, record:
+        record.add("photo")
+    assert caught.value.filename == str(record.path)
+
+
+def test_segments_progress_file_on_a_full_disk_is_named(tmp_path, monkeypatch):
+    """The progress line after a photo's files, then the file's close on leaving: neither named the file."""
+    import numpy as np
+
+    from pipelines import segment_outputs
+
+    from train.segment_config import SegmentClass
+
+    class Tiny:
+        classes = (SegmentClass("background"), SegmentClass("thing"))
+        model_id = "tiny"
+
+        def predict(self, image):
+            labels = np.zeros(image.shape[:2], np.uint8)
+
+            class Prediction:
+                def at_photo_size(self):
+                    return labels, np.ones(labels.shape, np.float32)
+            return Prediction()
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(photos / "a.png")
+    _fill_disk_under(monkeypatch, segment_outputs.PROGRESS_FILE)
+    out = tmp_path / "labelled"
+    with pytest.raises(OSError) as caught:
+        segment_outputs.run_segment(Tiny(), [photos / "a.png"], out)
+    assert caught.value.filename == str(out / segment_outputs.PROGRESS_FILE)
