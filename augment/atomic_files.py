@@ -170,6 +170,15 @@ def naming_errors(path: Path | str) -> Iterator[None]:
         raise
 
 
+def replace_into_place(temporary: Path | str, final_path: Path | str) -> None:
+    """``os.replace`` whose error names ``final_path`` alone (os.replace's names the hidden temporary
+    first: "found/.a.heat.png.<writer>.x1y2z3w4.tmp: Is a directory" for a folder under the name)."""
+    try:
+        os.replace(temporary, final_path)
+    except OSError as error:  # (the errno picks the subclass: IsADirectoryError, PermissionError ...)
+        raise OSError(error.errno, error.strerror, str(final_path)) from None
+
+
 @contextlib.contextmanager
 def record_file(path: Path | str, mode: str) -> Iterator[IO[str]]:
     """A text file a run appends its record lines to (each written under :func:`naming_errors`): its
@@ -196,7 +205,7 @@ def atomic_path(final_path: Path | str) -> Iterator[Path]:
     try:
         with naming_errors(final_path):
             yield temporary_path
-        os.replace(temporary_path, final_path)
+        replace_into_place(temporary_path, final_path)
     finally:
         if temporary_path.exists():
             temporary_path.unlink()

@@ -30,7 +30,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from augment.atomic_files import temporary_beside
+from augment.atomic_files import replace_into_place, temporary_beside
 from augment.imageio import InputError
 from augment.pixel_limit import check_size
 
@@ -321,7 +321,7 @@ class VideoWriter:
         if keep and self.frames_written and self.error is None:
             self.error = self._unreadable()
         if keep and self.frames_written and self.error is None:
-            os.replace(self._temporary, self.path)
+            replace_into_place(self._temporary, self.path)
         else:
             self._temporary.unlink(missing_ok=True)
         if keep and self.error is not None:

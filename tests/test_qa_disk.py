@@ -209,3 +209,15 @@ def test_segments_progress_file_on_a_full_disk_is_named(tmp_path, monkeypatch):
     with pytest.raises(OSError) as caught:
         segment_outputs.run_segment(Tiny(), [photos / "a.png"], out)
     assert caught.value.filename == str(out / segment_outputs.PROGRESS_FILE)
+
+
+def test_a_write_whose_rename_fails_names_the_output_not_its_temporary(tmp_path):
+    """A folder under a search output's name: the line named '.0001.heat.png.<writer>.xxxxxxxx.tmp'."""
+    from augment.atomic_files import atomic_write_text
+
+    (tmp_path / "0001.heat.png").mkdir()
+    with pytest.raises(OSError) as caught:
+        atomic_write_text(tmp_path / "0001.heat.png", "x")
+    assert caught.value.errno == errno.EISDIR
+    assert str(caught.value) == f"[Errno {errno.EISDIR}] Is a directory: '{tmp_path / '0001.heat.png'}'"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0001.heat.png"]
