@@ -57,7 +57,7 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     live writers are kept: :func:`augment.atomic_files.remove_orphaned_temporaries`).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    made = _make_folders(folder)
     path = folder / LOCK_FILE
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -65,9 +65,15 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise BusyError(_busy(handle, folder, what)) from None
-        with naming_errors(path):  # a full disk: the lock file named, not "file system"
-            os.ftruncate(handle, 0)
-            os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+        try:
+            with naming_errors(path):  # a full disk: the lock file named, not "file system"
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+        except OSError:  # still held: a folder made just now goes again, its lock with it (no empty --out left)
+            if made and [child.name for child in folder.iterdir()] == [LOCK_FILE]:
+                path.unlink()
+                _remove_empty(made)
+            raise
         with outside_lock(folder, what, shared=False):  # a `show` or `export` reading here without a lock file
             remove_orphaned_temporaries(folder)
             yield path

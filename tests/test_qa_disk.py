@@ -221,3 +221,20 @@ def test_a_write_whose_rename_fails_names_the_output_not_its_temporary(tmp_path)
     assert caught.value.errno == errno.EISDIR
     assert str(caught.value) == f"[Errno {errno.EISDIR}] Is a directory: '{tmp_path / '0001.heat.png'}'"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0001.heat.png"]
+
+
+def test_an_output_folder_made_on_a_full_disk_is_not_left_behind(tmp_path, monkeypatch):
+    """expand, search, segment, extract, photo-shards, train, selftune on a full disk each left an
+    empty --out holding only .synth.lock (the lock's record failed before claim_output_folder's block)."""
+    from augment import locking
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    monkeypatch.setattr(locking.os, "pwrite", full)
+    for folder in (tmp_path / "out" / "deeper", existing):
+        with pytest.raises(OSError), locking.claim_output_folder(folder, "expand run"):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
