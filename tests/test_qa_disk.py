@@ -238,3 +238,20 @@ def test_an_output_folder_made_on_a_full_disk_is_not_left_behind(tmp_path, monke
         with pytest.raises(OSError), locking.claim_output_folder(folder, "expand run"):
             pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+
+
+def test_tensorboard_on_a_full_disk_is_one_error_naming_its_folder(tmp_path, monkeypatch, capfd):
+    """train on a full disk printed TensorBoard's writer thread's traceback, then 'file system: No space
+    left on device'."""
+    from tensorboard.summary.writer import record_writer
+
+    from train import loop
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", full)
+    with pytest.raises(OSError) as caught:
+        loop._tensorboard(tmp_path / "tb", 1)
+    assert caught.value.filename == str(tmp_path / "tb")
+    assert "Traceback" not in capfd.readouterr().err
