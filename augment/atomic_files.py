@@ -17,7 +17,7 @@ import re
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -158,14 +158,54 @@ def temporary_folder_beside(final_path: Path | str, suffix: str = ".tmp") -> Pat
 
 
 @contextlib.contextmanager
+def naming_errors(path: Path | str) -> Iterator[None]:
+    """An OSError raised inside that names no file (a write to an open file, pyarrow's writers: a full
+    disk's "Error writing bytes to file. Detail: [errno 28] ...") names ``path``, the output the user
+    knows (not its hidden temporary), with the system's own words for its errno."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is None and error.errno:  # (a decoder's OSError, "image file is truncated", has none)
+            error.filename, error.strerror = str(path), os.strerror(error.errno)
+        raise
+
+
+def replace_into_place(temporary: Path | str, final_path: Path | str) -> None:
+    """``os.replace`` whose error names ``final_path`` alone (os.replace's names the hidden temporary
+    first: "found/.a.heat.png.<writer>.x1y2z3w4.tmp: Is a directory" for a folder under the name)."""
+    try:
+        os.replace(temporary, final_path)
+    except OSError as error:  # (the errno picks the subclass: IsADirectoryError, PermissionError ...)
+        raise OSError(error.errno, error.strerror, str(final_path)) from None
+
+
+@contextlib.contextmanager
+def record_file(path: Path | str, mode: str) -> Iterator[IO[str]]:
+    """A text file a run appends its record lines to (each written under :func:`naming_errors`): its
+    close names ``path`` too, and a close that fails once the block has failed (a full disk: it
+    flushes what the failed write left buffered) leaves the block's error, naming the file, raised."""
+    file = open(path, mode, encoding="utf-8")
+    try:
+        yield file
+    except BaseException:
+        with contextlib.suppress(OSError):
+            file.close()
+        raise
+    with naming_errors(path):
+        file.close()
+
+
+@contextlib.contextmanager
 def atomic_path(final_path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside ``final_path``; rename it into place only on success."""
+    """Yield a temporary path beside ``final_path``; rename it into place only on success (an error
+    that names no file names ``final_path``: :func:`naming_errors`)."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     temporary_path = temporary_beside(final_path)
     try:
-        yield temporary_path
-        os.replace(temporary_path, final_path)
+        with naming_errors(final_path):
+            yield temporary_path
+        replace_into_place(temporary_path, final_path)
     finally:
         if temporary_path.exists():
             temporary_path.unlink()

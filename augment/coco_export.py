@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from augment.atomic_files import orphaned_temporary, temporary_final_name, temporary_folder_beside
+from augment.atomic_files import naming_errors, orphaned_temporary, temporary_final_name, temporary_folder_beside
 from augment.imageio import InputError, check_complete, decode_image, image_format
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import OutputNames, check_output_folder, inside, is_safe_name
@@ -59,7 +59,8 @@ def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]
         # name such an export looks for only once locked, so it never finds one not yet locked.
         with folder_lock(fresh, "export run"):
             os.rename(fresh, staging)
-            counts = _write_coco(shards, staging)
+            with naming_errors(out_dir):  # a full disk under a write to an open image file names no file
+                counts = _write_coco(shards, staging)
             _replace_folder(staging, out_dir)
     finally:
         for leftover in (fresh, staging):

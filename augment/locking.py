@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from augment.atomic_files import NAME_MAX, remove_orphaned_temporaries
+from augment.atomic_files import NAME_MAX, naming_errors, remove_orphaned_temporaries
 from augment.imageio import InputError
 from augment.outputs import check_output_folder
 
@@ -57,7 +57,7 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     live writers are kept: :func:`augment.atomic_files.remove_orphaned_temporaries`).
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    made = _make_folders(folder)
     path = folder / LOCK_FILE
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -65,8 +65,15 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise BusyError(_busy(handle, folder, what)) from None
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+        try:
+            with naming_errors(path):  # a full disk: the lock file named, not "file system"
+                os.ftruncate(handle, 0)
+                os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+        except OSError:  # still held: a folder made just now goes again, its lock with it (no empty --out left)
+            if made and [child.name for child in folder.iterdir()] == [LOCK_FILE]:
+                path.unlink()
+                _remove_empty(made)
+            raise
         with outside_lock(folder, what, shared=False):  # a `show` or `export` reading here without a lock file
             remove_orphaned_temporaries(folder)
             yield path
@@ -150,8 +157,14 @@ def _take_file_lock(lock_path: Path, path: Path, what: str) -> int:
             except FileNotFoundError:
                 current = False
             if current:  # the holder's record, for a second run's message (a full disk fails here too)
-                os.ftruncate(handle, 0)
-                os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+                try:
+                    with naming_errors(lock_path):
+                        os.ftruncate(handle, 0)
+                        os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+                except OSError:  # still held: ours to remove, as on release (no hidden file left beside --out)
+                    with contextlib.suppress(OSError):
+                        os.unlink(lock_path)
+                    raise
                 return handle
         except BaseException:
             os.close(handle)

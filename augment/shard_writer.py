@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.atomic_files import remove_orphaned_temporaries, temporary_beside
+from augment.atomic_files import naming_errors, remove_orphaned_temporaries, temporary_beside
 from augment.schema import COMPOSITE_SCHEMA, RUN_HASH_KEY
 from augment.shards import verify_shard
 from augment.storage import Place, is_remote
@@ -63,8 +63,8 @@ def write_shard(target: Place, groups: Iterable[pa.Table], schema: pa.Schema, gr
     """
     temporary = _scratch_file(target.name) if is_remote(target) else temporary_beside(target)
     try:
-        with pq.ParquetWriter(temporary, schema, compression=SHARD_COMPRESSION,
-                              write_statistics=STATISTICS_COLUMNS) as writer:
+        with naming_errors(target), pq.ParquetWriter(temporary, schema, compression=SHARD_COMPRESSION,
+                                                     write_statistics=STATISTICS_COLUMNS) as writer:
             for table in groups:
                 writer.write_table(table, row_group_size=group_rows)
                 yield table.num_rows

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from augment.atomic_files import (atomic_write_bytes, atomic_write_text, remove_orphaned_temporaries,
-                                  temporary_final_name)
+                                  replace_into_place, temporary_final_name)
 from augment.imageio import InputError
 from augment.storage import Location, Place, StorageError
 
@@ -51,7 +51,7 @@ def commit_file(local_file: Path, target: Place) -> None:
     name, whatever the SDK does with a failed multipart upload.
     """
     if not isinstance(target, Location):
-        os.replace(local_file, target)
+        replace_into_place(local_file, target)
         return
     temporary = target.parent / temporary_name(target.name)
     fs = target.fs

@@ -12,6 +12,7 @@ them, not a symbolic link, not an input of the new run. Use while holding the fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable
 
-from augment.atomic_files import NAME_MAX, temporary_final_name
+from augment.atomic_files import NAME_MAX, naming_errors, record_file, temporary_final_name
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +79,16 @@ class OutputRecord:
             logger.info("%s: cleared %d output file(s) of an earlier synth %s run", self.out, cleared,
                         self.kinds.command)
         # Truncated only now: a run killed while clearing leaves the old record for the next run to finish.
-        self._file = open(self.path, "a" if self.keep else "w", encoding="utf-8")
+        self._closing = contextlib.ExitStack()
+        self._file = self._closing.enter_context(record_file(self.path, "a" if self.keep else "w"))
         self._stems = set(self._recorded()) if self.keep else set()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         if self._file is not None:
-            self._file.close()
             self._file = None
+            self._closing.__exit__(kind, error, trace)
 
     def add(self, stem: str) -> None:
         """Record ``stem`` before any file is written under it."""
@@ -94,8 +96,9 @@ class OutputRecord:
         if stem in self._stems:  # a resumed run's photo the killed run recorded
             return
         self._stems.add(stem)
-        self._file.write(json.dumps(stem) + "\n")
-        self._file.flush()  # on disk (page cache) before the outputs: a killed run's files stay findable
+        with naming_errors(self.path):  # a full disk: the record named, not "file system"
+            self._file.write(json.dumps(stem) + "\n")
+            self._file.flush()  # on disk (page cache) before the outputs: a killed run's files stay findable
 
     def earlier_outputs(self) -> set[Path]:
         """The files an earlier run wrote, as the record names them (what :meth:`clear` removes, less

@@ -20,6 +20,7 @@ from typing import IO, Callable
 
 import numpy as np
 
+from augment.atomic_files import naming_errors, record_file
 from augment.imageio import InputError, is_image_path, read_image, save_image
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from pipelines.output_record import OutputKinds, OutputRecord, inputs_key
@@ -75,9 +76,10 @@ def run_segment(segmenter: Segmenter, images: list[Path], out: Path,
                             (child.name for child in out.iterdir() if child.name not in earlier))
         summary = SegmentSummary()
         started = time.perf_counter()
-        with open(out / PROGRESS_FILE, "a" if done else "w", encoding="utf-8") as progress:
+        with record_file(out / PROGRESS_FILE, "a" if done else "w") as progress:
             if not done:
-                progress.write(json.dumps({"key": key}) + "\n")
+                with naming_errors(out / PROGRESS_FILE):
+                    progress.write(json.dumps({"key": key}) + "\n")
             for count, path in enumerate(images, 1):
                 stem = done.get(str(path))
                 if (stem is not None and names.peek(path) == stem
@@ -108,6 +110,7 @@ def _segment_one(segmenter: Segmenter, path: Path, out: Path, names: OutputNames
     save_image(out / f"{name}.png", labels)
     save_image(out / f"{name}.confidence.png", np.clip(confidence * 255 + 0.5, 0, 255).astype(np.uint8))
     save_image(out / f"{name}.overlay.jpg", overlay(image, labels))
-    progress.write(json.dumps({"path": str(path), "stem": name}) + "\n")
-    progress.flush()  # after its files: a photo listed here is whole
+    with naming_errors(out / PROGRESS_FILE):  # a full disk: the progress file named, not "file system"
+        progress.write(json.dumps({"path": str(path), "stem": name}) + "\n")
+        progress.flush()  # after its files: a photo listed here is whole
     summary.images += 1

@@ -22,6 +22,7 @@ from torch import nn
 
 from augment.atomic_files import atomic_path, atomic_write_text
 from augment.imageio import InputError
+from train.checkpoint import torch_save
 from train.model import QuerySearchNet, SearchNetConfig
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def write_head(model: QuerySearchNet, threshold: float, folder: Path, provenance
     # the new head file under the old manifest (its hash, threshold and provenance).
     (folder / MANIFEST_FILE).unlink(missing_ok=True)
     with atomic_path(path) as temporary:
-        torch.save(head_state(model, trained_backbone_keys), temporary)
+        torch_save(head_state(model, trained_backbone_keys), temporary)
         digest, size = sha256_of(temporary), temporary.stat().st_size  # the bytes written, whatever follows
     manifest = {"file": HEAD_FILE, "sha256": digest, "bytes": size,
                 "threshold": float(threshold), "model": json.loads(json.dumps(dataclasses.asdict(model.cfg))),

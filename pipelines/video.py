@@ -30,7 +30,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from augment.atomic_files import temporary_beside
+from augment.atomic_files import replace_into_place, temporary_beside
 from augment.imageio import InputError, opencv_path
 from augment.pixel_limit import check_size
 
@@ -320,11 +320,27 @@ class VideoWriter:
         self._thread.join()
         self._writer.release()
         if keep and self.frames_written and self.error is None:
-            os.replace(self._temporary, self.path)
+            self.error = self._unreadable()
+        if keep and self.frames_written and self.error is None:
+            replace_into_place(self._temporary, self.path)
         else:
             self._temporary.unlink(missing_ok=True)
         if keep and self.error is not None:
             raise InputError(self.error)
+
+    def _unreadable(self) -> str | None:
+        """Why the encoded temporary is not the whole video, or None. OpenCV's writer says nothing
+        when a write fails (a full disk, a quota): it left a truncated file (an MP4 without its index)
+        that would be renamed into place as the highlighted video; read back, it opens with every frame."""
+        capture = cv2.VideoCapture(str(self._temporary))
+        try:
+            frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else -1
+        finally:
+            capture.release()
+        if frames == self.frames_written:
+            return None
+        found = "does not open" if frames < 0 else f"reads back {frames} of its {self.frames_written} frames"
+        return f"{self.path}: the video written {found} (a full disk or quota?); not kept"
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -9,6 +9,7 @@ with ``torch.load(weights_only=True)``: opening a checkpoint cannot run code.
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from pathlib import Path
@@ -61,6 +62,16 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def torch_save(obj: Any, path: Path | str) -> None:
+    """``torch.save`` to ``path`` through memory: torch's own file writer turns a full disk (or any
+    failed write) into "RuntimeError: [enforce fail at inline_container.cc] unexpected pos", a
+    traceback; written as bytes here, it is the system's OSError (ENOSPC, EDQUOT, EIO), which the CLI
+    says in one line. Write to a temporary (:func:`augment.atomic_files.atomic_path`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    Path(path).write_bytes(buffer.getbuffer())
+
+
 def save_checkpoint(path: Path | str, *, model: nn.Module, optimizer: torch.optim.Optimizer | None, step: int,
                     config: dict[str, Any], config_hash: str, data_state: dict[str, Any] | None = None,
                     shards: dict[str, Any] | None = None) -> None:
@@ -78,7 +89,7 @@ def save_checkpoint(path: Path | str, *, model: nn.Module, optimizer: torch.opti
         **({"shards": shards} if shards is not None else {}),
     }
     with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+        torch_save(state, temporary)
     logger.info("wrote checkpoint %s (step %d)", path, step)
 
 

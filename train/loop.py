@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.utils.data import DataLoader
 
-from augment.atomic_files import atomic_write_text, remove_orphaned_temporaries
+from augment.atomic_files import atomic_write_text, naming_errors, remove_orphaned_temporaries
 from augment.imageio import InputError
 from augment.storage import Place, as_place
 from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint, load_model_state, restore_rng_state,
@@ -257,7 +258,6 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
     train_model = torch.compile(model) if config.compile else model
     writer = None
     if info.is_main:
-        from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in TensorBoard
 
         out.mkdir(parents=True, exist_ok=True)
         # A killed run's checkpoint temporary: also where no lock clears them (selftune's training steps).
@@ -266,7 +266,7 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         # purge_step: TensorBoard hides what earlier writers logged past the step this run starts from
         # (a killed run's steps after its last checkpoint, a run stopped before its first), so no step
         # shows twice. Step s is logged as s + 1 once done: s's own (in the checkpoint) is kept.
-        writer = SummaryWriter(str(out / "tb"), purge_step=step + 1)
+        writer = _tensorboard(out / "tb", step + 1)
 
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # detached losses, synced to floats only when logging
@@ -320,11 +320,12 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
                 elapsed = time.perf_counter() - clock
                 if info.is_main:
                     rate = samples * info.world_size / max(elapsed, 1e-9)
-                    for name, value in train_metrics.items():
-                        writer.add_scalar(f"train/{name}", value, step)
-                    writer.add_scalar("train/lr", lr, step)
-                    writer.add_scalar("train/samples_per_s", rate, step)
-                    writer.add_scalar("data/corrupt_rows", stream.corrupt_rows, step)
+                    with naming_errors(out / "tb"):  # a full disk: TensorBoard's writer names no file
+                        for name, value in train_metrics.items():
+                            writer.add_scalar(f"train/{name}", value, step)
+                        writer.add_scalar("train/lr", lr, step)
+                        writer.add_scalar("train/samples_per_s", rate, step)
+                        writer.add_scalar("data/corrupt_rows", stream.corrupt_rows, step)
                     headline = " ".join(f"{k} {v:.3f}" for k, v in list(train_metrics.items())[:3])
                     progress.update(bar, completed=step, info=f"{headline} lr {lr:.2e} {rate:.1f}/s")
                     logger.info("step %d %s lr %.2e %.1f samples/s corrupt rows %d", step,
@@ -340,8 +341,9 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
                     logger.warning("evaluation disabled: %s", error)
                     eval_loader = None
                 else:
-                    for name, value in eval_metrics.items():
-                        writer.add_scalar(f"eval/{name}", value, step)
+                    with naming_errors(out / "tb"):
+                        for name, value in eval_metrics.items():
+                            writer.add_scalar(f"eval/{name}", value, step)
                     logger.info("eval at step %d: %s", step, " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
 
             # Every rank takes the same branch: agreed() is a collective under DDP (skipped at the
@@ -355,3 +357,28 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
 
     return TrainResult(step=step, losses=losses, metrics=train_metrics, eval_metrics=eval_metrics,
                        corrupt_rows=stream.corrupt_rows, checkpoint=saved)
+
+
+def _tensorboard(folder: Path, purge_step: int):
+    """TensorBoard's writer into ``folder``. A full disk under it is one line naming ``folder``: its
+    write errors name no file, and its writer thread, which fails first, printed a traceback ("Exception
+    in thread") before the training thread raised the same error; that thread's is left to the training
+    thread now (:func:`_quiet_tensorboard_threads`)."""
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in TensorBoard
+
+    if threading.excepthook is not _quiet_tensorboard_threads:
+        _quiet_tensorboard_threads.previous = threading.excepthook
+        threading.excepthook = _quiet_tensorboard_threads
+    with naming_errors(folder):
+        return SummaryWriter(str(folder), purge_step=purge_step)
+
+
+def _quiet_tensorboard_threads(args: threading.ExceptHookArgs) -> None:
+    """threading.excepthook: an OSError of TensorBoard's writer thread is not printed (the writer raises
+    it again in the thread that logs next); anything else as before."""
+    if not (args.exc_type is not None and issubclass(args.exc_type, OSError)
+            and type(args.thread).__name__ == "_AsyncWriterThread"):
+        _quiet_tensorboard_threads.previous(args)
+
+
+_quiet_tensorboard_threads.previous = threading.excepthook
