@@ -54,7 +54,8 @@ def walk_files(folder: Path) -> list[Path]:
             with os.scandir(directory) as listing:
                 entries = list(listing)
         except OSError as error:
-            logger.warning("%s: cannot list this folder (%s); left out", directory, error.strerror or error)
+            if not (directory == folder and isinstance(error, FileNotFoundError)):  # a missing folder: the caller's line
+                logger.warning("%s: cannot list this folder (%s); left out", directory, error.strerror or error)
             return
         for entry in entries:
             if entry.name.startswith("."):

@@ -85,6 +85,18 @@ CASES = [
 ]
 
 
+def three_frame_sequence(root: Path) -> Path:
+    """fake_sequences' one sequence with three 16 x 16 black frames and their boxes."""
+    import cv2
+    import numpy as np
+
+    data = fake_sequences(root)
+    for index in (1, 2, 3):
+        cv2.imwrite(str(data / "Only" / "img" / f"{index:04d}.jpg"), np.zeros((16, 16, 3), np.uint8))
+    (data / "Only" / "groundtruth.txt").write_text("1,1,8,8\n" * 3)
+    return data
+
+
 @pytest.mark.parametrize("script, arguments, said, stopped, data", CASES,
                          ids=[f"{c[0]} {' '.join(c[1])}" for c in CASES])
 def test_a_bad_argument_is_one_line_and_exit_2_before_any_work(
@@ -136,15 +148,8 @@ def test_tracking_skips_a_sequence_that_leaves_under_two_frames_in_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """--frame-step 30 on 20 frames kept one frame: a row of 0 frames, nan figures and numpy's
     'Mean of empty slice' warning, in --json too."""
-    import cv2
-    import numpy as np
-
     bench = load_benchmark("tracking", "tracking_short_bench")
-    data = fake_sequences(tmp_path / "t")
-    for index in (1, 2, 3):
-        cv2.imwrite(str(data / "Only" / "img" / f"{index:04d}.jpg"), np.zeros((16, 16, 3), np.uint8))
-    (data / "Only" / "groundtruth.txt").write_text("1,1,8,8\n" * 3)
-    monkeypatch.setattr(bench, "DATA", data)
+    monkeypatch.setattr(bench, "DATA", three_frame_sequence(tmp_path / "t"))
     searcher = SimpleNamespace(network=SimpleNamespace(use_onnx=lambda: None))  # never searched
     monkeypatch.setattr("pipelines.search.Searcher", lambda **kwargs: searcher)
     monkeypatch.setattr("torch.set_num_threads", lambda threads: None)  # this process's threads kept
@@ -185,15 +190,8 @@ def test_acquisition_says_which_runs_it_skipped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A --starts past a sequence's end, or absent runs with one sequence and no CCP query, printed a
     header and nothing: a run that did nothing looked like a finished one."""
-    import cv2
-    import numpy as np
-
     bench = load_benchmark("acquisition", "acquisition_skips_bench")
-    data = fake_sequences(tmp_path / "t")
-    for index in (1, 2, 3):
-        cv2.imwrite(str(data / "Only" / "img" / f"{index:04d}.jpg"), np.zeros((16, 16, 3), np.uint8))
-    (data / "Only" / "groundtruth.txt").write_text("1,1,8,8\n" * 3)
-    monkeypatch.setattr(bench, "DATA", data)
+    monkeypatch.setattr(bench, "DATA", three_frame_sequence(tmp_path / "t"))
     searcher = SimpleNamespace(network=SimpleNamespace(use_onnx=lambda: None), prepare=lambda query: query)
     monkeypatch.setattr("pipelines.search.Searcher", lambda **kwargs: searcher)
     monkeypatch.setattr("torch.set_num_threads", lambda threads: None)  # this process's threads kept

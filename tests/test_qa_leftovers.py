@@ -188,12 +188,7 @@ def test_expand_workers_orphaned_by_a_sigkill_end_without_a_traceback(tmp_path):
         workers = _children(process.pid)
         assert len(workers) == 2 and process.poll() is None, "rendering should be under way"
         time.sleep(0.5)  # workers mid-row-group and blocked sending one alike
-        process.kill()
-        process.wait()
-        deadline = time.monotonic() + 60
-        while any(map(_running, workers)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(map(_running, workers)), "the orphaned workers should end after their row group"
+        assert _orphans_end(process, workers, 60), "the orphaned workers should end after their row group"
     finally:
         try:
             os.killpg(process.pid, signal.SIGKILL)  # whatever of this test's own session is left
@@ -202,6 +197,16 @@ def test_expand_workers_orphaned_by_a_sigkill_end_without_a_traceback(tmp_path):
     printed = stderr_path.read_text()
     assert "Traceback" not in printed and "BrokenPipeError" not in printed, printed
     assert not (out / "manifest.json").exists()  # killed: no finished output
+
+
+def _orphans_end(process: subprocess.Popen, workers: list[int], seconds: float) -> bool:
+    """Kill ``process`` (-9) and wait up to ``seconds`` for its ``workers`` to end; whether they did."""
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + seconds
+    while any(map(_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(map(_running, workers))
 
 
 def test_process_pool_workers_orphaned_by_a_sigkill_end_instead_of_waiting_for_good(tmp_path):
@@ -222,12 +227,7 @@ def test_process_pool_workers_orphaned_by_a_sigkill_end_instead_of_waiting_for_g
         workers = _children(process.pid)
         assert len(workers) == 2
         time.sleep(1.0)  # results piling up in the pipe
-        process.kill()
-        process.wait()
-        deadline = time.monotonic() + 5
-        while any(map(_running, workers)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(map(_running, workers)), "orphaned workers still waiting"
+        assert _orphans_end(process, workers, 5), "orphaned workers still waiting"
     finally:
         process.stdout.close()
         try:
