@@ -40,14 +40,14 @@ from augment.atomic_files import atomic_write_text, remove_orphaned_temporaries
 from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
 from augment.imageio import InputError, read_image, save_image
+from augment.outputs import OutputNames
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import check_manifest_kind, write_manifest
 from augment.sources import Skip, crop_object, skipped_summary
 from augment.validation import is_int, is_number
-from pipelines.extract_parts import CHUNK_PHOTOS, SUMMARY_FILE, ExtractParts, run_key  # noqa: F401 (SUMMARY_FILE)
-from pipelines.search_outputs import OutputNames
+from pipelines.extract_parts import CHUNK_PHOTOS, SUMMARY_FILE, ExtractParts, run_key
 from pipelines.segmenter import Prediction, Segmenter, overlay
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 from augment.atomic_files import atomic_write_text
 from augment.imageio import IMAGE_EXTENSIONS, InputError, read_image, save_image
-from augment.outputs import OutputNames  # noqa: F401  (extract and segment import it from here too)
+from augment.outputs import OutputNames
 from pipelines.output_record import OutputRecord
 from pipelines.search_jobs import DETECTIONS_FILE, SEARCH_OUTPUTS, JobProgress, SearchJob, count_work, is_video
 

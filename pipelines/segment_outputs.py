@@ -22,9 +22,9 @@ import numpy as np
 
 from augment.atomic_files import naming_errors, record_file
 from augment.imageio import InputError, is_image_path, read_image, save_image
+from augment.outputs import OutputNames
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from pipelines.output_record import OutputKinds, OutputRecord, inputs_key
-from pipelines.search_outputs import OutputNames
 from pipelines.segmenter import Segmenter, overlay
 from train.segment_config import CLASSES_FILE, write_classes
 
