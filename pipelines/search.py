@@ -55,8 +55,8 @@ logger = logging.getLogger(__name__)
 # IoU >= 0.5 over 200 catalogue -> scene cases of CCP calibration photos (F1 0.715), from
 # `synth calibrate --photos ../shared/data/ccp --include '05[0-9][0-9]' --categories coat,dress,skirt
 # --untrained --no-verify` (0.34 before stop 19, from generated cases). The default, verified search
-# takes its fusion model's own threshold (pipelines/fusion_untrained.json). A shipped head and
-# checkpoints carry their own calibrated thresholds.
+# takes its fusion model's own threshold (pipelines/fusion_untrained.json). A shipped head carries
+# its own calibrated threshold; a checkpoint none (`synth calibrate` writes it into a report).
 UNTRAINED_THRESHOLD = 0.36
 DEFAULT_THRESHOLD = UNTRAINED_THRESHOLD  # the name earlier releases exported (the heat map's threshold)
 # A query object smaller than this on either side (after cropping to its mask) has no texture left to
@@ -209,8 +209,8 @@ def load_model(checkpoint: Path | str | None, untrained: bool = False) -> tuple[
     if checkpoint is not None and untrained:
         raise InputError("pass --checkpoint or --untrained, not both")
     if checkpoint is not None:
-        model, stored = load_checkpoint_model(checkpoint)
-        return model, UNTRAINED_THRESHOLD if stored is None else stored, str(checkpoint)
+        # A checkpoint holds no calibrated threshold (Searcher warns when none is given).
+        return load_checkpoint_model(checkpoint), UNTRAINED_THRESHOLD, str(checkpoint)
     if untrained or not head_ships():
         return untrained_model(), UNTRAINED_THRESHOLD, "untrained"
     model, threshold, manifest = load_shipped()
@@ -256,6 +256,12 @@ class Searcher:
         model, stored, self.model_name = load_model(checkpoint, untrained)
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise InputError(f"threshold must be between 0 and 1, not {threshold}")
+        if checkpoint is not None and threshold is None:
+            # The untrained network's level on a trained heat map raised alarms on 90% of CCP
+            # negatives (README, "Search on real photos"): say so rather than search silently.
+            logger.warning("%s has no calibrated threshold: searching at the untrained network's (%.2f heat); "
+                           "run `synth calibrate --checkpoint %s` and pass its report to --threshold",
+                           checkpoint, stored, checkpoint)
         self.network = NetworkSearch(model, resolve_device(device), query_scales, max_side, amp,
                                      mirror=mirror, **level_options)
         # A trained conversion net predicts the object's pixels, so its heat regions can box peaks;

@@ -29,9 +29,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_checkpoint_model(checkpoint: Path | str) -> tuple[QuerySearchNet, float | None]:
-    """A ``synth train`` checkpoint's network and its calibrated threshold (``search_threshold``
-    key; None = not stored)."""
+def load_checkpoint_model(checkpoint: Path | str) -> QuerySearchNet:
+    """A ``synth train`` checkpoint's network. A checkpoint holds no threshold: ``synth calibrate``
+    writes one into its own report, which ``--threshold`` takes."""
     from train.checkpoint import load_checkpoint, load_model_state
     from train.config import TrainConfig
 
@@ -41,8 +41,7 @@ def load_checkpoint_model(checkpoint: Path | str) -> tuple[QuerySearchNet, float
         raise InputError(f"{checkpoint}: a {config.task} checkpoint, not a query search one (task query_search)")
     model = QuerySearchNet(config.model_config())
     load_model_state(model, state, checkpoint)
-    threshold = state.get("search_threshold")
-    return model, None if threshold is None else float(threshold)
+    return model
 
 
 def untrained_model() -> QuerySearchNet:

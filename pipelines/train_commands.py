@@ -241,7 +241,7 @@ def register(app: typer.Typer) -> None:
                 export_head_into_out()
 
         def export_head_into_out() -> None:
-            model, _ = load_checkpoint_model(checkpoint)
+            model = load_checkpoint_model(checkpoint)
             report = read_calibration(calibration)
             threshold = report["threshold"]
             calibrated = report.get("model")

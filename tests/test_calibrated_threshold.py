@@ -76,3 +76,26 @@ def test_export_head_takes_a_calibration_of_the_runs_folder_or_its_checkpoint(tm
         result = run_cli("export-head", "--checkpoint", given, "--calibration", calibration,
                          "--out", tmp_path / f"head{n}", "--made-by", "test")
         assert result.exit_code == 0, result.output
+
+
+def test_a_checkpoint_searched_without_a_threshold_says_it_has_none(tmp_path, images):
+    """A checkpoint holds no threshold (nothing writes one): searching it at the untrained network's
+    heat level happened without a word, where README measured alarms on 90% of negatives."""
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+    from train.tasks import build_task
+
+    config = TrainConfig(model={"pretrained": False}, device="cpu")
+    checkpoint = tmp_path / "checkpoint.pt"
+    save_checkpoint(checkpoint, model=build_task(config).build_model(), optimizer=None, step=0,
+                    config=config.to_dict(), config_hash=config.hash())
+    result = run_cli("search", *images, "--out", tmp_path / "found", "--checkpoint", checkpoint, "--no-verify",
+                     "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    # (rich wraps the warning anywhere, even inside the path)
+    assert "".join(f"{checkpoint} has no calibrated threshold".split()) in "".join(result.output.split())
+    calibration = report(tmp_path / "threshold.json", model=str(checkpoint))
+    result = run_cli("search", *images, "--out", tmp_path / "found2", "--checkpoint", checkpoint, "--no-verify",
+                     "--device", "cpu", "--threshold", calibration)
+    assert result.exit_code == 0, result.output
+    assert "no calibrated threshold" not in result.output
