@@ -46,6 +46,7 @@ from augment.label_names import check_label_names
 from augment.labelled_backgrounds import MIN_SIDE, LabelledBackground, collect_labelled_backgrounds
 from augment.object_lock import claim_output
 from augment.outputs import check_not_an_input, check_output_folder, inside
+from augment.pixel_limit import EXPAND_WORK, pixel_work
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
 from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip, limited, skipped_summary
@@ -193,7 +194,8 @@ def render_table(start: int, stop: int, schema: pa.Schema) -> pa.Table:
 # ----------------------------------------------------------------- inputs
 def _check_background(path: Place) -> str | None:
     try:
-        image = read_image(path, "rgb")
+        with pixel_work(EXPAND_WORK):  # here too: a thread of a pool has a context of its own
+            image = read_image(path, "rgb")
     except InputError as error:
         return str(error)
     if min(image.shape[:2]) < MIN_SIDE:
@@ -288,6 +290,7 @@ def _package_versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------- the run
+@pixel_work(EXPAND_WORK)  # an image over the limit is told an expansion's memory, not a search's
 def run_expand(
     sources: list[Place | str],
     backgrounds: Place | str,

@@ -39,6 +39,7 @@ from augment.excluded_folders import excluding
 from augment.imageio import InputError, encode_jpeg, encode_png, resize_image
 from augment.label_names import check_label_names
 from augment.outputs import OutputNames
+from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
 from augment.shards import check_manifest_kind
 from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,
@@ -194,7 +195,9 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
     the sources hold no usable labelled photo.
     """
     out_dir = Path(out_dir)
-    with excluding(out_dir):  # an --out inside a source: neither read as photos nor in its fingerprint
+    # an --out inside a source: neither read as photos nor in its fingerprint; an image over the
+    # pixel limit is told this command's memory, not a search's
+    with excluding(out_dir), pixel_work(PHOTO_SHARDS_WORK):
         return _write_photo_shards(sources, out_dir, config, short_side, progress)
 
 

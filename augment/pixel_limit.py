@@ -39,6 +39,9 @@ SEARCH_BYTES_PER_PIXEL = 27  # measured: peak memory per pixel of a default sear
 # measured: peak memory per pixel of `synth segment` from 3 to 12 MP photos, 3 and 12 classes (61-63): the class
 # probabilities at the photo's size and the overlay's arithmetic
 SEGMENT_BYTES_PER_PIXEL = 62
+# measured: peak memory per pixel of `synth expand` (one worker) of 6, 24 and 48 MP photos and backgrounds
+# (5-7), and of `synth photo-shards` (5.4): the photo decoded, its mask and a crop or a smaller copy
+EXPAND_BYTES_PER_PIXEL = 7
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class PixelWork:
 
 SEARCH_WORK = PixelWork("a search", SEARCH_BYTES_PER_PIXEL)
 SEGMENT_WORK = PixelWork("a segmentation", SEGMENT_BYTES_PER_PIXEL)
+EXPAND_WORK = PixelWork("an expansion", EXPAND_BYTES_PER_PIXEL)
+PHOTO_SHARDS_WORK = PixelWork("a photo shard", EXPAND_BYTES_PER_PIXEL)
 _WORK: ContextVar[PixelWork] = ContextVar("pixel_work", default=SEARCH_WORK)
 
 

@@ -102,6 +102,29 @@ def test_the_segmentation_paths_refusal_quotes_a_segmentations_memory_not_a_sear
         searcher.find(photo, _random(3, 24, 24))  # the search's own figure, also after a segmentation
 
 
+def test_expand_and_photo_shards_quote_their_own_memory_not_a_searchs(tmp_path, monkeypatch):
+    """`synth expand` and `synth photo-shards` told a photo or background over the limit what a search
+    would take of it (~27 bytes a pixel); they take ~7 (measured 5-7: the photo, its mask, a crop)."""
+    from augment.pixel_limit import EXPAND_BYTES_PER_PIXEL
+
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", TINY)
+    source = tmp_path / "source"
+    for folder in ("images", "masks"):
+        (source / folder).mkdir(parents=True)
+    save_image(source / "images" / "a.png", _random(2, 120, 160))
+    mask = np.zeros((120, 160), np.uint8)
+    mask[30:90, 40:120] = 255
+    save_image(source / "masks" / "a.png", mask)
+    backgrounds = tmp_path / "backgrounds"
+    backgrounds.mkdir()
+    save_image(backgrounds / "b.png", _random(3, 120, 160))
+    memory = f"takes ~{EXPAND_BYTES_PER_PIXEL} bytes of memory per pixel, 0.00013 GB for this one)"
+    expanded = run_cli("expand", source, "--backgrounds", backgrounds, "--out", tmp_path / "out", "--num", 2)
+    assert expanded.exit_code == 2 and f"(an expansion {memory}" in " ".join(expanded.output.split())
+    shards = run_cli("photo-shards", source, "--out", tmp_path / "photos")
+    assert shards.exit_code == 2 and f"(a photo shard {memory}" in " ".join(shards.output.split())
+
+
 # ----------------------------------------------------------------- videos, GIFs and frame folders
 def _write_video(path: Path, width: int = 160, height: int = 120, frames: int = 3) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (width, height))
