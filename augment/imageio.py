@@ -35,6 +35,9 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+_LOOPS_TOLD: set[str] = set()  # links back to a folder above them, warned of in this process
+
+
 def walk_files(folder: Path) -> list[Path]:
     """Everything but folders under ``folder`` (sorted, recursive), as a user's input folder is read.
 
@@ -71,7 +74,9 @@ def walk_files(folder: Path) -> list[Path]:
             if entry.is_symlink() and excluded(real):  # a link to this run's own output folder
                 continue
             if real in above:
-                logger.warning("%s: a symbolic link to %s, a folder above it; not followed", path, os.readlink(path))
+                if str(path) not in _LOOPS_TOLD:  # a command lists a folder several times: told once
+                    _LOOPS_TOLD.add(str(path))
+                    logger.warning("%s: a symbolic link to %s, a folder above it; not followed", path, os.readlink(path))
                 continue
             visit(path, above | {real})
 

@@ -30,6 +30,18 @@ def test_a_link_to_a_folder_is_listed_and_a_loop_is_not_followed(tmp_path):
     assert others == []
 
 
+def test_a_link_loop_is_warned_of_once_however_often_its_folder_is_listed(tmp_path, caplog):
+    """A command lists its input folder several times (format detection, fingerprint, reading):
+    `synth expand` warned of one link loop three times."""
+    source = tmp_path / "source"
+    _png(source / "shoe" / "shoe.png")
+    os.symlink("..", source / "shoe" / "loop")
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            list_images(source)
+    assert sum("a folder above it; not followed" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_hidden_files_and_hidden_folders_are_left_out(tmp_path):
     source = tmp_path / "source"
     _png(source / "hat" / "hat.png")
