@@ -144,14 +144,18 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
 def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[tuple[Path, dict]]:
     """Every row of the shards, in order, one row group in memory at a time."""
     for path in shards:
-        parquet = open_shard(path)
-        for group in range(parquet.num_row_groups):
-            try:
-                table = parquet.read_row_group(group, columns=columns)
-            except (pa.ArrowException, OSError) as error:
-                raise InputError(f"{path}: row group {group} is unreadable ({one_line(error)})") from None
-            for row in table.to_pylist():
+        for group in range(open_shard(path).num_row_groups):
+            for row in read_row_group(path, group, columns).to_pylist():
                 yield path, row
+
+
+def read_row_group(path: Place, group: int, columns: list[str] | None = None) -> pa.Table:
+    """Row group ``group`` of shard ``path``; damaged pages (a footer that reads, pages that do not) are
+    one InputError naming the file and the group."""
+    try:
+        return open_shard(path).read_row_group(group, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"{path}: row group {group} is unreadable ({one_line(error)})") from None
 
 
 # ----------------------------------------------------------------- writing runs

@@ -1,4 +1,4 @@
-"""Local outputs given an object-store URI: Path folds "s3://b/k" into "s3:/b/k", so `synth export`,
+"""Shards and outputs as a user of several machines meets them. Local outputs given an object-store URI: Path folds "s3://b/k" into "s3:/b/k", so `synth export`,
 `show`, `train`, `eval`, `calibrate`, `search` ... wrote a local folder named "s3:" in the working folder
 and said "wrote s3:/b/k" as if the bucket had it. One line now, before any work, nothing written."""
 
@@ -37,3 +37,16 @@ def test_local_names_with_a_colon_are_still_local(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert check_output_folder("run:1") == tmp_path.joinpath("run:1").relative_to(tmp_path)
     assert check_output_file("c:/x.json").name == "x.json"  # one letter: no scheme (a Windows-like drive)
+
+
+def test_show_of_a_shard_with_damaged_pages_is_one_line_naming_it(tmp_path):
+    """Its footer reads, its pages do not: show ended in pyarrow's OSError traceback ('Couldn't deserialize
+    thrift'); export said it in one line (one reader now, augment.shards.read_row_group)."""
+    from shard_factory import damage_pages
+
+    made = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, rows_per_shard=4, size=64)
+    shard = sorted(made.folder.glob("train-*.parquet"))[0]
+    damage_pages(shard)
+    result = run_cli("show", shard, "--out", tmp_path / "sheet.png", "--rows", 2, "--columns", 2, "--tile", 32)
+    assert_one_line_error(result, 2, str(shard), "row group 0 is unreadable")
+    assert not (tmp_path / "sheet.png").exists()
