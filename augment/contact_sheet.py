@@ -11,7 +11,7 @@ import numpy as np
 
 from augment.atomic_files import atomic_write_bytes
 from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
-from augment.shards import find_shards, open_shard
+from augment.shards import find_shards, open_shard, read_row_group
 from augment.storage import Place
 
 
@@ -82,7 +82,7 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
     sheet = np.full((rows * tile, columns * tile, 3), 24, np.uint8)
     for slot, pick in enumerate(picks):
         path, group, row = index[pick]
-        record = open_shard(path).read_row_group(group).slice(row, 1).to_pylist()[0]
+        record = read_row_group(path, group).slice(row, 1).to_pylist()[0]
         image = decode_image(record["image"]["bytes"], name=f"{path}:{record['id']}")
         instances = decode_image(record["mask"]["bytes"], name=f"{path}:{record['id']}")
         drawn = draw_annotations(image, instances, record["objects"])

@@ -25,6 +25,7 @@ from augment.config import SourceConfig
 from augment.coco_source import coco_image_roots
 from augment.imageio import InputError, decode_image, encode_png, is_image_path, walk_files
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
+from augment.shards import one_line, read_objects_table
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
 from augment.system import ignore_interrupts
@@ -220,11 +221,11 @@ def load_cutouts(objects_path: Path) -> list[Cutout]:
     columns = ["cutout_id", "category", "image", "superpixels", "area"]
     try:
         names = pq.read_schema(objects_path).names
-        # Tables written before these columns have none.
-        columns += [name for name in ("provenance", "box", "source_size") if name in names]
-        table = pq.read_table(objects_path, columns=columns)
     except (pa.ArrowException, OSError) as error:
-        raise InputError(f"{objects_path}: not a readable objects table ({error})") from None
+        raise InputError(f"{objects_path}: not a readable objects table ({one_line(error)})") from None
+    # Tables written before these columns have none.
+    columns += [name for name in ("provenance", "box", "source_size") if name in names]
+    table = read_objects_table(objects_path, columns)
     cutouts = []
     for row in table.to_pylist():
         rgba = decode_image(row["image"]["bytes"], name=f"{objects_path}:{row['cutout_id']}")

@@ -338,7 +338,8 @@ def run_expand(
         for plan in plans:
             inside(out_dir, out_dir / plan.name)
         others = check_other_run(out_dir, config_hash, overwrite)
-        local_sources = [stage(source) for source in sources]  # object-store sources: a local mirror
+        mirror_skips: list[Skip] = []  # objects whose keys no local file can be named after
+        local_sources = [stage(source, skipped=mirror_skips) for source in sources]  # object-store sources: a local mirror
         check_label_names(local_sources, config.sources)  # a misspelt keep_labels name: before any work
         background_paths, background_skips = collect_backgrounds(backgrounds, workers, config.backgrounds)
         # Sources that give no object (an undetectable format, every photo skipped) stop the run here,
@@ -352,7 +353,7 @@ def run_expand(
         publish_file(objects_path, out_dir / OBJECTS_FILE)
         cutouts = load_cutouts(objects_path)
         check_source_sizes(cutouts, config.composition)
-        skips = [_remote_name(skip, local_sources, sources) for skip in skips] + background_skips
+        skips = mirror_skips + [_remote_name(skip, local_sources, sources) for skip in skips] + background_skips
         for skip in background_skips:
             log.info("skipped background %s: %s", skip.path, skip.reason)
 

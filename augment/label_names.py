@@ -39,14 +39,10 @@ def source_label_names(source: Path, config: SourceConfig) -> set[str]:
     if fmt == "coco":
         return set(load_coco_index(source).categories.values())  # an annotation of another category is skipped
     if fmt == "objects":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from augment.shards import read_objects_table
 
         path = source / OBJECTS_FILE
-        try:
-            return {str(c) for c in pq.read_table(path, columns=["category"]).column(0).unique().to_pylist()}
-        except (pa.ArrowException, OSError, KeyError) as error:
-            raise InputError(f"{path}: not a readable objects table ({error})") from None
+        return {str(c) for c in read_objects_table(path, ["category"]).column(0).unique().to_pylist()}
     raise InputError(f"{source}: unknown source format {fmt!r}")
 
 

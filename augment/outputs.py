@@ -71,9 +71,22 @@ def _check_writable_place(path: Path, folder: Path, option: str) -> None:
         raise InputError(f"{path}: cannot write {option} here: {ancestor} is read-only")
 
 
+# What Path makes of a URI ("s3://b/k" -> "s3:/b/k"): a local --out of that name was written in the working folder.
+_FOLDED_URI = re.compile(r"([a-z][a-z0-9+.-]+):/(?!/)")
+
+
+def _check_local(path: Path, option: str) -> None:
+    """A local output path that was an object-store (or other) URI is one line: this output is local."""
+    folded = _FOLDED_URI.match(str(path))
+    if folded:
+        raise InputError(f"{folded.group(1)}://{str(path)[folded.end():]}: {option} here is a local path, not an "
+                         "object-store URI (only synth expand writes to s3:// or gs://); write locally and copy it there")
+
+
 def check_output_folder(path: Path | str, option: str = "--out") -> Path:
     """A folder a command will write into: absent (it will be made) or an existing writable folder."""
     path = Path(path)
+    _check_local(path, option)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: {option} must be a folder, but a file of that name exists")
     _check_writable_place(path, path, option)
@@ -98,6 +111,7 @@ def check_output_file(path: Path | str, option: str = "--out") -> Path:
     folder lock that would clear them (:func:`augment.locking.folder_lock`).
     """
     path = Path(path)
+    _check_local(path, option)
     if path.is_dir():
         raise InputError(f"{path}: {option} must be a file name, but a folder of that name exists")
     if path.exists() and not os.access(path, os.W_OK):

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from augment.imageio import InputError, looks_like_text
 from augment.outputs import inside, is_safe_name
 from augment.schema import CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
-from augment.storage import Place, as_place, is_remote, open_parquet, read_head
+from augment.storage import Location, Place, as_place, is_remote, open_parquet, read_head
 from augment.store_writes import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 def one_line(error: BaseException) -> str:
     """An error's text on one line (Arrow's messages span several)."""
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def read_objects_table(path: Place, columns: list[str] | None = None, memory_map: bool = False) -> pa.Table:
+    """``columns`` of the objects table (cutouts) at ``path``, local or in an object store; a file that
+    cannot be read (not Parquet, damaged pages, a column missing) is one InputError naming it on one line."""
+    try:
+        if isinstance(path, Location):
+            return pq.read_table(path.path, columns=columns, filesystem=path.fs)
+        return pq.read_table(path, columns=columns, memory_map=memory_map)
+    except (pa.ArrowException, OSError, KeyError) as error:
+        raise InputError(f"{path}: not a readable objects table ({one_line(error)})") from None
 
 
 # Columns without which a Parquet file is not a composite shard.
@@ -144,14 +155,18 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
 def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[tuple[Path, dict]]:
     """Every row of the shards, in order, one row group in memory at a time."""
     for path in shards:
-        parquet = open_shard(path)
-        for group in range(parquet.num_row_groups):
-            try:
-                table = parquet.read_row_group(group, columns=columns)
-            except (pa.ArrowException, OSError) as error:
-                raise InputError(f"{path}: row group {group} is unreadable ({one_line(error)})") from None
-            for row in table.to_pylist():
+        for group in range(open_shard(path).num_row_groups):
+            for row in read_row_group(path, group, columns).to_pylist():
                 yield path, row
+
+
+def read_row_group(path: Place, group: int, columns: list[str] | None = None) -> pa.Table:
+    """Row group ``group`` of shard ``path``; damaged pages (a footer that reads, pages that do not) are
+    one InputError naming the file and the group."""
+    try:
+        return open_shard(path).read_row_group(group, columns=columns)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"{path}: row group {group} is unreadable ({one_line(error)})") from None
 
 
 # ----------------------------------------------------------------- writing runs

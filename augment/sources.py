@@ -289,14 +289,10 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
 
 # ---------------------------------------------------------------- objects tables
 def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from augment.shards import read_objects_table
 
     path = source / OBJECTS_FILE
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as error:
-        raise InputError(f"{path}: not a readable objects table ({error})") from None
+    table = read_objects_table(path)
     columns = set(table.column_names)
     if not {"category", "image", "source", "box"} <= columns:
         raise InputError(f"{path}: not an objects table (needs category, image, source and box columns)")

@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 from augment.atomic_files import (atomic_write_bytes, atomic_write_text, remove_orphaned_temporaries,
                                   replace_into_place, temporary_final_name)
 from augment.imageio import InputError
+from augment.source_items import Skip
 from augment.storage import Location, Place, StorageError
 
 log = logging.getLogger(__name__)
@@ -107,11 +108,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("SYNTH_CACHE_DIR") or Path.home() / ".cache" / "synth")
 
 
-def stage(place: Place, purpose: str = "sources") -> Path:
+def stage(place: Place, purpose: str = "sources", skipped: list[Skip] | None = None) -> Path:
     """A local path holding ``place``: itself when local, else a mirror of the object or prefix.
 
     The mirror lives under :func:`cache_root` at a folder named after the URI and keeps the
     remote files' names, sizes and modification times, so a second run fetches only what changed.
+    An object whose key no local file can be named after (:func:`_unmirrorable`: a part over the
+    file system's name limit, an empty, ``.`` or ``..`` part, a key that is also another's folder)
+    is left out, logged and appended to ``skipped`` naming its URI; it stopped the whole run.
     """
     if not isinstance(place, Location):
         return Path(place)
@@ -119,13 +123,24 @@ def stage(place: Place, purpose: str = "sources") -> Path:
     info = place.info()
     if info.type == pafs.FileType.NotFound:
         raise InputError(f"{place}: no such file or folder")
-    entries = [info] if info.type == pafs.FileType.File else place.listing(recursive=True)
-    if info.type != pafs.FileType.File:
-        _prune_mirror(root, {entry.path[len(place.path) + 1:] for entry in entries if entry.type == pafs.FileType.File})
-    for entry in entries:
-        if entry.type != pafs.FileType.File:
-            continue
-        local = root if info.type == pafs.FileType.File else root / entry.path[len(place.path) + 1:]
+    if info.type == pafs.FileType.File:
+        wanted = {"": info}
+    else:
+        files = {entry.path[len(place.path) + 1:]: entry
+                 for entry in place.listing(recursive=True) if entry.type == pafs.FileType.File}
+        wanted = {}
+        for relative, entry in files.items():
+            problem = _unmirrorable(relative, files, root)
+            if problem is None:
+                wanted[relative] = entry
+                continue
+            skip = Skip(f"{place.scheme}://{entry.path}", f"cannot be mirrored to a local file: {problem}")
+            log.warning("skipped %s: %s", skip.path, skip.reason)
+            if skipped is not None:
+                skipped.append(skip)
+        _prune_mirror(root, set(wanted))
+    for relative, entry in wanted.items():
+        local = root / relative if relative else root
         mtime = entry.mtime_ns or 0
         if local.is_file() and local.stat().st_size == entry.size and local.stat().st_mtime_ns == mtime:
             continue
@@ -134,6 +149,33 @@ def stage(place: Place, purpose: str = "sources") -> Path:
         atomic_write_bytes(local, source.read_bytes())
         os.utime(local, ns=(mtime, mtime))
     return root
+
+
+def _unmirrorable(relative: str, keys: dict, root: Path) -> str | None:
+    """Why the object at ``relative`` (its key below the mirrored prefix; ``keys``: all of them)
+    cannot be a file at ``root / relative``, or None."""
+    parts = relative.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "its key has an empty, '.' or '..' part"
+    longest = max(parts, key=lambda part: len(part.encode()))
+    limit = _name_max(root)
+    if len(longest.encode()) > limit:
+        return f"a part of its key is {len(longest.encode())} bytes long, over the local file system's {limit}"
+    for depth in range(1, len(parts)):
+        if "/".join(parts[:depth]) in keys:
+            return f"{'/'.join(parts[:depth])} is an object too, so it cannot also be a folder"
+    return None
+
+
+def _name_max(root: Path) -> int:
+    """The longest file name (in bytes) the file system of ``root`` (or of its nearest existing folder) takes."""
+    for folder in (root, *root.parents):
+        if folder.is_dir():
+            try:
+                return os.pathconf(folder, "PC_NAME_MAX")
+            except (OSError, ValueError):
+                break
+    return 255
 
 
 def _prune_mirror(root: Path, remote: set[str]) -> None:

@@ -74,6 +74,16 @@ ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errn
                       errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
 
 
+def user_line(error: InputError) -> str:
+    """An InputError's line. One raised in a DataLoader worker comes back as PyTorch's "Caught InputError
+    in DataLoader worker process 0.", the worker's traceback, then "augment.imageio.InputError: LINE": LINE."""
+    text = str(error)
+    if text.startswith("Caught ") and "DataLoader worker" in text.split("\n", 1)[0]:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None = None, **kwargs):
     """Call ``function``; a user's mistake becomes one line on stderr, not a traceback.
 
@@ -85,7 +95,7 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
     except BusyError as error:
         fail(str(error), BUSY_EXIT_CODE)
     except InputError as error:
-        fail(str(error))
+        fail(user_line(error))
     except OSError as error:
         if error.errno not in ENVIRONMENT_ERRNOS:
             raise

@@ -8,19 +8,16 @@ from collections import OrderedDict
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
-
 from augment.imageio import decode_image, resize_image
-from augment.storage import Location, Place
+from augment.shards import read_objects_table
+from augment.storage import Place
 
 
 class CutoutLibrary:
     """Clean cutouts of ``objects.parquet``, looked up by id; decoded lazily with a small LRU cache."""
 
     def __init__(self, path: Place, cache_size: int = 512) -> None:
-        table = (pq.read_table(path.path, columns=["cutout_id", "category", "image"], filesystem=path.fs)
-                 if isinstance(path, Location) else
-                 pq.read_table(path, columns=["cutout_id", "category", "image"], memory_map=True))
+        table = read_objects_table(path, ["cutout_id", "category", "image"], memory_map=True)
         self._images = table.column("image")
         self._row = {cid: i for i, cid in enumerate(table.column("cutout_id").to_pylist())}
         self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from typing import Any, Callable
 from urllib.parse import urlparse
@@ -200,6 +202,22 @@ class CpuWatch:
                              "are kept: rerun to resume")
 
 
+def _python_signal_handlers() -> dict[int, Any]:
+    """This process's Python handlers of SIGINT and SIGTERM (the CLI turns SIGTERM into a stop)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    """Put back what ray.init replaced: its core worker installs a C-level handler that answers SIGTERM
+    with a stack dump and abort() (exit 134, no "interrupted" line, the lock left to go stale). Python's
+    own record still shows its handler, so each is installed again, not compared."""
+    for number, handler in handlers.items():
+        if handler is not None:
+            signal.signal(number, handler)
+
+
 class RayEngine:
     """Render and write shards on a Ray cluster; a context manager that connects and disconnects."""
 
@@ -213,6 +231,7 @@ class RayEngine:
             check_reachable(self.address)
         if ray.is_initialized():  # a caller's own session (a test, a notebook): used as it is
             return self._describe()
+        handlers = _python_signal_handlers()
         try:
             if self.address:
                 # Where the object store is, not who may use it: credentials come from each node's own environment.
@@ -226,6 +245,8 @@ class RayEngine:
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
             raise InputError(f"--ray-address {self.address or '(local)'}: cannot start or join Ray "
                              f"({_one_line(error)}){_auth_hint(self.address)}") from None
+        finally:
+            _restore_signal_handlers(handlers)
         self._started = True
         return self._describe()
 
