@@ -15,6 +15,7 @@ import numpy as np
 
 from augment.atomic_files import atomic_write_bytes
 from augment.excluded_folders import drop_excluded, excluded
+from augment.png_chunks import damaged_chunk, grey_transparent_value, with_grey_transparency
 
 # A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
 # video (pipelines.video.is_animated_gif).
@@ -23,6 +24,10 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"})
 
 # OpenCV decodes in its own threads; the pipelines parallelise across processes instead.
 cv2.setNumThreads(1)
+# A damaged file is one InputError line naming it; OpenCV's own log added '[ERROR:0@2.3] global
+# loadsave.cpp:1412 imdecode_ ...' lines on the terminal. OPENCV_LOG_LEVEL, if set, still rules.
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +210,8 @@ def check_complete(data: bytes, name: str) -> None:
         raise InputError(f"{name}: truncated JPEG (no end-of-image marker)")
     if kind == "PNG" and b"IEND" not in data[-32:]:
         raise InputError(f"{name}: truncated PNG (no IEND chunk)")
+    if kind == "PNG" and (chunk := damaged_chunk(data)):  # before libpng prints its own error line
+        raise InputError(f"{name}: corrupt PNG (its {chunk} chunk fails its checksum)")
     if kind is None and (not data or looks_like_text(data)):
         raise InputError(describe_unreadable(data, name))
 
@@ -297,6 +304,8 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
         image = decode_image(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, name)
     else:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
+        if image.ndim == 2 and (grey := grey_transparent_value(data)) is not None:  # OpenCV drops it
+            image = with_grey_transparency(image, grey)
     image = apply_orientation(image, exif_orientation(data))
     if mode not in ("gray", "unchanged"):
         image = pixels_as_uint8(image)

@@ -1,0 +1,107 @@
+"""Image files as users have them, read by every command through augment.imageio: greyscale PNGs
+with a transparent grey (tRNS), PNGs with a damaged chunk, files OpenCV fails on without its log."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from augment.config import SourceConfig
+from augment.imageio import InputError, read_image
+from augment.source_items import SourceObject
+from augment.sources import read_source
+from pipelines.search import load_query
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _with_trns(png: bytes, value: int) -> bytes:
+    """``png`` with a tRNS chunk making grey ``value`` transparent (after IHDR: 8 + 25 bytes)."""
+    return png[:33] + _chunk(b"tRNS", struct.pack(">H", value)) + png[33:]
+
+
+def _object_on_grey(dtype=np.uint8) -> np.ndarray:
+    """A 40x60 grey picture: an object (grey 200, one white pixel) on a background of 0."""
+    grey = np.zeros((40, 60), np.uint8)
+    grey[10:30, 20:45] = 200
+    grey[12, 22] = 255
+    return grey.astype(np.uint16) * 257 if dtype == np.uint16 else grey
+
+
+def _pil_png(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["8-bit", "1-bit", "16-bit"])
+def test_grey_png_transparent_grey_is_its_alpha(tmp_path: Path, kind: str) -> None:
+    grey = _object_on_grey()
+    if kind == "8-bit":
+        data = _pil_png(Image.fromarray(grey), transparency=0)
+    elif kind == "1-bit":
+        data = _pil_png(Image.fromarray(grey > 0), transparency=0)
+    else:
+        data = _with_trns(cv2.imencode(".png", _object_on_grey(np.uint16))[1].tobytes(), 0)
+    path = tmp_path / "cutout.png"
+    path.write_bytes(data)
+    expected = np.array(Image.open(path).convert("RGBA"))[:, :, 3]  # Pillow honours tRNS
+    assert set(np.unique(expected)) == {0, 255}
+    rgba = read_image(path, "rgba")
+    assert np.array_equal(rgba[:, :, 3], expected)
+    assert rgba[20, 30, 0] == (255 if kind == "1-bit" else 200) and rgba[12, 22, 0] == 255
+    assert read_image(path, "unchanged").shape[2] == 4
+
+
+def test_grey_png_cutout_and_query_keep_their_transparency(tmp_path: Path) -> None:
+    """An RGBA cutout source read it as 'no alpha channel' (skipped); a search query read it as opaque
+    and searched its whole rectangle."""
+    source = tmp_path / "cutouts" / "hat"
+    source.mkdir(parents=True)
+    (source / "a.png").write_bytes(_pil_png(Image.fromarray(_object_on_grey()), transparency=0))
+    items = list(read_source(tmp_path / "cutouts", SourceConfig(format="rgba", min_area=1)))
+    assert len(items) == 1 and isinstance(items[0], SourceObject), items
+    assert items[0].rgba.shape[:2] == (20, 25) and items[0].box == (20, 10, 45, 30)
+    rgb, mask = load_query(source / "a.png")
+    assert mask is not None and rgb.shape[:2] == (20, 25)
+
+
+def test_png_with_a_damaged_chunk_is_one_line_and_nothing_on_the_terminal(tmp_path: Path, capfd) -> None:
+    data = bytearray(_pil_png(Image.fromarray(np.dstack([_object_on_grey()] * 3))))
+    data[data.find(b"IDAT") + 6] ^= 0xFF  # a bit error in the compressed pixels
+    path = tmp_path / "photo.png"
+    path.write_bytes(bytes(data))
+    capfd.readouterr()
+    with pytest.raises(InputError, match=r"photo\.png: corrupt PNG \(its IDAT chunk fails its checksum\)"):
+        read_image(path)
+    assert capfd.readouterr().err == ""  # libpng printed 'libpng error: IDAT: invalid ...'
+
+
+def test_png_with_a_damaged_ancillary_chunk_is_read(tmp_path: Path) -> None:
+    """libpng drops an ancillary chunk whose CRC fails and decodes the pixels: so does synth."""
+    png = _pil_png(Image.fromarray(_object_on_grey()))
+    text = _chunk(b"tEXt", b"Comment\x00hello")
+    damaged = text[:-4] + bytes(4 * [0])
+    path = tmp_path / "photo.png"
+    path.write_bytes(png[:33] + damaged + png[33:])
+    assert np.array_equal(read_image(path, "gray"), _object_on_grey())
+
+
+def test_a_file_opencv_fails_on_leaves_no_opencv_log_lines(tmp_path: Path, capfd) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.dstack([_object_on_grey()] * 3)).save(buffer, "BMP")
+    path = tmp_path / "photo.bmp"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    capfd.readouterr()
+    with pytest.raises(InputError, match=r"photo\.bmp: not a readable image"):
+        read_image(path)
+    assert capfd.readouterr().err == ""  # OpenCV logged '[ERROR:0@...] global loadsave.cpp:... imdecode_ ...'
