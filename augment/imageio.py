@@ -16,6 +16,7 @@ import numpy as np
 from augment.atomic_files import atomic_write_bytes
 from augment.excluded_folders import drop_excluded, excluded
 from augment.png_chunks import damaged_chunk, grey_transparent_value, with_grey_transparency
+from augment.straight_alpha import tiff_alpha_as_stored
 
 # A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
 # video (pipelines.video.is_animated_gif).
@@ -306,6 +307,8 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
         if image.ndim == 2 and (grey := grey_transparent_value(data)) is not None:  # OpenCV drops it
             image = with_grey_transparency(image, grey)
+        elif image_format(data) == "TIFF":
+            image = tiff_alpha_as_stored(image, data)
     image = apply_orientation(image, exif_orientation(data))
     if mode not in ("gray", "unchanged"):
         image = pixels_as_uint8(image)

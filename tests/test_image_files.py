@@ -105,3 +105,16 @@ def test_a_file_opencv_fails_on_leaves_no_opencv_log_lines(tmp_path: Path, capfd
     with pytest.raises(InputError, match=r"photo\.bmp: not a readable image"):
         read_image(path)
     assert capfd.readouterr().err == ""  # OpenCV logged '[ERROR:0@...] global loadsave.cpp:... imdecode_ ...'
+
+
+def test_tiff_with_straight_alpha_keeps_its_colour(tmp_path: Path) -> None:
+    """libtiff's RGBA reader (OpenCV's for 8 bits) multiplied a straight-alpha TIFF's colour by its
+    alpha: a cutout's half-transparent edge (200,100,50 at alpha 150) came back as 118,59,29."""
+    rgba = np.dstack([np.full((20, 30, 3), (200, 100, 50), np.uint8), np.full((20, 30), 150, np.uint8)])
+    rgba[:, :10, 3] = 255
+    path = tmp_path / "cutout.tif"
+    Image.fromarray(rgba).save(path, compression="tiff_lzw")  # ExtraSamples 2: straight alpha
+    read = read_image(path, "rgba")
+    assert np.abs(read.astype(int) - rgba).max() <= 1, read[0, 20]
+    cv2.imwrite(str(tmp_path / "opencv.tif"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))  # no ExtraSamples
+    assert np.array_equal(read_image(tmp_path / "opencv.tif", "rgba"), rgba)
