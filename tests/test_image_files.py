@@ -118,3 +118,26 @@ def test_tiff_with_straight_alpha_keeps_its_colour(tmp_path: Path) -> None:
     assert np.abs(read.astype(int) - rgba).max() <= 1, read[0, 20]
     cv2.imwrite(str(tmp_path / "opencv.tif"), cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))  # no ExtraSamples
     assert np.array_equal(read_image(tmp_path / "opencv.tif", "rgba"), rgba)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_pil_image_of_a_phone_photo_is_read_upright_as_its_file(tmp_path: Path, orientation: int) -> None:
+    """Searcher/Segmenter took Image.open(photo) as stored (turned) and the photo's path upright: boxes
+    and masks of the same photo in two frames."""
+    from augment.picture_arrays import load_rgb
+
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:10, :10] = 255  # a white corner shows where the picture went
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    from_file = read_image(path, "rgb")
+    assert from_file.shape[:2] == ((60, 40) if orientation in (6, 8) else (40, 60))
+    with Image.open(path) as opened:
+        assert np.array_equal(load_rgb(opened), from_file)
+        assert np.array_equal(load_query(opened)[0], load_query(path)[0])
+    from PIL import ImageOps
+
+    with Image.open(path) as opened:  # turned by the caller: its orientation tag is gone, not turned again
+        assert np.array_equal(load_rgb(ImageOps.exif_transpose(opened)), from_file)
