@@ -16,7 +16,7 @@ from PIL import Image
 from augment.config import SourceConfig
 from augment.imageio import InputError, read_image
 from augment.source_items import SourceObject
-from augment.sources import read_source
+from augment.sources import Skip, read_source
 from pipelines.search import load_query
 
 
@@ -141,3 +141,25 @@ def test_a_pil_image_of_a_phone_photo_is_read_upright_as_its_file(tmp_path: Path
 
     with Image.open(path) as opened:  # turned by the caller: its orientation tag is gone, not turned again
         assert np.array_equal(load_rgb(ImageOps.exif_transpose(opened)), from_file)
+
+
+def test_a_coco_photo_of_another_size_than_its_entry_is_a_counted_skip(tmp_path: Path) -> None:
+    """A photo resized after it was annotated (or annotated as stored, then read upright by its EXIF
+    orientation) had its objects cut with the annotations' coordinates from the wrong pixels, no word."""
+    from sources_factory import make_coco
+
+    root = make_coco(tmp_path / "coco")
+    photo = root / "images" / "scene.jpg"
+    stored = read_image(photo)  # 140x100, as instances.json says
+    Image.fromarray(stored).resize((70, 50)).save(photo)
+    items = list(read_source(root, SourceConfig(format="coco")))
+    assert [type(item) for item in items] == [Skip], items
+    assert items[0].path == str(photo) and items[0].reason == \
+        "image is 70x50 but its annotations are for 140x100 in instances.json"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # upright it is 100x140
+    Image.fromarray(stored).save(photo, exif=exif)
+    (reason,) = [item.reason for item in read_source(root, SourceConfig(format="coco"))]
+    assert reason.startswith("image is 100x140 but its annotations are for 140x100 (turned: annotated as stored")
+    Image.fromarray(stored).save(photo)  # as annotated: both objects
+    assert [type(item) for item in read_source(root, SourceConfig(format="coco"))] == [SourceObject] * 2
