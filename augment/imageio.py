@@ -15,7 +15,8 @@ import numpy as np
 
 from augment.atomic_files import atomic_write_bytes
 from augment.excluded_folders import drop_excluded, excluded
-from augment.png_chunks import damaged_chunk, grey_transparent_value, with_grey_transparency
+from augment.jpeg_markers import jpeg_has_end
+from augment.png_chunks import grey_transparent_value, png_damage, with_grey_transparency
 from augment.straight_alpha import tiff_alpha_as_stored
 
 # A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
@@ -207,12 +208,10 @@ def check_complete(data: bytes, name: str) -> None:
     """An InputError for bytes that are empty, text, or a JPEG/PNG cut short."""
     # libjpeg happily decodes a truncated JPEG into a grey-padded image; catch it here.
     kind = image_format(data)
-    if kind == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if kind == "JPEG" and not jpeg_has_end(data):  # data past the end (a motion photo's video) is fine
         raise InputError(f"{name}: truncated JPEG (no end-of-image marker)")
-    if kind == "PNG" and b"IEND" not in data[-32:]:
-        raise InputError(f"{name}: truncated PNG (no IEND chunk)")
-    if kind == "PNG" and (chunk := damaged_chunk(data)):  # before libpng prints its own error line
-        raise InputError(f"{name}: corrupt PNG (its {chunk} chunk fails its checksum)")
+    if kind == "PNG" and (damage := png_damage(data)):  # before libpng prints its own error line
+        raise InputError(f"{name}: {damage}")
     if kind is None and (not data or looks_like_text(data)):
         raise InputError(describe_unreadable(data, name))
 

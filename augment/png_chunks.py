@@ -1,8 +1,7 @@
-"""What a PNG file's chunks say that OpenCV's decoder does not: a damaged chunk named in one line
-(libpng printed ``libpng error: IDAT: invalid code lengths set`` on the terminal before the decoder
-gave up) and the transparent grey of a greyscale PNG's ``tRNS`` chunk (OpenCV drops it: a cutout or
-query saved so came back with no alpha at all).
-"""
+"""What a PNG file's chunks say that OpenCV's decoder does not: a file cut short or a damaged chunk,
+named in one line (libpng printed ``libpng error: IDAT: invalid code lengths set`` on the terminal
+before the decoder gave up), and the transparent grey of a greyscale PNG's ``tRNS`` chunk (OpenCV
+drops it: a cutout or query saved so came back with no alpha at all)."""
 
 from __future__ import annotations
 
@@ -32,12 +31,18 @@ def png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int, bool]]:
         offset = end + 4
 
 
-def damaged_chunk(data: bytes) -> str | None:
-    """The type of the first critical chunk (IHDR, PLTE, IDAT, IEND: an upper-case first letter) of a
-    PNG whose CRC does not match, a corrupt file, else None. An ancillary chunk's bad CRC is left to
-    libpng, which drops that chunk and decodes the pixels."""
-    return next((kind.decode("latin-1") for kind, _, _, ok in png_chunks(data)
-                 if not ok and kind[:1].isupper()), None)
+def png_damage(data: bytes) -> str | None:
+    """What keeps a PNG from holding its whole picture: ``truncated PNG (no IEND chunk)`` (cut short:
+    its chunks stop before IEND), ``corrupt PNG (its IDAT chunk fails its checksum)`` for a critical
+    chunk (IHDR, PLTE, IDAT, IEND: an upper-case first letter) whose CRC does not match; None when whole.
+    Data past IEND is not read, as libpng does not; an ancillary chunk's bad CRC is left to libpng,
+    which drops that chunk and decodes the pixels."""
+    for kind, _, _, ok in png_chunks(data):
+        if not ok and kind[:1].isupper():
+            return f"corrupt PNG (its {kind.decode('latin-1')} chunk fails its checksum)"
+        if kind == b"IEND":
+            return None
+    return "truncated PNG (no IEND chunk)"
 
 
 def grey_transparent_value(data: bytes) -> int | None:

@@ -163,3 +163,47 @@ def test_a_coco_photo_of_another_size_than_its_entry_is_a_counted_skip(tmp_path:
     assert reason.startswith("image is 100x140 but its annotations are for 140x100 (turned: annotated as stored")
     Image.fromarray(stored).save(photo)  # as annotated: both objects
     assert [type(item) for item in read_source(root, SourceConfig(format="coco"))] == [SourceObject] * 2
+
+
+def _jpeg(progressive: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    picture = np.random.default_rng(4).integers(0, 255, (48, 64, 3), np.uint8)
+    Image.fromarray(picture).save(buffer, "JPEG", quality=90, progressive=progressive)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("trailer", [b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8,  # a motion photo's MP4
+                                     b"\x00" * 7 + b"SEFHrecords" + b"SEFT"],  # Samsung's trailer
+                         ids=["motion-photo", "samsung-trailer"])
+def test_a_phone_photo_with_data_past_its_end_is_read(tmp_path: Path, trailer: bytes) -> None:
+    """Refused as 'truncated JPEG (no end-of-image marker)': the check wanted the file to end there."""
+    path = tmp_path / "PXL_0001.MP.jpg"
+    path.write_bytes(_jpeg() + trailer)
+    (tmp_path / "plain.jpg").write_bytes(_jpeg())
+    assert np.array_equal(read_image(path), read_image(tmp_path / "plain.jpg"))
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_cut_short_is_refused_even_with_a_thumbnail_inside(tmp_path: Path, progressive: bool) -> None:
+    """The EOI of an EXIF thumbnail (inside APP1, before the picture's scans) is not the picture's."""
+    data = _jpeg(progressive)
+    thumbnail = _jpeg()
+    app1 = b"Exif\x00\x00" + thumbnail
+    with_thumbnail = data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(with_thumbnail)
+    assert read_image(path).shape == (48, 64, 3)
+    path.write_bytes(with_thumbnail[: len(with_thumbnail) - len(data) // 2])
+    with pytest.raises(InputError, match=r"photo\.jpg: truncated JPEG \(no end-of-image marker\)"):
+        read_image(path)
+
+
+def test_a_png_with_data_past_its_end_is_read_and_one_cut_short_refused(tmp_path: Path) -> None:
+    png = _pil_png(Image.fromarray(_object_on_grey()))
+    path = tmp_path / "photo.png"
+    path.write_bytes(png + b"appended by a messenger app" * 3)
+    assert np.array_equal(read_image(path, "gray"), _object_on_grey())
+    idat = png.find(b"IDAT")
+    path.write_bytes(png[: idat + 20] + png[-12:])  # pixels cut short, IEND kept at the end
+    with pytest.raises(InputError, match=r"photo\.png: truncated PNG \(no IEND chunk\)"):
+        read_image(path)
