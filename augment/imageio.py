@@ -21,7 +21,8 @@ from augment.straight_alpha import tiff_alpha_as_stored
 
 # A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
 # video (pipelines.video.is_animated_gif).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+# .jfif and .jpe: JPEGs as Windows browsers save them ("Save image as" gives photo.jfif).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"})
 
 # OpenCV decodes in its own threads; the pipelines parallelise across processes instead.

@@ -207,3 +207,14 @@ def test_a_png_with_data_past_its_end_is_read_and_one_cut_short_refused(tmp_path
     path.write_bytes(png[: idat + 20] + png[-12:])  # pixels cut short, IEND kept at the end
     with pytest.raises(InputError, match=r"photo\.png: truncated PNG \(no IEND chunk\)"):
         read_image(path)
+
+
+def test_a_jpeg_saved_by_a_windows_browser_as_jfif_is_an_image(tmp_path: Path) -> None:
+    """'Save image as' in Chrome or Edge on Windows names a JPEG photo.jfif: every command left it out
+    as 'not an image' (segment: '1 file(s) that are not images left out (a.jfif)')."""
+    from augment.imageio import list_images
+
+    for name in ("a.jfif", "b.JPE", "c.JPG"):
+        (tmp_path / name).write_bytes(_jpeg())
+    images, others = list_images(tmp_path)
+    assert [p.name for p in images] == ["a.jfif", "b.JPE", "c.JPG"] and others == []
