@@ -38,19 +38,27 @@ def unpremultiply(image: np.ndarray) -> np.ndarray:
 
 
 def tiff_alpha_as_stored(image: np.ndarray, data: bytes) -> np.ndarray:
-    """An 8-bit RGBA TIFF decoded by OpenCV with the colour its file stores. For a file that says its
-    alpha is straight (ExtraSamples 2) libtiff's RGBA reader, which OpenCV uses for 8 bits, multiplies
-    the colour by alpha: a cutout's half-transparent edge came back darkened (200 at alpha 150 read
-    as 118). Other arrays come back as they are."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 4:
+    """A TIFF decoded by OpenCV with the alpha and colour its file stores. For an 8-bit RGBA file that
+    says its alpha is straight (ExtraSamples 2), libtiff's RGBA reader, which OpenCV uses for 8 bits,
+    multiplies the colour by alpha: a cutout's half-transparent edge came back darkened (200 at alpha
+    150 read as 118). Of an 8-bit grey + alpha file OpenCV gives the grey alone: its alpha (Pillow's
+    reading of it) comes back beside it, as RGBA, as OpenCV gives a grey + alpha PNG. Other arrays come
+    back as they are."""
+    rgba = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4
+    if not (rgba or (image.dtype == np.uint8 and image.ndim == 2)):
         return image
     from augment.pixel_limit import open_header  # (it imports augment.imageio, which imports this)
 
     try:
         with open_header(data) as tiff:
             extra = tiff.tag_v2.get(TIFF_EXTRA_SAMPLES)
+            alpha = np.array(tiff.getchannel("A")) if not rgba and tiff.mode in ("LA", "La") else None
+            premultiplied = tiff.mode == "La"
     except Exception as error:  # noqa: BLE001 - a best effort: OpenCV has decoded the pixels
         logger.debug("TIFF header unreadable (%s); alpha taken as decoded", error)
         return image
+    if alpha is not None and alpha.shape == image.shape:
+        grey_alpha = np.dstack([image, image, image, alpha])
+        return unpremultiply(grey_alpha) if premultiplied else grey_alpha
     first = extra[0] if isinstance(extra, tuple) and extra else extra
-    return unpremultiply(image) if first == TIFF_STRAIGHT_ALPHA else image
+    return unpremultiply(image) if rgba and first == TIFF_STRAIGHT_ALPHA else image

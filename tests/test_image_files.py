@@ -218,3 +218,16 @@ def test_a_jpeg_saved_by_a_windows_browser_as_jfif_is_an_image(tmp_path: Path) -
         (tmp_path / name).write_bytes(_jpeg())
     images, others = list_images(tmp_path)
     assert [p.name for p in images] == ["a.jfif", "b.JPE", "c.JPG"] and others == []
+
+
+def test_a_grey_and_alpha_tiff_keeps_its_alpha(tmp_path: Path) -> None:
+    """OpenCV read a grey + alpha TIFF as grey alone: a cutout so saved was skipped as 'no alpha
+    channel', a query searched its whole rectangle."""
+    grey = _object_on_grey()
+    alpha = np.where(grey > 0, 255, 0).astype(np.uint8)
+    path = tmp_path / "cutout.tif"
+    Image.merge("LA", [Image.fromarray(grey), Image.fromarray(alpha)]).save(path)
+    rgba = read_image(path, "rgba")
+    assert np.array_equal(rgba[:, :, 3], alpha) and np.array_equal(rgba[:, :, 0], grey)
+    rgb, mask = load_query(path)
+    assert mask is not None and rgb.shape[:2] == (20, 25)
