@@ -233,8 +233,10 @@ EXIF_SCAN_BYTES = 1 << 16  # a JPEG's APP1 and a PNG's eXIf chunk come before th
 
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1..8) of an encoded image; 1 (upright) when it has none or it is unreadable."""
-    head = data[:EXIF_SCAN_BYTES]
-    if b"Exif" not in head and b"eXIf" not in head and image_format(data) != "TIFF":
+    head, kind = data[:EXIF_SCAN_BYTES], image_format(data)
+    # A WebP's EXIF chunk ("EXIF", often after the pixels) is flagged in its VP8X header (bit 3)
+    webp_exif = kind == "WebP" and data[12:16] == b"VP8X" and len(data) > 20 and bool(data[20] & 0x08)
+    if b"Exif" not in head and b"eXIf" not in head and kind != "TIFF" and not webp_exif:
         return 1  # the common case, without parsing anything
     from augment.pixel_limit import open_header  # (it imports this module)
 
@@ -309,7 +311,8 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
             image = with_grey_transparency(image, grey)
         elif image_format(data) == "TIFF":
             image = tiff_alpha_as_stored(image, data)
-    image = apply_orientation(image, exif_orientation(data))
+    if image_format(data) != "TIFF":  # OpenCV turns a TIFF upright itself, whatever the flags: not twice
+        image = apply_orientation(image, exif_orientation(data))
     if mode not in ("gray", "unchanged"):
         image = pixels_as_uint8(image)
         if image.ndim == 2:

@@ -231,3 +231,27 @@ def test_a_grey_and_alpha_tiff_keeps_its_alpha(tmp_path: Path) -> None:
     assert np.array_equal(rgba[:, :, 3], alpha) and np.array_equal(rgba[:, :, 0], grey)
     rgb, mask = load_query(path)
     assert mask is not None and rgb.shape[:2] == (20, 25)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("kind", ["TIFF", "WebP", "PNG", "JPEG"])
+def test_every_format_is_read_upright_by_its_orientation(tmp_path: Path, kind: str, orientation: int) -> None:
+    """A TIFF was turned twice (OpenCV turns TIFFs itself, then synth did): orientation 6 came out 180°
+    off and the wrong way round; a WebP's orientation (its EXIF chunk has no 'Exif' mark) was ignored."""
+    from PIL import ImageOps
+
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[:10, :20] = 255
+    stored[30:, 50:] = 128
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"photo.{kind.lower()}"
+    options = {"TIFF": {}, "WebP": {"lossless": True}, "PNG": {}, "JPEG": {"quality": 95}}[kind]
+    Image.fromarray(stored).save(path, kind.upper(), exif=exif, **options)
+    with Image.open(path) as opened:
+        expected = np.array(ImageOps.exif_transpose(opened).convert("RGB")).astype(int)
+    for mode in ("rgb", "gray", "unchanged"):
+        read = read_image(path, mode).astype(int)
+        if mode == "gray":
+            read = np.dstack([read] * 3)
+        assert read.shape == expected.shape and np.abs(read[..., :3] - expected).max() < 40, (mode, read.shape)
