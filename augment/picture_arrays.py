@@ -45,7 +45,7 @@ def picture_array(image: Any, name: str) -> np.ndarray:
     mode = getattr(image, "mode", None)
     orientation = 1
     if isinstance(mode, str) and not isinstance(image, np.ndarray) and hasattr(image, "convert"):
-        orientation = _pil_orientation(image)
+        orientation = pil_orientation(image)
         target = _PIL_CONVERT.get(mode)
         if mode == "P" and "transparency" in getattr(image, "info", {}):
             target = "RGBA"
@@ -66,7 +66,7 @@ def picture_array(image: Any, name: str) -> np.ndarray:
     return apply_orientation(_as_uint8(array, name), orientation)
 
 
-def _pil_orientation(image: Any) -> int:
+def pil_orientation(image: Any) -> int:
     """The EXIF orientation of a PIL image (``Image.open`` of a phone's photo keeps it stored turned),
     so it is read upright as its file is; 1 without one (``ImageOps.exif_transpose`` removes it)."""
     try:
@@ -74,6 +74,15 @@ def _pil_orientation(image: Any) -> int:
     except Exception:  # noqa: BLE001 - metadata is a best effort, as for files
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright_array(image: Any) -> np.ndarray:
+    """``np.asarray`` of a mask given to the API (values as they are), a PIL image's turned upright by
+    its EXIF orientation as :func:`picture_array` turns the picture it belongs to."""
+    array = np.asarray(image)
+    if isinstance(image, np.ndarray) or not hasattr(image, "getexif"):
+        return array
+    return apply_orientation(array, pil_orientation(image))
 
 
 def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:

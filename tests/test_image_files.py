@@ -255,3 +255,18 @@ def test_every_format_is_read_upright_by_its_orientation(tmp_path: Path, kind: s
         if mode == "gray":
             read = np.dstack([read] * 3)
         assert read.shape == expected.shape and np.abs(read[..., :3] - expected).max() < 40, (mode, read.shape)
+
+
+def test_a_pil_query_mask_of_a_phone_photo_turns_with_its_query(tmp_path: Path) -> None:
+    """The query (a PIL image) was turned upright, its mask (another, of the same orientation) not:
+    'mask is 40x60 but the query is 60x40'."""
+    stored = np.zeros((40, 60, 3), np.uint8)
+    stored[5:20, 10:30] = 200
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "q.png", exif=exif)
+    Image.fromarray(stored[:, :, 0]).save(tmp_path / "m.png", exif=exif)
+    with Image.open(tmp_path / "q.png") as query, Image.open(tmp_path / "m.png") as mask:
+        rgb, weights = load_query(query, mask)
+    expected_rgb, expected_weights = load_query(tmp_path / "q.png", tmp_path / "m.png")
+    assert np.array_equal(rgb, expected_rgb) and np.array_equal(weights, expected_weights)
