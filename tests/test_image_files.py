@@ -270,3 +270,18 @@ def test_a_pil_query_mask_of_a_phone_photo_turns_with_its_query(tmp_path: Path) 
         rgb, weights = load_query(query, mask)
     expected_rgb, expected_weights = load_query(tmp_path / "q.png", tmp_path / "m.png")
     assert np.array_equal(rgb, expected_rgb) and np.array_equal(weights, expected_weights)
+
+
+def test_an_animated_webp_searched_as_a_still_says_only_its_first_frame_is(tmp_path: Path, caplog) -> None:
+    """An animated WebP (or PNG, or a multi-page TIFF) was searched as its first frame without a word."""
+    from pipelines.search_outputs import _read_still
+
+    frames = [Image.fromarray(np.full((32, 32, 3), value, np.uint8)) for value in (40, 120, 200)]
+    frames[0].save(tmp_path / "clip.webp", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    frames[0].save(tmp_path / "still.webp", lossless=True)
+    with caplog.at_level("WARNING"):
+        assert _read_still(tmp_path / "clip.webp")[0, 0, 0] == 40
+        _read_still(tmp_path / "still.webp")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [f"{tmp_path / 'clip.webp'}: 3 frames or pages; only the first is searched (an animated "
+                      "GIF or a video is searched frame by frame: convert it to one)"]
