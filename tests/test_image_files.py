@@ -285,3 +285,15 @@ def test_an_animated_webp_searched_as_a_still_says_only_its_first_frame_is(tmp_p
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warned == [f"{tmp_path / 'clip.webp'}: 3 frames or pages; only the first is searched (an animated "
                       "GIF or a video is searched frame by frame: convert it to one)"]
+
+
+def test_a_float_rgba_tiff_cutout_is_read_as_its_values_say(tmp_path: Path) -> None:
+    """Its values were divided by 257 as if 16-bit: alpha 1.0 became 0 and the cutout 'empty mask'."""
+    rgba = np.zeros((40, 40, 4), np.float32)
+    rgba[..., :3] = (0.2, 0.6, 0.9)
+    rgba[10:30, 10:30, 3] = 1.0
+    (tmp_path / "hat").mkdir()
+    cv2.imwrite(str(tmp_path / "hat" / "f.tif"), rgba)  # OpenCV writes BGRA: the colour as (0.9, 0.6, 0.2)
+    (item,) = read_source(tmp_path, SourceConfig(format="rgba", min_area=1))
+    assert isinstance(item, SourceObject), item
+    assert item.rgba.shape == (20, 20, 4) and item.rgba[0, 0].tolist() == [230, 153, 51, 255]
