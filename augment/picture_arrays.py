@@ -16,7 +16,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from augment.imageio import EXIF_ORIENTATION_TAG, InputError, apply_orientation, pixels_as_uint8, read_image
+from augment.imageio import InputError, pixels_as_uint8, read_image
+from augment.orientation import EXIF_ORIENTATION_TAG, apply_orientation
 from augment.pixel_limit import check_array_pixels
 
 ImageLike = Union[str, Path, np.ndarray]
