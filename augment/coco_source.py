@@ -161,9 +161,25 @@ def coco_images(coco: CocoIndex, config: SourceConfig) -> Iterator[tuple[int, Pa
             yield path
             continue
         try:
-            yield image_id, path, read_image(path, "rgb")
+            image = read_image(path, "rgb")
         except InputError as error:
             yield Skip.of(error, path)
+            continue
+        mismatch = _size_mismatch(coco.images[image_id], image.shape[1], image.shape[0])
+        yield Skip(str(path), f"{mismatch} in {coco.json_path.name}") if mismatch else (image_id, path, image)
+
+
+def _size_mismatch(entry: dict, width: int, height: int) -> str | None:
+    """Why an image read as ``width`` x ``height`` cannot take the annotations of its COCO ``entry``
+    (their coordinates are in the size the entry gives: a photo resized since, or one annotated as
+    stored without its EXIF turn, had its objects cut from the wrong pixels without a word); None when
+    they agree or the entry gives no size."""
+    given = entry.get("width"), entry.get("height")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in given) or given == (width, height):
+        return None
+    turned = " (turned: annotated as stored, not upright as its EXIF orientation shows it?)" \
+        if given == (height, width) else ""
+    return f"image is {width}x{height} but its annotations are for {given[0]}x{given[1]}{turned}"
 
 
 def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width: int,

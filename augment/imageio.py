@@ -15,14 +15,23 @@ import numpy as np
 
 from augment.atomic_files import atomic_write_bytes
 from augment.excluded_folders import drop_excluded, excluded
+from augment.jpeg_markers import jpeg_has_end
+from augment.orientation import apply_orientation, exif_orientation
+from augment.png_chunks import grey_transparent_value, png_damage, with_grey_transparency
+from augment.straight_alpha import tiff_alpha_as_stored
 
 # A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
 # video (pipelines.video.is_animated_gif).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+# .jfif and .jpe: JPEGs as Windows browsers save them ("Save image as" gives photo.jfif).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"})
 
 # OpenCV decodes in its own threads; the pipelines parallelise across processes instead.
 cv2.setNumThreads(1)
+# A damaged file is one InputError line naming it; OpenCV's own log added '[ERROR:0@2.3] global
+# loadsave.cpp:1412 imdecode_ ...' lines on the terminal. OPENCV_LOG_LEVEL, if set, still rules.
+if "OPENCV_LOG_LEVEL" not in os.environ:
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +215,10 @@ def check_complete(data: bytes, name: str) -> None:
     """An InputError for bytes that are empty, text, or a JPEG/PNG cut short."""
     # libjpeg happily decodes a truncated JPEG into a grey-padded image; catch it here.
     kind = image_format(data)
-    if kind == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if kind == "JPEG" and not jpeg_has_end(data):  # data past the end (a motion photo's video) is fine
         raise InputError(f"{name}: truncated JPEG (no end-of-image marker)")
-    if kind == "PNG" and b"IEND" not in data[-32:]:
-        raise InputError(f"{name}: truncated PNG (no IEND chunk)")
+    if kind == "PNG" and (damage := png_damage(data)):  # before libpng prints its own error line
+        raise InputError(f"{name}: {damage}")
     if kind is None and (not data or looks_like_text(data)):
         raise InputError(describe_unreadable(data, name))
 
@@ -222,47 +231,6 @@ def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
     """
     path = Path(path)
     return image_from_bytes(_read_bytes(path), str(path), mode)
-
-
-EXIF_ORIENTATION_TAG = 0x0112
-EXIF_SCAN_BYTES = 1 << 16  # a JPEG's APP1 and a PNG's eXIf chunk come before the pixels
-
-
-def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation (1..8) of an encoded image; 1 (upright) when it has none or it is unreadable."""
-    head = data[:EXIF_SCAN_BYTES]
-    if b"Exif" not in head and b"eXIf" not in head and image_format(data) != "TIFF":
-        return 1  # the common case, without parsing anything
-    from augment.pixel_limit import open_header  # (it imports this module)
-
-    try:
-        with open_header(data) as image:  # not Image.open: its own pixel limit would warn or refuse
-            value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-    except Exception as error:  # noqa: BLE001 - metadata is a best effort: the pixels are decoded (and checked) by OpenCV
-        logger.debug("EXIF block unreadable (%s); orientation taken as stored", error)
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """``image`` (stored pixels, H×W[×C]) turned as its EXIF ``orientation`` asks, i.e. as viewers show it."""
-    if orientation == 2:
-        image = image[:, ::-1]
-    elif orientation == 3:
-        image = image[::-1, ::-1]
-    elif orientation == 4:
-        image = image[::-1]
-    elif orientation == 5:
-        image = image.swapaxes(0, 1)
-    elif orientation == 6:
-        image = np.rot90(image, -1)
-    elif orientation == 7:
-        image = image[::-1, ::-1].swapaxes(0, 1)
-    elif orientation == 8:
-        image = np.rot90(image, 1)
-    else:
-        return image
-    return np.ascontiguousarray(image)
 
 
 def check_before_decoding(data: bytes, name: str) -> None:
@@ -302,7 +270,12 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
         image = decode_image(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, name)
     else:
         image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
-    image = apply_orientation(image, exif_orientation(data))
+        if image.ndim == 2 and (grey := grey_transparent_value(data)) is not None:  # OpenCV drops it
+            image = with_grey_transparency(image, grey)
+        elif image_format(data) == "TIFF":
+            image = tiff_alpha_as_stored(image, data)
+    if image_format(data) != "TIFF":  # OpenCV turns a TIFF upright itself, whatever the flags: not twice
+        image = apply_orientation(image, exif_orientation(data))
     if mode not in ("gray", "unchanged"):
         image = pixels_as_uint8(image)
         if image.ndim == 2:

@@ -21,7 +21,7 @@ import numpy as np
 
 from augment.config import BackgroundConfig, SourceConfig
 from augment.imageio import InputError
-from augment.photo_shards import BACKGROUND_CATEGORY
+from augment.photo_shards import BACKGROUND_CATEGORY, MAX_LABEL_ID, label_id, shared_label_id
 from augment.sources import Skip, detect_format, load_pair, photo_mask_pairs, skipped_summary, value_category
 
 MIN_SIDE = 16  # backgrounds (plain or labelled) with a shorter side under this are skipped
@@ -41,12 +41,11 @@ class LabelledBackground:
 
 
 def label_ids(values: np.ndarray, categories: dict[int, str]) -> np.ndarray:
-    """Label ids (value + 1; 0 where the value has no name) of a label map, uint8 when they fit."""
-    top = int(values.max()) + 1 if values.size else 1  # the largest id
-    lookup = np.zeros(top, np.uint16)  # indexed by value
-    for label_id in categories:
-        if label_id <= top:
-            lookup[label_id - 1] = label_id
+    """Label ids (:func:`augment.photo_shards.label_id`, value + 1; 0 where the value has no name) of a
+    label map, uint8 when they fit."""
+    top = int(values.max()) + 1 if values.size else 1  # the number of values the lookup is indexed by
+    ids = np.minimum(np.arange(1, top + 1, dtype=np.uint32), MAX_LABEL_ID)  # each value's id
+    lookup = np.where(np.isin(ids, list(categories)), ids, 0).astype(np.uint16)
     ids = lookup[values]
     return ids.astype(np.uint8) if top < 256 else ids
 
@@ -86,6 +85,9 @@ def collect_labelled_backgrounds(folder: Path, config: BackgroundConfig) -> tupl
             skips.append(loaded)
             continue
         image, _, present = loaded
+        if collision := shared_label_id(present, label_path):
+            skips.append(collision)
+            continue
         if min(image.shape[:2]) < MIN_SIDE:
             skips.append(Skip(str(image_path), f"too small to use as a background ({image.shape[1]}x{image.shape[0]})"))
             continue
@@ -95,7 +97,7 @@ def collect_labelled_backgrounds(folder: Path, config: BackgroundConfig) -> tupl
             if isinstance(category, Skip):
                 skips.append(category)
             else:
-                categories[value + 1] = category
+                categories[label_id(value)] = category
         categories[1] = BACKGROUND_CATEGORY  # value 0, as a labelled photo's row names it
         good.append(LabelledBackground(image_path, label_path, categories))
     if not good:

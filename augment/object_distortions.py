@@ -17,31 +17,13 @@ import cv2
 import numpy as np
 
 from augment.distortion_base import Distortion, Range, _seed, _uniform
+from augment.straight_alpha import premultiply, unpremultiply
 from augment.superpixels import resize_labels
 
 logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _alpha_planes(image: np.ndarray) -> np.ndarray:
-    """RGBA-shaped array (alpha, alpha, alpha, 255): one cv2 call then scales all four channels."""
-    alpha = image[:, :, 3]
-    return cv2.merge([alpha, alpha, alpha, np.full_like(alpha, 255)])
-
-
-def _premultiply(image: np.ndarray) -> np.ndarray:
-    """RGBA with colour multiplied by alpha, so interpolation never bleeds the colour of transparent pixels.
-
-    Exact for opaque pixels (x·255/255 = x), so an unpremultiply restores them bit for bit.
-    """
-    return cv2.multiply(image, _alpha_planes(image), scale=1.0 / 255.0)
-
-
-def _unpremultiply(image: np.ndarray) -> np.ndarray:
-    # cv2.divide yields 0 where alpha is 0: fully transparent pixels become transparent black.
-    return cv2.divide(image, _alpha_planes(image), scale=255.0)
 
 
 def _fit_canvas(matrices: list[np.ndarray], height: int, width: int) -> tuple[list[np.ndarray], tuple[int, int]]:
@@ -84,8 +66,8 @@ def _warp_object(
     image: np.ndarray, mask: np.ndarray, matrix: np.ndarray, size: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Warp a straight-alpha RGBA cutout and its mask; see :func:`_warp_premultiplied`."""
-    warped, warped_mask = _warp_premultiplied(_premultiply(image), mask, matrix, size)
-    return _unpremultiply(warped), warped_mask
+    warped, warped_mask = _warp_premultiplied(premultiply(image), mask, matrix, size)
+    return unpremultiply(warped), warped_mask
 
 
 # --------------------------------------------------------------------------- object level
@@ -209,7 +191,7 @@ class Tear(Distortion):
         matrix_b = np.hstack([rotation, (centre - rotation @ centre + shift_b)[:, None]])
         (matrix_a, matrix_b), out_size = _fit_canvas([matrix_a, matrix_b], height, width)
 
-        premultiplied = _premultiply(image)
+        premultiplied = premultiply(image)
         piece_a, mask_a = _warp_premultiplied(
             cv2.bitwise_and(premultiplied, premultiplied, mask=other_side),
             cv2.bitwise_and(mask, mask, mask=other_side), matrix_a, out_size,
@@ -220,7 +202,7 @@ class Tear(Distortion):
         )
         # The pieces are disjoint except where a rotated edge swings back over the other;
         # the per-channel maximum keeps the more opaque one there.
-        return _unpremultiply(cv2.max(piece_a, piece_b)), cv2.max(mask_a, mask_b)
+        return unpremultiply(cv2.max(piece_a, piece_b)), cv2.max(mask_a, mask_b)
 
 
 @dataclass

@@ -49,6 +49,30 @@ BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_con
 IGNORE_CATEGORY = "__ignore__"  # pixels that must carry no loss (crowd regions, untrusted automatic labels)
 PHOTO_ROWS_PER_GROUP = 16
 PHOTO_ROWS_PER_SHARD = 512
+MAX_LABEL_ID = 65535  # ids are stored in 16-bit PNGs
+
+
+def label_id(value: int) -> int:
+    """The id of a source's label value: value + 1, except the 16-bit full scale 65535 (a binary mask
+    saved at 16 bits), whose value + 1 does not fit a 16-bit PNG: id 65535. It wrapped to id 0 (the
+    object's pixels read as background in a photo's row) or stopped `synth expand` on labelled
+    backgrounds with an OverflowError traceback."""
+    return min(value + 1, MAX_LABEL_ID)
+
+
+def label_id_array(values: np.ndarray) -> np.ndarray:
+    """:func:`label_id` of every value of a label map, uint8 when the ids fit."""
+    ids = np.minimum(values.astype(np.uint32) + 1, MAX_LABEL_ID)
+    return ids.astype(np.uint8 if int(ids.max(initial=0)) <= 255 else np.uint16)
+
+
+def shared_label_id(present: list[int], mask_path: Path) -> Skip | None:
+    """A Skip for a mask holding both 65534 and 65535, whose values :func:`label_id` cannot tell apart."""
+    if MAX_LABEL_ID - 1 in present and MAX_LABEL_ID in present:
+        return Skip(str(mask_path), f"label values {MAX_LABEL_ID - 1} and {MAX_LABEL_ID} both present: ids are "
+                                    f"value + 1 in a 16-bit PNG, so {MAX_LABEL_ID - 1} is the largest value besides "
+                                    f"{MAX_LABEL_ID}; renumber the mask")
+    return None
 
 
 @dataclass
@@ -74,6 +98,9 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
             yield loaded
             continue
         image_path, mask_path, image, values, present = loaded
+        if collision := shared_label_id(present, mask_path):
+            yield collision
+            continue
         photo_names = {}
         for value in present:
             category = value_category(value, names, fmt, mask_path)
@@ -116,14 +143,13 @@ def photo_row(row_id: str, photo: LabelledPhoto, short_side: int, jpeg_quality: 
         new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
         image = resize_image(image, new_w, new_h)
         values = cv2.resize(values, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
-    wide = int(values.max()) >= 255
-    ids = values.astype(np.uint16 if wide else np.uint8) + 1  # value 0 -> id 1: no pixel keeps id 0
+    ids = label_id_array(values)  # value 0 -> id 1: no pixel keeps id 0
     named = {0: BACKGROUND_CATEGORY, **{v: n for v, n in photo.names.items() if v != 0}}
     objects = []
     for value, category in sorted(named.items()):
         ys, xs = np.nonzero(values == value)
         if len(xs):
-            objects.append({"instance_id": value + 1, "cutout_id": "", "category": category,
+            objects.append({"instance_id": label_id(value), "cutout_id": "", "category": category,
                             "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
                             "visible_fraction": 1.0, "provenance": None})
     return {

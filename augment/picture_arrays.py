@@ -4,7 +4,8 @@ kind are: one reader for every API that takes images (``Searcher``, ``TemporalSe
 
 Grey (H x W or H x W x 1), RGB or RGBA, channels last; uint8, uint16 as 16-bit, floats in [0, 1]
 (0-255 where any value is above 1), booleans as black and white; a CMYK or palette PIL image in its
-colours. Anything else (channels first, a batch, no pixels) is an :class:`ArrayInputError` naming the
+colours, a PIL image upright as its EXIF orientation shows it (as its file is read). Anything else
+(channels first, a batch, no pixels) is an :class:`ArrayInputError` naming the
 argument and its shape; one over the pixel limit a PixelLimitError, from its shape before any copy.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Union
 import numpy as np
 
 from augment.imageio import InputError, pixels_as_uint8, read_image
+from augment.orientation import EXIF_ORIENTATION_TAG, apply_orientation
 from augment.pixel_limit import check_array_pixels
 
 ImageLike = Union[str, Path, np.ndarray]
@@ -42,7 +44,9 @@ def picture_array(image: Any, name: str) -> np.ndarray:
     one over the pixel limit a PixelLimitError, from its shape before any copy."""
     check_array_pixels(image, name)  # before the copies below: a huge array fails here, not in memory
     mode = getattr(image, "mode", None)
+    orientation = 1
     if isinstance(mode, str) and not isinstance(image, np.ndarray) and hasattr(image, "convert"):
+        orientation = pil_orientation(image)
         target = _PIL_CONVERT.get(mode)
         if mode == "P" and "transparency" in getattr(image, "info", {}):
             target = "RGBA"
@@ -60,7 +64,26 @@ def picture_array(image: Any, name: str) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape:
         raise ArrayInputError(f"{name}: an array of shape {tuple(array.shape)} is not an image; expected "
                               "H x W (grey) or H x W x 3 / H x W x 4 (RGB / RGBA, channels last)")
-    return _as_uint8(array, name)
+    return apply_orientation(_as_uint8(array, name), orientation)
+
+
+def pil_orientation(image: Any) -> int:
+    """The EXIF orientation of a PIL image (``Image.open`` of a phone's photo keeps it stored turned),
+    so it is read upright as its file is; 1 without one (``ImageOps.exif_transpose`` removes it)."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001 - metadata is a best effort, as for files
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def upright_array(image: Any) -> np.ndarray:
+    """``np.asarray`` of a mask given to the API (values as they are), a PIL image's turned upright by
+    its EXIF orientation as :func:`picture_array` turns the picture it belongs to."""
+    array = np.asarray(image)
+    if isinstance(image, np.ndarray) or not hasattr(image, "getexif"):
+        return array
+    return apply_orientation(array, pil_orientation(image))
 
 
 def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:

@@ -38,7 +38,7 @@ from augment.coco_source import (CocoIndex, _coco_photos, _looks_like_coco, _rea
                                  coco_annotation_mask, coco_category, coco_images, coco_objects,
                                  load_coco_index)
 from augment.config import SourceConfig
-from augment.imageio import InputError, decode_image, list_images, read_image, read_mask
+from augment.imageio import InputError, decode_image, list_images, pixels_as_uint8, read_image, read_mask
 from augment.textfiles import read_user_text
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
@@ -235,8 +235,7 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         if rgba.ndim != 3 or rgba.shape[2] != 4:
             yield Skip(str(path), "no alpha channel (RGBA cutouts need one)")
             continue
-        if rgba.dtype != np.uint8:
-            rgba = (rgba / 257).astype(np.uint8)
+        rgba = pixels_as_uint8(rgba)  # 16-bit or float (a float TIFF: its alpha 1.0 read as 0, "empty mask")
         category = path.parent.name if path.parent != source else "object"
         if _category_allowed(category, config):
             yield crop_object(rgba[:, :, :3], rgba[:, :, 3] >= 128, category, path, config)

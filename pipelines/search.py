@@ -38,7 +38,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from augment.imageio import VIDEO_EXTENSIONS, InputError, read_image, read_mask
-from augment.picture_arrays import ArrayInputError, ImageLike, load_rgb, picture_array  # noqa: F401 (API)
+from augment.picture_arrays import (ArrayInputError, ImageLike, load_rgb, picture_array,  # noqa: F401 (API)
+                                    upright_array)
 from augment.pixel_limit import check_array_pixels
 from augment.system import limit_blas_threads, tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
@@ -167,7 +168,7 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
         mask_name = str(query_mask) if isinstance(query_mask, (str, Path)) else "query mask"
         if not isinstance(query_mask, (str, Path)):
             check_array_pixels(query_mask, "query_mask")
-        raw = read_mask(query_mask) if isinstance(query_mask, (str, Path)) else np.asarray(query_mask)
+        raw = read_mask(query_mask) if isinstance(query_mask, (str, Path)) else upright_array(query_mask)
         if raw.ndim == 3:
             raw = raw[..., -1] if raw.shape[2] == 4 else raw[..., 0]
         if raw.shape[:2] != rgb.shape[:2]:

@@ -159,6 +159,11 @@ def _read_still(medium: Path) -> Any:
 
     image = read_image(medium, "rgb")  # upright, as displayed: boxes in its frame
     check_min_side(str(medium), image.shape[1], image.shape[0], what="image")
+    from pipelines.video import still_frames
+
+    if (frames := still_frames(medium)) > 1:  # an animated WebP or PNG, a multi-page TIFF: not a video
+        logger.warning("%s: %d frames or pages; only the first is searched (an animated GIF or a video "
+                       "is searched frame by frame: convert it to one)", medium, frames)
     return image
 
 

@@ -76,12 +76,24 @@ def is_animated_gif(path: Path) -> bool:
     if path.suffix.lower() != ".gif" or not path.is_file():
         return False
     stat = path.stat()
-    return _gif_frames(str(path.resolve()), stat.st_size, stat.st_mtime_ns) > 1
+    return _frames(str(path.resolve()), stat.st_size, stat.st_mtime_ns) > 1
+
+
+def still_frames(path: Path) -> int:
+    """Frames (pages) of an image file searched as a still: an animated WebP or PNG, a multi-page TIFF
+    has more than one, of which only the first is read; 1 where they cannot be counted, and for a JPEG
+    (an iPhone's or an Ultra HDR photo holds a second picture, its gain map, that is no frame)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".webp", ".png", ".tif", ".tiff") or not path.is_file():
+        return 1
+    stat = path.stat()
+    return _frames(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=256)
-def _gif_frames(path: str, size: int, mtime_ns: int) -> int:
-    """Frames of a GIF (size and time key the cache: a file replaced is counted again)."""
+def _frames(path: str, size: int, mtime_ns: int) -> int:
+    """Frames of an image file, a GIF's or another's (size and time key the cache: a file replaced is
+    counted again)."""
     from PIL import Image
 
     try:
@@ -91,7 +103,7 @@ def _gif_frames(path: str, size: int, mtime_ns: int) -> int:
                 frames = int(getattr(image, "n_frames", 1))  # frame headers only: no frame is decoded
     except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
         return 1
-    if frames > 1:
+    if frames > 1 and path.lower().endswith(".gif"):
         logger.info("%s: an animated GIF of %d frames; searched as a video", path, frames)
     return frames
 

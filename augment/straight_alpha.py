@@ -1,0 +1,64 @@
+"""Straight (unassociated) alpha: colour not multiplied by its alpha, as synth keeps every cutout.
+
+:func:`premultiply` and :func:`unpremultiply` serve the cutouts' warps (:mod:`augment.object_distortions`)
+and :func:`tiff_alpha_as_stored`, which undoes what OpenCV does to a TIFF saved with straight alpha.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+TIFF_EXTRA_SAMPLES = 338  # the tag saying what a TIFF's samples past the colour ones are
+TIFF_STRAIGHT_ALPHA = 2  # EXTRASAMPLE_UNASSALPHA (Pillow, GIMP, Photoshop write it)
+
+
+def _alpha_planes(image: np.ndarray) -> np.ndarray:
+    """RGBA-shaped array (alpha, alpha, alpha, 255): one cv2 call then scales all four channels."""
+    alpha = image[:, :, 3]
+    return cv2.merge([alpha, alpha, alpha, np.full_like(alpha, 255)])
+
+
+def premultiply(image: np.ndarray) -> np.ndarray:
+    """RGBA with colour multiplied by alpha, so interpolation never bleeds the colour of transparent pixels.
+
+    Exact for opaque pixels (x·255/255 = x), so an unpremultiply restores them bit for bit.
+    """
+    return cv2.multiply(image, _alpha_planes(image), scale=1.0 / 255.0)
+
+
+def unpremultiply(image: np.ndarray) -> np.ndarray:
+    """8-bit premultiplied RGBA back to straight alpha (cv2.divide yields 0 where alpha is 0: fully
+    transparent pixels become transparent black)."""
+    return cv2.divide(image, _alpha_planes(image), scale=255.0)
+
+
+def tiff_alpha_as_stored(image: np.ndarray, data: bytes) -> np.ndarray:
+    """A TIFF decoded by OpenCV with the alpha and colour its file stores. For an 8-bit RGBA file that
+    says its alpha is straight (ExtraSamples 2), libtiff's RGBA reader, which OpenCV uses for 8 bits,
+    multiplies the colour by alpha: a cutout's half-transparent edge came back darkened (200 at alpha
+    150 read as 118). Of an 8-bit grey + alpha file OpenCV gives the grey alone: its alpha (Pillow's
+    reading of it) comes back beside it, as RGBA, as OpenCV gives a grey + alpha PNG. Other arrays come
+    back as they are."""
+    rgba = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4
+    if not (rgba or (image.dtype == np.uint8 and image.ndim == 2)):
+        return image
+    from augment.pixel_limit import open_header  # (it imports augment.imageio, which imports this)
+
+    try:
+        with open_header(data) as tiff:
+            extra = tiff.tag_v2.get(TIFF_EXTRA_SAMPLES)
+            alpha = np.array(tiff.getchannel("A")) if not rgba and tiff.mode in ("LA", "La") else None
+            premultiplied = tiff.mode == "La"
+    except Exception as error:  # noqa: BLE001 - a best effort: OpenCV has decoded the pixels
+        logger.debug("TIFF header unreadable (%s); alpha taken as decoded", error)
+        return image
+    if alpha is not None and alpha.shape == image.shape:
+        grey_alpha = np.dstack([image, image, image, alpha])
+        return unpremultiply(grey_alpha) if premultiplied else grey_alpha
+    first = extra[0] if isinstance(extra, tuple) and extra else extra
+    return unpremultiply(image) if rgba and first == TIFF_STRAIGHT_ALPHA else image
