@@ -309,15 +309,24 @@ def palette_indices(data: bytes, name: str) -> np.ndarray:
     return apply_orientation(indices.astype(np.uint8), exif_orientation(data))
 
 
+VOC_VOID_INDEX = 255  # Pascal VOC's palette masks: object borders and unsure pixels
+
+
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a single-channel mask or label map (8 or 16 bit), upright as :func:`image_from_bytes` reads
     photos (a mask drawn on the photo as shown lines up with it); an indexed (palette) PNG, as
-    Pascal VOC's label maps are, gives its indices (the palette only colours them for viewing)."""
+    Pascal VOC's label maps are, gives its indices (the palette only colours them for viewing); its
+    index 255 beside other indices is VOC's "void" border, not an object (read as 0: a ring-shaped
+    cutout around every object otherwise)."""
     path = Path(path)
     data = _read_bytes(path)
     if is_palette_png(data):
         check_before_decoding(data, str(path))
-        return palette_indices(data, str(path))
+        indices = palette_indices(data, str(path))
+        void = indices == VOC_VOID_INDEX
+        if void.any() and np.any((indices != 0) & ~void):  # 0 and 255 alone: a binary mask's object
+            indices[void] = 0
+        return indices
     if image_format(data) == "JPEG":
         return _jpeg_mask(data, str(path))
     mask = image_from_bytes(data, str(path), "unchanged")

@@ -150,6 +150,27 @@ def test_palette_png_masks_and_label_maps_give_their_indices_not_a_colour_skip(i
         assert sorted(pq.read_table(out / "objects.parquet").column("category").to_pylist()) == categories
 
 
+def test_a_voc_palette_masks_void_border_is_not_an_object(inputs, tmp_path):
+    """Pascal VOC's SegmentationObject PNGs draw a 255 ("void") border round every object: it was
+    read as one more instance, a ring-shaped 'object' cutout beside the real ones."""
+    _, backgrounds, config = inputs
+    pairs = tmp_path / "pairs"
+    save_image(pairs / "images" / "a.png", np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    ids = np.zeros((120, 160), np.uint8)
+    ids[5:65, 5:75] = 255  # the void border, 5 px wide
+    ids[10:60, 10:70] = 1
+    _palette_png(pairs / "masks" / "a.png", ids)
+    assert set(np.unique(read_mask(pairs / "masks" / "a.png"))) == {0, 1}
+    out = tmp_path / "out"
+    result = run_cli("expand", pairs, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
+    assert result.exit_code == 0, result.output
+    (row,) = pq.read_table(out / "objects.parquet").to_pylist()
+    assert decode_image(row["image"]["bytes"]).shape[:2] == (50, 60)  # the object alone, no ring
+    binary = np.where(ids == 1, 255, 0).astype(np.uint8)  # 0 and 255 alone: 255 is a binary mask's object
+    _palette_png(tmp_path / "binary.png", binary)
+    assert np.array_equal(read_mask(tmp_path / "binary.png"), binary)
+
+
 # ----------------------------------------------------------------- pairing by name in subfolders
 def _nested_pair(root: Path, photos: str, masks: str, sub: str, colour: tuple[int, int, int],
                  box: tuple[int, int, int, int], value: int) -> None:
