@@ -1,6 +1,6 @@
-"""Commands killed (SIGKILL) at the moments a kill-and-rerun sweep found unsafe, and rerun: the rerun
-leaves nothing of the killed run behind and ends as an uninterrupted run. Each kill is a real one, in a
-process of its own, at a point reached by patching the call it happens in."""
+"""Commands stopped or killed at the moments a kill-and-rerun sweep found unsafe, and rerun: a stop is
+one line (exit code 130), and the rerun leaves nothing of the killed run behind. Each SIGKILL is a real
+one, in a process of its own, at a point reached by patching the call it happens in."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_checks import run_cli
+import pytest
+
+from cli_checks import assert_one_line_error, run_cli
 from shard_factory import make_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,3 +51,48 @@ def test_an_export_killed_while_it_removed_the_export_it_replaced_leaves_nothing
     assert run_cli("export", tmp_path / "shards", "--out", out).exit_code == 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["coco"]
     assert len(list((out / "images").iterdir())) == 4
+
+
+class _StoppedImport:
+    """A finder whose module's import is stopped as SIGTERM stops it: KeyboardInterrupt itself, or
+    Python's RuntimeError for one raised inside a dataclass's ``__set_name__`` (augment.photo_shards')."""
+
+    def __init__(self, name: str, wrapped: bool) -> None:
+        self.name, self.wrapped = name, wrapped
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name:
+            return None
+        if not self.wrapped:
+            raise KeyboardInterrupt
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as stop:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'params' in 'LabelledPhoto'") from stop
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["interrupt", "set_name-error"])
+def test_a_stop_while_a_command_imports_its_modules_is_one_interrupted_line(tmp_path, monkeypatch, wrapped):
+    """expand stopped by SIGTERM ~2.5 s after it started (importing augment.expand, before its
+    run_guarded): exit code 130 and no word at all, or a RuntimeError traceback (exit 1) when the
+    stop came inside a dataclass's __set_name__."""
+    monkeypatch.delitem(sys.modules, "augment.expand", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_StoppedImport("augment.expand", wrapped), *sys.meta_path])
+    result = run_cli("expand", "--out", tmp_path / "out", "--num", 4)
+    assert_one_line_error(result, 130, "interrupted")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_stop_another_error_stands_for_inside_a_run_is_the_interrupted_line_with_its_hint(tmp_path, monkeypatch):
+    """Inside run_guarded the same stop (a module imported as SIGTERM came) was a traceback."""
+    import augment.expand
+
+    def stopped(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as stop:
+            raise RuntimeError("Error calling __set_name__") from stop
+
+    monkeypatch.setattr(augment.expand, "run_expand", stopped)
+    result = run_cli("expand", "--out", tmp_path / "out", "--num", 4)
+    assert_one_line_error(result, 130, "interrupted; rerun the same `synth expand` command")
