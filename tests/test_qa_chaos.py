@@ -96,3 +96,51 @@ def test_a_stop_another_error_stands_for_inside_a_run_is_the_interrupted_line_wi
     monkeypatch.setattr(augment.expand, "run_expand", stopped)
     result = run_cli("expand", "--out", tmp_path / "out", "--num", 4)
     assert_one_line_error(result, 130, "interrupted; rerun the same `synth expand` command")
+
+
+def test_photo_shards_killed_part_way_keeps_its_finished_shards_and_ends_as_an_uninterrupted_run(tmp_path,
+                                                                                                monkeypatch):
+    """photo-shards did not resume: a run killed after writing some of its shards made every row again
+    (reading, scaling and encoding each photo), the finished shards removed first."""
+    import augment.photo_shards as photo_shards
+    from augment.config import SourceConfig
+    from segment_factory import make_scene_photos
+
+    source = make_scene_photos(tmp_path / "labelled", count=7)
+    monkeypatch.setattr(photo_shards, "PHOTO_ROWS_PER_SHARD", 2)
+    photo_shards.write_photo_shards([source], tmp_path / "whole", SourceConfig())
+    made = []
+    real_row = photo_shards.photo_row
+
+    def photo_row(row_id, photo, *args, **kwargs):
+        if len(made) == 5 and kill:  # two shards written, the third under way
+            raise KeyboardInterrupt
+        made.append(row_id)
+        return real_row(row_id, photo, *args, **kwargs)
+
+    monkeypatch.setattr(photo_shards, "photo_row", photo_row)
+    kill = True
+    with pytest.raises(KeyboardInterrupt):
+        photo_shards.write_photo_shards([source], tmp_path / "out", SourceConfig())
+    kill, made = False, []
+    photo_shards.write_photo_shards([source], tmp_path / "out", SourceConfig())
+    assert made == ["photo004", "photo005", "photo006"]  # the first four rows were in the kept shards
+    whole = {p.name: p.read_bytes() for p in (tmp_path / "whole").iterdir()}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == whole
+    # Another run's full shards in the folder (other photos) are not kept.
+    (tmp_path / "out" / "manifest.json").unlink()
+    photo_shards.write_photo_shards([source], tmp_path / "out", SourceConfig(include=["photo00[0-4]"]))
+    assert len(made) == 3 + 5
+
+
+def test_photo_shards_stopped_says_a_rerun_resumes(tmp_path, monkeypatch):
+    """It said 'interrupted' alone."""
+    import augment.photo_shards as photo_shards
+    from segment_factory import make_scene_photos
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(photo_shards, "photo_row", stopped)
+    result = run_cli("photo-shards", make_scene_photos(tmp_path / "labelled", count=2), "--out", tmp_path / "out")
+    assert_one_line_error(result, 130, "interrupted; rerun the same `synth photo-shards` command to resume")
