@@ -7,7 +7,8 @@ is named: id = source value + 1, so the source's value 0 becomes the category ``
 mask id 0 never occurs. A label map's value that ``label_list.json`` does not name, and a COCO
 annotation whose category the file does not list, are counted skips as in `synth expand`, and their
 pixels get no object or ``__ignore__`` (no loss in training). A row's id is its photo's name
-(``NAME-2`` for a second photo of that name).
+(``NAME-2`` for a second photo of that name). A rerun of a killed run keeps the full shards it
+finished (:func:`finished_row_shards`).
 `synth extract` writes automatically labelled photos the same way (``pseudo-*.parquet``).
 
 Sources: ``label_map`` (value k = ``label_list.json[k]``), ``mask_pairs`` (value = instance, named by
@@ -209,8 +210,8 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
     """Labelled photos of ``sources`` → ``out_dir/photos-*.parquet`` and ``manifest.json``.
 
     Reuses an up-to-date output (same sources, filters and size), and the full shards a killed run of
-    them finished (:func:`finished_row_shards`): their photos are read again, not made into rows. Raises :class:`InputError` when
-    the sources hold no usable labelled photo.
+    them finished (:func:`finished_row_shards`): their photos are read again, not made into rows.
+    Raises :class:`InputError` when the sources hold no usable labelled photo.
     """
     out_dir = Path(out_dir)
     with excluding(out_dir):  # an --out inside a source: neither read as photos nor in its fingerprint
