@@ -73,12 +73,15 @@ def _clear_killed_exports(out_dir: Path) -> None:
     """Remove the staging folders beside ``out_dir`` of exports that were killed (SIGKILL, power
     loss): a whole export's images each, which no later run would otherwise find. A live export
     holds the lock in its own staging folder and is left alone. A folder still named ``.new`` (an
-    export killed before it locked it) goes only once the process that made it is gone."""
-    for fresh in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.new"):
-        if (temporary_final_name(fresh.name) == out_dir.name and orphaned_temporary(fresh.name)
-                and fresh.is_dir() and not fresh.is_symlink()):
-            shutil.rmtree(fresh, ignore_errors=True)
-            log.info("%s: removed the folder of an export killed as it started", fresh)
+    export killed before it locked it) goes only once the process that made it is gone, as does an
+    ``.old`` one (the export it replaced, moved aside by an export killed before it removed it)."""
+    for suffix, what in ((".new", "the folder of an export killed as it started"),
+                         (".old", "an earlier export left by an export killed as it replaced it")):
+        for folder in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*{suffix}"):
+            if (temporary_final_name(folder.name) == out_dir.name and orphaned_temporary(folder.name)
+                    and folder.is_dir() and not folder.is_symlink()):
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("%s: removed %s", folder, what)
     for leftover in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*.tmp"):
         if leftover.is_symlink() or not leftover.is_dir():
             continue
@@ -113,8 +116,14 @@ def _replace_folder(new: Path, target: Path) -> None:
     for _ in range(10):
         try:
             if target.is_dir() and any(target.iterdir()):
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.rename(target, old)
+                # Named after this process: an export killed before it removed it (a whole export's
+                # images) is told from a live one's by the next export, which removes it.
+                old = temporary_folder_beside(target, ".old")
+                try:
+                    os.rename(target, old)  # onto the empty folder just made
+                except OSError:
+                    old.rmdir()
+                    raise
                 try:
                     os.rename(new, target)
                 finally:

@@ -7,7 +7,8 @@ is named: id = source value + 1, so the source's value 0 becomes the category ``
 mask id 0 never occurs. A label map's value that ``label_list.json`` does not name, and a COCO
 annotation whose category the file does not list, are counted skips as in `synth expand`, and their
 pixels get no object or ``__ignore__`` (no loss in training). A row's id is its photo's name
-(``NAME-2`` for a second photo of that name).
+(``NAME-2`` for a second photo of that name). A rerun of a killed run keeps the full shards it
+finished (:func:`finished_row_shards`).
 `synth extract` writes automatically labelled photos the same way (``pseudo-*.parquet``).
 
 Sources: ``label_map`` (value k = ``label_list.json[k]``), ``mask_pairs`` (value = instance, named by
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +43,14 @@ from augment.label_names import check_label_names
 from augment.outputs import OutputNames
 from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
-from augment.shards import check_manifest_kind
+from augment.shards import check_manifest_kind, footer_problem
 from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,
                              value_category)
 
 BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
 IGNORE_CATEGORY = "__ignore__"  # pixels that must carry no loss (crowd regions, untrusted automatic labels)
+logger = logging.getLogger(__name__)
+
 PHOTO_ROWS_PER_GROUP = 16
 PHOTO_ROWS_PER_SHARD = 512
 MAX_LABEL_ID = 65535  # ids are stored in 16-bit PNGs
@@ -196,7 +200,21 @@ def write_row_shards(rows: Iterable[dict], out_dir: Path, prefix: str, run_hash:
     return shards
 
 
-def remove_row_shards(out_dir: Path, prefix: str) -> None:
+def finished_row_shards(out_dir: Path, prefix: str, run_hash: str) -> list[dict]:
+    """The leading full shards (:data:`PHOTO_ROWS_PER_SHARD` rows each) that a killed run of ``run_hash``
+    finished in ``out_dir``, by their footers (each was renamed into place whole): kept by a rerun."""
+    kept: list[dict] = []
+    while True:
+        path = out_dir / shard_name(prefix, len(kept))
+        try:
+            if not path.is_file() or footer_problem(path, PHOTO_ROWS_PER_SHARD, run_hash) is not None:
+                return kept
+        except (pa.ArrowException, OSError):
+            return kept
+        kept.append({"name": path.name, "rows": PHOTO_ROWS_PER_SHARD})
+
+
+def remove_row_shards(out_dir: Path, prefix: str, keep: Iterable[str] = ()) -> None:
     """Remove an older run's ``{prefix}-*.parquet`` shards from ``out_dir`` and the temporaries that
     killed writes left there, before :func:`write_row_shards` writes new ones (under the folder's lock).
 
@@ -207,7 +225,8 @@ def remove_row_shards(out_dir: Path, prefix: str) -> None:
     were recorded (``.{prefix}-00000.parquet.tmp``: only this command's lock holder wrote them) go too.
     """
     legacy = re.compile(rf"\.{re.escape(prefix)}-\d{{5}}\.parquet\.tmp")
-    for stale in [*out_dir.glob(f"{prefix}-*.parquet"),
+    keep = set(keep)
+    for stale in [*(p for p in out_dir.glob(f"{prefix}-*.parquet") if p.name not in keep),
                   *(p for p in out_dir.glob(".*.tmp") if legacy.fullmatch(p.name) and not p.is_symlink())]:
         stale.unlink(missing_ok=True)
     remove_orphaned_temporaries(out_dir)
@@ -217,8 +236,9 @@ def write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig,
                        progress: Callable[[int], None] | None = None) -> dict:
     """Labelled photos of ``sources`` → ``out_dir/photos-*.parquet`` and ``manifest.json``.
 
-    Reuses an up-to-date output (same sources, filters and size). Raises :class:`InputError` when
-    the sources hold no usable labelled photo.
+    Reuses an up-to-date output (same sources, filters and size), and the full shards a killed run of
+    them finished (:func:`finished_row_shards`): their photos are read again, not made into rows.
+    Raises :class:`InputError` when the sources hold no usable labelled photo.
     """
     out_dir = Path(out_dir)
     # an --out inside a source: neither read as photos nor in its fingerprint; an image over the
@@ -246,19 +266,27 @@ def _write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig
         if manifest.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in manifest["shards"]):
             return manifest
     skips: list[Skip] = []
-    row_ids = OutputNames()  # a/0001.jpg and b/0001.jpg: rows 0001 and 0001-2 (export kept one id once)
-    rows = (photo_row(row_ids.take(item.path), item, short_side)
-            for item in read_each(sources, read_labelled_photos, config, skips))
+    photos = read_each(sources, read_labelled_photos, config, skips)
     # The first photo is read before anything is removed: sources that give none (a missing path, an
     # undetectable format, filters that match nothing) stop here and leave an earlier run's output as it was.
-    first = next(rows, None)
+    first = next(photos, None)
     if first is None:
         raise InputError(f"{', '.join(map(str, sources))}: no labelled photos found ({skipped_summary(skips)})")
     # The older run's manifest goes first: a run that fails or is killed from here on must not
     # leave it naming shards that are gone, or that this run has rewritten under the same names.
     manifest_path.unlink(missing_ok=True)
-    remove_row_shards(out_dir, "photos")  # an older run's shards must not mix with these
-    shards = write_row_shards(itertools.chain([first], rows), out_dir, "photos", fingerprint, progress)
+    # A killed run of these inputs: its full shards are kept, their photos read (for the ids and skips
+    # that follow) but not made into rows again. Any other run's shards must not mix with these.
+    kept = finished_row_shards(out_dir, "photos", fingerprint)
+    remove_row_shards(out_dir, "photos", keep=[shard["name"] for shard in kept])
+    if kept:
+        logger.info("%s: %d shard(s) of a killed run of these photos kept", out_dir, len(kept))
+    done = len(kept) * PHOTO_ROWS_PER_SHARD
+    row_ids = OutputNames()  # a/0001.jpg and b/0001.jpg: rows 0001 and 0001-2 (export kept one id once)
+    rows = (photo_row(row_id, item, short_side)
+            for number, item in enumerate(itertools.chain([first], photos))
+            for row_id in [row_ids.take(item.path)] if number >= done)
+    shards = kept + write_row_shards(rows, out_dir, "photos", fingerprint, progress, first=len(kept))
     manifest = {"kind": "photos", "shards": shards, "num_rows": sum(s["rows"] for s in shards),
                 "sources": [str(s) for s in sources], "short_side": short_side, "fingerprint": fingerprint,
                 "source_config": config.__dict__, "skipped": [{"path": s.path, "reason": s.reason} for s in skips]}

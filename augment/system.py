@@ -51,13 +51,22 @@ def raise_if_interrupted(error: BaseException) -> None:
     that reads an ImportError as "not installed", or falls back to another path on any Exception,
     would carry on (or blame a missing package) instead of stopping as asked.
     """
+    if stands_for_interrupt(error):
+        raise KeyboardInterrupt from error
+
+
+def stands_for_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is, or was raised because of, a KeyboardInterrupt (its causes and contexts):
+    Python reports one raised inside a class body's ``__set_name__`` (a dataclass being imported when
+    SIGTERM came) as ``RuntimeError('Error calling __set_name__ ...')``, pybind11 as an ImportError."""
     seen: set[int] = set()
     link: BaseException | None = error
     while link is not None and id(link) not in seen:
         if isinstance(link, KeyboardInterrupt):
-            raise KeyboardInterrupt from error
+            return True
         seen.add(id(link))
         link = link.__cause__ or link.__context__
+    return False
 
 
 def ignore_interrupts() -> None:

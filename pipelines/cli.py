@@ -26,8 +26,32 @@ from rich.table import Table
 
 from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
+from augment.system import stands_for_interrupt
+
+
+# How a command ends once its line is printed: not errors of their own, whatever their context.
+_ENDINGS = (typer.Exit, typer.Abort, SystemExit)
+
+
+class _Commands(typer.core.TyperGroup):
+    """synth's commands: a stop (Ctrl-C, SIGTERM) that lands outside :func:`run_guarded` (a command's
+    imports and option checks, its last lines of output) is the one line ``interrupted`` and exit code
+    130, as inside it. typer ended such a run with 130 and no word; one raised while a module was being
+    imported came out as another error (RuntimeError from a dataclass's ``__set_name__``) and a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _ENDINGS:  # run_guarded's own line was printed (its context is the stop)
+            raise
+        except BaseException as error:
+            if not stands_for_interrupt(error):
+                raise
+        fail("interrupted", INTERRUPTED_EXIT_CODE)
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="synth",
     help="Find a query object in images and videos, and manufacture the training data to do it.",
     no_args_is_help=True,
@@ -100,16 +124,20 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
         if error.errno not in ENVIRONMENT_ERRNOS:
             raise
         fail(f"{error.filename or 'file system'}: {error.strerror or error}")
-    except KeyboardInterrupt:
-        hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
-        fail(f"interrupted; {hint}" if hint else "interrupted", INTERRUPTED_EXIT_CODE)
-    except RuntimeError as error:
+    except _ENDINGS:  # a line already printed (a nested run_guarded's, its context the stop)
+        raise
+    except BaseException as error:
+        # KeyboardInterrupt, or another error raised because of one (a module imported as the stop came:
+        # RuntimeError from a dataclass's __set_name__, pybind11's ImportError).
+        interrupted = stands_for_interrupt(error)
         # torch's word for a loader worker killed under the run (the kernel's OOM killer, a kill -9):
         # not the user's mistake, but no traceback either; the run resumes as after a stop.
         text = str(error).strip()
-        if not text.startswith("DataLoader worker (pid"):
+        if not interrupted and not (isinstance(error, RuntimeError) and text.startswith("DataLoader worker (pid")):
             raise
         hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
+        if interrupted:
+            fail(f"interrupted; {hint}" if hint else "interrupted", INTERRUPTED_EXIT_CODE)
         fail(f"{text.splitlines()[0].rstrip('. ')} (out of memory? fewer num_workers, a smaller shuffle_buffer or "
              f"batch_size take less)" + (f"; {hint}" if hint else ""), 1)
 

@@ -81,7 +81,8 @@ def register(app: typer.Typer) -> None:
             with claim_output_folder(out, "photo-shards run"):  # a run that writes nothing leaves no new folder
                 return write_photo_shards(sources, out, config, short_side)
 
-        manifest = run_guarded(run)
+        manifest = run_guarded(run, interrupt_hint="rerun the same `synth photo-shards` command to resume (its "
+                               "finished shards are kept)")
         console.print(f"wrote {manifest['num_rows']} labelled photos to {out} ({len(manifest['shards'])} shards, "
                       f"{len(manifest['skipped'])} inputs skipped)", highlight=False)
 
