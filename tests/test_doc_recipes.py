@@ -107,3 +107,16 @@ def test_the_check_sees_a_folder_no_line_writes() -> None:
     assert _problems("example", lines, "expanded/sample") == [
         "example: synth train --shards expanded/: no earlier line writes it",
         "example: synth eval --config configs/nope.yaml: no such file"]
+
+
+def test_every_checkpoint_option_says_it_takes_a_run_folder() -> None:
+    """README: --checkpoint (extract, segment, search, eval, calibrate, export-onnx, export-head) also takes
+    the run's folder; eval, segment, extract, export-onnx and export-head's --help said checkpoint.pt only."""
+    import typer
+
+    from pipelines.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    helps = {name: param.help for name, command in commands.items() for param in command.params
+             if "--checkpoint" in param.opts}
+    assert len(helps) >= 7 and not [name for name, text in helps.items() if "run folder" not in text], helps
