@@ -120,3 +120,26 @@ def test_every_checkpoint_option_says_it_takes_a_run_folder() -> None:
     helps = {name: param.help for name, command in commands.items() for param in command.params
              if "--checkpoint" in param.opts}
     assert len(helps) >= 7 and not [name for name, text in helps.items() if "run folder" not in text], helps
+
+
+def test_segment_cpu_yaml_sets_every_key_of_task_segment() -> None:
+    """configs/segment_cpu.yaml says it holds every key of task segment (its header and README point
+    there for them); init_checkpoint, init_optimizer and schedule_offset, which selftune's fine-tuning
+    uses, were missing. The keys left out are those only the query search reads."""
+    import dataclasses
+
+    import yaml
+
+    from train.config import TrainConfig
+    from train.segment_config import SegmentConfig
+    from train.segment_model import SegmentNetConfig
+
+    query_search_only = {"loss", "loss_params", "box_loss_weight", "label_categories", "label_loss_weight",
+                         "query_size", "medium_size", "negative_fraction", "eval_fraction", "query_fill",
+                         "colour_jitter", "hard_negative_fraction", "real_fraction"}
+    config = yaml.safe_load((REPO / "configs" / "segment_cpu.yaml").read_text(encoding="utf-8"))
+    wanted = {f.name for f in dataclasses.fields(TrainConfig)} - query_search_only
+    missing = sorted(name for name in wanted if name not in config and not name.startswith("photo_"))
+    missing += [f"model.{f.name}" for f in dataclasses.fields(SegmentNetConfig) if f.name not in config["model"]]
+    missing += [f"segment.{f.name}" for f in dataclasses.fields(SegmentConfig) if f.name not in config["segment"]]
+    assert not missing, missing
