@@ -45,3 +45,22 @@ def test_expand_of_only_an_extract_that_accepted_nothing_is_one_line(tmp_path):
     assert_one_line_error(run_cli("expand", auto, "-b", make_backgrounds(tmp_path / "bg"), "-o", out, "-n", 4,
                                   "-w", 1), 2, "no usable objects found", "no cutouts")
     assert not out.exists()
+
+
+def test_calibrate_with_a_misspelt_category_is_one_line_naming_the_known_ones(tmp_path, caplog):
+    """README: `synth calibrate --photos ... --categories coat,dress,skirt`. A misspelt name ('coatt')
+    matched no object without a word, so the threshold was calibrated on the other categories alone;
+    it is now one line naming the known labels, as a misspelt `keep_labels` is (augment.label_names);
+    a misspelt --drop-labels name is a warning, as `drop_labels`' is."""
+    from pipelines.calibration import photo_cases
+    from sources_factory import make_street_photos
+
+    photos = make_street_photos(tmp_path / "street")
+    with caplog.at_level("WARNING", logger="augment.label_names"):
+        assert photo_cases([photos], 2, categories=["coat"], drop_labels=["skinn"], min_area=50)
+    assert "--drop-labels: 'skinn' not a label of the sources" in caplog.text
+    out = tmp_path / "threshold.json"
+    result = run_cli("calibrate", "--photos", photos, "--out", out, "--untrained", "--no-verify", "--cases", 2,
+                     "--min-area", 50, "--device", "cpu", "--categories", "coatt,skirt")
+    assert_one_line_error(result, 2, "--categories: 'coatt' not a label of the sources (known: coat, null, skirt)")
+    assert not out.exists()
