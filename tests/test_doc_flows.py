@@ -64,3 +64,19 @@ def test_calibrate_with_a_misspelt_category_is_one_line_naming_the_known_ones(tm
                      "--min-area", 50, "--device", "cpu", "--categories", "coatt,skirt")
     assert_one_line_error(result, 2, "--categories: 'coatt' not a label of the sources (known: coat, null, skirt)")
     assert not out.exists()
+
+
+def test_training_on_photos_with_a_misspelt_query_category_is_one_line(tmp_path):
+    """The same for `synth train`'s photo_query_categories (README: real media): 'coatt' left the coats
+    out of the queries without a word."""
+    import pytest
+
+    from augment.imageio import InputError
+    from sources_factory import make_street_photos
+    from train.data import PairConfig
+    from train.photo_data import PhotoMediaConfig, PhotoPairs
+
+    photos = str(make_street_photos(tmp_path / "street"))
+    config = PhotoMediaConfig(sources=(photos,), min_area=50, query_categories=("coatt", "skirt"))
+    with pytest.raises(InputError, match=r"^photo_query_categories: 'coatt' not a label of the sources \(known: "):
+        PhotoPairs(config, PairConfig())
