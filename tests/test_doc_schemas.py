@@ -96,3 +96,15 @@ def test_readme_lists_the_keys_of_detections_jsonl(tmp_path: Path) -> None:
         line = json.loads((out / "detections.jsonl").read_text().splitlines()[0])
         assert set(line) == line_keys
         assert set(line["best"]) == det_keys | extra, verify
+
+
+def test_readme_names_every_image_and_video_format_read() -> None:
+    """README's formats are those the commands read (search's --help listed mp4, avi and mov only;
+    mkv, m4v and webm were read too, and README named no video format)."""
+    from augment.imageio import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    passage = _readme().split("Images are ", 1)[1][:400]
+    said = {word.lower() for word in re.findall(r"\b[A-Za-z][A-Za-z0-9]+\b", passage)}
+    aliases = {"jpg": "jpeg", "tif": "tiff"}
+    missing = sorted(e for e in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS if aliases.get(e[1:], e[1:]) not in said)
+    assert not missing, missing
