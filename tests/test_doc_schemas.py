@@ -108,3 +108,26 @@ def test_readme_names_every_image_and_video_format_read() -> None:
     aliases = {"jpg": "jpeg", "tif": "tiff"}
     missing = sorted(e for e in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS if aliases.get(e[1:], e[1:]) not in said)
     assert not missing, missing
+
+
+def test_readme_lists_the_keys_of_a_video_frames_detections_line(tmp_path: Path) -> None:
+    """The temporal mode's line (README, "Video": per frame in detections.jsonl)."""
+    text = _readme()
+    span = re.search(r'Per frame in `detections.jsonl`: `(\{"frame".*?\})` with (.*?) as on a still image', text)
+    documented = set(re.findall(r'(?<![:|] )"(\w+)"(?=[,:}])', span.group(1)))  # keys, not values
+    documented |= set(re.findall(r"`(\w+)`", span.group(2)))
+    rng = np.random.default_rng(1)
+    target = cv2.GaussianBlur(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), (0, 0), 1)
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (128, 96))
+    for index in range(4):
+        frame = np.full((96, 128, 3), 110, np.uint8)
+        frame[30:62, 40 + 4 * index:72 + 4 * index] = target
+        writer.write(frame)
+    writer.release()
+    cv2.imwrite(str(tmp_path / "query.png"), target)
+    result = run_cli("search", tmp_path / "query.png", video, "--out", tmp_path / "out", "--untrained", "--device",
+                     "cpu", "--box", "40,30,32,32")
+    assert result.exit_code == 0, result.output
+    line = json.loads((tmp_path / "out" / "detections.jsonl").read_text().splitlines()[1])
+    assert set(line) | set(line["best"]) == documented
