@@ -46,21 +46,24 @@ def source_label_names(source: Path, config: SourceConfig) -> set[str]:
     raise InputError(f"{source}: unknown source format {fmt!r}")
 
 
-def check_label_names(sources: Iterable[Path], config: SourceConfig, section: str = "sources") -> None:
+def check_label_names(sources: Iterable[Path], config: SourceConfig, section: str = "sources",
+                      keys: tuple[str, str] | None = None) -> None:
     """Every ``keep_labels`` name of ``config`` is a label of at least one of ``sources`` (else one
     InputError line naming ``section``'s key, the unknown names and the known ones); a ``drop_labels``
-    name that none has is warned of, once."""
+    name that none has is warned of, once. ``keys``: what the user called the two lists, where not
+    ``section``'s keys (a command's options: ``("--categories", "--drop-labels")``)."""
     if not config.keep_labels and not config.drop_labels:
         return
+    keep_key, drop_key = keys or (f"{section}.keep_labels", f"{section}.drop_labels")
     known: set[str] = set()
     for source in sources:
         known |= source_label_names(Path(source), config)
     listed = ", ".join(sorted(known)) or "none"
     unknown = [name for name in config.keep_labels if name not in known]
     if unknown:
-        raise InputError(f"{section}.keep_labels: {', '.join(map(repr, unknown))} not a label of the sources "
+        raise InputError(f"{keep_key}: {', '.join(map(repr, unknown))} not a label of the sources "
                          f"(known: {listed})")
     unused = [name for name in config.drop_labels if name not in known]
     if unused:
-        log.warning("%s.drop_labels: %s not a label of the sources, so nothing is dropped for %s (known: %s)",
-                    section, ", ".join(map(repr, unused)), "it" if len(unused) == 1 else "them", listed)
+        log.warning("%s: %s not a label of the sources, so nothing is dropped for %s (known: %s)",
+                    drop_key, ", ".join(map(repr, unused)), "it" if len(unused) == 1 else "them", listed)

@@ -296,8 +296,9 @@ def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     if not {"category", "image", "source", "box"} <= columns:
         raise InputError(f"{path}: not an objects table (needs category, image, source and box columns)")
     rows = table.to_pylist()
-    if not rows:
-        raise InputError(f"{path}: the objects table is empty")
+    if not rows:  # `synth extract` accepted no mask: a source of no cutouts, beside others or alone
+        yield Skip(str(path), "no cutouts (an empty objects table: `synth extract` accepted no mask)")
+        return
     for row in _limited_rows(rows, config):
         if not _category_allowed(row["category"], config):
             continue

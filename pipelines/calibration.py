@@ -143,12 +143,16 @@ def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negati
     given, receives the inputs left out (unreadable photos, label maps of another size...:
     ``augment.source_items.Skip``, path and reason)."""
     from augment.config import SourceConfig
+    from augment.label_names import check_label_names
     from augment.photo_pairs import PhotoIndex, PhotoPairConfig, PhotoPairSampler, make_cases
 
     if count < 1:
         raise InputError("--cases must be at least 1")
     source_config = SourceConfig(format=source_format, include=list(include), drop_labels=list(drop_labels),
                                  min_area=min_area)
+    # a misspelt --categories name matched no object without a word (--drop-labels: a warning)
+    check_label_names(sources, SourceConfig(format=source_format, keep_labels=list(categories),
+                                            drop_labels=list(drop_labels)), keys=("--categories", "--drop-labels"))
     given = [name for name, value in (("--include", include), ("--drop-labels", drop_labels),
                                       ("--min-area", min_area)) if value]
     index = PhotoIndex.from_sources(list(sources), source_config, " or ".join(given))

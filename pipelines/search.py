@@ -11,7 +11,7 @@ Python API; the ``synth search`` command is a thin layer over it::
     print(result.best)                           # the top peak, whatever its score
     heat = result.heatmap                        # float32 H x W in [0, 1] at the medium's size
     picture = result.highlight()                 # RGB: object pixels kept, the rest dimmed
-    line = result.to_json()                      # the dict written to detections.jsonl
+    line = result.to_json()                      # its detections.jsonl line (less "highlight", a file)
 
     result = find("jacket.png", "street.jpg", threshold=0.5)   # one-off convenience
     baseline = Searcher(untrained=True)          # pretrained backbone + correlation, no training

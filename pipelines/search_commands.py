@@ -16,7 +16,7 @@ from typing import Any, Optional
 import typer
 
 from augment.atomic_files import atomic_write_text
-from augment.imageio import InputError
+from augment.imageio import VIDEO_EXTENSIONS, InputError
 from pipelines.search_jobs import (DETECTIONS_FILE, SearchJob, count_work, expand_media,  # noqa: F401
                                    expand_pair_media, is_video, read_pairs)
 from pipelines.search_outputs import (MAX_BATCH, MAX_WORKERS, ONNX_MIN_WORK, check_batch_and_workers,  # noqa: F401
@@ -110,7 +110,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def search(
         query: Optional[Path] = typer.Argument(None, help="Query image (an alpha channel marks the object)."),
-        media: Optional[list[Path]] = typer.Argument(None, help="Images (a GIF: an animated one is a video), folders of images, videos (mp4, avi, mov)."),
+        media: Optional[list[Path]] = typer.Argument(None, help="Images (a GIF: an animated one is a video), folders of images, videos ("
+                                                 + ", ".join(sorted(e[1:] for e in VIDEO_EXTENSIONS)) + ")."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of `synth train`, or its run "
                                                   "folder; default: the head shipped with synth if one ships (none does yet), else the untrained network."),

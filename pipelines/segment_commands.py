@@ -89,7 +89,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def segment(
         images: list[Path] = typer.Argument(..., help="Images or folders of images."),
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of `synth train --task segment`."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of `synth train --task segment`, "
+                                        "or its run folder."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
     ) -> None:
@@ -131,7 +132,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def extract(
         images: list[Path] = typer.Argument(..., help="Unlabeled images or folders of them."),
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of `synth train --task segment`."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of `synth train --task segment`, "
+                                        "or its run folder."),
         out: Path = typer.Option(..., "--out", "-o", help="Objects folder: objects.parquet, pseudo-*.parquet, "
                                  "extract.json, previews/."),
         config_file: Optional[Path] = typer.Option(None, "--config", help="YAML of extract keys (min_area, "

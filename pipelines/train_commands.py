@@ -167,7 +167,8 @@ def register(app: typer.Typer) -> None:
     def evaluate_command(
         shards: str = typer.Option(..., "--shards", help="Folder (or s3://, gs:// prefix) of shards written by "
                                    "`synth expand`."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of a training run."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt of a training run, or "
+                                                  "its run folder."),
         untrained: bool = typer.Option(False, "--untrained", help="Evaluate the untrained network "
                                        "(pretrained backbone + correlation): the baseline."),
         config: Optional[Path] = typer.Option(None, "--config", help="With --untrained: sizes and model config."),
@@ -218,7 +219,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("export-head")
     def export_head_command(
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of the training run."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="checkpoint.pt of the training run, or its run "
+                                        "folder."),
         calibration: Path = typer.Option(..., "--calibration", help="JSON written by `synth calibrate` for this "
                                          "checkpoint: its threshold ships with the head."),
         out: Path = typer.Option(..., "--out", help="Folder for search_head.pt and search_head.json "
@@ -262,8 +264,8 @@ def register(app: typer.Typer) -> None:
     @app.command("export-onnx")
     def export_command(
         out: Path = typer.Option(..., "--out", help="The .onnx file to write."),
-        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt; without it the "
-                                                  "untrained network is exported."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt, or its run folder; without "
+                                                  "it the untrained network is exported."),
         config: Optional[Path] = typer.Option(None, "--config", help="Without --checkpoint: the model config."),
         query_size: Optional[int] = typer.Option(None, "--query-size", help="Default: the config's query_size "
                                                  f"(at most {MAX_EXPORT_QUERY_SIZE})."),

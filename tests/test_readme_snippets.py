@@ -1,6 +1,7 @@
 """README's Python examples run as written: a newcomer copies them, so an API change that breaks one
 fails here instead of in their hands. The files they name are made first (a small expansion of
-sample_data/, generated query and street images) in a scratch working folder."""
+sample_data/, generated query and street images) in a scratch working folder. Its shell examples' commands
+and options are checked in test_doc_recipes.py."""
 
 from __future__ import annotations
 
@@ -76,28 +77,3 @@ def test_the_onnx_example_runs_the_exported_graph(tmp_path: Path, monkeypatch: p
     exec(_snippet("onnxruntime.InferenceSession"), scope)  # noqa: S102 - README's own example, run as a user would
     heat = scope["heat"]
     assert heat.shape == (1, 1, 128, 128) and 0.0 <= heat.min() <= heat.max() <= 1.0
-
-
-def test_every_synth_command_line_in_readme_names_real_commands_and_options() -> None:
-    """Each `synth CMD --option` in README's shell examples is a command and an option it takes (a
-    renamed option left in README fails here, not in a newcomer's terminal)."""
-    import typer
-
-    from pipelines.cli import app
-
-    group = typer.main.get_command(app)
-    blocks = re.findall(r"^```bash\n(.*?)^```", (REPO / "README.md").read_text(encoding="utf-8"), re.S | re.M)
-    checked, problems = 0, []
-    for line in (line for block in blocks for line in block.splitlines()):
-        code = line.split("  #")[0]  # a comment may name options of other commands
-        for found in re.finditer(r"(?:^|\s|\()synth\s+([a-z][a-z-]*)((?:\s+[^\s#|&;]+)*)", code):
-            command = group.commands.get(found.group(1))  # type: ignore[attr-defined]
-            if command is None:
-                problems.append(f"{line.strip()}: no command {found.group(1)!r}")
-                continue
-            options = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
-            checked += 1
-            problems += [f"{line.strip()}: {found.group(1)} has no {option}"
-                         for option in re.findall(r"(?<![\w/])(--?[a-zA-Z][\w-]*)", found.group(2))
-                         if option not in options]
-    assert checked >= 20 and not problems, "\n".join(problems) or f"only {checked} command lines found"

@@ -26,6 +26,7 @@ import torch
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, resize_image
+from augment.label_names import check_label_names
 from augment.photo_pairs import CasePlan, PhotoIndex, PhotoPairConfig, PhotoPairSampler
 from train.data import PairConfig, ResumableStream
 from train.queries import render_query
@@ -76,6 +77,10 @@ class PhotoPairs(ResumableStream):
         self.config, self.pairs = config, pairs
         self.folder = ", ".join(config.sources)  # named in errors, like ShardPairs' folder
         self.split = "train"
+        if index is None:  # a misspelt query category matched no object without a word
+            labels = SourceConfig(format=config.format, keep_labels=list(config.query_categories),
+                                  drop_labels=list(config.drop_labels))
+            check_label_names(config.sources, labels, keys=("photo_query_categories", "photo_drop_labels"))
         self.index = index or PhotoIndex.from_sources([Path(s) for s in config.sources], config.source_config())
         self.sampler = PhotoPairSampler(self.index, config.pair_config(pairs.negative_fraction))
         self.seed = seed

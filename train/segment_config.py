@@ -149,7 +149,7 @@ class SegmentConfig:
     hue_jitter: float = 0.05  # hue shift, fraction of the hue circle
     grayscale_p: float = 0.1  # chance of a grey image
     blur_p: float = 0.3  # chance of a gaussian blur (sigma 0.1-1.5 px)
-    store_short_side: int = 384  # `synth photo-shards` and `synth extract` store photos at this shorter side
+    store_short_side: int = 384  # `synth extract` and selftune store photos at this side (photo-shards: --short-side)
 
     def __post_init__(self) -> None:
         if self.classes:
