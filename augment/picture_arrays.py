@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from augment.imageio import InputError, pixels_as_uint8, read_image
+from augment.imageio import InputError, mask_plane, pixels_as_uint8, read_image
 from augment.pixel_limit import check_array_pixels
 
 ImageLike = Union[str, Path, np.ndarray]
@@ -63,14 +63,46 @@ def picture_array(image: Any, name: str) -> np.ndarray:
     return _as_uint8(array, name)
 
 
-def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
-    """The values as an image file's are read (:func:`augment.imageio.pixels_as_uint8`); an array of
-    anything but numbers (objects, strings, complex) is an ArrayInputError naming ``name``."""
+def _check_numbers(image: np.ndarray, name: str) -> None:
+    """An array of anything but numbers (objects, strings, complex) is an ArrayInputError naming ``name``."""
     if not (image.dtype == np.bool_ or np.issubdtype(image.dtype, np.integer)
             or np.issubdtype(image.dtype, np.floating)):
         raise ArrayInputError(f"{name}: an array of {image.dtype} is not an image; expected numbers "
                               "(uint8 0-255, uint16, or floats in [0, 1])")
+
+
+def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
+    """The values as an image file's are read (:func:`augment.imageio.pixels_as_uint8`); an array of
+    anything but numbers (objects, strings, complex) is an ArrayInputError naming ``name``."""
+    _check_numbers(image, name)
     return pixels_as_uint8(image)
+
+
+def mask_array(mask: Any, name: str) -> np.ndarray:
+    """H x W mask values from an array or PIL image given to the API, read as a mask file of that kind
+    is (:func:`augment.imageio.mask_plane`): grey as it is, a black-and-white RGB or RGBA mask by its
+    colour (its alpha left aside: an opaque mask's alpha is all 255), a palette image by its indices.
+    Another shape or dtype is an :class:`ArrayInputError` naming ``name``; one over the pixel limit a
+    PixelLimitError. The values keep their dtype (the caller decides what counts as the object)."""
+    check_array_pixels(mask, name)
+    mode = getattr(mask, "mode", None)
+    if isinstance(mode, str) and not isinstance(mask, np.ndarray) and hasattr(mask, "convert") \
+            and mode not in ("P", "PA"):  # a palette mask's indices are its values, as read_mask reads them
+        target = _PIL_CONVERT.get(mode)
+        if target is not None:
+            mask = mask.convert(target)
+    try:
+        array = np.asarray(mask)
+    except (TypeError, ValueError) as error:  # a ragged list
+        raise ArrayInputError(f"{name}: not a mask array ({error})") from None
+    if not (array.ndim == 2 or (array.ndim == 3 and 1 <= array.shape[2] <= 4)) or 0 in array.shape:
+        raise ArrayInputError(f"{name}: an array of shape {tuple(array.shape)} is not a mask; expected H x W "
+                              "(or H x W x 1-4 channels last, black and white)")
+    _check_numbers(array, name)
+    try:
+        return mask_plane(array, name)
+    except InputError as error:
+        raise ArrayInputError(str(error)) from None
 
 
 def load_rgb(image: ImageLike, name: str = "image") -> np.ndarray:

@@ -38,8 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from augment.imageio import VIDEO_EXTENSIONS, InputError, read_image, read_mask
-from augment.picture_arrays import ArrayInputError, ImageLike, load_rgb, picture_array  # noqa: F401 (API)
-from augment.pixel_limit import check_array_pixels
+from augment.picture_arrays import ArrayInputError, ImageLike, load_rgb, mask_array, picture_array  # noqa: F401 (API)
 from augment.system import limit_blas_threads, tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
 from pipelines.detections import Detection, box_iou, detect, match_counts  # noqa: F401 (API)
@@ -164,12 +163,10 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
             [array, np.full(array.shape[:2], 255, np.uint8)])
     rgb = np.ascontiguousarray(rgba[:, :, :3])
     if query_mask is not None:
-        mask_name = str(query_mask) if isinstance(query_mask, (str, Path)) else "query mask"
-        if not isinstance(query_mask, (str, Path)):
-            check_array_pixels(query_mask, "query_mask")
-        raw = read_mask(query_mask) if isinstance(query_mask, (str, Path)) else np.asarray(query_mask)
-        if raw.ndim == 3:
-            raw = raw[..., -1] if raw.shape[2] == 4 else raw[..., 0]
+        mask_name = str(query_mask) if isinstance(query_mask, (str, Path)) else "query_mask"
+        # An array or PIL image is read as a mask file of that kind is (an opaque RGBA mask's alpha
+        # was taken: the whole query, silently); another shape is one ValueError naming it.
+        raw = read_mask(query_mask) if isinstance(query_mask, (str, Path)) else mask_array(query_mask, mask_name)
         if raw.shape[:2] != rgb.shape[:2]:
             query_label = "the query" if name == "query" else f"the query {name}"  # not "the query query"
             raise InputError(f"{mask_name}: mask is {raw.shape[1]}x{raw.shape[0]} but {query_label} "

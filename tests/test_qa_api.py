@@ -1,0 +1,47 @@
+"""The library used from a notebook: masks given as arrays or PIL images are read as mask files of
+that kind are, and a bad one is one ValueError naming the argument."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from augment.picture_arrays import ArrayInputError
+from pipelines.search import load_query
+
+
+def _query_and_mask() -> tuple[np.ndarray, np.ndarray]:
+    query = np.zeros((40, 30, 3), np.uint8)
+    query[..., 0] = 200
+    mask = np.zeros((40, 30), np.uint8)
+    mask[5:35, 5:25] = 255
+    return query, mask
+
+
+def test_an_opaque_rgba_mask_array_is_read_by_its_drawing_as_its_file_is(tmp_path):
+    # np.asarray(Image.open("mask.png")) of a black-and-white mask saved as RGBA: its alpha is all 255;
+    # taking the alpha searched the whole query, silently, where the same file by path is the drawing.
+    query, mask = _query_and_mask()
+    Image.fromarray(mask).convert("RGBA").save(tmp_path / "mask.png")
+    by_path = load_query(query, tmp_path / "mask.png")
+    for given in (np.asarray(Image.open(tmp_path / "mask.png")), Image.open(tmp_path / "mask.png")):
+        rgb, kept = load_query(query, given)
+        assert rgb.shape == (30, 20, 3) and np.array_equal(rgb, by_path[0]) and np.array_equal(kept, by_path[1])
+
+
+@pytest.mark.parametrize("mask, shown", [(5, r"\(\)"), ([], r"\(0,\)"), (np.ones(30), r"\(30,\)"),
+                                         (np.ones((1, 40, 30, 1)), r"\(1, 40, 30, 1\)")])
+def test_a_query_mask_that_is_no_mask_is_one_value_error_naming_it(mask, shown):
+    query, _ = _query_and_mask()
+    with pytest.raises(ValueError, match=f"^query_mask: an array of shape {shown} is not a mask") as refused:
+        load_query(query, mask)  # was IndexError: tuple index out of range, or 'mask is 40x1'
+    assert isinstance(refused.value, ArrayInputError)
+
+
+def test_a_query_mask_of_strings_or_colours_is_one_value_error_naming_it():
+    query, mask = _query_and_mask()
+    with pytest.raises(ArrayInputError, match="^query_mask: an array of <U1"):  # was numpy's UFuncTypeError
+        load_query(query, np.full((40, 30), "a"))
+    with pytest.raises(ArrayInputError, match="^query_mask: mask has colour channels that differ"):
+        load_query(query, np.dstack([mask, mask // 2, mask]))
