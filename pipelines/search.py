@@ -31,11 +31,13 @@ detections in :mod:`pipelines.detections`; highlights are drawn by :mod:`pipelin
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from augment.imageio import VIDEO_EXTENSIONS, InputError, read_image, read_mask
 from augment.picture_arrays import ArrayInputError, ImageLike, load_rgb, mask_array, picture_array  # noqa: F401 (API)
@@ -239,7 +241,7 @@ class Searcher:
     gives the heat map's detections alone.
     """
 
-    def __init__(self, checkpoint: Path | str | None = None, device: str = "auto",
+    def __init__(self, checkpoint: Path | str | None = None, device: str | torch.device = "auto",
                  threshold: float | None = None,
                  query_scales: Sequence[float] | str | None = DEFAULT_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, untrained: bool = False,
@@ -251,8 +253,9 @@ class Searcher:
         if not (isinstance(max_side, (int, np.integer)) and max_side >= MIN_QUERY_INPUT_SIDE):
             raise InputError(f"max_side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {max_side!r}")
         model, stored, self.model_name = load_model(checkpoint, untrained)
-        if threshold is not None and not 0.0 < threshold < 1.0:
-            raise InputError(f"threshold must be between 0 and 1, not {threshold}")
+        if threshold is not None and not (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+                                          and 0.0 < threshold < 1.0):  # a str was TypeError: '<' not supported
+            raise InputError(f"threshold must be between 0 and 1, not {threshold!r}")
         self.network = NetworkSearch(model, resolve_device(device), query_scales, max_side, amp,
                                      mirror=mirror, **level_options)
         # A trained conversion net predicts the object's pixels, so its heat regions can box peaks;

@@ -18,8 +18,13 @@ from augment.imageio import InputError
 from train.model import QueryFeatures, QuerySearchNet, SearchNetConfig
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; asking for absent CUDA is an InputError."""
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; asking for absent CUDA is an InputError. A
+    ``torch.device`` given to the API is taken as its name; anything else (None) is an InputError."""
+    if isinstance(name, torch.device):  # Searcher(device=torch.device("cpu")) was an AttributeError
+        name = str(name)
+    if not isinstance(name, str):
+        raise InputError(f"--device must be auto, cpu or cuda, not {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from augment.picture_arrays import ArrayInputError
@@ -45,3 +46,23 @@ def test_a_query_mask_of_strings_or_colours_is_one_value_error_naming_it():
         load_query(query, np.full((40, 30), "a"))
     with pytest.raises(ArrayInputError, match="^query_mask: mask has colour channels that differ"):
         load_query(query, np.dstack([mask, mask // 2, mask]))
+
+
+# ----------------------------------------------------------------- the Searcher's arguments
+@pytest.mark.parametrize("options, message", [
+    ({"device": torch.device("cpu")}, None),  # was AttributeError: 'torch.device' object has no attribute 'startswith'
+    ({"device": None}, "--device must be auto, cpu or cuda, not None"),
+    ({"threshold": "0.5"}, "threshold must be between 0 and 1, not '0.5'"),  # was TypeError: '<' not supported
+    ({"checkpoint": 5, "untrained": False}, "checkpoint must be a path to a checkpoint file or a run's folder, not 5"),
+])
+def test_searcher_arguments_of_another_type_are_taken_or_one_line_naming_them(options, message):
+    from augment.imageio import InputError
+    from pipelines.search import Searcher
+
+    options = {"untrained": True, "verify": False, **options}
+    if message is None:
+        assert Searcher(**options).device == torch.device("cpu")
+        return
+    with pytest.raises(InputError) as refused:
+        Searcher(**options)
+    assert str(refused.value) == message
