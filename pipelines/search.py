@@ -134,11 +134,14 @@ class Result:
 def _media(media: Sequence[Any]) -> list[np.ndarray]:
     """uint8 RGB arrays of a batch given to the API, each named by its place (as given where they
     are uint8 RGB already: no copy). An empty batch, or one of several sizes (each would be searched,
-    and its boxes given, at the first medium's size), is an ArrayInputError naming it."""
+    and its boxes given, at the first medium's size), is an ArrayInputError naming it; media under
+    MIN_QUERY_INPUT_SIDE px a side an InputError, as :meth:`Searcher.find`'s."""
     arrays = [load_rgb(medium, f"media[{index}]") for index, medium in enumerate(media)]
     if not arrays:
         raise ArrayInputError("media: an empty batch; give at least one image")
     height, width = arrays[0].shape[:2]
+    # As find's medium (and the command's): a 4x4 batch was searched, its noise given as a detection.
+    check_min_side("media[0]", width, height, what="image")
     for index, array in enumerate(arrays):
         if array.shape[:2] != (height, width):
             raise ArrayInputError(f"media[{index}]: {array.shape[1]}x{array.shape[0]}, but media[0] is {width}x{height} "

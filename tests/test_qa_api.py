@@ -66,3 +66,32 @@ def test_searcher_arguments_of_another_type_are_taken_or_one_line_naming_them(op
     with pytest.raises(InputError) as refused:
         Searcher(**options)
     assert str(refused.value) == message
+
+
+# ----------------------------------------------------------------- media under 8 px a side
+@pytest.fixture(scope="module")
+def searcher():
+    from pipelines.search import Searcher
+
+    return Searcher(device="cpu", untrained=True, verify=False)
+
+
+def test_a_batch_or_a_tracked_frame_under_8_px_is_refused_as_find_refuses_it(searcher):
+    from augment.imageio import InputError
+    from pipelines.temporal import TemporalSearcher
+
+    query, tiny = np.full((40, 30, 3), 200, np.uint8), np.zeros((4, 4, 3), np.uint8)
+    message = "media[0]: image is 4x4 px; at least 8 px per side is needed to search in it"
+    for search in (searcher.find_many, searcher.heatmaps):  # each gave a 2x3 'detection' of noise
+        with pytest.raises(InputError) as refused:
+            search(query, [tiny])
+        assert str(refused.value) == message
+    with pytest.raises(InputError, match="^frame 0: video frame is 4x4 px; at least 8 px"):
+        TemporalSearcher(searcher, query).step(tiny)  # was state 're-detected' at (0, 0, 2, 3)
+
+
+def test_a_temporal_searcher_without_a_searcher_is_a_type_error_naming_it():
+    from pipelines.temporal import TemporalSearcher
+
+    with pytest.raises(TypeError, match="^searcher must be a Searcher .*not NoneType"):  # was AttributeError
+        TemporalSearcher(None, np.zeros((40, 30, 3), np.uint8))
