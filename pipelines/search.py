@@ -149,6 +149,17 @@ def _media(media: Sequence[Any]) -> list[np.ndarray]:
     return arrays
 
 
+def _per_medium(given: Sequence[Any] | None, name: str, count: int, kind: type) -> list[Any] | None:
+    """``sources`` or ``frames`` of a batch as plain ``kind`` values (None kept), or None where none are
+    given (an empty list too); another count is a ValueError naming it. A numpy array of them was
+    'truth value of an array is ambiguous', and its np.int64 frames no JSON number."""
+    if given is None or len(given) == 0:
+        return None
+    if len(given) != count:
+        raise ValueError(f"{name}: {len(given)} given for {count} media (one per medium)")
+    return [None if value is None else kind(value) for value in given]
+
+
 def load_query(query: ImageLike, query_mask: ImageLike | None = None,
                name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The query's RGB and object mask (float [0, 1], None = every pixel), cropped to the object.
@@ -371,9 +382,7 @@ class Searcher:
         prepared = self.prepare(query)
         if len(media) == 0:  # a batch given as an array has no truth value
             return []
-        for given, name in ((sources, "sources"), (frames, "frames")):
-            if given and len(given) != len(media):
-                raise ValueError(f"{name}: {len(given)} given for {len(media)} media (one per medium)")
+        sources, frames = _per_medium(sources, "sources", len(media), str), _per_medium(frames, "frames", len(media), int)
         media = _media(media)
         maps = self.maps(prepared, media)
         results = []

@@ -95,3 +95,17 @@ def test_a_temporal_searcher_without_a_searcher_is_a_type_error_naming_it():
 
     with pytest.raises(TypeError, match="^searcher must be a Searcher .*not NoneType"):  # was AttributeError
         TemporalSearcher(None, np.zeros((40, 30, 3), np.uint8))
+
+
+def test_find_many_takes_sources_and_frames_as_numpy_arrays_and_writes_them_as_json(searcher):
+    import json
+
+    media = np.random.default_rng(0).integers(0, 255, (2, 64, 80, 3), dtype=np.uint8)
+    query = np.full((24, 16, 3), 200, np.uint8)
+    # both were "The truth value of an array with more than one element is ambiguous"
+    results = searcher.find_many(query, media, sources=np.array(["a.jpg", "b.jpg"]), frames=np.arange(2))
+    assert [(r.source, r.frame) for r in results] == [("a.jpg", 0), ("b.jpg", 1)]
+    line = json.loads(json.dumps(results[1].to_json()))  # an np.int64 frame is no JSON number
+    assert (line["source"], line["frame"]) == ("b.jpg", 1)
+    with pytest.raises(ValueError, match=r"^frames: 1 given for 2 media \(one per medium\)$"):
+        searcher.find_many(query, media, frames=np.arange(1))
