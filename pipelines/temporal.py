@@ -57,6 +57,7 @@ import cv2
 import numpy as np
 
 from augment.picture_arrays import ArrayInputError, load_rgb
+from augment.validation import check_instance
 from pipelines.camera_motion import CameraPrior
 from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
@@ -99,8 +100,8 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         self._check_box = initial_box is not None and not box_checked
         if self._check_box:
             initial_box = check_start_box(initial_box, None, None)
-        if config is not None and not isinstance(config, TemporalConfig):  # a dict: an AttributeError later
-            raise TypeError(f"config must be a TemporalConfig (TemporalConfig(**options)), not {type(config).__name__}")
+        if config is not None:  # a dict: an AttributeError later
+            check_instance(config, TemporalConfig, "config")
         self.config = config or TemporalConfig()
         cfg = self.config
         qh, qw = query.size

@@ -109,3 +109,24 @@ def test_find_many_takes_sources_and_frames_as_numpy_arrays_and_writes_them_as_j
     assert (line["source"], line["frame"]) == ("b.jpg", 1)
     with pytest.raises(ValueError, match=r"^frames: 1 given for 2 media \(one per medium\)$"):
         searcher.find_many(query, media, frames=np.arange(1))
+
+
+# ----------------------------------------------------------------- datasets' arguments
+def test_datasets_refuse_a_dict_config_or_a_bad_seed_when_made_not_in_their_loader_workers(tmp_path):
+    from shard_factory import make_shards
+    from train.data import PairConfig, ShardPairs
+    from train.photo_data import PhotoMediaConfig, PhotoPairs
+    from train.segment_config import SegmentConfig
+    from train.segment_data import SegmentShards
+
+    folder = make_shards(tmp_path / "shards", n_composites=4).folder
+    with pytest.raises(TypeError, match=r"^config must be a PairConfig \(PairConfig\(\*\*options\)\), not dict$"):
+        ShardPairs(folder, {"medium_size": 64})  # was AttributeError: 'dict' object has no attribute ...
+    with pytest.raises(TypeError, match="^config must be a SegmentConfig"):
+        SegmentShards(folder, {"short_side": 64})
+    with pytest.raises(TypeError, match="^pairs must be a PairConfig"):
+        PhotoPairs(PhotoMediaConfig(sources=[str(tmp_path)]), {"query_size": 64})
+    for seed in (-1, "a", 2**63, 1.5):  # each failed once iterated, in every loader worker
+        with pytest.raises(ValueError, match=r"^seed must be a whole number in \[0, 2\*\*63 - 1\], not "):
+            ShardPairs(folder, PairConfig(), seed=seed)
+    assert ShardPairs(folder, PairConfig(), seed=np.int64(3)).seed == 3

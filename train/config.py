@@ -20,7 +20,7 @@ import yaml
 from augment.config import read_config_text
 from augment.imageio import InputError
 from augment.validation import is_int, is_number, is_pair
-from train.data import PairConfig
+from train.data import MAX_SEED, PairConfig
 from train.losses import build_loss
 from train.model import SearchNetConfig
 from train.segment_config import SegmentConfig
@@ -37,7 +37,6 @@ TASK_NAMES = ("query_search", "segment")
 # MAX_EVAL_BATCH_SIZE). batch_size: 100000 filled the memory at the first step instead of saying so.
 MAX_BATCH_SIZE = 256
 # torch.manual_seed takes no larger seed (a larger one was a traceback as the run started).
-MAX_SEED = 2**63 - 1
 
 
 def is_device_name(name: str) -> bool:

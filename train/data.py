@@ -47,6 +47,7 @@ from augment.schema import OBJECTS_FILE
 from augment.shards import manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
 from augment.system import ignore_stop_signals
+from augment.validation import check_instance, is_int
 from train.queries import CutoutLibrary, render_query
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,17 @@ def _shuffled(rows: Iterator[tuple], size: int, rng: np.random.Generator) -> Ite
     yield from buffer
 
 
+MAX_SEED = 2**63 - 1  # numpy's generators take no larger (nor negative) seed
+
+
+def checked_seed(seed: Any) -> int:
+    """A stream's seed, a whole number in [0, MAX_SEED]; else a ValueError naming ``seed`` here, not
+    numpy's 'expected non-negative integer' in each loader worker once the loader starts."""
+    if not ((is_int(seed) or isinstance(seed, np.integer)) and 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be a whole number in [0, 2**63 - 1], not {seed!r}")
+    return int(seed)
+
+
 class ResumableStream(IterableDataset):
     """Epochs and exact resumption of a stream split over DDP ranks and DataLoader workers (what
     :class:`ShardPairs` and :class:`train.photo_data.PhotoPairs` share)."""
@@ -176,6 +188,8 @@ class ShardPairs(ResumableStream):
                  rank: int = 0, world_size: int = 1) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        check_instance(config, PairConfig, "config")
+        seed = checked_seed(seed)
         super().__init__(rank, world_size)
         self.folder = as_place(folder)
         self.shards = self._find_shards()
