@@ -130,3 +130,23 @@ def test_datasets_refuse_a_dict_config_or_a_bad_seed_when_made_not_in_their_load
         with pytest.raises(ValueError, match=r"^seed must be a whole number in \[0, 2\*\*63 - 1\], not "):
             ShardPairs(folder, PairConfig(), seed=seed)
     assert ShardPairs(folder, PairConfig(), seed=np.int64(3)).seed == 3
+
+
+# ----------------------------------------------------------------- the model builders
+@pytest.mark.parametrize("field, value, message", [
+    ("conversion_width", 0, "conversion_width must be a whole number, at least 1, not 0"),  # RuntimeError in forward
+    ("skip_channels", 0, "skip_channels must be a whole number, at least 1, not 0"),
+    ("residual_hidden", -1, "residual_hidden must be a whole number, at least 0, not -1"),
+    ("num_label_classes", -1, "num_label_classes must be a whole number, at least 0, not -1"),  # ran as 0
+    ("scale_pairs", ((0.0, 1.0),), "scale_pairs must be pairs of positive numbers"),  # ran with maps left out
+    ("scale_pairs", (1.0,), "scale_pairs must be pairs of positive numbers"),  # cannot unpack non-iterable float
+])
+def test_a_search_network_config_out_of_range_is_one_value_error_naming_the_field(field, value, message):
+    from augment.imageio import InputError
+    from train.config import TrainConfig
+    from train.model import SearchNetConfig
+
+    with pytest.raises(ValueError, match=f"^{message}"):
+        SearchNetConfig(pretrained=False, **{field: value})
+    with pytest.raises(InputError, match=f"^model: {message}"):  # synth train's config: one line, not a traceback
+        TrainConfig(model={field: list(value) if isinstance(value, tuple) else value})
