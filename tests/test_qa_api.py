@@ -150,3 +150,16 @@ def test_a_search_network_config_out_of_range_is_one_value_error_naming_the_fiel
         SearchNetConfig(pretrained=False, **{field: value})
     with pytest.raises(InputError, match=f"^model: {message}"):  # synth train's config: one line, not a traceback
         TrainConfig(model={field: list(value) if isinstance(value, tuple) else value})
+
+
+# ----------------------------------------------------------------- the shard reader
+def test_iter_rows_names_a_column_the_shards_lack_instead_of_giving_empty_rows(tmp_path):
+    from augment.imageio import InputError
+    from augment.shards import find_shards, iter_rows
+    from shard_factory import make_shards
+
+    shards = find_shards(make_shards(tmp_path / "shards", n_composites=4).folder)
+    assert [row for _, row in iter_rows(shards, ["id"])][0] == {"id": "composite-00000"}
+    assert next(iter_rows(shards, ["objects.list.element.cutout_id"]))[1]["objects"]  # a nested field's path
+    with pytest.raises(InputError, match=r"train-00000.parquet: no column 'widht' \(its columns: id, image, mask, "):
+        next(iter_rows(shards, ["id", "widht"]))  # every row was {'id': ...} without a word, or {} alone
