@@ -163,3 +163,28 @@ def test_iter_rows_names_a_column_the_shards_lack_instead_of_giving_empty_rows(t
     assert next(iter_rows(shards, ["objects.list.element.cutout_id"]))[1]["objects"]  # a nested field's path
     with pytest.raises(InputError, match=r"train-00000.parquet: no column 'widht' \(its columns: id, image, mask, "):
         next(iter_rows(shards, ["id", "widht"]))  # every row was {'id': ...} without a word, or {} alone
+
+
+# ----------------------------------------------------------------- the compositor
+def test_compose_scene_names_a_bad_argument(tmp_path):
+    import cv2
+
+    from augment.composite import BackgroundStore, compose_scene
+    from augment.config import CompositionConfig
+    from augment.distortions import DistortionConfig
+    from test_composite import make_cutout
+
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((96, 96, 3), 128, np.uint8))
+    backgrounds, config = BackgroundStore([tmp_path / "grey.png"], 192), CompositionConfig(width=64, height=64)
+    cutouts, distortions, rng = [make_cutout((220, 20, 20), 20, 20)], DistortionConfig(), np.random.default_rng(0)
+    recorded = compose_scene(cutouts, backgrounds, config, distortions, rng=np.random.default_rng(1)).params
+    for arguments, error, message in [  # were numpy's 'high <= 0', AttributeError, AttributeError, KeyError
+        (([], backgrounds, config, distortions, rng, None), ValueError, "^cutouts: give a non-empty list"),
+        ((cutouts, BackgroundStore([], 192), config, distortions, rng, None), ValueError, "^backgrounds: the "),
+        ((cutouts, backgrounds, config, distortions, 0, None), TypeError, "^rng must be a numpy Generator"),
+        ((cutouts, backgrounds, config, {}, rng, None), TypeError, "^distortions must be a DistortionConfig"),
+        (([make_cutout((20, 20, 220), 20, 20)], backgrounds, config, distortions, None, recorded), ValueError,
+         "^params: cutout .* of the recorded scene is not among the cutouts given"),
+    ]:
+        with pytest.raises(error, match=message):
+            compose_scene(*arguments[:4], rng=arguments[4], params=arguments[5])
