@@ -5,9 +5,10 @@ search returns (:class:`SearchMaps`). :mod:`pipelines.search_maps` runs the netw
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -70,13 +71,16 @@ class SearchMaps:
 
 @dataclass
 class PreparedQuery:
-    """A query's pixels and its encoded features, cached per kernel size (computed once)."""
+    """A query's pixels and its encoded features, cached per network and kernel size (computed once
+    per network: one prepared query may be searched by several Searchers)."""
 
     name: str
     rgb: np.ndarray
     mask: np.ndarray | None
-    # Features per (kernel size, mirrored); valid for the network that computed them.
-    features: dict[tuple[tuple[int, int], bool], QueryFeatures] = field(default_factory=dict)
+    # Features per network (held weakly: they go with their Searcher), then per (kernel size, mirrored).
+    # Keyed by the network: another Searcher's network read the first one's features, silently.
+    features: weakref.WeakKeyDictionary[Any, dict[tuple[tuple[int, int], bool], QueryFeatures]] = field(
+        default_factory=weakref.WeakKeyDictionary)
     warned_shrink: bool = False
     # Medium sizes whose automatic scales were logged (once per size, not per frame).
     logged_scales: set[tuple[int, int]] = field(default_factory=set)

@@ -188,3 +188,21 @@ def test_compose_scene_names_a_bad_argument(tmp_path):
     ]:
         with pytest.raises(error, match=message):
             compose_scene(*arguments[:4], rng=arguments[4], params=arguments[5])
+
+
+def test_a_prepared_query_searched_by_a_second_searcher_uses_that_searchers_network(searcher):
+    from pipelines.search import Searcher
+
+    other = Searcher(device="cpu", untrained=True, verify=False)
+    with torch.no_grad():  # another network: as a trained checkpoint's would be
+        for parameter in other.network.model.backbone.parameters():
+            parameter.mul_(0.7).add_(0.01)
+    scene = np.random.default_rng(0).integers(0, 60, (120, 160, 3), dtype=np.uint8)
+    thing = np.zeros((40, 30, 3), np.uint8)
+    thing[..., 0], thing[10:20, :, 1] = 220, 200
+    scene[40:80, 90:120] = thing
+    prepared = searcher.prepare(thing)
+    first = searcher.find(prepared, scene)
+    # the first searcher's query features were read by the second network (heat off by up to 0.87)
+    assert np.array_equal(other.find(prepared, scene).heatmap, other.find(thing, scene).heatmap)
+    assert np.array_equal(searcher.find(prepared, scene).heatmap, first.heatmap)
