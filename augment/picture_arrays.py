@@ -32,6 +32,15 @@ _PIL_CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB
                 "HSV": "RGB", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB"}
 
 
+def _as_array(value: Any, name: str, what: str) -> np.ndarray:
+    """``np.asarray(value)``, or an ArrayInputError naming ``name``: a ragged list, a torch tensor that
+    requires grad (torch's RuntimeError: call .detach()) or lives on a GPU (.cpu())."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ArrayInputError(f"{name}: not {what} array ({str(error).strip().splitlines()[0]})") from None
+
+
 def picture_array(image: Any, name: str) -> np.ndarray:
     """uint8 H x W x 3 (RGB) or H x W x 4 (RGBA) from an array or PIL image given to the API.
 
@@ -48,10 +57,7 @@ def picture_array(image: Any, name: str) -> np.ndarray:
             target = "RGBA"
         if target is not None:
             image = image.convert(target)
-    try:
-        array = np.asarray(image)
-    except (TypeError, ValueError) as error:  # a ragged list
-        raise ArrayInputError(f"{name}: not an image array ({error})") from None
+    array = _as_array(image, name, "an image")
     if array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
         grey = array[:, :, 0]
         array = np.dstack([grey] * 3 + ([array[:, :, 1]] if array.shape[2] == 2 else []))
@@ -91,10 +97,7 @@ def mask_array(mask: Any, name: str) -> np.ndarray:
         target = _PIL_CONVERT.get(mode)
         if target is not None:
             mask = mask.convert(target)
-    try:
-        array = np.asarray(mask)
-    except (TypeError, ValueError) as error:  # a ragged list
-        raise ArrayInputError(f"{name}: not a mask array ({error})") from None
+    array = _as_array(mask, name, "a mask")
     if not (array.ndim == 2 or (array.ndim == 3 and 1 <= array.shape[2] <= 4)) or 0 in array.shape:
         raise ArrayInputError(f"{name}: an array of shape {tuple(array.shape)} is not a mask; expected H x W "
                               "(or H x W x 1-4 channels last, black and white)")

@@ -206,3 +206,14 @@ def test_a_prepared_query_searched_by_a_second_searcher_uses_that_searchers_netw
     # the first searcher's query features were read by the second network (heat off by up to 0.87)
     assert np.array_equal(other.find(prepared, scene).heatmap, other.find(thing, scene).heatmap)
     assert np.array_equal(searcher.find(prepared, scene).heatmap, first.heatmap)
+
+
+def test_a_torch_tensor_that_requires_grad_is_one_value_error_naming_the_argument():
+    from pipelines.search import load_query
+
+    query = torch.zeros(40, 30, 3, requires_grad=True)
+    with pytest.raises(ArrayInputError, match="^query: not an image array .*detach"):  # was torch's RuntimeError
+        load_query(query)
+    with pytest.raises(ArrayInputError, match="^query_mask: not a mask array .*detach"):
+        load_query(np.zeros((40, 30, 3), np.uint8), torch.ones(40, 30, requires_grad=True))
+    assert load_query(query.detach())[0].shape == (40, 30, 3)
