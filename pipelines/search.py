@@ -345,25 +345,26 @@ class Searcher:
 
     # -- search ---------------------------------------------------------------------------------
 
-    def maps(self, query: PreparedQuery, media: Sequence[np.ndarray]) -> SearchMaps:
-        """Heat and object-size maps of one query in same-size RGB media (a batch of frames; arrays
-        read as :func:`load_rgb` reads them); a medium over the pixel limit is a
-        :class:`augment.pixel_limit.PixelLimitError` naming it."""
-        return self.network.maps(query, _media(media))
+    def maps(self, query: ImageLike | PreparedQuery, media: Sequence[np.ndarray]) -> SearchMaps:
+        """Heat and object-size maps of one query (prepared, or what :meth:`prepare` reads) in same-size
+        RGB media (a batch of frames; arrays read as :func:`load_rgb` reads them); a medium over the
+        pixel limit is a :class:`augment.pixel_limit.PixelLimitError` naming it."""
+        return self.network.maps(self.prepare(query), _media(media))  # an array was "'int' object ..."
 
     def heatmaps(self, query: ImageLike | PreparedQuery, media: Sequence[np.ndarray]) -> np.ndarray:
         """Heat maps (N x H x W float32 in [0, 1]) of one query in same-size RGB media."""
         return self.maps(self.prepare(query), media).heat
 
-    def detect(self, query: PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
+    def detect(self, query: ImageLike | PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
                threshold: float | None = None) -> list[Detection]:
         """The heat map's instances above the threshold in one frame's maps (no verification)."""
         return self.peaks(query, heat, object_height, threshold)[0]
 
-    def peaks(self, query: PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
+    def peaks(self, query: ImageLike | PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
               threshold: float | None = None) -> tuple[list[Detection], Detection]:
         """(The heat map's instances above the threshold, its best peak whatever its score) in one
-        frame's maps (see :func:`pipelines.detections.detect`)."""
+        frame's maps (see :func:`pipelines.detections.detect`); ``query`` as :meth:`maps` takes it."""
+        query = self.prepare(query)
         qh, qw = query.size
         levels = self.network.levels(query, *heat.shape)
         smallest = min(min(l.query_size[0] / l.zoom, l.query_size[1] / l.zoom) for l in levels)

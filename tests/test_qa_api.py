@@ -217,3 +217,13 @@ def test_a_torch_tensor_that_requires_grad_is_one_value_error_naming_the_argumen
     with pytest.raises(ArrayInputError, match="^query_mask: not a mask array .*detach"):
         load_query(np.zeros((40, 30, 3), np.uint8), torch.ones(40, 30, requires_grad=True))
     assert load_query(query.detach())[0].shape == (40, 30, 3)
+
+
+def test_maps_and_peaks_take_a_query_as_heatmaps_and_find_do(searcher):
+    query = np.zeros((40, 30, 3), np.uint8)
+    query[..., 0] = 220
+    media = [np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)]
+    maps = searcher.maps(query, media)  # an array was TypeError: 'int' object is not subscriptable
+    assert np.array_equal(maps.heat, searcher.heatmaps(query, media))
+    _, best = searcher.peaks(query, maps.heat[0], maps.object_height[0])  # "cannot unpack non-iterable int"
+    assert best == searcher.peaks(searcher.prepare(query), maps.heat[0], maps.object_height[0])[1]
