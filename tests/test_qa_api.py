@@ -227,3 +227,20 @@ def test_maps_and_peaks_take_a_query_as_heatmaps_and_find_do(searcher):
     assert np.array_equal(maps.heat, searcher.heatmaps(query, media))
     _, best = searcher.peaks(query, maps.heat[0], maps.object_height[0])  # "cannot unpack non-iterable int"
     assert best == searcher.peaks(searcher.prepare(query), maps.heat[0], maps.object_height[0])[1]
+
+
+# ----------------------------------------------------------------- the transforms
+def test_distortion_settings_given_as_numpy_numbers_are_taken_as_python_numbers():
+    import json
+
+    from augment.distortions import Affine, DistortionConfig, PillarBox
+
+    # each was "affine.p: expected a probability in [0, 1], got np.float32(0.5)" or "expected a pair"
+    affine = Affine(p=np.float32(0.5), rotate=np.array([-10.0, 10.0]), scale=(np.float64(0.9), np.int64(1)))
+    assert (affine.p, affine.rotate, affine.scale) == (0.5, (-10.0, 10.0), (0.9, 1))
+    assert type(affine.p) is float and type(affine.scale[1]) is int
+    stored = json.dumps(DistortionConfig(affine=affine).to_dict())  # the manifest's config stays JSON
+    assert DistortionConfig.from_dict(json.loads(stored)).affine == affine
+    with pytest.raises(ValueError, match=r"^affine\.p: expected a probability in \[0, 1\], got True$"):
+        Affine(p=np.bool_(True))
+    assert PillarBox(color=tuple(np.array([1, 2, 3], np.uint8))).color == (1, 2, 3)
