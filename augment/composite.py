@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from augment.config import CompositionConfig
+from augment.config import CompositionConfig, check_composition
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
 from augment.imageio import InputError, resize_image
@@ -201,9 +201,11 @@ def _paste(canvas: np.ndarray, rgba: np.ndarray, alpha: np.ndarray, mask: np.nda
 
 def _check_scene_arguments(cutouts: list[Cutout], backgrounds: BackgroundStore, config: CompositionConfig,
                            distortions: DistortionConfig, rng: np.random.Generator | None) -> None:
-    """compose_scene's arguments of their types (a TypeError naming one), with a cutout and a background."""
+    """compose_scene's arguments of their types (a TypeError naming one), the composition's values in
+    their ranges (an InputError naming the key), with a cutout and a background."""
     check_instance(backgrounds, BackgroundStore, "backgrounds")
     check_instance(config, CompositionConfig, "config")
+    check_composition(config, "config")  # made in Python, not read from a config file: never range-checked
     check_instance(distortions, DistortionConfig, "distortions")
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), not {type(rng).__name__}")

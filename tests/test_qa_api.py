@@ -244,3 +244,25 @@ def test_distortion_settings_given_as_numpy_numbers_are_taken_as_python_numbers(
     with pytest.raises(ValueError, match=r"^affine\.p: expected a probability in \[0, 1\], got True$"):
         Affine(p=np.bool_(True))
     assert PillarBox(color=tuple(np.array([1, 2, 3], np.uint8))).color == (1, 2, 3)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"blend": "bogus"}, "config: composition.blend must be one of feather, hard, poisson"),  # was a hard paste
+    ({"width": "64"}, "config.width: expected a whole number, got '64'"),  # was TypeError: unsupported operand
+    ({"min_objects": 0, "max_objects": 0}, "config: need 1 <= composition.min_objects"),  # was an empty scene
+    ({"placement_tries": 0}, "config: composition.placement_tries must lie in [1, 1000]"),
+])
+def test_compose_scene_range_checks_a_composition_config_made_in_python(tmp_path, options, message):
+    import cv2
+
+    from augment.composite import BackgroundStore, compose_scene
+    from augment.config import CompositionConfig
+    from augment.distortions import DistortionConfig
+    from augment.imageio import InputError
+    from test_composite import make_cutout
+
+    cv2.imwrite(str(tmp_path / "grey.png"), np.full((96, 96, 3), 128, np.uint8))
+    with pytest.raises(InputError) as refused:
+        compose_scene([make_cutout((220, 20, 20), 20, 20)], BackgroundStore([tmp_path / "grey.png"], 192),
+                      CompositionConfig(**options), DistortionConfig(), rng=np.random.default_rng(0))
+    assert str(refused.value).startswith(message)
