@@ -266,3 +266,23 @@ def test_compose_scene_range_checks_a_composition_config_made_in_python(tmp_path
         compose_scene([make_cutout((220, 20, 20), 20, 20)], BackgroundStore([tmp_path / "grey.png"], 192),
                       CompositionConfig(**options), DistortionConfig(), rng=np.random.default_rng(0))
     assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"medium_size": 0}, "config: medium_size must be a whole number, at least 32, got 0"),  # OpenCV, in each worker
+    ({"negative_fraction": 2.0}, "config: negative_fraction must lie in [0, 1], got 2.0"),  # taken silently
+    ({"shuffle_buffer": 0}, "config: shuffle_buffer must be a whole number, at least 1, got 0"),  # 'high <= 0'
+    ({"query_fill": (0.9, 0.5)}, "config: query_fill must be 0 < lo <= hi <= 1"),
+])
+def test_a_pair_config_made_in_python_is_range_checked_as_a_training_configs_keys(tmp_path, options, message):
+    from augment.imageio import InputError
+    from shard_factory import make_shards
+    from train.config import TrainConfig
+    from train.data import PairConfig, ShardPairs
+
+    folder = make_shards(tmp_path / "shards", n_composites=4).folder
+    with pytest.raises(ValueError) as refused:
+        ShardPairs(folder, PairConfig(**options))
+    assert str(refused.value) == message
+    with pytest.raises(InputError, match="^" + message.removeprefix("config: ").replace("[", r"\[").replace("(", r"\(")):
+        TrainConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()})

@@ -28,7 +28,7 @@ from augment.config import SourceConfig
 from augment.imageio import InputError, resize_image
 from augment.photo_pairs import CasePlan, PhotoIndex, PhotoPairConfig, PhotoPairSampler
 from augment.validation import check_instance
-from train.data import PairConfig, ResumableStream, checked_seed
+from train.data import PairConfig, ResumableStream, check_pairs, checked_seed
 from train.queries import render_query
 from train.feature_cache import PhotoFeatureCache
 
@@ -72,7 +72,7 @@ class PhotoPairs(ResumableStream):
                  world_size: int = 1, index: PhotoIndex | None = None,
                  backbone: tuple[str, int] = ("efficientnet_lite0", 16)) -> None:
         check_instance(config, PhotoMediaConfig, "config")
-        check_instance(pairs, PairConfig, "pairs")
+        check_pairs(pairs, "pairs")
         seed = checked_seed(seed)
         super().__init__(rank, world_size)
         if config.epoch_size < 1:
