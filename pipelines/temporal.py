@@ -61,7 +61,7 @@ from augment.validation import check_instance
 from pipelines.camera_motion import CameraPrior
 from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
-from pipelines.search import check_min_side
+from pipelines.search_inputs import check_min_side
 from pipelines.temporal_config import TemporalConfig
 from pipelines.temporal_acquire import Acquisition
 from pipelines.temporal_adapt import SCALE_MEMORY, Adaptation
