@@ -21,13 +21,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from augment.config import CompositionConfig
+from augment.config import CompositionConfig, check_composition
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
 from augment.imageio import InputError, resize_image
 from augment.labelled_backgrounds import LabelledBackground, read_background
 from augment.storage import Place, as_place, read_image
 from augment.superpixels import resize_labels
+from augment.validation import check_instance
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,22 @@ def _paste(canvas: np.ndarray, rgba: np.ndarray, alpha: np.ndarray, mask: np.nda
     region[...] = cv2.blendLinear(cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB), region, alpha, 1.0 - alpha)
 
 
+def _check_scene_arguments(cutouts: list[Cutout], backgrounds: BackgroundStore, config: CompositionConfig,
+                           distortions: DistortionConfig, rng: np.random.Generator | None) -> None:
+    """compose_scene's arguments of their types (a TypeError naming one), the composition's values in
+    their ranges (an InputError naming the key), with a cutout and a background."""
+    check_instance(backgrounds, BackgroundStore, "backgrounds")
+    check_instance(config, CompositionConfig, "config")
+    check_composition(config, "config")  # made in Python, not read from a config file: never range-checked
+    check_instance(distortions, DistortionConfig, "distortions")
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy Generator (np.random.default_rng(seed)), not {type(rng).__name__}")
+    if not cutouts:
+        raise ValueError("cutouts: give a non-empty list of Cutout (augment.cutouts.load_cutouts)")
+    if not len(backgrounds):
+        raise ValueError("backgrounds: the BackgroundStore holds no images")
+
+
 def compose_scene(
     cutouts: list[Cutout],
     backgrounds: BackgroundStore,
@@ -206,12 +223,18 @@ def compose_scene(
     rng: np.random.Generator | None = None,
     params: dict[str, Any] | None = None,
 ) -> Scene:
-    """Sample (with ``rng``) or replay (with ``params``) one composite scene."""
+    """Sample (with ``rng``) or replay (with ``params``) one composite scene. Arguments of another
+    type, no cutouts or backgrounds, or params naming a cutout not given are a TypeError or
+    ValueError naming the argument (they were AttributeError, numpy's 'high <= 0', a KeyError)."""
     if (rng is None) == (params is None):
         raise ValueError("pass exactly one of rng (to sample) or params (to replay)")
+    _check_scene_arguments(cutouts, backgrounds, config, distortions, rng)
     replay = params is not None
     object_chain, scene_chain = distortions.object_distortions(), distortions.scene_distortions()
     by_id = {c.cutout_id: c for c in cutouts}
+    missing = sorted({plan["cutout_id"] for plan in params["objects"]} - set(by_id)) if replay else []
+    if missing:
+        raise ValueError(f"params: cutout {missing[0]} of the recorded scene is not among the cutouts given")
     record: dict[str, Any] = {"background": None, "objects": [], "scene": [], "dropped": []}
 
     # Background: a random crop of the output's aspect ratio, resized to the output size.

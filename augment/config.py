@@ -164,23 +164,7 @@ class ExpandConfig:
             (is_int(s.limit) and s.limit >= 0, "sources.limit must be 0 (all) or more"),
             (b.format in BACKGROUND_FORMATS, f"backgrounds.format must be one of {', '.join(BACKGROUND_FORMATS)}"),
             (is_int(b.limit) and b.limit >= 0, "backgrounds.limit must be 0 (all) or more"),
-            (c.blend in BLEND_MODES, f"composition.blend must be one of {', '.join(BLEND_MODES)}"),
-            (_in_range(c.width, 32, MAX_SIDE) and _in_range(c.height, 32, MAX_SIDE),
-             f"composition.width and height must lie in [32, {MAX_SIDE}]"),
-            (is_int(c.min_objects) and is_int(c.max_objects) and 1 <= c.min_objects <= c.max_objects <= 255,
-             "need 1 <= composition.min_objects <= max_objects <= 255 (8-bit instance masks)"),
-            (0 < c.object_scale[0] <= c.object_scale[1] <= 1.0, "composition.object_scale must be 0 < lo <= hi <= 1"),
-            (c.object_scale_mode in OBJECT_SCALE_MODES,
-             f"composition.object_scale_mode must be one of {', '.join(OBJECT_SCALE_MODES)}, got {c.object_scale_mode!r}"),
-            (0 < c.source_scale_jitter[0] <= c.source_scale_jitter[1] <= 10.0,
-             "composition.source_scale_jitter must be 0 < lo <= hi <= 10"),
-            (0 < c.background_crop[0] <= c.background_crop[1] <= 1.0, "composition.background_crop must be 0 < lo <= hi <= 1"),
-            (0.0 <= c.max_overlap <= 1.0, "composition.max_overlap must lie in [0, 1]"),
-            (0.0 <= c.min_visible <= 1.0, "composition.min_visible must lie in [0, 1]"),
-            (0.0 <= c.repeat_probability <= 1.0, "composition.repeat_probability must lie in [0, 1]"),
-            # Zero tries would place no object at all: every composite empty, silently.
-            (_in_range(c.placement_tries, 1, 1000), "composition.placement_tries must lie in [1, 1000]"),
-            (_in_range(c.feather_px, 0, 64), "composition.feather_px must lie in [0, 64]"),
+            *composition_checks(c),
             (isinstance(o.split, str) and SPLIT_NAME.fullmatch(o.split) is not None,
              f"output.split must be letters, digits, '_' or '-' (it names the shard files), got {o.split!r}"),
             (is_int(o.shard_rows) and o.shard_rows >= 1, "output.shard_rows must be at least 1"),
@@ -191,6 +175,39 @@ class ExpandConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"{origin}: {message}")
+
+
+def composition_checks(c: CompositionConfig) -> list[tuple[bool, str]]:
+    """(ok, message) of each composition value (:meth:`ExpandConfig.validate`'s, also run by
+    :func:`check_composition` for a CompositionConfig given to the Python API)."""
+    return [
+        (c.blend in BLEND_MODES, f"composition.blend must be one of {', '.join(BLEND_MODES)}"),
+        (_in_range(c.width, 32, MAX_SIDE) and _in_range(c.height, 32, MAX_SIDE),
+         f"composition.width and height must lie in [32, {MAX_SIDE}]"),
+        (is_int(c.min_objects) and is_int(c.max_objects) and 1 <= c.min_objects <= c.max_objects <= 255,
+         "need 1 <= composition.min_objects <= max_objects <= 255 (8-bit instance masks)"),
+        (0 < c.object_scale[0] <= c.object_scale[1] <= 1.0, "composition.object_scale must be 0 < lo <= hi <= 1"),
+        (c.object_scale_mode in OBJECT_SCALE_MODES,
+         f"composition.object_scale_mode must be one of {', '.join(OBJECT_SCALE_MODES)}, got {c.object_scale_mode!r}"),
+        (0 < c.source_scale_jitter[0] <= c.source_scale_jitter[1] <= 10.0,
+         "composition.source_scale_jitter must be 0 < lo <= hi <= 10"),
+        (0 < c.background_crop[0] <= c.background_crop[1] <= 1.0, "composition.background_crop must be 0 < lo <= hi <= 1"),
+        (0.0 <= c.max_overlap <= 1.0, "composition.max_overlap must lie in [0, 1]"),
+        (0.0 <= c.min_visible <= 1.0, "composition.min_visible must lie in [0, 1]"),
+        (0.0 <= c.repeat_probability <= 1.0, "composition.repeat_probability must lie in [0, 1]"),
+        # Zero tries would place no object at all: every composite empty, silently.
+        (_in_range(c.placement_tries, 1, 1000), "composition.placement_tries must lie in [1, 1000]"),
+        (_in_range(c.feather_px, 0, 64), "composition.feather_px must lie in [0, 64]"),
+    ]
+
+
+def check_composition(c: CompositionConfig, origin: str = "composition") -> None:
+    """A CompositionConfig made in Python (not read by :meth:`ExpandConfig.from_dict`) range-checked as
+    a config's: the first problem is an :class:`InputError` naming its key."""
+    _build_section(CompositionConfig, dataclasses.asdict(c), origin)  # types first: '0 < "a"' is no check
+    for ok, message in composition_checks(c):
+        if not ok:
+            raise InputError(f"{origin}: {message}")
 
 
 def _in_range(value: Any, low: int, high: int) -> bool:

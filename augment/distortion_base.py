@@ -65,9 +65,13 @@ class Distortion(ABC):
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
-            if isinstance(value, list):  # from YAML/JSON
-                value = tuple(value)
-                setattr(self, spec.name, value)
+            # numpy's numbers (np.float32(0.5), a range as an array) as Python's: checked as such
+            # (they were 'expected a probability, got np.float32(0.5)') and JSON-ready in the rows.
+            if isinstance(value, (np.ndarray, np.generic)):
+                value = value.tolist()
+            if isinstance(value, (list, tuple)):  # lists from YAML/JSON
+                value = tuple(v.item() if isinstance(v, np.generic) else v for v in value)
+            setattr(self, spec.name, value)
             self._check_setting(spec.name, spec.default, value)
 
     def _check_setting(self, name: str, default: Any, value: Any) -> None:

@@ -329,13 +329,19 @@ def read_mask(path: Path | str) -> np.ndarray:
         return indices
     if image_format(data) == "JPEG":
         return _jpeg_mask(data, str(path))
-    mask = image_from_bytes(data, str(path), "unchanged")
-    if mask.ndim == 3:
-        channels = mask[:, :, :3]
-        if not (np.array_equal(channels[:, :, 0], channels[:, :, 1]) and np.array_equal(channels[:, :, 0], channels[:, :, 2])):
-            raise InputError(f"{path}: mask has colour channels that differ; expected a single-channel mask")
-        mask = channels[:, :, 0].copy()
-    return mask
+    return mask_plane(image_from_bytes(data, str(path), "unchanged"), str(path))
+
+
+def mask_plane(mask: np.ndarray, name: str) -> np.ndarray:
+    """A decoded mask's one channel (H x W x C, channels last): the grey of grey (+ alpha), the equal
+    colours of RGB(A), alpha left aside; colours that differ are an InputError naming ``name``. One rule
+    for mask files (:func:`read_mask`) and mask arrays given to the API."""
+    if mask.ndim == 2:
+        return mask
+    colours = range(1, 1 if mask.shape[2] == 2 else min(mask.shape[2], 3))  # grey + alpha: the grey
+    if any(not np.array_equal(mask[:, :, 0], mask[:, :, c]) for c in colours):
+        raise InputError(f"{name}: mask has colour channels that differ; expected a single-channel mask")
+    return mask[:, :, 0].copy()
 
 
 JPEG_MASK_CLEAR = 0.98  # share of a black-and-white JPEG mask's pixels that stay near 0 or 255 despite compression

@@ -16,7 +16,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from augment.imageio import InputError, pixels_as_uint8, read_image
+from augment.imageio import InputError, mask_plane, pixels_as_uint8, read_image
 from augment.orientation import EXIF_ORIENTATION_TAG, apply_orientation
 from augment.pixel_limit import check_array_pixels
 
@@ -32,6 +32,15 @@ class ArrayInputError(InputError, ValueError):
 # is decoded (a CMYK photo's four channels are not RGBA; a palette image's are indices).
 _PIL_CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB",
                 "HSV": "RGB", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB"}
+
+
+def _as_array(value: Any, name: str, what: str) -> np.ndarray:
+    """``np.asarray(value)``, or an ArrayInputError naming ``name``: a ragged list, a torch tensor that
+    requires grad (torch's RuntimeError: call .detach()) or lives on a GPU (.cpu())."""
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ArrayInputError(f"{name}: not {what} array ({str(error).strip().splitlines()[0]})") from None
 
 
 def picture_array(image: Any, name: str) -> np.ndarray:
@@ -52,10 +61,7 @@ def picture_array(image: Any, name: str) -> np.ndarray:
             target = "RGBA"
         if target is not None:
             image = image.convert(target)
-    try:
-        array = np.asarray(image)
-    except (TypeError, ValueError) as error:  # a ragged list
-        raise ArrayInputError(f"{name}: not an image array ({error})") from None
+    array = _as_array(image, name, "an image")
     if array.ndim == 3 and array.shape[2] in (1, 2):  # grey, grey + alpha
         grey = array[:, :, 0]
         array = np.dstack([grey] * 3 + ([array[:, :, 1]] if array.shape[2] == 2 else []))
@@ -77,23 +83,45 @@ def pil_orientation(image: Any) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def upright_array(image: Any) -> np.ndarray:
-    """``np.asarray`` of a mask given to the API (values as they are), a PIL image's turned upright by
-    its EXIF orientation as :func:`picture_array` turns the picture it belongs to."""
-    array = np.asarray(image)
-    if isinstance(image, np.ndarray) or not hasattr(image, "getexif"):
-        return array
-    return apply_orientation(array, pil_orientation(image))
+def _check_numbers(image: np.ndarray, name: str) -> None:
+    """An array of anything but numbers (objects, strings, complex) is an ArrayInputError naming ``name``."""
+    if not (image.dtype == np.bool_ or np.issubdtype(image.dtype, np.integer)
+            or np.issubdtype(image.dtype, np.floating)):
+        raise ArrayInputError(f"{name}: an array of {image.dtype} is not an image; expected numbers "
+                              "(uint8 0-255, uint16, or floats in [0, 1])")
 
 
 def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
     """The values as an image file's are read (:func:`augment.imageio.pixels_as_uint8`); an array of
     anything but numbers (objects, strings, complex) is an ArrayInputError naming ``name``."""
-    if not (image.dtype == np.bool_ or np.issubdtype(image.dtype, np.integer)
-            or np.issubdtype(image.dtype, np.floating)):
-        raise ArrayInputError(f"{name}: an array of {image.dtype} is not an image; expected numbers "
-                              "(uint8 0-255, uint16, or floats in [0, 1])")
+    _check_numbers(image, name)
     return pixels_as_uint8(image)
+
+
+def mask_array(mask: Any, name: str) -> np.ndarray:
+    """H x W mask values from an array or PIL image given to the API, read as a mask file of that kind
+    is (:func:`augment.imageio.mask_plane`): grey as it is, a black-and-white RGB or RGBA mask by its
+    colour (its alpha left aside: an opaque mask's alpha is all 255), a palette image by its indices.
+    Another shape or dtype is an :class:`ArrayInputError` naming ``name``; one over the pixel limit a
+    PixelLimitError. The values keep their dtype (the caller decides what counts as the object). A PIL
+    image is turned upright by its EXIF orientation, as :func:`picture_array` turns its query."""
+    check_array_pixels(mask, name)
+    mode = getattr(mask, "mode", None)
+    orientation = 1
+    if isinstance(mode, str) and not isinstance(mask, np.ndarray) and hasattr(mask, "convert"):
+        orientation = pil_orientation(mask)
+        target = _PIL_CONVERT.get(mode)
+        if target is not None and mode not in ("P", "PA"):  # a palette mask's indices are its values, as read_mask reads them
+            mask = mask.convert(target)
+    array = _as_array(mask, name, "a mask")
+    if not (array.ndim == 2 or (array.ndim == 3 and 1 <= array.shape[2] <= 4)) or 0 in array.shape:
+        raise ArrayInputError(f"{name}: an array of shape {tuple(array.shape)} is not a mask; expected H x W "
+                              "(or H x W x 1-4 channels last, black and white)")
+    _check_numbers(array, name)
+    try:
+        return apply_orientation(mask_plane(array, name), orientation)
+    except InputError as error:
+        raise ArrayInputError(str(error)) from None
 
 
 def load_rgb(image: ImageLike, name: str = "image") -> np.ndarray:

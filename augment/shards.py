@@ -153,9 +153,17 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
 
 
 def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[tuple[Path, dict]]:
-    """Every row of the shards, in order, one row group in memory at a time."""
+    """Every row of the shards, in order, one row group in memory at a time (only ``columns``, where
+    given: one a shard lacks is an InputError naming it and the shard's columns; Arrow read it as
+    no column, and every row came back an empty dict)."""
     for path in shards:
-        for group in range(open_shard(path).num_row_groups):
+        parquet = open_shard(path)
+        names = parquet.schema_arrow.names  # a nested field's path starts with its column's name
+        unknown = [c for c in columns or () if c.split(".")[0] not in names]
+        if unknown:
+            raise InputError(f"{path}: no column {', '.join(map(repr, unknown))} "
+                             f"(its columns: {', '.join(names)})")
+        for group in range(parquet.num_row_groups):
             for row in read_row_group(path, group, columns).to_pylist():
                 yield path, row
 

@@ -31,22 +31,23 @@ detections in :mod:`pipelines.detections`; highlights are drawn by :mod:`pipelin
 from __future__ import annotations
 
 import logging
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
-from augment.imageio import VIDEO_EXTENSIONS, InputError, read_image, read_mask
-from augment.picture_arrays import (ArrayInputError, ImageLike, load_rgb, picture_array,  # noqa: F401 (API)
-                                    upright_array)
-from augment.pixel_limit import check_array_pixels
+from augment.imageio import InputError
+from augment.picture_arrays import ArrayInputError, ImageLike, load_rgb, picture_array  # noqa: F401 (API)
 from augment.system import limit_blas_threads, tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
 from pipelines.detections import Detection, box_iou, detect, match_counts  # noqa: F401 (API)
 from pipelines.highlight import highlight, object_mask
-from pipelines.search_inputs import (PreparedQuery, SearchMaps, load_checkpoint_model,  # noqa: F401 (API)
-                                     resolve_device, untrained_model)
+from pipelines.search_inputs import (MIN_QUERY_INPUT_SIDE, PreparedQuery, SearchMaps,  # noqa: F401 (API)
+                                     check_min_side, load_checkpoint_model, load_query, resolve_device,
+                                     untrained_model)
 from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES, DEFAULT_SCALES,  # noqa: F401 (API)
                                    MAX_QUERY_SCALE, MIN_QUERY_SCALE, NetworkSearch, auto_scales, check_scales)
 
@@ -60,9 +61,6 @@ logger = logging.getLogger(__name__)
 # its own calibrated threshold; a checkpoint none (`synth calibrate` writes it into a report).
 UNTRAINED_THRESHOLD = 0.36
 DEFAULT_THRESHOLD = UNTRAINED_THRESHOLD  # the name earlier releases exported (the heat map's threshold)
-# A query object smaller than this on either side (after cropping to its mask) has no texture left to
-# match: refused with one line rather than searched with detections that mean nothing.
-MIN_QUERY_INPUT_SIDE = 8
 # Heat peaks closer than this fraction of the smallest searched query side are one peak.
 PEAK_WINDOW_FRACTION = 0.5
 
@@ -134,11 +132,14 @@ class Result:
 def _media(media: Sequence[Any]) -> list[np.ndarray]:
     """uint8 RGB arrays of a batch given to the API, each named by its place (as given where they
     are uint8 RGB already: no copy). An empty batch, or one of several sizes (each would be searched,
-    and its boxes given, at the first medium's size), is an ArrayInputError naming it."""
+    and its boxes given, at the first medium's size), is an ArrayInputError naming it; media under
+    MIN_QUERY_INPUT_SIDE px a side an InputError, as :meth:`Searcher.find`'s."""
     arrays = [load_rgb(medium, f"media[{index}]") for index, medium in enumerate(media)]
     if not arrays:
         raise ArrayInputError("media: an empty batch; give at least one image")
     height, width = arrays[0].shape[:2]
+    # As find's medium (and the command's): a 4x4 batch was searched, its noise given as a detection.
+    check_min_side("media[0]", width, height, what="image")
     for index, array in enumerate(arrays):
         if array.shape[:2] != (height, width):
             raise ArrayInputError(f"media[{index}]: {array.shape[1]}x{array.shape[0]}, but media[0] is {width}x{height} "
@@ -146,58 +147,15 @@ def _media(media: Sequence[Any]) -> list[np.ndarray]:
     return arrays
 
 
-def load_query(query: ImageLike, query_mask: ImageLike | None = None,
-               name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """The query's RGB and object mask (float [0, 1], None = every pixel), cropped to the object.
-
-    The mask is ``query_mask`` if given, else the query's alpha channel if it has a non-opaque one.
-    Files are read upright (their EXIF orientation applied), as media are.
-    """
-    name = name or (str(query) if isinstance(query, (str, Path)) else "query")
-    if isinstance(query, (str, Path)) and Path(query).suffix.lower() in VIDEO_EXTENSIONS:
-        # read_image said "not a readable image (corrupt ...)" of a good video given first by mistake
-        raise InputError(f"{query}: is a video; the query is an image of the object (cut it from a frame), "
-                         "and the video is a medium: synth search QUERY VIDEO [--box X,Y,W,H]")
-    rgba = read_image(query, "rgba") if isinstance(query, (str, Path)) else None
-    if rgba is None:
-        array = picture_array(query, name)  # the pixel limit (before any copy), shape and values
-        rgba = array if array.shape[2] == 4 else np.dstack(
-            [array, np.full(array.shape[:2], 255, np.uint8)])
-    rgb = np.ascontiguousarray(rgba[:, :, :3])
-    if query_mask is not None:
-        mask_name = str(query_mask) if isinstance(query_mask, (str, Path)) else "query mask"
-        if not isinstance(query_mask, (str, Path)):
-            check_array_pixels(query_mask, "query_mask")
-        raw = read_mask(query_mask) if isinstance(query_mask, (str, Path)) else upright_array(query_mask)
-        if raw.ndim == 3:
-            raw = raw[..., -1] if raw.shape[2] == 4 else raw[..., 0]
-        if raw.shape[:2] != rgb.shape[:2]:
-            query_label = "the query" if name == "query" else f"the query {name}"  # not "the query query"
-            raise InputError(f"{mask_name}: mask is {raw.shape[1]}x{raw.shape[0]} but {query_label} "
-                             f"is {rgb.shape[1]}x{rgb.shape[0]}")
-        mask = (raw > 0).astype(np.float32) if raw.dtype != np.float32 else np.clip(raw, 0, 1)
-        source = mask_name
-    elif rgba[:, :, 3].min() < 255:
-        mask = rgba[:, :, 3].astype(np.float32) / 255.0
-        source = f"{name} (alpha)"
-    else:
-        check_min_side(name, rgb.shape[1], rgb.shape[0])
-        return rgb, None
-    ys, xs = np.nonzero(mask > 0.5)
-    if ys.size == 0:
-        raise InputError(f"{source}: the query mask is empty (no object pixels)")
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    check_min_side(name, x1 - x0, y1 - y0, detail=" (its mask's extent)")
-    return np.ascontiguousarray(rgb[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1])
-
-
-def check_min_side(name: str, width: int, height: int, what: str = "query", detail: str = "") -> None:
-    """A query or medium under MIN_QUERY_INPUT_SIDE px a side: one error line (shrunk to the
-    network's cells, it would find only noise)."""
-    if min(width, height) < MIN_QUERY_INPUT_SIDE:
-        purpose = "for it" if what == "query" else "in it"
-        raise InputError(f"{name}: {what} is {width}x{height} px{detail}; at least {MIN_QUERY_INPUT_SIDE} px "
-                         f"per side is needed to search {purpose}")
+def _per_medium(given: Sequence[Any] | None, name: str, count: int, kind: type) -> list[Any] | None:
+    """``sources`` or ``frames`` of a batch as plain ``kind`` values (None kept), or None where none are
+    given (an empty list too); another count is a ValueError naming it. A numpy array of them was
+    'truth value of an array is ambiguous', and its np.int64 frames no JSON number."""
+    if given is None or len(given) == 0:
+        return None
+    if len(given) != count:
+        raise ValueError(f"{name}: {len(given)} given for {count} media (one per medium)")
+    return [None if value is None else kind(value) for value in given]
 
 
 def load_model(checkpoint: Path | str | None, untrained: bool = False) -> tuple[Any, float, str]:
@@ -243,7 +201,7 @@ class Searcher:
     gives the heat map's detections alone.
     """
 
-    def __init__(self, checkpoint: Path | str | None = None, device: str = "auto",
+    def __init__(self, checkpoint: Path | str | None = None, device: str | torch.device = "auto",
                  threshold: float | None = None,
                  query_scales: Sequence[float] | str | None = DEFAULT_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, untrained: bool = False,
@@ -255,8 +213,9 @@ class Searcher:
         if not (isinstance(max_side, (int, np.integer)) and max_side >= MIN_QUERY_INPUT_SIDE):
             raise InputError(f"max_side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {max_side!r}")
         model, stored, self.model_name = load_model(checkpoint, untrained)
-        if threshold is not None and not 0.0 < threshold < 1.0:
-            raise InputError(f"threshold must be between 0 and 1, not {threshold}")
+        if threshold is not None and not (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+                                          and 0.0 < threshold < 1.0):  # a str was TypeError: '<' not supported
+            raise InputError(f"threshold must be between 0 and 1, not {threshold!r}")
         if checkpoint is not None and threshold is None:
             # The untrained network's level on a trained heat map raised alarms on 90% of CCP
             # negatives (README, "Search on real photos"): say so rather than search silently.
@@ -338,25 +297,26 @@ class Searcher:
 
     # -- search ---------------------------------------------------------------------------------
 
-    def maps(self, query: PreparedQuery, media: Sequence[np.ndarray]) -> SearchMaps:
-        """Heat and object-size maps of one query in same-size RGB media (a batch of frames; arrays
-        read as :func:`load_rgb` reads them); a medium over the pixel limit is a
-        :class:`augment.pixel_limit.PixelLimitError` naming it."""
-        return self.network.maps(query, _media(media))
+    def maps(self, query: ImageLike | PreparedQuery, media: Sequence[np.ndarray]) -> SearchMaps:
+        """Heat and object-size maps of one query (prepared, or what :meth:`prepare` reads) in same-size
+        RGB media (a batch of frames; arrays read as :func:`load_rgb` reads them); a medium over the
+        pixel limit is a :class:`augment.pixel_limit.PixelLimitError` naming it."""
+        return self.network.maps(self.prepare(query), _media(media))  # an array was "'int' object ..."
 
     def heatmaps(self, query: ImageLike | PreparedQuery, media: Sequence[np.ndarray]) -> np.ndarray:
         """Heat maps (N x H x W float32 in [0, 1]) of one query in same-size RGB media."""
         return self.maps(self.prepare(query), media).heat
 
-    def detect(self, query: PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
+    def detect(self, query: ImageLike | PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
                threshold: float | None = None) -> list[Detection]:
         """The heat map's instances above the threshold in one frame's maps (no verification)."""
         return self.peaks(query, heat, object_height, threshold)[0]
 
-    def peaks(self, query: PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
+    def peaks(self, query: ImageLike | PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
               threshold: float | None = None) -> tuple[list[Detection], Detection]:
         """(The heat map's instances above the threshold, its best peak whatever its score) in one
-        frame's maps (see :func:`pipelines.detections.detect`)."""
+        frame's maps (see :func:`pipelines.detections.detect`); ``query`` as :meth:`maps` takes it."""
+        query = self.prepare(query)
         qh, qw = query.size
         levels = self.network.levels(query, *heat.shape)
         smallest = min(min(l.query_size[0] / l.zoom, l.query_size[1] / l.zoom) for l in levels)
@@ -375,9 +335,7 @@ class Searcher:
         prepared = self.prepare(query)
         if len(media) == 0:  # a batch given as an array has no truth value
             return []
-        for given, name in ((sources, "sources"), (frames, "frames")):
-            if given and len(given) != len(media):
-                raise ValueError(f"{name}: {len(given)} given for {len(media)} media (one per medium)")
+        sources, frames = _per_medium(sources, "sources", len(media), str), _per_medium(frames, "frames", len(media), int)
         media = _media(media)
         maps = self.maps(prepared, media)
         results = []

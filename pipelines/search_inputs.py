@@ -5,21 +5,28 @@ search returns (:class:`SearchMaps`). :mod:`pipelines.search_maps` runs the netw
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from augment.imageio import InputError
+from augment.imageio import VIDEO_EXTENSIONS, InputError, read_image, read_mask
+from augment.picture_arrays import ImageLike, mask_array, picture_array
 from train.model import QueryFeatures, QuerySearchNet, SearchNetConfig
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; asking for absent CUDA is an InputError."""
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; asking for absent CUDA is an InputError. A
+    ``torch.device`` given to the API is taken as its name; anything else (None) is an InputError."""
+    if isinstance(name, torch.device):  # Searcher(device=torch.device("cpu")) was an AttributeError
+        name = str(name)
+    if not isinstance(name, str):
+        raise InputError(f"--device must be auto, cpu or cuda, not {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -64,13 +71,16 @@ class SearchMaps:
 
 @dataclass
 class PreparedQuery:
-    """A query's pixels and its encoded features, cached per kernel size (computed once)."""
+    """A query's pixels and its encoded features, cached per network and kernel size (computed once
+    per network: one prepared query may be searched by several Searchers)."""
 
     name: str
     rgb: np.ndarray
     mask: np.ndarray | None
-    # Features per (kernel size, mirrored); valid for the network that computed them.
-    features: dict[tuple[tuple[int, int], bool], QueryFeatures] = field(default_factory=dict)
+    # Features per network (held weakly: they go with their Searcher), then per (kernel size, mirrored).
+    # Keyed by the network: another Searcher's network read the first one's features, silently.
+    features: weakref.WeakKeyDictionary[Any, dict[tuple[tuple[int, int], bool], QueryFeatures]] = field(
+        default_factory=weakref.WeakKeyDictionary)
     warned_shrink: bool = False
     # Medium sizes whose automatic scales were logged (once per size, not per frame).
     logged_scales: set[tuple[int, int]] = field(default_factory=set)
@@ -114,3 +124,60 @@ def _cpu_area(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
                           interpolation=cv2.INTER_AREA).reshape(size[0], size[1], -1) for image in batch]
     out = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2)  # channels_last strides, no copy
     return out if batch.is_contiguous(memory_format=torch.channels_last) else out.contiguous()
+
+
+# A query object smaller than this on either side (after cropping to its mask) has no texture left to
+# match: refused with one line rather than searched with detections that mean nothing.
+MIN_QUERY_INPUT_SIDE = 8
+
+
+def load_query(query: ImageLike, query_mask: ImageLike | None = None,
+               name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The query's RGB and object mask (float [0, 1], None = every pixel), cropped to the object.
+
+    The mask is ``query_mask`` if given, else the query's alpha channel if it has a non-opaque one.
+    Files are read upright (their EXIF orientation applied), as media are.
+    """
+    name = name or (str(query) if isinstance(query, (str, Path)) else "query")
+    if isinstance(query, (str, Path)) and Path(query).suffix.lower() in VIDEO_EXTENSIONS:
+        # read_image said "not a readable image (corrupt ...)" of a good video given first by mistake
+        raise InputError(f"{query}: is a video; the query is an image of the object (cut it from a frame), "
+                         "and the video is a medium: synth search QUERY VIDEO [--box X,Y,W,H]")
+    rgba = read_image(query, "rgba") if isinstance(query, (str, Path)) else None
+    if rgba is None:
+        array = picture_array(query, name)  # the pixel limit (before any copy), shape and values
+        rgba = array if array.shape[2] == 4 else np.dstack(
+            [array, np.full(array.shape[:2], 255, np.uint8)])
+    rgb = np.ascontiguousarray(rgba[:, :, :3])
+    if query_mask is not None:
+        mask_name = str(query_mask) if isinstance(query_mask, (str, Path)) else "query_mask"
+        # An array or PIL image is read as a mask file of that kind is (an opaque RGBA mask's alpha
+        # was taken: the whole query, silently); another shape is one ValueError naming it.
+        raw = read_mask(query_mask) if isinstance(query_mask, (str, Path)) else mask_array(query_mask, mask_name)
+        if raw.shape[:2] != rgb.shape[:2]:
+            query_label = "the query" if name == "query" else f"the query {name}"  # not "the query query"
+            raise InputError(f"{mask_name}: mask is {raw.shape[1]}x{raw.shape[0]} but {query_label} "
+                             f"is {rgb.shape[1]}x{rgb.shape[0]}")
+        mask = (raw > 0).astype(np.float32) if raw.dtype != np.float32 else np.clip(raw, 0, 1)
+        source = mask_name
+    elif rgba[:, :, 3].min() < 255:
+        mask = rgba[:, :, 3].astype(np.float32) / 255.0
+        source = f"{name} (alpha)"
+    else:
+        check_min_side(name, rgb.shape[1], rgb.shape[0])
+        return rgb, None
+    ys, xs = np.nonzero(mask > 0.5)
+    if ys.size == 0:
+        raise InputError(f"{source}: the query mask is empty (no object pixels)")
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    check_min_side(name, x1 - x0, y1 - y0, detail=" (its mask's extent)")
+    return np.ascontiguousarray(rgb[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1])
+
+
+def check_min_side(name: str, width: int, height: int, what: str = "query", detail: str = "") -> None:
+    """A query or medium under MIN_QUERY_INPUT_SIDE px a side: one error line (shrunk to the
+    network's cells, it would find only noise)."""
+    if min(width, height) < MIN_QUERY_INPUT_SIDE:
+        purpose = "for it" if what == "query" else "in it"
+        raise InputError(f"{name}: {what} is {width}x{height} px{detail}; at least {MIN_QUERY_INPUT_SIDE} px "
+                         f"per side is needed to search {purpose}")

@@ -198,8 +198,8 @@ class NetworkSearch:
         return [l for l in levels if (l.query_size, l.zoom) not in first]
 
     def query_features(self, query: PreparedQuery, size: tuple[int, int], mirrored: bool) -> QueryFeatures:
-        key = (size, mirrored)
-        if key not in query.features:
+        key, features = (size, mirrored), query.features.setdefault(self, {})  # this network's own
+        if key not in features:
             rgb = resize_hw(query.rgb, *size)
             mask = None if query.mask is None else resize_hw(query.mask, *size)
             if mirrored:
@@ -208,8 +208,8 @@ class NetworkSearch:
             with torch.inference_mode(), self.autocast():
                 tensor = to_tensor([rgb], self.device, self.channels_last)
                 mask_t = None if mask is None else torch.from_numpy(mask).to(self.device)[None, None]
-                query.features[key] = self.model.encode_query(tensor, mask_t)
-        return query.features[key]
+                features[key] = self.model.encode_query(tensor, mask_t)
+        return features[key]
 
     def maps(self, query: PreparedQuery, media: Sequence[np.ndarray]) -> SearchMaps:
         """Heat and object-size maps of one query in same-size RGB media (a batch of frames).

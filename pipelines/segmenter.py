@@ -86,7 +86,7 @@ class Prediction:
 class Segmenter:
     """A trained segmentation checkpoint, ready to label photos."""
 
-    def __init__(self, checkpoint: Path | str, device: str = "auto") -> None:
+    def __init__(self, checkpoint: Path | str, device: str | torch.device = "auto") -> None:
         from train.evaluate import load_trained
 
         model, config = load_trained(checkpoint)

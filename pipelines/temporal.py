@@ -57,9 +57,11 @@ import cv2
 import numpy as np
 
 from augment.picture_arrays import ArrayInputError, load_rgb
+from augment.validation import check_instance
 from pipelines.camera_motion import CameraPrior
 from pipelines.online_filter import CorrelationFilter
 from pipelines.scale_filter import ScaleFilter
+from pipelines.search_inputs import check_min_side
 from pipelines.temporal_config import TemporalConfig
 from pipelines.temporal_acquire import Acquisition
 from pipelines.temporal_adapt import SCALE_MEMORY, Adaptation
@@ -92,12 +94,14 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
 
     def __init__(self, searcher: Any, query: Any, config: TemporalConfig | None = None,
                  initial_box: Sequence[float] | None = None, *, box_checked: bool = False) -> None:
+        if not callable(getattr(searcher, "prepare", None)):  # None, a path: an AttributeError below
+            raise TypeError(f"searcher must be a Searcher (pipelines.search.Searcher()), not {type(searcher).__name__}")
         query = searcher.prepare(query)  # a PreparedQuery as it is; a path or an array read once
         self._check_box = initial_box is not None and not box_checked
         if self._check_box:
             initial_box = check_start_box(initial_box, None, None)
-        if config is not None and not isinstance(config, TemporalConfig):  # a dict: an AttributeError later
-            raise TypeError(f"config must be a TemporalConfig (TemporalConfig(**options)), not {type(config).__name__}")
+        if config is not None:  # a dict: an AttributeError later
+            check_instance(config, TemporalConfig, "config")
         self.config = config or TemporalConfig()
         cfg = self.config
         qh, qw = query.size
@@ -172,11 +176,13 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
         """Search one RGB frame; returns the frame's :class:`Track`. A frame over the pixel limit is a
         :class:`augment.pixel_limit.PixelLimitError`, as a video's frames are. Frames are read as
         :meth:`pipelines.search.Searcher.find` reads a medium (grey or RGBA, uint16 or float in [0, 1]
-        are converted; an array that is not a picture is a ValueError naming it), and must keep the
-        first frame's size: one of another size is a ValueError (its boxes would be the other size's)."""
+        are converted; an array that is not a picture is a ValueError naming it; one under 8 px a side an
+        InputError, as the command's), and must keep the first frame's size: one of another size is a
+        ValueError (its boxes would be the other size's)."""
         frame = load_rgb(frame, "frame")  # uint8 RGB: as given, no copy
         h, w = frame.shape[:2]
         if self._frame_size is None:
+            check_min_side(f"frame {self.index}", w, h, what="video frame")  # as the command's: 4x4 was searched
             if self._check_box and self._initial is not None:  # where the first frame's size is known
                 check_start_box(self._initial, w, h)
             self._frame_size = (w, h)

@@ -125,7 +125,7 @@ def test_a_query_mask_of_another_size_names_the_query_once():
     _, thing = _scene_and_object()
     with pytest.raises(InputError) as error:
         load_query(thing, np.ones((5, 5), np.uint8))
-    assert str(error.value) == "query mask: mask is 5x5 but the query is 32x48"
+    assert str(error.value) == "query_mask: mask is 5x5 but the query is 32x48"
 
 
 # ----------------------------------------------------------------- TemporalSearcher's frames

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,10 @@ def save_checkpoint(path: Path | str, *, model: nn.Module, optimizer: torch.opti
 
 def checkpoint_file(path: Path | str) -> Path:
     """The checkpoint file ``path`` names: itself, or a training run's folder's :data:`CHECKPOINT_FILE`
-    (an :class:`InputError` when that folder holds none). Nothing is checked of another path."""
+    (an :class:`InputError` when that folder holds none; so is a ``path`` that is no path, given to
+    the API). Nothing is checked of another path."""
+    if not isinstance(path, (str, os.PathLike)):  # Searcher(checkpoint=5): Path's TypeError named nothing
+        raise InputError(f"checkpoint must be a path to a checkpoint file or a run's folder, not {path!r}")
     path = Path(path)
     if path.is_dir():
         if not (path / CHECKPOINT_FILE).is_file():

@@ -20,7 +20,7 @@ import yaml
 from augment.config import read_config_text
 from augment.imageio import InputError
 from augment.validation import is_int, is_number, is_pair
-from train.data import PairConfig
+from train.data import MAX_SEED, PairConfig, pair_checks
 from train.losses import build_loss
 from train.model import SearchNetConfig
 from train.segment_config import SegmentConfig
@@ -37,7 +37,6 @@ TASK_NAMES = ("query_search", "segment")
 # MAX_EVAL_BATCH_SIZE). batch_size: 100000 filled the memory at the first step instead of saying so.
 MAX_BATCH_SIZE = 256
 # torch.manual_seed takes no larger seed (a larger one was a traceback as the run started).
-MAX_SEED = 2**63 - 1
 
 
 def is_device_name(name: str) -> bool:
@@ -124,8 +123,8 @@ class TrainConfig:
         self.betas = tuple(self.betas)
         self.photo_medium = tuple(int(v) for v in self.photo_medium)
         self.photo_per_scene = tuple(int(v) for v in self.photo_per_scene)
-        if not 0.0 <= self.real_fraction <= 1.0 or not 0.0 <= self.hard_negative_fraction <= 1.0:
-            raise InputError("real_fraction and hard_negative_fraction must lie in [0, 1]")
+        if not 0.0 <= self.real_fraction <= 1.0:  # hard_negative_fraction: with the pairs' keys (pair_checks)
+            raise InputError(f"real_fraction must lie in [0, 1], got {self.real_fraction!r}")
         if self.real_fraction > 0 and not self.photo_sources:
             raise InputError("real_fraction > 0 needs photo_sources (labelled photos to make real media from)")
         if self.photo_epoch_size < 1 or min(self.photo_medium) < 32 or min(self.photo_per_scene) < 1:
@@ -183,7 +182,7 @@ class TrainConfig:
 
     def _check_ranges(self) -> None:
         """Every value in its range; one line naming the key otherwise."""
-        at_least = {"query_size": 32, "medium_size": 32, "shuffle_buffer": 1, "num_workers": 0, "batch_size": 1,
+        at_least = {"num_workers": 0, "batch_size": 1,
                     "steps": 1, "min_lr": 0, "backbone_lr_scale": 0, "weight_decay": 0, "warmup_steps": 0,
                     "decay_steps": 1, "grad_clip": 0, "box_loss_weight": 0, "label_loss_weight": 0, "log_every": 1,
                     "eval_every": 0, "eval_batches": 1, "checkpoint_every": 0, "seed": 0, "schedule_offset": 0}
@@ -199,12 +198,8 @@ class TrainConfig:
             (self.seed <= MAX_SEED, f"seed must be at most 2**63 - 1, got {self.seed!r}"),
             (self.init_checkpoint or not self.init_optimizer, "init_optimizer needs an init_checkpoint"),
             (self.min_lr <= self.lr, f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})"),
-            (self.query_size <= 1024 and self.medium_size <= 4096, "query_size must be at most 1024 and medium_size at most 4096"),
-            (0.0 <= self.negative_fraction <= 1.0, "negative_fraction must lie in [0, 1]"),
-            (0.0 <= self.eval_fraction < 1.0, "eval_fraction must lie in [0, 1)"),
-            (0.0 <= self.colour_jitter <= 1.0, "colour_jitter must lie in [0, 1]"),
-            (0.0 < self.query_fill[0] <= self.query_fill[1] <= 1.0, "query_fill must be 0 < lo <= hi <= 1"),
             (all(0.0 <= b < 1.0 for b in self.betas), "betas must lie in [0, 1)"),
+            *pair_checks(self.pair_config()),  # the pairs' keys: the datasets' own checks
             (self.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, not {self.amp!r}"),
             (is_device_name(self.device), f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}"),
         ]

@@ -47,6 +47,7 @@ from augment.schema import OBJECTS_FILE
 from augment.shards import manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
 from augment.system import ignore_stop_signals
+from augment.validation import check_instance, is_int, is_number, is_pair
 from train.queries import CutoutLibrary, render_query
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,35 @@ class PairConfig:
     hard_negative_fraction: float = 0.0  # share of negatives whose query shares a category with an object in the medium
 
 
+def pair_checks(c: PairConfig) -> list[tuple[bool, str]]:
+    """(ok, message) of each pair setting: :class:`train.config.TrainConfig`'s checks of these keys, and
+    the datasets' of a PairConfig made in Python (see :func:`check_pairs`)."""
+    sizes = [(name, getattr(c, name), low) for name, low in (("query_size", 32), ("medium_size", 32),
+                                                             ("shuffle_buffer", 1))]
+    fractions = [(name, getattr(c, name)) for name in ("negative_fraction", "colour_jitter", "hard_negative_fraction")]
+    return [
+        *((is_int(value) and value >= low, f"{name} must be a whole number, at least {low}, got {value!r}")
+          for name, value, low in sizes),
+        (not (is_int(c.query_size) and is_int(c.medium_size)) or (c.query_size <= 1024 and c.medium_size <= 4096),
+         "query_size must be at most 1024 and medium_size at most 4096"),
+        *((is_number(value) and 0.0 <= value <= 1.0, f"{name} must lie in [0, 1], got {value!r}")
+          for name, value in fractions),
+        (is_number(c.eval_fraction) and 0.0 <= c.eval_fraction < 1.0, "eval_fraction must lie in [0, 1)"),
+        (is_pair(c.query_fill) and 0.0 < c.query_fill[0] <= c.query_fill[1] <= 1.0,
+         "query_fill must be 0 < lo <= hi <= 1"),
+    ]
+
+
+def check_pairs(config: PairConfig, name: str = "config") -> None:
+    """A PairConfig given to a dataset: of its type (a TypeError naming ``name``) and range-checked as
+    a training config's keys are (a ValueError naming the first bad one; a medium_size of 0 was
+    OpenCV's assertion in every loader worker, a negative_fraction of 2 taken without a word)."""
+    check_instance(config, PairConfig, name)
+    for ok, message in pair_checks(config):
+        if not ok:
+            raise ValueError(f"{name}: {message}")
+
+
 def _shuffled(rows: Iterator[tuple], size: int, rng: np.random.Generator) -> Iterator[tuple]:
     """A shuffle buffer: hold ``size`` rows and emit a random one as each new row arrives."""
     buffer: list[tuple] = []
@@ -112,6 +142,17 @@ def _shuffled(rows: Iterator[tuple], size: int, rng: np.random.Generator) -> Ite
         buffer[j] = row
     rng.shuffle(buffer)
     yield from buffer
+
+
+MAX_SEED = 2**63 - 1  # numpy's generators take no larger (nor negative) seed
+
+
+def checked_seed(seed: Any) -> int:
+    """A stream's seed, a whole number in [0, MAX_SEED]; else a ValueError naming ``seed`` here, not
+    numpy's 'expected non-negative integer' in each loader worker once the loader starts."""
+    if not ((is_int(seed) or isinstance(seed, np.integer)) and 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be a whole number in [0, 2**63 - 1], not {seed!r}")
+    return int(seed)
 
 
 class ResumableStream(IterableDataset):
@@ -176,6 +217,8 @@ class ShardPairs(ResumableStream):
                  rank: int = 0, world_size: int = 1) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        check_pairs(config)
+        seed = checked_seed(seed)
         super().__init__(rank, world_size)
         self.folder = as_place(folder)
         self.shards = self._find_shards()

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augment.validation import is_int, is_pair
 from train.backbones import check_backbone_name, create_backbone
 from train.correlation import FeatureProjection, ResidualProjection, correlate_sizes
 from train.model_heads import ConversionNet, EdgeRefiner, PooledHeads, _hw, _is_zero, _resize
@@ -75,10 +76,21 @@ class SearchNetConfig:
     def __post_init__(self) -> None:
         # Configs loaded from YAML/JSON arrive as lists; normalise so the dataclass stays hashable.
         self.feature_strides = tuple(int(s) for s in self.feature_strides)
+        if not all(is_pair(pair) and min(pair) > 0 for pair in self.scale_pairs):  # 0 ran with maps left out
+            raise ValueError(f"scale_pairs must be pairs of positive numbers [query_scale, medium_scale], "
+                             f"not {self.scale_pairs!r}")
         self.scale_pairs = tuple((float(q), float(m)) for q, m in self.scale_pairs)
         if not self.feature_strides or not self.scale_pairs:
             raise ValueError("feature_strides and scale_pairs must not be empty")
         check_backbone_name(self.backbone)
+        # Widths and counts: 0 channels or -1 was a RuntimeError at the first forward pass (or ran as
+        # though it were 0); TrainConfig turns these into one line naming model.
+        for name, low in (("conversion_width", 1), ("conversion_layers", 1), ("skip_channels", 1),
+                          ("edge_channels", 1), ("projection_channels", 0), ("residual_hidden", 0),
+                          ("num_label_classes", 0), ("trainable_blocks", 0)):
+            value = getattr(self, name)
+            if not (is_int(value) and value >= low):
+                raise ValueError(f"{name} must be a whole number, at least {low}, not {value!r}")
 
     @property
     def num_score_maps(self) -> int:

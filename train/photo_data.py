@@ -28,7 +28,8 @@ from augment.config import SourceConfig
 from augment.imageio import InputError, resize_image
 from augment.label_names import check_label_names
 from augment.photo_pairs import CasePlan, PhotoIndex, PhotoPairConfig, PhotoPairSampler
-from train.data import PairConfig, ResumableStream
+from augment.validation import check_instance
+from train.data import PairConfig, ResumableStream, check_pairs, checked_seed
 from train.queries import render_query
 from train.feature_cache import PhotoFeatureCache
 
@@ -71,6 +72,9 @@ class PhotoPairs(ResumableStream):
     def __init__(self, config: PhotoMediaConfig, pairs: PairConfig, seed: int = 0, rank: int = 0,
                  world_size: int = 1, index: PhotoIndex | None = None,
                  backbone: tuple[str, int] = ("efficientnet_lite0", 16)) -> None:
+        check_instance(config, PhotoMediaConfig, "config")
+        check_pairs(pairs, "pairs")
+        seed = checked_seed(seed)
         super().__init__(rank, world_size)
         if config.epoch_size < 1:
             raise InputError("photo_epoch_size must be at least 1")

@@ -30,6 +30,7 @@ import torch
 from augment.imageio import InputError, decode_image, resize_image
 from augment.shards import find_shards, open_shard
 from augment.storage import Place, as_place
+from augment.validation import check_instance
 from train.data import PairConfig, ShardPairs
 from train.segment_config import IGNORE_INDEX, PHOTO_KINDS, SegmentConfig
 
@@ -152,6 +153,7 @@ class SegmentShards(ShardPairs):
         self.folders = [as_place(f) for f in (folders if isinstance(folders, (list, tuple)) else [folders])]
         if not self.folders:
             raise InputError("no shard folders given")
+        check_instance(config, SegmentConfig, "config")
         self.segment = config
         self.class_map = config.class_map()
         self.unknown_categories: set[str] = set()  # warned of, in this process
