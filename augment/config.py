@@ -208,16 +208,68 @@ def read_config_text(path: Path | str) -> str:
     return read_user_text(path, "a YAML config file")
 
 
+# Values a config may hold once its aliases (*name) are expanded: far beyond any real config, far
+# below a "billion laughs" (nested aliases a few lines long that expand to billions of values, whose
+# repr in a wrong-type message was gigabytes, and whose hash or checkpoint copy would be).
+MAX_CONFIG_VALUES = 1_000_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, but a key given twice in one mapping is an error: PyYAML keeps the
+    last without a word, so ``num: 100`` then ``num: 5000`` further down made 5000 composites."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # <<: *base; keys written beside it override it
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = lines.get(key)
+            except TypeError:  # an unhashable key: the base loader's own error says so
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {first} and {line})", key_node.start_mark)
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:map", _ConfigLoader.construct_yaml_map)
+
+
+def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
+    """How many values ``value`` holds with every alias expanded (each shared node counted once per
+    use, its size computed once)."""
+    if not isinstance(value, (list, dict)):
+        return 1
+    if id(value) not in sizes:
+        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        sizes[id(value)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(value)]
+
+
 def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
-    """The mapping at the top of a YAML file ({} when empty); a missing or malformed file is an InputError."""
+    """The mapping at the top of a YAML file ({} when empty); a missing or malformed file, a key given
+    twice or a value that aliases expand past :data:`MAX_CONFIG_VALUES` is an InputError naming the file."""
     path = Path(path)
     text = read_config_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:  # an alias inside its own value, or nesting thousands deep
+        raise InputError(f"{path}: not valid YAML (nested too deep)") from None
     if data is not None and not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping at the top level")
+    try:
+        size = _expanded_size(data, {})
+    except RecursionError:
+        raise InputError(f"{path}: not valid YAML (nested too deep)") from None
+    if size > MAX_CONFIG_VALUES:
+        raise InputError(f"{path}: holds over {MAX_CONFIG_VALUES:,} values once its aliases (*name) are "
+                         "expanded; write the values out")
     return data or {}
 
 

@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from augment.config import read_config_text
+from augment.config import read_yaml_mapping
 from augment.imageio import InputError
 from augment.validation import is_int, is_number, is_pair
 from train.data import PairConfig
@@ -243,13 +241,7 @@ class TrainConfig:
     def from_yaml(cls, path: Path | str, **overrides: Any) -> "TrainConfig":
         """Load a YAML config; unknown keys are an error naming the key, not a silent no-op."""
         path = Path(path)
-        text = read_config_text(path)
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if not isinstance(values, dict):
-            raise InputError(f"{path}: expected a mapping of config keys")
+        values = read_yaml_mapping(path)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

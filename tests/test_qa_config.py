@@ -1,0 +1,52 @@
+"""QA of configuration values and environment settings: YAML that PyYAML takes without a word but that
+cannot mean what its writer meant (a key given twice, aliases expanding to billions of values), values
+whose size the run cannot take, and settings read from the environment. One test per defect found."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from augment.config import read_yaml_mapping
+from augment.imageio import InputError
+from cli_checks import assert_one_line_error, run_cli
+from test_hardening_expand import inputs  # noqa: F401  (the same tiny expansion inputs)
+from train.config import TrainConfig
+
+# Eight levels of nine aliases: 9**7 strings once expanded, in a few lines.
+_LAUGHS = "seed: [&a [x,x,x,x,x,x,x,x,x]" + "".join(
+    f", &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdef", "bcdefg")) + "]\n"
+
+
+@pytest.mark.parametrize("text, key, lines", [("num: 4\nseed: 1\nnum: 5000\n", "num", "lines 1 and 3"),
+                                              ("composition: {width: 64, width: 96}\n", "width", "lines 1 and 1")])
+def test_a_key_given_twice_is_one_line_in_expand_and_train(inputs, tmp_path, text, key, lines):
+    objects, backgrounds, _ = inputs
+    config = tmp_path / "twice.yaml"
+    config.write_text(text)
+    result = run_cli("expand", objects, "-b", backgrounds, "-o", tmp_path / "out", "-c", config, "-w", 1)
+    assert_one_line_error(result, 2, str(config), f"key {key!r} given twice ({lines})")
+    assert not (tmp_path / "out").exists()
+    config.write_text("steps: 10\nbatch_size: 2\nsteps: 20\n")
+    with pytest.raises(InputError, match=rf"{config}: .*key 'steps' given twice \(lines 1 and 3\)"):
+        TrainConfig.from_yaml(config)
+
+
+def test_merge_keys_still_take_the_keys_written_beside_them(tmp_path):
+    config = tmp_path / "merge.yaml"
+    config.write_text("base: &base {width: 64, height: 48}\nsized: {<<: *base, width: 96}\n")
+    assert read_yaml_mapping(config)["sized"] == {"width": 96, "height": 48}
+
+
+def test_aliases_that_expand_past_any_config_are_one_line_at_once(inputs, tmp_path):
+    objects, backgrounds, _ = inputs
+    config = tmp_path / "laughs.yaml"
+    config.write_text(_LAUGHS)
+    started = time.monotonic()
+    result = run_cli("expand", objects, "-b", backgrounds, "-o", tmp_path / "out", "-c", config, "-w", 1)
+    line = assert_one_line_error(result, 2, str(config), "aliases")
+    assert len(line) < 300 and time.monotonic() - started < 5  # was the 24-MB repr of the whole expansion
+    config.write_text("a: &a [*a]\n")  # an alias inside its own value
+    with pytest.raises(InputError, match="nested too deep"):
+        TrainConfig.from_yaml(config)
