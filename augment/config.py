@@ -23,6 +23,11 @@ from augment.textfiles import read_user_text
 from augment.validation import is_int, is_number, is_pair
 
 SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map", "objects")
+# Conservative bytes per pixel of a JPEG q90 composite plus its PNG mask, to size shards by bytes.
+ESTIMATED_BYTES_PER_PIXEL = 1.2
+# Shards a run may plan: their names carry 5 digits (augment.schema.SHARD_NAME), and a --num of 10**23
+# planned 10**20 of them in memory before anything was said.
+MAX_SHARDS = 100_000
 # Split names become shard file names ({split}-{index:05d}.parquet): no separators, no dots.
 SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Largest image side a config may ask for (composites, cutouts): beyond it memory, not quality, grows.
@@ -104,6 +109,11 @@ class ExpandConfig:
     distortions: DistortionConfig = field(default_factory=DistortionConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     backgrounds: BackgroundConfig = field(default_factory=BackgroundConfig)
+
+    def rows_per_shard(self) -> int:
+        """Rows a shard holds: ``output.shard_rows``, fewer when ``output.shard_bytes`` would be passed."""
+        row_bytes = self.composition.width * self.composition.height * ESTIMATED_BYTES_PER_PIXEL
+        return max(1, min(self.output.shard_rows, int(self.output.shard_bytes // row_bytes)))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -191,6 +201,11 @@ class ExpandConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"{origin}: {message}")
+        shards = -(-self.num // self.rows_per_shard())
+        if shards > MAX_SHARDS:
+            raise InputError(f"{origin}: num {self.num} makes {shards} shards ({self.rows_per_shard()} rows each); at most "
+                             f"{MAX_SHARDS} (their names have 5 digits): a smaller num or larger output.shard_rows "
+                             "and shard_bytes")
 
 
 def _in_range(value: Any, low: int, high: int) -> bool:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from augment.config import read_yaml_mapping
+from augment.config import ExpandConfig, read_yaml_mapping
 from augment.imageio import InputError
 from cli_checks import assert_one_line_error, run_cli
 from test_hardening_expand import inputs  # noqa: F401  (the same tiny expansion inputs)
@@ -50,3 +50,19 @@ def test_aliases_that_expand_past_any_config_are_one_line_at_once(inputs, tmp_pa
     config.write_text("a: &a [*a]\n")  # an alias inside its own value
     with pytest.raises(InputError, match="nested too deep"):
         TrainConfig.from_yaml(config)
+
+
+@pytest.mark.parametrize("num, config_text", [(10**23, ""), (100_001, "output: {shard_rows: 1}\n")])
+def test_a_num_past_the_shards_a_run_can_name_is_one_line_at_once(inputs, tmp_path, num, config_text):
+    """--num 10**23 planned 10**20 shards in memory (the command hung, then filled the memory); 100001
+    one-row shards named the last train-100000.parquet, which no reader takes for a shard (5 digits)."""
+    objects, backgrounds, _ = inputs
+    config = tmp_path / "sizes.yaml"
+    config.write_text(config_text + f"num: {num}\n")  # checked first: without the check the CLI would hang
+    with pytest.raises(InputError, match=f"{config}: num {num} makes"):
+        ExpandConfig.from_yaml(config)
+    config.write_text(config_text or "seed: 0\n")
+    started = time.monotonic()
+    result = run_cli("expand", objects, "-b", backgrounds, "-o", tmp_path / "out", "-c", config, "-n", num, "-w", 1)
+    assert_one_line_error(result, 2, f"--num: num {num} makes", "at most 100000")
+    assert time.monotonic() - started < 5 and not (tmp_path / "out").exists()
