@@ -10,7 +10,9 @@ import pytest
 
 from augment.config import ExpandConfig, read_yaml_mapping
 from augment.imageio import InputError
+from augment.object_lock import lease_ttl
 from cli_checks import assert_one_line_error, run_cli
+from object_store import cache, s3_server  # noqa: F401  (a private cache; an S3 server on loopback)
 from test_hardening_expand import inputs  # noqa: F401  (the same tiny expansion inputs)
 from train.config import TrainConfig
 
@@ -66,3 +68,20 @@ def test_a_num_past_the_shards_a_run_can_name_is_one_line_at_once(inputs, tmp_pa
     result = run_cli("expand", objects, "-b", backgrounds, "-o", tmp_path / "out", "-c", config, "-n", num, "-w", 1)
     assert_one_line_error(result, 2, f"--num: num {num} makes", "at most 100000")
     assert time.monotonic() - started < 5 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("ttl", ["a minute", "0", "-5", "nan", "inf"])
+def test_a_bad_lock_ttl_is_one_line_naming_it(inputs, s3_server, monkeypatch, tmp_path, ttl):
+    """SYNTH_LOCK_TTL (the object-store lock's lease) was float()'d as it came: a word was a ValueError
+    traceback, 0 or a negative took every live holder for dead (two writers in one folder)."""
+    objects, backgrounds, config = inputs
+    monkeypatch.setenv("SYNTH_LOCK_TTL", ttl)
+    with pytest.raises(InputError, match=f"SYNTH_LOCK_TTL must be a number of seconds above 0, not '{ttl}'"):
+        lease_ttl()
+    if ttl == "a minute":
+        out = s3_server.uri(f"ttl-{tmp_path.name}")
+        result = run_cli("expand", objects, "-b", backgrounds, "-o", out, "-c", config, "-w", 1)
+        assert_one_line_error(result, 2, "SYNTH_LOCK_TTL")
+        assert not s3_server.keys(f"ttl-{tmp_path.name}")
+    monkeypatch.setenv("SYNTH_LOCK_TTL", " 90 ")
+    assert lease_ttl() == 90.0
