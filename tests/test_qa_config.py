@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import yaml
 
 from augment.config import ExpandConfig, read_yaml_mapping
 from augment.imageio import InputError
@@ -85,3 +86,27 @@ def test_a_bad_lock_ttl_is_one_line_naming_it(inputs, s3_server, monkeypatch, tm
         assert not s3_server.keys(f"ttl-{tmp_path.name}")
     monkeypatch.setenv("SYNTH_LOCK_TTL", " 90 ")
     assert lease_ttl() == 90.0
+
+
+@pytest.mark.parametrize("task, model, fragment", [
+    ("query_search", {"conversion_width": "x"}, "model: conversion_width: expected a whole number, got 'x'"),
+    ("query_search", {"conversion_width": -1}, "model: conversion_width must lie in [1, 4096], got -1"),
+    ("query_search", {"skip_channels": 0}, "model: skip_channels must lie in [1, 4096], got 0"),
+    ("query_search", {"conversion_layers": 0}, "model: conversion_layers must lie in [1, 4096], got 0"),
+    ("query_search", {"readout_gain": float("nan")}, "model: readout_gain: expected a number, got nan"),
+    ("query_search", {"pretrained": 3}, "model: pretrained: expected true or false, got 3"),
+    ("query_search", {"trainable_blocks": -2}, "model: trainable_blocks must lie in [0, 4096], got -2"),
+    ("query_search", {"scale_pairs": [[0.0, 1.0]]}, "model: scale_pairs: expected a list of pairs of numbers above 0"),
+    ("segment", {"decoder_channels": "wide"}, "model: decoder_channels: expected a whole number, got 'wide'"),
+    ("segment", {"dropout": float("nan")}, "model: dropout: expected a number, got nan"),
+])
+def test_model_keys_of_the_wrong_type_or_range_are_one_line_naming_the_key(tmp_path, task, model, fragment):
+    """A model key was taken as it came: "x" or -1 was torch's traceback as the network was built, a
+    readout_gain of nan trained to nan, pretrained: 3 and conversion_layers: 0 were taken without a word."""
+    config = tmp_path / "model.yaml"
+    segment = ("segment: {classes: {background: [background], top: [top]}}\n" if task == "segment" else "")
+    config.write_text(yaml.safe_dump({"task": task, "model": model}) + segment)
+    result = run_cli("train", "--shards", tmp_path / "shards", "--out", tmp_path / "run", "--config", config)
+    line = assert_one_line_error(result, 2, str(config))
+    assert fragment in line
+    assert not (tmp_path / "run").exists()

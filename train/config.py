@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from augment.config import read_yaml_mapping
 from augment.imageio import InputError
-from augment.validation import is_int, is_number, is_pair
+from augment.validation import check_field_types, is_int, is_number
 from train.data import PairConfig
 from train.losses import build_loss
 from train.model import SearchNetConfig
@@ -153,31 +153,10 @@ class TrainConfig:
 
     def _check_types(self) -> None:
         """Every value of the type its default has; one line naming the key otherwise."""
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
-            if default is None:  # optional: None or a value of the annotated type (e.g. decay_steps: int | None)
-                kind = str(spec.type)
-                check, expected = ((is_int, "a whole number or null") if "int" in kind else
-                                   (is_number, "a number or null") if "float" in kind else
-                                   (lambda v: isinstance(v, str), "a string or null") if "str" in kind else
-                                   (lambda v: True, ""))
-                ok = value is None or check(value)
-            elif isinstance(default, bool):
-                ok, expected = isinstance(value, bool), "true or false"
-            elif isinstance(default, int):
-                ok, expected = is_int(value), "a whole number"
-            elif isinstance(default, float):
-                ok, expected = is_number(value), "a number"
-            elif isinstance(default, tuple):
-                ok = is_pair(value)
-                expected = f"a pair of numbers like {list(default)}"
-            elif isinstance(default, list):
-                ok, expected = isinstance(value, list) and all(isinstance(v, str) for v in value), "a list of names"
-            else:
-                ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
-            if not ok:
-                raise InputError(f"{spec.name}: expected {expected}, got {value!r}")
+        try:
+            check_field_types(self)
+        except ValueError as error:
+            raise InputError(str(error)) from None
 
     def _check_ranges(self) -> None:
         """Every value in its range; one line naming the key otherwise."""
