@@ -110,3 +110,22 @@ def test_model_keys_of_the_wrong_type_or_range_are_one_line_naming_the_key(tmp_p
     line = assert_one_line_error(result, 2, str(config))
     assert fragment in line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"photo_look_alike": 1.5}, "photo settings: photo_look_alike must lie in [0, 1]"),
+    ({"photo_per_scene": [3, 2]}, "photo settings: photo_per_scene must be whole numbers 1 <= lo <= hi <= 16"),
+    ({"photo_medium": [192.9, 384.5]}, "photo_medium: expected two whole numbers, got [192.9, 384.5]"),
+    ({"photo_medium": [100000, 100000]}, "photo_medium sides in [32, 4096]"),
+    ({"photo_min_area": -5}, "photo_min_area must be at least 1, got -5"),
+])
+def test_photo_keys_out_of_range_are_named_as_the_config_names_them(tmp_path, values, fragment):
+    """The real-media keys were checked only once the photos were read, under the photo pairs' own names
+    ('photo pairs: look_alike_probability must lie in [0, 1]', a key no train config has); a fractional
+    photo_medium was cut down and photo_min_area -5 taken without a word."""
+    config = tmp_path / "photos.yaml"
+    config.write_text(yaml.safe_dump({"model": {"pretrained": False}, **values}))
+    with pytest.raises(InputError) as error:
+        TrainConfig.from_yaml(config)
+    assert str(error.value).startswith(f"{config}: ") and fragment in str(error.value)
+    assert TrainConfig.from_yaml(config.write_text("photo_medium: [192.0, 384]\n") and config).photo_medium == (192, 384)

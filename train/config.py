@@ -120,16 +120,25 @@ class TrainConfig:
             raise InputError(f"unknown task {self.task!r} (known: {', '.join(TASK_NAMES)})")
         self.query_fill = tuple(self.query_fill)
         self.betas = tuple(self.betas)
+        for key in ("photo_medium", "photo_per_scene"):  # 192.9 was cut to 192 without a word
+            if not all(is_int(v) or (isinstance(v, float) and v.is_integer()) for v in getattr(self, key)):
+                raise InputError(f"{key}: expected two whole numbers, got {list(getattr(self, key))}")
         self.photo_medium = tuple(int(v) for v in self.photo_medium)
         self.photo_per_scene = tuple(int(v) for v in self.photo_per_scene)
         if not 0.0 <= self.real_fraction <= 1.0 or not 0.0 <= self.hard_negative_fraction <= 1.0:
             raise InputError("real_fraction and hard_negative_fraction must lie in [0, 1]")
         if self.real_fraction > 0 and not self.photo_sources:
             raise InputError("real_fraction > 0 needs photo_sources (labelled photos to make real media from)")
-        if self.photo_epoch_size < 1 or min(self.photo_medium) < 32 or min(self.photo_per_scene) < 1:
-            raise InputError("photo_epoch_size must be at least 1, photo_medium sides at least 32, "
-                             "photo_per_scene at least 1")
+        if self.photo_epoch_size < 1 or not 32 <= min(self.photo_medium) <= max(self.photo_medium) <= 4096:
+            raise InputError("photo_epoch_size must be at least 1, photo_medium sides in [32, 4096]")
+        if self.photo_min_area < 1:
+            raise InputError(f"photo_min_area must be at least 1, got {self.photo_min_area}")
         self._check_ranges()
+        # The photo pairs' own checks, as this config names their keys (they were checked, under their
+        # own names, only once the photos were read: 'photo pairs: look_alike_probability must ...').
+        self.photo_config().pair_config(self.negative_fraction).validate(
+            "photo settings", names={"scene_height": "photo_medium", "photos_per_scene": "photo_per_scene",
+                                     "look_alike_probability": "photo_look_alike"})
         if self.task == "segment":
             self._check_segment()
             return
