@@ -129,3 +129,15 @@ def test_photo_keys_out_of_range_are_named_as_the_config_names_them(tmp_path, va
         TrainConfig.from_yaml(config)
     assert str(error.value).startswith(f"{config}: ") and fragment in str(error.value)
     assert TrainConfig.from_yaml(config.write_text("photo_medium: [192.0, 384]\n") and config).photo_medium == (192, 384)
+
+
+@pytest.mark.parametrize("share", [float("inf"), True])
+def test_a_segment_mix_share_that_is_no_finite_number_is_one_line(tmp_path, share):
+    """segment.mix {photos: .inf} passed the check (inf >= 0) and was an OverflowError traceback as the
+    row groups were listed (round(inf)); true was taken as a share of 1."""
+    config = tmp_path / "segment.yaml"
+    config.write_text(yaml.safe_dump({"task": "segment", "model": {"pretrained": False}, "segment": {
+        "classes": [{"name": "background"}, {"name": "top", "source_labels": ["top"]}],
+        "mix": {"photos": share, "composites": 0.5}}}))
+    result = run_cli("train", "--shards", tmp_path / "shards", "--out", tmp_path / "run", "--config", config)
+    assert_one_line_error(result, 2, str(config), "segment: mix shares must be finite numbers")

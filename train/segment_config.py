@@ -167,8 +167,9 @@ class SegmentConfig:
             (0.0 <= self.colour_jitter < 1.0 and 0.0 <= self.hue_jitter <= 0.5, "colour_jitter in [0, 1), hue_jitter in [0, 0.5]"),
             (0.0 <= self.grayscale_p <= 1.0 and 0.0 <= self.blur_p <= 1.0, "grayscale_p and blur_p must lie in [0, 1]"),
             (set(self.mix) <= set(MIX_KINDS), f"mix keys must be among {', '.join(MIX_KINDS)}"),
-            (all(isinstance(v, (int, float)) and v >= 0 for v in self.mix.values()) and sum(self.mix.values()) > 0,
-             "mix shares must be non-negative numbers, not all zero"),
+            # is_number: .inf was an OverflowError traceback as the row groups were listed, true a share of 1
+            (all(is_number(v) and v >= 0 for v in self.mix.values()) and sum(self.mix.values()) > 0,
+             f"mix shares must be finite numbers at least 0, not all zero, got {self.mix!r}"),
             (self.store_short_side >= 32, "store_short_side must be at least 32"),
         ]
         for ok, message in checks:
