@@ -14,10 +14,12 @@ from augment.imageio import InputError
 from augment.object_lock import lease_ttl
 from cli_checks import assert_one_line_error, run_cli
 from object_store import cache, s3_server  # noqa: F401  (a private cache; an S3 server on loopback)
+from pipelines import selftune_config
+from segment_factory import tiny_selftune_config
 from test_hardening_expand import inputs  # noqa: F401  (the same tiny expansion inputs)
 from train.config import TrainConfig
 
-# Eight levels of nine aliases: 9**7 strings once expanded, in a few lines.
+# Seven levels of nine aliases: 9**7 strings once expanded, in a few lines.
 _LAUGHS = "seed: [&a [x,x,x,x,x,x,x,x,x]" + "".join(
     f", &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdef", "bcdefg")) + "]\n"
 
@@ -141,3 +143,18 @@ def test_a_segment_mix_share_that_is_no_finite_number_is_one_line(tmp_path, shar
         "mix": {"photos": share, "composites": 0.5}}}))
     result = run_cli("train", "--shards", tmp_path / "shards", "--out", tmp_path / "run", "--config", config)
     assert_one_line_error(result, 2, str(config), "segment: mix shares must be finite numbers")
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"train_config": 5}, "train_config must be the path of a training YAML, got 5"),
+    ({"held_out": {"source": ["a", "b"], "include": ["photo00[6-7]"]}},
+     "held_out.source: expected a folder of labelled photos or null, got ['a', 'b']"),
+])
+def test_selftune_paths_that_are_no_paths_are_one_line(tmp_path, overrides, fragment):
+    """train_config: 5 was Path(5)'s TypeError traceback; held_out.source: [a, b] was taken and a
+    TypeError traceback once round 0 had trained and came to score its held-out photos."""
+    config = tmp_path / "selftune.yaml"
+    config.write_text(yaml.safe_dump(tiny_selftune_config(**overrides)))
+    with pytest.raises(InputError) as error:
+        selftune_config.load(config)
+    assert str(error.value).startswith(str(config)) and fragment in str(error.value)
