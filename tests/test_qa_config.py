@@ -15,7 +15,7 @@ from augment.object_lock import lease_ttl
 from cli_checks import assert_one_line_error, run_cli
 from object_store import cache, s3_server  # noqa: F401  (a private cache; an S3 server on loopback)
 from pipelines import selftune_config
-from segment_factory import tiny_selftune_config
+from segment_factory import tiny_selftune_config, tiny_train_values
 from test_hardening_expand import inputs  # noqa: F401  (the same tiny expansion inputs)
 from train.config import TrainConfig
 
@@ -158,3 +158,16 @@ def test_selftune_paths_that_are_no_paths_are_one_line(tmp_path, overrides, frag
     with pytest.raises(InputError) as error:
         selftune_config.load(config)
     assert str(error.value).startswith(str(config)) and fragment in str(error.value)
+
+
+@pytest.mark.parametrize("key, value", [("short_side", 200_000), ("crop_size", 100_000), ("store_short_side", 50_000),
+                                        ("eval_size", [48, 100_000])])
+def test_segment_sizes_past_any_photo_are_one_line_as_the_config_loads(tmp_path, key, value):
+    """segment.short_side 200000 passed (at least 32) and the first photo asked OpenCV for 110 GB: a
+    cv2.error traceback, or the run killed for its memory."""
+    config = tmp_path / "segment.yaml"
+    values = tiny_train_values()
+    values["segment"][key] = value
+    config.write_text(yaml.safe_dump(values))
+    result = run_cli("train", "--shards", tmp_path / "shards", "--out", tmp_path / "run", "--config", config)
+    assert_one_line_error(result, 2, str(config), "segment: ", key, "4096")
