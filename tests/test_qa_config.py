@@ -57,6 +57,17 @@ def test_aliases_that_expand_past_any_config_are_one_line_at_once(inputs, tmp_pa
         TrainConfig.from_yaml(config)
 
 
+def test_a_config_nested_thousands_deep_is_one_line(inputs, tmp_path):
+    """seed: [[[...]]] 50000 deep was PyYAML's RecursionError traceback in expand and train."""
+    objects, backgrounds, _ = inputs
+    config = tmp_path / "deep.yaml"
+    config.write_text("seed: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    result = run_cli("expand", objects, "-b", backgrounds, "-o", tmp_path / "out", "-c", config, "-w", 1)
+    assert_one_line_error(result, 2, str(config), "not valid YAML (nested too deep)")
+    result = run_cli("train", "--shards", tmp_path / "shards", "--out", tmp_path / "run", "--config", config)
+    assert_one_line_error(result, 2, str(config), "not valid YAML (nested too deep)")
+
+
 @pytest.mark.parametrize("num, config_text", [(10**23, ""), (100_001, "output: {shard_rows: 1}\n")])
 def test_a_num_past_the_shards_a_run_can_name_is_one_line_at_once(inputs, tmp_path, num, config_text):
     """--num 10**23 planned 10**20 shards in memory (the command hung, then filled the memory); 100001
