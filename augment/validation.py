@@ -40,6 +40,19 @@ def positive_setting(variable: str, default: float, unit: str) -> float:
     return value
 
 
+def whole_setting(variable: str, default: int) -> int:
+    """The environment variable ``variable`` as a whole number at least 0, ``default`` when it is unset
+    or blank; anything else is an InputError naming it (``int()``'s ValueError was a traceback)."""
+    from augment.imageio import InputError
+
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit()):
+        raise InputError(f"{variable} must be a whole number at least 0, not {text!r}")
+    return int(text)
+
+
 def expected_type(value: Any, default: Any, annotation: Any = "") -> str | None:
     """What a config field holding ``value`` should hold, judged by its ``default``'s type (None when it
     does): a bool true or false, an int a whole number, a float a finite number, a tuple a pair of

@@ -16,6 +16,7 @@ from cli_checks import assert_one_line_error, run_cli
 from object_store import cache, s3_server  # noqa: F401  (a private cache; an S3 server on loopback)
 from pipelines import selftune_config
 from segment_factory import tiny_selftune_config, tiny_train_values
+from shard_factory import make_shards
 from test_hardening_expand import inputs  # noqa: F401  (the same tiny expansion inputs)
 from train.config import TrainConfig
 
@@ -182,3 +183,23 @@ def test_segment_sizes_past_any_photo_are_one_line_as_the_config_loads(tmp_path,
     config.write_text(yaml.safe_dump(values))
     result = run_cli("train", "--shards", tmp_path / "shards", "--out", tmp_path / "run", "--config", config)
     assert_one_line_error(result, 2, str(config), "segment: ", key, "4096")
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE must be a whole number at least 0, not 'abc'"),
+    ({"RANK": "first"}, "RANK must be a whole number at least 0, not 'first'"),
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 without RANK, MASTER_ADDR, MASTER_PORT: start the ranks with torchrun"),
+])
+def test_torchrun_settings_that_torchrun_would_not_set_are_one_line(tmp_path, monkeypatch, settings, fragment):
+    """int(os.environ['WORLD_SIZE']) was a ValueError traceback for a word; WORLD_SIZE=2 exported in a
+    shell without torchrun was torch's rendezvous traceback ('environment variable RANK expected')."""
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    make_shards(tmp_path / "shards")
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"model": {"pretrained": False}, "steps": 1, "num_workers": 0, "device": "cpu"}))
+    result = run_cli("train", "--shards", tmp_path / "shards", "--out", tmp_path / "run", "--config", config)
+    assert_one_line_error(result, 2, fragment)
+    assert not (tmp_path / "run").exists()
