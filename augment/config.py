@@ -230,8 +230,9 @@ MAX_CONFIG_VALUES = 1_000_000
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """``yaml.safe_load``'s loader, but a key given twice in one mapping is an error: PyYAML keeps the
-    last without a word, so ``num: 100`` then ``num: 5000`` further down made 5000 composites."""
+    """``yaml.safe_load``'s loader, but a key given twice in one mapping is an error (PyYAML keeps the
+    last without a word, so ``num: 100`` then ``num: 5000`` further down made 5000 composites), and so
+    is a key that is no string (every config key is a name; YAML reads ``1:``, ``no:`` as others)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         lines: dict[Any, int] = {}
@@ -240,10 +241,11 @@ class _ConfigLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
-            try:
-                first = lines.get(key)
-            except TypeError:  # an unhashable key: the base loader's own error says so
-                continue
+            if not isinstance(key, str):  # 1:, yes:, null: (train's sort of the keys was a TypeError traceback)
+                hint = f' (quote it if it is one: "{key_node.value}")' if isinstance(key_node, yaml.ScalarNode) else ""
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} on line {line} is not a name{hint}", key_node.start_mark)
+            first = lines.get(key)
             if first is not None:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice (lines {first} and {line})", key_node.start_mark)

@@ -203,3 +203,14 @@ def test_torchrun_settings_that_torchrun_would_not_set_are_one_line(tmp_path, mo
     result = run_cli("train", "--shards", tmp_path / "shards", "--out", tmp_path / "run", "--config", config)
     assert_one_line_error(result, 2, fragment)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text, says", [("1: x\nfoo: y\n", 'key 1 on line 1 is not a name (quote it if it is one: "1")'),
+                                        ("segment:\n  no: 3\n  foo: y\n", "key False on line 2 is not a name")])
+def test_a_key_that_is_no_name_is_one_line(tmp_path, text, says):
+    """YAML reads 1: as a number and no: as false: train sorted its keys with the names, a TypeError
+    traceback ('<' not supported between 'str' and 'int'), or that sentence as the segment section's error."""
+    config = tmp_path / "keys.yaml"
+    config.write_text(text)
+    result = run_cli("train", "--shards", tmp_path / "shards", "--out", tmp_path / "run", "--config", config)
+    assert_one_line_error(result, 2, str(config), says)
