@@ -23,6 +23,11 @@ from augment.textfiles import read_user_text
 from augment.validation import is_int, is_number, is_pair
 
 SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map", "objects")
+# Conservative bytes per pixel of a JPEG q90 composite plus its PNG mask, to size shards by bytes.
+ESTIMATED_BYTES_PER_PIXEL = 1.2
+# Shards a run may plan: their names carry 5 digits (augment.schema.SHARD_NAME), and a --num of 10**23
+# planned 10**20 of them in memory before anything was said.
+MAX_SHARDS = 100_000
 # Split names become shard file names ({split}-{index:05d}.parquet): no separators, no dots.
 SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Largest image side a config may ask for (composites, cutouts): beyond it memory, not quality, grows.
@@ -105,6 +110,11 @@ class ExpandConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     backgrounds: BackgroundConfig = field(default_factory=BackgroundConfig)
 
+    def rows_per_shard(self) -> int:
+        """Rows a shard holds: ``output.shard_rows``, fewer when ``output.shard_bytes`` would be passed."""
+        row_bytes = self.composition.width * self.composition.height * ESTIMATED_BYTES_PER_PIXEL
+        return max(1, min(self.output.shard_rows, int(self.output.shard_bytes // row_bytes)))
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["distortions"] = self.distortions.to_dict()
@@ -175,6 +185,11 @@ class ExpandConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"{origin}: {message}")
+        shards = -(-self.num // self.rows_per_shard())
+        if shards > MAX_SHARDS:
+            raise InputError(f"{origin}: num {self.num} makes {shards} shards ({self.rows_per_shard()} rows each); at most "
+                             f"{MAX_SHARDS} (their names have 5 digits): a smaller num or larger output.shard_rows "
+                             "and shard_bytes")
 
 
 def composition_checks(c: CompositionConfig) -> list[tuple[bool, str]]:
@@ -225,16 +240,70 @@ def read_config_text(path: Path | str) -> str:
     return read_user_text(path, "a YAML config file")
 
 
+# Values a config may hold once its aliases (*name) are expanded: far beyond any real config, far
+# below a "billion laughs" (nested aliases a few lines long that expand to billions of values, whose
+# repr in a wrong-type message was gigabytes, and whose hash or checkpoint copy would be).
+MAX_CONFIG_VALUES = 1_000_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, but a key given twice in one mapping is an error (PyYAML keeps the
+    last without a word, so ``num: 100`` then ``num: 5000`` further down made 5000 composites), and so
+    is a key that is no string (every config key is a name; YAML reads ``1:``, ``no:`` as others)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # <<: *base; keys written beside it override it
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):  # 1:, yes:, null: (train's sort of the keys was a TypeError traceback)
+                hint = f' (quote it if it is one: "{key_node.value}")' if isinstance(key_node, yaml.ScalarNode) else ""
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} on line {line} is not a name{hint}", key_node.start_mark)
+            first = lines.get(key)
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {first} and {line})", key_node.start_mark)
+            lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:map", _ConfigLoader.construct_yaml_map)
+
+
+def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
+    """How many values ``value`` holds with every alias expanded (each shared node counted once per
+    use, its size computed once)."""
+    if not isinstance(value, (list, dict)):
+        return 1
+    if id(value) not in sizes:
+        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        sizes[id(value)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(value)]
+
+
 def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
-    """The mapping at the top of a YAML file ({} when empty); a missing or malformed file is an InputError."""
+    """The mapping at the top of a YAML file ({} when empty); a missing or malformed file, a key given
+    twice or a value that aliases expand past :data:`MAX_CONFIG_VALUES` is an InputError naming the file."""
     path = Path(path)
     text = read_config_text(path)
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as error:
         raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    except RecursionError:  # an alias inside its own value, or nesting thousands deep
+        raise InputError(f"{path}: not valid YAML (nested too deep)") from None
     if data is not None and not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping at the top level")
+    try:
+        size = _expanded_size(data, {})
+    except RecursionError:
+        raise InputError(f"{path}: not valid YAML (nested too deep)") from None
+    if size > MAX_CONFIG_VALUES:
+        raise InputError(f"{path}: holds over {MAX_CONFIG_VALUES:,} values once its aliases (*name) are "
+                         "expanded; write the values out")
     return data or {}
 
 

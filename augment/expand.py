@@ -57,9 +57,6 @@ from augment.system import fork_pool, tune_malloc
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
-# Conservative bytes per pixel of a JPEG q90 composite plus its PNG mask, to size shards by bytes.
-ESTIMATED_BYTES_PER_PIXEL = 1.2
-
 
 @dataclass(frozen=True)
 class ShardPlan:
@@ -115,11 +112,9 @@ def row_seed(seed: int, index: int) -> int:
 
 
 def plan_shards(config: ExpandConfig) -> list[ShardPlan]:
-    output, composition = config.output, config.composition
-    row_bytes = composition.width * composition.height * ESTIMATED_BYTES_PER_PIXEL
-    rows_per_shard = max(1, min(output.shard_rows, int(output.shard_bytes // row_bytes)))
+    rows_per_shard = config.rows_per_shard()
     return [
-        ShardPlan(k, shard_name(output.split, k), start, min(start + rows_per_shard, config.num))
+        ShardPlan(k, shard_name(config.output.split, k), start, min(start + rows_per_shard, config.num))
         for k, start in enumerate(range(0, config.num, rows_per_shard))
     ]
 

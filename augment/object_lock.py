@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterator
 from augment.imageio import InputError
 from augment.locking import LOCK_FILE, BusyError, claim_output_folder
 from augment.storage import Location, Place, StorageError, describe_failure, s3_endpoint
+from augment.validation import positive_setting
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def locks_off() -> bool:
 
 
 def lease_ttl() -> float:
-    return float(os.environ.get("SYNTH_LOCK_TTL", LOCK_TTL_S))
+    """``SYNTH_LOCK_TTL`` seconds, else :data:`LOCK_TTL_S`: a word was a ValueError traceback, and 0, a
+    negative or nan took every holder for dead (or none) without a word."""
+    return positive_setting("SYNTH_LOCK_TTL", LOCK_TTL_S, "seconds")
 
 
 def key_under(folder: Location, name: str) -> str:

@@ -25,6 +25,7 @@ from augment.catalogue import CatalogueConfig, CatalogueTransform, place_mask, t
 from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, encode_png, read_image
 from augment.sources import Skip, read_each, read_labelled_photos, skipped_summary
+from augment.validation import is_int
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,20 @@ class PhotoPairConfig:
     min_object_fraction: float = 0.04  # objects covering less of their photo are not used as queries
     query_categories: tuple[str, ...] = ()  # categories used as queries; empty = all
 
-    def validate(self, origin: str = "photo pairs") -> None:
+    def validate(self, origin: str = "photo pairs", names: dict[str, str] | None = None) -> None:
+        """Range-check every value; the first problem is an InputError naming its key, as ``names`` calls
+        it (a training config's ``photo_per_scene`` is this ``photos_per_scene``)."""
         self.catalogue.validate(f"{origin}: catalogue")
+        name = {key: key for key in ("scene_height", "photos_per_scene", "negative_fraction",
+                                     "look_alike_probability", "min_object_fraction")} | (names or {})
         lo, hi = self.photos_per_scene
         checks = [
-            (self.scene_height >= 32, "scene_height must be at least 32"),
-            (1 <= lo <= hi <= 16, "photos_per_scene must be 1 <= lo <= hi <= 16"),
-            (0.0 <= self.negative_fraction <= 1.0, "negative_fraction must lie in [0, 1]"),
-            (0.0 <= self.look_alike_probability <= 1.0, "look_alike_probability must lie in [0, 1]"),
-            (0.0 <= self.min_object_fraction < 1.0, "min_object_fraction must lie in [0, 1)"),
+            (self.scene_height >= 32, f"{name['scene_height']} must be at least 32"),
+            (is_int(lo) and is_int(hi) and 1 <= lo <= hi <= 16,
+             f"{name['photos_per_scene']} must be whole numbers 1 <= lo <= hi <= 16, got {[lo, hi]}"),
+            (0.0 <= self.negative_fraction <= 1.0, f"{name['negative_fraction']} must lie in [0, 1]"),
+            (0.0 <= self.look_alike_probability <= 1.0, f"{name['look_alike_probability']} must lie in [0, 1]"),
+            (0.0 <= self.min_object_fraction < 1.0, f"{name['min_object_fraction']} must lie in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import struct
 import warnings
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 from augment.imageio import InputError, image_format
+from augment.validation import positive_setting
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -73,16 +73,7 @@ def pixel_work(work: PixelWork) -> Iterator[None]:
 def max_megapixels() -> float:
     """The limit: ``SYNTH_MAX_MEGAPIXELS`` if set, else :data:`DEFAULT_MAX_MEGAPIXELS`; a value that is
     not a positive number is an InputError naming the variable."""
-    text = os.environ.get(LIMIT_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_MAX_MEGAPIXELS
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise InputError(f"{LIMIT_VARIABLE} must be a number of megapixels above 0, not {text!r}")
-    return value
+    return positive_setting(LIMIT_VARIABLE, DEFAULT_MAX_MEGAPIXELS, "megapixels")
 
 
 def open_header(data: bytes) -> "PIL.Image.Image":

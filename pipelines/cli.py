@@ -257,7 +257,8 @@ def expand(
         config.seed = seed
     if source_format is not None:
         config.sources.format = source_format
-    run_guarded(config.validate, "--source-format" if source_format else "config")
+    # The config file's own values were checked as it loaded: a problem now is an option's.
+    run_guarded(config.validate, "--source-format" if source_format else "--num" if num is not None else "config")
     if config.num < 1:
         fail("num must be at least 1")
     sources = sources or [str(sample_data_dir() / "objects")]

@@ -63,6 +63,9 @@ def _globs(values: dict[str, Any], origin: str, defaults: dict[str, Any]) -> dic
             value = value or []
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise InputError(f"{origin}.{key}: expected a list of glob patterns")
+        elif key == "source" and value is not None and not isinstance(value, str):
+            # 5 or a list was taken here and a TypeError traceback once a round scored its photos
+            raise InputError(f"{origin}.{key}: expected a folder of labelled photos or null, got {value!r}")
         resolved[key] = value
     return resolved
 
@@ -100,6 +103,8 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
     merged = {**DEFAULTS, **values}
     base = None
     if merged["train_config"] is not None:
+        if not (isinstance(merged["train_config"], str) and merged["train_config"]):  # Path(5) was a traceback
+            raise InputError(f"{origin}: train_config must be the path of a training YAML, got {merged['train_config']!r}")
         base = Path(merged["train_config"])
         if not base.is_absolute() and folder is not None and (folder / base).is_file():
             base = folder / base

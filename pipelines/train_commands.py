@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from augment.imageio import InputError
+from augment.validation import whole_setting
 
 _console = Console(stderr=True)
 
@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
             with ExitStack() as held:
                 # Two runs into one folder would overwrite each other's checkpoints: the run folder is
                 # locked, by the first process only under torchrun (RANK 0; the others share its run).
-                if int(os.environ.get("RANK", "0")) == 0:
+                if whole_setting("RANK", 0) == 0:
                     held.enter_context(claim_output_folder(out, "train run"))
                 result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
             if result.checkpoint is not None:

@@ -134,12 +134,12 @@ def test_datasets_refuse_a_dict_config_or_a_bad_seed_when_made_not_in_their_load
 
 # ----------------------------------------------------------------- the model builders
 @pytest.mark.parametrize("field, value, message", [
-    ("conversion_width", 0, "conversion_width must be a whole number, at least 1, not 0"),  # RuntimeError in forward
-    ("skip_channels", 0, "skip_channels must be a whole number, at least 1, not 0"),
-    ("residual_hidden", -1, "residual_hidden must be a whole number, at least 0, not -1"),
-    ("num_label_classes", -1, "num_label_classes must be a whole number, at least 0, not -1"),  # ran as 0
-    ("scale_pairs", ((0.0, 1.0),), "scale_pairs must be pairs of positive numbers"),  # ran with maps left out
-    ("scale_pairs", (1.0,), "scale_pairs must be pairs of positive numbers"),  # cannot unpack non-iterable float
+    ("conversion_width", 0, r"conversion_width must lie in \[1, 4096\], got 0"),  # RuntimeError in forward
+    ("skip_channels", 0, r"skip_channels must lie in \[1, 4096\], got 0"),
+    ("residual_hidden", -1, r"residual_hidden must lie in \[0, 4096\], got -1"),
+    ("num_label_classes", -1, r"num_label_classes must lie in \[0, 4096\], got -1"),  # ran as 0
+    ("scale_pairs", ((0.0, 1.0),), "scale_pairs: expected a list of pairs of numbers above 0"),  # ran with maps left out
+    ("scale_pairs", (1.0,), "scale_pairs: expected a list of pairs of numbers above 0"),  # cannot unpack non-iterable float
 ])
 def test_a_search_network_config_out_of_range_is_one_value_error_naming_the_field(field, value, message):
     from augment.imageio import InputError

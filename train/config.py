@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from augment.config import read_config_text
+from augment.config import read_yaml_mapping
 from augment.imageio import InputError
-from augment.validation import is_int, is_number, is_pair
+from augment.validation import check_field_types, is_int, is_number
 from train.data import MAX_SEED, PairConfig, pair_checks
 from train.losses import build_loss
 from train.model import SearchNetConfig
@@ -121,16 +119,25 @@ class TrainConfig:
             raise InputError(f"unknown task {self.task!r} (known: {', '.join(TASK_NAMES)})")
         self.query_fill = tuple(self.query_fill)
         self.betas = tuple(self.betas)
+        for key in ("photo_medium", "photo_per_scene"):  # 192.9 was cut to 192 without a word
+            if not all(is_int(v) or (isinstance(v, float) and v.is_integer()) for v in getattr(self, key)):
+                raise InputError(f"{key}: expected two whole numbers, got {list(getattr(self, key))}")
         self.photo_medium = tuple(int(v) for v in self.photo_medium)
         self.photo_per_scene = tuple(int(v) for v in self.photo_per_scene)
         if not 0.0 <= self.real_fraction <= 1.0:  # hard_negative_fraction: with the pairs' keys (pair_checks)
             raise InputError(f"real_fraction must lie in [0, 1], got {self.real_fraction!r}")
         if self.real_fraction > 0 and not self.photo_sources:
             raise InputError("real_fraction > 0 needs photo_sources (labelled photos to make real media from)")
-        if self.photo_epoch_size < 1 or min(self.photo_medium) < 32 or min(self.photo_per_scene) < 1:
-            raise InputError("photo_epoch_size must be at least 1, photo_medium sides at least 32, "
-                             "photo_per_scene at least 1")
+        if self.photo_epoch_size < 1 or not 32 <= min(self.photo_medium) <= max(self.photo_medium) <= 4096:
+            raise InputError("photo_epoch_size must be at least 1, photo_medium sides in [32, 4096]")
+        if self.photo_min_area < 1:
+            raise InputError(f"photo_min_area must be at least 1, got {self.photo_min_area}")
         self._check_ranges()
+        # The photo pairs' own checks, as this config names their keys (they were checked, under their
+        # own names, only once the photos were read: 'photo pairs: look_alike_probability must ...').
+        self.photo_config().pair_config(self.negative_fraction).validate(
+            "photo settings", names={"scene_height": "photo_medium", "photos_per_scene": "photo_per_scene",
+                                     "look_alike_probability": "photo_look_alike"})
         if self.task == "segment":
             self._check_segment()
             return
@@ -154,31 +161,10 @@ class TrainConfig:
 
     def _check_types(self) -> None:
         """Every value of the type its default has; one line naming the key otherwise."""
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
-            if default is None:  # optional: None or a value of the annotated type (e.g. decay_steps: int | None)
-                kind = str(spec.type)
-                check, expected = ((is_int, "a whole number or null") if "int" in kind else
-                                   (is_number, "a number or null") if "float" in kind else
-                                   (lambda v: isinstance(v, str), "a string or null") if "str" in kind else
-                                   (lambda v: True, ""))
-                ok = value is None or check(value)
-            elif isinstance(default, bool):
-                ok, expected = isinstance(value, bool), "true or false"
-            elif isinstance(default, int):
-                ok, expected = is_int(value), "a whole number"
-            elif isinstance(default, float):
-                ok, expected = is_number(value), "a number"
-            elif isinstance(default, tuple):
-                ok = is_pair(value)
-                expected = f"a pair of numbers like {list(default)}"
-            elif isinstance(default, list):
-                ok, expected = isinstance(value, list) and all(isinstance(v, str) for v in value), "a list of names"
-            else:
-                ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
-            if not ok:
-                raise InputError(f"{spec.name}: expected {expected}, got {value!r}")
+        try:
+            check_field_types(self)
+        except ValueError as error:
+            raise InputError(str(error)) from None
 
     def _check_ranges(self) -> None:
         """Every value in its range; one line naming the key otherwise."""
@@ -238,13 +224,7 @@ class TrainConfig:
     def from_yaml(cls, path: Path | str, **overrides: Any) -> "TrainConfig":
         """Load a YAML config; unknown keys are an error naming the key, not a silent no-op."""
         path = Path(path)
-        text = read_config_text(path)
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as error:
-            raise InputError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if not isinstance(values, dict):
-            raise InputError(f"{path}: expected a mapping of config keys")
+        values = read_yaml_mapping(path)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -12,6 +12,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from augment.imageio import InputError
+from augment.validation import whole_setting
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,12 +39,16 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
     NCCL on CUDA, gloo on CPU. Each process uses GPU ``LOCAL_RANK``.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = whole_setting("WORLD_SIZE", 1)
     if world_size <= 1:
         return DistInfo()
+    local_rank = whole_setting("LOCAL_RANK", 0)
     if dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name, "").strip()]
+    if missing:  # torch's rendezvous raised a ValueError traceback ("environment variable RANK expected")
+        raise InputError(f"WORLD_SIZE={world_size} without {', '.join(missing)}: start the ranks with torchrun "
+                         "(it sets them all), or unset WORLD_SIZE for one process")
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
         torch.cuda.set_device(local_rank)

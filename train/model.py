@@ -26,13 +26,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from augment.validation import is_int, is_pair
+from augment.validation import check_field_types, is_int, is_pair
 from train.backbones import check_backbone_name, create_backbone
 from train.correlation import FeatureProjection, ResidualProjection, correlate_sizes
 from train.model_heads import ConversionNet, EdgeRefiner, PooledHeads, _hw, _is_zero, _resize
 
 # Stride of the common grid the score maps are resized to (the backbone's first feature level).
 GRID_STRIDE = 8
+
+
+# Widths (and counts) a model config may ask for: past it a layer's weights, not its accuracy, grow
+# (conversion_width 10**9 asked torch for petabytes as the network was built).
+MAX_CHANNELS = 4096
 
 
 @dataclass
@@ -74,23 +79,26 @@ class SearchNetConfig:
     trainable_blocks: int = 0
 
     def __post_init__(self) -> None:
+        # Checked here, not where the network is built: a width of -1 or "x" was torch's traceback there,
+        # a readout_gain of nan trained to nan without a word, conversion_layers 0 built one layer.
+        check_field_types(self, skip=("feature_strides", "scale_pairs"))
+        if not (isinstance(self.feature_strides, (list, tuple)) and all(map(is_int, self.feature_strides))):
+            raise ValueError(f"feature_strides: expected a list of whole numbers, got {self.feature_strides!r}")
+        if not (isinstance(self.scale_pairs, (list, tuple)) and all(is_pair(p) and min(p) > 0 for p in self.scale_pairs)):
+            raise ValueError(f"scale_pairs: expected a list of pairs of numbers above 0 like [[1.0, 1.0]], "
+                             f"got {self.scale_pairs!r}")
         # Configs loaded from YAML/JSON arrive as lists; normalise so the dataclass stays hashable.
         self.feature_strides = tuple(int(s) for s in self.feature_strides)
-        if not all(is_pair(pair) and min(pair) > 0 for pair in self.scale_pairs):  # 0 ran with maps left out
-            raise ValueError(f"scale_pairs must be pairs of positive numbers [query_scale, medium_scale], "
-                             f"not {self.scale_pairs!r}")
         self.scale_pairs = tuple((float(q), float(m)) for q, m in self.scale_pairs)
         if not self.feature_strides or not self.scale_pairs:
             raise ValueError("feature_strides and scale_pairs must not be empty")
-        check_backbone_name(self.backbone)
-        # Widths and counts: 0 channels or -1 was a RuntimeError at the first forward pass (or ran as
-        # though it were 0); TrainConfig turns these into one line naming model.
-        for name, low in (("conversion_width", 1), ("conversion_layers", 1), ("skip_channels", 1),
-                          ("edge_channels", 1), ("projection_channels", 0), ("residual_hidden", 0),
-                          ("num_label_classes", 0), ("trainable_blocks", 0)):
+        for name, low in (("projection_channels", 0), ("conversion_width", 1), ("conversion_layers", 1),
+                          ("skip_channels", 1), ("edge_channels", 1), ("num_label_classes", 0),
+                          ("residual_hidden", 0), ("trainable_blocks", 0)):
             value = getattr(self, name)
-            if not (is_int(value) and value >= low):
-                raise ValueError(f"{name} must be a whole number, at least {low}, not {value!r}")
+            if not low <= value <= MAX_CHANNELS:
+                raise ValueError(f"{name} must lie in [{low}, {MAX_CHANNELS}], got {value}")
+        check_backbone_name(self.backbone)
 
     @property
     def num_score_maps(self) -> int:

@@ -26,6 +26,9 @@ from augment.imageio import InputError
 from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
 from augment.validation import is_int, is_number, is_pair
 
+# Largest side a photo is resized or cropped to: a training config's medium_size maximum (train.config).
+MAX_SIZE = 4096
+
 IGNORE_INDEX = 255  # target value that carries no loss (and the cap on the number of classes)
 CLASSES_FILE = "classes.json"
 # Kinds of shard by file name prefix; everything else is a composite of `synth expand`.
@@ -158,18 +161,22 @@ class SegmentConfig:
         self.scale_range = tuple(float(x) for x in self.scale_range)
         self.eval_size = tuple(int(x) for x in self.eval_size)
         checks = [
-            (self.short_side >= 32 and self.crop_size >= 32, "short_side and crop_size must be at least 32"),
+            # At most MAX_SIZE: short_side 200000 asked OpenCV for 110 GB at the first photo (a traceback).
+            (32 <= self.short_side <= MAX_SIZE and 32 <= self.crop_size <= MAX_SIZE,
+             f"short_side and crop_size must lie in [32, {MAX_SIZE}], got {self.short_side} and {self.crop_size}"),
             (len(self.scale_range) == 2 and 0 < self.scale_range[0] <= self.scale_range[1],
              "scale_range must be [lo, hi] with 0 < lo <= hi"),
-            (len(self.eval_size) == 2 and min(self.eval_size) >= 32, "eval_size must be [height, width], each >= 32"),
+            (len(self.eval_size) == 2 and 32 <= min(self.eval_size) <= max(self.eval_size) <= MAX_SIZE,
+             f"eval_size must be [height, width], each in [32, {MAX_SIZE}]"),
             (self.composite_background in ("ignore", "background"), "composite_background must be ignore or background"),
             (0.0 <= self.eval_fraction < 1.0, "eval_fraction must lie in [0, 1)"),
             (0.0 <= self.colour_jitter < 1.0 and 0.0 <= self.hue_jitter <= 0.5, "colour_jitter in [0, 1), hue_jitter in [0, 0.5]"),
             (0.0 <= self.grayscale_p <= 1.0 and 0.0 <= self.blur_p <= 1.0, "grayscale_p and blur_p must lie in [0, 1]"),
             (set(self.mix) <= set(MIX_KINDS), f"mix keys must be among {', '.join(MIX_KINDS)}"),
-            (all(isinstance(v, (int, float)) and v >= 0 for v in self.mix.values()) and sum(self.mix.values()) > 0,
-             "mix shares must be non-negative numbers, not all zero"),
-            (self.store_short_side >= 32, "store_short_side must be at least 32"),
+            # is_number: .inf was an OverflowError traceback as the row groups were listed, true a share of 1
+            (all(is_number(v) and v >= 0 for v in self.mix.values()) and sum(self.mix.values()) > 0,
+             f"mix shares must be finite numbers at least 0, not all zero, got {self.mix!r}"),
+            (32 <= self.store_short_side <= MAX_SIZE, f"store_short_side must lie in [32, {MAX_SIZE}]"),
         ]
         for ok, message in checks:
             if not ok:

@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from augment.validation import check_field_types
 from train.backbones import check_backbone_name, create_backbone
+from train.model import MAX_CHANNELS
 
 
 @dataclass
@@ -33,9 +35,10 @@ class SegmentNetConfig:
     #                         the high-resolution part of the backward pass is most of a CPU step
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # "x" or nan was a TypeError at the comparisons below, or torch's at the build
         check_backbone_name(self.backbone)
-        if self.decoder_channels < 8:
-            raise ValueError(f"decoder_channels must be at least 8, not {self.decoder_channels}")
+        if not 8 <= self.decoder_channels <= MAX_CHANNELS:
+            raise ValueError(f"decoder_channels must lie in [8, {MAX_CHANNELS}], not {self.decoder_channels}")
         if self.frozen_blocks < 0:
             raise ValueError(f"frozen_blocks must be at least 0, not {self.frozen_blocks}")
         if not 0.0 <= self.dropout < 1.0:
