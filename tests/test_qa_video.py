@@ -1,0 +1,63 @@
+"""`synth search` on videos as a user's footage comes: containers that declare odd frame rates, videos
+with damaged frames that also break later (the QA round on the temporal mode)."""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from augment.imageio import save_image
+from cli_checks import run_cli
+from pipelines.video import FrameReader, VideoWriter
+from tests.test_hardening_search import _random
+
+
+def _write_avi(path: Path, frames: int = 6, width: int = 64, height: int = 48, fps: float = 10.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    for k in range(frames):
+        writer.write(_random(30 + k, height, width))
+    writer.release()
+    return path
+
+
+def _declare_rate(path: Path, scale: int, rate: int) -> Path:
+    """The AVI's stream header made to declare ``rate / scale`` frames/s (a damaged or odd container)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"strh") + 8 + 20  # the chunk's fccType, fccHandler, flags, priority, language, initial
+    data[at:at + 8] = struct.pack("<II", scale, rate)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(("suffix", "fps"), [(".mp4", 100000.0), (".mp4", 0.001), (".mp4", float("nan")),
+                                             (".mp4", float("inf")), (".avi", 0.5)])
+def test_the_highlighted_video_is_written_whatever_rate_the_medium_declares(tmp_path, suffix, fps):
+    """OpenCV refused the writer at 100000 or 0.001 frames/s (MPEG-4's time base; MJPEG under 1/s), and
+    an infinite rate hung it: the video was lost as 'OpenCV cannot write this video format'."""
+    target = tmp_path / f"out{suffix}"
+    writer = VideoWriter(target, fps, 32, 24)
+    for k in range(3):
+        writer.write(np.full((24, 32, 3), 40 * k, np.uint8))
+    writer.close()
+    capture = cv2.VideoCapture(str(target))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    assert math.isfinite(writer.fps) and writer.fps > 0
+    capture.release()
+
+
+def test_a_video_declaring_100000_frames_a_second_is_searched(tmp_path):
+    video = _declare_rate(_write_avi(tmp_path / "clip.avi"), 1, 100000)
+    assert FrameReader(video).info.fps == 100000.0  # what the container says, as OpenCV reads it
+    query = tmp_path / "query.png"
+    save_image(query, _random(1, 24, 24))
+    result = run_cli("search", query, video, "--out", tmp_path / "found", "--device", "cpu", "--untrained",
+                     "--no-verify", "--workers", 1)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    capture = cv2.VideoCapture(str(tmp_path / "found" / "clip.highlight.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and capture.get(cv2.CAP_PROP_FPS) == 65535
+    capture.release()
