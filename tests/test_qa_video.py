@@ -61,3 +61,22 @@ def test_a_video_declaring_100000_frames_a_second_is_searched(tmp_path):
     capture = cv2.VideoCapture(str(tmp_path / "found" / "clip.highlight.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and capture.get(cv2.CAP_PROP_FPS) == 65535
     capture.release()
+
+
+def test_the_temporal_mode_names_a_videos_skipped_frames_also_when_it_breaks_later(tmp_path):
+    """The temporal mode (the default) dropped the 'skipped frame:' lines of a video that then broke:
+    they were added to the run's list only after a clean end (--every-instance listed them)."""
+    from tests.test_qa_search_api import _damage_frames
+    from tests.test_search import _query, _write_video
+
+    video = tmp_path / "camera.avi"
+    _write_video(video, frames=8)
+    _damage_frames(video, (0,))
+    video.write_bytes(video.read_bytes()[:int(video.stat().st_size * 0.7)])
+    save_image(tmp_path / "query.png", _query())
+    result = run_cli("search", tmp_path / "query.png", video, "--out", tmp_path / "out",
+                     "--device", "cpu", "--untrained", "--no-verify", "--workers", "1")
+    assert result.exit_code == 1, result.output
+    joined = " ".join(result.output.split())
+    assert "skipped frame:" in joined and "(frame 0): could not be decoded" in joined, result.output
+    assert "video breaks after" in joined
