@@ -80,3 +80,18 @@ def test_the_temporal_mode_names_a_videos_skipped_frames_also_when_it_breaks_lat
     joined = " ".join(result.output.split())
     assert "skipped frame:" in joined and "(frame 0): could not be decoded" in joined, result.output
     assert "video breaks after" in joined
+
+
+def test_a_start_box_overhanging_the_frame_holds_the_part_in_view():
+    """--box 170,100,50,50 on 180x120 frames (accepted: 10x20 px of it inside) was held centred at
+    x=195, outside the frame: frame 1 said 'tracking' with an empty box [180, 82, 180, 120]."""
+    from pipelines.search import Searcher
+    from pipelines.temporal import TemporalSearcher
+
+    frame = _random(5, 120, 180)
+    searcher = Searcher(device="cpu", untrained=True)
+    tracker = TemporalSearcher(searcher, searcher.prepare(_random(6, 50, 17)), initial_box=(170, 100, 220, 150))
+    track = tracker.step(frame)
+    x0, y0, x1, y1 = track.best_box
+    assert x1 > x0 and y1 > y0 and 165 <= (x0 + x1) / 2 <= 180, track.best_box
+    assert x0 < 180 and y0 < 120, track.best_box
