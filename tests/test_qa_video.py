@@ -95,3 +95,24 @@ def test_a_start_box_overhanging_the_frame_holds_the_part_in_view():
     x0, y0, x1, y1 = track.best_box
     assert x1 > x0 and y1 > y0 and 165 <= (x0 + x1) / 2 <= 180, track.best_box
     assert x0 < 180 and y0 < 120, track.best_box
+
+
+def test_a_sequence_folders_files_that_are_not_frames_are_counted_not_dropped(tmp_path, caplog):
+    """--sequence left a video, notes or Thumbs.db among the frames out without a word (a MEDIA folder's
+    are counted in a warning); an earlier search's outputs inside it are still left out silently."""
+    import logging
+
+    from pipelines.frames import FolderFrames
+
+    frames = tmp_path / "frames"
+    for k in (1, 2, 10):
+        save_image(frames / f"{k}.png", _random(k, 24, 32))
+    (frames / "notes.txt").write_text("shot on Tuesday\n")
+    _write_avi(frames / "clip.avi", frames=2)
+    with caplog.at_level(logging.INFO, logger="pipelines.search_jobs"):
+        reader = FolderFrames(frames)
+    assert [path.name for path in reader.files] == ["1.png", "2.png", "10.png"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "2 file(s) that are not images left out" in warnings[0], warnings
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "notes.txt" in logged and "clip.avi" in logged
