@@ -64,6 +64,8 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
     skipped = list(getattr(reader, "skipped", []))
     advance(len(skipped))  # counted in the progress total (count_work) but never searched
     report = {**base, **summary.to_json(), "skipped": len(skipped), "skipped_files": skipped}
+    if reader.error is not None:  # the summary of a video cut short says so, as its detections.jsonl does
+        report["error"] = reader.error
     atomic_write_text(out / f"{name}.summary.json", json.dumps(report, indent=1) + "\n")
     if reports is not None:
         reports.append(report)

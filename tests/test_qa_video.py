@@ -3,6 +3,7 @@ with damaged frames that also break later (the QA round on the temporal mode).""
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from pathlib import Path
@@ -80,6 +81,8 @@ def test_the_temporal_mode_names_a_videos_skipped_frames_also_when_it_breaks_lat
     joined = " ".join(result.output.split())
     assert "skipped frame:" in joined and "(frame 0): could not be decoded" in joined, result.output
     assert "video breaks after" in joined
+    summary = json.loads((tmp_path / "out" / "camera.summary.json").read_text())  # it said nothing of the break
+    assert "video breaks after" in summary["error"] and summary["skipped"] == 1, summary
 
 
 def test_a_start_box_overhanging_the_frame_holds_the_part_in_view():
