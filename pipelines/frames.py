@@ -49,20 +49,30 @@ def name_order(name: str) -> tuple[tuple[Any, ...], str]:
 def frame_files(folder: Path) -> list[Path]:
     """A frame folder's image files in frame order, less the heat maps and highlights earlier
     searches wrote into output folders inside it (an ``--out`` kept beside the frames)."""
+    return _listed(folder)[0]
+
+
+def _listed(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(:func:`frame_files`, the folder's other files: not images, nor an earlier search's outputs)."""
     from pipelines.search_jobs import earlier_outputs_below
 
-    images, _ = list_images(folder)
+    images, others = list_images(folder)
     earlier = earlier_outputs_below(folder)
     kept = [path for path in images if not earlier or path.resolve() not in earlier]
-    return sorted(kept, key=lambda p: name_order(str(p.relative_to(folder))))
+    others = [path for path in others if not earlier or path.resolve() not in earlier]
+    return sorted(kept, key=lambda p: name_order(str(p.relative_to(folder)))), others
 
 
 class FolderFrames:
     """Iterate over a frame folder's (indices, RGB frames) batches; see the module docstring."""
 
     def __init__(self, folder: Path | str, batch_size: int = 4, prefetch: int = 8) -> None:
+        from pipelines.search_jobs import report_left_out
+
         self.path = Path(folder)
-        self.files = frame_files(self.path)
+        self.files, others = _listed(self.path)
+        # a video, notes or Thumbs.db among the frames: counted in a warning, as a MEDIA folder's are
+        report_left_out(others, self.path, "not an image (a --sequence folder's frames)", "not images")
         if not self.files:
             raise InputError(f"{self.path}: no image frames in this folder")
         self.batch_size = max(1, int(batch_size))

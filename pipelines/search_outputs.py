@@ -124,11 +124,10 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                     for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
                                                 save_heatmaps=save_heatmaps, batch=batch,
                                                 advance=progress, reports=summary.tracks,
-                                                initial_box=initial_box):
+                                                skipped_files=summary.skipped, initial_box=initial_box):
                         summary.frames += 1
                         summary.detections += len(line["detections"])
                         lines.append(line)
-                    summary.skipped.extend(summary.tracks[-1]["skipped_files"] if summary.tracks else [])
                 elif is_video(job.medium):
                     for line in _search_video(side_by_side, prepared, job.medium, out, names, save_heatmaps,
                                               batch, progress, summary):

@@ -70,8 +70,8 @@ from pipelines.temporal_refine import refine_peak
 from pipelines.temporal_track import (GRID, LOST, REDETECTED, STATES, TRACKING, Look, RecentLevels, Track,
                                       TrackSummary)
 from pipelines.template_heat import TemplateHeat
-from pipelines.window_geometry import (box_from, check_start_box, crop_affine, hann_window, sample_window, shift_map,
-                                       turn_matrix, turned_size)
+from pipelines.window_geometry import (box_from, check_start_box, crop_affine, hann_window, part_inside, sample_window,
+                                       shift_map, turn_matrix, turned_size)
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +191,8 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition):
                                   f"{self._frame_size[0]}x{self._frame_size[1]} (one TemporalSearcher "
                                   "holds one video of same-size frames)")
         index, self.index = self.index, self.index + 1
-        if self._initial is not None:
-            self._place(self._initial)
+        if self._initial is not None:  # the part in view: a box overhanging the frame was held centred
+            self._place(part_inside(self._initial, w, h))  # outside it, its box shown empty on frame 1
             self._initial = None
             self.state = TRACKING
             self._fresh = True

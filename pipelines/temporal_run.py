@@ -30,12 +30,13 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
                     advance: Callable[[int], None] = lambda n: None,
                     config: TemporalConfig | None = None,
                     reports: list[dict[str, Any]] | None = None,
+                    skipped_files: list[str] | None = None,
                     initial_box: tuple[float, float, float, float] | None = None) -> Iterator[dict[str, Any]]:
     """Hold ``prepared``'s target through ``medium``; yields one detections.jsonl line per frame.
 
     ``initial_box`` (x0, y0, x1, y1): the target's box in the first frame (else it is searched
     for there). After the iteration the summary is in ``<name>.summary.json`` (and appended to
-    ``reports``). A medium with no decodable frame, or a box outside its frames, is an InputError.
+    ``reports``; the frames skipped are added to ``skipped_files``, also where the video breaks later). A medium with no decodable frame, or a box outside its frames, is an InputError.
     """
     tracker = TemporalSearcher(searcher, prepared, config, initial_box=initial_box)
     checked = initial_box is None
@@ -63,8 +64,12 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
     skipped = list(getattr(reader, "skipped", []))
     advance(len(skipped))  # counted in the progress total (count_work) but never searched
     report = {**base, **summary.to_json(), "skipped": len(skipped), "skipped_files": skipped}
+    if reader.error is not None:  # the summary of a video cut short says so, as its detections.jsonl does
+        report["error"] = reader.error
     atomic_write_text(out / f"{name}.summary.json", json.dumps(report, indent=1) + "\n")
     if reports is not None:
         reports.append(report)
+    if skipped_files is not None:
+        skipped_files.extend(skipped)
     if reader.error is not None:
         raise InputError(reader.error)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 import queue
 import threading
@@ -49,6 +50,12 @@ _END = object()
 # counted, as a frame folder's unreadable file is, and the frames after it are searched (OpenCV reads
 # on past it; the reader stopped there, and a damaged first frame lost the whole video).
 MAX_BAD_FRAMES_IN_A_ROW = 8
+# Frame rates the encoders take (FFmpeg's MPEG-4: a time base denominator up to 65535, and no rate that
+# rounds to nothing; OpenCV's own MJPEG writer: at least 1 frame/s). A container may declare any rate (a
+# damaged header, a time-lapse): the highlighted video is written at the nearest rate the encoder takes,
+# where OpenCV refused to open the writer and the medium was lost as "cannot write this video format".
+_FPS_RANGE = {"mp4v": (0.01, 65535.0), "MJPG": (1.0, 65535.0)}
+DEFAULT_FPS = 25.0  # a rate that is 0, negative, NaN or infinite: the container declares none
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,7 @@ def _info(capture: cv2.VideoCapture) -> VideoInfo:
     fps = capture.get(cv2.CAP_PROP_FPS)
     return VideoInfo(width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                      height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                     fps=float(fps) if fps and fps > 0 else 25.0,
+                     fps=_rate(fps),
                      frame_count=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))))
 
 
@@ -275,6 +282,22 @@ class FrameReader:
         self._thread.join()
 
 
+def _rate(fps: float) -> float:
+    """A declared frame rate, or :data:`DEFAULT_FPS` where it is none (0, negative, NaN, infinite)."""
+    return float(fps) if math.isfinite(fps) and fps > 0 else DEFAULT_FPS
+
+
+def writable_fps(fps: float, fourcc: str, path: Path) -> float:
+    """``fps`` brought into the range ``fourcc``'s encoder takes (logged where it changes): a rate a
+    container declares far out of it (100000 or 0.001 frames/s) made OpenCV refuse the writer."""
+    low, high = _FPS_RANGE[fourcc]
+    rate = min(max(_rate(fps), low), high)
+    if rate != fps:
+        logger.warning("%s: written at %g frames/s (the encoder takes %g to %g; the medium declares %g)",
+                       path, rate, low, high, fps)
+    return rate
+
+
 class VideoWriter:
     """Encode RGB frames on a background thread; the file appears under ``path`` on close()."""
 
@@ -290,8 +313,9 @@ class VideoWriter:
         # The temporary keeps the suffix: OpenCV picks the container from it.
         self._temporary = temporary_beside(self.path, suffix=suffix)
         self.size = (int(width), int(height))
+        self.fps = writable_fps(fps, _FOURCC[suffix], self.path)
         self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*_FOURCC[suffix]),
-                                       float(fps), self.size)
+                                       self.fps, self.size)
         if not self._writer.isOpened():
             self._temporary.unlink(missing_ok=True)
             raise InputError(f"{self.path}: OpenCV cannot write this video format")

@@ -87,6 +87,13 @@ def box_from(center: tuple[float, float], size: tuple[float, float],
     return x0, y0, max(x0, min(frame_w, round(cx + w / 2))), max(y0, min(frame_h, round(cy + h / 2)))
 
 
+def part_inside(box: tuple[float, ...], width: int, height: int) -> tuple[float, float, float, float]:
+    """The part of a box (x0, y0, x1, y1) inside a width x height frame (x1 < x0 or y1 < y0 where there
+    is none): what of a starting box that overhangs the frame can be seen, and so tracked."""
+    x0, y0, x1, y1 = box
+    return max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
+
+
 MAX_BOX_TO_FRAME = 4  # a starting box this many times the frame's width or height is a typo, not a target
 
 
@@ -110,7 +117,8 @@ def check_start_box(box: Any, width: int | None, height: int | None, name: str =
     given = f"{name} {x0:g},{y0:g},{x1 - x0:g},{y1 - y0:g} (X,Y,W,H)"
     if x1 - x0 > MAX_BOX_TO_FRAME * width or y1 - y0 > MAX_BOX_TO_FRAME * height:
         raise ArrayInputError(f"{given} is more than {MAX_BOX_TO_FRAME} times the size of the {width}x{height} frames")
-    inside_w, inside_h = min(x1, width) - max(x0, 0), min(y1, height) - max(y0, 0)
+    ix0, iy0, ix1, iy1 = part_inside(values, width, height)
+    inside_w, inside_h = ix1 - ix0, iy1 - iy0
     if inside_w < 2 or inside_h < 2:
         where = ("lies outside the" if inside_w <= 0 or inside_h <= 0 else
                  f"covers {max(inside_w, 0):g}x{max(inside_h, 0):g} px (at least 2 px a side is needed) of the")
