@@ -87,3 +87,30 @@ def test_resume_with_steps_already_done_says_which_steps_would_train(tmp_path, c
     assert len(warned) == 1 and "already at step 2 of 1: nothing to train; pass --steps above 2" in warned[0], warned
     assert (run / CHECKPOINT_FILE).read_bytes() == before
     assert torch.load(run / CHECKPOINT_FILE, weights_only=True)["step"] == 2
+
+
+def test_resume_with_another_number_of_loader_workers_starts_the_next_epoch(tmp_path, caplog):
+    """A stream position belongs to one loader worker: resumed with another num_workers (a key that may
+    change on resume), the positions were applied to other workers' rows, skipping rows never trained
+    on and replaying others, without a word. It starts the next epoch, as another world size does."""
+    import logging
+
+    import torch
+
+    from shard_factory import make_shards
+    from test_trainer import tiny_config
+    from train.checkpoint import CHECKPOINT_FILE
+    from train.loop import train
+
+    shards = make_shards(tmp_path / "shards", n_composites=8, size=64).folder
+    run = tmp_path / "run"
+    train(tiny_config(steps=2, checkpoint_every=2), shards, run, show_progress=False)
+    saved = torch.load(run / CHECKPOINT_FILE, weights_only=True)["data"]
+    assert saved["workers"] == 1 and saved["ranks"][0]["epoch"] == 0
+    with caplog.at_level(logging.WARNING, logger="train.loop"):
+        train(tiny_config(steps=3, checkpoint_every=3, num_workers=2), shards, run, resume=True, show_progress=False)
+    warned = [r.getMessage() for r in caplog.records if "starting the next epoch afresh" in r.getMessage()]
+    assert warned == ["checkpoint has data positions for 1 ranks of 1 loader workers, not 1 of 2: "
+                      "starting the next epoch afresh"], warned
+    resumed = torch.load(run / CHECKPOINT_FILE, weights_only=True)["data"]
+    assert resumed["workers"] == 2 and resumed["ranks"][0]["epoch"] >= 1

@@ -109,7 +109,8 @@ class TrainConfig:
     init_optimizer: bool = False
     schedule_offset: int = 0
 
-    # Keys that may change between a run and its resumption: they do not change what is learned.
+    # Keys that may change between a run and its resumption: they do not change the network or its
+    # data (num_workers changes the order rows come in: a resume with another count starts the next epoch).
     RUNTIME_KEYS = frozenset({"steps", "num_workers", "device", "compile", "log_every", "eval_every",
                               "eval_batches", "checkpoint_every"})
 

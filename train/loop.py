@@ -222,12 +222,17 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         step = state["step"]
         restore_rng_state(state["rng"])
         ranks = state["data"].get("ranks", [])
-        if len(ranks) == info.world_size:
+        # A stream position belongs to one loader worker of one rank: another world size or number of
+        # workers splits the rows differently (the positions skipped rows never trained on and replayed
+        # others), so the run continues at the next epoch. (Older checkpoints: their config's count.)
+        saved_workers = state["data"].get("workers", state["config"].get("values", {}).get("num_workers"))
+        workers = max(1, config.num_workers)
+        if len(ranks) == info.world_size and (saved_workers is None or max(1, int(saved_workers)) == workers):
             data_state = ranks[info.rank]
-        else:  # another world size shards the data differently: continue at the next epoch
+        else:
             data_state = restart_state(ranks)
-            logger.warning("checkpoint has data positions for %d ranks, not %d: starting the next epoch afresh",
-                           len(ranks), info.world_size)
+            logger.warning("checkpoint has data positions for %d ranks of %s loader workers, not %d of %d: "
+                           "starting the next epoch afresh", len(ranks), saved_workers, info.world_size, workers)
         if info.is_main:
             logger.info("resumed from %s at step %d", checkpoint_path, step)
     elif checkpoint_path.exists():
@@ -280,7 +285,8 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
 
     def save() -> Path | None:
         """The checkpoint at this step (written by the main rank; the path there, None elsewhere)."""
-        data_state = {"ranks": gather_objects(stream.state(), info)}  # collective: all ranks call it
+        data_state = {"ranks": gather_objects(stream.state(), info),  # collective: all ranks call it
+                      "workers": max(1, config.num_workers)}
         if not info.is_main:
             return None
         save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, step=step, config=config.to_dict(),
