@@ -8,6 +8,7 @@ import math
 import cv2
 import numpy as np
 
+from augment.draw_labels import format_score, put_label
 from pipelines.temporal_track import LOST, REDETECTED, TRACKING, Track
 
 
@@ -56,6 +57,8 @@ def draw_track(frame: np.ndarray, track: Track, heat_alpha: float = 0.6) -> np.n
         x0, y0, x1, y1 = track.best_box
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), STATE_RGB[track.state],
                       thickness if track.held else 1, cv2.LINE_AA)
-    cv2.putText(out, f"{track.state} {track.best_score:.2f}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX,
-                0.5, STATE_RGB[track.state], 1, cv2.LINE_AA)
+    # In the top-left corner, sized to the frame and kept inside it (augment.draw_labels): a fixed
+    # 0.5 was a speck on a 4K frame and ran off a narrow one.
+    put_label(out, (f"{track.state} {format_score(track.best_score)}", track.state), (6, 2),
+              STATE_RGB[track.state], base_scale=0.5, above=False)
     return out

@@ -1,0 +1,124 @@
+"""What users see (augment/draw_labels.py and its users): labels that say the number written beside
+them, readable on a 4000 x 3000 photo and a 4K frame, inside a narrow picture or left out, never cut
+at its edge; the contact sheet's labels drawn at the size the sheet shows."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from augment.draw_labels import format_score, put_label
+from pipelines.detections import Detection
+from pipelines.highlight import GUESS_RGB, highlight
+
+
+def _colour_pixels(picture: np.ndarray, rgb: tuple[int, int, int], within: int = 60) -> np.ndarray:
+    return np.abs(picture.astype(int) - rgb).sum(axis=2) < within
+
+
+def _guess(h: int, w: int, box: tuple[int, int, int, int], score: float) -> np.ndarray:
+    """A best guess drawn on a flat grey picture, its box's pixels and inside set aside (0)."""
+    drawn = highlight(np.full((h, w, 3), 128, np.uint8), np.zeros((h, w), np.float32), [],
+                      Detection(box=box, score=score, area=1, peak=(0, 0)))
+    return drawn
+
+
+def test_the_best_guess_label_shows_the_score_detections_jsonl_gives():
+    """A fused best guess scores ~0.003 on real photos (CCP): every label read 'best guess 0.00',
+    whatever the score, where detections.jsonl's best said 0.0028."""
+    assert format_score(0.0028) == "0.0028" and format_score(0.051) == "0.051"
+    assert format_score(0.4567) == "0.46" and format_score(1.0) == "1.00" and format_score(0.0) == "0.00"
+    low, other = _guess(120, 200, (60, 50, 120, 100), 0.0028), _guess(120, 200, (60, 50, 120, 100), 0.0041)
+    assert not np.array_equal(low, other)  # two scores, two labels
+
+
+def test_on_a_4000_by_3000_photo_the_best_guess_is_drawn_to_be_seen_whole():
+    """A 0.4 label (11 px) and a 1-px box on a 12-megapixel photo: a speck when the photo is viewed."""
+    h, w, box = 3000, 4000, (1000, 800, 2000, 1600)
+    drawn = _guess(h, w, box, 0.12)
+    assert _colour_pixels(drawn[box[1]:box[1] + 4, box[0] + 10:box[2] - 10], GUESS_RGB).all()  # >= 4 px thick
+    above = _colour_pixels(drawn[:box[1] - 1], GUESS_RGB)  # the label, above the box
+    rows = np.nonzero(above.any(axis=1))[0]
+    assert rows.size and rows.max() - rows.min() >= 40  # 11 px before: 0.4 % of the height
+    columns = np.nonzero(above.any(axis=0))[0]
+    assert columns.min() >= box[0] - 2 and columns.max() - columns.min() >= 300
+
+
+@pytest.mark.parametrize("h, w, box", [(400, 20, (0, 100, 20, 200)), (60, 40, (5, 20, 35, 50)),
+                                       (90, 64, (0, 40, 30, 80))])
+def test_a_best_guess_label_too_wide_for_the_picture_is_not_cut_at_its_edge(h, w, box):
+    """A 20-px-wide strip showed 'bes' of 'best guess': the label ran off the picture. Drawn in a
+    picture that cannot hold it whole, it is shrunk, shortened or left out: not the whole label's
+    first pixels (as drawn in a wide picture) cut at the edge."""
+    x0, y0, x1, y1 = box
+
+    def label(picture: np.ndarray) -> np.ndarray:
+        found = _colour_pixels(picture, GUESS_RGB)
+        found[y0:y1, x0:x1] = False  # the box aside
+        return found
+
+    narrow, wide = label(_guess(h, w, box, 0.0031)), label(_guess(h, 1000, box, 0.0031))
+    assert wide.any() and wide[:, w:].any()  # the whole label runs past the narrow picture's width
+    assert not np.array_equal(narrow, wide[:, :w])
+    assert not (narrow[:, 0].any() or narrow[:, -1].any())
+
+
+@pytest.mark.parametrize("h, w", [(20, 20), (12, 400), (400, 12), (120, 160), (3000, 4000), (23, 97)])
+def test_put_label_draws_only_inside_the_rectangle_it_returns(h, w):
+    for anchor in ((0, 0), (w - 1, h - 1), (w // 2, 0), (-50, h + 50)):
+        for above in (True, False):
+            picture = np.zeros((h, w, 3), np.uint8)
+            where = put_label(picture, ("re-detected 0.0031", "re-detected", "0.0031"), anchor, (255, 255, 255),
+                              above=above)
+            drawn = np.nonzero(picture.any(axis=2))
+            if where is None:
+                assert drawn[0].size == 0
+                continue
+            x0, y0, x1, y1 = where
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert drawn[0].size and drawn[1].min() >= x0 - 2 and drawn[1].max() <= x1 + 1
+            assert drawn[0].min() >= y0 - 2 and drawn[0].max() <= y1 + 1
+
+
+def test_the_temporal_state_is_readable_on_a_4k_frame_and_inside_a_narrow_one():
+    from pipelines.temporal_draw import STATE_RGB, draw_track
+    from pipelines.temporal_track import REDETECTED, Track
+
+    big = draw_track(np.zeros((2160, 3840, 3), np.uint8), Track(1, REDETECTED, None, 0.45, None, None))
+    rows = np.nonzero(_colour_pixels(big[:300, :1500], STATE_RGB[REDETECTED]).any(axis=1))[0]
+    assert rows.size and rows.max() - rows.min() >= 40  # a fixed 0.5: 12 px on a 2160-px frame
+    narrow = draw_track(np.zeros((90, 64, 3), np.uint8), Track(1, REDETECTED, None, 0.45, None, None))
+    text = _colour_pixels(narrow, STATE_RGB[REDETECTED])
+    assert text.any() and not text[:, -1].any()  # written, and not cut at the right edge
+
+
+def test_the_contact_sheets_labels_are_drawn_at_the_size_the_sheet_shows(tmp_path):
+    """`synth show`: labels drawn on the 512-px composite, then shrunk to a 256-px tile, were a
+    blur (white 1-px strokes averaged into their black edge)."""
+    from augment.contact_sheet import contact_sheet
+    from augment.imageio import encode_jpeg, encode_png
+    from augment.schema import COMPOSITE_SCHEMA, shard_name
+
+    image = np.full((512, 512, 3), 40, np.uint8)
+    ids = np.zeros((512, 512), np.uint8)
+    ids[200:400, 100:300] = 1
+    image[ids == 1] = 90
+    row = {"id": "composite-00000", "image": {"bytes": encode_jpeg(image, 95), "path": None},
+           "mask": {"bytes": encode_png(ids), "path": None}, "width": 512, "height": 512,
+           "objects": [{"instance_id": 1, "cutout_id": "c", "category": "coat", "box": [100, 200, 300, 400],
+                        "visible_fraction": 1.0}],
+           "params": json.dumps({}), "seed": 0, "config_hash": "test"}
+    pq.write_table(pa.Table.from_pylist([row], schema=COMPOSITE_SCHEMA), tmp_path / shard_name("train", 0))
+    out = tmp_path / "sheet.png"
+    assert contact_sheet([tmp_path / shard_name("train", 0)], out, rows=1, columns=1, tile=256) == 1
+    sheet = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
+    white = sheet.min(axis=2) >= 200  # the label's white text (the id is yellow)
+    rows, columns = np.nonzero(white)
+    assert rows.size >= 40 and rows.max() - rows.min() >= 7
+    # Within the object's box at the tile's scale (x 50-150, y 100-200), at its top.
+    assert columns.min() >= 50 and columns.max() < 150 and rows.min() >= 100 and rows.max() < 125
