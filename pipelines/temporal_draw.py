@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 
-from augment.draw_labels import format_score, put_label
+from augment.draw_labels import format_score, line_width, put_label
 from pipelines.temporal_track import LOST, REDETECTED, TRACKING, Track
 
 
@@ -56,7 +56,7 @@ def draw_track(frame: np.ndarray, track: Track, heat_alpha: float = 0.6) -> np.n
     if track.best_box is not None:
         x0, y0, x1, y1 = track.best_box
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), STATE_RGB[track.state],
-                      thickness if track.held else 1, cv2.LINE_AA)
+                      thickness if track.held else line_width(h, w), cv2.LINE_AA)  # thin: 1 px was lost on 4K
     # In the top-left corner, sized to the frame and kept inside it (augment.draw_labels): a fixed
     # 0.5 was a speck on a 4K frame and ran off a narrow one.
     put_label(out, (f"{track.state} {format_score(track.best_score)}", track.state), (6, 2),

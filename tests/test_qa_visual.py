@@ -122,3 +122,16 @@ def test_the_contact_sheets_labels_are_drawn_at_the_size_the_sheet_shows(tmp_pat
     assert rows.size >= 40 and rows.max() - rows.min() >= 7
     # Within the object's box at the tile's scale (x 50-150, y 100-200), at its top.
     assert columns.min() >= 50 and columns.max() < 150 and rows.min() >= 100 and rows.max() < 125
+
+
+def test_a_lost_targets_thin_box_shows_on_a_4k_frame():
+    """While lost, the best guess's box is drawn thin: 1 px, invisible on a 3840 x 2160 frame seen whole."""
+    from pipelines.temporal_draw import STATE_RGB, draw_track
+    from pipelines.temporal_track import LOST, Track
+
+    box = (1000, 800, 1400, 1300)
+    drawn = draw_track(np.zeros((2160, 3840, 3), np.uint8), Track(1, LOST, box, 0.05, None, None))
+    top = _colour_pixels(drawn[box[1] - 3:box[1] + 4, 1100:1300], STATE_RGB[LOST], within=120).all(axis=1)
+    assert top.sum() >= 3  # rows of the top edge in the lost colour along its length
+    small = draw_track(np.zeros((240, 360, 3), np.uint8), Track(1, LOST, (100, 80, 140, 130), 0.05, None, None))
+    assert _colour_pixels(small[78:83, 110:130], STATE_RGB[LOST], within=120).all(axis=1).sum() <= 2  # thin there
