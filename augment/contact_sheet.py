@@ -90,6 +90,9 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
         record = read_row_group(path, group).slice(row, 1).to_pylist()[0]
         image = decode_image(record["image"]["bytes"], name=f"{path}:{record['id']}")
         instances = decode_image(record["mask"]["bytes"], name=f"{path}:{record['id']}")
+        if instances.shape[:2] != image.shape[:2]:  # resized to the tile, it would be drawn stretched
+            raise InputError(f"{path}:{record['id']}: mask is {instances.shape[1]}x{instances.shape[0]} but its "
+                             f"image is {image.shape[1]}x{image.shape[0]}")
         scale = tile / max(image.shape[:2])
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)

@@ -97,31 +97,50 @@ def test_the_temporal_state_is_readable_on_a_4k_frame_and_inside_a_narrow_one():
     assert text.any() and not text[:, -1].any()  # written, and not cut at the right edge
 
 
-def test_the_contact_sheets_labels_are_drawn_at_the_size_the_sheet_shows(tmp_path):
-    """`synth show`: labels drawn on the 512-px composite, then shrunk to a 256-px tile, were a
-    blur (white 1-px strokes averaged into their black edge)."""
-    from augment.contact_sheet import contact_sheet
+def _one_row_shard(folder, mask_size: int = 512):
+    """A shard of one 512 x 512 composite: a flat object (instance 1, 'coat') in box 100, 200, 300, 400,
+    its instance mask ``mask_size`` a side."""
     from augment.imageio import encode_jpeg, encode_png
     from augment.schema import COMPOSITE_SCHEMA, shard_name
 
     image = np.full((512, 512, 3), 40, np.uint8)
-    ids = np.zeros((512, 512), np.uint8)
+    image[200:400, 100:300] = 90
+    ids = np.zeros((mask_size, mask_size), np.uint8)
     ids[200:400, 100:300] = 1
-    image[ids == 1] = 90
     row = {"id": "composite-00000", "image": {"bytes": encode_jpeg(image, 95), "path": None},
            "mask": {"bytes": encode_png(ids), "path": None}, "width": 512, "height": 512,
            "objects": [{"instance_id": 1, "cutout_id": "c", "category": "coat", "box": [100, 200, 300, 400],
                         "visible_fraction": 1.0}],
            "params": json.dumps({}), "seed": 0, "config_hash": "test"}
-    pq.write_table(pa.Table.from_pylist([row], schema=COMPOSITE_SCHEMA), tmp_path / shard_name("train", 0))
+    path = folder / shard_name("train", 0)
+    pq.write_table(pa.Table.from_pylist([row], schema=COMPOSITE_SCHEMA), path)
+    return path
+
+
+def test_the_contact_sheets_labels_are_drawn_at_the_size_the_sheet_shows(tmp_path):
+    """`synth show`: labels drawn on the 512-px composite, then shrunk to a 256-px tile, were a
+    blur (white 1-px strokes averaged into their black edge)."""
+    from augment.contact_sheet import contact_sheet
+
     out = tmp_path / "sheet.png"
-    assert contact_sheet([tmp_path / shard_name("train", 0)], out, rows=1, columns=1, tile=256) == 1
+    assert contact_sheet([_one_row_shard(tmp_path)], out, rows=1, columns=1, tile=256) == 1
     sheet = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
     white = sheet.min(axis=2) >= 200  # the label's white text (the id is yellow)
     rows, columns = np.nonzero(white)
     assert rows.size >= 40 and rows.max() - rows.min() >= 7
     # Within the object's box at the tile's scale (x 50-150, y 100-200), at its top.
     assert columns.min() >= 50 and columns.max() < 150 and rows.min() >= 100 and rows.max() < 125
+
+
+def test_show_of_a_composite_whose_mask_is_another_size_is_one_line(tmp_path):
+    """A row whose instance mask is not its image's size was numpy's IndexError traceback ('boolean
+    index did not match'); now one line naming the shard and the row, and no sheet written."""
+    from cli_checks import assert_one_line_error, run_cli
+
+    shard = _one_row_shard(tmp_path, mask_size=256)
+    result = run_cli("show", shard, "--out", tmp_path / "sheet.png", "--rows", 1, "--columns", 1)
+    assert_one_line_error(result, 2, "composite-00000", "mask is 256x256 but its image is 512x512")
+    assert not (tmp_path / "sheet.png").exists() and shard.exists()
 
 
 def test_a_lost_targets_thin_box_shows_on_a_4k_frame():
