@@ -60,8 +60,13 @@ def put_label(image: np.ndarray, texts: Sequence[str], anchor: tuple[int, int], 
         scale = scale0 if text_w <= room else scale0 * room / text_w
         if scale < MIN_SCALE:
             continue
-        if scale != scale0:
+        while scale != scale0 and scale >= MIN_SCALE:  # the glyphs' sizes round: shrink till it fits
             (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+            if text_w <= room:
+                break
+            scale *= 0.97
+        if scale < MIN_SCALE:
+            continue
         if text_h + baseline + 2 * edge > h:
             continue
         x, y = anchor
