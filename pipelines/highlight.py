@@ -70,6 +70,12 @@ def _boxes_span(detections: Sequence[Detection], width: int, height: int,
 _DIMMED = (np.arange(256, dtype=np.float32) * np.float32(DIM_FACTOR)).astype(np.uint8)
 
 
+def dim(image: np.ndarray) -> np.ndarray:
+    """``image`` (uint8) with every pixel at :data:`DIM_FACTOR` of its brightness: what a highlight
+    keeps nothing of."""
+    return cv2.LUT(np.ascontiguousarray(image), _DIMMED)
+
+
 def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detection],
               best: Detection | None = None) -> np.ndarray:
     """Keep the detected objects' pixels (dilated by ~1% of the diagonal), dim the rest, outline
@@ -79,7 +85,7 @@ def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detectio
     h, w = image.shape[:2]
     if heat.shape != (h, w):
         heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
-    out = cv2.LUT(np.ascontiguousarray(image), _DIMMED)
+    out = dim(image)
     if not detections:
         if best is not None:
             x0, y0, x1, y1 = best.box

@@ -154,3 +154,57 @@ def test_a_lost_targets_thin_box_shows_on_a_4k_frame():
     assert top.sum() >= 3  # rows of the top edge in the lost colour along its length
     small = draw_track(np.zeros((240, 360, 3), np.uint8), Track(1, LOST, (100, 80, 140, 130), 0.05, None, None))
     assert _colour_pixels(small[78:83, 110:130], STATE_RGB[LOST], within=120).all(axis=1).sum() <= 2  # thin there
+
+
+def test_a_highlighted_videos_frame_i_is_the_mediums_frame_i_when_a_frame_is_skipped(tmp_path):
+    """--sequence with an unreadable frame: the highlighted video lost that frame, so each later frame
+    of it showed the frame after its number (detections.jsonl's and the heat maps' numbers) and ran
+    early. The skipped frame is now a placeholder: the frame before it, dimmed, saying so."""
+    from augment.imageio import save_image
+    from cli_checks import run_cli
+
+    frames = tmp_path / "frames"
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(rng.integers(0, 256, (72, 96, 3), dtype=np.uint8), (0, 0), 1.5)
+    for k in range(6):
+        save_image(frames / f"{k:04d}.png", np.roll(scene, k, axis=1))
+    (frames / "0002.png").write_bytes((frames / "0002.png").read_bytes()[:200])  # cut short
+    save_image(tmp_path / "query.png", scene[20:52, 30:62])
+    out = tmp_path / "found"
+    result = run_cli("search", tmp_path / "query.png", frames, "--sequence", "--box", "30,20,32,32", "--out", out)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (out / "detections.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == [0, 1, 3, 4, 5]
+    capture = cv2.VideoCapture(str(out / "frames.highlight.mp4"))
+    video = []
+    while True:
+        ok, picture = capture.read()
+        if not ok:
+            break
+        video.append(picture.astype(float))
+    capture.release()
+    assert len(video) == 6  # one per file, the skipped one included
+    assert abs(video[2].mean() - 0.3 * video[1].mean()) < 6  # the frame before it, dimmed
+    assert abs(video[3].mean() - video[4].mean()) < 10 and video[3].mean() > 2 * video[2].mean()
+
+
+def test_the_frame_writer_fills_each_gap_with_the_frame_before_dimmed():
+    from pipelines.frames import FrameWriter
+    from pipelines.highlight import dim
+
+    written: list[np.ndarray] = []
+
+    class Sink:
+        def write(self, picture: np.ndarray) -> None:
+            written.append(picture)
+
+    writer = FrameWriter(Sink())
+    pictures = [np.full((40, 300, 3), 100 + 10 * k, np.uint8) for k in range(6)]
+    for index in (1, 2, 5):  # frame 0 skipped (no frame before it: black), 3 and 4 skipped
+        writer.write(pictures[index], index)
+    assert len(written) == 6
+    assert written[1] is pictures[1] and written[2] is pictures[2] and written[5] is pictures[5]
+    for k, before in ((0, np.zeros_like(pictures[0])), (3, pictures[2]), (4, pictures[2])):
+        text = np.any(written[k] != dim(before), axis=2)
+        assert text.any() and text[:, 150:].sum() < text.sum()  # the label, written at the top left
+        assert np.array_equal(written[k][35:], dim(before)[35:])  # elsewhere the frame before, dimmed
