@@ -50,7 +50,22 @@ def put_label(image: np.ndarray, texts: Sequence[str], anchor: tuple[int, int], 
     at a readable size, at ``anchor`` (x, y): its bottom-left just above y (``above``; below it where
     there is no room above) or its top-left at y, moved inside the picture. Returns the rectangle
     (x0, y0, x1, y1) the text covers, or None where no form fits."""
-    h, w = image.shape[:2]
+    fitted = fit_label(image.shape[0], image.shape[1], texts, anchor, base_scale, above)
+    if fitted is None:
+        return None
+    text, scale, thickness, origin, rect = fitted
+    # The dark edge: the text itself shifted a pixel each way (drawn thicker, OpenCV's glyphs
+    # advance further and the edge runs ahead of the text).
+    for dx, dy in ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)):
+        cv2.putText(image, text, (origin[0] + dx, origin[1] + dy), FONT, scale, EDGE_RGB, thickness, cv2.LINE_AA)
+    cv2.putText(image, text, origin, FONT, scale, rgb, thickness, cv2.LINE_AA)
+    return rect
+
+
+def fit_label(h: int, w: int, texts: Sequence[str], anchor: tuple[int, int], base_scale: float = 0.4,
+              above: bool = True) -> tuple[str, float, int, tuple[int, int], tuple[int, int, int, int]] | None:
+    """Where :func:`put_label` would write on an ``h`` x ``w`` picture, without writing: (text, scale,
+    thickness, origin, rectangle), or None where no form of the label fits."""
     scale0 = base_scale * size_factor(h, w)
     for text in texts:
         thickness = max(1, round(scale0 / 0.4 * 0.5)) if scale0 > 0.8 else 1
@@ -58,16 +73,12 @@ def put_label(image: np.ndarray, texts: Sequence[str], anchor: tuple[int, int], 
         edge = 1 + thickness // 2  # the dark edge drawn around the glyphs
         room = w - 2 * edge
         scale = scale0 if text_w <= room else scale0 * room / text_w
-        if scale < MIN_SCALE:
-            continue
         while scale != scale0 and scale >= MIN_SCALE:  # the glyphs' sizes round: shrink till it fits
             (text_w, text_h), baseline = cv2.getTextSize(text, FONT, scale, thickness)
             if text_w <= room:
                 break
             scale *= 0.97
-        if scale < MIN_SCALE:
-            continue
-        if text_h + baseline + 2 * edge > h:
+        if scale < MIN_SCALE or text_h + baseline + 2 * edge > h:
             continue
         x, y = anchor
         gap = max(2, round(2 * scale / 0.4))
@@ -76,11 +87,11 @@ def put_label(image: np.ndarray, texts: Sequence[str], anchor: tuple[int, int], 
             top = y + gap if above else top
         x = min(max(edge, x), w - edge - text_w)
         top = min(max(edge, top), h - edge - baseline - text_h)
-        origin = (int(x), int(top + text_h))
-        # The dark edge: the text itself shifted a pixel each way (drawn thicker, OpenCV's glyphs
-        # advance further and the edge runs ahead of the text).
-        for dx, dy in ((-1, -1), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)):
-            cv2.putText(image, text, (origin[0] + dx, origin[1] + dy), FONT, scale, EDGE_RGB, thickness, cv2.LINE_AA)
-        cv2.putText(image, text, origin, FONT, scale, rgb, thickness, cv2.LINE_AA)
-        return int(x), int(top), int(x + text_w), int(top + text_h + baseline)
+        rect = (int(x), int(top), int(x + text_w), int(top + text_h + baseline))
+        return text, scale, thickness, (int(x), int(top + text_h)), rect
     return None
+
+
+def overlaps(a: tuple[int, int, int, int], b: Sequence[int], margin: int = 2) -> bool:
+    """Whether rectangles ``a`` and ``b`` (x0, y0, x1, y1) meet, ``a`` grown by ``margin``."""
+    return a[0] - margin < b[2] and b[0] < a[2] + margin and a[1] - margin < b[3] and b[1] < a[3] + margin

@@ -208,3 +208,19 @@ def test_the_frame_writer_fills_each_gap_with_the_frame_before_dimmed():
         text = np.any(written[k] != dim(before), axis=2)
         assert text.any() and text[:, 150:].sum() < text.sum()  # the label, written at the top left
         assert np.array_equal(written[k][35:], dim(before)[35:])  # elsewhere the frame before, dimmed
+
+
+def test_the_temporal_state_label_does_not_hide_a_box_in_the_top_left_corner():
+    """Crossing turned on its side: the lost target's best guess at (12, 9, 39, 90) lay under the
+    'lost 0.40' written in the top-left corner, its top edge hidden."""
+    from pipelines.temporal_draw import STATE_RGB, draw_track
+    from pipelines.temporal_track import LOST, Track
+
+    box = (12, 9, 39, 90)
+    drawn = draw_track(np.zeros((360, 240, 3), np.uint8), Track(1, LOST, box, 0.4026, None, None))
+    text = _colour_pixels(drawn, STATE_RGB[LOST], within=150)
+    x0, y0, x1, y1 = box
+    text[y0 - 1:y1 + 1, x0 - 1:x1 + 1] = False  # the box and its inside aside
+    rows = np.nonzero(text.any(axis=1))[0]
+    assert rows.size and rows.min() > 300  # the label, in the bottom-left corner
+    assert _colour_pixels(drawn[y0:y0 + 1, x0:x1], STATE_RGB[LOST], within=150).all()  # the box's top edge whole
