@@ -224,3 +224,17 @@ def test_the_temporal_state_label_does_not_hide_a_box_in_the_top_left_corner():
     rows = np.nonzero(text.any(axis=1))[0]
     assert rows.size and rows.min() > 300  # the label, in the bottom-left corner
     assert _colour_pixels(drawn[y0:y0 + 1, x0:x1], STATE_RGB[LOST], within=150).all()  # the box's top edge whole
+
+
+def test_the_selftune_reports_count_axis_is_written_in_whole_masks(monkeypatch):
+    """report.png's masks-by-round axis read '0.00' to '1.00' where at most one mask was extracted
+    (the format was guessed from the axis's top: 1.5 or under read as an mIoU)."""
+    from pipelines import selftune_report
+
+    written: list[str] = []
+    real = cv2.putText
+    monkeypatch.setattr(cv2, "putText", lambda canvas, text, *args: (written.append(text), real(canvas, text, *args)))
+    extract = {"accepted": 1, "rejected": {"small": 0, "low_confidence": 0, "unstable": 0}}
+    selftune_report.plot([{"round": 0, "miou": 0.31, "extract": extract}, {"round": 1, "miou": 0.34}], [])
+    assert "1.00" not in written and "1" in written and "0" in written  # the count axis
+    assert "0.26" in written and "0.39" in written  # the mIoU axis's ends, as before
