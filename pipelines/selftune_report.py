@@ -110,8 +110,12 @@ def plot(lines: list[dict[str, Any]], previews: list[Path], width: int = 960) ->
             x, base = point(round_index, 0)
             _, y_accepted = point(round_index, accepted)
             _, y_all = point(round_index, accepted + rejected)
-            cv2.rectangle(canvas, (x - 12, y_accepted), (x + 12, base), GREEN, -1)
-            cv2.rectangle(canvas, (x - 12, y_all), (x + 12, y_accepted), RED, -1)
+            # A count of 0 draws nothing (a filled rectangle of no height is still a 1-px line: a
+            # round that rejected no mask showed a red one).
+            if accepted:
+                cv2.rectangle(canvas, (x - 12, y_accepted), (x + 12, base), GREEN, -1)
+            if rejected:
+                cv2.rectangle(canvas, (x - 12, y_all), (x + 12, y_accepted), RED, -1)
     if previews:
         tile_h = 200
         x = 20
