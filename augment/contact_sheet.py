@@ -88,8 +88,14 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
     for slot, pick in enumerate(picks):
         path, group, row = index[pick]
         record = read_row_group(path, group).slice(row, 1).to_pylist()[0]
-        image = decode_image(record["image"]["bytes"], name=f"{path}:{record['id']}")
+        # In colour whatever was stored: a grey composite (a shard written by another tool) was numpy's
+        # broadcast ValueError where its objects were tinted. Its pixels as stored, as its mask's are.
+        image = decode_image(record["image"]["bytes"], cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+                             name=f"{path}:{record['id']}")
         instances = decode_image(record["mask"]["bytes"], name=f"{path}:{record['id']}")
+        if instances.ndim != 2:  # an RGB picture, not the one-channel instance ids the schema stores
+            raise InputError(f"{path}:{record['id']}: mask has {instances.shape[2]} channels; expected one "
+                             "channel of instance ids")
         if instances.shape[:2] != image.shape[:2]:  # resized to the tile, it would be drawn stretched
             raise InputError(f"{path}:{record['id']}: mask is {instances.shape[1]}x{instances.shape[0]} but its "
                              f"image is {image.shape[1]}x{image.shape[0]}")

@@ -97,9 +97,9 @@ def test_the_temporal_state_is_readable_on_a_4k_frame_and_inside_a_narrow_one():
     assert text.any() and not text[:, -1].any()  # written, and not cut at the right edge
 
 
-def _one_row_shard(folder, mask_size: int = 512):
+def _one_row_shard(folder, mask_size: int = 512, grey: bool = False, mask_channels: int = 1):
     """A shard of one 512 x 512 composite: a flat object (instance 1, 'coat') in box 100, 200, 300, 400,
-    its instance mask ``mask_size`` a side."""
+    its instance mask ``mask_size`` a side (``grey``: the composite a one-channel JPEG)."""
     from augment.imageio import encode_jpeg, encode_png
     from augment.schema import COMPOSITE_SCHEMA, shard_name
 
@@ -107,7 +107,10 @@ def _one_row_shard(folder, mask_size: int = 512):
     image[200:400, 100:300] = 90
     ids = np.zeros((mask_size, mask_size), np.uint8)
     ids[200:400, 100:300] = 1
-    row = {"id": "composite-00000", "image": {"bytes": encode_jpeg(image, 95), "path": None},
+    if mask_channels > 1:
+        ids = np.dstack([ids] * mask_channels)
+    encoded = cv2.imencode(".jpg", image[..., 0])[1].tobytes() if grey else encode_jpeg(image, 95)
+    row = {"id": "composite-00000", "image": {"bytes": encoded, "path": None},
            "mask": {"bytes": encode_png(ids), "path": None}, "width": 512, "height": 512,
            "objects": [{"instance_id": 1, "cutout_id": "c", "category": "coat", "box": [100, 200, 300, 400],
                         "visible_fraction": 1.0}],
@@ -141,6 +144,11 @@ def test_show_of_a_composite_whose_mask_is_another_size_is_one_line(tmp_path):
     result = run_cli("show", shard, "--out", tmp_path / "sheet.png", "--rows", 1, "--columns", 1)
     assert_one_line_error(result, 2, "composite-00000", "mask is 256x256 but its image is 512x512")
     assert not (tmp_path / "sheet.png").exists() and shard.exists()
+    # A mask saved as an RGB picture: numpy's IndexError traceback ('too many indices') too.
+    shard = _one_row_shard(tmp_path, mask_channels=3)
+    result = run_cli("show", shard, "--out", tmp_path / "sheet.png", "--rows", 1, "--columns", 1)
+    assert_one_line_error(result, 2, "composite-00000", "mask has 3 channels")
+    assert not (tmp_path / "sheet.png").exists()
 
 
 def test_a_lost_targets_thin_box_shows_on_a_4k_frame():
@@ -253,3 +261,17 @@ def test_a_round_that_extracted_no_mask_draws_no_bar():
     assert not red.any()  # nothing rejected in either round
     columns = np.nonzero(green.any(axis=0))[0]
     assert columns.size and columns.min() > 700  # the only bar: round 2's, at the right of its axes
+
+
+def test_show_draws_a_grey_composite(tmp_path):
+    """A shard whose composite is a one-channel JPEG (written by another tool) stopped `synth show` with
+    numpy's ValueError traceback ('operands could not be broadcast together') where it tinted objects."""
+    from cli_checks import run_cli
+
+    shard = _one_row_shard(tmp_path, grey=True)
+    result = run_cli("show", shard, "--out", tmp_path / "sheet.png", "--rows", 1, "--columns", 1)
+    assert result.exit_code == 0, (result.output, result.exception)
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    assert sheet.shape == (256, 256, 3)
+    inside = sheet[120:190, 60:140].astype(int)  # the object at the tile's scale, tinted in its colour
+    assert np.abs(inside[..., 0] - inside[..., 2]).mean() > 10
