@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from augment.atomic_files import atomic_write_bytes
+from augment.draw_labels import format_score, put_label
 from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
 from augment.shards import find_shards, open_shard, read_row_group
 from augment.storage import Place
@@ -56,20 +57,24 @@ def instance_colour(instance_id: int) -> tuple[int, int, int]:
     return int(bgr[0]), int(bgr[1]), int(bgr[2])
 
 
-def draw_annotations(image: np.ndarray, instances: np.ndarray, objects: list[dict], opacity: float = 0.3) -> np.ndarray:
-    """Tint each instance's visible mask, outline it, and draw its box and category."""
+def draw_annotations(image: np.ndarray, instances: np.ndarray, objects: list[dict], opacity: float = 0.3,
+                     scale: float = 1.0) -> np.ndarray:
+    """Tint each instance's visible mask, outline it, and draw its box and category, on ``image``
+    (the composite resized by ``scale``; ``instances`` at that size, boxes scaled to it). Drawn at the
+    size the sheet shows: drawn on the 512-px composite and then shrunk, the labels were unreadable."""
     out = image.copy()
+    h, w = out.shape[:2]
     for obj in objects:
+        colour = instance_colour(obj["instance_id"])
         region = instances == obj["instance_id"]
-        colour = np.array(instance_colour(obj["instance_id"]), np.float32)
-        out[region] = (out[region] * (1 - opacity) + colour * opacity).astype(np.uint8)
+        out[region] = (out[region] * (1 - opacity) + np.array(colour, np.float32) * opacity).astype(np.uint8)
         contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, instance_colour(obj["instance_id"]), 1)
-        x0, y0, x1, y1 = obj["box"]
-        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), instance_colour(obj["instance_id"]), 2)
-        label = f"{obj['category']} {obj['visible_fraction']:.2f}"
-        cv2.putText(out, label, (x0 + 2, max(12, y0 + 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, label, (x0 + 2, max(12, y0 + 12)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.drawContours(out, contours, -1, colour, 1)
+        x0, y0, x1, y1 = (round(v * scale) for v in obj["box"])
+        x1, y1 = min(w, max(x0 + 1, x1)), min(h, max(y0 + 1, y1))
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, 2)
+        label = f"{obj['category']} {format_score(obj['visible_fraction'])}"
+        put_label(out, (label, str(obj["category"])), (x0 + 3, y0 + 1), (255, 255, 255), above=False)
     return out
 
 
@@ -83,14 +88,25 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
     for slot, pick in enumerate(picks):
         path, group, row = index[pick]
         record = read_row_group(path, group).slice(row, 1).to_pylist()[0]
-        image = decode_image(record["image"]["bytes"], name=f"{path}:{record['id']}")
+        # In colour whatever was stored: a grey composite (a shard written by another tool) was numpy's
+        # broadcast ValueError where its objects were tinted. Its pixels as stored, as its mask's are.
+        image = decode_image(record["image"]["bytes"], cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+                             name=f"{path}:{record['id']}")
         instances = decode_image(record["mask"]["bytes"], name=f"{path}:{record['id']}")
-        drawn = draw_annotations(image, instances, record["objects"])
-        scale = tile / max(drawn.shape[:2])
-        drawn = cv2.resize(drawn, (int(drawn.shape[1] * scale), int(drawn.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+        if instances.ndim != 2:  # an RGB picture, not the one-channel instance ids the schema stores
+            raise InputError(f"{path}:{record['id']}: mask has {instances.shape[2]} channels; expected one "
+                             "channel of instance ids")
+        if instances.shape[:2] != image.shape[:2]:  # resized to the tile, it would be drawn stretched
+            raise InputError(f"{path}:{record['id']}: mask is {instances.shape[1]}x{instances.shape[0]} but its "
+                             f"image is {image.shape[1]}x{image.shape[0]}")
+        scale = tile / max(image.shape[:2])
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        instances = cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST)
+        drawn = draw_annotations(image, instances, record["objects"], scale=scale)
         y, x = (slot // columns) * tile, (slot % columns) * tile
         sheet[y : y + drawn.shape[0], x : x + drawn.shape[1]] = drawn
-        cv2.putText(sheet, record["id"], (x + 4, y + tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1, cv2.LINE_AA)
+        put_label(sheet[y : y + tile, x : x + tile], (record["id"],), (4, tile), (255, 255, 0), base_scale=0.35)
     atomic_write_bytes(out, sheet_bytes(sheet, out.suffix))
     return len(picks)
 

@@ -146,9 +146,36 @@ def open_frames(medium: Path, batch: int) -> Any:
     return FrameReader(medium, batch_size=batch)
 
 
+class FrameWriter:
+    """The highlighted video's writer, its frame i the medium's frame i (the number detections.jsonl
+    and the heat maps give it): a frame skipped as unreadable is a placeholder, the frame before it
+    dimmed with "frame N skipped" written on it. Without it the video lost a frame at each skip, and
+    every later frame showed the one after its number (and ran early)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.next = 0  # the index of the video's next frame
+        self.last: np.ndarray | None = None
+
+    def write(self, picture: np.ndarray, index: int) -> None:
+        """Write ``picture`` as the medium's frame ``index``, placeholders before it for any skipped."""
+        from augment.draw_labels import put_label
+        from pipelines.highlight import dim
+
+        while self.next < index:
+            placeholder = dim(self.last if self.last is not None else np.zeros_like(picture))
+            put_label(placeholder, (f"frame {self.next} skipped (unreadable)", f"{self.next} skipped"),
+                      (6, 2), (255, 255, 255), base_scale=0.5, above=False)
+            self.writer.write(placeholder)
+            self.next += 1
+        self.writer.write(picture)
+        self.last, self.next = picture, max(self.next, index + 1)
+
+
 @contextmanager
 def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tuple[Any, Any]]:
-    """(reader, writer): ``medium``'s frames and a highlighted video written at its size and rate.
+    """(reader, writer): ``medium``'s frames and a highlighted video written at its size and rate
+    (a :class:`FrameWriter`: ``writer.write(picture, frame_index)``).
 
     Both are closed however the block ends. The frames written before a failure of this medium (an
     exception: the run goes on and reports it) are kept; an interrupt (Ctrl-C, or the consumer
@@ -169,7 +196,7 @@ def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tup
         raise
     keep = True
     try:
-        yield reader, writer
+        yield reader, FrameWriter(writer)
     except BaseException as error:
         keep = isinstance(error, Exception)  # not KeyboardInterrupt, SystemExit, GeneratorExit
         raise

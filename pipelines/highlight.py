@@ -15,6 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from augment.draw_labels import format_score, line_width, put_label
 from pipelines.detections import Detection
 
 # Pixels outside the kept regions keep this fraction of their brightness.
@@ -69,23 +70,30 @@ def _boxes_span(detections: Sequence[Detection], width: int, height: int,
 _DIMMED = (np.arange(256, dtype=np.float32) * np.float32(DIM_FACTOR)).astype(np.uint8)
 
 
+def dim(image: np.ndarray) -> np.ndarray:
+    """``image`` (uint8) with every pixel at :data:`DIM_FACTOR` of its brightness: what a highlight
+    keeps nothing of."""
+    return cv2.LUT(np.ascontiguousarray(image), _DIMMED)
+
+
 def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detection],
               best: Detection | None = None) -> np.ndarray:
     """Keep the detected objects' pixels (dilated by ~1% of the diagonal), dim the rest, outline
     the kept regions and draw each box thinly; with no detection, ``best`` (the top peak, under the
-    threshold) is drawn as a thin box labelled with its score."""
+    threshold) is drawn as a thin box labelled with its score (lines and text grow with
+    large pictures, :mod:`augment.draw_labels`)."""
     h, w = image.shape[:2]
     if heat.shape != (h, w):
         heat = cv2.resize(heat, (w, h), interpolation=cv2.INTER_LINEAR)
-    out = cv2.LUT(np.ascontiguousarray(image), _DIMMED)
+    out = dim(image)
     if not detections:
         if best is not None:
             x0, y0, x1, y1 = best.box
-            cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), GUESS_RGB, 1)
-            label = f"best guess {best.score:.2f}"
-            (text_w, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-            x = max(0, min(x0, w - text_w - 1))  # a box at the right edge keeps its whole label
-            cv2.putText(out, label, (x, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, GUESS_RGB, 1, cv2.LINE_AA)
+            cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), GUESS_RGB, line_width(h, w))
+            # Sized to the picture and kept inside it (augment.draw_labels); the score as
+            # detections.jsonl's best has it (a fused 0.0028 read '0.00').
+            score = format_score(best.score)
+            put_label(out, (f"best guess {score}", score), (x0, y0), GUESS_RGB)
         return out
     radius = max(2, round(0.01 * math.hypot(h, w)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
@@ -102,5 +110,5 @@ def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detectio
         cv2.drawContours(out, contours, -1, OUTLINE_RGB, thickness=thickness)
     for det in detections:
         x0, y0, x1, y1 = det.box
-        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), BOX_RGB, thickness=1)
+        cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), BOX_RGB, thickness=line_width(h, w))
     return out

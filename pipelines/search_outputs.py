@@ -213,7 +213,7 @@ def _search_video(workers: Any, prepared: Any, medium: Path, out: Path, names: O
             results = workers.find_each(prepared, frames, sources=[str(medium)] * len(frames),
                                         frames=indices)
             for result in results:
-                writer.write(result.highlight())
+                writer.write(result.highlight(), result.frame)
                 if save_heatmaps:
                     save_image(out / f"{name}.heat" / f"{result.frame:06d}.png", result.heat_png())
                 summary.detections += len(result.detections)

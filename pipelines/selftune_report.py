@@ -64,8 +64,9 @@ def markdown(lines: list[dict[str, Any]]) -> str:
 
 
 def _axes(canvas: np.ndarray, box: tuple[int, int, int, int], title: str, rounds: list[int], lo: float,
-          hi: float) -> Callable[[float, float], tuple[int, int]]:
-    """Draw axes in ``box`` (x0, y0, x1, y1); returns (round, value) -> pixel."""
+          hi: float, spec: str = ".2f") -> Callable[[float, float], tuple[int, int]]:
+    """Draw axes in ``box`` (x0, y0, x1, y1), the values at its ends written by ``spec``; returns
+    (round, value) -> pixel."""
     x0, y0, x1, y1 = box
     cv2.rectangle(canvas, (x0, y0), (x1, y1), GREY, 1)
     cv2.putText(canvas, title, (x0, y0 - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, INK, 1, cv2.LINE_AA)
@@ -81,7 +82,7 @@ def _axes(canvas: np.ndarray, box: tuple[int, int, int, int], title: str, rounds
         cv2.putText(canvas, str(round_index), (x - 4, y1 - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, INK, 1, cv2.LINE_AA)
     for value in (lo, hi):
         _, y = point(first, value)
-        cv2.putText(canvas, f"{value:.2f}" if hi <= 1.5 else f"{value:.0f}", (x0 + 2, y + 4), cv2.FONT_HERSHEY_SIMPLEX,
+        cv2.putText(canvas, format(value, spec), (x0 + 2, y + 4), cv2.FONT_HERSHEY_SIMPLEX,
                     0.35, INK, 1, cv2.LINE_AA)
     return point
 
@@ -104,13 +105,17 @@ def plot(lines: list[dict[str, Any]], previews: list[Path], width: int = 960) ->
                   for x in lines if x.get("extract")]
         top = max([a + r for _, a, r in counts] + [1])
         point = _axes(canvas, (width // 2 + 20, 30, width - 20, 280), "masks by round: accepted (green), rejected (red)",
-                      rounds, 0.0, float(top))
+                      rounds, 0.0, float(top), spec=".0f")  # counts (guessed by size, 1 was '1.00')
         for round_index, accepted, rejected in counts:
             x, base = point(round_index, 0)
             _, y_accepted = point(round_index, accepted)
             _, y_all = point(round_index, accepted + rejected)
-            cv2.rectangle(canvas, (x - 12, y_accepted), (x + 12, base), GREEN, -1)
-            cv2.rectangle(canvas, (x - 12, y_all), (x + 12, y_accepted), RED, -1)
+            # A count of 0 draws nothing (a filled rectangle of no height is still a 1-px line: a
+            # round that rejected no mask showed a red one).
+            if accepted:
+                cv2.rectangle(canvas, (x - 12, y_accepted), (x + 12, base), GREEN, -1)
+            if rejected:
+                cv2.rectangle(canvas, (x - 12, y_all), (x + 12, y_accepted), RED, -1)
     if previews:
         tile_h = 200
         x = 20

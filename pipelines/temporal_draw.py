@@ -8,6 +8,7 @@ import math
 import cv2
 import numpy as np
 
+from augment.draw_labels import fit_label, format_score, line_width, overlaps, put_label
 from pipelines.temporal_track import LOST, REDETECTED, TRACKING, Track
 
 
@@ -55,7 +56,14 @@ def draw_track(frame: np.ndarray, track: Track, heat_alpha: float = 0.6) -> np.n
     if track.best_box is not None:
         x0, y0, x1, y1 = track.best_box
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), STATE_RGB[track.state],
-                      thickness if track.held else 1, cv2.LINE_AA)
-    cv2.putText(out, f"{track.state} {track.best_score:.2f}", (6, 18), cv2.FONT_HERSHEY_SIMPLEX,
-                0.5, STATE_RGB[track.state], 1, cv2.LINE_AA)
+                      thickness if track.held else line_width(h, w), cv2.LINE_AA)  # thin: 1 px was lost on 4K
+    # In the top-left corner, sized to the frame and kept inside it (augment.draw_labels): a fixed
+    # 0.5 was a speck on a 4K frame and ran off a narrow one. In the bottom-left one where the box
+    # is in the top-left corner (the label hid its edge).
+    texts = (f"{track.state} {format_score(track.best_score)}", track.state)
+    anchor, above = (6, 2), False
+    fitted = fit_label(h, w, texts, anchor, 0.5, above)
+    if fitted is not None and track.best_box is not None and overlaps(fitted[-1], track.best_box, thickness):
+        anchor, above = (6, h - 2), True
+    put_label(out, texts, anchor, STATE_RGB[track.state], base_scale=0.5, above=above)
     return out

@@ -51,7 +51,7 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
                 track = tracker.step(frame)
                 track.frame = index
                 summary.add(track)
-                writer.write(draw_track(frame, track))
+                writer.write(draw_track(frame, track), index)
                 if save_heatmaps:
                     heat = frame_heat(track, frame.shape[1], frame.shape[0])
                     save_image(out / f"{name}.heat" / f"{index:06d}.png",
