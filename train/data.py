@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -250,8 +251,9 @@ class ShardPairs(ResumableStream):
             self._library = CutoutLibrary(self.folder / OBJECTS_FILE)
         return self._library
 
-    # Optional columns a subclass reads where a shard has them; _pair gets them as ``extra``.
-    extra_columns: tuple[str, ...] = ()
+    # Optional columns read where a shard has them; _pair gets them as ``extra``. A composite's
+    # ``params`` name every cutout pasted into it, also those too hidden to be labelled.
+    extra_columns: tuple[str, ...] = ("params",)
 
     def _rows(self, units: list[int]) -> Iterator[tuple]:
         """(unit, row, id, image bytes, mask bytes, objects, extra) per row; a row group whose pages cannot
@@ -319,6 +321,10 @@ class ShardPairs(ResumableStream):
         """Make one pair from a composite row; ``None`` when the row has no query of this split."""
         config = self.config
         present = {o["cutout_id"] for o in objects}
+        # A negative's query is none of the cutouts the medium shows, labelled or not: an object
+        # pasted and then mostly hidden (under ``min_visible``) is left out of ``objects`` but
+        # still shows in part.
+        shown = present | pasted_cutouts((extra or {}).get("params"))
         candidates = sorted(c for c in present if c in cutouts and in_split(c, self.split, config.eval_fraction))
         query_id = None
         if rng.random() < config.negative_fraction and pool:
@@ -327,11 +333,11 @@ class ShardPairs(ResumableStream):
             hard = config.hard_negative_fraction > 0 and rng.random() < config.hard_negative_fraction
             if hard:
                 alike = sorted({c for o in present if o in cutouts for c in self._by_category(cutouts, pool).get(
-                    cutouts.category(o), ())} - present)
+                    cutouts.category(o), ())} - shown)
                 query_id = alike[int(rng.integers(len(alike)))] if alike else None
             for _ in range(0 if query_id is not None else 16):  # rejection sampling: a composite holds few cutouts
                 pick = pool[int(rng.integers(len(pool)))]
-                if pick not in present:
+                if pick not in shown:
                     query_id = pick
                     break
         positive = query_id is None
@@ -362,6 +368,20 @@ class ShardPairs(ResumableStream):
             "positive": torch.tensor(positive),
             "label": torch.tensor(_label_index(cutouts.category(query_id), config.categories)),
         }
+
+
+def pasted_cutouts(params: str | None) -> set[str]:
+    """The cutout ids a composite row's ``params`` (its JSON record) says were pasted into it, also
+    those dropped from its labels as too hidden; none for a row without such a record (a photo row)."""
+    try:
+        record = json.loads(params) if params else {}
+    except ValueError:
+        return set()
+    plans = record.get("objects") if isinstance(record, dict) else None
+    if not isinstance(plans, list):
+        return set()
+    return {plan["cutout_id"] for plan in plans
+            if isinstance(plan, dict) and isinstance(plan.get("cutout_id"), str) and plan.get("position") is not None}
 
 
 def _label_index(category: str, categories: tuple[str, ...]) -> int:
