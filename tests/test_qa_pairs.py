@@ -39,3 +39,47 @@ def test_a_negative_never_queries_a_cutout_pasted_but_too_hidden_to_be_labelled(
     assert len(drawn) == 30
     assert hidden not in drawn and first not in drawn
     assert set(drawn) == {shards.cutout_ids[1], shards.cutout_ids[2]}
+
+
+def _l_shaped_coats(root):
+    """Label-map photos, each holding one 'coat' shaped as an L: its mass on its left."""
+    import cv2
+
+    root.mkdir(parents=True)
+    (root / "label_list.json").write_text(json.dumps(["null", "coat"]))
+    for folder in ("labels", "photos"):
+        (root / folder).mkdir()
+    for i in range(3):
+        labels = np.zeros((160, 120), np.uint8)
+        labels[20:140, 20:45] = 1  # the L's upright
+        labels[115:140, 20:100] = 1  # its foot
+        cv2.imwrite(str(root / "labels" / f"{i:04d}.png"), labels)
+        photo = np.random.default_rng(i).integers(0, 256, (160, 120, 3)).astype(np.uint8)
+        cv2.imwrite(str(root / "photos" / f"{i:04d}.jpg"), photo)
+    return root
+
+
+def _mass_on_left(mask: np.ndarray) -> bool:
+    ys, xs = np.nonzero(mask)
+    return bool(np.median(xs) < (xs.min() + xs.max()) / 2)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_real_media_queries_are_mirrored_as_the_catalogue_transform_says(tmp_path, cache):
+    """The catalogue transform mirrors every query (mirror_probability 1.0: a catalogue shot is not the
+    street pose, as calibrate and the benchmarks search it); render_query then flipped the shot back half
+    of the time, so half the training queries were the street pose the recorded parameters deny."""
+    from augment.photo_pairs import PhotoIndex
+    from train.photo_data import PhotoMediaConfig, PhotoPairs
+
+    root = _l_shaped_coats(tmp_path / "photos")
+    config = PhotoMediaConfig(sources=(str(root),), format="label_map", min_area=50, medium_hw=(64, 96),
+                              photos_per_scene=(2, 2), epoch_size=16, cache_features=cache)
+    index = PhotoIndex.from_sources([root], config.source_config())
+    data = PhotoPairs(config, PairConfig(query_size=48, negative_fraction=0.0, colour_jitter=0.0), index=index)
+    assert data.sampler.catalogue.config.mirror_probability == 1.0
+    for k in range(16):
+        plan = data.sampler.plan(np.random.default_rng([data.seed, 0, k]))
+        shot = data.sampler.query_shot(plan)
+        assert plan.catalogue["mirror"] and not _mass_on_left(shot[:, :, 3] > 127)
+        assert not _mass_on_left(data.pair(k)["query_mask"][0].numpy() > 127), f"pair {k}: the street pose"

@@ -124,8 +124,9 @@ class PhotoPairs(ResumableStream):
         else:
             shot = self.sampler.query_shot(plan)
             medium, target = self._cached_medium(plan, rng)
+        # Not mirrored again: the catalogue transform mirrored the shot as configured (and recorded).
         query, query_mask = render_query(shot, self.pairs.query_size, rng, self.pairs.query_fill,
-                                         self.pairs.colour_jitter)
+                                         self.pairs.colour_jitter, mirror=0.0)
         categories = self.pairs.categories
         return {
             "query": torch.from_numpy(query).permute(2, 0, 1).contiguous(),

@@ -62,8 +62,9 @@ def _jitter_colour(rgb: np.ndarray, amount: float, rng: np.random.Generator) -> 
 
 
 def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tuple[float, float] = (0.6, 0.9),
-                 colour_jitter: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Place a cutout on a plain background like a catalogue photo.
+                 colour_jitter: float = 0.1, mirror: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Place a cutout on a plain background like a catalogue photo, mirrored with probability ``mirror``
+    (0 for a shot already mirrored as configured: a real medium's catalogue shot).
 
     Returns the size×size×3 RGB query and its size×size alpha (uint8, 255 = object).
     """
@@ -71,7 +72,7 @@ def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tu
     ys, xs = np.nonzero(alpha)
     if len(xs):  # crop to the object so ``fill`` means the same thing for every cutout
         rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    if rng.random() < 0.5:
+    if rng.random() < mirror:  # drawn whatever ``mirror`` is, so the other draws stay the same
         rgba = rgba[:, ::-1]
     rgb = _jitter_colour(np.ascontiguousarray(rgba[:, :, :3]), colour_jitter, rng)
     h, w = rgba.shape[:2]
