@@ -83,3 +83,29 @@ def test_real_media_queries_are_mirrored_as_the_catalogue_transform_says(tmp_pat
         shot = data.sampler.query_shot(plan)
         assert plan.catalogue["mirror"] and not _mass_on_left(shot[:, :, 3] > 127)
         assert not _mass_on_left(data.pair(k)["query_mask"][0].numpy() > 127), f"pair {k}: the street pose"
+
+
+def test_fft_correlation_of_windows_over_padding_alone_is_zero_as_the_exact_one():
+    """A 'same' window whose masked kernel cells all fall in the zero padding (a ring-shaped mask, its
+    hole over a small medium map; a mask in a corner) scores 0 exactly. The FFT left ~1e-7 of the largest
+    dot product there, which the clamped window norm (1e-6) made a score of 0.03 on unit features and
+    ~0.5 on features of tens, past 1 too: spurious heat along the edges of every searched map."""
+    import torch
+
+    from train.correlation import correlate, correlate_looped, correlate_sizes
+
+    torch.manual_seed(0)
+    ring = torch.zeros(2, 1, 9, 9)
+    ring[:, :, :2], ring[:, :, -2:], ring[:, :, :, :2], ring[:, :, :, -2:] = 1.0, 1.0, 1.0, 1.0
+    corner = torch.zeros(2, 1, 5, 6)
+    corner[:, :, :2, :] = torch.rand(2, 1, 2, 6)  # the top rows only, soft
+    for mask, medium_hw in ((ring, (3, 3)), (corner, (7, 9))):
+        for scale in (1.0, 30.0):
+            query = torch.randn(2, 16, *mask.shape[-2:]) * scale
+            medium = torch.randn(2, 16, *medium_hw) * scale
+            exact = correlate_looped(query, medium, mask)
+            assert (exact == 0).any()  # windows over the padding alone
+            for got in (correlate(query, medium, mask, method="fft"),
+                        correlate_sizes([(query, mask)], medium, method="fft")[0]):
+                assert got.abs().max() <= 1.0 + 1e-6
+                torch.testing.assert_close(got, exact, atol=1e-4, rtol=0)
