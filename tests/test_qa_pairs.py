@@ -109,3 +109,22 @@ def test_fft_correlation_of_windows_over_padding_alone_is_zero_as_the_exact_one(
                         correlate_sizes([(query, mask)], medium, method="fft")[0]):
                 assert got.abs().max() <= 1.0 + 1e-6
                 torch.testing.assert_close(got, exact, atol=1e-4, rtol=0)
+
+
+def test_hit_rate_takes_the_heat_maps_peak_also_where_the_sigmoid_saturates():
+    """hit: the heat map's argmax lies in the true mask. It was the argmax of sigmoid(logits), exactly
+    1.0 in float32 for every logit past ~17: a confident map's 'peak' was its first saturated pixel."""
+    import torch
+
+    from train.tasks.query_search import heatmap_metrics
+
+    logits = torch.full((2, 1, 4, 4), -5.0)
+    logits[:, 0, 0, 0] = 20.0  # a confident false peak, first in row-major order
+    logits[:, 0, 3, 3] = 30.0  # the true maximum, inside the target
+    logits[1, 0, 2:, 2:] = -3.0  # sample 1: a negative (its alarm: the 20)
+    target = torch.zeros(2, 1, 4, 4)
+    target[0, 0, 2:, 2:] = 1
+    metrics = heatmap_metrics(logits, target, torch.tensor([True, False]))
+    values = {name: (float(total), float(count)) for name, (total, count) in metrics.items()}
+    # IoU: predicted {(0,0), (3,3)} vs the 2x2 target: 1 / 5. Hit: the peak (3,3) is in it.
+    assert values == {"iou": (pytest.approx(0.2), 1.0), "hit_rate": (1.0, 1.0), "false_alarm": (1.0, 1.0)}
