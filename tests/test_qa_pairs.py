@@ -128,3 +128,30 @@ def test_hit_rate_takes_the_heat_maps_peak_also_where_the_sigmoid_saturates():
     values = {name: (float(total), float(count)) for name, (total, count) in metrics.items()}
     # IoU: predicted {(0,0), (3,3)} vs the 2x2 target: 1 / 5. Hit: the peak (3,3) is in it.
     assert values == {"iou": (pytest.approx(0.2), 1.0), "hit_rate": (1.0, 1.0), "false_alarm": (1.0, 1.0)}
+
+
+def test_calibration_cases_from_shards_box_each_instance_whole(tmp_path):
+    """calibrate --shards took the connected regions of a pair's target as its true boxes: an instance
+    split in two by an object in front of it was two boxes, neither matched by a detection of the whole
+    object (a miss and false alarm both); the true boxes are the query's instances' boxes."""
+    from augment.imageio import encode_png
+    from pipelines.calibration import shard_cases
+    from train.data import cutout_split
+
+    shards = make_shards(tmp_path / "s", n_cutouts=40, n_composites=1, rows_per_group=1, rows_per_shard=1)
+    held = next(c for c in shards.cutout_ids if cutout_split(c, 0.1) == "eval")
+    trained = next(c for c in shards.cutout_ids if cutout_split(c, 0.1) == "train")
+    ids = np.zeros((128, 128), np.uint8)
+    ids[40:80, 20:50] = 1  # the query's object, its middle hidden by ...
+    ids[40:80, 70:100] = 1
+    ids[30:90, 50:70] = 2  # ... an object in front of it
+    objects = [{"instance_id": 1, "cutout_id": held, "category": "shape0", "box": [20, 40, 100, 80],
+                "visible_fraction": 0.75},
+               {"instance_id": 2, "cutout_id": trained, "category": "shape1", "box": [50, 30, 70, 90],
+                "visible_fraction": 1.0}]
+    rewrite_rows(tmp_path / "s" / "train-00000.parquet",
+                 {0: {"objects": objects, "mask": {"bytes": encode_png(ids), "path": None}}})
+    positives = [case for seed in range(8) for case in shard_cases(tmp_path / "s", 1, seed=seed) if case.boxes]
+    assert positives
+    for case in positives:  # the medium is 256 x 256: the 128 x 128 composite's coordinates doubled
+        assert case.boxes == [(40, 80, 200, 160)]

@@ -215,7 +215,7 @@ class ShardPairs(ResumableStream):
     """
 
     def __init__(self, folder: Place | str, config: PairConfig, split: str = "train", seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, instance_boxes: bool = False) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
         check_pairs(config)
@@ -226,6 +226,9 @@ class ShardPairs(ResumableStream):
         self.config = config
         self.split = split
         self.seed = seed
+        # Samples also carry ``boxes`` (K x 4 float, x0, y0, x1, y1 in medium pixels): each instance of the
+        # query, whole where an occluder splits it (not the target's connected regions). Not batchable.
+        self.instance_boxes = instance_boxes
         self._library: CutoutLibrary | None = None
         self._categories: dict[str, list[str]] | None = None
         # One unit of work per row group. Reading only the footers keeps this cheap.
@@ -360,7 +363,7 @@ class ShardPairs(ResumableStream):
             target = np.zeros((size, size), bool)
         query, query_mask = render_query(cutouts.rgba(query_id), config.query_size, rng, config.query_fill,
                                          config.colour_jitter)
-        return {
+        sample = {
             "query": torch.from_numpy(query).permute(2, 0, 1).contiguous(),
             "query_mask": torch.from_numpy(query_mask)[None],
             "medium": torch.from_numpy(medium).permute(2, 0, 1).contiguous(),
@@ -368,6 +371,12 @@ class ShardPairs(ResumableStream):
             "positive": torch.tensor(positive),
             "label": torch.tensor(_label_index(cutouts.category(query_id), config.categories)),
         }
+        if self.instance_boxes:
+            height, width = ids.shape
+            scale = torch.tensor([size / width, size / height] * 2)
+            boxes = [o["box"] for o in objects if positive and o["cutout_id"] == query_id]
+            sample["boxes"] = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4) * scale
+        return sample
 
 
 def pasted_cutouts(params: str | None) -> set[str]:
