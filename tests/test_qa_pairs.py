@@ -155,3 +155,33 @@ def test_calibration_cases_from_shards_box_each_instance_whole(tmp_path):
     assert positives
     for case in positives:  # the medium is 256 x 256: the 128 x 128 composite's coordinates doubled
         assert case.boxes == [(40, 80, 200, 160)]
+
+
+def test_cached_real_media_keep_the_querys_object_of_a_photo_wider_than_the_medium(tmp_path):
+    """With cached features a medium is a window of the tiled photos, placed to hold the query's photo;
+    a photo wider than the window was cut to its right end, so an object on its left was outside: a
+    'positive' pair with an all-zero target (every one of them here)."""
+    import cv2
+
+    from augment.photo_pairs import PhotoIndex
+    from train.photo_data import PhotoMediaConfig, PhotoPairs
+
+    root = tmp_path / "photos"
+    for folder in ("labels", "photos"):
+        (root / folder).mkdir(parents=True)
+    (root / "label_list.json").write_text(json.dumps(["null", "coat"]))
+    for i in range(3):  # landscape photos, 256 wide at the medium's height, a coat on their left
+        labels = np.zeros((64, 256), np.uint8)
+        labels[10:50, 5 + i:40] = 1
+        cv2.imwrite(str(root / "labels" / f"{i:04d}.png"), labels)
+        cv2.imwrite(str(root / "photos" / f"{i:04d}.jpg"),
+                    np.random.default_rng(i).integers(0, 256, (64, 256, 3)).astype(np.uint8))
+    config = PhotoMediaConfig(sources=(str(root),), format="label_map", min_area=50, medium_hw=(64, 96),
+                              photos_per_scene=(2, 2), epoch_size=8, cache_features=True)
+    index = PhotoIndex.from_sources([root], config.source_config())
+    data = PhotoPairs(config, PairConfig(query_size=48, negative_fraction=0.0), index=index)
+    for k in range(8):
+        plan = data.sampler.plan(np.random.default_rng([data.seed, 0, k]))
+        sample = data.pair(k)
+        assert bool(sample["positive"]) and sample["target"].shape == (1, 64, 96)
+        assert int(sample["target"].sum()) == 40 * (35 - plan.photo), f"pair {k}: the object cut off"
