@@ -41,6 +41,29 @@ def test_a_negative_never_queries_a_cutout_pasted_but_too_hidden_to_be_labelled(
     assert set(drawn) == {shards.cutout_ids[1], shards.cutout_ids[2]}
 
 
+def test_a_positive_never_queries_a_cutout_with_an_instance_too_hidden_to_be_labelled(tmp_path):
+    """The same cutout pasted twice, one instance dropped as under min_visible: its visible part stays in
+    the image but is background in the mask, so a positive of that cutout had a target lacking it."""
+    shards = make_shards(tmp_path / "s", n_cutouts=4, n_composites=1, rows_per_group=1, rows_per_shard=1)
+    twice, once = shards.cutout_ids[0], shards.cutout_ids[1]
+    record = {"objects": [{"cutout_id": twice, "position": [4, 4], "instance_id": 1},
+                          {"cutout_id": once, "position": [60, 4], "instance_id": 2},
+                          {"cutout_id": twice, "position": [60, 60], "instance_id": 3}], "dropped": [1]}
+    objects = [{"instance_id": 1, "cutout_id": once, "category": "shape1", "box": [0, 0, 8, 8], "visible_fraction": 1.0},
+               {"instance_id": 2, "cutout_id": twice, "category": "shape0", "box": [0, 0, 8, 8], "visible_fraction": 1.0}]
+    rewrite_rows(tmp_path / "s" / "train-00000.parquet", {0: {"objects": objects, "params": json.dumps(record)}})
+    dataset = ShardPairs(tmp_path / "s", PairConfig(query_size=32, medium_size=64, negative_fraction=0.0,
+                                                    eval_fraction=0.0), split="all")
+    library = dataset._cutouts()
+    drawn: list[str] = []
+    rgba = library.rgba
+    library.rgba = lambda cid: (drawn.append(cid), rgba(cid))[1]
+    for epoch in range(12):
+        dataset.set_epoch(epoch)
+        assert all(bool(sample["positive"]) for sample in dataset)
+    assert drawn == [once] * 12
+
+
 def _l_shaped_coats(root):
     """Label-map photos, each holding one 'coat' shaped as an L: its mass on its left."""
     import cv2

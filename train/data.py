@@ -326,9 +326,11 @@ class ShardPairs(ResumableStream):
         present = {o["cutout_id"] for o in objects}
         # A negative's query is none of the cutouts the medium shows, labelled or not: an object
         # pasted and then mostly hidden (under ``min_visible``) is left out of ``objects`` but
-        # still shows in part.
-        shown = present | pasted_cutouts((extra or {}).get("params"))
-        candidates = sorted(c for c in present if c in cutouts and in_split(c, self.split, config.eval_fraction))
+        # still shows in part; nor is a positive's one of those (its target would lack that part).
+        pasted, hidden = pasted_cutouts((extra or {}).get("params"))
+        shown = present | pasted
+        candidates = sorted(c for c in present - hidden
+                            if c in cutouts and in_split(c, self.split, config.eval_fraction))
         query_id = None
         if rng.random() < config.negative_fraction and pool:
             # A hard negative: another object of a category the medium holds (drawn only when asked
@@ -379,18 +381,22 @@ class ShardPairs(ResumableStream):
         return sample
 
 
-def pasted_cutouts(params: str | None) -> set[str]:
-    """The cutout ids a composite row's ``params`` (its JSON record) says were pasted into it, also
-    those dropped from its labels as too hidden; none for a row without such a record (a photo row)."""
+def pasted_cutouts(params: str | None) -> tuple[set[str], set[str]]:
+    """The cutout ids a composite row's ``params`` (its JSON record) says were pasted into it, and those
+    of them with an instance dropped from its labels as too hidden (``dropped``: its visible part is in
+    the image, labelled as background); none for a row without such a record (a photo row)."""
     try:
         record = json.loads(params) if params else {}
     except ValueError:
-        return set()
+        return set(), set()
     plans = record.get("objects") if isinstance(record, dict) else None
     if not isinstance(plans, list):
-        return set()
-    return {plan["cutout_id"] for plan in plans
-            if isinstance(plan, dict) and isinstance(plan.get("cutout_id"), str) and plan.get("position") is not None}
+        return set(), set()
+    plans = [plan for plan in plans if isinstance(plan, dict) and isinstance(plan.get("cutout_id"), str)
+             and plan.get("position") is not None]
+    dropped = record.get("dropped") if isinstance(record.get("dropped"), list) else []
+    return ({plan["cutout_id"] for plan in plans},
+            {plan["cutout_id"] for plan in plans if plan.get("instance_id") in dropped})
 
 
 def _label_index(category: str, categories: tuple[str, ...]) -> int:
