@@ -208,3 +208,24 @@ def test_cached_real_media_keep_the_querys_object_of_a_photo_wider_than_the_medi
         sample = data.pair(k)
         assert bool(sample["positive"]) and sample["target"].shape == (1, 64, 96)
         assert int(sample["target"].sum()) == 40 * (35 - plan.photo), f"pair {k}: the object cut off"
+
+
+def test_benchmark_figures_match_hand_counts_with_ties_and_nothing_found():
+    """benchmarks/metrics.py on four cases: a right positive (0.9), a positive that found nothing, a
+    negative at 0.5 and one that found nothing. AUC: a wrong positive ranks below every negative, so
+    of the 4 (positive, negative) pairs the right one wins 2: 0.5 (the two '-inf's tied: 0.625)."""
+    from tests.benchmark_modules import load_benchmark
+
+    metrics = load_benchmark("metrics", "bench_metrics")
+    truth = (10.0, 10.0, 30.0, 30.0)
+    cases = [metrics.outcome(True, (12.0, 10.0, 30.0, 30.0), 0.9, truth), metrics.outcome(True, None, 0.0, truth),
+             metrics.outcome(False, (0.0, 0.0, 5.0, 5.0), 0.5, None), metrics.outcome(False, None, 0.0, None)]
+    figures = metrics.summarise(cases, threshold=0.6)
+    assert cases[0].correct and cases[0].iou == pytest.approx(0.9) and cases[0].centre_error == pytest.approx(1.0)
+    assert figures["auc"] == 0.5
+    assert figures["top1"] == 0.5 and figures["hit_at_threshold"] == 0.5 and figures["fpr_at_threshold"] == 0.0
+    # at most 10% of 2 negatives: none may pass, so the cut lies just above 0.5; the 0.9 passes it
+    assert figures["hit_at_fpr10"] == 0.5
+    assert figures["success_auc"] == pytest.approx(np.mean([0.5 * (0.9 > t) for t in np.linspace(0, 1, 21)]))
+    assert metrics.auc([metrics.outcome(True, None, 0.0, truth)] * 2 + cases[2:]) == 0.0
+    assert np.isnan(metrics.auc(cases[2:])) and np.isnan(metrics.auc(cases[:2]))  # all negatives; no negatives
