@@ -329,6 +329,9 @@ class ShardPairs(ResumableStream):
         # still shows in part; nor is a positive's one of those (its target would lack that part).
         pasted, hidden = pasted_cutouts((extra or {}).get("params"))
         shown = present | pasted
+        # Nor a piece of an object the medium shows another piece of (the other half of that coat).
+        origins = {cutouts.origin(c) for c in shown if c in cutouts} - {None}
+        absent = functools.partial(_absent, cutouts=cutouts, shown=shown, origins=origins)
         candidates = sorted(c for c in present - hidden
                             if c in cutouts and in_split(c, self.split, config.eval_fraction))
         query_id = None
@@ -337,12 +340,12 @@ class ShardPairs(ResumableStream):
             # for, so configs without them keep their exact samples).
             hard = config.hard_negative_fraction > 0 and rng.random() < config.hard_negative_fraction
             if hard:
-                alike = sorted({c for o in present if o in cutouts for c in self._by_category(cutouts, pool).get(
-                    cutouts.category(o), ())} - shown)
+                alike = sorted(c for c in {c for o in present if o in cutouts for c in self._by_category(
+                    cutouts, pool).get(cutouts.category(o), ())} if absent(c))
                 query_id = alike[int(rng.integers(len(alike)))] if alike else None
             for _ in range(0 if query_id is not None else 16):  # rejection sampling: a composite holds few cutouts
                 pick = pool[int(rng.integers(len(pool)))]
-                if pick not in shown:
+                if absent(pick):
                     query_id = pick
                     break
         positive = query_id is None
@@ -379,6 +382,11 @@ class ShardPairs(ResumableStream):
             boxes = [o["box"] for o in objects if positive and o["cutout_id"] == query_id]
             sample["boxes"] = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4) * scale
         return sample
+
+
+def _absent(cutout_id: str, cutouts: CutoutLibrary, shown: set[str], origins: set[tuple[str, str] | None]) -> bool:
+    """Whether a negative may query ``cutout_id``: neither it nor a piece of the same object is shown."""
+    return cutout_id not in shown and cutouts.origin(cutout_id) not in origins
 
 
 def pasted_cutouts(params: str | None) -> tuple[set[str], set[str]]:

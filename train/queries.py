@@ -17,10 +17,12 @@ class CutoutLibrary:
     """Clean cutouts of ``objects.parquet``, looked up by id; decoded lazily with a small LRU cache."""
 
     def __init__(self, path: Place, cache_size: int = 512) -> None:
-        table = read_objects_table(path, ["cutout_id", "category", "image"], memory_map=True)
+        table = read_objects_table(path, ["cutout_id", "category", "source", "image"], memory_map=True)
         self._images = table.column("image")
-        self._row = {cid: i for i, cid in enumerate(table.column("cutout_id").to_pylist())}
-        self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
+        ids = table.column("cutout_id").to_pylist()
+        self._row = {cid: i for i, cid in enumerate(ids)}
+        self._category = dict(zip(ids, table.column("category").to_pylist()))
+        self._source = dict(zip(ids, table.column("source").to_pylist()))
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
 
@@ -32,6 +34,14 @@ class CutoutLibrary:
 
     def category(self, cutout_id: str) -> str:
         return self._category[cutout_id]
+
+    def origin(self, cutout_id: str) -> tuple[str, str] | None:
+        """What a cutout is a piece of: (source image, category). A label map's object is split into
+        one cutout per connected region (an open coat's halves, a pair of stockings), each a piece of
+        the one object its label marks in that photo; None where the source is not known. (Two
+        instances of one category in one photo, as COCO's, share it too: a negative keeps off both.)"""
+        source = self._source.get(cutout_id)
+        return (source, self._category[cutout_id]) if source else None
 
     def rgba(self, cutout_id: str) -> np.ndarray:
         """The cutout as H×W×4 uint8 RGBA (alpha = mask)."""
