@@ -259,3 +259,17 @@ def test_a_negative_never_queries_another_piece_of_an_object_the_medium_shows(tm
         dataset.set_epoch(epoch)
         assert not any(bool(sample["positive"]) for sample in dataset)
     assert set(drawn) == {shards.cutout_ids[1], shards.cutout_ids[2]}
+
+
+@pytest.mark.parametrize("medium", [(200, 384), (192, 380)])
+def test_cached_photo_media_of_sides_off_the_feature_grid_are_one_line(tmp_path, medium):
+    """photo_cache_features with a photo_medium height off the backbone's deepest stride was
+    PhotoFeatureCache's ValueError traceback once the photos were read; a width off it gave features
+    narrower than the target, stretched over it."""
+    from augment.imageio import InputError
+    from train.config import TrainConfig
+
+    with pytest.raises(InputError, match=r"photo_medium \[\d+, \d+\]: with photo_cache_features .* stride, 16"):
+        TrainConfig(real_fraction=0.5, photo_sources=[str(tmp_path)], photo_cache_features=True,
+                    photo_medium=medium, model={"feature_strides": [8, 16], "freeze_backbone": True})
+    TrainConfig(real_fraction=0.5, photo_sources=[str(tmp_path)], photo_cache_features=False, photo_medium=medium)
