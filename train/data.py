@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ from augment.shards import manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
 from augment.system import ignore_stop_signals
 from augment.validation import check_instance, is_int, is_number, is_pair
-from train.queries import CutoutLibrary, render_query
+from train.queries import CutoutLibrary, may_be_negative, pasted_cutouts, render_query
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +330,7 @@ class ShardPairs(ResumableStream):
         shown = present | pasted
         # Nor a piece of an object the medium shows another piece of (the other half of that coat).
         origins = {cutouts.origin(c) for c in shown if c in cutouts} - {None}
-        absent = functools.partial(_absent, cutouts=cutouts, shown=shown, origins=origins)
+        absent = functools.partial(may_be_negative, cutouts=cutouts, shown=shown, origins=origins)
         candidates = sorted(c for c in present - hidden
                             if c in cutouts and in_split(c, self.split, config.eval_fraction))
         query_id = None
@@ -382,29 +381,6 @@ class ShardPairs(ResumableStream):
             boxes = [o["box"] for o in objects if positive and o["cutout_id"] == query_id]
             sample["boxes"] = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4) * scale
         return sample
-
-
-def _absent(cutout_id: str, cutouts: CutoutLibrary, shown: set[str], origins: set[tuple[str, str] | None]) -> bool:
-    """Whether a negative may query ``cutout_id``: neither it nor a piece of the same object is shown."""
-    return cutout_id not in shown and cutouts.origin(cutout_id) not in origins
-
-
-def pasted_cutouts(params: str | None) -> tuple[set[str], set[str]]:
-    """The cutout ids a composite row's ``params`` (its JSON record) says were pasted into it, and those
-    of them with an instance dropped from its labels as too hidden (``dropped``: its visible part is in
-    the image, labelled as background); none for a row without such a record (a photo row)."""
-    try:
-        record = json.loads(params) if params else {}
-    except ValueError:
-        return set(), set()
-    plans = record.get("objects") if isinstance(record, dict) else None
-    if not isinstance(plans, list):
-        return set(), set()
-    plans = [plan for plan in plans if isinstance(plan, dict) and isinstance(plan.get("cutout_id"), str)
-             and plan.get("position") is not None]
-    dropped = record.get("dropped") if isinstance(record.get("dropped"), list) else []
-    return ({plan["cutout_id"] for plan in plans},
-            {plan["cutout_id"] for plan in plans if plan.get("instance_id") in dropped})
 
 
 def _label_index(category: str, categories: tuple[str, ...]) -> int:

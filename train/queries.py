@@ -1,9 +1,11 @@
 """Queries for training pairs: the clean cutouts of an expansion's ``objects.parquet``
-(:class:`CutoutLibrary`, decoded lazily) and a cutout turned into a catalogue-style shot on a
-plain background (:func:`render_query`)."""
+(:class:`CutoutLibrary`, decoded lazily), a cutout turned into a catalogue-style shot on a
+plain background (:func:`render_query`), and which cutouts a composite shows, so a negative's query is
+none of them (:func:`pasted_cutouts`, :func:`may_be_negative`)."""
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 
 import cv2
@@ -102,3 +104,27 @@ def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tu
     canvas[y0:y0 + new_h, x0:x0 + new_w] = region * (1 - a) + rgb.astype(np.float32) * a
     mask[y0:y0 + new_h, x0:x0 + new_w] = alpha
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), mask
+
+
+def may_be_negative(cutout_id: str, cutouts: CutoutLibrary, shown: set[str],
+                    origins: set[tuple[str, str] | None]) -> bool:
+    """Whether a negative may query ``cutout_id``: neither it nor a piece of the same object is shown."""
+    return cutout_id not in shown and cutouts.origin(cutout_id) not in origins
+
+
+def pasted_cutouts(params: str | None) -> tuple[set[str], set[str]]:
+    """The cutout ids a composite row's ``params`` (its JSON record) says were pasted into it, and those
+    of them with an instance dropped from its labels as too hidden (``dropped``: its visible part is in
+    the image, labelled as background); none for a row without such a record (a photo row)."""
+    try:
+        record = json.loads(params) if params else {}
+    except ValueError:
+        return set(), set()
+    plans = record.get("objects") if isinstance(record, dict) else None
+    if not isinstance(plans, list):
+        return set(), set()
+    plans = [plan for plan in plans if isinstance(plan, dict) and isinstance(plan.get("cutout_id"), str)
+             and plan.get("position") is not None]
+    dropped = record.get("dropped") if isinstance(record.get("dropped"), list) else []
+    return ({plan["cutout_id"] for plan in plans},
+            {plan["cutout_id"] for plan in plans if plan.get("instance_id") in dropped})
