@@ -49,8 +49,10 @@ def test_a_positive_never_queries_a_cutout_with_an_instance_too_hidden_to_be_lab
     record = {"objects": [{"cutout_id": twice, "position": [4, 4], "instance_id": 1},
                           {"cutout_id": once, "position": [60, 4], "instance_id": 2},
                           {"cutout_id": twice, "position": [60, 60], "instance_id": 3}], "dropped": [1]}
-    objects = [{"instance_id": 1, "cutout_id": once, "category": "shape1", "box": [0, 0, 8, 8], "visible_fraction": 1.0},
-               {"instance_id": 2, "cutout_id": twice, "category": "shape0", "box": [0, 0, 8, 8], "visible_fraction": 1.0}]
+    objects = [{"instance_id": 1, "cutout_id": once, "category": "shape1", "box": [0, 0, 8, 8],
+                "visible_fraction": 1.0},
+               {"instance_id": 2, "cutout_id": twice, "category": "shape0", "box": [0, 0, 8, 8],
+                "visible_fraction": 1.0}]
     rewrite_rows(tmp_path / "s" / "train-00000.parquet", {0: {"objects": objects, "params": json.dumps(record)}})
     dataset = ShardPairs(tmp_path / "s", PairConfig(query_size=32, medium_size=64, negative_fraction=0.0,
                                                     eval_fraction=0.0), split="all")
@@ -247,7 +249,8 @@ def test_a_negative_never_queries_another_piece_of_an_object_the_medium_shows(tm
     first, half = shards.cutout_ids[0], shards.cutout_ids[3]  # both shape0: made the halves of one object
     table[3]["source"] = table[0]["source"]
     pq.write_table(pa.Table.from_pylist(table, schema=OBJECTS_SCHEMA), tmp_path / "s" / "objects.parquet")
-    objects = [{"instance_id": 1, "cutout_id": first, "category": "shape0", "box": [0, 0, 8, 8], "visible_fraction": 1.0}]
+    objects = [{"instance_id": 1, "cutout_id": first, "category": "shape0", "box": [0, 0, 8, 8],
+                "visible_fraction": 1.0}]
     rewrite_rows(tmp_path / "s" / "train-00000.parquet", {0: {"objects": objects}})
     dataset = ShardPairs(tmp_path / "s", PairConfig(query_size=32, medium_size=64, negative_fraction=1.0,
                                                     hard_negative_fraction=hard, eval_fraction=0.0), split="all")
