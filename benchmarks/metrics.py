@@ -70,13 +70,16 @@ def threshold_at_fpr(outcomes: Sequence[Outcome], fpr: float) -> float:
 
 
 def auc(outcomes: Sequence[Outcome]) -> float:
-    good = np.array([o.score if o.correct else -np.inf for o in outcomes if o.positive])
+    """P(a positive outranks a negative), ties half. A wrong positive ranks below every negative, also
+    one that found nothing (score -inf): as -inf against it, it tied and took half a pair."""
+    positives = [o for o in outcomes if o.positive]
     bad = np.array([o.score for o in outcomes if not o.positive])
-    if good.size == 0 or bad.size == 0:
+    if not positives or bad.size == 0:
         return float("nan")
-    greater = (good[:, None] > bad[None, :]).mean()
-    ties = (good[:, None] == bad[None, :]).mean()
-    return float(greater + 0.5 * ties)
+    good = np.array([o.score for o in positives if o.correct])
+    greater = (good[:, None] > bad[None, :]).sum()
+    ties = (good[:, None] == bad[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(positives) * bad.size))
 
 
 def summarise(outcomes: Sequence[Outcome], threshold: float | None = None) -> dict[str, float]:

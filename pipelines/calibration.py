@@ -173,18 +173,15 @@ def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negati
 
 def shard_cases(shards: Place | str, count: int, seed: int = 0) -> list[CalibrationCase]:
     """Calibration cases from held-out pairs of ``synth expand`` shards (train/data.py pairs:
-    queries are held-out cutouts, a quarter of them absent); instance boxes are the connected
-    regions of the pair's target mask."""
-    import cv2
-
+    queries are held-out cutouts, a quarter of them absent); the true boxes are the query's instances'
+    visible boxes in the medium (the connected regions of the target were not: an instance split by an
+    occluder was two boxes, neither matching a detection of it, and touching instances one)."""
     from train.data import PairConfig, ShardPairs
 
-    dataset = ShardPairs(shards, PairConfig(), split="eval", seed=seed)
+    dataset = ShardPairs(shards, PairConfig(), split="eval", seed=seed, instance_boxes=True)
     cases = []
     for sample in dataset:
-        target = sample["target"].numpy().reshape(sample["target"].shape[-2:]) > 0.5
-        regions, _, stats, _ = cv2.connectedComponentsWithStats(target.astype(np.uint8))
-        boxes = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in stats[1:regions]]
+        boxes = [(round(x0), round(y0), round(x1), round(y1)) for x0, y0, x1, y1 in sample["boxes"].tolist()]
         query = sample["query"].permute(1, 2, 0).numpy()
         mask = sample["query_mask"].numpy().reshape(query.shape[:2])
         cases.append(CalibrationCase(np.dstack([query, mask]), sample["medium"].permute(1, 2, 0).numpy(),

@@ -144,9 +144,16 @@ class TrainConfig:
             return
         self._check_model_keys(SearchNetConfig)
         try:
-            num_labels = SearchNetConfig(**self.model).num_label_classes
+            model = SearchNetConfig(**self.model)
         except (TypeError, ValueError) as error:
             raise InputError(f"model: {error}") from None
+        num_labels = model.num_label_classes
+        stride = max(model.feature_strides)
+        if self.real_fraction > 0 and self.photo_cache_features and any(side % stride for side in self.photo_medium):
+            # PhotoFeatureCache's ValueError traceback once the photos were read (a height), features
+            # narrower than the target, stretched over it (a width)
+            raise InputError(f"photo_medium {list(self.photo_medium)}: with photo_cache_features both sides must be "
+                             f"multiples of the backbone's deepest stride, {stride} (model.feature_strides)")
         not_numbers = sorted(key for key, value in self.loss_params.items() if not is_number(value))
         if not_numbers:  # the loss would take them as they come and fail mid-step
             listed = ", ".join(f"{key}: {self.loss_params[key]!r}" for key in not_numbers)

@@ -154,7 +154,7 @@ def correlate(query_feats: torch.Tensor, medium_feats: torch.Tensor,
         score = batched_dot(r, terms.kernel, method)
         if not normalize:
             return score
-        return _normalise(score, terms, r.square().sum(dim=1, keepdim=True))
+        return _normalise(score, terms, r.square().sum(dim=1, keepdim=True), rounded=method == "fft")
 
 
 def correlate_sizes(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
@@ -209,11 +209,7 @@ def correlate_sizes(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
         scores = torch.fft.irfft2(spectrum.sum(dim=2), s=size)[..., :h, :w]
         sq = torch.fft.rfft2(r.square().sum(dim=1, keepdim=True), s=size)
         window_sq = torch.fft.irfft2(sq * window_spectra, s=size)[..., :h, :w]
-        # As in correlate: clamped away from 0 (windows over zero padding; FFT rounding can also
-        # leave a hair below it).
-        window_norm = window_sq.clamp_min(EPS * EPS).sqrt()
-        cosines = scores / (q_norm * window_norm + EPS)
-        return list(cosines.split(1, dim=1))
+        return list(_cosines(scores, q_norm, window_sq, rounded=True).split(1, dim=1))
 
 
 def _correlate_kept(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]], medium_feats: torch.Tensor,
@@ -229,8 +225,9 @@ def _correlate_kept(queries: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
         for terms in cache["kept"]:
             u, v = int(terms.kernel.shape[-2]), int(terms.kernel.shape[-1])
             r = _same_pad(medium, (u, v))
-            score = batched_dot(r, terms.kernel, _resolve_method(method, medium.device, u * v))
-            outs.append(_normalise(score, terms, r.square().sum(dim=1, keepdim=True)))
+            resolved = _resolve_method(method, medium.device, u * v)
+            score = batched_dot(r, terms.kernel, resolved)
+            outs.append(_normalise(score, terms, r.square().sum(dim=1, keepdim=True), rounded=resolved == "fft"))
     return outs
 
 
@@ -262,15 +259,36 @@ def _query_terms(query_feats: torch.Tensor, query_mask: torch.Tensor | None) -> 
                        if query_mask is None else query_mask.float().square())
 
 
-def _normalise(score: torch.Tensor, terms: _QueryTerms, sq: torch.Tensor) -> torch.Tensor:
+def _normalise(score: torch.Tensor, terms: _QueryTerms, sq: torch.Tensor, rounded: bool = False) -> torch.Tensor:
     """Dot products -> cosines: divided by ||R1*M|| and the masked norm of each medium window
-    (``sq``: the padded medium's per-pixel squared norms, N x 1, whose valid windows are the score's)."""
+    (``sq``: the padded medium's per-pixel squared norms, N x 1, whose valid windows are the score's).
+    ``rounded``: the dot products came through the FFT (see :func:`_cosines`)."""
     # One channel: the (grouped) convolution is the cheap way here on every device (the matmul
     # path would materialise U*V outer products for a single channel).
     window_sq = batched_dot(sq, terms.window, "grouped")
-    # Clamped away from 0: windows over zero padding would give sqrt an infinite gradient (NaN).
+    return _cosines(score, terms.norm, window_sq, rounded)
+
+
+# Masked window norms (squared) under this fraction of the map's largest are FFT rounding, not data.
+FFT_WINDOW_FLOOR = 1e-6
+
+
+def _cosines(score: torch.Tensor, q_norm: torch.Tensor, window_sq: torch.Tensor, rounded: bool) -> torch.Tensor:
+    """score / (||R1*M|| * ||window||), the windows' squared norms ``window_sq`` clamped away from 0 (windows
+    over zero padding would give sqrt an infinite gradient: NaN).
+
+    ``rounded`` (FFT dot products, or FFT window norms): the exact score of a window whose masked cells all
+    lie in the zero padding is 0, but the FFT leaves ~1e-7 of the map's largest dot product there, which the
+    clamped norm (1e-6) blew up to a score of 0.03 (unit features) to 0.5 and past 1 (features of tens):
+    such windows (norm under :data:`FFT_WINDOW_FLOOR` of the map's largest) score 0, and every score is held
+    to Cauchy-Schwarz's bound ||R1*M|| * ||window||, so a cosine stays in [-1, 1]."""
+    if rounded:
+        floor = window_sq.amax(dim=(-2, -1), keepdim=True) * FFT_WINDOW_FLOOR
+        window_sq = torch.where(window_sq > floor, window_sq, torch.zeros_like(window_sq))
+        bound = q_norm * window_sq.sqrt()
+        score = torch.minimum(torch.maximum(score, -bound), bound)
     window_norm = window_sq.clamp_min(EPS * EPS).sqrt()
-    return score / (terms.norm * window_norm + EPS)
+    return score / (q_norm * window_norm + EPS)
 
 
 def correlate_looped(query_feats: torch.Tensor, medium_feats: torch.Tensor,

@@ -48,7 +48,7 @@ from augment.shards import manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
 from augment.system import ignore_stop_signals
 from augment.validation import check_instance, is_int, is_number, is_pair
-from train.queries import CutoutLibrary, render_query
+from train.queries import CutoutLibrary, may_be_negative, pasted_cutouts, render_query
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class ShardPairs(ResumableStream):
     """
 
     def __init__(self, folder: Place | str, config: PairConfig, split: str = "train", seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, instance_boxes: bool = False) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
         check_pairs(config)
@@ -225,6 +225,9 @@ class ShardPairs(ResumableStream):
         self.config = config
         self.split = split
         self.seed = seed
+        # Samples also carry ``boxes`` (K x 4 float, x0, y0, x1, y1 in medium pixels): each instance of the
+        # query, whole where an occluder splits it (not the target's connected regions). Not batchable.
+        self.instance_boxes = instance_boxes
         self._library: CutoutLibrary | None = None
         self._categories: dict[str, list[str]] | None = None
         # One unit of work per row group. Reading only the footers keeps this cheap.
@@ -250,8 +253,9 @@ class ShardPairs(ResumableStream):
             self._library = CutoutLibrary(self.folder / OBJECTS_FILE)
         return self._library
 
-    # Optional columns a subclass reads where a shard has them; _pair gets them as ``extra``.
-    extra_columns: tuple[str, ...] = ()
+    # Optional columns read where a shard has them; _pair gets them as ``extra``. A composite's
+    # ``params`` name every cutout pasted into it, also those too hidden to be labelled.
+    extra_columns: tuple[str, ...] = ("params",)
 
     def _rows(self, units: list[int]) -> Iterator[tuple]:
         """(unit, row, id, image bytes, mask bytes, objects, extra) per row; a row group whose pages cannot
@@ -319,19 +323,28 @@ class ShardPairs(ResumableStream):
         """Make one pair from a composite row; ``None`` when the row has no query of this split."""
         config = self.config
         present = {o["cutout_id"] for o in objects}
-        candidates = sorted(c for c in present if c in cutouts and in_split(c, self.split, config.eval_fraction))
+        # A negative's query is none of the cutouts the medium shows, labelled or not: an object
+        # pasted and then mostly hidden (under ``min_visible``) is left out of ``objects`` but
+        # still shows in part; nor is a positive's one of those (its target would lack that part).
+        pasted, hidden = pasted_cutouts((extra or {}).get("params"))
+        shown = present | pasted
+        # Nor a piece of an object the medium shows another piece of (the other half of that coat).
+        origins = {cutouts.origin(c) for c in shown if c in cutouts} - {None}
+        absent = functools.partial(may_be_negative, cutouts=cutouts, shown=shown, origins=origins)
+        candidates = sorted(c for c in present - hidden
+                            if c in cutouts and in_split(c, self.split, config.eval_fraction))
         query_id = None
         if rng.random() < config.negative_fraction and pool:
             # A hard negative: another object of a category the medium holds (drawn only when asked
             # for, so configs without them keep their exact samples).
             hard = config.hard_negative_fraction > 0 and rng.random() < config.hard_negative_fraction
             if hard:
-                alike = sorted({c for o in present if o in cutouts for c in self._by_category(cutouts, pool).get(
-                    cutouts.category(o), ())} - present)
+                alike = sorted(c for c in {c for o in present if o in cutouts for c in self._by_category(
+                    cutouts, pool).get(cutouts.category(o), ())} if absent(c))
                 query_id = alike[int(rng.integers(len(alike)))] if alike else None
             for _ in range(0 if query_id is not None else 16):  # rejection sampling: a composite holds few cutouts
                 pick = pool[int(rng.integers(len(pool)))]
-                if pick not in present:
+                if absent(pick):
                     query_id = pick
                     break
         positive = query_id is None
@@ -354,7 +367,7 @@ class ShardPairs(ResumableStream):
             target = np.zeros((size, size), bool)
         query, query_mask = render_query(cutouts.rgba(query_id), config.query_size, rng, config.query_fill,
                                          config.colour_jitter)
-        return {
+        sample = {
             "query": torch.from_numpy(query).permute(2, 0, 1).contiguous(),
             "query_mask": torch.from_numpy(query_mask)[None],
             "medium": torch.from_numpy(medium).permute(2, 0, 1).contiguous(),
@@ -362,6 +375,12 @@ class ShardPairs(ResumableStream):
             "positive": torch.tensor(positive),
             "label": torch.tensor(_label_index(cutouts.category(query_id), config.categories)),
         }
+        if self.instance_boxes:
+            height, width = ids.shape
+            scale = torch.tensor([size / width, size / height] * 2)
+            boxes = [o["box"] for o in objects if positive and o["cutout_id"] == query_id]
+            sample["boxes"] = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4) * scale
+        return sample
 
 
 def _label_index(category: str, categories: tuple[str, ...]) -> int:

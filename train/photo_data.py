@@ -124,8 +124,9 @@ class PhotoPairs(ResumableStream):
         else:
             shot = self.sampler.query_shot(plan)
             medium, target = self._cached_medium(plan, rng)
+        # Not mirrored again: the catalogue transform mirrored the shot as configured (and recorded).
         query, query_mask = render_query(shot, self.pairs.query_size, rng, self.pairs.query_fill,
-                                         self.pairs.colour_jitter)
+                                         self.pairs.colour_jitter, mirror=0.0)
         categories = self.pairs.categories
         return {
             "query": torch.from_numpy(query).permute(2, 0, 1).contiguous(),
@@ -145,15 +146,21 @@ class PhotoPairs(ResumableStream):
         starts = np.cumsum([0] + widths[:-1])
         total, step = int(sum(widths)), self.cache.stride
         lo, hi = 0, max(0, total - width)
-        if plan.positive:  # keep the query's photo inside the window where it fits
+        if plan.positive:  # keep the query's photo inside the window where it fits, else its object
+            mask = self.index.records[plan.photo].mask(plan.obj)
+            placed = resize_image(mask.astype(np.float32), widths[plan.position], height) >= 0.5
             a, b = int(starts[plan.position]), int(starts[plan.position] + widths[plan.position])
+            if b - a > width:  # a photo wider than the medium: the window held its right end, object or not
+                columns = np.flatnonzero(placed.any(axis=0))
+                if columns.size:
+                    a, b = a + int(columns[0]), a + int(columns[-1]) + 1
             lo, hi = max(0, min(hi, b - width)), max(0, min(hi, a))
-        x0 = int(rng.integers(lo // step, hi // step + 1)) * step if hi > lo else lo // step * step
+        # Windows start on the feature grid, none before lo (an object's end need not lie on it).
+        first, last = -(-lo // step), hi // step
+        x0 = int(rng.integers(first, last + 1)) * step if hi > lo and last >= first else lo // step * step
         feats = self.cache.medium(plan.tiles, x0, width)
         target = np.zeros((height, width), bool)
         if plan.positive:
-            mask = self.index.records[plan.photo].mask(plan.obj)
-            placed = resize_image(mask.astype(np.float32), widths[plan.position], height) >= 0.5
             a = int(starts[plan.position]) - x0
             lo_x, hi_x = max(0, a), min(width, a + widths[plan.position])
             if hi_x > lo_x:

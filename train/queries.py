@@ -1,9 +1,11 @@
 """Queries for training pairs: the clean cutouts of an expansion's ``objects.parquet``
-(:class:`CutoutLibrary`, decoded lazily) and a cutout turned into a catalogue-style shot on a
-plain background (:func:`render_query`)."""
+(:class:`CutoutLibrary`, decoded lazily), a cutout turned into a catalogue-style shot on a
+plain background (:func:`render_query`), and which cutouts a composite shows, so a negative's query is
+none of them (:func:`pasted_cutouts`, :func:`may_be_negative`)."""
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 
 import cv2
@@ -17,10 +19,12 @@ class CutoutLibrary:
     """Clean cutouts of ``objects.parquet``, looked up by id; decoded lazily with a small LRU cache."""
 
     def __init__(self, path: Place, cache_size: int = 512) -> None:
-        table = read_objects_table(path, ["cutout_id", "category", "image"], memory_map=True)
+        table = read_objects_table(path, ["cutout_id", "category", "source", "image"], memory_map=True)
         self._images = table.column("image")
-        self._row = {cid: i for i, cid in enumerate(table.column("cutout_id").to_pylist())}
-        self._category = dict(zip(table.column("cutout_id").to_pylist(), table.column("category").to_pylist()))
+        ids = table.column("cutout_id").to_pylist()
+        self._row = {cid: i for i, cid in enumerate(ids)}
+        self._category = dict(zip(ids, table.column("category").to_pylist()))
+        self._source = dict(zip(ids, table.column("source").to_pylist()))
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
 
@@ -32,6 +36,14 @@ class CutoutLibrary:
 
     def category(self, cutout_id: str) -> str:
         return self._category[cutout_id]
+
+    def origin(self, cutout_id: str) -> tuple[str, str] | None:
+        """What a cutout is a piece of: (source image, category). A label map's object is split into
+        one cutout per connected region (an open coat's halves, a pair of stockings), each a piece of
+        the one object its label marks in that photo; None where the source is not known. (Two
+        instances of one category in one photo, as COCO's, share it too: a negative keeps off both.)"""
+        source = self._source.get(cutout_id)
+        return (source, self._category[cutout_id]) if source else None
 
     def rgba(self, cutout_id: str) -> np.ndarray:
         """The cutout as H×W×4 uint8 RGBA (alpha = mask)."""
@@ -62,8 +74,9 @@ def _jitter_colour(rgb: np.ndarray, amount: float, rng: np.random.Generator) -> 
 
 
 def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tuple[float, float] = (0.6, 0.9),
-                 colour_jitter: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Place a cutout on a plain background like a catalogue photo.
+                 colour_jitter: float = 0.1, mirror: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Place a cutout on a plain background like a catalogue photo, mirrored with probability ``mirror``
+    (0 for a shot already mirrored as configured: a real medium's catalogue shot).
 
     Returns the size×size×3 RGB query and its size×size alpha (uint8, 255 = object).
     """
@@ -71,7 +84,7 @@ def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tu
     ys, xs = np.nonzero(alpha)
     if len(xs):  # crop to the object so ``fill`` means the same thing for every cutout
         rgba = rgba[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-    if rng.random() < 0.5:
+    if rng.random() < mirror:  # drawn whatever ``mirror`` is, so the other draws stay the same
         rgba = rgba[:, ::-1]
     rgb = _jitter_colour(np.ascontiguousarray(rgba[:, :, :3]), colour_jitter, rng)
     h, w = rgba.shape[:2]
@@ -91,3 +104,27 @@ def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tu
     canvas[y0:y0 + new_h, x0:x0 + new_w] = region * (1 - a) + rgb.astype(np.float32) * a
     mask[y0:y0 + new_h, x0:x0 + new_w] = alpha
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), mask
+
+
+def may_be_negative(cutout_id: str, cutouts: CutoutLibrary, shown: set[str],
+                    origins: set[tuple[str, str] | None]) -> bool:
+    """Whether a negative may query ``cutout_id``: neither it nor a piece of the same object is shown."""
+    return cutout_id not in shown and cutouts.origin(cutout_id) not in origins
+
+
+def pasted_cutouts(params: str | None) -> tuple[set[str], set[str]]:
+    """The cutout ids a composite row's ``params`` (its JSON record) says were pasted into it, and those
+    of them with an instance dropped from its labels as too hidden (``dropped``: its visible part is in
+    the image, labelled as background); none for a row without such a record (a photo row)."""
+    try:
+        record = json.loads(params) if params else {}
+    except ValueError:
+        return set(), set()
+    plans = record.get("objects") if isinstance(record, dict) else None
+    if not isinstance(plans, list):
+        return set(), set()
+    plans = [plan for plan in plans if isinstance(plan, dict) and isinstance(plan.get("cutout_id"), str)
+             and plan.get("position") is not None]
+    dropped = record.get("dropped") if isinstance(record.get("dropped"), list) else []
+    return ({plan["cutout_id"] for plan in plans},
+            {plan["cutout_id"] for plan in plans if plan.get("instance_id") in dropped})

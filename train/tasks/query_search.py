@@ -32,12 +32,14 @@ def heatmap_metrics(logits: torch.Tensor, target: torch.Tensor, positive: torch.
     """
     if logits.shape[-2:] != target.shape[-2:]:
         logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
-    prob = logits.detach().float().sigmoid().flatten(1)
+    # On the logits, not their sigmoid: float32's sigmoid is exactly 1 from a logit of ~17 up, so the
+    # argmax of confident maps was the first saturated pixel, not the peak. prob > 0.5 is logit > 0.
+    scores = logits.detach().float().flatten(1)
     truth = target.flatten(1) > 0.5
-    predicted = prob > 0.5
+    predicted = scores > 0.0
     iou = (predicted & truth).sum(1) / (predicted | truth).sum(1).clamp_min(1)
-    hit = truth.gather(1, prob.argmax(1, keepdim=True)).squeeze(1).float()
-    alarm = (prob.amax(1) > 0.5).float()
+    hit = truth.gather(1, scores.argmax(1, keepdim=True)).squeeze(1).float()
+    alarm = (scores.amax(1) > 0.0).float()
     pos = positive.float()
     neg = 1.0 - pos
     return {"iou": ((iou * pos).sum(), pos.sum()), "hit_rate": ((hit * pos).sum(), pos.sum()),
