@@ -34,3 +34,72 @@ def test_an_older_versions_shards_are_remade_so_an_extended_run_has_one_schema(t
     for name in ("train-00000.parquet", "train-00001.parquet", "train-00002.parquet"):
         assert pq.read_schema(out / name).equals(COMPOSITE_SCHEMA, check_metadata=False), name
         assert (out / name).read_bytes() == (clean / name).read_bytes(), name
+
+
+def test_segment_into_an_older_segments_unrecorded_output_replaces_it_not_writes_beside_it(tmp_path):
+    from pipelines.segment_outputs import run_segment
+    from pipelines.segmenter import Segmenter
+    from segment_factory import make_unlabeled, save_untrained_segmenter
+
+    photos = sorted(make_unlabeled(tmp_path / "photos", count=2).iterdir())
+    segmenter = Segmenter(save_untrained_segmenter(tmp_path / "segment.pt"), "cpu")
+    out = tmp_path / "labelled"
+    run_segment(segmenter, photos, out)
+    # As a synth before 2026-12-06 left it: the same files, no record of them, and one more photo's.
+    for hidden in out.glob(".synth-segment-*"):
+        hidden.unlink()
+    for suffix in (".png", ".confidence.png", ".overlay.jpg"):
+        (out / f"gone{suffix}").write_bytes((out / f"{photos[0].stem}{suffix}").read_bytes())
+    (out / "notes.txt").write_text("mine")
+    (out / f"{photos[0].stem}.png").write_bytes(b"an older run's map")
+
+    run_segment(segmenter, photos, out)
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == sorted(["classes.json", "notes.txt", *(f"{p.stem}{s}" for p in photos
+                                                           for s in (".png", ".confidence.png", ".overlay.jpg"))])
+    assert (out / f"{photos[0].stem}.png").read_bytes() != b"an older run's map"
+
+
+def test_search_into_an_older_searchs_unrecorded_output_clears_its_media_outputs(tmp_path):
+    from pipelines.output_record import OutputRecord
+    from pipelines.search_jobs import SEARCH_OUTPUTS
+
+    out = tmp_path / "found"
+    out.mkdir()
+    older = ["brick.heat.png", "brick.highlight.jpg", "street.heat.png", "street.highlight.jpg", "detections.jsonl"]
+    for name in [*older, "street.jpg", "brick.notes.png"]:
+        (out / name).write_bytes(b"x")
+    with OutputRecord(out, SEARCH_OUTPUTS, [out / "street.jpg"]) as record:
+        record.add("street")
+    assert sorted(p.name for p in out.iterdir()) == [".synth-search-outputs", "brick.notes.png", "street.jpg"]
+
+
+def test_selftune_goes_on_in_a_state_folder_whose_config_predates_keys_added_to_expand(tmp_path):
+    """A stop-20 state's config.json lacks expand keys added since (at defaults keeping its behaviour):
+    the same config file was refused as 'made with another config (expand.backgrounds None -> ...)'."""
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from segment_factory import make_noise_backgrounds, make_scene_photos, make_unlabeled, tiny_selftune_config
+
+    labeled = make_scene_photos(tmp_path / "labeled", count=8)
+    unlabeled = make_unlabeled(tmp_path / "unlabeled", count=2)
+    backgrounds = make_noise_backgrounds(tmp_path / "backgrounds")
+    config, state = tmp_path / "selftune.yaml", tmp_path / "state"
+    config.write_text(yaml.safe_dump(tiny_selftune_config(max_rounds=1)))
+    args = ["selftune", "--state", str(state), "--labeled", str(labeled), "--unlabeled", str(unlabeled),
+            "--backgrounds", str(backgrounds), "--config", str(config)]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    stored = json.loads((state / "config.json").read_text())
+    del stored["expand"]["backgrounds"]
+    for key in ("object_scale_mode", "source_scale_jitter"):
+        del stored["expand"]["composition"][key]
+    (state / "config.json").write_text(json.dumps(stored))
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "another config" not in again.output
