@@ -103,3 +103,26 @@ def test_selftune_goes_on_in_a_state_folder_whose_config_predates_keys_added_to_
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "another config" not in again.output
+
+
+def test_an_older_objects_table_refused_in_source_mode_leaves_the_earlier_run_readable(tmp_path):
+    """Refused only after the earlier run's manifest was removed (and a new --out made): the folder was
+    left unreadable ('no manifest.json') by a run that did nothing."""
+    import pytest
+
+    from augment.config import ExpandConfig
+    from augment.imageio import InputError
+    from augment.shards import manifest_shards
+
+    objects, backgrounds = make_rgba_source(tmp_path / "objects"), make_backgrounds(tmp_path / "backgrounds")
+    out, older = tmp_path / "out", tmp_path / "older"
+    run_expand([objects], backgrounds, out, small_config(num=8), workers=1)
+    older.mkdir()  # an `objects` source written before cutouts recorded their photo's size
+    pq.write_table(pq.read_table(out / "objects.parquet").drop_columns(["source_size"]), older / "objects.parquet")
+    source_mode = ExpandConfig.from_dict({**small_config(num=8).to_dict(), "composition": {
+        **small_config().to_dict()["composition"], "object_scale_mode": "source"}})
+    for target in (out, tmp_path / "new"):
+        with pytest.raises(InputError, match="do not record their source image's size"):
+            run_expand([older], backgrounds, target, source_mode, workers=1, overwrite=True)
+    assert len(manifest_shards(out)) == 1
+    assert not (tmp_path / "new").exists()
