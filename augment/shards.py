@@ -283,10 +283,14 @@ def check_other_run(folder: Place, config_hash: str, overwrite: bool = False) ->
 
 
 def footer_problem(path: Place, rows: int, run_hash: str | None) -> str | None:
-    """What is wrong with a just-committed shard by its footer alone (a cheap read, also remote), or None."""
-    metadata = open_parquet(path).metadata
+    """What is wrong with a just-committed shard (or one a killed run finished) by its footer alone (a
+    cheap read, also remote), or None. A shard of another schema (an older synth's) is not this run's."""
+    parquet = open_parquet(path)
+    metadata = parquet.metadata
     if metadata.num_rows != rows:
         return f"{metadata.num_rows} rows written, {rows} planned"
+    if not same_schema(parquet.schema_arrow):
+        return "written by an older synth (another schema)"
     stored = (metadata.metadata or {}).get(RUN_HASH_KEY, b"").decode()
     if run_hash is not None and stored != run_hash:
         return (f"written by run {stored or '(none)'}, not this run ({run_hash}): another writer was in this "

@@ -126,3 +126,19 @@ def test_an_older_objects_table_refused_in_source_mode_leaves_the_earlier_run_re
             run_expand([older], backgrounds, target, source_mode, workers=1, overwrite=True)
     assert len(manifest_shards(out)) == 1
     assert not (tmp_path / "new").exists()
+
+
+def test_photo_shards_keeps_a_killed_runs_shard_only_when_its_schema_is_todays(tmp_path, monkeypatch):
+    import augment.photo_shards as photo_shards
+    from augment.config import SourceConfig
+    from segment_factory import make_scene_photos
+
+    source = make_scene_photos(tmp_path / "labelled", count=5)
+    monkeypatch.setattr(photo_shards, "PHOTO_ROWS_PER_SHARD", 2)
+    photo_shards.write_photo_shards([source], tmp_path / "whole", SourceConfig())
+    out = tmp_path / "out"
+    photo_shards.write_photo_shards([source], out, SourceConfig())
+    (out / "manifest.json").unlink()  # as a run killed after its first shards, by an older synth
+    as_older_version(out / "photos-00000.parquet")
+    photo_shards.write_photo_shards([source], out, SourceConfig())
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {p.name: p.read_bytes() for p in (tmp_path / "whole").iterdir()}
