@@ -142,3 +142,19 @@ def test_photo_shards_keeps_a_killed_runs_shard_only_when_its_schema_is_todays(t
     as_older_version(out / "photos-00000.parquet")
     photo_shards.write_photo_shards([source], out, SourceConfig())
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {p.name: p.read_bytes() for p in (tmp_path / "whole").iterdir()}
+
+
+def test_show_over_an_older_synths_unmarked_sheet_says_why_it_is_not_replaced(tmp_path):
+    """A sheet of a synth before sheets were marked was refused as 'not a contact sheet of `synth show`'
+    alone, which its user knew to be false; the line says older sheets carry no mark."""
+    import numpy as np
+
+    from augment.imageio import encode_png
+    from cli_checks import assert_one_line_error, run_cli
+    from shard_factory import make_shards
+
+    shards = make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4).folder
+    sheet = tmp_path / "sheet.png"
+    sheet.write_bytes(encode_png(np.zeros((8, 8, 3), np.uint8)))  # as an older show wrote it: no mark
+    result = run_cli("show", shards, "--out", sheet)
+    assert_one_line_error(result, 2, str(sheet), "a sheet of a synth before 2026-12-07 carries no mark")
