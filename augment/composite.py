@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
@@ -130,14 +130,18 @@ def _object_size(cutout: Cutout, scale: float, config: CompositionConfig) -> tup
     return max(4, round(width * factor)), max(4, round(height * factor))
 
 
-def check_source_sizes(cutouts: list[Cutout], config: CompositionConfig) -> None:
-    """Mode source needs each cutout's box and source image size; refuse (one line) tables without them."""
+def check_source_sizes(recorded: Iterable[tuple[Any, Any]], config: CompositionConfig) -> None:
+    """Mode source needs each cutout's box and source image size (``recorded``: a ``(box, source_size)``
+    pair per cutout); refuse (one line) tables without them."""
     if config.object_scale_mode != "source":
         return
-    missing = sum(1 for c in cutouts if c.box is None or not c.source_size)
+    recorded = list(recorded)
+    missing = sum(1 for box, size in recorded if box is None or not size)
     if missing:
-        raise InputError(f"composition.object_scale_mode source: {missing} of {len(cutouts)} cutouts do not record "
-                         "their source image's size (objects table written before it was recorded: remove it to rebuild)")
+        raise InputError(f"composition.object_scale_mode source: {missing} of {len(recorded)} cutouts do not record "
+                         "their source image's size (written by a synth before it did: remove --out's objects.parquet "
+                         "to rebuild it, rerun the `synth expand` or `synth extract` that wrote an `objects` source, "
+                         "or use object_scale_mode output)")
 
 
 def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -48,7 +48,8 @@ def check_replaceable_sheet(path: Path) -> None:
         raise InputError(f"{path}: cannot read --out ({error.strerror})") from None
     if SHEET_MARK not in start:
         raise InputError(f"{path}: --out exists and is not a contact sheet of `synth show`; not overwriting it "
-                         "(remove it or choose another name)")
+                         "(remove it or choose another name; a sheet of a synth before 2026-12-07 carries no mark "
+                         "telling it from a photo)")
 
 
 def instance_colour(instance_id: int) -> tuple[int, int, int]:

@@ -14,7 +14,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -234,6 +234,16 @@ def load_cutouts(objects_path: Path) -> list[Cutout]:
         cutouts.append(Cutout(row["cutout_id"], row["category"], rgba, labels, int(row["area"]), row.get("provenance"),
                               tuple(box) if box else None, tuple(size) if size else None))
     return cutouts
+
+
+def recorded_sizes(found: ObjectsRead) -> list[tuple[Any, Any]]:
+    """``(box, source_size)`` of each cutout :func:`read_objects` found (read from its up-to-date table,
+    where a table written before these columns gives None), before anything is written."""
+    if found.rows is not None:
+        return [(row.get("box"), row.get("source_size")) for row in found.rows]
+    names = pq.read_schema(found.path).names
+    table = read_objects_table(found.path, [name for name in ("box", "source_size") if name in names] or ["cutout_id"])
+    return [(row.get("box"), row.get("source_size")) for row in table.to_pylist()]
 
 
 def default_workers() -> int:

@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from augment.composite import BackgroundStore, Scene, check_source_sizes, compose_scene
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
-from augment.cutouts import Cutout, load_cutouts, read_objects, write_objects
+from augment.cutouts import Cutout, load_cutouts, read_objects, recorded_sizes, write_objects
 from augment.excluded_folders import excluding
 from augment.imageio import InputError, encode_jpeg, encode_png
 from augment.label_names import check_label_names
@@ -341,13 +341,13 @@ def run_expand(
         # before the folder changes: an earlier run's manifest and shards stay readable.
         found = read_objects(local_sources, config.sources, work_folder(out_dir),
                              lambda path: _remote_path(path, local_sources, sources))
+        check_source_sizes(recorded_sizes(found), config.composition)  # an older table: refused before any change
         clear_for_run(out_dir, others, [p.name for p in plans])  # the first change to the folder
         objects_path, skips, _ = write_objects(
             found, config.sources, workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
         )
         publish_file(objects_path, out_dir / OBJECTS_FILE)
         cutouts = load_cutouts(objects_path)
-        check_source_sizes(cutouts, config.composition)
         skips = mirror_skips + [_remote_name(skip, local_sources, sources) for skip in skips] + background_skips
         for skip in background_skips:
             log.info("skipped background %s: %s", skip.path, skip.reason)

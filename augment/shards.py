@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from augment.imageio import InputError, looks_like_text
 from augment.outputs import inside, is_safe_name
-from augment.schema import CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
+from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
 from augment.storage import Location, Place, as_place, is_remote, open_parquet, read_head
 from augment.store_writes import write_text_atomic
 
@@ -183,7 +183,8 @@ def verify_shard(path: Place, expected_ids: list[str], run_hash: str) -> str | N
 
     Every page is read (the images are stored uncompressed, so this is a sequential read and cheap
     next to making the rows): a file whose footer is intact but whose pages are damaged is redone,
-    not kept as done.
+    not kept as done. So is a shard an older synth wrote with this run's hash but another schema (before
+    a column was added): kept, it would leave one run's shards of two schemas.
     """
     if not path.is_file():
         return "missing"
@@ -192,6 +193,8 @@ def verify_shard(path: Place, expected_ids: list[str], run_hash: str) -> str | N
         stored = (parquet.metadata.metadata or {}).get(RUN_HASH_KEY, b"").decode()
         if stored != run_hash:
             return "written by another run (other config or inputs)"
+        if not same_schema(parquet.schema_arrow):
+            return "written by an older synth (another schema)"
         if parquet.metadata.num_rows != len(expected_ids):
             return f"holds {parquet.metadata.num_rows} rows, not {len(expected_ids)}"
         ids: list[str] = []
@@ -202,6 +205,13 @@ def verify_shard(path: Place, expected_ids: list[str], run_hash: str) -> str | N
     if ids != expected_ids:
         return "holds other rows than planned"
     return None
+
+
+def same_schema(schema: pa.Schema) -> bool:
+    """Whether a shard's ``schema`` is the one shards are written with today: the same columns and types
+    and the same ``huggingface`` features (the run and config hashes aside)."""
+    return (schema.equals(COMPOSITE_SCHEMA, check_metadata=False)
+            and (schema.metadata or {}).get(b"huggingface") == COMPOSITE_SCHEMA.metadata[b"huggingface"])
 
 
 def shard_config_hash(path: Place) -> str | None:
@@ -273,10 +283,14 @@ def check_other_run(folder: Place, config_hash: str, overwrite: bool = False) ->
 
 
 def footer_problem(path: Place, rows: int, run_hash: str | None) -> str | None:
-    """What is wrong with a just-committed shard by its footer alone (a cheap read, also remote), or None."""
-    metadata = open_parquet(path).metadata
+    """What is wrong with a just-committed shard (or one a killed run finished) by its footer alone (a
+    cheap read, also remote), or None. A shard of another schema (an older synth's) is not this run's."""
+    parquet = open_parquet(path)
+    metadata = parquet.metadata
     if metadata.num_rows != rows:
         return f"{metadata.num_rows} rows written, {rows} planned"
+    if not same_schema(parquet.schema_arrow):
+        return "written by an older synth (another schema)"
     stored = (metadata.metadata or {}).get(RUN_HASH_KEY, b"").decode()
     if run_hash is not None and stored != run_hash:
         return (f"written by run {stored or '(none)'}, not this run ({run_hash}): another writer was in this "

@@ -150,7 +150,7 @@ class OutputRecord:
 
     def _recorded(self) -> list[str]:
         if not self.path.is_file() or self.path.is_symlink():
-            return []
+            return self._unrecorded()
         stems = []
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
@@ -160,6 +160,22 @@ class OutputRecord:
             if _usable_stem(stem):
                 stems.append(stem)
         return stems
+
+    def _unrecorded(self) -> list[str]:
+        """The stems of a run of a synth older than the record (2026-12-06), which wrote none: only in a
+        folder holding one of the command's fixed names (``detections.jsonl``, ``classes.json``), each
+        stem with at least two of its output files there (a still's heat map and highlight, a photo's
+        three maps). Without them that run's outputs stayed beside the new run's (a segmented photo's
+        new maps named ``NAME-2``, its old ``NAME.png`` read as the new)."""
+        if not self.out.is_dir() or not any((self.out / name).is_file() for name in self.kinds.fixed):
+            return []
+        files: dict[str, int] = {}
+        for child in self.out.iterdir():
+            for suffix in self.kinds.suffixes:
+                stem = child.name[:-len(suffix)]
+                if child.name.endswith(suffix) and _usable_stem(stem) and child.is_file():
+                    files[stem] = files.get(stem, 0) + 1
+        return sorted(stem for stem, count in files.items() if count >= 2)
 
     def _kept(self, path: Path) -> bool:
         """An input, or inside an input folder (a --sequence of frames) that lies within --out: a folder

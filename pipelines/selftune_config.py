@@ -159,9 +159,25 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> dict[str
 
 
 def with_added_defaults(stored: dict[str, Any]) -> dict[str, Any]:
-    """A state folder's stored config with the top-level keys added since it was written at their
-    defaults (the value that keeps the old behaviour), so older states run on."""
-    return {**{k: v for k, v in DEFAULTS.items() if k != "train_config"}, **stored}
+    """A state folder's stored config with the keys added since it was written at their defaults (the
+    value that keeps the old behaviour), so older states run on: the top-level keys, and those inside
+    ``expand`` and ``extract`` (a state of stop 20 lacked ``expand.composition.object_scale_mode`` and
+    ``expand.backgrounds``, and was refused as 'made with another config' by the very config it was
+    made with). The training's are compared at their off values (:func:`train.checkpoint.config_differences`)."""
+    config = {**{k: v for k, v in DEFAULTS.items() if k != "train_config"}, **stored}
+    fresh = json.loads(json.dumps({"expand": ExpandConfig().to_dict(),
+                                   "extract": dataclasses.asdict(extract_config({}, "extract"))}))
+    for section, defaults in fresh.items():
+        if isinstance(config.get(section), dict):
+            config[section] = _under_defaults(defaults, config[section])
+    return config
+
+
+def _under_defaults(defaults: Any, stored: Any) -> Any:
+    """``stored`` with the keys of ``defaults`` it lacks, at any depth (a mapping's values as stored)."""
+    if not (isinstance(defaults, dict) and isinstance(stored, dict)):
+        return stored
+    return {**defaults, **{key: _under_defaults(defaults.get(key), value) for key, value in stored.items()}}
 
 
 def config_hash(config: dict[str, Any]) -> str:

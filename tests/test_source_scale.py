@@ -117,9 +117,10 @@ def test_hashes_of_configs_without_the_mode_are_unchanged():
 def test_cutouts_without_source_sizes_are_refused_in_source_mode():
     cutout = _cutout(50, 80)
     cutout.source_size = None  # an objects table written before the column
-    check_source_sizes([cutout], _composition(object_scale_mode="output"))
+    recorded = [(cutout.box, cutout.source_size)]
+    check_source_sizes(recorded, _composition(object_scale_mode="output"))
     with pytest.raises(InputError, match="1 of 1 cutouts") as error:
-        check_source_sizes([cutout], _composition())
+        check_source_sizes(recorded, _composition())
     assert "\n" not in str(error.value)
 
 
