@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -27,6 +25,7 @@ from rich.table import Table
 from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.system import stands_for_interrupt
+from pipelines.terminal import console, out_console, setup_logging  # noqa: F401 (the commands' console)
 
 
 # How a command ends once its line is printed: not errors of their own, whatever their context.
@@ -58,8 +57,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -67,15 +64,6 @@ def sample_data_dir() -> Path:
     """sample_data/ of the working directory, else the one beside the installed package."""
     local = Path("sample_data")
     return local if local.is_dir() else REPO_ROOT / "sample_data"
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -291,7 +279,7 @@ def expand(
     table.add_row("time", f"{result.seconds:.1f} s ({made / max(result.seconds, 1e-9):.0f} composites/s overall)")
     reasons = collections.Counter(_reason_kind(s.reason) for s in result.skips)
     table.add_row("skipped inputs", f"{len(result.skips)}" + "".join(f"\n  {n} × {r}" for r, n in reasons.most_common(5)))
-    Console().print(table)
+    out_console.print(table)
 
 
 def _reason_kind(reason: str) -> str:
@@ -336,7 +324,7 @@ def show(
         run_guarded(check_replaceable_sheet, out)
         run_guarded(held.enter_context, reading_shards(shards, what="synth show", create_locks=False))
         drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
-    Console().print(f"wrote {out} ({drawn} composites)")
+    out_console.print(f"wrote {out} ({drawn} composites)")
 
 
 @app.command()
@@ -355,7 +343,7 @@ def export(
     with ExitStack() as held:
         run_guarded(held.enter_context, reading_shards(shards, what="synth export", create_locks=False))
         counts = run_guarded(export_coco, shards, out)
-    Console().print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
+    out_console.print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
     if counts["skipped"]:
         reasons = ", ".join(f"{n} × {reason}" for reason, n in counts["skip_reasons"].items())
         console.print(f"skipped {counts['skipped']} rows: {escape(reasons)}", highlight=False, soft_wrap=True)

@@ -1,0 +1,54 @@
+"""Where the command line writes: one console for errors, warnings and progress (stderr), one for a
+command's result (stdout), and the logging handler that writes a record as one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+
+# soft_wrap: a line longer than the terminal (or than a log file's 80 columns) is written whole, for the
+# terminal to fold, never broken by rich mid-path into lines of its own (a grep of a cron log finds it).
+console = Console(stderr=True, soft_wrap=True)
+# A command's result (expand's summary, show's and export's line) on stdout.
+out_console = Console(soft_wrap=True)
+
+
+class LineHandler(logging.Handler):
+    """A log record as one line on stderr, ``warning: MESSAGE``, as :func:`pipelines.cli.fail` writes
+    ``error: ...``. rich's RichHandler set the message in a column beside the level, wrapped to the
+    console's width (80 in a log file): a warning naming a long path came out as several lines, broken
+    mid-word, padded with spaces. A warning said once already is not said again (a source folder
+    listed twice, for its cutouts and its labels, warned of its broken links twice)."""
+
+    STYLES = {"WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold red"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = f"{record.levelname.lower()}: {self.format(record)}"
+            if record.levelno >= logging.WARNING:
+                if line in self.said:
+                    return
+                self.said.add(line)
+            style = self.STYLES.get(record.levelname, "dim")
+            head, message = line.split(": ", 1)
+            console.print(f"[{style}]{head}:[/] {escape(message)}", highlight=False)
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging(verbose: bool) -> None:
+    """Log records as lines on stderr (INFO with ``-v``), and a stream that cannot encode a character
+    (PYTHONIOENCODING=ascii, a Latin-1 terminal) writes it escaped: the summary's '→' or a path's 'é'
+    was a UnicodeEncodeError traceback after the run's work was done."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", None) == "strict":
+            stream.reconfigure(errors="backslashreplace")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[LineHandler()], force=True)

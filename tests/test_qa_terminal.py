@@ -1,0 +1,72 @@
+"""The command line as it reaches terminals, log files and schedulers: a warning or a result is one line
+whatever the width, a stream that cannot encode a character does not crash the command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.terminal import console, out_console, setup_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG = "/data/" + "/".join(f"a_rather_long_folder_name_{k}" for k in range(8)) + "/objects"
+
+
+@pytest.fixture
+def logging_restored():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_warning_naming_a_long_path_is_one_line_in_a_log_file(capsys, logging_restored) -> None:
+    setup_logging(False)
+    logging.getLogger("augment.imageio").warning("%s: 1 broken symbolic link(s) left out (x.png)", LONG)
+    lines = capsys.readouterr().err.splitlines()
+    # RichHandler wrapped it to the console's 80 columns, mid-word, the level in a column of its own
+    assert lines == [f"warning: {LONG}: 1 broken symbolic link(s) left out (x.png)"]
+
+
+def test_the_same_warning_twice_is_said_once_and_info_only_with_verbose(capsys, logging_restored) -> None:
+    setup_logging(False)
+    log = logging.getLogger("augment.imageio")
+    for _ in range(2):  # a source folder listed twice (cutouts, then labels) warned twice of its links
+        log.warning("%s: 1 broken symbolic link(s) left out", LONG)
+    log.warning("another folder: 1 broken symbolic link(s) left out")
+    log.info("not shown without -v")
+    assert capsys.readouterr().err.splitlines() == [f"warning: {LONG}: 1 broken symbolic link(s) left out",
+                                                    "warning: another folder: 1 broken symbolic link(s) left out"]
+    setup_logging(True)
+    log.info("step %d", 3)
+    assert capsys.readouterr().err.splitlines() == ["info: step 3"]
+
+
+@pytest.mark.parametrize("which", ["stderr", "stdout"])
+def test_a_result_line_naming_a_long_path_is_not_broken(capsys, which: str) -> None:
+    # `synth show`'s "wrote PATH (N composites)", train's "checkpoint: PATH": broken at 80 columns in a log
+    (console if which == "stderr" else out_console).print(f"wrote {LONG}/sheet.png (16 composites)")
+    assert getattr(capsys.readouterr(), which[3:]).splitlines() == [f"wrote {LONG}/sheet.png (16 composites)"]
+
+
+_PRINT_RESULT = """
+from pipelines.terminal import out_console, setup_logging
+setup_logging(False)
+out_console.print("synth expand \u2192 /data/caf\u00e9")
+"""
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_stdout_that_cannot_encode_a_character_writes_it_escaped(encoding: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONIOENCODING": encoding}
+    done = subprocess.run([sys.executable, "-c", _PRINT_RESULT], capture_output=True, env=env, timeout=60)
+    # expand's summary title '→' (or a path's 'é') was a UnicodeEncodeError traceback after the run's work
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert done.stdout.decode(encoding).strip().startswith("synth expand \\u2192 /data/caf")
+    assert b"Traceback" not in done.stderr
