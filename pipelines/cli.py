@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.system import stands_for_interrupt
-from pipelines.terminal import console, out_console, setup_logging  # noqa: F401 (the commands' console)
+from pipelines.terminal import console, out_console, say, setup_logging  # noqa: F401 (the commands' console)
 
 
 # How a command ends once its line is printed: not errors of their own, whatever their context.
@@ -68,7 +67,7 @@ def sample_data_dir() -> Path:
 
 def fail(message: str, code: int = 2) -> None:
     """Print a user error as one line and exit non-zero."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    say("error", message)
     raise typer.Exit(code)
 
 
@@ -346,7 +345,7 @@ def export(
     out_console.print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
     if counts["skipped"]:
         reasons = ", ".join(f"{n} × {reason}" for reason, n in counts["skip_reasons"].items())
-        console.print(f"skipped {counts['skipped']} rows: {escape(reasons)}", highlight=False, soft_wrap=True)
+        console.print(f"skipped {counts['skipped']} rows: {reasons}", highlight=False)
 
 
 def _register_optional_commands() -> None:

@@ -7,13 +7,20 @@ import logging
 import sys
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 # soft_wrap: a line longer than the terminal (or than a log file's 80 columns) is written whole, for the
 # terminal to fold, never broken by rich mid-path into lines of its own (a grep of a cron log finds it).
-console = Console(stderr=True, soft_wrap=True)
+# markup off: what is printed is the text given, a path's brackets too ('wrote runs/a[/x].png' was rich's
+# MarkupError traceback after the sheet was written; 'co[co]' was said 'co'); styled heads by say().
+console = Console(stderr=True, soft_wrap=True, markup=False)
 # A command's result (expand's summary, show's and export's line) on stdout.
-out_console = Console(soft_wrap=True)
+out_console = Console(soft_wrap=True, markup=False)
+
+
+def say(head: str, message: str, style: str = "bold red") -> None:
+    """One line on stderr, ``HEAD: MESSAGE``, its head styled (the message's brackets printed as they are)."""
+    console.print(Text.assemble((f"{head}:", style), " ", str(message)), highlight=False)
 
 
 class LineHandler(logging.Handler):
@@ -36,9 +43,8 @@ class LineHandler(logging.Handler):
                 if line in self.said:
                     return
                 self.said.add(line)
-            style = self.STYLES.get(record.levelname, "dim")
             head, message = line.split(": ", 1)
-            console.print(f"[{style}]{head}:[/] {escape(message)}", highlight=False)
+            say(head, message, self.STYLES.get(record.levelname, "dim"))
         except Exception:
             self.handleError(record)
 

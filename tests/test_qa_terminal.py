@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.terminal import console, out_console, setup_logging
+from pipelines.terminal import console, out_console, say, setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = "/data/" + "/".join(f"a_rather_long_folder_name_{k}" for k in range(8)) + "/objects"
@@ -70,3 +70,18 @@ def test_a_stdout_that_cannot_encode_a_character_writes_it_escaped(encoding: str
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert done.stdout.decode(encoding).strip().startswith("synth expand \\u2192 /data/caf")
     assert b"Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("path", ["runs/sheet[/old].png", "runs/d[bold]s.png", "out/co[co]"])
+def test_a_path_with_brackets_is_printed_as_it_is(capsys, logging_restored, path: str) -> None:
+    # `synth show -o 'sheet[/old].png'` wrote the sheet, then ended in rich's MarkupError traceback;
+    # `export -o 'co[co]'` said "wrote out/co"
+    out_console.print(f"wrote {path} (4 composites)")
+    console.print(f"checkpoint: {path}")
+    say("skipped", f"{path}: not an image")
+    setup_logging(False)
+    logging.getLogger("augment.imageio").warning("%s: 1 broken symbolic link(s) left out", path)
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [f"wrote {path} (4 composites)"]
+    assert captured.err.splitlines() == [f"checkpoint: {path}", f"skipped: {path}: not an image",
+                                         f"warning: {path}: 1 broken symbolic link(s) left out"]
