@@ -85,3 +85,12 @@ def test_a_path_with_brackets_is_printed_as_it_is(capsys, logging_restored, path
     assert captured.out.splitlines() == [f"wrote {path} (4 composites)"]
     assert captured.err.splitlines() == [f"checkpoint: {path}", f"skipped: {path}: not an image",
                                          f"warning: {path}: 1 broken symbolic link(s) left out"]
+
+
+def test_the_training_bar_is_on_stderr_beside_every_other_progress_bar(capsys) -> None:
+    from train.loop import _progress
+
+    with _progress(True) as progress:  # rich's default console: stdout, where train writes nothing else
+        progress.add_task("train", total=2, info="loss 0.5")
+    captured = capsys.readouterr()
+    assert captured.out == "" and "train" in captured.err and "loss 0.5" in captured.err
