@@ -24,6 +24,11 @@ from rich.table import Table
 from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.system import stands_for_interrupt
+try:  # the click typer parses with: its own copy since typer 0.2x, click itself before
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
 from pipelines.terminal import console, out_console, say, setup_logging  # noqa: F401 (the commands' console)
 
 
@@ -35,17 +40,37 @@ class _Commands(typer.core.TyperGroup):
     """synth's commands: a stop (Ctrl-C, SIGTERM) that lands outside :func:`run_guarded` (a command's
     imports and option checks, its last lines of output) is the one line ``interrupted`` and exit code
     130, as inside it. typer ended such a run with 130 and no word; one raised while a module was being
-    imported came out as another error (RuntimeError from a dataclass's ``__set_name__``) and a traceback."""
+    imported came out as another error (RuntimeError from a dataclass's ``__set_name__``) and a traceback.
+
+    A mistyped command line (an unknown option or command, ``--rows abc``, a missing argument) is one
+    line too, exit code 2: typer drew it as a box of five lines or more, wrapped inside its frame to the
+    terminal's width (80 columns in a log file, mid-sentence)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click_errors.ClickException as error:
+            _usage_error(error)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except _ENDINGS:  # run_guarded's own line was printed (its context is the stop)
             raise
+        except click_errors.ClickException as error:
+            _usage_error(error)
         except BaseException as error:
             if not stands_for_interrupt(error):
                 raise
         fail("interrupted", INTERRUPTED_EXIT_CODE)
+
+
+def _usage_error(error: click_errors.ClickException) -> None:
+    if isinstance(error, click_errors.NoArgsIsHelpError):  # `synth` alone: its help, as asked
+        raise error
+    context = getattr(error, "ctx", None)
+    where = f" (see {context.command_path} --help)" if context is not None else ""
+    fail(f"{error.format_message().rstrip('. ')}{where}", error.exit_code)
 
 
 app = typer.Typer(

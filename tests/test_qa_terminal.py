@@ -94,3 +94,20 @@ def test_the_training_bar_is_on_stderr_beside_every_other_progress_bar(capsys) -
         progress.add_task("train", total=2, info="loss 0.5")
     captured = capsys.readouterr()
     assert captured.out == "" and "train" in captured.err and "loss 0.5" in captured.err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["show", "--bogus", "x"], "No such option: --bogus"),
+    (["show", "--rows", "abc", "x"], "Invalid value for '--rows'"),
+    (["show"], "Missing argument 'shards'"),
+    (["search", "q.png", "m.png"], "Missing option '--out'"),
+    (["expand", "-n"], "Option '-n' requires an argument"),
+    (["bogus"], "No such command 'bogus'"),
+    (["--bogus"], "No such option: --bogus"),
+])
+def test_a_mistyped_command_line_is_one_line(args: list[str], fragment: str) -> None:
+    from tests.cli_checks import assert_one_line_error, run_cli
+
+    # typer drew each as a box of 5+ lines, wrapped inside its frame (80 columns in a log, mid-sentence)
+    line = assert_one_line_error(run_cli(*args), 2, fragment)
+    assert line.startswith("error: ") and "│" not in line
