@@ -29,7 +29,7 @@ try:  # the click typer parses with: its own copy since typer 0.2x, click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
-from pipelines.terminal import console, out_console, say, setup_logging  # noqa: F401 (the commands' console)
+from pipelines.terminal import console, out_console, plain_help_when_narrow, say, setup_logging  # noqa: F401 (the commands' console)
 
 
 # How a command ends once its line is printed: not errors of their own, whatever their context.
@@ -47,6 +47,7 @@ class _Commands(typer.core.TyperGroup):
     terminal's width (80 columns in a log file, mid-sentence)."""
 
     def make_context(self, info_name, args, parent=None, **extra):
+        plain_help_when_narrow(self)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click_errors.ClickException as error:

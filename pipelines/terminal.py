@@ -58,3 +58,21 @@ def setup_logging(verbose: bool) -> None:
             stream.reconfigure(errors="backslashreplace")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
                         handlers=[LineHandler()], force=True)
+
+
+# rich's help (typer's panels) sets options, types and help in table columns; under this width it cuts
+# them short with '…' (`--source-form…`, `[default: sheet.pn…`: 268 cut at COLUMNS=40, 6 at 60).
+RICH_HELP_MIN_WIDTH = 80
+
+
+def plain_help_when_narrow(command) -> None:
+    """On a terminal narrower than :data:`RICH_HELP_MIN_WIDTH`, ``command`` and its subcommands write
+    click's plain help, which wraps every word and cuts none (rich's markup escape ``\\[`` undone)."""
+    if Console().width >= RICH_HELP_MIN_WIDTH:
+        return
+    command.rich_markup_mode = None
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = param.help.replace("\\[", "[")
+    for sub in getattr(command, "commands", {}).values():
+        plain_help_when_narrow(sub)

@@ -111,3 +111,21 @@ def test_a_mistyped_command_line_is_one_line(args: list[str], fragment: str) -> 
     # typer drew each as a box of 5+ lines, wrapped inside its frame (80 columns in a log, mid-sentence)
     line = assert_one_line_error(run_cli(*args), 2, fragment)
     assert line.startswith("error: ") and "│" not in line
+
+
+@pytest.mark.parametrize("columns", ["40", "60"])
+@pytest.mark.parametrize("command", ["expand", "show", "search", "train"])
+def test_help_on_a_narrow_terminal_cuts_nothing_short(command: str, columns: str) -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    # rich's panels cut options, types and defaults with '…' (--source-form…, [default: sheet.pn…)
+    assert "…" not in result.output and "╭" not in result.output, result.output
+    flat = " ".join(result.output.split())
+    assert {"expand": '--source-format', "show": "[default: sheet.png]", "search": "--query-mask",
+            "train": "--eval-shards"}[command] in flat
+    if command == "expand":
+        assert 'pip install "synth[ray]"' in flat  # rich's markup escape undone in the plain help
