@@ -194,7 +194,7 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
     setup_logging(verbose)
-    from augment.imageio import is_utf8, shown_name
+    from augment.imageio import is_utf8, name_fix, shown_name
     from augment.pixel_limit import max_megapixels
 
     # A path typed or globbed with a name that is not UTF-8 (caf\xe9 from an old archive): Parquet,
@@ -202,7 +202,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every 
     # Names inside an input folder are warned about and left out (augment.imageio.walk_files).
     for argument in sys.argv[1:]:
         if not is_utf8(argument):
-            fail(f"{shown_name(argument)}: a name that is not UTF-8; rename it")
+            fail(f"{shown_name(argument)}: a name that is not UTF-8; {name_fix(argument)}")
 
     run_guarded(max_megapixels)  # a malformed SYNTH_MAX_MEGAPIXELS: one line now, not one per image read
     # A scheduler stops a run with SIGTERM (systemd, Kubernetes, `kill`): treated as Ctrl-C, so the

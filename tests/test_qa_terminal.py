@@ -129,3 +129,14 @@ def test_help_on_a_narrow_terminal_cuts_nothing_short(command: str, columns: str
             "train": "--eval-shards"}[command] in flat
     if command == "expand":
         assert 'pip install "synth[ray]"' in flat  # rich's markup escape undone in the plain help
+
+
+def test_a_utf8_name_in_a_c_locale_says_to_set_a_utf8_locale_not_to_rename_it(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LC_ALL": "C", "PYTHONUTF8": "0", "COLUMNS": "300"}
+    run = [sys.executable, "-m", "pipelines.cli", "expand", "-n", "1", "-o"]
+    done = subprocess.run([*run, str(tmp_path / "caf\u00e9").encode()], capture_output=True, env=env, timeout=60)
+    line = done.stderr.decode("ascii", "replace").strip()
+    # 'café' typed in a C locale (PYTHONUTF8=0) was "a name that is not UTF-8; rename it"
+    assert done.returncode == 2 and "\n" not in line and "set LC_ALL=C.UTF-8" in line and "rename" not in line, line
+    done = subprocess.run([*run, str(tmp_path).encode() + b"/caf\xe9"], capture_output=True, env=env, timeout=60)
+    assert done.returncode == 2 and done.stderr.decode("ascii", "replace").strip().endswith("; rename it")
