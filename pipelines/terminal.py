@@ -18,9 +18,18 @@ console = Console(stderr=True, soft_wrap=True, markup=False)
 out_console = Console(soft_wrap=True, markup=False)
 
 
+def one_line(text: str) -> str:
+    """``text`` with its control characters shown as escapes (``\\n``, ``\\x1b``): a file name holding a
+    newline made an error two lines (the second free to pose as a line of its own in a log), one holding
+    ESC sent its escape sequence to the terminal (colours, a cleared screen)."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
 def say(head: str, message: str, style: str = "bold red") -> None:
-    """One line on stderr, ``HEAD: MESSAGE``, its head styled (the message's brackets printed as they are)."""
-    console.print(Text.assemble((f"{head}:", style), " ", str(message)), highlight=False)
+    """One line on stderr, ``HEAD: MESSAGE``, its head styled (the message's brackets printed as they are,
+    its control characters escaped by :func:`one_line`)."""
+    console.print(Text.assemble((f"{head}:", style), " ", one_line(str(message))), highlight=False)
 
 
 class LineHandler(logging.Handler):

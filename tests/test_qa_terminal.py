@@ -140,3 +140,16 @@ def test_a_utf8_name_in_a_c_locale_says_to_set_a_utf8_locale_not_to_rename_it(tm
     assert done.returncode == 2 and "\n" not in line and "set LC_ALL=C.UTF-8" in line and "rename" not in line, line
     done = subprocess.run([*run, str(tmp_path).encode() + b"/caf\xe9"], capture_output=True, env=env, timeout=60)
     assert done.returncode == 2 and done.stderr.decode("ascii", "replace").strip().endswith("; rename it")
+
+
+def test_a_name_with_a_newline_or_an_escape_sequence_is_one_line_shown_escaped(tmp_path: Path, capsys,
+                                                                                logging_restored) -> None:
+    from tests.cli_checks import assert_one_line_error, run_cli
+
+    # a newline in a path made the error two lines; ESC reached the terminal (colours, a cleared screen)
+    line = assert_one_line_error(run_cli("show", tmp_path / "sheet\nerror: forged\x1b[2J caf\u00e9"), 2)
+    assert line.endswith("sheet\\nerror: forged\\x1b[2J caf\u00e9: no such file or directory") and "\x1b" not in line
+    setup_logging(True)
+    logging.getLogger("augment.cutouts").info("skipped %s: a text file, not an image", "bag/evil\x1b[31m\rname\n.png")
+    assert capsys.readouterr().err.splitlines() == ["info: skipped bag/evil\\x1b[31m\\rname\\n.png: a text file, "
+                                                    "not an image"]
