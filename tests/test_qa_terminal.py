@@ -153,3 +153,15 @@ def test_a_name_with_a_newline_or_an_escape_sequence_is_one_line_shown_escaped(t
     logging.getLogger("augment.cutouts").info("skipped %s: a text file, not an image", "bag/evil\x1b[31m\rname\n.png")
     assert capsys.readouterr().err.splitlines() == ["info: skipped bag/evil\\x1b[31m\\rname\\n.png: a text file, "
                                                     "not an image"]
+
+
+def test_rays_records_are_synth_lines_not_rays_own_format(capsys, logging_restored) -> None:
+    pytest.importorskip("ray")
+    from augment.engines.ray_engine import _ray_records_to_the_application
+
+    setup_logging(False)
+    _ray_records_to_the_application()  # what RayEngine does before ray.init
+    logging.getLogger("ray._private.authentication.authentication_token_setup").warning(
+        "Token authentication is enabled for this Ray cluster.")
+    # Ray's own handler: '2026-12-07 09:47:54,685<TAB>WARNING authentication_token_setup.py:85 -- Token ...'
+    assert capsys.readouterr().err.splitlines() == ["warning: Token authentication is enabled for this Ray cluster."]
