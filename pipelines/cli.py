@@ -60,6 +60,10 @@ class _Commands(typer.core.TyperGroup):
             raise
         except click_errors.ClickException as error:
             _usage_error(error)
+        except OSError as error:  # a result line written after the work, outside run_guarded (<stdout>: full)
+            if error.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            _environment_error(error)
         except BaseException as error:
             if not stands_for_interrupt(error):
                 raise
@@ -92,8 +96,11 @@ def sample_data_dir() -> Path:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print a user error as one line and exit non-zero."""
-    say("error", message)
+    """Print a user error as one line and exit non-zero (with ``code`` also where stderr cannot take it)."""
+    try:
+        say("error", message)
+    except OSError:
+        pass
     raise typer.Exit(code)
 
 
@@ -109,6 +116,10 @@ SEARCH_RESUME_HINT = "rerun the same `synth search` command: it starts over and 
 # is a file where a folder is needed. They get one line, like a user's mistake.
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR,
                       errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
+
+
+def _environment_error(error: OSError) -> None:
+    fail(f"{error.filename or 'file system'}: {error.strerror or error}")
 
 
 def user_line(error: InputError) -> str:
@@ -136,7 +147,7 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
     except OSError as error:
         if error.errno not in ENVIRONMENT_ERRNOS:
             raise
-        fail(f"{error.filename or 'file system'}: {error.strerror or error}")
+        _environment_error(error)
     except _ENDINGS:  # a line already printed (a nested run_guarded's, its context the stop)
         raise
     except BaseException as error:

@@ -13,9 +13,22 @@ from rich.text import Text
 # terminal to fold, never broken by rich mid-path into lines of its own (a grep of a cron log finds it).
 # markup off: what is printed is the text given, a path's brackets too ('wrote runs/a[/x].png' was rich's
 # MarkupError traceback after the sheet was written; 'co[co]' was said 'co'); styled heads by say().
-console = Console(stderr=True, soft_wrap=True, markup=False)
+class _Stream(Console):
+    """A console whose failed write names its stream: ``synth show ... > /full/disk/log`` wrote the sheet,
+    then ended in rich's OSError traceback (no file named); it is '<stdout>: No space left on device'."""
+
+    def print(self, *objects, **kwargs) -> None:
+        try:
+            super().print(*objects, **kwargs)
+        except OSError as error:
+            if error.filename is None:
+                error.filename = "<stderr>" if self.stderr else "<stdout>"
+            raise
+
+
+console = _Stream(stderr=True, soft_wrap=True, markup=False)
 # A command's result (expand's summary, show's and export's line) on stdout.
-out_console = Console(soft_wrap=True, markup=False)
+out_console = _Stream(soft_wrap=True, markup=False)
 
 
 def one_line(text: str) -> str:

@@ -165,3 +165,16 @@ def test_rays_records_are_synth_lines_not_rays_own_format(capsys, logging_restor
         "Token authentication is enabled for this Ray cluster.")
     # Ray's own handler: '2026-12-07 09:47:54,685<TAB>WARNING authentication_token_setup.py:85 -- Token ...'
     assert capsys.readouterr().err.splitlines() == ["warning: Token authentication is enabled for this Ray cluster."]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_result_written_to_a_full_disk_is_one_line_naming_stdout(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    with open("/dev/full", "w") as full:  # `synth expand ... > /full/disk/log`: the summary cannot be written
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", "expand", "-n", "1", "-w", "1", "-o",
+                               tmp_path / "out"], stdout=full, stderr=subprocess.PIPE, text=True, env=env,
+                              cwd=ROOT, timeout=120)
+    # it was rich's OSError traceback, no file named, exit code 1
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:") or "Traceback" in line]
+    assert done.returncode == 2 and lines == ["error: <stdout>: No space left on device"], done.stderr
+    assert (tmp_path / "out" / "manifest.json").is_file()  # the run itself was done
