@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from augment.imageio import InputError
@@ -29,7 +28,8 @@ try:  # the click typer parses with: its own copy since typer 0.2x, click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
-from pipelines.terminal import console, out_console, plain_help_when_narrow, say, setup_logging  # noqa: F401 (the commands' console)
+from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
+                                setup_logging)  # (the commands' console and progress)
 
 
 # How a command ends once its line is printed: not errors of their own, whatever their context.
@@ -177,18 +177,6 @@ def check_at_most(value: int | None, maximum: int, option: str, why: str) -> Non
     saying ``why`` it is bounded."""
     if value is not None and value > maximum:
         fail(f"{option} must be at most {maximum} ({why}), got {value}")
-
-
-def make_progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
 
 
 _HANDLER_PID: int | None = None  # the process whose SIGTERM is an interrupt (not its forked workers)

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 # soft_wrap: a line longer than the terminal (or than a log file's 80 columns) is written whole, for the
@@ -43,6 +44,18 @@ def say(head: str, message: str, style: str = "bold red") -> None:
     """One line on stderr, ``HEAD: MESSAGE``, its head styled (the message's brackets printed as they are,
     its control characters escaped by :func:`one_line`)."""
     console.print(Text.assemble((f"{head}:", style), " ", one_line(str(message))), highlight=False)
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 class LineHandler(logging.Handler):
