@@ -10,27 +10,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-# soft_wrap: a line longer than the terminal (or than a log file's 80 columns) is written whole, for the
-# terminal to fold, never broken by rich mid-path into lines of its own (a grep of a cron log finds it).
-# markup off: what is printed is the text given, a path's brackets too ('wrote runs/a[/x].png' was rich's
-# MarkupError traceback after the sheet was written; 'co[co]' was said 'co'); styled heads by say().
-class _Stream(Console):
-    """A console whose failed write names its stream: ``synth show ... > /full/disk/log`` wrote the sheet,
-    then ended in rich's OSError traceback (no file named); it is '<stdout>: No space left on device'."""
-
-    def print(self, *objects, **kwargs) -> None:
-        try:
-            super().print(*objects, **kwargs)
-        except OSError as error:
-            if error.filename is None:
-                error.filename = "<stderr>" if self.stderr else "<stdout>"
-            raise
-
-
-console = _Stream(stderr=True, soft_wrap=True, markup=False)
-# A command's result (expand's summary, show's and export's line) on stdout.
-out_console = _Stream(soft_wrap=True, markup=False)
-
 
 def one_line(text: str) -> str:
     """``text`` with its control characters shown as escapes (``\\n``, ``\\x1b``): a file name holding a
@@ -38,6 +17,30 @@ def one_line(text: str) -> str:
     ESC sent its escape sequence to the terminal (colours, a cleared screen)."""
     return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
                    for ch in text)
+
+
+class _Stream(Console):
+    """A console whose text is printed one line each (control characters escaped by :func:`one_line`: 'wrote
+    out/a\\nb.png' was two lines) and whose failed write names its stream: ``synth show ... > /full/log``
+    wrote the sheet, then ended in rich's OSError traceback (no file named); it is '<stdout>: No space left
+    on device'."""
+
+    def print(self, *objects, **kwargs) -> None:
+        try:
+            super().print(*(one_line(item) if isinstance(item, str) else item for item in objects), **kwargs)
+        except OSError as error:
+            if error.filename is None:
+                error.filename = "<stderr>" if self.stderr else "<stdout>"
+            raise
+
+
+# soft_wrap: a line longer than the terminal (or than a log file's 80 columns) is written whole, for the
+# terminal to fold, never broken by rich mid-path into lines of its own (a grep of a cron log finds it).
+# markup off: what is printed is the text given, a path's brackets too ('wrote runs/a[/x].png' was rich's
+# MarkupError traceback after the sheet was written; 'co[co]' was said 'co'); styled heads by say().
+console = _Stream(stderr=True, soft_wrap=True, markup=False)
+# A command's result (expand's summary, show's and export's line) on stdout.
+out_console = _Stream(soft_wrap=True, markup=False)
 
 
 def say(head: str, message: str, style: str = "bold red") -> None:

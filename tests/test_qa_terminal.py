@@ -178,3 +178,11 @@ def test_a_result_written_to_a_full_disk_is_one_line_naming_stdout(tmp_path: Pat
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:") or "Traceback" in line]
     assert done.returncode == 2 and lines == ["error: <stdout>: No space left on device"], done.stderr
     assert (tmp_path / "out" / "manifest.json").is_file()  # the run itself was done
+
+
+def test_a_result_line_naming_a_path_with_a_newline_is_one_line(capsys) -> None:
+    out_console.print("wrote out/a\nb.png (4 composites)")  # `synth show -o $'a\nb.png'`: two lines
+    console.print("checkpoint: runs/\x1b[2Jx/checkpoint.pt")
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == ["wrote out/a\\nb.png (4 composites)"]
+    assert captured.err.splitlines() == ["checkpoint: runs/\\x1b[2Jx/checkpoint.pt"]
