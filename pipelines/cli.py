@@ -75,6 +75,9 @@ def _usage_error(error: click_errors.ClickException) -> None:
         raise error
     context = getattr(error, "ctx", None)
     where = f" (see {context.command_path} --help)" if context is not None else ""
+    if getattr(error, "option_name", None) in ("-v", "--verbose") and context is not None and context.parent:
+        # `synth show -v ...`: the option is synth's own, before the command (show's --help does not list it)
+        where = f" (-v goes before the command: {context.parent.command_path} -v {context.info_name} ...)"
     fail(f"{error.format_message().rstrip('. ')}{where}", error.exit_code)
 
 

@@ -113,6 +113,14 @@ def test_a_mistyped_command_line_is_one_line(args: list[str], fragment: str) -> 
     assert line.startswith("error: ") and "│" not in line
 
 
+def test_v_after_the_command_says_where_it_goes() -> None:
+    from tests.cli_checks import assert_one_line_error, run_cli
+
+    # 'No such option: -v', and show's --help does not list it: it is synth's own option
+    assert_one_line_error(run_cli("show", "-v", "x"), 2, "No such option: -v", "-v goes before the command",
+                          " -v show ...")
+
+
 @pytest.mark.parametrize("columns", ["40", "60"])
 @pytest.mark.parametrize("command", ["expand", "show", "search", "train"])
 def test_help_on_a_narrow_terminal_cuts_nothing_short(command: str, columns: str) -> None:
