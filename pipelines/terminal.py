@@ -69,6 +69,7 @@ class LineHandler(logging.Handler):
     listed twice, for its cutouts and its labels, warned of its broken links twice)."""
 
     STYLES = {"WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold red"}
+    REMEMBERED = 10_000
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,7 +81,8 @@ class LineHandler(logging.Handler):
             if record.levelno >= logging.WARNING:
                 if line in self.said:
                     return
-                self.said.add(line)
+                if len(self.said) < self.REMEMBERED:  # a run of a million distinct skips keeps no million lines
+                    self.said.add(line)
             head, message = line.split(": ", 1)
             say(head, message, self.STYLES.get(record.levelname, "dim"))
         except Exception:
