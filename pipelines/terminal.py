@@ -3,6 +3,7 @@ command's result (stdout), and the logging handler that writes a record as one l
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 
@@ -115,4 +116,6 @@ def plain_help_when_narrow(command) -> None:
         if getattr(param, "help", None):
             param.help = param.help.replace("\\[", "[")
     for sub in getattr(command, "commands", {}).values():
+        if not sub.short_help and sub.help:  # click cut the list's summaries at 45 characters ('Cut objects from...')
+            sub.short_help = " ".join(inspect.cleandoc(sub.help).split("\n\n")[0].split())
         plain_help_when_narrow(sub)

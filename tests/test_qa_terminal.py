@@ -139,6 +139,17 @@ def test_help_on_a_narrow_terminal_cuts_nothing_short(command: str, columns: str
         assert 'pip install "synth[ray]"' in flat  # rich's markup escape undone in the plain help
 
 
+def test_the_command_list_on_a_narrow_terminal_cuts_no_summary_short() -> None:
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "40"})
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 0 and "…" not in result.output, result.output  # nor "Cut objects from SOURCES and..."
+    assert "Cut objects from SOURCES and composite them onto backgrounds with distortions, into Parquet shards." in flat
+
+
 def test_a_utf8_name_in_a_c_locale_says_to_set_a_utf8_locale_not_to_rename_it(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LC_ALL": "C", "PYTHONUTF8": "0", "COLUMNS": "300"}
     run = [sys.executable, "-m", "pipelines.cli", "expand", "-n", "1", "-o"]
