@@ -205,3 +205,15 @@ def test_a_result_line_naming_a_path_with_a_newline_is_one_line(capsys) -> None:
     captured = capsys.readouterr()
     assert captured.out.splitlines() == ["wrote out/a\\nb.png (4 composites)"]
     assert captured.err.splitlines() == ["checkpoint: runs/\\x1b[2Jx/checkpoint.pt"]
+
+
+@pytest.mark.parametrize("args", [["eval", "--untrained", "--shards", "shards", "--out", "-"],
+                                  ["expand", "-n", "1", "-o", "-"], ["show", "shards", "-o", "-"]])
+def test_out_dash_is_one_line_not_a_file_named_dash(tmp_path: Path, monkeypatch, args: list[str]) -> None:
+    from tests.cli_checks import assert_one_line_error, run_cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shards").mkdir()
+    # `eval --out -` wrote its report to a file named '-' and said "wrote -"
+    assert_one_line_error(run_cli(*args), 2, "-: --out - is no stdout here")
+    assert not (tmp_path / "-").exists()
