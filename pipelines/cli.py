@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import logging
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ from rich.table import Table
 from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.system import stands_for_interrupt
+
 try:  # the click typer parses with: its own copy since typer 0.2x, click itself before
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover
