@@ -51,6 +51,8 @@ def say(head: str, message: str, style: str = "bold red") -> None:
 
 
 def make_progress() -> Progress:
+    """A command's progress bar, on a terminal only: a log file (cron, CI) got the bar's last state as
+    lines of its own at the end, beside the summary that says the same."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -59,6 +61,7 @@ def make_progress() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
+        disable=not console.is_terminal,
     )
 
 

@@ -87,13 +87,37 @@ def test_a_path_with_brackets_is_printed_as_it_is(capsys, logging_restored, path
                                          f"warning: {path}: 1 broken symbolic link(s) left out"]
 
 
-def test_the_training_bar_is_on_stderr_beside_every_other_progress_bar(capsys) -> None:
+def test_the_training_bar_is_on_stderr_and_only_on_a_terminal(capsys, monkeypatch) -> None:
+    from pipelines.terminal import make_progress
     from train.loop import _progress
 
+    for progress in (_progress(True), make_progress()):  # a log file: no bar ('0:0…' lines at the end)
+        with progress:
+            progress.add_task("train", total=2, info="loss 0.5", rate="")
+    assert capsys.readouterr() == ("", "")
+    monkeypatch.setenv("FORCE_COLOR", "1")  # a terminal
     with _progress(True) as progress:  # rich's default console: stdout, where train writes nothing else
         progress.add_task("train", total=2, info="loss 0.5")
     captured = capsys.readouterr()
     assert captured.out == "" and "train" in captured.err and "loss 0.5" in captured.err
+
+
+def test_a_selftune_round_from_cron_logs_one_line(tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from segment_factory import make_noise_backgrounds, make_scene_photos, make_unlabeled, tiny_selftune_config
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_selftune_config()))
+    result = CliRunner().invoke(app, ["selftune", "--state", tmp_path / "state", "--labeled",
+                                      make_scene_photos(tmp_path / "labeled"), "--unlabeled",
+                                      make_unlabeled(tmp_path / "unlabeled"), "--backgrounds",
+                                      make_noise_backgrounds(tmp_path / "backgrounds"), "--config",
+                                      tmp_path / "c.yaml", "--rounds", "1"])
+    # deploy/crontab: "this log gets one line per run"; each training's bar added one, cut at 80 columns
+    assert result.exit_code == 0 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith("selftune ")
 
 
 @pytest.mark.parametrize("args, fragment", [
