@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import shutil
 import sys
 
 from rich.console import Console
@@ -24,7 +25,13 @@ class _Stream(Console):
     """A console whose text is printed one line each (control characters escaped by :func:`one_line`: 'wrote
     out/a\\nb.png' was two lines) and whose failed write names its stream: ``synth show ... > /full/log``
     wrote the sheet, then ended in rich's OSError traceback (no file named); it is '<stdout>: No space left
-    on device'."""
+    on device'. COLUMNS=0 (a CI runner's, a terminal of unknown size) is no width: rich took it as 0 and
+    printed nothing at all, the error line of a failed command too."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.width < 1:
+            self.width = shutil.get_terminal_size().columns  # the terminal's, else 80 (COLUMNS 0 left out)
 
     def print(self, *objects, **kwargs) -> None:
         try:

@@ -241,3 +241,12 @@ def test_out_dash_is_one_line_not_a_file_named_dash(tmp_path: Path, monkeypatch,
     # `eval --out -` wrote its report to a file named '-' and said "wrote -"
     assert_one_line_error(run_cli(*args), 2, "-: --out - is no stdout here")
     assert not (tmp_path / "-").exists()
+
+
+def test_columns_0_still_prints_the_error(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "0"}  # a CI runner's terminal of unknown size
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "show", tmp_path / "nothere"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    # rich took COLUMNS=0 as a width of 0 and printed nothing: exit code 2 without a word
+    assert done.returncode == 2 and done.stderr.splitlines() == [f"error: {tmp_path / 'nothere'}: no such file or "
+                                                                 "directory"], done.stderr
