@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -92,8 +93,9 @@ def walk_files(folder: Path) -> list[Path]:
     visit(folder, frozenset({os.path.realpath(folder)}))
     undecodable = drop_excluded(undecodable, folder)
     if undecodable:
-        logger.warning("%s: %d file(s) or folder(s) whose name is not UTF-8 left out (%s%s); rename them",
-                       folder, len(undecodable), shown_name(undecodable[0].name), ", ..." if len(undecodable) > 1 else "")
+        logger.warning("%s: %d file(s) or folder(s) whose name is not UTF-8 left out (%s%s); %s", folder,
+                       len(undecodable), shown_name(undecodable[0].name), ", ..." if len(undecodable) > 1 else "",
+                       name_fix(undecodable[0].name, one=False))
     return sorted(drop_excluded(found, folder))
 
 
@@ -107,12 +109,24 @@ def is_utf8(name: str) -> bool:
     return True
 
 
+def name_fix(name: str, one: bool = True) -> str:
+    """What to do about a name :func:`is_utf8` refuses: rename it, or, when its bytes are UTF-8 and Python
+    read them in a locale that is not (LC_ALL=C with PYTHONUTF8=0), run in a UTF-8 one (such a name was
+    'not UTF-8; rename it', which it was not)."""
+    try:
+        os.fsencode(name).decode("utf-8")
+    except UnicodeDecodeError:
+        return "rename it" if one else "rename them"
+    return (f"its bytes are UTF-8, but Python reads names in its {sys.getfilesystemencoding()} locale: set "
+            "LC_ALL=C.UTF-8 (or PYTHONUTF8=1) and rerun")
+
+
 def opencv_path(path: Path) -> str:
     """``path`` as OpenCV's video reader and writer take it; a path that is not UTF-8 (``caf\\xe9.mp4``)
     crashed the process in OpenCV's binding (a segmentation fault), so it is an InputError."""
     text = str(path)
     if not is_utf8(text):
-        raise InputError(f"{shown_name(text)}: a name that is not UTF-8, which OpenCV cannot open; rename it")
+        raise InputError(f"{shown_name(text)}: a name that is not UTF-8, which OpenCV cannot open; {name_fix(text)}")
     return text
 
 

@@ -76,7 +76,11 @@ _FOLDED_URI = re.compile(r"([a-z][a-z0-9+.-]+):/(?!/)")
 
 
 def _check_local(path: Path, option: str) -> None:
-    """A local output path that was an object-store (or other) URI is one line: this output is local."""
+    """A local output path that was an object-store (or other) URI is one line: this output is local.
+    So is '-', which the shell's habit reads as stdout: `eval --out -` wrote a file named '-'."""
+    if str(path) == "-":
+        raise InputError(f"-: {option} - is no stdout here (synth writes its outputs to files; it would be a "
+                         "file or folder named '-'); give a name")
     folded = _FOLDED_URI.match(str(path))
     if folded:
         raise InputError(f"{folded.group(1)}://{str(path)[folded.end():]}: {option} here is a local path, not an "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import errno
-import logging
 import os
 import signal
 import sys
@@ -18,15 +17,19 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.system import stands_for_interrupt
+
+try:  # the click typer parses with: its own copy since typer 0.2x, click itself before
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_errors
+
+from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
+                                setup_logging)  # (the commands' console and progress)
 
 
 # How a command ends once its line is printed: not errors of their own, whatever their context.
@@ -37,17 +40,45 @@ class _Commands(typer.core.TyperGroup):
     """synth's commands: a stop (Ctrl-C, SIGTERM) that lands outside :func:`run_guarded` (a command's
     imports and option checks, its last lines of output) is the one line ``interrupted`` and exit code
     130, as inside it. typer ended such a run with 130 and no word; one raised while a module was being
-    imported came out as another error (RuntimeError from a dataclass's ``__set_name__``) and a traceback."""
+    imported came out as another error (RuntimeError from a dataclass's ``__set_name__``) and a traceback.
+
+    A mistyped command line (an unknown option or command, ``--rows abc``, a missing argument) is one
+    line too, exit code 2: typer drew it as a box of five lines or more, wrapped inside its frame to the
+    terminal's width (80 columns in a log file, mid-sentence)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        plain_help_when_narrow(self)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click_errors.ClickException as error:
+            _usage_error(error)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except _ENDINGS:  # run_guarded's own line was printed (its context is the stop)
             raise
+        except click_errors.ClickException as error:
+            _usage_error(error)
+        except OSError as error:  # a result line written after the work, outside run_guarded (<stdout>: full)
+            if error.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            _environment_error(error)
         except BaseException as error:
             if not stands_for_interrupt(error):
                 raise
         fail("interrupted", INTERRUPTED_EXIT_CODE)
+
+
+def _usage_error(error: click_errors.ClickException) -> None:
+    if isinstance(error, click_errors.NoArgsIsHelpError):  # `synth` alone: its help, as asked
+        raise error
+    context = getattr(error, "ctx", None)
+    where = f" (see {context.command_path} --help)" if context is not None else ""
+    if getattr(error, "option_name", None) in ("-v", "--verbose") and context is not None and context.parent:
+        # `synth show -v ...`: the option is synth's own, before the command (show's --help does not list it)
+        where = f" (-v goes before the command: {context.parent.command_path} -v {context.info_name} ...)"
+    fail(f"{error.format_message().rstrip('. ')}{where}", error.exit_code)
 
 
 app = typer.Typer(
@@ -58,8 +89,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,18 +98,12 @@ def sample_data_dir() -> Path:
     return local if local.is_dir() else REPO_ROOT / "sample_data"
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
-
-
 def fail(message: str, code: int = 2) -> None:
-    """Print a user error as one line and exit non-zero."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print a user error as one line and exit non-zero (with ``code`` also where stderr cannot take it)."""
+    try:
+        say("error", message)
+    except OSError:
+        pass
     raise typer.Exit(code)
 
 
@@ -96,6 +119,10 @@ SEARCH_RESUME_HINT = "rerun the same `synth search` command: it starts over and 
 # is a file where a folder is needed. They get one line, like a user's mistake.
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EISDIR,
                       errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
+
+
+def _environment_error(error: OSError) -> None:
+    fail(f"{error.filename or 'file system'}: {error.strerror or error}")
 
 
 def user_line(error: InputError) -> str:
@@ -123,7 +150,7 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
     except OSError as error:
         if error.errno not in ENVIRONMENT_ERRNOS:
             raise
-        fail(f"{error.filename or 'file system'}: {error.strerror or error}")
+        _environment_error(error)
     except _ENDINGS:  # a line already printed (a nested run_guarded's, its context the stop)
         raise
     except BaseException as error:
@@ -155,18 +182,6 @@ def check_at_most(value: int | None, maximum: int, option: str, why: str) -> Non
         fail(f"{option} must be at most {maximum} ({why}), got {value}")
 
 
-def make_progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
 _HANDLER_PID: int | None = None  # the process whose SIGTERM is an interrupt (not its forked workers)
 
 
@@ -181,7 +196,7 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
     setup_logging(verbose)
-    from augment.imageio import is_utf8, shown_name
+    from augment.imageio import is_utf8, name_fix, shown_name
     from augment.pixel_limit import max_megapixels
 
     # A path typed or globbed with a name that is not UTF-8 (caf\xe9 from an old archive): Parquet,
@@ -189,7 +204,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every 
     # Names inside an input folder are warned about and left out (augment.imageio.walk_files).
     for argument in sys.argv[1:]:
         if not is_utf8(argument):
-            fail(f"{shown_name(argument)}: a name that is not UTF-8; rename it")
+            fail(f"{shown_name(argument)}: a name that is not UTF-8; {name_fix(argument)}")
 
     run_guarded(max_megapixels)  # a malformed SYNTH_MAX_MEGAPIXELS: one line now, not one per image read
     # A scheduler stops a run with SIGTERM (systemd, Kubernetes, `kill`): treated as Ctrl-C, so the
@@ -291,7 +306,7 @@ def expand(
     table.add_row("time", f"{result.seconds:.1f} s ({made / max(result.seconds, 1e-9):.0f} composites/s overall)")
     reasons = collections.Counter(_reason_kind(s.reason) for s in result.skips)
     table.add_row("skipped inputs", f"{len(result.skips)}" + "".join(f"\n  {n} × {r}" for r, n in reasons.most_common(5)))
-    Console().print(table)
+    out_console.print(table)
 
 
 def _reason_kind(reason: str) -> str:
@@ -336,7 +351,7 @@ def show(
         run_guarded(check_replaceable_sheet, out)
         run_guarded(held.enter_context, reading_shards(shards, what="synth show", create_locks=False))
         drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
-    Console().print(f"wrote {out} ({drawn} composites)")
+    out_console.print(f"wrote {out} ({drawn} composites)")
 
 
 @app.command()
@@ -355,10 +370,10 @@ def export(
     with ExitStack() as held:
         run_guarded(held.enter_context, reading_shards(shards, what="synth export", create_locks=False))
         counts = run_guarded(export_coco, shards, out)
-    Console().print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
+    out_console.print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
     if counts["skipped"]:
         reasons = ", ".join(f"{n} × {reason}" for reason, n in counts["skip_reasons"].items())
-        console.print(f"skipped {counts['skipped']} rows: {escape(reasons)}", highlight=False, soft_wrap=True)
+        console.print(f"skipped {counts['skipped']} rows: {reasons}", highlight=False)
 
 
 def _register_optional_commands() -> None:

@@ -211,28 +211,27 @@ def register(app: typer.Typer) -> None:
             summary = run_guarded(run_search, searcher, jobs, out, save_heatmaps=save_heatmaps, batch=batch,
                                   advance=advance, temporal=not every_instance, initial_box=initial_box,
                                   workers=workers or None, interrupt_hint=SEARCH_RESUME_HINT)
-        from rich.markup import escape
 
-        from pipelines.cli import console
+        from pipelines.cli import console, say
 
         console.print(f"searched {_count(summary.images, 'image')} and {_count(summary.frames, 'video frame')} in "
                       f"{summary.seconds:.1f} s: {_count(summary.detections, 'detection')} -> "
                       f"{out / DETECTIONS_FILE}", highlight=False, soft_wrap=True)
         for track in summary.tracks:
-            console.print(f"{escape(track['source'])}: target tracked in {track['tracked']}, "
+            console.print(f"{track['source']}: target tracked in {track['tracked']}, "
                           f"re-detected in {track['re_detected']}, lost in {track['lost']} of "
                           f"{track['frames']} frames; {track['skipped']} frames skipped",
                           highlight=False, soft_wrap=True)
             if track['frames'] and not track['tracked'] and not track['re_detected'] and initial_box is None:
                 # Never acquired: the boxes drawn are best guesses; a known box starts tracking at once.
-                console.print(f"  the query was not found with confidence in {escape(track['source'])}; its "
+                console.print(f"  the query was not found with confidence in {track['source']}; its "
                               "boxes are best guesses. If it is there, pass --box X,Y,W,H (its box in the "
                               "first frame) to track it from there.", highlight=False, soft_wrap=True)
         for skipped in summary.skipped:
-            console.print(f"[yellow]skipped frame:[/] {escape(skipped)}", highlight=False, soft_wrap=True)
+            say("skipped frame", skipped, "yellow")
         if summary.errors:
             for error in summary.errors:
-                console.print(f"[bold red]error:[/] {escape(error)}", highlight=False, soft_wrap=True)
+                say("error", error)
             raise typer.Exit(1)
 
     @app.command()

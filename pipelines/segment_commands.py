@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Label every pixel: NAME.png (class index), NAME.confidence.png, NAME.overlay.jpg and classes.json."""
         from augment.locking import claim_output_folder
-        from pipelines.cli import console, make_progress, run_guarded
+        from pipelines.cli import console, make_progress, run_guarded, say
         from pipelines.segment_outputs import run_segment
         from pipelines.segmenter import Segmenter
 
@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"segmented {summary.images} images in {summary.seconds:.1f} s -> {out} "
                       f"({len(errors)} skipped{kept})", highlight=False)
         for error in errors:
-            console.print(f"[bold red]skipped:[/] {error}", highlight=False, soft_wrap=True)
+            say("skipped", error)
         if errors:
             raise typer.Exit(1)
 
@@ -204,7 +204,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from pipelines import selftune_config
-        from pipelines.cli import check_at_least, console, run_guarded
+        from pipelines.cli import check_at_least, console, run_guarded, say
         from pipelines.selftune import CONFIG_FILE, Inputs, SelfTune
         from pipelines.selftune_metrics import METRICS_FILE, read_metrics
 
@@ -231,8 +231,8 @@ def register(app: typer.Typer) -> None:
                 except OSError as error:  # a full disk, an I/O error: the step is redone on the next run
                     if isinstance(error, FileNotFoundError):
                         raise
-                    console.print(f"[bold red]error:[/] round {tuner.state['round']} step {tuner.state['step']}: "
-                                  f"{error}; rerun to redo this step", highlight=False, soft_wrap=True)
+                    say("error", f"round {tuner.state['round']} step {tuner.state['step']}: {error}; rerun to redo "
+                        "this step")
                     raise typer.Exit(IO_ERROR_EXIT_CODE)
 
         result = run_guarded(run, interrupt_hint="rerun the same `synth selftune` command to resume (finished steps are kept)")

@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from augment.imageio import InputError
 from augment.validation import whole_setting
-
-_console = Console(stderr=True)
+from pipelines.terminal import console as _console
 
 # eval --batch-size at most: a pair takes ~23 MB while evaluated on the CPU at the default sizes (256-px
 # medium, 128-px query; peak RSS of batches of 4 and 32 pairs), ~2.25 times that at 384 px, so 256 pairs

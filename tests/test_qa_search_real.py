@@ -218,10 +218,12 @@ def test_a_ccp_street_photo_as_a_16_bit_or_float_array_finds_its_jacket(searcher
 
 
 # ----------------------------------------------------------------- the command's own words
-def test_the_summary_counts_in_the_singular_and_a_photo_search_reports_images_per_second(tmp_path):
+def test_the_summary_counts_in_the_singular_and_a_photo_search_reports_images_per_second(tmp_path, monkeypatch):
     """It said "searched 1 images ... 1 detections" and "frames/s" over a search of still photos."""
     from augment.imageio import save_image
     from cli_checks import run_cli
+
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # the progress bar, with its rate, is drawn on a terminal only
 
     scene, thing = _scene_and_object()
     save_image(tmp_path / "query.png", thing)

@@ -185,8 +185,9 @@ def test_extract_previews_of_photos_sharing_a_name_are_both_kept(tmp_path, check
     assert sorted(p.name for p in (out / "previews").iterdir()) == ["x-2.jpg", "x.jpg"]
 
 
-def test_a_busy_out_is_one_extract_line_with_exit_code_3_and_no_progress_bar(tmp_path, checkpoint):
+def test_a_busy_out_is_one_extract_line_with_exit_code_3_and_no_progress_bar(tmp_path, checkpoint, monkeypatch):
     """Another run writing into --out: one line (exit 3), as segment's, without an empty progress bar."""
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # a terminal, where a progress bar would be drawn
     photo = tmp_path / "one.jpg"
     save_image(photo, _photo(9))
     out = tmp_path / "auto"

@@ -170,7 +170,8 @@ def test_broken_video_keeps_frames_before_the_break(tmp_path: Path) -> None:
     capture.release()
 
 
-def test_images_folders_pairs_and_name_clashes(tmp_path: Path) -> None:
+def test_images_folders_pairs_and_name_clashes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # the progress bar (its total checked below) is drawn on a terminal only
     medium, boxes = _scene()
     for folder in ("a", "b"):
         save_image(tmp_path / folder / "scene.jpg", medium, quality=95)

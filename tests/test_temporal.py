@@ -268,7 +268,8 @@ def test_cli_video_is_temporal_by_default_and_every_instance_on_request(tmp_path
     assert all(line["detections"] for line in lines)  # every instance, no held target
 
 
-def test_cli_sequence_skips_and_counts_unreadable_and_missized_frames(tmp_path: Path) -> None:
+def test_cli_sequence_skips_and_counts_unreadable_and_missized_frames(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # the progress bar (its total checked below) is drawn on a terminal only
     frames, _ = _lookalike_video()
     folder = tmp_path / "frames"
     for i, frame in enumerate(frames[:6]):

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import yaml
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader
@@ -148,8 +149,14 @@ class TrainResult:
 
 
 def _progress(enabled: bool) -> Progress:
+    """The bar on stderr, beside the run's warnings and summary (rich's default console is stdout: `synth
+    train ... > log` filled stdout with the bar's redraws, the only thing train wrote there), and only on a
+    terminal: in a log file it was one line at the end, cut at 80 columns ('0:0…'), one per training of a
+    `synth selftune` round where deploy/crontab's log promises one line a run."""
+    console = Console(stderr=True)
     return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeRemainingColumn(), disable=not enabled, transient=False)
+                    TimeRemainingColumn(), disable=not enabled or not console.is_terminal, transient=False,
+                    console=console)
 
 
 # ----------------------------------------------------------------------------------------------

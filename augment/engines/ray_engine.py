@@ -202,6 +202,17 @@ class CpuWatch:
                              "are kept: rerun to resume")
 
 
+def _ray_records_to_the_application() -> None:
+    """Ray's records in this process go to the application's logging as every other library's do (synth's:
+    one ``warning: ...`` line, INFO with -v), not to the handler Ray sets up as it is imported: each run
+    wrote '2026-12-07 09:47:54,685<TAB>WARNING authentication_token_setup.py:85 -- Token authentication
+    is enabled ...' in Ray's own format beside synth's lines."""
+    ray_logger = logging.getLogger("ray")
+    for handler in ray_logger.handlers[:]:
+        ray_logger.removeHandler(handler)
+    ray_logger.propagate = True
+
+
 def _python_signal_handlers() -> dict[int, Any]:
     """This process's Python handlers of SIGINT and SIGTERM (the CLI turns SIGTERM into a stop)."""
     if threading.current_thread() is not threading.main_thread():
@@ -232,6 +243,7 @@ class RayEngine:
         if ray.is_initialized():  # a caller's own session (a test, a notebook): used as it is
             return self._describe()
         handlers = _python_signal_handlers()
+        _ray_records_to_the_application()
         try:
             if self.address:
                 # Where the object store is, not who may use it: credentials come from each node's own environment.

@@ -1,0 +1,131 @@
+"""Where the command line writes: one console for errors, warnings and progress (stderr), one for a
+command's result (stdout), and the logging handler that writes a record as one line."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import shutil
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters shown as escapes (``\\n``, ``\\x1b``): a file name holding a
+    newline made an error two lines (the second free to pose as a line of its own in a log), one holding
+    ESC sent its escape sequence to the terminal (colours, a cleared screen)."""
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
+class _Stream(Console):
+    """A console whose text is printed one line each (control characters escaped by :func:`one_line`: 'wrote
+    out/a\\nb.png' was two lines) and whose failed write names its stream: ``synth show ... > /full/log``
+    wrote the sheet, then ended in rich's OSError traceback (no file named); it is '<stdout>: No space left
+    on device'. COLUMNS=0 (a CI runner's, a terminal of unknown size) is no width: rich took it as 0 and
+    printed nothing at all, the error line of a failed command too."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.width < 1:
+            self.width = shutil.get_terminal_size().columns  # the terminal's, else 80 (COLUMNS 0 left out)
+
+    def print(self, *objects, **kwargs) -> None:
+        try:
+            super().print(*(one_line(item) if isinstance(item, str) else item for item in objects), **kwargs)
+        except OSError as error:
+            if error.filename is None:
+                error.filename = "<stderr>" if self.stderr else "<stdout>"
+            raise
+
+
+# soft_wrap: a line longer than the terminal (or than a log file's 80 columns) is written whole, for the
+# terminal to fold, never broken by rich mid-path into lines of its own (a grep of a cron log finds it).
+# markup off: what is printed is the text given, a path's brackets too ('wrote runs/a[/x].png' was rich's
+# MarkupError traceback after the sheet was written; 'co[co]' was said 'co'); styled heads by say().
+console = _Stream(stderr=True, soft_wrap=True, markup=False)
+# A command's result (expand's summary, show's and export's line) on stdout.
+out_console = _Stream(soft_wrap=True, markup=False)
+
+
+def say(head: str, message: str, style: str = "bold red") -> None:
+    """One line on stderr, ``HEAD: MESSAGE``, its head styled (the message's brackets printed as they are,
+    its control characters escaped by :func:`one_line`)."""
+    console.print(Text.assemble((f"{head}:", style), " ", one_line(str(message))), highlight=False)
+
+
+def make_progress() -> Progress:
+    """A command's progress bar, on a terminal only: a log file (cron, CI) got the bar's last state as
+    lines of its own at the end, beside the summary that says the same."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
+
+
+class LineHandler(logging.Handler):
+    """A log record as one line on stderr, ``warning: MESSAGE``, as :func:`pipelines.cli.fail` writes
+    ``error: ...``. rich's RichHandler set the message in a column beside the level, wrapped to the
+    console's width (80 in a log file): a warning naming a long path came out as several lines, broken
+    mid-word, padded with spaces. A warning said once already is not said again (a source folder
+    listed twice, for its cutouts and its labels, warned of its broken links twice)."""
+
+    STYLES = {"WARNING": "yellow", "ERROR": "bold red", "CRITICAL": "bold red"}
+    REMEMBERED = 10_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.said: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = f"{record.levelname.lower()}: {self.format(record)}"
+            if record.levelno >= logging.WARNING:
+                if line in self.said:
+                    return
+                if len(self.said) < self.REMEMBERED:  # a run of a million distinct skips keeps no million lines
+                    self.said.add(line)
+            head, message = line.split(": ", 1)
+            say(head, message, self.STYLES.get(record.levelname, "dim"))
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging(verbose: bool) -> None:
+    """Log records as lines on stderr (INFO with ``-v``), and a stream that cannot encode a character
+    (PYTHONIOENCODING=ascii, a Latin-1 terminal) writes it escaped: the summary's '→' or a path's 'é'
+    was a UnicodeEncodeError traceback after the run's work was done."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", None) == "strict":
+            stream.reconfigure(errors="backslashreplace")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[LineHandler()], force=True)
+
+
+# rich's help (typer's panels) sets options, types and help in table columns; under this width it cuts
+# them short with '…' (`--source-form…`, `[default: sheet.pn…`: 268 cut at COLUMNS=40, 6 at 60).
+RICH_HELP_MIN_WIDTH = 80
+
+
+def plain_help_when_narrow(command) -> None:
+    """On a terminal narrower than :data:`RICH_HELP_MIN_WIDTH`, ``command`` and its subcommands write
+    click's plain help, which wraps every word and cuts none (rich's markup escape ``\\[`` undone)."""
+    if Console().width >= RICH_HELP_MIN_WIDTH:
+        return
+    command.rich_markup_mode = None
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = param.help.replace("\\[", "[")
+    for sub in getattr(command, "commands", {}).values():
+        if not sub.short_help and sub.help:  # click cut the list's summaries at 45 characters ('Cut objects from...')
+            sub.short_help = " ".join(inspect.cleandoc(sub.help).split("\n\n")[0].split())
+        plain_help_when_narrow(sub)
