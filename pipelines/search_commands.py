@@ -95,13 +95,32 @@ def parse_threshold(text: str, verify: bool) -> dict[str, Any]:
     return report
 
 
-def check_calibrated_network(report: dict[str, Any], checkpoint: Optional[Path], model_name: str) -> None:
-    """A ``--threshold`` report calibrates the network searched (its scale is that network's heat)."""
+def search_settings(searcher: Any) -> dict[str, Any]:
+    """What a calibration's threshold depends on besides the network: the sizes searched and the
+    mirrored query (each moves the heat a threshold cuts) and verification; recorded by `synth
+    calibrate`, checked by `synth search --threshold`."""
+    return {"query_scales": ("auto" if searcher.auto_scales else "default" if searcher.network.default_scales
+                             else list(searcher.query_scales)),
+            "mirror": searcher.network.mirror, "verify": searcher.verification is not None}
+
+
+def check_calibrated_network(report: dict[str, Any], checkpoint: Optional[Path], searcher: Any) -> None:
+    """A ``--threshold`` report calibrates the network searched (its scale is that network's heat),
+    with the same sizes and mirror (a report of the mirrored search at the default sizes was taken by
+    `--no-mirror --scales 1` without a word; an older report without them is taken as it is)."""
     from pipelines.calibration import same_network
 
-    if "file" in report and not same_network(report.get("model"), checkpoint, model_name):
-        raise InputError(f"{report['file']}: calibrates {report['model']}, not {checkpoint or model_name}; "
+    if "file" not in report:
+        return
+    if not same_network(report.get("model"), checkpoint, searcher.model_name):
+        raise InputError(f"{report['file']}: calibrates {report['model']}, not {checkpoint or searcher.model_name}; "
                          f"calibrate this network (`synth calibrate` with the same --checkpoint or --untrained)")
+    settings = search_settings(searcher)
+    for key, option in (("query_scales", "--scales"), ("mirror", "--no-mirror")):
+        if key in report and report[key] != settings[key]:
+            raise InputError(f"{report['file']}: calibrates the search with {key} {report[key]!r}, not "
+                             f"{settings[key]!r}; search with the {option} it was calibrated with, or calibrate "
+                             "this search")
 
 
 def register(app: typer.Typer) -> None:
@@ -187,7 +206,7 @@ def register(app: typer.Typer) -> None:
                                 query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,
                                 fusion=fusion, mirror=not no_mirror)
             if calibration is not None:
-                check_calibrated_network(calibration, checkpoint, searcher.model_name)
+                check_calibrated_network(calibration, checkpoint, searcher)
             return searcher, jobs
 
         searcher, jobs = run_guarded(prepare)
@@ -327,11 +346,7 @@ def register(app: typer.Typer) -> None:
             result = calibrate_threshold(searcher, found)
             report = {"threshold": result.threshold, "f1": result.f1, "precision": result.precision,
                       "recall": result.recall, "cases": len(found), **origin,
-                      "model": searcher.model_name,
-                      "query_scales": ("auto" if searcher.auto_scales else "default" if searcher.network.default_scales
-                                       else list(searcher.query_scales)),
-                      "mirror": searcher.network.mirror, "verify": searcher.verification is not None,
-                      "table": result.table}
+                      "model": searcher.model_name, **search_settings(searcher), "table": result.table}
             atomic_write_text(out, json.dumps(report, indent=2) + "\n")
             console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "
                           f"{result.precision:.3f}, recall {result.recall:.3f}) over {len(found)} "

@@ -31,7 +31,7 @@ def report(path: Path, **fields) -> Path:
 
 
 def test_search_takes_calibrates_report_as_its_threshold(tmp_path, images):
-    calibration = report(tmp_path / "threshold.json")
+    calibration = report(tmp_path / "threshold.json", mirror=True, query_scales="default")
     out = tmp_path / "found"
     result = run_cli("search", *images, "--out", out, "--untrained", "--no-verify", "--device", "cpu",
                      "--threshold", calibration)
@@ -45,6 +45,12 @@ def test_search_takes_calibrates_report_as_its_threshold(tmp_path, images):
     ({"verify": False}, [], "calibrates the heat map alone (--no-verify); search with --no-verify"),
     ({"model": "runs/other/checkpoint.pt"}, ["--no-verify"], "calibrates runs/other/checkpoint.pt, not untrained"),
     ({"threshold": 1.5}, ["--no-verify"], "threshold must be between 0 and 1"),
+    # The sizes searched and the mirrored query move the heat a threshold cuts: a report of another
+    # search's was taken without a word.
+    ({"mirror": True}, ["--no-verify", "--no-mirror"], "calibrates the search with mirror True, not False; "
+                                                       "search with the --no-mirror it was calibrated with"),
+    ({"query_scales": "default"}, ["--no-verify", "--scales", "1"],
+     "calibrates the search with query_scales 'default', not [1.0]; search with the --scales it was"),
 ])
 def test_a_report_of_another_search_is_one_line(tmp_path, images, fields, flags, says):
     calibration = report(tmp_path / "threshold.json", **fields)
