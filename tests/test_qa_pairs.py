@@ -11,6 +11,21 @@ from tests.shard_factory import make_shards, rewrite_rows
 from train.data import PairConfig, ShardPairs
 
 
+def _queried_cutouts(dataset, epochs: int, positive: bool) -> list[str]:
+    """The cutouts ``dataset`` rendered as queries over ``epochs`` epochs, each sample positive (or
+    negative, with an empty target) as ``positive`` says."""
+    library = dataset._cutouts()
+    drawn: list[str] = []
+    rgba = library.rgba
+    library.rgba = lambda cid: (drawn.append(cid), rgba(cid))[1]  # the query's cutout, as it is rendered
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)
+        for sample in dataset:
+            assert bool(sample["positive"]) == positive
+            assert positive or int(sample["target"].sum()) == 0
+    return drawn
+
+
 @pytest.mark.parametrize("hard", [1.0, 0.0])
 def test_a_negative_never_queries_a_cutout_pasted_but_too_hidden_to_be_labelled(tmp_path, hard):
     """`synth expand` drops an object left under min_visible visible from a row's objects, but its visible
@@ -28,14 +43,7 @@ def test_a_negative_never_queries_a_cutout_pasted_but_too_hidden_to_be_labelled(
     config = PairConfig(query_size=32, medium_size=64, negative_fraction=1.0, hard_negative_fraction=hard,
                         eval_fraction=0.0)
     dataset = ShardPairs(tmp_path / "s", config, split="all")
-    library = dataset._cutouts()
-    drawn: list[str] = []
-    rgba = library.rgba
-    library.rgba = lambda cid: (drawn.append(cid), rgba(cid))[1]  # the query's cutout, as it is rendered
-    for epoch in range(30):
-        dataset.set_epoch(epoch)
-        for sample in dataset:
-            assert not bool(sample["positive"]) and int(sample["target"].sum()) == 0
+    drawn = _queried_cutouts(dataset, 30, positive=False)
     assert len(drawn) == 30
     assert hidden not in drawn and first not in drawn
     assert set(drawn) == {shards.cutout_ids[1], shards.cutout_ids[2]}
@@ -56,14 +64,7 @@ def test_a_positive_never_queries_a_cutout_with_an_instance_too_hidden_to_be_lab
     rewrite_rows(tmp_path / "s" / "train-00000.parquet", {0: {"objects": objects, "params": json.dumps(record)}})
     dataset = ShardPairs(tmp_path / "s", PairConfig(query_size=32, medium_size=64, negative_fraction=0.0,
                                                     eval_fraction=0.0), split="all")
-    library = dataset._cutouts()
-    drawn: list[str] = []
-    rgba = library.rgba
-    library.rgba = lambda cid: (drawn.append(cid), rgba(cid))[1]
-    for epoch in range(12):
-        dataset.set_epoch(epoch)
-        assert all(bool(sample["positive"]) for sample in dataset)
-    assert drawn == [once] * 12
+    assert _queried_cutouts(dataset, 12, positive=True) == [once] * 12
 
 
 def _l_shaped_coats(root):
@@ -254,14 +255,7 @@ def test_a_negative_never_queries_another_piece_of_an_object_the_medium_shows(tm
     rewrite_rows(tmp_path / "s" / "train-00000.parquet", {0: {"objects": objects}})
     dataset = ShardPairs(tmp_path / "s", PairConfig(query_size=32, medium_size=64, negative_fraction=1.0,
                                                     hard_negative_fraction=hard, eval_fraction=0.0), split="all")
-    library = dataset._cutouts()
-    drawn: list[str] = []
-    rgba = library.rgba
-    library.rgba = lambda cid: (drawn.append(cid), rgba(cid))[1]
-    for epoch in range(30):
-        dataset.set_epoch(epoch)
-        assert not any(bool(sample["positive"]) for sample in dataset)
-    assert set(drawn) == {shards.cutout_ids[1], shards.cutout_ids[2]}
+    assert set(_queried_cutouts(dataset, 30, positive=False)) == {shards.cutout_ids[1], shards.cutout_ids[2]}
 
 
 @pytest.mark.parametrize("medium", [(200, 384), (192, 380)])
