@@ -270,9 +270,6 @@ class _ConfigLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_ConfigLoader.add_constructor("tag:yaml.org,2002:map", _ConfigLoader.construct_yaml_map)
-
-
 def _expanded_size(value: Any, sizes: dict[int, int]) -> int:
     """How many values ``value`` holds with every alias expanded (each shared node counted once per
     use, its size computed once)."""

@@ -326,6 +326,16 @@ def palette_indices(data: bytes, name: str) -> np.ndarray:
 VOC_VOID_INDEX = 255  # Pascal VOC's palette masks: object borders and unsure pixels
 
 
+def palette_values(indices: np.ndarray) -> np.ndarray:
+    """A palette mask's indices as mask values: its index 255 beside other indices is VOC's "void"
+    border, not an object (0; a ring-shaped cutout round every object otherwise); 0 and 255 alone
+    stay a binary mask's object."""
+    void = indices == VOC_VOID_INDEX
+    if void.any() and np.any((indices != 0) & ~void):
+        indices = np.where(void, 0, indices).astype(indices.dtype)
+    return indices
+
+
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a single-channel mask or label map (8 or 16 bit), upright as :func:`image_from_bytes` reads
     photos (a mask drawn on the photo as shown lines up with it); an indexed (palette) PNG, as
@@ -336,11 +346,7 @@ def read_mask(path: Path | str) -> np.ndarray:
     data = _read_bytes(path)
     if is_palette_png(data):
         check_before_decoding(data, str(path))
-        indices = palette_indices(data, str(path))
-        void = indices == VOC_VOID_INDEX
-        if void.any() and np.any((indices != 0) & ~void):  # 0 and 255 alone: a binary mask's object
-            indices[void] = 0
-        return indices
+        return palette_values(palette_indices(data, str(path)))
     if image_format(data) == "JPEG":
         return _jpeg_mask(data, str(path))
     return mask_plane(image_from_bytes(data, str(path), "unchanged"), str(path))

@@ -15,9 +15,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_GREY = 0  # the IHDR colour type of a greyscale PNG without an alpha channel
 
 
-def png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int, bool]]:
-    """Each chunk of a PNG as (type, offset of its data, its length, whether its CRC matches), up to
-    IEND or the end of the bytes (a chunk cut short ends the walk; the caller's truncation check says so)."""
+def png_chunks(data: bytes, check_crc: bool = True) -> Iterator[tuple[bytes, int, int, bool]]:
+    """Each chunk of a PNG as (type, offset of its data, its length, whether its CRC matches: always
+    True without ``check_crc``), up to IEND or the end of the bytes (a chunk cut short ends the walk;
+    the caller's truncation check says so)."""
+    view = memoryview(data)  # the checksums read the chunks in place: a slice copied the whole IDAT
     offset = len(PNG_SIGNATURE)
     while offset + 12 <= len(data):
         length, kind = struct.unpack(">I4s", data[offset : offset + 8])
@@ -25,7 +27,7 @@ def png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int, bool]]:
         if end + 4 > len(data):
             return
         crc = struct.unpack(">I", data[end : end + 4])[0]
-        yield kind, offset + 8, length, zlib.crc32(data[offset + 4 : end]) == crc
+        yield kind, offset + 8, length, not check_crc or zlib.crc32(view[offset + 4 : end]) == crc
         if kind == b"IEND":
             return
         offset = end + 4
@@ -52,7 +54,7 @@ def grey_transparent_value(data: bytes) -> int | None:
     if len(data) < 29 or data[25] != PNG_GREY:
         return None
     depth = data[24]
-    for kind, start, length, _ in png_chunks(data):
+    for kind, start, length, _ in png_chunks(data, check_crc=False):
         if kind == b"IDAT":  # tRNS comes before the pixels
             return None
         if kind == b"tRNS" and length >= 2:

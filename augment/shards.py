@@ -164,15 +164,17 @@ def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[
             raise InputError(f"{path}: no column {', '.join(map(repr, unknown))} "
                              f"(its columns: {', '.join(names)})")
         for group in range(parquet.num_row_groups):
-            for row in read_row_group(path, group, columns).to_pylist():
+            for row in read_row_group(path, group, columns, parquet).to_pylist():
                 yield path, row
 
 
-def read_row_group(path: Place, group: int, columns: list[str] | None = None) -> pa.Table:
-    """Row group ``group`` of shard ``path``; damaged pages (a footer that reads, pages that do not) are
-    one InputError naming the file and the group."""
+def read_row_group(path: Place, group: int, columns: list[str] | None = None,
+                   parquet: pq.ParquetFile | None = None) -> pa.Table:
+    """Row group ``group`` of shard ``path`` (``parquet``: the shard already open, its footer not read
+    again); damaged pages (a footer that reads, pages that do not) are one InputError naming the file
+    and the group."""
     try:
-        return open_shard(path).read_row_group(group, columns=columns)
+        return (parquet or open_shard(path)).read_row_group(group, columns=columns)
     except (pa.ArrowException, OSError) as error:
         raise InputError(f"{path}: row group {group} is unreadable ({one_line(error)})") from None
 

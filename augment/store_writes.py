@@ -129,8 +129,9 @@ def stage(place: Place, purpose: str = "sources", skipped: list[Skip] | None = N
         files = {entry.path[len(place.path) + 1:]: entry
                  for entry in place.listing(recursive=True) if entry.type == pafs.FileType.File}
         wanted = {}
+        limit = _name_max(root)  # one file system for every object
         for relative, entry in files.items():
-            problem = _unmirrorable(relative, files, root)
+            problem = _unmirrorable(relative, files, limit)
             if problem is None:
                 wanted[relative] = entry
                 continue
@@ -151,16 +152,15 @@ def stage(place: Place, purpose: str = "sources", skipped: list[Skip] | None = N
     return root
 
 
-def _unmirrorable(relative: str, keys: dict, root: Path) -> str | None:
+def _unmirrorable(relative: str, keys: dict, limit: int) -> str | None:
     """Why the object at ``relative`` (its key below the mirrored prefix; ``keys``: all of them)
-    cannot be a file at ``root / relative``, or None."""
+    cannot be a file under a local folder whose file names are at most ``limit`` bytes, or None."""
     parts = relative.split("/")
     if any(part in ("", ".", "..") for part in parts):
         return "its key has an empty, '.' or '..' part"
-    longest = max(parts, key=lambda part: len(part.encode()))
-    limit = _name_max(root)
-    if len(longest.encode()) > limit:
-        return f"a part of its key is {len(longest.encode())} bytes long, over the local file system's {limit}"
+    longest = max(len(part.encode()) for part in parts)
+    if longest > limit:
+        return f"a part of its key is {longest} bytes long, over the local file system's {limit}"
     for depth in range(1, len(parts)):
         if "/".join(parts[:depth]) in keys:
             return f"{'/'.join(parts[:depth])} is an object too, so it cannot also be a folder"

@@ -36,14 +36,14 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 
-from augment.atomic_files import atomic_write_text, remove_orphaned_temporaries
+from augment.atomic_files import atomic_write_text
 from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
 from augment.imageio import InputError, read_image, save_image
 from augment.outputs import OutputNames
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
-from augment.schema import MANIFEST_FILE, OBJECTS_FILE
+from augment.schema import MANIFEST_FILE, OBJECTS_FILE, shard_name
 from augment.shards import check_manifest_kind, write_manifest
 from augment.sources import Skip, crop_object, skipped_summary
 from augment.validation import is_int, is_number
@@ -249,8 +249,9 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
         logger.info("%d of %d chunks of photos already done; resuming with the rest", len(done),
                     -(-len(images) // CHUNK_PHOTOS))
         _clear_complete_output(out)
-        parts.remove_unfinished_shards(done, "pseudo")
-        remove_orphaned_temporaries(out)
+        # Pseudo-label shards of chunks not done (a killed run's): redone or, where a chunk now has no
+        # readable photo, gone; with the temporaries killed writes left.
+        remove_row_shards(out, "pseudo", keep=[shard_name("pseudo", index) for index in done])
         parts.begin()
     state = {"images": 0, "cleared": bool(done)}
 

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from augment.atomic_files import atomic_write_text
 from augment.cutouts import write_objects_table
-from augment.schema import MANIFEST_FILE, OBJECTS_FILE, shard_name
+from augment.schema import MANIFEST_FILE, OBJECTS_FILE
 from augment.shards import footer_problem, verify_shard
 from pipelines.output_record import inputs_key
 
@@ -114,14 +114,6 @@ class ExtractParts:
 
     def cutouts(self, index: int) -> list[dict]:
         return pq.read_table(self.dir / f"cutouts-{index:05d}.parquet").to_pylist()
-
-    def remove_unfinished_shards(self, done: dict[int, dict], prefix: str) -> None:
-        """Pseudo-label shards of chunks not done (a killed run's): redone or, where a chunk now has no
-        readable photo, gone."""
-        kept = {shard_name(prefix, index) for index in done}
-        for stale in self.out.glob(f"{prefix}-*.parquet"):
-            if stale.name not in kept:
-                stale.unlink(missing_ok=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

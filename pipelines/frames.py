@@ -21,7 +21,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from augment.draw_labels import put_label
 from augment.imageio import InputError, list_images, read_image
+from pipelines.highlight import dim
 
 logger = logging.getLogger(__name__)
 
@@ -159,9 +161,6 @@ class FrameWriter:
 
     def write(self, picture: np.ndarray, index: int) -> None:
         """Write ``picture`` as the medium's frame ``index``, placeholders before it for any skipped."""
-        from augment.draw_labels import put_label
-        from pipelines.highlight import dim
-
         while self.next < index:
             placeholder = dim(self.last if self.last is not None else np.zeros_like(picture))
             put_label(placeholder, (f"frame {self.next} skipped (unreadable)", f"{self.next} skipped"),

@@ -305,7 +305,7 @@ class Searcher:
 
     def heatmaps(self, query: ImageLike | PreparedQuery, media: Sequence[np.ndarray]) -> np.ndarray:
         """Heat maps (N x H x W float32 in [0, 1]) of one query in same-size RGB media."""
-        return self.maps(self.prepare(query), media).heat
+        return self.maps(query, media).heat
 
     def detect(self, query: ImageLike | PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
                threshold: float | None = None) -> list[Detection]:
@@ -337,7 +337,7 @@ class Searcher:
             return []
         sources, frames = _per_medium(sources, "sources", len(media), str), _per_medium(frames, "frames", len(media), int)
         media = _media(media)
-        maps = self.maps(prepared, media)
+        maps = self.network.maps(prepared, media)  # read and checked once, above
         results = []
         # Each line names the bar its scores were held to: fused scores pass the heat threshold
         # carried through the fusion model, not the heat threshold itself.

@@ -161,6 +161,10 @@ def test_a_voc_palette_masks_void_border_is_not_an_object(inputs, tmp_path):
     ids[10:60, 10:70] = 1
     _palette_png(pairs / "masks" / "a.png", ids)
     assert set(np.unique(read_mask(pairs / "masks" / "a.png"))) == {0, 1}
+    from augment.picture_arrays import mask_array  # the API's PIL palette mask, read as its file is
+
+    with Image.open(pairs / "masks" / "a.png") as pil:
+        assert set(np.unique(mask_array(pil, "query_mask"))) == {0, 1}
     out = tmp_path / "out"
     result = run_cli("expand", pairs, "-b", backgrounds, "-o", out, "-c", config, "-n", 2, "-w", 1)
     assert result.exit_code == 0, result.output

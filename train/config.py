@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from augment.config import read_yaml_mapping
 from augment.imageio import InputError
 from augment.validation import check_field_types, is_int, is_number
-from train.data import MAX_SEED, PairConfig, pair_checks
+from train.data import MAX_MEDIUM_SIZE, MAX_SEED, PairConfig, pair_checks
 from train.losses import build_loss
 from train.model import SearchNetConfig
 from train.segment_config import SegmentConfig
@@ -34,7 +34,6 @@ TASK_NAMES = ("query_search", "segment")
 # (configs/train_gpu.yaml: 64) and the same as `synth eval --batch-size` (pipelines/train_commands.py
 # MAX_EVAL_BATCH_SIZE). batch_size: 100000 filled the memory at the first step instead of saying so.
 MAX_BATCH_SIZE = 256
-# torch.manual_seed takes no larger seed (a larger one was a traceback as the run started).
 
 
 def is_device_name(name: str) -> bool:
@@ -129,8 +128,8 @@ class TrainConfig:
             raise InputError(f"real_fraction must lie in [0, 1], got {self.real_fraction!r}")
         if self.real_fraction > 0 and not self.photo_sources:
             raise InputError("real_fraction > 0 needs photo_sources (labelled photos to make real media from)")
-        if self.photo_epoch_size < 1 or not 32 <= min(self.photo_medium) <= max(self.photo_medium) <= 4096:
-            raise InputError("photo_epoch_size must be at least 1, photo_medium sides in [32, 4096]")
+        if self.photo_epoch_size < 1 or not 32 <= min(self.photo_medium) <= max(self.photo_medium) <= MAX_MEDIUM_SIZE:
+            raise InputError(f"photo_epoch_size must be at least 1, photo_medium sides in [32, {MAX_MEDIUM_SIZE}]")
         if self.photo_min_area < 1:
             raise InputError(f"photo_min_area must be at least 1, got {self.photo_min_area}")
         self._check_ranges()

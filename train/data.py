@@ -86,6 +86,9 @@ def list_shards(folder: Place | str) -> list[Place]:
     return shards
 
 
+# Largest side a medium (or a photo for segmentation) is resized or cropped to.
+MAX_MEDIUM_SIZE = 4096
+
 @dataclass
 class PairConfig:
     """How training pairs are made."""
@@ -110,8 +113,8 @@ def pair_checks(c: PairConfig) -> list[tuple[bool, str]]:
     return [
         *((is_int(value) and value >= low, f"{name} must be a whole number, at least {low}, got {value!r}")
           for name, value, low in sizes),
-        (not (is_int(c.query_size) and is_int(c.medium_size)) or (c.query_size <= 1024 and c.medium_size <= 4096),
-         "query_size must be at most 1024 and medium_size at most 4096"),
+        (not (is_int(c.query_size) and is_int(c.medium_size)) or (c.query_size <= 1024 and c.medium_size <= MAX_MEDIUM_SIZE),
+         f"query_size must be at most 1024 and medium_size at most {MAX_MEDIUM_SIZE}"),
         *((is_number(value) and 0.0 <= value <= 1.0, f"{name} must lie in [0, 1], got {value!r}")
           for name, value in fractions),
         (is_number(c.eval_fraction) and 0.0 <= c.eval_fraction < 1.0, "eval_fraction must lie in [0, 1)"),
@@ -327,14 +330,14 @@ class ShardPairs(ResumableStream):
         # pasted and then mostly hidden (under ``min_visible``) is left out of ``objects`` but
         # still shows in part; nor is a positive's one of those (its target would lack that part).
         pasted, hidden = pasted_cutouts((extra or {}).get("params"))
-        shown = present | pasted
-        # Nor a piece of an object the medium shows another piece of (the other half of that coat).
-        origins = {cutouts.origin(c) for c in shown if c in cutouts} - {None}
-        absent = functools.partial(may_be_negative, cutouts=cutouts, shown=shown, origins=origins)
         candidates = sorted(c for c in present - hidden
                             if c in cutouts and in_split(c, self.split, config.eval_fraction))
         query_id = None
         if rng.random() < config.negative_fraction and pool:
+            shown = present | pasted
+            # Nor a piece of an object the medium shows another piece of (the other half of that coat).
+            origins = {cutouts.origin(c) for c in shown if c in cutouts} - {None}
+            absent = functools.partial(may_be_negative, cutouts=cutouts, shown=shown, origins=origins)
             # A hard negative: another object of a category the medium holds (drawn only when asked
             # for, so configs without them keep their exact samples).
             hard = config.hard_negative_fraction > 0 and rng.random() < config.hard_negative_fraction

@@ -202,7 +202,8 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
     # Data: this rank's share of each training stream (composites, real media) mixed by their
     # weights; evaluation on held-out cutouts (rank 0 only).
     parts = []
-    slots = info.world_size * max(1, config.num_workers)
+    workers = max(1, config.num_workers)  # loader workers per rank: data positions are theirs
+    slots = info.world_size * workers
     for train_data, weight in task.train_datasets(shards, info.rank, info.world_size):
         if len(train_data.units) < info.world_size:  # checked on every rank alike, so none is left waiting
             raise InputError(f"{train_data.folder}: {len(train_data.units)} units of work cannot feed "
@@ -233,7 +234,6 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         # workers splits the rows differently (the positions skipped rows never trained on and replayed
         # others), so the run continues at the next epoch. (Older checkpoints: their config's count.)
         saved_workers = state["data"].get("workers", state["config"].get("values", {}).get("num_workers"))
-        workers = max(1, config.num_workers)
         if len(ranks) == info.world_size and (saved_workers is None or max(1, int(saved_workers)) == workers):
             data_state = ranks[info.rank]
         else:
@@ -293,7 +293,7 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
     def save() -> Path | None:
         """The checkpoint at this step (written by the main rank; the path there, None elsewhere)."""
         data_state = {"ranks": gather_objects(stream.state(), info),  # collective: all ranks call it
-                      "workers": max(1, config.num_workers)}
+                      "workers": workers}
         if not info.is_main:
             return None
         save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, step=step, config=config.to_dict(),
@@ -393,5 +393,3 @@ def _quiet_tensorboard_threads(args: threading.ExceptHookArgs) -> None:
             and type(args.thread).__name__ == "_AsyncWriterThread"):
         _quiet_tensorboard_threads.previous(args)
 
-
-_quiet_tensorboard_threads.previous = threading.excepthook

@@ -25,9 +25,10 @@ from augment.atomic_files import atomic_write_text
 from augment.imageio import InputError
 from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
 from augment.validation import is_int, is_number, is_pair
+from train.data import MAX_MEDIUM_SIZE
 
-# Largest side a photo is resized or cropped to: a training config's medium_size maximum (train.config).
-MAX_SIZE = 4096
+# Largest side a photo is resized or cropped to: a training config's medium_size maximum.
+MAX_SIZE = MAX_MEDIUM_SIZE
 
 IGNORE_INDEX = 255  # target value that carries no loss (and the cap on the number of classes)
 CLASSES_FILE = "classes.json"

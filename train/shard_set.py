@@ -63,18 +63,19 @@ def check_same_shards(state: dict[str, Any], current: dict[str, Any], path: Path
         logger.warning("%s: the checkpoint does not record which shards it was trained on (written by an "
                        "older synth); resuming on %s unchecked", path, now)
         return
-    if saved["fingerprint"] != current["fingerprint"] and saved.get("paths") == current["paths"]:
+    if saved["fingerprint"] == current["fingerprint"]:
+        return
+    if saved.get("paths") == current["paths"]:
         # The same folders, rewritten since (an expand rerun with other sources, seed or --num):
         # "trained on X, not on X" named no difference.
         raise InputError(f"{path}: the shards in {now} changed since the run was trained on them (fingerprint "
                          f"{saved['fingerprint']}, now {current['fingerprint']}: rewritten, e.g. by another "
                          "synth expand); resume with the shards it started with, or start a new --out "
                          "(init_checkpoint: PATH fine-tunes its weights on these shards)")
-    if saved["fingerprint"] != current["fingerprint"]:
-        raise InputError(f"{path}: the run was trained on --shards {', '.join(map(str, saved.get('paths', [])))} "
-                         f"(fingerprint {saved['fingerprint']}), not on {now} ({current['fingerprint']}); resume "
-                         "with the shards it started with, or start a new --out (init_checkpoint: PATH fine-tunes "
-                         "its weights on other shards)")
+    raise InputError(f"{path}: the run was trained on --shards {', '.join(map(str, saved.get('paths', [])))} "
+                     f"(fingerprint {saved['fingerprint']}), not on {now} ({current['fingerprint']}); resume "
+                     "with the shards it started with, or start a new --out (init_checkpoint: PATH fine-tunes "
+                     "its weights on other shards)")
 
 
 @contextlib.contextmanager
