@@ -20,7 +20,7 @@ import yaml
 from augment.distortions import DistortionConfig
 from augment.imageio import InputError
 from augment.textfiles import read_user_text
-from augment.validation import is_int, is_number, is_pair
+from augment.validation import expected_type, is_int
 
 SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map", "objects")
 # Conservative bytes per pixel of a JPEG q90 composite plus its PNG mask, to size shards by bytes.
@@ -305,36 +305,28 @@ def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
 
 
 def _build_section(section_type: type, values: Any, origin: str) -> Any:
+    """A config section from a YAML mapping: unknown keys and values not of their default's type
+    (:func:`augment.validation.expected_type`, the rule every config shares) are an InputError naming
+    ``section.key``; pairs and numbers come back as floats."""
     if values is None:
         return section_type()
     if not isinstance(values, dict):
         raise InputError(f"{origin}: expected a mapping")
     known = {f.name: f for f in dataclasses.fields(section_type)}
+    defaults = section_type()
     kwargs = {}
     for key, value in values.items():
         if key not in known:
             raise InputError(f"{origin}: unknown key {key!r} (known: {', '.join(known)})")
-        default = getattr(section_type(), key)
+        default = getattr(defaults, key)
+        problem = expected_type(value, default, known[key].type)
+        if problem:
+            hint = ' (quote words YAML reads as other values: "null", "yes", "no", "1")' if isinstance(default, list) else ""
+            raise InputError(f"{origin}.{key}: {problem}{hint}")
         if isinstance(default, tuple):
-            if not is_pair(value):
-                raise InputError(f"{origin}.{key}: expected a pair of numbers like {list(default)}, got {value!r}")
             value = tuple(float(v) for v in value)
-        elif isinstance(default, list):
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise InputError(f"{origin}.{key}: expected a list of strings, got {value!r} "
-                                 '(quote words YAML reads as other values: "null", "yes", "no", "1")')
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise InputError(f"{origin}.{key}: expected true or false, got {value!r}")
-        elif isinstance(default, int):
-            if not is_int(value):
-                raise InputError(f"{origin}.{key}: expected a whole number, got {value!r}")
         elif isinstance(default, float):
-            if not is_number(value):
-                raise InputError(f"{origin}.{key}: expected a number, got {value!r}")
             value = float(value)
-        elif isinstance(default, str) and not isinstance(value, str):
-            raise InputError(f"{origin}.{key}: expected a string, got {value!r}")
         kwargs[key] = value
     return section_type(**kwargs)
 

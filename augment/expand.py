@@ -41,7 +41,7 @@ from augment.composite import BackgroundStore, Scene, check_source_sizes, compos
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
 from augment.cutouts import Cutout, load_cutouts, read_objects, recorded_sizes, write_objects
 from augment.excluded_folders import excluding
-from augment.imageio import InputError, encode_jpeg, encode_png
+from augment.imageio import InputError, encode_jpeg, encode_label_png
 from augment.label_names import check_label_names
 from augment.labelled_backgrounds import MIN_SIDE, LabelledBackground, collect_labelled_backgrounds
 from augment.object_lock import claim_output
@@ -147,7 +147,7 @@ def scene_to_row(scene: Scene, index: int, seed: int, config: ExpandConfig, conf
     return {
         "id": name,
         "image": {"bytes": encode_jpeg(scene.image, config.output.jpeg_quality), "path": f"{name}.jpg"},
-        "mask": {"bytes": encode_png(scene.instances, 1), "path": f"{name}.png"},
+        "mask": {"bytes": encode_label_png(scene.instances), "path": f"{name}.png"},
         "width": int(scene.image.shape[1]),
         "height": int(scene.image.shape[0]),
         "objects": [
@@ -172,7 +172,7 @@ def background_columns(scene: Scene, name: str) -> dict[str, Any]:
     """The row's background label columns (null on a plain background)."""
     if scene.background_labels is None:
         return {"background_labels": None, "background_categories": None}
-    return {"background_labels": {"bytes": encode_png(scene.background_labels, 1), "path": f"{name}-background.png"},
+    return {"background_labels": {"bytes": encode_label_png(scene.background_labels), "path": f"{name}-background.png"},
             "background_categories": [{"id": k, "category": v} for k, v in sorted((scene.background_categories or {}).items())]}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from augment.catalogue import CatalogueConfig, CatalogueTransform, place_mask, tile_photos
 from augment.config import SourceConfig
-from augment.imageio import InputError, decode_image, encode_png, read_image
+from augment.imageio import InputError, decode_image, encode_label_png, read_image
 from augment.sources import Skip, read_each, read_labelled_photos, skipped_summary
 from augment.validation import is_int
 
@@ -108,7 +108,7 @@ class PhotoIndex:
             records.append(PhotoRecord(
                 item.path, item.image.shape[:2], [c for c, _ in item.objects],
                 [float(m.sum()) / total for _, m in item.objects],
-                [encode_png(m.astype(np.uint8), 1) for _, m in item.objects]))
+                [encode_label_png(m.astype(np.uint8)) for _, m in item.objects]))
         if not records:
             raise InputError(f"{', '.join(map(str, sources))}: no labelled photos with objects "
                              f"({skipped_summary(skips, filters=filters)})")

@@ -38,7 +38,7 @@ from augment.coco_source import annotation_mask_or_skip, coco_category, coco_ima
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.excluded_folders import excluding
-from augment.imageio import InputError, encode_jpeg, encode_png, resize_image
+from augment.imageio import InputError, encode_jpeg, encode_label_png, resize_image
 from augment.label_names import check_label_names
 from augment.outputs import OutputNames
 from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
@@ -159,7 +159,7 @@ def photo_row(row_id: str, photo: LabelledPhoto, short_side: int, jpeg_quality: 
     return {
         "id": row_id,
         "image": {"bytes": encode_jpeg(image, jpeg_quality), "path": f"{row_id}.jpg"},
-        "mask": {"bytes": encode_png(ids, 1), "path": f"{row_id}.png"},
+        "mask": {"bytes": encode_label_png(ids), "path": f"{row_id}.png"},
         "width": int(image.shape[1]),
         "height": int(image.shape[0]),
         "objects": objects,

@@ -31,7 +31,7 @@ from augment.composite import compose_scene  # noqa: E402
 from augment.config import ExpandConfig  # noqa: E402
 from augment.cutouts import build_objects_table, load_cutouts  # noqa: E402
 from augment.expand import collect_backgrounds, row_seed, run_expand  # noqa: E402
-from augment.imageio import encode_jpeg, encode_png  # noqa: E402
+from augment.imageio import encode_jpeg, encode_label_png  # noqa: E402
 from augment.system import tune_malloc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def main() -> None:
         started = time.perf_counter()
         for scene in scenes:
             encode_jpeg(scene.image, 90)
-            encode_png(scene.instances, 1)
+            encode_label_png(scene.instances)
         encode_seconds = time.perf_counter() - started
         objects = sum(len(s.objects) for s in scenes) / len(scenes)
 

@@ -411,3 +411,22 @@ def test_config_overrides_and_validation():
         DistortionConfig.from_dict({"tear": {"p": 1.5}})
     with pytest.raises(ValueError, match="interpolations"):
         DistortionConfig.from_dict({"resolution_loss": {"interpolations": ["lanczos"]}})
+
+
+def test_apply_reads_only_the_recorded_params_so_one_default_instance_per_kind_replays_every_step():
+    """apply_chain replays with one default instance per distortion kind (making one per step checked
+    every setting: ~8% of a composite). That is right only while no ``apply`` reads a setting of its
+    instance: every ``self.x`` it uses must be a static helper of the class."""
+    import ast
+    import inspect
+    import textwrap
+
+    from augment.distortions import REGISTRY, _applier
+
+    for name, kind in REGISTRY.items():
+        tree = ast.parse(textwrap.dedent(inspect.getsource(kind.apply)))
+        used = {node.attr for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"}
+        for attribute in used:
+            assert isinstance(inspect.getattr_static(kind, attribute), staticmethod), f"{name}.apply reads self.{attribute}"
+        assert _applier(kind) is _applier(kind)
