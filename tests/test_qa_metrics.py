@@ -1,0 +1,86 @@
+"""The benchmarks' figures re-derived by hand on small cases (benchmarks/metrics.py and the scripts
+that report them): the scripts give the numbers the metric functions give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.benchmark_modules import load_benchmark
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return load_benchmark("metrics", "qa_metrics_metrics")
+
+
+def test_otb_boundaries_centre_error_exactly_20_px_counts_iou_exactly_half_counts_below_half(metrics):
+    """OTB's rules at their edges: a centre exactly 20 px off is precise (<=); a box of IoU exactly 0.5
+    is a success for t = 0 .. 0.45 (IoU > t), 10 of the 21 thresholds; touching boxes (IoU 0) none."""
+    truth = (0.0, 0.0, 40.0, 10.0)
+    half = metrics.outcome(True, (0.0, 0.0, 20.0, 10.0), 1.0, truth)  # IoU 200 / 400, centre 10 px off
+    assert half.iou == 0.5 and half.correct
+    twenty = metrics.outcome(True, (20.0, 0.0, 60.0, 10.0), 1.0, truth)  # centre 20 px off, IoU 1/3
+    touching = metrics.outcome(True, (40.0, 0.0, 80.0, 10.0), 1.0, truth)  # shares an edge only
+    assert twenty.centre_error == 20.0 and touching.iou == 0.0 and touching.centre_error == 40.0
+    assert metrics.otb_figures([half.iou], [half.centre_error]) == (1.0, 10 / 21)
+    assert metrics.otb_figures([twenty.iou], [twenty.centre_error]) == (1.0, 7 / 21)  # 1/3 > 0 .. 0.3
+    assert metrics.otb_figures([touching.iou], [touching.centre_error]) == (0.0, 0.0)
+    figures = metrics.summarise([half, twenty, touching])
+    assert figures["precision20"] == pytest.approx(2 / 3)
+    assert figures["success_auc"] == pytest.approx((10 + 7 + 0) / 63)
+    assert all(np.isnan(v) for v in metrics.otb_figures([], []))
+
+
+def test_hit_at_fpr_is_no_figure_without_negatives(metrics):
+    """With no negatives there is no false-positive rate to hold: hit at FPR <= 0.1 was reported as
+    top-1 (search_small's tracking rows, 1.000 where every frame was found), a figure never measured."""
+    truth = (0.0, 0.0, 10.0, 10.0)
+    figures = metrics.summarise([metrics.outcome(True, truth, 0.2, truth)] * 3, threshold=0.5)
+    assert figures["top1"] == 1.0
+    assert np.isnan(figures["hit_at_fpr10"]) and np.isnan(figures["auc"]) and np.isnan(figures["fpr_at_threshold"])
+
+
+def test_threshold_at_fpr_at_ties_and_all_equal_scores(metrics):
+    """At most 10% of negatives pass the cut. Ten negatives: one may pass; where the top two tie
+    neither can pass alone, so the cut goes above both (no negative passes); all equal: none pass."""
+    neg = [metrics.Outcome(False, False, s) for s in (0.9, 0.8, 0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1)]
+    cut = metrics.threshold_at_fpr(neg, 0.1)
+    assert 0.8 < cut <= 0.9 and sum(o.score >= cut for o in neg) == 1
+    tied = [metrics.Outcome(False, False, 0.9)] + neg[1:]
+    tied[1] = metrics.Outcome(False, False, 0.9)
+    cut = metrics.threshold_at_fpr(tied, 0.1)
+    assert cut > 0.9 and sum(o.score >= cut for o in tied) == 0
+    same = [metrics.Outcome(False, False, 0.5)] * 10
+    assert sum(o.score >= metrics.threshold_at_fpr(same, 0.1) for o in same) == 0
+    # a positive scoring as the tied negatives does not pass either; one just above does
+    right = [metrics.Outcome(True, True, 0.5, 1.0, 0.0), metrics.Outcome(True, True, 0.6, 1.0, 0.0)]
+    assert metrics.summarise(right + same)["hit_at_fpr10"] == 0.5
+    assert metrics.auc(right + same) == pytest.approx((0.5 + 1.0) / 2)  # a tie takes half a pair
+
+
+def test_search_real_keeps_each_answers_iou_and_centre_error(metrics):
+    """search_real.py's tally judged answers itself and kept no IoU or centre error: every method's
+    precision20 and success_auc in its --json were 0.0, whatever the boxes. Its outcomes are now the
+    metric function's own."""
+    search_real = load_benchmark("search_real", "qa_metrics_search_real")
+    truth = (10.0, 10.0, 50.0, 50.0)
+    tally = search_real.Tally()
+    assert tally.add(True, truth, (12.0, 10.0, 50.0, 50.0), 0.9)
+    assert not tally.add(True, truth, None, 0.0)
+    assert not tally.add(False, None, (0.0, 0.0, 5.0, 5.0), 0.4)
+    expected = [metrics.outcome(True, (12.0, 10.0, 50.0, 50.0), 0.9, truth), metrics.outcome(True, None, 0.0, truth),
+                metrics.outcome(False, (0.0, 0.0, 5.0, 5.0), 0.4, None)]
+    assert [vars(o) for o in tally.outcomes] == [vars(o) for o in expected]
+    figures = search_real.summarise(tally.outcomes, 0.5)
+    assert figures["precision20"] == 0.5  # one of the two positives found, 1 px off
+    assert figures["success_auc"] == pytest.approx(0.5 * 19 / 21)  # IoU 0.95 > 0 .. 0.9
+
+
+def test_tracking_figures_are_the_metric_functions(metrics):
+    """benchmarks/tracking.py's precision@20 and success AUC per sequence are otb_figures of its
+    frames (a frame without a box a miss), not a second copy of the rule."""
+    tracking = load_benchmark("tracking", "qa_metrics_tracking")
+    truth = np.array([[0, 0, 40, 10], [0, 0, 40, 10], [0, 0, 40, 10]], float)
+    predicted = [[0, 0, 20, 10], None, [20, 0, 60, 10]]
+    assert tracking.precision_and_auc(predicted, truth) == pytest.approx((2 / 3, (10 + 0 + 7) / 63))
