@@ -84,3 +84,23 @@ def test_tracking_figures_are_the_metric_functions(metrics):
     truth = np.array([[0, 0, 40, 10], [0, 0, 40, 10], [0, 0, 40, 10]], float)
     predicted = [[0, 0, 20, 10], None, [20, 0, 60, 10]]
     assert tracking.precision_and_auc(predicted, truth) == pytest.approx((2 / 3, (10 + 0 + 7) / 63))
+
+
+def test_selftune_refuses_a_segment_eval_fraction_that_would_score_part_of_its_held_out_photos():
+    """selftune holds its scored photos out by ``held_out:``. A training config's segment.eval_fraction
+    (meant for `synth train` without --eval-shards) hash-split them again: at 0.5, round scores came from
+    1 of the 2 held-out photos while metrics.jsonl said held_out_photos 2, and 3 of the 6 labelled photos
+    were never trained on. Refused at once, one line naming the key; the shipped config resolves."""
+    from pathlib import Path
+
+    from augment.imageio import InputError
+    from pipelines import selftune_config
+    from segment_factory import tiny_selftune_config
+
+    values = tiny_selftune_config()
+    values["train"]["segment"] = {**values["train"]["segment"], "eval_fraction": 0.5}
+    with pytest.raises(InputError, match=r"^config: train: segment\.eval_fraction must be 0 in selftune, not 0\.5"):
+        selftune_config.resolve(values)
+    selftune_config.resolve(tiny_selftune_config())  # 0, the default, resolves
+    repo = Path(__file__).resolve().parents[1]
+    selftune_config.load(repo / "configs" / "ccp_selftune.yaml")
