@@ -51,6 +51,9 @@ def test_threshold_at_fpr_at_ties_and_all_equal_scores(metrics):
     tied[1] = metrics.Outcome(False, False, 0.9)
     cut = metrics.threshold_at_fpr(tied, 0.1)
     assert cut > 0.9 and sum(o.score >= cut for o in tied) == 0
+    sixty = [metrics.Outcome(False, False, s) for s in np.linspace(0.0, 0.59, 60)]  # the CCP test's count
+    cut = metrics.threshold_at_fpr(sixty, 0.1)  # six may pass: the seventh-highest sets the cut
+    assert sum(o.score >= cut for o in sixty) == 6 and sixty[-7].score < cut <= sixty[-6].score
     same = [metrics.Outcome(False, False, 0.5)] * 10
     assert sum(o.score >= metrics.threshold_at_fpr(same, 0.1) for o in same) == 0
     # a positive scoring as the tied negatives does not pass either; one just above does
