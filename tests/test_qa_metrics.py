@@ -107,3 +107,27 @@ def test_selftune_refuses_a_segment_eval_fraction_that_would_score_part_of_its_h
     selftune_config.resolve(tiny_selftune_config())  # 0, the default, resolves
     repo = Path(__file__).resolve().parents[1]
     selftune_config.load(repo / "configs" / "ccp_selftune.yaml")
+
+
+def test_ccp_training_split_leaves_out_the_test_photos_shoot_twins():
+    """Photos 0197, 0223 and 0366 (training split) show the people and outfits of test photos 0671,
+    0616 and 0649, a moment apart: a head trained on 0001-0500 had seen garments of three test photos.
+    The training split (benchmarks/ccp.py, the training recipe's config alike) leaves them out; the
+    three splits stay disjoint and the test and calibration splits are unchanged."""
+    from pathlib import Path
+
+    import yaml
+
+    from augment.config import SourceConfig
+    from augment.source_items import limited
+
+    ccp = load_benchmark("ccp", "qa_metrics_ccp")
+    stems = [Path(f"{i:04d}.png") for i in range(1, 701)]
+    picked = {name: {p.stem for p in limited(stems, ccp.source_config(name))} for name in ccp.SEARCH_SPLIT}
+    assert not picked["train"] & set(ccp.TEST_SHOOT_TWINS) and set(ccp.TEST_SHOOT_TWINS.values()) <= picked["test"]
+    assert [len(picked[name]) for name in ("train", "calibrate", "test")] == [497, 100, 100]
+    assert not (picked["train"] & picked["calibrate"] or picked["train"] & picked["test"]
+                or picked["calibrate"] & picked["test"])
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "search_real_cpu.yaml").read_text())
+    trained = limited(stems, SourceConfig(include=recipe["photo_include"], exclude=recipe["photo_exclude"]))
+    assert {p.stem for p in trained} == picked["train"]
