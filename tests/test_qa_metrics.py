@@ -131,3 +131,33 @@ def test_ccp_training_split_leaves_out_the_test_photos_shoot_twins():
     recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "search_real_cpu.yaml").read_text())
     trained = limited(stems, SourceConfig(include=recipe["photo_include"], exclude=recipe["photo_exclude"]))
     assert {p.stem for p in trained} == picked["train"]
+
+
+def _search_checkpoint(path, eval_fraction: float):
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+    from train.tasks import build_task
+
+    config = TrainConfig(model={"pretrained": False}, device="cpu", eval_fraction=eval_fraction)
+    save_checkpoint(path, model=build_task(config).build_model(), optimizer=None, step=0,
+                    config=config.to_dict(), config_hash=config.hash())
+    return path
+
+
+def test_calibrate_shards_takes_only_pairs_the_checkpoints_training_held_out(tmp_path):
+    """calibrate --shards drew its "held-out" pairs by the default eval_fraction 0.1, whatever the
+    checkpoint's training held out: one trained at 0 (every cutout trained on) was calibrated on its
+    own training pairs ('F1 1.000 over 2 cases', exit 0), one at 0.05 on half of them. The split is the
+    checkpoint's own, as synth eval's; where it held out nothing, one line, exit 2, no report."""
+    from cli_checks import assert_one_line_error, run_cli
+    from pipelines.calibration import held_out_fraction
+    from shard_factory import make_shards
+
+    make_shards(tmp_path / "shards")
+    assert held_out_fraction(tmp_path / "shards", _search_checkpoint(tmp_path / "half.pt", 0.05)) == 0.05
+    assert held_out_fraction(tmp_path / "shards", None) == 0.1  # the untrained network: the default's
+    checkpoint = _search_checkpoint(tmp_path / "all.pt", 0.0)
+    result = run_cli("calibrate", "--shards", tmp_path / "shards", "--checkpoint", checkpoint, "--cases", 2,
+                     "--out", tmp_path / "report.json", "--device", "cpu")
+    assert_one_line_error(result, 2, "no held-out pairs", "eval_fraction 0")
+    assert not (tmp_path / "report.json").exists()
