@@ -46,10 +46,15 @@ zoom's "return" is its last frame: the frames after the zoom ends until the box 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+sys.path.append(str(Path(__file__).resolve().parent))
+from metrics import PRECISION_PX, centre_error  # noqa: E402
 
 KINDS = ("occlude", "cut", "zoom", "zoom-occlude", "relight", "blur", "rotate")
 ZOOMS = ("zoom", "zoom-occlude")
@@ -336,8 +341,7 @@ def _cover(frame: np.ndarray, box: np.ndarray, margin: float, rng: np.random.Gen
     frame[y0:y1, x0:x1] = frame[sy:sy + bh, sx:sx + bw]
 
 
-def reacquisition(predicted: list, truth: np.ndarray, events: list[Event], within: int = 5
-                  ) -> list[int | None]:
+def reacquisition(predicted: list, truth: np.ndarray, events: list[Event]) -> list[int | None]:
     """Per event: frames from the target's return until the prediction is within 20 px again
     (None: not before the next event or the end)."""
     delays: list[int | None] = []
@@ -348,9 +352,7 @@ def reacquisition(predicted: list, truth: np.ndarray, events: list[Event], withi
             box = predicted[index]
             if box is None:
                 continue
-            dx = (box[0] + box[2]) / 2 - (truth[index][0] + truth[index][2]) / 2
-            dy = (box[1] + box[3]) / 2 - (truth[index][1] + truth[index][3]) / 2
-            if np.hypot(dx, dy) <= 20.0:
+            if centre_error(box, truth[index]) <= PRECISION_PX:
                 delay = index - event.returns
                 break
         delays.append(delay)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent))
 
 from bench_args import Parser, at_least  # noqa: E402
+from metrics import PRECISION_PX, centre_error  # noqa: E402
 from tracking import DATA, TUNED_ON, load_sequence, query_of, read_frames, sequence_names  # noqa: E402
 
 
@@ -36,8 +37,7 @@ def size_errors(boxes: list, truth: np.ndarray, near_only: bool) -> np.ndarray:
     for box, true in zip(boxes, truth):
         if box is None:
             continue
-        if near_only and math.hypot((box[0] + box[2] - true[0] - true[2]) / 2,
-                                    (box[1] + box[3] - true[1] - true[3]) / 2) > 20:
+        if near_only and centre_error(box, true) > PRECISION_PX:
             continue
         area = max(1.0, (box[2] - box[0]) * (box[3] - box[1]))
         errors.append(0.5 * math.log(area / ((true[2] - true[0]) * (true[3] - true[1]))))

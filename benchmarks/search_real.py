@@ -33,8 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
@@ -43,7 +41,7 @@ import rendition  # noqa: E402
 from bench_args import (Parser, at_least, comma_names, device_option, existing_file,  # noqa: E402
                         output_file, output_folder, write_json)
 from baselines import SiftBaseline  # noqa: E402
-from metrics import Outcome, box_iou, summarise  # noqa: E402
+from metrics import Outcome, outcome, summarise  # noqa: E402
 
 SIFT_THRESHOLD = 8.0  # inliers: the verification's own bar (VerifyConfig.min_inliers)
 OVERLAYS_PER_SET = 6
@@ -58,9 +56,10 @@ class Tally:
     extra_seconds: float = 0.0  # fused: verification alone
 
     def add(self, positive: bool, truth: Any, box: Any, score: float) -> bool:
-        correct = bool(positive and box is not None and box_iou(box, truth) >= 0.5)
-        self.outcomes.append(Outcome(positive, correct, score if box is not None else -np.inf))
-        return correct
+        """One case's answer (as benchmarks/metrics.py :func:`outcome` judges it: its IoU and centre
+        error kept for the precision@20 and success AUC written to --json); whether it was right."""
+        self.outcomes.append(outcome(positive, box, score, truth))
+        return self.outcomes[-1].correct
 
 
 def run_network(checkpoint: Path | None, device: str, cases: list[Any], set_name: str,

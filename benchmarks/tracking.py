@@ -69,7 +69,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
 from bench_args import Parser, device_option, at_least, known_names, output_file, write_json  # noqa: E402
-from metrics import box_iou  # noqa: E402
+from metrics import otb_figures, outcome  # noqa: E402
 from occlusion import KINDS, RAMPS, ZOOMS, apply_events, plan_events, reacquisition  # noqa: E402
 from tracking_settings import temporal_config  # noqa: E402,F401  (--set; tests read it here too)
 
@@ -113,20 +113,10 @@ def sequence_names(data: Path, requested: list[str] | None) -> list[str]:
 
 
 def precision_and_auc(predicted: list, truth: np.ndarray) -> tuple[float, float]:
-    """OTB precision at 20 px and success AUC; a frame without a box is a miss."""
-    hits, ious = [], []
-    for box, true in zip(predicted, truth):
-        if box is None:
-            hits.append(False)
-            ious.append(-1.0)
-            continue
-        dx = (box[0] + box[2]) / 2 - (true[0] + true[2]) / 2
-        dy = (box[1] + box[3]) / 2 - (true[1] + true[3]) / 2
-        hits.append(float(np.hypot(dx, dy)) <= 20.0)
-        ious.append(box_iou(box, true))
-    thresholds = np.arange(0.0, 1.0001, 0.05)
-    iou = np.array(ious)
-    return float(np.mean(hits)), float(np.mean([(iou > t).mean() for t in thresholds]))
+    """OTB precision at 20 px and success AUC (benchmarks/metrics.py :func:`otb_figures`); a frame
+    without a box is a miss."""
+    frames = [outcome(True, box, 0.0, true) for box, true in zip(predicted, truth)]
+    return otb_figures([o.iou for o in frames], [o.centre_error for o in frames])
 
 
 def read_frames(sequence: Sequence_) -> list[np.ndarray]:

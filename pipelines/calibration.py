@@ -131,6 +131,23 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
     return Calibration(best["threshold"], best["f1"], best["precision"], best["recall"], table)
 
 
+def held_out_fraction(shards: Place | str, checkpoint: Path | str | None) -> float:
+    """The share of cutouts a ``synth train`` checkpoint's training held out (its config's
+    ``eval_fraction``; no checkpoint, the untrained network: the default's): the held-out pairs of
+    ``shards`` :func:`shard_cases` may take. None held out is an :class:`InputError`."""
+    from train.checkpoint import checkpoint_file, load_checkpoint
+    from train.config import TrainConfig
+    from train.data import PairConfig
+
+    if checkpoint is None:
+        return PairConfig().eval_fraction
+    fraction = TrainConfig.from_checkpoint(load_checkpoint(checkpoint_file(checkpoint))).eval_fraction
+    if fraction <= 0:
+        raise InputError(f"{shards}: no held-out pairs: {checkpoint} was trained on every cutout (eval_fraction 0); "
+                         "calibrate it on --photos it did not train on")
+    return fraction
+
+
 def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negative_fraction: float = 0.25,
                 source_format: str = "auto", include: Sequence[str] = (), categories: Sequence[str] = (),
                 drop_labels: Sequence[str] = (), min_area: int = 600, config: Any = None,
@@ -171,14 +188,19 @@ def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negati
             for case in make_cases(sampler, count - negatives, negatives, seed)]
 
 
-def shard_cases(shards: Place | str, count: int, seed: int = 0) -> list[CalibrationCase]:
+def shard_cases(shards: Place | str, count: int, seed: int = 0,
+                eval_fraction: float | None = None) -> list[CalibrationCase]:
     """Calibration cases from held-out pairs of ``synth expand`` shards (train/data.py pairs:
     queries are held-out cutouts, a quarter of them absent); the true boxes are the query's instances'
     visible boxes in the medium (the connected regions of the target were not: an instance split by an
-    occluder was two boxes, neither matching a detection of it, and touching instances one)."""
+    occluder was two boxes, neither matching a detection of it, and touching instances one).
+
+    ``eval_fraction``: the share of cutouts the network's training held out (see
+    :func:`held_out_fraction`; None: the default's), so that no query is one it trained on."""
     from train.data import PairConfig, ShardPairs
 
-    dataset = ShardPairs(shards, PairConfig(), split="eval", seed=seed, instance_boxes=True)
+    config = PairConfig() if eval_fraction is None else PairConfig(eval_fraction=eval_fraction)
+    dataset = ShardPairs(shards, config, split="eval", seed=seed, instance_boxes=True)
     cases = []
     for sample in dataset:
         boxes = [(round(x0), round(y0), round(x1), round(y1)) for x0, y0, x1, y1 in sample["boxes"].tolist()]

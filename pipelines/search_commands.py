@@ -291,7 +291,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import file_lock
         from augment.outputs import check_report_file
         from pipelines.cli import check_at_least, check_at_most, console, run_guarded
-        from pipelines.calibration import photo_cases, shard_cases
+        from pipelines.calibration import held_out_fraction, photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
         from train.data import list_shards
 
@@ -327,6 +327,9 @@ def register(app: typer.Typer) -> None:
                 calibrate_with(held)
 
         def calibrate_with(held: ExitStack) -> None:
+            # The pairs the network's training held out (a checkpoint trained at eval_fraction 0.05 had
+            # trained on half the default 0.1's, at 0 on all of them), before its model loads.
+            held_out = held_out_fraction(shards, checkpoint) if shards is not None else None
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
                                 untrained=untrained, mirror=not no_mirror, verify=not no_verify)
             if cases >= ONNX_MIN_WORK:  # as a long search job encodes its media
@@ -340,7 +343,7 @@ def register(app: typer.Typer) -> None:
                           "skipped": [f"{skip.path}: {skip.reason}" for skip in skipped]}
             else:
                 assert shards is not None
-                found = shard_cases(shards, cases)
+                found = shard_cases(shards, cases, eval_fraction=held_out)
                 held.close()  # the cases are read: the shards are free again
                 origin = {"shards": str(shards)}
             result = calibrate_threshold(searcher, found)

@@ -109,6 +109,11 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
         if not base.is_absolute() and folder is not None and (folder / base).is_file():
             base = folder / base
     train = _train_config(_mapping(merged["train"], f"{origin}: train"), base, f"{origin}: train", "segment")
+    if train.segment_config().eval_fraction:  # e.g. from a train_config made for `synth train` alone
+        # Its hash split kept that share of the labelled photos out of every round's training, and
+        # scored each round on that share of the held-out photos, all of them counted as scored.
+        raise InputError(f"{origin}: train: segment.eval_fraction must be 0 in selftune, not "
+                         f"{train.segment_config().eval_fraction} (held_out: holds the scored photos out)")
     expand = ExpandConfig.from_dict(_mapping(merged["expand"], f"{origin}: expand"), origin=f"{origin}: expand")
     extract = extract_config(_mapping(merged["extract"], f"{origin}: extract"), f"{origin}: extract")
     search = _train_config(_mapping(merged["search_train"], f"{origin}: search_train"), None,
