@@ -97,7 +97,7 @@ class BackgroundStore:
             size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             if labels is not None:
-                labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+                labels = resize_labels(labels, size[1], size[0])
         self._cache[index] = (image, labels)
         self._cached_bytes += image.nbytes + (labels.nbytes if labels is not None else 0)
         while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
@@ -151,7 +151,7 @@ def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -
     if factor >= 1.0:
         return rgba, mask
     size = (max(1, int(width * factor)), max(1, int(height * factor)))
-    return cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), resize_labels(mask, size[1], size[0])
 
 
 def _place(rng: np.random.Generator, mask: np.ndarray, instances: np.ndarray, config: CompositionConfig) -> list[int] | None:
@@ -253,8 +253,8 @@ def compose_scene(
     x0, y0, x1, y1 = background_params["crop"]
     canvas = resize_image(background[y0:y1, x0:x1], config.width, config.height)
     background_labels = backgrounds.labels(background_params["index"])
-    labels = None if background_labels is None else cv2.resize(
-        background_labels[y0:y1, x0:x1], (config.width, config.height), interpolation=cv2.INTER_NEAREST)
+    labels = None if background_labels is None else resize_labels(
+        np.ascontiguousarray(background_labels[y0:y1, x0:x1]), config.height, config.width)
     instances = np.zeros((config.height, config.width), np.uint8)
 
     # Objects, back to front: later ones occlude earlier ones.

@@ -19,10 +19,13 @@ from scipy.special import ndtri
 from augment.distortion_base import Distortion, Range, _seed, _uniform
 from augment.imageio import decode_image, encode_jpeg
 from augment.object_distortions import Lighting
+from augment.superpixels import resize_labels
 
-# Interpolations resolution_loss may record for upscaling, by name so params stay JSON.
+# Interpolations resolution_loss may record for upscaling, by name so params stay JSON. Nearest takes
+# the pixel under each output pixel's centre, as linear and cubic do (cv2.INTER_NEAREST's top-left
+# corner moved the picture half a pixel right of and below its mask).
 UPSCALE_INTERPOLATIONS: dict[str, int] = {
-    "nearest": cv2.INTER_NEAREST,
+    "nearest": cv2.INTER_NEAREST_EXACT,
     "linear": cv2.INTER_LINEAR,
     "cubic": cv2.INTER_CUBIC,
 }
@@ -211,7 +214,7 @@ class PillarBox(Distortion):
         x0, y0, inner_w, inner_h = self.content_box(height, width, params)
         # Bilinear is enough for the mild (≥ 0.5) squeeze and ~5× faster than INTER_AREA at odd factors.
         content = cv2.resize(image, (inner_w, inner_h), interpolation=cv2.INTER_LINEAR)
-        content_mask = cv2.resize(mask, (inner_w, inner_h), interpolation=cv2.INTER_NEAREST)
+        content_mask = resize_labels(mask, inner_h, inner_w)
         borders = (y0, height - inner_h - y0, x0, width - inner_w - x0)
         out_image = cv2.copyMakeBorder(content, *borders, cv2.BORDER_CONSTANT, value=tuple(params["color"]))
         out_mask = cv2.copyMakeBorder(content_mask, *borders, cv2.BORDER_CONSTANT, value=0)

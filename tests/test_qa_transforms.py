@@ -1,0 +1,94 @@
+"""QA of expand's transforms and compositing: each does what its name and recorded params say.
+
+Masks and label maps stay under the pixels they label after every resize (pillar box, resolution
+loss, a labelled background's crop); small generated pictures, measured by their centroids.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from augment.composite import BackgroundStore, compose_scene
+from augment.config import CompositionConfig
+from augment.cutouts import Cutout, cutout_id
+from augment.distortions import REGISTRY, DistortionConfig
+from augment.labelled_backgrounds import LabelledBackground
+from augment.scene_distortions import PillarBox, ResolutionLoss
+from augment.superpixels import resize_labels
+
+OFF = DistortionConfig.from_dict({name: {"p": 0.0} for name in REGISTRY})
+
+
+def _centroid(weights: np.ndarray) -> np.ndarray:
+    weights = weights.astype(np.float64)
+    rows, cols = np.indices(weights.shape)
+    return np.array([(rows * weights).sum(), (cols * weights).sum()]) / weights.sum()
+
+
+def _block_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A 97x131 black picture with a white 31x51 block, and the block's mask."""
+    image = np.zeros((97, 131, 3), np.uint8)
+    mask = np.zeros((97, 131), np.uint8)
+    image[30:61, 40:91] = 255
+    mask[30:61, 40:91] = 1
+    return image, mask
+
+
+@pytest.mark.parametrize("orientation, content", [("pillar", 0.7), ("letterbox", 0.83)])
+def test_pillar_box_keeps_the_mask_under_its_pixels(orientation, content):
+    image, mask = _block_scene()
+    params = {"orientation": orientation, "content": content, "color": [0, 0, 0]}
+    out, out_mask = PillarBox().apply(image, mask, params)
+    # cv2.INTER_NEAREST took each mask pixel from the top-left corner of its source area: the mask lay
+    # half a pixel right of (pillar) or below (letterbox) the squeezed block
+    assert np.abs(_centroid(out[:, :, 0]) - _centroid(out_mask)).max() < 0.1
+
+
+def test_resolution_loss_nearest_upscale_keeps_the_picture_on_its_mask():
+    image, mask = _block_scene()
+    out, out_mask = ResolutionLoss().apply(image, mask, {"scale": 0.4, "interpolation": "nearest", "jpeg_quality": 0})
+    assert np.array_equal(out_mask, mask)
+    assert np.abs(_centroid(out[:, :, 0]) - _centroid(mask)).max() < 0.15  # was 0.4-0.5 px down and right
+
+
+def test_resize_labels_samples_pixel_centres_and_keeps_the_dtype():
+    labels = np.zeros((40, 60), np.uint16)
+    labels[10:30, 20:50] = 300
+    picture = labels.astype(np.float32)
+    for height, width in [(17, 23), (100, 150), (40, 59)]:
+        small = resize_labels(labels, height, width)
+        assert small.dtype == np.uint16 and small.shape == (height, width)
+        area = cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA if height < 40 else cv2.INTER_LINEAR)
+        assert np.abs(_centroid(small) - _centroid(area)).max() < 0.1
+    assert resize_labels(labels.astype(np.int64), 20, 30).dtype == np.int32
+
+
+def test_a_labelled_backgrounds_labels_lie_under_its_pixels(tmp_path):
+    photo = np.zeros((120, 80, 3), np.uint8)
+    values = np.zeros((120, 80), np.uint8)
+    photo[37:83, 21:60] = 255
+    values[37:83, 21:60] = 1
+    cv2.imwrite(str(tmp_path / "photo.png"), photo)
+    cv2.imwrite(str(tmp_path / "labels.png"), values)
+    background = LabelledBackground(tmp_path / "photo.png", tmp_path / "labels.png", {2: "coat"})
+    store = BackgroundStore([background], max_shorter_side=60)  # shrunk on loading, then cropped and enlarged
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:, :, 3] = 255
+    cutout = Cutout(cutout_id(rgba, "x"), "x", rgba, np.zeros((8, 8), np.int32), 64)
+    config = CompositionConfig(width=96, height=160, min_objects=1, max_objects=1, object_scale=(0.05, 0.05))
+    offsets = []
+    for seed in range(6):  # random crops: each label edge is off by under half a pixel, either way
+        scene = compose_scene([cutout], store, config, OFF, rng=np.random.default_rng(seed))
+        shown = scene.instances == 0
+        coat = (scene.background_labels == 2) & shown
+        white = np.where(shown, scene.image[:, :, 0], 0)
+        assert coat.any()
+        offsets.append(_centroid(white) - _centroid(coat))
+    # labels resized with cv2.INTER_NEAREST (on loading, then the crop) lay 0.8-1.4 px right of and below
+    # the white block on average
+    assert np.abs(np.mean(offsets, axis=0)).max() < 0.35
