@@ -173,7 +173,9 @@ def _blend_alpha(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) 
     if config.blend == "feather" and config.feather_px > 0:
         kernel = 2 * config.feather_px + 1
         # Blurring and taking the minimum only softens the inside of the edge: nothing leaks outside.
-        alpha = np.minimum(alpha, cv2.GaussianBlur(alpha, (kernel, kernel), 0))
+        # Outside the array is outside the object (a cutout is cropped to its box, so it touches every
+        # side of it): a reflected border left the object's edges on its box unfeathered, hard.
+        alpha = np.minimum(alpha, cv2.GaussianBlur(alpha, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT))
     return alpha.astype(np.float32) * (1.0 / 255.0)
 
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from augment.composite import BackgroundStore, compose_scene
+from augment.composite import BackgroundStore, _blend_alpha, compose_scene
 from augment.config import CompositionConfig
 from augment.cutouts import Cutout, cutout_id
 from augment.distortions import REGISTRY, DistortionConfig
@@ -92,3 +92,16 @@ def test_a_labelled_backgrounds_labels_lie_under_its_pixels(tmp_path):
     # labels resized with cv2.INTER_NEAREST (on loading, then the crop) lay 0.8-1.4 px right of and below
     # the white block on average
     assert np.abs(np.mean(offsets, axis=0)).max() < 0.35
+
+
+def test_feathering_softens_an_edge_on_the_cutouts_border():
+    """A cutout is cropped to its object's box, so the object touches every side of its array."""
+    rgba = np.full((40, 60, 4), 200, np.uint8)
+    rgba[:, :, 3] = 255
+    mask = np.ones((40, 60), np.uint8)
+    alpha = _blend_alpha(rgba, mask, CompositionConfig(blend="feather", feather_px=2))
+    padded = _blend_alpha(np.pad(rgba, ((3, 3), (3, 3), (0, 0))), np.pad(mask, 3), CompositionConfig(feather_px=2))
+    assert np.allclose(alpha, padded[3:-3, 3:-3])  # the same object, with or without transparent margin
+    assert alpha[0, 30] < 0.8 and alpha[20, 0] < 0.8 and alpha[39, 59] < 0.6  # reflected: 1.0, a hard edge
+    assert alpha[20, 30] == 1.0
+    assert (_blend_alpha(rgba, mask, CompositionConfig(blend="hard")) == 1.0).all()
