@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from augment.composite import BackgroundStore, _blend_alpha, compose_scene
+from augment.composite import BackgroundStore, _blend_alpha, _fit_inside, compose_scene
 from augment.config import CompositionConfig
 from augment.cutouts import Cutout, cutout_id
 from augment.distortions import REGISTRY, DistortionConfig
@@ -105,3 +105,32 @@ def test_feathering_softens_an_edge_on_the_cutouts_border():
     assert alpha[0, 30] < 0.8 and alpha[20, 0] < 0.8 and alpha[39, 59] < 0.6  # reflected: 1.0, a hard edge
     assert alpha[20, 30] == 1.0
     assert (_blend_alpha(rgba, mask, CompositionConfig(blend="hard")) == 1.0).all()
+
+
+def _green_backed_disc(side: int) -> np.ndarray:
+    """A red disc whose transparent pixels are green, as a PNG editor may keep them (or a photo its grass)."""
+    rows, cols = np.mgrid[:side, :side]
+    disc = (rows - side / 2 + 0.5) ** 2 + (cols - side / 2 + 0.5) ** 2 < (side / 2 - 1) ** 2
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[:, :, 1] = 255
+    rgba[disc] = (255, 0, 0, 255)
+    return rgba
+
+
+@pytest.mark.parametrize("blend", ["hard", "feather"])
+def test_a_shrunk_cutout_brings_no_fringe_of_its_transparent_pixels_colour(tmp_path, blend):
+    rgba = _green_backed_disc(300)
+    cutout = Cutout(cutout_id(rgba, "x"), "x", rgba, np.zeros((300, 300), np.int32), int(rgba[:, :, 3].astype(bool).sum()))
+    cv2.imwrite(str(tmp_path / "blue.png"), np.full((64, 64, 3), (255, 0, 0), np.uint8))  # BGR: blue
+    config = CompositionConfig(min_objects=1, max_objects=1, object_scale=(0.2, 0.2), blend=blend)
+    scene = compose_scene([cutout], BackgroundStore([tmp_path / "blue.png"], 512), config, OFF, rng=np.random.default_rng(1))
+    assert scene.objects and (scene.image[:, :, 2] > 200).any()
+    assert scene.image[:, :, 1].max() <= 3  # resized as straight alpha: up to 64 of green on ~140 edge pixels
+
+
+def test_an_object_shrunk_to_fit_the_frame_brings_no_fringe_either():
+    rgba = _green_backed_disc(300)
+    mask = (rgba[:, :, 3] >= 128).astype(np.uint8)
+    small, small_mask = _fit_inside(rgba, mask, CompositionConfig(width=64, height=64))
+    assert small.shape[:2] == small_mask.shape == (64, 64)
+    assert small[small[:, :, 3] > 0, 1].max() == 0
