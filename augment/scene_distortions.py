@@ -88,19 +88,27 @@ class MotionBlur(Distortion):
 
     @staticmethod
     def kernel(length: float, angle: float) -> np.ndarray:
-        half = max(1, math.ceil((length - 1) / 2))
+        """A streak of ``length`` pixels at ``angle`` degrees (counter-clockwise), centred on the kernel's
+        middle: points spaced a quarter pixel along it, each spread bilinearly over its four pixels, so
+        the kernel's centre of mass is its middle at any length and angle (filtering moves no picture off
+        its mask). A length of 1 or less is no blur."""
+        reach = 0.5 * max(0.0, length - 1.0)  # from the centre to each end point's pixel centre
+        half = max(1, math.ceil(reach))
         size = 2 * half + 1
-        theta = math.radians(angle)
-        dx, dy = 0.5 * (length - 1) * math.cos(theta), -0.5 * (length - 1) * math.sin(theta)
-        kernel = np.zeros((size, size), np.float32)
-        # cv2.line takes fixed-point coordinates (shift bits) for sub-pixel end points.
-        scale = 1 << 4
-        start = (round((half - dx) * scale), round((half - dy) * scale))
-        end = (round((half + dx) * scale), round((half + dy) * scale))
-        cv2.line(kernel, start, end, 1.0, 1, cv2.LINE_AA, shift=4)
-        if not kernel.any():  # degenerate length: no blur rather than a division by zero
+        kernel = np.zeros((size, size), np.float64)
+        if reach == 0.0:
             kernel[half, half] = 1.0
-        return kernel / kernel.sum()
+            return kernel.astype(np.float32)
+        theta = math.radians(angle)
+        steps = np.linspace(-reach, reach, 2 * math.ceil(4 * reach) + 1)  # symmetric about 0
+        xs, ys = half + steps * math.cos(theta), half - steps * math.sin(theta)
+        x0, y0 = np.floor(xs), np.floor(ys)
+        fx, fy = xs - x0, ys - y0
+        for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+            cols = np.clip(x0.astype(int) + dx, 0, size - 1)  # clipped only where the weight is 0
+            rows = np.clip(y0.astype(int) + dy, 0, size - 1)
+            np.add.at(kernel, (rows, cols), weight)
+        return (kernel / kernel.sum()).astype(np.float32)
 
     def apply(
         self, image: np.ndarray, mask: np.ndarray, params: dict, superpixels: np.ndarray | None = None

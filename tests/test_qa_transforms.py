@@ -18,7 +18,7 @@ from augment.config import CompositionConfig
 from augment.cutouts import Cutout, cutout_id
 from augment.distortions import REGISTRY, DistortionConfig
 from augment.labelled_backgrounds import LabelledBackground
-from augment.scene_distortions import PillarBox, ResolutionLoss
+from augment.scene_distortions import MotionBlur, PillarBox, ResolutionLoss
 from augment.superpixels import resize_labels
 
 OFF = DistortionConfig.from_dict({name: {"p": 0.0} for name in REGISTRY})
@@ -134,3 +134,19 @@ def test_an_object_shrunk_to_fit_the_frame_brings_no_fringe_either():
     small, small_mask = _fit_inside(rgba, mask, CompositionConfig(width=64, height=64))
     assert small.shape[:2] == small_mask.shape == (64, 64)
     assert small[small[:, :, 3] > 0, 1].max() == 0
+
+
+def test_motion_blur_streaks_are_centred_and_a_length_of_one_or_less_is_none():
+    for length in np.linspace(0.0, 14.0, 29):
+        for angle in (0.0, 10.0, 30.0, 45.0, 60.0, 90.0, 135.0, 170.0):
+            kernel = MotionBlur.kernel(float(length), angle)
+            middle = kernel.shape[0] // 2
+            assert abs(kernel.sum() - 1.0) < 1e-5
+            # the AA line of cv2.line put the mass up to 0.7 px off the middle (even lengths, most angles):
+            # the blurred picture moved off its mask
+            assert np.abs(_centroid(kernel) - middle).max() < 1e-4, (length, angle)
+            if length <= 1.0:  # length 0 was a 2-px streak beside the centre, blurring more than length 1
+                assert kernel[middle, middle] == 1.0
+    image, mask = _block_scene()
+    out, _ = MotionBlur().apply(image, mask, {"length": 6.0, "angle": 30.0})
+    assert np.abs(_centroid(out[:, :, 0]) - _centroid(mask)).max() < 0.02
