@@ -16,7 +16,7 @@ import pytest
 from augment.composite import BackgroundStore, _blend_alpha, _fit_inside, compose_scene
 from augment.config import CompositionConfig
 from augment.cutouts import Cutout, cutout_id
-from augment.distortions import REGISTRY, DistortionConfig
+from augment.distortions import REGISTRY, DistortionConfig, SuperpixelOcclusion
 from augment.labelled_backgrounds import LabelledBackground
 from augment.scene_distortions import MotionBlur, PillarBox, ResolutionLoss
 from augment.superpixels import resize_labels
@@ -150,3 +150,24 @@ def test_motion_blur_streaks_are_centred_and_a_length_of_one_or_less_is_none():
     image, mask = _block_scene()
     out, _ = MotionBlur().apply(image, mask, {"length": 6.0, "angle": 30.0})
     assert np.abs(_centroid(out[:, :, 0]) - _centroid(mask)).max() < 0.02
+
+
+def test_superpixel_occlusion_affects_the_drawn_fraction_of_the_object():
+    rgba = np.full((60, 80, 4), 120, np.uint8)
+    rgba[:, :, 3] = 255
+    mask = np.ones((60, 80), np.uint8)
+    flat = np.ones((60, 80), np.int32)  # a flat object's mean shift: one superpixel
+    for seed in range(5):
+        params = {"fraction": 0.3, "remove_ratio": 1.0, "darken": 0.5, "seed": seed}
+        out, out_mask = SuperpixelOcclusion().apply(rgba, mask, params, flat)
+        assert out_mask.all()  # the whole object was removed (at least one superpixel was picked)
+    uneven = np.ones((60, 80), np.int32)  # 80%, 10% and 10% of the object
+    uneven[:, 64:72], uneven[:, 72:] = 2, 3
+    grid = (np.indices((60, 80)) // 10)
+    cells = (grid[0] * 8 + grid[1] + 1).astype(np.int32)  # 48 equal superpixels
+    for labels, allowed in [(uneven, 0.1), (cells, 0.5 / 48)]:
+        for seed in range(20):
+            params = {"fraction": 0.1, "remove_ratio": 0.5, "darken": 0.5, "seed": seed}
+            removed, darkened = SuperpixelOcclusion.choose(labels, mask, params)
+            affected = np.isin(labels, removed + darkened).mean()
+            assert abs(affected - 0.1) <= allowed + 1e-9  # uneven: 80% of the object where the big one came first
