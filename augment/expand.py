@@ -37,7 +37,7 @@ from typing import Any, Callable, ContextManager, Protocol
 import numpy as np
 import pyarrow as pa
 
-from augment.composite import BackgroundStore, Scene, check_source_sizes, compose_scene
+from augment.composite import RENDERING_VERSION, BackgroundStore, Scene, check_source_sizes, compose_scene
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
 from augment.cutouts import Cutout, load_cutouts, read_objects, recorded_sizes, write_objects
 from augment.excluded_folders import excluding
@@ -259,7 +259,7 @@ def _check_remote_out(out_dir: Location, sources: list[Place], backgrounds: Plac
 
 
 def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Place | LabelledBackground]) -> str:
-    digest = hashlib.sha256(config_hash.encode())
+    digest = hashlib.sha256(f"{config_hash}:rendering {RENDERING_VERSION}".encode())
     for cutout in cutouts:
         digest.update(cutout.cutout_id.encode())
     for path in backgrounds:  # names and sizes: the same files give the same hash from a disk or a bucket

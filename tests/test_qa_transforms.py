@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from augment.composite import BackgroundStore, _blend_alpha, _fit_inside, compose_scene
-from augment.config import CompositionConfig
+from augment.config import CompositionConfig, ExpandConfig, OutputConfig
 from augment.cutouts import Cutout, cutout_id
 from augment.distortions import REGISTRY, DistortionConfig, SuperpixelOcclusion
 from augment.labelled_backgrounds import LabelledBackground
@@ -171,3 +171,22 @@ def test_superpixel_occlusion_affects_the_drawn_fraction_of_the_object():
             removed, darkened = SuperpixelOcclusion.choose(labels, mask, params)
             affected = np.isin(labels, removed + darkened).mean()
             assert abs(affected - 0.1) <= allowed + 1e-9  # uneven: 80% of the object where the big one came first
+
+
+def test_a_rerun_after_a_rendering_change_makes_the_shards_again(tmp_path, monkeypatch):
+    """An older synth's finished shards of the same config rendered rows otherwise: kept beside new ones
+    they made one run of two renderings, whose older rows no longer replay from their params."""
+    import augment.expand as expand
+    from sources_factory import make_backgrounds, make_rgba_source
+
+    source, backgrounds = make_rgba_source(tmp_path / "rgba", 2), make_backgrounds(tmp_path / "backgrounds", 1)
+    config = ExpandConfig(num=4, composition=CompositionConfig(width=64, height=64),
+                          output=OutputConfig(shard_rows=2))
+    monkeypatch.setattr(expand, "RENDERING_VERSION", 1, raising=False)  # as an older synth rendered them
+    first = expand.run_expand([source], backgrounds, tmp_path / "out", config)
+    monkeypatch.setattr(expand, "RENDERING_VERSION", 2, raising=False)
+    again = expand.run_expand([source], backgrounds, tmp_path / "out", config)
+    assert first.manifest["run_hash"] != again.manifest["run_hash"]
+    assert again.shards_skipped_as_done == 0 and again.rows_written == 4
+    same = expand.run_expand([source], backgrounds, tmp_path / "out", config)  # today's shards are kept
+    assert same.shards_skipped_as_done == 2 and same.rows_written == 0
