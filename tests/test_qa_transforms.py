@@ -161,11 +161,13 @@ def test_superpixel_occlusion_affects_the_drawn_fraction_of_the_object():
         params = {"fraction": 0.3, "remove_ratio": 1.0, "darken": 0.5, "seed": seed}
         out, out_mask = SuperpixelOcclusion().apply(rgba, mask, params, flat)
         assert out_mask.all()  # the whole object was removed (at least one superpixel was picked)
+    cells_of_ten = (np.indices((60, 80)) // 10)
+    many = (cells_of_ten[0] * 8 + cells_of_ten[1] + 1).astype(np.int32)
+    none = {"fraction": 0.0, "remove_ratio": 1.0, "darken": 0.5, "seed": 0}
+    assert SuperpixelOcclusion.choose(many, mask, none) == ([], [])  # a range [0, 0] removed one of them
     uneven = np.ones((60, 80), np.int32)  # 80%, 10% and 10% of the object
     uneven[:, 64:72], uneven[:, 72:] = 2, 3
-    grid = (np.indices((60, 80)) // 10)
-    cells = (grid[0] * 8 + grid[1] + 1).astype(np.int32)  # 48 equal superpixels
-    for labels, allowed in [(uneven, 0.1), (cells, 0.5 / 48)]:
+    for labels, allowed in [(uneven, 0.1), (many, 0.5 / 48)]:  # many: 48 equal superpixels
         for seed in range(20):
             params = {"fraction": 0.1, "remove_ratio": 0.5, "darken": 0.5, "seed": seed}
             removed, darkened = SuperpixelOcclusion.choose(labels, mask, params)
