@@ -130,7 +130,7 @@ class Tear(Distortion):
     p: float = 0.15  #: probability of applying (default 0.15)
     offset: Range = (-0.4, 0.4)  #: line position across the object, fraction of its half extent (default [-0.4, 0.4])
     jitter: Range = (0.02, 0.08)  #: jaggedness: vertex displacement, fraction of object size (default [0.02, 0.08])
-    gap: Range = (0.04, 0.15)  #: distance the pieces are pulled apart, fraction of object size (default [0.04, 0.15])
+    gap: Range = (0.04, 0.15)  #: distance the pieces are pulled apart, fraction of object size, at least 3 px (default [0.04, 0.15])
     rotate: Range = (-8.0, 8.0)  #: extra rotation of one piece in degrees (default [-8, 8])
     rotate_p: float = 0.5  #: probability that one piece is rotated at all (default 0.5)
 
