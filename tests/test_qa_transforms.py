@@ -192,3 +192,20 @@ def test_a_rerun_after_a_rendering_change_makes_the_shards_again(tmp_path, monke
     assert again.shards_skipped_as_done == 0 and again.rows_written == 4
     same = expand.run_expand([source], backgrounds, tmp_path / "out", config)  # today's shards are kept
     assert same.shards_skipped_as_done == 2 and same.rows_written == 0
+
+
+def test_segmentation_targets_lie_under_their_pixels():
+    """Training crops and evaluation resizes of a (photo, class map) pair (train.segment_data)."""
+    from train.segment_config import SegmentConfig
+    from train.segment_data import SegmentAugment
+
+    image = np.zeros((300, 437, 3), np.uint8)
+    target = np.zeros((300, 437), np.uint8)
+    image[90:211, 130:301] = 255
+    target[90:211, 130:301] = 1
+    params = {"scale": 0.9, "crop": (0.5, 0.5), "flip": False, "colour": [1.0, 1.0, 1.0], "hue": 0.0,
+              "grey": False, "blur": 0.0}
+    out, out_target = SegmentAugment(SegmentConfig(short_side=64, crop_size=48)).apply(image, target, params)
+    assert (out_target == 1).any()
+    # cv2.INTER_NEAREST laid the class map ~half a pixel right of and below the photo's white block
+    assert np.abs(_centroid(out[:, :, 0]) - _centroid(out_target == 1)).max() < 0.1
