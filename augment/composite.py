@@ -33,13 +33,6 @@ from augment.validation import check_instance
 
 log = logging.getLogger(__name__)
 
-# What today's code makes of a row's params: raised with every change to the pixels, masks or labels
-# that the same config, seed and inputs give (a run's hash carries it, so a rerun after an upgrade makes
-# its shards again rather than keeping an older synth's beside new ones, one run of two renderings).
-# 2: masks and labels resized by pixel centres, centred motion blur, premultiplied cutout resizes,
-# feathering on a cutout's border, superpixel occlusion by area.
-RENDERING_VERSION = 2
-
 
 @dataclass
 class SceneObject:

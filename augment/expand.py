@@ -37,7 +37,7 @@ from typing import Any, Callable, ContextManager, Protocol
 import numpy as np
 import pyarrow as pa
 
-from augment.composite import RENDERING_VERSION, BackgroundStore, Scene, check_source_sizes, compose_scene
+from augment.composite import BackgroundStore, Scene, check_source_sizes, compose_scene
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
 from augment.cutouts import Cutout, load_cutouts, read_objects, recorded_sizes, write_objects
 from augment.excluded_folders import excluding
@@ -47,7 +47,8 @@ from augment.labelled_backgrounds import MIN_SIDE, LabelledBackground, collect_l
 from augment.object_lock import claim_output
 from augment.outputs import check_not_an_input, check_output_folder, inside
 from augment.pixel_limit import EXPAND_WORK, pixel_work
-from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
+from augment.schema import (COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RENDERING_VERSION, RUN_HASH_KEY, row_id,
+                            shard_name)
 from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip, limited, skipped_summary
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image

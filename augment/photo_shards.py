@@ -41,7 +41,7 @@ from augment.imageio import InputError, encode_jpeg, encode_png, resize_image
 from augment.label_names import check_label_names
 from augment.outputs import OutputNames
 from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
-from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
+from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, RENDERING_VERSION, shard_name
 from augment.shards import check_manifest_kind, footer_problem
 from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,
                              value_category)
@@ -256,7 +256,8 @@ def _write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig
         seen.add(Path(source).resolve())
     check_label_names(sources, config)
     check_manifest_kind(out_dir, "photos")  # an expansion's or extraction's folder: not taken over
-    fingerprint = hashlib.sha256(f"{sources_fingerprint(sources, config)}:{short_side}".encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(f"{sources_fingerprint(sources, config)}:{short_side}:rendering {RENDERING_VERSION}"
+                                 .encode()).hexdigest()[:16]
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():
         try:

@@ -209,3 +209,29 @@ def test_segmentation_targets_lie_under_their_pixels():
     assert (out_target == 1).any()
     # cv2.INTER_NEAREST laid the class map ~half a pixel right of and below the photo's white block
     assert np.abs(_centroid(out[:, :, 0]) - _centroid(out_target == 1)).max() < 0.1
+
+
+def test_photo_shards_after_a_rendering_change_are_made_again(tmp_path, monkeypatch):
+    """photo-shards took an older synth's output of the same photos as up to date (labels resized otherwise)."""
+    import augment.photo_shards as photo_shards
+    from augment.config import SourceConfig
+    from sources_factory import make_label_map
+
+    source = make_label_map(tmp_path / "labelled")
+    monkeypatch.setattr(photo_shards, "RENDERING_VERSION", 1, raising=False)
+    first = photo_shards.write_photo_shards([source], tmp_path / "out", SourceConfig(), short_side=32)
+    monkeypatch.setattr(photo_shards, "RENDERING_VERSION", 2, raising=False)
+    again = photo_shards.write_photo_shards([source], tmp_path / "out", SourceConfig(), short_side=32)
+    assert again["fingerprint"] != first["fingerprint"] and again["num_rows"] == first["num_rows"]
+    assert photo_shards.write_photo_shards([source], tmp_path / "out", SourceConfig(), short_side=32) == again
+
+
+def test_an_extract_runs_key_names_the_rendering(tmp_path, monkeypatch):
+    """extract resumed an older synth's chunks (pseudo-labels resized otherwise) beside new ones."""
+    import pipelines.extract_parts as extract_parts
+    from augment.config import SourceConfig
+
+    monkeypatch.setattr(extract_parts, "RENDERING_VERSION", 1, raising=False)
+    older = extract_parts.run_key("model", None, SourceConfig(), 0, [], 8)
+    monkeypatch.setattr(extract_parts, "RENDERING_VERSION", 2, raising=False)
+    assert extract_parts.run_key("model", None, SourceConfig(), 0, [], 8) != older
