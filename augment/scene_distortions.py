@@ -104,7 +104,8 @@ class MotionBlur(Distortion):
         xs, ys = half + steps * math.cos(theta), half - steps * math.sin(theta)
         x0, y0 = np.floor(xs), np.floor(ys)
         fx, fy = xs - x0, ys - y0
-        for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        corners = ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy))
+        for dx, dy, weight in corners:
             cols = np.clip(x0.astype(int) + dx, 0, size - 1)  # clipped only where the weight is 0
             rows = np.clip(y0.astype(int) + dy, 0, size - 1)
             np.add.at(kernel, (rows, cols), weight)
