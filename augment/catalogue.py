@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from augment.imageio import InputError
+from augment.superpixels import resize_labels
 
 
 @dataclass
@@ -155,6 +156,6 @@ def tile_photos(photos: Sequence[np.ndarray], height: int) -> tuple[np.ndarray, 
 def place_mask(mask: np.ndarray, placement: Placement, scene_shape: tuple[int, int]) -> np.ndarray:
     """A photo's mask moved into the tiled scene (bool, scene height × width)."""
     scene = np.zeros(scene_shape, bool)
-    small = cv2.resize(mask.astype(np.uint8), (placement.width, placement.height), interpolation=cv2.INTER_NEAREST)
+    small = resize_labels(mask.astype(np.uint8), placement.height, placement.width)
     scene[:, placement.x_offset:placement.x_offset + placement.width] = small > 0
     return scene

@@ -27,6 +27,7 @@ from augment.distortions import DistortionConfig, apply_chain, sample_chain
 from augment.imageio import InputError, resize_image
 from augment.labelled_backgrounds import LabelledBackground, read_background
 from augment.storage import Place, as_place, read_image
+from augment.straight_alpha import premultiply, unpremultiply
 from augment.superpixels import resize_labels
 from augment.validation import check_instance
 
@@ -97,7 +98,7 @@ class BackgroundStore:
             size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             if labels is not None:
-                labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+                labels = resize_labels(labels, size[1], size[0])
         self._cache[index] = (image, labels)
         self._cached_bytes += image.nbytes + (labels.nbytes if labels is not None else 0)
         while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
@@ -144,6 +145,13 @@ def check_source_sizes(recorded: Iterable[tuple[Any, Any]], config: CompositionC
                          "or use object_scale_mode output)")
 
 
+def _resize_cutout(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a straight-alpha RGBA cutout through premultiplied colour, as its warps are: the colour a
+    transparent pixel keeps (its photo's background, a PNG's green or white) never bleeds into the
+    object's edge (it did, pasted as a fringe of that colour round the object)."""
+    return unpremultiply(resize_image(premultiply(rgba), width, height))
+
+
 def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -> tuple[np.ndarray, np.ndarray]:
     """Shrink an object that distortions made larger than the frame (deterministic, so replay matches)."""
     height, width = mask.shape
@@ -151,7 +159,7 @@ def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -
     if factor >= 1.0:
         return rgba, mask
     size = (max(1, int(width * factor)), max(1, int(height * factor)))
-    return cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    return _resize_cutout(rgba, *size), resize_labels(mask, size[1], size[0])
 
 
 def _place(rng: np.random.Generator, mask: np.ndarray, instances: np.ndarray, config: CompositionConfig) -> list[int] | None:
@@ -173,7 +181,9 @@ def _blend_alpha(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) 
     if config.blend == "feather" and config.feather_px > 0:
         kernel = 2 * config.feather_px + 1
         # Blurring and taking the minimum only softens the inside of the edge: nothing leaks outside.
-        alpha = np.minimum(alpha, cv2.GaussianBlur(alpha, (kernel, kernel), 0))
+        # Outside the array is outside the object (a cutout is cropped to its box, so it touches every
+        # side of it): a reflected border left the object's edges on its box unfeathered, hard.
+        alpha = np.minimum(alpha, cv2.GaussianBlur(alpha, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT))
     return alpha.astype(np.float32) * (1.0 / 255.0)
 
 
@@ -253,8 +263,8 @@ def compose_scene(
     x0, y0, x1, y1 = background_params["crop"]
     canvas = resize_image(background[y0:y1, x0:x1], config.width, config.height)
     background_labels = backgrounds.labels(background_params["index"])
-    labels = None if background_labels is None else cv2.resize(
-        background_labels[y0:y1, x0:x1], (config.width, config.height), interpolation=cv2.INTER_NEAREST)
+    labels = None if background_labels is None else resize_labels(
+        np.ascontiguousarray(background_labels[y0:y1, x0:x1]), config.height, config.width)
     instances = np.zeros((config.height, config.width), np.uint8)
 
     # Objects, back to front: later ones occlude earlier ones.
@@ -276,7 +286,7 @@ def compose_scene(
         width, height = _object_size(cutout, scale, config)
         if not replay:
             steps = sample_chain(object_chain, rng, height, width)
-        rgba = resize_image(cutout.rgba, width, height)
+        rgba = _resize_cutout(cutout.rgba, width, height)
         mask = (rgba[:, :, 3] >= 128).astype(np.uint8)
         superpixels = resize_labels(cutout.superpixels, height, width)
         rgba, mask = apply_chain(steps, rgba, mask, superpixels)

@@ -14,6 +14,7 @@ from augment.draw_labels import format_score, put_label
 from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
 from augment.shards import find_shards, open_shard, read_row_group
 from augment.storage import Place
+from augment.superpixels import resize_labels
 
 
 # Written into every sheet (a PNG tEXt chunk, a JPEG comment) near its start: an existing --out is
@@ -103,7 +104,7 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
         scale = tile / max(image.shape[:2])
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        instances = cv2.resize(instances, size, interpolation=cv2.INTER_NEAREST)
+        instances = resize_labels(instances, size[1], size[0])
         drawn = draw_annotations(image, instances, record["objects"], scale=scale)
         y, x = (slot // columns) * tile, (slot % columns) * tile
         sheet[y : y + drawn.shape[0], x : x + drawn.shape[1]] = drawn

@@ -47,7 +47,8 @@ from augment.labelled_backgrounds import MIN_SIDE, LabelledBackground, collect_l
 from augment.object_lock import claim_output
 from augment.outputs import check_not_an_input, check_output_folder, inside
 from augment.pixel_limit import EXPAND_WORK, pixel_work
-from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RUN_HASH_KEY, row_id, shard_name
+from augment.schema import (COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RENDERING_VERSION, RUN_HASH_KEY, row_id,
+                            shard_name)
 from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip, limited, skipped_summary
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image
@@ -259,7 +260,7 @@ def _check_remote_out(out_dir: Location, sources: list[Place], backgrounds: Plac
 
 
 def _run_hash(config_hash: str, cutouts: list[Cutout], backgrounds: list[Place | LabelledBackground]) -> str:
-    digest = hashlib.sha256(config_hash.encode())
+    digest = hashlib.sha256(f"{config_hash}:rendering {RENDERING_VERSION}".encode())
     for cutout in cutouts:
         digest.update(cutout.cutout_id.encode())
     for path in backgrounds:  # names and sizes: the same files give the same hash from a disk or a bucket

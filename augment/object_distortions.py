@@ -130,7 +130,7 @@ class Tear(Distortion):
     p: float = 0.15  #: probability of applying (default 0.15)
     offset: Range = (-0.4, 0.4)  #: line position across the object, fraction of its half extent (default [-0.4, 0.4])
     jitter: Range = (0.02, 0.08)  #: jaggedness: vertex displacement, fraction of object size (default [0.02, 0.08])
-    gap: Range = (0.04, 0.15)  #: distance the pieces are pulled apart, fraction of object size (default [0.04, 0.15])
+    gap: Range = (0.04, 0.15)  #: distance the pieces are pulled apart, fraction of object size, at least 3 px (default [0.04, 0.15])
     rotate: Range = (-8.0, 8.0)  #: extra rotation of one piece in degrees (default [-8, 8])
     rotate_p: float = 0.5  #: probability that one piece is rotated at all (default 0.5)
 
@@ -218,7 +218,7 @@ class SuperpixelOcclusion(Distortion):
     level: ClassVar[str] = "object"
     limits: ClassVar[dict[str, tuple[float, float]]] = {"fraction": (0, 1), "remove_ratio": (0, 1), "darken": (0, 1)}
     p: float = 0.3  #: probability of applying (default 0.3)
-    fraction: Range = (0.05, 0.3)  #: fraction of the object's superpixels affected (default [0.05, 0.3])
+    fraction: Range = (0.05, 0.3)  #: fraction of the object's area affected, in whole superpixels (default [0.05, 0.3])
     remove_ratio: float = 0.5  #: chance that an affected superpixel is removed rather than darkened (default 0.5)
     darken: Range = (0.3, 0.7)  #: colour factor of darkened superpixels (default [0.3, 0.7])
 
@@ -232,15 +232,21 @@ class SuperpixelOcclusion(Distortion):
 
     @staticmethod
     def choose(labels: np.ndarray, mask: np.ndarray, params: dict) -> tuple[list[int], list[int]]:
-        """Superpixel ids to remove and to darken: those that overlap the mask, picked by the recorded seed."""
+        """Superpixel ids to remove and to darken, among those that overlap the mask: the first of them in
+        the recorded seed's order whose area comes nearest to ``fraction`` of the object's (none where a
+        single superpixel overshoots it further than nothing falls short). Picking a count of superpixels
+        (at least one) affected far more than the fraction said where there are few: the whole of a flat
+        object (one superpixel), on CCP's garments a fifth of the area on average for a fraction of 0.05."""
         counts = np.bincount(labels[mask > 0].ravel(), minlength=1)
         counts[0] = 0
         candidates = np.flatnonzero(counts)
         if candidates.size == 0:
             return [], []
         rng = np.random.default_rng(params["seed"])
-        count = max(1, round(params["fraction"] * candidates.size))
-        chosen = np.sort(rng.choice(candidates, size=count, replace=False))
+        order = rng.permutation(candidates)
+        covered = np.concatenate([[0], np.cumsum(counts[order])]) / counts.sum()
+        count = int(np.argmin(np.abs(covered - params["fraction"])))  # the first of equally near ones: fewer
+        chosen = np.sort(order[:count])
         removed = rng.random(count) < params["remove_ratio"]
         return chosen[removed].tolist(), chosen[~removed].tolist()
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -42,10 +41,11 @@ from augment.imageio import InputError, encode_jpeg, encode_label_png, resize_im
 from augment.label_names import check_label_names
 from augment.outputs import OutputNames
 from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
-from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
+from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, RENDERING_VERSION, shard_name
 from augment.shards import check_manifest_kind, footer_problem
 from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,
                              value_category)
+from augment.superpixels import resize_labels
 
 BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
 IGNORE_CATEGORY = "__ignore__"  # pixels that must carry no loss (crowd regions, untrusted automatic labels)
@@ -146,7 +146,7 @@ def photo_row(row_id: str, photo: LabelledPhoto, short_side: int, jpeg_quality: 
     if factor < 1.0:
         new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
         image = resize_image(image, new_w, new_h)
-        values = cv2.resize(values, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+        values = resize_labels(values, new_h, new_w)
     ids = label_id_array(values)  # value 0 -> id 1: no pixel keeps id 0
     named = {0: BACKGROUND_CATEGORY, **{v: n for v, n in photo.names.items() if v != 0}}
     objects = []
@@ -256,7 +256,8 @@ def _write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig
         seen.add(Path(source).resolve())
     check_label_names(sources, config)
     check_manifest_kind(out_dir, "photos")  # an expansion's or extraction's folder: not taken over
-    fingerprint = hashlib.sha256(f"{sources_fingerprint(sources, config)}:{short_side}".encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(f"{sources_fingerprint(sources, config)}:{short_side}:rendering {RENDERING_VERSION}"
+                                 .encode()).hexdigest()[:16]
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():
         try:

@@ -19,10 +19,13 @@ from scipy.special import ndtri
 from augment.distortion_base import Distortion, Range, _seed, _uniform
 from augment.imageio import decode_image, encode_jpeg
 from augment.object_distortions import Lighting
+from augment.superpixels import resize_labels
 
-# Interpolations resolution_loss may record for upscaling, by name so params stay JSON.
+# Interpolations resolution_loss may record for upscaling, by name so params stay JSON. Nearest takes
+# the pixel under each output pixel's centre, as linear and cubic do (cv2.INTER_NEAREST's top-left
+# corner moved the picture half a pixel right of and below its mask).
 UPSCALE_INTERPOLATIONS: dict[str, int] = {
-    "nearest": cv2.INTER_NEAREST,
+    "nearest": cv2.INTER_NEAREST_EXACT,
     "linear": cv2.INTER_LINEAR,
     "cubic": cv2.INTER_CUBIC,
 }
@@ -85,19 +88,28 @@ class MotionBlur(Distortion):
 
     @staticmethod
     def kernel(length: float, angle: float) -> np.ndarray:
-        half = max(1, math.ceil((length - 1) / 2))
+        """A streak of ``length`` pixels at ``angle`` degrees (counter-clockwise), centred on the kernel's
+        middle: points spaced a quarter pixel along it, each spread bilinearly over its four pixels, so
+        the kernel's centre of mass is its middle at any length and angle (filtering moves no picture off
+        its mask). A length of 1 or less is no blur."""
+        reach = 0.5 * max(0.0, length - 1.0)  # from the centre to each end point's pixel centre
+        half = max(1, math.ceil(reach))
         size = 2 * half + 1
-        theta = math.radians(angle)
-        dx, dy = 0.5 * (length - 1) * math.cos(theta), -0.5 * (length - 1) * math.sin(theta)
-        kernel = np.zeros((size, size), np.float32)
-        # cv2.line takes fixed-point coordinates (shift bits) for sub-pixel end points.
-        scale = 1 << 4
-        start = (round((half - dx) * scale), round((half - dy) * scale))
-        end = (round((half + dx) * scale), round((half + dy) * scale))
-        cv2.line(kernel, start, end, 1.0, 1, cv2.LINE_AA, shift=4)
-        if not kernel.any():  # degenerate length: no blur rather than a division by zero
+        kernel = np.zeros((size, size), np.float64)
+        if reach == 0.0:
             kernel[half, half] = 1.0
-        return kernel / kernel.sum()
+            return kernel.astype(np.float32)
+        theta = math.radians(angle)
+        steps = np.linspace(-reach, reach, 2 * math.ceil(4 * reach) + 1)  # symmetric about 0
+        xs, ys = half + steps * math.cos(theta), half - steps * math.sin(theta)
+        x0, y0 = np.floor(xs), np.floor(ys)
+        fx, fy = xs - x0, ys - y0
+        corners = ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy))
+        for dx, dy, weight in corners:
+            cols = np.clip(x0.astype(int) + dx, 0, size - 1)  # clipped only where the weight is 0
+            rows = np.clip(y0.astype(int) + dy, 0, size - 1)
+            np.add.at(kernel, (rows, cols), weight)
+        return (kernel / kernel.sum()).astype(np.float32)
 
     def apply(
         self, image: np.ndarray, mask: np.ndarray, params: dict, superpixels: np.ndarray | None = None
@@ -211,7 +223,7 @@ class PillarBox(Distortion):
         x0, y0, inner_w, inner_h = self.content_box(height, width, params)
         # Bilinear is enough for the mild (≥ 0.5) squeeze and ~5× faster than INTER_AREA at odd factors.
         content = cv2.resize(image, (inner_w, inner_h), interpolation=cv2.INTER_LINEAR)
-        content_mask = cv2.resize(mask, (inner_w, inner_h), interpolation=cv2.INTER_NEAREST)
+        content_mask = resize_labels(mask, inner_h, inner_w)
         borders = (y0, height - inner_h - y0, x0, width - inner_w - x0)
         out_image = cv2.copyMakeBorder(content, *borders, cv2.BORDER_CONSTANT, value=tuple(params["color"]))
         out_mask = cv2.copyMakeBorder(content_mask, *borders, cv2.BORDER_CONSTANT, value=0)

@@ -139,6 +139,13 @@ MANIFEST_FILE = "manifest.json"
 # config (what decides the rows' content), so a rerun tells its own shards from another run's.
 RUN_HASH_KEY = b"synth_run_hash"
 CONFIG_HASH_KEY = b"synth_config_hash"
+# What today's code makes of the same inputs, config and seed: raised with every change to the rows'
+# pixels, masks or labels. The run hashes and keys of expand, photo-shards and extract carry it, so a
+# rerun after an upgrade makes its shards again rather than keeping an older synth's beside new ones
+# (one run of two renderings, whose older rows no longer replay from their params).
+# 2: masks and labels resized by pixel centres, centred motion blur, premultiplied cutout resizes,
+# feathering on a cutout's border, superpixel occlusion by area.
+RENDERING_VERSION = 2
 # Names `synth expand` gives its shards; other .parquet files in a folder are not its business.
 SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*-\d{5}\.parquet")
 

@@ -2,7 +2,8 @@
 
 Computed once per cutout at a reduced size and stored with it; the compositor
 resizes the label map (nearest) to the cutout's pasted size with
-:func:`resize_labels`.
+:func:`resize_labels`, which every label map, mask and instance-id map of the
+compositor is resized with.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def compute_superpixels(
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
         rgb = cv2.resize(np.ascontiguousarray(rgba[:, :, :3]), size, interpolation=cv2.INTER_AREA)
         # Nearest keeps the alpha==0 background exact instead of blurring it into the object.
-        alpha = cv2.resize(np.ascontiguousarray(rgba[:, :, 3]), size, interpolation=cv2.INTER_NEAREST)
+        alpha = resize_labels(np.ascontiguousarray(rgba[:, :, 3]), size[1], size[0])
     else:
         rgb = np.ascontiguousarray(rgba[:, :, :3])
         alpha = rgba[:, :, 3]
@@ -74,8 +75,20 @@ def compute_superpixels(
     return labels
 
 
+LABEL_DTYPES = (np.uint8, np.uint16, np.int16, np.int32)  # what OpenCV resizes; others go as int32
+
+
 def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a label map to height×width (ids are never interpolated)."""
-    if labels.shape == (height, width):
+    """Nearest-neighbour resize of a label map (ids, a mask) to height×width: ids are never interpolated.
+
+    Each output pixel takes the input pixel under its centre (``cv2.INTER_NEAREST_EXACT``), the
+    sampling grid of the linear and area resizes that move the pixels the labels belong to.
+    ``cv2.INTER_NEAREST`` takes the pixel under its top-left corner: labels so resized lay half an
+    output pixel right of and below their picture (a pillar box's mask, a background's labels).
+    uint8, uint16, int16 and int32 maps keep their dtype; others come back as int32.
+    """
+    if labels.shape[:2] == (height, width):
         return labels
-    return cv2.resize(labels.astype(np.int32, copy=False), (width, height), interpolation=cv2.INTER_NEAREST)
+    if labels.dtype not in LABEL_DTYPES:
+        labels = labels.astype(np.int32)
+    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)

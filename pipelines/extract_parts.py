@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from augment.atomic_files import atomic_write_text
 from augment.cutouts import write_objects_table
-from augment.schema import MANIFEST_FILE, OBJECTS_FILE
+from augment.schema import MANIFEST_FILE, OBJECTS_FILE, RENDERING_VERSION
 from augment.shards import footer_problem, verify_shard
 from pipelines.output_record import inputs_key
 
@@ -46,7 +46,7 @@ def run_key(model_id: str, reference_id: str | None, config: Any, round_index: i
     """What a run's output depends on (and the chunks' size, which numbers them): another key never
     resumes this one's chunks."""
     return inputs_key({"model": model_id, "reference": reference_id, "config": asdict(config), "round": round_index,
-                       "chunk": chunk}, images)
+                       "chunk": chunk, "rendering": RENDERING_VERSION}, images)
 
 
 class ExtractParts:

@@ -336,7 +336,7 @@ def test_pillar_box_bars_and_aligned_mask(orientation):
     bars = np.ones(mask.shape, bool)
     bars[y0 : y0 + inner_h, x0 : x0 + inner_w] = False
     assert (out_image[bars] == [10, 20, 30]).all() and not out_mask[bars].any()
-    expected = cv2.resize(mask, (inner_w, inner_h), interpolation=cv2.INTER_NEAREST)
+    expected = cv2.resize(mask, (inner_w, inner_h), interpolation=cv2.INTER_NEAREST_EXACT)  # the pixel under each centre
     assert np.array_equal(out_mask[y0 : y0 + inner_h, x0 : x0 + inner_w], expected)
     assert set(np.unique(out_mask).tolist()) == {0, 1, 2, 3}
 
