@@ -24,10 +24,9 @@ import numpy as np
 from augment.config import CompositionConfig, check_composition
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
-from augment.imageio import InputError, resize_image
+from augment.imageio import InputError, resize_image, resize_labels
 from augment.labelled_backgrounds import LabelledBackground, read_background
 from augment.storage import Place, as_place, read_image
-from augment.superpixels import resize_labels
 from augment.validation import check_instance
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ class BackgroundStore:
             size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             if labels is not None:
-                labels = cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
+                labels = resize_labels(labels, size[1], size[0])
         self._cache[index] = (image, labels)
         self._cached_bytes += image.nbytes + (labels.nbytes if labels is not None else 0)
         while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
@@ -253,8 +252,8 @@ def compose_scene(
     x0, y0, x1, y1 = background_params["crop"]
     canvas = resize_image(background[y0:y1, x0:x1], config.width, config.height)
     background_labels = backgrounds.labels(background_params["index"])
-    labels = None if background_labels is None else cv2.resize(
-        background_labels[y0:y1, x0:x1], (config.width, config.height), interpolation=cv2.INTER_NEAREST)
+    labels = None if background_labels is None else resize_labels(background_labels[y0:y1, x0:x1], config.height,
+                                                                   config.width)
     instances = np.zeros((config.height, config.width), np.uint8)
 
     # Objects, back to front: later ones occlude earlier ones.

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,7 +37,7 @@ from augment.coco_source import annotation_mask_or_skip, coco_category, coco_ima
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.excluded_folders import excluding
-from augment.imageio import InputError, encode_jpeg, encode_png, resize_image
+from augment.imageio import InputError, encode_jpeg, encode_png, resize_image, resize_labels
 from augment.label_names import check_label_names
 from augment.outputs import OutputNames
 from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
@@ -146,7 +145,7 @@ def photo_row(row_id: str, photo: LabelledPhoto, short_side: int, jpeg_quality: 
     if factor < 1.0:
         new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
         image = resize_image(image, new_w, new_h)
-        values = cv2.resize(values, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+        values = resize_labels(values, new_h, new_w)
     ids = label_id_array(values)  # value 0 -> id 1: no pixel keeps id 0
     named = {0: BACKGROUND_CATEGORY, **{v: n for v, n in photo.names.items() if v != 0}}
     objects = []

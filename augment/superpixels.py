@@ -2,7 +2,7 @@
 
 Computed once per cutout at a reduced size and stored with it; the compositor
 resizes the label map (nearest) to the cutout's pasted size with
-:func:`resize_labels`.
+:func:`augment.imageio.resize_labels`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import label as label_regions
 from skimage.segmentation import relabel_sequential
+
+from augment.imageio import resize_labels
 
 
 def compute_superpixels(
@@ -45,7 +47,7 @@ def compute_superpixels(
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
         rgb = cv2.resize(np.ascontiguousarray(rgba[:, :, :3]), size, interpolation=cv2.INTER_AREA)
         # Nearest keeps the alpha==0 background exact instead of blurring it into the object.
-        alpha = cv2.resize(np.ascontiguousarray(rgba[:, :, 3]), size, interpolation=cv2.INTER_NEAREST)
+        alpha = resize_labels(np.ascontiguousarray(rgba[:, :, 3]), size[1], size[0])
     else:
         rgb = np.ascontiguousarray(rgba[:, :, :3])
         alpha = rgba[:, :, 3]
@@ -72,10 +74,3 @@ def compute_superpixels(
         labels = np.where(unassigned, labels[rows, cols], labels)
         labels = relabel_sequential(labels)[0].astype(np.int32)
     return labels
-
-
-def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a label map to height×width (ids are never interpolated)."""
-    if labels.shape == (height, width):
-        return labels
-    return cv2.resize(labels.astype(np.int32, copy=False), (width, height), interpolation=cv2.INTER_NEAREST)

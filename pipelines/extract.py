@@ -39,7 +39,7 @@ import numpy as np
 from augment.atomic_files import atomic_write_text
 from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
-from augment.imageio import InputError, read_image, save_image
+from augment.imageio import InputError, read_image, resize_labels, save_image
 from augment.outputs import OutputNames
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
@@ -301,7 +301,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
                     values = pseudo_label_values(first, regions, config)
                     counts[0] += int((values < len(names)).sum())
                     counts[1] += values.size
-                    full = cv2.resize(values, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+                    full = resize_labels(values, *image.shape[:2])
                     photo = LabelledPhoto(path, image, full, {**dict(enumerate(names)), len(names): IGNORE_CATEGORY},
                                           {"origin": "auto", "model_id": segmenter.model_id, "round": round_index})
                     part.pseudo_photos += 1

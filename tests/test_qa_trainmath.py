@@ -1,5 +1,5 @@
-"""The training maths checked against independent reference computations on tiny tensors: resume with
-dropout, the losses' parameters, ..."""
+"""The training maths checked against independent reference computations on tiny tensors: an exact resume
+with dropout, the losses' parameters and formula, label maps resized onto their pictures."""
 
 from __future__ import annotations
 
@@ -96,3 +96,100 @@ def test_double_margin_with_relaxed_borders_matches_its_formula():
     loss = build_loss("double_margin", high=0.95, low=0.05, border_px=r, border_high=0.7, border_low=0.3)
     torch.testing.assert_close(loss(logits, target, weight), expected)
     assert torch.autograd.gradcheck(lambda x: loss(x, target, weight), (logits,))
+
+
+def _edge_photo(height: int = 83, width: int = 101, edge: int = 44) -> tuple[np.ndarray, np.ndarray]:
+    """A white object right of column ``edge`` (label 1) on black (label 0)."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, edge:] = 255
+    values = np.zeros((height, width), np.uint8)
+    values[:, edge:] = 1
+    return image, values
+
+
+def _labels_agree_with_their_picture(image: np.ndarray, labels: np.ndarray) -> None:
+    """Every label the object where more than half of its pixel's picture is (no pixel here is half
+    covered)."""
+    grey = image[..., 0]
+    assert not ((grey > 120) & (grey < 135)).any()  # the centre decides: a pixel half covered would not
+    np.testing.assert_array_equal(labels.astype(bool), grey > 127)
+
+
+@pytest.mark.parametrize("height, width, edge, new_w, new_h", [(33, 41, 19, 13, 11), (33, 41, 19, 29, 23),
+                                                              (83, 101, 45, 77, 62)])
+def test_resized_labels_stay_on_their_picture(height, width, edge, new_w, new_h):
+    """Shrunk and enlarged: cv2.INTER_NEAREST took the source pixel under each target pixel's top-left
+    corner, moving the labels right of the picture's edge."""
+    from augment.imageio import resize_image, resize_labels
+
+    image, values = _edge_photo(height, width, edge)
+    _labels_agree_with_their_picture(resize_image(image, new_w, new_h), resize_labels(values, new_h, new_w))
+
+
+def test_a_photo_shards_labels_and_a_segment_samples_target_stay_on_their_picture(tmp_path):
+    """photo-shards' smaller photo, the segment task's augmented training sample and its held-out one."""
+    import cv2
+
+    from augment.photo_shards import LabelledPhoto, photo_row
+    from train.segment_config import SegmentConfig, parse_classes
+    from train.segment_data import SegmentAugment, SegmentShards
+
+    image, values = _edge_photo()
+    row = photo_row("p", LabelledPhoto(Path("p.png"), image, values, {1: "disc"}), short_side=32, jpeg_quality=100)
+    stored = cv2.imdecode(np.frombuffer(row["image"]["bytes"], np.uint8), cv2.IMREAD_COLOR)
+    ids = cv2.imdecode(np.frombuffer(row["mask"]["bytes"], np.uint8), cv2.IMREAD_UNCHANGED)
+    assert ids.shape == (32, 39)
+    _labels_agree_with_their_picture(stored, ids == ids.max())
+
+    config = SegmentConfig(classes=parse_classes(["background", "disc"]), short_side=48, crop_size=48,
+                           scale_range=(1.0, 1.0), blur_p=0.0, colour_jitter=0.0, hue_jitter=0.0, grayscale_p=0.0,
+                           eval_size=(32, 40), eval_fraction=0.0)
+    params = {"scale": 1.0, "crop": (0.0, 0.0), "flip": False, "colour": [1.0, 1.0, 1.0], "hue": 0.0, "grey": False,
+              "blur": 0.0}
+    picture, target = SegmentAugment(config).apply(image, values, params)
+    assert target.shape == (48, 48)
+    _labels_agree_with_their_picture(picture, target)
+
+    source = tmp_path / "source"
+    for folder, array in (("images", image), ("masks", values)):
+        (source / folder).mkdir(parents=True)
+        assert cv2.imwrite(str(source / folder / "p.png"), array)
+    (source / "categories.json").write_text('{"1": "disc"}')
+    write_photo_shards([source], tmp_path / "shards", SourceConfig(), short_side=4096)  # stored as it is
+    sample = next(iter(SegmentShards([tmp_path / "shards"], config, split="all")))
+    assert tuple(sample["target"].shape) == (32, 40)
+    _labels_agree_with_their_picture(sample["image"].permute(1, 2, 0).numpy(), sample["target"].numpy() == 1)
+
+
+@pytest.mark.parametrize("max_shorter_side", [1000, 40])  # the store's own shrink (40 of 80 columns) too
+def test_a_composites_background_labels_stay_on_its_pixels(tmp_path, max_shorter_side):
+    """Copy-paste's labelled background resized to the composite (80 x 120 -> 64 x 96): its label ids
+    took the source pixel under each pixel's top-left corner."""
+    import cv2
+    import json
+
+    from augment.composite import BackgroundStore, compose_scene
+    from augment.config import BackgroundConfig, CompositionConfig, DistortionConfig
+    from augment.distortions import REGISTRY
+    from augment.cutouts import Cutout, cutout_id
+    from augment.labelled_backgrounds import collect_labelled_backgrounds
+    from augment.superpixels import compute_superpixels
+
+    root = tmp_path / "bg"
+    (root / "labels").mkdir(parents=True)
+    (root / "photos").mkdir()
+    (root / "label_list.json").write_text(json.dumps(["null", "coat"]))
+    image, values = _edge_photo(120, 80, 43)
+    assert cv2.imwrite(str(root / "labels" / "0000.png"), values)
+    assert cv2.imwrite(str(root / "photos" / "0000.png"), image)
+    backgrounds, skips = collect_labelled_backgrounds(root, BackgroundConfig(format="label_map"))
+    assert len(backgrounds) == 1 and not skips
+    store = BackgroundStore(backgrounds, max_shorter_side=max_shorter_side)
+    composition = CompositionConfig(width=64, height=96, blend="hard", min_visible=0.0, min_objects=1, max_objects=1)
+    params = {"background": {"index": 0, "crop": [0, 0, store.get(0).shape[1], store.get(0).shape[0]]},
+              "objects": [], "scene": [], "dropped": []}
+    rgba = np.full((8, 8, 4), 255, np.uint8)  # never pasted: the params place no object
+    cutout = Cutout(cutout_id(rgba, "coat"), "coat", rgba, compute_superpixels(rgba), 64)
+    scene = compose_scene([cutout], store, composition, DistortionConfig.from_dict({n: {"p": 0.0} for n in REGISTRY}),
+                          params=params)
+    _labels_agree_with_their_picture(scene.image, scene.background_labels == scene.background_labels.max())

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from augment.imageio import InputError, decode_image, resize_image
+from augment.imageio import InputError, decode_image, resize_image, resize_labels
 from augment.shards import find_shards, open_shard
 from augment.storage import Place, as_place
 from augment.validation import check_instance
@@ -107,7 +107,7 @@ class SegmentAugment:
         factor = c.short_side * params["scale"] / min(h, w)
         new_w, new_h = max(1, round(w * factor)), max(1, round(h * factor))
         image = resize_image(image, new_w, new_h)
-        target = cv2.resize(target, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+        target = resize_labels(target, new_h, new_w)
         size = c.crop_size
         pad_h, pad_w = max(0, size - new_h), max(0, size - new_w)
         if pad_h or pad_w:  # pixels outside the photo carry no loss
@@ -200,7 +200,7 @@ class SegmentShards(ShardPairs):
         else:
             height, width = self.segment.eval_size
             image = resize_image(image, width, height)
-            target = cv2.resize(target, (width, height), interpolation=cv2.INTER_NEAREST)
+            target = resize_labels(target, height, width)
         return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
                 "target": torch.from_numpy(target)}
 
