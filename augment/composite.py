@@ -24,7 +24,7 @@ import numpy as np
 from augment.config import CompositionConfig, check_composition
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
-from augment.imageio import InputError, resize_image, resize_labels
+from augment.imageio import InputError, resize_image, resize_labels, resize_rgba
 from augment.labelled_backgrounds import LabelledBackground, read_background
 from augment.storage import Place, as_place, read_image
 from augment.validation import check_instance
@@ -150,7 +150,7 @@ def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -
     if factor >= 1.0:
         return rgba, mask
     size = (max(1, int(width * factor)), max(1, int(height * factor)))
-    return cv2.resize(rgba, size, interpolation=cv2.INTER_AREA), cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    return resize_rgba(rgba, *size), resize_labels(mask, size[1], size[0])
 
 
 def _place(rng: np.random.Generator, mask: np.ndarray, instances: np.ndarray, config: CompositionConfig) -> list[int] | None:
@@ -275,7 +275,7 @@ def compose_scene(
         width, height = _object_size(cutout, scale, config)
         if not replay:
             steps = sample_chain(object_chain, rng, height, width)
-        rgba = resize_image(cutout.rgba, width, height)
+        rgba = resize_rgba(cutout.rgba, width, height)
         mask = (rgba[:, :, 3] >= 128).astype(np.uint8)
         superpixels = resize_labels(cutout.superpixels, height, width)
         rgba, mask = apply_chain(steps, rgba, mask, superpixels)

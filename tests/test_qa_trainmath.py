@@ -193,3 +193,46 @@ def test_a_composites_background_labels_stay_on_its_pixels(tmp_path, max_shorter
     scene = compose_scene([cutout], store, composition, DistortionConfig.from_dict({n: {"p": 0.0} for n in REGISTRY}),
                           params=params)
     _labels_agree_with_their_picture(scene.image, scene.background_labels == scene.background_labels.max())
+
+
+def _white_ellipse(height: int = 90, width: int = 70) -> np.ndarray:
+    """A white object whose transparent pixels are black, as synth stores cutouts."""
+    import cv2
+
+    rgba = np.zeros((height, width, 4), np.uint8)
+    cv2.ellipse(rgba, (width // 2, height // 2), (width // 2 - 2, height // 2 - 2), 0, 0, 360, (255, 255, 255, 255), -1)
+    return rgba
+
+
+def test_a_training_query_shows_no_outline_of_its_cutouts_transparent_colour():
+    """A white object on a white catalogue background is white throughout: its straight colour resized
+    as it was averaged the transparent black into its edge (a grey outline, 191 at half alpha), which no
+    catalogue shot a search is given has."""
+    from train.queries import render_query
+
+    for seed in range(4):
+        query, mask = render_query(_white_ellipse(200, 160), 64, np.random.default_rng(seed), colour_jitter=0.0)
+        if (query[0, 0] == 255).all():  # the white background
+            assert (query == 255).all(), (seed, int(query.min()))
+            assert ((mask > 0) & (mask < 255)).any()  # the edge is soft: it was resized
+
+
+def test_a_composites_pasted_object_shows_no_outline_of_its_transparent_colour(tmp_path):
+    import cv2
+
+    from augment.composite import BackgroundStore, compose_scene
+    from augment.config import CompositionConfig, DistortionConfig
+    from augment.cutouts import Cutout, cutout_id
+    from augment.distortions import REGISTRY
+    from augment.superpixels import compute_superpixels
+
+    assert cv2.imwrite(str(tmp_path / "white.png"), np.full((96, 64, 3), 255, np.uint8))
+    rgba = _white_ellipse()
+    cutout = Cutout(cutout_id(rgba, "coat"), "coat", rgba, compute_superpixels(rgba), int((rgba[..., 3] > 0).sum()))
+    composition = CompositionConfig(width=64, height=96, blend="hard", min_visible=0.0, min_objects=1, max_objects=1,
+                                    object_scale=(0.4, 0.6))
+    for seed in range(3):
+        scene = compose_scene([cutout], BackgroundStore([tmp_path / "white.png"], max_shorter_side=1000), composition,
+                              DistortionConfig.from_dict({n: {"p": 0.0} for n in REGISTRY}),
+                              rng=np.random.default_rng(seed))
+        assert scene.objects and (scene.image == 255).all(), (seed, int(scene.image.min()))
