@@ -24,8 +24,9 @@ import numpy as np
 from augment.config import CompositionConfig, check_composition
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
-from augment.imageio import InputError, resize_image, resize_labels, resize_rgba
+from augment.imageio import InputError, resize_image
 from augment.labelled_backgrounds import LabelledBackground, read_background
+from augment.resizing import resize_labels, resize_rgba
 from augment.storage import Place, as_place, read_image
 from augment.validation import check_instance
 

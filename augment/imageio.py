@@ -19,7 +19,7 @@ from augment.excluded_folders import drop_excluded, excluded
 from augment.jpeg_markers import jpeg_has_end
 from augment.orientation import apply_orientation, exif_orientation
 from augment.png_chunks import grey_transparent_value, png_damage, with_grey_transparency
-from augment.straight_alpha import premultiply, tiff_alpha_as_stored, unpremultiply
+from augment.straight_alpha import tiff_alpha_as_stored
 
 # A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
 # video (pipelines.video.is_animated_gif).
@@ -382,28 +382,6 @@ def resize_image(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize with area averaging when shrinking (no aliasing) and bilinear when enlarging."""
     shrinking = width * height < image.shape[0] * image.shape[1]
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-
-
-def resize_rgba(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A straight-alpha RGBA cutout (uint8) resized as :func:`resize_image` resizes a picture, its colour
-    averaged weighted by alpha (premultiplied): resized as it is, the colour of its transparent pixels
-    (black in synth's cutouts) bled into its edge, a white object showing a grey outline on white."""
-    if rgba.shape[:2] == (height, width):
-        return rgba
-    return unpremultiply(resize_image(premultiply(rgba), width, height))
-
-
-def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """A label map (class, instance or superpixel ids; never interpolated) resized to height x width as
-    :func:`resize_image` resizes its picture: each pixel takes the source pixel under its centre.
-    (cv2.INTER_NEAREST takes the one under its top-left corner: labels moved right and down against their
-    picture by up to half a pixel, a shift each resize of a photo, its shard and its sample added to.)
-    uint8, uint16, int16 and int32 maps keep their type; others come back as int32."""
-    if labels.shape == (height, width):
-        return labels
-    if labels.dtype not in (np.uint8, np.uint16, np.int16, np.int32):
-        labels = labels.astype(np.int32)
-    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def encode_jpeg(image_rgb: np.ndarray, quality: int = 90) -> bytes:

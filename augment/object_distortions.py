@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from augment.distortion_base import Distortion, Range, _seed, _uniform
-from augment.imageio import resize_labels
+from augment.resizing import resize_labels
 from augment.straight_alpha import premultiply, unpremultiply
 
 logger = logging.getLogger(__name__)

@@ -37,10 +37,11 @@ from augment.coco_source import annotation_mask_or_skip, coco_category, coco_ima
 from augment.config import SourceConfig
 from augment.cutouts import sources_fingerprint
 from augment.excluded_folders import excluding
-from augment.imageio import InputError, encode_jpeg, encode_png, resize_image, resize_labels
+from augment.imageio import InputError, encode_jpeg, encode_png, resize_image
 from augment.label_names import check_label_names
 from augment.outputs import OutputNames
 from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
+from augment.resizing import resize_labels
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, shard_name
 from augment.shards import check_manifest_kind, footer_problem
 from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,

@@ -13,7 +13,7 @@ from scipy import ndimage
 from skimage.measure import label as label_regions
 from skimage.segmentation import relabel_sequential
 
-from augment.imageio import resize_labels
+from augment.resizing import resize_labels
 
 
 def compute_superpixels(

@@ -39,10 +39,11 @@ import numpy as np
 from augment.atomic_files import atomic_write_text
 from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
-from augment.imageio import InputError, read_image, resize_labels, save_image
+from augment.imageio import InputError, read_image, save_image
 from augment.outputs import OutputNames
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
+from augment.resizing import resize_labels
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE, shard_name
 from augment.shards import check_manifest_kind, write_manifest
 from augment.sources import Skip, crop_object, skipped_summary

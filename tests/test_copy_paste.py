@@ -20,8 +20,9 @@ from augment.config import BackgroundConfig, CompositionConfig, ExpandConfig, So
 from augment.cutouts import Cutout, cutout_id
 from augment.distortions import REGISTRY, DistortionConfig, apply_chain, sample_chain
 from augment.expand import run_expand
-from augment.imageio import InputError, decode_image, resize_labels
+from augment.imageio import InputError, decode_image
 from augment.labelled_backgrounds import collect_labelled_backgrounds, label_ids
+from augment.resizing import resize_labels
 from augment.superpixels import compute_superpixels
 from sources_factory import make_street_photos
 from train.segment_config import IGNORE_INDEX, SegmentConfig, parse_classes

@@ -120,7 +120,8 @@ def _labels_agree_with_their_picture(image: np.ndarray, labels: np.ndarray) -> N
 def test_resized_labels_stay_on_their_picture(height, width, edge, new_w, new_h):
     """Shrunk and enlarged: cv2.INTER_NEAREST took the source pixel under each target pixel's top-left
     corner, moving the labels right of the picture's edge."""
-    from augment.imageio import resize_image, resize_labels
+    from augment.imageio import resize_image
+    from augment.resizing import resize_labels
 
     image, values = _edge_photo(height, width, edge)
     _labels_agree_with_their_picture(resize_image(image, new_w, new_h), resize_labels(values, new_h, new_w))

@@ -10,7 +10,8 @@ from collections import OrderedDict
 
 import cv2
 import numpy as np
-from augment.imageio import decode_image, resize_rgba
+from augment.imageio import decode_image
+from augment.resizing import resize_rgba
 from augment.shards import read_objects_table
 from augment.storage import Place
 

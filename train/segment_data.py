@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 import torch
 
-from augment.imageio import InputError, decode_image, resize_image, resize_labels
+from augment.imageio import InputError, decode_image, resize_image
+from augment.resizing import resize_labels
 from augment.shards import find_shards, open_shard
 from augment.storage import Place, as_place
 from augment.validation import check_instance
