@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from augment.imageio import InputError
-from augment.superpixels import resize_labels
+from augment.resizing import resize_labels
 
 
 @dataclass

@@ -26,9 +26,8 @@ from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
 from augment.imageio import InputError, resize_image
 from augment.labelled_backgrounds import LabelledBackground, read_background
+from augment.resizing import resize_labels, resize_rgba
 from augment.storage import Place, as_place, read_image
-from augment.straight_alpha import premultiply, unpremultiply
-from augment.superpixels import resize_labels
 from augment.validation import check_instance
 
 log = logging.getLogger(__name__)
@@ -145,13 +144,6 @@ def check_source_sizes(recorded: Iterable[tuple[Any, Any]], config: CompositionC
                          "or use object_scale_mode output)")
 
 
-def _resize_cutout(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a straight-alpha RGBA cutout through premultiplied colour, as its warps are: the colour a
-    transparent pixel keeps (its photo's background, a PNG's green or white) never bleeds into the
-    object's edge (it did, pasted as a fringe of that colour round the object)."""
-    return unpremultiply(resize_image(premultiply(rgba), width, height))
-
-
 def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -> tuple[np.ndarray, np.ndarray]:
     """Shrink an object that distortions made larger than the frame (deterministic, so replay matches)."""
     height, width = mask.shape
@@ -159,7 +151,7 @@ def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -
     if factor >= 1.0:
         return rgba, mask
     size = (max(1, int(width * factor)), max(1, int(height * factor)))
-    return _resize_cutout(rgba, *size), resize_labels(mask, size[1], size[0])
+    return resize_rgba(rgba, *size), resize_labels(mask, size[1], size[0])
 
 
 def _place(rng: np.random.Generator, mask: np.ndarray, instances: np.ndarray, config: CompositionConfig) -> list[int] | None:
@@ -286,7 +278,7 @@ def compose_scene(
         width, height = _object_size(cutout, scale, config)
         if not replay:
             steps = sample_chain(object_chain, rng, height, width)
-        rgba = _resize_cutout(cutout.rgba, width, height)
+        rgba = resize_rgba(cutout.rgba, width, height)
         mask = (rgba[:, :, 3] >= 128).astype(np.uint8)
         superpixels = resize_labels(cutout.superpixels, height, width)
         rgba, mask = apply_chain(steps, rgba, mask, superpixels)

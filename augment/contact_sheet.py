@@ -14,7 +14,7 @@ from augment.draw_labels import format_score, put_label
 from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
 from augment.shards import find_shards, open_shard, read_row_group
 from augment.storage import Place
-from augment.superpixels import resize_labels
+from augment.resizing import resize_labels
 
 
 # Written into every sheet (a PNG tEXt chunk, a JPEG comment) near its start: an existing --out is

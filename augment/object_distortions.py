@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from augment.distortion_base import Distortion, Range, _seed, _uniform
+from augment.resizing import resize_labels
 from augment.straight_alpha import premultiply, unpremultiply
-from augment.superpixels import resize_labels
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from scipy.special import ndtri
 from augment.distortion_base import Distortion, Range, _seed, _uniform
 from augment.imageio import decode_image, encode_jpeg
 from augment.object_distortions import Lighting
-from augment.superpixels import resize_labels
+from augment.resizing import resize_labels
 
 # Interpolations resolution_loss may record for upscaling, by name so params stay JSON. Nearest takes
 # the pixel under each output pixel's centre, as linear and cubic do (cv2.INTER_NEAREST's top-left

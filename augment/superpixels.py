@@ -2,7 +2,7 @@
 
 Computed once per cutout at a reduced size and stored with it; the compositor
 resizes the label map (nearest) to the cutout's pasted size with
-:func:`resize_labels`, which every label map, mask and instance-id map of the
+:func:`augment.resizing.resize_labels`, which every label map, mask and instance-id map of the
 compositor is resized with.
 """
 
@@ -13,6 +13,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import label as label_regions
 from skimage.segmentation import relabel_sequential
+
+from augment.resizing import resize_labels
 
 
 def compute_superpixels(
@@ -73,22 +75,3 @@ def compute_superpixels(
         labels = np.where(unassigned, labels[rows, cols], labels)
         labels = relabel_sequential(labels)[0].astype(np.int32)
     return labels
-
-
-LABEL_DTYPES = (np.uint8, np.uint16, np.int16, np.int32)  # what OpenCV resizes; others go as int32
-
-
-def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of a label map (ids, a mask) to height×width: ids are never interpolated.
-
-    Each output pixel takes the input pixel under its centre (``cv2.INTER_NEAREST_EXACT``), the
-    sampling grid of the linear and area resizes that move the pixels the labels belong to.
-    ``cv2.INTER_NEAREST`` takes the pixel under its top-left corner: labels so resized lay half an
-    output pixel right of and below their picture (a pillar box's mask, a background's labels).
-    uint8, uint16, int16 and int32 maps keep their dtype; others come back as int32.
-    """
-    if labels.shape[:2] == (height, width):
-        return labels
-    if labels.dtype not in LABEL_DTYPES:
-        labels = labels.astype(np.int32)
-    return cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)

@@ -43,10 +43,10 @@ from augment.imageio import InputError, read_image, save_image
 from augment.outputs import OutputNames
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
+from augment.resizing import resize_labels
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE, shard_name
 from augment.shards import check_manifest_kind, write_manifest
 from augment.sources import Skip, crop_object, skipped_summary
-from augment.superpixels import resize_labels
 from augment.validation import is_int, is_number
 from pipelines.extract_parts import CHUNK_PHOTOS, SUMMARY_FILE, ExtractParts, run_key
 from pipelines.segmenter import Prediction, Segmenter, overlay
@@ -302,7 +302,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
                     values = pseudo_label_values(first, regions, config)
                     counts[0] += int((values < len(names)).sum())
                     counts[1] += values.size
-                    full = resize_labels(values, image.shape[0], image.shape[1])
+                    full = resize_labels(values, *image.shape[:2])
                     photo = LabelledPhoto(path, image, full, {**dict(enumerate(names)), len(names): IGNORE_CATEGORY},
                                           {"origin": "auto", "model_id": segmenter.model_id, "round": round_index})
                     part.pseudo_photos += 1

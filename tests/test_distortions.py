@@ -27,7 +27,8 @@ from augment.distortions import (
     apply_chain,
     sample_chain,
 )
-from augment.superpixels import compute_superpixels, resize_labels
+from augment.resizing import resize_labels
+from augment.superpixels import compute_superpixels
 
 ORANGE, BLUE = (220, 90, 30), (30, 150, 230)
 

@@ -402,7 +402,12 @@ def make_loader(dataset: ShardPairs, batch_size: int, num_workers: int, pin_memo
     The workers ignore Ctrl-C and any SIGTERM but their loader's (:func:`augment.system.ignore_stop_signals`):
     a stop is the training loop's to take at a step's end, and the loader ends its workers when the
     loop lets it go.
+
+    The loader draws its workers' base seed from a generator of its own, not torch's global one: each
+    new iterator (an epoch, a resumed run's first batch) took a number from the global generator,
+    which moved the training's dropout masks after ``--resume`` (the samples depend on no torch seed).
     """
+    generator = torch.Generator().manual_seed(int(getattr(dataset, "seed", 0)))
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
-                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
+                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None, generator=generator,
                       worker_init_fn=functools.partial(ignore_stop_signals, loader_pid=os.getpid()))

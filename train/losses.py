@@ -104,6 +104,17 @@ def box_loss(pred: torch.Tensor, target: torch.Tensor, positive: torch.Tensor,
 def _double_margin_from_kwargs(high: float = 0.9, low: float = 0.1,
                                border_px: int = 0, border_high: float = 0.6,
                                border_low: float = 0.4) -> LossFn:
+    # Checked where the loss is built (the config's check): a border_px of 1.5 was max_pool2d's
+    # TypeError at the first step; low >= high gave no gradient to any pixel in between, without a word.
+    if not (isinstance(border_px, int) and not isinstance(border_px, bool) and border_px >= 0):
+        raise ValueError(f"border_px must be a whole number of pixels, at least 0, not {border_px!r}")
+    pairs = [("low", low, "high", high)] + ([("border_low", border_low, "border_high", border_high)]
+                                            if border_px > 0 else [])
+    for low_name, low_value, high_name, high_value in pairs:
+        if not 0.0 <= low_value < high_value <= 1.0:
+            raise ValueError(f"double_margin needs 0 <= {low_name} < {high_name} <= 1 (sigmoid outputs), "
+                             f"not {low_name} {low_value!r} and {high_name} {high_value!r}")
+
     def loss(logits: torch.Tensor, target: torch.Tensor,
              weight: torch.Tensor | None = None) -> torch.Tensor:
         if border_px > 0:
@@ -125,6 +136,8 @@ def build_loss(name: str, **kwargs: float) -> LossFn:
         return _double_margin_from_kwargs(**kwargs)
     if name == "dice":
         smooth = kwargs.pop("smooth", 1.0)
+        if not smooth >= 0.0:  # a negative one divides by ~0 where the prediction's sum nears it
+            raise ValueError(f"dice's smooth must be at least 0, not {smooth!r}")
         if kwargs:
             raise ValueError(f"unexpected arguments for dice: {sorted(kwargs)}")
         return lambda logits, target, weight=None: dice_loss(logits, target, weight, smooth)

@@ -10,7 +10,8 @@ from collections import OrderedDict
 
 import cv2
 import numpy as np
-from augment.imageio import decode_image, resize_image
+from augment.imageio import decode_image
+from augment.resizing import resize_rgba
 from augment.shards import read_objects_table
 from augment.storage import Place
 
@@ -90,8 +91,8 @@ def render_query(rgba: np.ndarray, size: int, rng: np.random.Generator, fill: tu
     h, w = rgba.shape[:2]
     scale = rng.uniform(*fill) * size / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    rgb = resize_image(rgb, new_w, new_h)
-    alpha = resize_image(np.ascontiguousarray(rgba[:, :, 3]), new_w, new_h)
+    resized = resize_rgba(np.dstack([rgb, rgba[:, :, 3]]), new_w, new_h)
+    rgb, alpha = resized[:, :, :3], resized[:, :, 3]
     kind = rng.random()  # white, light grey or a random flat colour, as product shots are
     background = (np.full(3, 255.0) if kind < 0.4 else np.full(3, rng.uniform(190, 240)) if kind < 0.7
                   else rng.uniform(0, 255, 3))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from augment.imageio import InputError, decode_image, resize_image
+from augment.resizing import resize_labels
 from augment.shards import find_shards, open_shard
 from augment.storage import Place, as_place
 from augment.superpixels import resize_labels
@@ -63,7 +64,8 @@ def row_in_split(row_id: str, split: str, eval_fraction: float) -> bool:
 def mix_repeats(rows: dict[str, int], mix: dict[str, float]) -> dict[str, int]:
     """How often each kind's row groups are listed per epoch so kinds appear in the ``mix`` proportions.
 
-    A kind with share 0 is left out; the kind that is scarcest relative to its share is read once.
+    A kind with share 0 is left out; the kind most plentiful relative to its share is read once, the others
+    repeated (rounded to whole listings) to match it.
     """
     shares = {kind: float(mix.get(kind, 0.0)) for kind, count in rows.items() if count}
     used = {kind: share for kind, share in shares.items() if share > 0}
