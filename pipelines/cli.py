@@ -28,6 +28,7 @@ try:  # the click typer parses with: its own copy since typer 0.2x, click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
+from pipelines.environment import expand_home
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
 
@@ -52,6 +53,13 @@ class _Commands(typer.core.TyperGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
         except click_errors.ClickException as error:
             _usage_error(error)
+
+    def resolve_command(self, ctx, args):  # a '~' that no shell expanded (systemd, a container's exec form)
+        name, command, rest = super().resolve_command(ctx, args)
+        try:
+            return name, command, expand_home(rest)
+        except InputError as error:
+            fail(str(error))
 
     def invoke(self, ctx):
         try:
