@@ -69,6 +69,18 @@ def stands_for_interrupt(error: BaseException) -> bool:
     return False
 
 
+# What stops a run: Ctrl-C, a scheduler's SIGTERM (systemd, Kubernetes, `kill`), and the SIGHUP a
+# session's end sends (an ssh connection dropped, a terminal closed, tmux's window killed). A SIGHUP
+# ignored from the start (`nohup`) stays ignored.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_signals() -> list[int]:
+    """Those of :data:`STOP_SIGNALS` this process has not been told to ignore (``nohup``'s SIGHUP,
+    a background job's SIGINT)."""
+    return [number for number in STOP_SIGNALS if signal.getsignal(number) != signal.SIG_IGN]
+
+
 def ignore_interrupts() -> None:
     """Initializer of worker processes: Ctrl-C reaches the whole process group, but only the parent
     should react (it stops the pool and prints one line); workers would each print a traceback.
@@ -82,6 +94,7 @@ def ignore_interrupts() -> None:
     and :func:`_end_when_orphaned`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a session's end reaches the group too: the parent's to take
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     import multiprocessing.util
@@ -144,6 +157,7 @@ def ignore_stop_signals(worker_id: int = 0, loader_pid: int | None = None) -> No
     parent is a server process, and the loader's SIGTERM would be ignored); default the parent.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a session's end, as Ctrl-C: the training loop's to take
     if not hasattr(signal, "sigwaitinfo"):
         return
     # Blocked before any other thread starts here: the threads this worker starts inherit the mask,
@@ -237,20 +251,19 @@ def limit_blas_threads(threads: int = 1) -> int:
 
 
 class DeferredStop:
-    """Ctrl-C and SIGTERM held until the caller reaches a point where stopping loses nothing.
+    """Ctrl-C, SIGTERM and SIGHUP (:func:`stop_signals`) held until the caller reaches a point where
+    stopping loses nothing.
 
-    Within the block, the first SIGINT or SIGTERM of this process is only recorded (:attr:`signal`);
+    Within the block, the first of them this process gets is only recorded (:attr:`signal`);
     the caller checks :attr:`requested` at its safe points (a training step's end, where a
     checkpoint can be written) and stops there. A second one raises KeyboardInterrupt at once, as
-    before. Forked children that inherit the handler (data-loader workers) ignore both signals: the
+    before. Forked children that inherit the handler (data-loader workers) ignore them: the
     caller ends them when it stops. They get them too when the whole process group is signalled
     (Ctrl-C in a terminal, torchrun stopping a rank, systemd), and a worker that died of one would
     fail the caller wherever it is (the DataLoader's SIGCHLD handler raises), not at its safe point.
     Outside the main thread (no signal handlers there), or where not ``enabled``, the block changes
     nothing and :attr:`requested` stays False.
     """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled  # False: the block changes nothing (signals act at once, as outside it)
@@ -265,8 +278,8 @@ class DeferredStop:
     def __enter__(self) -> "DeferredStop":
         if self.enabled and threading.current_thread() is threading.main_thread():
             self._owner = os.getpid()
-            self._previous = {number: signal.getsignal(number) for number in self.SIGNALS}
-            for number in self.SIGNALS:
+            self._previous = {number: signal.getsignal(number) for number in stop_signals()}
+            for number in self._previous:
                 signal.signal(number, self._handle)
         return self
 

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import collections
 import errno
-import os
-import signal
 import sys
-import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,7 +25,7 @@ try:  # the click typer parses with: its own copy since typer 0.2x, click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
-from pipelines.environment import expand_home
+from pipelines.environment import expand_home, stop_as_interrupt
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
 
@@ -190,17 +187,6 @@ def check_at_most(value: int | None, maximum: int, option: str, why: str) -> Non
         fail(f"{option} must be at most {maximum} ({why}), got {value}")
 
 
-_HANDLER_PID: int | None = None  # the process whose SIGTERM is an interrupt (not its forked workers)
-
-
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    if os.getpid() != _HANDLER_PID:  # a forked worker inherits the handler: it ends as SIGTERM ends it
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise KeyboardInterrupt
-
-
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
     setup_logging(verbose)
@@ -215,12 +201,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every 
             fail(f"{shown_name(argument)}: a name that is not UTF-8; {name_fix(argument)}")
 
     run_guarded(max_megapixels)  # a malformed SYNTH_MAX_MEGAPIXELS: one line now, not one per image read
-    # A scheduler stops a run with SIGTERM (systemd, Kubernetes, `kill`): treated as Ctrl-C, so the
-    # run cleans up its part-written files and says how to resume, instead of dying mid-write.
-    global _HANDLER_PID
-    if threading.current_thread() is threading.main_thread():
-        _HANDLER_PID = os.getpid()
-        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    stop_as_interrupt()  # SIGTERM, a session's SIGHUP: as Ctrl-C
 
 
 @app.command()

@@ -1,5 +1,5 @@
 """What a command line gets from the environment a scheduler gives it (systemd, cron, a container, CI)
-rather than from a shell: arguments that no shell expanded.
+rather than from a shell: arguments that no shell expanded, and the signals that stop a run.
 
 A ``~`` reaches synth as typed where no shell ran (systemd's ``ExecStart=``, a container's exec form,
 Kubernetes' ``args``, ``subprocess`` with a list). Python's paths keep it literally, but pyarrow's
@@ -13,8 +13,34 @@ command sees it, so every layer names the same file.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 from augment.imageio import InputError
+from augment.system import stop_signals
+
+_HANDLER_PID: int | None = None  # the process whose SIGTERM is an interrupt (not its forked workers)
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    if os.getpid() != _HANDLER_PID:  # a forked worker inherits the handler: it ends as SIGTERM ends it
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise KeyboardInterrupt
+
+
+def stop_as_interrupt() -> None:
+    """A scheduler stops a run with SIGTERM (systemd, Kubernetes, `kill`), a session's end with SIGHUP (an
+    ssh connection dropped, a terminal closed; unless ``nohup`` ignores it): both are taken as Ctrl-C, so
+    the run cleans up its part-written files, `train` checkpoints the step under way, and the command
+    says how to resume (exit code 130). SIGHUP's default action killed the run on the spot: exit code
+    129, no line, a training run's steps since its last checkpoint lost."""
+    global _HANDLER_PID
+    if threading.current_thread() is threading.main_thread():
+        _HANDLER_PID = os.getpid()
+        for number in set(stop_signals()) - {signal.SIGINT}:
+            signal.signal(number, _terminate_as_interrupt)
 
 
 def expand_home(arguments: list[str]) -> list[str]:
@@ -26,6 +52,8 @@ def expand_home(arguments: list[str]) -> list[str]:
 
 
 def _expanded(argument: str) -> str:
+    if not isinstance(argument, str):  # (a Path given to the app in-process: no shell word)
+        return argument
     head, equals, value = argument.partition("=") if argument.startswith("--") else ("", "", argument)
     if not value.startswith("~"):
         return argument

@@ -3,8 +3,16 @@ no HOME, signals a session's end sends, a container's CPU quota."""
 
 from __future__ import annotations
 
+import os
 import pwd
+import signal
+import subprocess
+import sys
+import time
 
+import pytest
+
+from augment.system import DeferredStop, stop_signals
 from cli_checks import assert_one_line_error, run_cli
 from sources_factory import make_backgrounds, make_rgba_source
 
@@ -35,3 +43,65 @@ def test_a_tilde_with_no_home_to_expand_to_is_one_line(tmp_path, monkeypatch):
     result = run_cli("search", tmp_path / "q.png", tmp_path, "--out", "~/found")
     assert_one_line_error(result, 2, "~/found", "HOME is not set", "full path")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------- a session's end (SIGHUP)
+def test_a_sessions_hangup_is_held_to_the_steps_end_and_checkpointed_as_sigterm_is(tmp_path, monkeypatch):
+    # an ssh connection dropped under `synth train`: SIGHUP's default action killed it mid-step, no
+    # checkpoint, no line, exit 129 (SIGTERM checkpoints the step and says how to resume)
+    import train.loop as loop
+    from shard_factory import make_shards
+    from test_trainer import tiny_config
+    from train.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+    received = []
+    previous = signal.signal(signal.SIGHUP, lambda number, frame: received.append(number))  # not the default:
+    try:  # without the fix the run would take this handler's word and go on, not end pytest
+        original = loop.learning_rate
+
+        def learning_rate(step, config):
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGHUP)
+            return original(step, config)
+
+        monkeypatch.setattr(loop, "learning_rate", learning_rate)
+        shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=12, size=64).folder
+        with pytest.raises(KeyboardInterrupt):
+            loop.train(tiny_config(steps=6, checkpoint_every=0), shards, tmp_path / "run", show_progress=False)
+        assert load_checkpoint(tmp_path / "run" / CHECKPOINT_FILE)["step"] == 3
+        assert received == []
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_nohups_ignored_hangup_stays_ignored():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert signal.SIGHUP not in stop_signals()
+        with DeferredStop():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert signal.SIGHUP in stop_signals()
+
+
+def test_a_hangup_to_the_whole_group_stops_expand_with_the_resume_line(tmp_path):
+    # a terminal closed: every process of the foreground group gets SIGHUP, the forked workers too
+    config = tmp_path / "slow.yaml"
+    config.write_text("sources: {min_area: 50}\ncomposition: {width: 160, height: 160, min_objects: 3, max_objects: 5}\n"
+                      "output: {shard_rows: 50, row_group_rows: 5}\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipelines.cli", "expand", make_rgba_source(tmp_path / "objects"), "-b",
+               make_backgrounds(tmp_path / "backgrounds"), "-o", out, "-c", config, "-n", "400", "-w", "2"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob(".train-00000.parquet*.tmp")):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGHUP)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert "interrupted; rerun the same `synth expand`" in stderr.strip().splitlines()[-1], stderr
+    assert not list(out.glob(".*.tmp"))

@@ -47,6 +47,7 @@ from augment.schema import RUN_HASH_KEY
 from augment.shard_writer import write_shard
 from augment.shards import footer_problem, verify_shard
 from augment.storage import Place, StorageError
+from augment.system import STOP_SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +215,11 @@ def _ray_records_to_the_application() -> None:
 
 
 def _python_signal_handlers() -> dict[int, Any]:
-    """This process's Python handlers of SIGINT and SIGTERM (the CLI turns SIGTERM into a stop)."""
+    """This process's Python handlers of the signals that stop a run (the CLI turns SIGTERM and SIGHUP
+    into a stop)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    return {number: signal.getsignal(number) for number in STOP_SIGNALS}
 
 
 def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
