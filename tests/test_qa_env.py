@@ -14,6 +14,7 @@ import pytest
 
 from augment.system import DeferredStop, stop_signals
 from cli_checks import assert_one_line_error, run_cli
+from object_store import s3_server  # noqa: F401 (a fixture)
 from sources_factory import make_backgrounds, make_rgba_source
 
 
@@ -105,3 +106,17 @@ def test_a_hangup_to_the_whole_group_stops_expand_with_the_resume_line(tmp_path)
     assert "Traceback" not in stderr, stderr
     assert "interrupted; rerun the same `synth expand`" in stderr.strip().splitlines()[-1], stderr
     assert not list(out.glob(".*.tmp"))
+
+
+def test_object_store_sources_with_no_home_to_mirror_under_is_one_line(s3_server, tmp_path, monkeypatch):
+    # a container's uid with no HOME and no password entry: Path.home()'s RuntimeError was a traceback
+    def no_entry(uid):
+        raise KeyError(uid)
+
+    objects = s3_server.upload_folder(make_rgba_source(tmp_path / "rgba", 2), "env/objects")
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv("SYNTH_CACHE_DIR", raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    result = run_cli("expand", objects, "-b", make_backgrounds(tmp_path / "bg", 1), "--out", tmp_path / "out", "--num", 2)
+    assert_one_line_error(result, 2, "SYNTH_CACHE_DIR")
+    assert not (tmp_path / "out").exists()
