@@ -6,11 +6,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,69 @@ def stands_for_interrupt(error: BaseException) -> bool:
         seen.add(id(link))
         link = link.__cause__ or link.__context__
     return False
+
+
+def usable_cpus(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may keep busy: those it may run on (``taskset``, a cpuset), and no more
+    than its cgroup's CPU quota allows (a container's ``--cpus 2``, a Kubernetes CPU limit, systemd's
+    ``CPUQuota=``), rounded up. A container limited to 2 CPUs of a 64-core host sees all 64 cores:
+    one worker process per core was 64 workers throttled to 2 CPUs' time, each with its own memory.
+    ``cgroups``: the text of ``/proc/self/cgroup`` (read where None); ``root``: where cgroups are mounted."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cpu_quota(cgroups, root)
+    return max(1, min(cpus, math.ceil(quota)) if quota is not None else cpus)
+
+
+def threads_within_quota(environ: Any) -> None:
+    """Set ``OMP_NUM_THREADS`` in ``environ`` (``os.environ``, before torch loads) to :func:`usable_cpus`
+    where a cgroup's CPU quota allows fewer CPUs than this process may run on, unless it is set: torch,
+    OpenMP and OpenBLAS start a thread per core they may run on, blind to the quota (a container's
+    ``--cpus 2`` on a 64-core host: 64 threads throttled to 2 CPUs' time)."""
+    cpus = usable_cpus()
+    if hasattr(os, "sched_getaffinity") and cpus < len(os.sched_getaffinity(0)):
+        environ.setdefault("OMP_NUM_THREADS", str(cpus))
+
+
+def cpu_quota(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs' worth of time this process's cgroups allow (quota / period; the smallest along its cgroup's
+    path, cgroup v2's ``cpu.max`` or v1's ``cpu.cfs_quota_us``), None where none is set or none can be read."""
+    if cgroups is None:
+        try:
+            cgroups = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
+    limits = []
+    for line in cgroups.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # v2: "0::/path"
+            limits += [_v2_limit(folder) for folder in _along(root, path)]
+        elif "cpu" in controllers.split(","):  # v1: "4:cpu,cpuacct:/path"
+            base = next((root / name for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu") if (root / name).is_dir()), None)
+            limits += [_v1_limit(folder) for folder in _along(base, path)] if base is not None else []
+    return min((limit for limit in limits if limit is not None), default=None)
+
+
+def _along(base: Path, path: str) -> list[Path]:
+    """``base/path`` and each folder above it up to ``base`` (inside a container the cgroup's own path
+    is often not under the mount, which is its cgroup itself)."""
+    parts = [part for part in path.split("/") if part]
+    return [base.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _v2_limit(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1_limit(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        return None if quota <= 0 else quota / int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
 
 
 # What stops a run: Ctrl-C, a scheduler's SIGTERM (systemd, Kubernetes, `kill`), and the SIGHUP a

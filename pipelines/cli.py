@@ -219,7 +219,7 @@ def expand(
     config_file: Optional[Path] = typer.Option(
         None, "--config", "-c", help="YAML config; every option and its default is documented in configs/expand.yaml."
     ),
-    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per CPU core); with --engine ray "
+    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per usable CPU: affinity, CPU quota); with --engine ray "
                                 "and no --ray-address, the CPUs of the local Ray."),
     engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray (a Ray cluster; "
                                'pip install "synth\\[ray]").'),  # \[: rich markup would eat [ray]

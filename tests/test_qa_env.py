@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from augment.system import DeferredStop, stop_signals
 from cli_checks import assert_one_line_error, run_cli
@@ -120,3 +121,45 @@ def test_object_store_sources_with_no_home_to_mirror_under_is_one_line(s3_server
     result = run_cli("expand", objects, "-b", make_backgrounds(tmp_path / "bg", 1), "--out", tmp_path / "out", "--num", 2)
     assert_one_line_error(result, 2, "SYNTH_CACHE_DIR")
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------- a container's CPU quota
+def _cgroup_file(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_usable_cpus_reads_a_containers_cpu_quota_v1_and_v2(tmp_path):
+    # `docker run --cpus 1.5` on a many-core host: affinity shows every core, the quota allows 1.5 CPUs
+    import augment.system as system
+
+    cores = len(os.sched_getaffinity(0))
+    v2 = tmp_path / "v2"
+    _cgroup_file(v2 / "cpu.max", "max 100000\n")
+    _cgroup_file(v2 / "kubepods" / "pod1" / "cpu.max", "150000 100000\n")
+    assert system.cpu_quota("0::/kubepods/pod1\n", v2) == 1.5
+    assert system.usable_cpus("0::/kubepods/pod1\n", v2) == min(cores, 2)
+    assert system.cpu_quota("0::/\n", v2) is None and system.usable_cpus("0::/\n", v2) == cores
+    v1 = tmp_path / "v1"  # inside the container the mount is its own cgroup: the host's path is not under it
+    _cgroup_file(v1 / "cpu,cpuacct" / "cpu.cfs_quota_us", "50000\n")
+    _cgroup_file(v1 / "cpu,cpuacct" / "cpu.cfs_period_us", "100000\n")
+    assert system.cpu_quota("4:cpu,cpuacct:/docker/0123abcd\n1:name=systemd:/x\n", v1) == 0.5
+    assert system.usable_cpus("4:cpu,cpuacct:/docker/0123abcd\n", v1) == 1
+    _cgroup_file(v1 / "cpu,cpuacct" / "cpu.cfs_quota_us", "-1\n")
+    assert system.cpu_quota("4:cpu,cpuacct:/docker/0123abcd\n", v1) is None
+
+
+def test_expand_and_search_workers_and_threads_keep_within_the_quota(monkeypatch):
+    import augment.system as system
+    from augment.cutouts import default_workers
+    from pipelines.search_workers import default_workers as search_workers
+
+    monkeypatch.setattr(system, "cpu_quota", lambda *args: 1.0)  # one CPU's time whatever the cores
+    assert default_workers() == 1
+    assert search_workers(torch.device("cpu")) == 1
+    environ = {}
+    system.threads_within_quota(environ)
+    assert environ == ({"OMP_NUM_THREADS": "1"} if len(os.sched_getaffinity(0)) > 1 else {})
+    environ = {"OMP_NUM_THREADS": "3"}  # the user's own word is kept
+    system.threads_within_quota(environ)
+    assert environ == {"OMP_NUM_THREADS": "3"}
