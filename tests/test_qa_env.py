@@ -163,3 +163,19 @@ def test_expand_and_search_workers_and_threads_keep_within_the_quota(monkeypatch
     environ = {"OMP_NUM_THREADS": "3"}  # the user's own word is kept
     system.threads_within_quota(environ)
     assert environ == {"OMP_NUM_THREADS": "3"}
+
+
+def test_a_local_ray_under_a_home_it_cannot_write_says_so(tmp_path, monkeypatch):
+    # a service user's HOME (nobody's /nonexistent, a read-only one): Ray keeps its token in ~/.ray;
+    # the line was '/nonexistent: Permission denied', not saying Ray or HOME
+    pytest.importorskip("ray")
+    home = tmp_path / "home"
+    home.write_text("a file, not a folder: no ~/.ray under it, even for root")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    result = run_cli("expand", make_rgba_source(tmp_path / "rgba", 2), "-b", make_backgrounds(tmp_path / "bg", 1),
+                     "--out", tmp_path / "out", "--num", 2, "--engine", "ray", "-w", 1)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = result.stderr.strip().splitlines()[-1]  # (after Ray's own warning about its token)
+    assert line.startswith("error:") and "cannot start or join Ray" in line and "set HOME" in line, line
+    assert str(home) in line and not (tmp_path / "out").exists()
