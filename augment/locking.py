@@ -46,6 +46,21 @@ class BusyError(InputError):
     """Another process holds the lock on this folder (or output file)."""
 
 
+def _flock(handle: int, operation: int, where: Path | str) -> None:
+    """``fcntl.flock``; a file system that cannot lock (an NFS mount whose lock service is not running:
+    ENOLCK "No locks available"; some FUSE or SMB mounts: EOPNOTSUPP, EINVAL) is one line naming
+    ``where`` (:class:`InputError`), not a traceback. A lock held by another process still raises
+    BlockingIOError."""
+    try:
+        fcntl.flock(handle, operation)
+    except BlockingIOError:
+        raise
+    except OSError as error:
+        raise InputError(f"{where}: its file system cannot lock files ({error.strerror or error}; an NFS mount "
+                         "without its lock service?), so two runs could use it at once; choose a local "
+                         "folder or fix the mount's locking") from None
+
+
 @contextlib.contextmanager
 def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if needed) until the block ends.
@@ -62,23 +77,31 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, folder)
         except BlockingIOError:
             raise BusyError(_busy(handle, folder, what)) from None
+        except InputError:  # no locks here: a folder made just now goes again (no empty --out left)
+            _remove_made(made, folder, path)
+            raise
         try:
             with naming_errors(path):  # a full disk: the lock file named, not "file system"
                 os.ftruncate(handle, 0)
                 os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
         except OSError:  # still held: a folder made just now goes again, its lock with it (no empty --out left)
-            if made and [child.name for child in folder.iterdir()] == [LOCK_FILE]:
-                path.unlink()
-                _remove_empty(made)
+            _remove_made(made, folder, path)
             raise
         with outside_lock(folder, what, shared=False):  # a `show` or `export` reading here without a lock file
             remove_orphaned_temporaries(folder)
             yield path
     finally:
         os.close(handle)  # closing the descriptor releases the flock
+
+
+def _remove_made(made: list[Path], folder: Path, lock: Path) -> None:
+    """Remove the lock file and the folders made for it, where nothing else was put there."""
+    if made and [child.name for child in folder.iterdir()] == [LOCK_FILE]:
+        lock.unlink()
+        _remove_empty(made)
 
 
 def _holder(handle: int, what: str) -> tuple[str, str]:
@@ -147,11 +170,15 @@ def _take_file_lock(lock_path: Path, path: Path, what: str) -> int:
         handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
             except BlockingIOError:
                 pid, kind = _holder(handle, what)
                 raise BusyError(f"{path}: another {kind} is writing this file (pid {pid}); wait for it to "
                                 "finish or choose another name") from None
+            except InputError:  # no locks on this file system: no hidden file left beside --out
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path)
+                raise
             try:
                 current = os.path.samestat(os.fstat(handle), os.stat(lock_path))
             except FileNotFoundError:
@@ -225,7 +252,12 @@ def outside_lock(folder: Path | str, what: str, shared: bool) -> Iterator[None]:
                 break
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as error:
+            if not isinstance(error, BlockingIOError):  # a temporary folder that cannot lock: none, as above
+                logger.info("%s: no lock outside it (%s)", folder, error)
+                os.close(handle)
+                handle = None
+                break
             message = (_writing(handle, folder) if shared else
                        f"{folder}: a `synth show`, `export` or other reader is reading the shards here; wait for it "
                        "to finish before writing here, or choose another folder")
@@ -284,7 +316,7 @@ def reading_lock(folder: Path | str, create: bool = True) -> Iterator[None]:
             return
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            _flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB, folder)
         except BlockingIOError:
             raise BusyError(_writing(handle, folder)) from None
         yield

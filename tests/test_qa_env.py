@@ -179,3 +179,36 @@ def test_a_local_ray_under_a_home_it_cannot_write_says_so(tmp_path, monkeypatch)
     line = result.stderr.strip().splitlines()[-1]  # (after Ray's own warning about its token)
     assert line.startswith("error:") and "cannot start or join Ray" in line and "set HOME" in line, line
     assert str(home) in line and not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------- a file system that cannot lock
+def _no_locks(monkeypatch):
+    import errno
+    import fcntl
+
+    def flock(handle, operation):  # an NFS mount whose lock service is not running
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+
+def test_an_out_folder_whose_file_system_cannot_lock_is_one_line_and_left_as_it_was(tmp_path, monkeypatch):
+    # was OSError's traceback ('[Errno 37] No locks available'), --out left made with its .synth.lock
+    sources, backgrounds = make_rgba_source(tmp_path / "rgba", 2), make_backgrounds(tmp_path / "bg", 1)
+    _no_locks(monkeypatch)
+    out = tmp_path / "nfs" / "out"
+    result = run_cli("expand", sources, "-b", backgrounds, "--out", out, "--num", 2, "-w", 1)
+    assert_one_line_error(result, 2, str(out), "cannot lock files", "No locks available")
+    assert not (tmp_path / "nfs").exists()
+
+
+def test_an_out_file_whose_file_system_cannot_lock_leaves_no_hidden_lock_beside_it(tmp_path, monkeypatch):
+    from augment.locking import file_lock, file_lock_path
+    from augment.imageio import InputError
+
+    _no_locks(monkeypatch)
+    report = tmp_path / "nfs" / "report.json"
+    with pytest.raises(InputError, match="cannot lock files"):
+        with file_lock(report, "eval run"):
+            pass
+    assert not file_lock_path(report).exists() and not (tmp_path / "nfs").exists()
