@@ -11,7 +11,7 @@ line and exit code :data:`BUSY_EXIT_CODE`.
 
 A reader that makes no lock file in the folder it reads (`synth show`, `export`: the folder may not be
 theirs, or read-only) shares a lock outside it with the writers instead (:func:`outside_lock`): one
-in the machine's temporary folder, named after the folder's device and inode, which every writer
+in the machine's shared /tmp (whatever TMPDIR says), named after the folder's device and inode, which every writer
 (:func:`folder_lock`) takes too.
 
 A command whose output is one file (``calibrate``, ``eval``, ``show``, ``export-onnx``) locks a hidden
@@ -215,15 +215,26 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-OUTSIDE_LOCKS = "synth-locks"  # in the machine's temporary folder (tempfile.gettempdir())
+OUTSIDE_LOCKS = "synth-locks"  # in the machine's shared /tmp (else the temporary folder: tempfile.gettempdir())
+SHARED_TEMPORARY = Path("/tmp")
+
+
+def _outside_locks_folder() -> Path:
+    """Where the locks outside folders live: the machine's shared ``/tmp``, not ``$TMPDIR``, which a
+    scheduler sets per job (Slurm, PBS, CI runners) or a user per shell: a reader and a writer with
+    two TMPDIRs took two lock files and never saw each other. ``$TMPDIR`` only where /tmp cannot be
+    used."""
+    if SHARED_TEMPORARY.is_dir() and os.access(SHARED_TEMPORARY, os.W_OK | os.X_OK):
+        return SHARED_TEMPORARY / OUTSIDE_LOCKS
+    return Path(tempfile.gettempdir()) / OUTSIDE_LOCKS
 
 
 def outside_lock_path(folder: Path | str) -> Path | None:
-    """The lock outside ``folder`` (see the module's doc): ``<tmp>/synth-locks/DEVICE-INODE.lock``; None
+    """The lock outside ``folder`` (see the module's doc): ``/tmp/synth-locks/DEVICE-INODE.lock``; None
     where the folder or the locks' folder is not to be had."""
     try:
         info = os.stat(folder)
-        base = Path(tempfile.gettempdir()) / OUTSIDE_LOCKS
+        base = _outside_locks_folder()
         if not base.is_dir():
             base.mkdir(exist_ok=True)
             with contextlib.suppress(OSError):  # every user's runs share it, as /tmp itself (sticky)

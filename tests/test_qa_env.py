@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -212,3 +213,35 @@ def test_an_out_file_whose_file_system_cannot_lock_leaves_no_hidden_lock_beside_
         with file_lock(report, "eval run"):
             pass
     assert not file_lock_path(report).exists() and not (tmp_path / "nfs").exists()
+
+
+def test_a_reader_and_a_writer_with_two_tmpdirs_share_the_lock_outside_the_folder(tmp_path):
+    # Slurm gives each job its own TMPDIR: `synth show` of a folder without a lock file (shards copied
+    # there) held its lock in one, a writer starting there took another's and wrote under the reader
+    from augment.locking import LOCK_FILE
+    from lock_checks import try_writing
+    from shard_factory import make_shards
+
+    folder = Path(make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, rows_per_shard=4, size=64).folder)
+    (folder / LOCK_FILE).unlink(missing_ok=True)
+    job_tmp = tmp_path / "job-tmp"
+    job_tmp.mkdir()
+    reader = subprocess.Popen([sys.executable, "-c", READ_WITHOUT_LOCK_FILE, str(folder)], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "TMPDIR": str(job_tmp)})
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "locked"
+        tried: list[str] = []
+        try_writing(folder, tried)  # this process's TMPDIR is not the reader's
+        assert tried and "is reading the shards here" in tried[0], tried
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+READ_WITHOUT_LOCK_FILE = """
+import sys, time
+from train.shard_set import reading_shards
+with reading_shards(sys.argv[1], what="synth export", create_locks=False):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
