@@ -25,7 +25,7 @@ try:  # the click typer parses with: its own copy since typer 0.2x, click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
-from pipelines.environment import expand_home, stop_as_interrupt
+from pipelines.environment import expand_home, shared_memory_line, stop_as_interrupt
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
 
@@ -162,6 +162,9 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
         # KeyboardInterrupt, or another error raised because of one (a module imported as the stop came:
         # RuntimeError from a dataclass's __set_name__, pybind11's ImportError).
         interrupted = stands_for_interrupt(error)
+        if not interrupted and (line := shared_memory_line(error)):  # a container's small /dev/shm
+            hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
+            fail(f"{line}; {hint}" if hint else line)
         # torch's word for a loader worker killed under the run (the kernel's OOM killer, a kill -9):
         # not the user's mistake, but no traceback either; the run resumes as after a stop.
         text = str(error).strip()

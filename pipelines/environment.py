@@ -1,5 +1,6 @@
 """What a command line gets from the environment a scheduler gives it (systemd, cron, a container, CI)
-rather than from a shell: arguments that no shell expanded, and the signals that stop a run.
+rather than from a shell: arguments that no shell expanded, the signals that stop a run, a container's
+small shared memory.
 
 A ``~`` reaches synth as typed where no shell ran (systemd's ``ExecStart=``, a container's exec form,
 Kubernetes' ``args``, ``subprocess`` with a list). Python's paths keep it literally, but pyarrow's
@@ -13,6 +14,8 @@ command sees it, so every layer names the same file.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import threading
 
@@ -63,3 +66,27 @@ def _expanded(argument: str) -> str:
         why = f"no user named {user!r}" if user else "HOME is not set and this user has no home in the password database"
         raise InputError(f"{value}: '~' names no home folder here ({why}); give the full path")
     return f"{head}{equals}{expanded}"
+
+
+# PyTorch's words where a DataLoader's workers cannot hand a batch over in shared memory: the worker's
+# RuntimeError, re-raised in the loop as "Caught RuntimeError in DataLoader worker process 0. ...", and
+# the SIGBUS of a worker whose /dev/shm filled as it wrote ("... is killed by signal: Bus error. It is
+# possible that dataloader's workers are out of shared memory").
+_SHARED_MEMORY = re.compile(r"unable to (?:allocate|write to file|open) shared memory|out of shared memory|"
+                            r"unable to write to file </torch_")
+
+
+def shared_memory_line(error: BaseException, folder: str = "/dev/shm") -> str | None:
+    """The one line for a run whose DataLoader ran out of shared memory (``folder``, a container's 64 MB
+    by default: Docker's ``--shm-size``), else None. It was PyTorch's traceback of the worker's
+    traceback, or "out of memory? fewer num_workers ..." for the SIGBUS, which named neither /dev/shm
+    nor the container's setting."""
+    if not isinstance(error, RuntimeError) or not _SHARED_MEMORY.search(str(error)):
+        return None
+    try:
+        size = f"{shutil.disk_usage(folder).total / 2 ** 20:.3g} MB"
+    except OSError:
+        size = "none"
+    return (f"the DataLoader's workers ran out of shared memory ({folder}: {size} here; a container's default is "
+            "64 MB): give it more (docker run --shm-size 2g; on Kubernetes an emptyDir of medium Memory at "
+            f"{folder}), or set num_workers: 0 or a smaller batch_size in the config")

@@ -245,3 +245,30 @@ with reading_shards(sys.argv[1], what="synth export", create_locks=False):
     print("locked", flush=True)
     time.sleep(60)
 """
+
+
+# ----------------------------------------------------------------- a container's small /dev/shm
+WORKER_SHM = ("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+              "  File \"...\", line 1, in _new_shared\nRuntimeError: unable to allocate shared memory(shm) for file "
+              "</torch_19521_678368082_0>: No space left on device (28)\n")
+WORKER_SIGBUS = ("DataLoader worker (pid 123) is killed by signal: Bus error. It is possible that dataloader's "
+                 "workers are out of shared memory. Please try to raise your shared memory limit.")
+
+
+@pytest.mark.parametrize("text", [WORKER_SHM, WORKER_SIGBUS])
+def test_a_dataloader_out_of_shared_memory_is_one_line_naming_dev_shm(text, capsys):
+    # docker's 64 MB /dev/shm under `synth train` (reproduced with a 256 kB tmpfs there): PyTorch's
+    # traceback of the worker's traceback, or 'out of memory? fewer num_workers ...' for the SIGBUS
+    import typer
+
+    from pipelines.cli import TRAIN_RESUME_HINT, run_guarded
+
+    def training():
+        raise RuntimeError(text)
+
+    with pytest.raises(typer.Exit) as ended:
+        run_guarded(training, interrupt_hint=TRAIN_RESUME_HINT)
+    assert ended.value.exit_code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "/dev/shm" in lines[0] and "--shm-size" in lines[0], lines
+    assert lines[0].endswith(TRAIN_RESUME_HINT)
