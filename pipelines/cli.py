@@ -25,7 +25,7 @@ try:  # the click typer parses with: its own copy since typer 0.2x, click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
-from pipelines.environment import expand_home, shared_memory_line, stop_as_interrupt
+from pipelines.environment import check_working_folder, expand_home, shared_memory_line, stop_as_interrupt
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
 
@@ -204,6 +204,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every 
             fail(f"{shown_name(argument)}: a name that is not UTF-8; {name_fix(argument)}")
 
     run_guarded(max_megapixels)  # a malformed SYNTH_MAX_MEGAPIXELS: one line now, not one per image read
+    run_guarded(check_working_folder)  # removed under a cron job or CI step: torch's MKL cannot even load
     stop_as_interrupt()  # SIGTERM, a session's SIGHUP: as Ctrl-C
 
 

@@ -46,6 +46,17 @@ def stop_as_interrupt() -> None:
             signal.signal(number, _terminate_as_interrupt)
 
 
+def check_working_folder() -> None:
+    """:class:`InputError` (one line) where the working directory no longer exists (removed under a cron
+    job's or CI step's shell): relative paths name nothing, and torch cannot load there at all (oneMKL's
+    "FATAL ERROR: Cannot load libtorch_cpu.so", exit code 2, under `synth train`, `search` ...)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise InputError("the working directory no longer exists (it was removed after this shell entered it); "
+                         "cd to a folder that exists and run the command again") from None
+
+
 def expand_home(arguments: list[str]) -> list[str]:
     """``arguments`` with a leading ``~`` or ``~user`` expanded as a shell expands it, in an argument of
     its own or in an option's ``--name=~/...`` value; :class:`InputError` (one line) where it names no

@@ -272,3 +272,15 @@ def test_a_dataloader_out_of_shared_memory_is_one_line_naming_dev_shm(text, caps
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "/dev/shm" in lines[0] and "--shm-size" in lines[0], lines
     assert lines[0].endswith(TRAIN_RESUME_HINT)
+
+
+def test_a_working_directory_removed_under_the_shell_is_one_line(tmp_path):
+    # a cron job's or CI step's folder cleaned up under it: torch could not even load there (oneMKL's
+    # 'FATAL ERROR: Cannot load libtorch_cpu.so', exit code 2); a relative --out was 'file system: No such file'
+    (tmp_path / "gone").mkdir()
+    script = 'cd gone && rmdir ../gone && exec "$0" -m pipelines.cli search q.png photos --out found'
+    done = subprocess.run(["bash", "-c", script, sys.executable], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "working directory no longer exists" in lines[0], done.stderr
