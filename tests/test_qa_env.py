@@ -284,3 +284,13 @@ def test_a_working_directory_removed_under_the_shell_is_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "working directory no longer exists" in lines[0], done.stderr
+
+
+def test_a_missing_synth_scratch_dir_is_one_line_naming_it_before_any_work(s3_server, tmp_path, monkeypatch):
+    # the line named the hidden temporary it could not make, at the first shard, after the cutouts
+    monkeypatch.setenv("SYNTH_SCRATCH_DIR", str(tmp_path / "missing"))
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "cache"))
+    result = run_cli("expand", make_rgba_source(tmp_path / "rgba", 2), "-b", make_backgrounds(tmp_path / "bg", 1),
+                     "-o", s3_server.uri("env/scratch"), "--num", 2, "-w", 1)
+    assert_one_line_error(result, 2, f"SYNTH_SCRATCH_DIR={tmp_path / 'missing'}: no such folder")
+    assert s3_server.keys("env/scratch") == []
