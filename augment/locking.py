@@ -74,7 +74,7 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     folder = Path(folder)
     made = _make_folders(folder)
     path = folder / LOCK_FILE
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    handle, writable = _open_lock(path)
     try:
         try:
             _flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, folder)
@@ -84,9 +84,10 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
             _remove_made(made, folder, path)
             raise
         try:
-            with naming_errors(path):  # a full disk: the lock file named, not "file system"
-                os.ftruncate(handle, 0)
-                os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+            if writable:
+                with naming_errors(path):  # a full disk: the lock file named, not "file system"
+                    os.ftruncate(handle, 0)
+                    os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
         except OSError:  # still held: a folder made just now goes again, its lock with it (no empty --out left)
             _remove_made(made, folder, path)
             raise
@@ -95,6 +96,21 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
             yield path
     finally:
         os.close(handle)  # closing the descriptor releases the flock
+
+
+def _open_lock(path: Path) -> tuple[int, bool]:
+    """``path`` opened to be locked (made where missing), and whether its holder's record can be written
+    there. A lock file another user made under their umask (0644: in a group-writable team folder,
+    one member's run left it so) is opened read-only, which locks as well: the next member's run,
+    free to write every other file there, was refused as "<folder>/.synth.lock: Permission denied".
+    Its record then stays the earlier holder's."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError as error:
+        try:
+            return os.open(path, os.O_RDONLY), False
+        except OSError:
+            raise error from None
 
 
 def _remove_made(made: list[Path], folder: Path, lock: Path) -> None:
@@ -167,7 +183,7 @@ def file_lock(path: Path | str, what: str = "run") -> Iterator[Path]:
 def _take_file_lock(lock_path: Path, path: Path, what: str) -> int:
     """The descriptor of ``lock_path``, locked exclusively and still the file under that name."""
     while True:
-        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        handle, writable = _open_lock(lock_path)
         try:
             try:
                 _flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
@@ -183,6 +199,8 @@ def _take_file_lock(lock_path: Path, path: Path, what: str) -> int:
                 current = os.path.samestat(os.fstat(handle), os.stat(lock_path))
             except FileNotFoundError:
                 current = False
+            if current and not writable:  # another user's, left by a killed run: locked all the same
+                return handle
             if current:  # the holder's record, for a second run's message (a full disk fails here too)
                 try:
                     with naming_errors(lock_path):

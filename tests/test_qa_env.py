@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 from pathlib import Path
 import signal
 import subprocess
@@ -294,3 +295,40 @@ def test_a_missing_synth_scratch_dir_is_one_line_naming_it_before_any_work(s3_se
                      "-o", s3_server.uri("env/scratch"), "--num", 2, "-w", 1)
     assert_one_line_error(result, 2, f"SYNTH_SCRATCH_DIR={tmp_path / 'missing'}: no such folder")
     assert s3_server.keys("env/scratch") == []
+
+
+# ----------------------------------------------------------------- a team's group-writable folder
+def _as_user(uid: int, umask: int, *args: object) -> subprocess.CompletedProcess:
+    """The CLI as user ``uid`` of group 4242 under ``umask`` (setpriv: the test runs as root)."""
+    code = ("import os, sys, runpy; os.umask(int(sys.argv[1], 8)); sys.argv = ['synth'] + sys.argv[2:]; "
+            "runpy.run_module('pipelines.cli', run_name='__main__')")
+    command = ["setpriv", f"--reuid={uid}", "--regid=4242", "--clear-groups", sys.executable, "-c", code,
+               f"{umask:o}", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HOME": "/tmp"})
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_a_team_member_reruns_in_a_group_folder_another_members_umask_022_run_left():
+    # a 2775 team folder: member A (umask 022) leaves .synth.lock and .synth-search-outputs 0644; member B,
+    # free to write every other file there, was refused: '<out>/.synth.lock: Permission denied'
+    import tempfile
+
+    team = Path(tempfile.mkdtemp(prefix="synth-team-"))  # (pytest's own folders are 0700: no other user enters)
+    try:
+        team.chmod(0o755)
+        sources, backgrounds = make_rgba_source(team / "rgba", 2), make_backgrounds(team / "bg", 1)
+        query = next((team / "rgba").rglob("*.png"))
+        for folder in (team / "shards", team / "found"):
+            folder.mkdir()
+            os.chown(folder, 0, 4242)
+            folder.chmod(0o2775)
+        for uid, umask, num in ((5001, 0o022, 2), (5002, 0o002, 4)):
+            done = _as_user(uid, umask, "expand", sources, "-b", backgrounds, "-o", team / "shards", "-n", num, "-w", 1)
+            assert done.returncode == 0, done.stderr
+            done = _as_user(uid, umask, "search", query, backgrounds, "--out", team / "found")
+            assert done.returncode == 0, done.stderr
+        assert (team / "shards" / ".synth.lock").stat().st_uid == 5001  # locked read-only, left as it was
+        assert (team / "found" / "detections.jsonl").stat().st_uid == 5002
+    finally:
+        shutil.rmtree(team)
