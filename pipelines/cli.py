@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -127,7 +128,9 @@ ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errn
 
 
 def _environment_error(error: OSError) -> None:
-    fail(f"{error.filename or 'file system'}: {error.strerror or error}")
+    # (a name given as bytes, as TensorBoard's event writer opens its file: b'runs/tb/events...' was shown)
+    name = os.fsdecode(error.filename) if isinstance(error.filename, bytes) else error.filename
+    fail(f"{name or 'file system'}: {error.strerror or error}")
 
 
 def user_line(error: InputError) -> str:

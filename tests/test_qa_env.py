@@ -332,3 +332,18 @@ def test_a_team_member_reruns_in_a_group_folder_another_members_umask_022_run_le
         assert (team / "found" / "detections.jsonl").stat().st_uid == 5002
     finally:
         shutil.rmtree(team)
+
+
+def test_a_file_named_in_bytes_is_shown_as_a_name(capsys):
+    # TensorBoard opens its event file by a bytes name: a team folder's tb/ of another member's umask was
+    # "error: b'runs/tb/events.out.tfevents...': Permission denied"
+    import typer
+
+    from pipelines.cli import run_guarded
+
+    def writing():
+        raise PermissionError(13, "Permission denied", b"runs/tb/events.out.tfevents.1.vm.2.0")
+
+    with pytest.raises(typer.Exit):
+        run_guarded(writing)
+    assert capsys.readouterr().err.strip() == "error: runs/tb/events.out.tfevents.1.vm.2.0: Permission denied"
