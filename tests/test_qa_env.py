@@ -347,3 +347,17 @@ def test_a_file_named_in_bytes_is_shown_as_a_name(capsys):
     with pytest.raises(typer.Exit):
         run_guarded(writing)
     assert capsys.readouterr().err.strip() == "error: runs/tb/events.out.tfevents.1.vm.2.0: Permission denied"
+
+
+def test_a_run_whose_stderr_reader_is_gone_goes_on_to_its_end(tmp_path):
+    # journald restarted under a service, or `2>&1 | head` done reading: rich ended the run at its next
+    # log line with exit code 1 and no manifest or shards
+    objects = make_rgba_source(tmp_path / "rgba", 2)
+    for index in range(4):  # a skip (and its warning) per file
+        (objects / "box" / f"broken_{index}.png").write_text("not an image")
+    command = [sys.executable, "-m", "pipelines.cli", "-v", "expand", objects, "-b",
+               make_backgrounds(tmp_path / "bg", 1), "-o", tmp_path / "out", "-n", "4", "-w", "1"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process.stderr.close()  # the reader gone before the first line
+    assert process.wait(timeout=120) == 0
+    assert (tmp_path / "out" / "manifest.json").is_file() and list((tmp_path / "out").glob("train-*.parquet"))
