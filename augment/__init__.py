@@ -12,3 +12,7 @@ import os
 # loads OpenMP, so every synth package sets it on import (train and pipelines import this one); a
 # value the user set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from augment.system import threads_within_quota  # noqa: E402
+
+threads_within_quota(os.environ)  # a container's CPU quota, which torch, OpenMP and OpenBLAS do not read

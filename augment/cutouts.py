@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
 from augment.shards import one_line, read_objects_table
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
-from augment.system import ignore_interrupts
+from augment.system import ignore_interrupts, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -247,4 +246,5 @@ def recorded_sizes(found: ObjectsRead) -> list[tuple[Any, Any]]:
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+    """One worker process per CPU this process may use (its affinity and its cgroup's CPU quota)."""
+    return usable_cpus()

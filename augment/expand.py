@@ -49,6 +49,7 @@ from augment.outputs import check_not_an_input, check_output_folder, inside
 from augment.pixel_limit import EXPAND_WORK, pixel_work
 from augment.schema import (COMPOSITE_SCHEMA, CONFIG_HASH_KEY, OBJECTS_FILE, RENDERING_VERSION, RUN_HASH_KEY, row_id,
                             shard_name)
+from augment.shard_writer import scratch_folder
 from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip, limited, skipped_summary
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image
@@ -322,6 +323,8 @@ def run_expand(
     if isinstance(out_dir, Location):
         out_dir.check_bucket()
         _check_remote_out(out_dir, sources, backgrounds)
+        if engine == "local":
+            scratch_folder()  # where its shards are staged: a missing SYNTH_SCRATCH_DIR is one line now
     else:
         check_output_folder(out_dir)
         _check_not_an_input(out_dir, sources, backgrounds)

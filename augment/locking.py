@@ -11,7 +11,7 @@ line and exit code :data:`BUSY_EXIT_CODE`.
 
 A reader that makes no lock file in the folder it reads (`synth show`, `export`: the folder may not be
 theirs, or read-only) shares a lock outside it with the writers instead (:func:`outside_lock`): one
-in the machine's temporary folder, named after the folder's device and inode, which every writer
+in the machine's shared /tmp (whatever TMPDIR says), named after the folder's device and inode, which every writer
 (:func:`folder_lock`) takes too.
 
 A command whose output is one file (``calibrate``, ``eval``, ``show``, ``export-onnx``) locks a hidden
@@ -46,6 +46,21 @@ class BusyError(InputError):
     """Another process holds the lock on this folder (or output file)."""
 
 
+def _flock(handle: int, operation: int, where: Path | str) -> None:
+    """``fcntl.flock``; a file system that cannot lock (an NFS mount whose lock service is not running:
+    ENOLCK "No locks available"; some FUSE or SMB mounts: EOPNOTSUPP, EINVAL) is one line naming
+    ``where`` (:class:`InputError`), not a traceback. A lock held by another process still raises
+    BlockingIOError."""
+    try:
+        fcntl.flock(handle, operation)
+    except BlockingIOError:
+        raise
+    except OSError as error:
+        raise InputError(f"{where}: its file system cannot lock files ({error.strerror or error}; an NFS mount "
+                         "without its lock service?), so two runs could use it at once; choose a local "
+                         "folder or fix the mount's locking") from None
+
+
 @contextlib.contextmanager
 def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if needed) until the block ends.
@@ -59,26 +74,50 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     folder = Path(folder)
     made = _make_folders(folder)
     path = folder / LOCK_FILE
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    handle, writable = _open_lock(path)
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, folder)
         except BlockingIOError:
             raise BusyError(_busy(handle, folder, what)) from None
+        except InputError:  # no locks here: a folder made just now goes again (no empty --out left)
+            _remove_made(made, folder, path)
+            raise
         try:
-            with naming_errors(path):  # a full disk: the lock file named, not "file system"
-                os.ftruncate(handle, 0)
-                os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
+            if writable:
+                with naming_errors(path):  # a full disk: the lock file named, not "file system"
+                    os.ftruncate(handle, 0)
+                    os.pwrite(handle, f"{os.getpid()} {what}".encode(), 0)
         except OSError:  # still held: a folder made just now goes again, its lock with it (no empty --out left)
-            if made and [child.name for child in folder.iterdir()] == [LOCK_FILE]:
-                path.unlink()
-                _remove_empty(made)
+            _remove_made(made, folder, path)
             raise
         with outside_lock(folder, what, shared=False):  # a `show` or `export` reading here without a lock file
             remove_orphaned_temporaries(folder)
             yield path
     finally:
         os.close(handle)  # closing the descriptor releases the flock
+
+
+def _open_lock(path: Path) -> tuple[int, bool]:
+    """``path`` opened to be locked (made where missing), and whether its holder's record can be written
+    there. A lock file another user made under their umask (0644: in a group-writable team folder,
+    one member's run left it so) is opened read-only, which locks as well: the next member's run,
+    free to write every other file there, was refused as "<folder>/.synth.lock: Permission denied".
+    Its record then stays the earlier holder's."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError as error:
+        try:
+            return os.open(path, os.O_RDONLY), False
+        except OSError:
+            raise error from None
+
+
+def _remove_made(made: list[Path], folder: Path, lock: Path) -> None:
+    """Remove the lock file and the folders made for it, where nothing else was put there."""
+    if made and [child.name for child in folder.iterdir()] == [LOCK_FILE]:
+        lock.unlink()
+        _remove_empty(made)
 
 
 def _holder(handle: int, what: str) -> tuple[str, str]:
@@ -144,18 +183,24 @@ def file_lock(path: Path | str, what: str = "run") -> Iterator[Path]:
 def _take_file_lock(lock_path: Path, path: Path, what: str) -> int:
     """The descriptor of ``lock_path``, locked exclusively and still the file under that name."""
     while True:
-        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        handle, writable = _open_lock(lock_path)
         try:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
             except BlockingIOError:
                 pid, kind = _holder(handle, what)
                 raise BusyError(f"{path}: another {kind} is writing this file (pid {pid}); wait for it to "
                                 "finish or choose another name") from None
+            except InputError:  # no locks on this file system: no hidden file left beside --out
+                with contextlib.suppress(OSError):
+                    os.unlink(lock_path)
+                raise
             try:
                 current = os.path.samestat(os.fstat(handle), os.stat(lock_path))
             except FileNotFoundError:
                 current = False
+            if current and not writable:  # another user's, left by a killed run: locked all the same
+                return handle
             if current:  # the holder's record, for a second run's message (a full disk fails here too)
                 try:
                     with naming_errors(lock_path):
@@ -188,15 +233,26 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-OUTSIDE_LOCKS = "synth-locks"  # in the machine's temporary folder (tempfile.gettempdir())
+OUTSIDE_LOCKS = "synth-locks"  # in the machine's shared /tmp (else the temporary folder: tempfile.gettempdir())
+SHARED_TEMPORARY = Path("/tmp")
+
+
+def _outside_locks_folder() -> Path:
+    """Where the locks outside folders live: the machine's shared ``/tmp``, not ``$TMPDIR``, which a
+    scheduler sets per job (Slurm, PBS, CI runners) or a user per shell: a reader and a writer with
+    two TMPDIRs took two lock files and never saw each other. ``$TMPDIR`` only where /tmp cannot be
+    used."""
+    if SHARED_TEMPORARY.is_dir() and os.access(SHARED_TEMPORARY, os.W_OK | os.X_OK):
+        return SHARED_TEMPORARY / OUTSIDE_LOCKS
+    return Path(tempfile.gettempdir()) / OUTSIDE_LOCKS
 
 
 def outside_lock_path(folder: Path | str) -> Path | None:
-    """The lock outside ``folder`` (see the module's doc): ``<tmp>/synth-locks/DEVICE-INODE.lock``; None
+    """The lock outside ``folder`` (see the module's doc): ``/tmp/synth-locks/DEVICE-INODE.lock``; None
     where the folder or the locks' folder is not to be had."""
     try:
         info = os.stat(folder)
-        base = Path(tempfile.gettempdir()) / OUTSIDE_LOCKS
+        base = _outside_locks_folder()
         if not base.is_dir():
             base.mkdir(exist_ok=True)
             with contextlib.suppress(OSError):  # every user's runs share it, as /tmp itself (sticky)
@@ -225,7 +281,12 @@ def outside_lock(folder: Path | str, what: str, shared: bool) -> Iterator[None]:
                 break
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as error:
+            if not isinstance(error, BlockingIOError):  # a temporary folder that cannot lock: none, as above
+                logger.info("%s: no lock outside it (%s)", folder, error)
+                os.close(handle)
+                handle = None
+                break
             message = (_writing(handle, folder) if shared else
                        f"{folder}: a `synth show`, `export` or other reader is reading the shards here; wait for it "
                        "to finish before writing here, or choose another folder")
@@ -284,7 +345,7 @@ def reading_lock(folder: Path | str, create: bool = True) -> Iterator[None]:
             return
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            _flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB, folder)
         except BlockingIOError:
             raise BusyError(_writing(handle, folder)) from None
         yield

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augment.atomic_files import naming_errors, remove_orphaned_temporaries, temporary_beside
+from augment.imageio import InputError
 from augment.schema import COMPOSITE_SCHEMA, RUN_HASH_KEY
 from augment.shards import verify_shard
 from augment.storage import Place, is_remote
@@ -33,8 +34,14 @@ STATISTICS_COLUMNS = ["id", "width", "height", "seed"]
 
 def scratch_folder() -> Path:
     """Where shards bound for an object store are written first: ``$SYNTH_SCRATCH_DIR``, else the
-    system's temporary folder."""
-    return Path(os.environ.get("SYNTH_SCRATCH_DIR") or tempfile.gettempdir())
+    system's temporary folder. A SYNTH_SCRATCH_DIR that is no folder is one line naming it
+    (:class:`InputError`): the run failed at its first shard naming the hidden temporary it could not
+    make there (".train-00000.parquet.<writer>.x1y2z3w4.tmp: No such file or directory")."""
+    chosen = os.environ.get("SYNTH_SCRATCH_DIR")
+    if chosen and not os.path.isdir(chosen):
+        raise InputError(f"SYNTH_SCRATCH_DIR={chosen}: no such folder (shards bound for an object store are "
+                         "written there first); make it, or unset SYNTH_SCRATCH_DIR to use the temporary folder")
+    return Path(chosen or tempfile.gettempdir())
 
 
 def _scratch_file(name: str) -> Path:

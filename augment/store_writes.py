@@ -104,8 +104,16 @@ def _upload(fs: pafs.FileSystem, source, path: str, chunk: int = 8 << 20) -> Non
 
 # ----------------------------------------------------------------- local copies of remote inputs
 def cache_root() -> Path:
-    """Where remote sources are mirrored: ``$SYNTH_CACHE_DIR``, else ``~/.cache/synth``."""
-    return Path(os.environ.get("SYNTH_CACHE_DIR") or Path.home() / ".cache" / "synth")
+    """Where remote sources are mirrored: ``$SYNTH_CACHE_DIR``, else ``~/.cache/synth``; an
+    :class:`InputError` (one line) where there is no home folder (a container's uid with no password
+    entry and no HOME: ``Path.home()``'s RuntimeError was a traceback)."""
+    if os.environ.get("SYNTH_CACHE_DIR"):
+        return Path(os.environ["SYNTH_CACHE_DIR"])
+    try:
+        return Path.home() / ".cache" / "synth"
+    except RuntimeError:
+        raise InputError("no home folder to mirror object-store sources under (HOME is not set and this user has "
+                         "no home in the password database); set SYNTH_CACHE_DIR to a folder for them") from None
 
 
 def stage(place: Place, purpose: str = "sources", skipped: list[Skip] | None = None) -> Path:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import math
 import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,81 @@ def stands_for_interrupt(error: BaseException) -> bool:
     return False
 
 
+def usable_cpus(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may keep busy: those it may run on (``taskset``, a cpuset), and no more
+    than its cgroup's CPU quota allows (a container's ``--cpus 2``, a Kubernetes CPU limit, systemd's
+    ``CPUQuota=``), rounded up. A container limited to 2 CPUs of a 64-core host sees all 64 cores:
+    one worker process per core was 64 workers throttled to 2 CPUs' time, each with its own memory.
+    ``cgroups``: the text of ``/proc/self/cgroup`` (read where None); ``root``: where cgroups are mounted."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cpu_quota(cgroups, root)
+    return max(1, min(cpus, math.ceil(quota)) if quota is not None else cpus)
+
+
+def threads_within_quota(environ: Any) -> None:
+    """Set ``OMP_NUM_THREADS`` in ``environ`` (``os.environ``, before torch loads) to :func:`usable_cpus`
+    where a cgroup's CPU quota allows fewer CPUs than this process may run on, unless it is set: torch,
+    OpenMP and OpenBLAS start a thread per core they may run on, blind to the quota (a container's
+    ``--cpus 2`` on a 64-core host: 64 threads throttled to 2 CPUs' time)."""
+    cpus = usable_cpus()
+    if hasattr(os, "sched_getaffinity") and cpus < len(os.sched_getaffinity(0)):
+        environ.setdefault("OMP_NUM_THREADS", str(cpus))
+
+
+def cpu_quota(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs' worth of time this process's cgroups allow (quota / period; the smallest along its cgroup's
+    path, cgroup v2's ``cpu.max`` or v1's ``cpu.cfs_quota_us``), None where none is set or none can be read."""
+    if cgroups is None:
+        try:
+            cgroups = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
+    limits = []
+    for line in cgroups.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # v2: "0::/path"
+            limits += [_v2_limit(folder) for folder in _along(root, path)]
+        elif "cpu" in controllers.split(","):  # v1: "4:cpu,cpuacct:/path"
+            base = next((root / name for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu") if (root / name).is_dir()), None)
+            limits += [_v1_limit(folder) for folder in _along(base, path)] if base is not None else []
+    return min((limit for limit in limits if limit is not None), default=None)
+
+
+def _along(base: Path, path: str) -> list[Path]:
+    """``base/path`` and each folder above it up to ``base`` (inside a container the cgroup's own path
+    is often not under the mount, which is its cgroup itself)."""
+    parts = [part for part in path.split("/") if part]
+    return [base.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def _v2_limit(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _v1_limit(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        return None if quota <= 0 else quota / int((folder / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+# What stops a run: Ctrl-C, a scheduler's SIGTERM (systemd, Kubernetes, `kill`), and the SIGHUP a
+# session's end sends (an ssh connection dropped, a terminal closed, tmux's window killed). A SIGHUP
+# ignored from the start (`nohup`) stays ignored.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def stop_signals() -> list[int]:
+    """Those of :data:`STOP_SIGNALS` this process has not been told to ignore (``nohup``'s SIGHUP,
+    a background job's SIGINT)."""
+    return [number for number in STOP_SIGNALS if signal.getsignal(number) != signal.SIG_IGN]
+
+
 def ignore_interrupts() -> None:
     """Initializer of worker processes: Ctrl-C reaches the whole process group, but only the parent
     should react (it stops the pool and prints one line); workers would each print a traceback.
@@ -82,6 +159,7 @@ def ignore_interrupts() -> None:
     and :func:`_end_when_orphaned`.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a session's end reaches the group too: the parent's to take
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     import multiprocessing.util
@@ -144,6 +222,7 @@ def ignore_stop_signals(worker_id: int = 0, loader_pid: int | None = None) -> No
     parent is a server process, and the loader's SIGTERM would be ignored); default the parent.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a session's end, as Ctrl-C: the training loop's to take
     if not hasattr(signal, "sigwaitinfo"):
         return
     # Blocked before any other thread starts here: the threads this worker starts inherit the mask,
@@ -237,20 +316,19 @@ def limit_blas_threads(threads: int = 1) -> int:
 
 
 class DeferredStop:
-    """Ctrl-C and SIGTERM held until the caller reaches a point where stopping loses nothing.
+    """Ctrl-C, SIGTERM and SIGHUP (:func:`stop_signals`) held until the caller reaches a point where
+    stopping loses nothing.
 
-    Within the block, the first SIGINT or SIGTERM of this process is only recorded (:attr:`signal`);
+    Within the block, the first of them this process gets is only recorded (:attr:`signal`);
     the caller checks :attr:`requested` at its safe points (a training step's end, where a
     checkpoint can be written) and stops there. A second one raises KeyboardInterrupt at once, as
-    before. Forked children that inherit the handler (data-loader workers) ignore both signals: the
+    before. Forked children that inherit the handler (data-loader workers) ignore them: the
     caller ends them when it stops. They get them too when the whole process group is signalled
     (Ctrl-C in a terminal, torchrun stopping a rank, systemd), and a worker that died of one would
     fail the caller wherever it is (the DataLoader's SIGCHLD handler raises), not at its safe point.
     Outside the main thread (no signal handlers there), or where not ``enabled``, the block changes
     nothing and :attr:`requested` stays False.
     """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled  # False: the block changes nothing (signals act at once, as outside it)
@@ -265,8 +343,8 @@ class DeferredStop:
     def __enter__(self) -> "DeferredStop":
         if self.enabled and threading.current_thread() is threading.main_thread():
             self._owner = os.getpid()
-            self._previous = {number: signal.getsignal(number) for number in self.SIGNALS}
-            for number in self.SIGNALS:
+            self._previous = {number: signal.getsignal(number) for number in stop_signals()}
+            for number in self._previous:
                 signal.signal(number, self._handle)
         return self
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import collections
 import errno
 import os
-import signal
 import sys
-import threading
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,6 +26,7 @@ try:  # the click typer parses with: its own copy since typer 0.2x, click itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors
 
+from pipelines.environment import check_working_folder, expand_home, shared_memory_line, stop_as_interrupt
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
 
@@ -52,6 +51,13 @@ class _Commands(typer.core.TyperGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
         except click_errors.ClickException as error:
             _usage_error(error)
+
+    def resolve_command(self, ctx, args):  # a '~' that no shell expanded (systemd, a container's exec form)
+        name, command, rest = super().resolve_command(ctx, args)
+        try:
+            return name, command, expand_home(rest)
+        except InputError as error:
+            fail(str(error))
 
     def invoke(self, ctx):
         try:
@@ -122,7 +128,9 @@ ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errn
 
 
 def _environment_error(error: OSError) -> None:
-    fail(f"{error.filename or 'file system'}: {error.strerror or error}")
+    # (a name given as bytes, as TensorBoard's event writer opens its file: b'runs/tb/events...' was shown)
+    name = os.fsdecode(error.filename) if isinstance(error.filename, bytes) else error.filename
+    fail(f"{name or 'file system'}: {error.strerror or error}")
 
 
 def user_line(error: InputError) -> str:
@@ -157,6 +165,9 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
         # KeyboardInterrupt, or another error raised because of one (a module imported as the stop came:
         # RuntimeError from a dataclass's __set_name__, pybind11's ImportError).
         interrupted = stands_for_interrupt(error)
+        if not interrupted and (line := shared_memory_line(error)):  # a container's small /dev/shm
+            hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
+            fail(f"{line}; {hint}" if hint else line)
         # torch's word for a loader worker killed under the run (the kernel's OOM killer, a kill -9):
         # not the user's mistake, but no traceback either; the run resumes as after a stop.
         text = str(error).strip()
@@ -182,17 +193,6 @@ def check_at_most(value: int | None, maximum: int, option: str, why: str) -> Non
         fail(f"{option} must be at most {maximum} ({why}), got {value}")
 
 
-_HANDLER_PID: int | None = None  # the process whose SIGTERM is an interrupt (not its forked workers)
-
-
-def _terminate_as_interrupt(signum: int, frame: object) -> None:
-    if os.getpid() != _HANDLER_PID:  # a forked worker inherits the handler: it ends as SIGTERM ends it
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise KeyboardInterrupt
-
-
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
     setup_logging(verbose)
@@ -207,12 +207,8 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every 
             fail(f"{shown_name(argument)}: a name that is not UTF-8; {name_fix(argument)}")
 
     run_guarded(max_megapixels)  # a malformed SYNTH_MAX_MEGAPIXELS: one line now, not one per image read
-    # A scheduler stops a run with SIGTERM (systemd, Kubernetes, `kill`): treated as Ctrl-C, so the
-    # run cleans up its part-written files and says how to resume, instead of dying mid-write.
-    global _HANDLER_PID
-    if threading.current_thread() is threading.main_thread():
-        _HANDLER_PID = os.getpid()
-        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    run_guarded(check_working_folder)  # removed under a cron job or CI step: torch's MKL cannot even load
+    stop_as_interrupt()  # SIGTERM, a session's SIGHUP: as Ctrl-C
 
 
 @app.command()
@@ -230,7 +226,7 @@ def expand(
     config_file: Optional[Path] = typer.Option(
         None, "--config", "-c", help="YAML config; every option and its default is documented in configs/expand.yaml."
     ),
-    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per CPU core); with --engine ray "
+    workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per usable CPU: affinity, CPU quota); with --engine ray "
                                 "and no --ray-address, the CPUs of the local Ray."),
     engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray (a Ray cluster; "
                                'pip install "synth\\[ray]").'),  # \[: rich markup would eat [ray]

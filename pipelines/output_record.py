@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Iterable
 
-from augment.atomic_files import NAME_MAX, naming_errors, record_file, temporary_final_name
+from augment.atomic_files import NAME_MAX, atomic_write_bytes, naming_errors, record_file, temporary_final_name
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ class OutputRecord:
             logger.info("%s: cleared %d output file(s) of an earlier synth %s run", self.out, cleared,
                         self.kinds.command)
         # Truncated only now: a run killed while clearing leaves the old record for the next run to finish.
+        if self.path.is_file() and not os.access(self.path, os.W_OK):
+            # another team member's record (0644 under their umask) in a folder both may write: made ours,
+            # as it was, by a rename (the run was refused: "<out>/.synth-search-outputs: Permission denied")
+            atomic_write_bytes(self.path, self.path.read_bytes())
         self._closing = contextlib.ExitStack()
         self._file = self._closing.enter_context(record_file(self.path, "a" if self.keep else "w"))
         self._stems = set(self._recorded()) if self.keep else set()

@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 import numpy as np
 import torch
 
+from augment.system import usable_cpus
 from pipelines.search_outputs import MAX_WORKERS
 
 _local = threading.local()
@@ -35,9 +36,9 @@ MAX_DEFAULT_WORKERS = 4
 
 
 def default_workers(device: torch.device) -> int:
-    """Side-by-side media on the CPU: one per torch thread (its default: one per core), at most
-    :data:`MAX_DEFAULT_WORKERS`; one on CUDA."""
-    return min(MAX_DEFAULT_WORKERS, max(1, torch.get_num_threads())) if device.type == "cpu" else 1
+    """Side-by-side media on the CPU: one per torch thread (its default: one per core) and usable CPU
+    (a container's CPU quota, which torch does not read), at most :data:`MAX_DEFAULT_WORKERS`; one on CUDA."""
+    return min(MAX_DEFAULT_WORKERS, usable_cpus(), max(1, torch.get_num_threads())) if device.type == "cpu" else 1
 
 
 def _worker_threads(threads: int) -> None:
@@ -63,8 +64,9 @@ class SearchWorkers:
         self._pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="search")
                       if self.workers > 1 else None)
         self._threads = torch.get_num_threads()
-        # The CPU's threads shared out among the workers (one each on a 2-core machine).
-        self.threads_each = max(1, self._threads // self.workers)
+        # The CPU's threads shared out among the workers (one each on a 2-core machine; no more in all
+        # than the CPUs a container's quota gives).
+        self.threads_each = max(1, min(self._threads, usable_cpus()) // self.workers)
 
     def find_each(self, query: Any, media: Sequence[np.ndarray],
                   sources: Sequence[str | None] | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import shutil
 import sys
 
@@ -32,6 +33,21 @@ class _Stream(Console):
         super().__init__(**kwargs)
         if self.width < 1:
             self.width = shutil.get_terminal_size().columns  # the terminal's, else 80 (COLUMNS 0 left out)
+
+    def on_broken_pipe(self) -> None:
+        """stderr's reader gone (journald restarted under a service, ``2>&1 | head`` done reading): the run
+        goes on without its log lines, to its exit code. rich ended the run at the next warning or info
+        line with exit code 1 (no manifest, no shards: a selftune round lost to a log reader) and sent
+        stdout, not stderr, to /dev/null. A result on a closed stdout still ends as rich ends it."""
+        if not self.stderr:
+            super().on_broken_pipe()
+        self.quiet = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stderr.fileno())  # Python's own lines (a flush at exit) go there too
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # (no stderr to replace: nothing more is written)
+            pass
 
     def print(self, *objects, **kwargs) -> None:
         try:

@@ -29,7 +29,7 @@ def _disposition(_: int) -> tuple[bool, bool]:
 
 
 def test_workers_end_at_sigterm_whatever_handler_the_parent_has():
-    import pipelines.cli as cli
+    import pipelines.environment as cli
 
     previous = signal.signal(signal.SIGTERM, cli._terminate_as_interrupt)
     try:
@@ -50,7 +50,7 @@ def test_terminating_fresh_pools_never_hangs():
     inherited handler alone this hung within a few dozen pools; here 150 must all end."""
     script = textwrap.dedent("""
         import os, signal
-        import pipelines.cli as cli
+        import pipelines.environment as cli
         from augment.system import fork_pool
         cli._HANDLER_PID = os.getpid()
         signal.signal(signal.SIGTERM, cli._terminate_as_interrupt)

@@ -47,6 +47,7 @@ from augment.schema import RUN_HASH_KEY
 from augment.shard_writer import write_shard
 from augment.shards import footer_problem, verify_shard
 from augment.storage import Place, StorageError
+from augment.system import STOP_SIGNALS
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,25 @@ def _auth_hint(address: str | None) -> str:
             "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the head's token (`ray get-auth-token` there)")
 
 
+def _error_text(error: BaseException) -> str:
+    """An error's one line, an OSError's file named first (a PermissionError's own text is "[Errno 13] ...")."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return _one_line(error)
+
+
+def _home_hint(error: BaseException) -> str:
+    """Ray (2.59 and later) keeps its authentication token under the home folder, ``~/.ray``: a service's
+    user whose HOME cannot be written (``nobody``'s /nonexistent, a container's read-only one) or who has
+    none (an arbitrary uid) cannot start a local Ray, and Ray's error names only the folder."""
+    home = os.environ.get("HOME")
+    in_home = (isinstance(error, OSError) and error.filename is not None and home
+               and (str(error.filename) + "/").startswith(home.rstrip("/") + "/"))
+    if in_home or "home directory" in str(error):
+        return "; Ray keeps its token under the home folder (~/.ray): set HOME to a folder this user can write"
+    return ""
+
+
 def _one_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
@@ -214,10 +234,11 @@ def _ray_records_to_the_application() -> None:
 
 
 def _python_signal_handlers() -> dict[int, Any]:
-    """This process's Python handlers of SIGINT and SIGTERM (the CLI turns SIGTERM into a stop)."""
+    """This process's Python handlers of the signals that stop a run (the CLI turns SIGTERM and SIGHUP
+    into a stop)."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    return {number: signal.getsignal(number) for number in STOP_SIGNALS}
 
 
 def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
@@ -254,9 +275,9 @@ class RayEngine:
                 # "local": a new Ray of this machine's cores, never a cluster found running (that is --ray-address auto).
                 ray.init(address="local", num_cpus=self.workers or None, include_dashboard=False,
                          logging_level=logging.WARNING, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as error:
+        except (OSError, RuntimeError, ValueError) as error:  # (ConnectionError, TimeoutError: OSErrors)
             raise InputError(f"--ray-address {self.address or '(local)'}: cannot start or join Ray "
-                             f"({_one_line(error)}){_auth_hint(self.address)}") from None
+                             f"({_error_text(error)}){_home_hint(error)}{_auth_hint(self.address)}") from None
         finally:
             _restore_signal_handlers(handlers)
         self._started = True

@@ -1,0 +1,103 @@
+"""What a command line gets from the environment a scheduler gives it (systemd, cron, a container, CI)
+rather than from a shell: arguments that no shell expanded, the signals that stop a run, a container's
+small shared memory.
+
+A ``~`` reaches synth as typed where no shell ran (systemd's ``ExecStart=``, a container's exec form,
+Kubernetes' ``args``, ``subprocess`` with a list). Python's paths keep it literally, but pyarrow's
+readers and writers expand it to the home folder: ``--out ~/found`` made a folder named ``~`` in the
+working directory for synth's own files while its Parquet tables went to ``$HOME/found`` (an expand
+failed once its objects table was written, leaving a part-made ``./~/found``; ``train --shards ~/x``
+listed ``./~/x`` and read ``$HOME/x``). A leading ``~`` is expanded here, as a shell would, before any
+command sees it, so every layer names the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import threading
+
+from augment.imageio import InputError
+from augment.system import stop_signals
+
+_HANDLER_PID: int | None = None  # the process whose SIGTERM is an interrupt (not its forked workers)
+
+
+def _terminate_as_interrupt(signum: int, frame: object) -> None:
+    if os.getpid() != _HANDLER_PID:  # a forked worker inherits the handler: it ends as SIGTERM ends it
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise KeyboardInterrupt
+
+
+def stop_as_interrupt() -> None:
+    """A scheduler stops a run with SIGTERM (systemd, Kubernetes, `kill`), a session's end with SIGHUP (an
+    ssh connection dropped, a terminal closed; unless ``nohup`` ignores it): both are taken as Ctrl-C, so
+    the run cleans up its part-written files, `train` checkpoints the step under way, and the command
+    says how to resume (exit code 130). SIGHUP's default action killed the run on the spot: exit code
+    129, no line, a training run's steps since its last checkpoint lost."""
+    global _HANDLER_PID
+    if threading.current_thread() is threading.main_thread():
+        _HANDLER_PID = os.getpid()
+        for number in set(stop_signals()) - {signal.SIGINT}:
+            signal.signal(number, _terminate_as_interrupt)
+
+
+def check_working_folder() -> None:
+    """:class:`InputError` (one line) where the working directory no longer exists (removed under a cron
+    job's or CI step's shell): relative paths name nothing, and torch cannot load there at all (oneMKL's
+    "FATAL ERROR: Cannot load libtorch_cpu.so", exit code 2, under `synth train`, `search` ...)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise InputError("the working directory no longer exists (it was removed after this shell entered it); "
+                         "cd to a folder that exists and run the command again") from None
+
+
+def expand_home(arguments: list[str]) -> list[str]:
+    """``arguments`` with a leading ``~`` or ``~user`` expanded as a shell expands it, in an argument of
+    its own or in an option's ``--name=~/...`` value; :class:`InputError` (one line) where it names no
+    home folder (HOME unset and the user not in the password database, or no such user). A folder
+    named ``~`` is given by its full path (pathlib reads ``./~/x`` as ``~/x``, which pyarrow expands)."""
+    return [_expanded(argument) for argument in arguments]
+
+
+def _expanded(argument: str) -> str:
+    if not isinstance(argument, str):  # (a Path given to the app in-process: no shell word)
+        return argument
+    head, equals, value = argument.partition("=") if argument.startswith("--") else ("", "", argument)
+    if not value.startswith("~"):
+        return argument
+    expanded = os.path.expanduser(value)
+    if expanded.startswith("~"):
+        user = value[1:].split("/", 1)[0]
+        why = f"no user named {user!r}" if user else "HOME is not set and this user has no home in the password database"
+        raise InputError(f"{value}: '~' names no home folder here ({why}); give the full path")
+    return f"{head}{equals}{expanded}"
+
+
+# PyTorch's words where a DataLoader's workers cannot hand a batch over in shared memory: the worker's
+# RuntimeError, re-raised in the loop as "Caught RuntimeError in DataLoader worker process 0. ...", and
+# the SIGBUS of a worker whose /dev/shm filled as it wrote ("... is killed by signal: Bus error. It is
+# possible that dataloader's workers are out of shared memory").
+_SHARED_MEMORY = re.compile(r"unable to (?:allocate|write to file|open) shared memory|out of shared memory|"
+                            r"unable to write to file </torch_")
+
+
+def shared_memory_line(error: BaseException, folder: str = "/dev/shm") -> str | None:
+    """The one line for a run whose DataLoader ran out of shared memory (``folder``, a container's 64 MB
+    by default: Docker's ``--shm-size``), else None. It was PyTorch's traceback of the worker's
+    traceback, or "out of memory? fewer num_workers ..." for the SIGBUS, which named neither /dev/shm
+    nor the container's setting."""
+    if not isinstance(error, RuntimeError) or not _SHARED_MEMORY.search(str(error)):
+        return None
+    try:
+        size = f"{shutil.disk_usage(folder).total / 2 ** 20:.3g} MB"
+    except OSError:
+        size = "none"
+    return (f"the DataLoader's workers ran out of shared memory ({folder}: {size} here; a container's default is "
+            "64 MB): give it more (docker run --shm-size 2g; on Kubernetes an emptyDir of medium Memory at "
+            f"{folder}), or set num_workers: 0 or a smaller batch_size in the config")
