@@ -93,9 +93,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def sample_data_dir() -> Path:
-    """sample_data/ of the working directory, else the one beside the installed package."""
-    local = Path("sample_data")
-    return local if local.is_dir() else REPO_ROOT / "sample_data"
+    """sample_data/ of the working directory, else the source checkout's (synth run from its tree). An
+    installed synth (a wheel) ships no sample data: without one here, one line asks for the folders."""
+    for folder in (Path("sample_data"), REPO_ROOT / "sample_data"):
+        if folder.is_dir():
+            return folder
+    fail(f"no SOURCES given and no sample_data/ in {Path.cwd()} (the sample data comes with synth's source "
+         "checkout, not the installed package): name the source folders and --backgrounds")
 
 
 def fail(message: str, code: int = 2) -> None:
