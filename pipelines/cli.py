@@ -197,8 +197,24 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _print_version(asked: bool) -> None:
+    """``synth --version``: the installed distribution's version (what expand's manifest records)."""
+    if not asked:
+        return
+    from importlib import metadata
+
+    try:
+        version = metadata.version("synth")
+    except metadata.PackageNotFoundError:  # run from a source tree on PYTHONPATH, never installed
+        version = "(not installed)"
+    typer.echo(f"synth {version}")
+    raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step."),
+         version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print synth's version and exit.")) -> None:
     setup_logging(verbose)
     from augment.imageio import is_utf8, name_fix, shown_name
     from augment.pixel_limit import max_megapixels

@@ -78,3 +78,15 @@ def test_every_imported_distribution_is_declared():
         if not providers & declared:
             missing[module] = sorted(files)
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+
+
+def test_version_is_the_installed_distributions():
+    """`synth --version` was "No such option" (exit 2): an installed synth could not say which it was,
+    though expand's manifest records the distribution's version."""
+    result = run_cli("--version")
+    assert result.exit_code == 0, result.output
+    try:
+        expected = metadata.version("synth")
+    except metadata.PackageNotFoundError:
+        expected = "(not installed)"
+    assert result.stdout.strip() == f"synth {expected}"
