@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
+import subprocess
+import sys
+import tarfile
 from importlib import metadata
 from pathlib import Path
 
@@ -49,7 +53,7 @@ def _imported_modules() -> dict[str, set[str]]:
                          [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
                 for name in names:
                     top = name.split(".")[0]
-                    if top not in __import__("sys").stdlib_module_names and top not in PACKAGES:
+                    if top not in sys.stdlib_module_names and top not in PACKAGES:
                         found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     return found
 
@@ -90,3 +94,24 @@ def test_version_is_the_installed_distributions():
     except metadata.PackageNotFoundError:
         expected = "(not installed)"
     assert result.stdout.strip() == f"synth {expected}"
+
+
+SOURCE_ONLY = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.py[cod]", "build", "dist", "*.egg-info",
+                                     "runs", "out", "expanded", ".pytest_cache")
+
+
+def test_sdist_carries_what_its_tests_need(tmp_path):
+    """setuptools puts only tests/test*.py into an sdist: its conftest.py and helpers (cli_checks.py,
+    the factories) were left out, so no test module that imports them ran from the sdist, and neither
+    did the configs, sample data or benchmarks they read."""
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=SOURCE_ONLY)
+    subprocess.run([sys.executable, "-c", "from setuptools import build_meta as b; b.build_sdist('../dist')"],
+                   cwd=tree, check=True, capture_output=True, timeout=120)
+    (sdist,) = (tmp_path / "dist").glob("synth-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        shipped = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    wanted = {str(path.relative_to(tree)) for folder in ("tests", "configs", "sample_data", "benchmarks")
+              for path in (tree / folder).rglob("*") if path.is_file()}
+    assert {"tests/conftest.py", "tests/cli_checks.py", "configs/expand.yaml"} <= wanted
+    assert not wanted - shipped, f"left out of the sdist: {sorted(wanted - shipped)[:10]}"
