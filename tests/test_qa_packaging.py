@@ -115,3 +115,21 @@ def test_sdist_carries_what_its_tests_need(tmp_path):
               for path in (tree / folder).rglob("*") if path.is_file()}
     assert {"tests/conftest.py", "tests/cli_checks.py", "configs/expand.yaml"} <= wanted
     assert not wanted - shipped, f"left out of the sdist: {sorted(wanted - shipped)[:10]}"
+
+
+def _floor(requirement: str) -> tuple[int, ...]:
+    found = re.search(r">=\s*([0-9.]+)", requirement)
+    assert found, f"{requirement}: no lower bound"
+    return tuple(int(part) for part in found.group(1).split("."))
+
+
+def test_torch_floor_admits_no_torch_without_the_onnx_exporter_keyword():
+    """Both ONNX exports (export-onnx, and the search's onnxruntime backbone) call
+    torch.onnx.export(..., dynamo=False), a keyword torch 2.5 added; the declared torch>=2.2 let pip keep
+    a torch 2.2-2.4, where each export was a TypeError traceback."""
+    callers = [path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+               if "torch.onnx.export(" in path.read_text(encoding="utf-8")]
+    assert callers and all("dynamo=False" in path.read_text(encoding="utf-8") for path in callers)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    (torch,) = [r for r in project["dependencies"] if _requirement_names([r]) == {"torch"}]
+    assert _floor(torch) >= (2, 5), torch
