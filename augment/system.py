@@ -55,6 +55,22 @@ def raise_if_interrupted(error: BaseException) -> None:
         raise KeyboardInterrupt from error
 
 
+def missing_modules(names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` (an optional extra's modules) cannot be imported: asked before the work that
+    needs them, so a missing extra is one line naming it, not a traceback (a stop during an import
+    is a stop, not a missing package)."""
+    import importlib
+
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise_if_interrupted(error)
+            missing.append(name)
+    return missing
+
+
 def stands_for_interrupt(error: BaseException) -> bool:
     """Whether ``error`` is, or was raised because of, a KeyboardInterrupt (its causes and contexts):
     Python reports one raised inside a class body's ``__set_name__`` (a dataclass being imported when

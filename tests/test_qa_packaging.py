@@ -133,3 +133,15 @@ def test_torch_floor_admits_no_torch_without_the_onnx_exporter_keyword():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     (torch,) = [r for r in project["dependencies"] if _requirement_names([r]) == {"torch"}]
     assert _floor(torch) >= (2, 5), torch
+
+
+def test_expand_engine_ray_without_the_ray_extra_is_one_line(tmp_path, monkeypatch):
+    """`synth expand --engine ray` where the ray extra is not installed (a plain `pip install synth`)
+    was a traceback ending in "ModuleNotFoundError: No module named 'ray'", exit code 1."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: importing it raises ModuleNotFoundError
+    monkeypatch.delitem(sys.modules, "augment.engines.ray_engine", raising=False)
+    out = tmp_path / "out"
+    result = run_cli("expand", ROOT / "sample_data" / "objects", "-b", ROOT / "sample_data" / "backgrounds",
+                     "--out", out, "-n", 2, "--engine", "ray")
+    assert_one_line_error(result, 2, "--engine ray", 'pip install "synth[ray]"')
+    assert not out.exists()
