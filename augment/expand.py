@@ -276,7 +276,7 @@ def planned_ids(plan: ShardPlan, split: str) -> list[str]:
 
 def _package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in ("synth", "numpy", "opencv-python-headless", "albumentations", "scikit-image", "pyarrow", "pillow", "pycocotools"):
+    for name in ("synth", "numpy", "opencv-python-headless", "scikit-image", "scipy", "pyarrow", "pillow", "pycocotools"):
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:

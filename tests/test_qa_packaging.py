@@ -68,7 +68,7 @@ NOT_DECLARED = {
 def test_every_imported_distribution_is_declared():
     """scipy (augment/superpixels.py, augment/scene_distortions.py) was imported but not declared: it came
     only as scikit-image's own dependency, so nothing held it to the versions synth's code needs."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = _project()
     declared = _requirement_names(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         declared |= _requirement_names(extra)
@@ -123,16 +123,48 @@ def _floor(requirement: str) -> tuple[int, ...]:
     return tuple(int(part) for part in found.group(1).split("."))
 
 
-def test_torch_floor_admits_no_torch_without_the_onnx_exporter_keyword():
-    """Both ONNX exports (export-onnx, and the search's onnxruntime backbone) call
-    torch.onnx.export(..., dynamo=False), a keyword torch 2.5 added; the declared torch>=2.2 let pip keep
-    a torch 2.2-2.4, where each export was a TypeError traceback."""
-    callers = [path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
-               if "torch.onnx.export(" in path.read_text(encoding="utf-8")]
-    assert callers and all("dynamo=False" in path.read_text(encoding="utf-8") for path in callers)
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    (torch,) = [r for r in project["dependencies"] if _requirement_names([r]) == {"torch"}]
-    assert _floor(torch) >= (2, 5), torch
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+
+
+def _source_holds(text: str) -> bool:
+    return any(text in path.read_text(encoding="utf-8") for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
+
+
+# (distribution, the lowest version with what the code calls, the call): a floor below it lets pip keep
+# an older release that has not got the call.
+FLOORS = [
+    # Both ONNX exports (export-onnx, the search's onnxruntime backbone): torch>=2.2 let pip keep a torch
+    # 2.2-2.4, where each export was a TypeError traceback.
+    ("torch", (2, 5), "dynamo=False"),
+    # augment/imageio.py silences OpenCV's log at import: with opencv-python-headless 4.8-4.12 (the
+    # declared >=4.8) every synth command, --help included, was an AttributeError traceback.
+    ("opencv-python-headless", (4, 13), "cv2.utils.logging"),
+]
+
+
+@pytest.mark.parametrize("name, floor, call", FLOORS, ids=[name for name, _, _ in FLOORS])
+def test_declared_floor_has_what_the_code_calls(name, floor, call):
+    assert _source_holds(call), f"the code no longer calls {call}: drop this floor's entry"
+    (requirement,) = [r for r in _project()["dependencies"] if _requirement_names([r]) == {name}]
+    assert _floor(requirement) >= floor, requirement
+
+
+# Declared, never imported by synth's own code, and why that is right.
+NOT_IMPORTED = {"tensorboard": "torch.utils.tensorboard imports it (train/loop.py)"}
+
+
+def test_every_declared_dependency_is_used():
+    """albumentations was declared and never imported; at its declared floor (1.4.0) it pulled in
+    opencv-python, whose cv2 overwrote opencv-python-headless's in site-packages."""
+    modules = _imported_modules()
+    provides: dict[str, set[str]] = {}
+    for module, distributions in metadata.packages_distributions().items():
+        for distribution in distributions:
+            provides.setdefault(_normal(distribution), set()).add(module)
+    unused = sorted(name for name in _requirement_names(_project()["dependencies"])
+                    if name not in NOT_IMPORTED and not provides.get(name, set()) & set(modules))
+    assert not unused, f"declared in pyproject.toml but never imported: {unused}"
 
 
 def test_expand_engine_ray_without_the_ray_extra_is_one_line(tmp_path, monkeypatch):
