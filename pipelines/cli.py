@@ -23,10 +23,7 @@ from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.system import stands_for_interrupt
 
-try:  # the click typer parses with: its own copy since typer 0.2x, click itself before
-    from typer._click import exceptions as click_errors
-except ImportError:  # pragma: no cover
-    from click import exceptions as click_errors
+from typer._click import exceptions as click_errors  # the click typer parses with: its own copy (typer 0.26 on)
 
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
