@@ -144,6 +144,9 @@ FLOORS = [
     # command a TypeError (typer 0.12 with click>=8.2.2: "Secondary flag is not valid"); 0.26 words a
     # missing argument otherwise ('SHARDS...', tests/test_qa_terminal.py).
     ("typer", (0, 27), "typer._click"),
+    # pipelines/terminal.py's progress off a terminal: rich before 14.3 still wrote its bar's blank lines to
+    # stderr, so a cron round's log was not its one line (tests/test_qa_terminal.py).
+    ("rich", (14, 3), "make_progress"),
 ]
 # opencv-python-headless>=4.13 needs numpy>=2: these compiled dependencies' earlier releases were built
 # for numpy 1 and fail to import beside it (pyarrow 14: "numpy.core.multiarray failed to import").
