@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -195,3 +196,21 @@ def test_expand_engine_ray_without_the_ray_extra_is_one_line(tmp_path, monkeypat
                      "--out", out, "-n", 2, "--engine", "ray")
     assert_one_line_error(result, 2, "--engine ray", 'pip install "synth[ray]"')
     assert not out.exists()
+
+
+def test_the_wheel_holds_every_module_and_data_file(tmp_path):
+    """pyproject.toml lists the packages and their data by hand: a new subpackage or data file left off
+    the list works in the checkout (and its editable install) and is missing from the wheel."""
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=SOURCE_ONLY)
+    subprocess.run([sys.executable, "-c", "from setuptools import build_meta as b; b.build_wheel('../dist')"],
+                   cwd=tree, check=True, capture_output=True, timeout=120)
+    (wheel,) = (tmp_path / "dist").glob("synth-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    wanted = {str(path.relative_to(tree)) for package in PACKAGES for path in (tree / package).rglob("*")
+              if path.is_file() and not path.name.startswith(".")}
+    assert "pipelines/fusion_untrained.json" in wanted
+    assert not wanted - shipped, f"left out of the wheel: {sorted(wanted - shipped)[:10]}"
+    assert {name.split("/")[0] for name in shipped if "/" in name} == {*PACKAGES, wheel.name.split("-")[0] + "-"
+                                                                       + wheel.name.split("-")[1] + ".dist-info"}
