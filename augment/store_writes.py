@@ -104,8 +104,11 @@ def _upload(fs: pafs.FileSystem, source, path: str, chunk: int = 8 << 20) -> Non
 
 # ----------------------------------------------------------------- local copies of remote inputs
 def cache_root() -> Path:
-    """Where remote sources are mirrored: ``$SYNTH_CACHE_DIR``, else ``~/.cache/synth``."""
-    return Path(os.environ.get("SYNTH_CACHE_DIR") or Path.home() / ".cache" / "synth")
+    """Where remote sources are mirrored: ``$SYNTH_CACHE_DIR``, else ``synth`` in the user's cache folder
+    (``$XDG_CACHE_HOME``, else ``~/.cache``)."""
+    if os.environ.get("SYNTH_CACHE_DIR"):
+        return Path(os.environ["SYNTH_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "synth"
 
 
 def stage(place: Place, purpose: str = "sources", skipped: list[Skip] | None = None) -> Path:

@@ -214,3 +214,17 @@ def test_the_wheel_holds_every_module_and_data_file(tmp_path):
     assert not wanted - shipped, f"left out of the wheel: {sorted(wanted - shipped)[:10]}"
     assert {name.split("/")[0] for name in shipped if "/" in name} == {*PACKAGES, wheel.name.split("-")[0] + "-"
                                                                        + wheel.name.split("-")[1] + ".dist-info"}
+
+
+def test_remote_sources_are_mirrored_in_the_users_cache_folder(tmp_path, monkeypatch):
+    """The mirror of s3:// and gs:// sources went to ~/.cache/synth whatever XDG_CACHE_HOME said (a
+    cluster's small home quota filled while the user had moved caches to scratch)."""
+    from augment.store_writes import cache_root
+
+    monkeypatch.delenv("SYNTH_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == tmp_path / "xdg" / "synth"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_root() == Path.home() / ".cache" / "synth"
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_root() == tmp_path / "mine"
