@@ -232,3 +232,19 @@ def test_remote_sources_are_mirrored_in_the_users_cache_folder(tmp_path, monkeyp
     assert cache_root() == Path.home() / ".cache" / "synth"
     monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "mine"))
     assert cache_root() == tmp_path / "mine"
+
+
+def test_an_extra_that_is_installed_but_broken_is_not_called_missing(tmp_path, monkeypatch):
+    """onnxruntime built for numpy 1 beside numpy 2 fails to import with an ImportError; export-onnx then
+    said "needs onnxruntime: pip install 'synth[onnx]'", the extra that was installed."""
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "__init__.py").write_text('raise ImportError("numpy.core.multiarray failed to import")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    monkeypatch.delitem(sys.modules, "augment.engines.ray_engine", raising=False)
+    out = tmp_path / "out"
+    result = run_cli("expand", ROOT / "sample_data" / "objects", "-b", ROOT / "sample_data" / "backgrounds",
+                     "--out", out, "-n", 2, "--engine", "ray")
+    line = assert_one_line_error(result, 2, "ray is installed but does not import",
+                                 "numpy.core.multiarray failed to import", "--force-reinstall ray")
+    assert "synth[ray]" not in line and not out.exists()
