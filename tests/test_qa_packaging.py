@@ -248,3 +248,21 @@ def test_an_extra_that_is_installed_but_broken_is_not_called_missing(tmp_path, m
     line = assert_one_line_error(result, 2, "ray is installed but does not import",
                                  "numpy.core.multiarray failed to import", "--force-reinstall ray")
     assert "synth[ray]" not in line and not out.exists()
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["absent", "broken"])
+def test_the_s3_lock_without_a_working_boto3_is_one_line(tmp_path, monkeypatch, broken):
+    """The s3:// output lock caught only a boto3 that was absent: one installed that failed to import
+    (an ImportError of its own) came out as a traceback."""
+    from augment import object_lock
+    from augment.imageio import InputError
+
+    if broken:
+        (tmp_path / "boto3").mkdir()
+        (tmp_path / "boto3" / "__init__.py").write_text('raise ImportError("cannot import name \'x\' from botocore")\n')
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, "boto3", raising=False)
+    else:
+        monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(InputError, match="boto3 is installed but does not import" if broken else r'synth\[s3\]'):
+        object_lock.client()
