@@ -97,7 +97,7 @@ def test_version_is_the_installed_distributions():
 
 
 SOURCE_ONLY = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.py[cod]", "build", "dist", "*.egg-info",
-                                     "runs", "out", "expanded", ".pytest_cache")
+                                     "runs", "out", "expanded", ".pytest_cache", ".hypothesis", ".whl", ".gl")
 
 
 def test_sdist_carries_what_its_tests_need(tmp_path):
