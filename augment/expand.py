@@ -54,7 +54,7 @@ from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip, limited, skipped_summary
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image
 from augment.store_writes import cache_root, publish_file, remove_temporaries, stage
-from augment.system import fork_pool, tune_malloc
+from augment.system import fork_pool, missing_modules, tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,7 @@ def planned_ids(plan: ShardPlan, split: str) -> list[str]:
 
 def _package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in ("synth", "numpy", "opencv-python-headless", "albumentations", "scikit-image", "pyarrow", "pillow", "pycocotools"):
+    for name in ("synth", "numpy", "opencv-python-headless", "scikit-image", "scipy", "pyarrow", "pillow", "pycocotools"):
         try:
             versions[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
@@ -391,7 +391,9 @@ def run_expand(
 def open_engine(engine: str, workers: int, ray_address: str | None) -> ContextManager[Engine]:
     """The engine, started (a Ray engine connects here: an unreachable cluster fails before any write)."""
     if engine == "ray":
-        from augment.engines.ray_engine import RayEngine  # Ray is an optional extra, imported only when asked for
+        if missing_modules(("ray",)):  # Ray is an optional extra, imported only when asked for
+            raise InputError('--engine ray needs Ray: pip install "synth[ray]"')
+        from augment.engines.ray_engine import RayEngine
 
         return RayEngine(ray_address, workers)
     if ray_address:

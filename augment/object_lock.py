@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterator
 from augment.imageio import InputError
 from augment.locking import LOCK_FILE, BusyError, claim_output_folder
 from augment.storage import Location, Place, StorageError, describe_failure, s3_endpoint
+from augment.system import missing_modules
 from augment.validation import positive_setting
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,10 @@ def key_under(folder: Location, name: str) -> str:
 
 def client(purpose: str = "writing to s3:// needs boto3 for the output lock",
            off: str = "to write without one"):
-    try:
-        import boto3
-        from botocore.config import Config
-    except ModuleNotFoundError:
-        raise InputError(f'{purpose}: pip install "synth[s3]" (or set SYNTH_OBJECT_LOCK=off {off})') from None
+    if missing_modules(("boto3",)):
+        raise InputError(f'{purpose}: pip install "synth[s3]" (or set SYNTH_OBJECT_LOCK=off {off})')
+    import boto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
     config = Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})

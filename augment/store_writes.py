@@ -104,11 +104,14 @@ def _upload(fs: pafs.FileSystem, source, path: str, chunk: int = 8 << 20) -> Non
 
 # ----------------------------------------------------------------- local copies of remote inputs
 def cache_root() -> Path:
-    """Where remote sources are mirrored: ``$SYNTH_CACHE_DIR``, else ``~/.cache/synth``; an
-    :class:`InputError` (one line) where there is no home folder (a container's uid with no password
-    entry and no HOME: ``Path.home()``'s RuntimeError was a traceback)."""
+    """Where remote sources are mirrored: ``$SYNTH_CACHE_DIR``, else ``synth`` in the user's cache folder
+    (``$XDG_CACHE_HOME``, else ``~/.cache``); an :class:`InputError` (one line) where there is no home
+    folder (a container's uid with no password entry and no HOME: ``Path.home()``'s RuntimeError was a
+    traceback)."""
     if os.environ.get("SYNTH_CACHE_DIR"):
         return Path(os.environ["SYNTH_CACHE_DIR"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "synth"
     try:
         return Path.home() / ".cache" / "synth"
     except RuntimeError:

@@ -57,6 +57,32 @@ def raise_if_interrupted(error: BaseException) -> None:
         raise KeyboardInterrupt from error
 
 
+def missing_modules(names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` (an optional extra's modules) are not installed: asked before the work that
+    needs them, so a missing extra is one line naming it, not a traceback (a stop during an import
+    is a stop, not a missing package). One installed that fails to import (built for another numpy,
+    a dependency of its own missing) is an InputError saying so: "pip install" would change nothing."""
+    import importlib
+
+    missing = []
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise_if_interrupted(error)
+            if isinstance(error, ModuleNotFoundError) and error.name == name:
+                missing.append(name)
+                continue
+            from augment.imageio import InputError
+
+            cause = next((e for e in (error, error.__cause__, error.__context__) if e is not None and str(e).strip()),
+                         error)  # onnxruntime's ImportError beside the wrong numpy has no words of its own
+            reason = (str(cause).strip().splitlines() or ["its import failed"])[0]
+            raise InputError(f"{name} is installed but does not import ({type(cause).__name__}: {reason}); "
+                             f"upgrade or reinstall it: pip install --upgrade --force-reinstall {name}") from None
+    return missing
+
+
 def stands_for_interrupt(error: BaseException) -> bool:
     """Whether ``error`` is, or was raised because of, a KeyboardInterrupt (its causes and contexts):
     Python reports one raised inside a class body's ``__set_name__`` (a dataclass being imported when

@@ -21,10 +21,7 @@ from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.system import stands_for_interrupt
 
-try:  # the click typer parses with: its own copy since typer 0.2x, click itself before
-    from typer._click import exceptions as click_errors
-except ImportError:  # pragma: no cover
-    from click import exceptions as click_errors
+from typer._click import exceptions as click_errors  # the click typer parses with: its own copy (typer 0.26 on)
 
 from pipelines.environment import check_working_folder, expand_home, shared_memory_line, stop_as_interrupt
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
@@ -99,9 +96,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def sample_data_dir() -> Path:
-    """sample_data/ of the working directory, else the one beside the installed package."""
-    local = Path("sample_data")
-    return local if local.is_dir() else REPO_ROOT / "sample_data"
+    """sample_data/ of the working directory, else the source checkout's (synth run from its tree). An
+    installed synth (a wheel) ships no sample data: without one here, one line asks for the folders."""
+    for folder in (Path("sample_data"), REPO_ROOT / "sample_data"):
+        if folder.is_dir():
+            return folder
+    fail(f"no SOURCES given and no sample_data/ in {Path.cwd()} (the sample data comes with synth's source "
+         "checkout, not the installed package): name the source folders and --backgrounds")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -193,8 +194,24 @@ def check_at_most(value: int | None, maximum: int, option: str, why: str) -> Non
         fail(f"{option} must be at most {maximum} ({why}), got {value}")
 
 
+def _print_version(asked: bool) -> None:
+    """``synth --version``: the installed distribution's version (what expand's manifest records)."""
+    if not asked:
+        return
+    from importlib import metadata
+
+    try:
+        version = metadata.version("synth")
+    except metadata.PackageNotFoundError:  # run from a source tree on PYTHONPATH, never installed
+        version = "(not installed)"
+    typer.echo(f"synth {version}")
+    raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step.")) -> None:
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every skipped input and step."),
+         version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print synth's version and exit.")) -> None:
     setup_logging(verbose)
     from augment.imageio import is_utf8, name_fix, shown_name
     from augment.pixel_limit import max_megapixels

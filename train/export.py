@@ -9,7 +9,6 @@ BatchNorm is folded into the convolutions first.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import warnings
@@ -21,7 +20,7 @@ from torch import nn
 
 from augment.atomic_files import atomic_path
 from augment.imageio import InputError
-from augment.system import raise_if_interrupted
+from augment.system import missing_modules
 from train.backbones import fold_batchnorm
 
 logger = logging.getLogger(__name__)
@@ -32,13 +31,7 @@ OPSET = 17
 def check_onnx_installed(with_runtime: bool = False) -> None:
     """An InputError naming the extra to install when ``onnx`` (and, to check an export, ``onnxruntime``)
     cannot be imported: asked before any work, so a missing package is one line, not two tracebacks."""
-    missing = []
-    for name in ("onnx", "onnxruntime") if with_runtime else ("onnx",):
-        try:
-            importlib.import_module(name)
-        except ImportError as error:
-            raise_if_interrupted(error)  # a stop during the import is no missing package
-            missing.append(name)
+    missing = missing_modules(("onnx", "onnxruntime") if with_runtime else ("onnx",))
     if missing:
         raise InputError(f"ONNX export needs {' and '.join(missing)}: pip install 'synth[onnx]'"
                          + (" (or pass --no-check to skip the onnxruntime comparison)" if missing == ["onnxruntime"] else ""))
