@@ -22,6 +22,7 @@ atomic rename, which would leave a lock on the old inode.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -46,6 +47,31 @@ class BusyError(InputError):
     """Another process holds the lock on this folder (or output file)."""
 
 
+class UnsafeLockError(InputError):
+    """A lock file's name holds a symbolic link, a FIFO or a file with other names (hard links)."""
+
+
+def _open_lock(path: Path, flags: int) -> int:
+    """``path`` opened as a lock file: never through a symbolic link (a writer truncates its lock and
+    writes its pid there: a link planted in a shared temporary folder, or shipped in a colleague's
+    shard folder, had synth overwrite the file it pointed to), never blocking (a FIFO's read end waits
+    for a writer forever), and only a plain file with no other name; :class:`UnsafeLockError` naming
+    it otherwise."""
+    try:
+        handle = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnsafeLockError(f"{path}: this lock file is a symbolic link (to {os.readlink(path)}); synth "
+                                  "locks only a plain file, never through a link: remove it") from None
+        raise
+    info = os.fstat(handle)
+    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        return handle
+    os.close(handle)
+    kind = "a file with other names (hard links)" if stat.S_ISREG(info.st_mode) else "not a plain file"
+    raise UnsafeLockError(f"{path}: this lock file is {kind}; synth locks only a plain file of its own: remove it")
+
+
 @contextlib.contextmanager
 def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if needed) until the block ends.
@@ -59,7 +85,11 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     folder = Path(folder)
     made = _make_folders(folder)
     path = folder / LOCK_FILE
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        handle = _open_lock(path, os.O_RDWR | os.O_CREAT)
+    except BaseException:
+        _remove_empty(made)
+        raise
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -144,7 +174,7 @@ def file_lock(path: Path | str, what: str = "run") -> Iterator[Path]:
 def _take_file_lock(lock_path: Path, path: Path, what: str) -> int:
     """The descriptor of ``lock_path``, locked exclusively and still the file under that name."""
     while True:
-        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        handle = _open_lock(lock_path, os.O_RDWR | os.O_CREAT)
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -197,6 +227,9 @@ def outside_lock_path(folder: Path | str) -> Path | None:
     try:
         info = os.stat(folder)
         base = Path(tempfile.gettempdir()) / OUTSIDE_LOCKS
+        if base.is_symlink():  # planted: lock files made wherever it points
+            logger.warning("%s: no lock outside it (%s is a symbolic link)", folder, base)
+            return None
         if not base.is_dir():
             base.mkdir(exist_ok=True)
             with contextlib.suppress(OSError):  # every user's runs share it, as /tmp itself (sticky)
@@ -216,11 +249,14 @@ def outside_lock(folder: Path | str, what: str, shared: bool) -> Iterator[None]:
     handle = None
     while path is not None:
         try:
-            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            handle = _open_lock(path, os.O_RDWR | os.O_CREAT)
+        except UnsafeLockError as error:  # planted in the shared folder: no lock there, and nothing written
+            logger.warning("%s: no lock outside it (%s)", folder, error)
+            break
         except OSError:  # another user's lock file (0644): a read-only descriptor locks as well
             try:
-                handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-            except OSError as error:
+                handle = _open_lock(path, os.O_RDONLY | os.O_CREAT)
+            except (OSError, UnsafeLockError) as error:
                 logger.info("%s: no lock outside it (%s)", folder, error)
                 break
         try:
@@ -273,10 +309,10 @@ def reading_lock(folder: Path | str, create: bool = True) -> Iterator[None]:
     holding the lock outside it (:func:`outside_lock`), which every writer takes as well."""
     path = Path(folder) / LOCK_FILE
     try:
-        handle = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0), 0o666)
+        handle = _open_lock(path, os.O_RDONLY | (os.O_CREAT if create else 0))
     except OSError:
         try:
-            handle = os.open(path, os.O_RDONLY)
+            handle = _open_lock(path, os.O_RDONLY)
         except OSError:
             logger.info("%s: read holding the lock outside it (%s cannot be made here)", folder, LOCK_FILE)
             with outside_lock(folder, "reader", shared=True):

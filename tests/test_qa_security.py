@@ -1,0 +1,64 @@
+"""Trust boundaries: what a file from a stranger (a shard folder, a COCO file, a checkpoint) or another user
+of the machine (a shared temporary folder) can make synth do. Each test fails without its fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from augment.imageio import InputError
+from augment.locking import LOCK_FILE, file_lock, file_lock_path, folder_lock, outside_lock_path
+from cli_checks import assert_one_line_error, run_cli
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    return victim
+
+
+def test_a_link_planted_as_the_shared_outside_lock_is_never_written_through(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    out, victim = tmp_path / "out", _victim(tmp_path)
+    out.mkdir()
+    lock = outside_lock_path(out)  # another user of the machine plants it in the shared folder
+    assert lock is not None
+    lock.symlink_to(victim)
+    with folder_lock(out, "expand"):
+        pass
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_linked_lock_file_in_a_strangers_folder_is_one_line_and_its_target_untouched(tmp_path):
+    out, victim = tmp_path / "shards", _victim(tmp_path)
+    out.mkdir()
+    (out / LOCK_FILE).symlink_to(victim)  # a colleague's folder, unpacked
+    with pytest.raises(InputError, match="symbolic link"):
+        with folder_lock(out, "expand"):
+            pass
+    report = tmp_path / "report.json"
+    file_lock_path(report).symlink_to(victim)
+    with pytest.raises(InputError, match="symbolic link"):
+        with file_lock(report, "eval"):
+            pass
+    assert victim.read_text() == "precious\n"
+    objects = Path(__file__).parents[1] / "sample_data" / "objects"
+    assert_one_line_error(run_cli("expand", "--out", out, objects, "--num", 1), 2, "symbolic link")
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_fifo_as_a_shard_folders_lock_file_is_one_line_not_a_reader_waiting_forever(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    os.mkfifo(folder / LOCK_FILE)
+    code = ("import sys\nfrom augment.locking import reading_lock, UnsafeLockError\n"
+            "try:\n    with reading_lock(sys.argv[1]): pass\nexcept UnsafeLockError as e: print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=20,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert "not a plain file" in done.stdout, done.stderr
