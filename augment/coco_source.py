@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import numpy as np
@@ -47,6 +47,10 @@ class CocoIndex:
         file_name = self.images[image_id].get("file_name")
         if not isinstance(file_name, str) or not file_name:
             return Skip(str(self.json_path), f"image id {image_id} has no file_name")
+        if any(_escapes(name) for name in _spellings(file_name)):
+            return Skip(str(self.json_path), f"image file {file_name!r} is an absolute path or climbs out with '..': "
+                                             "a COCO file's images are read only from its folders "
+                                             f"({', '.join(str(root) for root in self.roots)})")
         path = next((root / name for name in _spellings(file_name) for root in self.roots if (root / name).is_file()),
                     None)
         return path if path is not None else Skip(str(self.json_path), f"image file {file_name!r} not found")
@@ -226,6 +230,12 @@ def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         path, image, found = item
         for one in found:
             yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
+
+
+def _escapes(name: str) -> bool:
+    """Whether the file name ``name`` leaves the folder it is joined to (absolute, or a '..' part): a
+    COCO file from a stranger names any image on the machine so, read into shards one shares."""
+    return PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts
 
 
 def _spellings(file_name: str) -> list[str]:

@@ -62,3 +62,36 @@ def test_a_fifo_as_a_shard_folders_lock_file_is_one_line_not_a_reader_waiting_fo
     done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=20,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert "not a plain file" in done.stdout, done.stderr
+
+
+def _coco_with(tmp_path: Path, names: list[str]) -> Path:
+    import json
+
+    import cv2
+    import numpy as np
+    image = np.full((64, 64, 3), 200, np.uint8)
+    image[16:48, 16:48] = (0, 0, 255)
+    (tmp_path / "private").mkdir()
+    cv2.imwrite(str(tmp_path / "private" / "photo.png"), image)
+    source = tmp_path / "coco"
+    (source / "images").mkdir(parents=True)
+    cv2.imwrite(str(source / "images" / "ok.png"), image)
+    square = [[16, 16, 48, 16, 48, 48, 16, 48]]
+    data = {"images": [{"id": i, "file_name": name, "width": 64, "height": 64} for i, name in enumerate(names)],
+            "categories": [{"id": 1, "name": "box"}],
+            "annotations": [{"id": i, "image_id": i, "category_id": 1, "segmentation": square, "iscrowd": 0,
+                             "bbox": [16, 16, 32, 32], "area": 1024} for i in range(len(names))]}
+    (source / "instances.json").write_text(json.dumps(data))
+    return source
+
+
+def test_a_coco_file_name_outside_its_folders_is_a_skip_not_a_read_of_any_image_on_the_machine(tmp_path):
+    from augment.coco_source import load_coco_index
+    from augment.source_items import Skip
+    outside = tmp_path / "private" / "photo.png"
+    source = _coco_with(tmp_path, ["ok.png", "../../private/photo.png", str(outside), "..\\..\\private\\photo.png"])
+    coco = load_coco_index(source)
+    assert coco.locate(0) == source / "images" / "ok.png"
+    for image_id in (1, 2, 3):
+        found = coco.locate(image_id)
+        assert isinstance(found, Skip) and "absolute path or climbs out" in found.reason, found
