@@ -95,3 +95,25 @@ def test_a_coco_file_name_outside_its_folders_is_a_skip_not_a_read_of_any_image_
     for image_id in (1, 2, 3):
         found = coco.locate(image_id)
         assert isinstance(found, Skip) and "absolute path or climbs out" in found.reason, found
+
+
+def test_a_checkpoint_made_to_look_like_one_is_one_line_naming_it_not_a_traceback(tmp_path):
+    import numpy as np
+    import torch
+
+    from train.checkpoint import load_checkpoint
+    from train.config import TrainConfig
+    query, medium = tmp_path / "q.png", tmp_path / "m.png"
+    import cv2
+    cv2.imwrite(str(query), np.random.default_rng(0).integers(0, 255, (48, 48, 3), np.uint8))
+    cv2.imwrite(str(medium), np.random.default_rng(1).integers(0, 255, (96, 96, 3), np.uint8))
+    whole = {"format": 1, "model": {}, "config_hash": "0" * 16, "step": 0}
+    cases = {"no-config.pt": {"format": 1}, "no-values.pt": {**whole, "config": {}},
+             "values-a-list.pt": {**whole, "config": {"values": [1]}},
+             "unknown-key.pt": {**whole, "config": {"values": {"bogus": 1}}}}
+    for name, state in cases.items():
+        torch.save(state, tmp_path / name)
+        result = run_cli("search", query, medium, "--out", tmp_path / f"out-{name}", "--checkpoint", tmp_path / name)
+        assert_one_line_error(result, 2, name)
+    with pytest.raises(InputError, match="unknown-key.pt: unknown config key.*bogus"):
+        TrainConfig.from_checkpoint(load_checkpoint(tmp_path / "unknown-key.pt"), tmp_path / "unknown-key.pt")
