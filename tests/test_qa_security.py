@@ -117,3 +117,13 @@ def test_a_checkpoint_made_to_look_like_one_is_one_line_naming_it_not_a_tracebac
         assert_one_line_error(result, 2, name)
     with pytest.raises(InputError, match="unknown-key.pt: unknown config key.*bogus"):
         TrainConfig.from_checkpoint(load_checkpoint(tmp_path / "unknown-key.pt"), tmp_path / "unknown-key.pt")
+
+
+def test_a_shard_row_over_the_pixel_limit_is_never_decoded_by_show(tmp_path, monkeypatch):
+    from shard_factory import make_shards
+    folder = Path(make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, rows_per_shard=4, size=64).folder)
+    # a colleague's row of 25000x25000 px (600 KB of PNG) took show 3.8 GB; here the limit comes down to the rows
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", "0.002")
+    result = run_cli("show", folder, "-o", tmp_path / "sheet.png")
+    assert_one_line_error(result, 2, "composite-0", "64x64 px", "over the limit")
+    assert not (tmp_path / "sheet.png").exists()
