@@ -6,7 +6,6 @@ reads whole annotated photos through the same index.
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -16,7 +15,7 @@ import numpy as np
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, read_image
-from augment.textfiles import read_user_text
+from augment.textfiles import loads_json, read_user_text
 from augment.source_items import Skip, SourceItem, _category_allowed, crop_object, limited
 from augment.validation import is_number
 
@@ -63,7 +62,7 @@ def load_coco_index(source: Path) -> CocoIndex:
     if json_path is None:
         raise InputError(f"{source}: no COCO instances .json found")
     try:
-        data = json.loads(read_user_text(json_path, "a COCO instances .json file"))
+        data = loads_json(read_user_text(json_path, "a COCO instances .json file"))
     except (ValueError, OSError) as error:
         raise InputError(f"{json_path}: not a COCO instances file (not readable JSON: {error})") from None
     if not isinstance(data, dict):

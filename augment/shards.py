@@ -28,6 +28,7 @@ from augment.outputs import inside, is_safe_name
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
 from augment.storage import Location, Place, as_place, is_remote, open_parquet, read_head
 from augment.store_writes import write_text_atomic
+from augment.textfiles import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def read_manifest(folder: Place | str) -> dict[str, Any]:
         raise InputError(f"{folder}: no {MANIFEST_FILE}, so not a finished output of `synth expand`, `photo-shards` or "
                          "`extract` (rerun the command that wrote it to finish it, or name shard files one by one)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = loads_json(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as error:
         raise InputError(f"{path}: not a readable manifest ({one_line(error)})") from None
     entries = manifest.get("shards") if isinstance(manifest, dict) else None
@@ -238,7 +239,7 @@ def other_run_shards(folder: Place, config_hash: str) -> list[Place]:
     manifest_path = folder / MANIFEST_FILE
     if manifest_path.is_file():
         try:
-            manifest_hash = json.loads(manifest_path.read_text(encoding="utf-8")).get("config_hash")
+            manifest_hash = loads_json(manifest_path.read_text(encoding="utf-8")).get("config_hash")
         except (ValueError, OSError, AttributeError):
             manifest_hash = None
         if manifest_hash != config_hash:
@@ -253,7 +254,7 @@ def manifest_kind(folder: Place) -> str | None:
     """Which command's output ``folder``'s ``manifest.json`` lists (a key of :data:`MANIFEST_WRITERS`:
     the manifest's ``kind``; an expansion's has none), or None (no readable manifest of one of them)."""
     try:
-        manifest = json.loads((as_place(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+        manifest = loads_json((as_place(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict):

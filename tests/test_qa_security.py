@@ -127,3 +127,16 @@ def test_a_shard_row_over_the_pixel_limit_is_never_decoded_by_show(tmp_path, mon
     result = run_cli("show", folder, "-o", tmp_path / "sheet.png")
     assert_one_line_error(result, 2, "composite-0", "64x64 px", "over the limit")
     assert not (tmp_path / "sheet.png").exists()
+
+
+def test_json_nested_thousands_deep_is_one_line_naming_the_file_not_a_recursion_traceback(tmp_path):
+    from shard_factory import make_shards
+    deep = "[" * 100_000 + "]" * 100_000  # 200 KB
+    source = tmp_path / "coco"
+    (source / "images").mkdir(parents=True)
+    (source / "instances.json").write_text('{"images": [], "annotations": ' + deep + "}")
+    result = run_cli("expand", "--out", tmp_path / "out", source, "--num", 1)
+    assert_one_line_error(result, 2, "instances.json", "nested too deep")
+    folder = Path(make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, rows_per_shard=4, size=64).folder)
+    (folder / "manifest.json").write_text(deep)  # a colleague's shard folder
+    assert_one_line_error(run_cli("show", folder, "-o", tmp_path / "sheet.png"), 2, "manifest.json", "nested too deep")
