@@ -112,14 +112,20 @@ def coco_category(coco: CocoIndex, annotation: dict) -> str | Skip:
                                      "is not in the file's categories")
 
 
-def _polygons(segmentation: list) -> list[list[float]]:
+def _polygons(segmentation: list, height: int, width: int) -> list[list[float]]:
     """The polygons of a COCO segmentation that have an area (3 points or more); a ValueError saying
-    what is wrong otherwise. A polygon of 2 points alone would be read by pycocotools as a box."""
+    what is wrong otherwise. A polygon of 2 points alone would be read by pycocotools as a box. A
+    point more than the image's own size outside it is an error: pycocotools rasterises every edge
+    whole, in memory by its length (one triangle with a corner at 3e8 took 15 GB and a minute)."""
     if not all(isinstance(polygon, list) and all(is_number(v) for v in polygon) for polygon in segmentation):
         raise ValueError("polygons must be lists of numbers x1, y1, x2, y2, ...")
     odd = next((polygon for polygon in segmentation if len(polygon) % 2), None)
     if odd is not None:
         raise ValueError(f"a polygon has an odd count of coordinates ({len(odd)})")
+    far = next(((x, y) for polygon in segmentation for x, y in zip(polygon[::2], polygon[1::2])
+                if not (-width <= x <= 2 * width and -height <= y <= 2 * height)), None)
+    if far is not None:
+        raise ValueError(f"a polygon's point {far} lies far outside the {width}x{height} image")
     polygons = [[float(v) for v in polygon] for polygon in segmentation if len(polygon) >= 6]
     if not polygons:
         raise ValueError("no polygon of 3 points or more" if segmentation else
@@ -137,7 +143,7 @@ def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarra
     if not isinstance(segmentation, (list, dict)):
         raise ValueError(f"segmentation must be a list of polygons or an RLE object, not {type(segmentation).__name__}")
     if isinstance(segmentation, list):
-        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(_polygons(segmentation), height, width)))
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(_polygons(segmentation, height, width), height, width)))
     if not {"counts", "size"} <= set(segmentation):
         raise ValueError("an RLE segmentation needs counts and size")
     if segmentation["size"] != [height, width]:

@@ -140,3 +140,14 @@ def test_json_nested_thousands_deep_is_one_line_naming_the_file_not_a_recursion_
     folder = Path(make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, rows_per_shard=4, size=64).folder)
     (folder / "manifest.json").write_text(deep)  # a colleague's shard folder
     assert_one_line_error(run_cli("show", folder, "-o", tmp_path / "sheet.png"), 2, "manifest.json", "nested too deep")
+
+
+def test_a_coco_polygon_point_far_outside_its_image_is_a_skip_not_gigabytes_rasterised(tmp_path):
+    from augment.coco_source import annotation_mask_or_skip, coco_annotation_mask
+    from augment.source_items import Skip
+    assert coco_annotation_mask({"segmentation": [[0, 0, 70, 0, -5, 70]]}, 64, 64).sum() > 0  # a little outside: read
+    # one corner at 3e8 took pycocotools 15 GB and a minute; 1e5 is as far outside, and quick to refuse
+    with pytest.raises(ValueError, match="far outside the 64x64 image"):
+        coco_annotation_mask({"segmentation": [[0, 0, 1e5, 0, 1e5, 1e5]]}, 64, 64)
+    skip = annotation_mask_or_skip({"segmentation": [[0, 0, 50, 0, 1e5, -1e5]]}, tmp_path / "a.png", 64, 64)
+    assert isinstance(skip, Skip) and "far outside" in skip.reason
