@@ -184,7 +184,9 @@ def record_file(path: Path | str, mode: str) -> Iterator[IO[str]]:
     """A text file a run appends its record lines to (each written under :func:`naming_errors`): its
     close names ``path`` too, and a close that fails once the block has failed (a full disk: it
     flushes what the failed write left buffered) leaves the block's error, naming the file, raised."""
-    file = open(path, mode, encoding="utf-8")
+    from augment.outputs import open_plain_file  # (it imports this module)
+
+    file = open(path, mode, encoding="utf-8", opener=open_plain_file)  # never through a planted link
     try:
         yield file
     except BaseException:

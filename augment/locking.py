@@ -22,7 +22,6 @@ atomic rename, which would leave a lock on the old inode.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import logging
 import os
@@ -33,7 +32,7 @@ from typing import Iterator
 
 from augment.atomic_files import NAME_MAX, naming_errors, remove_orphaned_temporaries
 from augment.imageio import InputError
-from augment.outputs import check_output_folder
+from augment.outputs import UnsafeFileError, check_output_folder, open_plain_file
 
 logger = logging.getLogger(__name__)
 
@@ -45,31 +44,6 @@ BUSY_EXIT_CODE = 3
 
 class BusyError(InputError):
     """Another process holds the lock on this folder (or output file)."""
-
-
-class UnsafeLockError(InputError):
-    """A lock file's name holds a symbolic link, a FIFO or a file with other names (hard links)."""
-
-
-def _open_lock(path: Path, flags: int) -> int:
-    """``path`` opened as a lock file: never through a symbolic link (a writer truncates its lock and
-    writes its pid there: a link planted in a shared temporary folder, or shipped in a colleague's
-    shard folder, had synth overwrite the file it pointed to), never blocking (a FIFO's read end waits
-    for a writer forever), and only a plain file with no other name; :class:`UnsafeLockError` naming
-    it otherwise."""
-    try:
-        handle = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise UnsafeLockError(f"{path}: this lock file is a symbolic link (to {os.readlink(path)}); synth "
-                                  "locks only a plain file, never through a link: remove it") from None
-        raise
-    info = os.fstat(handle)
-    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
-        return handle
-    os.close(handle)
-    kind = "a file with other names (hard links)" if stat.S_ISREG(info.st_mode) else "not a plain file"
-    raise UnsafeLockError(f"{path}: this lock file is {kind}; synth locks only a plain file of its own: remove it")
 
 
 @contextlib.contextmanager
@@ -86,7 +60,7 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     made = _make_folders(folder)
     path = folder / LOCK_FILE
     try:
-        handle = _open_lock(path, os.O_RDWR | os.O_CREAT)
+        handle = open_plain_file(path, os.O_RDWR | os.O_CREAT)
     except BaseException:
         _remove_empty(made)
         raise
@@ -174,7 +148,7 @@ def file_lock(path: Path | str, what: str = "run") -> Iterator[Path]:
 def _take_file_lock(lock_path: Path, path: Path, what: str) -> int:
     """The descriptor of ``lock_path``, locked exclusively and still the file under that name."""
     while True:
-        handle = _open_lock(lock_path, os.O_RDWR | os.O_CREAT)
+        handle = open_plain_file(lock_path, os.O_RDWR | os.O_CREAT)
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -249,14 +223,14 @@ def outside_lock(folder: Path | str, what: str, shared: bool) -> Iterator[None]:
     handle = None
     while path is not None:
         try:
-            handle = _open_lock(path, os.O_RDWR | os.O_CREAT)
-        except UnsafeLockError as error:  # planted in the shared folder: no lock there, and nothing written
+            handle = open_plain_file(path, os.O_RDWR | os.O_CREAT)
+        except UnsafeFileError as error:  # planted in the shared folder: no lock there, and nothing written
             logger.warning("%s: no lock outside it (%s)", folder, error)
             break
         except OSError:  # another user's lock file (0644): a read-only descriptor locks as well
             try:
-                handle = _open_lock(path, os.O_RDONLY | os.O_CREAT)
-            except (OSError, UnsafeLockError) as error:
+                handle = open_plain_file(path, os.O_RDONLY | os.O_CREAT)
+            except (OSError, UnsafeFileError) as error:
                 logger.info("%s: no lock outside it (%s)", folder, error)
                 break
         try:
@@ -309,10 +283,10 @@ def reading_lock(folder: Path | str, create: bool = True) -> Iterator[None]:
     holding the lock outside it (:func:`outside_lock`), which every writer takes as well."""
     path = Path(folder) / LOCK_FILE
     try:
-        handle = _open_lock(path, os.O_RDONLY | (os.O_CREAT if create else 0))
+        handle = open_plain_file(path, os.O_RDONLY | (os.O_CREAT if create else 0))
     except OSError:
         try:
-            handle = _open_lock(path, os.O_RDONLY)
+            handle = open_plain_file(path, os.O_RDONLY)
         except OSError:
             logger.info("%s: read holding the lock outside it (%s cannot be made here)", folder, LOCK_FILE)
             with outside_lock(folder, "reader", shared=True):

@@ -57,8 +57,8 @@ def test_a_fifo_as_a_shard_folders_lock_file_is_one_line_not_a_reader_waiting_fo
     folder = tmp_path / "shards"
     folder.mkdir()
     os.mkfifo(folder / LOCK_FILE)
-    code = ("import sys\nfrom augment.locking import reading_lock, UnsafeLockError\n"
-            "try:\n    with reading_lock(sys.argv[1]): pass\nexcept UnsafeLockError as e: print(e)\n")
+    code = ("import sys\nfrom augment.locking import reading_lock\nfrom augment.outputs import UnsafeFileError\n"
+            "try:\n    with reading_lock(sys.argv[1]): pass\nexcept UnsafeFileError as e: print(e)\n")
     done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=20,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert "not a plain file" in done.stdout, done.stderr
@@ -151,3 +151,25 @@ def test_a_coco_polygon_point_far_outside_its_image_is_a_skip_not_gigabytes_rast
         coco_annotation_mask({"segmentation": [[0, 0, 1e5, 0, 1e5, 1e5]]}, 64, 64)
     skip = annotation_mask_or_skip({"segmentation": [[0, 0, 50, 0, 1e5, -1e5]]}, tmp_path / "a.png", 64, 64)
     assert isinstance(skip, Skip) and "far outside" in skip.reason
+
+
+def test_a_runs_record_file_planted_as_a_link_in_its_out_folder_is_never_written_through(tmp_path):
+    from augment.atomic_files import record_file
+    from pipelines.output_record import OutputRecord
+    from pipelines.search_jobs import SEARCH_OUTPUTS
+    out, victim = tmp_path / "found", _victim(tmp_path)
+    out.mkdir()
+    (out / ".synth-search-outputs").symlink_to(victim)  # a shared results folder, another user's link
+    with pytest.raises(InputError, match="symbolic link"):
+        with OutputRecord(out, SEARCH_OUTPUTS, [tmp_path / "a.png"], keep=False):
+            pass
+    for mode in ("w", "a"):
+        with pytest.raises(InputError, match="symbolic link"):
+            with record_file(out / ".synth-search-outputs", mode) as file:
+                file.write("x\n")
+    assert victim.read_text() == "precious\n"
+    with record_file(out / "plain.jsonl", "w") as file:
+        file.write("a\n")
+    with record_file(out / "plain.jsonl", "a") as file:
+        file.write("b\n")
+    assert (out / "plain.jsonl").read_text() == "a\nb\n"
