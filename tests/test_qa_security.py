@@ -173,3 +173,20 @@ def test_a_runs_record_file_planted_as_a_link_in_its_out_folder_is_never_written
     with record_file(out / "plain.jsonl", "a") as file:
         file.write("b\n")
     assert (out / "plain.jsonl").read_text() == "a\nb\n"
+
+
+def test_the_instance_benchmarks_feature_cache_is_read_without_running_code(tmp_path):
+    import torch
+    from benchmark_modules import load_benchmark
+    cases = load_benchmark("instance_cases", "instance_cases_security")
+    bank = cases.Bank.__new__(cases.Bank)
+    bank.photos = [cases.Photo(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 2, 2), (24, 24), {"coat": [0, 1]})]
+    shot = cases.Shot(0, 1, "coat", torch.ones(3, 3, dtype=torch.bool), torch.ones(3, 3, dtype=torch.bool))
+    shot.views = [(torch.zeros(1, 2, 1, 1), torch.zeros(1, 2, 1, 1), [torch.ones(1, 1, 3, 3)])]
+    bank.shots, bank.by_category = [[shot]], {"coat": [0]}
+    path = tmp_path / "valid.pt"
+    torch.save({"args": ["train", 1, 2], "bank": bank.to_plain()}, path)
+    torch.load(path, weights_only=True)  # plain containers only: no class of the script's is unpickled
+    again = cases.Bank.cached(path, None, "train", 1, 2)
+    assert again.photos[0].size == (24, 24) and again.shots[0][0].category == "coat"
+    assert again.look_alikes(1, "coat") == [0]
