@@ -190,3 +190,24 @@ def test_the_instance_benchmarks_feature_cache_is_read_without_running_code(tmp_
     again = cases.Bank.cached(path, None, "train", 1, 2)
     assert again.photos[0].size == (24, 24) and again.shots[0][0].category == "coat"
     assert again.look_alikes(1, "coat") == [0]
+
+
+def test_a_checkpoints_config_asking_for_a_terabyte_network_is_refused_before_it_is_built(tmp_path):
+    import cv2
+    import numpy as np
+    import torch
+
+    from train.model import SearchNetConfig
+    for model, words in (({"conversion_width": 4096, "conversion_layers": 4096}, "weights"),
+                         ({"scale_pairs": [[1.0, 1.0]] * 100}, "at most 32 pairs"),
+                         ({"scale_pairs": [[1.0, 1000.0]]}, "at most 8")):
+        with pytest.raises(ValueError, match=words):  # each width and count under its maximum, together 2.5 TB
+            SearchNetConfig(**model)
+    query, medium = tmp_path / "q.png", tmp_path / "m.png"
+    cv2.imwrite(str(query), np.random.default_rng(0).integers(0, 255, (48, 48, 3), np.uint8))
+    cv2.imwrite(str(medium), np.random.default_rng(1).integers(0, 255, (96, 96, 3), np.uint8))
+    state = {"format": 1, "model": {}, "config_hash": "0" * 16, "step": 0,
+             "config": {"values": {"model": {"conversion_width": 4096, "conversion_layers": 4096}}}}
+    torch.save(state, tmp_path / "huge.pt")  # 1 KB
+    result = run_cli("search", query, medium, "--out", tmp_path / "out", "--checkpoint", tmp_path / "huge.pt")
+    assert_one_line_error(result, 2, "huge.pt", "conversion_layers 4096")
