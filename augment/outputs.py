@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import stat
 from pathlib import Path
 from typing import Callable, Iterable
@@ -62,6 +63,16 @@ def open_plain_file(path: Path | str, flags: int) -> int:
     os.close(handle)
     kind = "a file with other names (hard links)" if stat.S_ISREG(info.st_mode) else "not a plain file"
     raise UnsafeFileError(f"{path}: is {kind}; synth writes it only as a plain file of its own: remove it")
+
+
+def remove_output_folder(folder: Path) -> None:
+    """Remove an output's subfolder (extract's ``previews/``, its parts), or a symbolic link under its name:
+    the link itself (``shutil.rmtree`` refuses one, and with ``ignore_errors`` left it in place; the run then
+    wrote its files through it, outside ``--out``)."""
+    if folder.is_symlink():
+        folder.unlink()
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def inside(root: Path | str | Location, path: Path | str | Location) -> Path | Location:

@@ -211,3 +211,20 @@ def test_a_checkpoints_config_asking_for_a_terabyte_network_is_refused_before_it
     torch.save(state, tmp_path / "huge.pt")  # 1 KB
     result = run_cli("search", query, medium, "--out", tmp_path / "out", "--checkpoint", tmp_path / "huge.pt")
     assert_one_line_error(result, 2, "huge.pt", "conversion_layers 4096")
+
+
+def test_extract_never_writes_previews_through_a_link_left_in_its_out_folder(tmp_path, monkeypatch):
+    import pipelines.extract as extract_module
+    from pipelines.extract import ExtractConfig, run_extract
+    from segment_factory import make_unlabeled, save_untrained_segmenter
+    from test_extract_resume import LENIENT, Counting
+    monkeypatch.setattr(extract_module, "CHUNK_PHOTOS", 2)
+    images = sorted(make_unlabeled(tmp_path / "photos", count=3, size=48).glob("*.png"))
+    segmenter = Counting(save_untrained_segmenter(tmp_path / "model.pt"), "cpu")
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "previews").symlink_to(elsewhere)  # a shared folder's older content: a link out of --out
+    run_extract(segmenter, images, out, ExtractConfig(**LENIENT))
+    assert list(elsewhere.iterdir()) == []
+    assert not (out / "previews").is_symlink() and len(list((out / "previews").iterdir())) == 3
