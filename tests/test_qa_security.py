@@ -228,3 +228,20 @@ def test_extract_never_writes_previews_through_a_link_left_in_its_out_folder(tmp
     run_extract(segmenter, images, out, ExtractConfig(**LENIENT))
     assert list(elsewhere.iterdir()) == []
     assert not (out / "previews").is_symlink() and len(list((out / "previews").iterdir())) == 3
+
+
+def test_an_output_written_again_keeps_the_private_mode_its_user_gave_it(tmp_path):
+    from augment.atomic_files import atomic_write_text, current_umask
+    from shard_factory import make_shards
+    report = tmp_path / "report.json"
+    atomic_write_text(report, "{}")
+    assert report.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # a new file: as open() makes it
+    report.chmod(0o600)
+    atomic_write_text(report, '{"a": 1}')
+    assert report.stat().st_mode & 0o777 == 0o600 and report.read_text() == '{"a": 1}'
+    folder = Path(make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, rows_per_shard=4, size=64).folder)
+    sheet = tmp_path / "sheet.png"
+    assert run_cli("show", folder, "-o", sheet).exit_code == 0
+    sheet.chmod(0o640)
+    assert run_cli("show", folder, "-o", sheet, "--seed", 1).exit_code == 0
+    assert sheet.stat().st_mode & 0o777 == 0o640
