@@ -21,6 +21,8 @@ from augment.validation import is_number
 
 
 def _looks_like_coco(path: Path) -> bool:
+    if not path.is_file():  # a FIFO named x.json: reading it waited for a writer forever
+        return False
     try:
         with path.open("rb") as handle:
             head = handle.read(1 << 16).decode("utf-8", "ignore")

@@ -60,6 +60,8 @@ def open_shard(path: Place | str) -> pq.ParquetFile:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a Parquet shard")
+    if not isinstance(path, Location) and not path.is_file():  # its first read would wait for a writer forever
+        raise InputError(f"{path}: is no plain file (a FIFO, a device or a socket), expected a Parquet shard")
     try:
         return open_parquet(path)
     except (pa.ArrowException, OSError) as error:

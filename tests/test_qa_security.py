@@ -245,3 +245,19 @@ def test_an_output_written_again_keeps_the_private_mode_its_user_gave_it(tmp_pat
     sheet.chmod(0o640)
     assert run_cli("show", folder, "-o", sheet, "--seed", 1).exit_code == 0
     assert sheet.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_fifo_in_a_strangers_shard_or_coco_folder_is_one_line_not_a_run_waiting_forever(tmp_path):
+    from cli_checks import error_lines, run_cli_process
+    from shard_factory import make_shards
+    folder = Path(make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, rows_per_shard=4, size=64).folder)
+    shard = sorted(folder.glob("train-*.parquet"))[0]
+    shard.unlink()
+    os.mkfifo(shard)  # unpacked from a tarball; SIGTERM did not end the wait either
+    done = run_cli_process(["show", folder, "-o", tmp_path / "sheet.png"], tmp_path, timeout=30)
+    assert done.returncode == 2 and len(error_lines(done.stderr)) == 1 and "no plain file" in done.stderr
+    source = tmp_path / "coco"
+    (source / "images").mkdir(parents=True)
+    os.mkfifo(source / "instances.json")
+    done = run_cli_process(["expand", "--out", tmp_path / "out", source, "--num", 1], tmp_path, timeout=30)
+    assert done.returncode == 2 and len(error_lines(done.stderr)) == 1, done.stderr
