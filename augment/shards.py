@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,9 +38,17 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _check_plain(path: Place, expected: str) -> None:
+    """An InputError naming a local ``path`` that exists and is no plain file: a FIFO's first read waits
+    for a writer forever (SIGTERM did not end it), a device's never ends."""
+    if not isinstance(path, Location) and os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        raise InputError(f"{path}: is no plain file (a FIFO, a device or a socket), expected {expected}")
+
+
 def read_objects_table(path: Place, columns: list[str] | None = None, memory_map: bool = False) -> pa.Table:
     """``columns`` of the objects table (cutouts) at ``path``, local or in an object store; a file that
     cannot be read (not Parquet, damaged pages, a column missing) is one InputError naming it on one line."""
+    _check_plain(path, "an objects table")
     try:
         if isinstance(path, Location):
             return pq.read_table(path.path, columns=columns, filesystem=path.fs)
@@ -60,8 +69,7 @@ def open_shard(path: Place | str) -> pq.ParquetFile:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a Parquet shard")
-    if not isinstance(path, Location) and not path.is_file():  # its first read would wait for a writer forever
-        raise InputError(f"{path}: is no plain file (a FIFO, a device or a socket), expected a Parquet shard")
+    _check_plain(path, "a Parquet shard")
     try:
         return open_parquet(path)
     except (pa.ArrowException, OSError) as error:
