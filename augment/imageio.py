@@ -158,12 +158,9 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED, name: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes; colour images come back as RGB or RGBA. Bytes whose header is over
-    the pixel limit are never decoded (:func:`augment.pixel_limit.check_pixel_limit`): a shard's row,
-    an objects table's cutout, as a file's image (a 600 KB PNG row of 25000x25000 px took `synth show`
-    3.8 GB and 50 s)."""
+    """Decode encoded image bytes; colour images come back as RGB or RGBA. Bytes over the pixel limit by
+    their header are not decoded, a shard's row as a file's (a 600 KB PNG row took `synth show` 3.8 GB)."""
     from augment.pixel_limit import check_pixel_limit  # (it imports this module)
-
     check_pixel_limit(data, name)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
