@@ -65,6 +65,14 @@ def open_plain_file(path: Path | str, flags: int) -> int:
     raise UnsafeFileError(f"{path}: is {kind}; synth writes it only as a plain file of its own: remove it")
 
 
+def unlinked(path: Path) -> Path:
+    """``path``, a name a run writes its own files under (a video's ``NAME.heat/`` frames), with a symbolic
+    link there removed (the link only): a search wrote its frames through one, outside ``--out``."""
+    if path.is_symlink():
+        path.unlink()
+    return path
+
+
 def remove_output_folder(folder: Path) -> None:
     """Remove an output's subfolder (extract's ``previews/``, its parts), or a symbolic link under its name:
     the link itself (``shutil.rmtree`` refuses one, and with ``ignore_errors`` left it in place; the run then

@@ -266,3 +266,25 @@ def test_a_fifo_in_a_strangers_shard_or_coco_folder_is_one_line_not_a_run_waitin
     os.mkfifo(source / "instances.json")
     done = run_cli_process(["expand", "--out", tmp_path / "out", source, "--num", 1], tmp_path, timeout=30)
     assert done.returncode == 2 and len(error_lines(done.stderr)) == 1, done.stderr
+
+
+@pytest.mark.parametrize("mode", [(), ("--every-instance",)])
+def test_search_never_writes_a_videos_heat_frames_through_a_link_in_its_out_folder(tmp_path, mode):
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(0)
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 96))
+    for _ in range(3):
+        writer.write(rng.integers(0, 255, (96, 96, 3), np.uint8))
+    writer.release()
+    query = tmp_path / "q.png"
+    cv2.imwrite(str(query), rng.integers(0, 255, (48, 48, 3), np.uint8))
+    out, elsewhere = tmp_path / "found", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "clip.heat").symlink_to(elsewhere)  # a shared folder's link, out of --out
+    result = run_cli("search", query, video, "--out", out, "--save-heatmaps", "--no-verify", *mode)
+    assert result.exit_code == 0, result.output
+    assert list(elsewhere.iterdir()) == []
+    assert not (out / "clip.heat").is_symlink() and len(list((out / "clip.heat").iterdir())) == 3
