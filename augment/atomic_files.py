@@ -15,6 +15,7 @@ import math
 import os
 import re
 import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -135,13 +136,20 @@ def temporary_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
     writer (see :data:`TEMPORARY_NAME`) so that the next run can tell a killed write's from a live one.
 
     Its mode is what a plain ``open()`` gives (0666 less the umask): ``mkstemp`` makes 0600, which
-    would leave every output unreadable to other users and containers after the rename.
+    would leave every output unreadable to other users and containers after the rename. A file it will
+    replace keeps its own mode, as a plain ``open()`` of it would: a report or checkpoint the user made
+    private (0600) was readable by every user of a shared folder once written again, and while written.
     """
     final_path = Path(final_path)
+    try:
+        earlier = os.lstat(final_path)
+        mode = stat.S_IMODE(earlier.st_mode) if stat.S_ISREG(earlier.st_mode) else 0o666 & ~current_umask()
+    except OSError:
+        mode = 0o666 & ~current_umask()
     handle, temporary = tempfile.mkstemp(prefix=_temporary_prefix(final_path.name, suffix), suffix=suffix,
                                          dir=final_path.parent)
     try:
-        os.fchmod(handle, 0o666 & ~current_umask())
+        os.fchmod(handle, mode & 0o777 | stat.S_IRUSR | stat.S_IWUSR)  # (never one its writer cannot write)
     finally:
         os.close(handle)
     return Path(temporary)
@@ -184,7 +192,9 @@ def record_file(path: Path | str, mode: str) -> Iterator[IO[str]]:
     """A text file a run appends its record lines to (each written under :func:`naming_errors`): its
     close names ``path`` too, and a close that fails once the block has failed (a full disk: it
     flushes what the failed write left buffered) leaves the block's error, naming the file, raised."""
-    file = open(path, mode, encoding="utf-8")
+    from augment.outputs import open_plain_file  # (it imports this module)
+
+    file = open(path, mode, encoding="utf-8", opener=open_plain_file)  # never through a planted link
     try:
         yield file
     except BaseException:

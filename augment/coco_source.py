@@ -6,22 +6,23 @@ reads whole annotated photos through the same index.
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import numpy as np
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, read_image
-from augment.textfiles import read_user_text
+from augment.textfiles import loads_json, read_user_text
 from augment.source_items import Skip, SourceItem, _category_allowed, crop_object, limited
 from augment.validation import is_number
 
 
 def _looks_like_coco(path: Path) -> bool:
+    if not path.is_file():  # a FIFO named x.json: reading it waited for a writer forever
+        return False
     try:
         with path.open("rb") as handle:
             head = handle.read(1 << 16).decode("utf-8", "ignore")
@@ -47,6 +48,10 @@ class CocoIndex:
         file_name = self.images[image_id].get("file_name")
         if not isinstance(file_name, str) or not file_name:
             return Skip(str(self.json_path), f"image id {image_id} has no file_name")
+        if any(_escapes(name) for name in _spellings(file_name)):
+            return Skip(str(self.json_path), f"image file {file_name!r} is an absolute path or climbs out with '..': "
+                                             "a COCO file's images are read only from its folders "
+                                             f"({', '.join(str(root) for root in self.roots)})")
         path = next((root / name for name in _spellings(file_name) for root in self.roots if (root / name).is_file()),
                     None)
         return path if path is not None else Skip(str(self.json_path), f"image file {file_name!r} not found")
@@ -59,7 +64,7 @@ def load_coco_index(source: Path) -> CocoIndex:
     if json_path is None:
         raise InputError(f"{source}: no COCO instances .json found")
     try:
-        data = json.loads(read_user_text(json_path, "a COCO instances .json file"))
+        data = loads_json(read_user_text(json_path, "a COCO instances .json file"))
     except (ValueError, OSError) as error:
         raise InputError(f"{json_path}: not a COCO instances file (not readable JSON: {error})") from None
     if not isinstance(data, dict):
@@ -109,14 +114,20 @@ def coco_category(coco: CocoIndex, annotation: dict) -> str | Skip:
                                      "is not in the file's categories")
 
 
-def _polygons(segmentation: list) -> list[list[float]]:
+def _polygons(segmentation: list, height: int, width: int) -> list[list[float]]:
     """The polygons of a COCO segmentation that have an area (3 points or more); a ValueError saying
-    what is wrong otherwise. A polygon of 2 points alone would be read by pycocotools as a box."""
+    what is wrong otherwise. A polygon of 2 points alone would be read by pycocotools as a box. A
+    point more than the image's own size outside it is an error: pycocotools rasterises every edge
+    whole, in memory by its length (one triangle with a corner at 3e8 took 15 GB and a minute)."""
     if not all(isinstance(polygon, list) and all(is_number(v) for v in polygon) for polygon in segmentation):
         raise ValueError("polygons must be lists of numbers x1, y1, x2, y2, ...")
     odd = next((polygon for polygon in segmentation if len(polygon) % 2), None)
     if odd is not None:
         raise ValueError(f"a polygon has an odd count of coordinates ({len(odd)})")
+    far = next(((x, y) for polygon in segmentation for x, y in zip(polygon[::2], polygon[1::2])
+                if not (-width <= x <= 2 * width and -height <= y <= 2 * height)), None)
+    if far is not None:
+        raise ValueError(f"a polygon's point {far} lies far outside the {width}x{height} image")
     polygons = [[float(v) for v in polygon] for polygon in segmentation if len(polygon) >= 6]
     if not polygons:
         raise ValueError("no polygon of 3 points or more" if segmentation else
@@ -134,7 +145,7 @@ def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarra
     if not isinstance(segmentation, (list, dict)):
         raise ValueError(f"segmentation must be a list of polygons or an RLE object, not {type(segmentation).__name__}")
     if isinstance(segmentation, list):
-        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(_polygons(segmentation), height, width)))
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(_polygons(segmentation, height, width), height, width)))
     if not {"counts", "size"} <= set(segmentation):
         raise ValueError("an RLE segmentation needs counts and size")
     if segmentation["size"] != [height, width]:
@@ -226,6 +237,12 @@ def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         path, image, found = item
         for one in found:
             yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
+
+
+def _escapes(name: str) -> bool:
+    """Whether the file name ``name`` leaves the folder it is joined to (absolute, or a '..' part): a
+    COCO file from a stranger names any image on the machine so, read into shards one shares."""
+    return PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts
 
 
 def _spellings(file_name: str) -> list[str]:

@@ -158,7 +158,10 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED, name: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes; colour images come back as RGB or RGBA."""
+    """Decode encoded image bytes; colour images come back as RGB or RGBA. Bytes over the pixel limit by
+    their header are not decoded, a shard's row as a file's (a 600 KB PNG row took `synth show` 3.8 GB)."""
+    from augment.pixel_limit import check_pixel_limit  # (it imports this module)
+    check_pixel_limit(data, name)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buffer, flags) if buffer.size else None
@@ -279,7 +282,7 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
     A photo whose EXIF orientation says it is stored turned (a phone's) comes back upright, as viewers
     and labelling tools show it, in every mode: its masks, drawn on what the user saw, line up with it.
     """
-    check_before_decoding(data, name)
+    check_complete(data, name)  # the pixel limit: in decode_image
     if mode == "gray":  # OpenCV would turn it by itself in this mode only: one rule for all modes below
         image = decode_image(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, name)
     else:

@@ -32,7 +32,7 @@ from typing import Iterator
 
 from augment.atomic_files import NAME_MAX, naming_errors, remove_orphaned_temporaries
 from augment.imageio import InputError
-from augment.outputs import check_output_folder
+from augment.outputs import UnsafeFileError, check_output_folder, open_plain_file
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,11 @@ def folder_lock(folder: Path | str, what: str = "run") -> Iterator[Path]:
     folder = Path(folder)
     made = _make_folders(folder)
     path = folder / LOCK_FILE
-    handle, writable = _open_lock(path)
+    try:
+        handle, writable = _open_lock(path)
+    except BaseException:
+        _remove_empty(made)
+        raise
     try:
         try:
             _flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB, folder)
@@ -105,10 +109,10 @@ def _open_lock(path: Path) -> tuple[int, bool]:
     free to write every other file there, was refused as "<folder>/.synth.lock: Permission denied".
     Its record then stays the earlier holder's."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+        return open_plain_file(path, os.O_RDWR | os.O_CREAT), True
     except PermissionError as error:
         try:
-            return os.open(path, os.O_RDONLY), False
+            return open_plain_file(path, os.O_RDONLY), False
         except OSError:
             raise error from None
 
@@ -253,6 +257,9 @@ def outside_lock_path(folder: Path | str) -> Path | None:
     try:
         info = os.stat(folder)
         base = _outside_locks_folder()
+        if base.is_symlink():  # planted: lock files made wherever it points
+            logger.warning("%s: no lock outside it (%s is a symbolic link)", folder, base)
+            return None
         if not base.is_dir():
             base.mkdir(exist_ok=True)
             with contextlib.suppress(OSError):  # every user's runs share it, as /tmp itself (sticky)
@@ -272,11 +279,14 @@ def outside_lock(folder: Path | str, what: str, shared: bool) -> Iterator[None]:
     handle = None
     while path is not None:
         try:
-            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            handle = open_plain_file(path, os.O_RDWR | os.O_CREAT)
+        except UnsafeFileError as error:  # planted in the shared folder: no lock there, and nothing written
+            logger.warning("%s: no lock outside it (%s)", folder, error)
+            break
         except OSError:  # another user's lock file (0644): a read-only descriptor locks as well
             try:
-                handle = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-            except OSError as error:
+                handle = open_plain_file(path, os.O_RDONLY | os.O_CREAT)
+            except (OSError, UnsafeFileError) as error:
                 logger.info("%s: no lock outside it (%s)", folder, error)
                 break
         try:
@@ -334,10 +344,10 @@ def reading_lock(folder: Path | str, create: bool = True) -> Iterator[None]:
     holding the lock outside it (:func:`outside_lock`), which every writer takes as well."""
     path = Path(folder) / LOCK_FILE
     try:
-        handle = os.open(path, os.O_RDONLY | (os.O_CREAT if create else 0), 0o666)
+        handle = open_plain_file(path, os.O_RDONLY | (os.O_CREAT if create else 0))
     except OSError:
         try:
-            handle = os.open(path, os.O_RDONLY)
+            handle = open_plain_file(path, os.O_RDONLY)
         except OSError:
             logger.info("%s: read holding the lock outside it (%s cannot be made here)", folder, LOCK_FILE)
             with outside_lock(folder, "reader", shared=True):

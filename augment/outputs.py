@@ -9,9 +9,12 @@ the output folder.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
+import stat
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -34,6 +37,50 @@ def check_safe_name(name: object, what: str) -> str:
         raise InputError(f"{what}: {name!r} is not a safe name (letters, digits, '_', '-', '.'; "
                          "starting with a letter or digit; no '..')")
     return name  # type: ignore[return-value]
+
+
+class UnsafeFileError(InputError):
+    """A file synth opens in place (a lock, a run's record) is a symbolic link, a FIFO or a file with other
+    names (hard links)."""
+
+
+def open_plain_file(path: Path | str, flags: int) -> int:
+    """``path`` opened in place (a lock file, a record a run appends to): never through a symbolic link
+    (a writer truncates its lock and writes its pid there: a link planted in a shared temporary folder,
+    or shipped in a colleague's folder, had synth overwrite the file it pointed to), never blocking (a
+    FIFO's read end waits for a writer forever), and only a plain file with no other name;
+    :class:`UnsafeFileError` naming it otherwise."""
+    try:
+        handle = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnsafeFileError(f"{path}: is a symbolic link (to {os.readlink(path)}); synth writes it only as a "
+                                  "plain file, never through a link: remove it") from None
+        raise
+    info = os.fstat(handle)
+    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+        return handle
+    os.close(handle)
+    kind = "a file with other names (hard links)" if stat.S_ISREG(info.st_mode) else "not a plain file"
+    raise UnsafeFileError(f"{path}: is {kind}; synth writes it only as a plain file of its own: remove it")
+
+
+def unlinked(path: Path) -> Path:
+    """``path``, a name a run writes its own files under (a video's ``NAME.heat/`` frames), with a symbolic
+    link there removed (the link only): a search wrote its frames through one, outside ``--out``."""
+    if path.is_symlink():
+        path.unlink()
+    return path
+
+
+def remove_output_folder(folder: Path) -> None:
+    """Remove an output's subfolder (extract's ``previews/``, its parts), or a symbolic link under its name:
+    the link itself (``shutil.rmtree`` refuses one, and with ``ignore_errors`` left it in place; the run then
+    wrote its files through it, outside ``--out``)."""
+    if folder.is_symlink():
+        folder.unlink()
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def inside(root: Path | str | Location, path: Path | str | Location) -> Path | Location:

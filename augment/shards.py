@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,6 +29,7 @@ from augment.outputs import inside, is_safe_name
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
 from augment.storage import Location, Place, as_place, is_remote, open_parquet, read_head
 from augment.store_writes import write_text_atomic
+from augment.textfiles import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,17 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _check_plain(path: Place, expected: str) -> None:
+    """An InputError naming a local ``path`` that exists and is no plain file: a FIFO's first read waits
+    for a writer forever (SIGTERM did not end it), a device's never ends."""
+    if not isinstance(path, Location) and os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        raise InputError(f"{path}: is no plain file (a FIFO, a device or a socket), expected {expected}")
+
+
 def read_objects_table(path: Place, columns: list[str] | None = None, memory_map: bool = False) -> pa.Table:
     """``columns`` of the objects table (cutouts) at ``path``, local or in an object store; a file that
     cannot be read (not Parquet, damaged pages, a column missing) is one InputError naming it on one line."""
+    _check_plain(path, "an objects table")
     try:
         if isinstance(path, Location):
             return pq.read_table(path.path, columns=columns, filesystem=path.fs)
@@ -59,6 +69,7 @@ def open_shard(path: Place | str) -> pq.ParquetFile:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a Parquet shard")
+    _check_plain(path, "a Parquet shard")
     try:
         return open_parquet(path)
     except (pa.ArrowException, OSError) as error:
@@ -82,7 +93,7 @@ def read_manifest(folder: Place | str) -> dict[str, Any]:
         raise InputError(f"{folder}: no {MANIFEST_FILE}, so not a finished output of `synth expand`, `photo-shards` or "
                          "`extract` (rerun the command that wrote it to finish it, or name shard files one by one)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = loads_json(path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as error:
         raise InputError(f"{path}: not a readable manifest ({one_line(error)})") from None
     entries = manifest.get("shards") if isinstance(manifest, dict) else None
@@ -238,7 +249,7 @@ def other_run_shards(folder: Place, config_hash: str) -> list[Place]:
     manifest_path = folder / MANIFEST_FILE
     if manifest_path.is_file():
         try:
-            manifest_hash = json.loads(manifest_path.read_text(encoding="utf-8")).get("config_hash")
+            manifest_hash = loads_json(manifest_path.read_text(encoding="utf-8")).get("config_hash")
         except (ValueError, OSError, AttributeError):
             manifest_hash = None
         if manifest_hash != config_hash:
@@ -253,7 +264,7 @@ def manifest_kind(folder: Place) -> str | None:
     """Which command's output ``folder``'s ``manifest.json`` lists (a key of :data:`MANIFEST_WRITERS`:
     the manifest's ``kind``; an expansion's has none), or None (no readable manifest of one of them)."""
     try:
-        manifest = json.loads((as_place(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
+        manifest = loads_json((as_place(folder) / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import unicodedata
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from augment.coco_source import (CocoIndex, _coco_photos, _looks_like_coco, _rea
                                  load_coco_index)
 from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, list_images, pixels_as_uint8, read_image, read_mask
-from augment.textfiles import read_user_text
+from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
                                   crop_object, limited, skipped_summary)
@@ -213,7 +212,7 @@ def load_categories(path: Path) -> dict[int, str]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(read_user_text(path, "a JSON object mapping mask values to category names"))
+        data = loads_json(read_user_text(path, "a JSON object mapping mask values to category names"))
         return {int(k): str(v) for k, v in data.items()}
     except (ValueError, AttributeError) as error:
         raise InputError(f"{path}: expected a JSON object mapping mask values to category names ({error})") from None
@@ -247,7 +246,7 @@ def label_map_files(source: Path) -> tuple[dict[int, str], list[Path], Callable[
     non-image files of a label_map source."""
     list_path = source / "label_list.json"
     try:
-        raw = json.loads(read_user_text(list_path, "a JSON list of label names"))
+        raw = loads_json(read_user_text(list_path, "a JSON list of label names"))
         names = {int(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else dict(enumerate(map(str, raw)))
     except (OSError, ValueError, AttributeError) as error:
         raise InputError(f"{list_path}: expected a JSON list of label names ({error})") from None

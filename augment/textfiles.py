@@ -7,7 +7,9 @@ with a byte-order mark, which ``json.loads`` refuses ('Unexpected UTF-8 BOM').
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from augment.imageio import InputError
 
@@ -24,3 +26,13 @@ def read_user_text(path: Path | str, expected: str) -> str:
     except UnicodeDecodeError as error:
         raise InputError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start:error.start + 1]!r}); "
                          f"expected {expected}") from None
+
+
+def loads_json(text: str | bytes) -> Any:
+    """``json.loads``, where arrays or objects nested thousands deep (a JSON file of a few hundred KB:
+    '[[[[...]]]]') are a ValueError, as any other bad JSON is to its readers: Python's RecursionError
+    was a traceback."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deep") from None

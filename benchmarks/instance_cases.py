@@ -131,18 +131,38 @@ class Bank:
     @classmethod
     def cached(cls, path: Path | None, *args: Any) -> "Bank":
         """The bank from ``path`` when it was written with the same arguments (a local cache of
-        tensors this script wrote), else built and written there."""
+        tensors this script wrote), else built and written there. Its photos and shots are stored as
+        plain containers of tensors and numbers, read with ``torch.load(weights_only=True)``: a cache
+        file handed on cannot run code (its pickled dataclasses could be read only with full pickle). A file that
+        does not read so (an older cache) is built again."""
         if path is not None and path.is_file():
-            state = torch.load(path, weights_only=False)
-            if state["args"] == [a for a in args[1:]]:
-                bank = cls.__new__(cls)
-                bank.__dict__.update(state["bank"])
-                return bank
+            try:
+                state = torch.load(path, weights_only=True)
+            except Exception:  # noqa: BLE001 - not a cache of this form: built again below
+                state = None
+            if isinstance(state, dict) and state.get("args") == [a for a in args[1:]]:
+                return cls.from_plain(state["bank"])
         bank = cls(*args)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            keep = {k: v for k, v in bank.__dict__.items() if k in ("photos", "shots", "by_category")}
-            torch.save({"args": list(args[1:]), "bank": keep}, path)
+            torch.save({"args": list(args[1:]), "bank": bank.to_plain()}, path)
+        return bank
+
+    def to_plain(self) -> dict[str, Any]:
+        """The photos, shots and categories as dicts, lists, tensors, strings and numbers only."""
+        return {"photos": [{"s8": p.s8, "s16": p.s16, "size": [int(v) for v in p.size],
+                            "category_objects": {str(c): [int(o) for o in os] for c, os in p.category_objects.items()}}
+                           for p in self.photos],
+                "shots": [[{"photo": int(s.photo), "obj": int(s.obj), "category": str(s.category), "cells": s.cells,
+                            "loose": s.loose, "views": s.views} for s in draws] for draws in self.shots],
+                "by_category": {str(c): [int(p) for p in ps] for c, ps in self.by_category.items()}}
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> "Bank":
+        bank = cls.__new__(cls)
+        bank.photos = [Photo(p["s8"], p["s16"], tuple(p["size"]), p["category_objects"]) for p in plain["photos"]]
+        bank.shots = [[Shot(**shot) for shot in draws] for draws in plain["shots"]]
+        bank.by_category = plain["by_category"]
         return bank
 
 

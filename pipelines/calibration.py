@@ -47,11 +47,11 @@ def read_calibration(path: Path | str) -> dict[str, Any]:
     else is an :class:`InputError` naming the file."""
     import json
 
-    from augment.textfiles import read_user_text
+    from augment.textfiles import loads_json, read_user_text
 
     path = Path(path)
     try:
-        report = json.loads(read_user_text(path, "a `synth calibrate` report (JSON)"))
+        report = loads_json(read_user_text(path, "a `synth calibrate` report (JSON)"))
         report["threshold"] = float(report["threshold"])
     except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
         raise InputError(f"{path}: not a `synth calibrate` report ({error})") from None

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -40,7 +39,7 @@ from augment.atomic_files import atomic_write_text
 from augment.config import SourceConfig
 from augment.cutouts import add_superpixels, object_row, write_objects_table
 from augment.imageio import InputError, read_image, save_image
-from augment.outputs import OutputNames
+from augment.outputs import OutputNames, remove_output_folder
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
 from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remove_row_shards, write_row_shards
 from augment.resizing import resize_labels
@@ -374,7 +373,7 @@ def _clear_earlier_output(out: Path) -> None:
     leaves the earlier output as it was."""
     _clear_complete_output(out)
     remove_row_shards(out, "pseudo")  # and the temporaries of killed writes, not those of live ones
-    shutil.rmtree(out / PREVIEWS_FOLDER, ignore_errors=True)
+    remove_output_folder(out / PREVIEWS_FOLDER)
 
 
 def _cutout_row(image: np.ndarray, path: Path, region: Region, category: str, cutter: SourceConfig, model_id: str,

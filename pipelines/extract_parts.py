@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import pyarrow.parquet as pq
 
 from augment.atomic_files import atomic_write_text
 from augment.cutouts import write_objects_table
+from augment.outputs import remove_output_folder
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE, RENDERING_VERSION
 from augment.shards import footer_problem, verify_shard
 from pipelines.output_record import inputs_key
@@ -102,8 +102,8 @@ class ExtractParts:
 
     def begin(self) -> None:
         """This run's parts from here on: another run's are removed."""
-        if self._stored_key() != self.key:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        if self._stored_key() != self.key or self.dir.is_symlink():
+            remove_output_folder(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / KEY_FILE, json.dumps({"key": self.key}) + "\n")
 
@@ -116,4 +116,4 @@ class ExtractParts:
         return pq.read_table(self.dir / f"cutouts-{index:05d}.parquet").to_pylist()
 
     def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_output_folder(self.dir)

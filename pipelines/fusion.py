@@ -32,7 +32,7 @@ import numpy as np
 
 from augment.atomic_files import atomic_write_text
 from augment.imageio import InputError
-from augment.textfiles import read_user_text
+from augment.textfiles import loads_json, read_user_text
 from pipelines.local_features import DenseMap
 from pipelines.verify import Verification
 
@@ -93,7 +93,7 @@ class FusionModel:
     @classmethod
     def load(cls, path: Path) -> "FusionModel":
         try:
-            data = json.loads(read_user_text(path, "a fusion model (JSON)"))
+            data = loads_json(read_user_text(path, "a fusion model (JSON)"))
             if not isinstance(data, dict):
                 raise ValueError(f"expected a JSON object, got {type(data).__name__}")
             if data.get("features") != list(FEATURES):

@@ -43,7 +43,7 @@ def load_checkpoint_model(checkpoint: Path | str) -> QuerySearchNet:
     from train.config import TrainConfig
 
     state = load_checkpoint(checkpoint)
-    config = TrainConfig.from_checkpoint(state)
+    config = TrainConfig.from_checkpoint(state, checkpoint)
     if config.task != "query_search":  # a segmenter's config has none of the search network's keys
         raise InputError(f"{checkpoint}: a {config.task} checkpoint, not a query search one (task query_search)")
     model = QuerySearchNet(config.model_config())

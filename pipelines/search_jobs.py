@@ -6,14 +6,13 @@ arguments (folders become their images and videos, leaving out what earlier sear
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from augment.imageio import VIDEO_EXTENSIONS, InputError, list_images
-from augment.textfiles import read_user_text
+from augment.textfiles import loads_json, read_user_text
 from pipelines.output_record import OutputKinds, OutputRecord
 
 logger = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ def read_pairs(path: Path) -> list[SearchJob]:
         if not line.strip():
             continue
         try:
-            entry = json.loads(line)
+            entry = loads_json(line)
             if not isinstance(entry, dict) or not isinstance(entry.get("query"), str) \
                     or not isinstance(entry.get("medium"), str):
                 raise ValueError('expected {"query": path, "medium": path}')

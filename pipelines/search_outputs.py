@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 from augment.atomic_files import atomic_write_text
 from augment.imageio import IMAGE_EXTENSIONS, InputError, read_image, save_image
-from augment.outputs import OutputNames
+from augment.outputs import OutputNames, unlinked
 from pipelines.output_record import OutputRecord
 from pipelines.search_jobs import DETECTIONS_FILE, SEARCH_OUTPUTS, JobProgress, SearchJob, count_work, is_video
 
@@ -208,6 +208,7 @@ def _search_video(workers: Any, prepared: Any, medium: Path, out: Path, names: O
     from pipelines.frames import frames_and_highlights
 
     name = names.take(medium)
+    heat = unlinked(out / f"{name}.heat")
     with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
             results = workers.find_each(prepared, frames, sources=[str(medium)] * len(frames),
@@ -215,7 +216,7 @@ def _search_video(workers: Any, prepared: Any, medium: Path, out: Path, names: O
             for result in results:
                 writer.write(result.highlight(), result.frame)
                 if save_heatmaps:
-                    save_image(out / f"{name}.heat" / f"{result.frame:06d}.png", result.heat_png())
+                    save_image(heat / f"{result.frame:06d}.png", result.heat_png())
                 summary.detections += len(result.detections)
                 yield {**result.to_json(), "highlight": f"{name}.highlight.mp4"}
             summary.frames += len(frames)

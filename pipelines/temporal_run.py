@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 from augment.atomic_files import atomic_write_text
 from augment.imageio import InputError, save_image
+from augment.outputs import unlinked
 from pipelines.frames import frames_and_highlights
 from pipelines.temporal import TemporalConfig, TemporalSearcher, TrackSummary
 from pipelines.temporal_draw import draw_track, frame_heat
@@ -42,6 +43,7 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
     checked = initial_box is None
     summary = TrackSummary()
     base = {"source": str(medium), "query": prepared.name}
+    heat_folder = unlinked(out / f"{name}.heat")
     with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
             for index, frame in zip(indices, frames):
@@ -54,7 +56,7 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
                 writer.write(draw_track(frame, track), index)
                 if save_heatmaps:
                     heat = frame_heat(track, frame.shape[1], frame.shape[0])
-                    save_image(out / f"{name}.heat" / f"{index:06d}.png",
+                    save_image(heat_folder / f"{index:06d}.png",
                                (heat * 255 + 0.5).clip(0, 255).astype("uint8"))
                 # score_kind: the siamese heat on every frame (the still search's own, on the frames
                 # it was tried before the first acquisition), as still lines name theirs.

@@ -44,7 +44,7 @@ def _config(config_path: Optional[Path], resume_from: Optional[Path] = None, **o
     if config_path is not None:
         return TrainConfig.from_yaml(config_path, **overrides)
     if resume_from is not None:
-        values = TrainConfig.from_checkpoint(load_checkpoint(resume_from)).__dict__.copy()
+        values = TrainConfig.from_checkpoint(load_checkpoint(resume_from), resume_from).__dict__.copy()
     else:
         values = TrainConfig().__dict__.copy()
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -120,6 +120,15 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
         raise InputError(f"{path}: not a readable checkpoint ({type(error).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise InputError(f"{path}: not a synth training checkpoint (format {FORMAT_VERSION})")
+    config = state.get("config")
+    wrong = next((key for key, ok in (
+        ("model", isinstance(state.get("model"), dict)),
+        ("config", isinstance(config, dict) and isinstance(config.get("values"), dict)
+         and isinstance(config.get("identity", {}), dict)),
+        ("config_hash", isinstance(state.get("config_hash"), str)),
+        ("step", isinstance(state.get("step"), int) and not isinstance(state.get("step"), bool))) if not ok), None)
+    if wrong is not None:  # a file made to look like one: its readers' KeyError or TypeError was a traceback
+        raise InputError(f"{path}: not a synth training checkpoint ({wrong!r} missing or of the wrong type)")
     return state
 
 

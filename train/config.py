@@ -278,13 +278,21 @@ class TrainConfig:
         return {"values": json.loads(json.dumps(dataclasses.asdict(self))), "identity": self.identity()}
 
     @classmethod
-    def from_checkpoint(cls, state: dict[str, Any]) -> "TrainConfig":
-        """The config a checkpoint was trained with. A batch_size above :data:`MAX_BATCH_SIZE` (a run
-        saved before the maximum) still loads, unchanged (its hash too), for search and evaluation."""
+    def from_checkpoint(cls, state: dict[str, Any], origin: Path | str = "checkpoint") -> "TrainConfig":
+        """The config a checkpoint (read from ``origin``) was trained with. A batch_size above
+        :data:`MAX_BATCH_SIZE` (a run saved before the maximum) still loads, unchanged (its hash too),
+        for search and evaluation. A key this synth does not know is an InputError naming it."""
         values = state["config"]["values"]
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise InputError(f"{origin}: unknown config key(s) {', '.join(map(str, unknown))[:200]} in the checkpoint "
+                             "(written by another version of synth?)")
         batch_size = values.get("batch_size")
-        if not is_int(batch_size) or batch_size <= MAX_BATCH_SIZE:
-            return cls(**values)
-        config = cls(**{**values, "batch_size": MAX_BATCH_SIZE})
+        try:
+            if not is_int(batch_size) or batch_size <= MAX_BATCH_SIZE:
+                return cls(**values)
+            config = cls(**{**values, "batch_size": MAX_BATCH_SIZE})
+        except (TypeError, ValueError, InputError) as error:
+            raise InputError(f"{origin}: {error}") from None
         config.batch_size = batch_size
         return config

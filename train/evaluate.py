@@ -25,7 +25,7 @@ def load_trained(checkpoint: Path | str | None, config: TrainConfig | None = Non
         config = config or TrainConfig()
         return build_task(config).build_model(), config
     state = load_checkpoint(checkpoint)
-    config = TrainConfig.from_checkpoint(state)
+    config = TrainConfig.from_checkpoint(state, checkpoint)
     model = build_task(config).build_model()
     load_model_state(model, state, checkpoint)
     return model, config

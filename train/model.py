@@ -38,6 +38,11 @@ GRID_STRIDE = 8
 # Widths (and counts) a model config may ask for: past it a layer's weights, not its accuracy, grow
 # (conversion_width 10**9 asked torch for petabytes as the network was built).
 MAX_CHANNELS = 4096
+# ...and together: each width and count alone under MAX_CHANNELS, 4096 layers of 4096 channels asked for
+# 2.5 TB as the network was built (from a 1 KB checkpoint's config, before any of its tensors was read).
+MAX_CONVERSION_WEIGHTS = 2**28  # 1 GB of float32: the defaults take 30 thousand
+MAX_SCALE_PAIRS = 32
+MAX_SCALE = 8.0  # a medium scale of 1000 up-samples a search's features a million times over
 
 
 @dataclass
@@ -98,6 +103,14 @@ class SearchNetConfig:
             value = getattr(self, name)
             if not low <= value <= MAX_CHANNELS:
                 raise ValueError(f"{name} must lie in [{low}, {MAX_CHANNELS}], got {value}")
+        if len(self.scale_pairs) > MAX_SCALE_PAIRS or max(max(p) for p in self.scale_pairs) > MAX_SCALE:
+            raise ValueError(f"scale_pairs: at most {MAX_SCALE_PAIRS} pairs of scales of at most {MAX_SCALE:g}, got "
+                             f"{len(self.scale_pairs)} up to {max(max(p) for p in self.scale_pairs):g}")
+        weights = 9 * self.conversion_width * (len(self.feature_strides) * len(self.scale_pairs) + self.skip_channels
+                                               + (self.conversion_layers - 1) * self.conversion_width)
+        if weights > MAX_CONVERSION_WEIGHTS:
+            raise ValueError(f"conversion_width {self.conversion_width} x conversion_layers {self.conversion_layers} "
+                             f"make {weights:,} weights ({weights * 4 / 1e9:.3g} GB); at most {MAX_CONVERSION_WEIGHTS:,}")
         check_backbone_name(self.backbone)
 
     @property

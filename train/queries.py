@@ -5,7 +5,6 @@ none of them (:func:`pasted_cutouts`, :func:`may_be_negative`)."""
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 
 import cv2
@@ -14,6 +13,7 @@ from augment.imageio import decode_image
 from augment.resizing import resize_rgba
 from augment.shards import read_objects_table
 from augment.storage import Place
+from augment.textfiles import loads_json
 
 
 class CutoutLibrary:
@@ -118,7 +118,7 @@ def pasted_cutouts(params: str | None) -> tuple[set[str], set[str]]:
     of them with an instance dropped from its labels as too hidden (``dropped``: its visible part is in
     the image, labelled as background); none for a row without such a record (a photo row)."""
     try:
-        record = json.loads(params) if params else {}
+        record = loads_json(params) if params else {}
     except ValueError:
         return set(), set()
     plans = record.get("objects") if isinstance(record, dict) else None
