@@ -204,10 +204,12 @@ def _add_distinct(levels: list[Level], level: Level) -> None:
 
 def _level(query_hw: tuple[float, float], work_hw: tuple[int, int], scale: float, zoom: float) -> Level:
     """The level of relative size ``scale`` searched at ``zoom``: its kernel the object's size there."""
-    size = (round(query_hw[0] * scale * zoom), round(query_hw[1] * scale * zoom))
-    # The kernel must fit in the zoomed medium (same padding needs the object inside it).
-    fit = min(1.0, work_hw[0] * zoom / size[0], work_hw[1] * zoom / size[1])
-    size = (max(1, round(size[0] * fit)), max(1, round(size[1] * fit)))
+    exact = (query_hw[0] * scale * zoom, query_hw[1] * scale * zoom)
+    # The kernel must fit in the zoomed medium (same padding needs the object inside it). Fitted
+    # before rounding: a side under half a pixel (a 3000-px-wide query in an 8-px-wide medium)
+    # rounded to 0 first was a ZeroDivisionError.
+    fit = min(1.0, work_hw[0] * zoom / exact[0], work_hw[1] * zoom / exact[1])
+    size = (max(1, round(exact[0] * fit)), max(1, round(exact[1] * fit)))
     if min(size) < MIN_QUERY_SIDE:
         grow = MIN_QUERY_SIDE / min(size)
         size = (round(size[0] * grow), round(size[1] * grow))
