@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from augment.imageio import InputError
 from pipelines.search import Searcher
 from pipelines.search_levels import plan_levels
 
@@ -36,3 +37,46 @@ def test_a_wide_query_in_a_tall_thin_medium_gives_a_box_inside_it(searcher):
     x0, y0, x1, y1 = line["best"]["box"]
     assert 0 <= x0 < x1 <= 8 and 0 <= y0 < y1 <= 5000
     assert math.isfinite(line["best"]["score"])
+
+
+@pytest.mark.parametrize("value", [0.3, 0.8])
+def test_a_float_query_mask_means_the_same_in_float32_and_float64(value):
+    """A query_mask of floats was soft weights in float32 but 'non-zero = object' in float64 (and
+    float16): 0.3 was an empty mask in one and the whole object in the other."""
+    from pipelines.search_inputs import load_query
+
+    query = _noise(40, 40)
+    read = []
+    for dtype in (np.float32, np.float64, np.float16):
+        mask = np.zeros((40, 40), dtype)
+        mask[5:35, 5:35] = value
+        try:
+            read.append(("mask", load_query(query, mask)[1].round(3).tolist()))
+        except InputError as error:
+            read.append(("error", str(error)))
+    assert read[0] == read[1] == read[2]
+    if value < 0.5:  # no pixel of the object: one line that says why
+        assert "values stay under 0.5, the highest 0.3" in read[0][1]
+
+
+def test_a_query_mask_of_a_few_scattered_pixels_is_refused_as_a_tiny_query_is():
+    """Alpha on two pixels at opposite corners of a 400 x 400 query spans 400 x 400 px, so the 8-px
+    bar let it through: searched with a kernel of nothing, its detections had an area of 1 px."""
+    from pipelines.search_inputs import load_query
+
+    rgba = np.dstack([_noise(400, 400), np.zeros((400, 400), np.uint8)])
+    rgba[0, 0, 3] = rgba[399, 399, 3] = 255
+    with pytest.raises(InputError, match="its mask holds 2 object pixels; at least 64"):
+        load_query(rgba)
+    rgba[100:108, 200:208, 3] = 255  # an 8 x 8 object and the specks: searched
+    assert load_query(rgba)[1].shape == (400, 400)
+
+
+def test_a_query_mask_of_exactly_one_half_is_the_object():
+    """A float mask of 0.5 was 'empty' to the crop (> 0.5) while its fill and silhouette count
+    0.5 as the object (>= 0.5)."""
+    from pipelines.search_inputs import load_query
+
+    mask = np.zeros((40, 40), np.float32)
+    mask[4:36, 4:36] = 0.5
+    assert load_query(_noise(40, 40), mask)[1].shape == (32, 32)
