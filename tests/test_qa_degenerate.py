@@ -80,3 +80,21 @@ def test_a_query_mask_of_exactly_one_half_is_the_object():
     mask = np.zeros((40, 40), np.float32)
     mask[4:36, 4:36] = 0.5
     assert load_query(_noise(40, 40), mask)[1].shape == (32, 32)
+
+
+def test_a_small_fused_score_is_written_as_its_label_shows_it_not_zero():
+    """detections.jsonl rounded scores to four decimals: a fused best guess of heat 0.02 (3.4e-05)
+    was written 0.0 while its highlight said 'best guess 3.4e-05', and --threshold 0.01's fused bar
+    (9.3e-06) was written 0.0 (a best guess of 0.0 'reached' it)."""
+    from augment.draw_labels import format_score
+    from pipelines.detections import Detection
+    from pipelines.search import Result
+
+    best = Detection((0, 0, 8, 8), 3.42e-05, 64, heat=0.02, verified=False)
+    line = best.to_json()
+    assert line["score"] > 0 and format_score(line["score"]) == format_score(best.score) == "3.4e-05"
+    result = Result(np.zeros((8, 8), np.float32), [], threshold=9.29e-06, best=best, score_kind="fused",
+                    heat_threshold=0.01)
+    written = json.loads(json.dumps(result.to_json()))
+    assert written["threshold"] == 9.29e-06 and written["best"]["score"] > written["threshold"]
+    assert Detection((0, 0, 8, 8), 0.73456, 64).to_json()["score"] == 0.7346  # four decimals as before
