@@ -98,3 +98,22 @@ def test_a_small_fused_score_is_written_as_its_label_shows_it_not_zero():
     written = json.loads(json.dumps(result.to_json()))
     assert written["threshold"] == 9.29e-06 and written["best"]["score"] > written["threshold"]
     assert Detection((0, 0, 8, 8), 0.73456, 64).to_json()["score"] == 0.7346  # four decimals as before
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_a_highlighted_video_of_odd_size_keeps_its_last_column_and_row(tmp_path, suffix):
+    """The encoders take even sizes: a 13 x 9 medium's highlight came out 12 x 8, its last column and
+    row (a box drawn along that edge) cut away. Now one black pixel pads each odd side."""
+    import cv2
+
+    from pipelines.video import VideoWriter
+
+    frame = np.zeros((9, 13, 3), np.uint8)
+    frame[:, -1] = frame[-1, :] = 255
+    with VideoWriter(tmp_path / f"odd{suffix}", 10.0, 13, 9) as writer:
+        writer.write(frame)
+    capture = cv2.VideoCapture(str(tmp_path / f"odd{suffix}"))
+    ok, read = capture.read()
+    capture.release()
+    assert ok and read.shape[:2] == (10, 14)
+    assert read[:9, 12].mean() > 128 and read[8, :13].mean() > 128  # the medium's last column and row
