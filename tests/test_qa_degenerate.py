@@ -117,3 +117,15 @@ def test_a_highlighted_video_of_odd_size_keeps_its_last_column_and_row(tmp_path,
     capture.release()
     assert ok and read.shape[:2] == (10, 14)
     assert read[:9, 12].mean() > 128 and read[8, :13].mean() > 128  # the medium's last column and row
+
+
+def test_scales_given_twice_or_unsorted_are_the_same_search_to_a_calibration(tmp_path):
+    """`synth calibrate --scales 1,1,2` recorded [1, 1, 2]; `synth search --scales 2,1 --threshold`
+    with its report was refused as another search, though the levels searched are the same."""
+    from pipelines.search_commands import check_calibrated_network, search_settings
+
+    calibrated = Searcher(untrained=True, device="cpu", verify=False, query_scales=(1.0, 1.0, 2.0))
+    searched = Searcher(untrained=True, device="cpu", verify=False, query_scales=(2.0, 1.0))
+    report = {"threshold": 0.4, "model": "untrained", "file": str(tmp_path / "t.json"), **search_settings(calibrated)}
+    check_calibrated_network(report, None, searched)  # no InputError
+    assert report["query_scales"] == [1.0, 2.0]
