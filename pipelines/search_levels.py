@@ -16,6 +16,8 @@ of the stride-8 grid to be matched at all.
 from __future__ import annotations
 
 import math
+import numbers
+from collections import abc
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -374,9 +376,15 @@ def check_scales(scales: Sequence[float] | str | None) -> None:
     :data:`DEFAULT_SCALES` = the default."""
     if scales is None or (isinstance(scales, str) and scales == DEFAULT_SCALES):
         return
-    if isinstance(scales, str):
-        raise InputError(f"query scales must be numbers, None (automatic) or {DEFAULT_SCALES!r}, not {scales!r}")
-    if not scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in scales):
+    # One number (query_scales=1.0) or an entry that is no number was a TypeError ('float' object is
+    # not iterable, '<=' not supported between 'float' and 'str').
+    if isinstance(scales, np.ndarray) and scales.ndim == 1:
+        scales = scales.tolist()
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, abc.Sequence) \
+            or any(isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real) for s in scales):
+        raise InputError(f"query scales must be a list of numbers, None (automatic) or {DEFAULT_SCALES!r}, "
+                         f"not {scales!r}")
+    if len(scales) == 0 or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in scales):
         raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
                          f"not {list(scales)}")
 

@@ -129,3 +129,16 @@ def test_scales_given_twice_or_unsorted_are_the_same_search_to_a_calibration(tmp
     report = {"threshold": 0.4, "model": "untrained", "file": str(tmp_path / "t.json"), **search_settings(calibrated)}
     check_calibrated_network(report, None, searched)  # no InputError
     assert report["query_scales"] == [1.0, 2.0]
+
+
+def test_query_scales_of_one_number_or_of_no_numbers_is_one_line_and_an_array_is_taken():
+    """Searcher(query_scales=1.0) was TypeError "'float' object is not iterable", [1, '2'] "'<=' not
+    supported", and a numpy array of scales 'the truth value of an array is ambiguous'."""
+    from pipelines.search_levels import check_scales
+
+    for given in (1.0, [1, "2"], [None], [True], {1: 2}, iter([1.0])):
+        with pytest.raises(InputError, match="query scales must be a list of numbers"):
+            check_scales(given)
+    check_scales(np.array([0.5, 2.0]))
+    assert Searcher(untrained=True, device="cpu", verify=False,
+                    query_scales=np.array([2.0, 1.0])).query_scales == (1.0, 2.0)
