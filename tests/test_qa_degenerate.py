@@ -142,3 +142,14 @@ def test_query_scales_of_one_number_or_of_no_numbers_is_one_line_and_an_array_is
     check_scales(np.array([0.5, 2.0]))
     assert Searcher(untrained=True, device="cpu", verify=False,
                     query_scales=np.array([2.0, 1.0])).query_scales == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("box", [(60, 40, 20, 30), (float("nan"), 0, 10, 10), (0, 0, 10), (5, 5, 5, 9)])
+def test_a_calibration_case_whose_box_is_no_box_is_one_line_naming_it(searcher, box):
+    """A true box no detection can match (COCO's x, y, w, h: x1 < x0; NaN; three numbers; no width)
+    was a miss at every threshold: F1 0 and the threshold 0.5, without a word."""
+    from pipelines.calibration import CalibrationCase, calibrate_threshold
+
+    cases = [CalibrationCase(_noise(40, 40), _noise(64, 96), []), CalibrationCase(_noise(40, 40), _noise(64, 96), [box])]
+    with pytest.raises(InputError, match=r"cases\[1\]\.boxes\[0\] must be four finite numbers x0, y0, x1, y1"):
+        calibrate_threshold(searcher, cases)
