@@ -293,6 +293,10 @@ def tiles(height: int, width: int, zoom: float, overlap: int,
     if height * width * zoom * zoom <= max_pixels:
         return [(0, height, 0, width)]
     side = max(4 * GRID_STRIDE, int(math.sqrt(max_pixels) / zoom) // GRID_STRIDE * GRID_STRIDE)
+    # Each window owns at least half its side: an elongated query's kernel (10 x 300 px zoomed 4x)
+    # overlapped windows by more than their side, and they stepped 8 px at a time (684 windows of a
+    # 640 x 480 photo, each encoded: minutes, hours for a larger one). Such windows exceed max_pixels.
+    side = max(side, -(-2 * overlap // GRID_STRIDE) * GRID_STRIDE)
     step = max(GRID_STRIDE, (side - overlap) // GRID_STRIDE * GRID_STRIDE)
 
     def spans(length: int) -> list[tuple[int, int]]:

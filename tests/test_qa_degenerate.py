@@ -153,3 +153,16 @@ def test_a_calibration_case_whose_box_is_no_box_is_one_line_naming_it(searcher, 
     cases = [CalibrationCase(_noise(40, 40), _noise(64, 96), []), CalibrationCase(_noise(40, 40), _noise(64, 96), [box])]
     with pytest.raises(InputError, match=r"cases\[1\]\.boxes\[0\] must be four finite numbers x0, y0, x1, y1"):
         calibrate_threshold(searcher, cases)
+
+
+def test_an_elongated_querys_tiles_step_at_least_half_a_window():
+    """A 16 x 1500 query in a 1500 x 600 photo is zoomed 4x (its 11-px height): its kernel reached
+    further than a tile's side, the tiles stepped 8 px at a time, 860 of them (7396 in a 1500 x 1500
+    photo), each encoded: a 10 x 300 query in a 640 x 480 photo ran for minutes."""
+    from pipelines.search_levels import tiles
+
+    assert tiles(410, 1024, 4.0, overlap=1056) == [(0, 410, 0, 1024)]
+    parts = tiles(1024, 2048, 4.0, overlap=600)
+    assert len(parts) <= 4 * 4
+    ordinary = tiles(1024, 1024, 4.0, overlap=100)  # an ordinary kernel's tiles are as they were
+    assert len(ordinary) == 16 and max(y1 - y0 for y0, y1, _, _ in ordinary) == 344
