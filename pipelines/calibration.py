@@ -98,11 +98,13 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
     """
     from pipelines.search import load_rgb
     from pipelines.search_workers import SearchWorkers
+    from pipelines.window_geometry import check_start_box
 
     candidates = list(thresholds) if thresholds is not None else candidate_thresholds()
     stage = searcher.verification
 
-    def searched(case: CalibrationCase) -> tuple[list[Detection], list]:
+    def searched(item: tuple[CalibrationCase, list]) -> tuple[list[Detection], list]:
+        case, boxes = item
         prepared = searcher.prepare(case.query, case.query_mask)
         medium = load_rgb(case.medium)
         maps = searcher.maps(prepared, [medium])
@@ -110,10 +112,14 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
             detections = searcher.detect(prepared, maps.heat[0], maps.object_height[0], threshold=0.0)
         else:
             detections = stage.fused(prepared, medium, maps.heat[0], maps.object_height[0], 0.0, maps.features)
-        return detections, list(case.boxes)
+        return detections, boxes
 
+    # A box no detection can match (x, y, w, h as COCO writes them: x1 < x0; NaN) was a miss at every
+    # threshold without a word: F1 0 and the threshold 0.5.
+    checked = [(case, [check_start_box(box, None, None, f"cases[{index}].boxes[{j}]")
+                       for j, box in enumerate(case.boxes)]) for index, case in enumerate(cases)]
     with SearchWorkers(searcher) as workers:  # cases side by side on the CPU's threads
-        found = workers.map(searched, list(cases))
+        found = workers.map(searched, checked)
     if not found:
         raise InputError("no calibration cases")
     table = []
@@ -204,6 +210,7 @@ def shard_cases(shards: Place | str, count: int, seed: int = 0,
     cases = []
     for sample in dataset:
         boxes = [(round(x0), round(y0), round(x1), round(y1)) for x0, y0, x1, y1 in sample["boxes"].tolist()]
+        boxes = [box for box in boxes if box[2] > box[0] and box[3] > box[1]]  # under a pixel: no detection matches it
         query = sample["query"].permute(1, 2, 0).numpy()
         mask = sample["query_mask"].numpy().reshape(query.shape[:2])
         cases.append(CalibrationCase(np.dstack([query, mask]), sample["medium"].permute(1, 2, 0).numpy(),

@@ -37,6 +37,14 @@ PEAK_CELL = 4
 MAX_PEAKS = 256
 
 
+def json_score(value: float) -> float:
+    """A score or threshold as detections.jsonl writes it: four decimals, four significant digits
+    under 0.1, so a small fused score keeps the digits its label shows (augment.draw_labels.format_score:
+    a best guess of 3.4e-05 was written 0.0, as though nothing had matched at all)."""
+    value = float(value)
+    return float(f"{value:.4g}") if abs(value) < 0.1 else round(value, 4)
+
+
 @dataclass(frozen=True)
 class Detection:
     """One instance: ``box`` = [x0, y0, x1, y1] (pixel edges, x1/y1 exclusive), ``score`` (the
@@ -56,10 +64,10 @@ class Detection:
     inliers: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        line = {"box": [int(v) for v in self.box], "score": round(float(self.score), 4),
+        line = {"box": [int(v) for v in self.box], "score": json_score(self.score),
                 "area": int(self.area), "peak": [int(v) for v in self.peak], "box_from": self.source}
         if self.heat is not None:  # verification ran
-            line.update(heat=round(float(self.heat), 4), verified=self.verified, inliers=int(self.inliers))
+            line.update(heat=json_score(self.heat), verified=self.verified, inliers=int(self.inliers))
         return line
 
 

@@ -43,7 +43,7 @@ from augment.imageio import InputError
 from augment.picture_arrays import ArrayInputError, ImageLike, load_rgb, picture_array  # noqa: F401 (API)
 from augment.system import limit_blas_threads, tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
-from pipelines.detections import Detection, box_iou, detect, match_counts  # noqa: F401 (API)
+from pipelines.detections import Detection, box_iou, detect, json_score, match_counts  # noqa: F401 (API)
 from pipelines.highlight import highlight, object_mask
 from pipelines.search_inputs import (MIN_QUERY_INPUT_SIDE, PreparedQuery, SearchMaps,  # noqa: F401 (API)
                                      check_min_side, load_checkpoint_model, load_query, resolve_device,
@@ -121,10 +121,9 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "query": self.query, "frame": self.frame,
-                "width": self.width, "height": self.height, "threshold": round(float(self.threshold), 4),
+                "width": self.width, "height": self.height, "threshold": json_score(self.threshold),
                 "score_kind": self.score_kind,
-                "heat_threshold": round(float(self.threshold if self.heat_threshold is None
-                                              else self.heat_threshold), 4),
+                "heat_threshold": json_score(self.threshold if self.heat_threshold is None else self.heat_threshold),
                 "detections": [d.to_json() for d in self.detections],
                 "best": None if self.best is None else self.best.to_json(), **self.extra}
 

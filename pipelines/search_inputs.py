@@ -158,7 +158,10 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
             query_label = "the query" if name == "query" else f"the query {name}"  # not "the query query"
             raise InputError(f"{mask_name}: mask is {raw.shape[1]}x{raw.shape[0]} but {query_label} "
                              f"is {rgb.shape[1]}x{rgb.shape[0]}")
-        mask = (raw > 0).astype(np.float32) if raw.dtype != np.float32 else np.clip(raw, 0, 1)
+        # Floats of any width are soft values in [0, 1] (a float64 array was read as non-zero = object
+        # where the same numbers in float32 were weights: 0.3 the whole object, or an empty mask).
+        mask = (np.clip(np.nan_to_num(raw.astype(np.float32)), 0, 1) if np.issubdtype(raw.dtype, np.floating)
+                else (raw > 0).astype(np.float32))
         source = mask_name
     elif rgba[:, :, 3].min() < 255:
         mask = rgba[:, :, 3].astype(np.float32) / 255.0
@@ -166,11 +169,17 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
     else:
         check_min_side(name, rgb.shape[1], rgb.shape[0])
         return rgb, None
-    ys, xs = np.nonzero(mask > 0.5)
+    ys, xs = np.nonzero(mask >= 0.5)  # the object's pixels, as its fill and silhouette count them
     if ys.size == 0:
-        raise InputError(f"{source}: the query mask is empty (no object pixels)")
+        # A soft mask (alpha, floats) whose values all stay under one half was "empty" beside pixels of 0.3
+        faint = f"; its values stay under 0.5, the highest {float(mask.max()):.3g}" if mask.max() > 0 else ""
+        raise InputError(f"{source}: the query mask is empty (no object pixels{faint})")
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     check_min_side(name, x1 - x0, y1 - y0, detail=" (its mask's extent)")
+    if ys.size < MIN_QUERY_INPUT_SIDE ** 2:  # two specks at opposite corners span 400 x 400 px
+        raise InputError(f"{name}: its mask holds {ys.size} object pixel{'s' if ys.size > 1 else ''}; at least "
+                         f"{MIN_QUERY_INPUT_SIDE ** 2} ({MIN_QUERY_INPUT_SIDE}x{MIN_QUERY_INPUT_SIDE}) are needed to "
+                         "search for it")
     return np.ascontiguousarray(rgb[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1])
 
 

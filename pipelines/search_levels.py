@@ -16,6 +16,8 @@ of the stride-8 grid to be matched at all.
 from __future__ import annotations
 
 import math
+import numbers
+from collections import abc
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -204,10 +206,12 @@ def _add_distinct(levels: list[Level], level: Level) -> None:
 
 def _level(query_hw: tuple[float, float], work_hw: tuple[int, int], scale: float, zoom: float) -> Level:
     """The level of relative size ``scale`` searched at ``zoom``: its kernel the object's size there."""
-    size = (round(query_hw[0] * scale * zoom), round(query_hw[1] * scale * zoom))
-    # The kernel must fit in the zoomed medium (same padding needs the object inside it).
-    fit = min(1.0, work_hw[0] * zoom / size[0], work_hw[1] * zoom / size[1])
-    size = (max(1, round(size[0] * fit)), max(1, round(size[1] * fit)))
+    exact = (query_hw[0] * scale * zoom, query_hw[1] * scale * zoom)
+    # The kernel must fit in the zoomed medium (same padding needs the object inside it). Fitted
+    # before rounding: a side under half a pixel (a 3000-px-wide query in an 8-px-wide medium)
+    # rounded to 0 first was a ZeroDivisionError.
+    fit = min(1.0, work_hw[0] * zoom / exact[0], work_hw[1] * zoom / exact[1])
+    size = (max(1, round(exact[0] * fit)), max(1, round(exact[1] * fit)))
     if min(size) < MIN_QUERY_SIDE:
         grow = MIN_QUERY_SIDE / min(size)
         size = (round(size[0] * grow), round(size[1] * grow))
@@ -289,6 +293,10 @@ def tiles(height: int, width: int, zoom: float, overlap: int,
     if height * width * zoom * zoom <= max_pixels:
         return [(0, height, 0, width)]
     side = max(4 * GRID_STRIDE, int(math.sqrt(max_pixels) / zoom) // GRID_STRIDE * GRID_STRIDE)
+    # Each window owns at least half its side: an elongated query's kernel (10 x 300 px zoomed 4x)
+    # overlapped windows by more than their side, and they stepped 8 px at a time (684 windows of a
+    # 640 x 480 photo, each encoded: minutes, hours for a larger one). Such windows exceed max_pixels.
+    side = max(side, -(-2 * overlap // GRID_STRIDE) * GRID_STRIDE)
     step = max(GRID_STRIDE, (side - overlap) // GRID_STRIDE * GRID_STRIDE)
 
     def spans(length: int) -> list[tuple[int, int]]:
@@ -372,9 +380,15 @@ def check_scales(scales: Sequence[float] | str | None) -> None:
     :data:`DEFAULT_SCALES` = the default."""
     if scales is None or (isinstance(scales, str) and scales == DEFAULT_SCALES):
         return
-    if isinstance(scales, str):
-        raise InputError(f"query scales must be numbers, None (automatic) or {DEFAULT_SCALES!r}, not {scales!r}")
-    if not scales or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in scales):
+    # One number (query_scales=1.0) or an entry that is no number was a TypeError ('float' object is
+    # not iterable, '<=' not supported between 'float' and 'str').
+    if isinstance(scales, np.ndarray) and scales.ndim == 1:
+        scales = scales.tolist()
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, abc.Sequence) \
+            or any(isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real) for s in scales):
+        raise InputError(f"query scales must be a list of numbers, None (automatic) or {DEFAULT_SCALES!r}, "
+                         f"not {scales!r}")
+    if len(scales) == 0 or any(not MIN_QUERY_SCALE <= s <= MAX_QUERY_SCALE for s in scales):
         raise InputError(f"query scales must lie in [{MIN_QUERY_SCALE:g}, {MAX_QUERY_SCALE:g}], "
                          f"not {list(scales)}")
 

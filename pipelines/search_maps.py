@@ -79,7 +79,7 @@ class NetworkSearch:
         self.auto_scales = query_scales is None
         self.default_scales = isinstance(query_scales, str)  # checked: DEFAULT_SCALES
         given = DEFAULT_QUERY_SCALES if query_scales is None or isinstance(query_scales, str) else query_scales
-        self.query_scales = tuple(sorted(float(s) for s in given))
+        self.query_scales = tuple(sorted({float(s) for s in given}))  # each once: 1,1,2 is 2,1's search
         self.max_side = int(max_side)
         self.mirror = mirror
         self.min_kernel_side, self.max_kernel_side, self.max_zoom = min_kernel_side, max_kernel_side, max_zoom

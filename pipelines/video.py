@@ -313,9 +313,12 @@ class VideoWriter:
         # The temporary keeps the suffix: OpenCV picks the container from it.
         self._temporary = temporary_beside(self.path, suffix=suffix)
         self.size = (int(width), int(height))
+        # The encoders (mp4v, MJPG) take even sizes only: a 641 x 481 medium's video came out 640 x 480,
+        # its last column and row cut (a box along that edge lost its line). Odd sides get a black pixel.
+        self.encoded_size = (self.size[0] + self.size[0] % 2, self.size[1] + self.size[1] % 2)
         self.fps = writable_fps(fps, _FOURCC[suffix], self.path)
         self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*_FOURCC[suffix]),
-                                       self.fps, self.size)
+                                       self.fps, self.encoded_size)
         if not self._writer.isOpened():
             self._temporary.unlink(missing_ok=True)
             raise InputError(f"{self.path}: OpenCV cannot write this video format")
@@ -334,6 +337,9 @@ class VideoWriter:
             if self.error is not None:  # failed: frames are taken and dropped, so write() never blocks
                 continue
             try:
+                if self.encoded_size != self.size:
+                    frame = cv2.copyMakeBorder(frame, 0, self.encoded_size[1] - self.size[1], 0,
+                                               self.encoded_size[0] - self.size[0], cv2.BORDER_CONSTANT, value=0)
                 self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             except Exception as error:  # noqa: BLE001 - an encoder thread that died left write() waiting forever
                 self.error = f"{self.path}: cannot encode frame {self.frames_written} ({str(error).strip()[:80]})"
