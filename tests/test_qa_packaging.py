@@ -100,15 +100,21 @@ SOURCE_ONLY = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.py[cod]
                                      "runs", "out", "expanded", ".pytest_cache", ".hypothesis", ".whl", ".gl")
 
 
+def _built(tmp_path: Path, kind: str, suffix: str) -> tuple[Path, Path]:
+    """A copy of the source tree (no run outputs or caches) and the ``kind`` ('sdist', 'wheel') built from it."""
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=SOURCE_ONLY)
+    subprocess.run([sys.executable, "-c", f"from setuptools import build_meta as b; b.build_{kind}('../dist')"],
+                   cwd=tree, check=True, capture_output=True, timeout=120)
+    (built,) = (tmp_path / "dist").glob(f"synth-*.{suffix}")
+    return tree, built
+
+
 def test_sdist_carries_what_its_tests_need(tmp_path):
     """setuptools puts only tests/test*.py into an sdist: its conftest.py and helpers (cli_checks.py,
     the factories) were left out, so no test module that imports them ran from the sdist, and neither
     did the configs, sample data or benchmarks they read."""
-    tree = tmp_path / "tree"
-    shutil.copytree(ROOT, tree, ignore=SOURCE_ONLY)
-    subprocess.run([sys.executable, "-c", "from setuptools import build_meta as b; b.build_sdist('../dist')"],
-                   cwd=tree, check=True, capture_output=True, timeout=120)
-    (sdist,) = (tmp_path / "dist").glob("synth-*.tar.gz")
+    tree, sdist = _built(tmp_path, "sdist", "tar.gz")
     with tarfile.open(sdist) as archive:
         shipped = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     wanted = {str(path.relative_to(tree)) for folder in ("tests", "configs", "sample_data", "benchmarks")
@@ -205,11 +211,7 @@ def test_expand_engine_ray_without_the_ray_extra_is_one_line(tmp_path, monkeypat
 def test_the_wheel_holds_every_module_and_data_file(tmp_path):
     """pyproject.toml lists the packages and their data by hand: a new subpackage or data file left off
     the list works in the checkout (and its editable install) and is missing from the wheel."""
-    tree = tmp_path / "tree"
-    shutil.copytree(ROOT, tree, ignore=SOURCE_ONLY)
-    subprocess.run([sys.executable, "-c", "from setuptools import build_meta as b; b.build_wheel('../dist')"],
-                   cwd=tree, check=True, capture_output=True, timeout=120)
-    (wheel,) = (tmp_path / "dist").glob("synth-*.whl")
+    tree, wheel = _built(tmp_path, "wheel", "whl")
     with zipfile.ZipFile(wheel) as archive:
         shipped = set(archive.namelist())
     wanted = {str(path.relative_to(tree)) for package in PACKAGES for path in (tree / package).rglob("*")
