@@ -237,25 +237,3 @@ def test_a_composites_pasted_object_shows_no_outline_of_its_transparent_colour(t
                               DistortionConfig.from_dict({n: {"p": 0.0} for n in REGISTRY}),
                               rng=np.random.default_rng(seed))
         assert scene.objects and (scene.image == 255).all(), (seed, int(scene.image.min()))
-
-
-@pytest.mark.parametrize("height, width", [(75, 50), (37, 29), (64, 48)])
-def test_a_query_masks_cells_are_the_fraction_of_each_feature_cell_that_is_object(height, width):
-    """Reference: cell (i, j) of the stride-s grid covers pixels [s i, s i + s) x [s j, s j + s) (the
-    backbone's 'same' padding: ceil(H / s) cells); its value is the object's share of those s * s pixels."""
-    from train.model import QuerySearchNet, SearchNetConfig
-
-    net = QuerySearchNet(SearchNetConfig(pretrained=False, edge_path=False)).eval()
-    mask = torch.zeros(1, 1, height, width)
-    mask[..., height // 5:height - 3, width // 3:] = 1.0
-    mask[..., 2:9, 1:6] = 0.5
-    with torch.no_grad():
-        query = net.encode_query(torch.rand(1, 3, height, width), mask)
-    for feat, cells, stride in zip(query.feats, query.masks, net.cfg.feature_strides):
-        grid = tuple(feat.shape[-2:])
-        assert grid == (-(-height // stride), -(-width // stride)) and tuple(cells.shape[-2:]) == grid
-        expected = torch.zeros(grid)
-        for i in range(grid[0]):
-            for j in range(grid[1]):
-                expected[i, j] = mask[0, 0, stride * i:stride * i + stride, stride * j:stride * j + stride].sum() / stride ** 2
-        torch.testing.assert_close(cells[0, 0], expected)

@@ -118,19 +118,6 @@ class SearchNetConfig:
         return len(self.feature_strides) * len(self.scale_pairs)
 
 
-def cell_fractions(mask: torch.Tensor, grid: tuple[int, int], stride: int) -> torch.Tensor:
-    """The fraction of each cell of a stride-``stride`` feature grid (``grid``: ceil(H / stride) x
-    ceil(W / stride), the backbone's 'same' padding) that is object, of an N x 1 x H x W alpha: cell (i, j)
-    covers pixels [stride * i, stride * (i + 1)) x [stride * j, stride * (j + 1)), those past the image
-    counting as background. (adaptive_avg_pool2d spread the H pixels evenly over the cells instead: where
-    H is no multiple of the stride, the mask drifted against the features by up to half a cell.)"""
-    height, width = _hw(mask)
-    padded = F.pad(mask, (0, grid[1] * stride - width, 0, grid[0] * stride - height))
-    # A no-op reshape to constant sizes: the ONNX exporter loses them through the Pad (the correlation's
-    # window kernel, the mask squared, must have a static shape).
-    return F.avg_pool2d(padded, stride).reshape(int(mask.shape[0]), int(mask.shape[1]), *grid)
-
-
 class QueryFeatures(NamedTuple):
     """Per-level query feature maps and masks; compute once per query, reuse for many media."""
 
@@ -241,8 +228,8 @@ class QuerySearchNet(nn.Module):
         feats = self._project(self._backbone_features(backbone, query, self.max_stride))
         masks = None
         if query_mask is not None:
-            masks = [cell_fractions(query_mask.to(f.dtype), _hw(f), stride)
-                     for f, stride in zip(feats, self.cfg.feature_strides)]
+            # Area-average the alpha onto each feature grid: the fraction of a cell that is object.
+            masks = [F.adaptive_avg_pool2d(query_mask.to(f.dtype), _hw(f)) for f in feats]
         return QueryFeatures(feats, masks, {})
 
     def encode_medium(self, medium: torch.Tensor) -> MediumFeatures:
