@@ -147,6 +147,7 @@ MAX_KERNEL_SIDE = 96
 MAX_ZOOM = 4.0
 # Zoomed media above this many pixels are searched in overlapping tiles.
 MAX_TILE_PIXELS = 1600 * 1200
+MAX_TILE_GROWTH = 8  # how far past MAX_TILE_PIXELS a window may grow for a kernel reaching past it
 # Zoom factors are rounded to quarter octaves so levels share encoded media.
 ZOOM_STEPS_PER_OCTAVE = 4
 # A level zoomed out is searched at the next finer zoom of the same search where that is at most
@@ -288,16 +289,20 @@ def smaller_scales(query_hw: tuple[float, float], work_hw: tuple[int, int],
 def tiles(height: int, width: int, zoom: float, overlap: int,
           max_pixels: int = MAX_TILE_PIXELS) -> list[tuple[int, int, int, int]]:
     """Windows (y0, y1, x0, x1) of the working medium whose zoomed size stays under
-    ``max_pixels``, overlapping by ``overlap`` working pixels; one window when it fits whole.
+    ``max_pixels`` (up to :data:`MAX_TILE_GROWTH` times that where the kernel reaches further than
+    such a window), overlapping by ``overlap`` working pixels; one window when it fits whole.
     Window origins are multiples of the grid stride, so their grids line up with the frame's."""
     if height * width * zoom * zoom <= max_pixels:
         return [(0, height, 0, width)]
     side = max(4 * GRID_STRIDE, int(math.sqrt(max_pixels) / zoom) // GRID_STRIDE * GRID_STRIDE)
     # Each window owns at least half its side: an elongated query's kernel (10 x 300 px zoomed 4x)
     # overlapped windows by more than their side, and they stepped 8 px at a time (684 windows of a
-    # 640 x 480 photo, each encoded: minutes, hours for a larger one). Such windows exceed max_pixels.
-    side = max(side, -(-2 * overlap // GRID_STRIDE) * GRID_STRIDE)
-    step = max(GRID_STRIDE, (side - overlap) // GRID_STRIDE * GRID_STRIDE)
+    # 640 x 480 photo, each encoded: minutes, hours for a larger one). Such windows exceed max_pixels,
+    # by MAX_TILE_GROWTH at most: the memory an encoding takes stays bounded. A kernel reaching further
+    # still is cut at window edges rather than searched in windows a few pixels apart.
+    ceiling = int(math.sqrt(max_pixels * MAX_TILE_GROWTH) / zoom) // GRID_STRIDE * GRID_STRIDE
+    side = max(side, min(ceiling, -(-2 * overlap // GRID_STRIDE) * GRID_STRIDE))
+    step = max(GRID_STRIDE, (side - overlap) // GRID_STRIDE * GRID_STRIDE, side // 2 // GRID_STRIDE * GRID_STRIDE)
 
     def spans(length: int) -> list[tuple[int, int]]:
         if length <= side:
