@@ -95,14 +95,15 @@ app = typer.Typer(
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def sample_data_dir() -> Path:
+def sample_data_dir(missing: str = "SOURCES") -> Path:
     """sample_data/ of the working directory, else the source checkout's (synth run from its tree). An
-    installed synth (a wheel) ships no sample data: without one here, one line asks for the folders."""
+    installed synth (a wheel) ships no sample data: without one here, one line says which of the
+    defaulted inputs (``missing``) to name."""
     for folder in (Path("sample_data"), REPO_ROOT / "sample_data"):
         if folder.is_dir():
             return folder
-    fail(f"no SOURCES given and no sample_data/ in {Path.cwd()} (the sample data comes with synth's source "
-         "checkout, not the installed package): name the source folders and --backgrounds")
+    fail(f"no {missing} given and no sample_data/ in {Path.cwd()} (the sample data comes with synth's source "
+         f"checkout, not the installed package): name {'the source folders and --backgrounds' if missing == 'SOURCES' else 'it'}")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -290,7 +291,7 @@ def expand(
     if config.num < 1:
         fail("num must be at least 1")
     sources = sources or [str(sample_data_dir() / "objects")]
-    backgrounds = backgrounds or str(sample_data_dir() / "backgrounds")
+    backgrounds = backgrounds or str(sample_data_dir("--backgrounds") / "backgrounds")
     workers = workers or default_workers()
 
     with make_progress() as progress:

@@ -59,8 +59,9 @@ def check_working_folder() -> None:
 
 def expand_home(arguments: list[str]) -> list[str]:
     """``arguments`` with a leading ``~`` or ``~user`` expanded as a shell expands it, in an argument of
-    its own or in an option's ``--name=~/...`` value; :class:`InputError` (one line) where it names no
-    home folder (HOME unset and the user not in the password database, or no such user). A folder
+    its own and also in an option's ``--name=~/...`` value (which a shell leaves); ``~name`` of no user
+    is left as typed, as a shell leaves it; :class:`InputError` (one line) where a bare ``~`` names no
+    home folder (HOME unset and the user not in the password database). A folder
     named ``~`` is given by its full path (pathlib reads ``./~/x`` as ``~/x``, which pyarrow expands)."""
     return [_expanded(argument) for argument in arguments]
 
@@ -73,9 +74,10 @@ def _expanded(argument: str) -> str:
         return argument
     expanded = os.path.expanduser(value)
     if expanded.startswith("~"):
-        user = value[1:].split("/", 1)[0]
-        why = f"no user named {user!r}" if user else "HOME is not set and this user has no home in the password database"
-        raise InputError(f"{value}: '~' names no home folder here ({why}); give the full path")
+        if value[1:].split("/", 1)[0]:  # ~name of no user (~draft*, ~nosuchuser.png): a shell leaves it too
+            return argument
+        raise InputError(f"{value}: '~' names no home folder here (HOME is not set and this user has no home in "
+                         "the password database); give the full path")
     return f"{head}{equals}{expanded}"
 
 

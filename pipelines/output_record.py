@@ -79,10 +79,14 @@ class OutputRecord:
             logger.info("%s: cleared %d output file(s) of an earlier synth %s run", self.out, cleared,
                         self.kinds.command)
         # Truncated only now: a run killed while clearing leaves the old record for the next run to finish.
-        if self.path.is_file() and not os.access(self.path, os.W_OK):
-            # another team member's record (0644 under their umask) in a folder both may write: made ours,
-            # as it was, by a rename (the run was refused: "<out>/.synth-search-outputs: Permission denied")
-            atomic_write_bytes(self.path, self.path.read_bytes())
+        if self.path.is_file() and not self.path.is_symlink() and not os.access(self.path, os.W_OK):
+            # another team member's record (0644 under their umask) in a folder both may write: made ours
+            # (the run was refused: "<out>/.synth-search-outputs: Permission denied"), by a rename where it
+            # is kept, removed where this run starts a new one. (A link is left to record_file's refusal.)
+            if self.keep:
+                atomic_write_bytes(self.path, self.path.read_bytes())
+            else:
+                self.path.unlink()
         self._closing = contextlib.ExitStack()
         self._file = self._closing.enter_context(record_file(self.path, "a" if self.keep else "w"))
         self._stems = set(self._recorded()) if self.keep else set()

@@ -129,6 +129,9 @@ def _cpu_area(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # A query object smaller than this on either side (after cropping to its mask) has no texture left to
 # match: refused with one line rather than searched with detections that mean nothing.
 MIN_QUERY_INPUT_SIDE = 8
+# Object pixels a query's mask needs: half the smallest query's square (a solid 9-px disk has 61;
+# a few scattered specks spanning a large box do not pass).
+MIN_QUERY_PIXELS = MIN_QUERY_INPUT_SIDE ** 2 // 2
 
 
 def load_query(query: ImageLike, query_mask: ImageLike | None = None,
@@ -176,9 +179,9 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
         raise InputError(f"{source}: the query mask is empty (no object pixels{faint})")
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     check_min_side(name, x1 - x0, y1 - y0, detail=" (its mask's extent)")
-    if ys.size < MIN_QUERY_INPUT_SIDE ** 2:  # two specks at opposite corners span 400 x 400 px
+    if ys.size < MIN_QUERY_PIXELS:  # two specks at opposite corners span 400 x 400 px
         raise InputError(f"{name}: its mask holds {ys.size} object pixel{'s' if ys.size > 1 else ''}; at least "
-                         f"{MIN_QUERY_INPUT_SIDE ** 2} ({MIN_QUERY_INPUT_SIDE}x{MIN_QUERY_INPUT_SIDE}) are needed to "
+                         f"{MIN_QUERY_PIXELS} (half of {MIN_QUERY_INPUT_SIDE}x{MIN_QUERY_INPUT_SIDE}) are needed to "
                          "search for it")
     return np.ascontiguousarray(rgb[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1])
 

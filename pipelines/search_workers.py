@@ -64,9 +64,10 @@ class SearchWorkers:
         self._pool = (ThreadPoolExecutor(self.workers, thread_name_prefix="search")
                       if self.workers > 1 else None)
         self._threads = torch.get_num_threads()
-        # The CPU's threads shared out among the workers (one each on a 2-core machine; no more in all
-        # than the CPUs a container's quota gives).
-        self.threads_each = max(1, min(self._threads, usable_cpus()) // self.workers)
+        # torch's threads shared out among the workers (one each on a 2-core machine). A container's
+        # quota is already in torch's count (augment sets OMP_NUM_THREADS to it before torch loads), and
+        # a count the user set (OMP_NUM_THREADS, torch.set_num_threads) is theirs to keep.
+        self.threads_each = max(1, self._threads // self.workers)
 
     def find_each(self, query: Any, media: Sequence[np.ndarray],
                   sources: Sequence[str | None] | None = None,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 
+import cv2
+
 import numpy as np
 import pytest
 
@@ -66,10 +68,13 @@ def test_a_query_mask_of_a_few_scattered_pixels_is_refused_as_a_tiny_query_is():
 
     rgba = np.dstack([_noise(400, 400), np.zeros((400, 400), np.uint8)])
     rgba[0, 0, 3] = rgba[399, 399, 3] = 255
-    with pytest.raises(InputError, match="its mask holds 2 object pixels; at least 64"):
+    with pytest.raises(InputError, match="its mask holds 2 object pixels; at least 32"):
         load_query(rgba)
     rgba[100:108, 200:208, 3] = 255  # an 8 x 8 object and the specks: searched
     assert load_query(rgba)[1].shape == (400, 400)
+    alpha = np.zeros((9, 9), np.uint8)
+    cv2.circle(alpha, (4, 4), 4, 255, -1)  # a solid 9-px disk (under 64 pixels) is an object, no speck
+    assert load_query(np.dstack([_noise(9, 9), alpha]))[1].shape == (9, 9)
 
 
 def test_a_query_mask_of_exactly_one_half_is_the_object():

@@ -49,6 +49,14 @@ def test_a_tilde_with_no_home_to_expand_to_is_one_line(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_tilde_word_naming_no_user_is_left_as_a_shell_leaves_it():
+    # `--include '~draft*'`, a file ~nosuchuser.png: bash leaves them as typed; they were refused as
+    # "no user named ..." whatever the option
+    from pipelines.environment import expand_home
+
+    assert expand_home(["~nosuchuser-x9.png", "--include=~draft*"]) == ["~nosuchuser-x9.png", "--include=~draft*"]
+
+
 # ----------------------------------------------------------------- a session's end (SIGHUP)
 def test_a_sessions_hangup_is_held_to_the_steps_end_and_checkpointed_as_sigterm_is(tmp_path, monkeypatch):
     # an ssh connection dropped under `synth train`: SIGHUP's default action killed it mid-step, no
