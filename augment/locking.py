@@ -279,16 +279,13 @@ def outside_lock(folder: Path | str, what: str, shared: bool) -> Iterator[None]:
     handle = None
     while path is not None:
         try:
-            handle = open_plain_file(path, os.O_RDWR | os.O_CREAT)
+            handle, _ = _open_lock(path)  # another user's lock file (0644): read-only, which locks as well
         except UnsafeFileError as error:  # planted in the shared folder: no lock there, and nothing written
             logger.warning("%s: no lock outside it (%s)", folder, error)
             break
-        except OSError:  # another user's lock file (0644): a read-only descriptor locks as well
-            try:
-                handle = open_plain_file(path, os.O_RDONLY | os.O_CREAT)
-            except (OSError, UnsafeFileError) as error:
-                logger.info("%s: no lock outside it (%s)", folder, error)
-                break
+        except OSError as error:
+            logger.info("%s: no lock outside it (%s)", folder, error)
+            break
         try:
             fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as error:
@@ -343,21 +340,31 @@ def reading_lock(folder: Path | str, create: bool = True) -> Iterator[None]:
     ran there: a writer leaves its lock file) where none is made or can be made (read-only) is read
     holding the lock outside it (:func:`outside_lock`), which every writer takes as well."""
     path = Path(folder) / LOCK_FILE
+    handle = None
     try:
         handle = open_plain_file(path, os.O_RDONLY | (os.O_CREAT if create else 0))
     except OSError:
-        try:
+        with contextlib.suppress(OSError, UnsafeFileError):
             handle = open_plain_file(path, os.O_RDONLY)
-        except OSError:
-            logger.info("%s: read holding the lock outside it (%s cannot be made here)", folder, LOCK_FILE)
-            with outside_lock(folder, "reader", shared=True):
-                yield
-            return
-    try:
+    except UnsafeFileError as error:  # a link or a hard-linked copy (cp -al, DVC): read, never written
+        logger.info("%s: %s", folder, error)
+    if handle is not None:
         try:
             _flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB, folder)
         except BlockingIOError:
-            raise BusyError(_writing(handle, folder)) from None
+            message = _writing(handle, folder)
+            os.close(handle)
+            raise BusyError(message) from None
+        except InputError as error:  # a file system that cannot lock: as where no lock file can be had
+            os.close(handle)
+            handle = None
+            logger.info("%s", error)
+    if handle is None:
+        logger.info("%s: read holding the lock outside it (%s cannot be had here)", folder, LOCK_FILE)
+        with outside_lock(folder, "reader", shared=True):
+            yield
+        return
+    try:
         yield
     finally:
         os.close(handle)
@@ -377,7 +384,5 @@ def claim_output_folder(folder: Path | str, what: str = "run") -> Iterator[Path]
         try:
             yield folder
         except BaseException:
-            if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
-                lock_path.unlink()
-                folder.rmdir()
+            _remove_made([folder] if created else [], folder, lock_path)
             raise

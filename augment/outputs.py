@@ -9,6 +9,7 @@ the output folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -51,14 +52,25 @@ def open_plain_file(path: Path | str, flags: int) -> int:
     FIFO's read end waits for a writer forever), and only a plain file with no other name;
     :class:`UnsafeFileError` naming it otherwise."""
     try:
-        handle = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        # O_TRUNC only once it is known to be a plain file of its own: opened so, a hard link's other
+        # file was emptied before the check refused it.
+        handle = os.open(path, (flags & ~os.O_TRUNC) | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise UnsafeFileError(f"{path}: is a symbolic link (to {os.readlink(path)}); synth writes it only as a "
+            target = ""
+            with contextlib.suppress(OSError):  # (a loop in a folder above it has no link to read here)
+                target = f" (to {os.readlink(path)})"
+            raise UnsafeFileError(f"{path}: is a symbolic link{target}; synth writes it only as a "
                                   "plain file, never through a link: remove it") from None
+        if error.errno == errno.ENXIO:  # a FIFO opened to write with no reader
+            raise UnsafeFileError(f"{path}: is not a plain file; synth writes it only as a plain file of its own: "
+                                  "remove it") from None
         raise
     info = os.fstat(handle)
-    if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+    # A link count of 0: its holder removed it as it was opened (the lock callers then take the new one).
+    if stat.S_ISREG(info.st_mode) and info.st_nlink <= 1:
+        if flags & os.O_TRUNC:
+            os.ftruncate(handle, 0)
         return handle
     os.close(handle)
     kind = "a file with other names (hard links)" if stat.S_ISREG(info.st_mode) else "not a plain file"

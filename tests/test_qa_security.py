@@ -57,11 +57,13 @@ def test_a_fifo_as_a_shard_folders_lock_file_is_one_line_not_a_reader_waiting_fo
     folder = tmp_path / "shards"
     folder.mkdir()
     os.mkfifo(folder / LOCK_FILE)
-    code = ("import sys\nfrom augment.locking import reading_lock\nfrom augment.outputs import UnsafeFileError\n"
-            "try:\n    with reading_lock(sys.argv[1]): pass\nexcept UnsafeFileError as e: print(e)\n")
+    # (a reader goes on holding the lock outside the folder, as where no lock file can be had; it waited
+    # forever on the FIFO's open)
+    code = ("import logging, sys\nfrom augment.locking import reading_lock\nlogging.basicConfig(level=logging.INFO)\n"
+            "with reading_lock(sys.argv[1]): print('read')\n")
     done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=20,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-    assert "not a plain file" in done.stdout, done.stderr
+    assert done.stdout.strip() == "read" and "not a plain file" in done.stderr, done.stderr
 
 
 def _coco_with(tmp_path: Path, names: list[str]) -> Path:
@@ -288,3 +290,56 @@ def test_search_never_writes_a_videos_heat_frames_through_a_link_in_its_out_fold
     assert result.exit_code == 0, result.output
     assert list(elsewhere.iterdir()) == []
     assert not (out / "clip.heat").is_symlink() and len(list((out / "clip.heat").iterdir())) == 3
+
+
+def test_a_hard_linked_record_file_is_refused_before_it_is_emptied(tmp_path):
+    """open(..., 'w') passed O_TRUNC: the other name's file was emptied before the link check refused it."""
+    from augment.atomic_files import record_file
+    from augment.outputs import UnsafeFileError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    os.link(victim, tmp_path / "record.jsonl")
+    with pytest.raises(UnsafeFileError, match="hard links"):
+        with record_file(tmp_path / "record.jsonl", "w"):
+            pass
+    assert victim.read_text() == "keep me"
+    (tmp_path / "own.jsonl").write_text("old")
+    with record_file(tmp_path / "own.jsonl", "w") as file:  # a plain file of its own: truncated as asked
+        file.write("new")
+    assert (tmp_path / "own.jsonl").read_text() == "new"
+
+
+def test_a_lock_file_its_holder_removes_as_it_is_opened_is_taken_afresh(tmp_path, monkeypatch):
+    """A link count of 0 (the holder removed it between our open and fstat) was refused as 'a file with
+    other names (hard links)'; file_lock's retry takes the one under the name."""
+    import augment.outputs as outputs
+
+    target = tmp_path / "report.json"
+    real_open, calls = os.open, []
+
+    def open_then_removed(path, flags, mode=0o777):
+        handle = real_open(path, flags, mode)
+        if str(path).endswith(".lock") and not calls:
+            calls.append(path)
+            os.unlink(path)
+        return handle
+
+    monkeypatch.setattr(outputs.os, "open", open_then_removed)
+    with file_lock(target, "calibrate"):
+        assert file_lock_path(target).exists()
+    assert calls
+
+
+def test_a_reader_of_a_folder_whose_lock_file_is_a_link_reads_holding_the_outside_lock(tmp_path):
+    """A symbolic or hard-linked .synth.lock (a DVC or cp -al copy) stopped `synth train` and `show` with
+    'remove it': reading through it writes nothing."""
+    from augment.locking import reading_lock
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (tmp_path / "elsewhere").write_text("")
+    os.symlink(tmp_path / "elsewhere", folder / LOCK_FILE)
+    with reading_lock(folder):
+        pass
+    assert (tmp_path / "elsewhere").read_text() == ""
