@@ -34,6 +34,7 @@ from augment.outputs import OutputNames, check_output_folder, inside, is_safe_na
 from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
 from augment.shards import find_shards, iter_rows
 from augment.storage import Place
+from augment.textfiles import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _check_target(out_dir: Path) -> None:
         return
     entries = {p.name for p in out_dir.iterdir()}
     try:
-        earlier = entries <= {"images", ANNOTATIONS_FILE, LOCK_FILE} and json.loads(
+        earlier = entries <= {"images", ANNOTATIONS_FILE, LOCK_FILE} and loads_json(
             (out_dir / ANNOTATIONS_FILE).read_text(encoding="utf-8"))["info"]["description"].startswith(DESCRIPTION_PREFIX)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         earlier = False

@@ -23,11 +23,12 @@ from augment.atomic_files import atomic_path
 from augment.config import SourceConfig
 from augment.coco_source import coco_image_roots
 from augment.imageio import InputError, decode_image, encode_png, is_image_path, walk_files
-from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA
+from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA, RENDERING_VERSION
 from augment.shards import one_line, read_objects_table
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
 from augment.system import ignore_interrupts, usable_cpus
+from augment.textfiles import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,12 @@ def _source_files(source: Path) -> list[Path]:
 
 
 def sources_fingerprint(sources: Iterable[Path], config: SourceConfig) -> str:
-    """Changes when a source file is added, removed or modified, or the source config changes (a COCO
-    file's images included: one added after a run that skipped it as missing is cut out by the next)."""
-    digest = hashlib.sha256(json.dumps(config.__dict__, sort_keys=True, default=list).encode())
+    """Changes when a source file is added, removed or modified, the source config changes (a COCO
+    file's images included: one added after a run that skipped it as missing is cut out by the next) or
+    the rendering does (:data:`augment.schema.RENDERING_VERSION`)."""
+    # The rendering's version too: the table's superpixels are made by the code that renders with them.
+    digest = hashlib.sha256(json.dumps({**config.__dict__, "rendering": RENDERING_VERSION}, sort_keys=True,
+                                       default=list).encode())
     for source in sources:
         for path in _source_files(Path(source).resolve()):
             stat = path.stat()
@@ -111,7 +115,7 @@ def read_objects(sources: list[Path], config: SourceConfig, out_dir: Path,
         metadata = pq.read_schema(out_path).metadata or {}
         if metadata.get(INPUTS_HASH_KEY, b"").decode() == fingerprint:
             log.info("%s is up to date with the sources; reusing it", out_path)
-            skips = [Skip(**s) for s in json.loads(skips_path.read_text())]
+            skips = [Skip(**s) for s in loads_json(skips_path.read_text())]
             return ObjectsRead(out_path, fingerprint, skips, None, pq.read_metadata(out_path).num_rows)
 
     skips: list[Skip] = []

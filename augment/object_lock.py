@@ -48,6 +48,7 @@ from augment.imageio import InputError
 from augment.locking import LOCK_FILE, BusyError, claim_output_folder
 from augment.storage import Location, Place, StorageError, describe_failure, s3_endpoint
 from augment.system import missing_modules
+from augment.textfiles import loads_json
 from augment.validation import positive_setting
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def read_lease(s3, bucket: str, key: str, action: str) -> Lease | None:
         return None
     now = parsedate_to_datetime(current["ResponseMetadata"]["HTTPHeaders"]["date"])
     try:
-        holder = json.loads(current["Body"].read() or b"{}")
+        holder = loads_json(current["Body"].read() or b"{}")
     except ValueError:  # not written by synth: judged by its age alone, not a traceback
         holder = {}
     return Lease(holder if isinstance(holder, dict) else {}, (now - current["LastModified"]).total_seconds(),

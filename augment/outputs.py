@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from typing import Callable, Iterable
 from augment.atomic_files import NAME_MAX, remove_orphaned_temporaries
 from augment.imageio import InputError
 from augment.storage import Location
+from augment.textfiles import loads_json
 
 # A file-name component that cannot climb out of its folder, hide itself or need quoting:
 # letters, digits, '_', '-', '.', starting with a letter or digit, at most 200 characters.
@@ -194,7 +194,7 @@ def check_report_file(path: Path | str, command: str, keys: tuple[str, ...], opt
     path = check_output_file(path, option)
     if path.is_file():
         try:
-            earlier = (json.loads(path.read_text(encoding="utf-8"))
+            earlier = (loads_json(path.read_text(encoding="utf-8"))
                        if path.stat().st_size <= MAX_REPORT_BYTES else None)
         except (OSError, ValueError):  # a UnicodeDecodeError is a ValueError
             earlier = None

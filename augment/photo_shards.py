@@ -46,6 +46,7 @@ from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, RENDERING_VERSION, s
 from augment.shards import check_manifest_kind, footer_problem
 from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,
                              value_category)
+from augment.textfiles import loads_json
 
 BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
 IGNORE_CATEGORY = "__ignore__"  # pixels that must carry no loss (crowd regions, untrusted automatic labels)
@@ -261,7 +262,7 @@ def _write_photo_shards(sources: list[Path], out_dir: Path, config: SourceConfig
     manifest_path = out_dir / MANIFEST_FILE
     if manifest_path.is_file():
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = loads_json(manifest_path.read_text())
         except ValueError:
             manifest = {}
         if manifest.get("fingerprint") == fingerprint and all((out_dir / s["name"]).is_file() for s in manifest["shards"]):

@@ -45,8 +45,6 @@ class Calibration:
 def read_calibration(path: Path | str) -> dict[str, Any]:
     """A ``synth calibrate`` report (its ``threshold`` checked to be a number in (0, 1)); anything
     else is an :class:`InputError` naming the file."""
-    import json
-
     from augment.textfiles import loads_json, read_user_text
 
     path = Path(path)
@@ -147,7 +145,7 @@ def held_out_fraction(shards: Place | str, checkpoint: Path | str | None) -> flo
 
     if checkpoint is None:
         return PairConfig().eval_fraction
-    fraction = TrainConfig.from_checkpoint(load_checkpoint(checkpoint_file(checkpoint))).eval_fraction
+    fraction = TrainConfig.from_checkpoint(load_checkpoint(checkpoint_file(checkpoint)), checkpoint).eval_fraction
     if fraction <= 0:
         raise InputError(f"{shards}: no held-out pairs: {checkpoint} was trained on every cutout (eval_fraction 0); "
                          "calibrate it on --photos it did not train on")

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, Iterable
 
 from augment.atomic_files import NAME_MAX, atomic_write_bytes, naming_errors, record_file, temporary_final_name
+from augment.textfiles import loads_json
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class OutputRecord:
         stems = []
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                stem = json.loads(line)
+                stem = loads_json(line)
             except ValueError:  # a line cut short by a kill
                 continue
             if _usable_stem(stem):

@@ -208,7 +208,7 @@ def _search_video(workers: Any, prepared: Any, medium: Path, out: Path, names: O
     from pipelines.frames import frames_and_highlights
 
     name = names.take(medium)
-    heat = unlinked(out / f"{name}.heat")
+    heat = unlinked(out / f"{name}.heat") if save_heatmaps else out / f"{name}.heat"  # (a link of the user's kept)
     with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
             results = workers.find_each(prepared, frames, sources=[str(medium)] * len(frames),

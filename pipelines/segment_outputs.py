@@ -24,6 +24,7 @@ from augment.atomic_files import naming_errors, record_file
 from augment.imageio import InputError, is_image_path, read_image, save_image
 from augment.outputs import OutputNames
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
+from augment.textfiles import loads_json
 from pipelines.output_record import OutputKinds, OutputRecord, inputs_key
 from pipelines.segmenter import Segmenter, overlay
 from train.segment_config import CLASSES_FILE, write_classes
@@ -51,7 +52,7 @@ def done_photos(out: Path, key: str) -> dict[str, str]:
     entries = []
     for line in lines:
         try:
-            entries.append(json.loads(line))
+            entries.append(loads_json(line))
         except ValueError:  # a line cut short by a kill
             continue
     if not entries or not isinstance(entries[0], dict) or entries[0].get("key") != key:

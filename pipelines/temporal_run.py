@@ -43,7 +43,7 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
     checked = initial_box is None
     summary = TrackSummary()
     base = {"source": str(medium), "query": prepared.name}
-    heat_folder = unlinked(out / f"{name}.heat")
+    heat_folder = unlinked(out / f"{name}.heat") if save_heatmaps else out / f"{name}.heat"  # (a link of the user's kept)
     with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
         for indices, frames in reader:
             for index, frame in zip(indices, frames):

@@ -10,6 +10,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pipelines.detections import json_score
+
 TRACKING, LOST, REDETECTED = "tracking", "lost", "re-detected"
 STATES = (TRACKING, LOST, REDETECTED)
 GRID = 8  # the stride of the features the online filter learns on
@@ -60,7 +62,7 @@ class Track:
 
     def to_json(self) -> dict[str, Any]:
         best = None if self.best_box is None else {
-            "box": [int(v) for v in self.best_box], "score": round(float(self.best_score), 4)}
+            "box": [int(v) for v in self.best_box], "score": json_score(float(self.best_score))}
         return {"frame": self.frame, "state": self.state, "best": best,
                 "detections": [best] if self.held and best is not None else []}
 

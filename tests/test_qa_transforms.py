@@ -18,8 +18,8 @@ from augment.config import CompositionConfig, ExpandConfig, OutputConfig
 from augment.cutouts import Cutout, cutout_id
 from augment.distortions import REGISTRY, DistortionConfig, SuperpixelOcclusion
 from augment.labelled_backgrounds import LabelledBackground
+from augment.resizing import resize_labels
 from augment.scene_distortions import MotionBlur, PillarBox, ResolutionLoss
-from augment.superpixels import resize_labels
 
 OFF = DistortionConfig.from_dict({name: {"p": 0.0} for name in REGISTRY})
 
@@ -237,3 +237,15 @@ def test_an_extract_runs_key_names_the_rendering(tmp_path, monkeypatch):
     older = extract_parts.run_key("model", None, SourceConfig(), 0, [], 8)
     monkeypatch.setattr(extract_parts, "RENDERING_VERSION", 2, raising=False)
     assert extract_parts.run_key("model", None, SourceConfig(), 0, [], 8) != older
+
+
+def test_the_objects_tables_fingerprint_names_the_rendering(tmp_path, monkeypatch):
+    """The cached objects table holds superpixels made by the rendering's code: an upgrade that renders
+    otherwise remade the shards (the run hash) but reused the old table's superpixels."""
+    import augment.cutouts as cutouts
+    from augment.config import SourceConfig
+
+    (tmp_path / "a.png").write_bytes(b"")
+    before = cutouts.sources_fingerprint([tmp_path], SourceConfig())
+    monkeypatch.setattr(cutouts, "RENDERING_VERSION", cutouts.RENDERING_VERSION + 1)
+    assert cutouts.sources_fingerprint([tmp_path], SourceConfig()) != before

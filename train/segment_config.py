@@ -24,6 +24,7 @@ import numpy as np
 from augment.atomic_files import atomic_write_text
 from augment.imageio import InputError
 from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
+from augment.textfiles import loads_json
 from augment.validation import is_int, is_number, is_pair
 from train.data import MAX_MEDIUM_SIZE
 
@@ -121,7 +122,7 @@ def write_classes(path: Path | str, classes: tuple[SegmentClass, ...]) -> None:
 def read_classes(path: Path | str) -> tuple[SegmentClass, ...]:
     path = Path(path)
     try:
-        values = json.loads(path.read_text())
+        values = loads_json(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except ValueError as error:

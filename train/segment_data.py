@@ -31,7 +31,6 @@ from augment.imageio import InputError, decode_image, resize_image
 from augment.resizing import resize_labels
 from augment.shards import find_shards, open_shard
 from augment.storage import Place, as_place
-from augment.superpixels import resize_labels
 from augment.validation import check_instance
 from train.data import PairConfig, ShardPairs
 from train.segment_config import IGNORE_INDEX, PHOTO_KINDS, SegmentConfig
