@@ -22,7 +22,6 @@ from augment.distortions import REGISTRY, DistortionConfig, apply_chain, sample_
 from augment.expand import run_expand
 from augment.imageio import InputError, decode_image
 from augment.labelled_backgrounds import collect_labelled_backgrounds, label_ids
-from augment.resizing import resize_labels
 from augment.superpixels import compute_superpixels
 from sources_factory import make_street_photos
 from train.segment_config import IGNORE_INDEX, SegmentConfig, parse_classes
@@ -82,7 +81,8 @@ def test_labels_everywhere_follow_the_crop_and_objects_cover_them(store):
         scene = compose_scene(CUTOUTS, store, _composition(), _distortions(0.0), rng=np.random.default_rng(seed))
         index = scene.params["background"]["index"]
         x0, y0, x1, y1 = scene.params["background"]["crop"]
-        expected = resize_labels(store.labels(index)[y0:y1, x0:x1], H, W)
+        expected = cv2.resize(np.ascontiguousarray(store.labels(index)[y0:y1, x0:x1]), (W, H),
+                              interpolation=cv2.INTER_NEAREST_EXACT)  # each pixel's centre, independently
         np.testing.assert_array_equal(scene.background_labels, expected, err_msg=f"seed {seed}")
         assert (scene.background_labels > 0).all()  # every value of the photo is named: labelled everywhere
         # ids are value + 1 with the source's names; value 0 is "background"

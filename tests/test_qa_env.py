@@ -3,6 +3,7 @@ no HOME, signals a session's end sends, a container's CPU quota."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -92,9 +93,10 @@ def test_nohups_ignored_hangup_stays_ignored():
         assert signal.SIGHUP not in stop_signals()
         with DeferredStop():
             assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # (pytest itself may run under nohup)
+        assert signal.SIGHUP in stop_signals()
     finally:
         signal.signal(signal.SIGHUP, previous)
-    assert signal.SIGHUP in stop_signals()
 
 
 def test_a_hangup_to_the_whole_group_stops_expand_with_the_resume_line(tmp_path):
@@ -107,12 +109,18 @@ def test_a_hangup_to_the_whole_group_stops_expand_with_the_resume_line(tmp_path)
                make_backgrounds(tmp_path / "backgrounds"), "-o", out, "-c", config, "-n", "400", "-w", "2"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not list(out.glob(".train-00000.parquet*.tmp")):
-        time.sleep(0.02)
-    time.sleep(0.3)
-    os.killpg(process.pid, signal.SIGHUP)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None and not list(out.glob(".train-00000.parquet*.tmp")):
+            time.sleep(0.02)
+        assert process.poll() is None, process.communicate()[1]  # still making its first shard
+        time.sleep(0.3)
+        os.killpg(process.pid, signal.SIGHUP)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert "interrupted; rerun the same `synth expand`" in stderr.strip().splitlines()[-1], stderr
@@ -245,6 +253,10 @@ def test_a_reader_and_a_writer_with_two_tmpdirs_share_the_lock_outside_the_folde
     finally:
         reader.kill()
         reader.wait()
+        from augment.locking import outside_lock_path
+
+        with contextlib.suppress(OSError, TypeError):  # killed: its lock file stays in the shared /tmp
+            outside_lock_path(folder).unlink()
 
 
 READ_WITHOUT_LOCK_FILE = """
@@ -306,17 +318,28 @@ def test_a_missing_synth_scratch_dir_is_one_line_naming_it_before_any_work(s3_se
 
 
 # ----------------------------------------------------------------- a team's group-writable folder
-def _as_user(uid: int, umask: int, *args: object) -> subprocess.CompletedProcess:
-    """The CLI as user ``uid`` of group 4242 under ``umask`` (setpriv: the test runs as root)."""
+def _as_user(uid: int, umask: int, *args: object, home: Path = Path("/tmp")) -> subprocess.CompletedProcess:
+    """The CLI as user ``uid`` of group 4242 under ``umask`` (setpriv: the test runs as root), its HOME
+    and TMPDIR ``home`` (what it leaves there goes with the test's folder)."""
     code = ("import os, sys, runpy; os.umask(int(sys.argv[1], 8)); sys.argv = ['synth'] + sys.argv[2:]; "
             "runpy.run_module('pipelines.cli', run_name='__main__')")
     command = ["setpriv", f"--reuid={uid}", "--regid=4242", "--clear-groups", sys.executable, "-c", code,
                f"{umask:o}", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "HOME": "/tmp"})
+                          env={**os.environ, "HOME": str(home), "TMPDIR": str(home)})
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def _other_users_run_synth() -> bool:
+    """Whether uid 5001 can run this Python and import synth (a checkout or venv under a 0700 folder: no)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return False
+    probe = subprocess.run(["setpriv", "--reuid=5001", "--regid=4242", "--clear-groups", sys.executable, "-c",
+                            "import pipelines.cli"], capture_output=True, timeout=60,
+                           env={**os.environ, "HOME": "/tmp"}, cwd="/")
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _other_users_run_synth(), reason="needs root, setpriv, and a synth other users can run")
 def test_a_team_member_reruns_in_a_group_folder_another_members_umask_022_run_left():
     # a 2775 team folder: member A (umask 022) leaves .synth.lock and .synth-search-outputs 0644; member B,
     # free to write every other file there, was refused: '<out>/.synth.lock: Permission denied'
@@ -325,6 +348,9 @@ def test_a_team_member_reruns_in_a_group_folder_another_members_umask_022_run_le
     team = Path(tempfile.mkdtemp(prefix="synth-team-"))  # (pytest's own folders are 0700: no other user enters)
     try:
         team.chmod(0o755)
+        home = team / "home"
+        home.mkdir()
+        home.chmod(0o1777)
         sources, backgrounds = make_rgba_source(team / "rgba", 2), make_backgrounds(team / "bg", 1)
         query = next((team / "rgba").rglob("*.png"))
         for folder in (team / "shards", team / "found"):
@@ -332,9 +358,10 @@ def test_a_team_member_reruns_in_a_group_folder_another_members_umask_022_run_le
             os.chown(folder, 0, 4242)
             folder.chmod(0o2775)
         for uid, umask, num in ((5001, 0o022, 2), (5002, 0o002, 4)):
-            done = _as_user(uid, umask, "expand", sources, "-b", backgrounds, "-o", team / "shards", "-n", num, "-w", 1)
+            done = _as_user(uid, umask, "expand", sources, "-b", backgrounds, "-o", team / "shards", "-n", num, "-w", 1,
+                            home=home)
             assert done.returncode == 0, done.stderr
-            done = _as_user(uid, umask, "search", query, backgrounds, "--out", team / "found")
+            done = _as_user(uid, umask, "search", query, backgrounds, "--out", team / "found", home=home)
             assert done.returncode == 0, done.stderr
         assert (team / "shards" / ".synth.lock").stat().st_uid == 5001  # locked read-only, left as it was
         assert (team / "found" / "detections.jsonl").stat().st_uid == 5002

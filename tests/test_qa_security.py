@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,9 @@ def _victim(tmp_path: Path) -> Path:
 
 
 def test_a_link_planted_as_the_shared_outside_lock_is_never_written_through(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    import augment.locking as locking
+
+    monkeypatch.setattr(locking, "SHARED_TEMPORARY", tmp_path / "tmp")  # not the machine's /tmp/synth-locks
     (tmp_path / "tmp").mkdir()
     out, victim = tmp_path / "out", _victim(tmp_path)
     out.mkdir()
@@ -192,6 +193,33 @@ def test_the_instance_benchmarks_feature_cache_is_read_without_running_code(tmp_
     again = cases.Bank.cached(path, None, "train", 1, 2)
     assert again.photos[0].size == (24, 24) and again.shots[0][0].category == "coat"
     assert again.look_alikes(1, "coat") == [0]
+
+    # A cache file handed on holding code (pickle's __reduce__) is never run: it is built again instead.
+    marker = tmp_path / "ran.txt"
+    torch.save({"args": ["train", 1, 2], "bank": _RunsCode(str(marker))}, tmp_path / "evil.pt")
+    built = []
+    original = cases.Bank.__init__
+
+    def cheap(self, *args):
+        built.append(args)
+        self.photos, self.shots, self.by_category = [], [], {}
+
+    try:
+        cases.Bank.__init__ = cheap
+        cases.Bank.cached(tmp_path / "evil.pt", None, "train", 1, 2)
+    finally:
+        cases.Bank.__init__ = original
+    assert not marker.exists() and built
+
+
+class _RunsCode:
+    """Unpickled by full pickle, it writes ``path`` (what a cache file from elsewhere could do)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path(self.path).write_text, ("ran",))
 
 
 def test_a_checkpoints_config_asking_for_a_terabyte_network_is_refused_before_it_is_built(tmp_path):

@@ -211,11 +211,14 @@ def test_a_training_query_shows_no_outline_of_its_cutouts_transparent_colour():
     catalogue shot a search is given has."""
     from train.queries import render_query
 
-    for seed in range(4):
+    checked = 0
+    for seed in range(8):
         query, mask = render_query(_white_ellipse(200, 160), 64, np.random.default_rng(seed), colour_jitter=0.0)
         if (query[0, 0] == 255).all():  # the white background
+            checked += 1
             assert (query == 255).all(), (seed, int(query.min()))
             assert ((mask > 0) & (mask < 255)).any()  # the edge is soft: it was resized
+    assert checked  # (some seed drew the white background)
 
 
 def test_a_composites_pasted_object_shows_no_outline_of_its_transparent_colour(tmp_path):

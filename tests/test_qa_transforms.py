@@ -162,7 +162,7 @@ def test_superpixel_occlusion_affects_the_drawn_fraction_of_the_object():
     for seed in range(5):
         params = {"fraction": 0.3, "remove_ratio": 1.0, "darken": 0.5, "seed": seed}
         out, out_mask = SuperpixelOcclusion().apply(rgba, mask, params, flat)
-        assert out_mask.all()  # the whole object was removed (at least one superpixel was picked)
+        assert out_mask.all()  # nothing removed: its one superpixel overshoots 0.3 further than none does
     cells_of_ten = (np.indices((60, 80)) // 10)
     many = (cells_of_ten[0] * 8 + cells_of_ten[1] + 1).astype(np.int32)
     none = {"fraction": 0.0, "remove_ratio": 1.0, "darken": 0.5, "seed": 0}
