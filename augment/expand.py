@@ -381,6 +381,7 @@ def run_expand(
             "config": config.to_dict(),
             "config_hash": config_hash,
             "run_hash": run_hash,
+            "rendering": RENDERING_VERSION,  # which code's pixels the rows' params replay to
             "versions": _package_versions(),
         }
         write_manifest(out_dir, manifest)

@@ -24,7 +24,8 @@ def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     :func:`resize_image` resizes its picture: each pixel takes the source pixel under its centre.
     (cv2.INTER_NEAREST takes the one under its top-left corner: labels moved right and down against their
     picture by up to half a pixel, a shift each resize of a photo, its shard and its sample added to.)
-    uint8, uint16, int16 and int32 maps keep their type; others come back as int32."""
+    uint8, uint16, int16 and int32 maps keep their type; others are resized as int32 (ids past 2**31 - 1
+    would wrap: no synth map holds such ids). A map already of that size comes back as it is."""
     if labels.shape == (height, width):
         return labels
     if labels.dtype not in (np.uint8, np.uint16, np.int16, np.int32):

@@ -13,6 +13,7 @@ command sees it, so every layer names the same file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -30,7 +31,22 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    if signum == getattr(signal, "SIGHUP", None):
+        _leave_hung_up_terminal()
     raise KeyboardInterrupt
+
+
+def _leave_hung_up_terminal() -> None:
+    """After a hang-up, writes to the terminal fail (EIO): the resume line and a progress bar's last
+    refresh would raise while the run unwinds. Its stdout and stderr where they are that terminal go to
+    /dev/null instead (what is redirected to a file or a pipe is kept)."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        for descriptor in (1, 2):
+            with contextlib.suppress(OSError):
+                if os.isatty(descriptor):
+                    os.dup2(null, descriptor)
+        os.close(null)
 
 
 def stop_as_interrupt() -> None:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from augment.config import ExpandConfig
 from augment.expand import run_expand
 from augment.imageio import InputError, decode_image
-from augment.schema import COMPOSITE_SCHEMA
+from augment.schema import COMPOSITE_SCHEMA, RENDERING_VERSION
 from pipelines.cli import app
 from sources_factory import make_backgrounds, make_label_map, make_rgba_source
 
@@ -76,7 +76,7 @@ def test_expand_writes_shards_objects_and_manifest(inputs, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_rows"] == 20 and sum(s["rows"] for s in manifest["shards"]) == 20
     assert manifest["objects"]["cutouts"] == 4 and manifest["config"]["seed"] == 5
-    assert "numpy" in manifest["versions"]
+    assert "numpy" in manifest["versions"] and manifest["rendering"] == RENDERING_VERSION
 
 
 def test_same_seed_gives_identical_shards_on_one_and_two_workers(inputs, tmp_path):

@@ -396,3 +396,21 @@ def test_a_run_whose_stderr_reader_is_gone_goes_on_to_its_end(tmp_path):
     process.stderr.close()  # the reader gone before the first line
     assert process.wait(timeout=120) == 0
     assert (tmp_path / "out" / "manifest.json").is_file() and list((tmp_path / "out").glob("train-*.parquet"))
+
+
+def test_a_hangup_sends_the_terminals_output_to_dev_null_so_the_resume_line_cannot_fail():
+    # after a hang-up the terminal's writes fail with EIO: the resume line and the bar's last refresh
+    # raised while the run unwound; a file or a pipe is kept
+    import pty
+
+    code = ("import os, signal, sys\nfrom pipelines import environment\nenvironment.stop_as_interrupt()\n"
+            "try:\n    os.kill(os.getpid(), signal.SIGHUP)\nexcept KeyboardInterrupt:\n"
+            "    sys.stderr.write(f'{os.isatty(1)} {os.isatty(2)}')\n")
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-c", code], stdout=follower, stderr=subprocess.PIPE, text=True,
+                              timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert done.stderr == "False False", done.stderr  # stdout was the terminal: now /dev/null; stderr a pipe
