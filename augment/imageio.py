@@ -180,12 +180,20 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED, name: str = "<b
     return image
 
 
+def check_plain_file(path: Path | str, expected: str) -> None:
+    """An InputError naming ``path`` where it exists and is no plain file nor folder: a FIFO's first read
+    waits for a writer forever (SIGTERM did not end it), a device's never ends."""
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+        raise InputError(f"{path}: is no plain file (a FIFO, a device or a socket), expected {expected}")
+
+
 def _read_bytes(path: Path) -> bytes:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected an image file")
+    check_plain_file(path, "an image file")
     try:
         return path.read_bytes()
     except OSError as error:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.imageio import InputError, looks_like_text
+from augment.imageio import InputError, check_plain_file, looks_like_text
 from augment.outputs import inside, is_safe_name
 from augment.schema import COMPOSITE_SCHEMA, CONFIG_HASH_KEY, MANIFEST_FILE, OBJECTS_FILE, RUN_HASH_KEY, SHARD_NAME
 from augment.storage import Location, Place, as_place, is_remote, open_parquet, read_head
@@ -39,10 +38,9 @@ def one_line(error: BaseException) -> str:
 
 
 def _check_plain(path: Place, expected: str) -> None:
-    """An InputError naming a local ``path`` that exists and is no plain file: a FIFO's first read waits
-    for a writer forever (SIGTERM did not end it), a device's never ends."""
-    if not isinstance(path, Location) and os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
-        raise InputError(f"{path}: is no plain file (a FIFO, a device or a socket), expected {expected}")
+    """:func:`augment.imageio.check_plain_file` for a local ``path`` (an object store's has no FIFOs)."""
+    if not isinstance(path, Location):
+        check_plain_file(path, expected)
 
 
 def read_objects_table(path: Place, columns: list[str] | None = None, memory_map: bool = False) -> pa.Table:

@@ -371,3 +371,13 @@ def test_a_reader_of_a_folder_whose_lock_file_is_a_link_reads_holding_the_outsid
     with reading_lock(folder):
         pass
     assert (tmp_path / "elsewhere").read_text() == ""
+
+
+def test_a_fifo_named_as_an_image_is_one_line_not_a_read_waiting_forever(tmp_path):
+    """read_image's first read of a FIFO waited for a writer forever (SIGTERM did not end it)."""
+    os.mkfifo(tmp_path / "photo.png")
+    code = ("import sys\nfrom augment.imageio import InputError, read_image\n"
+            "try:\n    read_image(sys.argv[1])\nexcept InputError as e: print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "photo.png")], capture_output=True, text=True,
+                          timeout=20, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert "is no plain file" in done.stdout and "an image file" in done.stdout, done.stderr
