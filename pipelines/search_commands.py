@@ -290,7 +290,7 @@ def register(app: typer.Typer) -> None:
         """
         from augment.locking import file_lock
         from augment.outputs import check_report_file
-        from pipelines.cli import check_at_least, check_at_most, console, run_guarded
+        from pipelines.cli import check_at_least, check_at_most, console, run_guarded, say
         from pipelines.calibration import held_out_fraction, photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
         from train.data import list_shards
@@ -354,6 +354,10 @@ def register(app: typer.Typer) -> None:
             console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "
                           f"{result.precision:.3f}, recall {result.recall:.3f}) over {len(found)} "
                           f"cases -> {out}", highlight=False)
+            if result.f1 <= 0:  # no threshold found anything: the report's threshold is no calibration
+                say("warning", f"no threshold found a single object in these {len(found)} cases (F1 0 at every "
+                    f"one); {out}'s threshold {result.threshold:.2f} is a placeholder, not calibrated: "
+                    "check the cases (their objects' size against the media, the categories)", "yellow")
             if skipped:  # each one is logged (-v); the count and the first few always shown
                 for skip in skipped:
                     logger.info("skipped %s: %s", skip.path, skip.reason)

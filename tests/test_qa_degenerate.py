@@ -176,3 +176,19 @@ def test_an_elongated_querys_tiles_step_at_least_half_a_window():
         widest = max((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in tiles(2048, 2048, 4.0, overlap=reach))
         assert widest * 16 <= MAX_TILE_PIXELS * MAX_TILE_GROWTH
         assert len(tiles(2048, 2048, 4.0, overlap=reach)) <= 5 * 5
+
+
+def test_a_calibration_that_finds_nothing_says_its_threshold_is_no_calibration(tmp_path, monkeypatch):
+    """F1 0 at every threshold (16-px labelled photos, objects the search cannot see) wrote threshold 0.5
+    with exit 0; only the printed 'F1 0.000' said so."""
+    import pipelines.search as search
+    from cli_checks import run_cli
+    from pipelines.calibration import Calibration
+    from shard_factory import make_shards
+
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    monkeypatch.setattr(search, "calibrate_threshold",
+                        lambda searcher, cases: Calibration(0.5, 0.0, 1.0, 0.0, []))
+    result = run_cli("calibrate", "--shards", tmp_path / "shards", "--untrained", "--out", tmp_path / "cal.json")
+    assert result.exit_code == 0, result.output
+    assert "warning: no threshold found a single object" in result.stderr and "placeholder" in result.stderr
