@@ -108,7 +108,7 @@ def test_a_hangup_to_the_whole_group_stops_expand_with_the_resume_line(tmp_path)
     command = [sys.executable, "-m", "pipelines.cli", "expand", make_rgba_source(tmp_path / "objects"), "-b",
                make_backgrounds(tmp_path / "backgrounds"), "-o", out, "-c", config, "-n", "400", "-w", "2"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_hangup_as_default)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and process.poll() is None and not list(out.glob(".train-00000.parquet*.tmp")):
@@ -409,8 +409,15 @@ def test_a_hangup_sends_the_terminals_output_to_dev_null_so_the_resume_line_cann
     leader, follower = pty.openpty()
     try:
         done = subprocess.run([sys.executable, "-c", code], stdout=follower, stderr=subprocess.PIPE, text=True,
-                              timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+                              timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+                              preexec_fn=_hangup_as_default)
     finally:
         os.close(leader)
         os.close(follower)
     assert done.stderr == "False False", done.stderr  # stdout was the terminal: now /dev/null; stderr a pipe
+
+
+def _hangup_as_default() -> None:
+    """A child's SIGHUP at its default, whatever the tests run under (nohup, a CI agent ignoring it: the
+    child inherits that, and synth rightly keeps ignoring it)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
