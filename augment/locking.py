@@ -22,6 +22,7 @@ atomic rename, which would leave a lock on the old inode.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -56,6 +57,10 @@ def _flock(handle: int, operation: int, where: Path | str) -> None:
     except BlockingIOError:
         raise
     except OSError as error:
+        if error.errno == errno.EBADF and operation & fcntl.LOCK_EX:  # NFS: POSIX locks, exclusive ones need writing
+            raise InputError(f"{where}: its lock file is another user's and read-only to this one, and this file "
+                             "system locks only files open for writing (NFS); ask its owner to make it "
+                             "group-writable (chmod g+w) or remove it") from None
         raise InputError(f"{where}: its file system cannot lock files ({error.strerror or error}; an NFS mount "
                          "without its lock service?), so two runs could use it at once; choose a local "
                          "folder or fix the mount's locking") from None

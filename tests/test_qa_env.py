@@ -421,3 +421,20 @@ def _hangup_as_default() -> None:
     """A child's SIGHUP at its default, whatever the tests run under (nohup, a CI agent ignoring it: the
     child inherits that, and synth rightly keeps ignoring it)."""
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def test_an_exclusive_lock_refused_on_a_read_only_descriptor_names_the_lock_files_owner(tmp_path, monkeypatch):
+    # NFS emulates flock with POSIX locks: an exclusive one on another user's read-only lock file fails with
+    # EBADF, which read "its file system cannot lock files (... an NFS mount without its lock service?)"
+    import errno as errnos
+    import fcntl
+
+    import augment.locking as locking
+    from augment.imageio import InputError
+
+    def refuse(handle, operation):
+        raise OSError(errnos.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(locking.fcntl, "flock", refuse)
+    with pytest.raises(InputError, match="read-only to this one.*chmod g\\+w"):
+        locking._flock(0, fcntl.LOCK_EX | fcntl.LOCK_NB, tmp_path)
