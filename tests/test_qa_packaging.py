@@ -17,13 +17,21 @@ import pytest
 
 from tests.cli_checks import assert_one_line_error, run_cli
 
+import setuptools
+
 try:
     import tomllib  # Python 3.11+
-except ImportError:  # 3.10: only the tests reading pyproject.toml skip (_project)
+except ImportError:  # 3.10: only the tests reading pyproject.toml skip (needs_tomllib)
     tomllib = None
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("augment", "train", "pipelines")
+# The tests reading pyproject.toml need tomllib; those building synth, the setuptools that reads its
+# `license = "Apache-2.0"` (77 on).
+needs_tomllib = pytest.mark.skipif(tomllib is None, reason="reading pyproject.toml needs tomllib (Python 3.11+)")
+needs_setuptools_77 = pytest.mark.skipif(
+    int(setuptools.__version__.split(".")[0]) < 77,
+    reason=f"building synth needs setuptools 77 or later (this environment has {setuptools.__version__})")
 
 
 def test_expand_without_sample_data_names_the_missing_folders(tmp_path, monkeypatch):
@@ -68,6 +76,7 @@ NOT_DECLARED = {
 }
 
 
+@needs_tomllib
 def test_every_imported_distribution_is_declared():
     """scipy (augment/superpixels.py, augment/scene_distortions.py) was imported but not declared: it came
     only as scikit-image's own dependency, so nothing held it to the versions synth's code needs."""
@@ -105,11 +114,7 @@ SOURCE_ONLY = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.py[cod]
 
 def _built(tmp_path: Path, kind: str, suffix: str) -> tuple[Path, Path]:
     """A copy of the source tree (no run outputs or caches) and the ``kind`` ('sdist', 'wheel') built from it
-    (by the environment's setuptools: 77 or later reads pyproject's ``license = "Apache-2.0"``)."""
-    import setuptools
-
-    if int(setuptools.__version__.split(".")[0]) < 77:
-        pytest.skip(f"building synth needs setuptools 77 or later (this environment has {setuptools.__version__})")
+    (by the environment's setuptools: its tests are marked needs_setuptools_77)."""
     tree = tmp_path / "tree"
     shutil.copytree(ROOT, tree, ignore=SOURCE_ONLY)
     subprocess.run([sys.executable, "-c", f"from setuptools import build_meta as b; b.build_{kind}('../dist')"],
@@ -118,6 +123,7 @@ def _built(tmp_path: Path, kind: str, suffix: str) -> tuple[Path, Path]:
     return tree, built
 
 
+@needs_setuptools_77
 def test_sdist_carries_what_its_tests_need(tmp_path):
     """setuptools puts only tests/test*.py into an sdist: its conftest.py and helpers (cli_checks.py,
     the factories) were left out, so no test module that imports them ran from the sdist, and neither
@@ -138,8 +144,7 @@ def _floor(requirement: str) -> tuple[int, ...]:
 
 
 def _project() -> dict:
-    if tomllib is None:
-        pytest.skip("reading pyproject.toml needs tomllib (Python 3.11+)")
+    """pyproject.toml's [project] (its tests are marked needs_tomllib)."""
     return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 
@@ -173,6 +178,7 @@ NUMPY_2_BUILDS = {"numpy": (2, 0), "pyarrow": (16,), "pycocotools": (2, 0, 8), "
                   "scipy": (1, 13), "onnxruntime": (1, 19)}
 
 
+@needs_tomllib
 @pytest.mark.parametrize("name, floor, call", FLOORS, ids=[name for name, _, _ in FLOORS])
 def test_declared_floor_has_what_the_code_calls(name, floor, call):
     assert _source_holds(call), f"the code no longer calls {call}: drop this floor's entry"
@@ -184,6 +190,7 @@ def test_declared_floor_has_what_the_code_calls(name, floor, call):
 NOT_IMPORTED = {"tensorboard": "torch.utils.tensorboard imports it (train/loop.py)"}
 
 
+@needs_tomllib
 def test_compiled_dependencies_are_floored_at_their_numpy_2_builds():
     project = _project()
     requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
@@ -193,6 +200,7 @@ def test_compiled_dependencies_are_floored_at_their_numpy_2_builds():
     assert not low, f"below their first numpy-2 release: {low}"
 
 
+@needs_tomllib
 def test_every_declared_dependency_is_used():
     """albumentations was declared and never imported; at its declared floor (1.4.0) it pulled in
     opencv-python, whose cv2 overwrote opencv-python-headless's in site-packages."""
@@ -218,6 +226,7 @@ def test_expand_engine_ray_without_the_ray_extra_is_one_line(tmp_path, monkeypat
     assert not out.exists()
 
 
+@needs_setuptools_77
 def test_the_wheel_holds_every_module_and_data_file(tmp_path):
     """pyproject.toml lists the packages and their data by hand: a new subpackage or data file left off
     the list works in the checkout (and its editable install) and is missing from the wheel."""
