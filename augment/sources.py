@@ -37,7 +37,8 @@ from augment.coco_source import (CocoIndex, _coco_photos, _looks_like_coco, _rea
                                  coco_annotation_mask, coco_category, coco_images, coco_objects,
                                  load_coco_index)
 from augment.config import SourceConfig
-from augment.imageio import InputError, decode_image, list_images, pixels_as_uint8, read_image, read_mask
+from augment.imageio import InputError, decode_image, list_images, pixels_as_uint8, read_image
+from augment.mask_files import read_mask
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
