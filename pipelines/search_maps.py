@@ -23,10 +23,11 @@ from pipelines.search_levels import (AUTO_MAX_LEVELS, AUTO_MIN_OBJECT_FRACTION, 
                                      MAX_QUERY_SCALE, MAX_TILE_PIXELS, MAX_ZOOM, MIN_KERNEL_MEAN,
                                      MIN_KERNEL_SIDE, MIN_QUERY_SCALE, MIN_QUERY_SIDE,
                                      SHARE_ZOOM_OCTAVES, ZOOM_STEPS_PER_OCTAVE, Level, auto_scales, check_scales,
-                                     cores_on_grid, describe, hot_windows, plan_levels, share_zooms, smaller_scales, smallest_plausible_scale)
+                                     describe, plan_levels, share_zooms, smaller_scales, smallest_plausible_scale)
 from pipelines.object_size import object_height
 from pipelines.search_inputs import (PreparedQuery, SearchMaps, load_checkpoint_model, resize_hw,  # noqa: F401 (API)
                                      resolve_device, to_tensor, untrained_model)
+from pipelines.search_tiles import cores_on_grid, hot_windows
 from pipelines.search_zoom import ZoomSearch
 from train.backbones import fold_batchnorm
 from train.model import GRID_STRIDE, MediumFeatures, QuerySearchNet

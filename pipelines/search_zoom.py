@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from pipelines.alignment import kernel_offset, translate
 from pipelines.onnx_backbone import encode_medium
 from pipelines.search_inputs import PreparedQuery, resize_hw, to_tensor, zoom_media
-from pipelines.search_levels import Level, _owned, tiles
+from pipelines.search_levels import Level
+from pipelines.search_tiles import _owned, tiles
 from train.model import GRID_STRIDE, MediumFeatures, QueryFeatures
 
 
