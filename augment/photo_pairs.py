@@ -24,7 +24,8 @@ import numpy as np
 from augment.catalogue import CatalogueConfig, CatalogueTransform, place_mask, tile_photos
 from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, encode_label_png, read_image
-from augment.sources import Skip, read_each, read_labelled_photos, skipped_summary
+from augment.photo_objects import read_labelled_photos
+from augment.sources import Skip, read_each, skipped_summary
 from augment.validation import is_int
 
 log = logging.getLogger(__name__)

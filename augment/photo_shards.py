@@ -40,12 +40,12 @@ from augment.excluded_folders import excluding
 from augment.imageio import InputError, encode_jpeg, encode_label_png, resize_image
 from augment.label_names import check_label_names
 from augment.outputs import OutputNames
+from augment.photo_objects import photo_mask_pairs
 from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
 from augment.resizing import resize_labels
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, RENDERING_VERSION, shard_name
 from augment.shards import check_manifest_kind, footer_problem
-from augment.sources import (Skip, detect_format, loaded_pairs, photo_mask_pairs, read_each, skipped_summary,
-                             value_category)
+from augment.sources import Skip, detect_format, loaded_pairs, read_each, skipped_summary, value_category
 from augment.textfiles import loads_json
 
 BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)

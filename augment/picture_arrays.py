@@ -16,7 +16,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from augment.imageio import InputError, mask_plane, palette_values, pixels_as_uint8, read_image
+from augment.imageio import InputError, pixels_as_uint8, read_image
+from augment.mask_files import mask_plane, palette_values
 from augment.orientation import EXIF_ORIENTATION_TAG, apply_orientation
 from augment.pixel_limit import check_array_pixels
 
@@ -100,7 +101,7 @@ def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
 
 def mask_array(mask: Any, name: str) -> np.ndarray:
     """H x W mask values from an array or PIL image given to the API, read as a mask file of that kind
-    is (:func:`augment.imageio.mask_plane`): grey as it is, a black-and-white RGB or RGBA mask by its
+    is (:func:`augment.mask_files.mask_plane`): grey as it is, a black-and-white RGB or RGBA mask by its
     colour (its alpha left aside: an opaque mask's alpha is all 255), a palette image by its indices.
     Another shape or dtype is an :class:`ArrayInputError` naming ``name``; one over the pixel limit a
     PixelLimitError. The values keep their dtype (the caller decides what counts as the object). A PIL

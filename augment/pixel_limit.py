@@ -4,7 +4,7 @@ is decoded.
 Searching a medium takes about :data:`SEARCH_BYTES_PER_PIXEL` bytes of memory per pixel (the decoded
 image, heat and object-size maps at full size, the highlight), so an image just under OpenCV's own
 decode limit (2**30 pixels) needed ~30 GB and was killed by the kernel without a word. Every image
-file a command reads (:func:`augment.imageio.image_from_bytes`, :func:`augment.imageio.read_mask`)
+file a command reads (:func:`augment.imageio.image_from_bytes`, :func:`augment.mask_files.read_mask`)
 is held to :func:`max_megapixels`: over it, the read is one :class:`InputError` line naming the
 file, its size and how to proceed; ``expand`` and ``extract`` count such a file as a skip. So are a
 video's frames, from its header and first frame (:mod:`pipelines.video`), and the numpy arrays and

@@ -25,12 +25,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.append(str(Path(__file__).resolve().parent))  # after the repo: benchmarks/train.py must not shadow train/
 
-from augment import expand as expand_module  # noqa: E402
+from augment import render_rows  # noqa: E402
 from bench_args import Parser, at_least, existing_folder  # noqa: E402
 from augment.composite import compose_scene  # noqa: E402
 from augment.config import ExpandConfig  # noqa: E402
 from augment.cutouts import build_objects_table, load_cutouts  # noqa: E402
-from augment.expand import collect_backgrounds, row_seed, run_expand  # noqa: E402
+from augment.expand import collect_backgrounds, run_expand  # noqa: E402
+from augment.render_rows import row_seed  # noqa: E402
 from augment.imageio import encode_jpeg, encode_label_png  # noqa: E402
 from augment.system import tune_malloc  # noqa: E402
 
@@ -59,12 +60,12 @@ def main() -> None:
         objects_path, _, count = build_objects_table([args.sources], config.sources, Path(tmp), workers=2)
         cutouts = load_cutouts(objects_path)
         backgrounds, _ = collect_backgrounds(args.backgrounds, workers=1)
-        expand_module._init_state(cutouts, backgrounds, config, config.content_hash())
+        render_rows._init_state(cutouts, backgrounds, config, config.content_hash())
         for index in range(20):  # warm-up: background cache, code paths
-            expand_module.render_row(index)
+            render_rows.render_row(index)
 
         # Rendering alone, then encoding alone, on the same scenes.
-        state = expand_module._STATE
+        state = render_rows._STATE
         started = time.perf_counter()
         scenes = [
             compose_scene(cutouts, state["backgrounds"], config.composition, config.distortions, rng=np.random.default_rng(row_seed(1, i)))

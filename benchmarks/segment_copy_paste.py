@@ -160,7 +160,7 @@ def extract_pseudo(data: Path, work: Path, config: dict, count: int) -> None:
     from benchmarks.segment_ccp import link_unlabeled
     from pipelines.extract import ExtractConfig, run_extract
     from pipelines.segmenter import Segmenter
-    from pipelines.selftune import round_sample
+    from pipelines.selftune_steps import round_sample
 
     if not (data / "image_tags.json").is_file():
         sys.exit(f"error: {data / 'image_tags.json'} is absent: it lists the unlabeled photos the pseudo arms need")

@@ -32,12 +32,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import cv2
 import numpy as np
 
 from augment.atomic_files import atomic_write_text
 from augment.config import SourceConfig
-from augment.cutouts import add_superpixels, object_row, write_objects_table
+from augment.cutouts import add_superpixels, write_objects_table
 from augment.imageio import InputError, read_image, save_image
 from augment.outputs import OutputNames, remove_output_folder
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
@@ -45,10 +44,11 @@ from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, remo
 from augment.resizing import resize_labels
 from augment.schema import MANIFEST_FILE, OBJECTS_FILE, shard_name
 from augment.shards import check_manifest_kind, write_manifest
-from augment.sources import Skip, crop_object, skipped_summary
+from augment.sources import Skip, skipped_summary
 from augment.validation import is_int, is_number
 from pipelines.extract_parts import CHUNK_PHOTOS, SUMMARY_FILE, ExtractParts, run_key
-from pipelines.segmenter import Prediction, Segmenter, overlay
+from pipelines.extract_regions import _cutout_row, _preview, pseudo_label_values, score_regions
+from pipelines.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -99,16 +99,6 @@ class ExtractConfig:
 
 
 @dataclass
-class Region:
-    class_index: int
-    area: float  # share of the photo
-    confidence: float
-    stability: float
-    mask: np.ndarray  # bool, working resolution
-    rejected: str | None  # None = accepted
-
-
-@dataclass
 class ExtractSummary:
     images: int = 0
     skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
@@ -131,42 +121,6 @@ class ExtractSummary:
     @classmethod
     def from_dict(cls, stored: dict) -> "ExtractSummary":
         return cls(**{f.name: stored[f.name] for f in fields(cls) if f.name in stored})
-
-
-def score_regions(first: Prediction, second: Prediction, config: ExtractConfig) -> list[Region]:
-    """Connected regions of every non-background class in ``first``, scored against ``second``."""
-    labels = first.probabilities.argmax(0)
-    other = second.probabilities.argmax(0)
-    pixels = labels.size
-    regions: list[Region] = []
-    for index in range(1, first.probabilities.shape[0]):
-        present = labels == index
-        if not present.any():
-            continue
-        count, components = cv2.connectedComponents(present.astype(np.uint8), connectivity=8)
-        other_count, other_components = cv2.connectedComponents((other == index).astype(np.uint8), connectivity=8)
-        for component in range(1, count):
-            mask = components == component
-            area = float(mask.sum()) / pixels
-            confidence = float(first.probabilities[index][mask].mean())
-            touching = np.unique(other_components[mask])
-            matched = np.isin(other_components, touching[touching > 0]) if other_count > 1 else np.zeros_like(mask)
-            stability = float((mask & matched).sum() / max(1, (mask | matched).sum()))
-            rejected = ("small" if area < config.min_area else "low_confidence" if confidence < config.min_confidence
-                        else "unstable" if stability < config.min_stability else None)
-            regions.append(Region(index, area, confidence, stability, mask, rejected))
-    return regions
-
-
-def pseudo_label_values(prediction: Prediction, regions: list[Region], config: ExtractConfig) -> np.ndarray:
-    """Working-resolution label values: accepted regions' classes, confident background 0, the rest ignored."""
-    num_classes = prediction.probabilities.shape[0]
-    values = np.full(prediction.probabilities.shape[1:], num_classes, np.uint8)  # num_classes = "ignore"
-    values[(prediction.probabilities.argmax(0) == 0) & (prediction.probabilities[0] >= config.background_confidence)] = 0
-    for region in regions:
-        if region.rejected is None:
-            values[region.mask] = region.class_index
-    return values
 
 
 def _read_ahead(paths: list[Path]) -> Iterator[tuple[Path, np.ndarray | InputError]]:
@@ -374,32 +328,6 @@ def _clear_earlier_output(out: Path) -> None:
     _clear_complete_output(out)
     remove_row_shards(out, "pseudo")  # and the temporaries of killed writes, not those of live ones
     remove_output_folder(out / PREVIEWS_FOLDER)
-
-
-def _cutout_row(image: np.ndarray, path: Path, region: Region, category: str, cutter: SourceConfig, model_id: str,
-                round_index: int) -> dict:
-    height, width = image.shape[:2]
-    mask = cv2.resize(region.mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
-    item = crop_object(image, mask, category, path, cutter)
-    item.provenance = {"source": "auto", "model_id": model_id, "round": round_index,
-                       "confidence": region.confidence, "stability": region.stability}
-    return object_row(item)
-
-
-def _preview(image: np.ndarray, prediction: Prediction, regions: list[Region]) -> np.ndarray:
-    """Accepted regions tinted in their class colour, rejected ones outlined in red (working resolution)."""
-    height, width = prediction.probabilities.shape[1:]
-    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    labels = np.zeros((height, width), np.uint8)
-    for region in regions:
-        if region.rejected is None:
-            labels[region.mask] = region.class_index
-    picture = overlay(small, labels)
-    for region in regions:
-        if region.rejected is not None:
-            contours, _ = cv2.findContours(region.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-            cv2.drawContours(picture, contours, -1, (255, 0, 0), 1)
-    return picture
 
 
 def summary_counts(summary: dict) -> str:

@@ -170,7 +170,8 @@ def register(app: typer.Typer) -> None:
         """Find QUERY in MEDIA: heat maps, highlighted images/videos and OUT/detections.jsonl."""
         from augment.locking import folder_lock
         from augment.outputs import check_output_folder
-        from pipelines.cli import SEARCH_RESUME_HINT, fail, make_progress, run_guarded
+        from pipelines.cli import SEARCH_RESUME_HINT, make_progress
+        from pipelines.command_errors import fail, run_guarded
         from pipelines.search import Searcher, load_query
 
         if not 0 <= workers <= MAX_WORKERS:  # the option's own range: 0 is its default
@@ -290,7 +291,8 @@ def register(app: typer.Typer) -> None:
         """
         from augment.locking import file_lock
         from augment.outputs import check_report_file
-        from pipelines.cli import check_at_least, check_at_most, console, run_guarded, say
+        from pipelines.cli import console, say
+        from pipelines.command_errors import check_at_least, check_at_most, run_guarded
         from pipelines.calibration import held_out_fraction, photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
         from train.data import list_shards

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from augment.imageio import VIDEO_EXTENSIONS, InputError, read_image, read_mask
+from augment.imageio import VIDEO_EXTENSIONS, InputError, read_image
+from augment.mask_files import read_mask
 from augment.picture_arrays import ImageLike, mask_array, picture_array
 from train.model import QueryFeatures, QuerySearchNet, SearchNetConfig
 

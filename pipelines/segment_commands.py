@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from augment.photo_shards import write_photo_shards
-        from pipelines.cli import console, run_guarded
+        from pipelines.cli import console
+        from pipelines.command_errors import run_guarded
 
         def run() -> dict:
             if short_side < 32:
@@ -96,7 +97,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Label every pixel: NAME.png (class index), NAME.confidence.png, NAME.overlay.jpg and classes.json."""
         from augment.locking import claim_output_folder
-        from pipelines.cli import console, make_progress, run_guarded, say
+        from pipelines.cli import console, make_progress, say
+        from pipelines.command_errors import run_guarded
         from pipelines.segment_outputs import run_segment
         from pipelines.segmenter import Segmenter
 
@@ -149,7 +151,8 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from augment.shards import check_manifest_kind
-        from pipelines.cli import check_at_least, console, make_progress, run_guarded
+        from pipelines.cli import console, make_progress
+        from pipelines.command_errors import check_at_least, run_guarded
         from pipelines.extract import (PREVIEWS_FOLDER, check_cut_classes, check_reference, extract_config, run_extract,
                                        summary_counts)
         from pipelines.segmenter import Segmenter
@@ -204,7 +207,8 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from pipelines import selftune_config
-        from pipelines.cli import check_at_least, console, run_guarded, say
+        from pipelines.cli import console, say
+        from pipelines.command_errors import check_at_least, run_guarded
         from pipelines.selftune import CONFIG_FILE, Inputs, SelfTune
         from pipelines.selftune_metrics import METRICS_FILE, read_metrics
 

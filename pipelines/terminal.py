@@ -89,7 +89,7 @@ def make_progress() -> Progress:
 
 
 class LineHandler(logging.Handler):
-    """A log record as one line on stderr, ``warning: MESSAGE``, as :func:`pipelines.cli.fail` writes
+    """A log record as one line on stderr, ``warning: MESSAGE``, as :func:`pipelines.command_errors.fail` writes
     ``error: ...``. rich's RichHandler set the message in a column beside the level, wrapped to the
     console's width (80 in a log file): a warning naming a long path came out as several lines, broken
     mid-word, padded with spaces. A warning said once already is not said again (a source folder

@@ -88,8 +88,8 @@ def _check_distinct(shards: list[str]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
-    from pipelines.cli import (TRAIN_RESTART_HINT, TRAIN_RESUME_HINT, check_at_least,  # here: pipelines.cli imports this
-                               check_at_most, fail, run_guarded)
+    from pipelines.cli import TRAIN_RESTART_HINT, TRAIN_RESUME_HINT  # here: pipelines.cli imports this
+    from pipelines.command_errors import check_at_least, check_at_most, fail, run_guarded
 
     @app.command()
     def train(

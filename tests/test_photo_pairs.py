@@ -11,7 +11,7 @@ from augment.catalogue import CatalogueConfig, CatalogueTransform, place_mask, t
 from augment.config import SourceConfig
 from augment.imageio import InputError
 from augment.photo_pairs import PhotoIndex, PhotoPairConfig, PhotoPairSampler, make_cases
-from augment.sources import LabelledPhoto, read_labelled_photos
+from augment.photo_objects import LabelledPhoto, read_labelled_photos
 from sources_factory import make_coco, make_label_map, make_mask_pairs, make_rgba_source, make_street_photos, textured
 
 

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from PIL import Image, ImageOps
 
-from augment.imageio import decode_image, image_from_bytes, read_mask, save_image
+from augment.imageio import decode_image, image_from_bytes, save_image
+from augment.mask_files import read_mask
 from cli_checks import assert_one_line_error, files_under, run_cli
 from segment_factory import (make_noise_backgrounds, make_scene_photos, make_unlabeled, save_untrained_segmenter,
                              tiny_selftune_config, tiny_train_values)

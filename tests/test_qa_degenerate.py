@@ -164,7 +164,7 @@ def test_an_elongated_querys_tiles_step_at_least_half_a_window():
     """A 16 x 1500 query in a 1500 x 600 photo is zoomed 4x (its 11-px height): its kernel reached
     further than a tile's side, the tiles stepped 8 px at a time, 860 of them (7396 in a 1500 x 1500
     photo), each encoded: a 10 x 300 query in a 640 x 480 photo ran for minutes."""
-    from pipelines.search_levels import tiles
+    from pipelines.search_tiles import tiles
 
     assert len(tiles(410, 1024, 4.0, overlap=1056)) <= 2
     parts = tiles(1024, 2048, 4.0, overlap=600)

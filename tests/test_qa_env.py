@@ -282,7 +282,8 @@ def test_a_dataloader_out_of_shared_memory_is_one_line_naming_dev_shm(text, caps
     # traceback of the worker's traceback, or 'out of memory? fewer num_workers ...' for the SIGBUS
     import typer
 
-    from pipelines.cli import TRAIN_RESUME_HINT, run_guarded
+    from pipelines.cli import TRAIN_RESUME_HINT
+    from pipelines.command_errors import run_guarded
 
     def training():
         raise RuntimeError(text)
@@ -374,7 +375,7 @@ def test_a_file_named_in_bytes_is_shown_as_a_name(capsys):
     # "error: b'runs/tb/events.out.tfevents...': Permission denied"
     import typer
 
-    from pipelines.cli import run_guarded
+    from pipelines.command_errors import run_guarded
 
     def writing():
         raise PermissionError(13, "Permission denied", b"runs/tb/events.out.tfevents.1.vm.2.0")

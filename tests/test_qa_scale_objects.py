@@ -49,7 +49,7 @@ def test_calibrate_and_expand_say_it_in_one_line(command, damaged, tmp_path):
 
 def test_an_input_error_from_a_loader_worker_is_its_own_line():
     from augment.imageio import InputError
-    from pipelines.cli import user_line
+    from pipelines.command_errors import user_line
 
     wrapped = InputError("Caught InputError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
                          "last):\n  File \"x.py\", line 1, in f\naugment.imageio.InputError: a.parquet: broken (x: y)\n")

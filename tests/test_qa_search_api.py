@@ -96,7 +96,8 @@ def test_coco_annotations_without_a_mask_are_counted_skips_of_labelled_photos(tm
 
     from augment.config import SourceConfig
     from augment.photo_pairs import PhotoIndex
-    from augment.sources import LabelledPhoto, Skip, read_labelled_photos
+    from augment.photo_objects import LabelledPhoto, read_labelled_photos
+    from augment.sources import Skip
     from tests.sources_factory import make_coco
 
     source = make_coco(tmp_path / "coco")
@@ -124,7 +125,8 @@ def test_a_mask_without_its_image_is_a_counted_skip_of_labelled_photos(tmp_path)
     import shutil
 
     from augment.config import SourceConfig
-    from augment.sources import Skip, read_labelled_photos
+    from augment.photo_objects import read_labelled_photos
+    from augment.sources import Skip
     from tests.sources_factory import make_mask_pairs
 
     source = make_mask_pairs(tmp_path / "pairs")

@@ -16,7 +16,8 @@ from pipelines.cli import app
 from pipelines.detections import box_iou, detect, find_peaks
 from pipelines.highlight import GUESS_RGB, highlight
 from pipelines.search import Searcher
-from pipelines.search_levels import plan_levels, share_zooms, tiles
+from pipelines.search_levels import plan_levels, share_zooms
+from pipelines.search_tiles import tiles
 
 
 def test_levels_zoom_in_for_small_queries_and_out_for_large_ones():
@@ -471,7 +472,7 @@ def test_verification_reads_the_probes_cells_where_the_first_pass_had_none(monke
 
 
 def test_hot_windows_grow_each_hot_place_by_a_kernel_and_merge_those_that_overlap():
-    from pipelines.search_levels import hot_windows
+    from pipelines.search_tiles import hot_windows
 
     hot = np.zeros((480, 640), bool)
     hot[100:110, 100:120] = True  # one place: its core is grown by the reach, its window by the context

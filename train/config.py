@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from augment.config import read_yaml_mapping
 from augment.imageio import InputError
 from augment.validation import check_field_types, is_int, is_number
-from train.data import MAX_MEDIUM_SIZE, MAX_SEED, PairConfig, pair_checks
+from train.data import MAX_MEDIUM_SIZE, PairConfig, pair_checks
+from train.resumable_stream import MAX_SEED
 from train.losses import build_loss
 from train.model import SearchNetConfig
 from train.segment_config import SegmentConfig

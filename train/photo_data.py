@@ -29,7 +29,8 @@ from augment.imageio import InputError, resize_image
 from augment.label_names import check_label_names
 from augment.photo_pairs import CasePlan, PhotoIndex, PhotoPairConfig, PhotoPairSampler
 from augment.validation import check_instance
-from train.data import PairConfig, ResumableStream, check_pairs, checked_seed
+from train.data import PairConfig, check_pairs
+from train.resumable_stream import ResumableStream, checked_seed
 from train.queries import render_query
 from train.feature_cache import PhotoFeatureCache
 

@@ -1,5 +1,5 @@
 """`synth expand`'s default engine: row groups rendered by a pool of forked local processes (the
-per-process state and ``render_row`` of :mod:`augment.expand`), shards written in order by the
+per-process state and ``render_row`` of :mod:`augment.render_rows`), shards written in order by the
 parent, so a run's output is the same whatever the number of workers.
 """
 
@@ -9,7 +9,8 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
-from augment.expand import RenderJob, ShardPlan, _render_range, planned_ids, present_shards, unfinished_plans
+from augment.expand import ShardPlan, planned_ids, present_shards, unfinished_plans
+from augment.render_rows import RenderJob, _render_range
 from augment.shard_writer import write_shard
 from augment.shards import verify_shard
 from augment.storage import Place

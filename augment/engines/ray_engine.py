@@ -9,7 +9,7 @@ scheduling, retries and data movement.
 The work of a run:
 
 * the driver builds the cutout table (with superpixels) once, as the local engine does, and
-  ``ray.put``s it with the backgrounds list and config (a :class:`~augment.expand.RenderJob`): each
+  ``ray.put``s it with the backgrounds list and config (a :class:`~augment.render_rows.RenderJob`): each
   worker process fetches it once (zero-copy for its arrays on the worker's node) and keeps it for
   every later task, so no task recomputes or re-downloads it;
 * one **render task** per row group returns the group as an Arrow table (row ``i`` from
@@ -41,8 +41,9 @@ import pyarrow as pa
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from augment.expand import RenderJob, ShardPlan, planned_ids, present_shards, render_table, unfinished_plans
+from augment.expand import ShardPlan, planned_ids, present_shards, unfinished_plans
 from augment.imageio import InputError
+from augment.render_rows import RenderJob, render_table
 from augment.schema import RUN_HASH_KEY
 from augment.shard_writer import write_shard
 from augment.shards import footer_problem, verify_shard
