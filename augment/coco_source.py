@@ -152,10 +152,12 @@ def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarra
         raise ValueError(f"RLE size {segmentation['size']} differs from the image's {[height, width]}")
     counts = segmentation["counts"]
     if isinstance(counts, list):
-        if not all(is_number(c) for c in counts) or sum(counts) != height * width:
-            raise ValueError(f"RLE counts must be numbers covering the image's {height * width} pixels")
+        if not all(is_number(c) and c >= 0 and float(c).is_integer() for c in counts) or sum(counts) != height * width:
+            raise ValueError(f"RLE counts must be whole numbers of 0 or more covering the image's {height * width} pixels")
         rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
+    else:  # compressed; an empty string has no runs: pycocotools decoded it as uninitialised memory
+        if not isinstance(counts, (str, bytes)) or not counts:
+            raise ValueError("compressed RLE counts must be a non-empty string")
         rle = dict(segmentation)
         if isinstance(rle["counts"], str):
             rle["counts"] = rle["counts"].encode()

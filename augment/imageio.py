@@ -365,14 +365,22 @@ def read_mask(path: Path | str) -> np.ndarray:
 
 def mask_plane(mask: np.ndarray, name: str) -> np.ndarray:
     """A decoded mask's one channel (H x W x C, channels last): the grey of grey (+ alpha), the equal
-    colours of RGB(A), alpha left aside; colours that differ are an InputError naming ``name``. One rule
-    for mask files (:func:`read_mask`) and mask arrays given to the API."""
+    colours of RGB(A), alpha left aside; colours that differ are an InputError naming ``name``. A mask
+    drawn in its alpha alone (one colour everywhere, as an editor saves a layer painted on transparency,
+    its transparent pixels white or black) is its alpha: its colour read the whole picture as the object,
+    or none of it. One rule for mask files (:func:`read_mask`) and mask arrays given to the API."""
     if mask.ndim == 2:
         return mask
     colours = range(1, 1 if mask.shape[2] == 2 else min(mask.shape[2], 3))  # grey + alpha: the grey
     if any(not np.array_equal(mask[:, :, 0], mask[:, :, c]) for c in colours):
         raise InputError(f"{name}: mask has colour channels that differ; expected a single-channel mask")
+    if mask.shape[2] in (2, 4) and _one_value(mask[:, :, 0]) and not _one_value(mask[:, :, -1]):
+        return mask[:, :, -1].copy()
     return mask[:, :, 0].copy()
+
+
+def _one_value(plane: np.ndarray) -> bool:
+    return bool((plane == plane.flat[0]).all())
 
 
 JPEG_MASK_CLEAR = 0.98  # share of a black-and-white JPEG mask's pixels that stay near 0 or 255 despite compression

@@ -101,7 +101,8 @@ def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
 def mask_array(mask: Any, name: str) -> np.ndarray:
     """H x W mask values from an array or PIL image given to the API, read as a mask file of that kind
     is (:func:`augment.imageio.mask_plane`): grey as it is, a black-and-white RGB or RGBA mask by its
-    colour (its alpha left aside: an opaque mask's alpha is all 255), a palette image by its indices.
+    colour (its alpha left aside: an opaque mask's alpha is all 255; one drawn in its alpha alone, on
+    one colour, by its alpha), a palette image by its indices.
     Another shape or dtype is an :class:`ArrayInputError` naming ``name``; one over the pixel limit a
     PixelLimitError. The values keep their dtype (the caller decides what counts as the object). A PIL
     image is turned upright by its EXIF orientation, as :func:`picture_array` turns its query."""

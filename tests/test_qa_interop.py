@@ -1,0 +1,99 @@
+"""Annotations as other tools export them (COCO's RLE as pycocotools and its users write it, masks
+saved by image editors, label maps), read by synth's sources: the right pixels, or a counted skip
+naming the file and the annotation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from augment.coco_source import annotation_mask_or_skip
+from augment.config import SourceConfig
+from augment.imageio import read_mask
+from augment.source_items import Skip, SourceObject
+from augment.sources import read_source
+
+H, W = 30, 40
+
+
+def _l_shape() -> np.ndarray:
+    """An object no turn, flip or shift leaves as it is."""
+    mask = np.zeros((H, W), np.uint8)
+    mask[3:25, 4:10] = 1
+    mask[3:9, 4:30] = 1
+    return mask
+
+
+def _mask_pairs(tmp_path: Path, mask: Image.Image) -> Path:
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(tmp_path / "images" / "a.png")
+    mask.save(tmp_path / "masks" / "a.png")
+    return tmp_path
+
+
+@pytest.mark.parametrize("colour", [255, 0])
+def test_a_mask_painted_in_its_alpha_on_one_colour_is_its_alpha(tmp_path, colour):
+    """An editor's layer mask saved as RGBA: the object painted on transparency, every pixel one colour
+    (white or black); the whole picture was the object (white) or the mask 'empty' (black)."""
+    truth = _l_shape()
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[..., :3] = colour
+    rgba[..., 3] = truth * 255
+    source = _mask_pairs(tmp_path, Image.fromarray(rgba, "RGBA"))
+    assert np.array_equal(read_mask(source / "masks" / "a.png") > 0, truth > 0)
+    grey_alpha = np.dstack([np.full((H, W), colour, np.uint8), truth * 255])
+    Image.fromarray(grey_alpha, "LA").save(tmp_path / "la.png")
+    assert np.array_equal(read_mask(tmp_path / "la.png") > 0, truth > 0)
+    items = list(read_source(source, SourceConfig(min_area=1)))
+    objects = [item for item in items if isinstance(item, SourceObject)]
+    assert len(objects) == 1 and not [item for item in items if isinstance(item, Skip)]
+    assert objects[0].box == (4, 3, 30, 25)
+    assert np.array_equal(objects[0].rgba[:, :, 3] > 0, truth[3:25, 4:30] > 0)
+
+
+def test_a_mask_drawn_in_its_colour_keeps_its_colour_whatever_its_alpha(tmp_path):
+    """An opaque black-and-white RGBA mask (alpha all 255) and one whose alpha varies with a drawing of
+    its own are read by their drawing, as before."""
+    truth = _l_shape()
+    rgba = np.dstack([truth * 255] * 3 + [np.full((H, W), 255, np.uint8)]).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "opaque.png")
+    assert np.array_equal(read_mask(tmp_path / "opaque.png") > 0, truth > 0)
+    rgba[..., 3] = 0
+    rgba[:5, :5, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "drawn.png")
+    assert np.array_equal(read_mask(tmp_path / "drawn.png") > 0, truth > 0)
+
+
+@pytest.mark.parametrize("counts", ["", b""])
+def test_an_empty_compressed_rle_is_a_skip_not_uninitialised_memory(tmp_path, counts):
+    """pycocotools decodes a compressed RLE with no runs ('counts': '') to an array it never wrote: the
+    cutout was whatever the memory held (values up to 255 on a 0/1 mask, a different one each run)."""
+    annotation = {"id": 5, "segmentation": {"counts": counts, "size": [H, W]}}
+    skip = annotation_mask_or_skip(annotation, tmp_path / "a.png", H, W)
+    assert isinstance(skip, Skip), "an RLE without runs gave a mask"
+    assert "annotation 5" in skip.reason and "non-empty" in skip.reason and skip.path == str(tmp_path / "a.png")
+
+
+@pytest.mark.parametrize("counts", [[-5, H * W + 5], [0, H * W / 2 + 0.5, H * W / 2 - 0.5]])
+def test_uncompressed_rle_counts_that_are_no_run_lengths_are_a_skip_naming_them(tmp_path, counts):
+    """A negative count was pycocotools' 'Python integer -5 out of bounds for uint32'; a fractional
+    one was cut down without a word (the mask shifted by a pixel)."""
+    annotation = {"id": 6, "segmentation": {"counts": counts, "size": [H, W]}}
+    skip = annotation_mask_or_skip(annotation, tmp_path / "a.png", H, W)
+    assert isinstance(skip, Skip) and "whole numbers of 0 or more" in skip.reason
+
+
+def test_uncompressed_rle_counts_written_as_floats_are_read(tmp_path):
+    """Counts a numpy-based writer left as 12.0 are whole numbers: read, column-major as pycocotools'."""
+    counts = [float(H * 4), float(H * 2), float(H * W - H * 6)]  # columns 4 and 5 whole
+    mask = annotation_mask_or_skip({"id": 7, "segmentation": {"counts": counts, "size": [H, W]}},
+                                   tmp_path / "a.png", H, W)
+    assert not isinstance(mask, Skip)
+    truth = np.zeros((H, W), bool)
+    truth[:, 4:6] = True
+    assert np.array_equal(mask, truth)
