@@ -6,6 +6,8 @@ reads whole annotated photos through the same index.
 
 from __future__ import annotations
 
+import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -54,7 +56,11 @@ class CocoIndex:
                                              f"({', '.join(str(root) for root in self.roots)})")
         path = next((root / name for name in _spellings(file_name) for root in self.roots if (root / name).is_file()),
                     None)
-        return path if path is not None else Skip(str(self.json_path), f"image file {file_name!r} not found")
+        if path is None:
+            looked = ", ".join(f"{os.path.relpath(root, self.json_path.parent)}/" for root in self.roots)
+            return Skip(str(self.json_path),
+                        f"image file {file_name!r} not found (looked in {looked} from the file's folder)")
+        return path
 
 
 def load_coco_index(source: Path) -> CocoIndex:
@@ -100,8 +106,17 @@ def load_coco_index(source: Path) -> CocoIndex:
 
 
 def coco_image_roots(json_path: Path) -> list[Path]:
-    """The folders where a COCO file's images are looked for, in order."""
-    return [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
+    """The folders where a COCO file's images are looked for, in order: ``images/`` beside it, its own
+    folder, ``images/`` beside its folder; for ``instances_SUBSET.json`` (COCO's own and Datumaro's name,
+    as CVAT exports it) also the subset's folder as those lay it out: ``images/SUBSET/`` (Datumaro) and
+    ``SUBSET/`` beside ``annotations/`` (COCO 2017's ``val2017/``), where every image was 'not found'."""
+    parent = json_path.parent
+    roots = [parent / "images", parent, parent.parent / "images"]
+    match = re.fullmatch(r"(?:instances|person_keypoints)_(.+)", json_path.stem)
+    if match and match.group(1) not in (".", ".."):
+        subset = match.group(1)
+        roots += [parent / "images" / subset, parent.parent / "images" / subset, parent.parent / subset]
+    return list(dict.fromkeys(roots))
 
 
 def coco_category(coco: CocoIndex, annotation: dict) -> str | Skip:

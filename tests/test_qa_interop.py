@@ -4,6 +4,7 @@ naming the file and the annotation."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,47 @@ def test_uncompressed_rle_counts_written_as_floats_are_read(tmp_path):
     truth = np.zeros((H, W), bool)
     truth[:, 4:6] = True
     assert np.array_equal(mask, truth)
+
+
+def _coco_file(path: Path, file_name: str, mask: np.ndarray) -> None:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "images": [{"id": 3, "file_name": file_name, "width": W, "height": H}],
+        "categories": [{"id": 11, "name": "shirt"}],
+        "annotations": [{"id": 1, "image_id": 3, "category_id": 11, "iscrowd": 0, "bbox": [4, 3, 26, 22],
+                         "segmentation": {"size": [H, W], "counts": rle["counts"].decode()}}]}))
+
+
+@pytest.mark.parametrize("layout", ["val2017/a.png", "images/val2017/a.png", "annotations/images/val2017/a.png"])
+def test_coco_files_find_their_images_in_the_subset_folders_coco_and_cvat_lay_out(tmp_path, layout):
+    """COCO 2017 as downloaded (annotations/instances_val2017.json beside val2017/) and Datumaro's
+    export, as CVAT's COCO 1.0 writes it (images/SUBSET/): every image was 'not found'."""
+    truth = _l_shape()
+    image = np.random.default_rng(1).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    (tmp_path / layout).parent.mkdir(parents=True)
+    Image.fromarray(image).save(tmp_path / layout)
+    _coco_file(tmp_path / "annotations" / "instances_val2017.json", "a.png", truth)
+    items = list(read_source(tmp_path / "annotations" / "instances_val2017.json", SourceConfig(min_area=1)))
+    assert [type(item) for item in items] == [SourceObject], items
+    assert items[0].box == (4, 3, 30, 25) and items[0].source == str(tmp_path / layout)
+    assert np.array_equal(items[0].rgba[:, :, 3] > 0, truth[3:25, 4:30] > 0)
+    assert np.array_equal(items[0].rgba[:, :, :3][truth[3:25, 4:30] > 0], image[3:25, 4:30][truth[3:25, 4:30] > 0])
+
+
+def test_a_coco_image_not_found_names_the_folders_looked_in(tmp_path):
+    _coco_file(tmp_path / "annotations" / "instances_train.json", "gone.png", _l_shape())
+    items = list(read_source(tmp_path / "annotations" / "instances_train.json", SourceConfig(min_area=1)))
+    assert len(items) == 1 and isinstance(items[0], Skip)
+    assert "'gone.png' not found (looked in images/, ./, ../images/, images/train/, ../images/train/, ../train/" \
+        in items[0].reason
+
+
+def test_a_coco_file_named_for_a_climbing_subset_looks_in_no_folder_above_its_own(tmp_path):
+    """``instances_...json``'s subset '..' is no folder to look in (the images stay in the file's folders)."""
+    from augment.coco_source import coco_image_roots
+
+    roots = coco_image_roots(tmp_path / "a" / "instances_...json")
+    assert roots == [tmp_path / "a" / "images", tmp_path / "a", tmp_path / "images"]
