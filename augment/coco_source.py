@@ -66,9 +66,7 @@ class CocoIndex:
 def load_coco_index(source: Path) -> CocoIndex:
     """A COCO instances file's images, categories and annotations by image; a file whose structure is
     not COCO's (not JSON, ``annotations`` not a list...) is an InputError, a broken single entry a Skip."""
-    json_path = source if source.is_file() else next((p for p in sorted(source.glob("*.json")) if _looks_like_coco(p)), None)
-    if json_path is None:
-        raise InputError(f"{source}: no COCO instances .json found")
+    json_path = source if source.is_file() else _the_coco_file(source)
     try:
         data = loads_json(read_user_text(json_path, "a COCO instances .json file"))
     except (ValueError, OSError) as error:
@@ -103,6 +101,19 @@ def load_coco_index(source: Path) -> CocoIndex:
             continue
         by_image.setdefault(image_id, []).append(annotation)
     return CocoIndex(json_path, images, categories, by_image, coco_image_roots(json_path), problems)
+
+
+def _the_coco_file(folder: Path) -> Path:
+    """The one COCO .json of a source folder; several are an InputError naming them (the first by
+    name was read alone: of COCO's annotations/, captions_train2017.json, whose every annotation has
+    no category, and of instances_train.json beside instances_val.json, the training split only)."""
+    found = [p for p in sorted(folder.glob("*.json")) if _looks_like_coco(p)]
+    if not found:
+        raise InputError(f"{folder}: no COCO instances .json found")
+    if len(found) > 1:
+        raise InputError(f"{folder}: holds {len(found)} COCO .json files ({', '.join(p.name for p in found)}); "
+                         "give the one to read as the source (several: each as a source of its own)")
+    return found[0]
 
 
 def coco_image_roots(json_path: Path) -> list[Path]:

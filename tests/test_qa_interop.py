@@ -142,3 +142,18 @@ def test_a_coco_file_named_for_a_climbing_subset_looks_in_no_folder_above_its_ow
 
     roots = coco_image_roots(tmp_path / "a" / "instances_...json")
     assert roots == [tmp_path / "a" / "images", tmp_path / "a", tmp_path / "images"]
+
+
+def test_a_folder_of_several_coco_files_is_one_line_naming_them_not_the_first_read_alone(tmp_path):
+    """COCO's annotations/ holds captions_*, instances_* and person_keypoints_* of each split: the
+    first by name (captions_train2017.json, no categories) was read alone, or instances_train.json
+    without instances_val.json beside it, without a word."""
+    from augment.imageio import InputError
+
+    for name in ("instances_train.json", "instances_val.json"):
+        _coco_file(tmp_path / name, "a.png", _l_shape())
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(InputError, match=r"holds 2 COCO \.json files \(instances_train\.json, instances_val\.json\); "
+                                         "give the one to read"):
+        list(read_source(tmp_path, SourceConfig(min_area=1)))
+    assert len(list(read_source(tmp_path / "instances_val.json", SourceConfig(min_area=1)))) == 1
