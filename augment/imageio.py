@@ -312,52 +312,19 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
     return image
 
 
-PNG_PALETTE = 3  # the IHDR colour type of an indexed PNG
-
-
-def is_palette_png(data: bytes) -> bool:
-    """Whether ``data`` is an indexed (palette) PNG: its pixels are indices into a colour table."""
-    return image_format(data) == "PNG" and len(data) > 25 and data[25] == PNG_PALETTE
-
-
-def palette_indices(data: bytes, name: str) -> np.ndarray:
-    """The pixel indices (H×W uint8) of an indexed PNG, not the colours its palette gives them."""
-    from augment.pixel_limit import open_header
-
-    try:
-        with open_header(data) as image:
-            indices = np.array(image.convert("P") if image.mode == "PA" else image)
-    except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
-        raise InputError(describe_unreadable(data, name)) from None
-    if indices.ndim != 2:
-        raise InputError(f"{name}: not a readable image (an indexed PNG of mode {indices.shape})")
-    return apply_orientation(indices.astype(np.uint8), exif_orientation(data))
-
-
-VOC_VOID_INDEX = 255  # Pascal VOC's palette masks: object borders and unsure pixels
-
-
-def palette_values(indices: np.ndarray) -> np.ndarray:
-    """A palette mask's indices as mask values: its index 255 beside other indices is VOC's "void"
-    border, not an object (0; a ring-shaped cutout round every object otherwise); 0 and 255 alone
-    stay a binary mask's object."""
-    void = indices == VOC_VOID_INDEX
-    if void.any() and np.any((indices != 0) & ~void):
-        indices = np.where(void, 0, indices).astype(indices.dtype)
-    return indices
-
-
 def read_mask(path: Path | str) -> np.ndarray:
     """Read a single-channel mask or label map (8 or 16 bit), upright as :func:`image_from_bytes` reads
     photos (a mask drawn on the photo as shown lines up with it); an indexed (palette) PNG, as
     Pascal VOC's label maps are, gives its indices (the palette only colours them for viewing); its
     index 255 beside other indices is VOC's "void" border, not an object (read as 0: a ring-shaped
     cutout around every object otherwise)."""
+    from augment.palette_masks import is_palette_png, palette_indices, palette_values  # (they import this module)
+
     path = Path(path)
     data = _read_bytes(path)
     if is_palette_png(data):
         check_before_decoding(data, str(path))
-        return palette_values(palette_indices(data, str(path)))
+        return palette_values(*palette_indices(data, str(path)))
     if image_format(data) == "JPEG":
         return _jpeg_mask(data, str(path))
     return mask_plane(image_from_bytes(data, str(path), "unchanged"), str(path))

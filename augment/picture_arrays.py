@@ -16,7 +16,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from augment.imageio import InputError, mask_plane, palette_values, pixels_as_uint8, read_image
+from augment.imageio import InputError, mask_plane, pixels_as_uint8, read_image
+from augment.palette_masks import palette_values
 from augment.orientation import EXIF_ORIENTATION_TAG, apply_orientation
 from augment.pixel_limit import check_array_pixels
 
@@ -122,7 +123,8 @@ def mask_array(mask: Any, name: str) -> np.ndarray:
     try:
         plane = mask_plane(array, name)
         # a PIL palette mask as its file is read: VOC's "void" 255 is no object
-        return apply_orientation(palette_values(plane) if mode in ("P", "PA") else plane, orientation)
+        plane = palette_values(plane, mask.getpalette()) if mode in ("P", "PA") else plane
+        return apply_orientation(plane, orientation)
     except InputError as error:
         raise ArrayInputError(str(error)) from None
 

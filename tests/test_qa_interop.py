@@ -157,3 +157,34 @@ def test_a_folder_of_several_coco_files_is_one_line_naming_them_not_the_first_re
                                          "give the one to read"):
         list(read_source(tmp_path, SourceConfig(min_area=1)))
     assert len(list(read_source(tmp_path / "instances_val.json", SourceConfig(min_area=1)))) == 1
+
+
+def _white_first_palette_mask(truth: np.ndarray) -> Image.Image:
+    """A black-and-white mask as a PNG-8 optimiser saves it (PIL's quantize here): white index 0."""
+    mask = Image.fromarray((truth > 0).astype(np.uint8) * 255, "L").convert("RGB").quantize(2)
+    assert mask.getpalette()[:6] == [255, 255, 255, 0, 0, 0]
+    return mask
+
+
+def test_a_black_and_white_palette_mask_whose_white_is_index_0_cuts_the_white_object(tmp_path):
+    """By its indices the black background (index 1) was the object: the cutout was the photo less the
+    object, without a word."""
+    from augment.picture_arrays import mask_array
+
+    truth = _l_shape()
+    source = _mask_pairs(tmp_path, _white_first_palette_mask(truth))
+    assert np.array_equal(read_mask(source / "masks" / "a.png"), truth * 255)
+    assert np.array_equal(mask_array(Image.open(source / "masks" / "a.png"), "query_mask"), truth * 255)
+    objects = list(read_source(source, SourceConfig(min_area=1)))
+    assert [type(o) for o in objects] == [SourceObject] and objects[0].box == (4, 3, 30, 25)
+
+
+def test_palette_masks_whose_black_is_index_0_keep_their_indices(tmp_path):
+    """VOC's palette (index 0 black, colours after it) and a black-and-white one in the usual order: values
+    are indices, as label_list.json and categories.json name them."""
+    truth = _l_shape()
+    for name, palette in (("voc.png", [0, 0, 0, 128, 0, 0]), ("bw.png", [0, 0, 0, 255, 255, 255])):
+        mask = Image.fromarray(truth, "P")
+        mask.putpalette(palette)
+        mask.save(tmp_path / name)
+        assert np.array_equal(read_mask(tmp_path / name), truth), name
