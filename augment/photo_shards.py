@@ -98,7 +98,7 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
         return
     names, pairs, skips = photo_mask_pairs(source, fmt, config)
     yield from skips
-    for loaded in loaded_pairs(pairs, "empty mask"):
+    for loaded in loaded_pairs(pairs, "empty mask", soft_edges=fmt == "mask_pairs" and not names):
         if isinstance(loaded, Skip):
             yield loaded
             continue

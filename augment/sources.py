@@ -41,7 +41,7 @@ from augment.imageio import InputError, decode_image, list_images, pixels_as_uin
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
-                                  crop_object, limited, skipped_summary)
+                                  crop_object, limited, skipped_summary, soft_edged)
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,11 @@ def mask_pair_files(source: Path, config: SourceConfig | None = None
 LoadedPair = tuple[Path, Path, np.ndarray, np.ndarray, list[int]]  # image path, mask path, image, mask, its values
 
 
-def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str) -> Iterator[LoadedPair | Skip]:
-    """Each (image, mask) pair loaded, or why it can't be used (no photo, no mask, unreadable, empty...)."""
+def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str,
+                 soft_edges: bool = False) -> Iterator[LoadedPair | Skip]:
+    """Each (image, mask) pair loaded, or why it can't be used (no photo, no mask, unreadable, empty...).
+    With ``soft_edges`` (masks whose values are no names' ids) a mask of soft edges is one object
+    (:func:`soft_edged`)."""
     for image_path, mask_path in pairs:
         if image_path is None:
             yield Skip(str(mask_path), "no photo with this name")
@@ -187,13 +190,21 @@ def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str
             yield Skip(str(image_path), "no mask found for this image")
         else:
             loaded = load_pair(image_path, mask_path, empty_reason)
-            yield loaded if isinstance(loaded, Skip) else (image_path, mask_path, *loaded)
+            if isinstance(loaded, Skip):
+                yield loaded
+                continue
+            image, mask, values = loaded
+            if soft_edges and len(values) > 1 and soft_edged(mask):
+                top = np.iinfo(mask.dtype).max
+                mask, values = np.where(mask > top // 2, top, 0).astype(mask.dtype), [int(top)]
+                log.info("%s: a mask with soft edges (anti-aliased or feathered): one object, split at half", mask_path)
+            yield image_path, mask_path, image, mask, values
 
 
 def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     names, pairs, skips = mask_pair_files(source, config)
     yield from skips
-    for loaded in loaded_pairs(limited(pairs, config), "empty mask"):
+    for loaded in loaded_pairs(limited(pairs, config), "empty mask", soft_edges=not names):
         if isinstance(loaded, Skip):
             yield loaded
             continue
@@ -386,7 +397,7 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
         return
     names, pairs, unpaired = photo_mask_pairs(source, fmt, config)
     yield from unpaired  # a mask without its image: counted, as expand counts it
-    for loaded in loaded_pairs(pairs, "empty mask"):
+    for loaded in loaded_pairs(pairs, "empty mask", soft_edges=fmt == "mask_pairs" and not names):
         if isinstance(loaded, Skip):
             yield loaded
             continue

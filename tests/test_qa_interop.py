@@ -188,3 +188,41 @@ def test_palette_masks_whose_black_is_index_0_keep_their_indices(tmp_path):
         mask.putpalette(palette)
         mask.save(tmp_path / name)
         assert np.array_equal(read_mask(tmp_path / name), truth), name
+
+
+def _soft_disk(size: int = 120, radius: int = 40) -> np.ndarray:
+    """A background remover's or a feathered selection's mask: 255 inside, a slope of greys at its edge."""
+    import cv2
+
+    mask = np.zeros((size, size), np.uint8)
+    cv2.circle(mask, (size // 2, size // 2), radius, 255, -1, lineType=cv2.LINE_AA)
+    return cv2.GaussianBlur(mask, (9, 9), 3)
+
+
+def test_a_mask_with_soft_edges_is_one_object_not_a_ring_per_grey_level(tmp_path):
+    """Each grey of the edge was an instance id: 220 skips and 5 ring-shaped 'objects' beside the core."""
+    from augment.photo_shards import read_labelled_photos
+
+    soft = _soft_disk()
+    assert len(np.unique(soft)) > 100
+    source = _mask_pairs(tmp_path, Image.fromarray(soft))
+    (tmp_path / "images" / "a.png").unlink()
+    Image.fromarray(np.zeros((120, 120, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    items = list(read_source(source, SourceConfig(min_area=1)))
+    assert [type(item) for item in items] == [SourceObject], f"{len(items)} items"
+    assert np.array_equal(items[0].rgba[:, :, 3] > 0, (soft > 127)[20:101, 20:101]) and items[0].box == (20, 20, 101, 101)
+    (photo,) = read_labelled_photos(source, SourceConfig(min_area=1))
+    assert set(np.unique(photo.values)) == {0, 255} and photo.names == {255: "object"}
+
+
+def test_instance_ids_with_void_borders_stay_ids(tmp_path):
+    """Flat regions of ids beside 255 (a grey VOC instance mask's void border) are ids, as before."""
+    from augment.source_items import soft_edged
+
+    ids = np.zeros((H, W), np.uint8)
+    ids[2:14, 2:20], ids[14:28, 2:20], ids[2:28, 24:38] = 1, 2, 3
+    ids[13:15, 2:20] = 255
+    assert not soft_edged(ids) and not soft_edged(np.where(ids > 0, 255, 0).astype(np.uint8))
+    source = _mask_pairs(tmp_path, Image.fromarray(ids))
+    objects = [o for o in read_source(source, SourceConfig(min_area=1)) if isinstance(o, SourceObject)]
+    assert sorted(o.box for o in objects) == [(2, 2, 20, 13), (2, 13, 20, 15), (2, 15, 20, 28), (24, 2, 38, 28)]
