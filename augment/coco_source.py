@@ -18,7 +18,7 @@ import numpy as np
 from augment.config import SourceConfig
 from augment.imageio import InputError, read_image
 from augment.textfiles import loads_json, read_user_text
-from augment.source_items import Skip, SourceItem, _category_allowed, crop_object, limited
+from augment.source_items import Skip, SourceItem, _category_allowed, crop_object, limited, turned_hint
 from augment.validation import is_number
 
 
@@ -216,8 +216,7 @@ def _size_mismatch(entry: dict, width: int, height: int) -> str | None:
     given = entry.get("width"), entry.get("height")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in given) or given == (width, height):
         return None
-    turned = " (turned: annotated as stored, not upright as its EXIF orientation shows it?)" \
-        if given == (height, width) else ""
+    turned = turned_hint(given, (width, height))
     return f"image is {width}x{height} but its annotations are for {given[0]}x{given[1]}{turned}"
 
 

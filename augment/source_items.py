@@ -114,3 +114,11 @@ def soft_edged(mask: np.ndarray) -> bool:
     kernel = np.ones((3, 3), np.uint8)
     on_slope = between & (cv2.dilate(mask, kernel) != cv2.erode(mask, kernel))
     return np.count_nonzero(on_slope) >= SOFT_EDGE_SHARE * np.count_nonzero(between) > 0
+
+
+def turned_hint(given: tuple[int, int], read: tuple[int, int]) -> str:
+    """What to say where annotations of size ``given`` (width, height) meet a photo read upright as
+    ``read``: its turn, where they are its sides swapped (drawn on the photo as stored, by a tool that
+    did not turn it by its EXIF orientation), else nothing."""
+    return " (turned: annotated as stored, not upright as its EXIF orientation shows it?)" \
+        if tuple(given) == tuple(read)[::-1] and given[0] != given[1] else ""

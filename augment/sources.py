@@ -41,7 +41,7 @@ from augment.imageio import InputError, decode_image, list_images, pixels_as_uin
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
-                                  crop_object, limited, skipped_summary, soft_edged)
+                                  crop_object, limited, skipped_summary, soft_edged, turned_hint)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,9 @@ def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.
     except InputError as error:  # the file it names, once (the message starts with that file's path)
         return Skip.of(error, image_path, mask_path)
     if mask.shape[:2] != image.shape[:2]:
-        return Skip(str(mask_path), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
+        turned = turned_hint((mask.shape[1], mask.shape[0]), (image.shape[1], image.shape[0]))
+        return Skip(str(mask_path), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                                    f"{image.shape[1]}x{image.shape[0]}{turned}")
     values = [int(v) for v in np.unique(mask) if v != 0]
     if not values:
         return Skip(str(mask_path), empty_reason)

@@ -226,3 +226,18 @@ def test_instance_ids_with_void_borders_stay_ids(tmp_path):
     source = _mask_pairs(tmp_path, Image.fromarray(ids))
     objects = [o for o in read_source(source, SourceConfig(min_area=1)) if isinstance(o, SourceObject)]
     assert sorted(o.box for o in objects) == [(2, 2, 20, 13), (2, 13, 20, 15), (2, 15, 20, 28), (24, 2, 38, 28)]
+
+
+def test_a_mask_drawn_on_a_phone_photo_as_stored_says_it_may_be_turned(tmp_path):
+    """A tool that ignored the photo's EXIF orientation drew the mask as the photo is stored: the skip
+    said the sizes alone ('mask is 40x30 but its image is 30x40'), where COCO's says why."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: shown 90 degrees clockwise
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "images" / "a.jpg", exif=exif)
+    Image.fromarray(_l_shape() * 255).save(tmp_path / "masks" / "a.png")  # the stored frame, W x H
+    (skip,) = read_source(tmp_path, SourceConfig(min_area=1))
+    assert isinstance(skip, Skip) and skip.path == str(tmp_path / "masks" / "a.png")
+    assert skip.reason == (f"mask is {W}x{H} but its image is {H}x{W} (turned: annotated as stored, "
+                           "not upright as its EXIF orientation shows it?)")
