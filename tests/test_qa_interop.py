@@ -241,3 +241,23 @@ def test_a_mask_drawn_on_a_phone_photo_as_stored_says_it_may_be_turned(tmp_path)
     assert isinstance(skip, Skip) and skip.path == str(tmp_path / "masks" / "a.png")
     assert skip.reason == (f"mask is {W}x{H} but its image is {H}x{W} (turned: annotated as stored, "
                            "not upright as its EXIF orientation shows it?)")
+
+
+def test_a_tiff_with_premultiplied_alpha_comes_back_straight(tmp_path):
+    """A compositing tool's TIFF stores its colour multiplied by alpha (ExtraSamples 1, associated alpha):
+    its half-transparent edge was taken as straight colour, darkened (200 at alpha 150 read as 118)."""
+    from augment.imageio import read_image
+
+    straight = np.dstack([np.full((20, 30, 3), (200, 100, 50), np.uint8), np.full((20, 30), 150, np.uint8)])
+    straight[:, :10, 3] = 255
+    stored = straight.copy()
+    stored[..., :3] = np.round(straight[..., :3] * (straight[..., 3:] / 255.0)).astype(np.uint8)
+    path = tmp_path / "cutout.tif"
+    Image.fromarray(stored).save(path)  # uncompressed, ExtraSamples 2 (straight) ...
+    data = path.read_bytes()
+    entry = b"\x52\x01\x03\x00\x01\x00\x00\x00"  # ... tag 338, SHORT, one value: say 1 (premultiplied)
+    assert data.count(entry + b"\x02\x00") == 1
+    path.write_bytes(data.replace(entry + b"\x02\x00", entry + b"\x01\x00"))
+    with Image.open(path) as pil:
+        assert pil.tag_v2[338] == (1,) and np.abs(np.asarray(pil.convert("RGBA")).astype(int) - straight).max() <= 1
+    assert np.abs(read_image(path, "rgba").astype(int) - straight).max() <= 1
