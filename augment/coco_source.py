@@ -80,16 +80,24 @@ def load_coco_index(source: Path) -> CocoIndex:
     if not isinstance(data.get("categories", []), list):
         raise InputError(f'{json_path}: not a COCO instances file ("categories" must be a list)')
     problems, images, categories = [], {}, {}
+    repeated: dict[str, dict[int, list[str]]] = {"image": {}, "category": {}}  # id -> its entries' names
     for number, entry in enumerate(data["images"]):
         if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            _note_repeat(repeated["image"], images, entry, "file_name")
             images[entry["id"]] = entry
         else:
             problems.append(Skip(str(json_path), f"image entry #{number} is not an object with an integer id"))
     for number, entry in enumerate(data.get("categories", [])):
         if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            _note_repeat(repeated["category"], categories, entry, "name")
             categories[entry["id"]] = str(entry.get("name", entry["id"]))
         else:  # said here: its annotations are skipped for a category_id not in the file's categories
             problems.append(Skip(str(json_path), f"category entry #{number} is not an object with an integer id"))
+    for kind, table in (("image", images), ("category", categories)):
+        for entry_id, names in sorted(repeated[kind].items()):  # the last one's, used alone, was a guess
+            del table[entry_id]
+            problems.append(Skip(str(json_path), f"{kind} id {entry_id} is listed {len(names)} times "
+                                                 f"({', '.join(map(repr, names))}): its annotations are skipped"))
     by_image: dict[int, list[dict]] = {}
     for number, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict):
@@ -97,10 +105,25 @@ def load_coco_index(source: Path) -> CocoIndex:
             continue
         image_id = annotation.get("image_id")
         if not isinstance(image_id, int) or image_id not in images:
-            problems.append(Skip(str(json_path), f"annotation {annotation.get('id')} refers to unknown image id {image_id!r}"))
+            which = f"image id {image_id!r}, listed more than once" if image_id in repeated["image"] \
+                else f"unknown image id {image_id!r}"
+            problems.append(Skip(str(json_path), f"annotation {annotation.get('id')} refers to {which}"))
             continue
         by_image.setdefault(image_id, []).append(annotation)
     return CocoIndex(json_path, images, categories, by_image, coco_image_roots(json_path), problems)
+
+
+def _note_repeat(repeats: dict[int, list[str]], table: dict, entry: dict, key: str) -> None:
+    """Note an entry whose id an earlier entry of another ``key`` (file name, category name) has: its
+    annotations name one of them, which cannot be told (CVAT's project exports gave one image id to
+    images of several tasks: the objects of one photo were cut from another)."""
+    entry_id = entry["id"]
+    earlier = table.get(entry_id)
+    if earlier is None:
+        return
+    earlier_name = earlier.get(key) if isinstance(earlier, dict) else earlier
+    if str(earlier_name) != str(entry.get(key, entry_id)) or entry_id in repeats:
+        repeats.setdefault(entry_id, [str(earlier_name)]).append(str(entry.get(key)))
 
 
 def _the_coco_file(folder: Path) -> Path:

@@ -261,3 +261,26 @@ def test_a_tiff_with_premultiplied_alpha_comes_back_straight(tmp_path):
     with Image.open(path) as pil:
         assert pil.tag_v2[338] == (1,) and np.abs(np.asarray(pil.convert("RGBA")).astype(int) - straight).max() <= 1
     assert np.abs(read_image(path, "rgba").astype(int) - straight).max() <= 1
+
+
+def test_a_coco_image_or_category_id_listed_twice_is_a_skip_not_the_last_one_used(tmp_path):
+    """One image id for two photos (a CVAT project export of several tasks): the annotations drawn on
+    a.png were cut from b.png, the last entry, without a word; a category id given two names so too."""
+    truth = _l_shape()
+    _coco_file(tmp_path / "annotations.json", "a.png", truth)
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    data["images"].append({**data["images"][0], "file_name": "b.png"})
+    data["images"].append({"id": 4, "file_name": "c.png", "width": W, "height": H})
+    data["annotations"].append({**data["annotations"][0], "id": 2, "image_id": 4, "category_id": 12})
+    data["annotations"].append({**data["annotations"][0], "id": 3, "image_id": 4})
+    data["categories"] += [{"id": 12, "name": "coat"}, {"id": 12, "name": "jacket"}]
+    (tmp_path / "annotations.json").write_text(json.dumps(data))
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / name)
+    items = list(read_source(tmp_path, SourceConfig(min_area=1)))
+    reasons = sorted(item.reason for item in items if isinstance(item, Skip))
+    assert reasons == ["annotation 1 refers to image id 3, listed more than once",
+                       "annotation 2: category_id 12 is not in the file's categories",
+                       "category id 12 is listed 2 times ('coat', 'jacket'): its annotations are skipped",
+                       "image id 3 is listed 2 times ('a.png', 'b.png'): its annotations are skipped"]
+    assert [item.source for item in items if isinstance(item, SourceObject)] == [str(tmp_path / "c.png")]
