@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -44,18 +45,21 @@ class CocoIndex:
 
     def ordered(self) -> list[tuple[str, int]]:
         """(file name, image id) of annotated images, in a deterministic order."""
-        return [(str(self.images[i].get("file_name", i)), i) for i in sorted(self.by_image)]
+        return [(str(self.images[i].get("file_name") or next(iter(_url_names(self.images[i].get("coco_url"))), i)), i)
+                for i in sorted(self.by_image)]
 
     def locate(self, image_id: int) -> Path | Skip:
-        file_name = self.images[image_id].get("file_name")
-        if not isinstance(file_name, str) or not file_name:
-            return Skip(str(self.json_path), f"image id {image_id} has no file_name")
-        if any(_escapes(name) for name in _spellings(file_name)):
+        entry = self.images[image_id]
+        file_name = entry.get("file_name")
+        names = _spellings(file_name) if isinstance(file_name, str) and file_name else _url_names(entry.get("coco_url"))
+        if not names:
+            return Skip(str(self.json_path), f"image id {image_id} has no file_name (nor a coco_url naming a file)")
+        file_name = names[0]
+        if any(_escapes(name) for name in names):
             return Skip(str(self.json_path), f"image file {file_name!r} is an absolute path or climbs out with '..': "
                                              "a COCO file's images are read only from its folders "
                                              f"({', '.join(str(root) for root in self.roots)})")
-        path = next((root / name for name in _spellings(file_name) for root in self.roots if (root / name).is_file()),
-                    None)
+        path = next((root / name for name in names for root in self.roots if (root / name).is_file()), None)
         if path is None:
             looked = ", ".join(f"{os.path.relpath(root, self.json_path.parent)}/" for root in self.roots)
             return Skip(str(self.json_path),
@@ -293,6 +297,15 @@ def _escapes(name: str) -> bool:
     """Whether the file name ``name`` leaves the folder it is joined to (absolute, or a '..' part): a
     COCO file from a stranger names any image on the machine so, read into shards one shares."""
     return PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts
+
+
+def _url_names(url: object) -> list[str]:
+    """The file names an image entry without ``file_name`` (LVIS's) gives by its ``coco_url``
+    (``http://images.cocodataset.org/val2017/0001.jpg``): ``val2017/0001.jpg``, then ``0001.jpg``."""
+    parts = [part for part in urlsplit(url).path.split("/") if part not in ("", ".")] if isinstance(url, str) else []
+    if not parts or ".." in parts[-2:]:
+        return []
+    return list(dict.fromkeys(["/".join(parts[-2:]), parts[-1]]))
 
 
 def _spellings(file_name: str) -> list[str]:

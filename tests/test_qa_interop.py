@@ -284,3 +284,23 @@ def test_a_coco_image_or_category_id_listed_twice_is_a_skip_not_the_last_one_use
                        "category id 12 is listed 2 times ('coat', 'jacket'): its annotations are skipped",
                        "image id 3 is listed 2 times ('a.png', 'b.png'): its annotations are skipped"]
     assert [item.source for item in items if isinstance(item, SourceObject)] == [str(tmp_path / "c.png")]
+
+
+def test_an_lvis_image_entry_is_found_by_its_coco_url(tmp_path):
+    """LVIS's image entries give no file_name, only a coco_url: every image was 'has no file_name'."""
+    truth = _l_shape()
+    _coco_file(tmp_path / "lvis_v1_val.json", "a.png", truth)
+    data = json.loads((tmp_path / "lvis_v1_val.json").read_text())
+    del data["images"][0]["file_name"]
+    data["images"][0]["coco_url"] = "http://images.cocodataset.org/val2017/000000000003.png"
+    (tmp_path / "lvis_v1_val.json").write_text(json.dumps(data))
+    (tmp_path / "val2017").mkdir()
+    image = np.random.default_rng(4).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "val2017" / "000000000003.png")
+    (item,) = read_source(tmp_path / "lvis_v1_val.json", SourceConfig(min_area=1, include=["000000000003"]))
+    assert isinstance(item, SourceObject), item
+    assert item.source == str(tmp_path / "val2017" / "000000000003.png") and item.box == (4, 3, 30, 25)
+    data["images"][0]["coco_url"] = "http://example.com/../../secret.png"
+    (tmp_path / "lvis_v1_val.json").write_text(json.dumps(data))
+    (skip,) = read_source(tmp_path / "lvis_v1_val.json", SourceConfig(min_area=1))
+    assert skip.reason == "image id 3 has no file_name (nor a coco_url naming a file)"
