@@ -37,7 +37,8 @@ from augment.coco_source import (CocoIndex, _coco_photos, _looks_like_coco, _rea
                                  coco_annotation_mask, coco_category, coco_images, coco_objects,
                                  load_coco_index)
 from augment.config import SourceConfig
-from augment.imageio import InputError, decode_image, list_images, pixels_as_uint8, read_image, read_mask
+from augment.imageio import (InputError, decode_image, is_image_path, list_images, pixels_as_uint8, read_image,
+                             read_mask)
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
@@ -63,7 +64,7 @@ def detect_format(source: Path) -> str:
     for candidate in sorted(source.glob("*.json")):
         if _looks_like_coco(candidate):
             return "coco"
-    if (source / "masks").is_dir() or any(source.glob("*_mask.png")):
+    if (source / "masks").is_dir() or any(is_image_path(p) for p in source.glob("*_mask.*")):
         return "mask_pairs"
     images, _ = list_images(source)
     if images and all(p.suffix.lower() in {".png", ".webp", ".tif", ".tiff"} for p in images):
@@ -164,8 +165,12 @@ def mask_pair_files(source: Path, config: SourceConfig | None = None
                  for p in images]
     else:
         images, others = list_images(source)
-        mask_files = [p for p in images if p.stem.endswith("_mask")]
-        pairs = [(p, p.with_name(f"{p.stem}_mask.png")) for p in images if not p.stem.endswith("_mask")]
+        # x_mask.png, or .tif, .bmp... as the mask is saved (a PNG first where both are): a.jpg beside
+        # a_mask.tif was 'no mask found for this image' and a_mask.tif 'a mask without its image'
+        mask_files = sorted((p for p in images if p.stem.endswith("_mask")), key=lambda p: p.suffix.lower() == ".png")
+        images = [p for p in images if not p.stem.endswith("_mask")]
+        masks = FilesByName(mask_files, source, [p.with_name(f"{p.stem}_mask") for p in images])
+        pairs = [(p, masks.find(f"{name_key(p, source)}_mask")) for p in images]
     skips = [Skip(str(other), "not an image file") for other in others if other.name != "categories.json"]
     if not pairs:
         raise InputError(f"{source}: no images with masks found")

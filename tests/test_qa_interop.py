@@ -304,3 +304,15 @@ def test_an_lvis_image_entry_is_found_by_its_coco_url(tmp_path):
     (tmp_path / "lvis_v1_val.json").write_text(json.dumps(data))
     (skip,) = read_source(tmp_path / "lvis_v1_val.json", SourceConfig(min_area=1))
     assert skip.reason == "image id 3 has no file_name (nor a coco_url naming a file)"
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".bmp", ".png"])
+def test_a_mask_beside_its_image_pairs_whatever_image_format_it_is_saved_in(tmp_path, suffix):
+    """a.jpg beside a_mask.tif was 'no mask found for this image' and a_mask.tif 'a mask without its
+    image' (only x_mask.png was looked for), and such a folder's format was not recognised."""
+    truth = _l_shape()
+    Image.fromarray(np.random.default_rng(5).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    Image.fromarray(truth * 255).save(tmp_path / f"a_mask{suffix}")
+    items = list(read_source(tmp_path, SourceConfig(min_area=1)))
+    assert [type(item) for item in items] == [SourceObject], items
+    assert items[0].box == (4, 3, 30, 25) and np.array_equal(items[0].rgba[:, :, 3] > 0, truth[3:25, 4:30] > 0)
