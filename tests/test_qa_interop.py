@@ -316,3 +316,23 @@ def test_a_mask_beside_its_image_pairs_whatever_image_format_it_is_saved_in(tmp_
     items = list(read_source(tmp_path, SourceConfig(min_area=1)))
     assert [type(item) for item in items] == [SourceObject], items
     assert items[0].box == (4, 3, 30, 25) and np.array_equal(items[0].rgba[:, :, 3] > 0, truth[3:25, 4:30] > 0)
+
+
+def test_photo_shards_give_a_box_only_coco_objects_box_no_loss_not_backgrounds(tmp_path):
+    """A detection dataset's box-only annotation (or a broken mask) beside masked ones: photo-shards
+    labelled the unmasked object's pixels background, teaching the segmentation its object as such."""
+    from augment.photo_shards import IGNORE_CATEGORY, read_labelled_photos
+
+    truth = _l_shape()
+    _coco_file(tmp_path / "annotations.json", "a.png", truth)
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    data["annotations"].append({"id": 2, "image_id": 3, "category_id": 11, "iscrowd": 0, "bbox": [25.5, 12, 10, 30]})
+    (tmp_path / "annotations.json").write_text(json.dumps(data))
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "a.png")
+    skip, photo = read_labelled_photos(tmp_path, SourceConfig(min_area=1))
+    assert isinstance(skip, Skip) and "annotation 2: broken segmentation (missing" in skip.reason
+    assert photo.names == {1: "shirt", 2: IGNORE_CATEGORY}
+    expected = np.zeros((H, W), np.uint16)
+    expected[12:30, 25:36] = 2  # every pixel the box touches (x 25.5..35.5, y 12..42 cut at the image's edge)
+    expected[truth > 0] = 1  # the masked object where they meet (it came first)
+    assert np.array_equal(photo.values, expected)
