@@ -6,17 +6,20 @@ reads whole annotated photos through the same index.
 
 from __future__ import annotations
 
+import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, read_image
 from augment.textfiles import loads_json, read_user_text
-from augment.source_items import Skip, SourceItem, _category_allowed, crop_object, limited
+from augment.source_items import Skip, SourceItem, _category_allowed, crop_object, limited, turned_hint
 from augment.validation import is_number
 
 
@@ -42,27 +45,32 @@ class CocoIndex:
 
     def ordered(self) -> list[tuple[str, int]]:
         """(file name, image id) of annotated images, in a deterministic order."""
-        return [(str(self.images[i].get("file_name", i)), i) for i in sorted(self.by_image)]
+        return [(str(self.images[i].get("file_name") or next(iter(_url_names(self.images[i].get("coco_url"))), i)), i)
+                for i in sorted(self.by_image)]
 
     def locate(self, image_id: int) -> Path | Skip:
-        file_name = self.images[image_id].get("file_name")
-        if not isinstance(file_name, str) or not file_name:
-            return Skip(str(self.json_path), f"image id {image_id} has no file_name")
-        if any(_escapes(name) for name in _spellings(file_name)):
+        entry = self.images[image_id]
+        file_name = entry.get("file_name")
+        names = _spellings(file_name) if isinstance(file_name, str) and file_name else _url_names(entry.get("coco_url"))
+        if not names:
+            return Skip(str(self.json_path), f"image id {image_id} has no file_name (nor a coco_url naming a file)")
+        file_name = names[0]
+        if any(_escapes(name) for name in names):
             return Skip(str(self.json_path), f"image file {file_name!r} is an absolute path or climbs out with '..': "
                                              "a COCO file's images are read only from its folders "
                                              f"({', '.join(str(root) for root in self.roots)})")
-        path = next((root / name for name in _spellings(file_name) for root in self.roots if (root / name).is_file()),
-                    None)
-        return path if path is not None else Skip(str(self.json_path), f"image file {file_name!r} not found")
+        path = next((root / name for name in names for root in self.roots if (root / name).is_file()), None)
+        if path is None:
+            looked = ", ".join(f"{os.path.relpath(root, self.json_path.parent)}/" for root in self.roots)
+            return Skip(str(self.json_path),
+                        f"image file {file_name!r} not found (looked in {looked} from the file's folder)")
+        return path
 
 
 def load_coco_index(source: Path) -> CocoIndex:
     """A COCO instances file's images, categories and annotations by image; a file whose structure is
     not COCO's (not JSON, ``annotations`` not a list...) is an InputError, a broken single entry a Skip."""
-    json_path = source if source.is_file() else next((p for p in sorted(source.glob("*.json")) if _looks_like_coco(p)), None)
-    if json_path is None:
-        raise InputError(f"{source}: no COCO instances .json found")
+    json_path = source if source.is_file() else _the_coco_file(source)
     try:
         data = loads_json(read_user_text(json_path, "a COCO instances .json file"))
     except (ValueError, OSError) as error:
@@ -76,16 +84,24 @@ def load_coco_index(source: Path) -> CocoIndex:
     if not isinstance(data.get("categories", []), list):
         raise InputError(f'{json_path}: not a COCO instances file ("categories" must be a list)')
     problems, images, categories = [], {}, {}
+    repeated: dict[str, dict[int, list[str]]] = {"image": {}, "category": {}}  # id -> its entries' names
     for number, entry in enumerate(data["images"]):
         if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            _note_repeat(repeated["image"], images, entry, "file_name")
             images[entry["id"]] = entry
         else:
             problems.append(Skip(str(json_path), f"image entry #{number} is not an object with an integer id"))
     for number, entry in enumerate(data.get("categories", [])):
         if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+            _note_repeat(repeated["category"], categories, entry, "name")
             categories[entry["id"]] = str(entry.get("name", entry["id"]))
         else:  # said here: its annotations are skipped for a category_id not in the file's categories
             problems.append(Skip(str(json_path), f"category entry #{number} is not an object with an integer id"))
+    for kind, table in (("image", images), ("category", categories)):
+        for entry_id, names in sorted(repeated[kind].items()):  # the last one's, used alone, was a guess
+            del table[entry_id]
+            problems.append(Skip(str(json_path), f"{kind} id {entry_id} is listed {len(names)} times "
+                                                 f"({', '.join(map(repr, names))}): its annotations are skipped"))
     by_image: dict[int, list[dict]] = {}
     for number, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict):
@@ -93,15 +109,52 @@ def load_coco_index(source: Path) -> CocoIndex:
             continue
         image_id = annotation.get("image_id")
         if not isinstance(image_id, int) or image_id not in images:
-            problems.append(Skip(str(json_path), f"annotation {annotation.get('id')} refers to unknown image id {image_id!r}"))
+            which = f"image id {image_id!r}, listed more than once" if image_id in repeated["image"] \
+                else f"unknown image id {image_id!r}"
+            problems.append(Skip(str(json_path), f"annotation {annotation.get('id')} refers to {which}"))
             continue
         by_image.setdefault(image_id, []).append(annotation)
     return CocoIndex(json_path, images, categories, by_image, coco_image_roots(json_path), problems)
 
 
+def _note_repeat(repeats: dict[int, list[str]], table: dict, entry: dict, key: str) -> None:
+    """Note an entry whose id an earlier entry of another ``key`` (file name, category name) has: its
+    annotations name one of them, which cannot be told (CVAT's project exports gave one image id to
+    images of several tasks: the objects of one photo were cut from another)."""
+    entry_id = entry["id"]
+    earlier = table.get(entry_id)
+    if earlier is None:
+        return
+    earlier_name = earlier.get(key) if isinstance(earlier, dict) else earlier
+    if str(earlier_name) != str(entry.get(key, entry_id)) or entry_id in repeats:
+        repeats.setdefault(entry_id, [str(earlier_name)]).append(str(entry.get(key)))
+
+
+def _the_coco_file(folder: Path) -> Path:
+    """The one COCO .json of a source folder; several are an InputError naming them (the first by
+    name was read alone: of COCO's annotations/, captions_train2017.json, whose every annotation has
+    no category, and of instances_train.json beside instances_val.json, the training split only)."""
+    found = [p for p in sorted(folder.glob("*.json")) if _looks_like_coco(p)]
+    if not found:
+        raise InputError(f"{folder}: no COCO instances .json found")
+    if len(found) > 1:
+        raise InputError(f"{folder}: holds {len(found)} COCO .json files ({', '.join(p.name for p in found)}); "
+                         "give the one to read as the source (several: each as a source of its own)")
+    return found[0]
+
+
 def coco_image_roots(json_path: Path) -> list[Path]:
-    """The folders where a COCO file's images are looked for, in order."""
-    return [json_path.parent / "images", json_path.parent, json_path.parent.parent / "images"]
+    """The folders where a COCO file's images are looked for, in order: ``images/`` beside it, its own
+    folder, ``images/`` beside its folder; for ``instances_SUBSET.json`` (COCO's own and Datumaro's name,
+    as CVAT exports it) also the subset's folder as those lay it out: ``images/SUBSET/`` (Datumaro) and
+    ``SUBSET/`` beside ``annotations/`` (COCO 2017's ``val2017/``), where every image was 'not found'."""
+    parent = json_path.parent
+    roots = [parent / "images", parent, parent.parent / "images"]
+    match = re.fullmatch(r"(?:instances|person_keypoints)_(.+)", json_path.stem)
+    if match and match.group(1) not in (".", ".."):
+        subset = match.group(1)
+        roots += [parent / "images" / subset, parent.parent / "images" / subset, parent.parent / subset]
+    return list(dict.fromkeys(roots))
 
 
 def coco_category(coco: CocoIndex, annotation: dict) -> str | Skip:
@@ -152,10 +205,12 @@ def coco_annotation_mask(annotation: dict, height: int, width: int) -> np.ndarra
         raise ValueError(f"RLE size {segmentation['size']} differs from the image's {[height, width]}")
     counts = segmentation["counts"]
     if isinstance(counts, list):
-        if not all(is_number(c) for c in counts) or sum(counts) != height * width:
-            raise ValueError(f"RLE counts must be numbers covering the image's {height * width} pixels")
+        if not all(is_number(c) and c >= 0 and float(c).is_integer() for c in counts) or sum(counts) != height * width:
+            raise ValueError(f"RLE counts must be whole numbers of 0 or more covering the image's {height * width} pixels")
         rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
+    else:  # compressed; an empty string has no runs: pycocotools decoded it as uninitialised memory
+        if not isinstance(counts, (str, bytes)) or not counts:
+            raise ValueError("compressed RLE counts must be a non-empty string")
         rle = dict(segmentation)
         if isinstance(rle["counts"], str):
             rle["counts"] = rle["counts"].encode()
@@ -188,8 +243,7 @@ def _size_mismatch(entry: dict, width: int, height: int) -> str | None:
     given = entry.get("width"), entry.get("height")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in given) or given == (width, height):
         return None
-    turned = " (turned: annotated as stored, not upright as its EXIF orientation shows it?)" \
-        if given == (height, width) else ""
+    turned = turned_hint(given, (width, height))
     return f"image is {width}x{height} but its annotations are for {given[0]}x{given[1]}{turned}"
 
 
@@ -243,6 +297,15 @@ def _escapes(name: str) -> bool:
     """Whether the file name ``name`` leaves the folder it is joined to (absolute, or a '..' part): a
     COCO file from a stranger names any image on the machine so, read into shards one shares."""
     return PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts
+
+
+def _url_names(url: object) -> list[str]:
+    """The file names an image entry without ``file_name`` (LVIS's) gives by its ``coco_url``
+    (``http://images.cocodataset.org/val2017/0001.jpg``): ``val2017/0001.jpg``, then ``0001.jpg``."""
+    parts = [part for part in urlsplit(url).path.split("/") if part not in ("", ".")] if isinstance(url, str) else []
+    if not parts or ".." in parts[-2:]:
+        return []
+    return list(dict.fromkeys(["/".join(parts[-2:]), parts[-1]]))
 
 
 def _spellings(file_name: str) -> list[str]:

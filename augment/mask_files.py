@@ -12,41 +12,7 @@ import numpy as np
 from augment.imageio import (InputError, _read_bytes, check_before_decoding, describe_unreadable, image_format,
                              image_from_bytes)
 from augment.orientation import apply_orientation, exif_orientation
-
-
-PNG_PALETTE = 3  # the IHDR colour type of an indexed PNG
-
-
-def is_palette_png(data: bytes) -> bool:
-    """Whether ``data`` is an indexed (palette) PNG: its pixels are indices into a colour table."""
-    return image_format(data) == "PNG" and len(data) > 25 and data[25] == PNG_PALETTE
-
-
-def palette_indices(data: bytes, name: str) -> np.ndarray:
-    """The pixel indices (H×W uint8) of an indexed PNG, not the colours its palette gives them."""
-    from augment.pixel_limit import open_header
-
-    try:
-        with open_header(data) as image:
-            indices = np.array(image.convert("P") if image.mode == "PA" else image)
-    except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
-        raise InputError(describe_unreadable(data, name)) from None
-    if indices.ndim != 2:
-        raise InputError(f"{name}: not a readable image (an indexed PNG of mode {indices.shape})")
-    return apply_orientation(indices.astype(np.uint8), exif_orientation(data))
-
-
-VOC_VOID_INDEX = 255  # Pascal VOC's palette masks: object borders and unsure pixels
-
-
-def palette_values(indices: np.ndarray) -> np.ndarray:
-    """A palette mask's indices as mask values: its index 255 beside other indices is VOC's "void"
-    border, not an object (0; a ring-shaped cutout round every object otherwise); 0 and 255 alone
-    stay a binary mask's object."""
-    void = indices == VOC_VOID_INDEX
-    if void.any() and np.any((indices != 0) & ~void):
-        indices = np.where(void, 0, indices).astype(indices.dtype)
-    return indices
+from augment.palette_masks import is_palette_png, palette_indices, palette_values
 
 
 def read_mask(path: Path | str) -> np.ndarray:
@@ -59,7 +25,7 @@ def read_mask(path: Path | str) -> np.ndarray:
     data = _read_bytes(path)
     if is_palette_png(data):
         check_before_decoding(data, str(path))
-        return palette_values(palette_indices(data, str(path)))
+        return palette_values(*palette_indices(data, str(path)))
     if image_format(data) == "JPEG":
         return _jpeg_mask(data, str(path))
     return mask_plane(image_from_bytes(data, str(path), "unchanged"), str(path))
@@ -67,14 +33,22 @@ def read_mask(path: Path | str) -> np.ndarray:
 
 def mask_plane(mask: np.ndarray, name: str) -> np.ndarray:
     """A decoded mask's one channel (H x W x C, channels last): the grey of grey (+ alpha), the equal
-    colours of RGB(A), alpha left aside; colours that differ are an InputError naming ``name``. One rule
-    for mask files (:func:`read_mask`) and mask arrays given to the API."""
+    colours of RGB(A), alpha left aside; colours that differ are an InputError naming ``name``. A mask
+    drawn in its alpha alone (one colour everywhere, as an editor saves a layer painted on transparency,
+    its transparent pixels white or black) is its alpha: its colour read the whole picture as the object,
+    or none of it. One rule for mask files (:func:`read_mask`) and mask arrays given to the API."""
     if mask.ndim == 2:
         return mask
     colours = range(1, 1 if mask.shape[2] == 2 else min(mask.shape[2], 3))  # grey + alpha: the grey
     if any(not np.array_equal(mask[:, :, 0], mask[:, :, c]) for c in colours):
         raise InputError(f"{name}: mask has colour channels that differ; expected a single-channel mask")
+    if mask.shape[2] in (2, 4) and _one_value(mask[:, :, 0]) and not _one_value(mask[:, :, -1]):
+        return mask[:, :, -1].copy()
     return mask[:, :, 0].copy()
+
+
+def _one_value(plane: np.ndarray) -> bool:
+    return bool((plane == plane.flat[0]).all())
 
 
 JPEG_MASK_CLEAR = 0.98  # share of a black-and-white JPEG mask's pixels that stay near 0 or 255 despite compression

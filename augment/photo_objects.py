@@ -66,7 +66,7 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
         return
     names, pairs, unpaired = photo_mask_pairs(source, fmt, config)
     yield from unpaired  # a mask without its image: counted, as expand counts it
-    for loaded in loaded_pairs(pairs, "empty mask"):
+    for loaded in loaded_pairs(pairs, "empty mask", soft_edges=fmt == "mask_pairs" and not names):
         if isinstance(loaded, Skip):
             yield loaded
             continue

@@ -23,6 +23,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, RENDERING_VERSION, s
 from augment.shards import check_manifest_kind, footer_problem
 from augment.sources import Skip, detect_format, loaded_pairs, read_each, skipped_summary, value_category
 from augment.textfiles import loads_json
+from augment.validation import is_number
 
 BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
 IGNORE_CATEGORY = "__ignore__"  # pixels that must carry no loss (crowd regions, untrusted automatic labels)
@@ -98,7 +100,7 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
         return
     names, pairs, skips = photo_mask_pairs(source, fmt, config)
     yield from skips
-    for loaded in loaded_pairs(pairs, "empty mask"):
+    for loaded in loaded_pairs(pairs, "empty mask", soft_edges=fmt == "mask_pairs" and not names):
         if isinstance(loaded, Skip):
             yield loaded
             continue
@@ -130,6 +132,12 @@ def _coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto |
             mask = annotation_mask_or_skip(annotation, path, height, width)  # a Skip naming the image, as expand's
             if isinstance(mask, Skip):
                 yield mask
+                # an object without a mask (box-only, broken) lies in its box: no loss there, where no other
+                # object is, rather than a background's (a detection dataset's object taught as background)
+                box = _box_pixels(annotation.get("bbox"), height, width)
+                if box is not None:
+                    values[box][values[box] == 0] = number
+                    names[number] = IGNORE_CATEGORY
                 continue
             values[mask] = number
             category = coco_category(coco, annotation)
@@ -137,6 +145,16 @@ def _coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto |
                 yield category
             names[number] = IGNORE_CATEGORY if annotation.get("iscrowd") or isinstance(category, Skip) else category
         yield LabelledPhoto(path, image, values, names)
+
+
+def _box_pixels(bbox: object, height: int, width: int) -> tuple[slice, slice] | None:
+    """The pixels of a COCO ``bbox`` (x, y, width, height) in a ``height`` x ``width`` image, every pixel
+    it touches; None for no box of a positive size inside the image."""
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox) and bbox[2] > 0 < bbox[3]):
+        return None
+    x0, y0 = max(0, math.floor(bbox[0])), max(0, math.floor(bbox[1]))
+    x1, y1 = min(width, math.ceil(bbox[0] + bbox[2])), min(height, math.ceil(bbox[1] + bbox[3]))
+    return (slice(y0, y1), slice(x0, x1)) if x1 > x0 and y1 > y0 else None
 
 
 def photo_row(row_id: str, photo: LabelledPhoto, short_side: int, jpeg_quality: int = 92) -> dict:

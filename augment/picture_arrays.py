@@ -17,7 +17,8 @@ from typing import Any, Union
 import numpy as np
 
 from augment.imageio import InputError, pixels_as_uint8, read_image
-from augment.mask_files import mask_plane, palette_values
+from augment.mask_files import mask_plane
+from augment.palette_masks import palette_values
 from augment.orientation import EXIF_ORIENTATION_TAG, apply_orientation
 from augment.pixel_limit import check_array_pixels
 
@@ -102,7 +103,8 @@ def _as_uint8(image: np.ndarray, name: str) -> np.ndarray:
 def mask_array(mask: Any, name: str) -> np.ndarray:
     """H x W mask values from an array or PIL image given to the API, read as a mask file of that kind
     is (:func:`augment.mask_files.mask_plane`): grey as it is, a black-and-white RGB or RGBA mask by its
-    colour (its alpha left aside: an opaque mask's alpha is all 255), a palette image by its indices.
+    colour (its alpha left aside: an opaque mask's alpha is all 255; one drawn in its alpha alone, on
+    one colour, by its alpha), a palette image by its indices.
     Another shape or dtype is an :class:`ArrayInputError` naming ``name``; one over the pixel limit a
     PixelLimitError. The values keep their dtype (the caller decides what counts as the object). A PIL
     image is turned upright by its EXIF orientation, as :func:`picture_array` turns its query."""
@@ -122,7 +124,8 @@ def mask_array(mask: Any, name: str) -> np.ndarray:
     try:
         plane = mask_plane(array, name)
         # a PIL palette mask as its file is read: VOC's "void" 255 is no object
-        return apply_orientation(palette_values(plane) if mode in ("P", "PA") else plane, orientation)
+        plane = palette_values(plane, mask.getpalette()) if mode in ("P", "PA") else plane
+        return apply_orientation(plane, orientation)
     except InputError as error:
         raise ArrayInputError(str(error)) from None
 

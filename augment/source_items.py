@@ -97,3 +97,28 @@ def limited(paths: list, config: SourceConfig) -> list:
     if config.exclude:
         paths = [p for p in paths if not any(fnmatch.fnmatchcase(stem(p), pattern) for pattern in config.exclude)]
     return paths[: config.limit] if config.limit else paths
+
+
+SOFT_EDGE_SHARE = 0.9  # share of a soft mask's in-between values lying on a slope (their 3x3 neighbourhood not flat)
+
+
+def soft_edged(mask: np.ndarray) -> bool:
+    """Whether a mask of several values is one object drawn with soft edges (an editor's anti-aliased
+    or feathered selection, a background remover's or a matting model's mask), not instance ids: it
+    holds its type's full value and its values in between lie on slopes down from it, not in flat
+    regions as ids do. Read as ids, each grey level of the edge was an object of its own: rings round
+    the object cut out as objects, hundreds of skips, the object without its edge."""
+    if mask.dtype.kind != "u" or not (mask == np.iinfo(mask.dtype).max).any():
+        return False
+    between = (mask > 0) & (mask < np.iinfo(mask.dtype).max)
+    kernel = np.ones((3, 3), np.uint8)
+    on_slope = between & (cv2.dilate(mask, kernel) != cv2.erode(mask, kernel))
+    return np.count_nonzero(on_slope) >= SOFT_EDGE_SHARE * np.count_nonzero(between) > 0
+
+
+def turned_hint(given: tuple[int, int], read: tuple[int, int]) -> str:
+    """What to say where annotations of size ``given`` (width, height) meet a photo read upright as
+    ``read``: its turn, where they are its sides swapped (drawn on the photo as stored, by a tool that
+    did not turn it by its EXIF orientation), else nothing."""
+    return " (turned: annotated as stored, not upright as its EXIF orientation shows it?)" \
+        if tuple(given) == tuple(read)[::-1] and given[0] != given[1] else ""

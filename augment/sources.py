@@ -36,12 +36,12 @@ from augment.coco_source import (CocoIndex, _coco_photos, _looks_like_coco, _rea
                                  coco_annotation_mask, coco_category, coco_images, coco_objects,
                                  load_coco_index)
 from augment.config import SourceConfig
-from augment.imageio import InputError, decode_image, list_images, pixels_as_uint8, read_image
+from augment.imageio import InputError, decode_image, is_image_path, list_images, pixels_as_uint8, read_image
 from augment.mask_files import read_mask
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
-                                  crop_object, limited, skipped_summary)
+                                  crop_object, limited, skipped_summary, soft_edged, turned_hint)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def detect_format(source: Path) -> str:
     for candidate in sorted(source.glob("*.json")):
         if _looks_like_coco(candidate):
             return "coco"
-    if (source / "masks").is_dir() or any(source.glob("*_mask.png")):
+    if (source / "masks").is_dir() or any(is_image_path(p) for p in source.glob("*_mask.*")):
         return "mask_pairs"
     images, _ = list_images(source)
     if images and all(p.suffix.lower() in {".png", ".webp", ".tif", ".tiff"} for p in images):
@@ -96,7 +96,9 @@ def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.
     except InputError as error:  # the file it names, once (the message starts with that file's path)
         return Skip.of(error, image_path, mask_path)
     if mask.shape[:2] != image.shape[:2]:
-        return Skip(str(mask_path), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {image.shape[1]}x{image.shape[0]}")
+        turned = turned_hint((mask.shape[1], mask.shape[0]), (image.shape[1], image.shape[0]))
+        return Skip(str(mask_path), f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                                    f"{image.shape[1]}x{image.shape[0]}{turned}")
     values = [int(v) for v in np.unique(mask) if v != 0]
     if not values:
         return Skip(str(mask_path), empty_reason)
@@ -162,8 +164,12 @@ def mask_pair_files(source: Path, config: SourceConfig | None = None
                  for p in images]
     else:
         images, others = list_images(source)
-        mask_files = [p for p in images if p.stem.endswith("_mask")]
-        pairs = [(p, p.with_name(f"{p.stem}_mask.png")) for p in images if not p.stem.endswith("_mask")]
+        # x_mask.png, or .tif, .bmp... as the mask is saved (a PNG first where both are): a.jpg beside
+        # a_mask.tif was 'no mask found for this image' and a_mask.tif 'a mask without its image'
+        mask_files = sorted((p for p in images if p.stem.endswith("_mask")), key=lambda p: p.suffix.lower() == ".png")
+        images = [p for p in images if not p.stem.endswith("_mask")]
+        masks = FilesByName(mask_files, source, [p.with_name(f"{p.stem}_mask") for p in images])
+        pairs = [(p, masks.find(f"{name_key(p, source)}_mask")) for p in images]
     skips = [Skip(str(other), "not an image file") for other in others if other.name != "categories.json"]
     if not pairs:
         raise InputError(f"{source}: no images with masks found")
@@ -178,8 +184,11 @@ def mask_pair_files(source: Path, config: SourceConfig | None = None
 LoadedPair = tuple[Path, Path, np.ndarray, np.ndarray, list[int]]  # image path, mask path, image, mask, its values
 
 
-def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str) -> Iterator[LoadedPair | Skip]:
-    """Each (image, mask) pair loaded, or why it can't be used (no photo, no mask, unreadable, empty...)."""
+def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str,
+                 soft_edges: bool = False) -> Iterator[LoadedPair | Skip]:
+    """Each (image, mask) pair loaded, or why it can't be used (no photo, no mask, unreadable, empty...).
+    With ``soft_edges`` (masks whose values are no names' ids) a mask of soft edges is one object
+    (:func:`soft_edged`)."""
     for image_path, mask_path in pairs:
         if image_path is None:
             yield Skip(str(mask_path), "no photo with this name")
@@ -187,13 +196,21 @@ def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str
             yield Skip(str(image_path), "no mask found for this image")
         else:
             loaded = load_pair(image_path, mask_path, empty_reason)
-            yield loaded if isinstance(loaded, Skip) else (image_path, mask_path, *loaded)
+            if isinstance(loaded, Skip):
+                yield loaded
+                continue
+            image, mask, values = loaded
+            if soft_edges and len(values) > 1 and soft_edged(mask):
+                top = np.iinfo(mask.dtype).max
+                mask, values = np.where(mask > top // 2, top, 0).astype(mask.dtype), [int(top)]
+                log.info("%s: a mask with soft edges (anti-aliased or feathered): one object, split at half", mask_path)
+            yield image_path, mask_path, image, mask, values
 
 
 def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     names, pairs, skips = mask_pair_files(source, config)
     yield from skips
-    for loaded in loaded_pairs(limited(pairs, config), "empty mask"):
+    for loaded in loaded_pairs(limited(pairs, config), "empty mask", soft_edges=not names):
         if isinstance(loaded, Skip):
             yield loaded
             continue

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 TIFF_EXTRA_SAMPLES = 338  # the tag saying what a TIFF's samples past the colour ones are
 TIFF_STRAIGHT_ALPHA = 2  # EXTRASAMPLE_UNASSALPHA (Pillow, GIMP, Photoshop write it)
+TIFF_PREMULTIPLIED_ALPHA = 1  # EXTRASAMPLE_ASSOCALPHA (compositing tools: colour stored multiplied by alpha)
 
 
 def _alpha_planes(image: np.ndarray) -> np.ndarray:
@@ -41,7 +42,8 @@ def tiff_alpha_as_stored(image: np.ndarray, data: bytes) -> np.ndarray:
     """A TIFF decoded by OpenCV with the alpha and colour its file stores. For an 8-bit RGBA file that
     says its alpha is straight (ExtraSamples 2), libtiff's RGBA reader, which OpenCV uses for 8 bits,
     multiplies the colour by alpha: a cutout's half-transparent edge came back darkened (200 at alpha
-    150 read as 118). Of an 8-bit grey + alpha file OpenCV gives the grey alone: its alpha (Pillow's
+    150 read as 118); one that says its colour is premultiplied (ExtraSamples 1) is stored so, and comes
+    back straight too. Of an 8-bit grey + alpha file OpenCV gives the grey alone: its alpha (Pillow's
     reading of it) comes back beside it, as RGBA, as OpenCV gives a grey + alpha PNG. Other arrays come
     back as they are."""
     rgba = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4
@@ -61,4 +63,6 @@ def tiff_alpha_as_stored(image: np.ndarray, data: bytes) -> np.ndarray:
         grey_alpha = np.dstack([image, image, image, alpha])
         return unpremultiply(grey_alpha) if premultiplied else grey_alpha
     first = extra[0] if isinstance(extra, tuple) and extra else extra
-    return unpremultiply(image) if rgba and first == TIFF_STRAIGHT_ALPHA else image
+    # Both come out of libtiff's reader multiplied by alpha: the straight one multiplied by it, the
+    # premultiplied one as stored (its half-transparent edge was taken as straight colour, darkened)
+    return unpremultiply(image) if rgba and first in (TIFF_STRAIGHT_ALPHA, TIFF_PREMULTIPLIED_ALPHA) else image
