@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -145,3 +146,23 @@ def test_include_and_exclude_select_files_by_stem(tmp_path):
     assert sorted(o.source.rsplit("/", 1)[-1] for o in objects) == ["object_1.png", "object_2.png"]
     coco = make_coco(tmp_path / "coco")
     assert len(read_all(coco, exclude=["scene"])[0]) == 0 and len(read_all(coco, include=["sc*"])[0]) == 2
+
+
+def test_a_large_cutout_shrunk_keeps_no_rim_of_the_photos_background():
+    """A cutout over max_cutout_side is shrunk with its colour weighted by alpha: averaged as it was, the
+    red wall around a white object bled into the object's edge pixels, a pink rim in every composite."""
+    from augment.config import SourceConfig
+    from augment.source_items import crop_object
+
+    image = np.zeros((900, 900, 3), np.uint8)
+    image[:] = (255, 0, 0)
+    mask = np.zeros((900, 900), np.uint8)
+    cv2.circle(mask, (450, 450), 380, 1, -1)
+    image[mask > 0] = (255, 255, 255)
+    config = SourceConfig()
+    cutout = crop_object(image, mask, "disc", Path("photo.png"), config)
+    assert max(cutout.rgba.shape[:2]) == config.max_cutout_side
+    opaque = cutout.rgba[:, :, 3] == 255
+    assert opaque.sum() > 0 and set(np.unique(cutout.rgba[:, :, 3])) <= {0, 255}
+    rim = cutout.rgba[opaque][:, 1]  # green: 255 on the white object, lower where red bled in
+    assert rim.min() >= 250, f"object pixels tinted by the background: green down to {rim.min()}"
