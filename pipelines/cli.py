@@ -205,7 +205,7 @@ def _print_version(asked: bool) -> None:
         version = metadata.version("synth")
     except metadata.PackageNotFoundError:  # run from a source tree on PYTHONPATH, never installed
         version = "(not installed)"
-    typer.echo(f"synth {version}")
+    out_console.print(f"synth {version}", highlight=False)  # a reader gone: the results' quiet exit
     raise typer.Exit()
 
 
