@@ -36,13 +36,13 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return torch.device(name)
 
 
-def load_checkpoint_model(checkpoint: Path | str) -> QuerySearchNet:
-    """A ``synth train`` checkpoint's network. A checkpoint holds no threshold: ``synth calibrate``
-    writes one into its own report, which ``--threshold`` takes."""
+def load_checkpoint_model(checkpoint: Path | str, state: dict[str, Any] | None = None) -> QuerySearchNet:
+    """A ``synth train`` checkpoint's network (``state``: the checkpoint already read, not read again). A
+    checkpoint holds no threshold: ``synth calibrate`` writes one into its own report, which ``--threshold`` takes."""
     from train.checkpoint import load_checkpoint, load_model_state
     from train.config import TrainConfig
 
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint) if state is None else state
     config = TrainConfig.from_checkpoint(state, checkpoint)
     if config.task != "query_search":  # a segmenter's config has none of the search network's keys
         raise InputError(f"{checkpoint}: a {config.task} checkpoint, not a query search one (task query_search)")
