@@ -235,3 +235,24 @@ def test_process_pool_workers_orphaned_by_a_sigkill_end_instead_of_waiting_for_g
         except ProcessLookupError:
             pass
     assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+# ------------------------------------------------------------ special files
+@pytest.mark.parametrize("name, option", [("clip.mp4", None), ("checkpoint.pt", "--checkpoint")])
+def test_a_fifo_named_as_a_video_or_a_checkpoint_is_one_line_not_a_wait(tmp_path, name, option):
+    """`synth search q.png clip.mp4` on a FIFO waited in OpenCV's open forever (SIGTERM did not end it); a
+    FIFO as --checkpoint was 'no such checkpoint'. Both are augment.imageio.check_plain_file's line."""
+    import numpy as np
+
+    from augment.imageio import save_image
+
+    save_image(tmp_path / "q.png", np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    os.mkfifo(tmp_path / name)
+    args = ["search", "q.png", "q.png" if option else name, "--out", "found", "--no-verify", "--device", "cpu"]
+    args += [option, name] if option else ["--untrained"]
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=40, env={**os.environ, "PYTHONPATH": str(REPO)})
+    kind = "a checkpoint" if option else "a video file"
+    assert done.returncode in (1, 2) and f"{name}: is no plain file" in done.stderr and kind in done.stderr, \
+        done.stderr
+    assert "Traceback" not in done.stderr
