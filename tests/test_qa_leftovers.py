@@ -256,3 +256,27 @@ def test_a_fifo_named_as_a_video_or_a_checkpoint_is_one_line_not_a_wait(tmp_path
     assert done.returncode in (1, 2) and f"{name}: is no plain file" in done.stderr and kind in done.stderr, \
         done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------ flat queries
+def test_a_flat_colour_query_is_warned_about_once_and_a_textured_one_not(tmp_path):
+    """A solid red square matched flat regions of any medium with high scores, without a word."""
+    import numpy as np
+
+    from augment.imageio import save_image
+
+    flat = np.zeros((48, 48, 3), np.uint8)
+    flat[..., 0] = 220
+    save_image(tmp_path / "red.png", flat)
+    textured = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    save_image(tmp_path / "pattern.png", textured)
+    medium = np.full((120, 160, 3), 90, np.uint8)
+    medium[20:80, 30:110] = (220, 0, 0)
+    save_image(tmp_path / "medium.png", medium)
+    for query, warned in (("red.png", 1), ("pattern.png", 0)):
+        result = run_cli("search", tmp_path / query, tmp_path / "medium.png", tmp_path / "medium.png", "--untrained",
+                         "--no-verify", "--device", "cpu", "--out", tmp_path / f"out-{query}")
+        assert result.exit_code == 0, result.output
+        lines = [line for line in result.stderr.splitlines() if "one flat colour" in line]
+        assert len(lines) == warned, result.stderr
+        assert all(line.startswith(f"warning: {tmp_path / query}: the query is one flat colour") for line in lines)
