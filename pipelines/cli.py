@@ -24,6 +24,7 @@ from augment.system import stands_for_interrupt
 from typer._click import exceptions as click_errors  # the click typer parses with: its own copy (typer 0.26 on)
 
 from pipelines.environment import check_working_folder, expand_home, shared_memory_line, stop_as_interrupt
+from pipelines.shipped_configs import config_option
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
 
@@ -242,7 +243,7 @@ def expand(
                             "objects.parquet and manifest.json."),
     num: Optional[int] = typer.Option(None, "--num", "-n", help="Composites to make (default: the config's num, 1000)."),
     config_file: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="YAML config; every option and its default is documented in configs/expand.yaml."
+        None, "--config", "-c", callback=config_option, help="YAML config; every option and its default is documented in configs/expand.yaml."
     ),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per usable CPU: affinity, CPU quota); with --engine ray "
                                 "and no --ray-address, the CPUs of the local Ray."),
