@@ -18,7 +18,7 @@ from shard_factory import make_shards
 from test_trainer import tiny_config
 from train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from train.config import TrainConfig
-from train.loop import train, warn_short_schedule
+from train.loop import train, note_short_schedule
 from train.tasks import build_task
 
 
@@ -267,10 +267,10 @@ def test_a_decay_horizon_inside_the_warm_up_is_one_line_naming_both_keys(tmp_pat
     TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 0, "decay_steps": 1})  # no warm-up: fine
 
 
-def test_a_run_that_ends_inside_its_warm_up_says_so(caplog):
-    """steps 10, warmup_steps 20 (a smoke run's --steps): runs, with one warning that lr is never reached."""
-    with caplog.at_level(logging.WARNING, logger="train.loop"):
-        warn_short_schedule(TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 20, "steps": 10}))
-        warn_short_schedule(TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 20, "steps": 21}))
+def test_a_run_that_ends_inside_its_warm_up_says_so_with_verbose(caplog):
+    """steps 10, warmup_steps 20 (a smoke run's --steps): runs, saying with -v that lr is never reached."""
+    with caplog.at_level(logging.INFO, logger="train.loop"):
+        note_short_schedule(TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 20, "steps": 10}))
+        note_short_schedule(TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 20, "steps": 21}))
     assert len(caplog.records) == 1
     assert caplog.records[0].getMessage().startswith("steps (10) do not exceed warmup_steps (20): this run ends")
