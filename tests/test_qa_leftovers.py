@@ -280,3 +280,42 @@ def test_a_flat_colour_query_is_warned_about_once_and_a_textured_one_not(tmp_pat
         lines = [line for line in result.stderr.splitlines() if "one flat colour" in line]
         assert len(lines) == warned, result.stderr
         assert all(line.startswith(f"warning: {tmp_path / query}: the query is one flat colour") for line in lines)
+
+
+# ------------------------------------------------------------ one header open per image
+def test_an_image_reads_pillows_header_once_with_every_check_kept(tmp_path, monkeypatch):
+    """A photo with EXIF opened Pillow's header twice (pixel limit, orientation), an indexed PNG mask with
+    EXIF three times (limit, indices, orientation); once now, and the limit and the turn still apply."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import augment.pixel_limit as pixel_limit
+    from augment.imageio import InputError, image_from_bytes, read_mask
+
+    opened = []
+    original = pixel_limit.open_header
+
+    def counted(data):
+        opened.append(1)
+        return original(data)
+
+    monkeypatch.setattr(pixel_limit, "open_header", counted)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: read 90 degrees round
+    colour = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8))
+    for kind in ("JPEG", "PNG", "TIFF"):
+        encoded = io.BytesIO()
+        colour.save(encoded, kind, exif=exif)
+        opened.clear()
+        assert image_from_bytes(encoded.getvalue(), kind).shape == (60, 50, 3), kind
+        assert len(opened) == 1, kind
+    palette = Image.fromarray(np.random.default_rng(1).integers(0, 3, (50, 60), dtype=np.uint8)).convert("P")
+    palette.save(tmp_path / "mask.png", exif=exif)
+    opened.clear()
+    assert read_mask(tmp_path / "mask.png").shape == (60, 50) and len(opened) == 1
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", "0.001")  # 1,000 pixels: both refused before decoding
+    for read in (lambda: image_from_bytes(encoded.getvalue(), "big.tif"), lambda: read_mask(tmp_path / "mask.png")):
+        with pytest.raises(InputError, match="megapixel|pixel limit|SYNTH_MAX_MEGAPIXELS"):
+            read()
