@@ -157,11 +157,13 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
-def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED, name: str = "<bytes>") -> np.ndarray:
+def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED, name: str = "<bytes>",
+                 header: "PIL.Image.Image | None" = None) -> np.ndarray:
     """Decode encoded image bytes; colour images come back as RGB or RGBA. Bytes over the pixel limit by
-    their header are not decoded, a shard's row as a file's (a 600 KB PNG row took `synth show` 3.8 GB)."""
+    their header are not decoded, a shard's row as a file's (a 600 KB PNG row took `synth show` 3.8 GB);
+    ``header``: :func:`augment.pixel_limit.opened_header`'s, read for the limit, not opened again."""
     from augment.pixel_limit import check_pixel_limit  # (it imports this module)
-    check_pixel_limit(data, name)
+    check_pixel_limit(data, name, header)
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buffer, flags) if buffer.size else None
@@ -258,13 +260,13 @@ def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
     return image_from_bytes(_read_bytes(path), str(path), mode)
 
 
-def check_before_decoding(data: bytes, name: str) -> None:
+def check_before_decoding(data: bytes, name: str, header: "PIL.Image.Image | None" = None) -> None:
     """What every image file's bytes pass before a decoder sees them: complete, and within the pixel
     limit by their header (an image too large to search is never decoded)."""
     from augment.pixel_limit import check_pixel_limit  # (it imports this module)
 
     check_complete(data, name)
-    check_pixel_limit(data, name)
+    check_pixel_limit(data, name, header)
 
 
 def pixels_as_uint8(image: np.ndarray) -> np.ndarray:
@@ -290,17 +292,29 @@ def image_from_bytes(data: bytes, name: str, mode: str = "rgb") -> np.ndarray:
     A photo whose EXIF orientation says it is stored turned (a phone's) comes back upright, as viewers
     and labelling tools show it, in every mode: its masks, drawn on what the user saw, line up with it.
     """
+    from augment.pixel_limit import opened_header  # (it imports this module)
+
     check_complete(data, name)  # the pixel limit: in decode_image
+    # Pillow's header opened once, for the pixel limit and the EXIF orientation (each opened it itself)
+    header = opened_header(data)
+    try:
+        return _from_bytes(data, name, mode, header)
+    finally:
+        if header is not None:
+            header.close()
+
+
+def _from_bytes(data: bytes, name: str, mode: str, header: "PIL.Image.Image | None") -> np.ndarray:
     if mode == "gray":  # OpenCV would turn it by itself in this mode only: one rule for all modes below
-        image = decode_image(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, name)
+        image = decode_image(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION, name, header)
     else:
-        image = decode_image(data, cv2.IMREAD_UNCHANGED, name)
+        image = decode_image(data, cv2.IMREAD_UNCHANGED, name, header)
         if image.ndim == 2 and (grey := grey_transparent_value(data)) is not None:  # OpenCV drops it
             image = with_grey_transparency(image, grey)
         elif image_format(data) == "TIFF":
             image = tiff_alpha_as_stored(image, data)
     if image_format(data) != "TIFF":  # OpenCV turns a TIFF upright itself, whatever the flags: not twice
-        image = apply_orientation(image, exif_orientation(data))
+        image = apply_orientation(image, exif_orientation(data, header))
     if mode not in ("gray", "unchanged"):
         image = pixels_as_uint8(image)
         if image.ndim == 2:

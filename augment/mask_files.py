@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augment.imageio import (InputError, _read_bytes, check_before_decoding, describe_unreadable, image_format,
-                             image_from_bytes)
-from augment.orientation import apply_orientation, exif_orientation
+from augment.imageio import InputError, _read_bytes, image_format, image_from_bytes
 from augment.palette_masks import is_palette_png, palette_indices, palette_values
 
 
@@ -24,8 +22,7 @@ def read_mask(path: Path | str) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     if is_palette_png(data):
-        check_before_decoding(data, str(path))
-        return palette_values(*palette_indices(data, str(path)))
+        return palette_values(*palette_indices(data, str(path), check=True))
     if image_format(data) == "JPEG":
         return _jpeg_mask(data, str(path))
     return mask_plane(image_from_bytes(data, str(path), "unchanged"), str(path))

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from augment.distortion_base import Distortion, Range, _seed, _uniform
+from augment.pixel_limit import max_megapixels
 from augment.resizing import resize_labels
 from augment.straight_alpha import premultiply, unpremultiply
 
@@ -116,6 +117,12 @@ class Affine(Distortion):
     ) -> tuple[np.ndarray, np.ndarray]:
         linear = self.linear(params)
         (matrix,), size = _fit_canvas([np.hstack([linear, np.zeros((2, 1))])], *mask.shape)
+        # A canvas past the pixel limit (scale 20 and shear 80 made ~2.5 GB per cutout, which the composite
+        # then shrank to its frame) is drawn smaller, to the limit: the same shape, fewer pixels.
+        budget = max_megapixels() * 1e6
+        if size[0] * size[1] > budget:
+            linear = linear * (math.sqrt(budget / (size[0] * size[1])) * 0.999)
+            (matrix,), size = _fit_canvas([np.hstack([linear, np.zeros((2, 1))])], *mask.shape)
         return _warp_object(image, mask, matrix, size)
 
 

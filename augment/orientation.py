@@ -16,8 +16,9 @@ EXIF_ORIENTATION_TAG = 0x0112
 EXIF_SCAN_BYTES = 1 << 16  # a JPEG's APP1 and a PNG's eXIf chunk come before the pixels
 
 
-def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation (1..8) of an encoded image; 1 (upright) when it has none or it is unreadable."""
+def exif_orientation(data: bytes, header: "PIL.Image.Image | None" = None) -> int:
+    """The EXIF orientation (1..8) of an encoded image; 1 (upright) when it has none or it is unreadable.
+    ``header``: ``data`` already opened by :func:`augment.pixel_limit.open_header` (not opened again)."""
     from augment.imageio import image_format  # (it imports this module)
 
     head, kind = data[:EXIF_SCAN_BYTES], image_format(data)
@@ -28,8 +29,11 @@ def exif_orientation(data: bytes) -> int:
     from augment.pixel_limit import open_header  # (it imports augment.imageio, which imports this)
 
     try:
-        with open_header(data) as image:  # not Image.open: its own pixel limit would warn or refuse
-            value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+        if header is not None:
+            value = header.getexif().get(EXIF_ORIENTATION_TAG, 1)
+        else:
+            with open_header(data) as image:  # not Image.open: its own pixel limit would warn or refuse
+                value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
     except Exception as error:  # noqa: BLE001 - metadata is a best effort: the pixels are decoded (and checked) by OpenCV
         logger.debug("EXIF block unreadable (%s); orientation taken as stored", error)
         return 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from augment.imageio import InputError, describe_unreadable, image_format
+from augment.imageio import InputError, check_complete, describe_unreadable, image_format
 from augment.orientation import apply_orientation, exif_orientation
 
 PNG_PALETTE = 3  # the IHDR colour type of an indexed PNG
@@ -18,20 +18,30 @@ def is_palette_png(data: bytes) -> bool:
     return image_format(data) == "PNG" and len(data) > 25 and data[25] == PNG_PALETTE
 
 
-def palette_indices(data: bytes, name: str) -> tuple[np.ndarray, list[int] | None]:
+def palette_indices(data: bytes, name: str, check: bool = False) -> tuple[np.ndarray, list[int] | None]:
     """The pixel indices (H×W uint8) of an indexed PNG, not the colours its palette gives them, and its
-    palette (flat R, G, B, ...)."""
-    from augment.pixel_limit import open_header
+    palette (flat R, G, B, ...); ``check``: :func:`augment.imageio.check_before_decoding`'s checks first,
+    the limit on the same opened header (opened once)."""
+    from augment.pixel_limit import check_pixel_limit, open_header  # (it imports augment.imageio)
 
+    if check:
+        check_complete(data, name)
     try:
-        with open_header(data) as image:
-            image = image.convert("P") if image.mode == "PA" else image
-            indices, palette = np.array(image), image.getpalette()
+        image = open_header(data)
     except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
         raise InputError(describe_unreadable(data, name)) from None
+    with image:
+        if check:  # check_before_decoding's limit, on this header
+            check_pixel_limit(data, name, image)
+        try:
+            drawn = image.convert("P") if image.mode == "PA" else image
+            indices, palette = np.array(drawn), drawn.getpalette()
+        except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+            raise InputError(describe_unreadable(data, name)) from None
+        orientation = exif_orientation(data, image)
     if indices.ndim != 2:
         raise InputError(f"{name}: not a readable image (an indexed PNG of mode {indices.shape})")
-    return apply_orientation(indices.astype(np.uint8), exif_orientation(data)), palette
+    return apply_orientation(indices.astype(np.uint8), orientation), palette
 
 
 VOC_VOID_INDEX = 255  # Pascal VOC's palette masks: object borders and unsure pixels

@@ -92,9 +92,26 @@ def open_header(data: bytes) -> "PIL.Image.Image":
         return Image.open(io.BytesIO(data))
 
 
-def image_dimensions(data: bytes) -> tuple[int, int] | None:
+HEADER_FORMATS = ("JPEG", "PNG", "TIFF", "BMP")  # those open_header opens by their own class
+
+
+def opened_header(data: bytes) -> "PIL.Image.Image | None":
+    """``data``'s header opened once (:func:`open_header`), for the pixel limit, the EXIF orientation and
+    a palette's indices to share; None for other formats, or a header Pillow cannot read (each check
+    then reads ``data`` as it would alone). The caller closes it."""
+    if image_format(data) not in HEADER_FORMATS:
+        return None
+    try:
+        return open_header(data)
+    except Exception:  # noqa: BLE001 - a damaged header: OpenCV's decoder reports the file
+        return None
+
+
+def image_dimensions(data: bytes, header: "PIL.Image.Image | None" = None) -> tuple[int, int] | None:
     """(width, height) from the header of a JPEG, PNG, GIF, BMP, WebP or TIFF; None when the header
-    cannot be read (the decoder then has the last word on the file)."""
+    cannot be read (the decoder then has the last word on the file). ``header``: :func:`opened_header`'s."""
+    if header is not None:
+        return int(header.size[0]), int(header.size[1])
     kind = image_format(data)
     try:
         if kind == "GIF":  # the logical screen, which frames fill (Pillow's GIF reader applies its limit)
@@ -131,9 +148,10 @@ class PixelLimitError(InputError, ValueError):
     InputError), a ValueError (a bad argument) to a caller of the Python API."""
 
 
-def check_pixel_limit(data: bytes, name: str) -> None:
-    """A PixelLimitError naming ``name`` when the image's header says it is over :func:`max_megapixels`."""
-    size = image_dimensions(data)
+def check_pixel_limit(data: bytes, name: str, header: "PIL.Image.Image | None" = None) -> None:
+    """A PixelLimitError naming ``name`` when the image's header says it is over :func:`max_megapixels`
+    (``header``: :func:`opened_header`'s, not opened again)."""
+    size = image_dimensions(data, header)
     if size is not None:
         check_size(size[0], size[1], name)
 

@@ -135,17 +135,19 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
     return Calibration(best["threshold"], best["f1"], best["precision"], best["recall"], table)
 
 
-def held_out_fraction(shards: Place | str, checkpoint: Path | str | None) -> float:
+def held_out_fraction(shards: Place | str, checkpoint: Path | str | None, state: dict[str, Any] | None = None) -> float:
     """The share of cutouts a ``synth train`` checkpoint's training held out (its config's
     ``eval_fraction``; no checkpoint, the untrained network: the default's): the held-out pairs of
-    ``shards`` :func:`shard_cases` may take. None held out is an :class:`InputError`."""
+    ``shards`` :func:`shard_cases` may take (``state``: the checkpoint already read). None held out is an
+    :class:`InputError`."""
     from train.checkpoint import checkpoint_file, load_checkpoint
     from train.config import TrainConfig
     from train.data import PairConfig
 
     if checkpoint is None:
         return PairConfig().eval_fraction
-    fraction = TrainConfig.from_checkpoint(load_checkpoint(checkpoint_file(checkpoint)), checkpoint).eval_fraction
+    state = load_checkpoint(checkpoint_file(checkpoint)) if state is None else state
+    fraction = TrainConfig.from_checkpoint(state, checkpoint).eval_fraction
     if fraction <= 0:
         raise InputError(f"{shards}: no held-out pairs: {checkpoint} was trained on every cutout (eval_fraction 0); "
                          "calibrate it on --photos it did not train on")

@@ -23,6 +23,7 @@ from typer._click import exceptions as click_errors  # the click typer parses wi
 from pipelines.command_errors import (_ENDINGS, ENVIRONMENT_ERRNOS, INTERRUPTED_EXIT_CODE, _environment_error,
                                       check_at_least, fail, run_guarded)
 from pipelines.environment import check_working_folder, expand_home, stop_as_interrupt
+from pipelines.shipped_configs import config_option
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
 
@@ -120,7 +121,7 @@ def _print_version(asked: bool) -> None:
         version = metadata.version("synth")
     except metadata.PackageNotFoundError:  # run from a source tree on PYTHONPATH, never installed
         version = "(not installed)"
-    typer.echo(f"synth {version}")
+    out_console.print(f"synth {version}", highlight=False)  # a reader gone: the results' quiet exit
     raise typer.Exit()
 
 
@@ -157,7 +158,7 @@ def expand(
                             "objects.parquet and manifest.json."),
     num: Optional[int] = typer.Option(None, "--num", "-n", help="Composites to make (default: the config's num, 1000)."),
     config_file: Optional[Path] = typer.Option(
-        None, "--config", "-c", help="YAML config; every option and its default is documented in configs/expand.yaml."
+        None, "--config", "-c", callback=config_option, help="YAML config; every option and its default is documented in configs/expand.yaml."
     ),
     workers: int = typer.Option(0, "--workers", "-w", help="Worker processes (0 = one per usable CPU: affinity, CPU quota); with --engine ray "
                                 "and no --ray-address, the CPUs of the local Ray."),

@@ -157,18 +157,20 @@ def _per_medium(given: Sequence[Any] | None, name: str, count: int, kind: type) 
     return [None if value is None else kind(value) for value in given]
 
 
-def load_model(checkpoint: Path | str | None, untrained: bool = False) -> tuple[Any, float, str]:
+def load_model(checkpoint: Path | str | None, untrained: bool = False,
+               state: dict[str, Any] | None = None) -> tuple[Any, float, str]:
     """(network, its calibrated threshold, a name for it): a ``synth train`` checkpoint, the
     untrained network, or by default the head shipped with synth (:mod:`pipelines.shipped`) where
     the package holds one, else the untrained network. No head ships today: none trained on this
-    machine beat the untrained network on held-out real photos (README, "Search on real photos")."""
+    machine beat the untrained network on held-out real photos (README, "Search on real photos").
+    ``state``: the checkpoint already read (``synth calibrate`` reads its config first), not read again."""
     from pipelines.shipped import head_ships, load_shipped
 
     if checkpoint is not None and untrained:
         raise InputError("pass --checkpoint or --untrained, not both")
     if checkpoint is not None:
         # A checkpoint holds no calibrated threshold (Searcher warns when none is given).
-        return load_checkpoint_model(checkpoint), UNTRAINED_THRESHOLD, str(checkpoint)
+        return load_checkpoint_model(checkpoint, state), UNTRAINED_THRESHOLD, str(checkpoint)
     if untrained or not head_ships():
         return untrained_model(), UNTRAINED_THRESHOLD, "untrained"
     model, threshold, manifest = load_shipped()
@@ -205,13 +207,14 @@ class Searcher:
                  query_scales: Sequence[float] | str | None = DEFAULT_SCALES,
                  max_side: int = DEFAULT_MAX_SIDE, amp: bool = True, untrained: bool = False,
                  mirror: bool = True, verify: bool = True, fusion: Path | str | None = None,
-                 **level_options: Any) -> None:
+                 checkpoint_state: dict[str, Any] | None = None, **level_options: Any) -> None:
         tune_malloc()
         limit_blas_threads(1)  # numpy's products between torch's layers: see limit_blas_threads
         check_scales(query_scales)
         if not (isinstance(max_side, (int, np.integer)) and max_side >= MIN_QUERY_INPUT_SIDE):
             raise InputError(f"max_side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {max_side!r}")
-        model, stored, self.model_name = load_model(checkpoint, untrained)
+        model, stored, self.model_name = load_model(checkpoint, untrained, checkpoint_state)
+        del checkpoint_state  # its tensors copied into the model: not held beside it
         if threshold is not None and not (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
                                           and 0.0 < threshold < 1.0):  # a str was TypeError: '<' not supported
             raise InputError(f"threshold must be between 0 and 1, not {threshold!r}")

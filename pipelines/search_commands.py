@@ -295,6 +295,7 @@ def register(app: typer.Typer) -> None:
         from pipelines.command_errors import check_at_least, check_at_most, run_guarded
         from pipelines.calibration import held_out_fraction, photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
+        from train.checkpoint import load_checkpoint
         from train.data import list_shards
 
         check_at_least(cases, 1, "--cases")
@@ -331,9 +332,12 @@ def register(app: typer.Typer) -> None:
         def calibrate_with(held: ExitStack) -> None:
             # The pairs the network's training held out (a checkpoint trained at eval_fraction 0.05 had
             # trained on half the default 0.1's, at 0 on all of them), before its model loads.
-            held_out = held_out_fraction(shards, checkpoint) if shards is not None else None
+            # The checkpoint is read once, for both (it was read twice: its time, and two copies at once).
+            state = load_checkpoint(checkpoint) if checkpoint is not None and not untrained else None
+            held_out = held_out_fraction(shards, checkpoint, state) if shards is not None else None
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
-                                untrained=untrained, mirror=not no_mirror, verify=not no_verify)
+                                untrained=untrained, mirror=not no_mirror, verify=not no_verify, checkpoint_state=state)
+            del state  # the model holds its weights: the read state's tensors are freed
             if cases >= ONNX_MIN_WORK:  # as a long search job encodes its media
                 searcher.network.use_onnx()
             skipped: list[Any] = []

@@ -5,6 +5,7 @@ search returns (:class:`SearchMaps`). :mod:`pipelines.search_maps` runs the netw
 
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from augment.imageio import VIDEO_EXTENSIONS, InputError, read_image
 from augment.mask_files import read_mask
 from augment.picture_arrays import ImageLike, mask_array, picture_array
 from train.model import QueryFeatures, QuerySearchNet, SearchNetConfig
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -37,13 +40,13 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return torch.device(name)
 
 
-def load_checkpoint_model(checkpoint: Path | str) -> QuerySearchNet:
-    """A ``synth train`` checkpoint's network. A checkpoint holds no threshold: ``synth calibrate``
-    writes one into its own report, which ``--threshold`` takes."""
+def load_checkpoint_model(checkpoint: Path | str, state: dict[str, Any] | None = None) -> QuerySearchNet:
+    """A ``synth train`` checkpoint's network (``state``: the checkpoint already read, not read again). A
+    checkpoint holds no threshold: ``synth calibrate`` writes one into its own report, which ``--threshold`` takes."""
     from train.checkpoint import load_checkpoint, load_model_state
     from train.config import TrainConfig
 
-    state = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint) if state is None else state
     config = TrainConfig.from_checkpoint(state, checkpoint)
     if config.task != "query_search":  # a segmenter's config has none of the search network's keys
         raise InputError(f"{checkpoint}: a {config.task} checkpoint, not a query search one (task query_search)")
@@ -133,6 +136,17 @@ MIN_QUERY_INPUT_SIDE = 8
 # Object pixels a query's mask needs: half the smallest query's square (a solid 9-px disk has 61;
 # a few scattered specks spanning a large box do not pass).
 MIN_QUERY_PIXELS = MIN_QUERY_INPUT_SIDE ** 2 // 2
+FLAT_QUERY_STD = 2.0  # grey levels (of 255): a query's object under this spread is one colour, no texture
+
+
+def warn_if_flat(name: str, rgb: np.ndarray, mask: np.ndarray | None) -> None:
+    """A warning where the query's object is one flat colour (a solid red square): the correlation then
+    matches flat regions of a medium with high scores. Warned, not refused; the search is as it was
+    (the line handler says a line once, so a query read twice is warned about once)."""
+    pixels = rgb.reshape(-1, 3) if mask is None else rgb[mask >= 0.5]
+    if pixels.size and float(pixels.astype(np.float32).std(axis=0).max()) < FLAT_QUERY_STD:
+        logger.warning("%s: the query is one flat colour (no texture): it matches flat regions of a medium with "
+                       "high scores; crop a query that holds some of the object's pattern or edges", name)
 
 
 def load_query(query: ImageLike, query_mask: ImageLike | None = None,
@@ -172,6 +186,7 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
         source = f"{name} (alpha)"
     else:
         check_min_side(name, rgb.shape[1], rgb.shape[0])
+        warn_if_flat(name, rgb, None)
         return rgb, None
     ys, xs = np.nonzero(mask >= 0.5)  # the object's pixels, as its fill and silhouette count them
     if ys.size == 0:
@@ -184,6 +199,7 @@ def load_query(query: ImageLike, query_mask: ImageLike | None = None,
         raise InputError(f"{name}: its mask holds {ys.size} object pixel{'s' if ys.size > 1 else ''}; at least "
                          f"{MIN_QUERY_PIXELS} (half of {MIN_QUERY_INPUT_SIDE}x{MIN_QUERY_INPUT_SIDE}) are needed to "
                          "search for it")
+    warn_if_flat(name, rgb, mask)
     return np.ascontiguousarray(rgb[y0:y1, x0:x1]), np.ascontiguousarray(mask[y0:y1, x0:x1])
 
 

@@ -18,6 +18,7 @@ import typer
 
 from augment.imageio import InputError, list_images
 from pipelines.search_jobs import report_left_out
+from pipelines.shipped_configs import config_option
 
 IO_ERROR_EXIT_CODE = 1
 
@@ -138,7 +139,7 @@ def register(app: typer.Typer) -> None:
                                         "or its run folder."),
         out: Path = typer.Option(..., "--out", "-o", help="Objects folder: objects.parquet, pseudo-*.parquet, "
                                  "extract.json, previews/."),
-        config_file: Optional[Path] = typer.Option(None, "--config", help="YAML of extract keys (min_area, "
+        config_file: Optional[Path] = typer.Option(None, "--config", callback=config_option, help="YAML of extract keys (min_area, "
                                                    "min_confidence, min_stability, cut_classes, pseudo_labels...)."),
         reference: Optional[Path] = typer.Option(None, "--reference", help="An earlier checkpoint as the second view "
                                                  "of the stability filter (default: the mirrored photo)."),
@@ -197,7 +198,7 @@ def register(app: typer.Typer) -> None:
         backgrounds: Path = typer.Option(..., "--backgrounds", help="Folder of background images for composites."),
         rounds: Optional[int] = typer.Option(None, "--rounds", help="End after this many rounds (cron: 1); "
                                              "default: until the stop rule or max_rounds."),
-        config_file: Optional[Path] = typer.Option(None, "--config", help="Self-tuning YAML (configs/ccp_selftune.yaml); "
+        config_file: Optional[Path] = typer.Option(None, "--config", callback=config_option, help="Self-tuning YAML (configs/ccp_selftune.yaml); "
                                                    "default: the state's."),
         force_config: bool = typer.Option(False, "--force-config", help="Adopt a changed --config from the next round."),
         search: bool = typer.Option(False, "--search", help="Also retrain the search network on each round's composites."),

@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import shutil
+import signal
 import sys
 
 from rich.console import Console
@@ -38,16 +39,19 @@ class _Stream(Console):
         """stderr's reader gone (journald restarted under a service, ``2>&1 | head`` done reading): the run
         goes on without its log lines, to its exit code. rich ended the run at the next warning or info
         line with exit code 1 (no manifest, no shards: a selftune round lost to a log reader) and sent
-        stdout, not stderr, to /dev/null. A result on a closed stdout still ends as rich ends it."""
-        if not self.stderr:
-            super().on_broken_pipe()
+        stdout, not stderr, to /dev/null. A result's reader gone (``synth show ... | head -c1``; a result
+        line is printed once the outputs are whole) ends quietly as ``git log | head`` ends, exit code 141
+        (128 + SIGPIPE), not rich's exit code 1, which read as a failed run."""
         self.quiet = True
+        stream = sys.stderr if self.stderr else sys.stdout
         try:
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stderr.fileno())  # Python's own lines (a flush at exit) go there too
+            os.dup2(devnull, stream.fileno())  # Python's own lines (a flush at exit) go there too
             os.close(devnull)
-        except (OSError, ValueError, AttributeError):  # (no stderr to replace: nothing more is written)
+        except (OSError, ValueError, AttributeError):  # (no stream to replace: nothing more is written)
             pass
+        if not self.stderr:
+            raise SystemExit(128 + signal.SIGPIPE)
 
     def print(self, *objects, **kwargs) -> None:
         try:

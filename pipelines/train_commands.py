@@ -11,6 +11,7 @@ from rich.table import Table
 
 from augment.imageio import InputError
 from augment.validation import whole_setting
+from pipelines.shipped_configs import config_option
 from pipelines.terminal import console as _console
 
 # eval --batch-size at most: a pair takes ~23 MB while evaluated on the CPU at the default sizes (256-px
@@ -97,7 +98,7 @@ def register(app: typer.Typer) -> None:
                                          "`synth expand` (task segment: repeat for labelled photos, composites, "
                                          "pseudo-labels)."),
         out: Path = typer.Option(..., "--out", help="Run folder: checkpoint.pt, config.yaml, tb/ (TensorBoard)."),
-        config: Optional[Path] = typer.Option(None, "--config", help="YAML config (see configs/train_cpu.yaml, "
+        config: Optional[Path] = typer.Option(None, "--config", callback=config_option, help="YAML config (see configs/train_cpu.yaml, "
                                               "configs/segment_cpu.yaml); default: the resumed checkpoint's, else "
                                               "built-in defaults."),
         task: Optional[str] = typer.Option(None, "--task", help="query_search or segment (overrides the config)."),
@@ -169,7 +170,7 @@ def register(app: typer.Typer) -> None:
                                                   "its run folder."),
         untrained: bool = typer.Option(False, "--untrained", help="Evaluate the untrained network "
                                        "(pretrained backbone + correlation): the baseline."),
-        config: Optional[Path] = typer.Option(None, "--config", help="With --untrained: sizes and model config."),
+        config: Optional[Path] = typer.Option(None, "--config", callback=config_option, help="With --untrained: sizes and model config."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics as JSON to this file."),
         split: str = typer.Option("eval", "--split", help="eval (held-out cutouts), train or all."),
         batches: Optional[int] = typer.Option(None, "--batches", help="Evaluate this many batches (default: all)."),
@@ -264,7 +265,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="The .onnx file to write."),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="checkpoint.pt, or its run folder; without "
                                                   "it the untrained network is exported."),
-        config: Optional[Path] = typer.Option(None, "--config", help="Without --checkpoint: the model config."),
+        config: Optional[Path] = typer.Option(None, "--config", callback=config_option, help="Without --checkpoint: the model config."),
         query_size: Optional[int] = typer.Option(None, "--query-size", help="Default: the config's query_size "
                                                  f"(at most {MAX_EXPORT_QUERY_SIZE})."),
         medium_size: Optional[int] = typer.Option(None, "--medium-size", help="Default: the config's medium_size "

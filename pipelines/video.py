@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from augment.atomic_files import replace_into_place, temporary_beside
-from augment.imageio import InputError, opencv_path
+from augment.imageio import InputError, check_plain_file, opencv_path
 from augment.pixel_limit import check_size
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ def _open(path: Path) -> cv2.VideoCapture:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a video file")
+    check_plain_file(path, "a video file")  # OpenCV's open of a FIFO waited for a writer forever, past SIGTERM
     capture = cv2.VideoCapture(opencv_path(path))
     if not capture.isOpened():
         capture.release()

@@ -105,3 +105,28 @@ def test_a_checkpoint_searched_without_a_threshold_says_it_has_none(tmp_path, im
                      "--device", "cpu", "--threshold", calibration)
     assert result.exit_code == 0, result.output
     assert "no calibrated threshold" not in result.output
+
+
+def test_calibrate_reads_its_checkpoint_once(tmp_path, monkeypatch):
+    """calibrate --shards read the checkpoint for its held-out share, then again for the network: twice the
+    read's time, and two copies of its tensors at once."""
+    import torch
+
+    from shard_factory import make_shards
+    from test_qa_train import save_untrained_search
+
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    checkpoint = save_untrained_search(tmp_path / "checkpoint.pt", eval_fraction=0.5)
+    reads = []
+    original = torch.load
+
+    def counted(path, *args, **kwargs):
+        reads.append(str(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
+    result = run_cli("calibrate", "--shards", shards, "--checkpoint", checkpoint, "--out", tmp_path / "cal.json",
+                     "--cases", 2, "--no-verify", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert reads.count(str(checkpoint)) == 1, reads
+    assert (tmp_path / "cal.json").is_file()

@@ -235,3 +235,88 @@ def test_process_pool_workers_orphaned_by_a_sigkill_end_instead_of_waiting_for_g
         except ProcessLookupError:
             pass
     assert "Traceback" not in (tmp_path / "stderr.txt").read_text()
+
+
+# ------------------------------------------------------------ special files
+@pytest.mark.parametrize("name, option", [("clip.mp4", None), ("checkpoint.pt", "--checkpoint")])
+def test_a_fifo_named_as_a_video_or_a_checkpoint_is_one_line_not_a_wait(tmp_path, name, option):
+    """`synth search q.png clip.mp4` on a FIFO waited in OpenCV's open forever (SIGTERM did not end it); a
+    FIFO as --checkpoint was 'no such checkpoint'. Both are augment.imageio.check_plain_file's line."""
+    import numpy as np
+
+    from augment.imageio import save_image
+
+    save_image(tmp_path / "q.png", np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    os.mkfifo(tmp_path / name)
+    args = ["search", "q.png", "q.png" if option else name, "--out", "found", "--no-verify", "--device", "cpu"]
+    args += [option, name] if option else ["--untrained"]
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=40, env={**os.environ, "PYTHONPATH": str(REPO)})
+    kind = "a checkpoint" if option else "a video file"
+    assert done.returncode in (1, 2) and f"{name}: is no plain file" in done.stderr and kind in done.stderr, \
+        done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------ flat queries
+def test_a_flat_colour_query_is_warned_about_once_and_a_textured_one_not(tmp_path):
+    """A solid red square matched flat regions of any medium with high scores, without a word."""
+    import numpy as np
+
+    from augment.imageio import save_image
+
+    flat = np.zeros((48, 48, 3), np.uint8)
+    flat[..., 0] = 220
+    save_image(tmp_path / "red.png", flat)
+    textured = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    save_image(tmp_path / "pattern.png", textured)
+    medium = np.full((120, 160, 3), 90, np.uint8)
+    medium[20:80, 30:110] = (220, 0, 0)
+    save_image(tmp_path / "medium.png", medium)
+    for query, warned in (("red.png", 1), ("pattern.png", 0)):
+        result = run_cli("search", tmp_path / query, tmp_path / "medium.png", tmp_path / "medium.png", "--untrained",
+                         "--no-verify", "--device", "cpu", "--out", tmp_path / f"out-{query}")
+        assert result.exit_code == 0, result.output
+        lines = [line for line in result.stderr.splitlines() if "one flat colour" in line]
+        assert len(lines) == warned, result.stderr
+        assert all(line.startswith(f"warning: {tmp_path / query}: the query is one flat colour") for line in lines)
+
+
+# ------------------------------------------------------------ one header open per image
+def test_an_image_reads_pillows_header_once_with_every_check_kept(tmp_path, monkeypatch):
+    """A photo with EXIF opened Pillow's header twice (pixel limit, orientation), an indexed PNG mask with
+    EXIF three times (limit, indices, orientation); once now, and the limit and the turn still apply."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import augment.pixel_limit as pixel_limit
+    from augment.imageio import InputError, image_from_bytes
+    from augment.mask_files import read_mask
+
+    opened = []
+    original = pixel_limit.open_header
+
+    def counted(data):
+        opened.append(1)
+        return original(data)
+
+    monkeypatch.setattr(pixel_limit, "open_header", counted)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: read 90 degrees round
+    colour = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 60, 3), dtype=np.uint8))
+    for kind in ("JPEG", "PNG", "TIFF"):
+        encoded = io.BytesIO()
+        colour.save(encoded, kind, exif=exif)
+        opened.clear()
+        assert image_from_bytes(encoded.getvalue(), kind).shape == (60, 50, 3), kind
+        assert len(opened) == 1, kind
+    palette = Image.fromarray(np.random.default_rng(1).integers(0, 3, (50, 60), dtype=np.uint8)).convert("P")
+    palette.save(tmp_path / "mask.png", exif=exif)
+    opened.clear()
+    assert read_mask(tmp_path / "mask.png").shape == (60, 50) and len(opened) == 1
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", "0.001")  # 1,000 pixels: both refused before decoding
+    for read in (lambda: image_from_bytes(encoded.getvalue(), "big.tif"), lambda: read_mask(tmp_path / "mask.png")):
+        with pytest.raises(InputError, match="megapixel|pixel limit|SYNTH_MAX_MEGAPIXELS"):
+            read()

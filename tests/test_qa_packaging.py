@@ -237,6 +237,9 @@ def test_the_wheel_holds_every_module_and_data_file(tmp_path):
               if path.is_file() and not path.name.startswith(".")}
     assert "pipelines/fusion_untrained.json" in wanted
     assert not wanted - shipped, f"left out of the wheel: {sorted(wanted - shipped)[:10]}"
+    # README's `--config configs/train_cpu.yaml`: the configs ship too (a pip-installed synth had none)
+    configs = {f"pipelines/configs/{path.name}" for path in (tree / "configs").glob("*.yaml")}
+    assert "pipelines/configs/train_cpu.yaml" in configs and not configs - shipped, sorted(configs - shipped)
     assert {name.split("/")[0] for name in shipped if "/" in name} == {*PACKAGES, wheel.name.split("-")[0] + "-"
                                                                        + wheel.name.split("-")[1] + ".dist-info"}
 
@@ -287,3 +290,22 @@ def test_the_s3_lock_without_a_working_boto3_is_one_line(tmp_path, monkeypatch, 
         monkeypatch.setitem(sys.modules, "boto3", None)
     with pytest.raises(InputError, match="boto3 is installed but does not import" if broken else r'synth\[s3\]'):
         object_lock.client()
+
+
+def test_a_shipped_config_is_found_by_its_name_or_readmes_path_from_any_folder(tmp_path, monkeypatch):
+    """`synth train --config configs/train_cpu.yaml` outside a checkout (a pip-installed synth) was
+    'config file not found'; the shipped copy is read, by that path or by its name alone."""
+    from pipelines.shipped_configs import config_option
+
+    monkeypatch.chdir(tmp_path)
+    for given in ("configs/train_cpu.yaml", "train_cpu", "train_cpu.yaml"):
+        found = config_option(Path(given))
+        assert found is not None and found.is_file() and found.name == "train_cpu.yaml", given
+        assert found.read_bytes() == (ROOT / "configs" / "train_cpu.yaml").read_bytes()
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "train_cpu.yaml").write_text("steps: 5\n")  # the user's own file wins
+    assert config_option(Path("configs/train_cpu.yaml")) == Path("configs/train_cpu.yaml")
+    for missing in ("nope.yaml", "other/train_cpu.yaml", "../train_cpu.yaml"):  # named missing by its reader
+        assert config_option(Path(missing)) == Path(missing)
+    result = run_cli("train", "--shards", tmp_path, "--out", tmp_path / "run", "--config", "nope.yaml")
+    assert_one_line_error(result, 2, "nope.yaml: config file not found")

@@ -250,3 +250,28 @@ def test_columns_0_still_prints_the_error(tmp_path: Path) -> None:
     # rich took COLUMNS=0 as a width of 0 and printed nothing: exit code 2 without a word
     assert done.returncode == 2 and done.stderr.splitlines() == [f"error: {tmp_path / 'nothere'}: no such file or "
                                                                  "directory"], done.stderr
+
+
+@pytest.mark.parametrize("command", ["version", "show"])
+def test_a_result_whose_reader_is_gone_ends_quietly_as_sigpipe_after_whole_outputs(tmp_path, command) -> None:
+    """`synth show ... | head -c1`, `synth --version | true`: rich ended with exit code 1 (a failed run to a
+    script under pipefail); `git log | head` ends 141 (128 + SIGPIPE), quietly, and so does synth."""
+    from shard_factory import make_shards
+
+    args = ["--version"]
+    if command == "show":
+        shards = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, size=48).folder
+        args = ["show", str(shards), "--out", str(tmp_path / "sheet.png")]
+    read, write = os.pipe()
+    os.close(read)  # the reader gone before the result line
+    try:
+        done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
+    if command == "show":
+        from augment.imageio import read_image
+
+        assert read_image(tmp_path / "sheet.png").shape[0] > 0  # written whole before the result line
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["shards", "sheet.png"]

@@ -3,6 +3,7 @@ runs and their logs, bad inputs and checkpoints. One test per defect found."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from cli_checks import assert_one_line_error, run_cli
 from shard_factory import make_shards
 from test_trainer import tiny_config
 from train.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
-from train.loop import train
+from train.config import TrainConfig
+from train.loop import train, note_short_schedule
 from train.tasks import build_task
 
 
@@ -249,3 +251,26 @@ def test_a_damaged_selftune_state_file_is_one_line_naming_it(finished_selftune, 
                      "--backgrounds", inputs.backgrounds, "--config", root / "selftune.yaml")
     line = assert_one_line_error(result, 2, str(state / named) if named != "state" else f"{state}: unreadable")
     assert "Traceback" not in line
+
+
+def test_a_decay_horizon_inside_the_warm_up_is_one_line_naming_both_keys(tmp_path):
+    """decay_steps 10 under warmup_steps 20: the rate rose to lr over 20 steps, then fell straight to min_lr
+    (no cosine decay), without a word."""
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({**tiny_config().to_dict()["values"], "warmup_steps": 20, "decay_steps": 10,
+                                      "steps": 30}))
+    assert_one_line_error(run_cli("train", "--shards", tmp_path, "--out", tmp_path / "run", "--config", config), 2,
+                          f"{config}: decay_steps (10) must exceed warmup_steps (20)")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(Exception, match="decay_steps .20. must exceed warmup_steps .20."):
+        TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 20, "decay_steps": 20})
+    TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 0, "decay_steps": 1})  # no warm-up: fine
+
+
+def test_a_run_that_ends_inside_its_warm_up_says_so_with_verbose(caplog):
+    """steps 10, warmup_steps 20 (a smoke run's --steps): runs, saying with -v that lr is never reached."""
+    with caplog.at_level(logging.INFO, logger="train.loop"):
+        note_short_schedule(TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 20, "steps": 10}))
+        note_short_schedule(TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 20, "steps": 21}))
+    assert len(caplog.records) == 1
+    assert caplog.records[0].getMessage().startswith("steps (10) do not exceed warmup_steps (20): this run ends")

@@ -249,3 +249,23 @@ def test_the_objects_tables_fingerprint_names_the_rendering(tmp_path, monkeypatc
     before = cutouts.sources_fingerprint([tmp_path], SourceConfig())
     monkeypatch.setattr(cutouts, "RENDERING_VERSION", cutouts.RENDERING_VERSION + 1)
     assert cutouts.sources_fingerprint([tmp_path], SourceConfig()) != before
+
+
+def test_an_affine_canvas_past_the_pixel_limit_is_drawn_to_the_limit(monkeypatch):
+    """scale 20 and shear 80 (both in their ranges) made a canvas of ~2.5 GB per cutout, which the composite
+    then shrank to its frame; the canvas now stops at the pixel limit, the object's shape kept."""
+    from augment.object_distortions import Affine
+
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", "1")
+    image = np.zeros((40, 40, 4), np.uint8)
+    image[8:32, 8:32] = 255
+    mask = (image[:, :, 3] > 0).astype(np.uint8)
+    params = {"angle": 0.0, "scale": 20.0, "shear": 80.0, "hflip": False, "vflip": False}
+    warped, warped_mask = Affine().apply(image, mask, params)
+    height, width = warped_mask.shape
+    assert height * width <= 1_000_000 and warped.shape[:2] == (height, width)
+    assert 5.5 < width / height < 7.5  # the sheared shape: (1 + tan 80°) : 1 of a square, not cut off
+    assert warped_mask.sum() > 0.04 * height * width  # the object drawn, not a blank canvas
+    monkeypatch.delenv("SYNTH_MAX_MEGAPIXELS")
+    small = {**params, "scale": 1.0, "shear": 10.0}  # a documented draw: as it was
+    assert Affine().apply(image, mask, small)[1].shape == (40, 48)

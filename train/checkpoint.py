@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from augment.atomic_files import atomic_path
-from augment.imageio import InputError
+from augment.imageio import InputError, check_plain_file
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
     """Read a checkpoint onto the CPU; anything that is not one becomes an :class:`InputError`.
     ``path`` may be a training run's folder: its :data:`CHECKPOINT_FILE` is read."""
     path = checkpoint_file(path)
+    check_plain_file(path, "a checkpoint")  # a FIFO was 'no such checkpoint'
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint")
     try:

@@ -192,6 +192,10 @@ class TrainConfig:
             (self.seed <= MAX_SEED, f"seed must be at most 2**63 - 1, got {self.seed!r}"),
             (self.init_checkpoint or not self.init_optimizer, "init_optimizer needs an init_checkpoint"),
             (self.min_lr <= self.lr, f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})"),
+            # learning_rate() ramped to lr over the warm-up, then fell straight to min_lr: no cosine decay
+            (self.decay_steps is None or self.decay_steps > self.warmup_steps,
+             f"decay_steps ({self.decay_steps}) must exceed warmup_steps ({self.warmup_steps}): the cosine decay "
+             f"runs from the warm-up's end to decay_steps"),
             (all(0.0 <= b < 1.0 for b in self.betas), "betas must lie in [0, 1)"),
             *pair_checks(self.pair_config()),  # the pairs' keys: the datasets' own checks
             (self.amp in ("auto", "bf16", "off"), f"amp must be auto, bf16 or off, not {self.amp!r}"),

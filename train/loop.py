@@ -56,6 +56,14 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.lr - config.min_lr)
 
 
+def note_short_schedule(config: TrainConfig) -> None:
+    """An info line (``-v``) where the run ends inside its warm-up: not refused, nor warned about (a smoke
+    run's ``--steps 5``, every short test run)."""
+    if config.decay_steps is None and 0 < config.steps + config.schedule_offset <= config.warmup_steps:
+        logger.info("steps (%d) do not exceed warmup_steps (%d): this run ends inside its warm-up, its "
+                       "learning rate never reaches lr (%g) nor decays", config.steps, config.warmup_steps, config.lr)
+
+
 # ----------------------------------------------------------------------------------------------
 # Task
 
@@ -188,6 +196,8 @@ def train(config: TrainConfig, shards: Place | str | list[Place | str], out: Pat
 def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_shards: Place | list[Place], resume: bool,
            show_progress: bool, info: DistInfo) -> TrainResult:
     device = resolve_device(config.device, info)
+    if info.is_main:
+        note_short_schedule(config)
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     task = build_task(config)
     checkpoint_path = out / CHECKPOINT_FILE
