@@ -25,6 +25,13 @@ CONFIG = ExpandConfig.from_dict({"num": 64, "seed": 21, "composition": {"width":
                                  "output": {"shard_rows": 16, "row_group_rows": 4}})
 
 
+# A node killed is known dead after 3 failed health checks 0.5 s apart (Ray's defaults, 5 failed checks 3 s apart
+# after a 5 s delay, left each test ~15 s of waiting for it); a check still fails only on an error or after
+# Ray's 10 s timeout, so a slow live node on a busy machine is not taken for dead. What the tests check is unchanged.
+FAST_NODE_DEATH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                   "health_check_failure_threshold": 3}
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("local") / "out"
@@ -37,7 +44,8 @@ def cluster():
     """A head with no CPUs (it runs no task) and one worker node of 2 CPUs."""
     if ray.is_initialized():
         ray.shutdown()
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                         "_system_config": FAST_NODE_DEATH})
     made.add_node(num_cpus=2)
     made.wait_for_nodes()
     yield made

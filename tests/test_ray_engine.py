@@ -174,6 +174,13 @@ def test_an_unreachable_ray_address_is_one_line_and_nothing_is_written(tmp_path)
     assert not (tmp_path / "out").exists()
 
 
+def test_a_real_ray_clusters_address_passes_the_check(ray_session):
+    """(test_qa_scale's check of a server that is not Ray, on a real head: the module's session.)"""
+    from augment.engines.ray_engine import check_reachable
+
+    check_reachable(ray.get_runtime_context().gcs_address)
+
+
 def test_ray_from_and_to_s3_matches_the_local_engine(ray_session, s3_server, reference, tmp_path, monkeypatch):
     monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "cache"))
     objects = s3_server.upload_folder(OBJECTS, "ray/objects")

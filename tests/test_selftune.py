@@ -69,6 +69,13 @@ def uninterrupted(tmp_path_factory, inputs, config) -> dict:
     return _outcome(state_dir)
 
 
+@pytest.fixture(scope="module")
+def one_round(tmp_path_factory, inputs, config) -> tuple[Path, dict]:
+    """A state after `run(rounds=1)` under the module's config, and what the run returned (tests only read it)."""
+    state_dir = tmp_path_factory.mktemp("one-round") / "state"
+    return state_dir, SelfTune(state_dir, inputs, config).run(rounds=1)
+
+
 def test_two_rounds_produce_metrics_report_and_counts(uninterrupted, inputs, config, tmp_path):
     first, second = uninterrupted["metrics"]
     assert [first["round"], second["round"]] == [1, 2]
@@ -85,12 +92,11 @@ def test_two_rounds_produce_metrics_report_and_counts(uninterrupted, inputs, con
     assert uninterrupted["weights"]["round-001/train"] != uninterrupted["weights"]["round-001/finetune"]
 
 
-def test_finetune_starts_from_the_rounds_weights_on_photos_alone_and_is_optional(inputs, config, tmp_path):
-    tune = SelfTune(tmp_path / "state", inputs, config)
-    tune.run(rounds=1)
-    saved = torch.load(tmp_path / "state" / "round-001" / "finetune" / "checkpoint.pt", weights_only=True)
+def test_finetune_starts_from_the_rounds_weights_on_photos_alone_and_is_optional(one_round, inputs, config, tmp_path):
+    state_dir = one_round[0]
+    saved = torch.load(state_dir / "round-001" / "finetune" / "checkpoint.pt", weights_only=True)
     values = saved["config"]["values"]
-    assert values["init_checkpoint"] == str((tmp_path / "state" / "round-001" / "train" / "checkpoint.pt").resolve())
+    assert values["init_checkpoint"] == str((state_dir / "round-001" / "train" / "checkpoint.pt").resolve())
     assert values["segment"]["mix"] == {"photos": 1.0} and values["steps"] == saved["step"] == 4
     assert values["seed"] == config["train"]["seed"] + 1  # the round's own seed, as its training run
     # A state made before finetune_steps existed (its config.json lacks the key) goes on without --force-config,
@@ -167,12 +173,12 @@ def test_killed_at_every_step_resumes_to_the_same_result(uninterrupted, inputs, 
     assert _outcome(state_dir) == uninterrupted
 
 
-def test_rounds_option_runs_one_round_and_exits(inputs, config, tmp_path):
-    state = SelfTune(tmp_path / "state", inputs, config).run(rounds=1)
+def test_rounds_option_runs_one_round_and_exits(one_round):
+    state_dir, state = one_round
     assert (state["round"], state["step"], state["finished"]) == (2, "train", False)
-    assert len((tmp_path / "state" / METRICS_FILE).read_text().splitlines()) == 1
-    assert (tmp_path / "state" / "report.md").read_text().count("\n| 1 |") == 1
-    assert (tmp_path / "state" / "report.png").stat().st_size > 0
+    assert len((state_dir / METRICS_FILE).read_text().splitlines()) == 1
+    assert (state_dir / "report.md").read_text().count("\n| 1 |") == 1
+    assert (state_dir / "report.png").stat().st_size > 0
 
 
 def _cli(inputs: Inputs, state: Path, config_path: Path | None, *extra: str):
