@@ -77,3 +77,57 @@ def test_a_pairs_run_of_thousands_of_queries_holds_a_bounded_number_of_prepared_
     assert searcher.prepared == 301  # each query once while it is used (the first again after 299 others)
     lines = (tmp_path / "out" / "detections.jsonl").read_text().splitlines()
     assert len(lines) == 303
+
+
+
+_LOADER_UNDER_64_FILES = """
+import resource, sys, torch
+from torch.utils.data import IterableDataset
+from augment.imageio import InputError
+from train.data import make_loader
+
+class Many(IterableDataset):
+    seed = 0
+    def __iter__(self):
+        for i in range(64):
+            yield {f"t{k}": torch.full((4,), float(i)) for k in range(24)}
+
+hard = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+try:
+    batches = sum(1 for _ in make_loader(Many(), batch_size=2, num_workers=1))
+except InputError as error:
+    print("line", error)
+else:
+    print("batches", batches, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+"""
+
+
+def _loader_under(hard: int, folder: Path) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _LOADER_UNDER_64_FILES, str(hard)], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_training_loader_workers_under_a_low_open_file_limit_run_or_say_so_in_one_line(tmp_path):
+    """Under ulimit -n 64 the loader's workers passed each batch's tensors as descriptors, four batches
+    in flight: 'OSError: [Errno 24] Too many open files' tracebacks, then 'Aborted.', exit code 1, at
+    synth train's first batch (128 files were enough). A soft limit under a higher hard one is raised;
+    a hard limit of 64 is one line naming ulimit -n and num_workers, before any batch."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        import pytest
+
+        pytest.skip(f"this machine's hard open-file limit is {hard}")
+    raised = _loader_under(1024, tmp_path)
+    assert raised.returncode == 0, raised.stderr[-2000:]
+    assert raised.stdout.split() == ["batches", "32", "1024"]
+    assert "Too many open files" not in raised.stderr
+    low = _loader_under(64, tmp_path)
+    assert low.returncode == 0, low.stderr[-2000:]
+    assert low.stdout.startswith("line open files are limited to 64 (ulimit -n")
+    assert "num_workers: 0" in low.stdout and "Traceback" not in low.stderr

@@ -43,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from augment.imageio import InputError, decode_image, resize_image
+from augment.open_files import ready_for_loader_workers
 from augment.schema import OBJECTS_FILE
 from augment.shards import manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
@@ -408,6 +409,7 @@ def make_loader(dataset: ShardPairs, batch_size: int, num_workers: int, pin_memo
     which moved the training's dropout masks after ``--resume`` (the samples depend on no torch seed).
     """
     generator = torch.Generator().manual_seed(int(getattr(dataset, "seed", 0)))
+    ready_for_loader_workers(num_workers)  # a low ulimit -n: each batch in flight holds descriptors
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
                       pin_memory=pin_memory, prefetch_factor=4 if num_workers else None, generator=generator,
                       worker_init_fn=functools.partial(ignore_stop_signals, loader_pid=os.getpid()))
