@@ -131,3 +131,40 @@ def test_training_loader_workers_under_a_low_open_file_limit_run_or_say_so_in_on
     assert low.returncode == 0, low.stderr[-2000:]
     assert low.stdout.startswith("line open files are limited to 64 (ulimit -n")
     assert "num_workers: 0" in low.stdout and "Traceback" not in low.stderr
+
+
+def _first_free_names(stems: list[str], suffixes: tuple[str, ...], existing: set[str]) -> list[str]:
+    """What OutputNames gives, counted from -2 for every medium (the rule, written out plainly)."""
+    used, files, out = set(), {name.lower() for name in existing}, []
+    for stem in stems:
+        name, k = stem, 2
+        while name.lower() in used or any(f"{name}{s}".lower() in files for s in suffixes):
+            name, k = f"{stem}-{k}", k + 1
+        used.add(name.lower())
+        files.update(f"{name}{s}".lower() for s in suffixes)
+        out.append(name)
+    return out
+
+
+def test_thousands_of_media_sharing_a_name_get_their_output_names_in_linear_time(monkeypatch):
+    """A tree of folders each holding image.jpg (a dataset's per-item folders): each medium's '-k' was
+    searched from -2 up, ~k checks for the k-th, quadratic (4,000 media 4.6 s, 10,000 ~30 s, 50,000
+    ~12 min before the first search); the names are the same as before."""
+    import random
+
+    from augment.outputs import OutputNames
+
+    suffixes = (".heat.png", ".highlight.jpg", ".highlight.mp4")
+    checks = []
+    free = OutputNames._free
+    monkeypatch.setattr(OutputNames, "_free", lambda self, name: checks.append(name) or free(self, name))
+    names = OutputNames(None, suffixes)
+    taken = [names.take(Path(f"d{i}/image.jpg")) for i in range(3000)]
+    assert taken[:3] == ["image", "image-2", "image-3"] and taken[-1] == "image-3000"
+    assert len(checks) <= 3 * 3000  # the bare name, the last one found (taken since), the next
+
+    rng = random.Random(0)  # mixed stems, case variants, stems that look like suffixed ones, files already there
+    stems = [rng.choice(["a", "A", "a-2", "b", "a-3", "b.heat", "c"]) for _ in range(400)]
+    existing = {"a-4.heat.png", "c.highlight.jpg", "B-3.highlight.mp4"}
+    names = OutputNames(None, suffixes, existing)
+    assert [names.take(Path(f"x/{stem}.jpg")) for stem in stems] == _first_free_names(stems, suffixes, existing)
