@@ -195,3 +195,18 @@ def test_pairs_lines_naming_folders_read_the_out_record_once_and_list_each_folde
     assert [job.medium.name for job in expanded[:4]] == ["a.png", "b.png", "a.png", "b.png"]
     assert len(expanded) == 102 and all("no images" in job.error for job in expanded[100:])
     assert len(reads) == 1 and sorted(listings) == [empty, shop]
+
+
+def test_a_contact_sheet_of_a_shard_of_many_row_groups_reads_its_footer_once_per_shard(tmp_path, monkeypatch):
+    """synth show opened the shard again for each of its 16 picks, parsing its footer each time: on a
+    100,000-row shard (3,125 row groups, 365 MB) 9.2 s, 2.8 s reading it once; the sheet is the same."""
+    from augment import shards as shards_module
+    from augment.contact_sheet import contact_sheet
+    from tests.shard_factory import make_shards
+
+    made = make_shards(tmp_path / "s", n_composites=48, rows_per_group=2, rows_per_shard=24, size=32)
+    opened = []
+    open_parquet = shards_module.open_parquet
+    monkeypatch.setattr(shards_module, "open_parquet", lambda path: opened.append(path) or open_parquet(path))
+    assert contact_sheet([made.folder], tmp_path / "sheet.png", rows=4, columns=4, tile=32) == 16
+    assert len(opened) <= 3 * 2  # each of the two shards: checked, its row-group sizes, its picks (was 1 + 16)
