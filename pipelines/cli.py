@@ -23,7 +23,8 @@ from augment.system import stands_for_interrupt
 
 from typer._click import exceptions as click_errors  # the click typer parses with: its own copy (typer 0.26 on)
 
-from pipelines.environment import check_working_folder, expand_home, shared_memory_line, stop_as_interrupt
+from pipelines.environment import (check_working_folder, expand_home, memory_line, shared_memory_line,
+                                   stop_as_interrupt)
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
 
@@ -68,6 +69,8 @@ class _Commands(typer.core.TyperGroup):
                 raise
             _environment_error(error)
         except BaseException as error:
+            if line := memory_line(error):  # outside run_guarded: torch imported under a ulimit -v
+                fail(line, 1)
             if not stands_for_interrupt(error):
                 raise
         fail("interrupted", INTERRUPTED_EXIT_CODE)
@@ -170,6 +173,9 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
         if not interrupted and (line := shared_memory_line(error)):  # a container's small /dev/shm
             hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
             fail(f"{line}; {hint}" if hint else line)
+        if not interrupted and (line := memory_line(error)):  # a ulimit -v, a full machine: not a traceback
+            hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
+            fail(f"{line}; {hint}" if hint else line, 1)
         # torch's word for a loader worker killed under the run (the kernel's OOM killer, a kill -9):
         # not the user's mistake, but no traceback either; the run resumes as after a stop.
         text = str(error).strip()

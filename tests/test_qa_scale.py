@@ -210,3 +210,58 @@ def test_a_contact_sheet_of_a_shard_of_many_row_groups_reads_its_footer_once_per
     monkeypatch.setattr(shards_module, "open_parquet", lambda path: opened.append(path) or open_parquet(path))
     assert contact_sheet([made.folder], tmp_path / "sheet.png", rows=4, columns=4, tile=32) == 16
     assert len(opened) <= 3 * 2  # each of the two shards: checked, its row-group sizes, its picks (was 1 + 16)
+
+
+def _numpy_out_of_memory():
+    return np.empty(2 ** 62, np.uint8)  # numpy's own MemoryError ("Unable to allocate 4 EiB ...")
+
+
+def _arrow_out_of_memory():
+    import pyarrow as pa
+
+    raise pa.ArrowMemoryError("realloc of size 131072 failed")  # what expand under ulimit -v 1000000 raised
+
+
+def _torch_out_of_memory():
+    raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 4294967296 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def test_a_run_out_of_memory_is_one_line_with_its_resume_hint(capsys):
+    """Under ulimit -v (a shared server's per-user limit) expand ended in pyarrow's ArrowMemoryError
+    traceback, search in torch's; numpy's MemoryError likewise: one line now, exit code 1, how to resume."""
+    import pytest
+    import typer
+
+    from pipelines.cli import EXPAND_RESUME_HINT, run_guarded
+
+    for work in (_numpy_out_of_memory, _arrow_out_of_memory, _torch_out_of_memory):
+        with pytest.raises(typer.Exit) as ended:
+            run_guarded(work, interrupt_hint=EXPAND_RESUME_HINT)
+        assert ended.value.exit_code == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: out of memory ("), lines
+        assert "address space (ulimit -v" in lines[0] or "memory is used up" in lines[0]
+        assert lines[0].endswith(EXPAND_RESUME_HINT)
+
+
+def test_torch_that_cannot_be_mapped_under_an_address_space_limit_is_one_line(tmp_path):
+    """`synth search` under ulimit -v 1000000: 'ImportError: libtorch_cpu.so: failed to map segment from
+    shared object', a traceback from the command's import of torch, outside run_guarded."""
+    import subprocess
+    import sys
+
+    script = ("import resource, sys\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (1000 * 2 ** 20, resource.RLIM_INFINITY))\n"
+              "from pipelines.cli import app\n"
+              "sys.argv = ['synth', 'search', 'q.png', 'm.png', '--out', 'out']\n"
+              "app()\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    lines = done.stderr.strip().splitlines()
+    if not any("failed to map segment" in line or "could not be mapped" in line for line in lines):
+        import pytest
+
+        pytest.skip(f"torch loaded within 1000 MB of address space here: {lines[-1:] or done.returncode}")
+    assert done.returncode == 1 and len(lines) == 1, lines
+    assert lines[0].startswith("error: cannot load libtorch") and "ulimit -v" in lines[0], lines
