@@ -265,3 +265,30 @@ def test_torch_that_cannot_be_mapped_under_an_address_space_limit_is_one_line(tm
         pytest.skip(f"torch loaded within 1000 MB of address space here: {lines[-1:] or done.returncode}")
     assert done.returncode == 1 and len(lines) == 1, lines
     assert lines[0].startswith("error: cannot load libtorch") and "ulimit -v" in lines[0], lines
+
+
+def test_a_folder_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path):
+    """walk_files recursed once per folder level: a tree 1,200 folders deep was a RecursionError
+    traceback (every command lists its input folders through it) after 7 s of realpath calls. Here a
+    tree 300 deep under a recursion limit 150 frames above this test's (a tree past the real limit
+    would break shutil.rmtree, which recurses too, in pytest's clean-up of the shared temporary folder)."""
+    import os
+    import sys
+
+    from augment.imageio import walk_files
+
+    deep = tmp_path / "deep"
+    bottom = deep.joinpath(*["a"] * 300)
+    os.makedirs(bottom)
+    save_image(bottom / "x.png", np.zeros((8, 8, 3), np.uint8))
+    (deep / "a" / "up").symlink_to(deep / "a")  # a link back up is still not followed
+    depth, frame = 0, sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + 150)
+    try:
+        found = walk_files(deep)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert found == [bottom / "x.png"]
