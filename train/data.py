@@ -39,6 +39,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "eval", "all")
 _COMPOSITE_COLUMNS = ["id", "image", "mask", "objects"]
+OPEN_SHARDS = 4  # shards a loader process keeps open (ShardPairs._parquet; a file each)
 
 
 def cutout_split(cutout_id: str, eval_fraction: float) -> str:
@@ -234,6 +236,7 @@ class ShardPairs(ResumableStream):
         self.instance_boxes = instance_boxes
         self._library: CutoutLibrary | None = None
         self._categories: dict[str, list[str]] | None = None
+        self._parquets: dict[Place, pq.ParquetFile] = {}  # the shards last read, open (see _parquet)
         # One unit of work per row group. Reading only the footers keeps this cheap.
         self.units: list[tuple[Place, int]] = [
             (path, group) for path in self.shards for group in range(open_shard(path).num_row_groups)]
@@ -266,7 +269,7 @@ class ShardPairs(ResumableStream):
         be read gives its rows with ``None`` bytes, so they are counted as corrupt like undecodable rows."""
         for unit in units:
             path, group = self.units[unit]
-            parquet = open_parquet(path)
+            parquet = self._parquet(path)
             extra = [c for c in self.extra_columns if c in parquet.schema_arrow.names]
             try:
                 table = parquet.read_row_group(group, columns=_COMPOSITE_COLUMNS + extra)
@@ -280,6 +283,15 @@ class ShardPairs(ResumableStream):
             for index, (cid, image, mask, objects) in enumerate(zip(*(table.column(c).to_pylist()
                                                                        for c in _COMPOSITE_COLUMNS))):
                 yield unit, index, cid, image["bytes"], mask["bytes"], objects, {c: v[index] for c, v in extras.items()}
+
+    def _parquet(self, path: Place) -> pq.ParquetFile:
+        """``path`` open, its footer read once while it is among the last OPEN_SHARDS read: opened per row
+        group, a 100,000-row shard's 7 MB footer (3,125 groups) took 90 ms to parse, its group 0.7 ms to read."""
+        parquet = self._parquets.pop(path, None) or open_parquet(path)
+        self._parquets[path] = parquet  # the most recent last
+        while len(self._parquets) > OPEN_SHARDS:
+            del self._parquets[next(iter(self._parquets))]
+        return parquet
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker, slot, slots, skip = self._worker_slot()
