@@ -87,9 +87,12 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(len(index), size=min(rows * columns, len(index)), replace=False).tolist())
     sheet = np.full((rows * tile, columns * tile, 3), 24, np.uint8)
+    shard = None  # (path, the shard open): the picks come in shard order, each footer read once, not per pick
     for slot, pick in enumerate(picks):
         path, group, row = index[pick]
-        record = read_row_group(path, group).slice(row, 1).to_pylist()[0]
+        if shard is None or shard[0] != path:
+            shard = (path, open_shard(path))
+        record = read_row_group(path, group, None, shard[1]).slice(row, 1).to_pylist()[0]
         # In colour whatever was stored: a grey composite (a shard written by another tool) was numpy's
         # broadcast ValueError where its objects were tinted. Its pixels as stored, as its mask's are.
         image = decode_image(record["image"]["bytes"], cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,

@@ -222,16 +222,24 @@ class OutputNames:
         self.suffixes = suffixes
         self.record = record
         self.room = NAME_MAX - max((len(os.fsencode(s)) for s in suffixes), default=0)
+        self._next_suffix: dict[str, int] = {}  # stem -> the first -k that may be free (see peek)
 
     def _free(self, name: str) -> bool:
         return name.lower() not in self.used and not any(f"{name}{s}".lower() in self.files for s in self.suffixes)
 
     def peek(self, medium: Path) -> str:
         """The stem :meth:`take` would give ``medium`` now, not taken."""
-        stem, k = medium.stem, 2
+        stem = medium.stem
         name = _cut_name(stem, self.room)
-        while not self._free(name):
-            name, k = f"{_cut_name(stem, self.room - len(f'-{k}'))}-{k}", k + 1
+        if self._free(name):
+            return name
+        # Names are only ever taken: the suffixes below the last one found for this stem stay taken, so
+        # the search starts there (it counted from 2 each time: 10,000 media named image.jpg in folders
+        # of their own took ~50 million checks, 4,000 of them 4.6 s).
+        k = self._next_suffix.get(stem, 2)
+        while not self._free(name := f"{_cut_name(stem, self.room - len(f'-{k}'))}-{k}"):
+            k += 1
+        self._next_suffix[stem] = k
         return name
 
     def take(self, medium: Path) -> str:

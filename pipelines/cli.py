@@ -22,7 +22,7 @@ from typer._click import exceptions as click_errors  # the click typer parses wi
 
 from pipelines.command_errors import (_ENDINGS, ENVIRONMENT_ERRNOS, INTERRUPTED_EXIT_CODE, _environment_error,
                                       check_at_least, fail, run_guarded)
-from pipelines.environment import check_working_folder, expand_home, stop_as_interrupt
+from pipelines.environment import check_working_folder, expand_home, memory_line, stop_as_interrupt
 from pipelines.shipped_configs import config_option
 from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
                                 setup_logging)  # (the commands' console and progress)
@@ -64,6 +64,8 @@ class _Commands(typer.core.TyperGroup):
                 raise
             _environment_error(error)
         except BaseException as error:
+            if line := memory_line(error):  # outside run_guarded: torch imported under a ulimit -v
+                fail(line, 1)
             if not stands_for_interrupt(error):
                 raise
         fail("interrupted", INTERRUPTED_EXIT_CODE)

@@ -18,7 +18,7 @@ import typer
 from augment.imageio import InputError
 from augment.locking import BUSY_EXIT_CODE, BusyError
 from augment.system import stands_for_interrupt
-from pipelines.environment import shared_memory_line
+from pipelines.environment import memory_line, shared_memory_line
 from pipelines.terminal import say
 
 # How a command ends once its line is printed: not errors of their own, whatever their context.
@@ -82,6 +82,9 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
         if not interrupted and (line := shared_memory_line(error)):  # a container's small /dev/shm
             hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
             fail(f"{line}; {hint}" if hint else line)
+        if not interrupted and (line := memory_line(error)):  # a ulimit -v, a full machine: not a traceback
+            hint = interrupt_hint() if callable(interrupt_hint) else interrupt_hint
+            fail(f"{line}; {hint}" if hint else line, 1)
         # torch's word for a loader worker killed under the run (the kernel's OOM killer, a kill -9):
         # not the user's mistake, but no traceback either; the run resumes as after a stop.
         text = str(error).strip()

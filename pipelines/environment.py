@@ -119,3 +119,26 @@ def shared_memory_line(error: BaseException, folder: str = "/dev/shm") -> str | 
     return (f"the DataLoader's workers ran out of shared memory ({folder}: {size} here; a container's default is "
             "64 MB): give it more (docker run --shm-size 2g; on Kubernetes an emptyDir of medium Memory at "
             f"{folder}), or set num_workers: 0 or a smaller batch_size in the config")
+
+
+# The words of a failed allocation that is no Python MemoryError: torch's CPU allocator, OpenCV's.
+_OUT_OF_MEMORY = re.compile(r"DefaultCPUAllocator: (?:can't|not enough memory)|Insufficient memory|Failed to allocate")
+
+
+def memory_line(error: BaseException) -> str | None:
+    """The one line for a run that could not get memory (a ``ulimit -v`` or a full machine): a
+    MemoryError (numpy's, pyarrow's ``ArrowMemoryError``), torch's or OpenCV's failed allocation, or a
+    library that could not be mapped as it was imported (``libtorch_cpu.so: failed to map segment``);
+    else None. Each was a Python traceback."""
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    within = (f"this process may use {limit / 2 ** 30:.3g} GB of address space (ulimit -v {limit // 1024})"
+              if limit != resource.RLIM_INFINITY else "the machine's memory is used up")
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, ImportError) and "failed to map segment" in text:
+        return f"cannot load {text.split(':', 1)[0]}: it could not be mapped into memory ({within})"
+    if isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and _OUT_OF_MEMORY.search(text)) \
+            or (type(error).__name__ == "error" and _OUT_OF_MEMORY.search(text)):  # cv2.error
+        return f"out of memory ({text}): {within}; fewer --workers or smaller inputs take less"
+    return None

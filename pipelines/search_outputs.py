@@ -11,6 +11,7 @@ folder (:mod:`pipelines.output_record`), so the folder holds this run's outputs 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -65,6 +66,10 @@ def check_batch_and_workers(batch: int, workers: int | None) -> None:
 # ~27 ms less per scene with the object and ~42 without at one thread (CCP, benchmarks/search.py),
 # against ~1.3 s to export its graph once per process and thread count.
 ONNX_MIN_WORK = 50
+# Prepared queries kept (their pixels and their features per kernel size, ~10 MB for a 48 px query
+# against 96 px media, more for larger ones) while a --pairs run goes on: the most recently used. A run
+# kept every distinct query it met to its end: 200 pairs of 200 queries peaked at 2.6 GB, 2,000 at ~20.
+PREPARED_QUERIES = 16
 
 
 def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps: bool = False,
@@ -88,7 +93,8 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     check_batch_and_workers(batch, workers)  # before an earlier run's outputs are cleared
     record = OutputRecord(out, SEARCH_OUTPUTS, [p for job in jobs for p in (job.query, job.medium, job.query_mask)])
     names = OutputNames(record.add, (*SEARCH_OUTPUTS.suffixes, str(SEARCH_OUTPUTS.frame_folder)))
-    queries: dict[tuple[Path, Path | None], Any] = {}
+    prepare = functools.lru_cache(maxsize=PREPARED_QUERIES)(searcher.prepare)  # each query once while used
+    failed: dict[tuple[Path, Path | None], str] = {}  # a bad query fails each of its pairs, read once
     lines: list[dict[str, Any]] = []
     summary = RunSummary()
     start = time.perf_counter()
@@ -108,14 +114,13 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
             progress = JobProgress(job, advance)  # a still that is searched advances in its batch
             try:
                 key = (job.query, job.query_mask)
-                if key not in queries:  # each query's pixels and features are prepared once
-                    try:
-                        queries[key] = searcher.prepare(job.query, job.query_mask)
-                    except InputError as error:  # a bad query fails each of its pairs, read once
-                        queries[key] = error
-                prepared = queries[key]
-                if isinstance(prepared, InputError):
-                    raise prepared
+                if key in failed:
+                    raise InputError(failed[key])
+                try:
+                    prepared = prepare(*key)
+                except InputError as error:
+                    failed[key] = str(error)
+                    raise
                 if is_video(job.medium):
                     pending.flush()
                 if is_video(job.medium) and temporal:
