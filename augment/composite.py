@@ -278,7 +278,7 @@ def compose_scene(
         width, height = _object_size(cutout, scale, config)
         if not replay:
             steps = sample_chain(object_chain, rng, height, width)
-        rgba = resize_rgba(cutout.rgba, width, height)
+        rgba = resize_rgba(cutout.rgba, width, height, cutout.premultiplied)
         mask = (rgba[:, :, 3] >= 128).astype(np.uint8)
         superpixels = resize_labels(cutout.superpixels, height, width)
         rgba, mask = apply_chain(steps, rgba, mask, superpixels)

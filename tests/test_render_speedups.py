@@ -1,0 +1,38 @@
+"""Speed-ups of the rendering give the bytes of the plain computation they replace (rows must replay)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from augment.cutouts import Cutout
+from augment.resizing import resize_rgba
+from augment.straight_alpha import premultiply, unpremultiply
+
+
+def _rgba(seed: int, height: int = 37, width: int = 29) -> np.ndarray:
+    rgba = np.random.default_rng(seed).integers(0, 256, (height, width, 4), np.uint8)
+    rgba[:5, :, 3] = 0
+    rgba[5:9, :, 3] = 255
+    return rgba
+
+
+def test_premultiply_matches_four_plane_arithmetic():
+    for seed in range(3):
+        rgba = _rgba(seed)
+        alpha = rgba[:, :, 3]
+        planes = cv2.merge([alpha, alpha, alpha, np.full_like(alpha, 255)])
+        assert np.array_equal(premultiply(rgba), cv2.multiply(rgba, planes, scale=1.0 / 255.0))
+        assert np.array_equal(unpremultiply(rgba), cv2.divide(rgba, planes, scale=255.0))
+        view = np.dstack([rgba, rgba])[:, :, 4:]  # not contiguous
+        assert np.array_equal(premultiply(view), premultiply(rgba))
+
+
+def test_cutout_keeps_its_premultiplied_pixels_and_resizes_alike():
+    rgba = _rgba(4)
+    cutout = Cutout("id", "thing", rgba, np.zeros((4, 4), np.int32), 1)
+    assert cutout.premultiplied is cutout.premultiplied  # made once
+    assert np.array_equal(cutout.premultiplied, premultiply(rgba))
+    for width, height in ((61, 80), (11, 9), (29, 37)):
+        assert np.array_equal(resize_rgba(rgba, width, height, cutout.premultiplied), resize_rgba(rgba, width, height))
+    assert resize_rgba(rgba, 29, 37, cutout.premultiplied) is rgba  # its own size: the straight pixels, untouched
