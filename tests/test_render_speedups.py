@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from augment.cutouts import Cutout
 from augment.resizing import resize_rgba
@@ -36,3 +37,20 @@ def test_cutout_keeps_its_premultiplied_pixels_and_resizes_alike():
     for width, height in ((61, 80), (11, 9), (29, 37)):
         assert np.array_equal(resize_rgba(rgba, width, height, cutout.premultiplied), resize_rgba(rgba, width, height))
     assert resize_rgba(rgba, 29, 37, cutout.premultiplied) is rgba  # its own size: the straight pixels, untouched
+
+
+def test_composition_check_remembers_good_values_only():
+    from augment.config import CompositionConfig, check_composition
+    from augment.imageio import InputError
+
+    config = CompositionConfig(min_objects=1, max_objects=1)
+    check_composition(config)
+    check_composition(config)  # remembered: no second check needed, and still fine
+    for key, bad in (("min_objects", True), ("max_objects", 1.0), ("object_scale", (0.5, 0.25)), ("blend", ["hard"])):
+        changed = CompositionConfig(min_objects=1, max_objects=1)
+        setattr(changed, key, bad)  # equal to a good value (True == 1, 1.0 == 1) or unhashable: checked anew
+        with pytest.raises(InputError, match=key if key != "blend" else "blend"):
+            check_composition(changed)
+    config.width = 8  # changed after a good check
+    with pytest.raises(InputError, match="width"):
+        check_composition(config)
