@@ -157,11 +157,12 @@ def _fit_inside(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -
 def _place(rng: np.random.Generator, mask: np.ndarray, instances: np.ndarray, config: CompositionConfig) -> list[int] | None:
     """Top-left corner where the object covers at most ``max_overlap`` of itself over earlier objects."""
     height, width = mask.shape
-    area = max(1, int(np.count_nonzero(mask)))
+    area = max(1, cv2.countNonZero(mask))
     for _ in range(config.placement_tries):
         x = int(rng.integers(0, config.width - width + 1))
         y = int(rng.integers(0, config.height - height + 1))
-        covered = np.count_nonzero(instances[y : y + height, x : x + width][mask > 0])
+        region = instances[y : y + height, x : x + width]
+        covered = cv2.countNonZero(cv2.bitwise_and(region, region, mask=mask))  # earlier objects under the mask
         if covered / area <= config.max_overlap:
             return [x, y]
     return None
@@ -169,14 +170,17 @@ def _place(rng: np.random.Generator, mask: np.ndarray, instances: np.ndarray, co
 
 def _blend_alpha(rgba: np.ndarray, mask: np.ndarray, config: CompositionConfig) -> np.ndarray:
     """Blending weight in [0, 1]; zero outside the label mask, so pixels change only where the labels say."""
-    alpha = rgba[:, :, 3] * (mask > 0).astype(np.uint8)
+    alpha = cv2.extractChannel(rgba, 3)
+    alpha = cv2.bitwise_and(alpha, alpha, mask=mask)  # zero outside the label mask
     if config.blend == "feather" and config.feather_px > 0:
         kernel = 2 * config.feather_px + 1
         # Blurring and taking the minimum only softens the inside of the edge: nothing leaks outside.
         # Outside the array is outside the object (a cutout is cropped to its box, so it touches every
         # side of it): a reflected border left the object's edges on its box unfeathered, hard.
-        alpha = np.minimum(alpha, cv2.GaussianBlur(alpha, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT))
-    return alpha.astype(np.float32) * (1.0 / 255.0)
+        alpha = cv2.min(alpha, cv2.GaussianBlur(alpha, (kernel, kernel), 0, borderType=cv2.BORDER_CONSTANT))
+    weight = alpha.astype(np.float32)
+    weight *= np.float32(1.0 / 255.0)
+    return weight
 
 
 def _paste(canvas: np.ndarray, rgba: np.ndarray, alpha: np.ndarray, mask: np.ndarray, position: list[int], config: CompositionConfig) -> None:
@@ -325,8 +329,7 @@ def compose_scene(
 
     objects = []
     for new_id, (item, fraction) in enumerate(kept, 1):
-        region = (instances == new_id).astype(np.uint8)
-        x, y, w, h = cv2.boundingRect(region)
+        x, y, w, h = cv2.boundingRect(cv2.compare(instances, new_id, cv2.CMP_EQ))
         if w == 0 or h == 0:
             continue
         objects.append(SceneObject(new_id, item["cutout"].cutout_id, item["cutout"].category, (x, y, x + w, y + h), fraction))
