@@ -54,3 +54,25 @@ def test_composition_check_remembers_good_values_only():
     config.width = 8  # changed after a good check
     with pytest.raises(InputError, match="width"):
         check_composition(config)
+
+
+def test_superpixel_occlusion_matches_boolean_indexing():
+    from augment.object_distortions import SuperpixelOcclusion
+
+    rng = np.random.default_rng(7)
+    image = _rgba(5, 60, 50)
+    mask = (image[:, :, 3] >= 128).astype(np.uint8)
+    superpixels = cv2.resize(rng.integers(0, 30, (6, 5)).astype(np.int32), (25, 30), interpolation=cv2.INTER_NEAREST)
+    for seed in range(12):
+        params = {"fraction": float(rng.uniform(0.05, 0.6)), "remove_ratio": float(rng.uniform()),
+                  "darken": float(rng.uniform(0.3, 0.7)), "seed": seed}
+        out_image, out_mask = SuperpixelOcclusion().apply(image, mask, params, superpixels)
+        labels = cv2.resize(superpixels, (50, 60), interpolation=cv2.INTER_NEAREST_EXACT)
+        remove, darken = SuperpixelOcclusion.choose(labels, mask, params)
+        expected_image, expected_mask = image.copy(), mask.copy()
+        removed, darkened = np.isin(labels, remove), np.isin(labels, darken)
+        expected_image[removed, 3] = 0
+        expected_mask[removed] = 0
+        expected_image[darkened, :3] = (expected_image[darkened, :3] * np.float32(params["darken"]) + 0.5).astype(np.uint8)
+        assert remove or darken
+        assert np.array_equal(out_image, expected_image) and np.array_equal(out_mask, expected_mask)
