@@ -154,9 +154,9 @@ class Tear(Distortion):
         self, image: np.ndarray, mask: np.ndarray, params: dict, superpixels: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         height, width = mask.shape
-        rows, cols = np.nonzero(mask)
-        if rows.size:
-            y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        x0, y0, box_w, box_h = cv2.boundingRect(mask)  # the box of the mask's pixels
+        if box_w:
+            y1, x1 = y0 + box_h, x0 + box_w
         else:
             y0, y1, x0, x1 = 0, height, 0, width
         box_w, box_h = float(x1 - x0), float(y1 - y0)
