@@ -290,7 +290,7 @@ def compose_scene(
         if not replay:
             steps = sample_chain(object_chain, rng, height, width)
         rgba = resize_rgba(cutout.rgba, width, height, cutout.premultiplied)
-        mask = (rgba[:, :, 3] >= 128).astype(np.uint8)
+        mask = cv2.threshold(cv2.extractChannel(rgba, 3), 127, 1, cv2.THRESH_BINARY)[1]  # 1 where alpha >= 128
         superpixels = resize_labels(cutout.superpixels, height, width)
         rgba, mask = apply_chain(steps, rgba, mask, superpixels)
         rgba, mask = _fit_inside(rgba, mask, config)
