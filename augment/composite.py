@@ -26,6 +26,7 @@ from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
 from augment.imageio import InputError, resize_image
 from augment.labelled_backgrounds import LabelledBackground, read_background
+from augment.object_distortions import SuperpixelOcclusion
 from augment.resizing import resize_labels, resize_rgba
 from augment.storage import Place, as_place, read_image
 from augment.validation import check_instance
@@ -291,7 +292,9 @@ def compose_scene(
             steps = sample_chain(object_chain, rng, height, width)
         rgba = resize_rgba(cutout.rgba, width, height, cutout.premultiplied)
         mask = cv2.threshold(cv2.extractChannel(rgba, 3), 127, 1, cv2.THRESH_BINARY)[1]  # 1 where alpha >= 128
-        superpixels = resize_labels(cutout.superpixels, height, width)
+        # Only superpixel_occlusion reads them: resized for the objects it acts on alone.
+        uses_superpixels = any(isinstance(step, dict) and step.get("name") == SuperpixelOcclusion.name for step in steps)
+        superpixels = resize_labels(cutout.superpixels, height, width) if uses_superpixels else None
         rgba, mask = apply_chain(steps, rgba, mask, superpixels)
         rgba, mask = _fit_inside(rgba, mask, config)
         position = plan["position"] if replay else (_place(rng, mask, instances, config) if mask.any() else None)
