@@ -161,9 +161,9 @@ class Tear(Distortion):
         self, image: np.ndarray, mask: np.ndarray, params: dict, superpixels: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         height, width = mask.shape
-        rows, cols = np.nonzero(mask)
-        if rows.size:
-            y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        x0, y0, box_w, box_h = cv2.boundingRect(mask)  # the box of the mask's pixels
+        if box_w:
+            y1, x1 = y0 + box_h, x0 + box_w
         else:
             y0, y1, x0, x1 = 0, height, 0, width
         box_w, box_h = float(x1 - x0), float(y1 - y0)
@@ -269,13 +269,16 @@ class SuperpixelOcclusion(Distortion):
         action[remove] = 1
         action[darken] = 2
         per_pixel = action[labels]
-        out_image, out_mask = image.copy(), mask.copy()
-        removed = per_pixel == 1
-        out_image[removed, 3] = 0
-        out_mask[removed] = 0
-        darkened = per_pixel == 2
-        out_image[darkened, :3] = (out_image[darkened, :3] * np.float32(params["darken"]) + 0.5).astype(np.uint8)
-        return out_image, out_mask
+        # Darkened: colour x -> uint8(x * darken + 0.5) in float32, as a table over the 256 levels (alpha kept),
+        # copied where the superpixel is darkened; removed: alpha and mask cleared. (OpenCV's masked calls:
+        # about twice as fast as numpy's boolean indexing, the same bytes.)
+        levels = (np.arange(256, dtype=np.uint8) * np.float32(params["darken"]) + 0.5).astype(np.uint8)
+        table = np.stack([levels, levels, levels, np.arange(256, dtype=np.uint8)], axis=-1)[None]
+        out_image = image.copy()
+        cv2.copyTo(cv2.LUT(image, table), cv2.compare(per_pixel, 2, cv2.CMP_EQ), out_image)
+        kept = cv2.compare(per_pixel, 1, cv2.CMP_NE)
+        out_image[:, :, 3] = cv2.bitwise_and(image[:, :, 3], kept)
+        return out_image, cv2.bitwise_and(mask, kept)
 
 
 @dataclass
