@@ -19,7 +19,7 @@ import numpy as np
 from augment.config import SourceConfig
 from augment.imageio import InputError, read_image
 from augment.textfiles import loads_json, read_user_text
-from augment.source_items import Skip, SourceItem, _category_allowed, crop_object, limited, turned_hint
+from augment.source_items import Skip, SourceItem, category_allowed, crop_object, limited, turned_hint
 from augment.validation import is_number
 
 
@@ -255,7 +255,7 @@ def coco_objects(coco: CocoIndex, image_id: int, path: Path, height: int, width:
         if isinstance(category, Skip):
             yield category
             continue
-        if not _category_allowed(category, config):
+        if not category_allowed(category, config):
             continue
         if annotation.get("iscrowd"):
             yield Skip(str(path), f"annotation {annotation.get('id')} is a crowd region")
@@ -272,7 +272,7 @@ def annotation_mask_or_skip(annotation: dict, path: Path, height: int, width: in
         return Skip(str(path), f"annotation {annotation.get('id')}: broken segmentation ({error})")
 
 
-def _coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
+def coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
     """(path, RGB image, its (category, mask) objects and Skips) per annotated image, or a Skip."""
     coco = load_coco_index(source)
     for item in coco_images(coco, config):
@@ -284,7 +284,7 @@ def _coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.
 
 
 def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    for item in _coco_photos(source, config):
+    for item in coco_photos(source, config):
         if isinstance(item, Skip):
             yield item
             continue

@@ -194,7 +194,7 @@ def check_plain_file(path: Path | str, expected: str) -> None:
         raise InputError(f"{path}: is no plain file (a FIFO, a device or a socket), expected {expected}")
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_file_bytes(path: Path) -> bytes:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -262,7 +262,7 @@ def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:
     ``unchanged`` (as stored: grey, RGB or RGBA, 8 or 16 bit), ``gray``.
     """
     path = Path(path)
-    return image_from_bytes(_read_bytes(path), str(path), mode)
+    return image_from_bytes(read_file_bytes(path), str(path), mode)
 
 
 def check_before_decoding(data: bytes, name: str, header: "PIL.Image.Image | None" = None) -> None:

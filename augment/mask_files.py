@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from augment.imageio import InputError, _read_bytes, image_format, image_from_bytes
+from augment.imageio import InputError, read_file_bytes, image_format, image_from_bytes
 from augment.palette_masks import is_palette_png, palette_indices, palette_values
 
 
@@ -20,7 +20,7 @@ def read_mask(path: Path | str) -> np.ndarray:
     index 255 beside other indices is VOC's "void" border, not an object (read as 0: a ring-shaped
     cutout around every object otherwise)."""
     path = Path(path)
-    data = _read_bytes(path)
+    data = read_file_bytes(path)
     if is_palette_png(data):
         return palette_values(*palette_indices(data, str(path), check=True))
     if image_format(data) == "JPEG":

@@ -12,10 +12,10 @@ from typing import Iterator
 
 import numpy as np
 
-from augment.coco_source import _coco_photos
+from augment.coco_source import coco_photos
 from augment.config import SourceConfig
 from augment.imageio import InputError
-from augment.source_items import Skip, _category_allowed, limited
+from augment.source_items import Skip, category_allowed, limited
 from augment.sources import detect_format, label_map_files, loaded_pairs, mask_pair_files, value_category
 
 
@@ -54,7 +54,7 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
     if fmt == "coco":
-        for item in _coco_photos(source, config):
+        for item in coco_photos(source, config):
             if isinstance(item, Skip):
                 yield item
                 continue
@@ -78,6 +78,6 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
                 yield category
                 continue
             mask = labels == value
-            if _category_allowed(category, config) and mask.sum() >= config.min_area:
+            if category_allowed(category, config) and mask.sum() >= config.min_area:
                 objects.append((category, mask))
         yield LabelledPhoto(photo, image, objects)

@@ -96,7 +96,7 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
     if fmt == "coco":
-        yield from _coco_photos(source, config)
+        yield from coco_photos(source, config)
         return
     names, pairs, skips = photo_mask_pairs(source, fmt, config)
     yield from skips
@@ -118,7 +118,7 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
         yield LabelledPhoto(image_path, image, values, photo_names, {"mask": str(mask_path)})
 
 
-def _coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto | Skip]:
+def coco_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto | Skip]:
     coco = load_coco_index(source)
     for item in coco_images(coco, config):
         if isinstance(item, Skip):

@@ -107,11 +107,11 @@ def background_columns(scene: Scene, name: str) -> dict[str, Any]:
             "background_categories": [{"id": k, "category": v} for k, v in sorted((scene.background_categories or {}).items())]}
 
 
-def _render_range(bounds: tuple[int, int]) -> tuple[int, list[dict[str, Any]]]:
+def render_range(bounds: tuple[int, int]) -> tuple[int, list[dict[str, Any]]]:
     start, stop = bounds
     return start, [render_row(i) for i in range(start, stop)]
 
 
 def render_table(start: int, stop: int, schema: pa.Schema) -> pa.Table:
     """Rows ``start``..``stop`` as one row group's table (uses the per-process state)."""
-    return pa.Table.from_pylist(_render_range((start, stop))[1], schema=schema)
+    return pa.Table.from_pylist(render_range((start, stop))[1], schema=schema)

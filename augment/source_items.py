@@ -3,7 +3,7 @@
 A reader yields :class:`SourceObject` (an RGBA crop whose alpha is the object's mask) or
 :class:`Skip` (a counted, logged reason an input was not used); :func:`crop_object` cuts one object
 out of a photo, :func:`limited` applies a source's include/exclude/limit and
-:func:`_category_allowed` its keep/drop labels.
+:func:`category_allowed` its keep/drop labels.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def skipped_summary(skips: list[Skip], noun: str = "inputs", filters: str = "") 
     return f"{len(skips)} {noun} skipped, e.g. {said}{more}"
 
 
-def _category_allowed(name: str, config: SourceConfig) -> bool:
+def category_allowed(name: str, config: SourceConfig) -> bool:
     if config.keep_labels and name not in config.keep_labels:
         return False
     return name not in config.drop_labels

@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import cv2
 import numpy as np
 
-from augment.coco_source import (CocoIndex, _coco_photos, _looks_like_coco, _read_coco,  # noqa: F401
+from augment.coco_source import (CocoIndex, coco_photos, _looks_like_coco, _read_coco,  # noqa: F401
                                  coco_annotation_mask, coco_category, coco_images, coco_objects,
                                  load_coco_index)
 from augment.config import SourceConfig
@@ -40,7 +40,7 @@ from augment.imageio import InputError, decode_image, is_image_path, list_images
 from augment.mask_files import read_mask
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
-from augment.source_items import (Skip, SourceItem, SourceObject, _category_allowed,  # noqa: F401
+from augment.source_items import (Skip, SourceItem, SourceObject, category_allowed,  # noqa: F401
                                   crop_object, limited, skipped_summary, soft_edged, turned_hint)
 
 log = logging.getLogger(__name__)
@@ -216,12 +216,12 @@ def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]
             continue
         image_path, mask_path, image, mask, values = loaded
         if len(values) == 1 and not names:  # binary mask: the whole foreground is one object
-            if _category_allowed("object", config):
+            if category_allowed("object", config):
                 yield crop_object(image, mask > 0, "object", image_path, config)
             continue
         for value in values:
             category = value_category(value, names, "mask_pairs", mask_path)
-            if _category_allowed(category, config):
+            if category_allowed(category, config):
                 yield crop_object(image, mask == value, category, image_path, config)
 
 
@@ -253,7 +253,7 @@ def _read_rgba(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
             continue
         rgba = pixels_as_uint8(rgba)  # 16-bit or float (a float TIFF: its alpha 1.0 read as 0, "empty mask")
         category = path.parent.name if path.parent != source else "object"
-        if _category_allowed(category, config):
+        if category_allowed(category, config):
             yield crop_object(rgba[:, :, :3], rgba[:, :, 3] >= 128, category, path, config)
 
 
@@ -293,7 +293,7 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
             if isinstance(category, Skip):
                 yield category
                 continue
-            if not _category_allowed(category, config):
+            if not category_allowed(category, config):
                 continue
             count, regions, stats, _ = cv2.connectedComponentsWithStats((labels == value).astype(np.uint8), connectivity=8)
             for region in range(1, count):
@@ -316,7 +316,7 @@ def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         yield Skip(str(path), "no cutouts (an empty objects table: `synth extract` accepted no mask)")
         return
     for row in _limited_rows(rows, config):
-        if not _category_allowed(row["category"], config):
+        if not category_allowed(row["category"], config):
             continue
         name = f"{path}:{row.get('cutout_id', '?')}"
         try:

@@ -20,7 +20,7 @@ from augment.system import stands_for_interrupt
 
 from typer._click import exceptions as click_errors  # the click typer parses with: its own copy (typer 0.26 on)
 
-from pipelines.command_errors import (_ENDINGS, ENVIRONMENT_ERRNOS, INTERRUPTED_EXIT_CODE, _environment_error,
+from pipelines.command_errors import (COMMAND_ENDINGS, ENVIRONMENT_ERRNOS, INTERRUPTED_EXIT_CODE, environment_error,
                                       check_at_least, fail, run_guarded)
 from pipelines.environment import check_working_folder, expand_home, memory_line, stop_as_interrupt
 from pipelines.shipped_configs import config_option
@@ -55,14 +55,14 @@ class _Commands(typer.core.TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except _ENDINGS:  # run_guarded's own line was printed (its context is the stop)
+        except COMMAND_ENDINGS:  # run_guarded's own line was printed (its context is the stop)
             raise
         except click_errors.ClickException as error:
             _usage_error(error)
         except OSError as error:  # a result line written after the work, outside run_guarded (<stdout>: full)
             if error.errno not in ENVIRONMENT_ERRNOS:
                 raise
-            _environment_error(error)
+            environment_error(error)
         except BaseException as error:
             if line := memory_line(error):  # outside run_guarded: torch imported under a ulimit -v
                 fail(line, 1)

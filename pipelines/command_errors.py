@@ -22,7 +22,7 @@ from pipelines.environment import memory_line, shared_memory_line
 from pipelines.terminal import say
 
 # How a command ends once its line is printed: not errors of their own, whatever their context.
-_ENDINGS = (typer.Exit, typer.Abort, SystemExit)
+COMMAND_ENDINGS = (typer.Exit, typer.Abort, SystemExit)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -41,7 +41,7 @@ ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errn
                       errno.ENOTDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG}
 
 
-def _environment_error(error: OSError) -> None:
+def environment_error(error: OSError) -> None:
     # (a name given as bytes, as TensorBoard's event writer opens its file: b'runs/tb/events...' was shown)
     name = os.fsdecode(error.filename) if isinstance(error.filename, bytes) else error.filename
     fail(f"{name or 'file system'}: {error.strerror or error}")
@@ -72,8 +72,8 @@ def run_guarded(function, *args, interrupt_hint: str | Callable[[], str] | None 
     except OSError as error:
         if error.errno not in ENVIRONMENT_ERRNOS:
             raise
-        _environment_error(error)
-    except _ENDINGS:  # a line already printed (a nested run_guarded's, its context the stop)
+        environment_error(error)
+    except COMMAND_ENDINGS:  # a line already printed (a nested run_guarded's, its context the stop)
         raise
     except BaseException as error:
         # KeyboardInterrupt, or another error raised because of one (a module imported as the stop came:

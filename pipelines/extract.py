@@ -47,7 +47,7 @@ from augment.shards import check_manifest_kind, write_manifest
 from augment.sources import Skip, skipped_summary
 from augment.validation import is_int, is_number
 from pipelines.extract_parts import CHUNK_PHOTOS, SUMMARY_FILE, ExtractParts, run_key
-from pipelines.extract_regions import _cutout_row, _preview, pseudo_label_values, score_regions
+from pipelines.extract_regions import cutout_row, preview_image, pseudo_label_values, score_regions
 from pipelines.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -248,9 +248,9 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
                     name = names[region.class_index]
                     part.accepted_by_class[name] = part.accepted_by_class.get(name, 0) + 1
                     if region.class_index in cut:
-                        rows.append(_cutout_row(image, path, region, name, cutter, segmenter.model_id, round_index))
+                        rows.append(cutout_row(image, path, region, name, cutter, segmenter.model_id, round_index))
                 if preview is not None:
-                    save_image(previews / f"{preview}.jpg", _preview(image, first, regions))
+                    save_image(previews / f"{preview}.jpg", preview_image(image, first, regions))
                 if config.pseudo_labels:
                     values = pseudo_label_values(first, regions, config)
                     counts[0] += int((values < len(names)).sum())

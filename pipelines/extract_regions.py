@@ -68,7 +68,7 @@ def pseudo_label_values(prediction: Prediction, regions: list[Region], config: E
     return values
 
 
-def _cutout_row(image: np.ndarray, path: Path, region: Region, category: str, cutter: SourceConfig, model_id: str,
+def cutout_row(image: np.ndarray, path: Path, region: Region, category: str, cutter: SourceConfig, model_id: str,
                 round_index: int) -> dict:
     height, width = image.shape[:2]
     mask = cv2.resize(region.mask.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= 0.5
@@ -78,7 +78,7 @@ def _cutout_row(image: np.ndarray, path: Path, region: Region, category: str, cu
     return object_row(item)
 
 
-def _preview(image: np.ndarray, prediction: Prediction, regions: list[Region]) -> np.ndarray:
+def preview_image(image: np.ndarray, prediction: Prediction, regions: list[Region]) -> np.ndarray:
     """Accepted regions tinted in their class colour, rejected ones outlined in red (working resolution)."""
     height, width = prediction.probabilities.shape[1:]
     small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)

@@ -1,5 +1,5 @@
 """Where in a medium the search network runs: tiles of a zoomed medium too large to encode whole
-(:func:`tiles`, each writing its owned part, :func:`_owned`), and the windows the default search's
+(:func:`tiles`, each writing its owned part, :func:`owned_span`), and the windows the default search's
 second pass searches around the probe's hot places (:func:`hot_windows`, :func:`cores_on_grid`);
 geometry only, in working pixels (the levels themselves: :mod:`pipelines.search_levels`).
 """
@@ -99,7 +99,7 @@ def cores_on_grid(windows: Sequence[tuple[tuple[int, int, int, int], tuple[int, 
     return valid
 
 
-def _owned(start: int, end: int, length: int, others: Sequence[tuple[int, int]]) -> tuple[int, int]:
+def owned_span(start: int, end: int, length: int, others: Sequence[tuple[int, int]]) -> tuple[int, int]:
     """The part of window [start, end) whose pixels it writes: halfway into each overlap."""
     lo, hi = start, end
     for a, b in others:

@@ -16,7 +16,7 @@ from pipelines.alignment import kernel_offset, translate
 from pipelines.onnx_backbone import encode_medium
 from pipelines.search_inputs import PreparedQuery, resize_hw, to_tensor, zoom_media
 from pipelines.search_levels import Level
-from pipelines.search_tiles import _owned, tiles
+from pipelines.search_tiles import owned_span, tiles
 from train.model import GRID_STRIDE, MediumFeatures, QueryFeatures
 
 
@@ -56,7 +56,7 @@ class ZoomSearch:
                 return [(p, c, level) for (p, c), level in zip(found, levels)], skip
             rows = sorted({(y0, y1) for y0, y1, _, _ in parts})
             cols = sorted({(x0, x1) for _, _, x0, x1 in parts})
-            windows = [((y0, y1, x0, x1), (*_owned(y0, y1, work_h, rows), *_owned(x0, x1, work_w, cols)))
+            windows = [((y0, y1, x0, x1), (*owned_span(y0, y1, work_h, rows), *owned_span(x0, x1, work_w, cols)))
                        for y0, y1, x0, x1 in parts]
         pairs = len(self.model.cfg.scale_pairs)
         probs = [batch.new_zeros((n, 1, work_h, work_w), dtype=torch.float32) for _ in levels]

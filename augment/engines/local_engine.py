@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 
 from augment.expand import ShardPlan, planned_ids, present_shards, unfinished_plans
-from augment.render_rows import RenderJob, _render_range
+from augment.render_rows import RenderJob, render_range
 from augment.shard_writer import write_shard
 from augment.shards import verify_shard
 from augment.storage import Place
@@ -52,9 +52,9 @@ def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> I
     units = [(p, (s, min(s + group_rows, p.stop))) for p in plans for s in range(p.start, p.stop, group_rows)]
     if workers > 1 and units:
         pool = fork_pool(min(workers, len(units)))  # no idle processes: --workers 100000 forked 100000
-        results = pool.imap(_render_range, [bounds for _, bounds in units])  # ordered: deterministic output
+        results = pool.imap(render_range, [bounds for _, bounds in units])  # ordered: deterministic output
     else:
-        pool, results = None, map(_render_range, [bounds for _, bounds in units])
+        pool, results = None, map(render_range, [bounds for _, bounds in units])
     try:
         for plan in plans:
             count = sum(1 for p, _ in units if p is plan)
