@@ -76,3 +76,31 @@ def test_coco_export_file_is_unchanged_by_streaming(tmp_path):
     digest = hashlib.sha256(json.dumps(document).encode()).hexdigest()
     assert (counts["images"], counts["annotations"], counts["skipped"]) == (24, 55, 1)  # 23 composites and a photo
     assert digest == "c916ded25bc6078fdc3bdcb45a9e296b0a4000888e918d4ca62670930aac8f2d"  # made whole in memory
+
+
+def _rows_of_one_composite(folder: Path, rows: int) -> Path:
+    """``rows`` copies (distinct ids) of one small composite, in one shard of 32-row groups."""
+    base = make_shards(folder / "base", n_composites=1, rows_per_shard=1, size=48)
+    record = pq.read_table(sorted(base.folder.glob("train*"))[0]).to_pylist()[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([{**record, "id": f"row-{i:06d}"} for i in range(rows)], schema=COMPOSITE_SCHEMA)
+    pq.write_table(table, folder / shard_name("train", 0), row_group_size=32)
+    return folder / shard_name("train", 0)
+
+
+def test_show_memory_does_not_grow_with_the_rows_it_picks_from(tmp_path):
+    """`synth show` listed a (shard, group, row) tuple for every row to pick a few: ~100 bytes a row,
+    100 MB at a million rows; now an entry a row group, the same rows picked."""
+    from augment.contact_sheet import contact_sheet
+
+    shards = {rows: _rows_of_one_composite(tmp_path / str(rows), rows) for rows in (2_000, 20_000)}
+    contact_sheet([shards[2_000]], tmp_path / "warm.png", rows=1, columns=2, tile=32)  # lazy imports, caches
+    peaks = []
+    for rows, shard in shards.items():
+        tracemalloc.start()
+        try:
+            assert contact_sheet([shard], tmp_path / f"{rows}.png", rows=1, columns=2, tile=32, seed=3) == 2
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] - peaks[0] < 400_000, peaks  # a tuple a row: +1.7 MB
