@@ -186,6 +186,15 @@ def _row_problem(row: dict[str, Any], used: set[str]) -> tuple[str | None, np.nd
     return None, instances
 
 
+def _image_path(images_folder: Path, file_name: str) -> Path:
+    """``images_folder / file_name``, after checking that the name is one plain path component (which
+    :func:`_row_problem` and :func:`file_stem` make it): a file of the fresh, locked images folder, not
+    resolved on the disk per image (``inside`` resolved both paths of every image: ~17% of the time)."""
+    if os.path.basename(file_name) != file_name or file_name in ("", ".", ".."):
+        raise InputError(f"{images_folder / file_name}: would be written outside the output folder {images_folder}")
+    return images_folder / file_name
+
+
 class _EntryWriter:
     """A JSON array written an entry at a time to ``file``, exactly as ``json.dumps`` lays out a list."""
 
@@ -210,6 +219,7 @@ def _write_coco(shards: list[Place], folder: Path) -> dict[str, Any]:
     skipped: collections.Counter[str] = collections.Counter()
     used: set[str] = set()
     names = OutputNames(suffixes=(".jpg",))
+    images_folder = inside(folder, folder / "images")
     with atomic_path(folder / ANNOTATIONS_FILE) as temporary, open(temporary, "w", encoding="utf-8") as out, \
             tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder) as pending:
         out.write('{"info": %s, "images": [' % json.dumps({"description": DESCRIPTION_PREFIX + ", ".join(map(str, shards))}))
@@ -222,7 +232,7 @@ def _write_coco(shards: list[Place], folder: Path) -> dict[str, Any]:
             used.add(row["id"].lower())
             image_id = images.count + 1
             file_name = f"{names.take(Path(file_stem(row['id']) + '.jpg'))}.jpg"
-            inside(folder / "images", folder / "images" / file_name).write_bytes(row["image"]["bytes"])
+            _image_path(images_folder, file_name).write_bytes(row["image"]["bytes"])
             images.add({"id": image_id, "file_name": file_name, "width": row["width"], "height": row["height"]})
             for obj in row["objects"] or []:
                 photo_label = not obj["cutout_id"]  # a labelled photo's row (photo-shards, extract), not a pasted cutout

@@ -104,3 +104,20 @@ def test_show_memory_does_not_grow_with_the_rows_it_picks_from(tmp_path):
         finally:
             tracemalloc.stop()
     assert peaks[1] - peaks[0] < 400_000, peaks  # a tuple a row: +1.7 MB
+
+
+def test_coco_export_resolves_no_path_per_row(tmp_path, monkeypatch):
+    """Each image's path was resolved on the disk (both it and the images folder: a realpath of every
+    component, twice a row), ~17% of an export's time; the file name is one component by construction."""
+    import os
+
+    calls = []
+    realpath = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda *a, **k: calls.append(a[0]) or realpath(*a, **k))
+    counts = []
+    for rows in (10, 40):
+        shards = make_shards(tmp_path / f"s{rows}", n_composites=rows, rows_per_shard=rows, size=48).folder
+        calls.clear()
+        export_coco([shards], tmp_path / f"out{rows}")
+        counts.append(len(calls))
+    assert counts[1] == counts[0], counts
