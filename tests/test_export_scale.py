@@ -121,3 +121,47 @@ def test_coco_export_resolves_no_path_per_row(tmp_path, monkeypatch):
         export_coco([shards], tmp_path / f"out{rows}")
         counts.append(len(calls))
     assert counts[1] == counts[0], counts
+
+
+def _encoded_images() -> dict[str, bytes]:
+    """JPEGs and PNGs as cameras, Pillow and OpenCV write them: baseline, progressive, with EXIF,
+    grey, CMYK, optimised tables; 8- and 16-bit, palette and RGBA PNGs."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from augment.imageio import encode_jpeg, encode_png
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    encoded = {"cv2 jpeg": encode_jpeg(rgb, 90), "cv2 png": encode_png(rgb),
+               "png 16-bit": encode_png(rng.integers(0, 65535, (29, 31), dtype=np.uint16))}
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotated; the stored size is still the frame's
+    for name, mode, options in [("progressive", "RGB", {"progressive": True}), ("exif", "RGB", {"exif": exif}),
+                                ("grey", "L", {}), ("cmyk", "CMYK", {}), ("optimised", "RGB", {"optimize": True})]:
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).convert(mode).save(buffer, "JPEG", **options)
+        encoded[f"jpeg {name}"] = buffer.getvalue()
+    for name, mode in [("palette", "P"), ("rgba", "RGBA")]:
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).convert(mode).save(buffer, "PNG")
+        encoded[f"png {name}"] = buffer.getvalue()
+    return encoded
+
+
+def test_image_dimensions_read_from_the_header_match_pillows_without_opening_it(monkeypatch):
+    """Every decode (an export reads a row's JPEG and PNG mask) opened the header with Pillow for the
+    pixel limit, which parses every table and EXIF block: ~80 us a JPEG, 40 us a PNG, a fifth of an
+    export's time. The size is read from the PNG's IHDR and the JPEG's frame header, as Pillow finds it."""
+    from augment import pixel_limit
+
+    encoded = _encoded_images()
+    expected = {name: pixel_limit.open_header(data).size for name, data in encoded.items()}
+    opened = []
+    monkeypatch.setattr(pixel_limit, "open_header", lambda data: opened.append(data) or 1 / 0)
+    assert {name: pixel_limit.image_dimensions(data) for name, data in encoded.items()} == expected
+    assert opened == []
+    truncated = encoded["jpeg exif"][:40]  # the frame header not reached: Pillow has the last word, as before
+    assert pixel_limit.image_dimensions(truncated) is None and opened == [truncated]
