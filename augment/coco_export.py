@@ -62,7 +62,7 @@ def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]
         with folder_lock(fresh, "export run"):
             os.rename(fresh, staging)
             with naming_errors(out_dir):  # a full disk under a write to an open image file names no file
-                counts = _write_coco(shards, staging)
+                counts = _write_coco(shards, staging, out_dir)
             _replace_folder(staging, out_dir)
     finally:
         for leftover in (fresh, staging):
@@ -207,21 +207,22 @@ class _EntryWriter:
         self.count += 1
 
 
-def _write_coco(shards: list[Place], folder: Path) -> dict[str, Any]:
+def _write_coco(shards: list[Place], folder: Path, shown: Path) -> dict[str, Any]:
     """Write the images and ``annotations.json`` as the rows are read: an entry is written when it is
     made, so memory holds a row group, not the dataset (the lists of every entry were ~4 kB a row:
     677 MB at 100,000 rows). The file is what ``json.dumps`` of the whole document gives. Annotations
     follow the images in it: they wait in a scratch file (unnamed, gone with the process) until the
     last row, then are copied after them. The file is written atomically (a killed export leaves no
-    half file), inside the staging folder that is itself renamed into place whole."""
+    half file), inside the staging folder that is itself renamed into place whole. A write that fails
+    naming no file (a full disk) names ``shown`` (``--out``) or its annotations.json, not the staging folder."""
     (folder / "images").mkdir()
     categories: dict[str, int] = {}
     skipped: collections.Counter[str] = collections.Counter()
     used: set[str] = set()
     names = OutputNames(suffixes=(".jpg",))
     images_folder = inside(folder, folder / "images")
-    with atomic_path(folder / ANNOTATIONS_FILE) as temporary, open(temporary, "w", encoding="utf-8") as out, \
-            tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder) as pending:
+    with atomic_path(folder / ANNOTATIONS_FILE) as temporary, naming_errors(shown / ANNOTATIONS_FILE), \
+            open(temporary, "w", encoding="utf-8") as out, tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder) as pending:
         out.write('{"info": %s, "images": [' % json.dumps({"description": DESCRIPTION_PREFIX + ", ".join(map(str, shards))}))
         images, annotations = _EntryWriter(out), _EntryWriter(pending)
         for _, row in iter_rows(shards):
@@ -232,7 +233,8 @@ def _write_coco(shards: list[Place], folder: Path) -> dict[str, Any]:
             used.add(row["id"].lower())
             image_id = images.count + 1
             file_name = f"{names.take(Path(file_stem(row['id']) + '.jpg'))}.jpg"
-            _image_path(images_folder, file_name).write_bytes(row["image"]["bytes"])
+            with naming_errors(shown):
+                _image_path(images_folder, file_name).write_bytes(row["image"]["bytes"])
             images.add({"id": image_id, "file_name": file_name, "width": row["width"], "height": row["height"]})
             for obj in row["objects"] or []:
                 photo_label = not obj["cutout_id"]  # a labelled photo's row (photo-shards, extract), not a pasted cutout

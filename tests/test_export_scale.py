@@ -166,3 +166,25 @@ def test_image_dimensions_read_from_the_header_match_pillows_without_opening_it(
     assert opened == []
     truncated = encoded["jpeg exif"][:40]  # the frame header not reached: Pillow has the last word, as before
     assert pixel_limit.image_dimensions(truncated) is None and opened == [truncated]
+
+
+def test_a_full_disk_while_annotations_json_is_written_names_it_under_out(tmp_path, monkeypatch):
+    """A write to the open annotations.json that fails with no file named (a full disk) named the
+    hidden temporary inside the staging folder, a path gone once the export has cleaned up."""
+    import errno
+
+    from augment import coco_export
+    from cli_checks import assert_one_line_error, run_cli
+
+    shards = make_shards(tmp_path / "shards", n_composites=6, rows_per_shard=6, size=48).folder
+    written = coco_export._EntryWriter.add
+
+    def add(self, entry):
+        if self.count == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written(self, entry)
+
+    monkeypatch.setattr(coco_export._EntryWriter, "add", add)
+    line = assert_one_line_error(run_cli("export", shards, "--out", tmp_path / "out"), 2,
+                                 str(tmp_path / "out" / "annotations.json"), "No space left on device")
+    assert ".tmp" not in line and sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
