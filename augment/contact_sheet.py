@@ -83,13 +83,17 @@ def draw_annotations(image: np.ndarray, instances: np.ndarray, objects: list[dic
 def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, columns: int = 4, tile: int = 256, seed: int = 0) -> int:
     """Write a grid of randomly chosen, annotated composites; returns how many were drawn."""
     shards = find_shards(shard_paths)
-    index = [(path, group, row) for path in shards for group, count in enumerate(_group_sizes(path)) for row in range(count)]
+    # An entry a row group, not a row (a tuple a row was ~100 bytes: 100 MB for a million rows); a
+    # pick is the same row of the same shards as before.
+    groups = [(path, group, count) for path in shards for group, count in enumerate(_group_sizes(path))]
+    firsts = np.cumsum([0] + [count for _, _, count in groups])
     rng = np.random.default_rng(seed)
-    picks = sorted(rng.choice(len(index), size=min(rows * columns, len(index)), replace=False).tolist())
+    picks = sorted(rng.choice(int(firsts[-1]), size=min(rows * columns, int(firsts[-1])), replace=False).tolist())
     sheet = np.full((rows * tile, columns * tile, 3), 24, np.uint8)
     shard = None  # (path, the shard open): the picks come in shard order, each footer read once, not per pick
     for slot, pick in enumerate(picks):
-        path, group, row = index[pick]
+        at = int(np.searchsorted(firsts, pick, side="right")) - 1
+        path, group, row = groups[at][0], groups[at][1], pick - int(firsts[at])
         if shard is None or shard[0] != path:
             shard = (path, open_shard(path))
         record = read_row_group(path, group, None, shard[1]).slice(row, 1).to_pylist()[0]
