@@ -274,3 +274,13 @@ def test_a_run_that_ends_inside_its_warm_up_says_so_with_verbose(caplog):
         note_short_schedule(TrainConfig(**{**tiny_config().to_dict()["values"], "warmup_steps": 20, "steps": 21}))
     assert len(caplog.records) == 1
     assert caplog.records[0].getMessage().startswith("steps (10) do not exceed warmup_steps (20): this run ends")
+
+
+def test_a_checkpoint_saved_before_the_decay_check_still_loads_with_its_schedule():
+    """A run with decay_steps 50 under the default warmup_steps 100 trained before the check came: its
+    checkpoint is still searched, evaluated and resumed with that schedule (and its hash), not refused."""
+    values = {**tiny_config().to_dict()["values"], "warmup_steps": 100, "decay_steps": 50, "batch_size": 300}
+    config = TrainConfig.from_checkpoint({"config": {"values": values}}, "old/checkpoint.pt")
+    assert (config.decay_steps, config.warmup_steps, config.batch_size) == (50, 100, 300)
+    with pytest.raises(Exception, match="decay_steps .50. must exceed warmup_steps .100."):
+        TrainConfig(**{**values, "batch_size": 8})  # a new run with it is still refused

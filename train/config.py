@@ -35,6 +35,8 @@ TASK_NAMES = ("query_search", "segment")
 # (configs/train_gpu.yaml: 64) and the same as `synth eval --batch-size` (pipelines/train_commands.py
 # MAX_EVAL_BATCH_SIZE). batch_size: 100000 filled the memory at the first step instead of saying so.
 MAX_BATCH_SIZE = 256
+# Stand-ins that pass the checks while a checkpoint's older, allowed value is loaded (from_checkpoint)
+GRANDFATHERED: dict[str, Any] = {"batch_size": MAX_BATCH_SIZE, "decay_steps": None}
 
 
 def is_device_name(name: str) -> bool:
@@ -285,19 +287,26 @@ class TrainConfig:
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any], origin: Path | str = "checkpoint") -> "TrainConfig":
         """The config a checkpoint (read from ``origin``) was trained with. A batch_size above
-        :data:`MAX_BATCH_SIZE` (a run saved before the maximum) still loads, unchanged (its hash too),
-        for search and evaluation. A key this synth does not know is an InputError naming it."""
+        :data:`MAX_BATCH_SIZE` (a run saved before the maximum) or a decay_steps not past warmup_steps (saved
+        before that check) still loads, unchanged (its hash too), for search, evaluation and --resume. A key this synth does not know is an InputError naming it."""
         values = state["config"]["values"]
         unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise InputError(f"{origin}: unknown config key(s) {', '.join(map(str, unknown))[:200]} in the checkpoint "
                              "(written by another version of synth?)")
+        # Values a run was allowed before a check was added load as they were (and hash alike): a
+        # checkpoint that trained is searched, evaluated and resumed, not refused.
+        kept: dict[str, Any] = {}
         batch_size = values.get("batch_size")
+        if is_int(batch_size) and batch_size > MAX_BATCH_SIZE:
+            kept["batch_size"] = batch_size
+        decay, warmup = values.get("decay_steps"), values.get("warmup_steps", cls.warmup_steps)
+        if is_int(decay) and is_int(warmup) and decay <= warmup:  # decay_steps's check came at stop 48
+            kept["decay_steps"] = decay
         try:
-            if not is_int(batch_size) or batch_size <= MAX_BATCH_SIZE:
-                return cls(**values)
-            config = cls(**{**values, "batch_size": MAX_BATCH_SIZE})
+            config = cls(**{**values, **{key: GRANDFATHERED[key] for key in kept}})
         except (TypeError, ValueError, InputError) as error:
             raise InputError(f"{origin}: {error}") from None
-        config.batch_size = batch_size
+        for key, value in kept.items():
+            setattr(config, key, value)
         return config
