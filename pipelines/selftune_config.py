@@ -128,6 +128,11 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
          "finetune_steps must be an integer >= 0"),
         (merged["finetune_schedule"] in FINETUNE_SCHEDULES,
          f"finetune_schedule must be one of {', '.join(FINETUNE_SCHEDULES)}"),
+        # 'continue' decays the training's cosine over steps + finetune_steps (selftune_steps): past its warm-up
+        (merged["finetune_schedule"] != "continue" or not merged["finetune_steps"] or train.decay_steps
+         or train.steps + merged["finetune_steps"] > train.warmup_steps,
+         f"finetune_schedule continue decays over train.steps + finetune_steps ({train.steps} + "
+         f"{merged['finetune_steps']}), which must exceed train.warmup_steps ({train.warmup_steps})"),
         (isinstance(merged["search"], bool), "search must be true or false"),
         (is_int(merged["seed"]) and 0 <= merged["seed"] <= MAX_SEED, "seed must be an integer from 0 to 2**63 - 1"),
     ]
