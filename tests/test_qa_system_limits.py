@@ -311,3 +311,8 @@ def test_training_streams_a_shard_of_many_row_groups_parsing_its_footer_once(tmp
     rows = sum(1 for _ in dataset._rows(list(range(24)) + list(range(24))))  # two epochs' row groups
     assert rows == 96
     assert len(opened) == 2 and OPEN_SHARDS >= 2  # each shard once
+    # ...and a dataset read in process still pickles, for spawned loader workers (open files left out)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(dataset))
+    assert again._parquets == {} and sum(1 for _ in again._rows([0])) == 2

@@ -240,6 +240,11 @@ class ShardPairs(ResumableStream):
             del self._parquets[next(iter(self._parquets))]
         return parquet
 
+    def __getstate__(self) -> dict:
+        # Open shards are no pickle's business (a spawned loader worker opens its own): a dataset read
+        # in process first could not be sent to spawn / forkserver workers.
+        return {**self.__dict__, "_parquets": {}}
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker, slot, slots, skip = self._worker_slot()
         order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.units))
