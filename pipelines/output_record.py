@@ -44,6 +44,38 @@ def inputs_key(settings: dict, paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def progress_entries(path: Path, key: str) -> list[dict]:
+    """The entries after the first line of a run's progress file (``{"key": KEY}``, then a line per
+    input done, each written and flushed after that input's outputs), where its key is ``key``;
+    none for another key, a missing file or a damaged first line. A line cut short by a kill (the
+    last) is left out: its input is done again."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entries.append(loads_json(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    if not entries or not isinstance(entries[0], dict) or entries[0].get("key") != key:
+        return []
+    return [entry for entry in entries[1:] if isinstance(entry, dict)]
+
+
+def made_ours(path: Path, keep: bool) -> None:
+    """Before a run opens its record or progress file ``path`` to append (``keep``) or to write: another
+    team member's (0644 under their umask) in a folder both may write is made this run's (the run was
+    refused: "<out>/.synth-search-outputs: Permission denied"), by a rename where it is kept, removed
+    where this run starts a new one. (A link is left to record_file's refusal.)"""
+    if path.is_file() and not path.is_symlink() and not os.access(path, os.W_OK):
+        if keep:
+            atomic_write_bytes(path, path.read_bytes())
+        else:
+            path.unlink()
+
+
 @dataclass(frozen=True)
 class OutputKinds:
     """The names one command writes into its output folder."""
@@ -80,14 +112,7 @@ class OutputRecord:
             logger.info("%s: cleared %d output file(s) of an earlier synth %s run", self.out, cleared,
                         self.kinds.command)
         # Truncated only now: a run killed while clearing leaves the old record for the next run to finish.
-        if self.path.is_file() and not self.path.is_symlink() and not os.access(self.path, os.W_OK):
-            # another team member's record (0644 under their umask) in a folder both may write: made ours
-            # (the run was refused: "<out>/.synth-search-outputs: Permission denied"), by a rename where it
-            # is kept, removed where this run starts a new one. (A link is left to record_file's refusal.)
-            if self.keep:
-                atomic_write_bytes(self.path, self.path.read_bytes())
-            else:
-                self.path.unlink()
+        made_ours(self.path, self.keep)
         self._closing = contextlib.ExitStack()
         self._file = self._closing.enter_context(record_file(self.path, "a" if self.keep else "w"))
         self._stems = set(self._recorded()) if self.keep else set()
