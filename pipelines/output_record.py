@@ -107,7 +107,8 @@ class OutputRecord:
 
     def __enter__(self) -> "OutputRecord":
         self.out.mkdir(parents=True, exist_ok=True)
-        cleared = 0 if self.keep else self.clear()
+        # A resumed run keeps the outputs but not the temporaries the killed run's writes left.
+        cleared = self.clear(outputs=not self.keep)
         if cleared:
             logger.info("%s: cleared %d output file(s) of an earlier synth %s run", self.out, cleared,
                         self.kinds.command)
@@ -168,18 +169,19 @@ class OutputRecord:
         folders = {f"{stem}{self.kinds.frame_folder}" for stem in stems} if self.kinds.frame_folder else set()
         return names, folders
 
-    def clear(self) -> int:
+    def clear(self, outputs: bool = True) -> int:
         """Remove the outputs the record names, the fixed names and the temporaries a killed write of
-        any of them left (:func:`augment.atomic_files.temporary_beside`); the number of outputs removed."""
+        any of them left (:func:`augment.atomic_files.temporary_beside`); the number of outputs removed.
+        Without ``outputs`` (a resumed run) only the temporaries."""
         names, folders = self._names()
         removed = 0
         for child in list(self.out.iterdir()):  # one listing: a folder may hold thousands of outputs
             if child.name in names:
-                removed += self._remove(child)
+                removed += self._remove(child) if outputs else 0
             elif temporary_final_name(child.name) in names:
                 self._remove(child)
             elif child.name in folders:
-                removed += self._clear_frames(child)
+                removed += self._clear_frames(child, outputs)
         return removed
 
     def _recorded(self) -> list[str]:
@@ -225,13 +227,13 @@ class OutputRecord:
         path.unlink(missing_ok=True)
         return 1
 
-    def _clear_frames(self, folder: Path) -> int:
+    def _clear_frames(self, folder: Path, outputs: bool = True) -> int:
         if folder.is_symlink() or not folder.is_dir() or self._kept(folder):
             return 0
         removed = 0
         for child in list(folder.iterdir()):
             if FRAME_NAME.fullmatch(child.name):
-                removed += self._remove(child)
+                removed += self._remove(child) if outputs else 0
             elif FRAME_NAME.fullmatch(temporary_final_name(child.name) or ""):
                 self._remove(child)
         try:

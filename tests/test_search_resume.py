@@ -121,3 +121,29 @@ def test_changed_settings_start_over_and_a_changed_image_is_searched_again(photo
     whole = tmp_path / "whole"
     _search(query, media, whole, "--threshold", "0.6")
     assert (out / "detections.jsonl").read_bytes() == (whole / "detections.jsonl").read_bytes()
+
+
+def test_a_resumed_search_removes_what_killed_writes_left_in_a_videos_heat_map_folder(photos, tmp_path):
+    """A resumed run keeps the earlier run's outputs, but not the temporaries its killed writes left:
+    a half-written frame heat map in ``<video>.heat/`` stayed there for good (a run that starts over
+    clears them)."""
+    import cv2
+
+    from tests.cli_checks import killed_write
+
+    query, media = photos
+    writer = cv2.VideoWriter(str(media / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 72))
+    for k in range(3):
+        writer.write(np.random.default_rng(10 + k).integers(0, 255, (72, 96, 3), dtype=np.uint8))
+    writer.release()
+    out = tmp_path / "found"
+    _search(query, media, out, "--save-heatmaps", "--every-instance")
+    left = killed_write(out / "clip.heat" / "000001.png")
+    (out / "detections.jsonl").unlink()
+    before = _heat_times(out)
+
+    _search(query, media, out, "--save-heatmaps", "--every-instance")
+
+    assert not left.exists()
+    assert sorted(p.name for p in (out / "clip.heat").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert _heat_times(out) == before  # the stills were kept: this was a resumed run
