@@ -6,7 +6,8 @@ Per image ``<name>.heat.png`` and ``<name>.highlight.jpg``, per video ``<name>.h
 (and with ``save_heatmaps`` ``<name>.heat/<frame>.png``), and ``detections.jsonl`` with one line
 per image, frame or failed input, in input order. Media sharing a name get ``-2``, ``-3`` ...
 suffixes instead of overwriting each other. A run first removes what an earlier run wrote into the
-folder (:mod:`pipelines.output_record`), so the folder holds this run's outputs only.
+folder (:mod:`pipelines.output_record`), so the folder holds this run's outputs only; but a rerun of
+a killed run of the same search keeps the still images it finished (:mod:`pipelines.search_resume`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class RunSummary:
     seconds: float = 0.0
     tracks: list[dict[str, Any]] = field(default_factory=list)  # temporal mode: one per video
     skipped: list[str] = field(default_factory=list)  # frames of frame folders, with the reason
+    resumed: int = 0  # still images a killed run of the same search had finished: kept, not searched again
 
 
 # Video frames per forward pass at most (--batch; on CUDA or with one worker, consecutive stills too):
@@ -87,7 +89,8 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     Still images and the frames of ``temporal=False`` videos are searched ``workers`` at a time
     (pipelines/search_workers.py; None: one per CPU thread, one on CUDA). ``batch`` above
     :data:`MAX_BATCH` or ``workers`` above :data:`MAX_WORKERS` is an InputError, raised before
-    anything is written.
+    anything is written. A rerun of a killed run of the same search (searcher, settings, jobs) keeps
+    the still images it finished (:mod:`pipelines.search_resume`; counted in ``resumed``).
     """
     from pipelines.search_workers import SearchWorkers
 
@@ -158,9 +161,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
         pending.flush()
 
     atomic_write_text(out / DETECTIONS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
-    if resume.kept:
-        logger.info("%s: %d still(s) a killed run of this search had finished kept, not searched again", out,
-                    resume.kept)
+    summary.resumed = resume.kept
     summary.seconds = time.perf_counter() - start
     return summary
 

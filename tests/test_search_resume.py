@@ -33,9 +33,10 @@ def photos(tmp_path: Path) -> tuple[Path, Path]:
     return query, media
 
 
-def _search(query: Path, media: Path, out: Path, *options: str) -> None:
+def _search(query: Path, media: Path, out: Path, *options: str) -> str:
     result = run_cli("search", query, media, "--out", out, *OPTIONS, *options)
     assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
 
 
 def _heat_times(out: Path) -> dict[str, int]:
@@ -72,8 +73,9 @@ def test_a_search_killed_with_sigkill_resumes_keeping_the_images_it_finished(pho
     assert 3 <= len(finished) < 12
     kept = {name: t for name, t in _heat_times(out).items() if int(name[1:3]) in finished}
 
-    _search(query, media, out)
+    said = _search(query, media, out)
 
+    assert f"searched 12 images ({len(finished)} kept from the stopped run this one resumed)" in said
     assert (out / "detections.jsonl").read_bytes() == (whole / "detections.jsonl").read_bytes()
     times = _heat_times(out)
     assert len(times) == 12
