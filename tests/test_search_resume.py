@@ -4,6 +4,7 @@ Small generated images; the untrained network on the CPU, one image at a time.""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -44,8 +45,16 @@ def _heat_times(out: Path) -> dict[str, int]:
 
 
 def _done_jobs(out: Path) -> list[int]:
-    return [int(line.split('"job": ')[1].split(",")[0]) for line in (out / PROGRESS).read_text().splitlines()
-            if '"job": ' in line]
+    """The images the progress file lists as done (a line a kill cut short is none)."""
+    done = []
+    for line in (out / PROGRESS).read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if "job" in entry:
+            done.append(entry["job"])
+    return done
 
 
 def test_a_search_killed_with_sigkill_resumes_keeping_the_images_it_finished(photos, tmp_path):
@@ -100,6 +109,9 @@ def test_a_progress_line_cut_short_by_a_kill_is_ignored_and_its_image_searched_a
     after = _heat_times(out)
     assert [name for name in after if after[name] != before[name]] == ["p11.heat.png"]
     assert sorted(_done_jobs(out)) == list(range(12))
+    # The redone image's line is a line of its own, not glued to the torn one (and lost with it): a
+    # third run keeps all twelve.
+    assert "12 kept" in _search(query, media, out)
 
 
 def test_changed_settings_start_over_and_a_changed_image_is_searched_again(photos, tmp_path):
