@@ -48,7 +48,10 @@ def progress_entries(path: Path, key: str) -> list[dict]:
     """The entries after the first line of a run's progress file (``{"key": KEY}``, then a line per
     input done, each written and flushed after that input's outputs), where its key is ``key``;
     none for another key, a missing file or a damaged first line. A line cut short by a kill (the
-    last) is left out: its input is done again."""
+    last) is left out: its input is done again. Anything but a plain file (a FIFO would be waited on
+    for ever, a link read through) is none: the run's own write then refuses it, one line."""
+    if path.is_symlink() or not path.is_file():
+        return []
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:

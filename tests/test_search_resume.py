@@ -161,3 +161,18 @@ def test_a_resumed_search_removes_what_killed_writes_left_in_a_videos_heat_map_f
     assert not left.exists()
     assert sorted(p.name for p in (out / "clip.heat").iterdir()) == ["000000.png", "000001.png", "000002.png"]
     assert _heat_times(out) == before  # the stills were kept: this was a resumed run
+
+
+def test_a_fifo_named_as_the_progress_file_is_one_line_not_a_wait(photos, tmp_path):
+    """A FIFO under the progress file's name (a shared --out) was read to learn the earlier run: the
+    search waited for a writer for ever."""
+    from tests.cli_checks import error_lines, run_cli_process
+
+    query, media = photos
+    out = tmp_path / "found"
+    out.mkdir()
+    os.mkfifo(out / PROGRESS)
+    result = run_cli_process(["search", query, media / "p00.png", "--out", out, *OPTIONS], cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result.stderr) == [f"error: {out / PROGRESS}: is not a plain file; synth writes it only as "
+                                          "a plain file of its own: remove it"]
