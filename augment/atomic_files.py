@@ -194,8 +194,16 @@ def record_file(path: Path | str, mode: str) -> Iterator[IO[str]]:
     flushes what the failed write left buffered) leaves the block's error, naming the file, raised."""
     from augment.outputs import open_plain_file  # (it imports this module)
 
-    file = open(path, mode, encoding="utf-8", opener=open_plain_file)  # never through a planted link
+    # "a+": the last byte is read back (below); written only at the end, as "a" does.
+    file = open(path, "a+" if mode == "a" else mode, encoding="utf-8", opener=open_plain_file)  # never through a planted link
     try:
+        if mode == "a":
+            # A line a kill cut short (its reader skips it) is ended first: the next line appended
+            # was glued to it and lost with it (a resumed search's redone photo, recorded again as undone).
+            size = os.fstat(file.fileno()).st_size
+            if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
+                with naming_errors(path):
+                    file.write("\n")
         yield file
     except BaseException:
         with contextlib.suppress(OSError):

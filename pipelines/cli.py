@@ -110,7 +110,8 @@ TRAIN_RESUME_HINT = "rerun the same `synth train` command with --resume to conti
 # Stopped before its first checkpoint, a run has nothing to resume from (`--resume` would be refused).
 TRAIN_RESTART_HINT = ("no checkpoint was written yet; rerun the same `synth train` command without --resume "
                       "to start the run again")
-SEARCH_RESUME_HINT = "rerun the same `synth search` command: it starts over and clears this run's outputs first"
+SEARCH_RESUME_HINT = ("rerun the same `synth search` command: it keeps the still images it finished and "
+                      "searches the rest (videos again from their start)")
 
 
 def _print_version(asked: bool) -> None:

@@ -44,6 +44,41 @@ def inputs_key(settings: dict, paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def progress_entries(path: Path, key: str) -> list[dict]:
+    """The entries after the first line of a run's progress file (``{"key": KEY}``, then a line per
+    input done, each written and flushed after that input's outputs), where its key is ``key``;
+    none for another key, a missing file or a damaged first line. A line cut short by a kill (the
+    last) is left out: its input is done again. Anything but a plain file (a FIFO would be waited on
+    for ever, a link read through) is none: the run's own write then refuses it, one line."""
+    if path.is_symlink() or not path.is_file():
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entries.append(loads_json(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    if not entries or not isinstance(entries[0], dict) or entries[0].get("key") != key:
+        return []
+    return [entry for entry in entries[1:] if isinstance(entry, dict)]
+
+
+def made_ours(path: Path, keep: bool) -> None:
+    """Before a run opens its record or progress file ``path`` to append (``keep``) or to write: another
+    team member's (0644 under their umask) in a folder both may write is made this run's (the run was
+    refused: "<out>/.synth-search-outputs: Permission denied"), by a rename where it is kept, removed
+    where this run starts a new one. (A link is left to record_file's refusal.)"""
+    if path.is_file() and not path.is_symlink() and not os.access(path, os.W_OK):
+        if keep:
+            atomic_write_bytes(path, path.read_bytes())
+        else:
+            path.unlink()
+
+
 @dataclass(frozen=True)
 class OutputKinds:
     """The names one command writes into its output folder."""
@@ -75,19 +110,13 @@ class OutputRecord:
 
     def __enter__(self) -> "OutputRecord":
         self.out.mkdir(parents=True, exist_ok=True)
-        cleared = 0 if self.keep else self.clear()
+        # A resumed run keeps the outputs but not the temporaries the killed run's writes left.
+        cleared = self.clear(outputs=not self.keep)
         if cleared:
             logger.info("%s: cleared %d output file(s) of an earlier synth %s run", self.out, cleared,
                         self.kinds.command)
         # Truncated only now: a run killed while clearing leaves the old record for the next run to finish.
-        if self.path.is_file() and not self.path.is_symlink() and not os.access(self.path, os.W_OK):
-            # another team member's record (0644 under their umask) in a folder both may write: made ours
-            # (the run was refused: "<out>/.synth-search-outputs: Permission denied"), by a rename where it
-            # is kept, removed where this run starts a new one. (A link is left to record_file's refusal.)
-            if self.keep:
-                atomic_write_bytes(self.path, self.path.read_bytes())
-            else:
-                self.path.unlink()
+        made_ours(self.path, self.keep)
         self._closing = contextlib.ExitStack()
         self._file = self._closing.enter_context(record_file(self.path, "a" if self.keep else "w"))
         self._stems = set(self._recorded()) if self.keep else set()
@@ -143,18 +172,19 @@ class OutputRecord:
         folders = {f"{stem}{self.kinds.frame_folder}" for stem in stems} if self.kinds.frame_folder else set()
         return names, folders
 
-    def clear(self) -> int:
+    def clear(self, outputs: bool = True) -> int:
         """Remove the outputs the record names, the fixed names and the temporaries a killed write of
-        any of them left (:func:`augment.atomic_files.temporary_beside`); the number of outputs removed."""
+        any of them left (:func:`augment.atomic_files.temporary_beside`); the number of outputs removed.
+        Without ``outputs`` (a resumed run) only the temporaries."""
         names, folders = self._names()
         removed = 0
         for child in list(self.out.iterdir()):  # one listing: a folder may hold thousands of outputs
             if child.name in names:
-                removed += self._remove(child)
+                removed += self._remove(child) if outputs else 0
             elif temporary_final_name(child.name) in names:
                 self._remove(child)
             elif child.name in folders:
-                removed += self._clear_frames(child)
+                removed += self._clear_frames(child, outputs)
         return removed
 
     def _recorded(self) -> list[str]:
@@ -200,13 +230,13 @@ class OutputRecord:
         path.unlink(missing_ok=True)
         return 1
 
-    def _clear_frames(self, folder: Path) -> int:
+    def _clear_frames(self, folder: Path, outputs: bool = True) -> int:
         if folder.is_symlink() or not folder.is_dir() or self._kept(folder):
             return 0
         removed = 0
         for child in list(folder.iterdir()):
             if FRAME_NAME.fullmatch(child.name):
-                removed += self._remove(child)
+                removed += self._remove(child) if outputs else 0
             elif FRAME_NAME.fullmatch(temporary_final_name(child.name) or ""):
                 self._remove(child)
         try:

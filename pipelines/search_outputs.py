@@ -6,7 +6,8 @@ Per image ``<name>.heat.png`` and ``<name>.highlight.jpg``, per video ``<name>.h
 (and with ``save_heatmaps`` ``<name>.heat/<frame>.png``), and ``detections.jsonl`` with one line
 per image, frame or failed input, in input order. Media sharing a name get ``-2``, ``-3`` ...
 suffixes instead of overwriting each other. A run first removes what an earlier run wrote into the
-folder (:mod:`pipelines.output_record`), so the folder holds this run's outputs only.
+folder (:mod:`pipelines.output_record`), so the folder holds this run's outputs only; but a rerun of
+a killed run of the same search keeps the still images it finished (:mod:`pipelines.search_resume`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from augment.imageio import IMAGE_EXTENSIONS, InputError, read_image, save_image
 from augment.outputs import OutputNames, unlinked
 from pipelines.output_record import OutputRecord
 from pipelines.search_jobs import DETECTIONS_FILE, SEARCH_OUTPUTS, JobProgress, SearchJob, count_work, is_video
+from pipelines.search_resume import SearchProgress, file_stats, search_key
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class RunSummary:
     seconds: float = 0.0
     tracks: list[dict[str, Any]] = field(default_factory=list)  # temporal mode: one per video
     skipped: list[str] = field(default_factory=list)  # frames of frame folders, with the reason
+    resumed: int = 0  # still images a killed run of the same search had finished: kept, not searched again
 
 
 # Video frames per forward pass at most (--batch; on CUDA or with one worker, consecutive stills too):
@@ -86,12 +89,16 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     Still images and the frames of ``temporal=False`` videos are searched ``workers`` at a time
     (pipelines/search_workers.py; None: one per CPU thread, one on CUDA). ``batch`` above
     :data:`MAX_BATCH` or ``workers`` above :data:`MAX_WORKERS` is an InputError, raised before
-    anything is written.
+    anything is written. A rerun of a killed run of the same search (searcher, settings, jobs) keeps
+    the still images it finished (:mod:`pipelines.search_resume`; counted in ``resumed``).
     """
     from pipelines.search_workers import SearchWorkers
 
     check_batch_and_workers(batch, workers)  # before an earlier run's outputs are cleared
-    record = OutputRecord(out, SEARCH_OUTPUTS, [p for job in jobs for p in (job.query, job.medium, job.query_mask)])
+    resume = SearchProgress(out, search_key(searcher, jobs, save_heatmaps=save_heatmaps, batch=batch, temporal=temporal,
+                                            initial_box=None if initial_box is None else list(initial_box)))
+    record = OutputRecord(out, SEARCH_OUTPUTS, [p for job in jobs for p in (job.query, job.medium, job.query_mask)],
+                          keep=bool(resume.earlier))
     names = OutputNames(record.add, (*SEARCH_OUTPUTS.suffixes, str(SEARCH_OUTPUTS.frame_folder)))
     prepare = functools.lru_cache(maxsize=PREPARED_QUERIES)(searcher.prepare)  # each query once while used
     failed: dict[tuple[Path, Path | None], str] = {}  # a bad query fails each of its pairs, read once
@@ -101,9 +108,9 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     advance = advance or (lambda n: None)
     if count_work(jobs) >= ONNX_MIN_WORK:
         searcher.network.use_onnx()
-    with record, SearchWorkers(searcher, workers) as side_by_side:
-        pending = ImageBatch(side_by_side, out, names, summary, lines, batch, advance)
-        for job in jobs:
+    with record, resume.opened(), SearchWorkers(searcher, workers) as side_by_side:
+        pending = ImageBatch(side_by_side, out, names, summary, lines, batch, advance, resume)
+        for index, job in enumerate(jobs):
             if job.error is not None:
                 pending.flush()
                 summary.errors.append(job.error)
@@ -112,6 +119,10 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
             assert job.query is not None and job.medium is not None
             base = {"source": str(job.medium), "query": str(job.query), "frame": None}
             progress = JobProgress(job, advance)  # a still that is searched advances in its batch
+            if not is_video(job.medium) and (kept := resume.resumed(index, job, names.peek(job.medium))) is not None:
+                names.take(job.medium)
+                pending.add_done(kept)
+                continue
             try:
                 key = (job.query, job.query_mask)
                 if key in failed:
@@ -138,7 +149,8 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                                               batch, progress, summary):
                         lines.append(line)
                 else:
-                    pending.add(prepared, job.medium, _read_still(job.medium))
+                    stats = file_stats(job)  # as read: a file changed while it is searched is searched again
+                    pending.add(prepared, job.medium, _read_still(job.medium), index, stats)
                 if is_video(job.medium):
                     progress.finish()
             except InputError as error:
@@ -149,6 +161,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
         pending.flush()
 
     atomic_write_text(out / DETECTIONS_FILE, "".join(json.dumps(line) + "\n" for line in lines))
+    summary.resumed = resume.kept
     summary.seconds = time.perf_counter() - start
     return summary
 
@@ -177,16 +190,25 @@ class ImageBatch:
     frames (on CUDA the network's cost per image drops with the batch); lines keep input order."""
 
     def __init__(self, workers: Any, out: Path, names: OutputNames, summary: RunSummary,
-                 lines: list[dict[str, Any]], size: int, advance: Callable[[int], None]) -> None:
-        self.workers, self.out, self.names, self.summary = workers, out, names, summary
+                 lines: list[dict[str, Any]], size: int, advance: Callable[[int], None],
+                 progress: SearchProgress) -> None:
+        self.workers, self.out, self.names, self.summary, self.progress = workers, out, names, summary, progress
         # Side by side, a few media per worker: one slow medium (a scene without the object is
         # searched again for a smaller one) does not leave the other workers idle for long.
         self.lines, self.advance = lines, advance
         self.size = max(1, size) if workers.workers == 1 else max(size, 4 * workers.workers)
-        self.items: list[tuple[Any, Path, Any]] = []
+        # (prepared query, medium, image, job index, its files' stats, output stem), or a kept still's line
+        self.items: list[tuple[Any, Path, Any, int, Any, str] | dict[str, Any]] = []
 
-    def add(self, prepared: Any, medium: Path, image: Any) -> None:
-        self.items.append((prepared, medium, image))
+    def add(self, prepared: Any, medium: Path, image: Any, index: int, stats: Any) -> None:
+        # Named now, in input order as before (at the flush): a kept still after it is named as the killed run named it.
+        self.items.append((prepared, medium, image, index, stats, self.names.take(medium)))
+        if len(self.items) == self.size:
+            self.flush()
+
+    def add_done(self, line: dict[str, Any]) -> None:
+        """A still the killed run this one resumes finished: its line keeps its place in the order."""
+        self.items.append(line)
         if len(self.items) == self.size:
             self.flush()
 
@@ -194,16 +216,24 @@ class ImageBatch:
         if not self.items:
             return
         items, self.items = self.items, []
-        results = self.workers.find_pairs([prepared for prepared, _, _ in items],
-                                          [image for _, _, image in items],
-                                          sources=[str(medium) for _, medium, _ in items])
-        for (_, medium, _), result in zip(items, results):
-            name = self.names.take(medium)
+        searched = [item for item in items if isinstance(item, tuple)]
+        results = iter(self.workers.find_pairs([item[0] for item in searched], [item[2] for item in searched],
+                                               sources=[str(item[1]) for item in searched]) if searched else [])
+        for item in items:
+            if isinstance(item, dict):
+                self.summary.images += 1
+                self.summary.detections += len(item.get("detections") or [])
+                self.lines.append(item)
+                continue
+            _, medium, _, index, stats, name = item
+            result = next(results)
             save_image(self.out / f"{name}.heat.png", result.heat_png())
             save_image(self.out / f"{name}.highlight.jpg", result.highlight())
             self.summary.images += 1
             self.summary.detections += len(result.detections)
-            self.lines.append({**result.to_json(), "highlight": f"{name}.highlight.jpg"})
+            line = {**result.to_json(), "highlight": f"{name}.highlight.jpg"}
+            self.lines.append(line)
+            self.progress.done(index, stats, name, line)
         self.advance(len(items))
 
 

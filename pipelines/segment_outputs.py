@@ -24,8 +24,7 @@ from augment.atomic_files import naming_errors, record_file
 from augment.imageio import InputError, is_image_path, read_image, save_image
 from augment.outputs import OutputNames
 from augment.pixel_limit import SEGMENT_WORK, pixel_work
-from augment.textfiles import loads_json
-from pipelines.output_record import OutputKinds, OutputRecord, inputs_key
+from pipelines.output_record import OutputKinds, OutputRecord, inputs_key, made_ours, progress_entries
 from pipelines.segmenter import Segmenter, overlay
 from train.segment_config import CLASSES_FILE, write_classes
 
@@ -45,20 +44,8 @@ class SegmentSummary:
 
 def done_photos(out: Path, key: str) -> dict[str, str]:
     """Photo path -> stem of each photo a run of ``key`` finished in ``out`` (none for another key)."""
-    try:
-        lines = (out / PROGRESS_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return {}
-    entries = []
-    for line in lines:
-        try:
-            entries.append(loads_json(line))
-        except ValueError:  # a line cut short by a kill
-            continue
-    if not entries or not isinstance(entries[0], dict) or entries[0].get("key") != key:
-        return {}
-    return {e["path"]: e["stem"] for e in entries[1:]
-            if isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("stem"), str)}
+    return {e["path"]: e["stem"] for e in progress_entries(out / PROGRESS_FILE, key)
+            if isinstance(e.get("path"), str) and isinstance(e.get("stem"), str)}
 
 
 def run_segment(segmenter: Segmenter, images: list[Path], out: Path,
@@ -77,6 +64,7 @@ def run_segment(segmenter: Segmenter, images: list[Path], out: Path,
                             (child.name for child in out.iterdir() if child.name not in earlier))
         summary = SegmentSummary()
         started = time.perf_counter()
+        made_ours(out / PROGRESS_FILE, bool(done))  # another team member's, 0644: as the record is
         with record_file(out / PROGRESS_FILE, "a" if done else "w") as progress:
             if not done:
                 with naming_errors(out / PROGRESS_FILE):

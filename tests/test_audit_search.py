@@ -162,4 +162,4 @@ def test_a_search_removes_the_temporaries_killed_writes_left_in_out_and_keeps_a_
     assert result.exit_code == 0, result.output
     assert not dead.exists() and live.exists()
     assert sorted(p.name for p in out.iterdir() if p != live) == [
-        ".synth-search-outputs", ".synth.lock", "detections.jsonl", "photo.heat.png", "photo.highlight.jpg"]
+        ".synth-search-outputs", ".synth-search-progress", ".synth.lock", "detections.jsonl", "photo.heat.png", "photo.highlight.jpg"]

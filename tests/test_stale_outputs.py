@@ -18,7 +18,8 @@ from cli_checks import run_cli
 from pipelines.output_record import OutputRecord
 from pipelines.search_jobs import SEARCH_OUTPUTS
 
-RECORDS = {LOCK_FILE, ".synth-search-outputs", ".synth-segment-outputs", ".synth-segment-progress"}
+RECORDS = {LOCK_FILE, ".synth-search-outputs", ".synth-segment-outputs", ".synth-segment-progress",
+           ".synth-search-progress"}
 
 
 def _random(seed: int, height: int, width: int) -> np.ndarray:
