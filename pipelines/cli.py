@@ -59,6 +59,8 @@ class _Commands(typer.core.TyperGroup):
             raise
         except click_errors.ClickException as error:
             _usage_error(error)
+        except BrokenPipeError:  # typer.echo's reader gone (`--print-config | head`): as out_console's
+            out_console.on_broken_pipe()
         except OSError as error:  # a result line written after the work, outside run_guarded (<stdout>: full)
             if error.errno not in ENVIRONMENT_ERRNOS:
                 raise

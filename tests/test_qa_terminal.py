@@ -252,13 +252,13 @@ def test_columns_0_still_prints_the_error(tmp_path: Path) -> None:
                                                                  "directory"], done.stderr
 
 
-@pytest.mark.parametrize("command", ["version", "show"])
+@pytest.mark.parametrize("command", ["version", "show", "print-config"])
 def test_a_result_whose_reader_is_gone_ends_quietly_as_sigpipe_after_whole_outputs(tmp_path, command) -> None:
     """`synth show ... | head -c1`, `synth --version | true`: rich ended with exit code 1 (a failed run to a
     script under pipefail); `git log | head` ends 141 (128 + SIGPIPE), quietly, and so does synth."""
     from shard_factory import make_shards
 
-    args = ["--version"]
+    args = {"version": ["--version"], "print-config": ["expand", "--print-config"]}.get(command, [])
     if command == "show":
         shards = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, size=48).folder
         args = ["show", str(shards), "--out", str(tmp_path / "sheet.png")]
