@@ -12,7 +12,7 @@ a killed run of the same search keeps the still images it finished (:mod:`pipeli
 
 from __future__ import annotations
 
-import functools
+import collections
 import json
 import logging
 import time
@@ -72,7 +72,30 @@ ONNX_MIN_WORK = 50
 # Prepared queries kept (their pixels and their features per kernel size, ~10 MB for a 48 px query
 # against 96 px media, more for larger ones) while a --pairs run goes on: the most recently used. A run
 # kept every distinct query it met to its end: 200 pairs of 200 queries peaked at 2.6 GB, 2,000 at ~20.
-PREPARED_QUERIES = 16
+PREPARED_QUERIES = 32
+
+
+class PreparedQueries:
+    """Each query prepared once while the run still uses it: dropped after its last job (known up front),
+    and the least recently used dropped past :data:`PREPARED_QUERIES` (an LRU alone re-prepared every
+    query of 5 shelf photos x 20 products listed photo by photo: 100 preparations for 20 queries)."""
+
+    def __init__(self, prepare: Callable[..., Any], jobs: list[SearchJob]) -> None:
+        self.prepare = prepare
+        self.last_use = {(job.query, job.query_mask): index for index, job in enumerate(jobs)}
+        self.kept: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
+
+    def __call__(self, key: tuple, index: int) -> Any:
+        if key in self.kept:
+            self.kept.move_to_end(key)
+            prepared = self.kept[key]
+        else:
+            prepared = self.kept[key] = self.prepare(*key)
+            while len(self.kept) > PREPARED_QUERIES:
+                self.kept.popitem(last=False)
+        if self.last_use.get(key) == index:
+            self.kept.pop(key, None)
+        return prepared
 
 
 def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps: bool = False,
@@ -100,7 +123,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     record = OutputRecord(out, SEARCH_OUTPUTS, [p for job in jobs for p in (job.query, job.medium, job.query_mask)],
                           keep=bool(resume.earlier))
     names = OutputNames(record.add, (*SEARCH_OUTPUTS.suffixes, str(SEARCH_OUTPUTS.frame_folder)))
-    prepare = functools.lru_cache(maxsize=PREPARED_QUERIES)(searcher.prepare)  # each query once while used
+    prepare = PreparedQueries(searcher.prepare, jobs)
     failed: dict[tuple[Path, Path | None], str] = {}  # a bad query fails each of its pairs, read once
     lines: list[dict[str, Any]] = []
     summary = RunSummary()
@@ -128,7 +151,7 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
                 if key in failed:
                     raise InputError(failed[key])
                 try:
-                    prepared = prepare(*key)
+                    prepared = prepare(key, index)
                 except InputError as error:
                     failed[key] = str(error)
                     raise

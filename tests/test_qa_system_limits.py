@@ -74,10 +74,23 @@ def test_a_pairs_run_of_thousands_of_queries_holds_a_bounded_number_of_prepared_
     summary = run_search(searcher, jobs, tmp_path / "out", workers=1, batch=4)
     assert summary.images == 301 and len(summary.errors) == 2
     assert searcher.most_alive <= PREPARED_QUERIES + 4  # the cache and one batch of pending media
-    assert searcher.prepared == 301  # each query once while it is used (the first again after 299 others)
+    assert searcher.prepared == 300  # each query once (the first kept for its line after 299 others, which
+    # are dropped after their only line)
     lines = (tmp_path / "out" / "detections.jsonl").read_text().splitlines()
     assert len(lines) == 303
 
+
+def test_pairs_listed_photo_by_photo_prepare_each_query_once(tmp_path):
+    """5 shelf photos x 20 products, listed photo by photo: the 16-query LRU prepared every query again
+    on every photo (100 preparations for 20 queries); a query is kept until its last line."""
+    queries = [tmp_path / f"q{i:02d}.png" for i in range(20)]
+    photos = [tmp_path / f"shelf{i}.png" for i in range(5)]
+    for photo in photos:
+        save_image(photo, np.zeros((16, 16, 3), np.uint8))
+    searcher = _CountingSearcher()
+    summary = run_search(searcher, [SearchJob(q, p) for p in photos for q in queries], tmp_path / "out",
+                         workers=1, batch=4)
+    assert summary.images == 100 and searcher.prepared == 20
 
 
 _LOADER_UNDER_64_FILES = """
