@@ -35,6 +35,7 @@ def ready_for_loader_workers(num_workers: int, wanted: int = WANTED, needed: int
         soft = raised
     if num_workers and soft < needed:
         raise InputError(f"open files are limited to {soft} (ulimit -n, hard limit {hard}): the data loader's "
-                         f"workers pass batches as open files and need about {needed}; raise it "
-                         f"(ulimit -n {wanted}) or set num_workers: 0")
+                         f"workers pass batches as open files and need about {needed}; raise the hard limit "
+                         f"(/etc/security/limits.conf nofile, a container's --ulimit nofile={wanted}) or set "
+                         f"num_workers: 0")
     return soft
