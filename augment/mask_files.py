@@ -13,16 +13,19 @@ from augment.imageio import InputError, read_file_bytes, image_format, image_fro
 from augment.palette_masks import is_palette_png, palette_indices, palette_values
 
 
-def read_mask(path: Path | str) -> np.ndarray:
+def read_mask(path: Path | str, named: bool = False) -> np.ndarray:
     """Read a single-channel mask or label map (8 or 16 bit), upright as :func:`image_from_bytes` reads
     photos (a mask drawn on the photo as shown lines up with it); an indexed (palette) PNG, as
     Pascal VOC's label maps are, gives its indices (the palette only colours them for viewing); its
     index 255 beside other indices is VOC's "void" border, not an object (read as 0: a ring-shaped
-    cutout around every object otherwise)."""
+    cutout around every object otherwise). ``named``: its values are ids a label list or categories.json
+    names (a palette PNG's indices then, never read by its black-and-white drawing)."""
     path = Path(path)
     data = read_file_bytes(path)
     if is_palette_png(data):
-        return palette_values(*palette_indices(data, str(path), check=True))
+        indices, palette = palette_indices(data, str(path), check=True)
+        # Values a label list or categories.json names are the indices, whatever colours they are shown in
+        return palette_values(indices, None if named else palette)
     if image_format(data) == "JPEG":
         return _jpeg_mask(data, str(path))
     return mask_plane(image_from_bytes(data, str(path), "unchanged"), str(path))

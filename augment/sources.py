@@ -88,11 +88,13 @@ def read_source(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     yield from readers[fmt](source, config)
 
 
-def load_pair(image_path: Path, mask_path: Path, empty_reason: str) -> tuple[np.ndarray, np.ndarray, list[int]] | Skip:
-    """An image, its mask, and the mask's non-zero values; or why the pair can't be used."""
+def load_pair(image_path: Path, mask_path: Path, empty_reason: str,
+              named: bool = True) -> tuple[np.ndarray, np.ndarray, list[int]] | Skip:
+    """An image, its mask, and the mask's non-zero values; or why the pair can't be used. ``named``: the
+    mask's values are ids that names are given for (:func:`augment.mask_files.read_mask`)."""
     try:
         image = read_image(image_path, "rgb")
-        mask = read_mask(mask_path)
+        mask = read_mask(mask_path, named)
     except InputError as error:  # the file it names, once (the message starts with that file's path)
         return Skip.of(error, image_path, mask_path)
     if mask.shape[:2] != image.shape[:2]:
@@ -195,7 +197,7 @@ def loaded_pairs(pairs: list[tuple[Path | None, Path | None]], empty_reason: str
         elif mask_path is None or not mask_path.exists():
             yield Skip(str(image_path), "no mask found for this image")
         else:
-            loaded = load_pair(image_path, mask_path, empty_reason)
+            loaded = load_pair(image_path, mask_path, empty_reason, named=not soft_edges)
             if isinstance(loaded, Skip):
                 yield loaded
                 continue

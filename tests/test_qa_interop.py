@@ -336,3 +336,27 @@ def test_photo_shards_give_a_box_only_coco_objects_box_no_loss_not_backgrounds(t
     expected[12:30, 25:36] = 2  # every pixel the box touches (x 25.5..35.5, y 12..42 cut at the image's edge)
     expected[truth > 0] = 1  # the masked object where they meet (it came first)
     assert np.array_equal(photo.values, expected)
+
+
+def test_a_named_label_maps_palette_indices_are_its_values_whatever_colours_show_them(tmp_path):
+    """A label map whose label_list.json names 0 background and 1 person, its palette drawing the
+    background white (index 0) and the person black (index 1): the black-and-white drawing rule read the
+    person as background and cut the background out; named values are the indices."""
+    from PIL import Image
+
+    from augment.config import SourceConfig
+    from augment.sources import SourceObject, read_source
+
+    root = tmp_path / "lm"
+    (root / "labels").mkdir(parents=True)
+    (root / "photos").mkdir()
+    indices = np.zeros((64, 64), np.uint8)
+    indices[16:48, 16:48] = 1
+    labels = Image.fromarray(indices, "P")
+    labels.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)
+    labels.save(root / "labels" / "a.png")
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(root / "photos" / "a.png")
+    (root / "label_list.json").write_text(json.dumps(["background", "person"]))
+    objects = [item for item in read_source(root, SourceConfig(format="label_map", min_area=10))
+               if isinstance(item, SourceObject)]
+    assert [(o.category, o.box) for o in objects] == [("person", (16, 16, 48, 48))]
