@@ -51,7 +51,10 @@ class CocoIndex:
     def locate(self, image_id: int) -> Path | Skip:
         entry = self.images[image_id]
         file_name = entry.get("file_name")
-        names = _spellings(file_name) if isinstance(file_name, str) and file_name else _url_names(entry.get("coco_url"))
+        by_url = not (isinstance(file_name, str) and file_name)
+        names = _url_names(entry.get("coco_url")) if by_url else _spellings(file_name)
+        # A coco_url's 'val2017/NAME' lies under the COCO root that holds annotations/ (LVIS's layout too)
+        roots = [*self.roots, self.json_path.parent.parent] if by_url else self.roots
         if not names:
             return Skip(str(self.json_path), f"image id {image_id} has no file_name (nor a coco_url naming a file)")
         file_name = names[0]
@@ -59,9 +62,9 @@ class CocoIndex:
             return Skip(str(self.json_path), f"image file {file_name!r} is an absolute path or climbs out with '..': "
                                              "a COCO file's images are read only from its folders "
                                              f"({', '.join(str(root) for root in self.roots)})")
-        path = next((root / name for name in names for root in self.roots if (root / name).is_file()), None)
+        path = next((root / name for name in names for root in roots if (root / name).is_file()), None)
         if path is None:
-            looked = ", ".join(f"{os.path.relpath(root, self.json_path.parent)}/" for root in self.roots)
+            looked = ", ".join(f"{os.path.relpath(root, self.json_path.parent)}/" for root in dict.fromkeys(roots))
             return Skip(str(self.json_path),
                         f"image file {file_name!r} not found (looked in {looked} from the file's folder)")
         return path

@@ -300,6 +300,11 @@ def test_an_lvis_image_entry_is_found_by_its_coco_url(tmp_path):
     (item,) = read_source(tmp_path / "lvis_v1_val.json", SourceConfig(min_area=1, include=["000000000003"]))
     assert isinstance(item, SourceObject), item
     assert item.source == str(tmp_path / "val2017" / "000000000003.png") and item.box == (4, 3, 30, 25)
+    # ...and in COCO's own layout: annotations/lvis_v1_val.json beside val2017/ (not found before review)
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "lvis_v1_val.json").write_text(json.dumps(data))
+    (item,) = read_source(tmp_path / "annotations" / "lvis_v1_val.json", SourceConfig(min_area=1))
+    assert isinstance(item, SourceObject) and item.source == str(tmp_path / "val2017" / "000000000003.png"), item
     data["images"][0]["coco_url"] = "http://example.com/../../secret.png"
     (tmp_path / "lvis_v1_val.json").write_text(json.dumps(data))
     (skip,) = read_source(tmp_path / "lvis_v1_val.json", SourceConfig(min_area=1))
