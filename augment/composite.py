@@ -290,7 +290,7 @@ def compose_scene(
         width, height = _object_size(cutout, scale, config)
         if not replay:
             steps = sample_chain(object_chain, rng, height, width)
-        rgba = resize_rgba(cutout.rgba, width, height, cutout.premultiplied)
+        rgba = resize_rgba(cutout.rgba, width, height)
         mask = cv2.threshold(cv2.extractChannel(rgba, 3), 127, 1, cv2.THRESH_BINARY)[1]  # 1 where alpha >= 128
         # Only superpixel_occlusion reads them: resized for the objects it acts on alone.
         uses_superpixels = any(isinstance(step, dict) and step.get("name") == SuperpixelOcclusion.name for step in steps)

@@ -12,7 +12,6 @@ import json
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -27,7 +26,6 @@ from augment.imageio import InputError, decode_image, encode_png, is_image_path,
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA, RENDERING_VERSION
 from augment.shards import one_line, read_objects_table
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
-from augment.straight_alpha import premultiply
 from augment.superpixels import compute_superpixels
 from augment.system import ignore_interrupts, usable_cpus
 from augment.textfiles import loads_json
@@ -51,11 +49,6 @@ class Cutout:
     box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in its source image (object_scale_mode source)
     source_size: tuple[int, int] | None = None  # width, height of that image; None when the table predates it
 
-    @cached_property
-    def premultiplied(self) -> np.ndarray:
-        """:attr:`rgba` with its colour multiplied by alpha (:func:`augment.straight_alpha.premultiply`), made
-        once: every paste of the cutout resizes it from this (:func:`augment.resizing.resize_rgba`)."""
-        return premultiply(self.rgba)
 
 
 def cutout_id(rgba: np.ndarray, category: str) -> str:

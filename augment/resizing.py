@@ -10,14 +10,13 @@ from augment.imageio import resize_image
 from augment.straight_alpha import premultiply, unpremultiply
 
 
-def resize_rgba(rgba: np.ndarray, width: int, height: int, premultiplied: np.ndarray | None = None) -> np.ndarray:
+def resize_rgba(rgba: np.ndarray, width: int, height: int) -> np.ndarray:
     """A straight-alpha RGBA cutout (uint8) resized as :func:`resize_image` resizes a picture, its colour
     averaged weighted by alpha (premultiplied): resized as it is, the colour of its transparent pixels
-    (black in synth's cutouts) bled into its edge, a white object showing a grey outline on white.
-    ``premultiplied``: ``premultiply(rgba)`` where the caller keeps it (a cutout pasted many times)."""
+    (black in synth's cutouts) bled into its edge, a white object showing a grey outline on white."""
     if rgba.shape[:2] == (height, width):
         return rgba
-    return unpremultiply(resize_image(premultiply(rgba) if premultiplied is None else premultiplied, width, height))
+    return unpremultiply(resize_image(premultiply(rgba), width, height))
 
 
 def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -6,8 +6,6 @@ import cv2
 import numpy as np
 import pytest
 
-from augment.cutouts import Cutout
-from augment.resizing import resize_rgba
 from augment.straight_alpha import premultiply, unpremultiply
 
 
@@ -27,16 +25,6 @@ def test_premultiply_matches_four_plane_arithmetic():
         assert np.array_equal(unpremultiply(rgba), cv2.divide(rgba, planes, scale=255.0))
         view = np.dstack([rgba, rgba])[:, :, 4:]  # not contiguous
         assert np.array_equal(premultiply(view), premultiply(rgba))
-
-
-def test_cutout_keeps_its_premultiplied_pixels_and_resizes_alike():
-    rgba = _rgba(4)
-    cutout = Cutout("id", "thing", rgba, np.zeros((4, 4), np.int32), 1)
-    assert cutout.premultiplied is cutout.premultiplied  # made once
-    assert np.array_equal(cutout.premultiplied, premultiply(rgba))
-    for width, height in ((61, 80), (11, 9), (29, 37)):
-        assert np.array_equal(resize_rgba(rgba, width, height, cutout.premultiplied), resize_rgba(rgba, width, height))
-    assert resize_rgba(rgba, 29, 37, cutout.premultiplied) is rgba  # its own size: the straight pixels, untouched
 
 
 def test_composition_check_remembers_good_values_only():
