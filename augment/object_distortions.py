@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 
 from augment.distortion_base import Distortion, Range, _seed, _uniform
-from augment.pixel_limit import max_megapixels
 from augment.resizing import resize_labels
 from augment.straight_alpha import premultiply, unpremultiply
 
@@ -117,13 +116,17 @@ class Affine(Distortion):
     ) -> tuple[np.ndarray, np.ndarray]:
         linear = self.linear(params)
         (matrix,), size = _fit_canvas([np.hstack([linear, np.zeros((2, 1))])], *mask.shape)
-        # A canvas past the pixel limit (scale 20 and shear 80 made ~2.5 GB per cutout, which the composite
-        # then shrank to its frame) is drawn smaller, to the limit: the same shape, fewer pixels.
-        budget = max_megapixels() * 1e6
-        if size[0] * size[1] > budget:
-            linear = linear * (math.sqrt(budget / (size[0] * size[1])) * 0.999)
+        # A canvas past MAX_CANVAS_PIXELS (scale 20 and shear 80 made ~2.5 GB per cutout, which the composite
+        # then shrank to its frame) is drawn smaller: the same shape, fewer pixels. A constant, not the
+        # environment's pixel limit, so a row replays to the same bytes on every machine.
+        if size[0] * size[1] > MAX_CANVAS_PIXELS:
+            linear = linear * (math.sqrt(MAX_CANVAS_PIXELS / (size[0] * size[1])) * 0.999)
             (matrix,), size = _fit_canvas([np.hstack([linear, np.zeros((2, 1))])], *mask.shape)
         return _warp_object(image, mask, matrix, size)
+
+
+# An affine canvas's most pixels (16.8 MP, 67 MB of RGBA): past every composite frame's needs.
+MAX_CANVAS_PIXELS = 4096 * 4096
 
 
 @dataclass

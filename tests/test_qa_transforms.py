@@ -253,10 +253,13 @@ def test_the_objects_tables_fingerprint_names_the_rendering(tmp_path, monkeypatc
 
 def test_an_affine_canvas_past_the_pixel_limit_is_drawn_to_the_limit(monkeypatch):
     """scale 20 and shear 80 (both in their ranges) made a canvas of ~2.5 GB per cutout, which the composite
-    then shrank to its frame; the canvas now stops at the pixel limit, the object's shape kept."""
+    then shrank to its frame; the canvas now stops at MAX_CANVAS_PIXELS (a constant: replays alike on every
+    machine, whatever SYNTH_MAX_MEGAPIXELS says), the object's shape kept."""
+    from augment import object_distortions
     from augment.object_distortions import Affine
 
-    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", "1")
+    monkeypatch.setattr(object_distortions, "MAX_CANVAS_PIXELS", 1_000_000)
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", "0.5")  # not the canvas's bound
     image = np.zeros((40, 40, 4), np.uint8)
     image[8:32, 8:32] = 255
     mask = (image[:, :, 3] > 0).astype(np.uint8)
@@ -266,6 +269,5 @@ def test_an_affine_canvas_past_the_pixel_limit_is_drawn_to_the_limit(monkeypatch
     assert height * width <= 1_000_000 and warped.shape[:2] == (height, width)
     assert 5.5 < width / height < 7.5  # the sheared shape: (1 + tan 80°) : 1 of a square, not cut off
     assert warped_mask.sum() > 0.04 * height * width  # the object drawn, not a blank canvas
-    monkeypatch.delenv("SYNTH_MAX_MEGAPIXELS")
     small = {**params, "scale": 1.0, "shear": 10.0}  # a documented draw: as it was
     assert Affine().apply(image, mask, small)[1].shape == (40, 48)
