@@ -11,7 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -45,8 +45,7 @@ class CocoIndex:
 
     def ordered(self) -> list[tuple[str, int]]:
         """(file name, image id) of annotated images, in a deterministic order."""
-        return [(str(self.images[i].get("file_name") or next(iter(_url_names(self.images[i].get("coco_url"))), i)), i)
-                for i in sorted(self.by_image)]
+        return [(_image_name(self.images[i]), i) for i in sorted(self.by_image)]
 
     def locate(self, image_id: int) -> Path | Skip:
         entry = self.images[image_id]
@@ -90,14 +89,14 @@ def load_coco_index(source: Path) -> CocoIndex:
     repeated: dict[str, dict[int, list[str]]] = {"image": {}, "category": {}}  # id -> its entries' names
     for number, entry in enumerate(data["images"]):
         if isinstance(entry, dict) and isinstance(entry.get("id"), int):
-            _note_repeat(repeated["image"], images, entry, "file_name")
+            _note_repeat(repeated["image"], images, entry, _image_name)
             images[entry["id"]] = entry
         else:
             problems.append(Skip(str(json_path), f"image entry #{number} is not an object with an integer id"))
     for number, entry in enumerate(data.get("categories", [])):
         if isinstance(entry, dict) and isinstance(entry.get("id"), int):
-            _note_repeat(repeated["category"], categories, entry, "name")
-            categories[entry["id"]] = str(entry.get("name", entry["id"]))
+            _note_repeat(repeated["category"], categories, entry, _category_name)
+            categories[entry["id"]] = _category_name(entry)
         else:  # said here: its annotations are skipped for a category_id not in the file's categories
             problems.append(Skip(str(json_path), f"category entry #{number} is not an object with an integer id"))
     for kind, table in (("image", images), ("category", categories)):
@@ -120,17 +119,26 @@ def load_coco_index(source: Path) -> CocoIndex:
     return CocoIndex(json_path, images, categories, by_image, coco_image_roots(json_path), problems)
 
 
-def _note_repeat(repeats: dict[int, list[str]], table: dict, entry: dict, key: str) -> None:
-    """Note an entry whose id an earlier entry of another ``key`` (file name, category name) has: its
-    annotations name one of them, which cannot be told (CVAT's project exports gave one image id to
-    images of several tasks: the objects of one photo were cut from another)."""
+def _note_repeat(repeats: dict[int, list[str]], table: dict, entry: dict, name_of: Callable[[dict], str]) -> None:
+    """Note an entry whose id an earlier entry of another name (``name_of``: its file, its category's
+    name) has: its annotations name one of them, which cannot be told (CVAT's project exports gave one
+    image id to images of several tasks: the objects of one photo were cut from another)."""
     entry_id = entry["id"]
-    earlier = table.get(entry_id)
-    if earlier is None:
+    if entry_id not in table:
         return
-    earlier_name = earlier.get(key) if isinstance(earlier, dict) else earlier
-    if str(earlier_name) != str(entry.get(key, entry_id)) or entry_id in repeats:
-        repeats.setdefault(entry_id, [str(earlier_name)]).append(str(entry.get(key)))
+    earlier = table[entry_id]
+    earlier_name, name = name_of(earlier) if isinstance(earlier, dict) else str(earlier), name_of(entry)
+    if earlier_name != name or entry_id in repeats:
+        repeats.setdefault(entry_id, [earlier_name]).append(name)
+
+
+def _image_name(entry: dict) -> str:
+    """An image entry's file: its file_name, else the one its coco_url names (LVIS's entries)."""
+    return str(entry.get("file_name") or next(iter(_url_names(entry.get("coco_url"))), entry["id"]))
+
+
+def _category_name(entry: dict) -> str:
+    return str(entry.get("name", entry["id"]))
 
 
 def _the_coco_file(folder: Path) -> Path:

@@ -365,3 +365,24 @@ def test_a_named_label_maps_palette_indices_are_its_values_whatever_colours_show
     objects = [item for item in read_source(root, SourceConfig(format="label_map", min_area=10))
                if isinstance(item, SourceObject)]
     assert [(o.category, o.box) for o in objects] == [("person", (16, 16, 48, 48))]
+
+
+def test_an_lvis_image_entry_listed_twice_alike_is_kept_as_a_coco_one_is(tmp_path):
+    """Two identical LVIS entries (no file_name) were 'image id 3 is listed 2 times (None, None)' and
+    dropped, where two identical entries with a file_name are kept: one rule, by the file each names."""
+    truth = _l_shape()
+    _coco_file(tmp_path / "lvis.json", "a.png", truth)
+    data = json.loads((tmp_path / "lvis.json").read_text())
+    del data["images"][0]["file_name"]
+    data["images"][0]["coco_url"] = "http://images.cocodataset.org/val2017/000000000003.png"
+    data["images"].append(dict(data["images"][0]))
+    (tmp_path / "lvis.json").write_text(json.dumps(data))
+    (tmp_path / "val2017").mkdir()
+    Image.fromarray(np.random.default_rng(4).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(
+        tmp_path / "val2017" / "000000000003.png")
+    (item,) = read_source(tmp_path / "lvis.json", SourceConfig(min_area=1))
+    assert isinstance(item, SourceObject), item
+    data["images"][1]["coco_url"] = "http://images.cocodataset.org/val2017/000000000004.png"
+    (tmp_path / "lvis.json").write_text(json.dumps(data))
+    reasons = [item.reason for item in read_source(tmp_path / "lvis.json", SourceConfig(min_area=1))]
+    assert any("listed 2 times ('val2017/000000000003.png', 'val2017/000000000004.png')" in r for r in reasons), reasons
