@@ -154,6 +154,10 @@ def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
             continue
         if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
             return None
+        if not 0xC0 <= marker <= 0xFE or marker == 0xD8:
+            # FF 00 or a reserved marker: libjpeg scans on byte by byte where a length read here would jump
+            # (a comment hiding a small frame header past the real one passed the pixel limit): Pillow's word
+            return None
         if marker in _SOF_MARKERS:
             if at + 9 > end:
                 return None

@@ -8,7 +8,9 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pytest
 import pyarrow.parquet as pq
 
 from augment.coco_export import export_coco
@@ -188,3 +190,24 @@ def test_a_full_disk_while_annotations_json_is_written_names_it_under_out(tmp_pa
     line = assert_one_line_error(run_cli("export", shards, "--out", tmp_path / "out"), 2,
                                  str(tmp_path / "out" / "annotations.json"), "No space left on device")
     assert ".tmp" not in line and sorted(p.name for p in tmp_path.iterdir()) == ["shards"]
+
+
+def test_a_jpeg_hiding_a_small_frame_header_behind_ff00_is_held_to_its_real_size(monkeypatch):
+    """FF 00 read as a segment's marker made the header walk jump into a comment holding a 16x16 frame
+    header: a 200x200 JPEG passed a 0.01-MP limit that Pillow's size (and OpenCV's decode) exceeds."""
+    import struct
+
+    import cv2
+
+    from augment.imageio import InputError, decode_image
+    from augment.pixel_limit import image_dimensions
+
+    ok, encoded = cv2.imencode(".jpg", np.full((200, 200, 3), 128, np.uint8))
+    plain = encoded.tobytes()
+    fake_frame = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    comment = b"\xff\xfe" + struct.pack(">H", 2 + len(fake_frame)) + fake_frame
+    crafted = plain[:2] + b"\xff\x00\x00\x06" + comment + plain[2:]
+    assert image_dimensions(crafted) == (200, 200)
+    monkeypatch.setenv("SYNTH_MAX_MEGAPIXELS", "0.01")
+    with pytest.raises(InputError):
+        decode_image(crafted, name="crafted.jpg")
