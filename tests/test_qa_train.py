@@ -284,3 +284,16 @@ def test_a_checkpoint_saved_before_the_decay_check_still_loads_with_its_schedule
     assert (config.decay_steps, config.warmup_steps, config.batch_size) == (50, 100, 300)
     with pytest.raises(Exception, match="decay_steps .50. must exceed warmup_steps .100."):
         TrainConfig(**{**values, "batch_size": 8})  # a new run with it is still refused
+
+
+def test_a_run_saved_before_the_decay_check_resumes_with_its_schedule(monkeypatch):
+    """synth train --resume copied the checkpoint's config into a new TrainConfig, whose checks refused the
+    decay_steps (and a batch_size past the maximum) that from_checkpoint had let load."""
+    import train.checkpoint
+    from pipelines import train_commands
+
+    values = {**tiny_config().to_dict()["values"], "warmup_steps": 100, "decay_steps": 50, "batch_size": 300}
+    monkeypatch.setattr(train.checkpoint, "load_checkpoint", lambda path: {"config": {"values": values}})
+    config = train_commands._config(None, "run/checkpoint.pt", steps=None)
+    assert (config.decay_steps, config.batch_size) == (50, 300)
+    assert train_commands._config(None, "run/checkpoint.pt", steps=400).steps == 400  # an override applies
