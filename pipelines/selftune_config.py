@@ -129,7 +129,8 @@ def resolve(values: dict[str, Any], origin: str = "config", folder: Path | None 
         (merged["finetune_schedule"] in FINETUNE_SCHEDULES,
          f"finetune_schedule must be one of {', '.join(FINETUNE_SCHEDULES)}"),
         # 'continue' decays the training's cosine over steps + finetune_steps (selftune_steps): past its warm-up
-        (merged["finetune_schedule"] != "continue" or not merged["finetune_steps"] or train.decay_steps
+        (merged["finetune_schedule"] != "continue" or not is_int(merged["finetune_steps"])
+         or not merged["finetune_steps"] or train.decay_steps
          or train.steps + merged["finetune_steps"] > train.warmup_steps,
          f"finetune_schedule continue decays over train.steps + finetune_steps ({train.steps} + "
          f"{merged['finetune_steps']}), which must exceed train.warmup_steps ({train.warmup_steps})"),
