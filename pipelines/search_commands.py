@@ -234,7 +234,7 @@ def register(app: typer.Typer) -> None:
 
         from pipelines.cli import console, say
 
-        kept = f" ({summary.resumed} kept from the stopped run this one resumed)" if summary.resumed else ""
+        kept = f" ({summary.resumed} kept from an earlier run of this search)" if summary.resumed else ""
         console.print(f"searched {_count(summary.images, 'image')}{kept} and {_count(summary.frames, 'video frame')} in "
                       f"{summary.seconds:.1f} s: {_count(summary.detections, 'detection')} -> "
                       f"{out / DETECTIONS_FILE}", highlight=False, soft_wrap=True)

@@ -25,6 +25,7 @@ from pipelines.search_jobs import SearchJob
 logger = logging.getLogger(__name__)
 
 PROGRESS_FILE = ".synth-search-progress"
+STILL_OUTPUTS = (".heat.png", ".highlight.jpg")  # a still's outputs beside its stem
 # Attributes of the network search that are how it runs, not what it finds (chosen per run from the
 # job list, which the key holds already).
 _RUNTIME = {"onnx"}
@@ -53,9 +54,23 @@ def search_key(searcher: Any, jobs: list[SearchJob], **settings: Any) -> str:
         "heat_map_threshold": getattr(searcher, "heat_map_threshold", None),
         "heat_boxes": getattr(searcher, "heat_boxes", None), "network": network,
         "fusion": None if verification is None else asdict(verification.model),
-        "settings": settings,
+        "settings": settings, "versions": _versions(),
         "jobs": [[str(job.query), str(job.medium), str(job.query_mask), job.error] for job in jobs],
     }, [])
+
+
+def _versions() -> dict[str, str | None]:
+    """synth's version and those of the packages whose arithmetic the search runs on: after an upgrade
+    the same command starts over rather than keeping an older synth's lines beside new ones."""
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {name: version(name) for name in ("synth", "torch", "onnxruntime", "opencv-python-headless", "numpy")}
 
 
 def file_stats(job: SearchJob) -> list[list[int] | None]:
@@ -103,10 +118,15 @@ class SearchProgress:
         """The detections.jsonl line of job ``index`` as the killed run wrote it, where that run
         finished it under ``stem`` (the name this run gives it), its files unchanged and its outputs
         there; else None (searched again)."""
-        entry = self.earlier.get(index)
-        if entry is None or entry["stem"] != stem or entry.get("stats") != file_stats(job):
+        entry = self.earlier.pop(index, None)
+        if entry is None:
             return None
-        if not all((self.out / f"{stem}{suffix}").is_file() for suffix in (".heat.png", ".highlight.jpg")):
+        outputs = [self.out / f"{entry['stem']}{suffix}" for suffix in STILL_OUTPUTS]
+        if entry["stem"] != stem or entry.get("stats") != file_stats(job) or not all(p.is_file() for p in outputs):
+            # Not kept: its outputs go now, as a new run's clearing would take them (the medium may fail
+            # this time, or be named otherwise: an edited photo's old heat map stayed beside its error).
+            for path in outputs:
+                path.unlink(missing_ok=True)
             return None
         self.kept += 1
         logger.info("%s: searched by the killed run this one resumes; kept", job.medium)

@@ -84,7 +84,7 @@ def test_a_search_killed_with_sigkill_resumes_keeping_the_images_it_finished(pho
 
     said = _search(query, media, out)
 
-    assert f"searched 12 images ({len(finished)} kept from the stopped run this one resumed)" in said
+    assert f"searched 12 images ({len(finished)} kept from an earlier run of this search)" in said
     assert (out / "detections.jsonl").read_bytes() == (whole / "detections.jsonl").read_bytes()
     times = _heat_times(out)
     assert len(times) == 12
@@ -176,3 +176,32 @@ def test_a_fifo_named_as_the_progress_file_is_one_line_not_a_wait(photos, tmp_pa
     assert result.returncode == 2, result.stderr
     assert error_lines(result.stderr) == [f"error: {out / PROGRESS}: is not a plain file; synth writes it only as "
                                           "a plain file of its own: remove it"]
+
+
+def test_a_kept_image_that_fails_on_the_rerun_leaves_no_outputs_of_the_earlier_run(photos, tmp_path):
+    """The same command again after p01.png was damaged: its error was reported, but the heat map and
+    highlight of the photo it was stayed beside it (the folder held two runs' outputs)."""
+    query, media = photos
+    out = tmp_path / "found"
+    _search(query, media, out)
+    (media / "p01.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    result = run_cli("search", query, media, "--out", out, *OPTIONS)
+    assert result.exit_code == 1 and "p01.png" in result.output
+    assert not (out / "p01.heat.png").exists() and not (out / "p01.highlight.jpg").exists()
+    assert (out / "p00.heat.png").is_file() and (out / "p02.highlight.jpg").is_file()
+
+
+def test_an_upgrade_between_the_runs_starts_over(photos, tmp_path, monkeypatch):
+    """The resume key held no version: after an upgrade that changes what the search finds, the same
+    command kept the older synth's lines (a finished run's too) beside new ones."""
+    from importlib import metadata
+
+    query, media = photos
+    out = tmp_path / "found"
+    _search(query, media, out)
+    first = _heat_times(out)
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name == "torch" else real(name))
+    said = _search(query, media, out)
+    assert "kept from an earlier run" not in said
+    assert all(_heat_times(out)[name] != first[name] for name in first)
