@@ -93,7 +93,7 @@ class SearchProgress:
         self.out, self.key = out, key
         self.path = out / PROGRESS_FILE
         self.earlier = {entry["job"]: entry for entry in progress_entries(self.path, key)
-                        if isinstance(entry.get("job"), int) and isinstance(entry.get("stem"), str)
+                        if type(entry.get("job")) is int and isinstance(entry.get("stem"), str)
                         and isinstance(entry.get("line"), dict)}
         self.kept = 0  # stills whose outputs and line the killed run left: kept, not searched again
         self._file: IO[str] | None = None
