@@ -148,7 +148,8 @@ CONFIG_HASH_KEY = b"synth_config_hash"
 # 3: sources read as other tools export them (stop 48): a soft-edged mask is one object, a mask drawn in
 # its alpha is its alpha, a black-and-white palette PNG by its drawing, a premultiplied TIFF straight,
 # a COCO image or category id listed twice skipped, box-only COCO objects no background in photo shards;
-# a cutout over max_cutout_side shrunk weighted by alpha (no rim of the photo's background).
+# a cutout over max_cutout_side shrunk weighted by alpha (no rim of the photo's background); an affine
+# canvas bounded at MAX_CANVAS_PIXELS.
 RENDERING_VERSION = 3
 # Names `synth expand` gives its shards; other .parquet files in a folder are not its business.
 SHARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*-\d{5}\.parquet")
