@@ -317,7 +317,7 @@ def _from_bytes(data: bytes, name: str, mode: str, header: "PIL.Image.Image | No
         if image.ndim == 2 and (grey := grey_transparent_value(data)) is not None:  # OpenCV drops it
             image = with_grey_transparency(image, grey)
         elif image_format(data) == "TIFF":
-            image = tiff_alpha_as_stored(image, data)
+            image = tiff_alpha_as_stored(image, data, header)
     if image_format(data) != "TIFF":  # OpenCV turns a TIFF upright itself, whatever the flags: not twice
         image = apply_orientation(image, exif_orientation(data, header))
     if mode not in ("gray", "unchanged"):

@@ -6,6 +6,8 @@ and :func:`tiff_alpha_as_stored`, which undoes what OpenCV does to a TIFF saved 
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 
 import cv2
@@ -38,21 +40,21 @@ def unpremultiply(image: np.ndarray) -> np.ndarray:
     return cv2.divide(image, _alpha_planes(image), scale=255.0)
 
 
-def tiff_alpha_as_stored(image: np.ndarray, data: bytes) -> np.ndarray:
+def tiff_alpha_as_stored(image: np.ndarray, data: bytes, header: "PIL.Image.Image | None" = None) -> np.ndarray:
     """A TIFF decoded by OpenCV with the alpha and colour its file stores. For an 8-bit RGBA file that
     says its alpha is straight (ExtraSamples 2), libtiff's RGBA reader, which OpenCV uses for 8 bits,
     multiplies the colour by alpha: a cutout's half-transparent edge came back darkened (200 at alpha
     150 read as 118); one that says its colour is premultiplied (ExtraSamples 1) is stored so, and comes
     back straight too. Of an 8-bit grey + alpha file OpenCV gives the grey alone: its alpha (Pillow's
     reading of it) comes back beside it, as RGBA, as OpenCV gives a grey + alpha PNG. Other arrays come
-    back as they are."""
+    back as they are. ``header``: the file's Pillow header, already open (read here, not closed)."""
     rgba = image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4
     if not (rgba or (image.dtype == np.uint8 and image.ndim == 2)):
         return image
     from augment.pixel_limit import open_header  # (it imports augment.imageio, which imports this)
 
     try:
-        with open_header(data) as tiff:
+        with contextlib.nullcontext(header) if header is not None else open_header(data) as tiff:
             extra = tiff.tag_v2.get(TIFF_EXTRA_SAMPLES)
             alpha = np.array(tiff.getchannel("A")) if not rgba and tiff.mode in ("LA", "La") else None
             premultiplied = tiff.mode == "La"

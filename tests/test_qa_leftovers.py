@@ -312,6 +312,10 @@ def test_an_image_reads_pillows_header_once_with_every_check_kept(tmp_path, monk
         opened.clear()
         assert image_from_bytes(encoded.getvalue(), kind).shape == (60, 50, 3), kind
         assert len(opened) == 1, kind
+    with_alpha = io.BytesIO()  # an RGBA TIFF: its stored alpha read from the same header (review)
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (50, 60, 4), dtype=np.uint8), "RGBA").save(with_alpha, "TIFF")
+    opened.clear()
+    assert image_from_bytes(with_alpha.getvalue(), "a.tif", "unchanged").shape == (50, 60, 4) and len(opened) == 1
     palette = Image.fromarray(np.random.default_rng(1).integers(0, 3, (50, 60), dtype=np.uint8)).convert("P")
     palette.save(tmp_path / "mask.png", exif=exif)
     opened.clear()
