@@ -27,13 +27,18 @@ def test_premultiply_matches_four_plane_arithmetic():
         assert np.array_equal(premultiply(view), premultiply(rgba))
 
 
-def test_composition_check_remembers_good_values_only():
+def test_composition_check_remembers_good_values_only(monkeypatch):
+    from augment import config as config_module
     from augment.config import CompositionConfig, check_composition
     from augment.imageio import InputError
 
-    config = CompositionConfig(min_objects=1, max_objects=1)
+    built = []
+    build_section = config_module._build_section
+    monkeypatch.setattr(config_module, "_build_section", lambda *args: built.append(1) or build_section(*args))
+    config = CompositionConfig(min_objects=1, max_objects=1, width=333)
     check_composition(config)
     check_composition(config)  # remembered: no second check needed, and still fine
+    assert len(built) == 1, "a good composition was checked again"
     for key, bad in (("min_objects", True), ("max_objects", 1.0), ("object_scale", (0.5, 0.25)), ("blend", ["hard"])):
         changed = CompositionConfig(min_objects=1, max_objects=1)
         setattr(changed, key, bad)  # equal to a good value (True == 1, 1.0 == 1) or unhashable: checked anew
