@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import resource
 import weakref
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from augment.imageio import save_image
@@ -124,18 +126,17 @@ def _loader_under(hard: int, folder: Path) -> "subprocess.CompletedProcess[str]"
                           text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
 
 
+_HARD_FILES = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+
+
+@pytest.mark.skipif(_HARD_FILES != resource.RLIM_INFINITY and _HARD_FILES < 1024,
+                    reason=f"raising the soft open-file limit to 1024 needs a hard limit of 1024 or more "
+                           f"(this machine's is {_HARD_FILES})")
 def test_training_loader_workers_under_a_low_open_file_limit_run_or_say_so_in_one_line(tmp_path):
     """Under ulimit -n 64 the loader's workers passed each batch's tensors as descriptors, four batches
     in flight: 'OSError: [Errno 24] Too many open files' tracebacks, then 'Aborted.', exit code 1, at
     synth train's first batch (128 files were enough). A soft limit under a higher hard one is raised;
     a hard limit of 64 is one line naming ulimit -n and num_workers, before any batch."""
-    import resource
-
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < 1024:
-        import pytest
-
-        pytest.skip(f"this machine's hard open-file limit is {hard}")
     raised = _loader_under(1024, tmp_path)
     assert raised.returncode == 0, raised.stderr[-2000:]
     assert raised.stdout.split() == ["batches", "32", "1024"]
@@ -272,12 +273,11 @@ def test_torch_that_cannot_be_mapped_under_an_address_space_limit_is_one_line(tm
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path,
                           env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     lines = done.stderr.strip().splitlines()
-    if not any("failed to map segment" in line or "could not be mapped" in line for line in lines):
-        import pytest
-
-        pytest.skip(f"torch loaded within 1000 MB of address space here: {lines[-1:] or done.returncode}")
-    assert done.returncode == 1 and len(lines) == 1, lines
-    assert lines[0].startswith("error: cannot load libtorch") and "ulimit -v" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines  # no traceback, whichever happened
+    if done.returncode == 1:  # torch could not be mapped (as on the 2-core CI machine): the limit named
+        assert lines[0].startswith("error: cannot load libtorch") and "ulimit -v" in lines[0], lines
+    else:  # torch loaded within the limit here: the search went on to its missing query, the user's mistake
+        assert done.returncode == 2 and "q.png" in lines[0], lines
 
 
 def test_a_folder_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path):
