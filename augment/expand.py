@@ -28,7 +28,6 @@ import multiprocessing.pool
 import platform
 import time
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Protocol
 
@@ -50,7 +49,7 @@ from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip, limited, skipped_summary
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image
 from augment.store_writes import cache_root, publish_file, remove_temporaries, stage
-from augment.system import fork_pool, missing_modules, tune_malloc
+from augment.system import fork_pool, missing_modules, package_versions, tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +180,9 @@ def planned_ids(plan: ShardPlan, split: str) -> list[str]:
 
 
 def _package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in ("synth", "numpy", "opencv-python-headless", "scikit-image", "scipy", "pyarrow", "pillow", "pycocotools"):
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            continue
-    return versions
+    names = ("synth", "numpy", "opencv-python-headless", "scikit-image", "scipy", "pyarrow", "pillow", "pycocotools")
+    found = {name: version for name, version in package_versions(names).items() if version is not None}
+    return {"python": platform.python_version(), **found}
 
 
 # ----------------------------------------------------------------- the run

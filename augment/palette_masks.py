@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from augment.imageio import InputError, check_complete, describe_unreadable, image_format
+from augment.imageio import InputError, check_before_decoding, check_complete, describe_unreadable, image_format
 from augment.orientation import apply_orientation, exif_orientation
 
 PNG_PALETTE = 3  # the IHDR colour type of an indexed PNG
@@ -22,17 +22,17 @@ def palette_indices(data: bytes, name: str, check: bool = False) -> tuple[np.nda
     """The pixel indices (H×W uint8) of an indexed PNG, not the colours its palette gives them, and its
     palette (flat R, G, B, ...); ``check``: :func:`augment.imageio.check_before_decoding`'s checks first,
     the limit on the same opened header (opened once)."""
-    from augment.pixel_limit import check_pixel_limit, open_header  # (it imports augment.imageio)
+    from augment.pixel_limit import open_header  # (it imports augment.imageio)
 
-    if check:
-        check_complete(data, name)
     try:
         image = open_header(data)
     except Exception:  # noqa: BLE001 - PIL raises many kinds for a damaged file
+        if check:
+            check_complete(data, name)  # a truncated file said as such, as check_before_decoding says it
         raise InputError(describe_unreadable(data, name)) from None
     with image:
-        if check:  # check_before_decoding's limit, on this header
-            check_pixel_limit(data, name, image)
+        if check:  # on this header, not one opened again
+            check_before_decoding(data, name, image)
         try:
             drawn = image.convert("P") if image.mode == "PA" else image
             indices, palette = np.array(drawn), drawn.getpalette()

@@ -385,3 +385,17 @@ class DeferredStop:
         if self.signal is not None:  # asked twice: stop now
             raise KeyboardInterrupt
         self.signal = signum
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each distribution in ``names`` (None where it is not installed): what a
+    run records (expand's manifest) or keys its outputs on (a resumable search)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions

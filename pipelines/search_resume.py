@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from augment.atomic_files import naming_errors, record_file
+from augment.system import package_versions
 from pipelines.output_record import inputs_key, made_ours, progress_entries
 from pipelines.search_jobs import SearchJob
 
@@ -62,15 +63,7 @@ def search_key(searcher: Any, jobs: list[SearchJob], **settings: Any) -> str:
 def _versions() -> dict[str, str | None]:
     """synth's version and those of the packages whose arithmetic the search runs on: after an upgrade
     the same command starts over rather than keeping an older synth's lines beside new ones."""
-    from importlib import metadata
-
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {name: version(name) for name in ("synth", "torch", "onnxruntime", "opencv-python-headless", "numpy")}
+    return package_versions(("synth", "torch", "onnxruntime", "opencv-python-headless", "numpy"))
 
 
 def file_stats(job: SearchJob) -> list[list[int] | None]:

@@ -46,10 +46,10 @@ def _config(config_path: Optional[Path], resume_from: Optional[Path] = None, **o
         return TrainConfig.from_yaml(config_path, **overrides)
     given = {k: v for k, v in overrides.items() if v is not None}
     if resume_from is not None:
-        values = TrainConfig.from_checkpoint(load_checkpoint(resume_from), resume_from).__dict__
-        # through from_checkpoint again: a value allowed when the run began (a batch_size past today's
-        # maximum, a decay_steps inside the warm-up) resumes as it was, not refused by today's check
-        return TrainConfig.from_checkpoint({"config": {"values": {**values, **given}}}, resume_from)
+        # through from_checkpoint: a value allowed when the run began (a batch_size past today's maximum,
+        # a decay_steps inside the warm-up) resumes as it was, not refused by today's check
+        state = load_checkpoint(resume_from)
+        return TrainConfig.from_checkpoint({"config": {"values": {**state["config"]["values"], **given}}}, resume_from)
     return TrainConfig(**{**TrainConfig().__dict__, **given})
 
 

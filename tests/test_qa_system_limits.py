@@ -244,7 +244,6 @@ def _torch_out_of_memory():
 def test_a_run_out_of_memory_is_one_line_with_its_resume_hint(capsys):
     """Under ulimit -v (a shared server's per-user limit) expand ended in pyarrow's ArrowMemoryError
     traceback, search in torch's; numpy's MemoryError likewise: one line now, exit code 1, how to resume."""
-    import pytest
     import typer
 
     from pipelines.cli import EXPAND_RESUME_HINT, run_guarded
