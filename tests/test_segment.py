@@ -277,9 +277,7 @@ def test_two_process_ddp_segmentation_on_cpu(data, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # Forked, as test_train_stop's ranks: ~2 s instead of each spawned rank's ~5 s of imports.
-    mp.start_processes(_ddp_worker, args=(port, [str(data["photos"]), str(data["composites"])], str(tmp_path)),
-                       nprocs=2, start_method="fork")
+    mp.spawn(_ddp_worker, args=(port, [str(data["photos"]), str(data["composites"])], str(tmp_path)), nprocs=2, join=True)
     state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
     assert state["step"] == 2 and len(state["data"]["ranks"]) == 2
 

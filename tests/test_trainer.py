@@ -124,8 +124,7 @@ def _ddp_worker(rank: int, port: int, shards: str, out: str) -> None:
 
 
 def test_two_process_ddp_on_cpu_writes_one_checkpoint(shards, tmp_path):
-    # Forked, as test_train_stop's ranks: ~2 s instead of each spawned rank's ~5 s of imports.
-    mp.start_processes(_ddp_worker, args=(_free_port(), str(shards), str(tmp_path)), nprocs=2, start_method="fork")
+    mp.spawn(_ddp_worker, args=(_free_port(), str(shards), str(tmp_path)), nprocs=2, join=True)
     assert [p.name for p in tmp_path.glob("*.pt")] == [CHECKPOINT_FILE]
     state = load_checkpoint(tmp_path / CHECKPOINT_FILE)
     assert state["step"] == 2 and len(state["data"]["ranks"]) == 2
