@@ -13,6 +13,9 @@ Formats:
   :mod:`augment.coco_source`).
 - ``label_map``: ``label_list.json`` + ``labels/`` (8/16-bit label maps) + ``photos/``
   or ``images/``; one object per connected region of each label.
+- ``labelme``, ``yolo``, ``cvat_mask``: LabelMe's .json files, YOLO segmentation labels, CVAT's
+  "Segmentation mask 1.1" export (read by :mod:`augment.labelme_source`, :mod:`augment.yolo_source`,
+  :mod:`augment.cvat_masks`).
 - ``objects``: a folder holding an ``objects.parquet`` (what `synth extract` writes, or another
   expansion's cutouts); its cutouts as they are, provenance included.
 
@@ -36,6 +39,9 @@ from augment.coco_source import (CocoIndex, coco_photos, _looks_like_coco, _read
                                  coco_annotation_mask, coco_category, coco_images, coco_objects,
                                  load_coco_index)
 from augment.config import SourceConfig
+from augment.cvat_masks import looks_like_cvat_masks, read_cvat_masks
+from augment.labelme_source import looks_like_labelme, read_labelme
+from augment.yolo_source import looks_like_yolo, read_yolo
 from augment.imageio import InputError, decode_image, is_image_path, list_images, pixels_as_uint8, read_image
 from augment.mask_files import read_mask
 from augment.textfiles import loads_json, read_user_text
@@ -52,24 +58,31 @@ def detect_format(source: Path) -> str:
     """Guess a source's format from what the folder holds."""
     if source.is_file():
         if source.suffix.lower() == ".json":
-            return "coco"
-        raise InputError(f"{source}: a source must be a folder or a COCO .json file")
+            return "labelme" if looks_like_labelme(source) else "coco"
+        raise InputError(f"{source}: a source must be a folder, a COCO .json file or a LabelMe .json file")
     if not source.is_dir():
         raise InputError(f"{source}: no such file or directory")
     if (source / "label_list.json").is_file():
         return "label_map"
     if (source / OBJECTS_FILE).is_file():
         return "objects"
+    if looks_like_cvat_masks(source):
+        return "cvat_mask"
     for candidate in sorted(source.glob("*.json")):
         if _looks_like_coco(candidate):
             return "coco"
+    if any(looks_like_labelme(p) for p in sorted(source.glob("*.json")) + sorted(source.glob("*/*.json"))):
+        return "labelme"
+    if looks_like_yolo(source):
+        return "yolo"
     if (source / "masks").is_dir() or any(is_image_path(p) for p in source.glob("*_mask.*")):
         return "mask_pairs"
     images, _ = list_images(source)
     if images and all(p.suffix.lower() in {".png", ".webp", ".tif", ".tiff"} for p in images):
         return "rgba"
     raise InputError(
-        f"{source}: cannot tell the source format (expected label_list.json, a COCO .json, masks/, or RGBA PNG cutouts); "
+        f"{source}: cannot tell the source format (expected label_list.json, a COCO .json, masks/, LabelMe .json "
+        "files, data.yaml or classes.txt beside images/ (YOLO), labelmap.txt (CVAT), or RGBA PNG cutouts); "
         "name it with --source-format"
     )
 
@@ -80,7 +93,7 @@ def read_source(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     fmt = config.format if config.format != "auto" else detect_format(source)
     log.info("%s: reading as %s", source, fmt)
     readers = {"mask_pairs": _read_mask_pairs, "rgba": _read_rgba, "coco": _read_coco, "label_map": _read_label_maps,
-               "objects": _read_objects}
+               "objects": _read_objects, "labelme": read_labelme, "yolo": read_yolo, "cvat_mask": read_cvat_masks}
     if fmt not in readers:
         raise InputError(f"{source}: unknown source format {fmt!r}")
     if not source.exists():
