@@ -20,7 +20,7 @@ import numpy as np
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, list_images, read_image
-from augment.source_items import Skip, SourceItem, category_allowed, crop_object, limited, turned_hint
+from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, turned_hint
 from augment.textfiles import read_user_text
 
 LABELMAP = "labelmap.txt"
@@ -145,8 +145,8 @@ def cvat_objects(class_path: Path, object_path: Path | None, names: dict[int, st
             yield name, mask
 
 
-def read_cvat_masks(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    """The ``cvat_mask`` source: an object per object colour (or class region), cut from its photo."""
+def cvat_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
+    """(photo, RGB image, its (class, mask) objects and Skips) per class mask ``config`` picks, or a Skip."""
     names = read_labelmap(source / LABELMAP)
     pairs, others = cvat_pairs(source)
     yield from others
@@ -166,5 +166,9 @@ def read_cvat_masks(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
             if not object_path.is_file():
                 yield Skip(str(class_path), f"no object mask ({object_path.relative_to(source)})")
                 continue
-        for one in cvat_objects(class_path, object_path, names, image.shape[:2], config):
-            yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], photo, config)
+        yield photo, image, list(cvat_objects(class_path, object_path, names, image.shape[:2], config))
+
+
+def read_cvat_masks(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    """The ``cvat_mask`` source: an object per object colour (or class region), cut from its photo."""
+    yield from cut_objects(cvat_photos(source, config), config)

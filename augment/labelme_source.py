@@ -25,7 +25,7 @@ import numpy as np
 from augment.coco_source import coco_annotation_mask
 from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, image_from_bytes, is_image_path, read_image, walk_files
-from augment.source_items import Skip, SourceItem, category_allowed, crop_object, limited, turned_hint
+from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, turned_hint
 from augment.textfiles import loads_json, read_user_text
 from augment.validation import is_number
 
@@ -80,27 +80,49 @@ def _inside(path: Path, root: Path) -> bool:
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
+def _image_file(path: Path, data: dict, root: Path) -> Path | Skip | None:
+    """The image file a LabelMe file's ``imagePath`` names (``\\`` as Windows saves it read as ``/``),
+    a Skip where it lies outside ``root``, None where it names none that is there."""
+    name = data.get("imagePath")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    relative = PurePosixPath(name.replace("\\", "/"))  # saved on Windows: ..\\images\\x.jpg
+    if relative.is_absolute() or relative.as_posix()[1:3] == ":/":
+        return None
+    candidate = Path(os.path.normpath(path.parent / relative))  # annotations/../photos/a.png: photos/a.png
+    if not (candidate.is_file() and is_image_path(candidate)):
+        return None
+    if not _inside(candidate, root):
+        return Skip(str(path), f"imagePath {name!r} lies outside the source folder {root}")
+    return candidate
+
+
+def file_root(source: Path) -> Path:
+    """Where a LabelMe source's images may lie: under its folder; for a file named alone, under the
+    folder above its own (``annotations/x.json`` naming ``../images/x.jpg``)."""
+    return source.parent.parent if source.is_file() else source
+
+
+def labelme_source_files(path: Path) -> list[Path]:
+    """A LabelMe file named as a source and the image it reads (what its run's fingerprint covers)."""
+    data = read_labelme_file(path)
+    image = None if isinstance(data, Skip) else _image_file(path, data, file_root(path))
+    return [path, image] if isinstance(image, Path) else [path]
+
+
 def labelme_image(path: Path, data: dict, root: Path) -> tuple[Path, np.ndarray] | Skip:
     """The RGB image a LabelMe file annotates and the file it is read from: the one ``imagePath``
     names (under the source's folder ``root``), else its embedded ``imageData`` (read from the LabelMe
     file itself); a Skip naming the file when neither is there."""
-    name = data.get("imagePath")
-    image_path = None
-    if isinstance(name, str) and name.strip():
-        relative = PurePosixPath(name.replace("\\", "/"))  # saved on Windows: images\x.jpg
-        if relative.is_absolute() or relative.as_posix()[1:3] == ":/":
-            candidate = None
-        else:
-            candidate = path.parent / relative
-        if candidate is not None and candidate.is_file() and is_image_path(candidate):
-            if not _inside(candidate, root):
-                return Skip(str(path), f"imagePath {name!r} lies outside the source folder {root}")
-            image_path = candidate
+    image_path = _image_file(path, data, root)
+    if isinstance(image_path, Skip):
+        return image_path
     if image_path is not None:
         try:
             return image_path, read_image(image_path, "rgb")
         except InputError as error:
             return Skip.of(error, image_path)
+    name = data.get("imagePath")
     embedded = data.get("imageData")
     if isinstance(embedded, str) and embedded:
         try:
@@ -212,7 +234,7 @@ def labelme_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, n
     files = labelme_files(source)
     if not files:
         raise InputError(f"{source}: no LabelMe .json files found")
-    root = source.parent if source.is_file() else source
+    root = file_root(source)
     for path in limited(files, config):
         data = read_labelme_file(path)
         if isinstance(data, Skip):
@@ -233,10 +255,4 @@ def labelme_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, n
 
 def read_labelme(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     """The ``labelme`` source: an object per shape (or group of shapes) of each file, cut from its image."""
-    for item in labelme_photos(source, config):
-        if isinstance(item, Skip):
-            yield item
-            continue
-        path, image, found = item
-        for one in found:
-            yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
+    yield from cut_objects(labelme_photos(source, config), config)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import cv2
 import numpy as np
@@ -86,6 +86,20 @@ def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path
         rgba = np.dstack([resized[:, :, :3], np.where(resized[:, :, 3] >= 128, 255, 0).astype(np.uint8)])
     return SourceObject(np.ascontiguousarray(rgba), category, str(source), (x, y, x + w, y + h),
                         source_size=(int(image.shape[1]), int(image.shape[0])))
+
+
+PhotoObjects = tuple[Path, np.ndarray, list]  # a photo, its RGB pixels, its (category, bool mask) objects and Skips
+
+
+def cut_objects(photos: Iterator[PhotoObjects | Skip], config: SourceConfig) -> Iterator[SourceItem]:
+    """The cutouts of photos whose objects are masks at the photo's size (COCO, LabelMe, YOLO, CVAT)."""
+    for item in photos:
+        if isinstance(item, Skip):
+            yield item
+            continue
+        path, image, found = item
+        for one in found:
+            yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
 
 
 def limited(paths: list, config: SourceConfig) -> list:

@@ -39,19 +39,23 @@ from augment.coco_source import (CocoIndex, coco_photos, _looks_like_coco, _read
                                  coco_annotation_mask, coco_category, coco_images, coco_objects,
                                  load_coco_index)
 from augment.config import SourceConfig
-from augment.cvat_masks import looks_like_cvat_masks, read_cvat_masks
-from augment.labelme_source import looks_like_labelme, read_labelme
-from augment.yolo_source import looks_like_yolo, read_yolo
+from augment.cvat_masks import cvat_photos, looks_like_cvat_masks
+from augment.labelme_source import labelme_photos, looks_like_labelme
+from augment.yolo_source import looks_like_yolo, yolo_photos
 from augment.imageio import InputError, decode_image, is_image_path, list_images, pixels_as_uint8, read_image
 from augment.mask_files import read_mask
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
-from augment.source_items import (Skip, SourceItem, SourceObject, category_allowed,  # noqa: F401
-                                  crop_object, limited, skipped_summary, soft_edged, turned_hint)
+from augment.source_items import (PhotoObjects, Skip, SourceItem, SourceObject, category_allowed,  # noqa: F401
+                                  crop_object, cut_objects, limited, skipped_summary, soft_edged, turned_hint)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Formats whose objects are masks at their photo's size: each photo with its (category, mask) objects.
+PHOTO_OBJECTS: dict[str, Callable[[Path, SourceConfig], Iterator[PhotoObjects | Skip]]] = {
+    "coco": coco_photos, "labelme": labelme_photos, "yolo": yolo_photos, "cvat_mask": cvat_photos}
 
 
 def detect_format(source: Path) -> str:
@@ -92,13 +96,15 @@ def read_source(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
     log.info("%s: reading as %s", source, fmt)
-    readers = {"mask_pairs": _read_mask_pairs, "rgba": _read_rgba, "coco": _read_coco, "label_map": _read_label_maps,
-               "objects": _read_objects, "labelme": read_labelme, "yolo": read_yolo, "cvat_mask": read_cvat_masks}
-    if fmt not in readers:
+    readers = {"mask_pairs": _read_mask_pairs, "rgba": _read_rgba, "label_map": _read_label_maps, "objects": _read_objects}
+    if fmt not in readers and fmt not in PHOTO_OBJECTS:
         raise InputError(f"{source}: unknown source format {fmt!r}")
     if not source.exists():
         raise InputError(f"{source}: no such file or directory")
-    yield from readers[fmt](source, config)
+    if fmt in PHOTO_OBJECTS:
+        yield from cut_objects(PHOTO_OBJECTS[fmt](source, config), config)
+    else:
+        yield from readers[fmt](source, config)
 
 
 def load_pair(image_path: Path, mask_path: Path, empty_reason: str,

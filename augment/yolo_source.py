@@ -23,7 +23,7 @@ import yaml
 from augment.coco_source import coco_annotation_mask
 from augment.config import SourceConfig
 from augment.imageio import InputError, is_image_path, read_image, walk_files
-from augment.source_items import Skip, SourceItem, category_allowed, crop_object, limited
+from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited
 from augment.textfiles import read_user_text
 
 NAME_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names")
@@ -136,8 +136,8 @@ def yolo_objects(label: Path, names: dict[int, str], height: int, width: int,
         yield (name, mask) if mask.any() else Skip(str(label), f"line {number}: the polygon covers no pixel (zero area)")
 
 
-def read_yolo(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    """The ``yolo`` source: an object per label line, cut from its image."""
+def yolo_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
+    """(image file, RGB image, its (class, mask) objects and Skips) per image ``config`` picks, or a Skip."""
     names = yolo_names(source)
     pairs, orphans = yolo_pairs(source)
     yield from orphans
@@ -150,5 +150,9 @@ def read_yolo(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         except InputError as error:
             yield Skip.of(error, image_path)
             continue
-        for one in yolo_objects(label, names, *image.shape[:2], config):
-            yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], image_path, config)
+        yield image_path, image, list(yolo_objects(label, names, *image.shape[:2], config))
+
+
+def read_yolo(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
+    """The ``yolo`` source: an object per label line, cut from its image."""
+    yield from cut_objects(yolo_photos(source, config), config)

@@ -263,3 +263,34 @@ def test_labelme_folder_is_detected_and_expands_by_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert any("b.json" in json.dumps(s) for s in manifest["skipped"]), manifest["skipped"]
+
+
+def test_a_labelme_file_named_alone_reads_its_image_and_a_changed_image_is_cut_again(tmp_path):
+    """``annotations/a.json`` naming ``../photos/a.png``: the image is read, and the run's fingerprint
+    covers it (COCO's image folders did not: an edited photo kept its old cutouts)."""
+    from augment.cutouts import sources_fingerprint
+
+    photo = _photo(tmp_path / "photos" / "a.png")
+    json_path = _labelme(tmp_path / "annotations", "a", [_shape("hat", [[1, 1], [9, 1], [9, 9], [1, 9]])],
+                         image="../photos/a.png")
+    objects, skips = _read(json_path)
+    assert not skips and objects[0].source == str(photo)
+    before = sources_fingerprint([json_path], SourceConfig())
+    _photo(photo, seed=5)
+    assert sources_fingerprint([json_path], SourceConfig()) != before
+
+
+def test_labelled_photo_commands_read_the_new_formats_as_whole_photos(tmp_path):
+    """calibrate, search's --pairs and photo-shards read labelled photos: a YOLO source gives its
+    photo with each line's mask at the photo's size (it was 'unknown source format')."""
+    from augment import photo_objects, photo_shards
+
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    _photo(tmp_path / "images" / "a.png")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_text(f"{_yolo_line(1, (3, 20, 5, 30))}\n{_yolo_line(0, (22, 40, 40, 60))}\n")
+    photo = next(iter(photo_objects.read_labelled_photos(tmp_path, SourceConfig(min_area=1))))
+    assert [c for c, _ in photo.objects] == ["dog", "cat"] and (photo.objects[0][1] == _box(3, 20, 5, 30)).all()
+    shard_photo = next(iter(photo_shards.read_labelled_photos(tmp_path, SourceConfig(min_area=1))))
+    assert shard_photo.names == {1: "dog", 2: "cat"}
+    assert ((shard_photo.values == 1) == _box(3, 20, 5, 30)).all() and ((shard_photo.values == 2) == _box(22, 40, 40, 60)).all()
