@@ -51,6 +51,9 @@ def read_labelmap(path: Path) -> dict[int, str]:
             rgb = []
         if not name.strip() or len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
             raise InputError(f"{path}: line {number} is not 'name:r,g,b::' ({line.strip()[:60]!r})")
+        if packed(rgb) in names:  # which class its pixels are cannot be told
+            raise InputError(f"{path}: line {number}: {name.strip()!r} has the colour {','.join(map(str, rgb))} "
+                             f"of {names[packed(rgb)]!r}")
         names[packed(rgb)] = name.strip()
     if not names:
         raise InputError(f"{path}: no classes listed")

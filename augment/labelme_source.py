@@ -87,10 +87,13 @@ def _image_file(path: Path, data: dict, root: Path) -> Path | Skip | None:
     if not isinstance(name, str) or not name.strip():
         return None
     relative = PurePosixPath(name.replace("\\", "/"))  # saved on Windows: ..\\images\\x.jpg
-    if relative.is_absolute() or relative.as_posix()[1:3] == ":/":
-        return None
-    candidate = Path(os.path.normpath(path.parent / relative))  # annotations/../photos/a.png: photos/a.png
-    if not (candidate.is_file() and is_image_path(candidate)):
+    # Where it says, else beside the file: an absolute path of the machine it was drawn on (C:/data/x.jpg)
+    # or a folder since moved
+    absolute = relative.is_absolute() or relative.as_posix()[1:3] == ":/"
+    candidates = ([] if absolute else [path.parent / relative]) + [path.parent / relative.name]
+    # annotations/../photos/a.png read as photos/a.png
+    candidate = next((Path(os.path.normpath(c)) for c in candidates if c.is_file() and is_image_path(c)), None)
+    if candidate is None:
         return None
     if not _inside(candidate, root):
         return Skip(str(path), f"imagePath {name!r} lies outside the source folder {root}")

@@ -294,3 +294,23 @@ def test_labelled_photo_commands_read_the_new_formats_as_whole_photos(tmp_path):
     shard_photo = next(iter(photo_shards.read_labelled_photos(tmp_path, SourceConfig(min_area=1))))
     assert shard_photo.names == {1: "dog", 2: "cat"}
     assert ((shard_photo.values == 1) == _box(3, 20, 5, 30)).all() and ((shard_photo.values == 2) == _box(22, 40, 40, 60)).all()
+
+
+def test_a_labelme_image_path_of_another_machine_is_found_beside_the_file_and_none_outside_the_source(tmp_path):
+    source = tmp_path / "src"
+    _photo(source / "a.png")
+    _photo(tmp_path / "secret.png")
+    _labelme(source, "a", [_shape("hat", [[1, 1], [9, 1], [9, 9], [1, 9]])], image="C:\\Users\\me\\Desktop\\a.png")
+    _labelme(source, "b", [_shape("hat", [[1, 1], [9, 1], [9, 9], [1, 9]])], image="../secret.png")
+    objects, skips = _read(source)
+    assert [Path(o.source).name for o in objects] == ["a.png"]
+    assert [(Path(s.path).name, s.reason) for s in skips] == [
+        ("b.json", f"imagePath '../secret.png' lies outside the source folder {source}")]
+
+
+def test_two_classes_of_one_colour_in_a_labelmap_is_one_line_naming_both(tmp_path):
+    from augment.cvat_masks import read_labelmap
+
+    (tmp_path / "labelmap.txt").write_text("background:0,0,0::\nperson:250,50,83::\nrider:250,50,83::\n")
+    with pytest.raises(InputError, match=r"labelmap.txt: line 3: 'rider' has the colour 250,50,83 of 'person'"):
+        read_labelmap(tmp_path / "labelmap.txt")
