@@ -34,7 +34,8 @@ CIRCLE_POINTS = 72  # a circle is drawn as a polygon of this many corners
 
 
 def looks_like_labelme(path: Path) -> bool:
-    """Whether ``path`` is a LabelMe file (its first 64 kB name ``shapes`` and ``imagePath``)."""
+    """Whether ``path`` is a LabelMe file: its first 64 kB name ``shapes`` and ``imagePath``, or a shape's
+    ``shape_type`` (LabelMe writes ``imagePath`` after the shapes, past 64 kB in a file of many)."""
     if not path.is_file():  # a FIFO named x.json: reading it would wait for a writer
         return False
     try:
@@ -42,7 +43,7 @@ def looks_like_labelme(path: Path) -> bool:
             head = handle.read(1 << 16).decode("utf-8", "ignore")
     except OSError:
         return False
-    return '"shapes"' in head and '"imagePath"' in head
+    return '"shapes"' in head and ('"imagePath"' in head or '"shape_type"' in head)
 
 
 def labelme_files(source: Path) -> list[Path]:

@@ -314,3 +314,11 @@ def test_two_classes_of_one_colour_in_a_labelmap_is_one_line_naming_both(tmp_pat
     (tmp_path / "labelmap.txt").write_text("background:0,0,0::\nperson:250,50,83::\nrider:250,50,83::\n")
     with pytest.raises(InputError, match=r"labelmap.txt: line 3: 'rider' has the colour 250,50,83 of 'person'"):
         read_labelmap(tmp_path / "labelmap.txt")
+
+
+def test_a_labelme_file_of_many_shapes_named_alone_is_read_as_labelme_not_coco(tmp_path):
+    """LabelMe writes imagePath after the shapes: in a file of many, past what detection reads."""
+    _photo(tmp_path / "a.png")
+    shapes = [_shape("dot", [[i % 50, 1], [i % 50 + 3, 1], [i % 50 + 3, 4]]) for i in range(1000)]
+    path = _labelme(tmp_path, "a", shapes)
+    assert path.stat().st_size > 1 << 16 and detect_format(path) == "labelme"
