@@ -4,7 +4,8 @@ Each image under an ``images`` folder (``images/``, ``images/train/``, or ``trai
 label file at the same place under ``labels`` with ``.txt`` (``labels/train/x.txt`` for
 ``images/train/x.jpg``); each line is ``CLASS x1 y1 x2 y2 ...``, a polygon in coordinates
 normalised to [0, 1] of the image's width and height, one object a line. Class names come from
-``data.yaml`` (``names:`` a list, or a mapping of ids to names) or ``classes.txt`` (a name a line).
+``data.yaml`` (``names:`` a list, or a mapping of ids to names) or ``classes.txt`` (a name a line;
+beside ``images/``, or among the labels as LabelImg saves it).
 Polygons are rasterised as COCO's are (:func:`augment.coco_source.coco_annotation_mask`). A line with
 an odd count of coordinates, fewer than 3 points (a detection box ``CLASS cx cy w h`` included),
 values outside [0, 1] or an unknown class is a counted skip naming the file and the line; an image
@@ -30,7 +31,11 @@ NAME_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names")
 
 
 def yolo_name_file(source: Path) -> Path | None:
-    return next((source / name for name in NAME_FILES if (source / name).is_file()), None)
+    """The class names file: beside ``images/``, else in ``labels/`` or ``labels/SPLIT/``, where LabelImg
+    saves ``classes.txt`` among the labels."""
+    labels = source / "labels"
+    folders = [source, labels, *sorted(p for p in labels.iterdir() if p.is_dir())] if labels.is_dir() else [source]
+    return next((folder / name for folder in folders for name in NAME_FILES if (folder / name).is_file()), None)
 
 
 def looks_like_yolo(source: Path) -> bool:
@@ -85,7 +90,7 @@ def yolo_pairs(source: Path) -> tuple[list[tuple[Path, Path]], list[Skip]]:
     pairs = [(image, label_path(image, source)) for image in images]
     paired = {label for _, label in pairs}
     orphans = [p for p in files if p.suffix == ".txt" and "labels" in p.relative_to(source).parts[:-1]
-               and p not in paired]
+               and p not in paired and p.name not in NAME_FILES]
     return pairs, [Skip(str(p), "no image with this name (a label file without its image)") for p in orphans]
 
 

@@ -142,14 +142,14 @@ def _yolo_line(klass: int, mask_box: tuple[int, int, int, int]) -> str:
     return f"{klass} " + " ".join(f"{x / W:.8f} {y / H:.8f}" for x, y in corners)
 
 
-@pytest.mark.parametrize("layout", ["data.yaml", "classes.txt", "split_first"])
+@pytest.mark.parametrize("layout", ["data.yaml", "classes.txt", "split_first", "labelimg"])
 def test_yolo_polygons_are_read_as_drawn_with_their_class_names(tmp_path, layout):
     images, labels = ("train/images", "train/labels") if layout == "split_first" else ("images/train", "labels/train")
     _photo(tmp_path / images / "a.png")
     (tmp_path / labels).mkdir(parents=True)
     (tmp_path / labels / "a.txt").write_text(f"{_yolo_line(1, (3, 20, 5, 30))}\n\n{_yolo_line(0, (22, 40, 40, 60))}\n")
-    if layout == "classes.txt":
-        (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    if layout in ("classes.txt", "labelimg"):  # LabelImg saves it among the labels
+        (tmp_path / ("labels/train/classes.txt" if layout == "labelimg" else "classes.txt")).write_text("cat\ndog\n")
     else:
         (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nnames:\n  0: cat\n  1: dog\n"
                                             if layout == "data.yaml" else "names: [cat, dog]\n")
