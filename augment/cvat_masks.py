@@ -6,7 +6,8 @@ object its own colour; the photos are in ``JPEGImages/`` (or ``images/``), paire
 pairs are (:class:`augment.sources.FilesByName`). An object is a colour of the object mask, of the class
 its pixels have in the class mask; without an object mask, each connected region of a class (as a
 label map's). Black, a class named ``background`` and VOC's border colour (224, 224, 192, where no
-class has it) are no object. A mask of another size than its photo, a colour that ``labelmap.txt``
+class has it) are no object. Pascal VOC's own folder (``JPEGImages/`` beside ``SegmentationClass/``,
+no ``labelmap.txt``) is read with VOC's 20 classes and colours. A mask of another size than its photo, a colour that ``labelmap.txt``
 does not list, and a photo without masks are counted skips naming the file.
 """
 
@@ -28,8 +29,29 @@ VOC_BORDER = (224, 224, 192)  # Pascal VOC's "void" outline round each object
 PHOTO_FOLDERS = ("JPEGImages", "images")
 
 
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+
+
+def voc_colour(index: int) -> tuple[int, int, int]:
+    """Pascal VOC's colour of class ``index`` (its palette: the index's bits spread over r, g and b)."""
+    rgb = [0, 0, 0]
+    for shift in range(8):
+        for channel in range(3):
+            rgb[channel] |= (index >> (3 * shift + channel) & 1) << (7 - shift)
+    return rgb[0], rgb[1], rgb[2]
+
+
 def looks_like_cvat_masks(source: Path) -> bool:
-    return (source / LABELMAP).is_file() and (source / "SegmentationClass").is_dir()
+    """CVAT's export (``labelmap.txt``) or Pascal VOC's own folder (``JPEGImages/`` beside the masks)."""
+    return (source / "SegmentationClass").is_dir() and ((source / LABELMAP).is_file() or (source / "JPEGImages").is_dir())
+
+
+def source_labelmap(source: Path) -> dict[int, str]:
+    """The classes of a source: its ``labelmap.txt``; without one (Pascal VOC's own folder), VOC's."""
+    if (source / LABELMAP).exists():
+        return read_labelmap(source / LABELMAP)
+    return {packed(voc_colour(index)): name for index, name in enumerate(VOC_CLASSES)}
 
 
 def read_labelmap(path: Path) -> dict[int, str]:
@@ -71,7 +93,7 @@ def _colours(path: Path) -> np.ndarray:
 
 
 def cvat_label_names(source: Path) -> set[str]:
-    return set(read_labelmap(source / LABELMAP).values()) - {"background"}
+    return set(source_labelmap(source).values()) - {"background"}
 
 
 def cvat_pairs(source: Path) -> tuple[list[tuple[Path, Path | None]], list[Skip]]:
@@ -150,7 +172,7 @@ def cvat_objects(class_path: Path, object_path: Path | None, names: dict[int, st
 
 def cvat_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
     """(photo, RGB image, its (class, mask) objects and Skips) per class mask ``config`` picks, or a Skip."""
-    names = read_labelmap(source / LABELMAP)
+    names = source_labelmap(source)
     pairs, others = cvat_pairs(source)
     yield from others
     object_dir = source / "SegmentationObject"

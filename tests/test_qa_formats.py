@@ -322,3 +322,24 @@ def test_a_labelme_file_of_many_shapes_named_alone_is_read_as_labelme_not_coco(t
     shapes = [_shape("dot", [[i % 50, 1], [i % 50 + 3, 1], [i % 50 + 3, 4]]) for i in range(1000)]
     path = _labelme(tmp_path, "a", shapes)
     assert path.stat().st_size > 1 << 16 and detect_format(path) == "labelme"
+
+
+def test_a_pascal_voc_folder_without_labelmap_reads_vocs_classes_and_leaves_its_border_out(tmp_path):
+    from augment.cvat_masks import voc_colour
+
+    palette = [v for index in range(256) for v in voc_colour(index)]
+    left, right = _box(5, 30, 5, 20), _box(5, 30, 22, 40)
+    border = _box(4, 31, 4, 41) & ~left & ~right
+    for folder, values in (("SegmentationClass", (15, 15)), ("SegmentationObject", (1, 2))):
+        indices = np.zeros((H, W), np.uint8)
+        indices[left], indices[right], indices[border] = values[0], values[1], 255
+        picture = Image.fromarray(indices, "P")
+        picture.putpalette(palette)
+        (tmp_path / folder).mkdir()
+        picture.save(tmp_path / folder / "2007_000032.png")
+    _photo(tmp_path / "JPEGImages" / "2007_000032.png")
+    assert detect_format(tmp_path) == "cvat_mask" and "person" in source_label_names(tmp_path, SourceConfig())
+    objects, skips = _read(tmp_path)
+    assert not skips and [o.category for o in objects] == ["person", "person"]
+    masks = sorted((_full(o) for o in objects), key=lambda m: np.argwhere(m)[0][1])
+    assert (masks[0] == left).all() and (masks[1] == right).all()
