@@ -191,7 +191,7 @@ def cvat_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.n
             if not object_path.is_file():
                 yield Skip(str(class_path), f"no object mask ({object_path.relative_to(source)})")
                 continue
-        yield photo, image, list(cvat_objects(class_path, object_path, names, image.shape[:2], config))
+        yield photo, image, cvat_objects(class_path, object_path, names, image.shape[:2], config)
 
 
 def read_cvat_masks(source: Path, config: SourceConfig) -> Iterator[SourceItem]:

@@ -203,27 +203,30 @@ def _mask_shape(shape: dict, points: list[tuple[float, float]], height: int, wid
 def labelme_objects(path: Path, data: dict, height: int, width: int,
                     config: SourceConfig) -> Iterator[tuple[str, np.ndarray] | Skip]:
     """(label, bool mask) of each object of one LabelMe file: its shapes of one label and ``group_id``
-    joined, a shape without a group alone; a shape that cannot be drawn is a Skip naming the file."""
-    objects: dict[tuple, tuple[str, np.ndarray]] = {}
+    joined, a shape without a group alone; a shape that cannot be drawn is a Skip naming the file.
+    Drawn one object at a time, as it is taken: a photo-sized mask for each of a file's hundreds of
+    shapes, held together, took gigabytes."""
+    groups: dict[tuple, list[tuple[int, dict]]] = {}
     for index, shape in enumerate(data["shapes"]):
         label = shape.get("label") if isinstance(shape, dict) else None
         if not isinstance(label, str) or not label:
             yield Skip(str(path), f"shape {index}: no label")
             continue
-        if not category_allowed(label, config):
-            continue
-        try:
-            mask = shape_mask(shape, height, width)
-        except ValueError as error:
-            yield Skip(str(path), f"shape {index} ({label!r}): {error}")
-            continue
-        group = shape.get("group_id")
-        key = (label, group) if isinstance(group, (int, str)) and not isinstance(group, bool) else (index,)
-        if key in objects:
-            objects[key] = (label, objects[key][1] | mask)
-        else:
-            objects[key] = (label, mask)
-    yield from objects.values()
+        if category_allowed(label, config):
+            group = shape.get("group_id")
+            key = (label, group) if isinstance(group, (int, str)) and not isinstance(group, bool) else (index,)
+            groups.setdefault(key, []).append((index, shape))
+    for members in groups.values():
+        mask = None
+        for index, shape in members:
+            try:
+                drawn = shape_mask(shape, height, width)
+            except ValueError as error:
+                yield Skip(str(path), f"shape {index} ({shape['label']!r}): {error}")
+                continue
+            mask = drawn if mask is None else np.logical_or(mask, drawn, out=mask)
+        if mask is not None:
+            yield members[0][1]["label"], mask
 
 
 def _size_mismatch(data: dict, width: int, height: int) -> str | None:
@@ -253,8 +256,8 @@ def labelme_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, n
         if mismatch:
             yield Skip(str(path), mismatch)
             continue
-        found = list(labelme_objects(path, data, *image.shape[:2], config))
-        yield image_path, image, found if data["shapes"] else [Skip(str(path), "no shapes")]
+        found = labelme_objects(path, data, *image.shape[:2], config)
+        yield image_path, image, found if data["shapes"] else iter([Skip(str(path), "no shapes")])
 
 
 def read_labelme(source: Path, config: SourceConfig) -> Iterator[SourceItem]:

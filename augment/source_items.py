@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterable, Iterator, Union
 
 import cv2
 import numpy as np
@@ -88,7 +88,9 @@ def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path
                         source_size=(int(image.shape[1]), int(image.shape[0])))
 
 
-PhotoObjects = tuple[Path, np.ndarray, list]  # a photo, its RGB pixels, its (category, bool mask) objects and Skips
+# A photo, its RGB pixels, its (category, bool mask) objects and Skips: a list (COCO's), or an iterator
+# that draws each mask as it is taken (LabelMe's, YOLO's, CVAT's), to be read once
+PhotoObjects = tuple[Path, np.ndarray, Iterable]
 
 
 def cut_objects(photos: Iterator[PhotoObjects | Skip], config: SourceConfig) -> Iterator[SourceItem]:

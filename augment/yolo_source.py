@@ -155,7 +155,7 @@ def yolo_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.n
         except InputError as error:
             yield Skip.of(error, image_path)
             continue
-        yield image_path, image, list(yolo_objects(label, names, *image.shape[:2], config))
+        yield image_path, image, yolo_objects(label, names, *image.shape[:2], config)
 
 
 def read_yolo(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
