@@ -284,14 +284,15 @@ def annotation_mask_or_skip(annotation: dict, path: Path, height: int, width: in
 
 
 def coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
-    """(path, RGB image, its (category, mask) objects and Skips) per annotated image, or a Skip."""
+    """(path, RGB image, its (category, mask) objects and Skips, an iterator drawing each as it is taken)
+    per annotated image, or a Skip."""
     coco = load_coco_index(source)
     for item in coco_images(coco, config):
         if isinstance(item, Skip):
             yield item
             continue
         image_id, path, image = item
-        yield path, image, list(coco_objects(coco, image_id, path, *image.shape[:2], config))
+        yield path, image, coco_objects(coco, image_id, path, *image.shape[:2], config)  # drawn as taken
 
 
 def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:

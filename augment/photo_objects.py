@@ -60,7 +60,7 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
                 yield item
                 continue
             path, image, found = item
-            found = list(found)  # read twice below (an iterator of LabelMe's, YOLO's, CVAT's masks once)
+            found = list(found)  # read twice below (an iterator of masks drawn as taken)
             # An annotation left out (box-only, crowd, broken) is a counted skip, as a mask pair's
             # unknown label is: dropped here, calibrate said '(0 inputs skipped)' of box-only COCO.
             yield from (o for o in found if isinstance(o, Skip))

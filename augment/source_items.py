@@ -88,8 +88,8 @@ def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path
                         source_size=(int(image.shape[1]), int(image.shape[0])))
 
 
-# A photo, its RGB pixels, its (category, bool mask) objects and Skips: a list (COCO's), or an iterator
-# that draws each mask as it is taken (LabelMe's, YOLO's, CVAT's), to be read once
+# A photo, its RGB pixels, its (category, bool mask) objects and Skips: an iterator that draws each
+# mask as it is taken (COCO's, LabelMe's, YOLO's, CVAT's), to be read once
 PhotoObjects = tuple[Path, np.ndarray, Iterable]
 
 

@@ -362,3 +362,25 @@ def test_a_labelme_file_of_hundreds_of_shapes_draws_one_mask_at_a_time(tmp_path)
         tracemalloc.stop()
     assert count == len(shapes) == 300
     assert peak < 20 * height * width, peak  # 300 masks held: 36 MB; one at a time: a few masks and the photo
+
+
+def test_a_coco_image_of_hundreds_of_annotations_draws_one_mask_at_a_time(tmp_path):
+    """As LabelMe's: an LVIS image has hundreds of annotations, each mask drawn up front and held."""
+    import tracemalloc
+
+    height, width = 300, 400
+    _photo(tmp_path / "images" / "a.png", size=(height, width))
+    annotations = [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [x, y, 8, 8],
+                    "segmentation": [[x, y, x + 8, y, x + 8, y + 8, x, y + 8]]}
+                   for i, (x, y) in enumerate((x, y) for x in range(0, 390, 20) for y in range(0, 290, 20))]
+    (tmp_path / "instances.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.png", "width": width, "height": height}],
+        "categories": [{"id": 1, "name": "dot"}], "annotations": annotations}))
+    tracemalloc.start()
+    try:
+        count = sum(isinstance(item, SourceObject) for item in read_source(tmp_path, SourceConfig(min_area=1)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == len(annotations) == 300
+    assert peak < 20 * height * width, peak
