@@ -81,6 +81,14 @@ def _inside(path: Path, root: Path) -> bool:
     return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
+def _is_file(path: Path) -> bool:
+    """Whether ``path`` is a file; a name the system refuses (too long: ENAMETOOLONG) is none."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _image_file(path: Path, data: dict, root: Path) -> Path | Skip | None:
     """The image file a LabelMe file's ``imagePath`` names (``\\`` as Windows saves it read as ``/``),
     a Skip where it lies outside ``root``, None where it names none that is there."""
@@ -93,7 +101,7 @@ def _image_file(path: Path, data: dict, root: Path) -> Path | Skip | None:
     absolute = relative.is_absolute() or relative.as_posix()[1:3] == ":/"
     candidates = ([] if absolute else [path.parent / relative]) + [path.parent / relative.name]
     # annotations/../photos/a.png read as photos/a.png
-    candidate = next((Path(os.path.normpath(c)) for c in candidates if c.is_file() and is_image_path(c)), None)
+    candidate = next((Path(os.path.normpath(c)) for c in candidates if is_image_path(c) and _is_file(c)), None)
     if candidate is None:
         return None
     if not _inside(candidate, root):
@@ -188,7 +196,8 @@ def _mask_shape(shape: dict, points: list[tuple[float, float]], height: int, wid
         drawn = decode_image(base64.b64decode(shape["mask"], validate=True), name="its mask")
     except (binascii.Error, ValueError, InputError) as error:
         raise ValueError(f"its mask is not a base64 PNG ({error})") from None
-    drawn = drawn[:, :, -1] if drawn.ndim == 3 else drawn
+    if drawn.ndim == 3:  # its alpha where it has one, else any colour that is not black
+        drawn = drawn[:, :, 3] if drawn.shape[2] == 4 else drawn.max(axis=2)
     x0, y0 = int(math.floor(min(p[0] for p in points))), int(math.floor(min(p[1] for p in points)))
     mask = np.zeros((height, width), bool)
     top, left = max(y0, 0), max(x0, 0)

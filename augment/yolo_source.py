@@ -99,9 +99,12 @@ def _line_polygon(line: str, names: dict[int, str]) -> tuple[str, list[float]]:
     fields = line.split()
     try:
         values = [float(v) for v in fields[1:]]
-        klass = int(fields[0])
+        number = float(fields[0])  # 0.0 as some converters write it, read as Ultralytics reads it
     except ValueError:
         raise ValueError(f"not numbers ({line.strip()[:40]!r})") from None
+    if not number.is_integer():
+        raise ValueError(f"class {fields[0]} is not a whole number")
+    klass = int(number)
     if klass not in names:
         raise ValueError(f"class {klass} is not named in the class names ({len(names)} of them)")
     if len(values) % 2:
