@@ -77,8 +77,10 @@ def labelme_label_names(source: Path) -> set[str]:
 
 
 def _inside(path: Path, root: Path) -> bool:
-    real, top = os.path.realpath(path), os.path.realpath(root)
-    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+    """Whether ``path`` names a file under ``root`` by its name (``..`` climbing out of it is not); a
+    link there to a photo elsewhere is, as links are in every source folder."""
+    named, top = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(root))
+    return named == top or named.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def _is_file(path: Path) -> bool:

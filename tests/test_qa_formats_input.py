@@ -43,3 +43,15 @@ def test_a_yolo_class_written_as_a_float_is_read_and_a_fraction_is_a_skip(tmp_pa
     assert [o.category for o in objects] == ["dog"]
     assert [(Path(s.path).name, s.reason) for s in skips] == [("a.txt", "line 2: class 1.5 is not a whole number")]
     assert isinstance(skips[0], Skip)
+
+
+def test_a_labelme_image_linked_from_elsewhere_is_read_as_other_sources_read_links(tmp_path):
+    """A photo in the source folder that is a link to a shared store is read (a link in any other
+    source is); only an imagePath climbing out with '..' is refused."""
+    store = _photo(tmp_path / "store" / "a.png")
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.png").symlink_to(store)
+    _labelme(source, "a", [_shape("hat", [[1, 1], [9, 1], [9, 9], [1, 9]])])
+    objects, skips = _read(source)
+    assert not skips and [o.category for o in objects] == ["hat"]
