@@ -77,10 +77,10 @@ def detect_format(source: Path) -> str:
             return "coco"
     if any(looks_like_labelme(p) for p in sorted(source.glob("*.json")) + sorted(source.glob("*/*.json"))):
         return "labelme"
-    if looks_like_yolo(source):
-        return "yolo"
     if (source / "masks").is_dir() or any(is_image_path(p) for p in source.glob("*_mask.*")):
         return "mask_pairs"
+    if looks_like_yolo(source):  # after masks/: a mask pairs folder may keep a classes.txt of its own
+        return "yolo"
     images, _ = list_images(source)
     if images and all(p.suffix.lower() in {".png", ".webp", ".tif", ".tiff"} for p in images):
         return "rgba"

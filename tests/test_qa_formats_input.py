@@ -55,3 +55,13 @@ def test_a_labelme_image_linked_from_elsewhere_is_read_as_other_sources_read_lin
     _labelme(source, "a", [_shape("hat", [[1, 1], [9, 1], [9, 9], [1, 9]])])
     objects, skips = _read(source)
     assert not skips and [o.category for o in objects] == ["hat"]
+
+
+def test_a_mask_pairs_folder_keeping_a_classes_txt_is_still_mask_pairs(tmp_path):
+    from augment.sources import detect_format
+
+    _photo(tmp_path / "images" / "a.png")
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(_box(2, 9, 2, 9).astype(np.uint8) * 255).save(tmp_path / "masks" / "a.png")
+    (tmp_path / "classes.txt").write_text("shoe\n")
+    assert detect_format(tmp_path) == "mask_pairs"
