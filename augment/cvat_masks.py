@@ -16,12 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, list_images, read_image
-from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, turned_hint
+from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, regions, turned_hint
 from augment.textfiles import read_user_text
 
 LABELMAP = "labelmap.txt"
@@ -149,10 +148,8 @@ def cvat_objects(class_path: Path, object_path: Path | None, names: dict[int, st
         for colour in np.unique(classes):
             if colour in background or colour not in names or not category_allowed(names[colour], config):
                 continue
-            count, regions, stats, _ = cv2.connectedComponentsWithStats((classes == colour).astype(np.uint8), connectivity=8)
-            for region in range(1, count):
-                if stats[region, cv2.CC_STAT_AREA] >= config.min_area:
-                    yield names[int(colour)], regions == region
+            for region in regions(classes == colour, config.min_area):
+                yield names[int(colour)], region
         return
     for colour in np.unique(instances):
         if colour in (0, packed(VOC_BORDER)):

@@ -104,6 +104,15 @@ def cut_objects(photos: Iterator[PhotoObjects | Skip], config: SourceConfig) -> 
             yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
 
 
+def regions(mask: np.ndarray, min_area: int) -> Iterator[np.ndarray]:
+    """Each 8-connected region of ``mask`` of ``min_area`` pixels or more (a label map's objects, whose
+    specks are normal: not worth a logged skip each)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    for region in range(1, count):
+        if stats[region, cv2.CC_STAT_AREA] >= min_area:
+            yield labels == region
+
+
 def limited(paths: list, config: SourceConfig) -> list:
     """Apply include/exclude (globs on the file's stem) and limit; items may be paths or (path, ...) tuples."""
 

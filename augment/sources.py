@@ -32,7 +32,6 @@ import unicodedata
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-import cv2
 import numpy as np
 
 from augment.coco_source import (CocoIndex, coco_photos, _looks_like_coco, _read_coco,  # noqa: F401
@@ -47,7 +46,7 @@ from augment.mask_files import read_mask
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
 from augment.source_items import (PhotoObjects, Skip, SourceItem, SourceObject, category_allowed,  # noqa: F401
-                                  crop_object, cut_objects, limited, skipped_summary, soft_edged, turned_hint)
+                                  crop_object, cut_objects, regions, limited, skipped_summary, soft_edged, turned_hint)
 
 log = logging.getLogger(__name__)
 
@@ -316,11 +315,8 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
                 continue
             if not category_allowed(category, config):
                 continue
-            count, regions, stats, _ = cv2.connectedComponentsWithStats((labels == value).astype(np.uint8), connectivity=8)
-            for region in range(1, count):
-                if stats[region, cv2.CC_STAT_AREA] < config.min_area:
-                    continue  # specks of a label are normal in label maps: not worth a logged skip each
-                yield crop_object(image, regions == region, category, photo, config)
+            for region in regions(labels == value, config.min_area):
+                yield crop_object(image, region, category, photo, config)
 
 
 # ---------------------------------------------------------------- objects tables
