@@ -2,7 +2,7 @@
 
 Each image under an ``images`` folder (``images/``, ``images/train/``, or ``train/images/``) has its
 label file at the same place under ``labels`` with ``.txt`` (``labels/train/x.txt`` for
-``images/train/x.jpg``); each line is ``CLASS x1 y1 x2 y2 ...``, a polygon in coordinates
+``images/train/x.jpg``; else ``x.txt`` beside ``x.jpg``, as Darknet keeps it); each line is ``CLASS x1 y1 x2 y2 ...``, a polygon in coordinates
 normalised to [0, 1] of the image's width and height, one object a line. Class names come from
 ``data.yaml`` (``names:`` a list, or a mapping of ids to names) or ``classes.txt`` (a name a line;
 beside ``images/``, or among the labels as LabelImg saves it).
@@ -31,10 +31,11 @@ NAME_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names")
 
 
 def yolo_name_file(source: Path) -> Path | None:
-    """The class names file: beside ``images/``, else in ``labels/`` or ``labels/SPLIT/``, where LabelImg
-    saves ``classes.txt`` among the labels."""
-    labels = source / "labels"
-    folders = [source, labels, *sorted(p for p in labels.iterdir() if p.is_dir())] if labels.is_dir() else [source]
+    """The class names file: beside ``images/``, else in ``labels/`` or ``labels/SPLIT/`` (or ``images/``
+    where the labels are kept beside the images), where LabelImg saves ``classes.txt`` among the labels."""
+    folders = [source]
+    for kept in (source / "labels", source / "images"):  # LabelImg: among the labels, beside images or not
+        folders += [kept, *sorted(p for p in kept.iterdir() if p.is_dir())] if kept.is_dir() else []
     return next((folder / name for folder in folders for name in NAME_FILES if (folder / name).is_file()), None)
 
 
@@ -87,7 +88,10 @@ def yolo_pairs(source: Path) -> tuple[list[tuple[Path, Path]], list[Skip]]:
     images = [p for p in files if is_image_path(p) and "images" in p.relative_to(source).parts[:-1]]
     if not images:
         raise InputError(f"{source}: no images found under an images/ folder")
-    pairs = [(image, label_path(image, source)) for image in images]
+    present = set(files)
+    # labels/ as Ultralytics keeps them, else x.txt beside x.jpg as Darknet and some exporters keep it
+    pairs = [(image, next((p for p in (label_path(image, source), image.with_suffix(".txt")) if p in present),
+                          label_path(image, source))) for image in images]
     paired = {label for _, label in pairs}
     orphans = [p for p in files if p.suffix == ".txt" and "labels" in p.relative_to(source).parts[:-1]
                and p not in paired and p.name not in NAME_FILES]

@@ -65,3 +65,11 @@ def test_a_mask_pairs_folder_keeping_a_classes_txt_is_still_mask_pairs(tmp_path)
     Image.fromarray(_box(2, 9, 2, 9).astype(np.uint8) * 255).save(tmp_path / "masks" / "a.png")
     (tmp_path / "classes.txt").write_text("shoe\n")
     assert detect_format(tmp_path) == "mask_pairs"
+
+
+def test_yolo_labels_kept_beside_their_images_as_darknet_keeps_them_are_read(tmp_path):
+    _photo(tmp_path / "images" / "a.png")
+    (tmp_path / "images" / "classes.txt").write_text("cat\ndog\n")  # LabelImg saves it among the labels
+    (tmp_path / "images" / "a.txt").write_text(_yolo_line(1, (3, 20, 5, 30)) + "\n")
+    objects, skips = _read(tmp_path)
+    assert not skips and [o.category for o in objects] == ["dog"]
