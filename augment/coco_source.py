@@ -19,7 +19,7 @@ import numpy as np
 from augment.config import SourceConfig
 from augment.imageio import InputError, read_image
 from augment.textfiles import loads_json, read_user_text
-from augment.source_items import Skip, SourceItem, category_allowed, crop_object, limited, turned_hint
+from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, turned_hint
 from augment.validation import is_number
 
 
@@ -284,24 +284,19 @@ def annotation_mask_or_skip(annotation: dict, path: Path, height: int, width: in
 
 
 def coco_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.ndarray, list] | Skip]:
-    """(path, RGB image, its (category, mask) objects and Skips) per annotated image, or a Skip."""
+    """(path, RGB image, its (category, mask) objects and Skips, an iterator drawing each as it is taken)
+    per annotated image, or a Skip."""
     coco = load_coco_index(source)
     for item in coco_images(coco, config):
         if isinstance(item, Skip):
             yield item
             continue
         image_id, path, image = item
-        yield path, image, list(coco_objects(coco, image_id, path, *image.shape[:2], config))
+        yield path, image, coco_objects(coco, image_id, path, *image.shape[:2], config)  # drawn as taken
 
 
 def _read_coco(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    for item in coco_photos(source, config):
-        if isinstance(item, Skip):
-            yield item
-            continue
-        path, image, found = item
-        for one in found:
-            yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
+    yield from cut_objects(coco_photos(source, config), config)
 
 
 def _escapes(name: str) -> bool:

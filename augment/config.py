@@ -22,7 +22,7 @@ from augment.imageio import InputError
 from augment.textfiles import read_user_text
 from augment.validation import expected_type, is_int
 
-SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map", "objects")
+SOURCE_FORMATS = ("auto", "mask_pairs", "rgba", "coco", "label_map", "objects", "labelme", "yolo", "cvat_mask")
 # Conservative bytes per pixel of a JPEG q90 composite plus its PNG mask, to size shards by bytes.
 ESTIMATED_BYTES_PER_PIXEL = 1.2
 # Shards a run may plan: their names carry 5 digits (augment.schema.SHARD_NAME), and a --num of 10**23
@@ -42,7 +42,7 @@ BACKGROUND_FORMATS = ("images", "auto", "label_map", "mask_pairs")
 class SourceConfig:
     """How objects are read from the SOURCE folders."""
 
-    format: str = "auto"  # auto | mask_pairs | rgba | coco | label_map | objects; auto detects from the folder's contents
+    format: str = "auto"  # auto | mask_pairs | rgba | coco | label_map | objects | labelme | yolo | cvat_mask; auto detects from the folder's contents
     min_area: int = 600  # objects (connected regions for label maps) with fewer mask pixels are skipped
     keep_labels: list[str] = field(default_factory=list)  # label/category names to keep; empty keeps all
     drop_labels: list[str] = field(default_factory=list)  # label/category names to drop (label 0 is always background)

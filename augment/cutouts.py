@@ -23,6 +23,7 @@ from augment.atomic_files import atomic_path
 from augment.config import SourceConfig
 from augment.coco_source import coco_image_roots
 from augment.imageio import InputError, decode_image, encode_png, is_image_path, walk_files
+from augment.labelme_source import labelme_source_files, looks_like_labelme
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA, RENDERING_VERSION
 from augment.shards import one_line, read_objects_table
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
@@ -60,11 +61,13 @@ def cutout_id(rgba: np.ndarray, category: str) -> str:
 
 
 def _source_files(source: Path) -> list[Path]:
-    """The files a source reads: those of its folder, or a COCO file and the images where it finds them;
-    not those of a run's output folder inside it (:mod:`augment.excluded_folders`), which would change
+    """The files a source reads: those of its folder, a LabelMe file and its image, or a COCO file and
+    the images where it finds them; not those of a run's output folder inside it (:mod:`augment.excluded_folders`), which would change
     with every run."""
     if not source.is_file():
         return [p for p in walk_files(source) if p.is_file()]
+    if looks_like_labelme(source):
+        return labelme_source_files(source)
     images = {p for root in coco_image_roots(source) if root.is_dir() for p in walk_files(root)
               if p.is_file() and is_image_path(p)}
     return [source, *sorted(images)]

@@ -4,7 +4,8 @@ nothing without a word (``keep_labels: [shirt, jaket]`` kept shirts and silently
 
 Each format names its labels up front: a label map's ``label_list.json``, a mask pairs source's
 ``categories.json`` (and ``object`` for values it does not name), an RGBA source's sub-folders
-(``object`` for files at its top), a COCO file's categories, an objects table's column. An unknown
+(``object`` for files at its top), a COCO file's categories, an objects table's column, LabelMe
+files' shape labels, YOLO's ``data.yaml`` or ``classes.txt``, CVAT's ``labelmap.txt``. An unknown
 ``keep_labels`` name is an :class:`InputError` naming the key, the name and the names known; an
 unknown ``drop_labels`` name is a warning (a drop list is often shared by configs of other data sets,
 where the labels it names are simply absent).
@@ -38,6 +39,18 @@ def source_label_names(source: Path, config: SourceConfig) -> set[str]:
         return {p.parent.name if p.parent != source else "object" for p in list_images(source)[0]}
     if fmt == "coco":
         return set(load_coco_index(source).categories.values())  # an annotation of another category is skipped
+    if fmt == "labelme":
+        from augment.labelme_source import labelme_label_names
+
+        return labelme_label_names(source)
+    if fmt == "yolo":
+        from augment.yolo_source import yolo_names
+
+        return set(yolo_names(source).values())
+    if fmt == "cvat_mask":
+        from augment.cvat_masks import cvat_label_names
+
+        return cvat_label_names(source)
     if fmt == "objects":
         from augment.shards import read_objects_table
 

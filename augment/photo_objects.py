@@ -12,11 +12,10 @@ from typing import Iterator
 
 import numpy as np
 
-from augment.coco_source import coco_photos
 from augment.config import SourceConfig
 from augment.imageio import InputError
 from augment.source_items import Skip, category_allowed, limited
-from augment.sources import detect_format, label_map_files, loaded_pairs, mask_pair_files, value_category
+from augment.sources import PHOTO_OBJECTS, detect_format, label_map_files, loaded_pairs, mask_pair_files, value_category
 
 
 def photo_mask_pairs(source: Path, fmt: str, config: SourceConfig
@@ -30,8 +29,9 @@ def photo_mask_pairs(source: Path, fmt: str, config: SourceConfig
         names, pairs, skips = mask_pair_files(source, config)
         return names, limited(pairs, config), skips
     if fmt in ("rgba", "objects"):
-        raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos (use label_map, mask_pairs or coco)")
-    raise InputError(f"{source}: unknown source format {fmt!r} (use auto, label_map, mask_pairs or coco)")
+        raise InputError(f"{source}: {fmt} sources hold cutouts, not labelled photos "
+                         "(use label_map, mask_pairs, coco, labelme, yolo or cvat_mask)")
+    raise InputError(f"{source}: unknown source format {fmt!r} (use auto, label_map, mask_pairs, coco, labelme, yolo or cvat_mask)")
 
 
 @dataclass
@@ -46,19 +46,21 @@ class LabelledPhoto:
 def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto | Skip]:
     """Whole photos and their object masks, for using real photos as media (not only as cutouts).
 
-    An object is what its format calls one: an annotation (COCO), an instance id (mask pairs), or
+    An object is what its format calls one: an annotation (COCO), a shape or group (LabelMe), a
+    label line (YOLO), an object colour (CVAT), an instance id (mask pairs), or
     all pixels of one label (label maps: a garment split in two by an arm stays one object, where
     cutouts take each connected region). Objects smaller than ``min_area`` are left out; ``rgba``
     cutouts and ``objects`` tables have no photos and are an error.
     """
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
-    if fmt == "coco":
-        for item in coco_photos(source, config):
+    if fmt in PHOTO_OBJECTS:
+        for item in PHOTO_OBJECTS[fmt](source, config):
             if isinstance(item, Skip):
                 yield item
                 continue
             path, image, found = item
+            found = list(found)  # read twice below (an iterator of masks drawn as taken)
             # An annotation left out (box-only, crowd, broken) is a counted skip, as a mask pair's
             # unknown label is: dropped here, calibrate said '(0 inputs skipped)' of box-only COCO.
             yield from (o for o in found if isinstance(o, Skip))

@@ -12,8 +12,8 @@ finished (:func:`finished_row_shards`).
 `synth extract` writes automatically labelled photos the same way (``pseudo-*.parquet``).
 
 Sources: ``label_map`` (value k = ``label_list.json[k]``), ``mask_pairs`` (value = instance, named by
-``categories.json``, else ``object``) and ``coco`` (annotations painted in order, crowd regions not
-used for training); ``rgba`` cutouts are not photos. ``include`` / ``exclude`` / ``limit`` of
+``categories.json``, else ``object``), ``coco`` (annotations painted in order, crowd regions not
+used for training) and ``labelme``, ``yolo``, ``cvat_mask`` (objects painted in order); ``rgba`` cutouts are not photos. ``include`` / ``exclude`` / ``limit`` of
 :class:`augment.config.SourceConfig` pick the photos, e.g. a held-out split.
 """
 
@@ -46,7 +46,7 @@ from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
 from augment.resizing import resize_labels
 from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, RENDERING_VERSION, shard_name
 from augment.shards import check_manifest_kind, footer_problem
-from augment.sources import Skip, detect_format, loaded_pairs, read_each, skipped_summary, value_category
+from augment.sources import PHOTO_OBJECTS, Skip, detect_format, loaded_pairs, read_each, skipped_summary, value_category
 from augment.textfiles import loads_json
 from augment.validation import is_number
 
@@ -97,6 +97,22 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
     fmt = config.format if config.format != "auto" else detect_format(source)
     if fmt == "coco":
         yield from coco_photos(source, config)
+        return
+    if fmt in PHOTO_OBJECTS:  # LabelMe, YOLO, CVAT: an object's masks at its photo's size, a value each
+        for item in PHOTO_OBJECTS[fmt](source, config):
+            if isinstance(item, Skip):
+                yield item
+                continue
+            path, image, found = item
+            values = np.zeros(image.shape[:2], np.uint16)
+            names: dict[int, str] = {}
+            for one in found:
+                if isinstance(one, Skip):
+                    yield one
+                    continue
+                names[len(names) + 1] = one[0]
+                values[one[1]] = len(names)
+            yield LabelledPhoto(path, image, values, names)
         return
     names, pairs, skips = photo_mask_pairs(source, fmt, config)
     yield from skips

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Iterable, Iterator, Union
 
 import cv2
 import numpy as np
@@ -86,6 +86,31 @@ def crop_object(image: np.ndarray, mask: np.ndarray, category: str, source: Path
         rgba = np.dstack([resized[:, :, :3], np.where(resized[:, :, 3] >= 128, 255, 0).astype(np.uint8)])
     return SourceObject(np.ascontiguousarray(rgba), category, str(source), (x, y, x + w, y + h),
                         source_size=(int(image.shape[1]), int(image.shape[0])))
+
+
+# A photo, its RGB pixels, its (category, bool mask) objects and Skips: an iterator that draws each
+# mask as it is taken (COCO's, LabelMe's, YOLO's, CVAT's), to be read once
+PhotoObjects = tuple[Path, np.ndarray, Iterable]
+
+
+def cut_objects(photos: Iterator[PhotoObjects | Skip], config: SourceConfig) -> Iterator[SourceItem]:
+    """The cutouts of photos whose objects are masks at the photo's size (COCO, LabelMe, YOLO, CVAT)."""
+    for item in photos:
+        if isinstance(item, Skip):
+            yield item
+            continue
+        path, image, found = item
+        for one in found:
+            yield one if isinstance(one, Skip) else crop_object(image, one[1], one[0], path, config)
+
+
+def regions(mask: np.ndarray, min_area: int) -> Iterator[np.ndarray]:
+    """Each 8-connected region of ``mask`` of ``min_area`` pixels or more (a label map's objects, whose
+    specks are normal: not worth a logged skip each)."""
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    for region in range(1, count):
+        if stats[region, cv2.CC_STAT_AREA] >= min_area:
+            yield labels == region
 
 
 def limited(paths: list, config: SourceConfig) -> list:

@@ -13,6 +13,9 @@ Formats:
   :mod:`augment.coco_source`).
 - ``label_map``: ``label_list.json`` + ``labels/`` (8/16-bit label maps) + ``photos/``
   or ``images/``; one object per connected region of each label.
+- ``labelme``, ``yolo``, ``cvat_mask``: LabelMe's .json files, YOLO segmentation labels, CVAT's
+  "Segmentation mask 1.1" export (read by :mod:`augment.labelme_source`, :mod:`augment.yolo_source`,
+  :mod:`augment.cvat_masks`).
 - ``objects``: a folder holding an ``objects.parquet`` (what `synth extract` writes, or another
   expansion's cutouts); its cutouts as they are, provenance included.
 
@@ -29,47 +32,60 @@ import unicodedata
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
-import cv2
 import numpy as np
 
 from augment.coco_source import (CocoIndex, coco_photos, _looks_like_coco, _read_coco,  # noqa: F401
                                  coco_annotation_mask, coco_category, coco_images, coco_objects,
                                  load_coco_index)
 from augment.config import SourceConfig
+from augment.cvat_masks import cvat_photos, looks_like_cvat_masks
+from augment.labelme_source import labelme_photos, looks_like_labelme
+from augment.yolo_source import looks_like_yolo, yolo_photos
 from augment.imageio import InputError, decode_image, is_image_path, list_images, pixels_as_uint8, read_image
 from augment.mask_files import read_mask
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
-from augment.source_items import (Skip, SourceItem, SourceObject, category_allowed,  # noqa: F401
-                                  crop_object, limited, skipped_summary, soft_edged, turned_hint)
+from augment.source_items import (PhotoObjects, Skip, SourceItem, SourceObject, category_allowed,  # noqa: F401
+                                  crop_object, cut_objects, regions, limited, skipped_summary, soft_edged, turned_hint)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Formats whose objects are masks at their photo's size: each photo with its (category, mask) objects.
+PHOTO_OBJECTS: dict[str, Callable[[Path, SourceConfig], Iterator[PhotoObjects | Skip]]] = {
+    "coco": coco_photos, "labelme": labelme_photos, "yolo": yolo_photos, "cvat_mask": cvat_photos}
 
 
 def detect_format(source: Path) -> str:
     """Guess a source's format from what the folder holds."""
     if source.is_file():
         if source.suffix.lower() == ".json":
-            return "coco"
-        raise InputError(f"{source}: a source must be a folder or a COCO .json file")
+            return "labelme" if looks_like_labelme(source) else "coco"
+        raise InputError(f"{source}: a source must be a folder, a COCO .json file or a LabelMe .json file")
     if not source.is_dir():
         raise InputError(f"{source}: no such file or directory")
     if (source / "label_list.json").is_file():
         return "label_map"
     if (source / OBJECTS_FILE).is_file():
         return "objects"
+    if looks_like_cvat_masks(source):
+        return "cvat_mask"
     for candidate in sorted(source.glob("*.json")):
         if _looks_like_coco(candidate):
             return "coco"
+    if any(looks_like_labelme(p) for p in sorted(source.glob("*.json")) + sorted(source.glob("*/*.json"))):
+        return "labelme"
     if (source / "masks").is_dir() or any(is_image_path(p) for p in source.glob("*_mask.*")):
         return "mask_pairs"
+    if looks_like_yolo(source):  # after masks/: a mask pairs folder may keep a classes.txt of its own
+        return "yolo"
     images, _ = list_images(source)
     if images and all(p.suffix.lower() in {".png", ".webp", ".tif", ".tiff"} for p in images):
         return "rgba"
     raise InputError(
-        f"{source}: cannot tell the source format (expected label_list.json, a COCO .json, masks/, or RGBA PNG cutouts); "
+        f"{source}: cannot tell the source format (expected label_list.json, a COCO .json, masks/, LabelMe .json "
+        "files, data.yaml or classes.txt beside images/ (YOLO), labelmap.txt (CVAT), or RGBA PNG cutouts); "
         "name it with --source-format"
     )
 
@@ -79,13 +95,15 @@ def read_source(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
     source = Path(source)
     fmt = config.format if config.format != "auto" else detect_format(source)
     log.info("%s: reading as %s", source, fmt)
-    readers = {"mask_pairs": _read_mask_pairs, "rgba": _read_rgba, "coco": _read_coco, "label_map": _read_label_maps,
-               "objects": _read_objects}
-    if fmt not in readers:
+    readers = {"mask_pairs": _read_mask_pairs, "rgba": _read_rgba, "label_map": _read_label_maps, "objects": _read_objects}
+    if fmt not in readers and fmt not in PHOTO_OBJECTS:
         raise InputError(f"{source}: unknown source format {fmt!r}")
     if not source.exists():
         raise InputError(f"{source}: no such file or directory")
-    yield from readers[fmt](source, config)
+    if fmt in PHOTO_OBJECTS:
+        yield from cut_objects(PHOTO_OBJECTS[fmt](source, config), config)
+    else:
+        yield from readers[fmt](source, config)
 
 
 def load_pair(image_path: Path, mask_path: Path, empty_reason: str,
@@ -297,11 +315,8 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
                 continue
             if not category_allowed(category, config):
                 continue
-            count, regions, stats, _ = cv2.connectedComponentsWithStats((labels == value).astype(np.uint8), connectivity=8)
-            for region in range(1, count):
-                if stats[region, cv2.CC_STAT_AREA] < config.min_area:
-                    continue  # specks of a label are normal in label maps: not worth a logged skip each
-                yield crop_object(image, regions == region, category, photo, config)
+            for region in regions(labels == value, config.min_area):
+                yield crop_object(image, region, category, photo, config)
 
 
 # ---------------------------------------------------------------- objects tables

@@ -175,7 +175,7 @@ def expand(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the shards of another run (other seed or "
                                    "config) found in --out, instead of refusing to mix them."),
     source_format: Optional[str] = typer.Option(
-        None, "--source-format", help="auto | mask_pairs | rgba | coco | label_map | objects (default: the config's, auto)."
+        None, "--source-format", help="auto | mask_pairs | rgba | coco | label_map | objects | labelme | yolo | cvat_mask (default: the config's, auto)."
     ),
     print_config: bool = typer.Option(False, "--print-config", help="Print every option with its default and meaning, then exit."),
 ) -> None:

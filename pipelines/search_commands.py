@@ -273,7 +273,7 @@ def register(app: typer.Typer) -> None:
                                                  "categories used as queries (default: all)."),
         drop_labels: Optional[str] = typer.Option(None, "--drop-labels", help="With --photos: comma-separated "
                                                   "labels that are never objects (e.g. skin,hair)."),
-        source_format: str = typer.Option("auto", "--source-format", help="auto, label_map, mask_pairs or coco."),
+        source_format: str = typer.Option("auto", "--source-format", help="auto, label_map, mask_pairs, coco, labelme, yolo or cvat_mask."),
         min_area: int = typer.Option(DEFAULT_MIN_AREA, "--min-area", help="With --photos: objects with fewer mask pixels are "
                                      "neither queries nor look-alikes."),
         seed: int = typer.Option(0, "--seed", help="Seed of the photo cases."),

@@ -60,12 +60,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("photo-shards")
     def photo_shards(
-        sources: list[Path] = typer.Argument(..., help="Labelled photo sources: label_map, mask_pairs or COCO folders."),
+        sources: list[Path] = typer.Argument(..., help="Labelled photo sources: label_map, mask_pairs, COCO, LabelMe, YOLO or CVAT mask folders."),
         out: Path = typer.Option(..., "--out", "-o", help="Folder for photos-*.parquet and manifest.json."),
         include: list[str] = typer.Option([], "--include", help="Glob on photo names (without extension) to keep; repeatable."),
         exclude: list[str] = typer.Option([], "--exclude", help="Glob on photo names to leave out; repeatable."),
         short_side: int = typer.Option(384, "--short-side", help="Photos are stored at most this size on the shorter side."),
-        source_format: str = typer.Option("auto", "--source-format", help="auto | label_map | mask_pairs | coco."),
+        source_format: str = typer.Option("auto", "--source-format", help="auto | label_map | mask_pairs | coco | labelme | yolo | cvat_mask."),
     ) -> None:
         """Write whole labelled photos as shards, for `synth train --task segment` (labels and held-out sets)."""
         from augment.config import SourceConfig
@@ -193,7 +193,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def selftune(
         state: Path = typer.Option(..., "--state", help="State folder (created on the first run)."),
-        labeled: Path = typer.Option(..., "--labeled", help="Labelled photos (label_map, mask_pairs or COCO)."),
+        labeled: Path = typer.Option(..., "--labeled", help="Labelled photos (label_map, mask_pairs, COCO, LabelMe, YOLO or CVAT masks)."),
         unlabeled: Path = typer.Option(..., "--unlabeled", help="Folder of unlabeled photos."),
         backgrounds: Path = typer.Option(..., "--backgrounds", help="Folder of background images for composites."),
         rounds: Optional[int] = typer.Option(None, "--rounds", help="End after this many rounds (cron: 1); "
