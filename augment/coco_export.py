@@ -32,7 +32,8 @@ from augment.atomic_files import atomic_path, naming_errors, orphaned_temporary,
 from augment.imageio import InputError, check_complete, decode_image, image_format
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import OutputNames, check_output_folder, inside, is_safe_name
-from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
+from augment.photo_shards import IGNORE_CATEGORY
+from augment.schema import is_photo_background
 from augment.shards import find_shards, iter_rows
 from augment.storage import Place
 from augment.textfiles import loads_json
@@ -237,9 +238,9 @@ def _write_coco(shards: list[Place], folder: Path, shown: Path) -> dict[str, Any
                 _image_path(images_folder, file_name).write_bytes(row["image"]["bytes"])
             images.add({"id": image_id, "file_name": file_name, "width": row["width"], "height": row["height"]})
             for obj in row["objects"] or []:
-                photo_label = not obj["cutout_id"]  # a labelled photo's row (photo-shards, extract), not a pasted cutout
-                if photo_label and obj["category"] == BACKGROUND_CATEGORY:
+                if is_photo_background(obj):
                     continue  # its source's value 0: what is not an object
+                photo_label = not obj["cutout_id"]  # a labelled photo's row (photo-shards, extract), not a pasted cutout
                 binary = np.asfortranarray((instances == obj["instance_id"]).astype(np.uint8))
                 rle = mask_utils.encode(binary)
                 area = float(mask_utils.area(rle))

@@ -12,6 +12,7 @@ import numpy as np
 from augment.atomic_files import atomic_write_bytes
 from augment.draw_labels import format_score, put_label
 from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
+from augment.schema import is_photo_background
 from augment.shards import find_shards, open_shard, read_row_group
 from augment.storage import Place
 from augment.resizing import resize_labels
@@ -112,7 +113,8 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         instances = resize_labels(instances, size[1], size[0])
-        drawn = draw_annotations(image, instances, record["objects"], scale=scale)
+        objects = [obj for obj in record["objects"] or [] if not is_photo_background(obj)]
+        drawn = draw_annotations(image, instances, objects, scale=scale)
         y, x = (slot // columns) * tile, (slot % columns) * tile
         sheet[y : y + drawn.shape[0], x : x + drawn.shape[1]] = drawn
         put_label(sheet[y : y + tile, x : x + tile], (record["id"],), (4, tile), (255, 255, 0), base_scale=0.35)

@@ -133,6 +133,14 @@ OBJECTS_SCHEMA = pa.schema(
 
 OBJECTS_FILE = "objects.parquet"
 MANIFEST_FILE = "manifest.json"
+BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
+
+
+def is_photo_background(obj: dict) -> bool:
+    """Whether a row's object is a labelled photo's value 0 (photo-shards, extract): what is not an object,
+    named ``background``; a pasted cutout (one with a cutout_id) never is. `synth export` leaves it out,
+    and `synth show` draws it not (it tinted the whole photo and boxed it, its label over the others')."""
+    return not obj.get("cutout_id") and obj.get("category") == BACKGROUND_CATEGORY
 
 
 # Footer metadata of a composite shard: which run wrote it (config, cutouts, backgrounds) and which

@@ -275,3 +275,21 @@ def test_show_draws_a_grey_composite(tmp_path):
     assert sheet.shape == (256, 256, 3)
     inside = sheet[120:190, 60:140].astype(int)  # the object at the tile's scale, tinted in its colour
     assert np.abs(inside[..., 0] - inside[..., 2]).mean() > 10
+
+
+def test_show_of_labelled_photos_draws_their_objects_not_their_background(tmp_path, monkeypatch):
+    """A photo-shards row names its source's value 0 'background' (what is not an object): `synth export`
+    leaves it out, but `synth show` tinted the whole photo with it, boxed the frame and wrote 'background
+    1.00' over the other labels. Drawn now: the photo's objects alone."""
+    from augment import contact_sheet as sheet_module
+    from augment.config import SourceConfig
+    from augment.photo_shards import write_photo_shards
+    from sources_factory import make_label_map
+
+    write_photo_shards([make_label_map(tmp_path / "labelled")], tmp_path / "photos", SourceConfig())
+    drawn = []
+    draw = sheet_module.draw_annotations
+    monkeypatch.setattr(sheet_module, "draw_annotations",
+                        lambda image, instances, objects, **kw: drawn.append(objects) or draw(image, instances, objects, **kw))
+    assert sheet_module.contact_sheet([tmp_path / "photos"], tmp_path / "sheet.png", rows=1, columns=1, tile=64) == 1
+    assert sorted(obj["category"] for obj in drawn[0]) == ["hat", "jacket", "skirt"]
