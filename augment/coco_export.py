@@ -51,6 +51,11 @@ def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]
     """
     shards = find_shards(shard_paths)
     out_dir = Path(out_dir)
+    if out_dir.is_symlink() and out_dir.is_dir():
+        # A link to a folder (on a larger disk): the export is staged beside that folder and replaces it,
+        # the link kept. Staged beside the link, it was 'Not a directory' (rmdir of the link), or the
+        # link itself replaced by a folder on the link's disk.
+        out_dir = out_dir.resolve()
     _check_target(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _clear_killed_exports(out_dir)
