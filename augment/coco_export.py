@@ -33,7 +33,7 @@ from augment.imageio import InputError, check_complete, decode_image, image_form
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import OutputNames, check_output_folder, inside, is_safe_name
 from augment.photo_shards import IGNORE_CATEGORY
-from augment.schema import is_photo_background
+from augment.schema import is_photo_background, object_problem
 from augment.shards import find_shards, iter_rows
 from augment.storage import Place
 from augment.textfiles import loads_json
@@ -185,9 +185,8 @@ def _row_problem(row: dict[str, Any], used: set[str]) -> tuple[str | None, np.nd
     if (row.get("height"), row.get("width")) != image.shape[:2]:
         return "stored width/height differ from the image's", None
     for obj in row.get("objects") or []:
-        box = obj.get("box")
-        if not (isinstance(obj.get("instance_id"), int) and isinstance(box, list) and len(box) == 4
-                and all(isinstance(v, int) for v in box)):
+        if object_problem(obj) is not None:
+            log.info("skipping row %s: an object's %s", row_id, object_problem(obj))
             return "malformed object entry", None
     return None, instances
 

@@ -12,7 +12,7 @@ import numpy as np
 from augment.atomic_files import atomic_write_bytes
 from augment.draw_labels import format_score, put_label
 from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
-from augment.schema import is_photo_background
+from augment.schema import is_photo_background, object_problem
 from augment.shards import find_shards, open_shard, read_row_group
 from augment.storage import Place
 from augment.resizing import resize_labels
@@ -113,6 +113,9 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         instances = resize_labels(instances, size[1], size[0])
+        for obj in record["objects"] or []:
+            if object_problem(obj) is not None:
+                raise InputError(f"{path}:{record['id']}: malformed object entry ({object_problem(obj)})")
         objects = [obj for obj in record["objects"] or [] if not is_photo_background(obj)]
         drawn = draw_annotations(image, instances, objects, scale=scale)
         y, x = (slot // columns) * tile, (slot % columns) * tile

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pyarrow as pa
+
+from augment.validation import is_number
 
 IMAGE_STRUCT = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 
@@ -134,6 +137,25 @@ OBJECTS_SCHEMA = pa.schema(
 OBJECTS_FILE = "objects.parquet"
 MANIFEST_FILE = "manifest.json"
 BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
+
+
+def object_problem(obj: Any) -> str | None:
+    """What is wrong with one entry of a row's ``objects`` (None: nothing), as the schema types it: an
+    integer instance id, a box of 4 integers, a category name, a visible fraction. A shard written by
+    another tool (or edited by hand) gave `synth show` a TypeError traceback for a null box, and `synth
+    export` a category named null."""
+    if not isinstance(obj, dict):
+        return "not an object"
+    box = obj.get("box")
+    if not isinstance(obj.get("instance_id"), int) or isinstance(obj.get("instance_id"), bool):
+        return "instance_id is not an integer"
+    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box)):
+        return "box is not 4 integers"
+    if not isinstance(obj.get("category"), str):
+        return "category is not a name"
+    if not is_number(obj.get("visible_fraction")):
+        return "visible_fraction is not a number"
+    return None
 
 
 def is_photo_background(obj: dict) -> bool:
