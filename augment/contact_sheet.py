@@ -88,6 +88,8 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
     # pick is the same row of the same shards as before.
     groups = [(path, group, count) for path in shards for group, count in enumerate(_group_sizes(path))]
     firsts = np.cumsum([0] + [count for _, _, count in groups])
+    if firsts[-1] == 0:  # (a shard file named alone, written with no rows): a blank sheet said '0 composites'
+        raise InputError(f"{', '.join(map(str, shards))}: no rows to show")
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(int(firsts[-1]), size=min(rows * columns, int(firsts[-1])), replace=False).tolist())
     sheet = np.full((rows * tile, columns * tile, 3), 24, np.uint8)

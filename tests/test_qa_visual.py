@@ -317,3 +317,16 @@ def test_a_malformed_object_entry_is_one_line_for_show_and_a_skipped_row_for_exp
     assert (counts["images"], counts["skip_reasons"]) == (2, {"malformed object entry": 1})
     categories = json.loads((tmp_path / "coco" / "annotations.json").read_text())["categories"]
     assert all(isinstance(category["name"], str) for category in categories)
+
+
+def test_show_of_shards_without_rows_is_one_line_not_a_blank_sheet(tmp_path):
+    """A shard file named alone that holds no rows: `synth show` wrote a blank 1024 x 1024 sheet and said
+    'wrote sheet.png (0 composites)', exit 0."""
+    from cli_checks import assert_one_line_error, run_cli
+    from shard_factory import make_shards
+
+    shard = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=3, size=32).folder / "train-00000.parquet"
+    pq.write_table(pq.read_table(shard).slice(0, 0), shard)
+    result = run_cli("show", shard, "--out", tmp_path / "sheet.png")
+    assert_one_line_error(result, 2, "train-00000.parquet", "no rows to show")
+    assert not (tmp_path / "sheet.png").exists()
