@@ -32,7 +32,8 @@ from augment.atomic_files import atomic_path, naming_errors, orphaned_temporary,
 from augment.imageio import InputError, check_complete, decode_image, image_format
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import OutputNames, check_output_folder, inside, is_safe_name
-from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
+from augment.photo_shards import IGNORE_CATEGORY
+from augment.schema import is_photo_background, object_problem
 from augment.shards import find_shards, iter_rows
 from augment.storage import Place
 from augment.textfiles import loads_json
@@ -50,6 +51,11 @@ def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]
     """
     shards = find_shards(shard_paths)
     out_dir = Path(out_dir)
+    if out_dir.is_symlink() and out_dir.is_dir():
+        # A link to a folder (on a larger disk): the export is staged beside that folder and replaces it,
+        # the link kept. Staged beside the link, it was 'Not a directory' (rmdir of the link), or the
+        # link itself replaced by a folder on the link's disk.
+        out_dir = out_dir.resolve()
     _check_target(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _clear_killed_exports(out_dir)
@@ -179,9 +185,8 @@ def _row_problem(row: dict[str, Any], used: set[str]) -> tuple[str | None, np.nd
     if (row.get("height"), row.get("width")) != image.shape[:2]:
         return "stored width/height differ from the image's", None
     for obj in row.get("objects") or []:
-        box = obj.get("box")
-        if not (isinstance(obj.get("instance_id"), int) and isinstance(box, list) and len(box) == 4
-                and all(isinstance(v, int) for v in box)):
+        if object_problem(obj) is not None:
+            log.info("skipping row %s: an object's %s", row_id, object_problem(obj))
             return "malformed object entry", None
     return None, instances
 
@@ -237,9 +242,9 @@ def _write_coco(shards: list[Place], folder: Path, shown: Path) -> dict[str, Any
                 _image_path(images_folder, file_name).write_bytes(row["image"]["bytes"])
             images.add({"id": image_id, "file_name": file_name, "width": row["width"], "height": row["height"]})
             for obj in row["objects"] or []:
-                photo_label = not obj["cutout_id"]  # a labelled photo's row (photo-shards, extract), not a pasted cutout
-                if photo_label and obj["category"] == BACKGROUND_CATEGORY:
+                if is_photo_background(obj):
                     continue  # its source's value 0: what is not an object
+                photo_label = not obj["cutout_id"]  # a labelled photo's row (photo-shards, extract), not a pasted cutout
                 binary = np.asfortranarray((instances == obj["instance_id"]).astype(np.uint8))
                 rle = mask_utils.encode(binary)
                 area = float(mask_utils.area(rle))

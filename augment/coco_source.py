@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
@@ -42,6 +42,7 @@ class CocoIndex:
     by_image: dict[int, list[dict]]  # image id -> its annotations
     roots: list[Path]  # folders searched for the image files
     problems: list[Skip]  # single entries that cannot be used (counted, logged skips)
+    repeated_categories: dict[int, list[str]] = field(default_factory=dict)  # id listed twice -> its names
 
     def ordered(self) -> list[tuple[str, int]]:
         """(file name, image id) of annotated images, in a deterministic order."""
@@ -116,7 +117,8 @@ def load_coco_index(source: Path) -> CocoIndex:
             problems.append(Skip(str(json_path), f"annotation {annotation.get('id')} refers to {which}"))
             continue
         by_image.setdefault(image_id, []).append(annotation)
-    return CocoIndex(json_path, images, categories, by_image, coco_image_roots(json_path), problems)
+    return CocoIndex(json_path, images, categories, by_image, coco_image_roots(json_path), problems,
+                     repeated["category"])
 
 
 def _note_repeat(repeats: dict[int, list[str]], table: dict, entry: dict, name_of: Callable[[dict], str]) -> None:
@@ -170,10 +172,15 @@ def coco_image_roots(json_path: Path) -> list[Path]:
 
 def coco_category(coco: CocoIndex, annotation: dict) -> str | Skip:
     """The name of an annotation's category, or a Skip naming the file and the id when the file's
-    ``categories`` do not list it (it was named by its id, a category no config or class map knows)."""
+    ``categories`` do not list it (it was named by its id, a category no config or class map knows), or
+    list it more than once under other names (which one the annotation means cannot be told)."""
     category_id = annotation.get("category_id")
     if isinstance(category_id, int) and not isinstance(category_id, bool) and category_id in coco.categories:
         return coco.categories[category_id]
+    if category_id in coco.repeated_categories:  # ('not in the file's categories' was said of it)
+        names = coco.repeated_categories[category_id]
+        return Skip(str(coco.json_path), f"annotation {annotation.get('id')}: category_id {category_id!r} is listed "
+                                         f"{len(names)} times in the file's categories ({', '.join(map(repr, names))})")
     return Skip(str(coco.json_path), f"annotation {annotation.get('id')}: category_id {category_id!r} "
                                      "is not in the file's categories")
 

@@ -12,6 +12,7 @@ import numpy as np
 from augment.atomic_files import atomic_write_bytes
 from augment.draw_labels import format_score, put_label
 from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
+from augment.schema import is_photo_background, object_problem
 from augment.shards import find_shards, open_shard, read_row_group
 from augment.storage import Place
 from augment.resizing import resize_labels
@@ -87,6 +88,8 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
     # pick is the same row of the same shards as before.
     groups = [(path, group, count) for path in shards for group, count in enumerate(_group_sizes(path))]
     firsts = np.cumsum([0] + [count for _, _, count in groups])
+    if firsts[-1] == 0:  # (a shard file named alone, written with no rows): a blank sheet said '0 composites'
+        raise InputError(f"{', '.join(map(str, shards))}: no rows to show")
     rng = np.random.default_rng(seed)
     picks = sorted(rng.choice(int(firsts[-1]), size=min(rows * columns, int(firsts[-1])), replace=False).tolist())
     sheet = np.full((rows * tile, columns * tile, 3), 24, np.uint8)
@@ -112,7 +115,11 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         instances = resize_labels(instances, size[1], size[0])
-        drawn = draw_annotations(image, instances, record["objects"], scale=scale)
+        for obj in record["objects"] or []:
+            if object_problem(obj) is not None:
+                raise InputError(f"{path}:{record['id']}: malformed object entry ({object_problem(obj)})")
+        objects = [obj for obj in record["objects"] or [] if not is_photo_background(obj)]
+        drawn = draw_annotations(image, instances, objects, scale=scale)
         y, x = (slot // columns) * tile, (slot % columns) * tile
         sheet[y : y + drawn.shape[0], x : x + drawn.shape[1]] = drawn
         put_label(sheet[y : y + tile, x : x + tile], (record["id"],), (4, tile), (255, 255, 0), base_scale=0.35)

@@ -22,7 +22,8 @@ import numpy as np
 from augment.config import BackgroundConfig, SourceConfig
 from augment.imageio import InputError
 from augment.photo_objects import photo_mask_pairs
-from augment.photo_shards import BACKGROUND_CATEGORY, MAX_LABEL_ID, label_id, shared_label_id
+from augment.photo_shards import MAX_LABEL_ID, label_id, shared_label_id
+from augment.schema import BACKGROUND_CATEGORY
 from augment.sources import Skip, detect_format, load_pair, skipped_summary, value_category
 
 MIN_SIDE = 16  # backgrounds (plain or labelled) with a shorter side under this are skipped

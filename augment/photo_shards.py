@@ -44,13 +44,12 @@ from augment.outputs import OutputNames
 from augment.photo_objects import photo_mask_pairs
 from augment.pixel_limit import PHOTO_SHARDS_WORK, pixel_work
 from augment.resizing import resize_labels
-from augment.schema import COMPOSITE_SCHEMA, MANIFEST_FILE, RENDERING_VERSION, shard_name
+from augment.schema import BACKGROUND_CATEGORY, COMPOSITE_SCHEMA, MANIFEST_FILE, RENDERING_VERSION, shard_name
 from augment.shards import check_manifest_kind, footer_problem
 from augment.sources import PHOTO_OBJECTS, Skip, detect_format, loaded_pairs, read_each, skipped_summary, value_category
 from augment.textfiles import loads_json
 from augment.validation import is_number
 
-BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
 IGNORE_CATEGORY = "__ignore__"  # pixels that must carry no loss (crowd regions, untrusted automatic labels)
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pyarrow as pa
+
+from augment.validation import is_number
 
 IMAGE_STRUCT = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
 
@@ -133,6 +136,33 @@ OBJECTS_SCHEMA = pa.schema(
 
 OBJECTS_FILE = "objects.parquet"
 MANIFEST_FILE = "manifest.json"
+BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
+
+
+def object_problem(obj: Any) -> str | None:
+    """What is wrong with one entry of a row's ``objects`` (None: nothing), as the schema types it: an
+    integer instance id, a box of 4 integers, a category name, a visible fraction. A shard written by
+    another tool (or edited by hand) gave `synth show` a TypeError traceback for a null box, and `synth
+    export` a category named null."""
+    if not isinstance(obj, dict):
+        return "not an object"
+    box = obj.get("box")
+    if not isinstance(obj.get("instance_id"), int) or isinstance(obj.get("instance_id"), bool):
+        return "instance_id is not an integer"
+    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box)):
+        return "box is not 4 integers"
+    if not isinstance(obj.get("category"), str):
+        return "category is not a name"
+    if not is_number(obj.get("visible_fraction")):
+        return "visible_fraction is not a number"
+    return None
+
+
+def is_photo_background(obj: dict) -> bool:
+    """Whether a row's object is a labelled photo's value 0 (photo-shards, extract): what is not an object,
+    named ``background``; a pasted cutout (one with a cutout_id) never is. `synth export` leaves it out,
+    and `synth show` draws it not (it tinted the whole photo and boxed it, its label over the others')."""
+    return not obj.get("cutout_id") and obj.get("category") == BACKGROUND_CATEGORY
 
 
 # Footer metadata of a composite shard: which run wrote it (config, cutouts, backgrounds) and which

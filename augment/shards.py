@@ -144,21 +144,29 @@ def check_composite_shard(path: Place | str) -> Place:
 
 def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
     """Composite shards named by ``paths``: a folder (or object-store prefix) gives the shards its
-    manifest lists, a file itself."""
+    manifest lists, a file itself. A shard named twice (the folder and one of its files, a folder given
+    twice) is read once, with a warning: `synth show` drew its rows twice on one sheet, a segmentation
+    run read them twice an epoch, `synth export` skipped each row a second time ('id seen before')."""
     paths = paths if isinstance(paths, (list, tuple)) else [paths]
-    shards: list[Place] = []
+    shards: dict[Place, Place] = {}  # the shard's own file (a local one resolved) -> the path it was named by
     for path in map(as_place, paths):
         if path.is_dir() or (is_remote(path) and not path.exists()):  # a missing prefix: "no manifest.json"
-            shards.extend(manifest_shards(path))
+            found = manifest_shards(path)
         elif not path.exists():
             raise InputError(f"{path}: no such file or directory")
         elif path.name == OBJECTS_FILE:
             raise InputError(f"{path}: is the cutouts table, not a composite shard")
         else:
-            shards.append(check_composite_shard(path))
+            found = [check_composite_shard(path)]
+        for shard in found:
+            key = shard if is_remote(shard) else Path(shard).resolve()
+            if key in shards:
+                log.warning("%s: named more than once among the shards (as %s too); read once", shards[key], shard)
+            else:
+                shards[key] = shard
     if not shards:
         raise InputError("no shards given")
-    return shards
+    return list(shards.values())
 
 
 def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[tuple[Path, dict]]:

@@ -24,8 +24,8 @@ from pipelines.command_errors import (COMMAND_ENDINGS, ENVIRONMENT_ERRNOS, INTER
                                       check_at_least, fail, run_guarded)
 from pipelines.environment import check_working_folder, expand_home, memory_line, stop_as_interrupt
 from pipelines.shipped_configs import config_option
-from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
-                                setup_logging)  # (the commands' console and progress)
+from pipelines.terminal import (console, help_ends_quietly_on_broken_pipe, make_progress, out_console,  # noqa: F401
+                                plain_help_when_narrow, say, setup_logging)  # (the commands' console and progress)
 
 
 class _Commands(typer.core.TyperGroup):
@@ -40,10 +40,13 @@ class _Commands(typer.core.TyperGroup):
 
     def make_context(self, info_name, args, parent=None, **extra):
         plain_help_when_narrow(self)
+        help_ends_quietly_on_broken_pipe(self)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click_errors.ClickException as error:
             _usage_error(error)
+        except BrokenPipeError:  # `synth --help | head -1` on a narrow terminal (click's plain help)
+            out_console.on_broken_pipe()
 
     def resolve_command(self, ctx, args):  # a '~' that no shell expanded (systemd, a container's exec form)
         name, command, rest = super().resolve_command(ctx, args)

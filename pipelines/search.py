@@ -41,7 +41,8 @@ import torch
 
 from augment.imageio import InputError
 from augment.picture_arrays import ArrayInputError, ImageLike, load_rgb, picture_array  # noqa: F401 (API)
-from augment.system import limit_blas_threads, tune_malloc
+from augment.blas_threads import limit_blas_threads
+from augment.system import tune_malloc
 from pipelines.calibration import Calibration, CalibrationCase, calibrate_threshold  # noqa: F401 (API)
 from pipelines.detections import Detection, box_iou, detect, json_score, match_counts  # noqa: F401 (API)
 from pipelines.highlight import highlight, object_mask

@@ -4,12 +4,12 @@ measured at."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from pipelines.first_views import ViewsConfig
 from pipelines.online_filter import FilterConfig
 from pipelines.scale_filter import ScaleConfig
+from pipelines.temporal_checks import check_temporal_config
 
 
 @dataclass(frozen=True)
@@ -363,47 +363,4 @@ class TemporalConfig:
     first_views: ViewsConfig = field(default_factory=ViewsConfig)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.template_rate <= 0.5:
-            raise ValueError(f"template_rate must lie in [0, 0.5], not {self.template_rate}")
-        if not 0.0 < self.lost_ratio <= self.reacquire_ratio:
-            raise ValueError("need 0 < lost_ratio <= reacquire_ratio")
-        if not 0.0 < self.filter_lost_ratio <= self.filter_reacquire_ratio:
-            raise ValueError("need 0 < filter_lost_ratio <= filter_reacquire_ratio")
-        if self.filter_candidates < 0 or self.redetect_every < 1 or self.probation_frames < 0:
-            raise ValueError("filter_candidates and probation_frames must be >= 0, redetect_every >= 1")
-        if self.scale_step < 1.0 or not 0.0 <= self.window_influence < 1.0:
-            raise ValueError("scale_step must be >= 1 and window_influence in [0, 1)")
-        if not self.cut_sizes or min(self.cut_sizes) <= 0:
-            raise ValueError("cut_sizes must be positive factors")
-        if self.rescue_sizes and min(self.rescue_sizes) <= 0:
-            raise ValueError(f"rescue_sizes must be positive factors, not {self.rescue_sizes}")
-        if not all(math.isfinite(turn) and 0 < abs(turn) <= 180 for turn in self.rescue_turns):
-            raise ValueError(f"rescue_turns must be non-zero angles within +-180 degrees, not {self.rescue_turns}")
-        if not 0.0 <= self.turn_filter <= 1.0:
-            raise ValueError(f"turn_filter must lie in [0, 1], not {self.turn_filter}")
-        if self.turn_margin < 1.0 or self.turn_heat <= 0.0:
-            raise ValueError(f"need turn_margin >= 1 and turn_heat > 0, not {self.turn_margin}, {self.turn_heat}")
-        if self.camera_frames < 1 or self.camera_prior < 0.0:
-            raise ValueError(f"need camera_frames >= 1 and camera_prior >= 0, not {self.camera_frames}, "
-                             f"{self.camera_prior}")
-        if self.refine_radius < 0.0 or not 0.0 <= self.refine_heat <= 1.0:
-            raise ValueError(f"need refine_radius >= 0 and refine_heat in [0, 1], not {self.refine_radius}, "
-                             f"{self.refine_heat}")
-        if self.acquire_every < 0:
-            raise ValueError(f"acquire_every must be >= 0 (0: the highest peak), not {self.acquire_every}")
-        if self.acquire_patience < 1 or self.acquire_backoff < 1:
-            raise ValueError(f"acquire_patience and acquire_backoff must be >= 1 (backoff 1: off), not "
-                             f"{self.acquire_patience}, {self.acquire_backoff}")
-        if self.acquire_confirm < 0 or self.acquire_inliers < 0:
-            raise ValueError(f"acquire_confirm and acquire_inliers must be >= 0, not {self.acquire_confirm}, "
-                             f"{self.acquire_inliers}")
-        if self.redetect_max_zoom < 0:
-            raise ValueError(f"redetect_max_zoom must be >= 0 (0: no cap), not {self.redetect_max_zoom}")
-        if not 0.0 <= self.candidate_screen < 1.0:
-            raise ValueError(f"candidate_screen must lie in [0, 1), not {self.candidate_screen}")
-        if self.band_trust < 0.0 or self.band_follow < 0.0:
-            raise ValueError(f"band_trust and band_follow must be >= 0, not {self.band_trust}, {self.band_follow}")
-        if self.size_band < 1.0 or not 0.0 < self.size_rate <= 1.0:
-            raise ValueError("need size_band >= 1 and size_rate in (0, 1]")
-        if self.far_radius <= 0.0 or self.far_growth < 0.0 or not 0.0 <= self.far_reacquire_ratio <= 2.0:
-            raise ValueError("need far_radius > 0, far_growth >= 0 and far_reacquire_ratio in [0, 2]")
+        check_temporal_config(self)

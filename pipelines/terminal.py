@@ -3,6 +3,7 @@ command's result (stdout), and the logging handler that writes a record as one l
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -149,3 +150,35 @@ def plain_help_when_narrow(command) -> None:
         if not sub.short_help and sub.help:  # click cut the list's summaries at 45 characters ('Cut objects from...')
             sub.short_help = " ".join(inspect.cleandoc(sub.help).split("\n\n")[0].split())
         plain_help_when_narrow(sub)
+
+
+def help_ends_quietly_on_broken_pipe(command) -> None:
+    """``command`` and its subcommands write their help as a result is written: a reader gone
+    (``synth --help | head -1``, ``synth search --help | head -1``) ends quietly with 141, as
+    :meth:`_Stream.on_broken_pipe` ends a result. typer's help console is rich's own, whose reader gone
+    was exit code 1 (a failed command to a script under pipefail). typer's help module is imported
+    only once help is asked for (~0.16 s), so the console is swapped there, for the help's length."""
+    if getattr(command, "_help_quiet_on_broken_pipe", False):
+        return
+    command._help_quiet_on_broken_pipe = True
+    format_help = command.format_help
+
+    def quiet_format_help(ctx, formatter) -> None:
+        from typer import rich_utils
+
+        make_console = rich_utils._get_rich_console
+
+        def help_console(stderr: bool = False) -> Console:
+            made = make_console(stderr)
+            made.on_broken_pipe = functools.partial(_Stream.on_broken_pipe, made)
+            return made
+
+        rich_utils._get_rich_console = help_console
+        try:
+            format_help(ctx, formatter)
+        finally:
+            rich_utils._get_rich_console = make_console
+
+    command.format_help = quiet_format_help
+    for sub in getattr(command, "commands", {}).values():
+        help_ends_quietly_on_broken_pipe(sub)

@@ -352,3 +352,16 @@ def test_a_checkpoint_trained_with_a_batch_past_the_maximum_still_loads():
     loaded = TrainConfig.from_checkpoint({"config": {"values": values}})
     assert loaded.batch_size == 512 and loaded.to_dict()["values"] == values
     assert loaded.identity()["batch_size"] == 512
+
+
+def test_an_export_into_a_symbolic_link_to_a_folder_writes_into_that_folder_and_keeps_the_link(tmp_path):
+    """`synth export ... --out coco` where coco links to a folder on a larger disk: 'coco: Not a directory'
+    (exit 2) into an empty folder; the export goes into the folder, staged beside it, the link kept."""
+    make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4)
+    (tmp_path / "disk" / "coco").mkdir(parents=True)
+    (tmp_path / "coco").symlink_to(tmp_path / "disk" / "coco")
+    for _ in range(2):  # into the empty folder, then over its own earlier export
+        result = run_cli("export", tmp_path / "shards", "--out", tmp_path / "coco")
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "coco").is_symlink() and len(list((tmp_path / "disk" / "coco" / "images").iterdir())) == 4
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["coco"]  # no staging folder left

@@ -286,3 +286,20 @@ def test_a_pair_config_made_in_python_is_range_checked_as_a_training_configs_key
     assert str(refused.value) == message
     with pytest.raises(InputError, match="^" + message.removeprefix("config: ").replace("[", r"\[").replace("(", r"\(")):
         TrainConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()})
+
+
+def test_a_shard_named_twice_is_read_once_by_show_and_export(tmp_path, caplog):
+    """`synth show shards shards/train-00000.parquet` drew 16 composites of 12 (rows twice on one sheet);
+    `synth export` skipped each row a second time as 'id seen before'. The shard is read once, said."""
+    from augment.coco_export import export_coco
+    from augment.contact_sheet import contact_sheet
+    from augment.shards import find_shards
+    from shard_factory import make_shards
+
+    folder = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=6, size=32).folder
+    named = [folder, folder / "train-00000.parquet", tmp_path / "shards" / ".." / "shards"]
+    assert find_shards(named) == [folder / "train-00000.parquet"]
+    assert "train-00000.parquet: named more than once among the shards" in caplog.text
+    assert contact_sheet(named, tmp_path / "sheet.png", rows=3, columns=3, tile=16) == 6
+    counts = export_coco(named, tmp_path / "coco")
+    assert (counts["images"], counts["skipped"]) == (6, 0)

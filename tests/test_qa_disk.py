@@ -245,13 +245,13 @@ def test_tensorboard_on_a_full_disk_is_one_error_naming_its_folder(tmp_path, mon
     left on device'."""
     from tensorboard.summary.writer import record_writer
 
-    from train import loop
+    from train import tensorboard_log
 
     def full(self, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(record_writer.RecordWriter, "write", full)
     with pytest.raises(OSError) as caught:
-        loop._tensorboard(tmp_path / "tb", 1)
+        tensorboard_log.tensorboard_writer(tmp_path / "tb", 1)
     assert caught.value.filename == str(tmp_path / "tb")
     assert "Traceback" not in capfd.readouterr().err

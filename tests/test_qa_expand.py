@@ -225,3 +225,20 @@ def test_a_broken_coco_segmentation_is_the_same_skip_in_photo_shards_as_in_expan
     manifest = write_photo_shards([coco], tmp_path / "photos", SourceConfig())
     assert [(s["path"], s["reason"]) for s in manifest["skipped"]] == expand_skips
     assert expand_skips[0][0] == str(coco / "images" / "scene.jpg") and "broken segmentation" in expand_skips[0][1]
+
+
+def test_an_annotation_of_a_repeated_category_id_is_a_skip_saying_it_is_repeated(tmp_path):
+    """A category id listed twice under two names: its annotations were skipped as 'category_id 1 is not
+    in the file's categories', which it is (twice); the skip says it is repeated, naming the names."""
+    coco = make_coco(tmp_path / "coco")
+    data = json.loads((coco / "instances.json").read_text())
+    data["categories"].append({"id": 1, "name": "blouse"})  # 1 is shirt already
+    (coco / "instances.json").write_text(json.dumps(data))
+    path = str(coco / "instances.json")
+
+    skips = [(s.path, s.reason) for s in _skips(read_source(coco, SourceConfig()))]
+    assert skips == [(path, "category id 1 is listed 2 times ('shirt', 'blouse'): its annotations are skipped"),
+                     (path, "annotation 1: category_id 1 is listed 2 times in the file's categories "
+                            "('shirt', 'blouse')")]
+    manifest = write_photo_shards([coco], tmp_path / "photos", SourceConfig())  # synth photo-shards: the same
+    assert [(s["path"], s["reason"]) for s in manifest["skipped"]] == skips

@@ -280,7 +280,7 @@ def test_a_coco_image_or_category_id_listed_twice_is_a_skip_not_the_last_one_use
     items = list(read_source(tmp_path, SourceConfig(min_area=1)))
     reasons = sorted(item.reason for item in items if isinstance(item, Skip))
     assert reasons == ["annotation 1 refers to image id 3, listed more than once",
-                       "annotation 2: category_id 12 is not in the file's categories",
+                       "annotation 2: category_id 12 is listed 2 times in the file's categories ('coat', 'jacket')",
                        "category id 12 is listed 2 times ('coat', 'jacket'): its annotations are skipped",
                        "image id 3 is listed 2 times ('a.png', 'b.png'): its annotations are skipped"]
     assert [item.source for item in items if isinstance(item, SourceObject)] == [str(tmp_path / "c.png")]

@@ -252,13 +252,16 @@ def test_columns_0_still_prints_the_error(tmp_path: Path) -> None:
                                                                  "directory"], done.stderr
 
 
-@pytest.mark.parametrize("command", ["version", "show", "print-config"])
+@pytest.mark.parametrize("command", ["version", "show", "print-config", "help", "search-help", "narrow-help"])
 def test_a_result_whose_reader_is_gone_ends_quietly_as_sigpipe_after_whole_outputs(tmp_path, command) -> None:
     """`synth show ... | head -c1`, `synth --version | true`: rich ended with exit code 1 (a failed run to a
-    script under pipefail); `git log | head` ends 141 (128 + SIGPIPE), quietly, and so does synth."""
+    script under pipefail); `git log | head` ends 141 (128 + SIGPIPE), quietly, and so does synth. So does
+    `synth --help | head -1` (typer's rich help console, or click's plain help on a narrow terminal: exit 1)."""
     from shard_factory import make_shards
 
-    args = {"version": ["--version"], "print-config": ["expand", "--print-config"]}.get(command, [])
+    args = {"version": ["--version"], "print-config": ["expand", "--print-config"], "help": ["--help"],
+            "search-help": ["search", "--help"], "narrow-help": ["--help"]}.get(command, [])
+    width = {"COLUMNS": "40"} if command == "narrow-help" else {}
     if command == "show":
         shards = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, size=48).folder
         args = ["show", str(shards), "--out", str(tmp_path / "sheet.png")]
@@ -266,7 +269,7 @@ def test_a_result_whose_reader_is_gone_ends_quietly_as_sigpipe_after_whole_outpu
     os.close(read)  # the reader gone before the result line
     try:
         done = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], stdout=write, stderr=subprocess.PIPE,
-                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), **width})
     finally:
         os.close(write)
     assert (done.returncode, done.stderr) == (141, "")

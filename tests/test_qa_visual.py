@@ -275,3 +275,58 @@ def test_show_draws_a_grey_composite(tmp_path):
     assert sheet.shape == (256, 256, 3)
     inside = sheet[120:190, 60:140].astype(int)  # the object at the tile's scale, tinted in its colour
     assert np.abs(inside[..., 0] - inside[..., 2]).mean() > 10
+
+
+def test_show_of_labelled_photos_draws_their_objects_not_their_background(tmp_path, monkeypatch):
+    """A photo-shards row names its source's value 0 'background' (what is not an object): `synth export`
+    leaves it out, but `synth show` tinted the whole photo with it, boxed the frame and wrote 'background
+    1.00' over the other labels. Drawn now: the photo's objects alone."""
+    from augment import contact_sheet as sheet_module
+    from augment.config import SourceConfig
+    from augment.photo_shards import write_photo_shards
+    from sources_factory import make_label_map
+
+    write_photo_shards([make_label_map(tmp_path / "labelled")], tmp_path / "photos", SourceConfig())
+    drawn = []
+    draw = sheet_module.draw_annotations
+    monkeypatch.setattr(sheet_module, "draw_annotations",
+                        lambda image, instances, objects, **kw: drawn.append(objects) or draw(image, instances, objects, **kw))
+    assert sheet_module.contact_sheet([tmp_path / "photos"], tmp_path / "sheet.png", rows=1, columns=1, tile=64) == 1
+    assert sorted(obj["category"] for obj in drawn[0]) == ["hat", "jacket", "skirt"]
+
+
+@pytest.mark.parametrize("field, value, says", [("box", None, "box is not 4 integers"),
+                                                ("instance_id", None, "instance_id is not an integer"),
+                                                ("visible_fraction", None, "visible_fraction is not a number"),
+                                                ("category", None, "category is not a name")])
+def test_a_malformed_object_entry_is_one_line_for_show_and_a_skipped_row_for_export(tmp_path, field, value, says):
+    """A shard of another tool (or edited by hand) whose object has a null box: `synth show` was a TypeError
+    traceback; a null category was exported as a COCO category named null. One check of an entry for both."""
+    from augment.coco_export import export_coco
+    from augment.contact_sheet import contact_sheet
+    from augment.imageio import InputError
+    from shard_factory import make_shards, rewrite_rows
+
+    shard = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=3, size=32).folder / "train-00000.parquet"
+    objects = pq.read_table(shard).to_pylist()[0]["objects"]
+    rewrite_rows(shard, {0: {"objects": [{**objects[0], field: value}]}})
+    with pytest.raises(InputError, match=f"train-00000.parquet:composite-00000: malformed object entry \\({says}\\)"):
+        contact_sheet([shard], tmp_path / "sheet.png", rows=2, columns=2, tile=16)
+    assert not (tmp_path / "sheet.png").exists()
+    counts = export_coco([shard], tmp_path / "coco")
+    assert (counts["images"], counts["skip_reasons"]) == (2, {"malformed object entry": 1})
+    categories = json.loads((tmp_path / "coco" / "annotations.json").read_text())["categories"]
+    assert all(isinstance(category["name"], str) for category in categories)
+
+
+def test_show_of_shards_without_rows_is_one_line_not_a_blank_sheet(tmp_path):
+    """A shard file named alone that holds no rows: `synth show` wrote a blank 1024 x 1024 sheet and said
+    'wrote sheet.png (0 composites)', exit 0."""
+    from cli_checks import assert_one_line_error, run_cli
+    from shard_factory import make_shards
+
+    shard = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=3, size=32).folder / "train-00000.parquet"
+    pq.write_table(pq.read_table(shard).slice(0, 0), shard)
+    result = run_cli("show", shard, "--out", tmp_path / "sheet.png")
+    assert_one_line_error(result, 2, "train-00000.parquet", "no rows to show")
+    assert not (tmp_path / "sheet.png").exists()

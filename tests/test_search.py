@@ -335,7 +335,7 @@ def test_calibrate_on_labelled_photos_counts_and_names_what_it_skipped(tmp_path:
 def test_numpy_blas_is_limited_to_one_thread() -> None:
     """The search sets numpy's OpenBLAS (and OpenCV's) to one thread: its spinning threads starve
     torch's. numpy's wheels bundle scipy-openblas, which reports its thread count."""
-    from augment.system import blas_threads, limit_blas_threads
+    from augment.blas_threads import blas_threads, limit_blas_threads
 
     np.ones((64, 64)) @ np.ones((64, 64))  # OpenBLAS loaded and started
     assert limit_blas_threads(1) >= 1

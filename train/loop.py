@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from train.shard_set import check_same_shards, reading_shards, shard_set
 from train.stop import AgreedStop, Stopped
 from train.stream import make_stream, restart_state
 from train.tasks import Metrics, Task, build_task
+from train.tensorboard_log import tensorboard_writer
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +288,7 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         # purge_step: TensorBoard hides what earlier writers logged past the step this run starts from
         # (a killed run's steps after its last checkpoint, a run stopped before its first), so no step
         # shows twice. Step s is logged as s + 1 once done: s's own (in the checkpoint) is kept.
-        writer = _tensorboard(out / "tb", step + 1)
+        writer = tensorboard_writer(out / "tb", step + 1)
 
     losses: list[float] = []
     pending: list[torch.Tensor] = []  # detached losses, synced to floats only when logging
@@ -380,26 +380,3 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
 
     return TrainResult(step=step, losses=losses, metrics=train_metrics, eval_metrics=eval_metrics,
                        corrupt_rows=stream.corrupt_rows, checkpoint=saved)
-
-
-def _tensorboard(folder: Path, purge_step: int):
-    """TensorBoard's writer into ``folder``. A full disk under it is one line naming ``folder``: its
-    write errors name no file, and its writer thread, which fails first, printed a traceback ("Exception
-    in thread") before the training thread raised the same error; that thread's is left to the training
-    thread now (:func:`_quiet_tensorboard_threads`)."""
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in TensorBoard
-
-    if threading.excepthook is not _quiet_tensorboard_threads:
-        _quiet_tensorboard_threads.previous = threading.excepthook
-        threading.excepthook = _quiet_tensorboard_threads
-    with naming_errors(folder):
-        return SummaryWriter(str(folder), purge_step=purge_step)
-
-
-def _quiet_tensorboard_threads(args: threading.ExceptHookArgs) -> None:
-    """threading.excepthook: an OSError of TensorBoard's writer thread is not printed (the writer raises
-    it again in the thread that logs next); anything else as before."""
-    if not (args.exc_type is not None and issubclass(args.exc_type, OSError)
-            and type(args.thread).__name__ == "_AsyncWriterThread"):
-        _quiet_tensorboard_threads.previous(args)
-

@@ -23,7 +23,8 @@ import numpy as np
 
 from augment.atomic_files import atomic_write_text
 from augment.imageio import InputError
-from augment.photo_shards import BACKGROUND_CATEGORY, IGNORE_CATEGORY
+from augment.photo_shards import IGNORE_CATEGORY
+from augment.schema import BACKGROUND_CATEGORY
 from augment.textfiles import loads_json
 from augment.validation import is_int, is_number, is_pair
 from train.data import MAX_MEDIUM_SIZE
