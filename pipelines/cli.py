@@ -24,8 +24,8 @@ from pipelines.command_errors import (COMMAND_ENDINGS, ENVIRONMENT_ERRNOS, INTER
                                       check_at_least, fail, run_guarded)
 from pipelines.environment import check_working_folder, expand_home, memory_line, stop_as_interrupt
 from pipelines.shipped_configs import config_option
-from pipelines.terminal import (console, make_progress, out_console, plain_help_when_narrow, say,  # noqa: F401
-                                setup_logging)  # (the commands' console and progress)
+from pipelines.terminal import (console, counted, make_progress, out_console, per_second,  # noqa: F401
+                                plain_help_when_narrow, say, setup_logging)  # (the commands' console and progress)
 
 
 class _Commands(typer.core.TyperGroup):
@@ -237,8 +237,8 @@ def expand(
     table.add_row("backgrounds", str(manifest["backgrounds"]["count"]))
     stats = result.engine_stats
     table.add_row("engine", f"ray ({stats.get('cluster_cpus')} CPUs on {stats.get('nodes')} node(s), "
-                  f"{stats.get('render_tasks', 0)} render tasks)" if engine == "ray" else f"local, {workers} workers")
-    table.add_row("time", f"{result.seconds:.1f} s ({made / max(result.seconds, 1e-9):.0f} composites/s overall)")
+                  f"{stats.get('render_tasks', 0)} render tasks)" if engine == "ray" else f"local, {counted(workers, 'worker')}")
+    table.add_row("time", f"{result.seconds:.1f} s ({per_second(made, result.seconds)} composites/s overall)")
     reasons = collections.Counter(_reason_kind(s.reason) for s in result.skips)
     table.add_row("skipped inputs", f"{len(result.skips)}" + "".join(f"\n  {n} × {r}" for r, n in reasons.most_common(5)))
     out_console.print(table)

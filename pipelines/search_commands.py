@@ -232,11 +232,11 @@ def register(app: typer.Typer) -> None:
                                   advance=advance, temporal=not every_instance, initial_box=initial_box,
                                   workers=workers or None, interrupt_hint=SEARCH_RESUME_HINT)
 
-        from pipelines.cli import console, say
+        from pipelines.cli import console, counted, say
 
         kept = f" ({summary.resumed} kept from an earlier run of this search)" if summary.resumed else ""
-        console.print(f"searched {_count(summary.images, 'image')}{kept} and {_count(summary.frames, 'video frame')} in "
-                      f"{summary.seconds:.1f} s: {_count(summary.detections, 'detection')} -> "
+        console.print(f"searched {counted(summary.images, 'image')}{kept} and {counted(summary.frames, 'video frame')} in "
+                      f"{summary.seconds:.1f} s: {counted(summary.detections, 'detection')} -> "
                       f"{out / DETECTIONS_FILE}", highlight=False, soft_wrap=True)
         for track in summary.tracks:
             console.print(f"{track['source']}: target tracked in {track['tracked']}, "
@@ -377,8 +377,3 @@ def register(app: typer.Typer) -> None:
 
 def _names(text: Optional[str]) -> list[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
-
-
-def _count(number: int, noun: str) -> str:
-    """"1 image", "2 images" (the summary said "1 images", "1 detections")."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -98,7 +98,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Label every pixel: NAME.png (class index), NAME.confidence.png, NAME.overlay.jpg and classes.json."""
         from augment.locking import claim_output_folder
-        from pipelines.cli import console, make_progress, say
+        from pipelines.cli import console, counted, make_progress, say
         from pipelines.command_errors import run_guarded
         from pipelines.segment_outputs import run_segment
         from pipelines.segmenter import Segmenter
@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
                                   "it finished are kept)")
         errors += summary.errors
         kept = f", {summary.resumed} kept from an earlier run of these images" if summary.resumed else ""
-        console.print(f"segmented {summary.images} images in {summary.seconds:.1f} s -> {out} "
+        console.print(f"segmented {counted(summary.images, 'image')} in {summary.seconds:.1f} s -> {out} "
                       f"({len(errors)} skipped{kept})", highlight=False)
         for error in errors:
             say("skipped", error)

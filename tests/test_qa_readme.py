@@ -22,3 +22,41 @@ def test_every_option_a_commands_help_lists_is_named_in_the_readme() -> None:
                for name, command in commands.items() for param in command.params]
     missing = [f"synth {name} {'/'.join(flags)}" for name, flags in options if flags and not set(flags) & named]
     assert len(commands) >= 13 and not missing, missing
+
+
+def test_expand_summary_says_one_worker_and_a_slow_runs_rate_in_significant_digits(tmp_path, monkeypatch) -> None:
+    """`synth expand` of the CCP photos (32 composites after 500 s of cutting) said '0 composites/s
+    overall', and one worker was 'local, 1 workers'."""
+    from cli_checks import run_cli
+
+    import pipelines.cli as cli
+
+    real = cli.run_guarded
+
+    def slow(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if hasattr(result, "manifest"):  # the expansion (not another guarded call)
+            result.seconds = 500.0  # as long as cutting the CCP photos' 3,274 cutouts took
+        return result
+
+    monkeypatch.setattr(cli, "run_guarded", slow)
+    result = run_cli("expand", REPO / "sample_data" / "objects", "--backgrounds", REPO / "sample_data" / "backgrounds",
+                     "--out", tmp_path / "out", "--num", 2, "--workers", 1)
+    assert result.exit_code == 0, result.output
+    assert "local, 1 worker " in result.output and "(0.004 composites/s overall)" in result.output, result.output
+
+
+def test_segment_and_extract_summaries_count_in_the_singular(tmp_path) -> None:
+    """`synth segment` of one photo said 'segmented 1 images', `synth extract` '1 photos ... 1 cutouts'."""
+    from cli_checks import run_cli
+    from segment_factory import make_unlabeled, save_untrained_segmenter
+
+    from pipelines.extract import summary_counts
+
+    photos = make_unlabeled(tmp_path / "photos", count=1)
+    checkpoint = save_untrained_segmenter(tmp_path / "seg.pt")
+    result = run_cli("segment", photos, "--checkpoint", checkpoint, "--out", tmp_path / "labelled", "--device", "cpu")
+    assert result.exit_code == 0 and "segmented 1 image in" in " ".join(result.output.split()), result.output
+    line = summary_counts({"images": 1, "skipped": [], "masks": 1, "accepted": 1, "rejected": {"small": 0},
+                           "cutouts": 1})
+    assert line.startswith("1 photo (0 skipped): 1 mask, 1 accepted") and line.endswith("; 1 cutout"), line
