@@ -286,7 +286,7 @@ def show(
         run_guarded(check_replaceable_sheet, out)
         run_guarded(held.enter_context, reading_shards(shards, what="synth show", create_locks=False))
         drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
-    out_console.print(f"wrote {out} ({drawn} composites)")
+    out_console.print(f"wrote {out} ({counted(drawn, 'composite')})")
 
 
 @app.command()
@@ -305,10 +305,11 @@ def export(
     with ExitStack() as held:
         run_guarded(held.enter_context, reading_shards(shards, what="synth export", create_locks=False))
         counts = run_guarded(export_coco, shards, out)
-    out_console.print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
+    out_console.print(f"wrote {out}: {counted(counts['images'], 'image')}, {counted(counts['annotations'], 'annotation')}, "
+                      f"{counted(counts['categories'], 'category', 'categories')}")
     if counts["skipped"]:
         reasons = ", ".join(f"{n} × {reason}" for reason, n in counts["skip_reasons"].items())
-        console.print(f"skipped {counts['skipped']} rows: {reasons}", highlight=False)
+        console.print(f"skipped {counted(counts['skipped'], 'row')}: {reasons}", highlight=False)
 
 
 def _register_optional_commands() -> None:

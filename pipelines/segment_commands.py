@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from augment.photo_shards import write_photo_shards
-        from pipelines.cli import console
+        from pipelines.cli import console, counted
         from pipelines.command_errors import run_guarded
 
         def run() -> dict:
@@ -85,8 +85,9 @@ def register(app: typer.Typer) -> None:
 
         manifest = run_guarded(run, interrupt_hint="rerun the same `synth photo-shards` command to resume (its "
                                "finished shards are kept)")
-        console.print(f"wrote {manifest['num_rows']} labelled photos to {out} ({len(manifest['shards'])} shards, "
-                      f"{len(manifest['skipped'])} inputs skipped)", highlight=False)
+        console.print(f"wrote {counted(manifest['num_rows'], 'labelled photo')} to {out} "
+                      f"({counted(len(manifest['shards']), 'shard')}, {len(manifest['skipped'])} inputs skipped)",
+                      highlight=False)
 
     @app.command()
     def segment(

@@ -71,9 +71,9 @@ console = _Stream(stderr=True, soft_wrap=True, markup=False)
 out_console = _Stream(soft_wrap=True, markup=False)
 
 
-def counted(number: int, noun: str) -> str:
+def counted(number: int, noun: str, plural: str | None = None) -> str:
     """"1 image", "2 images" (summaries said "1 images", "1 detections", "local, 1 workers")."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def per_second(count: int, seconds: float) -> str:

@@ -60,3 +60,22 @@ def test_segment_and_extract_summaries_count_in_the_singular(tmp_path) -> None:
     line = summary_counts({"images": 1, "skipped": [], "masks": 1, "accepted": 1, "rejected": {"small": 0},
                            "cutouts": 1})
     assert line.startswith("1 photo (0 skipped): 1 mask, 1 accepted") and line.endswith("; 1 cutout"), line
+
+
+def test_show_export_and_photo_shards_count_one_in_the_singular(tmp_path) -> None:
+    """'wrote sheet.png (1 composites)', 'wrote coco: 1 images, 1 annotations, 1 categorys' (the helper's
+    plain 's'), 'wrote 1 labelled photos to ... (1 shards, ...)'."""
+    from cli_checks import run_cli
+    from segment_factory import make_scene_photos
+    from shard_factory import make_shards
+
+    shards = make_shards(tmp_path / "shards", n_composites=1, rows_per_group=1).folder
+    shown = run_cli("show", shards, "--out", tmp_path / "sheet.png", "--rows", 1, "--columns", 1)
+    assert shown.exit_code == 0 and "(1 composite)" in shown.output, shown.output
+    exported = run_cli("export", shards, "--out", tmp_path / "coco")
+    assert exported.exit_code == 0 and re.search(r": 1 image, \d+ annotations?, \d+ categor(y|ies)\b",
+                                                 exported.output), exported.output
+    photos = make_scene_photos(tmp_path / "labelled", count=1)
+    written = run_cli("photo-shards", photos, "--out", tmp_path / "photos")
+    assert written.exit_code == 0 and "wrote 1 labelled photo to" in written.output, written.output
+    assert "(1 shard, 0 inputs skipped)" in " ".join(written.output.split()), written.output
