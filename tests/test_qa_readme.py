@@ -79,3 +79,13 @@ def test_show_export_and_photo_shards_count_one_in_the_singular(tmp_path) -> Non
     written = run_cli("photo-shards", photos, "--out", tmp_path / "photos")
     assert written.exit_code == 0 and "wrote 1 labelled photo to" in written.output, written.output
     assert "(1 shard, 0 inputs skipped)" in " ".join(written.output.split()), written.output
+
+
+def test_eval_help_says_what_it_measures_of_a_segmenter() -> None:
+    """README: `synth eval --checkpoint runs/seg/checkpoint.pt --shards data/held_out  # mIoU, per-class IoU`;
+    `synth --help` and `synth eval --help` named the search network's metrics alone."""
+    from cli_checks import run_cli
+
+    listed, own = run_cli("--help"), run_cli("eval", "--help")
+    assert "mIoU" in " ".join(own.output.split()), own.output
+    assert "mIoU" in " ".join(listed.output.split()), listed.output
