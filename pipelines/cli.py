@@ -236,8 +236,8 @@ def expand(
     table.add_row("cutouts", str(manifest["objects"]["cutouts"]))
     table.add_row("backgrounds", str(manifest["backgrounds"]["count"]))
     stats = result.engine_stats
-    table.add_row("engine", f"ray ({stats.get('cluster_cpus')} CPUs on {stats.get('nodes')} node(s), "
-                  f"{stats.get('render_tasks', 0)} render tasks)" if engine == "ray" else f"local, {counted(workers, 'worker')}")
+    table.add_row("engine", f"ray ({counted(stats.get('cluster_cpus', 0), 'CPU')} on {counted(stats.get('nodes', 0), 'node')}, "
+                  f"{counted(stats.get('render_tasks', 0), 'render task')})" if engine == "ray" else f"local, {counted(workers, 'worker')}")
     table.add_row("time", f"{result.seconds:.1f} s ({per_second(made, result.seconds)} composites/s overall)")
     reasons = collections.Counter(_reason_kind(s.reason) for s in result.skips)
     table.add_row("skipped inputs", f"{len(result.skips)}" + "".join(f"\n  {n} × {r}" for r, n in reasons.most_common(5)))
