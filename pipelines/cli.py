@@ -24,8 +24,8 @@ from pipelines.command_errors import (COMMAND_ENDINGS, ENVIRONMENT_ERRNOS, INTER
                                       check_at_least, fail, run_guarded)
 from pipelines.environment import check_working_folder, expand_home, memory_line, stop_as_interrupt
 from pipelines.shipped_configs import config_option
-from pipelines.terminal import (console, help_ends_quietly_on_broken_pipe, make_progress, out_console,  # noqa: F401
-                                plain_help_when_narrow, say, setup_logging)  # (the commands' console and progress)
+from pipelines.terminal import (console, counted, help_ends_quietly_on_broken_pipe, make_progress, out_console,  # noqa: F401
+                                per_second, plain_help_when_narrow, say, setup_logging)  # (the commands' console and progress)
 
 
 class _Commands(typer.core.TyperGroup):
@@ -239,9 +239,9 @@ def expand(
     table.add_row("cutouts", str(manifest["objects"]["cutouts"]))
     table.add_row("backgrounds", str(manifest["backgrounds"]["count"]))
     stats = result.engine_stats
-    table.add_row("engine", f"ray ({stats.get('cluster_cpus')} CPUs on {stats.get('nodes')} node(s), "
-                  f"{stats.get('render_tasks', 0)} render tasks)" if engine == "ray" else f"local, {workers} workers")
-    table.add_row("time", f"{result.seconds:.1f} s ({made / max(result.seconds, 1e-9):.0f} composites/s overall)")
+    table.add_row("engine", f"ray ({counted(stats.get('cluster_cpus', 0), 'CPU')} on {counted(stats.get('nodes', 0), 'node')}, "
+                  f"{counted(stats.get('render_tasks', 0), 'render task')})" if engine == "ray" else f"local, {counted(workers, 'worker')}")
+    table.add_row("time", f"{result.seconds:.1f} s ({per_second(made, result.seconds)} composites/s overall)")
     reasons = collections.Counter(_reason_kind(s.reason) for s in result.skips)
     table.add_row("skipped inputs", f"{len(result.skips)}" + "".join(f"\n  {n} × {r}" for r, n in reasons.most_common(5)))
     out_console.print(table)
@@ -289,7 +289,7 @@ def show(
         run_guarded(check_replaceable_sheet, out)
         run_guarded(held.enter_context, reading_shards(shards, what="synth show", create_locks=False))
         drawn = run_guarded(contact_sheet, shards, out, rows, columns, tile, seed)
-    out_console.print(f"wrote {out} ({drawn} composites)")
+    out_console.print(f"wrote {out} ({counted(drawn, 'composite')})")
 
 
 @app.command()
@@ -308,10 +308,11 @@ def export(
     with ExitStack() as held:
         run_guarded(held.enter_context, reading_shards(shards, what="synth export", create_locks=False))
         counts = run_guarded(export_coco, shards, out)
-    out_console.print(f"wrote {out}: {counts['images']} images, {counts['annotations']} annotations, {counts['categories']} categories")
+    out_console.print(f"wrote {out}: {counted(counts['images'], 'image')}, {counted(counts['annotations'], 'annotation')}, "
+                      f"{counted(counts['categories'], 'category', 'categories')}")
     if counts["skipped"]:
         reasons = ", ".join(f"{n} × {reason}" for reason, n in counts["skip_reasons"].items())
-        console.print(f"skipped {counts['skipped']} rows: {reasons}", highlight=False)
+        console.print(f"skipped {counted(counts['skipped'], 'row')}: {reasons}", highlight=False)
 
 
 def _register_optional_commands() -> None:

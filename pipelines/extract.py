@@ -49,6 +49,7 @@ from augment.validation import is_int, is_number
 from pipelines.extract_parts import CHUNK_PHOTOS, SUMMARY_FILE, ExtractParts, run_key
 from pipelines.extract_regions import cutout_row, preview_image, pseudo_label_values, score_regions
 from pipelines.segmenter import Segmenter
+from pipelines.terminal import counted
 
 logger = logging.getLogger(__name__)
 
@@ -333,5 +334,6 @@ def _clear_earlier_output(out: Path) -> None:
 def summary_counts(summary: dict) -> str:
     """One line of counts for the CLI and the report."""
     rejected = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in summary["rejected"].items())
-    return (f"{summary['images']} photos ({len(summary['skipped'])} skipped): {summary['masks']} masks, "
-            f"{summary['accepted']} accepted, rejected: {rejected}; {summary['cutouts']} cutouts")
+    return (f"{counted(summary['images'], 'photo')} ({len(summary['skipped'])} skipped): "
+            f"{counted(summary['masks'], 'mask')}, {summary['accepted']} accepted, rejected: {rejected}; "
+            f"{counted(summary['cutouts'], 'cutout')}")

@@ -232,11 +232,11 @@ def register(app: typer.Typer) -> None:
                                   advance=advance, temporal=not every_instance, initial_box=initial_box,
                                   workers=workers or None, interrupt_hint=SEARCH_RESUME_HINT)
 
-        from pipelines.cli import console, say
+        from pipelines.cli import console, counted, say
 
         kept = f" ({summary.resumed} kept from an earlier run of this search)" if summary.resumed else ""
-        console.print(f"searched {_count(summary.images, 'image')}{kept} and {_count(summary.frames, 'video frame')} in "
-                      f"{summary.seconds:.1f} s: {_count(summary.detections, 'detection')} -> "
+        console.print(f"searched {counted(summary.images, 'image')}{kept} and {counted(summary.frames, 'video frame')} in "
+                      f"{summary.seconds:.1f} s: {counted(summary.detections, 'detection')} -> "
                       f"{out / DETECTIONS_FILE}", highlight=False, soft_wrap=True)
         for track in summary.tracks:
             console.print(f"{track['source']}: target tracked in {track['tracked']}, "
@@ -292,7 +292,7 @@ def register(app: typer.Typer) -> None:
         """
         from augment.locking import file_lock
         from augment.outputs import check_report_file
-        from pipelines.cli import console, say
+        from pipelines.cli import console, counted, say
         from pipelines.command_errors import check_at_least, check_at_most, run_guarded
         from pipelines.calibration import held_out_fraction, photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
@@ -359,8 +359,8 @@ def register(app: typer.Typer) -> None:
                       "model": searcher.model_name, **search_settings(searcher), "table": result.table}
             atomic_write_text(out, json.dumps(report, indent=2) + "\n")
             console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "
-                          f"{result.precision:.3f}, recall {result.recall:.3f}) over {len(found)} "
-                          f"cases -> {out}", highlight=False)
+                          f"{result.precision:.3f}, recall {result.recall:.3f}) over "
+                          f"{counted(len(found), 'case')} -> {out}", highlight=False)
             if result.f1 <= 0:  # no threshold found anything: the report's threshold is no calibration
                 say("warning", f"no threshold found a single object in these {len(found)} cases (F1 0 at every "
                     f"one); {out}'s threshold {result.threshold:.2f} is a placeholder, not calibrated: "
@@ -377,8 +377,3 @@ def register(app: typer.Typer) -> None:
 
 def _names(text: Optional[str]) -> list[str]:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
-
-
-def _count(number: int, noun: str) -> str:
-    """"1 image", "2 images" (the summary said "1 images", "1 detections")."""
-    return f"{number} {noun}{'' if number == 1 else 's'}"

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import claim_output_folder
         from augment.outputs import check_output_folder
         from augment.photo_shards import write_photo_shards
-        from pipelines.cli import console
+        from pipelines.cli import console, counted
         from pipelines.command_errors import run_guarded
 
         def run() -> dict:
@@ -85,8 +85,9 @@ def register(app: typer.Typer) -> None:
 
         manifest = run_guarded(run, interrupt_hint="rerun the same `synth photo-shards` command to resume (its "
                                "finished shards are kept)")
-        console.print(f"wrote {manifest['num_rows']} labelled photos to {out} ({len(manifest['shards'])} shards, "
-                      f"{len(manifest['skipped'])} inputs skipped)", highlight=False)
+        console.print(f"wrote {counted(manifest['num_rows'], 'labelled photo')} to {out} "
+                      f"({counted(len(manifest['shards']), 'shard')}, {len(manifest['skipped'])} inputs skipped)",
+                      highlight=False)
 
     @app.command()
     def segment(
@@ -98,7 +99,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Label every pixel: NAME.png (class index), NAME.confidence.png, NAME.overlay.jpg and classes.json."""
         from augment.locking import claim_output_folder
-        from pipelines.cli import console, make_progress, say
+        from pipelines.cli import console, counted, make_progress, say
         from pipelines.command_errors import run_guarded
         from pipelines.segment_outputs import run_segment
         from pipelines.segmenter import Segmenter
@@ -125,7 +126,7 @@ def register(app: typer.Typer) -> None:
                                   "it finished are kept)")
         errors += summary.errors
         kept = f", {summary.resumed} kept from an earlier run of these images" if summary.resumed else ""
-        console.print(f"segmented {summary.images} images in {summary.seconds:.1f} s -> {out} "
+        console.print(f"segmented {counted(summary.images, 'image')} in {summary.seconds:.1f} s -> {out} "
                       f"({len(errors)} skipped{kept})", highlight=False)
         for error in errors:
             say("skipped", error)

@@ -72,6 +72,18 @@ console = _Stream(stderr=True, soft_wrap=True, markup=False)
 out_console = _Stream(soft_wrap=True, markup=False)
 
 
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """"1 image", "2 images" (summaries said "1 images", "1 detections", "local, 1 workers")."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+def per_second(count: int, seconds: float) -> str:
+    """A rate as a summary shows it: whole numbers from 10 on, two significant digits under (32
+    composites in 501.7 s were '0 composites/s', as though none had been made)."""
+    rate = count / max(seconds, 1e-9)
+    return f"{rate:.0f}" if rate >= 10 or rate == 0 else f"{rate:.2g}"
+
+
 def say(head: str, message: str, style: str = "bold red") -> None:
     """One line on stderr, ``HEAD: MESSAGE``, its head styled (the message's brackets printed as they are,
     its control characters escaped by :func:`one_line`)."""

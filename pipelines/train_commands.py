@@ -179,7 +179,7 @@ def register(app: typer.Typer) -> None:
                                                  f"config's batch_size; at most {MAX_EVAL_BATCH_SIZE})."),
         device: str = typer.Option("auto", "--device"),
     ) -> None:
-        """Loss, IoU@0.5, hit rate and false-alarm rate on the shards' held-out cutouts."""
+        """Loss, IoU@0.5, hit rate and false alarms on held-out cutouts; a segmenter's: mIoU, per-class IoU."""
         from augment.locking import file_lock
         from augment.outputs import check_report_file
         from train.evaluate import evaluate_shards, load_trained, write_report

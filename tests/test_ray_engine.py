@@ -80,7 +80,7 @@ def test_ray_with_one_cpu_makes_the_local_engines_shards_from_the_cli(reference,
                            "-c", reference["short.yaml"], "-w", "1", "--engine", "ray"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "ray (1 CPUs on 1 node(s), 12 render tasks)" in done.stdout
+    assert "ray (1 CPU on 1 node, 12 render tasks)" in done.stdout
     assert_same_output(reference["short"], *local_output(out))
 
 
