@@ -142,10 +142,13 @@ class ObjectsRead:
 
 
 def read_objects(sources: list[Path], config: SourceConfig, out_dir: Path,
-                 source_name: Callable[[str], str] | None = None) -> ObjectsRead:
+                 source_name: Callable[[str], str] | None = None,
+                 progress: Callable[[int], None] | None = None) -> ObjectsRead:
     """Read the cutouts of ``sources`` without writing anything, or find ``out_dir/objects.parquet``
     up to date with them. ``source_name`` maps the path an object was read from to the name its row
-    records as its ``source`` (a mirrored object-store file: its URI); default, the path itself. Raises :class:`InputError` when they give no usable object (an undetectable
+    records as its ``source`` (a mirrored object-store file: its URI); default, the path itself.
+    ``progress(found)`` is called as objects are read (how many there will be is not known ahead).
+    Raises :class:`InputError` when they give no usable object (an undetectable
     format, a missing label list, every photo skipped), so a caller can stop before it changes ``out_dir``.
     """
     out_path = Path(out_dir) / OBJECTS_FILE
@@ -169,6 +172,8 @@ def read_objects(sources: list[Path], config: SourceConfig, out_dir: Path,
             continue  # the same object twice (e.g. a duplicated file) adds nothing
         seen.add(row["cutout_id"])
         rows.append(row)
+        if progress:
+            progress(len(rows))
     if not rows:
         filters = "sources.include/exclude/limit, keep_labels/drop_labels or min_area"  # what leaves nothing, unsaid
         raise InputError(f"{', '.join(map(str, sources))}: no usable objects found "

@@ -311,3 +311,19 @@ def test_a_pickled_cutout_bank_carries_its_encoded_bytes_not_what_it_decoded(tmp
     shipped = pickle.loads(pickle.dumps(cutouts))
     assert len(pickle.dumps(cutouts)) < encoded + 4000 and len(shipped[0].cache) == 0
     assert np.array_equal(shipped[3].rgba, cutouts[3].rgba) and len(shipped[0].cache) == 1
+
+
+def test_expand_reports_progress_while_it_checks_backgrounds_and_reads_sources(inputs, tmp_path):
+    """Reading and decoding thousands of sources (CCP's 700 photos) was a long silent phase: only the
+    superpixels and the composites had a progress bar."""
+    objects, backgrounds = inputs
+    calls: list[tuple[str, int, int]] = []
+    run_expand([objects], backgrounds, tmp_path / "out", small_config(4), progress=lambda *c: calls.append(c))
+    stages = list(dict.fromkeys(stage for stage, _, _ in calls))
+    assert stages == ["backgrounds", "sources", "cutouts", "composites"]
+    assert [c for c in calls if c[0] == "backgrounds"][-1] == ("backgrounds", 3, 3)
+    read = [c for c in calls if c[0] == "sources"]
+    assert [done for _, done, _ in read] == [1, 2, 3, 4, 4] and read[0][2] == 0 and read[-1][2] == 4
+    calls.clear()  # a rerun reuses the table: its count is said at once
+    run_expand([objects], backgrounds, tmp_path / "out", small_config(4), progress=lambda *c: calls.append(c))
+    assert ("sources", 4, 4) in calls
