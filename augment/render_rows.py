@@ -23,6 +23,11 @@ from augment.labelled_backgrounds import LabelledBackground
 from augment.schema import row_id
 from augment.storage import Place
 
+# Row groups in flight per worker (a local process, a cluster CPU): enough to keep every worker busy
+# while a shard is being written, few enough that rendered groups do not pile up waiting for the writer.
+GROUPS_IN_FLIGHT_PER_CPU = 3
+
+
 @dataclass
 class RenderJob:
     """Everything a worker needs to render rows; made once per run (the Ray engine ships it through

@@ -327,3 +327,48 @@ def test_expand_reports_progress_while_it_checks_backgrounds_and_reads_sources(i
     calls.clear()  # a rerun reuses the table: its count is said at once
     run_expand([objects], backgrounds, tmp_path / "out", small_config(4), progress=lambda *c: calls.append(c))
     assert ("sources", 4, 4) in calls
+
+
+# ----------------------------------------------------------------- rendered groups waiting to be written
+_RENDERED_MARKS = "SYNTH_TEST_RENDERED_MARKS"
+
+
+def _marked_render_range(bounds: tuple[int, int]):
+    """render_range, leaving a file per rendered group (the workers are forked: a counter is not shared)."""
+    from augment.render_rows import render_range
+
+    result = render_range(bounds)
+    Path(os.environ[_RENDERED_MARKS], f"{bounds[0]}").touch()
+    return result
+
+
+def test_local_workers_render_a_bounded_number_of_groups_ahead_of_the_writer(inputs, tmp_path, monkeypatch):
+    """Pool.imap sent every row group to the workers at once: with the shard writer slower than the
+    workers (one process writing and verifying for many), rendered groups piled up in the parent's
+    memory until the run's end (O(rows)). Now a few groups per worker are in flight, the bytes unchanged."""
+    import augment.engines.local_engine as local_engine
+    from augment.render_rows import GROUPS_IN_FLIGHT_PER_CPU
+
+    objects, backgrounds = inputs
+    config = small_config(48)
+    config.output.shard_rows, config.output.row_group_rows = 48, 1
+    run_expand([objects], backgrounds, tmp_path / "reference", config, workers=1)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv(_RENDERED_MARKS, str(marks))
+    monkeypatch.setattr(local_engine, "render_range", _marked_render_range)
+    ahead: list[int] = []  # groups rendered but not yet written, as each group is written
+    real_write_shard = local_engine.write_shard
+
+    def slow_write_shard(target, tables, *args):  # the parent's part of each group, made slow
+        def slowly():
+            for table in tables:
+                time.sleep(0.05)
+                ahead.append(len(list(marks.iterdir())) - len(ahead))
+                yield table
+        return real_write_shard(target, slowly(), *args)
+
+    monkeypatch.setattr(local_engine, "write_shard", slow_write_shard)
+    run_expand([objects], backgrounds, tmp_path / "out", config, workers=2)
+    assert len(ahead) == 48 and max(ahead) <= GROUPS_IN_FLIGHT_PER_CPU * 2 + 1, ahead
+    assert (tmp_path / "out" / "train-00000.parquet").read_bytes() == (tmp_path / "reference" / "train-00000.parquet").read_bytes()
