@@ -268,6 +268,7 @@ def run_expand(
             found, config.sources, workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
         )
         publish_file(objects_path, out_dir / OBJECTS_FILE)
+        del found  # its rows (every cutout's PNGs), not held while the composites are rendered
         cutouts = load_cutouts(objects_path)
         skips = mirror_skips + [_remote_name(skip, local_sources, sources) for skip in skips] + background_skips
         for skip in background_skips:
