@@ -14,13 +14,13 @@ too much) are recorded as their outcome, so replay needs no retries.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 import cv2
 import numpy as np
 
+from augment.byte_cache import ByteLRU
 from augment.config import CompositionConfig, check_composition
 from augment.cutouts import Cutout
 from augment.distortions import DistortionConfig, apply_chain, sample_chain
@@ -54,6 +54,10 @@ class Scene:
     background_categories: dict[int, str] | None = None
 
 
+def _entry_bytes(entry: tuple[np.ndarray, np.ndarray | None]) -> int:
+    return entry[0].nbytes + (entry[1].nbytes if entry[1] is not None else 0)
+
+
 class BackgroundStore:
     """Backgrounds decoded on first use and kept in a bounded LRU cache (per process).
 
@@ -65,8 +69,7 @@ class BackgroundStore:
         self.paths = [p if isinstance(p, LabelledBackground) else as_place(p) for p in paths]
         self.max_shorter_side = max_shorter_side
         self.cache_bytes = cache_bytes
-        self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
-        self._cached_bytes = 0
+        self._cache: ByteLRU[tuple[np.ndarray, np.ndarray | None]] = ByteLRU(cache_bytes, _entry_bytes)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -83,9 +86,9 @@ class BackgroundStore:
         return entry.categories if isinstance(entry, LabelledBackground) else None
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
-        if index in self._cache:
-            self._cache.move_to_end(index)
-            return self._cache[index]
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
         entry = self.paths[index]
         labels = None
         if isinstance(entry, LabelledBackground):
@@ -99,11 +102,7 @@ class BackgroundStore:
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             if labels is not None:
                 labels = resize_labels(labels, size[1], size[0])
-        self._cache[index] = (image, labels)
-        self._cached_bytes += image.nbytes + (labels.nbytes if labels is not None else 0)
-        while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
-            _, (old_image, old_labels) = self._cache.popitem(last=False)
-            self._cached_bytes -= old_image.nbytes + (old_labels.nbytes if old_labels is not None else 0)
+        self._cache.put(index, (image, labels))
         return image, labels
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augment.atomic_files import atomic_path
+from augment.byte_cache import ByteLRU
 from augment.config import SourceConfig
 from augment.coco_source import coco_image_roots
 from augment.imageio import InputError, decode_image, encode_png, is_image_path, walk_files
@@ -49,6 +50,44 @@ class Cutout:
     provenance: dict | None = None  # automatic cutouts: source, model_id, round, confidence, stability
     box: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1 in its source image (object_scale_mode source)
     source_size: tuple[int, int] | None = None  # width, height of that image; None when the table predates it
+
+
+CUTOUT_CACHE_BYTES = 512 << 20  # decoded cutouts (RGBA + superpixels) kept per process by load_cutouts
+
+
+def _decoded_bytes(entry: tuple[np.ndarray, np.ndarray]) -> int:
+    return entry[0].nbytes + entry[1].nbytes
+
+
+class StoredCutout:
+    """A cutout of an objects table held as its encoded PNGs, with a :class:`Cutout`'s attributes:
+    ``rgba`` and ``superpixels`` are decoded on use and kept in ``cache`` (shared by the table's cutouts,
+    bounded by bytes), so memory does not grow with the number of cutouts. A pickled one (a Ray job)
+    carries its bytes, not what its cache holds."""
+
+    def __init__(self, cutout_id: str, category: str, image_png: bytes, superpixels_png: bytes, area: int,
+                 provenance: dict | None, box: tuple[int, int, int, int] | None,
+                 source_size: tuple[int, int] | None, name: str, cache: ByteLRU) -> None:
+        self.cutout_id, self.category, self.area = cutout_id, category, area
+        self.provenance, self.box, self.source_size = provenance, box, source_size
+        self.image_png, self.superpixels_png, self.name, self.cache = image_png, superpixels_png, name, cache
+
+    def decoded(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(rgba, superpixels)``, from the cache or decoded into it."""
+        entry = self.cache.get(self)  # keyed by the object: an entry keeps it alive, so no key is reused
+        if entry is None:
+            entry = (decode_image(self.image_png, name=self.name),
+                     decode_image(self.superpixels_png, name=self.name).astype(np.int32))
+            self.cache.put(self, entry)
+        return entry
+
+    @property
+    def rgba(self) -> np.ndarray:
+        return self.decoded()[0]
+
+    @property
+    def superpixels(self) -> np.ndarray:
+        return self.decoded()[1]
 
 
 
@@ -106,10 +145,13 @@ class ObjectsRead:
 
 
 def read_objects(sources: list[Path], config: SourceConfig, out_dir: Path,
-                 source_name: Callable[[str], str] | None = None) -> ObjectsRead:
+                 source_name: Callable[[str], str] | None = None,
+                 progress: Callable[[int], None] | None = None) -> ObjectsRead:
     """Read the cutouts of ``sources`` without writing anything, or find ``out_dir/objects.parquet``
     up to date with them. ``source_name`` maps the path an object was read from to the name its row
-    records as its ``source`` (a mirrored object-store file: its URI); default, the path itself. Raises :class:`InputError` when they give no usable object (an undetectable
+    records as its ``source`` (a mirrored object-store file: its URI); default, the path itself.
+    ``progress(found)`` is called as objects are read (how many there will be is not known ahead).
+    Raises :class:`InputError` when they give no usable object (an undetectable
     format, a missing label list, every photo skipped), so a caller can stop before it changes ``out_dir``.
     """
     out_path = Path(out_dir) / OBJECTS_FILE
@@ -133,6 +175,8 @@ def read_objects(sources: list[Path], config: SourceConfig, out_dir: Path,
             continue  # the same object twice (e.g. a duplicated file) adds nothing
         seen.add(row["cutout_id"])
         rows.append(row)
+        if progress:
+            progress(len(rows))
     if not rows:
         filters = "sources.include/exclude/limit, keep_labels/drop_labels or min_area"  # what leaves nothing, unsaid
         raise InputError(f"{', '.join(map(str, sources))}: no usable objects found "
@@ -220,8 +264,10 @@ def write_objects_table(rows: list[dict], path: Path, fingerprint: str = "") -> 
         pq.write_table(table, temporary, compression="zstd", row_group_size=256)
 
 
-def load_cutouts(objects_path: Path) -> list[Cutout]:
-    """Decode every cutout of an objects table, in table order."""
+def load_cutouts(objects_path: Path, cache_bytes: int | None = None) -> list[Cutout]:
+    """The cutouts of an objects table, in table order, kept encoded: each is decoded when first used, and
+    at most ``cache_bytes`` (default :data:`CUTOUT_CACHE_BYTES`) of decoded cutouts are kept (:class:`StoredCutout`); every cutout was decoded
+    here and held for the whole run (~0.65 MB a 384-px cutout: 5,000 sources, 3.3 GB)."""
     objects_path = Path(objects_path)
     if not objects_path.exists():
         raise InputError(f"{objects_path}: objects table not found")
@@ -233,14 +279,26 @@ def load_cutouts(objects_path: Path) -> list[Cutout]:
     # Tables written before these columns have none.
     columns += [name for name in ("provenance", "box", "source_size") if name in names]
     table = read_objects_table(objects_path, columns)
-    cutouts = []
+    cache: ByteLRU[tuple[np.ndarray, np.ndarray]] = ByteLRU(
+        CUTOUT_CACHE_BYTES if cache_bytes is None else cache_bytes, _decoded_bytes)
+    cutouts: list[Cutout] = []
     for row in table.to_pylist():
-        rgba = decode_image(row["image"]["bytes"], name=f"{objects_path}:{row['cutout_id']}")
-        labels = decode_image(row["superpixels"]["bytes"], name=f"{objects_path}:{row['cutout_id']}").astype(np.int32)
         box, size = row.get("box"), row.get("source_size")
-        cutouts.append(Cutout(row["cutout_id"], row["category"], rgba, labels, int(row["area"]), row.get("provenance"),
-                              tuple(box) if box else None, tuple(size) if size else None))
+        cutouts.append(StoredCutout(row["cutout_id"], row["category"], row["image"]["bytes"],  # type: ignore[arg-type]
+                                    row["superpixels"]["bytes"], int(row["area"]), row.get("provenance"),
+                                    tuple(box) if box else None, tuple(size) if size else None,
+                                    f"{objects_path}:{row['cutout_id']}", cache))
     return cutouts
+
+
+def warm_cutouts(cutouts: list[Cutout]) -> None:
+    """Decode the stored cutouts in order until their cache is full (before a pool of workers is forked:
+    those decoded here are shared by every worker, as the whole bank was)."""
+    for cutout in cutouts:
+        if isinstance(cutout, StoredCutout):
+            if cutout.cache.full():
+                return
+            cutout.decoded()
 
 
 def recorded_sizes(found: ObjectsRead) -> list[tuple[Any, Any]]:

@@ -29,7 +29,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Callable, ContextManager, Iterable, Protocol
 
 from augment.composite import check_source_sizes
 from augment.config import BackgroundConfig, ExpandConfig, SourceConfig
@@ -103,12 +103,14 @@ def _check_background(path: Place) -> str | None:
     return None
 
 
-def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | None = None
+def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | None = None,
+                        progress: Callable[[int, int], None] | None = None
                         ) -> tuple[list[Place | LabelledBackground], list[Skip]]:
     """The usable backgrounds under ``folder`` (local or an object-store prefix) and the skips.
 
     ``config`` picks them (include/exclude/limit) and says whether they are plain images or labelled
     photos (a local ``label_map`` or ``mask_pairs`` source, :mod:`augment.labelled_backgrounds`).
+    ``progress(done, total)`` is called as plain images are checked (each is decoded).
     """
     folder = as_place(folder)
     config = config or BackgroundConfig()
@@ -123,12 +125,12 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
     skips = [Skip(str(p), "not an image file") for p in others]
     if isinstance(folder, Location) and len(images) > 1:  # network-bound: threads, many requests in flight
         with multiprocessing.pool.ThreadPool(min(32, 4 * max(1, workers))) as pool:
-            problems = pool.map(_check_background, images, chunksize=4)
+            problems = _counted(pool.imap(_check_background, images, chunksize=4), len(images), progress)
     elif workers > 1 and len(images) > 32:
         with fork_pool(min(workers, -(-len(images) // 16))) as pool:  # a process per chunk at most
-            problems = pool.map(_check_background, images, chunksize=16)
+            problems = _counted(pool.imap(_check_background, images, chunksize=16), len(images), progress)
     else:
-        problems = [_check_background(p) for p in images]
+        problems = _counted(map(_check_background, images), len(images), progress)
     good = []
     for path, problem in zip(images, problems):
         if problem:
@@ -139,6 +141,16 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
         picked = "backgrounds.include/exclude" if config.include or config.exclude else ""
         raise InputError(f"{folder}: no usable background images ({skipped_summary(skips, 'files', picked)})")
     return good, skips
+
+
+def _counted(results: Iterable[str | None], total: int, progress: Callable[[int, int], None] | None) -> list[str | None]:
+    """``results`` in a list, ``progress(done, total)`` called as each comes."""
+    problems = []
+    for problem in results:
+        problems.append(problem)
+        if progress:
+            progress(len(problems), total)
+    return problems
 
 
 def _check_not_an_input(out_dir: Path, sources: list[Place], backgrounds: Place) -> None:
@@ -200,7 +212,9 @@ def run_expand(
 ) -> ExpandResult:
     """Expand ``sources`` into ``config.num`` composites under ``out_dir``.
 
-    ``progress(stage, done, total)`` is called as cutouts and rows are finished. ``overwrite``
+    ``progress(stage, done, total)`` is called as backgrounds are checked (``backgrounds``), objects read
+    from the sources (``sources``: total 0, not known ahead), cutouts' superpixels computed (``cutouts``)
+    and rows finished (``composites``). ``overwrite``
     replaces another run's shards in ``out_dir`` instead of refusing to mix them in. ``engine``:
     ``local`` (``workers`` processes) or ``ray`` (the cluster at ``ray_address``, else a local Ray
     with ``workers`` CPUs). Paths may be object-store URIs (``s3://``, ``gs://``).
@@ -239,17 +253,22 @@ def run_expand(
         mirror_skips: list[Skip] = []  # objects whose keys no local file can be named after
         local_sources = [stage(source, skipped=mirror_skips) for source in sources]  # object-store sources: a local mirror
         check_label_names(local_sources, config.sources)  # a misspelt keep_labels name: before any work
-        background_paths, background_skips = collect_backgrounds(backgrounds, workers, config.backgrounds)
+        background_paths, background_skips = collect_backgrounds(
+            backgrounds, workers, config.backgrounds, (lambda d, t: progress("backgrounds", d, t)) if progress else None)
         # Sources that give no object (an undetectable format, every photo skipped) stop the run here,
         # before the folder changes: an earlier run's manifest and shards stay readable.
         found = read_objects(local_sources, config.sources, work_folder(out_dir),
-                             lambda path: _remote_path(path, local_sources, sources))
+                             lambda path: _remote_path(path, local_sources, sources),
+                             (lambda d: progress("sources", d, 0)) if progress else None)
+        if progress:  # read, or an up-to-date table's: the count is known now
+            progress("sources", found.count, found.count)
         check_source_sizes(recorded_sizes(found), config.composition)  # an older table: refused before any change
         clear_for_run(out_dir, others, [p.name for p in plans])  # the first change to the folder
         objects_path, skips, _ = write_objects(
             found, config.sources, workers, (lambda d, t: progress("cutouts", d, t)) if progress else None
         )
         publish_file(objects_path, out_dir / OBJECTS_FILE)
+        del found  # its rows (every cutout's PNGs), not held while the composites are rendered
         cutouts = load_cutouts(objects_path)
         skips = mirror_skips + [_remote_name(skip, local_sources, sources) for skip in skips] + background_skips
         for skip in background_skips:

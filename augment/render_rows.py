@@ -17,11 +17,16 @@ import pyarrow as pa
 
 from augment.composite import BackgroundStore, Scene, compose_scene
 from augment.config import ExpandConfig
-from augment.cutouts import Cutout
+from augment.cutouts import Cutout, warm_cutouts
 from augment.imageio import encode_jpeg, encode_label_png
 from augment.labelled_backgrounds import LabelledBackground
 from augment.schema import row_id
 from augment.storage import Place
+
+# Row groups in flight per worker (a local process, a cluster CPU): enough to keep every worker busy
+# while a shard is being written, few enough that rendered groups do not pile up waiting for the writer.
+GROUPS_IN_FLIGHT_PER_CPU = 3
+
 
 @dataclass
 class RenderJob:
@@ -58,6 +63,7 @@ _STATE: dict[str, Any] = {}
 def _init_state(cutouts: list[Cutout], background_paths: list[Place | LabelledBackground], config: ExpandConfig, config_hash: str) -> None:
     max_side = int(max(config.composition.width, config.composition.height) / config.composition.background_crop[0])
     provenance = {c.cutout_id: c.provenance for c in cutouts if c.provenance}
+    warm_cutouts(cutouts)  # (in the parent of forked workers: those decoded here are shared)
     _STATE.update(cutouts=cutouts, backgrounds=BackgroundStore(background_paths, max_side), config=config, config_hash=config_hash,
                   provenance=provenance)
 

@@ -222,11 +222,12 @@ def expand(
         tasks: dict[str, int] = {}
 
         def report(stage: str, done: int, total: int) -> None:
+            known = total or None  # 0: not known ahead (objects read from the sources), a pulsing bar
             if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total, rate="")
+                tasks[stage] = progress.add_task(stage, total=known, rate="")
             task = progress.tasks[tasks[stage]]
             speed = f"{task.speed:.0f} /s" if task.speed else ""
-            progress.update(tasks[stage], completed=done, total=total, rate=speed)
+            progress.update(tasks[stage], completed=done, total=known, rate=speed)
 
         result = run_guarded(run_expand, sources, backgrounds, out, config, workers, report, overwrite, engine,
                              ray_address, interrupt_hint=EXPAND_RESUME_HINT)

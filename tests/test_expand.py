@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from augment.config import ExpandConfig
 from augment.expand import run_expand
-from augment.imageio import InputError, decode_image
+from augment.imageio import InputError, decode_image, save_image
 from augment.schema import COMPOSITE_SCHEMA, RENDERING_VERSION
 from pipelines.cli import app
 from sources_factory import make_backgrounds, make_label_map, make_rgba_source
@@ -243,3 +243,158 @@ def test_help_names_every_source_format_and_the_ray_extra():
     source_format = next(line for line in result.output.splitlines() if "--source-format" in line)
     assert all(name in source_format for name in SOURCE_FORMATS), source_format
     assert 'pip install "synth[ray]"' in result.output  # rich markup took "[ray]" for a style tag
+
+
+# ----------------------------------------------------------------- cutouts decoded on use, within a bound
+def _objects_table(path: Path, count: int, side: int = 96) -> Path:
+    from augment.cutouts import cutout_id, write_objects_table
+    from augment.imageio import encode_png
+
+    rows = []
+    for index in range(count):
+        rgba = np.zeros((side, side, 4), np.uint8)
+        rgba[:, :, 0], rgba[:, :, 1] = index, np.arange(side, dtype=np.uint8)[None, :]
+        rgba[8:-8, 8:-8, 3] = 255
+        identity = cutout_id(rgba, "thing")
+        rows.append({"cutout_id": identity, "category": "thing", "source": f"s{index}.png", "box": [0, 0, side, side],
+                     "image": {"bytes": encode_png(rgba), "path": f"{identity}.png"},
+                     "superpixels": {"bytes": encode_png(np.full((16, 16), index % 7, np.uint16)), "path": "s.png"},
+                     "width": side, "height": side, "area": (side - 16) ** 2, "provenance": None,
+                     "source_size": [side, side]})
+    write_objects_table(rows, path)
+    return path
+
+
+def test_load_cutouts_decodes_each_on_use_and_keeps_at_most_its_cache_bytes(tmp_path, monkeypatch):
+    """5,000 generated 400x400 sources held 3.3 GB of decoded cutouts for the whole run (every cutout was
+    decoded by load_cutouts); now none is decoded until used, and at most cache_bytes stay decoded."""
+    import augment.cutouts as cutouts_module
+
+    path = _objects_table(tmp_path / "objects.parquet", 40)
+    decodes = []
+    real_decode = cutouts_module.decode_image
+    monkeypatch.setattr(cutouts_module, "decode_image", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    one = 96 * 96 * 4 + 16 * 16 * 4  # a decoded cutout and its superpixels
+    cutouts = cutouts_module.load_cutouts(path, cache_bytes=5 * one)
+    assert len(cutouts) == 40 and not decodes
+    table = pq.read_table(path).to_pylist()
+    for cutout, row in zip(cutouts, table):  # every cutout as it was stored, however many were dropped since
+        assert np.array_equal(cutout.rgba, decode_image(row["image"]["bytes"]))
+        assert cutout.superpixels.dtype == np.int32 and int(cutout.superpixels[0, 0]) == table.index(row) % 7
+    assert len(decodes) == 2 * 40  # an image and its superpixels, once each: a cutout's two reads hit the cache
+    cache = cutouts[0].cache
+    assert len(cache) == 5 and cache.bytes <= 5 * one
+
+
+def test_a_run_whose_cutouts_pass_the_cache_renders_the_same_bytes(tmp_path, monkeypatch):
+    """Cutouts dropped and decoded again (a cache of about one cutout) give the rows of a cache holding all."""
+    import augment.cutouts as cutouts_module
+
+    objects, backgrounds = make_rgba_source(tmp_path / "objects", 6), make_backgrounds(tmp_path / "backgrounds")
+    config = small_config(12)
+    run_expand([objects], backgrounds, tmp_path / "all", config, workers=1)
+    monkeypatch.setattr(cutouts_module, "CUTOUT_CACHE_BYTES", 1)
+    run_expand([objects], backgrounds, tmp_path / "one", config, workers=2)
+    shards = sorted(p.name for p in (tmp_path / "all").glob("train-*.parquet"))
+    assert shards and all((tmp_path / "all" / n).read_bytes() == (tmp_path / "one" / n).read_bytes() for n in shards)
+
+
+def test_a_pickled_cutout_bank_carries_its_encoded_bytes_not_what_it_decoded(tmp_path):
+    """A Ray job ships the bank once: encoded (a 384-px cutout ~0.65 MB decoded), its cache empty."""
+    import pickle
+
+    from augment.cutouts import load_cutouts
+
+    cutouts = load_cutouts(_objects_table(tmp_path / "objects.parquet", 10))
+    encoded = sum(len(c.image_png) + len(c.superpixels_png) for c in cutouts)
+    [c.rgba for c in cutouts]
+    shipped = pickle.loads(pickle.dumps(cutouts))
+    assert len(pickle.dumps(cutouts)) < encoded + 4000 and len(shipped[0].cache) == 0
+    assert np.array_equal(shipped[3].rgba, cutouts[3].rgba) and len(shipped[0].cache) == 1
+
+
+def test_expand_reports_progress_while_it_checks_backgrounds_and_reads_sources(inputs, tmp_path):
+    """Reading and decoding thousands of sources (CCP's 700 photos) was a long silent phase: only the
+    superpixels and the composites had a progress bar."""
+    objects, backgrounds = inputs
+    calls: list[tuple[str, int, int]] = []
+    run_expand([objects], backgrounds, tmp_path / "out", small_config(4), progress=lambda *c: calls.append(c))
+    stages = list(dict.fromkeys(stage for stage, _, _ in calls))
+    assert stages == ["backgrounds", "sources", "cutouts", "composites"]
+    assert [c for c in calls if c[0] == "backgrounds"][-1] == ("backgrounds", 3, 3)
+    read = [c for c in calls if c[0] == "sources"]
+    assert [done for _, done, _ in read] == [1, 2, 3, 4, 4] and read[0][2] == 0 and read[-1][2] == 4
+    calls.clear()  # a rerun reuses the table: its count is said at once
+    run_expand([objects], backgrounds, tmp_path / "out", small_config(4), progress=lambda *c: calls.append(c))
+    assert ("sources", 4, 4) in calls
+
+
+# ----------------------------------------------------------------- rendered groups waiting to be written
+_RENDERED_MARKS = "SYNTH_TEST_RENDERED_MARKS"
+
+
+def _marked_render_range(bounds: tuple[int, int]):
+    """render_range, leaving a file per rendered group (the workers are forked: a counter is not shared)."""
+    from augment.render_rows import render_range
+
+    result = render_range(bounds)
+    Path(os.environ[_RENDERED_MARKS], f"{bounds[0]}").touch()
+    return result
+
+
+def test_local_workers_render_a_bounded_number_of_groups_ahead_of_the_writer(inputs, tmp_path, monkeypatch):
+    """Pool.imap sent every row group to the workers at once: with the shard writer slower than the
+    workers (one process writing and verifying for many), rendered groups piled up in the parent's
+    memory until the run's end (O(rows)). Now a few groups per worker are in flight, the bytes unchanged."""
+    import augment.engines.local_engine as local_engine
+    from augment.render_rows import GROUPS_IN_FLIGHT_PER_CPU
+
+    objects, backgrounds = inputs
+    config = small_config(48)
+    config.output.shard_rows, config.output.row_group_rows = 48, 1
+    run_expand([objects], backgrounds, tmp_path / "reference", config, workers=1)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv(_RENDERED_MARKS, str(marks))
+    monkeypatch.setattr(local_engine, "render_range", _marked_render_range)
+    ahead: list[int] = []  # groups rendered but not yet written, as each group is written
+    real_write_shard = local_engine.write_shard
+
+    def slow_write_shard(target, tables, *args):  # the parent's part of each group, made slow
+        def slowly():
+            for table in tables:
+                time.sleep(0.05)
+                ahead.append(len(list(marks.iterdir())) - len(ahead))
+                yield table
+        return real_write_shard(target, slowly(), *args)
+
+    monkeypatch.setattr(local_engine, "write_shard", slow_write_shard)
+    run_expand([objects], backgrounds, tmp_path / "out", config, workers=2)
+    assert len(ahead) == 48 and max(ahead) <= GROUPS_IN_FLIGHT_PER_CPU * 2 + 1, ahead
+    assert (tmp_path / "out" / "train-00000.parquet").read_bytes() == (tmp_path / "reference" / "train-00000.parquet").read_bytes()
+
+
+def test_the_rows_read_from_the_sources_are_not_held_while_the_composites_are_rendered(tmp_path):
+    """A first run kept every cutout's row (its PNG and superpixels, ~28 kB a 384-px cutout) for the whole
+    rendering, beside the bank's own copy of those bytes; a rerun, reusing the table, held none."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    for index in range(24):  # noisy pixels: PNGs of ~77 kB each
+        rgba = rng.integers(0, 255, (120, 160, 4), dtype=np.uint8)
+        rgba[:, :, 3] = 255
+        save_image(tmp_path / "objects" / "thing" / f"o{index}.png", rgba)
+    backgrounds = make_backgrounds(tmp_path / "backgrounds")
+    config = small_config(2)
+    config.sources.superpixel_max_side = 16
+    held = []
+    for out in ("warm-up", "out", "out"):  # a first run (lazy imports); a run making its table, one reusing it
+        rendering = []
+        tracemalloc.start()
+        run_expand([tmp_path / "objects"], backgrounds, tmp_path / out, config, workers=1, overwrite=True,
+                   progress=lambda stage, done, total: rendering.append(tracemalloc.get_traced_memory()[0])
+                   if stage == "composites" else None)
+        tracemalloc.stop()
+        held.append(rendering[0])
+        config.seed += 1
+    assert held[1] - held[2] < 600_000, held  # the rows: +1.7 MB

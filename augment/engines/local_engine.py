@@ -5,12 +5,14 @@ parent, so a run's output is the same whatever the number of workers.
 
 from __future__ import annotations
 
+import collections
+import itertools
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
 from augment.expand import ShardPlan, planned_ids, present_shards, unfinished_plans
-from augment.render_rows import RenderJob, render_range
+from augment.render_rows import GROUPS_IN_FLIGHT_PER_CPU, RenderJob, render_range
 from augment.shard_writer import write_shard
 from augment.shards import verify_shard
 from augment.storage import Place
@@ -51,8 +53,9 @@ def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> I
     """Yield each shard with an iterator over its rendered row groups, in order."""
     units = [(p, (s, min(s + group_rows, p.stop))) for p in plans for s in range(p.start, p.stop, group_rows)]
     if workers > 1 and units:
-        pool = fork_pool(min(workers, len(units)))  # no idle processes: --workers 100000 forked 100000
-        results = pool.imap(render_range, [bounds for _, bounds in units])  # ordered: deterministic output
+        processes = min(workers, len(units))
+        pool = fork_pool(processes)  # no idle processes: --workers 100000 forked 100000
+        results = _in_order(pool, [bounds for _, bounds in units], GROUPS_IN_FLIGHT_PER_CPU * processes)
     else:
         pool, results = None, map(render_range, [bounds for _, bounds in units])
     try:
@@ -68,3 +71,19 @@ def _rendered_shards(plans: list[ShardPlan], group_rows: int, workers: int) -> I
         if pool is not None:
             pool.terminate()
             pool.join()
+
+
+def _in_order(pool: Any, bounds: list[tuple[int, int]], window: int) -> Iterator[tuple[int, list[dict]]]:
+    """``render_range`` of each of ``bounds`` on ``pool``, in order (deterministic output), at most
+    ``window`` groups ahead of the one taken: ``Pool.imap`` sent them all at once, and rendered groups
+    piled up in this process while it wrote and verified the shards (O(rows) with a writer slower than
+    the workers)."""
+    pending: collections.deque = collections.deque()
+    queued = iter(bounds)
+    for unit in itertools.islice(queued, window):
+        pending.append(pool.apply_async(render_range, (unit,)))
+    while pending:
+        done = pending.popleft().get()
+        for unit in itertools.islice(queued, 1):  # the next one in before this one is written
+            pending.append(pool.apply_async(render_range, (unit,)))
+        yield done

@@ -43,7 +43,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from augment.expand import ShardPlan, planned_ids, present_shards, unfinished_plans
 from augment.imageio import InputError
-from augment.render_rows import RenderJob, render_table
+from augment.render_rows import GROUPS_IN_FLIGHT_PER_CPU, RenderJob, render_table
 from augment.schema import RUN_HASH_KEY
 from augment.shard_writer import write_shard
 from augment.shards import footer_problem, verify_shard
@@ -53,9 +53,6 @@ from augment.system import STOP_SIGNALS
 log = logging.getLogger(__name__)
 
 TASK_RETRIES = 3
-# Row groups in flight per cluster CPU: enough to keep every CPU busy while a shard is being
-# written, few enough that rendered tables do not pile up in the object store.
-GROUPS_IN_FLIGHT_PER_CPU = 3
 # Storage settings the driver passes on to the cluster's workers (no secrets among them).
 FORWARDED_SETTINGS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
                       "STORAGE_EMULATOR_HOST")
