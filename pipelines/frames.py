@@ -183,14 +183,23 @@ class FrameWriter:
 
     def write(self, picture: np.ndarray, index: int) -> None:
         """Write ``picture`` as the medium's frame ``index``, placeholders before it for any skipped."""
+        self.skip_to(index, picture)
+        self.writer.write(picture)
+        self.last, self.next = picture, max(self.next, index + 1)
+
+    def skip_to(self, index: int, picture: np.ndarray | None = None) -> None:
+        """Placeholders for the skipped frames before ``index`` (a frame folder's unreadable last
+        files too: its video has a frame per file wherever the unreadable ones lie). Nothing before
+        the first picture is known when none is given."""
+        like = self.last if self.last is not None else picture
+        if like is None:
+            return
         while self.next < index:
-            placeholder = dim(self.last if self.last is not None else np.zeros_like(picture))
+            placeholder = dim(self.last if self.last is not None else np.zeros_like(like))
             put_label(placeholder, (f"frame {self.next} skipped (unreadable)", f"{self.next} skipped"),
                       (6, 2), (255, 255, 255), base_scale=0.5, above=False)
             self.writer.write(placeholder)
             self.next += 1
-        self.writer.write(picture)
-        self.last, self.next = picture, max(self.next, index + 1)
 
 
 @contextmanager
@@ -222,6 +231,8 @@ def frames_and_highlights(medium: Path, video: Path, batch: int,
     frame_writer = FrameWriter(writer, heat_folder)
     try:
         yield reader, frame_writer
+        if isinstance(reader, FolderFrames):  # its files after the last readable one (a video's end there)
+            frame_writer.skip_to(len(reader.files))
     except BaseException as error:
         keep = isinstance(error, Exception)  # not KeyboardInterrupt, SystemExit, GeneratorExit
         raise

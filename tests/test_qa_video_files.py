@@ -36,3 +36,31 @@ def test_a_box_whose_width_vanishes_in_its_position_is_the_box_options_line_exit
     result = _search(tmp_path, "--box", box)
     assert_one_line_error(result, 2, "--box must be X,Y,W,H", box)
     assert "initial_box" not in result.output
+
+
+@pytest.mark.parametrize("every_instance", [False, True])
+def test_a_sequences_unreadable_last_file_keeps_its_frame_in_the_highlighted_video(tmp_path, every_instance):
+    """An unreadable first or middle file of a --sequence folder is a dimmed placeholder in the highlighted
+    video (its frame i the folder's file i), but an unreadable last file was no frame at all: 12 files, one
+    broken at the end, gave an 11-frame video, the length depending on where the broken file lay."""
+    import cv2
+
+    from augment.imageio import save_image
+    from cli_checks import run_cli
+    from tests.test_hardening_search import _random
+
+    frames = tmp_path / "frames"
+    for k in range(5):
+        save_image(frames / f"frame_{k}.png", _random(10 + k, 72, 96))
+    (frames / "frame_5.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    result = run_cli("search", tmp_path / "query.png", frames, "--sequence", "--out", tmp_path / "found",
+                     "--device", "cpu", "--untrained", "--no-verify", "--workers", 1,
+                     *(["--every-instance"] if every_instance else []))
+    assert result.exit_code == 0 and "frame_5.png" in result.output, result.output
+    capture = cv2.VideoCapture(str(tmp_path / "found" / "frames.highlight.mp4"))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    assert count == 6
