@@ -64,3 +64,28 @@ def test_a_sequences_unreadable_last_file_keeps_its_frame_in_the_highlighted_vid
         count += 1
     capture.release()
     assert count == 6
+
+
+@pytest.mark.parametrize(("suffix", "fourcc", "kind"), [(".mp4", "mp4v", "MP4/MOV"), (".avi", "MJPG", "AVI"),
+                                                         (".mkv", "MJPG", "Matroska/WebM")])
+def test_a_video_named_as_an_image_is_called_a_video_not_a_corrupt_image(tmp_path, suffix, fourcc, kind):
+    """A clip saved (or renamed) as .jpg / .png was 'not a readable image (corrupt, truncated or unknown
+    format)': the user went looking for damage in a good video whose extension was wrong."""
+    import cv2
+
+    from augment.imageio import save_image
+    from cli_checks import run_cli
+    from tests.test_hardening_search import _random
+
+    video = tmp_path / f"clip{suffix}"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*fourcc), 10.0, (64, 48))
+    for k in range(3):
+        writer.write(_random(10 + k, 48, 64))
+    writer.release()
+    named = video.rename(tmp_path / "clip.jpg")
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    result = run_cli("search", tmp_path / "query.png", named, "--out", tmp_path / "found",
+                     "--device", "cpu", "--untrained", "--no-verify", "--workers", 1)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    line = next(line for line in result.stderr.splitlines() if "clip.jpg" in line)
+    assert f"an {kind} video, not an image" in line and ".mp4" in line and "corrupt" not in line, line
