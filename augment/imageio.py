@@ -243,12 +243,19 @@ def video_container(data: bytes) -> str | None:
     return None
 
 
+def empty_or_text(data: bytes, name: str, what: str) -> str | None:
+    """The line for ``data`` (a file's first bytes) that is empty or text, not ``what``; else None."""
+    if not data:
+        return f"{name}: empty file (0 bytes), not {what}"
+    if image_format(data) is None and looks_like_text(data):
+        return f"{name}: a text file, not {what}"
+    return None
+
+
 def describe_unreadable(data: bytes, name: str) -> str:
     """One line saying why ``data`` is not an image: empty, text, a video, or corrupt/unknown."""
-    if not data:
-        return f"{name}: empty file (0 bytes), not an image"
-    if image_format(data) is None and looks_like_text(data):
-        return f"{name}: a text file, not an image"
+    if (line := empty_or_text(data, name, "an image")) is not None:
+        return line
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         return f"{name}: a HEIC/HEIF or AVIF image, which cannot be read here; convert it to JPEG or PNG"
     if (video := video_container(data)) is not None:  # a phone's clip saved as .jpg: not 'corrupt'

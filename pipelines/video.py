@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from augment.atomic_files import replace_into_place, temporary_beside
-from augment.imageio import InputError, check_plain_file, opencv_path
+from augment.imageio import InputError, check_plain_file, empty_or_text, opencv_path
 from augment.pixel_limit import check_size
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _open(path: Path) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(opencv_path(path))
     if not capture.isOpened():
         capture.release()
-        raise InputError(f"{path}: cannot open video (corrupt, truncated or unsupported format)")
+        raise InputError(_unopened(path))
     try:  # the size the header declares (0 where it declares none: FrameReader checks the first frame)
         check_size(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                    str(path), "a video frame")
@@ -132,6 +132,18 @@ def _open(path: Path) -> cv2.VideoCapture:
         capture.release()
         raise
     return capture
+
+
+def _unopened(path: Path) -> str:
+    """Why OpenCV could not open ``path``: an empty file (a copy or a recording that failed) or a text
+    file is said so, as an image's is, rather than 'corrupt, truncated or unsupported format'."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError as error:
+        return f"{path}: cannot read ({error.strerror or error})"
+    return empty_or_text(head, str(path), "a video") or \
+        f"{path}: cannot open video (corrupt, truncated or unsupported format)"
 
 
 def _info(capture: cv2.VideoCapture) -> VideoInfo:

@@ -89,3 +89,21 @@ def test_a_video_named_as_an_image_is_called_a_video_not_a_corrupt_image(tmp_pat
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     line = next(line for line in result.stderr.splitlines() if "clip.jpg" in line)
     assert f"an {kind} video, not an image" in line and ".mp4" in line and "corrupt" not in line, line
+
+
+@pytest.mark.parametrize(("content", "said"), [(b"", "empty file (0 bytes), not a video"),
+                                               (b"moov atom? no: a note saved as clip.mp4\n", "a text file, not a video")])
+def test_an_empty_or_text_file_named_as_a_video_is_said_to_be_so(tmp_path, content, said):
+    """A 0-byte .mp4 (a copy or a phone recording that failed) was 'cannot open video (corrupt, truncated
+    or unsupported format)', where an image's is 'empty file (0 bytes), not an image'."""
+    from augment.imageio import save_image
+    from cli_checks import run_cli
+    from tests.test_hardening_search import _random
+
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(content)
+    save_image(tmp_path / "query.png", _random(1, 24, 24))
+    result = run_cli("search", tmp_path / "query.png", video, "--out", tmp_path / "found",
+                     "--device", "cpu", "--untrained", "--no-verify", "--workers", 1)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"clip.mp4: {said}" in result.stderr, result.stderr
