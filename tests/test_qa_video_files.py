@@ -107,3 +107,24 @@ def test_an_empty_or_text_file_named_as_a_video_is_said_to_be_so(tmp_path, conte
                      "--device", "cpu", "--untrained", "--no-verify", "--workers", 1)
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     assert f"clip.mp4: {said}" in result.stderr, result.stderr
+
+
+def test_a_video_whose_first_ten_frames_are_damaged_is_read_from_the_eleventh(tmp_path):
+    """Eight undecodable frames in a row ended a video: a camera clip whose first 10 frames were damaged
+    was 'no frame could be decoded' though its other frames were whole. A video cut short still ends
+    where it breaks, with its error."""
+    from pipelines.video import FrameReader
+    from tests.test_qa_search_api import _damage_frames
+    from tests.test_search import _write_video
+
+    video = tmp_path / "camera.avi"
+    _write_video(video, frames=14)
+    _damage_frames(video, tuple(range(10)))
+    reader = FrameReader(video, batch_size=4)
+    assert [i for batch, _ in reader for i in batch] == [10, 11, 12, 13]
+    assert len(reader.skipped) == 10 and reader.error is None
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(video.read_bytes()[:int(video.stat().st_size * 0.8)])
+    reader = FrameReader(cut, batch_size=4)
+    read = [i for batch, _ in reader for i in batch]
+    assert read and read[0] == 10 and read[-1] < 13 and "video breaks after" in reader.error
