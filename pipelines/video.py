@@ -48,10 +48,8 @@ _END = object()
 # Frames in a row that may fail to decode, within the frame count the header declares, before the
 # video counts as ending there: a damaged frame (a camera's MJPEG with a corrupt JPEG) is skipped and
 # counted, as a frame folder's unreadable file is, and the frames after it are searched (OpenCV reads
-# on past it; the reader stopped there, and a damaged first frame lost the whole video). A failed read
-# costs ~1-3 us (measured past a truncated AVI's and MKV's end, and on damaged MJPEG frames), so the
-# bound only keeps a header declaring a billion frames from spinning; 8 lost a camera clip whose first
-# 10 frames were damaged ('no frame could be decoded') though the 20 after them were whole.
+# on past it). A failed read costs ~1-3 us (past a cut AVI's or MKV's end, damaged MJPEG frames): the bound
+# only stops a header declaring a billion frames; 8 lost a clip whose first 10 frames were damaged.
 MAX_BAD_FRAMES_IN_A_ROW = 1000
 # Frame rates the encoders take (FFmpeg's MPEG-4: a time base denominator up to 65535, and no rate that
 # rounds to nothing; OpenCV's own MJPEG writer: at least 1 frame/s). A container may declare any rate (a
@@ -138,8 +136,7 @@ def _open(path: Path) -> cv2.VideoCapture:
 
 
 def _unopened(path: Path) -> str:
-    """Why OpenCV could not open ``path``: an empty file (a copy or a recording that failed) or a text
-    file is said so, as an image's is, rather than 'corrupt, truncated or unsupported format'."""
+    """Why OpenCV could not open ``path``: an empty file (a failed copy or recording) or a text file said so."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096)
