@@ -232,14 +232,35 @@ def looks_like_text(data: bytes) -> bool:
     return all(ch.isprintable() or ch in "\t\r\n\f" for ch in text)
 
 
-def describe_unreadable(data: bytes, name: str) -> str:
-    """One line saying why ``data`` is not an image: empty, text, or corrupt/unknown."""
+def video_container(data: bytes) -> str | None:
+    """``MP4/MOV``, ``AVI`` or ``Matroska/WebM`` by the leading bytes (a HEIF image's ``ftyp`` is none), else None."""
+    if data[4:8] == b"ftyp" and data[8:12] not in _HEIF_BRANDS:
+        return "MP4/MOV"
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return "AVI"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return "Matroska/WebM"
+    return None
+
+
+def empty_or_text(data: bytes, name: str, what: str) -> str | None:
+    """The line for ``data`` (a file's first bytes) that is empty or text, not ``what``; else None."""
     if not data:
-        return f"{name}: empty file (0 bytes), not an image"
+        return f"{name}: empty file (0 bytes), not {what}"
     if image_format(data) is None and looks_like_text(data):
-        return f"{name}: a text file, not an image"
+        return f"{name}: a text file, not {what}"
+    return None
+
+
+def describe_unreadable(data: bytes, name: str) -> str:
+    """One line saying why ``data`` is not an image: empty, text, a video, or corrupt/unknown."""
+    if (line := empty_or_text(data, name, "an image")) is not None:
+        return line
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         return f"{name}: a HEIC/HEIF or AVIF image, which cannot be read here; convert it to JPEG or PNG"
+    if (video := video_container(data)) is not None:  # a phone's clip saved as .jpg: not 'corrupt'
+        return (f"{name}: an {video} video, not an image (a wrong extension? videos are read by theirs: "
+                f"{', '.join(sorted(VIDEO_EXTENSIONS))})")
     return f"{name}: not a readable image (corrupt, truncated or unknown format)"
 
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from augment.draw_labels import put_label
-from augment.imageio import InputError, list_images, read_image
+from augment.imageio import InputError, list_images, read_image, save_image
 from pipelines.highlight import dim
 
 logger = logging.getLogger(__name__)
@@ -154,31 +154,65 @@ class FrameWriter:
     dimmed with "frame N skipped" written on it. Without it the video lost a frame at each skip, and
     every later frame showed the one after its number (and ran early)."""
 
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, writer: Any, heat_folder: Path | None = None) -> None:
         self.writer = writer
         self.next = 0  # the index of the video's next frame
         self.last: np.ndarray | None = None
+        self.heat_folder = heat_folder  # ``<name>.heat/`` with --save-heatmaps (else None)
+        self.heat_written: list[Path] = []
+
+    def heat(self, picture: np.ndarray, index: int) -> None:
+        """Save ``picture`` (8-bit grey) as the heat map of the medium's frame ``index``."""
+        assert self.heat_folder is not None, "FrameWriter.heat without a heat folder"
+        path = self.heat_folder / f"{index:06d}.png"
+        save_image(path, picture)
+        self.heat_written.append(path)
+
+    def discard_heat(self) -> None:
+        """Remove the heat maps this video wrote (an interrupted video's, searched again from its start
+        by a rerun): half a video's maps were left beside no highlight. A file of the user's in the
+        folder keeps it."""
+        for path in self.heat_written:
+            path.unlink(missing_ok=True)
+        self.heat_written = []
+        if self.heat_folder is not None:
+            try:
+                self.heat_folder.rmdir()  # only when empty
+            except OSError:
+                pass
 
     def write(self, picture: np.ndarray, index: int) -> None:
         """Write ``picture`` as the medium's frame ``index``, placeholders before it for any skipped."""
+        self.skip_to(index, picture)
+        self.writer.write(picture)
+        self.last, self.next = picture, max(self.next, index + 1)
+
+    def skip_to(self, index: int, picture: np.ndarray | None = None) -> None:
+        """Placeholders for the skipped frames before ``index`` (a frame folder's unreadable last
+        files too: its video has a frame per file wherever the unreadable ones lie). Nothing before
+        the first picture is known when none is given."""
+        like = self.last if self.last is not None else picture
+        if like is None:
+            return
         while self.next < index:
-            placeholder = dim(self.last if self.last is not None else np.zeros_like(picture))
+            placeholder = dim(self.last if self.last is not None else np.zeros_like(like))
             put_label(placeholder, (f"frame {self.next} skipped (unreadable)", f"{self.next} skipped"),
                       (6, 2), (255, 255, 255), base_scale=0.5, above=False)
             self.writer.write(placeholder)
             self.next += 1
-        self.writer.write(picture)
-        self.last, self.next = picture, max(self.next, index + 1)
 
 
 @contextmanager
-def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tuple[Any, Any]]:
+def frames_and_highlights(medium: Path, video: Path, batch: int,
+                          heat_folder: Path | None = None) -> Iterator[tuple[Any, Any]]:
     """(reader, writer): ``medium``'s frames and a highlighted video written at its size and rate
-    (a :class:`FrameWriter`: ``writer.write(picture, frame_index)``).
+    (a :class:`FrameWriter`: ``writer.write(picture, frame_index)``; ``writer.heat(map, frame_index)``
+    saves a heat map into ``heat_folder``).
 
     Both are closed however the block ends. The frames written before a failure of this medium (an
     exception: the run goes on and reports it) are kept; an interrupt (Ctrl-C, or the consumer
-    stopping early) removes the part-written video, which would otherwise pass for a complete one.
+    stopping early) removes the part-written video, which would otherwise pass for a complete one,
+    and the heat maps written for it.
     A medium that delivered no frame is an InputError after the block, one whose frames are under
     8 px a side one before it (as a still image that small is: searched, it gives only noise).
     """
@@ -194,13 +228,18 @@ def frames_and_highlights(medium: Path, video: Path, batch: int) -> Iterator[tup
         reader.close()
         raise
     keep = True
+    frame_writer = FrameWriter(writer, heat_folder)
     try:
-        yield reader, FrameWriter(writer)
+        yield reader, frame_writer
+        if isinstance(reader, FolderFrames):  # its files after the last readable one (a video's end there)
+            frame_writer.skip_to(len(reader.files))
     except BaseException as error:
         keep = isinstance(error, Exception)  # not KeyboardInterrupt, SystemExit, GeneratorExit
         raise
     finally:
         reader.close()
         writer.close(keep=keep)
+        if not keep:
+            frame_writer.discard_heat()
     if reader.frames_read == 0:
         raise InputError(f"{medium}: no frame could be decoded")

@@ -68,7 +68,13 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[2] <= 0 or values[3] <= 0:
         raise InputError(f"--box must be X,Y,W,H: four numbers, W and H above 0, not {text!r}")
     x, y, w, h = values
-    return (x, y, x + w, y + h)
+    box = (x, y, x + w, y + h)
+    # A width lost to X's magnitude (1e30 + 20 == 1e30) or a sum past the float range: no box, as
+    # check_start_box would tell the tracker later in its own x0,y0,x1,y1 terms, per video (exit 1).
+    if not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+        raise InputError(f"--box must be X,Y,W,H: four numbers, W and H above 0, not {text!r} "
+                         "(X+W and Y+H must be numbers past X and Y)")
+    return box
 
 
 def parse_threshold(text: str, verify: bool) -> dict[str, Any]:

@@ -295,14 +295,15 @@ def _search_video(workers: Any, prepared: Any, medium: Path, out: Path, names: O
 
     name = names.take(medium)
     heat = unlinked(out / f"{name}.heat") if save_heatmaps else out / f"{name}.heat"  # (a link of the user's kept)
-    with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
+    with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch,
+                               heat if save_heatmaps else None) as (reader, writer):
         for indices, frames in reader:
             results = workers.find_each(prepared, frames, sources=[str(medium)] * len(frames),
                                         frames=indices)
             for result in results:
                 writer.write(result.highlight(), result.frame)
                 if save_heatmaps:
-                    save_image(heat / f"{result.frame:06d}.png", result.heat_png())
+                    writer.heat(result.heat_png(), result.frame)
                 summary.detections += len(result.detections)
                 yield {**result.to_json(), "highlight": f"{name}.highlight.mp4"}
             summary.frames += len(frames)

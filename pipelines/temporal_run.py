@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from augment.atomic_files import atomic_write_text
-from augment.imageio import InputError, save_image
+from augment.imageio import InputError
 from augment.outputs import unlinked
 from pipelines.frames import frames_and_highlights
 from pipelines.temporal import TemporalConfig, TemporalSearcher, TrackSummary
@@ -44,7 +44,8 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
     summary = TrackSummary()
     base = {"source": str(medium), "query": prepared.name}
     heat_folder = unlinked(out / f"{name}.heat") if save_heatmaps else out / f"{name}.heat"  # (a link of the user's kept)
-    with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch) as (reader, writer):
+    with frames_and_highlights(medium, out / f"{name}.highlight.mp4", batch,
+                               heat_folder if save_heatmaps else None) as (reader, writer):
         for indices, frames in reader:
             for index, frame in zip(indices, frames):
                 if not checked:  # named as the command's option (the tracker checks it too)
@@ -56,8 +57,7 @@ def search_temporal(searcher: Any, prepared: Any, medium: Path, out: Path, name:
                 writer.write(draw_track(frame, track), index)
                 if save_heatmaps:
                     heat = frame_heat(track, frame.shape[1], frame.shape[0])
-                    save_image(heat_folder / f"{index:06d}.png",
-                               (heat * 255 + 0.5).clip(0, 255).astype("uint8"))
+                    writer.heat((heat * 255 + 0.5).clip(0, 255).astype("uint8"), index)
                 # score_kind: the siamese heat on every frame (the still search's own, on the frames
                 # it was tried before the first acquisition), as still lines name theirs.
                 yield {**base, **track.to_json(), "score_kind": "heat", "width": frame.shape[1], "height": frame.shape[0],

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from augment.atomic_files import replace_into_place, temporary_beside
-from augment.imageio import InputError, check_plain_file, opencv_path
+from augment.imageio import InputError, check_plain_file, empty_or_text, opencv_path
 from augment.pixel_limit import check_size
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,9 @@ _END = object()
 # Frames in a row that may fail to decode, within the frame count the header declares, before the
 # video counts as ending there: a damaged frame (a camera's MJPEG with a corrupt JPEG) is skipped and
 # counted, as a frame folder's unreadable file is, and the frames after it are searched (OpenCV reads
-# on past it; the reader stopped there, and a damaged first frame lost the whole video).
-MAX_BAD_FRAMES_IN_A_ROW = 8
+# on past it). A failed read costs ~1-3 us (past a cut AVI's or MKV's end, damaged MJPEG frames): the bound
+# only stops a header declaring a billion frames; 8 lost a clip whose first 10 frames were damaged.
+MAX_BAD_FRAMES_IN_A_ROW = 1000
 # Frame rates the encoders take (FFmpeg's MPEG-4: a time base denominator up to 65535, and no rate that
 # rounds to nothing; OpenCV's own MJPEG writer: at least 1 frame/s). A container may declare any rate (a
 # damaged header, a time-lapse): the highlighted video is written at the nearest rate the encoder takes,
@@ -124,7 +125,7 @@ def _open(path: Path) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(opencv_path(path))
     if not capture.isOpened():
         capture.release()
-        raise InputError(f"{path}: cannot open video (corrupt, truncated or unsupported format)")
+        raise InputError(_unopened(path))
     try:  # the size the header declares (0 where it declares none: FrameReader checks the first frame)
         check_size(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                    str(path), "a video frame")
@@ -132,6 +133,17 @@ def _open(path: Path) -> cv2.VideoCapture:
         capture.release()
         raise
     return capture
+
+
+def _unopened(path: Path) -> str:
+    """Why OpenCV could not open ``path``: an empty file (a failed copy or recording) or a text file said so."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError as error:
+        return f"{path}: cannot read ({error.strerror or error})"
+    return empty_or_text(head, str(path), "a video") or \
+        f"{path}: cannot open video (corrupt, truncated or unsupported format)"
 
 
 def _info(capture: cv2.VideoCapture) -> VideoInfo:
