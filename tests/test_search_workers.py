@@ -58,7 +58,8 @@ def test_side_by_side_results_equal_one_at_a_time_in_input_order():
 
 def test_one_worker_searches_one_size_as_one_batch_and_mixed_sizes_alone():
     query, scenes = _scenes()
-    searcher = Searcher(device="cpu", untrained=True)
+    # The batches are the point, not what is found: one size, no verification.
+    searcher = Searcher(device="cpu", untrained=True, verify=False, query_scales=(1.0,))
     calls = []
     original = searcher.find_many
     searcher.find_many = lambda q, media, **kw: calls.append(len(media)) or original(q, media, **kw)
@@ -77,7 +78,9 @@ def test_a_folder_of_mixed_sizes_gives_the_same_lines_with_two_workers_or_one(tm
         save_image(tmp_path / f"s{k}.png", scene)
     jobs = [SearchJob(tmp_path / "query.png", tmp_path / f"s{k}.png") for k in range(len(scenes))]
     jobs.insert(2, SearchJob(tmp_path / "query.png", tmp_path / "missing.png"))
-    searcher = Searcher(device="cpu", untrained=True)
+    # One size (the pasted query's): the lines' order and equality are the point; the test above compares
+    # every default size side by side.
+    searcher = Searcher(device="cpu", untrained=True, query_scales=(1.0,))
     outputs = {}
     for workers in (1, 2):
         summary = run_search(searcher, jobs, tmp_path / f"out{workers}", workers=workers)

@@ -40,16 +40,22 @@ def shards(tmp_path_factory):
                        rows_per_shard=6, size=64, corrupt_rows=(4,)).folder
 
 
-def test_training_losses_stay_finite_with_a_trainable_backbone(shards, tmp_path):
-    losses = train(tiny_config(), shards, tmp_path, show_progress=False).losses
+@pytest.fixture(scope="module")
+def full_run(shards, tmp_path_factory):
+    """tiny_config()'s whole run (6 steps), which the tests below only read."""
+    return train(tiny_config(), shards, tmp_path_factory.mktemp("full"), show_progress=False)
+
+
+def test_training_losses_stay_finite_with_a_trainable_backbone(full_run):
+    losses = full_run.losses
     assert all(math.isfinite(x) for x in losses), (
         f"losses {losses}: NaN gradients, e.g. from sqrt at 0 in train.correlation's window norm "
         "(a masked window that covers only zero padding)")
 
 
-def test_resume_reproduces_the_uninterrupted_run(shards, tmp_path):
+def test_resume_reproduces_the_uninterrupted_run(shards, full_run, tmp_path):
     # Twelve rows, batch 2: six steps span two epochs, so the resume also crosses an epoch boundary.
-    full = train(tiny_config(), shards, tmp_path / "full", show_progress=False)
+    full = full_run
     assert len(full.losses) == 6
     # Same schedule (decay over 6 steps), stopped after 3, then resumed to 6.
     first = train(tiny_config(steps=3, decay_steps=6), shards, tmp_path / "split", show_progress=False)
