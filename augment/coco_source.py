@@ -17,20 +17,14 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from augment.config import SourceConfig
-from augment.imageio import InputError, read_image
-from augment.textfiles import loads_json, read_user_text
-from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, turned_hint
+from augment.imageio import InputError
+from augment.textfiles import file_head, loads_json, read_user_text
+from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, turned_hint, read_photo
 from augment.validation import is_number
 
 
 def _looks_like_coco(path: Path) -> bool:
-    if not path.is_file():  # a FIFO named x.json: reading it waited for a writer forever
-        return False
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(1 << 16).decode("utf-8", "ignore")
-    except OSError:
-        return False
+    head = file_head(path)
     return '"annotations"' in head or ('"images"' in head and '"categories"' in head)
 
 
@@ -244,10 +238,9 @@ def coco_images(coco: CocoIndex, config: SourceConfig) -> Iterator[tuple[int, Pa
         if isinstance(path, Skip):
             yield path
             continue
-        try:
-            image = read_image(path, "rgb")
-        except InputError as error:
-            yield Skip.of(error, path)
+        image = read_photo(path)
+        if isinstance(image, Skip):
+            yield image
             continue
         mismatch = _size_mismatch(coco.images[image_id], image.shape[1], image.shape[0])
         yield Skip(str(path), f"{mismatch} in {coco.json_path.name}") if mismatch else (image_id, path, image)

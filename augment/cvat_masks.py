@@ -20,7 +20,7 @@ import numpy as np
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, list_images, read_image
-from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, regions, turned_hint
+from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, regions, turned_hint, read_photo
 from augment.textfiles import read_user_text
 
 LABELMAP = "labelmap.txt"
@@ -177,10 +177,9 @@ def cvat_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.n
         if photo is None:
             yield Skip(str(class_path), "no photo with this name")
             continue
-        try:
-            image = read_image(photo, "rgb")
-        except InputError as error:
-            yield Skip.of(error, photo)
+        image = read_photo(photo)
+        if isinstance(image, Skip):
+            yield image
             continue
         object_path = None
         if object_dir.is_dir():

@@ -24,9 +24,9 @@ import numpy as np
 
 from augment.coco_source import coco_annotation_mask
 from augment.config import SourceConfig
-from augment.imageio import InputError, decode_image, image_from_bytes, is_image_path, read_image, walk_files
-from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, turned_hint
-from augment.textfiles import loads_json, read_user_text
+from augment.imageio import InputError, decode_image, image_from_bytes, is_image_path, walk_files
+from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, read_photo, turned_hint
+from augment.textfiles import file_head, loads_json, read_user_text
 from augment.validation import is_number
 
 AREA_SHAPES = ("polygon", "rectangle", "circle", "mask")
@@ -36,13 +36,7 @@ CIRCLE_POINTS = 72  # a circle is drawn as a polygon of this many corners
 def looks_like_labelme(path: Path) -> bool:
     """Whether ``path`` is a LabelMe file: its first 64 kB name ``shapes`` and ``imagePath``, or a shape's
     ``shape_type`` (LabelMe writes ``imagePath`` after the shapes, past 64 kB in a file of many)."""
-    if not path.is_file():  # a FIFO named x.json: reading it would wait for a writer
-        return False
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(1 << 16).decode("utf-8", "ignore")
-    except OSError:
-        return False
+    head = file_head(path)
     return '"shapes"' in head and ('"imagePath"' in head or '"shape_type"' in head)
 
 
@@ -132,10 +126,8 @@ def labelme_image(path: Path, data: dict, root: Path) -> tuple[Path, np.ndarray]
     if isinstance(image_path, Skip):
         return image_path
     if image_path is not None:
-        try:
-            return image_path, read_image(image_path, "rgb")
-        except InputError as error:
-            return Skip.of(error, image_path)
+        image = read_photo(image_path)
+        return image if isinstance(image, Skip) else (image_path, image)
     name = data.get("imagePath")
     embedded = data.get("imageData")
     if isinstance(embedded, str) and embedded:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from augment.config import SourceConfig
+from augment.imageio import InputError, read_image
 from augment.resizing import resize_rgba
 
 
@@ -46,6 +47,14 @@ class Skip:
 
 
 SourceItem = Union[SourceObject, Skip]
+
+
+def read_photo(path: Path) -> np.ndarray | Skip:
+    """A source's photo as RGB, or the skip naming it when it can't be read."""
+    try:
+        return read_image(path, "rgb")
+    except InputError as error:
+        return Skip.of(error, path)
 
 
 def skipped_summary(skips: list[Skip], noun: str = "inputs", filters: str = "") -> str:

@@ -36,3 +36,16 @@ def loads_json(text: str | bytes) -> Any:
         return json.loads(text)
     except RecursionError:
         raise ValueError("nested too deep") from None
+
+
+def file_head(path: Path, size: int = 1 << 16) -> str:
+    """The first ``size`` bytes of a regular file as text (undecodable bytes dropped), to tell a format
+    by the keys it names; "" for a FIFO or special file (reading one would wait for a writer forever)
+    or a file that cannot be read."""
+    if not path.is_file():
+        return ""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(size).decode("utf-8", "ignore")
+    except OSError:
+        return ""

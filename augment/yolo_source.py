@@ -23,8 +23,8 @@ import yaml
 
 from augment.coco_source import coco_annotation_mask
 from augment.config import SourceConfig
-from augment.imageio import InputError, is_image_path, read_image, walk_files
-from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited
+from augment.imageio import InputError, is_image_path, walk_files
+from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, read_photo
 from augment.textfiles import read_user_text
 
 NAME_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names")
@@ -157,10 +157,9 @@ def yolo_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.n
         if not label.is_file():
             yield Skip(str(image_path), f"no label file ({label.relative_to(source)})")
             continue
-        try:
-            image = read_image(image_path, "rgb")
-        except InputError as error:
-            yield Skip.of(error, image_path)
+        image = read_photo(image_path)
+        if isinstance(image, Skip):
+            yield image
             continue
         yield image_path, image, yolo_objects(label, names, *image.shape[:2], config)
 
