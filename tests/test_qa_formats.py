@@ -345,29 +345,32 @@ def test_a_pascal_voc_folder_without_labelmap_reads_vocs_classes_and_leaves_its_
     assert (masks[0] == left).all() and (masks[1] == right).all()
 
 
+def _objects_read_and_peak_memory(source):
+    """How many objects a source's reader yields, and the peak memory traced while it reads them."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        count = sum(isinstance(item, SourceObject) for item in read_source(source, SourceConfig(min_area=1)))
+        return count, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_a_labelme_file_of_hundreds_of_shapes_draws_one_mask_at_a_time(tmp_path):
     """Each shape's photo-sized mask was drawn up front and held for the whole file: 300 shapes on a
     3-megapixel photo took ~970 MB; now what one object takes."""
-    import tracemalloc
-
     height, width = 300, 400
     _photo(tmp_path / "a.png", size=(height, width))
     shapes = [_shape("dot", [[x, y], [x + 8, y], [x + 8, y + 8], [x, y + 8]]) for x in range(0, 390, 20) for y in range(0, 290, 20)]
     _labelme(tmp_path, "a", shapes, imageHeight=height, imageWidth=width)
-    tracemalloc.start()
-    try:
-        count = sum(isinstance(item, SourceObject) for item in read_source(tmp_path, SourceConfig(min_area=1)))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    count, peak = _objects_read_and_peak_memory(tmp_path)
     assert count == len(shapes) == 300
     assert peak < 20 * height * width, peak  # 300 masks held: 36 MB; one at a time: a few masks and the photo
 
 
 def test_a_coco_image_of_hundreds_of_annotations_draws_one_mask_at_a_time(tmp_path):
     """As LabelMe's: an LVIS image has hundreds of annotations, each mask drawn up front and held."""
-    import tracemalloc
-
     height, width = 300, 400
     _photo(tmp_path / "images" / "a.png", size=(height, width))
     annotations = [{"id": i + 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [x, y, 8, 8],
@@ -376,11 +379,6 @@ def test_a_coco_image_of_hundreds_of_annotations_draws_one_mask_at_a_time(tmp_pa
     (tmp_path / "instances.json").write_text(json.dumps({
         "images": [{"id": 1, "file_name": "a.png", "width": width, "height": height}],
         "categories": [{"id": 1, "name": "dot"}], "annotations": annotations}))
-    tracemalloc.start()
-    try:
-        count = sum(isinstance(item, SourceObject) for item in read_source(tmp_path, SourceConfig(min_area=1)))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    count, peak = _objects_read_and_peak_memory(tmp_path)
     assert count == len(annotations) == 300
     assert peak < 20 * height * width, peak
