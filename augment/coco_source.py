@@ -171,7 +171,7 @@ def coco_category(coco: CocoIndex, annotation: dict) -> str | Skip:
     category_id = annotation.get("category_id")
     if isinstance(category_id, int) and not isinstance(category_id, bool) and category_id in coco.categories:
         return coco.categories[category_id]
-    if category_id in coco.repeated_categories:  # ('not in the file's categories' was said of it)
+    if isinstance(category_id, int) and category_id in coco.repeated_categories:  # (a list id is unhashable)
         names = coco.repeated_categories[category_id]
         return Skip(str(coco.json_path), f"annotation {annotation.get('id')}: category_id {category_id!r} is listed "
                                          f"{len(names)} times in the file's categories ({', '.join(map(repr, names))})")

@@ -125,8 +125,8 @@ def regions(mask: np.ndarray, min_area: int) -> Iterator[np.ndarray]:
 def limited(paths: list, config: SourceConfig) -> list:
     """Apply include/exclude (globs on the file's stem) and limit; items may be paths or (path, ...) tuples."""
 
-    def stem(item) -> str:
-        return Path(item[0] if isinstance(item, tuple) else item).stem
+    def stem(item) -> str:  # a tuple's first path that is there (a CVAT mask without its photo: the mask's)
+        return Path(next(p for p in item if p is not None) if isinstance(item, tuple) else item).stem
 
     if config.include:
         paths = [p for p in paths if any(fnmatch.fnmatchcase(stem(p), pattern) for pattern in config.include)]

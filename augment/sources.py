@@ -74,10 +74,11 @@ def detect_format(source: Path) -> str:
     for candidate in sorted(source.glob("*.json")):
         if _looks_like_coco(candidate):
             return "coco"
-    if any(looks_like_labelme(p) for p in sorted(source.glob("*.json")) + sorted(source.glob("*/*.json"))):
-        return "labelme"
+    # Mask pairs before LabelMe: masks drawn from LabelMe files are often kept beside them.
     if (source / "masks").is_dir() or any(is_image_path(p) for p in source.glob("*_mask.*")):
         return "mask_pairs"
+    if any(looks_like_labelme(p) for p in sorted(source.glob("*.json")) + sorted(source.glob("*/*.json"))):
+        return "labelme"
     if looks_like_yolo(source):  # after masks/: a mask pairs folder may keep a classes.txt of its own
         return "yolo"
     images, _ = list_images(source)

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from augment.labelme_source import shape_mask
@@ -73,3 +74,33 @@ def test_yolo_labels_kept_beside_their_images_as_darknet_keeps_them_are_read(tmp
     (tmp_path / "images" / "a.txt").write_text(_yolo_line(1, (3, 20, 5, 30)) + "\n")
     objects, skips = _read(tmp_path)
     assert not skips and [o.category for o in objects] == ["dog"]
+
+
+@pytest.mark.parametrize("layout", ["masks-folder", "x_mask"])
+def test_a_mask_pairs_folder_keeping_the_labelme_files_its_masks_came_from_is_still_mask_pairs(tmp_path, layout):
+    """Masks drawn from LabelMe files, kept beside them: the folder was read as LabelMe, the polygons
+    rasterised in place of the user's masks."""
+    from augment.sources import detect_format
+
+    _photo(tmp_path / "a.png")
+    mask = Image.fromarray(_box(2, 9, 2, 9).astype(np.uint8) * 255)
+    if layout == "masks-folder":
+        (tmp_path / "masks").mkdir()
+        mask.save(tmp_path / "masks" / "a.png")
+    else:
+        mask.save(tmp_path / "a_mask.png")
+    _labelme(tmp_path, "a", [_shape("shoe", [[2, 2], [9, 2], [9, 9]])])
+    assert detect_format(tmp_path) == "mask_pairs"
+
+
+def test_a_cvat_class_mask_without_its_photo_is_a_skip_also_when_include_is_given(tmp_path):
+    """The photo-less mask's (None, mask) pair crashed include/exclude's stem: a TypeError traceback."""
+    from tests.test_qa_formats import LABELMAP, _colour_png
+
+    (tmp_path / "labelmap.txt").write_text(LABELMAP)
+    _photo(tmp_path / "JPEGImages" / "a.png")
+    for name in ("a", "b"):
+        _colour_png(tmp_path / "SegmentationClass" / f"{name}.png", [(_box(2, 12, 2, 12), (250, 50, 83))])
+    objects, skips = _read(tmp_path, include=["*"])
+    assert [Path(o.source).name for o in objects] == ["a.png"]
+    assert [(Path(s.path).name, s.reason) for s in skips] == [("b.png", "no photo with this name")]

@@ -386,3 +386,19 @@ def test_an_lvis_image_entry_listed_twice_alike_is_kept_as_a_coco_one_is(tmp_pat
     (tmp_path / "lvis.json").write_text(json.dumps(data))
     reasons = [item.reason for item in read_source(tmp_path / "lvis.json", SourceConfig(min_area=1))]
     assert any("listed 2 times ('val2017/000000000003.png', 'val2017/000000000004.png')" in r for r in reasons), reasons
+
+
+def test_an_annotation_whose_category_id_is_a_list_or_object_is_a_skip_not_a_traceback(tmp_path):
+    """The repeated-category check looked the id up before checking its type: TypeError unhashable."""
+    truth = _l_shape()
+    _coco_file(tmp_path / "annotations.json", "a.png", truth)
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    data["annotations"] += [{**data["annotations"][0], "id": 2, "category_id": [1]},
+                            {**data["annotations"][0], "id": 3, "category_id": {"x": 1}}]
+    (tmp_path / "annotations.json").write_text(json.dumps(data))
+    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(tmp_path / "a.png")
+    items = list(read_source(tmp_path, SourceConfig(min_area=1)))
+    assert sorted(item.reason for item in items if isinstance(item, Skip)) == [
+        "annotation 2: category_id [1] is not in the file's categories",
+        "annotation 3: category_id {'x': 1} is not in the file's categories"]
+    assert sum(isinstance(item, SourceObject) for item in items) == 1
