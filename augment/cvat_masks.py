@@ -20,7 +20,7 @@ import numpy as np
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, list_images, read_image
-from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, regions, turned_hint, read_photo
+from augment.source_items import Skip, category_allowed, limited, read_photo, regions, turned_hint
 from augment.textfiles import read_user_text
 
 LABELMAP = "labelmap.txt"
@@ -92,7 +92,7 @@ def _colours(path: Path) -> np.ndarray:
 
 
 def cvat_label_names(source: Path) -> set[str]:
-    return set(source_labelmap(source).values()) - {"background"}
+    return {name for name in source_labelmap(source).values() if name.lower() not in ("background", "_background_")}
 
 
 def cvat_pairs(source: Path) -> tuple[list[tuple[Path, Path | None]], list[Skip]]:
@@ -188,8 +188,3 @@ def cvat_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.n
                 yield Skip(str(class_path), f"no object mask ({object_path.relative_to(source)})")
                 continue
         yield photo, image, cvat_objects(class_path, object_path, names, image.shape[:2], config)
-
-
-def read_cvat_masks(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    """The ``cvat_mask`` source: an object per object colour (or class region), cut from its photo."""
-    yield from cut_objects(cvat_photos(source, config), config)

@@ -25,7 +25,7 @@ import numpy as np
 from augment.coco_source import coco_annotation_mask
 from augment.config import SourceConfig
 from augment.imageio import InputError, decode_image, image_from_bytes, is_image_path, walk_files
-from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, read_photo, turned_hint
+from augment.source_items import Skip, category_allowed, limited, read_photo, turned_hint
 from augment.textfiles import file_head, loads_json, read_user_text
 from augment.validation import is_number
 
@@ -261,8 +261,3 @@ def labelme_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, n
             continue
         found = labelme_objects(path, data, *image.shape[:2], config)
         yield image_path, image, found if data["shapes"] else iter([Skip(str(path), "no shapes")])
-
-
-def read_labelme(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    """The ``labelme`` source: an object per shape (or group of shapes) of each file, cut from its image."""
-    yield from cut_objects(labelme_photos(source, config), config)

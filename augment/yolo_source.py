@@ -24,7 +24,7 @@ import yaml
 from augment.coco_source import coco_annotation_mask
 from augment.config import SourceConfig
 from augment.imageio import InputError, is_image_path, walk_files
-from augment.source_items import Skip, SourceItem, category_allowed, cut_objects, limited, read_photo
+from augment.source_items import Skip, category_allowed, limited, read_photo
 from augment.textfiles import read_user_text
 
 NAME_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names")
@@ -162,8 +162,3 @@ def yolo_photos(source: Path, config: SourceConfig) -> Iterator[tuple[Path, np.n
             yield image
             continue
         yield image_path, image, yolo_objects(label, names, *image.shape[:2], config)
-
-
-def read_yolo(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    """The ``yolo`` source: an object per label line, cut from its image."""
-    yield from cut_objects(yolo_photos(source, config), config)
