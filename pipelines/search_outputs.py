@@ -15,14 +15,12 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from augment.atomic_files import atomic_path
+from augment.atomic_files import naming_errors, replace_into_place, temporary_beside
 from augment.imageio import IMAGE_EXTENSIONS, InputError, read_image, save_image
 from augment.outputs import OutputNames, unlinked
 from pipelines.output_record import OutputRecord
@@ -127,94 +125,108 @@ def run_search(searcher: Any, jobs: list[SearchJob], out: Path, *, save_heatmaps
     names = OutputNames(record.add, (*SEARCH_OUTPUTS.suffixes, str(SEARCH_OUTPUTS.frame_folder)))
     prepare = PreparedQueries(searcher.prepare, jobs)
     failed: dict[tuple[Path, Path | None], str] = {}  # a bad query fails each of its pairs, read once
-    lines = LineFile(out)
+    lines = LineFile(out / DETECTIONS_FILE)
     summary = RunSummary()
     start = time.perf_counter()
     advance = advance or (lambda n: None)
     if count_work(jobs) >= ONNX_MIN_WORK:
         searcher.network.use_onnx()
-    with record, resume.opened(), SearchWorkers(searcher, workers) as side_by_side:
-        pending = ImageBatch(side_by_side, out, names, summary, lines, batch, advance, resume)
-        for index, job in enumerate(jobs):
-            if job.error is not None:
-                pending.flush()
-                summary.errors.append(job.error)
-                lines.append({"source": None, "query": None, "frame": None, "error": job.error})
-                continue
-            assert job.query is not None and job.medium is not None
-            base = {"source": str(job.medium), "query": str(job.query), "frame": None}
-            progress = JobProgress(job, advance)  # a still that is searched advances in its batch
-            if not is_video(job.medium) and (kept := resume.resumed(index, job, names.peek(job.medium))) is not None:
-                names.take(job.medium)
-                pending.add_done(kept)
-                continue
-            try:
-                key = (job.query, job.query_mask)
-                if key in failed:
-                    raise InputError(failed[key])
-                try:
-                    prepared = prepare(key, index)
-                except InputError as error:
-                    failed[key] = str(error)
-                    raise
-                if is_video(job.medium):
+    try:
+        with record, resume.opened(), SearchWorkers(searcher, workers) as side_by_side:
+            pending = ImageBatch(side_by_side, out, names, summary, lines, batch, advance, resume)
+            for index, job in enumerate(jobs):
+                if job.error is not None:
                     pending.flush()
-                if is_video(job.medium) and temporal:
-                    from pipelines.temporal_run import search_temporal
+                    summary.errors.append(job.error)
+                    lines.append({"source": None, "query": None, "frame": None, "error": job.error})
+                    continue
+                assert job.query is not None and job.medium is not None
+                base = {"source": str(job.medium), "query": str(job.query), "frame": None}
+                progress = JobProgress(job, advance)  # a still that is searched advances in its batch
+                if not is_video(job.medium) and (kept := resume.resumed(index, job, names.peek(job.medium))) is not None:
+                    names.take(job.medium)
+                    pending.add_done(kept)
+                    continue
+                try:
+                    key = (job.query, job.query_mask)
+                    if key in failed:
+                        raise InputError(failed[key])
+                    try:
+                        prepared = prepare(key, index)
+                    except InputError as error:
+                        failed[key] = str(error)
+                        raise
+                    if is_video(job.medium):
+                        pending.flush()
+                    if is_video(job.medium) and temporal:
+                        from pipelines.temporal_run import search_temporal
 
-                    for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
-                                                save_heatmaps=save_heatmaps, batch=batch,
-                                                advance=progress, reports=summary.tracks,
-                                                skipped_files=summary.skipped, initial_box=initial_box):
-                        summary.frames += 1
-                        summary.detections += len(line["detections"])
-                        lines.append(line)
-                elif is_video(job.medium):
-                    for line in _search_video(side_by_side, prepared, job.medium, out, names, save_heatmaps,
-                                              batch, progress, summary):
-                        lines.append(line)
-                else:
-                    stats = file_stats(job)  # as read: a file changed while it is searched is searched again
-                    pending.add(prepared, job.medium, _read_still(job.medium), index, stats)
-                if is_video(job.medium):
+                        for line in search_temporal(searcher, prepared, job.medium, out, names.take(job.medium),
+                                                    save_heatmaps=save_heatmaps, batch=batch,
+                                                    advance=progress, reports=summary.tracks,
+                                                    skipped_files=summary.skipped, initial_box=initial_box):
+                            summary.frames += 1
+                            summary.detections += len(line["detections"])
+                            lines.append(line)
+                    elif is_video(job.medium):
+                        for line in _search_video(side_by_side, prepared, job.medium, out, names, save_heatmaps,
+                                                  batch, progress, summary):
+                            lines.append(line)
+                    else:
+                        stats = file_stats(job)  # as read: a file changed while it is searched is searched again
+                        pending.add(prepared, job.medium, _read_still(job.medium), index, stats)
+                    if is_video(job.medium):
+                        progress.finish()
+                except InputError as error:
+                    pending.flush()
                     progress.finish()
-            except InputError as error:
-                pending.flush()
-                progress.finish()
-                summary.errors.append(str(error))
-                lines.append({**base, "error": str(error)})
-        pending.flush()
+                    summary.errors.append(str(error))
+                    lines.append({**base, "error": str(error)})
+            pending.flush()
 
-    lines.write(out / DETECTIONS_FILE)
+        lines.write()
+    finally:
+        lines.close()
     summary.resumed = resume.kept
     summary.seconds = time.perf_counter() - start
     return summary
 
 
 class LineFile:
-    """detections.jsonl's lines in order, each written as it comes to an unnamed scratch file in ``out``
-    (gone with the process), copied into place by :meth:`write`: a list held every line (~1.3 kB a
-    frame: 130 MB for a 100,000-frame video) until the run's end, then the whole file as one string."""
+    """detections.jsonl's lines in order, each written as it comes to its hidden temporary beside it in
+    ``--out`` and renamed into place by :meth:`write` (a list held every line, ~1.3 kB a frame: 130 MB for
+    a 100,000-frame video, until the run's end); a write error names detections.jsonl. :meth:`close`
+    removes the temporary of a run that failed (a killed run's is removed by the next run's record)."""
 
-    def __init__(self, out: Path) -> None:
-        self.out = out
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.temporary: Path | None = None
         self.file: IO[str] | None = None
 
-    def append(self, line: dict[str, Any]) -> None:
+    def _opened(self) -> IO[str]:
         if self.file is None:  # at the first line: --out exists by then
-            self.file = tempfile.TemporaryFile("w+", encoding="utf-8", newline="", dir=self.out)
-        self.file.write(json.dumps(line) + "\n")
+            self.temporary = temporary_beside(self.path)
+            self.file = open(self.temporary, "w", encoding="utf-8", newline="")
+        return self.file
 
-    def write(self, path: Path) -> None:
-        """The lines into ``path``, atomically; the scratch file closed."""
-        try:
-            with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8", newline="") as file:
-                if self.file is not None:
-                    self.file.seek(0)
-                    shutil.copyfileobj(self.file, file)
-        finally:
-            if self.file is not None:
-                self.file.close()
+    def append(self, line: dict[str, Any]) -> None:
+        with naming_errors(self.path):
+            self._opened().write(json.dumps(line) + "\n")
+
+    def write(self) -> None:
+        """The lines into place, atomically (an empty file where there were none)."""
+        with naming_errors(self.path):
+            self._opened().close()
+        assert self.temporary is not None
+        replace_into_place(self.temporary, self.path)
+        self.temporary = None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.temporary is not None:
+            self.temporary.unlink(missing_ok=True)
+            self.temporary = None
 
 
 def _read_still(medium: Path) -> Any:

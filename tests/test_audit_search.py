@@ -3,8 +3,11 @@ Small generated images and videos; the untrained network on the CPU."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+
+import pytest
 
 from augment.imageio import save_image
 from cli_checks import run_cli
@@ -198,3 +201,30 @@ def test_a_long_videos_detection_lines_are_not_held_in_memory_until_the_end(tmp_
         written = (tmp_path / f"out{count}" / "detections.jsonl").read_text()
         assert written == "".join(json.dumps(line(medium, i)) + "\n" for i in range(count))
     assert peaks[5000] - peaks[500] < 1_000_000, peaks  # a list: +6 MB
+
+
+def test_a_full_disk_while_detection_lines_are_written_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """The lines streamed to an unnamed scratch file: a full disk said 'file system: No space left on
+    device' naming no file, and a failed run held the scratch file open; now the error names
+    detections.jsonl and the temporary beside it is removed."""
+    import errno
+    import types
+
+    import pipelines.search_outputs as search_outputs
+    from pipelines.search_jobs import SearchJob
+
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(search_outputs, "open", lambda *args, **kwargs: FullDisk(), raising=False)
+    monkeypatch.setattr(search_outputs, "_search_video", lambda *args: iter([{"frame": 0, "detections": []}]))
+    searcher = types.SimpleNamespace(network=types.SimpleNamespace(use_onnx=lambda: None), device="cpu",
+                                     prepare=lambda query, mask=None: "prepared")
+    (tmp_path / "q.png").write_bytes(b"q")
+    (tmp_path / "v.mp4").write_bytes(b"v")
+    with pytest.raises(OSError) as raised:
+        search_outputs.run_search(searcher, [SearchJob(tmp_path / "q.png", tmp_path / "v.mp4", work=1)], tmp_path / "out",
+                                  temporal=False, workers=1)
+    assert raised.value.filename == str(tmp_path / "out" / "detections.jsonl")
+    assert not [p for p in (tmp_path / "out").iterdir() if "detections" in p.name], list((tmp_path / "out").iterdir())

@@ -184,7 +184,7 @@ def test_a_segment_of_the_folder_that_holds_out_does_not_segment_the_earlier_run
     for _ in range(2):
         result = run_cli("segment", photos, "--checkpoint", segment_checkpoint, "--out", out, "--device", "cpu")
         assert result.exit_code == 0, result.output
-        assert "segmented 1 images" in result.output
+        assert "segmented 1 image in" in result.output
         assert _listing(out) == ["classes.json", "one.confidence.png", "one.overlay.jpg", "one.png"]
 
 
