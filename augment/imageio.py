@@ -259,8 +259,9 @@ def describe_unreadable(data: bytes, name: str) -> str:
     if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
         return f"{name}: a HEIC/HEIF or AVIF image, which cannot be read here; convert it to JPEG or PNG"
     if (video := video_container(data)) is not None:  # a phone's clip saved as .jpg: not 'corrupt'
-        return (f"{name}: an {video} video, not an image (a wrong extension? videos are read by theirs: "
-                f"{', '.join(sorted(VIDEO_EXTENSIONS))})")
+        article = "a" if video.startswith("Matroska") else "an"
+        return (f"{name}: {article} {video} video, not an image (a wrong extension? synth search reads videos "
+                f"by their own: {', '.join(sorted(VIDEO_EXTENSIONS))})")
     return f"{name}: not a readable image (corrupt, truncated or unknown format)"
 
 

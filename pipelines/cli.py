@@ -235,7 +235,7 @@ def expand(
     manifest = result.manifest
     made = result.rows_written
     table = Table(title=f"synth expand → {out}", show_header=False)
-    table.add_row("composites", f"{manifest['num_rows']} ({made} made now, {result.shards_skipped_as_done} shards already done)")
+    table.add_row("composites", f"{manifest['num_rows']} ({made} made now, {counted(result.shards_skipped_as_done, 'shard')} already done)")
     table.add_row("shards", str(len(manifest["shards"])))
     table.add_row("cutouts", str(manifest["objects"]["cutouts"]))
     table.add_row("backgrounds", str(manifest["backgrounds"]["count"]))

@@ -247,7 +247,7 @@ def register(app: typer.Typer) -> None:
         for track in summary.tracks:
             console.print(f"{track['source']}: target tracked in {track['tracked']}, "
                           f"re-detected in {track['re_detected']}, lost in {track['lost']} of "
-                          f"{track['frames']} frames; {track['skipped']} frames skipped",
+                          f"{counted(track['frames'], 'frame')}; {counted(track['skipped'], 'frame')} skipped",
                           highlight=False, soft_wrap=True)
             if track['frames'] and not track['tracked'] and not track['re_detected'] and initial_box is None:
                 # Never acquired: the boxes drawn are best guesses; a known box starts tracking at once.
@@ -368,7 +368,7 @@ def register(app: typer.Typer) -> None:
                           f"{result.precision:.3f}, recall {result.recall:.3f}) over "
                           f"{counted(len(found), 'case')} -> {out}", highlight=False)
             if result.f1 <= 0:  # no threshold found anything: the report's threshold is no calibration
-                say("warning", f"no threshold found a single object in these {len(found)} cases (F1 0 at every "
+                say("warning", f"no threshold found a single object in these {counted(len(found), 'case')} (F1 0 at every "
                     f"one); {out}'s threshold {result.threshold:.2f} is a placeholder, not calibrated: "
                     "check the cases (their objects' size against the media, the categories)", "yellow")
             if skipped:  # each one is logged (-v); the count and the first few always shown

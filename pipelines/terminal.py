@@ -178,7 +178,10 @@ def help_ends_quietly_on_broken_pipe(command) -> None:
     def quiet_format_help(ctx, formatter) -> None:
         from typer import rich_utils
 
-        make_console = rich_utils._get_rich_console
+        make_console = getattr(rich_utils, "_get_rich_console", None)
+        if make_console is None:  # a typer that renamed it: its own help (a closed pipe ends it as before)
+            format_help(ctx, formatter)
+            return
 
         def help_console(stderr: bool = False) -> Console:
             made = make_console(stderr)

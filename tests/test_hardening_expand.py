@@ -92,7 +92,7 @@ def test_1_a_shard_with_an_intact_footer_but_damaged_pages_is_made_again(inputs,
     result = expand(inputs, out, "-n", 20)
     assert result.exit_code == 0, result.output
     assert shard.read_bytes() == good
-    assert "1 shards already done" in result.output
+    assert "1 shard already done" in result.output
 
 
 # ----------------------------------------------------------------- 2: stale shards

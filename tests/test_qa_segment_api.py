@@ -214,4 +214,4 @@ def test_segment_and_search_given_only_missing_paths_refuse_and_leave_the_earlie
     assert_one_line_error(result, 2, "onee.jpg: no such file or folder")
     assert {folder: sorted(p.name for p in folder.iterdir()) for folder in (segmented, found)} == before
     result = run_cli("segment", photo, typo, "--checkpoint", checkpoint, "--out", segmented, "--device", "cpu")
-    assert result.exit_code == 1 and "skipped: " in result.output and "segmented 1 images" in result.output
+    assert result.exit_code == 1 and "skipped: " in result.output and "segmented 1 image in" in result.output
