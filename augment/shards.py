@@ -176,7 +176,7 @@ def shard_run(path: Place, parquet: pq.ParquetFile | None = None) -> str:
 def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
     """Composite shards named by ``paths``: a folder (or object-store prefix) gives the shards its
     manifest lists, a file itself. A shard named twice (the folder and one of its files, a folder given
-    twice, a run's copy in another folder: the same shard of the same run, :func:`shard_run`) is read
+    twice, a run's copy in another folder: the same shard, rows and run, :func:`shard_run`) is read
     once, with a warning: `synth show` drew its rows twice on one sheet, a segmentation run read them twice
     an epoch, `synth export` skipped each row a second time ('id seen before'). Shards of other runs are
     all read, whatever their names."""
@@ -192,8 +192,11 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
         else:
             found = [check_composite_shard(path)]
         for shard in found:
-            run = shard_run(shard)
-            key = (run, shard.name) if run.startswith("run ") else _own_file(shard)
+            parquet = open_shard(shard)
+            run = shard_run(shard, parquet)
+            # Its rows: a run's rows are the same whatever its --num, so a shard of as many rows and the name is
+            # a copy; the first shard of a run of 6 rows and of one of 10 (same config and seed) are both read.
+            key = (run, shard.name, parquet.metadata.num_rows) if run.startswith("run ") else _own_file(shard)
             if key in shards and isinstance(key, tuple) and _own_file(shards[key]) != _own_file(shard):
                 log.warning("%s: the same shard of the same %s as %s (a copy); read once", shard, run, shards[key])
             elif key in shards:

@@ -348,3 +348,9 @@ def test_rows_of_two_runs_numbered_alike_are_all_read_by_export_show_and_segment
     classes = parse_classes([{"name": "background", "source_labels": ["null"]}, "shape"])
     config = SegmentConfig(classes=classes, eval_size=(32, 32), short_side=32, crop_size=32, eval_fraction=0.0)
     assert len(list(SegmentShards(named, config, split="train", shuffle_buffer=1))) == 10
+    # The same run made longer (its --num is no part of the run hash): its shard is read, its first rows
+    # are run a's (skipped by export as seen), the rest are new.
+    _stamp_run(make_shards(tmp_path / "longer", n_cutouts=4, n_composites=8, size=32, seed=1).folder, "aaaa")
+    assert len(find_shards([run_a, tmp_path / "longer"])) == 2
+    counts = export_coco([run_a, tmp_path / "longer"], tmp_path / "coco")
+    assert (counts["images"], counts["skip_reasons"]) == (8, {"id seen before": 6})
