@@ -26,7 +26,7 @@ from augment.coco_source import coco_image_roots
 from augment.imageio import InputError, decode_image, encode_png, is_image_path, walk_files
 from augment.labelme_source import labelme_source_files, looks_like_labelme
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA, RENDERING_VERSION
-from augment.shards import iter_objects_table, one_line, read_objects_table
+from augment.shards import iter_objects_table, objects_table_columns, read_objects_table
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
 from augment.system import ignore_interrupts, usable_cpus
@@ -278,10 +278,7 @@ def load_cutouts(objects_path: Path, cache_bytes: int | None = None) -> list[Cut
     if not objects_path.exists():
         raise InputError(f"{objects_path}: objects table not found")
     columns = ["cutout_id", "category", "image", "superpixels", "area"]
-    try:
-        names = pq.read_schema(objects_path).names
-    except (pa.ArrowException, OSError) as error:
-        raise InputError(f"{objects_path}: not a readable objects table ({one_line(error)})") from None
+    names = objects_table_columns(objects_path)
     # Tables written before these columns have none.
     columns += [name for name in ("provenance", "box", "source_size") if name in names]
     cache: ByteLRU[tuple[np.ndarray, np.ndarray]] = ByteLRU(

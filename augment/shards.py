@@ -70,6 +70,17 @@ def iter_objects_table(path: Place, columns: list[str] | None = None) -> Iterato
         raise _unreadable_objects_table(path, error) from None
 
 
+def objects_table_columns(path: Place) -> list[str]:
+    """The column names of the objects table at ``path``, with :func:`read_objects_table`'s one-line errors."""
+    _check_plain(path, "an objects table")
+    try:
+        if isinstance(path, Location):
+            return pq.read_schema(path.path, filesystem=path.fs).names
+        return pq.read_schema(path).names
+    except _OBJECTS_TABLE_ERRORS as error:
+        raise _unreadable_objects_table(path, error) from None
+
+
 def _unreadable_objects_table(path: Place, error: BaseException) -> InputError:
     return InputError(f"{path}: not a readable objects table ({one_line(error)})")
 
