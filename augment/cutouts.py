@@ -26,7 +26,7 @@ from augment.coco_source import coco_image_roots
 from augment.imageio import InputError, decode_image, encode_png, is_image_path, walk_files
 from augment.labelme_source import labelme_source_files, looks_like_labelme
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA, RENDERING_VERSION
-from augment.shards import iter_objects_table, objects_table_columns, read_objects_table
+from augment.objects_table import iter_objects_table, objects_table_columns, read_objects_table
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
 from augment.system import ignore_interrupts, usable_cpus

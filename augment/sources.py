@@ -321,7 +321,7 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
 
 # ---------------------------------------------------------------- objects tables
 def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    from augment.shards import iter_objects_table, objects_table_columns, read_objects_table
+    from augment.objects_table import iter_objects_table, objects_table_columns, read_objects_table
 
     path = source / OBJECTS_FILE
     # The sources first (include, exclude and limit), then the rows a row group at a time: the whole table

@@ -10,7 +10,7 @@ import numpy as np
 from augment.byte_cache import ByteLRU
 from augment.imageio import decode_image
 from augment.resizing import resize_rgba
-from augment.shards import read_objects_table
+from augment.objects_table import read_objects_table
 from augment.storage import Place
 from augment.textfiles import loads_json
 
