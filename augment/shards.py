@@ -150,7 +150,7 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
     an epoch, `synth export` skipped each row a second time ('id seen before'). Shards of other runs are
     all read, whatever their names."""
     paths = paths if isinstance(paths, (list, tuple)) else [paths]
-    shards: dict[Any, Place] = {}  # the shard's run and name (its own file, where no run is stored) -> the path it was named by
+    shards: dict[Any, Place] = {}  # the shard's run, name and rows (its own file, where no run is stored) -> the path it was named by
     for path in map(as_place, paths):
         if path.is_dir() or (is_remote(path) and not path.exists()):  # a missing prefix: "no manifest.json"
             found = manifest_shards(path)
