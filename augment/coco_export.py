@@ -2,7 +2,7 @@
 
 The export is written whole or not at all: into a temporary folder beside ``--out``, renamed into
 place when complete. Every row is checked before it is written (its JPEG complete and decodable,
-its mask decodable and of the image's size, its id a safe file name not used before); bad rows are
+its mask decodable and of the image's size, its id a safe file name not used before in its run); bad rows are
 skipped and counted, never written as files holding bad bytes.
 
 Rows of labelled photos (`synth photo-shards`, `synth extract`) name every pixel: their ``background``
@@ -34,7 +34,7 @@ from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import OutputNames, check_output_folder, inside, is_safe_name
 from augment.photo_shards import IGNORE_CATEGORY
 from augment.schema import is_photo_background, object_problem
-from augment.shards import find_shards, iter_rows
+from augment.shards import find_shards, iter_rows, row_key, shard_run
 from augment.storage import Place
 from augment.textfiles import loads_json
 
@@ -158,12 +158,13 @@ def file_stem(row_id: str) -> str:
     return f"_{stem}" if stem[0] in "-." else stem
 
 
-def _row_problem(row: dict[str, Any], used: set[str]) -> tuple[str | None, np.ndarray | None]:
-    """Why a row cannot be exported (a short reason, None if it can), and its instance-id mask."""
+def _row_problem(row: dict[str, Any], used: set[tuple[str, str]], run: str) -> tuple[str | None, np.ndarray | None]:
+    """Why a row of run ``run`` (:func:`augment.shards.shard_run`) cannot be exported (a short reason, None
+    if it can), and its instance-id mask. ``used``: the rows exported so far (:func:`augment.shards.row_key`)."""
     row_id = row.get("id")
     if not isinstance(row_id, str) or not row_id.strip(". ") or any(c in row_id for c in "/\\\0"):
         return "id is not a safe file name", None  # empty, or a path: '../x', '/abs' (a hand-edited shard)
-    if row_id.lower() in used:
+    if row_key(run, row_id) in used:  # another run's row of this id is kept (its file named -2)
         return "id seen before", None
     image_bytes = (row.get("image") or {}).get("bytes") or b""
     mask_bytes = (row.get("mask") or {}).get("bytes") or b""
@@ -223,19 +224,20 @@ def _write_coco(shards: list[Place], folder: Path, shown: Path) -> dict[str, Any
     (folder / "images").mkdir()
     categories: dict[str, int] = {}
     skipped: collections.Counter[str] = collections.Counter()
-    used: set[str] = set()
+    used: set[tuple[str, str]] = set()
+    runs = {shard: shard_run(shard) for shard in shards}
     names = OutputNames(suffixes=(".jpg",))
     images_folder = inside(folder, folder / "images")
     with atomic_path(folder / ANNOTATIONS_FILE) as temporary, naming_errors(shown / ANNOTATIONS_FILE), \
             open(temporary, "w", encoding="utf-8") as out, tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder) as pending:
         out.write('{"info": %s, "images": [' % json.dumps({"description": DESCRIPTION_PREFIX + ", ".join(map(str, shards))}))
         images, annotations = _EntryWriter(out), _EntryWriter(pending)
-        for _, row in iter_rows(shards):
-            problem, instances = _row_problem(row, used)
+        for shard, row in iter_rows(shards):
+            problem, instances = _row_problem(row, used, runs[shard])
             if problem is not None:
                 skipped[problem] += 1
                 continue
-            used.add(row["id"].lower())
+            used.add(row_key(runs[shard], row["id"]))
             image_id = images.count + 1
             file_name = f"{names.take(Path(file_stem(row['id']) + '.jpg'))}.jpg"
             with naming_errors(shown):

@@ -27,7 +27,7 @@ from augment.coco_source import coco_image_roots
 from augment.imageio import InputError, decode_image, encode_png, is_image_path, walk_files
 from augment.labelme_source import labelme_source_files, looks_like_labelme
 from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA, RENDERING_VERSION
-from augment.shards import one_line, read_objects_table
+from augment.objects_table import iter_objects_table, objects_table_columns, read_objects_table
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
 from augment.system import ignore_interrupts, usable_cpus
@@ -268,12 +268,18 @@ def add_superpixels(rows: list[dict], max_side: int, workers: int = 1,
             progress(done, len(jobs))
 
 
+OBJECTS_ROW_GROUP = 256  # rows of a row group of objects.parquet
+
+
 def write_objects_table(rows: list[dict], path: Path, fingerprint: str = "") -> None:
-    """Write ``objects.parquet`` atomically; ``fingerprint`` identifies the inputs it was made from."""
+    """Write ``objects.parquet`` atomically; ``fingerprint`` identifies the inputs it was made from. Written
+    a row group at a time (the bytes ``pq.write_table`` of the whole table gives): made one Arrow table, every
+    cutout's PNGs were held twice (the rows and the table) while it was written."""
     schema = OBJECTS_SCHEMA.with_metadata({**OBJECTS_SCHEMA.metadata, INPUTS_HASH_KEY: fingerprint.encode()})
-    table = pa.Table.from_pylist(rows, schema=schema)
-    with atomic_path(path) as temporary:
-        pq.write_table(table, temporary, compression="zstd", row_group_size=256)
+    with atomic_path(path) as temporary, pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+        for start in range(0, max(len(rows), 1), OBJECTS_ROW_GROUP):  # an empty table: one empty group, as before
+            group = pa.Table.from_pylist(rows[start:start + OBJECTS_ROW_GROUP], schema=schema)
+            writer.write_table(group, row_group_size=OBJECTS_ROW_GROUP)
 
 
 def load_cutouts(objects_path: Path, cache_bytes: int | None = None) -> list[Cutout]:
@@ -284,17 +290,14 @@ def load_cutouts(objects_path: Path, cache_bytes: int | None = None) -> list[Cut
     if not objects_path.exists():
         raise InputError(f"{objects_path}: objects table not found")
     columns = ["cutout_id", "category", "image", "superpixels", "area"]
-    try:
-        names = pq.read_schema(objects_path).names
-    except (pa.ArrowException, OSError) as error:
-        raise InputError(f"{objects_path}: not a readable objects table ({one_line(error)})") from None
+    names = objects_table_columns(objects_path)
     # Tables written before these columns have none.
     columns += [name for name in ("provenance", "box", "source_size") if name in names]
-    table = read_objects_table(objects_path, columns)
     cache: ByteLRU[tuple[np.ndarray, np.ndarray]] = ByteLRU(
         CUTOUT_CACHE_BYTES if cache_bytes is None else cache_bytes, _decoded_bytes)
     cutouts: list[Cutout] = []
-    for row in table.to_pylist():
+    # A row group at a time: the whole table read, then made rows, held every PNG twice (4x the table at its peak).
+    for row in (row for group in iter_objects_table(objects_path, columns) for row in group.to_pylist()):
         box, size = row.get("box"), row.get("source_size")
         cutouts.append(StoredCutout(row["cutout_id"], row["category"], row["image"]["bytes"],  # type: ignore[arg-type]
                                     row["superpixels"]["bytes"], int(row["area"]), row.get("provenance"),

@@ -52,7 +52,7 @@ def source_label_names(source: Path, config: SourceConfig) -> set[str]:
 
         return cvat_label_names(source)
     if fmt == "objects":
-        from augment.shards import read_objects_table
+        from augment.objects_table import read_objects_table
 
         path = source / OBJECTS_FILE
         return {str(c) for c in read_objects_table(path, ["category"]).column(0).unique().to_pylist()}

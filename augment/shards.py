@@ -43,18 +43,6 @@ def _check_plain(path: Place, expected: str) -> None:
         check_plain_file(path, expected)
 
 
-def read_objects_table(path: Place, columns: list[str] | None = None, memory_map: bool = False) -> pa.Table:
-    """``columns`` of the objects table (cutouts) at ``path``, local or in an object store; a file that
-    cannot be read (not Parquet, damaged pages, a column missing) is one InputError naming it on one line."""
-    _check_plain(path, "an objects table")
-    try:
-        if isinstance(path, Location):
-            return pq.read_table(path.path, columns=columns, filesystem=path.fs)
-        return pq.read_table(path, columns=columns, memory_map=memory_map)
-    except (pa.ArrowException, OSError, KeyError) as error:
-        raise InputError(f"{path}: not a readable objects table ({one_line(error)})") from None
-
-
 # Columns without which a Parquet file is not a composite shard.
 COMPOSITE_COLUMNS = ("id", "image", "mask", "objects")
 
@@ -142,13 +130,27 @@ def check_composite_shard(path: Place | str) -> Place:
     return path
 
 
+def shard_run(path: Place, parquet: pq.ParquetFile | None = None) -> str:
+    """The run that wrote shard ``path`` (``parquet``: the shard already open): the run hash in its footer
+    (`synth expand`, `photo-shards`, `extract`), else (a shard written by another tool) its folder. Rows are
+    identified by their run and id: two runs number their rows alike (``train-00000000`` each), so an id
+    alone took a second run's rows for the first's ('id seen before': `synth export` kept one run of two)."""
+    metadata = (parquet or open_shard(path)).metadata.metadata or {}
+    stored = metadata.get(RUN_HASH_KEY, b"").decode(errors="replace")
+    if stored:
+        return f"run {stored}"
+    return f"folder {path.parent if is_remote(path) else Path(path).resolve().parent}"
+
+
 def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
     """Composite shards named by ``paths``: a folder (or object-store prefix) gives the shards its
     manifest lists, a file itself. A shard named twice (the folder and one of its files, a folder given
-    twice) is read once, with a warning: `synth show` drew its rows twice on one sheet, a segmentation
-    run read them twice an epoch, `synth export` skipped each row a second time ('id seen before')."""
+    twice, a run's copy in another folder: the same shard, rows and run, :func:`shard_run`) is read
+    once, with a warning: `synth show` drew its rows twice on one sheet, a segmentation run read them twice
+    an epoch, `synth export` skipped each row a second time ('id seen before'). Shards of other runs are
+    all read, whatever their names."""
     paths = paths if isinstance(paths, (list, tuple)) else [paths]
-    shards: dict[Place, Place] = {}  # the shard's own file (a local one resolved) -> the path it was named by
+    shards: dict[Any, Place] = {}  # the shard's run, name and rows (its own file, where no run is stored) -> the path it was named by
     for path in map(as_place, paths):
         if path.is_dir() or (is_remote(path) and not path.exists()):  # a missing prefix: "no manifest.json"
             found = manifest_shards(path)
@@ -159,14 +161,31 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
         else:
             found = [check_composite_shard(path)]
         for shard in found:
-            key = shard if is_remote(shard) else Path(shard).resolve()
-            if key in shards:
+            parquet = open_shard(shard)
+            run = shard_run(shard, parquet)
+            # Its rows: a run's rows are the same whatever its --num, so a shard of as many rows and the name is
+            # a copy; the first shard of a run of 6 rows and of one of 10 (same config and seed) are both read.
+            key = (run, shard.name, parquet.metadata.num_rows) if run.startswith("run ") else _own_file(shard)
+            if key in shards and isinstance(key, tuple) and _own_file(shards[key]) != _own_file(shard):
+                log.warning("%s: the same shard of the same %s as %s (a copy); read once", shard, run, shards[key])
+            elif key in shards:
                 log.warning("%s: named more than once among the shards (as %s too); read once", shards[key], shard)
             else:
                 shards[key] = shard
     if not shards:
         raise InputError("no shards given")
     return list(shards.values())
+
+
+def _own_file(shard: Place) -> Place:
+    """The file ``shard`` names (a local one resolved: a folder named by two spellings, or through a link)."""
+    return shard if is_remote(shard) else Path(shard).resolve()
+
+
+def row_key(run: str, row_id: Any) -> tuple[str, Any]:
+    """What tells a row from every other among several runs' shards: its run (:func:`shard_run`) and its
+    id (compared without case where it is text, as the files named after it are on macOS and Windows)."""
+    return run, row_id.lower() if isinstance(row_id, str) else row_id
 
 
 def iter_rows(shards: list[Path], columns: list[str] | None = None) -> Iterator[tuple[Path, dict]]:

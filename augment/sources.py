@@ -322,18 +322,20 @@ def _read_label_maps(source: Path, config: SourceConfig) -> Iterator[SourceItem]
 
 # ---------------------------------------------------------------- objects tables
 def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
-    from augment.shards import read_objects_table
+    from augment.objects_table import iter_objects_table, objects_table_columns, read_objects_table
 
     path = source / OBJECTS_FILE
-    table = read_objects_table(path)
-    columns = set(table.column_names)
-    if not {"category", "image", "source", "box"} <= columns:
+    # The sources first (include, exclude and limit), then the rows a row group at a time: the whole table
+    # read and made rows held every cutout's PNG twice, beside the rows expand makes of them.
+    if not {"category", "image", "source", "box"} <= set(objects_table_columns(path)):
         raise InputError(f"{path}: not an objects table (needs category, image, source and box columns)")
-    rows = table.to_pylist()
-    if not rows:  # `synth extract` accepted no mask: a source of no cutouts, beside others or alone
+    sources = read_objects_table(path, ["source"]).column("source").to_pylist()
+    if not sources:  # `synth extract` accepted no mask: a source of no cutouts, beside others or alone
         yield Skip(str(path), "no cutouts (an empty objects table: `synth extract` accepted no mask)")
         return
-    for row in _limited_rows(rows, config):
+    kept = {index for _, index in limited([(Path(source), index) for index, source in enumerate(sources)], config)}
+    rows = (row for group in iter_objects_table(path) for row in group.to_pylist())
+    for row in (row for index, row in enumerate(rows) if index in kept):
         if not category_allowed(row["category"], config):
             continue
         name = f"{path}:{row.get('cutout_id', '?')}"
@@ -353,12 +355,6 @@ def _read_objects(source: Path, config: SourceConfig) -> Iterator[SourceItem]:
         size = row.get("source_size")  # tables written before the column have none
         yield SourceObject(rgba, row["category"], row["source"], tuple(row["box"]), row.get("provenance"), superpixels,
                            tuple(size) if size else None)
-
-
-def _limited_rows(rows: list[dict], config: SourceConfig) -> list[dict]:
-    """include, exclude and limit of an objects table apply to the stem of each cutout's source image."""
-    keyed = limited([(Path(row["source"]), index) for index, row in enumerate(rows)], config)
-    return [rows[index] for _, index in keyed]
 
 
 def read_each(sources: Iterable[Path | str], reader: Callable[[Path, SourceConfig], Iterator[T | Skip]],

@@ -33,7 +33,8 @@ def write_video(frames: list, path: Path, scale: float) -> list:
     highlighted video is written); the scaled frames as the command's reader decodes them back."""
     import cv2
 
-    from pipelines.video import FrameReader, VideoWriter
+    from pipelines.video import FrameReader
+    from pipelines.video_writer import VideoWriter
 
     h, w = frames[0].shape[:2]
     size = (round(w * scale), round(h * scale))

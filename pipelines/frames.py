@@ -217,7 +217,7 @@ def frames_and_highlights(medium: Path, video: Path, batch: int,
     8 px a side one before it (as a still image that small is: searched, it gives only noise).
     """
     from pipelines.search import check_min_side
-    from pipelines.video import VideoWriter
+    from pipelines.video_writer import VideoWriter
 
     reader = open_frames(medium, batch)
     try:

@@ -77,4 +77,4 @@ def _training_rows(folders: list[Path]) -> dict[str, int]:
     from augment.shards import find_shards
     from train.segment_data import rows_by_kind
 
-    return rows_by_kind([path for folder in folders for path in find_shards(folder)])
+    return rows_by_kind(find_shards(folders))  # as the segmentation run reads them: a shard named twice, once

@@ -9,9 +9,7 @@ size its header declares, before any frame is decoded, and from its first frame 
 a later frame of another size over the limit ends the video there with ``reader.error`` naming it,
 and one under the limit is resized to the first frame's size (one size per video, as its boxes and
 highlighted video need).
-:class:`VideoWriter` encodes RGB frames to a temporary file beside the target and renames it into
-place on :meth:`VideoWriter.close` (atomic: a crash never leaves a half-written video under the
-final name).
+Writing them is :mod:`pipelines.video_writer`.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from augment.atomic_files import replace_into_place, temporary_beside
 from augment.imageio import InputError, check_plain_file, empty_or_text, opencv_path
 from augment.pixel_limit import check_size
 
@@ -42,8 +39,6 @@ logger = logging.getLogger(__name__)
 # capture opens; set OPENCV_FFMPEG_LOGLEVEL=32 (or higher) to see FFmpeg's messages when debugging.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-# FourCC per output container; mp4v/MJPG are built into every OpenCV wheel (no system codecs).
-_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 _END = object()
 # Frames in a row that may fail to decode, within the frame count the header declares, before the
 # video counts as ending there: a damaged frame (a camera's MJPEG with a corrupt JPEG) is skipped and
@@ -51,11 +46,6 @@ _END = object()
 # on past it). A failed read costs ~1-3 us (past a cut AVI's or MKV's end, damaged MJPEG frames): the bound
 # only stops a header declaring a billion frames; 8 lost a clip whose first 10 frames were damaged.
 MAX_BAD_FRAMES_IN_A_ROW = 1000
-# Frame rates the encoders take (FFmpeg's MPEG-4: a time base denominator up to 65535, and no rate that
-# rounds to nothing; OpenCV's own MJPEG writer: at least 1 frame/s). A container may declare any rate (a
-# damaged header, a time-lapse): the highlighted video is written at the nearest rate the encoder takes,
-# where OpenCV refused to open the writer and the medium was lost as "cannot write this video format".
-_FPS_RANGE = {"mp4v": (0.01, 65535.0), "MJPG": (1.0, 65535.0)}
 DEFAULT_FPS = 25.0  # a rate that is 0, negative, NaN or infinite: the container declares none
 
 
@@ -298,107 +288,3 @@ class FrameReader:
 def _rate(fps: float) -> float:
     """A declared frame rate, or :data:`DEFAULT_FPS` where it is none (0, negative, NaN, infinite)."""
     return float(fps) if math.isfinite(fps) and fps > 0 else DEFAULT_FPS
-
-
-def writable_fps(fps: float, fourcc: str, path: Path) -> float:
-    """``fps`` brought into the range ``fourcc``'s encoder takes (logged where it changes): a rate a
-    container declares far out of it (100000 or 0.001 frames/s) made OpenCV refuse the writer."""
-    low, high = _FPS_RANGE[fourcc]
-    rate = min(max(_rate(fps), low), high)
-    if rate != fps:
-        logger.warning("%s: written at %g frames/s (the encoder takes %g to %g; the medium declares %g)",
-                       path, rate, low, high, fps)
-    return rate
-
-
-class VideoWriter:
-    """Encode RGB frames on a background thread; the file appears under ``path`` on close()."""
-
-    def __init__(self, path: Path | str, fps: float, width: int, height: int,
-                 prefetch: int = 8) -> None:
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in _FOURCC:
-            raise InputError(f"{self.path}: cannot write video with suffix {suffix!r} "
-                             f"(supported: {', '.join(sorted(_FOURCC))})")
-        opencv_path(self.path)  # before anything is created for it
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The temporary keeps the suffix: OpenCV picks the container from it.
-        self._temporary = temporary_beside(self.path, suffix=suffix)
-        self.size = (int(width), int(height))
-        # The encoders (mp4v, MJPG) take even sizes only: a 641 x 481 medium's video came out 640 x 480,
-        # its last column and row cut (a box along that edge lost its line). Odd sides get a black pixel.
-        self.encoded_size = (self.size[0] + self.size[0] % 2, self.size[1] + self.size[1] % 2)
-        self.fps = writable_fps(fps, _FOURCC[suffix], self.path)
-        self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*_FOURCC[suffix]),
-                                       self.fps, self.encoded_size)
-        if not self._writer.isOpened():
-            self._temporary.unlink(missing_ok=True)
-            raise InputError(f"{self.path}: OpenCV cannot write this video format")
-        self.frames_written = 0
-        self.error: str | None = None  # the encoder's failure, one line naming the file
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-        self._thread = threading.Thread(target=self._encode, name=f"encode {self.path.name}",
-                                        daemon=True)
-        self._thread.start()
-
-    def _encode(self) -> None:
-        while True:
-            frame = self._queue.get()
-            if frame is _END:
-                return
-            if self.error is not None:  # failed: frames are taken and dropped, so write() never blocks
-                continue
-            try:
-                if self.encoded_size != self.size:
-                    frame = cv2.copyMakeBorder(frame, 0, self.encoded_size[1] - self.size[1], 0,
-                                               self.encoded_size[0] - self.size[0], cv2.BORDER_CONSTANT, value=0)
-                self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            except Exception as error:  # noqa: BLE001 - an encoder thread that died left write() waiting forever
-                self.error = f"{self.path}: cannot encode frame {self.frames_written} ({str(error).strip()[:80]})"
-                continue
-            self.frames_written += 1
-
-    def write(self, frame_rgb: np.ndarray) -> None:
-        """Queue an RGB frame (resized to the video's size where it differs); an InputError once the
-        encoder has failed."""
-        if self.error is not None:
-            raise InputError(self.error)
-        if frame_rgb.shape[1::-1] != self.size:
-            frame_rgb = cv2.resize(frame_rgb, self.size, interpolation=cv2.INTER_AREA)
-        self._queue.put(frame_rgb)
-
-    def close(self, keep: bool = True) -> None:
-        """Finish encoding; ``keep`` renames the file into place, else it is deleted. A video whose
-        encoder failed is deleted and its error raised (an InputError), where ``keep`` asked for it."""
-        self._queue.put(_END)
-        self._thread.join()
-        self._writer.release()
-        if keep and self.frames_written and self.error is None:
-            self.error = self._unreadable()
-        if keep and self.frames_written and self.error is None:
-            replace_into_place(self._temporary, self.path)
-        else:
-            self._temporary.unlink(missing_ok=True)
-        if keep and self.error is not None:
-            raise InputError(self.error)
-
-    def _unreadable(self) -> str | None:
-        """Why the encoded temporary is not the whole video, or None. OpenCV's writer says nothing
-        when a write fails (a full disk, a quota): it left a truncated file (an MP4 without its index)
-        that would be renamed into place as the highlighted video; read back, it opens with every frame."""
-        capture = cv2.VideoCapture(str(self._temporary))
-        try:
-            frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else -1
-        finally:
-            capture.release()
-        if frames == self.frames_written:
-            return None
-        found = "does not open" if frames < 0 else f"reads back {frames} of its {self.frames_written} frames"
-        return f"{self.path}: the video written {found} (a full disk or quota?); not kept"
-
-    def __enter__(self) -> "VideoWriter":
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.close(keep=exc_type is None)

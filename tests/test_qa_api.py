@@ -303,3 +303,54 @@ def test_a_shard_named_twice_is_read_once_by_show_and_export(tmp_path, caplog):
     assert contact_sheet(named, tmp_path / "sheet.png", rows=3, columns=3, tile=16) == 6
     counts = export_coco(named, tmp_path / "coco")
     assert (counts["images"], counts["skipped"]) == (6, 0)
+
+
+def _stamp_run(folder, run_hash: str) -> None:
+    """Write ``folder``'s factory shards again with ``run_hash`` in their footers, as `synth expand` does."""
+    import pyarrow.parquet as pq
+
+    from augment.schema import RUN_HASH_KEY
+
+    for shard in sorted(folder.glob("train-*.parquet")):
+        table = pq.read_table(shard)
+        pq.write_table(table.replace_schema_metadata({**table.schema.metadata, RUN_HASH_KEY: run_hash.encode()}),
+                       shard, row_group_size=4)
+
+
+def test_rows_of_two_runs_numbered_alike_are_all_read_by_export_show_and_segmentation(tmp_path, caplog):
+    """Two runs number their rows alike (train-00000000 ...): `synth export runA runB` skipped every row of
+    runB as 'id seen before'. Rows are told apart by run and id: all are kept (a second file of a name
+    gets -2), while a copy of a run (the same run hash) is read once, as a shard named twice is."""
+    import shutil
+
+    from augment.coco_export import export_coco
+    from augment.contact_sheet import contact_sheet
+    from augment.shards import find_shards
+    from shard_factory import make_shards
+    from train.segment_config import SegmentConfig, parse_classes
+    from train.segment_data import SegmentShards
+
+    run_a = make_shards(tmp_path / "a", n_cutouts=4, n_composites=6, size=32, seed=1).folder
+    run_b = make_shards(tmp_path / "b", n_cutouts=4, n_composites=4, size=32, seed=2).folder  # ids as run a's
+    counts = export_coco([run_a, run_b], tmp_path / "coco")  # shards of no stored run: one run a folder
+    assert (counts["images"], counts["skipped"]) == (10, 0)
+    assert sorted(p.name for p in (tmp_path / "coco" / "images").iterdir())[:2] == ["composite-00000-2.jpg",
+                                                                                 "composite-00000.jpg"]
+    _stamp_run(run_a, "aaaa")
+    _stamp_run(run_b, "bbbb")
+    shutil.copytree(run_a, tmp_path / "copy")  # the same run elsewhere: one run, read once
+    named = [run_a, run_b, tmp_path / "copy", run_a / "train-00000.parquet"]
+    assert find_shards(named) == [run_a / "train-00000.parquet", run_b / "train-00000.parquet"]
+    assert "copy/train-00000.parquet: the same shard of the same run aaaa as " in caplog.text
+    counts = export_coco(named, tmp_path / "coco")
+    assert (counts["images"], counts["skipped"]) == (10, 0)
+    assert contact_sheet(named, tmp_path / "sheet.png", rows=4, columns=4, tile=16) == 10
+    classes = parse_classes([{"name": "background", "source_labels": ["null"]}, "shape"])
+    config = SegmentConfig(classes=classes, eval_size=(32, 32), short_side=32, crop_size=32, eval_fraction=0.0)
+    assert len(list(SegmentShards(named, config, split="train", shuffle_buffer=1))) == 10
+    # The same run made longer (its --num is no part of the run hash): its shard is read, its first rows
+    # are run a's (skipped by export as seen), the rest are new.
+    _stamp_run(make_shards(tmp_path / "longer", n_cutouts=4, n_composites=8, size=32, seed=1).folder, "aaaa")
+    assert len(find_shards([run_a, tmp_path / "longer"])) == 2
+    counts = export_coco([run_a, tmp_path / "longer"], tmp_path / "coco")
+    assert (counts["images"], counts["skip_reasons"]) == (8, {"id seen before": 6})

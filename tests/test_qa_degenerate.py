@@ -111,7 +111,7 @@ def test_a_highlighted_video_of_odd_size_keeps_its_last_column_and_row(tmp_path,
     row (a box drawn along that edge) cut away. Now one black pixel pads each odd side."""
     import cv2
 
-    from pipelines.video import VideoWriter
+    from pipelines.video_writer import VideoWriter
 
     frame = np.zeros((9, 13, 3), np.uint8)
     frame[:, -1] = frame[-1, :] = 255

@@ -115,7 +115,7 @@ def test_a_highlighted_video_cut_short_by_a_full_disk_is_not_kept(tmp_path, suff
     import numpy as np
 
     from augment.imageio import InputError
-    from pipelines.video import VideoWriter
+    from pipelines.video_writer import VideoWriter
 
     target = tmp_path / f"clip.highlight{suffix}"
     writer = VideoWriter(target, 10.0, 64, 48)

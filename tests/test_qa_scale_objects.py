@@ -1,6 +1,6 @@
 """An objects table (objects.parquet, the cutouts beside the shards) whose footer reads but whose pages
 do not: train (in its DataLoader worker), eval and calibrate ended in pyarrow's OSError traceback; expand
-said it on two lines. One line naming the file now (augment.shards.read_objects_table, one reader)."""
+said it on two lines. One line naming the file now (augment.objects_table.read_objects_table, one reader)."""
 
 from __future__ import annotations
 

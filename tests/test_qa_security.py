@@ -286,7 +286,7 @@ def test_a_fifo_in_a_strangers_shard_or_coco_folder_is_one_line_not_a_run_waitin
     os.mkfifo(shard)  # unpacked from a tarball; SIGTERM did not end the wait either
     done = run_cli_process(["show", folder, "-o", tmp_path / "sheet.png"], tmp_path, timeout=30)
     assert done.returncode == 2 and len(error_lines(done.stderr)) == 1 and "no plain file" in done.stderr
-    from augment.shards import read_objects_table
+    from augment.objects_table import read_objects_table
     (folder / "objects.parquet").unlink()
     os.mkfifo(folder / "objects.parquet")
     with pytest.raises(InputError, match="no plain file"):

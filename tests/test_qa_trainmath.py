@@ -240,3 +240,25 @@ def test_a_composites_pasted_object_shows_no_outline_of_its_transparent_colour(t
                               DistortionConfig.from_dict({n: {"p": 0.0} for n in REGISTRY}),
                               rng=np.random.default_rng(seed))
         assert scene.objects and (scene.image == 255).all(), (seed, int(scene.image.min()))
+
+
+def test_a_cutout_librarys_cache_is_bounded_by_the_bytes_it_holds_not_a_count(tmp_path):
+    """CutoutLibrary kept 512 decoded cutouts whatever their size (300 MB of 384-px cutouts a loader
+    worker, more for larger ones); it keeps them within ``cache_bytes`` (augment.byte_cache.ByteLRU),
+    the most recently used first, a cached cutout handed back as it was decoded."""
+    import pickle
+
+    from shard_factory import make_shards
+    from train.queries import CutoutLibrary
+
+    path = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=1, size=48).folder / "objects.parquet"
+    ids = CutoutLibrary(path).ids()
+    sizes = {cutout_id: CutoutLibrary(path).rgba(cutout_id).nbytes for cutout_id in ids}
+    library = CutoutLibrary(path, cache_bytes=sizes[ids[1]] + sizes[ids[2]])
+    image = library.rgba(ids[0])
+    assert library.rgba(ids[0]) is image  # cached
+    for cutout_id in ids[1:3]:
+        library.rgba(cutout_id)
+    assert library._cache.bytes == sizes[ids[1]] + sizes[ids[2]] and ids[0] not in library._cache  # the oldest dropped
+    assert np.array_equal(library.rgba(ids[0]), image) and ids[1] not in library._cache
+    assert pickle.loads(pickle.dumps(library)).rgba(ids[0]).shape == image.shape

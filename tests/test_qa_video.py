@@ -14,7 +14,8 @@ import pytest
 
 from augment.imageio import save_image
 from cli_checks import run_cli
-from pipelines.video import FrameReader, VideoWriter
+from pipelines.video import FrameReader
+from pipelines.video_writer import VideoWriter
 from tests.test_hardening_search import _random
 
 

@@ -311,3 +311,19 @@ def test_ccp_confirmation_photos_are_neither_trained_on_nor_held_out(tmp_path):
               "held_out": {"include": ["000[4-6]"], "exclude": []}}
     assert segment_ccp.ceiling_stems(tmp_path, config) == ["0001", "0002", "0003"] + [f"{i:04d}" for i in range(7, 13)]
     assert segment_ccp.confirmation_stems(tmp_path, config) == [f"{i:04d}" for i in range(7, 13)]
+
+
+def test_the_training_rows_reported_are_those_the_segmentation_run_reads(tmp_path):
+    """A shard two folders hold (a copy of one run beside it) is read once by the segmentation run
+    (find_shards of all its folders together); the report counted it once per folder."""
+    import shutil
+
+    from pipelines.selftune_metrics import _training_rows
+    from shard_factory import make_shards
+
+    folder = make_shards(tmp_path / "a", n_cutouts=4, n_composites=6, size=32).folder
+    table = pq.read_table(folder / "train-00000.parquet")
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"synth_run_hash": b"aaaa"}),
+                   folder / "train-00000.parquet", row_group_size=4)
+    shutil.copytree(folder, tmp_path / "copy")
+    assert sum(_training_rows([folder, tmp_path / "copy"]).values()) == 6

@@ -15,7 +15,7 @@ import pytest
 
 from augment.imageio import InputError, save_image
 from cli_checks import run_cli
-from pipelines.video import VideoWriter
+from pipelines.video_writer import VideoWriter
 from tests.test_hardening_search import _random
 from tests.test_pixel_limits import _write_video
 
