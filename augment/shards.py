@@ -92,6 +92,11 @@ def read_manifest(folder: Place | str) -> dict[str, Any]:
 def manifest_shards(folder: Place | str) -> list[Place]:
     """The shards ``folder``'s manifest lists, each checked to be there, readable, with the composite
     columns, of the listed size and (where the manifest names its run) written by that run."""
+    return [path for path, _ in _opened_manifest_shards(folder)]
+
+
+def _opened_manifest_shards(folder: Place | str) -> list[tuple[Place, pq.ParquetFile]]:
+    """:func:`manifest_shards` with each shard's open file (its footer read once)."""
     folder = as_place(folder)
     manifest = read_manifest(folder)
     run_hash = manifest.get("run_hash")
@@ -108,7 +113,7 @@ def manifest_shards(folder: Place | str) -> list[Place]:
         if isinstance(run_hash, str) and stored != run_hash:  # e.g. another folder's shard copied over it
             raise InputError(f"{path}: written by run {stored or '(none)'}, not the run {MANIFEST_FILE} lists "
                              f"({run_hash}): changed after the run finished; rerun `synth expand`")
-        shards.append(path)
+        shards.append((path, parquet))
     if not shards:
         raise InputError(f"{folder}: {MANIFEST_FILE} lists no shards")
     return shards
@@ -123,11 +128,12 @@ def check_columns(parquet: pq.ParquetFile, path: Place) -> None:
         raise InputError(f"{path}: not a composite shard (no {', '.join(missing)} column)")
 
 
-def check_composite_shard(path: Place | str) -> Place:
-    """``path`` after checking it is a readable Parquet file with the composite columns."""
+def _opened_composite_shard(path: Place | str) -> tuple[Place, pq.ParquetFile]:
+    """``path`` and its open file, after checking it is a readable Parquet file with the composite columns."""
     path = as_place(path)
-    check_columns(open_shard(path), path)
-    return path
+    parquet = open_shard(path)
+    check_columns(parquet, path)
+    return path, parquet
 
 
 def shard_run(path: Place, parquet: pq.ParquetFile | None = None) -> str:
@@ -153,15 +159,14 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
     shards: dict[Any, Place] = {}  # the shard's run, name and rows (its own file, where no run is stored) -> the path it was named by
     for path in map(as_place, paths):
         if path.is_dir() or (is_remote(path) and not path.exists()):  # a missing prefix: "no manifest.json"
-            found = manifest_shards(path)
+            found = _opened_manifest_shards(path)
         elif not path.exists():
             raise InputError(f"{path}: no such file or directory")
         elif path.name == OBJECTS_FILE:
             raise InputError(f"{path}: is the cutouts table, not a composite shard")
         else:
-            found = [check_composite_shard(path)]
-        for shard in found:
-            parquet = open_shard(shard)
+            found = [_opened_composite_shard(path)]
+        for shard, parquet in found:  # (each footer read once: a 100,000-row shard's is 7 MB)
             run = shard_run(shard, parquet)
             # Its rows: a run's rows are the same whatever its --num, so a shard of as many rows and the name is
             # a copy; the first shard of a run of 6 rows and of one of 10 (same config and seed) are both read.
