@@ -111,7 +111,7 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
             detections = searcher.detect(prepared, maps.heat[0], maps.object_height[0], threshold=0.0)
         else:
             detections = stage.fused(prepared, medium, maps.heat[0], maps.object_height[0], 0.0, maps.features)
-        return textured(detections, medium), boxes  # as the search reports them: none in a flat box
+        return textured(detections, medium, prepared), boxes  # as the search reports them: none in a flat box
 
     # A box no detection can match (x, y, w, h as COCO writes them: x1 < x0; NaN) was a miss at every
     # threshold without a word: F1 0 and the threshold 0.5.

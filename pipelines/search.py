@@ -352,7 +352,7 @@ class Searcher:
                 detections, best = self.verification.results(prepared, media[i], heat, size, maps.features, i)
             # A flat box holds no texture, so not the query, however its near-constant features
             # correlate (a grey frame's heat reached 0.39); it stays the best guess if it is the top peak.
-            detections = textured(detections, media[i])
+            detections = textured(detections, media[i], prepared)
             results.append(Result(
                 heatmap=heat, detections=detections, threshold=self.score_threshold, best=best,
                 image=media[i] if keep_images else None, source=sources[i] if sources else None,

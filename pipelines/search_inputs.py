@@ -5,6 +5,7 @@ search returns (:class:`SearchMaps`). :mod:`pipelines.search_maps` runs the netw
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from dataclasses import dataclass, field
@@ -93,6 +94,11 @@ class PreparedQuery:
     def size(self) -> tuple[int, int]:
         return int(self.rgb.shape[0]), int(self.rgb.shape[1])
 
+    @functools.cached_property
+    def flat(self) -> bool:
+        """Whether the object is one flat colour (query_is_flat): no texture to tell it from a flat region."""
+        return query_is_flat(self.rgb, self.mask)
+
 
 def to_tensor(images: Sequence[np.ndarray], device: torch.device, channels_last: bool) -> torch.Tensor:
     batch = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
@@ -176,17 +182,25 @@ def flat_region(image: np.ndarray, box: Sequence[float]) -> bool:
     return is_flat(values - plane @ fit)
 
 
-def textured(detections: Sequence[Any], image: np.ndarray) -> list[Any]:
-    """``detections`` less those whose box is flat in ``image`` (flat_region): what every search
-    reports (stills, video frames, calibration's cases), its best guess left as it is."""
+def textured(detections: Sequence[Any], image: np.ndarray, query: "PreparedQuery") -> list[Any]:
+    """``detections`` of a textured query less those whose box is flat in ``image`` (flat_region): what
+    every search reports (stills, video frames, calibration's cases), its best guess left as it is. A
+    flat query's are all kept: a flat region is what it matches (warned: warn_if_flat)."""
+    if query.flat:
+        return list(detections)
     return [d for d in detections if not flat_region(image, d.box)]
+
+
+def query_is_flat(rgb: np.ndarray, mask: np.ndarray | None) -> bool:
+    """Whether a query's object (its pixels under ``mask`` >= 0.5) is one flat colour."""
+    return is_flat(rgb.reshape(-1, 3) if mask is None else rgb[mask >= 0.5])
 
 
 def warn_if_flat(name: str, rgb: np.ndarray, mask: np.ndarray | None) -> None:
     """A warning where the query's object is one flat colour (a solid red square): the correlation then
     matches flat regions of a medium with high scores. Warned, not refused; the search is as it was
     (the line handler says a line once, so a query read twice is warned about once)."""
-    if is_flat(rgb.reshape(-1, 3) if mask is None else rgb[mask >= 0.5]):
+    if query_is_flat(rgb, mask):
         logger.warning("%s: the query is one flat colour (no texture): it matches flat regions of a medium with "
                        "high scores; crop a query that holds some of the object's pattern or edges", name)
 

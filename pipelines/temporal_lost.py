@@ -97,7 +97,7 @@ class LostSearch:
     _lost_center: tuple[float, float] | None
     _cut: bool
     searcher: Any
-    query: Any
+    query: Any  # the PreparedQuery
 
     def _search_lost(self, frame: np.ndarray, index: int, near: Look | None) -> Track:
         """While lost (long-term trackers' re-detection): the last place and the highest peaks of
@@ -191,7 +191,11 @@ class LostSearch:
         grey video given a --box was "re-detected" in 8 of its 10 frames)."""
         size = turned_size(look.height * self.aspect, look.height, look.angle)
         box = box_from(self._frame_point(look, point=look.shown), size, *frame.shape[1::-1])
-        return box[2] <= box[0] or box[3] <= box[1] or flat_region(frame, box)
+        return box[2] <= box[0] or box[3] <= box[1] or self._flat(frame, box)
+
+    def _flat(self, frame: np.ndarray, box: Sequence[float]) -> bool:
+        """Whether ``box`` is flat in ``frame`` for a textured query (a flat query matches flat boxes)."""
+        return not self.query.flat and flat_region(frame, box)
 
     def _reacquires(self, look: Look) -> bool:
         """Whether a look found while lost is the target again (see far_reacquire_ratio)."""
@@ -296,7 +300,7 @@ class LostSearch:
         height = sizes[s][0] / affine[1, 1]
         box = box_from(center, turned_size(height * self.aspect, height, self.angle), w, h)
         level = self.reference * cfg.reacquire_ratio if self.reference is not None else None
-        if (level is None or peak >= level) and not flat_region(frame, box):
+        if (level is None or peak >= level) and not self._flat(frame, box):
             if level is not None:
                 self.recent.append(peak)
             self.center, self.height, self.state = center, height, REDETECTED

@@ -103,3 +103,13 @@ def test_a_flat_video_given_a_box_is_never_redetected():
         states = [tracker.step(np.full((*SIZE, 3), value, np.uint8)).state for _ in range(8)]
         assert states[0] == TRACKING, states  # the box given: its frame as given
         assert REDETECTED not in states and TRACKING not in states[1:], (value, states)
+
+
+def test_a_flat_querys_flat_match_is_still_reported(heat_searcher: Searcher):
+    """A flat query (warned) matches flat regions: what it is searched for, so its detections are kept."""
+    query = np.zeros((40, 40, 3), np.uint8)
+    query[:] = (200, 30, 40)
+    scene = _photo()
+    scene[60:180, 100:220] = (200, 30, 40)  # the object larger than the query: boxes inside it are flat
+    detections = heat_searcher.find(query, scene).detections
+    assert any(flat_region(scene, d.box) for d in detections), detections
