@@ -149,6 +149,7 @@ FLAT_QUERY_STD = 2.0  # grey levels (of 255): a query's object under this spread
 # levels on a black frame spreads 0.75 over 4 x 4 pixels, an object's pattern or edges far more.
 FLAT_CELL = 4
 FLAT_MIN_CELLS = 4  # cells a side a plane (a gradient) is fitted to
+FLAT_NOISE_STD = 6.0  # grey levels the pixels of a flat region spread about their cell's mean (noise)
 
 
 def is_flat(pixels: np.ndarray) -> bool:
@@ -160,7 +161,7 @@ def is_flat(pixels: np.ndarray) -> bool:
 def flat_region(image: np.ndarray, box: Sequence[float]) -> bool:
     """Whether the part of ``image`` (H x W x C) inside ``box`` (x0, y0, x1, y1) is one flat colour or a
     single linear gradient once averaged over FLAT_CELL x FLAT_CELL pixels (sensor noise, a flat colour's
-    JPEG blocks): it holds no texture, so no textured query is there, whatever a correlation of its
+    JPEG blocks), the pixels spreading under FLAT_NOISE_STD about their cell's mean: it holds no texture, so no textured query is there, whatever a correlation of its
     near-constant features scores (a box wholly outside the image: not flat)."""
     h, w = image.shape[:2]
     x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
@@ -179,7 +180,12 @@ def flat_region(image: np.ndarray, box: Sequence[float]) -> bool:
     ys, xs = np.mgrid[0:cells[1], 0:cells[0]].astype(np.float32)
     plane = np.stack([np.ones(values.shape[0], np.float32), xs.ravel(), ys.ravel()], axis=1)
     fit = np.linalg.lstsq(plane, values, rcond=None)[0]
-    return is_flat(values - plane @ fit)
+    if not is_flat(values - plane @ fit):
+        return False
+    # What the cells averaged out must be noise, not a pattern finer than a cell (2-px stripes, a fine weave)
+    cell_means = cv2.resize(averaged, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    fine = (region.astype(np.float32) - cell_means.reshape(region.shape)).reshape(-1, values.shape[1])
+    return float(fine.std(axis=0).max()) < FLAT_NOISE_STD
 
 
 def textured(detections: Sequence[Any], image: np.ndarray, query: "PreparedQuery") -> list[Any]:

@@ -61,6 +61,9 @@ def test_flat_near_flat_and_gradient_regions_are_flat_a_photos_are_not():
     assert not flat_region(photo, box)
     assert not flat_region(cv2.GaussianBlur(photo, (0, 0), 8), box)  # blurred, still shaded
     assert not flat_region(photo, (150, 40, 157, 47))  # a small box: its pixels as they are
+    stripes = np.zeros((*SIZE, 3), np.uint8)
+    stripes[:, ::4] = stripes[:, 1::4] = 255  # 2-px stripes: flat once averaged over 4 x 4, not flat
+    assert not flat_region(stripes, box)
     assert not flat_region(np.zeros((*SIZE, 3), np.uint8), (400, 10, 420, 30))  # outside: not flat
 
 
