@@ -95,6 +95,7 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
     reaches ``t`` carried through the fusion model (:meth:`pipelines.fusion.FusionModel.heat_score`).
     """
     from pipelines.search import load_rgb
+    from pipelines.search_inputs import textured
     from pipelines.search_workers import SearchWorkers
     from pipelines.window_geometry import check_start_box
 
@@ -110,7 +111,7 @@ def calibrate_threshold(searcher: "Searcher", cases: Iterable[CalibrationCase],
             detections = searcher.detect(prepared, maps.heat[0], maps.object_height[0], threshold=0.0)
         else:
             detections = stage.fused(prepared, medium, maps.heat[0], maps.object_height[0], 0.0, maps.features)
-        return detections, boxes
+        return textured(detections, medium, prepared), boxes  # as the search reports them: none in a flat box
 
     # A box no detection can match (x, y, w, h as COCO writes them: x1 < x0; NaN) was a miss at every
     # threshold without a word: F1 0 and the threshold 0.5.

@@ -48,7 +48,7 @@ from pipelines.detections import Detection, box_iou, detect, json_score, match_c
 from pipelines.highlight import highlight, object_mask
 from pipelines.search_inputs import (MIN_QUERY_INPUT_SIDE, PreparedQuery, SearchMaps,  # noqa: F401 (API)
                                      check_min_side, load_checkpoint_model, load_query, resolve_device,
-                                     untrained_model)
+                                     textured, untrained_model)
 from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES, DEFAULT_SCALES,  # noqa: F401 (API)
                                    MAX_QUERY_SCALE, MIN_QUERY_SCALE, NetworkSearch, auto_scales, check_scales)
 
@@ -350,6 +350,9 @@ class Searcher:
                 detections, best = self.peaks(prepared, heat, size)
             else:  # candidates checked geometrically, scores fused (issue 13)
                 detections, best = self.verification.results(prepared, media[i], heat, size, maps.features, i)
+            # A flat box holds no texture, so not the query, however its near-constant features
+            # correlate (a grey frame's heat reached 0.39); it stays the best guess if it is the top peak.
+            detections = textured(detections, media[i], prepared)
             results.append(Result(
                 heatmap=heat, detections=detections, threshold=self.score_threshold, best=best,
                 image=media[i] if keep_images else None, source=sources[i] if sources else None,

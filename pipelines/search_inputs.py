@@ -5,6 +5,7 @@ search returns (:class:`SearchMaps`). :mod:`pipelines.search_maps` runs the netw
 
 from __future__ import annotations
 
+import functools
 import logging
 import weakref
 from dataclasses import dataclass, field
@@ -93,6 +94,11 @@ class PreparedQuery:
     def size(self) -> tuple[int, int]:
         return int(self.rgb.shape[0]), int(self.rgb.shape[1])
 
+    @functools.cached_property
+    def flat(self) -> bool:
+        """Whether the object is one flat colour (query_is_flat): no texture to tell it from a flat region."""
+        return query_is_flat(self.rgb, self.mask)
+
 
 def to_tensor(images: Sequence[np.ndarray], device: torch.device, channels_last: bool) -> torch.Tensor:
     batch = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
@@ -139,12 +145,68 @@ MIN_QUERY_PIXELS = MIN_QUERY_INPUT_SIDE ** 2 // 2
 FLAT_QUERY_STD = 2.0  # grey levels (of 255): a query's object under this spread is one colour, no texture
 
 
+# Pixels averaged per side before a medium's region is measured (flat_region): sensor noise of 3 grey
+# levels on a black frame spreads 0.75 over 4 x 4 pixels, an object's pattern or edges far more.
+FLAT_CELL = 4
+FLAT_MIN_CELLS = 4  # cells a side a plane (a gradient) is fitted to
+FLAT_NOISE_STD = 6.0  # grey levels the pixels of a flat region spread about their cell's mean (noise)
+
+
+def is_flat(pixels: np.ndarray) -> bool:
+    """Whether pixels (N x channels) spread under FLAT_QUERY_STD grey levels in every channel: one
+    colour, no texture (no pixels: not flat)."""
+    return bool(pixels.size) and float(pixels.astype(np.float32).std(axis=0).max()) < FLAT_QUERY_STD
+
+
+def flat_region(image: np.ndarray, box: Sequence[float]) -> bool:
+    """Whether the part of ``image`` (H x W x C) inside ``box`` (x0, y0, x1, y1) is one flat colour or a
+    single linear gradient once averaged over FLAT_CELL x FLAT_CELL pixels (sensor noise, a flat colour's
+    JPEG blocks), the pixels spreading under FLAT_NOISE_STD about their cell's mean: it holds no texture, so no textured query is there, whatever a correlation of its
+    near-constant features scores (a box wholly outside the image: not flat)."""
+    h, w = image.shape[:2]
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    if x1 <= x0 or y1 <= y0:
+        return False
+    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    cells = ((x1 - x0) // FLAT_CELL, (y1 - y0) // FLAT_CELL)
+    if min(cells) < FLAT_MIN_CELLS:  # a small box: its pixels as they are
+        cells = (x1 - x0, y1 - y0)
+    averaged = cv2.resize(region, cells, interpolation=cv2.INTER_AREA).astype(np.float32)
+    values = averaged.reshape(cells[0] * cells[1], -1)
+    if min(cells) < FLAT_MIN_CELLS:  # too few to tell a gradient from a pattern: one colour only
+        return is_flat(values)
+    # What a plane through the cells (a gradient: a sky, a vignette, a lamp's fall-off) leaves
+    ys, xs = np.mgrid[0:cells[1], 0:cells[0]].astype(np.float32)
+    plane = np.stack([np.ones(values.shape[0], np.float32), xs.ravel(), ys.ravel()], axis=1)
+    fit = np.linalg.lstsq(plane, values, rcond=None)[0]
+    if not is_flat(values - plane @ fit):
+        return False
+    # What the cells averaged out must be noise, not a pattern finer than a cell (2-px stripes, a fine weave)
+    cell_means = cv2.resize(averaged, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    fine = (region.astype(np.float32) - cell_means.reshape(region.shape)).reshape(-1, values.shape[1])
+    return float(fine.std(axis=0).max()) < FLAT_NOISE_STD
+
+
+def textured(detections: Sequence[Any], image: np.ndarray, query: "PreparedQuery") -> list[Any]:
+    """``detections`` of a textured query less those whose box is flat in ``image`` (flat_region): what
+    every search reports (stills, video frames, calibration's cases), its best guess left as it is. A
+    flat query's are all kept: a flat region is what it matches (warned: warn_if_flat)."""
+    if query.flat:
+        return list(detections)
+    return [d for d in detections if not flat_region(image, d.box)]
+
+
+def query_is_flat(rgb: np.ndarray, mask: np.ndarray | None) -> bool:
+    """Whether a query's object (its pixels under ``mask`` >= 0.5) is one flat colour."""
+    return is_flat(rgb.reshape(-1, 3) if mask is None else rgb[mask >= 0.5])
+
+
 def warn_if_flat(name: str, rgb: np.ndarray, mask: np.ndarray | None) -> None:
     """A warning where the query's object is one flat colour (a solid red square): the correlation then
     matches flat regions of a medium with high scores. Warned, not refused; the search is as it was
     (the line handler says a line once, so a query read twice is warned about once)."""
-    pixels = rgb.reshape(-1, 3) if mask is None else rgb[mask >= 0.5]
-    if pixels.size and float(pixels.astype(np.float32).std(axis=0).max()) < FLAT_QUERY_STD:
+    if query_is_flat(rgb, mask):
         logger.warning("%s: the query is one flat colour (no texture): it matches flat regions of a medium with "
                        "high scores; crop a query that holds some of the object's pattern or edges", name)
 

@@ -241,11 +241,11 @@ class TemporalSearcher(LostSearch, Adaptation, Acquisition, WindowLooks):
             # The frame the target was found (or given) in: the query may have been cut from it,
             # an exact match that would set the reference too high; the next frame sets it.
             self._fresh = False
-        elif self._beyond_frame(look, frame):
-            return None  # the target left the frame: lost, however well the edge still matches
+        elif self._holds_nothing(look, frame):
+            return None  # the target left the frame, or the box is flat: lost, however well it matches
         elif self.reference is not None and self._lost(look):
             rescued = self._rescued(frame, look)
-            if rescued is None or self._beyond_frame(rescued, frame):
+            if rescued is None or self._holds_nothing(rescued, frame):
                 return None  # lost: the caller searches on
             look = rescued
             self._remember(look)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
+from pipelines.search_inputs import flat_region
 from pipelines.temporal_track import GRID, LOST, REDETECTED, Look, Track
 from pipelines.window_geometry import box_from, shift_map, turned_size
 
@@ -96,7 +97,7 @@ class LostSearch:
     _lost_center: tuple[float, float] | None
     _cut: bool
     searcher: Any
-    query: Any
+    query: Any  # the PreparedQuery
 
     def _search_lost(self, frame: np.ndarray, index: int, near: Look | None) -> Track:
         """While lost (long-term trackers' re-detection): the last place and the highest peaks of
@@ -138,7 +139,7 @@ class LostSearch:
         else:
             looks = ([near] if near is not None else []) + (
                 self._look(frame, places, heights * len(centers)) if centers else [])
-        chosen = [look for look in looks if self._reacquires(look) and not self._beyond_frame(look, frame)]
+        chosen = [look for look in looks if self._reacquires(look) and not self._holds_nothing(look, frame)]
         if chosen:
             best = max(chosen, key=lambda look: (look.confidence or 0.0, look.peak))
             return self._hold(frame, index, best, REDETECTED, False)
@@ -181,14 +182,20 @@ class LostSearch:
         # Held, a turned look sets the target's angle and the online filter afresh (_hold).
         return max(turned, key=lambda candidate: candidate.peak) if turned else None
 
-    def _beyond_frame(self, look: Look, frame: np.ndarray) -> bool:
-        """Whether the box ``look`` would hold lies wholly outside the frame (the target left it):
-        such a look is never held nor re-detected. Its window sees the frame's edge pixels
-        replicated, which can go on matching the query (a target of horizontal bands leaving
-        sideways kept 0.8 of its reference heat 40 px beyond the edge, "tracking" an empty box)."""
+    def _holds_nothing(self, look: Look, frame: np.ndarray) -> bool:
+        """Whether the box ``look`` would hold lies wholly outside the frame (the target left it) or
+        is one flat colour (search_inputs.flat_region): such a look is never held nor re-detected.
+        Its window sees the frame's edge pixels replicated, which can go on matching the query (a
+        target of horizontal bands leaving sideways kept 0.8 of its reference heat 40 px beyond the
+        edge, "tracking" an empty box); a flat frame's features match a reference heat as flat (a
+        grey video given a --box was "re-detected" in 8 of its 10 frames)."""
         size = turned_size(look.height * self.aspect, look.height, look.angle)
-        x0, y0, x1, y1 = box_from(self._frame_point(look, point=look.shown), size, *frame.shape[1::-1])
-        return x1 <= x0 or y1 <= y0
+        box = box_from(self._frame_point(look, point=look.shown), size, *frame.shape[1::-1])
+        return box[2] <= box[0] or box[3] <= box[1] or self._flat(frame, box)
+
+    def _flat(self, frame: np.ndarray, box: Sequence[float]) -> bool:
+        """Whether ``box`` is flat in ``frame`` for a textured query (a flat query matches flat boxes)."""
+        return not self.query.flat and flat_region(frame, box)
 
     def _reacquires(self, look: Look) -> bool:
         """Whether a look found while lost is the target again (see far_reacquire_ratio)."""
@@ -293,7 +300,7 @@ class LostSearch:
         height = sizes[s][0] / affine[1, 1]
         box = box_from(center, turned_size(height * self.aspect, height, self.angle), w, h)
         level = self.reference * cfg.reacquire_ratio if self.reference is not None else None
-        if level is None or peak >= level:
+        if (level is None or peak >= level) and not self._flat(frame, box):
             if level is not None:
                 self.recent.append(peak)
             self.center, self.height, self.state = center, height, REDETECTED
