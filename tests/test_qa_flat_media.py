@@ -5,12 +5,9 @@ searched alone or a calibration case (its best guess stays), and a video's targe
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import cv2
 import numpy as np
 import pytest
-import torch
 from skimage import data
 
 from pipelines.search import Searcher
@@ -38,14 +35,6 @@ def _flat_media() -> dict[str, np.ndarray]:
 
 def _photo() -> np.ndarray:
     return cv2.resize(data.astronaut(), SIZE[::-1], interpolation=cv2.INTER_AREA)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
