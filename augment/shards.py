@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -95,12 +95,14 @@ def manifest_shards(folder: Place | str) -> list[Place]:
     return [path for path, _ in _opened_manifest_shards(folder)]
 
 
-def _opened_manifest_shards(folder: Place | str) -> list[tuple[Place, pq.ParquetFile]]:
-    """:func:`manifest_shards` with each shard's open file (its footer read once)."""
+def _opened_manifest_shards(folder: Place | str) -> Iterator[tuple[Place, pq.ParquetFile]]:
+    """:func:`manifest_shards` with each shard's open file (its footer read once), one at a time (every
+    footer held at once grew with the rows: ~7 MB a 100,000-row shard)."""
     folder = as_place(folder)
     manifest = read_manifest(folder)
     run_hash = manifest.get("run_hash")
-    shards = []
+    if not manifest["shards"]:
+        raise InputError(f"{folder}: {MANIFEST_FILE} lists no shards")
     for entry in manifest["shards"]:
         path = inside(folder, folder / entry["name"])
         parquet = open_shard(path)
@@ -113,10 +115,7 @@ def _opened_manifest_shards(folder: Place | str) -> list[tuple[Place, pq.Parquet
         if isinstance(run_hash, str) and stored != run_hash:  # e.g. another folder's shard copied over it
             raise InputError(f"{path}: written by run {stored or '(none)'}, not the run {MANIFEST_FILE} lists "
                              f"({run_hash}): changed after the run finished; rerun `synth expand`")
-        shards.append((path, parquet))
-    if not shards:
-        raise InputError(f"{folder}: {MANIFEST_FILE} lists no shards")
-    return shards
+        yield path, parquet
 
 
 def check_columns(parquet: pq.ParquetFile, path: Place) -> None:
@@ -156,10 +155,10 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
     an epoch, `synth export` skipped each row a second time ('id seen before'). Shards of other runs are
     all read, whatever their names."""
     paths = paths if isinstance(paths, (list, tuple)) else [paths]
-    shards: dict[Any, Place] = {}  # the shard's run, name and rows (its own file, where no run is stored) -> the path it was named by
+    shards: dict[Any, tuple[Place, int]] = {}  # the shard's run and name (its own file, where no run is stored) -> (the path it was named by, its rows)
     for path in map(as_place, paths):
         if path.is_dir() or (is_remote(path) and not path.exists()):  # a missing prefix: "no manifest.json"
-            found = _opened_manifest_shards(path)
+            found: Iterable[tuple[Place, pq.ParquetFile]] = _opened_manifest_shards(path)
         elif not path.exists():
             raise InputError(f"{path}: no such file or directory")
         elif path.name == OBJECTS_FILE:
@@ -168,18 +167,23 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
             found = [_opened_composite_shard(path)]
         for shard, parquet in found:  # (each footer read once: a 100,000-row shard's is 7 MB)
             run = shard_run(shard, parquet)
-            # Its rows: a run's rows are the same whatever its --num, so a shard of as many rows and the name is
-            # a copy; the first shard of a run of 6 rows and of one of 10 (same config and seed) are both read.
-            key = (run, shard.name, parquet.metadata.num_rows) if run.startswith("run ") else _own_file(shard)
-            if key in shards and isinstance(key, tuple) and _own_file(shards[key]) != _own_file(shard):
-                log.warning("%s: the same shard of the same %s as %s (a copy); read once", shard, run, shards[key])
-            elif key in shards:
-                log.warning("%s: named more than once among the shards (as %s too); read once", shards[key], shard)
+            rows = parquet.metadata.num_rows
+            # A run's rows are the same whatever its --num (no part of the run hash): a shard of the same run
+            # and name is a copy, or a longer run's, whose first rows are the shorter's: the longer is read.
+            key = (run, shard.name) if run.startswith("run ") else _own_file(shard)
+            if key not in shards:
+                shards[key] = (shard, rows)
+            elif _own_file(shards[key][0]) == _own_file(shard):
+                log.warning("%s: named more than once among the shards (as %s too); read once", shards[key][0], shard)
+            elif rows > shards[key][1]:
+                log.warning("%s: the same shard of the same %s as %s with more rows (a longer run); read in its "
+                            "place", shard, run, shards[key][0])
+                shards[key] = (shard, rows)
             else:
-                shards[key] = shard
+                log.warning("%s: the same shard of the same %s as %s (a copy); read once", shard, run, shards[key][0])
     if not shards:
         raise InputError("no shards given")
-    return list(shards.values())
+    return [shard for shard, _ in shards.values()]
 
 
 def _own_file(shard: Place) -> Place:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import logging
 import unicodedata
 from pathlib import Path
@@ -57,6 +58,13 @@ PHOTO_OBJECTS: dict[str, Callable[[Path, SourceConfig], Iterator[PhotoObjects | 
     "coco": coco_photos, "labelme": labelme_photos, "yolo": yolo_photos, "cvat_mask": cvat_photos}
 
 
+def _has_photo(mask: Path) -> bool:
+    """Whether ``x_mask.png`` has its photo ``x.*`` beside it (a LabelMe photo of a face mask,
+    ``face_mask.jpg``, is no mask of mask pairs)."""
+    stem = mask.stem[: -len("_mask")]
+    return any(is_image_path(p) and p.stem == stem for p in mask.parent.glob(f"{glob.escape(stem)}.*"))
+
+
 def detect_format(source: Path) -> str:
     """Guess a source's format from what the folder holds."""
     if source.is_file():
@@ -75,7 +83,7 @@ def detect_format(source: Path) -> str:
         if _looks_like_coco(candidate):
             return "coco"
     # Mask pairs before LabelMe: masks drawn from LabelMe files are often kept beside them.
-    if (source / "masks").is_dir() or any(is_image_path(p) for p in source.glob("*_mask.*")):
+    if (source / "masks").is_dir() or any(_has_photo(p) for p in source.glob("*_mask.*") if is_image_path(p)):
         return "mask_pairs"
     if any(looks_like_labelme(p) for p in sorted(source.glob("*.json")) + sorted(source.glob("*/*.json"))):
         return "labelme"

@@ -104,3 +104,16 @@ def test_a_cvat_class_mask_without_its_photo_is_a_skip_also_when_include_is_give
     objects, skips = _read(tmp_path, include=["*"])
     assert [Path(o.source).name for o in objects] == ["a.png"]
     assert [(Path(s.path).name, s.reason) for s in skips] == [("b.png", "no photo with this name")]
+
+
+def test_a_labelme_folder_holding_a_photo_named_like_a_mask_is_still_labelme(tmp_path):
+    """face_mask.jpg (a photo of a face mask) beside its LabelMe file made the folder mask pairs: no
+    objects, a skip per file. A *_mask file counts as a mask only beside its photo."""
+    from augment.sources import detect_format
+
+    for name in ("beach", "face_mask"):
+        _photo(tmp_path / f"{name}.png")
+        _labelme(tmp_path, name, [_shape("thing", [[2, 2], [20, 2], [20, 20], [2, 20]])])
+    assert detect_format(tmp_path) == "labelme"
+    objects, skips = _read(tmp_path)
+    assert sorted(Path(o.source).name for o in objects) == ["beach.png", "face_mask.png"] and not skips
