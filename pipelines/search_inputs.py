@@ -150,6 +150,7 @@ FLAT_QUERY_STD = 2.0  # grey levels (of 255): a query's object under this spread
 FLAT_CELL = 4
 FLAT_MIN_CELLS = 4  # cells a side a plane (a gradient) is fitted to
 FLAT_NOISE_STD = 6.0  # grey levels the pixels of a flat region spread about their cell's mean (noise)
+FLAT_MAX_SIDE = 512  # a larger box is judged shrunk to this (the search sees a frame at 1024 px)
 
 
 def is_flat(pixels: np.ndarray) -> bool:
@@ -169,6 +170,11 @@ def flat_region(image: np.ndarray, box: Sequence[float]) -> bool:
     if x1 <= x0 or y1 <= y0:
         return False
     region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    if max(region.shape[:2]) > FLAT_MAX_SIDE:  # judged at about the search's working scale: a 2000-px box took
+        factor = FLAT_MAX_SIDE / max(region.shape[:2])  # 60-320 ms a frame and three full-size float copies
+        region = cv2.resize(region, (max(1, round(region.shape[1] * factor)), max(1, round(region.shape[0] * factor))),
+                            interpolation=cv2.INTER_AREA)
+    y0, x0, (y1, x1) = 0, 0, region.shape[:2]
     cells = ((x1 - x0) // FLAT_CELL, (y1 - y0) // FLAT_CELL)
     if min(cells) < FLAT_MIN_CELLS:  # a small box: its pixels as they are
         cells = (x1 - x0, y1 - y0)
@@ -198,8 +204,17 @@ def textured(detections: Sequence[Any], image: np.ndarray, query: "PreparedQuery
 
 
 def query_is_flat(rgb: np.ndarray, mask: np.ndarray | None) -> bool:
-    """Whether a query's object (its pixels under ``mask`` >= 0.5) is one flat colour."""
-    return is_flat(rgb.reshape(-1, 3) if mask is None else rgb[mask >= 0.5])
+    """Whether a query's object (its pixels under ``mask`` >= 0.5) is one flat colour, or flat as a medium's
+    box is judged (flat_region: noise, a smooth shading): a query cut from a plain region found itself in a
+    box the search then dropped as flat, its own match at 1.0 (outside the mask: the object's mean colour,
+    so the mask's edge is no texture)."""
+    inside = np.ones(rgb.shape[:2], bool) if mask is None else mask >= 0.5
+    if is_flat(rgb[inside]):
+        return True
+    if not inside.any():
+        return False
+    filled = np.where(inside[..., None], rgb, rgb[inside].mean(axis=0).astype(rgb.dtype))
+    return flat_region(filled, (0, 0, rgb.shape[1], rgb.shape[0]))
 
 
 def warn_if_flat(name: str, rgb: np.ndarray, mask: np.ndarray | None) -> None:

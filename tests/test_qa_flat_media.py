@@ -105,3 +105,34 @@ def test_a_flat_querys_flat_match_is_still_reported(heat_searcher: Searcher):
     scene[60:180, 100:220] = (200, 30, 40)  # the object larger than the query: boxes inside it are flat
     detections = heat_searcher.find(query, scene).detections
     assert any(flat_region(scene, d.box) for d in detections), detections
+
+
+def test_a_query_cut_from_a_plain_region_finds_itself_and_is_judged_as_a_box_is():
+    """A plain blue garment with sensor noise (or a smooth shading) pasted into a photo, the query cut from
+    inside it: its raw pixels spread over 2 grey levels, so it counted as textured, while the same pixels
+    in the medium made a flat box: the search dropped its own match at 1.0. The query is now judged by
+    the medium's rule (flat_region)."""
+    from pipelines.search_inputs import query_is_flat
+
+    rng = np.random.default_rng(3)
+    photo = _photo()
+    garment = np.clip(rng.normal((40, 60, 170), 3, (120, 120, 3)), 0, 255).astype(np.uint8)
+    photo[80:200, 100:220] = garment
+    query = photo[100:180, 120:200].copy()
+    shaded = np.clip(query.astype(np.float32) + np.linspace(0, 30, 80)[None, :, None], 0, 255).astype(np.uint8)
+    assert query_is_flat(query, None) and query_is_flat(shaded, None)
+    assert not query_is_flat(_photo()[60:200, 100:240], None)
+    found = Searcher(device="cpu").find(query, photo).detections
+    assert found, "the query's own match was dropped as flat"
+    x0, y0, x1, y1 = found[0].box
+    assert abs((x0 + x1) / 2 - 160) < 12 and abs((y0 + y1) / 2 - 140) < 12, found[0].box
+
+
+def test_a_large_box_is_judged_shrunk_to_the_searchs_scale_alike():
+    """A 2000-px box was judged at full size (three full-size float copies, 60-320 ms a 4K frame): now
+    shrunk to FLAT_MAX_SIDE; a flat one is still flat, a photo's is not."""
+    rng = np.random.default_rng(0)
+    flat = np.clip(rng.normal(90, 3, (1600, 2000, 3)), 0, 255).astype(np.uint8)
+    assert flat_region(flat, (0, 0, 2000, 1600))
+    photo = cv2.resize(data.astronaut(), (2000, 1600), interpolation=cv2.INTER_CUBIC)
+    assert not flat_region(photo, (0, 0, 2000, 1600))
