@@ -115,4 +115,7 @@ def test_same_padding_folded_into_the_strided_convolutions(searcher: Searcher) -
             ours, theirs = (s.run(None, {s.get_inputs()[0].name: medium}) for s in sessions)
             assert len(ours) == len(theirs)
             for a, b in zip(ours, theirs):
-                assert a.shape == b.shape and np.array_equal(a, b)
+                # Bit-equal on the AVX-512 host it was measured on; another CPU's kernels for the two layouts
+                # (blocked or plain) may round apart, so a float32 ulp-level bound.
+                assert a.shape == b.shape
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
