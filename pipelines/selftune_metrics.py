@@ -77,4 +77,5 @@ def _training_rows(folders: list[Path]) -> dict[str, int]:
     from augment.shards import find_shards
     from train.segment_data import rows_by_kind
 
-    return rows_by_kind(find_shards(folders))  # as the segmentation run reads them: a shard named twice, once
+    # As the segmentation run reads them (a shard named twice, once); a round with no shard folders yet: none.
+    return rows_by_kind(find_shards(folders)) if folders else {}
