@@ -54,14 +54,14 @@ class Cutout:
 
 
 def _cutout_cache_bytes() -> int:
-    """An eighth of the machine's memory, at least 512 MB: a bank that fits (3,200 CCP cutouts, ~2 GB) is
-    decoded once before the workers fork and shared by them as it was when every cutout was held; a
-    larger one is decoded again on a miss (~1-3 ms a cutout) rather than held whole."""
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        physical = 0
-    return max(512 << 20, physical // 8)
+    """A quarter of the memory this process may use (its cgroup's limit, else the machine's), shared among
+    its CPUs' worker processes and itself, at least 512 MB. A bank that fits (3,200 CCP cutouts, ~2 GB, on
+    24 GB and 2 CPUs) is decoded once before the workers fork and shared by them, as it was when every
+    cutout was held; a larger one is decoded again on a miss (~1-3 ms a cutout), each worker keeping its
+    share, so all of them together hold at most about a quarter of the memory."""
+    from augment.system import usable_cpus, usable_memory
+
+    return max(512 << 20, usable_memory() // (4 * (usable_cpus() + 1)))
 
 
 CUTOUT_CACHE_BYTES = _cutout_cache_bytes()  # decoded cutouts (RGBA + superpixels) kept per process by load_cutouts

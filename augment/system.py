@@ -137,6 +137,43 @@ def cpu_quota(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")) -
     return min((limit for limit in limits if limit is not None), default=None)
 
 
+def memory_limit(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes this process's cgroups allow (the smallest along its cgroup's path: v2's ``memory.max``, v1's
+    ``memory.limit_in_bytes``), None where none is set or none can be read: a container's ``--memory 4g``
+    on a 256 GB host, which the host's page count does not show."""
+    if cgroups is None:
+        try:
+            cgroups = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
+    limits = []
+    for line in cgroups.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":
+            limits += [_number_in(folder / "memory.max") for folder in _along(root, path)]
+        elif "memory" in controllers.split(","):
+            limits += [_number_in(folder / "memory.limit_in_bytes") for folder in _along(root / "memory", path)]
+    # (v1 writes "no limit" as a page-rounded 2^63)
+    return min((limit for limit in limits if limit is not None and limit < 1 << 62), default=None)
+
+
+def usable_memory() -> int:
+    """The machine's memory, no more than this process's cgroup allows (0 where it cannot be read)."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        physical = 0
+    limit = memory_limit()
+    return min(physical, limit) if limit is not None and physical else (limit or physical)
+
+
+def _number_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _along(base: Path, path: str) -> list[Path]:
     """``base/path`` and each folder above it up to ``base`` (inside a container the cgroup's own path
     is often not under the mount, which is its cgroup itself)."""

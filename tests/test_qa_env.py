@@ -166,6 +166,24 @@ def test_usable_cpus_reads_a_containers_cpu_quota_v1_and_v2(tmp_path):
     assert system.cpu_quota("4:cpu,cpuacct:/docker/0123abcd\n", v1) is None
 
 
+def test_a_containers_memory_limit_is_read_v1_and_v2_and_bounds_the_usable_memory(tmp_path, monkeypatch):
+    # `docker run --memory 4g` on a large host: the page count shows the host's memory, the cgroup the 4 GB
+    import augment.system as system
+
+    v2 = tmp_path / "v2"
+    _cgroup_file(v2 / "memory.max", "max\n")
+    _cgroup_file(v2 / "kubepods" / "pod1" / "memory.max", "4294967296\n")
+    assert system.memory_limit("0::/kubepods/pod1\n", v2) == 4 << 30
+    assert system.memory_limit("0::/\n", v2) is None
+    v1 = tmp_path / "v1"
+    _cgroup_file(v1 / "memory" / "memory.limit_in_bytes", "2147483648\n")
+    assert system.memory_limit("9:memory:/docker/0123abcd\n1:name=systemd:/x\n", v1) == 2 << 30
+    _cgroup_file(v1 / "memory" / "memory.limit_in_bytes", "9223372036854771712\n")  # v1's "no limit"
+    assert system.memory_limit("9:memory:/docker/0123abcd\n", v1) is None
+    monkeypatch.setattr(system, "memory_limit", lambda: 1 << 30)
+    assert system.usable_memory() == 1 << 30
+
+
 def test_expand_and_search_workers_and_threads_keep_within_the_quota(monkeypatch):
     import augment.system as system
     from augment.cutouts import default_workers
