@@ -312,13 +312,15 @@ class Searcher:
 
     def detect(self, query: ImageLike | PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
                threshold: float | None = None) -> list[Detection]:
-        """The heat map's instances above the threshold in one frame's maps (no verification)."""
+        """The heat map's instances above the threshold in one frame's maps (no verification; with no image,
+        no flat-box rule either: :meth:`find` drops a textured query's instances in flat boxes)."""
         return self.peaks(query, heat, object_height, threshold)[0]
 
     def peaks(self, query: ImageLike | PreparedQuery, heat: np.ndarray, object_height: np.ndarray,
               threshold: float | None = None) -> tuple[list[Detection], Detection]:
         """(The heat map's instances above the threshold, its best peak whatever its score) in one
-        frame's maps (see :func:`pipelines.detections.detect`); ``query`` as :meth:`maps` takes it."""
+        frame's maps (see :func:`pipelines.detections.detect`); ``query`` as :meth:`maps` takes it. Maps
+        only: flat boxes are not dropped here (:meth:`find` does, with the image: ``search_inputs.textured``)."""
         query = self.prepare(query)
         qh, qw = query.size
         levels = self.network.levels(query, *heat.shape)
