@@ -121,14 +121,8 @@ def threads_within_quota(environ: Any) -> None:
 def cpu_quota(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """CPUs' worth of time this process's cgroups allow (quota / period; the smallest along its cgroup's
     path, cgroup v2's ``cpu.max`` or v1's ``cpu.cfs_quota_us``), None where none is set or none can be read."""
-    if cgroups is None:
-        try:
-            cgroups = Path("/proc/self/cgroup").read_text()
-        except OSError:
-            return None
     limits = []
-    for line in cgroups.splitlines():
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+    for controllers, path in _cgroups_of(cgroups):
         if controllers == "":  # v2: "0::/path"
             limits += [_v2_limit(folder) for folder in _along(root, path)]
         elif "cpu" in controllers.split(","):  # v1: "4:cpu,cpuacct:/path"
@@ -141,14 +135,8 @@ def memory_limit(cgroups: str | None = None, root: Path = Path("/sys/fs/cgroup")
     """Bytes this process's cgroups allow (the smallest along its cgroup's path: v2's ``memory.max``, v1's
     ``memory.limit_in_bytes``), None where none is set or none can be read: a container's ``--memory 4g``
     on a 256 GB host, which the host's page count does not show."""
-    if cgroups is None:
-        try:
-            cgroups = Path("/proc/self/cgroup").read_text()
-        except OSError:
-            return None
     limits = []
-    for line in cgroups.splitlines():
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+    for controllers, path in _cgroups_of(cgroups):
         if controllers == "":
             limits += [_number_in(folder / "memory.max") for folder in _along(root, path)]
         elif "memory" in controllers.split(","):
@@ -172,6 +160,17 @@ def _number_in(path: Path) -> int | None:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _cgroups_of(cgroups: str | None) -> list[tuple[str, str]]:
+    """(controllers, path) of each line of ``cgroups`` (the text of ``/proc/self/cgroup``, read where None;
+    none where it cannot be read); v2's line has no controllers: "0::/path"."""
+    if cgroups is None:
+        try:
+            cgroups = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return []
+    return [tuple((line.split(":", 2) + ["", ""])[1:3]) for line in cgroups.splitlines()]  # type: ignore[misc]
 
 
 def _along(base: Path, path: str) -> list[Path]:
