@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from augment.schema import OBJECTS_FILE, OBJECTS_SCHEMA, RENDERING_VERSION
 from augment.objects_table import iter_objects_table, objects_table_columns, read_objects_table
 from augment.sources import Skip, SourceObject, read_each, read_source, skipped_summary
 from augment.superpixels import compute_superpixels
-from augment.system import ignore_interrupts, usable_cpus
+from augment.system import ignore_interrupts, usable_cpus, usable_memory
 from augment.textfiles import loads_json
 
 log = logging.getLogger(__name__)
@@ -59,8 +58,6 @@ def _cutout_cache_bytes() -> int:
     24 GB and 2 CPUs) is decoded once before the workers fork and shared by them, as it was when every
     cutout was held; a larger one is decoded again on a miss (~1-3 ms a cutout), each worker keeping its
     share, so all of them together hold at most about a quarter of the memory."""
-    from augment.system import usable_cpus, usable_memory
-
     return max(512 << 20, usable_memory() // (4 * (usable_cpus() + 1)))
 
 

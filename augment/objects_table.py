@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from augment.imageio import InputError
-from augment.shards import _check_plain, one_line
+from augment.shards import check_plain, one_line
 from augment.storage import Location, Place
 
 _OBJECTS_TABLE_ERRORS = (pa.ArrowException, OSError, KeyError)
@@ -19,7 +19,7 @@ _OBJECTS_TABLE_ERRORS = (pa.ArrowException, OSError, KeyError)
 def read_objects_table(path: Place, columns: list[str] | None = None, memory_map: bool = False) -> pa.Table:
     """``columns`` of the objects table (cutouts) at ``path``, local or in an object store; a file that
     cannot be read (not Parquet, damaged pages, a column missing) is one InputError naming it on one line."""
-    _check_plain(path, "an objects table")
+    check_plain(path, "an objects table")
     try:
         if isinstance(path, Location):
             return pq.read_table(path.path, columns=columns, filesystem=path.fs)
@@ -31,7 +31,7 @@ def read_objects_table(path: Place, columns: list[str] | None = None, memory_map
 def iter_objects_table(path: Place, columns: list[str] | None = None) -> Iterator[pa.Table]:
     """:func:`read_objects_table` a row group at a time (a reader that turns the rows into Python objects
     holds them and one group, not them and the whole table beside them); the same one-line errors."""
-    _check_plain(path, "an objects table")
+    check_plain(path, "an objects table")
     try:
         parquet = pq.ParquetFile(path.path, filesystem=path.fs) if isinstance(path, Location) else pq.ParquetFile(path)
         for group in range(parquet.num_row_groups):
@@ -42,7 +42,7 @@ def iter_objects_table(path: Place, columns: list[str] | None = None) -> Iterato
 
 def objects_table_columns(path: Place) -> list[str]:
     """The column names of the objects table at ``path``, with :func:`read_objects_table`'s one-line errors."""
-    _check_plain(path, "an objects table")
+    check_plain(path, "an objects table")
     try:
         if isinstance(path, Location):
             return pq.read_schema(path.path, filesystem=path.fs).names

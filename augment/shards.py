@@ -37,7 +37,7 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def _check_plain(path: Place, expected: str) -> None:
+def check_plain(path: Place, expected: str) -> None:
     """:func:`augment.imageio.check_plain_file` for a local ``path`` (an object store's has no FIFOs)."""
     if not isinstance(path, Location):
         check_plain_file(path, expected)
@@ -55,7 +55,7 @@ def open_shard(path: Place | str) -> pq.ParquetFile:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a Parquet shard")
-    _check_plain(path, "a Parquet shard")
+    check_plain(path, "a Parquet shard")
     try:
         return open_parquet(path)
     except (pa.ArrowException, OSError) as error:

@@ -174,10 +174,10 @@ def flat_region(image: np.ndarray, box: Sequence[float]) -> bool:
         factor = FLAT_MAX_SIDE / max(region.shape[:2])  # 60-320 ms a frame and three full-size float copies
         region = cv2.resize(region, (max(1, round(region.shape[1] * factor)), max(1, round(region.shape[0] * factor))),
                             interpolation=cv2.INTER_AREA)
-    y0, x0, (y1, x1) = 0, 0, region.shape[:2]
-    cells = ((x1 - x0) // FLAT_CELL, (y1 - y0) // FLAT_CELL)
+    height, width = region.shape[:2]
+    cells = (width // FLAT_CELL, height // FLAT_CELL)
     if min(cells) < FLAT_MIN_CELLS:  # a small box: its pixels as they are
-        cells = (x1 - x0, y1 - y0)
+        cells = (width, height)
     averaged = cv2.resize(region, cells, interpolation=cv2.INTER_AREA).astype(np.float32)
     values = averaged.reshape(cells[0] * cells[1], -1)
     if min(cells) < FLAT_MIN_CELLS:  # too few to tell a gradient from a pattern: one colour only
@@ -189,7 +189,7 @@ def flat_region(image: np.ndarray, box: Sequence[float]) -> bool:
     if not is_flat(values - plane @ fit):
         return False
     # What the cells averaged out must be noise, not a pattern finer than a cell (2-px stripes, a fine weave)
-    cell_means = cv2.resize(averaged, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+    cell_means = cv2.resize(averaged, (width, height), interpolation=cv2.INTER_NEAREST)
     fine = (region.astype(np.float32) - cell_means.reshape(region.shape)).reshape(-1, values.shape[1])
     return float(fine.std(axis=0).max()) < FLAT_NOISE_STD
 
@@ -198,9 +198,13 @@ def textured(detections: Sequence[Any], image: np.ndarray, query: "PreparedQuery
     """``detections`` of a textured query less those whose box is flat in ``image`` (flat_region): what
     every search reports (stills, video frames, calibration's cases), its best guess left as it is. A
     flat query's are all kept: a flat region is what it matches (warned: warn_if_flat)."""
-    if query.flat:
-        return list(detections)
-    return [d for d in detections if not flat_region(image, d.box)]
+    return [d for d in detections if not flat_for(query, image, d.box)]
+
+
+def flat_for(query: "PreparedQuery", image: np.ndarray, box: Sequence[float]) -> bool:
+    """Whether ``box`` is flat in ``image`` for a textured ``query`` (a flat query matches flat boxes): the
+    rule every search applies (:func:`textured`, the temporal mode's holds and re-detections)."""
+    return not query.flat and flat_region(image, box)
 
 
 def query_is_flat(rgb: np.ndarray, mask: np.ndarray | None) -> bool:

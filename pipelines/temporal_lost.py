@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from pipelines.search_inputs import flat_region
+from pipelines.search_inputs import flat_for
 from pipelines.temporal_track import GRID, LOST, REDETECTED, Look, Track
 from pipelines.window_geometry import box_from, shift_map, turned_size
 
@@ -195,7 +195,7 @@ class LostSearch:
 
     def _flat(self, frame: np.ndarray, box: Sequence[float]) -> bool:
         """Whether ``box`` is flat in ``frame`` for a textured query (a flat query matches flat boxes)."""
-        return not self.query.flat and flat_region(frame, box)
+        return flat_for(self.query, frame, box)
 
     def _reacquires(self, look: Look) -> bool:
         """Whether a look found while lost is the target again (see far_reacquire_ratio)."""
