@@ -28,3 +28,77 @@ def test_export_reads_each_shards_footer_twice_not_three_times(tmp_path, monkeyp
     counts = export_coco([made.folder], tmp_path / "out")
     assert counts["images"] == 8 and counts["skipped"] == 0
     assert sorted(opened.values()) == [2, 2], opened  # each checked, then its rows read (was 3 each)
+
+
+def _many_object_sources(root, objects: int = 30, side: int = 600):
+    """A label map and a COCO file of one ``side``-px photo with ``objects`` overlapping objects each."""
+    import json
+
+    import cv2
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 255, (side, side, 3), np.uint8)
+    label_map = root / "label_map"
+    (label_map / "labels").mkdir(parents=True)
+    (label_map / "photos").mkdir()
+    (label_map / "label_list.json").write_text(json.dumps(["null"] + [f"class{i}" for i in range(1, objects + 1)]))
+    labels = (np.arange(side)[None, :] * objects // side + 1).repeat(side, 0).astype(np.uint8)
+    labels[: side // 10] = 0
+    cv2.imwrite(str(label_map / "labels" / "a.png"), labels)
+    cv2.imwrite(str(label_map / "photos" / "a.jpg"), photo)
+    coco = root / "coco"
+    (coco / "images").mkdir(parents=True)
+    cv2.imwrite(str(coco / "images" / "a.jpg"), photo)
+    annotations = []
+    for i in range(objects):
+        mask = np.zeros((side, side), np.uint8)
+        mask[side // 10: side - i, i * 7: i * 7 + side // 2] = 1  # overlapping, of several sizes
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        rle["counts"] = rle["counts"].decode()
+        annotations.append({"id": i + 1, "image_id": 1, "category_id": 1 + i % 3, "segmentation": rle, "iscrowd": 0})
+    (coco / "instances.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": side, "height": side}],
+        "categories": [{"id": k, "name": f"kind{k}"} for k in (1, 2, 3)], "annotations": annotations}))
+    return label_map, coco, labels
+
+
+def test_a_labelled_photos_object_masks_are_made_one_at_a_time_and_the_same(tmp_path):
+    """read_labelled_photos (calibrate --photos, search's photo pairs, photo training) held every object's
+    photo-sized mask at once: 30 objects of a 600-px photo 10.8 MB (50 of a 12-MP photo 600 MB). The masks
+    are made as taken (from the label map, or a cropped, bit-packed copy), the same, in the same order."""
+    import tracemalloc
+
+    import numpy as np
+
+    from augment.config import SourceConfig
+    from augment.photo_objects import LabelledPhoto, read_labelled_photos
+    from augment.photo_pairs import PhotoIndex
+    from augment.sources import PHOTO_OBJECTS
+
+    label_map, coco, labels = _many_object_sources(tmp_path)
+    config = SourceConfig(min_area=50)
+    expected = {label_map: [(f"class{v}", labels == v) for v in range(1, 31)],
+                coco: [o for o in next(PHOTO_OBJECTS["coco"](coco, config))[2]]}
+    for source, wanted in expected.items():
+        one_mask = wanted[0][1].nbytes
+        tracemalloc.start()
+        try:
+            photos = [p for p in read_labelled_photos(source, config) if isinstance(p, LabelledPhoto)]
+            held = tracemalloc.get_traced_memory()[0]
+            assert len(photos) == 1 and len(photos[0].objects) == 30
+            del photos
+            tracemalloc.reset_peak()
+            index = PhotoIndex.from_sources([source], config)
+            index_peak = tracemalloc.get_traced_memory()[1]
+            photos = [p for p in read_labelled_photos(source, config) if isinstance(p, LabelledPhoto)]
+        finally:
+            tracemalloc.stop()
+        assert held < 8 * one_mask, (source.name, held, one_mask)  # the photo and its labels, not 30 masks
+        assert index_peak < 12 * one_mask, (source.name, index_peak, one_mask)  # (was 36: the 30 masks)
+        got = list(photos[0].objects)
+        assert [c for c, _ in got] == [c for c, _ in wanted]
+        assert all(m.dtype == bool and m.shape == w.shape and (m == w).all() for (_, m), (_, w) in zip(got, wanted))
+        assert index.records[0].categories == [c for c, _ in wanted]
+        assert index.records[0].area_fractions == [float(w.sum()) / w.size for _, w in wanted]
