@@ -102,3 +102,23 @@ def test_a_labelled_photos_object_masks_are_made_one_at_a_time_and_the_same(tmp_
         assert all(m.dtype == bool and m.shape == w.shape and (m == w).all() for (_, m), (_, w) in zip(got, wanted))
         assert index.records[0].categories == [c for c, _ in wanted]
         assert index.records[0].area_fractions == [float(w.sum()) / w.size for _, w in wanted]
+
+
+def test_a_shipped_cutout_banks_cache_limit_is_the_receiving_processs_own(tmp_path, monkeypatch):
+    """A Ray job's cutouts carried the driver's CUTOUT_CACHE_BYTES (its memory and CPUs) to every worker:
+    a 256-GB, 16-CPU driver let each process of an 8-GB, 2-CPU node keep 3.8 GB (its own: 683 MB), an 8-GB,
+    4-CPU laptop held a 64-GB, 16-CPU node's to 512 MB (its own: 960 MB). The worker asks its own (augment.cutouts.CUTOUT_CACHE_BYTES, computed where it is
+    imported); a cache_bytes the caller gave travels as it is."""
+    import pickle
+
+    import augment.cutouts as cutouts_module
+    from test_expand import _objects_table
+
+    path = _objects_table(tmp_path / "objects.parquet", 3)
+    monkeypatch.setattr(cutouts_module, "CUTOUT_CACHE_BYTES", 777 << 20)  # the driver's machine
+    default, given = cutouts_module.load_cutouts(path), cutouts_module.load_cutouts(path, cache_bytes=5 << 20)
+    assert default[0].cache.limit == 777 << 20 and given[0].cache.limit == 5 << 20
+    shipped_default, shipped_given = pickle.dumps(default), pickle.dumps(given)
+    monkeypatch.setattr(cutouts_module, "CUTOUT_CACHE_BYTES", 3 << 30)  # the worker's machine
+    assert pickle.loads(shipped_default)[0].cache.limit == 3 << 30
+    assert pickle.loads(shipped_given)[0].cache.limit == 5 << 20
