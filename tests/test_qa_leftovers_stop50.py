@@ -6,8 +6,11 @@ from __future__ import annotations
 import collections
 
 import pyarrow.parquet as pq
+import pytest
 
+from cli_checks import assert_one_line_error, run_cli
 from shard_factory import make_shards
+from sources_factory import make_label_map, make_mask_pairs
 
 
 def test_export_reads_each_shards_footer_twice_not_three_times(tmp_path, monkeypatch):
@@ -122,3 +125,30 @@ def test_a_shipped_cutout_banks_cache_limit_is_the_receiving_processs_own(tmp_pa
     monkeypatch.setattr(cutouts_module, "CUTOUT_CACHE_BYTES", 3 << 30)  # the worker's machine
     assert pickle.loads(shipped_default)[0].cache.limit == 3 << 30
     assert pickle.loads(shipped_given)[0].cache.limit == 5 << 20
+
+
+@pytest.mark.parametrize("names, said", [
+    ("5", "expected a JSON list of label names, not 5"),  # a traceback: 'int' object is not iterable
+    ("null", "expected a JSON list of label names, not null"),
+    ('"null,jacket,skirt"', 'not "null,jacket,skirt"'),  # split into names 'n', 'u', 'l', ...
+    ('["null", ["jacket"], "skirt"]', 'the name of value 1 is ["jacket"], not text'),  # "['jacket']"
+    ('["null", null, "skirt"]', "the name of value 1 is null, not text"),  # 'None'
+    ('{"0": "null", "one": "jacket"}', '"one" is no mask value'),
+])
+def test_a_label_list_that_names_no_labels_is_one_line_naming_it(tmp_path, names, said):
+    source = make_label_map(tmp_path / "src")
+    (source / "label_list.json").write_text(names)
+    result = run_cli("photo-shards", source, "-o", tmp_path / "out")
+    assert_one_line_error(result, 2, f"{source / 'label_list.json'}: ", said)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("names, said", [
+    ("[1, 2]", "expected a JSON object mapping mask values to category names, not [1, 2]"),  # a traceback
+    ('{"1": "cup", "2": null}', "the name of value 2 is null, not text"),  # named 'None'
+])
+def test_a_categories_file_that_names_no_categories_is_one_line_naming_it(tmp_path, names, said):
+    source = make_mask_pairs(tmp_path / "src")
+    (source / "categories.json").write_text(names)
+    result = run_cli("photo-shards", source, "-o", tmp_path / "out")
+    assert_one_line_error(result, 2, f"{source / 'categories.json'}: ", said)
