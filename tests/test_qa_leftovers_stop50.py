@@ -10,7 +10,7 @@ import pytest
 
 from cli_checks import assert_one_line_error, run_cli
 from shard_factory import make_shards
-from sources_factory import make_label_map, make_mask_pairs
+from sources_factory import make_coco, make_label_map, make_mask_pairs
 
 
 def test_export_reads_each_shards_footer_twice_not_three_times(tmp_path, monkeypatch):
@@ -152,3 +152,26 @@ def test_a_categories_file_that_names_no_categories_is_one_line_naming_it(tmp_pa
     (source / "categories.json").write_text(names)
     result = run_cli("photo-shards", source, "-o", tmp_path / "out")
     assert_one_line_error(result, 2, f"{source / 'categories.json'}: ", said)
+
+
+@pytest.mark.parametrize("name", [None, ["shirt"], {"en": "shirt"}])
+def test_a_coco_category_whose_name_is_not_text_is_a_counted_skip_not_a_category_named_after_it(tmp_path, name):
+    """A COCO category named null (or a list) was the category 'None' (or "['shirt']"): in shards, an
+    export, a trained segmenter's classes. Its entry is the counted skip a broken one is, and so are its
+    annotations (their category is not in the file's categories)."""
+    import json
+
+    from augment.coco_source import load_coco_index
+    from augment.config import SourceConfig
+    from augment.sources import Skip, read_source
+
+    source = make_coco(tmp_path / "coco")
+    coco = json.loads((source / "instances.json").read_text())
+    coco["categories"][0]["name"] = name
+    (source / "instances.json").write_text(json.dumps(coco))
+    index = load_coco_index(source)
+    assert index.categories == {2: "shoe"}
+    assert [p.reason for p in index.problems] == ["category entry #0 (id 1) has a name of "
+                                                 f"{type(name).__name__ if name is not None else 'null'}, not text"]
+    items = list(read_source(source, SourceConfig()))
+    assert sorted({item.category for item in items if not isinstance(item, Skip)}) == ["shoe"]
