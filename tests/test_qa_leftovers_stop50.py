@@ -175,3 +175,16 @@ def test_a_coco_category_whose_name_is_not_text_is_a_counted_skip_not_a_category
                                                  f"{type(name).__name__ if name is not None else 'null'}, not text"]
     items = list(read_source(source, SourceConfig()))
     assert sorted({item.category for item in items if not isinstance(item, Skip)}) == ["shoe"]
+
+
+def test_photo_shards_and_its_errors_count_one_skipped_input_in_the_singular(tmp_path):
+    """'wrote 2 labelled photos to ... (1 shard, 1 inputs skipped)', 'no labelled photos found (1 inputs
+    skipped, e.g. ...)': the summaries said one in the singular already, bar these."""
+    source = make_mask_pairs(tmp_path / "src")
+    (source / "masks" / "a.png").unlink()  # a.jpg: no mask, one skip
+    result = run_cli("photo-shards", source, "-o", tmp_path / "out")
+    assert result.exit_code == 0 and "(1 shard, 1 input skipped)" in " ".join(result.output.split()), result.output
+    (source / "masks" / "b.png").write_bytes(b"")  # b.png too: nothing left, two skips
+    assert_one_line_error(run_cli("photo-shards", source, "-o", tmp_path / "out2"), 2, "(2 inputs skipped, e.g.")
+    (source / "images" / "a.jpg").unlink()  # b.png's empty mask alone
+    assert_one_line_error(run_cli("photo-shards", source, "-o", tmp_path / "out2"), 2, "(1 input skipped, e.g.")
