@@ -33,7 +33,7 @@ from augment.imageio import InputError, check_complete, decode_image, image_form
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import OutputNames, check_output_folder, inside, is_safe_name
 from augment.photo_shards import IGNORE_CATEGORY
-from augment.schema import is_photo_background, object_problem
+from augment.schema import is_photo_background, object_problem, stored_bytes
 from augment.shards import find_shard_runs, iter_rows, row_key
 from augment.storage import Place
 from augment.textfiles import loads_json
@@ -166,8 +166,7 @@ def _row_problem(row: dict[str, Any], used: set[tuple[str, str]], run: str) -> t
         return "id is not a safe file name", None  # empty, or a path: '../x', '/abs' (a hand-edited shard)
     if row_key(run, row_id) in used:  # another run's row of this id is kept (its file named -2)
         return "id seen before", None
-    image_bytes = (row.get("image") or {}).get("bytes") or b""
-    mask_bytes = (row.get("mask") or {}).get("bytes") or b""
+    image_bytes, mask_bytes = stored_bytes(row, "image"), stored_bytes(row, "mask")
     try:
         if image_format(image_bytes) != "JPEG":
             raise InputError(f"{row_id}: image is not a JPEG")

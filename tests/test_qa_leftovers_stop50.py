@@ -188,3 +188,25 @@ def test_photo_shards_and_its_errors_count_one_skipped_input_in_the_singular(tmp
     assert_one_line_error(run_cli("photo-shards", source, "-o", tmp_path / "out2"), 2, "(2 inputs skipped, e.g.")
     (source / "images" / "a.jpg").unlink()  # b.png's empty mask alone
     assert_one_line_error(run_cli("photo-shards", source, "-o", tmp_path / "out2"), 2, "(1 input skipped, e.g.")
+
+
+@pytest.mark.parametrize("column, nulled, said", [
+    ("image", lambda row: row.update(image=None), ":composite-00000: empty file (0 bytes), not an image"),
+    ("image", lambda row: row["image"].update(bytes=None), ":composite-00000: empty file (0 bytes), not an image"),
+    ("mask", lambda row: row.update(mask=None), ":composite-00000 mask: empty file (0 bytes), not an image"),
+])
+def test_show_of_a_row_whose_picture_is_null_is_one_line_naming_the_row(tmp_path, column, nulled, said):
+    """A shard another tool wrote with a null image or mask: synth show was a TypeError traceback
+    ('NoneType' object is not subscriptable), where export skips the row (augment.schema.stored_bytes)."""
+    import pyarrow as pa
+
+    made = make_shards(tmp_path / "s", n_composites=1, rows_per_shard=1, size=32)
+    shard = next(made.folder.glob("*.parquet"))
+    rows = pq.read_table(shard).to_pylist()
+    nulled(rows[0])
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(shard)), tmp_path / "nulls.parquet")
+    result = run_cli("show", tmp_path / "nulls.parquet", "-o", tmp_path / "sheet.png", "--rows", "1", "--columns", "1")
+    assert_one_line_error(result, 2, f"{tmp_path / 'nulls.parquet'}{said}")
+    assert not (tmp_path / "sheet.png").exists()
+    exported = run_cli("export", tmp_path / "nulls.parquet", "-o", tmp_path / "coco")
+    assert exported.exit_code == 0 and f"1 × {column} unreadable" in exported.output, exported.output
