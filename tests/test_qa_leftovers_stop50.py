@@ -210,3 +210,17 @@ def test_show_of_a_row_whose_picture_is_null_is_one_line_naming_the_row(tmp_path
     assert not (tmp_path / "sheet.png").exists()
     exported = run_cli("export", tmp_path / "nulls.parquet", "-o", tmp_path / "coco")
     assert exported.exit_code == 0 and f"1 × {column} unreadable" in exported.output, exported.output
+
+
+def test_a_writer_stopped_by_an_export_reading_its_folder_is_not_told_a_train_run_reads_it(tmp_path):
+    """photo-shards into the folder `synth export` was reading said 'a `synth train`, `eval` or
+    `calibrate` run is reading the shards here': the user looked for a training run that was not there."""
+    from augment.locking import BUSY_EXIT_CODE
+    from train.shard_set import reading_shards
+
+    source = make_label_map(tmp_path / "src")
+    assert run_cli("photo-shards", source, "-o", tmp_path / "out").exit_code == 0
+    with reading_shards([tmp_path / "out"], what="synth export", create_locks=False):
+        result = run_cli("photo-shards", source, "-o", tmp_path / "out", "--short-side", "64")
+    said = assert_one_line_error(result, BUSY_EXIT_CODE, f"{tmp_path / 'out'}: ", "`export`", "is reading the shards here")
+    assert "`synth train`, `eval` or `calibrate` run" not in said
