@@ -224,3 +224,19 @@ def test_a_writer_stopped_by_an_export_reading_its_folder_is_not_told_a_train_ru
         result = run_cli("photo-shards", source, "-o", tmp_path / "out", "--short-side", "64")
     said = assert_one_line_error(result, BUSY_EXIT_CODE, f"{tmp_path / 'out'}: ", "`export`", "is reading the shards here")
     assert "`synth train`, `eval` or `calibrate` run" not in said
+
+
+def test_a_fifo_named_as_an_image_in_a_source_is_said_to_be_left_out(tmp_path, caplog):
+    """A FIFO (or socket, device) among a source's files was left out without a word, even under -v, where
+    a broken link is a warning: 'labels/0002.png' made by mkfifo gave no row and no line saying why."""
+    import logging
+    import os
+
+    from augment.imageio import list_images
+
+    source = make_label_map(tmp_path / "src")
+    os.mkfifo(source / "labels" / "0002.png")
+    with caplog.at_level(logging.WARNING, logger="augment.imageio"):
+        images, others = list_images(source / "labels")
+    assert [p.name for p in images] == ["0001.png"] and others == []
+    assert any("1 FIFO(s), socket(s) or device(s), not files, left out (0002.png)" in r.getMessage() for r in caplog.records)
