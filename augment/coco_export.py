@@ -57,6 +57,12 @@ def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]
         # link itself replaced by a folder on the link's disk.
         out_dir = out_dir.resolve()
     _check_target(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # '.' or 'a/..': a folder with a name, staged beside it, not inside
+    if Path.cwd() == out_dir or out_dir in Path.cwd().parents:
+        # Replaced whole, it would leave this shell in a removed folder; '-o .' was an OSError traceback
+        # (the staging folder made inside '.', which cannot be renamed).
+        raise InputError(f"{out_dir}: --out is the working folder or holds it, and an export replaces its folder "
+                         "whole; name a folder for the export (e.g. -o coco)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _clear_killed_exports(out_dir)
     fresh = temporary_folder_beside(out_dir, ".new")

@@ -240,3 +240,18 @@ def test_a_fifo_named_as_an_image_in_a_source_is_said_to_be_left_out(tmp_path, c
         images, others = list_images(source / "labels")
     assert [p.name for p in images] == ["0001.png"] and others == []
     assert any("1 FIFO(s), socket(s) or device(s), not files, left out (0002.png)" in r.getMessage() for r in caplog.records)
+
+
+def test_export_into_the_working_folder_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """`synth export shards -o .` staged the export inside '.', then could not rename '.' aside: an OSError
+    traceback (Device or resource busy). An export replaces its folder whole, so the working folder (or
+    one holding it) is refused; a folder named inside it is written as ever."""
+    made = make_shards(tmp_path / "s", n_composites=2, rows_per_shard=2, size=32)
+    here = tmp_path / "here"
+    (here / "sub").mkdir(parents=True)
+    monkeypatch.chdir(here / "sub")
+    for out in (".", "x/.."):
+        assert_one_line_error(run_cli("export", made.folder, "-o", out), 2, "--out is the working folder or holds it")
+    assert_one_line_error(run_cli("export", made.folder, "-o", ".."), 2, "exists and holds other files")
+    assert sorted(p.name for p in here.rglob("*")) == ["sub"]  # nothing staged, nothing left
+    assert run_cli("export", made.folder, "-o", "coco").exit_code == 0 and (here / "sub" / "coco" / "annotations.json").is_file()
