@@ -13,8 +13,11 @@ class ByteLRU(Generic[V]):
     """Values by key, the least recently used dropped once their bytes (``size(value)``) pass ``limit``;
     the last one put is always kept, however large."""
 
-    def __init__(self, limit: int, size: Callable[[V], int]) -> None:
-        self.limit = limit
+    def __init__(self, limit: int | Callable[[], int], size: Callable[[V], int]) -> None:
+        # A limit given as a function is the process's own (its memory and CPUs): one that unpickles
+        # the cache (a Ray worker, on another machine) asks it again rather than taking the maker's.
+        self._limit_of = limit if callable(limit) else None
+        self.limit = limit() if callable(limit) else limit
         self._size = size
         self._entries: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()
         self.bytes = 0
@@ -47,7 +50,7 @@ class ByteLRU(Generic[V]):
         return dropped
 
     def __getstate__(self) -> dict:  # a pickled cache (a Ray job's) travels empty: its values are made again
-        return {"limit": self.limit, "_size": self._size}
+        return {"limit": self._limit_of or self.limit, "_size": self._size}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["limit"], state["_size"])  # type: ignore[misc]

@@ -33,8 +33,8 @@ from augment.imageio import InputError, check_complete, decode_image, image_form
 from augment.locking import LOCK_FILE, BusyError, folder_lock
 from augment.outputs import OutputNames, check_output_folder, inside, is_safe_name
 from augment.photo_shards import IGNORE_CATEGORY
-from augment.schema import is_photo_background, object_problem
-from augment.shards import find_shards, iter_rows, row_key, shard_run
+from augment.schema import is_photo_background, object_problem, stored_bytes
+from augment.shards import find_shard_runs, iter_rows, row_key
 from augment.storage import Place
 from augment.textfiles import loads_json
 
@@ -49,7 +49,7 @@ def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]
 
     Returns the counts of images, annotations, categories and skipped rows, and ``skip_reasons``.
     """
-    shards = find_shards(shard_paths)
+    shards = find_shard_runs(shard_paths)  # each shard's footer read here to check it, and once more for its rows
     out_dir = Path(out_dir)
     if out_dir.is_symlink() and out_dir.is_dir():
         # A link to a folder (on a larger disk): the export is staged beside that folder and replaces it,
@@ -57,6 +57,12 @@ def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]
         # link itself replaced by a folder on the link's disk.
         out_dir = out_dir.resolve()
     _check_target(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # '.' or 'a/..': a folder with a name, staged beside it, not inside
+    if Path.cwd() == out_dir or out_dir in Path.cwd().parents:
+        # Replaced whole, it would leave this shell in a removed folder; '-o .' was an OSError traceback
+        # (the staging folder made inside '.', which cannot be renamed).
+        raise InputError(f"{out_dir}: --out is the working folder or holds it, and an export replaces its folder "
+                         "whole; name a folder for the export (e.g. -o coco)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _clear_killed_exports(out_dir)
     fresh = temporary_folder_beside(out_dir, ".new")
@@ -166,8 +172,7 @@ def _row_problem(row: dict[str, Any], used: set[tuple[str, str]], run: str) -> t
         return "id is not a safe file name", None  # empty, or a path: '../x', '/abs' (a hand-edited shard)
     if row_key(run, row_id) in used:  # another run's row of this id is kept (its file named -2)
         return "id seen before", None
-    image_bytes = (row.get("image") or {}).get("bytes") or b""
-    mask_bytes = (row.get("mask") or {}).get("bytes") or b""
+    image_bytes, mask_bytes = stored_bytes(row, "image"), stored_bytes(row, "mask")
     try:
         if image_format(image_bytes) != "JPEG":
             raise InputError(f"{row_id}: image is not a JPEG")
@@ -213,7 +218,7 @@ class _EntryWriter:
         self.count += 1
 
 
-def _write_coco(shards: list[Place], folder: Path, shown: Path) -> dict[str, Any]:
+def _write_coco(shards: list[tuple[Place, str]], folder: Path, shown: Path) -> dict[str, Any]:
     """Write the images and ``annotations.json`` as the rows are read: an entry is written when it is
     made, so memory holds a row group, not the dataset (the lists of every entry were ~4 kB a row:
     677 MB at 100,000 rows). The file is what ``json.dumps`` of the whole document gives. Annotations
@@ -225,14 +230,14 @@ def _write_coco(shards: list[Place], folder: Path, shown: Path) -> dict[str, Any
     categories: dict[str, int] = {}
     skipped: collections.Counter[str] = collections.Counter()
     used: set[tuple[str, str]] = set()
-    runs = {shard: shard_run(shard) for shard in shards}
+    runs = dict(shards)  # each shard's run (augment.shards.shard_run)
     names = OutputNames(suffixes=(".jpg",))
     images_folder = inside(folder, folder / "images")
     with atomic_path(folder / ANNOTATIONS_FILE) as temporary, naming_errors(shown / ANNOTATIONS_FILE), \
             open(temporary, "w", encoding="utf-8") as out, tempfile.TemporaryFile("w+", encoding="utf-8", dir=folder) as pending:
-        out.write('{"info": %s, "images": [' % json.dumps({"description": DESCRIPTION_PREFIX + ", ".join(map(str, shards))}))
+        out.write('{"info": %s, "images": [' % json.dumps({"description": DESCRIPTION_PREFIX + ", ".join(map(str, runs))}))
         images, annotations = _EntryWriter(out), _EntryWriter(pending)
-        for shard, row in iter_rows(shards):
+        for shard, row in iter_rows(list(runs)):
             problem, instances = _row_problem(row, used, runs[shard])
             if problem is not None:
                 skipped[problem] += 1

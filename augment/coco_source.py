@@ -89,11 +89,15 @@ def load_coco_index(source: Path) -> CocoIndex:
         else:
             problems.append(Skip(str(json_path), f"image entry #{number} is not an object with an integer id"))
     for number, entry in enumerate(data.get("categories", [])):
-        if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+        if not (isinstance(entry, dict) and isinstance(entry.get("id"), int)):
+            # said here: its annotations are skipped for a category_id not in the file's categories
+            problems.append(Skip(str(json_path), f"category entry #{number} is not an object with an integer id"))
+        elif not isinstance(entry.get("name", ""), str):  # (null or a list was the category 'None' or "['hat']")
+            problems.append(Skip(str(json_path), f"category entry #{number} (id {entry['id']}) has a name of "
+                                                 f"{type(entry['name']).__name__ if entry['name'] is not None else 'null'}, not text"))
+        else:
             _note_repeat(repeated["category"], categories, entry, _category_name)
             categories[entry["id"]] = _category_name(entry)
-        else:  # said here: its annotations are skipped for a category_id not in the file's categories
-            problems.append(Skip(str(json_path), f"category entry #{number} is not an object with an integer id"))
     for kind, table in (("image", images), ("category", categories)):
         for entry_id, names in sorted(repeated[kind].items()):  # the last one's, used alone, was a guess
             del table[entry_id]

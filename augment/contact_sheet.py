@@ -12,7 +12,7 @@ import numpy as np
 from augment.atomic_files import atomic_write_bytes
 from augment.draw_labels import format_score, put_label
 from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
-from augment.schema import is_photo_background, object_problem
+from augment.schema import is_photo_background, object_problem, stored_bytes
 from augment.shards import find_shards, open_shard, read_row_group
 from augment.storage import Place
 from augment.resizing import resize_labels
@@ -102,9 +102,9 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
         record = read_row_group(path, group, None, shard[1]).slice(row, 1).to_pylist()[0]
         # In colour whatever was stored: a grey composite (a shard written by another tool) was numpy's
         # broadcast ValueError where its objects were tinted. Its pixels as stored, as its mask's are.
-        image = decode_image(record["image"]["bytes"], cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
+        image = decode_image(stored_bytes(record, "image"), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION,
                              name=f"{path}:{record['id']}")
-        instances = decode_image(record["mask"]["bytes"], name=f"{path}:{record['id']}")
+        instances = decode_image(stored_bytes(record, "mask"), name=f"{path}:{record['id']} mask")
         if instances.ndim != 2:  # an RGB picture, not the one-channel instance ids the schema stores
             raise InputError(f"{path}:{record['id']}: mask has {instances.shape[2]} channels; expected one "
                              "channel of instance ids")

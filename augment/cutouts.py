@@ -64,6 +64,12 @@ def _cutout_cache_bytes() -> int:
 CUTOUT_CACHE_BYTES = _cutout_cache_bytes()  # decoded cutouts (RGBA + superpixels) kept per process by load_cutouts
 
 
+def cutout_cache_bytes() -> int:
+    """:data:`CUTOUT_CACHE_BYTES` of the process that asks: a Ray worker's cache is its own machine's
+    (its memory and CPUs), not the driver's that loaded the cutouts and sent them."""
+    return CUTOUT_CACHE_BYTES
+
+
 def _decoded_bytes(entry: tuple[np.ndarray, np.ndarray]) -> int:
     return entry[0].nbytes + entry[1].nbytes
 
@@ -281,7 +287,8 @@ def write_objects_table(rows: list[dict], path: Path, fingerprint: str = "") -> 
 
 def load_cutouts(objects_path: Path, cache_bytes: int | None = None) -> list[Cutout]:
     """The cutouts of an objects table, in table order, kept encoded: each is decoded when first used, and
-    at most ``cache_bytes`` (default :data:`CUTOUT_CACHE_BYTES`) of decoded cutouts are kept (:class:`StoredCutout`); every cutout was decoded
+    at most ``cache_bytes`` (default :data:`CUTOUT_CACHE_BYTES`, of each process that uses them: a Ray worker's
+    own) of decoded cutouts are kept (:class:`StoredCutout`); every cutout was decoded
     here and held for the whole run (~0.65 MB a 384-px cutout: 5,000 sources, 3.3 GB)."""
     objects_path = Path(objects_path)
     if not objects_path.exists():
@@ -291,7 +298,7 @@ def load_cutouts(objects_path: Path, cache_bytes: int | None = None) -> list[Cut
     # Tables written before these columns have none.
     columns += [name for name in ("provenance", "box", "source_size") if name in names]
     cache: ByteLRU[tuple[np.ndarray, np.ndarray]] = ByteLRU(
-        CUTOUT_CACHE_BYTES if cache_bytes is None else cache_bytes, _decoded_bytes)
+        cutout_cache_bytes if cache_bytes is None else cache_bytes, _decoded_bytes)  # (the caller's: everywhere)
     cutouts: list[Cutout] = []
     # A row group at a time: the whole table read, then made rows, held every PNG twice (4x the table at its peak).
     for row in (row for group in iter_objects_table(objects_path, columns) for row in group.to_pylist()):

@@ -139,7 +139,7 @@ def collect_backgrounds(folder: Place, workers: int, config: BackgroundConfig | 
             good.append(path)
     if not good:
         picked = "backgrounds.include/exclude" if config.include or config.exclude else ""
-        raise InputError(f"{folder}: no usable background images ({skipped_summary(skips, 'files', picked)})")
+        raise InputError(f"{folder}: no usable background images ({skipped_summary(skips, 'file', picked)})")
     return good, skips
 
 

@@ -148,17 +148,20 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
         raise InputError(f"{folder}: no such file or directory")
     if not folder.is_dir():
         raise InputError(f"{folder}: not a directory")
-    images, others, broken = [], [], []
+    images, others, broken, special = [], [], [], []
     for path in walk_files(folder):
         if path.is_file():
             (images if is_image_path(path) else others).append(path)
         elif path.is_symlink() and not path.exists():  # a link to a moved or deleted file
             broken.append(path)
+        elif path.exists() and not path.is_dir():  # a FIFO, socket or device: left out without a word
+            special.append(path)
     for path in broken:
         logger.info("%s: a symbolic link to %s, which does not exist; left out", path, os.readlink(path))
-    if broken:
-        logger.warning("%s: %d broken symbolic link(s) left out (%s%s)", folder, len(broken), broken[0].name,
-                       ", ..." if len(broken) > 1 else "")
+    for found, what in ((broken, "broken symbolic link(s)"), (special, "FIFO(s), socket(s) or device(s), not files,")):
+        if found:
+            logger.warning("%s: %d %s left out (%s%s)", folder, len(found), what, found[0].name,
+                           ", ..." if len(found) > 1 else "")
     return images, others
 
 

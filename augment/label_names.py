@@ -14,14 +14,38 @@ where the labels it names are simply absent).
 from __future__ import annotations
 
 import logging
+import json
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from augment.config import SourceConfig
 from augment.imageio import InputError, list_images
 from augment.schema import OBJECTS_FILE
 
 log = logging.getLogger(__name__)
+
+
+def named_values(data: Any, path: Path, expected: str, by_index: bool = False) -> dict[int, str]:
+    """A names file's JSON ``data`` as mask value -> name: an object of integer keys (with ``by_index``, a
+    list too: a value's name at its index) whose names are text. Anything else is one line naming ``path``
+    and ``expected``: a number or null was a traceback, a string was split into one-letter names, a name of
+    null, a number or a list was taken as 'None', '1' or "['hat']"."""
+    if isinstance(data, dict):
+        entries: Iterable[tuple[Any, Any]] = data.items()
+    elif by_index and isinstance(data, list):
+        entries = enumerate(data)
+    else:
+        raise InputError(f"{path}: expected {expected}, not {json.dumps(data)[:40]}")
+    names: dict[int, str] = {}
+    for key, name in entries:
+        try:
+            value = int(key)
+        except ValueError:
+            raise InputError(f"{path}: {json.dumps(key)} is no mask value (expected {expected})") from None
+        if not isinstance(name, str):
+            raise InputError(f"{path}: the name of value {value} is {json.dumps(name)[:40]}, not text (expected {expected})")
+        names[value] = name
+    return names
 
 
 def source_label_names(source: Path, config: SourceConfig) -> set[str]:

@@ -103,5 +103,5 @@ def collect_labelled_backgrounds(folder: Path, config: BackgroundConfig) -> tupl
         categories[1] = BACKGROUND_CATEGORY  # value 0, as a labelled photo's row names it
         good.append(LabelledBackground(image_path, label_path, categories))
     if not good:
-        raise InputError(f"{folder}: no usable labelled background photos ({skipped_summary(skips, 'files')})")
+        raise InputError(f"{folder}: no usable labelled background photos ({skipped_summary(skips, 'file')})")
     return good, skips

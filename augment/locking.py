@@ -145,8 +145,14 @@ def _busy(handle: int, folder: Path, what: str) -> str:
         pid, kind = _holder(handle, what)
         return f"{folder}: another {kind} is writing here (pid {pid}); wait for it to finish or choose another folder"
     fcntl.flock(handle, fcntl.LOCK_UN)
-    return (f"{folder}: a `synth train`, `eval` or `calibrate` run is reading the shards here; wait for it to finish "
-            "before writing here, or choose another folder")
+    return _reading(folder)
+
+
+def _reading(folder: Path) -> str:
+    """Why a writer stops where readers hold ``folder``'s lock (shared: none records who it is; `synth
+    export` reading was said to be 'a `synth train`, `eval` or `calibrate` run')."""
+    return (f"{folder}: a `synth train`, `eval`, `calibrate`, `show`, `export` or other reader is reading the shards "
+            "here; wait for it to finish before writing here, or choose another folder")
 
 
 def file_lock_path(path: Path | str) -> Path:
@@ -299,9 +305,7 @@ def outside_lock(folder: Path | str, what: str, shared: bool) -> Iterator[None]:
                 os.close(handle)
                 handle = None
                 break
-            message = (_writing(handle, folder) if shared else
-                       f"{folder}: a `synth show`, `export` or other reader is reading the shards here; wait for it "
-                       "to finish before writing here, or choose another folder")
+            message = _writing(handle, folder) if shared else _reading(folder)
             os.close(handle)
             raise BusyError(message) from None
         try:

@@ -6,9 +6,10 @@ themselves are read by :mod:`augment.sources`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, overload
 
 import numpy as np
 
@@ -34,13 +35,54 @@ def photo_mask_pairs(source: Path, fmt: str, config: SourceConfig
     raise InputError(f"{source}: unknown source format {fmt!r} (use auto, label_map, mask_pairs, coco, labelme, yolo or cvat_mask)")
 
 
+class PhotoMasks(Sequence[tuple[str, np.ndarray]]):
+    """A photo's objects, each ``(category, H×W bool mask)``, the mask made when it is taken: from the
+    photo's label map (a value's pixels) or from the object's own mask kept cropped to its box and
+    bit-packed. Every mask held at once was the photo's size each (50 objects of a 12-MP photo: 600 MB)."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = shape
+        self._objects: list[tuple[str, np.ndarray, int | None, tuple[int, int, int, int] | None]] = []
+
+    def add_value(self, category: str, labels: np.ndarray, value: int) -> None:
+        """The object of ``labels``' pixels of ``value`` (the label map is shared, not copied)."""
+        self._objects.append((category, labels, value, None))
+
+    def add_mask(self, category: str, mask: np.ndarray) -> None:
+        """The object of ``mask`` (photo-sized), kept as its box's pixels, eight to a byte."""
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        y0, y1 = (int(rows[0]), int(rows[-1]) + 1) if rows.size else (0, 0)
+        x0, x1 = (int(columns[0]), int(columns[-1]) + 1) if columns.size else (0, 0)
+        self._objects.append((category, np.packbits(mask[y0:y1, x0:x1].astype(bool)), None, (y0, y1, x0, x1)))
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[str, np.ndarray]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[str, np.ndarray] | list[tuple[str, np.ndarray]]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        category, data, value, box = self._objects[index]
+        if box is None:
+            return category, data == value
+        y0, y1, x0, x1 = box
+        mask = np.zeros(self.shape, bool)
+        mask[y0:y1, x0:x1] = np.unpackbits(data, count=(y1 - y0) * (x1 - x0)).reshape(y1 - y0, x1 - x0).view(bool)
+        return category, mask
+
+
 @dataclass
 class LabelledPhoto:
     """A real photo with the masks of its objects, at the photo's size (not cropped)."""
 
     path: Path
     image: np.ndarray  # H×W×3 RGB uint8
-    objects: list[tuple[str, np.ndarray]]  # (category, H×W bool mask) per object
+    objects: PhotoMasks  # (category, H×W bool mask) per object, each made as it is taken
 
 
 def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[LabelledPhoto | Skip]:
@@ -60,11 +102,15 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
                 yield item
                 continue
             path, image, found = item
-            found = list(found)  # read twice below (an iterator of masks drawn as taken)
-            # An annotation left out (box-only, crowd, broken) is a counted skip, as a mask pair's
-            # unknown label is: dropped here, calibrate said '(0 inputs skipped)' of box-only COCO.
-            yield from (o for o in found if isinstance(o, Skip))
-            yield LabelledPhoto(path, image, [o for o in found if not isinstance(o, Skip) and o[1].sum() >= config.min_area])
+            objects = PhotoMasks(image.shape[:2])
+            for one in found:  # masks drawn as taken: one photo-sized mask at a time
+                if isinstance(one, Skip):
+                    # An annotation left out (box-only, crowd, broken) is a counted skip, as a mask pair's
+                    # unknown label is: dropped here, calibrate said '(0 inputs skipped)' of box-only COCO.
+                    yield one
+                elif np.count_nonzero(one[1]) >= config.min_area:
+                    objects.add_mask(*one)
+            yield LabelledPhoto(path, image, objects)
         return
     names, pairs, unpaired = photo_mask_pairs(source, fmt, config)
     yield from unpaired  # a mask without its image: counted, as expand counts it
@@ -73,13 +119,12 @@ def read_labelled_photos(source: Path, config: SourceConfig) -> Iterator[Labelle
             yield loaded
             continue
         photo, label_path, image, labels, present = loaded
-        objects = []
+        objects = PhotoMasks(image.shape[:2])
         for value in present:
             category = value_category(value, names, fmt, label_path)
             if isinstance(category, Skip):
                 yield category
                 continue
-            mask = labels == value
-            if category_allowed(category, config) and mask.sum() >= config.min_area:
-                objects.append((category, mask))
+            if category_allowed(category, config) and np.count_nonzero(labels == value) >= config.min_area:
+                objects.add_value(category, labels, value)
         yield LabelledPhoto(photo, image, objects)

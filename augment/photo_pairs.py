@@ -106,10 +106,12 @@ class PhotoIndex:
             if not item.objects:
                 continue
             total = float(item.image.shape[0] * item.image.shape[1])
-            records.append(PhotoRecord(
-                item.path, item.image.shape[:2], [c for c, _ in item.objects],
-                [float(m.sum()) / total for _, m in item.objects],
-                [encode_label_png(m.astype(np.uint8)) for _, m in item.objects]))
+            record = PhotoRecord(item.path, item.image.shape[:2], [], [], [])
+            for category, mask in item.objects:  # each mask made, kept as a PNG and let go in turn
+                record.categories.append(category)
+                record.area_fractions.append(float(mask.sum()) / total)
+                record.masks_png.append(encode_label_png(mask.astype(np.uint8)))
+            records.append(record)
         if not records:
             raise InputError(f"{', '.join(map(str, sources))}: no labelled photos with objects "
                              f"({skipped_summary(skips, filters=filters)})")

@@ -158,6 +158,12 @@ def object_problem(obj: Any) -> str | None:
     return None
 
 
+def stored_bytes(row: dict, column: str) -> bytes:
+    """The bytes of a row's picture column (``image``, ``mask``): empty where the column or its bytes are
+    null (a shard another tool wrote), which a decoder calls an empty file rather than raising TypeError."""
+    return (row.get(column) or {}).get("bytes") or b""
+
+
 def is_photo_background(obj: dict) -> bool:
     """Whether a row's object is a labelled photo's value 0 (photo-shards, extract): what is not an object,
     named ``background``; a pasted cutout (one with a cutout_id) never is. `synth export` leaves it out,

@@ -148,14 +148,20 @@ def shard_run(path: Place, parquet: pq.ParquetFile | None = None) -> str:
 
 
 def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
-    """Composite shards named by ``paths``: a folder (or object-store prefix) gives the shards its
-    manifest lists, a file itself. A shard named twice (the folder and one of its files, a folder given
-    twice, a run's copy in another folder: the same shard, rows and run, :func:`shard_run`) is read
+    """Composite shards named by ``paths`` (:func:`find_shard_runs`, less their runs)."""
+    return [shard for shard, _ in find_shard_runs(paths)]
+
+
+def find_shard_runs(paths: list[Place | str] | Place | str) -> list[tuple[Place, str]]:
+    """Composite shards named by ``paths``, each with its run (:func:`shard_run`): a folder (or object-store
+    prefix) gives the shards its manifest lists, a file itself. A shard named twice (the folder and one of
+    its files, a folder given twice, a run's copy in another folder: the same shard, rows and run) is read
     once, with a warning: `synth show` drew its rows twice on one sheet, a segmentation run read them twice
     an epoch, `synth export` skipped each row a second time ('id seen before'). Shards of other runs are
-    all read, whatever their names."""
+    all read, whatever their names. The run comes from the footer opened here to check the shard (`synth
+    export` opened every shard again for it, beside its rows' reading: ~7 MB a 100,000-row shard)."""
     paths = paths if isinstance(paths, (list, tuple)) else [paths]
-    shards: dict[Any, tuple[Place, int]] = {}  # the shard's run and name (its own file, where no run is stored) -> (the path it was named by, its rows)
+    shards: dict[Any, tuple[Place, int, str]] = {}  # the shard's run and name (its own file, where no run is stored) -> (the path it was named by, its rows, its run)
     for path in map(as_place, paths):
         if path.is_dir() or (is_remote(path) and not path.exists()):  # a missing prefix: "no manifest.json"
             found: Iterable[tuple[Place, pq.ParquetFile]] = _opened_manifest_shards(path)
@@ -172,18 +178,18 @@ def find_shards(paths: list[Place | str] | Place | str) -> list[Place]:
             # and name is a copy, or a longer run's, whose first rows are the shorter's: the longer is read.
             key = (run, shard.name) if run.startswith("run ") else _own_file(shard)
             if key not in shards:
-                shards[key] = (shard, rows)
+                shards[key] = (shard, rows, run)
             elif _own_file(shards[key][0]) == _own_file(shard):
                 log.warning("%s: named more than once among the shards (as %s too); read once", shards[key][0], shard)
             elif rows > shards[key][1]:
                 log.warning("%s: the same shard of the same %s as %s with more rows (a longer run); read in its "
                             "place", shard, run, shards[key][0])
-                shards[key] = (shard, rows)
+                shards[key] = (shard, rows, run)
             else:
                 log.warning("%s: the same shard of the same %s as %s (a copy); read once", shard, run, shards[key][0])
     if not shards:
         raise InputError("no shards given")
-    return [shard for shard, _ in shards.values()]
+    return [(shard, run) for shard, _, run in shards.values()]
 
 
 def _own_file(shard: Place) -> Place:

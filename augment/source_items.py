@@ -57,16 +57,16 @@ def read_photo(path: Path) -> np.ndarray | Skip:
         return Skip.of(error, path)
 
 
-def skipped_summary(skips: list[Skip], noun: str = "inputs", filters: str = "") -> str:
-    """``N inputs skipped`` and one of them with its reason (the first that is not merely a non-image
-    file), for the one line that says a run found nothing usable: why, not only how many. With nothing
-    skipped, ``filters`` (the config keys that can leave nothing, e.g. a pattern that matches no file)."""
+def skipped_summary(skips: list[Skip], noun: str = "input", filters: str = "") -> str:
+    """``N inputs skipped`` (``noun`` in the singular: '1 input skipped') and one of them with its reason
+    (the first that is not merely a non-image file), for the one line that says a run found nothing
+    usable: why, not only how many. With nothing skipped, ``filters`` (the config keys that can leave nothing, e.g. a pattern that matches no file)."""
     if not skips:
-        return f"0 {noun} skipped" + (f": {filters} left none" if filters else "")
+        return f"0 {noun}s skipped" + (f": {filters} left none" if filters else "")
     first = next((s for s in skips if s.reason != "not an image file"), skips[0])
     said = first.reason if first.reason.startswith(f"{first.path}: ") else f"{first.path}: {first.reason}"
     more = "; `synth -v` lists them all" if len(skips) > 1 else ""
-    return f"{len(skips)} {noun} skipped, e.g. {said}{more}"
+    return f"{len(skips)} {noun if len(skips) == 1 else noun + 's'} skipped, e.g. {said}{more}"
 
 
 def category_allowed(name: str, config: SourceConfig) -> bool:

@@ -43,6 +43,7 @@ from augment.cvat_masks import cvat_photos, looks_like_cvat_masks
 from augment.labelme_source import labelme_photos, looks_like_labelme
 from augment.yolo_source import looks_like_yolo, yolo_photos
 from augment.imageio import InputError, decode_image, is_image_path, list_images, pixels_as_uint8, read_image
+from augment.label_names import named_values
 from augment.mask_files import read_mask
 from augment.textfiles import loads_json, read_user_text
 from augment.schema import OBJECTS_FILE
@@ -257,11 +258,12 @@ def _read_mask_pairs(source: Path, config: SourceConfig) -> Iterator[SourceItem]
 def load_categories(path: Path) -> dict[int, str]:
     if not path.is_file():
         return {}
+    expected = "a JSON object mapping mask values to category names"
     try:
-        data = loads_json(read_user_text(path, "a JSON object mapping mask values to category names"))
-        return {int(k): str(v) for k, v in data.items()}
-    except (ValueError, AttributeError) as error:
-        raise InputError(f"{path}: expected a JSON object mapping mask values to category names ({error})") from None
+        data = loads_json(read_user_text(path, expected))
+    except ValueError as error:
+        raise InputError(f"{path}: expected {expected} ({error})") from None
+    return named_values(data, path, expected)
 
 
 # ---------------------------------------------------------------- RGBA cutouts
@@ -293,9 +295,9 @@ def label_map_files(source: Path) -> tuple[dict[int, str], list[Path], Callable[
     list_path = source / "label_list.json"
     try:
         raw = loads_json(read_user_text(list_path, "a JSON list of label names"))
-        names = {int(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else dict(enumerate(map(str, raw)))
-    except (OSError, ValueError, AttributeError) as error:
+    except (OSError, ValueError) as error:
         raise InputError(f"{list_path}: expected a JSON list of label names ({error})") from None
+    names = named_values(raw, list_path, "a JSON list of label names", by_index=True)
     label_dir = source / "labels"
     if not label_dir.is_dir():
         raise InputError(f"{source}: label_map sources need a labels/ folder")

@@ -287,7 +287,7 @@ def run_extract(segmenter: Segmenter, images: list[Path], out: Path, config: Ext
         labelled = [labelled[0] + record["labelled"][0], labelled[1] + record["labelled"][1]]
     if summary.images == 0:
         raise InputError(f"no readable photo among the {len(images)} given "
-                         f"({skipped_summary([Skip(**s) for s in summary.skipped], 'photos')})")
+                         f"({skipped_summary([Skip(**s) for s in summary.skipped], 'photo')})")
     rows = [row for index in saved for row in parts.cutouts(index)]
     write_objects_table(rows, out / OBJECTS_FILE, segmenter.model_id)
     shards = [record["shard"] for record in saved.values() if record["shard"]]

@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         manifest = run_guarded(run, interrupt_hint="rerun the same `synth photo-shards` command to resume (its "
                                "finished shards are kept)")
         console.print(f"wrote {counted(manifest['num_rows'], 'labelled photo')} to {out} "
-                      f"({counted(len(manifest['shards']), 'shard')}, {len(manifest['skipped'])} inputs skipped)",
+                      f"({counted(len(manifest['shards']), 'shard')}, {counted(len(manifest['skipped']), 'input')} skipped)",
                       highlight=False)
 
     @app.command()

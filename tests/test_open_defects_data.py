@@ -68,7 +68,7 @@ def test_expand_overwrite_into_shards_a_training_run_reads_is_refused_with_one_l
     before = files_under(shards)
     with reading_shards([shards]):  # as a training run holds it
         result = expand(inputs, shards, "-n", 2, "--overwrite")
-        assert_one_line_error(result, BUSY_EXIT_CODE, f"{shards}: a `synth train`, `eval` or `calibrate` run is reading the shards here")
+        assert_one_line_error(result, BUSY_EXIT_CODE, f"{shards}: a `synth train`, `eval`, `calibrate`, `show`, `export` or other reader is reading the shards here")
         with reading_shards([shards / "train-00000.parquet"]):  # readers share the folder
             pass
     assert files_under(shards, skip=shards / LOCK_FILE) == {k: v for k, v in before.items() if k != LOCK_FILE}
@@ -88,7 +88,7 @@ def test_a_training_run_holds_its_shards_for_the_whole_run_and_refuses_a_folder_
 
     monkeypatch.setattr(loop, "save_checkpoint", save_and_try_writing)
     train(tiny_config(steps=1), shards, tmp_path / "run", show_progress=False)
-    assert len(tried) == 1 and "a `synth train`, `eval` or `calibrate` run is reading the shards here" in tried[0], tried
+    assert len(tried) == 1 and "a `synth train`, `eval`, `calibrate`, `show`, `export` or other reader is reading the shards here" in tried[0], tried
     with folder_lock(shards, "synth expand"):  # released with the run; a writer at work refuses a new run
         with pytest.raises(BusyError, match=f"^{shards}: synth expand \\(pid {os.getpid()}\\) is writing these shards"):
             train(tiny_config(steps=1), shards, tmp_path / "run2", show_progress=False)

@@ -193,14 +193,14 @@ def test_a_source_with_nothing_usable_says_why_not_only_how_many_were_skipped(in
     save_image(labels, read_mask(labels)[:60, :50])
     _, backgrounds, config = inputs
     result = run_cli("expand", source, "-b", backgrounds, "-o", tmp_path / "out", "-c", config, "-n", 2, "-w", 1)
-    assert_one_line_error(result, 2, "no usable objects found (1 inputs skipped, e.g.", f"{labels}: mask is 50x60 but "
+    assert_one_line_error(result, 2, "no usable objects found (1 input skipped, e.g.", f"{labels}: mask is 50x60 but "
                           "its image is 100x120")
     result = run_cli("photo-shards", source, "--out", tmp_path / "photos")
-    assert_one_line_error(result, 2, "no labelled photos found (1 inputs skipped, e.g.", "mask is 50x60")
+    assert_one_line_error(result, 2, "no labelled photos found (1 input skipped, e.g.", "mask is 50x60")
     tiny = tmp_path / "tiny-backgrounds"
     save_image(tiny / "small.png", np.zeros((10, 10, 3), np.uint8))
     result = run_cli("expand", inputs[0], "-b", tiny, "-o", tmp_path / "out", "-c", config, "-n", 2, "-w", 1)
-    assert_one_line_error(result, 2, "no usable background images (1 files skipped, e.g.", "too small")
+    assert_one_line_error(result, 2, "no usable background images (1 file skipped, e.g.", "too small")
     typo = tmp_path / "typo.yaml"  # a pattern no photo matches: nothing skipped, nothing kept (a label name
     # that no source has is refused by name: tests/test_open_defects_data.py)
     typo.write_text("sources: {min_area: 50, include: [jackt]}\ncomposition: {width: 64, height: 64}\n")

@@ -229,3 +229,23 @@ def test_a_cluster_that_cannot_be_joined_by_address_hints_at_ray_token_authentic
     message = str(failed.value)
     assert message.startswith("--ray-address 10.0.0.9:6379: cannot start or join Ray (Failed to connect")
     assert ("RAY_AUTH_MODE=token and RAY_AUTH_TOKEN" in message) == (auth_mode != "token")
+
+
+def test_a_ray_workers_cutout_cache_is_its_own_machines_not_the_drivers(ray_session, tmp_path, monkeypatch):
+    """The job's cutouts carried the driver's CUTOUT_CACHE_BYTES (its memory and CPUs) to every worker;
+    a worker's is its own (computed where it imports augment.cutouts), a cache_bytes given travels as it is."""
+    import augment.cutouts as cutouts_module
+    from test_expand import _objects_table
+
+    path = _objects_table(tmp_path / "objects.parquet", 3)
+    monkeypatch.setattr(cutouts_module, "CUTOUT_CACHE_BYTES", 777 << 20)  # the driver's machine
+
+    def limits(box: list) -> tuple[int, int]:
+        import augment.cutouts as worker_cutouts
+
+        return ray.get(box[0])[0].cache.limit, worker_cutouts.CUTOUT_CACHE_BYTES
+
+    ask = ray.remote(limits)
+    shipped, own = ray.get(ask.remote([ray.put(cutouts_module.load_cutouts(path))]))
+    assert shipped == own != 777 << 20
+    assert ray.get(ask.remote([ray.put(cutouts_module.load_cutouts(path, cache_bytes=5 << 20))]))[0] == 5 << 20
