@@ -111,7 +111,7 @@ def test_resume_after_a_run_killed_mid_shard(inputs, tmp_path):
     objects, backgrounds = inputs
     config_path = tmp_path / "config.yaml"
     config_path.write_text(
-        "num: 400\nseed: 5\nsources: {min_area: 50}\n"
+        "num: 250\nseed: 5\nsources: {min_area: 50}\n"
         "composition: {width: 160, height: 160, min_objects: 3, max_objects: 5}\n"
         "output: {shard_rows: 50, row_group_rows: 5}\n"
     )
@@ -125,14 +125,14 @@ def test_resume_after_a_run_killed_mid_shard(inputs, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     finished = sorted(out.glob("train-*.parquet"))
-    assert 1 <= len(finished) < 8, "the run should have been killed part-way"
+    assert 1 <= len(finished) < 5, "the run should have been killed part-way"
     for shard in finished:  # whatever is there under a final name is complete
         assert pq.read_metadata(shard).num_rows == 50
 
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rows = read_rows(out)
-    assert [r["id"] for r in rows] == [f"train-{i:08d}" for i in range(400)]  # none missing, none twice
+    assert [r["id"] for r in rows] == [f"train-{i:08d}" for i in range(250)]  # none missing, none twice
     assert not list(out.glob(".*.tmp"))
 
     clean = tmp_path / "clean"

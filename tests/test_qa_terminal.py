@@ -102,19 +102,9 @@ def test_the_training_bar_is_on_stderr_and_only_on_a_terminal(capsys, monkeypatc
     assert captured.out == "" and "train" in captured.err and "loss 0.5" in captured.err
 
 
-def test_a_selftune_round_from_cron_logs_one_line(tmp_path: Path) -> None:
-    import yaml
-    from typer.testing import CliRunner
-
-    from pipelines.cli import app
-    from segment_factory import make_noise_backgrounds, make_scene_photos, make_unlabeled, tiny_selftune_config
-
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(tiny_selftune_config()))
-    result = CliRunner().invoke(app, ["selftune", "--state", tmp_path / "state", "--labeled",
-                                      make_scene_photos(tmp_path / "labeled"), "--unlabeled",
-                                      make_unlabeled(tmp_path / "unlabeled"), "--backgrounds",
-                                      make_noise_backgrounds(tmp_path / "backgrounds"), "--config",
-                                      tmp_path / "c.yaml", "--rounds", "1"])
+def test_a_selftune_round_from_cron_logs_one_line(selftune_one_round) -> None:
+    # `synth selftune ... --rounds 1` of the tiny config (conftest's run, which test_selftune reads too)
+    result = selftune_one_round[2]
     # deploy/crontab: "this log gets one line per run"; each training's bar added one, cut at 80 columns
     assert result.exit_code == 0 and len(result.output.splitlines()) == 1, result.output
     assert result.output.startswith("selftune ")

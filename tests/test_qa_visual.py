@@ -75,7 +75,10 @@ def test_put_label_draws_only_inside_the_rectangle_it_returns(h, w):
             picture = np.zeros((h, w, 3), np.uint8)
             where = put_label(picture, ("re-detected 0.0031", "re-detected", "0.0031"), anchor, (255, 255, 255),
                               above=above)
-            drawn = np.nonzero(picture.any(axis=2))
+            # The drawn pixels' rows and columns, a pixel once per lit channel (what is checked is their
+            # extent): np.nonzero of picture.any(axis=2) took 0.19 s a 3000x4000 picture, this 0.06.
+            lit = np.flatnonzero(picture) // 3
+            drawn = (lit // w, lit % w)
             if where is None:
                 assert drawn[0].size == 0
                 continue

@@ -39,9 +39,10 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def cluster():
-    """A head with no CPUs (it runs no task) and one worker node of 2 CPUs."""
+@pytest.fixture(scope="module")
+def module_cluster():
+    """A head with no CPUs (it runs no task) and one worker node of 2 CPUs: one for the module (each start costs
+    5-12 s); every test leaves it so again, or the ``cluster`` fixture restores it."""
     if ray.is_initialized():
         ray.shutdown()
     made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
@@ -52,6 +53,20 @@ def cluster():
     if ray.is_initialized():
         ray.shutdown()
     made.shutdown()
+
+
+@pytest.fixture
+def cluster(module_cluster):
+    """The module's cluster as a test starts: the head and one worker node of 2 CPUs, no driver connected."""
+    yield module_cluster
+    if ray.is_initialized():  # a run that failed before it let go of the cluster
+        ray.shutdown()
+    workers = [node for node in module_cluster.list_all_nodes() if node is not module_cluster.head_node]
+    if len(workers) != 1:  # a test that failed mid-way (each adds its nodes of 2 CPUs, or 1 it removes again)
+        for node in workers:
+            module_cluster.remove_node(node, allow_graceful=False)
+        module_cluster.add_node(num_cpus=2)
+        module_cluster.wait_for_nodes()
 
 
 def assert_same_shards(out: Path, reference: Path) -> None:

@@ -354,9 +354,18 @@ def test_openmp_waits_passively_whichever_package_loads_first(package: str) -> N
     import subprocess
     import sys
 
-    # (torch reads the policy and leaves it as it finds it: importing it after the package here changed no
-    # line printed, and cost augment's two processes a torch load each; train.model and pipelines.search load it.)
-    code = f"import {package}, os; print(os.environ['OMP_WAIT_POLICY'])"
+    # What counts is the policy when torch is first imported (torch's OpenMP reads it as it loads): a finder
+    # placed first on sys.meta_path prints it then and refuses torch, so no process pays a torch load (four
+    # of them did, ~2 s each); a package that never imports torch (augment) prints it at the end.
+    code = ("import os, sys\n"
+            "class RefuseTorch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch':\n"
+            "            print(os.environ.get('OMP_WAIT_POLICY'), flush=True)\n"
+            "            os._exit(0)\n"
+            "sys.meta_path.insert(0, RefuseTorch())\n"
+            f"import {package}\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'))\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     root = str(Path(__file__).resolve().parents[1])
     run = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)

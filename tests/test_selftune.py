@@ -70,10 +70,12 @@ def uninterrupted(tmp_path_factory, inputs, config) -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_round(tmp_path_factory, inputs, config) -> tuple[Path, dict]:
-    """A state after `run(rounds=1)` under the module's config, and what the run returned (tests only read it)."""
-    state_dir = tmp_path_factory.mktemp("one-round") / "state"
-    return state_dir, SelfTune(state_dir, inputs, config).run(rounds=1)
+def one_round(selftune_one_round) -> tuple[Path, dict]:
+    """A state after `synth selftune --rounds 1` under the module's config (conftest's, which test_qa_terminal
+    reads too), and the state it saved (tests only read it)."""
+    state_dir, _, result = selftune_one_round
+    assert result.exit_code == 0, result.output
+    return state_dir, json.loads((state_dir / STATE_FILE).read_text())
 
 
 def test_two_rounds_produce_metrics_report_and_counts(uninterrupted, inputs, config, tmp_path):

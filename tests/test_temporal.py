@@ -277,8 +277,10 @@ def test_cli_sequence_skips_and_counts_unreadable_and_missized_frames(tmp_path: 
     (folder / "0002.jpg").write_bytes(b"not a jpeg")
     save_image(folder / "0004.jpg", frames[4][:100, :100])
     save_image(tmp_path / "query.png", _target())
-    for mode in ([], ["--every-instance"]):
-        out = tmp_path / f"out{len(mode)}"
+    # What is searched in a frame is not the point here (the test above searches every instance by default):
+    # the every-instance pass searches one size, unmirrored, unverified (2.9 -> 0.6 s of CPU).
+    for mode in ([], ["--every-instance", "--scales", "1", "--no-mirror", "--no-verify"]):
+        out = tmp_path / f"out{min(len(mode), 1)}"
         result = run_cli("search", tmp_path / "query.png", folder, "--sequence", "--out", out, *mode)
         assert result.exit_code == 0, result.output
         assert [line["frame"] for line in _lines(out)] == [0, 1, 3, 5]
