@@ -36,19 +36,11 @@ RESAMPLED_PENALTY = 1.0
 # Searched sizes within this factor of each other are one size (a level's resampled pair and
 # another level's own kernel often stand for the same height): its best score counts.
 SAME_SIZE = 1.06
-# How many times as fast a size's score falls per octave (squared) above the object's size as below
-# it: a kernel larger than the object reaches past it onto the background, one smaller still lies on
-# the object's texture. Measured at stop 50 on generated scenes (the untrained network, objects at
-# their query's size, its level's own kernel and the scores an octave either side): 1.1-1.9 with
-# natural photos pasted on a textured background, 1.5-2.6 with blocky textures. With 1 (the ordinary
-# parabola) sizes were ~6 % (photos) and ~14 % (blocks) small at the query's own size.
-LARGER_FALL = 2.0
 
 
 def object_height(cosines: torch.Tensor, heights: Sequence[float], resampled: Sequence[bool],
                   margin: float, penalty: float = RESAMPLED_PENALTY,
-                  valid: Sequence[torch.Tensor | None] | None = None,
-                  larger_fall: float = LARGER_FALL) -> torch.Tensor:
+                  valid: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
     """Per grid cell, the object height (pixels) that explains the cosines best, N x 1 x grid.
 
     ``cosines`` N x S x grid, one map per searched size; ``heights`` the object height each stands
@@ -86,32 +78,14 @@ def object_height(cosines: torch.Tensor, heights: Sequence[float], resampled: Se
     x = logs[k]
     if len(groups) < 3:
         return torch.exp2(x)
-    # The peak of a parabola through (k-1, k, k+1) on the log-size axis that falls ``larger_fall``
-    # times as fast above its peak as below; cells at either end keep their size.
+    # The parabola through (k-1, k, k+1) on the log-size axis; cells at either end keep their size.
     inner = (k > 0) & (k < len(groups) - 1)
     lo, hi = (k - 1).clamp(min=0), (k + 1).clamp(max=len(groups) - 1)
     z0, z1, z2 = scores.gather(1, lo), scores.gather(1, k), scores.gather(1, hi)
     d1, d2 = (x - logs[lo]).clamp(min=1e-6), (logs[hi] - x).clamp(min=1e-6)
-    curve = ((z2 - z1) / d2 - (z1 - z0) / d1) / (d1 + d2)  # < 0: the three scores peak between lo and hi
-    shift = torch.where(inner & (curve < 0), skewed_peak(z0, z1, z2, d1, d2, larger_fall), torch.zeros_like(x))
+    s1, s2 = (z1 - z0) / d1, (z2 - z1) / d2
+    curve = (s2 - s1) / (d1 + d2)  # the parabola's x^2 coefficient; < 0: a maximum
+    slope = s1 + curve * d1
+    shift = torch.where(inner & (curve < 0), -slope / (2 * curve.clamp(max=-1e-6)), torch.zeros_like(x))
+    shift = torch.maximum(torch.minimum(shift, d2 / 2), -d1 / 2)
     return torch.exp2(x + shift)
-
-
-def skewed_peak(z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor,
-                larger_fall: float) -> torch.Tensor:
-    """The peak (from the middle point, at most half-way to either neighbour) of the curve
-    s(u) = top - a (u - peak)^2 below the peak and top - larger_fall a (u - peak)^2 above it
-    through the scores ``z0, z1, z2`` at log sizes ``-d1, 0, d2`` (which peak between them);
-    ``larger_fall`` 1: the parabola's vertex. With p = z1 - z0, q = z1 - z2, a peak v >= 0 solves
-    p (k (d2 - v)^2 - v^2) = q d1 (d1 + 2 v) and one v < 0 solves p k d2 (d2 - 2 v) = q ((d1 + v)^2 - k v^2):
-    each v = c / (s + sqrt(s^2 - (k - 1) r c)), c = p k d2^2 - q d1^2 (its sign says which side),
-    s = p k d2 + q d1, r = p (v >= 0) or q (v < 0): the root that is the parabola's at k = 1."""
-    k = float(larger_fall)
-    p, q = z1 - z0, z1 - z2
-    c = p * k * d2 * d2 - q * d1 * d1
-    s = p * k * d2 + q * d1
-    r = torch.where(c >= 0, p, q)
-    root = torch.sqrt((s * s - (k - 1.0) * r * c).clamp(min=0.0))
-    # s <= 0 only where z0 is well above z1: the peak lies at (or past) the lower half-way point.
-    peak = torch.where(s > 0, c / (s + root).clamp(min=1e-12), -d1)
-    return torch.maximum(torch.minimum(peak, d2 / 2), -d1 / 2)
