@@ -6,6 +6,7 @@ import collections
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -136,3 +137,22 @@ def test_missing_or_empty_shard_folder_is_an_input_error(tmp_path):
     assert str(tmp_path / "nowhere") in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(InputError, match="no manifest.json"):
         ShardPairs(tmp_path, _config())
+
+
+def test_rows_with_null_pictures_objects_or_boxes_are_skipped_and_counted_not_a_type_error(tmp_path, caplog):
+    # A shard another tool wrote (or edited by hand): the schema's columns are nullable.
+    folder = make_shards(tmp_path, n_cutouts=6, n_composites=6, rows_per_group=3, rows_per_shard=6, size=64).folder
+    shard = next(p for p in folder.glob("*-00000.parquet"))
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    rows[0]["image"] = None
+    rows[1]["mask"]["bytes"] = None
+    rows[2]["objects"][0]["box"] = None
+    rows[3]["objects"] = None
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard, row_group_size=3)
+    dataset = ShardPairs(folder, _config(medium_size=64, query_size=32), split="all")
+    samples = list(dataset)
+    assert dataset.stats["corrupt"] == 3 and dataset.stats["no_query"] == 1 and len(samples) == 2
+    bad = {rows[i]["id"] for i in range(3)}
+    assert {r.message.split()[3] for r in caplog.records if "skipping corrupt row" in r.message} == bad
+    assert any("box is not 4 integers" in r.message for r in caplog.records)
