@@ -6,13 +6,12 @@ import collections
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from augment.imageio import InputError, decode_image
-from shard_factory import make_shards
+from shard_factory import make_shards, rewrite_rows
 from train.data import PairConfig, ShardPairs, cutout_split, make_loader
 
 SIZE = 96
@@ -140,19 +139,19 @@ def test_missing_or_empty_shard_folder_is_an_input_error(tmp_path):
 
 
 def test_rows_with_null_pictures_objects_or_boxes_are_skipped_and_counted_not_a_type_error(tmp_path, caplog):
-    # A shard another tool wrote (or edited by hand): the schema's columns are nullable.
-    folder = make_shards(tmp_path, n_cutouts=6, n_composites=6, rows_per_group=3, rows_per_shard=6, size=64).folder
-    shard = next(p for p in folder.glob("*-00000.parquet"))
-    table = pq.read_table(shard)
-    rows = table.to_pylist()
-    rows[0]["image"] = None
-    rows[1]["mask"]["bytes"] = None
-    rows[2]["objects"][0]["box"] = None
-    rows[3]["objects"] = None
-    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard, row_group_size=3)
+    # A shard another tool wrote (or edited by hand): the schema's columns are nullable. The loader raised
+    # TypeError ('NoneType' object is not subscriptable), a traceback out of `synth train` and `synth eval`.
+    folder = make_shards(tmp_path, n_cutouts=6, n_composites=7, rows_per_group=3, rows_per_shard=7, size=64).folder
+    shard = folder / "train-00000.parquet"
+    rows = pq.read_table(shard).to_pylist()
+    first = rows[2]["objects"][0]
+    rewrite_rows(shard, {0: {"image": None}, 1: {"mask": {"bytes": None, "path": None}},
+                         2: {"objects": [{**first, "box": None}]}, 3: {"objects": None},
+                         4: {"objects": [{**rows[4]["objects"][0], "box": [0, 0, 10**9, 10**9]}]}})
     dataset = ShardPairs(folder, _config(medium_size=64, query_size=32), split="all")
     samples = list(dataset)
-    assert dataset.stats["corrupt"] == 3 and dataset.stats["no_query"] == 1 and len(samples) == 2
-    bad = {rows[i]["id"] for i in range(3)}
-    assert {r.message.split()[3] for r in caplog.records if "skipping corrupt row" in r.message} == bad
-    assert any("box is not 4 integers" in r.message for r in caplog.records)
+    assert dataset.stats["corrupt"] == 4 and dataset.stats["no_query"] == 1 and len(samples) == 2
+    skipped = [r.message for r in caplog.records if "skipping corrupt row" in r.message]
+    assert sorted(message.split()[3] for message in skipped) == [rows[i]["id"] for i in (0, 1, 2, 4)]
+    assert any("box is not 4 integers" in message for message in skipped)
+    assert any("box [0, 0, 1000000000, 1000000000] is not within the 64x64 image" in m for m in skipped)

@@ -333,6 +333,9 @@ class ShardPairs(ResumableStream):
         ids = decode_image(mask_bytes, cv2.IMREAD_UNCHANGED, f"composite {composite_id} mask")
         if ids.ndim != 2 or ids.shape != image.shape[:2]:
             raise InputError(f"composite {composite_id}: mask {ids.shape} does not match image {image.shape[:2]}")
+        outside = next(filter(None, (object_problem(obj, ids.shape) for obj in objects)), None)
+        if outside is not None:  # a box past the image (hand-edited): skipped, as export skips the row
+            raise InputError(f"composite {composite_id}: an object's {outside}")
         size = config.medium_size
         medium = resize_image(image, size, size)
         if positive:
