@@ -155,3 +155,22 @@ def test_rows_with_null_pictures_objects_or_boxes_are_skipped_and_counted_not_a_
     assert sorted(message.split()[3] for message in skipped) == [rows[i]["id"] for i in (0, 1, 2, 4)]
     assert any("box is not 4 integers" in message for message in skipped)
     assert any("box [0, 0, 1000000000, 1000000000] is not within the 64x64 image" in m for m in skipped)
+
+
+@pytest.mark.parametrize("column", ["image", "mask"])
+def test_a_shard_whose_pictures_are_plain_bytes_is_one_line_naming_it(tmp_path, column):
+    # Another tool's shard with the picture as a binary column, not the schema's struct of bytes and path:
+    # train, eval, show and export raised AttributeError ('bytes' object has no attribute 'get').
+    from augment.coco_export import export_coco
+
+    folder = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=3, size=32).folder
+    shard = folder / "train-00000.parquet"
+    table = pq.read_table(shard)
+    plain = table.set_column(table.schema.get_field_index(column), column, table.column(column).combine_chunks().field("bytes"))
+    pq.write_table(plain, shard)
+    says = f"{shard}: not a composite shard \\(its {column} column is binary, not a struct of bytes and path\\)"
+    with pytest.raises(InputError, match=says):
+        ShardPairs(folder, _config(medium_size=32, query_size=32), split="all")
+    with pytest.raises(InputError, match=says):
+        export_coco([folder], tmp_path / "coco")
+    assert not (tmp_path / "coco").exists()
