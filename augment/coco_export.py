@@ -191,8 +191,8 @@ def _row_problem(row: dict[str, Any], used: set[tuple[str, str]], run: str) -> t
     if (row.get("height"), row.get("width")) != image.shape[:2]:
         return "stored width/height differ from the image's", None
     for obj in row.get("objects") or []:
-        if object_problem(obj) is not None:
-            log.info("skipping row %s: an object's %s", row_id, object_problem(obj))
+        if object_problem(obj, image.shape[:2]) is not None:
+            log.info("skipping row %s: an object's %s", row_id, object_problem(obj, image.shape[:2]))
             return "malformed object entry", None
     return None, instances
 

@@ -139,11 +139,13 @@ MANIFEST_FILE = "manifest.json"
 BACKGROUND_CATEGORY = "background"  # value 0 of a source (see train.segment_config)
 
 
-def object_problem(obj: Any) -> str | None:
+def object_problem(obj: Any, size: tuple[int, int] | None = None) -> str | None:
     """What is wrong with one entry of a row's ``objects`` (None: nothing), as the schema types it: an
     integer instance id, a box of 4 integers, a category name, a visible fraction. A shard written by
     another tool (or edited by hand) gave `synth show` a TypeError traceback for a null box, and `synth
-    export` a category named null."""
+    export` a category named null. With the row's image ``size`` (height, width), the box must also lie in
+    it, x0 <= x1 and y0 <= y1: `synth expand` boxes each object's visible pixels, and a hand-edited
+    [0, 0, 1e9, 1e9] went into a COCO export's bbox as it was."""
     if not isinstance(obj, dict):
         return "not an object"
     box = obj.get("box")
@@ -151,6 +153,8 @@ def object_problem(obj: Any) -> str | None:
         return "instance_id is not an integer"
     if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box)):
         return "box is not 4 integers"
+    if size is not None and not (0 <= box[0] <= box[2] <= size[1] and 0 <= box[1] <= box[3] <= size[0]):
+        return f"box {box} is not within the {size[1]}x{size[0]} image"
     if not isinstance(obj.get("category"), str):
         return "category is not a name"
     if not is_number(obj.get("visible_fraction")):

@@ -125,6 +125,12 @@ def check_columns(parquet: pq.ParquetFile, path: Place) -> None:
     missing = [c for c in COMPOSITE_COLUMNS if c not in names]
     if missing:
         raise InputError(f"{path}: not a composite shard (no {', '.join(missing)} column)")
+    for column in ("image", "mask"):  # a picture is a struct of its bytes (and path), as the schema has it
+        kind = parquet.schema_arrow.field(column).type
+        data = kind.field("bytes").type if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0 else None
+        if not (data is not None and (pa.types.is_binary(data) or pa.types.is_large_binary(data))):
+            raise InputError(f"{path}: not a composite shard (its {column} column is {kind}, not a struct of "
+                             "bytes and path)")
 
 
 def _opened_composite_shard(path: Place | str) -> tuple[Place, pq.ParquetFile]:

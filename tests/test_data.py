@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from augment.imageio import InputError, decode_image
-from shard_factory import make_shards
+from shard_factory import make_shards, rewrite_rows
 from train.data import PairConfig, ShardPairs, cutout_split, make_loader
 
 SIZE = 96
@@ -136,3 +136,41 @@ def test_missing_or_empty_shard_folder_is_an_input_error(tmp_path):
     assert str(tmp_path / "nowhere") in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(InputError, match="no manifest.json"):
         ShardPairs(tmp_path, _config())
+
+
+def test_rows_with_null_pictures_objects_or_boxes_are_skipped_and_counted_not_a_type_error(tmp_path, caplog):
+    # A shard another tool wrote (or edited by hand): the schema's columns are nullable. The loader raised
+    # TypeError ('NoneType' object is not subscriptable), a traceback out of `synth train` and `synth eval`.
+    folder = make_shards(tmp_path, n_cutouts=6, n_composites=7, rows_per_group=3, rows_per_shard=7, size=64).folder
+    shard = folder / "train-00000.parquet"
+    rows = pq.read_table(shard).to_pylist()
+    first = rows[2]["objects"][0]
+    rewrite_rows(shard, {0: {"image": None}, 1: {"mask": {"bytes": None, "path": None}},
+                         2: {"objects": [{**first, "box": None}]}, 3: {"objects": None},
+                         4: {"objects": [{**rows[4]["objects"][0], "box": [0, 0, 10**9, 10**9]}]}})
+    dataset = ShardPairs(folder, _config(medium_size=64, query_size=32), split="all")
+    samples = list(dataset)
+    assert dataset.stats["corrupt"] == 4 and dataset.stats["no_query"] == 1 and len(samples) == 2
+    skipped = [r.message for r in caplog.records if "skipping corrupt row" in r.message]
+    assert sorted(message.split()[3] for message in skipped) == [rows[i]["id"] for i in (0, 1, 2, 4)]
+    assert any("box is not 4 integers" in message for message in skipped)
+    assert any("box [0, 0, 1000000000, 1000000000] is not within the 64x64 image" in m for m in skipped)
+
+
+@pytest.mark.parametrize("column", ["image", "mask"])
+def test_a_shard_whose_pictures_are_plain_bytes_is_one_line_naming_it(tmp_path, column):
+    # Another tool's shard with the picture as a binary column, not the schema's struct of bytes and path:
+    # train, eval, show and export raised AttributeError ('bytes' object has no attribute 'get').
+    from augment.coco_export import export_coco
+
+    folder = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=3, size=32).folder
+    shard = folder / "train-00000.parquet"
+    table = pq.read_table(shard)
+    plain = table.set_column(table.schema.get_field_index(column), column, table.column(column).combine_chunks().field("bytes"))
+    pq.write_table(plain, shard)
+    says = f"{shard}: not a composite shard \\(its {column} column is binary, not a struct of bytes and path\\)"
+    with pytest.raises(InputError, match=says):
+        ShardPairs(folder, _config(medium_size=32, query_size=32), split="all")
+    with pytest.raises(InputError, match=says):
+        export_coco([folder], tmp_path / "coco")
+    assert not (tmp_path / "coco").exists()

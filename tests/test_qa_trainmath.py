@@ -262,3 +262,26 @@ def test_a_cutout_librarys_cache_is_bounded_by_the_bytes_it_holds_not_a_count(tm
     assert library._cache.bytes == sizes[ids[1]] + sizes[ids[2]] and ids[0] not in library._cache  # the oldest dropped
     assert np.array_equal(library.rgba(ids[0]), image) and ids[1] not in library._cache
     assert pickle.loads(pickle.dumps(library)).rgba(ids[0]).shape == image.shape
+
+
+def test_a_cutout_whose_image_is_null_is_one_input_error_naming_it_not_a_type_error(tmp_path):
+    """objects.parquet written by another tool may hold a null image: CutoutLibrary.rgba raised TypeError
+    ('NoneType' object is not subscriptable: a traceback out of `synth train`); it is the InputError an
+    undecodable cutout is, so its composite row is the counted skip."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from augment.imageio import InputError
+    from shard_factory import make_shards
+    from train.queries import CutoutLibrary
+
+    path = make_shards(tmp_path / "shards", n_cutouts=2, n_composites=1, size=48).folder / "objects.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[0]["image"] = None
+    rows[1]["image"]["bytes"] = None
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    library = CutoutLibrary(path)
+    for row in rows:
+        with pytest.raises(InputError, match=f"cutout {row['cutout_id']}: empty file"):
+            library.rgba(row["cutout_id"])

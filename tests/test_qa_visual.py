@@ -333,3 +333,24 @@ def test_show_of_shards_without_rows_is_one_line_not_a_blank_sheet(tmp_path):
     result = run_cli("show", shard, "--out", tmp_path / "sheet.png")
     assert_one_line_error(result, 2, "train-00000.parquet", "no rows to show")
     assert not (tmp_path / "sheet.png").exists()
+
+
+def test_an_exported_objects_box_past_its_image_is_a_skipped_row_not_a_coco_bbox(tmp_path):
+    """`synth expand` boxes each object's visible pixels (cv2.boundingRect of its mask; photo-shards its
+    mask's extent), so a box past the image or turned inside out is a hand-edited row: its [0, 0, 1e9, 1e9]
+    went into annotations.json's bbox as it was. Skipped with the other malformed object entries."""
+    import json
+
+    from augment.coco_export import export_coco
+    from shard_factory import make_shards, rewrite_rows
+
+    shard = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, size=32).folder / "train-00000.parquet"
+    rows = pq.read_table(shard).to_pylist()
+    edge = {**rows[2]["objects"][0], "box": [0, 0, 32, 32]}  # the whole image: kept
+    rewrite_rows(shard, {0: {"objects": [{**rows[0]["objects"][0], "box": [0, 0, 10**9, 10**9]}]},
+                         1: {"objects": [{**rows[1]["objects"][0], "box": [-1, 2, 10, 8]}]},
+                         2: {"objects": [edge]}, 3: {"objects": [{**rows[3]["objects"][0], "box": [9, 2, 4, 8]}]}})
+    counts = export_coco([shard], tmp_path / "coco")
+    assert (counts["images"], counts["skip_reasons"]) == (1, {"malformed object entry": 3})
+    coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    assert [a["bbox"] for a in coco["annotations"]] == [[0, 0, 32, 32]]

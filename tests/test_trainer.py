@@ -217,3 +217,22 @@ def test_a_checkpoint_written_before_an_option_existed_still_resumes_with_it_off
                     {"model": {"residual_projection": True, "residual_hidden": 0}, "lr": 0.01}):
         with pytest.raises(InputError, match="different config"):
             check_compatible(state, "new", changed, "c.pt")
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("optimizer", {}, "its 'optimizer' cannot be resumed \\(KeyError"),
+    ("rng", None, "its 'rng' cannot be resumed \\(TypeError"),
+    ("data", {"ranks": "x"}, "its 'data' cannot be resumed \\(AttributeError"),
+    ("data", {"ranks": [{"epoch": "x", "positions": {0: 1}}], "workers": 1}, "its 'data' cannot be resumed .*holds 'x'"),
+    ("step", -5, "not a synth training checkpoint \\('step' missing or of the wrong type\\)"),
+])
+def test_resuming_a_checkpoint_whose_optimizer_rng_data_or_step_is_damaged_is_one_line_naming_it(
+        shards, tmp_path, key, value, says):
+    # A hand-made or damaged checkpoint: `--resume` was a KeyError, TypeError or AttributeError traceback
+    # (an epoch 'x' was NumPy's in the loader), and a step of -5 trained from step -5.
+    train(tiny_config(steps=1, checkpoint_every=1), shards, tmp_path, show_progress=False)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    torch.save({**state, key: value}, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(InputError, match=f"^{tmp_path / CHECKPOINT_FILE}: {says}") as error:
+        train(tiny_config(steps=2), shards, tmp_path, resume=True, show_progress=False)
+    assert "\n" not in str(error.value)

@@ -13,8 +13,9 @@ import io
 import logging
 import os
 import random
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from torch import nn
 
 from augment.atomic_files import atomic_path
 from augment.imageio import InputError, check_plain_file
+from augment.shards import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +129,23 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
         ("config", isinstance(config, dict) and isinstance(config.get("values"), dict)
          and isinstance(config.get("identity", {}), dict)),
         ("config_hash", isinstance(state.get("config_hash"), str)),
-        ("step", isinstance(state.get("step"), int) and not isinstance(state.get("step"), bool))) if not ok), None)
+        ("step", isinstance(state.get("step"), int) and not isinstance(state.get("step"), bool)
+         and state.get("step") >= 0)) if not ok), None)
     if wrong is not None:  # a file made to look like one: its readers' KeyError or TypeError was a traceback
         raise InputError(f"{path}: not a synth training checkpoint ({wrong!r} missing or of the wrong type)")
     return state
+
+
+@contextmanager
+def resuming(path: Path | str, key: str) -> Iterator[None]:
+    """Restore a checkpoint's ``key`` (its optimizer, RNG states, data position) in the block: what a damaged
+    or hand-made file holds there that cannot be restored is one InputError naming the file and the key (a
+    KeyError, TypeError or AttributeError traceback out of `synth train --resume`)."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{path}: its {key!r} cannot be resumed ({type(error).__name__}: {one_line(error)}); "
+                         "not a checkpoint `synth train` wrote") from None
 
 
 def config_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader
 
 from augment.imageio import InputError, decode_image, resize_image
 from augment.open_files import ready_for_loader_workers
-from augment.schema import OBJECTS_FILE
+from augment.schema import OBJECTS_FILE, object_problem, stored_bytes
 from augment.shards import manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
 from augment.system import ignore_stop_signals
@@ -227,9 +227,11 @@ class ShardPairs(ResumableStream):
                     yield unit, index, f"{path.name}:{group}:{index}", None, None, [], {}
                 continue
             extras = {c: table.column(c).to_pylist() for c in extra}
-            for index, (cid, image, mask, objects) in enumerate(zip(*(table.column(c).to_pylist()
-                                                                       for c in _COMPOSITE_COLUMNS))):
-                yield unit, index, cid, image["bytes"], mask["bytes"], objects, {c: v[index] for c, v in extras.items()}
+            for index, row in enumerate(table.select(_COMPOSITE_COLUMNS).to_pylist()):
+                # A null picture (a shard another tool wrote) is empty bytes, a null objects list none:
+                # the row is then counted as corrupt, not a TypeError in the loader.
+                yield (unit, index, row["id"], stored_bytes(row, "image"), stored_bytes(row, "mask"),
+                       row["objects"] or [], {c: v[index] for c, v in extras.items()})
 
     def _parquet(self, path: Place) -> pq.ParquetFile:
         """``path`` open, its footer read once while it is among the last OPEN_SHARDS read: opened per row
@@ -290,7 +292,12 @@ class ShardPairs(ResumableStream):
               extra: dict[str, Any] | None = None) -> dict[str, torch.Tensor] | None:
         """Make one pair from a composite row; ``None`` when the row has no query of this split."""
         config = self.config
-        present = {o["cutout_id"] for o in objects}
+        for obj in objects:  # a hand-edited or another tool's entry: the row is skipped, as export skips it
+            problem = object_problem(obj) or (None if obj.get("cutout_id") is None or isinstance(obj["cutout_id"], str)
+                                              else "cutout_id is not text")
+            if problem is not None:
+                raise InputError(f"composite {composite_id}: an object's {problem}")
+        present = {o.get("cutout_id") for o in objects}
         # A negative's query is none of the cutouts the medium shows, labelled or not: an object
         # pasted and then mostly hidden (under ``min_visible``) is left out of ``objects`` but
         # still shows in part; nor is a positive's one of those (its target would lack that part).
@@ -326,10 +333,13 @@ class ShardPairs(ResumableStream):
         ids = decode_image(mask_bytes, cv2.IMREAD_UNCHANGED, f"composite {composite_id} mask")
         if ids.ndim != 2 or ids.shape != image.shape[:2]:
             raise InputError(f"composite {composite_id}: mask {ids.shape} does not match image {image.shape[:2]}")
+        outside = next(filter(None, (object_problem(obj, ids.shape) for obj in objects)), None)
+        if outside is not None:  # a box past the image (hand-edited): skipped, as export skips the row
+            raise InputError(f"composite {composite_id}: an object's {outside}")
         size = config.medium_size
         medium = resize_image(image, size, size)
         if positive:
-            instances = [o["instance_id"] for o in objects if o["cutout_id"] == query_id]
+            instances = [o["instance_id"] for o in objects if o.get("cutout_id") == query_id]
             target = resize_image(np.isin(ids, instances).astype(np.float32), size, size) >= 0.5
         else:
             target = np.zeros((size, size), bool)
@@ -346,7 +356,7 @@ class ShardPairs(ResumableStream):
         if self.instance_boxes:
             height, width = ids.shape
             scale = torch.tensor([size / width, size / height] * 2)
-            boxes = [o["box"] for o in objects if positive and o["cutout_id"] == query_id]
+            boxes = [o["box"] for o in objects if positive and o.get("cutout_id") == query_id]
             sample["boxes"] = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4) * scale
         return sample
 

@@ -30,7 +30,7 @@ from augment.atomic_files import atomic_write_text, naming_errors, remove_orphan
 from augment.imageio import InputError
 from augment.storage import Place, as_place
 from train.checkpoint import (CHECKPOINT_FILE, check_compatible, load_checkpoint, load_model_state, restore_rng_state,
-                              save_checkpoint, unwrap)
+                              resuming, save_checkpoint, unwrap)
 from train.config import TrainConfig, is_device_name
 from train.data import make_loader
 from train.distributed import DistInfo, gather_objects, init_distributed, shutdown
@@ -236,18 +236,22 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         check_compatible(state, config.hash(), config.identity(), checkpoint_path)
         check_same_shards(state, shards_record, checkpoint_path)
         load_model_state(model, state, checkpoint_path)
-        optimizer.load_state_dict(state["optimizer"])
+        with resuming(checkpoint_path, "optimizer"):
+            optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
-        restore_rng_state(state["rng"])
-        ranks = state["data"].get("ranks", [])
+        with resuming(checkpoint_path, "rng"):
+            restore_rng_state(state["rng"])
+        with resuming(checkpoint_path, "data"):
+            ranks = list(state["data"].get("ranks", []))
         # A stream position belongs to one loader worker of one rank: another world size or number of
         # workers splits the rows differently (the positions skipped rows never trained on and replayed
         # others), so the run continues at the next epoch. (Older checkpoints: their config's count.)
         saved_workers = state["data"].get("workers", state["config"].get("values", {}).get("num_workers"))
-        if len(ranks) == info.world_size and (saved_workers is None or max(1, int(saved_workers)) == workers):
-            data_state = ranks[info.rank]
-        else:
-            data_state = restart_state(ranks)
+        with resuming(checkpoint_path, "data"):
+            if len(ranks) == info.world_size and (saved_workers is None or max(1, int(saved_workers)) == workers):
+                data_state = ranks[info.rank]
+            else:
+                data_state = restart_state(ranks)
             logger.warning("checkpoint has data positions for %d ranks of %s loader workers, not %d of %d: "
                            "starting the next epoch afresh", len(ranks), saved_workers, info.world_size, workers)
         if info.is_main:
@@ -267,7 +271,8 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
                 raise InputError(f"{config.init_checkpoint}: its optimizer state does not fit this run ({error})") from None
         if info.is_main:
             logger.info("weights from %s (its step %d)", config.init_checkpoint, state["step"])
-    stream = make_stream(parts, config.seed, data_state)
+    with resuming(checkpoint_path, "data") if data_state is not None else nullcontext():
+        stream = make_stream(parts, config.seed, data_state)
     if step >= config.steps and info.is_main:
         logger.warning("%s is already at step %d of %d: nothing to train; pass --steps above %d to train "
                        "longer", checkpoint_path, step, config.steps, step)

@@ -10,6 +10,7 @@ import numpy as np
 from augment.byte_cache import ByteLRU
 from augment.imageio import decode_image
 from augment.resizing import resize_rgba
+from augment.schema import stored_bytes
 from augment.objects_table import read_objects_table
 from augment.storage import Place
 from augment.textfiles import loads_json
@@ -59,7 +60,8 @@ class CutoutLibrary:
         cached = self._cache.get(cutout_id)
         if cached is not None:
             return cached
-        data = self._images[self._row[cutout_id]].as_py()["bytes"]
+        # A null image (an objects table another tool wrote) is empty bytes: one InputError naming the cutout.
+        data = stored_bytes({"image": self._images[self._row[cutout_id]].as_py()}, "image")
         image = decode_image(data, cv2.IMREAD_UNCHANGED, f"cutout {cutout_id}")
         if image.ndim == 2 or image.shape[2] == 3:  # no alpha stored: the whole crop is the object
             rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from augment.imageio import InputError
+from augment.validation import is_int
 
 
 class BatchStream:
@@ -29,6 +30,10 @@ class BatchStream:
         self.corrupt: dict[int, int] = {}  # per worker, rows decoded in this epoch (since a resume)
         self.corrupt_total: int = state.get("corrupt", 0)  # everything counted before that
         self._iterator: Iterator | None = None
+        counts = [self.epoch, self.next_worker, self.corrupt_total, *self.positions, *self.positions.values()]
+        if not all(is_int(count) and count >= -1 for count in counts):  # -1: a worker's position before its first row
+            raise ValueError(f"a data position holds {next(c for c in counts if not is_int(c) or c < -1)!r}, "
+                             "not a whole number")
 
     def _start_epoch(self) -> None:
         if self.positions:
