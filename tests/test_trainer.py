@@ -100,7 +100,7 @@ def test_resume_with_loader_workers_keeps_the_batch_order(shards, tmp_path):
 def test_checkpoint_of_another_config_is_a_clear_error(shards, tmp_path):
     train(tiny_config(steps=2, decay_steps=6), shards, tmp_path, show_progress=False)
     other = tiny_config(steps=4, model={**TINY_MODEL, "conversion_width": 16})
-    with pytest.raises(InputError, match="different config .*conversion_width 8 -> 16") as error:
+    with pytest.raises(InputError, match="different config \\(the checkpoint's -> this run's: .*model.conversion_width 8 -> 16") as error:
         train(other, shards, tmp_path, resume=True, show_progress=False)
     assert "\n" not in str(error.value)
     with pytest.raises(InputError, match="already there"):
