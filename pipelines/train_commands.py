@@ -88,6 +88,20 @@ def _check_distinct(shards: list[str]) -> None:
         seen[key] = entry
 
 
+def _remove_unstarted_run(out: Path) -> None:
+    """A run this command began in a new folder that a user error (shards with no usable pairs, found
+    once training reads them) ended before its first checkpoint: its config.yaml and tb/ go, so the
+    folder lock's release removes the folder too and no half-made run is left (exit 2 writes nothing)."""
+    import shutil
+
+    from train.checkpoint import CHECKPOINT_FILE
+
+    if (out / CHECKPOINT_FILE).exists():
+        return
+    (out / "config.yaml").unlink(missing_ok=True)
+    shutil.rmtree(out / "tb", ignore_errors=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to ``app``."""
     from pipelines.cli import TRAIN_RESTART_HINT, TRAIN_RESUME_HINT  # here: pipelines.cli imports this
@@ -144,12 +158,18 @@ def register(app: typer.Typer) -> None:
             with reading_shards(shards, eval_shards):
                 for folder in [*shards, eval_shards] if eval_shards else shards:  # unreadable: one line before the model loads
                     _check_shards(run_config.task, folder)
+            made = not out.exists()
             with ExitStack() as held:
                 # Two runs into one folder would overwrite each other's checkpoints: the run folder is
                 # locked, by the first process only under torchrun (RANK 0; the others share its run).
                 if whole_setting("RANK", 0) == 0:
                     held.enter_context(claim_output_folder(out, "train run"))
-                result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
+                try:
+                    result = train_run(run_config, shards, out, eval_shards=eval_shards, resume=resume)
+                except InputError:
+                    if made and whole_setting("RANK", 0) == 0:
+                        _remove_unstarted_run(out)
+                    raise
             if result.checkpoint is not None:
                 _console.print(_metrics_table(f"step {result.step}: last training window", result.metrics))
                 if result.eval_metrics:

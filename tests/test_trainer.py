@@ -100,7 +100,7 @@ def test_resume_with_loader_workers_keeps_the_batch_order(shards, tmp_path):
 def test_checkpoint_of_another_config_is_a_clear_error(shards, tmp_path):
     train(tiny_config(steps=2, decay_steps=6), shards, tmp_path, show_progress=False)
     other = tiny_config(steps=4, model={**TINY_MODEL, "conversion_width": 16})
-    with pytest.raises(InputError, match="different config .*conversion_width 8 -> 16") as error:
+    with pytest.raises(InputError, match="different config \\(the checkpoint's -> this run's: .*model.conversion_width 8 -> 16") as error:
         train(other, shards, tmp_path, resume=True, show_progress=False)
     assert "\n" not in str(error.value)
     with pytest.raises(InputError, match="already there"):
@@ -163,6 +163,34 @@ def test_cli_train_eval_and_user_errors(shards, tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
         assert "Traceback" not in result.output and "error:" in result.output
+
+
+def test_a_train_that_finds_no_usable_pairs_leaves_no_run_folder(tmp_path):
+    # Every row unusable (a shard another tool wrote with null pictures): exit 2 once training reads them,
+    # and the new --out it had made held config.yaml and tb/ (a half-made run) rather than nothing.
+    import pyarrow.parquet as pq
+    from shard_factory import rewrite_rows
+
+    folder = make_shards(tmp_path / "shards", n_cutouts=4, n_composites=4, size=32).folder
+    for shard in sorted(folder.glob("train-*.parquet")):
+        rewrite_rows(shard, {i: {"image": None} for i in range(pq.ParquetFile(shard).metadata.num_rows)})
+    app = typer.Typer()
+    register(app)
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model: {pretrained: false, feature_strides: [8], scale_pairs: [[1.0, 1.0]], edge_path: false,"
+                      " conversion_width: 8, conversion_layers: 1, skip_channels: 8}\nquery_size: 32\nmedium_size: 32\n"
+                      "batch_size: 2\nsteps: 2\nnum_workers: 0\neval_every: 0\ndevice: cpu\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--shards", str(folder), "--out", str(run), "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "pairs for a batch of 2" in result.output and "Traceback" not in result.output
+    assert not run.exists()
+    kept = tmp_path / "kept"  # a folder the user made (or an earlier run's) is left as it was
+    (kept / "tb").mkdir(parents=True)
+    (kept / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(app, ["train", "--shards", str(folder), "--out", str(kept), "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert (kept / "notes.txt").read_text() == "mine" and (kept / "tb").is_dir()
 
 
 def test_label_head_trains_on_query_categories(shards, tmp_path):

@@ -170,7 +170,8 @@ def check_compatible(state: dict[str, Any], config_hash: str, identity: dict[str
     if saved and not changed:
         return  # only options added since, left off
     detail = "; ".join(changed[:4]) + (" ..." if len(changed) > 4 else "") if changed else "hash differs"
-    raise InputError(f"{path}: checkpoint was written with a different config ({detail}); "
+    raise InputError(f"{path}: checkpoint was written with a different config (the checkpoint's -> this run's: "
+                     f"{detail}); "
                      "use the same config or start a new run folder")
 
 

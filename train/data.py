@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 from augment.imageio import InputError, decode_image, resize_image
 from augment.open_files import ready_for_loader_workers
 from augment.schema import OBJECTS_FILE, object_problem, stored_bytes
-from augment.shards import manifest_shards, one_line, open_shard
+from augment.shards import COMPOSITE_COLUMNS, manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
 from augment.system import ignore_stop_signals
 from augment.validation import check_instance, is_int, is_number, is_pair
@@ -56,7 +56,6 @@ from train.resumable_stream import ResumableStream, checked_seed
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "eval", "all")
-_COMPOSITE_COLUMNS = ["id", "image", "mask", "objects"]
 OPEN_SHARDS = 4  # shards a loader process keeps open (ShardPairs._parquet; a file each)
 
 
@@ -219,7 +218,7 @@ class ShardPairs(ResumableStream):
             parquet = self._parquet(path)
             extra = [c for c in self.extra_columns if c in parquet.schema_arrow.names]
             try:
-                table = parquet.read_row_group(group, columns=_COMPOSITE_COLUMNS + extra)
+                table = parquet.read_row_group(group, columns=[*COMPOSITE_COLUMNS, *extra])
             except (pa.ArrowException, OSError) as error:
                 logger.warning("%s: row group %d is unreadable (%s); its rows are skipped", path.name, group,
                                one_line(error))
@@ -227,7 +226,7 @@ class ShardPairs(ResumableStream):
                     yield unit, index, f"{path.name}:{group}:{index}", None, None, [], {}
                 continue
             extras = {c: table.column(c).to_pylist() for c in extra}
-            for index, row in enumerate(table.select(_COMPOSITE_COLUMNS).to_pylist()):
+            for index, row in enumerate(table.select(list(COMPOSITE_COLUMNS)).to_pylist()):
                 # A null picture (a shard another tool wrote) is empty bytes, a null objects list none:
                 # the row is then counted as corrupt, not a TypeError in the loader.
                 yield (unit, index, row["id"], stored_bytes(row, "image"), stored_bytes(row, "mask"),
