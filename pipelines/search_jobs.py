@@ -119,6 +119,11 @@ def read_pairs(path: Path) -> list[SearchJob]:
                 raise ValueError('expected {"query": path, "medium": path}')
             if entry.get("query_mask") is not None and not isinstance(entry["query_mask"], str):
                 raise ValueError(f'"query_mask" must be a path, not {entry["query_mask"]!r}')  # else silently unmasked
+            # An empty path is the pairs file's own folder: "medium": "" searched every image beside it.
+            empty = [key for key in ("query", "medium", "query_mask") if isinstance(entry.get(key), str)
+                     and not entry[key].strip()]
+            if empty:
+                raise ValueError(f'"{empty[0]}" is an empty path')
         except ValueError as error:
             jobs.append(SearchJob(None, None, error=f"{path}:{number}: {error}"))
             continue

@@ -105,6 +105,19 @@ def test_a_pairs_line_whose_query_mask_is_not_a_path_is_an_error_line_not_search
     assert good.error is None and good.query_mask == tmp_path / "mask.png"
 
 
+
+@pytest.mark.parametrize("key", ["query", "medium", "query_mask"])
+def test_a_pairs_line_with_an_empty_path_is_an_error_line_not_the_pairs_files_folder(tmp_path, key):
+    """"medium": "" was Path("") under the file's folder: every image beside the pairs file searched."""
+    from pipelines.search_jobs import read_pairs
+
+    entry = {"query": "q.png", "medium": "m.png", "query_mask": "mask.png", key: " "}
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps(entry) + "\n" + '{"query": "q.png", "medium": "m.png"}\n')
+    bad, good = read_pairs(pairs)
+    assert bad.error is not None and "pairs.jsonl:1" in bad.error and f'"{key}" is an empty path' in bad.error
+    assert good.error is None and good.medium == tmp_path / "m.png"
+
 # ----------------------------------------------------------------- option maxima that bound memory
 def test_a_batch_or_workers_past_its_maximum_is_one_line_before_the_model_loads(tmp_path):
     """--batch 100000 had no bound: a video's reader held up to six batches of decoded frames (the
