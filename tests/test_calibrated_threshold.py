@@ -130,3 +130,31 @@ def test_calibrate_reads_its_checkpoint_once(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert reads.count(str(checkpoint)) == 1, reads
     assert (tmp_path / "cal.json").is_file()
+
+
+def test_a_calibration_of_a_relative_checkpoint_is_refused_for_another_checkpoint_from_another_folder(
+        tmp_path, images, monkeypatch):
+    """The report recorded --checkpoint as typed ('run/checkpoint.pt'): searched from another folder,
+    that name was no file there, which counts as the same network, so another checkpoint's search
+    took this one's threshold without a word (synth export-head likewise)."""
+    from shard_factory import make_shards
+    from test_qa_train import save_untrained_search
+
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    (tmp_path / "run").mkdir()
+    save_untrained_search(tmp_path / "run" / "checkpoint.pt", eval_fraction=0.5)
+    other = save_untrained_search(tmp_path / "other.pt", eval_fraction=0.5, seed=1)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("calibrate", "--shards", shards, "--checkpoint", "run/checkpoint.pt", "--out", "cal.json",
+                     "--cases", 2, "--no-verify", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "cal.json").read_text())["model"] == str(tmp_path / "run" / "checkpoint.pt")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = run_cli("search", *images, "--out", "found", "--checkpoint", other, "--no-verify", "--device", "cpu",
+                     "--threshold", tmp_path / "cal.json")
+    assert_one_line_error(result, 2, str(tmp_path / "cal.json"), "calibrates", f"not {other}")
+    assert not (tmp_path / "elsewhere" / "found").exists()
+    result = run_cli("search", *images, "--out", "found", "--checkpoint", tmp_path / "run", "--no-verify",
+                     "--device", "cpu", "--threshold", tmp_path / "cal.json")
+    assert result.exit_code == 0, result.output
