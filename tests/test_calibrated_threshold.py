@@ -158,3 +158,22 @@ def test_a_calibration_of_a_relative_checkpoint_is_refused_for_another_checkpoin
     result = run_cli("search", *images, "--out", "found", "--checkpoint", tmp_path / "run", "--no-verify",
                      "--device", "cpu", "--threshold", tmp_path / "cal.json")
     assert result.exit_code == 0, result.output
+
+
+def test_calibrate_on_photos_whose_query_category_is_always_small_names_the_photos_and_option(tmp_path):
+    """'error: no object covers 4% of its photo among categories skirt' named neither the photos nor
+    --categories."""
+    from sources_factory import make_street_photos
+
+    photos = make_street_photos(tmp_path / "photos", count=4)
+    for label in sorted((photos / "labels").iterdir()):
+        labels = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+        labels[labels == 2] = 0
+        labels[100:106, 20:26] = 2  # a 36-pixel skirt: over --min-area, under 4% of the photo
+        cv2.imwrite(str(label), labels)
+    out = tmp_path / "cal.json"
+    result = run_cli("calibrate", "--photos", photos, "--categories", "skirt", "--min-area", 10, "--cases", 2,
+                     "--untrained", "--no-verify", "--device", "cpu", "--out", out)
+    assert_one_line_error(result, 2, f"{photos}: no object covers 4% of its photo among categories skirt "
+                          "(--categories)")
+    assert not out.exists()
