@@ -92,6 +92,10 @@ def check_label_names(sources: Iterable[Path], config: SourceConfig, section: st
     if not config.keep_labels and not config.drop_labels:
         return
     keep_key, drop_key = keys or (f"{section}.keep_labels", f"{section}.drop_labels")
+    both = [name for name in config.keep_labels if name in config.drop_labels]
+    if both:  # dropped wins: `calibrate --categories coat,dress --drop-labels coat` had no coat query, without a word
+        raise InputError(f"{keep_key} and {drop_key} both name {', '.join(map(repr, both))}: a label dropped is "
+                         f"never an object, so it is never kept; name it in one of them")
     known: set[str] = set()
     for source in sources:
         known |= source_label_names(Path(source), config)

@@ -189,7 +189,11 @@ def photo_cases(sources: Sequence[Path | str], count: int, seed: int = 0, negati
     most = max(1, len(index) - 1)  # a negative's scene is made of photos other than the query's
     pair_config.photos_per_scene = (min(pair_config.photos_per_scene[0], most),
                                     min(pair_config.photos_per_scene[1], most))
-    sampler = PhotoPairSampler(index, pair_config)
+    try:
+        sampler = PhotoPairSampler(index, pair_config)
+    except InputError as error:  # 'no object covers 4% of its photo': which photos, which option
+        raise InputError(f"{', '.join(map(str, sources))}: {error}"
+                         + (" (--categories)" if categories else "")) from None
     negatives = int(round(count * negative_fraction))
     return [CalibrationCase(case.query, case.scene, case.boxes)
             for case in make_cases(sampler, count - negatives, negatives, seed)]

@@ -98,12 +98,22 @@ class FusionModel:
                 raise ValueError(f"expected a JSON object, got {type(data).__name__}")
             if data.get("features") != list(FEATURES):
                 raise ValueError(f"features {data.get('features')} are not {list(FEATURES)}")
+            # One number per feature: "weights": [1.85] fused the heat alone (zip stopped at the shortest,
+            # verification silently ignored), a string "123" was the weights 1, 2, 3.
+            if not isinstance(data.get("weights"), list) or len(data["weights"]) != len(FEATURES):
+                raise ValueError(f"weights must be a list of {len(FEATURES)} numbers, one per feature, "
+                                 f"not {data.get('weights')!r}")
             model = cls(weights=[float(w) for w in data["weights"]], bias=float(data["bias"]),
                         pre_threshold=float(data["pre_threshold"]), model=str(data.get("model", "")),
                         fitted_on=str(data.get("fitted_on", "")), figures=dict(data.get("figures", {})),
                         threshold=None if data.get("threshold") is None else float(data["threshold"]))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InputError(f"{path}: not a fusion model ({error})") from None
+        if not all(math.isfinite(v) for v in (*model.weights, model.bias, model.pre_threshold)):
+            # a NaN weight made every score NaN: not one detection, without a word
+            raise InputError(f"{path}: weights, bias and pre_threshold must be finite numbers")
+        if not 0.0 <= model.pre_threshold < 1.0:  # a heat level: 7 verified no candidate at all
+            raise InputError(f"{path}: pre_threshold must be between 0 and 1, not {model.pre_threshold}")
         if model.weights[0] <= 0:
             raise InputError(f"{path}: the heat weight must be positive")
         if model.threshold is not None and not 0.0 < model.threshold < 1.0:

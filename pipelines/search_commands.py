@@ -362,7 +362,10 @@ def register(app: typer.Typer) -> None:
             result = calibrate_threshold(searcher, found)
             report = {"threshold": result.threshold, "f1": result.f1, "precision": result.precision,
                       "recall": result.recall, "cases": len(found), **origin,
-                      "model": searcher.model_name, **search_settings(searcher), "table": result.table}
+                      # A checkpoint as an absolute path: as typed ('run/checkpoint.pt'), a search from
+                      # another folder found no such file, which counts as the same network (any checkpoint).
+                      "model": str(checkpoint.absolute()) if checkpoint is not None and not untrained
+                      else searcher.model_name, **search_settings(searcher), "table": result.table}
             atomic_write_text(out, json.dumps(report, indent=2) + "\n")
             console.print(f"threshold {result.threshold:.2f}: F1 {result.f1:.3f} (precision "
                           f"{result.precision:.3f}, recall {result.recall:.3f}) over "

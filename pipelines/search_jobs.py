@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from augment.imageio import VIDEO_EXTENSIONS, InputError, list_images
+from augment.imageio import VIDEO_EXTENSIONS, InputError, is_utf8, list_images, name_fix, shown_name
 from augment.textfiles import loads_json, read_user_text
 from pipelines.output_record import OutputKinds, OutputRecord
 
@@ -119,6 +119,17 @@ def read_pairs(path: Path) -> list[SearchJob]:
                 raise ValueError('expected {"query": path, "medium": path}')
             if entry.get("query_mask") is not None and not isinstance(entry["query_mask"], str):
                 raise ValueError(f'"query_mask" must be a path, not {entry["query_mask"]!r}')  # else silently unmasked
+            # An empty path is the pairs file's own folder: "medium": "" searched every image beside it.
+            empty = [key for key in ("query", "medium", "query_mask") if isinstance(entry.get(key), str)
+                     and not entry[key].strip()]
+            if empty:
+                raise ValueError(f'"{empty[0]}" is an empty path')
+            # A name that is not UTF-8 ("m\\udcff.png"): refused when typed (pipelines.cli), left out of a
+            # folder; from a line it was searched into an output file of that name and a lone surrogate in JSON.
+            odd = [entry[key] for key in ("query", "medium", "query_mask") if isinstance(entry.get(key), str)
+                   and not is_utf8(entry[key])]
+            if odd:
+                raise ValueError(f"{shown_name(odd[0])}: a name that is not UTF-8; {name_fix(odd[0])}")
         except ValueError as error:
             jobs.append(SearchJob(None, None, error=f"{path}:{number}: {error}"))
             continue

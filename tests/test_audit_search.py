@@ -105,6 +105,40 @@ def test_a_pairs_line_whose_query_mask_is_not_a_path_is_an_error_line_not_search
     assert good.error is None and good.query_mask == tmp_path / "mask.png"
 
 
+
+@pytest.mark.parametrize("key", ["query", "medium", "query_mask"])
+def test_a_pairs_line_with_an_empty_path_is_an_error_line_not_the_pairs_files_folder(tmp_path, key):
+    """"medium": "" was Path("") under the file's folder: every image beside the pairs file searched."""
+    from pipelines.search_jobs import read_pairs
+
+    entry = {"query": "q.png", "medium": "m.png", "query_mask": "mask.png", key: " "}
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps(entry) + "\n" + '{"query": "q.png", "medium": "m.png"}\n')
+    bad, good = read_pairs(pairs)
+    assert bad.error is not None and "pairs.jsonl:1" in bad.error and f'"{key}" is an empty path' in bad.error
+    assert good.error is None and good.medium == tmp_path / "m.png"
+
+
+def test_a_pairs_line_naming_a_file_that_is_not_utf8_is_its_error_not_an_output_of_that_name(tmp_path):
+    """"m\\udcff.png" (JSON's escape of a name read with surrogateescape) was searched: its heat map and
+    highlight written under a name that is not UTF-8, a lone surrogate in detections.jsonl; typed, such a
+    name is refused, and one in a folder left out."""
+    import os
+
+    query = tmp_path / "q.png"
+    save_image(query, _random(1, 24, 24))
+    save_image(tmp_path / "m.png", _random(2, 48, 64))
+    (tmp_path / os.fsdecode(b"m\xff.png")).write_bytes((tmp_path / "m.png").read_bytes())
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"query": "q.png", "medium": "m\\udcff.png"}\n{"query": "q.png", "medium": "m.png"}\n')
+    out = tmp_path / "found"
+    result = run_cli("search", "--pairs", pairs, "--out", out, "--untrained", "--no-verify", "--device", "cpu")
+    assert result.exit_code == 1, result.output
+    errors = _error_lines(result.output)
+    assert len(errors) == 1 and "pairs.jsonl:1" in errors[0] and "m\\xff.png: a name that is not UTF-8" in errors[0]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("m")) == ["m.heat.png", "m.highlight.jpg"]
+    assert "udcff" not in (out / "detections.jsonl").read_text()
+
 # ----------------------------------------------------------------- option maxima that bound memory
 def test_a_batch_or_workers_past_its_maximum_is_one_line_before_the_model_loads(tmp_path):
     """--batch 100000 had no bound: a video's reader held up to six batches of decoded frames (the

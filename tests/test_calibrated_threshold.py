@@ -130,3 +130,50 @@ def test_calibrate_reads_its_checkpoint_once(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert reads.count(str(checkpoint)) == 1, reads
     assert (tmp_path / "cal.json").is_file()
+
+
+def test_a_calibration_of_a_relative_checkpoint_is_refused_for_another_checkpoint_from_another_folder(
+        tmp_path, images, monkeypatch):
+    """The report recorded --checkpoint as typed ('run/checkpoint.pt'): searched from another folder,
+    that name was no file there, which counts as the same network, so another checkpoint's search
+    took this one's threshold without a word (synth export-head likewise)."""
+    from shard_factory import make_shards
+    from test_qa_train import save_untrained_search
+
+    shards = make_shards(tmp_path / "shards", n_cutouts=6, n_composites=8, size=64).folder
+    (tmp_path / "run").mkdir()
+    save_untrained_search(tmp_path / "run" / "checkpoint.pt", eval_fraction=0.5)
+    other = save_untrained_search(tmp_path / "other.pt", eval_fraction=0.5, seed=1)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("calibrate", "--shards", shards, "--checkpoint", "run/checkpoint.pt", "--out", "cal.json",
+                     "--cases", 2, "--no-verify", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "cal.json").read_text())["model"] == str(tmp_path / "run" / "checkpoint.pt")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = run_cli("search", *images, "--out", "found", "--checkpoint", other, "--no-verify", "--device", "cpu",
+                     "--threshold", tmp_path / "cal.json")
+    assert_one_line_error(result, 2, str(tmp_path / "cal.json"), "calibrates", f"not {other}")
+    assert not (tmp_path / "elsewhere" / "found").exists()
+    result = run_cli("search", *images, "--out", "found", "--checkpoint", tmp_path / "run", "--no-verify",
+                     "--device", "cpu", "--threshold", tmp_path / "cal.json")
+    assert result.exit_code == 0, result.output
+
+
+def test_calibrate_on_photos_whose_query_category_is_always_small_names_the_photos_and_option(tmp_path):
+    """'error: no object covers 4% of its photo among categories skirt' named neither the photos nor
+    --categories."""
+    from sources_factory import make_street_photos
+
+    photos = make_street_photos(tmp_path / "photos", count=4)
+    for label in sorted((photos / "labels").iterdir()):
+        labels = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+        labels[labels == 2] = 0
+        labels[100:106, 20:26] = 2  # a 36-pixel skirt: over --min-area, under 4% of the photo
+        cv2.imwrite(str(label), labels)
+    out = tmp_path / "cal.json"
+    result = run_cli("calibrate", "--photos", photos, "--categories", "skirt", "--min-area", 10, "--cases", 2,
+                     "--untrained", "--no-verify", "--device", "cpu", "--out", out)
+    assert_one_line_error(result, 2, f"{photos}: no object covers 4% of its photo among categories skirt "
+                          "(--categories)")
+    assert not out.exists()

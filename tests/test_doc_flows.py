@@ -64,6 +64,11 @@ def test_calibrate_with_a_misspelt_category_is_one_line_naming_the_known_ones(tm
                      "--min-area", 50, "--device", "cpu", "--categories", "coatt,skirt")
     assert_one_line_error(result, 2, "--categories: 'coatt' not a label of the sources (known: coat, null, skirt)")
     assert not out.exists()
+    # a category also dropped: its objects were left out (dropped wins) and the rest calibrated, without a word
+    result = run_cli("calibrate", "--photos", photos, "--out", out, "--untrained", "--no-verify", "--cases", 2,
+                     "--min-area", 50, "--device", "cpu", "--categories", "coat,skirt", "--drop-labels", "skin,coat")
+    assert_one_line_error(result, 2, "--categories and --drop-labels both name 'coat'")
+    assert not out.exists()
 
 
 def test_training_on_photos_with_a_misspelt_query_category_is_one_line(tmp_path):

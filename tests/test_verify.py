@@ -218,6 +218,17 @@ def test_fusion_model_round_trip_and_errors(tmp_path: Path) -> None:
     path.write_text(json.dumps({"features": ["heat"], "weights": [1.0], "bias": 0.0}))
     with pytest.raises(InputError, match="model.fusion.json: not a fusion model"):
         FusionModel.load(path)
+    # A weight per feature, finite, and a heat level for pre_threshold: each of these was taken, the
+    # verification ignored (one weight, zip's shortest), a string's characters as weights, no detection
+    # at all (NaN scores), no candidate verified (pre_threshold 7).
+    for change, says in (({"weights": model.weights[:1]}, "weights must be a list of 3 numbers"),
+                         ({"weights": "123"}, "weights must be a list of 3 numbers"),
+                         ({"weights": [float("nan"), *model.weights[1:]]}, "must be finite numbers"),
+                         ({"bias": float("inf")}, "must be finite numbers"),
+                         ({"pre_threshold": 7}, "pre_threshold must be between 0 and 1, not 7")):
+        path.write_text(json.dumps({**model.to_json(), **change}))
+        with pytest.raises(InputError, match=f"model.fusion.json: .*{says}"):
+            FusionModel.load(path)
     # Unverified: a monotone function of the heat; the fused threshold is the heat threshold's image.
     heats = np.linspace(0.05, 0.95, 19)
     assert np.all(np.diff([model.heat_score(h) for h in heats]) > 0)
