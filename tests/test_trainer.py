@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -53,13 +54,16 @@ def test_training_losses_stay_finite_with_a_trainable_backbone(full_run):
         "(a masked window that covers only zero padding)")
 
 
-def test_resume_reproduces_the_uninterrupted_run(shards, full_run, tmp_path):
+def test_resume_reproduces_the_uninterrupted_run(shards, full_run, tmp_path, caplog):
     # Twelve rows, batch 2: six steps span two epochs, so the resume also crosses an epoch boundary.
     full = full_run
     assert len(full.losses) == 6
     # Same schedule (decay over 6 steps), stopped after 3, then resumed to 6.
     first = train(tiny_config(steps=3, decay_steps=6), shards, tmp_path / "split", show_progress=False)
-    second = train(tiny_config(steps=6, decay_steps=6), shards, tmp_path / "split", resume=True, show_progress=False)
+    with caplog.at_level(logging.WARNING, logger="train.loop"):
+        second = train(tiny_config(steps=6, decay_steps=6), shards, tmp_path / "split", resume=True, show_progress=False)
+    # The same world size and workers: the data stream goes on where it was, and is not said to restart.
+    assert not [r for r in caplog.records if "afresh" in r.getMessage()]
     # Bit-identical; array_equal also counts NaN == NaN, so this test is about resuming only.
     np.testing.assert_array_equal(first.losses, full.losses[:3])
     np.testing.assert_array_equal(second.losses, full.losses[3:])
@@ -247,12 +251,21 @@ def test_a_checkpoint_written_before_an_option_existed_still_resumes_with_it_off
             check_compatible(state, "new", changed, "c.pt")
 
 
+def test_an_rng_state_torch_cannot_restore_is_one_line_naming_the_key():
+    from train.checkpoint import resuming
+
+    # A wrong-sized torch RNG state is torch's RuntimeError, not one of the types the other keys raise.
+    with pytest.raises(InputError, match="^c.pt: its 'rng' cannot be resumed \\(RuntimeError"):
+        with resuming("c.pt", "rng"):
+            torch.set_rng_state(torch.zeros(3, dtype=torch.uint8))
+
+
 @pytest.mark.parametrize("key, value, says", [
     ("optimizer", {}, "its 'optimizer' cannot be resumed \\(KeyError"),
     ("rng", None, "its 'rng' cannot be resumed \\(TypeError"),
     ("data", {"ranks": "x"}, "its 'data' cannot be resumed \\(AttributeError"),
     ("data", {"ranks": [{"epoch": "x", "positions": {0: 1}}], "workers": 1}, "its 'data' cannot be resumed .*holds 'x'"),
-    ("step", -5, "not a synth training checkpoint \\('step' missing or of the wrong type\\)"),
+    ("step", -5, "not a synth training checkpoint \\('step' missing, of the wrong type or out of range\\)"),
 ])
 def test_resuming_a_checkpoint_whose_optimizer_rng_data_or_step_is_damaged_is_one_line_naming_it(
         shards, tmp_path, key, value, says):

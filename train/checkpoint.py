@@ -132,7 +132,7 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
         ("step", isinstance(state.get("step"), int) and not isinstance(state.get("step"), bool)
          and state.get("step") >= 0)) if not ok), None)
     if wrong is not None:  # a file made to look like one: its readers' KeyError or TypeError was a traceback
-        raise InputError(f"{path}: not a synth training checkpoint ({wrong!r} missing or of the wrong type)")
+        raise InputError(f"{path}: not a synth training checkpoint ({wrong!r} missing, of the wrong type or out of range)")
     return state
 
 
@@ -143,7 +143,8 @@ def resuming(path: Path | str, key: str) -> Iterator[None]:
     KeyError, TypeError or AttributeError traceback out of `synth train --resume`)."""
     try:
         yield
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as error:  # (RuntimeError:
+        # torch's, for an RNG state of the wrong size)
         raise InputError(f"{path}: its {key!r} cannot be resumed ({type(error).__name__}: {one_line(error)}); "
                          "not a checkpoint `synth train` wrote") from None
 

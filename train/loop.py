@@ -241,19 +241,18 @@ def _train(config: TrainConfig, shards: Place | list[Place], out: Path, eval_sha
         step = state["step"]
         with resuming(checkpoint_path, "rng"):
             restore_rng_state(state["rng"])
-        with resuming(checkpoint_path, "data"):
-            ranks = list(state["data"].get("ranks", []))
         # A stream position belongs to one loader worker of one rank: another world size or number of
         # workers splits the rows differently (the positions skipped rows never trained on and replayed
         # others), so the run continues at the next epoch. (Older checkpoints: their config's count.)
-        saved_workers = state["data"].get("workers", state["config"].get("values", {}).get("num_workers"))
         with resuming(checkpoint_path, "data"):
+            ranks = list(state["data"].get("ranks", []))
+            saved_workers = state["data"].get("workers", state["config"].get("values", {}).get("num_workers"))
             if len(ranks) == info.world_size and (saved_workers is None or max(1, int(saved_workers)) == workers):
                 data_state = ranks[info.rank]
             else:
                 data_state = restart_state(ranks)
-            logger.warning("checkpoint has data positions for %d ranks of %s loader workers, not %d of %d: "
-                           "starting the next epoch afresh", len(ranks), saved_workers, info.world_size, workers)
+                logger.warning("checkpoint has data positions for %d ranks of %s loader workers, not %d of %d: "
+                               "starting the next epoch afresh", len(ranks), saved_workers, info.world_size, workers)
         if info.is_main:
             logger.info("resumed from %s at step %d", checkpoint_path, step)
     elif checkpoint_path.exists():
