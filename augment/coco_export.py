@@ -58,7 +58,8 @@ def export_coco(shard_paths: list[Place | str], out_dir: Path) -> dict[str, Any]
         out_dir = out_dir.resolve()
     _check_target(out_dir)
     out_dir = Path(os.path.abspath(out_dir))  # '.' or 'a/..': a folder with a name, staged beside it, not inside
-    if Path.cwd() == out_dir or out_dir in Path.cwd().parents:
+    here, target = Path.cwd().resolve(), out_dir.resolve()  # (through links: cwd is a real path, -o "$PWD" may
+    if here == target or target in here.parents:            # name it by a link, as /tmp on macOS does)
         # Replaced whole, it would leave this shell in a removed folder; '-o .' was an OSError traceback
         # (the staging folder made inside '.', which cannot be renamed).
         raise InputError(f"{out_dir}: --out is the working folder or holds it, and an export replaces its folder "

@@ -149,12 +149,12 @@ def object_problem(obj: Any, size: tuple[int, int] | None = None) -> str | None:
     if not isinstance(obj, dict):
         return "not an object"
     box = obj.get("box")
-    if not isinstance(obj.get("instance_id"), int) or isinstance(obj.get("instance_id"), bool):
-        return "instance_id is not an integer"
+    if not isinstance(obj.get("instance_id"), int) or isinstance(obj.get("instance_id"), bool) or obj["instance_id"] < 0:
+        return "instance_id is not an integer of 0 or more"
     if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box)):
         return "box is not 4 integers"
     if size is not None and not (0 <= box[0] <= box[2] <= size[1] and 0 <= box[1] <= box[3] <= size[0]):
-        return f"box {box} is not within the {size[1]}x{size[0]} image"
+        return f"box {box} is inside out or not within the {size[1]}x{size[0]} image"
     if not isinstance(obj.get("category"), str):
         return "category is not a name"
     if not is_number(obj.get("visible_fraction")):

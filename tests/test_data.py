@@ -154,7 +154,27 @@ def test_rows_with_null_pictures_objects_or_boxes_are_skipped_and_counted_not_a_
     skipped = [r.message for r in caplog.records if "skipping corrupt row" in r.message]
     assert sorted(message.split()[3] for message in skipped) == [rows[i]["id"] for i in (0, 1, 2, 4)]
     assert any("box is not 4 integers" in message for message in skipped)
-    assert any("box [0, 0, 1000000000, 1000000000] is not within the 64x64 image" in m for m in skipped)
+    assert any("box [0, 0, 1000000000, 1000000000] is inside out or not within the 64x64 image" in m for m in skipped)
+
+
+def test_segmentation_rows_with_damaged_objects_are_counted_skips_not_a_type_error(tmp_path, caplog):
+    # The segmentation dataset reads the same rows: an instance_id of null was ClassMap.target's int(None),
+    # a TypeError traceback out of `synth train --task segment`, and -1 was written into lookup[-1].
+    from train.segment_config import SegmentConfig, parse_classes
+    from train.segment_data import SegmentShards
+
+    folder = make_shards(tmp_path, n_cutouts=4, n_composites=6, size=32).folder
+    shard = folder / "train-00000.parquet"
+    rows = pq.read_table(shard).to_pylist()
+    first = rows[0]["objects"][0]
+    rewrite_rows(shard, {0: {"objects": [{**first, "instance_id": None}]}, 1: {"objects": [{**first, "instance_id": -1}]},
+                         2: {"objects": [{**first, "box": None}]}})
+    classes = parse_classes([{"name": "background", "source_labels": ["null"]}, "shape"])
+    config = SegmentConfig(classes=classes, eval_size=(32, 32), short_side=32, crop_size=32, eval_fraction=0.0)
+    dataset = SegmentShards(folder, config, split="train", shuffle_buffer=1)
+    assert len(list(dataset)) == 3 and dataset.stats["corrupt"] == 3
+    skipped = " ".join(r.message for r in caplog.records if "skipping corrupt row" in r.message)
+    assert skipped.count("instance_id is not an integer of 0 or more") == 2 and "an object's box is not 4 integers" in skipped
 
 
 @pytest.mark.parametrize("column", ["image", "mask"])

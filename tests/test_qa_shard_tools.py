@@ -252,6 +252,10 @@ def test_export_into_the_working_folder_is_one_line_not_a_traceback(tmp_path, mo
     monkeypatch.chdir(here / "sub")
     for out in (".", "x/.."):
         assert_one_line_error(run_cli("export", made.folder, "-o", out), 2, "--out is the working folder or holds it")
+    (tmp_path / "link").symlink_to(here)  # the working folder named through a link (-o "$PWD" where /tmp is one)
+    assert_one_line_error(run_cli("export", made.folder, "-o", tmp_path / "link" / "sub"), 2,
+                          "--out is the working folder or holds it")
+    (tmp_path / "link").unlink()
     assert_one_line_error(run_cli("export", made.folder, "-o", ".."), 2, "exists and holds other files")
     assert sorted(p.name for p in here.rglob("*")) == ["sub"]  # nothing staged, nothing left
     assert run_cli("export", made.folder, "-o", "coco").exit_code == 0 and (here / "sub" / "coco" / "annotations.json").is_file()

@@ -299,7 +299,7 @@ def test_show_of_labelled_photos_draws_their_objects_not_their_background(tmp_pa
 
 
 @pytest.mark.parametrize("field, value, says", [("box", None, "box is not 4 integers"),
-                                                ("instance_id", None, "instance_id is not an integer"),
+                                                ("instance_id", None, "instance_id is not an integer of 0 or more"),
                                                 ("visible_fraction", None, "visible_fraction is not a number"),
                                                 ("category", None, "category is not a name")])
 def test_a_malformed_object_entry_is_one_line_for_show_and_a_skipped_row_for_export(tmp_path, field, value, says):

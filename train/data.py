@@ -286,16 +286,21 @@ class ShardPairs(ResumableStream):
         if held is not None:
             yield {**held, "position": torch.tensor(position), "corrupt": torch.tensor(corrupt)}
 
+    @staticmethod
+    def _check_objects(objects: list[dict], composite_id: str) -> None:
+        """A hand-edited or another tool's object entry: the row is skipped (InputError), as export skips it."""
+        for obj in objects:
+            problem = object_problem(obj) or (None if obj.get("cutout_id") is None or isinstance(obj["cutout_id"], str)
+                                              else "cutout_id is not text")
+            if problem is not None:
+                raise InputError(f"composite {composite_id}: an object's {problem}")
+
     def _pair(self, image_bytes: bytes, mask_bytes: bytes, objects: list[dict], composite_id: str,
               cutouts: CutoutLibrary, pool: list[str], rng: np.random.Generator,
               extra: dict[str, Any] | None = None) -> dict[str, torch.Tensor] | None:
         """Make one pair from a composite row; ``None`` when the row has no query of this split."""
         config = self.config
-        for obj in objects:  # a hand-edited or another tool's entry: the row is skipped, as export skips it
-            problem = object_problem(obj) or (None if obj.get("cutout_id") is None or isinstance(obj["cutout_id"], str)
-                                              else "cutout_id is not text")
-            if problem is not None:
-                raise InputError(f"composite {composite_id}: an object's {problem}")
+        self._check_objects(objects, composite_id)
         present = {o.get("cutout_id") for o in objects}
         # A negative's query is none of the cutouts the medium shows, labelled or not: an object
         # pasted and then mostly hidden (under ``min_visible``) is left out of ``objects`` but

@@ -182,6 +182,7 @@ class SegmentShards(ShardPairs):
         """One sample from a row; ``None`` when the row is not in this split."""
         if not row_in_split(composite_id, self.split, self.segment.eval_fraction):
             return None
+        self._check_objects(objects or [], composite_id)  # (ClassMap.target's int(None) was a traceback)
         if not image_bytes or not mask_bytes:
             raise InputError(f"row {composite_id}: image or mask bytes missing")
         image = decode_image(image_bytes, cv2.IMREAD_COLOR, f"row {composite_id} image")
