@@ -104,6 +104,7 @@ class SelfTune(SelfTuneSteps):
             if self.dir.is_dir() and any(p for p in self.dir.iterdir() if not p.name.startswith(".") and p.name != CONFIG_FILE):
                 raise InputError(f"{self.dir}: folder is not empty and holds no {STATE_FILE}; choose an empty --state")
             self._check_state_outside_inputs()
+            self._check_inputs()  # before the state records them: a mistyped path would be pinned in it
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.dir / CONFIG_FILE, json.dumps(config, indent=2))
             state = {"version": STATE_VERSION, "round": 0, "step": PREPARE_STEPS[0], "finished": False,
