@@ -134,7 +134,7 @@ class SelfTune(SelfTuneSteps):
             wrong += [key for key in self.inputs.to_dict() if not isinstance(state["inputs"].get(key), str)]
         if "round" not in wrong and (isinstance(state["round"], bool) or state["round"] < 0):
             wrong.append("round")
-        if wrong or state["step"] not in (*PREPARE_STEPS, *ROUND_STEPS):
+        if wrong or state["step"] not in (PREPARE_STEPS if state["round"] == 0 else ROUND_STEPS):  # round 0 prepares
             raise InputError(f"{state_path}: unreadable self-tuning state ({', '.join(wrong) or 'step'} missing or "
                              "invalid); not a file synth wrote")
         for key, value in self.inputs.to_dict().items():

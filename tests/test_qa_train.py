@@ -236,6 +236,8 @@ def finished_selftune(tmp_path_factory):
     ("selftune.json", "[1, 2]", "selftune.json"),  # AttributeError: 'list' object has no attribute 'get'
     ("selftune.json", {"round": "x"}, "selftune.json"),  # taken as it was
     ("selftune.json", {"round": -3}, "selftune.json"),  # 'seed must be at least 0, got -3', no file named
+    ("selftune.json", {"round": 7, "step": "labeled"}, "selftune.json"),  # ValueError: tuple.index(x) traceback
+    ("selftune.json", {"round": 0, "step": "score"}, "selftune.json"),  # 'base/train/checkpoint.pt: no such checkpoint'
     ("selftune.json", {"inputs": {}}, "selftune.json"),  # KeyError: 'labeled'
     ("selftune.json", {"times": None}, "selftune.json"),  # KeyError: 'times' (the key removed)
     ("config.next.json", "{bad", "config.next.json"),  # JSONDecodeError traceback
