@@ -39,6 +39,7 @@ def images_of(paths: list[Path], out: Path | None = None, outputs: Path | None =
         return (not earlier or path.resolve() not in earlier) and (skipped is None or skipped not in path.resolve().parents)
 
     images: list[Path] = []
+    given: list[str] = []  # how each image was named: as itself or in a folder
     errors: list[str] = []
     for path in paths:
         if path.is_dir():
@@ -48,10 +49,20 @@ def images_of(paths: list[Path], out: Path | None = None, outputs: Path | None =
             if not found:
                 raise InputError(f"{path}: no images in this folder")
             images.extend(found)
+            given.extend([f"in folder {path}"] * len(found))
         elif not path.exists():
             errors.append(f"{path}: no such file")
         else:
             images.append(path)
+            given.append(f"as {path}")
+    seen: dict[Path, tuple[Path, str]] = {}
+    for image, named in zip(images, given):  # twice would segment it twice, extract its masks and photo twice
+        if image.resolve() in seen:
+            first, first_named = seen[image.resolve()]
+            also = "" if first == image or first_named == f"as {first}" else f" {first}"
+            raise InputError(f"{image}: named twice ({named} and{also} {first_named}; the same file); name each "
+                             "image or folder once")
+        seen[image.resolve()] = image, named
     return images, errors
 
 

@@ -104,6 +104,7 @@ class SelfTune(SelfTuneSteps):
             if self.dir.is_dir() and any(p for p in self.dir.iterdir() if not p.name.startswith(".") and p.name != CONFIG_FILE):
                 raise InputError(f"{self.dir}: folder is not empty and holds no {STATE_FILE}; choose an empty --state")
             self._check_state_outside_inputs()
+            self._check_inputs()  # before the state records them: a mistyped path would be pinned in it
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.dir / CONFIG_FILE, json.dumps(config, indent=2))
             state = {"version": STATE_VERSION, "round": 0, "step": PREPARE_STEPS[0], "finished": False,
@@ -112,27 +113,34 @@ class SelfTune(SelfTuneSteps):
             self._save(state)
             return state
         self._check_state_outside_inputs()
-        try:
-            state = json.loads(state_path.read_text())
-            active = json.loads((self.dir / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as error:
-            raise InputError(f"{self.dir}: unreadable self-tuning state ({error})") from None
-        if not (isinstance(state, dict) and isinstance(active, dict)):
-            raise InputError(f"{self.dir}: unreadable self-tuning state ({STATE_FILE} and {CONFIG_FILE} must each "
-                             "hold a JSON object)")
+        pending_path = self.dir / NEXT_CONFIG_FILE
+        read = [state_path, self.dir / CONFIG_FILE, *([pending_path] if pending_path.is_file() else [])]
+        values = []
+        for path in read:
+            try:
+                values.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as error:
+                raise InputError(f"{path}: unreadable self-tuning state ({error})") from None
+            if not isinstance(values[-1], dict):
+                raise InputError(f"{path}: unreadable self-tuning state (must hold a JSON object)")
+        state, active, *pending = values
+        pending = pending[0] if pending else active
         if state.get("version") != STATE_VERSION:
             raise InputError(f"{state_path}: state version {state.get('version')} is not {STATE_VERSION}")
-        shapes = {"round": int, "step": str, "finished": bool, "inputs": dict, "config_hash": str}
+        shapes = {"round": int, "step": str, "finished": bool, "inputs": dict, "config_hash": str, "times": dict,
+                  "stop_reason": (str, type(None))}
         wrong = [key for key, kind in shapes.items() if not isinstance(state.get(key), kind)]
-        if wrong or state["step"] not in (*PREPARE_STEPS, *ROUND_STEPS) or isinstance(state["round"], bool):
+        if "inputs" not in wrong:  # each of them named, or the message below was a KeyError
+            wrong += [key for key in self.inputs.to_dict() if not isinstance(state["inputs"].get(key), str)]
+        if "round" not in wrong and (isinstance(state["round"], bool) or state["round"] < 0):
+            wrong.append("round")
+        if wrong or state["step"] not in (PREPARE_STEPS if state["round"] == 0 else ROUND_STEPS):  # round 0 prepares
             raise InputError(f"{state_path}: unreadable self-tuning state ({', '.join(wrong) or 'step'} missing or "
                              "invalid); not a file synth wrote")
         for key, value in self.inputs.to_dict().items():
             if state["inputs"].get(key) != value:
                 raise InputError(f"{self.dir}: this state was started with --{key} {state['inputs'][key]}, not {value}")
-        pending_path = self.dir / NEXT_CONFIG_FILE
-        in_force = selftune_config.with_added_defaults(
-            json.loads(pending_path.read_text()) if pending_path.is_file() else active)
+        in_force = selftune_config.with_added_defaults(pending)
         # Top-level keys added since take their defaults; the training's, their off values.
         changed = config_differences(in_force, config) if config is not None else []
         if changed and state["round"] == 0:

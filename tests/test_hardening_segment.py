@@ -97,3 +97,19 @@ def test_extract_unknown_config_key_is_named_with_the_known_ones(segmenter_check
     said = " ".join(result.output.split())
     assert f"{config}: unknown key(s) bogus (known: min_area," in said, said
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["segment", "extract"])
+def test_a_photo_named_twice_is_one_line_not_segmented_or_extracted_twice(segmenter_checkpoint, tmp_path, command):
+    """A folder and one of its photos, or a photo by two spellings: it was segmented twice (NAME and NAME-2),
+    or its masks and pseudo-labelled photo extracted twice (duplicate training rows)."""
+    photos = make_unlabeled(tmp_path / "photos", count=2)
+    photo = photos / "unlabeled001.png"
+    for named in ([photos, photo], [photo, photos / ".." / "photos" / photo.name]):
+        out = tmp_path / f"out-{command}"
+        result = CliRunner().invoke(app, [command, *map(str, named), "--checkpoint", str(segmenter_checkpoint),
+                                          "--out", str(out), "--device", "cpu"])
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        said = " ".join(result.output.split())
+        assert f"{named[1]}: named twice" in said and "name each image or folder once" in said, said
+        assert not out.exists()

@@ -233,8 +233,15 @@ def finished_selftune(tmp_path_factory):
 
 
 @pytest.mark.parametrize("file, text, named", [
-    ("selftune.json", "[1, 2]", "state"),  # AttributeError: 'list' object has no attribute 'get'
-    ("selftune.json", None, "selftune.json"),  # round "x": taken as it was
+    ("selftune.json", "[1, 2]", "selftune.json"),  # AttributeError: 'list' object has no attribute 'get'
+    ("selftune.json", {"round": "x"}, "selftune.json"),  # taken as it was
+    ("selftune.json", {"round": -3}, "selftune.json"),  # 'seed must be at least 0, got -3', no file named
+    ("selftune.json", {"round": 7, "step": "labeled"}, "selftune.json"),  # ValueError: tuple.index(x) traceback
+    ("selftune.json", {"round": 0, "step": "score"}, "selftune.json"),  # 'base/train/checkpoint.pt: no such checkpoint'
+    ("selftune.json", {"inputs": {}}, "selftune.json"),  # KeyError: 'labeled'
+    ("selftune.json", {"times": None}, "selftune.json"),  # KeyError: 'times' (the key removed)
+    ("config.next.json", "{bad", "config.next.json"),  # JSONDecodeError traceback
+    ("config.next.json", "[1]", "config.next.json"),  # TypeError: 'list' object is not a mapping
     ("metrics.jsonl", '{"round": 1, "miou": 0.', "metrics.jsonl"),  # JSONDecodeError traceback
 ])
 def test_a_damaged_selftune_state_file_is_one_line_naming_it(finished_selftune, tmp_path, file, text, named):
@@ -244,12 +251,13 @@ def test_a_damaged_selftune_state_file_is_one_line_naming_it(finished_selftune, 
     root, inputs = finished_selftune
     state = tmp_path / "state"
     shutil.copytree(root / "state", state)
-    if text is None:
-        text = json.dumps({**json.loads((state / file).read_text()), "round": "x"})
+    if isinstance(text, dict):  # the state's keys changed; one of None removed
+        saved = {**json.loads((state / file).read_text()), **text}
+        text = json.dumps({k: v for k, v in saved.items() if v is not None or k not in text})
     (state / file).write_text(text)
     result = run_cli("selftune", "--state", state, "--labeled", inputs.labeled, "--unlabeled", inputs.unlabeled,
                      "--backgrounds", inputs.backgrounds, "--config", root / "selftune.yaml")
-    line = assert_one_line_error(result, 2, str(state / named) if named != "state" else f"{state}: unreadable")
+    line = assert_one_line_error(result, 2, str(state / named))
     assert "Traceback" not in line
 
 

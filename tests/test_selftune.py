@@ -216,6 +216,23 @@ def test_a_second_run_on_a_locked_state_exits_busy(inputs, tmp_path):
     assert not (state / STATE_FILE).exists()  # it touched nothing
 
 
+def test_a_mistyped_input_path_is_not_pinned_in_a_new_state(inputs, tmp_path):
+    """The first run's --labeled typo (or an unlabeled folder with no images) made the state anyway, recording
+    the path: the corrected command was then refused ('this state was started with --labeled .../typo')."""
+    config_path = tmp_path / "selftune.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_selftune_config(max_rounds=1)))
+    state = tmp_path / "state"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for wrong, said in ((Inputs(tmp_path / "typo", inputs.unlabeled, inputs.backgrounds), "typo: no such file"),
+                        (Inputs(inputs.labeled, empty, inputs.backgrounds), "empty: no images")):
+        result = _cli(wrong, state, config_path, "--rounds", "1")
+        assert result.exit_code == 2 and said in result.output, result.output
+        assert not state.exists()
+    SelfTune(state, inputs, selftune_config.resolve(tiny_selftune_config(max_rounds=1)))  # the corrected command
+    assert json.loads((state / STATE_FILE).read_text())["inputs"]["labeled"] == str(Path(inputs.labeled).resolve())
+
+
 def test_another_config_is_named_and_adopted_from_the_next_round_when_forced(inputs, tmp_path):
     config_path = tmp_path / "selftune.yaml"
     config_path.write_text(yaml.safe_dump(tiny_selftune_config(max_rounds=1)))
