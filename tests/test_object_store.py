@@ -180,7 +180,7 @@ def test_a_stale_lock_is_taken_over_and_a_lost_lock_stops_its_holder(s3_server, 
 
 def test_a_run_killed_mid_way_resumes_on_s3(s3_server, inputs, tmp_path, cache):
     out = s3_server.uri("runs/killed")
-    config = _write(tmp_path / "slow.yaml", {**CONFIG, "num": 160, "composition": {"width": 160, "height": 160,
+    config = _write(tmp_path / "slow.yaml", {**CONFIG, "num": 300, "composition": {"width": 160, "height": 160,
                                                                                    "min_objects": 3, "max_objects": 5}})
     command = [sys.executable, "-m", "pipelines.cli", "expand", inputs["objects"], "-b", inputs["backgrounds"], "-o", out,
                "-c", config, "-w", "1"]
@@ -211,7 +211,7 @@ def test_a_run_killed_mid_way_resumes_on_s3(s3_server, inputs, tmp_path, cache):
     ids = []
     for entry in resumed.manifest["shards"]:
         ids += pq.ParquetFile(Location(f"{out}/{entry['name']}").open_input()).read(columns=["id"]).column(0).to_pylist()
-    assert ids == [f"train-{i:08d}" for i in range(160)]
+    assert ids == [f"train-{i:08d}" for i in range(300)]
 
 
 def test_storage_errors_are_input_errors_naming_the_uri(s3_server):

@@ -28,6 +28,7 @@ def test_export_reads_each_shards_footer_twice_not_three_times(tmp_path, monkeyp
             super().__init__(source, *args, **kwargs)
 
     monkeypatch.setattr(pq, "ParquetFile", Counted)
+    monkeypatch.setattr(pq.core, "ParquetFile", Counted)  # pq.read_metadata and read_schema open it from there
     counts = export_coco([made.folder], tmp_path / "out")
     assert counts["images"] == 8 and counts["skipped"] == 0
     assert sorted(opened.values()) == [2, 2], opened  # each checked, then its rows read (was 3 each)
