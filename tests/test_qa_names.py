@@ -175,7 +175,8 @@ def test_a_video_whose_name_is_not_utf8_is_one_line_not_a_crash(tmp_path):
     (tmp_path / "pairs.jsonl").write_text(json.dumps({"query": "query.png", "medium": video.name}) + "\n")
     result = run_cli_process(["search", "--pairs", tmp_path / "pairs.jsonl", "-o", tmp_path / "out"], cwd=tmp_path)
     assert result.returncode == 1, result.stderr
-    assert error_lines(result.stderr)[-1].endswith("caf\\xe9.mp4: a name that is not UTF-8, which OpenCV cannot open; rename it")
+    # The pairs file's line names it, before any search (it was the video reader's line, later).
+    assert error_lines(result.stderr)[-1].endswith("pairs.jsonl:1: caf\\xe9.mp4: a name that is not UTF-8; rename it")
     assert "Traceback" not in result.stderr
 
 
