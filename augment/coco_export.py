@@ -191,10 +191,10 @@ def _row_problem(row: dict[str, Any], used: set[tuple[str, str]], run: str) -> t
         return "mask size differs from the image's", None
     if (row.get("height"), row.get("width")) != image.shape[:2]:
         return "stored width/height differ from the image's", None
-    for obj in row.get("objects") or []:
-        if object_problem(obj, image.shape[:2]) is not None:
-            log.info("skipping row %s: an object's %s", row_id, object_problem(obj, image.shape[:2]))
-            return "malformed object entry", None
+    problem = next(filter(None, (object_problem(obj, image.shape[:2]) for obj in row.get("objects") or [])), None)
+    if problem is not None:
+        log.info("skipping row %s: an object's %s", row_id, problem)
+        return "malformed object entry", None
     return None, instances
 
 

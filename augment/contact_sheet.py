@@ -115,9 +115,9 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         instances = resize_labels(instances, size[1], size[0])
-        for obj in record["objects"] or []:
-            if object_problem(obj) is not None:
-                raise InputError(f"{path}:{record['id']}: malformed object entry ({object_problem(obj)})")
+        problem = next(filter(None, map(object_problem, record["objects"] or [])), None)
+        if problem is not None:
+            raise InputError(f"{path}:{record['id']}: malformed object entry ({problem})")
         objects = [obj for obj in record["objects"] or [] if not is_photo_background(obj)]
         drawn = draw_annotations(image, instances, objects, scale=scale)
         y, x = (slot // columns) * tile, (slot % columns) * tile

@@ -153,13 +153,21 @@ def object_problem(obj: Any, size: tuple[int, int] | None = None) -> str | None:
         return "instance_id is not an integer of 0 or more"
     if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in box)):
         return "box is not 4 integers"
-    if size is not None and not (0 <= box[0] <= box[2] <= size[1] and 0 <= box[1] <= box[3] <= size[0]):
-        return f"box {box} is inside out or not within the {size[1]}x{size[0]} image"
+    if size is not None and (outside := box_outside(box, size)):
+        return outside
     if not isinstance(obj.get("category"), str):
         return "category is not a name"
     if not is_number(obj.get("visible_fraction")):
         return "visible_fraction is not a number"
     return None
+
+
+def box_outside(box: list[int], size: tuple[int, int]) -> str | None:
+    """What is wrong with an object's integer ``box`` (x0, y0, x1, y1) in an image of ``size`` (height, width):
+    None where it lies in it, x0 <= x1 and y0 <= y1 (`synth expand` boxes each object's visible pixels)."""
+    if 0 <= box[0] <= box[2] <= size[1] and 0 <= box[1] <= box[3] <= size[0]:
+        return None
+    return f"box {box} is inside out or not within the {size[1]}x{size[0]} image"
 
 
 def stored_bytes(row: dict, column: str) -> bytes:

@@ -57,12 +57,13 @@ def images_of(paths: list[Path], out: Path | None = None, outputs: Path | None =
             given.append(f"as {path}")
     seen: dict[Path, tuple[Path, str]] = {}
     for image, named in zip(images, given):  # twice would segment it twice, extract its masks and photo twice
-        if image.resolve() in seen:
-            first, first_named = seen[image.resolve()]
+        real = image.resolve()
+        if real in seen:
+            first, first_named = seen[real]
             also = "" if first == image or first_named == f"as {first}" else f" {first}"
             raise InputError(f"{image}: named twice ({named} and{also} {first_named}; the same file); name each "
                              "image or folder once")
-        seen[image.resolve()] = image, named
+        seen[real] = image, named
     return images, errors
 
 

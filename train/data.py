@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader
 
 from augment.imageio import InputError, decode_image, resize_image
 from augment.open_files import ready_for_loader_workers
-from augment.schema import OBJECTS_FILE, object_problem, stored_bytes
+from augment.schema import OBJECTS_FILE, box_outside, object_problem, stored_bytes
 from augment.shards import COMPOSITE_COLUMNS, manifest_shards, one_line, open_shard
 from augment.storage import Place, as_place, open_parquet
 from augment.system import ignore_stop_signals
@@ -337,7 +337,7 @@ class ShardPairs(ResumableStream):
         ids = decode_image(mask_bytes, cv2.IMREAD_UNCHANGED, f"composite {composite_id} mask")
         if ids.ndim != 2 or ids.shape != image.shape[:2]:
             raise InputError(f"composite {composite_id}: mask {ids.shape} does not match image {image.shape[:2]}")
-        outside = next(filter(None, (object_problem(obj, ids.shape) for obj in objects)), None)
+        outside = next(filter(None, (box_outside(obj["box"], ids.shape) for obj in objects)), None)  # (checked above)
         if outside is not None:  # a box past the image (hand-edited): skipped, as export skips the row
             raise InputError(f"composite {composite_id}: an object's {outside}")
         size = config.medium_size
