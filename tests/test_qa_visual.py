@@ -354,3 +354,35 @@ def test_an_exported_objects_box_past_its_image_is_a_skipped_row_not_a_coco_bbox
     assert (counts["images"], counts["skip_reasons"]) == (1, {"malformed object entry": 3})
     coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
     assert [a["bbox"] for a in coco["annotations"]] == [[0, 0, 32, 32]]
+
+
+def test_a_sequence_frame_of_another_size_is_a_placeholder_saying_so_not_unreadable(tmp_path):
+    """A --sequence folder's frame of another size (a thumbnail among the frames) opens in any viewer,
+    but its placeholder in the highlighted video said 'frame 1 skipped (unreadable)'; an unreadable
+    file's still says that."""
+    from augment.imageio import save_image
+    from pipelines.frames import FolderFrames, FrameWriter
+    from pipelines.highlight import dim
+
+    frames = tmp_path / "frames"
+    pictures = [np.full((60, 320, 3), 60 + 30 * k, np.uint8) for k in range(4)]
+    for k, picture in enumerate(pictures):
+        save_image(frames / f"{k}.png", picture if k != 1 else picture[:40, :200])
+    (frames / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    written: list[np.ndarray] = []
+
+    class Sink:
+        def write(self, picture: np.ndarray) -> None:
+            written.append(picture)
+
+    reader = FolderFrames(frames, batch_size=1)
+    writer = FrameWriter(Sink(), reasons=reader.skip_reasons)
+    for indices, batch in reader:
+        for index, picture in zip(indices, batch):
+            writer.write(picture, index)
+    assert len(written) == 4
+    for index, says in ((1, "another size"), (2, "unreadable")):
+        expected = dim(pictures[0])
+        put_label(expected, (f"frame {index} skipped ({says})", f"{index} skipped"), (6, 2), (255, 255, 255),
+                  base_scale=0.5, above=False)
+        assert np.array_equal(written[index], expected), index
