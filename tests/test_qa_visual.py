@@ -237,35 +237,6 @@ def test_the_temporal_state_label_does_not_hide_a_box_in_the_top_left_corner():
     assert _colour_pixels(drawn[y0:y0 + 1, x0:x1], STATE_RGB[LOST], within=150).all()  # the box's top edge whole
 
 
-def test_the_selftune_reports_count_axis_is_written_in_whole_masks(monkeypatch):
-    """report.png's masks-by-round axis read '0.00' to '1.00' where at most one mask was extracted
-    (the format was guessed from the axis's top: 1.5 or under read as an mIoU)."""
-    from pipelines import selftune_report
-
-    written: list[str] = []
-    real = cv2.putText
-    monkeypatch.setattr(cv2, "putText", lambda canvas, text, *args: (written.append(text), real(canvas, text, *args)))
-    extract = {"accepted": 1, "rejected": {"small": 0, "low_confidence": 0, "unstable": 0}}
-    selftune_report.plot([{"round": 0, "miou": 0.31, "extract": extract}, {"round": 1, "miou": 0.34}], [])
-    assert "1.00" not in written and "1" in written and "0" in written  # the count axis
-    assert "0.26" in written and "0.39" in written  # the mIoU axis's ends, as before
-
-
-def test_a_round_that_extracted_no_mask_draws_no_bar():
-    """report.png: a round with no mask accepted or rejected showed a red line, as if one was rejected."""
-    from pipelines import selftune_report
-
-    none = {"accepted": 0, "rejected": {"small": 0, "low_confidence": 0, "unstable": 0}}
-    some = {"accepted": 3, "rejected": {"small": 0, "low_confidence": 0, "unstable": 0}}
-    canvas = selftune_report.plot([{"round": 1, "miou": 0.2, "extract": none},
-                                   {"round": 2, "miou": 0.1, "extract": some}], [])
-    red = _colour_pixels(canvas, selftune_report.RED, within=30)
-    green = _colour_pixels(canvas, selftune_report.GREEN, within=30)
-    assert not red.any()  # nothing rejected in either round
-    columns = np.nonzero(green.any(axis=0))[0]
-    assert columns.size and columns.min() > 700  # the only bar: round 2's, at the right of its axes
-
-
 def test_show_draws_a_grey_composite(tmp_path):
     """A shard whose composite is a one-channel JPEG (written by another tool) stopped `synth show` with
     numpy's ValueError traceback ('operands could not be broadcast together') where it tinted objects."""
