@@ -68,6 +68,21 @@ def test_a_best_guess_label_too_wide_for_the_picture_is_not_cut_at_its_edge(h, w
     assert not (narrow[:, 0].any() or narrow[:, -1].any())
 
 
+@pytest.mark.parametrize("h, w, box", [(200, 4000, (2045, 50, 2092, 111)), (600, 400, (150, 10, 250, 300))])
+def test_a_best_guess_with_no_room_above_is_labelled_under_its_box_not_over_the_object(h, w, box):
+    """A 4000 x 200 panorama's best guess (a coat 47 x 61 px, 50 px from the top): its label, sized to
+    the picture (~40 px tall), had no room above the box and was written inside it, over the coat;
+    under the box there was room."""
+    x0, y0, x1, y1 = box
+    label = _colour_pixels(_guess(h, w, box, 0.0099), GUESS_RGB)
+    lw = max(1, round(np.hypot(h, w) / 1000))
+    label[y0 - lw:y1 + lw, x0 - lw:x1 + lw] = False  # the box and its lines aside
+    rows = np.nonzero(label.any(axis=1))[0]
+    assert rows.size and rows.min() >= y1  # the label, under the box
+    inside = _colour_pixels(_guess(h, w, box, 0.0099), GUESS_RGB)[y0 + 2 * lw:y1 - 2 * lw, x0 + 2 * lw:x1 - 2 * lw]
+    assert not inside.any()  # nothing written over the object
+
+
 @pytest.mark.parametrize("h, w", [(20, 20), (12, 400), (400, 12), (120, 160), (3000, 4000), (23, 97)])
 def test_put_label_draws_only_inside_the_rectangle_it_returns(h, w):
     for anchor in ((0, 0), (w - 1, h - 1), (w // 2, 0), (-50, h + 50)):
