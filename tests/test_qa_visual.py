@@ -284,6 +284,25 @@ def test_show_of_labelled_photos_draws_their_objects_not_their_background(tmp_pa
     assert sorted(obj["category"] for obj in drawn[0]) == ["hat", "jacket", "skirt"]
 
 
+def test_show_of_pseudo_labelled_photos_draws_their_regions_not_their_ignore_pixels(tmp_path):
+    """`synth extract`'s pseudo-labelled photos name their untrusted pixels '__ignore__' (most of each
+    photo on CCP): `synth show` tinted them, boxed the whole photo and wrote '__ignore__ 1.00' over it."""
+    from augment.contact_sheet import contact_sheet
+    from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, write_row_shards
+
+    image = np.full((64, 64, 3), 128, np.uint8)
+    values = np.full((64, 64), 2, np.uint8)  # untrusted everywhere
+    values[20:40, 20:40] = 1  # but a trusted coat
+    photo = LabelledPhoto(tmp_path / "p.jpg", image, values, {1: "coat", 2: IGNORE_CATEGORY})
+    write_row_shards([photo_row("p", photo, 64)], tmp_path / "auto", "pseudo", "run")
+    contact_sheet([tmp_path / "auto" / "pseudo-00000.parquet"], tmp_path / "sheet.png", rows=1, columns=1, tile=64)
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    changed = np.abs(sheet.astype(int) - 128).sum(axis=2) > 30
+    changed[54:] = False  # the row id written at the bottom
+    assert changed[20:40, 20:40].any()  # the coat, tinted and outlined (its label may run wider than it)
+    assert not changed[:18].any() and not changed[:, :5].any()  # no box round the photo, no tint outside
+
+
 @pytest.mark.parametrize("field, value, says", [("box", None, "box is not 4 integers"),
                                                 ("instance_id", None, "instance_id is not an integer of 0 or more"),
                                                 ("visible_fraction", None, "visible_fraction is not a number"),
