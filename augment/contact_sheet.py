@@ -12,7 +12,8 @@ import numpy as np
 from augment.atomic_files import atomic_write_bytes
 from augment.draw_labels import format_score, put_label
 from augment.imageio import InputError, decode_image, encode_jpeg, encode_png
-from augment.schema import is_photo_background, object_problem, stored_bytes
+from augment.photo_shards import IGNORE_CATEGORY
+from augment.schema import is_photo_background, is_photo_region, object_problem, stored_bytes
 from augment.shards import find_shards, open_shard, read_row_group
 from augment.storage import Place
 from augment.resizing import resize_labels
@@ -118,7 +119,10 @@ def contact_sheet(shard_paths: list[Place | str], out: Path, rows: int = 4, colu
         problem = next(filter(None, map(object_problem, record["objects"] or [])), None)
         if problem is not None:
             raise InputError(f"{path}:{record['id']}: malformed object entry ({problem})")
-        objects = [obj for obj in record["objects"] or [] if not is_photo_background(obj)]
+        # A labelled photo's background and its __ignore__ pixels are no objects: drawn, extract's untrusted
+        # pixels (most of a pseudo-labelled photo) were a tinted box round the photo, '__ignore__ 1.00'.
+        objects = [obj for obj in record["objects"] or []
+                   if not is_photo_background(obj) and not is_photo_region(obj, IGNORE_CATEGORY)]
         drawn = draw_annotations(image, instances, objects, scale=scale)
         y, x = (slot // columns) * tile, (slot % columns) * tile
         sheet[y : y + drawn.shape[0], x : x + drawn.shape[1]] = drawn

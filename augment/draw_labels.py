@@ -45,12 +45,13 @@ def format_score(score: float) -> str:
 
 
 def put_label(image: np.ndarray, texts: Sequence[str], anchor: tuple[int, int], rgb: tuple[int, int, int],
-              base_scale: float = 0.4, above: bool = True) -> tuple[int, int, int, int] | None:
+              base_scale: float = 0.4, above: bool = True, under: int | None = None) -> tuple[int, int, int, int] | None:
     """Write the first of ``texts`` (the full label, then shorter forms) that fits ``image``'s width
-    at a readable size, at ``anchor`` (x, y): its bottom-left just above y (``above``; below it where
-    there is no room above) or its top-left at y, moved inside the picture. Returns the rectangle
+    at a readable size, at ``anchor`` (x, y): its bottom-left just above y (``above``; where there is
+    no room above, its top-left just below ``under`` (a box's bottom edge) where the label fits there,
+    else just below y) or its top-left at y, moved inside the picture. Returns the rectangle
     (x0, y0, x1, y1) the text covers, or None where no form fits."""
-    fitted = fit_label(image.shape[0], image.shape[1], texts, anchor, base_scale, above)
+    fitted = fit_label(image.shape[0], image.shape[1], texts, anchor, base_scale, above, under)
     if fitted is None:
         return None
     text, scale, thickness, origin, rect = fitted
@@ -63,7 +64,8 @@ def put_label(image: np.ndarray, texts: Sequence[str], anchor: tuple[int, int], 
 
 
 def fit_label(h: int, w: int, texts: Sequence[str], anchor: tuple[int, int], base_scale: float = 0.4,
-              above: bool = True) -> tuple[str, float, int, tuple[int, int], tuple[int, int, int, int]] | None:
+              above: bool = True, under: int | None = None
+              ) -> tuple[str, float, int, tuple[int, int], tuple[int, int, int, int]] | None:
     """Where :func:`put_label` would write on an ``h`` x ``w`` picture, without writing: (text, scale,
     thickness, origin, rectangle), or None where no form of the label fits."""
     scale0 = base_scale * size_factor(h, w)
@@ -83,8 +85,11 @@ def fit_label(h: int, w: int, texts: Sequence[str], anchor: tuple[int, int], bas
         x, y = anchor
         gap = max(2, round(2 * scale / 0.4))
         top = y - gap - baseline - text_h if above else y + gap
-        if top < edge:  # no room above the box: just inside it, under its top edge
-            top = y + gap if above else top
+        if top < edge and above:  # no room above the box: under it where the label fits there, else
+            # just inside it, under its top edge (a label as tall as its box, on a 4000 x 200 panorama,
+            # was written over the object it named where the room below was free)
+            fits_under = under is not None and under + gap + text_h + baseline <= h - edge
+            top = under + gap if fits_under else y + gap
         x = min(max(edge, x), w - edge - text_w)
         top = min(max(edge, top), h - edge - baseline - text_h)
         rect = (int(x), int(top), int(x + text_w), int(top + text_h + baseline))

@@ -176,11 +176,17 @@ def stored_bytes(row: dict, column: str) -> bytes:
     return (row.get(column) or {}).get("bytes") or b""
 
 
+def is_photo_region(obj: dict, category: str) -> bool:
+    """Whether a row's object is a labelled photo's pixels named ``category`` (photo-shards, extract): a
+    pasted cutout (one with a cutout_id) never is."""
+    return not obj.get("cutout_id") and obj.get("category") == category
+
+
 def is_photo_background(obj: dict) -> bool:
     """Whether a row's object is a labelled photo's value 0 (photo-shards, extract): what is not an object,
-    named ``background``; a pasted cutout (one with a cutout_id) never is. `synth export` leaves it out,
-    and `synth show` draws it not (it tinted the whole photo and boxed it, its label over the others')."""
-    return not obj.get("cutout_id") and obj.get("category") == BACKGROUND_CATEGORY
+    named ``background``. `synth export` leaves it out, and `synth show` draws it not (it tinted the whole
+    photo and boxed it, its label over the others')."""
+    return is_photo_region(obj, BACKGROUND_CATEGORY)
 
 
 # Footer metadata of a composite shard: which run wrote it (config, cutouts, backgrounds) and which

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 SEQUENCE_FPS = 25.0
 # Readable frames whose commonest size is the sequence's (the others are skipped as of another size).
 SIZE_SAMPLE = 5
+# Why a frame was skipped, as its placeholder in the highlighted video says it.
+UNREADABLE, ANOTHER_SIZE = "unreadable", "another size"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class FolderFrames:
         self.batch_size = max(1, int(batch_size))
         self.prefetch = max(1, int(prefetch))
         self.skipped: list[str] = []
+        # frame index -> why it was skipped, in short (UNREADABLE, ANOTHER_SIZE): its placeholder says so
+        self.skip_reasons: dict[int, str] = {}
         self.frames_read = 0
         self.error: str | None = None
         self._size = self._sequence_size()
@@ -103,14 +107,15 @@ class FolderFrames:
                              f"(the first: {first_error})")
         return max(sizes, key=sizes.count)
 
-    def _read(self, path: Path) -> np.ndarray | str:
+    def _read(self, path: Path) -> np.ndarray | tuple[str, str]:
+        """The frame, or (why it is skipped, in short: its placeholder's words; the line naming it)."""
         try:
             frame = read_image(path, "rgb")
         except InputError as error:
-            return str(error)
+            return UNREADABLE, str(error)
         if frame.shape[:2] != self._size:
-            return (f"{path}: frame is {frame.shape[1]}x{frame.shape[0]}, the sequence is "
-                    f"{self._size[1]}x{self._size[0]}")
+            return ANOTHER_SIZE, (f"{path}: frame is {frame.shape[1]}x{frame.shape[0]}, the sequence is "
+                                  f"{self._size[1]}x{self._size[0]}")
         return frame
 
     def __iter__(self) -> Iterator[tuple[list[int], list[np.ndarray]]]:
@@ -121,9 +126,10 @@ class FolderFrames:
             for start in range(0, len(self.files), self.prefetch):
                 chunk = self.files[start:start + self.prefetch]
                 for offset, item in enumerate(pool.map(self._read, chunk)):
-                    if isinstance(item, str):
-                        self.skipped.append(item)
-                        logger.info("skipped frame: %s", item)
+                    if isinstance(item, tuple):
+                        self.skip_reasons[start + offset], line = item
+                        self.skipped.append(line)
+                        logger.info("skipped frame: %s", line)
                         continue
                     indices.append(start + offset)
                     frames.append(item)
@@ -154,8 +160,12 @@ class FrameWriter:
     dimmed with "frame N skipped" written on it. Without it the video lost a frame at each skip, and
     every later frame showed the one after its number (and ran early)."""
 
-    def __init__(self, writer: Any, heat_folder: Path | None = None) -> None:
+    def __init__(self, writer: Any, heat_folder: Path | None = None,
+                 reasons: Mapping[int, str] | None = None) -> None:
         self.writer = writer
+        # frame index -> why it was skipped (a reader's ``skip_reasons``, filled as it reads); unreadable
+        # where not given: a frame of another size said "(unreadable)" on a frame any viewer opens
+        self.reasons = {} if reasons is None else reasons
         self.next = 0  # the index of the video's next frame
         self.last: np.ndarray | None = None
         self.heat_folder = heat_folder  # ``<name>.heat/`` with --save-heatmaps (else None)
@@ -196,7 +206,8 @@ class FrameWriter:
             return
         while self.next < index:
             placeholder = dim(self.last if self.last is not None else np.zeros_like(like))
-            put_label(placeholder, (f"frame {self.next} skipped (unreadable)", f"{self.next} skipped"),
+            reason = self.reasons.get(self.next, UNREADABLE)
+            put_label(placeholder, (f"frame {self.next} skipped ({reason})", f"{self.next} skipped"),
                       (6, 2), (255, 255, 255), base_scale=0.5, above=False)
             self.writer.write(placeholder)
             self.next += 1
@@ -228,7 +239,7 @@ def frames_and_highlights(medium: Path, video: Path, batch: int,
         reader.close()
         raise
     keep = True
-    frame_writer = FrameWriter(writer, heat_folder)
+    frame_writer = FrameWriter(writer, heat_folder, getattr(reader, "skip_reasons", None))
     try:
         yield reader, frame_writer
         if isinstance(reader, FolderFrames):  # its files after the last readable one (a video's end there)

@@ -93,7 +93,7 @@ def highlight(image: np.ndarray, heat: np.ndarray, detections: Sequence[Detectio
             # Sized to the picture and kept inside it (augment.draw_labels); the score as
             # detections.jsonl's best has it (a fused 0.0028 read '0.00').
             score = format_score(best.score)
-            put_label(out, (f"best guess {score}", score), (x0, y0), GUESS_RGB)
+            put_label(out, (f"best guess {score}", score), (x0, y0), GUESS_RGB, under=y1)
         return out
     radius = max(2, round(0.01 * math.hypot(h, w)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))

@@ -121,10 +121,13 @@ def plot(lines: list[dict[str, Any]], previews: list[Path], width: int = 960) ->
         x = 20
         for path in previews:
             image = read_image(path, "rgb")
-            tile_w = max(1, round(image.shape[1] * tile_h / image.shape[0]))
+            # At most half the strip wide: a panorama's preview (20x wider than tall) was wider than the
+            # strip, and the loop ended there, so no preview was drawn, its own nor the photos' after it.
+            scale = min(tile_h / image.shape[0], (width - 30) / 2 / image.shape[1])
+            tile_w, high = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
             if x + tile_w > width - 10:
-                break
-            canvas[310:310 + tile_h, x:x + tile_w] = cv2.resize(image, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
+                continue  # a narrower one after it may fit
+            canvas[310:310 + high, x:x + tile_w] = cv2.resize(image, (tile_w, high), interpolation=cv2.INTER_AREA)
             x += tile_w + 10
     return canvas
 

@@ -13,6 +13,11 @@ from pipelines.temporal_track import LOST, REDETECTED, TRACKING, Track
 
 
 STATE_RGB = {TRACKING: (40, 220, 40), REDETECTED: (255, 200, 0), LOST: (255, 40, 40)}
+# The overlay's colours span at least this much heat above the searched pixels' median: a held target's
+# peak stands 0.08-0.43 above it on the tracking sequences, but a grey or black frame's (a fade, a
+# covered lens: nothing to find) only ~0.02, its padding's ripple, which stretched to the full range was
+# drawn red-hot in a corner, as vividly as a target.
+MIN_HEAT_SPAN = 0.1
 
 
 def heat_region(track: Track, width: int, height: int) -> tuple[int, int, np.ndarray] | None:
@@ -54,8 +59,8 @@ def draw_track(frame: np.ndarray, track: Track, heat_alpha: float = 0.6) -> np.n
     the state's colour (thin while lost: the best guess), and the state written in a corner.
 
     The heat is shown from the searched pixels' median (clear) to its peak (red): scores are
-    ~0.1-0.4, and drawn as they are the overlay was near invisible. The score is written beside
-    the state."""
+    ~0.1-0.4, and drawn as they are the overlay was near invisible; a peak under MIN_HEAT_SPAN above
+    the median is drawn as that fraction of the range (faint). The score is written beside the state."""
     h, w = frame.shape[:2]
     found = heat_region(track, w, h)
     out = frame.copy()
@@ -70,7 +75,7 @@ def draw_track(frame: np.ndarray, track: Track, heat_alpha: float = 0.6) -> np.n
         region = heat[y:y + bh, x:x + bw]
         searched = region[support[y:y + bh, x:x + bw]]
         floor, peak = float(np.median(searched)), float(searched.max())
-        region = np.clip((region - floor) / max(peak - floor, 1e-6), 0.0, 1.0)
+        region = np.clip((region - floor) / max(peak - floor, MIN_HEAT_SPAN), 0.0, 1.0)
         colour = cv2.cvtColor(cv2.applyColorMap(np.clip(region * 255 + 0.5, 0, 255).astype(np.uint8),
                                                 cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
         # The weight spelled out per channel: numpy's broadcast along the last axis cost 2.7x.

@@ -57,7 +57,7 @@ def test_a_highlight_without_detections_dims_every_pixel_as_the_float_product_di
     guess = highlight(np.full((60, 80, 3), 200, np.uint8), np.zeros((60, 80), np.float32), [],
                       Detection((10, 10, 40, 40), 0.1, 1))
     assert tuple(guess[10, 20]) == GUESS_RGB  # the best guess's box, on the dimmed image
-    assert tuple(guess[50, 70]) == (60, 60, 60)
+    assert tuple(guess[25, 70]) == (60, 60, 60)  # beside the box: its label is under it
 
 
 def test_heat_png_rounds_as_the_plain_formula() -> None:

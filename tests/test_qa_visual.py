@@ -68,6 +68,21 @@ def test_a_best_guess_label_too_wide_for_the_picture_is_not_cut_at_its_edge(h, w
     assert not (narrow[:, 0].any() or narrow[:, -1].any())
 
 
+@pytest.mark.parametrize("h, w, box", [(200, 4000, (2045, 50, 2092, 111)), (600, 400, (150, 10, 250, 300))])
+def test_a_best_guess_with_no_room_above_is_labelled_under_its_box_not_over_the_object(h, w, box):
+    """A 4000 x 200 panorama's best guess (a coat 47 x 61 px, 50 px from the top): its label, sized to
+    the picture (~40 px tall), had no room above the box and was written inside it, over the coat;
+    under the box there was room."""
+    x0, y0, x1, y1 = box
+    label = _colour_pixels(_guess(h, w, box, 0.0099), GUESS_RGB)
+    lw = max(1, round(np.hypot(h, w) / 1000))
+    label[y0 - lw:y1 + lw, x0 - lw:x1 + lw] = False  # the box and its lines aside
+    rows = np.nonzero(label.any(axis=1))[0]
+    assert rows.size and rows.min() >= y1  # the label, under the box
+    inside = _colour_pixels(_guess(h, w, box, 0.0099), GUESS_RGB)[y0 + 2 * lw:y1 - 2 * lw, x0 + 2 * lw:x1 - 2 * lw]
+    assert not inside.any()  # nothing written over the object
+
+
 @pytest.mark.parametrize("h, w", [(20, 20), (12, 400), (400, 12), (120, 160), (3000, 4000), (23, 97)])
 def test_put_label_draws_only_inside_the_rectangle_it_returns(h, w):
     for anchor in ((0, 0), (w - 1, h - 1), (w // 2, 0), (-50, h + 50)):
@@ -237,35 +252,6 @@ def test_the_temporal_state_label_does_not_hide_a_box_in_the_top_left_corner():
     assert _colour_pixels(drawn[y0:y0 + 1, x0:x1], STATE_RGB[LOST], within=150).all()  # the box's top edge whole
 
 
-def test_the_selftune_reports_count_axis_is_written_in_whole_masks(monkeypatch):
-    """report.png's masks-by-round axis read '0.00' to '1.00' where at most one mask was extracted
-    (the format was guessed from the axis's top: 1.5 or under read as an mIoU)."""
-    from pipelines import selftune_report
-
-    written: list[str] = []
-    real = cv2.putText
-    monkeypatch.setattr(cv2, "putText", lambda canvas, text, *args: (written.append(text), real(canvas, text, *args)))
-    extract = {"accepted": 1, "rejected": {"small": 0, "low_confidence": 0, "unstable": 0}}
-    selftune_report.plot([{"round": 0, "miou": 0.31, "extract": extract}, {"round": 1, "miou": 0.34}], [])
-    assert "1.00" not in written and "1" in written and "0" in written  # the count axis
-    assert "0.26" in written and "0.39" in written  # the mIoU axis's ends, as before
-
-
-def test_a_round_that_extracted_no_mask_draws_no_bar():
-    """report.png: a round with no mask accepted or rejected showed a red line, as if one was rejected."""
-    from pipelines import selftune_report
-
-    none = {"accepted": 0, "rejected": {"small": 0, "low_confidence": 0, "unstable": 0}}
-    some = {"accepted": 3, "rejected": {"small": 0, "low_confidence": 0, "unstable": 0}}
-    canvas = selftune_report.plot([{"round": 1, "miou": 0.2, "extract": none},
-                                   {"round": 2, "miou": 0.1, "extract": some}], [])
-    red = _colour_pixels(canvas, selftune_report.RED, within=30)
-    green = _colour_pixels(canvas, selftune_report.GREEN, within=30)
-    assert not red.any()  # nothing rejected in either round
-    columns = np.nonzero(green.any(axis=0))[0]
-    assert columns.size and columns.min() > 700  # the only bar: round 2's, at the right of its axes
-
-
 def test_show_draws_a_grey_composite(tmp_path):
     """A shard whose composite is a one-channel JPEG (written by another tool) stopped `synth show` with
     numpy's ValueError traceback ('operands could not be broadcast together') where it tinted objects."""
@@ -296,6 +282,25 @@ def test_show_of_labelled_photos_draws_their_objects_not_their_background(tmp_pa
                         lambda image, instances, objects, **kw: drawn.append(objects) or draw(image, instances, objects, **kw))
     assert sheet_module.contact_sheet([tmp_path / "photos"], tmp_path / "sheet.png", rows=1, columns=1, tile=64) == 1
     assert sorted(obj["category"] for obj in drawn[0]) == ["hat", "jacket", "skirt"]
+
+
+def test_show_of_pseudo_labelled_photos_draws_their_regions_not_their_ignore_pixels(tmp_path):
+    """`synth extract`'s pseudo-labelled photos name their untrusted pixels '__ignore__' (most of each
+    photo on CCP): `synth show` tinted them, boxed the whole photo and wrote '__ignore__ 1.00' over it."""
+    from augment.contact_sheet import contact_sheet
+    from augment.photo_shards import IGNORE_CATEGORY, LabelledPhoto, photo_row, write_row_shards
+
+    image = np.full((64, 64, 3), 128, np.uint8)
+    values = np.full((64, 64), 2, np.uint8)  # untrusted everywhere
+    values[20:40, 20:40] = 1  # but a trusted coat
+    photo = LabelledPhoto(tmp_path / "p.jpg", image, values, {1: "coat", 2: IGNORE_CATEGORY})
+    write_row_shards([photo_row("p", photo, 64)], tmp_path / "auto", "pseudo", "run")
+    contact_sheet([tmp_path / "auto" / "pseudo-00000.parquet"], tmp_path / "sheet.png", rows=1, columns=1, tile=64)
+    sheet = cv2.imread(str(tmp_path / "sheet.png"))
+    changed = np.abs(sheet.astype(int) - 128).sum(axis=2) > 30
+    changed[54:] = False  # the row id written at the bottom
+    assert changed[20:40, 20:40].any()  # the coat, tinted and outlined (its label may run wider than it)
+    assert not changed[:18].any() and not changed[:, :5].any()  # no box round the photo, no tint outside
 
 
 @pytest.mark.parametrize("field, value, says", [("box", None, "box is not 4 integers"),
@@ -354,3 +359,35 @@ def test_an_exported_objects_box_past_its_image_is_a_skipped_row_not_a_coco_bbox
     assert (counts["images"], counts["skip_reasons"]) == (1, {"malformed object entry": 3})
     coco = json.loads((tmp_path / "coco" / "annotations.json").read_text())
     assert [a["bbox"] for a in coco["annotations"]] == [[0, 0, 32, 32]]
+
+
+def test_a_sequence_frame_of_another_size_is_a_placeholder_saying_so_not_unreadable(tmp_path):
+    """A --sequence folder's frame of another size (a thumbnail among the frames) opens in any viewer,
+    but its placeholder in the highlighted video said 'frame 1 skipped (unreadable)'; an unreadable
+    file's still says that."""
+    from augment.imageio import save_image
+    from pipelines.frames import FolderFrames, FrameWriter
+    from pipelines.highlight import dim
+
+    frames = tmp_path / "frames"
+    pictures = [np.full((60, 320, 3), 60 + 30 * k, np.uint8) for k in range(4)]
+    for k, picture in enumerate(pictures):
+        save_image(frames / f"{k}.png", picture if k != 1 else picture[:40, :200])
+    (frames / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    written: list[np.ndarray] = []
+
+    class Sink:
+        def write(self, picture: np.ndarray) -> None:
+            written.append(picture)
+
+    reader = FolderFrames(frames, batch_size=1)
+    writer = FrameWriter(Sink(), reasons=reader.skip_reasons)
+    for indices, batch in reader:
+        for index, picture in zip(indices, batch):
+            writer.write(picture, index)
+    assert len(written) == 4
+    for index, says in ((1, "another size"), (2, "unreadable")):
+        expected = dim(pictures[0])
+        put_label(expected, (f"frame {index} skipped ({says})", f"{index} skipped"), (6, 2), (255, 255, 255),
+                  base_scale=0.5, above=False)
+        assert np.array_equal(written[index], expected), index

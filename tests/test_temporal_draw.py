@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.temporal_draw import STATE_RGB, draw_track
-from pipelines.temporal_track import TRACKING, Track
+from pipelines.temporal_draw import MIN_HEAT_SPAN, STATE_RGB, draw_track
+from pipelines.temporal_track import LOST, TRACKING, Track
 
 
 def test_the_searched_heat_shows_at_its_peak_and_not_over_the_rest_of_the_window() -> None:
@@ -35,7 +35,7 @@ def _whole_frame_blend(frame: np.ndarray, track: Track, heat_alpha: float = 0.6)
     searched = heat[heat > 0]
     if searched.size:
         floor, peak = float(np.median(searched)), float(searched.max())
-        heat = np.clip((heat - floor) / max(peak - floor, 1e-6), 0.0, 1.0)
+        heat = np.clip((heat - floor) / max(peak - floor, MIN_HEAT_SPAN), 0.0, 1.0)
     colour = cv2.applyColorMap(np.clip(heat * 255 + 0.5, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
     weight = (heat_alpha * heat)[..., None]
     return (frame * (1 - weight) + colour * weight).astype(np.uint8)
@@ -56,3 +56,21 @@ def test_the_overlay_drawn_in_the_windows_rectangle_only_is_the_whole_frame_blen
         assert np.array_equal(drawn[24:], expected[24:])
     # No searched window: the frame itself (below the state's text).
     assert np.array_equal(draw_track(frame, Track(4, TRACKING, None, 0.0, None, None))[24:], frame[24:])
+
+
+def test_a_grey_frames_heat_ripple_is_drawn_faint_not_as_vividly_as_a_target() -> None:
+    """A fade to grey mid-video (VOT_bag, frames made grey): the searched window's heat spans 0.024 to
+    0.042 there (its padding's ripple, nothing to find) and, stretched median-to-peak, its corner was
+    drawn red-hot, as a held target's peak is."""
+    frame = np.full((120, 160, 3), 20, np.uint8)
+    yy, xx = np.mgrid[0:40, 0:40]
+    affine = np.array([[1.0, 0.0, -50.0], [0.0, 1.0, -30.0]])
+    ripple = (0.024 + 0.018 * (yy + xx) / 78.0).astype(np.float32)
+    target = (0.1 + 0.15 * np.exp(-((yy - 20) ** 2 + (xx - 20) ** 2) / 20.0)).astype(np.float32)
+
+    def change(heat: np.ndarray) -> np.ndarray:
+        drawn = draw_track(frame, Track(5, LOST, None, 0.02, heat, affine)).astype(int)
+        return np.abs(drawn - frame.astype(int)).sum(axis=2)[30:70, 50:90]
+
+    assert change(ripple).max() < 0.5 * change(target).max()
+    assert change(ripple).max() > 0  # faint, still where it was searched
