@@ -115,14 +115,7 @@ class SelfTune(SelfTuneSteps):
         self._check_state_outside_inputs()
         pending_path = self.dir / NEXT_CONFIG_FILE
         read = [state_path, self.dir / CONFIG_FILE, *([pending_path] if pending_path.is_file() else [])]
-        values = []
-        for path in read:
-            try:
-                values.append(json.loads(path.read_text()))
-            except (OSError, ValueError) as error:
-                raise InputError(f"{path}: unreadable self-tuning state ({error})") from None
-            if not isinstance(values[-1], dict):
-                raise InputError(f"{path}: unreadable self-tuning state (must hold a JSON object)")
+        values = [read_state_file(path) for path in read]
         state, active, *pending = values
         # A config file must be one synth wrote: a hand-edited or damaged one ({} or {"max_rounds": "lots"})
         # was read as a changed config, and config.next.json's adopted as config.json at the next round.
@@ -297,6 +290,27 @@ class SelfTune(SelfTuneSteps):
     def step_seconds(self, round_index: int) -> dict[str, float]:
         prefix = f"{round_index}:"
         return {k[len(prefix):]: v for k, v in self.state["times"].items() if k.startswith(prefix)}
+
+
+def read_state_file(path: Path) -> dict[str, Any]:
+    """One of a state folder's JSON files, which holds an object; else one line naming it."""
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: unreadable self-tuning state ({error})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: unreadable self-tuning state (must hold a JSON object)")
+    return values
+
+
+def state_config(state_dir: Path) -> dict[str, Any] | None:
+    """The config a state folder's next round runs with (config.next.json where one waits, else
+    config.json), checked; None where the folder holds none."""
+    for name in (NEXT_CONFIG_FILE, CONFIG_FILE):
+        path = Path(state_dir) / name
+        if path.is_file():
+            return _stored_config(path, read_state_file(path))
+    return None
 
 
 def _stored_config(path: Path, values: dict[str, Any]) -> dict[str, Any]:
