@@ -1,4 +1,6 @@
-"""Image reading and encoding shared by every stage (atomic writes: :mod:`augment.atomic_files`).
+"""Image reading and encoding shared by every stage (atomic writes: :mod:`augment.atomic_files`; a
+folder's files and names: :mod:`augment.image_files`; what bytes are: :mod:`augment.image_kinds`, both
+re-exported here).
 
 All readers turn a user's bad file into :class:`InputError` with a one-line
 message naming the file, so the CLI can print it instead of a traceback.
@@ -15,17 +17,15 @@ import cv2
 import numpy as np
 
 from augment.atomic_files import atomic_write_bytes
-from augment.excluded_folders import drop_excluded, excluded
-from augment.jpeg_markers import jpeg_has_end
+# Listing folders and telling files' kinds are modules of their own; their names are this module's too.
+from augment.image_files import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_image_path, is_utf8,  # noqa: F401
+                                 list_images, name_fix, opencv_path, shown_name, walk_files)
+from augment.image_kinds import (check_complete, describe_unreadable, empty_or_text, image_format,  # noqa: F401
+                                 looks_like_text, video_container)
+from augment.input_error import InputError  # noqa: F401
 from augment.orientation import apply_orientation, exif_orientation
-from augment.png_chunks import grey_transparent_value, png_damage, with_grey_transparency
+from augment.png_chunks import grey_transparent_value, with_grey_transparency
 from augment.straight_alpha import tiff_alpha_as_stored
-
-# A GIF is an image (its first frame) wherever one is read; a search takes an animated one as a
-# video (pipelines.video.is_animated_gif).
-# .jfif and .jpe: JPEGs as Windows browsers save them ("Save image as" gives photo.jfif).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"})
 
 # OpenCV decodes in its own threads; the pipelines parallelise across processes instead.
 cv2.setNumThreads(1)
@@ -35,134 +35,6 @@ if "OPENCV_LOG_LEVEL" not in os.environ:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 logger = logging.getLogger(__name__)
-
-
-class InputError(Exception):
-    """A problem with the user's input: printed as one line, never as a traceback."""
-
-
-def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
-
-
-_LOOPS_TOLD: set[str] = set()  # links back to a folder above them, warned of in this process
-
-
-def walk_files(folder: Path) -> list[Path]:
-    """Everything but folders under ``folder`` (sorted, recursive), as a user's input folder is read.
-
-    A symbolic link to a folder is followed (``hats -> /data/hats`` is a category like any other;
-    ``Path.rglob`` left it out without a word), one back to a folder above it is not (a loop). Hidden
-    names (``.DS_Store``, macOS's ``._photo.jpg``, ``.git/``, ``.ipynb_checkpoints/``) and everything
-    in a hidden folder are left out, as the object-store listing leaves them out; so is a run's own
-    output folder inside it (:mod:`augment.excluded_folders`), and names that are not UTF-8 (one
-    warning naming them). Broken links are kept: callers say so.
-    """
-    folder = Path(folder)
-    found: list[Path] = []
-    undecodable: list[Path] = []
-
-    # A stack, not recursion: a tree deeper than Python's recursion limit (1,200 folders) was a
-    # RecursionError traceback; each folder's real path is its parent's and its name unless it is a
-    # link (a realpath per folder walked every folder above it: 7 s for that tree).
-    top = os.path.realpath(folder)
-    stack: list[tuple[Path, str, frozenset[str]]] = [(folder, top, frozenset({top}))]
-    while stack:
-        directory, directory_real, above = stack.pop()
-        try:
-            with os.scandir(directory) as listing:
-                entries = list(listing)
-        except OSError as error:
-            if not (directory == folder and isinstance(error, FileNotFoundError)):  # a missing folder: the caller's line
-                logger.warning("%s: cannot list this folder (%s); left out", directory, error.strerror or error)
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            path = directory / entry.name
-            if not is_utf8(entry.name):  # its cutouts' categories, rows and JSON lines could not hold it
-                undecodable.append(path)
-                continue
-            if not entry.is_dir():  # files, broken links and link loops (is_dir is False for those)
-                found.append(path)
-                continue
-            link = entry.is_symlink()
-            real = os.path.realpath(path) if link else os.path.join(directory_real, entry.name)
-            if link and excluded(real):  # a link to this run's own output folder
-                continue
-            if real in above:
-                if str(path) not in _LOOPS_TOLD:  # a command lists a folder several times: told once
-                    _LOOPS_TOLD.add(str(path))
-                    logger.warning("%s: a symbolic link to %s, a folder above it; not followed", path, os.readlink(path))
-                continue
-            stack.append((path, real, above | {real}))
-    undecodable = drop_excluded(undecodable, folder)
-    if undecodable:
-        logger.warning("%s: %d file(s) or folder(s) whose name is not UTF-8 left out (%s%s); %s", folder,
-                       len(undecodable), shown_name(undecodable[0].name), ", ..." if len(undecodable) > 1 else "",
-                       name_fix(undecodable[0].name, one=False))
-    return sorted(drop_excluded(found, folder))
-
-
-def is_utf8(name: str) -> bool:
-    """Whether a file name read from the system is valid UTF-8 (Python keeps other bytes as lone
-    surrogates, which Parquet strings, strict JSON and the console cannot hold)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def name_fix(name: str, one: bool = True) -> str:
-    """What to do about a name :func:`is_utf8` refuses: rename it, or, when its bytes are UTF-8 and Python
-    read them in a locale that is not (LC_ALL=C with PYTHONUTF8=0), run in a UTF-8 one (such a name was
-    'not UTF-8; rename it', which it was not)."""
-    try:
-        os.fsencode(name).decode("utf-8")
-    except UnicodeDecodeError:
-        return "rename it" if one else "rename them"
-    return (f"its bytes are UTF-8, but Python reads names in its {sys.getfilesystemencoding()} locale: set "
-            "LC_ALL=C.UTF-8 (or PYTHONUTF8=1) and rerun")
-
-
-def opencv_path(path: Path) -> str:
-    """``path`` as OpenCV's video reader and writer take it; a path that is not UTF-8 (``caf\\xe9.mp4``)
-    crashed the process in OpenCV's binding (a segmentation fault), so it is an InputError."""
-    text = str(path)
-    if not is_utf8(text):
-        raise InputError(f"{shown_name(text)}: a name that is not UTF-8, which OpenCV cannot open; {name_fix(text)}")
-    return text
-
-
-def shown_name(name: str) -> str:
-    """A file name as it can be printed: bytes that are not UTF-8 as ``\\xe9``."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files in ``folder`` (:func:`walk_files`: sorted, recursive, links to folders followed,
-    hidden names and a run's own output folder left out) and the other files found there."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise InputError(f"{folder}: no such file or directory")
-    if not folder.is_dir():
-        raise InputError(f"{folder}: not a directory")
-    images, others, broken, special = [], [], [], []
-    for path in walk_files(folder):
-        if path.is_file():
-            (images if is_image_path(path) else others).append(path)
-        elif path.is_symlink() and not path.exists():  # a link to a moved or deleted file
-            broken.append(path)
-        elif path.exists() and not path.is_dir():  # a FIFO, socket or device: left out without a word
-            special.append(path)
-    for path in broken:
-        logger.info("%s: a symbolic link to %s, which does not exist; left out", path, os.readlink(path))
-    for found, what in ((broken, "broken symbolic link(s)"), (special, "FIFO(s), socket(s) or device(s), not files,")):
-        if found:
-            logger.warning("%s: %d %s left out (%s%s)", folder, len(found), what, found[0].name,
-                           ", ..." if len(found) > 1 else "")
-    return images, others
 
 
 def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED, name: str = "<bytes>",
@@ -208,76 +80,6 @@ def read_file_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as error:
         raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
-
-
-# Leading bytes of the formats OpenCV reads, to say what a file that fails to decode actually is.
-_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"BM": "BMP", b"RIFF": "WebP",
-          b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"GIF87a": "GIF", b"GIF89a": "GIF"}
-# Brands of an ISO base media file ("....ftyp<brand>") that are still images: a phone's HEIC photo
-# (often renamed .jpg) or an AVIF, which OpenCV's wheels do not decode.
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
-
-
-def image_format(data: bytes) -> str | None:
-    """``JPEG``, ``PNG``, ``BMP``, ``WebP``, ``TIFF`` or ``GIF`` by the leading bytes, else None."""
-    return next((name for magic, name in _MAGIC.items() if data.startswith(magic)), None)
-
-
-def looks_like_text(data: bytes) -> bool:
-    """Whether the first 4 KiB are printable UTF-8 (a character cut at the end of the sample is fine)."""
-    sample = data[:4096]
-    try:
-        text = sample.decode("utf-8")
-    except UnicodeDecodeError as error:
-        if error.start < len(sample) - 3:
-            return False
-        text = sample[:error.start].decode("utf-8")
-    return all(ch.isprintable() or ch in "\t\r\n\f" for ch in text)
-
-
-def video_container(data: bytes) -> str | None:
-    """``MP4/MOV``, ``AVI`` or ``Matroska/WebM`` by the leading bytes (a HEIF image's ``ftyp`` is none), else None."""
-    if data[4:8] == b"ftyp" and data[8:12] not in _HEIF_BRANDS:
-        return "MP4/MOV"
-    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
-        return "AVI"
-    if data[:4] == b"\x1a\x45\xdf\xa3":
-        return "Matroska/WebM"
-    return None
-
-
-def empty_or_text(data: bytes, name: str, what: str) -> str | None:
-    """The line for ``data`` (a file's first bytes) that is empty or text, not ``what``; else None."""
-    if not data:
-        return f"{name}: empty file (0 bytes), not {what}"
-    if image_format(data) is None and looks_like_text(data):
-        return f"{name}: a text file, not {what}"
-    return None
-
-
-def describe_unreadable(data: bytes, name: str) -> str:
-    """One line saying why ``data`` is not an image: empty, text, a video, or corrupt/unknown."""
-    if (line := empty_or_text(data, name, "an image")) is not None:
-        return line
-    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
-        return f"{name}: a HEIC/HEIF or AVIF image, which cannot be read here; convert it to JPEG or PNG"
-    if (video := video_container(data)) is not None:  # a phone's clip saved as .jpg: not 'corrupt'
-        article = "a" if video.startswith("Matroska") else "an"
-        return (f"{name}: {article} {video} video, not an image (a wrong extension? synth search reads videos "
-                f"by their own: {', '.join(sorted(VIDEO_EXTENSIONS))})")
-    return f"{name}: not a readable image (corrupt, truncated or unknown format)"
-
-
-def check_complete(data: bytes, name: str) -> None:
-    """An InputError for bytes that are empty, text, or a JPEG/PNG cut short."""
-    # libjpeg happily decodes a truncated JPEG into a grey-padded image; catch it here.
-    kind = image_format(data)
-    if kind == "JPEG" and not jpeg_has_end(data):  # data past the end (a motion photo's video) is fine
-        raise InputError(f"{name}: truncated JPEG (no end-of-image marker)")
-    if kind == "PNG" and (damage := png_damage(data)):  # before libpng prints its own error line
-        raise InputError(f"{name}: {damage}")
-    if kind is None and (not data or looks_like_text(data)):
-        raise InputError(describe_unreadable(data, name))
 
 
 def read_image(path: Path | str, mode: str = "rgb") -> np.ndarray:

@@ -75,6 +75,7 @@ class FusionModel:
     fitted_on: str = ""  # the cases it was fitted on
     figures: dict[str, Any] = field(default_factory=dict)  # fit diagnostics, for the record
     threshold: float | None = None
+    source: str = field(default="", compare=False)  # the file it was read from (not written into one)
 
     def score(self, heat: float, check: Verification) -> float:
         x = features(heat, check)
@@ -85,7 +86,7 @@ class FusionModel:
         return _sigmoid(self.weights[0] * _logit(heat) + self.bias)
 
     def to_json(self) -> dict[str, Any]:
-        return {"features": list(FEATURES), **asdict(self)}
+        return {"features": list(FEATURES), **{k: v for k, v in asdict(self).items() if k != "source"}}
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
@@ -106,7 +107,8 @@ class FusionModel:
             model = cls(weights=[float(w) for w in data["weights"]], bias=float(data["bias"]),
                         pre_threshold=float(data["pre_threshold"]), model=str(data.get("model", "")),
                         fitted_on=str(data.get("fitted_on", "")), figures=dict(data.get("figures", {})),
-                        threshold=None if data.get("threshold") is None else float(data["threshold"]))
+                        threshold=None if data.get("threshold") is None else float(data["threshold"]),
+                        source=str(Path(path).absolute()))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InputError(f"{path}: not a fusion model ({error})") from None
         if not all(math.isfinite(v) for v in (*model.weights, model.bias, model.pre_threshold)):

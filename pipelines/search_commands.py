@@ -17,6 +17,8 @@ import typer
 
 from augment.atomic_files import atomic_write_text
 from augment.imageio import VIDEO_EXTENSIONS, InputError
+from pipelines.calibration_report import (check_calibrated_network, parse_threshold,  # noqa: F401
+                                         search_settings)
 from pipelines.search_jobs import (DETECTIONS_FILE, SearchJob, count_work, expand_media,  # noqa: F401
                                    expand_pair_media, is_video, read_pairs)
 from pipelines.search_outputs import (MAX_BATCH, MAX_WORKERS, ONNX_MIN_WORK, check_batch_and_workers,  # noqa: F401
@@ -75,58 +77,6 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
         raise InputError(f"--box must be X,Y,W,H: four numbers, W and H above 0, not {text!r} "
                          "(X+W and Y+H must be numbers past X and Y)")
     return box
-
-
-def parse_threshold(text: str, verify: bool) -> dict[str, Any]:
-    """``--threshold`` as a report: a number gives ``{"threshold": number}`` (its range is the
-    Searcher's check); a path, the ``synth calibrate`` report there, which must calibrate the same
-    search (verified, or the heat map alone) as ``verify`` says, with ``file`` added."""
-    from pipelines.calibration import read_calibration
-
-    try:
-        return {"threshold": float(text)}
-    except ValueError:
-        pass
-    if not Path(text).is_file():
-        raise InputError(f"--threshold must be a number between 0 and 1 or a JSON file written by `synth "
-                         f"calibrate`, not {text!r} (no such file)")
-    report = read_calibration(text)
-    report["file"] = text
-    calibrated = report.get("verify")
-    if isinstance(calibrated, bool) and calibrated != verify:
-        search, option = ("the verified search", "without --no-verify") if calibrated else \
-            ("the heat map alone (--no-verify)", "with --no-verify")
-        raise InputError(f"{text}: calibrates {search}; search {option} as it was calibrated, or "
-                         f"calibrate this search")
-    return report
-
-
-def search_settings(searcher: Any) -> dict[str, Any]:
-    """What a calibration's threshold depends on besides the network: the sizes searched and the
-    mirrored query (each moves the heat a threshold cuts) and verification; recorded by `synth
-    calibrate`, checked by `synth search --threshold`."""
-    return {"query_scales": ("auto" if searcher.auto_scales else "default" if searcher.network.default_scales
-                             else list(searcher.query_scales)),
-            "mirror": searcher.network.mirror, "verify": searcher.verification is not None}
-
-
-def check_calibrated_network(report: dict[str, Any], checkpoint: Optional[Path], searcher: Any) -> None:
-    """A ``--threshold`` report calibrates the network searched (its scale is that network's heat),
-    with the same sizes and mirror (a report of the mirrored search at the default sizes was taken by
-    `--no-mirror --scales 1` without a word; an older report without them is taken as it is)."""
-    from pipelines.calibration import same_network
-
-    if "file" not in report:
-        return
-    if not same_network(report.get("model"), checkpoint, searcher.model_name):
-        raise InputError(f"{report['file']}: calibrates {report['model']}, not {checkpoint or searcher.model_name}; "
-                         f"calibrate this network (`synth calibrate` with the same --checkpoint or --untrained)")
-    settings = search_settings(searcher)
-    for key, option in (("query_scales", "--scales"), ("mirror", "--no-mirror")):
-        if key in report and report[key] != settings[key]:
-            raise InputError(f"{report['file']}: calibrates the search with {key} {report[key]!r}, not "
-                             f"{settings[key]!r}; search with the {option} it was calibrated with, or calibrate "
-                             "this search")
 
 
 def register(app: typer.Typer) -> None:
@@ -289,6 +239,9 @@ def register(app: typer.Typer) -> None:
                                        "given (as `synth search --no-mirror`)."),
         no_verify: bool = typer.Option(False, "--no-verify", help="Calibrate the heat map alone (as `synth "
                                        "search --no-verify`); by default the fused, verified search."),
+        fusion: Optional[Path] = typer.Option(None, "--fusion", help="Calibrate the verified search with this "
+                                              "fusion model JSON (as `synth search --fusion`; recorded, and checked by "
+                                              "--threshold); default: the model's own."),
     ) -> None:
         """Pick the heat threshold that maximises detection F1 (IoU >= 0.5).
 
@@ -299,7 +252,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import file_lock
         from augment.outputs import check_report_file
         from pipelines.cli import console, counted, say
-        from pipelines.command_errors import check_at_least, check_at_most, run_guarded
+        from pipelines.command_errors import check_at_least, check_at_most, fail, run_guarded
         from pipelines.calibration import held_out_fraction, photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
         from train.checkpoint import load_checkpoint
@@ -309,6 +262,8 @@ def register(app: typer.Typer) -> None:
         check_at_most(cases, MAX_CASES, "--cases", "the cases are held in memory, ~1.5 MB each")
         check_at_least(seed, 0, "--seed")
         check_at_least(min_area, 0, "--min-area")
+        if fusion is not None and no_verify:
+            fail("--fusion fuses the verified search's scores; it does not apply with --no-verify")
 
         def run() -> None:
             if (shards is None) == (not photos):
@@ -343,7 +298,8 @@ def register(app: typer.Typer) -> None:
             state = load_checkpoint(checkpoint) if checkpoint is not None and not untrained else None
             held_out = held_out_fraction(shards, checkpoint, state) if shards is not None else None
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
-                                untrained=untrained, mirror=not no_mirror, verify=not no_verify, checkpoint_state=state)
+                                untrained=untrained, mirror=not no_mirror, verify=not no_verify, fusion=fusion,
+                                checkpoint_state=state)
             del state  # the model holds its weights: the read state's tensors are freed
             if cases >= ONNX_MIN_WORK:  # as a long search job encodes its media
                 searcher.network.use_onnx()

@@ -8,7 +8,6 @@ the output or state folder's lock; 130 interrupted (rerun to resume).
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -213,7 +212,7 @@ def register(app: typer.Typer) -> None:
                                              "default: until the stop rule or max_rounds."),
         config_file: Optional[Path] = typer.Option(None, "--config", callback=config_option, help="Self-tuning YAML (configs/ccp_selftune.yaml); "
                                                    "default: the state's."),
-        force_config: bool = typer.Option(False, "--force-config", help="Adopt a changed --config from the next round."),
+        force_config: bool = typer.Option(False, "--force-config", help="Adopt a changed --config (or --search on a state made without it) from the next round."),
         search: bool = typer.Option(False, "--search", help="Also retrain the search network on each round's composites."),
         workers: int = typer.Option(1, "--workers", help="Processes for expansion and superpixels."),
     ) -> None:
@@ -223,7 +222,7 @@ def register(app: typer.Typer) -> None:
         from pipelines import selftune_config
         from pipelines.cli import console, say
         from pipelines.command_errors import check_at_least, run_guarded
-        from pipelines.selftune import CONFIG_FILE, Inputs, SelfTune
+        from pipelines.selftune import Inputs, SelfTune, state_config
         from pipelines.selftune_metrics import METRICS_FILE, read_metrics
 
         check_at_least(rounds, 1, "--rounds")
@@ -231,16 +230,16 @@ def register(app: typer.Typer) -> None:
 
         def run() -> dict:
             check_output_folder(state, "--state")
-            if force_config and config_file is None:  # else silently a no-op
+            if force_config and config_file is None and not search:  # else silently a no-op
                 raise InputError("--force-config adopts a changed --config; pass the --config FILE to adopt")
             config = None
             if config_file is not None:
                 config = selftune_config.load(config_file, {"search": True} if search else None)
-            elif search:  # the state's config, with the search retraining switched on
-                stored = state / CONFIG_FILE
-                if not stored.is_file():
+            elif search:  # the state's config (checked; the one waiting for the next round if any), searching too
+                stored = state_config(state)
+                if stored is None:
                     raise InputError("--search on a new state needs --config")
-                config = {**json.loads(stored.read_text()), "search": True}
+                config = {**stored, "search": True}
             with claim_output_folder(state, "selftune run"):  # a first run that fails leaves no empty state
                 tuner = SelfTune(state, Inputs(labeled, unlabeled, backgrounds), config, force_config=force_config,
                                  workers=workers, show_progress=True)

@@ -115,16 +115,12 @@ class SelfTune(SelfTuneSteps):
         self._check_state_outside_inputs()
         pending_path = self.dir / NEXT_CONFIG_FILE
         read = [state_path, self.dir / CONFIG_FILE, *([pending_path] if pending_path.is_file() else [])]
-        values = []
-        for path in read:
-            try:
-                values.append(json.loads(path.read_text()))
-            except (OSError, ValueError) as error:
-                raise InputError(f"{path}: unreadable self-tuning state ({error})") from None
-            if not isinstance(values[-1], dict):
-                raise InputError(f"{path}: unreadable self-tuning state (must hold a JSON object)")
+        values = [read_state_file(path) for path in read]
         state, active, *pending = values
-        pending = pending[0] if pending else active
+        # A config file must be one synth wrote: a hand-edited or damaged one ({} or {"max_rounds": "lots"})
+        # was read as a changed config, and config.next.json's adopted as config.json at the next round.
+        checked = [_stored_config(path, value) for path, value in zip(read[1:], values[1:])]
+        pending = checked[-1]
         if state.get("version") != STATE_VERSION:
             raise InputError(f"{state_path}: state version {state.get('version')} is not {STATE_VERSION}")
         shapes = {"round": int, "step": str, "finished": bool, "inputs": dict, "config_hash": str, "times": dict,
@@ -140,7 +136,7 @@ class SelfTune(SelfTuneSteps):
         for key, value in self.inputs.to_dict().items():
             if state["inputs"].get(key) != value:
                 raise InputError(f"{self.dir}: this state was started with --{key} {state['inputs'][key]}, not {value}")
-        in_force = selftune_config.with_added_defaults(pending)
+        in_force = pending
         # Top-level keys added since take their defaults; the training's, their off values.
         changed = config_differences(in_force, config) if config is not None else []
         if changed and state["round"] == 0:
@@ -294,3 +290,36 @@ class SelfTune(SelfTuneSteps):
     def step_seconds(self, round_index: int) -> dict[str, float]:
         prefix = f"{round_index}:"
         return {k[len(prefix):]: v for k, v in self.state["times"].items() if k.startswith(prefix)}
+
+
+def read_state_file(path: Path) -> dict[str, Any]:
+    """One of a state folder's JSON files, which holds an object; else one line naming it."""
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: unreadable self-tuning state ({error})") from None
+    if not isinstance(values, dict):
+        raise InputError(f"{path}: unreadable self-tuning state (must hold a JSON object)")
+    return values
+
+
+def state_config(state_dir: Path) -> dict[str, Any] | None:
+    """The config a state folder's next round runs with (config.next.json where one waits, else
+    config.json), checked; None where the folder holds none."""
+    for name in (NEXT_CONFIG_FILE, CONFIG_FILE):
+        path = Path(state_dir) / name
+        if path.is_file():
+            return _stored_config(path, read_state_file(path))
+    return None
+
+
+def _stored_config(path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """A state folder's config.json or config.next.json, checked to be a config ``synth selftune``
+    wrote (:func:`pipelines.selftune_config.resolve`'s output, with the keys added since at their
+    defaults), as it is in force; anything else is one line naming the file."""
+    try:
+        return selftune_config.resolve(selftune_config.with_added_defaults(values), str(path))
+    except InputError as error:
+        remedy = (f"; remove it to go on with {CONFIG_FILE}'s config" if path.name == NEXT_CONFIG_FILE
+                  else "")
+        raise InputError(f"{error} (not a self-tuning config synth wrote{remedy})") from None

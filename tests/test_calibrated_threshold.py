@@ -177,3 +177,34 @@ def test_calibrate_on_photos_whose_query_category_is_always_small_names_the_phot
     assert_one_line_error(result, 2, f"{photos}: no object covers 4% of its photo among categories skirt "
                           "(--categories)")
     assert not out.exists()
+
+
+def test_a_calibration_records_its_fusion_model_and_search_refuses_another(tmp_path, images):
+    """The verified search's threshold is carried through its fusion model, but the report did not
+    say which one (and calibrate took no --fusion): `synth search --fusion OTHER.json --threshold
+    cal.json` cut OTHER's fused scores at the network's own model's threshold without a word."""
+    from pipelines.fusion import DEFAULT_FUSION
+    from sources_factory import make_street_photos
+
+    other = json.loads(DEFAULT_FUSION.read_text())
+    other["weights"][1] += 1.0  # verification counts more: another model
+    (tmp_path / "other.fusion.json").write_text(json.dumps(other))
+    photos = make_street_photos(tmp_path / "photos", count=4)
+    out = tmp_path / "cal.json"
+    result = run_cli("calibrate", "--photos", photos, "--categories", "skirt", "--min-area", 50, "--cases", 2,
+                     "--untrained", "--scales", "1", "--no-mirror", "--device", "cpu", "--out", out,
+                     "--fusion", tmp_path / "other.fusion.json")
+    assert result.exit_code == 0, result.output
+    recorded = json.loads(out.read_text())["fusion"]
+    assert recorded["file"] == str(tmp_path / "other.fusion.json") and recorded["weights"] == other["weights"]
+    flags = ["--untrained", "--scales", "1", "--no-mirror", "--device", "cpu", "--threshold", out]
+    result = run_cli("search", *images, "--out", tmp_path / "found", *flags)  # the network's own model
+    assert_one_line_error(result, 2, f"{out}: calibrates the search with fusion '{tmp_path / 'other.fusion.json'}', "
+                          f"not '{DEFAULT_FUSION}'", "search with the --fusion it was calibrated with")
+    assert not (tmp_path / "found").exists()
+    (tmp_path / "copy.json").write_text(json.dumps(other))  # the same model under another name is the same
+    result = run_cli("search", *images, "--out", tmp_path / "found", *flags, "--fusion", tmp_path / "copy.json")
+    assert result.exit_code == 0, result.output
+    result = run_cli("calibrate", "--photos", photos, "--out", tmp_path / "heat.json", "--no-verify",
+                     "--fusion", tmp_path / "other.fusion.json")
+    assert_one_line_error(result, 2, "--fusion fuses the verified search's scores; it does not apply with --no-verify")

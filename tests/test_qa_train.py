@@ -261,6 +261,83 @@ def test_a_damaged_selftune_state_file_is_one_line_naming_it(finished_selftune, 
     assert "Traceback" not in line
 
 
+@pytest.mark.parametrize("file, change, says", [
+    ("config.next.json", None, "train: segment.classes: task segment needs a class map"),  # {}
+    ("config.next.json", {"max_rounds": "lots"}, "max_rounds must be an integer >= 1"),
+    ("config.next.json", {"colour": "blue"}, "unknown key(s) colour"),
+    ("config.json", {"max_rounds": 0}, "max_rounds must be an integer >= 1"),
+])
+@pytest.mark.parametrize("with_config", [False, True])
+def test_a_selftune_config_file_synth_did_not_write_is_one_line_naming_it(finished_selftune, tmp_path, file, change,
+                                                                        says, with_config):
+    """A valid JSON object that is no config (config.next.json of {} or {"max_rounds": "lots"}) was read as
+    a changed config ('made with another config (expand.composition.height 512 -> 64; ...)' with --config)
+    or, without --config, taken as it was: config.next.json replaced config.json at the next round."""
+    import json
+    import shutil
+
+    root, inputs = finished_selftune
+    state = tmp_path / "state"
+    shutil.copytree(root / "state", state)
+    config = {**json.loads((state / "config.json").read_text()), **change} if change else {}
+    (state / file).write_text(json.dumps(config))
+    result = run_cli("selftune", "--state", state, "--labeled", inputs.labeled, "--unlabeled", inputs.unlabeled,
+                     "--backgrounds", inputs.backgrounds, *(["--config", root / "selftune.yaml"] if with_config else []))
+    assert_one_line_error(result, 2, f"{state / file}: {says}", "not a self-tuning config synth wrote"
+                          + ("; remove it" if file == "config.next.json" else ""))
+
+
+def test_a_pending_selftune_config_synth_wrote_is_still_taken(finished_selftune, tmp_path):
+    import json
+    import shutil
+
+    root, inputs = finished_selftune
+    state = tmp_path / "state"
+    shutil.copytree(root / "state", state)
+    (state / "config.next.json").write_text(json.dumps({**json.loads((state / "config.json").read_text()),
+                                                        "max_rounds": 1}))
+    result = run_cli("selftune", "--state", state, "--labeled", inputs.labeled, "--unlabeled", inputs.unlabeled,
+                     "--backgrounds", inputs.backgrounds)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("text", ["{bad", "[1]"])
+def test_selftune_search_on_a_state_whose_config_is_damaged_is_one_line_naming_it(finished_selftune, tmp_path, text):
+    """`--search` without --config reads the state's config itself: a damaged config.json was a
+    JSONDecodeError or TypeError traceback there."""
+    import shutil
+
+    root, inputs = finished_selftune
+    state = tmp_path / "state"
+    shutil.copytree(root / "state", state)
+    (state / "config.json").write_text(text)
+    result = run_cli("selftune", "--state", state, "--labeled", inputs.labeled, "--unlabeled", inputs.unlabeled,
+                     "--backgrounds", inputs.backgrounds, "--search")
+    assert_one_line_error(result, 2, f"{state / 'config.json'}: unreadable self-tuning state")
+
+
+def test_selftune_search_is_adopted_with_force_config_and_no_config_file(finished_selftune, tmp_path, monkeypatch):
+    """`--search` on a state made without it said 'pass --force-config to adopt the new one', and
+    `--search --force-config` then said '--force-config adopts a changed --config; pass the --config FILE':
+    no command switched the search on but one naming the config file again."""
+    import json
+    import shutil
+
+    from pipelines.selftune import NEXT_CONFIG_FILE, SelfTune
+
+    root, inputs = finished_selftune
+    state = tmp_path / "state"
+    shutil.copytree(root / "state", state)
+    args = ["selftune", "--state", state, "--labeled", inputs.labeled, "--unlabeled", inputs.unlabeled,
+            "--backgrounds", inputs.backgrounds, "--search"]
+    assert_one_line_error(run_cli(*args), 2, "(search False -> True); pass --force-config")
+    monkeypatch.setattr(SelfTune, "run", lambda self, rounds=None: self.state)  # what it adopts, not the rounds
+    result = run_cli(*args, "--force-config")
+    assert result.exit_code == 0, result.output
+    adopted = state / NEXT_CONFIG_FILE if (state / NEXT_CONFIG_FILE).exists() else state / "config.json"
+    assert json.loads(adopted.read_text())["search"] is True
+
+
 def test_a_decay_horizon_inside_the_warm_up_is_one_line_naming_both_keys(tmp_path):
     """decay_steps 10 under warmup_steps 20: the rate rose to lr over 20 steps, then fell straight to min_lr
     (no cosine decay), without a word."""

@@ -114,6 +114,37 @@ def test_tiled_search_matches_the_whole_search():
     assert np.abs(heat_tiled - heat_whole)[truth[1]:truth[3], truth[0]:truth[2]].max() < 0.15
 
 
+def test_an_object_across_the_tiles_borders_is_found_as_one_inside_a_tile(monkeypatch):
+    """The zoomed medium is searched in tiles, each writing its owned part (halfway into each overlap):
+    an object lying across the borders of four tiles' owned parts is still seen whole by the tile that
+    writes its centre, so it is found, and its heat is the whole search's."""
+    import pipelines.search_zoom as search_zoom
+    from pipelines.search_tiles import owned_span
+
+    scene, patch, _ = _small_object_scene()
+    options = dict(device="cpu", untrained=True, query_scales=(1.0,), mirror=False, verify=False)
+    whole, tiled = Searcher(**options), Searcher(**options, max_tile_pixels=900 * 900)
+    query = whole.prepare(patch)
+    laid_out = []  # the tiles the search lays out, as it lays them out
+    monkeypatch.setattr(search_zoom, "tiles", lambda *args, **kwargs: laid_out.append(tiles(*args, **kwargs))
+                        or laid_out[-1])
+    tiled.maps(query, [scene])
+    rows, cols = sorted({p[:2] for p in laid_out[0]}), sorted({p[2:] for p in laid_out[0]})
+    assert len(rows) > 1 and len(cols) > 1
+    # where the first tile's owned part ends, down and across: the object straddles both borders
+    border_y, border_x = owned_span(*rows[0], 480, rows)[1], owned_span(*cols[0], 640, cols)[1]
+    x, y = border_x - 8, border_y - 22
+    scene[y:y + 40, x:x + 20] = patch
+    truth = (x, y, x + 20, y + 40)
+    heat_tiled = tiled.maps(query, [scene]).heat[0]
+    heat_whole = whole.maps(query, [scene]).heat[0]
+    peak_y, peak_x = np.unravel_index(heat_tiled.argmax(), heat_tiled.shape)
+    assert truth[0] <= peak_x < truth[2] and truth[1] <= peak_y < truth[3]
+    assert np.abs(heat_tiled - heat_whole)[y:y + 40, x:x + 20].max() < 0.15
+    best = tiled.find(patch, scene).best
+    assert best is not None and box_iou(best.box, truth) >= 0.5, best
+
+
 def _blob_heat(centres: list[tuple[int, int]], size: tuple[int, int] = (480, 640), sigma: float = 6.0) -> np.ndarray:
     heat = np.zeros(size, np.float32)
     ys, xs = np.arange(size[0]), np.arange(size[1])
