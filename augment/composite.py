@@ -232,6 +232,19 @@ def _check_scene_arguments(cutouts: list[Cutout], backgrounds: BackgroundStore, 
         raise ValueError("backgrounds: the BackgroundStore holds no images")
 
 
+def _check_recorded_background(backgrounds: BackgroundStore, recorded: dict[str, Any]) -> None:
+    """The background a recorded scene names is the one ``backgrounds`` holds at its index: a replay with
+    another list (a file added or removed, other include/exclude) took another picture without a word."""
+    index, name = recorded["index"], recorded.get("name")
+    if not 0 <= index < len(backgrounds):
+        raise ValueError(f"params: background {index} ({name}) of the recorded scene is not among the "
+                         f"{len(backgrounds)} backgrounds given")
+    given = backgrounds.paths[index].name
+    if name is not None and given != name:
+        raise ValueError(f"params: the recorded scene's background {index} is {name}, but the backgrounds given "
+                         f"have {given} there (not the run's backgrounds)")
+
+
 def compose_scene(
     cutouts: list[Cutout],
     backgrounds: BackgroundStore,
@@ -241,8 +254,9 @@ def compose_scene(
     params: dict[str, Any] | None = None,
 ) -> Scene:
     """Sample (with ``rng``) or replay (with ``params``) one composite scene. Arguments of another
-    type, no cutouts or backgrounds, or params naming a cutout not given are a TypeError or
-    ValueError naming the argument (they were AttributeError, numpy's 'high <= 0', a KeyError)."""
+    type, no cutouts or backgrounds, or params naming a cutout not given or a background that is not the
+    one at its index are a TypeError or ValueError naming the argument (they were AttributeError, numpy's
+    'high <= 0', a KeyError; another background list replayed another picture without a word)."""
     if (rng is None) == (params is None):
         raise ValueError("pass exactly one of rng (to sample) or params (to replay)")
     _check_scene_arguments(cutouts, backgrounds, config, distortions, rng)
@@ -257,6 +271,7 @@ def compose_scene(
     # Background: a random crop of the output's aspect ratio, resized to the output size.
     if replay:
         background_params = params["background"]
+        _check_recorded_background(backgrounds, background_params)
         background = backgrounds.get(background_params["index"])
     else:
         index = int(rng.integers(len(backgrounds)))

@@ -191,8 +191,13 @@ def planned_ids(plan: ShardPlan, split: str) -> list[str]:
     return [row_id(split, i) for i in range(plan.start, plan.stop)]
 
 
+# OpenCV draws and encodes every pixel; cv2 comes from whichever of its wheels is installed (the headless one is
+# synth's dependency, but opencv-python or a contrib build installed for another tool provides it as well).
+OPENCV_DISTRIBUTIONS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
+
+
 def _package_versions() -> dict[str, str]:
-    names = ("synth", "numpy", "opencv-python-headless", "scikit-image", "scipy", "pyarrow", "pillow", "pycocotools")
+    names = ("synth", "numpy", *OPENCV_DISTRIBUTIONS, "scikit-image", "scipy", "pyarrow", "pillow", "pycocotools")
     found = {name: version for name, version in package_versions(names).items() if version is not None}
     return {"python": platform.python_version(), **found}
 

@@ -150,6 +150,22 @@ def test_all_distortions_keep_labels_consistent(cutouts, backgrounds):
         assert scene.image.shape == (SIZE, SIZE, 3) and scene.instances.shape == (SIZE, SIZE)
 
 
+def test_a_replay_with_another_background_list_is_refused_not_another_picture(cutouts, tmp_path):
+    """The recorded background is found by its index; a replay given another list (a file added before it)
+    took that index's picture and recorded its name without a word. The name must match, the index exist."""
+    for name, value in (("a.png", 40), ("b.png", 200)):
+        cv2.imwrite(str(tmp_path / name), np.full((SIZE * 2, SIZE * 2, 3), value, np.uint8))
+    run = BackgroundStore([tmp_path / "b.png"], max_shorter_side=SIZE * 4)
+    scene = compose_scene(cutouts, run, composition(), no_distortions(), rng=np.random.default_rng(0))
+    params = json.loads(json.dumps(scene.params))
+    again = compose_scene(cutouts, BackgroundStore([tmp_path / "b.png", tmp_path / "a.png"], SIZE * 4), composition(),
+                          no_distortions(), params=params)
+    np.testing.assert_array_equal(scene.image, again.image)
+    for paths in ([tmp_path / "a.png", tmp_path / "b.png"], [tmp_path / "a.png"]):
+        with pytest.raises(ValueError, match="b.png"):
+            compose_scene(cutouts, BackgroundStore(paths, SIZE * 4), composition(), no_distortions(), params=params)
+
+
 def test_sample_or_replay_not_both(cutouts, backgrounds):
     with pytest.raises(ValueError):
         compose_scene(cutouts, backgrounds, composition(), no_distortions())

@@ -79,6 +79,25 @@ def test_expand_writes_shards_objects_and_manifest(inputs, tmp_path):
     assert "numpy" in manifest["versions"] and manifest["rendering"] == RENDERING_VERSION
 
 
+def test_the_manifest_records_the_opencv_that_is_installed_whichever_wheel_it_is(inputs, tmp_path, monkeypatch):
+    """OpenCV makes every pixel of a row; with opencv-python (or a contrib build) providing cv2 instead of the
+    headless wheel, the manifest's versions said nothing of it, and a row could not be replayed knowingly."""
+    import importlib.metadata
+
+    installed = {"opencv-python": "4.13.0.90", "numpy": np.__version__}
+
+    def version(name: str) -> str:
+        if name not in installed:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return installed[name]
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    objects, backgrounds = inputs
+    run_expand([objects], backgrounds, tmp_path / "out", small_config(num=2), workers=1)
+    versions = json.loads((tmp_path / "out" / "manifest.json").read_text())["versions"]
+    assert versions["opencv-python"] == "4.13.0.90" and versions["numpy"] == np.__version__
+
+
 def test_same_seed_gives_identical_shards_on_one_and_two_workers(inputs, tmp_path):
     objects, backgrounds = inputs
     run_expand([objects], backgrounds, tmp_path / "one", small_config(), workers=1)
