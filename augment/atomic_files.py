@@ -149,9 +149,16 @@ def temporary_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
     handle, temporary = tempfile.mkstemp(prefix=_temporary_prefix(final_path.name, suffix), suffix=suffix,
                                          dir=final_path.parent)
     try:
-        os.fchmod(handle, mode & 0o777 | stat.S_IRUSR | stat.S_IWUSR)  # (never one its writer cannot write)
-    finally:
-        os.close(handle)
+        try:
+            os.fchmod(handle, mode & 0o777 | stat.S_IRUSR | stat.S_IWUSR)  # (never one its writer cannot write)
+        finally:
+            os.close(handle)
+    except BaseException:
+        # A stop (Ctrl-C, SIGTERM) landing here, before the caller holds the name to remove, left the
+        # empty temporary in --out after a run that said it was interrupted.
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     return Path(temporary)
 
 
@@ -219,13 +226,14 @@ def atomic_path(final_path: Path | str) -> Iterator[Path]:
     that names no file names ``final_path``: :func:`naming_errors`)."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary_path = temporary_beside(final_path)
+    temporary_path: Path | None = None
     try:
+        temporary_path = temporary_beside(final_path)
         with naming_errors(final_path):
             yield temporary_path
         replace_into_place(temporary_path, final_path)
     finally:
-        if temporary_path.exists():
+        if temporary_path is not None and temporary_path.exists():
             temporary_path.unlink()
 
 

@@ -185,3 +185,25 @@ def test_a_shard_for_an_object_store_killed_mid_write_leaves_no_scratch_file_aft
     assert stat.S_IMODE(made.stat().st_mode) == 0o600  # shard bytes in a shared temporary folder: ours alone
     assert not dead.exists() and live.exists() and other.exists()
     assert f"-{os.getpid()}." in made.name
+
+
+def test_a_stop_as_a_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch):
+    """A SIGTERM or Ctrl-C landing just after the temporary was made, before its writer held the name
+    to remove (a `synth search` stopped as a highlight's write began), left the empty
+    `.m00.highlight.jpg.<writer>.XXXXXXXX.tmp` in --out of a run that said `interrupted`: only a
+    killed write leaves one. The stop is raised where the signal handler would (the file's chmod)."""
+    import os
+
+    import pytest
+
+    from augment.atomic_files import atomic_write_bytes, temporary_beside
+
+    def stopped(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fchmod", stopped)
+    for write in (lambda: atomic_write_bytes(tmp_path / "m00.highlight.jpg", b"x"),
+                  lambda: temporary_beside(tmp_path / "shard.parquet")):
+        with pytest.raises(KeyboardInterrupt):
+            write()
+        assert list(tmp_path.iterdir()) == []
