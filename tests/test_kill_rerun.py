@@ -157,3 +157,38 @@ def test_a_second_stop_stops_at_once_without_a_checkpoint(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(steps=6, checkpoint_every=0), shards, tmp_path / "run", show_progress=False)
     assert not (tmp_path / "run" / CHECKPOINT_FILE).exists()
+
+
+# ----------------------------------------------------------------- a stop as the process exits
+_STOPPED_AS_IT_EXITS = """
+import atexit, os, signal, sys, time
+
+def stop_late():  # registered before the command's modules load: runs among their exit callbacks' last
+    os.kill(os.getpid(), {signal})
+    time.sleep(5)
+
+atexit.register(stop_late)
+sys.argv = ["synth", "show", {shards!r}, "--out", {sheet!r}, "--tile", "32"]
+from pipelines.cli import app
+app()
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_as_the_finished_command_exits_is_one_line_not_an_atexit_traceback(tmp_path, stop):
+    """Ctrl-C or SIGTERM landing once the command had returned, in an exit callback (weakref's
+    finalizers, torch's: `synth search --sequence` stopped as it wrote its last file), printed
+    'Exception ignored in atexit callback' with a KeyboardInterrupt traceback, and the run ended with
+    exit code 0 as if not stopped. Now: its result line kept, `error: interrupted`, exit code 130."""
+    import subprocess
+    import sys
+
+    shards = make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4, size=64).folder
+    sheet = tmp_path / "sheet.png"
+    script = _STOPPED_AS_IT_EXITS.format(signal=int(stop), shards=str(shards), sheet=str(sheet))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: interrupted"
+    assert sheet.is_file() and str(sheet) in " ".join(result.stdout.split())  # the result line not lost
