@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 
 from augment.imageio import InputError
 from augment.system import stop_signals
@@ -54,6 +55,30 @@ def _stopped_while_exiting(signum: int, frame: object) -> None:
     with contextlib.suppress(OSError):
         os.write(2, b"error: interrupted\n")
     os._exit(130)
+
+
+def _stop_raised_in_a_callback(unraisable: object) -> None:
+    """sys.unraisablehook: a stop's KeyboardInterrupt raised while the interpreter ran a finalizer or a
+    weakref callback (a garbage collection under way as Ctrl-C or SIGTERM came: WeakSet's ``_remove``)
+    cannot propagate; it was printed as 'Exception ignored in ...' with a traceback and the stop lost,
+    the run going on to its end (exit code 0). The stop is raised again, in the code that runs next."""
+    if isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt) and os.getpid() == _HANDLER_PID:
+        if _ENDED:
+            _stopped_while_exiting(signal.SIGINT, None)
+        for number in (signal.SIGINT, *stop_signals()):
+            if callable(signal.getsignal(number)):  # (a Python handler: the stop's own raises again)
+                # Sent from a thread once this hook has returned: raised here, it was lost again.
+                threading.Thread(target=_stop_again, args=(number,), name="stop again", daemon=True).start()
+                return
+    _unraisable_before(unraisable)
+
+
+def _stop_again(number: int) -> None:
+    time.sleep(0.01)
+    os.kill(os.getpid(), number)
+
+
+_unraisable_before = sys.unraisablehook
 
 
 def command_ended() -> None:
@@ -100,10 +125,13 @@ def stop_as_interrupt() -> None:
     the run cleans up its part-written files, `train` checkpoints the step under way, and the command
     says how to resume (exit code 130). SIGHUP's default action killed the run on the spot: exit code
     129, no line, a training run's steps since its last checkpoint lost."""
-    global _HANDLER_PID, _ENDED
+    global _HANDLER_PID, _ENDED, _unraisable_before
     if threading.current_thread() is threading.main_thread():
         _HANDLER_PID = os.getpid()
         _ENDED = False
+        if sys.unraisablehook is not _stop_raised_in_a_callback:  # (a stop lost in a finalizer: raised again)
+            _unraisable_before = sys.unraisablehook
+            sys.unraisablehook = _stop_raised_in_a_callback
         for number in set(stop_signals()) - {signal.SIGINT}:
             signal.signal(number, _terminate_as_interrupt)
 

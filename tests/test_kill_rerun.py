@@ -192,3 +192,33 @@ def test_a_stop_as_the_finished_command_exits_is_one_line_not_an_atexit_tracebac
     assert result.returncode == 130, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: interrupted"
     assert sheet.is_file() and str(sheet) in " ".join(result.stdout.split())  # the result line not lost
+
+
+def test_a_stop_landing_in_a_finalizer_is_raised_again_not_lost(monkeypatch):
+    """A Ctrl-C or SIGTERM whose KeyboardInterrupt the interpreter raised inside a weakref callback or
+    finalizer (a garbage collection under way: WeakSet's _remove, in a SIGINT sweep of `synth search
+    --sequence`) was printed as 'Exception ignored in ...' with a traceback, and the stop was lost: the
+    run went on to its end, exit code 0. It is raised again in the code that runs next."""
+    import sys
+    import time
+
+    from pipelines.environment import stop_as_interrupt
+
+    printed = []
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)  # the interpreter's: prints the traceback
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        stop_as_interrupt()
+
+        class StoppedAsCollected:
+            def __del__(self):
+                raise KeyboardInterrupt  # as the handler raises wherever the interpreter is
+
+        with pytest.raises(KeyboardInterrupt):
+            StoppedAsCollected()  # collected at once: the stop lands in its finalizer
+            for _ in range(2000):  # the run going on (the stop comes back within ~10 ms)
+                time.sleep(0.005)
+        assert printed == []
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
