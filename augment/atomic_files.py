@@ -8,6 +8,7 @@ into the folder removes the ones whose writer is gone (:func:`remove_orphaned_te
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
@@ -131,7 +132,7 @@ def remove_orphaned_temporaries(folder: Path | str) -> int:
     return removed
 
 
-def temporary_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
+def temporary_beside(final_path: Path | str, suffix: str = ".tmp", made: list[Path] | None = None) -> Path:
     """A new, uniquely named hidden file beside ``final_path`` (made now, empty), named after its
     writer (see :data:`TEMPORARY_NAME`) so that the next run can tell a killed write's from a live one.
 
@@ -139,6 +140,12 @@ def temporary_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
     would leave every output unreadable to other users and containers after the rename. A file it will
     replace keeps its own mode, as a plain ``open()`` of it would: a report or checkpoint the user made
     private (0600) was readable by every user of a shared folder once written again, and while written.
+
+    A stop (Ctrl-C, SIGTERM) is raised wherever the interpreter next looks, also just after the file is
+    made and before its name reaches the caller (inside ``mkstemp``, or before the caller's ``try``): the
+    empty temporary stayed in --out of a run that said ``interrupted``. Its name is appended to ``made``
+    before the file is made, so a caller that removes ``made``'s names in its ``finally`` leaves none;
+    without ``made``, a stop before this returns removes it here.
     """
     final_path = Path(final_path)
     try:
@@ -146,13 +153,30 @@ def temporary_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
         mode = stat.S_IMODE(earlier.st_mode) if stat.S_ISREG(earlier.st_mode) else 0o666 & ~current_umask()
     except OSError:
         mode = 0o666 & ~current_umask()
-    handle, temporary = tempfile.mkstemp(prefix=_temporary_prefix(final_path.name, suffix), suffix=suffix,
-                                         dir=final_path.parent)
+    names = tempfile._get_candidate_names()  # (mkstemp's own: 8 characters of [a-z0-9_])
+    prefix = _temporary_prefix(final_path.name, suffix)
+    own = [] if made is None else made
     try:
-        os.fchmod(handle, mode & 0o777 | stat.S_IRUSR | stat.S_IWUSR)  # (never one its writer cannot write)
-    finally:
-        os.close(handle)
-    return Path(temporary)
+        for _ in range(tempfile.TMP_MAX):
+            temporary = final_path.parent / f"{prefix}{next(names)}{suffix}"
+            own.append(temporary)  # before it exists: a stop from here on finds it to remove
+            try:
+                handle = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:
+                own.remove(temporary)  # (another writer's name: never ours to remove)
+                continue
+            try:
+                os.fchmod(handle, mode & 0o777 | stat.S_IRUSR | stat.S_IWUSR)  # (never one its writer cannot write)
+            finally:
+                os.close(handle)
+            return temporary
+        raise FileExistsError(errno.EEXIST, "no unused temporary name", str(final_path))
+    except BaseException:
+        if made is None:
+            for name in own:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
+        raise
 
 
 def temporary_folder_beside(final_path: Path | str, suffix: str = ".tmp") -> Path:
@@ -219,14 +243,16 @@ def atomic_path(final_path: Path | str) -> Iterator[Path]:
     that names no file names ``final_path``: :func:`naming_errors`)."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary_path = temporary_beside(final_path)
+    made: list[Path] = []  # the temporary's name, known before the file is made (temporary_beside)
     try:
+        temporary_path = temporary_beside(final_path, made=made)
         with naming_errors(final_path):
             yield temporary_path
         replace_into_place(temporary_path, final_path)
     finally:
-        if temporary_path.exists():
-            temporary_path.unlink()
+        for name in made:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

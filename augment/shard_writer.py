@@ -44,7 +44,7 @@ def scratch_folder() -> Path:
     return Path(chosen or tempfile.gettempdir())
 
 
-def _scratch_file(name: str) -> Path:
+def _scratch_file(name: str, made: list[Path] | None = None) -> Path:
     """A temporary local file for a shard bound for an object store, readable by this user alone.
 
     It is named after its writer as the temporaries beside local outputs are
@@ -56,7 +56,7 @@ def _scratch_file(name: str) -> Path:
     """
     folder = scratch_folder()
     remove_orphaned_temporaries(folder)
-    path = temporary_beside(folder / name)
+    path = temporary_beside(folder / name, made=made)
     os.chmod(path, 0o600)  # a shared /tmp: the shard's pixels are not everyone's to read
     return path
 
@@ -68,8 +68,9 @@ def write_shard(target: Place, groups: Iterable[pa.Table], schema: pa.Schema, gr
     The shard is committed after the last group, once it reads back as ``expected_ids`` with the
     run hash of ``schema``'s metadata; anything else raises and leaves ``target`` as it was.
     """
-    temporary = _scratch_file(target.name) if is_remote(target) else temporary_beside(target)
+    made: list[Path] = []  # its name before the file is made: a stop as it is made leaves none (temporary_beside)
     try:
+        temporary = _scratch_file(target.name, made) if is_remote(target) else temporary_beside(target, made=made)
         with naming_errors(target), pq.ParquetWriter(temporary, schema, compression=SHARD_COMPRESSION,
                                                      write_statistics=STATISTICS_COLUMNS) as writer:
             for table in groups:
@@ -80,4 +81,5 @@ def write_shard(target: Place, groups: Iterable[pa.Table], schema: pa.Schema, gr
             raise RuntimeError(f"{target}: the shard just written {problem}; not committed")
         commit_file(temporary, target)
     finally:
-        temporary.unlink(missing_ok=True)
+        for name in made:
+            name.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from typer._click import exceptions as click_errors  # the click typer parses wi
 
 from pipelines.command_errors import (COMMAND_ENDINGS, ENVIRONMENT_ERRNOS, INTERRUPTED_EXIT_CODE, environment_error,
                                       check_at_least, fail, run_guarded)
-from pipelines.environment import check_working_folder, expand_home, memory_line, stop_as_interrupt
+from pipelines.environment import check_working_folder, command_ended, expand_home, memory_line, stop_as_interrupt
 from pipelines.shipped_configs import config_option
 from pipelines.terminal import (console, counted, help_ends_quietly_on_broken_pipe, make_progress, out_console,  # noqa: F401
                                 per_second, plain_help_when_narrow, say, setup_logging)  # (the commands' console and progress)
@@ -56,6 +56,12 @@ class _Commands(typer.core.TyperGroup):
             fail(str(error))
 
     def invoke(self, ctx):
+        try:
+            return self._invoke(ctx)
+        finally:
+            command_ended()  # a stop while the process exits: `interrupted`, 130, not an atexit traceback
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except COMMAND_ENDINGS:  # run_guarded's own line was printed (its context is the stop)

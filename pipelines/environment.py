@@ -13,17 +13,22 @@ command sees it, so every layer names the same file.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
 import re
 import shutil
 import signal
+import sys
 import threading
+import time
 
 from augment.imageio import InputError
 from augment.system import stop_signals
 
 _HANDLER_PID: int | None = None  # the process whose SIGTERM is an interrupt (not its forked workers)
+_ENDED = False  # the command has returned: the process is exiting (its threads joined, atexit callbacks)
 
 
 def _terminate_as_interrupt(signum: int, frame: object) -> None:
@@ -33,7 +38,72 @@ def _terminate_as_interrupt(signum: int, frame: object) -> None:
         return
     if signum == getattr(signal, "SIGHUP", None):
         _leave_hung_up_terminal()
+    if _ENDED:
+        _stopped_while_exiting(signum, frame)
     raise KeyboardInterrupt
+
+
+def _stopped_while_exiting(signum: int, frame: object) -> None:
+    """A stop once the command has returned, while the interpreter exits: the KeyboardInterrupt raised
+    in an atexit callback (weakref's finalizers, torch's and multiprocessing's clean-ups) was printed as
+    'Exception ignored in atexit callback' and a traceback, and the run ended with its own exit code as
+    if not stopped. Its outputs are all written: what was printed is flushed, then the one line
+    ``interrupted`` and exit code 130, as a stop during the command's last lines of output ends it."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(OSError):
+        os.write(2, b"error: interrupted\n")
+    os._exit(130)
+
+
+def _stop_raised_in_a_callback(unraisable: object) -> None:
+    """sys.unraisablehook: a stop's KeyboardInterrupt raised while the interpreter ran a finalizer or a
+    weakref callback (a garbage collection under way as Ctrl-C or SIGTERM came: WeakSet's ``_remove``)
+    cannot propagate; it was printed as 'Exception ignored in ...' with a traceback and the stop lost,
+    the run going on to its end (exit code 0). The stop is raised again, in the code that runs next."""
+    if isinstance(getattr(unraisable, "exc_value", None), KeyboardInterrupt) and os.getpid() == _HANDLER_PID:
+        if _ENDED:
+            _stopped_while_exiting(signal.SIGINT, None)
+        for number in (signal.SIGINT, *stop_signals()):
+            if callable(signal.getsignal(number)):  # (a Python handler: the stop's own raises again)
+                # Sent from a thread once this hook has returned: raised here, it was lost again.
+                threading.Thread(target=_stop_again, args=(number,), name="stop again", daemon=True).start()
+                return
+    _unraisable_before(unraisable)
+
+
+def _stop_again(number: int) -> None:
+    time.sleep(0.01)
+    os.kill(os.getpid(), number)
+
+
+_unraisable_before = sys.unraisablehook
+
+
+def command_ended() -> None:
+    """The command has returned (done, or ended by its one line): a stop from now on, while the process
+    exits, ends it at once (:func:`_stopped_while_exiting`). SIGTERM and SIGHUP's handler sees it now;
+    Ctrl-C's (the interpreter's own) is replaced as the exit's callbacks begin, so that a program calling
+    the app in-process (a test's CliRunner) keeps Ctrl-C's KeyboardInterrupt between commands."""
+    global _ENDED
+    if os.getpid() != _HANDLER_PID or threading.current_thread() is not threading.main_thread():
+        return
+    _ENDED = True
+    _register_exit_handler()
+
+
+@functools.lru_cache(maxsize=None)
+def _register_exit_handler() -> None:
+    """Once per process; registered after every callback that modules loaded by the command registered,
+    so it runs first (atexit runs them last in, first out)."""
+    atexit.register(_stop_at_once_while_exiting)
+
+
+def _stop_at_once_while_exiting() -> None:
+    if _ENDED and os.getpid() == _HANDLER_PID:
+        for number in stop_signals():
+            signal.signal(number, _stopped_while_exiting)
 
 
 def _leave_hung_up_terminal() -> None:
@@ -55,9 +125,13 @@ def stop_as_interrupt() -> None:
     the run cleans up its part-written files, `train` checkpoints the step under way, and the command
     says how to resume (exit code 130). SIGHUP's default action killed the run on the spot: exit code
     129, no line, a training run's steps since its last checkpoint lost."""
-    global _HANDLER_PID
+    global _HANDLER_PID, _ENDED, _unraisable_before
     if threading.current_thread() is threading.main_thread():
         _HANDLER_PID = os.getpid()
+        _ENDED = False
+        if sys.unraisablehook is not _stop_raised_in_a_callback:  # (a stop lost in a finalizer: raised again)
+            _unraisable_before = sys.unraisablehook
+            sys.unraisablehook = _stop_raised_in_a_callback
         for number in set(stop_signals()) - {signal.SIGINT}:
             signal.signal(number, _terminate_as_interrupt)
 

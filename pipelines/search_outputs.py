@@ -201,11 +201,12 @@ class LineFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.temporary: Path | None = None
+        self._made: list[Path] = []  # the temporary's name before it is made: close() removes it after a stop
         self.file: IO[str] | None = None
 
     def _opened(self) -> IO[str]:
         if self.file is None:  # at the first line: --out exists by then
-            self.temporary = temporary_beside(self.path)
+            self.temporary = temporary_beside(self.path, made=self._made)
             self.file = open(self.temporary, "w", encoding="utf-8", newline="")
         return self.file
 
@@ -219,14 +220,14 @@ class LineFile:
             self._opened().close()
         assert self.temporary is not None
         replace_into_place(self.temporary, self.path)
-        self.temporary = None
+        self.temporary, self._made = None, []
 
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
-        if self.temporary is not None:
-            self.temporary.unlink(missing_ok=True)
-            self.temporary = None
+        for name in self._made:
+            name.unlink(missing_ok=True)
+        self.temporary, self._made = None, []
 
 
 def _read_still(medium: Path) -> Any:

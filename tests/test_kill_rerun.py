@@ -157,3 +157,68 @@ def test_a_second_stop_stops_at_once_without_a_checkpoint(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(steps=6, checkpoint_every=0), shards, tmp_path / "run", show_progress=False)
     assert not (tmp_path / "run" / CHECKPOINT_FILE).exists()
+
+
+# ----------------------------------------------------------------- a stop as the process exits
+_STOPPED_AS_IT_EXITS = """
+import atexit, os, signal, sys, time
+
+def stop_late():  # registered before the command's modules load: runs among their exit callbacks' last
+    os.kill(os.getpid(), {signal})
+    time.sleep(5)
+
+atexit.register(stop_late)
+sys.argv = ["synth", "show", {shards!r}, "--out", {sheet!r}, "--tile", "32"]
+from pipelines.cli import app
+app()
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_as_the_finished_command_exits_is_one_line_not_an_atexit_traceback(tmp_path, stop):
+    """Ctrl-C or SIGTERM landing once the command had returned, in an exit callback (weakref's
+    finalizers, torch's: `synth search --sequence` stopped as it wrote its last file), printed
+    'Exception ignored in atexit callback' with a KeyboardInterrupt traceback, and the run ended with
+    exit code 0 as if not stopped. Now: its result line kept, `error: interrupted`, exit code 130."""
+    import subprocess
+    import sys
+
+    shards = make_shards(tmp_path / "shards", n_composites=4, rows_per_shard=4, size=64).folder
+    sheet = tmp_path / "sheet.png"
+    script = _STOPPED_AS_IT_EXITS.format(signal=int(stop), shards=str(shards), sheet=str(sheet))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: interrupted"
+    assert sheet.is_file() and str(sheet) in " ".join(result.stdout.split())  # the result line not lost
+
+
+def test_a_stop_landing_in_a_finalizer_is_raised_again_not_lost(monkeypatch):
+    """A Ctrl-C or SIGTERM whose KeyboardInterrupt the interpreter raised inside a weakref callback or
+    finalizer (a garbage collection under way: WeakSet's _remove, in a SIGINT sweep of `synth search
+    --sequence`) was printed as 'Exception ignored in ...' with a traceback, and the stop was lost: the
+    run went on to its end, exit code 0. It is raised again in the code that runs next."""
+    import sys
+    import time
+
+    from pipelines.environment import stop_as_interrupt
+
+    printed = []
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)  # the interpreter's: prints the traceback
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        stop_as_interrupt()
+
+        class StoppedAsCollected:
+            def __del__(self):
+                raise KeyboardInterrupt  # as the handler raises wherever the interpreter is
+
+        with pytest.raises(KeyboardInterrupt):
+            StoppedAsCollected()  # collected at once: the stop lands in its finalizer
+            for _ in range(2000):  # the run going on (the stop comes back within ~10 ms)
+                time.sleep(0.005)
+        assert printed == []
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -185,3 +185,67 @@ def test_a_shard_for_an_object_store_killed_mid_write_leaves_no_scratch_file_aft
     assert stat.S_IMODE(made.stat().st_mode) == 0o600  # shard bytes in a shared temporary folder: ours alone
     assert not dead.exists() and live.exists() and other.exists()
     assert f"-{os.getpid()}." in made.name
+
+
+def test_a_stop_as_a_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch):
+    """A SIGTERM or Ctrl-C landing just after the temporary was made, before its writer held the name
+    to remove (a `synth search` stopped as a highlight's write began, an extract as a chunk's cutouts
+    were written), left the empty `.m00.highlight.jpg.<writer>.XXXXXXXX.tmp` in --out of a run that
+    said `interrupted`: only a killed write leaves one. The stop is raised where the signal handler
+    would: as the file's open returns (inside mkstemp, before it returned the name) or at its chmod."""
+    import os
+
+    import pytest
+
+    from augment.atomic_files import atomic_write_bytes, temporary_beside
+
+    def stopped(*_):
+        raise KeyboardInterrupt
+
+    opened = os.open
+
+    def open_then_stopped(*args, **kwargs):
+        opened(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    for where, stop in (("fchmod", stopped), ("open", open_then_stopped)):
+        with monkeypatch.context() as patched:
+            patched.setattr(os, where, stop)
+            for write in (lambda: atomic_write_bytes(tmp_path / "m00.highlight.jpg", b"x"),
+                          lambda: temporary_beside(tmp_path / "shard.parquet")):
+                with pytest.raises(KeyboardInterrupt):
+                    write()
+                assert list(tmp_path.iterdir()) == [], where
+
+
+def test_a_stop_just_after_a_writes_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch):
+    """The stop landing as the temporary's name was returned, before the writer's `try` held it (an
+    atomic write, a shard, detections.jsonl's lines): the empty temporary stayed in --out."""
+    import pyarrow as pa
+    import pytest
+
+    import augment.atomic_files as atomic_files
+    import augment.shard_writer as shard_writer
+    from augment.atomic_files import atomic_write_bytes
+    from augment.schema import RUN_HASH_KEY
+    from pipelines.search_outputs import LineFile
+
+    real = atomic_files.temporary_beside
+
+    def made_then_stopped(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    schema = pa.schema([("id", pa.string())], metadata={RUN_HASH_KEY: b"run"})
+    lines = LineFile(tmp_path / "detections.jsonl")
+    writes = [lambda: atomic_write_bytes(tmp_path / "m00.highlight.jpg", b"x"),
+              lambda: list(shard_writer.write_shard(tmp_path / "train-00000.parquet",
+                                                    [pa.table({"id": ["a"]}, schema=schema)], schema, 1, ["a"])),
+              lambda: lines.append({"source": "a.png"})]
+    for module in (atomic_files, shard_writer, __import__("pipelines.search_outputs", fromlist=["x"])):
+        monkeypatch.setattr(module, "temporary_beside", made_then_stopped)
+    for write in writes:
+        with pytest.raises(KeyboardInterrupt):
+            write()
+    lines.close()  # (as run_search's finally does)
+    assert list(tmp_path.iterdir()) == []
