@@ -80,3 +80,25 @@ def check_calibrated_network(report: dict[str, Any], checkpoint: Optional[Path],
         raise InputError(f"{report['file']}: calibrates the search with fusion {calibrated.get('file')!r}, not "
                          f"{fused['file']!r} (another model: its weights, bias or pre_threshold differ); search with "
                          "the --fusion it was calibrated with, or calibrate this search (`synth calibrate --fusion`)")
+
+
+def check_head_calibration(report: dict[str, Any], path: Path) -> None:
+    """A calibration ``synth export-head`` ships must calibrate the search the shipped head gets: it
+    records which (``verify``), and a verified one the fusion model a shipped head is searched through,
+    the untrained network's (pipelines.fusion.DEFAULT_FUSION: the package ships no other), not the
+    checkpoint's own CKPT.fusion.json, which does not ship."""
+    from pipelines.fusion import DEFAULT_FUSION, FusionModel
+
+    verify = report.get("verify")
+    if not isinstance(verify, bool):
+        raise InputError(f"{path}: records no verify (which search it calibrates: an older report); calibrate "
+                         "again with this synth")
+    if not verify:
+        return
+    shipped = fusion_record(FusionModel.load(DEFAULT_FUSION))
+    calibrated = report.get("fusion")
+    if not isinstance(calibrated, dict) or any(calibrated.get(key) != shipped[key] for key in FUSION_KEYS):
+        named = calibrated.get("file") if isinstance(calibrated, dict) else None
+        raise InputError(f"{path}: fusion {named!r} is not the fusion model a shipped head is searched with "
+                         f"({DEFAULT_FUSION.name}); calibrate with `synth calibrate --fusion {DEFAULT_FUSION}` "
+                         "(or --no-verify)")
