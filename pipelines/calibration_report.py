@@ -38,12 +38,13 @@ def parse_threshold(text: str, verify: bool) -> dict[str, Any]:
 
 
 def search_settings(searcher: Any) -> dict[str, Any]:
-    """What a calibration's threshold depends on besides the network: the sizes searched and the
-    mirrored query (each moves the heat a threshold cuts) and verification; recorded by `synth
+    """What a calibration's threshold depends on besides the network: the sizes searched, the
+    mirrored query and the working size (each moves the heat a threshold cuts) and verification; recorded by `synth
     calibrate`, checked by `synth search --threshold`."""
     return {"query_scales": ("auto" if searcher.auto_scales else "default" if searcher.network.default_scales
                              else list(searcher.query_scales)),
-            "mirror": searcher.network.mirror, "verify": searcher.verification is not None,
+            "mirror": searcher.network.mirror, "max_side": searcher.network.max_side,
+            "verify": searcher.verification is not None,
             "fusion": None if searcher.verification is None else fusion_record(searcher.verification.model)}
 
 
@@ -69,7 +70,7 @@ def check_calibrated_network(report: dict[str, Any], checkpoint: Optional[Path],
         raise InputError(f"{report['file']}: calibrates {report['model']}, not {checkpoint or searcher.model_name}; "
                          f"calibrate this network (`synth calibrate` with the same --checkpoint or --untrained)")
     settings = search_settings(searcher)
-    for key, option in (("query_scales", "--scales"), ("mirror", "--no-mirror")):
+    for key, option in (("query_scales", "--scales"), ("mirror", "--no-mirror"), ("max_side", "--max-side")):
         if key in report and report[key] != settings[key]:
             raise InputError(f"{report['file']}: calibrates the search with {key} {report[key]!r}, not "
                              f"{settings[key]!r}; search with the {option} it was calibrated with, or calibrate "

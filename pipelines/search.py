@@ -351,6 +351,11 @@ class Searcher:
             return []
         sources, frames = _per_medium(sources, "sources", len(media), str), _per_medium(frames, "frames", len(media), int)
         media = _media(media)
+        if not self.network.warned_unseen:
+            unseen = self.network.unseen_warning(prepared, *media[0].shape[:2])
+            if unseen is not None:
+                self.network.warned_unseen = True
+                logger.warning("%s: %s", sources[0] if sources and sources[0] else "medium", unseen)
         maps = self.network.maps(prepared, media)  # read and checked once, above
         results = []
         # Each line names the bar its scores were held to: fused scores pass the heat threshold
