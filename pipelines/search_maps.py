@@ -148,7 +148,7 @@ class NetworkSearch(ZoomSearch):
         return (f"the query ({query.size[1]}x{query.size[0]} px) is {query.size[1] * factor:.0f}x"
                 f"{query.size[0] * factor:.0f} px at the search's working size ({self.max_side} px on the medium's "
                 f"longer side, {width}x{height} here), under the {MIN_SEEN_SIDE / self.max_zoom:g} px it finds even "
-                f"zoomed {self.max_zoom:g}x: an object of its size is missed; pass --max-side {needed} (slower)")
+                f"zoomed {self.max_zoom:g}x: an object of its size is likely missed; pass --max-side {needed} (slower)")
 
     def level_prior(self, scale: float) -> float:
         """The weight of a level's heat: 1 for given scales and the automatic range's base,
