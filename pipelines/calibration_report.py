@@ -38,12 +38,13 @@ def parse_threshold(text: str, verify: bool) -> dict[str, Any]:
 
 
 def search_settings(searcher: Any) -> dict[str, Any]:
-    """What a calibration's threshold depends on besides the network: the sizes searched and the
-    mirrored query (each moves the heat a threshold cuts) and verification; recorded by `synth
+    """What a calibration's threshold depends on besides the network: the sizes searched, the
+    mirrored query and the working size (each moves the heat a threshold cuts) and verification; recorded by `synth
     calibrate`, checked by `synth search --threshold`."""
     return {"query_scales": ("auto" if searcher.auto_scales else "default" if searcher.network.default_scales
                              else list(searcher.query_scales)),
-            "mirror": searcher.network.mirror, "verify": searcher.verification is not None,
+            "mirror": searcher.network.mirror, "max_side": searcher.network.max_side,
+            "verify": searcher.verification is not None,
             "fusion": None if searcher.verification is None else fusion_record(searcher.verification.model)}
 
 
@@ -69,7 +70,7 @@ def check_calibrated_network(report: dict[str, Any], checkpoint: Optional[Path],
         raise InputError(f"{report['file']}: calibrates {report['model']}, not {checkpoint or searcher.model_name}; "
                          f"calibrate this network (`synth calibrate` with the same --checkpoint or --untrained)")
     settings = search_settings(searcher)
-    for key, option in (("query_scales", "--scales"), ("mirror", "--no-mirror")):
+    for key, option in (("query_scales", "--scales"), ("mirror", "--no-mirror"), ("max_side", "--max-side")):
         if key in report and report[key] != settings[key]:
             raise InputError(f"{report['file']}: calibrates the search with {key} {report[key]!r}, not "
                              f"{settings[key]!r}; search with the {option} it was calibrated with, or calibrate "
@@ -80,3 +81,25 @@ def check_calibrated_network(report: dict[str, Any], checkpoint: Optional[Path],
         raise InputError(f"{report['file']}: calibrates the search with fusion {calibrated.get('file')!r}, not "
                          f"{fused['file']!r} (another model: its weights, bias or pre_threshold differ); search with "
                          "the --fusion it was calibrated with, or calibrate this search (`synth calibrate --fusion`)")
+
+
+def check_head_calibration(report: dict[str, Any], path: Path) -> None:
+    """A calibration ``synth export-head`` ships must calibrate the search the shipped head gets: it
+    records which (``verify``), and a verified one the fusion model a shipped head is searched through,
+    the untrained network's (pipelines.fusion.DEFAULT_FUSION: the package ships no other), not the
+    checkpoint's own CKPT.fusion.json, which does not ship."""
+    from pipelines.fusion import DEFAULT_FUSION, FusionModel
+
+    verify = report.get("verify")
+    if not isinstance(verify, bool):
+        raise InputError(f"{path}: records no verify (which search it calibrates: an older report); calibrate "
+                         "again with this synth")
+    if not verify:
+        return
+    shipped = fusion_record(FusionModel.load(DEFAULT_FUSION))
+    calibrated = report.get("fusion")
+    if not isinstance(calibrated, dict) or any(calibrated.get(key) != shipped[key] for key in FUSION_KEYS):
+        named = calibrated.get("file") if isinstance(calibrated, dict) else None
+        raise InputError(f"{path}: fusion {named!r} is not the fusion model a shipped head is searched with "
+                         f"({DEFAULT_FUSION.name}); calibrate with `synth calibrate --fusion {DEFAULT_FUSION}` "
+                         "(or --no-verify)")

@@ -16,7 +16,8 @@ One graph serves every size: it is exported with the batch, height and width dyn
 convolutions' TensorFlow 'same' padding written as the graph's own arithmetic on the input's size
 (:func:`_traceable_same_padding`) instead of the constants train/backbones.py's ``SameConv2d``
 traces to, then folded into those convolutions' own SAME_UPPER padding (:func:`_pads_folded`: the
-same features to the bit, ~30% less time an encoding). It is exported once per (model, threads) and kept for the process (~1 s). Without
+same features to the bit, ~30% less time an encoding). It is exported once per (model, threads) and kept for the process (~1-2.3 s), and on disk for the
+next (pipelines/onnx_graph_cache.py: under the user's cache folder, keyed by the weights and versions). Without
 onnx / onnxruntime (the optional ``onnx`` extra), for a model whose edge path encodes the raw
 image or with a strided convolution the traced padding does not cover, or where the export fails,
 :func:`medium_encoder` answers None and PyTorch encodes.
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from augment.system import raise_if_interrupted
+from pipelines.onnx_graph_cache import OPSET, cached_graph
 from train.backbones import SameConv2d
 from train.model import MediumFeatures
 
@@ -154,7 +156,7 @@ def exported_graph(model: nn.Module, max_stride: int, fold_pads: bool = True) ->
     with warnings.catch_warnings(), torch.no_grad(), _traceable_same_padding():
         warnings.simplefilter("ignore")  # the tracer's notes on traced shape arithmetic
         graph = _Backbone(model, max_stride).eval()
-        torch.onnx.export(graph, example, buffer, opset_version=17, dynamo=False, input_names=["medium"],
+        torch.onnx.export(graph, example, buffer, opset_version=OPSET, dynamo=False, input_names=["medium"],
                           dynamic_axes={"medium": {0: "batch", 2: "height", 3: "width"}})
     return _pads_folded(buffer.getvalue()) if fold_pads else buffer.getvalue()
 
@@ -169,7 +171,7 @@ class OnnxMediumEncoder:
         import onnxruntime  # optional dependency (the ``onnx`` extra)
 
         self.model = model
-        graph_bytes = exported_graph(model, max_stride)
+        graph_bytes = cached_graph(model, max_stride, True, exported_graph)  # kept on disk between processes
         options = onnxruntime.SessionOptions()
         # One pool of `threads` (as torch.set_num_threads): more only contend on a shared machine.
         options.intra_op_num_threads = threads

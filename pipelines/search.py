@@ -159,13 +159,15 @@ def _per_medium(given: Sequence[Any] | None, name: str, count: int, kind: type) 
 
 
 def load_model(checkpoint: Path | str | None, untrained: bool = False,
-               state: dict[str, Any] | None = None) -> tuple[Any, float, str]:
+               state: dict[str, Any] | None = None, verify: bool = True) -> tuple[Any, float, str]:
     """(network, its calibrated threshold, a name for it): a ``synth train`` checkpoint, the
     untrained network, or by default the head shipped with synth (:mod:`pipelines.shipped`) where
     the package holds one, else the untrained network. No head ships today: none trained on this
     machine beat the untrained network on held-out real photos (README, "Search on real photos").
-    ``state``: the checkpoint already read (``synth calibrate`` reads its config first), not read again."""
-    from pipelines.shipped import head_ships, load_shipped
+    ``state``: the checkpoint already read (``synth calibrate`` reads its config first), not read again.
+    ``verify``: the search asked; a shipped head's threshold calibrates one (its manifest says which),
+    the other searches at the untrained network's, with a warning."""
+    from pipelines.shipped import head_ships, load_shipped, shipped_threshold
 
     if checkpoint is not None and untrained:
         raise InputError("pass --checkpoint or --untrained, not both")
@@ -174,8 +176,15 @@ def load_model(checkpoint: Path | str | None, untrained: bool = False,
         return load_checkpoint_model(checkpoint, state), UNTRAINED_THRESHOLD, str(checkpoint)
     if untrained or not head_ships():
         return untrained_model(), UNTRAINED_THRESHOLD, "untrained"
-    model, threshold, manifest = load_shipped()
-    return model, threshold, f"shipped head {manifest['sha256'][:12]}"
+    model, _, manifest = load_shipped()
+    name = f"shipped head {manifest['sha256'][:12]}"
+    threshold = shipped_threshold(manifest, verify)
+    if threshold is None:
+        logger.warning("%s is calibrated for the %s only: searching at the untrained network's threshold "
+                       "(%.2f heat); pass --threshold", name,
+                       "heat map alone (--no-verify)" if verify else "verified search", UNTRAINED_THRESHOLD)
+        threshold = UNTRAINED_THRESHOLD
+    return model, threshold, name
 
 
 class Searcher:
@@ -214,7 +223,7 @@ class Searcher:
         check_scales(query_scales)
         if not (isinstance(max_side, (int, np.integer)) and max_side >= MIN_QUERY_INPUT_SIDE):
             raise InputError(f"max_side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {max_side!r}")
-        model, stored, self.model_name = load_model(checkpoint, untrained, checkpoint_state)
+        model, stored, self.model_name = load_model(checkpoint, untrained, checkpoint_state, verify)
         del checkpoint_state  # its tensors copied into the model: not held beside it
         if threshold is not None and not (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
                                           and 0.0 < threshold < 1.0):  # a str was TypeError: '<' not supported
@@ -342,6 +351,11 @@ class Searcher:
             return []
         sources, frames = _per_medium(sources, "sources", len(media), str), _per_medium(frames, "frames", len(media), int)
         media = _media(media)
+        if not self.network.warned_unseen:
+            unseen = self.network.unseen_warning(prepared, *media[0].shape[:2])
+            if unseen is not None:
+                self.network.warned_unseen = True
+                logger.warning("%s: %s", sources[0] if sources and sources[0] else "medium", unseen)
         maps = self.network.maps(prepared, media)  # read and checked once, above
         results = []
         # Each line names the bar its scores were held to: fused scores pass the heat threshold

@@ -19,6 +19,7 @@ from augment.atomic_files import atomic_write_text
 from augment.imageio import VIDEO_EXTENSIONS, InputError
 from pipelines.calibration_report import (check_calibrated_network, parse_threshold,  # noqa: F401
                                          search_settings)
+from pipelines.search_levels import DEFAULT_MAX_SIDE
 from pipelines.search_jobs import (DETECTIONS_FILE, SearchJob, count_work, expand_media,  # noqa: F401
                                    expand_pair_media, is_video, read_pairs)
 from pipelines.search_outputs import (MAX_BATCH, MAX_WORKERS, ONNX_MIN_WORK, check_batch_and_workers,  # noqa: F401
@@ -79,6 +80,16 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return box
 
 
+def check_max_side(value: int) -> None:
+    """``--max-side``: a whole number of pixels, at least a query's smallest side (Searcher's own check,
+    named by its option); one line, before the model loads."""
+    from pipelines.command_errors import fail
+    from pipelines.search_inputs import MIN_QUERY_INPUT_SIDE
+
+    if value < MIN_QUERY_INPUT_SIDE:
+        fail(f"--max-side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {value}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the search commands to ``app``."""
 
@@ -108,6 +119,9 @@ def register(app: typer.Typer) -> None:
                                     f"at most {MAX_WORKERS})."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
         scales: str = typer.Option("default", "--scales", help=SCALES_HELP),
+        max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help="Pixels on a medium's longer side it is "
+                                     "searched at (larger media shrunk to it; larger finds smaller objects in large "
+                                     "media, slower: the cost follows the area). --threshold's report must be of the same."),
         no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
                                        "of candidates, no fused score (issue 13)."),
         no_mirror: bool = typer.Option(False, "--no-mirror", help="Search the query only as given, not also "
@@ -142,6 +156,7 @@ def register(app: typer.Typer) -> None:
             fail('--query-mask applies to QUERY; in --pairs give "query_mask" per line')
         if fusion is not None and no_verify:
             fail("--fusion fuses the verified search's scores; it does not apply with --no-verify")
+        check_max_side(max_side)
         if box is not None and every_instance:
             fail("--box starts the temporal mode; it does not apply with --every-instance")
         initial_box = run_guarded(parse_box, box) if box is not None else None
@@ -161,7 +176,7 @@ def register(app: typer.Typer) -> None:
             searcher = Searcher(checkpoint=checkpoint, device=device,
                                 threshold=None if calibration is None else calibration["threshold"],
                                 query_scales=parse_scales(scales), untrained=untrained, verify=not no_verify,
-                                fusion=fusion, mirror=not no_mirror)
+                                fusion=fusion, mirror=not no_mirror, max_side=max_side)
             if calibration is not None:
                 check_calibrated_network(calibration, checkpoint, searcher)
             return searcher, jobs
@@ -235,6 +250,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the photo cases."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         scales: str = typer.Option("default", "--scales", help=SCALES_HELP),
+        max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help="Pixels on a medium's longer side it is "
+                                     "searched at (larger media shrunk to it; larger finds smaller objects in large "
+                                     "media, slower: the cost follows the area). Recorded, and checked by --threshold."),
         no_mirror: bool = typer.Option(False, "--no-mirror", help="Calibrate the search of the query only as "
                                        "given (as `synth search --no-mirror`)."),
         no_verify: bool = typer.Option(False, "--no-verify", help="Calibrate the heat map alone (as `synth "
@@ -264,6 +282,7 @@ def register(app: typer.Typer) -> None:
         check_at_least(min_area, 0, "--min-area")
         if fusion is not None and no_verify:
             fail("--fusion fuses the verified search's scores; it does not apply with --no-verify")
+        check_max_side(max_side)
 
         def run() -> None:
             if (shards is None) == (not photos):
@@ -299,7 +318,7 @@ def register(app: typer.Typer) -> None:
             held_out = held_out_fraction(shards, checkpoint, state) if shards is not None else None
             searcher = Searcher(checkpoint=checkpoint, device=device, query_scales=parse_scales(scales),
                                 untrained=untrained, mirror=not no_mirror, verify=not no_verify, fusion=fusion,
-                                checkpoint_state=state)
+                                checkpoint_state=state, max_side=max_side)
             del state  # the model holds its weights: the read state's tensors are freed
             if cases >= ONNX_MIN_WORK:  # as a long search job encodes its media
                 searcher.network.use_onnx()

@@ -154,6 +154,15 @@ ZOOM_STEPS_PER_OCTAVE = 4
 SHARE_ZOOM_OCTAVES = 0.5
 # Smallest kernel side in pixels worth correlating (two cells of the stride-8 grid).
 MIN_QUERY_SIDE = 16
+# Smallest object side (the query's shorter side at the working size, zoomed MAX_ZOOM) the search
+# still finds (stop 52, measured: the astronaut's 2:3 crop, as query and pasted at the query's size in
+# a 2400x600 coffee photo, untrained network, heat map, searched at max_side 512: the best peak's box
+# at IoU >= 0.5 at zoomed shorter sides of 22.2, 23.9, 27.3-41 px (IoU 0.34 once at 25.6), IoU 0 at
+# 20.5 and under; a 39x60 coat was found in 4K (41.6 px) and missed in 8K (20.8 px) at the default
+# 1024); a 16x24 query and object in 2400x600 (tests/test_max_side.py): IoU 0.48 at 23.9 px, found at
+# 27.3. Three cells of the stride-8 grid (half MIN_KERNEL_SIDE) is the line; under it a search warns
+# once and names the --max-side that brings the query over it (NetworkSearch.unseen_warning).
+MIN_SEEN_SIDE = 24
 
 
 @dataclass(frozen=True)

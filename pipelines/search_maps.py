@@ -21,7 +21,7 @@ from pipelines.search_levels import (AUTO_MAX_LEVELS, AUTO_MIN_OBJECT_FRACTION, 
                                      EXTEND_WINDOW_AREA, EXTEND_WINDOW_RATIO,
                                      DEFAULT_QUERY_SCALES, DEFAULT_SCALES, MAX_KERNEL_SIDE,
                                      MAX_QUERY_SCALE, MAX_TILE_PIXELS, MAX_ZOOM, MIN_KERNEL_MEAN,
-                                     MIN_KERNEL_SIDE, MIN_QUERY_SCALE, MIN_QUERY_SIDE,
+                                     MIN_KERNEL_SIDE, MIN_QUERY_SCALE, MIN_QUERY_SIDE, MIN_SEEN_SIDE,
                                      SHARE_ZOOM_OCTAVES, ZOOM_STEPS_PER_OCTAVE, Level, auto_scales, check_scales,
                                      describe, plan_levels, share_zooms, smaller_scales, smallest_plausible_scale)
 from pipelines.object_size import object_height
@@ -81,6 +81,7 @@ class NetworkSearch(ZoomSearch):
         given = DEFAULT_QUERY_SCALES if query_scales is None or isinstance(query_scales, str) else query_scales
         self.query_scales = tuple(sorted({float(s) for s in given}))  # each once: 1,1,2 is 2,1's search
         self.max_side = int(max_side)
+        self.warned_unseen = False  # NetworkSearch.unseen_warning said (once per search)
         self.mirror = mirror
         self.min_kernel_side, self.max_kernel_side, self.max_zoom = min_kernel_side, max_kernel_side, max_zoom
         self.min_kernel_mean = float(min_kernel_mean)
@@ -133,6 +134,21 @@ class NetworkSearch(ZoomSearch):
         """(height, width, factor) the medium is searched at: the longer side at most max_side."""
         factor = min(1.0, self.max_side / max(height, width))
         return max(1, round(height * factor)), max(1, round(width * factor)), factor
+
+    def unseen_warning(self, query: PreparedQuery, height: int, width: int) -> str | None:
+        """What to say where an object of the query's size in a medium of ``height`` x ``width`` is
+        under :data:`MIN_SEEN_SIDE` at the working size even zoomed ``max_zoom``: the ``max_side`` that
+        brings it over (a multiple of 128, at most the medium's own size); None where it is seen."""
+        _, _, factor = self.working_size(height, width)
+        short = min(query.size)
+        if factor >= 1.0 or short * factor * self.max_zoom >= MIN_SEEN_SIDE:
+            return None
+        longer = max(height, width)
+        needed = min(longer, math.ceil(longer * MIN_SEEN_SIDE / (self.max_zoom * short) / 128) * 128)
+        return (f"the query ({query.size[1]}x{query.size[0]} px) is {query.size[1] * factor:.0f}x"
+                f"{query.size[0] * factor:.0f} px at the search's working size ({self.max_side} px on the medium's "
+                f"longer side, {width}x{height} here), under the {MIN_SEEN_SIDE / self.max_zoom:g} px it finds even "
+                f"zoomed {self.max_zoom:g}x: an object of its size is likely missed; pass --max-side {needed} (slower)")
 
     def level_prior(self, scale: float) -> float:
         """The weight of a level's heat: 1 for given scales and the automatic range's base,

@@ -100,6 +100,17 @@ def load_shipped(folder: Path | None = None) -> tuple[QuerySearchNet, float, dic
     return model, float(manifest["threshold"]), manifest
 
 
+def shipped_threshold(manifest: dict[str, Any], verify: bool) -> float | None:
+    """The manifest's threshold for the search asked (verified, or the heat map alone), or None where
+    the head was calibrated for the other: one threshold is one search's (the fused scores of the
+    verified search are not the heat map's), so it does not serve both. A manifest that records no
+    calibrated search (written before it was recorded) is taken as it is."""
+    calibrated = (manifest.get("calibration") or {}).get("verify")
+    if isinstance(calibrated, bool) and calibrated != verify:
+        return None
+    return float(manifest["threshold"])
+
+
 def write_head(model: QuerySearchNet, threshold: float, folder: Path, provenance: dict[str, Any],
                trained_backbone_keys: tuple[str, ...] = ()) -> dict[str, Any]:
     """Write ``folder/search_head.pt`` (the head's tensors) and its manifest."""

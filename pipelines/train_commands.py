@@ -251,6 +251,7 @@ def register(app: typer.Typer) -> None:
         """Write a trained network's head (not its pretrained backbone) with its calibrated threshold."""
         from augment.locking import claim_output_folder
         from pipelines.calibration import read_calibration, same_network
+        from pipelines.calibration_report import check_head_calibration
         from pipelines.shipped import write_head
         from pipelines.search_inputs import load_checkpoint_model
         from train.checkpoint import load_checkpoint
@@ -270,11 +271,12 @@ def register(app: typer.Typer) -> None:
             if not same_network(calibrated, checkpoint, str(checkpoint)):
                 raise InputError(f"{calibration}: calibrates {calibrated}, not {checkpoint}; run `synth calibrate "
                                  f"--checkpoint {checkpoint}` first")
+            check_head_calibration(report, calibration)
             state = load_checkpoint(checkpoint)
             manifest = write_head(model, threshold, out, {
                 "made_by": made_by, "training_steps": int(state["step"]), "config_hash": state["config_hash"],
                 "calibration": {k: report.get(k) for k in ("f1", "precision", "recall", "cases", "photos",
-                                                           "include")}},
+                                                           "include", "verify", "fusion")}},
                 trained_backbone_keys=model.trained_backbone_keys())
             _console.print(f"wrote {out / manifest['file']} ({manifest['bytes'] / 2**20:.2f} MB, sha256 "
                            f"{manifest['sha256'][:12]}...), threshold {threshold:.2f}")

@@ -14,6 +14,15 @@ torch.set_num_threads(1)
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_folder(tmp_path_factory):
+    """The session's own SYNTH_CACHE_DIR (subprocesses inherit it): the ONNX graphs the tests export
+    (pipelines/onnx_graph_cache.py) are kept there, not in the user's ~/.cache/synth."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SYNTH_CACHE_DIR", str(tmp_path_factory.mktemp("synth-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def selftune_one_round(tmp_path_factory):
     """`synth selftune --rounds 1` of segment_factory's tiny config on its generated photos, as cron runs it:

@@ -82,3 +82,43 @@ def test_a_shipped_head_is_packaged() -> None:
     folder = shipped.WEIGHTS_DIR.relative_to(root / "pipelines")
     for name in (shipped.HEAD_FILE, shipped.MANIFEST_FILE):
         assert any(fnmatch.fnmatch(str(folder / name), pattern) for pattern in patterns), (name, patterns)
+
+
+def test_export_head_ships_a_threshold_only_for_the_search_it_calibrates(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    """A shipped head is searched verified through the untrained network's fusion model (none other
+    ships) and with --no-verify by the heat map alone: export-head shipped any calibration's threshold,
+    so one calibrated through the checkpoint's own fusion model, or of the other search, served both."""
+    from cli_checks import assert_one_line_error, run_cli
+    from pipelines.calibration_report import fusion_record
+    from pipelines.fusion import DEFAULT_FUSION, FusionModel
+    from pipelines.search import UNTRAINED_THRESHOLD
+    from train.checkpoint import save_checkpoint
+    from train.config import TrainConfig
+    from train.tasks import build_task
+
+    config = TrainConfig(model={"pretrained": False}, device="cpu")
+    checkpoint = tmp_path / "checkpoint.pt"
+    save_checkpoint(checkpoint, model=build_task(config).build_model(), optimizer=None, step=0,
+                    config=config.to_dict(), config_hash=config.hash())
+    shipped_fusion = fusion_record(FusionModel.load(DEFAULT_FUSION))
+    other_fusion = {**shipped_fusion, "file": str(checkpoint) + ".fusion.json", "bias": shipped_fusion["bias"] + 1}
+
+    def export(name: str, **fields):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"threshold": 0.61, "f1": 0.5, "model": str(checkpoint), "table": [], **fields}))
+        return path, run_cli("export-head", "--checkpoint", checkpoint, "--calibration", path,
+                             "--out", tmp_path / name, "--made-by", "test")
+
+    path, result = export("own_fusion", verify=True, fusion=other_fusion)
+    assert_one_line_error(result, 2, str(path), "fusion", "is not the fusion model a shipped head is searched with")
+    path, result = export("unknown", fusion=shipped_fusion)
+    assert_one_line_error(result, 2, str(path), "records no verify")
+    for name, verify in (("verified", True), ("heat_map", False)):
+        _, result = export(name, verify=verify, fusion=shipped_fusion if verify else None)
+        assert result.exit_code == 0, result.output
+        monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / name)
+        # The calibrated search takes the threshold; the other the untrained network's, not it.
+        assert Searcher(device="cpu", verify=verify).threshold == 0.61
+        other = Searcher(device="cpu", verify=not verify)
+        assert other.threshold == other.heat_map_threshold == UNTRAINED_THRESHOLD
