@@ -294,10 +294,16 @@ def test_a_pending_selftune_config_synth_wrote_is_still_taken(finished_selftune,
     root, inputs = finished_selftune
     state = tmp_path / "state"
     shutil.copytree(root / "state", state)
-    (state / "config.next.json").write_text(json.dumps({**json.loads((state / "config.json").read_text()),
-                                                        "max_rounds": 1}))
+    from pipelines.selftune import state_config
+
+    stored = json.loads((state / "config.json").read_text())
+    assert stored["min_gain"] != 0.25
+    (state / "config.next.json").write_text(json.dumps({**stored, "min_gain": 0.25}))
+    # The pending config is the one in force (it differs from config.json where it can be seen)...
+    assert state_config(state)["min_gain"] == 0.25
     result = run_cli("selftune", "--state", state, "--labeled", inputs.labeled, "--unlabeled", inputs.unlabeled,
                      "--backgrounds", inputs.backgrounds)
+    # ...and the command takes it, not refuses it.
     assert result.exit_code == 0, result.output
 
 

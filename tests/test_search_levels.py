@@ -121,7 +121,9 @@ def test_an_object_across_the_tiles_borders_is_found_as_one_inside_a_tile(monkey
     import pipelines.search_zoom as search_zoom
     from pipelines.search_tiles import owned_span
 
-    scene, patch, _ = _small_object_scene()
+    scene, patch, (x0, y0, x1, y1) = _small_object_scene()
+    # the object only where it straddles the borders: the scene's own copy is painted over
+    scene[y0:y1, x0:x1] = cv2.resize(data.coffee(), (640, 480), interpolation=cv2.INTER_AREA)[y0:y1, x0:x1]
     options = dict(device="cpu", untrained=True, query_scales=(1.0,), mirror=False, verify=False)
     whole, tiled = Searcher(**options), Searcher(**options, max_tile_pixels=900 * 900)
     query = whole.prepare(patch)
