@@ -26,7 +26,7 @@ def test_the_acquisition_benchmark_skips_with_a_message_without_the_shared_data(
 
 def test_loading_the_benchmark_leaves_the_repos_train_package_first_on_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """It put benchmarks/ first on sys.path: a process started afterwards that imports ``train`` afresh (a
-    spawned DDP worker of tests/test_trainer.py, in the same pytest-xdist worker) got benchmarks/train.py,
+    spawned DDP worker of tests/test_trainer.py run later in the same pytest process) got benchmarks/train.py,
     "No module named 'train.correlation'; 'train' is not a package"."""
     import importlib.machinery
 
