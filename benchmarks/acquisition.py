@@ -33,7 +33,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.append(str(ROOT / "benchmarks"))  # after the repo: benchmarks/train.py must not shadow train/
 
 from bench_args import Parser, at_least  # noqa: E402
 from tracking import (DATA, TUNED_ON, load_sequence, precision_and_auc, query_of, read_frames,  # noqa: E402

@@ -264,6 +264,9 @@ def test_torch_that_cannot_be_mapped_under_an_address_space_limit_is_one_line(tm
     import subprocess
     import sys
 
+    # a real medium: where torch loads within the limit (fewer threads, e.g. OMP_NUM_THREADS=1 as a pytest-xdist
+    # worker might set), the missing query is the one mistake left (it was 'm.png: no such file or folder')
+    save_image(tmp_path / "m.png", np.zeros((32, 32, 3), np.uint8))
     script = ("import resource, sys\n"
               "resource.setrlimit(resource.RLIMIT_AS, (1000 * 2 ** 20, resource.RLIM_INFINITY))\n"
               "from pipelines.cli import app\n"
