@@ -1,9 +1,17 @@
 """Shared test set-up: the tests' own helpers import by plain name."""
 
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# scripts/test.sh runs the suite in pytest-xdist workers, one per CPU: each worker, and each command a test
+# starts, keeps to one OpenMP / BLAS thread (read as torch and numpy load, so set before either), or two workers'
+# threads contend for the same cores. A count the caller set is kept.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
 
 # The tests' tensors are tiny: a second intra-op thread gains nothing, and on a busy shared machine its
 # hand-offs made a 20-step training 10x slower (143 s against 13 s).
@@ -21,6 +29,29 @@ def private_cache_folder(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SYNTH_CACHE_DIR", str(tmp_path_factory.mktemp("synth-cache")))
         yield
+
+
+# Test files that start Ray: scripts/test.sh's workers run them in one worker, one after another (two Ray
+# clusters at once on a 2-core machine each wait on the other's processes).
+RAY_TEST_FILES = frozenset({"test_ray_cluster.py", "test_ray_engine.py", "test_qa_scale_ray_signals.py"})
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # pytest-xdist's hook (a test extra), before its own
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under ``--dist loadfile`` (scripts/test.sh) a test file is one unit of work, so its module-scoped fixtures
+    are built once, in one worker; the files of :data:`RAY_TEST_FILES` are one unit together. (``--dist
+    loadgroup`` with ``xdist_group`` marks cannot say this: pytest-xdist 3.8 groups by rewriting test ids,
+    which pytest 9.2 no longer takes, so every test was its own unit.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "ray" if Path(path).name in RAY_TEST_FILES else path
+
+    return FileScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
