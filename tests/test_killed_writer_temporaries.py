@@ -220,7 +220,8 @@ def test_a_stop_as_a_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch)
 
 def test_a_stop_just_after_a_writes_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch):
     """The stop landing as the temporary's name was returned, before the writer's `try` held it (an
-    atomic write, a shard, detections.jsonl's lines): the empty temporary stayed in --out."""
+    atomic write, a shard, detections.jsonl's lines, a highlighted video's encoder): the empty temporary
+    stayed in --out."""
     import pyarrow as pa
     import pytest
 
@@ -228,6 +229,7 @@ def test_a_stop_just_after_a_writes_temporary_is_made_leaves_none_behind(tmp_pat
     import augment.shard_writer as shard_writer
     from augment.atomic_files import atomic_write_bytes
     from augment.schema import RUN_HASH_KEY
+    import pipelines.video_writer as video_writer
     from pipelines.search_outputs import LineFile
 
     real = atomic_files.temporary_beside
@@ -241,8 +243,10 @@ def test_a_stop_just_after_a_writes_temporary_is_made_leaves_none_behind(tmp_pat
     writes = [lambda: atomic_write_bytes(tmp_path / "m00.highlight.jpg", b"x"),
               lambda: list(shard_writer.write_shard(tmp_path / "train-00000.parquet",
                                                     [pa.table({"id": ["a"]}, schema=schema)], schema, 1, ["a"])),
-              lambda: lines.append({"source": "a.png"})]
-    for module in (atomic_files, shard_writer, __import__("pipelines.search_outputs", fromlist=["x"])):
+              lambda: lines.append({"source": "a.png"}),
+              lambda: video_writer.VideoWriter(tmp_path / "clip.highlight.mp4", 25.0, 64, 48)]
+    for module in (atomic_files, shard_writer, __import__("pipelines.search_outputs", fromlist=["x"]),
+                   video_writer):
         monkeypatch.setattr(module, "temporary_beside", made_then_stopped)
     for write in writes:
         with pytest.raises(KeyboardInterrupt):
