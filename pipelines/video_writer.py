@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from augment.atomic_files import replace_into_place, temporary_beside
+from augment.atomic_files import remove_made, replace_into_place, temporary_beside
 from augment.imageio import InputError, opencv_path
 from pipelines.video import _rate  # importing pipelines.video also quiets FFmpeg's own messages (before any capture)
 
@@ -77,8 +77,7 @@ class VideoWriter:
             writer = getattr(self, "_writer", None)
             if writer is not None:
                 writer.release()
-            for name in made:
-                Path(name).unlink(missing_ok=True)
+            remove_made(made)
             raise
 
     def _encode(self) -> None:
