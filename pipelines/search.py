@@ -159,14 +159,16 @@ def _per_medium(given: Sequence[Any] | None, name: str, count: int, kind: type) 
 
 
 def load_model(checkpoint: Path | str | None, untrained: bool = False,
-               state: dict[str, Any] | None = None, verify: bool = True) -> tuple[Any, float, str]:
+               state: dict[str, Any] | None = None, verify: bool = True,
+               threshold_given: bool = False) -> tuple[Any, float, str]:
     """(network, its calibrated threshold, a name for it): a ``synth train`` checkpoint, the
     untrained network, or by default the head shipped with synth (:mod:`pipelines.shipped`) where
     the package holds one, else the untrained network. No head ships today: none trained on this
     machine beat the untrained network on held-out real photos (README, "Search on real photos").
     ``state``: the checkpoint already read (``synth calibrate`` reads its config first), not read again.
     ``verify``: the search asked; a shipped head's threshold calibrates one (its manifest says which),
-    the other searches at the untrained network's, with a warning."""
+    the other searches at the untrained network's, with a warning (none where ``threshold_given``: the
+    search's own threshold is taken)."""
     from pipelines.shipped import head_ships, load_shipped, shipped_threshold
 
     if checkpoint is not None and untrained:
@@ -179,10 +181,11 @@ def load_model(checkpoint: Path | str | None, untrained: bool = False,
     model, _, manifest = load_shipped()
     name = f"shipped head {manifest['sha256'][:12]}"
     threshold = shipped_threshold(manifest, verify)
-    if threshold is None:
+    if threshold is None and not threshold_given:
         logger.warning("%s is calibrated for the %s only: searching at the untrained network's threshold "
                        "(%.2f heat); pass --threshold", name,
                        "heat map alone (--no-verify)" if verify else "verified search", UNTRAINED_THRESHOLD)
+    if threshold is None:
         threshold = UNTRAINED_THRESHOLD
     return model, threshold, name
 
@@ -223,7 +226,8 @@ class Searcher:
         check_scales(query_scales)
         if not (isinstance(max_side, (int, np.integer)) and max_side >= MIN_QUERY_INPUT_SIDE):
             raise InputError(f"max_side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {max_side!r}")
-        model, stored, self.model_name = load_model(checkpoint, untrained, checkpoint_state, verify)
+        model, stored, self.model_name = load_model(checkpoint, untrained, checkpoint_state, verify,
+                                                   threshold is not None)
         del checkpoint_state  # its tensors copied into the model: not held beside it
         if threshold is not None and not (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
                                           and 0.0 < threshold < 1.0):  # a str was TypeError: '<' not supported
