@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -53,6 +54,7 @@ from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES, DEFAU
                                    MAX_QUERY_SCALE, MIN_QUERY_SCALE, NetworkSearch, auto_scales, check_scales)
 
 logger = logging.getLogger(__name__)
+_UNSEEN_SAID = threading.Lock()  # a search's small-query warning taken by one thread of those searching at once
 
 # Heat threshold of the untrained network's heat map alone (`--no-verify`): F1 of detections at
 # IoU >= 0.5 over 200 catalogue -> scene cases of CCP calibration photos (F1 0.715), from
@@ -358,8 +360,10 @@ class Searcher:
         if not self.network.warned_unseen:
             unseen = self.network.unseen_warning(prepared, *media[0].shape[:2])
             if unseen is not None:
-                self.network.warned_unseen = True
-                logger.warning("%s: %s", sources[0] if sources and sources[0] else "medium", unseen)
+                with _UNSEEN_SAID:  # (checked and set at once: said once a search, however many threads)
+                    said, self.network.warned_unseen = self.network.warned_unseen, True
+                if not said:
+                    logger.warning("%s: %s", sources[0] if sources and sources[0] else "medium", unseen)
         maps = self.network.maps(prepared, media)  # read and checked once, above
         results = []
         # Each line names the bar its scores were held to: fused scores pass the heat threshold
