@@ -14,7 +14,9 @@ import hashlib
 import logging
 import math
 import os
+import itertools
 import re
+import secrets
 import socket
 import stat
 import tempfile
@@ -132,6 +134,31 @@ def remove_orphaned_temporaries(folder: Path | str) -> int:
     return removed
 
 
+_NAME_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # (mkstemp's: the names TEMPORARY_NAME reads)
+_NAMES_ISSUED = itertools.count()  # this process's temporaries, in order (next() is atomic in CPython)
+
+
+def _temporary_names() -> Iterator[str]:
+    """8 characters of [a-z0-9_], as mkstemp's names: 4 counted (no two names this process hands out
+    within 37**4 of each other are the same, so another thread's live temporary is never a name tried
+    here; every other process's carry another pid), 4 random (a dead process's leftover under the same
+    pid is passed over)."""
+    base = len(_NAME_CHARACTERS)
+    while True:
+        number = next(_NAMES_ISSUED) % base ** 4
+        counted = "".join(_NAME_CHARACTERS[number // base ** place % base] for place in range(4))
+        yield counted + "".join(secrets.choice(_NAME_CHARACTERS) for _ in range(4))
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove the temporaries in ``made`` (:func:`temporary_beside`'s names) in a writer's ``finally``:
+    one that is not there, or cannot be removed (a read-only file system says EROFS even for a name
+    never made), is passed over, so the writer's own error is raised, not this one chained over it."""
+    for name in made:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
 def temporary_beside(final_path: Path | str, suffix: str = ".tmp", made: list[Path] | None = None) -> Path:
     """A new, uniquely named hidden file beside ``final_path`` (made now, empty), named after its
     writer (see :data:`TEMPORARY_NAME`) so that the next run can tell a killed write's from a live one.
@@ -153,7 +180,7 @@ def temporary_beside(final_path: Path | str, suffix: str = ".tmp", made: list[Pa
         mode = stat.S_IMODE(earlier.st_mode) if stat.S_ISREG(earlier.st_mode) else 0o666 & ~current_umask()
     except OSError:
         mode = 0o666 & ~current_umask()
-    names = tempfile._get_candidate_names()  # (mkstemp's own: 8 characters of [a-z0-9_])
+    names = _temporary_names()
     prefix = _temporary_prefix(final_path.name, suffix)
     own = [] if made is None else made
     try:
@@ -162,9 +189,11 @@ def temporary_beside(final_path: Path | str, suffix: str = ".tmp", made: list[Pa
             own.append(temporary)  # before it exists: a stop from here on finds it to remove
             try:
                 handle = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            except FileExistsError:
-                own.remove(temporary)  # (another writer's name: never ours to remove)
-                continue
+            except OSError as error:
+                own.remove(temporary)  # (not made: a dead writer's name, or none could be made)
+                if isinstance(error, FileExistsError):
+                    continue
+                raise
             try:
                 os.fchmod(handle, mode & 0o777 | stat.S_IRUSR | stat.S_IWUSR)  # (never one its writer cannot write)
             finally:
@@ -173,9 +202,7 @@ def temporary_beside(final_path: Path | str, suffix: str = ".tmp", made: list[Pa
         raise FileExistsError(errno.EEXIST, "no unused temporary name", str(final_path))
     except BaseException:
         if made is None:
-            for name in own:
-                with contextlib.suppress(OSError):
-                    os.unlink(name)
+            remove_made(own)
         raise
 
 
@@ -250,9 +277,7 @@ def atomic_path(final_path: Path | str) -> Iterator[Path]:
             yield temporary_path
         replace_into_place(temporary_path, final_path)
     finally:
-        for name in made:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
+        remove_made(made)
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

@@ -237,7 +237,8 @@ def _check_recorded_background(backgrounds: BackgroundStore, recorded: dict[str,
     another list (a file added or removed, other include/exclude) took another picture without a word."""
     index, name = recorded["index"], recorded.get("name")
     if not 0 <= index < len(backgrounds):
-        raise ValueError(f"params: background {index} ({name}) of the recorded scene is not among the "
+        named = f" ({name})" if name is not None else " (no name recorded)"
+        raise ValueError(f"params: background {index}{named} of the recorded scene is not among the "
                          f"{len(backgrounds)} backgrounds given")
     given = backgrounds.paths[index].name
     if name is not None and given != name:

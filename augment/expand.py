@@ -49,7 +49,7 @@ from augment.shards import check_other_run, clear_for_run, write_manifest
 from augment.sources import Skip, limited, skipped_summary
 from augment.storage import Location, Place, as_place, file_size, list_images, read_image
 from augment.store_writes import cache_root, publish_file, remove_temporaries, stage
-from augment.system import fork_pool, missing_modules, package_versions, tune_malloc
+from augment.system import OPENCV_DISTRIBUTIONS, fork_pool, missing_modules, package_versions, tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,6 @@ def planned_ids(plan: ShardPlan, split: str) -> list[str]:
     return [row_id(split, i) for i in range(plan.start, plan.stop)]
 
 
-# OpenCV draws and encodes every pixel; cv2 comes from whichever of its wheels is installed (the headless one is
-# synth's dependency, but opencv-python or a contrib build installed for another tool provides it as well).
-OPENCV_DISTRIBUTIONS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
 
 
 def _package_versions() -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from augment.atomic_files import naming_errors, remove_orphaned_temporaries, temporary_beside
+from augment.atomic_files import naming_errors, remove_made, remove_orphaned_temporaries, temporary_beside
 from augment.imageio import InputError
 from augment.schema import COMPOSITE_SCHEMA, RUN_HASH_KEY
 from augment.shards import verify_shard
@@ -81,5 +81,4 @@ def write_shard(target: Place, groups: Iterable[pa.Table], schema: pa.Schema, gr
             raise RuntimeError(f"{target}: the shard just written {problem}; not committed")
         commit_file(temporary, target)
     finally:
-        for name in made:
-            name.unlink(missing_ok=True)
+        remove_made(made)

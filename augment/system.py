@@ -366,6 +366,11 @@ class DeferredStop:
         self.signal = signum
 
 
+# OpenCV draws and encodes every pixel; cv2 comes from whichever of its wheels is installed (the headless one is
+# synth's dependency, but opencv-python or a contrib build installed for another tool provides it as well).
+OPENCV_DISTRIBUTIONS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python")
+
+
 def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
     """The installed version of each distribution in ``names`` (None where it is not installed): what a
     run records (expand's manifest) or keys its outputs on (a resumable search)."""

@@ -22,7 +22,8 @@ from typer._click import exceptions as click_errors  # the click typer parses wi
 
 from pipelines.command_errors import (COMMAND_ENDINGS, ENVIRONMENT_ERRNOS, INTERRUPTED_EXIT_CODE, environment_error,
                                       check_at_least, fail, run_guarded)
-from pipelines.environment import check_working_folder, command_ended, expand_home, memory_line, stop_as_interrupt
+from pipelines.environment import (check_working_folder, command_ended, expand_home, memory_line, process_exiting,
+                                   stop_as_interrupt)
 from pipelines.shipped_configs import config_option
 from pipelines.terminal import (console, counted, help_ends_quietly_on_broken_pipe, make_progress, out_console,  # noqa: F401
                                 per_second, plain_help_when_narrow, say, setup_logging)  # (the commands' console and progress)
@@ -59,7 +60,7 @@ class _Commands(typer.core.TyperGroup):
         try:
             return self._invoke(ctx)
         finally:
-            command_ended()  # a stop while the process exits: `interrupted`, 130, not an atexit traceback
+            command_ended()  # (in-process use keeps its own unraisablehook between commands)
 
     def _invoke(self, ctx):
         try:
@@ -93,7 +94,20 @@ def _usage_error(error: click_errors.ClickException) -> None:
     fail(f"{error.format_message().rstrip('. ')}{where}", error.exit_code)
 
 
-app = typer.Typer(
+class _App(typer.Typer):
+    """The app as the console script (``synth``) and ``python -m pipelines.cli`` call it: once it has
+    returned the process exits, and a stop from then on is ``interrupted`` and 130, not an atexit
+    traceback (:func:`pipelines.environment.process_exiting`). A program invoking the app in-process (a
+    test's CliRunner) does not go through here: its SIGTERM stays a KeyboardInterrupt after a command."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            process_exiting()
+
+
+app = _App(
     cls=_Commands,
     name="synth",
     help="Find a query object in images and videos, and manufacture the training data to do it.",

@@ -82,14 +82,30 @@ _unraisable_before = sys.unraisablehook
 
 
 def command_ended() -> None:
-    """The command has returned (done, or ended by its one line): a stop from now on, while the process
-    exits, ends it at once (:func:`_stopped_while_exiting`). SIGTERM and SIGHUP's handler sees it now;
-    Ctrl-C's (the interpreter's own) is replaced as the exit's callbacks begin, so that a program calling
-    the app in-process (a test's CliRunner) keeps Ctrl-C's KeyboardInterrupt between commands."""
-    global _ENDED
+    """A command has returned (done, or ended by its one line), in the console script or in a program
+    calling the app in-process (a test's CliRunner): the interpreter's ``sys.unraisablehook`` is given
+    back. Only :func:`process_exiting` (the console script's, once the app returns) marks the process as
+    exiting: set here, a SIGTERM or SIGHUP in the host program after a CliRunner command ended it with
+    ``os._exit(130)``, not its KeyboardInterrupt, and the hook stayed replaced for good."""
+    global _unraisable_before
+    if os.getpid() != _HANDLER_PID or threading.current_thread() is not threading.main_thread():
+        return
+    if sys.unraisablehook is _stop_raised_in_a_callback:
+        sys.unraisablehook = _unraisable_before
+
+
+def process_exiting() -> None:
+    """The app has returned in the console script (``synth``, ``python -m pipelines.cli``): the process
+    exits now. A stop from here on ends it at once (:func:`_stopped_while_exiting`): SIGTERM and SIGHUP's
+    handler sees it now, a stop landing in a finalizer too; Ctrl-C's (the interpreter's own) is replaced
+    as the exit's callbacks begin."""
+    global _ENDED, _unraisable_before
     if os.getpid() != _HANDLER_PID or threading.current_thread() is not threading.main_thread():
         return
     _ENDED = True
+    if sys.unraisablehook is not _stop_raised_in_a_callback:
+        _unraisable_before = sys.unraisablehook
+        sys.unraisablehook = _stop_raised_in_a_callback
     _register_exit_handler()
 
 

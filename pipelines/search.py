@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -53,6 +54,7 @@ from pipelines.search_maps import (DEFAULT_MAX_SIDE, DEFAULT_QUERY_SCALES, DEFAU
                                    MAX_QUERY_SCALE, MIN_QUERY_SCALE, NetworkSearch, auto_scales, check_scales)
 
 logger = logging.getLogger(__name__)
+_UNSEEN_SAID = threading.Lock()  # a search's small-query warning taken by one thread of those searching at once
 
 # Heat threshold of the untrained network's heat map alone (`--no-verify`): F1 of detections at
 # IoU >= 0.5 over 200 catalogue -> scene cases of CCP calibration photos (F1 0.715), from
@@ -159,14 +161,16 @@ def _per_medium(given: Sequence[Any] | None, name: str, count: int, kind: type) 
 
 
 def load_model(checkpoint: Path | str | None, untrained: bool = False,
-               state: dict[str, Any] | None = None, verify: bool = True) -> tuple[Any, float, str]:
+               state: dict[str, Any] | None = None, verify: bool = True,
+               threshold_given: bool = False) -> tuple[Any, float, str]:
     """(network, its calibrated threshold, a name for it): a ``synth train`` checkpoint, the
     untrained network, or by default the head shipped with synth (:mod:`pipelines.shipped`) where
     the package holds one, else the untrained network. No head ships today: none trained on this
     machine beat the untrained network on held-out real photos (README, "Search on real photos").
     ``state``: the checkpoint already read (``synth calibrate`` reads its config first), not read again.
     ``verify``: the search asked; a shipped head's threshold calibrates one (its manifest says which),
-    the other searches at the untrained network's, with a warning."""
+    the other searches at the untrained network's, with a warning (none where ``threshold_given``: the
+    search's own threshold is taken)."""
     from pipelines.shipped import head_ships, load_shipped, shipped_threshold
 
     if checkpoint is not None and untrained:
@@ -179,10 +183,11 @@ def load_model(checkpoint: Path | str | None, untrained: bool = False,
     model, _, manifest = load_shipped()
     name = f"shipped head {manifest['sha256'][:12]}"
     threshold = shipped_threshold(manifest, verify)
-    if threshold is None:
+    if threshold is None and not threshold_given:
         logger.warning("%s is calibrated for the %s only: searching at the untrained network's threshold "
                        "(%.2f heat); pass --threshold", name,
                        "heat map alone (--no-verify)" if verify else "verified search", UNTRAINED_THRESHOLD)
+    if threshold is None:
         threshold = UNTRAINED_THRESHOLD
     return model, threshold, name
 
@@ -223,7 +228,8 @@ class Searcher:
         check_scales(query_scales)
         if not (isinstance(max_side, (int, np.integer)) and max_side >= MIN_QUERY_INPUT_SIDE):
             raise InputError(f"max_side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {max_side!r}")
-        model, stored, self.model_name = load_model(checkpoint, untrained, checkpoint_state, verify)
+        model, stored, self.model_name = load_model(checkpoint, untrained, checkpoint_state, verify,
+                                                   threshold is not None)
         del checkpoint_state  # its tensors copied into the model: not held beside it
         if threshold is not None and not (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
                                           and 0.0 < threshold < 1.0):  # a str was TypeError: '<' not supported
@@ -354,8 +360,10 @@ class Searcher:
         if not self.network.warned_unseen:
             unseen = self.network.unseen_warning(prepared, *media[0].shape[:2])
             if unseen is not None:
-                self.network.warned_unseen = True
-                logger.warning("%s: %s", sources[0] if sources and sources[0] else "medium", unseen)
+                with _UNSEEN_SAID:  # (checked and set at once: said once a search, however many threads)
+                    said, self.network.warned_unseen = self.network.warned_unseen, True
+                if not said:
+                    logger.warning("%s: %s", sources[0] if sources and sources[0] else "medium", unseen)
         maps = self.network.maps(prepared, media)  # read and checked once, above
         results = []
         # Each line names the bar its scores were held to: fused scores pass the heat threshold

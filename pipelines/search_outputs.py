@@ -13,6 +13,7 @@ a killed run of the same search keeps the still images it finished (:mod:`pipeli
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from augment.atomic_files import naming_errors, replace_into_place, temporary_beside
+from augment.atomic_files import naming_errors, remove_made, replace_into_place, temporary_beside
 from augment.imageio import IMAGE_EXTENSIONS, InputError, read_image, save_image
 from augment.outputs import OutputNames, unlinked
 from pipelines.output_record import OutputRecord
@@ -223,10 +224,11 @@ class LineFile:
         self.temporary, self._made = None, []
 
     def close(self) -> None:
+        """The temporary of a run that failed removed (the run's own error is the one raised)."""
         if self.file is not None:
-            self.file.close()
-        for name in self._made:
-            name.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.file.close()
+        remove_made(self._made)
         self.temporary, self._made = None, []
 
 

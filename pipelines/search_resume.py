@@ -14,12 +14,11 @@ import contextlib
 import json
 import logging
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 from augment.atomic_files import naming_errors, record_file
-from augment.system import package_versions
+from augment.system import OPENCV_DISTRIBUTIONS, package_versions
 from pipelines.output_record import inputs_key, made_ours, progress_entries
 from pipelines.search_jobs import SearchJob
 
@@ -28,8 +27,8 @@ logger = logging.getLogger(__name__)
 PROGRESS_FILE = ".synth-search-progress"
 STILL_OUTPUTS = (".heat.png", ".highlight.jpg")  # a still's outputs beside its stem
 # Attributes of the network search that are how it runs, not what it finds (chosen per run from the
-# job list, which the key holds already).
-_RUNTIME = {"onnx"}
+# job list, which the key holds already), or what it has said (a warning given once a search).
+_RUNTIME = {"onnx", "warned_unseen"}
 
 
 def search_key(searcher: Any, jobs: list[SearchJob], **settings: Any) -> str:
@@ -54,7 +53,8 @@ def search_key(searcher: Any, jobs: list[SearchJob], **settings: Any) -> str:
         "threshold": getattr(searcher, "threshold", None),
         "heat_map_threshold": getattr(searcher, "heat_map_threshold", None),
         "heat_boxes": getattr(searcher, "heat_boxes", None), "network": network,
-        "fusion": None if verification is None else asdict(verification.model),
+        # The model's own fields, not the file it was read from (the same model from another path).
+        "fusion": None if verification is None else verification.model.to_json(),
         "settings": settings, "versions": _versions(),
         "jobs": [[str(job.query), str(job.medium), str(job.query_mask), job.error] for job in jobs],
     }, [])
@@ -62,8 +62,12 @@ def search_key(searcher: Any, jobs: list[SearchJob], **settings: Any) -> str:
 
 def _versions() -> dict[str, str | None]:
     """synth's version and those of the packages whose arithmetic the search runs on: after an upgrade
-    the same command starts over rather than keeping an older synth's lines beside new ones."""
-    return package_versions(("synth", "torch", "onnxruntime", "opencv-python-headless", "numpy"))
+    the same command starts over rather than keeping an older synth's lines beside new ones. OpenCV's
+    is whichever of its wheels provides cv2 (the headless one always named, as before: a headless-only
+    install's key is what it was)."""
+    versions = package_versions(("synth", "torch", "onnxruntime", "opencv-python-headless", "numpy"))
+    others = package_versions(tuple(name for name in OPENCV_DISTRIBUTIONS if name not in versions))
+    return {**versions, **{name: version for name, version in others.items() if version is not None}}
 
 
 def file_stats(job: SearchJob) -> list[list[int] | None]:

@@ -139,6 +139,9 @@ class SelfTune(SelfTuneSteps):
         in_force = pending
         # Top-level keys added since take their defaults; the training's, their off values.
         changed = config_differences(in_force, config) if config is not None else []
+        if force_config and not changed:  # (--search on a state searching already, the same --config): said
+            logger.warning("%s: --force-config has nothing to adopt: the state's config is the one asked for already",
+                           self.dir)
         if changed and state["round"] == 0:
             # Round 0 has not ended: nothing was trained or scored with the stored config, and a run that
             # stopped on it (labeled.include matching no photo) could never go on, not even with

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from augment.atomic_files import replace_into_place, temporary_beside
+from augment.atomic_files import remove_made, replace_into_place, temporary_beside
 from augment.imageio import InputError, opencv_path
 from pipelines.video import _rate  # importing pipelines.video also quiets FFmpeg's own messages (before any capture)
 
@@ -52,24 +52,33 @@ class VideoWriter:
                              f"(supported: {', '.join(sorted(_FOURCC))})")
         opencv_path(self.path)  # before anything is created for it
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The temporary keeps the suffix: OpenCV picks the container from it.
-        self._temporary = temporary_beside(self.path, suffix=suffix)
-        self.size = (int(width), int(height))
-        # The encoders (mp4v, MJPG) take even sizes only: a 641 x 481 medium's video came out 640 x 480,
-        # its last column and row cut (a box along that edge lost its line). Odd sides get a black pixel.
-        self.encoded_size = (self.size[0] + self.size[0] % 2, self.size[1] + self.size[1] % 2)
-        self.fps = writable_fps(fps, _FOURCC[suffix], self.path)
-        self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*_FOURCC[suffix]),
-                                       self.fps, self.encoded_size)
-        if not self._writer.isOpened():
-            self._temporary.unlink(missing_ok=True)
-            raise InputError(f"{self.path}: OpenCV cannot write this video format")
-        self.frames_written = 0
-        self.error: str | None = None  # the encoder's failure, one line naming the file
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
-        self._thread = threading.Thread(target=self._encode, name=f"encode {self.path.name}",
-                                        daemon=True)
-        self._thread.start()
+        # The temporary keeps the suffix: OpenCV picks the container from it. Its name is in ``made``
+        # before the file exists: a stop anywhere in the rest of __init__ (the fps check, the encoder's
+        # opening, the thread's start) removes it, not only a refused format.
+        made: list[Path] = []
+        try:
+            self._temporary = temporary_beside(self.path, suffix=suffix, made=made)
+            self.size = (int(width), int(height))
+            # The encoders (mp4v, MJPG) take even sizes only: a 641 x 481 medium's video came out 640 x 480,
+            # its last column and row cut (a box along that edge lost its line). Odd sides get a black pixel.
+            self.encoded_size = (self.size[0] + self.size[0] % 2, self.size[1] + self.size[1] % 2)
+            self.fps = writable_fps(fps, _FOURCC[suffix], self.path)
+            self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*_FOURCC[suffix]),
+                                           self.fps, self.encoded_size)
+            if not self._writer.isOpened():
+                raise InputError(f"{self.path}: OpenCV cannot write this video format")
+            self.frames_written = 0
+            self.error: str | None = None  # the encoder's failure, one line naming the file
+            self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+            self._thread = threading.Thread(target=self._encode, name=f"encode {self.path.name}",
+                                            daemon=True)
+            self._thread.start()
+        except BaseException:
+            writer = getattr(self, "_writer", None)
+            if writer is not None:
+                writer.release()
+            remove_made(made)
+            raise
 
     def _encode(self) -> None:
         while True:

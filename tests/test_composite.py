@@ -164,6 +164,10 @@ def test_a_replay_with_another_background_list_is_refused_not_another_picture(cu
     for paths in ([tmp_path / "a.png", tmp_path / "b.png"], [tmp_path / "a.png"]):
         with pytest.raises(ValueError, match="b.png"):
             compose_scene(cutouts, BackgroundStore(paths, SIZE * 4), composition(), no_distortions(), params=params)
+    del params["background"]["name"]  # a scene recorded without its background's name: said, not '(None)'
+    with pytest.raises(ValueError, match=r"background 1 \(no name recorded\) of the recorded scene is not among"):
+        compose_scene(cutouts, BackgroundStore([tmp_path / "a.png"], SIZE * 4), composition(), no_distortions(),
+                      params={**params, "background": {**params["background"], "index": 1}})
 
 
 def test_sample_or_replay_not_both(cutouts, backgrounds):

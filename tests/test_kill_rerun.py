@@ -222,3 +222,31 @@ def test_a_stop_landing_in_a_finalizer_is_raised_again_not_lost(monkeypatch):
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def test_an_in_process_command_leaves_the_host_its_sigterm_interrupt_and_unraisablehook(monkeypatch):
+    """A program calling the app in-process (a test's CliRunner): once a command had ended, SIGTERM in
+    the host ended it with os._exit(130) (the command marked the process as exiting), not the
+    KeyboardInterrupt its own clean-up catches, and synth's sys.unraisablehook stayed installed."""
+    import sys
+    import time
+
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    def host_hook(unraisable):  # the host's own
+        return None
+
+    monkeypatch.setattr(sys, "unraisablehook", host_hook)
+    previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        result = CliRunner().invoke(app, ["calibrate", "--cases", "0"])
+        assert result.exit_code == 2, result.output
+        assert sys.unraisablehook is host_hook
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(2)  # (os._exit ends the test run here without the fix)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

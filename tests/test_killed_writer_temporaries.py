@@ -220,7 +220,8 @@ def test_a_stop_as_a_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch)
 
 def test_a_stop_just_after_a_writes_temporary_is_made_leaves_none_behind(tmp_path, monkeypatch):
     """The stop landing as the temporary's name was returned, before the writer's `try` held it (an
-    atomic write, a shard, detections.jsonl's lines): the empty temporary stayed in --out."""
+    atomic write, a shard, detections.jsonl's lines, a highlighted video's encoder): the empty temporary
+    stayed in --out."""
     import pyarrow as pa
     import pytest
 
@@ -228,6 +229,7 @@ def test_a_stop_just_after_a_writes_temporary_is_made_leaves_none_behind(tmp_pat
     import augment.shard_writer as shard_writer
     from augment.atomic_files import atomic_write_bytes
     from augment.schema import RUN_HASH_KEY
+    import pipelines.video_writer as video_writer
     from pipelines.search_outputs import LineFile
 
     real = atomic_files.temporary_beside
@@ -241,11 +243,71 @@ def test_a_stop_just_after_a_writes_temporary_is_made_leaves_none_behind(tmp_pat
     writes = [lambda: atomic_write_bytes(tmp_path / "m00.highlight.jpg", b"x"),
               lambda: list(shard_writer.write_shard(tmp_path / "train-00000.parquet",
                                                     [pa.table({"id": ["a"]}, schema=schema)], schema, 1, ["a"])),
-              lambda: lines.append({"source": "a.png"})]
-    for module in (atomic_files, shard_writer, __import__("pipelines.search_outputs", fromlist=["x"])):
+              lambda: lines.append({"source": "a.png"}),
+              lambda: video_writer.VideoWriter(tmp_path / "clip.highlight.mp4", 25.0, 64, 48)]
+    for module in (atomic_files, shard_writer, __import__("pipelines.search_outputs", fromlist=["x"]),
+                   video_writer):
         monkeypatch.setattr(module, "temporary_beside", made_then_stopped)
     for write in writes:
         with pytest.raises(KeyboardInterrupt):
             write()
     lines.close()  # (as run_search's finally does)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_write_on_a_read_only_file_system_raises_its_own_error_not_the_cleanups(tmp_path, monkeypatch):
+    """The temporary could not be made (EROFS): the writer's cleanup unlinked its never-made name, which
+    a read-only file system refuses with EROFS too, raised chained over the real error (FileNotFoundError
+    alone was passed over). An atomic write, a shard and detections.jsonl's lines."""
+    import errno
+    import os
+
+    import pyarrow as pa
+    import pytest
+
+    import augment.shard_writer as shard_writer
+    from augment.atomic_files import atomic_write_bytes
+    from augment.schema import RUN_HASH_KEY
+    from pipelines.search_outputs import LineFile
+
+    real_open = os.open
+    read_only = OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    def refused(path, *args, **kwargs):
+        if str(path).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    def unlink_refused(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    schema = pa.schema([("id", pa.string())], metadata={RUN_HASH_KEY: b"run"})
+    writes = [lambda: atomic_write_bytes(tmp_path / "report.json", b"{}"),
+              lambda: list(shard_writer.write_shard(tmp_path / "train-00000.parquet",
+                                                    [pa.table({"id": ["a"]}, schema=schema)], schema, 1, ["a"])),
+              lambda: LineFile(tmp_path / "detections.jsonl").append({"source": "a.png"})]
+    monkeypatch.setattr(os, "open", refused)
+    monkeypatch.setattr(os, "unlink", unlink_refused)
+    for write in writes:
+        with pytest.raises(OSError) as raised:
+            write()
+        assert raised.value.errno == read_only.errno and raised.value.__context__ is None, raised.value.__context__
+    lines = LineFile(tmp_path / "detections.jsonl")
+    lines._made.append(tmp_path / ".detections.jsonl.never-made.tmp")  # as after a stop
+    lines.close()  # (run_search's finally: its error is the run's, not this)
+
+
+def test_a_temporarys_names_in_one_process_never_repeat_and_keep_mkstemps_format(tmp_path):
+    """tempfile._get_candidate_names (a private API) gave the names: random alone, two live writers of
+    one process could draw the same one. A local generator: counted, then random."""
+    import itertools
+    import os
+
+    from augment.atomic_files import TEMPORARY_NAME, _temporary_names, temporary_beside
+
+    names = list(itertools.islice(_temporary_names(), 50000))
+    assert len(set(names)) == len(names)
+    assert all(len(name) == 8 and set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789_") for name in names)
+    made = temporary_beside(tmp_path / "report.json")
+    match = TEMPORARY_NAME.fullmatch(made.name)
+    assert match and match["final"] == "report.json" and int(match["pid"]) == os.getpid()

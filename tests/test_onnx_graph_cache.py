@@ -105,3 +105,39 @@ def test_an_unwritable_cache_folder_exports_in_memory_with_one_warning(tmp_path,
             assert cached_graph(model, 8, True, lambda *a: b"the graph") == b"the graph"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "cannot keep the exported ONNX graph there" in warnings[0].getMessage()
+
+
+def test_a_change_to_the_code_that_shapes_the_graph_is_another_key(monkeypatch):
+    """The key held the weights, structure and versions, not the code that traces the graph (the
+    backbone's forward and taps, the network's features, the export's padding and folded pads): a
+    change there, same weights and versions, read the older graph from the cache."""
+    from pipelines.search_inputs import untrained_model
+
+    model = untrained_model()
+    before = onnx_graph_cache.graph_key(model, 8, True)
+    real = onnx_graph_cache._module_source
+    try:
+        for name in onnx_graph_cache.GRAPH_CODE:
+            monkeypatch.setattr(onnx_graph_cache, "_module_source",
+                                lambda module, changed=name: real(module) + ("\n# changed\n" if module == changed else ""))
+            onnx_graph_cache.code_digest.cache_clear()
+            assert onnx_graph_cache.graph_key(model, 8, True) != before, name
+        monkeypatch.undo()
+        onnx_graph_cache.code_digest.cache_clear()
+        assert onnx_graph_cache.graph_key(model, 8, True) == before
+    finally:
+        onnx_graph_cache.code_digest.cache_clear()
+
+
+def test_a_killed_exports_temporary_is_removed_from_the_cache_folder(tmp_path, monkeypatch):
+    """An export killed as its graph was written left its temporary in the cache folder for good."""
+    from torch import nn
+
+    from cli_checks import killed_write
+
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path))
+    (tmp_path / "onnx").mkdir()
+    dead = killed_write(tmp_path / "onnx" / "backbone-0123.onnx.cache")
+    monkeypatch.setattr(onnx_graph_cache, "_CLEARED", set(), raising=False)  # (a folder is cleared once a process)
+    assert cached_graph(nn.Linear(2, 2), 8, True, lambda *a: b"the graph") == b"the graph"
+    assert not dead.exists() and len(list((tmp_path / "onnx").iterdir())) == 1

@@ -342,6 +342,11 @@ def test_selftune_search_is_adopted_with_force_config_and_no_config_file(finishe
     assert result.exit_code == 0, result.output
     adopted = state / NEXT_CONFIG_FILE if (state / NEXT_CONFIG_FILE).exists() else state / "config.json"
     assert json.loads(adopted.read_text())["search"] is True
+    assert "nothing to adopt" not in result.output
+    # Again, on the state now searching: nothing changes, and it says so (it was a silent no-op).
+    result = run_cli(*args, "--force-config")
+    assert result.exit_code == 0, result.output
+    assert "--force-config has nothing to adopt" in " ".join(result.output.split())
 
 
 def test_a_decay_horizon_inside_the_warm_up_is_one_line_naming_both_keys(tmp_path):

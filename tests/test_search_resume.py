@@ -205,3 +205,33 @@ def test_an_upgrade_between_the_runs_starts_over(photos, tmp_path, monkeypatch):
     said = _search(query, media, out)
     assert "kept from an earlier run" not in said
     assert all(_heat_times(out)[name] != first[name] for name in first)
+
+
+def test_the_key_holds_what_the_search_finds_not_what_it_said_or_where_its_fusion_model_was_read(tmp_path, monkeypatch):
+    """The key took the network's 'said the small-query warning' flag (a search that warned had another
+    key than its rerun) and the fusion model's source path (the same model copied elsewhere was another
+    key); its OpenCV version was the headless wheel's alone (another wheel providing cv2: none)."""
+    import shutil
+
+    import pipelines.search_resume as search_resume
+    from pipelines.fusion import FusionModel
+    from pipelines.search import Searcher
+    from pipelines.search_resume import search_key
+
+    searcher = Searcher(untrained=True, device="cpu")
+    before = search_key(searcher, [])
+    searcher.network.warned_unseen = True  # as after a find() whose query was small in a large medium
+    assert search_key(searcher, []) == before
+    assert searcher.verification is not None
+    shutil.copy(searcher.verification.model.source, tmp_path / "elsewhere.json")
+    searcher.verification.model = FusionModel.load(tmp_path / "elsewhere.json")
+    assert search_key(searcher, []) == before
+    # A headless-only install keys as before; another OpenCV wheel's version is in the key.
+    installed = {"opencv-python-headless": "4.10.0.84"}
+    monkeypatch.setattr(search_resume, "package_versions",
+                        lambda names: {name: installed.get(name, "1.0") if name in installed or "opencv" not in name
+                                       else None for name in names})
+    assert search_resume._versions() == {"synth": "1.0", "torch": "1.0", "onnxruntime": "1.0",
+                                         "opencv-python-headless": "4.10.0.84", "numpy": "1.0"}
+    installed = {"opencv-python": "4.10.0.84"}
+    assert search_resume._versions()["opencv-python"] == "4.10.0.84"

@@ -85,7 +85,7 @@ def test_a_shipped_head_is_packaged() -> None:
 
 
 def test_export_head_ships_a_threshold_only_for_the_search_it_calibrates(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch):
+                                                                        monkeypatch: pytest.MonkeyPatch, capsys):
     """A shipped head is searched verified through the untrained network's fusion model (none other
     ships) and with --no-verify by the heat map alone: export-head shipped any calibration's threshold,
     so one calibrated through the checkpoint's own fusion model, or of the other search, served both."""
@@ -120,5 +120,9 @@ def test_export_head_ships_a_threshold_only_for_the_search_it_calibrates(tmp_pat
         monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / name)
         # The calibrated search takes the threshold; the other the untrained network's, not it.
         assert Searcher(device="cpu", verify=verify).threshold == 0.61
+        capsys.readouterr()  # (run_cli set synth's logging up: to stderr, each warning once)
+        assert Searcher(device="cpu", verify=not verify, threshold=0.5).threshold == 0.5
+        assert "pass --threshold" not in capsys.readouterr().err  # said only where no threshold was given
         other = Searcher(device="cpu", verify=not verify)
         assert other.threshold == other.heat_map_threshold == UNTRAINED_THRESHOLD
+        assert "pass --threshold" in capsys.readouterr().err
