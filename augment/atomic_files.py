@@ -212,7 +212,12 @@ def temporary_folder_beside(final_path: Path | str, suffix: str = ".tmp") -> Pat
     final_path = Path(final_path)
     folder = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final_path.name, suffix), suffix=suffix,
                                    dir=final_path.parent))
-    os.chmod(folder, 0o777 & ~current_umask())
+    try:
+        os.chmod(folder, 0o777 & ~current_umask())
+    except BaseException:  # a stop (or an error) before the caller holds its name: leave no folder behind
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        raise
     return folder
 
 

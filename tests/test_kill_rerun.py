@@ -202,8 +202,13 @@ def test_a_stop_landing_in_a_finalizer_is_raised_again_not_lost(monkeypatch):
     import sys
     import time
 
+    import pipelines.environment as environment
     from pipelines.environment import stop_as_interrupt
 
+    # The module's state is put back after the test: the hook it passes other errors on to would
+    # otherwise stay this test's list (pytest's own hook never seeing a later test's finalizer errors).
+    for name in ("_unraisable_before", "_ENDED", "_HANDLER_PID"):
+        monkeypatch.setattr(environment, name, getattr(environment, name))
     printed = []
     monkeypatch.setattr(sys, "unraisablehook", printed.append)  # the interpreter's: prints the traceback
     previous = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}

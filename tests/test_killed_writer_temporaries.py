@@ -311,3 +311,19 @@ def test_a_temporarys_names_in_one_process_never_repeat_and_keep_mkstemps_format
     made = temporary_beside(tmp_path / "report.json")
     match = TEMPORARY_NAME.fullmatch(made.name)
     assert match and match["final"] == "report.json" and int(match["pid"]) == os.getpid()
+
+
+def test_a_stop_as_a_staging_folder_is_made_leaves_none_behind(tmp_path, monkeypatch):
+    """An export's staging folder (`temporary_folder_beside`) is made, then given its mode: a stop at that
+    step left the hidden folder in --out of a run that said 'interrupted'."""
+    import pytest
+
+    import augment.atomic_files as atomic_files
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic_files.os, "chmod", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_files.temporary_folder_beside(tmp_path / "coco")
+    assert list(tmp_path.iterdir()) == []
