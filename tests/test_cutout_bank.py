@@ -14,7 +14,7 @@ from test_expand import small_config
 
 
 # ----------------------------------------------------------------- cutouts decoded on use, within a bound
-def _objects_table(path: Path, count: int, side: int = 96) -> Path:
+def objects_table(path: Path, count: int, side: int = 96) -> Path:
     from augment.cutouts import cutout_id, write_objects_table
     from augment.imageio import encode_png
 
@@ -38,7 +38,7 @@ def test_load_cutouts_decodes_each_on_use_and_keeps_at_most_its_cache_bytes(tmp_
     decoded by load_cutouts); now none is decoded until used, and at most cache_bytes stay decoded."""
     import augment.cutouts as cutouts_module
 
-    path = _objects_table(tmp_path / "objects.parquet", 40)
+    path = objects_table(tmp_path / "objects.parquet", 40)
     decodes = []
     real_decode = cutouts_module.decode_image
     monkeypatch.setattr(cutouts_module, "decode_image", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
@@ -73,7 +73,7 @@ def test_a_pickled_cutout_bank_carries_its_encoded_bytes_not_what_it_decoded(tmp
 
     from augment.cutouts import load_cutouts
 
-    cutouts = load_cutouts(_objects_table(tmp_path / "objects.parquet", 10))
+    cutouts = load_cutouts(objects_table(tmp_path / "objects.parquet", 10))
     encoded = sum(len(c.image_png) + len(c.superpixels_png) for c in cutouts)
     [c.rgba for c in cutouts]
     shipped = pickle.loads(pickle.dumps(cutouts))

@@ -335,7 +335,8 @@ def test_export_head_refuses_a_calibration_of_another_network(tmp_path, calibrat
                      "--out", out, "--made-by", "test")
     assert_one_line_error(result, 2, str(report), f"calibrates {model}, not")
     assert not out.exists()
-    report.write_text(json.dumps({"threshold": 0.4, "model": str(tmp_path / "checkpoint.pt")}))
+    # (a heat-map calibration: a verified one must also record its fusion model)
+    report.write_text(json.dumps({"threshold": 0.4, "model": str(tmp_path / "checkpoint.pt"), "verify": False}))
     assert run_cli("export-head", "--checkpoint", tmp_path / "checkpoint.pt", "--calibration", report,
                    "--out", out, "--made-by", "test").exit_code == 0
 

@@ -116,9 +116,9 @@ def test_a_shipped_cutout_banks_cache_limit_is_the_receiving_processs_own(tmp_pa
     import pickle
 
     import augment.cutouts as cutouts_module
-    from test_expand import _objects_table
+    from test_cutout_bank import objects_table
 
-    path = _objects_table(tmp_path / "objects.parquet", 3)
+    path = objects_table(tmp_path / "objects.parquet", 3)
     monkeypatch.setattr(cutouts_module, "CUTOUT_CACHE_BYTES", 777 << 20)  # the driver's machine
     default, given = cutouts_module.load_cutouts(path), cutouts_module.load_cutouts(path, cache_bytes=5 << 20)
     assert default[0].cache.limit == 777 << 20 and given[0].cache.limit == 5 << 20

@@ -235,9 +235,9 @@ def test_a_ray_workers_cutout_cache_is_its_own_machines_not_the_drivers(ray_sess
     """The job's cutouts carried the driver's CUTOUT_CACHE_BYTES (its memory and CPUs) to every worker;
     a worker's is its own (computed where it imports augment.cutouts), a cache_bytes given travels as it is."""
     import augment.cutouts as cutouts_module
-    from test_expand import _objects_table
+    from test_cutout_bank import objects_table
 
-    path = _objects_table(tmp_path / "objects.parquet", 3)
+    path = objects_table(tmp_path / "objects.parquet", 3)
     monkeypatch.setattr(cutouts_module, "CUTOUT_CACHE_BYTES", 777 << 20)  # the driver's machine
 
     def limits(box: list) -> tuple[int, int]:

@@ -224,7 +224,7 @@ def test_real_media_mixed_with_composites_train_and_export_a_head(shards, tmp_pa
     app = typer.Typer()
     register(app)
     calibration = tmp_path / "calibration.json"
-    calibration.write_text('{"threshold": 0.42, "f1": 0.5, "cases": 4}')
+    calibration.write_text('{"threshold": 0.42, "f1": 0.5, "cases": 4, "verify": false}')  # a heat-map calibration
     result = CliRunner().invoke(app, ["export-head", "--checkpoint", str(tmp_path / "run" / CHECKPOINT_FILE),
                                       "--calibration", str(calibration), "--out", str(tmp_path / "head"),
                                       "--made-by", "test"])
