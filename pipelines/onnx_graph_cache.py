@@ -1,7 +1,7 @@
 """The backbone's exported ONNX graph (pipelines/onnx_backbone.py), kept on disk between processes.
 
 Exporting it takes ~1-2.3 s on this project's CPU machine (2.29 s of a 12-frame `synth search
---sequence` of Crossing that took ~14 s, measured at stop 52), paid by every process that encodes
+--sequence` of Crossing that took ~14 s, measured at stop 51), paid by every process that encodes
 media in onnxruntime (a video or sequence search, a long still-image job). The graph is kept in
 ``onnx/`` under the user's cache folder (:func:`augment.store_writes.cache_root`: ``$SYNTH_CACHE_DIR``,
 else ``$XDG_CACHE_HOME/synth``, else ``~/.cache/synth``), named by a key of everything that changes

@@ -155,7 +155,7 @@ SHARE_ZOOM_OCTAVES = 0.5
 # Smallest kernel side in pixels worth correlating (two cells of the stride-8 grid).
 MIN_QUERY_SIDE = 16
 # Smallest object side (the query's shorter side at the working size, zoomed MAX_ZOOM) the search
-# still finds (stop 52, measured: the astronaut's 2:3 crop, as query and pasted at the query's size in
+# still finds (stop 51, measured: the astronaut's 2:3 crop, as query and pasted at the query's size in
 # a 2400x600 coffee photo, untrained network, heat map, searched at max_side 512: the best peak's box
 # at IoU >= 0.5 at zoomed shorter sides of 22.2, 23.9, 27.3-41 px (IoU 0.34 once at 25.6), IoU 0 at
 # 20.5 and under; a 39x60 coat was found in 4K (41.6 px) and missed in 8K (20.8 px) at the default
