@@ -34,8 +34,11 @@ FAST_NODE_DEATH = {"health_check_initial_delay_ms": 0, "health_check_period_ms":
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
+    """The local engine's shards, made in this process (one worker: the same bytes as any number, tested in
+    test_expand): two workers would fork, and the tests ask for it after the module's cluster is up, whose
+    gRPC threads live in this process; a fork after them hung a CI run (its pool workers never started)."""
     out = tmp_path_factory.mktemp("local") / "out"
-    run_expand([OBJECTS], BACKGROUNDS, out, CONFIG, workers=2)
+    run_expand([OBJECTS], BACKGROUNDS, out, CONFIG, workers=1)
     return out
 
 
