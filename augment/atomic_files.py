@@ -11,10 +11,10 @@ import contextlib
 import errno
 import functools
 import hashlib
+import itertools
 import logging
 import math
 import os
-import itertools
 import re
 import secrets
 import socket

@@ -191,8 +191,6 @@ def planned_ids(plan: ShardPlan, split: str) -> list[str]:
     return [row_id(split, i) for i in range(plan.start, plan.stop)]
 
 
-
-
 def _package_versions() -> dict[str, str]:
     names = ("synth", "numpy", *OPENCV_DISTRIBUTIONS, "scikit-image", "scipy", "pyarrow", "pillow", "pycocotools")
     found = {name: version for name, version in package_versions(names).items() if version is not None}

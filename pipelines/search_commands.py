@@ -80,14 +80,21 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return box
 
 
-def check_max_side(value: int) -> None:
-    """``--max-side``: a whole number of pixels, at least a query's smallest side (Searcher's own check,
-    named by its option); one line, before the model loads."""
+MAX_SIDE_HELP = ("Pixels on a medium's longer side it is searched at (larger media shrunk to it; larger finds "
+                 "smaller objects in large media, slower: the cost follows the area).")
+
+
+def check_search_options(max_side: int, fusion: Optional[Path], no_verify: bool) -> None:
+    """``--max-side`` (a whole number of pixels, at least a query's smallest side: Searcher's own check,
+    named by its option) and ``--fusion`` (the verified search's) as `search` and `calibrate` take them;
+    one line, before the model loads."""
     from pipelines.command_errors import fail
     from pipelines.search_inputs import MIN_QUERY_INPUT_SIDE
 
-    if value < MIN_QUERY_INPUT_SIDE:
-        fail(f"--max-side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {value}")
+    if fusion is not None and no_verify:
+        fail("--fusion fuses the verified search's scores; it does not apply with --no-verify")
+    if max_side < MIN_QUERY_INPUT_SIDE:
+        fail(f"--max-side must be a whole number of pixels, at least {MIN_QUERY_INPUT_SIDE}, not {max_side}")
 
 
 def register(app: typer.Typer) -> None:
@@ -119,9 +126,8 @@ def register(app: typer.Typer) -> None:
                                     f"at most {MAX_WORKERS})."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (bf16 autocast on CUDA)."),
         scales: str = typer.Option("default", "--scales", help=SCALES_HELP),
-        max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help="Pixels on a medium's longer side it is "
-                                     "searched at (larger media shrunk to it; larger finds smaller objects in large "
-                                     "media, slower: the cost follows the area). --threshold's report must be of the same."),
+        max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help=MAX_SIDE_HELP + " --threshold's report must be "
+                                     "of the same."),
         no_verify: bool = typer.Option(False, "--no-verify", help="Heat map alone: no geometric verification "
                                        "of candidates, no fused score (issue 13)."),
         no_mirror: bool = typer.Option(False, "--no-mirror", help="Search the query only as given, not also "
@@ -154,9 +160,7 @@ def register(app: typer.Typer) -> None:
             fail("pass QUERY and at least one MEDIA (or --pairs FILE)")
         if pairs is not None and query_mask is not None:
             fail('--query-mask applies to QUERY; in --pairs give "query_mask" per line')
-        if fusion is not None and no_verify:
-            fail("--fusion fuses the verified search's scores; it does not apply with --no-verify")
-        check_max_side(max_side)
+        check_search_options(max_side, fusion, no_verify)
         if box is not None and every_instance:
             fail("--box starts the temporal mode; it does not apply with --every-instance")
         initial_box = run_guarded(parse_box, box) if box is not None else None
@@ -250,9 +254,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the photo cases."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
         scales: str = typer.Option("default", "--scales", help=SCALES_HELP),
-        max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help="Pixels on a medium's longer side it is "
-                                     "searched at (larger media shrunk to it; larger finds smaller objects in large "
-                                     "media, slower: the cost follows the area). Recorded, and checked by --threshold."),
+        max_side: int = typer.Option(DEFAULT_MAX_SIDE, "--max-side", help=MAX_SIDE_HELP + " Recorded, and checked by "
+                                     "--threshold."),
         no_mirror: bool = typer.Option(False, "--no-mirror", help="Calibrate the search of the query only as "
                                        "given (as `synth search --no-mirror`)."),
         no_verify: bool = typer.Option(False, "--no-verify", help="Calibrate the heat map alone (as `synth "
@@ -270,7 +273,7 @@ def register(app: typer.Typer) -> None:
         from augment.locking import file_lock
         from augment.outputs import check_report_file
         from pipelines.cli import console, counted, say
-        from pipelines.command_errors import check_at_least, check_at_most, fail, run_guarded
+        from pipelines.command_errors import check_at_least, check_at_most, run_guarded
         from pipelines.calibration import held_out_fraction, photo_cases, shard_cases
         from pipelines.search import Searcher, calibrate_threshold
         from train.checkpoint import load_checkpoint
@@ -280,9 +283,7 @@ def register(app: typer.Typer) -> None:
         check_at_most(cases, MAX_CASES, "--cases", "the cases are held in memory, ~1.5 MB each")
         check_at_least(seed, 0, "--seed")
         check_at_least(min_area, 0, "--min-area")
-        if fusion is not None and no_verify:
-            fail("--fusion fuses the verified search's scores; it does not apply with --no-verify")
-        check_max_side(max_side)
+        check_search_options(max_side, fusion, no_verify)
 
         def run() -> None:
             if (shards is None) == (not photos):

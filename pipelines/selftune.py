@@ -114,13 +114,12 @@ class SelfTune(SelfTuneSteps):
             return state
         self._check_state_outside_inputs()
         pending_path = self.dir / NEXT_CONFIG_FILE
-        read = [state_path, self.dir / CONFIG_FILE, *([pending_path] if pending_path.is_file() else [])]
-        values = [read_state_file(path) for path in read]
-        state, active, *pending = values
+        state = read_state_file(state_path)
         # A config file must be one synth wrote: a hand-edited or damaged one ({} or {"max_rounds": "lots"})
         # was read as a changed config, and config.next.json's adopted as config.json at the next round.
-        checked = [_stored_config(path, value) for path, value in zip(read[1:], values[1:])]
-        pending = checked[-1]
+        # Both are checked; the one waiting for the next round (if any) is the one in force.
+        configs = [self.dir / CONFIG_FILE, *([pending_path] if pending_path.is_file() else [])]
+        in_force = [_stored_config(path) for path in configs][-1]
         if state.get("version") != STATE_VERSION:
             raise InputError(f"{state_path}: state version {state.get('version')} is not {STATE_VERSION}")
         shapes = {"round": int, "step": str, "finished": bool, "inputs": dict, "config_hash": str, "times": dict,
@@ -136,7 +135,6 @@ class SelfTune(SelfTuneSteps):
         for key, value in self.inputs.to_dict().items():
             if state["inputs"].get(key) != value:
                 raise InputError(f"{self.dir}: this state was started with --{key} {state['inputs'][key]}, not {value}")
-        in_force = pending
         # Top-level keys added since take their defaults; the training's, their off values.
         changed = config_differences(in_force, config) if config is not None else []
         if force_config and not changed:  # (--search on a state searching already, the same --config): said
@@ -312,14 +310,15 @@ def state_config(state_dir: Path) -> dict[str, Any] | None:
     for name in (NEXT_CONFIG_FILE, CONFIG_FILE):
         path = Path(state_dir) / name
         if path.is_file():
-            return _stored_config(path, read_state_file(path))
+            return _stored_config(path)
     return None
 
 
-def _stored_config(path: Path, values: dict[str, Any]) -> dict[str, Any]:
-    """A state folder's config.json or config.next.json, checked to be a config ``synth selftune``
-    wrote (:func:`pipelines.selftune_config.resolve`'s output, with the keys added since at their
-    defaults), as it is in force; anything else is one line naming the file."""
+def _stored_config(path: Path) -> dict[str, Any]:
+    """A state folder's config.json or config.next.json, read and checked to be a config ``synth
+    selftune`` wrote (:func:`pipelines.selftune_config.resolve`'s output, with the keys added since at
+    their defaults), as it is in force; anything else is one line naming the file."""
+    values = read_state_file(path)
     try:
         return selftune_config.resolve(selftune_config.with_added_defaults(values), str(path))
     except InputError as error:
